@@ -1,0 +1,249 @@
+"""Access-token verification and permission dependencies for every service.
+
+Each service verifies the bearer token itself against the auth service's
+cached JWKS (defence in depth: the gateway checked it too). Rules (RFC 8725,
+RFC 9068):
+
+* only asymmetric algorithms (:data:`ALLOWED_ALGORITHMS`); ``none`` and every
+  HMAC algorithm are refused, and the algorithm must match the key's type;
+* a ``kid`` is required and must be in the JWKS (an unknown ``kid`` triggers
+  one JWKS refresh, at most every 10 s, so rotated keys are picked up);
+* ``iss`` and ``aud`` must match; ``exp``, ``iat``, ``sub`` and ``jti`` are
+  required; expired and not-yet-valid (``nbf``/``iat`` in the future) tokens are
+  refused, with :data:`LEEWAY_SECONDS` of clock skew.
+
+Routes state what they need by parameter type: ``principal: Authenticated``, or
+``principal: Principal = require(Permission.AUDIT_READ)``. A route without
+either is visibly public.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+from healthflow.common.errors import Forbidden, ServiceUnavailable, Unauthorized
+
+ALLOWED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
+_KTY_ALGORITHMS = {"OKP": {"EdDSA"}, "EC": {"ES256"}, "RSA": {"RS256"}}
+LEEWAY_SECONDS = 30
+JWKS_MIN_REFRESH_SECONDS = 10.0
+
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller: subject (user id), roles, permissions, token id."""
+
+    subject: str
+    roles: frozenset[str]
+    permissions: frozenset[str]
+    token_id: str
+    token: str
+    claims: dict[str, Any]
+
+    def has(self, permission: str) -> bool:
+        return str(permission) in self.permissions
+
+    def has_role(self, role: str) -> bool:
+        return str(role) in self.roles
+
+    @property
+    def actor(self) -> str:
+        """The CloudEvents ``actor`` for events this caller causes."""
+        return self.subject
+
+
+class TokenVerifier:
+    """Verifies access tokens against a JWKS fetched from ``jwks_url`` (or given keys)."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        jwks_url: str | None = None,
+        jwks: dict[str, Any] | None = None,
+        cache_seconds: float = 300.0,
+    ) -> None:
+        if jwks_url is None and jwks is None:
+            raise ValueError("a JWKS URL or a JWKS is required")
+        self.issuer = issuer
+        self.audience = audience
+        self.jwks_url = jwks_url
+        self.cache_seconds = cache_seconds
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+        if jwks is not None:
+            self._load(jwks)
+            self._fetched_at = float("inf") if jwks_url is None else time.monotonic()
+
+    def _load(self, jwks: dict[str, Any]) -> None:
+        keys: dict[str, jwt.PyJWK] = {}
+        for raw in jwks.get("keys", []):
+            kid = raw.get("kid")
+            if not kid or raw.get("kty") not in _KTY_ALGORITHMS:
+                continue
+            try:
+                keys[kid] = jwt.PyJWK.from_dict(raw)
+            except jwt.PyJWTError:
+                continue
+        self._keys = keys
+
+    async def _refresh(self, *, force: bool) -> None:
+        if self.jwks_url is None:
+            return
+        async with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if (not force and age < self.cache_seconds) or (
+                force and age < JWKS_MIN_REFRESH_SECONDS
+            ):
+                return
+            try:
+                async with httpx.AsyncClient(timeout=5.0) as client:
+                    response = await client.get(self.jwks_url)
+                    response.raise_for_status()
+                    self._load(response.json())
+                    self._fetched_at = time.monotonic()
+            except (httpx.HTTPError, ValueError):
+                if not self._keys:
+                    raise ServiceUnavailable(
+                        "token keys are unavailable; try again shortly", retry_after=5
+                    ) from None
+
+    async def _key(self, kid: str) -> jwt.PyJWK:
+        await self._refresh(force=False)
+        key = self._keys.get(kid)
+        if key is None:
+            await self._refresh(force=True)
+            key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("the token was signed by an unknown key")
+        return key
+
+    async def verify(self, token: str) -> Principal:
+        """Verify ``token`` and return the caller.
+
+        Raises:
+            Unauthorized: for any token that fails a rule above (401).
+            ServiceUnavailable: when no keys could be fetched at all (503).
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("the token is malformed") from None
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise Unauthorized("the token's signing algorithm is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("the token has no key id")
+        key = await self._key(kid)
+        if alg not in _KTY_ALGORITHMS.get(key.key_type, set()):
+            raise Unauthorized("the token's algorithm does not match its key")
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("the token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthorized("the token is not valid yet") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthorized("the token is not meant for this audience") from None
+        except jwt.InvalidIssuerError:
+            raise Unauthorized("the token was issued by an unknown issuer") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("the token is invalid") from None
+        roles = claims.get("roles", [])
+        permissions = claims.get("permissions", [])
+        if not isinstance(roles, list) or not isinstance(permissions, list):
+            raise Unauthorized("the token's roles or permissions are malformed")
+        return Principal(
+            subject=str(claims["sub"]),
+            roles=frozenset(str(r) for r in roles),
+            permissions=frozenset(str(p) for p in permissions),
+            token_id=str(claims["jti"]),
+            token=token,
+            claims=claims,
+        )
+
+
+def get_verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier | None = getattr(request.app.state, "verifier", None)
+    if verifier is None:
+        settings = request.app.state.runtime.settings
+        verifier = TokenVerifier(
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            jwks_url=settings.jwks_url,
+            cache_seconds=settings.jwks_cache_seconds,
+        )
+        request.app.state.verifier = verifier
+    return verifier
+
+
+async def authenticated(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal:
+    """FastAPI dependency: the verified caller (401 problem+json without a valid token)."""
+    if not token:
+        raise Unauthorized()
+    principal = await get_verifier(request).verify(token)
+    request.state.principal = principal
+    return principal
+
+
+Authenticated = Annotated[Principal, Depends(authenticated)]
+
+
+def require(*permissions: str) -> Any:
+    """FastAPI dependency: the caller, who must hold every one of ``permissions`` (else 403)."""
+
+    async def dependency(principal: Authenticated) -> Principal:
+        missing = [str(p) for p in permissions if not principal.has(p)]
+        if missing:
+            raise Forbidden(f"this action requires the permission {', '.join(missing)}")
+        return principal
+
+    return Depends(dependency)
+
+
+def require_any(*permissions: str) -> Any:
+    """FastAPI dependency: the caller, who must hold at least one of ``permissions``."""
+
+    async def dependency(principal: Authenticated) -> Principal:
+        if not any(principal.has(p) for p in permissions):
+            raise Forbidden(
+                "this action requires one of the permissions " + ", ".join(map(str, permissions))
+            )
+        return principal
+
+    return Depends(dependency)
+
+
+def ensure_owner(principal: Principal, owner_id: str | None, *, unless: str | None = None) -> None:
+    """Allow the owner of a resource, or a caller holding ``unless``; else 403.
+
+    Raises:
+        Forbidden: the caller neither owns the resource nor holds ``unless``.
+    """
+    if owner_id is not None and principal.subject == owner_id:
+        return
+    if unless is not None and principal.has(unless):
+        return
+    raise Forbidden("you may only act on your own records")

@@ -1,0 +1,154 @@
+"""CloudEvents 1.0 envelope and versioned payload models.
+
+The envelope (:class:`CloudEvent`) follows the CloudEvents 1.0 JSON format:
+required ``specversion``, ``id``, ``source``, ``type``; optional ``time`` (aware
+UTC, RFC 3339), ``subject``, ``datacontenttype``, ``dataschema`` and ``data``;
+plus HealthFlow's extension attributes ``traceparent`` (W3C Trace Context),
+``actor`` (who caused it: a user id, or ``system:<service>``) and ``patientid``
+(the patient the event concerns, an opaque id, so compliance can filter by
+patient without PHI). The AMQP routing key is the ``type``.
+
+Payloads are pydantic models registered with :func:`event_type`; the pair
+(type, version) appears as ``dataschema`` ``urn:healthflow:event:<type>:v<n>``.
+Routing keys and envelope attributes never carry PHI: only ids and types.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SPEC_VERSION = "1.0"
+EXCHANGE = "healthflow.events"
+
+P = TypeVar("P", bound="EventPayload")
+
+
+class EventPayload(BaseModel):
+    """Base of every event payload; subclasses are registered with :func:`event_type`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_type: ClassVar[str]
+    event_version: ClassVar[int]
+
+
+_registry: dict[str, type[EventPayload]] = {}
+
+
+def event_type(name: str, version: int = 1) -> Callable[[type[P]], type[P]]:
+    """Class decorator registering a payload model for the CloudEvents ``type`` ``name``."""
+
+    def register(cls: type[P]) -> type[P]:
+        cls.event_type = name
+        cls.event_version = version
+        existing = _registry.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"event type {name!r} is already registered by {existing!r}")
+        _registry[name] = cls
+        return cls
+
+    return register
+
+
+def payload_model(type_: str) -> type[EventPayload] | None:
+    """The registered payload model of ``type_`` (``None`` when unknown here)."""
+    return _registry.get(type_)
+
+
+def catalog() -> dict[str, dict[str, Any]]:
+    """Every event type registered in this process: version and JSON Schema of its data."""
+    return {
+        name: {
+            "version": cls.event_version,
+            "dataschema": schema_uri(name, cls.event_version),
+            "payload": cls.__module__ + "." + cls.__qualname__,
+            "schema": cls.model_json_schema(),
+        }
+        for name, cls in sorted(_registry.items())
+    }
+
+
+def schema_uri(type_: str, version: int) -> str:
+    return f"urn:healthflow:event:{type_}:v{version}"
+
+
+class CloudEvent(BaseModel):
+    """A CloudEvents 1.0 envelope (structured JSON mode)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specversion: str = SPEC_VERSION
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=128)
+    source: str = Field(min_length=1, max_length=256)
+    type: str = Field(min_length=1, max_length=128, pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    subject: str | None = Field(default=None, max_length=256)
+    datacontenttype: str = "application/json"
+    dataschema: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = None
+    actor: str | None = Field(default=None, max_length=256)
+    patientid: str | None = Field(default=None, max_length=128)
+
+    @field_validator("specversion")
+    @classmethod
+    def _spec(cls, value: str) -> str:
+        if value != SPEC_VERSION:
+            raise ValueError(f"unsupported CloudEvents specversion {value!r}")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("time must be timezone-aware")
+        return value.astimezone(UTC)
+
+    @classmethod
+    def build(
+        cls,
+        payload: EventPayload,
+        *,
+        source: str,
+        subject: str | None = None,
+        actor: str | None = None,
+        patientid: str | None = None,
+        traceparent: str | None = None,
+    ) -> CloudEvent:
+        """Wrap ``payload`` in an envelope with a fresh id and the current time."""
+        return cls(
+            source=source,
+            type=payload.event_type,
+            subject=subject,
+            dataschema=schema_uri(payload.event_type, payload.event_version),
+            data=payload.model_dump(mode="json"),
+            actor=actor,
+            patientid=patientid,
+            traceparent=traceparent,
+        )
+
+    def payload(self, model: type[P]) -> P:
+        """Validate ``data`` as ``model``."""
+        return model.model_validate(self.data)
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    def to_document(self) -> dict[str, Any]:
+        """The envelope as a BSON-friendly dict (``time`` stays a datetime)."""
+        return self.model_dump(exclude_none=True)
+
+    @classmethod
+    def from_json_bytes(cls, raw: bytes) -> CloudEvent:
+        """Parse a structured-mode CloudEvent.
+
+        Raises:
+            ValueError: (or pydantic's ``ValidationError``) when it is not one.
+        """
+        return cls.model_validate(json.loads(raw))

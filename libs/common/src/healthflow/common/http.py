@@ -1,0 +1,235 @@
+"""HTTP conventions every service shares, and the app factory.
+
+:func:`create_service_app` gives a FastAPI app with:
+
+* RFC 9457 problem+json for every error (:mod:`healthflow.common.errors`);
+* ``X-Request-ID`` propagation (accepted when it is 1–128 visible ASCII
+  characters, generated otherwise, echoed on the response, put on every log line);
+* a server span per request continuing the caller's ``traceparent``;
+* a request body limit (``max_body_bytes``; 413 problem+json, nothing read past it);
+* ``/livez`` (the process answers), ``/readyz`` (MongoDB ping, broker channel,
+  consumers attached, outbox lag; 503 until all hold) and Prometheus ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from healthflow.common import metrics, tracing
+from healthflow.common.errors import PROBLEM_JSON, PayloadTooLarge, install_problem_handlers
+from healthflow.common.logs import request_id_var, setup_logging
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import ServiceSettings as ServiceSettingsLike
+from opentelemetry.trace import SpanKind
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+INTERNAL_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+
+
+def valid_request_id(value: str | None) -> str:
+    """``value`` when it is an acceptable request id, else a fresh UUID4."""
+    if value and _REQUEST_ID_RE.match(value):
+        return value
+    return str(uuid.uuid4())
+
+
+class RequestContextMiddleware:
+    """Request id, server span, latency metrics (pure ASGI: streaming-safe)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = valid_request_id(headers.get(REQUEST_ID_HEADER))
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        method = scope["method"]
+        try:
+            with tracing.span(
+                f"{method} {scope.get('path', '')}" if scope.get("path") in INTERNAL_PATHS
+                else f"{method}",
+                kind=SpanKind.SERVER,
+                parent_headers={"traceparent": headers["traceparent"]}
+                if "traceparent" in headers else None,
+                attributes={"http.request.method": method, "service.name": self.service},
+            ) as span:
+                await self.app(scope, receive, send_wrapper)
+                span.set_attribute("http.response.status_code", status_holder["status"])
+        finally:
+            request_id_var.reset(token)
+            if scope.get("path") not in INTERNAL_PATHS:
+                metrics.HTTP_REQUESTS.labels(self.service, method, status_holder["status"]).inc()
+                metrics.HTTP_LATENCY.labels(self.service, method).observe(
+                    time.perf_counter() - started
+                )
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413 problem+json before handling them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.max_bytes:
+                    await self._refuse(scope, send)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _BodyTooLarge:
+            await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        problem = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+        body = json.dumps(problem.body(scope.get("path"))).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", PROBLEM_JSON.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def health_router(runtime: ServiceRuntime) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/livez", summary="Liveness: the process answers")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.name}
+
+    @router.get("/readyz", summary="Readiness: database, broker, consumers, outbox lag")
+    async def readyz() -> JSONResponse:
+        checks = dict(await runtime.readiness())
+        checks["started"] = runtime.started
+        ready = runtime.is_ready(checks)
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "service": runtime.name,
+             "checks": checks},
+            status_code=200 if ready else 503,
+            headers={} if ready else {"Retry-After": "5"},
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        await refresh_gauges(runtime)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+async def refresh_gauges(runtime: ServiceRuntime) -> None:
+    """Read outbox and queue depths into their gauges (best effort)."""
+    try:
+        pending, age = await runtime.relay.lag()
+        metrics.OUTBOX_PENDING.labels(runtime.name).set(pending)
+        metrics.OUTBOX_AGE.labels(runtime.name).set(age)
+    except Exception:  # noqa: S110 - a scrape must not fail because Mongo is down
+        pass
+    if runtime.consumer is not None:
+        try:
+            depths = await runtime.transport.queue_depths(runtime.name)
+            metrics.CONSUMER_LAG.labels(runtime.name).set(depths.get("queue", 0))
+            metrics.DLQ_DEPTH.labels(runtime.name).set(depths.get("dlq", 0))
+        except Exception:  # noqa: S110
+            pass
+
+
+def create_service_app(
+    runtime: ServiceRuntime,
+    *,
+    routers: Sequence[APIRouter],
+    title: str,
+    description: str = "",
+    version: str = "1.0.0",
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """A FastAPI app for ``runtime`` with HealthFlow's conventions installed."""
+    settings = runtime.settings
+    setup_logging(runtime.name, settings.log_level)
+    tracing.setup_tracing(runtime.name, settings.otel_exporter)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title=title, description=description, version=version, lifespan=lifespan,
+        **fastapi_kwargs,
+    )
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+    app.include_router(health_router(runtime))
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, service=runtime.name)
+    return app
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    """FastAPI dependency: the runtime of the app serving ``request``."""
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def serve(app: FastAPI, settings: ServiceSettingsLike) -> None:
+    """Run ``app`` with uvicorn on ``settings.host:settings.port`` (a service's ``__main__``)."""
+    import uvicorn
+
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                access_log=False, timeout_graceful_shutdown=20)

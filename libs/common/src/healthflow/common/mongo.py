@@ -1,0 +1,92 @@
+"""MongoDB access through PyMongo's async API.
+
+* One :class:`~pymongo.AsyncMongoClient` per process and URL (:func:`get_client`).
+* One database per service (``healthflow_<service>`` unless configured).
+* Index declarations (:data:`Indexes`) applied at start-up by :func:`ensure_indexes`.
+* :func:`run_transaction`: a multi-document transaction with the driver's retry
+  rules (``TransientTransactionError`` retried whole, ``UnknownTransactionCommitResult``
+  commit retried), via ``ClientSession.with_transaction``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from bson.codec_options import CodecOptions
+from pymongo import AsyncMongoClient, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Document = dict[str, Any]
+Indexes = Mapping[str, Sequence[IndexModel]]
+"""Collection name → the indexes it must have."""
+
+_clients: dict[str, AsyncMongoClient[Document]] = {}
+
+# Times come back as aware UTC datetimes.
+CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True, tzinfo=UTC)
+
+
+def get_client(url: str) -> AsyncMongoClient[Document]:
+    """The process-wide client for ``url`` (created on first use)."""
+    client = _clients.get(url)
+    if client is None:
+        client = AsyncMongoClient(
+            url,
+            tz_aware=True,
+            tzinfo=UTC,
+            serverSelectionTimeoutMS=5_000,
+            connectTimeoutMS=5_000,
+            retryWrites=True,
+            uuidRepresentation="standard",
+        )
+        _clients[url] = client
+    return client
+
+
+async def close_clients() -> None:
+    """Close every client this process opened (at shutdown)."""
+    while _clients:
+        _, client = _clients.popitem()
+        await client.close()
+
+
+def get_database(url: str, name: str) -> AsyncDatabase[Document]:
+    return get_client(url).get_database(name, codec_options=CODEC_OPTIONS)
+
+
+async def ensure_indexes(db: AsyncDatabase[Document], indexes: Indexes) -> None:
+    """Create the declared indexes (idempotent; run at start-up)."""
+    for collection, models in indexes.items():
+        if models:
+            await db[collection].create_indexes(list(models))
+
+
+async def run_transaction(
+    client: AsyncMongoClient[Document], fn: Callable[[AsyncClientSession], Awaitable[T]]
+) -> T:
+    """Run ``fn(session)`` inside a transaction, retrying by the driver's rules.
+
+    ``fn`` may run more than once (on transient errors) and must not have side
+    effects outside the session. Majority read and write concern.
+    """
+    async with client.start_session() as session:
+        return await session.with_transaction(
+            fn,
+            read_concern=ReadConcern("majority"),
+            write_concern=WriteConcern("majority"),
+        )
+
+
+def utcnow() -> datetime:
+    """Now as an aware UTC datetime truncated to milliseconds (BSON's precision)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=(now.microsecond // 1000) * 1000)

@@ -1,0 +1,135 @@
+"""Roles and the permissions they grant: the one declared table.
+
+The auth service puts a user's roles and the union of their permissions in
+every access token (RFC 9068 ``roles`` / ``permissions`` claims); every
+service checks permissions with :func:`healthflow.common.auth.require`. The
+docs render this table (``python -m healthflow.common.permissions``), so it is
+never written twice.
+
+Permissions are ``<resource>:<action>``. ``*:own`` permissions are limited to
+the caller's own resources by an ownership check in the service
+(:func:`healthflow.common.auth.ensure_owner`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    PATIENT = "patient"
+    DOCTOR = "doctor"
+    PATIENT_CARE = "patient_care"
+    PARAMEDIC = "paramedic"
+    COMPLIANCE_OFFICER = "compliance_officer"
+    NURSE = "nurse"
+    RECEPTIONIST = "receptionist"
+    RADIOGRAPHER = "radiographer"
+    ACCOUNTANT = "accountant"
+
+
+STAFF_ROLES = frozenset(Role) - {Role.PATIENT}
+"""Roles an admin may give to an account (patients register themselves)."""
+
+
+class Permission(StrEnum):
+    # identity
+    PROFILE_READ_OWN = "profile:read_own"
+    USERS_READ = "users:read"
+    USERS_MANAGE = "users:manage"
+    # audit
+    AUDIT_READ = "audit:read"
+    # platform operations
+    PLATFORM_STATUS = "platform:status"
+    DEADLETTERS_MANAGE = "deadletters:manage"
+    # care directory
+    HOSPITALS_REGISTER = "hospitals:register"
+    HOSPITALS_VERIFY = "hospitals:verify"
+    HOSPITALS_MANAGE = "hospitals:manage"
+    DOCTORS_REGISTER_OWN = "doctors:register_own"
+    DOCTORS_VERIFY = "doctors:verify"
+    SCHEDULE_MANAGE_OWN = "schedule:manage_own"
+    SCHEDULE_MANAGE_ANY = "schedule:manage_any"
+    # patients
+    PATIENTS_READ_OWN = "patients:read_own"
+    PATIENTS_WRITE_OWN = "patients:write_own"
+    PATIENTS_READ_ANY = "patients:read_any"
+    PATIENTS_READ_TREATED = "patients:read_treated"
+    # appointments
+    APPOINTMENTS_BOOK_OWN = "appointments:book_own"
+    APPOINTMENTS_BOOK_ANY = "appointments:book_any"
+    APPOINTMENTS_READ_OWN = "appointments:read_own"
+    APPOINTMENTS_READ_ANY = "appointments:read_any"
+    APPOINTMENTS_MANAGE_OWN = "appointments:manage_own"
+    APPOINTMENTS_MANAGE_ANY = "appointments:manage_any"
+    # notifications
+    NOTIFICATIONS_READ_OWN = "notifications:read_own"
+    NOTIFICATIONS_SEARCH = "notifications:search"
+
+
+P = Permission
+
+_EVERYONE = {P.PROFILE_READ_OWN, P.NOTIFICATIONS_READ_OWN}
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(
+        _EVERYONE
+        | {
+            P.USERS_READ, P.USERS_MANAGE, P.AUDIT_READ, P.PLATFORM_STATUS,
+            P.DEADLETTERS_MANAGE, P.HOSPITALS_REGISTER, P.HOSPITALS_VERIFY, P.HOSPITALS_MANAGE,
+            P.DOCTORS_VERIFY, P.SCHEDULE_MANAGE_ANY, P.APPOINTMENTS_READ_ANY,
+            P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH,
+        }
+    ),
+    Role.PATIENT: frozenset(
+        _EVERYONE
+        | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
+           P.APPOINTMENTS_READ_OWN}
+    ),
+    Role.DOCTOR: frozenset(
+        _EVERYONE
+        | {P.DOCTORS_REGISTER_OWN, P.SCHEDULE_MANAGE_OWN, P.PATIENTS_READ_TREATED,
+           P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER}
+    ),
+    Role.PATIENT_CARE: frozenset(
+        _EVERYONE
+        | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY,
+           P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH}
+    ),
+    Role.PARAMEDIC: frozenset(_EVERYONE),
+    Role.COMPLIANCE_OFFICER: frozenset(_EVERYONE | {P.AUDIT_READ, P.USERS_READ}),
+    Role.NURSE: frozenset(_EVERYONE | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_READ_ANY}),
+    Role.RECEPTIONIST: frozenset(
+        _EVERYONE
+        | {P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY, P.APPOINTMENTS_MANAGE_ANY}
+    ),
+    Role.RADIOGRAPHER: frozenset(_EVERYONE),
+    Role.ACCOUNTANT: frozenset(_EVERYONE),
+}
+
+
+def permissions_for(roles: set[str] | frozenset[str] | list[str]) -> frozenset[str]:
+    """The union of the permissions of ``roles`` (unknown role names grant nothing)."""
+    granted: set[str] = set()
+    for name in roles:
+        try:
+            granted |= ROLE_PERMISSIONS[Role(name)]
+        except ValueError:
+            continue
+    return frozenset(str(p) for p in granted)
+
+
+def render_markdown() -> str:
+    """The role → permission table as Markdown (for docs/permissions.md)."""
+    roles = list(Role)
+    lines = ["| permission | " + " | ".join(r.value for r in roles) + " |",
+             "|---|" + "---|" * len(roles)]
+    for perm in Permission:
+        marks = ["✓" if perm in ROLE_PERMISSIONS[r] else "" for r in roles]
+        lines.append(f"| `{perm.value}` | " + " | ".join(marks) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

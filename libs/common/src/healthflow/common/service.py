@@ -1,0 +1,192 @@
+"""The composition root of one service: database, transport, outbox relay, consumer.
+
+Every service builds one :class:`ServiceRuntime` in its ``app.py`` and hands it
+to :func:`healthflow.common.http.create_service_app`, whose lifespan calls
+:meth:`ServiceRuntime.start` and :meth:`ServiceRuntime.stop`. Routes and event
+handlers reach the runtime through ``request.app.state.runtime`` (see
+:func:`runtime_dependency`) and change state only through :meth:`ServiceRuntime.transact`,
+so that every write and the events it causes commit together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from healthflow.common import mongo
+from healthflow.common.events.consumer import Consumer, Handlers
+from healthflow.common.events.inprocess import InProcessTransport
+from healthflow.common.events.outbox import OUTBOX_INDEXES, UnitOfWork
+from healthflow.common.events.relay import OutboxRelay
+from healthflow.common.events.transport import Subscription, Transport
+from healthflow.common.mongo import Document, Indexes
+from healthflow.common.settings import ServiceSettings
+from pymongo.asynchronous.database import AsyncDatabase
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PLATFORM_DATABASE = "healthflow_platform"
+
+_shared_inprocess: dict[str, InProcessTransport] = {}
+
+
+def shared_inprocess_transport(mongodb_url: str) -> InProcessTransport:
+    """The one in-process transport of this process (all services share it)."""
+    transport = _shared_inprocess.get(mongodb_url)
+    if transport is None:
+        transport = InProcessTransport(mongo.get_database(mongodb_url, PLATFORM_DATABASE))
+        _shared_inprocess[mongodb_url] = transport
+    return transport
+
+
+def make_transport(settings: ServiceSettings) -> Transport:
+    """The transport ``settings.transport`` names (RabbitMQ or the shared in-process one)."""
+    if settings.transport == "inprocess":
+        return shared_inprocess_transport(settings.mongodb_url)
+    from healthflow.common.events.rabbit import RabbitTransport
+
+    return RabbitTransport(settings.amqp_url)
+
+
+class ServiceRuntime:
+    """Everything one service process holds: settings, database, transport, relay, consumer."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        indexes: Indexes | None = None,
+        handlers: Handlers | None = None,
+        transport: Transport | None = None,
+        on_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.service_name
+        self.source = f"/healthflow/{self.name}"
+        self.indexes: dict[str, Any] = {**OUTBOX_INDEXES, **(indexes or {})}
+        self.client = mongo.get_client(settings.mongodb_url)
+        self.db: AsyncDatabase[Document] = mongo.get_database(
+            settings.mongodb_url, settings.database_name
+        )
+        self._owns_transport = transport is None and settings.transport == "rabbitmq"
+        self.transport = transport or make_transport(settings)
+        self.relay = OutboxRelay(
+            self.db,
+            self.transport,
+            service=self.name,
+            batch_size=settings.outbox_batch_size,
+            poll_interval=settings.outbox_poll_interval,
+            lease=settings.outbox_lease,
+            retention=settings.outbox_retention,
+            max_backoff=settings.outbox_max_backoff,
+        )
+        self.consumer = Consumer(self, handlers) if handlers else None
+        self.on_start = on_start
+        self.started = False
+        self.state: dict[str, Any] = {}
+
+    @property
+    def subscription(self) -> Subscription | None:
+        if self.consumer is None:
+            return None
+        return Subscription(
+            service=self.name,
+            patterns=self.consumer.patterns,
+            handler=self.consumer,
+            retry_delays=tuple(self.settings.retry_delays),
+            prefetch=self.settings.prefetch,
+        )
+
+    async def start(self) -> None:
+        """Indexes, transport, relay, then consumers (readiness follows the last)."""
+        await mongo.ensure_indexes(self.db, self.indexes)
+        if not self.transport.connected:
+            await self.transport.connect()
+            if isinstance(self.transport, InProcessTransport):
+                await self.transport.recover()
+        await self.relay.start()
+        if self.on_start is not None:
+            await self.on_start(self)
+        subscription = self.subscription
+        if subscription is not None:
+            await self.transport.subscribe(subscription)
+        self.started = True
+        log.info("service started", extra={"service": self.name})
+
+    async def stop(self) -> None:
+        """Stop consuming (drain), stop the relay, close what this runtime owns."""
+        self.started = False
+        if isinstance(self.transport, InProcessTransport) and self.consumer is not None:
+            await self.transport.unsubscribe(self.name)
+        await self.relay.stop()
+        if self._owns_transport:
+            await self.transport.close()
+        log.info("service stopped", extra={"service": self.name})
+
+    async def transact(
+        self,
+        fn: Callable[[UnitOfWork], Awaitable[T]],
+        *,
+        actor: str | None = None,
+        traceparent: str | None = None,
+    ) -> T:
+        """Run ``fn(uow)`` in one transaction; the events it publishes commit with it.
+
+        ``fn`` may run more than once (transient transaction errors are retried by
+        the driver's rules) and must keep its side effects inside the session.
+        """
+        from healthflow.common.tracing import current_traceparent
+
+        traceparent = traceparent or current_traceparent()
+        wrote_events = False
+
+        async def body(session: Any) -> T:
+            nonlocal wrote_events
+            uow = UnitOfWork(
+                session, self.db, source=self.source, actor=actor, traceparent=traceparent
+            )
+            result = await fn(uow)
+            await uow.flush()
+            wrote_events = bool(uow.events)
+            return result
+
+        result = await mongo.run_transaction(self.client, body)
+        if wrote_events:
+            self.relay.notify()
+        return result
+
+    async def readiness(self) -> Mapping[str, Any]:
+        """Checks behind ``/readyz``: Mongo ping, broker, consumers, outbox lag (seconds)."""
+        checks: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(self.client.admin.command("ping"), timeout=2)
+            checks["mongodb"] = "ok"
+        except Exception as exc:
+            checks["mongodb"] = f"unavailable: {type(exc).__name__}"
+        checks["broker"] = "ok" if self.transport.connected else "unavailable"
+        if self.consumer is not None:
+            checks["consumers"] = "attached" if self.transport.consuming else "detached"
+        if checks["mongodb"] == "ok":
+            try:
+                pending, age = await self.relay.lag()
+                checks["outbox"] = {"pending": pending, "oldest_age_seconds": round(age, 3)}
+                if age > self.settings.readiness_max_outbox_lag:
+                    checks["outbox"]["status"] = "lagging"
+            except Exception as exc:
+                checks["outbox"] = f"unavailable: {type(exc).__name__}"
+        return checks
+
+    @staticmethod
+    def is_ready(checks: Mapping[str, Any]) -> bool:
+        if not checks.get("started", True):
+            return False
+        for key, value in checks.items():
+            if key == "outbox" and isinstance(value, dict):
+                if value.get("status") == "lagging":
+                    return False
+            elif value not in ("ok", "attached", True):
+                return False
+        return True

@@ -1,0 +1,109 @@
+"""Service settings from the environment (and an optional ``.env`` file).
+
+Every service has a ``Settings`` subclass of :class:`ServiceSettings` whose
+``model_config`` sets ``env_prefix`` (``AUDIT_``, ``AUTH_``, …). A field is read
+from the prefixed variable first (``AUDIT_MONGODB_URL``) and then from the
+platform-wide unprefixed one (``MONGODB_URL``), so one ``.env`` can configure a
+whole local platform while each deployment can still override one service.
+
+:func:`load_settings` turns pydantic's validation error into
+:class:`ConfigurationError`, whose message names the environment variable to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+S = TypeVar("S", bound="ServiceSettings")
+
+
+class ConfigurationError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares.
+
+    Durations are in seconds (floats), sizes in bytes.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix=""
+    )
+
+    service_name: str = "service"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8100, ge=1, le=65535)
+    mongodb_url: str = "mongodb://127.0.0.1:27017/?directConnection=true"
+    mongodb_database: str | None = None  # default: healthflow_<service>
+    transport: Literal["rabbitmq", "inprocess"] = "rabbitmq"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # Consumer behaviour
+    prefetch: int = Field(default=32, ge=1, le=10_000)
+    retry_delays: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0])
+    # Outbox relay
+    outbox_batch_size: int = Field(default=100, ge=1, le=1_000)
+    outbox_poll_interval: float = Field(default=1.0, gt=0)
+    outbox_lease: float = Field(default=30.0, gt=0)
+    outbox_retention: float = Field(default=7 * 24 * 3600.0, ge=0)
+    outbox_max_backoff: float = Field(default=60.0, gt=0)
+    # Readiness: outbox lag (age of the oldest pending record) above this is not ready.
+    readiness_max_outbox_lag: float = Field(default=300.0, gt=0)
+    # Auth (token verification against the auth service's JWKS)
+    jwks_url: str = "http://127.0.0.1:8101/.well-known/jwks.json"
+    jwt_issuer: str = "healthflow-auth"
+    jwt_audience: str = "healthflow"
+    jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    # HTTP
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+    log_level: str = "INFO"
+    otel_exporter: Literal["none", "console", "otlp"] = "none"
+
+    @property
+    def database_name(self) -> str:
+        return self.mongodb_database or f"healthflow_{self.service_name}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Prefixed variables win; the unprefixed platform-wide ones are the fallback.
+        shared_env = EnvSettingsSource(settings_cls, env_prefix="")
+        return (init_settings, env_settings, dotenv_settings, shared_env, file_secret_settings)
+
+
+def env_name(settings_cls: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets ``field`` for ``settings_cls``."""
+    prefix = settings_cls.model_config.get("env_prefix", "") or ""
+    return f"{prefix}{field}".upper()
+
+
+def load_settings(settings_cls: type[S], **overrides: Any) -> S:
+    """Build ``settings_cls`` from the environment.
+
+    Raises:
+        ConfigurationError: naming each offending variable and why it was refused.
+    """
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{env_name(settings_cls, field)}: {error['msg']}")
+        raise ConfigurationError(
+            f"invalid configuration for {settings_cls.__name__}: " + "; ".join(problems)
+        ) from None
