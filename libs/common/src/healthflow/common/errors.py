@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pymongo.errors import DuplicateKeyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             return JSONResponse(body, status_code=exc.status_code, media_type=PROBLEM_JSON)
         problem = cls(detail, headers=dict(exc.headers or {}))
         return problem_response(problem, request)
+
+    @app.exception_handler(DuplicateKeyError)
+    async def _duplicate(request: Request, exc: DuplicateKeyError) -> JSONResponse:
+        # A unique index refused the write: the resource (or slot) is taken.
+        return problem_response(
+            Conflict("a resource with the same unique key already exists"), request
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -81,7 +81,7 @@ async def running_app(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Run ``app``'s lifespan and yield a client that calls it in-process."""
     async with LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager:
-        transport = httpx.ASGITransport(app=manager.app)
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
 

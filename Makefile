@@ -1,0 +1,42 @@
+# HealthFlow — the commands the README names. Every target installs what it
+# needs first, so each works on a fresh machine with only Python 3.11+.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PYTEST_ARGS ?=
+export UV_LINK_MODE ?= copy
+
+.PHONY: help deps install run test test-fast lint fmt bench deadletters clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## install uv, RabbitMQ and Redis when missing, and start them
+	@bash deploy/scripts/deps.sh
+
+install: deps ## create .venv with every workspace package (uv sync, locked)
+	@$(UV) sync --frozen
+
+run: install ## run the whole platform locally (gateway on http://127.0.0.1:8000)
+	@$(UV) run --frozen healthflow-run $(RUN_ARGS)
+
+test: install ## the whole test suite against real MongoDB-protocol, RabbitMQ and Redis servers
+	@$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+test-fast: install ## the suite without the slow fault drills
+	@$(UV) run --frozen pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install ## ruff (lint) over the whole workspace
+	@$(UV) run --frozen ruff check .
+
+fmt: install ## ruff's import sorting and fixes
+	@$(UV) run --frozen ruff check --fix .
+
+bench: install ## benchmarks (not tests): prints throughput and latency figures
+	@bash deploy/scripts/bench.sh
+
+deadletters: install ## inspect and replay dead letters: make deadletters ARGS="list audit"
+	@$(UV) run --frozen healthflow-deadletters $(ARGS)
+
+clean: ## remove local data and logs (./var)
+	rm -rf var

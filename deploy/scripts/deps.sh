@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install and start what HealthFlow needs on a Debian machine: uv (from PyPI),
+# RabbitMQ and Redis (from Debian's packages). Idempotent; says what it does.
+set -euo pipefail
+
+say() { printf '[deps] %s\n' "$*"; }
+apt_updated=0
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "apt-get is not available: install $* yourself"; return 1
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$apt_updated" -eq 0 ]; then $sudo apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# uv
+if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1; then
+  say "installing uv from PyPI"
+  python3 -m pip install --quiet uv
+fi
+
+# RabbitMQ (tests and the production-shape run need it; `make run` falls back to
+# the in-process transport when it is absent)
+if [ -z "${AMQP_URL:-}" ]; then
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    say "installing rabbitmq-server"
+    apt_install rabbitmq-server || say "RabbitMQ could not be installed"
+  fi
+  if command -v rabbitmq-server >/dev/null 2>&1 && ! port_open 5672; then
+    say "starting RabbitMQ"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do port_open 5672 && break; sleep 1; done
+    port_open 5672 && sleep 2
+  fi
+  if port_open 5672; then say "RabbitMQ answers on 127.0.0.1:5672"; else say "RabbitMQ is NOT running"; fi
+fi
+
+# Redis (shared rate-limit budgets)
+if [ -z "${REDIS_URL:-}" ]; then
+  if ! command -v redis-server >/dev/null 2>&1; then
+    say "installing redis-server"
+    apt_install redis-server || say "Redis could not be installed"
+  fi
+  if command -v redis-server >/dev/null 2>&1 && ! port_open 6379; then
+    say "starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 20); do port_open 6379 && break; sleep 0.5; done
+  fi
+  if port_open 6379; then say "Redis answers on 127.0.0.1:6379"; else say "Redis is NOT running"; fi
+fi

@@ -1,0 +1,154 @@
+"""The outbox relay: leases, retries with back-off, purge, lag — against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from healthflow.common import mongo
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.events.inprocess import InProcessTransport
+from healthflow.common.events.outbox import OUTBOX, outbox_document
+from healthflow.common.events.relay import OutboxRelay
+from healthflow.common.events.transport import PublishError, Subscription
+
+
+class FlakyTransport(InProcessTransport):
+    """The real in-process transport, made to refuse the first ``failures`` publishes."""
+
+    def __init__(self, store, failures: int) -> None:
+        super().__init__(store)
+        self.failures = failures
+
+    async def publish(self, event: CloudEvent) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise PublishError("broker said no (injected)")
+        await super().publish(event)
+
+
+@pytest.fixture
+async def db(mongodb_url, unique_name):
+    return mongo.get_database(mongodb_url, f"relay_{unique_name}")
+
+
+async def make_transport(db, received: list[str], failures: int = 0) -> InProcessTransport:
+    transport = FlakyTransport(db, failures)
+    await transport.connect()
+
+    async def handler(event: CloudEvent) -> None:
+        received.append(event.id)
+
+    await transport.subscribe(Subscription("sink", ["#"], handler, retry_delays=()))
+    return transport
+
+
+def event(n: int) -> CloudEvent:
+    return CloudEvent(source="/healthflow/test", type="test.happened", subject=str(n))
+
+
+async def test_relay_publishes_and_marks_sent(db):
+    received: list[str] = []
+    transport = await make_transport(db, received)
+    events = [event(i) for i in range(30)]
+    await db[OUTBOX].insert_many([outbox_document(e) for e in events])
+    relay = OutboxRelay(db, transport, service="t", batch_size=10)
+    total = 0
+    while (n := await relay.relay_once()) > 0:
+        total += n
+    assert total == 30
+    assert sorted(received) == sorted(e.id for e in events)
+    assert await db[OUTBOX].count_documents({"status": "sent"}) == 30
+    assert await relay.lag() == (0, 0.0)
+    await transport.close()
+
+
+async def test_failed_publish_is_retried_with_backoff(db):
+    received: list[str] = []
+    transport = await make_transport(db, received, failures=1)
+    e = event(1)
+    await db[OUTBOX].insert_one(outbox_document(e))
+    relay = OutboxRelay(db, transport, service="t", max_backoff=0.3)
+    assert await relay.relay_once() == 0
+    record = await db[OUTBOX].find_one({"_id": e.id})
+    assert record["status"] == "pending" and record["attempts"] == 1
+    assert record["next_attempt_at"] > mongo.utcnow() - timedelta(milliseconds=5)
+    assert "injected" in record["last_error"]
+    assert record["lease_owner"] is None
+    for _ in range(50):
+        if await relay.relay_once():
+            break
+        await asyncio.sleep(0.05)
+    assert received == [e.id]
+    await transport.close()
+
+
+async def test_live_lease_is_respected_and_expired_lease_is_reclaimed(db):
+    received: list[str] = []
+    transport = await make_transport(db, received)
+    held, abandoned = event(1), event(2)
+    now = mongo.utcnow()
+    docs = [outbox_document(held), outbox_document(abandoned)]
+    docs[0] |= {"lease_owner": "other-replica", "lease_until": now + timedelta(seconds=60)}
+    docs[1] |= {"lease_owner": "crashed-replica", "lease_until": now - timedelta(seconds=1)}
+    await db[OUTBOX].insert_many(docs)
+    relay = OutboxRelay(db, transport, service="t")
+    assert await relay.relay_once() == 1
+    assert received == [abandoned.id]
+    assert (await db[OUTBOX].find_one({"_id": held.id}))["status"] == "pending"
+    await transport.close()
+
+
+async def test_two_relays_never_publish_a_record_twice_at_once(db):
+    received: list[str] = []
+    transport = await make_transport(db, received)
+    events = [event(i) for i in range(60)]
+    await db[OUTBOX].insert_many([outbox_document(e) for e in events])
+    relays = [OutboxRelay(db, transport, service="t", batch_size=7) for _ in range(2)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.relay_once():
+            pass
+
+    await asyncio.gather(*(drain(r) for r in relays))
+    await drain(relays[0])
+    assert sorted(received) == sorted(e.id for e in events)  # each exactly once
+    await transport.close()
+
+
+async def test_purge_deletes_only_sent_records_past_retention(db):
+    transport = await make_transport(db, [])
+    old_sent, new_sent, pending = event(1), event(2), event(3)
+    now = mongo.utcnow()
+    docs = [outbox_document(e) for e in (old_sent, new_sent, pending)]
+    docs[0] |= {"status": "sent", "sent_at": now - timedelta(days=8)}
+    docs[1] |= {"status": "sent", "sent_at": now - timedelta(hours=1)}
+    docs[2] |= {"created_at": now - timedelta(days=9)}
+    await db[OUTBOX].insert_many(docs)
+    relay = OutboxRelay(db, transport, service="t", retention=7 * 24 * 3600)
+    assert await relay.purge() == 1
+    remaining = {d["_id"] async for d in db[OUTBOX].find({}, {"_id": 1})}
+    assert remaining == {new_sent.id, pending.id}
+    pending_count, age = await relay.lag()
+    assert pending_count == 1 and age > 8 * 24 * 3600
+    await transport.close()
+
+
+async def test_running_relay_wakes_on_insert_without_waiting_for_the_poll(db):
+    received: list[str] = []
+    transport = await make_transport(db, received)
+    relay = OutboxRelay(db, transport, service="t", poll_interval=30.0)
+    await relay.start()
+    try:
+        await asyncio.sleep(0.3)  # let the change stream open
+        e = event(7)
+        await db[OUTBOX].insert_one(outbox_document(e))
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+        assert received == [e.id], "the change stream should have woken the relay"
+    finally:
+        await relay.stop()
+        await transport.close()
