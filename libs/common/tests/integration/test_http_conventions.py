@@ -71,7 +71,8 @@ async def test_failure_after_writes_rolls_back_document_and_event(widget_app):
 
 async def test_domain_conflict_is_409(widget_app):
     async with running_app(widget_app) as client:
-        assert (await client.post("/api/v1/widgets", json={"name": "a", "size": 1})).status_code == 201
+        first = await client.post("/api/v1/widgets", json={"name": "a", "size": 1})
+        assert first.status_code == 201
         response = await client.post("/api/v1/widgets", json={"name": "a", "size": 2})
         assert_problem(response, 409, detail_contains="exists")
 
