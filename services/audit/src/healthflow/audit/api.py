@@ -1,0 +1,131 @@
+"""The compliance API: read and verify the log (``audit:read``).
+
+The log is append-only: no route changes or removes an entry, and PUT, PATCH
+and DELETE on any audit path are answered 405 problem+json. Reads emit no
+events (an audit entry per read would feed the log back into itself).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import AwareDatetime
+
+from healthflow.audit import store
+from healthflow.audit.schemas import AuditEntry, ChainHeadOut, VerificationOut
+from healthflow.common.auth import Principal, require
+from healthflow.common.errors import BadRequest, NotFound, UnprocessableContent
+from healthflow.common.http import get_runtime
+from healthflow.common.pagination import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    Page,
+    decode_cursor,
+    encode_cursor,
+)
+from healthflow.common.permissions import Permission
+from healthflow.common.service import ServiceRuntime
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+def _invalid(location: str, message: str) -> UnprocessableContent:
+    return UnprocessableContent(f"{location}: {message}",
+                                errors=[{"location": location, "message": message}])
+
+
+@router.get("/events", response_model=Page[AuditEntry], summary="Search the log, newest first")
+async def list_events(
+    runtime: Runtime,
+    principal: Principal = require(Permission.AUDIT_READ),
+    type: Annotated[str | None, Query(max_length=128, description="event type")] = None,
+    subject: Annotated[str | None, Query(max_length=256)] = None,
+    actor: Annotated[str | None, Query(max_length=256)] = None,
+    patient: Annotated[str | None, Query(max_length=128, description="patientid")] = None,
+    since: Annotated[AwareDatetime | None, Query(
+        alias="from", description="event time ≥ this (RFC 3339 with offset)")] = None,
+    until: Annotated[AwareDatetime | None, Query(
+        alias="to", description="event time < this (RFC 3339 with offset)")] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[AuditEntry]:
+    """Entries matching every given filter, newest (highest ``seq``) first.
+
+    ``from``/``to`` bound the event's ``time`` as ``[from, to)``; both must
+    carry a UTC offset. Pass ``next_cursor`` back as ``cursor`` for older ones.
+
+    Raises:
+        UnprocessableContent: ``from`` after ``to``, or a malformed parameter (422).
+        BadRequest: a cursor this API did not issue (400).
+    """
+    if since is not None and until is not None and since > until:
+        raise _invalid("query.from", "must not be after 'to'")
+    position = decode_cursor(cursor)
+    before: int | None = None
+    if position is not None:
+        before = position.get("seq")
+        if not isinstance(before, int) or isinstance(before, bool) or before < 0:
+            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged")
+    where = store.EntryFilter(type=type, subject=subject, actor=actor, patientid=patient,
+                              since=_utc(since), until=_utc(until))
+    docs = await store.find_entries(runtime.db, where, before_seq=before, limit=limit + 1)
+    items = [AuditEntry.model_validate(doc) for doc in docs[:limit]]
+    next_cursor = encode_cursor({"seq": items[-1].seq}) if len(docs) > limit else None
+    return Page[AuditEntry](items=items, next_cursor=next_cursor)
+
+
+@router.get("/head", response_model=ChainHeadOut, summary="The last entry of the chain")
+async def chain_head(
+    runtime: Runtime, principal: Principal = require(Permission.AUDIT_READ)
+) -> ChainHeadOut:
+    head = await store.read_head(runtime.db)
+    return ChainHeadOut(seq=None if head.empty else head.seq, hash=head.hash,
+                        length=head.seq + 1)
+
+
+@router.get("/verify", response_model=VerificationOut, summary="Recompute and check the chain")
+async def verify(
+    runtime: Runtime,
+    principal: Principal = require(Permission.AUDIT_READ),
+    from_seq: Annotated[int, Query(ge=0)] = 0,
+    to_seq: Annotated[int | None, Query(ge=0, description="default: the head")] = None,
+) -> VerificationOut:
+    """Recompute every hash in ``from_seq..to_seq`` (inclusive) from the stored entries.
+
+    ``to_seq`` is capped at the head. ``first_broken_index`` is the ``seq`` of
+    the first entry that is missing, out of place, no longer hashes to its
+    stored ``hash``, or whose copied attributes disagree with its envelope
+    (rules: :class:`healthflow.audit.domain.ChainVerifier`).
+
+    Raises:
+        UnprocessableContent: ``from_seq`` after ``to_seq`` (422).
+    """
+    if to_seq is not None and from_seq > to_seq:
+        raise _invalid("query.from_seq", "must not be after to_seq")
+    result, head, last = await store.verify(runtime.db, from_seq, to_seq)
+    return VerificationOut(
+        ok=result.ok, checked=result.checked, first_broken_index=result.first_broken_index,
+        reason=result.reason, from_seq=from_seq, to_seq=last if last >= 0 else None,
+        head_seq=None if head.empty else head.seq, head_hash=head.hash,
+    )
+
+
+@router.get("/events/{seq}", response_model=AuditEntry, summary="One entry by seq")
+async def get_event(
+    runtime: Runtime,
+    seq: Annotated[int, Path(ge=0)],
+    principal: Principal = require(Permission.AUDIT_READ),
+) -> AuditEntry:
+    """Raises: NotFound (404) when no entry has this ``seq``."""
+    doc = await store.get_entry(runtime.db, seq)
+    if doc is None:
+        raise NotFound(f"no audit entry has seq {seq}")
+    return AuditEntry.model_validate(doc)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None

@@ -1,0 +1,37 @@
+"""Composition root of the audit service."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from healthflow.audit import api, handlers, store
+from healthflow.audit.settings import Settings
+from healthflow.common.events.transport import Transport
+from healthflow.common.http import create_service_app
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import load_settings
+
+
+async def _on_start(runtime: ServiceRuntime) -> None:
+    await store.ensure_head(runtime.db)
+
+
+def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
+    """The audit app: consumes every event (``#``) into the chain; serves the compliance API.
+
+    The runtime's per-event consumer is replaced by a
+    :class:`~healthflow.audit.handlers.GroupCommitConsumer` (same inbox contract,
+    one transaction per group of concurrent deliveries).
+    """
+    settings = settings or load_settings(Settings)
+    runtime = ServiceRuntime(
+        settings, indexes=store.INDEXES, handlers=handlers.HANDLERS, transport=transport,
+        on_start=_on_start,
+    )
+    runtime.consumer = handlers.GroupCommitConsumer(
+        runtime, handlers.HANDLERS, max_batch=settings.append_batch_max
+    )
+    return create_service_app(
+        runtime, routers=[api.router], title="HealthFlow audit",
+        description="Append-only, hash-chained log of every event, for compliance officers.",
+    )

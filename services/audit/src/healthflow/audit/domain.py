@@ -1,0 +1,305 @@
+"""The hash chain: how entries are built, hashed and verified (pure: no I/O).
+
+Definitions (the contract a third party needs to re-verify an exported log):
+
+* An entry has a 0-based ``seq``; entry ``n`` follows entry ``n - 1`` with no gap.
+* Its **hash view** is the JSON object::
+
+      {"seq": <int>,
+       "appended_at": "<YYYY-MM-DDTHH:MM:SS.mmmZ>",   # UTC, millisecond precision
+       "envelope": <the CloudEvents 1.0 envelope in JSON mode>}
+
+  where the envelope is exactly the structured-mode JSON object of the event as
+  received (``CloudEvent.model_dump(mode="json", exclude_none=True)``: ``time``
+  an RFC 3339 string, absent optional attributes omitted, ``data`` as sent).
+* Its **canonical bytes** are the RFC 8785 JSON Canonicalization Scheme (JCS)
+  serialization of the hash view (``rfc8785.dumps``: UTF-8, keys sorted by
+  UTF-16 code units, ECMAScript number formatting). JCS admits only numbers an
+  IEEE 754 double holds exactly (integers within ±(2**53 - 1), no NaN or
+  infinities); an envelope outside that domain cannot be chained
+  (:class:`UnhashableEvent`).
+* ``hash = lowercase hex SHA-256( ASCII(prev_hash) ‖ canonical bytes )``
+  (FIPS 180-4), where ``prev_hash`` is the previous entry's ``hash`` (64
+  lowercase hex characters) and, for entry 0, :data:`GENESIS_HASH` (64 zeros).
+
+The other stored fields of an entry (``event_id``, ``type``, ``subject``,
+``actor``, ``patientid``, ``source``, ``time``) are copies of envelope
+attributes kept for querying; :class:`ChainVerifier` checks that they still
+agree with the (hashed) envelope, so none of them can be altered unnoticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import rfc8785
+
+from healthflow.common.events.envelope import CloudEvent
+
+GENESIS_HASH = "0" * 64
+"""``prev_hash`` of entry 0."""
+
+_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+
+INDEXED_ATTRIBUTES = ("type", "subject", "actor", "patientid", "source")
+"""Envelope attributes copied onto each entry under the same name (for filters)."""
+
+
+class UnhashableEvent(ValueError):
+    """The envelope holds a value RFC 8785 cannot canonicalize (e.g. an integer ≥ 2**53)."""
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The last entry of the chain: its ``seq`` (-1 when empty) and ``hash``."""
+
+    seq: int
+    hash: str
+
+    @classmethod
+    def genesis(cls) -> ChainHead:
+        return cls(seq=-1, hash=GENESIS_HASH)
+
+    @property
+    def empty(self) -> bool:
+        return self.seq < 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One log entry. ``time`` and ``appended_at`` are aware UTC datetimes (ms precision)."""
+
+    seq: int
+    event_id: str
+    type: str
+    subject: str | None
+    actor: str | None
+    patientid: str | None
+    source: str
+    time: datetime
+    envelope: dict[str, Any]
+    prev_hash: str
+    hash: str
+    appended_at: datetime
+
+
+def to_millis(value: datetime) -> datetime:
+    """``value`` in UTC truncated to whole milliseconds (BSON's precision).
+
+    Raises:
+        ValueError: ``value`` is naive.
+    """
+    if value.tzinfo is None:
+        raise ValueError("a timezone-aware datetime is required")
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def rfc3339_millis(value: datetime) -> str:
+    """``value`` as RFC 3339 UTC with milliseconds: ``2026-11-21T10:00:00.123Z``."""
+    return to_millis(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def envelope_json(event: CloudEvent) -> dict[str, Any]:
+    """The event's structured-mode JSON object: the ``envelope`` of the hash view.
+
+    Raises:
+        UnhashableEvent: when RFC 8785 cannot canonicalize it.
+    """
+    envelope = event.model_dump(mode="json", exclude_none=True)
+    try:
+        rfc8785.dumps(envelope)
+    except rfc8785.CanonicalizationError as exc:
+        raise UnhashableEvent(f"event {event.id} cannot be canonicalized: {exc}") from None
+    return envelope
+
+
+def canonical_bytes(seq: int, appended_at: datetime, envelope: Mapping[str, Any]) -> bytes:
+    """RFC 8785 bytes of the hash view ``{"seq", "appended_at", "envelope"}``.
+
+    Raises:
+        UnhashableEvent: when RFC 8785 cannot canonicalize the envelope.
+    """
+    view = {"seq": seq, "appended_at": rfc3339_millis(appended_at), "envelope": envelope}
+    try:
+        return rfc8785.dumps(view)
+    except rfc8785.CanonicalizationError as exc:
+        raise UnhashableEvent(f"entry {seq} cannot be canonicalized: {exc}") from None
+
+
+def entry_hash(prev_hash: str, seq: int, appended_at: datetime,
+               envelope: Mapping[str, Any]) -> str:
+    """``hex(SHA-256(ASCII(prev_hash) ‖ canonical_bytes(seq, appended_at, envelope)))``.
+
+    Raises:
+        ValueError: ``prev_hash`` is not 64 lowercase hex characters.
+        UnhashableEvent: when RFC 8785 cannot canonicalize the envelope.
+    """
+    if not _HASH_RE.match(prev_hash):
+        raise ValueError("prev_hash must be 64 lowercase hex characters")
+    digest = hashlib.sha256(prev_hash.encode("ascii"))
+    digest.update(canonical_bytes(seq, appended_at, envelope))
+    return digest.hexdigest()
+
+
+def chain(head: ChainHead, events: Sequence[CloudEvent], appended_at: datetime) -> list[Entry]:
+    """The entries that append ``events`` (in order) after ``head``.
+
+    ``appended_at`` (aware) is stored at millisecond precision. Returns an empty
+    list for no events.
+
+    Raises:
+        UnhashableEvent: an event cannot be canonicalized (nothing is returned).
+    """
+    at = to_millis(appended_at)
+    entries: list[Entry] = []
+    prev_hash, seq = head.hash, head.seq
+    for event in events:
+        seq += 1
+        envelope = envelope_json(event)
+        digest = entry_hash(prev_hash, seq, at, envelope)
+        entries.append(
+            Entry(
+                seq=seq, event_id=event.id, type=event.type, subject=event.subject,
+                actor=event.actor, patientid=event.patientid, source=event.source,
+                time=to_millis(event.time), envelope=envelope, prev_hash=prev_hash,
+                hash=digest, appended_at=at,
+            )
+        )
+        prev_hash = digest
+    return entries
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of checking a run of entries.
+
+    ``checked`` counts entries found intact before the first break;
+    ``first_broken_index`` is the ``seq`` of the first entry that is missing or
+    whose stored content no longer matches (``None`` when ``ok``); ``reason``
+    says which rule it broke.
+    """
+
+    ok: bool
+    checked: int
+    first_broken_index: int | None = None
+    reason: str | None = None
+
+
+class ChainVerifier:
+    """Checks entries fed in ``seq`` order, stopping at the first break.
+
+    Incremental so that a long chain can be streamed through it. Entries are
+    mappings with the :class:`Entry` field names (``seq``, ``envelope``,
+    ``prev_hash``, ``hash``, ``appended_at``, and the copied attributes); any
+    of them may be missing or of the wrong type, as a tampered record might be.
+    Each entry must:
+
+    1. carry the expected ``seq`` (the previous one plus one: no gap);
+    2. have ``prev_hash`` equal to the previous entry's ``hash`` (or the given
+       starting hash);
+    3. have ``hash`` equal to :func:`entry_hash` recomputed from its stored
+       ``seq``, ``appended_at`` and ``envelope``;
+    4. have ``event_id``, ``time`` and the :data:`INDEXED_ATTRIBUTES` equal to
+       the envelope's ``id``, ``time`` (to the millisecond) and attributes.
+    """
+
+    def __init__(self, start_seq: int = 0, prev_hash: str = GENESIS_HASH) -> None:
+        self.expected_seq = start_seq
+        self.prev_hash = prev_hash
+        self.checked = 0
+        self.broken: Verification | None = None
+
+    def _break(self, seq: int, reason: str) -> bool:
+        self.broken = Verification(ok=False, checked=self.checked,
+                                   first_broken_index=seq, reason=reason)
+        return False
+
+    def feed(self, entry: Mapping[str, Any]) -> bool:
+        """Check the next entry; ``False`` once the chain is broken (stop feeding)."""
+        if self.broken is not None:
+            return False
+        seq = self.expected_seq
+        if entry.get("seq") != seq:
+            found = entry.get("seq")
+            if isinstance(found, int) and found > seq:
+                return self._break(seq, f"entry {seq} is missing")
+            return self._break(seq, f"entry {seq} has seq {found!r}")
+        if entry.get("prev_hash") != self.prev_hash:
+            return self._break(seq, "prev_hash does not match the previous entry's hash")
+        envelope, appended_at = entry.get("envelope"), entry.get("appended_at")
+        if not isinstance(envelope, Mapping) or not isinstance(appended_at, datetime):
+            return self._break(seq, "envelope or appended_at is missing or malformed")
+        try:
+            recomputed = entry_hash(self.prev_hash, seq, appended_at, envelope)
+        except (ValueError, TypeError):
+            return self._break(seq, "the stored entry cannot be canonicalized")
+        if entry.get("hash") != recomputed:
+            return self._break(seq, "hash does not match the stored content")
+        mismatch = _copied_attribute_mismatch(entry, envelope)
+        if mismatch is not None:
+            return self._break(seq, f"{mismatch} disagrees with the envelope")
+        self.prev_hash = recomputed
+        self.expected_seq += 1
+        self.checked += 1
+        return True
+
+    def finish(self, last_seq: int, head: ChainHead | None = None) -> Verification:
+        """The outcome once entries up to ``last_seq`` were fed.
+
+        When ``head`` is given and the run reached it (``last_seq`` is its
+        ``seq``), the head's hash must equal the last entry's (an entry removed
+        at the end shows here).
+        """
+        if self.broken is not None:
+            return self.broken
+        if self.expected_seq <= last_seq:
+            self._break(self.expected_seq, f"entry {self.expected_seq} is missing")
+            assert self.broken is not None
+            return self.broken
+        reached_head = head is not None and last_seq == head.seq and (
+            self.checked > 0 or head.empty)
+        if reached_head and head is not None and head.hash != self.prev_hash:
+            self._break(last_seq, "the chain head's hash does not match the last entry")
+            assert self.broken is not None
+            return self.broken
+        return Verification(ok=True, checked=self.checked)
+
+
+def verify_chain(entries: Iterable[Mapping[str, Any]], *, start_seq: int = 0,
+                 prev_hash: str = GENESIS_HASH, last_seq: int | None = None,
+                 head: ChainHead | None = None) -> Verification:
+    """Check ``entries`` (in ``seq`` order from ``start_seq``) with :class:`ChainVerifier`.
+
+    ``last_seq`` (default: the head's ``seq``, else the last entry seen) is the
+    ``seq`` the run must reach.
+    """
+    verifier = ChainVerifier(start_seq, prev_hash)
+    for entry in entries:
+        if not verifier.feed(entry):
+            break
+    if last_seq is None:
+        last_seq = head.seq if head is not None else verifier.expected_seq - 1
+    return verifier.finish(last_seq, head)
+
+
+def _copied_attribute_mismatch(entry: Mapping[str, Any],
+                               envelope: Mapping[str, Any]) -> str | None:
+    if entry.get("event_id") != envelope.get("id"):
+        return "event_id"
+    for name in INDEXED_ATTRIBUTES:
+        if entry.get(name) != envelope.get(name):
+            return name
+    stored_time, raw_time = entry.get("time"), envelope.get("time")
+    try:
+        event_time = to_millis(datetime.fromisoformat(str(raw_time)))
+    except ValueError:
+        return "time"
+    if not isinstance(stored_time, datetime) or to_millis(stored_time) != event_time:
+        return "time"
+    return None

@@ -1,0 +1,111 @@
+"""The audit service consumes every event (pattern ``#``) into the chain.
+
+:data:`HANDLERS` is the usual one-event handler (the common
+:class:`~healthflow.common.events.consumer.Consumer` runs it with its inbox,
+one transaction per event). The app installs :class:`GroupCommitConsumer`
+instead, which keeps the same contract — the inbox record and the effect
+commit together, a delivery is acknowledged only after that commit — but
+appends the events delivered concurrently (up to ``append_batch_max``) in one
+transaction, so the chain's few round trips are paid once per group rather
+than once per event. Both call :func:`healthflow.audit.store.append`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from healthflow.audit import domain, store
+from healthflow.common import metrics
+from healthflow.common.events.consumer import Consumer, Handlers
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.events.outbox import INBOX, UnitOfWork
+from healthflow.common.events.transport import UnknownEventType
+from healthflow.common.mongo import utcnow
+from healthflow.common.service import ServiceRuntime
+
+
+async def record_event(event: CloudEvent, uow: UnitOfWork) -> None:
+    """Append ``event`` to the chain (a no-op when it is already there)."""
+    await store.append(uow.session, uow.db, [event], utcnow())
+
+
+HANDLERS: Handlers = {"#": record_event}
+
+CHAIN_MOVED_RETRIES = 3
+
+
+class GroupCommitConsumer(Consumer):
+    """Appends concurrently delivered events together, one transaction per group.
+
+    Each delivery waits until the transaction holding its event committed (or
+    failed: then every delivery of that group raises, and the transport retries
+    each). One group is in flight per replica; deliveries that arrive meanwhile
+    form the next group, so an idle service appends at once and a busy one in
+    groups of up to ``max_batch``. An event RFC 8785 cannot canonicalize fails
+    alone, before joining a group (it is retried and then dead-lettered).
+    """
+
+    def __init__(self, runtime: ServiceRuntime, handlers: Handlers, *, max_batch: int) -> None:
+        super().__init__(runtime, handlers)
+        self.max_batch = max_batch
+        self._waiting: list[tuple[CloudEvent, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def __call__(self, event: CloudEvent) -> None:
+        """Handle one delivery; returns once its event is in the committed chain."""
+        if self.handler_for(event.type) is None:
+            raise UnknownEventType(event.type)
+        try:
+            domain.envelope_json(event)
+        except domain.UnhashableEvent:
+            metrics.EVENTS_HANDLED.labels(self.runtime.name, event.type, "error").inc()
+            raise
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="audit-group-commit")
+        await done
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            group = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
+            started = time.perf_counter()
+            try:
+                await self._commit([event for event, _ in group])
+            except Exception as exc:
+                outcome: str = "error"
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                outcome = "ok"
+                for _, done in group:
+                    if not done.done():
+                        done.set_result(None)
+            elapsed = time.perf_counter() - started
+            for event, _ in group:
+                metrics.HANDLER_LATENCY.labels(self.runtime.name, event.type, outcome).observe(
+                    elapsed
+                )
+                metrics.EVENTS_HANDLED.labels(self.runtime.name, event.type, outcome).inc()
+
+    async def _commit(self, events: Sequence[CloudEvent]) -> list[domain.Entry]:
+        async def apply(uow: UnitOfWork) -> list[domain.Entry]:
+            now = utcnow()
+            entries = await store.append(uow.session, uow.db, events, now)
+            if entries:
+                await uow.db[INBOX].insert_many(
+                    [{"_id": e.event_id, "type": e.type, "received_at": now} for e in entries],
+                    session=uow.session,
+                )
+            return entries
+
+        for _attempt in range(CHAIN_MOVED_RETRIES):
+            try:
+                return await self.runtime.transact(apply, actor=f"system:{self.runtime.name}")
+            except store.ChainMoved:
+                continue  # only without snapshot isolation; write conflicts retry in transact
+        return await self.runtime.transact(apply, actor=f"system:{self.runtime.name}")

@@ -1,0 +1,48 @@
+"""Response models of the audit API (it takes no request bodies)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class AuditEntry(BaseModel):
+    """One log entry. Times are aware UTC; hashes are 64 lowercase hex characters."""
+
+    seq: int = Field(description="0-based position in the chain")
+    event_id: str
+    type: str
+    subject: str | None = None
+    actor: str | None = None
+    patientid: str | None = None
+    source: str
+    time: datetime = Field(description="the event's time (ms precision)")
+    appended_at: datetime = Field(description="when the entry was appended (ms precision)")
+    prev_hash: str
+    hash: str = Field(description="SHA-256(prev_hash ‖ RFC 8785 bytes of the hash view)")
+    envelope: dict[str, Any] = Field(description="the CloudEvents envelope as received")
+
+
+class ChainHeadOut(BaseModel):
+    """The last entry of the chain."""
+
+    seq: int | None = Field(description="seq of the last entry; null while the log is empty")
+    hash: str = Field(description="hash of the last entry; 64 zeros while the log is empty")
+    length: int = Field(description="number of entries")
+
+
+class VerificationOut(BaseModel):
+    """Outcome of recomputing the chain over ``from_seq..to_seq``."""
+
+    ok: bool
+    checked: int = Field(description="entries found intact before the first break")
+    first_broken_index: int | None = Field(
+        description="seq of the first missing or altered entry; null when ok"
+    )
+    reason: str | None = Field(default=None, description="which rule that entry broke")
+    from_seq: int
+    to_seq: int | None = Field(description="last seq checked; null when the log is empty")
+    head_seq: int | None
+    head_hash: str

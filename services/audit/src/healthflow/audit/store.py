@@ -1,0 +1,211 @@
+"""Collections, indexes and queries of the audit database.
+
+``entries`` — one document per log entry, never updated or deleted::
+
+    {_id: <seq: int, 0-based>, event_id: str (unique), type: str, subject: str | None,
+     actor: str | None, patientid: str | None, source: str, time: datetime,
+     envelope: {...CloudEvents JSON...}, prev_hash: str, hash: str, appended_at: datetime}
+
+``chain`` — one document, the head of the chain::
+
+    {_id: "head", seq: int (-1 while empty), hash: str (64 hex), updated_at: datetime}
+
+Appends are serialized by the head: :func:`append` reads it and moves it with a
+conditional update in the same transaction as the entry inserts. Two replicas
+appending at once conflict on the head document (the server aborts one with a
+``TransientTransactionError`` and the transaction is retried whole), and the
+unique ``_id`` (= seq) refuses a second entry with the same number should the
+head ever be bypassed. Times are aware UTC with millisecond precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from healthflow.audit import domain
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.mongo import Document, utcnow
+
+ENTRIES = "entries"
+CHAIN = "chain"
+HEAD_ID = "head"
+
+INDEXES = {
+    ENTRIES: [
+        IndexModel([("event_id", ASCENDING)], unique=True, name="event_id_unique"),
+        IndexModel([("type", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("subject", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("actor", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("patientid", ASCENDING), ("_id", DESCENDING)]),
+        IndexModel([("time", ASCENDING)]),
+    ],
+}
+
+
+class ChainMoved(RuntimeError):
+    """The head changed between reading and updating it (retry the whole append)."""
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Equality filters on copied envelope attributes; ``time`` in ``[since, until)``."""
+
+    type: str | None = None
+    subject: str | None = None
+    actor: str | None = None
+    patientid: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def query(self) -> Document:
+        query: Document = {}
+        for name in ("type", "subject", "actor", "patientid"):
+            value = getattr(self, name)
+            if value is not None:
+                query[name] = value
+        if self.since is not None or self.until is not None:
+            window: Document = {}
+            if self.since is not None:
+                window["$gte"] = self.since
+            if self.until is not None:
+                window["$lt"] = self.until
+            query["time"] = window
+        return query
+
+
+def to_document(entry: domain.Entry) -> Document:
+    return {
+        "_id": entry.seq, "event_id": entry.event_id, "type": entry.type,
+        "subject": entry.subject, "actor": entry.actor, "patientid": entry.patientid,
+        "source": entry.source, "time": entry.time, "envelope": entry.envelope,
+        "prev_hash": entry.prev_hash, "hash": entry.hash, "appended_at": entry.appended_at,
+    }
+
+
+def entry_view(document: Document) -> dict[str, Any]:
+    """A stored document with ``_id`` renamed ``seq`` (the shape domain and API use)."""
+    view = {key: value for key, value in document.items() if key != "_id"}
+    view["seq"] = document.get("_id")
+    return view
+
+
+async def ensure_head(db: AsyncDatabase[Document]) -> None:
+    """Create the genesis head if there is none (idempotent; safe for concurrent replicas)."""
+    genesis = domain.ChainHead.genesis()
+    with contextlib.suppress(DuplicateKeyError):  # another replica created it first
+        await db[CHAIN].update_one(
+            {"_id": HEAD_ID},
+            {"$setOnInsert": {"seq": genesis.seq, "hash": genesis.hash, "updated_at": utcnow()}},
+            upsert=True,
+        )
+
+
+async def read_head(db: AsyncDatabase[Document],
+                    session: AsyncClientSession | None = None) -> domain.ChainHead:
+    doc = await db[CHAIN].find_one({"_id": HEAD_ID}, session=session)
+    if doc is None:
+        return domain.ChainHead.genesis()
+    return domain.ChainHead(seq=int(doc["seq"]), hash=str(doc["hash"]))
+
+
+async def append(session: AsyncClientSession, db: AsyncDatabase[Document],
+                 events: Sequence[CloudEvent], appended_at: datetime) -> list[domain.Entry]:
+    """Append the ``events`` not logged yet, in order, inside ``session``'s transaction.
+
+    Events whose id is already in the log, or repeated within ``events``, are
+    skipped. Returns the new entries (empty when every event was a duplicate).
+    Round trips: duplicate check, head read, entry insert, head update.
+
+    Raises:
+        domain.UnhashableEvent: an event cannot be canonicalized (RFC 8785).
+        ChainMoved: the head moved under this transaction (retry it whole).
+        pymongo.errors.PyMongoError: write conflicts (``TransientTransactionError``)
+            and other database failures.
+    """
+    fresh: dict[str, CloudEvent] = {}
+    for event in events:
+        fresh.setdefault(event.id, event)
+    if not fresh:
+        return []
+    logged = db[ENTRIES].find({"event_id": {"$in": list(fresh)}}, {"event_id": 1},
+                              session=session)
+    async for doc in logged:
+        fresh.pop(doc["event_id"], None)
+    if not fresh:
+        return []
+    head = await read_head(db, session)
+    entries = domain.chain(head, list(fresh.values()), appended_at)
+    await db[ENTRIES].insert_many([to_document(e) for e in entries], session=session)
+    last = entries[-1]
+    moved = await db[CHAIN].update_one(
+        {"_id": HEAD_ID, "seq": head.seq, "hash": head.hash},
+        {"$set": {"seq": last.seq, "hash": last.hash, "updated_at": appended_at}},
+        upsert=head.empty,
+        session=session,
+    )
+    if moved.matched_count == 0 and moved.upserted_id is None:
+        raise ChainMoved(f"the chain head moved past {head.seq}")
+    return entries
+
+
+async def find_entries(db: AsyncDatabase[Document], where: EntryFilter, *,
+                       before_seq: int | None, limit: int) -> list[Document]:
+    """Entries matching ``where``, newest first (descending ``seq``), below ``before_seq``."""
+    query = where.query()
+    if before_seq is not None:
+        query["_id"] = {"$lt": before_seq}
+    cursor = db[ENTRIES].find(query).sort("_id", DESCENDING).limit(limit)
+    return [entry_view(doc) async for doc in cursor]
+
+
+async def get_entry(db: AsyncDatabase[Document], seq: int) -> Document | None:
+    doc = await db[ENTRIES].find_one({"_id": seq})
+    return entry_view(doc) if doc is not None else None
+
+
+async def entries_between(db: AsyncDatabase[Document], first_seq: int, last_seq: int,
+                          *, batch_size: int = 500) -> AsyncIterator[Document]:
+    """Entries with ``first_seq <= seq <= last_seq`` in ascending order, streamed."""
+    cursor = (
+        db[ENTRIES].find({"_id": {"$gte": first_seq, "$lte": last_seq}})
+        .sort("_id", ASCENDING)
+        .batch_size(batch_size)
+    )
+    async for doc in cursor:
+        yield entry_view(doc)
+
+
+async def verify(db: AsyncDatabase[Document], from_seq: int = 0,
+                 to_seq: int | None = None) -> tuple[domain.Verification, domain.ChainHead, int]:
+    """Recompute the chain over ``from_seq..to_seq`` (inclusive) against the stored entries.
+
+    ``to_seq`` defaults to, and is capped at, the head's ``seq``. A run that
+    starts after 0 links to the stored ``hash`` of entry ``from_seq - 1``
+    (trusted, not recomputed: verify from 0 to check everything). Returns the
+    verification, the head, and the ``to_seq`` actually checked.
+    """
+    head = await read_head(db)
+    last = head.seq if to_seq is None else min(to_seq, head.seq)
+    prev_hash = domain.GENESIS_HASH
+    if from_seq > 0 and from_seq <= last:
+        previous = await db[ENTRIES].find_one({"_id": from_seq - 1}, {"hash": 1})
+        if previous is None or not isinstance(previous.get("hash"), str):
+            broken = domain.Verification(ok=False, checked=0, first_broken_index=from_seq - 1,
+                                         reason=f"entry {from_seq - 1} is missing")
+            return broken, head, last
+        prev_hash = previous["hash"]
+    verifier = domain.ChainVerifier(from_seq, prev_hash)
+    if from_seq <= last:
+        async for entry in entries_between(db, from_seq, last):
+            if not verifier.feed(entry):
+                break
+    return verifier.finish(last, head), head, last
