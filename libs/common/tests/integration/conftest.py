@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
 from healthflow.common.auth import Principal, require
 from healthflow.common.errors import Conflict
 from healthflow.common.events.envelope import EventPayload, event_type
@@ -11,7 +13,6 @@ from healthflow.common.events.outbox import OUTBOX, UnitOfWork
 from healthflow.common.http import create_service_app, get_runtime
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings
-from pydantic import BaseModel, ConfigDict, Field
 
 
 @event_type("widget.created")

@@ -5,6 +5,7 @@
 * ``amqp_url`` — a RabbitMQ virtual host of its own for the test session on the
   machine's broker (started if installed but stopped; a clear failure, never a
   skip, when there is none), deleted afterwards.
+* ``fresh_amqp_url`` — the same, for one test only.
 * ``unique_name`` — a fresh name for databases and services, so tests never
   share state.
 * ``tokens`` — a :class:`TokenFactory` minting access tokens for any role.
@@ -14,18 +15,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+
 from healthflow.common.auth import TokenVerifier
 from healthflow.common.embedded import EmbeddedMongo, ensure_rabbitmq
 
@@ -51,9 +55,9 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture(scope="session")
-def amqp_url() -> Iterator[str]:
-    """A virtual host of its own on the local RabbitMQ for this test session."""
+@contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A fresh virtual host on the local RabbitMQ; yields its AMQP URL, deletes it after."""
     try:
         ensure_rabbitmq()
     except RuntimeError as exc:
@@ -68,6 +72,20 @@ def amqp_url() -> Iterator[str]:
             _rabbitmqctl("delete_vhost", vhost)
         except Exception as exc:  # the broker may be mid-restart in a drill
             print(f"could not delete vhost {vhost}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    """A virtual host of its own on the local RabbitMQ for this test session."""
+    with rabbitmq_vhost() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_amqp_url() -> Iterator[str]:
+    """A virtual host of its own for one test (no queues left by other tests)."""
+    with rabbitmq_vhost() as url:
+        yield url
 
 
 @pytest.fixture
@@ -117,6 +135,7 @@ class TokenFactory:
         import time
 
         import jwt
+
         from healthflow.common.permissions import permissions_for
 
         now = int(time.time())
@@ -141,3 +160,24 @@ class TokenFactory:
 @pytest.fixture(scope="session")
 def tokens() -> TokenFactory:
     return TokenFactory()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], *, within: float = 10.0,
+    message: str = "condition not reached in time", interval: float = 0.05,
+) -> None:
+    """Poll ``check`` until it is true; fail with ``message`` after ``within`` seconds.
+
+    Tests wait for asynchronous effects with this instead of fixed sleeps.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(message)
+        await asyncio.sleep(interval)
