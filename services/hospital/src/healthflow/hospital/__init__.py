@@ -1,0 +1,1 @@
+"""HealthFlow hospital service: hospitals (FHIR Organization), their departments and staff."""

@@ -1,0 +1,206 @@
+"""HTTP routes of the hospital service: ``/api/v1/hospitals``.
+
+Who may call what (permissions are declared on each route; ownership is
+checked in :mod:`healthflow.hospital.store`):
+
+==========================================  ==============================================
+``GET  /``                                   public: verified hospitals; ``status`` other
+                                             than ``verified`` needs ``hospitals:verify``
+``POST /``                                   ``hospitals:register`` (representatives, admins)
+``GET  /{id}``                               public if verified; else registrant or verifier
+``POST /{id}/verify``, ``/{id}/reject``      ``hospitals:verify`` (admins)
+``GET  /{id}/departments``                   as ``GET /{id}``
+``POST /{id}/departments``, ``/{id}/staff``  registrant, or ``hospitals:manage`` (admins)
+``GET  /{id}/staff``                         registrant, or ``hospitals:manage``
+==========================================  ==============================================
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from healthflow.common.auth import (
+    Principal,
+    authenticated,
+    ensure_owner,
+    oauth2_scheme,
+    require,
+    require_any,
+)
+from healthflow.common.errors import Forbidden
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.http import get_runtime
+from healthflow.common.mongo import Document
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from healthflow.common.permissions import Permission
+from healthflow.common.service import ServiceRuntime
+from healthflow.hospital import store
+from healthflow.hospital.domain import HospitalStatus
+from healthflow.hospital.schemas import (
+    DepartmentCreate,
+    DepartmentOut,
+    HospitalCreate,
+    HospitalOut,
+    RejectBody,
+    StaffAssign,
+    StaffOut,
+)
+
+router = APIRouter(prefix="/api/v1/hospitals", tags=["hospitals"])
+
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+async def optional_principal(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal | None:
+    """The caller when a bearer token is sent (verified: a bad token is still 401), else None."""
+    if not token:
+        return None
+    return await authenticated(request, token)
+
+
+MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
+Manager = require_any(Permission.HOSPITALS_REGISTER, Permission.HOSPITALS_MANAGE)
+
+
+def hospital_out(doc: Document) -> HospitalOut:
+    return HospitalOut.model_validate({**doc, "id": doc["_id"]})
+
+
+def department_out(doc: Document) -> DepartmentOut:
+    return DepartmentOut.model_validate({**doc, "id": doc["_id"]})
+
+
+def staff_out(doc: Document) -> StaffOut:
+    return StaffOut.model_validate({**doc, "id": doc["_id"]})
+
+
+@router.get("", response_model=Page[HospitalOut], summary="List hospitals (public: verified)")
+async def list_hospitals(
+    runtime: Runtime,
+    principal: MaybePrincipal,
+    city: Annotated[str | None, Query(max_length=200, description="case-insensitive")] = None,
+    service: Annotated[str | None, Query(max_length=64, description="a service code")] = None,
+    status: Annotated[
+        HospitalStatus | Literal["all"],
+        Query(description="verified (default, public); others need hospitals:verify"),
+    ] = HospitalStatus.VERIFIED,
+    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[HospitalOut]:
+    """Hospitals ordered by name. Public callers see verified ones only.
+
+    Raises Forbidden (403) when ``status`` is not ``verified`` and the caller lacks
+    ``hospitals:verify``; BadRequest (400) for a foreign cursor.
+    """
+    if status != HospitalStatus.VERIFIED and not (
+        principal and principal.has(Permission.HOSPITALS_VERIFY)
+    ):
+        raise Forbidden("listing hospitals that are not verified requires hospitals:verify")
+    statuses = store.ALL_STATUSES if status == "all" else [str(status)]
+    docs, next_cursor = await store.list_hospitals(
+        runtime.db, statuses=statuses, city=city, service=service, cursor=cursor, limit=limit
+    )
+    return Page[HospitalOut](items=[hospital_out(d) for d in docs], next_cursor=next_cursor)
+
+
+@router.post("", status_code=201, response_model=HospitalOut, summary="Register a hospital")
+async def register_hospital(
+    body: HospitalCreate, runtime: Runtime, response: Response,
+    principal: Principal = require(Permission.HOSPITALS_REGISTER),
+) -> HospitalOut:
+    """Register a hospital; it is ``pending`` until an admin verifies it."""
+
+    async def fn(uow: UnitOfWork) -> Document:
+        return await store.register_hospital(uow, body, registered_by=principal.subject)
+
+    doc = await runtime.transact(fn, actor=principal.actor)
+    response.headers["Location"] = f"{router.prefix}/{doc['_id']}"
+    return hospital_out(doc)
+
+
+@router.get("/{hospital_id}", response_model=HospitalOut, summary="One hospital")
+async def get_hospital(hospital_id: str, runtime: Runtime,
+                       principal: MaybePrincipal) -> HospitalOut:
+    """A hospital; an unverified one is 404 except to its registrant and to verifiers."""
+    doc = await store.get_hospital(runtime.db, hospital_id)
+    return hospital_out(store.visible_or_404(doc, principal, hospital_id))
+
+
+@router.post("/{hospital_id}/verify", response_model=HospitalOut, summary="Verify a hospital")
+async def verify_hospital(
+    hospital_id: str, runtime: Runtime,
+    principal: Principal = require(Permission.HOSPITALS_VERIFY),
+) -> HospitalOut:
+    """pending → verified (409 from any other status; 404 if unknown)."""
+
+    async def fn(uow: UnitOfWork) -> Document:
+        return await store.decide(uow, hospital_id, HospitalStatus.VERIFIED,
+                                  by=principal.subject)
+
+    return hospital_out(await runtime.transact(fn, actor=principal.actor))
+
+
+@router.post("/{hospital_id}/reject", response_model=HospitalOut, summary="Reject a hospital")
+async def reject_hospital(
+    hospital_id: str, body: RejectBody, runtime: Runtime,
+    principal: Principal = require(Permission.HOSPITALS_VERIFY),
+) -> HospitalOut:
+    """pending → rejected with ``reason`` (409 from any other status; 404 if unknown)."""
+
+    async def fn(uow: UnitOfWork) -> Document:
+        return await store.decide(uow, hospital_id, HospitalStatus.REJECTED,
+                                  by=principal.subject, reason=body.reason)
+
+    return hospital_out(await runtime.transact(fn, actor=principal.actor))
+
+
+@router.get("/{hospital_id}/departments", response_model=list[DepartmentOut],
+            summary="Departments of a hospital")
+async def list_departments(hospital_id: str, runtime: Runtime,
+                           principal: MaybePrincipal) -> list[DepartmentOut]:
+    """Departments ordered by name; visibility as for the hospital itself."""
+    store.visible_or_404(await store.get_hospital(runtime.db, hospital_id), principal,
+                         hospital_id)
+    return [department_out(d) for d in await store.list_departments(runtime.db, hospital_id)]
+
+
+@router.post("/{hospital_id}/departments", status_code=201, response_model=DepartmentOut,
+             summary="Add a department")
+async def create_department(
+    hospital_id: str, body: DepartmentCreate, runtime: Runtime,
+    principal: Principal = Manager,
+) -> DepartmentOut:
+    """Add a department (the registrant or an admin; 409 for a duplicate name)."""
+
+    async def fn(uow: UnitOfWork) -> Document:
+        return await store.create_department(uow, hospital_id, body, principal=principal)
+
+    return department_out(await runtime.transact(fn, actor=principal.actor))
+
+
+@router.get("/{hospital_id}/staff", response_model=list[StaffOut], summary="Staff memberships")
+async def list_staff(hospital_id: str, runtime: Runtime,
+                     principal: Principal = Manager) -> list[StaffOut]:
+    """Who works where (the registrant or an admin)."""
+    doc = store.visible_or_404(await store.get_hospital(runtime.db, hospital_id), principal,
+                               hospital_id)
+    ensure_owner(principal, doc["registered_by"], unless=Permission.HOSPITALS_MANAGE)
+    return [staff_out(d) for d in await store.list_staff(runtime.db, hospital_id)]
+
+
+@router.post("/{hospital_id}/staff", status_code=201, response_model=StaffOut,
+             summary="Assign a user to the hospital's staff")
+async def assign_staff(
+    hospital_id: str, body: StaffAssign, runtime: Runtime,
+    principal: Principal = Manager,
+) -> StaffOut:
+    """Add a membership (the registrant or an admin; 422 unknown department, 409 duplicate)."""
+
+    async def fn(uow: UnitOfWork) -> Document:
+        return await store.assign_staff(uow, hospital_id, body, principal=principal)
+
+    return staff_out(await runtime.transact(fn, actor=principal.actor))

@@ -1,0 +1,142 @@
+"""Hospital rules: verification state machine, normalisation, time zones, visibility.
+
+No FastAPI, no MongoDB: every function here is pure and tested alone
+(``tests/unit``). Errors are :mod:`healthflow.common.errors` problems, so a
+route that calls a rule needs no translation.
+
+Terms follow FHIR R4/R5: a hospital is an ``Organization`` (with an address, a
+``ContactPoint`` list and a ``Location`` position), a department is a
+sub-``Organization`` (``partOf`` the hospital), a staff membership is a
+``PractitionerRole``-like assignment of a user to a department.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from datetime import datetime
+from enum import StrEnum
+from functools import lru_cache
+from zoneinfo import ZoneInfo, available_timezones
+
+from healthflow.common.errors import Conflict
+
+SORT_SEPARATOR = "\x1f"
+"""Joins a normalised name and an id into one unique, ordered sort key (ASCII unit separator)."""
+
+
+class HospitalStatus(StrEnum):
+    """Where a hospital is in its verification (FHIR ``Organization.active`` iff verified)."""
+
+    PENDING = "pending"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+
+
+class StaffRole(StrEnum):
+    """Roles a user can hold inside a hospital (a subset of the platform roles)."""
+
+    DOCTOR = "doctor"
+    NURSE = "nurse"
+    RECEPTIONIST = "receptionist"
+    RADIOGRAPHER = "radiographer"
+    ACCOUNTANT = "accountant"
+    PATIENT_CARE = "patient_care"
+    PARAMEDIC = "paramedic"
+
+
+# pending → verified | rejected; both outcomes are final (a rejected hospital
+# registers again, so the decision stays in the history of the first record).
+TRANSITIONS: dict[HospitalStatus, frozenset[HospitalStatus]] = {
+    HospitalStatus.PENDING: frozenset({HospitalStatus.VERIFIED, HospitalStatus.REJECTED}),
+    HospitalStatus.VERIFIED: frozenset(),
+    HospitalStatus.REJECTED: frozenset(),
+}
+
+
+def transition(current: HospitalStatus | str, target: HospitalStatus) -> HospitalStatus:
+    """The new status after a verification decision.
+
+    Raises:
+        Conflict: (409) when ``target`` is not reachable from ``current`` — e.g. verifying
+            a hospital twice, or verifying one that was rejected.
+    """
+    current = HospitalStatus(current)
+    if target not in TRANSITIONS[current]:
+        raise Conflict(
+            f"a {current.value} hospital cannot become {target.value}",
+            current_status=current.value,
+        )
+    return target
+
+
+def ensure_accepts_changes(status: HospitalStatus | str) -> None:
+    """Departments and staff may be added while pending or verified, never once rejected.
+
+    Raises:
+        Conflict: (409) for a rejected hospital.
+    """
+    if HospitalStatus(status) is HospitalStatus.REJECTED:
+        raise Conflict("the hospital was rejected; register it again to make changes")
+
+
+def can_view(status: HospitalStatus | str, registered_by: str, *, subject: str | None,
+             is_verifier: bool) -> bool:
+    """Verified hospitals are public; others only to their registrant and to verifiers."""
+    if HospitalStatus(status) is HospitalStatus.VERIFIED:
+        return True
+    return is_verifier or (subject is not None and subject == registered_by)
+
+
+def normalise(text: str) -> str:
+    """A case- and width-insensitive form for matching and sorting (NFKC, casefold, trimmed).
+
+    ``"  Charité  BERLIN"`` → ``"charité berlin"`` (inner runs of spaces collapse to one).
+    """
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def sort_key(name: str, id_: str) -> str:
+    """The unique pagination key ``<normalised name><US><id>`` (ordered by name, then id)."""
+    return f"{normalise(name)}{SORT_SEPARATOR}{id_}"
+
+
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
+"""Files of some tz installations that are not IANA zone names."""
+
+
+@lru_cache(maxsize=1)
+def _zone_keys() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_ZONES
+
+
+def is_time_zone(key: str) -> bool:
+    """True when ``key`` names an IANA time zone in the tz database (e.g. ``Europe/Berlin``)."""
+    if key not in _zone_keys():
+        return False
+    try:
+        ZoneInfo(key)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def clean_codes(values: Iterable[str]) -> list[str]:
+    """Lower-cased, trimmed, de-duplicated codes in first-seen order.
+
+    ``["ICU", " icu", "cardiology"]`` → ``["icu", "cardiology"]``.
+    """
+    seen: dict[str, None] = {}
+    for value in values:
+        seen.setdefault(value.strip().lower(), None)
+    return list(seen)
+
+
+def decision_fields(target: HospitalStatus, *, at: datetime, by: str,
+                    reason: str | None = None) -> dict[str, object]:
+    """The document fields a verification decision sets (``at`` aware UTC)."""
+    fields: dict[str, object] = {"status": target.value, "decided_at": at, "decided_by": by,
+                                 "updated_at": at}
+    if target is HospitalStatus.REJECTED:
+        fields["rejection_reason"] = reason
+    return fields
