@@ -23,18 +23,22 @@ drain them first) when deploying new delays.
 
 Message headers written by this module (AMQP field table):
 
-==================  ==========================================================
-``traceparent``     W3C Trace Context of the event (also in the envelope)
-``x-attempts``      failed handler attempts so far (int; absent = 0)
-``x-death-reason``  DLQ only: ``handler-failed``, ``unknown-type`` or ``malformed``
-``x-error``         DLQ only: ``"<ExceptionClass>: <message>"``, at most 500
-                    characters; never the body (validation errors list only
-                    locations and error kinds, not the offending values)
-``x-parked-at``     DLQ only: ISO 8601 UTC time of parking
-``x-service``       DLQ only: the service that parked it
-``x-dead-letter-id`` DLQ only: the id :class:`DeadLetter` is known by (the event
-                    id; a generated UUID for a malformed body)
-==================  ==========================================================
+====================  ========================================================
+``traceparent``       W3C Trace Context of the event (also in the envelope)
+``x-attempts``        retries used so far: failed handler attempts before the
+                      current delivery (int; absent = 0). A message parked after
+                      its retries ran out shows ``len(retry_delays)``; one parked
+                      at once (unknown type, malformed) shows the value it had.
+``x-death-reason``    DLQ only: ``handler-failed``, ``unknown-type`` or ``malformed``
+``x-error``           DLQ only: ``"<ExceptionClass>: <message>"``, at most 500
+                      characters; never the body (validation errors list only
+                      locations and error kinds, not the offending values)
+``x-parked-at``       DLQ only: ISO 8601 UTC time of parking
+``x-service``         DLQ only: the service that parked it
+``x-dead-letter-id``  DLQ only: the id :class:`DeadLetter` is known by (the event
+                      id; a generated UUID for a malformed body)
+``x-replayed-at``     after a replay: ISO 8601 UTC time of the replay
+====================  ========================================================
 
 Delivery is at-least-once: a message is acknowledged only after its handler
 succeeded or after its copy (retry queue or DLQ) was confirmed by the broker.
@@ -57,6 +61,7 @@ import aio_pika.exceptions
 from aio_pika import DeliveryMode, ExchangeType
 from pydantic import ValidationError
 
+from healthflow.common import tracing
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
 from healthflow.common.events.transport import (
     DeadLetter,
@@ -229,9 +234,12 @@ class RabbitTransport(Transport):
         """
         if self._connection is None:
             return
+        # While the broker is unreachable there is nothing to cancel (and aio-pika
+        # would wait for the reconnection): the broker drops the consumers itself.
+        cancel = self.connected
         self._closing = True
         for consumer in self._consumers.values():
-            if consumer.tag is None:
+            if consumer.tag is None or not cancel:
                 continue
             try:
                 async with asyncio.timeout(5):
@@ -302,7 +310,8 @@ class RabbitTransport(Transport):
                 connection is down or not yet opened. The outcome is then
                 unknown (it may have been delivered); retrying may duplicate.
         """
-        if self._exchange is None or self._closing:
+        # Still allowed while close() drains: a finishing handler may publish.
+        if self._exchange is None:
             raise PublishError("RabbitTransport is not connected")
         headers: dict[str, Any] = {}
         if event.traceparent:
@@ -316,7 +325,8 @@ class RabbitTransport(Transport):
             type=event.type,
             timestamp=event.time,
         )
-        await self._confirmed_publish(self._exchange, message, event.type)
+        with tracing.producer_span(event.type, event.id):
+            await self._confirmed_publish(self._exchange, message, event.type)
 
     async def _confirmed_publish(
         self,
@@ -473,7 +483,9 @@ class RabbitTransport(Transport):
             return
 
         try:
-            await subscription.handler(event)
+            traceparent = event.traceparent or _as_text(headers.get(HEADER_TRACEPARENT)) or None
+            with tracing.consumer_span(event.type, event.id, traceparent):
+                await subscription.handler(event)
         except UnknownEventType as exc:
             await self._park(
                 subscription,
@@ -481,7 +493,7 @@ class RabbitTransport(Transport):
                 dead_letter_id=event.id,
                 reason=REASON_UNKNOWN_TYPE,
                 error=exc,
-                attempts=attempts + 1,
+                attempts=attempts,
             )
             await _settle(message)
             return
@@ -512,7 +524,7 @@ class RabbitTransport(Transport):
                     dead_letter_id=event.id,
                     reason=REASON_HANDLER_FAILED,
                     error=exc,
-                    attempts=attempts + 1,
+                    attempts=attempts,
                 )
             await _settle(message)
             return
@@ -540,9 +552,7 @@ class RabbitTransport(Transport):
             }
         )
         if reason != REASON_HANDLER_FAILED:
-            log.warning(
-                "parking message %s of %s: %s", dead_letter_id, subscription.queue, reason
-            )
+            log.warning("parking message %s of %s: %s", dead_letter_id, subscription.queue, reason)
         await self._forward(
             message, subscription.dead_letter_queue, headers, message_id=dead_letter_id
         )
