@@ -73,20 +73,24 @@ class GroupCommitConsumer(Consumer):
             group = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
             started = time.perf_counter()
+            appended: set[str] = set()
             try:
-                await self._commit([event for event, _ in group])
+                entries = await self._commit([event for event, _ in group])
             except Exception as exc:
-                outcome: str = "error"
+                failed = True
                 for _, done in group:
                     if not done.done():
                         done.set_exception(exc)
             else:
-                outcome = "ok"
+                failed = False
+                appended = {entry.event_id for entry in entries}
                 for _, done in group:
                     if not done.done():
                         done.set_result(None)
             elapsed = time.perf_counter() - started
             for event, _ in group:
+                outcome = "error" if failed else "ok" if event.id in appended else "duplicate"
+                appended.discard(event.id)  # a second copy in the same group is a duplicate
                 metrics.HANDLER_LATENCY.labels(self.runtime.name, event.type, outcome).observe(
                     elapsed
                 )
