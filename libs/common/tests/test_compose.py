@@ -1,0 +1,193 @@
+"""The production-shape deployment files, checked by parsing (no Docker engine here).
+
+``docker-compose.yml`` is read with PyYAML (anchors and ``<<`` merge keys
+resolved as Compose resolves them), ``deploy/Dockerfile`` line by line, and the
+Kubernetes template after substituting its placeholders. The service list comes
+from :data:`healthflow.common.topology.SERVICES`, so a new service that is not
+deployed fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import yaml
+
+from healthflow.common.topology import GATEWAY_PORT, SERVICES
+
+ROOT = Path(__file__).resolve().parents[3]
+APPS = [*SERVICES, "gateway"]
+INFRA = ("mongo", "rabbitmq", "minio", "redis")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose["services"]
+    return result
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """``(INSTRUCTION, arguments)`` of deploy/Dockerfile, continuation lines joined."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    logical = re.sub(r"\\\n", " ", text)
+    pairs = []
+    for line in logical.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        keyword, _, rest = stripped.partition(" ")
+        pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def port_of(name: str) -> int:
+    return GATEWAY_PORT if name == "gateway" else SERVICES[name].port
+
+
+# --------------------------------------------------------------------- compose
+
+
+def test_every_service_and_the_gateway_are_built_from_the_one_dockerfile(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in APPS:
+        assert name in services, f"{name} is missing from docker-compose.yml"
+        build = services[name]["build"]
+        assert build["context"] == "."
+        assert build["dockerfile"] == "deploy/Dockerfile"
+        assert build["args"]["SERVICE"] == name
+
+
+def test_only_the_gateway_publishes_a_port(services: dict[str, dict[str, Any]]) -> None:
+    publishing = sorted(name for name, spec in services.items() if spec.get("ports"))
+    assert publishing == ["gateway"]
+    (mapping,) = services["gateway"]["ports"]
+    assert str(mapping).endswith(f":{GATEWAY_PORT}")
+
+
+def test_services_sit_on_an_internal_network_only(compose: dict[str, Any],
+                                                  services: dict[str, dict[str, Any]]) -> None:
+    networks = compose["networks"]
+    internal = {name for name, spec in networks.items() if (spec or {}).get("internal")}
+    assert internal, "no internal network"
+    for name, spec in services.items():
+        joined = set(spec.get("networks", []))
+        assert joined, f"{name} is on the default network"
+        if name != "gateway":
+            assert joined <= internal, f"{name} is reachable from outside: {joined}"
+    assert set(services["gateway"]["networks"]) & internal
+
+
+def test_mongo_runs_as_a_single_node_replica_set_and_initiates_it(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    mongo = services["mongo"]
+    assert re.match(r"mongo:8(\.|$)", mongo["image"])
+    command = mongo["command"]
+    command = command if isinstance(command, list) else command.split()
+    assert command[command.index("--replSet") + 1] == "rs0"
+    probe = " ".join(mongo["healthcheck"]["test"])
+    assert "rs.initiate" in probe and "rs0" in probe and "mongo:27017" in probe
+
+
+def test_infrastructure_is_there_with_the_rabbitmq_management_plugin(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    for name in INFRA:
+        assert name in services, f"{name} is missing"
+    assert "management" in services["rabbitmq"]["image"]
+    assert services["minio"]["image"].startswith("minio/")
+
+
+def test_every_app_service_has_the_environment_it_needs(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    auth_jwks = f"http://auth:{SERVICES['auth'].port}/.well-known/jwks.json"
+    for name in APPS:
+        env = services[name]["environment"]
+        assert isinstance(env, dict), f"{name}: environment must be a mapping"
+        mongo = urlsplit(env["MONGODB_URL"])
+        assert mongo.scheme == "mongodb" and mongo.hostname == "mongo"
+        assert parse_qs(mongo.query).get("replicaSet") == ["rs0"], env["MONGODB_URL"]
+        amqp = urlsplit(env["AMQP_URL"].replace("${", "").replace("}", ""))
+        assert amqp.scheme == "amqp" and amqp.hostname == "rabbitmq"
+        assert env["TRANSPORT"] == "rabbitmq"
+        assert env["JWKS_URL"] == auth_jwks
+        assert urlsplit(env["REDIS_URL"]).hostname == "redis"
+        assert env["HOST"] == "0.0.0.0", f"{name} would listen on loopback only"
+        prefix = "GATEWAY_" if name == "gateway" else SERVICES[name].env_prefix
+        assert int(env.get(f"{prefix}PORT") or env.get("PORT")) == port_of(name)
+
+
+def test_the_gateway_knows_every_upstream(services: dict[str, dict[str, Any]]) -> None:
+    env = services["gateway"]["environment"]
+    for name, info in SERVICES.items():
+        assert env[f"GATEWAY_UPSTREAM_{name.upper()}"] == f"http://{name}:{info.port}"
+
+
+def test_start_order_waits_for_healthy_dependencies(services: dict[str, dict[str, Any]]) -> None:
+    for name in APPS:
+        depends = services[name]["depends_on"]
+        for needed in ("mongo", "rabbitmq"):
+            assert depends[needed]["condition"] == "service_healthy", (name, needed)
+    gateway = services["gateway"]["depends_on"]
+    for name in SERVICES:
+        assert gateway[name]["condition"] == "service_healthy"
+    assert gateway["redis"]["condition"] == "service_healthy"
+
+
+def test_every_container_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    for name, spec in services.items():
+        test = spec.get("healthcheck", {}).get("test")
+        assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
+
+
+# --------------------------------------------------------------------- Dockerfile
+
+
+def test_dockerfile_is_parametrised_by_service_and_runs_unprivileged() -> None:
+    instructions = dockerfile_instructions()
+    stages = [i for i, (kw, _) in enumerate(instructions) if kw == "FROM"]
+    final = instructions[stages[-1]:]
+    args = [rest for kw, rest in instructions if kw == "ARG"]
+    assert any(a == "SERVICE" or a.startswith("SERVICE=") for a in args)
+    syncs = [rest for kw, rest in instructions if kw == "RUN" and "uv sync" in rest]
+    assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs)
+    assert all('--package "healthflow-${SERVICE}"' in s for s in syncs)
+    users = [rest for kw, rest in final if kw == "USER"]
+    assert users, "the runtime stage has no USER"
+    assert users[-1].split(":")[0] not in ("root", "0")
+    (cmd,) = [rest for kw, rest in final if kw == "CMD"]
+    assert "python -m healthflow.$SERVICE" in cmd
+    (health,) = [rest for kw, rest in final if kw == "HEALTHCHECK"]
+    assert "healthcheck.py" in health
+    assert "/livez" in (ROOT / "deploy" / "healthcheck.py").read_text()
+
+
+# --------------------------------------------------------------------- Kubernetes
+
+
+def test_kubernetes_template_has_deployment_service_and_autoscaler() -> None:
+    text = (ROOT / "deploy" / "k8s" / "service.yaml").read_text()
+    for key, value in {"SERVICE": "auth", "PORT": "8101", "IMAGE": "healthflow/auth:1"}.items():
+        text = text.replace("${" + key + "}", value)
+    assert "${" not in text
+    docs = {doc["kind"]: doc for doc in yaml.safe_load_all(text)}
+    assert set(docs) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    target = docs["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert target["name"] == docs["Deployment"]["metadata"]["name"]
