@@ -1,0 +1,1 @@
+"""HealthFlow appointment service: free slots, bookings and their lifecycle."""

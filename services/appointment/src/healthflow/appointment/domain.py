@@ -1,0 +1,280 @@
+"""Appointment rules: status machine, change policies, lock units, errors (no I/O).
+
+Statuses follow FHIR R4 ``Appointment.status`` where it has a term and say so:
+
+=================  ======================  ===========================================
+status             FHIR                    meaning
+=================  ======================  ===========================================
+pending_payment    ``pending``             held for an online consultation with a fee
+booked             ``booked``              the slot is the patient's
+confirmed          ``booked`` (confirmed)  the practice confirmed it
+checked_in         ``checked-in``          the patient has arrived / joined
+completed          ``fulfilled``           the consultation took place
+cancelled          ``cancelled``           cancelled by someone, with a reason code
+no_show            ``noshow``              the patient did not come
+=================  ======================  ===========================================
+
+Transitions (:data:`TRANSITIONS`)::
+
+    pending_payment → booked | cancelled
+    booked          → confirmed | checked_in | cancelled | no_show
+    confirmed       → checked_in | cancelled | no_show
+    checked_in      → completed
+    completed, cancelled, no_show: final
+
+Rescheduling is allowed from ``pending_payment``, ``booked`` and ``confirmed``;
+a confirmed appointment goes back to ``booked`` (the new time is unconfirmed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from healthflow.appointment.availability import (
+    LOCK_QUANTUM,
+    Availability,
+    Mode,
+    Slot,
+    candidate_slots,
+    is_on_quantum,
+)
+from healthflow.common.errors import Conflict, NotFound, UnprocessableContent
+
+
+class Status(StrEnum):
+    PENDING_PAYMENT = "pending_payment"
+    BOOKED = "booked"
+    CONFIRMED = "confirmed"
+    CHECKED_IN = "checked_in"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    NO_SHOW = "no_show"
+
+
+ACTIVE = frozenset({Status.PENDING_PAYMENT, Status.BOOKED, Status.CONFIRMED, Status.CHECKED_IN})
+"""Statuses that hold the slot (their locks exist)."""
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING_PAYMENT: frozenset({Status.BOOKED, Status.CANCELLED}),
+    Status.BOOKED: frozenset(
+        {Status.CONFIRMED, Status.CHECKED_IN, Status.CANCELLED, Status.NO_SHOW}
+    ),
+    Status.CONFIRMED: frozenset({Status.CHECKED_IN, Status.CANCELLED, Status.NO_SHOW}),
+    Status.CHECKED_IN: frozenset({Status.COMPLETED}),
+    Status.COMPLETED: frozenset(),
+    Status.CANCELLED: frozenset(),
+    Status.NO_SHOW: frozenset(),
+}
+
+RESCHEDULABLE = frozenset({Status.PENDING_PAYMENT, Status.BOOKED, Status.CONFIRMED})
+
+
+class Actor(StrEnum):
+    """In what capacity a caller acts on an appointment."""
+
+    PATIENT = "patient"
+    DOCTOR = "doctor"
+    STAFF = "staff"
+
+
+class CancelReason(StrEnum):
+    """Why an appointment was cancelled (a code; free text stays in this service)."""
+
+    PATIENT_REQUEST = "patient_request"
+    DOCTOR_UNAVAILABLE = "doctor_unavailable"
+    SCHEDULING_ERROR = "scheduling_error"
+    DUPLICATE = "duplicate"
+    PAYMENT_NOT_RECEIVED = "payment_not_received"
+    OTHER = "other"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class SlotAlreadyBooked(Conflict):
+    """409: another active appointment holds (part of) this slot."""
+
+    title, slug = "Slot Already Booked", "slot-already-booked"
+
+
+class PatientAlreadyBooked(Conflict):
+    """409: the patient already holds an overlapping active appointment."""
+
+    title, slug = "Overlapping Appointment", "patient-already-booked"
+
+
+class DoctorNotBookable(Conflict):
+    """409: the doctor exists but is not verified (or offers no such mode)."""
+
+    title, slug = "Doctor Not Bookable", "doctor-not-bookable"
+
+
+class UnknownDoctor(NotFound):
+    """404: no schedule of this doctor has reached this service."""
+
+    title, slug = "Unknown Doctor", "unknown-doctor"
+
+
+class SlotInPast(UnprocessableContent):
+    title, slug = "Slot In The Past", "slot-in-past"
+
+
+class OutsideAvailability(UnprocessableContent):
+    title, slug = "Outside Availability", "outside-availability"
+
+
+class OffSlotGrid(UnprocessableContent):
+    title, slug = "Not On The Slot Grid", "off-slot-grid"
+
+
+class InvalidTransition(Conflict):
+    title, slug = "Invalid Status Transition", "invalid-transition"
+
+
+class ChangeWindowClosed(Conflict):
+    """409: a patient tried to cancel or reschedule too close to the start."""
+
+    title, slug = "Change Window Closed", "change-window-closed"
+
+
+class AppointmentNotFound(NotFound):
+    title, slug = "Appointment Not Found", "appointment-not-found"
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def ensure_transition(current: Status, target: Status) -> None:
+    """Check ``current → target`` against :data:`TRANSITIONS`.
+
+    Raises:
+        InvalidTransition: (409) naming the statuses reachable from ``current``.
+    """
+    if target not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (final status)"
+        raise InvalidTransition(
+            f"an appointment that is {current.value} cannot become {target.value}; "
+            f"allowed: {allowed}",
+            current_status=current.value,
+        )
+
+
+def ensure_reschedulable(current: Status) -> None:
+    """Raises InvalidTransition (409) unless ``current`` is in :data:`RESCHEDULABLE`."""
+    if current not in RESCHEDULABLE:
+        raise InvalidTransition(
+            f"an appointment that is {current.value} cannot be rescheduled",
+            current_status=current.value,
+        )
+
+
+@dataclass(frozen=True)
+class ChangePolicy:
+    """How close to the start a patient may still cancel or reschedule.
+
+    Staff and the treating doctor are not bound by it (they override).
+    """
+
+    cancel_window: timedelta = timedelta(hours=2)
+    reschedule_window: timedelta = timedelta(hours=2)
+
+    def check(self, action: str, actor: Actor, start: datetime, now: datetime) -> None:
+        """Raises ChangeWindowClosed (409) when a patient acts inside the window.
+
+        ``action`` is ``"cancel"`` or ``"reschedule"``; times are aware.
+        """
+        if actor is not Actor.PATIENT:
+            return
+        window = self.cancel_window if action == "cancel" else self.reschedule_window
+        closes_at = start - window
+        if now >= closes_at:
+            minutes = int(window.total_seconds() // 60)
+            raise ChangeWindowClosed(
+                f"patients cannot {action} within {minutes} minutes of the start; "
+                "please contact patient care",
+                window_closed_at=closes_at.astimezone(UTC).isoformat(),
+            )
+
+
+def initial_status(*, fee_amount: int | None, online: bool) -> Status:
+    """``pending_payment`` for an online consultation with a fee above zero, else ``booked``."""
+    if online and fee_amount:
+        return Status.PENDING_PAYMENT
+    return Status.BOOKED
+
+
+def lock_units(start: datetime, end: datetime) -> Iterator[datetime]:
+    """The 5-minute lock units (aware UTC starts) covering ``[start, end)``.
+
+    Two appointments whose starts and ends lie on the global 5-minute grid
+    overlap exactly when they share a unit, so unique indexes on
+    (doctor, unit) and (patient, unit) make overlaps impossible by equality.
+
+    Raises:
+        ValueError: when ``start`` or ``end`` is off the grid or ``end <= start``.
+    """
+    if not (is_on_quantum(start) and is_on_quantum(end)) or end <= start:
+        raise ValueError(f"[{start}, {end}) is not on the {LOCK_QUANTUM} lock grid")
+    unit = start.astimezone(UTC)
+    while unit < end:
+        yield unit
+        unit += LOCK_QUANTUM
+
+
+def resolve_slot(
+    availability: Availability,
+    start: datetime,
+    mode: Mode,
+    location_id: str | None,
+    now: datetime,
+) -> Slot:
+    """The slot of ``availability`` that starts at aware ``start`` in ``mode``.
+
+    ``location_id`` narrows in-person slots to one hospital (``None``: any).
+    Checks, in order: the past, verification, the mode, leave, breaks, the grid.
+
+    Raises:
+        SlotInPast: (422) ``start`` is not after ``now``.
+        DoctorNotBookable: (409) the doctor is not verified.
+        OutsideAvailability: (422) mode not offered, leave, break or no hours then.
+        OffSlotGrid: (422) inside available hours but not at a slot start;
+            ``nearest_slots`` lists the neighbouring valid starts.
+    """
+    start = start.astimezone(UTC)
+    if start <= now:
+        raise SlotInPast(f"the slot {start.isoformat()} is in the past")
+    if not availability.verified:
+        raise DoctorNotBookable(
+            f"doctor {availability.doctor_id} is not verified and cannot be booked"
+        )
+    if mode not in availability.modes:
+        raise OutsideAvailability(
+            f"doctor {availability.doctor_id} offers no {mode.value} consultations"
+        )
+    end = start + availability.slot_length
+    if availability.on_leave(start, end):
+        raise OutsideAvailability(f"doctor {availability.doctor_id} is on leave at that time")
+    if availability.in_break(start, end):
+        raise OutsideAvailability(f"doctor {availability.doctor_id} is on a break at that time")
+    day = timedelta(days=1)
+    candidates = [
+        s for s in candidate_slots(availability, start - day, start + day)
+        if s.mode is mode and (location_id is None or s.location_id == location_id)
+    ]
+    for slot in candidates:
+        if slot.start == start:
+            return slot
+    around = [s for s in candidates if s.start - availability.slot_length < start < s.end]
+    if around:
+        raise OffSlotGrid(
+            f"{start.isoformat()} is not on the doctor's {availability.slot_minutes}-minute "
+            "slot grid",
+            nearest_slots=[s.start.isoformat() for s in around],
+        )
+    raise OutsideAvailability(
+        f"doctor {availability.doctor_id} has no {mode.value} hours at {start.isoformat()}"
+        + (f" at location {location_id}" if location_id else "")
+    )

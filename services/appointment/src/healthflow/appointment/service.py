@@ -1,0 +1,398 @@
+"""Use cases of the appointment service: the one path each behaviour takes.
+
+Routes and event handlers call these; every write runs in
+``runtime.transact`` so the appointment, its slot locks and its outbox event
+commit together. The caller's capacity (patient, doctor, staff) is decided in
+one place, :func:`capacity`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+
+from healthflow.appointment import events, store
+from healthflow.appointment.availability import Availability, Mode, Slot, free_slots
+from healthflow.appointment.domain import (
+    Actor,
+    AppointmentNotFound,
+    ChangePolicy,
+    DoctorNotBookable,
+    PatientAlreadyBooked,
+    SlotAlreadyBooked,
+    Status,
+    UnknownDoctor,
+    ensure_reschedulable,
+    ensure_transition,
+    initial_status,
+    resolve_slot,
+)
+from healthflow.appointment.schemas import BookingRequest, CancelRequest, RescheduleRequest
+from healthflow.common.auth import Principal
+from healthflow.common.errors import Conflict, Forbidden, UnprocessableContent
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.permissions import Permission
+from healthflow.common.service import ServiceRuntime
+
+WRITE_CONFLICT = 112
+DUPLICATE_KEY = 11000
+
+TRANSITION_EVENTS: dict[Status, type[events.AppointmentEvent]] = {
+    Status.CONFIRMED: events.AppointmentConfirmed,
+    Status.CHECKED_IN: events.AppointmentCheckedIn,
+    Status.COMPLETED: events.AppointmentCompleted,
+    Status.NO_SHOW: events.AppointmentNoShow,
+}
+
+# Who may move an appointment to each status (beyond holding a permission).
+ALLOWED_ACTORS: dict[str, frozenset[Actor]] = {
+    "cancel": frozenset({Actor.PATIENT, Actor.DOCTOR, Actor.STAFF}),
+    "reschedule": frozenset({Actor.PATIENT, Actor.DOCTOR, Actor.STAFF}),
+    Status.CONFIRMED: frozenset({Actor.DOCTOR, Actor.STAFF}),
+    Status.CHECKED_IN: frozenset({Actor.DOCTOR, Actor.STAFF}),
+    Status.COMPLETED: frozenset({Actor.DOCTOR, Actor.STAFF}),
+    Status.NO_SHOW: frozenset({Actor.DOCTOR, Actor.STAFF}),
+}
+
+
+def policy(runtime: ServiceRuntime) -> ChangePolicy:
+    settings: Any = runtime.settings
+    return ChangePolicy(
+        cancel_window=timedelta(minutes=settings.cancel_window_minutes),
+        reschedule_window=timedelta(minutes=settings.reschedule_window_minutes),
+    )
+
+
+def capacity(principal: Principal, appointment: Document, *, write: bool) -> Actor:
+    """In what capacity ``principal`` may read (or, ``write``, change) ``appointment``.
+
+    Staff hold ``appointments:manage_any`` (reads: ``appointments:read_any``);
+    the doctor is the appointment's ``doctor_user_id`` with
+    ``appointments:manage_own`` (reads: ``read_own``); the patient is its
+    ``patient_id`` with ``appointments:book_own`` (reads: ``read_own``).
+
+    Raises:
+        Forbidden: (403) none of these holds.
+    """
+    subject = principal.subject
+    if principal.has(Permission.APPOINTMENTS_MANAGE_ANY) or (
+        not write and principal.has(Permission.APPOINTMENTS_READ_ANY)
+    ):
+        return Actor.STAFF
+    doctor_perm = Permission.APPOINTMENTS_MANAGE_OWN if write else Permission.APPOINTMENTS_READ_OWN
+    if appointment.get("doctor_user_id") == subject and principal.has(doctor_perm):
+        return Actor.DOCTOR
+    patient_perm = Permission.APPOINTMENTS_BOOK_OWN if write else Permission.APPOINTMENTS_READ_OWN
+    if appointment.get("patient_id") == subject and principal.has(patient_perm):
+        return Actor.PATIENT
+    raise Forbidden("you may only act on your own appointments")
+
+
+def _ensure_actor(action: str, actor: Actor) -> None:
+    if actor not in ALLOWED_ACTORS[action]:
+        label = (f"mark appointments as {action.value}" if isinstance(action, Status)
+                 else f"{action} appointments")
+        raise Forbidden(f"a {actor.value} cannot {label}")
+
+
+def event_fields(doc: Document) -> dict[str, Any]:
+    """The fields every appointment event carries, from an appointment document."""
+    return {
+        "appointment_id": doc["_id"], "patient_id": doc["patient_id"],
+        "doctor_id": doc["doctor_id"], "doctor_user_id": doc.get("doctor_user_id"),
+        "location_id": doc.get("location_id"), "start": doc["start"], "end": doc["end"],
+        "timezone": doc["timezone"], "mode": doc["mode"], "status": doc["status"],
+    }
+
+
+def _booking_conflict(key: Document) -> Conflict:
+    """The 409 for a refused lock whose key was ``key`` (``{party, party_id, unit_start}``)."""
+    if key.get("party") == "patient":
+        return PatientAlreadyBooked(
+            "the patient already holds an appointment overlapping this time"
+        )
+    return SlotAlreadyBooked("slot already booked: another appointment holds this time")
+
+
+def _duplicate_key(exc: OperationFailure) -> Document | None:
+    """The refused key of a duplicate-key error (single or bulk), else ``None``."""
+    if isinstance(exc, BulkWriteError):
+        for error in exc.details.get("writeErrors", []):
+            if error.get("code") == DUPLICATE_KEY:
+                return dict(error.get("keyValue") or {})
+        return None
+    if isinstance(exc, DuplicateKeyError) or exc.code == DUPLICATE_KEY:
+        return dict((exc.details or {}).get("keyValue") or {})
+    return None
+
+
+async def _locked(runtime: ServiceRuntime, fn: Any, actor: str) -> Any:
+    """``runtime.transact(fn)``, with lock collisions turned into 409 problems.
+
+    A duplicate key on ``slot_locks`` means the slot (or the patient's time) is
+    held; a write conflict that outlived the driver's retries means a
+    concurrent transaction took it.
+    """
+    try:
+        return await runtime.transact(fn, actor=actor)
+    except OperationFailure as exc:
+        key = _duplicate_key(exc)
+        if key is not None:
+            raise _booking_conflict(key) from None
+        if exc.code == WRITE_CONFLICT or exc.has_error_label("TransientTransactionError"):
+            raise SlotAlreadyBooked(
+                "slot already booked: a concurrent booking took this time"
+            ) from None
+        raise
+
+
+async def schedule_of(runtime: ServiceRuntime, doctor_id: str) -> Availability:
+    """The stored availability of ``doctor_id``.
+
+    Raises:
+        UnknownDoctor: (404) no ``doctor.schedule_changed`` for it has arrived.
+    """
+    availability = await store.get_schedule(runtime.db, doctor_id)
+    if availability is None:
+        raise UnknownDoctor(f"doctor {doctor_id} is unknown to scheduling")
+    return availability
+
+
+async def list_free_slots(runtime: ServiceRuntime, doctor_id: str, start: datetime,
+                          end: datetime) -> tuple[Availability, list[Slot]]:
+    """Free slots of a verified doctor in ``[start, end)`` (aware).
+
+    Raises:
+        UnknownDoctor: (404); DoctorNotBookable: (409) not verified.
+    """
+    availability = await schedule_of(runtime, doctor_id)
+    if not availability.verified:
+        raise DoctorNotBookable(f"doctor {doctor_id} is not verified and cannot be booked")
+    taken = await store.taken_intervals(runtime.db, doctor_id, start, end)
+    return availability, free_slots(availability, start, end, taken=taken, now=utcnow())
+
+
+async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRequest
+               ) -> Document:
+    """Book a slot for the caller (patient) or for ``request.patient_id`` (staff).
+
+    Raises:
+        Forbidden: (403) booking for another patient without ``appointments:book_any``.
+        UnprocessableContent: (422) staff booking without a ``patient_id``.
+        UnknownDoctor, DoctorNotBookable, SlotInPast, OutsideAvailability, OffSlotGrid:
+            see :func:`~healthflow.appointment.domain.resolve_slot`.
+        SlotAlreadyBooked / PatientAlreadyBooked: (409) the database refused the locks.
+    """
+    if request.patient_id is not None and request.patient_id != principal.subject:
+        if not principal.has(Permission.APPOINTMENTS_BOOK_ANY):
+            raise Forbidden("booking for another patient requires appointments:book_any")
+        patient_id, role = request.patient_id, Actor.STAFF
+    elif principal.has(Permission.APPOINTMENTS_BOOK_OWN):
+        patient_id, role = principal.subject, Actor.PATIENT
+    else:
+        raise UnprocessableContent("patient_id is required when staff book for a patient")
+    availability = await schedule_of(runtime, request.doctor_id)
+    now = utcnow()
+    slot = resolve_slot(availability, request.start, request.mode, request.location_id, now)
+    fee = availability.fee_for(slot.mode)
+    status = initial_status(fee_amount=fee.amount if fee else None,
+                            online=slot.mode.value == "online")
+    doc: Document = {
+        "_id": str(uuid.uuid4()),
+        "doctor_id": availability.doctor_id,
+        "doctor_user_id": availability.doctor_user_id,
+        "patient_id": patient_id,
+        "location_id": slot.location_id,
+        "timezone": slot.timezone,
+        "start": slot.start,
+        "end": slot.end,
+        "mode": slot.mode.value,
+        "status": status.value,
+        "reason": request.reason,
+        "preferences": request.preferences.model_dump(mode="json"),
+        "fee_amount": fee.amount if fee else None,
+        "fee_currency": fee.currency if fee else None,
+        "booked_by": principal.subject,
+        "booked_by_role": role.value,
+        "created_at": now,
+        "updated_at": now,
+        "status_history": [{"status": status.value, "at": now, "by": principal.subject}],
+        "reschedules": [],
+        "cancellation": None,
+        "version": 1,
+    }
+
+    async def write(uow: UnitOfWork) -> None:
+        await store.take_locks(uow.db, uow.session, doc)
+        await uow.db[store.APPOINTMENTS].insert_one(doc, session=uow.session)
+        uow.publish(
+            events.AppointmentBooked(
+                **event_fields(doc), booked_by=principal.subject, booked_by_role=role.value,
+                fee_amount=doc["fee_amount"], fee_currency=doc["fee_currency"],
+            ),
+            subject=doc["_id"], patientid=patient_id,
+        )
+
+    await _locked(runtime, write, principal.actor)
+    return doc
+
+
+async def get(runtime: ServiceRuntime, principal: Principal, appointment_id: str) -> Document:
+    """One appointment the caller may read. Raises AppointmentNotFound (404), Forbidden (403)."""
+    doc = await store.get_appointment(runtime.db, appointment_id)
+    if doc is None:
+        raise AppointmentNotFound(f"appointment {appointment_id} does not exist")
+    capacity(principal, doc, write=False)
+    return doc
+
+
+async def _load_for_change(uow: UnitOfWork, principal: Principal, appointment_id: str,
+                           action: str) -> tuple[Document, Actor]:
+    doc = await store.get_appointment(uow.db, appointment_id, session=uow.session)
+    if doc is None:
+        raise AppointmentNotFound(f"appointment {appointment_id} does not exist")
+    actor = capacity(principal, doc, write=True)
+    _ensure_actor(action, actor)
+    return doc, actor
+
+
+async def _save(uow: UnitOfWork, before: Document, changes: Document,
+                push: Document | None = None) -> Document:
+    """Compare-and-set on ``version``: a concurrent change makes this a 409."""
+    update: Document = {"$set": changes, "$inc": {"version": 1}}
+    if push:
+        update["$push"] = push
+    result = await uow.db[store.APPOINTMENTS].update_one(
+        {"_id": before["_id"], "version": before["version"]}, update, session=uow.session
+    )
+    if result.matched_count != 1:
+        raise Conflict("the appointment changed concurrently; reload and retry")
+    after = await store.get_appointment(uow.db, before["_id"], session=uow.session)
+    assert after is not None
+    return after
+
+
+async def change_status(runtime: ServiceRuntime, principal: Principal, appointment_id: str,
+                        target: Status) -> Document:
+    """Confirm, check in, complete or mark no-show (doctor or staff).
+
+    Raises:
+        AppointmentNotFound (404), Forbidden (403), InvalidTransition (409).
+    """
+    now = utcnow()
+
+    async def write(uow: UnitOfWork) -> Document:
+        doc, _ = await _load_for_change(uow, principal, appointment_id, target)
+        ensure_transition(Status(doc["status"]), target)
+        after = await _save(
+            uow, doc, {"status": target.value, "updated_at": now},
+            {"status_history": {"status": target.value, "at": now, "by": principal.subject}},
+        )
+        uow.publish(TRANSITION_EVENTS[target](**event_fields(after)),
+                    subject=appointment_id, patientid=after["patient_id"])
+        return after
+
+    result: Document = await runtime.transact(write, actor=principal.actor)
+    return result
+
+
+async def cancel(runtime: ServiceRuntime, principal: Principal, appointment_id: str,
+                 request: CancelRequest) -> Document:
+    """Cancel and release the slot locks in the same transaction.
+
+    Raises:
+        AppointmentNotFound (404), Forbidden (403), InvalidTransition (409),
+        ChangeWindowClosed (409) for patients within the cancellation window.
+    """
+    now = utcnow()
+    rules = policy(runtime)
+
+    async def write(uow: UnitOfWork) -> Document:
+        doc, actor = await _load_for_change(uow, principal, appointment_id, "cancel")
+        ensure_transition(Status(doc["status"]), Status.CANCELLED)
+        rules.check("cancel", actor, doc["start"], now)
+        cancellation = {"by": principal.subject, "by_role": actor.value,
+                        "reason_code": request.reason_code.value, "note": request.note,
+                        "at": now}
+        after = await _save(
+            uow, doc,
+            {"status": Status.CANCELLED.value, "updated_at": now, "cancellation": cancellation},
+            {"status_history": {"status": Status.CANCELLED.value, "at": now,
+                                "by": principal.subject}},
+        )
+        await store.release_locks(uow.db, uow.session, appointment_id)
+        uow.publish(
+            events.AppointmentCancelled(
+                **event_fields(after), cancelled_by=principal.subject,
+                cancelled_by_role=actor.value, reason_code=request.reason_code.value,
+            ),
+            subject=appointment_id, patientid=after["patient_id"],
+        )
+        return after
+
+    result: Document = await runtime.transact(write, actor=principal.actor)
+    return result
+
+
+async def reschedule(runtime: ServiceRuntime, principal: Principal, appointment_id: str,
+                     request: RescheduleRequest) -> Document:
+    """Move to another free slot of the same doctor and mode, keeping the history.
+
+    The old locks are deleted and the new ones inserted in one transaction; a
+    confirmed appointment goes back to ``booked``.
+
+    Raises:
+        AppointmentNotFound (404), Forbidden (403), InvalidTransition (409),
+        ChangeWindowClosed (409), the slot errors of :func:`book`, and
+        UnprocessableContent (422) when the new start equals the current one.
+    """
+    now = utcnow()
+    rules = policy(runtime)
+    async def write(uow: UnitOfWork) -> Document:
+        doc, actor = await _load_for_change(uow, principal, appointment_id, "reschedule")
+        current = Status(doc["status"])
+        ensure_reschedulable(current)
+        rules.check("reschedule", actor, doc["start"], now)
+        availability = await store.get_schedule(uow.db, doc["doctor_id"], session=uow.session)
+        if availability is None:
+            raise UnknownDoctor(f"doctor {doc['doctor_id']} is unknown to scheduling")
+        slot = resolve_slot(availability, request.start, Mode(doc["mode"]),
+                            request.location_id or doc.get("location_id"), now)
+        if slot.start == doc["start"]:
+            raise UnprocessableContent("the new start is the appointment's current start")
+        status = Status.BOOKED if current is Status.CONFIRMED else current
+        entry = {"previous_start": doc["start"], "previous_end": doc["end"],
+                 "start": slot.start, "end": slot.end, "by": principal.subject,
+                 "by_role": actor.value, "at": now}
+        await store.release_locks(uow.db, uow.session, appointment_id)
+        after = await _save(
+            uow, doc,
+            {"start": slot.start, "end": slot.end, "location_id": slot.location_id,
+             "timezone": slot.timezone, "status": status.value, "updated_at": now},
+            {"reschedules": entry},
+        )
+        await store.take_locks(uow.db, uow.session, after)
+        uow.publish(
+            events.AppointmentRescheduled(
+                **event_fields(after), previous_start=doc["start"], previous_end=doc["end"],
+                rescheduled_by_role=actor.value,
+            ),
+            subject=appointment_id, patientid=after["patient_id"],
+        )
+        return after
+
+    result: Document = await _locked(runtime, write, principal.actor)
+    return result
+
+
+async def apply_schedule(uow: UnitOfWork, availability: Availability) -> bool:
+    """Store a doctor's availability (the ``doctor.schedule_changed`` effect).
+
+    Existing appointments are kept even if the new hours no longer cover them;
+    staff reschedule or cancel those. Returns whether it replaced the stored one.
+    """
+    return await store.save_schedule(uow.db, uow.session, availability)

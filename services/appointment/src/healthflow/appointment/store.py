@@ -1,0 +1,144 @@
+"""Collections, indexes and queries of the appointment service.
+
+* ``appointments`` — one document per appointment (see :func:`new_appointment`).
+* ``slot_locks`` — ``{party: "doctor"|"patient", party_id, unit_start, appointment_id}``,
+  one per 5-minute unit an active appointment covers, for its doctor and its
+  patient. The unique index on ``(party, party_id, unit_start)`` is the
+  double-booking guarantee: locks are inserted in the same transaction as the
+  appointment, deleted in the same transaction as a cancellation, swapped in
+  the same transaction as a reschedule. Two overlapping active appointments
+  would need two equal keys, which the index refuses (``DuplicateKeyError``),
+  whatever the interleaving of requests or processes.
+* ``doctor_schedules`` — the local availability read model (``_id`` = doctor id).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.appointment.availability import (
+    Availability,
+    Interval,
+    availability_from_document,
+    availability_to_document,
+)
+from healthflow.appointment.domain import ACTIVE, lock_units
+from healthflow.common.mongo import Document
+
+APPOINTMENTS = "appointments"
+SLOT_LOCKS = "slot_locks"
+DOCTOR_SCHEDULES = "doctor_schedules"
+
+INDEXES = {
+    SLOT_LOCKS: [
+        IndexModel(
+            [("party", ASCENDING), ("party_id", ASCENDING), ("unit_start", ASCENDING)],
+            unique=True,
+            name="one_holder_per_unit",
+        ),
+        IndexModel([("appointment_id", ASCENDING)]),
+    ],
+    APPOINTMENTS: [
+        IndexModel([("doctor_id", ASCENDING), ("start", ASCENDING)]),
+        IndexModel([("doctor_user_id", ASCENDING), ("start", ASCENDING)]),
+        IndexModel([("patient_id", ASCENDING), ("start", ASCENDING)]),
+        IndexModel([("start", ASCENDING), ("_id", ASCENDING)]),
+    ],
+    DOCTOR_SCHEDULES: [IndexModel([("doctor_user_id", ASCENDING)])],
+}
+
+Db = AsyncDatabase[Document]
+
+
+def lock_documents(appointment_id: str, doctor_id: str, patient_id: str,
+                   start: datetime, end: datetime) -> list[Document]:
+    """The lock documents of an appointment (doctor and patient, one per unit)."""
+    docs: list[Document] = []
+    for unit in lock_units(start, end):
+        for party, party_id in (("doctor", doctor_id), ("patient", patient_id)):
+            docs.append({"party": party, "party_id": party_id, "unit_start": unit,
+                         "appointment_id": appointment_id})
+    return docs
+
+
+async def take_locks(db: Db, session: AsyncClientSession, appointment: Document) -> None:
+    """Insert the appointment's locks (raises ``DuplicateKeyError`` on any overlap)."""
+    await db[SLOT_LOCKS].insert_many(
+        lock_documents(appointment["_id"], appointment["doctor_id"], appointment["patient_id"],
+                       appointment["start"], appointment["end"]),
+        ordered=True,
+        session=session,
+    )
+
+
+async def release_locks(db: Db, session: AsyncClientSession, appointment_id: str) -> int:
+    result = await db[SLOT_LOCKS].delete_many({"appointment_id": appointment_id},
+                                              session=session)
+    return result.deleted_count
+
+
+async def get_schedule(db: Db, doctor_id: str,
+                       session: AsyncClientSession | None = None) -> Availability | None:
+    doc = await db[DOCTOR_SCHEDULES].find_one({"_id": doctor_id}, session=session)
+    return availability_from_document(doc) if doc else None
+
+
+async def get_schedule_by_user(db: Db, user_id: str) -> Availability | None:
+    doc = await db[DOCTOR_SCHEDULES].find_one({"doctor_user_id": user_id})
+    return availability_from_document(doc) if doc else None
+
+
+async def save_schedule(db: Db, session: AsyncClientSession, availability: Availability) -> bool:
+    """Store ``availability`` unless a newer one is stored; returns whether it was stored."""
+    current = await db[DOCTOR_SCHEDULES].find_one({"_id": availability.doctor_id},
+                                                  {"as_of": 1}, session=session)
+    if (current and current.get("as_of") and availability.as_of
+            and current["as_of"] > availability.as_of):
+        return False
+    await db[DOCTOR_SCHEDULES].replace_one(
+        {"_id": availability.doctor_id}, availability_to_document(availability),
+        upsert=True, session=session,
+    )
+    return True
+
+
+async def set_verified(db: Db, session: AsyncClientSession, doctor_id: str,
+                       verified: bool, user_id: str | None) -> None:
+    """Record a verification decision (creates a schedule-less entry if needed)."""
+    fields: dict[str, Any] = {"verified": verified}
+    if user_id is not None:
+        fields["doctor_user_id"] = user_id
+    await db[DOCTOR_SCHEDULES].update_one({"_id": doctor_id}, {"$set": fields},
+                                          upsert=True, session=session)
+
+
+async def taken_intervals(db: Db, doctor_id: str, start: datetime, end: datetime
+                          ) -> list[Interval]:
+    """Active appointments of ``doctor_id`` overlapping ``[start, end)`` (aware UTC)."""
+    cursor = db[APPOINTMENTS].find(
+        {"doctor_id": doctor_id, "status": {"$in": [s.value for s in ACTIVE]},
+         "start": {"$lt": end}, "end": {"$gt": start}},
+        {"start": 1, "end": 1},
+    )
+    return [Interval(d["start"], d["end"]) async for d in cursor]
+
+
+async def get_appointment(db: Db, appointment_id: str,
+                          session: AsyncClientSession | None = None) -> Document | None:
+    return await db[APPOINTMENTS].find_one({"_id": appointment_id}, session=session)
+
+
+async def list_appointments(db: Db, query: Document, *, after: tuple[datetime, str] | None,
+                            limit: int) -> list[Document]:
+    """Appointments matching ``query`` ordered by (start, _id), after the cursor position."""
+    if after is not None:
+        start, last_id = after
+        query = {"$and": [query, {"$or": [{"start": {"$gt": start}},
+                                          {"start": start, "_id": {"$gt": last_id}}]}]}
+    cursor = db[APPOINTMENTS].find(query).sort([("start", ASCENDING), ("_id", ASCENDING)])
+    return await cursor.limit(limit).to_list()

@@ -1,0 +1,110 @@
+"""Fixtures: an appointment app on a fresh database, and doctors published to it.
+
+Doctors reach the service the way they will in production: as
+``doctor.schedule_changed`` events through the (in-process) transport into the
+service's idempotent consumer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from healthflow.appointment.app import create_app
+from healthflow.appointment.settings import Settings
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
+from healthflow.common.testing import TokenFactory, running_app
+
+WEEKDAYS = [1, 2, 3, 4, 5]
+
+
+def next_weekday(weekday: int, *, after_days: int = 7) -> date:
+    """The first ISO ``weekday`` at least ``after_days`` from today (UTC)."""
+    day = datetime.now(UTC).date() + timedelta(days=after_days)
+    while day.isoweekday() != weekday:
+        day += timedelta(days=1)
+    return day
+
+
+def schedule(doctor_id: str, **overrides: Any) -> dict[str, Any]:
+    """A ``doctor.schedule_changed`` payload: Europe/Berlin, in person 09–12 at h1,
+    online 14–16 with a fee, 30-minute slots, verified."""
+    data: dict[str, Any] = {
+        "doctor_id": doctor_id,
+        "doctor_user_id": f"user-{doctor_id}",
+        "verified": True,
+        "timezone": "Europe/Berlin",
+        "slot_minutes": 30,
+        "modes": ["in_person", "online"],
+        "rules": [
+            *({"weekday": d, "start": "09:00", "end": "12:00", "mode": "in_person",
+               "location_id": "h1"} for d in WEEKDAYS),
+            *({"weekday": d, "start": "14:00", "end": "16:00", "mode": "online"}
+              for d in WEEKDAYS),
+        ],
+        "fees": {"online": {"amount": 4000, "currency": "EUR"}},
+        "leave": [],
+    }
+    data.update(overrides)
+    return data
+
+
+@dataclass
+class Service:
+    client: httpx.AsyncClient
+    runtime: ServiceRuntime
+    tokens: TokenFactory
+
+    async def publish_doctor(self, data: dict[str, Any], type_: str = "doctor.schedule_changed",
+                             time: datetime | None = None) -> None:
+        event = CloudEvent(source="/healthflow/doctor", type=type_, subject=data["doctor_id"],
+                           data=data, time=time or datetime.now(UTC))
+        await self.runtime.transport.publish(event)
+
+    def patient(self, sub: str | None = None) -> tuple[str, dict[str, str]]:
+        sub = sub or f"patient-{uuid.uuid4().hex[:8]}"
+        return sub, self.tokens.headers(sub, roles=["patient"])
+
+    def as_role(self, role: str, sub: str | None = None) -> dict[str, str]:
+        return self.tokens.headers(sub or f"{role}-{uuid.uuid4().hex[:8]}", roles=[role])
+
+    async def outbox(self, type_: str, subject: str | None = None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"type": type_}
+        if subject is not None:
+            query["envelope.subject"] = subject
+        return await self.runtime.db["outbox"].find(query).to_list()
+
+
+def make_settings(mongodb_url: str, database: str, **kw: Any) -> Settings:
+    return Settings(mongodb_url=mongodb_url, mongodb_database=database,
+                    transport="inprocess", **kw)
+
+
+@asynccontextmanager
+async def serve(app: FastAPI, tokens: TokenFactory) -> AsyncIterator[Service]:
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as client:
+        yield Service(client, app.state.runtime, tokens)
+
+
+@pytest.fixture
+async def svc(mongodb_url: str, unique_name: str, tokens: TokenFactory
+              ) -> AsyncIterator[Service]:
+    app = create_app(make_settings(mongodb_url, unique_name),
+                     transport=shared_inprocess_transport(mongodb_url))
+    async with serve(app, tokens) as service:
+        yield service
+
+
+@pytest.fixture
+def new_id() -> Callable[[str], str]:
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,110 @@
+"""Slot generation and the tolerant read model, including daylight-saving changes."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, time, timedelta
+
+from healthflow.appointment.availability import (
+    Availability,
+    Break,
+    Interval,
+    Mode,
+    WeeklyRule,
+    availability_from_document,
+    availability_from_event,
+    availability_to_document,
+    candidate_slots,
+    free_slots,
+    local_to_utc,
+    zone,
+)
+
+
+def berlin_sunday() -> Availability:
+    """00:00–04:00 local every Sunday, 30-minute slots."""
+    return Availability(
+        doctor_id="d1", verified=True, timezone="Europe/Berlin", slot_minutes=30,
+        modes=frozenset({Mode.IN_PERSON}),
+        rules=(WeeklyRule(7, time(0), time(4), Mode.IN_PERSON, "Europe/Berlin", "h1"),),
+    )
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def test_spring_forward_skips_the_missing_hour() -> None:
+    # 2027-03-28: Europe/Berlin jumps from 02:00 CET to 03:00 CEST.
+    slots = candidate_slots(berlin_sunday(), utc(2027, 3, 27, 12), utc(2027, 3, 28, 12))
+    assert [s.start for s in slots] == [
+        utc(2027, 3, 27, 23, 0), utc(2027, 3, 27, 23, 30),  # 00:00, 00:30 CET
+        utc(2027, 3, 28, 0, 0), utc(2027, 3, 28, 0, 30),  # 01:00, 01:30 CET
+        utc(2027, 3, 28, 1, 0), utc(2027, 3, 28, 1, 30),  # 03:00, 03:30 CEST
+    ]
+    assert all(s.end - s.start == timedelta(minutes=30) for s in slots)
+
+
+def test_fall_back_takes_the_first_occurrence_and_never_overlaps() -> None:
+    # 2027-10-31: Europe/Berlin goes back from 03:00 CEST to 02:00 CET.
+    slots = candidate_slots(berlin_sunday(), utc(2027, 10, 30, 12), utc(2027, 10, 31, 12))
+    starts = [s.start for s in slots]
+    assert starts == [
+        utc(2027, 10, 30, 22, 0), utc(2027, 10, 30, 22, 30),  # 00:00, 00:30 CEST
+        utc(2027, 10, 30, 23, 0), utc(2027, 10, 30, 23, 30),  # 01:00, 01:30 CEST
+        utc(2027, 10, 31, 0, 0), utc(2027, 10, 31, 0, 30),  # 02:00, 02:30 CEST (first)
+        utc(2027, 10, 31, 2, 0), utc(2027, 10, 31, 2, 30),  # 03:00, 03:30 CET
+    ]
+    for a, b in itertools.pairwise(slots):
+        assert a.end <= b.start
+
+
+def test_local_to_utc_reports_nonexistent_wall_times() -> None:
+    tz = zone("America/New_York")
+    assert local_to_utc(datetime(2027, 3, 14).date(), time(2, 30), tz) is None
+    assert local_to_utc(datetime(2027, 3, 14).date(), time(3, 0), tz) == utc(2027, 3, 14, 7)
+
+
+def test_leave_breaks_bookings_and_past_are_removed() -> None:
+    av = Availability(
+        doctor_id="d1", verified=True, timezone="UTC", slot_minutes=60,
+        modes=frozenset({Mode.IN_PERSON}),
+        rules=(WeeklyRule(1, time(9), time(13), Mode.IN_PERSON, "UTC", "h1"),),
+        breaks=(Break(time(11), time(12), "UTC"),),
+        leave=(Interval(utc(2027, 1, 11, 0), utc(2027, 1, 12, 0)),),
+    )
+    window = (utc(2027, 1, 4), utc(2027, 1, 12))
+    assert [s.start.hour for s in candidate_slots(av, *window)] == [9, 10, 12]  # 11 Jan on leave
+    free = free_slots(av, *window, taken=[Interval(utc(2027, 1, 4, 10), utc(2027, 1, 4, 11))],
+                      now=utc(2027, 1, 4, 9))
+    assert [s.start for s in free] == [utc(2027, 1, 4, 12)]  # 9:00 not after now, 10:00 taken
+    unverified = Availability(**{**av.__dict__, "verified": False})
+    assert free_slots(unverified, *window, taken=[], now=utc(2027, 1, 1)) == []
+
+
+def test_event_parsing_is_tolerant_and_round_trips() -> None:
+    data = {
+        "doctor_id": "d9", "user_id": "u9", "verification_status": "verified",
+        "time_zone": "Europe/Lisbon", "slot_length": "PT20M",
+        "locations": [{"hospital_id": "h1", "timezone": "Europe/Lisbon",
+                       "weekly": [{"day": "monday", "start": "09:00", "end": "12:00"}]}],
+        "weekly_hours": [{"weekday": 3, "mode": "online", "start": "18:00", "end": "20:00"}],
+        "breaks": [{"start": "10:00", "end": "10:20"}],
+        "leave": [{"start": "2027-01-01T00:00:00Z", "end": "2027-01-02T00:00:00Z"}],
+        "fees": {"online": {"amount": 2500, "currency": "eur"}},
+        "unknown_field": {"ignored": True},
+    }
+    av = availability_from_event(data)
+    assert av.verified and av.doctor_user_id == "u9" and av.slot_minutes == 20
+    assert {(r.weekday, r.mode, r.location_id) for r in av.rules} == {
+        (1, Mode.IN_PERSON, "h1"), (3, Mode.ONLINE, None)}
+    assert av.modes == {Mode.IN_PERSON, Mode.ONLINE}
+    assert av.fee_for(Mode.ONLINE) is not None and av.fee_for(Mode.ONLINE).currency == "EUR"
+    assert len(av.breaks) == 1 and len(av.leave) == 1
+    assert availability_from_document(availability_to_document(av)) == av
+
+
+def test_rules_off_the_five_minute_grid_yield_nothing() -> None:
+    av = Availability(doctor_id="d", verified=True, slot_minutes=7,
+                      rules=(WeeklyRule(1, time(9), time(10), Mode.IN_PERSON, "UTC"),))
+    assert candidate_slots(av, utc(2027, 1, 4), utc(2027, 1, 5)) == []
