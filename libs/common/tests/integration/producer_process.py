@@ -22,7 +22,8 @@ class CrashTestHappened(EventPayload):
 
 async def main(mongodb_url: str, amqp_url: str, service: str, count: int) -> None:
     settings = ServiceSettings(service_name=service, mongodb_url=mongodb_url, amqp_url=amqp_url,
-                               transport="rabbitmq", outbox_batch_size=5)
+                               transport="rabbitmq", outbox_batch_size=5,
+                               outbox_lease=3.0)
     runtime = ServiceRuntime(settings)
     await runtime.start()
     committed = 0

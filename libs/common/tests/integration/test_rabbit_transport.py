@@ -20,11 +20,11 @@ from healthflow.common.events import cli
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.rabbit import (
     CONTENT_TYPE,
-    MAX_ERROR_CHARS,
     RabbitTransport,
     retry_queue_name,
 )
 from healthflow.common.events.transport import (
+    MAX_ERROR_CHARS,
     PublishError,
     Subscription,
     UnknownEventType,

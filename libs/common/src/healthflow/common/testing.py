@@ -48,11 +48,23 @@ def mongodb_url(mongo_server: EmbeddedMongo) -> str:
     return os.environ.get("TEST_MONGODB_URL") or mongo_server.url
 
 
-def _rabbitmqctl(*args: str) -> None:
+def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
     ctl = shutil.which("rabbitmqctl")
     if ctl is None:
-        raise RuntimeError("rabbitmqctl is not installed: run `make deps`")
-    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+        pytest.fail("rabbitmqctl is not installed: run `make deps`", pytrace=False)
+    result = subprocess.run(
+        [ctl, "-q", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}",
+                    pytrace=False)
+    return result
+
+
+@pytest.fixture(scope="session")
+def rabbitmqctl() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``rabbitmqctl ARGS...`` (the drills stop and start the broker with it)."""
+    return _rabbitmqctl
 
 
 @contextmanager

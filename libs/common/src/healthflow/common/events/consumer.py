@@ -15,12 +15,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
+from pymongo.errors import DuplicateKeyError
+
 from healthflow.common import metrics
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import INBOX, UnitOfWork
 from healthflow.common.events.transport import UnknownEventType, topic_matches
 from healthflow.common.mongo import utcnow
-from pymongo.errors import DuplicateKeyError
 
 if TYPE_CHECKING:
     from healthflow.common.service import ServiceRuntime

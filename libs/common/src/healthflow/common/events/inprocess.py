@@ -22,6 +22,9 @@ import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.transport import (
     DeadLetter,
@@ -29,10 +32,9 @@ from healthflow.common.events.transport import (
     Subscription,
     Transport,
     UnknownEventType,
+    describe_error,
 )
 from healthflow.common.mongo import Document, utcnow
-from pymongo import ASCENDING, IndexModel
-from pymongo.asynchronous.database import AsyncDatabase
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,7 @@ class InProcessTransport(Transport):
             "status": "retry",
             "attempts": attempts + 1,
             "next_attempt_at": utcnow() + timedelta(seconds=sub.retry_delays[attempts]),
-            "error": _describe(exc),
+            "error": describe_error(exc),
         }
         await self.store.update_one(
             {"_id": record_id or str(uuid.uuid4())}, {"$set": fields}, upsert=True
@@ -155,7 +157,7 @@ class InProcessTransport(Transport):
             "body": body,
             "status": "parked",
             "reason": reason,
-            "error": _describe(exc),
+            "error": describe_error(exc),
             "attempts": attempts,
             "parked_at": utcnow(),
             "next_attempt_at": None,
@@ -245,7 +247,3 @@ def _dead_letter_id(doc: Document) -> str:
         return CloudEvent.from_json_bytes(bytes(doc["body"])).id
     except Exception:
         return str(doc["_id"])
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:500]}"

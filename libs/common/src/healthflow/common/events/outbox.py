@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from healthflow.common.events.envelope import CloudEvent, EventPayload
-from healthflow.common.mongo import Document, utcnow
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.common.events.envelope import CloudEvent, EventPayload
+from healthflow.common.mongo import Document, utcnow
 
 OUTBOX = "outbox"
 INBOX = "inbox"

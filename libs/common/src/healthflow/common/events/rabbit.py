@@ -59,7 +59,6 @@ import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
 from aio_pika import DeliveryMode, ExchangeType
-from pydantic import ValidationError
 
 from healthflow.common import tracing
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
@@ -70,6 +69,7 @@ from healthflow.common.events.transport import (
     Transport,
     UnknownEventType,
     dead_letter_queue_name,
+    describe_error,
     queue_name,
 )
 
@@ -90,7 +90,6 @@ REASON_HANDLER_FAILED = "handler-failed"
 REASON_UNKNOWN_TYPE = "unknown-type"
 REASON_MALFORMED = "malformed"
 
-MAX_ERROR_CHARS = 500
 
 # Headers describing one parking; dropped when a message is replayed.
 _PARKING_HEADERS = (
@@ -105,25 +104,6 @@ _PARKING_HEADERS = (
 def retry_queue_name(service: str, number: int) -> str:
     """``healthflow.<service>.retry.<number>``; ``number`` is 0-based."""
     return f"{queue_name(service)}.retry.{number}"
-
-
-def describe_error(exc: BaseException) -> str:
-    """``"<ExceptionClass>: <message>"`` cut to :data:`MAX_ERROR_CHARS` characters.
-
-    A pydantic :class:`~pydantic.ValidationError` is described by its error
-    locations and kinds only: its usual message repeats the offending input,
-    which may be PHI.
-    """
-    if isinstance(exc, ValidationError):
-        details = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or '<root>'}: {err['type']}"
-            for err in exc.errors()
-        )
-        text = f"{type(exc).__name__}: {exc.error_count()} error(s): {details}"
-    else:
-        message = str(exc)
-        text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return text[:MAX_ERROR_CHARS]
 
 
 @dataclass

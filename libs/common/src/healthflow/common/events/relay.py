@@ -22,13 +22,14 @@ import random
 import uuid
 from datetime import timedelta
 
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
 from healthflow.common import metrics
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import OUTBOX
 from healthflow.common.events.transport import Transport
 from healthflow.common.mongo import Document, utcnow
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from pydantic import ValidationError
+
 from healthflow.common.events.envelope import CloudEvent
 
 EventHandler = Callable[[CloudEvent], Awaitable[None]]
+
+MAX_ERROR_CHARS = 500
+"""Longest error text kept with a dead letter."""
 
 
 class PublishError(RuntimeError):
@@ -128,6 +133,25 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
     ``*`` matches exactly one dot-separated word, ``#`` zero or more.
     """
     return _match_words(tuple(pattern.split(".")), tuple(routing_key.split(".")))
+
+
+def describe_error(exc: BaseException) -> str:
+    """``"<ExceptionClass>: <message>"`` cut to :data:`MAX_ERROR_CHARS` characters.
+
+    A pydantic :class:`~pydantic.ValidationError` is described by its error
+    locations and kinds only: its usual message repeats the offending input,
+    which may be PHI.
+    """
+    if isinstance(exc, ValidationError):
+        details = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or '<root>'}: {err['type']}"
+            for err in exc.errors()
+        )
+        text = f"{type(exc).__name__}: {exc.error_count()} error(s): {details}"
+    else:
+        message = str(exc)
+        text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return text[:MAX_ERROR_CHARS]
 
 
 class Transport(abc.ABC):
