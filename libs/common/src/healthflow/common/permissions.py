@@ -38,6 +38,7 @@ class Permission(StrEnum):
     PROFILE_READ_OWN = "profile:read_own"
     USERS_READ = "users:read"
     USERS_MANAGE = "users:manage"
+    KEYS_MANAGE = "keys:manage"  # rotate and inspect the token signing keys
     # audit
     AUDIT_READ = "audit:read"
     # platform operations
@@ -76,7 +77,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(
         _EVERYONE
         | {
-            P.USERS_READ, P.USERS_MANAGE, P.AUDIT_READ, P.PLATFORM_STATUS,
+            P.USERS_READ, P.USERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.PLATFORM_STATUS,
             P.DEADLETTERS_MANAGE, P.HOSPITALS_REGISTER, P.HOSPITALS_VERIFY, P.HOSPITALS_MANAGE,
             P.DOCTORS_VERIFY, P.SCHEDULE_MANAGE_ANY, P.APPOINTMENTS_READ_ANY,
             P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH,

@@ -1,0 +1,232 @@
+"""HTTP routes of the auth service: thin, permissions declared on each route.
+
+Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
+``POST /api/v1/auth/token``, ``POST /api/v1/auth/refresh``,
+``GET /.well-known/jwks.json``. Everything else states the permission it needs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from healthflow.auth import accounts, store
+from healthflow.auth.keys import key_summary
+from healthflow.auth.schemas import (
+    JWKS,
+    CreateUserRequest,
+    KeyOut,
+    MeOut,
+    RefreshRequest,
+    RegisterRequest,
+    RotationOut,
+    TokenResponse,
+    UserOut,
+)
+from healthflow.auth.sessions import Auth, IssuedTokens
+from healthflow.common.auth import Principal, require
+from healthflow.common.errors import BadRequest, Unauthorized, UnprocessableContent
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
+from healthflow.common.permissions import STAFF_ROLES, Permission, Role, permissions_for
+
+auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
+wellknown_router = APIRouter(tags=["auth"])
+
+routers = [auth_router, users_router, wellknown_router]
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
+
+
+def get_auth(request: Request) -> Auth:
+    auth: Auth = request.app.state.auth
+    return auth
+
+
+AuthService = Annotated[Auth, Depends(get_auth)]
+
+
+def client_ip(request: Request, trusted_proxies: list[str]) -> str | None:
+    """The client's address: the peer's, or, when the peer is a trusted proxy (the
+    gateway), the right-most address of ``X-Forwarded-For`` that is not a trusted proxy."""
+    peer = request.client.host if request.client else None
+    if peer is None or peer not in trusted_proxies:
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    for candidate in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
+        try:
+            ipaddress.ip_address(candidate)
+        except ValueError:
+            break
+        if candidate not in trusted_proxies:
+            return candidate
+    return peer
+
+
+def _token_response(tokens: IssuedTokens, response: Response) -> TokenResponse:
+    response.headers.update(NO_STORE)
+    return TokenResponse(access_token=tokens.access_token, refresh_token=tokens.refresh_token,
+                         expires_in=tokens.expires_in)
+
+
+# --------------------------------------------------------------------------- /api/v1/auth
+
+
+@auth_router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut,
+                  summary="Register as a patient (public)")
+async def register(body: RegisterRequest, auth: AuthService) -> UserOut:
+    """Create a patient account. 409 when the email is taken; 422 for a weak password."""
+    user = await accounts.create_account(
+        auth.runtime, auth.hasher, email=body.email, password=body.password.get_secret_value(),
+        full_name=body.full_name, phone=body.phone, roles=[Role.PATIENT], actor=None,
+        self_registered=True,
+    )
+    return UserOut.of(user)
+
+
+@auth_router.post("/token", response_model=TokenResponse,
+                  summary="Log in: OAuth 2.0 password grant (public)")
+async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request,
+                response: Response, auth: AuthService) -> TokenResponse:
+    """``username`` is the email. 400 ``invalid_grant`` for any bad credentials; 429 with
+    ``Retry-After`` after too many failures for the account or the client address."""
+    client_id = form.client_id or auth.settings.default_client_id
+    if client_id not in auth.settings.client_ids and client_id != auth.settings.default_client_id:
+        raise BadRequest("the client_id is not registered", error="invalid_client")
+    tokens = await auth.login(
+        email=form.username, password=form.password, client_id=client_id,
+        client_ip=client_ip(request, auth.settings.trusted_proxies),
+    )
+    return _token_response(tokens, response)
+
+
+@auth_router.post("/refresh", response_model=TokenResponse,
+                  summary="Exchange a refresh token for new tokens (public)")
+async def refresh(body: RefreshRequest, request: Request, response: Response,
+                  auth: AuthService) -> TokenResponse:
+    """Rotates the refresh token. Presenting a used one revokes its whole session."""
+    tokens = await auth.refresh(
+        refresh_token=body.refresh_token,
+        client_ip=client_ip(request, auth.settings.trusted_proxies),
+    )
+    return _token_response(tokens, response)
+
+
+@auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT,
+                  summary="Revoke the session of the calling access token")
+async def logout(auth: AuthService,
+                 principal: Principal = require(Permission.PROFILE_READ_OWN)) -> Response:
+    await auth.logout(user_id=principal.subject, session_id=principal.claims.get("sid"))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@auth_router.get("/me", response_model=MeOut, summary="The caller's account")
+async def me(auth: AuthService,
+             principal: Principal = require(Permission.PROFILE_READ_OWN)) -> MeOut:
+    user = await store.get_user(auth.runtime.db, principal.subject)
+    if user is None or user["status"] != "active":
+        raise Unauthorized("the account behind this token no longer exists or is inactive")
+    out = UserOut.of(user)
+    return MeOut(**out.model_dump(), permissions=sorted(permissions_for(out.roles)))
+
+
+@auth_router.get("/keys", response_model=list[KeyOut], summary="Signing keys (no key material)")
+async def list_keys(auth: AuthService,
+                    principal: Principal = require(Permission.KEYS_MANAGE)) -> list[KeyOut]:
+    return [KeyOut(**key_summary(d)) for d in await store.list_keys(auth.runtime.db)]
+
+
+@auth_router.post("/keys/rotate", response_model=RotationOut, summary="Rotate the signing key")
+async def rotate_keys(auth: AuthService,
+                      principal: Principal = require(Permission.KEYS_MANAGE)) -> RotationOut:
+    """The published ``next`` key starts signing; the old one stays in the JWKS until the
+    tokens it signed have expired."""
+    rotation = await auth.keys.rotate(actor=principal.actor)
+    return RotationOut(activated_kid=rotation.activated_kid, retired_kid=rotation.retired_kid,
+                       next_kid=rotation.next_kid, retired_until=rotation.retired_until,
+                       removed_kids=list(rotation.removed_kids))
+
+
+# --------------------------------------------------------------------------- /.well-known
+
+
+@wellknown_router.get("/.well-known/jwks.json", response_model=JWKS,
+                      summary="Token verification keys (RFC 7517 JWK Set, public)")
+async def jwks(auth: AuthService, response: Response) -> JWKS:
+    response.headers["Cache-Control"] = "public, max-age=60"
+    return JWKS(**auth.keys.jwks())
+
+
+# --------------------------------------------------------------------------- /api/v1/users
+
+
+@users_router.post("", status_code=status.HTTP_201_CREATED, response_model=UserOut,
+                   summary="Create a staff account")
+async def create_user(body: CreateUserRequest, auth: AuthService,
+                      principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
+    user = await accounts.create_account(
+        auth.runtime, auth.hasher, email=body.email, password=body.password.get_secret_value(),
+        full_name=body.full_name, phone=body.phone, roles=body.roles, actor=principal.actor,
+        self_registered=False,
+    )
+    return UserOut.of(user)
+
+
+@users_router.get("", response_model=Page[UserOut], summary="List and search users")
+async def list_users(
+    auth: AuthService,
+    principal: Principal = require(Permission.USERS_READ),
+    email: Annotated[str | None, Query(max_length=320, description="email prefix")] = None,
+    name: Annotated[str | None, Query(max_length=200, description="part of the name")] = None,
+    role: Role | None = None,
+    user_status: Annotated[str | None, Query(alias="status",
+                                             pattern="^(active|inactive)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: str | None = None,
+) -> Page[UserOut]:
+    docs, next_cursor = await store.list_users(
+        auth.runtime.db, email=email, name=name, role=role, status=user_status, cursor=cursor,
+        limit=limit,
+    )
+    return Page[UserOut](items=[UserOut.of(d) for d in docs], next_cursor=next_cursor)
+
+
+@users_router.get("/{user_id}", response_model=UserOut, summary="One user")
+async def get_user(user_id: str, auth: AuthService,
+                   principal: Principal = require(Permission.USERS_READ)) -> UserOut:
+    return UserOut.of(await accounts.get_account(auth.runtime, user_id))
+
+
+@users_router.post("/{user_id}/deactivate", response_model=UserOut,
+                   summary="Deactivate an account and revoke its sessions")
+async def deactivate_user(user_id: str, auth: AuthService,
+                          principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
+    return UserOut.of(await accounts.deactivate(auth.runtime, user_id, actor=principal.actor))
+
+
+@users_router.post("/{user_id}/activate", response_model=UserOut,
+                   summary="Activate an account")
+async def activate_user(user_id: str, auth: AuthService,
+                        principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
+    return UserOut.of(await accounts.activate(auth.runtime, user_id, actor=principal.actor))
+
+
+@users_router.put("/{user_id}/roles/{role}", response_model=UserOut,
+                  summary="Give a staff role (idempotent)")
+async def assign_role(user_id: str, role: Role, auth: AuthService,
+                      principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
+    if role not in STAFF_ROLES:
+        raise UnprocessableContent(f"{role.value} is not a staff role; patients register")
+    return UserOut.of(await accounts.change_role(auth.runtime, user_id, role, assign=True,
+                                                 actor=principal.actor))
+
+
+@users_router.delete("/{user_id}/roles/{role}", response_model=UserOut,
+                     summary="Take a role away (idempotent)")
+async def remove_role(user_id: str, role: Role, auth: AuthService,
+                      principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
+    return UserOut.of(await accounts.change_role(auth.runtime, user_id, role, assign=False,
+                                                 actor=principal.actor))

@@ -1,0 +1,59 @@
+"""The composition root of the auth service: ``create_app(settings=None, transport=None)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from healthflow.auth import api, store
+from healthflow.auth.keys import KeyRing
+from healthflow.auth.passwords import PasswordHasher
+from healthflow.auth.sessions import Auth
+from healthflow.auth.settings import Settings
+from healthflow.auth.throttle import LoginThrottle
+from healthflow.common.events.transport import Transport
+from healthflow.common.http import create_service_app
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import load_settings
+
+DESCRIPTION = """Accounts, passwords (Argon2id), sessions with rotating refresh tokens,
+EdDSA access tokens (RFC 9068) and the JWKS every service verifies them with."""
+
+
+def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
+    """The auth service app; ``transport`` overrides the one ``settings.transport`` names.
+
+    ``app.state.auth`` holds the session use cases, ``app.state.keys`` the key
+    ring, and ``app.state.verifier`` a token verifier fed from the key ring
+    (set at start-up and after every key reload).
+    """
+    settings = settings or load_settings(Settings)
+    keyring_holder: list[KeyRing] = []
+
+    async def on_start(runtime: ServiceRuntime) -> None:
+        await keyring_holder[0].start()
+
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES, transport=transport,
+                             on_start=on_start)
+    app = create_service_app(runtime, routers=api.routers, title="HealthFlow auth",
+                             description=DESCRIPTION)
+    keyring = KeyRing(runtime, settings, app.state)
+    keyring_holder.append(keyring)
+    app.state.keys = keyring
+    app.state.auth = Auth(runtime=runtime, settings=settings, hasher=PasswordHasher(settings),
+                          throttle=LoginThrottle(settings), keys=keyring)
+
+    service_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        async with service_lifespan(app_):
+            try:
+                yield
+            finally:
+                await keyring.stop()
+
+    app.router.lifespan_context = lifespan
+    return app

@@ -1,0 +1,289 @@
+"""Signing keys: Ed25519 (JWS ``EdDSA``, RFC 8037), stored in the service's database.
+
+:class:`KeyRing` holds the published keys of one replica: the ``active`` one
+signs access tokens; ``next``, ``active`` and ``retired`` ones make up the JWKS
+(RFC 7517) at ``/.well-known/jwks.json``, public members only. Key ids are RFC
+7638 thumbprints. Rotation (:meth:`KeyRing.rotate`) promotes the already
+published ``next`` key, so verifiers that cached the JWKS know it before it
+signs, and keeps the old key published until the last token it signed has
+expired: nobody is logged out.
+
+Each replica reloads the key set every ``settings.key_refresh_interval``
+seconds (another replica may have rotated) and at once after its own rotation,
+and hands the app a :class:`~healthflow.common.auth.TokenVerifier` fed from it
+(``app.state.verifier``), so the service verifies its own tokens without an
+HTTP round trip to itself.
+
+Private keys are PKCS#8 PEM in MongoDB, never logged nor returned; a
+production deployment should wrap them with a KMS (envelope encryption) or
+keep them in an HSM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+from pymongo.errors import DuplicateKeyError
+
+from healthflow.auth import store
+from healthflow.auth.domain import (
+    ACCESS_TOKEN_TYPE,
+    PUBLISHED_STATES,
+    KeyInfo,
+    KeyState,
+    expired_keys,
+    plan_rotation,
+)
+from healthflow.auth.events import SigningKeyRotated
+from healthflow.auth.settings import Settings
+from healthflow.common.auth import TokenVerifier
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "EdDSA"
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of an OKP public key."""
+    required = {k: jwk[k] for k in ("crv", "kty", "x")}
+    digest = hashlib.sha256(
+        json.dumps(required, separators=(",", ":"), sort_keys=True).encode()
+    ).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def new_key_document(state: KeyState, now: datetime) -> Document:
+    """A fresh Ed25519 key as a ``signing_keys`` document in ``state``."""
+    private = Ed25519PrivateKey.generate()
+    public_jwk: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
+    kid = thumbprint(public_jwk)
+    public_jwk |= {"kid": kid, "use": "sig", "alg": ALGORITHM}
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return {
+        "_id": kid,
+        "alg": ALGORITHM,
+        "state": str(state),
+        "private_pem": pem,
+        "public_jwk": public_jwk,
+        "created_at": now,
+        "activated_at": now if state is KeyState.ACTIVE else None,
+        "retired_at": None,
+        "remove_after": None,
+        "removed_at": None,
+    }
+
+
+def key_summary(doc: Document) -> dict[str, Any]:
+    """The public facts of a key (no key material)."""
+    return {
+        "kid": doc["_id"],
+        "alg": doc["alg"],
+        "state": doc["state"],
+        "created_at": doc["created_at"],
+        "activated_at": doc.get("activated_at"),
+        "retired_at": doc.get("retired_at"),
+        "remove_after": doc.get("remove_after"),
+        "removed_at": doc.get("removed_at"),
+    }
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The outcome of a rotation (key ids only)."""
+
+    activated_kid: str
+    retired_kid: str | None
+    next_kid: str
+    retired_until: datetime | None
+    removed_kids: tuple[str, ...]
+
+
+class KeyRing:
+    """The published keys of this replica, the signing key, and the verifier fed from them."""
+
+    def __init__(self, runtime: ServiceRuntime, settings: Settings, app_state: Any) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.app_state = app_state
+        self._published: list[Document] = []
+        self._signing_kid: str | None = None
+        self._signing_key: Ed25519PrivateKey | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def max_token_age(self) -> int:
+        """Seconds a retired key stays published: access-token lifetime plus grace."""
+        return self.settings.access_token_ttl + self.settings.key_retire_grace
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Make sure an ``active`` and a ``next`` key exist, load them, start reloading."""
+        await self.ensure_keys()
+        await self.reload()
+        self._task = asyncio.create_task(self._reload_loop(), name="auth-key-reload")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.key_refresh_interval)
+            try:
+                await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep the keys we have; try again next time
+                log.warning("could not reload signing keys: %s", type(exc).__name__)
+
+    async def ensure_keys(self) -> None:
+        """Create the first ``active`` key and a ``next`` key when missing (replica-safe)."""
+        db = self.runtime.db
+        now = utcnow()
+        if not await store.list_keys(db, states=[KeyState.ACTIVE]):
+            with contextlib.suppress(DuplicateKeyError):  # another replica won the race
+                await store.insert_key(db, new_key_document(KeyState.ACTIVE, now), session=None)
+                log.info("created the first signing key")
+        if not await store.list_keys(db, states=[KeyState.NEXT]):
+            await store.insert_key(db, new_key_document(KeyState.NEXT, now), session=None)
+
+    async def reload(self) -> None:
+        """Read the published keys; remove retired keys whose tokens have all expired."""
+        db = self.runtime.db
+        now = utcnow()
+        docs = await store.list_keys(db, states=sorted(PUBLISHED_STATES))
+        for kid in expired_keys([_info(d) for d in docs], now=now):
+            await store.set_key_state(db, kid, from_state=KeyState.RETIRED,
+                                      to_state=KeyState.REMOVED,
+                                      fields={"removed_at": now}, session=None)
+        docs = [d for d in docs if not _expired(d, now)]
+        active = [d for d in docs if d["state"] == KeyState.ACTIVE]
+        async with self._lock:
+            self._published = docs
+            if active and active[0]["_id"] != self._signing_kid:
+                key = serialization.load_pem_private_key(
+                    active[0]["private_pem"].encode(), password=None
+                )
+                if not isinstance(key, Ed25519PrivateKey):
+                    raise TypeError("the active signing key is not an Ed25519 key")
+                self._signing_key, self._signing_kid = key, active[0]["_id"]
+            self.app_state.verifier = TokenVerifier(
+                issuer=self.settings.jwt_issuer,
+                audience=self.settings.jwt_audience,
+                jwks=self.jwks(),
+            )
+
+    # ------------------------------------------------------------------ use
+
+    def jwks(self) -> dict[str, Any]:
+        """``{"keys": [public JWK, ...]}``: the ``next``, ``active`` and ``retired`` keys."""
+        return {"keys": [dict(d["public_jwk"]) for d in self._published]}
+
+    @property
+    def signing_kid(self) -> str:
+        if self._signing_kid is None:
+            raise RuntimeError("the key ring is not loaded")
+        return self._signing_kid
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """A compact JWS of ``claims`` with the active key (header ``kid``, ``typ: at+jwt``).
+
+        Raises:
+            RuntimeError: before :meth:`start`.
+        """
+        if self._signing_key is None or self._signing_kid is None:
+            raise RuntimeError("the key ring is not loaded")
+        return jwt.encode(claims, self._signing_key, algorithm=ALGORITHM,
+                          headers={"kid": self._signing_kid, "typ": ACCESS_TOKEN_TYPE})
+
+    async def rotate(self, *, actor: str) -> Rotation:
+        """Promote ``next`` to ``active``, retire the ``active`` key, create a new ``next``.
+
+        One transaction; publishes ``auth.signing_key_rotated``. The retired key
+        stays in the JWKS for :attr:`max_token_age` seconds.
+        """
+        db = self.runtime.db
+
+        async def apply(uow: UnitOfWork) -> Rotation:
+            now = utcnow()
+            docs = await store.list_keys(db, states=sorted(PUBLISHED_STATES),
+                                         session=uow.session)
+            plan = plan_rotation([_info(d) for d in docs], now=now,
+                                 max_token_age=self.max_token_age)
+            if plan.retire:
+                await store.set_key_state(
+                    db, plan.retire, from_state=KeyState.ACTIVE, to_state=KeyState.RETIRED,
+                    fields={"retired_at": now, "remove_after": plan.retire_until},
+                    session=uow.session)
+            if plan.activate:
+                activated = plan.activate
+                await store.set_key_state(
+                    db, activated, from_state=KeyState.NEXT, to_state=KeyState.ACTIVE,
+                    fields={"activated_at": now}, session=uow.session)
+            else:
+                doc = new_key_document(KeyState.ACTIVE, now)
+                await store.insert_key(db, doc, session=uow.session)
+                activated = doc["_id"]
+            for kid in plan.remove:
+                await store.set_key_state(
+                    db, kid, from_state=KeyState.RETIRED, to_state=KeyState.REMOVED,
+                    fields={"removed_at": now}, session=uow.session)
+            upcoming = new_key_document(KeyState.NEXT, now)
+            await store.insert_key(db, upcoming, session=uow.session)
+            rotation = Rotation(
+                activated_kid=activated,
+                retired_kid=plan.retire,
+                next_kid=upcoming["_id"],
+                retired_until=plan.retire_until if plan.retire else None,
+                removed_kids=plan.remove,
+            )
+            uow.publish(
+                SigningKeyRotated(
+                    activated_kid=rotation.activated_kid,
+                    retired_kid=rotation.retired_kid,
+                    next_kid=rotation.next_kid,
+                    retired_until=rotation.retired_until,
+                    removed_kids=list(rotation.removed_kids),
+                ),
+                subject=rotation.activated_kid,
+            )
+            return rotation
+
+        rotation = await self.runtime.transact(apply, actor=actor)
+        await self.reload()
+        log.info("rotated signing keys", extra={"kid": rotation.activated_kid})
+        return rotation
+
+
+def _info(doc: Document) -> KeyInfo:
+    return KeyInfo(kid=doc["_id"], state=KeyState(doc["state"]), created_at=doc["created_at"],
+                   remove_after=doc.get("remove_after"))
+
+
+def _expired(doc: Document, now: datetime) -> bool:
+    remove_after = doc.get("remove_after")
+    return doc["state"] == KeyState.RETIRED and remove_after is not None and remove_after <= now

@@ -1,0 +1,66 @@
+"""Settings of the auth service (environment prefix ``AUTH_``, then the unprefixed name).
+
+Durations are seconds. The Argon2id defaults are RFC 9106 §4's second recommended
+option (t=3, m=64 MiB, p=4), above the OWASP Password Storage Cheat Sheet minimum
+(m=19 MiB, t=2, p=1); tests lower them through ``AUTH_ARGON2_*`` to stay fast.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from healthflow.common.settings import ServiceSettings
+
+
+class Settings(ServiceSettings):
+    """Auth service settings (see :class:`healthflow.common.settings.ServiceSettings`)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix="AUTH_"
+    )
+
+    service_name: str = "auth"
+    port: int = Field(default=8101, ge=1, le=65535)
+
+    # Tokens and sessions (seconds)
+    access_token_ttl: int = Field(default=15 * 60, ge=30, le=24 * 3600)
+    refresh_token_ttl: int = Field(default=14 * 24 * 3600, ge=60)
+    """Idle lifetime: a refresh token unused for this long expires."""
+    session_max_age: int = Field(default=30 * 24 * 3600, ge=60)
+    """Absolute lifetime of a session (refresh family), however often it is refreshed."""
+    default_client_id: str = "healthflow"
+    client_ids: list[str] = Field(
+        default_factory=lambda: ["healthflow", "healthflow-web", "healthflow-mobile",
+                                 "healthflow-paramedic", "healthflow-swagger"]
+    )
+    """OAuth client ids accepted in the token request (RFC 9068 ``client_id`` claim)."""
+
+    # Signing keys
+    key_refresh_interval: float = Field(default=30.0, gt=0)
+    """How often a replica reloads the key set (another replica may have rotated)."""
+    key_retire_grace: int = Field(default=60, ge=0)
+    """Seconds a retired key stays published beyond the access-token lifetime (clock skew)."""
+
+    # Argon2id (RFC 9106); memory in KiB
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_cost: int = Field(default=65_536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+    hash_concurrency: int = Field(default=2, ge=1)
+    """Argon2 computations allowed at once (each holds ``argon2_memory_cost`` KiB)."""
+
+    # Failed-login throttling (the ``limits`` library)
+    redis_url: str | None = None
+    """``redis://host:port/db``: share the counters between replicas; in memory when unset."""
+    login_failures_per_account: str = "5/15 minutes"
+    login_failures_per_ip: str = "20/15 minutes"
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Peers (the gateway) whose ``X-Forwarded-For`` names the real client address."""
+
+    @model_validator(mode="after")
+    def _grace_covers_reload(self) -> Settings:
+        # A replica that has not reloaded yet still signs with a just-retired key;
+        # the grace keeps that key published long enough for those tokens.
+        if self.key_retire_grace < self.key_refresh_interval:
+            raise ValueError("key_retire_grace must be at least key_refresh_interval")
+        return self

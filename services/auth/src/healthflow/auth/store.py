@@ -1,0 +1,244 @@
+"""Collections, indexes and queries of the auth database (``healthflow_auth``).
+
+Documents (all times aware UTC):
+
+``users``::
+
+    {_id: <uuid4>, email, email_normalized (unique), full_name, name_folded,
+     phone: E.164 | None, roles: [role], status: "active" | "inactive",
+     password_hash: "$argon2id$…", created_at, updated_at, created_by,
+     deactivated_at | None}
+
+``sessions`` (one refresh-token family)::
+
+    {_id: <uuid4>, user_id, client_id, status: "active" | "revoked",
+     created_at, expires_at (absolute), generation: int (newest token),
+     last_used_at, revoked_at, revoked_reason, client_ip, purge_at}
+
+``refresh_tokens``::
+
+    {_id: sha256-hex of the token, session_id, user_id, generation,
+     issued_at, expires_at, used_at | None, purge_at}
+
+``signing_keys``::
+
+    {_id: kid, alg: "EdDSA", state: next | active | retired | removed,
+     private_pem: PKCS#8 PEM | None (dropped on removal), public_jwk: {...},
+     created_at, activated_at, retired_at, remove_after, removed_at}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.auth.domain import KeyState
+from healthflow.common.errors import BadRequest
+from healthflow.common.mongo import Document
+from healthflow.common.pagination import decode_cursor, encode_cursor
+
+USERS = "users"
+SESSIONS = "sessions"
+REFRESH_TOKENS = "refresh_tokens"
+SIGNING_KEYS = "signing_keys"
+
+INDEXES = {
+    USERS: [
+        IndexModel([("email_normalized", ASCENDING)], unique=True, name="email_unique"),
+        IndexModel([("created_at", ASCENDING), ("_id", ASCENDING)], name="created"),
+        IndexModel([("roles", ASCENDING), ("created_at", ASCENDING)], name="roles"),
+    ],
+    SESSIONS: [
+        IndexModel([("user_id", ASCENDING), ("status", ASCENDING)], name="user_status"),
+        IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
+    REFRESH_TOKENS: [
+        IndexModel([("session_id", ASCENDING)], name="session"),
+        IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
+    SIGNING_KEYS: [
+        # At most one signing key, whatever the number of replicas starting at once.
+        IndexModel([("state", ASCENDING)], unique=True, name="one_active",
+                   partialFilterExpression={"state": "active"}),
+        IndexModel([("state", ASCENDING), ("created_at", ASCENDING)], name="state"),
+    ],
+}
+
+Db = AsyncDatabase[Document]
+Session = AsyncClientSession | None
+
+
+# --------------------------------------------------------------------------- users
+
+
+async def insert_user(db: Db, user: Document, *, session: Session) -> None:
+    """Insert ``user``; raises ``DuplicateKeyError`` when the email is taken."""
+    await db[USERS].insert_one(user, session=session)
+
+
+async def get_user(db: Db, user_id: str, *, session: Session = None) -> Document | None:
+    return await db[USERS].find_one({"_id": user_id}, session=session)
+
+
+async def find_user_by_email(db: Db, email_normalized: str, *,
+                             session: Session = None) -> Document | None:
+    return await db[USERS].find_one({"email_normalized": email_normalized}, session=session)
+
+
+async def update_user(db: Db, user_id: str, update: dict[str, Any], *,
+                      session: Session) -> Document | None:
+    """Apply ``update`` (a MongoDB update document) and return the user after it."""
+    return await db[USERS].find_one_and_update(
+        {"_id": user_id}, update, session=session, return_document=ReturnDocument.AFTER
+    )
+
+
+async def count_active_with_role(db: Db, role: str, *, session: Session) -> int:
+    return await db[USERS].count_documents({"roles": role, "status": "active"}, session=session)
+
+
+async def list_users(
+    db: Db,
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    role: str | None = None,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int,
+) -> tuple[list[Document], str | None]:
+    """Users in creation order matching every filter given, and the next cursor.
+
+    ``email`` matches a prefix of the normalised email, ``name`` a
+    case-insensitive substring of the full name.
+
+    Raises:
+        BadRequest: for a cursor this API did not issue.
+    """
+    query: dict[str, Any] = {}
+    if email:
+        query["email_normalized"] = {"$regex": "^" + re.escape(email.strip().casefold())}
+    if name:
+        query["name_folded"] = {"$regex": re.escape(name.strip().casefold())}
+    if role:
+        query["roles"] = role
+    if status:
+        query["status"] = status
+    position = decode_cursor(cursor)
+    if position is not None:
+        try:
+            after_t = datetime.fromisoformat(str(position["t"]))
+            after_id = str(position["id"])
+        except (KeyError, ValueError):
+            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged") from None
+        query["$or"] = [
+            {"created_at": {"$gt": after_t}},
+            {"created_at": after_t, "_id": {"$gt": after_id}},
+        ]
+    docs = await db[USERS].find(query).sort(
+        [("created_at", ASCENDING), ("_id", ASCENDING)]
+    ).limit(limit + 1).to_list()
+    next_cursor = None
+    if len(docs) > limit:
+        docs = docs[:limit]
+        last = docs[-1]
+        next_cursor = encode_cursor({"t": last["created_at"].isoformat(), "id": last["_id"]})
+    return docs, next_cursor
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+async def insert_session(db: Db, doc: Document, *, session: Session) -> None:
+    await db[SESSIONS].insert_one(doc, session=session)
+
+
+async def get_session(db: Db, session_id: str, *, session: Session = None) -> Document | None:
+    return await db[SESSIONS].find_one({"_id": session_id}, session=session)
+
+
+async def revoke_session(db: Db, session_id: str, *, reason: str, now: datetime,
+                         session: Session) -> bool:
+    """Revoke one active session; ``False`` when it was not active."""
+    result = await db[SESSIONS].update_one(
+        {"_id": session_id, "status": "active"},
+        {"$set": {"status": "revoked", "revoked_at": now, "revoked_reason": reason}},
+        session=session,
+    )
+    return result.modified_count == 1
+
+
+async def revoke_user_sessions(db: Db, user_id: str, *, reason: str, now: datetime,
+                               session: Session) -> int:
+    """Revoke every active session of ``user_id``; returns how many."""
+    result = await db[SESSIONS].update_many(
+        {"user_id": user_id, "status": "active"},
+        {"$set": {"status": "revoked", "revoked_at": now, "revoked_reason": reason}},
+        session=session,
+    )
+    return result.modified_count
+
+
+async def advance_session(db: Db, session_id: str, *, generation: int, now: datetime,
+                          session: Session) -> None:
+    await db[SESSIONS].update_one(
+        {"_id": session_id},
+        {"$set": {"generation": generation, "last_used_at": now}},
+        session=session,
+    )
+
+
+# --------------------------------------------------------------------------- refresh tokens
+
+
+async def insert_refresh_token(db: Db, doc: Document, *, session: Session) -> None:
+    await db[REFRESH_TOKENS].insert_one(doc, session=session)
+
+
+async def get_refresh_token(db: Db, token_hash: str, *,
+                            session: Session = None) -> Document | None:
+    return await db[REFRESH_TOKENS].find_one({"_id": token_hash}, session=session)
+
+
+async def mark_refresh_used(db: Db, token_hash: str, *, now: datetime,
+                            session: Session) -> bool:
+    """Mark an unused token used; ``False`` when another request used it first."""
+    result = await db[REFRESH_TOKENS].update_one(
+        {"_id": token_hash, "used_at": None}, {"$set": {"used_at": now}}, session=session
+    )
+    return result.modified_count == 1
+
+
+# --------------------------------------------------------------------------- signing keys
+
+
+async def list_keys(db: Db, *, states: Sequence[str] | None = None,
+                    session: Session = None) -> list[Document]:
+    query: dict[str, Any] = {}
+    if states is not None:
+        query["state"] = {"$in": [str(s) for s in states]}
+    return await db[SIGNING_KEYS].find(query, session=session).sort(
+        "created_at", ASCENDING
+    ).to_list()
+
+
+async def insert_key(db: Db, doc: Document, *, session: Session) -> None:
+    await db[SIGNING_KEYS].insert_one(doc, session=session)
+
+
+async def set_key_state(db: Db, kid: str, *, from_state: KeyState, to_state: KeyState,
+                        fields: dict[str, Any], session: Session) -> bool:
+    """Move ``kid`` from ``from_state`` to ``to_state``; ``False`` if it was elsewhere."""
+    update: dict[str, Any] = {"$set": {"state": str(to_state), **fields}}
+    if to_state is KeyState.REMOVED:
+        update["$set"]["private_pem"] = None
+    result = await db[SIGNING_KEYS].update_one(
+        {"_id": kid, "state": str(from_state)}, update, session=session
+    )
+    return result.modified_count == 1
