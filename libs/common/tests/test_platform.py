@@ -30,8 +30,11 @@ from healthflow.common.platform import discover, resolve_ports
 from healthflow.common.topology import SERVICES
 
 TIMEOUT = 90.0  # seconds: upper bound of every wait (start-up, readiness, shutdown)
-# Two services that exist since the foundation; the gateway joins when it is built.
-WANTED = ("audit", "hospital")
+# Two services that exist since the foundation (auth for the first admin, audit to
+# consume its events); the gateway joins when it is built.
+WANTED = ("auth", "audit")
+ADMIN_EMAIL = "first.admin@example.org"
+ADMIN_PASSWORD = "Platform-test-passphrase-7-correct-horse"
 
 
 def _built() -> list[str]:
@@ -134,25 +137,37 @@ def runners() -> Iterator[list[Runner]]:
             runner.process.wait(timeout=10)
 
 
+def login(base_url: str) -> httpx.Response:
+    """The auth service's password grant (OAuth 2.0, RFC 6749 §4.3) for the first admin."""
+    return httpx.post(f"{base_url}/api/v1/auth/token", timeout=10.0, data={
+        "grant_type": "password", "username": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+
+
 def test_single_process_run_stops_cleanly_and_keeps_data(
     tmp_path: Path, ports: dict[str, int], built: list[str], runners: list[Runner]
 ) -> None:
     services = [n for n in built if n != "gateway"]
     mongo_port = free_port()
     marker = uuid.uuid4().hex
+    admin = {"HEALTHFLOW_ADMIN_EMAIL": ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD}
 
-    first = start_runner(tmp_path, services, ports, mongo_port, "--single-process")
+    first = start_runner(tmp_path, services, ports, mongo_port, "--single-process",
+                         extra_env=admin)
     runners.append(first)
     first.wait_for_output(r"HealthFlow is up \(single process")
     for name in built:
         wait_ready(f"http://127.0.0.1:{ports[name]}/livez")
         body = wait_ready(f"http://127.0.0.1:{ports[name]}/readyz")
         assert body.get("status") in ("ready", "ok"), body
+    if "auth" in built:
+        assert (f"first admin {ADMIN_EMAIL} from HEALTHFLOW_ADMIN_EMAIL/HEALTHFLOW_ADMIN_PASSWORD"
+                in first.text())
     url = f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true"
     with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
         client["healthflow_platform_test"]["markers"].insert_one({"_id": marker})
     assert first.stop(signal.SIGINT) == 0, first.text()
     assert "mongodb      stopped" in first.text()
+    assert ADMIN_PASSWORD not in first.text()
     assert not port_open("127.0.0.1", mongo_port), "SecantusDB outlived the runner"
     assert not any(port_open("127.0.0.1", ports[n]) for n in built)
     assert (tmp_path / "var" / "mongo").is_dir()
@@ -164,6 +179,11 @@ def test_single_process_run_stops_cleanly_and_keeps_data(
     with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
         assert client["healthflow_platform_test"]["markers"].find_one({"_id": marker}), \
             "a document written before the restart is gone"
+    if "auth" in built:  # the admin created by the first run signs in, through the gateway
+        entry = "gateway" if "gateway" in built else "auth"
+        response = login(f"http://127.0.0.1:{ports[entry]}")
+        assert response.status_code == 200, response.text
+        assert response.json()["access_token"]
     assert second.stop(signal.SIGTERM) == 0, second.text()
 
 

@@ -414,27 +414,31 @@ async def create_first_admin(config: Config, console: Console) -> None:
         return
     try:
         cli = importlib.import_module("healthflow.auth.cli")
-        ensure = cli.ensure_first_admin
         settings_module = importlib.import_module("healthflow.auth.settings")
-    except (ImportError, AttributeError):
+    except Exception:  # not built yet, or broken mid-change: run without the admin
+        cli = None
+    ensure = getattr(cli, "ensure_first_admin_async", None) or getattr(
+        cli, "ensure_first_admin", None)
+    if ensure is None:
         console.status("admin", "skipped", "the auth service has no ensure_first_admin yet", "dim")
         return
     from healthflow.common.settings import load_settings
 
     settings = load_settings(settings_module.Settings)
+    kwargs: dict[str, str] = {}
+    if "source" in inspect.signature(ensure).parameters:
+        kwargs["source"] = "HEALTHFLOW_ADMIN_PASSWORD"
     try:
         if inspect.iscoroutinefunction(ensure):
-            outcome = await ensure(settings, config.admin_email, config.admin_password)
+            outcome = await ensure(settings, config.admin_email, config.admin_password, **kwargs)
         else:
             outcome = await asyncio.to_thread(
-                ensure, settings, config.admin_email, config.admin_password
+                ensure, settings, config.admin_email, config.admin_password, **kwargs
             )
-            if inspect.isawaitable(outcome):
-                outcome = await outcome
     except Exception as exc:
         console.status("admin", "failed", f"{type(exc).__name__}: {exc}", "red")
         return
-    detail = f" ({outcome})" if isinstance(outcome, str) and outcome else ""
+    detail = f" (user id {outcome})" if isinstance(outcome, str) and outcome else ""
     console.status("admin", "ok", f"first admin {config.admin_email} from "
                    f"HEALTHFLOW_ADMIN_EMAIL/HEALTHFLOW_ADMIN_PASSWORD{detail}", "green")
 
