@@ -1,0 +1,509 @@
+"""Forwarding to upstreams: HTTP (streamed both ways), Server-Sent Events and WebSockets.
+
+Nothing is buffered: the request body is read from the ASGI receive channel
+chunk by chunk as httpx sends it (``Content-Length`` kept when the client gave
+one, chunked otherwise), and the response body is relayed chunk by chunk as it
+arrives (raw bytes: ``Content-Encoding`` passes through untouched).
+
+Headers (RFC 9110 § 7.6.1; RFC 7239's de-facto ``X-Forwarded-*`` siblings):
+
+* hop-by-hop fields and any field named by ``Connection`` are dropped both ways;
+* client-supplied identity fields (:data:`IDENTITY_HEADERS`, anything starting
+  ``X-HealthFlow-Identity``) are dropped; the verified ``X-User-Id`` and
+  ``X-User-Roles`` (comma-separated) are added; ``Authorization`` is forwarded
+  as received so the service verifies the token itself;
+* ``X-Request-ID`` is the request's id (the client's when acceptable, else a
+  new UUID) and is echoed to the client; ``traceparent`` continues the client's
+  W3C trace (same trace id, the gateway's span as parent);
+* ``X-Forwarded-For`` gets the client address, ``X-Forwarded-Proto`` and
+  ``X-Forwarded-Host`` what the client used.
+
+Failures become problem+json (RFC 9457): upstream unreachable or its circuit
+open → 503 with ``Retry-After``; silent longer than the route's timeout → 504;
+a broken response → 502; a body over the route's limit → 413. Idempotent
+methods (RFC 9110 § 9.2.2: GET, HEAD, OPTIONS, PUT, DELETE) are retried on
+connection failures and 503 answers with jittered exponential back-off, as long
+as no byte of the request body has been sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from fastapi import Request, WebSocket
+from opentelemetry.trace import SpanKind
+from prometheus_client import Counter, Histogram
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from healthflow.common import tracing
+from healthflow.common.auth import Principal
+from healthflow.common.errors import (
+    BadRequest,
+    GatewayTimeout,
+    PayloadTooLarge,
+    Problem,
+    ServiceUnavailable,
+)
+from healthflow.common.logs import request_id_var
+from healthflow.gateway.breaker import Breakers, CircuitOpen
+from healthflow.gateway.routes import Policy, Route
+from healthflow.gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "transfer-encoding", "upgrade",
+})
+IDENTITY_HEADERS = frozenset({
+    "x-user-id", "x-user-roles", "x-user-permissions", "x-forwarded-user",
+})
+IDENTITY_PREFIX = "x-healthflow-identity"
+# Set by the gateway itself, never taken from the client.
+GATEWAY_SET = frozenset({
+    "host", "x-request-id", "traceparent", "tracestate", "x-forwarded-for",
+    "x-forwarded-proto", "x-forwarded-host", "forwarded", "content-length",
+})
+RESPONSE_DROP = HOP_BY_HOP | {"x-request-id"}
+
+UPSTREAM_REQUESTS = Counter(
+    "healthflow_gateway_upstream_requests_total", "Requests forwarded to upstreams",
+    ["upstream", "outcome"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "healthflow_gateway_upstream_latency_seconds",
+    "Time until the upstream's response headers", ["upstream"],
+)
+
+
+class BadGateway(Problem):
+    status, title, slug = 502, "Bad Gateway", "bad-gateway"
+
+
+class _Unreachable(Exception):
+    """The upstream refused or did not accept the connection."""
+
+
+class _Silent(Exception):
+    """The upstream stayed silent longer than the route's timeout."""
+
+
+class _Broken(Exception):
+    """The upstream closed the connection or answered something that is not HTTP."""
+
+
+class _Busy(Exception):
+    """The upstream answered 503 (kept so that the last one can be relayed)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__("upstream answered 503")
+        self.response = response
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
+    pass
+
+
+# Raised inside a breaker's guard but not the upstream's fault: never trip a circuit.
+NOT_UPSTREAM_FAULTS: tuple[type[BaseException], ...] = (
+    _BodyTooLarge, _ClientGone, asyncio.CancelledError,
+)
+
+
+@dataclass
+class _Body:
+    """The client's request body as an async iterator over the ASGI receive channel."""
+
+    receive: Receive
+    limit: int
+    started: bool = False
+    sent: int = 0
+    done: bool = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        while not self.done:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk: bytes = message.get("body", b"")
+            self.sent += len(chunk)
+            if self.sent > self.limit:
+                raise _BodyTooLarge
+            self.done = not message.get("more_body", False)
+            if chunk:
+                yield chunk
+
+
+def client_address(scope_client: tuple[str, int] | None, forwarded_for: str | None,
+                   trusted_hops: int) -> str:
+    """The caller's IP: the socket peer, or with ``trusted_hops`` proxies in front
+    the address that the outermost trusted proxy appended to ``X-Forwarded-For``."""
+    peer = scope_client[0] if scope_client else "unknown"
+    if trusted_hops <= 0 or not forwarded_for:
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    if len(hops) >= trusted_hops:
+        return hops[-trusted_hops]
+    return hops[0] if hops else peer
+
+
+def forward_headers(
+    raw: list[tuple[bytes, bytes]],
+    *,
+    principal: Principal | None,
+    client_ip: str,
+    scheme: str,
+    host: str | None,
+    request_id: str,
+    trusted_hops: int,
+) -> list[tuple[str, str]]:
+    """The header list sent upstream (see the module doc for the rules)."""
+    connection_named: set[str] = set()
+    prior_xff: str | None = None
+    for key, value in raw:
+        name = key.decode("latin-1").lower()
+        if name == "connection":
+            connection_named |= {
+                t.strip().lower() for t in value.decode("latin-1").split(",") if t.strip()
+            }
+        elif name == "x-forwarded-for":
+            prior_xff = value.decode("latin-1")
+    out: list[tuple[str, str]] = []
+    for key, value in raw:
+        name = key.decode("latin-1").lower()
+        if (name in HOP_BY_HOP or name in connection_named or name in IDENTITY_HEADERS
+                or name.startswith(IDENTITY_PREFIX) or name in GATEWAY_SET):
+            continue
+        out.append((name, value.decode("latin-1")))
+    if principal is not None:
+        out.append(("x-user-id", principal.subject))
+        out.append(("x-user-roles", ",".join(sorted(principal.roles))))
+    forwarded_for = client_ip
+    if trusted_hops > 0 and prior_xff:
+        forwarded_for = f"{prior_xff}, {client_ip}" if client_ip not in prior_xff else prior_xff
+    out.append(("x-forwarded-for", forwarded_for))
+    out.append(("x-forwarded-proto", scheme))
+    if host:
+        out.append(("x-forwarded-host", host))
+    out.append(("x-request-id", request_id))
+    carrier: dict[str, str] = {}
+    tracing.inject(carrier)
+    out.extend((k.lower(), v) for k, v in carrier.items())
+    return out
+
+
+def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Upstream response headers minus hop-by-hop ones and the upstream's request id."""
+    connection_named: set[bytes] = set()
+    for key, value in raw:
+        if key.lower() == b"connection":
+            connection_named |= {t.strip().lower() for t in value.split(b",") if t.strip()}
+    return [
+        (key.lower(), value)
+        for key, value in raw
+        if key.lower().decode("latin-1") not in RESPONSE_DROP
+        and key.lower() not in connection_named
+    ]
+
+
+class Proxy:
+    """Forwards requests to upstreams through one pooled httpx client."""
+
+    def __init__(self, settings: GatewaySettings, breakers: Breakers) -> None:
+        self.settings = settings
+        self.breakers = breakers
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_keepalive_connections,
+            ),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def _timeout(self, policy: Policy, streaming: bool) -> httpx.Timeout:
+        silent = policy.stream_timeout if streaming else policy.timeout
+        return httpx.Timeout(connect=self.settings.connect_timeout, read=silent,
+                             write=silent, pool=self.settings.connect_timeout)
+
+    async def _attempt(self, upstream: str, build: Callable[[], httpx.Request]) -> httpx.Response:
+        """One call through ``upstream``'s breaker; raises the private failure types."""
+        async with self.breakers.guard(upstream):
+            started = time.perf_counter()
+            try:
+                response = await self.client.send(build(), stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                UPSTREAM_REQUESTS.labels(upstream, "unreachable").inc()
+                raise _Unreachable(str(exc)) from exc
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+                UPSTREAM_REQUESTS.labels(upstream, "timeout").inc()
+                raise _Silent(str(exc)) from exc
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                if isinstance(exc.__context__, (_BodyTooLarge, _ClientGone)):
+                    raise exc.__context__ from None
+                UPSTREAM_REQUESTS.labels(upstream, "broken").inc()
+                raise _Broken(str(exc)) from exc
+            UPSTREAM_LATENCY.labels(upstream).observe(time.perf_counter() - started)
+            UPSTREAM_REQUESTS.labels(upstream, str(response.status_code)).inc()
+            if response.status_code == 503:
+                raise _Busy(response)
+            return response
+
+    async def send(self, upstream: str, method: str, build: Callable[[], httpx.Request],
+                   body: _Body | None) -> httpx.Response:
+        """Send with retries (idempotent methods only) and map failures to problems.
+
+        Raises:
+            ServiceUnavailable: unreachable or circuit open (503, ``Retry-After``).
+            GatewayTimeout: the upstream stayed silent past the timeout (504).
+            BadGateway: the upstream broke the exchange (502).
+            PayloadTooLarge: the body passed the route's limit (413).
+        """
+        idempotent = method in IDEMPOTENT_METHODS
+
+        def retryable(exc: BaseException) -> bool:
+            if not idempotent or (body is not None and body.started):
+                return False
+            if isinstance(exc, _Busy):
+                return True
+            return isinstance(exc, _Unreachable)
+
+        async def before_retry(state: Any) -> None:
+            outcome = state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            if isinstance(exc, _Busy):
+                await exc.response.aclose()
+
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.settings.retry_attempts),
+                wait=wait_random_exponential(multiplier=self.settings.retry_initial_delay,
+                                             max=self.settings.retry_max_delay),
+                retry=retry_if_exception(retryable),
+                before_sleep=before_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    return await self._attempt(upstream, build)
+        except _Busy as exc:
+            return exc.response
+        except CircuitOpen as exc:
+            raise ServiceUnavailable(
+                f"{upstream} is unavailable (circuit open); try again shortly",
+                retry_after=exc.retry_after, upstream=upstream,
+            ) from None
+        except _Unreachable:
+            raise ServiceUnavailable(
+                f"{upstream} cannot be reached; try again shortly",
+                retry_after=max(1, round(self.breakers.reset_seconds)), upstream=upstream,
+            ) from None
+        except _Silent:
+            raise GatewayTimeout(f"{upstream} did not answer in time",
+                                 upstream=upstream) from None
+        except _Broken:
+            raise BadGateway(f"{upstream} broke off the exchange", upstream=upstream) from None
+        except _BodyTooLarge:
+            limit = body.limit if body is not None else 0
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes") from None
+        except _ClientGone:
+            raise BadRequest("the client went away before the request body ended") from None
+        raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying always ends
+
+    async def forward(self, request: Request, route: Route, policy: Policy,
+                      principal: Principal | None, client_ip: str) -> Response:
+        """Forward ``request`` to ``route``'s upstream and stream the answer back."""
+        scope = request.scope
+        method = request.method
+        has_body = any(k in (b"content-length", b"transfer-encoding")
+                       for k, _ in scope["headers"]) and method not in ("GET", "HEAD")
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                declared_size = int(declared)
+            except ValueError:
+                declared_size = -1
+            if declared_size > policy.max_body_bytes:
+                raise PayloadTooLarge(
+                    f"request body exceeds the limit of {policy.max_body_bytes} bytes"
+                )
+        body = _Body(request.receive, policy.max_body_bytes) if has_body else None
+        sized = [("content-length", declared)] if body is not None and declared else []
+        streaming = "text/event-stream" in request.headers.get("accept", "")
+        base = self.settings.upstream_url(route.service)
+        path = scope.get("raw_path") or scope["path"].encode()
+        url = base + path.decode("latin-1")
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        timeout = self._timeout(policy, streaming)
+
+        with tracing.span(f"{method} {route.service}", kind=SpanKind.CLIENT,
+                          attributes={"http.request.method": method,
+                                      "server.address": route.service}):
+            headers = forward_headers(
+                scope["headers"], principal=principal, client_ip=client_ip,
+                scheme=scope.get("scheme", "http"), host=request.headers.get("host"),
+                request_id=request_id_var.get() or "",
+                trusted_hops=self.settings.trusted_proxy_hops,
+            ) + sized
+
+            def build() -> httpx.Request:
+                return self.client.build_request(
+                    method, url, headers=headers, content=body, timeout=timeout
+                )
+
+            upstream = await self.send(route.service, method, build, body)
+        return _relay(upstream)
+
+
+def _relay(upstream: httpx.Response) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            log.warning("upstream response broke off", extra={"error": type(exc).__name__})
+            raise
+        finally:
+            await upstream.aclose()
+
+    response = StreamingResponse(chunks(), status_code=upstream.status_code)
+    # Raw bytes are relayed unchanged, so the upstream's Content-Length stays true.
+    response.raw_headers = response_headers(upstream.headers.raw)
+    return response
+
+
+# --- WebSocket ------------------------------------------------------------------
+
+WS_HEADERS_DROP = HOP_BY_HOP | {
+    "host", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+    "sec-websocket-protocol", "sec-websocket-accept", "content-length",
+}
+
+
+async def proxy_websocket(
+    websocket: WebSocket,
+    *,
+    url: str,
+    headers: list[tuple[str, str]],
+    open_timeout: float,
+    idle_timeout: float,
+    breakers: Breakers,
+    upstream: str,
+) -> None:
+    """Relay one WebSocket session to ``url`` (``ws://``), both directions, until either
+    side closes; the upstream's chosen subprotocol and close code pass through.
+
+    Raises:
+        ServiceUnavailable: the upstream cannot be reached or its circuit is open
+            (raised before the client's handshake is accepted).
+    """
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+    from websockets.typing import Subprotocol
+
+    subprotocols = [Subprotocol(p) for p in websocket.scope.get("subprotocols", [])]
+    forwarded = [(k, v) for k, v in headers if k not in WS_HEADERS_DROP]
+    refused: int | None = None
+    try:
+        async with breakers.guard(upstream):
+            try:
+                upstream_ws = await connect(
+                    url, additional_headers=forwarded, subprotocols=subprotocols or None,
+                    open_timeout=open_timeout, max_size=None, ping_interval=None,
+                    compression=None, proxy=None,
+                )
+            except InvalidStatus as exc:
+                if exc.response.status_code >= 500:
+                    raise _Unreachable(str(exc)) from exc
+                refused = exc.response.status_code
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                raise _Unreachable(str(exc)) from exc
+    except CircuitOpen as exc:
+        raise ServiceUnavailable(f"{upstream} is unavailable (circuit open)",
+                                 retry_after=exc.retry_after) from None
+    except _Unreachable:
+        raise ServiceUnavailable(f"{upstream} cannot be reached",
+                                 retry_after=max(1, round(breakers.reset_seconds))) from None
+    if refused is not None:
+        raise UpstreamRefused(refused)
+
+    await websocket.accept(subprotocol=upstream_ws.subprotocol)
+
+    async def client_to_upstream() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                await upstream_ws.close(code=message.get("code", 1000) or 1000)
+                return
+            if message.get("text") is not None:
+                await upstream_ws.send(message["text"])
+            elif message.get("bytes") is not None:
+                await upstream_ws.send(message["bytes"])
+
+    async def upstream_to_client() -> None:
+        try:
+            while True:
+                data = await asyncio.wait_for(upstream_ws.recv(), timeout=idle_timeout)
+                if isinstance(data, str):
+                    await websocket.send_text(data)
+                else:
+                    await websocket.send_bytes(data)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else 1011
+            reason = exc.rcvd.reason if exc.rcvd is not None else ""
+            with contextlib.suppress(Exception):
+                await websocket.close(code=code, reason=reason)
+        except TimeoutError:
+            await upstream_ws.close(code=1001)
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1001, reason="idle")
+
+    tasks = [asyncio.create_task(client_to_upstream()),
+             asyncio.create_task(upstream_to_client())]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            exc = task.exception()
+            if exc is not None and not isinstance(exc, ConnectionClosed):
+                log.warning("websocket relay ended with an error",
+                            extra={"error": type(exc).__name__})
+    finally:
+        for task in tasks:
+            task.cancel()
+        await upstream_ws.close()
+
+
+class UpstreamRefused(Problem):
+    """The upstream refused the WebSocket handshake with a 4xx ``status``."""
+
+    status, title, slug = 400, "WebSocket Refused", "websocket-refused"
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the service refused the WebSocket handshake with {status}",
+                         upstream_status=status)
+        self.upstream_status = status

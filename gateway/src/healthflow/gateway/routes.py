@@ -1,0 +1,168 @@
+"""The one declared route table: which path prefix goes to which service, under which policy.
+
+A request is matched to the :class:`Route` with the longest prefix that is the
+whole path or a ``/``-bounded prefix of it (``/api/v1/users`` matches
+``/api/v1/users`` and ``/api/v1/users/42``, never ``/api/v1/usersX``). The
+route names its upstream service and its :class:`Policy` group; a path that
+matches no route is answered 404 problem+json by the gateway itself.
+
+Policies (numbers are defaults; ``GATEWAY_POLICY_OVERRIDES`` changes any field):
+
+========  ======  =================  ==============  ========  =========
+group     auth    per subject        per client IP   timeout   max body
+========  ======  =================  ==============  ========  =========
+token     public  —                  10/minute       10 s      64 KiB
+register  public  —                  5/minute        10 s      64 KiB
+refresh   public  —                  30/minute       10 s      64 KiB
+jwks      public  —                  300/minute      5 s       0
+account   token   120/minute         1200/minute     10 s      64 KiB
+audit     token + ``audit:read``     60/minute       600/minute  30 s  64 KiB
+default   token   300/minute         3000/minute     15 s      1 MiB
+edge      public  —                  120/minute      10 s      0
+========  ======  =================  ==============  ========  =========
+
+``edge`` covers what the gateway answers itself (OpenAPI, docs, status) and
+unknown paths. ``/livez``, ``/readyz`` and ``/metrics`` are probes: never
+limited. ``timeout`` is how long the upstream may stay silent (no byte of the
+response) before the gateway answers 504; ``stream_timeout`` replaces it while a
+Server-Sent Events or WebSocket stream is open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from healthflow.common.permissions import Permission
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the edge enforces for one route group.
+
+    ``ip_limit``/``subject_limit`` use the ``limits`` notation (``"10/minute"``);
+    ``None`` disables that limit. Durations are seconds, sizes bytes.
+    """
+
+    name: str
+    auth_required: bool = True
+    permission: str | None = None
+    subject_limit: str | None = "300/minute"
+    ip_limit: str | None = "3000/minute"
+    timeout: float = 15.0
+    stream_timeout: float = 3600.0
+    max_body_bytes: int = 1 * MIB
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Policy:
+        """A copy with ``overrides`` applied.
+
+        Raises:
+            ValueError: an override names no field of :class:`Policy`.
+        """
+        known = {f.name for f in dataclasses.fields(self)} - {"name"}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown policy field(s) for {self.name!r}: {sorted(unknown)}")
+        return dataclasses.replace(self, **dict(overrides))
+
+
+POLICIES: dict[str, Policy] = {
+    p.name: p
+    for p in (
+        Policy("token", auth_required=False, subject_limit=None, ip_limit="10/minute",
+               timeout=10.0, max_body_bytes=64 * KIB),
+        Policy("register", auth_required=False, subject_limit=None, ip_limit="5/minute",
+               timeout=10.0, max_body_bytes=64 * KIB),
+        Policy("refresh", auth_required=False, subject_limit=None, ip_limit="30/minute",
+               timeout=10.0, max_body_bytes=64 * KIB),
+        Policy("jwks", auth_required=False, subject_limit=None, ip_limit="300/minute",
+               timeout=5.0, max_body_bytes=0),
+        Policy("account", subject_limit="120/minute", ip_limit="1200/minute", timeout=10.0,
+               max_body_bytes=64 * KIB),
+        Policy("audit", permission=str(Permission.AUDIT_READ), subject_limit="60/minute",
+               ip_limit="600/minute", timeout=30.0, max_body_bytes=64 * KIB),
+        Policy("default"),
+        Policy("edge", auth_required=False, subject_limit=None, ip_limit="120/minute",
+               timeout=10.0, max_body_bytes=0),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """``prefix`` (a path, no trailing slash) is served by ``service`` under ``policy``."""
+
+    prefix: str
+    service: str
+    policy: str = "default"
+
+    def matches(self, path: str) -> bool:
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+
+ROUTES: tuple[Route, ...] = (
+    # auth: identity, tokens, users, signing keys
+    Route("/api/v1/auth/token", "auth", "token"),
+    Route("/api/v1/auth/register", "auth", "register"),
+    Route("/api/v1/auth/refresh", "auth", "refresh"),
+    Route("/api/v1/auth", "auth", "account"),
+    Route("/api/v1/users", "auth", "account"),
+    Route("/.well-known/jwks.json", "auth", "jwks"),
+    # audit: compliance officers and admins only, checked here and in the service
+    Route("/api/v1/audit", "audit", "audit"),
+    # care directory, patients, scheduling, notifications
+    Route("/api/v1/hospitals", "hospital"),
+    Route("/api/v1/doctors", "doctor"),
+    Route("/api/v1/patients", "patient"),
+    Route("/api/v1/appointments", "appointment"),
+    Route("/api/v1/slots", "appointment"),
+    Route("/api/v1/notifications", "notification"),
+)
+
+PROBE_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
+EDGE_POLICY = "edge"
+
+
+class RouteTable:
+    """Longest-prefix lookup over :data:`ROUTES` with the effective policies."""
+
+    def __init__(
+        self,
+        routes: Iterable[Route] = ROUTES,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.declared = tuple(routes)
+        self.routes = tuple(sorted(self.declared, key=lambda r: len(r.prefix), reverse=True))
+        overrides = overrides or {}
+        unknown = set(overrides) - set(POLICIES)
+        if unknown:
+            raise ValueError(f"policy overrides name unknown groups: {sorted(unknown)}")
+        self.policies = {
+            name: policy.with_overrides(overrides.get(name, {}))
+            for name, policy in POLICIES.items()
+        }
+        for route in self.routes:
+            if route.policy not in self.policies:
+                raise ValueError(f"route {route.prefix} names unknown policy {route.policy}")
+
+    def match(self, path: str) -> Route | None:
+        """The route serving ``path`` (the longest matching prefix), or ``None``."""
+        for route in self.routes:
+            if route.matches(path):
+                return route
+        return None
+
+    def policy(self, name: str) -> Policy:
+        return self.policies[name]
+
+    def services(self) -> list[str]:
+        """Every upstream named by a route, in declaration order."""
+        return list(dict.fromkeys(route.service for route in self.declared))
+
+    def prefixes_of(self, service: str) -> list[str]:
+        return [r.prefix for r in self.routes if r.service == service]
