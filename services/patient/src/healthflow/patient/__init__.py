@@ -1,0 +1,1 @@
+"""HealthFlow patient service: profiles (FHIR Patient), allergies, conditions, consents."""

@@ -1,0 +1,56 @@
+"""Fixtures: a patient app on a fresh database, fed events through the in-process transport."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
+from healthflow.common.testing import TokenFactory, running_app
+from healthflow.patient.app import create_app
+from healthflow.patient.settings import Settings
+
+
+@dataclass
+class PatientService:
+    client: httpx.AsyncClient
+    runtime: ServiceRuntime
+    tokens: TokenFactory
+
+    async def deliver(self, type_: str, data: dict[str, Any], *, event_id: str | None = None,
+                      source: str = "/healthflow/test") -> CloudEvent:
+        event = CloudEvent(id=event_id or str(uuid.uuid4()), source=source, type=type_,
+                           data=data, time=datetime.now(UTC))
+        await self.runtime.transport.publish(event)
+        return event
+
+    async def register(self, user_id: str | None = None, **data: Any) -> str:
+        user_id = user_id or f"pat-{uuid.uuid4().hex[:8]}"
+        await self.deliver("user.registered", {
+            "user_id": user_id, "roles": ["patient"], "email": f"{user_id}@example.org",
+            "phone": "+4930123456", "full_name": "Grace Hopper", **data})
+        return user_id
+
+    async def outbox(self, type_: str, patient_id: str | None = None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"type": type_}
+        if patient_id is not None:
+            query["envelope.patientid"] = patient_id
+        return await self.runtime.db["outbox"].find(query).sort("created_at", 1).to_list()
+
+
+@pytest.fixture
+async def psvc(mongodb_url: str, unique_name: str, tokens: TokenFactory
+               ) -> AsyncIterator[PatientService]:
+    settings = Settings(mongodb_url=mongodb_url, mongodb_database=unique_name,
+                        transport="inprocess")
+    app = create_app(settings, transport=shared_inprocess_transport(mongodb_url))
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as client:
+        yield PatientService(client, app.state.runtime, tokens)
