@@ -42,7 +42,8 @@ def _invalid(location: str, message: str) -> UnprocessableContent:
 async def list_events(
     runtime: Runtime,
     principal: Principal = require(Permission.AUDIT_READ),
-    type: Annotated[str | None, Query(max_length=128, description="event type")] = None,
+    event_type: Annotated[str | None, Query(alias="type", max_length=128,
+                                            description="event type")] = None,
     subject: Annotated[str | None, Query(max_length=256)] = None,
     actor: Annotated[str | None, Query(max_length=256)] = None,
     patient: Annotated[str | None, Query(max_length=128, description="patientid")] = None,
@@ -70,7 +71,7 @@ async def list_events(
         before = position.get("seq")
         if not isinstance(before, int) or isinstance(before, bool) or before < 0:
             raise BadRequest("the cursor is malformed; pass back next_cursor unchanged")
-    where = store.EntryFilter(type=type, subject=subject, actor=actor, patientid=patient,
+    where = store.EntryFilter(type=event_type, subject=subject, actor=actor, patientid=patient,
                               since=_utc(since), until=_utc(until))
     docs = await store.find_entries(runtime.db, where, before_seq=before, limit=limit + 1)
     items = [AuditEntry.model_validate(doc) for doc in docs[:limit]]

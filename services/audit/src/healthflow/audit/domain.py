@@ -125,7 +125,8 @@ def canonical_bytes(seq: int, appended_at: datetime, envelope: Mapping[str, Any]
     Raises:
         UnhashableEvent: when RFC 8785 cannot canonicalize the envelope.
     """
-    view = {"seq": seq, "appended_at": rfc3339_millis(appended_at), "envelope": envelope}
+    view: dict[str, Any] = {
+        "seq": seq, "appended_at": rfc3339_millis(appended_at), "envelope": dict(envelope)}
     try:
         return rfc8785.dumps(view)
     except rfc8785.CanonicalizationError as exc:

@@ -76,6 +76,11 @@ class GroupCommitConsumer(Consumer):
             appended: set[str] = set()
             try:
                 entries = await self._commit([event for event, _ in group])
+            except asyncio.CancelledError:
+                for _, done in group + self._waiting:
+                    done.cancel()
+                self._waiting.clear()
+                raise
             except Exception as exc:
                 failed = True
                 for _, done in group:

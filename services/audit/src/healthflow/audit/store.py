@@ -123,7 +123,7 @@ async def append(session: AsyncClientSession, db: AsyncDatabase[Document],
 
     Events whose id is already in the log, or repeated within ``events``, are
     skipped. Returns the new entries (empty when every event was a duplicate).
-    Round trips: duplicate check, head read, entry insert, head update.
+    Round trips: duplicate check, head read, head update, entry insert.
 
     Raises:
         domain.UnhashableEvent: an event cannot be canonicalized (RFC 8785).
@@ -144,8 +144,9 @@ async def append(session: AsyncClientSession, db: AsyncDatabase[Document],
         return []
     head = await read_head(db, session)
     entries = domain.chain(head, list(fresh.values()), appended_at)
-    await db[ENTRIES].insert_many([to_document(e) for e in entries], session=session)
     last = entries[-1]
+    # The head first: a competing replica's transaction conflicts here, before
+    # the (larger) entry insert is done in vain.
     moved = await db[CHAIN].update_one(
         {"_id": HEAD_ID, "seq": head.seq, "hash": head.hash},
         {"$set": {"seq": last.seq, "hash": last.hash, "updated_at": appended_at}},
@@ -154,6 +155,7 @@ async def append(session: AsyncClientSession, db: AsyncDatabase[Document],
     )
     if moved.matched_count == 0 and moved.upserted_id is None:
         raise ChainMoved(f"the chain head moved past {head.seq}")
+    await db[ENTRIES].insert_many([to_document(e) for e in entries], session=session)
     return entries
 
 

@@ -1,0 +1,122 @@
+"""Measure the audit append rate against the raw insert rate of the MongoDB-protocol server.
+
+    uv run python services/audit/scripts/bench_append.py [--events 2000]
+
+Starts an in-memory SecantusDB (or uses ``MONGODB_URL``) and prints events per
+second for:
+
+* ``raw insert_one``: sequential single inserts of an entry-sized document (the
+  reference rate);
+* ``audit group commit``: the app's consumer fed ``prefetch`` deliveries at a
+  time (as a transport with that prefetch does), with one and two replicas;
+* ``audit 1 txn/event``: the common inbox ``Consumer`` running
+  :data:`healthflow.audit.handlers.HANDLERS`, fed the same way.
+
+Each audit run ends by verifying the chain it built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from healthflow.audit import handlers, store
+from healthflow.audit.app import create_app
+from healthflow.audit.settings import Settings
+from healthflow.common.embedded import EmbeddedMongo
+from healthflow.common.events.consumer import Consumer
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.mongo import get_database
+from healthflow.common.service import ServiceRuntime
+
+TRACEPARENT = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+
+
+def event(i: int) -> CloudEvent:
+    return CloudEvent(source="/healthflow/appointment", type="appointment.booked",
+                      subject=f"appointment/{uuid.uuid4()}", actor=f"user-{i % 50}",
+                      patientid=f"p-{i % 200}", traceparent=TRACEPARENT,
+                      data={"appointment_id": str(uuid.uuid4()), "doctor_id": "d-1",
+                            "starts_at": "2026-12-01T09:00:00Z", "mode": "video"})
+
+
+async def raw_rate(url: str, n: int) -> float:
+    collection = get_database(url, f"bench_raw_{uuid.uuid4().hex[:6]}")["raw"]
+    docs = [{"envelope": event(i).model_dump(mode="json"), "hash": "0" * 64} for i in range(n)]
+    started = time.perf_counter()
+    for doc in docs:
+        await collection.insert_one(doc)
+    return n / (time.perf_counter() - started)
+
+
+async def audit_rate(url: str, n: int, concurrency: int, *, group: bool = True,
+                     replicas: int = 1) -> float:
+    """Events/s appended by ``replicas`` runtimes on one database, each fed ``concurrency``."""
+    database = f"bench_audit_{uuid.uuid4().hex[:6]}"
+    runtimes: list[ServiceRuntime] = []
+    for r in range(replicas):
+        own_url = f"{url}&appname=bench-{r}"  # its own client, as another process would have
+        settings = Settings(mongodb_url=own_url, mongodb_database=database,
+                            transport="inprocess")
+        runtimes.append(create_app(settings).state.runtime)
+    for runtime in runtimes:
+        await runtime.start()
+    try:
+        consumers = [rt.consumer if group else Consumer(rt, handlers.HANDLERS)
+                     for rt in runtimes]
+        events = [event(i) for i in range(n)]
+        queue = iter(events)
+
+        async def worker(deliver: Callable[[CloudEvent], Awaitable[None]]) -> None:
+            for item in queue:
+                await deliver(item)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in consumers if c is not None
+                               for _ in range(concurrency)))
+        rate = n / (time.perf_counter() - started)
+        result, head, _ = await store.verify(runtimes[0].db)
+        assert result.ok and head.seq == n - 1, (result, head)
+        return rate
+    finally:
+        for runtime in runtimes:
+            await runtime.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000)
+    args = parser.parse_args()
+    n = args.events
+    server = None
+    url = os.environ.get("MONGODB_URL")
+    if not url:
+        server = EmbeddedMongo(":memory:").start()
+        url = server.url
+    try:
+        raw = await raw_rate(url, n)
+        print(f"{'raw insert_one, sequential':44} {raw:7.0f} /s")
+        runs: list[tuple[str, Awaitable[float]]] = [
+            ("audit group commit, prefetch 64", audit_rate(url, n, 64)),
+            ("audit group commit, prefetch 8", audit_rate(url, n, 8)),
+            ("audit group commit, prefetch 1", audit_rate(url, n // 4, 1)),
+            ("audit group commit, 2 replicas x prefetch 64", audit_rate(url, n, 64, replicas=2)),
+            ("audit 1 txn/event (inbox Consumer), prefetch 1",
+             audit_rate(url, n // 4, 1, group=False)),
+            ("audit 1 txn/event (inbox Consumer), prefetch 8",
+             audit_rate(url, n // 20, 8, group=False)),
+        ]
+        for label, run in runs:
+            rate = await run
+            print(f"{label:44} {rate:7.0f} /s  {rate / raw:5.0%} of raw")
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
