@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -234,3 +235,19 @@ def test_multi_process_restarts_a_dead_service(
     assert runner.stop(signal.SIGTERM) == 0, runner.text()
     with pytest.raises(ProcessLookupError):
         os.kill(new_pid, 0)
+
+
+def test_a_port_in_use_is_named_before_anything_starts(
+    tmp_path: Path, ports: dict[str, int], built: list[str]
+) -> None:
+    service = next(n for n in built if n != "gateway")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", ports[service]))
+        holder.listen()
+        runner = start_runner(tmp_path, [service], ports, free_port(), "check",
+                              "--single-process")
+        code = runner.process.wait(timeout=TIMEOUT)
+    assert code != 0
+    assert f"{service} :{ports[service]}" in runner.text()
+    assert "already in use" in runner.text()
+    assert not (tmp_path / "var" / "mongo").exists(), "started MongoDB before failing"

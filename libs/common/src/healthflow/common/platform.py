@@ -74,9 +74,6 @@ RESTART_BACKOFF_MAX = 30.0  # seconds, the cap of the doubling back-off
 RESTART_BACKOFF_RESET = 60.0  # seconds of uptime after which the back-off starts over
 READY_POLL_INTERVAL = 0.25  # seconds between two /readyz probes
 
-log = logging.getLogger("healthflow.platform")
-
-
 # --------------------------------------------------------------------------- console
 
 
@@ -332,6 +329,26 @@ async def find_broker(config: Config, console: Console) -> bool:
     return await amqp_answers(config.amqp_url)
 
 
+def ping_mongo(url: str, within: float = 10.0) -> None:
+    """Make sure a MongoDB server answers at ``url`` within ``within`` seconds.
+
+    Raises:
+        RuntimeError: naming ``MONGODB_URL`` and what the driver saw.
+    """
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        url, serverSelectionTimeoutMS=int(within * 1000))
+    try:
+        client.admin.command("ping")
+    except Exception as exc:
+        raise RuntimeError(f"MongoDB at MONGODB_URL={redact(url)} does not answer "
+                           f"({type(exc).__name__}); start it or unset MONGODB_URL "
+                           "to use the embedded SecantusDB") from None
+    finally:
+        client.close()
+
+
 # --------------------------------------------------------------------------- readiness
 
 
@@ -344,13 +361,21 @@ class Readiness:
 
 
 async def wait_ready(component: Component, deadline: float,
-                     alive: Callable[[], bool] = lambda: True) -> Readiness:
-    """Probe ``/readyz`` (``/livez`` when there is none) until 200 or ``deadline`` (monotonic)."""
+                     alive: Callable[[], bool] = lambda: True,
+                     failed: Callable[[], str | None] = lambda: None) -> Readiness:
+    """Probe ``/readyz`` (``/livez`` when there is none) until 200 or ``deadline`` (monotonic).
+
+    ``alive`` false skips a probe (a child waiting to be restarted); ``failed``
+    returning a reason ends the wait at once (a part that will not come back).
+    """
     started = time.monotonic()
     last = Readiness(False, None)
     path = "/readyz"
     async with httpx.AsyncClient(base_url=component.url, timeout=5.0) as client:
         while True:
+            reason = failed()
+            if reason is not None:
+                return Readiness(False, None, reason, time.monotonic() - started)
             if alive():
                 try:
                     response = await client.get(path)
@@ -466,6 +491,13 @@ class Supervised:
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
+    def kill(self) -> None:
+        """SIGKILL the child's process group now (a second Ctrl-C)."""
+        self._stopping.set()
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"supervise-{self.component.name}")
 
@@ -485,7 +517,15 @@ class Supervised:
         name = self.component.name
         while not self._stopping.is_set():
             started = time.monotonic()
-            self.process = await self._spawn()
+            try:
+                self.process = await self._spawn()
+            except OSError as exc:
+                self.console.status(name, "failed", f"cannot start: {exc}; retry in "
+                                    f"{backoff:.0f} s", "red")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+                continue
             self.console.status(name, "started", f"pid {self.process.pid}  :{self.component.port}"
                                 f"  log {self.log_file}", "yellow")
             if self.restarts:
@@ -563,7 +603,7 @@ def _last_line(path: Path, limit: int = 160) -> str:
 class _EmbeddedServer:
     """A ``uvicorn.Server`` that leaves signals to the runner and reports start-up failure."""
 
-    def __init__(self, app: Any, component: Component, grace: float) -> None:
+    def __init__(self, app: Any, component: Component, grace: float, log_file: Path) -> None:
         import uvicorn
 
         class _Server(uvicorn.Server):
@@ -577,6 +617,7 @@ class _EmbeddedServer:
         )
         self.server = _Server(config)
         self.component = component
+        self.log_file = log_file
         self.failed: str | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -587,7 +628,7 @@ class _EmbeddedServer:
         try:
             await self.server.serve()
         except SystemExit as exc:  # uvicorn exits when the lifespan or the bind fails
-            self.failed = f"start-up failed (exit {exc.code}); see the log"
+            self.failed = f"start-up failed (exit {exc.code}); see {self.log_file}"
         except Exception as exc:
             self.failed = f"{type(exc).__name__}: {exc}"
 
@@ -639,7 +680,12 @@ class Platform:
             loop.add_signal_handler(sig, self._on_signal, sig)
 
     def _on_signal(self, sig: int) -> None:
-        if self.stop_requested.is_set():
+        if self.stop_requested.is_set():  # a second Ctrl-C: no more grace
+            self.console.line(self.console.paint("stopping now (SIGKILL)…", "red"))
+            for child in self.children.values():
+                child.kill()
+            for server in self.servers.values():
+                server.server.force_exit = True
             return
         self.console.line()
         self.console.line(self.console.paint(
@@ -657,6 +703,7 @@ class Platform:
 
     async def _start_mongo(self) -> None:
         if self.mongodb_url:
+            await asyncio.to_thread(ping_mongo, self.mongodb_url)
             self.console.status("mongodb", "external", redact(self.mongodb_url), "cyan")
             return
         port = self.config.mongo_port
@@ -685,7 +732,7 @@ class Platform:
         if answers:
             self.console.status("rabbitmq", "ready", redact(self.config.amqp_url), "green")
         else:
-            self.console.status("rabbitmq", "absent", f"nothing answers at "
+            self.console.status("rabbitmq", "absent", f"no broker accepts a connection at "
                                 f"{redact(self.config.amqp_url)}: single-process mode", "dim")
 
     async def _start_multi(self) -> None:
@@ -708,11 +755,13 @@ class Platform:
         await self.transport.connect()
         await self.transport.recover()
         level = os.environ.get("LOG_LEVEL", "INFO")
+        log_file = self.config.log_dir / "platform.log"
         for component in self.components:
             factory = app_factory(component.name)
             app = factory() if component.is_gateway else factory(transport=self.transport)
-            self.servers[component.name] = _EmbeddedServer(app, component, self.config.grace)
-        _log_to_file(self.config.log_dir / "platform.log", level)
+            self.servers[component.name] = _EmbeddedServer(app, component, self.config.grace,
+                                                           log_file)
+        _log_to_file(log_file, level)
         for component in self.components:
             self.servers[component.name].start()
             self.console.status(component.name, "starting", f":{component.port}", "yellow")
@@ -722,14 +771,19 @@ class Platform:
             return self.children[name].alive
         return self.servers[name].alive
 
+    def _failed(self, name: str) -> Callable[[], str | None]:
+        """Why ``name`` will never be ready (single-process start-up failure), else None."""
+        if self.mode == "multi":
+            return lambda: None
+        server = self.servers[name]
+        return lambda: server.failed
+
     async def _wait_ready(self) -> bool:
         deadline = time.monotonic() + self.config.ready_timeout
 
         async def one(component: Component) -> None:
-            result = await wait_ready(component, deadline, self._alive(component.name))
-            if self.mode == "single" and self.servers[component.name].failed:
-                result = Readiness(False, None, self.servers[component.name].failed,
-                                   result.seconds)
+            result = await wait_ready(component, deadline, self._alive(component.name),
+                                      self._failed(component.name))
             self.report[component.name] = result
             if result.ready:
                 self.console.status(component.name, "ready",
