@@ -3,6 +3,7 @@ in Redis), no user enumeration, rehashing on login."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 import uuid
@@ -167,3 +168,14 @@ async def test_changed_argon2_parameters_rehash_at_login(settings_factory, uniqu
         after = (await db[USERS].find_one({"_id": user_id}))["password_hash"]
         assert after.startswith("$argon2id$") and "m=2048,t=2,p=1" in after
         assert (await http.post("/api/v1/auth/token", data=form)).status_code == 200
+
+
+async def test_parallel_guesses_cannot_overshoot_the_account_budget(settings_factory,
+                                                                   unique_name) -> None:
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_account="3/15 minutes")
+    async with running_app(create_app(settings)) as http:
+        form = {"username": f"burst.{uuid.uuid4().hex[:6]}@example.org", "password": WRONG}
+        responses = await asyncio.gather(
+            *(http.post("/api/v1/auth/token", data=form) for _ in range(10)))
+        statuses = sorted(r.status_code for r in responses)
+        assert statuses == [400] * 3 + [429] * 7

@@ -136,3 +136,23 @@ async def test_role_changes_reach_the_next_refreshed_token(auth) -> None:
     claims = jwt.decode(renewed["access_token"], options={"verify_signature": False})
     assert claims["roles"] == ["nurse", "receptionist"]
     assert "appointments:book_any" in claims["permissions"]
+
+
+async def test_parallel_refreshes_of_one_token_yield_at_most_one_successor(auth) -> None:
+    import asyncio
+
+    _, issued = await auth.patient()
+    responses = await asyncio.gather(*(
+        auth.http.post("/api/v1/auth/refresh", json={"refresh_token": issued["refresh_token"]})
+        for _ in range(5)))
+    winners = [r for r in responses if r.status_code == 200]
+    assert len(winners) <= 1
+    assert all(r.status_code == 400 for r in responses if r.status_code != 200)
+    # Any loser counts as a replay, so the whole family is revoked.
+    claims = jwt.decode(issued["access_token"], options={"verify_signature": False})
+    session = await auth.db[SESSIONS].find_one({"_id": claims["sid"]})
+    assert session["status"] == "revoked"
+    for winner in winners:
+        after = await auth.http.post("/api/v1/auth/refresh",
+                                     json={"refresh_token": winner.json()["refresh_token"]})
+        assert after.status_code == 400

@@ -216,3 +216,12 @@ def test_default_argon2_parameters_are_owasp_grade() -> None:
     assert (defaults.argon2_time_cost, defaults.argon2_memory_cost,
             defaults.argon2_parallelism) == (3, 65_536, 4)
     assert defaults.access_token_ttl == 900
+
+
+def test_redis_url_falls_back_to_the_platform_variable(monkeypatch) -> None:
+    monkeypatch.delenv("AUTH_REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
+    assert Settings().redis_url == "redis://127.0.0.1:6379/3"
+    monkeypatch.setenv("AUTH_REDIS_URL", "redis://127.0.0.1:6379/4")
+    assert Settings().redis_url == "redis://127.0.0.1:6379/4"
+

@@ -51,9 +51,13 @@ AuthService = Annotated[Auth, Depends(get_auth)]
 
 def client_ip(request: Request, trusted_proxies: list[str]) -> str | None:
     """The client's address: the peer's, or, when the peer is a trusted proxy (the
-    gateway), the right-most address of ``X-Forwarded-For`` that is not a trusted proxy."""
+    gateway), the right-most address of ``X-Forwarded-For`` that is not a trusted proxy.
+
+    ``trusted_proxies`` holds addresses or networks (``10.0.0.0/8``). Everything
+    left of the first untrusted hop was written by the client and is ignored.
+    """
     peer = request.client.host if request.client else None
-    if peer is None or peer not in trusted_proxies:
+    if peer is None or not _trusted(peer, trusted_proxies):
         return peer
     forwarded = request.headers.get("x-forwarded-for", "")
     for candidate in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
@@ -61,9 +65,23 @@ def client_ip(request: Request, trusted_proxies: list[str]) -> str | None:
             ipaddress.ip_address(candidate)
         except ValueError:
             break
-        if candidate not in trusted_proxies:
+        if not _trusted(candidate, trusted_proxies):
             return candidate
     return peer
+
+
+def _trusted(address: str, trusted_proxies: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for entry in trusted_proxies:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def _token_response(tokens: IssuedTokens, response: Response) -> TokenResponse:

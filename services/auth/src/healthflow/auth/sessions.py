@@ -133,7 +133,7 @@ class Auth:
                 (one answer for all three); recorded as ``auth.login_failed``.
         """
         email_key = normalize_email(email)
-        throttled = await self.throttle.check(email_key, client_ip)
+        throttled = await self.throttle.admit(email_key, client_ip)
         if throttled is not None:
             why: LoginFailureReason = (
                 "throttled_account" if throttled.scope == "account" else "throttled_ip")
@@ -153,7 +153,7 @@ class Auth:
         elif user["status"] != "active":
             reason = "account_inactive"
         if reason is not None:
-            await self.throttle.failed(email_key, client_ip)
+            await self.throttle.failed(client_ip)
             await self._record_failure(user_id=user["_id"] if user else None, reason=reason,
                                        client_ip=client_ip, client_id=client_id)
             raise InvalidGrant(INVALID_CREDENTIALS)

@@ -54,8 +54,10 @@ class Settings(ServiceSettings):
     """``redis://host:port/db``: share the counters between replicas; in memory when unset."""
     login_failures_per_account: str = "5/15 minutes"
     login_failures_per_ip: str = "20/15 minutes"
-    trusted_proxies: list[str] = Field(default_factory=list)
-    """Peers (the gateway) whose ``X-Forwarded-For`` names the real client address."""
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    """Addresses or networks of the proxies (the gateway) whose ``X-Forwarded-For`` names
+    the real client address (JSON list, e.g. ``AUTH_TRUSTED_PROXIES='["10.0.0.0/8"]'``).
+    Loopback by default: the service is reachable only through the gateway."""
 
     @model_validator(mode="after")
     def _grace_covers_reload(self) -> Settings:

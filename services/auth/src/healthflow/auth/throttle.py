@@ -4,8 +4,9 @@ Failures are counted in a moving window (``settings.login_failures_per_account``
 default 5 per 15 minutes; ``..._per_ip``, default 20 per 15 minutes). While a
 budget is spent, token requests for that account or from that address are
 refused with 429 and ``Retry-After`` (RFC 9110 §10.2.3; RFC 6585 §4) before the
-password is even checked. Counters live in memory, or in Redis when
-``AUTH_REDIS_URL`` / ``REDIS_URL`` is set so that every replica shares them.
+password is even checked. A successful login forgets the account's failures.
+Counters live in memory, or in Redis when ``AUTH_REDIS_URL`` / ``REDIS_URL`` is
+set so that every replica shares them.
 
 Accounts are keyed by a hash of the normalised email, known or not, so the
 throttle behaves the same for unknown emails (no enumeration through it).
@@ -55,19 +56,24 @@ class LoginThrottle:
     def account_key(email_normalized: str) -> str:
         return hashlib.sha256(email_normalized.encode()).hexdigest()[:32]
 
-    async def check(self, email_normalized: str, ip: str | None) -> Throttled | None:
-        """The first spent budget (account, then address), or ``None`` to go on."""
-        account = self.account_key(email_normalized)
-        if not await self.limiter.test(self.per_account, self.namespace, "acct", account):
-            return Throttled("account", await self._retry_after(self.per_account, "acct", account))
+    async def admit(self, email_normalized: str, ip: str | None) -> Throttled | None:
+        """Admit one login attempt, or say which budget is spent (address, then account).
+
+        The attempt is counted against the account at once and atomically (a
+        moving-window ``hit``), so parallel guesses cannot overshoot the budget;
+        :meth:`succeeded` forgets it again. The address is only tested here and
+        charged by :meth:`failed`, so many users behind one NAT who log in
+        successfully never exhaust it.
+        """
         if ip and not await self.limiter.test(self.per_ip, self.namespace, "ip", ip):
             return Throttled("ip", await self._retry_after(self.per_ip, "ip", ip))
+        account = self.account_key(email_normalized)
+        if not await self.limiter.hit(self.per_account, self.namespace, "acct", account):
+            return Throttled("account", await self._retry_after(self.per_account, "acct", account))
         return None
 
-    async def failed(self, email_normalized: str, ip: str | None) -> None:
-        """Count one failure against the account and the address."""
-        await self.limiter.hit(self.per_account, self.namespace, "acct",
-                               self.account_key(email_normalized))
+    async def failed(self, ip: str | None) -> None:
+        """Count one failure against the client address (the account's was counted on entry)."""
         if ip:
             await self.limiter.hit(self.per_ip, self.namespace, "ip", ip)
 
