@@ -126,7 +126,7 @@ def test_every_app_service_has_the_environment_it_needs(
         assert urlsplit(env["REDIS_URL"]).hostname == "redis"
         assert env["HOST"] == "0.0.0.0", f"{name} would listen on loopback only"
         prefix = "GATEWAY_" if name == "gateway" else SERVICES[name].env_prefix
-        assert int(env.get(f"{prefix}PORT") or env.get("PORT")) == port_of(name)
+        assert int(env.get(f"{prefix}PORT") or env.get("PORT") or 0) == port_of(name)
 
 
 def test_the_gateway_knows_every_upstream(services: dict[str, dict[str, Any]]) -> None:

@@ -164,7 +164,7 @@ def test_single_process_run_stops_cleanly_and_keeps_data(
         assert (f"first admin {ADMIN_EMAIL} from HEALTHFLOW_ADMIN_EMAIL/HEALTHFLOW_ADMIN_PASSWORD"
                 in first.text())
     url = f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true"
-    with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+    with MongoClient(url, serverSelectionTimeoutMS=5000, document_class=dict) as client:
         client["healthflow_platform_test"]["markers"].insert_one({"_id": marker})
     assert first.stop(signal.SIGINT) == 0, first.text()
     assert "mongodb      stopped" in first.text()
@@ -177,7 +177,7 @@ def test_single_process_run_stops_cleanly_and_keeps_data(
     second = start_runner(tmp_path, services, ports, mongo_port, "--single-process")
     runners.append(second)
     second.wait_for_output(r"HealthFlow is up")
-    with MongoClient(url, serverSelectionTimeoutMS=5000) as client:
+    with MongoClient(url, serverSelectionTimeoutMS=5000, document_class=dict) as client:
         assert client["healthflow_platform_test"]["markers"].find_one({"_id": marker}), \
             "a document written before the restart is gone"
     if "auth" in built:  # the admin created by the first run signs in, through the gateway

@@ -74,6 +74,7 @@ RESTART_BACKOFF_MAX = 30.0  # seconds, the cap of the doubling back-off
 RESTART_BACKOFF_RESET = 60.0  # seconds of uptime after which the back-off starts over
 READY_POLL_INTERVAL = 0.25  # seconds between two /readyz probes
 
+
 # --------------------------------------------------------------------------- console
 
 
@@ -147,7 +148,8 @@ def app_factory(name: str) -> Callable[..., Any]:
             raise LookupError(f"{candidate} does not import: {type(exc).__name__}: {exc}") from exc
         factory = getattr(loaded, "create_app", None)
         if callable(factory):
-            return factory
+            found: Callable[..., Any] = factory
+            return found
     raise LookupError("not built yet (no app.create_app)")
 
 
@@ -738,7 +740,8 @@ class Platform:
     async def _start_multi(self) -> None:
         env = platform_env(self.config, self.mongodb_url, "rabbitmq", self.components)
         os.environ.update(env)
-        child_env = dict(os.environ)
+        # The first admin's password stays with the runner; no service needs it.
+        child_env = {k: v for k, v in os.environ.items() if k != "HEALTHFLOW_ADMIN_PASSWORD"}
         for component in self.components:
             log_file = self.config.log_dir / f"{component.name}.log"
             child = Supervised(component, child_env | {"PORT": str(component.port)}, log_file,
