@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ import pytest
 from healthflow.audit import store
 from healthflow.common.errors import PROBLEM_JSON
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.events.outbox import OUTBOX
 
 if TYPE_CHECKING:
     from ..conftest import Audit
@@ -227,3 +229,22 @@ async def test_a_rewound_head_is_named(audit: Audit, seeded: list[CloudEvent]) -
     result = (await audit.get("/verify")).json()
     assert (result["ok"], result["first_broken_index"], result["head_seq"]) == (False, 4, 4)
     assert "head" in result["reason"]
+
+
+async def test_reads_are_logged_and_emit_no_event(audit: Audit, seeded: list[CloudEvent],
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="healthflow.audit.api")
+    headers = audit.tokens.headers(sub="officer-7", roles=["compliance_officer"])
+    for path in ("/events?patient=p-1", "/events/0", "/head", "/verify"):
+        assert (await audit.client.get(f"/api/v1/audit{path}", headers=headers)).is_success
+    reads = [r for r in caplog.records if r.getMessage() == "audit log read"]
+    assert [(r.caller, r.path) for r in reads] == [  # type: ignore[attr-defined]
+        ("officer-7", "/api/v1/audit/events"), ("officer-7", "/api/v1/audit/events/0"),
+        ("officer-7", "/api/v1/audit/head"), ("officer-7", "/api/v1/audit/verify")]
+    assert reads[0].query == "patient=p-1"  # type: ignore[attr-defined]
+    assert await audit.db[OUTBOX].count_documents({}) == 0
+    assert await audit.db[store.ENTRIES].count_documents({}) == len(seeded)
+    refused = await audit.client.get("/api/v1/audit/head",
+                                     headers=audit.tokens.headers(roles=["patient"]))
+    assert refused.status_code == 403
+    assert len([r for r in caplog.records if r.getMessage() == "audit log read"]) == 4

@@ -1,16 +1,18 @@
 """The compliance API: read and verify the log (``audit:read``).
 
 The log is append-only: no route changes or removes an entry, and PUT, PATCH
-and DELETE on any audit path are answered 405 problem+json. Reads emit no
-events (an audit entry per read would feed the log back into itself).
+and DELETE on any audit path are answered 405 problem+json. Every read is
+written to the service log (caller, roles, path, query) but emits no event: an
+audit entry per read would feed the log back into itself.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime
 
 from healthflow.audit import store
@@ -28,9 +30,26 @@ from healthflow.common.pagination import (
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 
+log = logging.getLogger(__name__)
+
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+async def _audit_reader(
+    request: Request, principal: Principal = require(Permission.AUDIT_READ)
+) -> Principal:
+    """The caller, who holds ``audit:read``; the read is logged (never an event)."""
+    log.info("audit log read", extra={
+        "caller": principal.subject, "roles": sorted(principal.roles),
+        "path": request.url.path, "query": str(request.query_params)[:500],
+    })
+    return principal
+
+
+AuditReader = Annotated[Principal, Depends(_audit_reader)]
+"""A caller holding ``audit:read`` (401 without a valid token, 403 without it)."""
 
 
 def _invalid(location: str, message: str) -> UnprocessableContent:
@@ -41,7 +60,7 @@ def _invalid(location: str, message: str) -> UnprocessableContent:
 @router.get("/events", response_model=Page[AuditEntry], summary="Search the log, newest first")
 async def list_events(
     runtime: Runtime,
-    principal: Principal = require(Permission.AUDIT_READ),
+    principal: AuditReader,
     event_type: Annotated[str | None, Query(alias="type", max_length=128,
                                             description="event type")] = None,
     subject: Annotated[str | None, Query(max_length=256)] = None,
@@ -81,7 +100,7 @@ async def list_events(
 
 @router.get("/head", response_model=ChainHeadOut, summary="The last entry of the chain")
 async def chain_head(
-    runtime: Runtime, principal: Principal = require(Permission.AUDIT_READ)
+    runtime: Runtime, principal: AuditReader
 ) -> ChainHeadOut:
     head = await store.read_head(runtime.db)
     return ChainHeadOut(seq=None if head.empty else head.seq, hash=head.hash,
@@ -91,7 +110,7 @@ async def chain_head(
 @router.get("/verify", response_model=VerificationOut, summary="Recompute and check the chain")
 async def verify(
     runtime: Runtime,
-    principal: Principal = require(Permission.AUDIT_READ),
+    principal: AuditReader,
     from_seq: Annotated[int, Query(ge=0)] = 0,
     to_seq: Annotated[int | None, Query(ge=0, description="default: the head")] = None,
 ) -> VerificationOut:
@@ -119,7 +138,7 @@ async def verify(
 async def get_event(
     runtime: Runtime,
     seq: Annotated[int, Path(ge=0)],
-    principal: Principal = require(Permission.AUDIT_READ),
+    principal: AuditReader,
 ) -> AuditEntry:
     """Raises: NotFound (404) when no entry has this ``seq``."""
     doc = await store.get_entry(runtime.db, seq)
