@@ -1,0 +1,1 @@
+"""HealthFlow doctor service: practitioner profiles, licence verification, search, availability."""
