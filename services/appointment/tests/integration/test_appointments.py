@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from .conftest import Service, next_weekday, schedule
+from .conftest import Service, next_weekday, schedule, window
 
 BERLIN = ZoneInfo("Europe/Berlin")
 PROBLEM = "application/problem+json"
@@ -137,8 +137,7 @@ async def test_cancel_releases_the_slot_and_records_who_and_why(svc: Service) ->
 async def test_a_patient_cannot_hold_two_overlapping_appointments(svc: Service) -> None:
     await svc.publish_doctor(schedule("dr-p1"))
     await svc.publish_doctor(schedule("dr-p2", slot_minutes=20,
-                                      rules=[{"weekday": 4, "start": "09:10", "end": "12:00",
-                                              "location_id": "h2"}]))
+                                      windows=[window(4, "09:10", "12:00", hospital="h2")]))
     _, patient = svc.patient()
     thursday = next_weekday(4)
     assert (await book(svc, patient, "dr-p1", berlin(thursday, 9, 30))).status_code == 201
@@ -160,7 +159,7 @@ async def test_online_consultation_with_a_fee_awaits_payment(svc: Service) -> No
 
 async def test_bad_input_gets_precise_problems(svc: Service) -> None:
     await svc.publish_doctor(schedule("dr-bad"))
-    await svc.publish_doctor(schedule("dr-unverified", verified=False))
+    await svc.publish_doctor(schedule("dr-unverified", bookable=False))
     _, patient = svc.patient()
     monday = next_weekday(1)
     last_week = berlin(datetime.now(UTC).date() - timedelta(days=7), 9)
@@ -239,9 +238,8 @@ async def test_roles_and_owners_are_enforced(svc: Service) -> None:
 
 async def test_patients_cannot_cancel_or_reschedule_inside_the_window(svc: Service) -> None:
     # Slots around the clock in UTC so one starts within the next two hours.
-    rules = [{"weekday": d, "start": "00:00", "end": "24:00", "location_id": "h1"}
-             for d in range(1, 8)]
-    await svc.publish_doctor(schedule("dr-soon", timezone="UTC", rules=rules))
+    windows = [window(d, "00:00", "24:00", timezone="UTC") for d in range(1, 8)]
+    await svc.publish_doctor(schedule("dr-soon", timezone="UTC", windows=windows))
     now = datetime.now(UTC)
     soon = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     _, patient = svc.patient()
@@ -264,8 +262,7 @@ async def test_patients_cannot_cancel_or_reschedule_inside_the_window(svc: Servi
 
 async def test_daylight_saving_changes(svc: Service) -> None:
     """Europe/Berlin: 2027-03-28 02:00 → 03:00 and 2027-10-31 03:00 → 02:00."""
-    rules = [{"weekday": 7, "start": "00:00", "end": "04:00", "location_id": "h1"}]
-    await svc.publish_doctor(schedule("dr-dst", rules=rules))
+    await svc.publish_doctor(schedule("dr-dst", windows=[window(7, "00:00", "04:00")]))
     _, patient = svc.patient()
 
     spring = await svc.client.get("/api/v1/slots", headers=patient, params={
@@ -303,14 +300,12 @@ async def test_daylight_saving_changes(svc: Service) -> None:
     assert [a["id"] for a in day.json()["items"]] == [ok.json()["id"]]
 
 
-async def test_doctor_events_are_idempotent_and_stale_ones_ignored(svc: Service) -> None:
-    now = datetime.now(UTC)
-    await svc.publish_doctor(schedule("dr-stale", slot_minutes=20), time=now)
-    await svc.publish_doctor(schedule("dr-stale", slot_minutes=60),
-                             time=now - timedelta(minutes=5))
+async def test_doctor_events_out_of_order_keep_the_newest_version(svc: Service) -> None:
+    await svc.publish_doctor(schedule("dr-stale", slot_minutes=20, version=2))
+    await svc.publish_doctor(schedule("dr-stale", slot_minutes=60, version=1))  # late, older
     doc = await svc.runtime.db["doctor_schedules"].find_one({"_id": "dr-stale"})
-    assert doc is not None and doc["slot_minutes"] == 20
-    await svc.publish_doctor({"doctor_id": "dr-stale"}, type_="doctor.rejected")
+    assert doc is not None and doc["slot_minutes"] == 20 and doc["version"] == 2
+    await svc.publish_doctor(schedule("dr-stale", bookable=False, version=3))  # licence pulled
     _, patient = svc.patient()
     assert_problem(await book(svc, patient, "dr-stale", berlin(next_weekday(1), 9)),
                    409, "doctor-not-bookable")

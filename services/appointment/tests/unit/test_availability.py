@@ -17,6 +17,7 @@ from healthflow.appointment.availability import (
     candidate_slots,
     free_slots,
     local_to_utc,
+    lock_span,
     zone,
 )
 
@@ -82,13 +83,12 @@ def test_leave_breaks_bookings_and_past_are_removed() -> None:
     assert free_slots(unverified, *window, taken=[], now=utc(2027, 1, 1)) == []
 
 
-def test_event_parsing_is_tolerant_and_round_trips() -> None:
+def test_older_payload_shapes_are_tolerated_and_round_trip() -> None:
     data = {
         "doctor_id": "d9", "user_id": "u9", "verification_status": "verified",
-        "time_zone": "Europe/Lisbon", "slot_length": "PT20M",
-        "locations": [{"hospital_id": "h1", "timezone": "Europe/Lisbon",
-                       "weekly": [{"day": "monday", "start": "09:00", "end": "12:00"}]}],
-        "weekly_hours": [{"weekday": 3, "mode": "online", "start": "18:00", "end": "20:00"}],
+        "timezone": "Europe/Lisbon", "slot_length": "PT20M",
+        "rules": [{"day": "monday", "start": "09:00", "end": "12:00", "hospital_id": "h1"},
+                  {"weekday": 3, "mode": "online", "start": "18:00", "end": "20:00"}],
         "breaks": [{"start": "10:00", "end": "10:20"}],
         "leave": [{"start": "2027-01-01T00:00:00Z", "end": "2027-01-02T00:00:00Z"}],
         "fees": {"online": {"amount": 2500, "currency": "eur"}},
@@ -99,12 +99,20 @@ def test_event_parsing_is_tolerant_and_round_trips() -> None:
     assert {(r.weekday, r.mode, r.location_id) for r in av.rules} == {
         (1, Mode.IN_PERSON, "h1"), (3, Mode.ONLINE, None)}
     assert av.modes == {Mode.IN_PERSON, Mode.ONLINE}
-    assert av.fee_for(Mode.ONLINE) is not None and av.fee_for(Mode.ONLINE).currency == "EUR"
+    fee = av.fee_for(Mode.ONLINE)
+    assert fee is not None and fee.currency == "EUR"
     assert len(av.breaks) == 1 and len(av.leave) == 1
     assert availability_from_document(availability_to_document(av)) == av
 
 
-def test_rules_off_the_five_minute_grid_yield_nothing() -> None:
+def test_odd_grids_get_slots_and_lock_spans_widen_outward() -> None:
     av = Availability(doctor_id="d", verified=True, slot_minutes=7,
                       rules=(WeeklyRule(1, time(9), time(10), Mode.IN_PERSON, "UTC"),))
-    assert candidate_slots(av, utc(2027, 1, 4), utc(2027, 1, 5)) == []
+    slots = candidate_slots(av, utc(2027, 1, 4), utc(2027, 1, 5))
+    assert len(slots) == 8 and slots[1].start == utc(2027, 1, 4, 9, 7)
+    assert lock_span(slots[1].start, slots[1].end) == (utc(2027, 1, 4, 9, 5),
+                                                       utc(2027, 1, 4, 9, 15))
+    # Conservative: the neighbour of a booked 7-minute slot shares a 5-minute unit.
+    free = free_slots(av, utc(2027, 1, 4), utc(2027, 1, 5), now=utc(2027, 1, 1),
+                      taken=[Interval(slots[0].start, slots[0].end)])
+    assert [s.start for s in free][:2] == [slots[2].start, slots[3].start]

@@ -86,8 +86,11 @@ def test_lock_units_cover_the_interval_in_five_minute_steps() -> None:
     b = set(lock_units(T0 + timedelta(minutes=15), T0 + timedelta(minutes=45)))
     c = set(lock_units(T0 + timedelta(minutes=20), T0 + timedelta(minutes=40)))
     assert a & b and not a & c
+    # Off the 5-minute grid the units widen outward: overlaps are never missed.
+    odd = list(lock_units(T0 + timedelta(minutes=7), T0 + timedelta(minutes=14)))
+    assert odd == [T0 + timedelta(minutes=5), T0 + timedelta(minutes=10)]
     with pytest.raises(ValueError):
-        list(lock_units(T0 + timedelta(minutes=2), T0 + timedelta(minutes=30)))
+        list(lock_units(T0, T0))
 
 
 AV = Availability(

@@ -18,14 +18,16 @@ daylight-saving change:
   (``fold=0``); the repeated hour yields no extra slots;
 * a slot always lasts ``slot_minutes`` of real (UTC) time.
 
-So slots of one rule never overlap each other, and every slot start is a
-multiple of :data:`LOCK_QUANTUM` in UTC (rules whose times or slot length are
-not multiples of it are ignored): every current UTC offset is a whole number
-of 15 minutes, so a local 5-minute boundary is a UTC 5-minute boundary.
+So slots of one rule never overlap each other. Slot lengths and rule times
+need not be multiples of :data:`LOCK_QUANTUM`: :func:`lock_span` widens an
+interval outward to that grid, which keeps the double-booking guarantee for
+any grid (exact for 5-minute grids, conservative otherwise; see
+:func:`healthflow.appointment.domain.lock_units`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,10 +59,14 @@ class Fee:
 
 @dataclass(frozen=True)
 class Interval:
-    """A half-open interval ``[start, end)`` of aware UTC datetimes."""
+    """A half-open interval ``[start, end)`` of aware UTC datetimes.
+
+    As leave, ``location_key`` limits it to one location (``None``: all).
+    """
 
     start: datetime
     end: datetime
+    location_key: str | None = None
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
         return self.start < end and start < self.end
@@ -70,8 +76,10 @@ class Interval:
 class WeeklyRule:
     """Recurring hours: ISO ``weekday`` (1 = Monday … 7 = Sunday), local ``start``–``end``.
 
-    ``location_id`` is the hospital (or its department) for in-person hours,
-    ``None`` for online hours; ``timezone`` is an IANA name.
+    ``location_id`` is the hospital for in-person hours, ``None`` for online
+    hours; ``location_key`` is the doctor service's location key
+    (``hospital:<id>`` or ``online``); ``timezone`` is an IANA name; ``breaks``
+    are local ``[start, end)`` pauses inside the rule.
     """
 
     weekday: int
@@ -80,6 +88,14 @@ class WeeklyRule:
     mode: Mode
     timezone: str
     location_id: str | None = None
+    location_key: str | None = None
+    breaks: tuple[tuple[time, time], ...] = ()
+
+    @property
+    def key(self) -> str:
+        if self.location_key:
+            return self.location_key
+        return f"hospital:{self.location_id}" if self.location_id else "online"
 
 
 @dataclass(frozen=True)
@@ -111,6 +127,7 @@ class Availability:
     leave: tuple[Interval, ...] = ()
     fees: Mapping[Mode, Fee] = field(default_factory=dict)
     as_of: datetime | None = None
+    version: int | None = None
 
     @property
     def slot_length(self) -> timedelta:
@@ -119,8 +136,21 @@ class Availability:
     def fee_for(self, mode: Mode) -> Fee | None:
         return self.fees.get(mode)
 
-    def on_leave(self, start: datetime, end: datetime) -> bool:
-        return any(i.overlaps(start, end) for i in self.leave)
+    def on_leave(self, start: datetime, end: datetime, location_key: str | None = None) -> bool:
+        """Whether leave overlaps ``[start, end)`` at ``location_key`` (``None``: anywhere)."""
+        return any(
+            i.overlaps(start, end)
+            and (i.location_key is None or location_key is None or i.location_key == location_key)
+            for i in self.leave
+        )
+
+    def is_newer_than(self, other: Availability) -> bool:
+        """Whether this came from a later event than ``other`` (``version``, else ``as_of``)."""
+        if self.version is not None and other.version is not None:
+            return self.version > other.version
+        if self.as_of is not None and other.as_of is not None:
+            return self.as_of > other.as_of
+        return True
 
     def in_break(self, start: datetime, end: datetime) -> bool:
         return any(_break_overlaps(b, start, end) for b in self.breaks)
@@ -135,6 +165,7 @@ class Slot:
     mode: Mode
     timezone: str
     location_id: str | None = None
+    location_key: str | None = None
 
 
 # --------------------------------------------------------------------------- slots
@@ -161,17 +192,21 @@ def local_to_utc(day: date, wall: time, tz: ZoneInfo) -> datetime | None:
     return as_utc
 
 
-def is_on_quantum(moment: datetime) -> bool:
-    """Whether aware ``moment`` lies on the global 5-minute lock grid."""
-    seconds = moment.astimezone(UTC).timestamp()
-    return seconds % LOCK_QUANTUM.total_seconds() == 0
+def lock_span(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """``[start, end)`` widened outward to the global 5-minute lock grid (aware UTC).
+
+    Every current UTC offset is a whole number of 15 minutes, so a local
+    5-minute boundary is a UTC one and slots of 5-minute grids are unchanged.
+    """
+    quantum = LOCK_QUANTUM.total_seconds()
+    first = math.floor(start.timestamp() / quantum) * quantum
+    last = math.ceil(end.timestamp() / quantum) * quantum
+    return datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(last, UTC)
 
 
 def rule_slots(rule: WeeklyRule, slot_minutes: int, day: date) -> Iterator[Slot]:
     """The slots ``rule`` yields on local ``day`` (none if the weekday differs)."""
     if day.isoweekday() != rule.weekday or slot_minutes <= 0:
-        return
-    if slot_minutes % 5 or rule.start.minute % 5 or rule.start.second:
         return
     tz = zone(rule.timezone)
     step = timedelta(minutes=slot_minutes)
@@ -179,18 +214,24 @@ def rule_slots(rule: WeeklyRule, slot_minutes: int, day: date) -> Iterator[Slot]
     last = datetime.combine(day, rule.end) if rule.end != time(0) else datetime.combine(
         day + timedelta(days=1), time(0)
     )
+    pauses = [(datetime.combine(day, b_start), datetime.combine(day, b_end) if b_end != time(0)
+               else datetime.combine(day + timedelta(days=1), time(0)))
+              for b_start, b_end in rule.breaks]
     while cursor + step <= last:
-        start = local_to_utc(cursor.date(), cursor.time(), tz)
-        if start is not None and is_on_quantum(start):
-            yield Slot(start, start + step, rule.mode, rule.timezone, rule.location_id)
+        in_pause = any(p_start < cursor + step and cursor < p_end for p_start, p_end in pauses)
+        start = None if in_pause else local_to_utc(cursor.date(), cursor.time(), tz)
+        if start is not None:
+            yield Slot(start, start + step, rule.mode, rule.timezone, rule.location_id,
+                       rule.key)
         cursor += step
 
 
-def candidate_slots(availability: Availability, start: datetime, end: datetime) -> list[Slot]:
+def candidate_slots(availability: Availability, start: datetime, end: datetime, *,
+                    raw: bool = False) -> list[Slot]:
     """Every slot of ``availability`` starting in ``[start, end)``, before bookings.
 
-    Leave and breaks are removed; bookings, the present time and verification
-    are not considered here. ``start``/``end`` are aware. Sorted by start.
+    Leave and breaks are removed unless ``raw``; bookings, the present time and
+    verification are not considered here. ``start``/``end`` are aware. Sorted by start.
     """
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     found: dict[tuple[datetime, Mode, str | None], Slot] = {}
@@ -205,9 +246,8 @@ def candidate_slots(availability: Availability, start: datetime, end: datetime) 
             for slot in rule_slots(rule, availability.slot_minutes, day):
                 if not (start <= slot.start < end):
                     continue
-                if availability.on_leave(slot.start, slot.end):
-                    continue
-                if availability.in_break(slot.start, slot.end):
+                if not raw and (availability.on_leave(slot.start, slot.end, rule.key)
+                                or availability.in_break(slot.start, slot.end)):
                     continue
                 found.setdefault((slot.start, slot.mode, slot.location_id), slot)
             day += timedelta(days=1)
@@ -224,17 +264,19 @@ def free_slots(
 ) -> list[Slot]:
     """Bookable slots in ``[start, end)``: candidates minus ``taken`` and the past.
 
-    ``taken`` are the doctor's booked intervals (aware UTC). An unverified
+    ``taken`` are the doctor's booked intervals (aware UTC); overlap is judged
+    on lock spans, exactly as the database will judge a booking. An unverified
     doctor has no free slots.
     """
     if not availability.verified:
         return []
-    busy = list(taken)
-    return [
-        s
-        for s in candidate_slots(availability, start, end)
-        if s.start > now and not any(b.overlaps(s.start, s.end) for b in busy)
-    ]
+    busy = [Interval(*lock_span(b.start, b.end)) for b in taken]
+    free = []
+    for slot in candidate_slots(availability, start, end):
+        span = lock_span(slot.start, slot.end)
+        if slot.start > now and not any(b.overlaps(*span) for b in busy):
+            free.append(slot)
+    return free
 
 
 def _break_overlaps(brk: Break, start: datetime, end: datetime) -> bool:
@@ -345,43 +387,72 @@ def _fee(value: Any) -> Fee | None:
     return None
 
 
-def _rules_from(
-    items: Any, *, mode: Mode | None, timezone: str, location_id: str | None
-) -> list[WeeklyRule]:
+def _breaks(value: Any) -> tuple[tuple[time, time], ...]:
+    pauses = []
+    for item in value or []:
+        if isinstance(item, Mapping):
+            b_start, b_end = _wall(_first(item, "start", "from")), _wall(_first(item, "end", "to"))
+            if b_start is not None and b_end is not None:
+                pauses.append((b_start, b_end))
+    return tuple(pauses)
+
+
+@dataclass(frozen=True)
+class _Location:
+    key: str
+    mode: Mode
+    hospital_id: str | None
+    timezone: str
+    bookable: bool
+
+
+def _locations(data: Mapping[str, Any], timezone: str) -> dict[str, _Location]:
+    found: dict[str, _Location] = {}
+    for item in _first(data, "locations", default=[]) or []:
+        if not isinstance(item, Mapping):
+            continue
+        hospital_id = _first(item, "hospital_id", "location_id")
+        key = str(_first(item, "key", default=f"hospital:{hospital_id}" if hospital_id
+                         else "online"))
+        mode = _mode(_first(item, "mode")) or (Mode.IN_PERSON if hospital_id else Mode.ONLINE)
+        found[key] = _Location(key, mode, str(hospital_id) if hospital_id else None,
+                               str(_first(item, "time_zone", "timezone", default=timezone)),
+                               bool(_first(item, "bookable", default=True)))
+    return found
+
+
+def _rules_from(items: Any, *, timezone: str, locations: Mapping[str, _Location],
+                defaults: _Location | None = None) -> list[WeeklyRule]:
     rules: list[WeeklyRule] = []
     if not isinstance(items, list):
         return rules
     for item in items:
         if not isinstance(item, Mapping):
             continue
-        rule_mode = _mode(_first(item, "mode", "consultation_mode")) or mode
-        tz = str(_first(item, "timezone", "time_zone", "tz", default=timezone))
-        loc = _first(item, "location_id", "hospital_id", "department_id", default=location_id)
-        if rule_mode is None:
-            rule_mode = Mode.IN_PERSON if loc is not None else Mode.ONLINE
+        place = locations.get(str(_first(item, "location", default=""))) or defaults
+        if place is not None and not place.bookable:
+            continue  # an unverified hospital, or online without a verified affiliation
+        hospital_id = _first(item, "location_id", "hospital_id",
+                             default=place.hospital_id if place else None)
+        mode = _mode(_first(item, "mode", "consultation_mode")) or (
+            place.mode if place else (Mode.IN_PERSON if hospital_id else Mode.ONLINE))
+        tz = str(_first(item, "time_zone", "timezone", "tz",
+                        default=place.timezone if place else timezone))
         days = _first(item, "weekdays", "days")
         day_values = days if isinstance(days, list) else [
-            _first(item, "weekday", "day", "day_of_week")
-        ]
-        start = _wall(_first(item, "start", "start_time", "from", "opens"))
-        end = _wall(_first(item, "end", "end_time", "to", "closes"))
-        intervals = _first(item, "intervals", "hours", "periods")
-        spans: list[tuple[time | None, time | None]] = [(start, end)]
-        if isinstance(intervals, list):
-            spans = [
-                (_wall(_first(i, "start", "from")), _wall(_first(i, "end", "to")))
-                for i in intervals
-                if isinstance(i, Mapping)
-            ]
+            _first(item, "day", "weekday", "day_of_week")]
+        start, end = _wall(_first(item, "start", "start_time", "from")), _wall(
+            _first(item, "end", "end_time", "to"))
+        if start is None or end is None or (end != time(0) and end <= start):
+            continue
         for raw_day in day_values:
             weekday = _weekday(raw_day)
-            for s, e in spans:
-                if weekday is None or s is None or e is None:
-                    continue
-                if e != time(0) and e <= s:
-                    continue
-                rules.append(WeeklyRule(weekday, s, e, rule_mode, tz,
-                                        str(loc) if loc is not None else None))
+            if weekday is None:
+                continue
+            rules.append(WeeklyRule(
+                weekday, start, end, mode, tz, str(hospital_id) if hospital_id else None,
+                place.key if place else (str(item["location"]) if item.get("location") else None),
+                _breaks(item.get("breaks"))))
     return rules
 
 
@@ -389,17 +460,21 @@ def availability_from_event(data: Mapping[str, Any], *, as_of: datetime | None =
                             ) -> Availability:
     """Normalise a ``doctor.schedule_changed`` payload into :class:`Availability`.
 
-    Accepted shapes (any spelling below): ``doctor_id``/``id``; ``doctor_user_id``/
-    ``user_id``; ``verified`` (bool) or ``verification_status == "verified"``;
-    ``timezone``/``time_zone``; ``slot_minutes``/``slot_length_minutes``/
-    ``slot_duration_minutes``/``slot_length`` (minutes or ISO 8601 ``PT30M``);
-    ``modes``; ``fee``/``fees`` (``{amount, currency}`` or per mode);
-    weekly hours as ``rules``/``weekly``/``weekly_rules``/``weekly_hours``/
-    ``availability`` (items with ``weekday`` ISO 1–7 or a day name, ``start``,
-    ``end`` "HH:MM" local, optional ``mode``, ``location_id``/``hospital_id``,
-    ``timezone``) or grouped by ``locations`` (each with its own
-    ``timezone``, ``mode`` and ``weekly`` items); ``breaks`` (recurring, local)
-    and ``leave``/``leaves``/``time_off``/``holidays`` (aware ``start``/``end``).
+    The doctor service's payload (``healthflow.doctor.events.DoctorScheduleChanged``
+    v1): ``doctor_id`` = ``user_id`` (the doctor's user id), ``version`` (newer
+    wins), ``bookable`` (verified licence and a bookable location; else no
+    slots), ``timezone``, ``modes``, ``fee`` ``{amount, currency}``,
+    ``slot_minutes``, ``locations`` (``key`` ``hospital:<id>``/``online``,
+    ``mode``, ``hospital_id``, ``timezone``, ``bookable``), ``weekly`` windows
+    (``location``, ``hospital_id``, ``mode``, ISO ``day``, local ``start``/``end``
+    "HH:MM", ``timezone``; breaks already cut out), ``breaks`` (display only:
+    ignored) and ``leave`` (aware UTC ``start``/``end`` per ``location``).
+    Windows at locations marked not bookable are dropped.
+
+    Tolerated too (older or hand-written shapes): ``rules`` items with
+    ``weekday``, ``location_id``, own ``breaks``; ``verified``; ``fee_amount`` +
+    ``currency``; ``fees`` per mode; recurring ``breaks`` without a
+    ``location``; ``blocked`` intervals. Unknown fields are ignored.
 
     Raises:
         ValueError: when no doctor id is present.
@@ -407,55 +482,42 @@ def availability_from_event(data: Mapping[str, Any], *, as_of: datetime | None =
     doctor_id = _first(data, "doctor_id", "id")
     if doctor_id is None:
         raise ValueError("doctor.schedule_changed without a doctor_id")
-    timezone = str(_first(data, "timezone", "time_zone", "tz", default="UTC"))
+    timezone = str(_first(data, "time_zone", "timezone", "tz", default="UTC"))
     status = _first(data, "verification_status", "status")
-    verified = bool(_first(data, "verified", "is_verified", default=status == "verified"))
+    verified = bool(_first(data, "bookable", "verified", "is_verified",
+                           default=status == "verified"))
     slot_minutes = _minutes(_first(data, "slot_minutes", "slot_length_minutes",
                                    "slot_duration_minutes", "slot_length", "slot_duration"))
     modes = {m for m in (_mode(v) for v in _first(data, "modes", "consultation_modes",
                                                   default=[])) if m is not None}
-    rules = _rules_from(
-        _first(data, "rules", "weekly", "weekly_rules", "weekly_hours", "availability"),
-        mode=None, timezone=timezone, location_id=None,
-    )
-    for loc in _first(data, "locations", default=[]) or []:
-        if not isinstance(loc, Mapping):
-            continue
-        loc_id = _first(loc, "location_id", "hospital_id", "id")
-        loc_mode = _mode(_first(loc, "mode")) or (Mode.IN_PERSON if loc_id else Mode.ONLINE)
-        rules += _rules_from(
-            _first(loc, "weekly", "rules", "weekly_rules", "weekly_hours", "hours"),
-            mode=loc_mode,
-            timezone=str(_first(loc, "timezone", "time_zone", default=timezone)),
-            location_id=str(loc_id) if loc_id is not None else None,
-        )
+    locations = _locations(data, timezone)
+    rules = _rules_from(_first(data, "weekly", "rules", "weekly_rules", "weekly_hours"),
+                        timezone=timezone, locations=locations)
     if not modes:
         modes = {r.mode for r in rules} or {Mode.IN_PERSON}
     breaks = []
     for item in _first(data, "breaks", default=[]) or []:
-        if not isinstance(item, Mapping):
-            continue
-        s, e = _wall(_first(item, "start", "from")), _wall(_first(item, "end", "to"))
-        if s is None or e is None:
-            # An absolute break is leave by another name.
+        if not isinstance(item, Mapping) or item.get("location"):
+            continue  # a location's break is already cut out of its windows
+        b_start, b_end = _wall(_first(item, "start", "from")), _wall(_first(item, "end", "to"))
+        if b_start is None or b_end is None:
             continue
         raw_day = _first(item, "weekday", "day", "day_of_week")
-        breaks.append(Break(s, e, str(_first(item, "timezone", default=timezone)),
+        breaks.append(Break(b_start, b_end, str(_first(item, "timezone", default=timezone)),
                             _weekday(raw_day) if raw_day is not None else None))
     leave = []
-    for key in ("leave", "leaves", "time_off", "holidays", "absences"):
+    for key in ("blocked", "leave", "leaves", "time_off", "holidays", "absences"):
         for item in data.get(key) or []:
             if isinstance(item, Mapping):
                 s_at = _aware(_first(item, "start", "from"))
                 e_at = _aware(_first(item, "end", "to"))
+                where = item.get("location")
                 if s_at is not None and e_at is not None and s_at < e_at:
-                    leave.append(Interval(s_at, e_at))
-    for item in _first(data, "breaks", default=[]) or []:
-        if isinstance(item, Mapping):
-            s_at, e_at = _aware(item.get("start")), _aware(item.get("end"))
-            if s_at is not None and e_at is not None and s_at < e_at:
-                leave.append(Interval(s_at, e_at))
+                    leave.append(Interval(s_at, e_at, str(where) if where else None))
     fees: dict[Mode, Fee] = {}
+    amount = data.get("fee_amount")
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        fees = dict.fromkeys(modes, Fee(amount, str(data.get("currency") or "").upper()))
     raw_fees = _first(data, "fees", "fee")
     if isinstance(raw_fees, Mapping):
         single = _fee(raw_fees)
@@ -466,26 +528,21 @@ def availability_from_event(data: Mapping[str, Any], *, as_of: datetime | None =
                 mode, fee = _mode(key), _fee(value)
                 if mode is not None and fee is not None:
                     fees[mode] = fee
-    elif isinstance(raw_fees, list):
-        for value in raw_fees:
-            if isinstance(value, Mapping):
-                mode, fee = _mode(value.get("mode")), _fee(value)
-                if fee is not None:
-                    for m in [mode] if mode else list(modes):
-                        fees[m] = fee
-    user_id = _first(data, "doctor_user_id", "user_id", "practitioner_user_id")
+    version = data.get("version")
+    user_id = _first(data, "doctor_user_id", "user_id", default=doctor_id)
     return Availability(
         doctor_id=str(doctor_id),
-        doctor_user_id=str(user_id) if user_id is not None else None,
+        doctor_user_id=str(user_id),
         verified=verified,
         timezone=timezone,
-        slot_minutes=slot_minutes if slot_minutes and slot_minutes > 0 else DEFAULT_SLOT_MINUTES,
+        slot_minutes=slot_minutes if slot_minutes and slot_minutes > 0 else 0,
         modes=frozenset(modes),
         rules=tuple(rules),
         breaks=tuple(breaks),
         leave=tuple(leave),
         fees=fees,
         as_of=as_of,
+        version=version if isinstance(version, int) and not isinstance(version, bool) else None,
     )
 
 
@@ -503,7 +560,9 @@ def availability_to_document(av: Availability) -> dict[str, Any]:
         "modes": sorted(m.value for m in av.modes),
         "rules": [
             {"weekday": r.weekday, "start": r.start.isoformat(), "end": r.end.isoformat(),
-             "mode": r.mode.value, "timezone": r.timezone, "location_id": r.location_id}
+             "mode": r.mode.value, "timezone": r.timezone, "location_id": r.location_id,
+             "location_key": r.location_key,
+             "breaks": [[b[0].isoformat(), b[1].isoformat()] for b in r.breaks]}
             for r in av.rules
         ],
         "breaks": [
@@ -511,10 +570,12 @@ def availability_to_document(av: Availability) -> dict[str, Any]:
              "timezone": b.timezone}
             for b in av.breaks
         ],
-        "leave": [{"start": i.start, "end": i.end} for i in av.leave],
+        "leave": [{"start": i.start, "end": i.end, "location_key": i.location_key}
+                  for i in av.leave],
         "fees": {m.value: {"amount": f.amount, "currency": f.currency}
                  for m, f in av.fees.items()},
         "as_of": av.as_of,
+        "version": av.version,
     }
 
 
@@ -529,7 +590,10 @@ def availability_from_document(doc: Mapping[str, Any]) -> Availability:
         modes=frozenset(Mode(m) for m in doc.get("modes", [])),
         rules=tuple(
             WeeklyRule(r["weekday"], time.fromisoformat(r["start"]), time.fromisoformat(r["end"]),
-                       Mode(r["mode"]), r["timezone"], r.get("location_id"))
+                       Mode(r["mode"]), r["timezone"], r.get("location_id"),
+                       r.get("location_key"),
+                       tuple((time.fromisoformat(a), time.fromisoformat(b))
+                             for a, b in r.get("breaks", [])))
             for r in doc.get("rules", [])
         ),
         breaks=tuple(
@@ -537,7 +601,9 @@ def availability_from_document(doc: Mapping[str, Any]) -> Availability:
                   b.get("weekday"))
             for b in doc.get("breaks", [])
         ),
-        leave=tuple(Interval(i["start"], i["end"]) for i in doc.get("leave", [])),
+        leave=tuple(Interval(i["start"], i["end"], i.get("location_key"))
+                    for i in doc.get("leave", [])),
         fees={Mode(m): Fee(f["amount"], f["currency"]) for m, f in doc.get("fees", {}).items()},
         as_of=doc.get("as_of"),
+        version=doc.get("version"),
     )

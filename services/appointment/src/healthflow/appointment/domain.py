@@ -39,7 +39,7 @@ from healthflow.appointment.availability import (
     Mode,
     Slot,
     candidate_slots,
-    is_on_quantum,
+    lock_span,
 )
 from healthflow.common.errors import Conflict, NotFound, UnprocessableContent
 
@@ -209,17 +209,22 @@ def initial_status(*, fee_amount: int | None, online: bool) -> Status:
 def lock_units(start: datetime, end: datetime) -> Iterator[datetime]:
     """The 5-minute lock units (aware UTC starts) covering ``[start, end)``.
 
-    Two appointments whose starts and ends lie on the global 5-minute grid
-    overlap exactly when they share a unit, so unique indexes on
-    (doctor, unit) and (patient, unit) make overlaps impossible by equality.
+    The interval is first widened outward to the global 5-minute grid
+    (:func:`~healthflow.appointment.availability.lock_span`). Two intervals that
+    overlap then always share a unit, so unique indexes on (doctor, unit) and
+    (patient, unit) make overlapping active appointments impossible by
+    equality, whatever the doctors' grids and however they change. For slots
+    on a 5-minute grid (every slot length and start a multiple of 5 minutes)
+    the widening is a no-op and adjacent slots share no unit; for other grids
+    it is conservative (a neighbour sharing a partial unit is refused).
 
     Raises:
-        ValueError: when ``start`` or ``end`` is off the grid or ``end <= start``.
+        ValueError: when ``end <= start``.
     """
-    if not (is_on_quantum(start) and is_on_quantum(end)) or end <= start:
-        raise ValueError(f"[{start}, {end}) is not on the {LOCK_QUANTUM} lock grid")
-    unit = start.astimezone(UTC)
-    while unit < end:
+    if end <= start:
+        raise ValueError(f"[{start}, {end}) is empty")
+    unit, last = lock_span(start, end)
+    while unit < last:
         yield unit
         unit += LOCK_QUANTUM
 
@@ -255,25 +260,34 @@ def resolve_slot(
             f"doctor {availability.doctor_id} offers no {mode.value} consultations"
         )
     end = start + availability.slot_length
-    if availability.on_leave(start, end):
-        raise OutsideAvailability(f"doctor {availability.doctor_id} is on leave at that time")
-    if availability.in_break(start, end):
-        raise OutsideAvailability(f"doctor {availability.doctor_id} is on a break at that time")
     day = timedelta(days=1)
-    candidates = [
-        s for s in candidate_slots(availability, start - day, start + day)
-        if s.mode is mode and (location_id is None or s.location_id == location_id)
-    ]
+
+    def wanted(slot: Slot) -> bool:
+        return slot.mode is mode and (location_id is None or slot.location_id == location_id)
+
+    candidates = [s for s in candidate_slots(availability, start - day, start + day)
+                  if wanted(s)]
     for slot in candidates:
         if slot.start == start:
             return slot
-    around = [s for s in candidates if s.start - availability.slot_length < start < s.end]
-    if around:
+    # Not bookable: say precisely why.
+    raw = [s for s in candidate_slots(availability, start - day, start + day, raw=True)
+           if wanted(s)]
+    exact = [s for s in raw if s.start == start]
+    if exact:
+        if any(availability.on_leave(s.start, s.end, s.location_key) for s in exact):
+            raise OutsideAvailability(
+                f"doctor {availability.doctor_id} is on leave at that time")
+        raise OutsideAvailability(f"doctor {availability.doctor_id} is on a break at that time")
+    if any(s.start < start < s.end for s in raw):
+        around = [s for s in candidates if s.start - availability.slot_length < start < s.end]
         raise OffSlotGrid(
             f"{start.isoformat()} is not on the doctor's {availability.slot_minutes}-minute "
             "slot grid",
             nearest_slots=[s.start.isoformat() for s in around],
         )
+    if availability.on_leave(start, end):
+        raise OutsideAvailability(f"doctor {availability.doctor_id} is on leave at that time")
     raise OutsideAvailability(
         f"doctor {availability.doctor_id} has no {mode.value} hours at {start.isoformat()}"
         + (f" at location {location_id}" if location_id else "")

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -94,27 +93,19 @@ async def get_schedule_by_user(db: Db, user_id: str) -> Availability | None:
 
 
 async def save_schedule(db: Db, session: AsyncClientSession, availability: Availability) -> bool:
-    """Store ``availability`` unless a newer one is stored; returns whether it was stored."""
-    current = await db[DOCTOR_SCHEDULES].find_one({"_id": availability.doctor_id},
-                                                  {"as_of": 1}, session=session)
-    if (current and current.get("as_of") and availability.as_of
-            and current["as_of"] > availability.as_of):
+    """Store ``availability`` unless a newer one is stored; returns whether it was stored.
+
+    Newer means a higher ``version`` (the doctor profile's revision), or, for
+    payloads without one, a later event time.
+    """
+    current = await get_schedule(db, availability.doctor_id, session=session)
+    if current is not None and not availability.is_newer_than(current):
         return False
     await db[DOCTOR_SCHEDULES].replace_one(
         {"_id": availability.doctor_id}, availability_to_document(availability),
         upsert=True, session=session,
     )
     return True
-
-
-async def set_verified(db: Db, session: AsyncClientSession, doctor_id: str,
-                       verified: bool, user_id: str | None) -> None:
-    """Record a verification decision (creates a schedule-less entry if needed)."""
-    fields: dict[str, Any] = {"verified": verified}
-    if user_id is not None:
-        fields["doctor_user_id"] = user_id
-    await db[DOCTOR_SCHEDULES].update_one({"_id": doctor_id}, {"$set": fields},
-                                          upsert=True, session=session)
 
 
 async def taken_intervals(db: Db, doctor_id: str, start: datetime, end: datetime
