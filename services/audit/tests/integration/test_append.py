@@ -40,6 +40,9 @@ async def test_published_events_are_chained_in_order(
     assert (head.seq, head.hash) == (2, logged[2]["hash"])
     inbox = {d["_id"] async for d in audit.db[INBOX].find()}
     assert inbox == {e.id for e in events}
+    ready = await audit.client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["consumers"] == "attached"
 
 
 async def test_a_duplicated_delivery_makes_one_entry(
