@@ -17,7 +17,6 @@ from healthflow.auth.app import create_app
 from healthflow.auth.cli import ensure_first_admin_async
 from healthflow.auth.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.outbox import OUTBOX
 from healthflow.common.events.transport import Subscription
 from healthflow.common.service import shared_inprocess_transport
 from healthflow.common.testing import running_app
@@ -120,8 +119,29 @@ class AuthClient:
         query: dict[str, Any] = {"type": type_}
         if subject is not None:
             query["envelope.subject"] = subject
-        docs = await self.db[OUTBOX].find(query).sort("created_at", 1).to_list()
-        return [d["envelope"] for d in docs]
+        return await recorded(self.db, query)
+
+
+# The relay may move published records out of the working outbox (copy to
+# ``outbox_sent``, then delete): what the service recorded is the union of both.
+# Reading the working outbox first means a record moving meanwhile is seen at
+# least once; duplicates are dropped by id.
+OUTBOX_COLLECTIONS = ("outbox", "outbox_sent")
+
+
+async def recorded(db: Any, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Envelopes of the events recorded in ``db``'s outbox (pending or sent), oldest first."""
+    docs: dict[str, dict[str, Any]] = {}
+    for name in OUTBOX_COLLECTIONS:
+        for doc in await db[name].find(query or {}).to_list():
+            docs.setdefault(doc["_id"], doc)
+    return [d["envelope"] for d in sorted(docs.values(), key=lambda d: d["created_at"])]
+
+
+@pytest.fixture
+def outbox() -> Callable[..., Awaitable[list[dict[str, Any]]]]:
+    """``await outbox(db, query)``: the recorded envelopes (see :func:`recorded`)."""
+    return recorded
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def cli_env(monkeypatch, settings) -> dict[str, str]:
     return env
 
 
-async def test_ensure_first_admin_is_idempotent(settings, capsys) -> None:
+async def test_ensure_first_admin_is_idempotent(settings, capsys, outbox) -> None:
     email = f"Root.{uuid.uuid4().hex[:6]}@Example.org"
     # Called from inside a running event loop: it works on a thread of its own.
     first = cli.ensure_first_admin(settings, email, SECRET, source="HEALTHFLOW_ADMIN_PASSWORD")
@@ -50,9 +50,9 @@ async def test_ensure_first_admin_is_idempotent(settings, capsys) -> None:
         token = await http.post("/api/v1/auth/token",
                                 data={"username": email, "password": SECRET})
         assert token.status_code == 200
-        events = await app.state.runtime.db["outbox"].count_documents(
-            {"type": "user.registered", "envelope.subject": first})
-        assert events == 1
+        events = await outbox(app.state.runtime.db,
+                              {"type": "user.registered", "envelope.subject": first})
+        assert len(events) == 1
 
 
 async def test_ensure_first_admin_refuses_a_weak_password(settings) -> None:

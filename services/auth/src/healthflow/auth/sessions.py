@@ -137,8 +137,9 @@ class Auth:
         if throttled is not None:
             why: LoginFailureReason = (
                 "throttled_account" if throttled.scope == "account" else "throttled_ip")
-            await self._record_failure(user_id=None, reason=why, client_ip=client_ip,
-                                       client_id=client_id)
+            known = await store.find_user_by_email(self.runtime.db, email_key)
+            await self._record_failure(user_id=known["_id"] if known else None, reason=why,
+                                       client_ip=client_ip, client_id=client_id)
             raise TooManyRequests(
                 "too many failed logins; wait before trying again",
                 retry_after=throttled.retry_after,
