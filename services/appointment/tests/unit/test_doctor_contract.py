@@ -74,3 +74,23 @@ def test_not_bookable_offers_nothing_and_location_breaks_are_not_global() -> Non
     assert free_slots(av, datetime(2027, 3, 27, tzinfo=UTC), datetime(2027, 3, 31, tzinfo=UTC),
                       taken=[], now=datetime(2027, 1, 1, tzinfo=UTC)) == []
     assert availability_from_event(v1_payload()).breaks == ()
+
+
+def test_payload_is_the_doctor_services_own_model_and_slots_match_its_expansion() -> None:
+    from healthflow.doctor import domain as doctor_domain
+    from healthflow.doctor.events import DoctorScheduleChanged
+
+    payload = v1_payload()
+    DoctorScheduleChanged.model_validate(payload)  # the fixture is the real wire shape
+    schedule = doctor_domain.Schedule(slot_minutes=20, rules=(
+        doctor_domain.WeeklyRule("hospital:h1", 7, 60, 240, ((100, 120),)),
+        doctor_domain.WeeklyRule("online", 1, 18 * 60, 20 * 60)))
+    zones = {"hospital:h1": BERLIN, "online": ZoneInfo("America/New_York")}
+    start, end = datetime(2027, 3, 20, tzinfo=UTC), datetime(2027, 4, 20, tzinfo=UTC)
+    leave = (datetime(2027, 3, 29, 22, tzinfo=UTC), datetime(2027, 3, 29, 23, tzinfo=UTC))
+    theirs = [(s.start, s.end, s.location)
+              for s in doctor_domain.expand(schedule, zones, start, end)
+              if not (s.location == "online" and s.start < leave[1] and leave[0] < s.end)]
+    ours = [(s.start, s.end, s.location_key)
+            for s in candidate_slots(availability_from_event(payload), start, end)]
+    assert ours == theirs and len(ours) > 20
