@@ -20,7 +20,7 @@ from healthflow.appointment.app import create_app
 from healthflow.common.service import shared_inprocess_transport
 from healthflow.common.testing import TokenFactory
 
-from .conftest import make_settings, next_weekday, schedule, serve
+from .conftest import make_settings, next_weekday, schedule, serve, window
 
 BERLIN = ZoneInfo("Europe/Berlin")
 CONCURRENT = 200
@@ -87,3 +87,50 @@ async def test_200_concurrent_bookings_of_one_slot_on_two_instances(
             free = [datetime.fromisoformat(s["start"]) for s in slots.json()["items"]]
             assert start_utc not in free
             assert len(slots.json()["items"]) == 5  # 09:00–12:00 is 6 slots, one taken
+
+
+async def test_concurrent_reschedules_into_one_slot_and_one_patient_racing_two_doctors(
+    mongodb_url: str, unique_name: str, tokens: TokenFactory
+) -> None:
+    transport = shared_inprocess_transport(mongodb_url)
+    app_a = create_app(make_settings(mongodb_url, unique_name), transport=transport)
+    app_b = create_app(make_settings(mongodb_url + "&appName=appointment-b", unique_name),
+                       transport=transport)
+    async with serve(app_a, tokens) as a, serve(app_b, tokens) as b:
+        clients = [a.client, b.client]
+        wide = [window(d, "08:00", "18:00") for d in range(1, 8)]
+        await a.publish_doctor(schedule("dr-move", windows=wide, slot_minutes=5))
+        day = next_weekday(3)
+        # Twenty patients hold slots from 08:00 to 09:35 (5-minute grid), then all move
+        # to 17:00 at once.
+        movers = []
+        for i in range(20):
+            headers = tokens.headers(f"mover-{i}", roles=["patient"])
+            start = datetime.combine(day, wall(8), tzinfo=BERLIN) + timedelta(minutes=5 * i)
+            created = await a.client.post("/api/v1/appointments", headers=headers, json={
+                "doctor_id": "dr-move", "start": start.isoformat()})
+            assert created.status_code == 201, created.text
+            movers.append((created.json()["id"], headers))
+        target = datetime.combine(day, wall(17), tzinfo=BERLIN).isoformat()
+        moved = await asyncio.wait_for(asyncio.gather(*(
+            clients[i % 2].post(f"/api/v1/appointments/{aid}/reschedule", headers=headers,
+                                json={"start": target})
+            for i, (aid, headers) in enumerate(movers))), timeout=60)
+        assert Counter(r.status_code for r in moved) == {200: 1, 409: 19}
+        assert len(await a.outbox("appointment.rescheduled")) == 1
+        # The losers kept their original slots (and their locks).
+        assert await a.runtime.db["slot_locks"].count_documents({"party": "doctor"}) == 20
+        winner = next(r.json() for r in moved if r.status_code == 200)
+        assert winner["reschedules"][0]["start"] == winner["start"]
+
+        # One patient books two doctors for the same hour on two instances at once.
+        await a.publish_doctor(schedule("dr-twin", windows=wide, slot_minutes=5))
+        racer = tokens.headers("racer", roles=["patient"])
+        at = datetime.combine(day, wall(12), tzinfo=BERLIN).isoformat()
+        both = await asyncio.gather(*(
+            clients[i].post("/api/v1/appointments", headers=racer,
+                            json={"doctor_id": doctor, "start": at})
+            for i, doctor in enumerate(("dr-move", "dr-twin"))))
+        assert sorted(r.status_code for r in both) == [201, 409]
+        loser = next(r for r in both if r.status_code == 409).json()
+        assert loser["type"].endswith(("/patient-already-booked", "/slot-already-booked"))
