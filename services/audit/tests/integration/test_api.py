@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pytest
+import rfc8785
 
 from healthflow.audit import store
 from healthflow.common.errors import PROBLEM_JSON
@@ -144,6 +146,8 @@ async def test_cursor_pagination_walks_everything_once(audit: Audit,
         ("/events", {"from": "yesterday"}, 422),
         ("/events", {"to": "2026-13-01T00:00:00Z"}, 422),
         ("/events", {"from": "2026-11-21T10:00:00"}, 422),  # no offset
+        ("/events", {"from": "2026-11-21"}, 422),  # a date is not a date-time
+        ("/events", {"to": "1795238542"}, 422),  # nor is an epoch number
         ("/events", {"from": "2026-11-21T10:05:00Z", "to": "2026-11-21T10:00:00Z"}, 422),
         ("/events", {"limit": "0"}, 422),
         ("/events", {"limit": "201"}, 422),
@@ -248,3 +252,20 @@ async def test_reads_are_logged_and_emit_no_event(audit: Audit, seeded: list[Clo
                                      headers=audit.tokens.headers(roles=["patient"]))
     assert refused.status_code == 403
     assert len([r for r in caplog.records if r.getMessage() == "audit log read"]) == 4
+
+
+async def test_a_third_party_can_recompute_hashes_from_the_api(
+    audit: Audit, seeded: list[CloudEvent]
+) -> None:
+    """Only the documented definition, hashlib and rfc8785: no code of this service."""
+    items = (await audit.get("/events", limit="200")).json()["items"]
+    prev = "0" * 64
+    for item in reversed(items):  # oldest first
+        appended = datetime.fromisoformat(item["appended_at"])
+        view = {"seq": item["seq"], "envelope": item["envelope"],
+                "appended_at": appended.strftime("%Y-%m-%dT%H:%M:%S.")
+                + f"{appended.microsecond // 1000:03d}Z"}
+        digest = hashlib.sha256(prev.encode("ascii") + rfc8785.dumps(view)).hexdigest()
+        assert (item["prev_hash"], item["hash"]) == (prev, digest)
+        prev = digest
+    assert (await audit.get("/head")).json()["hash"] == prev

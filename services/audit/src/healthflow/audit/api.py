@@ -9,11 +9,12 @@ audit entry per read would feed the log back into itself.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from healthflow.audit import store
 from healthflow.audit.schemas import AuditEntry, ChainHeadOut, VerificationOut
@@ -51,6 +52,21 @@ async def _audit_reader(
 AuditReader = Annotated[Principal, Depends(_audit_reader)]
 """A caller holding ``audit:read`` (401 without a valid token, 403 without it)."""
 
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
+def _rfc3339_text(value: object) -> object:
+    """Admit only RFC 3339 date-times with an offset (not epoch numbers or bare dates)."""
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a UTC offset, "
+                         "e.g. 2026-11-21T10:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
+
 
 def _invalid(location: str, message: str) -> UnprocessableContent:
     return UnprocessableContent(f"{location}: {message}",
@@ -66,9 +82,9 @@ async def list_events(
     subject: Annotated[str | None, Query(max_length=256)] = None,
     actor: Annotated[str | None, Query(max_length=256)] = None,
     patient: Annotated[str | None, Query(max_length=128, description="patientid")] = None,
-    since: Annotated[AwareDatetime | None, Query(
+    since: Annotated[Rfc3339 | None, Query(
         alias="from", description="event time ≥ this (RFC 3339 with offset)")] = None,
-    until: Annotated[AwareDatetime | None, Query(
+    until: Annotated[Rfc3339 | None, Query(
         alias="to", description="event time < this (RFC 3339 with offset)")] = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,

@@ -9,9 +9,12 @@ Definitions (the contract a third party needs to re-verify an exported log):
        "appended_at": "<YYYY-MM-DDTHH:MM:SS.mmmZ>",   # UTC, millisecond precision
        "envelope": <the CloudEvents 1.0 envelope in JSON mode>}
 
-  where the envelope is exactly the structured-mode JSON object of the event as
-  received (``CloudEvent.model_dump(mode="json", exclude_none=True)``: ``time``
-  an RFC 3339 string, absent optional attributes omitted, ``data`` as sent).
+  where the envelope is the event's structured-mode JSON object as the
+  CloudEvent model serializes it (``CloudEvent.model_dump(mode="json",
+  exclude_none=True)``: ``time`` an RFC 3339 UTC string with ``Z``, null or
+  absent optional attributes omitted, ``data`` as parsed). This exact object is
+  what the entry stores as ``envelope``, so the hash can be recomputed from the
+  stored entry alone.
 * Its **canonical bytes** are the RFC 8785 JSON Canonicalization Scheme (JCS)
   serialization of the hash view (``rfc8785.dumps``: UTF-8, keys sorted by
   UTF-16 code units, ECMAScript number formatting). JCS admits only numbers an
