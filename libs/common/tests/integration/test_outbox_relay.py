@@ -10,7 +10,7 @@ import pytest
 from healthflow.common import mongo
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
-from healthflow.common.events.outbox import OUTBOX, outbox_document
+from healthflow.common.events.outbox import OUTBOX, OUTBOX_SENT, UNLEASED, outbox_document
 from healthflow.common.events.relay import OutboxRelay
 from healthflow.common.events.transport import PublishError, Subscription
 
@@ -60,7 +60,8 @@ async def test_relay_publishes_and_marks_sent(db):
         total += n
     assert total == 30
     assert sorted(received) == sorted(e.id for e in events)
-    assert await db[OUTBOX].count_documents({"status": "sent"}) == 30
+    assert await db[OUTBOX].count_documents({}) == 0
+    assert await db[OUTBOX_SENT].count_documents({"status": "sent"}) == 30
     assert await relay.lag() == (0, 0.0)
     await transport.close()
 
@@ -76,7 +77,7 @@ async def test_failed_publish_is_retried_with_backoff(db):
     assert record["status"] == "pending" and record["attempts"] == 1
     assert record["next_attempt_at"] > mongo.utcnow() - timedelta(milliseconds=5)
     assert "injected" in record["last_error"]
-    assert record["lease_owner"] is None
+    assert record["lease_owner"] is None and record["lease_until"] == UNLEASED
     for _ in range(50):
         if await relay.relay_once():
             break
@@ -126,13 +127,29 @@ async def test_purge_deletes_only_sent_records_past_retention(db):
     docs[0] |= {"status": "sent", "sent_at": now - timedelta(days=8)}
     docs[1] |= {"status": "sent", "sent_at": now - timedelta(hours=1)}
     docs[2] |= {"created_at": now - timedelta(days=9)}
-    await db[OUTBOX].insert_many(docs)
+    await db[OUTBOX_SENT].insert_many(docs[:2])
+    await db[OUTBOX].insert_one(docs[2])
     relay = OutboxRelay(db, transport, service="t", retention=7 * 24 * 3600)
     assert await relay.purge() == 1
-    remaining = {d["_id"] async for d in db[OUTBOX].find({}, {"_id": 1})}
-    assert remaining == {new_sent.id, pending.id}
+    assert {d["_id"] async for d in db[OUTBOX_SENT].find({}, {"_id": 1})} == {new_sent.id}
+    assert {d["_id"] async for d in db[OUTBOX].find({}, {"_id": 1})} == {pending.id}
     pending_count, age = await relay.lag()
     assert pending_count == 1 and age > 8 * 24 * 3600
+    await transport.close()
+
+
+async def test_notified_ids_are_claimed_without_a_scan_and_a_crash_is_recovered(db):
+    received: list[str] = []
+    transport = await make_transport(db, received)
+    first, second = event(1), event(2)
+    await db[OUTBOX].insert_many([outbox_document(first), outbox_document(second)])
+    relay = OutboxRelay(db, transport, service="t")
+    assert [r["_id"] for r in await relay.claim_ids([first.id])] == [first.id]
+    # Simulate the process dying here: the lease is held, nothing was published.
+    assert await relay.claim_ids([first.id]) == []
+    await db[OUTBOX].update_one({"_id": first.id}, {"$set": {"lease_until": UNLEASED}})
+    assert await relay.relay_once() == 2
+    assert sorted(received) == sorted([first.id, second.id])
     await transport.close()
 
 

@@ -1,8 +1,9 @@
 from datetime import UTC, datetime
 
 import pytest
-from healthflow.common.events.envelope import CloudEvent, EventPayload, catalog, event_type
 from pydantic import ValidationError
+
+from healthflow.common.events.envelope import CloudEvent, EventPayload, catalog, event_type
 
 
 @event_type("unittest.thing_happened", version=2)

@@ -1,6 +1,7 @@
 import pytest
-from healthflow.common.settings import ConfigurationError, ServiceSettings, load_settings
 from pydantic_settings import SettingsConfigDict
+
+from healthflow.common.settings import ConfigurationError, ServiceSettings, load_settings
 
 
 class DemoSettings(ServiceSettings):

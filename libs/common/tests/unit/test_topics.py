@@ -1,4 +1,5 @@
 import pytest
+
 from healthflow.common.events.transport import topic_matches
 
 

@@ -28,6 +28,7 @@ import httpx
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+
 from healthflow.common.errors import Forbidden, ServiceUnavailable, Unauthorized
 
 ALLOWED_ALGORITHMS = ("EdDSA", "ES256", "RS256")

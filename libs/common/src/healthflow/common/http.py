@@ -23,14 +23,15 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry.trace import SpanKind
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from healthflow.common import metrics, tracing
 from healthflow.common.errors import PROBLEM_JSON, PayloadTooLarge, install_problem_handlers
 from healthflow.common.logs import request_id_var, setup_logging
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings as ServiceSettingsLike
-from opentelemetry.trace import SpanKind
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")

@@ -14,8 +14,9 @@ import logging
 import sys
 from typing import Any
 
-from healthflow.common.tracing import current_trace_id
 from pythonjsonlogger.json import JsonFormatter
+
+from healthflow.common.tracing import current_trace_id
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None

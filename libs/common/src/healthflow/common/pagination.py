@@ -12,8 +12,9 @@ import base64
 import json
 from typing import Any, Generic, TypeVar
 
-from healthflow.common.errors import BadRequest
 from pydantic import BaseModel, Field
+
+from healthflow.common.errors import BadRequest
 
 T = TypeVar("T")
 

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from pymongo.asynchronous.database import AsyncDatabase
+
 from healthflow.common import mongo
 from healthflow.common.events.consumer import Consumer, Handlers
 from healthflow.common.events.inprocess import InProcessTransport
@@ -23,7 +25,6 @@ from healthflow.common.events.relay import OutboxRelay
 from healthflow.common.events.transport import Subscription, Transport
 from healthflow.common.mongo import Document, Indexes
 from healthflow.common.settings import ServiceSettings
-from pymongo.asynchronous.database import AsyncDatabase
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,21 +142,20 @@ class ServiceRuntime:
         from healthflow.common.tracing import current_traceparent
 
         traceparent = traceparent or current_traceparent()
-        wrote_events = False
+        written: list[str] = []
 
         async def body(session: Any) -> T:
-            nonlocal wrote_events
             uow = UnitOfWork(
                 session, self.db, source=self.source, actor=actor, traceparent=traceparent
             )
             result = await fn(uow)
             await uow.flush()
-            wrote_events = bool(uow.events)
+            written[:] = [e.id for e in uow.events]
             return result
 
         result = await mongo.run_transaction(self.client, body)
-        if wrote_events:
-            self.relay.notify()
+        if written:
+            self.relay.notify(written)
         return result
 
     async def readiness(self) -> Mapping[str, Any]:

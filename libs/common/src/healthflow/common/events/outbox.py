@@ -8,15 +8,20 @@ later publishes them.
 
 Outbox document (collection ``outbox`` of the service's database)::
 
-    {_id: <event id>, type, envelope: {...CloudEvent...}, status: "pending" | "sent",
-     attempts: int, created_at, next_attempt_at, lease_owner, lease_until, sent_at,
+    {_id: <event id>, type, envelope: {...CloudEvent...}, status: "pending",
+     attempts: int, created_at, next_attempt_at, lease_owner, lease_until,
      last_error}
 
+``lease_until`` is the Unix epoch while nobody holds the record. Once the broker
+has confirmed it, the relay moves the record to ``outbox_sent`` (with
+``status: "sent"`` and ``sent_at``) and purges it from there after the
+retention, so the working collection only ever holds what is still to do.
 All times are aware UTC.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
@@ -27,15 +32,16 @@ from healthflow.common.events.envelope import CloudEvent, EventPayload
 from healthflow.common.mongo import Document, utcnow
 
 OUTBOX = "outbox"
+OUTBOX_SENT = "outbox_sent"
 INBOX = "inbox"
+UNLEASED = datetime(1970, 1, 1, tzinfo=UTC)
 
 OUTBOX_INDEXES = {
     OUTBOX: [
-        IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]),
-        IndexModel([("lease_owner", ASCENDING)]),
-        IndexModel([("status", ASCENDING), ("sent_at", ASCENDING)]),
-        IndexModel([("status", ASCENDING), ("created_at", ASCENDING)]),
+        IndexModel([("next_attempt_at", ASCENDING)]),
+        IndexModel([("created_at", ASCENDING)]),
     ],
+    OUTBOX_SENT: [IndexModel([("sent_at", ASCENDING)]), IndexModel([("type", ASCENDING)])],
     # The inbox's unique key is its _id (the event id); received_at serves the purge.
     INBOX: [IndexModel([("received_at", ASCENDING)])],
 }
@@ -52,8 +58,7 @@ def outbox_document(event: CloudEvent) -> Document:
         "created_at": now,
         "next_attempt_at": now,
         "lease_owner": None,
-        "lease_until": None,
-        "sent_at": None,
+        "lease_until": UNLEASED,
         "last_error": None,
     }
 
@@ -110,3 +115,18 @@ class UnitOfWork:
 
     def collection_kwargs(self) -> dict[str, Any]:
         return {"session": self.session}
+
+
+async def recorded_events(
+    db: AsyncDatabase[Document], query: Document | None = None
+) -> list[CloudEvent]:
+    """Every event this service recorded (pending or sent), oldest first.
+
+    ``query`` filters outbox documents (e.g. ``{"type": "user.registered"}``).
+    Meant for tests and operators; services never read their outbox back.
+    """
+    found: list[Document] = []
+    for name in (OUTBOX_SENT, OUTBOX):
+        found += await db[name].find(query or {}).to_list()
+    found.sort(key=lambda d: d["created_at"])
+    return [CloudEvent.model_validate(d["envelope"]) for d in found]

@@ -1,16 +1,22 @@
 """The outbox relay: publishes committed outbox records, at least once.
 
-Each pass claims up to ``batch_size`` due records with a lease (so several
-replicas of a service never publish the same record at the same time, and a
-crashed replica's claims are taken over once ``lease`` seconds pass), publishes
-them concurrently through the :class:`~healthflow.common.events.transport.Transport`
-(confirmed), and marks as ``sent`` only those the broker acknowledged. Failures
-are retried with exponential back-off and jitter, capped at ``max_backoff``
-seconds. Sent records are purged after ``retention`` seconds.
+Where work comes from:
 
-The relay wakes on a change stream of outbox inserts, on :meth:`OutboxRelay.notify`
-(same process, right after a commit) and, as a fallback when change streams
-are unavailable, every ``poll_interval`` seconds.
+* ids handed over by :meth:`OutboxRelay.notify` right after a local commit, and
+  ids of inserts seen on a change stream of the outbox (commits of other
+  replicas) — claimed by id, so finding work costs no scan;
+* a polling pass every ``poll_interval`` seconds, the fallback that picks up
+  whatever the two above missed (records left by a crashed replica once their
+  lease expired, records due for a retry, or change streams being unavailable).
+
+Each claim leases up to ``batch_size`` due records to this relay for ``lease``
+seconds (so replicas never publish the same record at the same time, and a
+crashed replica's records are taken over once the lease lapses). Claimed
+records are published concurrently through the
+:class:`~healthflow.common.events.transport.Transport` (confirmed); only those
+the broker acknowledged are moved to ``outbox_sent``. Failures are rescheduled
+with exponential back-off and jitter capped at ``max_backoff`` seconds. Sent
+records are purged after ``retention`` seconds.
 """
 
 from __future__ import annotations
@@ -20,18 +26,23 @@ import contextlib
 import logging
 import random
 import uuid
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from healthflow.common import metrics
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.outbox import OUTBOX
+from healthflow.common.events.outbox import OUTBOX, OUTBOX_SENT, UNLEASED
 from healthflow.common.events.transport import Transport
 from healthflow.common.mongo import Document, utcnow
 
 log = logging.getLogger(__name__)
+
+DUPLICATE_KEY = 11000
 
 
 class OutboxRelay:
@@ -43,7 +54,7 @@ class OutboxRelay:
         transport: Transport,
         *,
         service: str,
-        batch_size: int = 100,
+        batch_size: int = 500,
         poll_interval: float = 1.0,
         lease: float = 30.0,
         retention: float = 7 * 24 * 3600.0,
@@ -58,16 +69,19 @@ class OutboxRelay:
         self.retention = retention
         self.max_backoff = max_backoff
         self.owner = f"{service}-{uuid.uuid4().hex[:12]}"
+        self._hints: dict[str, None] = {}  # ids to try first, in arrival order
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
 
     @property
-    def collection(self):  # type: ignore[no-untyped-def]
+    def outbox(self) -> AsyncCollection[Document]:
         return self.db[OUTBOX]
 
-    def notify(self) -> None:
-        """Wake the relay now (called after a local commit wrote outbox records)."""
+    def notify(self, ids: Iterable[str] = ()) -> None:
+        """Wake the relay now; ``ids`` are outbox records just committed."""
+        for record_id in ids:
+            self._hints[record_id] = None
         self._wake.set()
 
     async def start(self) -> None:
@@ -93,87 +107,114 @@ class OutboxRelay:
         self._tasks = []
 
     async def _run(self) -> None:
-        last_purge = 0.0
         loop = asyncio.get_running_loop()
+        last_poll = last_purge = float("-inf")
+        backlog = True  # poll at once on start: a previous process may have left work
         while not self._stopping:
+            self._wake.clear()
+            published = 0
             try:
-                published = await self.relay_once()
+                if self._hints:
+                    published = await self._relay(await self._claim_hinted())
+                elif backlog or loop.time() - last_poll >= self.poll_interval:
+                    last_poll = loop.time()
+                    published = await self.relay_once()
+                    backlog = published >= self.batch_size
                 if loop.time() - last_purge > 60:
                     last_purge = loop.time()
                     await self.purge()
             except PyMongoError as exc:
                 log.warning("outbox relay pass failed: %s", type(exc).__name__)
-                published = 0
                 await asyncio.sleep(min(self.poll_interval, 1.0))
-            if published >= self.batch_size:
-                continue  # more may be waiting
-            self._wake.clear()
+            if self._hints or backlog:
+                continue
+            wait = max(0.0, self.poll_interval - (loop.time() - last_poll))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _watch(self) -> None:
-        pipeline = [{"$match": {"operationType": "insert"}}]
+        pipeline = [{"$match": {"operationType": "insert"}}, {"$project": {"documentKey": 1}}]
         while not self._stopping:
             try:
-                async with await self.collection.watch(pipeline) as stream:
-                    async for _change in stream:
-                        self._wake.set()
+                async with await self.outbox.watch(pipeline) as stream:
+                    async for change in stream:
+                        self.notify([change["documentKey"]["_id"]])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # change streams unavailable: polling covers it
                 log.debug("outbox change stream unavailable: %s", type(exc).__name__)
                 await asyncio.sleep(max(self.poll_interval, 1.0))
 
-    async def claim(self) -> list[Document]:
-        """Lease up to ``batch_size`` due records to this relay; returns them oldest first."""
+    def _due(self) -> Document:
         now = utcnow()
-        lease_free = {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]}
-        due = {"status": "pending", "next_attempt_at": {"$lte": now}, **lease_free}
-        candidates = (
-            await self.collection.find(due, {"_id": 1})
-            .sort("next_attempt_at", 1)
-            .limit(self.batch_size)
-            .to_list()
-        )
-        if not candidates:
+        return {"status": "pending", "next_attempt_at": {"$lte": now},
+                "lease_until": {"$lte": now}}
+
+    async def _claim_hinted(self) -> list[Document]:
+        ids = list(self._hints)[: self.batch_size]
+        for record_id in ids:
+            self._hints.pop(record_id, None)
+        return await self.claim_ids(ids)
+
+    async def claim_ids(self, ids: list[Any]) -> list[Document]:
+        """Lease those of ``ids`` that are due and free; returns the leased records."""
+        if not ids:
             return []
-        ids = [c["_id"] for c in candidates]
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-        await self.collection.update_many(
-            {"_id": {"$in": ids}, **due},
-            {"$set": {"lease_owner": token, "lease_until": now + timedelta(seconds=self.lease)}},
+        until = utcnow() + timedelta(seconds=self.lease)
+        result = await self.outbox.update_many(
+            {"_id": {"$in": ids}, **self._due()},
+            {"$set": {"lease_owner": token, "lease_until": until}},
         )
-        return (
-            await self.collection.find({"_id": {"$in": ids}, "lease_owner": token})
-            .sort("created_at", 1)
-            .to_list()
-        )
+        if result.modified_count == 0:
+            return []
+        return await self.outbox.find({"_id": {"$in": ids}, "lease_owner": token}).to_list()
+
+    async def claim(self) -> list[Document]:
+        """The polling path: lease up to ``batch_size`` due records, whatever their origin."""
+        candidates = await self.outbox.find(self._due(), {"_id": 1}).limit(
+            self.batch_size
+        ).to_list()
+        return await self.claim_ids([c["_id"] for c in candidates])
 
     async def relay_once(self) -> int:
-        """One pass: claim, publish, record outcomes. Returns how many were published."""
-        records = await self.claim()
+        """One polling pass: claim, publish, record outcomes. Returns how many were sent."""
+        return await self._relay(await self.claim())
+
+    async def _relay(self, records: list[Document]) -> int:
         if not records:
             return 0
         results = await asyncio.gather(
             *(self._publish(r) for r in records), return_exceptions=True
         )
-        sent_ids = [r["_id"] for r, res in zip(records, results, strict=True) if res is None]
-        now = utcnow()
-        if sent_ids:
-            await self.collection.update_many(
-                {"_id": {"$in": sent_ids}},
-                {"$set": {"status": "sent", "sent_at": now, "lease_owner": None,
-                          "lease_until": None}},
-            )
-            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(sent_ids))
+        sent = [r for r, res in zip(records, results, strict=True) if res is None]
+        # Failures first: rescheduling releases their lease, so that what the
+        # claim token still holds afterwards is exactly what was sent.
         for record, res in zip(records, results, strict=True):
             if isinstance(res, BaseException):
                 await self._reschedule(record, res)
-        return len(sent_ids)
+        if sent:
+            await self._mark_sent(sent)
+            metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(sent))
+        return len(sent)
 
     async def _publish(self, record: Document) -> None:
-        event = CloudEvent.model_validate(record["envelope"])
-        await self.transport.publish(event)
+        await self.transport.publish(CloudEvent.model_validate(record["envelope"]))
+
+    async def _mark_sent(self, records: list[Document]) -> None:
+        now = utcnow()
+        archived = [
+            r | {"status": "sent", "sent_at": now, "lease_owner": None, "lease_until": UNLEASED}
+            for r in records
+        ]
+        try:
+            await self.db[OUTBOX_SENT].insert_many(archived, ordered=False)
+        except BulkWriteError as exc:
+            # Already archived by an earlier attempt that died before deleting.
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+        # Every record still holding this claim's token was sent (one token per claim).
+        await self.outbox.delete_many({"lease_owner": records[0]["lease_owner"]})
 
     async def _reschedule(self, record: Document, error: BaseException) -> None:
         attempts = int(record.get("attempts", 0)) + 1
@@ -185,25 +226,25 @@ class OutboxRelay:
                    "error": type(error).__name__},
         )
         metrics.OUTBOX_PUBLISH_FAILURES.labels(self.service).inc()
-        await self.collection.update_one(
+        await self.outbox.update_one(
             {"_id": record["_id"], "lease_owner": record.get("lease_owner")},
             {"$set": {"attempts": attempts,
                       "next_attempt_at": utcnow() + timedelta(seconds=delay),
-                      "lease_owner": None, "lease_until": None,
+                      "lease_owner": None, "lease_until": UNLEASED,
                       "last_error": f"{type(error).__name__}: {str(error)[:300]}"}},
         )
 
     async def purge(self) -> int:
         """Delete sent records older than the retention. Returns how many."""
         cutoff = utcnow() - timedelta(seconds=self.retention)
-        result = await self.collection.delete_many({"status": "sent", "sent_at": {"$lt": cutoff}})
+        result = await self.db[OUTBOX_SENT].delete_many({"sent_at": {"$lt": cutoff}})
         return result.deleted_count
 
     async def lag(self) -> tuple[int, float]:
         """(pending record count, age in seconds of the oldest pending record)."""
-        pending = await self.collection.count_documents({"status": "pending"})
-        oldest = await self.collection.find_one(
-            {"status": "pending"}, {"created_at": 1}, sort=[("created_at", 1)]
-        )
+        pending = await self.outbox.count_documents({})
+        if not pending:
+            return 0, 0.0
+        oldest = await self.outbox.find_one({}, {"created_at": 1}, sort=[("created_at", 1)])
         age = (utcnow() - oldest["created_at"]).total_seconds() if oldest else 0.0
         return pending, max(0.0, age)

@@ -1,0 +1,114 @@
+"""Raw confirmed publish rate of aio-pika vs the outbox relay's publish rate.
+
+Both publish the same CloudEvents to the same broker with publisher confirms
+and ``mandatory``; both keep up to 100 publishes in flight (the relay's batch).
+Run by ``make bench``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import aio_pika
+
+from healthflow.common import mongo
+from healthflow.common.benchmarking import (
+    EmbeddedMongo,
+    eventually,
+    goal,
+    rabbitmq_vhost,
+    report,
+    stopwatch,
+)
+from healthflow.common.events.envelope import EXCHANGE, CloudEvent
+from healthflow.common.events.outbox import OUTBOX, OUTBOX_INDEXES, OUTBOX_SENT, outbox_document
+from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.relay import OutboxRelay
+
+N = int(os.environ.get("BENCH_EVENTS", "5000"))
+WINDOW = 100
+
+
+def events(n: int) -> list[CloudEvent]:
+    return [
+        CloudEvent(source="/healthflow/bench", type="bench.happened", subject=str(i),
+                   data={"i": i, "note": "x" * 200})
+        for i in range(n)
+    ]
+
+
+async def sink(amqp_url: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC,
+                                                  durable=True)
+        queue = await channel.declare_queue("bench.sink", durable=True,
+                                            arguments={"x-max-length": 1})
+        await queue.bind(exchange, "#")
+
+
+async def raw_publish_rate(amqp_url: str) -> float:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        exchange = await channel.get_exchange(EXCHANGE)
+        batch = events(N)
+        with stopwatch() as elapsed:
+            for start in range(0, N, WINDOW):
+                await asyncio.gather(*(
+                    exchange.publish(
+                        aio_pika.Message(e.to_json_bytes(), message_id=e.id,
+                                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                         content_type="application/cloudevents+json"),
+                        routing_key=e.type, mandatory=True,
+                    )
+                    for e in batch[start:start + WINDOW]
+                ))
+    return N / elapsed[0]
+
+
+async def relay_rate(amqp_url: str, mongodb_url: str) -> float:
+    db = mongo.get_database(mongodb_url, "bench_relay")
+    await mongo.ensure_indexes(db, OUTBOX_INDEXES)
+    transport = RabbitTransport(amqp_url)
+    await transport.connect()
+    relay = OutboxRelay(db, transport, service="bench", batch_size=WINDOW)
+    await relay.start()
+    documents = [outbox_document(e) for e in events(N)]
+    with stopwatch() as elapsed:
+        # Services commit in small transactions; here 50 records per insert, the
+        # relay told of each commit as ServiceRuntime.transact does.
+        for start in range(0, N, 50):
+            chunk = documents[start:start + 50]
+            await db[OUTBOX].insert_many(chunk)
+            relay.notify(d["_id"] for d in chunk)
+        async def all_sent() -> bool:
+            return await db[OUTBOX_SENT].count_documents({}) >= N
+
+        await eventually(all_sent, within=600, interval=0.01)
+    await relay.stop()
+    await transport.close()
+    return N / elapsed[0]
+
+
+async def main() -> None:
+    with rabbitmq_vhost() as amqp_url:
+        server = EmbeddedMongo().start()
+        try:
+            await sink(amqp_url)
+            raw = await raw_publish_rate(amqp_url)
+            relayed = await relay_rate(amqp_url, server.url)
+        finally:
+            await mongo.close_clients()
+            server.stop()
+    report(f"events: confirmed publish, {N} events of ~400 B, {WINDOW} in flight", [
+        ("raw aio-pika publish", f"{raw:,.0f} events/s"),
+        ("outbox relay publish", f"{relayed:,.0f} events/s"),
+        ("relay / raw", goal(relayed / raw, 0.70)),
+    ])
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
