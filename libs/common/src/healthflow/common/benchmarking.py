@@ -15,7 +15,8 @@ from healthflow.common.embedded import EmbeddedMongo, ensure_rabbitmq
 from healthflow.common.testing import eventually, rabbitmq_vhost
 
 __all__ = [
-    "EmbeddedMongo", "ensure_rabbitmq", "eventually", "goal", "percentile", "rabbitmq_vhost", "report",
+    "EmbeddedMongo", "ensure_rabbitmq", "eventually", "goal", "percentile", "rabbitmq_vhost",
+    "report",
     "stopwatch",
 ]
 
