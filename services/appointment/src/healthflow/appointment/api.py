@@ -78,7 +78,7 @@ async def get_slots(
     maximum (31 days); 404 unknown doctor; 409 doctor not verified.
     """
     start, end = parse_instant("from", from_), parse_instant("to", to)
-    max_days: int = getattr(runtime.settings, "max_slot_range_days", 31)
+    max_days = service.settings_of(runtime).max_slot_range_days
     if end <= start:
         raise UnprocessableContent("to must be after from")
     if end - start > timedelta(days=max_days):

@@ -31,6 +31,7 @@ from healthflow.appointment.domain import (
     resolve_slot,
 )
 from healthflow.appointment.schemas import BookingRequest, CancelRequest, RescheduleRequest
+from healthflow.appointment.settings import Settings
 from healthflow.common.auth import Principal
 from healthflow.common.errors import Conflict, Forbidden, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
@@ -59,8 +60,16 @@ ALLOWED_ACTORS: dict[str, frozenset[Actor]] = {
 }
 
 
+def settings_of(runtime: ServiceRuntime) -> Settings:
+    """The runtime's settings as this service's :class:`Settings` (``create_app`` builds them)."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
 def policy(runtime: ServiceRuntime) -> ChangePolicy:
-    settings: Any = runtime.settings
+    """The cancellation and reschedule windows configured for this service."""
+    settings = settings_of(runtime)
     return ChangePolicy(
         cancel_window=timedelta(minutes=settings.cancel_window_minutes),
         reschedule_window=timedelta(minutes=settings.reschedule_window_minutes),
