@@ -8,7 +8,7 @@ Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
@@ -39,6 +39,20 @@ wellknown_router = APIRouter(tags=["auth"])
 routers = [auth_router, users_router, wellknown_router]
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
+
+
+def _problems(**described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for problem+json answers: ``_problems(**{"400": "why"})``."""
+    return {int(code): {"description": text, "content": {"application/problem+json": {}}}
+            for code, text in described.items()}
+
+
+GRANT_PROBLEMS = _problems(**{
+    "400": 'RFC 6749 §5.2 "invalid_grant": the same answer for an unknown email, a wrong '
+           "password, an inactive account, or an unknown, used, expired or revoked refresh "
+           "token",
+    "429": "too many failed logins for the account or the client address; see Retry-After",
+})
 
 
 def get_auth(request: Request) -> Auth:
@@ -94,7 +108,10 @@ def _token_response(tokens: IssuedTokens, response: Response) -> TokenResponse:
 
 
 @auth_router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut,
-                  summary="Register as a patient (public)")
+                  summary="Register as a patient (public)",
+                  responses=_problems(**{"409": "an account with this email exists",
+                                         "422": "invalid input or a password the policy "
+                                                "refuses"}))
 async def register(body: RegisterRequest, auth: AuthService) -> UserOut:
     """Create a patient account. 409 when the email is taken; 422 for a weak password."""
     user = await accounts.create_account(
@@ -106,7 +123,7 @@ async def register(body: RegisterRequest, auth: AuthService) -> UserOut:
 
 
 @auth_router.post("/token", response_model=TokenResponse,
-                  summary="Log in: OAuth 2.0 password grant (public)")
+                  summary="Log in: OAuth 2.0 password grant (public)", responses=GRANT_PROBLEMS)
 async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request,
                 response: Response, auth: AuthService) -> TokenResponse:
     """``username`` is the email. 400 ``invalid_grant`` for any bad credentials; 429 with
@@ -122,7 +139,8 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
 
 
 @auth_router.post("/refresh", response_model=TokenResponse,
-                  summary="Exchange a refresh token for new tokens (public)")
+                  summary="Exchange a refresh token for new tokens (public)",
+                  responses=_problems(**{"400": GRANT_PROBLEMS[400]["description"]}))
 async def refresh(body: RefreshRequest, request: Request, response: Response,
                   auth: AuthService) -> TokenResponse:
     """Rotates the refresh token. Presenting a used one revokes its whole session."""
