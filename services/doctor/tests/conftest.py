@@ -28,6 +28,8 @@ from healthflow.hospital.app import create_app as create_hospital_app
 from healthflow.hospital.settings import Settings as HospitalSettings
 
 ADMIN = "admin-1"
+OUTBOX_COLLECTIONS = ("outbox", "outbox_sent")
+"""Where recorded events live: pending ones, and (when the relay archives them) sent ones."""
 REP = "rep-1"
 TIMEOUT = 10.0
 
@@ -140,8 +142,21 @@ class Platform:
         query: dict[str, Any] = {"type": type_}
         if subject is not None:
             query["envelope.subject"] = subject
-        docs = await self.db["outbox"].find(query).sort("created_at", 1).to_list()
+        found: dict[str, Document] = {}  # by event id: the relay copies, then deletes
+        for name in OUTBOX_COLLECTIONS:
+            found.update({d["_id"]: d for d in await self.db[name].find(query).to_list()})
+        docs = sorted(found.values(), key=lambda d: d["created_at"])
         return [d["envelope"]["data"] for d in docs]
+
+    async def event_count(self) -> int:
+        """How many events this doctor service recorded (pending or sent)."""
+        return len(await self.outbox_ids())
+
+    async def outbox_ids(self) -> set[str]:
+        ids: set[str] = set()
+        for name in OUTBOX_COLLECTIONS:
+            ids |= {d["_id"] for d in await self.db[name].find({}, {"_id": 1}).to_list()}
+        return ids
 
     async def publish_booking(self, type_: str, *, appointment_id: str, doctor_id: str,
                               start: datetime, end: datetime, status: str) -> None:

@@ -153,7 +153,7 @@ async def test_bad_profile_input_is_precise_and_writes_nothing(platform, change,
     body = problem(r, 422)
     assert location in [e["location"] for e in body["errors"]], body
     assert await p.db["doctors"].count_documents({}) == 0
-    assert await p.db["outbox"].count_documents({}) == 0
+    assert await p.event_count() == 0
 
 
 async def test_affiliations_need_a_known_hospital_and_department(platform):
