@@ -1,0 +1,102 @@
+"""The notification service's composition root."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import FastAPI
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.common.events.transport import Transport
+from healthflow.common.http import create_service_app
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import load_settings
+from healthflow.notification import api, dispatch, handlers, service, store
+from healthflow.notification.domain import Clock, SystemClock
+from healthflow.notification.providers import EmailSender, PushSender, SmsSender
+from healthflow.notification.settings import Settings
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _vapid_pair(private_der_b64: str) -> tuple[str, str]:
+    padded = private_der_b64 + "=" * (-len(private_der_b64) % 4)
+    key = serialization.load_der_private_key(base64.urlsafe_b64decode(padded), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the VAPID key must be a P-256 key")
+    public = key.public_key().public_bytes(serialization.Encoding.X962,
+                                           serialization.PublicFormat.UncompressedPoint)
+    return private_der_b64, _b64url(public)
+
+
+async def vapid_keys(db: AsyncDatabase[Document], settings: Settings) -> tuple[str, str]:
+    """(private key as base64url PKCS#8 DER, public key as base64url X9.62 point).
+
+    The configured key, else the one stored in ``service_keys`` (generated once,
+    first writer wins, so every replica signs with the same key).
+    """
+    if settings.vapid_private_key is not None:
+        return _vapid_pair(settings.vapid_private_key.get_secret_value())
+    stored = await db[store.SERVICE_KEYS].find_one({"_id": "vapid"})
+    if stored is None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        der = key.private_bytes(serialization.Encoding.DER,
+                                serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        await store.upsert_once(db, store.SERVICE_KEYS,
+                                {"_id": "vapid", "private_key": _b64url(der),
+                                 "created_at": utcnow()}, None)
+        stored = await db[store.SERVICE_KEYS].find_one({"_id": "vapid"})
+        assert stored is not None
+    return _vapid_pair(stored["private_key"])
+
+
+def create_app(settings: Settings | None = None, transport: Transport | None = None,
+               clock: Clock | None = None) -> FastAPI:
+    """The notification app.
+
+    ``clock`` defaults to the system clock; tests pass a
+    :class:`~healthflow.notification.domain.SettableClock`. The runtime's
+    ``state`` holds ``context``, ``dispatcher``, ``scheduler`` and the VAPID
+    public key once started.
+    """
+    settings = settings or load_settings(Settings)
+    ctx = service.Context(settings=settings, clock=clock or SystemClock())
+    table = handlers.make_handlers(ctx)
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=table,
+                             transport=transport)
+    senders = dispatch.Senders(EmailSender(settings), SmsSender(settings), None)
+    dispatcher = dispatch.Dispatcher(runtime, ctx, senders)
+    scheduler = dispatch.ReminderScheduler(runtime, ctx, on_fired=dispatcher.wake)
+    engine = dispatch.Engine(dispatcher, scheduler)
+    runtime.consumer = handlers.NotifyingConsumer(runtime, table, dispatcher.wake)
+    runtime.state.update(context=ctx, dispatcher=dispatcher, scheduler=scheduler,
+                         engine=engine)
+    app = create_service_app(
+        runtime, routers=[api.router], title="HealthFlow notifications",
+        description="Email, SMS, Web Push and the in-app feed; reminders; the delivery log.",
+    )
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app):
+            private, public = await vapid_keys(runtime.db, settings)
+            senders.push = PushSender(settings, private)
+            runtime.state["vapid_public_key"] = public
+            engine.start()
+            try:
+                yield
+            finally:
+                await engine.stop()
+                await senders.close()
+
+    app.router.lifespan_context = lifespan
+    return app

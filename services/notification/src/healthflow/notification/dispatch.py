@@ -1,0 +1,363 @@
+"""Sending queued deliveries and firing due reminders: once, across replicas, after restarts.
+
+* :class:`Dispatcher` claims each due delivery (``status: queued``,
+  ``next_attempt_at <= now``, no live lease) with one ``find_one_and_update``
+  that leases it to this replica, re-checks consent and quiet hours at send
+  time, sends, and records the outcome with its event (``notification.sent`` /
+  ``notification.failed``) in one transaction. A transient error puts it back in
+  the queue with ``next_attempt_at = now + backoff(attempts)`` (stored, so a
+  restart keeps the schedule); a permanent one, or the last attempt, fails it.
+* :class:`ReminderScheduler` claims each due reminder the same way and, in one
+  transaction that first checks it still holds the lease, queues the reminder's
+  deliveries and marks it ``sent``. The deliveries' ids derive from the
+  reminder and its due time, so even a reminder processed twice (a lease that
+  expired mid-way) queues one message per channel.
+
+Both read the time from an injectable :class:`~healthflow.notification.domain.Clock`;
+tests call :meth:`run_due` themselves after moving a settable clock.
+
+A crash after the provider accepted a message and before the outcome
+committed leaves the lease to expire and the message to be sent again: SMTP and
+Twilio offer no idempotency key, so that window (milliseconds) is
+at-least-once; everything else is exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document
+from healthflow.common.service import ServiceRuntime
+from healthflow.notification import domain, events, service, store
+from healthflow.notification.domain import Channel, Status
+from healthflow.notification.providers import (
+    EmailSender,
+    PermanentError,
+    PushSender,
+    SendError,
+    SmsSender,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Senders:
+    """The channel clients one replica uses."""
+
+    def __init__(self, email: EmailSender, sms: SmsSender, push: PushSender | None) -> None:
+        self.email = email
+        self.sms = sms
+        self.push = push
+
+    async def close(self) -> None:
+        await self.sms.close()
+        if self.push is not None:
+            await self.push.close()
+
+
+class Dispatcher:
+    """Sends due deliveries (see the module docstring for the guarantees)."""
+
+    def __init__(self, runtime: ServiceRuntime, ctx: service.Context, senders: Senders) -> None:
+        self.runtime = runtime
+        self.ctx = ctx
+        self.senders = senders
+        self.owner = f"{runtime.name}-{uuid.uuid4().hex[:12]}"
+        self.wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask the loop to look for due deliveries now (after an event queued some)."""
+        self.wakeup.set()
+
+    async def run_due(self, limit: int | None = None) -> int:
+        """Claim and process due deliveries until none is due (or ``limit``); returns how many."""
+        settings = self.ctx.settings
+        limit = limit or settings.dispatch_batch
+        gate = asyncio.Semaphore(settings.dispatch_concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        count = 0
+        while count < limit:
+            await gate.acquire()
+            now = self.ctx.clock.now()
+            try:
+                doc = await store.claim_due(
+                    self.runtime.db, store.DELIVERIES, status_field="status",
+                    due_field="next_attempt_at", waiting=Status.QUEUED.value, now=now,
+                    owner=self.owner,
+                    lease_until=now + timedelta(seconds=settings.delivery_lease))
+            except BaseException:
+                gate.release()
+                raise
+            if doc is None:
+                gate.release()
+                break
+            count += 1
+            task = asyncio.create_task(self._process_guarded(doc))
+            tasks.add(task)
+            task.add_done_callback(lambda t: (tasks.discard(t), gate.release()))
+        if tasks:
+            await asyncio.gather(*tasks)
+        return count
+
+    async def _process_guarded(self, doc: Document) -> None:
+        try:
+            await self.process(doc)
+        except Exception:
+            # The lease expires and another pass retries it; never lose the loop.
+            log.exception("delivery processing failed", extra={"delivery_id": doc["_id"]})
+
+    async def process(self, doc: Document) -> None:
+        """Send one claimed delivery and record what happened."""
+        now = self.ctx.clock.now()
+        channel = Channel(doc["channel"])
+        if doc.get("expires_at") is not None and now >= doc["expires_at"]:
+            await self._finish(doc, Status.CANCELLED, reason="expired")
+            return
+        contact = await store.get(self.runtime.db, store.CONTACTS, doc["user_id"])
+        prefs = await store.get(self.runtime.db, store.PREFERENCES, doc["user_id"])
+        reason = domain.suppression(
+            channel, consent=service.consents(contact),
+            preferences=service.channel_preferences(prefs), address=doc.get("to"),
+            active=bool((contact or {}).get("active", True)))
+        if reason is not None:  # consent withdrawn (or opted out) since it was queued
+            await self._finish(doc, Status.SUPPRESSED, reason=reason)
+            return
+        if channel in domain.QUIET_HOURS_CHANNELS and not doc.get("urgent"):
+            until = self._quiet_until(now, prefs, doc)
+            if until is not None:
+                expires = doc.get("expires_at")
+                if expires is not None and until >= expires:
+                    await self._finish(doc, Status.SUPPRESSED, reason="quiet_hours")
+                else:
+                    await self._defer(doc, until)
+                return
+        try:
+            provider_id = await self._send(channel, doc)
+        except TransientError as exc:
+            await self._retry_or_fail(doc, str(exc))
+        except PermanentError as exc:
+            await self._finish(doc, Status.FAILED, reason="refused", error=str(exc))
+        except SendError as exc:  # pragma: no cover - every SendError is one of the two
+            await self._retry_or_fail(doc, str(exc))
+        else:
+            await self._finish(doc, Status.SENT, provider_id=provider_id)
+
+    def _quiet_until(self, now: datetime, prefs: Document | None,
+                     doc: Document) -> datetime | None:
+        settings = self.ctx.settings
+        text = (prefs or {}).get("quiet_hours", settings.default_quiet_hours)
+        try:
+            window = domain.QuietHours.parse(text)
+        except ValueError:
+            window = domain.QuietHours.parse(settings.default_quiet_hours)
+        tz = domain.zone((prefs or {}).get("timezone") or doc.get("timezone"),
+                         settings.default_timezone)
+        return domain.quiet_until(now, window, tz)
+
+    async def _send(self, channel: Channel, doc: Document) -> str:
+        content = doc["content"]
+        if channel is Channel.EMAIL:
+            return await self.senders.email.send(
+                delivery_id=doc["_id"], to=doc["to"], subject=content["subject"],
+                text=content["text"], html=content["html"])
+        if channel is Channel.SMS:
+            return await self.senders.sms.send(to=doc["to"], body=content["body"])
+        if channel is Channel.PUSH:
+            if self.senders.push is None:
+                raise TransientError("Web Push is not configured on this replica")
+            subscription = await store.get(self.runtime.db, store.PUSH_SUBSCRIPTIONS, doc["to"])
+            if subscription is None:
+                raise PermanentError("the push subscription was removed")
+            try:
+                return await self.senders.push.send(
+                    subscription={"endpoint": subscription["endpoint"],
+                                  "keys": subscription["keys"]},
+                    payload=content["payload"])
+            except PermanentError:
+                # 404/410: the browser unsubscribed; forget the endpoint (RFC 8030 §7.3).
+                await self.runtime.db[store.PUSH_SUBSCRIPTIONS].delete_one({"_id": doc["to"]})
+                raise
+        raise PermanentError(f"no sender for channel {channel}")
+
+    async def _defer(self, doc: Document, until: datetime) -> None:
+        await self.runtime.db[store.DELIVERIES].update_one(
+            {"_id": doc["_id"], "lease_owner": self.owner},
+            {"$set": {"next_attempt_at": until, "reason": "quiet_hours", "lease_owner": None,
+                      "lease_until": None, "updated_at": self.ctx.clock.now()}})
+
+    async def _retry_or_fail(self, doc: Document, error: str) -> None:
+        settings = self.ctx.settings
+        attempts = int(doc.get("attempts", 0)) + 1
+        if attempts >= settings.max_attempts:
+            await self._finish(doc, Status.FAILED, reason="retries_exhausted", error=error)
+            return
+        now = self.ctx.clock.now()
+        delay = domain.backoff(attempts, base=settings.retry_base, cap=settings.retry_max)
+        await self.runtime.db[store.DELIVERIES].update_one(
+            {"_id": doc["_id"], "lease_owner": self.owner},
+            {"$set": {"attempts": attempts, "next_attempt_at": now + delay,
+                      "last_error": error[:300], "lease_owner": None, "lease_until": None,
+                      "updated_at": now}})
+        log.info("delivery will be retried", extra={
+            "delivery_id": doc["_id"], "attempts": attempts, "delay_s": delay.total_seconds()})
+
+    async def _finish(self, doc: Document, status: Status, *, reason: str | None = None,
+                      error: str | None = None, provider_id: str | None = None) -> None:
+        """Record the final (or sent) state and its event in one transaction."""
+        now = self.ctx.clock.now()
+        attempted = status in (Status.SENT, Status.FAILED) and reason != "expired"
+        attempts = int(doc.get("attempts", 0)) + (1 if attempted else 0)
+        update: dict[str, Any] = {
+            "status": status.value, "attempts": attempts, "lease_owner": None,
+            "lease_until": None, "next_attempt_at": None, "updated_at": now}
+        if reason is not None:
+            update["reason"] = reason
+        if error is not None:
+            update["last_error"] = error[:300]
+        if status is Status.SENT:
+            update |= {"provider_id": provider_id, "sent_at": now, "reason": None}
+        elif status is Status.FAILED:
+            update["failed_at"] = now
+
+        async def record(uow: UnitOfWork) -> None:
+            result = await uow.db[store.DELIVERIES].update_one(
+                {"_id": doc["_id"], "lease_owner": self.owner}, {"$set": update},
+                session=uow.session)
+            if result.modified_count == 0:
+                return  # the lease was lost: whoever holds it now records the outcome
+            payload: dict[str, Any] = {
+                "delivery_id": doc["_id"], "channel": doc["channel"],
+                "template": doc["template"], "trigger": doc.get("trigger"),
+                "user_id": doc["user_id"], "provider_id": provider_id,
+                "attempts": attempts}
+            if status is Status.SENT:
+                uow.publish(events.NotificationSent(**payload), subject=doc["_id"])
+            elif status is Status.FAILED:
+                uow.publish(events.NotificationFailed(**payload, reason=reason or "failed"),
+                            subject=doc["_id"])
+
+        await self.runtime.transact(record, actor=f"system:{self.runtime.name}")
+
+
+async def apply_sms_status(runtime: ServiceRuntime, clock: domain.Clock, sid: str,
+                           status: str, error_code: str | None) -> str | None:
+    """Apply a Twilio status callback to the delivery whose provider id is ``sid``.
+
+    ``delivered`` marks it delivered; ``undelivered`` / ``failed`` mark it failed
+    and publish ``notification.failed``; other states (queued, sending, sent) are
+    progress and change nothing. Returns the delivery's status after, or ``None``
+    when no delivery has that SID. A late callback never moves a delivery back.
+    """
+    now = clock.now()
+    result: dict[str, str | None] = {"status": None}
+
+    async def apply(uow: UnitOfWork) -> None:
+        doc = await uow.db[store.DELIVERIES].find_one(
+            {"provider_id": sid, "channel": Channel.SMS.value}, session=uow.session)
+        if doc is None:
+            return
+        result["status"] = doc["status"]
+        if doc["status"] != Status.SENT.value:
+            return
+        if status == "delivered":
+            await uow.db[store.DELIVERIES].update_one(
+                {"_id": doc["_id"]}, {"$set": {"status": Status.DELIVERED.value,
+                                               "delivered_at": now, "updated_at": now}},
+                session=uow.session)
+            result["status"] = Status.DELIVERED.value
+        elif status in ("undelivered", "failed"):
+            reason = f"twilio_{status}" + (f"_{error_code}" if error_code else "")
+            await uow.db[store.DELIVERIES].update_one(
+                {"_id": doc["_id"]}, {"$set": {"status": Status.FAILED.value, "failed_at": now,
+                                               "reason": reason, "updated_at": now}},
+                session=uow.session)
+            uow.publish(events.NotificationFailed(
+                delivery_id=doc["_id"], channel=doc["channel"], template=doc["template"],
+                trigger=doc.get("trigger"), user_id=doc["user_id"], provider_id=sid,
+                attempts=int(doc.get("attempts", 0)), reason=reason), subject=doc["_id"])
+            result["status"] = Status.FAILED.value
+
+    await runtime.transact(apply, actor="system:twilio")
+    return result["status"]
+
+
+class ReminderScheduler:
+    """Fires due reminders (see the module docstring)."""
+
+    def __init__(self, runtime: ServiceRuntime, ctx: service.Context,
+                 on_fired: Any = None) -> None:
+        self.runtime = runtime
+        self.ctx = ctx
+        self.owner = f"{runtime.name}-{uuid.uuid4().hex[:12]}"
+        self.on_fired = on_fired
+
+    async def run_due(self, limit: int = 500) -> int:
+        """Fire every reminder due at the clock's now (up to ``limit``); returns how many fired."""
+        fired = 0
+        for _ in range(limit):
+            now = self.ctx.clock.now()
+            reminder = await store.claim_due(
+                self.runtime.db, store.REMINDERS, status_field="status", due_field="due_at",
+                waiting="pending", now=now, owner=self.owner,
+                lease_until=now + timedelta(seconds=self.ctx.settings.delivery_lease))
+            if reminder is None:
+                break
+
+            async def fire(uow: UnitOfWork, reminder: Document = reminder) -> bool:
+                return await service.fire_reminder(uow, reminder, self.owner, self.ctx)
+
+            if await self.runtime.transact(fire, actor=f"system:{self.runtime.name}"):
+                fired += 1
+        if fired and self.on_fired is not None:
+            self.on_fired()
+        return fired
+
+
+class Engine:
+    """The background loops of one replica: dispatcher and reminder scheduler."""
+
+    def __init__(self, dispatcher: Dispatcher, scheduler: ReminderScheduler) -> None:
+        self.dispatcher = dispatcher
+        self.scheduler = scheduler
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        settings = self.dispatcher.ctx.settings
+        self._tasks = [
+            asyncio.create_task(self._loop(self.dispatcher.run_due, settings.dispatch_interval,
+                                           self.dispatcher.wakeup), name="notification-dispatch"),
+            asyncio.create_task(self._loop(self.scheduler.run_due, settings.reminder_interval,
+                                           None), name="notification-reminders"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    @staticmethod
+    async def _loop(step: Any, interval: float, wakeup: asyncio.Event | None) -> None:
+        while True:
+            if wakeup is not None:
+                wakeup.clear()  # a wake during the step below makes the wait return at once
+            try:
+                await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification loop step failed")
+            if wakeup is None:
+                await asyncio.sleep(interval)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=interval)

@@ -1,0 +1,356 @@
+"""Rules of the notification service: no FastAPI, no MongoDB, tested alone.
+
+* which message each event causes, on which channels (:data:`APPOINTMENT_TEMPLATES`);
+* whether a channel may be used for a user (consent, preference, address:
+  :func:`suppression`) and when (quiet hours: :func:`quiet_until`);
+* deterministic delivery ids (:func:`delivery_id`), retry back-off (:func:`backoff`);
+* reminder times (:func:`reminder_times`), local times with the zone
+  abbreviation (:func:`format_local`), email verification tokens (:func:`verification_token`).
+
+All times are aware UTC unless a name says local.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PUSH = "push"  # Web Push to the user's subscribed browsers
+    IN_APP = "in_app"  # the in-app feed (and its Server-Sent Events stream)
+
+
+class Status(StrEnum):
+    """Delivery states: queued → sent → delivered, or → failed; suppressed, cancelled end early."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"  # never sent: no consent, opted out, no address, inactive
+    CANCELLED = "cancelled"  # no longer useful (a reminder whose visit has begun)
+
+
+CONSENT_CHANNELS = (Channel.EMAIL, Channel.SMS, Channel.PUSH)
+"""Channels that need the patient's consent. The in-app feed is part of the service
+the user signed up for and needs none."""
+
+DEFAULT_CONSENT = {Channel.EMAIL: True, Channel.SMS: True, Channel.PUSH: True}
+"""Consent a user has until a ``patient.consent_changed`` event says otherwise: the
+patient gave contact details at registration for the purpose of their care
+(GDPR Art. 6(1)(b)); withdrawal (Art. 7(3)) is honoured from the event on."""
+
+QUIET_HOURS_CHANNELS = frozenset({Channel.SMS, Channel.PUSH})
+"""Channels that interrupt (a phone buzzes); email and the feed wait to be read."""
+
+
+class Clock(Protocol):
+    """Where the delivery engine and the reminder scheduler read the time."""
+
+    def now(self) -> datetime:
+        """Now, aware UTC."""
+        ...
+
+
+class SystemClock:
+    """The real clock (aware UTC, millisecond precision like BSON)."""
+
+    def now(self) -> datetime:
+        now = datetime.now(UTC)
+        return now.replace(microsecond=(now.microsecond // 1000) * 1000)
+
+
+class SettableClock:
+    """A clock that moves only when told to (tests, drills, benchmarks)."""
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("the clock needs an aware time")
+        self._now = start.astimezone(UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        self._now = when.astimezone(UTC)
+
+    def advance(self, **delta: float) -> datetime:
+        """Move forward by ``timedelta(**delta)``; returns the new now."""
+        self._now += timedelta(**delta)
+        return self._now
+
+
+@dataclass(frozen=True)
+class MessageKind:
+    """What an event makes: its template, whether it is urgent, its channels."""
+
+    template: str
+    channels: tuple[Channel, ...] = (Channel.EMAIL, Channel.SMS, Channel.PUSH, Channel.IN_APP)
+    urgent: bool = False
+
+
+APPOINTMENT_TEMPLATES: Mapping[str, MessageKind] = {
+    "appointment.booked": MessageKind("appointment_booked"),
+    "appointment.confirmed": MessageKind("appointment_confirmed"),
+    "appointment.rescheduled": MessageKind("appointment_rescheduled"),
+    "appointment.cancelled": MessageKind("appointment_cancelled"),
+    "appointment.no_show": MessageKind(
+        "appointment_no_show", channels=(Channel.EMAIL, Channel.IN_APP)
+    ),
+}
+REMINDER = MessageKind("appointment_reminder")
+WELCOME = MessageKind("welcome", channels=(Channel.EMAIL, Channel.IN_APP))
+
+ENDS_REMINDERS = frozenset(
+    {"appointment.cancelled", "appointment.no_show", "appointment.completed",
+     "appointment.checked_in"}
+)
+"""Appointment events after which no reminder is useful."""
+
+SETS_REMINDERS = frozenset({"appointment.booked", "appointment.confirmed",
+                            "appointment.rescheduled"})
+
+
+def delivery_id(source_id: str, channel: str, recipient: str, template: str) -> str:
+    """The id of the one message ``source_id`` (event or reminder firing) causes.
+
+    SHA-256 over the four parts (unit-separated), first 128 bits in hex: the same
+    event on the same channel to the same recipient with the same template always
+    has the same id, so a redelivered event finds its delivery already there.
+    """
+    raw = "\x1f".join((source_id, str(channel), recipient, template)).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def suppression(
+    channel: Channel,
+    *,
+    consent: Mapping[str, bool],
+    preferences: Mapping[str, bool],
+    address: str | None,
+    active: bool = True,
+) -> str | None:
+    """Why ``channel`` must not be used, or ``None`` when it may.
+
+    Reasons: ``inactive`` (account deactivated), ``no_consent`` (withdrawn;
+    urgency never overrides it), ``opted_out`` (the user's preference),
+    ``no_address``.
+    """
+    if not active:
+        return "inactive"
+    if channel in CONSENT_CHANNELS and not consent.get(channel, DEFAULT_CONSENT[channel]):
+        return "no_consent"
+    if not preferences.get(channel, True):
+        return "opted_out"
+    if channel is not Channel.IN_APP and not address:
+        return "no_address"
+    return None
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """A daily window in local wall-clock time; ``start > end`` wraps midnight."""
+
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str | None) -> QuietHours | None:
+        """``"21:00-08:00"`` → the window; ``""``/``None`` → none.
+
+        Raises:
+            ValueError: not ``HH:MM-HH:MM``, or start equals end.
+        """
+        if not text:
+            return None
+        try:
+            a, b = text.split("-")
+            start, end = time.fromisoformat(a.strip()), time.fromisoformat(b.strip())
+        except ValueError:
+            raise ValueError(f"quiet hours must look like 21:00-08:00, not {text!r}") from None
+        if start == end:
+            raise ValueError("quiet hours must not start and end at the same time")
+        return cls(start.replace(second=0, microsecond=0), end.replace(second=0, microsecond=0))
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+    def contains(self, local: time) -> bool:
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+
+def zone(name: str | None, fallback: str = "UTC") -> ZoneInfo:
+    """The IANA zone ``name`` (or ``fallback`` when it is missing or unknown)."""
+    for candidate in (name, fallback, "UTC"):
+        if candidate:
+            try:
+                return ZoneInfo(candidate)
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return ZoneInfo("UTC")
+
+
+def quiet_until(now: datetime, window: QuietHours | None, tz: ZoneInfo) -> datetime | None:
+    """When quiet hours that contain ``now`` end (aware UTC), or ``None`` outside them.
+
+    The end is the next local ``window.end`` wall-clock time in ``tz``; across a
+    DST change the local time is resolved with ``fold=0`` (the earlier instant).
+    """
+    if window is None:
+        return None
+    local = now.astimezone(tz)
+    if not window.contains(local.time().replace(tzinfo=None)):
+        return None
+    end_date = local.date()
+    if local.time().replace(tzinfo=None) >= window.end:
+        end_date += timedelta(days=1)
+    end_local = datetime.combine(end_date, window.end, tzinfo=tz)
+    return end_local.astimezone(UTC)
+
+
+def backoff(attempts: int, *, base: float, cap: float) -> timedelta:
+    """Delay before attempt ``attempts + 1``: ``base · 2^(attempts-1)``, at most ``cap`` s."""
+    exponent = max(0, attempts - 1)
+    return timedelta(seconds=min(cap, base * (2 ** min(exponent, 30))))
+
+
+def reminder_times(
+    start: datetime, offsets_minutes: Iterable[int], now: datetime
+) -> list[tuple[int, datetime]]:
+    """``(offset, due_at)`` for each offset whose time is still ahead of ``now``.
+
+    A booking made 30 minutes ahead gets no 24 h and no 1 h reminder: the
+    confirmation is the reminder.
+    """
+    due = [(m, start - timedelta(minutes=m)) for m in offsets_minutes]
+    return [(m, at) for m, at in due if at > now]
+
+
+_DAY_NAMES = {
+    "en": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+    "de": ("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag"),
+}
+_MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August",
+              "September", "October", "November", "December")
+SUPPORTED_LOCALES = ("en", "de")
+
+
+def format_local(when: datetime, tz: ZoneInfo, locale: str) -> str:
+    """``when`` as the patient reads it, in ``tz`` with the zone's abbreviation.
+
+    en: ``Monday, 23 November 2026, 09:30 CET``; de: ``Montag, 23.11.2026, 09:30 Uhr CET``.
+    24-hour clock in both (ISO 8601 time of day).
+    """
+    local = when.astimezone(tz)
+    abbreviation = local.tzname() or tz.key
+    if locale == "de":
+        day = _DAY_NAMES["de"][local.weekday()]
+        return f"{day}, {local:%d.%m.%Y}, {local:%H:%M} Uhr {abbreviation}"
+    day = _DAY_NAMES["en"][local.weekday()]
+    return (f"{day}, {local.day} {_MONTHS_EN[local.month - 1]} {local.year}, "
+            f"{local:%H:%M} {abbreviation}")
+
+
+def pick_locale(requested: str | None, default: str) -> str:
+    return requested if requested in SUPPORTED_LOCALES else default
+
+
+def verification_token(secret: bytes, user_id: str, email: str, expires_at: datetime) -> str:
+    """An email-verification token: ``<user>.<expiry epoch s>.<HMAC-SHA256>`` (RFC 2104).
+
+    The MAC covers the user id, the lower-cased address and the expiry, so it is
+    good for one address until ``expires_at``; base64url without padding.
+    """
+    expiry = str(int(expires_at.timestamp()))
+    message = "\x1f".join((user_id, email.strip().lower(), expiry)).encode()
+    mac = hmac.new(secret, message, hashlib.sha256).digest()
+    return f"{user_id}.{expiry}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def check_verification_token(
+    secret: bytes, token: str, email: str, now: datetime
+) -> str | None:
+    """The user id ``token`` vouches for, or ``None`` if forged, for another address or expired."""
+    try:
+        user_id, expiry, _ = token.rsplit(".", 2)
+        expires_at = datetime.fromtimestamp(int(expiry), UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    expected = verification_token(secret, user_id, email, expires_at)
+    if not hmac.compare_digest(expected, token) or now >= expires_at:
+        return None
+    return user_id
+
+
+def mask_address(channel: str, address: str | None) -> str | None:
+    """Enough of an address to tell which one was used, not enough to use it.
+
+    ``a***@example.org``, ``+49******4567``; push endpoints by host only.
+    """
+    if not address:
+        return None
+    if channel == Channel.EMAIL:
+        local, _, domain_part = address.partition("@")
+        return f"{local[:1]}***@{domain_part}"
+    if channel == Channel.SMS:
+        return address[:3] + "*" * max(0, len(address) - 7) + address[-4:]
+    if channel == Channel.PUSH:
+        from urllib.parse import urlparse
+
+        return urlparse(address).netloc or "push"
+    return None
+
+
+def appointment_context(
+    data: Mapping[str, Any], *, locale: str, doctor_name: str | None, place: str | None,
+    fallback_tz: str,
+) -> dict[str, Any]:
+    """Template variables for an appointment message: minimum necessary only.
+
+    Date and time in the appointment's IANA zone (with its abbreviation), the
+    doctor's display name and the place when known, the mode. Never the reason,
+    notes or anything clinical (HIPAA 45 CFR 164.502(b) minimum necessary).
+    """
+    tz = zone(data.get("timezone"), fallback_tz)
+    start = _aware(data["start"])
+    context: dict[str, Any] = {
+        "when": format_local(start, tz, locale),
+        "doctor": doctor_name,
+        "place": place,
+        "online": data.get("mode") == "online",
+        "appointment_id": data.get("appointment_id"),
+    }
+    if data.get("previous_start"):
+        context["previous_when"] = format_local(_aware(data["previous_start"]), tz, locale)
+    return context
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not isinstance(value, datetime):
+        raise ValueError(f"not a time: {value!r}")
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_time(value: Any) -> datetime:
+    """An aware UTC datetime from an event field (RFC 3339 string or datetime).
+
+    Raises:
+        ValueError: the value is not a time.
+    """
+    return _aware(value)

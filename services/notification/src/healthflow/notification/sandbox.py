@@ -1,0 +1,300 @@
+"""Loopback stand-ins for the providers: the embedded default, the tests and the benchmark.
+
+* :class:`SmtpSink` — a real SMTP server (aiosmtpd) that keeps what arrives;
+* :class:`TwilioSink` — an HTTP endpoint answering like Twilio's Messages API
+  (``POST /2010-04-01/Accounts/{sid}/Messages.json``, HTTP Basic auth, 201 with a
+  message resource and its ``SM…`` SID) that records what Twilio would have
+  received, and can be told to fail the next requests (``fail_next``);
+* :class:`PushSink` — a Web Push endpoint (RFC 8030 ``POST /push/{id}``) keeping the
+  encrypted bodies and their headers; :func:`browser_subscription` makes a
+  browser-like subscription whose private key can decrypt them.
+
+They speak the real protocols, so the service's real clients talk to them
+unchanged. ``python -m healthflow.notification.sandbox`` runs the SMTP and Twilio
+stand-ins on the settings' default ports (``127.0.0.1:8025`` and ``:8026``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ReceivedMail:
+    """One message as the SMTP server received it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+    received_at: float
+
+    def part(self, content_type: str) -> str:
+        """The decoded body part of ``content_type`` (``text/plain``, ``text/html``)."""
+        for part in self.message.walk():
+            if part.get_content_type() == content_type:
+                content: str = part.get_content()
+                return content
+        raise KeyError(content_type)
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink = sink
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content or b""
+        if isinstance(raw, str):
+            raw = raw.encode()
+        message = message_from_bytes(raw, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        mail = ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), message,
+                            asyncio.get_running_loop().time())
+        with self.sink.lock:
+            self.sink.messages.append(mail)
+        for listener in list(self.sink.listeners):
+            listener(mail)
+        return "250 OK"
+
+
+class SmtpSink:
+    """An SMTP server on loopback (aiosmtpd, its own thread); :meth:`stop` / :meth:`start`
+    simulate an outage on the same port."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.messages: list[ReceivedMail] = []
+        self.listeners: list[Callable[[ReceivedMail], None]] = []
+        self.lock = threading.Lock()
+        self._controller: Controller | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._controller is not None
+
+    def start(self) -> SmtpSink:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)  # a line per SMTP command
+        controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
+                                ready_timeout=10)
+        controller.start()
+        self._controller = controller
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def to(self, address: str) -> list[ReceivedMail]:
+        with self.lock:
+            return [m for m in self.messages if address in m.rcpt_tos]
+
+
+@dataclass
+class SmsRecord:
+    """What Twilio would have received for one message."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+    status_callback: str | None
+    form: dict[str, str]
+
+
+@dataclass
+class TwilioSink:
+    """A Twilio Messages API on loopback (aiohttp)."""
+
+    account_sid: str
+    auth_token: str
+    port: int = field(default_factory=free_port)
+    messages: list[SmsRecord] = field(default_factory=list)
+    fail_next: list[int] = field(default_factory=list)
+    """HTTP statuses to answer the next requests with (503: transient; 400: permanent)."""
+    requests: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> TwilioSink:
+        app = web.Application()
+        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def to(self, number: str) -> list[SmsRecord]:
+        return [m for m in self.messages if m.to == number]
+
+    @staticmethod
+    def _error(status: int, code: int, message: str) -> web.Response:
+        return web.json_response(
+            {"code": code, "message": message, "status": status,
+             "more_info": f"https://www.twilio.com/docs/errors/{code}"}, status=status)
+
+    async def _create(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        expected = "Basic " + base64.b64encode(
+            f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return self._error(401, 20003, "Authenticate")
+        if request.match_info["sid"] != self.account_sid:
+            return self._error(404, 20404, "The requested resource was not found")
+        if self.fail_next:
+            status = self.fail_next.pop(0)
+            code = 21211 if status == 400 else 20500
+            return self._error(status, code, "Injected failure")
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        to, body = form.get("To"), form.get("Body")
+        if not to or not body or not form.get("From"):
+            return self._error(400, 21604, "A 'To', 'From' and 'Body' are required")
+        sid = "SM" + secrets.token_hex(16)
+        self.messages.append(SmsRecord(sid, self.account_sid, to, form["From"], body,
+                                       form.get("StatusCallback"), form))
+        now = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
+        return web.json_response({
+            "sid": sid, "account_sid": self.account_sid, "to": to, "from": form["From"],
+            "body": body, "status": "queued", "direction": "outbound-api",
+            "api_version": "2010-04-01", "num_segments": "1", "num_media": "0",
+            "date_created": now, "date_updated": now, "date_sent": None, "price": None,
+            "price_unit": "USD", "error_code": None, "error_message": None,
+            "messaging_service_sid": None,
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
+            "subresource_uris": {"media": f"/2010-04-01/Accounts/{self.account_sid}"
+                                          f"/Messages/{sid}/Media.json"},
+        }, status=201)
+
+
+@dataclass
+class PushRecord:
+    subscription: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class PushSink:
+    """A Web Push service endpoint on loopback: ``POST /push/{id}`` → 201 + Location."""
+
+    port: int = field(default_factory=free_port)
+    received: list[PushRecord] = field(default_factory=list)
+    gone: set[str] = field(default_factory=set)
+    """Subscription ids answered 410 Gone (the browser unsubscribed)."""
+    _runner: web.AppRunner | None = None
+
+    def endpoint(self, subscription: str) -> str:
+        return f"http://127.0.0.1:{self.port}/push/{subscription}"
+
+    async def start(self) -> PushSink:
+        app = web.Application()
+        app.router.add_post("/push/{id}", self._push)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _push(self, request: web.Request) -> web.Response:
+        id_ = request.match_info["id"]
+        if id_ in self.gone:
+            return web.Response(status=410)
+        self.received.append(PushRecord(id_, dict(request.headers), await request.read()))
+        return web.Response(status=201, headers={
+            "Location": f"{self.endpoint(id_)}/messages/{secrets.token_hex(8)}"})
+
+
+@dataclass
+class BrowserSubscription:
+    """What a browser holds for one push subscription (keys per RFC 8291)."""
+
+    endpoint: str
+    private_key: ec.EllipticCurvePrivateKey
+    auth_secret: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        """``PushSubscription.toJSON()``."""
+        public = self.private_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        return {"endpoint": self.endpoint, "expirationTime": None,
+                "keys": {"p256dh": _b64url(public), "auth": _b64url(self.auth_secret)}}
+
+    def decrypt(self, body: bytes) -> bytes:
+        """Decrypt an ``aes128gcm`` push message body (RFC 8188 / RFC 8291)."""
+        import http_ece
+
+        plain: bytes = http_ece.decrypt(body, private_key=self.private_key,
+                                        auth_secret=self.auth_secret, version="aes128gcm")
+        return plain
+
+
+def browser_subscription(endpoint: str) -> BrowserSubscription:
+    return BrowserSubscription(endpoint, ec.generate_private_key(ec.SECP256R1()),
+                               os.urandom(16))
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def _serve_forever(start: Callable[[], Awaitable[Any]]) -> None:  # pragma: no cover
+    await start()
+    await asyncio.Event().wait()
+
+
+def main() -> None:  # pragma: no cover - a developer convenience
+    from healthflow.common.settings import load_settings
+    from healthflow.notification.settings import Settings
+
+    settings = load_settings(Settings)
+    smtp = SmtpSink(settings.smtp_port).start()
+    port = int(settings.twilio_base_url.rsplit(":", 1)[1].split("/")[0])
+    twilio = TwilioSink(settings.twilio_account_sid,
+                        settings.twilio_auth_token.get_secret_value(), port=port)
+    print(f"SMTP on 127.0.0.1:{smtp.port}, Twilio Messages API on {twilio.base_url}")
+    try:
+        asyncio.run(_serve_forever(twilio.start))
+    finally:
+        smtp.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,88 @@
+"""Notification service settings (environment variables prefixed ``NOTIFICATION_``).
+
+Durations are seconds (floats) unless a name says minutes. The providers'
+defaults point at the embedded loopback endpoints (``healthflow.notification.sandbox``):
+an SMTP server on ``127.0.0.1:8025`` and a Twilio-compatible Messages API on
+``http://127.0.0.1:8026``; production sets the real ones.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from healthflow.common.settings import ServiceSettings
+from healthflow.common.topology import SERVICES
+
+INFO = SERVICES["notification"]
+
+
+class Settings(ServiceSettings):
+    """Settings of the notification service; see :class:`ServiceSettings` for the shared ones."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix=INFO.env_prefix
+    )
+
+    service_name: str = INFO.name
+    port: int = Field(default=INFO.port, ge=1, le=65535)
+
+    # Email (SMTP through aiosmtplib). ``smtp_security``: "none", "starttls" (RFC 3207)
+    # or "tls" (implicit TLS, RFC 8314). Auth is used when a username is set.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=8025, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout: float = Field(default=10.0, gt=0)
+    email_from: str = "HealthFlow <no-reply@healthflow.example>"
+
+    # SMS (Twilio's Python library). ``twilio_base_url`` replaces https://api.twilio.com.
+    twilio_account_sid: str = "AC00000000000000000000000000000000"
+    twilio_auth_token: SecretStr = SecretStr("embedded-twilio-auth-token")
+    twilio_from: str = "+15005550006"
+    twilio_base_url: str = "http://127.0.0.1:8026"
+    twilio_timeout: float = Field(default=10.0, gt=0)
+    # The public URL Twilio posts delivery statuses to (and signs): set it to the
+    # gateway's address of POST /api/v1/notifications/twilio/status. None: no callbacks
+    # are requested, and callbacks are validated against the URL the request arrived at.
+    twilio_status_callback_url: str | None = None
+
+    # Web Push (VAPID, RFC 8292). Without a key, one is generated once and kept in the
+    # service's database so that every replica signs with the same key.
+    vapid_private_key: SecretStr | None = None
+    vapid_subject: str = "mailto:ops@healthflow.example"
+    push_timeout: float = Field(default=10.0, gt=0)
+    push_ttl: int = Field(default=3600, ge=0)
+
+    # Content and policy
+    default_locale: Literal["en", "de"] = "en"
+    default_timezone: str = "UTC"
+    # Quiet hours in the user's local time, "HH:MM-HH:MM" (may wrap midnight); "" for none.
+    # Non-urgent SMS and Web Push wait until they end; email and the in-app feed do not.
+    default_quiet_hours: str = "21:00-08:00"
+    reminder_offsets_minutes: list[int] = Field(default_factory=lambda: [24 * 60, 60])
+    app_base_url: str = "https://app.healthflow.example"
+    email_verification_secret: SecretStr = SecretStr("embedded-email-verification-secret")
+    email_verification_ttl: float = Field(default=48 * 3600.0, gt=0)
+
+    # Delivery engine
+    dispatch_interval: float = Field(default=1.0, gt=0)
+    reminder_interval: float = Field(default=5.0, gt=0)
+    dispatch_concurrency: int = Field(default=16, ge=1, le=512)
+    dispatch_batch: int = Field(default=200, ge=1, le=10_000)
+    delivery_lease: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    retry_base: float = Field(default=30.0, gt=0)
+    retry_max: float = Field(default=3600.0, gt=0)
+    stream_poll_interval: float = Field(default=1.0, gt=0)
+    stream_heartbeat: float = Field(default=15.0, gt=0)
+
+    @field_validator("reminder_offsets_minutes")
+    @classmethod
+    def _positive_offsets(cls, value: list[int]) -> list[int]:
+        if any(v <= 0 for v in value):
+            raise ValueError("reminder offsets must be positive minutes before the start")
+        return sorted(set(value), reverse=True)

@@ -1,0 +1,142 @@
+"""Collections, indexes and queries of the notification service.
+
+Collections (database ``healthflow_notification``), times aware UTC::
+
+    contacts        {_id: user_id, email, phone, full_name, roles[], active,
+                     consent: {email|sms|push: {granted: bool, at}}, updated_at}
+                    — the read model built from user.* and patient.consent_changed
+    preferences     {_id: user_id, channels: {email, sms, push, in_app: bool}, locale,
+                     timezone (IANA) | None, quiet_hours: "HH:MM-HH:MM" | "" , updated_at}
+    directory       {_id: "doctor:<id>" | "hospital:<id>", name, time_zone, updated_at}
+    appointments    {_id: appointment_id, patient_id, data{...last event payload},
+                     event_time, status} — newest event (by CloudEvents ``time``) wins
+    reminders       {_id: "<appointment_id>:<offset minutes>", appointment_id, user_id,
+                     offset_minutes, due_at, status: pending|sent|cancelled,
+                     lease_owner, lease_until, fired_at, updated_at}
+    deliveries      {_id: delivery id, user_id, channel, template, event_type, source_id,
+                     appointment_id, to, content{...}, urgent, timezone, expires_at,
+                     status, reason, attempts, next_attempt_at, lease_owner, lease_until,
+                     provider_id, last_error, created_at, updated_at, sent_at,
+                     delivered_at, failed_at}
+    feed            {_id, user_id, template, title, body, appointment_id, created_at, read_at}
+    push_subscriptions {_id: sha256(endpoint), user_id, endpoint, keys{p256dh, auth},
+                     created_at}
+    service_keys    {_id: "vapid", private_key (base64url DER), public_key (base64url
+                     uncompressed point), created_at}
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.common.mongo import Document, Indexes
+from healthflow.notification.domain import Status
+
+CONTACTS = "contacts"
+PREFERENCES = "preferences"
+DIRECTORY = "directory"
+APPOINTMENTS = "appointments"
+REMINDERS = "reminders"
+DELIVERIES = "deliveries"
+FEED = "feed"
+PUSH_SUBSCRIPTIONS = "push_subscriptions"
+SERVICE_KEYS = "service_keys"
+
+INDEXES: Indexes = {
+    DELIVERIES: [
+        IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)], name="due"),
+        IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="by_user"),
+        IndexModel([("channel", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)],
+                   name="by_channel_status"),
+        IndexModel([("status", ASCENDING), ("created_at", DESCENDING)], name="by_status"),
+        IndexModel([("created_at", DESCENDING)], name="by_time"),
+        IndexModel([("provider_id", ASCENDING)], name="provider_id", sparse=True),
+        IndexModel([("appointment_id", ASCENDING)], name="by_appointment", sparse=True),
+    ],
+    REMINDERS: [
+        IndexModel([("status", ASCENDING), ("due_at", ASCENDING)], name="due"),
+        IndexModel([("appointment_id", ASCENDING)], name="by_appointment"),
+    ],
+    FEED: [IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="by_user")],
+    PUSH_SUBSCRIPTIONS: [IndexModel([("user_id", ASCENDING)], name="by_user")],
+}
+
+Session = AsyncClientSession | None
+
+
+async def upsert_once(db: AsyncDatabase[Document], collection: str, doc: Document,
+                      session: Session) -> bool:
+    """Insert ``doc`` unless its ``_id`` exists (no error inside a transaction).
+
+    Returns True when it was inserted. ``$setOnInsert`` with upsert: an existing
+    document is left exactly as it is.
+    """
+    fields = {k: v for k, v in doc.items() if k != "_id"}
+    result = await db[collection].update_one(
+        {"_id": doc["_id"]}, {"$setOnInsert": fields}, upsert=True, session=session
+    )
+    return result.upserted_id is not None
+
+
+async def claim_due(db: AsyncDatabase[Document], collection: str, *, status_field: str,
+                    due_field: str, waiting: str, now: datetime, owner: str,
+                    lease_until: datetime) -> Document | None:
+    """Atomically take one due document no live lease holds (find_one_and_update).
+
+    Among documents with ``status == waiting`` and ``due <= now`` whose lease is
+    absent or expired, the earliest due one is leased to ``owner`` until
+    ``lease_until``; two replicas never get the same one while a lease lives.
+    """
+    return await db[collection].find_one_and_update(
+        {status_field: waiting, due_field: {"$lte": now},
+         "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]},
+        {"$set": {"lease_owner": owner, "lease_until": lease_until}},
+        sort=[(due_field, ASCENDING)],
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+async def get(db: AsyncDatabase[Document], collection: str, id_: str,
+              session: Session = None) -> Document | None:
+    return await db[collection].find_one({"_id": id_}, session=session)
+
+
+async def find_deliveries(db: AsyncDatabase[Document], where: dict[str, Any], *,
+                          before: tuple[datetime, str] | None, limit: int) -> list[Document]:
+    """Deliveries matching ``where``, newest first, after the cursor position ``before``."""
+    query = dict(where)
+    if before is not None:
+        at, id_ = before
+        query["$or"] = [{"created_at": {"$lt": at}},
+                        {"created_at": at, "_id": {"$lt": id_}}]
+    cursor = db[DELIVERIES].find(query, {"content": 0}).sort(
+        [("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+    return [doc async for doc in cursor]
+
+
+async def find_feed(db: AsyncDatabase[Document], user_id: str, *, unread_only: bool,
+                    before: tuple[datetime, str] | None, limit: int) -> list[Document]:
+    query: dict[str, Any] = {"user_id": user_id}
+    if unread_only:
+        query["read_at"] = None
+    if before is not None:
+        at, id_ = before
+        query["$or"] = [{"created_at": {"$lt": at}},
+                        {"created_at": at, "_id": {"$lt": id_}}]
+    cursor = db[FEED].find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
+    return [doc async for doc in cursor.limit(limit)]
+
+
+async def feed_since(db: AsyncDatabase[Document], user_id: str, since: datetime) -> list[Document]:
+    """Feed items created at or after ``since``, oldest first (the stream's poll)."""
+    cursor = db[FEED].find({"user_id": user_id, "created_at": {"$gte": since}}).sort(
+        [("created_at", ASCENDING), ("_id", ASCENDING)]).limit(500)
+    return [doc async for doc in cursor]
+
+
+QUEUED = Status.QUEUED.value
