@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help deps install run test test-fast lint fmt bench deadletters clean
+.PHONY: help deps install run check test test-fast lint fmt bench deadletters docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ install: deps ## create .venv with every workspace package (uv sync, locked)
 
 run: install ## run the whole platform locally (gateway on http://127.0.0.1:8000)
 	@$(UV) run --frozen healthflow-run $(RUN_ARGS)
+
+check: install ## start the platform, report every part's readiness, stop (exit 0 when all ready)
+	@$(UV) run --frozen healthflow-run check $(RUN_ARGS)
 
 test: install ## the whole test suite against real MongoDB-protocol, RabbitMQ and Redis servers
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)
@@ -37,6 +40,10 @@ bench: install ## benchmarks (not tests): prints throughput and latency figures
 
 deadletters: install ## inspect and replay dead letters: make deadletters ARGS="list audit"
 	@$(UV) run --frozen healthflow-deadletters $(ARGS)
+
+docs: install ## regenerate the generated docs (permissions table, event catalog)
+	@$(UV) run --frozen python -m healthflow.common.permissions > docs/permissions.md
+	@$(UV) run --frozen python -m healthflow.common.catalog > docs/events.md
 
 clean: ## remove local data and logs (./var)
 	rm -rf var

@@ -124,7 +124,9 @@ def permissions_for(roles: set[str] | frozenset[str] | list[str]) -> frozenset[s
 def render_markdown() -> str:
     """The role → permission table as Markdown (for docs/permissions.md)."""
     roles = list(Role)
-    lines = ["| permission | " + " | ".join(r.value for r in roles) + " |",
+    lines = ["# Roles and permissions", "",
+             "Generated from `healthflow.common.permissions` by `make docs`; do not edit.", "",
+             "| permission | " + " | ".join(r.value for r in roles) + " |",
              "|---|" + "---|" * len(roles)]
     for perm in Permission:
         marks = ["✓" if perm in ROLE_PERMISSIONS[r] else "" for r in roles]

@@ -1,0 +1,79 @@
+"""The event catalog, generated from code: types, payload schemas, publishers, consumers.
+
+``python -m healthflow.common.catalog`` imports every service of
+:data:`healthflow.common.topology.SERVICES` that is installed (its ``events``
+module registers the payload models it publishes; its ``handlers.HANDLERS``
+names the patterns it consumes) and prints ``docs/events.md``. Nothing here is
+written by hand, so the catalog cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from typing import Any
+
+from healthflow.common.events import envelope
+from healthflow.common.events.transport import topic_matches
+from healthflow.common.topology import SERVICES
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def collect() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """(type → catalog entry with ``publisher``, service → consumed patterns)."""
+    consumers: dict[str, list[str]] = {}
+    for name, info in SERVICES.items():
+        if _installed(f"{info.module}.events"):
+            importlib.import_module(f"{info.module}.events")
+        if _installed(f"{info.module}.handlers"):
+            handlers = importlib.import_module(f"{info.module}.handlers")
+            consumers[name] = list(getattr(handlers, "HANDLERS", {}))
+    entries = envelope.catalog()
+    for type_, entry in entries.items():
+        parts = entry["payload"].split(".")
+        entry["publisher"] = parts[1] if parts[0] == "healthflow" and parts[1] in SERVICES else "?"
+        entry["consumers"] = sorted(
+            service for service, patterns in consumers.items()
+            if any(topic_matches(p, type_) for p in patterns)
+        )
+    return entries, consumers
+
+
+def render_markdown() -> str:
+    entries, consumers = collect()
+    lines = [
+        "# Event catalog",
+        "",
+        "Generated from the services' `events.py` and `handlers.py` by `make docs`; do not edit.",
+        "Every event is a CloudEvents 1.0 envelope on the topic exchange `healthflow.events`;",
+        "the routing key is the type.",
+        "",
+        "| type | v | publisher | consumers | data fields |",
+        "|---|---|---|---|---|",
+    ]
+    for type_, entry in entries.items():
+        fields = ", ".join(f"`{f}`" for f in entry["schema"].get("properties", {}))
+        lines.append(
+            f"| `{type_}` | {entry['version']} | {entry['publisher']} | "
+            f"{', '.join(entry['consumers']) or '—'} | {fields} |"
+        )
+    lines += ["", "## What each service consumes", ""]
+    for service, patterns in sorted(consumers.items()):
+        if patterns:
+            lines.append(f"* **{service}**: " + ", ".join(f"`{p}`" for p in patterns))
+    lines += ["", "## Payload schemas", ""]
+    for type_, entry in entries.items():
+        lines += [f"### `{type_}` (v{entry['version']})", "", "```json",
+                  json.dumps(entry["schema"], indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
