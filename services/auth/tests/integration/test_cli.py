@@ -98,3 +98,20 @@ async def test_rotate_keys_command_and_a_running_replica(settings) -> None:
         states = {d["_id"]: d["state"]
                   for d in await app.state.runtime.db[SIGNING_KEYS].find({}).to_list()}
         assert list(states.values()).count("active") == 1
+
+
+async def test_replicas_pick_up_a_rotation_by_themselves(settings_factory, unique_name,
+                                                        wait_until) -> None:
+    """The periodic reload: a rotation made elsewhere (the CLI) reaches a running replica."""
+    settings = settings_factory(f"auth_{unique_name}", key_refresh_interval=0.2,
+                                key_retire_grace=1)
+    app = create_app(settings)
+    async with running_app(app):
+        rotation = await cli.rotate_keys(settings)
+
+        async def switched() -> bool:
+            return bool(app.state.keys.signing_kid == rotation.activated_kid)
+
+        await wait_until(switched, within=10)
+        kids = {k["kid"] for k in app.state.keys.jwks()["keys"]}
+        assert rotation.retired_kid in kids and rotation.next_kid in kids
