@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -110,10 +110,14 @@ async def save_schedule(db: Db, session: AsyncClientSession, availability: Avail
 
 async def taken_intervals(db: Db, doctor_id: str, start: datetime, end: datetime
                           ) -> list[Interval]:
-    """Active appointments of ``doctor_id`` overlapping ``[start, end)`` (aware UTC)."""
+    """Active appointments of ``doctor_id`` overlapping ``[start, end)`` (aware UTC).
+
+    Served by the (doctor_id, start) index; no appointment lasts a day, so the
+    scan starts one day before ``start`` whatever the doctor's history.
+    """
     cursor = db[APPOINTMENTS].find(
-        {"doctor_id": doctor_id, "status": {"$in": [s.value for s in ACTIVE]},
-         "start": {"$lt": end}, "end": {"$gt": start}},
+        {"doctor_id": doctor_id, "start": {"$gt": start - timedelta(days=1), "$lt": end},
+         "end": {"$gt": start}, "status": {"$in": [s.value for s in ACTIVE]}},
         {"start": 1, "end": 1},
     )
     return [Interval(d["start"], d["end"]) async for d in cursor]
