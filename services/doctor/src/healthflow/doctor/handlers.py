@@ -54,16 +54,16 @@ class BookingIn(_Incoming):
 
 
 async def on_hospital(event: CloudEvent, uow: UnitOfWork) -> None:
-    await store.apply_hospital(uow, event.payload(HospitalFactsIn).model_dump())
+    await store.apply_hospital(uow, HospitalFactsIn.model_validate(event.data).model_dump())
 
 
 async def on_department(event: CloudEvent, uow: UnitOfWork) -> None:
-    data = event.payload(DepartmentIn)
+    data = DepartmentIn.model_validate(event.data)
     await store.apply_department(uow, data.department_id, data.hospital_id, data.name)
 
 
 async def on_booking(event: CloudEvent, uow: UnitOfWork) -> None:
-    data = event.payload(BookingIn)
+    data = BookingIn.model_validate(event.data)
     status = store.FREED if event.type == "appointment.cancelled" else data.status
     await store.apply_booking(uow, appointment_id=data.appointment_id,
                               doctor_id=data.doctor_id, start=data.start, end=data.end,
