@@ -63,6 +63,7 @@ class ServiceRuntime:
         handlers: Handlers | None = None,
         transport: Transport | None = None,
         on_start: Callable[[ServiceRuntime], Awaitable[None]] | None = None,
+        consumer_factory: Callable[[ServiceRuntime, Handlers], Consumer] = Consumer,
     ) -> None:
         self.settings = settings
         self.name = settings.service_name
@@ -84,7 +85,7 @@ class ServiceRuntime:
             retention=settings.outbox_retention,
             max_backoff=settings.outbox_max_backoff,
         )
-        self.consumer = Consumer(self, handlers) if handlers else None
+        self.consumer = consumer_factory(self, handlers) if handlers else None
         self.on_start = on_start
         self.started = False
         self.state: dict[str, Any] = {}

@@ -19,17 +19,16 @@ async def _on_start(runtime: ServiceRuntime) -> None:
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The audit app: consumes every event (``#``) into the chain; serves the compliance API.
 
-    The runtime's per-event consumer is replaced by a
-    :class:`~healthflow.audit.handlers.GroupCommitConsumer` (same inbox contract,
-    one transaction per group of concurrent deliveries).
+    Its consumer is a :class:`~healthflow.audit.handlers.GroupCommitConsumer`
+    (same inbox contract, one transaction per group of concurrent deliveries).
     """
     settings = settings or load_settings(Settings)
     runtime = ServiceRuntime(
         settings, indexes=store.INDEXES, handlers=handlers.HANDLERS, transport=transport,
         on_start=_on_start,
-    )
-    runtime.consumer = handlers.GroupCommitConsumer(
-        runtime, handlers.HANDLERS, max_batch=settings.append_batch_max
+        consumer_factory=lambda rt, table: handlers.GroupCommitConsumer(
+            rt, table, max_batch=settings.append_batch_max
+        ),
     )
     return create_service_app(
         runtime, routers=[api.router], title="HealthFlow audit",

@@ -1,6 +1,6 @@
 """Measure the audit append rate against the raw insert rate of the MongoDB-protocol server.
 
-    uv run python services/audit/scripts/bench_append.py [--events 2000]
+    uv run python services/audit/benchmarks/bench_audit.py [--events 2000]
 
 Starts an in-memory SecantusDB (or uses ``MONGODB_URL``) and prints events per
 second for:
