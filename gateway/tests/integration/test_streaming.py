@@ -120,3 +120,11 @@ def test_websocket_without_token_is_refused_with_401(gateway):
         connect(_ws_url(gateway, "/api/v1/patients/ws"), open_timeout=5)
     assert refused.value.response.status_code == 401
     assert json.loads(refused.value.response.body)["status"] == 401
+
+
+def test_websocket_refused_by_the_service_passes_its_status(gateway, platform):
+    token = platform.tokens.mint(roles=["patient"])
+    with pytest.raises(InvalidStatus) as refused:
+        connect(_ws_url(gateway, "/api/v1/patients/no-such-socket"), open_timeout=5,
+                additional_headers={"Authorization": f"Bearer {token}"})
+    assert refused.value.response.status_code == 403  # Starlette's answer for no route

@@ -291,8 +291,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 await limiter.hit(policy, "subject", principal.subject)
             request_id = valid_request_id(websocket.headers.get("x-request-id"))
             with tracing.span("WEBSOCKET", parent_headers=dict(websocket.headers)):
+                peer = websocket.client.host if websocket.client else client_ip
                 headers = proxy.forward_headers(
-                    websocket.scope["headers"], principal=principal, client_ip=client_ip,
+                    websocket.scope["headers"], principal=principal, peer=peer,
                     scheme=websocket.scope.get("scheme", "ws"),
                     host=websocket.headers.get("host"), request_id=request_id,
                     trusted_hops=settings.trusted_proxy_hops,

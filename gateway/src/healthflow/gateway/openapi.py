@@ -16,7 +16,8 @@ seconds each) and merged:
   ``description``; the gateway's own routes are added.
 
 The result is cached for ``openapi_cache_seconds`` (short: a redeployed service
-shows up quickly, a burst of doc loads costs one fan-out).
+shows up quickly, a burst of doc loads costs one fan-out); a document missing a
+service is cached for at most :data:`INCOMPLETE_TTL` seconds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from healthflow.gateway.routes import RouteTable
 
 SECURITY_SCHEME = "OAuth2PasswordBearer"
 TOKEN_URL = "/api/v1/auth/token"  # noqa: S105 - a URL, not a secret
+INCOMPLETE_TTL = 5.0  # seconds an incomplete document is cached (at most cache_seconds)
 HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
@@ -181,5 +183,7 @@ class OpenAPIAggregator:
             missing = [s for s, d in zip(services, fetched, strict=True) if d is None]
             self._cached = merge_documents(documents, self.table, missing=missing,
                                            extra_paths=self.extra_paths)
-            self._cached_at = time.monotonic()
+            # an incomplete document is kept briefly, so a service that comes back shows up
+            age_credit = 0.0 if not missing else max(0.0, self.cache_seconds - INCOMPLETE_TTL)
+            self._cached_at = time.monotonic() - age_credit
             return self._cached

@@ -1,0 +1,75 @@
+"""The route table and its policies (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthflow.common.permissions import Permission
+from healthflow.gateway.routes import POLICIES, ROUTES, RouteTable
+from healthflow.gateway.settings import GatewaySettings
+
+
+@pytest.mark.parametrize(("path", "service", "policy"), [
+    ("/api/v1/auth/token", "auth", "token"),
+    ("/api/v1/auth/register", "auth", "register"),
+    ("/api/v1/auth/refresh", "auth", "refresh"),
+    ("/api/v1/auth/me", "auth", "account"),
+    ("/api/v1/auth/logout", "auth", "account"),
+    ("/api/v1/users", "auth", "account"),
+    ("/api/v1/users/42/roles", "auth", "account"),
+    ("/.well-known/jwks.json", "auth", "jwks"),
+    ("/api/v1/audit/events", "audit", "audit"),
+    ("/api/v1/hospitals", "hospital", "default"),
+    ("/api/v1/doctors/7/schedule", "doctor", "default"),
+    ("/api/v1/patients/me", "patient", "default"),
+    ("/api/v1/appointments/1", "appointment", "default"),
+    ("/api/v1/slots", "appointment", "default"),
+    ("/api/v1/notifications/stream", "notification", "default"),
+])
+def test_longest_prefix_wins(path, service, policy):
+    route = RouteTable().match(path)
+    assert route is not None and (route.service, route.policy) == (service, policy)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/usersX", "/api/v1/auth-token", "/api/v2/patients",
+                                  "/", "/api/v1", "/api/v1/platformz"])
+def test_unrouted_paths(path):
+    assert RouteTable().match(path) is None
+
+
+def test_public_groups_and_the_audit_permission():
+    table = RouteTable()
+    public = {name for name, p in table.policies.items() if not p.auth_required}
+    assert public == {"token", "register", "refresh", "jwks", "edge"}
+    assert table.policy("audit").permission == Permission.AUDIT_READ
+    # login-like groups are far stricter than the default
+    assert table.policy("token").ip_limit == "10/minute"
+    assert table.policy("register").ip_limit == "5/minute"
+
+
+def test_overrides_replace_fields_and_refuse_unknown_ones():
+    table = RouteTable(overrides={"default": {"timeout": 2.5, "max_body_bytes": 10}})
+    assert table.policy("default").timeout == 2.5
+    assert table.policy("default").max_body_bytes == 10
+    assert POLICIES["default"].timeout == 15.0  # the declared table is untouched
+    with pytest.raises(ValueError, match="unknown policy field"):
+        RouteTable(overrides={"default": {"timeuot": 1}})
+    with pytest.raises(ValueError, match="unknown groups"):
+        RouteTable(overrides={"nope": {}})
+
+
+def test_every_service_of_the_table_has_an_upstream_default():
+    settings = GatewaySettings()
+    for route in ROUTES:
+        assert settings.upstream_url(route.service).startswith("http://127.0.0.1:81")
+    assert settings.jwks_url == settings.upstreams["auth"] + "/.well-known/jwks.json"
+
+
+def test_upstreams_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GATEWAY_UPSTREAM_PATIENT", "http://patient.internal:9000/")
+    monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://cache:6379/1")
+    settings = GatewaySettings()
+    assert settings.upstream_url("patient") == "http://patient.internal:9000"
+    assert settings.upstream_url("auth") == "http://127.0.0.1:8101"
+    assert settings.redis_url == "redis://cache:6379/1"
+    assert settings.port == 8000 and settings.host == "127.0.0.1"
