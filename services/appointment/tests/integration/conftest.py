@@ -8,7 +8,7 @@ service's idempotent consumer.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -78,10 +78,10 @@ class Service:
     runtime: ServiceRuntime
     tokens: TokenFactory
 
-    async def publish_doctor(self, data: dict[str, Any], type_: str = "doctor.schedule_changed",
-                             time: datetime | None = None) -> None:
-        event = CloudEvent(source="/healthflow/doctor", type=type_, subject=data["doctor_id"],
-                           data=data, time=time or datetime.now(UTC))
+    async def publish_doctor(self, data: dict[str, Any]) -> None:
+        """Deliver ``data`` as ``doctor.schedule_changed`` (returns once it is handled)."""
+        event = CloudEvent(source="/healthflow/doctor", type="doctor.schedule_changed",
+                           subject=f"doctor/{data['doctor_id']}", data=data)
         await self.runtime.transport.publish(event)
 
     def patient(self, sub: str | None = None) -> tuple[str, dict[str, str]]:
@@ -117,8 +117,3 @@ async def svc(mongodb_url: str, unique_name: str, tokens: TokenFactory
                      transport=shared_inprocess_transport(mongodb_url))
     async with serve(app, tokens) as service:
         yield service
-
-
-@pytest.fixture
-def new_id() -> Callable[[str], str]:
-    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:8]}"
