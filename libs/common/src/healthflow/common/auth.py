@@ -221,6 +221,7 @@ def require(*permissions: str) -> Any:
             raise Forbidden(f"this action requires the permission {', '.join(missing)}")
         return principal
 
+    dependency.required_permissions = {"all": [str(p) for p in permissions]}  # type: ignore[attr-defined]
     return Depends(dependency)
 
 
@@ -234,6 +235,7 @@ def require_any(*permissions: str) -> Any:
             )
         return principal
 
+    dependency.required_permissions = {"any": [str(p) for p in permissions]}  # type: ignore[attr-defined]
     return Depends(dependency)
 
 
@@ -248,3 +250,42 @@ def ensure_owner(principal: Principal, owner_id: str | None, *, unless: str | No
     if unless is not None and principal.has(unless):
         return
     raise Forbidden("you may only act on your own records")
+
+
+def declared_access(dependant: Any) -> dict[str, Any]:
+    """What a route's dependency tree demands: ``{"authenticated": bool, "all": [...],
+    "any": [...]}`` — read from :func:`require` / :func:`require_any` / :data:`Authenticated`."""
+    found: dict[str, Any] = {"authenticated": False, "all": [], "any": []}
+    stack = [dependant]
+    while stack:
+        node = stack.pop()
+        call = getattr(node, "call", None)
+        if call is authenticated:
+            found["authenticated"] = True
+        declared = getattr(call, "required_permissions", None)
+        if declared:
+            found["authenticated"] = True
+            found["all"] += declared.get("all", [])
+            if declared.get("any"):
+                found["any"] = sorted(set(found["any"]) | set(declared["any"]))
+        stack.extend(getattr(node, "dependencies", []))
+    found["all"] = sorted(set(found["all"]))
+    return found
+
+
+def annotate_openapi_access(router: Any) -> None:
+    """Put each route's declared access in its OpenAPI operation as ``x-healthflow-access``.
+
+    Walks ``router`` (an ``APIRouter``) and the routers included in it. The gateway's
+    merged document carries the annotation, so tests (and readers) can walk every
+    route against every role without a second, hand-written table.
+    """
+    from fastapi.routing import APIRoute
+
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            route.openapi_extra = dict(route.openapi_extra or {}) | {
+                "x-healthflow-access": declared_access(route.dependant)
+            }
+        elif (nested := getattr(route, "original_router", None)) is not None:
+            annotate_openapi_access(nested)

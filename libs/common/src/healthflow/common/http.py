@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthflow.common import metrics, tracing
+from healthflow.common.auth import annotate_openapi_access
 from healthflow.common.errors import PROBLEM_JSON, PayloadTooLarge, install_problem_handlers
 from healthflow.common.logs import request_id_var, setup_logging
 from healthflow.common.service import ServiceRuntime
@@ -216,6 +217,7 @@ def create_service_app(
     install_problem_handlers(app)
     app.include_router(health_router(runtime))
     for router in routers:
+        annotate_openapi_access(router)
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, service=runtime.name)
