@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import httpx
 
@@ -110,3 +111,16 @@ def test_metrics_are_prometheus_text(gateway, platform):
     metrics = httpx.get(gateway.url + "/metrics")
     assert metrics.status_code == 200
     assert "healthflow_gateway_upstream_requests_total" in metrics.text
+
+
+def test_dot_segments_cannot_hop_from_a_public_route_to_a_protected_one(gateway):
+    # httpx would normalise the path itself, so the request is written by hand
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/v1/auth/token/../../users HTTP/1.1\r\n"
+                     b"Host: gateway\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"400", answer[:300]
+    assert b"application/problem+json" in rest

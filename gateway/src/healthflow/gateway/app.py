@@ -89,6 +89,17 @@ class ProblemCORSMiddleware(CORSMiddleware):
         return JSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON)
 
 
+def _reject_dot_segments(path: str) -> None:
+    """Refuse ``.``/``..`` path segments (RFC 3986 § 3.3): the route is chosen from the
+    path as sent, and an upstream client that removed them would reach another route.
+
+    Raises:
+        BadRequest: the path has a dot segment.
+    """
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise BadRequest("the path must not contain '.' or '..' segments")
+
+
 def _bearer(headers: Headers, query: str = "") -> str | None:
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
@@ -262,6 +273,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def forward(request: Request) -> Response:
         path = request.url.path
         client_ip = ip_of(request)
+        _reject_dot_segments(path)
         route = table.match(path)
         if route is None:
             await limit(request, edge, "ip", client_ip)
@@ -279,6 +291,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         path = websocket.url.path
         query = websocket.scope.get("query_string", b"").decode("latin-1")
         try:
+            _reject_dot_segments(path)
             route = table.match(path)
             if route is None:
                 raise NotFound(f"no route matches WebSocket {path}")

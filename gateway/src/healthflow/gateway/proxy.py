@@ -525,10 +525,10 @@ async def proxy_websocket(
         for task in pending:
             task.cancel()
         for task in done:
-            exc = task.exception()
-            if exc is not None and not isinstance(exc, ConnectionClosed):
+            error = task.exception()
+            if error is not None and not isinstance(error, ConnectionClosed):
                 log.warning("websocket relay ended with an error",
-                            extra={"error": type(exc).__name__})
+                            extra={"error": type(error).__name__})
     finally:
         for task in tasks:
             task.cancel()
