@@ -140,6 +140,7 @@ async def test_every_mutating_route_refuses_the_wrong_role_and_owner(platform):
         ({"languages": ["english"]}, "body.languages.0"),
         ({"specialties": ["heart surgery"]}, "body.specialties.0"),
         ({"modes": ["video"]}, "body.modes.0"),
+        ({"modes": []}, "body.modes"),
         ({"name": {"given": [], "family": "X"}}, "body.name.given"),
         ({"licence": {"number": "", "issuer": "x"}}, "body.licence.number"),
         ({"affiliations": [{"hospital_id": "no-such-hospital"}]},

@@ -133,7 +133,7 @@ class _ProfileFields(_Request):
         default_factory=list, max_length=20)
     affiliations: list[Affiliation] = Field(default_factory=list, max_length=20)
     modes: Annotated[list[Mode], AfterValidator(_unique)] = Field(
-        default_factory=lambda: [Mode.IN_PERSON], max_length=2)
+        default_factory=lambda: [Mode.IN_PERSON], min_length=1, max_length=2)
     fee: Fee
     time_zone: TimeZone = Field(description="the doctor's own IANA zone (online hours)")
 
