@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from healthflow.common.events.outbox import recorded_events
 from healthflow.common.testing import eventually
 from healthflow.notification import service
 from healthflow.notification.domain import SettableClock
@@ -61,13 +62,13 @@ async def test_booking_sends_one_sms_and_one_email_in_the_hospitals_local_time(
     assert email_delivery["provider_id"] == mail.message["Message-ID"]
 
     # notification.sent reached the outbox, without the body or the address
-    outbox = [d async for d in notif.db["outbox"].find({"type": "notification.sent"})]
-    sent = {d["envelope"]["data"]["delivery_id"]: d["envelope"]["data"] for d in outbox}
+    recorded = await recorded_events(notif.db, {"type": "notification.sent"})
+    sent = {e.data["delivery_id"]: e.data for e in recorded}
     data = sent[sms_delivery["_id"]]
     assert data == {"delivery_id": sms_delivery["_id"], "channel": "sms",
                     "template": "appointment_booked", "trigger": "appointment.booked",
                     "user_id": "pat-1", "provider_id": sms.sid, "attempts": 1}
-    assert "+4915112345678" not in str(outbox) and "09:30" not in str(outbox)
+    assert "+4915112345678" not in str(recorded) and "09:30" not in str(recorded)
 
     # the in-app feed has it too
     feed = (await notif.client.get("/api/v1/notifications/feed",

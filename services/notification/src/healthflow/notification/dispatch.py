@@ -327,9 +327,11 @@ class Engine:
         self.dispatcher = dispatcher
         self.scheduler = scheduler
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def start(self) -> None:
         settings = self.dispatcher.ctx.settings
+        self._stopping = False
         self._tasks = [
             asyncio.create_task(self._loop(self.dispatcher.run_due, settings.dispatch_interval,
                                            self.dispatcher.wakeup), name="notification-dispatch"),
@@ -338,6 +340,10 @@ class Engine:
         ]
 
     async def stop(self) -> None:
+        # The flag ends a loop whose cancellation asyncio.wait_for swallowed (Python 3.11
+        # drops a cancel that races with the awaited event being set).
+        self._stopping = True
+        self.dispatcher.wake()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -345,9 +351,8 @@ class Engine:
                 await task
         self._tasks = []
 
-    @staticmethod
-    async def _loop(step: Any, interval: float, wakeup: asyncio.Event | None) -> None:
-        while True:
+    async def _loop(self, step: Any, interval: float, wakeup: asyncio.Event | None) -> None:
+        while not self._stopping:
             if wakeup is not None:
                 wakeup.clear()  # a wake during the step below makes the wait return at once
             try:
