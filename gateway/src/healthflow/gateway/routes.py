@@ -8,21 +8,25 @@ matches no route is answered 404 problem+json by the gateway itself.
 
 Policies (numbers are defaults; ``GATEWAY_POLICY_OVERRIDES`` changes any field):
 
-========  ======  =================  ==============  ========  =========
-group     auth    per subject        per client IP   timeout   max body
-========  ======  =================  ==============  ========  =========
-token     public  —                  10/minute       10 s      64 KiB
-register  public  —                  5/minute        10 s      64 KiB
-refresh   public  —                  30/minute       10 s      64 KiB
-jwks      public  —                  300/minute      5 s       0
-account   token   120/minute         1200/minute     10 s      64 KiB
-audit     token + ``audit:read``     60/minute       600/minute  30 s  64 KiB
-default   token   300/minute         3000/minute     15 s      1 MiB
-edge      public  —                  120/minute      10 s      0
-========  ======  =================  ==============  ========  =========
+==========  ===========  ===========  ===========  =======  ========
+group       auth         per subject  per IP       timeout  max body
+==========  ===========  ===========  ===========  =======  ========
+token       public       —            10/minute    10 s     64 KiB
+register    public       —            5/minute     10 s     64 KiB
+refresh     public       —            30/minute    10 s     64 KiB
+jwks        public       —            300/minute   5 s      0
+account     token        120/minute   1200/minute  10 s     64 KiB
+audit       audit:read   60/minute    600/minute   30 s     64 KiB
+default     token        300/minute   3000/minute  15 s     1 MiB
+edge        public       —            120/minute   10 s     0
+==========  ===========  ===========  ===========  =======  ========
 
-``edge`` covers what the gateway answers itself (OpenAPI, docs, status) and
-unknown paths. ``/livez``, ``/readyz`` and ``/metrics`` are probes: never
+``token`` serves ``/api/v1/auth/token`` (login), ``account`` the rest of
+``/api/v1/auth`` and ``/api/v1/users``; ``audit`` needs a token holding
+``audit:read`` (compliance officers, admins). ``edge`` covers what the gateway
+answers itself (OpenAPI, docs, status page) and unknown paths. Windows are
+moving windows (see :mod:`healthflow.gateway.ratelimit`); ``stream_timeout``
+is 3600 s everywhere. ``/livez``, ``/readyz`` and ``/metrics`` are probes: never
 limited. ``timeout`` is how long the upstream may stay silent (no byte of the
 response) before the gateway answers 504; ``stream_timeout`` replaces it while a
 Server-Sent Events or WebSocket stream is open.
