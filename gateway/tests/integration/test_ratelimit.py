@@ -91,3 +91,18 @@ def test_two_gateway_processes_share_one_budget_through_redis(
     assert quota * 0.95 <= len(accepted) <= quota * 1.05, len(accepted)
     # both replicas served part of the budget: it really is one shared budget
     assert accepted.count(first.url) > 0 and accepted.count(second.url) > 0
+
+
+def test_an_unreachable_redis_fails_open(start_gateway, platform):
+    from healthflow.common.embedded import free_port
+
+    gateway = start_gateway(redis_url=f"redis://127.0.0.1:{free_port()}/0",
+                            policy_overrides={"token": {"ip_limit": "1/minute"}})
+    url = gateway.url + "/api/v1/auth/token/echo"
+    answers = [httpx.post(url, data={"u": "x"}, timeout=10) for _ in range(3)]
+    # without its store the limiter lets requests through (and says nothing about limits)
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert "ratelimit" not in answers[0].headers
+    metrics = httpx.get(gateway.url + "/metrics").text
+    errors = re.search(r"^healthflow_gateway_ratelimit_errors_total (\S+)$", metrics, re.M)
+    assert errors is not None and float(errors.group(1)) >= 3

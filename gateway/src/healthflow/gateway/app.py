@@ -44,7 +44,7 @@ from healthflow.common.settings import load_settings
 from healthflow.gateway import proxy, status
 from healthflow.gateway.breaker import Breakers
 from healthflow.gateway.openapi import OpenAPIAggregator
-from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitState, fields
+from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitScope, LimitState, fields
 from healthflow.gateway.routes import EDGE_POLICY, Policy, RouteTable
 from healthflow.gateway.settings import GatewaySettings
 
@@ -165,11 +165,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.verifier = verifier
     install_problem_handlers(app)
 
-    async def limit(request: Request, policy: Policy, scope: str, key: str) -> None:
+    async def limit(request: Request, policy: Policy, scope: LimitScope, key: str) -> None:
+        """Count the request; the state goes to the response's RateLimit fields (429 raised)."""
         limiter: EdgeRateLimiter = request.app.state.limiter
         states: list[LimitState] = request.scope.setdefault("state", {}).setdefault(
             "ratelimit", [])
-        state = await limiter.hit(policy, "ip" if scope == "ip" else "subject", key)
+        state = await limiter.hit(policy, scope, key)
         if state is not None:
             states.append(state)
 

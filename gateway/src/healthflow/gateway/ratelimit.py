@@ -53,7 +53,7 @@ from healthflow.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-Scope = Literal["ip", "subject"]
+LimitScope = Literal["ip", "subject"]
 
 RATE_LIMITED = Counter(
     "healthflow_gateway_rate_limited_total", "Requests refused with 429", ["policy"]
@@ -111,7 +111,7 @@ class EdgeRateLimiter:
             item = self._items[limit] = parse(limit)
         return item
 
-    async def hit(self, policy: Policy, scope: Scope, key: str) -> LimitState | None:
+    async def hit(self, policy: Policy, scope: LimitScope, key: str) -> LimitState | None:
         """Count one request of ``key`` against ``policy``'s ``scope`` limit.
 
         Returns the state for the response fields, or ``None`` when the policy
