@@ -1,0 +1,131 @@
+"""Web Push (encrypted, VAPID-signed) to a loopback push service, and the SSE feed stream
+over a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from datetime import UTC, datetime
+
+import httpx
+import jwt
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from healthflow.common.testing import TokenFactory, eventually
+from healthflow.notification.app import create_app
+from healthflow.notification.domain import SettableClock
+from healthflow.notification.sandbox import PushSink, browser_subscription, free_port
+from healthflow.notification.settings import Settings
+
+from ..conftest import Notif, appointment, user_registered
+
+START = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
+BASE = "/api/v1/notifications"
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_web_push_reaches_the_subscribed_browser_encrypted_and_signed(
+        notif: Notif, push_sink: PushSink) -> None:
+    key = (await notif.client.get(f"{BASE}/push/vapid-public-key")).json()["public_key"]
+    assert len(_b64decode(key)) == 65  # an uncompressed P-256 point
+    browser = browser_subscription(push_sink.endpoint("browser-1"))
+    me = notif.headers("pat-w")
+    created = await notif.client.post(f"{BASE}/push/subscriptions", headers=me,
+                                      json=browser.to_json())
+    assert created.status_code == 201, created.text
+    taken = await notif.client.post(f"{BASE}/push/subscriptions",
+                                    headers=notif.headers("someone-else"),
+                                    json=browser.to_json())
+    assert taken.status_code == 403
+
+    await notif.deliver(user_registered("pat-w", phone=None))
+    booked = appointment("appointment.booked", "appt-w", "pat-w", START)
+    await notif.deliver(booked)
+    await eventually(lambda: len(push_sink.received) == 1, message="no push arrived")
+    push = push_sink.received[0]
+    assert push.headers["Content-Encoding"] == "aes128gcm"
+    assert b"Your appointment" not in push.body  # the body is encrypted
+    payload = json.loads(browser.decrypt(push.body))
+    assert payload["title"] == "Your appointment is booked"
+    assert "09:30 CET" in payload["body"]
+    # VAPID (RFC 8292): "vapid t=<JWT>, k=<key>", the JWT signed by the published key
+    scheme, _, params = push.headers["Authorization"].partition(" ")
+    fields = dict(part.strip().split("=", 1) for part in params.split(","))
+    assert scheme == "vapid" and fields["k"] == key
+    public = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _b64decode(key))
+    claims = jwt.decode(fields["t"], public, algorithms=["ES256"],
+                        audience=f"http://127.0.0.1:{push_sink.port}")
+    assert claims["sub"] == "mailto:ops@healthflow.example"
+
+    async def sent() -> bool:
+        push_log = await notif.deliveries(source_id=booked.id, channel="push")
+        return [d["status"] for d in push_log] == ["sent"]
+
+    await eventually(sent, message="push delivery not logged as sent")
+
+    # the browser unsubscribed: 410 Gone fails the delivery and forgets the endpoint
+    push_sink.gone.add("browser-1")
+    cancelled = appointment("appointment.cancelled", "appt-w", "pat-w", START,
+                            status="cancelled", cancelled_by="pat-w",
+                            cancelled_by_role="patient", reason_code="patient_request")
+    await notif.deliver(cancelled)
+
+    async def forgotten() -> bool:
+        return await notif.db["push_subscriptions"].count_documents({}) == 0
+
+    await eventually(forgotten, message="the gone subscription was not removed")
+    failed = await notif.deliveries(source_id=cancelled.id, channel="push")
+    assert [(d["status"], d["reason"]) for d in failed] == [("failed", "refused")]
+
+
+async def test_the_feed_streams_as_server_sent_events(
+        settings: Settings, tokens: TokenFactory, clock: SettableClock) -> None:
+    app = create_app(settings, clock=clock)
+    app.state.verifier = tokens.verifier()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, message="server did not start")
+        runtime = app.state.runtime
+        consumer = runtime.consumer
+        assert consumer is not None
+        await consumer(user_registered("pat-sse"))
+        headers = tokens.headers("pat-sse") | {"Accept": "text/event-stream"}
+        received: list[dict[str, str]] = []
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+            http.stream("GET", f"{BASE}/stream", headers=headers) as response,
+        ):
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.aiter_lines()
+            assert await anext(lines) == "retry: 3000"  # the stream is open
+            clock.advance(seconds=1)
+            await consumer(appointment("appointment.booked", "appt-sse", "pat-sse", START))
+            current: dict[str, str] = {}
+
+            async def read_one() -> None:
+                async for line in lines:
+                    if not line and current.get("event"):
+                        received.append(dict(current))
+                        return
+                    if line.startswith(":") or not line:
+                        continue
+                    name, _, value = line.partition(": ")
+                    current[name] = value
+
+            await asyncio.wait_for(read_one(), timeout=10)
+        assert received[0]["event"] == "notification"
+        item = json.loads(received[0]["data"])
+        assert (item["template"], item["id"]) == ("appointment_booked", received[0]["id"])
+        assert "09:30 CET" in item["body"]  # the welcome (older) was not replayed
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
