@@ -99,3 +99,23 @@ def test_account_lifecycle_through_the_gateway(start_gateway, platform, auth_ser
     doc = api.get("/openapi.json").json()
     assert "/api/v1/auth/token" in doc["paths"] and "/api/v1/patients/things" in doc["paths"]
     assert "/.well-known/jwks.json" in doc["paths"]
+    dangling = [ref for ref in _refs(doc) if not _resolves(doc, ref)]
+    assert not dangling, dangling
+
+
+def _refs(node: object) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for item in node for r in _refs(item)]
+    return []
+
+
+def _resolves(doc: dict, ref: str) -> bool:
+    node: object = doc
+    for part in ref.removeprefix("#/").split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
