@@ -73,3 +73,14 @@ def test_upstreams_from_the_environment(monkeypatch):
     assert settings.upstream_url("auth") == "http://127.0.0.1:8101"
     assert settings.redis_url == "redis://cache:6379/1"
     assert settings.port == 8000 and settings.host == "127.0.0.1"
+
+
+def test_replicas_are_taken_in_turn(monkeypatch):
+    from healthflow.gateway.settings import GatewaySettings
+
+    monkeypatch.setenv("GATEWAY_UPSTREAM_APPOINTMENT", "http://a:1, http://b:2/")
+    settings = GatewaySettings()
+    assert settings.upstream_urls("appointment") == ["http://a:1", "http://b:2"]
+    assert [settings.upstream_url("appointment") for _ in range(4)] == [
+        "http://a:1", "http://b:2", "http://a:1", "http://b:2"]
+    assert settings.upstream_url("auth") == settings.upstream_url("auth")

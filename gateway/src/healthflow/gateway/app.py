@@ -132,8 +132,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         issuer=settings.jwt_issuer, audience=settings.jwt_audience,
         jwks_url=settings.jwks_url, cache_seconds=settings.jwks_cache_seconds,
     )
+    # Health, status and the merged OpenAPI ask one replica of each upstream.
+    first_replicas = {name: settings.upstream_urls(name)[0] for name in settings.upstreams}
     ready_upstreams = {
-        name: url for name, url in settings.upstreams.items()
+        name: url for name, url in first_replicas.items()
         if settings.readiness_requires is None or name in settings.readiness_requires
     }
     edge = table.policy(EDGE_POLICY)
@@ -145,7 +147,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.proxy = forwarder
         app.state.limiter = limiter
         app.state.openapi = OpenAPIAggregator(
-            forwarder.client, settings.upstreams, table,
+            forwarder.client, first_replicas, table,
             cache_seconds=settings.openapi_cache_seconds, timeout=settings.health_timeout,
             extra_paths=gateway_paths,
         )
@@ -247,7 +249,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         await limit(request, table.policy("default"), "subject", principal.subject)
         return await status.platform_status(
-            request.app.state.proxy.client, settings.upstreams, settings.health_timeout,
+            request.app.state.proxy.client, first_replicas, settings.health_timeout,
             breakers,
         )
 

@@ -3,7 +3,10 @@
 Durations are in seconds (floats), sizes in bytes. Upstream base URLs come
 from ``GATEWAY_UPSTREAM_<NAME>`` (e.g. ``GATEWAY_UPSTREAM_AUTH=http://auth:8101``),
 or the JSON map ``GATEWAY_UPSTREAMS``, and default to
-``http://127.0.0.1:<port>`` from :data:`healthflow.common.topology.SERVICES`.
+``http://127.0.0.1:<port>`` from :data:`healthflow.common.topology.SERVICES`. A
+value may list several replicas separated by commas
+(``http://10.0.0.5:8106,http://10.0.0.6:8106``); requests then go to them in
+turn (round robin), and a retried idempotent request moves on to the next one.
 The rate-limit store is Redis when ``GATEWAY_REDIS_URL`` (or the platform-wide
 ``REDIS_URL``) is set, so that every gateway replica shares one budget;
 otherwise it is this process's memory.
@@ -11,10 +14,12 @@ otherwise it is this process's memory.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
@@ -36,6 +41,7 @@ class GatewaySettings(ServiceSettings):
 
     # Upstreams: service name -> base URL (filled from the environment, see module doc).
     upstreams: dict[str, str] = Field(default_factory=dict)
+    _rotation: dict[str, Iterator[str]] = PrivateAttr(default_factory=dict)
 
     # CORS: exact origins allowed to call the API from a browser (no wildcard).
     cors_origins: list[str] = Field(
@@ -86,10 +92,21 @@ class GatewaySettings(ServiceSettings):
             self.jwks_url = f"{merged['auth']}/.well-known/jwks.json"
         return self
 
-    def upstream_url(self, name: str) -> str:
-        """The base URL (no trailing slash) of upstream ``name``.
+    def upstream_urls(self, name: str) -> list[str]:
+        """Every replica's base URL (no trailing slash) of upstream ``name``.
 
         Raises:
             KeyError: ``name`` is not a known upstream.
         """
-        return self.upstreams[name]
+        return [u.strip().rstrip("/") for u in self.upstreams[name].split(",") if u.strip()]
+
+    def upstream_url(self, name: str) -> str:
+        """The base URL of the replica of ``name`` whose turn it is (round robin).
+
+        Raises:
+            KeyError: ``name`` is not a known upstream.
+        """
+        rotation = self._rotation.get(name)
+        if rotation is None:
+            rotation = self._rotation[name] = itertools.cycle(self.upstream_urls(name))
+        return next(rotation)

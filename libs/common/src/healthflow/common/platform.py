@@ -29,6 +29,9 @@ grace period), MongoDB last; the exit code is then 0. ``--check`` (or the
 ``check`` command) stops right after the readiness report instead, with exit
 code 0 when everything was ready and 1 otherwise.
 
+``--replicas appointment=2`` runs more than one process of a service in
+multi-process mode (the extra ones on free ports; the gateway takes them in turn).
+
 Environment (flags win over variables): ``MONGODB_URL``, ``AMQP_URL``,
 ``HEALTHFLOW_VAR_DIR`` (default ``./var``), ``HEALTHFLOW_MONGO_PORT``
 (embedded SecantusDB, default 27017 or a free port when taken),
@@ -105,14 +108,23 @@ class Console:
 
 @dataclass(frozen=True)
 class Component:
-    """One process part of the platform: a service or the gateway, on ``HOST:port``."""
+    """One process part of the platform: a service (replica) or the gateway, on ``HOST:port``.
+
+    ``name`` is what the console and the log file show (``appointment-2`` for a
+    second replica); ``service`` is the package it runs (``appointment``).
+    """
 
     name: str
     port: int
+    service: str = ""
+
+    @property
+    def package(self) -> str:
+        return self.service or self.name
 
     @property
     def module(self) -> str:
-        return f"healthflow.{self.name}"
+        return f"healthflow.{self.package}"
 
     @property
     def url(self) -> str:
@@ -153,9 +165,13 @@ def app_factory(name: str) -> Callable[..., Any]:
     raise LookupError("not built yet (no app.create_app)")
 
 
-def discover(only: Sequence[str] | None, *, gateway: bool, ports: Mapping[str, int]
+def discover(only: Sequence[str] | None, *, gateway: bool, ports: Mapping[str, int],
+             replicas: Mapping[str, int] | None = None,
              ) -> tuple[list[Component], list[tuple[str, str]]]:
     """The components to run and the ``(name, reason)`` of those skipped.
+
+    ``replicas`` asks for more than one process of a service (``{"appointment": 2}``);
+    the extra ones listen on free ports and share the service's database and queue.
 
     Raises:
         SystemExit: ``only`` names a service that :data:`SERVICES` does not know.
@@ -179,7 +195,9 @@ def discover(only: Sequence[str] | None, *, gateway: bool, ports: Mapping[str, i
         if _find_spec(f"healthflow.{name}.__main__") is None:
             skipped.append((name, "not built yet (no __main__)"))
             continue
-        chosen.append(Component(name, ports[name]))
+        chosen.append(Component(name, ports[name], name))
+        for number in range(2, (replicas or {}).get(name, 1) + 1):
+            chosen.append(Component(f"{name}-{number}", free_port(), name))
     return chosen, skipped
 
 
@@ -216,6 +234,7 @@ class Config:
     check: bool
     admin_email: str | None = None
     admin_password: str | None = field(default=None, repr=False)
+    replicas: dict[str, int] = field(default_factory=dict)
 
     @property
     def log_dir(self) -> Path:
@@ -247,6 +266,9 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Config:
                         help="run the services only")
     parser.add_argument("--port", action="append", type=_port_pair, default=[],
                         metavar="NAME=PORT", help="move one component (repeatable)")
+    parser.add_argument("--replicas", action="append", type=_port_pair, default=[],
+                        metavar="NAME=N",
+                        help="run N processes of a service (multi-process mode; repeatable)")
     parser.add_argument("--var-dir", default=env.get("HEALTHFLOW_VAR_DIR", "var"),
                         help="data and logs (default ./var; HEALTHFLOW_VAR_DIR)")
     parser.add_argument("--mongo-port", type=int,
@@ -273,6 +295,7 @@ def parse_args(argv: Sequence[str] | None, env: Mapping[str, str]) -> Config:
         check=args.check or args.command == "check",
         admin_email=env.get("HEALTHFLOW_ADMIN_EMAIL") or None,
         admin_password=env.get("HEALTHFLOW_ADMIN_PASSWORD") or None,
+        replicas=dict(args.replicas),
     )
 
 
@@ -423,11 +446,12 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
     }
     for name, port in config.ports.items():
         env[f"{name.upper()}_PORT"] = str(port)
-        if name != "gateway":  # the gateway's upstreams follow moved ports
-            env[f"GATEWAY_UPSTREAM_{name.upper()}"] = f"http://{HOST}:{port}"
+        if name != "gateway":  # the gateway's upstreams follow moved ports and replicas
+            urls = [c.url for c in components if c.package == name] or [f"http://{HOST}:{port}"]
+            env[f"GATEWAY_UPSTREAM_{name.upper()}"] = ",".join(urls)
     # The gateway is ready when the services that run are (not the skipped ones).
     env["GATEWAY_READINESS_REQUIRES"] = json.dumps(
-        [c.name for c in components if not c.is_gateway]
+        sorted({c.package for c in components if not c.is_gateway})
     )
     return env
 
@@ -744,7 +768,9 @@ class Platform:
         child_env = {k: v for k, v in os.environ.items() if k != "HEALTHFLOW_ADMIN_PASSWORD"}
         for component in self.components:
             log_file = self.config.log_dir / f"{component.name}.log"
-            child = Supervised(component, child_env | {"PORT": str(component.port)}, log_file,
+            own_port = {"PORT": str(component.port),
+                        f"{component.package.upper()}_PORT": str(component.port)}
+            child = Supervised(component, child_env | own_port, log_file,
                                self.console, self.config.grace, self.config.ready_timeout)
             self.children[component.name] = child
             child.start()
@@ -760,7 +786,7 @@ class Platform:
         level = os.environ.get("LOG_LEVEL", "INFO")
         log_file = self.config.log_dir / "platform.log"
         for component in self.components:
-            factory = app_factory(component.name)
+            factory = app_factory(component.package)
             app = factory() if component.is_gateway else factory(transport=self.transport)
             self.servers[component.name] = _EmbeddedServer(app, component, self.config.grace,
                                                            log_file)
@@ -861,7 +887,8 @@ class Platform:
         self._install_signals()
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         self.components, self.skipped = discover(
-            self.config.only, gateway=self.config.gateway, ports=self.config.ports)
+            self.config.only, gateway=self.config.gateway, ports=self.config.ports,
+            replicas=self.config.replicas)
         self.console.line(self.console.paint("HealthFlow — local platform", "bold"))
         for name, reason in self.skipped:
             self.console.status(name, "skipped", reason, "dim")
@@ -874,6 +901,11 @@ class Platform:
             await self._start_mongo()
             if not self.stop_requested.is_set():
                 await self._choose_mode()
+                if self.mode != "multi" and any(c.name != c.package for c in self.components):
+                    self.console.status("replicas", "ignored",
+                                        "one process holds every service in single-process mode",
+                                        "dim")
+                    self.components = [c for c in self.components if c.name == c.package]
                 if self.mode == "multi":
                     await self._start_multi()
                 else:

@@ -9,6 +9,7 @@
 * ``unique_name`` — a fresh name for databases and services, so tests never
   share state.
 * ``tokens`` — a :class:`TokenFactory` minting access tokens for any role.
+* :func:`platform_process` — the whole platform (``healthflow-run``) as a process.
 * :func:`running_app` — an app factory's app with its lifespan run, and an httpx
   client talking to it in-process over ASGI.
 """
@@ -17,12 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +38,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from healthflow.common.auth import TokenVerifier
-from healthflow.common.embedded import EmbeddedMongo, ensure_rabbitmq
+from healthflow.common.embedded import EmbeddedMongo, ensure_rabbitmq, free_port
+from healthflow.common.topology import SERVICES
 
 
 @pytest.fixture(scope="session")
@@ -193,3 +201,103 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(message)
         await asyncio.sleep(interval)
+
+
+# --------------------------------------------------------------------------- whole platform
+
+E2E_ADMIN_EMAIL = "e2e.admin@example.org"
+E2E_ADMIN_PASSWORD = "E2e-admin-passphrase-correct-horse-7"  # noqa: S105 - test-only account
+
+# End-to-end runs log in many users from 127.0.0.1: the edge's login budgets are
+# raised (their enforcement is tested in the gateway's own suite), and Argon2 is
+# cheap (its parameters are tested in the auth service's suite).
+E2E_ENV = {
+    "GATEWAY_POLICY_OVERRIDES": json.dumps({
+        "token": {"ip_limit": "100000/minute"},
+        "register": {"ip_limit": "100000/minute"},
+        "refresh": {"ip_limit": "100000/minute"},
+        "default": {"subject_limit": "100000/minute", "ip_limit": "100000/minute"},
+        "account": {"subject_limit": "100000/minute", "ip_limit": "100000/minute"},
+        "audit": {"subject_limit": "100000/minute", "ip_limit": "100000/minute"},
+    }),
+    "AUTH_ARGON2_TIME_COST": "1",
+    "AUTH_ARGON2_MEMORY_COST": "1024",
+    "AUTH_ARGON2_PARALLELISM": "1",
+}
+
+
+@dataclass
+class RunningPlatform:
+    """A ``healthflow-run`` process (every service and the gateway) and how to reach it."""
+
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    output: Path
+    gateway_url: str
+    ports: dict[str, int]
+    mongodb_url: str
+    amqp_url: str
+    admin_email: str = E2E_ADMIN_EMAIL
+    admin_password: str = field(default=E2E_ADMIN_PASSWORD, repr=False)
+
+    def text(self) -> str:
+        """What the runner printed."""
+        return self.output.read_text(errors="replace")
+
+    def logs(self) -> dict[str, str]:
+        """Every log file the platform wrote (``var/log/<part>.log``), by part name."""
+        log_dir = self.workdir / "var" / "log"
+        return {p.stem: p.read_text(errors="replace") for p in sorted(log_dir.glob("*.log"))}
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.gateway_url, timeout=30.0, **kwargs)
+
+
+@contextmanager
+def platform_process(
+    workdir: Path, amqp_url: str, *args: str, env: dict[str, str] | None = None,
+    ready_within: float = 240.0,
+) -> Iterator[RunningPlatform]:
+    """Run the whole platform as its own process (multi-process over ``amqp_url``).
+
+    Every port is moved to a free one, data and logs go under ``workdir/var``,
+    the first admin is :data:`E2E_ADMIN_EMAIL`. Stops it with SIGINT afterwards
+    and fails the test if it does not exit cleanly.
+    """
+    ports = {name: free_port() for name in [*SERVICES, "gateway"]}
+    mongo_port = free_port()
+    child_env = {k: v for k, v in os.environ.items()
+                 if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL")}
+    child_env |= {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
+    child_env |= E2E_ENV | {
+        "AMQP_URL": amqp_url, "HEALTHFLOW_MONGO_PORT": str(mongo_port), "NO_COLOR": "1",
+        "HEALTHFLOW_READY_TIMEOUT": str(ready_within), "HEALTHFLOW_VAR_DIR": "var",
+        "HEALTHFLOW_ADMIN_EMAIL": E2E_ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": E2E_ADMIN_PASSWORD,
+    } | (env or {})
+    output = workdir / "platform.out"
+    with open(output, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "healthflow.common.platform", "--multi-process",
+             "--grace", "10", *args],
+            cwd=workdir, env=child_env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    running = RunningPlatform(
+        process, workdir, output, f"http://127.0.0.1:{ports['gateway']}", ports,
+        f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true", amqp_url,
+    )
+    try:
+        deadline = time.monotonic() + ready_within + 30
+        while "HealthFlow is up" not in running.text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the platform did not come up:\n{running.text()[-4000:]}",
+                            pytrace=False)
+            time.sleep(0.2)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
