@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from healthflow.common import catalog, permissions
+from healthflow.common.events.transport import topic_matches
 
 DOCS = Path(__file__).resolve().parents[4] / "docs"
 
@@ -19,8 +20,14 @@ def test_event_catalog_is_current():
     )
 
 
-def test_every_published_type_names_its_publisher():
-    entries, _ = catalog.collect()
+def test_every_consumed_pattern_matches_a_published_type():
+    """A handler bound to a type nobody publishes is a typo or a dead handler."""
+    entries, consumers = catalog.collect()
     assert entries, "no event types registered"
-    unknown = [t for t, e in entries.items() if e["publisher"] == "?"]
-    assert not unknown, f"types registered outside any service's events.py: {unknown}"
+    dangling = [
+        f"{service}: {pattern}"
+        for service, patterns in consumers.items()
+        for pattern in patterns
+        if not any(topic_matches(pattern, t) for t in entries)
+    ]
+    assert not dangling, f"handlers for types no service publishes: {dangling}"

@@ -35,10 +35,13 @@ def collect() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
         if _installed(f"{info.module}.handlers"):
             handlers = importlib.import_module(f"{info.module}.handlers")
             consumers[name] = list(getattr(handlers, "HANDLERS", {}))
-    entries = envelope.catalog()
-    for type_, entry in entries.items():
+    entries = {}
+    for type_, entry in envelope.catalog().items():
         parts = entry["payload"].split(".")
-        entry["publisher"] = parts[1] if parts[0] == "healthflow" and parts[1] in SERVICES else "?"
+        if parts[0] != "healthflow" or parts[1] not in SERVICES:
+            continue  # registered by a test or a tool, not by a service
+        entries[type_] = entry | {"publisher": parts[1]}
+    for type_, entry in entries.items():
         entry["consumers"] = sorted(
             service for service, patterns in consumers.items()
             if any(topic_matches(p, type_) for p in patterns)
