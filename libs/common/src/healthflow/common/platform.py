@@ -32,6 +32,14 @@ code 0 when everything was ready and 1 otherwise.
 ``--replicas appointment=2`` runs more than one process of a service in
 multi-process mode (the extra ones on free ports; the gateway takes them in turn).
 
+When the notification service runs and neither ``NOTIFICATION_SMTP_HOST`` nor
+``NOTIFICATION_TWILIO_BASE_URL`` is set, the runner also supervises the local
+mailbox (:mod:`healthflow.common.mailbox`: an SMTP server and a Twilio-compatible
+SMS endpoint on loopback, ``NOTIFICATION_SMTP_PORT``/8025 and 8026 or free ports
+when taken) and points the notification service at it; what arrives is kept in
+``<var>/mailbox/{mail,sms}.jsonl`` and shown at ``http://127.0.0.1:8027/mail`` and
+``/sms`` (``HEALTHFLOW_MAILBOX_PORT``).
+
 Environment (flags win over variables): ``MONGODB_URL``, ``AMQP_URL``,
 ``HEALTHFLOW_VAR_DIR`` (default ``./var``), ``HEALTHFLOW_MONGO_PORT``
 (embedded SecantusDB, default 27017 or a free port when taken),
@@ -76,6 +84,7 @@ RESTART_BACKOFF_INITIAL = 1.0  # seconds before the first restart of a dead chil
 RESTART_BACKOFF_MAX = 30.0  # seconds, the cap of the doubling back-off
 RESTART_BACKOFF_RESET = 60.0  # seconds of uptime after which the back-off starts over
 READY_POLL_INTERVAL = 0.25  # seconds between two /readyz probes
+MAILBOX_PORTS = {"smtp": 8025, "twilio": 8026, "view": 8027}  # defaults of the local mailbox
 
 
 # --------------------------------------------------------------------------- console
@@ -697,6 +706,7 @@ class Platform:
         self.servers: dict[str, _EmbeddedServer] = {}
         self.transport: Any = None
         self.report: dict[str, Readiness] = {}
+        self.mailbox: Supervised | None = None
 
     # ----- steps
 
@@ -760,6 +770,37 @@ class Platform:
         else:
             self.console.status("rabbitmq", "absent", f"no broker accepts a connection at "
                                 f"{redact(self.config.amqp_url)}: single-process mode", "dim")
+
+    async def _start_mailbox(self) -> None:
+        """Supervise the local mailbox and point the notification service at it (if wanted)."""
+        if not any(c.package == "notification" for c in self.components) or any(
+                os.environ.get(k) for k in ("NOTIFICATION_SMTP_HOST",
+                                            "NOTIFICATION_TWILIO_BASE_URL")):
+            return
+
+        def port(wanted: str | None, default: int) -> int:
+            chosen = int(wanted) if wanted else default
+            return free_port() if port_open(HOST, chosen, 0.2) else chosen
+
+        smtp = port(os.environ.get("NOTIFICATION_SMTP_PORT"), MAILBOX_PORTS["smtp"])
+        twilio = port(None, MAILBOX_PORTS["twilio"])
+        view = port(os.environ.get("HEALTHFLOW_MAILBOX_PORT"), MAILBOX_PORTS["view"])
+        os.environ.update({"NOTIFICATION_SMTP_HOST": HOST, "NOTIFICATION_SMTP_PORT": str(smtp),
+                           "NOTIFICATION_TWILIO_BASE_URL": f"http://{HOST}:{twilio}"})
+        component = Component("mailbox", view, "common.mailbox")
+        env = {k: v for k, v in os.environ.items() if k != "HEALTHFLOW_ADMIN_PASSWORD"} | {
+            "MAILBOX_SMTP_PORT": str(smtp), "MAILBOX_TWILIO_PORT": str(twilio),
+            "MAILBOX_PORT": str(view), "MAILBOX_DIR": str(self.config.var_dir / "mailbox")}
+        self.mailbox = Supervised(component, env, self.config.log_dir / "mailbox.log",
+                                  self.console, self.config.grace, self.config.ready_timeout)
+        self.mailbox.start()
+        result = await wait_ready(component, time.monotonic() + self.config.ready_timeout,
+                                  self.mailbox.alive)
+        if result.ready:
+            self.console.status("mailbox", "ready", f"SMTP :{smtp}, SMS :{twilio}, view "
+                                f"{component.url}/mail", "green")
+        else:
+            self.console.status("mailbox", "not ready", summarize(result.body), "red")
 
     async def _start_multi(self) -> None:
         env = platform_env(self.config, self.mongodb_url, "rabbitmq", self.components)
@@ -851,6 +892,11 @@ class Platform:
         logs = (f"{self.config.log_dir}/<name>.log" if self.mode == "multi"
                 else f"{self.config.log_dir}/platform.log")
         c.line(f"  logs      {logs}  (JSON lines)")
+        if self.mailbox is not None:
+            view = self.mailbox.component.url
+            c.line(f"  mailbox   {c.paint(view + '/mail', 'cyan')}  SMS log "
+                   f"{c.paint(view + '/sms', 'cyan')}  "
+                   f"(files {self.config.var_dir / 'mailbox'}/*.jsonl)")
         data = (f"{self.config.var_dir / 'mongo'}  ({self.mongodb_url})" if self.mongo
                 else f"external MongoDB {redact(self.mongodb_url)}")
         c.line(f"  data      {data}")
@@ -868,6 +914,8 @@ class Platform:
                 elif component.name in self.servers:
                     stops.append(self.servers[component.name].stop())
             await asyncio.gather(*stops, return_exceptions=True)
+        if self.mailbox is not None:
+            await self.mailbox.stop()
         if self.servers:
             for component in self.components:
                 self.console.status(component.name, "stopped", "", "dim")
@@ -906,6 +954,7 @@ class Platform:
                                         "one process holds every service in single-process mode",
                                         "dim")
                     self.components = [c for c in self.components if c.name == c.package]
+                await self._start_mailbox()
                 if self.mode == "multi":
                     await self._start_multi()
                 else:
