@@ -3,7 +3,6 @@ loopback, a settable clock, and a running app on a fresh database."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
-from healthflow.common.testing import TokenFactory, running_app
+from healthflow.common.testing import TokenFactory, eventually, running_app
 from healthflow.notification.app import create_app
 from healthflow.notification.dispatch import Dispatcher, ReminderScheduler
 from healthflow.notification.domain import SettableClock
@@ -66,7 +65,7 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
              twilio: TwilioSink) -> Settings:
     return Settings(
         mongodb_url=mongodb_url, mongodb_database=f"notification_{unique_name}",
-        transport="inprocess", retry_delays=[0.05, 0.1],
+        transport="inprocess", retry_delays=[0.05, 0.1], embedded_providers=False,
         smtp_port=smtp.port, smtp_timeout=2.0,
         twilio_base_url=twilio.base_url, twilio_account_sid=ACCOUNT_SID,
         twilio_auth_token=AUTH_TOKEN, twilio_timeout=2.0,
@@ -150,10 +149,18 @@ class Notif:
         return [d async for d in self.db["deliveries"].find(where).sort("created_at", 1)]
 
     async def settle(self) -> None:
-        """Run the dispatcher until nothing due is left (the background loop does too)."""
-        while await self.dispatcher.run_due():
-            pass
-        await asyncio.sleep(0)
+        """Run the dispatcher until no delivery due at the clock's now is still queued.
+
+        A delivery the background loop is sending counts as queued until its outcome is
+        recorded, so this also waits for those (the loop runs beside the test).
+        """
+
+        async def idle() -> bool:
+            await self.dispatcher.run_due()
+            return await self.db["deliveries"].count_documents(
+                {"status": "queued", "next_attempt_at": {"$lte": self.clock.now()}}) == 0
+
+        await eventually(idle, within=15, message="queued deliveries were not processed")
 
     def headers(self, user_id: str, roles: tuple[str, ...] = ("patient",)) -> dict[str, str]:
         return self.tokens.headers(user_id, roles)

@@ -79,8 +79,12 @@ async def test_web_push_reaches_the_subscribed_browser_encrypted_and_signed(
         return await notif.db["push_subscriptions"].count_documents({}) == 0
 
     await eventually(forgotten, message="the gone subscription was not removed")
-    failed = await notif.deliveries(source_id=cancelled.id, channel="push")
-    assert [(d["status"], d["reason"]) for d in failed] == [("failed", "refused")]
+
+    async def failed() -> bool:
+        push_log = await notif.deliveries(source_id=cancelled.id, channel="push")
+        return [(d["status"], d["reason"]) for d in push_log] == [("failed", "refused")]
+
+    await eventually(failed, message="the push to a gone subscription did not fail")
 
 
 async def test_the_feed_streams_as_server_sent_events(

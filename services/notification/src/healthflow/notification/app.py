@@ -16,7 +16,7 @@ from healthflow.common.http import create_service_app
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
-from healthflow.notification import api, dispatch, handlers, service, store
+from healthflow.notification import api, dispatch, handlers, sandbox, service, store
 from healthflow.notification.domain import Clock, SystemClock
 from healthflow.notification.providers import EmailSender, PushSender, SmsSender
 from healthflow.notification.settings import Settings
@@ -87,16 +87,21 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with inner(app):
-            private, public = await vapid_keys(runtime.db, settings)
-            senders.push = PushSender(settings, private)
-            runtime.state["vapid_public_key"] = public
-            engine.start()
-            try:
-                yield
-            finally:
-                await engine.stop()
-                await senders.close()
+        embedded = (await sandbox.start_embedded(settings) if settings.embedded_providers
+                    else sandbox.EmbeddedProviders())
+        try:
+            async with inner(app):
+                private, public = await vapid_keys(runtime.db, settings)
+                senders.push = PushSender(settings, private)
+                runtime.state["vapid_public_key"] = public
+                engine.start()
+                try:
+                    yield
+                finally:
+                    await engine.stop()
+                    await senders.close()
+        finally:
+            await embedded.stop()
 
     app.router.lifespan_context = lifespan
     return app

@@ -77,34 +77,28 @@ class Dispatcher:
         self.wakeup.set()
 
     async def run_due(self, limit: int | None = None) -> int:
-        """Claim and process due deliveries until none is due (or ``limit``); returns how many."""
+        """One pass: claim and process the deliveries due now (up to ``limit``, default
+        ``dispatch_batch``), ``dispatch_concurrency`` at a time; returns how many this
+        replica processed (0 when none was due)."""
         settings = self.ctx.settings
-        limit = limit or settings.dispatch_batch
+        now = self.ctx.clock.now()
+        candidates = await store.due(self.runtime.db, store.DELIVERIES,
+                                     status=Status.QUEUED.value, due_field="next_attempt_at",
+                                     now=now, limit=limit or settings.dispatch_batch)
         gate = asyncio.Semaphore(settings.dispatch_concurrency)
-        tasks: set[asyncio.Task[None]] = set()
-        count = 0
-        while count < limit:
-            await gate.acquire()
-            now = self.ctx.clock.now()
-            try:
-                doc = await store.claim_due(
-                    self.runtime.db, store.DELIVERIES, status_field="status",
-                    due_field="next_attempt_at", waiting=Status.QUEUED.value, now=now,
-                    owner=self.owner,
-                    lease_until=now + timedelta(seconds=settings.delivery_lease))
-            except BaseException:
-                gate.release()
-                raise
-            if doc is None:
-                gate.release()
-                break
-            count += 1
-            task = asyncio.create_task(self._process_guarded(doc))
-            tasks.add(task)
-            task.add_done_callback(lambda t: (tasks.discard(t), gate.release()))
-        if tasks:
-            await asyncio.gather(*tasks)
-        return count
+        lease_until = now + timedelta(seconds=settings.delivery_lease)
+
+        async def one(doc: Document) -> int:
+            async with gate:
+                claimed = await store.claim(self.runtime.db, store.DELIVERIES, doc,
+                                            due_field="next_attempt_at", now=now,
+                                            owner=self.owner, lease_until=lease_until)
+                if claimed is None:
+                    return 0  # another replica has it
+                await self._process_guarded(claimed)
+                return 1
+
+        return sum(await asyncio.gather(*(one(doc) for doc in candidates)))
 
     async def _process_guarded(self, doc: Document) -> None:
         try:
@@ -190,7 +184,7 @@ class Dispatcher:
         await self.runtime.db[store.DELIVERIES].update_one(
             {"_id": doc["_id"], "lease_owner": self.owner},
             {"$set": {"next_attempt_at": until, "reason": "quiet_hours", "lease_owner": None,
-                      "lease_until": None, "updated_at": self.ctx.clock.now()}})
+                      "lease_until": store.UNLEASED, "updated_at": self.ctx.clock.now()}})
 
     async def _retry_or_fail(self, doc: Document, error: str) -> None:
         settings = self.ctx.settings
@@ -203,7 +197,7 @@ class Dispatcher:
         await self.runtime.db[store.DELIVERIES].update_one(
             {"_id": doc["_id"], "lease_owner": self.owner},
             {"$set": {"attempts": attempts, "next_attempt_at": now + delay,
-                      "last_error": error[:300], "lease_owner": None, "lease_until": None,
+                      "last_error": error[:300], "lease_owner": None, "lease_until": store.UNLEASED,
                       "updated_at": now}})
         log.info("delivery will be retried", extra={
             "delivery_id": doc["_id"], "attempts": attempts, "delay_s": delay.total_seconds()})
@@ -216,7 +210,7 @@ class Dispatcher:
         attempts = int(doc.get("attempts", 0)) + (1 if attempted else 0)
         update: dict[str, Any] = {
             "status": status.value, "attempts": attempts, "lease_owner": None,
-            "lease_until": None, "next_attempt_at": None, "updated_at": now}
+            "lease_until": store.UNLEASED, "next_attempt_at": None, "updated_at": now}
         if reason is not None:
             update["reason"] = reason
         if error is not None:
@@ -301,16 +295,17 @@ class ReminderScheduler:
     async def run_due(self, limit: int = 500) -> int:
         """Fire every reminder due at the clock's now (up to ``limit``); returns how many fired."""
         fired = 0
-        for _ in range(limit):
-            now = self.ctx.clock.now()
-            reminder = await store.claim_due(
-                self.runtime.db, store.REMINDERS, status_field="status", due_field="due_at",
-                waiting="pending", now=now, owner=self.owner,
+        now = self.ctx.clock.now()
+        for reminder in await store.due(self.runtime.db, store.REMINDERS, status="pending",
+                                        due_field="due_at", now=now, limit=limit):
+            claimed = await store.claim(
+                self.runtime.db, store.REMINDERS, reminder, due_field="due_at", now=now,
+                owner=self.owner,
                 lease_until=now + timedelta(seconds=self.ctx.settings.delivery_lease))
-            if reminder is None:
-                break
+            if claimed is None:
+                continue
 
-            async def fire(uow: UnitOfWork, reminder: Document = reminder) -> bool:
+            async def fire(uow: UnitOfWork, reminder: Document = claimed) -> bool:
                 return await service.fire_reminder(uow, reminder, self.owner, self.ctx)
 
             if await self.runtime.transact(fire, actor=f"system:{self.runtime.name}"):
@@ -356,7 +351,8 @@ class Engine:
             if wakeup is not None:
                 wakeup.clear()  # a wake during the step below makes the wait return at once
             try:
-                await step()
+                if await step():
+                    continue  # more may be due (a full batch, or work it caused): go on
             except asyncio.CancelledError:
                 raise
             except Exception:

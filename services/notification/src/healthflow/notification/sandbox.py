@@ -10,8 +10,10 @@
   browser-like subscription whose private key can decrypt them.
 
 They speak the real protocols, so the service's real clients talk to them
-unchanged. ``python -m healthflow.notification.sandbox`` runs the SMTP and Twilio
-stand-ins on the settings' default ports (``127.0.0.1:8025`` and ``:8026``).
+unchanged. With ``embedded_providers`` (the default) the service starts the SMTP
+and Twilio stand-ins itself when its settings point at loopback
+(:func:`start_embedded`); ``python -m healthflow.notification.sandbox`` runs them
+alone on the settings' ports (``127.0.0.1:8025`` and ``:8026``).
 """
 
 from __future__ import annotations
@@ -23,18 +25,24 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlparse
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from healthflow.notification.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -52,7 +60,7 @@ class ReceivedMail:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
-    received_at: float
+    received_at: float  # time.perf_counter() when it arrived
 
     def part(self, content_type: str) -> str:
         """The decoded body part of ``content_type`` (``text/plain``, ``text/html``)."""
@@ -74,9 +82,11 @@ class _Handler:
         message = message_from_bytes(raw, policy=policy.default)
         assert isinstance(message, EmailMessage)
         mail = ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), message,
-                            asyncio.get_running_loop().time())
+                            time.perf_counter())
         with self.sink.lock:
             self.sink.messages.append(mail)
+            if self.sink.keep is not None and len(self.sink.messages) > self.sink.keep:
+                del self.sink.messages[0]
         for listener in list(self.sink.listeners):
             listener(mail)
         return "250 OK"
@@ -86,8 +96,9 @@ class SmtpSink:
     """An SMTP server on loopback (aiosmtpd, its own thread); :meth:`stop` / :meth:`start`
     simulate an outage on the same port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, keep: int | None = None) -> None:
         self.port = port or free_port()
+        self.keep = keep
         self.messages: list[ReceivedMail] = []
         self.listeners: list[Callable[[ReceivedMail], None]] = []
         self.lock = threading.Lock()
@@ -139,6 +150,8 @@ class TwilioSink:
     fail_next: list[int] = field(default_factory=list)
     """HTTP statuses to answer the next requests with (503: transient; 400: permanent)."""
     requests: int = 0
+    keep: int | None = None
+    """Keep only the last ``keep`` messages (the embedded default's memory bound)."""
     _runner: web.AppRunner | None = None
 
     @property
@@ -186,6 +199,8 @@ class TwilioSink:
         sid = "SM" + secrets.token_hex(16)
         self.messages.append(SmsRecord(sid, self.account_sid, to, form["From"], body,
                                        form.get("StatusCallback"), form))
+        if self.keep is not None and len(self.messages) > self.keep:
+            del self.messages[0]
         now = datetime.now(UTC).strftime("%a, %d %b %Y %H:%M:%S +0000")
         return web.json_response({
             "sid": sid, "account_sid": self.account_sid, "to": to, "from": form["From"],
@@ -275,6 +290,49 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass
+class EmbeddedProviders:
+    """The stand-ins one service process started (see :func:`start_embedded`)."""
+
+    smtp: SmtpSink | None = None
+    twilio: TwilioSink | None = None
+
+    async def stop(self) -> None:
+        if self.twilio is not None:
+            await self.twilio.stop()
+        if self.smtp is not None:
+            await asyncio.to_thread(self.smtp.stop)
+
+
+async def start_embedded(settings: Settings) -> EmbeddedProviders:
+    """Start the SMTP and Twilio stand-ins the settings point at, when they are on loopback.
+
+    Only endpoints on 127.0.0.1/localhost are served, so a deployment configured
+    with real providers never starts one. A port already taken (another replica
+    serves it) is left alone. Each keeps its last 1,000 messages in memory.
+    """
+    started = EmbeddedProviders()
+    if settings.smtp_host in LOOPBACK_HOSTS:
+        try:
+            started.smtp = await asyncio.to_thread(SmtpSink(settings.smtp_port, keep=1000).start)
+        except (OSError, RuntimeError) as exc:
+            log.info("embedded SMTP server not started", extra={"reason": str(exc)})
+    url = urlparse(settings.twilio_base_url)
+    if url.hostname in LOOPBACK_HOSTS and url.port:
+        sink = TwilioSink(settings.twilio_account_sid,
+                          settings.twilio_auth_token.get_secret_value(), port=url.port,
+                          keep=1000)
+        try:
+            started.twilio = await sink.start()
+        except OSError as exc:
+            await sink.stop()
+            log.info("embedded Twilio endpoint not started", extra={"reason": str(exc)})
+    return started
+
+
 async def _serve_forever(start: Callable[[], Awaitable[Any]]) -> None:  # pragma: no cover
     await start()
     await asyncio.Event().wait()
@@ -282,7 +340,6 @@ async def _serve_forever(start: Callable[[], Awaitable[Any]]) -> None:  # pragma
 
 def main() -> None:  # pragma: no cover - a developer convenience
     from healthflow.common.settings import load_settings
-    from healthflow.notification.settings import Settings
 
     settings = load_settings(Settings)
     smtp = SmtpSink(settings.smtp_port).start()

@@ -182,12 +182,12 @@ async def apply_appointment(uow: UnitOfWork, event_type: str, raw: dict[str, Any
     kind = domain.APPOINTMENT_TEMPLATES.get(event_type)
     if kind is None:
         return
-    context = await appointment_context(uow, data, ctx, await user_locale(uow, data.patient_id,
-                                                                           ctx))
+    prefs = await store.get(uow.db, store.PREFERENCES, data.patient_id, uow.session)
+    context = await appointment_context(uow, data, ctx, locale_of(prefs, ctx))
     await plan_message(uow, ctx, user_id=data.patient_id, kind=kind, source_id=event_id,
                        trigger=event_type, context=context,
                        appointment_id=data.appointment_id, timezone=data.timezone,
-                       expires_at=None)
+                       expires_at=None, prefs=prefs)
 
 
 async def schedule_reminders(uow: UnitOfWork, data: AppointmentData, ctx: Context) -> None:
@@ -202,9 +202,11 @@ async def schedule_reminders(uow: UnitOfWork, data: AppointmentData, ctx: Contex
     offsets = ctx.settings.reminder_offsets_minutes
     wanted = dict(domain.reminder_times(start, offsets, now))
     reminders = uow.db[store.REMINDERS]
-    for offset in offsets:
-        id_ = f"{data.appointment_id}:{offset}"
-        existing = await store.get(uow.db, store.REMINDERS, id_, uow.session)
+    ids = {offset: f"{data.appointment_id}:{offset}" for offset in offsets}
+    stored = await store.get_many(uow.db, store.REMINDERS, list(ids.values()), uow.session)
+    new: list[Document] = []
+    for offset, id_ in ids.items():
+        existing = stored.get(id_)
         due = wanted.get(offset)
         if due is None:
             if existing is not None and existing["status"] == "pending":
@@ -213,19 +215,20 @@ async def schedule_reminders(uow: UnitOfWork, data: AppointmentData, ctx: Contex
                     session=uow.session)
             continue
         if existing is None:
-            await reminders.insert_one(
+            new.append(
                 {"_id": id_, "appointment_id": data.appointment_id, "user_id": data.patient_id,
                  "offset_minutes": offset, "due_at": due, "status": "pending",
-                 "lease_owner": None, "lease_until": None, "fired_at": None,
-                 "created_at": now, "updated_at": now},
-                session=uow.session)
+                 "lease_owner": None, "lease_until": store.UNLEASED, "fired_at": None,
+                 "created_at": now, "updated_at": now})
         elif existing["due_at"] != due or existing["status"] == "cancelled":
             await reminders.update_one(
                 {"_id": id_},
                 {"$set": {"due_at": due, "status": "pending", "lease_owner": None,
-                          "lease_until": None, "fired_at": None, "updated_at": now,
+                          "lease_until": store.UNLEASED, "fired_at": None, "updated_at": now,
                           "user_id": data.patient_id}},
                 session=uow.session)
+    if new:
+        await reminders.insert_many(new, session=uow.session)
 
 
 async def cancel_reminders(uow: UnitOfWork, appointment_id: str, now: datetime) -> int:
@@ -255,42 +258,39 @@ async def fire_reminder(uow: UnitOfWork, reminder: Document, owner: str, ctx: Co
     if appointment is None or start is None or domain.parse_time(start) <= now:
         await uow.db[store.REMINDERS].update_one(
             {"_id": reminder["_id"]},
-            {"$set": {"status": "cancelled", "lease_owner": None, "lease_until": None,
+            {"$set": {"status": "cancelled", "lease_owner": None, "lease_until": store.UNLEASED,
                       "updated_at": now}}, session=uow.session)
         return False
     data = AppointmentData.model_validate(appointment["data"])
-    locale = await user_locale(uow, data.patient_id, ctx)
-    context = await appointment_context(uow, data, ctx, locale)
+    prefs = await store.get(uow.db, store.PREFERENCES, data.patient_id, uow.session)
+    context = await appointment_context(uow, data, ctx, locale_of(prefs, ctx))
     source_id = f"reminder:{reminder['_id']}@{reminder['due_at'].isoformat()}"
     await plan_message(uow, ctx, user_id=data.patient_id, kind=domain.REMINDER,
                        source_id=source_id, trigger=None, context=context,
                        appointment_id=data.appointment_id, timezone=data.timezone,
-                       expires_at=domain.parse_time(data.start))
+                       expires_at=domain.parse_time(data.start), prefs=prefs)
     await uow.db[store.REMINDERS].update_one(
         {"_id": reminder["_id"]},
-        {"$set": {"status": "sent", "fired_at": now, "lease_owner": None, "lease_until": None,
-                  "updated_at": now}}, session=uow.session)
+        {"$set": {"status": "sent", "fired_at": now, "lease_owner": None,
+                  "lease_until": store.UNLEASED, "updated_at": now}}, session=uow.session)
     return True
 
 
 async def appointment_context(uow: UnitOfWork, data: AppointmentData, ctx: Context,
                               locale: str) -> dict[str, Any]:
-    doctor = await store.get(uow.db, store.DIRECTORY, f"doctor:{data.doctor_id}", uow.session)
-    place = None
-    if data.location_id:
-        hospital = await store.get(uow.db, store.DIRECTORY, f"hospital:{data.location_id}",
-                                   uow.session)
-        place = hospital["name"] if hospital else None
+    doctor_key, place_key = f"doctor:{data.doctor_id}", f"hospital:{data.location_id}"
+    names = await store.get_many(uow.db, store.DIRECTORY, [doctor_key, place_key], uow.session)
     return domain.appointment_context(
-        data.model_dump(), locale=locale, doctor_name=doctor["name"] if doctor else None,
-        place=place, fallback_tz=ctx.settings.default_timezone)
+        data.model_dump(), locale=locale,
+        doctor_name=names[doctor_key]["name"] if doctor_key in names else None,
+        place=names[place_key]["name"] if data.location_id and place_key in names else None,
+        fallback_tz=ctx.settings.default_timezone)
 
 
 # --- queuing messages ----------------------------------------------------------------------
 
 
-async def user_locale(uow: UnitOfWork, user_id: str, ctx: Context) -> str:
-    prefs = await store.get(uow.db, store.PREFERENCES, user_id, uow.session)
+def locale_of(prefs: Document | None, ctx: Context) -> str:
     return domain.pick_locale((prefs or {}).get("locale"), ctx.settings.default_locale)
 
 
@@ -315,6 +315,7 @@ async def plan_message(
     appointment_id: str | None = None,
     timezone: str | None = None,
     expires_at: datetime | None = None,
+    prefs: Document | None = None,
 ) -> list[str]:
     """Render ``kind`` for ``user_id`` and queue one delivery per usable channel.
 
@@ -324,20 +325,22 @@ async def plan_message(
     """
     now = ctx.clock.now()
     contact = await store.get(uow.db, store.CONTACTS, user_id, uow.session)
-    prefs = await store.get(uow.db, store.PREFERENCES, user_id, uow.session)
+    if prefs is None:
+        prefs = await store.get(uow.db, store.PREFERENCES, user_id, uow.session)
     locale = domain.pick_locale((prefs or {}).get("locale"), ctx.settings.default_locale)
     context = {"link": ctx.settings.app_base_url,
                "name": (contact or {}).get("full_name")} | context
     rendered = ctx.renderer.render(kind.template, locale, context)
-    queued: list[str] = []
+    deliveries: list[Document] = []
     active = bool((contact or {}).get("active", True))
     consent, preference = consents(contact), channel_preferences(prefs)
     base = {"user_id": user_id, "template": kind.template, "trigger": trigger,
             "source_id": source_id, "appointment_id": appointment_id, "locale": locale,
             "urgent": kind.urgent, "timezone": timezone, "expires_at": expires_at,
-            "attempts": 0, "next_attempt_at": now, "lease_owner": None, "lease_until": None,
-            "provider_id": None, "last_error": None, "reason": None, "created_at": now,
-            "updated_at": now, "sent_at": None, "delivered_at": None, "failed_at": None}
+            "attempts": 0, "next_attempt_at": now, "lease_owner": None,
+            "lease_until": store.UNLEASED, "provider_id": None, "last_error": None,
+            "reason": None, "created_at": now, "updated_at": now, "sent_at": None,
+            "delivered_at": None, "failed_at": None}
     for channel in kind.channels:
         if channel is Channel.IN_APP:
             reason = domain.suppression(channel, consent=consent, preferences=preference,
@@ -374,7 +377,6 @@ async def plan_message(
             else:
                 doc |= {"to": None, "content": None, "status": Status.SUPPRESSED.value,
                         "reason": reason, "next_attempt_at": None}
-            if await store.upsert_once(uow.db, store.DELIVERIES, doc, uow.session) and (
-                    reason is None):
-                queued.append(id_)
-    return queued
+            deliveries.append(doc)
+    inserted = await store.upsert_many_once(uow.db, store.DELIVERIES, deliveries, uow.session)
+    return [d["_id"] for d in deliveries if d["_id"] in inserted and d["status"] == "queued"]

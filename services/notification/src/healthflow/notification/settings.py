@@ -29,6 +29,10 @@ class Settings(ServiceSettings):
     service_name: str = INFO.name
     port: int = Field(default=INFO.port, ge=1, le=65535)
 
+    # Start the loopback SMTP server and Twilio endpoint in this process when the
+    # endpoints below are on 127.0.0.1/localhost (the embedded default, `make run`).
+    embedded_providers: bool = True
+
     # Email (SMTP through aiosmtplib). ``smtp_security``: "none", "starttls" (RFC 3207)
     # or "tls" (implicit TLS, RFC 8314). Auth is used when a username is set.
     smtp_host: str = "127.0.0.1"

@@ -27,15 +27,14 @@ Collections (database ``healthflow_notification``), times aware UTC::
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.mongo import Document, Indexes
-from healthflow.notification.domain import Status
 
 CONTACTS = "contacts"
 PREFERENCES = "preferences"
@@ -68,6 +67,9 @@ INDEXES: Indexes = {
 
 Session = AsyncClientSession | None
 
+UNLEASED = datetime(1970, 1, 1, tzinfo=UTC)
+"""``lease_until`` of a document nobody holds (a time, so that "free" is one range test)."""
+
 
 async def upsert_once(db: AsyncDatabase[Document], collection: str, doc: Document,
                       session: Session) -> bool:
@@ -83,27 +85,58 @@ async def upsert_once(db: AsyncDatabase[Document], collection: str, doc: Documen
     return result.upserted_id is not None
 
 
-async def claim_due(db: AsyncDatabase[Document], collection: str, *, status_field: str,
-                    due_field: str, waiting: str, now: datetime, owner: str,
-                    lease_until: datetime) -> Document | None:
-    """Atomically take one due document no live lease holds (find_one_and_update).
+async def due(db: AsyncDatabase[Document], collection: str, *, status: str, due_field: str,
+              now: datetime, limit: int) -> list[Document]:
+    """Up to ``limit`` documents in ``status`` due at ``now`` and not leased, earliest first."""
+    cursor = db[collection].find(
+        {"status": status, due_field: {"$lte": now}, "lease_until": {"$lte": now}}
+    ).sort(due_field, ASCENDING).limit(limit)
+    return [doc async for doc in cursor]
 
-    Among documents with ``status == waiting`` and ``due <= now`` whose lease is
-    absent or expired, the earliest due one is leased to ``owner`` until
-    ``lease_until``; two replicas never get the same one while a lease lives.
+
+async def claim(db: AsyncDatabase[Document], collection: str, doc: Document, *,
+                due_field: str, now: datetime, owner: str,
+                lease_until: datetime) -> Document | None:
+    """Lease ``doc`` to ``owner`` if it is still as :func:`due` found it; else ``None``.
+
+    One conditional update (compare-and-set): it matches only while the document
+    is in the same status with the same due time (not retried, deferred or moved
+    since) and unleased (or its lease expired), so of several replicas racing for
+    it, exactly one update matches. (``find_one_and_update`` would do the same in one
+    round trip; on the embedded SecantusDB it measured 13–30 per second against
+    about 1,000 conditional updates per second, so the claim is written this way.)
     """
-    return await db[collection].find_one_and_update(
-        {status_field: waiting, due_field: {"$lte": now},
-         "$or": [{"lease_until": None}, {"lease_until": {"$lte": now}}]},
-        {"$set": {"lease_owner": owner, "lease_until": lease_until}},
-        sort=[(due_field, ASCENDING)],
-        return_document=ReturnDocument.AFTER,
-    )
+    result = await db[collection].update_one(
+        {"_id": doc["_id"], "status": doc["status"], due_field: doc[due_field],
+         "lease_until": {"$lte": now}},
+        {"$set": {"lease_owner": owner, "lease_until": lease_until}})
+    if result.modified_count != 1:
+        return None
+    return doc | {"lease_owner": owner, "lease_until": lease_until}
 
 
 async def get(db: AsyncDatabase[Document], collection: str, id_: str,
               session: Session = None) -> Document | None:
     return await db[collection].find_one({"_id": id_}, session=session)
+
+
+async def get_many(db: AsyncDatabase[Document], collection: str, ids: list[str],
+                   session: Session = None) -> dict[str, Document]:
+    """The documents of ``ids`` that exist, by id (one round trip)."""
+    cursor = db[collection].find({"_id": {"$in": ids}}, session=session)
+    return {doc["_id"]: doc async for doc in cursor}
+
+
+async def upsert_many_once(db: AsyncDatabase[Document], collection: str,
+                           docs: list[Document], session: Session) -> set[str]:
+    """:func:`upsert_once` for several documents in one round trip; returns the ids inserted."""
+    if not docs:
+        return set()
+    result = await db[collection].bulk_write(
+        [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": {k: v for k, v in d.items() if k != "_id"}},
+                   upsert=True) for d in docs],
+        ordered=False, session=session)
+    return {str(v) for v in result.upserted_ids.values()}
 
 
 async def find_deliveries(db: AsyncDatabase[Document], where: dict[str, Any], *,
@@ -139,4 +172,3 @@ async def feed_since(db: AsyncDatabase[Document], user_id: str, since: datetime)
     return [doc async for doc in cursor]
 
 
-QUEUED = Status.QUEUED.value
