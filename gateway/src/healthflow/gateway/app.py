@@ -21,13 +21,14 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthflow.common import tracing
-from healthflow.common.auth import Principal, TokenVerifier, require
+from healthflow.common.auth import Principal, TokenVerifier, declared_access, require
 from healthflow.common.errors import (
     PROBLEM_JSON,
     BadRequest,
@@ -253,9 +254,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             breakers,
         )
 
+    status_route = next(r for r in app.routes
+                        if isinstance(r, APIRoute) and r.endpoint is platform_status)
     gateway_paths = {
         "/api/v1/platform/status": {
             "get": {
+                # the same annotation every service route carries (see annotate_openapi_access)
+                "x-healthflow-access": declared_access(status_route.dependant),
                 "tags": ["platform"],
                 "summary": "Every service's liveness, readiness and circuit state",
                 "description": "Requires the `platform:status` permission (admins).",
