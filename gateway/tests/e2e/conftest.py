@@ -1,0 +1,201 @@
+"""The whole platform for the end-to-end suite, and clients that use it the way apps do.
+
+One ``healthflow-run --multi-process --replicas appointment=2`` process serves the
+whole session (every service and the gateway as their own processes over RabbitMQ
+on the session's virtual host, SecantusDB, free ports). Tests talk to the gateway
+only, with :class:`httpx.AsyncClient`: patients register themselves, staff accounts
+are created by the first admin through ``POST /api/v1/users``, everyone logs in with
+the OAuth2 password form. No test calls a service directly or mints a token it
+could use (the forged-token cases build tokens the platform must refuse).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from healthflow.common.errors import PROBLEM_BASE, PROBLEM_JSON
+from healthflow.common.testing import RunningPlatform, platform_process
+
+PASSWORD = "Amber-Kestrel-Orchard-2291"
+"""Every e2e account's password (passes the policy; Argon2 is cheap in this platform)."""
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory: pytest.TempPathFactory, amqp_url: str
+             ) -> Iterator[RunningPlatform]:
+    """The platform for the whole e2e session, with two appointment-service processes."""
+    workdir: Path = tmp_path_factory.mktemp("platform")
+    began = time.monotonic()
+    with platform_process(workdir, amqp_url, "--replicas", "appointment=2") as running:
+        print(f"\n[e2e] platform up in {time.monotonic() - began:.1f} s at "
+              f"{running.gateway_url} (workdir {workdir})")
+        yield running
+
+
+# --------------------------------------------------------------------------- assertions
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str | None = None) -> dict:
+    """``response`` is an RFC 9457 problem with ``status`` (and type ``…/problems/<slug>``)."""
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.url.path}: expected {status}, got "
+        f"{response.status_code}: {response.text[:500]}")
+    assert response.headers.get("content-type", "").startswith(PROBLEM_JSON), (
+        f"{response.request.method} {response.request.url.path}: not problem+json: "
+        f"{response.headers.get('content-type')!r} {response.text[:200]}")
+    body = response.json()
+    assert body["status"] == status and body.get("title") and body.get("type"), body
+    if slug is not None:
+        assert body["type"] == PROBLEM_BASE + slug, body
+    return body
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """The JSON body of a ``status`` answer (the body is shown when the status differs)."""
+    assert response.status_code == status, (
+        f"{response.request.method} {response.request.url}: expected {status}, got "
+        f"{response.status_code}: {response.text[:800]}")
+    return response.json() if response.content else None
+
+
+# --------------------------------------------------------------------------- users
+
+
+@dataclass
+class User:
+    """An account, as a client app holds it after logging in."""
+
+    id: str
+    email: str
+    roles: list[str]
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def new_email(label: str) -> str:
+    return f"{label}.{uuid.uuid4().hex[:12]}@example.org"
+
+
+def new_phone() -> str:
+    """A random valid E.164 UK mobile number (+44 7400 …)."""
+    return f"+447400{uuid.uuid4().int % 1_000_000:06d}"
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str = PASSWORD
+                ) -> dict[str, Any]:
+    """``POST /api/v1/auth/token`` (OAuth2 password form); the token response."""
+    tokens = ok(await client.post("/api/v1/auth/token",
+                                  data={"username": email, "password": password}))
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] > 0, tokens
+    return tokens
+
+
+async def me(client: httpx.AsyncClient, access_token: str) -> dict[str, Any]:
+    return ok(await client.get("/api/v1/auth/me",
+                               headers={"Authorization": f"Bearer {access_token}"}))
+
+
+async def register_patient(client: httpx.AsyncClient, label: str = "patient") -> User:
+    """Self-register a patient through the gateway and log them in."""
+    email = new_email(label)
+    created = ok(await client.post("/api/v1/auth/register", json={
+        "email": email, "password": PASSWORD, "full_name": f"{label.title()} Example",
+        "phone": new_phone()}), 201)
+    assert created["roles"] == ["patient"], created
+    tokens = await login(client, email)
+    return User(created["id"], email, ["patient"], tokens["access_token"],
+                tokens["refresh_token"])
+
+
+async def create_staff(client: httpx.AsyncClient, admin: User, roles: Sequence[str],
+                       label: str | None = None) -> User:
+    """An admin creates a staff account (``POST /api/v1/users``); it logs in."""
+    label = label or "-".join(roles).replace("_", "-")
+    email = new_email(label)
+    created = ok(await client.post("/api/v1/users", headers=admin.headers, json={
+        "email": email, "password": PASSWORD, "full_name": f"{label.title()} Staff",
+        "phone": new_phone(), "roles": list(roles)}), 201)
+    assert sorted(created["roles"]) == sorted(roles), created
+    tokens = await login(client, email)
+    return User(created["id"], email, sorted(roles), tokens["access_token"],
+                tokens["refresh_token"])
+
+
+async def as_admin(client: httpx.AsyncClient, platform: RunningPlatform) -> User:
+    tokens = await login(client, platform.admin_email, platform.admin_password)
+    account = await me(client, tokens["access_token"])
+    return User(account["id"], platform.admin_email, account["roles"],
+                tokens["access_token"], tokens["refresh_token"])
+
+
+# --------------------------------------------------------------------------- audit
+
+
+async def audit_events(client: httpx.AsyncClient, reader: User, *, max_pages: int = 200,
+                       **filters: str) -> list[dict[str, Any]]:
+    """Every audit entry matching ``filters`` (``type``, ``subject``, ``actor``,
+    ``patient``…), newest first, paging with ``next_cursor``."""
+    params: dict[str, Any] = {"limit": 200, **filters}
+    entries: list[dict[str, Any]] = []
+    for _ in range(max_pages):
+        page = ok(await client.get("/api/v1/audit/events", params=params,
+                                   headers=reader.headers))
+        entries += page["items"]
+        if not page["next_cursor"]:
+            return entries
+        params["cursor"] = page["next_cursor"]
+    raise AssertionError(f"more than {max_pages} pages of audit entries for {filters}")
+
+
+async def assert_chain_ok(client: httpx.AsyncClient, reader: User) -> dict[str, Any]:
+    """``GET /api/v1/audit/verify`` reports the whole chain intact."""
+    report = ok(await client.get("/api/v1/audit/verify", headers=reader.headers))
+    assert report["ok"] is True and report["first_broken_index"] is None, report
+    assert report["checked"] >= 1, report
+    return report
+
+
+# --------------------------------------------------------------------------- session users
+
+
+@pytest.fixture(scope="session")
+async def gateway(platform: RunningPlatform) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the gateway for fixtures shared by the session."""
+    async with platform.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def admin(gateway: httpx.AsyncClient, platform: RunningPlatform) -> User:
+    """The first admin (created by the runner from HEALTHFLOW_ADMIN_*), logged in."""
+    return await as_admin(gateway, platform)
+
+
+@pytest.fixture(scope="session")
+async def compliance(gateway: httpx.AsyncClient, admin: User) -> User:
+    """A compliance officer the admin created, logged in."""
+    return await create_staff(gateway, admin, ["compliance_officer"])
+
+
+async def gather_limited(coroutines: Sequence[Any], limit: int) -> list[Any]:
+    """Run ``coroutines`` with at most ``limit`` at a time; results in order."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(coroutine: Any) -> Any:
+        async with gate:
+            return await coroutine
+
+    return await asyncio.gather(*(one(c) for c in coroutines))
