@@ -53,6 +53,17 @@ def free_port() -> int:
         return port
 
 
+def port_free(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` can be bound now (aiosmtpd reports a taken port only
+    after its ready timeout, so the embedded default asks first)."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 @dataclass
 class ReceivedMail:
     """One message as the SMTP server received it."""
@@ -315,13 +326,13 @@ async def start_embedded(settings: Settings) -> EmbeddedProviders:
     serves it) is left alone. Each keeps its last 1,000 messages in memory.
     """
     started = EmbeddedProviders()
-    if settings.smtp_host in LOOPBACK_HOSTS:
+    if settings.smtp_host in LOOPBACK_HOSTS and port_free(settings.smtp_port):
         try:
             started.smtp = await asyncio.to_thread(SmtpSink(settings.smtp_port, keep=1000).start)
         except (OSError, RuntimeError) as exc:
             log.info("embedded SMTP server not started", extra={"reason": str(exc)})
     url = urlparse(settings.twilio_base_url)
-    if url.hostname in LOOPBACK_HOSTS and url.port:
+    if url.hostname in LOOPBACK_HOSTS and url.port and port_free(url.port):
         sink = TwilioSink(settings.twilio_account_sid,
                           settings.twilio_auth_token.get_secret_value(), port=url.port,
                           keep=1000)
