@@ -158,6 +158,12 @@ async def test_cursor_pagination_walks_everything_once(audit: Audit,
         ("/verify", {"from_seq": "-1"}, 422),
         ("/verify", {"from_seq": "3", "to_seq": "2"}, 422),
         ("/verify", {"to_seq": "x"}, 422),
+        # Found by Schemathesis (libs/client/tests/test_fuzz.py): past BSON int64 was a 500.
+        ("/events/1884040763168602619641856", {}, 422),
+        ("/events/9223372036854775808", {}, 422),
+        ("/verify", {"from_seq": "9223372036854775808"}, 422),
+        ("/verify", {"to_seq": "1884040763168602619641856"}, 422),
+        ("/events", {"cursor": "eyJzZXEiOjk5OTk5OTk5OTk5OTk5OTk5OTk5OX0"}, 400),  # huge seq
     ],
 )
 async def test_bad_parameters_are_problems(audit: Audit, path: str, params: dict[str, str],

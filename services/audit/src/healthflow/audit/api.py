@@ -33,6 +33,9 @@ from healthflow.common.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
+MAX_SEQ = 2**63 - 1
+"""The largest ``seq`` a MongoDB (BSON int64) field holds; larger numbers are 422, not 500."""
+
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
@@ -104,7 +107,7 @@ async def list_events(
     before: int | None = None
     if position is not None:
         before = position.get("seq")
-        if not isinstance(before, int) or isinstance(before, bool) or before < 0:
+        if not isinstance(before, int) or isinstance(before, bool) or not 0 <= before <= MAX_SEQ:
             raise BadRequest("the cursor is malformed; pass back next_cursor unchanged")
     where = store.EntryFilter(type=event_type, subject=subject, actor=actor, patientid=patient,
                               since=_utc(since), until=_utc(until))
@@ -127,8 +130,9 @@ async def chain_head(
 async def verify(
     runtime: Runtime,
     principal: AuditReader,
-    from_seq: Annotated[int, Query(ge=0)] = 0,
-    to_seq: Annotated[int | None, Query(ge=0, description="default: the head")] = None,
+    from_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    to_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ,
+                                        description="default: the head")] = None,
 ) -> VerificationOut:
     """Recompute every hash in ``from_seq..to_seq`` (inclusive) from the stored entries.
 
@@ -153,7 +157,7 @@ async def verify(
 @router.get("/events/{seq}", response_model=AuditEntry, summary="One entry by seq")
 async def get_event(
     runtime: Runtime,
-    seq: Annotated[int, Path(ge=0)],
+    seq: Annotated[int, Path(ge=0, le=MAX_SEQ)],
     principal: AuditReader,
 ) -> AuditEntry:
     """Raises: NotFound (404) when no entry has this ``seq``."""
