@@ -25,6 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import aio_pika
+from pydantic import SecretStr
 
 from healthflow.common import mongo
 from healthflow.common.benchmarking import (
@@ -84,7 +85,7 @@ async def run(mongodb_url: str, amqp_url: str) -> None:
         mongodb_url=mongodb_url, mongodb_database="bench_notification",
         transport="rabbitmq", amqp_url=amqp_url, prefetch=64,
         smtp_port=smtp.port, twilio_base_url=twilio.base_url,
-        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
+        twilio_account_sid=ACCOUNT_SID, twilio_auth_token=SecretStr(AUTH_TOKEN),
         default_quiet_hours="", dispatch_concurrency=32, log_level="WARNING",
         embedded_providers=False)
     consuming = RabbitTransport(amqp_url, connection_name="bench-notification")

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.envelope import CloudEvent
@@ -68,7 +69,7 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
         transport="inprocess", retry_delays=[0.05, 0.1], embedded_providers=False,
         smtp_port=smtp.port, smtp_timeout=2.0,
         twilio_base_url=twilio.base_url, twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN, twilio_timeout=2.0,
+        twilio_auth_token=SecretStr(AUTH_TOKEN), twilio_timeout=2.0,
         twilio_status_callback_url="https://gateway.test/api/v1/notifications/twilio/status",
         default_quiet_hours="", dispatch_interval=0.2, reminder_interval=3600.0,
         retry_base=30.0, max_attempts=4, stream_poll_interval=0.05, push_timeout=2.0,

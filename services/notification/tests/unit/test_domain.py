@@ -9,7 +9,7 @@ import pytest
 
 from healthflow.notification import domain
 from healthflow.notification.domain import Channel, QuietHours, SettableClock
-from healthflow.notification.templates import SMS_MAX_CHARS, Renderer
+from healthflow.notification.rendering import SMS_MAX_CHARS, Renderer
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -156,7 +156,7 @@ def test_every_template_renders_in_every_locale() -> None:
 
 
 def test_long_sms_bodies_are_cut() -> None:
-    from healthflow.notification.templates import Rendered
+    from healthflow.notification.rendering import Rendered
 
     rendered = Rendered(subject="s", text="t", html="h", short="x" * 400)
     assert len(rendered.sms) == SMS_MAX_CHARS and rendered.sms.endswith("…")

@@ -22,8 +22,8 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.notification import domain, store
 from healthflow.notification.domain import Channel, Clock, MessageKind, Status
+from healthflow.notification.rendering import Renderer
 from healthflow.notification.settings import Settings
-from healthflow.notification.templates import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ async def plan_message(
     deliveries: list[Document] = []
     active = bool((contact or {}).get("active", True))
     consent, preference = consents(contact), channel_preferences(prefs)
-    base = {"user_id": user_id, "template": kind.template, "trigger": trigger,
+    base: Document = {"user_id": user_id, "template": kind.template, "trigger": trigger,
             "source_id": source_id, "appointment_id": appointment_id, "locale": locale,
             "urgent": kind.urgent, "timezone": timezone, "expires_at": expires_at,
             "attempts": 0, "next_attempt_at": now, "lease_owner": None,

@@ -136,7 +136,7 @@ async def upsert_many_once(db: AsyncDatabase[Document], collection: str,
         [UpdateOne({"_id": d["_id"]}, {"$setOnInsert": {k: v for k, v in d.items() if k != "_id"}},
                    upsert=True) for d in docs],
         ordered=False, session=session)
-    return {str(v) for v in result.upserted_ids.values()}
+    return {str(v) for v in (result.upserted_ids or {}).values()}
 
 
 async def find_deliveries(db: AsyncDatabase[Document], where: dict[str, Any], *,
