@@ -143,20 +143,24 @@ class ServiceRuntime:
         from healthflow.common.tracing import current_traceparent
 
         traceparent = traceparent or current_traceparent()
-        written: list[str] = []
+        written: list[Document] = []
 
         async def body(session: Any) -> T:
             uow = UnitOfWork(
-                session, self.db, source=self.source, actor=actor, traceparent=traceparent
+                session, self.db, source=self.source, actor=actor, traceparent=traceparent,
+                lease=self.relay.commit_lease(),
             )
             result = await fn(uow)
             await uow.flush()
-            written[:] = [e.id for e in uow.events]
+            written[:] = uow.records
             return result
 
         result = await mongo.run_transaction(self.client, body)
         if written:
-            self.relay.notify(written)
+            if written[0]["lease_owner"] == self.relay.owner:
+                self.relay.submit(written)
+            else:  # no relay runs here (a CLI command): let the running ones know
+                self.relay.notify(r["_id"] for r in written)
         return result
 
     async def readiness(self) -> Mapping[str, Any]:

@@ -22,7 +22,6 @@ All times are aware UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -47,7 +46,10 @@ OUTBOX_INDEXES = {
 }
 
 
-def outbox_document(event: CloudEvent) -> Document:
+def outbox_document(
+    event: CloudEvent, *, lease_owner: str | None = None, lease_until: datetime = UNLEASED
+) -> Document:
+    """The outbox record of ``event``; leased to ``lease_owner`` until ``lease_until`` if given."""
     now = utcnow()
     return {
         "_id": event.id,
@@ -57,8 +59,8 @@ def outbox_document(event: CloudEvent) -> Document:
         "attempts": 0,
         "created_at": now,
         "next_attempt_at": now,
-        "lease_owner": None,
-        "lease_until": UNLEASED,
+        "lease_owner": lease_owner,
+        "lease_until": lease_until,
         "last_error": None,
     }
 
@@ -74,13 +76,16 @@ class UnitOfWork:
         source: str,
         actor: str | None = None,
         traceparent: str | None = None,
+        lease: tuple[str, datetime] | None = None,
     ) -> None:
         self.session = session
         self.db = db
         self.source = source
         self.actor = actor
         self.traceparent = traceparent
+        self.lease = lease
         self.events: list[CloudEvent] = []
+        self.records: list[Document] = []
 
     def publish(
         self,
@@ -107,14 +112,19 @@ class UnitOfWork:
         return event
 
     async def flush(self) -> None:
-        """Insert the recorded events into the outbox inside this transaction."""
-        if self.events:
-            await self.db[OUTBOX].insert_many(
-                [outbox_document(e) for e in self.events], session=self.session
-            )
+        """Insert the recorded events into the outbox inside this transaction.
 
-    def collection_kwargs(self) -> dict[str, Any]:
-        return {"session": self.session}
+        With a ``lease`` (the running relay's owner and lease end), the records are
+        born leased to that relay, which publishes them right after the commit
+        without a claim round trip; if this process dies first, the lease lapses
+        and any relay's polling pass takes them over.
+        """
+        owner, until = self.lease if self.lease else (None, UNLEASED)
+        self.records = [
+            outbox_document(e, lease_owner=owner, lease_until=until) for e in self.events
+        ]
+        if self.records:
+            await self.db[OUTBOX].insert_many(self.records, session=self.session)
 
 
 async def recorded_events(

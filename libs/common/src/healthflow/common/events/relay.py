@@ -2,9 +2,12 @@
 
 Where work comes from:
 
-* ids handed over by :meth:`OutboxRelay.notify` right after a local commit, and
-  ids of inserts seen on a change stream of the outbox (commits of other
-  replicas) — claimed by id, so finding work costs no scan;
+* records committed in this process while the relay runs: they are born leased
+  to it (:meth:`OutboxRelay.commit_lease`) and handed over right after the commit
+  (:meth:`OutboxRelay.submit`), so they cost no claim at all;
+* ids of inserts seen on a change stream of the outbox (writers without a
+  running relay, e.g. a CLI command) and ids given to :meth:`OutboxRelay.notify`
+  — claimed by id, so finding work costs no scan;
 * a polling pass every ``poll_interval`` seconds, the fallback that picks up
   whatever the two above missed (records left by a crashed replica once their
   lease expired, records due for a retry, or change streams being unavailable).
@@ -14,7 +17,8 @@ seconds (so replicas never publish the same record at the same time, and a
 crashed replica's records are taken over once the lease lapses). Claimed
 records are published concurrently through the
 :class:`~healthflow.common.events.transport.Transport` (confirmed); only those
-the broker acknowledged are moved to ``outbox_sent``. Failures are rescheduled
+the broker acknowledged are moved to ``outbox_sent`` — in the background while
+the next batch is being published (one such move in flight at a time). Failures are rescheduled
 with exponential back-off and jitter capped at ``max_backoff`` seconds. Sent
 records are purged after ``retention`` seconds.
 """
@@ -27,7 +31,7 @@ import logging
 import random
 import uuid
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -70,13 +74,27 @@ class OutboxRelay:
         self.max_backoff = max_backoff
         self.owner = f"{service}-{uuid.uuid4().hex[:12]}"
         self._hints: dict[str, None] = {}  # ids to try first, in arrival order
+        self._ready: list[Document] = []  # records leased to us at their commit
+        self._settling: asyncio.Task[None] | None = None  # the move to outbox_sent in flight
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._running = False
 
     @property
     def outbox(self) -> AsyncCollection[Document]:
         return self.db[OUTBOX]
+
+    def commit_lease(self) -> tuple[str, datetime] | None:
+        """(owner, lease end) for records committed now, or ``None`` when not running."""
+        if not self._running:
+            return None
+        return self.owner, utcnow() + timedelta(seconds=self.lease)
+
+    def submit(self, records: Iterable[Document]) -> None:
+        """Records just committed with :meth:`commit_lease`: publish them next."""
+        self._ready.extend(records)
+        self._wake.set()
 
     def notify(self, ids: Iterable[str] = ()) -> None:
         """Wake the relay now; ``ids`` are outbox records just committed."""
@@ -86,6 +104,7 @@ class OutboxRelay:
 
     async def start(self) -> None:
         self._stopping = False
+        self._running = True
         self._tasks = [
             asyncio.create_task(self._run(), name=f"outbox-relay-{self.service}"),
             asyncio.create_task(self._watch(), name=f"outbox-watch-{self.service}"),
@@ -93,6 +112,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Stop after the pass in progress; unpublished records stay pending."""
+        self._running = False
         self._stopping = True
         self._wake.set()
         for task in self._tasks:
@@ -105,6 +125,8 @@ class OutboxRelay:
                 except TimeoutError:
                     task.cancel()
         self._tasks = []
+        await self._settle()
+        self._ready.clear()  # still leased to us: taken over when the lease lapses
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -114,7 +136,11 @@ class OutboxRelay:
             self._wake.clear()
             published = 0
             try:
-                if self._hints:
+                if self._ready:
+                    batch = self._ready[: self.batch_size]
+                    del self._ready[: len(batch)]
+                    published = await self._relay(batch)
+                elif self._hints:
                     published = await self._relay(await self._claim_hinted())
                 elif backlog or loop.time() - last_poll >= self.poll_interval:
                     last_poll = loop.time()
@@ -126,7 +152,7 @@ class OutboxRelay:
             except PyMongoError as exc:
                 log.warning("outbox relay pass failed: %s", type(exc).__name__)
                 await asyncio.sleep(min(self.poll_interval, 1.0))
-            if self._hints or backlog:
+            if self._ready or self._hints or backlog:
                 continue
             wait = max(0.0, self.poll_interval - (loop.time() - last_poll))
             with contextlib.suppress(TimeoutError):
@@ -179,7 +205,9 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """One polling pass: claim, publish, record outcomes. Returns how many were sent."""
-        return await self._relay(await self.claim())
+        sent = await self._relay(await self.claim())
+        await self._settle()
+        return sent
 
     async def _relay(self, records: list[Document]) -> int:
         if not records:
@@ -188,15 +216,25 @@ class OutboxRelay:
             *(self._publish(r) for r in records), return_exceptions=True
         )
         sent = [r for r, res in zip(records, results, strict=True) if res is None]
-        # Failures first: rescheduling releases their lease, so that what the
-        # claim token still holds afterwards is exactly what was sent.
         for record, res in zip(records, results, strict=True):
             if isinstance(res, BaseException):
                 await self._reschedule(record, res)
         if sent:
-            await self._mark_sent(sent)
+            await self._settle()  # one move in flight at a time
+            self._settling = asyncio.create_task(self._mark_sent(sent))
             metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(sent))
         return len(sent)
+
+    async def _settle(self) -> None:
+        """Wait for the move to ``outbox_sent`` in flight, if any."""
+        task, self._settling = self._settling, None
+        if task is not None:
+            try:
+                await task
+            except PyMongoError as exc:
+                # The records stay leased and pending: republished once the lease
+                # lapses (a duplicate the consumers' inboxes absorb).
+                log.warning("marking outbox records sent failed: %s", type(exc).__name__)
 
     async def _publish(self, record: Document) -> None:
         await self.transport.publish(CloudEvent.model_validate(record["envelope"]))
@@ -213,8 +251,7 @@ class OutboxRelay:
             # Already archived by an earlier attempt that died before deleting.
             if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
-        # Every record still holding this claim's token was sent (one token per claim).
-        await self.outbox.delete_many({"lease_owner": records[0]["lease_owner"]})
+        await self.outbox.delete_many({"_id": {"$in": [r["_id"] for r in records]}})
 
     async def _reschedule(self, record: Document, error: BaseException) -> None:
         attempts = int(record.get("attempts", 0)) + 1
