@@ -329,8 +329,8 @@ async def start_embedded(settings: Settings) -> EmbeddedProviders:
     if settings.smtp_host in LOOPBACK_HOSTS and port_free(settings.smtp_port):
         try:
             started.smtp = await asyncio.to_thread(SmtpSink(settings.smtp_port, keep=1000).start)
-        except (OSError, RuntimeError) as exc:
-            log.info("embedded SMTP server not started", extra={"reason": str(exc)})
+        except Exception as exc:  # best effort: the service runs without it
+            log.warning("embedded SMTP server not started", extra={"reason": repr(exc)})
     url = urlparse(settings.twilio_base_url)
     if url.hostname in LOOPBACK_HOSTS and url.port and port_free(url.port):
         sink = TwilioSink(settings.twilio_account_sid,
@@ -340,7 +340,7 @@ async def start_embedded(settings: Settings) -> EmbeddedProviders:
             started.twilio = await sink.start()
         except OSError as exc:
             await sink.stop()
-            log.info("embedded Twilio endpoint not started", extra={"reason": str(exc)})
+            log.warning("embedded Twilio endpoint not started", extra={"reason": repr(exc)})
     return started
 
 
