@@ -91,6 +91,17 @@ async def test_patient_edits_own_chart_and_events_name_sections_only(
     problem(await psvc.client.patch("/api/v1/patients/me",
                                     json={"telecom": {"phone": "0301234"}}, headers=me),
             422, "validation")
+    # Found by Schemathesis (libs/client/tests/test_fuzz.py): a null section was stored,
+    # and every later read of the chart was a 500.
+    for section in ("telecom", "name", "allergies", "conditions", "emergency_contacts",
+                    "consents"):
+        problem(await psvc.client.patch("/api/v1/patients/me", json={section: None},
+                                        headers=me), 422, "validation")
+    cleared = await psvc.client.patch("/api/v1/patients/me",
+                                      json={"birth_date": None, "gender": None}, headers=me)
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["birth_date"] is None
+    assert (await psvc.client.get("/api/v1/patients/me", headers=me)).status_code == 200
     doctor = psvc.tokens.headers("doc-x", roles=["doctor"])
     problem(await psvc.client.patch("/api/v1/patients/me", json={}, headers=doctor),
             403, "forbidden")

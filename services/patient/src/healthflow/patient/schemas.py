@@ -20,7 +20,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
@@ -143,6 +143,12 @@ class ConsentsPatch(Request):
     push: bool | None = None
 
 
+NOT_NULL_SECTIONS = ("name", "telecom", "allergies", "conditions", "emergency_contacts",
+                     "consents")
+"""Sections every chart has: ``null`` cannot replace them (``{}`` or ``[]`` empties one);
+``birth_date`` and ``gender`` may be cleared with ``null``."""
+
+
 class PatientPatch(Request):
     """A partial update: every given section replaces that section whole."""
 
@@ -154,6 +160,14 @@ class PatientPatch(Request):
     conditions: list[Condition] | None = Field(default=None, max_length=100)
     emergency_contacts: list[EmergencyContact] | None = Field(default=None, max_length=5)
     consents: ConsentsPatch | None = None
+
+    @model_validator(mode="after")
+    def _sections_not_null(self) -> PatientPatch:
+        nulled = [n for n in NOT_NULL_SECTIONS
+                  if n in self.model_fields_set and getattr(self, n) is None]
+        if nulled:
+            raise ValueError(f"{', '.join(nulled)} cannot be null (send {{}} or [] to empty it)")
+        return self
 
 
 class Consent(BaseModel):
