@@ -195,3 +195,52 @@ async def test_welcome_email_carries_a_verification_link_for_that_address(
     assert domain.check_verification_token(key, token, "new@patients.test",
                                            NOW + timedelta(days=3)) is None
     assert notif.twilio.messages == []  # no SMS for a welcome
+
+
+async def test_urgent_messages_bypass_quiet_hours_but_never_consent(
+        notif: Notif, clock: SettableClock) -> None:
+    from healthflow.notification.domain import Channel, MessageKind
+
+    await notif.runtime.state["engine"].stop()
+    clock.set(datetime(2026, 11, 23, 23, 0, tzinfo=UTC))  # midnight in Berlin
+    await notif.deliver(user_registered("pat-u1", phone="+4915100000801"),
+                        user_registered("pat-u2", phone="+4915100000802"),
+                        event("patient.consent_changed", {
+                            "patient_id": "pat-u2", "channel": "sms", "granted": False,
+                            "at": NOW.isoformat()}))
+    for user in ("pat-u1", "pat-u2"):
+        await notif.client.put("/api/v1/notifications/preferences", headers=notif.headers(user),
+                               json={"quiet_hours": "22:00-07:00", "timezone": "Europe/Berlin"})
+    urgent = MessageKind("appointment_cancelled", channels=(Channel.SMS,), urgent=True)
+    ctx: service.Context = notif.runtime.state["context"]
+    context = {"when": "now", "doctor": None, "place": None}
+    for user in ("pat-u1", "pat-u2"):
+        async def plan(uow: object, user: str = user) -> None:
+            await service.plan_message(uow, ctx, user_id=user, kind=urgent,  # type: ignore[arg-type]
+                                       source_id=f"urgent-{user}", trigger=None,
+                                       context=context)
+
+        await notif.runtime.transact(plan)
+    await notif.settle()
+    assert len(notif.twilio.to("+4915100000801")) == 1  # sent in the middle of the night
+    assert notif.twilio.to("+4915100000802") == []  # withdrawn consent still wins
+
+
+async def test_a_reminder_that_quiet_hours_would_push_past_the_visit_goes_by_email_only(
+        notif: Notif, clock: SettableClock) -> None:
+    await notif.runtime.state["engine"].stop()
+    await notif.deliver(user_registered("pat-e", phone="+4915100000803"))
+    await notif.client.put("/api/v1/notifications/preferences", headers=notif.headers("pat-e"),
+                           json={"quiet_hours": "22:00-07:00", "timezone": "Europe/Berlin"})
+    early = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)  # 07:00 CET: the 1 h reminder is at 06:00
+    await notif.deliver(appointment("appointment.booked", "appt-e", "pat-e", early))
+    await notif.settle()
+    clock.set(early - timedelta(hours=1))
+    assert await notif.scheduler.run_due() == 2  # the 24 h one is late but still useful
+    await notif.settle()
+    reminders = await notif.deliveries(template="appointment_reminder", channel="sms")
+    assert sorted((d["status"], d["reason"]) for d in reminders) == [
+        ("suppressed", "quiet_hours"), ("suppressed", "quiet_hours")]
+    mails = [m for m in notif.smtp.to("pat-e@patients.test")
+             if m.message["Subject"] == "Reminder: your appointment"]
+    assert len(mails) == 2

@@ -1,8 +1,9 @@
 """Sending queued deliveries and firing due reminders: once, across replicas, after restarts.
 
 * :class:`Dispatcher` claims each due delivery (``status: queued``,
-  ``next_attempt_at <= now``, no live lease) with one ``find_one_and_update``
-  that leases it to this replica, re-checks consent and quiet hours at send
+  ``next_attempt_at <= now``, no live lease) with one conditional update that
+  leases it to this replica (:func:`~healthflow.notification.store.claim`:
+  a compare-and-set only one replica wins), re-checks consent and quiet hours at send
   time, sends, and records the outcome with its event (``notification.sent`` /
   ``notification.failed``) in one transaction. A transient error puts it back in
   the queue with ``next_attempt_at = now + backoff(attempts)`` (stored, so a
