@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help deps install run check test test-fast lint fmt bench deadletters docs clean
+.PHONY: help deps install run check demo fuzz drill test test-fast lint fmt bench deadletters docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,15 @@ run: install ## run the whole platform locally (gateway on http://127.0.0.1:8000
 
 check: install ## start the platform, report every part's readiness, stop (exit 0 when all ready)
 	@$(UV) run --frozen healthflow-run check $(RUN_ARGS)
+
+demo: install ## the patient journey against `make run` (DEMO_ARGS="--url … --patients 50")
+	@$(UV) run --frozen python -m healthflow.client.demo $(DEMO_ARGS)
+
+fuzz: install ## Schemathesis against the gateway's OpenAPI, every role (FUZZ_EXAMPLES per operation)
+	@HEALTHFLOW_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),60) $(UV) run --frozen pytest -p no:cacheprovider libs/client/tests/test_fuzz.py $(PYTEST_ARGS)
+
+drill: install ## fault drill on a platform of its own: restarts RabbitMQ (the machine's!), kills a service, stops MongoDB
+	@HEALTHFLOW_DRILL_PATIENTS=$(or $(DRILL_PATIENTS),60) $(UV) run --frozen pytest -s -p no:cacheprovider libs/client/tests/test_drill.py $(PYTEST_ARGS)
 
 test: install ## the whole test suite against real MongoDB-protocol, RabbitMQ and Redis servers
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)

@@ -76,6 +76,7 @@ class Options:
     seed: int | None = None
     json_path: Path | None = None
     timeout: float = 30.0  # per request
+    max_wait: float = 900.0  # one call may wait out 429/503 answers this long (edge budgets)
 
 
 @dataclass
@@ -131,7 +132,8 @@ class Journey:
         self.console = console
         self.tag = secrets.token_hex(3)
         self.report = Report(self.tag)
-        self.gateway = Gateway(options.url, timeout=options.timeout, on_call=self._count)
+        self.gateway = Gateway(options.url, timeout=options.timeout, on_call=self._count,
+                               max_wait=options.max_wait)
         self.mailbox = Mailbox(options.mailbox)
         self.site: Site = pick_site()
         self.people = People(self.site, self.tag, options.seed)
@@ -544,8 +546,20 @@ async def run_demo(options: Options, console: Console | None = None) -> Report:
     return await Journey(options, console).run()
 
 
+def load_dotenv_defaults(path: Path = Path(".env")) -> None:
+    """``KEY=VALUE`` lines of ``.env`` into ``os.environ`` where not set (as ``make run`` does)."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key and not key.startswith("#"):
+            os.environ.setdefault(key.strip().removeprefix("export "),
+                                  value.strip().strip("'\""))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit code 0 when every step succeeded, 1 otherwise, 2 for bad usage."""
+    load_dotenv_defaults()
     options = parse_args(argv)
     console = Console()
     if not (options.admin_email and options.admin_password):
