@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from healthflow.common.errors import PROBLEM_BASE, PROBLEM_JSON
-from healthflow.common.testing import RunningPlatform, platform_process
+from healthflow.common.testing import RunningPlatform, eventually, platform_process
 
 PASSWORD = "Amber-Kestrel-Orchard-2291"
 """Every e2e account's password (passes the policy; Argon2 is cheap in this platform)."""
@@ -199,3 +199,91 @@ async def gather_limited(coroutines: Sequence[Any], limit: int) -> list[Any]:
             return await coroutine
 
     return await asyncio.gather(*(one(c) for c in coroutines))
+
+
+# --------------------------------------------------------------------------- care directory
+
+BERLIN = "Europe/Berlin"
+WORKDAYS = ("mon", "tue", "wed", "thu", "fri")
+
+
+async def register_hospital(api: httpx.AsyncClient, admin: User, name: str, *,
+                            departments: Sequence[str] = (), verify: bool = True,
+                            time_zone: str = BERLIN) -> dict[str, Any]:
+    """An admin registers a hospital (and departments), and verifies it when ``verify``.
+
+    Returns the hospital as the API answered, plus ``departments``: name → id.
+    """
+    hospital = ok(await api.post("/api/v1/hospitals", headers=admin.headers, json={
+        "name": name, "time_zone": time_zone, "services": ["cardiology", "neurology"],
+        "address": {"lines": ["Charitéplatz 1"], "city": "Berlin", "postal_code": "10117",
+                    "country": "DE"},
+        "contacts": [{"system": "phone", "value": "+49 30 450 50"}],
+        "position": {"type": "Point", "coordinates": [13.3777, 52.5251]}}), 201)
+    assert hospital["status"] == "pending" and hospital["time_zone"] == time_zone, hospital
+    hospital["departments"] = {}
+    for department in departments:
+        created = ok(await api.post(f"/api/v1/hospitals/{hospital['id']}/departments",
+                                    headers=admin.headers,
+                                    json={"name": department,
+                                          "services": [department.lower()]}), 201)
+        hospital["departments"][department] = created["id"]
+    if verify:
+        verified = ok(await api.post(f"/api/v1/hospitals/{hospital['id']}/verify",
+                                     headers=admin.headers))
+        assert verified["status"] == "verified", verified
+        hospital["status"] = "verified"
+    return hospital
+
+
+async def create_doctor(api: httpx.AsyncClient, admin: User, *, family: str,
+                        affiliations: Sequence[dict[str, str]],
+                        specialties: Sequence[str] = ("cardiology",),
+                        verify: bool = True) -> tuple[User, dict[str, Any]]:
+    """An admin creates a doctor account; the doctor registers their Practitioner profile
+    (retrying while the doctor service has not yet heard of the hospital); the admin
+    verifies the licence when ``verify``."""
+    doctor = await create_staff(api, admin, ["doctor"], label=f"dr-{family.lower()}")
+    body = {
+        "name": {"prefix": "Dr.", "given": ["Alex"], "family": family},
+        "licence": {"number": f"LIC-{uuid.uuid4().hex[:10]}", "issuer": "Ärztekammer Berlin",
+                    "country": "DE"},
+        "qualifications": [{"code": "MD", "issuer": "Charité", "year": 2010}],
+        "specialties": list(specialties), "languages": ["de", "en"],
+        "affiliations": list(affiliations), "modes": ["in_person"],
+        "fee": {"amount": 6000, "currency": "EUR"}, "time_zone": BERLIN,
+    }
+    profile: dict[str, Any] = {}
+
+    async def registered() -> bool:
+        nonlocal profile
+        response = await api.post("/api/v1/doctors", headers=doctor.headers, json=body)
+        if response.status_code == 422 and "unknown" in response.text:
+            return False  # the hospital's events have not reached the doctor service yet
+        profile = ok(response, 201)
+        return True
+
+    await eventually(registered, within=20, interval=0.2,
+                     message=f"the doctor service never learned of {affiliations}")
+    assert profile["id"] == doctor.id and profile["status"] == "pending", profile
+    if verify:
+        profile = ok(await api.post(f"/api/v1/doctors/{doctor.id}/verify",
+                                    headers=admin.headers))
+        assert profile["status"] == "verified", profile
+    return doctor, profile
+
+
+def weekly_hours(hospital_id: str, days: Sequence[str] = WORKDAYS, start: str = "09:00",
+                 end: str = "12:00", breaks: Sequence[dict[str, str]] = ()
+                 ) -> list[dict[str, Any]]:
+    return [{"location": f"hospital:{hospital_id}", "day": day, "start": start, "end": end,
+             "breaks": list(breaks)} for day in days]
+
+
+async def publish_availability(api: httpx.AsyncClient, doctor: User,
+                               weekly: list[dict[str, Any]], slot_minutes: int = 30,
+                               leave: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The doctor replaces their weekly hours (``PUT /api/v1/doctors/{id}/availability``)."""
+    return ok(await api.put(f"/api/v1/doctors/{doctor.id}/availability", headers=doctor.headers,
+                            json={"slot_minutes": slot_minutes, "weekly": weekly,
+                                  "leave": list(leave)}))
