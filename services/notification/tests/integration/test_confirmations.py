@@ -244,3 +244,21 @@ async def test_a_reminder_that_quiet_hours_would_push_past_the_visit_goes_by_ema
     mails = [m for m in notif.smtp.to("pat-e@patients.test")
              if m.message["Subject"] == "Reminder: your appointment"]
     assert len(mails) == 2
+
+
+async def test_a_booking_seen_before_the_registration_waits_for_the_contact(
+        notif: Notif, clock: SettableClock) -> None:
+    await notif.runtime.state["engine"].stop()
+    booked = appointment("appointment.booked", "appt-late", "pat-late", START)
+    await notif.deliver(booked)  # user.registered is still on its way
+    await notif.settle()
+    waiting = await notif.deliveries(source_id=booked.id)
+    assert {(d["channel"], d["status"], d["attempts"]) for d in waiting} == {
+        ("email", "queued", 1), ("sms", "queued", 1)}
+    await notif.deliver(user_registered("pat-late", phone="+4915100000804"))
+    clock.advance(seconds=30)
+    await notif.settle()
+    assert len(notif.twilio.to("+4915100000804")) == 1
+    sent = {d["channel"]: d for d in await notif.deliveries(source_id=booked.id)}
+    assert sent["sms"]["status"] == "sent" and sent["sms"]["to"] == "+4915100000804"
+    assert sent["email"]["status"] == "sent"

@@ -117,9 +117,16 @@ class Dispatcher:
             return
         contact = await store.get(self.runtime.db, store.CONTACTS, doc["user_id"])
         prefs = await store.get(self.runtime.db, store.PREFERENCES, doc["user_id"])
+        address = doc.get("to")
+        if channel in service.ADDRESS_FIELDS:
+            if contact is None:  # user.registered not consumed yet: wait for it
+                await self._retry_or_fail(doc, "the user's contact details are not known yet",
+                                          exhausted="no_address")
+                return
+            address = contact.get(service.ADDRESS_FIELDS[channel])
         reason = domain.suppression(
             channel, consent=service.consents(contact),
-            preferences=service.channel_preferences(prefs), address=doc.get("to"),
+            preferences=service.channel_preferences(prefs), address=address,
             active=bool((contact or {}).get("active", True)))
         if reason is not None:  # consent withdrawn (or opted out) since it was queued
             await self._finish(doc, Status.SUPPRESSED, reason=reason)
@@ -133,6 +140,7 @@ class Dispatcher:
                 else:
                     await self._defer(doc, until)
                 return
+        doc = doc | {"to": address}
         try:
             provider_id = await self._send(channel, doc)
         except TransientError as exc:
@@ -187,11 +195,12 @@ class Dispatcher:
             {"$set": {"next_attempt_at": until, "reason": "quiet_hours", "lease_owner": None,
                       "lease_until": store.UNLEASED, "updated_at": self.ctx.clock.now()}})
 
-    async def _retry_or_fail(self, doc: Document, error: str) -> None:
+    async def _retry_or_fail(self, doc: Document, error: str, *,
+                             exhausted: str = "retries_exhausted") -> None:
         settings = self.ctx.settings
         attempts = int(doc.get("attempts", 0)) + 1
         if attempts >= settings.max_attempts:
-            await self._finish(doc, Status.FAILED, reason="retries_exhausted", error=error)
+            await self._finish(doc, Status.FAILED, reason=exhausted, error=error)
             return
         now = self.ctx.clock.now()
         delay = domain.backoff(attempts, base=settings.retry_base, cap=settings.retry_max)
@@ -217,7 +226,8 @@ class Dispatcher:
         if error is not None:
             update["last_error"] = error[:300]
         if status is Status.SENT:
-            update |= {"provider_id": provider_id, "sent_at": now, "reason": None}
+            update |= {"provider_id": provider_id, "sent_at": now, "reason": None,
+                       "to": doc.get("to")}  # the address actually used
         elif status is Status.FAILED:
             update["failed_at"] = now
 

@@ -287,6 +287,10 @@ async def appointment_context(uow: UnitOfWork, data: AppointmentData, ctx: Conte
         fallback_tz=ctx.settings.default_timezone)
 
 
+ADDRESS_FIELDS = {Channel.EMAIL: "email", Channel.SMS: "phone"}
+"""Where a contact keeps the address of each addressed channel."""
+
+
 # --- queuing messages ----------------------------------------------------------------------
 
 
@@ -320,7 +324,9 @@ async def plan_message(
     """Render ``kind`` for ``user_id`` and queue one delivery per usable channel.
 
     Channels refused by :func:`~healthflow.notification.domain.suppression` are
-    recorded as ``suppressed`` deliveries with the reason (no address is stored).
+    recorded as ``suppressed`` deliveries with the reason. Email and SMS deliveries
+    are keyed by the user (the address is looked up, and recorded, when sending);
+    Web Push ones by subscription.
     The in-app feed item is written at once. Returns the delivery ids queued.
     """
     now = ctx.clock.now()
@@ -352,30 +358,37 @@ async def plan_message(
                     "body": rendered.short, "appointment_id": appointment_id,
                     "created_at": now, "read_at": None}, uow.session)
             continue
-        targets: list[tuple[str | None, dict[str, Any]]]
-        if channel is Channel.EMAIL:
-            targets = [((contact or {}).get("email"),
-                        {"subject": rendered.subject, "text": rendered.text,
-                         "html": rendered.html})]
-        elif channel is Channel.SMS:
-            targets = [((contact or {}).get("phone"), {"body": rendered.sms})]
+        # (recipient in the delivery id, address to check now, content)
+        targets: list[tuple[str, str | None, dict[str, Any]]]
+        if channel in (Channel.EMAIL, Channel.SMS):
+            # The address is read again when sending (it may change before a reminder
+            # fires). A user the contact read model does not know yet (user.registered
+            # consumed concurrently with this event) is resolved then, not refused now.
+            field_ = ADDRESS_FIELDS[channel]
+            address = (contact or {}).get(field_) if contact is not None else "(at send time)"
+            content: dict[str, Any] = (
+                {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
+                if channel is Channel.EMAIL else {"body": rendered.sms})
+            targets = [(user_id, address, content)]
         else:
             subscriptions = uow.db[store.PUSH_SUBSCRIPTIONS].find(
                 {"user_id": user_id}, session=uow.session)
             payload = {"title": rendered.subject, "body": rendered.short,
                        "url": ctx.settings.app_base_url, "tag": kind.template}
-            targets = [(s["_id"], {"payload": payload}) async for s in subscriptions]
+            targets = [(s["_id"], s["_id"], {"payload": payload}) async for s in subscriptions]
             if not targets:
                 continue  # no browser subscribed: nothing to record
-        for address, content in targets:
+        for recipient, address, content in targets:
             reason = domain.suppression(channel, consent=consent, preferences=preference,
                                         address=address, active=active)
-            id_ = domain.delivery_id(source_id, channel, address or user_id, kind.template)
-            doc = base | {"_id": id_, "channel": channel.value}
+            id_ = domain.delivery_id(source_id, channel, recipient, kind.template)
+            doc = base | {"_id": id_, "channel": channel.value, "to": None}
             if reason is None:
-                doc |= {"to": address, "content": content, "status": Status.QUEUED.value}
+                if channel is Channel.PUSH:
+                    doc["to"] = recipient  # the subscription id
+                doc |= {"content": content, "status": Status.QUEUED.value}
             else:
-                doc |= {"to": None, "content": None, "status": Status.SUPPRESSED.value,
+                doc |= {"content": None, "status": Status.SUPPRESSED.value,
                         "reason": reason, "next_attempt_at": None}
             deliveries.append(doc)
     inserted = await store.upsert_many_once(uow.db, store.DELIVERIES, deliveries, uow.session)
