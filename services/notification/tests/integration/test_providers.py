@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from healthflow.common.events.outbox import recorded_events
-from healthflow.notification.providers import EmailSender, SmsSender
+from healthflow.notification.providers import (
+    EmailSender,
+    PermanentError,
+    SmsSender,
+    TransientError,
+)
 from healthflow.notification.sandbox import SmtpSink, free_port, start_embedded
 from healthflow.notification.settings import Settings
 
@@ -184,3 +197,56 @@ async def test_the_embedded_default_serves_loopback_endpoints_only(settings: Set
                                       "twilio_base_url": "https://api.twilio.com"})
     nothing = await start_embedded(remote)
     assert nothing.smtp is None and nothing.twilio is None
+
+
+def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context for 127.0.0.1 and the PEM file a client must trust for it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smtp.test")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "smtp.pem", tmp_path / "smtp.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context, str(cert_file)
+
+
+async def test_email_uses_starttls_and_auth_when_configured(
+        settings: Settings, tmp_path: Path) -> None:
+    context, ca_file = self_signed(tmp_path)
+    server = SmtpSink(tls_context=context, credentials=("mailer", "s3cret")).start()
+    try:
+        secured = settings.model_copy(update={
+            "smtp_port": server.port, "smtp_security": "starttls", "smtp_ca_file": ca_file,
+            "smtp_username": "mailer", "smtp_password": SecretStr("s3cret")})
+        await EmailSender(secured).send(delivery_id="d-tls", to="t@patients.test",
+                                        subject="s", text="t", html="<p>h</p>")
+        [mail] = server.to("t@patients.test")
+        assert (mail.secure, mail.login) == (True, "mailer")
+
+        wrong = secured.model_copy(update={"smtp_password": SecretStr("guess")})
+        with pytest.raises(PermanentError, match="SMTP 535"):
+            await EmailSender(wrong).send(delivery_id="d-bad", to="t@patients.test",
+                                          subject="s", text="t", html="<p>h</p>")
+        untrusted = secured.model_copy(update={"smtp_ca_file": None})
+        with pytest.raises(TransientError):  # the certificate is not trusted: never sent
+            await EmailSender(untrusted).send(delivery_id="d-mitm", to="t@patients.test",
+                                              subject="s", text="t", html="<p>h</p>")
+        plain = secured.model_copy(update={"smtp_security": "none", "smtp_username": None})
+        with pytest.raises(PermanentError, match="SMTP 530"):  # STARTTLS is required first
+            await EmailSender(plain).send(delivery_id="d-plain", to="t@patients.test",
+                                          subject="s", text="t", html="<p>h</p>")
+        assert len(server.to("t@patients.test")) == 1
+    finally:
+        server.stop()

@@ -80,6 +80,7 @@ class EmailSender:
                 password=s.smtp_password.get_secret_value() if s.smtp_password else None,
                 use_tls=s.smtp_security == "tls",
                 start_tls=s.smtp_security == "starttls",
+                cert_bundle=s.smtp_ca_file,
                 timeout=s.smtp_timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -36,7 +37,7 @@ from urllib.parse import urlparse
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -72,6 +73,8 @@ class ReceivedMail:
     rcpt_tos: list[str]
     message: EmailMessage
     received_at: float  # time.perf_counter() when it arrived
+    secure: bool = False  # the session ran over TLS (STARTTLS)
+    login: str | None = None  # the SMTP AUTH user, when the client authenticated
 
     def part(self, content_type: str) -> str:
         """The decoded body part of ``content_type`` (``text/plain``, ``text/html``)."""
@@ -92,8 +95,10 @@ class _Handler:
             raw = raw.encode()
         message = message_from_bytes(raw, policy=policy.default)
         assert isinstance(message, EmailMessage)
+        login = session.auth_data.login.decode() if isinstance(
+            session.auth_data, LoginPassword) else None
         mail = ReceivedMail(str(envelope.mail_from), list(envelope.rcpt_tos), message,
-                            time.perf_counter())
+                            time.perf_counter(), secure=session.ssl is not None, login=login)
         with self.sink.lock:
             self.sink.messages.append(mail)
             if self.sink.keep is not None and len(self.sink.messages) > self.sink.keep:
@@ -105,11 +110,20 @@ class _Handler:
 
 class SmtpSink:
     """An SMTP server on loopback (aiosmtpd, its own thread); :meth:`stop` / :meth:`start`
-    simulate an outage on the same port."""
+    simulate an outage on the same port.
 
-    def __init__(self, port: int | None = None, *, keep: int | None = None) -> None:
+    With ``tls_context`` it offers STARTTLS and requires it (RFC 3207); with
+    ``credentials`` it requires SMTP AUTH PLAIN/LOGIN (RFC 4954) with that user and
+    password, over TLS only.
+    """
+
+    def __init__(self, port: int | None = None, *, keep: int | None = None,
+                 tls_context: ssl.SSLContext | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.keep = keep
+        self.tls_context = tls_context
+        self.credentials = credentials
         self.messages: list[ReceivedMail] = []
         self.listeners: list[Callable[[ReceivedMail], None]] = []
         self.lock = threading.Lock()
@@ -121,8 +135,14 @@ class SmtpSink:
 
     def start(self) -> SmtpSink:
         logging.getLogger("mail.log").setLevel(logging.WARNING)  # a line per SMTP command
+        options: dict[str, Any] = {}
+        if self.tls_context is not None:
+            options |= {"tls_context": self.tls_context, "require_starttls": True}
+        if self.credentials is not None:
+            options |= {"auth_required": True, "auth_require_tls": True,
+                        "authenticator": self._authenticate}
         controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
-                                ready_timeout=10)
+                                ready_timeout=10, server_hostname="127.0.0.1", **options)
         controller.start()
         self._controller = controller
         return self
@@ -131,6 +151,15 @@ class SmtpSink:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
+
+    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope,
+                      mechanism: str, auth_data: Any) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword) or self.credentials is None:
+            return AuthResult(success=False, handled=False)
+        user, password = self.credentials
+        ok = (secrets.compare_digest(auth_data.login, user.encode())
+              and secrets.compare_digest(auth_data.password, password.encode()))
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     def to(self, address: str) -> list[ReceivedMail]:
         with self.lock:

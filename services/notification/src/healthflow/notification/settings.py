@@ -40,6 +40,9 @@ class Settings(ServiceSettings):
     smtp_security: Literal["none", "starttls", "tls"] = "none"
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    # A PEM file of CA certificates to trust for the server's TLS certificate (a private
+    # CA); None: the system's trust store. Certificates are always verified.
+    smtp_ca_file: str | None = None
     smtp_timeout: float = Field(default=10.0, gt=0)
     email_from: str = "HealthFlow <no-reply@healthflow.example>"
 
