@@ -13,9 +13,13 @@ Collections (database ``healthflow_notification``), times aware UTC::
     reminders       {_id: "<appointment_id>:<offset minutes>", appointment_id, user_id,
                      offset_minutes, due_at, status: pending|sent|cancelled,
                      lease_owner, lease_until, fired_at, updated_at}
-    deliveries      {_id: delivery id, user_id, channel, template, event_type, source_id,
-                     appointment_id, to, content{...}, urgent, timezone, expires_at,
-                     status, reason, attempts, next_attempt_at, lease_owner, lease_until,
+    deliveries      {_id: delivery id, user_id, channel: email|sms|push, template, trigger
+                     (event type | None), source_id (event id | "reminder:<id>@<due>"),
+                     appointment_id, locale, to (email/SMS: the address used, set when
+                     sent; push: the subscription id), content{subject, text, html} |
+                     {body} | {payload}, urgent, timezone (IANA, for quiet hours),
+                     expires_at, status: queued|sent|delivered|failed|suppressed|cancelled,
+                     reason, attempts, next_attempt_at, lease_owner, lease_until,
                      provider_id, last_error, created_at, updated_at, sent_at,
                      delivered_at, failed_at}
     feed            {_id, user_id, template, title, body, appointment_id, created_at, read_at}
