@@ -178,12 +178,6 @@ async def test_every_operation_against_every_role(platform: RunningPlatform,
     assert not failures, f"{len(failures)} cells broke the rules:\n  " + "\n  ".join(failures)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the gateway's route table puts /api/v1/doctors, /api/v1/hospitals and "
-    "/api/v1/notifications under the 'default' policy (token required at the edge), so the "
-    "operations those services declare public (doctor search, verified hospitals, the VAPID "
-    "key, Twilio's signed status callback) answer 401 without a token; Twilio cannot send "
-    "one. Needs method-aware public routes in healthflow.gateway.routes."))
 async def test_public_operations_are_public_at_the_edge(platform: RunningPlatform) -> None:
     async with platform.client() as api:
         operations, _ = operations_of(ok(await api.get("/openapi.json")))

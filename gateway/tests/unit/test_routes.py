@@ -84,3 +84,17 @@ def test_replicas_are_taken_in_turn(monkeypatch):
     assert [settings.upstream_url("appointment") for _ in range(4)] == [
         "http://a:1", "http://b:2", "http://a:1", "http://b:2"]
     assert settings.upstream_url("auth") == settings.upstream_url("auth")
+
+
+def test_public_methods_are_declared_per_route():
+    from healthflow.gateway.routes import RouteTable
+
+    table = RouteTable()
+    doctors = table.match("/api/v1/doctors/abc")
+    assert doctors is not None and doctors.is_public("GET") and not doctors.is_public("POST")
+    callback = table.match("/api/v1/notifications/twilio/status")
+    assert callback is not None and callback.is_public("POST")
+    feed = table.match("/api/v1/notifications/feed")
+    assert feed is not None and not feed.is_public("GET")
+    patients = table.match("/api/v1/patients/me")
+    assert patients is not None and not patients.is_public("GET")

@@ -185,11 +185,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def edge_limit(request: Request) -> None:
         await limit(request, edge, "ip", ip_of(request))
 
-    async def authenticate(headers: Headers, policy: Policy, query: str = "") -> Principal | None:
+    async def authenticate(headers: Headers, policy: Policy, query: str = "", *,
+                           public: bool = False) -> Principal | None:
         if not policy.auth_required:
             return None
         token = _bearer(headers, query)
         if token is None:
+            if public:
+                return None
             raise Unauthorized()
         principal = await verifier.verify(token)
         if policy.permission and not principal.has(policy.permission):
@@ -288,7 +291,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             raise NotFound(f"no route matches {request.method} {path}")
         policy = table.policy(route.policy)
         await limit(request, policy, "ip", client_ip)
-        principal = await authenticate(request.headers, policy)
+        principal = await authenticate(request.headers, policy,
+                                       public=route.is_public(request.method))
         if principal is not None:
             await limit(request, policy, "subject", principal.subject)
         return await request.app.state.proxy.forward(request, route, policy, principal,

@@ -97,13 +97,26 @@ POLICIES: dict[str, Policy] = {
 }
 
 
+READS = frozenset({"GET", "HEAD"})
+
+
 @dataclass(frozen=True)
 class Route:
-    """``prefix`` (a path, no trailing slash) is served by ``service`` under ``policy``."""
+    """``prefix`` (a path, no trailing slash) is served by ``service`` under ``policy``.
+
+    ``public`` names the methods that need no token here (the public directory,
+    provider callbacks that carry their own signature); a token sent anyway is
+    still verified and its identity forwarded, so the service can show more to
+    its owner.
+    """
 
     prefix: str
     service: str
     policy: str = "default"
+    public: frozenset[str] = frozenset()
+
+    def is_public(self, method: str) -> bool:
+        return method.upper() in self.public
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
@@ -120,12 +133,17 @@ ROUTES: tuple[Route, ...] = (
     # audit: compliance officers and admins only, checked here and in the service
     Route("/api/v1/audit", "audit", "audit"),
     # care directory, patients, scheduling, notifications
-    Route("/api/v1/hospitals", "hospital"),
-    Route("/api/v1/doctors", "doctor"),
+    # (verified hospitals and doctors are a public directory)
+    Route("/api/v1/hospitals", "hospital", public=READS),
+    Route("/api/v1/doctors", "doctor", public=READS),
     Route("/api/v1/patients", "patient"),
     Route("/api/v1/appointments", "appointment"),
     Route("/api/v1/slots", "appointment"),
     Route("/api/v1/notifications", "notification"),
+    # Twilio signs its delivery callbacks (checked by the service); browsers need
+    # the VAPID public key before anyone has logged in.
+    Route("/api/v1/notifications/twilio/status", "notification", public=frozenset({"POST"})),
+    Route("/api/v1/notifications/push/vapid-public-key", "notification", public=READS),
 )
 
 PROBE_PATHS = frozenset({"/livez", "/readyz", "/metrics"})

@@ -16,6 +16,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from healthflow.common import mongo
 from healthflow.common.events.consumer import Consumer, Handlers
@@ -50,6 +58,23 @@ def make_transport(settings: ServiceSettings) -> Transport:
     from healthflow.common.events.rabbit import RabbitTransport
 
     return RabbitTransport(settings.amqp_url)
+
+
+START_RETRY_SECONDS = 60.0
+
+
+def _start_retrying(what: str) -> AsyncRetrying:
+    def log_retry(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("waiting for %s at start-up: %s", what, type(error).__name__)
+
+    return AsyncRetrying(
+        stop=stop_after_delay(START_RETRY_SECONDS),
+        wait=wait_exponential_jitter(initial=0.5, max=5.0),
+        retry=retry_if_exception_type((ConnectionError, OSError, PyMongoError)),
+        before_sleep=log_retry,
+        reraise=True,
+    )
 
 
 class ServiceRuntime:
@@ -103,10 +128,19 @@ class ServiceRuntime:
         )
 
     async def start(self) -> None:
-        """Indexes, transport, relay, then consumers (readiness follows the last)."""
-        await mongo.ensure_indexes(self.db, self.indexes)
+        """Indexes, transport, relay, then consumers (readiness follows the last).
+
+        The database and the broker may still be starting (a platform booting, a
+        broker restarting): each first contact is retried with jittered back-off
+        for up to :data:`START_RETRY_SECONDS` before start-up fails.
+        """
+        async for attempt in _start_retrying("MongoDB"):
+            with attempt:
+                await mongo.ensure_indexes(self.db, self.indexes)
         if not self.transport.connected:
-            await self.transport.connect()
+            async for attempt in _start_retrying("the broker"):
+                with attempt:
+                    await self.transport.connect()
             if isinstance(self.transport, InProcessTransport):
                 await self.transport.recover()
         await self.relay.start()
