@@ -86,8 +86,13 @@ class Dispatcher:
         candidates = await store.due(self.runtime.db, store.DELIVERIES,
                                      status=Status.QUEUED.value, due_field="next_attempt_at",
                                      now=now, limit=limit or settings.dispatch_batch)
+        if not candidates:
+            return 0
         gate = asyncio.Semaphore(settings.dispatch_concurrency)
         lease_until = now + timedelta(seconds=settings.delivery_lease)
+        users = sorted({doc["user_id"] for doc in candidates})
+        contacts = await store.get_many(self.runtime.db, store.CONTACTS, users)
+        preferences = await store.get_many(self.runtime.db, store.PREFERENCES, users)
 
         async def one(doc: Document) -> int:
             async with gate:
@@ -96,27 +101,32 @@ class Dispatcher:
                                             owner=self.owner, lease_until=lease_until)
                 if claimed is None:
                     return 0  # another replica has it
-                await self._process_guarded(claimed)
+                await self._process_guarded(claimed, contacts.get(doc["user_id"]),
+                                            preferences.get(doc["user_id"]))
                 return 1
 
         return sum(await asyncio.gather(*(one(doc) for doc in candidates)))
 
-    async def _process_guarded(self, doc: Document) -> None:
+    async def _process_guarded(self, doc: Document, contact: Document | None,
+                               prefs: Document | None) -> None:
         try:
-            await self.process(doc)
+            await self.process(doc, contact, prefs)
         except Exception:
             # The lease expires and another pass retries it; never lose the loop.
             log.exception("delivery processing failed", extra={"delivery_id": doc["_id"]})
 
-    async def process(self, doc: Document) -> None:
-        """Send one claimed delivery and record what happened."""
+    async def process(self, doc: Document, contact: Document | None,
+                      prefs: Document | None) -> None:
+        """Send one claimed delivery and record what happened.
+
+        ``contact`` and ``prefs`` are the user's read-model documents as read at the
+        start of this pass (consent and address are checked against them).
+        """
         now = self.ctx.clock.now()
         channel = Channel(doc["channel"])
         if doc.get("expires_at") is not None and now >= doc["expires_at"]:
             await self._finish(doc, Status.CANCELLED, reason="expired")
             return
-        contact = await store.get(self.runtime.db, store.CONTACTS, doc["user_id"])
-        prefs = await store.get(self.runtime.db, store.PREFERENCES, doc["user_id"])
         address = doc.get("to")
         if channel in service.ADDRESS_FIELDS:
             if contact is None:  # user.registered not consumed yet: wait for it
