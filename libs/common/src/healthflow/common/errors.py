@@ -154,6 +154,13 @@ def _describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, list
     items = []
     for err in errors:
         loc = [str(part) for part in err.get("loc", ())]
+        if err.get("type") == "json_invalid":
+            # loc is ("body", <character offset>): say so in words.
+            reason = (err.get("ctx") or {}).get("error", "malformed")
+            offset = loc[1] if len(loc) > 1 else "?"
+            items.append({"location": "body",
+                          "message": f"not valid JSON at character {offset}: {reason}"})
+            continue
         items.append({"location": ".".join(loc), "message": err.get("msg", "invalid")})
     detail = "; ".join(f"{i['location']}: {i['message']}" for i in items[:5])
     if len(items) > 5:
