@@ -106,3 +106,18 @@ async def test_a_deactivated_user_gets_nothing(notif: Notif) -> None:
     await notif.settle()
     assert notif.twilio.to("+4915100000600") == []
     assert {d["reason"] for d in await notif.deliveries(source_id=booked.id)} == {"inactive"}
+
+
+async def test_the_doctor_sees_bookings_in_the_feed_without_the_patients_name(
+        notif: Notif) -> None:
+    await notif.deliver(user_registered("pat-h", name="Hanna Private"),
+                        user_registered("doc-user-1", name="Dr. Ada Lovelace"))
+    await notif.deliver(appointment("appointment.booked", "appt-h", "pat-h", START))
+    feed = (await notif.client.get(f"{BASE}/feed", headers=notif.headers(
+        "doc-user-1", ("doctor",)))).json()
+    [item] = [i for i in feed["items"] if i["template"] == "doctor_appointment_booked"]
+    assert item["body"] == "HealthFlow: New booking: Wednesday, 25 November 2026, 09:30 CET."
+    assert "Hanna" not in str(feed)
+    patient_feed = (await notif.client.get(f"{BASE}/feed", headers=notif.headers(
+        "pat-h"))).json()
+    assert "doctor_appointment_booked" not in str(patient_feed)

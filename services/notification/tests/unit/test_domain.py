@@ -147,6 +147,7 @@ def test_every_template_renders_in_every_locale() -> None:
     context = {"when": "w", "previous_when": "p", "doctor": "d", "place": "x",
                "name": "n", "verify_link": "https://v", "valid_hours": 48, "link": "l"}
     names = [k.template for k in domain.APPOINTMENT_TEMPLATES.values()] + [
+        k.template for k in domain.DOCTOR_TEMPLATES.values()] + [
         domain.REMINDER.template, domain.WELCOME.template]
     for locale in domain.SUPPORTED_LOCALES:
         for name in names:

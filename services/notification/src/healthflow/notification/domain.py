@@ -108,6 +108,16 @@ APPOINTMENT_TEMPLATES: Mapping[str, MessageKind] = {
         "appointment_no_show", channels=(Channel.EMAIL, Channel.IN_APP)
     ),
 }
+DOCTOR_TEMPLATES: Mapping[str, MessageKind] = {
+    "appointment.booked": MessageKind("doctor_appointment_booked",
+                                      channels=(Channel.PUSH, Channel.IN_APP)),
+    "appointment.rescheduled": MessageKind("doctor_appointment_rescheduled",
+                                           channels=(Channel.PUSH, Channel.IN_APP)),
+    "appointment.cancelled": MessageKind("doctor_appointment_cancelled",
+                                         channels=(Channel.PUSH, Channel.IN_APP)),
+}
+"""What the doctor's own account (``doctor_user_id``) is told: a feed item and a push,
+with the time and place only (never the patient's name)."""
 REMINDER = MessageKind("appointment_reminder")
 WELCOME = MessageKind("welcome", channels=(Channel.EMAIL, Channel.IN_APP))
 

@@ -156,7 +156,8 @@ async def apply_directory(uow: UnitOfWork, kind: str, raw: dict[str, Any], ctx: 
 
 async def apply_appointment(uow: UnitOfWork, event_type: str, raw: dict[str, Any],
                             event_time: datetime, event_id: str, ctx: Context) -> None:
-    """Update the appointment read model and its reminders; queue the message it causes.
+    """Update the appointment read model and its reminders; queue the messages it causes
+    (the patient's, and for a booking, move or cancellation the doctor's feed and push).
 
     An event older (by CloudEvents ``time``) than the one already applied changes
     nothing and sends nothing: the patient must not be told about a state that
@@ -180,14 +181,21 @@ async def apply_appointment(uow: UnitOfWork, event_type: str, raw: dict[str, Any
     elif event_type in domain.ENDS_REMINDERS:
         await cancel_reminders(uow, data.appointment_id, ctx.clock.now())
     kind = domain.APPOINTMENT_TEMPLATES.get(event_type)
-    if kind is None:
-        return
-    prefs = await store.get(uow.db, store.PREFERENCES, data.patient_id, uow.session)
-    context = await appointment_context(uow, data, ctx, locale_of(prefs, ctx))
-    await plan_message(uow, ctx, user_id=data.patient_id, kind=kind, source_id=event_id,
-                       trigger=event_type, context=context,
-                       appointment_id=data.appointment_id, timezone=data.timezone,
-                       expires_at=None, prefs=prefs)
+    if kind is not None:
+        prefs = await store.get(uow.db, store.PREFERENCES, data.patient_id, uow.session)
+        context = await appointment_context(uow, data, ctx, locale_of(prefs, ctx))
+        await plan_message(uow, ctx, user_id=data.patient_id, kind=kind, source_id=event_id,
+                           trigger=event_type, context=context,
+                           appointment_id=data.appointment_id, timezone=data.timezone,
+                           expires_at=None, prefs=prefs)
+    doctor_kind = domain.DOCTOR_TEMPLATES.get(event_type)
+    if doctor_kind is not None and data.doctor_user_id:
+        prefs = await store.get(uow.db, store.PREFERENCES, data.doctor_user_id, uow.session)
+        context = await appointment_context(uow, data, ctx, locale_of(prefs, ctx))
+        await plan_message(uow, ctx, user_id=data.doctor_user_id, kind=doctor_kind,
+                           source_id=event_id, trigger=event_type, context=context,
+                           appointment_id=data.appointment_id, timezone=data.timezone,
+                           expires_at=None, prefs=prefs)
 
 
 async def schedule_reminders(uow: UnitOfWork, data: AppointmentData, ctx: Context) -> None:
