@@ -26,14 +26,12 @@ from healthflow.appointment.schemas import (
 )
 from healthflow.appointment.store import get_schedule, get_schedule_by_user, list_appointments
 from healthflow.common.auth import Authenticated, Principal, require_any
-from healthflow.common.errors import BadRequest, UnprocessableContent
+from healthflow.common.errors import UnprocessableContent
 from healthflow.common.http import get_runtime
 from healthflow.common.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Page,
-    decode_cursor,
-    encode_cursor,
 )
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
@@ -139,19 +137,8 @@ async def list_(
         day_start = datetime.combine(date_, time(0), tzinfo=tz).astimezone(UTC)
         day_end = datetime.combine(date_ + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
         query["start"] = {"$gte": day_start, "$lt": day_end}
-    position = decode_cursor(cursor)
-    after = None
-    if position is not None:
-        try:
-            after = (datetime.fromisoformat(position["t"]), str(position["id"]))
-        except (KeyError, TypeError, ValueError):
-            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged") from None
-    docs = await list_appointments(runtime.db, query, after=after, limit=limit + 1)
-    items = [AppointmentOut.from_document(d) for d in docs[:limit]]
-    next_cursor = None
-    if len(docs) > limit:
-        last = docs[limit - 1]
-        next_cursor = encode_cursor({"t": last["start"].isoformat(), "id": last["_id"]})
+    docs, next_cursor = await list_appointments(runtime.db, query, cursor=cursor, limit=limit)
+    items = [AppointmentOut.from_document(d) for d in docs]
     return Page[AppointmentOut](items=items, next_cursor=next_cursor)
 
 

@@ -28,6 +28,7 @@ from healthflow.appointment.availability import (
 )
 from healthflow.appointment.domain import ACTIVE, lock_units
 from healthflow.common.mongo import Document
+from healthflow.common.pagination import keyset_page
 
 APPOINTMENTS = "appointments"
 SLOT_LOCKS = "slot_locks"
@@ -128,12 +129,12 @@ async def get_appointment(db: Db, appointment_id: str,
     return await db[APPOINTMENTS].find_one({"_id": appointment_id}, session=session)
 
 
-async def list_appointments(db: Db, query: Document, *, after: tuple[datetime, str] | None,
-                            limit: int) -> list[Document]:
-    """Appointments matching ``query`` ordered by (start, _id), after the cursor position."""
-    if after is not None:
-        start, last_id = after
-        query = {"$and": [query, {"$or": [{"start": {"$gt": start}},
-                                          {"start": start, "_id": {"$gt": last_id}}]}]}
-    cursor = db[APPOINTMENTS].find(query).sort([("start", ASCENDING), ("_id", ASCENDING)])
-    return await cursor.limit(limit).to_list()
+async def list_appointments(db: Db, query: Document, *, cursor: str | None,
+                            limit: int) -> tuple[list[Document], str | None]:
+    """One page of appointments matching ``query`` ordered by (start, _id), and the next cursor.
+
+    Raises:
+        BadRequest: (400) for a cursor this API did not issue.
+    """
+    return await keyset_page(db[APPOINTMENTS], query, sort=["start", "_id"], cursor=cursor,
+                             limit=limit)

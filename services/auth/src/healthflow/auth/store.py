@@ -39,9 +39,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.auth.domain import KeyState
-from healthflow.common.errors import BadRequest
 from healthflow.common.mongo import Document
-from healthflow.common.pagination import decode_cursor, encode_cursor
+from healthflow.common.pagination import keyset_page
 
 USERS = "users"
 SESSIONS = "sessions"
@@ -130,26 +129,8 @@ async def list_users(
         query["roles"] = role
     if status:
         query["status"] = status
-    position = decode_cursor(cursor)
-    if position is not None:
-        try:
-            after_t = datetime.fromisoformat(str(position["t"]))
-            after_id = str(position["id"])
-        except (KeyError, ValueError):
-            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged") from None
-        query["$or"] = [
-            {"created_at": {"$gt": after_t}},
-            {"created_at": after_t, "_id": {"$gt": after_id}},
-        ]
-    docs = await db[USERS].find(query).sort(
-        [("created_at", ASCENDING), ("_id", ASCENDING)]
-    ).limit(limit + 1).to_list()
-    next_cursor = None
-    if len(docs) > limit:
-        docs = docs[:limit]
-        last = docs[-1]
-        next_cursor = encode_cursor({"t": last["created_at"].isoformat(), "id": last["_id"]})
-    return docs, next_cursor
+    return await keyset_page(db[USERS], query, sort=["created_at", "_id"], cursor=cursor,
+                             limit=limit)
 
 
 # --------------------------------------------------------------------------- sessions

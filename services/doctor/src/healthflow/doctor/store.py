@@ -45,10 +45,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from healthflow.common.auth import Principal, ensure_owner
-from healthflow.common.errors import BadRequest, Conflict, NotFound, UnprocessableContent
+from healthflow.common.errors import Conflict, NotFound, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes, utcnow
-from healthflow.common.pagination import decode_cursor, encode_cursor
+from healthflow.common.pagination import keyset_page
 from healthflow.common.permissions import Permission
 from healthflow.doctor import domain, events
 from healthflow.doctor.domain import (
@@ -422,20 +422,8 @@ async def search(db: AsyncDatabase[Document], query: dict[str, Any], index: str,
     Raises:
         BadRequest: (400) for a cursor this API did not issue.
     """
-    query = dict(query)
-    position = decode_cursor(cursor)
-    if position is not None:
-        after = position.get("k")
-        if not isinstance(after, str):
-            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged")
-        query["sort_key"] = {"$gt": after}
-    docs = await db[DOCTORS].find(query).sort("sort_key", ASCENDING).hint(index).limit(
-        limit + 1).to_list()
-    next_cursor = None
-    if len(docs) > limit:
-        docs = docs[:limit]
-        next_cursor = encode_cursor({"k": docs[-1]["sort_key"]})
-    return docs, next_cursor
+    return await keyset_page(db[DOCTORS], query, sort=["sort_key"], cursor=cursor,
+                             limit=limit, hint=index)
 
 
 # -- writes (inside one transaction) ----------------------------------------------------

@@ -8,14 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from healthflow.common.auth import Principal, require, require_any
-from healthflow.common.errors import BadRequest, UnprocessableContent
+from healthflow.common.errors import UnprocessableContent
 from healthflow.common.http import get_runtime
 from healthflow.common.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     Page,
-    decode_cursor,
-    encode_cursor,
 )
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
@@ -59,18 +57,8 @@ async def search(
                                else None, email=email, phone=phone)
     if not query:
         raise UnprocessableContent("give at least one of name, birth_date, email, phone")
-    position = decode_cursor(cursor)
-    after = None
-    if position is not None:
-        if not isinstance(position.get("k"), str) or not isinstance(position.get("id"), str):
-            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged")
-        after = (position["k"], position["id"])
-    docs = await service.search(runtime, principal, query, after, limit, purpose)
-    next_cursor = None
-    if len(docs) > limit:
-        last = docs[limit - 1]
-        next_cursor = encode_cursor({"k": last.get("name_key", ""), "id": last["_id"]})
-    return Page[PatientSummary](items=[PatientSummary.from_document(d) for d in docs[:limit]],
+    docs, next_cursor = await service.search(runtime, principal, query, cursor, limit, purpose)
+    return Page[PatientSummary](items=[PatientSummary.from_document(d) for d in docs],
                                 next_cursor=next_cursor)
 
 

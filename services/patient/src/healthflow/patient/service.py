@@ -153,23 +153,25 @@ async def read_chart(runtime: ServiceRuntime, principal: Principal, patient_id: 
 
 
 async def search(runtime: ServiceRuntime, principal: Principal, query: Document,
-                 after: tuple[str, str] | None, limit: int, purpose: Purpose | None
-                 ) -> list[Document]:
-    """Staff search: up to ``limit + 1`` rows (the extra one only tells that more exist).
+                 cursor: str | None, limit: int, purpose: Purpose | None
+                 ) -> tuple[list[Document], str | None]:
+    """Staff search: one page of rows and the next cursor.
 
     One ``patient.record_accessed`` (scope ``search_result``) per returned row.
+
+    Raises:
+        BadRequest: (400) for a cursor this API did not issue.
     """
     chosen = purpose or default_purpose(AccessorRole.STAFF)
 
-    async def read(uow: UnitOfWork) -> list[Document]:
-        docs = await store.search(uow.db, uow.session, query, after, limit + 1)
-        for doc in docs[:limit]:
+    async def read(uow: UnitOfWork) -> tuple[list[Document], str | None]:
+        docs, next_cursor = await store.search(uow.db, uow.session, query, cursor, limit)
+        for doc in docs:
             uow.publish(_accessed(principal, doc["_id"], AccessorRole.STAFF, chosen,
                                   "search_result"), subject=doc["_id"], patientid=doc["_id"])
-        return docs
+        return docs, next_cursor
 
-    result: list[Document] = await runtime.transact(read, actor=principal.actor)
-    return result
+    return await runtime.transact(read, actor=principal.actor)
 
 
 async def record_treatment(uow: UnitOfWork, data: dict[str, Any], *, active: bool) -> None:

@@ -17,6 +17,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.mongo import Document
+from healthflow.common.pagination import keyset_page
 
 PATIENTS = "patients"
 TREATMENTS = "treatments"
@@ -86,12 +87,12 @@ def search_query(*, name: str | None, birth_date: str | None, email: str | None,
     return query
 
 
-async def search(db: Db, session: AsyncClientSession, query: Document,
-                 after: tuple[str, str] | None, limit: int) -> list[Document]:
-    if after is not None:
-        key, last_id = after
-        query = {"$and": [query, {"$or": [{"name_key": {"$gt": key}},
-                                          {"name_key": key, "_id": {"$gt": last_id}}]}]}
-    cursor = db[PATIENTS].find(query, session=session).sort(
-        [("name_key", ASCENDING), ("_id", ASCENDING)]).limit(limit)
-    return await cursor.to_list()
+async def search(db: Db, session: AsyncClientSession, query: Document, cursor: str | None,
+                 limit: int) -> tuple[list[Document], str | None]:
+    """One page of patients matching ``query`` by (name_key, _id), and the next cursor.
+
+    Raises:
+        BadRequest: (400) for a cursor this API did not issue.
+    """
+    return await keyset_page(db[PATIENTS], query, sort=["name_key", "_id"], cursor=cursor,
+                             limit=limit, session=session)
