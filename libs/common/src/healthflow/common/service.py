@@ -70,7 +70,7 @@ def _start_retrying(what: str) -> AsyncRetrying:
 
     return AsyncRetrying(
         stop=stop_after_delay(START_RETRY_SECONDS),
-        wait=wait_exponential_jitter(initial=0.5, max=5.0),
+        wait=wait_exponential_jitter(multiplier=0.5, max=5.0),
         retry=retry_if_exception_type((ConnectionError, OSError, PyMongoError)),
         before_sleep=log_retry,
         reraise=True,
