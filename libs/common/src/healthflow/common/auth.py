@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -35,6 +36,7 @@ ALLOWED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 _KTY_ALGORITHMS = {"OKP": {"EdDSA"}, "EC": {"ES256"}, "RSA": {"RS256"}}
 LEEWAY_SECONDS = 30
 JWKS_MIN_REFRESH_SECONDS = 10.0
+VERIFIED_CACHE_SIZE = 10_000
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -83,6 +85,9 @@ class TokenVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        # Tokens already verified, until they expire: a signature is checked once
+        # per token, not once per request (the same token arrives many times).
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
         if jwks is not None:
             self._load(jwks)
             self._fetched_at = float("inf") if jwks_url is None else time.monotonic()
@@ -133,10 +138,26 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         """Verify ``token`` and return the caller.
 
+        A token verified before is answered from a bounded cache until its ``exp``.
+
         Raises:
             Unauthorized: for any token that fails a rule above (401).
             ServiceUnavailable: when no keys could be fetched at all (503).
         """
+        cached = self._verified.get(token)
+        if cached is not None:
+            if time.time() < float(cached.claims["exp"]) + LEEWAY_SECONDS:
+                self._verified.move_to_end(token)
+                return cached
+            del self._verified[token]
+            raise Unauthorized("the token has expired")
+        principal = await self._verify(token)
+        self._verified[token] = principal
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
