@@ -11,7 +11,9 @@ makes one SMS and one email (plus a feed item). Figures:
   server has the message), in the burst (queueing included) and at a paced
   rate (``BENCH_PACED_RATE`` events/s: the latency a single booking sees).
 
-Contacts are written straight into the service's database beforehand (a
+The service runs with its default concurrency (prefetch 32, 16 sends in flight):
+doubling both overloaded the embedded SecantusDB here (8 s operation timeouts, one
+stall of 100 s). Contacts are written straight into the service's database beforehand (a
 registration per user would add a welcome email to every measurement).
 Run by ``make bench``; ``BENCH_BOOKINGS`` (default 1000) sets the burst size.
 """
@@ -84,10 +86,10 @@ async def run(mongodb_url: str, amqp_url: str) -> None:
     smtp.listeners.append(lambda mail: _record(arrived, mail))
     settings = Settings(
         mongodb_url=mongodb_url, mongodb_database="bench_notification",
-        transport="rabbitmq", amqp_url=amqp_url, prefetch=64,
+        transport="rabbitmq", amqp_url=amqp_url,
         smtp_port=smtp.port, twilio_base_url=twilio.base_url,
         twilio_account_sid=ACCOUNT_SID, twilio_auth_token=SecretStr(AUTH_TOKEN),
-        default_quiet_hours="", dispatch_concurrency=32, log_level="WARNING",
+        default_quiet_hours="", log_level="WARNING",
         embedded_providers=False)
     consuming = RabbitTransport(amqp_url, connection_name="bench-notification")
     publisher = RabbitTransport(amqp_url, connection_name="bench-publisher")

@@ -32,6 +32,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from pymongo.errors import PyMongoError
+
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
@@ -47,6 +49,10 @@ from healthflow.notification.providers import (
 )
 
 log = logging.getLogger(__name__)
+
+RECORD_ATTEMPTS = 5
+"""Tries to record that a message was sent (0.5 s, 1 s, 2 s, 4 s apart): well inside the
+delivery lease, after which another pass would send the message again."""
 
 
 class Senders:
@@ -160,7 +166,21 @@ class Dispatcher:
         except SendError as exc:  # pragma: no cover - every SendError is one of the two
             await self._retry_or_fail(doc, str(exc))
         else:
-            await self._finish(doc, Status.SENT, provider_id=provider_id)
+            await self._record_sent(doc, provider_id)
+
+    async def _record_sent(self, doc: Document, provider_id: str) -> None:
+        """Record a sent message, retrying the write (never the send) while the database
+        hiccups: until it is recorded, the lease's expiry would send it again."""
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                await self._finish(doc, Status.SENT, provider_id=provider_id)
+                return
+            except PyMongoError:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    raise
+                log.warning("recording a sent delivery failed; retrying",
+                            extra={"delivery_id": doc["_id"], "attempt": attempt + 1})
+                await asyncio.sleep(0.5 * 2 ** attempt)
 
     def _quiet_until(self, now: datetime, prefs: Document | None,
                      doc: Document) -> datetime | None:
