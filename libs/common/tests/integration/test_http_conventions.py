@@ -132,3 +132,33 @@ async def test_readyz_is_503_when_the_database_is_gone(widget_settings, tokens):
         response = await client.get("/readyz")
         assert response.status_code == 503
         assert response.json()["checks"]["mongodb"].startswith("unavailable")
+
+
+async def test_a_transaction_past_its_budget_is_a_503_with_retry_after(mongodb_url, unique_name):
+    """A stalled database must end a request as 503 + Retry-After from the service, not
+    as a 504 from the gateway (the fault drill's finding: a 10 s SIGSTOP of SecantusDB)."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from healthflow.common import mongo
+    from healthflow.common.errors import install_problem_handlers
+
+    app = FastAPI()
+    install_problem_handlers(app)
+    client = mongo.get_client(mongodb_url)
+
+    @app.post("/slow")
+    async def slow() -> dict:
+        async def fn(session):
+            await asyncio.sleep(0.2)  # the database "stalls" past the 0.05 s budget
+            await client[unique_name]["things"].insert_one({"x": 1}, session=session)
+
+        await mongo.run_transaction(client, fn, budget=0.05)
+        return {}
+
+    async with running_app(app) as http:
+        response = await http.post("/slow")
+        assert_problem(response, 503, detail_contains="database")
+        assert response.headers["retry-after"] == "2"
+    assert await client[unique_name]["things"].count_documents({}) == 0

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,17 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(
             Conflict("a resource with the same unique key already exists"), request
         )
+
+    @app.exception_handler(PyMongoError)
+    async def _database(request: Request, exc: PyMongoError) -> JSONResponse:
+        # The database is unreachable or stalled past the transaction budget
+        # (healthflow.common.mongo.TRANSACTION_BUDGET): the client may retry later.
+        if exc.timeout or isinstance(exc, ConnectionFailure):
+            log.warning("database unavailable", extra={"path": request.url.path,
+                                                      "error": type(exc).__name__})
+            return problem_response(ServiceUnavailable(
+                "the database did not answer in time; retry later", retry_after=2), request)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

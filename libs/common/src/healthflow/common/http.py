@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from healthflow.common import metrics, tracing
+from healthflow.common import metrics, mongo, tracing
 from healthflow.common.auth import annotate_openapi_access
 from healthflow.common.errors import PROBLEM_JSON, PayloadTooLarge, install_problem_handlers
 from healthflow.common.logs import request_id_var, setup_logging
@@ -60,6 +60,7 @@ class RequestContextMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = valid_request_id(headers.get(REQUEST_ID_HEADER))
         token = request_id_var.set(request_id)
+        budget = mongo.transaction_budget.set(mongo.TRANSACTION_BUDGET)
         started = time.perf_counter()
         status_holder = {"status": 500}
 
@@ -87,6 +88,7 @@ class RequestContextMiddleware:
                 span.set_attribute("http.response.status_code", status_holder["status"])
         finally:
             request_id_var.reset(token)
+            mongo.transaction_budget.reset(budget)
             if scope.get("path") not in INTERNAL_PATHS:
                 metrics.HTTP_REQUESTS.labels(self.service, method, status_holder["status"]).inc()
                 metrics.HTTP_LATENCY.labels(self.service, method).observe(

@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import pymongo
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -70,20 +73,41 @@ async def ensure_indexes(db: AsyncDatabase[Document], indexes: Indexes) -> None:
             await db[collection].create_indexes(list(models))
 
 
+TRANSACTION_BUDGET = 8.0
+"""Seconds one transaction of an HTTP request may take, its retries included (the
+driver's client-side operation timeout). Below the gateway's shortest upstream timeout
+(10 s), so a stalled database ends a request as a 503 with ``Retry-After`` from the
+service rather than a 504 from the edge (found by the fault drill,
+``libs/client/tests/test_drill.py``)."""
+
+transaction_budget: ContextVar[float | None] = ContextVar("transaction_budget", default=None)
+"""The budget in force: :data:`TRANSACTION_BUDGET` while an HTTP request is handled (set
+by the request middleware), none for event consumers and the relay, which wait the
+database out and retry on their own."""
+
+
 async def run_transaction(
-    client: AsyncMongoClient[Document], fn: Callable[[AsyncClientSession], Awaitable[T]]
+    client: AsyncMongoClient[Document], fn: Callable[[AsyncClientSession], Awaitable[T]],
+    budget: float | None = None,
 ) -> T:
     """Run ``fn(session)`` inside a transaction, retrying by the driver's rules.
 
     ``fn`` may run more than once (on transient errors) and must not have side
-    effects outside the session. Majority read and write concern.
+    effects outside the session. Majority read and write concern. ``budget``
+    (seconds; default :data:`transaction_budget`) bounds the whole transaction.
+
+    Raises:
+        pymongo.errors.PyMongoError: with ``timeout`` true when the budget ran out
+            (the HTTP layer answers 503 with ``Retry-After``).
     """
-    async with client.start_session() as session:
-        return await session.with_transaction(
-            fn,
-            read_concern=ReadConcern("majority"),
-            write_concern=WriteConcern("majority"),
-        )
+    budget = budget if budget is not None else transaction_budget.get()
+    with pymongo.timeout(budget) if budget is not None else contextlib.nullcontext():
+        async with client.start_session() as session:
+            return await session.with_transaction(
+                fn,
+                read_concern=ReadConcern("majority"),
+                write_concern=WriteConcern("majority"),
+            )
 
 
 def utcnow() -> datetime:
