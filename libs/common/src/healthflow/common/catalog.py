@@ -2,8 +2,9 @@
 
 ``python -m healthflow.common.catalog`` imports every service of
 :data:`healthflow.common.topology.SERVICES` that is installed (its ``events``
-module registers the payload models it publishes; its ``handlers.HANDLERS``
-names the patterns it consumes) and prints ``docs/events.md``. Nothing here is
+module registers the payload models it publishes; the consumer of the app its
+``create_app`` builds names the patterns it subscribes to) and prints
+``docs/events.md``. Nothing here is
 written by hand, so the catalog cannot drift from the code.
 """
 
@@ -32,9 +33,12 @@ def collect() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
     for name, info in SERVICES.items():
         if _installed(f"{info.module}.events"):
             importlib.import_module(f"{info.module}.events")
-        if _installed(f"{info.module}.handlers"):
-            handlers = importlib.import_module(f"{info.module}.handlers")
-            consumers[name] = list(getattr(handlers, "HANDLERS", {}))
+        if _installed(f"{info.module}.app"):
+            # What the running service subscribes to: its app's consumer (building
+            # the app opens no connection).
+            app = importlib.import_module(f"{info.module}.app").create_app()
+            consumer = app.state.runtime.consumer
+            consumers[name] = list(consumer.patterns) if consumer is not None else []
     entries = {}
     for type_, entry in envelope.catalog().items():
         parts = entry["payload"].split(".")
