@@ -5,7 +5,8 @@
 
 1. **MongoDB** — SecantusDB (:class:`~healthflow.common.embedded.EmbeddedMongo`)
    as a child process, data under ``<var>/mongo`` (kept across restarts), log in
-   ``<var>/log/mongo.log``; skipped when ``MONGODB_URL`` is set.
+   ``<var>/log/mongo.log``, started again on the same port and data whenever it
+   dies; skipped when ``MONGODB_URL`` is set.
 2. **The services and the gateway**, in one of two shapes:
 
    * *multi-process* (the production shape, chosen when RabbitMQ answers at
@@ -85,6 +86,7 @@ RESTART_BACKOFF_MAX = 30.0  # seconds, the cap of the doubling back-off
 RESTART_BACKOFF_RESET = 60.0  # seconds of uptime after which the back-off starts over
 READY_POLL_INTERVAL = 0.25  # seconds between two /readyz probes
 MAILBOX_PORTS = {"smtp": 8025, "twilio": 8026, "view": 8027}  # defaults of the local mailbox
+MONGO_WATCH_INTERVAL = 1.0  # seconds between two checks that the embedded SecantusDB lives
 
 
 # --------------------------------------------------------------------------- console
@@ -876,6 +878,37 @@ class Platform:
         stop.cancel()
         return all(r.ready for r in self.report.values())
 
+    async def _watch_mongo(self) -> None:
+        """Restart the embedded SecantusDB (same port, same data) whenever it exits.
+
+        Without this a crashed database stayed down until someone restarted the
+        whole platform; the services reconnect by themselves once it is back.
+        """
+        backoff = RESTART_BACKOFF_INITIAL
+        while not self.stop_requested.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), MONGO_WATCH_INTERVAL)
+            mongo = self.mongo
+            if mongo is None or mongo.process is None or self.stop_requested.is_set():
+                continue
+            code = mongo.process.poll()
+            if code is None:
+                continue
+            self.console.status("mongodb", "exited", f"code {code}; restarting on "
+                                f":{mongo.port} in {backoff:.0f} s", "red")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_requested.wait(), backoff)
+            if self.stop_requested.is_set():
+                return
+            try:
+                await asyncio.to_thread(mongo.start)
+            except RuntimeError as exc:
+                self.console.status("mongodb", "failed", str(exc), "red")
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX)
+                continue
+            backoff = RESTART_BACKOFF_INITIAL
+            self.console.status("mongodb", "ready", f"again, pid {mongo.process.pid}", "green")
+
     def _banner(self) -> None:
         c = self.console
         gateway = next((x for x in self.components if x.is_gateway), None)
@@ -964,7 +997,9 @@ class Platform:
                 self._print_check()
             elif ready:
                 self._banner()
+                watchdog = asyncio.create_task(self._watch_mongo(), name="watch-mongo")
                 await self.stop_requested.wait()
+                await watchdog
             elif not self.stop_requested.is_set():
                 self.console.line(self.console.paint(
                     "HealthFlow is not fully ready; still running (Ctrl-C to stop).", "red"))
