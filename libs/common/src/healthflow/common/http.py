@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pymongo
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.trace import SpanKind
@@ -84,7 +86,11 @@ class RequestContextMiddleware:
                 if "traceparent" in headers else None,
                 attributes={"http.request.method": method, "service.name": self.service},
             ) as span:
-                await self.app(scope, receive, send_wrapper)
+                # A write's database work, reads included, shares one budget; reads
+                # (GET, and Server-Sent Events streams) only bound their transactions.
+                with (pymongo.timeout(mongo.TRANSACTION_BUDGET)
+                      if method not in ("GET", "HEAD") else contextlib.nullcontext()):
+                    await self.app(scope, receive, send_wrapper)
                 span.set_attribute("http.response.status_code", status_holder["status"])
         finally:
             request_id_var.reset(token)

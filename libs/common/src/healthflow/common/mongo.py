@@ -75,7 +75,8 @@ async def ensure_indexes(db: AsyncDatabase[Document], indexes: Indexes) -> None:
 
 TRANSACTION_BUDGET = 8.0
 """Seconds one transaction of an HTTP request may take, its retries included (the
-driver's client-side operation timeout). Below the gateway's shortest upstream timeout
+driver's client-side operation timeout); for writes (every method but GET and HEAD)
+the whole request's database work shares it. Below the gateway's shortest upstream timeout
 (10 s), so a stalled database ends a request as a 503 with ``Retry-After`` from the
 service rather than a 504 from the edge (found by the fault drill,
 ``libs/client/tests/test_drill.py``)."""
