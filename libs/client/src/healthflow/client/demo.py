@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -240,11 +241,16 @@ class Journey:
             staff.append(self.session(await self.gateway.login(person.email, person.password)))
         # Searchable and bookable once the read models have the events.
         for specialty, doctor_id in self.doctors.items():
-            await self.until(f"{specialty} doctor in search", lambda s=specialty, d=doctor_id: (
-                self._found(admin, s, d)), within=self.o.wait)
-            await self.until(f"{specialty} doctor's slots", lambda d=doctor_id: admin.free_slots(
-                d, datetime.now(UTC), datetime.now(UTC) + timedelta(days=14)), within=self.o.wait)
+            await self.until(f"{specialty} doctor in search",
+                             functools.partial(self._found, admin, specialty, doctor_id),
+                             within=self.o.wait)
+            await self.until(f"{specialty} doctor's slots",
+                             functools.partial(self._slots, admin, doctor_id), within=self.o.wait)
         return admin, staff[0], staff[1]
+
+    async def _slots(self, session: Session, doctor_id: str) -> list[JSON]:
+        now = datetime.now(UTC)
+        return await session.free_slots(doctor_id, now, now + timedelta(days=14))
 
     async def _found(self, session: Session, specialty: str, doctor_id: str) -> bool:
         return any(d["id"] == doctor_id
@@ -261,14 +267,14 @@ class Journey:
         return str(self.people.random.choice(slots[:pick])["start"])
 
     async def book_with_retry(self, session: Session, doctor_id: str, earliest: datetime,
-                              **kwargs: Any) -> JSON:
-        """Book a free slot; another one when somebody else took it first (409)."""
+                              *, soonest: bool = False, pick: int = 40, **kwargs: Any) -> JSON:
+        """Book one of the first ``pick`` free slots (the first when ``soonest``); another
+        one when somebody else took it first (409)."""
         for attempt in range(6):
             start = await self.free_slot(session, doctor_id, earliest,
-                                         pick=1 if kwargs.get("soonest") else 40)
+                                         pick=1 if soonest else pick)
             try:
-                return await session.book(doctor_id, start, **{
-                    k: v for k, v in kwargs.items() if k != "soonest"})
+                return await session.book(doctor_id, start, **kwargs)
             except ApiError as exc:
                 if exc.status != 409 or attempt == 5:
                     raise
