@@ -323,18 +323,29 @@ class Journey:
                 booking.expected.append(REMINDER_SUBJECT)
                 self.report.steps["reminders expected"] += 1
             elif index % 5 == 4:
+                await self.confirmed(person)
                 start = await self.free_slot(session, doctor_id, earliest + timedelta(days=1))
                 moved = await session.reschedule(booking.appointment_id, start)
                 booking.start = moved["start"]
                 booking.expected.append(MOVED_SUBJECT)
                 self.report.steps["reschedules"] += 1
             elif index % 7 == 6:
+                await self.confirmed(person)
                 await session.cancel(booking.appointment_id, "patient_request")
                 booking.expected.append(CANCELLED_SUBJECT)
                 self.report.steps["cancellations"] += 1
 
         async with self.sem:
             await self.step(f"patient {index} booking", go)
+
+    async def confirmed(self, person: Person) -> None:
+        """Wait until the booking confirmation reached ``person``'s mailbox, as a patient
+        would before changing the appointment (``wait`` seconds at most)."""
+        async def arrived() -> bool:
+            return any(m["subject"] == BOOKED_SUBJECT for m in await self.mailbox.mail(
+                person.email))
+
+        await self.until("the booking confirmation", arrived, within=self.o.wait)
 
     async def on_behalf(self, agent: Session, patient: tuple[Person, Session, str],
                         number: int) -> None:
