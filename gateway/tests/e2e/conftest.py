@@ -23,19 +23,28 @@ import httpx
 import pytest
 
 from healthflow.common.errors import PROBLEM_BASE, PROBLEM_JSON
-from healthflow.common.testing import RunningPlatform, eventually, platform_process
+from healthflow.common.testing import (
+    RunningPlatform,
+    eventually,
+    platform_process,
+    rabbitmq_vhost,
+)
 
 PASSWORD = "Amber-Kestrel-Orchard-2291"
 """Every e2e account's password (passes the policy; Argon2 is cheap in this platform)."""
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory, amqp_url: str
-             ) -> Iterator[RunningPlatform]:
-    """The platform for the whole e2e session, with two appointment-service processes."""
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    """The platform for the whole e2e session, with two appointment-service processes.
+
+    On a virtual host of its own: other suites' services of the same names declare
+    their queues with other settings in the session's shared one.
+    """
     workdir: Path = tmp_path_factory.mktemp("platform")
     began = time.monotonic()
-    with platform_process(workdir, amqp_url, "--replicas", "appointment=2") as running:
+    with rabbitmq_vhost() as amqp_url, platform_process(
+            workdir, amqp_url, "--replicas", "appointment=2") as running:
         print(f"\n[e2e] platform up in {time.monotonic() - began:.1f} s at "
               f"{running.gateway_url} (workdir {workdir})")
         yield running

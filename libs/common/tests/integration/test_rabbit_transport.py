@@ -205,8 +205,8 @@ async def test_retry_then_success(transport: RabbitTransport) -> None:
     assert recorder.times[1] - recorder.times[0] >= 0.18
     assert recorder.times[2] - recorder.times[1] >= 0.38
     await depths_are(transport, service, {"queue": 0, "dlq": 0})
-    for n in range(2):
-        channel_depth = await transport._message_count(retry_queue_name(service, n))
+    for delay in (0.2, 0.4):
+        channel_depth = await transport._message_count(retry_queue_name(service, delay))
         assert channel_depth == 0
     await asyncio.sleep(0.3)
     assert len(recorder.events) == 3  # acked: no further delivery
@@ -591,4 +591,5 @@ async def test_cli_list_show_and_replay(
 
 def test_queue_names() -> None:
     assert queue_name("audit") == "healthflow.audit"
-    assert retry_queue_name("audit", 0) == "healthflow.audit.retry.0"
+    assert retry_queue_name("audit", 1.0) == "healthflow.audit.retry.1000ms"
+    assert retry_queue_name("audit", 0.25) == "healthflow.audit.retry.250ms"

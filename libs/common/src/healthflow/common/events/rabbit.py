@@ -5,8 +5,8 @@ Topology (AMQP 0-9-1 as RabbitMQ implements it), for a service ``svc``:
 * ``healthflow.events``: durable **topic** exchange; the routing key is the
   CloudEvents ``type``.
 * ``healthflow.svc``: the service's durable queue, bound to each of its patterns.
-* ``healthflow.svc.retry.<n>``: one durable queue per entry ``n`` (0-based) of
-  ``retry_delays``, with ``x-message-ttl`` = that delay in milliseconds,
+* ``healthflow.svc.retry.<ms>ms``: one durable queue per entry of
+  ``retry_delays``, named by and with ``x-message-ttl`` = that delay in milliseconds,
   ``x-dead-letter-exchange`` = ``""`` (the default exchange) and
   ``x-dead-letter-routing-key`` = ``healthflow.svc``. Nobody consumes it: when
   the TTL expires RabbitMQ dead-letters the message back to ``healthflow.svc``
@@ -16,10 +16,10 @@ Topology (AMQP 0-9-1 as RabbitMQ implements it), for a service ``svc``:
 * ``healthflow.svc.dlq``: the parking lot. Nothing consumes it; an operator
   lists and replays it (``healthflow-deadletters``).
 
-Changing a service's ``retry_delays`` changes ``x-message-ttl`` of an existing
-queue, which RabbitMQ refuses (``PRECONDITION_FAILED``, channel error 406):
-delete the ``healthflow.svc.retry.*`` queues (they only hold waiting retries;
-drain them first) when deploying new delays.
+Retry queues are named by their delay, so deploying new ``retry_delays``
+declares new queues rather than changing the ``x-message-ttl`` of existing ones
+(which RabbitMQ refuses with ``PRECONDITION_FAILED``, channel error 406); a queue
+of an old delay still returns what it holds and can be deleted once empty.
 
 Message headers written by this module (AMQP field table):
 
@@ -101,9 +101,20 @@ _PARKING_HEADERS = (
 )
 
 
-def retry_queue_name(service: str, number: int) -> str:
-    """``healthflow.<service>.retry.<number>``; ``number`` is 0-based."""
-    return f"{queue_name(service)}.retry.{number}"
+def retry_queue_name(service: str, delay: float) -> str:
+    """``healthflow.<service>.retry.<delay in ms>ms``.
+
+    Named by its delay, not its position, so that changing a service's
+    ``retry_delays`` declares new queues instead of redeclaring an existing one
+    with another ``x-message-ttl`` (which RabbitMQ refuses with 406
+    PRECONDITION_FAILED); an old queue keeps returning what it holds to the
+    service's queue and can be deleted once empty.
+    """
+    return f"{queue_name(service)}.retry.{_delay_ms(delay)}ms"
+
+
+def _delay_ms(delay: float) -> int:
+    return max(0, round(delay * 1000))
 
 
 @dataclass
@@ -375,12 +386,12 @@ class RabbitTransport(Transport):
             queue = await channel.declare_queue(subscription.queue, durable=True)
             for pattern in subscription.patterns:
                 await queue.bind(exchange, routing_key=pattern)
-            for number, delay in enumerate(subscription.retry_delays):
+            for delay in subscription.retry_delays:
                 await channel.declare_queue(
-                    retry_queue_name(service, number),
+                    retry_queue_name(service, delay),
                     durable=True,
                     arguments={
-                        "x-message-ttl": max(0, round(delay * 1000)),
+                        "x-message-ttl": _delay_ms(delay),
                         "x-dead-letter-exchange": "",
                         "x-dead-letter-routing-key": subscription.queue,
                     },
@@ -479,7 +490,9 @@ class RabbitTransport(Transport):
             return
         except Exception as exc:
             if attempts < len(subscription.retry_delays):
-                target = retry_queue_name(subscription.service, attempts)
+                target = retry_queue_name(
+                    subscription.service, subscription.retry_delays[attempts]
+                )
                 log.info(
                     "handler of %s failed for event %s (attempt %d): %s; retry via %s",
                     subscription.queue,
