@@ -262,3 +262,51 @@ async def test_a_booking_seen_before_the_registration_waits_for_the_contact(
     sent = {d["channel"]: d for d in await notif.deliveries(source_id=booked.id)}
     assert sent["sms"]["status"] == "sent" and sent["sms"]["to"] == "+4915100000804"
     assert sent["email"]["status"] == "sent"
+
+
+async def test_a_booking_overtaken_by_its_reschedule_is_still_confirmed_at_the_new_time(
+        notif: Notif) -> None:
+    """Events of one appointment may arrive out of order; the confirmation is still owed."""
+    await directory(notif)
+    await notif.deliver(user_registered("pat-9", email="late@patients.test", phone=None))
+    booked = appointment("appointment.booked", "appt-9", "pat-9", START,
+                         when=NOW + timedelta(seconds=1))
+    moved_to = START + timedelta(hours=2)
+    rescheduled = appointment("appointment.rescheduled", "appt-9", "pat-9", moved_to,
+                              when=NOW + timedelta(seconds=2),
+                              previous_start=START.isoformat(),
+                              previous_end=(START + timedelta(minutes=30)).isoformat(),
+                              rescheduled_by_role="patient")
+    await notif.deliver(rescheduled)
+    await notif.deliver(booked)  # arrives late
+
+    def subjects() -> list[str]:
+        return sorted(m.message["Subject"] for m in notif.smtp.to("late@patients.test")
+                      if "appointment" in m.message["Subject"])
+
+    await eventually(lambda: len(subjects()) == 2, message="confirmation and update not sent")
+    confirmation = next(m for m in notif.smtp.to("late@patients.test")
+                        if m.message["Subject"] == "Your appointment is booked")
+    assert "11:30 CET" in confirmation.part("text/plain")  # the current time, not 09:30
+
+
+async def test_a_late_booking_of_a_cancelled_appointment_sends_no_confirmation(
+        notif: Notif) -> None:
+    await directory(notif)
+    await notif.deliver(user_registered("pat-8", email="gone@patients.test", phone=None))
+    booked = appointment("appointment.booked", "appt-8", "pat-8", START,
+                         when=NOW + timedelta(seconds=1))
+    cancelled = appointment("appointment.cancelled", "appt-8", "pat-8", START,
+                            when=NOW + timedelta(seconds=2), status="cancelled",
+                            cancelled_by="pat-8", cancelled_by_role="patient",
+                            reason_code="patient_request")
+    await notif.deliver(cancelled)
+    await notif.deliver(booked)
+
+    async def cancellation_sent() -> bool:
+        return any(m.message["Subject"] != "Welcome to HealthFlow - please confirm your email"
+                   for m in notif.smtp.to("gone@patients.test"))
+
+    await eventually(cancellation_sent, message="the cancellation notice was not sent")
+    assert not any(m.message["Subject"] == "Your appointment is booked"
+                   for m in notif.smtp.to("gone@patients.test"))

@@ -121,6 +121,9 @@ with the time and place only (never the patient's name)."""
 REMINDER = MessageKind("appointment_reminder")
 WELCOME = MessageKind("welcome", channels=(Channel.EMAIL, Channel.IN_APP))
 
+ENDED_STATUSES = frozenset({"cancelled", "no_show", "completed"})
+"""Appointment statuses after which a late booking confirmation is no longer sent."""
+
 ENDS_REMINDERS = frozenset(
     {"appointment.cancelled", "appointment.no_show", "appointment.completed",
      "appointment.checked_in"}

@@ -160,15 +160,23 @@ async def apply_appointment(uow: UnitOfWork, event_type: str, raw: dict[str, Any
     (the patient's, and for a booking, move or cancellation the doctor's feed and push).
 
     An event older (by CloudEvents ``time``) than the one already applied changes
-    nothing and sends nothing: the patient must not be told about a state that
-    has since changed.
+    nothing: the patient must not be told about a state that has since changed.
+    One exception: a booking that arrives after a later change of the same
+    appointment (events of one appointment may overtake each other) still owes its
+    confirmation — sent with the appointment as it stands now, unless it has ended.
     """
     data = AppointmentData.model_validate(raw)
     appointments = uow.db[store.APPOINTMENTS]
     current = await store.get(uow.db, store.APPOINTMENTS, data.appointment_id, uow.session)
     if current is not None and current["event_time"] > event_time:
-        log.info("stale appointment event ignored",
-                 extra={"appointment_id": data.appointment_id, "type": event_type})
+        if event_type == "appointment.booked" and current["status"] not in domain.ENDED_STATUSES:
+            log.info("late booking confirmed with the current state",
+                     extra={"appointment_id": data.appointment_id})
+            latest = AppointmentData.model_validate(current["data"])
+            await plan_appointment_messages(uow, event_type, latest, event_id, ctx)
+        else:
+            log.info("stale appointment event ignored",
+                     extra={"appointment_id": data.appointment_id, "type": event_type})
         return
     snapshot = data.model_dump()
     await appointments.update_one(
@@ -180,6 +188,12 @@ async def apply_appointment(uow: UnitOfWork, event_type: str, raw: dict[str, Any
         await schedule_reminders(uow, data, ctx)
     elif event_type in domain.ENDS_REMINDERS:
         await cancel_reminders(uow, data.appointment_id, ctx.clock.now())
+    await plan_appointment_messages(uow, event_type, data, event_id, ctx)
+
+
+async def plan_appointment_messages(uow: UnitOfWork, event_type: str, data: AppointmentData,
+                                    event_id: str, ctx: Context) -> None:
+    """Queue what ``event_type`` tells the patient and, where it concerns them, the doctor."""
     kind = domain.APPOINTMENT_TEMPLATES.get(event_type)
     if kind is not None:
         prefs = await store.get(uow.db, store.PREFERENCES, data.patient_id, uow.session)
