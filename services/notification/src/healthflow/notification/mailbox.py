@@ -1,6 +1,6 @@
 """The local mailbox and SMS log that ``make run`` starts beside the notification service.
 
-``python -m healthflow.common.mailbox`` runs the notification service's loopback
+``python -m healthflow.notification.mailbox`` runs the notification service's loopback
 provider stand-ins (:mod:`healthflow.notification.sandbox`: a real SMTP server and
 a Twilio-compatible Messages API) and keeps what they receive:
 
@@ -32,6 +32,12 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
+
+from healthflow.common.settings import load_settings
+from healthflow.notification.sandbox import ReceivedMail, SmtpSink, TwilioSink
+from healthflow.notification.settings import Settings
 
 HOST = "127.0.0.1"
 log = logging.getLogger("healthflow.mailbox")
@@ -68,12 +74,6 @@ def _now() -> str:
 async def serve(smtp_port: int, twilio_port: int, port: int, directory: Path,
                 stop: asyncio.Event) -> None:
     """Run the SMTP server, the Twilio endpoint and the HTTP view until ``stop`` is set."""
-    from aiohttp import web
-
-    from healthflow.common.settings import load_settings
-    from healthflow.notification.sandbox import ReceivedMail, SmtpSink, TwilioSink
-    from healthflow.notification.settings import Settings
-
     mail_file = JsonLines(directory / "mail.jsonl")
     sms_file = JsonLines(directory / "sms.jsonl")
 
@@ -130,7 +130,7 @@ async def serve(smtp_port: int, twilio_port: int, port: int, directory: Path,
 
 
 def main() -> None:
-    """Entry point of ``python -m healthflow.common.mailbox`` (stops on SIGINT/SIGTERM)."""
+    """Entry point of ``python -m healthflow.notification.mailbox`` (stops on SIGINT/SIGTERM)."""
     logging.basicConfig(level=logging.WARNING)
     directory = Path(os.environ.get("MAILBOX_DIR", "var/mailbox"))
 
