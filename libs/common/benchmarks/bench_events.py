@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import timedelta
 
 import aio_pika
 
@@ -30,6 +31,7 @@ from healthflow.common.events.outbox import (
 )
 from healthflow.common.events.rabbit import RabbitTransport
 from healthflow.common.events.relay import OutboxRelay
+from healthflow.common.mongo import utcnow
 
 N = int(os.environ.get("BENCH_EVENTS", "5000"))
 WINDOW = 100
@@ -86,17 +88,18 @@ async def relay_rate(amqp_url: str, mongodb_url: str, *, committed_here: bool) -
     transport = RabbitTransport(amqp_url)
     await transport.connect()
     relay = OutboxRelay(db, transport, service="bench", batch_size=WINDOW)
-    await relay.start()
     # A burst of commits (50 records per transaction) is already in the outbox;
     # timed: from handing it to the relay to every record confirmed and moved.
-    lease = relay.commit_lease() if committed_here else None
-    owner, until = lease or (None, UNLEASED)
+    owner, until = ((relay.owner, utcnow() + timedelta(seconds=300)) if committed_here
+                    else (None, UNLEASED))
     records = [outbox_document(e, lease_owner=owner, lease_until=until) for e in events(N)]
     for start in range(0, N, 50):
         await db[OUTBOX].insert_many(records[start:start + 50])
 
     async def all_sent() -> bool:  # cheap: the outbox only holds what is left
         return await db[OUTBOX].count_documents({}) == 0
+
+    await relay.start()  # after the inserts: nothing is relayed before the clock starts
 
     with stopwatch() as elapsed:
         for start in range(0, N, 50):

@@ -50,7 +50,7 @@ class ServiceSettings(BaseSettings):
     prefetch: int = Field(default=32, ge=1, le=10_000)
     retry_delays: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0])
     # Outbox relay
-    outbox_batch_size: int = Field(default=500, ge=1, le=5_000)
+    outbox_batch_size: int = Field(default=100, ge=1, le=5_000)
     outbox_poll_interval: float = Field(default=1.0, gt=0)
     outbox_lease: float = Field(default=30.0, gt=0)
     outbox_retention: float = Field(default=7 * 24 * 3600.0, ge=0)

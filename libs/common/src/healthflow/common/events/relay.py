@@ -58,7 +58,7 @@ class OutboxRelay:
         transport: Transport,
         *,
         service: str,
-        batch_size: int = 500,
+        batch_size: int = 100,
         poll_interval: float = 1.0,
         lease: float = 30.0,
         retention: float = 7 * 24 * 3600.0,
@@ -159,7 +159,12 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _watch(self) -> None:
-        pipeline = [{"$match": {"operationType": "insert"}}, {"$project": {"documentKey": 1}}]
+        # Inserts this relay was handed at commit (leased to it) need no claim.
+        pipeline = [
+            {"$match": {"operationType": "insert",
+                        "fullDocument.lease_owner": {"$ne": self.owner}}},
+            {"$project": {"documentKey": 1}},
+        ]
         while not self._stopping:
             try:
                 async with await self.outbox.watch(pipeline) as stream:
