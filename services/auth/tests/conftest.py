@@ -186,18 +186,3 @@ async def subscriber(mongodb_url: str, unique_name: str) -> AsyncIterator[Collec
         yield collector
     finally:
         await transport.unsubscribe(name)
-
-
-async def poll(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Wait until ``check()`` holds (polling every 50 ms); fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {within} s")
-
-
-@pytest.fixture
-def wait_until() -> Callable[..., Awaitable[None]]:
-    return poll

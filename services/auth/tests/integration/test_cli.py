@@ -12,7 +12,7 @@ import pytest
 from healthflow.auth import cli
 from healthflow.auth.app import create_app
 from healthflow.auth.store import SIGNING_KEYS, USERS
-from healthflow.common.testing import running_app
+from healthflow.common.testing import eventually, running_app
 
 SECRET = "Velvet-Orbit-Meadow-9128"
 
@@ -100,8 +100,7 @@ async def test_rotate_keys_command_and_a_running_replica(settings) -> None:
         assert list(states.values()).count("active") == 1
 
 
-async def test_replicas_pick_up_a_rotation_by_themselves(settings_factory, unique_name,
-                                                        wait_until) -> None:
+async def test_replicas_pick_up_a_rotation_by_themselves(settings_factory, unique_name) -> None:
     """The periodic reload: a rotation made elsewhere (the CLI) reaches a running replica."""
     settings = settings_factory(f"auth_{unique_name}", key_refresh_interval=0.2,
                                 key_retire_grace=1)
@@ -112,6 +111,6 @@ async def test_replicas_pick_up_a_rotation_by_themselves(settings_factory, uniqu
         async def switched() -> bool:
             return bool(app.state.keys.signing_kid == rotation.activated_kid)
 
-        await wait_until(switched, within=10)
+        await eventually(switched, within=10)
         kids = {k["kid"] for k in app.state.keys.jwks()["keys"]}
         assert rotation.retired_kid in kids and rotation.next_kid in kids

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import sys
-from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -64,6 +63,3 @@ def setup_logging(service: str, level: str = "INFO") -> None:
     for noisy in ("aiormq", "aio_pika", "pymongo", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-
-def bind_request_id(value: str | None) -> Any:
-    return request_id_var.set(value)

@@ -166,6 +166,21 @@ class SmtpSink:
             return [m for m in self.messages if address in m.rcpt_tos]
 
 
+async def _serve(port: int, method_routes: list[web.RouteDef]) -> web.AppRunner:
+    """An aiohttp server on ``127.0.0.1:port`` with ``method_routes``; its runner."""
+    app = web.Application()
+    app.add_routes(method_routes)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
+
+
+async def _stop(runner: web.AppRunner | None) -> None:
+    if runner is not None:
+        await runner.cleanup()
+
+
 @dataclass
 class SmsRecord:
     """What Twilio would have received for one message."""
@@ -199,17 +214,13 @@ class TwilioSink:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> TwilioSink:
-        app = web.Application()
-        app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner = await _serve(
+            self.port, [web.post("/2010-04-01/Accounts/{sid}/Messages.json", self._create)])
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await _stop(self._runner)
+        self._runner = None
 
     def to(self, number: str) -> list[SmsRecord]:
         return [m for m in self.messages if m.to == number]
@@ -276,17 +287,12 @@ class PushSink:
         return f"http://127.0.0.1:{self.port}/push/{subscription}"
 
     async def start(self) -> PushSink:
-        app = web.Application()
-        app.router.add_post("/push/{id}", self._push)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self._runner = await _serve(self.port, [web.post("/push/{id}", self._push)])
         return self
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await _stop(self._runner)
+        self._runner = None
 
     async def _push(self, request: web.Request) -> web.Response:
         id_ = request.match_info["id"]
