@@ -114,6 +114,9 @@ class ServiceRuntime:
         self.on_start = on_start
         self.started = False
         self.state: dict[str, Any] = {}
+        self.readiness_checks: dict[str, Callable[[], Awaitable[Any]]] = {}
+        """Checks of the service's own (e.g. its background workers) added to ``/readyz``:
+        each answers ``"ok"`` or a dict whose ``status`` is ``"lagging"`` when not ready."""
 
     @property
     def subscription(self) -> Subscription | None:
@@ -216,14 +219,19 @@ class ServiceRuntime:
                     checks["outbox"]["status"] = "lagging"
             except Exception as exc:
                 checks["outbox"] = f"unavailable: {type(exc).__name__}"
+        for name, check in self.readiness_checks.items():
+            try:
+                checks[name] = await check()
+            except Exception as exc:
+                checks[name] = f"unavailable: {type(exc).__name__}"
         return checks
 
     @staticmethod
     def is_ready(checks: Mapping[str, Any]) -> bool:
         if not checks.get("started", True):
             return False
-        for key, value in checks.items():
-            if key == "outbox" and isinstance(value, dict):
+        for value in checks.values():
+            if isinstance(value, dict):
                 if value.get("status") == "lagging":
                     return False
             elif value not in ("ok", "attached", True):

@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     runtime.consumer = handlers.NotifyingConsumer(runtime, table, dispatcher.wake)
     runtime.state.update(context=ctx, dispatcher=dispatcher, scheduler=scheduler,
                          engine=engine)
+    runtime.readiness_checks["reminders"] = scheduler.health
     app = create_service_app(
         runtime, routers=[api.router], title="HealthFlow notifications",
         description="Email, SMS, Web Push and the in-app feed; reminders; the delivery log.",

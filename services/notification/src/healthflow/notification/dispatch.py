@@ -32,6 +32,8 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import pymongo
+from prometheus_client import Gauge
 from pymongo.errors import PyMongoError
 
 from healthflow.common.events.outbox import UnitOfWork
@@ -332,28 +334,68 @@ class ReminderScheduler:
         self.ctx = ctx
         self.owner = f"{runtime.name}-{uuid.uuid4().hex[:12]}"
         self.on_fired = on_fired
+        self.last_pass: datetime | None = None  # aware UTC: when a pass last completed
 
     async def run_due(self, limit: int = 500) -> int:
-        """Fire every reminder due at the clock's now (up to ``limit``); returns how many fired."""
+        """Fire every reminder due at the clock's now (up to ``limit``); returns how many fired.
+
+        The pass's database work is bounded by the delivery lease (seconds), so a
+        stalled database ends it with an error (logged by the loop) rather than
+        holding the scheduler silently.
+        """
         fired = 0
         now = self.ctx.clock.now()
-        for reminder in await store.due(self.runtime.db, store.REMINDERS, status="pending",
-                                        due_field="due_at", now=now, limit=limit):
-            claimed = await store.claim(
-                self.runtime.db, store.REMINDERS, reminder, due_field="due_at", now=now,
-                owner=self.owner,
-                lease_until=now + timedelta(seconds=self.ctx.settings.delivery_lease))
-            if claimed is None:
-                continue
+        with pymongo.timeout(self.ctx.settings.delivery_lease):
+            for reminder in await store.due(self.runtime.db, store.REMINDERS, status="pending",
+                                            due_field="due_at", now=now, limit=limit):
+                claimed = await store.claim(
+                    self.runtime.db, store.REMINDERS, reminder, due_field="due_at", now=now,
+                    owner=self.owner,
+                    lease_until=now + timedelta(seconds=self.ctx.settings.delivery_lease))
+                if claimed is None:
+                    continue
 
-            async def fire(uow: UnitOfWork, reminder: Document = claimed) -> bool:
-                return await service.fire_reminder(uow, reminder, self.owner, self.ctx)
+                async def fire(uow: UnitOfWork, reminder: Document = claimed) -> str:
+                    return await service.fire_reminder(uow, reminder, self.owner, self.ctx)
 
-            if await self.runtime.transact(fire, actor=f"system:{self.runtime.name}"):
-                fired += 1
+                outcome = await self.runtime.transact(fire, actor=f"system:{self.runtime.name}")
+                log.info("reminder %s", outcome, extra={
+                    "reminder_id": claimed["_id"], "due_at": claimed["due_at"].isoformat()})
+                if outcome == service.REMINDER_FIRED:
+                    fired += 1
+        self.last_pass = self.ctx.clock.now()
         if fired and self.on_fired is not None:
             self.on_fired()
         return fired
+
+    async def health(self) -> dict[str, Any]:
+        """The scheduler as ``/readyz`` shows it: ``{"status": "ok" | "lagging", "overdue":
+        n, "oldest_overdue_seconds": s, "last_pass_seconds_ago": s | None}``.
+
+        A pending reminder is *overdue* once it has been due for longer than
+        :meth:`grace` and nobody holds it; the scheduler *stalls* when no pass
+        completed within that grace. Either makes the status ``lagging``.
+        """
+        now = self.ctx.clock.now()
+        grace = self.grace()
+        count, oldest = await store.overdue(self.runtime.db, now=now,
+                                            before=now - timedelta(seconds=grace))
+        since = None if self.last_pass is None else (now - self.last_pass).total_seconds()
+        stalled = since is not None and since > grace
+        age = (now - oldest).total_seconds() if oldest is not None else 0.0
+        REMINDERS_OVERDUE.set(count)
+        return {"status": "lagging" if count or stalled else "ok", "overdue": count,
+                "oldest_overdue_seconds": round(age, 3),
+                "last_pass_seconds_ago": None if since is None else round(since, 3)}
+
+    def grace(self) -> float:
+        """Seconds a due reminder may wait for its pass: three loop intervals, at least 30."""
+        return max(3 * self.ctx.settings.reminder_interval, 30.0)
+
+
+REMINDERS_OVERDUE = Gauge(
+    "healthflow_notification_reminders_overdue",
+    "Pending reminders due for longer than the scheduler's grace and held by nobody")
 
 
 class Engine:
@@ -373,7 +415,17 @@ class Engine:
                                            self.dispatcher.wakeup), name="notification-dispatch"),
             asyncio.create_task(self._loop(self.scheduler.run_due, settings.reminder_interval,
                                            None), name="notification-reminders"),
+            asyncio.create_task(self._loop(self._watch, self.scheduler.grace(), None),
+                                name="notification-reminder-watch"),
         ]
+
+    async def _watch(self) -> bool:
+        """Say it loudly when reminders are overdue or the scheduler stalled (a silent
+        ``pending`` is what let the demo's reminder go missing unnoticed)."""
+        health = await self.scheduler.health()
+        if health["status"] != "ok":
+            log.error("reminders are overdue or the scheduler stalled", extra=health)
+        return False  # one look per interval
 
     async def stop(self) -> None:
         # The flag ends a loop whose cancellation asyncio.wait_for swallowed (Python 3.11

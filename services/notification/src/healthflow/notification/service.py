@@ -187,7 +187,7 @@ async def apply_appointment(uow: UnitOfWork, event_type: str, raw: dict[str, Any
     if event_type in domain.SETS_REMINDERS:
         await schedule_reminders(uow, data, ctx)
     elif event_type in domain.ENDS_REMINDERS:
-        await cancel_reminders(uow, data.appointment_id, ctx.clock.now())
+        await cancel_reminders(uow, data.appointment_id, ctx.clock.now(), reason=event_type)
     await plan_appointment_messages(uow, event_type, data, event_id, ctx)
 
 
@@ -233,13 +233,15 @@ async def schedule_reminders(uow: UnitOfWork, data: AppointmentData, ctx: Contex
         if due is None:
             if existing is not None and existing["status"] == "pending":
                 await reminders.update_one(
-                    {"_id": id_}, {"$set": {"status": "cancelled", "updated_at": now}},
+                    {"_id": id_}, {"$set": {"status": "cancelled", "reason": "time_passed",
+                                            "updated_at": now}},
                     session=uow.session)
             continue
         if existing is None:
             new.append(
                 {"_id": id_, "appointment_id": data.appointment_id, "user_id": data.patient_id,
                  "offset_minutes": offset, "due_at": due, "status": "pending",
+                 "reason": None, "delivery_ids": [],
                  "lease_owner": None, "lease_until": store.UNLEASED, "fired_at": None,
                  "created_at": now, "updated_at": now})
         elif existing["due_at"] != due or existing["status"] == "cancelled":
@@ -247,55 +249,68 @@ async def schedule_reminders(uow: UnitOfWork, data: AppointmentData, ctx: Contex
                 {"_id": id_},
                 {"$set": {"due_at": due, "status": "pending", "lease_owner": None,
                           "lease_until": store.UNLEASED, "fired_at": None, "updated_at": now,
-                          "user_id": data.patient_id}},
+                          "reason": None, "delivery_ids": [], "user_id": data.patient_id}},
                 session=uow.session)
     if new:
         await reminders.insert_many(new, session=uow.session)
 
 
-async def cancel_reminders(uow: UnitOfWork, appointment_id: str, now: datetime) -> int:
-    """Cancel the appointment's pending reminders; returns how many."""
+async def cancel_reminders(uow: UnitOfWork, appointment_id: str, now: datetime, *,
+                           reason: str) -> int:
+    """Cancel the appointment's pending reminders, recording ``reason`` (the event type
+    that made them useless, e.g. ``appointment.cancelled``); returns how many."""
     result = await uow.db[store.REMINDERS].update_many(
         {"appointment_id": appointment_id, "status": "pending"},
-        {"$set": {"status": "cancelled", "updated_at": now}}, session=uow.session)
+        {"$set": {"status": "cancelled", "reason": reason, "updated_at": now}},
+        session=uow.session)
     return result.modified_count
 
 
-async def fire_reminder(uow: UnitOfWork, reminder: Document, owner: str, ctx: Context) -> bool:
+REMINDER_FIRED = "fired"
+"""What :func:`fire_reminder` answers when it queued the reminder's messages."""
+
+
+async def fire_reminder(uow: UnitOfWork, reminder: Document, owner: str, ctx: Context) -> str:
     """Queue the reminder's messages and mark it sent, if ``owner`` still holds it.
 
-    Returns False when the lease was lost or the reminder changed since the
-    claim (moved or cancelled): then nothing is queued. A reminder whose visit
-    has already begun (the service was down past it) is cancelled unsent.
+    Returns :data:`REMINDER_FIRED`, or why nothing was queued: ``"lease_lost"``
+    (another replica holds it, or it was moved or cancelled since the claim), or
+    the ``reason`` recorded on a reminder cancelled unsent: ``"appointment_unknown"``
+    (no appointment event reached this service) or ``"visit_started"`` (the
+    service was down past the start). A fired reminder records the deliveries it
+    queued (``delivery_ids``); each then shows in the delivery log as sent,
+    deferred (``reason: quiet_hours``), suppressed or failed, with its reason.
     """
     now = ctx.clock.now()
     current = await uow.db[store.REMINDERS].find_one(
         {"_id": reminder["_id"], "lease_owner": owner, "status": "pending",
          "due_at": reminder["due_at"]}, session=uow.session)
     if current is None:
-        return False
+        return "lease_lost"
     appointment = await store.get(uow.db, store.APPOINTMENTS, reminder["appointment_id"],
                                   uow.session)
     start = appointment["data"]["start"] if appointment else None
     if appointment is None or start is None or domain.parse_time(start) <= now:
+        reason = "appointment_unknown" if start is None else "visit_started"
         await uow.db[store.REMINDERS].update_one(
             {"_id": reminder["_id"]},
-            {"$set": {"status": "cancelled", "lease_owner": None, "lease_until": store.UNLEASED,
-                      "updated_at": now}}, session=uow.session)
-        return False
+            {"$set": {"status": "cancelled", "reason": reason, "lease_owner": None,
+                      "lease_until": store.UNLEASED, "updated_at": now}}, session=uow.session)
+        return reason
     data = AppointmentData.model_validate(appointment["data"])
     prefs = await store.get(uow.db, store.PREFERENCES, data.patient_id, uow.session)
     context = await appointment_context(uow, data, ctx, locale_of(prefs, ctx))
     source_id = f"reminder:{reminder['_id']}@{reminder['due_at'].isoformat()}"
-    await plan_message(uow, ctx, user_id=data.patient_id, kind=domain.REMINDER,
-                       source_id=source_id, trigger=None, context=context,
-                       appointment_id=data.appointment_id, timezone=data.timezone,
-                       expires_at=domain.parse_time(data.start), prefs=prefs)
+    queued = await plan_message(uow, ctx, user_id=data.patient_id, kind=domain.REMINDER,
+                                source_id=source_id, trigger=None, context=context,
+                                appointment_id=data.appointment_id, timezone=data.timezone,
+                                expires_at=domain.parse_time(data.start), prefs=prefs)
     await uow.db[store.REMINDERS].update_one(
         {"_id": reminder["_id"]},
-        {"$set": {"status": "sent", "fired_at": now, "lease_owner": None,
-                  "lease_until": store.UNLEASED, "updated_at": now}}, session=uow.session)
-    return True
+        {"$set": {"status": "sent", "fired_at": now, "reason": None, "delivery_ids": queued,
+                  "lease_owner": None, "lease_until": store.UNLEASED, "updated_at": now}},
+        session=uow.session)
+    return REMINDER_FIRED
 
 
 async def appointment_context(uow: UnitOfWork, data: AppointmentData, ctx: Context,

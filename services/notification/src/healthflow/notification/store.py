@@ -12,7 +12,10 @@ Collections (database ``healthflow_notification``), times aware UTC::
                      event_time, status} — newest event (by CloudEvents ``time``) wins
     reminders       {_id: "<appointment_id>:<offset minutes>", appointment_id, user_id,
                      offset_minutes, due_at, status: pending|sent|cancelled,
-                     lease_owner, lease_until, fired_at, updated_at}
+                     reason (why cancelled unsent: the ending event type, time_passed,
+                     visit_started, appointment_unknown),
+                     delivery_ids[] (queued when fired), lease_owner, lease_until,
+                     fired_at, updated_at}
     deliveries      {_id: delivery id, user_id, channel: email|sms|push, template, trigger
                      (event type | None), source_id (event id | "reminder:<id>@<due>"),
                      appointment_id, locale, to (email/SMS: the address used, set when
@@ -96,6 +99,18 @@ async def due(db: AsyncDatabase[Document], collection: str, *, status: str, due_
         {"status": status, due_field: {"$lte": now}, "lease_until": {"$lte": now}}
     ).sort(due_field, ASCENDING).limit(limit)
     return [doc async for doc in cursor]
+
+
+async def overdue(db: AsyncDatabase[Document], *, now: datetime,
+                  before: datetime) -> tuple[int, datetime | None]:
+    """(How many, earliest due time) of pending reminders due before ``before`` that
+    nobody holds at ``now``: the ones the scheduler should have fired already."""
+    query = {"status": "pending", "due_at": {"$lt": before}, "lease_until": {"$lte": now}}
+    count = await db[REMINDERS].count_documents(query)
+    if count == 0:
+        return 0, None
+    oldest = await db[REMINDERS].find_one(query, {"due_at": 1}, sort=[("due_at", ASCENDING)])
+    return count, oldest["due_at"] if oldest else None
 
 
 async def claim(db: AsyncDatabase[Document], collection: str, doc: Document, *,

@@ -1,0 +1,99 @@
+"""The reminder engine on the real clock: its own loop fires a due reminder, once.
+
+The other reminder tests stop the engine and call ``run_due`` after moving a
+settable clock (with ``reminder_interval`` an hour, the loop never runs there).
+These run the app as deployed: :class:`SystemClock`, the background loops of
+:class:`~healthflow.notification.dispatch.Engine`, nothing called by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from healthflow.common.testing import TokenFactory, eventually, running_app
+from healthflow.notification import store
+from healthflow.notification.app import create_app
+from healthflow.notification.sandbox import SmtpSink, TwilioSink
+from healthflow.notification.settings import Settings
+from healthflow.notification.store import UNLEASED
+
+from ..conftest import Notif, appointment, user_registered
+
+PHONE = "+4915100000777"
+REMINDER = "Reminder: your appointment"
+
+
+@pytest.fixture
+def real_clock_settings(settings: Settings) -> Settings:
+    # A one-minute reminder so that one falls due a few seconds into the test.
+    return settings.model_copy(update={"reminder_interval": 0.5,
+                                       "reminder_offsets_minutes": [60, 1]})
+
+
+async def test_the_engine_fires_a_due_reminder_on_the_real_clock_exactly_once(
+        real_clock_settings: Settings, tokens: TokenFactory, smtp: SmtpSink,
+        twilio: TwilioSink) -> None:
+    app = create_app(real_clock_settings)  # no clock passed: the system clock
+    app.state.verifier = tokens.verifier()
+    async with running_app(app):
+        runtime = app.state.runtime
+        consumer = runtime.consumer
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1, seconds=4)
+        await consumer(user_registered("pat-live", phone=PHONE))
+        await consumer(appointment("appointment.booked", "appt-live", "pat-live", start))
+        due = start - timedelta(minutes=1)
+        reminder = await runtime.db["reminders"].find_one({"_id": "appt-live:1"})
+        assert reminder["status"] == "pending" and reminder["due_at"] == due
+
+        def reminded() -> bool:
+            return any(REMINDER in m.body for m in twilio.to(PHONE)) and any(
+                m.message["Subject"] == REMINDER for m in smtp.to("pat-live@patients.test"))
+
+        await eventually(reminded, within=20, interval=0.2,
+                         message="the engine never sent the due reminder")
+        fired = await runtime.db["reminders"].find_one({"_id": "appt-live:1"})
+        assert fired["status"] == "sent" and fired["fired_at"] >= due
+        assert len(fired["delivery_ids"]) == 2  # email and SMS
+        health = await runtime.state["scheduler"].health()
+        assert health["status"] == "ok" and health["overdue"] == 0
+        # Several more passes: nothing is sent twice.
+        passed = runtime.state["scheduler"].last_pass
+        await eventually(lambda: runtime.state["scheduler"].last_pass > passed + timedelta(
+            seconds=1.5), within=10, message="the scheduler stopped passing")
+    assert len([m for m in twilio.to(PHONE) if REMINDER in m.body]) == 1
+    assert len([m for m in smtp.to("pat-live@patients.test")
+                if m.message["Subject"] == REMINDER]) == 1
+
+
+async def test_an_overdue_reminder_is_reported_not_left_silently_pending(
+        notif: Notif, caplog: pytest.LogCaptureFixture) -> None:
+    """A reminder nobody fires (here: the engine stopped) turns ``/readyz`` not ready,
+    counts in the gauge and is logged as an error by the watch."""
+    await notif.runtime.state["engine"].stop()
+    scheduler = notif.scheduler
+    now = notif.clock.now()
+    await notif.db[store.REMINDERS].insert_one({
+        "_id": "appt-stuck:60", "appointment_id": "appt-stuck", "user_id": "pat-x",
+        "offset_minutes": 60, "due_at": now - timedelta(seconds=scheduler.grace() + 5),
+        "status": "pending", "lease_owner": None, "lease_until": UNLEASED, "fired_at": None})
+    ready = await notif.client.get("/readyz")
+    assert ready.status_code == 503
+    check = ready.json()["checks"]["reminders"]
+    assert check["status"] == "lagging" and check["overdue"] == 1
+    assert check["oldest_overdue_seconds"] >= scheduler.grace()
+    metrics = (await notif.client.get("/metrics")).text
+    assert "healthflow_notification_reminders_overdue 1.0" in metrics
+
+    with caplog.at_level(logging.ERROR, logger="healthflow.notification.dispatch"):
+        assert await notif.runtime.state["engine"]._watch() is False
+    assert any("overdue" in r.getMessage() for r in caplog.records)
+
+    # Once fired (the appointment is unknown here, so it is cancelled with that reason),
+    # the service is ready again.
+    assert await scheduler.run_due() == 0
+    stuck = await notif.db[store.REMINDERS].find_one({"_id": "appt-stuck:60"})
+    assert stuck["status"] == "cancelled" and stuck["reason"] == "appointment_unknown"
+    assert (await notif.client.get("/readyz")).status_code == 200
