@@ -138,10 +138,11 @@ def runners() -> Iterator[list[Runner]]:
             runner.process.wait(timeout=10)
 
 
-def login(base_url: str) -> httpx.Response:
+def login(base_url: str, email: str = ADMIN_EMAIL,
+          password: str = ADMIN_PASSWORD) -> httpx.Response:
     """The auth service's password grant (OAuth 2.0, RFC 6749 §4.3) for the first admin."""
     return httpx.post(f"{base_url}/api/v1/auth/token", timeout=10.0, data={
-        "grant_type": "password", "username": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        "grant_type": "password", "username": email, "password": password})
 
 
 def test_single_process_run_stops_cleanly_and_keeps_data(
@@ -161,8 +162,9 @@ def test_single_process_run_stops_cleanly_and_keeps_data(
         body = wait_ready(f"http://127.0.0.1:{ports[name]}/readyz")
         assert body.get("status") in ("ready", "ok"), body
     if "auth" in built:
-        assert (f"first admin {ADMIN_EMAIL} from HEALTHFLOW_ADMIN_EMAIL/HEALTHFLOW_ADMIN_PASSWORD"
-                in first.text())
+        assert f"first admin {ADMIN_EMAIL} (user id " in first.text()
+        assert "password from HEALTHFLOW_ADMIN_PASSWORD" in first.text()
+        assert not (tmp_path / "var" / "first-admin.env").exists()
     url = f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true"
     with MongoClient(url, serverSelectionTimeoutMS=5000, document_class=dict) as client:
         client["healthflow_platform_test"]["markers"].insert_one({"_id": marker})
@@ -186,6 +188,53 @@ def test_single_process_run_stops_cleanly_and_keeps_data(
         assert response.status_code == 200, response.text
         assert response.json()["access_token"]
     assert second.stop(signal.SIGTERM) == 0, second.text()
+
+
+def test_a_local_run_without_an_admin_generates_one_kept_owner_only(
+    tmp_path: Path, ports: dict[str, int], runners: list[Runner]
+) -> None:
+    """A newcomer's ``make run`` with no HEALTHFLOW_ADMIN_*: an admin with a generated
+    password in ``var/first-admin.env`` (0600), printed by path only, re-used later."""
+    mongo_port = free_port()
+    first = start_runner(tmp_path, ["auth"], ports, mongo_port, "--single-process",
+                         "--no-gateway")
+    runners.append(first)
+    first.wait_for_output(r"HealthFlow is up")
+    kept = tmp_path / "var" / "first-admin.env"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    values = dict(line.split("=", 1) for line in kept.read_text().splitlines()
+                  if line and not line.startswith("#"))
+    email, password = values["HEALTHFLOW_ADMIN_EMAIL"], values["HEALTHFLOW_ADMIN_PASSWORD"]
+    assert f"first admin {email} (user id " in first.text()
+    assert f"password in {Path('var') / 'first-admin.env'}" in first.text()
+    assert password not in first.text()
+    response = login(f"http://127.0.0.1:{ports['auth']}", email, password)
+    assert response.status_code == 200, response.text
+    assert first.stop(signal.SIGINT) == 0, first.text()
+    assert password not in (tmp_path / "var" / "log" / "platform.log").read_text()
+
+    second = start_runner(tmp_path, ["auth"], ports, mongo_port, "--single-process",
+                          "--no-gateway")
+    runners.append(second)
+    second.wait_for_output(r"HealthFlow is up")
+    assert kept.read_text().count(password) == 1  # the same admin, not a new one
+    assert login(f"http://127.0.0.1:{ports['auth']}", email, password).status_code == 200
+    assert second.stop(signal.SIGINT) == 0, second.text()
+
+
+def test_a_refused_admin_password_stops_the_run_naming_the_rule(
+    tmp_path: Path, ports: dict[str, int]
+) -> None:
+    weak = {"HEALTHFLOW_ADMIN_EMAIL": ADMIN_EMAIL,
+            "HEALTHFLOW_ADMIN_PASSWORD": "first.admin-Orchard-Phrase-2291"}
+    runner = start_runner(tmp_path, ["auth"], ports, free_port(), "--single-process",
+                          extra_env=weak)
+    code = runner.process.wait(timeout=TIMEOUT)
+    text = runner.text()
+    assert code == 2, text
+    assert "refused by the password policy" in text and "contains_email" in text, text
+    assert weak["HEALTHFLOW_ADMIN_PASSWORD"] not in text
+    assert not (tmp_path / "var" / "mongo").exists(), "started MongoDB before failing"
 
 
 def test_check_reports_readiness_and_exits(

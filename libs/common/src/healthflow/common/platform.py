@@ -22,13 +22,16 @@
 Which services run: those of :data:`healthflow.common.topology.SERVICES` whose
 package is installed and has ``app.create_app`` and ``__main__`` (the others are
 named as skipped), narrowed by ``--only``. The runner waits until every
-``/readyz`` answers 200, creates the first admin when
-``HEALTHFLOW_ADMIN_EMAIL``/``HEALTHFLOW_ADMIN_PASSWORD`` are set, prints where
-the gateway, the API docs, the logs and the data are, and runs until Ctrl-C or
-SIGTERM: the gateway stops first, then the services (SIGTERM, SIGKILL after the
-grace period), MongoDB last; the exit code is then 0. ``--check`` (or the
-``check`` command) stops right after the readiness report instead, with exit
-code 0 when everything was ready and 1 otherwise.
+``/readyz`` answers 200, creates the first admin (from
+``HEALTHFLOW_ADMIN_EMAIL``/``HEALTHFLOW_ADMIN_PASSWORD``, or on the embedded
+database a generated one whose password is kept in ``<var>/first-admin.env``:
+:mod:`healthflow.common.local_admin`), prints where the gateway, the API docs,
+the logs and the data are, and runs until Ctrl-C or SIGTERM: the gateway stops
+first, then the services (SIGTERM, SIGKILL after the grace period), MongoDB
+last; the exit code is then 0. ``--check`` (or the ``check`` command) stops
+right after the readiness report instead, with exit code 0 when everything was
+ready and 1 otherwise. A first admin that cannot be created (a password the
+policy refuses) stops the run with exit code 2 and the rule it broke.
 
 ``--replicas appointment=2`` runs more than one process of a service in
 multi-process mode (the extra ones on free ports; the gateway takes them in turn).
@@ -57,7 +60,6 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -72,7 +74,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from healthflow.common import local_admin
 from healthflow.common.embedded import EmbeddedMongo, ensure_rabbitmq, free_port, port_open
+from healthflow.common.local_admin import AdminCredentials, FirstAdminError, ensure_admin
 from healthflow.common.topology import GATEWAY_PORT, SERVICES
 
 Mode = Literal["auto", "single", "multi"]
@@ -470,39 +474,19 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
 # --------------------------------------------------------------------------- first admin
 
 
-async def create_first_admin(config: Config, console: Console) -> None:
-    """Create the first admin from ``HEALTHFLOW_ADMIN_EMAIL``/``_PASSWORD`` (never printed)."""
-    if not (config.admin_email and config.admin_password):
-        return
-    try:
-        cli = importlib.import_module("healthflow.auth.cli")
-        settings_module = importlib.import_module("healthflow.auth.settings")
-    except Exception:  # not built yet, or broken mid-change: run without the admin
-        cli = None
-    ensure = getattr(cli, "ensure_first_admin_async", None) or getattr(
-        cli, "ensure_first_admin", None)
-    if ensure is None:
-        console.status("admin", "skipped", "the auth service has no ensure_first_admin yet", "dim")
-        return
-    from healthflow.common.settings import load_settings
+async def create_first_admin(credentials: AdminCredentials, console: Console) -> None:
+    """Create the first admin (unless it exists) and say where its password is kept.
 
-    settings = load_settings(settings_module.Settings)
-    kwargs: dict[str, str] = {}
-    if "source" in inspect.signature(ensure).parameters:
-        kwargs["source"] = "HEALTHFLOW_ADMIN_PASSWORD"
-    try:
-        if inspect.iscoroutinefunction(ensure):
-            outcome = await ensure(settings, config.admin_email, config.admin_password, **kwargs)
-        else:
-            outcome = await asyncio.to_thread(
-                ensure, settings, config.admin_email, config.admin_password, **kwargs
-            )
-    except Exception as exc:
-        console.status("admin", "failed", f"{type(exc).__name__}: {exc}", "red")
-        return
-    detail = f" (user id {outcome})" if isinstance(outcome, str) and outcome else ""
-    console.status("admin", "ok", f"first admin {config.admin_email} from "
-                   f"HEALTHFLOW_ADMIN_EMAIL/HEALTHFLOW_ADMIN_PASSWORD{detail}", "green")
+    Raises:
+        FirstAdminError: the auth service refused the address or the password.
+    """
+    user_id = await ensure_admin(credentials)
+    if credentials.source == local_admin.PASSWORD_ENV:
+        where = f"password from {local_admin.PASSWORD_ENV}"
+    else:
+        where = f"password in {credentials.source} (owner-only; `make demo` reads it)"
+    console.status("admin", "ok", f"first admin {credentials.email} (user id {user_id}); "
+                   f"{where}", "green")
 
 
 # --------------------------------------------------------------------------- multi-process
@@ -709,6 +693,8 @@ class Platform:
         self.transport: Any = None
         self.report: dict[str, Readiness] = {}
         self.mailbox: Supervised | None = None
+        self.admin: AdminCredentials | None = None
+        self.fatal: str | None = None  # why the run stopped itself (exit code 2)
 
     # ----- steps
 
@@ -729,6 +715,22 @@ class Platform:
         self.console.line(self.console.paint(
             f"{signal.Signals(sig).name}: stopping HealthFlow…", "yellow"))
         self.stop_requested.set()
+
+    def _stop_fatally(self, reason: str) -> None:
+        self.fatal = reason
+        self.console.status("admin", "failed", reason, "red")
+        self.stop_requested.set()
+
+    def _choose_admin(self) -> None:
+        """The first admin this run creates (checked against the password policy now, so a
+        refused one stops the run before anything starts)."""
+        if not any(c.name == "auth" for c in self.components):
+            return
+        self.admin = local_admin.choose_credentials(
+            self.config.admin_email, self.config.admin_password, self.config.var_dir,
+            embedded=self.config.mongodb_url is None)
+        if self.admin is not None:
+            local_admin.check_policy(self.admin)
 
     def _check_ports(self) -> None:
         busy = [f"{c.name} :{c.port}" for c in self.components if port_open(HOST, c.port, 0.2)]
@@ -860,8 +862,11 @@ class Platform:
             if result.ready:
                 self.console.status(component.name, "ready",
                                     f"{component.url}  ({result.seconds:.1f} s)", "green")
-                if component.name == "auth":
-                    await create_first_admin(self.config, self.console)
+                if component.name == "auth" and self.admin is not None:
+                    try:
+                        await create_first_admin(self.admin, self.console)
+                    except FirstAdminError as exc:
+                        self._stop_fatally(str(exc))
             else:
                 self.console.status(component.name, "not ready",
                                     f"{component.url}  {summarize(result.body)}", "red")
@@ -977,6 +982,11 @@ class Platform:
             self.console.line("nothing to run: no service is built yet")
             return 1
         self._check_ports()
+        try:
+            self._choose_admin()
+        except FirstAdminError as exc:
+            self.console.line(self.console.paint(f"error: {exc}", "red"))
+            return 2
         ready = False
         try:
             await self._start_mongo()
@@ -1006,6 +1016,9 @@ class Platform:
                 await self.stop_requested.wait()
         finally:
             await self._shutdown()
+        if self.fatal is not None:
+            self.console.line(self.console.paint(f"error: {self.fatal}", "red"))
+            return 2
         if self.config.check:
             return 0 if ready else 1
         return 0
