@@ -21,8 +21,15 @@ Every run uses new accounts (a per-run tag in each email) and no fixed id, so
 it can run again on the same platform. ``--json FILE`` also writes the summary.
 
 The edge's default budgets allow 5 sign-ups and 10 log-ins per minute from one
-address: the demo waits out each 429 as its ``Retry-After`` says, which makes a
-50-patient run take about ten minutes on a default ``make run``.
+address: the demo waits out each 429 as its ``Retry-After`` says. The default of
+ten patients takes about three minutes on a default ``make run``; the expected
+duration of a run (:func:`estimate`) is printed before it starts, so a larger
+``--patients`` is chosen knowingly (50 take about eleven minutes).
+
+The first admin comes from ``HEALTHFLOW_ADMIN_EMAIL``/``HEALTHFLOW_ADMIN_PASSWORD``
+(environment or ``.env``), else from ``<var>/first-admin.env``, which a local
+``make run`` writes when it generates the admin (``HEALTHFLOW_VAR_DIR``, default
+``./var``).
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ class Options:
 
     url: str = "http://127.0.0.1:8000"
     mailbox: str = "http://127.0.0.1:8027"
-    patients: int = 50
+    patients: int = 10  # the edge's sign-up and log-in budgets set the pace (see estimate())
     concurrency: int = 8
     admin_email: str = ""
     admin_password: str = field(default="", repr=False)
@@ -137,6 +144,7 @@ class Journey:
                                max_wait=options.max_wait)
         self.mailbox = Mailbox(options.mailbox)
         self.site: Site = pick_site()
+        self.reminder_due: datetime | None = None  # aware UTC, when the reminder falls due
         self.people = People(self.site, self.tag, options.seed)
         self.bookings: list[Booking] = []
         self.doctors: dict[str, str] = {}  # specialty → doctor id
@@ -322,6 +330,9 @@ class Journey:
             if soon:
                 booking.expected.append(REMINDER_SUBJECT)
                 self.report.steps["reminders expected"] += 1
+                due = datetime.fromisoformat(appointment["start"]) - timedelta(
+                    minutes=self.o.reminder_offset)
+                self.reminder_due = max(self.reminder_due or due, due)
             elif index % 5 == 4:
                 await self.confirmed(person)
                 start = await self.free_slot(session, doctor_id, earliest + timedelta(days=1))
@@ -387,6 +398,9 @@ class Journey:
         total = sum(sum(c.values()) for c in expected.values())
         self.progress.update(task, total=total)
         deadline = time.monotonic() + self.o.wait
+        if self.reminder_due is not None:  # the reminder cannot arrive before it is due
+            ahead = (self.reminder_due - datetime.now(UTC)).total_seconds()
+            deadline = max(deadline, time.monotonic() + ahead + self.o.wait)
         while True:
             mail = [m for m in await self.mailbox.mail() if self.tag in " ".join(m["to"])]
             got: dict[str, Counter[str]] = {}
@@ -486,8 +500,10 @@ class Journey:
             p.advance(booking)
             return result
 
-        patients = [r for r in await asyncio.gather(*(one(i) for i in range(self.o.patients)))
-                    if r is not None]
+        # Patient 0 books first: the reminder it is owed falls due while the others sign up.
+        first = await one(0)
+        rest = await asyncio.gather(*(one(i) for i in range(1, self.o.patients)))
+        patients = [r for r in (first, *rest) if r is not None]
         for number, patient in enumerate(patients[1:3]):
             await self.on_behalf(agent, patient, number)
             p.advance(booking)
@@ -532,6 +548,23 @@ def summary(report: Report, console: Console) -> None:
         console.print("[green bold]no errors")
 
 
+SIGNUPS_PER_MINUTE = 5  # the gateway's default "register" budget per address
+LOGINS_PER_MINUTE = 10  # the gateway's default "token" budget per address
+STAFF_LOGINS = 6  # the admin, three doctors, the patient-care agent, the compliance officer
+SETUP_SECONDS = 60.0  # hospital, doctors and their read models; messages; the audit log
+
+
+def estimate(patients: int) -> float:
+    """Expected seconds of a run with ``patients`` on a default ``make run``.
+
+    Sign-ups and log-ins beyond the first minute's budget wait for the budget to
+    refill (the gateway's moving windows); the rest is set-up and settling.
+    """
+    signups = max(0, patients - SIGNUPS_PER_MINUTE) / SIGNUPS_PER_MINUTE
+    logins = max(0, patients + STAFF_LOGINS - LOGINS_PER_MINUTE) / LOGINS_PER_MINUTE
+    return SETUP_SECONDS + 60.0 * max(signups, logins)
+
+
 def parse_args(argv: list[str] | None) -> Options:
     parser = argparse.ArgumentParser(prog="python -m healthflow.client.demo",
                                      description="The HealthFlow patient journey, end to end.")
@@ -540,7 +573,10 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--mailbox", default=os.environ.get("HEALTHFLOW_MAILBOX_URL",
                                                             Options.mailbox),
                         help="the local mailbox view `make run` prints (default %(default)s)")
-    parser.add_argument("--patients", type=int, default=Options.patients)
+    parser.add_argument("--patients", type=int, default=Options.patients,
+                        help="patients who sign up and book (default %(default)s; the edge "
+                             f"allows {SIGNUPS_PER_MINUTE} sign-ups a minute, so each five "
+                             "more add about a minute)")
     parser.add_argument("--concurrency", type=int, default=Options.concurrency)
     parser.add_argument("--wait", type=float, default=Options.wait,
                         help="seconds to wait for messages and audit entries")
@@ -574,15 +610,33 @@ def load_dotenv_defaults(path: Path = Path(".env")) -> None:
                                   value.strip().strip("'\""))
 
 
+def load_admin_credentials() -> Path | None:
+    """Where the first admin comes from when the environment names none: the file a local
+    ``make run`` generated (``<var>/first-admin.env``); ``None`` when there is none."""
+    if os.environ.get("HEALTHFLOW_ADMIN_EMAIL") or os.environ.get("HEALTHFLOW_ADMIN_PASSWORD"):
+        return None
+    path = Path(os.environ.get("HEALTHFLOW_VAR_DIR", "var")) / "first-admin.env"
+    load_dotenv_defaults(path)
+    return path if path.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit code 0 when every step succeeded, 1 otherwise, 2 for bad usage."""
     load_dotenv_defaults()
+    generated = load_admin_credentials()
     options = parse_args(argv)
     console = Console()
     if not (options.admin_email and options.admin_password):
-        console.print("[red]set HEALTHFLOW_ADMIN_EMAIL and HEALTHFLOW_ADMIN_PASSWORD "
-                      "(the first admin `make run` created)")
+        console.print("[red]no first admin: start the platform with `make run` (it generates "
+                      "one in var/first-admin.env) or set HEALTHFLOW_ADMIN_EMAIL and "
+                      "HEALTHFLOW_ADMIN_PASSWORD")
         return 2
+    minutes = estimate(options.patients) / 60
+    console.print(f"{options.patients} patients, first admin {options.admin_email}"
+                  + (f" (from {generated})" if generated else "")
+                  + f": about {minutes:.0f} minute{'s' if round(minutes) != 1 else ''} "
+                  f"(the edge allows {SIGNUPS_PER_MINUTE} sign-ups and {LOGINS_PER_MINUTE} "
+                  "log-ins a minute per address; --patients N to change)")
     report = asyncio.run(run_demo(options, console))
     summary(report, console)
     if options.json_path is not None:
