@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help deps install run check demo fuzz drill test test-fast lint fmt bench deadletters docs clean
+.PHONY: help deps install run check demo fuzz drill test test-fast lint fmt bench deadletters jobs docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench: install ## benchmarks (not tests): prints throughput and latency figures
 
 deadletters: install ## inspect and replay dead letters: make deadletters ARGS="list audit"
 	@$(UV) run --frozen healthflow-deadletters $(ARGS)
+
+jobs: install ## list and replay a service's dead background jobs: make jobs ARGS="list notification"
+	@$(UV) run --frozen healthflow-jobs $(ARGS)
 
 docs: install ## regenerate the generated docs (permissions table, event catalog)
 	@$(UV) run --frozen python -m healthflow.common.permissions > docs/permissions.md

@@ -18,7 +18,7 @@ from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.testing import TokenFactory, eventually, running_app
-from healthflow.notification.app import create_app
+from healthflow.notification.app import WORKERS, create_app
 from healthflow.notification.dispatch import Dispatcher, ReminderScheduler
 from healthflow.notification.domain import SettableClock
 from healthflow.notification.sandbox import PushSink, SmtpSink, TwilioSink
@@ -138,6 +138,11 @@ class Notif:
     def scheduler(self) -> ReminderScheduler:
         scheduler: ReminderScheduler = self.runtime.state["scheduler"]
         return scheduler
+
+    async def stop_background(self) -> None:
+        """Stop the dispatch and reminder loops: the test drives sending and the clock."""
+        for name in WORKERS:
+            await self.runtime.worker(name).stop()
 
     async def deliver(self, *events: CloudEvent) -> None:
         """Hand ``events`` to the consumer one after the other, as the transport does."""

@@ -135,8 +135,8 @@ async def test_withdrawn_sms_consent_means_no_sms_but_email_still_goes(notif: No
 
 async def test_consent_withdrawn_after_queueing_stops_the_sms_at_send_time(
         notif: Notif) -> None:
-    notif.runtime.state["engine"].dispatcher.wakeup.clear()
-    await notif.runtime.state["engine"].stop()  # nothing sends until the test says so
+    notif.dispatcher.wakeup.clear()
+    await notif.stop_background()  # nothing sends until the test says so
     await notif.deliver(user_registered("pat-4", phone="+4915100000004"))
     booked = appointment("appointment.booked", "appt-4", "pat-4", START)
     await notif.deliver(booked)
@@ -153,7 +153,7 @@ async def test_consent_withdrawn_after_queueing_stops_the_sms_at_send_time(
 
 async def test_quiet_hours_defer_a_non_urgent_sms_until_they_end(
         notif: Notif, clock: SettableClock) -> None:
-    await notif.runtime.state["engine"].stop()
+    await notif.stop_background()
     clock.set(datetime(2026, 11, 23, 22, 30, tzinfo=UTC))  # 23:30 in Berlin
     await notif.deliver(user_registered("pat-5", phone="+4915100000005"))
     response = await notif.client.put(
@@ -201,7 +201,7 @@ async def test_urgent_messages_bypass_quiet_hours_but_never_consent(
         notif: Notif, clock: SettableClock) -> None:
     from healthflow.notification.domain import Channel, MessageKind
 
-    await notif.runtime.state["engine"].stop()
+    await notif.stop_background()
     clock.set(datetime(2026, 11, 23, 23, 0, tzinfo=UTC))  # midnight in Berlin
     await notif.deliver(user_registered("pat-u1", phone="+4915100000801"),
                         user_registered("pat-u2", phone="+4915100000802"),
@@ -228,7 +228,7 @@ async def test_urgent_messages_bypass_quiet_hours_but_never_consent(
 
 async def test_a_reminder_that_quiet_hours_would_push_past_the_visit_goes_by_email_only(
         notif: Notif, clock: SettableClock) -> None:
-    await notif.runtime.state["engine"].stop()
+    await notif.stop_background()
     await notif.deliver(user_registered("pat-e", phone="+4915100000803"))
     await notif.client.put("/api/v1/notifications/preferences", headers=notif.headers("pat-e"),
                            json={"quiet_hours": "22:00-07:00", "timezone": "Europe/Berlin"})
@@ -248,7 +248,7 @@ async def test_a_reminder_that_quiet_hours_would_push_past_the_visit_goes_by_ema
 
 async def test_a_booking_seen_before_the_registration_waits_for_the_contact(
         notif: Notif, clock: SettableClock) -> None:
-    await notif.runtime.state["engine"].stop()
+    await notif.stop_background()
     booked = appointment("appointment.booked", "appt-late", "pat-late", START)
     await notif.deliver(booked)  # user.registered is still on its way
     await notif.settle()

@@ -35,7 +35,7 @@ CALLBACK = "https://gateway.test/api/v1/notifications/twilio/status"
 @pytest.fixture
 async def manual(notif: Notif) -> Notif:
     """The app with its background loops stopped: the test runs the dispatcher."""
-    await notif.runtime.state["engine"].stop()
+    await notif.stop_background()
     return notif
 
 

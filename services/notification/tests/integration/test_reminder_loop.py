@@ -1,9 +1,9 @@
-"""The reminder engine on the real clock: its own loop fires a due reminder, once.
+"""The reminder loop on the real clock: its own loop fires a due reminder, once.
 
-The other reminder tests stop the engine and call ``run_due`` after moving a
-settable clock (with ``reminder_interval`` an hour, the loop never runs there).
-These run the app as deployed: :class:`SystemClock`, the background loops of
-:class:`~healthflow.notification.dispatch.Engine`, nothing called by hand.
+The other reminder tests stop the loops and call ``run_due`` after moving a
+settable clock (with ``reminder_interval`` an hour, the loop never fires there).
+These run the app as deployed: :class:`SystemClock` and the loops its runtime
+starts (:data:`~healthflow.notification.app.WORKERS`), nothing called by hand.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ async def test_the_engine_fires_a_due_reminder_on_the_real_clock_exactly_once(
                 m.message["Subject"] == REMINDER for m in smtp.to("pat-live@patients.test"))
 
         await eventually(reminded, within=20, interval=0.2,
-                         message="the engine never sent the due reminder")
+                         message="the reminder loop never sent the due reminder")
         fired = await runtime.db["reminders"].find_one({"_id": "appt-live:1"})
         assert fired["status"] == "sent" and fired["fired_at"] >= due
         assert len(fired["delivery_ids"]) == 2  # email and SMS
@@ -70,9 +70,9 @@ async def test_the_engine_fires_a_due_reminder_on_the_real_clock_exactly_once(
 
 async def test_an_overdue_reminder_is_reported_not_left_silently_pending(
         notif: Notif, caplog: pytest.LogCaptureFixture) -> None:
-    """A reminder nobody fires (here: the engine stopped) turns ``/readyz`` not ready,
+    """A reminder nobody fires (here: its loops stopped) turns ``/readyz`` not ready,
     counts in the gauge and is logged as an error by the watch."""
-    await notif.runtime.state["engine"].stop()
+    await notif.stop_background()
     scheduler = notif.scheduler
     now = notif.clock.now()
     await notif.db[store.REMINDERS].insert_one({
@@ -88,7 +88,7 @@ async def test_an_overdue_reminder_is_reported_not_left_silently_pending(
     assert "healthflow_notification_reminders_overdue 1.0" in metrics
 
     with caplog.at_level(logging.ERROR, logger="healthflow.notification.dispatch"):
-        assert await notif.runtime.state["engine"]._watch() is False
+        assert await notif.scheduler.watch() is False
     assert any("overdue" in r.getMessage() for r in caplog.records)
 
     # Once fired (the appointment is unknown here, so it is cancelled with that reason),

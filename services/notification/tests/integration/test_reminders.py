@@ -27,7 +27,7 @@ def reminder_sms(notif: Notif) -> list[str]:
 
 @pytest.fixture
 async def booked(notif: Notif) -> Notif:
-    await notif.runtime.state["engine"].stop()  # the test drives sending and the clock
+    await notif.stop_background()  # the test drives sending and the clock
     await notif.deliver(user_registered("pat-r", phone=PHONE))
     await notif.deliver(appointment("appointment.booked", "appt-r", "pat-r", START))
     await notif.settle()
@@ -117,7 +117,7 @@ async def test_two_replicas_fire_each_reminder_once(booked: Notif) -> None:
 
 async def test_reminders_survive_a_restart(booked: Notif) -> None:
     settings = booked.runtime.settings
-    await booked.runtime.state["engine"].stop()
+    await booked.stop_background()
     restarted = create_app(settings, clock=booked.clock)  # type: ignore[arg-type]
     from healthflow.common.testing import running_app
 

@@ -75,11 +75,6 @@ def test_malformed_quiet_hours_are_refused(text: str) -> None:
         QuietHours.parse(text)
 
 
-def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [domain.backoff(n, base=30, cap=300).total_seconds() for n in range(1, 7)] == [
-        30, 60, 120, 240, 300, 300]
-
-
 def test_reminder_times_skip_what_has_passed() -> None:
     start = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
     now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)  # less than 24 h ahead

@@ -33,6 +33,7 @@ from healthflow.common.events.relay import OutboxRelay
 from healthflow.common.events.transport import Subscription, Transport
 from healthflow.common.mongo import Document, Indexes
 from healthflow.common.settings import ServiceSettings
+from healthflow.common.workers import Worker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,6 +115,7 @@ class ServiceRuntime:
         self.on_start = on_start
         self.started = False
         self.state: dict[str, Any] = {}
+        self.workers: list[Worker] = []
         self.readiness_checks: dict[str, Callable[[], Awaitable[Any]]] = {}
         """Checks of the service's own (e.g. its background workers) added to ``/readyz``:
         each answers ``"ok"`` or a dict whose ``status`` is ``"lagging"`` when not ready."""
@@ -130,8 +132,23 @@ class ServiceRuntime:
             prefetch=self.settings.prefetch,
         )
 
+    def add_worker(self, worker: Worker) -> Worker:
+        """Run ``worker`` (:mod:`healthflow.common.workers`) while the service runs: started
+        after the consumers, stopped before them, in the order added. Returns it."""
+        if any(w.name == worker.name for w in self.workers):
+            raise ValueError(f"a worker named {worker.name!r} is registered already")
+        self.workers.append(worker)
+        return worker
+
+    def worker(self, name: str) -> Worker:
+        """The registered worker called ``name`` (``KeyError`` when none is)."""
+        for worker in self.workers:
+            if worker.name == name:
+                return worker
+        raise KeyError(name)
+
     async def start(self) -> None:
-        """Indexes, transport, relay, then consumers (readiness follows the last).
+        """Indexes, transport, relay, consumers, then workers (readiness follows).
 
         The database and the broker may still be starting (a platform booting, a
         broker restarting): each first contact is retried with jittered back-off
@@ -152,12 +169,20 @@ class ServiceRuntime:
         subscription = self.subscription
         if subscription is not None:
             await self.transport.subscribe(subscription)
+        for worker in self.workers:
+            await worker.start()
         self.started = True
         log.info("service started", extra={"service": self.name})
 
     async def stop(self) -> None:
-        """Stop consuming (drain), stop the relay, close what this runtime owns."""
+        """Stop the workers (last added first), stop consuming (drain), stop the relay,
+        close what this runtime owns."""
         self.started = False
+        for worker in reversed(self.workers):
+            try:
+                await worker.stop()
+            except Exception:
+                log.exception("stopping a worker failed", extra={"worker": worker.name})
         if isinstance(self.transport, InProcessTransport) and self.consumer is not None:
             await self.transport.unsubscribe(self.name)
         await self.relay.stop()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from healthflow.auth import api, store
@@ -17,6 +14,7 @@ from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
+from healthflow.common.workers import Hooks
 
 DESCRIPTION = """Accounts, passwords (Argon2id), sessions with rotating refresh tokens,
 EdDSA access tokens (RFC 9068) and the JWKS every service verifies them with."""
@@ -30,30 +28,14 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     (set at start-up and after every key reload).
     """
     settings = settings or load_settings(Settings)
-    keyring_holder: list[KeyRing] = []
-
-    async def on_start(runtime: ServiceRuntime) -> None:
-        await keyring_holder[0].start()
-
-    runtime = ServiceRuntime(settings, indexes=store.INDEXES, transport=transport,
-                             on_start=on_start)
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES, transport=transport)
     app = create_service_app(runtime, routers=api.routers, title="HealthFlow auth",
                              description=DESCRIPTION)
     keyring = KeyRing(runtime, settings, app.state)
-    keyring_holder.append(keyring)
     app.state.keys = keyring
     app.state.auth = Auth(runtime=runtime, settings=settings, hasher=PasswordHasher(settings),
                           throttle=LoginThrottle(settings), keys=keyring)
 
-    service_lifespan = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
-        async with service_lifespan(app_):
-            try:
-                yield
-            finally:
-                await keyring.stop()
-
-    app.router.lifespan_context = lifespan
+    # Loads (or creates) the signing keys and reloads them on a timer of its own.
+    runtime.add_worker(Hooks("auth-keyring", keyring.start, keyring.stop))
     return app

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -16,6 +14,7 @@ from healthflow.common.http import create_service_app
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
+from healthflow.common.workers import Hooks, Loop
 from healthflow.notification import api, dispatch, handlers, sandbox, service, store
 from healthflow.notification.domain import Clock, SystemClock
 from healthflow.notification.providers import EmailSender, PushSender, SmsSender
@@ -58,6 +57,10 @@ async def vapid_keys(db: AsyncDatabase[Document], settings: Settings) -> tuple[s
     return _vapid_pair(stored["private_key"])
 
 
+WORKERS = ("notification-dispatch", "notification-reminders", "notification-reminder-watch")
+"""The background loops every replica runs (see :mod:`healthflow.notification.dispatch`)."""
+
+
 def create_app(settings: Settings | None = None, transport: Transport | None = None,
                clock: Clock | None = None) -> FastAPI:
     """The notification app.
@@ -65,44 +68,47 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     ``clock`` defaults to the system clock; tests pass a
     :class:`~healthflow.notification.domain.SettableClock`. The runtime's
     ``state`` holds ``context``, ``dispatcher``, ``scheduler`` and the VAPID
-    public key once started.
+    public key once started; its workers are the local mailbox (when
+    ``embedded_providers``), the channel clients, and the loops in :data:`WORKERS`.
     """
     settings = settings or load_settings(Settings)
     ctx = service.Context(settings=settings, clock=clock or SystemClock())
     table = handlers.make_handlers(ctx)
-    runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=table,
-                             transport=transport)
     senders = dispatch.Senders(EmailSender(settings), SmsSender(settings), None)
+
+    async def on_start(runtime: ServiceRuntime) -> None:
+        private, public = await vapid_keys(runtime.db, settings)
+        senders.push = PushSender(settings, private)
+        runtime.state["vapid_public_key"] = public
+
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=table,
+                             transport=transport, on_start=on_start)
     dispatcher = dispatch.Dispatcher(runtime, ctx, senders)
     scheduler = dispatch.ReminderScheduler(runtime, ctx, on_fired=dispatcher.wake)
-    engine = dispatch.Engine(dispatcher, scheduler)
     runtime.consumer = handlers.NotifyingConsumer(runtime, table, dispatcher.wake)
-    runtime.state.update(context=ctx, dispatcher=dispatcher, scheduler=scheduler,
-                         engine=engine)
+    runtime.state.update(context=ctx, dispatcher=dispatcher, scheduler=scheduler)
     runtime.readiness_checks["reminders"] = scheduler.health
-    app = create_service_app(
+    if settings.embedded_providers:
+        embedded = sandbox.EmbeddedProviders()
+
+        async def start_embedded() -> None:
+            nonlocal embedded
+            embedded = await sandbox.start_embedded(settings)
+
+        runtime.add_worker(Hooks("notification-mailbox", start_embedded,
+                                 lambda: embedded.stop()))
+    runtime.add_worker(Hooks("notification-senders", _nothing, senders.close))
+    dispatch_name, reminders_name, watch_name = WORKERS
+    runtime.add_worker(Loop(dispatch_name, dispatcher.run_due,
+                            interval=settings.dispatch_interval, wakeup=dispatcher.wakeup))
+    runtime.add_worker(Loop(reminders_name, scheduler.run_due,
+                            interval=settings.reminder_interval))
+    runtime.add_worker(Loop(watch_name, scheduler.watch, interval=scheduler.grace()))
+    return create_service_app(
         runtime, routers=[api.router], title="HealthFlow notifications",
         description="Email, SMS, Web Push and the in-app feed; reminders; the delivery log.",
     )
-    inner = app.router.lifespan_context
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        embedded = (await sandbox.start_embedded(settings) if settings.embedded_providers
-                    else sandbox.EmbeddedProviders())
-        try:
-            async with inner(app):
-                private, public = await vapid_keys(runtime.db, settings)
-                senders.push = PushSender(settings, private)
-                runtime.state["vapid_public_key"] = public
-                engine.start()
-                try:
-                    yield
-                finally:
-                    await engine.stop()
-                    await senders.close()
-        finally:
-            await embedded.stop()
 
-    app.router.lifespan_context = lifespan
-    return app
+async def _nothing() -> None:
+    return None

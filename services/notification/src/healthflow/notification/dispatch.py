@@ -2,7 +2,7 @@
 
 * :class:`Dispatcher` claims each due delivery (``status: queued``,
   ``next_attempt_at <= now``, no live lease) with one conditional update that
-  leases it to this replica (:func:`~healthflow.notification.store.claim`:
+  leases it to this replica (:func:`~healthflow.common.jobs.claim`:
   a compare-and-set only one replica wins), re-checks consent and quiet hours at send
   time, sends, and records the outcome with its event (``notification.sent`` /
   ``notification.failed``) in one transaction. A transient error puts it back in
@@ -14,8 +14,10 @@
   reminder and its due time, so even a reminder processed twice (a lease that
   expired mid-way) queues one message per channel.
 
-Both read the time from an injectable :class:`~healthflow.notification.domain.Clock`;
-tests call :meth:`run_due` themselves after moving a settable clock.
+Both read the time from an injectable :class:`~healthflow.notification.domain.Clock`
+and run as :class:`~healthflow.common.workers.Loop` workers of the service's runtime
+(``app.py``); tests that move a settable clock stop those loops and call
+:meth:`run_due` themselves, and one test runs them on the real clock.
 
 A crash after the provider accepted a message and before the outcome
 committed leaves the lease to expire and the message to be sent again: SMTP and
@@ -26,7 +28,6 @@ at-least-once; everything else is exactly once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import datetime, timedelta
@@ -36,6 +37,7 @@ import pymongo
 from prometheus_client import Gauge
 from pymongo.errors import PyMongoError
 
+from healthflow.common import jobs
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
@@ -91,7 +93,7 @@ class Dispatcher:
         replica processed (0 when none was due)."""
         settings = self.ctx.settings
         now = self.ctx.clock.now()
-        candidates = await store.due(self.runtime.db, store.DELIVERIES,
+        candidates = await jobs.due(self.runtime.db, store.DELIVERIES,
                                      status=Status.QUEUED.value, due_field="next_attempt_at",
                                      now=now, limit=limit or settings.dispatch_batch)
         if not candidates:
@@ -104,7 +106,7 @@ class Dispatcher:
 
         async def one(doc: Document) -> int:
             async with gate:
-                claimed = await store.claim(self.runtime.db, store.DELIVERIES, doc,
+                claimed = await jobs.claim(self.runtime.db, store.DELIVERIES, doc,
                                             due_field="next_attempt_at", now=now,
                                             owner=self.owner, lease_until=lease_until)
                 if claimed is None:
@@ -235,7 +237,7 @@ class Dispatcher:
             await self._finish(doc, Status.FAILED, reason=exhausted, error=error)
             return
         now = self.ctx.clock.now()
-        delay = domain.backoff(attempts, base=settings.retry_base, cap=settings.retry_max)
+        delay = jobs.backoff(attempts, base=settings.retry_base, cap=settings.retry_max)
         await self.runtime.db[store.DELIVERIES].update_one(
             {"_id": doc["_id"], "lease_owner": self.owner},
             {"$set": {"attempts": attempts, "next_attempt_at": now + delay,
@@ -346,9 +348,9 @@ class ReminderScheduler:
         fired = 0
         now = self.ctx.clock.now()
         with pymongo.timeout(self.ctx.settings.delivery_lease):
-            for reminder in await store.due(self.runtime.db, store.REMINDERS, status="pending",
+            for reminder in await jobs.due(self.runtime.db, store.REMINDERS, status="pending",
                                             due_field="due_at", now=now, limit=limit):
-                claimed = await store.claim(
+                claimed = await jobs.claim(
                     self.runtime.db, store.REMINDERS, reminder, due_field="due_at", now=now,
                     owner=self.owner,
                     lease_until=now + timedelta(seconds=self.ctx.settings.delivery_lease))
@@ -388,6 +390,15 @@ class ReminderScheduler:
                 "oldest_overdue_seconds": round(age, 3),
                 "last_pass_seconds_ago": None if since is None else round(since, 3)}
 
+    async def watch(self) -> bool:
+        """Say it loudly when reminders are overdue or the scheduler stalled (a silent
+        ``pending`` is what nobody notices); the ``notification-reminder-watch`` loop's
+        step. Returns False (one look per interval)."""
+        health = await self.health()
+        if health["status"] != "ok":
+            log.error("reminders are overdue or the scheduler stalled", extra=health)
+        return False
+
     def grace(self) -> float:
         """Seconds a due reminder may wait for its pass: three loop intervals, at least 30."""
         return max(3 * self.ctx.settings.reminder_interval, 30.0)
@@ -396,62 +407,3 @@ class ReminderScheduler:
 REMINDERS_OVERDUE = Gauge(
     "healthflow_notification_reminders_overdue",
     "Pending reminders due for longer than the scheduler's grace and held by nobody")
-
-
-class Engine:
-    """The background loops of one replica: dispatcher and reminder scheduler."""
-
-    def __init__(self, dispatcher: Dispatcher, scheduler: ReminderScheduler) -> None:
-        self.dispatcher = dispatcher
-        self.scheduler = scheduler
-        self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
-
-    def start(self) -> None:
-        settings = self.dispatcher.ctx.settings
-        self._stopping = False
-        self._tasks = [
-            asyncio.create_task(self._loop(self.dispatcher.run_due, settings.dispatch_interval,
-                                           self.dispatcher.wakeup), name="notification-dispatch"),
-            asyncio.create_task(self._loop(self.scheduler.run_due, settings.reminder_interval,
-                                           None), name="notification-reminders"),
-            asyncio.create_task(self._loop(self._watch, self.scheduler.grace(), None),
-                                name="notification-reminder-watch"),
-        ]
-
-    async def _watch(self) -> bool:
-        """Say it loudly when reminders are overdue or the scheduler stalled (a silent
-        ``pending`` is what let the demo's reminder go missing unnoticed)."""
-        health = await self.scheduler.health()
-        if health["status"] != "ok":
-            log.error("reminders are overdue or the scheduler stalled", extra=health)
-        return False  # one look per interval
-
-    async def stop(self) -> None:
-        # The flag ends a loop whose cancellation asyncio.wait_for swallowed (Python 3.11
-        # drops a cancel that races with the awaited event being set).
-        self._stopping = True
-        self.dispatcher.wake()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-
-    async def _loop(self, step: Any, interval: float, wakeup: asyncio.Event | None) -> None:
-        while not self._stopping:
-            if wakeup is not None:
-                wakeup.clear()  # a wake during the step below makes the wait return at once
-            try:
-                if await step():
-                    continue  # more may be due (a full batch, or work it caused): go on
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("notification loop step failed")
-            if wakeup is None:
-                await asyncio.sleep(interval)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), timeout=interval)

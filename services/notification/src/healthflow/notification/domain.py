@@ -3,7 +3,7 @@
 * which message each event causes, on which channels (:data:`APPOINTMENT_TEMPLATES`);
 * whether a channel may be used for a user (consent, preference, address:
   :func:`suppression`) and when (quiet hours: :func:`quiet_until`);
-* deterministic delivery ids (:func:`delivery_id`), retry back-off (:func:`backoff`);
+* deterministic delivery ids (:func:`delivery_id`);
 * reminder times (:func:`reminder_times`), local times with the zone
   abbreviation (:func:`format_local`), email verification tokens (:func:`verification_token`).
 
@@ -231,12 +231,6 @@ def quiet_until(now: datetime, window: QuietHours | None, tz: ZoneInfo) -> datet
         end_date += timedelta(days=1)
     end_local = datetime.combine(end_date, window.end, tzinfo=tz)
     return end_local.astimezone(UTC)
-
-
-def backoff(attempts: int, *, base: float, cap: float) -> timedelta:
-    """Delay before attempt ``attempts + 1``: ``base · 2^(attempts-1)``, at most ``cap`` s."""
-    exponent = max(0, attempts - 1)
-    return timedelta(seconds=min(cap, base * (2 ** min(exponent, 30))))
 
 
 def reminder_times(

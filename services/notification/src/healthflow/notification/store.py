@@ -34,13 +34,14 @@ Collections (database ``healthflow_notification``), times aware UTC::
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
+from healthflow.common import jobs
 from healthflow.common.mongo import Document, Indexes
 
 CONTACTS = "contacts"
@@ -74,8 +75,9 @@ INDEXES: Indexes = {
 
 Session = AsyncClientSession | None
 
-UNLEASED = datetime(1970, 1, 1, tzinfo=UTC)
-"""``lease_until`` of a document nobody holds (a time, so that "free" is one range test)."""
+UNLEASED = jobs.UNLEASED
+"""``lease_until`` of a document nobody holds (deliveries and reminders are leased with
+:func:`healthflow.common.jobs.due` and :func:`~healthflow.common.jobs.claim`)."""
 
 
 async def upsert_once(db: AsyncDatabase[Document], collection: str, doc: Document,
@@ -92,15 +94,6 @@ async def upsert_once(db: AsyncDatabase[Document], collection: str, doc: Documen
     return result.upserted_id is not None
 
 
-async def due(db: AsyncDatabase[Document], collection: str, *, status: str, due_field: str,
-              now: datetime, limit: int) -> list[Document]:
-    """Up to ``limit`` documents in ``status`` due at ``now`` and not leased, earliest first."""
-    cursor = db[collection].find(
-        {"status": status, due_field: {"$lte": now}, "lease_until": {"$lte": now}}
-    ).sort(due_field, ASCENDING).limit(limit)
-    return [doc async for doc in cursor]
-
-
 async def overdue(db: AsyncDatabase[Document], *, now: datetime,
                   before: datetime) -> tuple[int, datetime | None]:
     """(How many, earliest due time) of pending reminders due before ``before`` that
@@ -111,27 +104,6 @@ async def overdue(db: AsyncDatabase[Document], *, now: datetime,
         return 0, None
     oldest = await db[REMINDERS].find_one(query, {"due_at": 1}, sort=[("due_at", ASCENDING)])
     return count, oldest["due_at"] if oldest else None
-
-
-async def claim(db: AsyncDatabase[Document], collection: str, doc: Document, *,
-                due_field: str, now: datetime, owner: str,
-                lease_until: datetime) -> Document | None:
-    """Lease ``doc`` to ``owner`` if it is still as :func:`due` found it; else ``None``.
-
-    One conditional update (compare-and-set): it matches only while the document
-    is in the same status with the same due time (not retried, deferred or moved
-    since) and unleased (or its lease expired), so of several replicas racing for
-    it, exactly one update matches. (``find_one_and_update`` would do the same in one
-    round trip; on the embedded SecantusDB it measured 13–30 per second against
-    about 1,000 conditional updates per second, so the claim is written this way.)
-    """
-    result = await db[collection].update_one(
-        {"_id": doc["_id"], "status": doc["status"], due_field: doc[due_field],
-         "lease_until": {"$lte": now}},
-        {"$set": {"lease_owner": owner, "lease_until": lease_until}})
-    if result.modified_count != 1:
-        return None
-    return doc | {"lease_owner": owner, "lease_until": lease_until}
 
 
 async def get(db: AsyncDatabase[Document], collection: str, id_: str,

@@ -1,0 +1,111 @@
+"""Background work of a service: workers the :class:`~healthflow.common.service.ServiceRuntime`
+starts after it is connected and stops before it disconnects.
+
+A service registers its workers once, in its ``app.py``
+(``runtime.add_worker(Loop("notification-dispatch", dispatcher.run_due, interval=1.0))``);
+nothing patches the app's lifespan. Two kinds cover what the services do today:
+
+* :class:`Loop` — call ``step()`` again and again: at once while it reports work
+  done (a truthy result: a full batch, more may be due), otherwise after
+  ``interval`` seconds or as soon as its ``wakeup`` event is set. A step that
+  raises is logged with the worker's name and the loop goes on; a step never
+  ends the loop silently.
+* :class:`Hooks` — a start and a stop coroutine (a key ring's reload timer, a
+  sandbox server), for work that is not a loop.
+
+Job queues with leases (:mod:`healthflow.common.jobs`) run as a :class:`Loop`
+over :meth:`~healthflow.common.jobs.JobWorker.run_once`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """Something the runtime starts after connecting and stops before disconnecting."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Begin (return promptly; run in tasks of your own)."""
+        ...
+
+    async def stop(self) -> None:
+        """End and wait until done (the runtime awaits this at shutdown)."""
+        ...
+
+
+class Loop:
+    """Calls ``step`` in a loop (see the module docstring); ``interval`` in seconds."""
+
+    def __init__(self, name: str, step: Callable[[], Awaitable[Any]], *, interval: float,
+                 wakeup: asyncio.Event | None = None) -> None:
+        if interval <= 0:
+            raise ValueError("a loop's interval must be positive seconds")
+        self.name = name
+        self.step = step
+        self.interval = interval
+        self.wakeup = wakeup
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        # The flag ends a loop whose cancellation asyncio.wait_for swallowed (Python 3.11
+        # drops a cancel that races with the awaited event being set).
+        self._stopping = True
+        if self.wakeup is not None:
+            self.wakeup.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            if self.wakeup is not None:
+                self.wakeup.clear()  # a wake during the step makes the wait return at once
+            try:
+                if await self.step():
+                    continue  # more may be due: go on without waiting
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker step failed", extra={"worker": self.name})
+            if self.wakeup is None:
+                await asyncio.sleep(self.interval)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout=self.interval)
+
+
+class Hooks:
+    """A worker made of a ``start`` and a ``stop`` coroutine function."""
+
+    def __init__(self, name: str, start: Callable[[], Awaitable[None]],
+                 stop: Callable[[], Awaitable[None]]) -> None:
+        self.name = name
+        self._start = start
+        self._stop = stop
+
+    async def start(self) -> None:
+        await self._start()
+
+    async def stop(self) -> None:
+        await self._stop()
