@@ -262,7 +262,12 @@ def resolve_slot(
     slot = bookable_slot(availability, start, mode, location_id)
     if slot is not None:
         return slot
-    # Not bookable: say precisely why.
+    raise _why_not_bookable(availability, start, mode, location_id)
+
+
+def _why_not_bookable(availability: Availability, start: datetime, mode: Mode,
+                      location_id: str | None) -> UnprocessableContent:
+    """The error saying precisely why no slot starts at ``start`` (leave, break, grid, hours)."""
     end = start + availability.slot_length
     day = timedelta(days=1)
 
@@ -276,19 +281,19 @@ def resolve_slot(
     exact = [s for s in raw if s.start == start]
     if exact:
         if any(availability.on_leave(s.start, s.end, s.location_key) for s in exact):
-            raise OutsideAvailability(
+            return OutsideAvailability(
                 f"doctor {availability.doctor_id} is on leave at that time")
-        raise OutsideAvailability(f"doctor {availability.doctor_id} is on a break at that time")
+        return OutsideAvailability(f"doctor {availability.doctor_id} is on a break at that time")
     if any(s.start < start < s.end for s in raw):
         around = [s for s in candidates if s.start - availability.slot_length < start < s.end]
-        raise OffSlotGrid(
+        return OffSlotGrid(
             f"{start.isoformat()} is not on the doctor's {availability.slot_minutes}-minute "
             "slot grid",
             nearest_slots=[s.start.isoformat() for s in around],
         )
     if availability.on_leave(start, end):
-        raise OutsideAvailability(f"doctor {availability.doctor_id} is on leave at that time")
-    raise OutsideAvailability(
+        return OutsideAvailability(f"doctor {availability.doctor_id} is on leave at that time")
+    return OutsideAvailability(
         f"doctor {availability.doctor_id} has no {mode.value} hours at {start.isoformat()}"
         + (f" at location {location_id}" if location_id else "")
     )
