@@ -29,7 +29,7 @@ ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Kolkata"
          "America/Santiago", "Pacific/Chatham"]
 H1, ONLINE = "hospital:h1", "online"
 STEP = timedelta(minutes=5)
-SETTINGS = settings(max_examples=60, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
