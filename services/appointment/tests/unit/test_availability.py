@@ -14,12 +14,10 @@ from healthflow.appointment.availability import (
     availability_from_document,
     availability_from_event,
     availability_to_document,
-    candidate_slots,
-    free_slots,
-    local_to_utc,
-    lock_span,
     zone,
 )
+from healthflow.appointment.slots import candidate_slots, free_slots, lock_span
+from healthflow.scheduling import local_to_utc
 
 
 def berlin_sunday() -> Availability:

@@ -8,12 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from healthflow.appointment.availability import (
-    Mode,
-    availability_from_event,
-    candidate_slots,
-    free_slots,
-)
+from healthflow.appointment.availability import Mode, availability_from_event
+from healthflow.appointment.slots import candidate_slots, free_slots
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

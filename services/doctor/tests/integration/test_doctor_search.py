@@ -270,7 +270,8 @@ async def test_availability_round_trip_and_schedule_changed_payload(platform, di
                                        "hospital_id": h["h1"]}
 
     # the appointment service's reading of this payload gives the same slots as ours
-    from healthflow.appointment.availability import availability_from_event, candidate_slots
+    from healthflow.appointment.availability import availability_from_event
+    from healthflow.appointment.slots import candidate_slots
 
     doc = await p.db["doctors"].find_one({"_id": "d-schmidt"})
     facts = await store.hospital_facts(p.db, [h["h1"]])

@@ -1,43 +1,22 @@
-"""The doctor availability read model and free-slot computation (pure: no I/O).
+"""The doctor availability read model (pure: no I/O).
 
 The appointment service never reads the doctor database: it keeps, per doctor,
 the last ``doctor.schedule_changed`` it consumed, normalised into
 :class:`Availability` by :func:`availability_from_event` (tolerant of field
 spellings, so the doctor service's payload can evolve without breaking us).
 
-Slots (FHIR ``Slot``: a bookable interval of one practitioner's schedule) are
-generated from weekly rules in **local wall time** of the rule's IANA time zone
-(the hospital's, or the doctor's for online hours): a rule ``09:00–12:00`` with
-``slot_minutes = 30`` yields slots starting at 09:00, 09:30, 10:00 and 10:30
-local time on every matching weekday, each converted to aware UTC. Around a
-daylight-saving change:
-
-* a wall time that does not exist (spring forward, e.g. 02:30 in
-  Europe/Berlin on the last Sunday of March) yields no slot;
-* an ambiguous wall time (fall back) is taken at its first occurrence
-  (``fold=0``); the repeated hour yields no extra slots;
-* a slot always lasts ``slot_minutes`` of real (UTC) time.
-
-So slots of one rule never overlap each other. Slot lengths and rule times
-need not be multiples of :data:`LOCK_QUANTUM`: :func:`lock_span` widens an
-interval outward to that grid, which keeps the double-booking guarantee for
-any grid (exact for 5-minute grids, conservative otherwise; see
-:func:`healthflow.appointment.domain.lock_units`).
+Slots are computed from it in :mod:`healthflow.appointment.slots`.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-LOCK_QUANTUM = timedelta(minutes=5)
-"""The global lock grid: every slot start and length is a multiple of it (see store)."""
 
 DEFAULT_SLOT_MINUTES = 30
 
@@ -152,23 +131,8 @@ class Availability:
             return self.as_of > other.as_of
         return True
 
-    def in_break(self, start: datetime, end: datetime) -> bool:
-        return any(_break_overlaps(b, start, end) for b in self.breaks)
 
-
-@dataclass(frozen=True)
-class Slot:
-    """A bookable interval (FHIR ``Slot``): aware UTC ``start``/``end``, mode, place, zone."""
-
-    start: datetime
-    end: datetime
-    mode: Mode
-    timezone: str
-    location_id: str | None = None
-    location_key: str | None = None
-
-
-# --------------------------------------------------------------------------- slots
+# --------------------------------------------------------------------------- zones
 
 
 def zone(name: str) -> ZoneInfo:
@@ -177,121 +141,6 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return ZoneInfo("UTC")
-
-
-def local_to_utc(day: date, wall: time, tz: ZoneInfo) -> datetime | None:
-    """``day`` at ``wall`` in ``tz`` as aware UTC; ``None`` if that wall time does not exist.
-
-    Ambiguous wall times (the repeated hour when clocks go back) resolve to the
-    first occurrence (``fold=0``).
-    """
-    local = datetime.combine(day, wall, tzinfo=tz)
-    as_utc = local.astimezone(UTC)
-    if as_utc.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
-        return None  # skipped by a spring-forward gap
-    return as_utc
-
-
-def lock_span(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """``[start, end)`` widened outward to the global 5-minute lock grid (aware UTC).
-
-    Every current UTC offset is a whole number of 15 minutes, so a local
-    5-minute boundary is a UTC one and slots of 5-minute grids are unchanged.
-    """
-    quantum = LOCK_QUANTUM.total_seconds()
-    first = math.floor(start.timestamp() / quantum) * quantum
-    last = math.ceil(end.timestamp() / quantum) * quantum
-    return datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(last, UTC)
-
-
-def rule_slots(rule: WeeklyRule, slot_minutes: int, day: date) -> Iterator[Slot]:
-    """The slots ``rule`` yields on local ``day`` (none if the weekday differs)."""
-    if day.isoweekday() != rule.weekday or slot_minutes <= 0:
-        return
-    tz = zone(rule.timezone)
-    step = timedelta(minutes=slot_minutes)
-    cursor = datetime.combine(day, rule.start)
-    last = datetime.combine(day, rule.end) if rule.end != time(0) else datetime.combine(
-        day + timedelta(days=1), time(0)
-    )
-    pauses = [(datetime.combine(day, b_start), datetime.combine(day, b_end) if b_end != time(0)
-               else datetime.combine(day + timedelta(days=1), time(0)))
-              for b_start, b_end in rule.breaks]
-    while cursor + step <= last:
-        in_pause = any(p_start < cursor + step and cursor < p_end for p_start, p_end in pauses)
-        start = None if in_pause else local_to_utc(cursor.date(), cursor.time(), tz)
-        if start is not None:
-            yield Slot(start, start + step, rule.mode, rule.timezone, rule.location_id,
-                       rule.key)
-        cursor += step
-
-
-def candidate_slots(availability: Availability, start: datetime, end: datetime, *,
-                    raw: bool = False) -> list[Slot]:
-    """Every slot of ``availability`` starting in ``[start, end)``, before bookings.
-
-    Leave and breaks are removed unless ``raw``; bookings, the present time and
-    verification are not considered here. ``start``/``end`` are aware. Sorted by start.
-    """
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
-    found: dict[tuple[datetime, Mode, str | None], Slot] = {}
-    for rule in availability.rules:
-        if rule.mode not in availability.modes:
-            continue
-        tz = zone(rule.timezone)
-        first = start.astimezone(tz).date() - timedelta(days=1)
-        last = end.astimezone(tz).date() + timedelta(days=1)
-        day = first
-        while day <= last:
-            for slot in rule_slots(rule, availability.slot_minutes, day):
-                if not (start <= slot.start < end):
-                    continue
-                if not raw and (availability.on_leave(slot.start, slot.end, rule.key)
-                                or availability.in_break(slot.start, slot.end)):
-                    continue
-                found.setdefault((slot.start, slot.mode, slot.location_id), slot)
-            day += timedelta(days=1)
-    return sorted(found.values(), key=lambda s: (s.start, s.mode, s.location_id or ""))
-
-
-def free_slots(
-    availability: Availability,
-    start: datetime,
-    end: datetime,
-    *,
-    taken: Iterable[Interval],
-    now: datetime,
-) -> list[Slot]:
-    """Bookable slots in ``[start, end)``: candidates minus ``taken`` and the past.
-
-    ``taken`` are the doctor's booked intervals (aware UTC); overlap is judged
-    on lock spans, exactly as the database will judge a booking. An unverified
-    doctor has no free slots.
-    """
-    if not availability.verified:
-        return []
-    busy = [Interval(*lock_span(b.start, b.end)) for b in taken]
-    free = []
-    for slot in candidate_slots(availability, start, end):
-        span = lock_span(slot.start, slot.end)
-        if slot.start > now and not any(b.overlaps(*span) for b in busy):
-            free.append(slot)
-    return free
-
-
-def _break_overlaps(brk: Break, start: datetime, end: datetime) -> bool:
-    tz = zone(brk.timezone)
-    local_day = start.astimezone(tz).date()
-    for day in (local_day - timedelta(days=1), local_day, local_day + timedelta(days=1)):
-        if brk.weekday is not None and day.isoweekday() != brk.weekday:
-            continue
-        b_start = local_to_utc(day, brk.start, tz)
-        b_end = local_to_utc(day, brk.end, tz) if brk.end != time(0) else local_to_utc(
-            day + timedelta(days=1), time(0), tz
-        )
-        if b_start is not None and b_end is not None and b_start < end and start < b_end:
-            return True
-    return False
 
 
 # --------------------------------------------------------------------------- event parsing

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from healthflow.appointment.availability import (
+from healthflow.appointment.availability import Availability, Mode
+from healthflow.appointment.slots import (
     LOCK_QUANTUM,
-    Availability,
-    Mode,
-    Slot,
+    BookableSlot,
+    bookable_slot,
     candidate_slots,
     lock_span,
 )
@@ -210,7 +210,7 @@ def lock_units(start: datetime, end: datetime) -> Iterator[datetime]:
     """The 5-minute lock units (aware UTC starts) covering ``[start, end)``.
 
     The interval is first widened outward to the global 5-minute grid
-    (:func:`~healthflow.appointment.availability.lock_span`). Two intervals that
+    (:func:`~healthflow.appointment.slots.lock_span`). Two intervals that
     overlap then always share a unit, so unique indexes on (doctor, unit) and
     (patient, unit) make overlapping active appointments impossible by
     equality, whatever the doctors' grids and however they change. For slots
@@ -235,7 +235,7 @@ def resolve_slot(
     mode: Mode,
     location_id: str | None,
     now: datetime,
-) -> Slot:
+) -> BookableSlot:
     """The slot of ``availability`` that starts at aware ``start`` in ``mode``.
 
     ``location_id`` narrows in-person slots to one hospital (``None``: any).
@@ -259,36 +259,41 @@ def resolve_slot(
         raise OutsideAvailability(
             f"doctor {availability.doctor_id} offers no {mode.value} consultations"
         )
+    slot = bookable_slot(availability, start, mode, location_id)
+    if slot is not None:
+        return slot
+    raise _why_not_bookable(availability, start, mode, location_id)
+
+
+def _why_not_bookable(availability: Availability, start: datetime, mode: Mode,
+                      location_id: str | None) -> UnprocessableContent:
+    """The error saying precisely why no slot starts at ``start`` (leave, break, grid, hours)."""
     end = start + availability.slot_length
     day = timedelta(days=1)
 
-    def wanted(slot: Slot) -> bool:
+    def wanted(slot: BookableSlot) -> bool:
         return slot.mode is mode and (location_id is None or slot.location_id == location_id)
 
     candidates = [s for s in candidate_slots(availability, start - day, start + day)
                   if wanted(s)]
-    for slot in candidates:
-        if slot.start == start:
-            return slot
-    # Not bookable: say precisely why.
     raw = [s for s in candidate_slots(availability, start - day, start + day, raw=True)
            if wanted(s)]
     exact = [s for s in raw if s.start == start]
     if exact:
         if any(availability.on_leave(s.start, s.end, s.location_key) for s in exact):
-            raise OutsideAvailability(
+            return OutsideAvailability(
                 f"doctor {availability.doctor_id} is on leave at that time")
-        raise OutsideAvailability(f"doctor {availability.doctor_id} is on a break at that time")
+        return OutsideAvailability(f"doctor {availability.doctor_id} is on a break at that time")
     if any(s.start < start < s.end for s in raw):
         around = [s for s in candidates if s.start - availability.slot_length < start < s.end]
-        raise OffSlotGrid(
+        return OffSlotGrid(
             f"{start.isoformat()} is not on the doctor's {availability.slot_minutes}-minute "
             "slot grid",
             nearest_slots=[s.start.isoformat() for s in around],
         )
     if availability.on_leave(start, end):
-        raise OutsideAvailability(f"doctor {availability.doctor_id} is on leave at that time")
-    raise OutsideAvailability(
+        return OutsideAvailability(f"doctor {availability.doctor_id} is on leave at that time")
+    return OutsideAvailability(
         f"doctor {availability.doctor_id} has no {mode.value} hours at {start.isoformat()}"
         + (f" at location {location_id}" if location_id else "")
     )

@@ -15,7 +15,7 @@ from typing import Any
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from healthflow.appointment import events, store
-from healthflow.appointment.availability import Availability, Mode, Slot, free_slots
+from healthflow.appointment.availability import Availability, Mode
 from healthflow.appointment.domain import (
     Actor,
     AppointmentNotFound,
@@ -32,6 +32,7 @@ from healthflow.appointment.domain import (
 )
 from healthflow.appointment.schemas import BookingRequest, CancelRequest, RescheduleRequest
 from healthflow.appointment.settings import Settings
+from healthflow.appointment.slots import BookableSlot, free_slots
 from healthflow.common.auth import Principal
 from healthflow.common.errors import Conflict, Forbidden, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
@@ -172,7 +173,7 @@ async def schedule_of(runtime: ServiceRuntime, doctor_id: str) -> Availability:
 
 
 async def list_free_slots(runtime: ServiceRuntime, doctor_id: str, start: datetime,
-                          end: datetime) -> tuple[Availability, list[Slot]]:
+                          end: datetime) -> tuple[Availability, list[BookableSlot]]:
     """Free slots of a verified doctor in ``[start, end)`` (aware).
 
     Raises:

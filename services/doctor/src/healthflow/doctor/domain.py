@@ -1,4 +1,4 @@
-"""Doctor rules: licence verification, normalisation, and availability expansion.
+"""Doctor rules: licence verification, normalisation, search, schedule validation.
 
 No FastAPI, no MongoDB: plain functions and dataclasses, tested alone
 (``tests/unit``). Errors are :mod:`healthflow.common.errors` problems.
@@ -6,49 +6,45 @@ No FastAPI, no MongoDB: plain functions and dataclasses, tested alone
 Terms follow FHIR R4/R5: a doctor is a ``Practitioner`` (name, qualification,
 licence as an identifier with an issuer), the affiliations are
 ``PractitionerRole``\\s (organisation = hospital, department), the weekly hours
-are a ``Schedule`` whose ``Slot``\\s this module expands.
+are a ``Schedule`` whose ``Slot``\\s :mod:`healthflow.scheduling` expands.
 
-Availability semantics (the appointment service reproduces them from
-``doctor.schedule_changed``):
-
-* A weekly rule is wall-clock time in its location's IANA time zone: the
-  hospital's zone for ``hospital:<id>`` locations, the doctor's own zone for
-  ``online``. ``day`` is the ISO weekday (1 = Monday … 7 = Sunday); ``start`` and
-  ``end`` are minutes after local midnight (0 ≤ start < end ≤ 1440); rules do
-  not cross midnight.
-* Slots lie on a grid from the rule's start every ``slot_minutes``; the window
-  and every break must align to that grid (else the schedule is refused), and
-  grid points inside a break are skipped.
-* A local start time that does not exist (skipped by a daylight-saving change)
-  yields no slot; an ambiguous one (repeated when clocks go back) yields one
-  slot at its first occurrence. A slot lasts ``slot_minutes`` of real (UTC)
-  time, so slots never overlap.
-* Leave and holidays are inclusive ranges of local dates. Each becomes one
-  blocked UTC interval per location it applies to (all locations, or one
-  hospital): ``[start_date 00:00, end_date + 1 day 00:00)`` in that location's
-  zone. A slot overlapping a blocked interval is not offered.
+Availability: the rules (weekly wall-clock hours per location zone, breaks, leave as
+local dates, the slot grid, daylight-saving gaps and folds) and their expansion live
+in :mod:`healthflow.scheduling`, which the appointment service uses too; this module
+re-exports its names and turns its schedule problems into a 422.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from healthflow.common.errors import Conflict, UnprocessableContent
+from healthflow.scheduling import ONLINE as ONLINE
+from healthflow.scheduling import Blocked as Blocked
+from healthflow.scheduling import Leave as Leave
+from healthflow.scheduling import Mode as Mode
+from healthflow.scheduling import Schedule as Schedule
+from healthflow.scheduling import Slot as Slot
+from healthflow.scheduling import WeeklyRule as WeeklyRule
+from healthflow.scheduling import blocked_intervals as blocked_intervals
+from healthflow.scheduling import expand as expand
+from healthflow.scheduling import format_minutes as format_minutes
+from healthflow.scheduling import free_slots as free_slots
+from healthflow.scheduling import hospital_location as hospital_location
+from healthflow.scheduling import location_hospital as location_hospital
+from healthflow.scheduling import location_mode as location_mode
+from healthflow.scheduling import schedule_problems
 
 SORT_SEPARATOR = "\x1f"
-ONLINE = "online"
-MINUTES_PER_DAY = 24 * 60
 SEARCH_HORIZON_DAYS = 60
 """Days ahead (from today, UTC) for which search knows the dates with free slots."""
-OVERLAP_CHECK_DAYS = 371
-"""Days over which rules in different time zones are checked for overlap (53 weeks)."""
 
 
 class DoctorStatus(StrEnum):
@@ -57,13 +53,6 @@ class DoctorStatus(StrEnum):
     PENDING = "pending"
     VERIFIED = "verified"
     REJECTED = "rejected"
-
-
-class Mode(StrEnum):
-    """How a consultation happens."""
-
-    IN_PERSON = "in_person"
-    ONLINE = "online"
 
 
 # -- licence verification ------------------------------------------------------------
@@ -197,72 +186,8 @@ def is_currency(code: str) -> bool:
 
 
 # -- availability --------------------------------------------------------------------
-
-
-def hospital_location(hospital_id: str) -> str:
-    """The location key of a hospital: ``hospital:<id>``."""
-    return f"hospital:{hospital_id}"
-
-
-def location_hospital(location: str) -> str | None:
-    """The hospital id of a location key (``None`` for ``online``)."""
-    return location.split(":", 1)[1] if location.startswith("hospital:") else None
-
-
-def location_mode(location: str) -> Mode:
-    return Mode.ONLINE if location == ONLINE else Mode.IN_PERSON
-
-
-@dataclass(frozen=True)
-class WeeklyRule:
-    """Recurring hours: ISO ``day`` (1–7), ``start``/``end`` minutes after local midnight."""
-
-    location: str
-    day: int
-    start: int
-    end: int
-    breaks: tuple[tuple[int, int], ...] = ()
-
-
-@dataclass(frozen=True)
-class Leave:
-    """Leave or a holiday: inclusive local dates; ``hospital_id`` limits it to one site."""
-
-    start: date
-    end: date
-    hospital_id: str | None = None
-    kind: str = "leave"
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """A doctor's availability (FHIR ``Schedule``): slot length in minutes, rules, leave."""
-
-    slot_minutes: int
-    rules: tuple[WeeklyRule, ...] = ()
-    leave: tuple[Leave, ...] = ()
-
-
-@dataclass(frozen=True, order=True)
-class Slot:
-    """One bookable interval (FHIR ``Slot``): aware UTC ``start``/``end``, its location."""
-
-    start: datetime
-    end: datetime
-    location: str = field(compare=False)
-
-    @property
-    def mode(self) -> Mode:
-        return location_mode(self.location)
-
-
-@dataclass(frozen=True)
-class Blocked:
-    """A blocked interval of one location, aware UTC ``[start, end)``."""
-
-    location: str
-    start: datetime
-    end: datetime
+# The slot computation itself is :mod:`healthflow.scheduling` (shared with the
+# appointment service); the names below are re-exported for this service's modules.
 
 
 def _problem(errors: list[dict[str, str]]) -> UnprocessableContent:
@@ -270,204 +195,18 @@ def _problem(errors: list[dict[str, str]]) -> UnprocessableContent:
     return UnprocessableContent(detail, errors=errors)
 
 
-def format_minutes(minutes: int) -> str:
-    """``540`` → ``"09:00"`` (``1440`` → ``"24:00"``)."""
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
-
-
 def validate_schedule(schedule: Schedule, zones: Mapping[str, ZoneInfo], *,
                       now: datetime) -> None:
-    """Refuse a schedule that cannot be expanded unambiguously.
-
-    Rules: every rule's location has a time zone in ``zones``; ``0 ≤ start < end ≤ 1440``;
-    ``end − start`` and every break's offsets from ``start`` are multiples of
-    ``slot_minutes``; breaks lie inside their rule and do not overlap; no two rules
-    overlap in real time (checked on the wall clock for rules sharing a time zone, and
-    over the next 53 weeks from ``now`` across zones); leave ranges are ordered.
+    """Refuse a schedule that cannot be expanded unambiguously
+    (the rules of :func:`healthflow.scheduling.schedule_problems`).
 
     Raises:
         UnprocessableContent: (422) with ``errors`` ``[{location: "body.weekly.<i>…",
             message}]`` naming every offending entry.
     """
-    errors: list[dict[str, str]] = []
-    step = schedule.slot_minutes
-    for i, rule in enumerate(schedule.rules):
-        where = f"body.weekly.{i}"
-        if rule.location not in zones:
-            errors.append({"location": f"{where}.location",
-                           "message": f"{rule.location} has no known time zone"})
-        if not (0 <= rule.start < rule.end <= MINUTES_PER_DAY):
-            errors.append({"location": where, "message": "start must be before end, same day"})
-            continue
-        if (rule.end - rule.start) % step:
-            errors.append({
-                "location": where,
-                "message": f"the window {format_minutes(rule.start)}–{format_minutes(rule.end)}"
-                           f" is not a whole number of {step}-minute slots",
-            })
-        previous_end = rule.start
-        for j, (b_start, b_end) in enumerate(sorted(rule.breaks)):
-            b_where = f"{where}.breaks.{j}"
-            if not (rule.start <= b_start < b_end <= rule.end):
-                errors.append({"location": b_where,
-                               "message": "a break must lie inside its rule's window"})
-            elif b_start < previous_end:
-                errors.append({"location": b_where, "message": "breaks overlap"})
-            elif (b_start - rule.start) % step or (b_end - rule.start) % step:
-                errors.append({"location": b_where,
-                               "message": f"a break must align to the {step}-minute slot grid"})
-            previous_end = max(previous_end, b_end)
-    for i, leave in enumerate(schedule.leave):
-        if leave.end < leave.start:
-            errors.append({"location": f"body.leave.{i}",
-                           "message": "end_date is before start_date"})
-    if not errors:
-        errors += _overlaps(schedule.rules, zones, now=now)
-    if errors:
-        raise _problem(errors)
-
-
-def _overlaps(rules: Sequence[WeeklyRule], zones: Mapping[str, ZoneInfo], *,
-              now: datetime) -> list[dict[str, str]]:
-    errors: list[dict[str, str]] = []
-    reported: set[tuple[int, int]] = set()
-
-    def report(i: int, j: int) -> None:
-        if (i, j) in reported:
-            return
-        reported.add((i, j))
-        a = rules[i]
-        errors.append({
-            "location": f"body.weekly.{j}",
-            "message": f"overlaps weekly.{i} (day {a.day} {format_minutes(a.start)}–"
-                       f"{format_minutes(a.end)} at {a.location})",
-        })
-
-    for i, a in enumerate(rules):
-        for j in range(i + 1, len(rules)):
-            b = rules[j]
-            if zones[a.location] == zones[b.location] and a.day == b.day and (
-                a.start < b.end and b.start < a.end
-            ):
-                report(i, j)
-    if len({str(zones[r.location]) for r in rules}) > 1:
-        intervals: list[tuple[datetime, datetime, int]] = []
-        start = now.astimezone(UTC)
-        end = start + timedelta(days=OVERLAP_CHECK_DAYS)
-        for index, rule in enumerate(rules):
-            zone = zones[rule.location]
-            for day in _local_days(start, end, zone):
-                if day.isoweekday() != rule.day:
-                    continue
-                w_start = _wall_to_utc(day, rule.start, zone)
-                w_end = _wall_to_utc(day, rule.end, zone)
-                intervals.append((w_start, w_end, index))
-        intervals.sort()
-        for k in range(1, len(intervals)):
-            # any earlier interval still open at this one's start overlaps it
-            s, _, idx = intervals[k]
-            for m in range(k - 1, -1, -1):
-                ps, pe, pidx = intervals[m]
-                if pe > s and pidx != idx:
-                    report(min(pidx, idx), max(pidx, idx))
-                if s - ps > timedelta(days=1):
-                    break
-    return errors
-
-
-def _local_days(start: datetime, end: datetime, zone: ZoneInfo) -> Iterable[date]:
-    """Every local date in ``zone`` touched by ``[start, end)``, with a day's margin."""
-    day = start.astimezone(zone).date() - timedelta(days=1)
-    last = end.astimezone(zone).date() + timedelta(days=1)
-    while day <= last:
-        yield day
-        day += timedelta(days=1)
-
-
-def _wall_to_utc(day: date, minutes: int, zone: ZoneInfo) -> datetime:
-    """Local wall time ``day + minutes`` in ``zone`` → aware UTC (first occurrence if repeated;
-    a time inside a spring-forward gap maps to the instant the clocks jumped to)."""
-    naive = datetime(day.year, day.month, day.day) + timedelta(minutes=minutes)
-    return naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
-
-
-def _exists(day: date, minutes: int, zone: ZoneInfo) -> bool:
-    """False when the local wall time was skipped by a daylight-saving change."""
-    naive = datetime(day.year, day.month, day.day) + timedelta(minutes=minutes)
-    round_trip = naive.replace(tzinfo=zone).astimezone(UTC).astimezone(zone)
-    return round_trip.replace(tzinfo=None) == naive
-
-
-def blocked_intervals(leave: Iterable[Leave], zones: Mapping[str, ZoneInfo]) -> list[Blocked]:
-    """Leave as aware UTC intervals, one per (leave, location it applies to).
-
-    ``[start 00:00, end + 1 day 00:00)`` local time of each location.
-    """
-    blocked: list[Blocked] = []
-    for item in leave:
-        for location, zone in sorted(zones.items()):
-            if item.hospital_id is not None and location != hospital_location(item.hospital_id):
-                continue
-            start = _wall_to_utc(item.start, 0, zone)
-            end = _wall_to_utc(item.end + timedelta(days=1), 0, zone)
-            blocked.append(Blocked(location, start, end))
-    return blocked
-
-
-def expand(schedule: Schedule, zones: Mapping[str, ZoneInfo], start: datetime,
-           end: datetime) -> list[Slot]:
-    """Every slot of ``schedule`` that starts in ``[start, end)``, ordered by start.
-
-    ``start``/``end`` are aware datetimes (any zone; compared as instants); the slots'
-    ``start``/``end`` are aware UTC. ``zones`` maps each rule's location key to its
-    IANA zone. Leave is applied; bookings are not (see :func:`free_slots`). Correct
-    across daylight-saving changes by the rules in this module's docstring.
-
-    Raises:
-        ValueError: for naive ``start`` or ``end``.
-    """
-    if start.tzinfo is None or end.tzinfo is None:
-        raise ValueError("start and end must be timezone-aware")
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
-    step = timedelta(minutes=schedule.slot_minutes)
-    blocked = blocked_intervals(schedule.leave, zones)
-    slots: list[Slot] = []
-    for rule in schedule.rules:
-        zone = zones[rule.location]
-        skip = [(b0, b1) for b0, b1 in rule.breaks]
-        for day in _local_days(start, end, zone):
-            if day.isoweekday() != rule.day:
-                continue
-            for offset in range(rule.start, rule.end, schedule.slot_minutes):
-                if any(b0 <= offset < b1 for b0, b1 in skip):
-                    continue
-                if not _exists(day, offset, zone):
-                    continue
-                slot_start = _wall_to_utc(day, offset, zone)
-                if not (start <= slot_start < end):
-                    continue
-                slot_end = slot_start + step
-                if any(b.location == rule.location and b.start < slot_end and slot_start < b.end
-                       for b in blocked):
-                    continue
-                slots.append(Slot(slot_start, slot_end, rule.location))
-    slots.sort()
-    return slots
-
-
-def free_slots(slots: Iterable[Slot],
-               booked: Iterable[tuple[datetime, datetime]]) -> list[Slot]:
-    """``slots`` minus those overlapping a booked interval (aware ``(start, end)`` pairs).
-
-    A booking blocks the doctor everywhere: it removes overlapping slots at every location.
-    """
-    taken = sorted((s.astimezone(UTC), e.astimezone(UTC)) for s, e in booked)
-    out = []
-    for slot in slots:
-        if any(s < slot.end and slot.start < e for s, e in taken):
-            continue
-        out.append(slot)
-    return out
+    problems = schedule_problems(schedule, zones, now=now)
+    if problems:
+        raise _problem([{**p, "location": f"body.{p['location']}"} for p in problems])
 
 
 def open_date_keys(slots: Iterable[Slot], zones: Mapping[str, ZoneInfo]) -> list[str]:

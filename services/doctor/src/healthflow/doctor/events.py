@@ -148,9 +148,9 @@ class DoctorScheduleChanged(EventPayload):
       intervals per location (a hospital holiday blocks only that hospital's hours).
     * ``leave_dates``: :class:`ScheduleLeaveDates` list — the same, as entered.
 
-    Slots (as :func:`healthflow.doctor.domain.expand` makes them): for each window and
+    Slots (as :func:`healthflow.scheduling.expand` makes them): for each window and
     each local date in ``timezone`` whose ISO weekday is ``day``, slots start at
-    ``start``, ``start + slot_minutes``, … while they end by ``end`` (wall clock); a
+    ``start``, ``start + slot_minutes``, … while they end by ``end`` (in real time); a
     local start that does not exist (spring-forward gap) gives no slot; a repeated one
     (fall-back) is taken at its first occurrence (``fold=0``); every slot lasts
     ``slot_minutes`` of real time; a slot overlapping a ``leave`` interval of its

@@ -44,6 +44,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from healthflow import scheduling
 from healthflow.common.auth import Principal, ensure_owner
 from healthflow.common.errors import Conflict, NotFound, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
@@ -276,19 +277,6 @@ async def _save(uow: UnitOfWork, doc: Document, changes: Mapping[str, Any], *,
     return new
 
 
-def windows(rule: WeeklyRule) -> list[tuple[int, int]]:
-    """The rule's window with its breaks cut out, as ``(start, end)`` minutes."""
-    out: list[tuple[int, int]] = []
-    cursor = rule.start
-    for b_start, b_end in sorted(rule.breaks):
-        if b_start > cursor:
-            out.append((cursor, b_start))
-        cursor = max(cursor, b_end)
-    if cursor < rule.end:
-        out.append((cursor, rule.end))
-    return out
-
-
 def schedule_event(doc: Mapping[str, Any], facts: Mapping[str, HospitalFacts],
                    now: datetime) -> events.DoctorScheduleChanged:
     """The complete ``doctor.schedule_changed`` payload of ``doc`` (see its docstring)."""
@@ -317,7 +305,7 @@ def schedule_event(doc: Mapping[str, Any], facts: Mapping[str, HospitalFacts],
         location = locations.get(rule.location)
         if location is None or not location.bookable:
             continue
-        for start, end in windows(rule):
+        for start, end in scheduling.windows(rule):
             weekly.append(events.ScheduleWindow(
                 location=rule.location, hospital_id=location.hospital_id, mode=location.mode,
                 day=rule.day, start=domain.format_minutes(start),
