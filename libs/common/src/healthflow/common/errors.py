@@ -1,9 +1,10 @@
 """One error hierarchy, rendered as RFC 9457 ``application/problem+json``.
 
-Routes and domain code raise :class:`Problem` subclasses; the handlers that
-:func:`install_problem_handlers` registers render them (and FastAPI's
-validation errors, unknown routes and anything unexpected) with ``type``,
-``title``, ``status``, ``detail`` and ``instance`` members. Unexpected errors
+Routes and domain code raise :class:`Problem` subclasses (defined, free of HTTP
+and database imports, in :mod:`healthflow.common.problems`, and re-exported
+here); the handlers that :func:`install_problem_handlers` registers render them
+(and FastAPI's validation errors, unknown routes and anything unexpected) with
+``type``, ``title``, ``status``, ``detail`` and ``instance`` members. Unexpected errors
 are logged with their traceback and answered with a generic 500: no stack
 trace ever reaches a client.
 """
@@ -11,7 +12,7 @@ trace ever reaches a client.
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,125 +20,46 @@ from fastapi.responses import JSONResponse
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from healthflow.common.problems import (
+    _STATUS_CLASSES,
+    PROBLEM_BASE,
+    PROBLEM_JSON,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GatewayTimeout,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+    UnprocessableContent,
+    UnsupportedMediaType,
+)
+
+__all__ = [
+    "PROBLEM_BASE",
+    "PROBLEM_JSON",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "GatewayTimeout",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "Problem",
+    "ServiceUnavailable",
+    "TooManyRequests",
+    "Unauthorized",
+    "UnprocessableContent",
+    "UnsupportedMediaType",
+    "install_problem_handlers",
+    "problem_response",
+]
+
 log = logging.getLogger(__name__)
-
-PROBLEM_JSON = "application/problem+json"
-PROBLEM_BASE = "https://healthflow.example/problems/"
-
-
-class Problem(Exception):
-    """Base of every error a client may see (RFC 9457 problem details).
-
-    Subclasses set ``status``, ``title`` and ``slug`` (the last part of the
-    problem ``type`` URI); instances carry a human ``detail`` and optional
-    extension members.
-    """
-
-    status: ClassVar[int] = 500
-    title: ClassVar[str] = "Internal Server Error"
-    slug: ClassVar[str] = "internal"
-
-    def __init__(
-        self, detail: str, *, headers: dict[str, str] | None = None, **extensions: Any
-    ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.headers = headers or {}
-        self.extensions = extensions
-
-    @property
-    def type(self) -> str:
-        return PROBLEM_BASE + self.slug
-
-    def body(self, instance: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": self.type,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-        }
-        if instance:
-            body["instance"] = instance
-        body.update(self.extensions)
-        return body
-
-
-class BadRequest(Problem):
-    status, title, slug = 400, "Bad Request", "bad-request"
-
-
-class Unauthorized(Problem):
-    status, title, slug = 401, "Unauthorized", "unauthorized"
-
-    def __init__(self, detail: str = "a valid bearer token is required", **kw: Any) -> None:
-        kw.setdefault("headers", {"WWW-Authenticate": 'Bearer realm="healthflow"'})
-        super().__init__(detail, **kw)
-
-
-class Forbidden(Problem):
-    status, title, slug = 403, "Forbidden", "forbidden"
-
-
-class NotFound(Problem):
-    status, title, slug = 404, "Not Found", "not-found"
-
-
-class MethodNotAllowed(Problem):
-    status, title, slug = 405, "Method Not Allowed", "method-not-allowed"
-
-
-class Conflict(Problem):
-    status, title, slug = 409, "Conflict", "conflict"
-
-
-class PayloadTooLarge(Problem):
-    status, title, slug = 413, "Content Too Large", "content-too-large"
-
-
-class UnsupportedMediaType(Problem):
-    status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
-
-
-class UnprocessableContent(Problem):
-    status, title, slug = 422, "Unprocessable Content", "validation"
-
-
-class TooManyRequests(Problem):
-    status, title, slug = 429, "Too Many Requests", "rate-limited"
-
-    def __init__(self, detail: str, *, retry_after: int, **kw: Any) -> None:
-        headers = kw.pop("headers", {}) | {"Retry-After": str(max(1, retry_after))}
-        super().__init__(detail, headers=headers, **kw)
-
-
-class ServiceUnavailable(Problem):
-    status, title, slug = 503, "Service Unavailable", "unavailable"
-
-    def __init__(self, detail: str, *, retry_after: int = 5, **kw: Any) -> None:
-        headers = kw.pop("headers", {}) | {"Retry-After": str(max(1, retry_after))}
-        super().__init__(detail, headers=headers, **kw)
-
-
-class GatewayTimeout(Problem):
-    status, title, slug = 504, "Gateway Timeout", "upstream-timeout"
-
-
-_STATUS_CLASSES: dict[int, type[Problem]] = {
-    cls.status: cls
-    for cls in (
-        BadRequest,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        MethodNotAllowed,
-        Conflict,
-        PayloadTooLarge,
-        UnsupportedMediaType,
-        UnprocessableContent,
-        ServiceUnavailable,
-        GatewayTimeout,
-    )
-}
 
 
 def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:

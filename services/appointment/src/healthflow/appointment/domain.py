@@ -41,7 +41,7 @@ from healthflow.appointment.slots import (
     candidate_slots,
     lock_span,
 )
-from healthflow.common.errors import Conflict, NotFound, UnprocessableContent
+from healthflow.common.problems import Conflict, NotFound, UnprocessableContent
 
 
 class Status(StrEnum):

@@ -25,7 +25,8 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
-from healthflow.common.errors import Conflict, UnprocessableContent
+from healthflow.common import verification
+from healthflow.common.problems import UnprocessableContent
 from healthflow.scheduling import ONLINE as ONLINE
 from healthflow.scheduling import Blocked as Blocked
 from healthflow.scheduling import Leave as Leave
@@ -57,26 +58,16 @@ class DoctorStatus(StrEnum):
 
 # -- licence verification ------------------------------------------------------------
 
-DECISIONS: dict[DoctorStatus, frozenset[DoctorStatus]] = {
-    DoctorStatus.PENDING: frozenset({DoctorStatus.VERIFIED, DoctorStatus.REJECTED}),
-    DoctorStatus.VERIFIED: frozenset(),
-    DoctorStatus.REJECTED: frozenset(),
-}
-"""Admin decisions: only a pending licence is decided. A doctor who changes the licence
-number or issuer goes back to pending (:func:`status_after_licence_change`)."""
-
-
 def decide(current: DoctorStatus | str, target: DoctorStatus) -> DoctorStatus:
-    """The status after an admin's licence decision.
+    """The status after an admin's licence decision (the shared machine of
+    :mod:`healthflow.common.verification`: only a pending licence is decided; a doctor
+    who changes the licence number or issuer goes back to pending,
+    :func:`status_after_licence_change`).
 
     Raises:
         Conflict: (409) the licence is not pending (already decided).
     """
-    current = DoctorStatus(current)
-    if target not in DECISIONS[current]:
-        raise Conflict(f"a {current.value} licence cannot become {target.value}",
-                       current_status=current.value)
-    return target
+    return DoctorStatus(verification.decide(current, target, what="licence"))
 
 
 def status_after_licence_change(current: DoctorStatus | str, licence_changed: bool) -> DoctorStatus:

@@ -1,7 +1,7 @@
 """HTTP routes of the hospital service: ``/api/v1/hospitals``.
 
 Who may call what (permissions are declared on each route; ownership is
-checked in :mod:`healthflow.hospital.store`):
+checked in :mod:`healthflow.hospital.service`):
 
 ==========================================  ==============================================
 ``GET  /``                                   public: verified hospitals; ``status`` other
@@ -24,19 +24,16 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from healthflow.common.auth import (
     Principal,
     authenticated,
-    ensure_owner,
     oauth2_scheme,
     require,
     require_any,
 )
-from healthflow.common.errors import Forbidden
-from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.http import get_runtime
 from healthflow.common.mongo import Document
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
-from healthflow.hospital import store
+from healthflow.hospital import service
 from healthflow.hospital.domain import HospitalStatus
 from healthflow.hospital.schemas import (
     DepartmentCreate,
@@ -83,7 +80,8 @@ async def list_hospitals(
     runtime: Runtime,
     principal: MaybePrincipal,
     city: Annotated[str | None, Query(max_length=200, description="case-insensitive")] = None,
-    service: Annotated[str | None, Query(max_length=64, description="a service code")] = None,
+    service_code: Annotated[str | None, Query(alias="service", max_length=64,
+                                              description="a service code")] = None,
     status: Annotated[
         HospitalStatus | Literal["all"],
         Query(description="verified (default, public); others need hospitals:verify"),
@@ -96,14 +94,9 @@ async def list_hospitals(
     Raises Forbidden (403) when ``status`` is not ``verified`` and the caller lacks
     ``hospitals:verify``; BadRequest (400) for a foreign cursor.
     """
-    if status != HospitalStatus.VERIFIED and not (
-        principal and principal.has(Permission.HOSPITALS_VERIFY)
-    ):
-        raise Forbidden("listing hospitals that are not verified requires hospitals:verify")
-    statuses = store.ALL_STATUSES if status == "all" else [str(status)]
-    docs, next_cursor = await store.list_hospitals(
-        runtime.db, statuses=statuses, city=city, service=service, cursor=cursor, limit=limit
-    )
+    docs, next_cursor = await service.list_hospitals(
+        runtime, principal, status=status, city=city, service=service_code, cursor=cursor,
+        limit=limit)
     return Page[HospitalOut](items=[hospital_out(d) for d in docs], next_cursor=next_cursor)
 
 
@@ -113,11 +106,7 @@ async def register_hospital(
     principal: Principal = require(Permission.HOSPITALS_REGISTER),
 ) -> HospitalOut:
     """Register a hospital; it is ``pending`` until an admin verifies it."""
-
-    async def fn(uow: UnitOfWork) -> Document:
-        return await store.register_hospital(uow, body, registered_by=principal.subject)
-
-    doc = await runtime.transact(fn, actor=principal.actor)
+    doc = await service.register(runtime, principal, body)
     response.headers["Location"] = f"{router.prefix}/{doc['_id']}"
     return hospital_out(doc)
 
@@ -126,8 +115,7 @@ async def register_hospital(
 async def get_hospital(hospital_id: str, runtime: Runtime,
                        principal: MaybePrincipal) -> HospitalOut:
     """A hospital; an unverified one is 404 except to its registrant and to verifiers."""
-    doc = await store.get_hospital(runtime.db, hospital_id)
-    return hospital_out(store.visible_or_404(doc, principal, hospital_id))
+    return hospital_out(await service.get(runtime, principal, hospital_id))
 
 
 @router.post("/{hospital_id}/verify", response_model=HospitalOut, summary="Verify a hospital")
@@ -137,11 +125,8 @@ async def verify_hospital(
 ) -> HospitalOut:
     """pending → verified (409 from any other status; 404 if unknown)."""
 
-    async def fn(uow: UnitOfWork) -> Document:
-        return await store.decide(uow, hospital_id, HospitalStatus.VERIFIED,
-                                  by=principal.subject)
-
-    return hospital_out(await runtime.transact(fn, actor=principal.actor))
+    return hospital_out(await service.decide(runtime, principal, hospital_id,
+                                             HospitalStatus.VERIFIED))
 
 
 @router.post("/{hospital_id}/reject", response_model=HospitalOut, summary="Reject a hospital")
@@ -151,11 +136,8 @@ async def reject_hospital(
 ) -> HospitalOut:
     """pending → rejected with ``reason`` (409 from any other status; 404 if unknown)."""
 
-    async def fn(uow: UnitOfWork) -> Document:
-        return await store.decide(uow, hospital_id, HospitalStatus.REJECTED,
-                                  by=principal.subject, reason=body.reason)
-
-    return hospital_out(await runtime.transact(fn, actor=principal.actor))
+    return hospital_out(await service.decide(runtime, principal, hospital_id,
+                                             HospitalStatus.REJECTED, reason=body.reason))
 
 
 @router.get("/{hospital_id}/departments", response_model=list[DepartmentOut],
@@ -163,9 +145,8 @@ async def reject_hospital(
 async def list_departments(hospital_id: str, runtime: Runtime,
                            principal: MaybePrincipal) -> list[DepartmentOut]:
     """Departments ordered by name; visibility as for the hospital itself."""
-    store.visible_or_404(await store.get_hospital(runtime.db, hospital_id), principal,
-                         hospital_id)
-    return [department_out(d) for d in await store.list_departments(runtime.db, hospital_id)]
+    return [department_out(d)
+            for d in await service.departments(runtime, principal, hospital_id)]
 
 
 @router.post("/{hospital_id}/departments", status_code=201, response_model=DepartmentOut,
@@ -176,20 +157,15 @@ async def create_department(
 ) -> DepartmentOut:
     """Add a department (the registrant or an admin; 409 for a duplicate name)."""
 
-    async def fn(uow: UnitOfWork) -> Document:
-        return await store.create_department(uow, hospital_id, body, principal=principal)
-
-    return department_out(await runtime.transact(fn, actor=principal.actor))
+    return department_out(await service.create_department(runtime, principal, hospital_id,
+                                                          body))
 
 
 @router.get("/{hospital_id}/staff", response_model=list[StaffOut], summary="Staff memberships")
 async def list_staff(hospital_id: str, runtime: Runtime,
                      principal: Principal = Manager) -> list[StaffOut]:
     """Who works where (the registrant or an admin)."""
-    doc = store.visible_or_404(await store.get_hospital(runtime.db, hospital_id), principal,
-                               hospital_id)
-    ensure_owner(principal, doc["registered_by"], unless=Permission.HOSPITALS_MANAGE)
-    return [staff_out(d) for d in await store.list_staff(runtime.db, hospital_id)]
+    return [staff_out(d) for d in await service.staff(runtime, principal, hospital_id)]
 
 
 @router.post("/{hospital_id}/staff", status_code=201, response_model=StaffOut,
@@ -200,7 +176,4 @@ async def assign_staff(
 ) -> StaffOut:
     """Add a membership (the registrant or an admin; 422 unknown department, 409 duplicate)."""
 
-    async def fn(uow: UnitOfWork) -> Document:
-        return await store.assign_staff(uow, hospital_id, body, principal=principal)
-
-    return staff_out(await runtime.transact(fn, actor=principal.actor))
+    return staff_out(await service.assign_staff(runtime, principal, hospital_id, body))

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterable
-from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
 
-from healthflow.common.errors import Conflict
+from healthflow.common import verification
+from healthflow.common.problems import Conflict
 
 SORT_SEPARATOR = "\x1f"
 """Joins a normalised name and an id into one unique, ordered sort key (ASCII unit separator)."""
@@ -47,27 +47,21 @@ class StaffRole(StrEnum):
 
 # pending → verified | rejected; both outcomes are final (a rejected hospital
 # registers again, so the decision stays in the history of the first record).
-TRANSITIONS: dict[HospitalStatus, frozenset[HospitalStatus]] = {
-    HospitalStatus.PENDING: frozenset({HospitalStatus.VERIFIED, HospitalStatus.REJECTED}),
-    HospitalStatus.VERIFIED: frozenset(),
-    HospitalStatus.REJECTED: frozenset(),
-}
-
-
 def transition(current: HospitalStatus | str, target: HospitalStatus) -> HospitalStatus:
-    """The new status after a verification decision.
+    """The new status after a verification decision (the shared machine of
+    :mod:`healthflow.common.verification`).
 
     Raises:
         Conflict: (409) when ``target`` is not reachable from ``current`` — e.g. verifying
             a hospital twice, or verifying one that was rejected.
     """
-    current = HospitalStatus(current)
-    if target not in TRANSITIONS[current]:
-        raise Conflict(
-            f"a {current.value} hospital cannot become {target.value}",
-            current_status=current.value,
-        )
-    return target
+    return HospitalStatus(verification.decide(current, target, what="hospital"))
+
+
+can_view = verification.can_view
+"""Verified hospitals are public; others only to their registrant and to verifiers."""
+decision_fields = verification.decision_fields
+"""The fields a verification decision sets."""
 
 
 def ensure_accepts_changes(status: HospitalStatus | str) -> None:
@@ -78,14 +72,6 @@ def ensure_accepts_changes(status: HospitalStatus | str) -> None:
     """
     if HospitalStatus(status) is HospitalStatus.REJECTED:
         raise Conflict("the hospital was rejected; register it again to make changes")
-
-
-def can_view(status: HospitalStatus | str, registered_by: str, *, subject: str | None,
-             is_verifier: bool) -> bool:
-    """Verified hospitals are public; others only to their registrant and to verifiers."""
-    if HospitalStatus(status) is HospitalStatus.VERIFIED:
-        return True
-    return is_verifier or (subject is not None and subject == registered_by)
 
 
 def normalise(text: str) -> str:
@@ -132,11 +118,3 @@ def clean_codes(values: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def decision_fields(target: HospitalStatus, *, at: datetime, by: str,
-                    reason: str | None = None) -> dict[str, object]:
-    """The document fields a verification decision sets (``at`` aware UTC)."""
-    fields: dict[str, object] = {"status": target.value, "decided_at": at, "decided_by": by,
-                                 "updated_at": at}
-    if target is HospitalStatus.REJECTED:
-        fields["rejection_reason"] = reason
-    return fields

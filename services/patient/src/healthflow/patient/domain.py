@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from healthflow.common.errors import Forbidden, NotFound
+from healthflow.common.problems import Forbidden, NotFound
 
 CHANNELS = ("sms", "email", "push")
 
