@@ -289,10 +289,11 @@ def platform_process(
     ports = {name: free_port() for name in [*SERVICES, "gateway"]}
     mongo_port = free_port()
     child_env = {k: v for k, v in os.environ.items()
-                 if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL")}
+                 if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL", "S3_ENDPOINT_URL")}
     child_env |= {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
     child_env |= E2E_ENV | {
         "AMQP_URL": amqp_url, "HEALTHFLOW_MONGO_PORT": str(mongo_port), "NO_COLOR": "1",
+        "HEALTHFLOW_S3_PORT": str(free_port()),
         "HEALTHFLOW_READY_TIMEOUT": str(ready_within), "HEALTHFLOW_VAR_DIR": "var",
         "HEALTHFLOW_ADMIN_EMAIL": E2E_ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": E2E_ADMIN_PASSWORD,
     } | (env or {})
