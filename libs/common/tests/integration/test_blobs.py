@@ -25,7 +25,7 @@ MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest multipart part
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"
 PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n%%EOF\n"
-SCANS = BlobUse("scan", frozenset({"image/png", "application/pdf"}), max_bytes=64 * MiB)
+SCANS = BlobUse("scan", frozenset({"image/png", "application/pdf"}), max_bytes=128 * MiB)
 
 
 def settings_for(env: dict[str, str], name: str) -> ServiceSettings:
@@ -64,7 +64,7 @@ async def fetch(url: str) -> httpx.Response:
 
 
 async def test_a_file_bigger_than_one_part_streams_from_a_generator(store):
-    total = 12 * PART + 12345  # thirteen parts
+    total = 16 * PART + 12345  # seventeen parts
     expected = hashlib.sha256()
     tracemalloc.start()
     try:
@@ -74,7 +74,7 @@ async def test_a_file_bigger_than_one_part_streams_from_a_generator(store):
     finally:
         tracemalloc.stop()
     # minio holds a part a few times over (its copies, the signature, the MD5)
-    assert peak < 6 * PART < total / 2, f"peak {peak} bytes: the upload was held in memory"
+    assert peak < 8 * PART < total / 2, f"peak {peak} bytes: the upload was held in memory"
     assert (blob.size, blob.sha256, blob.content_type) == (total, expected.hexdigest(),
                                                            "image/png")
     assert blob.key.startswith("scan/") and blob.bucket == store.bucket
@@ -126,8 +126,8 @@ async def test_an_over_size_file_is_refused_and_nothing_is_kept(store, total, li
 
 async def test_a_presigned_get_works_without_credentials_and_expires(store):
     blob = await store.put(CLINICAL_DOCUMENT, PDF)
-    assert (await fetch(store.presigned_get(blob.key, ttl=1))).content == PDF
-    url = store.presigned_get(blob.key, ttl=1)
+    assert (await fetch(store.presigned_get(blob.key, ttl=60))).content == PDF
+    url = store.presigned_get(blob.key, ttl=1)  # X-Amz-Date has one-second resolution
     await asyncio.sleep(2.2)
     assert (await fetch(url)).status_code == 403
     with pytest.raises(ValueError):
@@ -180,6 +180,7 @@ async def test_objects_survive_a_restart_of_the_server(tmp_path, unique_name):
         body = await fetch(store.presigned_get(blob.key))
         assert hashlib.sha256(body.content).hexdigest() == blob.sha256
         assert await store.keys() == [blob.key]
-        assert uploads and not any(path.exists() for path in uploads)
+        assert uploads and not any(path.exists() for path in uploads), [
+            list(p.rglob("*")) for p in uploads]
     finally:
         server.stop()

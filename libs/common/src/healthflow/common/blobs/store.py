@@ -27,6 +27,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -68,7 +69,7 @@ class StoredBlob:
     content_type: str
 
 
-async def _chunks(source: Source) -> AsyncIterator[bytes]:
+async def _chunks(source: Source) -> AsyncGenerator[bytes, None]:
     """Any :data:`Source` as async chunks; blocking reads run in a worker thread."""
     if isinstance(source, bytes | bytearray | memoryview):
         yield bytes(source)
@@ -80,8 +81,12 @@ async def _chunks(source: Source) -> AsyncIterator[bytes]:
             yield chunk
     else:
         iterator = iter(source)
-        while (chunk := await asyncio.to_thread(next, iterator, None)) is not None:
-            yield chunk
+        while (item := await asyncio.to_thread(_next_or_none, iterator)) is not None:
+            yield item
+
+
+def _next_or_none(iterator: Iterator[bytes]) -> bytes | None:
+    return next(iterator, None)
 
 
 async def _read_head(chunks: AsyncIterator[bytes]) -> bytes:
