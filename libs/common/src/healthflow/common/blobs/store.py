@@ -6,7 +6,8 @@ caller's chunks through :class:`_ChunkReader`, which pulls them from the event
 loop (:func:`asyncio.run_coroutine_threadsafe`): an async upload body streams
 straight into S3 multipart parts. Memory per upload is bounded by the part size
 (``S3_PART_SIZE``, 8 MiB by default), not the file: minio copies the part it is
-sending a few times (measured: about five part sizes at the peak).
+sending a few times (measured: about five part sizes at the peak). Parts are
+sent one after another, so when ``put`` returns or raises nothing is in flight.
 
 Keys are ``<use>/<32 hex digits>`` (a random UUID): never derived from client
 input. The object's SHA-256 and size are returned to the caller, who records
@@ -238,7 +239,10 @@ class BlobStore:
     async def _upload(self, key: str, reader: _ChunkReader, content_type: str) -> None:
         upload = asyncio.ensure_future(self._s3(
             self._client.put_object, self.bucket, key, reader, length=-1,
-            part_size=self.settings.s3_part_size, content_type=content_type))
+            part_size=self.settings.s3_part_size, content_type=content_type,
+            # One part at a time: minio's parallel part uploads outlive a failed
+            # put_object (its pool is not joined), and each holds a part in memory.
+            num_parallel_uploads=1))
         try:
             await asyncio.shield(upload)
         except BaseException as exc:
