@@ -51,3 +51,18 @@ if [ -z "${REDIS_URL:-}" ]; then
   fi
   if port_open 6379; then say "Redis answers on 127.0.0.1:6379"; else say "Redis is NOT running"; fi
 fi
+
+# The local S3-compatible server (s3rver, from the npm registry; it keeps objects
+# in a directory, so `make run` keeps them under ./var/s3 across restarts)
+if [ -z "${S3_ENDPOINT_URL:-}" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    say "installing nodejs and npm"
+    apt_install nodejs npm || say "Node.js could not be installed"
+  fi
+  s3rver_dir="$(dirname "$0")/../s3rver"
+  if command -v npm >/dev/null 2>&1 && [ ! -x "$s3rver_dir/node_modules/.bin/s3rver" ]; then
+    say "installing s3rver (npm ci, locked)"
+    npm ci --prefix "$s3rver_dir" --no-audit --no-fund --silent
+  fi
+  if [ -x "$s3rver_dir/node_modules/.bin/s3rver" ]; then say "s3rver is installed"; else say "s3rver is NOT installed"; fi
+fi

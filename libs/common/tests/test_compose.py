@@ -124,6 +124,8 @@ def test_every_app_service_has_the_environment_it_needs(
         assert env["TRANSPORT"] == "rabbitmq"
         assert env["JWKS_URL"] == auth_jwks
         assert urlsplit(env["REDIS_URL"]).hostname == "redis"
+        assert urlsplit(env["S3_ENDPOINT_URL"]).hostname == "minio"
+        assert env["S3_SECRET_KEY"] == services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
         assert env["HOST"] == "0.0.0.0", f"{name} would listen on loopback only"
         prefix = "GATEWAY_" if name == "gateway" else SERVICES[name].env_prefix
         assert int(env.get(f"{prefix}PORT") or env.get("PORT") or 0) == port_of(name)

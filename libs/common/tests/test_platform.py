@@ -82,7 +82,8 @@ def start_runner(workdir: Path, services: list[str], ports: dict[str, int], mong
            if k not in ("MONGODB_URL", "AMQP_URL", "HEALTHFLOW_ADMIN_EMAIL",
                         "HEALTHFLOW_ADMIN_PASSWORD")}
     env |= {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
-    env |= {"HEALTHFLOW_MONGO_PORT": str(mongo_port), "NO_COLOR": "1",
+    env |= {"HEALTHFLOW_MONGO_PORT": str(mongo_port), "HEALTHFLOW_S3_PORT": str(free_port()),
+            "NO_COLOR": "1",
             "HEALTHFLOW_READY_TIMEOUT": str(TIMEOUT)}
     env |= extra_env or {}
     output = workdir / f"runner-{uuid.uuid4().hex[:6]}.out"
@@ -174,6 +175,8 @@ def test_single_process_run_stops_cleanly_and_keeps_data(
     assert not port_open("127.0.0.1", mongo_port), "SecantusDB outlived the runner"
     assert not any(port_open("127.0.0.1", ports[n]) for n in built)
     assert (tmp_path / "var" / "mongo").is_dir()
+    assert re.search(r"s3 +ready +http://127\.0\.0\.1:\d+", first.text()), first.text()
+    assert re.search(r"s3 +stopped", first.text()) and (tmp_path / "var" / "s3").is_dir()
     assert (tmp_path / "var" / "log" / "platform.log").stat().st_size > 0
 
     second = start_runner(tmp_path, services, ports, mongo_port, "--single-process")

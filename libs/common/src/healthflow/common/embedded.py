@@ -1,9 +1,13 @@
-"""Local servers as child processes: the MongoDB-protocol server and RabbitMQ.
+"""Local servers as child processes: the MongoDB-protocol server, S3 and RabbitMQ.
 
 :class:`EmbeddedMongo` runs SecantusDB (``secantusd-py``, a MongoDB-wire-protocol
 server over WiredTiger) as a child process; it presents itself as a one-node
 replica set, so transactions and change streams work. Used by ``make run``
 (data under ``./var/mongo``) and by the test fixtures (``:memory:``).
+
+:class:`EmbeddedS3` runs s3rver (npm, installed by ``make deps`` under
+``deploy/s3rver``) as a child process: an S3-compatible server that keeps each
+object as files in a directory, so ``make run`` keeps them under ``./var/s3``.
 
 :func:`ensure_rabbitmq` starts the machine's RabbitMQ when it is installed but
 stopped, and raises :class:`RuntimeError` with a clear message otherwise.
@@ -100,6 +104,88 @@ class EmbeddedMongo:
     def kill(self) -> None:
         """Stop abruptly (fault drills)."""
         if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def find_s3rver() -> Path:
+    """The s3rver executable: ``HEALTHFLOW_S3RVER``, else ``deploy/s3rver`` of the
+    checkout this package or the working directory is in, else ``s3rver`` on PATH.
+
+    Raises:
+        RuntimeError: naming ``make deps`` (npm ci) and ``S3_ENDPOINT_URL``.
+    """
+    relative = Path("deploy/s3rver/node_modules/.bin/s3rver")
+    configured = os.environ.get("HEALTHFLOW_S3RVER")
+    candidates = [Path(configured)] if configured else []
+    for base in [Path.cwd(), *Path(__file__).resolve().parents]:
+        candidates.append(base / relative)
+    if found := shutil.which("s3rver"):
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise RuntimeError(
+        "s3rver is not installed: run `make deps` (npm ci in deploy/s3rver, needs Node.js) "
+        "or set S3_ENDPOINT_URL to an S3 server"
+    )
+
+
+class EmbeddedS3:
+    """An s3rver child process on loopback; objects are files under ``storage``.
+
+    s3rver accepts the one fixed key pair :attr:`access_key`/:attr:`secret_key`
+    and checks AWS Signature V4 (headers and presigned query strings).
+    """
+
+    access_key = "S3RVER"
+    secret_key = "S3RVER"  # noqa: S105 - s3rver's fixed local credentials
+    region = "us-east-1"
+
+    def __init__(self, storage: str | Path, port: int | None = None,
+                 log_file: Path | None = None) -> None:
+        self.storage = Path(storage)
+        self.port = port or free_port()
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The variables that point a service's blob store here."""
+        return {"S3_ENDPOINT_URL": self.url, "S3_ACCESS_KEY": self.access_key,
+                "S3_SECRET_KEY": self.secret_key, "S3_REGION": self.region}
+
+    def start(self, timeout: float = 30.0) -> EmbeddedS3:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        # s3rver cannot abort a multipart upload: parts of uploads that were under
+        # way when it stopped (or were aborted) would stay on disk for ever.
+        for leftover in self.storage.glob("*/._S3rver_uploads/*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        command = [str(find_s3rver()), "--directory", str(self.storage),
+                   "--address", "127.0.0.1", "--port", str(self.port), "--silent"]
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"s3rver exited with code {self.process.returncode}")
+            if port_open("127.0.0.1", self.port):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"s3rver did not answer on port {self.port} within {timeout} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
 

@@ -6,7 +6,11 @@
 1. **MongoDB** — SecantusDB (:class:`~healthflow.common.embedded.EmbeddedMongo`)
    as a child process, data under ``<var>/mongo`` (kept across restarts), log in
    ``<var>/log/mongo.log``, started again on the same port and data whenever it
-   dies; skipped when ``MONGODB_URL`` is set.
+   dies; skipped when ``MONGODB_URL`` is set. Then **S3** — s3rver
+   (:class:`~healthflow.common.embedded.EmbeddedS3`), objects under ``<var>/s3``
+   (kept across restarts), on ``HEALTHFLOW_S3_PORT`` (default 9000, a free port
+   when taken); its ``S3_*`` variables go to every service; skipped when
+   ``S3_ENDPOINT_URL`` is set.
 2. **The services and the gateway**, in one of two shapes:
 
    * *multi-process* (the production shape, chosen when RabbitMQ answers at
@@ -45,7 +49,7 @@ when taken) and points the notification service at it; what arrives is kept in
 ``/sms`` (``HEALTHFLOW_MAILBOX_PORT``).
 
 Environment (flags win over variables): ``MONGODB_URL``, ``AMQP_URL``,
-``HEALTHFLOW_VAR_DIR`` (default ``./var``), ``HEALTHFLOW_MONGO_PORT``
+``S3_ENDPOINT_URL``, ``HEALTHFLOW_VAR_DIR`` (default ``./var``), ``HEALTHFLOW_MONGO_PORT``
 (embedded SecantusDB, default 27017 or a free port when taken),
 ``GATEWAY_PORT`` and ``<NAME>_PORT`` (e.g. ``AUTH_PORT``) to move any port,
 ``HEALTHFLOW_READY_TIMEOUT`` (seconds, default 120), ``HEALTHFLOW_ADMIN_EMAIL``
@@ -75,7 +79,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from healthflow.common import local_admin
-from healthflow.common.embedded import EmbeddedMongo, ensure_rabbitmq, free_port, port_open
+from healthflow.common.embedded import (
+    EmbeddedMongo,
+    EmbeddedS3,
+    ensure_rabbitmq,
+    free_port,
+    port_open,
+)
 from healthflow.common.local_admin import AdminCredentials, FirstAdminError, ensure_admin
 from healthflow.common.topology import GATEWAY_PORT, SERVICES
 
@@ -85,6 +95,7 @@ HOST = "127.0.0.1"
 JWKS_PATH = "/.well-known/jwks.json"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGO_PORT = 27017
+DEFAULT_S3_PORT = 9000
 RESTART_BACKOFF_INITIAL = 1.0  # seconds before the first restart of a dead child
 RESTART_BACKOFF_MAX = 30.0  # seconds, the cap of the doubling back-off
 RESTART_BACKOFF_RESET = 60.0  # seconds of uptime after which the back-off starts over
@@ -685,6 +696,7 @@ class Platform:
         self.stop_requested = asyncio.Event()
         self.mongo: EmbeddedMongo | None = None
         self.mongodb_url = config.mongodb_url or ""
+        self.s3: EmbeddedS3 | None = None
         self.components: list[Component] = []
         self.skipped: list[tuple[str, str]] = []
         self.mode: Literal["single", "multi"] = "single"
@@ -758,6 +770,27 @@ class Platform:
         self.mongodb_url = self.mongo.url
         self.console.status("mongodb", "ready", f"{self.mongo.url}  data "
                             f"{self.config.var_dir / 'mongo'}", "green")
+
+    async def _start_s3(self) -> None:
+        """The embedded S3 unless ``S3_ENDPOINT_URL`` is set; its variables go to the services."""
+        if external := os.environ.get("S3_ENDPOINT_URL"):
+            self.console.status("s3", "external", redact(external), "cyan")
+            return
+        port = int(os.environ.get("HEALTHFLOW_S3_PORT") or DEFAULT_S3_PORT)
+        if port_open(HOST, port, 0.2):
+            taken, port = port, free_port()
+            self.console.status("s3", "moved", f":{taken} is taken; using :{port} "
+                                "(set HEALTHFLOW_S3_PORT to choose)", "yellow")
+        s3 = EmbeddedS3(self.config.var_dir / "s3", port=port,
+                        log_file=self.config.log_dir / "s3.log")
+        try:
+            await asyncio.to_thread(s3.start)
+        except RuntimeError as exc:  # no service needs objects to start: say so and go on
+            self.console.status("s3", "not started", str(exc), "red")
+            return
+        self.s3 = s3
+        os.environ.update(s3.env())
+        self.console.status("s3", "ready", f"{s3.url}  data {s3.storage}", "green")
 
     async def _choose_mode(self) -> None:
         mode = self.config.mode
@@ -938,6 +971,8 @@ class Platform:
         data = (f"{self.config.var_dir / 'mongo'}  ({self.mongodb_url})" if self.mongo
                 else f"external MongoDB {redact(self.mongodb_url)}")
         c.line(f"  data      {data}")
+        if self.s3 is not None:
+            c.line(f"  objects   {self.s3.storage}  ({self.s3.url})")
         c.line("  Ctrl-C to stop.")
 
     async def _shutdown(self) -> None:
@@ -967,6 +1002,9 @@ class Platform:
         if self.mongo is not None:
             await asyncio.to_thread(self.mongo.stop)
             self.console.status("mongodb", "stopped", "", "dim")
+        if self.s3 is not None:
+            await asyncio.to_thread(self.s3.stop)
+            self.console.status("s3", "stopped", "", "dim")
 
     async def run(self) -> int:
         """Start everything, report, then wait for a signal (or stop at once with ``check``)."""
@@ -991,6 +1029,7 @@ class Platform:
         try:
             await self._start_mongo()
             if not self.stop_requested.is_set():
+                await self._start_s3()
                 await self._choose_mode()
                 if self.mode != "multi" and any(c.name != c.package for c in self.components):
                     self.console.status("replicas", "ignored",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -66,6 +66,27 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     log_level: str = "INFO"
     otel_exporter: Literal["none", "console", "otlp"] = "none"
+    # Object storage (S3 API: MinIO in compose, s3rver under `make run`; healthflow.common.blobs).
+    # The scheme of the endpoint is the secure flag: https → TLS.
+    s3_endpoint_url: str = "http://127.0.0.1:9000"
+    # Where clients fetch presigned URLs, when it differs (compose: minio:9000 is internal).
+    s3_public_endpoint_url: str | None = None
+    s3_access_key: str = "healthflow"
+    s3_secret_key: SecretStr = SecretStr("healthflow-minio")
+    s3_region: str = "us-east-1"
+    s3_bucket: str | None = None  # default: healthflow-<service>
+    # Multipart part size in bytes (S3's minimum is 5 MiB); one part is held in memory.
+    s3_part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
+    s3_presign_ttl: float = Field(default=300.0, ge=1, le=7 * 24 * 3600)  # seconds
+    s3_timeout: float = Field(default=30.0, gt=0)  # seconds per HTTP read/connect
+
+    @property
+    def s3_secure(self) -> bool:
+        return self.s3_endpoint_url.lower().startswith("https://")
+
+    @property
+    def bucket_name(self) -> str:
+        return self.s3_bucket or f"healthflow-{self.service_name}".replace("_", "-").lower()
 
     @property
     def database_name(self) -> str:

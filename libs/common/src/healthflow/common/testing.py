@@ -2,6 +2,9 @@
 
 * ``mongodb_url`` — a SecantusDB server (MongoDB wire protocol) started for the
   test session as a child process, in memory.
+* ``s3_server`` — an S3-compatible server (s3rver, :class:`EmbeddedS3`) started
+  for the test session as a child process on a free port, objects in a temporary
+  directory; ``s3_env`` — the ``S3_*`` variables that point a service at it.
 * ``amqp_url`` — a RabbitMQ virtual host of its own for the test session on the
   machine's broker (started if installed but stopped; a clear failure, never a
   skip, when there is none), deleted afterwards.
@@ -38,7 +41,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from healthflow.common.auth import TokenVerifier
-from healthflow.common.embedded import EmbeddedMongo, ensure_rabbitmq, free_port
+from healthflow.common.embedded import EmbeddedMongo, EmbeddedS3, ensure_rabbitmq, free_port
 from healthflow.common.topology import SERVICES
 
 
@@ -54,6 +57,25 @@ def mongo_server() -> Iterator[EmbeddedMongo]:
 @pytest.fixture(scope="session")
 def mongodb_url(mongo_server: EmbeddedMongo) -> str:
     return os.environ.get("TEST_MONGODB_URL") or mongo_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    """A real S3 server over HTTP (a clear failure, never a skip, when s3rver is missing)."""
+    root = tmp_path_factory.mktemp("s3")
+    try:
+        server = EmbeddedS3(root / "data", log_file=root / "s3rver.log").start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_env(s3_server: EmbeddedS3) -> dict[str, str]:
+    return s3_server.env()
 
 
 def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -267,10 +289,11 @@ def platform_process(
     ports = {name: free_port() for name in [*SERVICES, "gateway"]}
     mongo_port = free_port()
     child_env = {k: v for k, v in os.environ.items()
-                 if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL")}
+                 if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL", "S3_ENDPOINT_URL")}
     child_env |= {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
     child_env |= E2E_ENV | {
         "AMQP_URL": amqp_url, "HEALTHFLOW_MONGO_PORT": str(mongo_port), "NO_COLOR": "1",
+        "HEALTHFLOW_S3_PORT": str(free_port()),
         "HEALTHFLOW_READY_TIMEOUT": str(ready_within), "HEALTHFLOW_VAR_DIR": "var",
         "HEALTHFLOW_ADMIN_EMAIL": E2E_ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": E2E_ADMIN_PASSWORD,
     } | (env or {})
