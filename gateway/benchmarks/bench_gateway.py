@@ -111,7 +111,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _free_port() -> int:
-    from healthflow.common.embedded import free_port
+    from healthflow.devkit.embedded import free_port
 
     return free_port()
 
@@ -148,7 +148,7 @@ def run(concurrency: int = 16, requests: int = 3000, *, gateway_url: str | None 
     processes: list[subprocess.Popen[bytes]] = []
     try:
         if gateway_url is None or direct_url is None or token is None:
-            from healthflow.common.testing import TokenFactory
+            from healthflow.devkit.testing import TokenFactory
 
             factory = TokenFactory()
             token = factory.mint("bench-patient", ["patient"], ttl=3600)

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from healthflow.common.errors import PROBLEM_BASE, PROBLEM_JSON
-from healthflow.common.testing import (
+from healthflow.devkit.testing import (
     RunningPlatform,
     eventually,
     platform_process,

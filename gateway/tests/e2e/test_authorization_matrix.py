@@ -21,7 +21,7 @@ import pytest
 
 from healthflow.common.errors import PROBLEM_JSON
 from healthflow.common.permissions import STAFF_ROLES, Role, permissions_for
-from healthflow.common.testing import RunningPlatform
+from healthflow.devkit.testing import RunningPlatform
 
 from .conftest import User, create_staff, gather_limited, ok, register_patient
 

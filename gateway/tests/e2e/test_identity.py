@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymongo import MongoClient
 
 from healthflow.common.permissions import Role, permissions_for
-from healthflow.common.testing import RunningPlatform, eventually
+from healthflow.devkit.testing import RunningPlatform, eventually
 
 from .conftest import (
     PASSWORD,

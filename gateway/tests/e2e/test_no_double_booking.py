@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from healthflow.common.testing import RunningPlatform, eventually
+from healthflow.devkit.testing import RunningPlatform, eventually
 
 from .conftest import (
     BERLIN,

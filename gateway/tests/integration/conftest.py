@@ -25,8 +25,8 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import create_model
 
-from healthflow.common.embedded import free_port
-from healthflow.common.testing import TokenFactory
+from healthflow.devkit.embedded import free_port
+from healthflow.devkit.testing import TokenFactory
 from healthflow.gateway.app import create_app
 from healthflow.gateway.settings import GatewaySettings
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from healthflow.common.errors import PROBLEM_JSON
-from healthflow.common.testing import TokenFactory
+from healthflow.devkit.testing import TokenFactory
 
 
 def _b64(data: bytes) -> str:

@@ -94,7 +94,7 @@ def test_two_gateway_processes_share_one_budget_through_redis(
 
 
 def test_an_unreachable_redis_fails_open(start_gateway, platform):
-    from healthflow.common.embedded import free_port
+    from healthflow.devkit.embedded import free_port
 
     gateway = start_gateway(redis_url=f"redis://127.0.0.1:{free_port()}/0",
                             policy_overrides={"token": {"ip_limit": "1/minute"}})

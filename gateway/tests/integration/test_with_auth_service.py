@@ -14,7 +14,7 @@ import uuid
 import httpx
 import pytest
 
-from healthflow.common.embedded import free_port
+from healthflow.devkit.embedded import free_port
 
 from .conftest import REPO, wait_until
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from healthflow.common.embedded import free_port
-from healthflow.common.testing import RunningPlatform, platform_process, rabbitmq_vhost
+from healthflow.devkit.embedded import free_port
+from healthflow.devkit.testing import RunningPlatform, platform_process, rabbitmq_vhost
 
 
 @dataclass

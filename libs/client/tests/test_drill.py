@@ -20,8 +20,8 @@ import pytest
 from rich.console import Console
 
 from healthflow.client.drill import DrillOptions, run_drill, show
-from healthflow.common.embedded import free_port
-from healthflow.common.testing import platform_process, rabbitmq_vhost
+from healthflow.devkit.embedded import free_port
+from healthflow.devkit.testing import platform_process, rabbitmq_vhost
 
 from .conftest import mailbox_url
 

@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from healthflow.common.embedded import free_port
 from healthflow.common.permissions import permissions_for
-from healthflow.common.testing import RunningPlatform, platform_process, rabbitmq_vhost
+from healthflow.devkit.embedded import free_port
+from healthflow.devkit.testing import RunningPlatform, platform_process, rabbitmq_vhost
 
 EXAMPLES = int(os.environ.get("HEALTHFLOW_FUZZ_EXAMPLES", "5"))
 ROLES = ("admin", "patient", "doctor", "patient_care", "compliance_officer", "nurse",

@@ -14,14 +14,6 @@ from datetime import timedelta
 import aio_pika
 
 from healthflow.common import mongo
-from healthflow.common.benchmarking import (
-    EmbeddedMongo,
-    eventually,
-    goal,
-    rabbitmq_vhost,
-    report,
-    stopwatch,
-)
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
 from healthflow.common.events.outbox import (
     OUTBOX,
@@ -32,6 +24,14 @@ from healthflow.common.events.outbox import (
 from healthflow.common.events.rabbit import RabbitTransport
 from healthflow.common.events.relay import OutboxRelay
 from healthflow.common.mongo import utcnow
+from healthflow.devkit.benchmarking import (
+    EmbeddedMongo,
+    eventually,
+    goal,
+    rabbitmq_vhost,
+    report,
+    stopwatch,
+)
 
 N = int(os.environ.get("BENCH_EVENTS", "5000"))
 WINDOW = 100

@@ -30,12 +30,12 @@ from healthflow.appointment.availability import (
 )
 from healthflow.appointment.settings import Settings
 from healthflow.common import mongo
-from healthflow.common.benchmarking import EmbeddedMongo, goal, percentile, report, stopwatch
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import Subscription
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
-from healthflow.common.testing import TokenFactory, running_app
+from healthflow.devkit.benchmarking import EmbeddedMongo, goal, percentile, report, stopwatch
+from healthflow.devkit.testing import TokenFactory, running_app
 
 N = int(os.environ.get("BENCH_BOOKINGS", "1000"))
 SEARCHES = int(os.environ.get("BENCH_SEARCHES", "200"))

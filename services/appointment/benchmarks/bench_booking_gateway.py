@@ -29,9 +29,9 @@ from healthflow.appointment import store
 from healthflow.appointment.settings import Settings
 from healthflow.client.api import Gateway, Session
 from healthflow.common import mongo
-from healthflow.common.benchmarking import goal, percentile, report
 from healthflow.common.service import ServiceRuntime
-from healthflow.common.testing import platform_process, rabbitmq_vhost
+from healthflow.devkit.benchmarking import goal, percentile, report
+from healthflow.devkit.testing import platform_process, rabbitmq_vhost
 
 CLIENTS = int(os.environ.get("BENCH_GATEWAY_CLIENTS", "50"))
 PER_CLIENT = int(os.environ.get("BENCH_GATEWAY_BOOKINGS", "4"))

@@ -27,11 +27,11 @@ from collections.abc import Awaitable, Callable
 from healthflow.audit import handlers, store
 from healthflow.audit.app import create_app
 from healthflow.audit.settings import Settings
-from healthflow.common.embedded import EmbeddedMongo
 from healthflow.common.events.consumer import Consumer
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import get_database
 from healthflow.common.service import ServiceRuntime
+from healthflow.devkit.embedded import EmbeddedMongo
 
 TRACEPARENT = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 

@@ -16,17 +16,17 @@ from datetime import UTC, datetime
 from healthflow.audit.app import create_app
 from healthflow.audit.settings import Settings
 from healthflow.common import mongo
-from healthflow.common.benchmarking import (
+from healthflow.common.events.envelope import EventPayload, event_type
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import ServiceSettings
+from healthflow.devkit.benchmarking import (
     EmbeddedMongo,
     eventually,
     percentile,
     rabbitmq_vhost,
     report,
 )
-from healthflow.common.events.envelope import EventPayload, event_type
-from healthflow.common.events.outbox import UnitOfWork
-from healthflow.common.service import ServiceRuntime
-from healthflow.common.settings import ServiceSettings
 
 N = int(os.environ.get("BENCH_LATENCY_EVENTS", "300"))
 RATE = float(os.environ.get("BENCH_LATENCY_RATE", "50"))

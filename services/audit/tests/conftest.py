@@ -19,7 +19,7 @@ from healthflow.audit.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
-from healthflow.common.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, running_app
 
 TIMEOUT = 10.0  # seconds: the bound of every wait in these tests
 

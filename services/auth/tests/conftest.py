@@ -19,7 +19,7 @@ from healthflow.auth.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.transport import Subscription
 from healthflow.common.service import shared_inprocess_transport
-from healthflow.common.testing import running_app
+from healthflow.devkit.testing import running_app
 
 PASSWORD = "Quiet-Harbour-Lantern-73"
 ADMIN_PASSWORD = "Velvet-Orbit-Meadow-9128"

@@ -21,7 +21,7 @@ from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.mongo import Document, get_database
 from healthflow.common.service import ServiceRuntime
-from healthflow.common.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, running_app
 from healthflow.doctor.app import create_app
 from healthflow.doctor.settings import Settings
 from healthflow.hospital.app import create_app as create_hospital_app

@@ -30,17 +30,17 @@ import aio_pika
 from pydantic import SecretStr
 
 from healthflow.common import mongo
-from healthflow.common.benchmarking import (
+from healthflow.common.events.envelope import EXCHANGE, CloudEvent
+from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.transport import PublishError
+from healthflow.devkit.benchmarking import (
     EmbeddedMongo,
     eventually,
     percentile,
     rabbitmq_vhost,
     report,
 )
-from healthflow.common.events.envelope import EXCHANGE, CloudEvent
-from healthflow.common.events.rabbit import RabbitTransport
-from healthflow.common.events.transport import PublishError
-from healthflow.common.testing import running_app
+from healthflow.devkit.testing import running_app
 from healthflow.notification.app import create_app
 from healthflow.notification.sandbox import ReceivedMail, SmtpSink, TwilioSink
 from healthflow.notification.settings import Settings

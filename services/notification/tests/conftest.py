@@ -17,7 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
-from healthflow.common.testing import TokenFactory, eventually, running_app
+from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.notification.app import WORKERS, create_app
 from healthflow.notification.dispatch import Dispatcher, ReminderScheduler
 from healthflow.notification.domain import SettableClock

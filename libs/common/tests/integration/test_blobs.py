@@ -18,8 +18,8 @@ from healthflow.common.blobs import (
     BlobTypeRefused,
     BlobUse,
 )
-from healthflow.common.embedded import EmbeddedS3
 from healthflow.common.settings import ServiceSettings
+from healthflow.devkit.embedded import EmbeddedS3
 
 MiB = 1024 * 1024
 PART = 5 * MiB  # S3's smallest multipart part

@@ -23,7 +23,7 @@ from healthflow.common.events.rabbit import RabbitTransport
 from healthflow.common.events.transport import Subscription
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings
-from healthflow.common.testing import eventually
+from healthflow.devkit.testing import eventually
 
 from .producer_process import CrashTestHappened
 

@@ -2,7 +2,7 @@
 
 from healthflow.common.errors import PROBLEM_JSON
 from healthflow.common.events.outbox import OUTBOX
-from healthflow.common.testing import running_app
+from healthflow.devkit.testing import running_app
 
 
 def assert_problem(response, status: int, *, detail_contains: str = "") -> dict:

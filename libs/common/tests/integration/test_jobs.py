@@ -17,8 +17,8 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings
-from healthflow.common.testing import eventually
 from healthflow.common.workers import Hooks, Loop
+from healthflow.devkit.testing import eventually
 
 WORKER_PROCESS = Path(__file__).with_name("job_worker_process.py")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from healthflow.common.embedded import EmbeddedMongo, free_port
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings
+from healthflow.devkit.embedded import EmbeddedMongo, free_port
 
 
 async def test_start_waits_for_a_database_that_comes_up_late(unique_name):

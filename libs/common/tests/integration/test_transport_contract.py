@@ -28,7 +28,7 @@ from healthflow.common.events.transport import (
 )
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings
-from healthflow.common.testing import eventually
+from healthflow.devkit.testing import eventually
 
 DELAYS = (0.2, 0.4)
 

@@ -6,7 +6,7 @@ import pytest
 
 from healthflow.common.auth import LEEWAY_SECONDS
 from healthflow.common.errors import Unauthorized
-from healthflow.common.testing import TokenFactory
+from healthflow.devkit.testing import TokenFactory
 
 
 async def test_a_token_is_verified_once_and_refused_after_expiry(monkeypatch):

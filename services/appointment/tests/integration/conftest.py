@@ -22,7 +22,7 @@ from healthflow.appointment.app import create_app
 from healthflow.appointment.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
-from healthflow.common.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, running_app
 
 WEEKDAYS = [1, 2, 3, 4, 5]
 

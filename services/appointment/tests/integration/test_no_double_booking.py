@@ -18,7 +18,7 @@ import httpx
 
 from healthflow.appointment.app import create_app
 from healthflow.common.service import shared_inprocess_transport
-from healthflow.common.testing import TokenFactory
+from healthflow.devkit.testing import TokenFactory
 
 from .conftest import make_settings, next_weekday, schedule, serve, window
 

@@ -11,7 +11,7 @@ from healthflow.audit.app import create_app
 from healthflow.audit.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.rabbit import RabbitTransport
-from healthflow.common.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, running_app
 
 
 def handled(type_: str, outcome: str) -> float:

@@ -17,7 +17,7 @@ from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.mongo import get_database
 from healthflow.common.service import ServiceRuntime
-from healthflow.common.testing import running_app
+from healthflow.devkit.testing import running_app
 
 EVENTS = 240
 

@@ -12,7 +12,7 @@ import pytest
 from healthflow.auth import cli
 from healthflow.auth.app import create_app
 from healthflow.auth.store import SIGNING_KEYS, USERS
-from healthflow.common.testing import eventually, running_app
+from healthflow.devkit.testing import eventually, running_app
 
 SECRET = "Velvet-Orbit-Meadow-9128"
 

@@ -13,8 +13,8 @@ import pytest
 from healthflow.auth.app import create_app
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.store import USERS
-from healthflow.common.embedded import port_open
-from healthflow.common.testing import running_app
+from healthflow.devkit.embedded import port_open
+from healthflow.devkit.testing import running_app
 
 WRONG = "Wrong-Password-Entirely-1"
 

@@ -17,7 +17,7 @@ from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.events.transport import Subscription
 from healthflow.common.mongo import Document, get_database
 from healthflow.common.service import ServiceRuntime
-from healthflow.common.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, running_app
 from healthflow.hospital.app import create_app
 from healthflow.hospital.settings import Settings
 

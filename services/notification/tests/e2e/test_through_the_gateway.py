@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from healthflow.client.people import pick_site
-from healthflow.common.testing import (
+from healthflow.devkit.testing import (
     RunningPlatform,
     eventually,
     platform_process,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from healthflow.common.events.outbox import recorded_events
-from healthflow.common.testing import eventually
+from healthflow.devkit.testing import eventually
 from healthflow.notification import service
 from healthflow.notification.domain import SettableClock
 

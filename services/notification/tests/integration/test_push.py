@@ -13,7 +13,7 @@ import jwt
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from healthflow.common.testing import TokenFactory, eventually
+from healthflow.devkit.testing import TokenFactory, eventually
 from healthflow.notification.app import create_app
 from healthflow.notification.domain import SettableClock
 from healthflow.notification.sandbox import PushSink, browser_subscription, free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from healthflow.common.events.rabbit import RabbitTransport
-from healthflow.common.testing import TokenFactory, eventually, running_app
+from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.notification.app import create_app
 from healthflow.notification.domain import SettableClock
 from healthflow.notification.sandbox import SmtpSink, TwilioSink

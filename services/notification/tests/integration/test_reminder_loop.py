@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from healthflow.common.testing import TokenFactory, eventually, running_app
+from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.notification import store
 from healthflow.notification.app import create_app
 from healthflow.notification.sandbox import SmtpSink, TwilioSink

@@ -119,7 +119,7 @@ async def test_reminders_survive_a_restart(booked: Notif) -> None:
     settings = booked.runtime.settings
     await booked.stop_background()
     restarted = create_app(settings, clock=booked.clock)  # type: ignore[arg-type]
-    from healthflow.common.testing import running_app
+    from healthflow.devkit.testing import running_app
 
     async with running_app(restarted):
         scheduler: ReminderScheduler = restarted.state.runtime.state["scheduler"]

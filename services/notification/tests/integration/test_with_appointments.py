@@ -17,7 +17,7 @@ from healthflow.appointment.app import create_app as create_appointment_app
 from healthflow.appointment.settings import Settings as AppointmentSettings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import shared_inprocess_transport
-from healthflow.common.testing import eventually, running_app
+from healthflow.devkit.testing import eventually, running_app
 from healthflow.notification.domain import format_local
 
 from ..conftest import Notif, user_registered

@@ -13,7 +13,7 @@ import pytest
 
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
-from healthflow.common.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, running_app
 from healthflow.patient.app import create_app
 from healthflow.patient.settings import Settings
 

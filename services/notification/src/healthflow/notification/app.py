@@ -15,7 +15,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
-from healthflow.notification import api, dispatch, handlers, sandbox, service, store
+from healthflow.notification import api, dispatch, handlers, service, store
 from healthflow.notification.domain import Clock, SystemClock
 from healthflow.notification.providers import EmailSender, PushSender, SmsSender
 from healthflow.notification.settings import Settings
@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     runtime.consumer = handlers.NotifyingConsumer(runtime, table, dispatcher.wake)
     runtime.state.update(context=ctx, dispatcher=dispatcher, scheduler=scheduler)
     runtime.readiness_checks["reminders"] = scheduler.health
-    if settings.embedded_providers:
+    if settings.embedded_providers:  # development only: loopback SMTP and Twilio stand-ins
+        from healthflow.notification import sandbox
+
         embedded = sandbox.EmbeddedProviders()
 
         async def start_embedded() -> None:

@@ -11,8 +11,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from healthflow.common.embedded import EmbeddedMongo, ensure_rabbitmq
-from healthflow.common.testing import eventually, rabbitmq_vhost
+from healthflow.devkit.embedded import EmbeddedMongo, ensure_rabbitmq
+from healthflow.devkit.testing import eventually, rabbitmq_vhost
 
 __all__ = [
     "EmbeddedMongo", "ensure_rabbitmq", "eventually", "goal", "percentile", "rabbitmq_vhost",

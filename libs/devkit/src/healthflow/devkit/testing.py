@@ -1,4 +1,4 @@
-"""Pytest fixtures every HealthFlow package reuses (loaded with ``-p healthflow.common.testing``).
+"""Pytest fixtures every HealthFlow package reuses (loaded with ``-p healthflow.devkit.testing``).
 
 * ``mongodb_url`` — a SecantusDB server (MongoDB wire protocol) started for the
   test session as a child process, in memory.
@@ -41,8 +41,8 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from healthflow.common.auth import TokenVerifier
-from healthflow.common.embedded import EmbeddedMongo, EmbeddedS3, ensure_rabbitmq, free_port
 from healthflow.common.topology import SERVICES
+from healthflow.devkit.embedded import EmbeddedMongo, EmbeddedS3, ensure_rabbitmq, free_port
 
 
 @pytest.fixture(scope="session")
@@ -300,7 +300,7 @@ def platform_process(
     output = workdir / "platform.out"
     with open(output, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "healthflow.common.platform", "--multi-process",
+            [sys.executable, "-m", "healthflow.devkit.orchestrator", "--multi-process",
              "--grace", "10", *args],
             cwd=workdir, env=child_env, stdout=out, stderr=subprocess.STDOUT,
         )

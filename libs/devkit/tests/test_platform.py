@@ -1,6 +1,6 @@
 """The local platform runner (``healthflow-run``) as a real process.
 
-Each test starts ``python -m healthflow.common.platform`` in a temporary working
+Each test starts ``python -m healthflow.devkit.orchestrator`` in a temporary working
 directory with every port moved to a free one (so a running ``make run`` is
 never disturbed), waits for ``/readyz`` over HTTP, stops it with a signal and
 checks the exit code. Nothing is mocked: the embedded SecantusDB, the service
@@ -26,9 +26,9 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from healthflow.common.embedded import free_port, port_open
-from healthflow.common.platform import discover, resolve_ports
 from healthflow.common.topology import SERVICES
+from healthflow.devkit.discovery import discover, resolve_ports
+from healthflow.devkit.embedded import free_port, port_open
 
 TIMEOUT = 90.0  # seconds: upper bound of every wait (start-up, readiness, shutdown)
 # Two services that exist since the foundation (auth for the first admin, audit to
@@ -89,7 +89,7 @@ def start_runner(workdir: Path, services: list[str], ports: dict[str, int], mong
     output = workdir / f"runner-{uuid.uuid4().hex[:6]}.out"
     with open(output, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "healthflow.common.platform", "--only", ",".join(services),
+            [sys.executable, "-m", "healthflow.devkit.orchestrator", "--only", ",".join(services),
              "--grace", "10", *args],
             cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT,
         )

@@ -1,0 +1,223 @@
+"""Children of the runner: each component as a supervised process (multi-process), or
+as a uvicorn server in the runner's own loop (single-process), and their environment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from healthflow.devkit.config import Config
+from healthflow.devkit.console import Console
+from healthflow.devkit.discovery import HOST, Component
+from healthflow.devkit.probes import summarize, wait_ready
+from healthflow.devkit.restart import Backoff
+
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+def platform_env(config: Config, mongodb_url: str, transport: str,
+                 components: Sequence[Component]) -> dict[str, str]:
+    """The variables every component is started with (on top of the inherited environment)."""
+    auth_port = config.ports["auth"]
+    env = {
+        "MONGODB_URL": mongodb_url,
+        "AMQP_URL": config.amqp_url,
+        "TRANSPORT": transport,
+        "JWKS_URL": f"http://{HOST}:{auth_port}{JWKS_PATH}",
+        "HOST": HOST,
+    }
+    for name, port in config.ports.items():
+        env[f"{name.upper()}_PORT"] = str(port)
+        if name != "gateway":  # the gateway's upstreams follow moved ports and replicas
+            urls = [c.url for c in components if c.package == name] or [f"http://{HOST}:{port}"]
+            env[f"GATEWAY_UPSTREAM_{name.upper()}"] = ",".join(urls)
+    # The gateway is ready when the services that run are (not the skipped ones).
+    env["GATEWAY_READINESS_REQUIRES"] = json.dumps(
+        sorted({c.package for c in components if not c.is_gateway})
+    )
+    return env
+
+
+class Supervised:
+    """One component as a child process, restarted with back-off until :meth:`stop`."""
+
+    def __init__(self, component: Component, env: Mapping[str, str], log_file: Path,
+                 console: Console, grace: float, ready_timeout: float) -> None:
+        self.component = component
+        self.env = dict(env)
+        self.log_file = log_file
+        self.console = console
+        self.grace = grace  # seconds from SIGTERM to SIGKILL
+        self.ready_timeout = ready_timeout  # seconds a restarted child has to become ready
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def kill(self) -> None:
+        """SIGKILL the child's process group now (a second Ctrl-C)."""
+        self._stopping.set()
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"supervise-{self.component.name}")
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        out = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", self.component.module,
+                env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            )
+        finally:
+            os.close(out)
+
+    async def _run(self) -> None:
+        backoff = Backoff()
+        name = self.component.name
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                self.process = await self._spawn()
+            except OSError as exc:
+                delay = backoff.next_delay()
+                self.console.status(name, "failed", f"cannot start: {exc}; retry in "
+                                    f"{delay:.0f} s", "red")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                continue
+            self.console.status(name, "started", f"pid {self.process.pid}  :{self.component.port}"
+                                f"  log {self.log_file}", "yellow")
+            if self.restarts:
+                self._probe = asyncio.create_task(self._announce_ready())
+            waiter = asyncio.ensure_future(self.process.wait())
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if self._probe is not None:
+                self._probe.cancel()
+            if self._stopping.is_set():
+                await self._terminate(self.process)
+                waiter.cancel()
+                return
+            code = waiter.result()
+            uptime = time.monotonic() - started
+            delay = backoff.next_delay(uptime)
+            self.restarts += 1
+            self.console.status(
+                name, "exited", f"code {code} after {uptime:.1f} s; restart #{self.restarts} in "
+                f"{delay:.0f} s — {_last_line(self.log_file)}", "red")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _announce_ready(self) -> None:
+        """After a restart: say when the child is ready again (or that it is not)."""
+        result = await wait_ready(self.component, time.monotonic() + self.ready_timeout,
+                                  self.alive)
+        if result.ready:
+            self.console.status(self.component.name, "ready", f"{self.component.url}  again "
+                                f"after restart #{self.restarts} ({result.seconds:.1f} s)",
+                                "green")
+        elif self.alive():
+            self.console.status(self.component.name, "not ready", summarize(result.body), "red")
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM to the child's process group, SIGKILL after ``grace`` seconds."""
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.grace)
+        except TimeoutError:
+            self.console.status(self.component.name, "killed",
+                                f"no exit {self.grace:.0f} s after SIGTERM", "red")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+        self.console.status(self.component.name, "stopped", "", "dim")
+
+
+def _last_line(path: Path, limit: int = 160) -> str:
+    """The last non-empty line of ``path`` (a child's log), shortened to ``limit`` characters."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = [ln for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return (lines[-1][:limit] if lines else "empty log") + f" ({path})"
+
+
+class _EmbeddedServer:
+    """A ``uvicorn.Server`` that leaves signals to the runner and reports start-up failure."""
+
+    def __init__(self, app: Any, component: Component, grace: float, log_file: Path) -> None:
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Any:  # the runner owns SIGINT/SIGTERM
+                yield
+
+        config = uvicorn.Config(
+            app, host=HOST, port=component.port, log_config=None, access_log=False,
+            lifespan="on", timeout_graceful_shutdown=int(grace),
+        )
+        self.server = _Server(config)
+        self.component = component
+        self.log_file = log_file
+        self.failed: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._serve(), name=f"serve-{self.component.name}")
+
+    async def _serve(self) -> None:
+        try:
+            await self.server.serve()
+        except SystemExit as exc:  # uvicorn exits when the lifespan or the bind fails
+            self.failed = f"start-up failed (exit {exc.code}); see {self.log_file}"
+        except Exception as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+
+def _log_to_file(path: Path, level: str) -> None:
+    """Point this process's JSON log lines (set up by the apps) at ``path``."""
+    from healthflow.common.logs import setup_logging
+
+    setup_logging("platform", level)
+    stream = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives as long as the process
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_healthflow", False) and isinstance(handler, logging.StreamHandler):
+            handler.setStream(stream)
