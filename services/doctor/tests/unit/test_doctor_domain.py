@@ -46,16 +46,6 @@ def test_language_tags() -> None:
     assert domain.language_keys(["en-GB", "de"]) == ["en-gb", "en", "de"]
 
 
-def test_currencies() -> None:
-    assert domain.is_currency("EUR") and domain.is_currency("INR")
-    assert not domain.is_currency("eur") and not domain.is_currency("XYZ")
-
-
-def test_time_zones() -> None:
-    assert domain.is_time_zone("Australia/Lord_Howe")
-    assert not domain.is_time_zone("localtime") and not domain.is_time_zone("Berlin")
-
-
 def test_search_fields_only_count_verified_hospitals() -> None:
     hospitals = {
         "h1": HospitalFacts("h1", True, "One", "Berlin", "Europe/Berlin"),

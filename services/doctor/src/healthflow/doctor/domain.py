@@ -21,9 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 from healthflow.common import verification
 from healthflow.common.problems import UnprocessableContent
@@ -139,41 +138,6 @@ def canonical_language_tag(tag: str) -> str:
         else:
             out.append(part.lower())
     return "-".join(out)
-
-
-_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
-
-
-@lru_cache(maxsize=1)
-def _zone_keys() -> frozenset[str]:
-    return frozenset(available_timezones()) - _NOT_ZONES
-
-
-def is_time_zone(key: str) -> bool:
-    """True when ``key`` is an IANA time zone of the tz database (e.g. ``Asia/Kolkata``)."""
-    return key in _zone_keys()
-
-
-# ISO 4217 active alphabetic codes (list of the ISO 4217 maintenance agency, 2024).
-ISO_4217 = frozenset({
-    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
-    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
-    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD",
-    "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ",
-    "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD",
-    "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR",
-    "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
-    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN",
-    "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR",
-    "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB",
-    "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
-    "VES", "VND", "VUV", "WST", "XAF", "XCD", "XCG", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG",
-})
-
-
-def is_currency(code: str) -> bool:
-    """True for an active ISO 4217 alphabetic currency code (``EUR``, ``INR``; upper case)."""
-    return code in ISO_4217
 
 
 # -- availability --------------------------------------------------------------------

@@ -25,12 +25,11 @@ from pydantic import (
     model_validator,
 )
 
+from healthflow.common.types import Country, Currency, TimeZone
 from healthflow.doctor.domain import (
     DoctorStatus,
     Mode,
     canonical_language_tag,
-    is_currency,
-    is_time_zone,
 )
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -62,14 +61,7 @@ def _language(value: str) -> str:
     return canonical_language_tag(value)
 
 
-def _zone(value: str) -> str:
-    if not is_time_zone(value):
-        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)")
-    return value
-
-
 LanguageTag = Annotated[str, StringConstraints(max_length=35), AfterValidator(_language)]
-TimeZone = Annotated[str, AfterValidator(_zone)]
 
 
 class _Request(BaseModel):
@@ -101,7 +93,7 @@ class Licence(_Request):
 
     number: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     issuer: Text
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] | None = None
+    country: Country | None = None
 
 
 class Affiliation(_Request):
@@ -115,14 +107,7 @@ class Fee(_Request):
     """A consultation fee: ``amount`` in minor units (cents, paise; ≥ 0), ISO 4217 ``currency``."""
 
     amount: int = Field(ge=0, le=100_000_000)
-    currency: str = Field(description="ISO 4217 alphabetic code, upper case (EUR, INR)")
-
-    @field_validator("currency")
-    @classmethod
-    def _currency(cls, value: str) -> str:
-        if not is_currency(value):
-            raise ValueError(f"{value!r} is not an ISO 4217 currency code (e.g. EUR, INR)")
-        return value
+    currency: Currency
 
 
 class _ProfileFields(_Request):

@@ -15,8 +15,6 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from enum import StrEnum
-from functools import lru_cache
-from zoneinfo import ZoneInfo, available_timezones
 
 from healthflow.common import verification
 from healthflow.common.problems import Conflict
@@ -85,26 +83,6 @@ def normalise(text: str) -> str:
 def sort_key(name: str, id_: str) -> str:
     """The unique pagination key ``<normalised name><US><id>`` (ordered by name, then id)."""
     return f"{normalise(name)}{SORT_SEPARATOR}{id_}"
-
-
-_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
-"""Files of some tz installations that are not IANA zone names."""
-
-
-@lru_cache(maxsize=1)
-def _zone_keys() -> frozenset[str]:
-    return frozenset(available_timezones()) - _NOT_ZONES
-
-
-def is_time_zone(key: str) -> bool:
-    """True when ``key`` names an IANA time zone in the tz database (e.g. ``Europe/Berlin``)."""
-    if key not in _zone_keys():
-        return False
-    try:
-        ZoneInfo(key)
-    except (ValueError, OSError):
-        return False
-    return True
 
 
 def clean_codes(values: Iterable[str]) -> list[str]:

@@ -19,10 +19,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
 )
 
-from healthflow.hospital.domain import HospitalStatus, StaffRole, clean_codes, is_time_zone
+from healthflow.common.types import Country, TimeZone
+from healthflow.hospital.domain import HospitalStatus, StaffRole, clean_codes
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -58,9 +58,7 @@ class Address(_Request):
     postal_code: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = (
         None
     )
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")] = Field(
-        description="ISO 3166-1 alpha-2 code, upper case (e.g. DE)"
-    )
+    country: Country
 
 
 class ContactPoint(_Request):
@@ -87,18 +85,11 @@ class HospitalCreate(_Request):
     address: Address
     contacts: list[ContactPoint] = Field(default_factory=list, max_length=20)
     position: GeoPoint | None = None
-    time_zone: str = Field(description="IANA time zone key, e.g. Europe/Berlin")
+    time_zone: TimeZone
     services: Codes = Field(
         default_factory=list, max_length=100,
         description="lower-case codes of services offered, e.g. cardiology, radiology",
     )
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        if not is_time_zone(value):
-            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)")
-        return value
 
 
 class RejectBody(_Request):

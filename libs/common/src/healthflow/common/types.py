@@ -1,0 +1,44 @@
+"""Field types every service uses for codes from standards, instead of hand-kept lists.
+
+* :data:`Currency` — an ISO 4217 alphabetic code, upper case as the standard writes
+  it (``EUR``, ``INR``; ``eur`` is refused), from ``pydantic-extra-types`` over
+  ``pycountry``'s ISO 4217 table. Money is always an integer amount in the
+  currency's minor unit.
+* :data:`Country` — an ISO 3166-1 alpha-2 code, upper case (``DE``).
+* :data:`TimeZone` — an IANA tz database key (``Europe/Berlin``), exact case;
+  the tz files that are not zones of a place (``localtime``, ``Factory``) are refused.
+
+Pure: pydantic only, so domain modules and event contracts may use them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic_extra_types.country import CountryAlpha2
+from pydantic_extra_types.currency_code import ISO4217
+from pydantic_extra_types.timezone_name import TimeZoneName
+
+NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
+"""Files of some tz installations that are not IANA zone names."""
+
+
+def _place_zone(value: str) -> str:
+    if value in NOT_ZONES:
+        raise ValueError(f"{value!r} is not the time zone of a place (e.g. Europe/Berlin)")
+    return value
+
+
+def _upper_case(value: object) -> object:
+    if isinstance(value, str) and value != value.upper():
+        raise ValueError(f"{value!r} must be written in upper case ({value.upper()!r})")
+    return value
+
+
+Currency = Annotated[ISO4217, BeforeValidator(_upper_case),
+                     Field(description="ISO 4217 alphabetic code, upper case (EUR, INR)")]
+Country = Annotated[CountryAlpha2, BeforeValidator(_upper_case),
+                    Field(description="ISO 3166-1 alpha-2 code, upper case (e.g. DE)")]
+TimeZone = Annotated[TimeZoneName, AfterValidator(_place_zone),
+                     Field(description="IANA time zone key, e.g. Europe/Berlin")]
