@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help deps install run check demo fuzz drill test test-fast lint fmt bench deadletters jobs docs clean
+.PHONY: help deps install run check demo fuzz drill test test-fast lint fmt bench deadletters jobs docs new-service clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ deps: ## install uv, RabbitMQ and Redis when missing, and start them
 	@bash deploy/scripts/deps.sh
 
 install: deps ## create .venv with every workspace package (uv sync, locked)
-	@$(UV) sync --frozen
+	@$(UV) sync --frozen --all-packages
 
 run: install ## run the whole platform locally (gateway on http://127.0.0.1:8000)
 	@$(UV) run --frozen healthflow-run $(RUN_ARGS)
@@ -56,6 +56,13 @@ jobs: install ## list and replay a service's dead background jobs: make jobs ARG
 docs: install ## regenerate the generated docs (permissions table, event catalog)
 	@$(UV) run --frozen python -m healthflow.common.permissions > docs/permissions.md
 	@$(UV) run --frozen python -m healthflow.common.catalog > docs/events.md
+	@$(UV) run --frozen python -m healthflow.devkit.compose
+
+new-service: install ## scaffold services/$(NAME): every module, one route, one event, tests (NAME=x)
+	@test -n "$(NAME)" || { echo "usage: make new-service NAME=x"; exit 2; }
+	@$(UV) run --frozen python -m healthflow.devkit.scaffold $(NAME) --no-lock
+	@$(UV) lock
+	@$(UV) sync --frozen --all-packages
 
 clean: ## remove local data and logs (./var)
 	rm -rf var

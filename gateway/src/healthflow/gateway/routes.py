@@ -1,4 +1,7 @@
-"""The one declared route table: which path prefix goes to which service, under which policy.
+"""The route table: which path prefix goes to which service, under which policy.
+
+Each service declares its prefixes in its manifest (:mod:`healthflow.common.manifest`);
+this module turns them into :class:`Route` objects and holds the policy groups.
 
 A request is matched to the :class:`Route` with the longest prefix that is the
 whole path or a ``/``-bounded prefix of it (``/api/v1/users`` matches
@@ -39,7 +42,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from healthflow.common.manifest import ServiceManifest
 from healthflow.common.permissions import Permission
+from healthflow.common.topology import SERVICES
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -97,7 +102,7 @@ POLICIES: dict[str, Policy] = {
 }
 
 
-READS = frozenset({"GET", "HEAD"})
+READS = frozenset({"GET", "HEAD"})  # as healthflow.common.manifest.READS
 
 
 @dataclass(frozen=True)
@@ -122,29 +127,17 @@ class Route:
         return path == self.prefix or path.startswith(self.prefix + "/")
 
 
-ROUTES: tuple[Route, ...] = (
-    # auth: identity, tokens, users, signing keys
-    Route("/api/v1/auth/token", "auth", "token"),
-    Route("/api/v1/auth/register", "auth", "register"),
-    Route("/api/v1/auth/refresh", "auth", "refresh"),
-    Route("/api/v1/auth", "auth", "account"),
-    Route("/api/v1/users", "auth", "account"),
-    Route("/.well-known/jwks.json", "auth", "jwks"),
-    # audit: compliance officers and admins only, checked here and in the service
-    Route("/api/v1/audit", "audit", "audit"),
-    # care directory, patients, scheduling, notifications
-    # (verified hospitals and doctors are a public directory)
-    Route("/api/v1/hospitals", "hospital", public=READS),
-    Route("/api/v1/doctors", "doctor", public=READS),
-    Route("/api/v1/patients", "patient"),
-    Route("/api/v1/appointments", "appointment"),
-    Route("/api/v1/slots", "appointment"),
-    Route("/api/v1/notifications", "notification"),
-    # Twilio signs its delivery callbacks (checked by the service); browsers need
-    # the VAPID public key before anyone has logged in.
-    Route("/api/v1/notifications/twilio/status", "notification", public=frozenset({"POST"})),
-    Route("/api/v1/notifications/push/vapid-public-key", "notification", public=READS),
-)
+def routes_of(manifests: Iterable[ServiceManifest]) -> tuple[Route, ...]:
+    """The routes the services declare in their manifests, in manifest (port) order."""
+    return tuple(Route(decl.prefix, manifest.name, decl.policy, decl.public)
+                 for manifest in manifests for decl in manifest.routes)
+
+
+ROUTES: tuple[Route, ...] = routes_of(SERVICES.values())
+"""Every route of every installed service (:mod:`healthflow.common.manifest`): the auth
+service's token, sign-up, refresh and key routes, the audit log under ``audit``,
+the public directory of verified hospitals and doctors (reads), the Twilio
+callback (signed) and the VAPID key, and the rest under ``default``."""
 
 PROBE_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 EDGE_POLICY = "edge"

@@ -1,40 +1,20 @@
 """Which services make up the platform, where each listens by default.
 
-One table read by the local platform runner (``make run``), the gateway's
-upstream defaults and the compose file test. Ports are the services' internal
-ports; clients only ever reach the gateway (8000).
+Read from the installed services' manifests (:mod:`healthflow.common.manifest`):
+the local platform runner (``make run``), the gateway's upstream defaults, the
+event catalog and the compose and Kubernetes checks use this table. Ports are
+the services' internal ports; clients only ever reach the gateway (8000).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from healthflow.common.manifest import ServiceManifest, load_manifests
 
-
-@dataclass(frozen=True)
-class ServiceInfo:
-    name: str
-    port: int
-
-    @property
-    def module(self) -> str:
-        return f"healthflow.{self.name}"
-
-    @property
-    def env_prefix(self) -> str:
-        return f"{self.name.upper()}_"
-
+ServiceInfo = ServiceManifest
+"""A service as the platform knows it (its manifest): ``name``, ``port``, ``module``,
+``env_prefix``, ``routes``."""
 
 GATEWAY_PORT = 8000
 
-SERVICES: dict[str, ServiceInfo] = {
-    s.name: s
-    for s in (
-        ServiceInfo("auth", 8101),
-        ServiceInfo("audit", 8102),
-        ServiceInfo("hospital", 8103),
-        ServiceInfo("doctor", 8104),
-        ServiceInfo("patient", 8105),
-        ServiceInfo("appointment", 8106),
-        ServiceInfo("notification", 8107),
-    )
-}
+SERVICES: dict[str, ServiceManifest] = load_manifests()
+"""Every installed service by name, ordered by port."""

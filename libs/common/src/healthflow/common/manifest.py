@@ -1,0 +1,100 @@
+"""A service declares itself once: its manifest.
+
+Each service package exports a :class:`ServiceManifest` as the entry point
+``healthflow.services`` (``[project.entry-points."healthflow.services"]`` in its
+``pyproject.toml``: ``auth = "healthflow.auth.manifest:MANIFEST"``). Everything
+that used to list the services by hand reads the manifests instead:
+
+* :data:`healthflow.common.topology.SERVICES` (names and internal ports: the
+  platform runner, the gateway's upstream defaults, the compose and Kubernetes
+  checks, the event catalog);
+* the gateway's route table (:data:`healthflow.gateway.routes.ROUTES`): each
+  route prefix with its edge policy group and its public methods.
+
+A new service (``make new-service NAME=x``) therefore touches no shared file:
+installing its package is what makes it part of the platform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+ENTRY_POINT_GROUP = "healthflow.services"
+READS = frozenset({"GET", "HEAD"})
+
+
+@dataclass(frozen=True)
+class RouteDecl:
+    """``prefix`` (a path, no trailing slash) is served by this service at the edge under the
+    policy group ``policy`` (``healthflow.gateway.routes.POLICIES``); ``public`` names
+    the methods that need no token there (a public directory, a signed callback)."""
+
+    prefix: str
+    policy: str = "default"
+    public: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ServiceManifest:
+    """What the platform needs to know of one service.
+
+    ``port``: its internal HTTP port (clients only reach the gateway);
+    ``routes``: what the gateway forwards to it; ``sidecars``: modules the local
+    runner supervises beside it in development (``python -m <module>``), e.g. the
+    notification service's local mailbox; ``summary``: one line for the docs.
+    """
+
+    name: str
+    port: int
+    summary: str
+    routes: tuple[RouteDecl, ...] = ()
+    sidecars: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def module(self) -> str:
+        return f"healthflow.{self.name}"
+
+    @property
+    def env_prefix(self) -> str:
+        return f"{self.name.upper()}_"
+
+
+def check(manifests: Iterable[ServiceManifest]) -> dict[str, ServiceManifest]:
+    """The manifests by name, ordered by port.
+
+    Raises:
+        ValueError: two services share a name, a port or a route prefix.
+    """
+    by_name: dict[str, ServiceManifest] = {}
+    ports: dict[int, str] = {}
+    prefixes: dict[str, str] = {}
+    for manifest in sorted(manifests, key=lambda m: m.port):
+        if manifest.name in by_name:
+            raise ValueError(f"two services are called {manifest.name!r}")
+        if manifest.port in ports:
+            raise ValueError(f"{manifest.name} and {ports[manifest.port]} both use port "
+                             f"{manifest.port}")
+        for route in manifest.routes:
+            if route.prefix in prefixes:
+                raise ValueError(f"{manifest.name} and {prefixes[route.prefix]} both route "
+                                 f"{route.prefix}")
+            prefixes[route.prefix] = manifest.name
+        by_name[manifest.name] = manifest
+        ports[manifest.port] = manifest.name
+    return by_name
+
+
+def load_manifests() -> dict[str, ServiceManifest]:
+    """Every installed service's manifest (entry points :data:`ENTRY_POINT_GROUP`), by name,
+    ordered by port."""
+    found = []
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        manifest = point.load()
+        if not isinstance(manifest, ServiceManifest) or manifest.name != point.name:
+            raise ValueError(f"entry point {point.name} = {point.value} is not the "
+                             f"ServiceManifest of a service called {point.name!r}")
+        found.append(manifest)
+    return check(found)

@@ -1,0 +1,126 @@
+"""``make new-service NAME=x``: a new service with every module, one route, one event,
+and unit, integration and end-to-end tests, from the templates beside this module.
+
+Nothing shared is edited by hand: the service declares itself in its manifest
+(an entry point, :mod:`healthflow.common.manifest`), ``uv lock`` records the new
+workspace member, and the generated parts of ``docker-compose.yml``
+(:func:`compose_apps`) are regenerated from the manifests (``make docs``).
+Templates use :class:`string.Template` placeholders: ``${name}``, ``${NAME}``,
+``${port}``, ``${summary}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import keyword
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from string import Template
+
+from healthflow.common.manifest import ServiceManifest
+
+TEMPLATES = Path(__file__).with_name("templates") / "service"
+NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
+BEGIN, END = "  # BEGIN generated from the service manifests", "  # END generated"
+
+
+def render_service(root: Path, name: str, port: int, summary: str) -> list[Path]:
+    """Write ``services/<name>`` from the templates; the files written.
+
+    Raises:
+        ValueError: ``name`` is not a lower-case identifier, or the service exists.
+    """
+    if not NAME.match(name) or keyword.iskeyword(name):
+        raise ValueError(f"{name!r}: a service name is 2-31 lower-case letters and digits, "
+                         "starting with a letter")
+    target = root / "services" / name
+    if target.exists():
+        raise ValueError(f"{target} exists already")
+    values = {"name": name, "NAME": name.upper(), "port": str(port), "summary": summary}
+    written = []
+    for template in sorted(TEMPLATES.rglob("*.tmpl")):
+        relative = template.relative_to(TEMPLATES).with_suffix("")  # drop .tmpl
+        parts = relative.parts
+        if parts[0] == "src":  # src/x.py -> src/healthflow/<name>/x.py
+            relative = Path("src", "healthflow", name, *parts[1:])
+        out = target / relative
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(Template(template.read_text()).substitute(values))
+        written.append(out)
+    return written
+
+
+def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str:
+    """The generated part of ``docker-compose.yml``: one container per service and the
+    gateway with its upstreams and health dependencies (YAML, two-space indented)."""
+    manifests = list(manifests)
+    lines = [BEGIN]
+    for m in manifests:
+        lines += [f"  {m.name}:", "    <<: *app",
+                  f"    build: {{context: ., dockerfile: deploy/Dockerfile, "
+                  f"args: {{SERVICE: {m.name}}}}}",
+                  f"    image: healthflow/{m.name}:${{HEALTHFLOW_TAG:-dev}}",
+                  "    environment:", "      <<: *app-env",
+                  f'      {m.env_prefix}PORT: "{m.port}"', ""]
+    lines += ["  gateway:", "    <<: *app",
+              "    build: {context: ., dockerfile: deploy/Dockerfile, args: {SERVICE: gateway}}",
+              "    image: healthflow/gateway:${HEALTHFLOW_TAG:-dev}",
+              "    environment:", "      <<: *app-env", f'      GATEWAY_PORT: "{gateway_port}"']
+    lines += [f"      GATEWAY_UPSTREAM_{m.name.upper()}: http://{m.name}:{m.port}"
+              for m in manifests]
+    lines += ["    ports:", f'      - "${{GATEWAY_PUBLISH:-127.0.0.1:{gateway_port}}}:'
+              f'{gateway_port}"', "    networks: [backend, edge]", "    depends_on:",
+              "      <<: *app-deps"]
+    lines += [f"      {m.name}: {{condition: service_healthy}}" for m in manifests]
+    lines += ["", END]
+    return "\n".join(lines) + "\n"
+
+
+def write_compose(path: Path, manifests: Iterable[ServiceManifest], gateway_port: int) -> bool:
+    """Replace the generated part of the compose file; True when it changed."""
+    text = path.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END) + 1
+    new = text[:start] + compose_apps(manifests, gateway_port) + text[end:]
+    if new == text:
+        return False
+    path.write_text(new)
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m healthflow.devkit.scaffold NAME [--summary TEXT] [--port N]``."""
+    from healthflow.common.topology import GATEWAY_PORT, SERVICES
+
+    parser = argparse.ArgumentParser(prog="make new-service NAME=x",
+                                     description="Scaffold a HealthFlow service.")
+    parser.add_argument("name")
+    parser.add_argument("--summary", default=None, help="one line for the docs")
+    parser.add_argument("--port", type=int, default=None,
+                        help="internal port (default: the next after the highest in use)")
+    parser.add_argument("--root", type=Path, default=Path("."))
+    parser.add_argument("--no-lock", action="store_true", help="skip `uv lock`")
+    args = parser.parse_args(argv)
+    port = args.port or max(m.port for m in SERVICES.values()) + 1
+    summary = args.summary or f"The {args.name} service."
+    try:
+        written = render_service(args.root, args.name, port, summary)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # Import order depends on the name (isort): let ruff sort what the templates wrote.
+    subprocess.run([sys.executable, "-m", "ruff", "check", "--fix", "--quiet", "--select", "I",
+                    str(args.root / "services" / args.name)], check=False)
+    new = ServiceManifest(args.name, port, summary)
+    write_compose(args.root / "docker-compose.yml", [*SERVICES.values(), new], GATEWAY_PORT)
+    if not args.no_lock:
+        subprocess.run(["uv", "lock"], cwd=args.root, check=True)
+    print(f"services/{args.name}: {len(written)} files, port {port}, route /api/v1/{args.name}")
+    print("next: make install; make test PYTEST_ARGS=services/" + args.name + "; make run")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
