@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
-from healthflow.notification import store
+from healthflow.notification import dispatch, store
 from healthflow.notification.app import create_app
 from healthflow.notification.sandbox import SmtpSink, TwilioSink
 from healthflow.notification.settings import Settings
@@ -61,8 +61,8 @@ async def test_the_engine_fires_a_due_reminder_on_the_real_clock_exactly_once(
         assert health["status"] == "ok" and health["overdue"] == 0
         # Several more passes: nothing is sent twice.
         passed = runtime.state["scheduler"].last_pass
-        await eventually(lambda: runtime.state["scheduler"].last_pass > passed + timedelta(
-            seconds=1.5), within=10, message="the scheduler stopped passing")
+        await eventually(lambda: runtime.state["scheduler"].last_pass > passed + 1.5,
+                         within=10, message="the scheduler stopped passing")
     assert len([m for m in twilio.to(PHONE) if REMINDER in m.body]) == 1
     assert len([m for m in smtp.to("pat-live@patients.test")
                 if m.message["Subject"] == REMINDER]) == 1
@@ -70,8 +70,9 @@ async def test_the_engine_fires_a_due_reminder_on_the_real_clock_exactly_once(
 
 async def test_an_overdue_reminder_is_reported_not_left_silently_pending(
         notif: Notif, caplog: pytest.LogCaptureFixture) -> None:
-    """A reminder nobody fires (here: its loops stopped) turns ``/readyz`` not ready,
-    counts in the gauge and is logged as an error by the watch."""
+    """A reminder nobody fires (here: its loops stopped) shows in ``/readyz`` (without
+    turning the replica away: that fixes no reminder), counts in the gauge and is logged
+    as an error by the watch."""
     await notif.stop_background()
     scheduler = notif.scheduler
     now = notif.clock.now()
@@ -80,9 +81,9 @@ async def test_an_overdue_reminder_is_reported_not_left_silently_pending(
         "offset_minutes": 60, "due_at": now - timedelta(seconds=scheduler.grace() + 5),
         "status": "pending", "lease_owner": None, "lease_until": UNLEASED, "fired_at": None})
     ready = await notif.client.get("/readyz")
-    assert ready.status_code == 503
+    assert ready.status_code == 200
     check = ready.json()["checks"]["reminders"]
-    assert check["status"] == "lagging" and check["overdue"] == 1
+    assert check["status"] == "overdue" and check["overdue"] == 1
     assert check["oldest_overdue_seconds"] >= scheduler.grace()
     metrics = (await notif.client.get("/metrics")).text
     assert "healthflow_notification_reminders_overdue 1.0" in metrics
@@ -91,9 +92,45 @@ async def test_an_overdue_reminder_is_reported_not_left_silently_pending(
         assert await notif.scheduler.watch() is False
     assert any("overdue" in r.getMessage() for r in caplog.records)
 
-    # Once fired (the appointment is unknown here, so it is cancelled with that reason),
-    # the service is ready again.
+    # Once handled (the appointment is unknown here, so it is cancelled with that reason),
+    # nothing is overdue any more.
     assert await scheduler.run_due() == 0
     stuck = await notif.db[store.REMINDERS].find_one({"_id": "appt-stuck:60"})
     assert stuck["status"] == "cancelled" and stuck["reason"] == "appointment_unknown"
-    assert (await notif.client.get("/readyz")).status_code == 200
+    assert (await notif.client.get("/readyz")).json()["checks"]["reminders"]["status"] == "ok"
+
+
+async def test_a_reminder_that_cannot_be_fired_is_retried_then_failed_with_its_error(
+        notif: Notif, caplog: pytest.LogCaptureFixture) -> None:
+    """A firing that keeps failing (here: a stored appointment the service cannot read)
+    neither blocks the other reminders nor stays ``pending`` unseen."""
+    await notif.stop_background()
+    scheduler, lease = notif.scheduler, notif.runtime.settings.delivery_lease
+    now = notif.clock.now()
+    await notif.db[store.APPOINTMENTS].insert_one(
+        {"_id": "appt-bad", "patient_id": "pat-x", "data": {"start": "not a time"},
+         "event_time": now, "status": "booked"})
+    await notif.db[store.REMINDERS].insert_many([
+        {"_id": "appt-bad:60", "appointment_id": "appt-bad", "user_id": "pat-x",
+         "offset_minutes": 60, "due_at": now - timedelta(seconds=2), "status": "pending",
+         "lease_owner": None, "lease_until": UNLEASED, "fired_at": None},
+        {"_id": "appt-gone:60", "appointment_id": "appt-gone", "user_id": "pat-y",
+         "offset_minutes": 60, "due_at": now - timedelta(seconds=1), "status": "pending",
+         "lease_owner": None, "lease_until": UNLEASED, "fired_at": None}])
+    with caplog.at_level(logging.ERROR, logger="healthflow.notification.dispatch"):
+        await scheduler.run_due()
+    assert any("firing a reminder failed" in r.getMessage() for r in caplog.records)
+    gone = await notif.db[store.REMINDERS].find_one({"_id": "appt-gone:60"})
+    assert gone["status"] == "cancelled"  # the next reminder was still handled
+    bad = await notif.db[store.REMINDERS].find_one({"_id": "appt-bad:60"})
+    assert bad["status"] == "pending" and bad["attempts"] == 1 and bad["last_error"]
+    # Held by its failing firing's lease, it still counts as overdue once long enough late.
+    notif.clock.advance(seconds=scheduler.grace() + lease - 1)
+    assert (await scheduler.health())["overdue"] == 1
+    for _ in range(dispatch.REMINDER_ATTEMPTS - 1):
+        notif.clock.advance(seconds=lease + 1)
+        await scheduler.run_due()
+    failed = await notif.db[store.REMINDERS].find_one({"_id": "appt-bad:60"})
+    assert failed["status"] == "failed" and failed["attempts"] == dispatch.REMINDER_ATTEMPTS
+    assert "ValueError" in failed["last_error"] or "Error" in failed["last_error"]
+    assert (await scheduler.health())["overdue"] == 0

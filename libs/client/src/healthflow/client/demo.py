@@ -22,9 +22,11 @@ it can run again on the same platform. ``--json FILE`` also writes the summary.
 
 The edge's default budgets allow 5 sign-ups and 10 log-ins per minute from one
 address: the demo waits out each 429 as its ``Retry-After`` says. The default of
-ten patients takes about three minutes on a default ``make run``; the expected
-duration of a run (:func:`estimate`) is printed before it starts, so a larger
-``--patients`` is chosen knowingly (50 take about eleven minutes).
+ten patients takes three to seven minutes on a default ``make run`` (the reminder it
+waits for falls due within about six minutes of the first booking, while the
+others sign up); the expected duration of a run (:func:`estimate`) is printed
+before it starts, so a larger ``--patients`` is chosen knowingly (50 take about
+eleven minutes).
 
 The first admin comes from ``HEALTHFLOW_ADMIN_EMAIL``/``HEALTHFLOW_ADMIN_PASSWORD``
 (environment or ``.env``), else from ``<var>/first-admin.env``, which a local
@@ -554,15 +556,22 @@ STAFF_LOGINS = 6  # the admin, three doctors, the patient-care agent, the compli
 SETUP_SECONDS = 60.0  # hospital, doctors and their read models; messages; the audit log
 
 
-def estimate(patients: int) -> float:
+REMINDER_WAIT = 6 * 60.0
+"""At most this long after the first booking the one-hour reminder is due (the
+5-minute slot grid, plus the 45 s the booking keeps ahead of the offset)."""
+
+
+def estimate(patients: int, *, reminder: bool = True) -> float:
     """Expected seconds of a run with ``patients`` on a default ``make run``.
 
     Sign-ups and log-ins beyond the first minute's budget wait for the budget to
-    refill (the gateway's moving windows); the rest is set-up and settling.
+    refill (the gateway's moving windows); the reminder, booked first, falls due
+    while they do (at most :data:`REMINDER_WAIT`); the rest is set-up and settling.
     """
     signups = max(0, patients - SIGNUPS_PER_MINUTE) / SIGNUPS_PER_MINUTE
     logins = max(0, patients + STAFF_LOGINS - LOGINS_PER_MINUTE) / LOGINS_PER_MINUTE
-    return SETUP_SECONDS + 60.0 * max(signups, logins)
+    journeys = 60.0 * max(signups, logins)
+    return SETUP_SECONDS + max(journeys, REMINDER_WAIT if reminder else 0.0)
 
 
 def parse_args(argv: list[str] | None) -> Options:
@@ -626,12 +635,18 @@ def main(argv: list[str] | None = None) -> int:
     generated = load_admin_credentials()
     options = parse_args(argv)
     console = Console()
+    if bool(options.admin_email) != bool(options.admin_password):
+        missing = ("HEALTHFLOW_ADMIN_PASSWORD" if options.admin_email
+                   else "HEALTHFLOW_ADMIN_EMAIL")
+        console.print(f"[red]{missing} is not set: set both HEALTHFLOW_ADMIN_EMAIL and "
+                      "HEALTHFLOW_ADMIN_PASSWORD, or neither to use var/first-admin.env")
+        return 2
     if not (options.admin_email and options.admin_password):
         console.print("[red]no first admin: start the platform with `make run` (it generates "
                       "one in var/first-admin.env) or set HEALTHFLOW_ADMIN_EMAIL and "
                       "HEALTHFLOW_ADMIN_PASSWORD")
         return 2
-    minutes = estimate(options.patients) / 60
+    minutes = estimate(options.patients, reminder=options.reminder) / 60
     console.print(f"{options.patients} patients, first admin {options.admin_email}"
                   + (f" (from {generated})" if generated else "")
                   + f": about {minutes:.0f} minute{'s' if round(minutes) != 1 else ''} "

@@ -174,12 +174,13 @@ class JobWorker:
         now = self.clock()
         found = await due(self.runtime.db, JOBS, status="queued", due_field="run_at", now=now,
                           limit=self.batch, where={"queue": self.queue})
-        lease_until = now + timedelta(seconds=self.lease)
 
         async def one(doc: Document) -> int:
             async with self.gate:
-                claimed = await claim(self.runtime.db, JOBS, doc, due_field="run_at", now=now,
-                                      owner=self.owner, lease_until=lease_until)
+                at = self.clock()  # when this claim happens: a long pass hands out no stale lease
+                claimed = await claim(self.runtime.db, JOBS, doc, due_field="run_at", now=at,
+                                      owner=self.owner,
+                                      lease_until=at + timedelta(seconds=self.lease))
                 return 0 if claimed is None else await self._run(Job.from_doc(claimed))
 
         return sum(await asyncio.gather(*(one(doc) for doc in found)))

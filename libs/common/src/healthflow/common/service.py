@@ -154,6 +154,20 @@ class ServiceRuntime:
         broker restarting): each first contact is retried with jittered back-off
         for up to :data:`START_RETRY_SECONDS` before start-up fails.
         """
+        try:
+            await self._start_parts()
+        except BaseException:
+            # Half started (a worker or hook failed): stop what runs, so nothing keeps
+            # consuming or sending in a process whose start-up failed.
+            try:
+                await self.stop()
+            except Exception:
+                log.exception("stopping a half-started service failed")
+            raise
+        self.started = True
+        log.info("service started", extra={"service": self.name})
+
+    async def _start_parts(self) -> None:
         async for attempt in _start_retrying("MongoDB"):
             with attempt:
                 await mongo.ensure_indexes(self.db, self.indexes)
@@ -171,8 +185,6 @@ class ServiceRuntime:
             await self.transport.subscribe(subscription)
         for worker in self.workers:
             await worker.start()
-        self.started = True
-        log.info("service started", extra={"service": self.name})
 
     async def stop(self) -> None:
         """Stop the workers (last added first), stop consuming (drain), stop the relay,

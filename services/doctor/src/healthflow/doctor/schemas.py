@@ -173,6 +173,23 @@ class RejectBody(_Request):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=1000)]
 
 
+class LicenceOut(Licence):
+    """A licence as stored: codes are shown as they were accepted (a code since retired
+    from its standard's table must not make a stored profile unreadable)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    country: str | None = None  # type: ignore[assignment]
+
+
+class FeeOut(Fee):
+    """A fee as stored (see :class:`LicenceOut`): ``amount`` in minor units of ``currency``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    currency: str  # type: ignore[assignment]
+
+
 class DoctorOut(BaseModel):
     """A practitioner profile as the API returns it."""
 
@@ -180,12 +197,12 @@ class DoctorOut(BaseModel):
     name: HumanName
     display_name: str
     qualifications: list[Qualification]
-    licence: Licence
+    licence: LicenceOut
     specialties: list[str]
     languages: list[str]
     affiliations: list[Affiliation]
     modes: list[Mode]
-    fee: Fee
+    fee: FeeOut
     time_zone: str
     status: DoctorStatus
     rejection_reason: str | None = None

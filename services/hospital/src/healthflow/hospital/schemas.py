@@ -98,12 +98,21 @@ class RejectBody(_Request):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=1000)]
 
 
+class AddressOut(Address):
+    """An address as stored: the country code as it was accepted (a code since retired
+    from ISO 3166 must not make a stored hospital unreadable)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    country: str  # type: ignore[assignment]
+
+
 class HospitalOut(BaseModel):
     """A hospital as the API returns it."""
 
     id: str
     name: str
-    address: Address
+    address: AddressOut
     contacts: list[ContactPoint]
     position: GeoPoint | None
     time_zone: str

@@ -28,7 +28,9 @@ at-least-once; everything else is exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -99,16 +101,17 @@ class Dispatcher:
         if not candidates:
             return 0
         gate = asyncio.Semaphore(settings.dispatch_concurrency)
-        lease_until = now + timedelta(seconds=settings.delivery_lease)
         users = sorted({doc["user_id"] for doc in candidates})
         contacts = await store.get_many(self.runtime.db, store.CONTACTS, users)
         preferences = await store.get_many(self.runtime.db, store.PREFERENCES, users)
 
         async def one(doc: Document) -> int:
             async with gate:
-                claimed = await jobs.claim(self.runtime.db, store.DELIVERIES, doc,
-                                            due_field="next_attempt_at", now=now,
-                                            owner=self.owner, lease_until=lease_until)
+                at = self.ctx.clock.now()  # when this claim happens, not when the pass began
+                claimed = await jobs.claim(
+                    self.runtime.db, store.DELIVERIES, doc, due_field="next_attempt_at", now=at,
+                    owner=self.owner,
+                    lease_until=at + timedelta(seconds=settings.delivery_lease))
                 if claimed is None:
                     return 0  # another replica has it
                 await self._process_guarded(claimed, contacts.get(doc["user_id"]),
@@ -327,6 +330,11 @@ async def apply_sms_status(runtime: ServiceRuntime, clock: domain.Clock, sid: st
     return result["status"]
 
 
+REMINDER_ATTEMPTS = 5
+"""Passes that may fail to fire one reminder before it is marked ``failed`` with the error
+(a reminder whose data cannot be rendered must not be retried for ever, unseen)."""
+
+
 class ReminderScheduler:
     """Fires due reminders (see the module docstring)."""
 
@@ -336,59 +344,88 @@ class ReminderScheduler:
         self.ctx = ctx
         self.owner = f"{runtime.name}-{uuid.uuid4().hex[:12]}"
         self.on_fired = on_fired
-        self.last_pass: datetime | None = None  # aware UTC: when a pass last completed
+        self.last_pass = time.monotonic()  # monotonic seconds: created, or a pass completed
 
     async def run_due(self, limit: int = 500) -> int:
         """Fire every reminder due at the clock's now (up to ``limit``); returns how many fired.
 
-        The pass's database work is bounded by the delivery lease (seconds), so a
-        stalled database ends it with an error (logged by the loop) rather than
-        holding the scheduler silently.
+        Each reminder's claim and transaction are bounded by the delivery lease
+        (seconds), so a stalled database ends that reminder with an error instead of
+        holding the scheduler; a reminder that fails is retried by later passes and,
+        after :data:`REMINDER_ATTEMPTS`, marked ``failed`` with the error. One bad
+        reminder never stops the others.
         """
         fired = 0
-        now = self.ctx.clock.now()
-        with pymongo.timeout(self.ctx.settings.delivery_lease):
-            for reminder in await jobs.due(self.runtime.db, store.REMINDERS, status="pending",
-                                            due_field="due_at", now=now, limit=limit):
-                claimed = await jobs.claim(
-                    self.runtime.db, store.REMINDERS, reminder, due_field="due_at", now=now,
-                    owner=self.owner,
-                    lease_until=now + timedelta(seconds=self.ctx.settings.delivery_lease))
-                if claimed is None:
+        lease = self.ctx.settings.delivery_lease
+        for reminder in await jobs.due(self.runtime.db, store.REMINDERS, status="pending",
+                                        due_field="due_at", now=self.ctx.clock.now(),
+                                        limit=limit):
+            now = self.ctx.clock.now()  # per claim: a long pass must not hand out stale leases
+            claimed: Document | None = None
+            try:
+                with pymongo.timeout(lease):
+                    claimed = await jobs.claim(
+                        self.runtime.db, store.REMINDERS, reminder, due_field="due_at",
+                        now=now, owner=self.owner, lease_until=now + timedelta(seconds=lease))
+                    if claimed is None:
+                        continue
+                    outcome = await self.runtime.transact(
+                        lambda uow, r=claimed: service.fire_reminder(uow, r, self.owner,
+                                                                     self.ctx),
+                        actor=f"system:{self.runtime.name}")
+            except Exception as exc:
+                if claimed is None:  # the database did not answer: not this reminder's fault
+                    log.warning("claiming a reminder failed: %s", type(exc).__name__)
                     continue
-
-                async def fire(uow: UnitOfWork, reminder: Document = claimed) -> str:
-                    return await service.fire_reminder(uow, reminder, self.owner, self.ctx)
-
-                outcome = await self.runtime.transact(fire, actor=f"system:{self.runtime.name}")
-                log.info("reminder %s", outcome, extra={
-                    "reminder_id": claimed["_id"], "due_at": claimed["due_at"].isoformat()})
-                if outcome == service.REMINDER_FIRED:
-                    fired += 1
-        self.last_pass = self.ctx.clock.now()
+                await self._failed(claimed, exc)
+                continue
+            log.info("reminder %s", outcome, extra={
+                "reminder_id": claimed["_id"], "due_at": claimed["due_at"].isoformat()})
+            if outcome == service.REMINDER_FIRED:
+                fired += 1
+        self.last_pass = time.monotonic()
         if fired and self.on_fired is not None:
             self.on_fired()
         return fired
 
+    async def _failed(self, reminder: Document, exc: Exception) -> None:
+        """Count a failed attempt (the lease lets later passes retry); the last one marks
+        the reminder ``failed`` with the error."""
+        attempts = int(reminder.get("attempts", 0)) + 1
+        error = f"{type(exc).__name__}: {exc}"[:300]
+        log.error("firing a reminder failed", extra={
+            "reminder_id": reminder["_id"], "attempts": attempts, "error": error})
+        update: dict[str, Any] = {"attempts": attempts, "last_error": error,
+                                  "updated_at": self.ctx.clock.now()}
+        if attempts >= REMINDER_ATTEMPTS:
+            update |= {"status": "failed", "reason": "failed", "lease_owner": None,
+                       "lease_until": store.UNLEASED}
+        with contextlib.suppress(PyMongoError):  # the database is what failed, perhaps
+            await self.runtime.db[store.REMINDERS].update_one(
+                {"_id": reminder["_id"], "status": "pending"}, {"$set": update})
+
     async def health(self) -> dict[str, Any]:
-        """The scheduler as ``/readyz`` shows it: ``{"status": "ok" | "lagging", "overdue":
-        n, "oldest_overdue_seconds": s, "last_pass_seconds_ago": s | None}``.
+        """The scheduler as ``/readyz`` shows it (informational: it never makes the service
+        not ready, since turning replicas away fixes no reminder; the gauge and the watch's
+        error log are what alert): ``{"status": "ok" | "overdue" | "stalled", "overdue": n,
+        "oldest_overdue_seconds": s, "last_pass_seconds_ago": s}``.
 
         A pending reminder is *overdue* once it has been due for longer than
-        :meth:`grace` and nobody holds it; the scheduler *stalls* when no pass
-        completed within that grace. Either makes the status ``lagging``.
+        :meth:`grace` and nobody holds it, or for longer than the grace and a lease
+        whoever holds it (a firing that keeps failing); the scheduler has *stalled*
+        when no pass completed within the grace (monotonic time).
         """
         now = self.ctx.clock.now()
         grace = self.grace()
-        count, oldest = await store.overdue(self.runtime.db, now=now,
-                                            before=now - timedelta(seconds=grace))
-        since = None if self.last_pass is None else (now - self.last_pass).total_seconds()
-        stalled = since is not None and since > grace
+        count, oldest = await store.overdue(
+            self.runtime.db, now=now, before=now - timedelta(seconds=grace),
+            held_before=now - timedelta(seconds=grace + self.ctx.settings.delivery_lease))
+        since = time.monotonic() - self.last_pass
         age = (now - oldest).total_seconds() if oldest is not None else 0.0
         REMINDERS_OVERDUE.set(count)
-        return {"status": "lagging" if count or stalled else "ok", "overdue": count,
-                "oldest_overdue_seconds": round(age, 3),
-                "last_pass_seconds_ago": None if since is None else round(since, 3)}
+        status = "stalled" if since > grace else "overdue" if count else "ok"
+        return {"status": status, "overdue": count, "oldest_overdue_seconds": round(age, 3),
+                "last_pass_seconds_ago": round(since, 3)}
 
     async def watch(self) -> bool:
         """Say it loudly when reminders are overdue or the scheduler stalled (a silent

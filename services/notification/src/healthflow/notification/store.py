@@ -11,7 +11,8 @@ Collections (database ``healthflow_notification``), times aware UTC::
     appointments    {_id: appointment_id, patient_id, data{...last event payload},
                      event_time, status} — newest event (by CloudEvents ``time``) wins
     reminders       {_id: "<appointment_id>:<offset minutes>", appointment_id, user_id,
-                     offset_minutes, due_at, status: pending|sent|cancelled,
+                     offset_minutes, due_at, status: pending|sent|cancelled|failed,
+                     attempts, last_error (failed firings),
                      reason (why cancelled unsent: the ending event type, time_passed,
                      visit_started, appointment_unknown),
                      delivery_ids[] (queued when fired), lease_owner, lease_until,
@@ -94,11 +95,14 @@ async def upsert_once(db: AsyncDatabase[Document], collection: str, doc: Documen
     return result.upserted_id is not None
 
 
-async def overdue(db: AsyncDatabase[Document], *, now: datetime,
-                  before: datetime) -> tuple[int, datetime | None]:
-    """(How many, earliest due time) of pending reminders due before ``before`` that
-    nobody holds at ``now``: the ones the scheduler should have fired already."""
-    query = {"status": "pending", "due_at": {"$lt": before}, "lease_until": {"$lte": now}}
+async def overdue(db: AsyncDatabase[Document], *, now: datetime, before: datetime,
+                  held_before: datetime) -> tuple[int, datetime | None]:
+    """(How many, earliest due time) of pending reminders the scheduler should have fired:
+    due before ``before`` and held by nobody at ``now``, or due before ``held_before``
+    whoever holds them (a firing that keeps failing keeps renewing its lease)."""
+    query = {"status": "pending", "$or": [
+        {"due_at": {"$lt": before}, "lease_until": {"$lte": now}},
+        {"due_at": {"$lt": held_before}}]}
     count = await db[REMINDERS].count_documents(query)
     if count == 0:
         return 0, None
