@@ -1,10 +1,10 @@
 """The event catalog, generated from code: types, payload schemas, publishers, consumers.
 
-``python -m healthflow.common.catalog`` imports every service of
-:data:`healthflow.common.topology.SERVICES` that is installed (its ``events``
-module registers the payload models it publishes; the consumer of the app its
-``create_app`` builds names the patterns it subscribes to) and prints
-``docs/events.md``. Nothing here is
+``python -m healthflow.common.catalog`` takes every contract of
+:mod:`healthflow.contracts` (type, schema version, publisher, JSON Schema) and,
+for each service of :data:`healthflow.common.topology.SERVICES` that is
+installed, the patterns the consumer of the app its ``create_app`` builds
+subscribes to, and prints ``docs/events.md``. Nothing here is
 written by hand, so the catalog cannot drift from the code.
 """
 
@@ -15,6 +15,7 @@ import importlib.util
 import json
 from typing import Any
 
+import healthflow.contracts as contracts
 from healthflow.common.events import envelope
 from healthflow.common.events.transport import topic_matches
 from healthflow.common.topology import SERVICES
@@ -31,20 +32,14 @@ def collect() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
     """(type → catalog entry with ``publisher``, service → consumed patterns)."""
     consumers: dict[str, list[str]] = {}
     for name, info in SERVICES.items():
-        if _installed(f"{info.module}.events"):
-            importlib.import_module(f"{info.module}.events")
         if _installed(f"{info.module}.app"):
             # What the running service subscribes to: its app's consumer (building
             # the app opens no connection).
             app = importlib.import_module(f"{info.module}.app").create_app()
             consumer = app.state.runtime.consumer
             consumers[name] = list(consumer.patterns) if consumer is not None else []
-    entries = {}
-    for type_, entry in envelope.catalog().items():
-        parts = entry["payload"].split(".")
-        if parts[0] != "healthflow" or parts[1] not in SERVICES:
-            continue  # registered by a test or a tool, not by a service
-        entries[type_] = entry | {"publisher": parts[1]}
+    published = contracts.contracts()  # registered by a service's contract, not by a test
+    entries = {t: e for t, e in envelope.catalog().items() if t in published}
     for type_, entry in entries.items():
         entry["consumers"] = sorted(
             service for service, patterns in consumers.items()
@@ -58,7 +53,8 @@ def render_markdown() -> str:
     lines = [
         "# Event catalog",
         "",
-        "Generated from the services' `events.py` and `handlers.py` by `make docs`; do not edit.",
+        "Generated from `libs/contracts` and the services' `handlers.py` by `make docs`; "
+        "do not edit.",
         "Every event is a CloudEvents 1.0 envelope on the topic exchange `healthflow.events`;",
         "the routing key is the type.",
         "",
