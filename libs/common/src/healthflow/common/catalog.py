@@ -4,7 +4,8 @@
 :mod:`healthflow.contracts` (type, schema version, publisher, JSON Schema) and,
 for each service of :data:`healthflow.common.topology.SERVICES` that is
 installed, the patterns the consumer of the app its ``create_app`` builds
-subscribes to, and prints ``docs/events.md``. Nothing here is
+subscribes to, and prints ``docs/events.md``; with the argument ``asyncapi`` it
+prints the AsyncAPI 3.0 document kept as ``healthflow/contracts/asyncapi.json``. Nothing here is
 written by hand, so the catalog cannot drift from the code.
 """
 
@@ -13,12 +14,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import sys
 from typing import Any
 
 import healthflow.contracts as contracts
 from healthflow.common.events import envelope
 from healthflow.common.events.transport import topic_matches
 from healthflow.common.topology import SERVICES
+from healthflow.contracts import asyncapi
 
 
 def _installed(module: str) -> bool:
@@ -78,5 +81,12 @@ def render_markdown() -> str:
     return "\n".join(lines)
 
 
+def render_asyncapi() -> str:
+    """The AsyncAPI 3.0 document (:mod:`healthflow.contracts.asyncapi`) with today's consumers."""
+    entries, _ = collect()
+    return asyncapi.render({type_: entry["consumers"] for type_, entry in entries.items()})
+
+
 if __name__ == "__main__":
-    print(render_markdown(), end="")
+    # `python -m healthflow.common.catalog` → docs/events.md; `… asyncapi` → the AsyncAPI JSON
+    print(render_asyncapi() if sys.argv[1:] == ["asyncapi"] else render_markdown(), end="")
