@@ -53,10 +53,12 @@ deadletters: install ## inspect and replay dead letters: make deadletters ARGS="
 jobs: install ## list and replay a service's dead background jobs: make jobs ARGS="list notification"
 	@$(UV) run --frozen healthflow-jobs $(ARGS)
 
-docs: install ## regenerate the generated docs (permissions table, event catalog)
+docs: install ## regenerate the generated docs (permissions, event catalog, AsyncAPI, contract schemas)
 	@$(UV) run --frozen python -m healthflow.common.permissions > docs/permissions.md
 	@$(UV) run --frozen python -m healthflow.common.catalog > docs/events.md
 	@$(UV) run --frozen python -m healthflow.devkit.compose
+	@$(UV) run --frozen python -m healthflow.common.catalog asyncapi > libs/contracts/src/healthflow/contracts/asyncapi.json
+	@$(UV) run --frozen python -m healthflow.contracts.compat write
 
 new-service: install ## scaffold services/$(NAME): every module, one route, one event, tests (NAME=x)
 	@test -n "$(NAME)" || { echo "usage: make new-service NAME=x"; exit 2; }

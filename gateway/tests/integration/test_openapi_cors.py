@@ -37,6 +37,15 @@ def test_openapi_merges_the_routed_paths_of_two_upstreams(gateway):
     assert "doctor" in doc["info"]["description"] and "hospital" in doc["info"]["description"]
 
 
+def test_asyncapi_document_is_served_beside_openapi(gateway):
+    response = httpx.get(gateway.url + "/asyncapi.json")
+    assert response.status_code == 200
+    doc = response.json()
+    assert doc["asyncapi"] == "3.0.0"
+    assert doc["channels"]["appointment.booked"]["address"] == "appointment.booked"
+    assert doc["operations"]["appointment.send.appointment.booked"]["action"] == "send"
+
+
 def test_swagger_ui_is_served(gateway):
     docs = httpx.get(gateway.url + "/docs")
     assert docs.status_code == 200

@@ -6,7 +6,8 @@ token verification when the route group requires it (401), permission check
 (403) → per-subject rate limit (429) → forward (:mod:`healthflow.gateway.proxy`).
 Every error is RFC 9457 problem+json. The gateway itself answers
 ``/livez``, ``/readyz``, ``/metrics``, ``/openapi.json`` (the merged platform
-document), ``/docs`` (Swagger UI), ``/status`` (an HTML view) and
+document), ``/asyncapi.json`` (the events' AsyncAPI 3.0 document, generated from
+:mod:`healthflow.contracts`), ``/docs`` (Swagger UI), ``/status`` (an HTML view) and
 ``GET /api/v1/platform/status`` (``platform:status`` permission).
 """
 
@@ -42,6 +43,7 @@ from healthflow.common.http import RequestContextMiddleware, valid_request_id
 from healthflow.common.logs import setup_logging
 from healthflow.common.permissions import Permission
 from healthflow.common.settings import load_settings
+from healthflow.contracts import asyncapi
 from healthflow.gateway import proxy, status
 from healthflow.gateway.breaker import Breakers
 from healthflow.gateway.openapi import OpenAPIAggregator
@@ -226,6 +228,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def openapi(request: Request) -> JSONResponse:
         await edge_limit(request)
         return JSONResponse(await request.app.state.openapi.document())
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    async def asyncapi_document(request: Request) -> JSONResponse:
+        await edge_limit(request)
+        return JSONResponse(asyncapi.load())
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:

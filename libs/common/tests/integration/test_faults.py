@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from healthflow.common import mongo
+from healthflow.common.events.consumer import envelope_handler
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import OUTBOX, UnitOfWork, recorded_events
 from healthflow.common.events.rabbit import RabbitTransport
@@ -101,6 +102,7 @@ async def test_broker_restart_during_a_stream_loses_nothing(
                                outbox_max_backoff=1.0, outbox_poll_interval=0.2,
                                retry_delays=[0.5, 1.0])
 
+    @envelope_handler  # a test type: no contract to apply
     async def apply(event: CloudEvent, uow: UnitOfWork) -> None:
         await uow.db.effects.insert_one({"event": event.id, "n": event.data["n"]},
                                         session=uow.session)

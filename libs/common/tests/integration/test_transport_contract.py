@@ -16,6 +16,7 @@ import aio_pika
 import pytest
 
 from healthflow.common import mongo
+from healthflow.common.events.consumer import envelope_handler
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.events.outbox import UnitOfWork
@@ -202,6 +203,7 @@ async def test_redelivered_event_has_one_effect(transport, mongodb_url, unique_n
     settings = ServiceSettings(service_name=unique_name, mongodb_url=mongodb_url,
                                transport="inprocess", retry_delays=list(DELAYS))
 
+    @envelope_handler  # test types have no contract
     async def count_effect(event: CloudEvent, uow: UnitOfWork) -> None:
         await uow.db.effects.update_one({"_id": "counter"}, {"$inc": {"n": 1}},
                                         upsert=True, session=uow.session)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from healthflow.common import catalog, permissions
 from healthflow.common.events.transport import topic_matches
+from healthflow.contracts import asyncapi
 
 DOCS = Path(__file__).resolve().parents[4] / "docs"
 
@@ -17,6 +18,13 @@ def test_permissions_doc_is_current():
 def test_event_catalog_is_current():
     assert (DOCS / "events.md").read_text() == catalog.render_markdown(), (
         "docs/events.md is stale: run `make docs`"
+    )
+
+
+def test_asyncapi_document_is_current():
+    kept = Path(asyncapi.__file__).with_name("asyncapi.json").read_text()
+    assert kept == catalog.render_asyncapi(), (
+        "healthflow/contracts/asyncapi.json is stale: run `make docs`"
     )
 
 

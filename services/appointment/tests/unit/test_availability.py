@@ -1,9 +1,12 @@
-"""Slot generation and the tolerant read model, including daylight-saving changes."""
+"""Slot generation and the availability read model, including daylight-saving changes."""
 
 from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, time, timedelta
+
+import pytest
+from pydantic import ValidationError
 
 from healthflow.appointment.availability import (
     Availability,
@@ -17,6 +20,7 @@ from healthflow.appointment.availability import (
     zone,
 )
 from healthflow.appointment.slots import candidate_slots, free_slots, lock_span
+from healthflow.contracts.doctor import DoctorScheduleChanged
 from healthflow.scheduling import local_to_utc
 
 
@@ -81,26 +85,36 @@ def test_leave_breaks_bookings_and_past_are_removed() -> None:
     assert free_slots(unverified, *window, taken=[], now=utc(2027, 1, 1)) == []
 
 
-def test_older_payload_shapes_are_tolerated_and_round_trip() -> None:
+def test_only_the_contract_shape_is_read_and_it_round_trips() -> None:
     data = {
-        "doctor_id": "d9", "user_id": "u9", "verification_status": "verified",
-        "timezone": "Europe/Lisbon", "slot_length": "PT20M",
-        "rules": [{"day": "monday", "start": "09:00", "end": "12:00", "hospital_id": "h1"},
-                  {"weekday": 3, "mode": "online", "start": "18:00", "end": "20:00"}],
-        "breaks": [{"start": "10:00", "end": "10:20"}],
-        "leave": [{"start": "2027-01-01T00:00:00Z", "end": "2027-01-02T00:00:00Z"}],
-        "fees": {"online": {"amount": 2500, "currency": "eur"}},
-        "unknown_field": {"ignored": True},
+        "doctor_id": "d9", "user_id": "u9", "version": 3, "changed_at": "2027-01-01T00:00:00Z",
+        "verified": True, "bookable": True, "timezone": "Europe/Lisbon",
+        "modes": ["in_person", "online"], "fee": {"amount": 2500, "currency": "eur"},
+        "slot_minutes": 20,
+        "locations": [{"key": "hospital:h1", "mode": "in_person", "hospital_id": "h1",
+                       "name": "H", "city": "Lisbon", "timezone": "Europe/Lisbon",
+                       "bookable": True}],
+        "weekly": [{"location": "hospital:h1", "hospital_id": "h1", "mode": "in_person",
+                    "day": 1, "start": "09:00", "end": "12:00", "timezone": "Europe/Lisbon"},
+                   {"location": "online", "hospital_id": None, "mode": "online", "day": 3,
+                    "start": "18:00", "end": "20:00", "timezone": "Europe/Lisbon"}],
+        "breaks": [], "leave_dates": [],
+        "leave": [{"location": "online", "kind": "leave", "start": "2027-01-01T00:00:00Z",
+                   "end": "2027-01-02T00:00:00Z"}],
     }
-    av = availability_from_event(data)
+    av = availability_from_event(DoctorScheduleChanged.model_validate(data))
     assert av.verified and av.doctor_user_id == "u9" and av.slot_minutes == 20
     assert {(r.weekday, r.mode, r.location_id) for r in av.rules} == {
         (1, Mode.IN_PERSON, "h1"), (3, Mode.ONLINE, None)}
     assert av.modes == {Mode.IN_PERSON, Mode.ONLINE}
     fee = av.fee_for(Mode.ONLINE)
     assert fee is not None and fee.currency == "EUR"
-    assert len(av.breaks) == 1 and len(av.leave) == 1
+    assert len(av.leave) == 1
     assert availability_from_document(availability_to_document(av)) == av
+    # The older spellings are no longer guessed at: they break the contract.
+    older = {**data, "slot_length": "PT20M", "rules": data.pop("weekly")}
+    with pytest.raises(ValidationError):
+        DoctorScheduleChanged.model_validate(older)
 
 
 def test_odd_grids_get_slots_and_lock_spans_widen_outward() -> None:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from healthflow.appointment.availability import Mode, availability_from_event
 from healthflow.appointment.slots import candidate_slots, free_slots
+from healthflow.contracts.doctor import DoctorScheduleChanged
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -46,8 +47,13 @@ def v1_payload(*, bookable: bool = True) -> dict[str, Any]:
     }
 
 
+def contract(payload: dict[str, Any]) -> DoctorScheduleChanged:
+    """The payload as the consumer hands it over (the fixture is the real wire shape)."""
+    return DoctorScheduleChanged.model_validate(payload)
+
+
 def test_v1_payload_gives_the_documented_slots_across_dst() -> None:
-    av = availability_from_event(v1_payload())
+    av = availability_from_event(contract(v1_payload()))
     assert av.verified and av.version == 7 and av.doctor_user_id == "doc-user-1"
     fee = av.fee_for(Mode.ONLINE)
     assert fee is not None and (fee.amount, fee.currency) == (5000, "USD")
@@ -66,18 +72,16 @@ def test_v1_payload_gives_the_documented_slots_across_dst() -> None:
 
 
 def test_not_bookable_offers_nothing_and_location_breaks_are_not_global() -> None:
-    av = availability_from_event(v1_payload(bookable=False))
+    av = availability_from_event(contract(v1_payload(bookable=False)))
     assert free_slots(av, datetime(2027, 3, 27, tzinfo=UTC), datetime(2027, 3, 31, tzinfo=UTC),
                       taken=[], now=datetime(2027, 1, 1, tzinfo=UTC)) == []
-    assert availability_from_event(v1_payload()).breaks == ()
+    assert availability_from_event(contract(v1_payload())).breaks == ()
 
 
 def test_payload_is_the_doctor_services_own_model_and_slots_match_its_expansion() -> None:
     from healthflow.doctor import domain as doctor_domain
-    from healthflow.doctor.events import DoctorScheduleChanged
 
     payload = v1_payload()
-    DoctorScheduleChanged.model_validate(payload)  # the fixture is the real wire shape
     schedule = doctor_domain.Schedule(slot_minutes=20, rules=(
         doctor_domain.WeeklyRule("hospital:h1", 7, 60, 240, ((100, 120),)),
         doctor_domain.WeeklyRule("online", 1, 18 * 60, 20 * 60)))
@@ -88,5 +92,5 @@ def test_payload_is_the_doctor_services_own_model_and_slots_match_its_expansion(
               for s in doctor_domain.expand(schedule, zones, start, end)
               if not (s.location == "online" and s.start < leave[1] and leave[0] < s.end)]
     ours = [(s.start, s.end, s.location_key)
-            for s in candidate_slots(availability_from_event(payload), start, end)]
+            for s in candidate_slots(availability_from_event(contract(payload)), start, end)]
     assert ours == theirs and len(ours) > 20

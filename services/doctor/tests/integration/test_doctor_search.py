@@ -272,13 +272,15 @@ async def test_availability_round_trip_and_schedule_changed_payload(platform, di
     # the appointment service's reading of this payload gives the same slots as ours
     from healthflow.appointment.availability import availability_from_event
     from healthflow.appointment.slots import candidate_slots
+    from healthflow.contracts.doctor import DoctorScheduleChanged
 
     doc = await p.db["doctors"].find_one({"_id": "d-schmidt"})
     facts = await store.hospital_facts(p.db, [h["h1"]])
     start = datetime.now(UTC).replace(microsecond=0)
     stop = start + timedelta(days=35)
     ours = domain.expand(store.schedule_of(doc), store.zones_for(doc, facts), start, stop)
-    theirs = candidate_slots(availability_from_event(event), start, stop)
+    theirs = candidate_slots(
+        availability_from_event(DoctorScheduleChanged.model_validate(event)), start, stop)
     assert [(s.start, s.end, s.mode.value) for s in ours] == [
         (s.start, s.end, s.mode.value) for s in theirs]
     assert len(ours) > 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ import pytest
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
 from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
 from healthflow.patient.app import create_app
 from healthflow.patient.settings import Settings
 
@@ -35,7 +36,8 @@ class PatientService:
         user_id = user_id or f"pat-{uuid.uuid4().hex[:8]}"
         await self.deliver("user.registered", {
             "user_id": user_id, "roles": ["patient"], "email": f"{user_id}@example.org",
-            "phone": "+4930123456", "full_name": "Grace Hopper", **data})
+            "phone": "+4930123456", "full_name": "Grace Hopper", "self_registered": True,
+            **data})
         return user_id
 
     async def outbox(self, type_: str, patient_id: str | None = None) -> list[dict[str, Any]]:
@@ -44,6 +46,18 @@ class PatientService:
             query["envelope.patientid"] = patient_id
         return await self.runtime.db["outbox"].find(query).sort("created_at", 1).to_list()
 
+
+
+def appointment_data(*, cancelled: bool = False, **fields: Any) -> dict[str, Any]:
+    """A complete ``appointment.booked`` (or ``.cancelled``) payload per its contract."""
+    start = datetime(2027, 3, 1, 9, tzinfo=UTC)
+    model = AppointmentCancelled if cancelled else AppointmentBooked
+    extra = ({"cancelled_by": "u", "cancelled_by_role": "patient",
+              "reason_code": "patient_request", "status": "cancelled"} if cancelled
+             else {"booked_by": "u", "booked_by_role": "patient", "status": "booked"})
+    base = {"doctor_user_id": None, "location_id": None, "start": start,
+            "end": start + timedelta(minutes=30), "timezone": "UTC", "mode": "in_person"}
+    return model(**{**base, **extra, **fields}).model_dump(mode="json")
 
 @pytest.fixture
 async def psvc(mongodb_url: str, unique_name: str, tokens: TokenFactory

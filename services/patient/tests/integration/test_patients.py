@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from .conftest import PatientService
+from .conftest import PatientService, appointment_data
 
 PROBLEM = "application/problem+json"
 
@@ -22,7 +22,7 @@ def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
 async def test_registration_creates_one_profile_and_ignores_other_roles(
         psvc: PatientService) -> None:
     data = {"user_id": "pat-reg", "roles": ["patient"], "email": "reg@example.org",
-            "phone": "+4930111111", "full_name": "Grace Hopper"}
+            "phone": "+4930111111", "full_name": "Grace Hopper", "self_registered": True}
     await psvc.deliver("user.registered", data, event_id="evt-reg-1")
     await psvc.deliver("user.registered", data, event_id="evt-reg-1")  # redelivery
     await psvc.deliver("user.registered", data, event_id="evt-reg-2")  # a second event
@@ -128,8 +128,8 @@ async def test_who_may_read_a_chart_and_every_read_is_recorded(psvc: PatientServ
     doctor = psvc.tokens.headers("doc-user-1", roles=["doctor"])
     problem(await psvc.client.get(f"/api/v1/patients/{pid}", headers=doctor),
             403, "not-treating")
-    booked = {"appointment_id": "a-1", "patient_id": pid, "doctor_id": "d-1",
-              "doctor_user_id": "doc-user-1"}
+    booked = appointment_data(appointment_id="a-1", patient_id=pid, doctor_id="d-1",
+                              doctor_user_id="doc-user-1")
     await psvc.deliver("appointment.booked", booked)
     read = await psvc.client.get(f"/api/v1/patients/{pid}", params={"purpose": "treatment"},
                                  headers=doctor)
@@ -137,7 +137,9 @@ async def test_who_may_read_a_chart_and_every_read_is_recorded(psvc: PatientServ
     accesses = await psvc.outbox("patient.record_accessed", pid)
     assert [(e["envelope"]["data"]["accessor_id"], e["envelope"]["data"]["purpose"])
             for e in accesses] == [("care-1", "patient_support"), ("doc-user-1", "treatment")]
-    await psvc.deliver("appointment.cancelled", booked)
+    await psvc.deliver("appointment.cancelled", appointment_data(
+        cancelled=True, appointment_id="a-1", patient_id=pid, doctor_id="d-1",
+        doctor_user_id="doc-user-1"))
     problem(await psvc.client.get(f"/api/v1/patients/{pid}", headers=doctor),
             403, "not-treating")
     problem(await psvc.client.get("/api/v1/patients/nobody", headers=staff),

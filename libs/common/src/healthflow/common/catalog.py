@@ -1,10 +1,11 @@
 """The event catalog, generated from code: types, payload schemas, publishers, consumers.
 
-``python -m healthflow.common.catalog`` imports every service of
-:data:`healthflow.common.topology.SERVICES` that is installed (its ``events``
-module registers the payload models it publishes; the consumer of the app its
-``create_app`` builds names the patterns it subscribes to) and prints
-``docs/events.md``. Nothing here is
+``python -m healthflow.common.catalog`` takes every contract of
+:mod:`healthflow.contracts` (type, schema version, publisher, JSON Schema) and,
+for each service of :data:`healthflow.common.topology.SERVICES` that is
+installed, the patterns the consumer of the app its ``create_app`` builds
+subscribes to, and prints ``docs/events.md``; with the argument ``asyncapi`` it
+prints the AsyncAPI 3.0 document kept as ``healthflow/contracts/asyncapi.json``. Nothing here is
 written by hand, so the catalog cannot drift from the code.
 """
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import sys
 from typing import Any
 
+import healthflow.contracts as contracts
 from healthflow.common.events import envelope
 from healthflow.common.events.transport import topic_matches
 from healthflow.common.topology import SERVICES
+from healthflow.contracts import asyncapi
 
 
 def _installed(module: str) -> bool:
@@ -31,20 +35,14 @@ def collect() -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
     """(type → catalog entry with ``publisher``, service → consumed patterns)."""
     consumers: dict[str, list[str]] = {}
     for name, info in SERVICES.items():
-        if _installed(f"{info.module}.events"):
-            importlib.import_module(f"{info.module}.events")
         if _installed(f"{info.module}.app"):
             # What the running service subscribes to: its app's consumer (building
             # the app opens no connection).
             app = importlib.import_module(f"{info.module}.app").create_app()
             consumer = app.state.runtime.consumer
             consumers[name] = list(consumer.patterns) if consumer is not None else []
-    entries = {}
-    for type_, entry in envelope.catalog().items():
-        parts = entry["payload"].split(".")
-        if parts[0] != "healthflow" or parts[1] not in SERVICES:
-            continue  # registered by a test or a tool, not by a service
-        entries[type_] = entry | {"publisher": parts[1]}
+    published = contracts.contracts()  # registered by a service's contract, not by a test
+    entries = {t: e for t, e in envelope.catalog().items() if t in published}
     for type_, entry in entries.items():
         entry["consumers"] = sorted(
             service for service, patterns in consumers.items()
@@ -58,7 +56,8 @@ def render_markdown() -> str:
     lines = [
         "# Event catalog",
         "",
-        "Generated from the services' `events.py` and `handlers.py` by `make docs`; do not edit.",
+        "Generated from `libs/contracts` and the services' `handlers.py` by `make docs`; "
+        "do not edit.",
         "Every event is a CloudEvents 1.0 envelope on the topic exchange `healthflow.events`;",
         "the routing key is the type.",
         "",
@@ -82,5 +81,12 @@ def render_markdown() -> str:
     return "\n".join(lines)
 
 
+def render_asyncapi() -> str:
+    """The AsyncAPI 3.0 document (:mod:`healthflow.contracts.asyncapi`) with today's consumers."""
+    entries, _ = collect()
+    return asyncapi.render({type_: entry["consumers"] for type_, entry in entries.items()})
+
+
 if __name__ == "__main__":
-    print(render_markdown(), end="")
+    # `python -m healthflow.common.catalog` → docs/events.md; `… asyncapi` → the AsyncAPI JSON
+    print(render_asyncapi() if sys.argv[1:] == ["asyncapi"] else render_markdown(), end="")

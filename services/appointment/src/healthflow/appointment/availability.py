@@ -2,21 +2,23 @@
 
 The appointment service never reads the doctor database: it keeps, per doctor,
 the last ``doctor.schedule_changed`` it consumed, normalised into
-:class:`Availability` by :func:`availability_from_event` (tolerant of field
-spellings, so the doctor service's payload can evolve without breaking us).
+:class:`Availability` by :func:`availability_from_event` from the doctor
+service's contract (:mod:`healthflow.contracts.doctor`): one shape, validated by
+the consumer before it gets here.
 
 Slots are computed from it in :mod:`healthflow.appointment.slots`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from healthflow.contracts.doctor import DoctorScheduleChanged
 
 DEFAULT_SLOT_MINUTES = 30
 
@@ -145,253 +147,86 @@ def zone(name: str) -> ZoneInfo:
 
 # --------------------------------------------------------------------------- event parsing
 
-_WEEKDAYS = {
-    name: i
-    for i, names in enumerate(
-        [("mon", "monday"), ("tue", "tuesday"), ("wed", "wednesday"), ("thu", "thursday"),
-         ("fri", "friday"), ("sat", "saturday"), ("sun", "sunday")],
-        start=1,
-    )
-    for name in names
-}
 
-
-def _first(data: Mapping[str, Any], *keys: str, default: Any = None) -> Any:
-    for key in keys:
-        if key in data and data[key] is not None:
-            return data[key]
-    return default
-
-
-def _weekday(value: Any) -> int | None:
-    """ISO weekday (1 = Monday … 7 = Sunday) from an int (ISO) or an English name."""
-    if isinstance(value, bool):
+def _wall(value: str) -> time | None:
+    """A local wall time from the contract's ``"HH:MM"`` (``"24:00"`` = end of day)."""
+    if value == "24:00":
+        return time(0)
+    try:
+        return time.fromisoformat(value)
+    except ValueError:
         return None
-    if isinstance(value, int):
-        return value if 1 <= value <= 7 else None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text.isdigit():
-            return _weekday(int(text))
-        return _WEEKDAYS.get(text) or _WEEKDAYS.get(text[:3])
-    return None
 
 
-def _wall(value: Any) -> time | None:
-    """A local wall time from ``"HH:MM"``, ``"HH:MM:SS"`` or minutes after midnight."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 24 * 60:
-        return time(0) if value == 24 * 60 else time(value // 60, value % 60)
-    if isinstance(value, str):
-        if value in ("24:00", "24:00:00"):
-            return time(0)
-        try:
-            return time.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _minutes(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        match = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?", value.strip().upper())
-        if match and any(match.groups()):
-            return int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
-        if value.isdigit():
-            return int(value)
-    return None
-
-
-def _aware(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    else:
+def _mode(value: str) -> Mode | None:
+    """The contract's ``in_person`` | ``online``; ``None`` for a mode this service lacks."""
+    try:
+        return Mode(value)
+    except ValueError:
         return None
-    return moment.astimezone(UTC) if moment.tzinfo is not None else None
 
 
-def _mode(value: Any) -> Mode | None:
-    if not isinstance(value, str):
-        return None
-    text = value.strip().lower().replace("-", "_").replace(" ", "_")
-    aliases = {"in_person": Mode.IN_PERSON, "inperson": Mode.IN_PERSON,
-               "onsite": Mode.IN_PERSON, "online": Mode.ONLINE, "video": Mode.ONLINE,
-               "telemedicine": Mode.ONLINE, "virtual": Mode.ONLINE}
-    return aliases.get(text)
-
-
-def _fee(value: Any) -> Fee | None:
-    if not isinstance(value, Mapping):
-        return None
-    amount = _first(value, "amount", "amount_minor", "minor", "value")
-    currency = _first(value, "currency", default="")
-    if isinstance(amount, int) and not isinstance(amount, bool) and amount >= 0:
-        return Fee(amount, str(currency).upper())
-    return None
-
-
-def _breaks(value: Any) -> tuple[tuple[time, time], ...]:
-    pauses = []
-    for item in value or []:
-        if isinstance(item, Mapping):
-            b_start, b_end = _wall(_first(item, "start", "from")), _wall(_first(item, "end", "to"))
-            if b_start is not None and b_end is not None:
-                pauses.append((b_start, b_end))
-    return tuple(pauses)
-
-
-@dataclass(frozen=True)
-class _Location:
-    key: str
-    mode: Mode
-    hospital_id: str | None
-    timezone: str
-    bookable: bool
-
-
-def _locations(data: Mapping[str, Any], timezone: str) -> dict[str, _Location]:
-    found: dict[str, _Location] = {}
-    for item in _first(data, "locations", default=[]) or []:
-        if not isinstance(item, Mapping):
-            continue
-        hospital_id = _first(item, "hospital_id", "location_id")
-        key = str(_first(item, "key", default=f"hospital:{hospital_id}" if hospital_id
-                         else "online"))
-        mode = _mode(_first(item, "mode")) or (Mode.IN_PERSON if hospital_id else Mode.ONLINE)
-        found[key] = _Location(key, mode, str(hospital_id) if hospital_id else None,
-                               str(_first(item, "time_zone", "timezone", default=timezone)),
-                               bool(_first(item, "bookable", default=True)))
-    return found
-
-
-def _rules_from(items: Any, *, timezone: str, locations: Mapping[str, _Location],
-                defaults: _Location | None = None) -> list[WeeklyRule]:
+def _rules(data: DoctorScheduleChanged) -> list[WeeklyRule]:
+    """The weekly windows at bookable locations, as :class:`WeeklyRule` (ISO ``day`` 1–7)."""
+    places = {place.key: place for place in data.locations}
     rules: list[WeeklyRule] = []
-    if not isinstance(items, list):
-        return rules
-    for item in items:
-        if not isinstance(item, Mapping):
-            continue
-        place = locations.get(str(_first(item, "location", default=""))) or defaults
+    for window in data.weekly:
+        place = places.get(window.location)
         if place is not None and not place.bookable:
             continue  # an unverified hospital, or online without a verified affiliation
-        hospital_id = _first(item, "location_id", "hospital_id",
-                             default=place.hospital_id if place else None)
-        mode = _mode(_first(item, "mode", "consultation_mode")) or (
-            place.mode if place else (Mode.IN_PERSON if hospital_id else Mode.ONLINE))
-        tz = str(_first(item, "time_zone", "timezone", "tz",
-                        default=place.timezone if place else timezone))
-        days = _first(item, "weekdays", "days")
-        day_values = days if isinstance(days, list) else [
-            _first(item, "day", "weekday", "day_of_week")]
-        start, end = _wall(_first(item, "start", "start_time", "from")), _wall(
-            _first(item, "end", "end_time", "to"))
-        if start is None or end is None or (end != time(0) and end <= start):
+        mode = _mode(window.mode)
+        start, end = _wall(window.start), _wall(window.end)
+        if (mode is None or start is None or end is None or not 1 <= window.day <= 7
+                or (end != time(0) and end <= start)):
             continue
-        for raw_day in day_values:
-            weekday = _weekday(raw_day)
-            if weekday is None:
-                continue
-            rules.append(WeeklyRule(
-                weekday, start, end, mode, tz, str(hospital_id) if hospital_id else None,
-                place.key if place else (str(item["location"]) if item.get("location") else None),
-                _breaks(item.get("breaks"))))
+        hospital_id = window.hospital_id or (place.hospital_id if place else None)
+        rules.append(WeeklyRule(window.day, start, end, mode, window.timezone, hospital_id,
+                                window.location or None))
     return rules
 
 
-def availability_from_event(data: Mapping[str, Any], *, as_of: datetime | None = None
+def availability_from_event(data: DoctorScheduleChanged, *, as_of: datetime | None = None
                             ) -> Availability:
-    """Normalise a ``doctor.schedule_changed`` payload into :class:`Availability`.
+    """Turn the doctor service's ``doctor.schedule_changed`` contract into :class:`Availability`.
 
-    The doctor service's payload (``healthflow.doctor.events.DoctorScheduleChanged``
-    v1): ``doctor_id`` = ``user_id`` (the doctor's user id), ``version`` (newer
-    wins), ``bookable`` (verified licence and a bookable location; else no
-    slots), ``timezone``, ``modes``, ``fee`` ``{amount, currency}``,
-    ``slot_minutes``, ``locations`` (``key`` ``hospital:<id>``/``online``,
-    ``mode``, ``hospital_id``, ``timezone``, ``bookable``), ``weekly`` windows
+    ``data`` is :class:`healthflow.contracts.doctor.DoctorScheduleChanged` (v1), already
+    validated by the consumer: ``doctor_id`` and ``user_id`` (the doctor's user id),
+    ``version`` (newer wins), ``bookable`` (verified licence and a bookable location; else
+    no slots), ``timezone``, ``modes``, ``fee`` ``{amount, currency}`` (the same for every
+    mode), ``slot_minutes``, ``locations`` (``key``, ``bookable``, …), ``weekly`` windows
     (``location``, ``hospital_id``, ``mode``, ISO ``day``, local ``start``/``end``
-    "HH:MM", ``timezone``; breaks already cut out), ``breaks`` (display only:
-    ignored) and ``leave`` (aware UTC ``start``/``end`` per ``location``).
-    Windows at locations marked not bookable are dropped.
-
-    Tolerated too (older or hand-written shapes): ``rules`` items with
-    ``weekday``, ``location_id``, own ``breaks``; ``verified``; ``fee_amount`` +
-    ``currency``; ``fees`` per mode; recurring ``breaks`` without a
-    ``location``; ``blocked`` intervals. Unknown fields are ignored.
-
-    Raises:
-        ValueError: when no doctor id is present.
+    ``"HH:MM"``, ``timezone``; breaks already cut out; windows at locations not bookable
+    are dropped), ``breaks`` (display only: location breaks are already cut out) and
+    ``leave`` (aware UTC ``start``/``end`` per ``location``). ``as_of`` is the envelope's
+    ``time`` (aware UTC).
     """
-    doctor_id = _first(data, "doctor_id", "id")
-    if doctor_id is None:
-        raise ValueError("doctor.schedule_changed without a doctor_id")
-    timezone = str(_first(data, "time_zone", "timezone", "tz", default="UTC"))
-    status = _first(data, "verification_status", "status")
-    verified = bool(_first(data, "bookable", "verified", "is_verified",
-                           default=status == "verified"))
-    slot_minutes = _minutes(_first(data, "slot_minutes", "slot_length_minutes",
-                                   "slot_duration_minutes", "slot_length", "slot_duration"))
-    modes = {m for m in (_mode(v) for v in _first(data, "modes", "consultation_modes",
-                                                  default=[])) if m is not None}
-    locations = _locations(data, timezone)
-    rules = _rules_from(_first(data, "weekly", "rules", "weekly_rules", "weekly_hours"),
-                        timezone=timezone, locations=locations)
+    rules = _rules(data)
+    modes = {m for m in map(_mode, data.modes) if m is not None}
     if not modes:
         modes = {r.mode for r in rules} or {Mode.IN_PERSON}
-    breaks = []
-    for item in _first(data, "breaks", default=[]) or []:
-        if not isinstance(item, Mapping) or item.get("location"):
-            continue  # a location's break is already cut out of its windows
-        b_start, b_end = _wall(_first(item, "start", "from")), _wall(_first(item, "end", "to"))
-        if b_start is None or b_end is None:
-            continue
-        raw_day = _first(item, "weekday", "day", "day_of_week")
-        breaks.append(Break(b_start, b_end, str(_first(item, "timezone", default=timezone)),
-                            _weekday(raw_day) if raw_day is not None else None))
-    leave = []
-    for key in ("blocked", "leave", "leaves", "time_off", "holidays", "absences"):
-        for item in data.get(key) or []:
-            if isinstance(item, Mapping):
-                s_at = _aware(_first(item, "start", "from"))
-                e_at = _aware(_first(item, "end", "to"))
-                where = item.get("location")
-                if s_at is not None and e_at is not None and s_at < e_at:
-                    leave.append(Interval(s_at, e_at, str(where) if where else None))
-    fees: dict[Mode, Fee] = {}
-    amount = data.get("fee_amount")
-    if isinstance(amount, int) and not isinstance(amount, bool):
-        fees = dict.fromkeys(modes, Fee(amount, str(data.get("currency") or "").upper()))
-    raw_fees = _first(data, "fees", "fee")
-    if isinstance(raw_fees, Mapping):
-        single = _fee(raw_fees)
-        if single is not None:
-            fees = dict.fromkeys(modes, single)
-        else:
-            for key, value in raw_fees.items():
-                mode, fee = _mode(key), _fee(value)
-                if mode is not None and fee is not None:
-                    fees[mode] = fee
-    version = data.get("version")
-    user_id = _first(data, "doctor_user_id", "user_id", default=doctor_id)
+    breaks = tuple(Break(b_start, b_end, item.timezone, item.day) for item in data.breaks
+                   if not item.location  # a location's break is already cut out
+                   and (b_start := _wall(item.start)) is not None
+                   and (b_end := _wall(item.end)) is not None)
+    leave = tuple(Interval(item.start.astimezone(UTC), item.end.astimezone(UTC),
+                           item.location or None)
+                  for item in data.leave
+                  if item.start.tzinfo is not None and item.end.tzinfo is not None
+                  and item.start < item.end)
+    fee = Fee(data.fee.amount, data.fee.currency.upper()) if data.fee.amount >= 0 else None
     return Availability(
-        doctor_id=str(doctor_id),
-        doctor_user_id=str(user_id),
-        verified=verified,
-        timezone=timezone,
-        slot_minutes=slot_minutes if slot_minutes and slot_minutes > 0 else 0,
+        doctor_id=data.doctor_id,
+        doctor_user_id=data.user_id,
+        verified=data.bookable,
+        timezone=data.timezone,
+        slot_minutes=data.slot_minutes if data.slot_minutes and data.slot_minutes > 0 else 0,
         modes=frozenset(modes),
         rules=tuple(rules),
-        breaks=tuple(breaks),
-        leave=tuple(leave),
-        fees=fees,
+        breaks=breaks,
+        leave=leave,
+        fees=dict.fromkeys(modes, fee) if fee is not None else {},
         as_of=as_of,
-        version=version if isinstance(version, int) and not isinstance(version, bool) else None,
+        version=data.version,
     )
 
 

@@ -1,75 +1,30 @@
-"""Events the appointment service publishes (routing key = type; ``patientid`` set).
+"""Events the appointment service publishes (re-exported from :mod:`healthflow.contracts`).
 
-Every payload carries ids, times (aware UTC), the hospital's IANA time zone,
-mode and status; never the free-text reason, notes or preferences, which stay
-in this service.
+The models (type string, publisher, schema version and fields) live in the
+contracts package, which consumers import too; this module re-exports them so
+call sites keep writing ``events.<Model>(...)``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from healthflow.contracts.appointment import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentCompleted,
+    AppointmentConfirmed,
+    AppointmentEvent,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+)
 
-from healthflow.common.events.envelope import EventPayload, event_type
-
-
-class AppointmentEvent(EventPayload):
-    """Fields every appointment event shares."""
-
-    appointment_id: str
-    patient_id: str
-    doctor_id: str
-    doctor_user_id: str | None
-    location_id: str | None
-    start: datetime  # aware UTC
-    end: datetime  # aware UTC
-    timezone: str  # IANA zone of the hospital (or the doctor, online)
-    mode: str  # in_person | online
-    status: str  # see healthflow.appointment.domain.Status
-
-
-@event_type("appointment.booked")
-class AppointmentBooked(AppointmentEvent):
-    """A slot was taken; ``status`` is ``booked`` or ``pending_payment``."""
-
-    booked_by: str  # user id
-    booked_by_role: str  # patient | staff
-    fee_amount: int | None = None  # minor units
-    fee_currency: str | None = None  # ISO 4217
-
-
-@event_type("appointment.confirmed")
-class AppointmentConfirmed(AppointmentEvent):
-    """The practice confirmed the appointment."""
-
-
-@event_type("appointment.rescheduled")
-class AppointmentRescheduled(AppointmentEvent):
-    """Moved from ``previous_start``–``previous_end`` (aware UTC) to ``start``–``end``."""
-
-    previous_start: datetime
-    previous_end: datetime
-    rescheduled_by_role: str
-
-
-@event_type("appointment.cancelled")
-class AppointmentCancelled(AppointmentEvent):
-    """Cancelled by ``cancelled_by`` (user id) acting as ``cancelled_by_role``."""
-
-    cancelled_by: str
-    cancelled_by_role: str  # patient | doctor | staff
-    reason_code: str  # see healthflow.appointment.domain.CancelReason
-
-
-@event_type("appointment.checked_in")
-class AppointmentCheckedIn(AppointmentEvent):
-    """The patient arrived (or joined the video room)."""
-
-
-@event_type("appointment.completed")
-class AppointmentCompleted(AppointmentEvent):
-    """The consultation took place."""
-
-
-@event_type("appointment.no_show")
-class AppointmentNoShow(AppointmentEvent):
-    """The patient did not come."""
+__all__ = [
+    "AppointmentBooked",
+    "AppointmentCancelled",
+    "AppointmentCheckedIn",
+    "AppointmentCompleted",
+    "AppointmentConfirmed",
+    "AppointmentEvent",
+    "AppointmentNoShow",
+    "AppointmentRescheduled",
+]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from healthflow.audit import domain, store
 from healthflow.common import metrics
-from healthflow.common.events.consumer import Consumer, Handlers
+from healthflow.common.events.consumer import Consumer, Handlers, envelope_handler
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import INBOX, UnitOfWork
 from healthflow.common.events.transport import UnknownEventType
@@ -26,6 +26,7 @@ from healthflow.common.mongo import utcnow
 from healthflow.common.service import ServiceRuntime
 
 
+@envelope_handler  # every type, known or not, as it came: no contract is applied
 async def record_event(event: CloudEvent, uow: UnitOfWork) -> None:
     """Append ``event`` to the chain (a no-op when it is already there)."""
     await store.append(uow.session, uow.db, [event], utcnow())

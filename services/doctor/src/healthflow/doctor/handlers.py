@@ -9,61 +9,34 @@
   (fields ``appointment_id``, ``doctor_id``, ``start``, ``end``, ``status``; newest envelope
   ``time`` wins; ``cancelled`` frees the slot) → the doctor's dates with free slots.
 
-Payloads are parsed with local models that ignore fields this service does not use, so
-publishers may add fields without breaking it.
+Payloads arrive as the publishers' contracts (:mod:`healthflow.contracts`), validated by
+the consumer; fields a publisher adds later are ignored there.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
-
-from healthflow.common.events.consumer import Handlers
-from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
+from healthflow.contracts.appointment import AppointmentEvent
+from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot
 from healthflow.doctor import store
 
-
-class _Incoming(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+HOSPITAL_FACTS = {"hospital_id", "version", "name", "city", "country", "time_zone", "status"}
 
 
-class HospitalFactsIn(_Incoming):
-    hospital_id: str
-    version: int
-    name: str
-    city: str
-    country: str
-    time_zone: str
-    status: str
+async def on_hospital(event: Received[HospitalSnapshot], uow: UnitOfWork) -> None:
+    await store.apply_hospital(uow, event.data.model_dump(include=HOSPITAL_FACTS))
 
 
-class DepartmentIn(_Incoming):
-    hospital_id: str
-    department_id: str
-    name: str
-
-
-class BookingIn(_Incoming):
-    appointment_id: str
-    doctor_id: str
-    start: AwareDatetime
-    end: AwareDatetime
-    status: str = "booked"
-
-
-async def on_hospital(event: CloudEvent, uow: UnitOfWork) -> None:
-    await store.apply_hospital(uow, HospitalFactsIn.model_validate(event.data).model_dump())
-
-
-async def on_department(event: CloudEvent, uow: UnitOfWork) -> None:
-    data = DepartmentIn.model_validate(event.data)
+async def on_department(event: Received[DepartmentCreated], uow: UnitOfWork) -> None:
+    data = event.data
     await store.apply_department(uow, data.department_id, data.hospital_id, data.name)
 
 
-async def on_booking(event: CloudEvent, uow: UnitOfWork) -> None:
-    data = BookingIn.model_validate(event.data)
+async def on_booking(event: Received[AppointmentEvent], uow: UnitOfWork) -> None:
+    data = event.data
     status = store.FREED if event.type == "appointment.cancelled" else data.status
     await store.apply_booking(uow, appointment_id=data.appointment_id,
                               doctor_id=data.doctor_id, start=data.start, end=data.end,

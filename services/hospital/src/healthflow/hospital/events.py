@@ -1,77 +1,26 @@
-"""Events the hospital service publishes (CloudEvents ``data`` payloads, version 1).
+"""Events the hospital service publishes (re-exported from :mod:`healthflow.contracts`).
 
-Payloads carry ids, the organisation's name, city, country and time zone —
-facts about an organisation, never about a patient. ``subject`` of every
-envelope is ``hospital/<hospital_id>``.
-
-``version`` is the hospital record's revision (1 at registration, +1 per
-change), so a consumer keeping a read model applies an event only when it is
-newer than what it holds: delivery is at-least-once and not ordered.
+The models (type string, publisher, schema version and fields) live in the
+contracts package, which consumers import too; this module re-exports them so
+call sites keep writing ``events.<Model>(...)``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from healthflow.contracts.hospital import (
+    DepartmentCreated,
+    HospitalRegistered,
+    HospitalRejected,
+    HospitalSnapshot,
+    HospitalVerified,
+    StaffAssigned,
+)
 
-from healthflow.common.events.envelope import EventPayload, event_type
-
-
-class HospitalSnapshot(EventPayload):
-    """What every ``hospital.*`` event says about the hospital (for consumers' read models).
-
-    Fields: ``hospital_id``; ``version`` (revision, int ≥ 1); ``name``; ``city``;
-    ``country`` (ISO 3166-1 alpha-2); ``time_zone`` (IANA key); ``status``
-    (``pending`` | ``verified`` | ``rejected``); ``services`` (lower-case codes).
-    """
-
-    hospital_id: str
-    version: int
-    name: str
-    city: str
-    country: str
-    time_zone: str
-    status: str
-    services: list[str]
-
-
-@event_type("hospital.registered")
-class HospitalRegistered(HospitalSnapshot):
-    """A hospital was registered and awaits verification (``status`` = ``pending``)."""
-
-    registered_by: str
-
-
-@event_type("hospital.verified")
-class HospitalVerified(HospitalSnapshot):
-    """An admin verified the hospital (``status`` = ``verified``); ``verified_at`` aware UTC."""
-
-    verified_at: datetime
-
-
-@event_type("hospital.rejected")
-class HospitalRejected(HospitalSnapshot):
-    """An admin rejected the registration (``status`` = ``rejected``) with a ``reason``."""
-
-    reason: str
-    rejected_at: datetime
-
-
-@event_type("department.created")
-class DepartmentCreated(EventPayload):
-    """A department (FHIR sub-``Organization``) was added to ``hospital_id``."""
-
-    hospital_id: str
-    department_id: str
-    name: str
-    services: list[str]
-
-
-@event_type("staff.assigned")
-class StaffAssigned(EventPayload):
-    """User ``user_id`` works at ``hospital_id`` as ``staff_role`` (in ``department_id`` if set)."""
-
-    hospital_id: str
-    department_id: str | None
-    user_id: str
-    staff_role: str
-    membership_id: str
+__all__ = [
+    "DepartmentCreated",
+    "HospitalRegistered",
+    "HospitalRejected",
+    "HospitalSnapshot",
+    "HospitalVerified",
+    "StaffAssigned",
+]

@@ -18,36 +18,44 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from healthflow.common.events.consumer import Consumer, Handler, Handlers
+from healthflow.common.events.consumer import Consumer, Handler, Handlers, Received
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.service import ServiceRuntime
+from healthflow.contracts.appointment import AppointmentEvent
+from healthflow.contracts.auth import (
+    UserActivated,
+    UserDeactivated,
+    UserRegistered,
+    UserRoleChanged,
+)
+from healthflow.contracts.base import EventPayload
+from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.notification import service
 
-
-def _data(event: CloudEvent, id_field: str) -> dict[str, object]:
-    data = dict(event.data)
-    if id_field not in data and event.subject:
-        data[id_field] = event.subject
-    return data
+UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
-    """``{pattern: handler}`` over ``ctx``."""
+    """``{pattern: handler}`` over ``ctx``.
 
-    async def on_appointment(event: CloudEvent, uow: UnitOfWork) -> None:
-        await service.apply_appointment(uow, event.type, _data(event, "appointment_id"),
+    The service functions read plain dicts: each handler passes the validated contract
+    model's fields (``model_dump()``, datetimes kept as aware datetimes).
+    """
+
+    async def on_appointment(event: Received[AppointmentEvent], uow: UnitOfWork) -> None:
+        await service.apply_appointment(uow, event.type, event.data.model_dump(),
                                         event.time, event.id, ctx)
 
-    async def on_user(event: CloudEvent, uow: UnitOfWork) -> None:
-        await service.apply_user(uow, event.type, _data(event, "user_id"), ctx, event.id)
+    async def on_user(event: Received[UserEvent], uow: UnitOfWork) -> None:
+        await service.apply_user(uow, event.type, event.data.model_dump(), ctx, event.id)
 
-    async def on_consent(event: CloudEvent, uow: UnitOfWork) -> None:
-        await service.apply_consent(uow, _data(event, "patient_id"), ctx)
+    async def on_consent(event: Received[PatientConsentChanged], uow: UnitOfWork) -> None:
+        await service.apply_consent(uow, event.data.model_dump(), ctx)
 
     def directory(kind: str) -> Handler:
-        async def on_directory(event: CloudEvent, uow: UnitOfWork) -> None:
-            await service.apply_directory(uow, kind, dict(event.data), ctx)
+        async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
+            await service.apply_directory(uow, kind, event.data.model_dump(), ctx)
 
         return on_directory
 

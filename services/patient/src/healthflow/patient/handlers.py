@@ -1,37 +1,40 @@
 """Events the patient service consumes.
 
-* ``user.registered`` (auth) — data ``{user_id, roles, email, phone, full_name}``:
+* ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`):
   a profile is created when ``roles`` contains ``patient`` (idempotent).
-* ``appointment.booked`` / ``appointment.cancelled`` (appointment) — data with
-  ``appointment_id``, ``patient_id`` and ``doctor_user_id``: the doctor↔patient
-  treatment read model behind ``patients:read_treated``.
+* ``appointment.booked`` / ``appointment.cancelled`` (appointment,
+  :mod:`healthflow.contracts.appointment`): ``appointment_id``, ``patient_id`` and
+  ``doctor_user_id`` feed the doctor↔patient treatment read model behind
+  ``patients:read_treated``.
+
+Payloads arrive validated against their contracts; one that breaks its contract is
+dead-lettered by the consumer, never skipped here.
 """
 
 from __future__ import annotations
 
-from healthflow.common.events.consumer import Handlers
-from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
+from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
+from healthflow.contracts.auth import UserRegistered
 from healthflow.patient import service
 
 
-async def on_user_registered(event: CloudEvent, uow: UnitOfWork) -> None:
+async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
     data = event.data
-    if "patient" not in (data.get("roles") or []):
-        return
-    user_id = data.get("user_id") or event.subject
-    if not user_id:
-        raise ValueError("user.registered without a user_id")
-    await service.register(uow, str(user_id), full_name=data.get("full_name"),
-                           email=data.get("email"), phone=data.get("phone"))
+    if "patient" not in data.roles:
+        return  # staff accounts have no patient profile
+    await service.register(uow, data.user_id, full_name=data.full_name, email=data.email,
+                           phone=data.phone)
 
 
-async def on_appointment_booked(event: CloudEvent, uow: UnitOfWork) -> None:
-    await service.record_treatment(uow, dict(event.data), active=True)
+async def on_appointment_booked(event: Received[AppointmentBooked], uow: UnitOfWork) -> None:
+    await service.record_treatment(uow, event.data, active=True)
 
 
-async def on_appointment_cancelled(event: CloudEvent, uow: UnitOfWork) -> None:
-    await service.record_treatment(uow, dict(event.data), active=False)
+async def on_appointment_cancelled(event: Received[AppointmentCancelled],
+                                   uow: UnitOfWork) -> None:
+    await service.record_treatment(uow, event.data, active=False)
 
 
 HANDLERS: Handlers = {

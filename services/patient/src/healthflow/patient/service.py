@@ -7,8 +7,6 @@ no access goes unrecorded.
 
 from __future__ import annotations
 
-from typing import Any
-
 from pymongo.errors import DuplicateKeyError
 
 from healthflow.common.auth import Principal
@@ -17,6 +15,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
+from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.patient import events, store
 from healthflow.patient.domain import (
     AccessorRole,
@@ -174,15 +173,16 @@ async def search(runtime: ServiceRuntime, principal: Principal, query: Document,
     return await runtime.transact(read, actor=principal.actor)
 
 
-async def record_treatment(uow: UnitOfWork, data: dict[str, Any], *, active: bool) -> None:
-    """Keep the doctor↔patient read model: booked adds, cancelled removes."""
-    doctor_user_id, patient_id = data.get("doctor_user_id"), data.get("patient_id")
-    appointment_id = data.get("appointment_id")
-    if not (doctor_user_id and patient_id and appointment_id):
-        return  # nothing to relate (e.g. a doctor without a user id yet)
-    if active:
-        await store.add_treatment(uow.db, uow.session, doctor_user_id, patient_id,
-                                  appointment_id)
-    else:
-        await store.remove_treatment(uow.db, uow.session, doctor_user_id, patient_id,
-                                     appointment_id)
+async def record_treatment(uow: UnitOfWork, appointment: AppointmentEvent, *,
+                           active: bool) -> None:
+    """Keep the doctor↔patient read model: booked adds, cancelled removes.
+
+    ``doctor_user_id`` is optional in the contract (a doctor without a user id yet):
+    then there is no one to relate.
+    """
+    doctor_user_id = appointment.doctor_user_id
+    if doctor_user_id is None:
+        return
+    change = store.add_treatment if active else store.remove_treatment
+    await change(uow.db, uow.session, doctor_user_id, appointment.patient_id,
+                 appointment.appointment_id)

@@ -8,8 +8,9 @@ plus HealthFlow's extension attributes ``traceparent`` (W3C Trace Context),
 (the patient the event concerns, an opaque id, so compliance can filter by
 patient without PHI). The AMQP routing key is the ``type``.
 
-Payloads are pydantic models registered with :func:`event_type`; the pair
-(type, version) appears as ``dataschema`` ``urn:healthflow:event:<type>:v<n>``.
+Payloads are the contracts of :mod:`healthflow.contracts` (pydantic models
+registered with :func:`~healthflow.contracts.base.event_type`, re-exported here);
+the pair (type, version) appears as ``dataschema`` ``urn:healthflow:event:<type>:v<n>``.
 Routing keys and envelope attributes never carry PHI: only ids and types.
 """
 
@@ -17,66 +18,34 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from healthflow.contracts.base import (  # re-exported: the base and registry live in contracts
+    EventPayload,
+    P,
+    catalog,
+    event_type,
+    payload_model,
+    schema_uri,
+)
+
+__all__ = [
+    "EXCHANGE",
+    "SPEC_VERSION",
+    "CloudEvent",
+    "EventPayload",
+    "P",
+    "catalog",
+    "event_type",
+    "payload_model",
+    "schema_uri",
+]
+
 SPEC_VERSION = "1.0"
 EXCHANGE = "healthflow.events"
-
-P = TypeVar("P", bound="EventPayload")
-
-
-class EventPayload(BaseModel):
-    """Base of every event payload; subclasses are registered with :func:`event_type`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    event_type: ClassVar[str]
-    event_version: ClassVar[int]
-
-
-_registry: dict[str, type[EventPayload]] = {}
-
-
-def event_type(name: str, version: int = 1) -> Callable[[type[P]], type[P]]:
-    """Class decorator registering a payload model for the CloudEvents ``type`` ``name``."""
-
-    def register(cls: type[P]) -> type[P]:
-        cls.event_type = name
-        cls.event_version = version
-        existing = _registry.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"event type {name!r} is already registered by {existing!r}")
-        _registry[name] = cls
-        return cls
-
-    return register
-
-
-def payload_model(type_: str) -> type[EventPayload] | None:
-    """The registered payload model of ``type_`` (``None`` when unknown here)."""
-    return _registry.get(type_)
-
-
-def catalog() -> dict[str, dict[str, Any]]:
-    """Every event type registered in this process: version and JSON Schema of its data."""
-    return {
-        name: {
-            "version": cls.event_version,
-            "dataschema": schema_uri(name, cls.event_version),
-            "payload": cls.__module__ + "." + cls.__qualname__,
-            "schema": cls.model_json_schema(),
-        }
-        for name, cls in sorted(_registry.items())
-    }
-
-
-def schema_uri(type_: str, version: int) -> str:
-    return f"urn:healthflow:event:{type_}:v{version}"
-
 
 class CloudEvent(BaseModel):
     """A CloudEvents 1.0 envelope (structured JSON mode)."""

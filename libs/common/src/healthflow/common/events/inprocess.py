@@ -27,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.transport import (
+    ContractViolation,
     DeadLetter,
     PublishError,
     Subscription,
@@ -125,6 +126,9 @@ class InProcessTransport(Transport):
             await sub.handler(event)
         except UnknownEventType as exc:
             await self._park(sub, body, "unknown-type", exc, attempts, record_id)
+            return
+        except ContractViolation as exc:  # retrying cannot fix the payload
+            await self._park(sub, body, "contract-violation", exc, attempts, record_id)
             return
         except Exception as exc:
             if attempts < len(sub.retry_delays):

@@ -28,8 +28,10 @@ Message headers written by this module (AMQP field table):
 ``x-attempts``        retries used so far: failed handler attempts before the
                       current delivery (int; absent = 0). A message parked after
                       its retries ran out shows ``len(retry_delays)``; one parked
-                      at once (unknown type, malformed) shows the value it had.
-``x-death-reason``    DLQ only: ``handler-failed``, ``unknown-type`` or ``malformed``
+                      at once (unknown type, malformed, contract violation)
+                      shows the value it had.
+``x-death-reason``    DLQ only: ``handler-failed``, ``unknown-type``, ``malformed``
+                      or ``contract-violation`` (``data`` breaks its contract)
 ``x-error``           DLQ only: ``"<ExceptionClass>: <message>"``, at most 500
                       characters; never the body (validation errors list only
                       locations and error kinds, not the offending values)
@@ -63,6 +65,7 @@ from aio_pika import DeliveryMode, ExchangeType
 from healthflow.common import tracing
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
 from healthflow.common.events.transport import (
+    ContractViolation,
     DeadLetter,
     PublishError,
     Subscription,
@@ -89,6 +92,7 @@ HEADER_REPLAYED_AT = "x-replayed-at"
 REASON_HANDLER_FAILED = "handler-failed"
 REASON_UNKNOWN_TYPE = "unknown-type"
 REASON_MALFORMED = "malformed"
+REASON_CONTRACT_VIOLATION = "contract-violation"
 
 
 # Headers describing one parking; dropped when a message is replayed.
@@ -477,12 +481,15 @@ class RabbitTransport(Transport):
             traceparent = event.traceparent or _as_text(headers.get(HEADER_TRACEPARENT)) or None
             with tracing.consumer_span(event.type, event.id, traceparent):
                 await subscription.handler(event)
-        except UnknownEventType as exc:
+        except (UnknownEventType, ContractViolation) as exc:
+            # Retrying cannot fix either: park at once.
             await self._park(
                 subscription,
                 message,
                 dead_letter_id=event.id,
-                reason=REASON_UNKNOWN_TYPE,
+                reason=REASON_UNKNOWN_TYPE
+                if isinstance(exc, UnknownEventType)
+                else REASON_CONTRACT_VIOLATION,
                 error=exc,
                 attempts=attempts,
             )

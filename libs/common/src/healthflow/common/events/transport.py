@@ -13,8 +13,9 @@ Both keep one contract, proven by one test suite (``tests/test_transport_contrac
   record sent only after it returns, so a crash before that loses nothing.
 * A subscription's handler failing is retried after each of ``retry_delays``
   seconds, then the message is parked as a dead letter of that service
-  (``healthflow.<service>.dlq``); malformed or unknown messages are dead-lettered
-  at once. Nothing is silently dropped.
+  (``healthflow.<service>.dlq``); malformed or unknown messages, and payloads
+  that break their contract (:class:`ContractViolation`), are dead-lettered at once.
+  Nothing is silently dropped.
 * Handlers must be idempotent (the :class:`~healthflow.common.events.consumer.Consumer`
   inbox makes them so): delivery is at-least-once.
 """
@@ -46,13 +47,25 @@ class UnknownEventType(Exception):
     """A subscription received a type it has no handler for: dead-lettered at once."""
 
 
+class ContractViolation(Exception):
+    """A delivery's ``data`` does not validate against the contract of its type.
+
+    Dead-lettered at once (retrying cannot fix a payload), with reason
+    ``contract-violation`` and this text as the error: the type, the contract
+    version and pydantic's error locations and kinds (never the offending values,
+    which may be PHI), e.g. ``appointment.booked v1: 1 error(s): patient_id: missing``.
+    """
+
+
 @dataclass(frozen=True)
 class Subscription:
     """What one service consumes.
 
     ``patterns`` are AMQP topic patterns over the event ``type`` (``*`` one word,
     ``#`` zero or more). ``handler`` raises :class:`UnknownEventType` for types it
-    does not handle and any other exception for a failure worth retrying.
+    does not handle, :class:`ContractViolation` for a payload that breaks its
+    contract (both parked at once) and any other exception for a failure worth
+    retrying.
     """
 
     service: str
@@ -143,15 +156,20 @@ def describe_error(exc: BaseException) -> str:
     which may be PHI.
     """
     if isinstance(exc, ValidationError):
-        details = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or '<root>'}: {err['type']}"
-            for err in exc.errors()
-        )
-        text = f"{type(exc).__name__}: {exc.error_count()} error(s): {details}"
+        text = f"{type(exc).__name__}: {describe_validation(exc)}"
     else:
         message = str(exc)
         text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     return text[:MAX_ERROR_CHARS]
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """``"<n> error(s): <loc>: <kind>; …"``: pydantic's locations and kinds, no input values."""
+    details = "; ".join(
+        f"{'.'.join(str(part) for part in err['loc']) or '<root>'}: {err['type']}"
+        for err in exc.errors()
+    )
+    return f"{exc.error_count()} error(s): {details}"
 
 
 class Transport(abc.ABC):

@@ -1,0 +1,128 @@
+"""Events the auth service publishes (through the outbox; CloudEvents ``data`` payloads).
+
+Subjects are the user id (or the key id for key events); the actor is the
+caller (a user id, or ``system:auth``). Security events carry no password and
+no email in clear: ``auth.login_failed`` names the account only by id, when
+one matched.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from healthflow.contracts.base import EventPayload, event_type
+
+PUBLISHER = "auth"
+
+
+@event_type("user.registered", version=1, publisher=PUBLISHER)
+class UserRegistered(EventPayload):
+    """A new account exists (self-registered patient or admin-created staff).
+
+    Carries the contact data the notification and patient services build their
+    read models from; ``phone`` is E.164 or ``None``.
+    """
+
+    user_id: str
+    email: str
+    full_name: str
+    phone: str | None
+    roles: list[str]
+    self_registered: bool
+
+
+@event_type("user.role_changed", version=1, publisher=PUBLISHER)
+class UserRoleChanged(EventPayload):
+    """A role was given to or taken from ``user_id``; ``roles`` is the set after the change."""
+
+    user_id: str
+    role: str
+    change: Literal["assigned", "removed"]
+    roles: list[str]
+
+
+@event_type("user.deactivated", version=1, publisher=PUBLISHER)
+class UserDeactivated(EventPayload):
+    """The account can no longer log in; ``sessions_revoked`` sessions were ended."""
+
+    user_id: str
+    sessions_revoked: int = Field(ge=0)
+
+
+@event_type("user.activated", version=1, publisher=PUBLISHER)
+class UserActivated(EventPayload):
+    """A deactivated account may log in again."""
+
+    user_id: str
+
+
+LoginFailureReason = Literal[
+    "unknown_account", "bad_password", "account_inactive", "throttled_account", "throttled_ip"
+]
+
+
+@event_type("auth.login_failed", version=1, publisher=PUBLISHER)
+class LoginFailed(EventPayload):
+    """A token request was refused (``user_id`` when the email matched an account)."""
+
+    user_id: str | None
+    reason: LoginFailureReason
+    client_ip: str | None
+    client_id: str
+
+
+@event_type("auth.login_succeeded", version=1, publisher=PUBLISHER)
+class LoginSucceeded(EventPayload):
+    """A session began (password grant)."""
+
+    user_id: str
+    session_id: str
+    client_ip: str | None
+    client_id: str
+
+
+@event_type("auth.token_refreshed", version=1, publisher=PUBLISHER)
+class TokenRefreshed(EventPayload):
+    """A refresh token was rotated; ``generation`` counts rotations in the family."""
+
+    user_id: str
+    session_id: str
+    generation: int = Field(ge=1)
+    client_ip: str | None
+
+
+@event_type("auth.logged_out", version=1, publisher=PUBLISHER)
+class LoggedOut(EventPayload):
+    """The session (refresh family) was revoked by its owner."""
+
+    user_id: str
+    session_id: str
+
+
+@event_type("auth.refresh_reuse_detected", version=1, publisher=PUBLISHER)
+class RefreshReuseDetected(EventPayload):
+    """An already-used refresh token was presented: the family was revoked (RFC 9700 §4.14.2).
+
+    ``presented_generation`` is the replayed token's place in the family,
+    ``current_generation`` the newest one issued.
+    """
+
+    user_id: str
+    session_id: str
+    presented_generation: int
+    current_generation: int
+    client_ip: str | None
+
+
+@event_type("auth.signing_key_rotated", version=1, publisher=PUBLISHER)
+class SigningKeyRotated(EventPayload):
+    """``activated_kid`` now signs; ``retired_kid`` stays published until ``retired_until``."""
+
+    activated_kid: str
+    retired_kid: str | None
+    next_kid: str
+    retired_until: datetime | None
+    removed_kids: list[str]
