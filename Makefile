@@ -65,6 +65,7 @@ new-service: install ## scaffold services/$(NAME): every module, one route, one 
 	@$(UV) run --frozen python -m healthflow.devkit.scaffold $(NAME) --no-lock
 	@$(UV) lock
 	@$(UV) sync --frozen --all-packages
+	@$(MAKE) --no-print-directory docs
 
 clean: ## remove local data and logs (./var)
 	rm -rf var

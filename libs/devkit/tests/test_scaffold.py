@@ -64,17 +64,22 @@ def test_a_new_service_is_scaffolded_installed_and_green_end_to_end(tmp_path: Pa
             f"{' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout
 
-    run(*UV.split(), "sync", "--frozen", "--all-packages", "--quiet")
-    python = str(repo / ".venv" / "bin" / "python")
-    out = run(python, "-m", "healthflow.devkit.scaffold", "demoservice", "--no-lock")
+    out = run("make", "new-service", "NAME=demoservice")  # the very command the docs name
     assert "services/demoservice" in out
-    run(*UV.split(), "lock", "--quiet")
-    run(*UV.split(), "sync", "--frozen", "--all-packages", "--quiet")
-    changed = run("git", "status", "--porcelain").splitlines()
+    changed = run("git", "status", "--porcelain", "--untracked-files=all").splitlines()
     shared = sorted(line[3:] for line in changed if not line[3:].startswith("services/demoservice"))
-    assert shared == ["docker-compose.yml", "uv.lock"], shared
+    contracts = "libs/contracts/src/healthflow/contracts/"
+    assert shared == sorted([  # each written by the command, none by hand
+        "docker-compose.yml", "docs/events.md", "uv.lock", contracts + "asyncapi.json",
+        contracts + "demoservice.py", "libs/contracts/schemas/demoservice.note_created.v1.json",
+    ]), shared
     compose = run("git", "diff", "docker-compose.yml")
     assert "demoservice" in compose and "DEMOSERVICE_PORT" in compose
-    run(str(repo / ".venv" / "bin" / "ruff"), "check", "services/demoservice")
-    result = run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "services/demoservice")
-    assert " passed" in result and "failed" not in result
+    assert "demoservice.note_created" in (repo / "docs" / "events.md").read_text()
+    venv = repo / ".venv" / "bin"
+    run(str(venv / "ruff"), "check", ".")
+    result = run(str(venv / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 "services/demoservice", "libs/contracts/tests",
+                 "libs/common/tests/unit/test_generated_docs.py",
+                 "libs/common/tests/unit/test_layers.py")
+    assert " passed" in result and " failed" not in result

@@ -164,8 +164,19 @@ class Platform:
         event = CloudEvent(source="/healthflow/appointment", type=type_,
                            subject=f"appointment/{appointment_id}",
                            data={"appointment_id": appointment_id, "doctor_id": doctor_id,
+                                 "doctor_user_id": doctor_id, "location_id": None,
+                                 "timezone": "Europe/Berlin", "mode": "in_person",
                                  "start": start.isoformat(), "end": end.isoformat(),
-                                 "status": status, "patient_id": "p-1"})
+                                 "status": status, "patient_id": "p-1"}
+                           | ({"booked_by": "p-1", "booked_by_role": "patient"}
+                              if type_ == "appointment.booked" else {})
+                           | ({"cancelled_by": "p-1", "cancelled_by_role": "patient",
+                               "reason_code": "patient_request"}
+                              if type_ == "appointment.cancelled" else {})
+                           | ({"previous_start": start.isoformat(),
+                               "previous_end": end.isoformat(),
+                               "rescheduled_by_role": "patient"}
+                              if type_ == "appointment.rescheduled" else {}))
         await self.transport.publish(event)
 
 

@@ -23,8 +23,8 @@ from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings
-from healthflow.devkit.testing import eventually
 from healthflow.contracts.appointment import AppointmentBooked
+from healthflow.devkit.testing import eventually
 
 
 def booked_data(**changes: Any) -> dict[str, Any]:

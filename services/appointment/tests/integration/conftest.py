@@ -22,9 +22,11 @@ from healthflow.appointment.app import create_app
 from healthflow.appointment.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
-from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, doctor_schedule, running_app, schedule_window
 
 WEEKDAYS = [1, 2, 3, 4, 5]
+schedule = doctor_schedule  # the payload factory the tests here import by these names
+window = schedule_window
 
 
 def next_weekday(weekday: int, *, after_days: int = 7) -> date:
@@ -33,43 +35,6 @@ def next_weekday(weekday: int, *, after_days: int = 7) -> date:
     while day.isoweekday() != weekday:
         day += timedelta(days=1)
     return day
-
-
-def window(day: int, start: str, end: str, *, hospital: str | None = "h1",
-           timezone: str = "Europe/Berlin") -> dict[str, Any]:
-    """A weekly window of the doctor service's v1 payload (``hospital=None``: online)."""
-    return {"location": f"hospital:{hospital}" if hospital else "online",
-            "hospital_id": hospital, "mode": "in_person" if hospital else "online",
-            "day": day, "start": start, "end": end, "timezone": timezone}
-
-
-def schedule(doctor_id: str, *, timezone: str = "Europe/Berlin", slot_minutes: int = 30,
-             bookable: bool = True, version: int = 1,
-             windows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A ``doctor.schedule_changed`` v1 payload as the doctor service publishes it.
-
-    Default: in person 09:00–12:00 at hospital h1 and online 14:00–16:00 on
-    weekdays, in ``timezone``; 30-minute slots; a 40.00 EUR fee.
-    """
-    if windows is None:
-        windows = [*(window(d, "09:00", "12:00", timezone=timezone) for d in WEEKDAYS),
-                   *(window(d, "14:00", "16:00", hospital=None, timezone=timezone)
-                     for d in WEEKDAYS)]
-    hospitals = sorted({w["hospital_id"] for w in windows if w["hospital_id"]})
-    return {
-        "doctor_id": doctor_id, "user_id": f"user-{doctor_id}", "version": version,
-        "changed_at": datetime.now(UTC).isoformat(), "verified": bookable,
-        "bookable": bookable, "timezone": timezone, "modes": ["in_person", "online"],
-        "fee": {"amount": 4000, "currency": "EUR"}, "slot_minutes": slot_minutes,
-        "locations": [
-            *({"key": f"hospital:{h}", "mode": "in_person", "hospital_id": h, "name": h,
-               "city": "Berlin", "timezone": timezone, "bookable": bookable}
-              for h in hospitals),
-            {"key": "online", "mode": "online", "hospital_id": None, "name": None,
-             "city": None, "timezone": timezone, "bookable": bookable},
-        ],
-        "weekly": windows, "breaks": [], "leave": [], "leave_dates": [],
-    }
 
 
 @dataclass

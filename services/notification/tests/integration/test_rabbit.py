@@ -43,8 +43,8 @@ async def test_events_from_rabbitmq_send_once_even_when_published_twice(
             booked = appointment("appointment.booked", "appt-mq", "pat-mq", START)
             await publisher.publish(booked)
             await publisher.publish(booked)  # redelivered: still one SMS
-            await publisher.publish(event("appointment.completed", {
-                "appointment_id": "other", "patient_id": "p", "start": START.isoformat()}))
+            await publisher.publish(appointment("appointment.completed", "other", "p", START,
+                                                status="completed"))
 
             await eventually(lambda: len(twilio.to("+4915100000700")) == 1,
                              message="the confirmation SMS did not arrive")

@@ -17,7 +17,7 @@ from healthflow.appointment.app import create_app as create_appointment_app
 from healthflow.appointment.settings import Settings as AppointmentSettings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import shared_inprocess_transport
-from healthflow.devkit.testing import eventually, running_app
+from healthflow.devkit.testing import doctor_schedule, eventually, running_app, schedule_window
 from healthflow.notification.domain import format_local
 
 from ..conftest import Notif, user_registered
@@ -35,10 +35,8 @@ async def test_a_booking_through_the_appointment_api_notifies_the_patient(
     async with running_app(app) as appointments:
         await app.state.runtime.transport.publish(CloudEvent(
             source="/healthflow/doctor", type="doctor.schedule_changed", subject="dr-n",
-            data={"doctor_id": "dr-n", "doctor_user_id": "doc-user-n", "verified": True,
-                  "timezone": "Europe/Berlin", "slot_minutes": 30,
-                  "rules": [{"weekday": d, "start": "09:00", "end": "12:00",
-                             "location_id": "h1"} for d in range(1, 8)]}))
+            data=doctor_schedule("dr-n", user_id="doc-user-n", windows=[
+                schedule_window(d, "09:00", "12:00") for d in range(1, 8)])))
         await notif.deliver(user_registered("pat-n", email="n@patients.test", phone=PHONE))
         patient = notif.headers("pat-n")
         notif.clock.set(datetime.now(UTC))  # the appointment service books on real time

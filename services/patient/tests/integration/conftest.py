@@ -13,8 +13,8 @@ import pytest
 
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
-from healthflow.devkit.testing import TokenFactory, running_app
 from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
+from healthflow.devkit.testing import TokenFactory, running_app
 from healthflow.patient.app import create_app
 from healthflow.patient.settings import Settings
 

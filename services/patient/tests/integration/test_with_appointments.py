@@ -18,7 +18,7 @@ from healthflow.appointment.app import create_app as create_appointment_app
 from healthflow.appointment.settings import Settings as AppointmentSettings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import shared_inprocess_transport
-from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, doctor_schedule, running_app, schedule_window
 
 from .conftest import PatientService
 
@@ -42,10 +42,8 @@ async def test_booking_grants_and_cancelling_revokes_chart_access(
     async with running_app(app) as appointments:
         await app.state.runtime.transport.publish(CloudEvent(
             source="/healthflow/doctor", type="doctor.schedule_changed", subject="dr-x",
-            data={"doctor_id": "dr-x", "doctor_user_id": "doc-user-x", "verified": True,
-                  "timezone": "Europe/Berlin", "slot_minutes": 30,
-                  "rules": [{"weekday": d, "start": "09:00", "end": "12:00",
-                             "location_id": "h1"} for d in range(1, 8)]}))
+            data=doctor_schedule("dr-x", user_id="doc-user-x", windows=[
+                schedule_window(d, "09:00", "12:00") for d in range(1, 8)])))
         pid = await psvc.register()
         patient = tokens.headers(pid, roles=["patient"])
         doctor = tokens.headers("doc-user-x", roles=["doctor"])

@@ -10,6 +10,7 @@ model of its type before a handler sees it.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from healthflow.contracts.base import (
     EventPayload,
@@ -20,8 +21,11 @@ from healthflow.contracts.base import (
     schema_uri,
 )
 
-MODULES = ("auth", "hospital", "doctor", "patient", "appointment", "notification")
-"""The publishing services, each with a module of the same name here (audit publishes nothing)."""
+_NOT_CONTRACTS = frozenset({"base", "compat", "asyncapi"})
+MODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
+                       if m.name not in _NOT_CONTRACTS and not m.name.startswith("_")))
+"""The publishing services, each with a module of the same name here (audit publishes
+nothing); found in the package, so a new service's contracts need no edit here."""
 
 __all__ = [
     "MODULES",

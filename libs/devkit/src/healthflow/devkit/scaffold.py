@@ -2,9 +2,11 @@
 and unit, integration and end-to-end tests, from the templates beside this module.
 
 Nothing shared is edited by hand: the service declares itself in its manifest
-(an entry point, :mod:`healthflow.common.manifest`), ``uv lock`` records the new
-workspace member, and the generated parts of ``docker-compose.yml``
-(:func:`compose_apps`) are regenerated from the manifests (``make docs``).
+(an entry point, :mod:`healthflow.common.manifest`), its event contract is a new
+module of ``healthflow.contracts`` (found there by name), ``uv lock`` records the
+new workspace member, and ``make docs`` regenerates what is generated: the
+services part of ``docker-compose.yml`` (:func:`compose_apps`), the contract's
+kept JSON Schema, the event catalog and the AsyncAPI document.
 Templates use :class:`string.Template` placeholders: ``${name}``, ``${NAME}``,
 ``${port}``, ``${summary}``.
 """
@@ -23,6 +25,7 @@ from string import Template
 from healthflow.common.manifest import ServiceManifest
 
 TEMPLATES = Path(__file__).with_name("templates") / "service"
+CONTRACT = Path(__file__).with_name("templates") / "contracts" / "contract.py.tmpl"
 NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
 BEGIN, END = "  # BEGIN generated from the service manifests", "  # END generated"
 
@@ -50,6 +53,9 @@ def render_service(root: Path, name: str, port: int, summary: str) -> list[Path]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(Template(template.read_text()).substitute(values))
         written.append(out)
+    contract = root / "libs" / "contracts" / "src" / "healthflow" / "contracts" / f"{name}.py"
+    contract.write_text(Template(CONTRACT.read_text()).substitute(values))
+    written.append(contract)
     return written
 
 

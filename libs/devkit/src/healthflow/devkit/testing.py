@@ -32,6 +32,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +325,48 @@ def platform_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- event payloads
+
+WEEKDAYS = [1, 2, 3, 4, 5]  # ISO weekdays, Monday to Friday
+
+
+def schedule_window(day: int, start: str, end: str, *, hospital: str | None = "h1",
+                    timezone: str = "Europe/Berlin") -> dict[str, Any]:
+    """A weekly window of a ``doctor.schedule_changed`` payload (``hospital=None``:
+    online); ``day`` ISO weekday, ``start``/``end`` local ``HH:MM`` in ``timezone``."""
+    return {"location": f"hospital:{hospital}" if hospital else "online",
+            "hospital_id": hospital, "mode": "in_person" if hospital else "online",
+            "day": day, "start": start, "end": end, "timezone": timezone}
+
+
+def doctor_schedule(doctor_id: str, *, user_id: str | None = None,
+                    timezone: str = "Europe/Berlin", slot_minutes: int = 30,
+                    bookable: bool = True, version: int = 1,
+                    windows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A ``doctor.schedule_changed`` v1 payload as the doctor service publishes it (valid
+    against :class:`healthflow.contracts.doctor.DoctorScheduleChanged`).
+
+    Default: in person 09:00–12:00 at hospital h1 and online 14:00–16:00 on
+    weekdays, in ``timezone``; 30-minute slots; a 40.00 EUR fee (4000 minor units).
+    """
+    if windows is None:
+        windows = [*(schedule_window(d, "09:00", "12:00", timezone=timezone) for d in WEEKDAYS),
+                   *(schedule_window(d, "14:00", "16:00", hospital=None, timezone=timezone)
+                     for d in WEEKDAYS)]
+    hospitals = sorted({w["hospital_id"] for w in windows if w["hospital_id"]})
+    return {
+        "doctor_id": doctor_id, "user_id": user_id or f"user-{doctor_id}", "version": version,
+        "changed_at": datetime.now(UTC).isoformat(), "verified": bookable,
+        "bookable": bookable, "timezone": timezone, "modes": ["in_person", "online"],
+        "fee": {"amount": 4000, "currency": "EUR"}, "slot_minutes": slot_minutes,
+        "locations": [
+            *({"key": f"hospital:{h}", "mode": "in_person", "hospital_id": h, "name": h,
+               "city": "Berlin", "timezone": timezone, "bookable": bookable}
+              for h in hospitals),
+            {"key": "online", "mode": "online", "hospital_id": None, "name": None,
+             "city": None, "timezone": timezone, "bookable": bookable},
+        ],
+        "weekly": windows, "breaks": [], "leave": [], "leave_dates": [],
+    }
