@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from healthflow.common.events.outbox import recorded_events
 from healthflow.devkit.testing import eventually
-from healthflow.notification import service
+from healthflow.notification import messages, service
 from healthflow.notification.domain import SettableClock
 
 from ..conftest import NOW, Notif, appointment, event, user_registered
@@ -216,7 +216,7 @@ async def test_urgent_messages_bypass_quiet_hours_but_never_consent(
     context = {"when": "now", "doctor": None, "place": None}
     for user in ("pat-u1", "pat-u2"):
         async def plan(uow: object, user: str = user) -> None:
-            await service.plan_message(uow, ctx, user_id=user, kind=urgent,  # type: ignore[arg-type]
+            await messages.plan_message(uow, ctx, user_id=user, kind=urgent,  # type: ignore[arg-type]
                                        source_id=f"urgent-{user}", trigger=None,
                                        context=context)
 

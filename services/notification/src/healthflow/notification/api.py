@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -21,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from twilio.request_validator import RequestValidator
 
 from healthflow.common.auth import Principal, require
-from healthflow.common.errors import BadRequest, Forbidden, NotFound
+from healthflow.common.errors import BadRequest, Forbidden
 from healthflow.common.http import get_runtime
 from healthflow.common.mongo import Document
 from healthflow.common.pagination import (
@@ -33,7 +32,7 @@ from healthflow.common.pagination import (
 )
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
-from healthflow.notification import dispatch, domain, service, store
+from healthflow.notification import dispatch, domain, messages, service, store
 from healthflow.notification.domain import Channel, Status
 from healthflow.notification.schemas import (
     ChannelSwitches,
@@ -69,7 +68,7 @@ def _settings(runtime: ServiceRuntime) -> Settings:
 def _preferences_out(user_id: str, prefs: Document | None, contact: Document | None,
                      settings: Settings) -> PreferencesOut:
     prefs = prefs or {}
-    consent = service.consents(contact)
+    consent = messages.consents(contact)
     return PreferencesOut(
         user_id=user_id,
         channels=ChannelSwitches(**(prefs.get("channels") or {})),
@@ -99,11 +98,7 @@ async def put_preferences(body: PreferencesIn, runtime: Runtime,
     Raises:
         UnprocessableContent: unknown zone or malformed quiet hours (422).
     """
-    now = _ctx(runtime).clock.now()
-    doc = {"channels": body.channels.model_dump(), "locale": body.locale,
-           "timezone": body.timezone, "quiet_hours": body.quiet_hours, "updated_at": now}
-    await runtime.db[store.PREFERENCES].update_one(
-        {"_id": principal.subject}, {"$set": doc}, upsert=True)
+    doc = await service.set_preferences(runtime, _ctx(runtime), principal.subject, body)
     contact = await store.get(runtime.db, store.CONTACTS, principal.subject)
     return _preferences_out(principal.subject, doc, contact, _settings(runtime))
 
@@ -155,23 +150,14 @@ async def mark_read(runtime: Runtime, principal: ReadOwn,
 
     Raises: NotFound (404) when the caller has no such item (another user's is not found).
     """
-    now = _ctx(runtime).clock.now()
-    feed = runtime.db[store.FEED]
-    await feed.update_one({"_id": item_id, "user_id": principal.subject, "read_at": None},
-                          {"$set": {"read_at": now}})
-    doc = await feed.find_one({"_id": item_id, "user_id": principal.subject})
-    if doc is None:
-        raise NotFound(f"no feed item {item_id}")
-    return _feed_item(doc)
+    return _feed_item(await service.mark_read(runtime, _ctx(runtime), principal.subject,
+                                              item_id))
 
 
 @router.post("/feed/read-all", summary="Mark every item read")
 async def mark_all_read(runtime: Runtime, principal: ReadOwn) -> dict[str, int]:
     """Returns ``{"marked": n}``."""
-    result = await runtime.db[store.FEED].update_many(
-        {"user_id": principal.subject, "read_at": None},
-        {"$set": {"read_at": _ctx(runtime).clock.now()}})
-    return {"marked": result.modified_count}
+    return {"marked": await service.mark_all_read(runtime, _ctx(runtime), principal.subject)}
 
 
 def _sse(doc: Document) -> bytes:
@@ -240,21 +226,9 @@ async def vapid_public_key(runtime: Runtime) -> VapidKeyOut:
 async def subscribe(body: PushSubscriptionIn, runtime: Runtime,
                     principal: ReadOwn) -> PushSubscriptionOut:
     """Idempotent per endpoint. Raises: Forbidden (403) when another user holds the endpoint."""
-    endpoint = str(body.endpoint)
-    id_ = hashlib.sha256(endpoint.encode()).hexdigest()[:32]
-    now = _ctx(runtime).clock.now()
-    subscriptions = runtime.db[store.PUSH_SUBSCRIPTIONS]
-    existing = await subscriptions.find_one({"_id": id_})
-    if existing is not None and existing["user_id"] != principal.subject:
-        raise Forbidden("this push endpoint is registered to another account")
-    await subscriptions.update_one(
-        {"_id": id_},
-        {"$set": {"user_id": principal.subject, "endpoint": endpoint,
-                  "keys": body.keys.model_dump()},
-         "$setOnInsert": {"created_at": now}}, upsert=True)
-    doc = await subscriptions.find_one({"_id": id_})
-    assert doc is not None
-    return PushSubscriptionOut(id=id_, endpoint=endpoint, created_at=doc["created_at"])
+    doc = await service.subscribe_push(runtime, _ctx(runtime), principal.subject, body)
+    return PushSubscriptionOut(id=doc["_id"], endpoint=doc["endpoint"],
+                               created_at=doc["created_at"])
 
 
 @router.delete("/push/subscriptions/{subscription_id}", status_code=204,
@@ -262,10 +236,7 @@ async def subscribe(body: PushSubscriptionIn, runtime: Runtime,
 async def unsubscribe(runtime: Runtime, principal: ReadOwn,
                       subscription_id: Annotated[str, Path(max_length=64)]) -> Response:
     """Raises: NotFound (404) when the caller has no such subscription."""
-    result = await runtime.db[store.PUSH_SUBSCRIPTIONS].delete_one(
-        {"_id": subscription_id, "user_id": principal.subject})
-    if result.deleted_count == 0:
-        raise NotFound(f"no push subscription {subscription_id}")
+    await service.unsubscribe_push(runtime, principal.subject, subscription_id)
     return Response(status_code=204)
 
 

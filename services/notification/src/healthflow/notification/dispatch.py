@@ -43,7 +43,7 @@ from healthflow.common import jobs
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
-from healthflow.notification import domain, events, service, store
+from healthflow.notification import domain, events, messages, service, store
 from healthflow.notification.domain import Channel, Status
 from healthflow.notification.providers import (
     EmailSender,
@@ -141,15 +141,15 @@ class Dispatcher:
             await self._finish(doc, Status.CANCELLED, reason="expired")
             return
         address = doc.get("to")
-        if channel in service.ADDRESS_FIELDS:
+        if channel in messages.ADDRESS_FIELDS:
             if contact is None:  # user.registered not consumed yet: wait for it
                 await self._retry_or_fail(doc, "the user's contact details are not known yet",
                                           exhausted="no_address")
                 return
-            address = contact.get(service.ADDRESS_FIELDS[channel])
+            address = contact.get(messages.ADDRESS_FIELDS[channel])
         reason = domain.suppression(
-            channel, consent=service.consents(contact),
-            preferences=service.channel_preferences(prefs), address=address,
+            channel, consent=messages.consents(contact),
+            preferences=messages.channel_preferences(prefs), address=address,
             active=bool((contact or {}).get("active", True)))
         if reason is not None:  # consent withdrawn (or opted out) since it was queued
             await self._finish(doc, Status.SUPPRESSED, reason=reason)

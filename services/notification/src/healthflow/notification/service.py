@@ -1,16 +1,16 @@
 """What the notification service does, called by event handlers, the scheduler and routes.
 
-Every function here runs inside one :class:`UnitOfWork` (the consumer's
-transaction, whose inbox record commits with the effect): it updates the read
-models, the reminder schedule, and *queues* deliveries. Nothing is sent inside a
-transaction; :mod:`healthflow.notification.dispatch` sends queued deliveries
-afterwards. A delivery's ``_id`` is :func:`~healthflow.notification.domain.delivery_id`
-of (source event or reminder firing, channel, recipient, template), written with
-``$setOnInsert``: the same event handled twice queues nothing new.
+The event side runs inside one :class:`UnitOfWork` (the consumer's transaction,
+whose inbox record commits with the effect): it updates the read models, the
+reminder schedule, and *queues* deliveries (:mod:`healthflow.notification.messages`).
+Nothing is sent inside a transaction; :mod:`healthflow.notification.dispatch` sends
+queued deliveries afterwards. The user side (preferences, the feed, push
+subscriptions) is one transaction per call, always on the caller's own documents.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,11 +18,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from healthflow.common.errors import Forbidden, NotFound
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
+from healthflow.common.service import ServiceRuntime
 from healthflow.notification import domain, store
-from healthflow.notification.domain import Channel, Clock, MessageKind, Status
+from healthflow.notification.domain import Clock
+from healthflow.notification.messages import locale_of, plan_message
 from healthflow.notification.rendering import Renderer
+from healthflow.notification.schemas import PreferencesIn, PushSubscriptionIn
 from healthflow.notification.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -324,109 +328,95 @@ async def appointment_context(uow: UnitOfWork, data: AppointmentData, ctx: Conte
         fallback_tz=ctx.settings.default_timezone)
 
 
-ADDRESS_FIELDS = {Channel.EMAIL: "email", Channel.SMS: "phone"}
-"""Where a contact keeps the address of each addressed channel."""
+# --- what users do through the API (one transaction each) ----------------------------------
 
 
-# --- queuing messages ----------------------------------------------------------------------
+async def set_preferences(runtime: ServiceRuntime, ctx: Context, user_id: str,
+                          body: PreferencesIn) -> Document:
+    """Replace the user's preferences; the stored document (``updated_at`` aware UTC).
+    Consent is not set here: it is the patient service's (``patient.consent_changed``)."""
+    doc: Document = {"channels": body.channels.model_dump(), "locale": body.locale,
+                     "timezone": body.timezone, "quiet_hours": body.quiet_hours,
+                     "updated_at": ctx.clock.now()}
+
+    async def write(uow: UnitOfWork) -> Document:
+        await uow.db[store.PREFERENCES].update_one({"_id": user_id}, {"$set": doc}, upsert=True,
+                                                   session=uow.session)
+        return doc
+
+    return await runtime.transact(write, actor=user_id)
 
 
-def locale_of(prefs: Document | None, ctx: Context) -> str:
-    return domain.pick_locale((prefs or {}).get("locale"), ctx.settings.default_locale)
+async def mark_read(runtime: ServiceRuntime, ctx: Context, user_id: str,
+                    item_id: str) -> Document:
+    """Mark the user's feed item read (idempotent: the first ``read_at`` stays).
 
-
-def channel_preferences(prefs: Document | None) -> dict[str, bool]:
-    return dict((prefs or {}).get("channels") or {})
-
-
-def consents(contact: Document | None) -> dict[str, bool]:
-    return {channel: bool(value.get("granted", True))
-            for channel, value in ((contact or {}).get("consent") or {}).items()}
-
-
-async def plan_message(
-    uow: UnitOfWork,
-    ctx: Context,
-    *,
-    user_id: str,
-    kind: MessageKind,
-    source_id: str,
-    trigger: str | None,
-    context: dict[str, Any],
-    appointment_id: str | None = None,
-    timezone: str | None = None,
-    expires_at: datetime | None = None,
-    prefs: Document | None = None,
-) -> list[str]:
-    """Render ``kind`` for ``user_id`` and queue one delivery per usable channel.
-
-    Channels refused by :func:`~healthflow.notification.domain.suppression` are
-    recorded as ``suppressed`` deliveries with the reason. Email and SMS deliveries
-    are keyed by the user (the address is looked up, and recorded, when sending);
-    Web Push ones by subscription.
-    The in-app feed item is written at once. Returns the delivery ids queued.
+    Raises:
+        NotFound: (404) the user has no such item (another user's is not found either).
     """
-    now = ctx.clock.now()
-    contact = await store.get(uow.db, store.CONTACTS, user_id, uow.session)
-    if prefs is None:
-        prefs = await store.get(uow.db, store.PREFERENCES, user_id, uow.session)
-    locale = domain.pick_locale((prefs or {}).get("locale"), ctx.settings.default_locale)
-    context = {"link": ctx.settings.app_base_url,
-               "name": (contact or {}).get("full_name")} | context
-    rendered = ctx.renderer.render(kind.template, locale, context)
-    deliveries: list[Document] = []
-    active = bool((contact or {}).get("active", True))
-    consent, preference = consents(contact), channel_preferences(prefs)
-    base: Document = {"user_id": user_id, "template": kind.template, "trigger": trigger,
-            "source_id": source_id, "appointment_id": appointment_id, "locale": locale,
-            "urgent": kind.urgent, "timezone": timezone, "expires_at": expires_at,
-            "attempts": 0, "next_attempt_at": now, "lease_owner": None,
-            "lease_until": store.UNLEASED, "provider_id": None, "last_error": None,
-            "reason": None, "created_at": now, "updated_at": now, "sent_at": None,
-            "delivered_at": None, "failed_at": None}
-    for channel in kind.channels:
-        if channel is Channel.IN_APP:
-            reason = domain.suppression(channel, consent=consent, preferences=preference,
-                                        address=None, active=active)
-            if reason is None:
-                await store.upsert_once(uow.db, store.FEED, {
-                    "_id": domain.delivery_id(source_id, channel, user_id, kind.template),
-                    "user_id": user_id, "template": kind.template, "title": rendered.subject,
-                    "body": rendered.short, "appointment_id": appointment_id,
-                    "created_at": now, "read_at": None}, uow.session)
-            continue
-        # (recipient in the delivery id, address to check now, content)
-        targets: list[tuple[str, str | None, dict[str, Any]]]
-        if channel in (Channel.EMAIL, Channel.SMS):
-            # The address is read again when sending (it may change before a reminder
-            # fires). A user the contact read model does not know yet (user.registered
-            # consumed concurrently with this event) is resolved then, not refused now.
-            field_ = ADDRESS_FIELDS[channel]
-            address = (contact or {}).get(field_) if contact is not None else "(at send time)"
-            content: dict[str, Any] = (
-                {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
-                if channel is Channel.EMAIL else {"body": rendered.sms})
-            targets = [(user_id, address, content)]
-        else:
-            subscriptions = uow.db[store.PUSH_SUBSCRIPTIONS].find(
-                {"user_id": user_id}, session=uow.session)
-            payload = {"title": rendered.subject, "body": rendered.short,
-                       "url": ctx.settings.app_base_url, "tag": kind.template}
-            targets = [(s["_id"], s["_id"], {"payload": payload}) async for s in subscriptions]
-            if not targets:
-                continue  # no browser subscribed: nothing to record
-        for recipient, address, content in targets:
-            reason = domain.suppression(channel, consent=consent, preferences=preference,
-                                        address=address, active=active)
-            id_ = domain.delivery_id(source_id, channel, recipient, kind.template)
-            doc = base | {"_id": id_, "channel": channel.value, "to": None}
-            if reason is None:
-                if channel is Channel.PUSH:
-                    doc["to"] = recipient  # the subscription id
-                doc |= {"content": content, "status": Status.QUEUED.value}
-            else:
-                doc |= {"content": None, "status": Status.SUPPRESSED.value,
-                        "reason": reason, "next_attempt_at": None}
-            deliveries.append(doc)
-    inserted = await store.upsert_many_once(uow.db, store.DELIVERIES, deliveries, uow.session)
-    return [d["_id"] for d in deliveries if d["_id"] in inserted and d["status"] == "queued"]
+
+    async def write(uow: UnitOfWork) -> Document:
+        feed = uow.db[store.FEED]
+        await feed.update_one({"_id": item_id, "user_id": user_id, "read_at": None},
+                              {"$set": {"read_at": ctx.clock.now()}}, session=uow.session)
+        doc = await feed.find_one({"_id": item_id, "user_id": user_id}, session=uow.session)
+        if doc is None:
+            raise NotFound(f"no feed item {item_id}")
+        return doc
+
+    return await runtime.transact(write, actor=user_id)
+
+
+async def mark_all_read(runtime: ServiceRuntime, ctx: Context, user_id: str) -> int:
+    """Mark every unread feed item of the user read; how many."""
+
+    async def write(uow: UnitOfWork) -> int:
+        result = await uow.db[store.FEED].update_many(
+            {"user_id": user_id, "read_at": None}, {"$set": {"read_at": ctx.clock.now()}},
+            session=uow.session)
+        return result.modified_count
+
+    return await runtime.transact(write, actor=user_id)
+
+
+async def subscribe_push(runtime: ServiceRuntime, ctx: Context, user_id: str,
+                         body: PushSubscriptionIn) -> Document:
+    """Register a browser for Web Push (idempotent per endpoint); the stored subscription,
+    whose ``_id`` is the first 32 hex digits of the endpoint's SHA-256.
+
+    Raises:
+        Forbidden: (403) another user holds the endpoint.
+    """
+    endpoint = str(body.endpoint)
+    id_ = hashlib.sha256(endpoint.encode()).hexdigest()[:32]
+
+    async def write(uow: UnitOfWork) -> Document:
+        subscriptions = uow.db[store.PUSH_SUBSCRIPTIONS]
+        existing = await subscriptions.find_one({"_id": id_}, session=uow.session)
+        if existing is not None and existing["user_id"] != user_id:
+            raise Forbidden("this push endpoint is registered to another account")
+        await subscriptions.update_one(
+            {"_id": id_},
+            {"$set": {"user_id": user_id, "endpoint": endpoint, "keys": body.keys.model_dump()},
+             "$setOnInsert": {"created_at": ctx.clock.now()}}, upsert=True, session=uow.session)
+        doc = await subscriptions.find_one({"_id": id_}, session=uow.session)
+        assert doc is not None
+        return doc
+
+    return await runtime.transact(write, actor=user_id)
+
+
+async def unsubscribe_push(runtime: ServiceRuntime, user_id: str, subscription_id: str) -> None:
+    """Forget one of the user's browsers.
+
+    Raises:
+        NotFound: (404) the user has no such subscription.
+    """
+
+    async def write(uow: UnitOfWork) -> None:
+        result = await uow.db[store.PUSH_SUBSCRIPTIONS].delete_one(
+            {"_id": subscription_id, "user_id": user_id}, session=uow.session)
+        if result.deleted_count == 0:
+            raise NotFound(f"no push subscription {subscription_id}")
+
+    await runtime.transact(write, actor=user_id)

@@ -1,0 +1,140 @@
+"""Queuing a message: render it once, then one delivery per usable channel.
+
+Called inside the caller's :class:`UnitOfWork` (an event's, or a reminder's
+firing): nothing is sent here (:mod:`healthflow.notification.dispatch` sends).
+A delivery's ``_id`` is :func:`~healthflow.notification.domain.delivery_id` of
+(source, channel, recipient, template), written with ``$setOnInsert``: the same
+source planned twice queues nothing new.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document
+from healthflow.notification import domain, store
+from healthflow.notification.domain import Channel, MessageKind, Status
+
+if TYPE_CHECKING:
+    from healthflow.notification.rendering import Rendered
+    from healthflow.notification.service import Context
+
+ADDRESS_FIELDS = {Channel.EMAIL: "email", Channel.SMS: "phone"}
+"""Where a contact keeps the address of each addressed channel."""
+
+Target = tuple[str, str | None, dict[str, Any]]
+"""(recipient in the delivery id, address to check now, content)."""
+
+
+def locale_of(prefs: Document | None, ctx: Context) -> str:
+    return domain.pick_locale((prefs or {}).get("locale"), ctx.settings.default_locale)
+
+
+def channel_preferences(prefs: Document | None) -> dict[str, bool]:
+    return dict((prefs or {}).get("channels") or {})
+
+
+def consents(contact: Document | None) -> dict[str, bool]:
+    return {channel: bool(value.get("granted", True))
+            for channel, value in ((contact or {}).get("consent") or {}).items()}
+
+
+async def plan_message(
+    uow: UnitOfWork,
+    ctx: Context,
+    *,
+    user_id: str,
+    kind: MessageKind,
+    source_id: str,
+    trigger: str | None,
+    context: dict[str, Any],
+    appointment_id: str | None = None,
+    timezone: str | None = None,
+    expires_at: datetime | None = None,
+    prefs: Document | None = None,
+) -> list[str]:
+    """Render ``kind`` for ``user_id`` and queue one delivery per usable channel.
+
+    Channels refused by :func:`~healthflow.notification.domain.suppression` are
+    recorded as ``suppressed`` deliveries with the reason. Email and SMS deliveries
+    are keyed by the user (the address is looked up, and recorded, when sending);
+    Web Push ones by subscription. The in-app feed item is written at once.
+    ``expires_at`` (aware UTC): after it the delivery is cancelled unsent. Returns
+    the delivery ids queued.
+    """
+    now = ctx.clock.now()
+    contact = await store.get(uow.db, store.CONTACTS, user_id, uow.session)
+    if prefs is None:
+        prefs = await store.get(uow.db, store.PREFERENCES, user_id, uow.session)
+    locale = locale_of(prefs, ctx)
+    rendered = ctx.renderer.render(kind.template, locale, {
+        "link": ctx.settings.app_base_url, "name": (contact or {}).get("full_name")} | context)
+    active = bool((contact or {}).get("active", True))
+    consent, preference = consents(contact), channel_preferences(prefs)
+    base: Document = {
+        "user_id": user_id, "template": kind.template, "trigger": trigger,
+        "source_id": source_id, "appointment_id": appointment_id, "locale": locale,
+        "urgent": kind.urgent, "timezone": timezone, "expires_at": expires_at, "attempts": 0,
+        "next_attempt_at": now, "lease_owner": None, "lease_until": store.UNLEASED,
+        "provider_id": None, "last_error": None, "reason": None, "created_at": now,
+        "updated_at": now, "sent_at": None, "delivered_at": None, "failed_at": None}
+    deliveries: list[Document] = []
+    for channel in kind.channels:
+        if channel is Channel.IN_APP:
+            if domain.suppression(channel, consent=consent, preferences=preference,
+                                  address=None, active=active) is None:
+                await _feed_item(uow, user_id, kind, source_id, rendered, appointment_id, now)
+            continue
+        for recipient, address, content in await _targets(uow, ctx, channel, user_id,
+                                                          contact, kind, rendered):
+            reason = domain.suppression(channel, consent=consent, preferences=preference,
+                                        address=address, active=active)
+            deliveries.append(_delivery(base, channel, source_id, recipient, kind, content,
+                                        reason))
+    inserted = await store.upsert_many_once(uow.db, store.DELIVERIES, deliveries, uow.session)
+    return [d["_id"] for d in deliveries if d["_id"] in inserted and d["status"] == "queued"]
+
+
+async def _feed_item(uow: UnitOfWork, user_id: str, kind: MessageKind, source_id: str,
+                     rendered: Rendered, appointment_id: str | None, now: datetime) -> None:
+    await store.upsert_once(uow.db, store.FEED, {
+        "_id": domain.delivery_id(source_id, Channel.IN_APP, user_id, kind.template),
+        "user_id": user_id, "template": kind.template, "title": rendered.subject,
+        "body": rendered.short, "appointment_id": appointment_id,
+        "created_at": now, "read_at": None}, uow.session)
+
+
+async def _targets(uow: UnitOfWork, ctx: Context, channel: Channel, user_id: str,
+                   contact: Document | None, kind: MessageKind,
+                   rendered: Rendered) -> list[Target]:
+    """Who gets ``channel``: the user's address (email, SMS) or each browser (push)."""
+    if channel in (Channel.EMAIL, Channel.SMS):
+        # The address is read again when sending (it may change before a reminder
+        # fires). A user the contact read model does not know yet (user.registered
+        # consumed concurrently with this event) is resolved then, not refused now.
+        address = ((contact or {}).get(ADDRESS_FIELDS[channel]) if contact is not None
+                   else "(at send time)")
+        content: dict[str, Any] = (
+            {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
+            if channel is Channel.EMAIL else {"body": rendered.sms})
+        return [(user_id, address, content)]
+    subscriptions = uow.db[store.PUSH_SUBSCRIPTIONS].find({"user_id": user_id},
+                                                          session=uow.session)
+    payload = {"title": rendered.subject, "body": rendered.short,
+               "url": ctx.settings.app_base_url, "tag": kind.template}
+    return [(s["_id"], s["_id"], {"payload": payload}) async for s in subscriptions]
+
+
+def _delivery(base: Document, channel: Channel, source_id: str, recipient: str,
+              kind: MessageKind, content: dict[str, Any], reason: str | None) -> Document:
+    """One delivery document: ``queued`` with its content, or ``suppressed`` with why."""
+    doc = base | {"_id": domain.delivery_id(source_id, channel, recipient, kind.template),
+                  "channel": channel.value, "to": None}
+    if reason is None:
+        if channel is Channel.PUSH:
+            doc["to"] = recipient  # the subscription id
+        return doc | {"content": content, "status": Status.QUEUED.value}
+    return doc | {"content": None, "status": Status.SUPPRESSED.value, "reason": reason,
+                  "next_attempt_at": None}
