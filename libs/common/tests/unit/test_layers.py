@@ -23,7 +23,6 @@ PURE = [f"healthflow.{name}.domain" for name in SERVICES] + [
 NOT_YET = {
     "audit": "its use cases live in store.py (append) and api.py",
     "auth": "its use cases live in accounts.py and sessions.py",
-    "doctor": "its use cases still live in store.py",
 }
 """Services that do not have the common layers yet: strict xfail, so that the test says
 when one gets them and the entry must go."""

@@ -36,7 +36,7 @@ from healthflow.common.mongo import Document
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
-from healthflow.doctor import domain, store
+from healthflow.doctor import domain, service, store
 from healthflow.doctor.domain import DoctorStatus, Mode
 from healthflow.doctor.schemas import (
     AvailabilityIn,
@@ -119,7 +119,7 @@ async def register_doctor(
     licence verification. 409 if it exists; 422 for an unknown hospital or department."""
 
     async def fn(uow: UnitOfWork) -> Document:
-        return await store.register_doctor(uow, body, doctor_id=principal.subject)
+        return await service.register_doctor(uow, body, doctor_id=principal.subject)
 
     doc = await runtime.transact(fn, actor=principal.actor)
     response.headers["Location"] = f"{router.prefix}/{doc['_id']}"
@@ -129,7 +129,7 @@ async def register_doctor(
 @router.get("/{doctor_id}", response_model=DoctorOut, summary="One doctor")
 async def get_doctor(doctor_id: str, runtime: Runtime, principal: MaybePrincipal) -> DoctorOut:
     """A profile; unverified ones are 404 except to the doctor and licence verifiers."""
-    return doctor_out(store.visible_or_404(await store.get_doctor(runtime.db, doctor_id),
+    return doctor_out(service.visible_or_404(await store.get_doctor(runtime.db, doctor_id),
                                            principal, doctor_id))
 
 
@@ -141,7 +141,7 @@ async def update_doctor(
     """Replace the given fields of the caller's own profile (403 for anyone else's)."""
 
     async def fn(uow: UnitOfWork) -> Document:
-        return await store.update_doctor(uow, doctor_id, body, principal=principal)
+        return await service.update_doctor(uow, doctor_id, body, principal=principal)
 
     return doctor_out(await runtime.transact(fn, actor=principal.actor))
 
@@ -154,7 +154,7 @@ async def verify_doctor(
     """pending → verified (409 otherwise); publishes doctor.verified and schedule_changed."""
 
     async def fn(uow: UnitOfWork) -> Document:
-        return await store.decide_licence(uow, doctor_id, DoctorStatus.VERIFIED,
+        return await service.decide_licence(uow, doctor_id, DoctorStatus.VERIFIED,
                                           by=principal.subject)
 
     return doctor_out(await runtime.transact(fn, actor=principal.actor))
@@ -168,7 +168,7 @@ async def reject_doctor(
     """pending → rejected with ``reason`` (409 otherwise)."""
 
     async def fn(uow: UnitOfWork) -> Document:
-        return await store.decide_licence(uow, doctor_id, DoctorStatus.REJECTED,
+        return await service.decide_licence(uow, doctor_id, DoctorStatus.REJECTED,
                                           by=principal.subject, reason=body.reason)
 
     return doctor_out(await runtime.transact(fn, actor=principal.actor))
@@ -179,11 +179,11 @@ async def reject_doctor(
 async def get_availability(doctor_id: str, runtime: Runtime,
                            principal: MaybePrincipal) -> AvailabilityOut:
     """The schedule as set, each location's IANA zone, and leave as aware UTC intervals."""
-    doc = store.visible_or_404(await store.get_doctor(runtime.db, doctor_id), principal,
+    doc = service.visible_or_404(await store.get_doctor(runtime.db, doctor_id), principal,
                                doctor_id)
     facts = await store.hospital_facts(runtime.db,
                                        [a["hospital_id"] for a in doc["affiliations"]])
-    return AvailabilityOut.model_validate(store.availability_view(doc, facts))
+    return AvailabilityOut.model_validate(service.availability_view(doc, facts))
 
 
 @router.put("/{doctor_id}/availability", response_model=AvailabilityOut,
@@ -199,9 +199,9 @@ async def put_availability(
     now = datetime.now(UTC)
 
     async def fn(uow: UnitOfWork) -> Document:
-        return await store.set_availability(uow, doctor_id, body, principal=principal, now=now)
+        return await service.set_availability(uow, doctor_id, body, principal=principal, now=now)
 
     doc = await runtime.transact(fn, actor=principal.actor)
     facts = await store.hospital_facts(runtime.db,
                                        [a["hospital_id"] for a in doc["affiliations"]])
-    return AvailabilityOut.model_validate(store.availability_view(doc, facts))
+    return AvailabilityOut.model_validate(service.availability_view(doc, facts))

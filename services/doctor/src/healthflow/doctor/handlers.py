@@ -21,24 +21,24 @@ from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot
-from healthflow.doctor import store
+from healthflow.doctor import service, store
 
 HOSPITAL_FACTS = {"hospital_id", "version", "name", "city", "country", "time_zone", "status"}
 
 
 async def on_hospital(event: Received[HospitalSnapshot], uow: UnitOfWork) -> None:
-    await store.apply_hospital(uow, event.data.model_dump(include=HOSPITAL_FACTS))
+    await service.apply_hospital(uow, event.data.model_dump(include=HOSPITAL_FACTS))
 
 
 async def on_department(event: Received[DepartmentCreated], uow: UnitOfWork) -> None:
     data = event.data
-    await store.apply_department(uow, data.department_id, data.hospital_id, data.name)
+    await service.apply_department(uow, data.department_id, data.hospital_id, data.name)
 
 
 async def on_booking(event: Received[AppointmentEvent], uow: UnitOfWork) -> None:
     data = event.data
     status = store.FREED if event.type == "appointment.cancelled" else data.status
-    await store.apply_booking(uow, appointment_id=data.appointment_id,
+    await service.apply_booking(uow, appointment_id=data.appointment_id,
                               doctor_id=data.doctor_id, start=data.start, end=data.end,
                               status=status, event_time=_time(event.time))
 
