@@ -14,41 +14,37 @@ document), ``/asyncapi.json`` (the events' AsyncAPI 3.0 document, generated from
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from healthflow.common import tracing
-from healthflow.common.auth import Principal, TokenVerifier, declared_access, require
+from healthflow.common.auth import Principal, declared_access, require
 from healthflow.common.errors import (
     PROBLEM_JSON,
     BadRequest,
-    Forbidden,
     NotFound,
     Problem,
-    Unauthorized,
     install_problem_handlers,
 )
-from healthflow.common.http import RequestContextMiddleware, valid_request_id
+from healthflow.common.http import RequestContextMiddleware, probe_router, valid_request_id
 from healthflow.common.logs import setup_logging
 from healthflow.common.permissions import Permission
 from healthflow.common.settings import load_settings
 from healthflow.contracts import asyncapi
 from healthflow.gateway import proxy, status
-from healthflow.gateway.breaker import Breakers
+from healthflow.gateway.edge import Edge, bearer, reject_dot_segments
 from healthflow.gateway.openapi import OpenAPIAggregator
-from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitScope, LimitState, fields
-from healthflow.gateway.routes import EDGE_POLICY, Policy, RouteTable
+from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitState, fields
 from healthflow.gateway.settings import GatewaySettings
 
 PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -92,29 +88,6 @@ class ProblemCORSMiddleware(CORSMiddleware):
         return JSONResponse(problem.body(), status_code=problem.status, media_type=PROBLEM_JSON)
 
 
-def _reject_dot_segments(path: str) -> None:
-    """Refuse ``.``/``..`` path segments (RFC 3986 § 3.3): the route is chosen from the
-    path as sent, and an upstream client that removed them would reach another route.
-
-    Raises:
-        BadRequest: the path has a dot segment.
-    """
-    if any(segment in (".", "..") for segment in path.split("/")):
-        raise BadRequest("the path must not contain '.' or '..' segments")
-
-
-def _bearer(headers: Headers, query: str = "") -> str | None:
-    value = headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if query:  # WebSocket clients in browsers cannot set headers (RFC 6750 § 2.3)
-        for key, item in parse_qsl(query):
-            if key == "access_token" and item:
-                return item
-    return None
-
-
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """The gateway app for ``settings`` (default: from the environment).
 
@@ -125,229 +98,190 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or load_settings(GatewaySettings)
     setup_logging(settings.service_name, settings.log_level)
     tracing.setup_tracing(settings.service_name, settings.otel_exporter)
-    table = RouteTable(overrides=settings.policy_overrides)
-    breakers = Breakers(
-        threshold=settings.breaker_failure_threshold,
-        reset_seconds=settings.breaker_reset_seconds,
-        not_failures=proxy.NOT_UPSTREAM_FAULTS,
-    )
-    verifier = TokenVerifier(
-        issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-        jwks_url=settings.jwks_url, cache_seconds=settings.jwks_cache_seconds,
-    )
-    # Health, status and the merged OpenAPI ask one replica of each upstream.
-    first_replicas = {name: settings.upstream_urls(name)[0] for name in settings.upstreams}
-    ready_upstreams = {
-        name: url for name, url in first_replicas.items()
-        if settings.readiness_requires is None or name in settings.readiness_requires
-    }
-    edge = table.policy(EDGE_POLICY)
+    edge = Edge(settings)
+    platform, platform_paths = _platform_router(edge)
+    app = FastAPI(title="HealthFlow gateway", version="1.0.0",
+                  lifespan=_lifespan(edge, platform_paths),
+                  openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.table = edge.table
+    app.state.breakers = edge.breakers
+    app.state.verifier = edge.verifier
+    install_problem_handlers(app)
+
+    async def readiness() -> tuple[bool, Mapping[str, Any]]:
+        return await edge.readiness(app.state.proxy.client)
+
+    app.include_router(probe_router(settings.service_name, readiness))
+    app.include_router(_documents_router(edge))
+    app.include_router(platform)
+    app.include_router(_proxy_router(edge))  # last: it catches every other path
+    _middleware(app, settings)
+    return app
+
+
+def _lifespan(edge: Edge, extra_paths: dict[str, Any]) -> Any:
+    """The clients the gateway opens at start and closes at stop."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        forwarder = proxy.Proxy(settings, breakers)
-        limiter = EdgeRateLimiter(settings)
+        forwarder = proxy.Proxy(edge.settings, edge.breakers)
+        limiter = EdgeRateLimiter(edge.settings)
         app.state.proxy = forwarder
         app.state.limiter = limiter
         app.state.openapi = OpenAPIAggregator(
-            forwarder.client, first_replicas, table,
-            cache_seconds=settings.openapi_cache_seconds, timeout=settings.health_timeout,
-            extra_paths=gateway_paths,
-        )
+            forwarder.client, edge.first_replicas, edge.table,
+            cache_seconds=edge.settings.openapi_cache_seconds,
+            timeout=edge.settings.health_timeout, extra_paths=extra_paths)
         try:
             yield
         finally:
             await limiter.close()
             await forwarder.close()
 
-    app = FastAPI(
-        title="HealthFlow gateway", version="1.0.0", lifespan=lifespan,
-        openapi_url=None, docs_url=None, redoc_url=None,
-    )
-    app.state.settings = settings
-    app.state.table = table
-    app.state.breakers = breakers
-    app.state.verifier = verifier
-    install_problem_handlers(app)
+    return lifespan
 
-    async def limit(request: Request, policy: Policy, scope: LimitScope, key: str) -> None:
-        """Count the request; the state goes to the response's RateLimit fields (429 raised)."""
-        limiter: EdgeRateLimiter = request.app.state.limiter
-        states: list[LimitState] = request.scope.setdefault("state", {}).setdefault(
-            "ratelimit", [])
-        state = await limiter.hit(policy, scope, key)
-        if state is not None:
-            states.append(state)
 
-    def ip_of(request: Request | WebSocket) -> str:
-        return proxy.client_address(request.scope.get("client"),
-                                    request.headers.get("x-forwarded-for"),
-                                    settings.trusted_proxy_hops)
+def _documents_router(edge: Edge) -> APIRouter:
+    """The merged OpenAPI document, the AsyncAPI document, Swagger UI and the status page."""
+    router = APIRouter(include_in_schema=False)
 
-    async def edge_limit(request: Request) -> None:
-        await limit(request, edge, "ip", ip_of(request))
-
-    async def authenticate(headers: Headers, policy: Policy, query: str = "", *,
-                           public: bool = False) -> Principal | None:
-        if not policy.auth_required:
-            return None
-        token = _bearer(headers, query)
-        if token is None:
-            if public:
-                return None
-            raise Unauthorized()
-        principal = await verifier.verify(token)
-        if policy.permission and not principal.has(policy.permission):
-            raise Forbidden(f"this route requires the permission {policy.permission}")
-        return principal
-
-    # --- what the gateway answers itself ---------------------------------------
-
-    @app.get("/livez", include_in_schema=False)
-    async def livez() -> dict[str, str]:
-        return {"status": "ok", "service": settings.service_name}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz(request: Request) -> JSONResponse:
-        client = request.app.state.proxy.client
-        checks = await status.readiness(client, ready_upstreams, settings.health_timeout)
-        ready = all(c["status"] == "ok" for c in checks.values())
-        summary = {name: c["status"] for name, c in checks.items()}
-        return JSONResponse(
-            {"status": "ready" if ready else "not ready", "service": settings.service_name,
-             "checks": summary},
-            status_code=200 if ready else 503,
-            headers={} if ready else {"Retry-After": "5"},
-        )
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/openapi.json", include_in_schema=False)
+    @router.get("/openapi.json")
     async def openapi(request: Request) -> JSONResponse:
-        await edge_limit(request)
+        await edge.edge_limit(request)
         return JSONResponse(await request.app.state.openapi.document())
 
-    @app.get("/asyncapi.json", include_in_schema=False)
+    @router.get("/asyncapi.json")
     async def asyncapi_document(request: Request) -> JSONResponse:
-        await edge_limit(request)
+        await edge.edge_limit(request)
         return JSONResponse(asyncapi.load())
 
-    @app.get("/docs", include_in_schema=False)
+    @router.get("/docs")
     async def docs(request: Request) -> HTMLResponse:
-        await edge_limit(request)
+        await edge.edge_limit(request)
         return get_swagger_ui_html(
             openapi_url="/openapi.json", title="HealthFlow API",
             oauth2_redirect_url="/docs/oauth2-redirect",
             swagger_ui_parameters={"persistAuthorization": True},
         )
 
-    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    @router.get("/docs/oauth2-redirect")
     async def oauth2_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get("/status", include_in_schema=False)
+    @router.get("/status")
     async def status_page(request: Request) -> HTMLResponse:
-        await edge_limit(request)
+        await edge.edge_limit(request)
         return HTMLResponse(STATUS_PAGE)
 
-    @app.get("/api/v1/platform/status", tags=["platform"],
-             summary="Every service's liveness, readiness and circuit state (admins)")
+    return router
+
+
+def _platform_router(edge: Edge) -> tuple[APIRouter, dict[str, Any]]:
+    """``GET /api/v1/platform/status`` and its entry for the merged OpenAPI document."""
+    router = APIRouter()
+
+    @router.get("/api/v1/platform/status", tags=["platform"],
+                summary="Every service's liveness, readiness and circuit state (admins)")
     async def platform_status(
         request: Request,
         principal: Principal = require(Permission.PLATFORM_STATUS),
     ) -> dict[str, Any]:
-        await limit(request, table.policy("default"), "subject", principal.subject)
+        await edge.limit(request, edge.table.policy("default"), "subject", principal.subject)
         return await status.platform_status(
-            request.app.state.proxy.client, first_replicas, settings.health_timeout,
-            breakers,
-        )
+            request.app.state.proxy.client, edge.first_replicas,
+            edge.settings.health_timeout, edge.breakers)
 
-    status_route = next(r for r in app.routes
-                        if isinstance(r, APIRoute) and r.endpoint is platform_status)
-    gateway_paths = {
-        "/api/v1/platform/status": {
-            "get": {
-                # the same annotation every service route carries (see annotate_openapi_access)
-                "x-healthflow-access": declared_access(status_route.dependant),
-                "tags": ["platform"],
-                "summary": "Every service's liveness, readiness and circuit state",
-                "description": "Requires the `platform:status` permission (admins).",
-                "operationId": "platform_status",
-                "security": [{"OAuth2PasswordBearer": []}],
-                "responses": {"200": {"description": "Health of every service",
-                                      "content": {"application/json": {"schema": {
-                                          "type": "object"}}}},
-                              "401": {"description": "No valid token"},
-                              "403": {"description": "Not an admin"}},
-            }
-        }
-    }
+    route = next(r for r in router.routes
+                 if isinstance(r, APIRoute) and r.endpoint is platform_status)
+    paths = {"/api/v1/platform/status": {"get": {
+        # the same annotation every service route carries (see annotate_openapi_access)
+        "x-healthflow-access": declared_access(route.dependant),
+        "tags": ["platform"],
+        "summary": "Every service's liveness, readiness and circuit state",
+        "description": "Requires the `platform:status` permission (admins).",
+        "operationId": "platform_status",
+        "security": [{"OAuth2PasswordBearer": []}],
+        "responses": {"200": {"description": "Health of every service",
+                              "content": {"application/json": {"schema": {
+                                  "type": "object"}}}},
+                      "401": {"description": "No valid token"},
+                      "403": {"description": "Not an admin"}},
+    }}}
+    return router, paths
 
-    # --- everything else goes through the route table ----------------------------
 
-    @app.api_route("/{path:path}", methods=PROXY_METHODS, include_in_schema=False)
+def _proxy_router(edge: Edge) -> APIRouter:
+    """Every other path: matched in the route table, limited, authenticated, forwarded."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.api_route("/{path:path}", methods=PROXY_METHODS)
     async def forward(request: Request) -> Response:
         path = request.url.path
-        client_ip = ip_of(request)
-        _reject_dot_segments(path)
-        route = table.match(path)
+        client_ip = edge.ip_of(request)
+        reject_dot_segments(path)
+        route = edge.table.match(path)
         if route is None:
-            await limit(request, edge, "ip", client_ip)
+            await edge.limit(request, edge.edge_policy, "ip", client_ip)
             raise NotFound(f"no route matches {request.method} {path}")
-        policy = table.policy(route.policy)
-        await limit(request, policy, "ip", client_ip)
-        principal = await authenticate(request.headers, policy,
-                                       public=route.is_public(request.method))
+        policy = edge.table.policy(route.policy)
+        await edge.limit(request, policy, "ip", client_ip)
+        principal = await edge.authenticate(request.headers, policy,
+                                            public=route.is_public(request.method))
         if principal is not None:
-            await limit(request, policy, "subject", principal.subject)
+            await edge.limit(request, policy, "subject", principal.subject)
         return await request.app.state.proxy.forward(request, route, policy, principal,
                                                      client_ip)
 
-    @app.websocket("/{path:path}")
+    @router.websocket("/{path:path}")
     async def forward_websocket(websocket: WebSocket) -> None:
-        path = websocket.url.path
-        query = websocket.scope.get("query_string", b"").decode("latin-1")
         try:
-            _reject_dot_segments(path)
-            route = table.match(path)
-            if route is None:
-                raise NotFound(f"no route matches WebSocket {path}")
-            policy = table.policy(route.policy)
-            limiter: EdgeRateLimiter = websocket.app.state.limiter
-            client_ip = ip_of(websocket)
-            await limiter.hit(policy, "ip", client_ip)
-            principal = await authenticate(websocket.headers, policy, query)
-            if principal is not None:
-                await limiter.hit(policy, "subject", principal.subject)
-            request_id = valid_request_id(websocket.headers.get("x-request-id"))
-            with tracing.span("WEBSOCKET", parent_headers=dict(websocket.headers)):
-                peer = websocket.client.host if websocket.client else client_ip
-                headers = proxy.forward_headers(
-                    websocket.scope["headers"], principal=principal, peer=peer,
-                    scheme=websocket.scope.get("scheme", "ws"),
-                    host=websocket.headers.get("host"), request_id=request_id,
-                    trusted_hops=settings.trusted_proxy_hops,
-                )
-            token = _bearer(websocket.headers, query)
-            if token and not any(k == "authorization" for k, _ in headers):
-                headers.append(("authorization", f"Bearer {token}"))
-            kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True)
-                    if k != "access_token"]
-            base = settings.upstream_url(route.service)
-            url = "ws" + base.removeprefix("http") + path + (
-                "?" + urlencode(kept) if kept else "")
-            await proxy.proxy_websocket(
-                websocket, url=url, headers=headers, open_timeout=policy.timeout,
-                idle_timeout=policy.stream_timeout, breakers=breakers,
-                upstream=route.service,
-            )
+            await _forward_websocket(edge, websocket)
         except Problem as problem:
             await _deny(websocket, problem)
 
-    _middleware(app, settings)
-    return app
+    return router
+
+
+async def _forward_websocket(edge: Edge, websocket: WebSocket) -> None:
+    """Check a WebSocket handshake as an HTTP request is checked, then relay both ways.
+
+    Raises:
+        Problem: refused (the caller answers it as the handshake's response).
+    """
+    path = websocket.url.path
+    query = websocket.scope.get("query_string", b"").decode("latin-1")
+    reject_dot_segments(path)
+    route = edge.table.match(path)
+    if route is None:
+        raise NotFound(f"no route matches WebSocket {path}")
+    policy = edge.table.policy(route.policy)
+    limiter: EdgeRateLimiter = websocket.app.state.limiter
+    client_ip = edge.ip_of(websocket)
+    await limiter.hit(policy, "ip", client_ip)
+    principal = await edge.authenticate(websocket.headers, policy, query)
+    if principal is not None:
+        await limiter.hit(policy, "subject", principal.subject)
+    request_id = valid_request_id(websocket.headers.get("x-request-id"))
+    settings = edge.settings
+    with tracing.span("WEBSOCKET", parent_headers=dict(websocket.headers)):
+        peer = websocket.client.host if websocket.client else client_ip
+        headers = proxy.forward_headers(
+            websocket.scope["headers"], principal=principal, peer=peer,
+            scheme=websocket.scope.get("scheme", "ws"),
+            host=websocket.headers.get("host"), request_id=request_id,
+            trusted_hops=settings.trusted_proxy_hops,
+        )
+    token = bearer(websocket.headers, query)
+    if token and not any(k == "authorization" for k, _ in headers):
+        headers.append(("authorization", f"Bearer {token}"))
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "access_token"]
+    base = settings.upstream_url(route.service)
+    url = "ws" + base.removeprefix("http") + path + ("?" + urlencode(kept) if kept else "")
+    await proxy.proxy_websocket(
+        websocket, url=url, headers=headers, open_timeout=policy.timeout,
+        idle_timeout=policy.stream_timeout, breakers=edge.breakers, upstream=route.service,
+    )
 
 
 async def _deny(websocket: WebSocket, problem: Problem) -> None:

@@ -18,7 +18,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -151,31 +151,52 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def health_router(runtime: ServiceRuntime) -> APIRouter:
+Readiness = Callable[[], Awaitable[tuple[bool, Mapping[str, Any]]]]
+"""What a ``/readyz`` asks: (ready?, the checks to show)."""
+
+
+def probe_router(service: str, readiness: Readiness,
+                 before_metrics: Callable[[], Awaitable[None]] | None = None) -> APIRouter:
+    """``/livez``, ``/readyz`` and ``/metrics``, the same for every service and the gateway.
+
+    ``/readyz`` answers 200 ``{"status": "ready", "service", "checks"}`` or 503 with
+    ``Retry-After: 5``; ``before_metrics`` refreshes gauges that need a round trip.
+    """
     router = APIRouter(tags=["health"])
 
     @router.get("/livez", summary="Liveness: the process answers")
     async def livez() -> dict[str, str]:
-        return {"status": "ok", "service": runtime.name}
+        return {"status": "ok", "service": service}
 
-    @router.get("/readyz", summary="Readiness: database, broker, consumers, outbox lag")
+    @router.get("/readyz", summary="Readiness: what this process needs answers")
     async def readyz() -> JSONResponse:
-        checks = dict(await runtime.readiness())
-        checks["started"] = runtime.started
-        ready = runtime.is_ready(checks)
+        ready, checks = await readiness()
         return JSONResponse(
-            {"status": "ready" if ready else "not ready", "service": runtime.name,
-             "checks": checks},
+            {"status": "ready" if ready else "not ready", "service": service,
+             "checks": dict(checks)},
             status_code=200 if ready else 503,
             headers={} if ready else {"Retry-After": "5"},
         )
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def prometheus() -> Response:
-        await refresh_gauges(runtime)
+        if before_metrics is not None:
+            await before_metrics()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def health_router(runtime: ServiceRuntime) -> APIRouter:
+    """The probes of a service: readiness from its runtime (database, broker, consumers,
+    outbox lag, its own checks)."""
+
+    async def readiness() -> tuple[bool, Mapping[str, Any]]:
+        checks = dict(await runtime.readiness())
+        checks["started"] = runtime.started
+        return runtime.is_ready(checks), checks
+
+    return probe_router(runtime.name, readiness, lambda: refresh_gauges(runtime))
 
 
 async def refresh_gauges(runtime: ServiceRuntime) -> None:
