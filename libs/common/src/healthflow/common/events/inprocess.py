@@ -27,12 +27,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.transport import (
-    ContractViolation,
+    REASON_HANDLER_FAILED,
+    REASON_MALFORMED,
     DeadLetter,
     PublishError,
     Subscription,
     Transport,
-    UnknownEventType,
+    after_failure,
     describe_error,
 )
 from healthflow.common.mongo import Document, utcnow
@@ -120,21 +121,17 @@ class InProcessTransport(Transport):
         try:
             event = CloudEvent.from_json_bytes(body)
         except Exception as exc:
-            await self._park(sub, body, "malformed", exc, attempts, record_id)
+            await self._park(sub, body, REASON_MALFORMED, exc, attempts, record_id)
             return
         try:
             await sub.handler(event)
-        except UnknownEventType as exc:
-            await self._park(sub, body, "unknown-type", exc, attempts, record_id)
-            return
-        except ContractViolation as exc:  # retrying cannot fix the payload
-            await self._park(sub, body, "contract-violation", exc, attempts, record_id)
-            return
         except Exception as exc:
-            if attempts < len(sub.retry_delays):
+            then = after_failure(exc, attempts, sub.retry_delays)
+            if then.action == "retry":
                 await self._schedule_retry(sub, body, exc, attempts, record_id)
             else:
-                await self._park(sub, body, "handler-failed", exc, attempts, record_id)
+                await self._park(sub, body, then.reason or REASON_HANDLER_FAILED, exc,
+                                 attempts, record_id)
             return
         if record_id is not None:
             await self.store.delete_one({"_id": record_id})

@@ -65,12 +65,13 @@ from aio_pika import DeliveryMode, ExchangeType
 from healthflow.common import tracing
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
 from healthflow.common.events.transport import (
-    ContractViolation,
+    REASON_HANDLER_FAILED,
+    REASON_MALFORMED,
     DeadLetter,
     PublishError,
     Subscription,
     Transport,
-    UnknownEventType,
+    after_failure,
     dead_letter_queue_name,
     describe_error,
     queue_name,
@@ -89,10 +90,6 @@ HEADER_SERVICE = "x-service"
 HEADER_DEAD_LETTER_ID = "x-dead-letter-id"
 HEADER_REPLAYED_AT = "x-replayed-at"
 
-REASON_HANDLER_FAILED = "handler-failed"
-REASON_UNKNOWN_TYPE = "unknown-type"
-REASON_MALFORMED = "malformed"
-REASON_CONTRACT_VIOLATION = "contract-violation"
 
 
 # Headers describing one parking; dropped when a message is replayed.
@@ -481,53 +478,23 @@ class RabbitTransport(Transport):
             traceparent = event.traceparent or _as_text(headers.get(HEADER_TRACEPARENT)) or None
             with tracing.consumer_span(event.type, event.id, traceparent):
                 await subscription.handler(event)
-        except (UnknownEventType, ContractViolation) as exc:
-            # Retrying cannot fix either: park at once.
-            await self._park(
-                subscription,
-                message,
-                dead_letter_id=event.id,
-                reason=REASON_UNKNOWN_TYPE
-                if isinstance(exc, UnknownEventType)
-                else REASON_CONTRACT_VIOLATION,
-                error=exc,
-                attempts=attempts,
-            )
-            await _settle(message)
-            return
         except Exception as exc:
-            if attempts < len(subscription.retry_delays):
-                target = retry_queue_name(
-                    subscription.service, subscription.retry_delays[attempts]
-                )
-                log.info(
-                    "handler of %s failed for event %s (attempt %d): %s; retry via %s",
-                    subscription.queue,
-                    event.id,
-                    attempts + 1,
-                    type(exc).__name__,
-                    target,
-                )
-                retry_headers = {**headers, HEADER_ATTEMPTS: attempts + 1}
-                await self._forward(message, target, retry_headers, message_id=event.id)
+            then = after_failure(exc, attempts, subscription.retry_delays)
+            if then.action == "retry" and then.delay is not None:
+                target = retry_queue_name(subscription.service, then.delay)
+                log.info("handler of %s failed for event %s (attempt %d): %s; retry via %s",
+                         subscription.queue, event.id, attempts + 1, type(exc).__name__,
+                         target)
+                await self._forward(message, target, {**headers, HEADER_ATTEMPTS: attempts + 1},
+                                    message_id=event.id)
             else:
-                log.warning(
-                    "handler of %s failed for event %s after %d attempts: %s; parking it",
-                    subscription.queue,
-                    event.id,
-                    attempts + 1,
-                    type(exc).__name__,
-                )
-                await self._park(
-                    subscription,
-                    message,
-                    dead_letter_id=event.id,
-                    reason=REASON_HANDLER_FAILED,
-                    error=exc,
-                    attempts=attempts,
-                )
-            await _settle(message)
-            return
+                if then.reason == REASON_HANDLER_FAILED:
+                    log.warning("handler of %s failed for event %s after %d attempts: %s; "
+                                "parking it", subscription.queue, event.id, attempts + 1,
+                                type(exc).__name__)
+                await self._park(subscription, message, dead_letter_id=event.id,
+                                 reason=then.reason or REASON_HANDLER_FAILED, error=exc,
+                                 attempts=attempts)
         await _settle(message)
 
     async def _park(

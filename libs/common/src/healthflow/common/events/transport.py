@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -55,6 +55,40 @@ class ContractViolation(Exception):
     version and pydantic's error locations and kinds (never the offending values,
     which may be PHI), e.g. ``appointment.booked v1: 1 error(s): patient_id: missing``.
     """
+
+
+REASON_HANDLER_FAILED = "handler-failed"
+REASON_UNKNOWN_TYPE = "unknown-type"
+REASON_MALFORMED = "malformed"
+REASON_CONTRACT_VIOLATION = "contract-violation"
+
+
+@dataclass(frozen=True)
+class AfterFailure:
+    """What a transport does with a delivery whose handling failed: ``retry`` after
+    ``delay`` seconds, or ``park`` it in the dead-letter queue with ``reason``."""
+
+    action: Literal["retry", "park"]
+    reason: str | None = None
+    delay: float | None = None
+
+
+def after_failure(exc: BaseException, attempts: int,
+                  retry_delays: Sequence[float]) -> AfterFailure:
+    """The one retry-or-park rule of every transport.
+
+    ``attempts``: how many times the delivery was retried before this failure. A
+    type without a handler or a payload that breaks its contract is parked at once
+    (retrying cannot fix either); any other error is retried after
+    ``retry_delays[attempts]`` seconds while delays remain, then parked.
+    """
+    if isinstance(exc, UnknownEventType):
+        return AfterFailure("park", REASON_UNKNOWN_TYPE)
+    if isinstance(exc, ContractViolation):
+        return AfterFailure("park", REASON_CONTRACT_VIOLATION)
+    if attempts < len(retry_delays):
+        return AfterFailure("retry", delay=retry_delays[attempts])
+    return AfterFailure("park", REASON_HANDLER_FAILED)
 
 
 @dataclass(frozen=True)
