@@ -92,14 +92,7 @@ class EmbeddedMongo:
         raise RuntimeError(f"secantusd-py did not answer on port {self.port} within {timeout} s")
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_child(self.process, timeout)
 
     def kill(self) -> None:
         """Stop abruptly (fault drills)."""
@@ -180,14 +173,19 @@ class EmbeddedS3:
         raise RuntimeError(f"s3rver did not answer on port {self.port} within {timeout} s")
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_child(self.process, timeout)
+
+
+def stop_child(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM a child server, SIGKILL it after ``timeout`` seconds (no-op if it ended)."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 def ensure_rabbitmq(host: str = "127.0.0.1", port: int = 5672, timeout: float = 60.0) -> None:
