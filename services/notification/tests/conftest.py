@@ -72,7 +72,7 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
         twilio_auth_token=SecretStr(AUTH_TOKEN), twilio_timeout=2.0,
         twilio_status_callback_url="https://gateway.test/api/v1/notifications/twilio/status",
         default_quiet_hours="", dispatch_interval=0.2, reminder_interval=3600.0,
-        retry_base=30.0, max_attempts=4, stream_poll_interval=0.05, push_timeout=2.0,
+        retry_base=30.0, max_attempts=4, push_timeout=2.0,
     )
 
 

@@ -110,7 +110,8 @@ async def test_the_feed_streams_as_server_sent_events(
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             lines = response.aiter_lines()
-            assert await anext(lines) == "retry: 3000"  # the stream is open
+            assert await anext(lines) == ": stream open"
+            assert await anext(lines) == "retry: 3000"
             clock.advance(seconds=1)
             await consumer(appointment("appointment.booked", "appt-sse", "pat-sse", START))
             current: dict[str, str] = {}
@@ -130,6 +131,44 @@ async def test_the_feed_streams_as_server_sent_events(
         item = json.loads(received[0]["data"])
         assert (item["template"], item["id"]) == ("appointment_booked", received[0]["id"])
         assert "09:30 CET" in item["body"]  # the welcome (older) was not replayed
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+
+
+async def test_the_stream_resumes_after_last_event_id(
+        settings: Settings, tokens: TokenFactory, clock: SettableClock) -> None:
+    """A client that reconnects with ``Last-Event-ID`` gets what it missed, once."""
+    app = create_app(settings, clock=clock)
+    app.state.verifier = tokens.verifier()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, message="server did not start")
+        consumer = app.state.runtime.consumer
+        await consumer(user_registered("pat-resume"))
+        clock.advance(seconds=1)
+        await consumer(appointment("appointment.booked", "appt-r1", "pat-resume", START))
+        feed = await app.state.runtime.db["feed"].find(
+            {"user_id": "pat-resume"}).sort("created_at", 1).to_list()
+        welcome, booked = feed[0]["_id"], feed[1]["_id"]
+        headers = tokens.headers("pat-resume") | {"Last-Event-ID": welcome}
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+            http.stream("GET", f"{BASE}/stream", headers=headers) as response,
+        ):
+            ids = []
+
+            async def first_event() -> None:
+                async for line in response.aiter_lines():
+                    if line.startswith("id: "):
+                        ids.append(line.removeprefix("id: "))
+                        return
+
+            await asyncio.wait_for(first_event(), timeout=10)
+        assert ids == [booked]  # the missed item, not the one the client had
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, timeout=30)

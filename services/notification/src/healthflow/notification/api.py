@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from twilio.request_validator import RequestValidator
 
 from healthflow.common.auth import Principal, require
@@ -160,56 +159,48 @@ async def mark_all_read(runtime: Runtime, principal: ReadOwn) -> dict[str, int]:
     return {"marked": await service.mark_all_read(runtime, _ctx(runtime), principal.subject)}
 
 
-def _sse(doc: Document) -> bytes:
-    data = _feed_item(doc).model_dump_json()
-    return f"id: {doc['_id']}\nevent: notification\ndata: {data}\n\n".encode()
+def _sse(doc: Document) -> ServerSentEvent:
+    return ServerSentEvent(id=doc["_id"], event="notification",
+                           data=_feed_item(doc).model_dump_json())
 
 
 @router.get("/stream", summary="My feed as Server-Sent Events",
-            response_class=StreamingResponse,
+            response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-async def stream(request: Request, runtime: Runtime, principal: ReadOwn) -> StreamingResponse:
-    """``text/event-stream`` (WHATWG HTML §9.2): one ``notification`` event per new feed
-    item (``id`` = item id, ``data`` = the FeedItem JSON), a comment every
-    ``stream_heartbeat`` seconds. ``Last-Event-ID`` resumes after that item; without
-    it, the stream starts with items created from now on.
+async def stream(request: Request, runtime: Runtime, principal: ReadOwn) -> EventSourceResponse:
+    """``text/event-stream`` (WHATWG HTML §9.2, framed by ``sse-starlette``): one
+    ``notification`` event per new feed item (``id`` = item id, ``data`` = the FeedItem
+    JSON) and a ``: ping`` comment every ``stream_heartbeat`` seconds. ``Last-Event-ID``
+    resumes after that item; without it, the stream starts with items created from
+    now on. New items arrive from a MongoDB change stream on the feed (no polling);
+    the stream is opened before the catch-up read, so nothing falls between the two.
     """
     settings = _settings(runtime)
     user_id = principal.subject
     last_id = request.headers.get("last-event-id")
-    anchor = None
-    if last_id:
-        anchor = await runtime.db[store.FEED].find_one({"_id": last_id, "user_id": user_id})
-    if anchor is None:
-        newest = await store.find_feed(runtime.db, user_id, unread_only=False, before=None,
-                                       limit=1)
-        anchor = newest[0] if newest else None
-    since = anchor["created_at"] if anchor else _ctx(runtime).clock.now()
-    seen = {anchor["_id"]} if anchor else set()
-    if anchor is not None:  # items created in the same millisecond as the anchor
-        seen |= {d["_id"] for d in await store.feed_since(runtime.db, user_id, since)
-                 if d["created_at"] == since and (last_id is None or d["_id"] == last_id)}
+    feed = runtime.db[store.FEED]
 
-    async def events() -> AsyncIterator[bytes]:
-        nonlocal since
-        yield b"retry: 3000\n: stream open\n\n"
-        loop = asyncio.get_running_loop()
-        quiet_since = loop.time()
-        while not await request.is_disconnected():
-            for doc in await store.feed_since(runtime.db, user_id, since):
-                if doc["_id"] in seen:
-                    continue
-                seen.add(doc["_id"])
-                since = max(since, doc["created_at"])
-                quiet_since = loop.time()
-                yield _sse(doc)
-            if loop.time() - quiet_since >= settings.stream_heartbeat:
-                quiet_since = loop.time()
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(settings.stream_poll_interval)
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(retry=3000, comment="stream open")
+        pipeline = [{"$match": {"operationType": "insert", "fullDocument.user_id": user_id}}]
+        async with await feed.watch(pipeline) as changes:
+            seen: set[str] = set()
+            if last_id:
+                anchor = await feed.find_one({"_id": last_id, "user_id": user_id})
+                if anchor is not None:  # the items the client missed, oldest first
+                    for doc in await store.feed_since(runtime.db, user_id,
+                                                      anchor["created_at"]):
+                        if doc["_id"] != last_id:
+                            seen.add(doc["_id"])
+                            yield _sse(doc)
+            async for change in changes:
+                doc = change["fullDocument"]
+                if doc["_id"] not in seen:
+                    yield _sse(doc)
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return EventSourceResponse(events(), ping=settings.stream_heartbeat, sep="\n",
+                               headers={"Cache-Control": "no-cache",
+                                        "X-Accel-Buffering": "no"})
 
 
 # --- Web Push subscriptions ------------------------------------------------------------

@@ -84,7 +84,6 @@ class Settings(ServiceSettings):
     max_attempts: int = Field(default=8, ge=1, le=100)
     retry_base: float = Field(default=30.0, gt=0)
     retry_max: float = Field(default=3600.0, gt=0)
-    stream_poll_interval: float = Field(default=1.0, gt=0)
     stream_heartbeat: float = Field(default=15.0, gt=0)
 
     @field_validator("reminder_offsets_minutes")
