@@ -102,9 +102,6 @@ POLICIES: dict[str, Policy] = {
 }
 
 
-READS = frozenset({"GET", "HEAD"})  # as healthflow.common.manifest.READS
-
-
 @dataclass(frozen=True)
 class Route:
     """``prefix`` (a path, no trailing slash) is served by ``service`` under ``policy``.

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import httpx
 import jwt
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import FastAPI
 
 from healthflow.devkit.testing import TokenFactory, eventually
 from healthflow.notification.app import create_app
@@ -27,6 +30,24 @@ BASE = "/api/v1/notifications"
 
 def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@asynccontextmanager
+async def served(settings: Settings, tokens: TokenFactory,
+                 clock: SettableClock) -> AsyncIterator[tuple[FastAPI, str]]:
+    """The notification app on a real uvicorn server on loopback: (app, base URL)."""
+    app = create_app(settings, clock=clock)
+    app.state.verifier = tokens.verifier()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, message="server did not start")
+        yield app, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
 
 
 async def test_web_push_reaches_the_subscribed_browser_encrypted_and_signed(
@@ -89,14 +110,7 @@ async def test_web_push_reaches_the_subscribed_browser_encrypted_and_signed(
 
 async def test_the_feed_streams_as_server_sent_events(
         settings: Settings, tokens: TokenFactory, clock: SettableClock) -> None:
-    app = create_app(settings, clock=clock)
-    app.state.verifier = tokens.verifier()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started, message="server did not start")
+    async with served(settings, tokens, clock) as (app, base_url):
         runtime = app.state.runtime
         consumer = runtime.consumer
         assert consumer is not None
@@ -104,7 +118,7 @@ async def test_the_feed_streams_as_server_sent_events(
         headers = tokens.headers("pat-sse") | {"Accept": "text/event-stream"}
         received: list[dict[str, str]] = []
         async with (
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+            httpx.AsyncClient(base_url=base_url, timeout=10) as http,
             http.stream("GET", f"{BASE}/stream", headers=headers) as response,
         ):
             assert response.status_code == 200
@@ -131,22 +145,12 @@ async def test_the_feed_streams_as_server_sent_events(
         item = json.loads(received[0]["data"])
         assert (item["template"], item["id"]) == ("appointment_booked", received[0]["id"])
         assert "09:30 CET" in item["body"]  # the welcome (older) was not replayed
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=30)
 
 
 async def test_the_stream_resumes_after_last_event_id(
         settings: Settings, tokens: TokenFactory, clock: SettableClock) -> None:
     """A client that reconnects with ``Last-Event-ID`` gets what it missed, once."""
-    app = create_app(settings, clock=clock)
-    app.state.verifier = tokens.verifier()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: server.started, message="server did not start")
+    async with served(settings, tokens, clock) as (app, base_url):
         consumer = app.state.runtime.consumer
         await consumer(user_registered("pat-resume"))
         clock.advance(seconds=1)
@@ -156,7 +160,7 @@ async def test_the_stream_resumes_after_last_event_id(
         welcome, booked = feed[0]["_id"], feed[1]["_id"]
         headers = tokens.headers("pat-resume") | {"Last-Event-ID": welcome}
         async with (
-            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http,
+            httpx.AsyncClient(base_url=base_url, timeout=10) as http,
             http.stream("GET", f"{BASE}/stream", headers=headers) as response,
         ):
             ids = []
@@ -169,6 +173,3 @@ async def test_the_stream_resumes_after_last_event_id(
 
             await asyncio.wait_for(first_event(), timeout=10)
         assert ids == [booked]  # the missed item, not the one the client had
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=30)

@@ -46,6 +46,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes, utcnow
+from healthflow.common.workers import Loop
 
 log = logging.getLogger(__name__)
 
@@ -163,10 +164,8 @@ class JobWorker:
         self.interval = interval
         self.owner = f"{runtime.name}-{uuid.uuid4().hex[:12]}"
 
-    def loop(self) -> Any:
+    def loop(self) -> Loop:
         """This worker as a :class:`~healthflow.common.workers.Loop` named ``jobs:<queue>``."""
-        from healthflow.common.workers import Loop
-
         return Loop(f"jobs:{self.queue}", self.run_once, interval=self.interval)
 
     async def run_once(self) -> int:

@@ -18,7 +18,7 @@ installing its package is what makes it part of the platform.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 ENTRY_POINT_GROUP = "healthflow.services"
@@ -51,7 +51,6 @@ class ServiceManifest:
     summary: str
     routes: tuple[RouteDecl, ...] = ()
     sidecars: tuple[str, ...] = ()
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def module(self) -> str:

@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from healthflow.common.manifest import ServiceManifest, load_manifests
 
-ServiceInfo = ServiceManifest
-"""A service as the platform knows it (its manifest): ``name``, ``port``, ``module``,
-``env_prefix``, ``routes``."""
-
 GATEWAY_PORT = 8000
 
 SERVICES: dict[str, ServiceManifest] = load_manifests()
