@@ -8,6 +8,7 @@ starts (:data:`~healthflow.notification.app.WORKERS`), nothing called by hand.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -118,7 +119,7 @@ async def test_a_reminder_that_cannot_be_fired_is_retried_then_failed_with_its_e
          "offset_minutes": 60, "due_at": now - timedelta(seconds=1), "status": "pending",
          "lease_owner": None, "lease_until": UNLEASED, "fired_at": None}])
     with caplog.at_level(logging.ERROR, logger="healthflow.notification.dispatch"):
-        await scheduler.run_due()
+        await asyncio.wait_for(scheduler.run_due(), timeout=90)  # fail, never hang CI
     assert any("firing a reminder failed" in r.getMessage() for r in caplog.records)
     gone = await notif.db[store.REMINDERS].find_one({"_id": "appt-gone:60"})
     assert gone["status"] == "cancelled"  # the next reminder was still handled
@@ -129,7 +130,7 @@ async def test_a_reminder_that_cannot_be_fired_is_retried_then_failed_with_its_e
     assert (await scheduler.health())["overdue"] == 1
     for _ in range(dispatch.REMINDER_ATTEMPTS - 1):
         notif.clock.advance(seconds=lease + 1)
-        await scheduler.run_due()
+        await asyncio.wait_for(scheduler.run_due(), timeout=90)
     failed = await notif.db[store.REMINDERS].find_one({"_id": "appt-bad:60"})
     assert failed["status"] == "failed" and failed["attempts"] == dispatch.REMINDER_ATTEMPTS
     assert "ValueError" in failed["last_error"] or "Error" in failed["last_error"]
