@@ -161,6 +161,19 @@ def rabbitmqctl(*args: str) -> None:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.strip()}")
 
 
+async def gone(pid: int, timeout: float = 10.0) -> None:
+    """Wait until process ``pid`` has exited (a zombie or reaped: its sockets are closed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        await asyncio.sleep(0.005)
+
+
 # --------------------------------------------------------------------------- the drill
 
 
@@ -180,6 +193,7 @@ class Drill:
         self.attempts = 0
         self.bad_calls: list[Call] = []
         self.killed_at: float | None = None  # epoch seconds of the service SIGKILL
+        self.dead_at: float | None = None  # epoch seconds when its sockets were closed
 
     def _observe(self, call: Call) -> None:
         key = str(call.status) if call.status is not None else f"no answer ({call.error})"
@@ -192,14 +206,23 @@ class Drill:
     def judge(self) -> None:
         """Sort the bad answers: a 502 for a request in flight when the service process was
         SIGKILLed is the honest answer (its outcome is unknown) and is only counted;
-        anything else fails the drill."""
+        anything else fails the drill.
+
+        "In flight" means started before the process was gone (the kernel closes a
+        killed process's sockets a few milliseconds after the signal, so a request
+        forwarded on a kept-alive connection in between is cut off too) and ended
+        within 2 s of the kill.
+        """
+        gone = self.dead_at if self.dead_at is not None else self.killed_at
         for call in self.bad_calls:
             ended = datetime.fromtimestamp(call.at, UTC)
             line = (f"{ended:%H:%M:%S.%f}"[:12] + f" {call.method} {call.route} → "
                     f"{call.status or call.error} after {call.seconds:.1f} s "
                     f"(Retry-After {call.retry_after})")
-            in_flight = self.killed_at is not None and call.status == 502 and (
-                call.at - call.seconds <= self.killed_at <= call.at <= self.killed_at + 2.0)
+            in_flight = (self.killed_at is not None and gone is not None
+                         and call.status == 502
+                         and call.at - call.seconds <= gone
+                         and self.killed_at <= call.at <= self.killed_at + 2.0)
             if in_flight:
                 self.report.broken_in_flight.append(line)
             else:
@@ -294,6 +317,8 @@ class Drill:
             raise RuntimeError(f"no healthflow.{self.o.service} child of pid {self.o.runner_pid}")
         self.killed_at = time.time()
         os.kill(pid, signal.SIGKILL)
+        await gone(pid)
+        self.dead_at = time.time()
         # The runner notices and restarts it after its back-off (1 s at first).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
