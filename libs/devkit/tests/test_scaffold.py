@@ -1,7 +1,8 @@
 """``make new-service``: a scaffolded service in a scratch copy of the repository is
 installed, passes its own unit, integration and end-to-end tests (the last through
 the gateway of the multi-process platform ``make run`` starts), and changed no
-shared file but the ones generated (``uv.lock``, the compose services part)."""
+shared file but the ones generated (``uv.lock``, the compose services part, the
+Kubernetes manifests, the event catalog and AsyncAPI document)."""
 
 from __future__ import annotations
 
@@ -70,12 +71,14 @@ def test_a_new_service_is_scaffolded_installed_and_green_end_to_end(tmp_path: Pa
     shared = sorted(line[3:] for line in changed if not line[3:].startswith("services/demoservice"))
     contracts = "libs/contracts/src/healthflow/contracts/"
     assert shared == sorted([  # each written by the command, none by hand
-        "docker-compose.yml", "docs/events.md", "uv.lock", contracts + "asyncapi.json",
+        "deploy/k8s/healthflow.yaml", "docker-compose.yml", "docs/events.md", "uv.lock",
+        contracts + "asyncapi.json",
         contracts + "demoservice.py", "libs/contracts/schemas/demoservice.note_created.v1.json",
     ]), shared
     compose = run("git", "diff", "docker-compose.yml")
     assert "demoservice" in compose and "DEMOSERVICE_PORT" in compose
     assert "demoservice.note_created" in (repo / "docs" / "events.md").read_text()
+    assert "healthflow-demoservice" in (repo / "deploy" / "k8s" / "healthflow.yaml").read_text()
     venv = repo / ".venv" / "bin"
     run(str(venv / "ruff"), "check", ".")
     result = run(str(venv / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
