@@ -233,6 +233,19 @@ async def authenticated(
 Authenticated = Annotated[Principal, Depends(authenticated)]
 
 
+async def optional_principal(
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Principal | None:
+    """FastAPI dependency of a public route that shows more to some callers: the verified
+    caller when a bearer token is sent (a bad token is still 401), else ``None``."""
+    if not token:
+        return None
+    return await authenticated(request, token)
+
+
+MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
+
+
 def require(*permissions: str) -> Any:
     """FastAPI dependency: the caller, who must hold every one of ``permissions`` (else 403)."""
 

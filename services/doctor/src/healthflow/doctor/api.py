@@ -20,12 +20,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from healthflow.common.auth import (
+    MaybePrincipal,
     Principal,
-    authenticated,
-    oauth2_scheme,
     require,
     require_any,
 )
@@ -51,17 +50,6 @@ router = APIRouter(prefix="/api/v1/doctors", tags=["doctors"])
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 
-
-async def optional_principal(
-    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> Principal | None:
-    """The caller when a bearer token is sent (a bad token is still 401), else None."""
-    if not token:
-        return None
-    return await authenticated(request, token)
-
-
-MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
 
 
 def doctor_out(doc: Document) -> DoctorOut:

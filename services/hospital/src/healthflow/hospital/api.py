@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from healthflow.common.auth import (
+    MaybePrincipal,
     Principal,
-    authenticated,
-    oauth2_scheme,
     require,
     require_any,
 )
@@ -50,16 +49,6 @@ router = APIRouter(prefix="/api/v1/hospitals", tags=["hospitals"])
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 
 
-async def optional_principal(
-    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
-) -> Principal | None:
-    """The caller when a bearer token is sent (verified: a bad token is still 401), else None."""
-    if not token:
-        return None
-    return await authenticated(request, token)
-
-
-MaybePrincipal = Annotated[Principal | None, Depends(optional_principal)]
 Manager = require_any(Permission.HOSPITALS_REGISTER, Permission.HOSPITALS_MANAGE)
 
 
