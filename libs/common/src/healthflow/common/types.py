@@ -5,6 +5,8 @@
   ``pycountry``'s ISO 4217 table. Money is always an integer amount in the
   currency's minor unit.
 * :data:`Country` — an ISO 3166-1 alpha-2 code, upper case (``DE``).
+* :class:`AdministrativeGender` — FHIR R4's value set of the same name
+  (``male``, ``female``, ``other``, ``unknown``).
 * :data:`TimeZone` — an IANA tz database key (``Europe/Berlin``), exact case;
   the tz files that are not zones of a place (``localtime``, ``Factory``) are refused.
 
@@ -13,12 +15,23 @@ Pure: pydantic only, so domain modules and event contracts may use them.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_extra_types.country import CountryAlpha2
 from pydantic_extra_types.currency_code import ISO4217
 from pydantic_extra_types.timezone_name import TimeZoneName
+
+
+class AdministrativeGender(StrEnum):
+    """FHIR R4 ``AdministrativeGender`` (http://hl7.org/fhir/R4/valueset-administrative-gender.html)."""
+
+    MALE = "male"
+    FEMALE = "female"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
 
 NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
 """Files of some tz installations that are not IANA zone names."""

@@ -7,13 +7,13 @@ All times are RFC 3339 with an offset; responses give aware UTC plus the IANA
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from healthflow.appointment.availability import Mode
 from healthflow.appointment.domain import CancelReason, Status
+from healthflow.common.types import AdministrativeGender
 
 AWARE_HINT = "include a time-zone offset (RFC 3339), e.g. 2026-11-23T09:00:00+01:00 or ...Z"
 
@@ -27,15 +27,6 @@ def require_offset(value: datetime) -> datetime:
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class AdministrativeGender(StrEnum):
-    """FHIR ``AdministrativeGender``."""
-
-    MALE = "male"
-    FEMALE = "female"
-    OTHER = "other"
-    UNKNOWN = "unknown"
 
 
 class Preferences(Request):

@@ -22,21 +22,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from healthflow.common.types import AdministrativeGender
+
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 PHONE_PATTERN = r"^\+[1-9][0-9]{6,14}$"
 
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class AdministrativeGender(StrEnum):
-    """FHIR ``AdministrativeGender``."""
-
-    MALE = "male"
-    FEMALE = "female"
-    OTHER = "other"
-    UNKNOWN = "unknown"
 
 
 class Criticality(StrEnum):
