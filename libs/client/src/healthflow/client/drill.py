@@ -161,15 +161,20 @@ def rabbitmqctl(*args: str) -> None:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.strip()}")
 
 
-async def gone(pid: int, timeout: float = 10.0) -> None:
-    """Wait until process ``pid`` has exited (a zombie or reaped: its sockets are closed)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return
-        if state in ("Z", "X"):
+def process_state(pid: int) -> str | None:
+    """The state letter of ``/proc/<pid>/stat`` (``R``, ``S``, ``Z`` …; proc(5)), or None
+    when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+async def gone(pid: int, polls: int = 2000) -> None:
+    """Wait until process ``pid`` has exited (a zombie or reaped: its sockets are closed),
+    looking every 5 ms, ``polls`` times at most."""
+    for _ in range(polls):
+        if process_state(pid) in (None, "Z", "X"):
             return
         await asyncio.sleep(0.005)
 
