@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from healthflow.audit import handlers, store
+from healthflow.audit import handlers, service
 from healthflow.audit.app import create_app
 from healthflow.audit.settings import Settings
 from healthflow.common.events.consumer import Consumer
@@ -79,7 +79,7 @@ async def audit_rate(url: str, n: int, concurrency: int, *, group: bool = True,
         await asyncio.gather(*(worker(c) for c in consumers if c is not None
                                for _ in range(concurrency)))
         rate = n / (time.perf_counter() - started)
-        result, head, _ = await store.verify(runtimes[0].db)
+        result, head, _ = await service.verify(runtimes[0])
         assert result.ok and head.seq == n - 1, (result, head)
         return rate
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from healthflow.audit import domain, store
+from healthflow.audit import domain, service, store
 from healthflow.audit.app import create_app
 from healthflow.audit.handlers import GroupCommitConsumer
 from healthflow.audit.settings import Settings
@@ -49,14 +49,14 @@ async def test_concurrent_replicas_build_one_gap_free_chain(
     attempts = 0
     appended = {"a": 0, "b": 0}
     groups = 0
-    real_append = store.append
+    real_append = service.append
 
     async def counted_append(*args: Any, **kwargs: Any) -> list[domain.Entry]:
         nonlocal attempts
         attempts += 1
         return await real_append(*args, **kwargs)
 
-    monkeypatch.setattr(store, "append", counted_append)
+    monkeypatch.setattr(service, "append", counted_append)
     for name, consumer in (("a", a.consumer), ("b", b.consumer)):
         real_commit = consumer._commit
 
@@ -88,7 +88,7 @@ async def test_concurrent_replicas_build_one_gap_free_chain(
     head = await store.read_head(a.db)
     assert head == domain.ChainHead(seq=EVENTS - 1, hash=logged[-1]["hash"])
     assert domain.verify_chain(logged, head=head).ok
-    result, _, _ = await store.verify(b.db)
+    result, _, _ = await service.verify(b)
     assert result == domain.Verification(ok=True, checked=EVENTS)
     # Both replicas appended, and they did contend for the head (conflicting
     # transactions were retried), or this test would prove nothing.

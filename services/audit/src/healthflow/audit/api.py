@@ -1,4 +1,4 @@
-"""The compliance API: read and verify the log (``audit:read``).
+"""The compliance API: read and verify the log (``audit:read``); thin over :mod:`.service`.
 
 The log is append-only: no route changes or removes an entry, and PUT, PATCH
 and DELETE on any audit path are answered 405 problem+json. Every read is
@@ -16,25 +16,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BeforeValidator
 
-from healthflow.audit import store
+from healthflow.audit import service, store
+from healthflow.audit.domain import MAX_SEQ
 from healthflow.audit.schemas import AuditEntry, ChainHeadOut, VerificationOut
 from healthflow.common.auth import Principal, require
-from healthflow.common.errors import BadRequest, NotFound, UnprocessableContent
 from healthflow.common.http import get_runtime
-from healthflow.common.pagination import (
-    DEFAULT_LIMIT,
-    MAX_LIMIT,
-    Page,
-    decode_cursor,
-    encode_cursor,
-)
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
-
-MAX_SEQ = 2**63 - 1
-"""The largest ``seq`` a MongoDB (BSON int64) field holds; larger numbers are 422, not 500."""
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -71,11 +62,6 @@ def _rfc3339_text(value: object) -> object:
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
-def _invalid(location: str, message: str) -> UnprocessableContent:
-    return UnprocessableContent(f"{location}: {message}",
-                                errors=[{"location": location, "message": message}])
-
-
 @router.get("/events", response_model=Page[AuditEntry], summary="Search the log, newest first")
 async def list_events(
     runtime: Runtime,
@@ -101,27 +87,18 @@ async def list_events(
         UnprocessableContent: ``from`` after ``to``, or a malformed parameter (422).
         BadRequest: a cursor this API did not issue (400).
     """
-    if since is not None and until is not None and since > until:
-        raise _invalid("query.from", "must not be after 'to'")
-    position = decode_cursor(cursor)
-    before: int | None = None
-    if position is not None:
-        before = position.get("seq")
-        if not isinstance(before, int) or isinstance(before, bool) or not 0 <= before <= MAX_SEQ:
-            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged")
     where = store.EntryFilter(type=event_type, subject=subject, actor=actor, patientid=patient,
                               since=_utc(since), until=_utc(until))
-    docs = await store.find_entries(runtime.db, where, before_seq=before, limit=limit + 1)
-    items = [AuditEntry.model_validate(doc) for doc in docs[:limit]]
-    next_cursor = encode_cursor({"seq": items[-1].seq}) if len(docs) > limit else None
-    return Page[AuditEntry](items=items, next_cursor=next_cursor)
+    docs, next_cursor = await service.search(runtime, where, cursor, limit)
+    return Page[AuditEntry](items=[AuditEntry.model_validate(doc) for doc in docs],
+                            next_cursor=next_cursor)
 
 
 @router.get("/head", response_model=ChainHeadOut, summary="The last entry of the chain")
 async def chain_head(
     runtime: Runtime, principal: AuditReader
 ) -> ChainHeadOut:
-    head = await store.read_head(runtime.db)
+    head = await service.head(runtime)
     return ChainHeadOut(seq=None if head.empty else head.seq, hash=head.hash,
                         length=head.seq + 1)
 
@@ -144,9 +121,7 @@ async def verify(
     Raises:
         UnprocessableContent: ``from_seq`` after ``to_seq`` (422).
     """
-    if to_seq is not None and from_seq > to_seq:
-        raise _invalid("query.from_seq", "must not be after to_seq")
-    result, head, last = await store.verify(runtime.db, from_seq, to_seq)
+    result, head, last = await service.verify(runtime, from_seq, to_seq)
     return VerificationOut(
         ok=result.ok, checked=result.checked, first_broken_index=result.first_broken_index,
         reason=result.reason, from_seq=from_seq, to_seq=last if last >= 0 else None,
@@ -161,10 +136,7 @@ async def get_event(
     principal: AuditReader,
 ) -> AuditEntry:
     """Raises: NotFound (404) when no entry has this ``seq``."""
-    doc = await store.get_entry(runtime.db, seq)
-    if doc is None:
-        raise NotFound(f"no audit entry has seq {seq}")
-    return AuditEntry.model_validate(doc)
+    return AuditEntry.model_validate(await service.get_entry(runtime, seq))
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -47,6 +47,9 @@ from healthflow.common.events.envelope import CloudEvent
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of entry 0."""
 
+MAX_SEQ = 2**63 - 1
+"""The largest ``seq`` an entry can have: a MongoDB (BSON int64) field's largest integer."""
+
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 INDEXED_ATTRIBUTES = ("type", "subject", "actor", "patientid", "source")

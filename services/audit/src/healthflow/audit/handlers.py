@@ -7,7 +7,7 @@ instead, which keeps the same contract — the inbox record and the effect
 commit together, a delivery is acknowledged only after that commit — but
 appends the events delivered concurrently (up to ``append_batch_max``) in one
 transaction, so the chain's few round trips are paid once per group rather
-than once per event. Both call :func:`healthflow.audit.store.append`.
+than once per event. Both call :func:`healthflow.audit.service.append`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-from healthflow.audit import domain, store
+from healthflow.audit import domain, service
 from healthflow.common import metrics
 from healthflow.common.events.consumer import Consumer, Handlers, envelope_handler
 from healthflow.common.events.envelope import CloudEvent
@@ -29,7 +29,7 @@ from healthflow.common.service import ServiceRuntime
 @envelope_handler  # every type, known or not, as it came: no contract is applied
 async def record_event(event: CloudEvent, uow: UnitOfWork) -> None:
     """Append ``event`` to the chain (a no-op when it is already there)."""
-    await store.append(uow.session, uow.db, [event], utcnow())
+    await service.append(uow, [event], utcnow())
 
 
 HANDLERS: Handlers = {"#": record_event}
@@ -105,7 +105,7 @@ class GroupCommitConsumer(Consumer):
     async def _commit(self, events: Sequence[CloudEvent]) -> list[domain.Entry]:
         async def apply(uow: UnitOfWork) -> list[domain.Entry]:
             now = utcnow()
-            entries = await store.append(uow.session, uow.db, events, now)
+            entries = await service.append(uow, events, now)
             if entries:
                 await uow.db[INBOX].insert_many(
                     [{"_id": e.event_id, "type": e.type, "received_at": now} for e in entries],
@@ -116,6 +116,6 @@ class GroupCommitConsumer(Consumer):
         for _attempt in range(CHAIN_MOVED_RETRIES):
             try:
                 return await self.runtime.transact(apply, actor=f"system:{self.runtime.name}")
-            except store.ChainMoved:
+            except service.ChainMoved:
                 continue  # only without snapshot isolation; write conflicts retry in transact
         return await self.runtime.transact(apply, actor=f"system:{self.runtime.name}")

@@ -10,8 +10,9 @@
 
     {_id: "head", seq: int (-1 while empty), hash: str (64 hex), updated_at: datetime}
 
-Appends are serialized by the head: :func:`append` reads it and moves it with a
-conditional update in the same transaction as the entry inserts. Two replicas
+Appends are serialized by the head: :func:`healthflow.audit.service.append` reads it
+and moves it (:func:`move_head`, a conditional update) in the same transaction as
+the entry inserts. Two replicas
 appending at once conflict on the head document (the server aborts one with a
 ``TransientTransactionError`` and the transaction is retried whole), and the
 unique ``_id`` (= seq) refuses a second entry with the same number should the
@@ -32,7 +33,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from healthflow.audit import domain
-from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import Document, utcnow
 
 ENTRIES = "entries"
@@ -49,10 +49,6 @@ INDEXES = {
         IndexModel([("time", ASCENDING)]),
     ],
 }
-
-
-class ChainMoved(RuntimeError):
-    """The head changed between reading and updating it (retry the whole append)."""
 
 
 @dataclass(frozen=True)
@@ -117,46 +113,32 @@ async def read_head(db: AsyncDatabase[Document],
     return domain.ChainHead(seq=int(doc["seq"]), hash=str(doc["hash"]))
 
 
-async def append(session: AsyncClientSession, db: AsyncDatabase[Document],
-                 events: Sequence[CloudEvent], appended_at: datetime) -> list[domain.Entry]:
-    """Append the ``events`` not logged yet, in order, inside ``session``'s transaction.
-
-    Events whose id is already in the log, or repeated within ``events``, are
-    skipped. Returns the new entries (empty when every event was a duplicate).
-    Round trips: duplicate check, head read, head update, entry insert.
-
-    Raises:
-        domain.UnhashableEvent: an event cannot be canonicalized (RFC 8785).
-        ChainMoved: the head moved under this transaction (retry it whole).
-        pymongo.errors.PyMongoError: write conflicts (``TransientTransactionError``)
-            and other database failures.
-    """
-    fresh: dict[str, CloudEvent] = {}
-    for event in events:
-        fresh.setdefault(event.id, event)
-    if not fresh:
-        return []
-    logged = db[ENTRIES].find({"event_id": {"$in": list(fresh)}}, {"event_id": 1},
+async def logged_event_ids(db: AsyncDatabase[Document], session: AsyncClientSession,
+                           event_ids: Sequence[str]) -> set[str]:
+    """Those of ``event_ids`` that already have an entry."""
+    logged = db[ENTRIES].find({"event_id": {"$in": list(event_ids)}}, {"event_id": 1},
                               session=session)
-    async for doc in logged:
-        fresh.pop(doc["event_id"], None)
-    if not fresh:
-        return []
-    head = await read_head(db, session)
-    entries = domain.chain(head, list(fresh.values()), appended_at)
-    last = entries[-1]
-    # The head first: a competing replica's transaction conflicts here, before
-    # the (larger) entry insert is done in vain.
+    return {doc["event_id"] async for doc in logged}
+
+
+async def move_head(db: AsyncDatabase[Document], session: AsyncClientSession,
+                    head: domain.ChainHead, last: domain.Entry, appended_at: datetime) -> bool:
+    """Move the head from ``head`` to ``last`` if it is still at ``head``; ``False`` if not.
+
+    The genesis head is created by the move when it does not exist yet.
+    """
     moved = await db[CHAIN].update_one(
         {"_id": HEAD_ID, "seq": head.seq, "hash": head.hash},
         {"$set": {"seq": last.seq, "hash": last.hash, "updated_at": appended_at}},
         upsert=head.empty,
         session=session,
     )
-    if moved.matched_count == 0 and moved.upserted_id is None:
-        raise ChainMoved(f"the chain head moved past {head.seq}")
+    return moved.matched_count > 0 or moved.upserted_id is not None
+
+
+async def insert_entries(db: AsyncDatabase[Document], session: AsyncClientSession,
+                         entries: Sequence[domain.Entry]) -> None:
     await db[ENTRIES].insert_many([to_document(e) for e in entries], session=session)
-    return entries
 
 
 async def find_entries(db: AsyncDatabase[Document], where: EntryFilter, *,
@@ -174,6 +156,13 @@ async def get_entry(db: AsyncDatabase[Document], seq: int) -> Document | None:
     return entry_view(doc) if doc is not None else None
 
 
+async def stored_hash(db: AsyncDatabase[Document], seq: int) -> str | None:
+    """The stored ``hash`` of entry ``seq``; ``None`` when it is missing or not a string."""
+    doc = await db[ENTRIES].find_one({"_id": seq}, {"hash": 1})
+    value = doc.get("hash") if doc is not None else None
+    return value if isinstance(value, str) else None
+
+
 async def entries_between(db: AsyncDatabase[Document], first_seq: int, last_seq: int,
                           *, batch_size: int = 500) -> AsyncIterator[Document]:
     """Entries with ``first_seq <= seq <= last_seq`` in ascending order, streamed."""
@@ -184,30 +173,3 @@ async def entries_between(db: AsyncDatabase[Document], first_seq: int, last_seq:
     )
     async for doc in cursor:
         yield entry_view(doc)
-
-
-async def verify(db: AsyncDatabase[Document], from_seq: int = 0,
-                 to_seq: int | None = None) -> tuple[domain.Verification, domain.ChainHead, int]:
-    """Recompute the chain over ``from_seq..to_seq`` (inclusive) against the stored entries.
-
-    ``to_seq`` defaults to, and is capped at, the head's ``seq``. A run that
-    starts after 0 links to the stored ``hash`` of entry ``from_seq - 1``
-    (trusted, not recomputed: verify from 0 to check everything). Returns the
-    verification, the head, and the ``to_seq`` actually checked.
-    """
-    head = await read_head(db)
-    last = head.seq if to_seq is None else min(to_seq, head.seq)
-    prev_hash = domain.GENESIS_HASH
-    if from_seq > 0 and from_seq <= last:
-        previous = await db[ENTRIES].find_one({"_id": from_seq - 1}, {"hash": 1})
-        if previous is None or not isinstance(previous.get("hash"), str):
-            broken = domain.Verification(ok=False, checked=0, first_broken_index=from_seq - 1,
-                                         reason=f"entry {from_seq - 1} is missing")
-            return broken, head, last
-        prev_hash = previous["hash"]
-    verifier = domain.ChainVerifier(from_seq, prev_hash)
-    if from_seq <= last:
-        async for entry in entries_between(db, from_seq, last):
-            if not verifier.feed(entry):
-                break
-    return verifier.finish(last, head), head, last

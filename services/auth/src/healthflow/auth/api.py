@@ -1,4 +1,5 @@
-"""HTTP routes of the auth service: thin, permissions declared on each route.
+"""HTTP routes of the auth service: thin (use cases in :mod:`.service`), permissions
+declared on each route.
 
 Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 ``POST /api/v1/auth/token``, ``POST /api/v1/auth/refresh``,
@@ -13,7 +14,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from healthflow.auth import accounts, store
+from healthflow.auth import service
+from healthflow.auth.domain import IssuedTokens
 from healthflow.auth.keys import key_summary
 from healthflow.auth.schemas import (
     JWKS,
@@ -26,11 +28,10 @@ from healthflow.auth.schemas import (
     TokenResponse,
     UserOut,
 )
-from healthflow.auth.sessions import Auth, IssuedTokens
+from healthflow.auth.service import Auth
 from healthflow.common.auth import Principal, require
-from healthflow.common.errors import BadRequest, Unauthorized, UnprocessableContent
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
-from healthflow.common.permissions import STAFF_ROLES, Permission, Role, permissions_for
+from healthflow.common.permissions import Permission, Role, permissions_for
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -114,11 +115,9 @@ def _token_response(tokens: IssuedTokens, response: Response) -> TokenResponse:
                                                 "refuses"}))
 async def register(body: RegisterRequest, auth: AuthService) -> UserOut:
     """Create a patient account. 409 when the email is taken; 422 for a weak password."""
-    user = await accounts.create_account(
-        auth.runtime, auth.hasher, email=body.email, password=body.password.get_secret_value(),
-        full_name=body.full_name, phone=body.phone, roles=[Role.PATIENT], actor=None,
-        self_registered=True,
-    )
+    user = await service.register(auth, email=body.email,
+                                  password=body.password.get_secret_value(),
+                                  full_name=body.full_name, phone=body.phone)
     return UserOut.of(user)
 
 
@@ -128,11 +127,8 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
                 response: Response, auth: AuthService) -> TokenResponse:
     """``username`` is the email. 400 ``invalid_grant`` for any bad credentials; 429 with
     ``Retry-After`` after too many failures for the account or the client address."""
-    client_id = form.client_id or auth.settings.default_client_id
-    if client_id not in auth.settings.client_ids and client_id != auth.settings.default_client_id:
-        raise BadRequest("the client_id is not registered", error="invalid_client")
-    tokens = await auth.login(
-        email=form.username, password=form.password, client_id=client_id,
+    tokens = await service.login(
+        auth, email=form.username, password=form.password, client_id=form.client_id,
         client_ip=client_ip(request, auth.settings.trusted_proxies),
     )
     return _token_response(tokens, response)
@@ -144,8 +140,8 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: 
 async def refresh(body: RefreshRequest, request: Request, response: Response,
                   auth: AuthService) -> TokenResponse:
     """Rotates the refresh token. Presenting a used one revokes its whole session."""
-    tokens = await auth.refresh(
-        refresh_token=body.refresh_token,
+    tokens = await service.refresh(
+        auth, refresh_token=body.refresh_token,
         client_ip=client_ip(request, auth.settings.trusted_proxies),
     )
     return _token_response(tokens, response)
@@ -155,24 +151,21 @@ async def refresh(body: RefreshRequest, request: Request, response: Response,
                   summary="Revoke the session of the calling access token")
 async def logout(auth: AuthService,
                  principal: Principal = require(Permission.PROFILE_READ_OWN)) -> Response:
-    await auth.logout(user_id=principal.subject, session_id=principal.claims.get("sid"))
+    await service.logout(auth, user_id=principal.subject, session_id=principal.claims.get("sid"))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @auth_router.get("/me", response_model=MeOut, summary="The caller's account")
 async def me(auth: AuthService,
              principal: Principal = require(Permission.PROFILE_READ_OWN)) -> MeOut:
-    user = await store.get_user(auth.runtime.db, principal.subject)
-    if user is None or user["status"] != "active":
-        raise Unauthorized("the account behind this token no longer exists or is inactive")
-    out = UserOut.of(user)
+    out = UserOut.of(await service.get_own(auth.runtime, principal.subject))
     return MeOut(**out.model_dump(), permissions=sorted(permissions_for(out.roles)))
 
 
 @auth_router.get("/keys", response_model=list[KeyOut], summary="Signing keys (no key material)")
 async def list_keys(auth: AuthService,
                     principal: Principal = require(Permission.KEYS_MANAGE)) -> list[KeyOut]:
-    return [KeyOut(**key_summary(d)) for d in await store.list_keys(auth.runtime.db)]
+    return [KeyOut(**key_summary(d)) for d in await service.list_keys(auth.runtime)]
 
 
 @auth_router.post("/keys/rotate", response_model=RotationOut, summary="Rotate the signing key")
@@ -180,7 +173,7 @@ async def rotate_keys(auth: AuthService,
                       principal: Principal = require(Permission.KEYS_MANAGE)) -> RotationOut:
     """The published ``next`` key starts signing; the old one stays in the JWKS until the
     tokens it signed have expired."""
-    rotation = await auth.keys.rotate(actor=principal.actor)
+    rotation = await service.rotate_keys(auth.runtime, auth.keys, actor=principal.actor)
     return RotationOut(activated_kid=rotation.activated_kid, retired_kid=rotation.retired_kid,
                        next_kid=rotation.next_kid, retired_until=rotation.retired_until,
                        removed_kids=list(rotation.removed_kids))
@@ -203,7 +196,7 @@ async def jwks(auth: AuthService, response: Response) -> JWKS:
                    summary="Create a staff account")
 async def create_user(body: CreateUserRequest, auth: AuthService,
                       principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
-    user = await accounts.create_account(
+    user = await service.create_account(
         auth.runtime, auth.hasher, email=body.email, password=body.password.get_secret_value(),
         full_name=body.full_name, phone=body.phone, roles=body.roles, actor=principal.actor,
         self_registered=False,
@@ -223,8 +216,8 @@ async def list_users(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: str | None = None,
 ) -> Page[UserOut]:
-    docs, next_cursor = await store.list_users(
-        auth.runtime.db, email=email, name=name, role=role, status=user_status, cursor=cursor,
+    docs, next_cursor = await service.find_users(
+        auth.runtime, email=email, name=name, role=role, status=user_status, cursor=cursor,
         limit=limit,
     )
     return Page[UserOut](items=[UserOut.of(d) for d in docs], next_cursor=next_cursor)
@@ -233,36 +226,34 @@ async def list_users(
 @users_router.get("/{user_id}", response_model=UserOut, summary="One user")
 async def get_user(user_id: str, auth: AuthService,
                    principal: Principal = require(Permission.USERS_READ)) -> UserOut:
-    return UserOut.of(await accounts.get_account(auth.runtime, user_id))
+    return UserOut.of(await service.get_account(auth.runtime, user_id))
 
 
 @users_router.post("/{user_id}/deactivate", response_model=UserOut,
                    summary="Deactivate an account and revoke its sessions")
 async def deactivate_user(user_id: str, auth: AuthService,
                           principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
-    return UserOut.of(await accounts.deactivate(auth.runtime, user_id, actor=principal.actor))
+    return UserOut.of(await service.deactivate(auth.runtime, user_id, actor=principal.actor))
 
 
 @users_router.post("/{user_id}/activate", response_model=UserOut,
                    summary="Activate an account")
 async def activate_user(user_id: str, auth: AuthService,
                         principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
-    return UserOut.of(await accounts.activate(auth.runtime, user_id, actor=principal.actor))
+    return UserOut.of(await service.activate(auth.runtime, user_id, actor=principal.actor))
 
 
 @users_router.put("/{user_id}/roles/{role}", response_model=UserOut,
                   summary="Give a staff role (idempotent)")
 async def assign_role(user_id: str, role: Role, auth: AuthService,
                       principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
-    if role not in STAFF_ROLES:
-        raise UnprocessableContent(f"{role.value} is not a staff role; patients register")
-    return UserOut.of(await accounts.change_role(auth.runtime, user_id, role, assign=True,
-                                                 actor=principal.actor))
+    return UserOut.of(await service.change_role(auth.runtime, user_id, role, assign=True,
+                                                actor=principal.actor))
 
 
 @users_router.delete("/{user_id}/roles/{role}", response_model=UserOut,
                      summary="Take a role away (idempotent)")
 async def remove_role(user_id: str, role: Role, auth: AuthService,
                       principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
-    return UserOut.of(await accounts.change_role(auth.runtime, user_id, role, assign=False,
-                                                 actor=principal.actor))
+    return UserOut.of(await service.change_role(auth.runtime, user_id, role, assign=False,
+                                                actor=principal.actor))

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from healthflow.auth import api, store
 from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
-from healthflow.auth.sessions import Auth
+from healthflow.auth.service import Auth
 from healthflow.auth.settings import Settings
 from healthflow.auth.throttle import LoginThrottle
 from healthflow.common.events.transport import Transport
@@ -23,7 +23,7 @@ EdDSA access tokens (RFC 9068) and the JWKS every service verifies them with."""
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The auth service app; ``transport`` overrides the one ``settings.transport`` names.
 
-    ``app.state.auth`` holds the session use cases, ``app.state.keys`` the key
+    ``app.state.auth`` holds what the use cases need, ``app.state.keys`` the key
     ring, and ``app.state.verifier`` a token verifier fed from the key ring
     (set at start-up and after every key reload).
     """

@@ -29,9 +29,9 @@ from types import SimpleNamespace
 from email_validator import EmailNotValidError, validate_email
 from pymongo import AsyncMongoClient
 
-from healthflow.auth import accounts, store
-from healthflow.auth.domain import PasswordRejected, check_password, normalize_email
-from healthflow.auth.keys import KeyRing, Rotation
+from healthflow.auth import service, store
+from healthflow.auth.domain import PasswordRejected, Rotation
+from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
 from healthflow.common import mongo
@@ -83,18 +83,14 @@ async def ensure_first_admin_async(settings: Settings, email: str, password: str
     except EmailNotValidError as exc:
         raise ValueError(f"the admin email is not valid: {exc}") from None
     async with _OfflineRuntime(settings) as runtime:
-        existing = await store.find_user_by_email(runtime.db, normalize_email(email))
-        if existing is not None:
-            kind = "an admin" if Role.ADMIN in existing["roles"] else "NOT an admin"
-            print(f"first admin: the account {email} already exists ({kind}, id "
-                  f"{existing['_id']}); nothing changed")
-            return str(existing["_id"])
-        check_password(password, email=email)
-        user = await accounts.create_account(
+        user, created = await service.ensure_first_admin(
             runtime, PasswordHasher(settings), email=email, password=password,
-            full_name=full_name, phone=None, roles=[Role.ADMIN], actor="system:auth",
-            self_registered=False,
-        )
+            full_name=full_name)
+    if not created:
+        kind = "an admin" if Role.ADMIN in user["roles"] else "NOT an admin"
+        print(f"first admin: the account {email} already exists ({kind}, id "
+              f"{user['_id']}); nothing changed")
+        return str(user["_id"])
     print(f"first admin: created {email} (id {user['_id']}); password taken from {source}")
     return str(user["_id"])
 
@@ -132,7 +128,7 @@ async def rotate_keys(settings: Settings) -> Rotation:
     """Rotate the signing keys (as ``POST /api/v1/auth/keys/rotate`` does)."""
     async with _OfflineRuntime(settings) as runtime:
         ring = KeyRing(runtime, settings, SimpleNamespace())
-        return await ring.rotate(actor="system:auth-cli")
+        return await service.rotate_keys(runtime, ring, actor="system:auth-cli")
 
 
 def _read_password() -> tuple[str, str]:

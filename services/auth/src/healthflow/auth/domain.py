@@ -1,14 +1,15 @@
 """The auth service's rules: no FastAPI, no MongoDB, tested alone.
 
 * Emails and phone numbers: normalisation (a case-insensitive unique email key;
-  E.164 phones).
+  E.164 phones); the shape of a new account.
 * The password policy (NIST SP 800-63B §5.1.1.2 / §3.1.1.2 in rev. 4): 12–128
   characters after NFKC normalisation, not a commonly used password (the 30,000
   most common from the list the ``zxcvbn`` package ships), not trivially
   repetitive, not containing the email's local part.
 * Access-token claims (RFC 9068 §2.2).
-* Refresh-token families (RFC 9700 §4.14.2): which presented token is valid,
-  expired, or a reuse that must revoke the family.
+* Sessions and refresh-token families (RFC 9700 §4.14.2): their documents,
+  which presented token is valid, expired, or a reuse that must revoke the
+  family; the one answer to every failed grant (:class:`InvalidGrant`).
 * Signing-key life cycle: ``next`` → ``active`` → ``retired`` → ``removed``.
 """
 
@@ -24,9 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import phonenumbers
+
+from healthflow.common.problems import BadRequest
 
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 128
@@ -39,6 +42,27 @@ REFRESH_TOKEN_BYTES = 32  # 256 bits of entropy, 43 URL-safe characters
 def normalize_email(email: str) -> str:
     """The unique key of ``email``: stripped and case-folded (``Ada@X.org`` → ``ada@x.org``)."""
     return email.strip().casefold()
+
+
+def new_user(*, user_id: str, email: str, full_name: str, phone: str | None,
+             roles: Iterable[str], password_hash: str, created_by: str,
+             now: datetime) -> dict[str, Any]:
+    """A new active account as the ``users`` collection stores it (``now`` aware UTC)."""
+    return {
+        "_id": user_id,
+        "email": email.strip(),
+        "email_normalized": normalize_email(email),
+        "full_name": full_name,
+        "name_folded": full_name.casefold(),
+        "phone": phone,
+        "roles": sorted({str(r) for r in roles}),
+        "status": "active",
+        "password_hash": password_hash,
+        "created_at": now,
+        "updated_at": now,
+        "created_by": created_by,
+        "deactivated_at": None,
+    }
 
 
 def normalize_phone(phone: str) -> str:
@@ -177,7 +201,74 @@ def access_token_claims(
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068 §2.1 header "typ"
 
 
-# --------------------------------------------------------------------------- refresh tokens
+# --------------------------------------------------------------------------- sessions
+
+
+INVALID_CREDENTIALS = "the email or password is incorrect, or the account is not active"
+INVALID_REFRESH = "the refresh token is invalid, expired or revoked; log in again"
+
+
+class InvalidGrant(BadRequest):
+    """RFC 6749 §5.2 ``invalid_grant`` as problem+json (the ``error`` member is kept).
+
+    The one answer to every failed grant: an unknown email, a wrong password and
+    an inactive account are indistinguishable in status and body.
+    """
+
+    title: ClassVar[str] = "Invalid Grant"
+    slug: ClassVar[str] = "invalid-grant"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, error="invalid_grant")
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    """An access token (JWT), the new refresh token, the access token's lifetime in
+    seconds, and the session."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    session_id: str
+
+
+def new_session(*, user_id: str, client_id: str, client_ip: str | None, now: datetime,
+                max_age: int) -> dict[str, Any]:
+    """A new session (refresh-token family, generation 1) that ends ``max_age`` seconds
+    after ``now``; the database purges it a day after that."""
+    expires_at = now + timedelta(seconds=max_age)
+    return {
+        "_id": str(uuid.uuid4()),
+        "user_id": user_id,
+        "client_id": client_id,
+        "status": "active",
+        "created_at": now,
+        "expires_at": expires_at,
+        "purge_at": expires_at + timedelta(days=1),
+        "generation": 1,
+        "last_used_at": now,
+        "revoked_at": None,
+        "revoked_reason": None,
+        "client_ip": client_ip,
+    }
+
+
+def new_refresh_record(token: str, *, session: dict[str, Any], generation: int,
+                       now: datetime, idle_ttl: int) -> dict[str, Any]:
+    """The stored form of refresh ``token`` (its hash only), number ``generation`` of
+    ``session``'s family, issued ``now``."""
+    return {
+        "_id": hash_refresh_token(token),
+        "session_id": session["_id"],
+        "user_id": session["user_id"],
+        "generation": generation,
+        "issued_at": now,
+        "expires_at": refresh_expiry(now=now, idle_ttl=idle_ttl,
+                                     session_expires_at=session["expires_at"]),
+        "used_at": None,
+        "purge_at": session["purge_at"],
+    }
 
 
 def new_refresh_token() -> str:
@@ -267,6 +358,17 @@ class RotationPlan:
     retire_until: datetime
     remove: tuple[str, ...]
     needs_next: bool
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """The outcome of a key rotation (key ids only)."""
+
+    activated_kid: str
+    retired_kid: str | None
+    next_kid: str
+    retired_until: datetime | None
+    removed_kids: tuple[str, ...]
 
 
 def plan_rotation(keys: Sequence[KeyInfo], *, now: datetime, max_token_age: int) -> RotationPlan:

@@ -3,13 +3,13 @@
 :class:`KeyRing` holds the published keys of one replica: the ``active`` one
 signs access tokens; ``next``, ``active`` and ``retired`` ones make up the JWKS
 (RFC 7517) at ``/.well-known/jwks.json``, public members only. Key ids are RFC
-7638 thumbprints. Rotation (:meth:`KeyRing.rotate`) promotes the already
-published ``next`` key, so verifiers that cached the JWKS know it before it
-signs, and keeps the old key published until the last token it signed has
-expired: nobody is logged out.
+7638 thumbprints. Rotation (the use case :func:`healthflow.auth.service.rotate_keys`)
+promotes the already published ``next`` key, so verifiers that cached the JWKS
+know it before it signs, and keeps the old key published until the last token
+it signed has expired: nobody is logged out.
 
 Each replica reloads the key set every ``settings.key_refresh_interval``
-seconds (another replica may have rotated) and at once after its own rotation,
+seconds (another replica may have rotated) and at once after a rotation,
 and hands the app a :class:`~healthflow.common.auth.TokenVerifier` fed from it
 (``app.state.verifier``), so the service verifies its own tokens without an
 HTTP round trip to itself.
@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,12 +43,9 @@ from healthflow.auth.domain import (
     KeyInfo,
     KeyState,
     expired_keys,
-    plan_rotation,
 )
-from healthflow.auth.events import SigningKeyRotated
 from healthflow.auth.settings import Settings
 from healthflow.common.auth import TokenVerifier
-from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 
@@ -104,17 +100,6 @@ def key_summary(doc: Document) -> dict[str, Any]:
         "remove_after": doc.get("remove_after"),
         "removed_at": doc.get("removed_at"),
     }
-
-
-@dataclass(frozen=True)
-class Rotation:
-    """The outcome of a rotation (key ids only)."""
-
-    activated_kid: str
-    retired_kid: str | None
-    next_kid: str
-    retired_until: datetime | None
-    removed_kids: tuple[str, ...]
 
 
 class KeyRing:
@@ -176,7 +161,7 @@ class KeyRing:
         db = self.runtime.db
         now = utcnow()
         docs = await store.list_keys(db, states=sorted(PUBLISHED_STATES))
-        for kid in expired_keys([_info(d) for d in docs], now=now):
+        for kid in expired_keys([key_info(d) for d in docs], now=now):
             await store.set_key_state(db, kid, from_state=KeyState.RETIRED,
                                       to_state=KeyState.REMOVED,
                                       fields={"removed_at": now}, session=None)
@@ -220,66 +205,9 @@ class KeyRing:
         return jwt.encode(claims, self._signing_key, algorithm=ALGORITHM,
                           headers={"kid": self._signing_kid, "typ": ACCESS_TOKEN_TYPE})
 
-    async def rotate(self, *, actor: str) -> Rotation:
-        """Promote ``next`` to ``active``, retire the ``active`` key, create a new ``next``.
 
-        One transaction; publishes ``auth.signing_key_rotated``. The retired key
-        stays in the JWKS for :attr:`max_token_age` seconds.
-        """
-        db = self.runtime.db
-
-        async def apply(uow: UnitOfWork) -> Rotation:
-            now = utcnow()
-            docs = await store.list_keys(db, states=sorted(PUBLISHED_STATES),
-                                         session=uow.session)
-            plan = plan_rotation([_info(d) for d in docs], now=now,
-                                 max_token_age=self.max_token_age)
-            if plan.retire:
-                await store.set_key_state(
-                    db, plan.retire, from_state=KeyState.ACTIVE, to_state=KeyState.RETIRED,
-                    fields={"retired_at": now, "remove_after": plan.retire_until},
-                    session=uow.session)
-            if plan.activate:
-                activated = plan.activate
-                await store.set_key_state(
-                    db, activated, from_state=KeyState.NEXT, to_state=KeyState.ACTIVE,
-                    fields={"activated_at": now}, session=uow.session)
-            else:
-                doc = new_key_document(KeyState.ACTIVE, now)
-                await store.insert_key(db, doc, session=uow.session)
-                activated = doc["_id"]
-            for kid in plan.remove:
-                await store.set_key_state(
-                    db, kid, from_state=KeyState.RETIRED, to_state=KeyState.REMOVED,
-                    fields={"removed_at": now}, session=uow.session)
-            upcoming = new_key_document(KeyState.NEXT, now)
-            await store.insert_key(db, upcoming, session=uow.session)
-            rotation = Rotation(
-                activated_kid=activated,
-                retired_kid=plan.retire,
-                next_kid=upcoming["_id"],
-                retired_until=plan.retire_until if plan.retire else None,
-                removed_kids=plan.remove,
-            )
-            uow.publish(
-                SigningKeyRotated(
-                    activated_kid=rotation.activated_kid,
-                    retired_kid=rotation.retired_kid,
-                    next_kid=rotation.next_kid,
-                    retired_until=rotation.retired_until,
-                    removed_kids=list(rotation.removed_kids),
-                ),
-                subject=rotation.activated_kid,
-            )
-            return rotation
-
-        rotation = await self.runtime.transact(apply, actor=actor)
-        await self.reload()
-        log.info("rotated signing keys", extra={"kid": rotation.activated_kid})
-        return rotation
-
-
-def _info(doc: Document) -> KeyInfo:
+def key_info(doc: Document) -> KeyInfo:
+    """What the rotation plan needs to know of a stored key."""
     return KeyInfo(kid=doc["_id"], state=KeyState(doc["state"]), created_at=doc["created_at"],
                    remove_after=doc.get("remove_after"))
 

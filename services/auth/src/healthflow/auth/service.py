@@ -1,0 +1,494 @@
+"""Use cases of the auth service; the routes and the command line both call these.
+
+* Accounts: register, create staff, the first admin, read, list, activate,
+  deactivate, give and take roles (``user.*`` events).
+* Sessions: log in (password grant), refresh (rotation), log out (``auth.*``).
+  A session is one refresh-token family (RFC 9700 §4.14.2): every refresh marks
+  the presented token used and issues its successor; presenting a used token
+  again revokes the whole family and publishes ``auth.refresh_reuse_detected``.
+  Sessions end at an absolute lifetime (``settings.session_max_age``) however
+  often they are refreshed; refresh tokens also expire when idle
+  (``settings.refresh_token_ttl``). Every failed grant is the same
+  :class:`~healthflow.auth.domain.InvalidGrant` (400), with a dummy Argon2
+  verification for unknown emails so that timing does not tell either.
+* Signing keys: list, rotate (``auth.signing_key_rotated``).
+
+Each change runs in one ``runtime.transact`` and publishes its event there, so
+the write and the event commit together.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from healthflow.auth import domain, events, store
+from healthflow.auth.keys import KeyRing, key_info, new_key_document
+from healthflow.auth.passwords import PasswordHasher
+from healthflow.auth.settings import Settings
+from healthflow.auth.throttle import LoginThrottle
+from healthflow.common.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    UnprocessableContent,
+)
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.permissions import STAFF_ROLES, Role, permissions_for
+from healthflow.common.service import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Auth:
+    """What the use cases of a running app need (one per app, ``app.state.auth``)."""
+
+    runtime: ServiceRuntime
+    settings: Settings
+    hasher: PasswordHasher
+    throttle: LoginThrottle
+    keys: KeyRing
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,
+                         password: str, full_name: str, phone: str | None,
+                         roles: Iterable[str], actor: str | None,
+                         self_registered: bool) -> Document:
+    """Create an active account and publish ``user.registered``; the stored document.
+
+    The password must already satisfy the policy (the request models check
+    it); it is hashed here. ``actor`` ``None`` means the new user acts.
+
+    Raises:
+        Conflict: an account with this email (compared case-insensitively) exists.
+    """
+    user_id = str(uuid.uuid4())
+    user = domain.new_user(user_id=user_id, email=email, full_name=full_name, phone=phone,
+                           roles=roles, password_hash=await hasher.hash(password),
+                           created_by=actor or user_id, now=utcnow())
+
+    async def apply(uow: UnitOfWork) -> None:
+        try:
+            await store.insert_user(runtime.db, user, session=uow.session)
+        except DuplicateKeyError:
+            raise Conflict("an account with this email already exists") from None
+        uow.publish(events.UserRegistered(user_id=user_id, email=user["email"],
+                                          full_name=full_name, phone=phone, roles=user["roles"],
+                                          self_registered=self_registered),
+                    subject=user_id, actor=actor or user_id)
+
+    await runtime.transact(apply, actor=actor or user_id)
+    return user
+
+
+async def register(auth: Auth, *, email: str, password: str, full_name: str,
+                   phone: str | None) -> Document:
+    """A patient registers themselves (see :func:`create_account`)."""
+    return await create_account(auth.runtime, auth.hasher, email=email, password=password,
+                                full_name=full_name, phone=phone, roles=[Role.PATIENT],
+                                actor=None, self_registered=True)
+
+
+async def ensure_first_admin(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,
+                             password: str, full_name: str) -> tuple[Document, bool]:
+    """The account ``email`` and whether it was created now (as an admin).
+
+    An existing account (any roles) is returned unchanged.
+
+    Raises:
+        PasswordRejected: (a ``ValueError``) the password breaks the policy.
+    """
+    existing = await store.find_user_by_email(runtime.db, domain.normalize_email(email))
+    if existing is not None:
+        return existing, False
+    domain.check_password(password, email=email)
+    user = await create_account(runtime, hasher, email=email, password=password,
+                                full_name=full_name, phone=None, roles=[Role.ADMIN],
+                                actor="system:auth", self_registered=False)
+    return user, True
+
+
+async def get_account(runtime: ServiceRuntime, user_id: str) -> Document:
+    """The user ``user_id``. Raises NotFound (404)."""
+    user = await store.get_user(runtime.db, user_id)
+    if user is None:
+        raise NotFound(f"no user has the id {user_id}")
+    return user
+
+
+async def get_own(runtime: ServiceRuntime, user_id: str) -> Document:
+    """The caller's account. Raises Unauthorized (401) when it is gone or inactive."""
+    user = await store.get_user(runtime.db, user_id)
+    if user is None or user["status"] != "active":
+        raise Unauthorized("the account behind this token no longer exists or is inactive")
+    return user
+
+
+async def find_users(runtime: ServiceRuntime, **filters: Any) -> tuple[list[Document],
+                                                                       str | None]:
+    """One page of users: :func:`healthflow.auth.store.list_users`' filters and cursor."""
+    return await store.list_users(runtime.db, **filters)
+
+
+async def _ensure_other_admin_remains(runtime: ServiceRuntime, user: Document,
+                                      uow: UnitOfWork) -> None:
+    if Role.ADMIN in user["roles"] and user["status"] == "active":
+        admins = await store.count_active_with_role(runtime.db, Role.ADMIN, session=uow.session)
+        if admins <= 1:
+            raise Conflict("this is the last active admin; make another admin first")
+
+
+async def _get_for_update(runtime: ServiceRuntime, uow: UnitOfWork, user_id: str) -> Document:
+    user = await store.get_user(runtime.db, user_id, session=uow.session)
+    if user is None:
+        raise NotFound(f"no user has the id {user_id}")
+    return user
+
+
+async def deactivate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Document:
+    """Deactivate ``user_id`` and revoke all their sessions; publish ``user.deactivated``.
+
+    Idempotent: an inactive user is returned unchanged, without an event.
+
+    Raises:
+        NotFound (404); Conflict (409): the user is the last active admin.
+    """
+
+    async def apply(uow: UnitOfWork) -> Document:
+        user = await _get_for_update(runtime, uow, user_id)
+        if user["status"] == "inactive":
+            return user
+        await _ensure_other_admin_remains(runtime, user, uow)
+        now = utcnow()
+        updated = await store.update_user(
+            runtime.db, user_id,
+            {"$set": {"status": "inactive", "deactivated_at": now, "updated_at": now}},
+            session=uow.session)
+        revoked = await store.revoke_user_sessions(
+            runtime.db, user_id, reason="user_deactivated", now=now, session=uow.session)
+        uow.publish(events.UserDeactivated(user_id=user_id, sessions_revoked=revoked),
+                    subject=user_id)
+        assert updated is not None
+        return updated
+
+    return await runtime.transact(apply, actor=actor)
+
+
+async def activate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Document:
+    """Let ``user_id`` log in again; publish ``user.activated`` (idempotent). Raises NotFound."""
+
+    async def apply(uow: UnitOfWork) -> Document:
+        user = await _get_for_update(runtime, uow, user_id)
+        if user["status"] == "active":
+            return user
+        updated = await store.update_user(
+            runtime.db, user_id,
+            {"$set": {"status": "active", "deactivated_at": None, "updated_at": utcnow()}},
+            session=uow.session)
+        uow.publish(events.UserActivated(user_id=user_id), subject=user_id)
+        assert updated is not None
+        return updated
+
+    return await runtime.transact(apply, actor=actor)
+
+
+async def change_role(runtime: ServiceRuntime, user_id: str, role: Role, *, assign: bool,
+                      actor: str) -> Document:
+    """Give (``assign``) or take ``role`` from ``user_id``; publish ``user.role_changed``.
+
+    Idempotent: no change, no event. Tokens already issued keep their roles
+    until they expire; the next refresh carries the new set.
+
+    Raises:
+        UnprocessableContent (422): giving a role that is not a staff role.
+        NotFound (404); Conflict (409): removing ``admin`` from the last active admin.
+    """
+    if assign and role not in STAFF_ROLES:
+        raise UnprocessableContent(f"{role.value} is not a staff role; patients register")
+
+    async def apply(uow: UnitOfWork) -> Document:
+        user = await _get_for_update(runtime, uow, user_id)
+        if (role in user["roles"]) == assign:
+            return user
+        if not assign and role is Role.ADMIN:
+            await _ensure_other_admin_remains(runtime, user, uow)
+        operator = "$addToSet" if assign else "$pull"
+        updated = await store.update_user(
+            runtime.db, user_id,
+            {operator: {"roles": str(role)}, "$set": {"updated_at": utcnow()}},
+            session=uow.session)
+        assert updated is not None
+        uow.publish(events.UserRoleChanged(user_id=user_id, role=str(role),
+                                           change="assigned" if assign else "removed",
+                                           roles=sorted(updated["roles"])),
+                    subject=user_id)
+        return updated
+
+    return await runtime.transact(apply, actor=actor)
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def _mint(auth: Auth, user: Document, session_id: str, client_id: str, auth_time: datetime,
+          now: datetime) -> str:
+    roles = list(user.get("roles", []))
+    claims = domain.access_token_claims(
+        user_id=user["_id"], roles=roles, permissions=permissions_for(roles),
+        session_id=session_id, client_id=client_id, issuer=auth.settings.jwt_issuer,
+        audience=auth.settings.jwt_audience, now=now, ttl=auth.settings.access_token_ttl,
+        auth_time=auth_time)
+    return auth.keys.sign(claims)
+
+
+async def _issue_refresh(auth: Auth, uow: UnitOfWork, session_doc: Document, generation: int,
+                         now: datetime) -> str:
+    token = domain.new_refresh_token()
+    record = domain.new_refresh_record(token, session=session_doc, generation=generation,
+                                       now=now, idle_ttl=auth.settings.refresh_token_ttl)
+    await store.insert_refresh_token(auth.runtime.db, record, session=uow.session)
+    return token
+
+
+async def _record_failure(auth: Auth, *, user_id: str | None, reason: events.LoginFailureReason,
+                          client_ip: str | None, client_id: str) -> None:
+    async def apply(uow: UnitOfWork) -> None:
+        uow.publish(events.LoginFailed(user_id=user_id, reason=reason, client_ip=client_ip,
+                                       client_id=client_id), subject=user_id)
+
+    await auth.runtime.transact(apply, actor=user_id or "anonymous")
+
+
+async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
+                client_ip: str | None) -> domain.IssuedTokens:
+    """Password grant: check the client and the throttles, verify, open a session.
+
+    ``client_id`` ``None`` is the default client.
+
+    Raises:
+        BadRequest: ``invalid_client``, a ``client_id`` not registered (400).
+        TooManyRequests: the account's or the address's failure budget is
+            spent (429 with ``Retry-After``); recorded as ``auth.login_failed``.
+        domain.InvalidGrant: unknown email, wrong password or inactive account
+            (one answer for all three); recorded as ``auth.login_failed``.
+    """
+    settings = auth.settings
+    client_id = client_id or settings.default_client_id
+    if client_id not in settings.client_ids and client_id != settings.default_client_id:
+        raise BadRequest("the client_id is not registered", error="invalid_client")
+    email_key = domain.normalize_email(email)
+    throttled = await auth.throttle.admit(email_key, client_ip)
+    if throttled is not None:
+        why: events.LoginFailureReason = (
+            "throttled_account" if throttled.scope == "account" else "throttled_ip")
+        known = await store.find_user_by_email(auth.runtime.db, email_key)
+        await _record_failure(auth, user_id=known["_id"] if known else None, reason=why,
+                              client_ip=client_ip, client_id=client_id)
+        raise TooManyRequests("too many failed logins; wait before trying again",
+                              retry_after=throttled.retry_after)
+    user = await store.find_user_by_email(auth.runtime.db, email_key)
+    ok = await auth.hasher.verify(user["password_hash"] if user else None, password)
+    reason: events.LoginFailureReason | None = None
+    if user is None:
+        reason = "unknown_account"
+    elif not ok:
+        reason = "bad_password"
+    elif user["status"] != "active":
+        reason = "account_inactive"
+    if reason is not None:
+        await auth.throttle.failed(client_ip)
+        await _record_failure(auth, user_id=user["_id"] if user else None, reason=reason,
+                              client_ip=client_ip, client_id=client_id)
+        raise domain.InvalidGrant(domain.INVALID_CREDENTIALS)
+    assert user is not None
+    await auth.throttle.succeeded(email_key)
+    new_hash = (await auth.hasher.hash(password)
+                if auth.hasher.needs_rehash(user["password_hash"]) else None)
+    return await _open_session(auth, user, client_id=client_id, client_ip=client_ip,
+                               new_hash=new_hash)
+
+
+async def _open_session(auth: Auth, user: Document, *, client_id: str, client_ip: str | None,
+                        new_hash: str | None) -> domain.IssuedTokens:
+    async def apply(uow: UnitOfWork) -> tuple[str, str, datetime]:
+        now = utcnow()
+        session_doc = domain.new_session(user_id=user["_id"], client_id=client_id,
+                                         client_ip=client_ip, now=now,
+                                         max_age=auth.settings.session_max_age)
+        await store.insert_session(auth.runtime.db, session_doc, session=uow.session)
+        refresh_token = await _issue_refresh(auth, uow, session_doc, 1, now)
+        if new_hash is not None:  # parameters changed since this hash was made
+            await store.update_user(auth.runtime.db, user["_id"],
+                                    {"$set": {"password_hash": new_hash}}, session=uow.session)
+        uow.publish(events.LoginSucceeded(user_id=user["_id"], session_id=session_doc["_id"],
+                                          client_ip=client_ip, client_id=client_id),
+                    subject=user["_id"])
+        return session_doc["_id"], refresh_token, now
+
+    session_id, refresh_token, now = await auth.runtime.transact(apply, actor=user["_id"])
+    access = _mint(auth, user, session_id, client_id, auth_time=now, now=now)
+    return domain.IssuedTokens(access, refresh_token, auth.settings.access_token_ttl, session_id)
+
+
+async def refresh(auth: Auth, *, refresh_token: str, client_ip: str | None) -> domain.IssuedTokens:
+    """Rotate ``refresh_token``: mark it used, issue its successor and a new access token.
+
+    Roles and permissions are read afresh, so role changes apply here.
+
+    Raises:
+        domain.InvalidGrant: unknown, expired or revoked token, ended session,
+            inactive user — or a reused token, in which case the whole family
+            was revoked and ``auth.refresh_reuse_detected`` published first.
+    """
+    token_hash = domain.hash_refresh_token(refresh_token)
+
+    async def apply(uow: UnitOfWork) -> tuple[Document, Document, str, datetime] | None:
+        return await _rotate(auth, uow, token_hash, client_ip)
+
+    rotated = await auth.runtime.transact(apply, actor="system:auth")
+    if rotated is None:  # committed: a reuse revoked the family, an inactive user's session
+        raise domain.InvalidGrant(domain.INVALID_REFRESH)
+    user, session_doc, new_token, now = rotated
+    access = _mint(auth, user, session_doc["_id"], session_doc["client_id"],
+                   auth_time=session_doc["created_at"], now=now)
+    return domain.IssuedTokens(access, new_token, auth.settings.access_token_ttl,
+                               session_doc["_id"])
+
+
+async def _rotate(auth: Auth, uow: UnitOfWork, token_hash: str, client_ip: str | None
+                  ) -> tuple[Document, Document, str, datetime] | None:
+    """Inside :func:`refresh`'s transaction: the user, session, successor token and time,
+    or ``None`` when the token must be refused (after revoking what must be revoked)."""
+    db, now = auth.runtime.db, utcnow()
+    record = await store.get_refresh_token(db, token_hash, session=uow.session)
+    if record is None:
+        return None
+    session_doc = await store.get_session(db, record["session_id"], session=uow.session)
+    if session_doc is None:
+        return None
+    outcome = domain.assess_refresh(
+        token_used=record["used_at"] is not None, token_expires_at=record["expires_at"],
+        session_revoked=session_doc["status"] != "active",
+        session_expires_at=session_doc["expires_at"], now=now)
+    if outcome is domain.RefreshOutcome.ROTATE and not await store.mark_refresh_used(
+            db, token_hash, now=now, session=uow.session):
+        outcome = domain.RefreshOutcome.REUSED  # a concurrent request used it first
+    if outcome is domain.RefreshOutcome.REUSED:
+        await store.revoke_session(db, session_doc["_id"], reason="refresh_reuse", now=now,
+                                   session=uow.session)
+        uow.publish(events.RefreshReuseDetected(
+            user_id=session_doc["user_id"], session_id=session_doc["_id"],
+            presented_generation=record["generation"],
+            current_generation=session_doc["generation"], client_ip=client_ip),
+            subject=session_doc["user_id"])
+        return None
+    if outcome is not domain.RefreshOutcome.ROTATE:
+        return None
+    user = await store.get_user(db, session_doc["user_id"], session=uow.session)
+    if user is None or user["status"] != "active":
+        await store.revoke_session(db, session_doc["_id"], reason="user_inactive", now=now,
+                                   session=uow.session)
+        return None
+    generation = int(session_doc["generation"]) + 1
+    new_token = await _issue_refresh(auth, uow, session_doc, generation, now)
+    await store.advance_session(db, session_doc["_id"], generation=generation, now=now,
+                                session=uow.session)
+    uow.publish(events.TokenRefreshed(user_id=user["_id"], session_id=session_doc["_id"],
+                                      generation=generation, client_ip=client_ip),
+                subject=user["_id"])
+    return user, session_doc, new_token, now
+
+
+async def logout(auth: Auth, *, user_id: str, session_id: str | None) -> bool:
+    """Revoke the caller's session ``session_id`` (its refresh family); publish ``auth.logged_out``.
+
+    Returns whether an active session was revoked (logging out twice is
+    harmless). Access tokens already issued simply expire.
+    """
+    if not session_id:
+        return False
+
+    async def apply(uow: UnitOfWork) -> bool:
+        doc = await store.get_session(auth.runtime.db, session_id, session=uow.session)
+        if doc is None or doc["user_id"] != user_id:
+            return False
+        revoked = await store.revoke_session(auth.runtime.db, session_id, reason="logout",
+                                             now=utcnow(), session=uow.session)
+        if revoked:
+            uow.publish(events.LoggedOut(user_id=user_id, session_id=session_id), subject=user_id)
+        return revoked
+
+    return await auth.runtime.transact(apply, actor=user_id)
+
+
+# --------------------------------------------------------------------------- signing keys
+
+
+async def list_keys(runtime: ServiceRuntime) -> list[Document]:
+    """Every signing key document, oldest first (callers show only public facts)."""
+    return await store.list_keys(runtime.db)
+
+
+async def rotate_keys(runtime: ServiceRuntime, ring: KeyRing, *, actor: str) -> domain.Rotation:
+    """Promote ``next`` to ``active``, retire the ``active`` key, create a new ``next``.
+
+    One transaction; publishes ``auth.signing_key_rotated``; ``ring`` reloads
+    at once after it. The retired key stays in the JWKS for
+    :attr:`KeyRing.max_token_age` seconds; retired keys past that are removed.
+    """
+    db = runtime.db
+
+    async def apply(uow: UnitOfWork) -> domain.Rotation:
+        now = utcnow()
+        docs = await store.list_keys(db, states=sorted(domain.PUBLISHED_STATES),
+                                     session=uow.session)
+        plan = domain.plan_rotation([key_info(d) for d in docs], now=now,
+                                    max_token_age=ring.max_token_age)
+        if plan.retire:
+            await store.set_key_state(
+                db, plan.retire, from_state=domain.KeyState.ACTIVE,
+                to_state=domain.KeyState.RETIRED,
+                fields={"retired_at": now, "remove_after": plan.retire_until},
+                session=uow.session)
+        if plan.activate:
+            activated = plan.activate
+            await store.set_key_state(db, activated, from_state=domain.KeyState.NEXT,
+                                      to_state=domain.KeyState.ACTIVE, fields={"activated_at": now},
+                                      session=uow.session)
+        else:
+            doc = new_key_document(domain.KeyState.ACTIVE, now)
+            await store.insert_key(db, doc, session=uow.session)
+            activated = doc["_id"]
+        for kid in plan.remove:
+            await store.set_key_state(db, kid, from_state=domain.KeyState.RETIRED,
+                                      to_state=domain.KeyState.REMOVED, fields={"removed_at": now},
+                                      session=uow.session)
+        upcoming = new_key_document(domain.KeyState.NEXT, now)
+        await store.insert_key(db, upcoming, session=uow.session)
+        rotation = domain.Rotation(activated_kid=activated, retired_kid=plan.retire,
+                                   next_kid=upcoming["_id"],
+                                   retired_until=plan.retire_until if plan.retire else None,
+                                   removed_kids=plan.remove)
+        uow.publish(events.SigningKeyRotated(
+            activated_kid=rotation.activated_kid, retired_kid=rotation.retired_kid,
+            next_kid=rotation.next_kid, retired_until=rotation.retired_until,
+            removed_kids=list(rotation.removed_kids)), subject=rotation.activated_kid)
+        return rotation
+
+    rotation = await runtime.transact(apply, actor=actor)
+    await ring.reload()
+    log.info("rotated signing keys", extra={"kid": rotation.activated_kid})
+    return rotation
