@@ -1,0 +1,12 @@
+"""The records service's manifest (:mod:`healthflow.common.manifest`)."""
+
+from __future__ import annotations
+
+from healthflow.common.manifest import RouteDecl, ServiceManifest
+
+MANIFEST = ServiceManifest(
+    name="records",
+    port=8108,
+    summary="The records service.",
+    routes=(RouteDecl("/api/v1/records"),),
+)
