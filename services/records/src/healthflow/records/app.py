@@ -17,5 +17,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     settings = settings or load_settings(Settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
                              transport=transport)
-    return create_service_app(runtime, routers=[api.router], title="HealthFlow records",
-                              description="The records service.")
+    return create_service_app(runtime, routers=api.routers, title="HealthFlow records",
+                              description="Encounters (FHIR Encounter) and their record entries "
+                              "(Condition, Observation, MedicationStatement), versioned; "
+                              "FHIR R4 export.")

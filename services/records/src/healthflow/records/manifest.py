@@ -7,6 +7,7 @@ from healthflow.common.manifest import RouteDecl, ServiceManifest
 MANIFEST = ServiceManifest(
     name="records",
     port=8108,
-    summary="The records service.",
-    routes=(RouteDecl("/api/v1/records"),),
+    summary="Clinical records: encounters, diagnoses, vital signs, medications; FHIR export.",
+    routes=(RouteDecl("/api/v1/encounters"), RouteDecl("/api/v1/records"),
+            RouteDecl("/api/v1/fhir")),
 )
