@@ -277,12 +277,16 @@ async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
     """A ``planned`` encounter for the appointment (unless it has one) and a care relationship.
 
     Delivery is unordered: a check-in or cancellation that arrived first has
-    already created the encounter, and nothing is planned again.
+    already created the encounter, and nothing is planned again (nor, after a
+    cancellation, is the care relationship restored).
     """
+    existing = await store.encounter_of_appointment(uow, appointment.appointment_id)
+    if existing is not None and existing["status"] == EncounterStatus.CANCELLED:
+        return
     if appointment.doctor_user_id:
         await store.add_care(uow, appointment.doctor_user_id, appointment.patient_id,
                              appointment_id=appointment.appointment_id)
-    if await store.encounter_of_appointment(uow, appointment.appointment_id) is None:
+    if existing is None:
         await _insert_for(uow, appointment, EncounterStatus.PLANNED, at)
 
 
