@@ -1,4 +1,4 @@
-"""``GET /api/v1/fhir/Patient/{id}/$everything``: an R4 Bundle that validates (fhir.resources R4B)."""
+"""``GET /api/v1/fhir/Patient/{id}/$everything``: an R4 Bundle that validates (R4B models)."""
 
 from __future__ import annotations
 
