@@ -66,6 +66,44 @@ async def checked_in_appointment(api: Any, admin: User) -> tuple[User, User, dic
     return patient, doctor, appointment
 
 
+async def refused_everywhere(api: Any, stranger: User, encounter_id: str, entry_id: str,
+                             everything: str) -> None:
+    """A doctor without a care relationship gets 403 ``not-treating`` at every step."""
+    entries_url = f"/api/v1/records/encounters/{encounter_id}/entries"
+    for method, url, body in (
+            ("GET", f"/api/v1/encounters/{encounter_id}", None),
+            ("GET", entries_url, None),
+            ("POST", entries_url, {"entry": {"type": "Condition", "text": "x"}}),
+            ("GET", f"/api/v1/records/entries/{entry_id}/history", None),
+            ("POST", f"/api/v1/encounters/{encounter_id}/finish", None),
+            ("GET", everything, None)):
+        assert_problem(await api.request(method, url, headers=stranger.headers, json=body),
+                       403, "not-treating")
+
+
+async def finishes_and_is_audited(api: Any, doctor: User, patient: User, compliance: User,
+                                  appointment: dict[str, Any], encounter: dict[str, Any]
+                                  ) -> None:
+    """Completing the appointment finishes the encounter; the audit log has the record's
+    events."""
+    ok(await api.post(f"/api/v1/appointments/{appointment['id']}/complete",
+                      headers=doctor.headers))
+
+    async def finished() -> bool:
+        got = ok(await api.get(f"/api/v1/encounters/{encounter['id']}",
+                               headers=patient.headers))
+        return bool(got["status"] == "finished")
+
+    await eventually(finished, within=20, message="completion never finished it")
+
+    async def audited() -> bool:
+        types = {e["type"] for e in await audit_events(api, compliance, patient=patient.id)}
+        return {"encounter.started", "encounter.finished", "record.entry_added",
+                "record.entry_corrected", "record.accessed"} <= types
+
+    await eventually(audited, within=20, message="the record's events never reached audit")
+
+
 async def test_a_consultation_is_recorded_and_exported_as_fhir(
         platform: RunningPlatform, admin: User, compliance: User) -> None:
     async with platform.client() as api:
@@ -102,17 +140,8 @@ async def test_a_consultation_is_recorded_and_exported_as_fhir(
                                           "entry": fixed}))
         assert corrected["version"] == 2
 
-        # a doctor without a care relationship is refused at every step
         everything = f"/api/v1/fhir/Patient/{patient.id}/$everything"
-        for method, url, body in (
-                ("GET", f"/api/v1/encounters/{encounter['id']}", None),
-                ("GET", entries_url, None),
-                ("POST", entries_url, {"entry": {"type": "Condition", "text": "x"}}),
-                ("GET", f"/api/v1/records/entries/{pressure['id']}/history", None),
-                ("POST", f"/api/v1/encounters/{encounter['id']}/finish", None),
-                ("GET", everything, None)):
-            assert_problem(await api.request(method, url, headers=stranger.headers, json=body),
-                           403, "not-treating")
+        await refused_everywhere(api, stranger, encounter["id"], pressure["id"], everything)
 
         # the patient reads their record and its FHIR export, which validates
         history = ok(await api.get(f"/api/v1/records/entries/{pressure['id']}/history",
@@ -126,20 +155,4 @@ async def test_a_consultation_is_recorded_and_exported_as_fhir(
         assert kinds == ["Condition", "Encounter", "Observation", "Patient"], kinds
         ok(await api.get(everything, headers=doctor.headers))
 
-        # completing the appointment finishes the encounter
-        ok(await api.post(f"/api/v1/appointments/{appointment['id']}/complete",
-                          headers=doctor.headers))
-
-        async def finished() -> bool:
-            got = ok(await api.get(f"/api/v1/encounters/{encounter['id']}",
-                                   headers=patient.headers))
-            return bool(got["status"] == "finished")
-
-        await eventually(finished, within=20, message="completion never finished it")
-
-        async def audited() -> bool:
-            types = {e["type"] for e in await audit_events(api, compliance, patient=patient.id)}
-            return {"encounter.started", "encounter.finished", "record.entry_added",
-                    "record.entry_corrected", "record.accessed"} <= types
-
-        await eventually(audited, within=20, message="the record's events never reached audit")
+        await finishes_and_is_audited(api, doctor, patient, compliance, appointment, encounter)
