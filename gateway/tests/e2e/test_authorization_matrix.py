@@ -119,7 +119,8 @@ async def test_every_operation_declares_its_access(platform: RunningPlatform) ->
     assert len(operations) >= 50, len(operations)
     prefixes = {"/api/v1/auth", "/api/v1/users", "/api/v1/audit", "/api/v1/hospitals",
                 "/api/v1/doctors", "/api/v1/patients", "/api/v1/appointments",
-                "/api/v1/slots", "/api/v1/notifications", "/.well-known"}
+                "/api/v1/slots", "/api/v1/notifications", "/api/v1/encounters",
+                "/api/v1/records", "/api/v1/fhir", "/.well-known"}
     covered = {p for p in prefixes if any(o.path.startswith(p) for o in operations)}
     assert covered == prefixes, prefixes - covered
     for operation in operations:

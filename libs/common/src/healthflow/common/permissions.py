@@ -67,6 +67,12 @@ class Permission(StrEnum):
     # notifications
     NOTIFICATIONS_READ_OWN = "notifications:read_own"
     NOTIFICATIONS_SEARCH = "notifications:search"
+    # clinical records (encounters and their entries; healthflow.records)
+    RECORDS_READ_OWN = "records:read_own"
+    RECORDS_READ_TREATED = "records:read_treated"  # a doctor in a care relationship
+    RECORDS_WRITE_TREATED = "records:write_treated"  # the same doctor documents and corrects
+    RECORDS_READ_ANY = "records:read_any"  # clinical staff
+    ENCOUNTERS_OPEN_ANY = "encounters:open_any"  # a walk-in or emergency for a named doctor
 
 
 P = Permission
@@ -86,12 +92,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.PATIENT: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
-           P.APPOINTMENTS_READ_OWN}
+           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
         | {P.DOCTORS_REGISTER_OWN, P.SCHEDULE_MANAGE_OWN, P.PATIENTS_READ_TREATED,
-           P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER}
+           P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER,
+           P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE
@@ -100,10 +107,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.PARAMEDIC: frozenset(_EVERYONE),
     Role.COMPLIANCE_OFFICER: frozenset(_EVERYONE | {P.AUDIT_READ, P.USERS_READ}),
-    Role.NURSE: frozenset(_EVERYONE | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_READ_ANY}),
+    Role.NURSE: frozenset(
+        _EVERYONE
+        | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_READ_ANY, P.RECORDS_READ_ANY,
+           P.ENCOUNTERS_OPEN_ANY}
+    ),
     Role.RECEPTIONIST: frozenset(
         _EVERYONE
-        | {P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY, P.APPOINTMENTS_MANAGE_ANY}
+        | {P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY, P.APPOINTMENTS_MANAGE_ANY,
+           P.ENCOUNTERS_OPEN_ANY}
     ),
     Role.RADIOGRAPHER: frozenset(_EVERYONE),
     Role.ACCOUNTANT: frozenset(_EVERYONE),

@@ -1,0 +1,95 @@
+"""Contracts of the events the records service publishes (``patientid`` extension always set).
+
+Payloads carry ids, FHIR codes of kinds and states, version numbers and times
+(aware UTC): never a diagnosis, a measurement, a medication or the free-text
+reason of a correction, which stay in the records service. The routing key is
+the type; the envelope's ``subject`` is ``encounter/<id>`` or ``entry/<id>``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from healthflow.contracts.base import EventPayload, event_type
+
+PUBLISHER = "records"
+
+
+class EncounterEvent(EventPayload):
+    """Fields every encounter event shares.
+
+    ``encounter_class`` is the HL7 v3 ActCode of FHIR R4 ``Encounter.class``:
+    ``AMB`` (in person), ``VR`` (virtual, video) or ``EMER`` (emergency).
+    ``practitioner_id`` is the doctor's user id (= their Practitioner id).
+    """
+
+    encounter_id: str
+    patient_id: str
+    practitioner_id: str
+    appointment_id: str | None  # None for walk-in and emergency encounters
+    encounter_class: str
+
+
+@event_type("encounter.started", version=1, publisher=PUBLISHER)
+class EncounterStarted(EncounterEvent):
+    """The encounter became ``in-progress`` at ``started_at`` (aware UTC)."""
+
+    started_at: datetime
+
+
+@event_type("encounter.finished", version=1, publisher=PUBLISHER)
+class EncounterFinished(EncounterEvent):
+    """The encounter became ``finished`` at ``finished_at`` (aware UTC)."""
+
+    started_at: datetime
+    finished_at: datetime
+
+
+@event_type("record.entry_added", version=1, publisher=PUBLISHER)
+class RecordEntryAdded(EventPayload):
+    """A record entry (version 1) was written in an encounter.
+
+    ``resource_type`` is the FHIR R4 resource it is: ``Condition``, ``Observation``
+    or ``MedicationStatement``; ``recorded_by`` the author's user id.
+    """
+
+    entry_id: str
+    encounter_id: str
+    patient_id: str
+    resource_type: str
+    recorded_by: str
+    recorded_at: datetime  # aware UTC
+
+
+@event_type("record.entry_corrected", version=1, publisher=PUBLISHER)
+class RecordEntryCorrected(EventPayload):
+    """A new ``version`` of an entry superseded the previous one (history is kept).
+
+    ``status`` is ``current`` (a corrected content) or ``entered-in-error`` (the
+    entry was withdrawn, FHIR's replacement for deletion); the reason stays in the
+    service.
+    """
+
+    entry_id: str
+    encounter_id: str
+    patient_id: str
+    resource_type: str
+    version: int
+    status: str
+    corrected_by: str
+    corrected_at: datetime  # aware UTC
+
+
+@event_type("record.accessed", version=1, publisher=PUBLISHER)
+class RecordAccessed(EventPayload):
+    """Someone other than the patient read part of the record (for the audit log).
+
+    ``scope`` is ``encounter``, ``entries``, ``history`` or ``export`` (the FHIR
+    ``$everything`` Bundle); ``accessor_role`` is ``treating_doctor`` or ``staff``.
+    """
+
+    patient_id: str
+    accessor_id: str
+    accessor_role: str
+    accessor_roles: list[str]
+    scope: str

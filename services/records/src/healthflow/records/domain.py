@@ -1,0 +1,258 @@
+"""Rules of the records service (pure: no FastAPI, no MongoDB, tested alone).
+
+Encounters follow FHIR R4 ``Encounter.status`` (http://hl7.org/fhir/R4/encounter.html,
+value set ``encounter-status``) restricted to what HealthFlow does::
+
+    planned ──► in-progress ──► finished
+       └──────► cancelled
+
+and ``Encounter.class`` from HL7 v3 ActCode: ``AMB`` (in person), ``VR`` (virtual),
+``EMER`` (emergency). Times are aware UTC ``datetime``s.
+
+Record entries (``Condition``, ``Observation``, ``MedicationStatement``) are
+versioned: version 1 is written once; every correction is a new version with its
+author, time and reason, and the versions already written never change
+(:func:`next_version`). Withdrawal is a version whose status is
+``entered-in-error`` (FHIR's replacement for deletion); after it nothing more
+may be written to the entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from healthflow.common.problems import Conflict, Forbidden, NotFound, UnprocessableContent
+
+Doc = dict[str, Any]
+
+
+class EncounterStatus(StrEnum):
+    PLANNED = "planned"
+    IN_PROGRESS = "in-progress"
+    FINISHED = "finished"
+    CANCELLED = "cancelled"
+
+
+class EncounterClass(StrEnum):
+    """HL7 v3 ActCode (system ``http://terminology.hl7.org/CodeSystem/v3-ActCode``)."""
+
+    AMB = "AMB"  # ambulatory: in person, at the practice
+    VR = "VR"  # virtual: a video consultation
+    EMER = "EMER"  # emergency
+
+
+CLASS_DISPLAY = {EncounterClass.AMB: "ambulatory", EncounterClass.VR: "virtual",
+                 EncounterClass.EMER: "emergency"}
+
+TRANSITIONS: dict[EncounterStatus, frozenset[EncounterStatus]] = {
+    EncounterStatus.PLANNED: frozenset({EncounterStatus.IN_PROGRESS, EncounterStatus.CANCELLED}),
+    EncounterStatus.IN_PROGRESS: frozenset({EncounterStatus.FINISHED}),
+    EncounterStatus.FINISHED: frozenset(),
+    EncounterStatus.CANCELLED: frozenset(),
+}
+
+
+class ResourceType(StrEnum):
+    CONDITION = "Condition"
+    OBSERVATION = "Observation"
+    MEDICATION_STATEMENT = "MedicationStatement"
+
+
+class EntryStatus(StrEnum):
+    """An entry's own status: ``current``, or withdrawn as ``entered-in-error``."""
+
+    CURRENT = "current"
+    ENTERED_IN_ERROR = "entered-in-error"
+
+
+class AccessorRole(StrEnum):
+    """In what capacity someone other than the patient reads a record."""
+
+    TREATING_DOCTOR = "treating_doctor"
+    STAFF = "staff"
+
+
+# ----------------------------------------------------------------------------- problems
+
+
+class EncounterNotFound(NotFound):
+    title, slug = "Encounter Not Found", "encounter-not-found"
+
+
+class EntryNotFound(NotFound):
+    title, slug = "Record Entry Not Found", "entry-not-found"
+
+
+class NotTreating(Forbidden):
+    title, slug = "Not A Treating Doctor", "not-treating"
+
+
+class EncounterStateConflict(Conflict):
+    title, slug = "Encounter State Conflict", "encounter-state"
+
+
+class VersionConflict(Conflict):
+    title, slug = "Version Conflict", "version-conflict"
+
+
+class EntryWithdrawn(Conflict):
+    title, slug = "Entry Entered In Error", "entry-entered-in-error"
+
+
+class UnknownPatient(UnprocessableContent):
+    title, slug = "Unknown Patient", "unknown-patient"
+
+
+# ----------------------------------------------------------------------------- encounters
+
+
+def class_for_mode(mode: str) -> EncounterClass:
+    """The encounter class of an appointment ``mode`` (``in_person`` | ``online``)."""
+    return EncounterClass.VR if mode == "online" else EncounterClass.AMB
+
+
+def ensure_transition(current: str, target: EncounterStatus) -> None:
+    """Raises EncounterStateConflict (409) unless ``current`` → ``target`` is allowed."""
+    if target not in TRANSITIONS[EncounterStatus(current)]:
+        raise EncounterStateConflict(f"an encounter that is {current} cannot become {target}")
+
+
+@dataclass(frozen=True)
+class EncounterOpening:
+    """Who, what and when of a new encounter (``start`` aware UTC)."""
+
+    encounter_id: str
+    patient_id: str
+    practitioner_id: str
+    encounter_class: EncounterClass
+    status: EncounterStatus
+    opened_by: str
+    now: datetime
+    appointment_id: str | None = None
+    planned: tuple[datetime, datetime] | None = None  # the appointment's start and end
+    reason: str | None = None
+
+
+def new_encounter(o: EncounterOpening) -> Doc:
+    """The document of a new encounter; ``period.start`` is ``now`` once in progress.
+
+    Shape: ``{_id, patient_id, practitioner_id, appointment_id, class, status,
+    period: {start, end}, planned: {start, end} | None, reason, opened_by,
+    created_at, updated_at, version}``.
+    """
+    started = o.status is EncounterStatus.IN_PROGRESS
+    return {
+        "_id": o.encounter_id, "patient_id": o.patient_id,
+        "practitioner_id": o.practitioner_id, "appointment_id": o.appointment_id,
+        "class": o.encounter_class.value, "status": o.status.value,
+        "period": {"start": o.now if started else None, "end": None},
+        "planned": {"start": o.planned[0], "end": o.planned[1]} if o.planned else None,
+        "reason": o.reason, "opened_by": o.opened_by,
+        "created_at": o.now, "updated_at": o.now, "version": 1,
+    }
+
+
+def transition(encounter: Doc, target: EncounterStatus, at: datetime) -> Doc:
+    """The ``$set`` fields that move ``encounter`` to ``target`` at ``at`` (aware UTC).
+
+    Starting sets ``period.start``; finishing sets ``period.end`` (never before
+    the start).
+
+    Raises:
+        EncounterStateConflict (409): the transition is not allowed.
+    """
+    ensure_transition(encounter["status"], target)
+    fields: Doc = {"status": target.value, "updated_at": at}
+    if target is EncounterStatus.IN_PROGRESS:
+        fields["period.start"] = at
+    elif target is EncounterStatus.FINISHED:
+        fields["period.end"] = max(at, encounter["period"]["start"])
+    return fields
+
+
+def accepts_entries(encounter: Doc) -> None:
+    """Entries are written in encounters that took place: in progress or finished.
+
+    Raises:
+        EncounterStateConflict (409): the encounter is planned or cancelled.
+    """
+    if encounter["status"] not in (EncounterStatus.IN_PROGRESS, EncounterStatus.FINISHED):
+        raise EncounterStateConflict(
+            f"the encounter is {encounter['status']}: entries are written once it has started")
+
+
+# ----------------------------------------------------------------------------- entries
+
+
+@dataclass(frozen=True)
+class Authored:
+    """Who wrote a version, when (aware UTC) and, for corrections, why."""
+
+    by: str
+    at: datetime
+    reason: str | None = None
+
+
+def version_id(entry_id: str, version: int) -> str:
+    return f"{entry_id}:{version}"
+
+
+def version_document(head: Doc, authored: Authored) -> Doc:
+    """The immutable history record of the version ``head`` now is."""
+    return {
+        "_id": version_id(head["_id"], head["version"]), "entry_id": head["_id"],
+        "patient_id": head["patient_id"], "version": head["version"],
+        "status": head["status"], "content": head["content"],
+        "author": authored.by, "at": authored.at, "reason": authored.reason,
+    }
+
+
+def first_version(entry_id: str, encounter: Doc, resource_type: ResourceType, content: Doc,
+                  authored: Authored) -> tuple[Doc, Doc]:
+    """A new entry of ``encounter``: its head document and its version-1 history record.
+
+    Head shape: ``{_id, encounter_id, patient_id, resource_type, version, status,
+    content, recorded_by, recorded_at, updated_by, updated_at}``; ``content`` is
+    the validated JSON form of the resource's clinical fields.
+    """
+    head = {
+        "_id": entry_id, "encounter_id": encounter["_id"],
+        "patient_id": encounter["patient_id"], "resource_type": resource_type.value,
+        "version": 1, "status": EntryStatus.CURRENT.value, "content": content,
+        "recorded_by": authored.by, "recorded_at": authored.at,
+        "updated_by": authored.by, "updated_at": authored.at,
+    }
+    return head, version_document(head, authored)
+
+
+def next_version(head: Doc, *, expected_version: int, content: Doc | None,
+                 status: EntryStatus, authored: Authored) -> tuple[Doc, Doc]:
+    """The new head and history record of a correction or withdrawal of ``head``.
+
+    ``content`` ``None`` keeps the current content (a withdrawal). The caller
+    names the version it corrects (optimistic concurrency): a correction is
+    about what its author saw.
+
+    Raises:
+        EntryWithdrawn (409): the entry is already ``entered-in-error``.
+        VersionConflict (409): ``expected_version`` is not the current version.
+        UnprocessableContent (422): no reason, or nothing would change.
+    """
+    if head["status"] == EntryStatus.ENTERED_IN_ERROR:
+        raise EntryWithdrawn("the entry was entered in error; write a new entry instead")
+    if expected_version != head["version"]:
+        raise VersionConflict(f"the entry is at version {head['version']}, not "
+                              f"{expected_version}; reload it and retry",
+                              current_version=head["version"])
+    if not (authored.reason or "").strip():
+        raise UnprocessableContent("a correction needs a reason")
+    new_content = head["content"] if content is None else content
+    if new_content == head["content"] and status.value == head["status"]:
+        raise UnprocessableContent("the correction changes nothing")
+    new_head = {**head, "version": head["version"] + 1, "status": status.value,
+                "content": new_content, "updated_by": authored.by,
+                "updated_at": authored.at}
+    return new_head, version_document(new_head, authored)

@@ -1,0 +1,177 @@
+"""Use cases of record entries (``Condition``, ``Observation``, ``MedicationStatement``).
+
+Written by a treating doctor in an encounter that has started; corrected by a new
+version (who, when, why) or withdrawn as ``entered-in-error``; never updated in
+place or deleted (:func:`healthflow.records.domain.next_version`). Reads follow
+:func:`healthflow.records.service.accessor` and are recorded for anyone but the
+patient.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from healthflow.common.auth import Principal
+from healthflow.common.errors import UnprocessableContent
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.records import events, store
+from healthflow.records.domain import (
+    Authored,
+    EncounterNotFound,
+    EntryNotFound,
+    EntryStatus,
+    ResourceType,
+    VersionConflict,
+    accepts_entries,
+    first_version,
+    next_version,
+)
+from healthflow.records.schemas import CorrectionIn, NewEntryIn, WithdrawalIn
+from healthflow.records.service import (
+    accessor,
+    another_patients,
+    load_encounter,
+    record_access,
+)
+
+
+def _content(entry: NewEntryIn | CorrectionIn) -> tuple[ResourceType, Document]:
+    """The resource type and the stored content of a validated entry body.
+
+    Observations without ``effective`` are effective when written (filled by the caller).
+    """
+    return ResourceType(entry.entry.type), entry.entry.content()
+
+
+async def add_entry(runtime: ServiceRuntime, principal: Principal, encounter_id: str,
+                    body: NewEntryIn) -> Document:
+    """Write version 1 of an entry in the encounter; ``record.entry_added``.
+
+    Raises:
+        EncounterNotFound (404), NotTreating / Forbidden (403),
+        EncounterStateConflict (409): the encounter is planned or cancelled.
+    """
+    resource_type, content = _content(body)
+
+    async def write(uow: UnitOfWork) -> Document:
+        encounter = await load_encounter(uow, encounter_id)
+        await accessor(uow, principal, encounter["patient_id"], write=True)
+        accepts_entries(encounter)
+        now = utcnow()
+        if resource_type is ResourceType.OBSERVATION and content["effective"] is None:
+            content["effective"] = now
+        head, version = first_version(str(uuid.uuid4()), encounter, resource_type, content,
+                                      Authored(principal.subject, now))
+        await store.insert_entry(uow, head, version)
+        uow.publish(events.RecordEntryAdded(
+            entry_id=head["_id"], encounter_id=encounter_id, patient_id=head["patient_id"],
+            resource_type=resource_type.value, recorded_by=principal.subject, recorded_at=now),
+            subject=f"entry/{head['_id']}", patientid=head["patient_id"])
+        return head
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def _supersede(runtime: ServiceRuntime, principal: Principal, entry_id: str, *,
+                     expected_version: int, reason: str, status: EntryStatus,
+                     content: tuple[ResourceType, Document] | None) -> Document:
+    async def write(uow: UnitOfWork) -> Document:
+        head = await store.get_entry(uow.db, entry_id, session=uow.session)
+        if head is None:
+            raise EntryNotFound(f"no record entry {entry_id}")
+        await accessor(uow, principal, head["patient_id"], write=True)
+        new_content = None
+        if content is not None:
+            resource_type, new_content = content
+            if resource_type != head["resource_type"]:
+                raise UnprocessableContent(f"the entry is a {head['resource_type']}, "
+                                           f"not a {resource_type}")
+            if resource_type is ResourceType.OBSERVATION and new_content["effective"] is None:
+                new_content["effective"] = head["content"]["effective"]
+        now = utcnow()
+        new_head, version = next_version(
+            head, expected_version=expected_version, content=new_content, status=status,
+            authored=Authored(principal.subject, now, reason))
+        if not await store.supersede_entry(uow, head["version"], new_head, version):
+            raise VersionConflict("the entry changed concurrently; reload it and retry")
+        uow.publish(events.RecordEntryCorrected(
+            entry_id=entry_id, encounter_id=head["encounter_id"], patient_id=head["patient_id"],
+            resource_type=head["resource_type"], version=new_head["version"],
+            status=status.value, corrected_by=principal.subject, corrected_at=now),
+            subject=f"entry/{entry_id}", patientid=head["patient_id"])
+        return new_head
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def correct_entry(runtime: ServiceRuntime, principal: Principal, entry_id: str,
+                        body: CorrectionIn) -> Document:
+    """A new version of the entry with new content; ``record.entry_corrected``.
+
+    Raises:
+        EntryNotFound (404), NotTreating / Forbidden (403), VersionConflict /
+        EntryWithdrawn (409), UnprocessableContent (422): another resource type,
+        nothing changed.
+    """
+    return await _supersede(runtime, principal, entry_id, expected_version=body.version,
+                            reason=body.reason, status=EntryStatus.CURRENT,
+                            content=_content(body))
+
+
+async def withdraw_entry(runtime: ServiceRuntime, principal: Principal, entry_id: str,
+                         body: WithdrawalIn) -> Document:
+    """A new version marking the entry ``entered-in-error`` (content kept); the same event.
+
+    Raises: as :func:`correct_entry`.
+    """
+    return await _supersede(runtime, principal, entry_id, expected_version=body.version,
+                            reason=body.reason, status=EntryStatus.ENTERED_IN_ERROR,
+                            content=None)
+
+
+async def _readable_entry(uow: UnitOfWork, principal: Principal, entry_id: str, scope: str
+                          ) -> Document:
+    head = await store.get_entry(uow.db, entry_id, session=uow.session)
+    if head is None or another_patients(principal, head["patient_id"]):
+        raise EntryNotFound(f"no record entry {entry_id}")
+    record_access(uow, principal, head["patient_id"],
+                  await accessor(uow, principal, head["patient_id"]), scope)
+    return head
+
+
+async def read_entry(runtime: ServiceRuntime, principal: Principal, entry_id: str) -> Document:
+    """The current version of an entry (404 also for a patient asking for another's)."""
+
+    async def read(uow: UnitOfWork) -> Document:
+        return await _readable_entry(uow, principal, entry_id, "entries")
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def entry_history(runtime: ServiceRuntime, principal: Principal, entry_id: str
+                        ) -> list[Document]:
+    """Every version of an entry, version 1 first."""
+
+    async def read(uow: UnitOfWork) -> list[Document]:
+        await _readable_entry(uow, principal, entry_id, "history")
+        return await store.versions_of(uow.db, entry_id, session=uow.session)
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def entries_of_encounter(runtime: ServiceRuntime, principal: Principal,
+                               encounter_id: str) -> list[Document]:
+    """The current versions of the encounter's entries, oldest first."""
+
+    async def read(uow: UnitOfWork) -> list[Document]:
+        encounter = await load_encounter(uow, encounter_id)
+        if another_patients(principal, encounter["patient_id"]):
+            raise EncounterNotFound(f"no encounter {encounter_id}")
+        record_access(uow, principal, encounter["patient_id"],
+                      await accessor(uow, principal, encounter["patient_id"]), "entries")
+        return await store.entries_where(uow.db, {"encounter_id": encounter_id},
+                                         session=uow.session)
+
+    return await runtime.transact(read, actor=principal.actor)

@@ -1,0 +1,15 @@
+"""Events the records service publishes: its contracts, from
+:mod:`healthflow.contracts.records` (identifiers, kinds, versions and times only)."""
+
+from __future__ import annotations
+
+from healthflow.contracts.records import (
+    EncounterFinished,
+    EncounterStarted,
+    RecordAccessed,
+    RecordEntryAdded,
+    RecordEntryCorrected,
+)
+
+__all__ = ["EncounterFinished", "EncounterStarted", "RecordAccessed", "RecordEntryAdded",
+           "RecordEntryCorrected"]

@@ -1,0 +1,175 @@
+"""The record as FHIR R4 resources (pure: dicts in, JSON-ready dicts out).
+
+:func:`everything` answers ``GET /api/v1/fhir/Patient/{id}/$everything``
+(http://hl7.org/fhir/R4/patient-operation-everything.html) with a ``searchset``
+``Bundle`` (http://hl7.org/fhir/R4/bundle.html) holding a ``Patient`` stub (the
+records service keeps no demographics: those are the patient service's), the
+patient's ``Encounter``s and the current version of each ``Condition``,
+``Observation`` and ``MedicationStatement``, every one ``search.mode = match``.
+``meta.versionId`` is the entry's version; withdrawn entries stay with status
+``entered-in-error`` (FHIR's way of deleting). Times are RFC 3339 in UTC
+(``…Z``), instants with milliseconds. References are relative (``Patient/<id>``);
+``fullUrl`` is absolute under ``base_url`` (``…/api/v1/fhir``).
+
+Status mappings (HealthFlow → FHIR R4):
+
+* Condition: ``clinicalStatus`` / ``verificationStatus`` as written; withdrawn →
+  ``verificationStatus = entered-in-error`` and no ``clinicalStatus`` (invariant con-5).
+* Observation: version 1 ``final``, later versions ``amended``, withdrawn
+  ``entered-in-error``.
+* MedicationStatement: its ``status``, withdrawn ``entered-in-error``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from healthflow.records.domain import CLASS_DISPLAY, EncounterClass, EntryStatus, ResourceType
+from healthflow.records.terminology import UCUM_SYSTEM
+
+Json = dict[str, Any]
+
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
+def instant(value: datetime | None) -> str | None:
+    """``2026-03-02T09:30:00.000Z`` (UTC, milliseconds) or ``None``."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _drop_empty(data: Json) -> Json:
+    """FHIR forbids empty elements: drop ``None``, ``[]`` and ``{}`` members (recursively)."""
+    out: Json = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _drop_empty(value)
+        elif isinstance(value, list):
+            value = [_drop_empty(v) if isinstance(v, dict) else v for v in value]
+        if value not in (None, [], {}):
+            out[key] = value
+    return out
+
+
+def _concept(system: str, code: str, display: str | None = None) -> Json:
+    return {"coding": [{"system": system, "code": code, "display": display}]}
+
+
+def _ref(kind: str, id_: str | None) -> Json | None:
+    return {"reference": f"{kind}/{id_}"} if id_ else None
+
+
+def encounter(doc: Json) -> Json:
+    """An ``Encounter``: status, class (v3 ActCode), subject, participant, period, appointment."""
+    started = doc["period"]["start"] is not None
+    period = doc["period"] if started else (doc.get("planned") or {})
+    cls = EncounterClass(doc["class"])
+    return _drop_empty({
+        "resourceType": "Encounter", "id": doc["_id"],
+        "meta": {"versionId": str(doc["version"]), "lastUpdated": instant(doc["updated_at"])},
+        "status": doc["status"],
+        "class": {"system": ACT_CODE, "code": cls.value, "display": CLASS_DISPLAY[cls]},
+        "subject": _ref("Patient", doc["patient_id"]),
+        "participant": [{"individual": _ref("Practitioner", doc["practitioner_id"])}],
+        "period": {"start": instant(period.get("start")), "end": instant(period.get("end"))},
+        "appointment": [_ref("Appointment", doc["appointment_id"])]
+        if doc.get("appointment_id") else None,
+        "reasonCode": [{"text": doc["reason"]}] if doc.get("reason") else None,
+    })
+
+
+def _entry_base(head: Json) -> Json:
+    return {
+        "resourceType": head["resource_type"], "id": head["_id"],
+        "meta": {"versionId": str(head["version"]), "lastUpdated": instant(head["updated_at"])},
+        "subject": _ref("Patient", head["patient_id"]),
+        "note": [{"text": head["content"]["note"]}] if head["content"].get("note") else None,
+    }
+
+
+def condition(head: Json) -> Json:
+    """A ``Condition`` of category ``encounter-diagnosis``, ICD-10 coded or text only."""
+    c = head["content"]
+    withdrawn = head["status"] == EntryStatus.ENTERED_IN_ERROR
+    code = {"coding": [c["code"]] if c.get("code") else None,
+            "text": c.get("text") or (c["code"]["display"] if c.get("code") else None)}
+    return _drop_empty({
+        **_entry_base(head),
+        "clinicalStatus": None if withdrawn
+        else _concept(CONDITION_CLINICAL, c["clinical_status"]),
+        "verificationStatus": _concept(CONDITION_VERIFICATION, "entered-in-error" if withdrawn
+                                       else c["verification_status"]),
+        "category": [_concept(CONDITION_CATEGORY, "encounter-diagnosis", "Encounter Diagnosis")],
+        "code": code, "encounter": _ref("Encounter", head["encounter_id"]),
+        "onsetDateTime": instant(c.get("onset")), "recordedDate": instant(head["recorded_at"]),
+        "recorder": _ref("Practitioner", head["recorded_by"]),
+    })
+
+
+def _quantity(value: float, unit: str) -> Json:
+    return {"value": value, "unit": unit, "system": UCUM_SYSTEM, "code": unit}
+
+
+def observation(head: Json) -> Json:
+    """An ``Observation``: a vital sign (LOINC, category ``vital-signs``) or a finding."""
+    c = head["content"]
+    if head["status"] == EntryStatus.ENTERED_IN_ERROR:
+        status = "entered-in-error"
+    else:
+        status = "final" if head["version"] == 1 else "amended"
+    quantity = c.get("quantity")
+    components = [{"code": {"coding": [{"system": "http://loinc.org", "code": p["code"]}]},
+                   "valueQuantity": _quantity(p["value"], p["unit"])}
+                  for p in c.get("components") or []]
+    return _drop_empty({
+        **_entry_base(head), "status": status,
+        "category": [_concept(OBSERVATION_CATEGORY, c["category"])],
+        "code": {"coding": [c["code"]] if c.get("code") else None,
+                 "text": c.get("text") or (c["code"]["display"] if c.get("code") else None)},
+        "encounter": _ref("Encounter", head["encounter_id"]),
+        "effectiveDateTime": instant(c["effective"]), "issued": instant(head["updated_at"]),
+        "performer": [_ref("Practitioner", head["updated_by"])],
+        "valueQuantity": _quantity(quantity["value"], quantity["unit"]) if quantity else None,
+        "valueString": c.get("value_text"),
+        "component": components,
+    })
+
+
+def medication_statement(head: Json) -> Json:
+    """A ``MedicationStatement`` with the medication and dosage as text (R4: ``context``)."""
+    c = head["content"]
+    withdrawn = head["status"] == EntryStatus.ENTERED_IN_ERROR
+    return _drop_empty({
+        **_entry_base(head), "status": "entered-in-error" if withdrawn else c["status"],
+        "medicationCodeableConcept": {"text": c["medication"]},
+        "context": _ref("Encounter", head["encounter_id"]),
+        "effectivePeriod": {"start": instant(c.get("effective_start")),
+                            "end": instant(c.get("effective_end"))},
+        "dateAsserted": instant(head["recorded_at"]),
+        "informationSource": _ref("Practitioner", head["recorded_by"]),
+        "dosage": [{"text": c["dosage"]}] if c.get("dosage") else None,
+    })
+
+
+MAPPERS = {ResourceType.CONDITION: condition, ResourceType.OBSERVATION: observation,
+           ResourceType.MEDICATION_STATEMENT: medication_statement}
+
+
+def everything(patient_id: str, encounters: list[Json], entries: list[Json], *,
+               base_url: str, now: datetime) -> Json:
+    """The ``searchset`` Bundle of the patient's record (see the module docstring)."""
+    resources = [{"resourceType": "Patient", "id": patient_id}]
+    resources += [encounter(doc) for doc in encounters]
+    resources += [MAPPERS[ResourceType(head["resource_type"])](head) for head in entries]
+    return {
+        "resourceType": "Bundle", "type": "searchset", "timestamp": instant(now),
+        "total": len(resources),
+        "entry": [{"fullUrl": f"{base_url}/{r['resourceType']}/{r['id']}", "resource": r,
+                   "search": {"mode": "match"}} for r in resources],
+    }

@@ -1,0 +1,61 @@
+"""Events the records service consumes; each calls a use case of :mod:`.service`.
+
+* ``patient.registered`` (patient, :class:`~healthflow.contracts.patient.PatientRegistered`):
+  the ids of patients that exist, so a walk-in encounter names a real one.
+* ``appointment.booked`` / ``.rescheduled`` / ``.cancelled`` / ``.checked_in`` /
+  ``.completed`` (appointment, :mod:`healthflow.contracts.appointment`): the
+  appointment's encounter goes planned → in-progress (at check-in) → finished
+  (at completion), or cancelled; booked and cancelled keep the doctor↔patient
+  care relationship. ``event.time`` (aware UTC) is when it happened.
+
+Payloads arrive validated against their contracts; one that breaks its contract
+is dead-lettered by the consumer, never skipped here.
+"""
+
+from __future__ import annotations
+
+from healthflow.common.events.consumer import Handlers, Received
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.contracts.appointment import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentCompleted,
+    AppointmentRescheduled,
+)
+from healthflow.contracts.patient import PatientRegistered
+from healthflow.records import service
+
+
+async def on_patient_registered(event: Received[PatientRegistered], uow: UnitOfWork) -> None:
+    await service.register_patient(uow, event.data.patient_id, event.data.registered_at)
+
+
+async def on_booked(event: Received[AppointmentBooked], uow: UnitOfWork) -> None:
+    await service.appointment_booked(uow, event.data, event.time)
+
+
+async def on_rescheduled(event: Received[AppointmentRescheduled], uow: UnitOfWork) -> None:
+    await service.appointment_rescheduled(uow, event.data)
+
+
+async def on_cancelled(event: Received[AppointmentCancelled], uow: UnitOfWork) -> None:
+    await service.appointment_cancelled(uow, event.data, event.time)
+
+
+async def on_checked_in(event: Received[AppointmentCheckedIn], uow: UnitOfWork) -> None:
+    await service.appointment_checked_in(uow, event.data, event.time)
+
+
+async def on_completed(event: Received[AppointmentCompleted], uow: UnitOfWork) -> None:
+    await service.appointment_completed(uow, event.data, event.time)
+
+
+HANDLERS: Handlers = {
+    "patient.registered": on_patient_registered,
+    "appointment.booked": on_booked,
+    "appointment.rescheduled": on_rescheduled,
+    "appointment.cancelled": on_cancelled,
+    "appointment.checked_in": on_checked_in,
+    "appointment.completed": on_completed,
+}

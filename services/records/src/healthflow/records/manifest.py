@@ -1,0 +1,13 @@
+"""The records service's manifest (:mod:`healthflow.common.manifest`)."""
+
+from __future__ import annotations
+
+from healthflow.common.manifest import RouteDecl, ServiceManifest
+
+MANIFEST = ServiceManifest(
+    name="records",
+    port=8108,
+    summary="Clinical records: encounters, diagnoses, vital signs, medications; FHIR export.",
+    routes=(RouteDecl("/api/v1/encounters"), RouteDecl("/api/v1/records"),
+            RouteDecl("/api/v1/fhir")),
+)

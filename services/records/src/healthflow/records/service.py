@@ -1,0 +1,356 @@
+"""Use cases of the records service: access, encounters, the FHIR export.
+
+Routes and handlers call these; each runs in one ``runtime.transact`` with the
+events it causes. Record entries are in :mod:`healthflow.records.entries`.
+
+Access to a patient's record (:func:`accessor`):
+
+* the patient reads their own (``records:read_own``);
+* a doctor reads (``records:read_treated``) and writes (``records:write_treated``)
+  while in a care relationship: they have (had) a non-cancelled appointment with
+  the patient, or conducted an encounter with them (the ``care`` read model);
+* clinical staff read (``records:read_any``).
+
+Every read by someone other than the patient publishes ``record.accessed``,
+committed with the read: no access goes unrecorded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pymongo.errors import DuplicateKeyError
+
+from healthflow.common.auth import Principal
+from healthflow.common.errors import Conflict, Forbidden, NotFound, UnprocessableContent
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.permissions import Permission
+from healthflow.common.service import ServiceRuntime
+from healthflow.contracts.appointment import AppointmentEvent
+from healthflow.records import events, fhir, store
+from healthflow.records.domain import (
+    AccessorRole,
+    EncounterNotFound,
+    EncounterOpening,
+    EncounterStatus,
+    NotTreating,
+    UnknownPatient,
+    class_for_mode,
+    new_encounter,
+    transition,
+)
+from healthflow.records.schemas import EncounterIn
+
+# ----------------------------------------------------------------------------- access
+
+
+async def accessor(uow: UnitOfWork, principal: Principal, patient_id: str, *,
+                   write: bool = False) -> AccessorRole | None:
+    """In what capacity ``principal`` reads (or, ``write``, writes) ``patient_id``'s record.
+
+    ``None``: the patient themselves (reading).
+
+    Raises:
+        NotTreating (403): a doctor without a care relationship with the patient.
+        Forbidden (403): anyone else.
+    """
+    if not write and principal.subject == patient_id and principal.has(
+            Permission.RECORDS_READ_OWN):
+        return None
+    wanted = Permission.RECORDS_WRITE_TREATED if write else Permission.RECORDS_READ_TREATED
+    if principal.has(wanted):
+        if await store.treats(uow.db, principal.subject, patient_id, session=uow.session):
+            return AccessorRole.TREATING_DOCTOR
+        if write or not principal.has(Permission.RECORDS_READ_ANY):
+            raise NotTreating("you may only see and write the records of your own patients")
+    if not write and principal.has(Permission.RECORDS_READ_ANY):
+        return AccessorRole.STAFF
+    raise Forbidden("you may only read your own record" if not write
+                    else "only a treating doctor writes a record")
+
+
+def another_patients(principal: Principal, patient_id: str) -> bool:
+    """Whether a patient asks for another patient's data (answered 404: existence is hidden)."""
+    return principal.has(Permission.RECORDS_READ_OWN) and principal.subject != patient_id
+
+
+def record_access(uow: UnitOfWork, principal: Principal, patient_id: str,
+                  role: AccessorRole | None, scope: str) -> None:
+    """Publish ``record.accessed`` unless the patient reads their own record."""
+    if role is None:
+        return
+    uow.publish(events.RecordAccessed(
+        patient_id=patient_id, accessor_id=principal.subject, accessor_role=role.value,
+        accessor_roles=sorted(principal.roles), scope=scope),
+        subject=f"patient/{patient_id}", patientid=patient_id)
+
+
+async def load_encounter(uow: UnitOfWork, encounter_id: str) -> Document:
+    """Raises EncounterNotFound (404)."""
+    doc = await store.get_encounter(uow.db, encounter_id, session=uow.session)
+    if doc is None:
+        raise EncounterNotFound(f"no encounter {encounter_id}")
+    return doc
+
+
+# ----------------------------------------------------------------------------- encounters
+
+
+def _payload(doc: Document) -> dict[str, object]:
+    return {"encounter_id": doc["_id"], "patient_id": doc["patient_id"],
+            "practitioner_id": doc["practitioner_id"], "appointment_id": doc["appointment_id"],
+            "encounter_class": doc["class"]}
+
+
+def _publish_started(uow: UnitOfWork, doc: Document, at: datetime) -> None:
+    uow.publish(events.EncounterStarted(**_payload(doc), started_at=at),
+                subject=f"encounter/{doc['_id']}", patientid=doc["patient_id"])
+
+
+def _practitioner(principal: Principal, body: EncounterIn) -> str:
+    """Whose encounter a walk-in is: the named doctor, or the calling doctor.
+
+    Raises:
+        UnprocessableContent (422): staff named no doctor.
+        Forbidden (403): a doctor without ``encounters:open_any`` named another one.
+    """
+    may_name = principal.has(Permission.ENCOUNTERS_OPEN_ANY)
+    if body.practitioner_id is None:
+        if not principal.has(Permission.RECORDS_WRITE_TREATED):
+            raise UnprocessableContent("name the doctor of the encounter (practitioner_id)")
+        return principal.subject
+    if body.practitioner_id != principal.subject and not may_name:
+        raise Forbidden("a doctor opens encounters of their own")
+    return body.practitioner_id
+
+
+async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: EncounterIn
+                         ) -> Document:
+    """A walk-in, virtual or emergency encounter without an appointment, in progress now.
+
+    The doctor gains a care relationship with the patient through it (the
+    ``encounter.started`` event records who opened it, for the audit log).
+
+    Raises:
+        UnknownPatient (422): no such patient has registered; see :func:`_practitioner`.
+    """
+    practitioner_id = _practitioner(principal, body)
+
+    async def write(uow: UnitOfWork) -> Document:
+        if not await store.patient_exists(uow, body.patient_id):
+            raise UnknownPatient(f"no patient {body.patient_id} is known to the records")
+        now = utcnow()
+        doc = new_encounter(EncounterOpening(
+            encounter_id=str(uuid.uuid4()), patient_id=body.patient_id,
+            practitioner_id=practitioner_id, encounter_class=body.encounter_class,
+            status=EncounterStatus.IN_PROGRESS, opened_by=principal.subject, now=now,
+            reason=body.reason))
+        await store.insert_encounter(uow, doc)
+        await store.add_care(uow, practitioner_id, body.patient_id, encounter_id=doc["_id"])
+        _publish_started(uow, doc, now)
+        return doc
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def finish_encounter(runtime: ServiceRuntime, principal: Principal, encounter_id: str
+                           ) -> Document:
+    """End an in-progress encounter now (``period.end``); ``encounter.finished``.
+
+    By a treating doctor, or staff holding ``encounters:open_any``.
+
+    Raises:
+        EncounterNotFound (404), NotTreating / Forbidden (403),
+        EncounterStateConflict (409): not in progress; Conflict (409): concurrent change.
+    """
+
+    async def write(uow: UnitOfWork) -> Document:
+        doc = await load_encounter(uow, encounter_id)
+        if not principal.has(Permission.ENCOUNTERS_OPEN_ANY):
+            await accessor(uow, principal, doc["patient_id"], write=True)
+        return await _finish(uow, doc, utcnow())
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def _finish(uow: UnitOfWork, doc: Document, at: datetime) -> Document:
+    fields = transition(doc, EncounterStatus.FINISHED, at)
+    if not await store.update_encounter(uow, doc, fields):
+        raise Conflict("the encounter changed concurrently; reload and retry")
+    after = await load_encounter(uow, doc["_id"])
+    uow.publish(events.EncounterFinished(**_payload(after), started_at=after["period"]["start"],
+                                         finished_at=after["period"]["end"]),
+                subject=f"encounter/{doc['_id']}", patientid=doc["patient_id"])
+    return after
+
+
+async def read_encounter(runtime: ServiceRuntime, principal: Principal, encounter_id: str
+                         ) -> Document:
+    """An encounter, for its patient, a treating doctor or clinical staff.
+
+    Raises:
+        EncounterNotFound (404; also for a patient asking for another's), NotTreating /
+        Forbidden (403).
+    """
+
+    async def read(uow: UnitOfWork) -> Document:
+        doc = await load_encounter(uow, encounter_id)
+        if another_patients(principal, doc["patient_id"]):
+            raise EncounterNotFound(f"no encounter {encounter_id}")
+        record_access(uow, principal, doc["patient_id"],
+                      await accessor(uow, principal, doc["patient_id"]), "encounter")
+        return doc
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def list_encounters(runtime: ServiceRuntime, principal: Principal, patient_id: str
+                          ) -> list[Document]:
+    """The patient's encounters, oldest first (at most ``store.MAX_LISTED``)."""
+
+    async def read(uow: UnitOfWork) -> list[Document]:
+        record_access(uow, principal, patient_id,
+                      await accessor(uow, principal, patient_id), "encounter")
+        return await store.encounters_of_patient(uow.db, patient_id, session=uow.session)
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+# ----------------------------------------------------------------------------- FHIR export
+
+
+async def everything(runtime: ServiceRuntime, principal: Principal, patient_id: str,
+                     base_url: str) -> dict[str, object]:
+    """The patient's record as a FHIR R4 ``searchset`` Bundle (:func:`fhir.everything`).
+
+    Raises:
+        NotTreating / Forbidden (403); NotFound (404): no such patient is known.
+    """
+
+    async def read(uow: UnitOfWork) -> dict[str, object]:
+        role = await accessor(uow, principal, patient_id)
+        if not await store.patient_exists(uow, patient_id):
+            raise NotFound(f"no patient {patient_id} is known to the records")
+        record_access(uow, principal, patient_id, role, "export")
+        encounters = await store.encounters_of_patient(uow.db, patient_id, session=uow.session)
+        entries = await store.entries_where(uow.db, {"patient_id": patient_id},
+                                            session=uow.session)
+        return fhir.everything(patient_id, encounters, entries, base_url=base_url,
+                               now=utcnow())
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+# ----------------------------------------------------------------------------- from events
+
+
+async def register_patient(uow: UnitOfWork, patient_id: str, registered_at: datetime) -> None:
+    """Remember that ``patient_id`` exists (``patient.registered``); idempotent."""
+    await store.add_patient(uow, patient_id, registered_at)
+
+
+def _opening(appointment: AppointmentEvent, status: EncounterStatus, at: datetime
+             ) -> EncounterOpening:
+    return EncounterOpening(
+        encounter_id=str(uuid.uuid4()), patient_id=appointment.patient_id,
+        practitioner_id=appointment.doctor_user_id or appointment.doctor_id,
+        encounter_class=class_for_mode(appointment.mode), status=status,
+        opened_by="appointment", now=at, appointment_id=appointment.appointment_id,
+        planned=(appointment.start, appointment.end))
+
+
+async def _insert_for(uow: UnitOfWork, appointment: AppointmentEvent, status: EncounterStatus,
+                      at: datetime) -> Document | None:
+    """A new encounter of the appointment; ``None`` if one exists already (redelivery)."""
+    doc = new_encounter(_opening(appointment, status, at))
+    try:
+        await store.insert_encounter(uow, doc)
+    except DuplicateKeyError:
+        return None
+    return doc
+
+
+async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
+                             at: datetime) -> None:
+    """A ``planned`` encounter for the appointment (unless it has one) and a care relationship.
+
+    Delivery is unordered: a check-in or cancellation that arrived first has
+    already created the encounter, and nothing is planned again (nor, after a
+    cancellation, is the care relationship restored).
+    """
+    existing = await store.encounter_of_appointment(uow, appointment.appointment_id)
+    if existing is not None and existing["status"] == EncounterStatus.CANCELLED:
+        return
+    if appointment.doctor_user_id:
+        await store.add_care(uow, appointment.doctor_user_id, appointment.patient_id,
+                             appointment_id=appointment.appointment_id)
+    if existing is None:
+        await _insert_for(uow, appointment, EncounterStatus.PLANNED, at)
+
+
+async def appointment_rescheduled(uow: UnitOfWork, appointment: AppointmentEvent) -> None:
+    """A planned encounter follows its appointment to the new ``start``–``end``."""
+    doc = await store.encounter_of_appointment(uow, appointment.appointment_id)
+    if doc is not None and doc["status"] == EncounterStatus.PLANNED:
+        await store.update_encounter(uow, doc, {
+            "planned": {"start": appointment.start, "end": appointment.end}})
+
+
+async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
+                                at: datetime) -> None:
+    """The planned encounter is ``cancelled`` (kept, so a late ``booked`` plans nothing),
+    and the appointment no longer makes a care relationship."""
+    if appointment.doctor_user_id:
+        await store.remove_care_appointment(uow, appointment.doctor_user_id,
+                                            appointment.patient_id, appointment.appointment_id)
+    doc = await store.encounter_of_appointment(uow, appointment.appointment_id)
+    if doc is None:
+        await _insert_for(uow, appointment, EncounterStatus.CANCELLED, at)
+    elif doc["status"] == EncounterStatus.PLANNED:
+        await store.update_encounter(uow, doc, transition(doc, EncounterStatus.CANCELLED, at))
+
+
+async def appointment_checked_in(uow: UnitOfWork, appointment: AppointmentEvent,
+                                 at: datetime) -> None:
+    """The appointment's encounter starts at ``at`` (the check-in); ``encounter.started``.
+
+    Idempotent: an encounter already in progress or finished is left alone.
+    """
+    doc = await store.encounter_of_appointment(uow, appointment.appointment_id)
+    if doc is None:
+        doc = await _insert_for(uow, appointment, EncounterStatus.IN_PROGRESS, at)
+        if doc is None:
+            return
+    elif doc["status"] == EncounterStatus.PLANNED:
+        await store.update_encounter(uow, doc, transition(doc, EncounterStatus.IN_PROGRESS, at))
+    else:
+        return
+    if appointment.doctor_user_id:
+        await store.add_care(uow, appointment.doctor_user_id, appointment.patient_id,
+                             appointment_id=appointment.appointment_id, encounter_id=doc["_id"])
+    _publish_started(uow, await load_encounter(uow, doc["_id"]), at)
+
+
+class CheckInNotYetApplied(Exception):
+    """``appointment.completed`` came before its ``checked_in``: retried with back-off."""
+
+
+async def appointment_completed(uow: UnitOfWork, appointment: AppointmentEvent,
+                                at: datetime) -> None:
+    """The appointment's encounter finishes at ``at``; ``encounter.finished``.
+
+    An encounter already finished (by the doctor, or a redelivery) is left alone.
+
+    Raises:
+        CheckInNotYetApplied: the encounter has not started here yet (delivery is
+            unordered; the appointment service completes only checked-in ones), so
+            the consumer retries it later.
+    """
+    doc = await store.encounter_of_appointment(uow, appointment.appointment_id)
+    if doc is None or doc["status"] == EncounterStatus.PLANNED:
+        raise CheckInNotYetApplied(f"appointment {appointment.appointment_id} has no "
+                                   "started encounter yet")
+    if doc["status"] == EncounterStatus.IN_PROGRESS:
+        await _finish(uow, doc, at)

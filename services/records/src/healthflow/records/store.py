@@ -1,0 +1,168 @@
+"""Collections, indexes and queries of the records service (the repository).
+
+Collections (database ``healthflow_records``), times aware UTC::
+
+    encounters      {_id, patient_id, practitioner_id, appointment_id, class, status,
+                     period: {start, end}, planned: {start, end} | None, reason,
+                     opened_by, created_at, updated_at, version}
+                    (one per appointment: unique ``appointment_id`` where it is a string)
+    entries         the current version of each entry: {_id, encounter_id, patient_id,
+                     resource_type, version, status, content, recorded_by, recorded_at,
+                     updated_by, updated_at}
+    entry_versions  every version ever written, never updated: {_id: "<entry>:<version>",
+                     entry_id, patient_id, version, status, content, author, at, reason}
+    care            the doctor↔patient read model: {_id: "<doctor_user_id>:<patient_id>",
+                     doctor_user_id, patient_id, appointments: [ids not cancelled],
+                     encounters: [ids the doctor conducted]}; a care relationship
+                     exists while either list is not empty
+    patients        patient ids from ``patient.registered``: {_id, registered_at}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, Indexes
+
+ENCOUNTERS = "encounters"
+ENTRIES = "entries"
+VERSIONS = "entry_versions"
+CARE = "care"
+PATIENTS = "patients"
+
+MAX_LISTED = 1000
+"""Most rows one listing or export returns (per collection); paging comes later."""
+
+INDEXES: Indexes = {
+    ENCOUNTERS: [
+        IndexModel([("appointment_id", ASCENDING)], name="appointment", unique=True,
+                   partialFilterExpression={"appointment_id": {"$type": "string"}}),
+        IndexModel([("patient_id", ASCENDING), ("created_at", ASCENDING)], name="patient"),
+    ],
+    ENTRIES: [
+        IndexModel([("encounter_id", ASCENDING), ("recorded_at", ASCENDING)], name="encounter"),
+        IndexModel([("patient_id", ASCENDING), ("recorded_at", ASCENDING)], name="patient"),
+    ],
+    VERSIONS: [IndexModel([("entry_id", ASCENDING), ("version", ASCENDING)], name="entry")],
+}
+
+Db = AsyncDatabase[Document]
+
+
+# ----------------------------------------------------------------------------- encounters
+
+
+async def get_encounter(db: Db, encounter_id: str, session: Any = None) -> Document | None:
+    return await db[ENCOUNTERS].find_one({"_id": encounter_id}, session=session)
+
+
+async def encounter_of_appointment(uow: UnitOfWork, appointment_id: str) -> Document | None:
+    return await uow.db[ENCOUNTERS].find_one({"appointment_id": appointment_id},
+                                             session=uow.session)
+
+
+async def insert_encounter(uow: UnitOfWork, doc: Document) -> None:
+    """Raises DuplicateKeyError when the appointment already has an encounter."""
+    await uow.db[ENCOUNTERS].insert_one(doc, session=uow.session)
+
+
+async def update_encounter(uow: UnitOfWork, encounter: Document, fields: Document) -> bool:
+    """``$set`` ``fields`` if ``encounter`` is still at its version; whether it was."""
+    result = await uow.db[ENCOUNTERS].update_one(
+        {"_id": encounter["_id"], "version": encounter["version"]},
+        {"$set": fields, "$inc": {"version": 1}}, session=uow.session)
+    return result.matched_count == 1
+
+
+async def encounters_of_patient(db: Db, patient_id: str, session: Any = None
+                                ) -> list[Document]:
+    """The patient's encounters, oldest first (at most :data:`MAX_LISTED`)."""
+    return await db[ENCOUNTERS].find({"patient_id": patient_id}, session=session).sort(
+        [("created_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+
+
+# ----------------------------------------------------------------------------- entries
+
+
+async def insert_entry(uow: UnitOfWork, head: Document, version: Document) -> None:
+    await uow.db[ENTRIES].insert_one(head, session=uow.session)
+    await uow.db[VERSIONS].insert_one(version, session=uow.session)
+
+
+async def supersede_entry(uow: UnitOfWork, previous_version: int, head: Document,
+                          version: Document) -> bool:
+    """Make ``head`` current if the entry is still at ``previous_version``; keep ``version``.
+
+    The history record is inserted (its ``_id`` is unique), never updated.
+    """
+    result = await uow.db[ENTRIES].replace_one(
+        {"_id": head["_id"], "version": previous_version}, head, session=uow.session)
+    if result.matched_count != 1:
+        return False
+    await uow.db[VERSIONS].insert_one(version, session=uow.session)
+    return True
+
+
+async def get_entry(db: Db, entry_id: str, session: Any = None) -> Document | None:
+    return await db[ENTRIES].find_one({"_id": entry_id}, session=session)
+
+
+async def entries_where(db: Db, query: Document, session: Any = None) -> list[Document]:
+    """Current entries matching ``query`` (``encounter_id`` or ``patient_id``), oldest first."""
+    return await db[ENTRIES].find(query, session=session).sort(
+        [("recorded_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+
+
+async def versions_of(db: Db, entry_id: str, session: Any = None) -> list[Document]:
+    """Every version of the entry, version 1 first."""
+    return await db[VERSIONS].find({"entry_id": entry_id}, session=session).sort(
+        "version", ASCENDING).to_list()
+
+
+# ----------------------------------------------------------------------------- read models
+
+
+def _care_id(doctor_user_id: str, patient_id: str) -> str:
+    return f"{doctor_user_id}:{patient_id}"
+
+
+async def treats(db: Db, doctor_user_id: str, patient_id: str, session: Any = None) -> bool:
+    """Whether the doctor has (had) an appointment or conducted an encounter with the patient."""
+    doc = await db[CARE].find_one(
+        {"_id": _care_id(doctor_user_id, patient_id),
+         "$or": [{"appointments.0": {"$exists": True}}, {"encounters.0": {"$exists": True}}]},
+        {"_id": 1}, session=session)
+    return doc is not None
+
+
+async def add_care(uow: UnitOfWork, doctor_user_id: str, patient_id: str, *,
+                   appointment_id: str | None = None, encounter_id: str | None = None) -> None:
+    added = {k: v for k, v in (("appointments", appointment_id), ("encounters", encounter_id))
+             if v is not None}
+    await uow.db[CARE].update_one(
+        {"_id": _care_id(doctor_user_id, patient_id)},
+        {"$set": {"doctor_user_id": doctor_user_id, "patient_id": patient_id},
+         "$addToSet": added}, upsert=True, session=uow.session)
+
+
+async def remove_care_appointment(uow: UnitOfWork, doctor_user_id: str, patient_id: str,
+                                  appointment_id: str) -> None:
+    await uow.db[CARE].update_one({"_id": _care_id(doctor_user_id, patient_id)},
+                                  {"$pull": {"appointments": appointment_id}},
+                                  session=uow.session)
+
+
+async def add_patient(uow: UnitOfWork, patient_id: str, registered_at: Any) -> None:
+    await uow.db[PATIENTS].update_one({"_id": patient_id},
+                                      {"$setOnInsert": {"registered_at": registered_at}},
+                                      upsert=True, session=uow.session)
+
+
+async def patient_exists(uow: UnitOfWork, patient_id: str) -> bool:
+    found = await uow.db[PATIENTS].find_one({"_id": patient_id}, {"_id": 1},
+                                            session=uow.session)
+    return found is not None

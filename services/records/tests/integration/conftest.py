@@ -1,0 +1,101 @@
+"""Fixtures: a records app on a fresh database, fed events as the other services send them.
+
+Payloads are built from their contracts (:mod:`healthflow.contracts`), so a
+change of contract breaks these tests where it would break the consumer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.events.transport import Transport
+from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
+from healthflow.contracts import appointment as appt
+from healthflow.contracts.base import EventPayload
+from healthflow.contracts.patient import PatientRegistered
+from healthflow.devkit.testing import TokenFactory, eventually, running_app
+from healthflow.records.app import create_app
+from healthflow.records.settings import Settings
+
+START = datetime(2027, 3, 1, 9, tzinfo=UTC)
+EXTRA: dict[type[EventPayload], dict[str, Any]] = {
+    appt.AppointmentBooked: {"booked_by": "u", "booked_by_role": "patient", "status": "booked"},
+    appt.AppointmentCancelled: {"cancelled_by": "u", "cancelled_by_role": "patient",
+                                "reason_code": "patient_request", "status": "cancelled"},
+    appt.AppointmentCheckedIn: {"status": "checked_in"},
+    appt.AppointmentCompleted: {"status": "completed"},
+    appt.AppointmentRescheduled: {"previous_start": START, "previous_end": START,
+                                  "rescheduled_by_role": "patient", "status": "booked"},
+}
+
+
+def appointment_event(model: type[EventPayload], appointment_id: str, patient_id: str,
+                      doctor: str, **fields: Any) -> CloudEvent:
+    """An appointment event of ``model`` as the appointment service publishes it."""
+    data = {"appointment_id": appointment_id, "patient_id": patient_id, "doctor_id": doctor,
+            "doctor_user_id": doctor, "location_id": "hospital:h1", "start": START,
+            "end": START + timedelta(minutes=30), "timezone": "Europe/Berlin",
+            "mode": "in_person", **EXTRA[model], **fields}
+    payload = model(**data).model_dump(mode="json")
+    return CloudEvent(source="/healthflow/appointment", type=model.event_type,
+                      subject=f"appointment/{appointment_id}", data=payload,
+                      time=datetime.now(UTC))
+
+
+@dataclass
+class Records:
+    """The app in-process, its runtime, tokens of any role, a way to send it events."""
+
+    client: httpx.AsyncClient
+    runtime: ServiceRuntime
+    tokens: TokenFactory
+    publisher: Transport
+
+    async def send(self, event: CloudEvent) -> CloudEvent:
+        await self.publisher.publish(event)
+        return event
+
+    async def register(self) -> str:
+        patient_id = f"pat-{uuid.uuid4().hex[:8]}"
+        await self.send(CloudEvent(
+            source="/healthflow/patient", type=PatientRegistered.event_type, subject=patient_id,
+            data=PatientRegistered(patient_id=patient_id,
+                                   registered_at=datetime.now(UTC)).model_dump(mode="json")))
+
+        async def known() -> bool:
+            return await self.runtime.db["patients"].count_documents({"_id": patient_id}) == 1
+
+        await eventually(known, message="patient.registered never applied")
+        return patient_id
+
+    async def outbox(self, type_: str) -> list[dict[str, Any]]:
+        docs = await self.runtime.db["outbox"].find({"type": type_}).to_list()
+        return [d["envelope"] for d in docs]
+
+    def as_(self, user: str, role: str) -> dict[str, str]:
+        return self.tokens.headers(user, roles=[role])
+
+
+def settings_for(mongodb_url: str, unique_name: str, **more: Any) -> Settings:
+    return Settings(mongodb_url=mongodb_url, mongodb_database=f"records_{unique_name}",
+                    outbox_poll_interval=0.2, retry_delays=[0.2, 0.5, 1.0], **more)
+
+
+@pytest.fixture
+async def records(mongodb_url: str, unique_name: str, tokens: TokenFactory
+                  ) -> AsyncIterator[Records]:
+    """On the in-process transport (the same contract as RabbitMQ's, tested in libs/common)."""
+    transport = shared_inprocess_transport(mongodb_url)
+    app = create_app(settings_for(mongodb_url, unique_name, transport="inprocess"),
+                     transport=transport)
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as client:
+        yield Records(client, app.state.runtime, tokens, app.state.runtime.transport)

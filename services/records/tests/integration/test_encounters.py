@@ -1,0 +1,155 @@
+"""Encounters: from appointment events (planned → in-progress → finished), walk-ins, access."""
+
+from __future__ import annotations
+
+import uuid
+
+from healthflow.contracts import appointment as appt
+from healthflow.devkit.testing import eventually
+
+from .conftest import Records, appointment_event
+
+
+async def encounters(records: Records, patient_id: str) -> list[dict]:
+    response = await records.client.get("/api/v1/encounters", params={"patient_id": patient_id},
+                                        headers=records.as_(patient_id, "patient"))
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+async def status_becomes(records: Records, patient_id: str, status: str) -> dict:
+    found: list[dict] = []
+
+    async def reached() -> bool:
+        found[:] = await encounters(records, patient_id)
+        return bool(found) and found[0]["status"] == status
+
+    await eventually(reached, message=f"the encounter never became {status}: {found}")
+    return found[0]
+
+
+async def test_an_appointment_plans_starts_at_check_in_and_finishes_at_completion(
+        records: Records) -> None:
+    pid, doctor, aid = await records.register(), f"doc-{uuid.uuid4().hex[:6]}", "a-1"
+    await records.send(appointment_event(appt.AppointmentBooked, aid, pid, doctor))
+    planned = await status_becomes(records, pid, "planned")
+    assert planned["period"] == {"start": None, "end": None}
+    assert planned["planned"]["start"] == "2027-03-01T09:00:00Z"
+    assert planned["class"] == "AMB" and planned["appointment_id"] == aid
+
+    checked_in = appointment_event(appt.AppointmentCheckedIn, aid, pid, doctor)
+    await records.send(checked_in)
+    await records.send(checked_in)  # a redelivery
+    await records.send(appointment_event(appt.AppointmentCheckedIn, aid, pid, doctor))
+    started = await status_becomes(records, pid, "in-progress")
+    assert started["period"]["start"] is not None
+    await records.send(appointment_event(appt.AppointmentCompleted, aid, pid, doctor))
+    finished = await status_becomes(records, pid, "finished")
+    assert finished["period"]["end"] >= finished["period"]["start"]
+    assert len(await encounters(records, pid)) == 1
+
+    [started_event] = await records.outbox("encounter.started")
+    [finished_event] = await records.outbox("encounter.finished")
+    assert started_event["patientid"] == pid and started_event["subject"] == (
+        f"encounter/{finished['id']}")
+    assert started_event["data"] == {
+        "encounter_id": finished["id"], "patient_id": pid, "practitioner_id": doctor,
+        "appointment_id": aid, "encounter_class": "AMB",
+        "started_at": started_event["data"]["started_at"]}
+    assert finished_event["data"]["finished_at"].startswith(finished["period"]["end"][:19])
+
+
+async def test_a_cancellation_before_its_booking_plans_nothing_and_ends_the_care(
+        records: Records) -> None:
+    pid, doctor = await records.register(), "doc-c"
+    await records.send(appointment_event(appt.AppointmentCancelled, "a-2", pid, doctor))
+    await status_becomes(records, pid, "cancelled")
+    await records.send(appointment_event(appt.AppointmentBooked, "a-2", pid, doctor,
+                                         status="booked"))
+    await records.send(appointment_event(appt.AppointmentBooked, "a-3", pid, doctor))
+
+    async def planned_again() -> bool:
+        return len(await encounters(records, pid)) == 2
+
+    await eventually(planned_again)
+    statuses = sorted(e["status"] for e in await encounters(records, pid))
+    assert statuses == ["cancelled", "planned"]
+    listing = await records.client.get("/api/v1/encounters", params={"patient_id": pid},
+                                       headers=records.as_(doctor, "doctor"))
+    assert listing.status_code == 200  # a-3 still relates them
+    await records.send(appointment_event(appt.AppointmentCancelled, "a-3", pid, doctor))
+
+    async def care_ended() -> bool:
+        response = await records.client.get("/api/v1/encounters", params={"patient_id": pid},
+                                            headers=records.as_(doctor, "doctor"))
+        return response.status_code == 403
+
+    await eventually(care_ended, message="the cancelled appointments still relate them")
+
+
+async def test_a_doctor_opens_a_walk_in_and_finishes_it(records: Records) -> None:
+    pid = await records.register()
+    doctor = records.as_("doc-w", "doctor")
+    opened = await records.client.post("/api/v1/encounters", headers=doctor, json={
+        "patient_id": pid, "class": "EMER", "reason": "fell off a ladder"})
+    assert opened.status_code == 201, opened.text
+    body = opened.json()
+    assert opened.headers["location"] == f"/api/v1/encounters/{body['id']}"
+    assert (body["status"], body["class"], body["practitioner_id"], body["appointment_id"]) == (
+        "in-progress", "EMER", "doc-w", None)
+    finished = await records.client.post(f"/api/v1/encounters/{body['id']}/finish",
+                                         headers=doctor)
+    assert finished.status_code == 200 and finished.json()["status"] == "finished"
+    again = await records.client.post(f"/api/v1/encounters/{body['id']}/finish", headers=doctor)
+    assert again.status_code == 409 and again.json()["type"].endswith("/encounter-state")
+    [event] = await records.outbox("encounter.started")
+    assert event["actor"] == "doc-w" and event["data"]["encounter_class"] == "EMER"
+
+
+async def test_who_may_open_a_walk_in(records: Records) -> None:
+    pid = await records.register()
+    post = records.client.post
+    unknown = await post("/api/v1/encounters", headers=records.as_("doc-1", "doctor"),
+                         json={"patient_id": "nobody"})
+    assert unknown.status_code == 422 and unknown.json()["type"].endswith("/unknown-patient")
+    assert unknown.headers["content-type"].startswith("application/problem+json")
+    nurse = records.as_("nurse-1", "nurse")
+    unnamed = await post("/api/v1/encounters", headers=nurse, json={"patient_id": pid})
+    assert unnamed.status_code == 422, unnamed.text
+    named = await post("/api/v1/encounters", headers=nurse,
+                       json={"patient_id": pid, "practitioner_id": "doc-2"})
+    assert named.status_code == 201 and named.json()["opened_by"] == "nurse-1"
+    other = await post("/api/v1/encounters", headers=records.as_("doc-1", "doctor"),
+                       json={"patient_id": pid, "practitioner_id": "doc-2"})
+    assert other.status_code == 403
+    patient = await post("/api/v1/encounters", headers=records.as_(pid, "patient"),
+                         json={"patient_id": pid})
+    assert patient.status_code == 403
+    assert (await post("/api/v1/encounters", json={"patient_id": pid})).status_code == 401
+    assert await records.runtime.db["encounters"].count_documents({}) == 1
+
+
+async def test_reads_by_others_than_the_patient_are_recorded_and_limited(
+        records: Records) -> None:
+    pid, stranger = await records.register(), await records.register()
+    opened = await records.client.post("/api/v1/encounters", headers=records.as_(
+        "doc-r", "doctor"), json={"patient_id": pid, "class": "VR"})
+    url = f"/api/v1/encounters/{opened.json()['id']}"
+    assert (await records.client.get(url, headers=records.as_(pid, "patient"))
+            ).status_code == 200
+    assert await records.outbox("record.accessed") == []  # the patient's own read
+    assert (await records.client.get(url, headers=records.as_("doc-r", "doctor"))
+            ).status_code == 200
+    assert (await records.client.get(url, headers=records.as_("nurse-r", "nurse"))
+            ).status_code == 200
+    other_doctor = await records.client.get(url, headers=records.as_("doc-x", "doctor"))
+    assert other_doctor.status_code == 403
+    assert other_doctor.json()["type"].endswith("/not-treating")
+    assert (await records.client.get(url, headers=records.as_(stranger, "patient"))
+            ).status_code == 404
+    assert (await records.client.get(url, headers=records.as_("recep", "receptionist"))
+            ).status_code == 403
+    accessed = [(e["data"]["accessor_id"], e["data"]["accessor_role"], e["data"]["scope"])
+                for e in await records.outbox("record.accessed")]
+    assert sorted(accessed) == [("doc-r", "treating_doctor", "encounter"),
+                                ("nurse-r", "staff", "encounter")]
