@@ -153,3 +153,22 @@ async def test_reads_by_others_than_the_patient_are_recorded_and_limited(
                 for e in await records.outbox("record.accessed")]
     assert sorted(accessed) == [("doc-r", "treating_doctor", "encounter"),
                                 ("nurse-r", "staff", "encounter")]
+
+
+async def test_a_treating_doctor_who_is_also_a_patient_reads_by_id(records: Records) -> None:
+    """Roles add up: holding ``records:read_own`` too must not hide other patients'
+    encounters from a doctor who treats them (the 404 is for plain patients only)."""
+    pid = await records.register()
+    both = records.tokens.headers("doc-p", roles=["doctor", "patient"])
+    opened = await records.client.post("/api/v1/encounters", headers=both,
+                                       json={"patient_id": pid})
+    assert opened.status_code == 201, opened.text
+    encounter_id = opened.json()["id"]
+    read = await records.client.get(f"/api/v1/encounters/{encounter_id}", headers=both)
+    assert read.status_code == 200, read.text
+    listed = await records.client.get(f"/api/v1/records/encounters/{encounter_id}/entries",
+                                      headers=both)
+    assert listed.status_code == 200, listed.text
+    accessed = [(e["data"]["accessor_id"], e["data"]["accessor_role"])
+                for e in await records.outbox("record.accessed")]
+    assert accessed == [("doc-p", "treating_doctor")] * 2

@@ -72,8 +72,14 @@ async def accessor(uow: UnitOfWork, principal: Principal, patient_id: str, *,
 
 
 def another_patients(principal: Principal, patient_id: str) -> bool:
-    """Whether a patient asks for another patient's data (answered 404: existence is hidden)."""
-    return principal.has(Permission.RECORDS_READ_OWN) and principal.subject != patient_id
+    """Whether a patient asks for another patient's data (answered 404: existence is hidden).
+
+    Only for callers whose sole way in is ``records:read_own``: a doctor or
+    staff member who is also a patient is judged by :func:`accessor` instead.
+    """
+    return (principal.has(Permission.RECORDS_READ_OWN) and principal.subject != patient_id
+            and not principal.has(Permission.RECORDS_READ_TREATED)
+            and not principal.has(Permission.RECORDS_READ_ANY))
 
 
 def record_access(uow: UnitOfWork, principal: Principal, patient_id: str,
