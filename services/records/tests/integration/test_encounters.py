@@ -172,3 +172,28 @@ async def test_a_treating_doctor_who_is_also_a_patient_reads_by_id(records: Reco
     accessed = [(e["data"]["accessor_id"], e["data"]["accessor_role"])
                 for e in await records.outbox("record.accessed")]
     assert accessed == [("doc-p", "treating_doctor")] * 2
+
+
+async def test_no_one_documents_their_own_record(records: Records) -> None:
+    """A doctor who is also a registered patient neither opens an encounter on
+    themselves (which would make them their own treating doctor) nor writes into
+    their own record through an appointment with themselves."""
+    me = await records.register()
+    both = records.tokens.headers(me, roles=["doctor", "patient"])
+    opened = await records.client.post("/api/v1/encounters", headers=both,
+                                       json={"patient_id": me})
+    assert opened.status_code == 403, opened.text
+    nurse = records.as_("nurse-s", "nurse")
+    named = await records.client.post("/api/v1/encounters", headers=nurse,
+                                      json={"patient_id": me, "practitioner_id": me})
+    assert named.status_code == 403, named.text
+    assert await records.runtime.db["encounters"].count_documents({}) == 0
+    assert await records.runtime.db["care"].count_documents({}) == 0
+
+    await records.send(appointment_event(appt.AppointmentCheckedIn, "a-self", me, me))
+    started = await status_becomes(records, me, "in-progress")
+    written = await records.client.post(
+        f"/api/v1/records/encounters/{started['id']}/entries", headers=both,
+        json={"entry": {"type": "Condition", "text": "fit for duty"}})
+    assert written.status_code == 403, written.text
+    assert await records.runtime.db["entries"].count_documents({}) == 0

@@ -90,6 +90,12 @@ class NotTreating(Forbidden):
     title, slug = "Not A Treating Doctor", "not-treating"
 
 
+class OwnRecord(Forbidden):
+    """A clinician opening an encounter on, or writing into, their own record."""
+
+    title, slug = "Own Record", "own-record"
+
+
 class EncounterStateConflict(Conflict):
     title, slug = "Encounter State Conflict", "encounter-state"
 

@@ -36,6 +36,7 @@ from healthflow.records.domain import (
     EncounterOpening,
     EncounterStatus,
     NotTreating,
+    OwnRecord,
     UnknownPatient,
     class_for_mode,
     new_encounter,
@@ -53,12 +54,15 @@ async def accessor(uow: UnitOfWork, principal: Principal, patient_id: str, *,
     ``None``: the patient themselves (reading).
 
     Raises:
+        OwnRecord (403): writing into one's own record (a doctor who is also a patient).
         NotTreating (403): a doctor without a care relationship with the patient.
         Forbidden (403): anyone else.
     """
-    if not write and principal.subject == patient_id and principal.has(
-            Permission.RECORDS_READ_OWN):
-        return None
+    if principal.subject == patient_id:
+        if write:
+            raise OwnRecord("no one writes into their own record")
+        if principal.has(Permission.RECORDS_READ_OWN):
+            return None
     wanted = Permission.RECORDS_WRITE_TREATED if write else Permission.RECORDS_READ_TREATED
     if principal.has(wanted):
         if await store.treats(uow.db, principal.subject, patient_id, session=uow.session):
@@ -121,15 +125,20 @@ def _practitioner(principal: Principal, body: EncounterIn) -> str:
     Raises:
         UnprocessableContent (422): staff named no doctor.
         Forbidden (403): a doctor without ``encounters:open_any`` named another one.
+        OwnRecord (403): the doctor would be the patient (a self-granted care relationship).
     """
     may_name = principal.has(Permission.ENCOUNTERS_OPEN_ANY)
     if body.practitioner_id is None:
         if not principal.has(Permission.RECORDS_WRITE_TREATED):
             raise UnprocessableContent("name the doctor of the encounter (practitioner_id)")
-        return principal.subject
-    if body.practitioner_id != principal.subject and not may_name:
+        practitioner_id = principal.subject
+    elif body.practitioner_id != principal.subject and not may_name:
         raise Forbidden("a doctor opens encounters of their own")
-    return body.practitioner_id
+    else:
+        practitioner_id = body.practitioner_id
+    if practitioner_id == body.patient_id:
+        raise OwnRecord("a doctor cannot be their own patient's doctor")
+    return practitioner_id
 
 
 async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: EncounterIn
