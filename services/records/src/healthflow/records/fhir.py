@@ -16,7 +16,8 @@ Status mappings (HealthFlow → FHIR R4):
 * Condition: ``clinicalStatus`` / ``verificationStatus`` as written; withdrawn →
   ``verificationStatus = entered-in-error`` and no ``clinicalStatus`` (invariant con-5).
 * Observation: version 1 ``final``, later versions ``amended``, withdrawn
-  ``entered-in-error``.
+  ``entered-in-error``; ``performer`` is the first author (who observed), not
+  whoever corrected it later (that is ``meta.versionId`` and the history).
 * MedicationStatement: its ``status``, withdrawn ``entered-in-error``.
 """
 
@@ -134,7 +135,7 @@ def observation(head: Json) -> Json:
                  "text": c.get("text") or (c["code"]["display"] if c.get("code") else None)},
         "encounter": _ref("Encounter", head["encounter_id"]),
         "effectiveDateTime": instant(c["effective"]), "issued": instant(head["updated_at"]),
-        "performer": [_ref("Practitioner", head["updated_by"])],
+        "performer": [_ref("Practitioner", head["recorded_by"])],
         "valueQuantity": _quantity(quantity["value"], quantity["unit"]) if quantity else None,
         "valueString": c.get("value_text"),
         "component": components,

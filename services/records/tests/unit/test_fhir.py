@@ -1,0 +1,24 @@
+"""The FHIR mapping alone (pure dicts)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from healthflow.records import fhir
+
+T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+
+
+def test_a_correction_by_another_doctor_does_not_make_them_the_performer() -> None:
+    """``Observation.performer`` is who made the observation (its first author);
+    the doctor who corrected a typo in it later is not."""
+    head = {"_id": "o1", "encounter_id": "e1", "patient_id": "p1",
+            "resource_type": "Observation", "version": 2, "status": "current",
+            "content": {"code": None, "text": "Throat", "category": "exam", "quantity": None,
+                        "value_text": "red", "components": None, "effective": T0,
+                        "note": None},
+            "recorded_by": "doc-a", "recorded_at": T0, "updated_by": "doc-b",
+            "updated_at": T0}
+    resource = fhir.observation(head)
+    assert resource["performer"] == [{"reference": "Practitioner/doc-a"}]
+    assert resource["status"] == "amended"
