@@ -122,3 +122,32 @@ def test_the_pure_helpers_load_no_framework_and_no_database_driver(module: str) 
     loaded = json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True,
                                        text=True, check=True, timeout=60).stdout)
     assert not {"fastapi", "starlette", "pymongo", "bson", "httpx"} & set(loaded)
+
+
+def test_observations_and_onsets_are_not_in_the_future() -> None:
+    """What was observed, and when a condition began, lie in the past (a few minutes of
+    clock skew aside); a medication may be ``intended`` from a later date."""
+    from datetime import UTC, datetime, timedelta
+
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    with pytest.raises(ValidationError, match="future"):
+        ObservationIn.model_validate({"type": "Observation", "code": "8867-4",
+                                      "quantity": {"value": 72, "unit": "/min"},
+                                      "effective": later})
+    with pytest.raises(ValidationError, match="future"):
+        ConditionIn.model_validate({"type": "Condition", "code": "J06.9", "onset": later})
+    skewed = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+    ObservationIn.model_validate({"type": "Observation", "code": "8867-4",
+                                  "quantity": {"value": 72, "unit": "/min"},
+                                  "effective": skewed})
+    MedicationStatementIn.model_validate({"type": "MedicationStatement", "medication": "x",
+                                          "status": "intended", "effective_start": later})
+
+
+def test_an_oxygen_saturation_is_at_most_100_percent() -> None:
+    for code in ("2708-6", "59408-5"):
+        ObservationIn.model_validate({"type": "Observation", "code": code,
+                                      "quantity": {"value": 100, "unit": "%"}})
+        with pytest.raises(ValidationError, match="100"):
+            ObservationIn.model_validate({"type": "Observation", "code": code,
+                                          "quantity": {"value": 250, "unit": "%"}})

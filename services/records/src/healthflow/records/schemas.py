@@ -7,7 +7,7 @@ that names its field: ICD-10 and UCUM through :mod:`healthflow.records.terminolo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -25,6 +25,16 @@ def _ucum(unit: str) -> str:
     if not terms.is_ucum(unit):
         raise ValueError(f"{unit!r} is not a UCUM unit (e.g. mm[Hg], kg, Cel, /min)")
     return unit
+
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of this server's clock a client's "now" may be."""
+
+
+def _not_future(value: datetime | None, what: str) -> None:
+    """Raises ValueError when ``value`` (aware) lies in the future, beyond :data:`CLOCK_SKEW`."""
+    if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
+        raise ValueError(f"{what} is in the future")
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(_utc_ms)]
@@ -83,7 +93,7 @@ class ConditionIn(_Body):
     """A diagnosis (FHIR ``Condition``, category ``encounter-diagnosis``).
 
     ``code``: ICD-10 (WHO) leaf code, e.g. ``J06.9``; or ``text`` alone for a
-    diagnosis without a code (both may be given).
+    diagnosis without a code (both may be given). ``onset`` is not in the future.
     """
 
     type: Literal["Condition"]
@@ -100,6 +110,7 @@ class ConditionIn(_Body):
     def _coded_or_text(self) -> ConditionIn:
         if self.code is None and self.text is None:
             raise ValueError("give an ICD-10 code, a text, or both")
+        _not_future(self.onset, "onset")
         if self.code is not None:
             terms.icd10_code(self.code)  # ValueError → 422 naming the body
         return self
@@ -136,7 +147,8 @@ class ObservationIn(_Body):
     ``quantity`` in a unit the profile allows for it; blood pressure (``85354-9``)
     has ``components`` systolic ``8480-6`` and diastolic ``8462-4`` in ``mm[Hg]``.
     A finding has ``text`` (what was examined) and ``quantity`` (any UCUM unit)
-    or ``value_text``. ``effective`` defaults to the time of writing.
+    or ``value_text``. ``effective`` defaults to the time of writing and may not lie
+    in the future (:data:`CLOCK_SKEW` aside); a saturation is at most 100 %.
     """
 
     type: Literal["Observation"]
@@ -150,6 +162,7 @@ class ObservationIn(_Body):
 
     @model_validator(mode="after")
     def _shape(self) -> ObservationIn:
+        _not_future(self.effective, "effective")
         if self.code is None:
             if self.text is None or self.components is not None:
                 raise ValueError("a finding has a text and no components (or give a LOINC "
@@ -173,6 +186,8 @@ class ObservationIn(_Body):
         if self.quantity.value < 0:
             raise ValueError(f"{sign.display} cannot be negative")
         terms.check_vital_unit(sign, self.quantity.unit)
+        if sign.maximum is not None and self.quantity.value > sign.maximum:
+            raise ValueError(f"{sign.display} is at most {sign.maximum:g} {self.quantity.unit}")
         return self
 
     def content(self) -> dict[str, Any]:

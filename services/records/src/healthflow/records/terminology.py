@@ -84,12 +84,15 @@ class VitalSign:
     """A vital sign of the FHIR R4 vital signs profile: LOINC code, name, UCUM units.
 
     ``units`` empty: a panel, whose value is in its ``components`` (LOINC codes).
+    ``maximum``: the largest possible value, in any of ``units`` (a saturation is a
+    fraction of 100 %); ``None`` when the quantity has no natural bound.
     """
 
     code: str
     display: str
     units: tuple[str, ...]
     components: tuple[str, ...] = ()
+    maximum: float | None = None
 
 
 VITAL_SIGNS: dict[str, VitalSign] = {v.code: v for v in (
@@ -104,8 +107,9 @@ VITAL_SIGNS: dict[str, VitalSign] = {v.code: v for v in (
     VitalSign("8302-2", "Body height", ("cm", "[in_i]")),
     VitalSign("9843-4", "Head circumference", ("cm", "[in_i]")),
     VitalSign("39156-5", "Body mass index (BMI) [Ratio]", ("kg/m2",)),
-    VitalSign("2708-6", "Oxygen saturation in Arterial blood", ("%",)),
-    VitalSign("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", ("%",)),
+    VitalSign("2708-6", "Oxygen saturation in Arterial blood", ("%",), maximum=100),
+    VitalSign("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", ("%",),
+              maximum=100),
 )}
 """LOINC code → vital sign, with the UCUM units the profile allows (R4 §8.1 table)."""
 
