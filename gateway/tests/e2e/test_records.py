@@ -76,6 +76,9 @@ async def refused_everywhere(api: Any, stranger: User, encounter_id: str, entry_
             ("POST", entries_url, {"entry": {"type": "Condition", "text": "x"}}),
             ("GET", f"/api/v1/records/entries/{entry_id}/history", None),
             ("POST", f"/api/v1/encounters/{encounter_id}/finish", None),
+            ("GET", everything, None),
+            # opening an encounter of their own is not a way in either
+            ("POST", "/api/v1/encounters", {"patient_id": everything.split("/")[-2]}),
             ("GET", everything, None)):
         assert_problem(await api.request(method, url, headers=stranger.headers, json=body),
                        403, "not-treating")
@@ -153,6 +156,9 @@ async def test_a_consultation_is_recorded_and_exported_as_fhir(
         assert exported.headers["content-type"].startswith("application/fhir+json")
         kinds = sorted(type(e.resource).__name__ for e in bundle.entry)
         assert kinds == ["Condition", "Encounter", "Observation", "Patient"], kinds
+        gateway = str(api.base_url).rstrip("/") + "/api/v1/fhir/"
+        assert all(e.fullUrl.startswith(gateway) for e in bundle.entry), (  # not internal
+            [e.fullUrl for e in bundle.entry], gateway)
         ok(await api.get(everything, headers=doctor.headers))
 
         await finishes_and_is_audited(api, doctor, patient, compliance, appointment, encounter)

@@ -83,6 +83,15 @@ class Records:
     def as_(self, user: str, role: str) -> dict[str, str]:
         return self.tokens.headers(user, roles=[role])
 
+    async def walk_in(self, patient_id: str, doctor: str, **more: Any) -> dict[str, Any]:
+        """A walk-in encounter of ``doctor`` opened at the front desk (a nurse names the
+        doctor, who gains the care relationship); its JSON."""
+        opened = await self.client.post(
+            "/api/v1/encounters", headers=self.as_("nurse-desk", "nurse"),
+            json={"patient_id": patient_id, "practitioner_id": doctor, **more})
+        assert opened.status_code == 201, opened.text
+        return dict(opened.json())
+
 
 def settings_for(mongodb_url: str, unique_name: str, **more: Any) -> Settings:
     return Settings(mongodb_url=mongodb_url, mongodb_database=f"records_{unique_name}",

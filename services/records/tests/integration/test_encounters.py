@@ -87,14 +87,18 @@ async def test_a_cancellation_before_its_booking_plans_nothing_and_ends_the_care
     await eventually(care_ended, message="the cancelled appointments still relate them")
 
 
-async def test_a_doctor_opens_a_walk_in_and_finishes_it(records: Records) -> None:
+async def test_a_doctor_opens_encounters_only_for_their_own_patients(records: Records) -> None:
+    """Opening an encounter is not a way into a stranger's record: the front desk opens
+    a walk-in and names the doctor; after that the doctor treats the patient."""
     pid = await records.register()
     doctor = records.as_("doc-w", "doctor")
-    opened = await records.client.post("/api/v1/encounters", headers=doctor, json={
+    stranger = await records.client.post("/api/v1/encounters", headers=doctor, json={
         "patient_id": pid, "class": "EMER", "reason": "fell off a ladder"})
-    assert opened.status_code == 201, opened.text
-    body = opened.json()
-    assert opened.headers["location"] == f"/api/v1/encounters/{body['id']}"
+    assert stranger.status_code == 403 and stranger.json()["type"].endswith("/not-treating")
+    assert await records.runtime.db["encounters"].count_documents({}) == 0
+    assert (await records.client.get(f"/api/v1/fhir/Patient/{pid}/$everything",
+                                     headers=doctor)).status_code == 403
+    body = await records.walk_in(pid, "doc-w", **{"class": "EMER", "reason": "fell"})
     assert (body["status"], body["class"], body["practitioner_id"], body["appointment_id"]) == (
         "in-progress", "EMER", "doc-w", None)
     finished = await records.client.post(f"/api/v1/encounters/{body['id']}/finish",
@@ -102,8 +106,13 @@ async def test_a_doctor_opens_a_walk_in_and_finishes_it(records: Records) -> Non
     assert finished.status_code == 200 and finished.json()["status"] == "finished"
     again = await records.client.post(f"/api/v1/encounters/{body['id']}/finish", headers=doctor)
     assert again.status_code == 409 and again.json()["type"].endswith("/encounter-state")
-    [event] = await records.outbox("encounter.started")
-    assert event["actor"] == "doc-w" and event["data"]["encounter_class"] == "EMER"
+    follow_up = await records.client.post("/api/v1/encounters", headers=doctor, json={
+        "patient_id": pid, "class": "AMB"})
+    assert follow_up.status_code == 201, follow_up.text
+    assert follow_up.headers["location"] == f"/api/v1/encounters/{follow_up.json()['id']}"
+    started = await records.outbox("encounter.started")
+    assert [(e["actor"], e["data"]["encounter_class"]) for e in started] == [
+        ("nurse-desk", "EMER"), ("doc-w", "AMB")]
 
 
 async def test_who_may_open_a_walk_in(records: Records) -> None:
@@ -132,9 +141,8 @@ async def test_who_may_open_a_walk_in(records: Records) -> None:
 async def test_reads_by_others_than_the_patient_are_recorded_and_limited(
         records: Records) -> None:
     pid, stranger = await records.register(), await records.register()
-    opened = await records.client.post("/api/v1/encounters", headers=records.as_(
-        "doc-r", "doctor"), json={"patient_id": pid, "class": "VR"})
-    url = f"/api/v1/encounters/{opened.json()['id']}"
+    opened = await records.walk_in(pid, "doc-r", **{"class": "VR"})
+    url = f"/api/v1/encounters/{opened['id']}"
     assert (await records.client.get(url, headers=records.as_(pid, "patient"))
             ).status_code == 200
     assert await records.outbox("record.accessed") == []  # the patient's own read
@@ -160,10 +168,7 @@ async def test_a_treating_doctor_who_is_also_a_patient_reads_by_id(records: Reco
     encounters from a doctor who treats them (the 404 is for plain patients only)."""
     pid = await records.register()
     both = records.tokens.headers("doc-p", roles=["doctor", "patient"])
-    opened = await records.client.post("/api/v1/encounters", headers=both,
-                                       json={"patient_id": pid})
-    assert opened.status_code == 201, opened.text
-    encounter_id = opened.json()["id"]
+    encounter_id = (await records.walk_in(pid, "doc-p"))["id"]
     read = await records.client.get(f"/api/v1/encounters/{encounter_id}", headers=both)
     assert read.status_code == 200, read.text
     listed = await records.client.get(f"/api/v1/records/encounters/{encounter_id}/entries",

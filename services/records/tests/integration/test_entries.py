@@ -23,10 +23,8 @@ MEDICATION = {"type": "MedicationStatement", "medication": "Ibuprofen 400 mg tab
 async def visit(records: Records) -> dict[str, Any]:
     """A registered patient and a walk-in encounter of ``doc-e``, in progress."""
     pid = await records.register()
-    opened = await records.client.post("/api/v1/encounters", headers=records.as_(
-        "doc-e", "doctor"), json={"patient_id": pid})
-    assert opened.status_code == 201, opened.text
-    return {"patient": pid, "encounter": opened.json()["id"],
+    opened = await records.walk_in(pid, "doc-e")
+    return {"patient": pid, "encounter": opened["id"],
             "doctor": records.as_("doc-e", "doctor"), "own": records.as_(pid, "patient")}
 
 

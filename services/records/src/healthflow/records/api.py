@@ -130,7 +130,11 @@ async def withdraw_entry(runtime: Runtime, entry_id: Id, body: WithdrawalIn,
 async def patient_everything(runtime: Runtime, patient_id: Id, request: Request,
                              principal: Principal = require_any(*READERS)) -> JSONResponse:
     """A ``searchset`` Bundle: Patient, Encounters, Conditions, Observations,
-    MedicationStatements (``application/fhir+json``)."""
-    base = str(request.base_url).rstrip("/") + fhir.prefix
+    MedicationStatements (``application/fhir+json``). ``fullUrl``s are under the
+    address the client used (the gateway's ``X-Forwarded-Proto``/``-Host``), never the
+    service's internal one."""
+    scheme = request.headers.get("x-forwarded-proto", request.url.scheme)
+    host = request.headers.get("x-forwarded-host", request.url.netloc)
+    base = f"{scheme}://{host}{fhir.prefix}"
     bundle: dict[str, Any] = await service.everything(runtime, principal, patient_id, base)
     return JSONResponse(bundle, media_type="application/fhir+json")

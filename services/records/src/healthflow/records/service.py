@@ -145,17 +145,26 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
                          ) -> Document:
     """A walk-in, virtual or emergency encounter without an appointment, in progress now.
 
-    The doctor gains a care relationship with the patient through it (the
+    A doctor opens one only for a patient they already treat (a booking or an
+    earlier encounter): opening one is not a way into a stranger's record. A walk-in
+    is opened by staff holding ``encounters:open_any`` (reception, nursing), who name
+    the doctor; that doctor gains the care relationship through it (the
     ``encounter.started`` event records who opened it, for the audit log).
 
     Raises:
-        UnknownPatient (422): no such patient has registered; see :func:`_practitioner`.
+        UnknownPatient (422): no such patient has registered; NotTreating (403): a
+        doctor without ``encounters:open_any`` does not treat the patient; see
+        :func:`_practitioner`.
     """
     practitioner_id = _practitioner(principal, body)
 
     async def write(uow: UnitOfWork) -> Document:
         if not await store.patient_exists(uow, body.patient_id):
             raise UnknownPatient(f"no patient {body.patient_id} is known to the records")
+        if not principal.has(Permission.ENCOUNTERS_OPEN_ANY) and not await store.treats(
+                uow.db, practitioner_id, body.patient_id, session=uow.session):
+            raise NotTreating("a doctor opens encounters only for their own patients; "
+                              "reception or nursing opens a walk-in and names the doctor")
         now = utcnow()
         doc = new_encounter(EncounterOpening(
             encounter_id=str(uuid.uuid4()), patient_id=body.patient_id,
