@@ -16,7 +16,8 @@ import httpx
 import pytest
 from rich.console import Console
 
-from healthflow.client.demo import Options, Report, run_demo
+from healthflow.client.demo import run_demo
+from healthflow.client.journey import Options, Report
 from healthflow.common.topology import SERVICES
 
 from .conftest import Demoable

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from healthflow.client import demo
+from healthflow.client.journey import Options
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_without_any_admin_the_demo_says_how_to_get_one(
 
 
 def test_the_default_run_takes_minutes_and_fifty_patients_about_eleven() -> None:
-    assert demo.Options().patients == 10
+    assert Options().patients == 10
     assert 6 * 60 <= demo.estimate(10) <= 8 * 60  # the reminder's wait sets the pace
     assert demo.estimate(10, reminder=False) <= 3 * 60
     assert 10 * 60 <= demo.estimate(50) <= 12 * 60

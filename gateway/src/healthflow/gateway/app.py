@@ -3,7 +3,8 @@
 Request path for a proxied route (see :mod:`healthflow.gateway.routes`):
 match the route table (no match → 404 problem+json) → per-IP rate limit →
 token verification when the route group requires it (401), permission check
-(403) → per-subject rate limit (429) → forward (:mod:`healthflow.gateway.proxy`).
+(403) → per-subject rate limit (429) → forward (:mod:`healthflow.gateway.proxy`;
+WebSockets :mod:`healthflow.gateway.websocket`).
 Every error is RFC 9457 problem+json. The gateway itself answers
 ``/livez``, ``/readyz``, ``/metrics``, ``/openapi.json`` (the merged platform
 document), ``/asyncapi.json`` (the events' AsyncAPI 3.0 document, generated from
@@ -46,6 +47,7 @@ from healthflow.gateway.edge import Edge, bearer, reject_dot_segments
 from healthflow.gateway.openapi import OpenAPIAggregator
 from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitState, fields
 from healthflow.gateway.settings import GatewaySettings
+from healthflow.gateway.websocket import UpstreamRefused, proxy_websocket
 
 PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 EXPOSED_HEADERS = ["RateLimit", "RateLimit-Policy", "Retry-After", "X-Request-ID"]
@@ -278,7 +280,7 @@ async def _forward_websocket(edge: Edge, websocket: WebSocket) -> None:
     kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "access_token"]
     base = settings.upstream_url(route.service)
     url = "ws" + base.removeprefix("http") + path + ("?" + urlencode(kept) if kept else "")
-    await proxy.proxy_websocket(
+    await proxy_websocket(
         websocket, url=url, headers=headers, open_timeout=policy.timeout,
         idle_timeout=policy.stream_timeout, breakers=edge.breakers, upstream=route.service,
     )
@@ -293,7 +295,7 @@ async def _deny(websocket: WebSocket, problem: Problem) -> None:
         return
     status_code = problem.status
     body = problem.body(websocket.url.path)
-    if isinstance(problem, proxy.UpstreamRefused):
+    if isinstance(problem, UpstreamRefused):
         status_code = problem.upstream_status
         body["status"] = status_code
     if "websocket.http.response" in websocket.scope.get("extensions", {}):

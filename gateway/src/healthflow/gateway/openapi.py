@@ -77,46 +77,10 @@ def merge_documents(
     tags: dict[str, dict[str, Any]] = {}
     for service, original in documents.items():
         doc = copy.deepcopy(dict(original))
-        renames: dict[str, str] = {}
-        for kind, entries in (doc.get("components") or {}).items():
-            if kind == "securitySchemes" or not isinstance(entries, dict):
-                continue
-            merged = components.setdefault(kind, {})
-            known = by_definition.setdefault(kind, {})
-            for name, definition in entries.items():
-                canonical = _canonical(definition)
-                if name not in merged or _canonical(merged[name]) == canonical:
-                    continue
-                # a different definition under a taken name: reuse an identical one
-                # merged earlier under another name, else take the service's name
-                target = known.get(canonical) or f"{service.capitalize()}__{name}"
-                renames[f"#/components/{kind}/{name}"] = f"#/components/{kind}/{target}"
+        renames = _plan_renames(service, doc, components, by_definition)
         doc = _rewrite_refs(doc, renames)
-        for kind, entries in (doc.get("components") or {}).items():
-            if kind == "securitySchemes" or not isinstance(entries, dict):
-                continue
-            merged = components.setdefault(kind, {})
-            known = by_definition.setdefault(kind, {})
-            for name, definition in entries.items():
-                ref = f"#/components/{kind}/{name}"
-                target = renames.get(ref, ref).rsplit("/", 1)[1]
-                if target not in merged:
-                    merged[target] = definition
-                    known.setdefault(_canonical(definition), target)
-        for path, item in (doc.get("paths") or {}).items():
-            route = table.match(path)
-            if route is None or route.service != service:
-                continue
-            item = dict(item)
-            for method, operation in item.items():
-                if method not in HTTP_METHODS or not isinstance(operation, dict):
-                    continue
-                if operation.get("security"):
-                    operation["security"] = [{SECURITY_SCHEME: []}]
-                operation.setdefault("tags", [service])
-                for tag in operation["tags"]:
-                    tags.setdefault(tag, {"name": tag})
-            paths[path] = item
+        _add_components(doc, renames, components, by_definition)
+        paths.update(_routed_paths(service, doc, table, tags))
     for path, item in (extra_paths or {}).items():
         paths.setdefault(path, item)
     components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
@@ -125,24 +89,96 @@ def merge_documents(
         "description": "Log in with email and password; send the access token as "
                        "`Authorization: Bearer <token>`.",
     }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": _description(missing)},
+        "paths": dict(sorted(paths.items())),
+        "components": components,
+        "tags": sorted(tags.values(), key=lambda t: t["name"]),
+    }
+
+
+def _merged_kinds(doc: Mapping[str, Any]) -> Iterable[tuple[str, dict[str, Any]]]:
+    """``doc``'s component kinds that are merged by name (security schemes are not:
+    the platform has its one)."""
+    for kind, entries in (doc.get("components") or {}).items():
+        if kind != "securitySchemes" and isinstance(entries, dict):
+            yield kind, entries
+
+
+def _plan_renames(service: str, doc: Mapping[str, Any], components: dict[str, dict[str, Any]],
+                  by_definition: dict[str, dict[str, str]]) -> dict[str, str]:
+    """The ``$ref`` rewrites ``service``'s document needs: each component whose name is
+    taken by a different definition moves to ``<Service>__<Name>``, or to the name of an
+    identical definition merged earlier."""
+    renames: dict[str, str] = {}
+    for kind, entries in _merged_kinds(doc):
+        merged = components.setdefault(kind, {})
+        known = by_definition.setdefault(kind, {})
+        for name, definition in entries.items():
+            canonical = _canonical(definition)
+            if name not in merged or _canonical(merged[name]) == canonical:
+                continue
+            # a different definition under a taken name: reuse an identical one
+            # merged earlier under another name, else take the service's name
+            target = known.get(canonical) or f"{service.capitalize()}__{name}"
+            renames[f"#/components/{kind}/{name}"] = f"#/components/{kind}/{target}"
+    return renames
+
+
+def _add_components(doc: Mapping[str, Any], renames: Mapping[str, str],
+                    components: dict[str, dict[str, Any]],
+                    by_definition: dict[str, dict[str, str]]) -> None:
+    """Add ``doc``'s components (refs already rewritten) under their final names; a name
+    already merged keeps its first definition."""
+    for kind, entries in _merged_kinds(doc):
+        merged = components.setdefault(kind, {})
+        known = by_definition.setdefault(kind, {})
+        for name, definition in entries.items():
+            ref = f"#/components/{kind}/{name}"
+            target = renames.get(ref, ref).rsplit("/", 1)[1]
+            if target not in merged:
+                merged[target] = definition
+                known.setdefault(_canonical(definition), target)
+
+
+def _routed_paths(service: str, doc: Mapping[str, Any], table: RouteTable,
+                  tags: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The path items of ``doc`` that the gateway routes to ``service``, each secured
+    operation switched to the platform scheme and tagged (the service's name by
+    default); the tags used are recorded in ``tags``."""
+    paths: dict[str, Any] = {}
+    for path, item in (doc.get("paths") or {}).items():
+        route = table.match(path)
+        if route is None or route.service != service:
+            continue
+        item = dict(item)
+        for method, operation in item.items():
+            if method not in HTTP_METHODS or not isinstance(operation, dict):
+                continue
+            if operation.get("security"):
+                operation["security"] = [{SECURITY_SCHEME: []}]
+            operation.setdefault("tags", [service])
+            for tag in operation["tags"]:
+                tags.setdefault(tag, {"name": tag})
+        paths[path] = item
+    return paths
+
+
+def _description(missing: Iterable[str]) -> str:
+    """The document's description, naming the services left out (sorted), if any."""
     description = (
         "Every HealthFlow service behind one gateway. Errors are RFC 9457 "
         "problem+json; responses carry the IETF `RateLimit` and `RateLimit-Policy` "
         "fields; every request gets an `X-Request-ID`."
     )
-    missing = sorted(missing)
-    if missing:
+    left_out = sorted(missing)
+    if left_out:
         description += (
             "\n\n**Incomplete:** these services did not answer and are left out: "
-            + ", ".join(missing) + "."
+            + ", ".join(left_out) + "."
         )
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": title, "version": version, "description": description},
-        "paths": dict(sorted(paths.items())),
-        "components": components,
-        "tags": sorted(tags.values(), key=lambda t: t["name"]),
-    }
+    return description
 
 
 class OpenAPIAggregator:

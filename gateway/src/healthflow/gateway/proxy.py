@@ -1,4 +1,6 @@
-"""Forwarding to upstreams: HTTP (streamed both ways), Server-Sent Events and WebSockets.
+"""Forwarding to upstreams: HTTP (streamed both ways) and Server-Sent Events.
+
+WebSocket sessions are relayed by :mod:`healthflow.gateway.websocket`.
 
 Nothing is buffered: the request body is read from the ASGI receive channel
 chunk by chunk as httpx sends it (``Content-Length`` kept when the client gave
@@ -29,7 +31,6 @@ as no byte of the request body has been sent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi import Request, WebSocket
+from fastapi import Request
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 from starlette.responses import Response, StreamingResponse
@@ -287,43 +288,8 @@ class Proxy:
             BadGateway: the upstream broke the exchange (502).
             PayloadTooLarge: the body passed the route's limit (413).
         """
-        idempotent = method in IDEMPOTENT_METHODS
-
-        def retryable(exc: BaseException) -> bool:
-            if not idempotent or (body is not None and body.started):
-                return False
-            if isinstance(exc, _Busy):
-                return True
-            return isinstance(exc, _Unreachable)
-
-        async def before_retry(state: Any) -> None:
-            outcome = state.outcome
-            exc = outcome.exception() if outcome is not None else None
-            if isinstance(exc, _Busy):
-                await exc.response.aclose()
-
         try:
-            # The first attempt bypasses tenacity (its set-up costs ~0.1 ms per request).
-            try:
-                return await self._attempt(upstream, build)
-            except (_Busy, _Unreachable) as exc:
-                if not retryable(exc) or self.settings.retry_attempts < 2:
-                    raise
-                if isinstance(exc, _Busy):
-                    await exc.response.aclose()
-            # Full-jitter exponential back-off: U(0, d), U(0, 2d), U(0, 4d)… capped.
-            first = self.settings.retry_initial_delay
-            await asyncio.sleep(random.uniform(0, first))  # noqa: S311 - jitter, not crypto
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.settings.retry_attempts - 1),
-                wait=wait_random_exponential(multiplier=2 * first,
-                                             max=self.settings.retry_max_delay),
-                retry=retry_if_exception(retryable),
-                before_sleep=before_retry,
-                reraise=True,
-            ):
-                with attempt:
-                    return await self._attempt(upstream, build)
+            return await self._attempt_with_retries(upstream, method, build, body)
         except _Busy as exc:
             return exc.response
         except CircuitOpen as exc:
@@ -346,6 +312,50 @@ class Proxy:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes") from None
         except _ClientGone:
             raise BadRequest("the client went away before the request body ended") from None
+
+    async def _attempt_with_retries(self, upstream: str, method: str,
+                                    build: Callable[[], httpx.Request],
+                                    body: _Body | None) -> httpx.Response:
+        """The retry policy: an idempotent request whose body has not started is tried
+        up to ``retry_attempts`` times while the upstream is unreachable or answers 503,
+        with full-jitter exponential back-off between attempts; the last failure is
+        raised as one of the private failure types (a last 503 as :class:`_Busy`)."""
+        idempotent = method in IDEMPOTENT_METHODS
+
+        def retryable(exc: BaseException) -> bool:
+            if not idempotent or (body is not None and body.started):
+                return False
+            if isinstance(exc, _Busy):
+                return True
+            return isinstance(exc, _Unreachable)
+
+        async def before_retry(state: Any) -> None:
+            outcome = state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            if isinstance(exc, _Busy):
+                await exc.response.aclose()
+
+        # The first attempt bypasses tenacity (its set-up costs ~0.1 ms per request).
+        try:
+            return await self._attempt(upstream, build)
+        except (_Busy, _Unreachable) as exc:
+            if not retryable(exc) or self.settings.retry_attempts < 2:
+                raise
+            if isinstance(exc, _Busy):
+                await exc.response.aclose()
+        # Full-jitter exponential back-off: U(0, d), U(0, 2d), U(0, 4d)… capped.
+        first = self.settings.retry_initial_delay
+        await asyncio.sleep(random.uniform(0, first))  # noqa: S311 - jitter, not crypto
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.settings.retry_attempts - 1),
+            wait=wait_random_exponential(multiplier=2 * first,
+                                         max=self.settings.retry_max_delay),
+            retry=retry_if_exception(retryable),
+            before_sleep=before_retry,
+            reraise=True,
+        ):
+            with attempt:
+                return await self._attempt(upstream, build)
         raise AssertionError("unreachable")  # pragma: no cover - AsyncRetrying always ends
 
     async def forward(self, request: Request, route: Route, policy: Policy,
@@ -431,116 +441,3 @@ async def _relay(upstream: httpx.Response, service: str) -> Response:
     response.raw_headers = raw_headers
     return response
 
-
-# --- WebSocket ------------------------------------------------------------------
-
-WS_HEADERS_DROP = HOP_BY_HOP | {
-    "host", "origin", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-    "sec-websocket-protocol", "sec-websocket-accept", "content-length",
-}
-
-
-async def proxy_websocket(
-    websocket: WebSocket,
-    *,
-    url: str,
-    headers: list[tuple[str, str]],
-    open_timeout: float,
-    idle_timeout: float,
-    breakers: Breakers,
-    upstream: str,
-) -> None:
-    """Relay one WebSocket session to ``url`` (``ws://``), both directions, until either
-    side closes; the upstream's chosen subprotocol and close code pass through.
-
-    Raises:
-        ServiceUnavailable: the upstream cannot be reached or its circuit is open
-            (raised before the client's handshake is accepted).
-    """
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
-    from websockets.typing import Subprotocol
-
-    subprotocols = [Subprotocol(p) for p in websocket.scope.get("subprotocols", [])]
-    forwarded = [(k, v) for k, v in headers if k not in WS_HEADERS_DROP]
-    refused: int | None = None
-    try:
-        async with breakers.guard(upstream):
-            try:
-                upstream_ws = await connect(
-                    url, additional_headers=forwarded, subprotocols=subprotocols or None,
-                    open_timeout=open_timeout, max_size=None, ping_interval=None,
-                    compression=None, proxy=None, user_agent_header=None,
-                )
-            except InvalidStatus as exc:
-                if exc.response.status_code >= 500:
-                    raise _Unreachable(str(exc)) from exc
-                refused = exc.response.status_code
-            except (OSError, TimeoutError, WebSocketException) as exc:
-                raise _Unreachable(str(exc)) from exc
-    except CircuitOpen as exc:
-        raise ServiceUnavailable(f"{upstream} is unavailable (circuit open)",
-                                 retry_after=exc.retry_after) from None
-    except _Unreachable:
-        raise ServiceUnavailable(f"{upstream} cannot be reached",
-                                 retry_after=max(1, round(breakers.reset_seconds))) from None
-    if refused is not None:
-        raise UpstreamRefused(refused)
-
-    await websocket.accept(subprotocol=upstream_ws.subprotocol)
-
-    async def client_to_upstream() -> None:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                await upstream_ws.close(code=message.get("code", 1000) or 1000)
-                return
-            if message.get("text") is not None:
-                await upstream_ws.send(message["text"])
-            elif message.get("bytes") is not None:
-                await upstream_ws.send(message["bytes"])
-
-    async def upstream_to_client() -> None:
-        try:
-            while True:
-                data = await asyncio.wait_for(upstream_ws.recv(), timeout=idle_timeout)
-                if isinstance(data, str):
-                    await websocket.send_text(data)
-                else:
-                    await websocket.send_bytes(data)
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else 1011
-            reason = exc.rcvd.reason if exc.rcvd is not None else ""
-            with contextlib.suppress(Exception):
-                await websocket.close(code=code, reason=reason)
-        except TimeoutError:
-            await upstream_ws.close(code=1001)
-            with contextlib.suppress(Exception):
-                await websocket.close(code=1001, reason="idle")
-
-    tasks = [asyncio.create_task(client_to_upstream()),
-             asyncio.create_task(upstream_to_client())]
-    try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        for task in done:
-            error = task.exception()
-            if error is not None and not isinstance(error, ConnectionClosed):
-                log.warning("websocket relay ended with an error",
-                            extra={"error": type(error).__name__})
-    finally:
-        for task in tasks:
-            task.cancel()
-        await upstream_ws.close()
-
-
-class UpstreamRefused(Problem):
-    """The upstream refused the WebSocket handshake with a 4xx ``status``."""
-
-    status, title, slug = 400, "WebSocket Refused", "websocket-refused"
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"the service refused the WebSocket handshake with {status}",
-                         upstream_status=status)
-        self.upstream_status = status

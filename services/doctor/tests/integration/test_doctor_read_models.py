@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.doctor import service
+from healthflow.doctor import schedules
 
 
 async def handled(p, event_id: str) -> None:
@@ -61,8 +61,8 @@ async def test_daily_refresh_recomputes_stale_search_dates(platform):
     await p.db["doctors"].update_one({"_id": "doc-s"}, {"$set": {
         "open_dates": [], "open_dates_from": yesterday}})
     midnight = datetime.combine(datetime.now(UTC).date(), datetime.min.time(), tzinfo=UTC)
-    refreshed = await service.refresh_open_dates(p.runtime.transact, p.db, older_than=midnight)
+    refreshed = await schedules.refresh_open_dates(p.runtime.transact, p.db, older_than=midnight)
     assert refreshed == 1
     doc = await p.db["doctors"].find_one({"_id": "doc-s"})
     assert doc["open_dates"] == fresh and doc["open_dates_from"] > yesterday
-    assert await service.refresh_open_dates(p.runtime.transact, p.db, older_than=midnight) == 0
+    assert await schedules.refresh_open_dates(p.runtime.transact, p.db, older_than=midnight) == 0

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from healthflow.doctor import domain, service, store
+from healthflow.doctor import domain, schedules, store
 from healthflow.doctor.domain import Mode
 
 ADMIN = "admin-1"
@@ -278,7 +278,7 @@ async def test_availability_round_trip_and_schedule_changed_payload(platform, di
     facts = await store.hospital_facts(p.db, [h["h1"]])
     start = datetime.now(UTC).replace(microsecond=0)
     stop = start + timedelta(days=35)
-    ours = domain.expand(service.schedule_of(doc), service.zones_for(doc, facts), start, stop)
+    ours = domain.expand(schedules.schedule_of(doc), schedules.zones_for(doc, facts), start, stop)
     theirs = candidate_slots(
         availability_from_event(DoctorScheduleChanged.model_validate(event)), start, stop)
     assert [(s.start, s.end, s.mode.value) for s in ours] == [

@@ -38,481 +38,71 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import os
-import secrets
 import sys
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
-import httpx
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from healthflow.client.api import JSON, ApiError, Gateway, Mailbox, Session
-from healthflow.client.people import People, Person, Site, pick_site
-
-T = TypeVar("T")
-
-SPECIALTIES = ("cardiology", "dermatology", "general-practice")
-BOOKED_SUBJECT = "Your appointment is booked"
-MOVED_SUBJECT = "Your appointment has moved"
-CANCELLED_SUBJECT = "Your appointment is cancelled"
-REMINDER_SUBJECT = "Reminder: your appointment"
-SUBJECT_KINDS = {BOOKED_SUBJECT: "confirmation", MOVED_SUBJECT: "update",
-                 CANCELLED_SUBJECT: "cancellation", REMINDER_SUBJECT: "reminder"}
+from healthflow.client import checks
+from healthflow.client.api import Session
+from healthflow.client.journey import Journey, Options, Report
+from healthflow.client.people import Person
 
 
-@dataclass
-class Options:
-    """One demo run. Durations are seconds."""
-
-    url: str = "http://127.0.0.1:8000"
-    mailbox: str = "http://127.0.0.1:8027"
-    patients: int = 10  # the edge's sign-up and log-in budgets set the pace (see estimate())
-    concurrency: int = 8
-    admin_email: str = ""
-    admin_password: str = field(default="", repr=False)
-    wait: float = 240.0  # for messages and audit entries to arrive
-    reminder: bool = True  # book one appointment whose 1-hour reminder fires during the run
-    reminder_offset: int = 60  # minutes: the platform's shortest reminder offset
-    seed: int | None = None
-    json_path: Path | None = None
-    timeout: float = 30.0  # per request
-    max_wait: float = 900.0  # one call may wait out 429/503 answers this long (edge budgets)
+async def run_demo(options: Options, console: Console | None = None) -> Report:
+    """Drive one journey and return its report (never raises for a failed step)."""
+    console = console or Console()
+    journey = Journey(options, console)
+    started = time.monotonic()
+    journey.report.started = datetime.now(UTC).isoformat(timespec="seconds")
+    journey.report.site = f"{journey.site.city} ({journey.site.zone})"
+    try:
+        with journey.progress:
+            await _phases(journey)
+    finally:
+        journey.report.seconds = time.monotonic() - started
+        await journey.gateway.aclose()
+        await journey.mailbox.aclose()
+    return journey.report
 
 
-@dataclass
-class Booking:
-    """One appointment the demo made and what the patient should hear about it."""
+async def _phases(journey: Journey) -> None:
+    """The four phases of the module doc in order, each with its progress bar; a failed
+    set-up (phase 1) ends the run, any other failure is recorded and the run goes on."""
+    p = journey.progress
+    setup = p.add_task("hospital, doctors, staff", total=1)
+    roles = await journey.step("hospital, doctors and staff", journey.directory)
+    p.update(setup, completed=1)
+    if roles is None:
+        return
+    _, agent, officer = roles
+    signup = p.add_task("patients sign up", total=journey.o.patients)
+    booking = p.add_task("patients book", total=journey.o.patients + 2)
 
-    patient: Person
-    patient_id: str
-    appointment_id: str
-    doctor_id: str
-    start: str
-    expected: list[str] = field(default_factory=list)  # email subjects, in order
-    by_staff: bool = False
+    async def one(index: int) -> tuple[Person, Session, str] | None:
+        result = await journey.patient(index)
+        p.advance(signup)
+        if result is not None:
+            await journey.journey(index, *result)
+        p.advance(booking)
+        return result
 
-
-@dataclass
-class Report:
-    """What the run did and saw (the summary)."""
-
-    tag: str
-    site: str = ""
-    started: str = ""
-    steps: Counter[str] = field(default_factory=Counter)
-    audit_types: Counter[str] = field(default_factory=Counter)
-    mail: Counter[str] = field(default_factory=Counter)
-    sms: int = 0
-    patient_trail: Counter[str] = field(default_factory=Counter)
-    chain: JSON = field(default_factory=dict)
-    statuses: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    # What the hygiene checks need: who was created and which tokens were used.
-    people: list[Person] = field(default_factory=list, repr=False)
-    tokens: list[str] = field(default_factory=list, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def to_json(self) -> JSON:
-        return {"ok": self.ok, "tag": self.tag, "site": self.site, "started": self.started,
-                "seconds": round(self.seconds, 1), "steps": dict(self.steps),
-                "audit_types": dict(self.audit_types), "mail": dict(self.mail),
-                "sms": self.sms, "patient_trail": dict(self.patient_trail),
-                "chain": self.chain, "statuses": dict(self.statuses), "errors": self.errors}
-
-
-class Journey:
-    """The demo's state and steps (one instance per run)."""
-
-    def __init__(self, options: Options, console: Console) -> None:
-        self.o = options
-        self.console = console
-        self.tag = secrets.token_hex(3)
-        self.report = Report(self.tag)
-        self.gateway = Gateway(options.url, timeout=options.timeout, on_call=self._count,
-                               max_wait=options.max_wait)
-        self.mailbox = Mailbox(options.mailbox)
-        self.site: Site = pick_site()
-        self.reminder_due: datetime | None = None  # aware UTC, when the reminder falls due
-        self.people = People(self.site, self.tag, options.seed)
-        self.bookings: list[Booking] = []
-        self.doctors: dict[str, str] = {}  # specialty → doctor id
-        self.hospital_id = ""
-        self.sem = asyncio.Semaphore(options.concurrency)
-        self.progress = Progress(TextColumn("{task.description:<28}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(),
-                                 console=console, transient=False)
-
-    def _count(self, call: Any) -> None:
-        self.report.statuses[str(call.status or call.error)] += 1
-
-    def session(self, session: Session) -> Session:
-        self.report.tokens += [session.access_token, session.refresh_token]
-        return session
-
-    async def step(self, what: str, action: Callable[[], Awaitable[T]]) -> T | None:
-        """Run ``action``; on failure record ``what`` and the error, return None."""
-        try:
-            return await action()
-        except (ApiError, httpx.HTTPError, AssertionError, KeyError, TimeoutError) as exc:
-            self.report.errors.append(f"{what}: {type(exc).__name__}: {exc}")
-            return None
-
-    async def until(self, what: str, check: Callable[[], Awaitable[T | None]],
-                    within: float, interval: float = 0.5) -> T:
-        """Poll ``check`` until it returns something truthy (``within`` seconds).
-
-        Raises:
-            TimeoutError: naming ``what``.
-        """
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                value = await check()
-            except ApiError as exc:
-                if exc.status not in (404, 409):
-                    raise
-                value = None
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what} not within {within:.0f} s")
-            await asyncio.sleep(interval)
-
-    # ----- 1. the care directory
-
-    async def directory(self) -> tuple[Session, Session, Session]:
-        """Admin, patient-care agent and compliance officer sessions; hospital and doctors."""
-        o, site = self.o, self.site
-        admin = self.session(await self.gateway.login(o.admin_email, o.admin_password))
-        f = self.people.faker
-        hospital = await admin.register_hospital({
-            "name": f"{f.last_name()} {site.city} Hospital",
-            "address": {"lines": [f.street_address()], "city": site.city,
-                        "postal_code": f.postcode()[:20], "country": site.country},
-            "contacts": [{"system": "phone", "value": self.people.phone()},
-                         {"system": "email", "value": f"front-desk.{self.tag}@example.org"}],
-            "time_zone": site.zone, "services": list(SPECIALTIES)})
-        self.hospital_id = hospital["id"]
-        await admin.verify_hospital(self.hospital_id)
-        heart = await admin.add_department(self.hospital_id, "Cardiology", ["cardiology"])
-        general = await admin.add_department(self.hospital_id, "Outpatient Clinic",
-                                             ["dermatology", "general-practice"])
-        self.report.steps["hospitals verified"] += 1
-        self.report.steps["departments"] += 2
-        # Three doctors: weekly hours every day 08:00–20:00 at the hospital (its zone).
-        plan = [("cardiology", heart["id"], 30), ("dermatology", general["id"], 20),
-                ("general-practice", general["id"], 5)]
-
-        async def doctor(specialty: str, department: str, slot_minutes: int) -> None:
-            person = self.people.person("doctor")
-            self.report.people.append(person)
-            await admin.create_user(person.email, person.password, person.full_name,
-                                    ["doctor"], person.phone)
-            me = self.session(await self.gateway.login(person.email, person.password))
-            profile = await me.register_doctor({
-                "name": {"prefix": "Dr.", "given": [person.given], "family": person.family},
-                "licence": {"number": f"LIC-{self.tag}-{self.people.count}",
-                            "issuer": f"{site.city} Medical Council", "country": site.country},
-                "qualifications": [{"code": "MD", "issuer": f"University of {site.city}"}],
-                "specialties": [specialty], "languages": ["en"],
-                "affiliations": [{"hospital_id": self.hospital_id, "department_id": department}],
-                "modes": ["in_person"], "fee": {"amount": 6000, "currency": "EUR"},
-                "time_zone": site.zone})
-            await admin.verify_doctor(profile["id"])
-            weekly = [{"location": f"hospital:{self.hospital_id}", "day": day,
-                       "start": "08:00", "end": "20:00"}
-                      for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")]
-            await me.put_availability(profile["id"], {"slot_minutes": slot_minutes,
-                                                      "weekly": weekly})
-            self.doctors[specialty] = profile["id"]
-            self.report.steps["doctors verified"] += 1
-
-        await asyncio.gather(*(doctor(*p) for p in plan))
-        staff = []
-        for role in ("patient_care", "compliance_officer"):
-            person = self.people.person(role.replace("_", ""))
-            self.report.people.append(person)
-            await admin.create_user(person.email, person.password, person.full_name, [role],
-                                    person.phone)
-            staff.append(self.session(await self.gateway.login(person.email, person.password)))
-        # Searchable and bookable once the read models have the events.
-        for specialty, doctor_id in self.doctors.items():
-            await self.until(f"{specialty} doctor in search",
-                             functools.partial(self._found, admin, specialty, doctor_id),
-                             within=self.o.wait)
-            await self.until(f"{specialty} doctor's slots",
-                             functools.partial(self._slots, admin, doctor_id), within=self.o.wait)
-        return admin, staff[0], staff[1]
-
-    async def _slots(self, session: Session, doctor_id: str) -> list[JSON]:
-        now = datetime.now(UTC)
-        return await session.free_slots(doctor_id, now, now + timedelta(days=14))
-
-    async def _found(self, session: Session, specialty: str, doctor_id: str) -> bool:
-        return any(d["id"] == doctor_id
-                   for d in await session.search_doctors(specialty=specialty, limit="100"))
-
-    # ----- 2. patients
-
-    async def free_slot(self, session: Session, doctor_id: str, earliest: datetime,
-                        pick: int = 40) -> str:
-        """The start of a random free slot among the first ``pick`` after ``earliest``."""
-        slots = await session.free_slots(doctor_id, earliest, earliest + timedelta(days=14))
-        if not slots:
-            raise AssertionError(f"no free slot of doctor {doctor_id}")
-        return str(self.people.random.choice(slots[:pick])["start"])
-
-    async def book_with_retry(self, session: Session, doctor_id: str, earliest: datetime,
-                              *, soonest: bool = False, pick: int = 40, **kwargs: Any) -> JSON:
-        """Book one of the first ``pick`` free slots (the first when ``soonest``); another
-        one when somebody else took it first (409)."""
-        for attempt in range(6):
-            start = await self.free_slot(session, doctor_id, earliest,
-                                         pick=1 if soonest else pick)
-            try:
-                return await session.book(doctor_id, start, **kwargs)
-            except ApiError as exc:
-                if exc.status != 409 or attempt == 5:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def patient(self, index: int) -> tuple[Person, Session, str] | None:
-        """Register, sign in, fill in the chart; returns the person, session, patient id."""
-        person = self.people.person("patient")
-        self.report.people.append(person)
-
-        async def go() -> tuple[Person, Session, str]:
-            await self.gateway.register_patient(person.email, person.password,
-                                                person.full_name, person.phone)
-            session = self.session(await self.gateway.login(person.email, person.password))
-            await self.until("the patient's chart", session.my_chart, within=self.o.wait)
-            chart = self.people.chart(person)
-            await session.update_my_chart({k: v for k, v in chart.items() if v is not None})
-            self.report.steps["patients registered"] += 1
-            return person, session, session.user_id
-
-        async with self.sem:
-            return await self.step(f"patient {index} registration", go)
-
-    async def journey(self, index: int, person: Person, session: Session,
-                      patient_id: str) -> None:
-        """Search, book; every 5th reschedules, every 7th cancels; the first gets a reminder."""
-        async def go() -> None:
-            specialty = SPECIALTIES[index % len(SPECIALTIES)]
-            found = await session.search_doctors(specialty=specialty)
-            doctor_id = next(d["id"] for d in found if d["id"] == self.doctors[specialty])
-            self.report.steps["searches"] += 1
-            soon = index == 0 and self.o.reminder
-            if soon:  # the 1-hour reminder is due within about five minutes
-                doctor_id = self.doctors["general-practice"]
-                earliest = datetime.now(UTC) + timedelta(minutes=self.o.reminder_offset,
-                                                         seconds=45)
-            else:
-                earliest = datetime.now(UTC) + timedelta(hours=3)
-            appointment = await self.book_with_retry(session, doctor_id, earliest,
-                                                     reason="Consultation", soonest=soon)
-            booking = Booking(person, patient_id, appointment["id"], doctor_id,
-                              appointment["start"], [BOOKED_SUBJECT])
-            self.bookings.append(booking)
-            self.report.steps["bookings"] += 1
-            if soon:
-                booking.expected.append(REMINDER_SUBJECT)
-                self.report.steps["reminders expected"] += 1
-                due = datetime.fromisoformat(appointment["start"]) - timedelta(
-                    minutes=self.o.reminder_offset)
-                self.reminder_due = max(self.reminder_due or due, due)
-            elif index % 5 == 4:
-                await self.confirmed(person)
-                start = await self.free_slot(session, doctor_id, earliest + timedelta(days=1))
-                moved = await session.reschedule(booking.appointment_id, start)
-                booking.start = moved["start"]
-                booking.expected.append(MOVED_SUBJECT)
-                self.report.steps["reschedules"] += 1
-            elif index % 7 == 6:
-                await self.confirmed(person)
-                await session.cancel(booking.appointment_id, "patient_request")
-                booking.expected.append(CANCELLED_SUBJECT)
-                self.report.steps["cancellations"] += 1
-
-        async with self.sem:
-            await self.step(f"patient {index} booking", go)
-
-    async def confirmed(self, person: Person) -> None:
-        """Wait until the booking confirmation reached ``person``'s mailbox, as a patient
-        would before changing the appointment (``wait`` seconds at most)."""
-        async def arrived() -> bool:
-            return any(m["subject"] == BOOKED_SUBJECT for m in await self.mailbox.mail(
-                person.email))
-
-        await self.until("the booking confirmation", arrived, within=self.o.wait)
-
-    async def on_behalf(self, agent: Session, patient: tuple[Person, Session, str],
-                        number: int) -> None:
-        """The patient-care agent books for ``patient`` with special requests."""
-        person, _, patient_id = patient
-        requests = [
-            {"interpreter_language": "ar", "accessibility_needs": ["wheelchair access"],
-             "notes_for_staff": "Arrives with a carer; prefers a ground-floor room."},
-            {"interpreter_language": "pt-BR", "preferred_practitioner_gender": "female",
-             "accessibility_needs": ["hearing loop"],
-             "notes_for_staff": "Hard of hearing; please face the patient when speaking."},
-        ][number % 2]
-
-        async def go() -> None:
-            doctor_id = self.doctors["cardiology"]
-            appointment = await self.book_with_retry(
-                agent, doctor_id, datetime.now(UTC) + timedelta(days=2), patient_id=patient_id,
-                reason="Follow-up booked by patient care", preferences=requests)
-            if appointment["booked_by_role"] == "patient" or \
-                    appointment["preferences"]["notes_for_staff"] != requests["notes_for_staff"]:
-                raise AssertionError("the staff booking lost its author or special requests")
-            self.bookings.append(Booking(person, patient_id, appointment["id"], doctor_id,
-                                         appointment["start"], [BOOKED_SUBJECT], by_staff=True))
-            self.report.steps["bookings by patient care"] += 1
-
-        await self.step(f"patient-care booking {number}", go)
-
-    # ----- 3. messages
-
-    async def messages(self, task: Any) -> None:
-        """Wait until every expected email and SMS is in the local mailbox and SMS log."""
-        expected: dict[str, Counter[str]] = {}
-        phones: dict[str, int] = {}
-        for booking in self.bookings:
-            wanted = expected.setdefault(booking.patient.email, Counter())
-            wanted.update(booking.expected)
-            phones[booking.patient.phone] = phones.get(booking.patient.phone, 0) + len(
-                booking.expected)
-        total = sum(sum(c.values()) for c in expected.values())
-        self.progress.update(task, total=total)
-        deadline = time.monotonic() + self.o.wait
-        if self.reminder_due is not None:  # the reminder cannot arrive before it is due
-            ahead = (self.reminder_due - datetime.now(UTC)).total_seconds()
-            deadline = max(deadline, time.monotonic() + ahead + self.o.wait)
-        while True:
-            mail = [m for m in await self.mailbox.mail() if self.tag in " ".join(m["to"])]
-            got: dict[str, Counter[str]] = {}
-            for m in mail:
-                for to in m["to"]:
-                    got.setdefault(to, Counter())[m["subject"]] += 1
-            done = sum(min(n, got.get(email, Counter())[subject])
-                       for email, wanted in expected.items() for subject, n in wanted.items())
-            self.progress.update(task, completed=done)
-            sms = [s for s in await self.mailbox.sms() if s["to"] in phones]
-            if done >= total and len(sms) >= sum(phones.values()):
-                break
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(1.0)
-        for m in mail:
-            self.report.mail[SUBJECT_KINDS.get(m["subject"], "welcome/other")] += 1
-        self.report.sms = len(sms)
-        for email, wanted in expected.items():
-            for subject, n in wanted.items():
-                seen = got.get(email, Counter())[subject]
-                if seen != n:
-                    self.report.errors.append(
-                        f"mailbox: {seen} × {subject!r} for a patient, expected {n}")
-        if len(sms) < sum(phones.values()):
-            self.report.errors.append(f"SMS log: {len(sms)} messages to this run's patients, "
-                                      f"expected {sum(phones.values())}")
-
-    # ----- 4. compliance
-
-    async def compliance(self, officer: Session, task: Any) -> None:
-        """One patient's trail, the run's event counts (once they settle), the chain."""
-        bookings = sum(1 for _ in self.bookings)
-        since = self.report.started
-
-        async def counted() -> Counter[str] | None:
-            counts = Counter([e["type"] async for e in officer.audit_events(**{"from": since})])
-            self.progress.update(task, completed=min(counts["appointment.booked"], bookings))
-            return counts if counts["appointment.booked"] >= bookings else None
-
-        self.progress.update(task, total=bookings)
-        counts = await self.step("audit log counts", lambda: self.until(
-            "every booking in the audit log", counted, within=self.o.wait, interval=2.0))
-        if counts is not None:
-            await asyncio.sleep(2.0)  # let the last notification events land too
-            self.report.audit_types = Counter(
-                [e["type"] async for e in officer.audit_events(**{"from": since})])
-        if self.bookings:
-            patient_id = self.bookings[0].patient_id
-            trail = await self.step("one patient's audit trail", lambda: self._trail(
-                officer, patient_id))
-            if trail is not None:
-                self.report.patient_trail = trail
-                if trail["appointment.booked"] < 1:
-                    self.report.errors.append("the patient's audit trail has no booking")
-        chain = await self.step("audit chain verification", officer.audit_verify)
-        if chain is not None:
-            self.report.chain = {k: chain.get(k) for k in ("ok", "checked", "head_seq",
-                                                           "first_broken_index", "reason")}
-            if not chain.get("ok"):
-                self.report.errors.append(f"the audit chain does not verify: {chain}")
-
-    async def _trail(self, officer: Session, patient_id: str) -> Counter[str]:
-        return Counter([e["type"] async for e in officer.audit_events(patient=patient_id)])
-
-    # ----- the run
-
-    async def run(self) -> Report:
-        started = time.monotonic()
-        self.report.started = datetime.now(UTC).isoformat(timespec="seconds")
-        self.report.site = f"{self.site.city} ({self.site.zone})"
-        try:
-            with self.progress:
-                await self._run()
-        finally:
-            self.report.seconds = time.monotonic() - started
-            await self.gateway.aclose()
-            await self.mailbox.aclose()
-        return self.report
-
-    async def _run(self) -> None:
-        p = self.progress
-        setup = p.add_task("hospital, doctors, staff", total=1)
-        roles = await self.step("hospital, doctors and staff", self.directory)
-        p.update(setup, completed=1)
-        if roles is None:
-            return
-        _, agent, officer = roles
-        signup = p.add_task("patients sign up", total=self.o.patients)
-        booking = p.add_task("patients book", total=self.o.patients + 2)
-
-        async def one(index: int) -> tuple[Person, Session, str] | None:
-            result = await self.patient(index)
-            p.advance(signup)
-            if result is not None:
-                await self.journey(index, *result)
-            p.advance(booking)
-            return result
-
-        # Patient 0 books first: the reminder it is owed falls due while the others sign up.
-        first = await one(0)
-        rest = await asyncio.gather(*(one(i) for i in range(1, self.o.patients)))
-        patients = [r for r in (first, *rest) if r is not None]
-        for number, patient in enumerate(patients[1:3]):
-            await self.on_behalf(agent, patient, number)
-            p.advance(booking)
-        mail = p.add_task("messages arrive", total=None)
-        await self.step("messages", lambda: self.messages(mail))
-        audit = p.add_task("audit log settles", total=None)
-        await self.compliance(officer, audit)
+    # Patient 0 books first: the reminder it is owed falls due while the others sign up.
+    first = await one(0)
+    rest = await asyncio.gather(*(one(i) for i in range(1, journey.o.patients)))
+    patients = [r for r in (first, *rest) if r is not None]
+    for number, patient in enumerate(patients[1:3]):
+        await journey.on_behalf(agent, patient, number)
+        p.advance(booking)
+    mail = p.add_task("messages arrive", total=None)
+    await journey.step("messages", lambda: checks.messages(journey, mail))
+    audit = p.add_task("audit log settles", total=None)
+    await checks.compliance(journey, officer, audit)
 
 
 def summary(report: Report, console: Console) -> None:
@@ -600,12 +190,6 @@ def parse_args(argv: list[str] | None) -> Options:
                    seed=args.seed, json_path=args.json_path,
                    admin_email=os.environ.get("HEALTHFLOW_ADMIN_EMAIL", ""),
                    admin_password=os.environ.get("HEALTHFLOW_ADMIN_PASSWORD", ""))
-
-
-async def run_demo(options: Options, console: Console | None = None) -> Report:
-    """Drive one journey and return its report (never raises for a failed step)."""
-    console = console or Console()
-    return await Journey(options, console).run()
 
 
 def load_dotenv_defaults(path: Path = Path(".env")) -> None:

@@ -50,7 +50,7 @@ import httpx
 from rich.console import Console
 
 from healthflow.client.api import JSON, ApiError, Call, Session
-from healthflow.client.demo import BOOKED_SUBJECT, Journey, Options
+from healthflow.client.journey import BOOKED_SUBJECT, Journey, Options
 from healthflow.client.people import Person
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from healthflow.devkit.console import Console
+
 EMAIL_ENV = "HEALTHFLOW_ADMIN_EMAIL"
 PASSWORD_ENV = "HEALTHFLOW_ADMIN_PASSWORD"  # noqa: S105 - a variable name
 GENERATED_EMAIL = "admin@healthflow.example"
@@ -128,3 +130,18 @@ async def ensure_admin(credentials: AdminCredentials) -> str:
             settings, credentials.email, credentials.password, source=credentials.source))
     except ValueError as exc:  # PasswordRejected is a ValueError too
         raise FirstAdminError(f"the first admin {credentials.email} was refused: {exc}") from None
+
+
+async def create_first_admin(credentials: AdminCredentials, console: Console) -> None:
+    """Create the first admin (unless it exists) and say where its password is kept.
+
+    Raises:
+        FirstAdminError: the auth service refused the address or the password.
+    """
+    user_id = await ensure_admin(credentials)
+    if credentials.source == PASSWORD_ENV:
+        where = f"password from {PASSWORD_ENV}"
+    else:
+        where = f"password in {credentials.source} (owner-only; `make demo` reads it)"
+    console.status("admin", "ok", f"first admin {credentials.email} (user id {user_id}); "
+                   f"{where}", "green")

@@ -73,29 +73,25 @@ from healthflow.devkit.config import Config, load_dotenv_defaults, parse_args, r
 from healthflow.devkit.console import Console
 from healthflow.devkit.discovery import HOST, Component, app_factory, discover
 from healthflow.devkit.embedded import EmbeddedMongo, EmbeddedS3, free_port, port_open
-from healthflow.devkit.local_admin import AdminCredentials, FirstAdminError, ensure_admin
-from healthflow.devkit.probes import Readiness, find_broker, ping_mongo, summarize, wait_ready
-from healthflow.devkit.restart import Backoff
-from healthflow.devkit.supervisor import Supervised, _EmbeddedServer, _log_to_file, platform_env
+from healthflow.devkit.local_admin import AdminCredentials, FirstAdminError
+from healthflow.devkit.probes import (
+    Readiness,
+    find_broker,
+    ping_mongo,
+    print_readiness,
+    summarize,
+    wait_ready,
+)
+from healthflow.devkit.supervisor import (
+    Supervised,
+    _EmbeddedServer,
+    _log_to_file,
+    platform_env,
+    watch_mongo,
+)
 
 DEFAULT_S3_PORT = 9000
 MAILBOX_PORTS = {"smtp": 8025, "twilio": 8026, "view": 8027}  # defaults of the local mailbox
-MONGO_WATCH_INTERVAL = 1.0  # seconds between two checks that the embedded SecantusDB lives
-
-
-async def create_first_admin(credentials: AdminCredentials, console: Console) -> None:
-    """Create the first admin (unless it exists) and say where its password is kept.
-
-    Raises:
-        FirstAdminError: the auth service refused the address or the password.
-    """
-    user_id = await ensure_admin(credentials)
-    if credentials.source == local_admin.PASSWORD_ENV:
-        where = f"password from {local_admin.PASSWORD_ENV}"
-    else:
-        where = f"password in {credentials.source} (owner-only; `make demo` reads it)"
-    console.status("admin", "ok", f"first admin {credentials.email} (user id {user_id}); "
-                   f"{where}", "green")
 
 
 class Platform:
@@ -308,7 +304,7 @@ class Platform:
                                     f"{component.url}  ({result.seconds:.1f} s)", "green")
                 if component.name == "auth" and self.admin is not None:
                     try:
-                        await create_first_admin(self.admin, self.console)
+                        await local_admin.create_first_admin(self.admin, self.console)
                     except FirstAdminError as exc:
                         self._stop_fatally(str(exc))
             else:
@@ -326,37 +322,6 @@ class Platform:
             return False
         stop.cancel()
         return all(r.ready for r in self.report.values())
-
-    async def _watch_mongo(self) -> None:
-        """Restart the embedded SecantusDB (same port, same data) whenever it exits.
-
-        Without this a crashed database stayed down until someone restarted the
-        whole platform; the services reconnect by themselves once it is back.
-        """
-        backoff = Backoff()
-        while not self.stop_requested.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_requested.wait(), MONGO_WATCH_INTERVAL)
-            mongo = self.mongo
-            if mongo is None or mongo.process is None or self.stop_requested.is_set():
-                continue
-            code = mongo.process.poll()
-            if code is None:
-                continue
-            delay = backoff.next_delay()
-            self.console.status("mongodb", "exited", f"code {code}; restarting on "
-                                f":{mongo.port} in {delay:.0f} s", "red")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop_requested.wait(), delay)
-            if self.stop_requested.is_set():
-                return
-            try:
-                await asyncio.to_thread(mongo.start)
-            except RuntimeError as exc:
-                self.console.status("mongodb", "failed", str(exc), "red")
-                continue
-            backoff.succeeded()
-            self.console.status("mongodb", "ready", f"again, pid {mongo.process.pid}", "green")
 
     def _banner(self) -> None:
         c = self.console
@@ -454,10 +419,12 @@ class Platform:
                     await self._start_single()
                 ready = await self._wait_ready()
             if self.config.check:
-                self._print_check()
+                print_readiness(self.console, self.components, self.report, self.skipped)
             elif ready:
                 self._banner()
-                watchdog = asyncio.create_task(self._watch_mongo(), name="watch-mongo")
+                watchdog = asyncio.create_task(
+                    watch_mongo(self.mongo, self.stop_requested, self.console),
+                    name="watch-mongo")
                 await self.stop_requested.wait()
                 await watchdog
             elif not self.stop_requested.is_set():
@@ -472,19 +439,6 @@ class Platform:
         if self.config.check:
             return 0 if ready else 1
         return 0
-
-    def _print_check(self) -> None:
-        c = self.console
-        c.line()
-        c.line(c.paint("readiness", "bold"))
-        for component in self.components:
-            result = self.report.get(component.name, Readiness(False, None, "not probed"))
-            state, color = ("ready", "green") if result.ready else ("NOT READY", "red")
-            c.line(f"  {component.name:<12} {c.paint(f'{state:<10}', color)} "
-                   f"{result.status or '-':>3}  {summarize(result.body)}")
-        for name, reason in self.skipped:
-            skipped = c.paint(f"{'skipped':<10}", "dim")
-            c.line(f"  {name:<12} {skipped} {'-':>3}  {reason}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

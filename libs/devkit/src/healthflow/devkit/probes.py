@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,3 +123,22 @@ def summarize(body: Any) -> str:
                if v not in ("ok", "attached", True) and not isinstance(v, dict)]
         return ", ".join(bad) if bad else "all checks ok"
     return str(body)[:120] if body is not None else "no answer"
+
+
+def print_readiness(console: Console, components: Sequence[Component],
+                    report: Mapping[str, Readiness],
+                    skipped: Sequence[tuple[str, str]]) -> None:
+    """The readiness table of ``--check``: each component's state, ``/readyz`` status and
+    answer (``report``; a component missing from it was never probed), then the skipped
+    ones with the reason."""
+    c = console
+    c.line()
+    c.line(c.paint("readiness", "bold"))
+    for component in components:
+        result = report.get(component.name, Readiness(False, None, "not probed"))
+        state, color = ("ready", "green") if result.ready else ("NOT READY", "red")
+        c.line(f"  {component.name:<12} {c.paint(f'{state:<10}', color)} "
+               f"{result.status or '-':>3}  {summarize(result.body)}")
+    for name, reason in skipped:
+        skipped_label = c.paint(f"{'skipped':<10}", "dim")
+        c.line(f"  {name:<12} {skipped_label} {'-':>3}  {reason}")

@@ -1,5 +1,6 @@
 """Children of the runner: each component as a supervised process (multi-process), or
-as a uvicorn server in the runner's own loop (single-process), and their environment."""
+as a uvicorn server in the runner's own loop (single-process), and their environment;
+the watch that restarts the embedded SecantusDB when it dies."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from typing import Any
 from healthflow.devkit.config import Config
 from healthflow.devkit.console import Console
 from healthflow.devkit.discovery import HOST, Component
+from healthflow.devkit.embedded import EmbeddedMongo
 from healthflow.devkit.probes import summarize, wait_ready
 from healthflow.devkit.restart import Backoff
 
 JWKS_PATH = "/.well-known/jwks.json"
+MONGO_WATCH_INTERVAL = 1.0  # seconds between two checks that the embedded SecantusDB lives
 
 
 def platform_env(config: Config, mongodb_url: str, transport: str,
@@ -221,3 +224,36 @@ def _log_to_file(path: Path, level: str) -> None:
     for handler in logging.getLogger().handlers:
         if getattr(handler, "_healthflow", False) and isinstance(handler, logging.StreamHandler):
             handler.setStream(stream)
+
+
+async def watch_mongo(mongo: EmbeddedMongo | None, stop_requested: asyncio.Event,
+                      console: Console) -> None:
+    """Restart the embedded SecantusDB (same port, same data) whenever it exits, until
+    ``stop_requested`` is set (``mongo`` None: an external database, nothing to watch).
+
+    Without this a crashed database stayed down until someone restarted the
+    whole platform; the services reconnect by themselves once it is back.
+    """
+    backoff = Backoff()
+    while not stop_requested.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_requested.wait(), MONGO_WATCH_INTERVAL)
+        if mongo is None or mongo.process is None or stop_requested.is_set():
+            continue
+        code = mongo.process.poll()
+        if code is None:
+            continue
+        delay = backoff.next_delay()
+        console.status("mongodb", "exited", f"code {code}; restarting on "
+                       f":{mongo.port} in {delay:.0f} s", "red")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_requested.wait(), delay)
+        if stop_requested.is_set():
+            return
+        try:
+            await asyncio.to_thread(mongo.start)
+        except RuntimeError as exc:
+            console.status("mongodb", "failed", str(exc), "red")
+            continue
+        backoff.succeeded()
+        console.status("mongodb", "ready", f"again, pid {mongo.process.pid}", "green")

@@ -186,6 +186,23 @@ async def list_free_slots(runtime: ServiceRuntime, doctor_id: str, start: dateti
     return availability, free_slots(availability, start, end, taken=taken, now=utcnow())
 
 
+def _booking_for(principal: Principal, request: BookingRequest) -> tuple[str, Actor]:
+    """Whose appointment ``request`` books, and in which capacity: another patient's as
+    staff (``appointments:book_any``), else the caller's own as a patient.
+
+    Raises:
+        Forbidden: (403) booking for another patient without ``appointments:book_any``.
+        UnprocessableContent: (422) staff booking without a ``patient_id``.
+    """
+    if request.patient_id is not None and request.patient_id != principal.subject:
+        if not principal.has(Permission.APPOINTMENTS_BOOK_ANY):
+            raise Forbidden("booking for another patient requires appointments:book_any")
+        return request.patient_id, Actor.STAFF
+    if principal.has(Permission.APPOINTMENTS_BOOK_OWN):
+        return principal.subject, Actor.PATIENT
+    raise UnprocessableContent("patient_id is required when staff book for a patient")
+
+
 async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRequest
                ) -> Document:
     """Book a slot for the caller (patient) or for ``request.patient_id`` (staff).
@@ -197,14 +214,7 @@ async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRe
             see :func:`~healthflow.appointment.domain.resolve_slot`.
         SlotAlreadyBooked / PatientAlreadyBooked: (409) the database refused the locks.
     """
-    if request.patient_id is not None and request.patient_id != principal.subject:
-        if not principal.has(Permission.APPOINTMENTS_BOOK_ANY):
-            raise Forbidden("booking for another patient requires appointments:book_any")
-        patient_id, role = request.patient_id, Actor.STAFF
-    elif principal.has(Permission.APPOINTMENTS_BOOK_OWN):
-        patient_id, role = principal.subject, Actor.PATIENT
-    else:
-        raise UnprocessableContent("patient_id is required when staff book for a patient")
+    patient_id, role = _booking_for(principal, request)
     availability = await schedule_of(runtime, request.doctor_id)
     now = utcnow()
     slot = resolve_slot(availability, request.start, request.mode, request.location_id, now)

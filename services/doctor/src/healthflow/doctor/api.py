@@ -35,7 +35,7 @@ from healthflow.common.mongo import Document
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
-from healthflow.doctor import domain, service, store
+from healthflow.doctor import domain, schedules, service, store
 from healthflow.doctor.domain import DoctorStatus, Mode
 from healthflow.doctor.schemas import (
     AvailabilityIn,
@@ -171,7 +171,7 @@ async def get_availability(doctor_id: str, runtime: Runtime,
                                doctor_id)
     facts = await store.hospital_facts(runtime.db,
                                        [a["hospital_id"] for a in doc["affiliations"]])
-    return AvailabilityOut.model_validate(service.availability_view(doc, facts))
+    return AvailabilityOut.model_validate(schedules.availability_view(doc, facts))
 
 
 @router.put("/{doctor_id}/availability", response_model=AvailabilityOut,
@@ -192,4 +192,4 @@ async def put_availability(
     doc = await runtime.transact(fn, actor=principal.actor)
     facts = await store.hospital_facts(runtime.db,
                                        [a["hospital_id"] for a in doc["affiliations"]])
-    return AvailabilityOut.model_validate(service.availability_view(doc, facts))
+    return AvailabilityOut.model_validate(schedules.availability_view(doc, facts))

@@ -11,7 +11,7 @@ from healthflow.common.http import create_service_app
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Loop
-from healthflow.doctor import api, handlers, service, store
+from healthflow.doctor import api, handlers, schedules, store
 from healthflow.doctor.settings import Settings
 
 
@@ -20,7 +20,7 @@ async def refresh_search_dates(runtime: ServiceRuntime) -> bool:
     horizon moves forward with the calendar (a step of the ``doctor-search-dates`` loop,
     every ``open_dates_refresh_seconds``)."""
     today = datetime.combine(datetime.now(UTC).date(), time(0), tzinfo=UTC)
-    await service.refresh_open_dates(runtime.transact, runtime.db, older_than=today)
+    await schedules.refresh_open_dates(runtime.transact, runtime.db, older_than=today)
     return False
 
 

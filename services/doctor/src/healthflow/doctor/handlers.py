@@ -21,7 +21,7 @@ from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot
-from healthflow.doctor import service, store
+from healthflow.doctor import schedules, service, store
 
 HOSPITAL_FACTS = {"hospital_id", "version", "name", "city", "country", "time_zone", "status"}
 
@@ -38,7 +38,7 @@ async def on_department(event: Received[DepartmentCreated], uow: UnitOfWork) -> 
 async def on_booking(event: Received[AppointmentEvent], uow: UnitOfWork) -> None:
     data = event.data
     status = store.FREED if event.type == "appointment.cancelled" else data.status
-    await service.apply_booking(uow, appointment_id=data.appointment_id,
+    await schedules.apply_booking(uow, appointment_id=data.appointment_id,
                               doctor_id=data.doctor_id, start=data.start, end=data.end,
                               status=status, event_time=_time(event.time))
 

@@ -1,39 +1,33 @@
 """Use cases of the doctor service: who may do what, validation, the writes and the events
-they cause, and what the consumed events change (its read models of hospitals,
-departments and bookings). Each takes the :class:`UnitOfWork` of one transaction
-(the route's or the consumer's); :mod:`healthflow.doctor.store` holds the
-collections, indexes and queries, :mod:`healthflow.doctor.domain` the rules.
-Times are aware UTC.
+they cause, and what the consumed hospital and department events change (its read
+models of them). Each takes the :class:`UnitOfWork` of one transaction (the route's
+or the consumer's); :mod:`healthflow.doctor.store` holds the collections, indexes and
+queries, :mod:`healthflow.doctor.domain` the rules, :mod:`healthflow.doctor.schedules`
+what a doctor's schedule derives (open dates and the bookings read model they follow,
+the ``doctor.schedule_changed`` payload, the availability view). Times are aware UTC.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from healthflow import scheduling
 from healthflow.common.auth import Principal, ensure_owner
 from healthflow.common.errors import Conflict, NotFound, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
-from healthflow.doctor import domain, events, store
+from healthflow.doctor import domain, events, schedules, store
 from healthflow.doctor.domain import (
-    ONLINE,
     DoctorStatus,
-    HospitalFacts,
     Leave,
-    Mode,
     Schedule,
     WeeklyRule,
 )
 from healthflow.doctor.schemas import (
-    DAY_NAMES,
     WEEKDAYS,
     AvailabilityIn,
     DoctorCreate,
@@ -81,99 +75,21 @@ async def apply_department(uow: UnitOfWork, department_id: str, hospital_id: str
         upsert=True, session=uow.session)
 
 
-async def apply_booking(uow: UnitOfWork, *, appointment_id: str, doctor_id: str,
-                        start: datetime, end: datetime, status: str,
-                        event_time: datetime) -> None:
-    """Fold an ``appointment.*`` event into the bookings read model (newest event wins) and
-    refresh that doctor's ``open_dates``."""
-    stored = await uow.db[store.BOOKINGS].find_one({"_id": appointment_id}, session=uow.session)
-    if stored is not None and stored["event_time"] > event_time:
-        return
-    await uow.db[store.BOOKINGS].update_one(
-        {"_id": appointment_id},
-        {"$set": {"doctor_id": doctor_id, "start": start.astimezone(UTC),
-                  "end": end.astimezone(UTC), "status": status, "event_time": event_time}},
-        upsert=True, session=uow.session)
-    doctors = {doctor_id} | ({stored["doctor_id"]} if stored else set())
-    for affected in doctors:
-        doc = await uow.db[store.DOCTORS].find_one({"_id": affected}, session=uow.session)
-        if doc is not None:
-            dates = await _open_dates(uow.db, doc, await _doc_facts(uow, doc), utcnow(),
-                                      session=uow.session)
-            await uow.db[store.DOCTORS].update_one({"_id": affected}, {"$set": dates},
-                                             session=uow.session)
-
-
-async def _doc_facts(uow: UnitOfWork, doc: Document) -> dict[str, HospitalFacts]:
-    return await store.hospital_facts(uow.db, [a["hospital_id"] for a in doc["affiliations"]],
-                                session=uow.session)
-
-
-def zones_for(doc: Mapping[str, Any], facts: Mapping[str, HospitalFacts]) -> dict[str, ZoneInfo]:
-    """Location key → zone: ``online`` (doctor's zone) and each known affiliated hospital."""
-    zones = {ONLINE: ZoneInfo(doc["time_zone"])}
-    for affiliation in doc["affiliations"]:
-        known = facts.get(affiliation["hospital_id"])
-        if known is not None:
-            zones[domain.hospital_location(known.hospital_id)] = ZoneInfo(known.time_zone)
-    return zones
-
-
-def schedule_of(doc: Mapping[str, Any]) -> Schedule | None:
-    """The stored schedule as the domain's :class:`Schedule` (``None`` when not set)."""
-    raw = doc.get("schedule")
-    if not raw:
-        return None
-    rules = tuple(
-        WeeklyRule(r["location"], r["day"], minutes(r["start"]), minutes(r["end"]),
-                   tuple((minutes(b["start"]), minutes(b["end"])) for b in r["breaks"]))
-        for r in raw["weekly"]
-    )
-    leave = tuple(
-        Leave(date.fromisoformat(x["start_date"]), date.fromisoformat(x["end_date"]),
-              x.get("hospital_id"), x.get("kind", "leave"))
-        for x in raw["leave"]
-    )
-    return Schedule(raw["slot_minutes"], rules, leave)
-
-
-async def _open_dates(db: AsyncDatabase[Document], doc: Mapping[str, Any],
-                      facts: Mapping[str, HospitalFacts], now: datetime,
-                      session: Any = None) -> dict[str, Any]:
-    schedule = schedule_of(doc)
-    horizon = now + timedelta(days=domain.SEARCH_HORIZON_DAYS)
-    keys: list[str] = []
-    if schedule is not None and schedule.rules:
-        zones = zones_for(doc, facts)
-        usable = Schedule(schedule.slot_minutes,
-                          tuple(r for r in schedule.rules if r.location in zones),
-                          schedule.leave)
-        slots = domain.expand(usable, zones, now, horizon)
-        booked = await db[store.BOOKINGS].find(
-            {"doctor_id": doc["_id"], "start": {"$lt": horizon}, "end": {"$gt": now},
-             "status": {"$ne": store.FREED}},
-            {"start": 1, "end": 1}, session=session,
-        ).to_list()
-        free = domain.free_slots(slots, [(b["start"], b["end"]) for b in booked])
-        keys = domain.open_date_keys(free, zones)
-    return {"open_dates": keys, "open_dates_from": now, "open_dates_until": horizon}
-
-
 async def _save(uow: UnitOfWork, doc: Document, changes: Mapping[str, Any], *,
                 publish_schedule: bool) -> Document:
     """Apply ``changes`` to ``doc``, recompute its derived fields, bump ``version``, write it,
     and (optionally) record ``doctor.schedule_changed``; returns the new document."""
     now = utcnow()
     new = {**doc, **changes}
-    facts = await _doc_facts(uow, new)
+    facts = await schedules.doc_facts(uow, new)
     new.update(domain.search_fields(new["status"], new["affiliations"], facts))
-    schedule = schedule_of(new)
+    schedule = schedules.schedule_of(new)
     new["blocked"] = [
         {"location": b.location, "start": b.start, "end": b.end}
         for b in domain.blocked_intervals(schedule.leave if schedule else (),
-                                          zones_for(new, facts))
+                                          schedules.zones_for(new, facts))
     ]
-    new.update(await _open_dates(uow.db, new, facts, now, session=uow.session))
+    new.update(await schedules.open_dates(uow.db, new, facts, now, session=uow.session))
     new["updated_at"] = now
     new["version"] = doc.get("version", 0) + 1
     if "version" in doc:
@@ -187,67 +103,8 @@ async def _save(uow: UnitOfWork, doc: Document, changes: Mapping[str, Any], *,
         except DuplicateKeyError:
             raise Conflict("you already have a doctor profile; edit it with PATCH") from None
     if publish_schedule:
-        uow.publish(schedule_event(new, facts, now), subject=_subject(new["_id"]))
+        uow.publish(schedules.schedule_event(new, facts, now), subject=_subject(new["_id"]))
     return new
-
-
-def schedule_event(doc: Mapping[str, Any], facts: Mapping[str, HospitalFacts],
-                   now: datetime) -> events.DoctorScheduleChanged:
-    """The complete ``doctor.schedule_changed`` payload of ``doc`` (see its docstring)."""
-    verified = doc["status"] == DoctorStatus.VERIFIED
-    zones = zones_for(doc, facts)
-    locations: dict[str, events.ScheduleLocation] = {}
-    if Mode.ONLINE in doc["modes"]:
-        locations[ONLINE] = events.ScheduleLocation(
-            key=ONLINE, mode=Mode.ONLINE.value, hospital_id=None, name=None, city=None,
-            timezone=doc["time_zone"],
-            bookable=domain.location_bookable(ONLINE, doctor_verified=True, hospitals=facts))
-    if Mode.IN_PERSON in doc["modes"]:
-        for hospital_id in dict.fromkeys(a["hospital_id"] for a in doc["affiliations"]):
-            known = facts.get(hospital_id)
-            if known is None:
-                continue
-            key = domain.hospital_location(hospital_id)
-            locations[key] = events.ScheduleLocation(
-                key=key, mode=Mode.IN_PERSON.value, hospital_id=hospital_id, name=known.name,
-                city=known.city, timezone=known.time_zone,
-                bookable=domain.location_bookable(key, doctor_verified=True, hospitals=facts))
-    schedule = schedule_of(doc)
-    weekly: list[events.ScheduleWindow] = []
-    breaks: list[events.ScheduleBreak] = []
-    for rule in schedule.rules if schedule else ():
-        location = locations.get(rule.location)
-        if location is None or not location.bookable:
-            continue
-        for start, end in scheduling.windows(rule):
-            weekly.append(events.ScheduleWindow(
-                location=rule.location, hospital_id=location.hospital_id, mode=location.mode,
-                day=rule.day, start=domain.format_minutes(start),
-                end=domain.format_minutes(end), timezone=location.timezone))
-        breaks += [events.ScheduleBreak(location=rule.location, day=rule.day,
-                                        start=domain.format_minutes(b0),
-                                        end=domain.format_minutes(b1),
-                                        timezone=location.timezone)
-                   for b0, b1 in rule.breaks]
-    kinds: dict[tuple[str, datetime, datetime], str] = {}
-    used_zones = {key: zone for key, zone in zones.items() if key in locations}
-    for item in schedule.leave if schedule else ():
-        for block in domain.blocked_intervals([item], used_zones):
-            kinds[(block.location, block.start, block.end)] = item.kind
-    return events.DoctorScheduleChanged(
-        doctor_id=doc["_id"], user_id=doc["_id"], version=doc["version"], changed_at=now,
-        verified=verified,
-        bookable=verified and any(loc.bookable for loc in locations.values()),
-        timezone=doc["time_zone"], modes=list(doc["modes"]),
-        fee=events.Fee(amount=doc["fee"]["amount"], currency=doc["fee"]["currency"]),
-        slot_minutes=schedule.slot_minutes if schedule else None,
-        locations=list(locations.values()), weekly=weekly, breaks=breaks,
-        leave=[events.ScheduleBlock(location=loc, kind=kind, start=start, end=end)
-               for (loc, start, end), kind in kinds.items()],
-        leave_dates=[events.ScheduleLeaveDates(kind=x.kind, start_date=x.start,
-                                               end_date=x.end, hospital_id=x.hospital_id)
-                     for x in (schedule.leave if schedule else ())],
-    )
 
 
 def visible_or_404(doc: Document | None, principal: Principal | None,
@@ -369,7 +226,7 @@ async def update_doctor(uow: UnitOfWork, doctor_id: str, body: DoctorUpdate, *,
             changes.update(status=status.value, rejection_reason=None, decided_at=None,
                            decided_by=None)
     merged = {**doc, **changes}
-    schedule = schedule_of(merged)
+    schedule = schedules.schedule_of(merged)
     if schedule is not None:
         hospitals = {a["hospital_id"] for a in merged["affiliations"]}
         for i, rule in enumerate(schedule.rules):
@@ -408,8 +265,8 @@ async def decide_licence(uow: UnitOfWork, doctor_id: str, target: DoctorStatus, 
                                         version=saved["version"], reason=reason or "",
                                         rejected_at=now)
     uow.publish(payload, subject=_subject(doctor_id))
-    facts = await _doc_facts(uow, saved)
-    uow.publish(schedule_event(saved, facts, now), subject=_subject(doctor_id))
+    facts = await schedules.doc_facts(uow, saved)
+    uow.publish(schedules.schedule_event(saved, facts, now), subject=_subject(doctor_id))
     return saved
 
 
@@ -449,8 +306,8 @@ async def set_availability(uow: UnitOfWork, doctor_id: str, body: AvailabilityIn
               for h in body.weekly),
         tuple(Leave(x.start_date, x.end_date, x.hospital_id, x.kind) for x in body.leave),
     )
-    facts = await _doc_facts(uow, doc)
-    domain.validate_schedule(schedule, zones_for(doc, facts), now=now)
+    facts = await schedules.doc_facts(uow, doc)
+    domain.validate_schedule(schedule, schedules.zones_for(doc, facts), now=now)
     stored = {
         "slot_minutes": body.slot_minutes,
         "weekly": [{"location": h.location, "day": WEEKDAYS[h.day], "start": h.start,
@@ -461,46 +318,3 @@ async def set_availability(uow: UnitOfWork, doctor_id: str, body: AvailabilityIn
                    "note": x.note} for x in body.leave],
     }
     return await _save(uow, doc, {"schedule": stored}, publish_schedule=True)
-
-
-def availability_view(doc: Mapping[str, Any],
-                      facts: Mapping[str, HospitalFacts]) -> dict[str, Any]:
-    """The availability in the API's shape (days as ``mon``…``sun``)."""
-    raw = doc.get("schedule") or {"slot_minutes": 30, "weekly": [], "leave": []}
-    return {
-        "doctor_id": doc["_id"],
-        "slot_minutes": raw["slot_minutes"],
-        "weekly": [{**r, "day": DAY_NAMES[r["day"]]} for r in raw["weekly"]],
-        "leave": raw["leave"],
-        "time_zones": {k: str(v) for k, v in zones_for(doc, facts).items()},
-        "blocked": doc.get("blocked", []),
-        "updated_at": doc.get("updated_at") if doc.get("schedule") else None,
-    }
-
-
-async def refresh_open_dates(runtime_transact: Any, db: AsyncDatabase[Document], *,
-                             older_than: datetime, batch: int = 100) -> int:
-    """Recompute ``open_dates`` of doctors last computed before ``older_than`` (a daily job).
-
-    ``runtime_transact`` is :meth:`ServiceRuntime.transact`; returns how many were refreshed.
-    """
-    refreshed = 0
-    while True:
-        ids = [d["_id"] for d in await db[store.DOCTORS].find(
-            {"open_dates_from": {"$lt": older_than}}, {"_id": 1}).hint(
-            "open_dates_from").limit(batch).to_list()]
-        if not ids:
-            return refreshed
-        for doctor_id in ids:
-
-            async def fn(uow: UnitOfWork, doctor_id: str = doctor_id) -> None:
-                doc = await store.get_doctor(uow.db, doctor_id, session=uow.session)
-                if doc is None:
-                    return
-                dates = await _open_dates(uow.db, doc, await _doc_facts(uow, doc), utcnow(),
-                                          session=uow.session)
-                await uow.db[store.DOCTORS].update_one({"_id": doctor_id}, {"$set": dates},
-                                                 session=uow.session)
-
-            await runtime_transact(fn, actor="system:doctor")
-            refreshed += 1
