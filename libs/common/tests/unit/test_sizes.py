@@ -27,8 +27,6 @@ SKIPPED_DIRS = frozenset({"tests", "benchmarks"})
 ALLOWED: dict[str, str] = {
     "libs/common/src/healthflow/common/events/rabbit.py":
         "the events package split (rabbit.py into smaller modules)",
-    "services/auth/src/healthflow/auth/sessions.py::Auth.refresh":
-        "the auth service restructuring",
 }
 
 
