@@ -38,8 +38,14 @@ test: install ## the whole test suite against real MongoDB-protocol, RabbitMQ an
 test-fast: install ## the suite without the slow fault drills
 	@$(UV) run --frozen pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: install ## ruff (lint) over the whole workspace
+SOURCES := $(wildcard libs/*/src gateway/src services/*/src)
+empty :=
+space := $(empty) $(empty)
+
+lint: install ## ruff (lint) and mypy (type hints) over the whole workspace
 	@$(UV) run --frozen ruff check .
+	@MYPYPATH=$(subst $(space),:,$(SOURCES)) $(UV) run --frozen mypy \
+		$(addsuffix /healthflow,$(SOURCES))
 
 fmt: install ## ruff's import sorting and fixes
 	@$(UV) run --frozen ruff check --fix .

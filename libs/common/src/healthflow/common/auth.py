@@ -169,7 +169,7 @@ class TokenVerifier:
         if not isinstance(kid, str) or not kid:
             raise Unauthorized("the token has no key id")
         key = await self._key(kid)
-        if alg not in _KTY_ALGORITHMS.get(key.key_type, set()):
+        if alg not in _KTY_ALGORITHMS.get(key.key_type or "", set()):
             raise Unauthorized("the token's algorithm does not match its key")
         try:
             claims = jwt.decode(

@@ -117,13 +117,14 @@ async def verify(runtime: ServiceRuntime, from_seq: int = 0, to_seq: int | None 
     db = runtime.db
     chain_head = await store.read_head(db)
     last = chain_head.seq if to_seq is None else min(to_seq, chain_head.seq)
-    prev_hash: str | None = domain.GENESIS_HASH
+    prev_hash = domain.GENESIS_HASH
     if 0 < from_seq <= last:
-        prev_hash = await store.stored_hash(db, from_seq - 1)
-        if prev_hash is None:
+        stored = await store.stored_hash(db, from_seq - 1)
+        if stored is None:
             broken = domain.Verification(ok=False, checked=0, first_broken_index=from_seq - 1,
                                          reason=f"entry {from_seq - 1} is missing")
             return broken, chain_head, last
+        prev_hash = stored
     verifier = domain.ChainVerifier(from_seq, prev_hash)
     if from_seq <= last:
         async for entry in store.entries_between(db, from_seq, last):

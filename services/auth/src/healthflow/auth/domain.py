@@ -95,7 +95,7 @@ def normalize_password(password: str) -> str:
 @lru_cache(maxsize=1)
 def common_passwords() -> frozenset[str]:
     """The most common passwords, lower-cased (30,000 entries shipped by ``zxcvbn``)."""
-    from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untyped]
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
 
     return frozenset(p.casefold() for p in FREQUENCY_LISTS["passwords"])
 

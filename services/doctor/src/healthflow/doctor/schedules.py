@@ -155,6 +155,7 @@ def schedule_event(doc: Mapping[str, Any], facts: Mapping[str, HospitalFacts],
     used_zones = {key: zone for key, zone in zones.items() if key in locations}
     for item in schedule.leave if schedule else ():
         for block in domain.blocked_intervals([item], used_zones):
+            assert block.location is not None  # one interval per location of used_zones
             kinds[(block.location, block.start, block.end)] = item.kind
     return events.DoctorScheduleChanged(
         doctor_id=doc["_id"], user_id=doc["_id"], version=doc["version"], changed_at=now,

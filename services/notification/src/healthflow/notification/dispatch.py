@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -346,6 +347,9 @@ class ReminderScheduler:
         self.on_fired = on_fired
         self.last_pass = time.monotonic()  # monotonic seconds: created, or a pass completed
 
+    async def _fire(self, uow: UnitOfWork, reminder: Document) -> str:
+        return await service.fire_reminder(uow, reminder, self.owner, self.ctx)
+
     async def run_due(self, limit: int = 500) -> int:
         """Fire every reminder due at the clock's now (up to ``limit``); returns how many fired.
 
@@ -370,8 +374,7 @@ class ReminderScheduler:
                     if claimed is None:
                         continue
                     outcome = await self.runtime.transact(
-                        lambda uow, r=claimed: service.fire_reminder(uow, r, self.owner,
-                                                                     self.ctx),
+                        functools.partial(self._fire, reminder=claimed),
                         actor=f"system:{self.runtime.name}")
             except Exception as exc:
                 if claimed is None:  # the database did not answer: not this reminder's fault

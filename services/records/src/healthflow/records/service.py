@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
@@ -108,7 +109,7 @@ async def load_encounter(uow: UnitOfWork, encounter_id: str) -> Document:
 # ----------------------------------------------------------------------------- encounters
 
 
-def _payload(doc: Document) -> dict[str, object]:
+def _payload(doc: Document) -> dict[str, Any]:
     return {"encounter_id": doc["_id"], "patient_id": doc["patient_id"],
             "practitioner_id": doc["practitioner_id"], "appointment_id": doc["appointment_id"],
             "encounter_class": doc["class"]}

@@ -97,7 +97,7 @@ def check_type(use: BlobUse, head: bytes, declared_type: str | None) -> str:
     """
     detected = detect_type(head)
     allowed = sorted(use.allowed_types)
-    context = {"detected_type": detected, "declared_type": declared_type,
+    context: dict[str, Any] = {"detected_type": detected, "declared_type": declared_type,
                "allowed_types": allowed}
     if detected is None:
         raise BlobTypeRefused(f"the type of the file could not be recognised from its bytes; "

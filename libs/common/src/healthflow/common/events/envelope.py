@@ -16,6 +16,7 @@ Routing keys and envelope attributes never carry PHI: only ids and types.
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from datetime import UTC, datetime
@@ -102,7 +103,7 @@ class CloudEvent(BaseModel):
             traceparent=traceparent,
         )
 
-    def payload(self, model: type[P]) -> P:
+    def payload(self, model: builtins.type[P]) -> P:
         """Validate ``data`` as ``model``."""
         return model.model_validate(self.data)
 

@@ -160,7 +160,7 @@ class OutboxRelay:
 
     async def _watch(self) -> None:
         # Inserts this relay was handed at commit (leased to it) need no claim.
-        pipeline = [
+        pipeline: list[dict[str, Any]] = [
             {"$match": {"operationType": "insert",
                         "fullDocument.lease_owner": {"$ne": self.owner}}},
             {"$project": {"documentKey": 1}},
