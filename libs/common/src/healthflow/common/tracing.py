@@ -41,8 +41,10 @@ Export (per process, once, :func:`setup_tracing`): ``OTEL_EXPORTER`` ``none``
 package, which the images do not install); in addition ``TRACES_FILE`` appends
 every span as one JSON object per line (``ReadableSpan.to_json``) to that path,
 ``{service}`` and ``{pid}`` replaced. Batching follows the SDK's ``OTEL_BSP_*``
-variables. Root spans of kind CLIENT (database commands and HTTP calls of
-background loops, outside any request or delivery) are not sampled.
+variables. Database commands outside any trace (the relay's and workers' polling)
+are not exported: a span of the PyMongo instrumentation without a parent is dropped
+at export (not by sampling: an unsampled root span of an HTTP call would propagate
+``sampled=0`` and leave the service it calls untraced).
 """
 
 from __future__ import annotations
@@ -64,15 +66,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_ON,
-    Decision,
-    ParentBased,
-    Sampler,
-    SamplingResult,
-)
 from opentelemetry.trace import Link, SpanKind
-from opentelemetry.util.types import Attributes
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -86,6 +80,8 @@ REDACTED = "REDACTED"
 _URL_ATTRIBUTES = ("http.url", "url.full")
 _QUERY_ATTRIBUTES = ("url.query",)
 _ADDRESS_ATTRIBUTES = ("net.peer.ip", "client.address", "http.client_ip")
+
+_PYMONGO_SCOPE = "opentelemetry.instrumentation.pymongo"
 
 _configured = False
 _pymongo_instrumented = False
@@ -108,21 +104,18 @@ def setup_tracing(service: str, exporter: str = "none", traces_file: str | None 
     global _configured
     if _configured:
         return
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": f"healthflow-{service}"}),
-        sampler=ParentBased(root=_NoRootClientSpans()),
-    )
+    provider = TracerProvider(resource=Resource.create({"service.name": f"healthflow-{service}"}))
     if exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        provider.add_span_processor(_Batch(ConsoleSpanExporter()))
     elif exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
             OTLPSpanExporter,
         )
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(_Batch(OTLPSpanExporter()))
     if traces_file:
         path = traces_file.format(service=service, pid=os.getpid())
-        provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(path)))
+        provider.add_span_processor(_Batch(JsonLinesSpanExporter(path)))
     trace.set_tracer_provider(provider)
     _instrument_httpx()
     instrument_pymongo()
@@ -174,20 +167,14 @@ def instrument_app(app: FastAPI) -> None:
     )
 
 
-class _NoRootClientSpans(Sampler):
-    """Drop CLIENT spans that start a trace (background database and HTTP chatter)."""
+class _Batch(BatchSpanProcessor):
+    """The SDK's batch processor, minus database commands that belong to no trace."""
 
-    def should_sample(
-        self, parent_context: otel_context.Context | None, trace_id: int, name: str,
-        kind: SpanKind | None = None, attributes: Attributes = None,
-        links: Sequence[Link] | None = None, trace_state: Any = None,
-    ) -> SamplingResult:
-        if kind == SpanKind.CLIENT:
-            return SamplingResult(Decision.DROP)
-        return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes, links)
-
-    def get_description(self) -> str:
-        return "NoRootClientSpans"
+    def on_end(self, span: ReadableSpan) -> None:
+        scope = span.instrumentation_scope
+        if span.parent is None and scope is not None and scope.name.startswith(_PYMONGO_SCOPE):
+            return
+        super().on_end(span)
 
 
 class JsonLinesSpanExporter(SpanExporter):
