@@ -142,7 +142,9 @@ async def test_one_booking_is_one_trace_from_the_gateway_to_the_consumers(
 
     # database spans hang under the request and the deliveries, and hold command names only
     database = [s for s in spans if s["attributes"].get("db.system") == "mongodb"]
-    assert {service_of(s) for s in database} >= {"appointment", "audit"}
+    # (not audit's: its group commit may append this event in another delivery's task)
+    assert {service_of(s) for s in database} >= {"appointment", "doctor", "patient",
+                                                 "notification"}
     for span in database:
         assert span["attributes"]["db.statement"] == span["name"].rsplit(".", 1)[1], span
     # no PHI anywhere in the trace: not the patient's email, name or phone
