@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -126,3 +127,13 @@ def test_scrub_span_redacts_query_values_and_client_addresses(spans):
     assert done.attributes["url.query"] == "name=REDACTED"
     assert done.attributes["client.address"] == "REDACTED"
     assert done.attributes["http.target"] == "/api/v1/x"
+
+
+async def test_httpx_client_spans_keep_no_query_values(spans):
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):  # nothing listens on port 9 (discard)
+            await client.get("http://127.0.0.1:9/api/v1/x?name=Jane+Doe&phone=%2B447400")
+    [span] = [s for s in spans.get_finished_spans() if s.kind == SpanKind.CLIENT
+              and "127.0.0.1:9/" in str(s.attributes.get("http.url", s.attributes.get("url.full")))]
+    url = span.attributes.get("http.url", span.attributes.get("url.full"))
+    assert url == "http://127.0.0.1:9/api/v1/x?name=REDACTED&phone=REDACTED"
