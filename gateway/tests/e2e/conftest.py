@@ -30,6 +30,15 @@ from healthflow.devkit.testing import (
     rabbitmq_vhost,
 )
 
+TRACES_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200"}
+"""Every process exports its spans to ``<workdir>/traces/<service>-<pid>.jsonl``, flushed
+every 200 ms (the SDK's batch processor), for ``test_tracing``."""
+
+
+def traces_dir(workdir: Path) -> Path:
+    return workdir / "traces"
+
+
 PASSWORD = "Amber-Kestrel-Orchard-2291"
 """Every e2e account's password (passes the policy; Argon2 is cheap in this platform)."""
 
@@ -44,7 +53,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
     workdir: Path = tmp_path_factory.mktemp("platform")
     began = time.monotonic()
     with rabbitmq_vhost() as amqp_url, platform_process(
-            workdir, amqp_url, "--replicas", "appointment=2") as running:
+            workdir, amqp_url, "--replicas", "appointment=2",
+            env=TRACES_ENV | {"TRACES_FILE": str(traces_dir(workdir) / "{service}-{pid}.jsonl")},
+    ) as running:
         print(f"\n[e2e] platform up in {time.monotonic() - began:.1f} s at "
               f"{running.gateway_url} (workdir {workdir})")
         yield running

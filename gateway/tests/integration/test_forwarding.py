@@ -6,6 +6,7 @@ import re
 import socket
 
 import httpx
+from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 
 from healthflow.common.errors import PROBLEM_JSON
 
@@ -58,8 +59,11 @@ def test_request_id_is_generated_when_absent_and_propagated_when_given(gateway, 
 
 def test_traceparent_continues_the_callers_trace(gateway, platform):
     traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
-    response = httpx.get(gateway.url + "/api/v1/patients/echo",
-                         headers=platform.tokens.headers() | {"traceparent": traceparent})
+    # The test is the client, not a traced process: this process's httpx is instrumented
+    # (the gateway under test runs in it) and would send a span of its own instead.
+    with suppress_http_instrumentation():
+        response = httpx.get(gateway.url + "/api/v1/patients/echo",
+                             headers=platform.tokens.headers() | {"traceparent": traceparent})
     forwarded = response.json()["headers"]["traceparent"]
     assert len(forwarded) == 1
     version, trace_id, parent_id, flags = forwarded[0].split("-")

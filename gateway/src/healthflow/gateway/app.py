@@ -99,7 +99,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """
     settings = settings or load_settings(GatewaySettings)
     setup_logging(settings.service_name, settings.log_level)
-    tracing.setup_tracing(settings.service_name, settings.otel_exporter)
+    tracing.setup_tracing(settings.service_name, settings.otel_exporter, settings.traces_file)
     edge = Edge(settings)
     platform, platform_paths = _platform_router(edge)
     app = FastAPI(title="HealthFlow gateway", version="1.0.0",
@@ -119,6 +119,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(platform)
     app.include_router(_proxy_router(edge))  # last: it catches every other path
     _middleware(app, settings)
+    tracing.instrument_app(app)
     return app
 
 
@@ -266,14 +267,15 @@ async def _forward_websocket(edge: Edge, websocket: WebSocket) -> None:
         await limiter.hit(policy, "subject", principal.subject)
     request_id = valid_request_id(websocket.headers.get("x-request-id"))
     settings = edge.settings
-    with tracing.span("WEBSOCKET", parent_headers=dict(websocket.headers)):
-        peer = websocket.client.host if websocket.client else client_ip
-        headers = proxy.forward_headers(
-            websocket.scope["headers"], principal=principal, peer=peer,
-            scheme=websocket.scope.get("scheme", "ws"),
-            host=websocket.headers.get("host"), request_id=request_id,
-            trusted_hops=settings.trusted_proxy_hops,
-        )
+    peer = websocket.client.host if websocket.client else client_ip
+    headers = proxy.forward_headers(
+        websocket.scope["headers"], principal=principal, peer=peer,
+        scheme=websocket.scope.get("scheme", "ws"),
+        host=websocket.headers.get("host"), request_id=request_id,
+        trusted_hops=settings.trusted_proxy_hops,
+    )
+    # The upstream handshake continues the gateway's server span (no httpx here).
+    headers += list(tracing.inject({}).items())
     token = bearer(websocket.headers, query)
     if token and not any(k == "authorization" for k, _ in headers):
         headers.append(("authorization", f"Bearer {token}"))

@@ -15,8 +15,10 @@ Headers (RFC 9110 § 7.6.1; RFC 7239's de-facto ``X-Forwarded-*`` siblings):
   ``X-User-Roles`` (comma-separated) are added; ``Authorization`` is forwarded
   as received so the service verifies the token itself;
 * ``X-Request-ID`` is the request's id (the client's when acceptable, else a
-  new UUID) and is echoed to the client; ``traceparent`` continues the client's
-  W3C trace (same trace id, the gateway's span as parent);
+  new UUID) and is echoed to the client; the client's ``traceparent`` and
+  ``tracestate`` are dropped and OpenTelemetry's httpx instrumentation writes the
+  gateway's client span's instead (same trace id as the client's: the gateway's
+  server span continued it);
 * ``X-Forwarded-For`` gets the client address, ``X-Forwarded-Proto`` and
   ``X-Forwarded-Host`` what the client used.
 
@@ -40,7 +42,7 @@ from typing import Any
 
 import httpx
 from fastapi import Request
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive
@@ -51,7 +53,6 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from healthflow.common import tracing
 from healthflow.common.auth import Principal
 from healthflow.common.errors import (
     BadRequest,
@@ -212,9 +213,6 @@ def forward_headers(
     if host:
         out.append(("x-forwarded-host", host))
     out.append(("x-request-id", request_id))
-    carrier: dict[str, str] = {}
-    tracing.inject(carrier)
-    out.extend((k.lower(), v) for k, v in carrier.items())
     return out
 
 
@@ -385,24 +383,26 @@ class Proxy:
             url += "?" + scope["query_string"].decode("latin-1")
         timeout = self._timeout(policy, streaming)
 
-        with tracing.span(f"{method} {route.service}", kind=SpanKind.CLIENT,
-                          attributes={"http.request.method": method,
-                                      "server.address": route.service}):
-            client = scope.get("client")
-            headers = forward_headers(
-                scope["headers"], principal=principal,
-                peer=client[0] if client else client_ip,
-                scheme=scope.get("scheme", "http"), host=request.headers.get("host"),
-                request_id=request_id_var.get() or "",
-                trusted_hops=self.settings.trusted_proxy_hops,
-            ) + sized
+        client = scope.get("client")
+        headers = forward_headers(
+            scope["headers"], principal=principal,
+            peer=client[0] if client else client_ip,
+            scheme=scope.get("scheme", "http"), host=request.headers.get("host"),
+            request_id=request_id_var.get() or "",
+            trusted_hops=self.settings.trusted_proxy_hops,
+        ) + sized
 
-            def build() -> httpx.Request:
-                return self.client.build_request(
-                    method, url, headers=headers, content=body, timeout=timeout
-                )
+        def build() -> httpx.Request:
+            return self.client.build_request(
+                method, url, headers=headers, content=body, timeout=timeout
+            )
 
-            upstream = await self.send(route.service, method, build, body)
+        # The server span is named by the route table's prefix (the catch-all route has
+        # no template of its own); each attempt is a CLIENT span of the httpx instrumentation.
+        server_span = trace.get_current_span()
+        server_span.update_name(f"{method} {route.prefix}")
+        server_span.set_attribute("http.route", route.prefix)
+        upstream = await self.send(route.service, method, build, body)
         return await _relay(upstream, route.service)
 
 

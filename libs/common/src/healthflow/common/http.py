@@ -5,7 +5,8 @@
 * RFC 9457 problem+json for every error (:mod:`healthflow.common.errors`);
 * ``X-Request-ID`` propagation (accepted when it is 1–128 visible ASCII
   characters, generated otherwise, echoed on the response, put on every log line);
-* a server span per request continuing the caller's ``traceparent``;
+* a server span per request continuing the caller's ``traceparent`` (OpenTelemetry's
+  FastAPI instrumentation, :func:`healthflow.common.tracing.instrument_app`);
 * a request body limit (``max_body_bytes``; 413 problem+json, nothing read past it);
 * ``/livez`` (the process answers), ``/readyz`` (MongoDB ping, broker channel,
   consumers attached, outbox lag; 503 until all hold) and Prometheus ``/metrics``.
@@ -25,7 +26,6 @@ from typing import Any
 import pymongo
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,7 +49,7 @@ def valid_request_id(value: str | None) -> str:
 
 
 class RequestContextMiddleware:
-    """Request id, server span, latency metrics (pure ASGI: streaming-safe)."""
+    """Request id, database budget, latency metrics (pure ASGI: streaming-safe)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -78,20 +78,11 @@ class RequestContextMiddleware:
 
         method = scope["method"]
         try:
-            with tracing.span(
-                f"{method} {scope.get('path', '')}" if scope.get("path") in INTERNAL_PATHS
-                else f"{method}",
-                kind=SpanKind.SERVER,
-                parent_headers={"traceparent": headers["traceparent"]}
-                if "traceparent" in headers else None,
-                attributes={"http.request.method": method, "service.name": self.service},
-            ) as span:
-                # A write's database work, reads included, shares one budget; reads
-                # (GET, and Server-Sent Events streams) only bound their transactions.
-                with (pymongo.timeout(mongo.TRANSACTION_BUDGET)
-                      if method not in ("GET", "HEAD") else contextlib.nullcontext()):
-                    await self.app(scope, receive, send_wrapper)
-                span.set_attribute("http.response.status_code", status_holder["status"])
+            # A write's database work, reads included, shares one budget; reads
+            # (GET, and Server-Sent Events streams) only bound their transactions.
+            with (pymongo.timeout(mongo.TRANSACTION_BUDGET)
+                  if method not in ("GET", "HEAD") else contextlib.nullcontext()):
+                await self.app(scope, receive, send_wrapper)
         finally:
             request_id_var.reset(token)
             mongo.transaction_budget.reset(budget)
@@ -228,7 +219,7 @@ def create_service_app(
     """A FastAPI app for ``runtime`` with HealthFlow's conventions installed."""
     settings = runtime.settings
     setup_logging(runtime.name, settings.log_level)
-    tracing.setup_tracing(runtime.name, settings.otel_exporter)
+    tracing.setup_tracing(runtime.name, settings.otel_exporter, settings.traces_file)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -250,6 +241,7 @@ def create_service_app(
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, service=runtime.name)
+    tracing.instrument_app(app)
     return app
 
 

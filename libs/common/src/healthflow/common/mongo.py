@@ -25,6 +25,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from healthflow.common import tracing
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -42,6 +44,7 @@ def get_client(url: str) -> AsyncMongoClient[Document]:
     """The process-wide client for ``url`` (created on first use)."""
     client = _clients.get(url)
     if client is None:
+        tracing.instrument_pymongo()  # its command listener must exist before the client
         client = AsyncMongoClient(
             url,
             tz_aware=True,

@@ -25,7 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from healthflow.common import mongo
+from healthflow.common import mongo, tracing
 from healthflow.common.events.consumer import Consumer, Handlers
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.events.outbox import OUTBOX_INDEXES, UnitOfWork
@@ -207,21 +207,19 @@ class ServiceRuntime:
         fn: Callable[[UnitOfWork], Awaitable[T]],
         *,
         actor: str | None = None,
-        traceparent: str | None = None,
     ) -> T:
         """Run ``fn(uow)`` in one transaction; the events it publishes commit with it.
 
         ``fn`` may run more than once (transient transaction errors are retried by
-        the driver's rules) and must keep its side effects inside the session.
+        the driver's rules) and must keep its side effects inside the session. The
+        events record the trace context active now (the request's or delivery's span).
         """
-        from healthflow.common.tracing import current_traceparent
-
-        traceparent = traceparent or current_traceparent()
+        trace_context = tracing.event_context()
         written: list[Document] = []
 
         async def body(session: Any) -> T:
             uow = UnitOfWork(
-                session, self.db, source=self.source, actor=actor, traceparent=traceparent,
+                session, self.db, source=self.source, actor=actor, trace_context=trace_context,
                 lease=self.relay.commit_lease(),
             )
             result = await fn(uow)

@@ -65,7 +65,11 @@ class ServiceSettings(BaseSettings):
     # HTTP
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     log_level: str = "INFO"
+    # Tracing (healthflow.common.tracing): OTEL_EXPORTER none | console | otlp (OTLP/HTTP,
+    # OTEL_EXPORTER_OTLP_* variables); TRACES_FILE also appends every span as a line of
+    # JSON to that path, {service} and {pid} replaced (tests, local debugging).
     otel_exporter: Literal["none", "console", "otlp"] = "none"
+    traces_file: str | None = None
     # Object storage (S3 API: MinIO in compose, s3rver under `make run`; healthflow.common.blobs).
     # The scheme of the endpoint is the secure flag: https → TLS.
     s3_endpoint_url: str = "http://127.0.0.1:9000"

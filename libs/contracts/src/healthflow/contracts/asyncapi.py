@@ -35,8 +35,10 @@ _REF = "#/components/schemas/{model}"
 
 _ENVELOPE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "description": "CloudEvents 1.0 envelope (structured JSON mode) with HealthFlow's "
-                   "extensions traceparent (W3C Trace Context), actor and patientid.",
+    "description": "CloudEvents 1.0 envelope (structured JSON mode) with the Distributed "
+                   "Tracing extension traceparent and tracestate (W3C Trace Context of "
+                   "the span that recorded the event) and HealthFlow's extensions actor "
+                   "and patientid.",
     "required": ["specversion", "id", "source", "type", "time", "data"],
     "properties": {
         "specversion": {"const": "1.0"},
@@ -49,6 +51,7 @@ _ENVELOPE_SCHEMA: dict[str, Any] = {
         "dataschema": {"type": "string"},
         "data": {"type": "object"},
         "traceparent": {"type": "string"},
+        "tracestate": {"type": "string"},
         "actor": {"type": "string", "maxLength": 256},
         "patientid": {"type": "string", "maxLength": 128},
     },

@@ -162,9 +162,7 @@ class Consumer:
             await handler(argument, uow)
 
         try:
-            await self.runtime.transact(
-                apply, actor=f"system:{service}", traceparent=event.traceparent
-            )
+            await self.runtime.transact(apply, actor=f"system:{service}")
         except _AlreadyHandled:
             # Another replica (or a concurrent redelivery) committed it first.
             outcome = "duplicate"

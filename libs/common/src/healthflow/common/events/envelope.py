@@ -3,7 +3,9 @@
 The envelope (:class:`CloudEvent`) follows the CloudEvents 1.0 JSON format:
 required ``specversion``, ``id``, ``source``, ``type``; optional ``time`` (aware
 UTC, RFC 3339), ``subject``, ``datacontenttype``, ``dataschema`` and ``data``;
-plus HealthFlow's extension attributes ``traceparent`` (W3C Trace Context),
+plus the Distributed Tracing extension attributes ``traceparent`` and
+``tracestate`` (W3C Trace Context: the context in which the event was recorded,
+never altered afterwards; :mod:`healthflow.common.tracing`) and HealthFlow's
 ``actor`` (who caused it: a user id, or ``system:<service>``) and ``patientid``
 (the patient the event concerns, an opaque id, so compliance can filter by
 patient without PHI). The AMQP routing key is the ``type``.
@@ -63,6 +65,7 @@ class CloudEvent(BaseModel):
     dataschema: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     traceparent: str | None = None
+    tracestate: str | None = None
     actor: str | None = Field(default=None, max_length=256)
     patientid: str | None = Field(default=None, max_length=128)
 
@@ -90,6 +93,7 @@ class CloudEvent(BaseModel):
         actor: str | None = None,
         patientid: str | None = None,
         traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> CloudEvent:
         """Wrap ``payload`` in an envelope with a fresh id and the current time."""
         return cls(
@@ -101,6 +105,7 @@ class CloudEvent(BaseModel):
             actor=actor,
             patientid=patientid,
             traceparent=traceparent,
+            tracestate=tracestate,
         )
 
     def payload(self, model: builtins.type[P]) -> P:

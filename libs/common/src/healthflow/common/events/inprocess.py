@@ -25,6 +25,7 @@ from datetime import timedelta
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from healthflow.common import tracing
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.transport import (
     REASON_HANDLER_FAILED,
@@ -45,6 +46,8 @@ DEAD_LETTERS = "deadletters"
 
 class InProcessTransport(Transport):
     """Topic routing inside one process, with durable retries and dead letters."""
+
+    messaging_system = "healthflow.inprocess"
 
     def __init__(self, store: AsyncDatabase[Document], *, retry_poll_interval: float = 0.2):
         self.store = store[DEAD_LETTERS]
@@ -102,29 +105,34 @@ class InProcessTransport(Transport):
         if not targets:
             raise PublishError(f"no subscription is bound to {event.type!r} (unroutable)")
         body = event.to_json_bytes()
-        await asyncio.gather(*(self._deliver(s, body, attempts=0) for s in targets))
+        headers = tracing.message_headers(event)  # the hop context RabbitMQ would carry
+        await asyncio.gather(
+            *(self._deliver(s, body, attempts=0, headers=headers) for s in targets)
+        )
 
     async def _deliver(self, sub: Subscription, body: bytes, *, attempts: int,
-                       record_id: str | None = None) -> None:
+                       record_id: str | None = None,
+                       headers: dict[str, str] | None = None) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
         try:
             async with self._limits.setdefault(sub.service, asyncio.Semaphore(sub.prefetch)):
-                await self._attempt(sub, body, attempts, record_id)
+                await self._attempt(sub, body, attempts, record_id, headers)
         finally:
             if task is not None:
                 self._inflight.discard(task)
 
     async def _attempt(self, sub: Subscription, body: bytes, attempts: int,
-                       record_id: str | None) -> None:
+                       record_id: str | None, headers: dict[str, str] | None) -> None:
         try:
             event = CloudEvent.from_json_bytes(body)
         except Exception as exc:
             await self._park(sub, body, REASON_MALFORMED, exc, attempts, record_id)
             return
         try:
-            await sub.handler(event)
+            with tracing.consuming(event, headers, self.messaging_system):
+                await sub.handler(event)
         except Exception as exc:
             then = after_failure(exc, attempts, sub.retry_delays)
             if then.action == "retry":

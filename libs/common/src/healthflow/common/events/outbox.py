@@ -21,6 +21,7 @@ All times are aware UTC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from pymongo import ASCENDING, IndexModel
@@ -66,7 +67,11 @@ def outbox_document(
 
 
 class UnitOfWork:
-    """One transaction of one service: its session, its database, its pending events."""
+    """One transaction of one service: its session, its database, its pending events.
+
+    ``trace_context`` (``traceparent``, ``tracestate``: W3C Trace Context) goes into
+    every envelope recorded here (CloudEvents Distributed Tracing extension).
+    """
 
     def __init__(
         self,
@@ -75,14 +80,14 @@ class UnitOfWork:
         *,
         source: str,
         actor: str | None = None,
-        traceparent: str | None = None,
+        trace_context: Mapping[str, str] | None = None,
         lease: tuple[str, datetime] | None = None,
     ) -> None:
         self.session = session
         self.db = db
         self.source = source
         self.actor = actor
-        self.traceparent = traceparent
+        self.trace_context = dict(trace_context or {})
         self.lease = lease
         self.events: list[CloudEvent] = []
         self.records: list[Document] = []
@@ -106,7 +111,8 @@ class UnitOfWork:
             subject=subject,
             actor=actor or self.actor,
             patientid=patientid,
-            traceparent=self.traceparent,
+            traceparent=self.trace_context.get("traceparent"),
+            tracestate=self.trace_context.get("tracestate"),
         )
         self.events.append(event)
         return event

@@ -24,7 +24,9 @@ of an old delay still returns what it holds and can be deleted once empty.
 Message headers written by this module (AMQP field table):
 
 ====================  ========================================================
-``traceparent``       W3C Trace Context of the event (also in the envelope)
+``traceparent``       W3C Trace Context of the publishing (PRODUCER) span, and
+                      ``tracestate`` when it has one; the envelope keeps the
+                      context the event was recorded in (``tracing.message_headers``)
 ``x-attempts``        retries used so far: failed handler attempts before the
                       current delivery (int; absent = 0). A message parked after
                       its retries ran out shows ``len(retry_delays)``; one parked
@@ -154,6 +156,8 @@ class RabbitTransport(Transport):
     by itself and re-declares the exchange, queues, bindings, QoS and
     consumers; :attr:`consuming` is False meanwhile.
     """
+
+    messaging_system = "rabbitmq"
 
     def __init__(
         self,
@@ -305,9 +309,7 @@ class RabbitTransport(Transport):
         # Still allowed while close() drains: a finishing handler may publish.
         if self._exchange is None:
             raise PublishError("RabbitTransport is not connected")
-        headers: dict[str, Any] = {}
-        if event.traceparent:
-            headers[HEADER_TRACEPARENT] = event.traceparent
+        headers: dict[str, Any] = tracing.message_headers(event)
         message = aio_pika.Message(
             event.to_json_bytes(),
             headers=headers,
@@ -317,8 +319,7 @@ class RabbitTransport(Transport):
             type=event.type,
             timestamp=event.time,
         )
-        with tracing.producer_span(event.type, event.id):
-            await self._confirmed_publish(self._exchange, message, event.type)
+        await self._confirmed_publish(self._exchange, message, event.type)
 
     async def _confirmed_publish(
         self,
@@ -475,8 +476,7 @@ class RabbitTransport(Transport):
             return
 
         try:
-            traceparent = event.traceparent or _as_text(headers.get(HEADER_TRACEPARENT)) or None
-            with tracing.consumer_span(event.type, event.id, traceparent):
+            with tracing.consuming(event, headers, self.messaging_system):
                 await subscription.handler(event)
         except Exception as exc:
             then = after_failure(exc, attempts, subscription.retry_delays)

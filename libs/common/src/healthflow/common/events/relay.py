@@ -38,7 +38,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from healthflow.common import metrics
+from healthflow.common import metrics, tracing
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import OUTBOX, OUTBOX_SENT, UNLEASED
 from healthflow.common.events.transport import Transport
@@ -242,7 +242,10 @@ class OutboxRelay:
                 log.warning("marking outbox records sent failed: %s", type(exc).__name__)
 
     async def _publish(self, record: Document) -> None:
-        await self.transport.publish(CloudEvent.model_validate(record["envelope"]))
+        event = CloudEvent.model_validate(record["envelope"])
+        # PRODUCER span, child of the context the envelope recorded in the request.
+        with tracing.publishing(event, self.transport.messaging_system):
+            await self.transport.publish(event)
 
     async def _mark_sent(self, records: list[Document]) -> None:
         now = utcnow()

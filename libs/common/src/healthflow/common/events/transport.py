@@ -209,6 +209,9 @@ def describe_validation(exc: ValidationError) -> str:
 class Transport(abc.ABC):
     """Publish/subscribe over the ``healthflow.events`` topic exchange."""
 
+    messaging_system: str = "unknown"
+    """The OpenTelemetry ``messaging.system`` of the transport's spans."""
+
     @abc.abstractmethod
     async def connect(self) -> None: ...
 
