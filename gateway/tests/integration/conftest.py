@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import create_model
 
+from healthflow.common.topology import SERVICES
 from healthflow.devkit.embedded import free_port
 from healthflow.devkit.testing import TokenFactory
 from healthflow.gateway.app import create_app
@@ -216,15 +217,16 @@ class Platform:
     tokens: TokenFactory
 
     def upstreams(self) -> dict[str, str]:
-        return {
+        """Every installed service (a new one included) has an upstream; those the tests
+        do not talk to are the dead one."""
+        live = {
             "auth": self.auth.url,
             "audit": self.patient.url,
             "patient": self.patient.url,
             "appointment": self.patient.url,
             "notification": f"http://127.0.0.1:{self.notification_port}",
-            "hospital": self.dead_url,
-            "doctor": self.dead_url,
         }
+        return {name: live.get(name, self.dead_url) for name in SERVICES}
 
     def settings(self, **overrides: Any) -> GatewaySettings:
         values: dict[str, Any] = {
