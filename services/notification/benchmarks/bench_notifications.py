@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from healthflow.common import mongo
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.common.events.transport import PublishError
 from healthflow.devkit.benchmarking import (
     EmbeddedMongo,

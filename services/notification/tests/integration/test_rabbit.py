@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.notification.app import create_app
 from healthflow.notification.domain import SettableClock
