@@ -21,7 +21,7 @@ from healthflow.common.events.outbox import (
     UNLEASED,
     outbox_document,
 )
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.common.events.relay import OutboxRelay
 from healthflow.common.mongo import utcnow
 from healthflow.devkit.benchmarking import (

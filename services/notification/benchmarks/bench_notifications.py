@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from healthflow.common import mongo
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.common.events.transport import PublishError
 from healthflow.devkit.benchmarking import (
     EmbeddedMongo,
@@ -40,9 +40,9 @@ from healthflow.devkit.benchmarking import (
     rabbitmq_vhost,
     report,
 )
+from healthflow.devkit.sandbox import ReceivedMail, SmtpSink, TwilioSink
 from healthflow.devkit.testing import running_app
 from healthflow.notification.app import create_app
-from healthflow.notification.sandbox import ReceivedMail, SmtpSink, TwilioSink
 from healthflow.notification.settings import Settings
 
 N = int(os.environ.get("BENCH_BOOKINGS", "1000"))
@@ -89,8 +89,7 @@ async def run(mongodb_url: str, amqp_url: str) -> None:
         transport="rabbitmq", amqp_url=amqp_url,
         smtp_port=smtp.port, twilio_base_url=twilio.base_url,
         twilio_account_sid=ACCOUNT_SID, twilio_auth_token=SecretStr(AUTH_TOKEN),
-        default_quiet_hours="", log_level="WARNING",
-        embedded_providers=False)
+        default_quiet_hours="", log_level="WARNING")
     consuming = RabbitTransport(amqp_url, connection_name="bench-notification")
     publisher = RabbitTransport(amqp_url, connection_name="bench-publisher")
     app = create_app(settings, transport=consuming)

@@ -17,11 +17,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
+from healthflow.devkit.sandbox import PushSink, SmtpSink, TwilioSink
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.notification.app import WORKERS, create_app
 from healthflow.notification.dispatch import Dispatcher, ReminderScheduler
 from healthflow.notification.domain import SettableClock
-from healthflow.notification.sandbox import PushSink, SmtpSink, TwilioSink
 from healthflow.notification.settings import Settings
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # a Monday, 13:00 in Berlin (CET, UTC+1)
@@ -66,7 +66,7 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
              twilio: TwilioSink) -> Settings:
     return Settings(
         mongodb_url=mongodb_url, mongodb_database=f"notification_{unique_name}",
-        transport="inprocess", retry_delays=[0.05, 0.1], embedded_providers=False,
+        transport="inprocess", retry_delays=[0.05, 0.1],
         smtp_port=smtp.port, smtp_timeout=2.0,
         twilio_base_url=twilio.base_url, twilio_account_sid=ACCOUNT_SID,
         twilio_auth_token=SecretStr(AUTH_TOKEN), twilio_timeout=2.0,

@@ -20,7 +20,7 @@ from healthflow.common import mongo
 from healthflow.common.events.consumer import envelope_handler
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import OUTBOX, UnitOfWork, recorded_events
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.common.events.transport import Subscription
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings

@@ -18,11 +18,10 @@ import pytest
 
 from healthflow.common.events import cli
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.rabbit import (
-    CONTENT_TYPE,
-    RabbitTransport,
-    retry_queue_name,
-)
+from healthflow.common.events.rabbit import deadletters
+from healthflow.common.events.rabbit.messages import CONTENT_TYPE
+from healthflow.common.events.rabbit.topology import retry_queue_name
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.common.events.transport import (
     MAX_ERROR_CHARS,
     PublishError,
@@ -206,7 +205,9 @@ async def test_retry_then_success(transport: RabbitTransport) -> None:
     assert recorder.times[2] - recorder.times[1] >= 0.38
     await depths_are(transport, service, {"queue": 0, "dlq": 0})
     for delay in (0.2, 0.4):
-        channel_depth = await transport._message_count(retry_queue_name(service, delay))
+        channel_depth = await deadletters.message_count(
+            transport._connection, retry_queue_name(service, delay)
+        )
         assert channel_depth == 0
     await asyncio.sleep(0.3)
     assert len(recorder.events) == 3  # acked: no further delivery

@@ -20,7 +20,7 @@ from healthflow.common.events.consumer import envelope_handler
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.common.events.transport import (
     PublishError,
     Subscription,

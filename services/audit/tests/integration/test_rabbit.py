@@ -10,7 +10,7 @@ from healthflow.audit import store
 from healthflow.audit.app import create_app
 from healthflow.audit.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.devkit.testing import TokenFactory, running_app
 
 

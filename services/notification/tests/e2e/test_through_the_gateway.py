@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from healthflow.client.people import pick_site
+from healthflow.devkit.sandbox import SmtpSink, TwilioSink
 from healthflow.devkit.testing import (
     RunningPlatform,
     eventually,
@@ -31,7 +32,6 @@ from healthflow.devkit.testing import (
     rabbitmq_vhost,
 )
 from healthflow.notification.domain import format_local
-from healthflow.notification.sandbox import SmtpSink, TwilioSink
 
 BERLIN = ZoneInfo("Europe/Berlin")
 PASSWORD = "Amber-Kestrel-Orchard-2291"
@@ -60,7 +60,6 @@ async def twilio_endpoint() -> AsyncIterator[TwilioSink]:
 def platform(tmp_path_factory: pytest.TempPathFactory, smtp_server: SmtpSink,
              twilio_endpoint: TwilioSink) -> Iterator[RunningPlatform]:
     env = {
-        "NOTIFICATION_EMBEDDED_PROVIDERS": "false",
         "NOTIFICATION_SMTP_PORT": str(smtp_server.port),
         "NOTIFICATION_TWILIO_BASE_URL": twilio_endpoint.base_url,
         "NOTIFICATION_TWILIO_ACCOUNT_SID": ACCOUNT_SID,

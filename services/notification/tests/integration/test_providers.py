@@ -17,13 +17,12 @@ from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from healthflow.common.events.outbox import recorded_events
+from healthflow.devkit.sandbox import SmtpSink
 from healthflow.notification.providers import (
     EmailSender,
     PermanentError,
-    SmsSender,
     TransientError,
 )
-from healthflow.notification.sandbox import SmtpSink, free_port, start_embedded
 from healthflow.notification.settings import Settings
 
 from ..conftest import AUTH_TOKEN, Notif, appointment, user_registered
@@ -169,34 +168,6 @@ async def test_an_undelivered_callback_fails_the_delivery(notif: Notif) -> None:
     assert (sms["status"], sms["reason"]) == ("failed", "twilio_undelivered_30003")
     failed = await recorded_events(notif.db, {"type": "notification.failed"})
     assert [e.data["provider_id"] for e in failed] == [sid]
-
-
-async def test_the_embedded_default_serves_loopback_endpoints_only(settings: Settings) -> None:
-    smtp_port, twilio_port = free_port(), free_port()
-    local = settings.model_copy(update={
-        "embedded_providers": True, "smtp_port": smtp_port,
-        "twilio_base_url": f"http://127.0.0.1:{twilio_port}"})
-    embedded = await start_embedded(local)
-    try:
-        assert embedded.smtp is not None and embedded.twilio is not None
-        again = await start_embedded(local)  # another replica: the ports are taken
-        assert again.smtp is None and again.twilio is None
-        message_id = await EmailSender(local).send(
-            delivery_id="d1", to="x@patients.test", subject="s", text="t", html="<p>h</p>")
-        assert [m.message["Message-ID"] for m in embedded.smtp.to("x@patients.test")] == [
-            message_id]
-        sms = SmsSender(local)
-        try:
-            sid = await sms.send(to="+4915100000999", body="b")
-        finally:
-            await sms.close()
-        assert [m.sid for m in embedded.twilio.to("+4915100000999")] == [sid]
-    finally:
-        await embedded.stop()
-    remote = local.model_copy(update={"smtp_host": "smtp.example.org",
-                                      "twilio_base_url": "https://api.twilio.com"})
-    nothing = await start_embedded(remote)
-    assert nothing.smtp is None and nothing.twilio is None
 
 
 def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, str]:

@@ -16,10 +16,10 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
 
+from healthflow.devkit.sandbox import PushSink, browser_subscription, free_port
 from healthflow.devkit.testing import TokenFactory, eventually
 from healthflow.notification.app import create_app
 from healthflow.notification.domain import SettableClock
-from healthflow.notification.sandbox import PushSink, browser_subscription, free_port
 from healthflow.notification.settings import Settings
 
 from ..conftest import Notif, appointment, user_registered

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
+from healthflow.devkit.sandbox import SmtpSink, TwilioSink
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.notification.app import create_app
 from healthflow.notification.domain import SettableClock
-from healthflow.notification.sandbox import SmtpSink, TwilioSink
 from healthflow.notification.settings import Settings
 
 from ..conftest import appointment, event, user_registered

@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from healthflow.devkit.sandbox import SmtpSink, TwilioSink
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.notification import dispatch, store
 from healthflow.notification.app import create_app
-from healthflow.notification.sandbox import SmtpSink, TwilioSink
 from healthflow.notification.settings import Settings
 from healthflow.notification.store import UNLEASED
 

@@ -56,7 +56,7 @@ def make_transport(settings: ServiceSettings) -> Transport:
     """The transport ``settings.transport`` names (RabbitMQ or the shared in-process one)."""
     if settings.transport == "inprocess":
         return shared_inprocess_transport(settings.mongodb_url)
-    from healthflow.common.events.rabbit import RabbitTransport
+    from healthflow.common.events.rabbit.transport import RabbitTransport
 
     return RabbitTransport(settings.amqp_url)
 

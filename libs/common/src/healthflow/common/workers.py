@@ -10,8 +10,8 @@ nothing patches the app's lifespan. Two kinds cover what the services do today:
   ``interval`` seconds or as soon as its ``wakeup`` event is set. A step that
   raises is logged with the worker's name and the loop goes on; a step never
   ends the loop silently.
-* :class:`Hooks` — a start and a stop coroutine (a key ring's reload timer, a
-  sandbox server), for work that is not a loop.
+* :class:`Hooks` — a start and a stop coroutine (a key ring's reload timer, the
+  channel clients' sessions), for work that is not a loop.
 
 Job queues with leases (:mod:`healthflow.common.jobs`) run as a :class:`Loop`
 over :meth:`~healthflow.common.jobs.JobWorker.run_once`.

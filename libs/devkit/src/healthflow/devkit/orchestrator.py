@@ -42,9 +42,10 @@ multi-process mode (the extra ones on free ports; the gateway takes them in turn
 
 When the notification service runs and neither ``NOTIFICATION_SMTP_HOST`` nor
 ``NOTIFICATION_TWILIO_BASE_URL`` is set, the runner also supervises the local
-mailbox (:mod:`healthflow.notification.mailbox`: an SMTP server and a Twilio-compatible
+mailbox (:mod:`healthflow.devkit.mailbox`: an SMTP server and a Twilio-compatible
 SMS endpoint on loopback, ``NOTIFICATION_SMTP_PORT``/8025 and 8026 or free ports
-when taken) and points the notification service at it; what arrives is kept in
+when taken) and points the notification service at it (the service itself never
+starts a stand-in: it talks to the endpoints it is given); what arrives is kept in
 ``<var>/mailbox/{mail,sms}.jsonl`` and shown at ``http://127.0.0.1:8027/mail`` and
 ``/sms`` (``HEALTHFLOW_MAILBOX_PORT``).
 
@@ -231,7 +232,7 @@ class Platform:
         view = port(os.environ.get("HEALTHFLOW_MAILBOX_PORT"), MAILBOX_PORTS["view"])
         os.environ.update({"NOTIFICATION_SMTP_HOST": HOST, "NOTIFICATION_SMTP_PORT": str(smtp),
                            "NOTIFICATION_TWILIO_BASE_URL": f"http://{HOST}:{twilio}"})
-        component = Component("mailbox", view, "notification.mailbox")
+        component = Component("mailbox", view, "devkit.mailbox")
         env = {k: v for k, v in os.environ.items() if k != "HEALTHFLOW_ADMIN_PASSWORD"} | {
             "MAILBOX_SMTP_PORT": str(smtp), "MAILBOX_TWILIO_PORT": str(twilio),
             "MAILBOX_PORT": str(view), "MAILBOX_DIR": str(self.config.var_dir / "mailbox")}

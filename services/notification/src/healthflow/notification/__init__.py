@@ -8,5 +8,6 @@ client and pywebpush; fires stored reminders; publishes ``notification.sent`` /
 ``notification.failed`` without bodies or addresses. Module map:
 ``handlers`` → ``service`` (queue) → ``dispatch`` (send, reminders) →
 ``providers`` (clients); ``domain`` holds the rules, ``rendering`` the Jinja2
-templates, ``sandbox`` the loopback stand-ins for the providers.
+templates. The loopback stand-ins for the providers and the local mailbox are
+development tools (``healthflow.devkit.sandbox``, ``healthflow.devkit.mailbox``).
 """

@@ -68,8 +68,9 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     ``clock`` defaults to the system clock; tests pass a
     :class:`~healthflow.notification.domain.SettableClock`. The runtime's
     ``state`` holds ``context``, ``dispatcher``, ``scheduler`` and the VAPID
-    public key once started; its workers are the local mailbox (when
-    ``embedded_providers``), the channel clients, and the loops in :data:`WORKERS`.
+    public key once started; its workers are the channel clients and the loops in
+    :data:`WORKERS`. It starts no provider stand-in: it sends to the SMTP server and
+    Twilio API its settings name (``make run`` points them at its local mailbox).
     """
     settings = settings or load_settings(Settings)
     ctx = service.Context(settings=settings, clock=clock or SystemClock())
@@ -88,17 +89,6 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     runtime.consumer = handlers.NotifyingConsumer(runtime, table, dispatcher.wake)
     runtime.state.update(context=ctx, dispatcher=dispatcher, scheduler=scheduler)
     runtime.readiness_checks["reminders"] = scheduler.health
-    if settings.embedded_providers:  # development only: loopback SMTP and Twilio stand-ins
-        from healthflow.notification import sandbox
-
-        embedded = sandbox.EmbeddedProviders()
-
-        async def start_embedded() -> None:
-            nonlocal embedded
-            embedded = await sandbox.start_embedded(settings)
-
-        runtime.add_worker(Hooks("notification-mailbox", start_embedded,
-                                 lambda: embedded.stop()))
     runtime.add_worker(Hooks("notification-senders", _nothing, senders.close))
     dispatch_name, reminders_name, watch_name = WORKERS
     runtime.add_worker(Loop(dispatch_name, dispatcher.run_due,

@@ -15,5 +15,5 @@ MANIFEST = ServiceManifest(
         RouteDecl("/api/v1/notifications/twilio/status", public=frozenset({"POST"})),
         RouteDecl("/api/v1/notifications/push/vapid-public-key", public=READS),
     ),
-    sidecars=("healthflow.notification.mailbox",),
+    sidecars=("healthflow.devkit.mailbox",),
 )

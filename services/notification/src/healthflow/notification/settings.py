@@ -1,9 +1,10 @@
 """Notification service settings (environment variables prefixed ``NOTIFICATION_``).
 
 Durations are seconds (floats) unless a name says minutes. The providers'
-defaults point at the embedded loopback endpoints (``healthflow.notification.sandbox``):
-an SMTP server on ``127.0.0.1:8025`` and a Twilio-compatible Messages API on
-``http://127.0.0.1:8026``; production sets the real ones.
+defaults point at loopback: an SMTP server on ``127.0.0.1:8025`` and a
+Twilio-compatible Messages API on ``http://127.0.0.1:8026``, where the local mailbox
+of ``make run`` listens (``healthflow.devkit.mailbox``, development only; the
+service starts no stand-in itself); production sets the real ones.
 """
 
 from __future__ import annotations
@@ -28,10 +29,6 @@ class Settings(ServiceSettings):
 
     service_name: str = INFO.name
     port: int = Field(default=INFO.port, ge=1, le=65535)
-
-    # Start the loopback SMTP server and Twilio endpoint in this process when the
-    # endpoints below are on 127.0.0.1/localhost (the embedded default, `make run`).
-    embedded_providers: bool = True
 
     # Email (SMTP through aiosmtplib). ``smtp_security``: "none", "starttls" (RFC 3207)
     # or "tls" (implicit TLS, RFC 8314). Auth is used when a username is set.

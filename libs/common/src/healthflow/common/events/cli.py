@@ -53,7 +53,7 @@ class DeadLetterSettings(ServiceSettings):
 
 
 def _rabbitmq(settings: ServiceSettings) -> Transport:
-    from healthflow.common.events.rabbit import RabbitTransport
+    from healthflow.common.events.rabbit.transport import RabbitTransport
 
     return RabbitTransport(settings.amqp_url, connection_name="healthflow-deadletters")
 

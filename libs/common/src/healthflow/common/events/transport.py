@@ -1,6 +1,6 @@
 """The project's small publish/subscribe interface, implemented twice.
 
-* :class:`~healthflow.common.events.rabbit.RabbitTransport`: RabbitMQ through
+* :class:`~healthflow.common.events.rabbit.transport.RabbitTransport`: RabbitMQ through
   aio-pika (the production shape).
 * :class:`~healthflow.common.events.inprocess.InProcessTransport`: every service
   in one process (the single-process ``make run``).

@@ -1,7 +1,7 @@
 """The local mailbox and SMS log that ``make run`` starts beside the notification service.
 
-``python -m healthflow.notification.mailbox`` runs the notification service's loopback
-provider stand-ins (:mod:`healthflow.notification.sandbox`: a real SMTP server and
+``python -m healthflow.devkit.mailbox`` runs the notification service's loopback
+provider stand-ins (:mod:`healthflow.devkit.sandbox`: a real SMTP server and
 a Twilio-compatible Messages API) and keeps what they receive:
 
 * every email as one JSON line in ``<dir>/mail.jsonl`` (``received_at`` aware UTC
@@ -17,13 +17,16 @@ removes them). Nothing about a message is logged: the files are the mailbox.
 
 Environment: ``MAILBOX_SMTP_PORT`` (default 8025), ``MAILBOX_TWILIO_PORT`` (8026),
 ``MAILBOX_PORT`` (the HTTP view, 8027), ``MAILBOX_DIR`` (``var/mailbox``); the
-Twilio account SID and auth token are the notification service's settings.
+Twilio account SID and auth token are the notification service's settings (read
+at run time, like :mod:`healthflow.devkit.local_admin` reads the auth service's:
+the devkit depends on no service package).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -36,10 +39,10 @@ from typing import Any
 from aiohttp import web
 
 from healthflow.common.settings import load_settings
-from healthflow.notification.sandbox import ReceivedMail, SmtpSink, TwilioSink
-from healthflow.notification.settings import Settings
+from healthflow.devkit.sandbox import ReceivedMail, SmtpSink, TwilioSink
 
 HOST = "127.0.0.1"
+KEEP = 1000  # messages each stand-in keeps in memory (the files keep them all)
 log = logging.getLogger("healthflow.mailbox")
 
 
@@ -95,11 +98,12 @@ async def serve(smtp_port: int, twilio_port: int, port: int, directory: Path,
                                  "to": sms.to, "body": sms.body})
             return response
 
-    settings = load_settings(Settings)
-    smtp = SmtpSink(smtp_port)
+    settings = load_settings(importlib.import_module("healthflow.notification.settings").Settings)
+    smtp = SmtpSink(smtp_port, keep=KEEP)
     smtp.listeners.append(on_mail)
     twilio = RecordingTwilio(settings.twilio_account_sid,
-                             settings.twilio_auth_token.get_secret_value(), port=twilio_port)
+                             settings.twilio_auth_token.get_secret_value(), port=twilio_port,
+                             keep=KEEP)
 
     async def listing(request: web.Request) -> web.Response:
         source = mail_file if request.path == "/mail" else sms_file
@@ -130,7 +134,7 @@ async def serve(smtp_port: int, twilio_port: int, port: int, directory: Path,
 
 
 def main() -> None:
-    """Entry point of ``python -m healthflow.notification.mailbox`` (stops on SIGINT/SIGTERM)."""
+    """Entry point of ``python -m healthflow.devkit.mailbox`` (stops on SIGINT/SIGTERM)."""
     logging.basicConfig(level=logging.WARNING)
     directory = Path(os.environ.get("MAILBOX_DIR", "var/mailbox"))
 

@@ -1,4 +1,4 @@
-"""Loopback stand-ins for the providers: the embedded default, the tests and the benchmark.
+"""Loopback stand-ins for the notification service's providers (development only).
 
 * :class:`SmtpSink` — a real SMTP server (aiosmtpd) that keeps what arrives;
 * :class:`TwilioSink` — an HTTP endpoint answering like Twilio's Messages API
@@ -10,15 +10,14 @@
   browser-like subscription whose private key can decrypt them.
 
 They speak the real protocols, so the service's real clients talk to them
-unchanged. With ``embedded_providers`` (the default) the service starts the SMTP
-and Twilio stand-ins itself when its settings point at loopback
-(:func:`start_embedded`); ``python -m healthflow.notification.sandbox`` runs them
-alone on the settings' ports (``127.0.0.1:8025`` and ``:8026``).
+unchanged, at the endpoints its settings name (``NOTIFICATION_SMTP_HOST``/``_PORT``,
+``NOTIFICATION_TWILIO_BASE_URL``, a subscription's endpoint). The service never
+starts them: the local mailbox (:mod:`healthflow.devkit.mailbox`, which ``make run``
+supervises), the tests and the benchmark do.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import os
@@ -27,23 +26,18 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import urlparse
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from healthflow.notification.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -52,17 +46,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def port_free(port: int) -> bool:
-    """Whether 127.0.0.1:``port`` can be bound now (aiosmtpd reports a taken port only
-    after its ready timeout, so the embedded default asks first)."""
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
@@ -206,7 +189,7 @@ class TwilioSink:
     """HTTP statuses to answer the next requests with (503: transient; 400: permanent)."""
     requests: int = 0
     keep: int | None = None
-    """Keep only the last ``keep`` messages (the embedded default's memory bound)."""
+    """Keep only the last ``keep`` messages (a long-running mailbox's memory bound)."""
     _runner: web.AppRunner | None = None
 
     @property
@@ -334,70 +317,3 @@ def browser_subscription(endpoint: str) -> BrowserSubscription:
 
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-@dataclass
-class EmbeddedProviders:
-    """The stand-ins one service process started (see :func:`start_embedded`)."""
-
-    smtp: SmtpSink | None = None
-    twilio: TwilioSink | None = None
-
-    async def stop(self) -> None:
-        if self.twilio is not None:
-            await self.twilio.stop()
-        if self.smtp is not None:
-            await asyncio.to_thread(self.smtp.stop)
-
-
-async def start_embedded(settings: Settings) -> EmbeddedProviders:
-    """Start the SMTP and Twilio stand-ins the settings point at, when they are on loopback.
-
-    Only endpoints on 127.0.0.1/localhost are served, so a deployment configured
-    with real providers never starts one. A port already taken (another replica
-    serves it) is left alone. Each keeps its last 1,000 messages in memory.
-    """
-    started = EmbeddedProviders()
-    if settings.smtp_host in LOOPBACK_HOSTS and port_free(settings.smtp_port):
-        try:
-            started.smtp = await asyncio.to_thread(SmtpSink(settings.smtp_port, keep=1000).start)
-        except Exception as exc:  # best effort: the service runs without it
-            log.warning("embedded SMTP server not started", extra={"reason": repr(exc)})
-    url = urlparse(settings.twilio_base_url)
-    if url.hostname in LOOPBACK_HOSTS and url.port and port_free(url.port):
-        sink = TwilioSink(settings.twilio_account_sid,
-                          settings.twilio_auth_token.get_secret_value(), port=url.port,
-                          keep=1000)
-        try:
-            started.twilio = await sink.start()
-        except OSError as exc:
-            await sink.stop()
-            log.warning("embedded Twilio endpoint not started", extra={"reason": repr(exc)})
-    return started
-
-
-async def _serve_forever(start: Callable[[], Awaitable[Any]]) -> None:  # pragma: no cover
-    await start()
-    await asyncio.Event().wait()
-
-
-def main() -> None:  # pragma: no cover - a developer convenience
-    from healthflow.common.settings import load_settings
-
-    settings = load_settings(Settings)
-    smtp = SmtpSink(settings.smtp_port).start()
-    port = int(settings.twilio_base_url.rsplit(":", 1)[1].split("/")[0])
-    twilio = TwilioSink(settings.twilio_account_sid,
-                        settings.twilio_auth_token.get_secret_value(), port=port)
-    print(f"SMTP on 127.0.0.1:{smtp.port}, Twilio Messages API on {twilio.base_url}")
-    try:
-        asyncio.run(_serve_forever(twilio.start))
-    finally:
-        smtp.stop()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -1,0 +1,82 @@
+"""The exchange and queues of the RabbitMQ transport, and their declaration.
+
+Topology (AMQP 0-9-1 as RabbitMQ implements it), for a service ``svc``:
+
+* ``healthflow.events``: durable **topic** exchange; the routing key is the
+  CloudEvents ``type``.
+* ``healthflow.svc``: the service's durable queue, bound to each of its patterns.
+* ``healthflow.svc.retry.<ms>ms``: one durable queue per entry of
+  ``retry_delays``, named by and with ``x-message-ttl`` = that delay in milliseconds,
+  ``x-dead-letter-exchange`` = ``""`` (the default exchange) and
+  ``x-dead-letter-routing-key`` = ``healthflow.svc``. Nobody consumes it: when
+  the TTL expires RabbitMQ dead-letters the message back to ``healthflow.svc``
+  alone (RabbitMQ docs "Time-To-Live and Expiration" and "Dead Letter
+  Exchanges"), so a retry never reaches another service. All messages of one
+  retry queue share one TTL, so they expire in FIFO order at the queue head.
+* ``healthflow.svc.dlq``: the parking lot. Nothing consumes it; an operator
+  lists and replays it (``healthflow-deadletters``).
+
+Retry queues are named by their delay, so deploying new ``retry_delays``
+declares new queues rather than changing the ``x-message-ttl`` of existing ones
+(which RabbitMQ refuses with ``PRECONDITION_FAILED``, channel error 406); a queue
+of an old delay still returns what it holds and can be deleted once empty.
+"""
+
+from __future__ import annotations
+
+import aio_pika.abc
+from aio_pika import ExchangeType
+
+from healthflow.common.events.transport import Subscription, queue_name
+
+
+def retry_queue_name(service: str, delay: float) -> str:
+    """``healthflow.<service>.retry.<delay in ms>ms``.
+
+    Named by its delay, not its position, so that changing a service's
+    ``retry_delays`` declares new queues instead of redeclaring an existing one
+    with another ``x-message-ttl`` (which RabbitMQ refuses with 406
+    PRECONDITION_FAILED); an old queue keeps returning what it holds to the
+    service's queue and can be deleted once empty.
+    """
+    return f"{queue_name(service)}.retry.{_delay_ms(delay)}ms"
+
+
+def _delay_ms(delay: float) -> int:
+    return max(0, round(delay * 1000))
+
+
+async def declare_exchange(
+    channel: aio_pika.abc.AbstractChannel, name: str
+) -> aio_pika.abc.AbstractExchange:
+    """The durable topic exchange ``name`` (declared if absent)."""
+    return await channel.declare_exchange(name, ExchangeType.TOPIC, durable=True)
+
+
+async def declare_service_queues(
+    channel: aio_pika.abc.AbstractRobustChannel, exchange_name: str, subscription: Subscription
+) -> aio_pika.abc.AbstractRobustQueue:
+    """Declare the exchange, the service's queue and bindings, retry queues and DLQ.
+
+    Returns the service's queue, bound to each of ``subscription.patterns``.
+
+    Raises:
+        aio_pika.exceptions.ChannelPreconditionFailed: when an existing queue
+            was declared with other arguments (e.g. changed retry delays).
+    """
+    exchange = await declare_exchange(channel, exchange_name)
+    queue = await channel.declare_queue(subscription.queue, durable=True)
+    for pattern in subscription.patterns:
+        await queue.bind(exchange, routing_key=pattern)
+    for delay in subscription.retry_delays:
+        await channel.declare_queue(
+            retry_queue_name(subscription.service, delay),
+            durable=True,
+            arguments={
+                "x-message-ttl": _delay_ms(delay),
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": subscription.queue,
+            },
+        )
+    await channel.declare_queue(subscription.dead_letter_queue, durable=True)
+    return queue
