@@ -21,15 +21,6 @@ MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 60
 SKIPPED_DIRS = frozenset({"tests", "benchmarks"})
 
-# Known offenders, being split in parallel branches: remove each entry when its branch
-# is merged (test_every_allowed_offender_still_offends says when). Keys are "path" (a
-# file) or "path::Qualified.name" (a function); values say who is fixing it.
-ALLOWED: dict[str, str] = {
-    "libs/common/src/healthflow/common/events/rabbit.py":
-        "the events package split (rabbit.py into smaller modules)",
-}
-
-
 def source_files() -> Iterator[Path]:
     trees = [*sorted((ROOT / "libs").glob("*/src")), ROOT / "gateway" / "src",
              *sorted((ROOT / "services").glob("*/src"))]
@@ -79,11 +70,5 @@ def test_the_walk_finds_every_src_tree() -> None:
 
 def test_no_file_or_function_is_too_long() -> None:
     found = offenders()
-    too_long = [f"{key}: {what}" for key, what in sorted(found.items()) if key not in ALLOWED]
+    too_long = [f"{key}: {what}" for key, what in sorted(found.items())]
     assert not too_long, "over the size limits:\n" + "\n".join(too_long)
-
-
-def test_every_allowed_offender_still_offends() -> None:
-    found = offenders()
-    fixed = [f"{key} ({why})" for key, why in ALLOWED.items() if key not in found]
-    assert not fixed, f"no longer too long, remove from ALLOWED: {fixed}"
