@@ -1,0 +1,12 @@
+"""The prescription service's manifest (:mod:`healthflow.common.manifest`)."""
+
+from __future__ import annotations
+
+from healthflow.common.manifest import RouteDecl, ServiceManifest
+
+MANIFEST = ServiceManifest(
+    name="prescription",
+    port=8109,
+    summary="Prescriptions (FHIR MedicationRequest): safety checks, issue, dispensing.",
+    routes=(RouteDecl("/api/v1/prescriptions"),),
+)
