@@ -30,6 +30,12 @@ async def test_a_penicillin_allergy_refuses_amoxicillin_until_overridden_with_a_
     assert "Penicillin" in refused["detail"] and "override" in refused["detail"]
     assert await pharmacy.runtime.db["prescriptions"].count_documents({}) == 0
 
+    checked = await pharmacy.client.post("/api/v1/prescriptions/checks", json={
+        "encounter_id": encounter, "medication": {"text": "ampicillin"}},
+        headers=pharmacy.as_("doc-1", "doctor"))
+    assert [c["kind"] for c in checked.json()["conflicts"]] == ["allergy-class"]
+    assert await pharmacy.runtime.db["prescriptions"].count_documents({}) == 0
+
     reason = "tolerated amoxicillin in 2024 under observation"
     issued = await pharmacy.prescribe("doc-1", encounter, override={"reason": reason})
     assert issued.status_code == 201, issued.text

@@ -4,6 +4,7 @@ call a use case, shape the answer).
 * ``POST ""`` — prescribe in an encounter the caller conducts (issued at once, or a
   draft); ``POST /{id}/issue`` — issue a draft; ``POST /{id}/cancel`` and
   ``/{id}/entered-in-error`` — stop it; the prescriber only;
+* ``POST /checks`` — the safety checks alone, nothing written;
 * ``POST /{id}/dispense`` — a pharmacist hands some out;
 * ``GET ""?patient_id=`` and ``GET /{id}`` — read.
 
@@ -24,6 +25,8 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.prescription import service
 from healthflow.prescription.domain import Status
 from healthflow.prescription.schemas import (
+    CheckIn,
+    CheckOut,
     DispenseIn,
     IssueIn,
     PrescriptionIn,
@@ -49,6 +52,14 @@ async def prescribe(runtime: Runtime, body: PrescriptionIn, response: Response,
     doc = await service.prescribe(runtime, principal, body)
     response.headers["Location"] = f"{router.prefix}/{doc['_id']}"
     return PrescriptionOut.from_document(doc)
+
+
+@router.post("/checks", summary="The safety checks alone (nothing is written)")
+async def check(runtime: Runtime, body: CheckIn,
+                principal: Principal = require(P.PRESCRIPTIONS_WRITE_TREATED)) -> CheckOut:
+    """The allergy and duplicate conflicts issuing would meet, before writing one."""
+    issues = await service.check(runtime, principal, body)
+    return CheckOut(conflicts=[i.as_json() for i in issues])
 
 
 @router.get("", summary="A patient's prescriptions, oldest first")

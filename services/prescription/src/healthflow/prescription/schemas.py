@@ -105,6 +105,19 @@ class PrescriptionIn(_Body):
     override: Override | None = None
 
 
+class CheckIn(_Body):
+    """``POST /checks``: the safety checks alone, for a medication in an encounter."""
+
+    encounter_id: Id
+    medication: MedicationIn
+
+
+class CheckOut(BaseModel):
+    """The conflicts issuing would meet: ``[{kind, with_id, detail, criticality}]``."""
+
+    conflicts: list[dict[str, Any]]
+
+
 class IssueIn(_Body):
     """``POST /{id}/issue``: a draft becomes active (after the safety checks)."""
 

@@ -37,6 +37,7 @@ from healthflow.prescription.domain import (
     NotTreating,
     NotYourEncounter,
     PrescriptionNotFound,
+    SafetyIssue,
     Status,
     UnknownEncounter,
     allowed_total,
@@ -46,7 +47,7 @@ from healthflow.prescription.domain import (
     plan_issue,
     safety_conflicts,
 )
-from healthflow.prescription.schemas import DispenseIn, Override, PrescriptionIn
+from healthflow.prescription.schemas import CheckIn, DispenseIn, Override, PrescriptionIn
 from healthflow.prescription.terminology import ROUTE_CODES, SNOMED_SYSTEM, identify
 
 # ----------------------------------------------------------------------------- access
@@ -165,6 +166,32 @@ async def _issue(uow: UnitOfWork, doc: Document, override: Override | None,
     return after
 
 
+async def _own_encounter(uow: UnitOfWork, principal: Principal, encounter_id: str
+                         ) -> Document:
+    """Raises UnknownEncounter (422) or NotYourEncounter (403)."""
+    encounter = await store.get_encounter(uow, encounter_id)
+    if encounter is None:
+        raise UnknownEncounter(f"no started encounter {encounter_id} is known")
+    if encounter["practitioner_id"] != principal.subject:
+        raise NotYourEncounter("a doctor prescribes in encounters they conduct")
+    return encounter
+
+
+async def check(runtime: ServiceRuntime, principal: Principal, body: CheckIn
+                ) -> list[SafetyIssue]:
+    """The conflicts prescribing ``body.medication`` in the encounter would meet, nothing
+    written (the same checks as issuing). Raises as :func:`_own_encounter`."""
+
+    async def read(uow: UnitOfWork) -> list[SafetyIssue]:
+        encounter = await _own_encounter(uow, principal, body.encounter_id)
+        drug = identify(body.medication.text, body.medication.code, body.medication.system)
+        allergies = await store.allergies_of(uow, encounter["patient_id"])
+        same = await store.active_same_drug(uow, encounter["patient_id"], drug.key)
+        return safety_conflicts(drug, (allergies or {}).get("allergies", []), same)
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
 async def prescribe(runtime: ServiceRuntime, principal: Principal, body: PrescriptionIn
                     ) -> Document:
     """A prescription in an encounter the caller conducted: a draft, or issued at once.
@@ -176,11 +203,7 @@ async def prescribe(runtime: ServiceRuntime, principal: Principal, body: Prescri
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        encounter = await store.get_encounter(uow, body.encounter_id)
-        if encounter is None:
-            raise UnknownEncounter(f"no started encounter {body.encounter_id} is known")
-        if encounter["practitioner_id"] != principal.subject:
-            raise NotYourEncounter("a doctor prescribes in encounters they conduct")
+        encounter = await _own_encounter(uow, principal, body.encounter_id)
         doc = new_prescription(body, encounter, principal.subject, utcnow())
         await store.insert(uow, doc)
         if body.draft:
