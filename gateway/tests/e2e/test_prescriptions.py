@@ -4,14 +4,23 @@ A patient records a penicillin allergy and books a doctor, who checks them in; i
 that encounter the doctor's amoxicillin prescription is refused with 409 naming the
 allergy, then issued with an override and its reason; the patient sees it; a
 pharmacist dispenses it in full and it completes; a doctor without a care
-relationship is refused; the audit log holds the override's reason.
+relationship is refused; the patient downloads the PDF, and anyone without an
+account checks its signed hash at the address its QR code holds; the audit log holds
+the override's reason.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 from typing import Any
 
+import httpx
+import pypdf
+
 from healthflow.devkit.testing import RunningPlatform, eventually
+from healthflow.prescription import keys
+from healthflow.prescription.domain import signed_message
 
 from .conftest import User, assert_problem, audit_events, create_staff, ok
 from .test_records import checked_in_appointment
@@ -85,6 +94,8 @@ async def test_an_allergy_conflict_is_overridden_seen_by_the_patient_and_dispens
         assert done["status"] == "completed" and done["dispenses"][0]["by"] == pharmacist.id
         assert ok(await api.get(url, headers=patient.headers))["status"] == "completed"
 
+        await printed_and_verified(api, patient, rx["id"])
+
         async def audited() -> bool:
             entries = await audit_events(api, compliance, patient=patient.id)
             issued = [e for e in entries if e["type"] == "prescription.issued"]
@@ -92,3 +103,19 @@ async def test_an_allergy_conflict_is_overridden_seen_by_the_patient_and_dispens
                 and REASON in str(issued[0])
 
         await eventually(audited, within=20, message="the override never reached the audit log")
+
+
+async def printed_and_verified(api: httpx.AsyncClient, patient: User, rx_id: str) -> None:
+    """The patient's PDF names the public verification address under the gateway, where
+    its SHA-256 is signed with the service's Ed25519 key."""
+    printed = await api.get(f"/api/v1/prescriptions/{rx_id}/pdf", headers=patient.headers)
+    assert printed.status_code == 200 and printed.content.startswith(b"%PDF-")
+    verify = f"/api/v1/prescriptions/verify/{rx_id}"
+    text = pypdf.PdfReader(io.BytesIO(printed.content)).pages[0].extract_text()
+    assert str(api.base_url).rstrip("/") + verify in text
+    digest = hashlib.sha256(printed.content).hexdigest()
+    async with httpx.AsyncClient(base_url=api.base_url) as anyone:  # no token
+        checked = ok(await anyone.get(verify, params={"sha256": digest}))
+    assert checked["matches"] is True and checked["status"] == "completed"
+    document = next(d for d in checked["documents"] if d["sha256"] == digest)
+    assert keys.verify(checked["keys"][0], signed_message(rx_id, digest), document["signature"])

@@ -6,7 +6,9 @@ call a use case, shape the answer).
   ``/{id}/entered-in-error`` — stop it; the prescriber only;
 * ``POST /checks`` — the safety checks alone, nothing written;
 * ``POST /{id}/dispense`` — a pharmacist hands some out;
-* ``GET ""?patient_id=`` and ``GET /{id}`` — read.
+* ``GET ""?patient_id=`` and ``GET /{id}`` — read; ``GET /{id}/pdf`` — the printable
+  PDF, its SHA-256 signed;
+* ``GET /verify/{id}`` — public: check a printed prescription.
 
 Ownership and care-relationship checks live in :mod:`.service`.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.http import get_runtime
@@ -32,6 +34,7 @@ from healthflow.prescription.schemas import (
     PrescriptionIn,
     PrescriptionOut,
     StopIn,
+    VerificationOut,
 )
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
@@ -114,3 +117,33 @@ async def dispense(runtime: Runtime, prescription_id: Id, body: DispenseIn,
     ``completed`` once all is dispensed."""
     return PrescriptionOut.from_document(
         await service.dispense(runtime, principal, prescription_id, body))
+
+
+def _base_url(request: Request) -> str:
+    """The address the client used (the gateway's ``X-Forwarded-Proto``/``-Host``)."""
+    scheme = request.headers.get("x-forwarded-proto", request.url.scheme)
+    host = request.headers.get("x-forwarded-host", request.url.netloc)
+    return f"{scheme}://{host}"
+
+
+@router.get("/{prescription_id}/pdf", summary="The printable prescription (PDF, signed)",
+            response_class=Response,
+            responses={200: {"content": {"application/pdf": {}}}})
+async def pdf(runtime: Runtime, prescription_id: Id, request: Request,
+              principal: Principal = require_any(*READERS)) -> Response:
+    """With a QR code of its verification address; 409 ``prescription-state`` unless
+    active or completed."""
+    document = await service.printable(runtime, principal, prescription_id,
+                                       _base_url(request))
+    return Response(document, media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="prescription-{prescription_id}.pdf"'})
+
+
+@router.get("/verify/{prescription_id}", summary="Check a printed prescription (public)")
+async def verify(runtime: Runtime, prescription_id: Id,
+                 sha256: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$")] = None
+                 ) -> VerificationOut:
+    """Status, the signed hashes of its PDFs and the public key; ``?sha256=`` of a PDF
+    answers ``matches``. 404 unless printed."""
+    return VerificationOut.model_validate(
+        await service.verification(runtime, prescription_id, sha256))

@@ -239,3 +239,28 @@ def plan_dispense(prescription: Mapping[str, Any], value: float, unit: str) -> D
         raise OverDispense(f"{left} {unit} remain to be dispensed of {allowed} {unit}",
                            remaining=left, allowed=allowed)
     return Dispensing(total, allowed, Status.COMPLETED if total == allowed else Status.ACTIVE)
+
+
+# ----------------------------------------------------------------------------- printing
+
+SIGNED_PREFIX = b"healthflow-prescription-pdf:v1:"
+
+
+def signed_message(prescription_id: str, sha256_hex: str) -> bytes:
+    """The bytes the service signs (Ed25519, RFC 8032) for a printed prescription.
+
+    ``healthflow-prescription-pdf:v1:<prescription id>:<sha256>`` in UTF-8, where
+    ``<sha256>`` is the 64 lowercase hex digits of SHA-256 (FIPS 180-4) of the PDF's
+    bytes: the signature binds the document to this prescription, so a signed PDF of
+    one prescription does not verify as another's.
+    """
+    return SIGNED_PREFIX + f"{prescription_id}:{sha256_hex.lower()}".encode()
+
+
+PRINTABLE = frozenset({Status.ACTIVE, Status.COMPLETED})
+
+
+def ensure_printable(status: str) -> None:
+    """Raises StateConflict (409) unless the prescription is issued and not stopped."""
+    if status not in PRINTABLE:
+        raise StateConflict(f"a prescription that is {status} is not printed")

@@ -3,6 +3,8 @@
 * ``encounter.started`` / ``encounter.finished`` (records,
   :mod:`healthflow.contracts.records`): the encounters doctors prescribe in, their
   patient and practitioner; a doctor who conducted one with a patient treats them.
+* ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`): the
+  full names printed on a prescription (nothing else of the account is kept).
 * ``patient.allergies_changed`` (patient,
   :class:`~healthflow.contracts.patient.PatientAllergiesChanged`): the allergy list
   the safety checks read, newest profile version kept.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
+from healthflow.contracts.auth import UserRegistered
 from healthflow.contracts.patient import PatientAllergiesChanged
 from healthflow.contracts.records import EncounterFinished, EncounterStarted
 from healthflow.prescription import service
@@ -33,7 +36,12 @@ async def on_allergies_changed(event: Received[PatientAllergiesChanged],
     await service.allergies_changed(uow, event.data)
 
 
+async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
+    await service.person_registered(uow, event.data.user_id, event.data.full_name)
+
+
 HANDLERS: Handlers = {
+    "user.registered": on_user_registered,
     "encounter.started": on_encounter_started,
     "encounter.finished": on_encounter_finished,
     "patient.allergies_changed": on_allergies_changed,

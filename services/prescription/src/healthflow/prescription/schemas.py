@@ -173,3 +173,27 @@ class PrescriptionOut(BaseModel):
     def from_document(cls, doc: dict[str, Any]) -> PrescriptionOut:
         medication = {k: v for k, v in doc["medication"].items() if k != "key"}
         return cls.model_validate({**doc, "id": doc["_id"], "medication": medication})
+
+
+class SignedDocument(BaseModel):
+    """A printed PDF: its SHA-256 (hex), the Ed25519 signature (base64url) of
+    ``healthflow-prescription-pdf:v1:<id>:<sha256>`` and the signing key's ``kid``."""
+
+    sha256: str
+    signature: str
+    kid: str
+    signed_at: datetime
+
+
+class VerificationOut(BaseModel):
+    """``GET /api/v1/prescriptions/verify/{id}``: public, no names and no medication.
+
+    ``keys`` are RFC 8037 OKP JWKs (Ed25519); ``matches`` answers ``?sha256=``.
+    """
+
+    prescription_id: str
+    status: str
+    issued_at: datetime | None
+    documents: list[SignedDocument]
+    keys: list[dict[str, Any]]
+    matches: bool | None

@@ -20,8 +20,11 @@ a draft, get 404: existence is not revealed.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import uuid
 from datetime import datetime
+from typing import Any
 
 from healthflow.common.auth import Principal
 from healthflow.common.errors import Conflict, Forbidden
@@ -31,7 +34,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.patient import PatientAllergiesChanged
 from healthflow.contracts.records import EncounterFinished, EncounterStarted
-from healthflow.prescription import events, store
+from healthflow.prescription import events, keys, printing, store
 from healthflow.prescription.domain import (
     NotPrescriber,
     NotTreating,
@@ -42,10 +45,12 @@ from healthflow.prescription.domain import (
     UnknownEncounter,
     allowed_total,
     amount,
+    ensure_printable,
     ensure_transition,
     plan_dispense,
     plan_issue,
     safety_conflicts,
+    signed_message,
 )
 from healthflow.prescription.schemas import CheckIn, DispenseIn, Override, PrescriptionIn
 from healthflow.prescription.terminology import ROUTE_CODES, SNOMED_SYSTEM, identify
@@ -324,7 +329,93 @@ async def list_for_patient(runtime: ServiceRuntime, principal: Principal, patien
     return await runtime.transact(get, actor=principal.actor)
 
 
+# ----------------------------------------------------------------------------- printing
+
+
+async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
+    """The configured key (``PRESCRIPTION_SIGNING_KEY``), else the database's, made once.
+
+    Raises:
+        ValueError: the configured key is not a base64url 32-byte seed.
+    """
+    configured = getattr(runtime.settings, "signing_key", None)
+    if configured:
+        return keys.from_seed(keys.unb64url(configured))
+    seed = await store.signing_seed(runtime.db)
+    if seed is None:
+        await store.add_signing_seed(runtime.db, keys.b64url(keys.new_seed()), utcnow())
+        seed = await store.signing_seed(runtime.db)
+        assert seed is not None
+    return keys.from_seed(keys.unb64url(seed))
+
+
+def verify_url(base_url: str, prescription_id: str) -> str:
+    """The public verification address a printed prescription's QR code holds."""
+    return f"{base_url.rstrip('/')}/api/v1/prescriptions/verify/{prescription_id}"
+
+
+async def printable(runtime: ServiceRuntime, principal: Principal, prescription_id: str,
+                    base_url: str) -> bytes:
+    """The PDF of an issued prescription, for whoever may read it; its SHA-256 is signed
+    (:func:`~healthflow.prescription.domain.signed_message`) and kept once.
+
+    Raises:
+        PrescriptionNotFound (404), NotTreating / Forbidden (403), StateConflict (409):
+        a draft, cancelled or withdrawn prescription is not printed.
+    """
+    key = await signing_key(runtime)
+
+    async def write(uow: UnitOfWork) -> bytes:
+        doc = await _load(uow, prescription_id)
+        await ensure_reader(uow, principal, doc["patient_id"], doc)
+        ensure_printable(doc["status"])
+        names = await store.names(uow, [doc["patient_id"], doc["prescriber_id"]])
+        view = printing.printed(doc, names, verify_url(base_url, prescription_id))
+        pdf = await asyncio.to_thread(printing.render_pdf, view)
+        digest = hashlib.sha256(pdf).hexdigest()
+        await store.add_document(uow, prescription_id, {
+            "sha256": digest, "signature": key.sign(signed_message(prescription_id, digest)),
+            "kid": key.kid, "signed_at": utcnow()})
+        return pdf
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def verification(runtime: ServiceRuntime, prescription_id: str,
+                       sha256: str | None) -> dict[str, Any]:
+    """What anyone holding a printed prescription may check (no names, no medication).
+
+    Shape: ``{prescription_id, status, issued_at, documents: [{sha256, signature, kid,
+    signed_at}], keys: [JWK], matches: bool | None}``; ``matches`` (with ``sha256``):
+    whether that hash is one the service signed for this prescription and its
+    signature verifies with the current key.
+
+    Raises:
+        PrescriptionNotFound (404): unknown, or never printed.
+    """
+    doc = await store.get(runtime.db, prescription_id)
+    if doc is None or not doc.get("documents"):
+        raise PrescriptionNotFound(f"no printed prescription {prescription_id}")
+    key = await signing_key(runtime)
+    jwk = key.jwk()
+    matches = None
+    if sha256 is not None:
+        wanted = sha256.lower()
+        matches = any(d["sha256"] == wanted and d["kid"] == key.kid and keys.verify(
+            jwk, signed_message(prescription_id, wanted), d["signature"])
+            for d in doc["documents"])
+    return {"prescription_id": doc["_id"], "status": doc["status"],
+            "issued_at": doc["issued_at"], "documents": doc["documents"], "keys": [jwk],
+            "matches": matches}
+
+
 # ----------------------------------------------------------------------------- from events
+
+
+async def person_registered(uow: UnitOfWork, user_id: str, full_name: str) -> None:
+    """The name printed for ``user_id`` (patient or prescriber); idempotent."""
+    await store.put_person(uow, user_id, full_name)
+
 
 
 async def encounter_started(uow: UnitOfWork, data: EncounterStarted) -> None:

@@ -15,3 +15,6 @@ class Settings(ServiceSettings):
 
     service_name: str = "prescription"
     port: int = SERVICES["prescription"].port
+    signing_key: str | None = None
+    """The Ed25519 seed that signs printed prescriptions (32 bytes, base64url); unset:
+    one is made on first use and kept in the database (development)."""

@@ -10,10 +10,13 @@ Collections (database ``healthflow_prescription``), times aware UTC::
                     dispense_request: {quantity: {value, unit}, repeats},
                     allowed_total, dispensed_total, dispenses: [{id, by, at, quantity}],
                     override: {reason, conflicts, by, at} | None, status_reason,
+                    documents: [{sha256, signature, kid, signed_at}] (printed PDFs),
                     created_at, issued_at, updated_at, version}
     encounters     read model from ``encounter.started``/``.finished``:
                     {_id: encounter_id, patient_id, practitioner_id, status,
                      started_at, finished_at}
+    people         names from ``user.registered``: {_id: user_id, full_name}
+    signing_keys   {_id: "current", seed (base64url), created_at} when no key is configured
     allergies      read model from ``patient.allergies_changed``:
                     {_id: patient_id, profile_version, allergies: [{allergy_id, substance,
                      code, system, criticality, clinical_status}], changed_at}
@@ -32,6 +35,8 @@ from healthflow.common.mongo import Document, Indexes
 PRESCRIPTIONS = "prescriptions"
 ENCOUNTERS = "encounters"
 ALLERGIES = "allergies"
+PEOPLE = "people"
+SIGNING_KEYS = "signing_keys"
 
 MAX_LISTED = 1000
 """Most rows one listing returns; paging comes later."""
@@ -119,3 +124,33 @@ async def allergies_of(uow: UnitOfWork, patient_id: str) -> Document | None:
 async def put_allergies(uow: UnitOfWork, patient_id: str, doc: Document) -> None:
     await uow.db[ALLERGIES].replace_one({"_id": patient_id}, doc, upsert=True,
                                         session=uow.session)
+
+
+async def put_person(uow: UnitOfWork, user_id: str, full_name: str) -> None:
+    await uow.db[PEOPLE].update_one({"_id": user_id}, {"$set": {"full_name": full_name}},
+                                    upsert=True, session=uow.session)
+
+
+async def names(uow: UnitOfWork, user_ids: list[str]) -> dict[str, str]:
+    """``{user_id: full_name}`` of those known."""
+    found = uow.db[PEOPLE].find({"_id": {"$in": user_ids}}, session=uow.session)
+    return {p["_id"]: p["full_name"] async for p in found}
+
+
+async def add_document(uow: UnitOfWork, prescription_id: str, document: Document) -> None:
+    """Keep a printed PDF's signed hash once (the prescription's clinical version is kept)."""
+    await uow.db[PRESCRIPTIONS].update_one(
+        {"_id": prescription_id, "documents.sha256": {"$ne": document["sha256"]}},
+        {"$push": {"documents": document}}, session=uow.session)
+
+
+async def signing_seed(db: Db) -> str | None:
+    found = await db[SIGNING_KEYS].find_one({"_id": "current"})
+    return None if found is None else str(found["seed"])
+
+
+async def add_signing_seed(db: Db, seed: str, at: Any) -> None:
+    """Keep ``seed`` unless a key exists (another replica made one first)."""
+    await db[SIGNING_KEYS].update_one({"_id": "current"},
+                                      {"$setOnInsert": {"seed": seed, "created_at": at}},
+                                      upsert=True)
