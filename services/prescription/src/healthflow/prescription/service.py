@@ -201,6 +201,9 @@ async def prescribe(runtime: ServiceRuntime, principal: Principal, body: Prescri
                     ) -> Document:
     """A prescription in an encounter the caller conducted: a draft, or issued at once.
 
+    The encounter is in progress or finished (the records service publishes no
+    other): as in the records service, a doctor may write up after the consultation.
+
     Raises:
         UnknownEncounter (422): the encounter is not (yet) known here;
         NotYourEncounter (403): another doctor's encounter; SafetyConflict (409):
