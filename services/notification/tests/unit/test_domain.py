@@ -143,7 +143,8 @@ def test_every_template_renders_in_every_locale() -> None:
                "name": "n", "verify_link": "https://v", "valid_hours": 48, "link": "l"}
     names = [k.template for k in domain.APPOINTMENT_TEMPLATES.values()] + [
         k.template for k in domain.DOCTOR_TEMPLATES.values()] + [
-        domain.REMINDER.template, domain.WELCOME.template]
+        domain.REMINDER.template, domain.WELCOME.template,
+        domain.PRESCRIPTION_ISSUED.template]
     for locale in domain.SUPPORTED_LOCALES:
         for name in names:
             rendered = renderer.render(name, locale, context)

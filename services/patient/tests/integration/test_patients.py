@@ -107,6 +107,33 @@ async def test_patient_edits_own_chart_and_events_name_sections_only(
             403, "forbidden")
 
 
+async def test_allergy_changes_reach_the_prescription_service_as_a_whole_list(
+        psvc: PatientService) -> None:
+    """``patient.allergies_changed`` carries the list (substance, coding, criticality) in
+    the update's transaction, with the profile version; other sections publish none."""
+    pid = await psvc.register()
+    me = psvc.tokens.headers(pid, roles=["patient"])
+    penicillin = {"code": {"text": "Penicillin", "system": "http://www.whocc.no/atc",
+                           "code": "J01C"}, "criticality": "high",
+                  "reactions": [{"manifestation": "hives", "severity": "moderate"}]}
+    chart = (await psvc.client.patch("/api/v1/patients/me", json={"allergies": [penicillin]},
+                                     headers=me)).json()
+    await psvc.client.patch("/api/v1/patients/me", json={"gender": "female"}, headers=me)
+    await psvc.client.patch("/api/v1/patients/me", json={"allergies": chart["allergies"]},
+                            headers=me)  # unchanged: nothing published
+    await psvc.client.patch("/api/v1/patients/me", json={"allergies": []}, headers=me)
+    first, cleared = [e["envelope"] for e in await psvc.outbox("patient.allergies_changed",
+                                                                pid)]
+    assert first["patientid"] == pid and first["subject"] == pid
+    assert first["data"]["allergies"] == [{
+        "allergy_id": chart["allergies"][0]["id"], "substance": "Penicillin", "code": "J01C",
+        "system": "http://www.whocc.no/atc", "criticality": "high",
+        "clinical_status": "active"}]
+    assert "hives" not in str(first)
+    assert cleared["data"]["allergies"] == []
+    assert cleared["data"]["profile_version"] > first["data"]["profile_version"]
+
+
 async def test_who_may_read_a_chart_and_every_read_is_recorded(psvc: PatientService) -> None:
     pid = await psvc.register()
     own = psvc.tokens.headers(pid, roles=["patient"])

@@ -27,6 +27,7 @@ class Role(StrEnum):
     RECEPTIONIST = "receptionist"
     RADIOGRAPHER = "radiographer"
     ACCOUNTANT = "accountant"
+    PHARMACIST = "pharmacist"
 
 
 STAFF_ROLES = frozenset(Role) - {Role.PATIENT}
@@ -73,6 +74,11 @@ class Permission(StrEnum):
     RECORDS_WRITE_TREATED = "records:write_treated"  # the same doctor documents and corrects
     RECORDS_READ_ANY = "records:read_any"  # clinical staff
     ENCOUNTERS_OPEN_ANY = "encounters:open_any"  # a walk-in or emergency for a named doctor
+    # prescriptions (FHIR MedicationRequest; healthflow.prescription)
+    PRESCRIPTIONS_READ_OWN = "prescriptions:read_own"
+    PRESCRIPTIONS_READ_TREATED = "prescriptions:read_treated"  # a doctor who saw the patient
+    PRESCRIPTIONS_WRITE_TREATED = "prescriptions:write_treated"  # in their own encounter
+    PRESCRIPTIONS_DISPENSE = "prescriptions:dispense"  # reads issued ones and dispenses
 
 
 P = Permission
@@ -92,13 +98,14 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.PATIENT: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
-           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN}
+           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.PRESCRIPTIONS_READ_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
         | {P.DOCTORS_REGISTER_OWN, P.SCHEDULE_MANAGE_OWN, P.PATIENTS_READ_TREATED,
            P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER,
-           P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED}
+           P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED, P.PRESCRIPTIONS_READ_TREATED,
+           P.PRESCRIPTIONS_WRITE_TREATED}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE
@@ -119,6 +126,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.RADIOGRAPHER: frozenset(_EVERYONE),
     Role.ACCOUNTANT: frozenset(_EVERYONE),
+    Role.PHARMACIST: frozenset(_EVERYONE | {P.PRESCRIPTIONS_DISPENSE}),
 }
 
 

@@ -120,6 +120,9 @@ DOCTOR_TEMPLATES: Mapping[str, MessageKind] = {
 with the time and place only (never the patient's name)."""
 REMINDER = MessageKind("appointment_reminder")
 WELCOME = MessageKind("welcome", channels=(Channel.EMAIL, Channel.IN_APP))
+PRESCRIPTION_ISSUED = MessageKind("prescription_issued")
+"""``prescription.issued``: the patient's "new prescription ready" (no medication named:
+the message only points to the app, where the patient signs in to read it)."""
 
 ENDED_STATUSES = frozenset({"cancelled", "no_show", "completed"})
 """Appointment statuses after which a late booking confirmation is no longer sent."""

@@ -6,6 +6,7 @@
 * ``user.*`` — registered (contacts + welcome email with a verification link),
   role_changed, deactivated, activated; other user events are ignored.
 * ``patient.consent_changed`` — consent per channel (sms | email | push).
+* ``prescription.issued`` — the patient's "new prescription ready".
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -31,6 +32,7 @@ from healthflow.contracts.auth import (
 )
 from healthflow.contracts.base import EventPayload
 from healthflow.contracts.patient import PatientConsentChanged
+from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.notification import service
 
 UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
@@ -53,6 +55,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_consent(event: Received[PatientConsentChanged], uow: UnitOfWork) -> None:
         await service.apply_consent(uow, event.data.model_dump(), ctx)
 
+    async def on_prescription(event: Received[PrescriptionIssued], uow: UnitOfWork) -> None:
+        await service.apply_prescription_issued(uow, event.data.model_dump(), event.id, ctx)
+
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
             await service.apply_directory(uow, kind, event.data.model_dump(), ctx)
@@ -63,6 +68,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "appointment.*": on_appointment,
         "user.*": on_user,
         "patient.consent_changed": on_consent,
+        "prescription.issued": on_prescription,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

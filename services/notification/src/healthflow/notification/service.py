@@ -155,6 +155,14 @@ async def apply_directory(uow: UnitOfWork, kind: str, raw: dict[str, Any], ctx: 
         upsert=True, session=uow.session)
 
 
+async def apply_prescription_issued(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                                    ctx: Context) -> None:
+    """``prescription.issued``: tell the patient a new prescription is ready (once per
+    event; the content names no medication, the app shows it after sign-in)."""
+    await plan_message(uow, ctx, user_id=raw["patient_id"], kind=domain.PRESCRIPTION_ISSUED,
+                       source_id=event_id, trigger="prescription.issued", context={})
+
+
 # --- appointments and reminders --------------------------------------------------------
 
 

@@ -8,6 +8,8 @@ call sites keep writing ``events.<Model>(...)``.
 from __future__ import annotations
 
 from healthflow.contracts.patient import (
+    AllergySubstance,
+    PatientAllergiesChanged,
     PatientConsentChanged,
     PatientRecordAccessed,
     PatientRegistered,
@@ -15,6 +17,8 @@ from healthflow.contracts.patient import (
 )
 
 __all__ = [
+    "AllergySubstance",
+    "PatientAllergiesChanged",
     "PatientConsentChanged",
     "PatientRecordAccessed",
     "PatientRegistered",

@@ -1,11 +1,16 @@
 """Use cases of the patient service; routes and handlers both call these.
 
+A change of the allergies also publishes ``patient.allergies_changed`` (the whole
+list, for the prescription service's safety checks) in the same transaction.
+
 Reads of a chart by anyone but the patient run in a transaction so that the
 ``patient.record_accessed`` event is committed to the outbox with the read:
 no access goes unrecorded.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from pymongo.errors import DuplicateKeyError
 
@@ -86,6 +91,10 @@ async def update_own(runtime: ServiceRuntime, principal: Principal, patch: Patie
             raise Conflict("the profile changed concurrently; reload and retry")
         uow.publish(events.PatientUpdated(patient_id=patient_id, sections=update.sections),
                     subject=patient_id, patientid=patient_id)
+        if "allergies" in update.sections:
+            uow.publish(_allergies_changed(patient_id, doc["version"] + 1,
+                                           fields["allergies"], fields["updated_at"]),
+                        subject=patient_id, patientid=patient_id)
         for change in update.consent_changes:
             uow.publish(events.PatientConsentChanged(patient_id=patient_id,
                                                      channel=change.channel,
@@ -97,6 +106,17 @@ async def update_own(runtime: ServiceRuntime, principal: Principal, patch: Patie
 
     result: Document = await runtime.transact(write, actor=principal.actor)
     return result
+
+
+def _allergies_changed(patient_id: str, version: int, allergies: list[Document],
+                       at: datetime) -> events.PatientAllergiesChanged:
+    """``patient.allergies_changed``: the whole list (JSON form of ``AllergyIntolerance``)."""
+    return events.PatientAllergiesChanged(
+        patient_id=patient_id, profile_version=version, changed_at=at,
+        allergies=[events.AllergySubstance(
+            allergy_id=a["id"], substance=a["code"]["text"], code=a["code"].get("code"),
+            system=a["code"].get("system"), criticality=a.get("criticality"),
+            clinical_status=a.get("clinical_status") or "active") for a in allergies])
 
 
 async def accessor_role(uow: UnitOfWork, principal: Principal, patient_id: str) -> AccessorRole:

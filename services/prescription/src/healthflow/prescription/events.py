@@ -1,0 +1,15 @@
+"""Events the prescription service publishes: its contracts, from
+:mod:`healthflow.contracts.prescription` (ids, states, quantities, times; an
+override's reason)."""
+
+from __future__ import annotations
+
+from healthflow.contracts.prescription import (
+    PrescriptionCancelled,
+    PrescriptionDispensed,
+    PrescriptionIssued,
+    SafetyOverride,
+)
+
+__all__ = ["PrescriptionCancelled", "PrescriptionDispensed", "PrescriptionIssued",
+           "SafetyOverride"]

@@ -1,0 +1,48 @@
+"""Events the prescription service consumes; each calls a use case of :mod:`.service`.
+
+* ``encounter.started`` / ``encounter.finished`` (records,
+  :mod:`healthflow.contracts.records`): the encounters doctors prescribe in, their
+  patient and practitioner; a doctor who conducted one with a patient treats them.
+* ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`): the
+  full names printed on a prescription (nothing else of the account is kept).
+* ``patient.allergies_changed`` (patient,
+  :class:`~healthflow.contracts.patient.PatientAllergiesChanged`): the allergy list
+  the safety checks read, newest profile version kept.
+
+Payloads arrive validated against their contracts; one that breaks its contract is
+dead-lettered by the consumer, never skipped here.
+"""
+
+from __future__ import annotations
+
+from healthflow.common.events.consumer import Handlers, Received
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.contracts.auth import UserRegistered
+from healthflow.contracts.patient import PatientAllergiesChanged
+from healthflow.contracts.records import EncounterFinished, EncounterStarted
+from healthflow.prescription import service
+
+
+async def on_encounter_started(event: Received[EncounterStarted], uow: UnitOfWork) -> None:
+    await service.encounter_started(uow, event.data)
+
+
+async def on_encounter_finished(event: Received[EncounterFinished], uow: UnitOfWork) -> None:
+    await service.encounter_finished(uow, event.data)
+
+
+async def on_allergies_changed(event: Received[PatientAllergiesChanged],
+                               uow: UnitOfWork) -> None:
+    await service.allergies_changed(uow, event.data)
+
+
+async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
+    await service.person_registered(uow, event.data.user_id, event.data.full_name)
+
+
+HANDLERS: Handlers = {
+    "user.registered": on_user_registered,
+    "encounter.started": on_encounter_started,
+    "encounter.finished": on_encounter_finished,
+    "patient.allergies_changed": on_allergies_changed,
+}

@@ -1,0 +1,156 @@
+"""Collections, indexes and queries of the prescription service (the repository).
+
+Collections (database ``healthflow_prescription``), times aware UTC::
+
+    prescriptions  {_id, patient_id, encounter_id, prescriber_id, status,
+                    medication: {text, code, system, ingredient, drug_class, key},
+                    dosage: {dose: {value, unit}, route: {code, system, display, name},
+                             frequency: {count, period, period_unit},
+                             duration: {value, unit} | None, instructions},
+                    dispense_request: {quantity: {value, unit}, repeats},
+                    allowed_total, dispensed_total, dispenses: [{id, by, at, quantity}],
+                    override: {reason, conflicts, by, at} | None, status_reason,
+                    documents: [{sha256, signature, kid, signed_at}] (printed PDFs),
+                    created_at, issued_at, updated_at, version}
+    encounters     read model from ``encounter.started``/``.finished``:
+                    {_id: encounter_id, patient_id, practitioner_id, status,
+                     started_at, finished_at}
+    people         names from ``user.registered``: {_id: user_id, full_name}
+    signing_keys   {_id: "current", seed (base64url), created_at} when no key is configured
+    allergies      read model from ``patient.allergies_changed``:
+                    {_id: patient_id, profile_version, allergies: [{allergy_id, substance,
+                     code, system, criticality, clinical_status}], changed_at}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, Indexes
+
+PRESCRIPTIONS = "prescriptions"
+ENCOUNTERS = "encounters"
+ALLERGIES = "allergies"
+PEOPLE = "people"
+SIGNING_KEYS = "signing_keys"
+
+MAX_LISTED = 1000
+"""Most rows one listing returns; paging comes later."""
+
+INDEXES: Indexes = {
+    PRESCRIPTIONS: [
+        IndexModel([("patient_id", ASCENDING), ("created_at", ASCENDING)], name="patient"),
+        IndexModel([("patient_id", ASCENDING), ("medication.key", ASCENDING),
+                    ("status", ASCENDING)], name="same_drug"),
+    ],
+    ENCOUNTERS: [IndexModel([("practitioner_id", ASCENDING), ("patient_id", ASCENDING)],
+                            name="care")],
+}
+
+Db = AsyncDatabase[Document]
+
+
+# ----------------------------------------------------------------------------- prescriptions
+
+
+async def get(db: Db, prescription_id: str, session: Any = None) -> Document | None:
+    return await db[PRESCRIPTIONS].find_one({"_id": prescription_id}, session=session)
+
+
+async def insert(uow: UnitOfWork, doc: Document) -> None:
+    await uow.db[PRESCRIPTIONS].insert_one(doc, session=uow.session)
+
+
+async def update(uow: UnitOfWork, doc: Document, fields: Document,
+                 push: Document | None = None) -> bool:
+    """``$set`` ``fields`` (and ``$push`` ``push``) if ``doc`` is still at its version."""
+    change: Document = {"$set": fields, "$inc": {"version": 1}}
+    if push:
+        change["$push"] = push
+    result = await uow.db[PRESCRIPTIONS].update_one(
+        {"_id": doc["_id"], "version": doc["version"]}, change, session=uow.session)
+    return result.matched_count == 1
+
+
+async def active_same_drug(uow: UnitOfWork, patient_id: str, key: str,
+                           exclude: str | None = None) -> list[Document]:
+    """The patient's ``active`` prescriptions of the drug ``key`` (``medication.key``)."""
+    query: Document = {"patient_id": patient_id, "medication.key": key, "status": "active"}
+    if exclude:
+        query["_id"] = {"$ne": exclude}
+    return await uow.db[PRESCRIPTIONS].find(query, session=uow.session).to_list()
+
+
+async def of_patient(uow: UnitOfWork, patient_id: str, statuses: list[str] | None
+                     ) -> list[Document]:
+    """The patient's prescriptions (only ``statuses`` if given), oldest first."""
+    query: Document = {"patient_id": patient_id}
+    if statuses is not None:
+        query["status"] = {"$in": statuses}
+    return await uow.db[PRESCRIPTIONS].find(query, session=uow.session).sort(
+        [("created_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+
+
+# ----------------------------------------------------------------------------- read models
+
+
+async def get_encounter(uow: UnitOfWork, encounter_id: str) -> Document | None:
+    return await uow.db[ENCOUNTERS].find_one({"_id": encounter_id}, session=uow.session)
+
+
+async def put_encounter(uow: UnitOfWork, encounter_id: str, fields: Document,
+                        on_insert: Document) -> None:
+    await uow.db[ENCOUNTERS].update_one(
+        {"_id": encounter_id}, {"$set": fields, "$setOnInsert": on_insert}, upsert=True,
+        session=uow.session)
+
+
+async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
+    """Whether the doctor conducted an encounter with the patient."""
+    found = await uow.db[ENCOUNTERS].find_one(
+        {"practitioner_id": doctor_user_id, "patient_id": patient_id}, {"_id": 1},
+        session=uow.session)
+    return found is not None
+
+
+async def allergies_of(uow: UnitOfWork, patient_id: str) -> Document | None:
+    return await uow.db[ALLERGIES].find_one({"_id": patient_id}, session=uow.session)
+
+
+async def put_allergies(uow: UnitOfWork, patient_id: str, doc: Document) -> None:
+    await uow.db[ALLERGIES].replace_one({"_id": patient_id}, doc, upsert=True,
+                                        session=uow.session)
+
+
+async def put_person(uow: UnitOfWork, user_id: str, full_name: str) -> None:
+    await uow.db[PEOPLE].update_one({"_id": user_id}, {"$set": {"full_name": full_name}},
+                                    upsert=True, session=uow.session)
+
+
+async def names(uow: UnitOfWork, user_ids: list[str]) -> dict[str, str]:
+    """``{user_id: full_name}`` of those known."""
+    found = uow.db[PEOPLE].find({"_id": {"$in": user_ids}}, session=uow.session)
+    return {p["_id"]: p["full_name"] async for p in found}
+
+
+async def add_document(uow: UnitOfWork, prescription_id: str, document: Document) -> None:
+    """Keep a printed PDF's signed hash once (the prescription's clinical version is kept)."""
+    await uow.db[PRESCRIPTIONS].update_one(
+        {"_id": prescription_id, "documents.sha256": {"$ne": document["sha256"]}},
+        {"$push": {"documents": document}}, session=uow.session)
+
+
+async def signing_seed(db: Db) -> str | None:
+    found = await db[SIGNING_KEYS].find_one({"_id": "current"})
+    return None if found is None else str(found["seed"])
+
+
+async def add_signing_seed(db: Db, seed: str, at: Any) -> None:
+    """Keep ``seed`` unless a key exists (another replica made one first)."""
+    await db[SIGNING_KEYS].update_one({"_id": "current"},
+                                      {"$setOnInsert": {"seed": seed, "created_at": at}},
+                                      upsert=True)
