@@ -73,6 +73,12 @@ class Permission(StrEnum):
     RECORDS_WRITE_TREATED = "records:write_treated"  # the same doctor documents and corrects
     RECORDS_READ_ANY = "records:read_any"  # clinical staff
     ENCOUNTERS_OPEN_ANY = "encounters:open_any"  # a walk-in or emergency for a named doctor
+    # imaging (X-ray orders, studies; healthflow.xray)
+    IMAGING_ORDER = "imaging:order"  # a doctor, in an encounter they conduct
+    IMAGING_WORKLIST = "imaging:worklist"  # radiographers and paramedics see open orders
+    IMAGING_UPLOAD = "imaging:upload"  # and store the images of an order
+    IMAGING_READ_OWN = "imaging:read_own"  # the patient's own studies
+    IMAGING_READ_TREATED = "imaging:read_treated"  # a doctor in a care relationship
 
 
 P = Permission
@@ -92,20 +98,21 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.PATIENT: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
-           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN}
+           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.IMAGING_READ_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
         | {P.DOCTORS_REGISTER_OWN, P.SCHEDULE_MANAGE_OWN, P.PATIENTS_READ_TREATED,
            P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER,
-           P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED}
+           P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED, P.IMAGING_ORDER,
+           P.IMAGING_READ_TREATED}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY,
            P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH}
     ),
-    Role.PARAMEDIC: frozenset(_EVERYONE),
+    Role.PARAMEDIC: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
     Role.COMPLIANCE_OFFICER: frozenset(_EVERYONE | {P.AUDIT_READ, P.USERS_READ}),
     Role.NURSE: frozenset(
         _EVERYONE
@@ -117,7 +124,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY, P.APPOINTMENTS_MANAGE_ANY,
            P.ENCOUNTERS_OPEN_ANY}
     ),
-    Role.RADIOGRAPHER: frozenset(_EVERYONE),
+    Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
     Role.ACCOUNTANT: frozenset(_EVERYONE),
 }
 

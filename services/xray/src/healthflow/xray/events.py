@@ -1,8 +1,8 @@
-"""Events the xray service publishes: its contracts, from
-:mod:`healthflow.contracts.xray`."""
+"""Events the xray service publishes: its contracts, from :mod:`healthflow.contracts.xray`
+(ids, codes, sizes, hashes and times; never the clinical question or DICOM names)."""
 
 from __future__ import annotations
 
-from healthflow.contracts.xray import NoteCreated
+from healthflow.contracts.xray import XrayAccessed, XrayRequested, XrayUploaded
 
-__all__ = ["NoteCreated"]
+__all__ = ["XrayAccessed", "XrayRequested", "XrayUploaded"]

@@ -7,6 +7,7 @@ from healthflow.common.manifest import RouteDecl, ServiceManifest
 MANIFEST = ServiceManifest(
     name="xray",
     port=8109,
-    summary="The xray service.",
-    routes=(RouteDecl("/api/v1/xray"),),
+    summary="X-ray orders (ServiceRequest), DICOM and photo uploads (ImagingStudy), previews.",
+    routes=(RouteDecl("/api/v1/imaging/orders"),
+            RouteDecl("/api/v1/imaging/studies", policy="upload")),
 )
