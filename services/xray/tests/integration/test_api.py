@@ -1,55 +1,129 @@
-"""The xray service in-process, on the real MongoDB-protocol server."""
+"""The xray service in-process, on the real MongoDB-protocol server and the real S3 server:
+orders, uploads (a good DICOM, a JPEG 2000 one, refused ones with nothing stored),
+listing, previews, downloads, access."""
 
 from __future__ import annotations
 
+import io
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
+from pydicom.uid import JPEG2000Lossless
 
 from healthflow.common.events.outbox import OUTBOX
+from healthflow.contracts.records import EncounterStarted
+from healthflow.devkit.dicom import radiograph
 from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.xray import service
 from healthflow.xray.app import create_app
 from healthflow.xray.settings import Settings
 
+DOCTOR, PATIENT, RADIOGRAPHER = "dr-1", "p-1", "rad-1"
+DICOM = {"Content-Type": "application/dicom"}
+
 
 @pytest.fixture
-async def client(mongodb_url: str, unique_name: str,
-                 tokens: TokenFactory) -> AsyncIterator[tuple[httpx.AsyncClient, object]]:
+async def xray(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
+               tokens: TokenFactory) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     settings = Settings(mongodb_url=mongodb_url, mongodb_database=f"xray_{unique_name}",
-                        transport="inprocess")
+                        transport="inprocess", s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
+                        s3_access_key=s3_env["S3_ACCESS_KEY"],
+                        s3_secret_key=s3_env["S3_SECRET_KEY"], s3_region=s3_env["S3_REGION"],
+                        s3_bucket=f"xray-{unique_name}")
     app = create_app(settings)
     app.state.verifier = tokens.verifier()
     async with running_app(app) as http:
         yield http, app
 
 
-async def test_a_note_is_written_read_back_by_its_owner_only_and_published(
-        client: tuple[httpx.AsyncClient, object], tokens: TokenFactory) -> None:
-    http, app = client
-    me = tokens.headers("user-1", ("patient",))
-    created = await http.post("/api/v1/xray/notes", json={"title": "  Bring the  scans "},
-                              headers=me)
-    assert created.status_code == 201, created.text
-    note = created.json()
-    assert note["title"] == "Bring the scans" and note["owner_id"] == "user-1"
-    assert created.headers["location"] == f"/api/v1/xray/notes/{note['id']}"
-    assert (await http.get(f"/api/v1/xray/notes/{note['id']}", headers=me)).json() == note
-    other = await http.get(f"/api/v1/xray/notes/{note['id']}",
-                           headers=tokens.headers("user-2", ("patient",)))
-    assert other.status_code == 404
-    assert other.headers["content-type"].startswith("application/problem+json")
-    outbox = app.state.runtime.db[OUTBOX]
-    published = await outbox.find({"type": "xray.note_created"}).to_list()
-    assert [e["envelope"]["data"] for e in published] == [
-        {"note_id": note["id"], "owner_id": "user-1"}]
+async def ordered(http: httpx.AsyncClient, app: Any, tokens: TokenFactory) -> dict[str, Any]:
+    """An in-progress encounter of DOCTOR with PATIENT (as ``encounter.started`` brings
+    it) and an order in it."""
+    encounter_id = str(uuid.uuid4())
+    started = EncounterStarted(encounter_id=encounter_id, patient_id=PATIENT,
+                               practitioner_id=DOCTOR, appointment_id=None,
+                               encounter_class="AMB", started_at=datetime.now(UTC))
+    await app.state.runtime.transact(lambda uow: service.encounter_started(uow, started))
+    response = await http.post("/api/v1/imaging/orders", headers=tokens.headers(
+        DOCTOR, ("doctor",)), json={"encounter_id": encounter_id, "body_part": "CHEST",
+                                    "view": "PA", "priority": "urgent",
+                                    "question": "pneumonia?"})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
 
 
-async def test_bad_input_and_no_token_are_refused_and_write_nothing(
-        client: tuple[httpx.AsyncClient, object], tokens: TokenFactory) -> None:
-    http, app = client
-    assert (await http.post("/api/v1/xray/notes", json={"title": "x"})).status_code == 401
-    bad = await http.post("/api/v1/xray/notes", json={"title": "   "},
-                          headers=tokens.headers("user-1"))
-    assert bad.status_code == 422 and "title" in bad.text
-    assert await app.state.runtime.db["notes"].count_documents({}) == 0
+async def stored_keys(app: Any) -> list[str]:
+    return list(await app.state.blobs.keys())
+
+
+async def test_an_order_is_uploaded_listed_previewed_and_downloaded(xray, tokens) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    assert (order["body_site"]["code"], order["priority"]) == ("51185008", "urgent")
+    other = await http.post("/api/v1/imaging/orders", headers=tokens.headers(
+        "dr-2", ("doctor",)), json={"encounter_id": order["encounter_id"],
+                                    "body_part": "CHEST", "view": "PA", "question": "x"})
+    assert other.status_code == 403 and "not-your-encounter" in other.text
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",))
+    work = (await http.get("/api/v1/imaging/orders", headers=radiographer)).json()["items"]
+    assert [o["id"] for o in work] == [order["id"]]
+
+    for data in (radiograph(PATIENT, accession_number=order["accession_number"]),
+                 radiograph(PATIENT, transfer_syntax=JPEG2000Lossless)):
+        up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=data, headers=radiographer | DICOM)
+        assert up.status_code == 201, up.text
+    assert len(await stored_keys(app)) == 2
+    patient = tokens.headers(PATIENT, ("patient",))
+    studies = (await http.get("/api/v1/imaging/studies", params={"patient_id": PATIENT},
+                              headers=patient)).json()["items"]
+    assert len(studies) == 2 and {s["order_id"] for s in studies} == {order["id"]}
+    instance = studies[0]["series"][0]["instances"][0]
+    preview = await http.get(instance["preview"], headers=tokens.headers(DOCTOR, ("doctor",)))
+    assert preview.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(preview.content)).size == (64, 64)
+    file = await http.get(instance["file"], headers=patient)
+    assert file.status_code == 200 and len(file.content) == instance["size"]
+    link = (await http.get(instance["file"].replace("/file", "/link"), headers=patient)).json()
+    assert link == {"url": None, "expires_in": 300, "file": instance["file"]}
+    stranger = await http.get(instance["preview"], headers=tokens.headers("dr-9", ("doctor",)))
+    assert stranger.status_code == 403 and "not-treating" in stranger.text
+    assert (await http.get(f"/api/v1/imaging/studies/{studies[0]['id']}",
+                           headers=tokens.headers("p-2", ("patient",)))).status_code == 404
+    types = [e["type"] for e in await app.state.runtime.db[OUTBOX].find().to_list()]
+    assert types.count("xray.uploaded") == 2 and "xray.requested" in types
+    assert "xray.accessed" in types
+    events = await app.state.runtime.db[OUTBOX].find({"type": "xray.requested"}).to_list()
+    assert "pneumonia" not in str(events)  # no free text in events
+
+
+@pytest.mark.parametrize("case, problem", [
+    ("truncated", "pixel-data"), ("png-as-dicom", "type-mismatch"),
+    ("no-uids", "missing-uid"), ("other-patient", None), ("ct", "unsupported-modality")])
+async def test_a_refused_file_answers_422_and_nothing_is_stored(xray, tokens, case,
+                                                                problem) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    image = io.BytesIO()
+    Image.new("L", (20, 20)).save(image, format="PNG")
+    body = {"truncated": radiograph(PATIENT)[:-500], "png-as-dicom": image.getvalue(),
+            "no-uids": radiograph(PATIENT, with_uids=False),
+            "other-patient": radiograph("MRN-0042"),
+            "ct": radiograph(PATIENT, modality="CT")}[case]
+    answer = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=body, headers=tokens.headers(
+                                 RADIOGRAPHER, ("radiographer",)) | DICOM)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    if problem:
+        assert answer.json()["problem"] == problem
+    else:
+        assert answer.json()["type"].endswith("/patient-mismatch")
+    assert await stored_keys(app) == []
+    assert await app.state.runtime.db["instances"].count_documents({}) == 0
+    assert await app.state.runtime.db[OUTBOX].count_documents({"type": "xray.uploaded"}) == 0
