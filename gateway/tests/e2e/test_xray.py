@@ -5,7 +5,8 @@ service learns it from ``encounter.started``) and orders a chest X-ray; a
 radiographer finds it on the work list and uploads a DICOM radiograph (made with
 pydicom) through the gateway; a truncated file is refused with nothing stored; the
 patient lists the study, the doctor gets its PNG preview and the file; a doctor
-without a care relationship is refused.
+without a care relationship is refused; the doctor drafts and signs the report,
+which the patient sees once it is final.
 """
 
 from __future__ import annotations
@@ -80,3 +81,10 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
         for url in (instance["preview"], instance["file"], f"/api/v1/imaging/studies/"
                     f"{study['id']}"):
             assert_problem(await api.get(url, headers=stranger.headers), 403, "not-treating")
+
+        report = f"/api/v1/imaging/studies/{study['id']}/report"
+        ok(await api.put(report, headers=doctor.headers, json={
+            "findings": "No focal consolidation.", "impression": "Normal chest."}))
+        assert_problem(await api.get(report, headers=patient.headers), 404, "report-not-found")
+        assert ok(await api.post(f"{report}/sign", headers=doctor.headers))["status"] == "final"
+        assert ok(await api.get(report, headers=patient.headers))["impression"] == "Normal chest."

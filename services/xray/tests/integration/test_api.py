@@ -127,3 +127,27 @@ async def test_a_refused_file_answers_422_and_nothing_is_stored(xray, tokens, ca
     assert await stored_keys(app) == []
     assert await app.state.runtime.db["instances"].count_documents({}) == 0
     assert await app.state.runtime.db[OUTBOX].count_documents({"type": "xray.uploaded"}) == 0
+
+
+async def test_a_report_is_drafted_signed_once_and_shown_to_the_patient_when_final(
+        xray, tokens) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    study = (await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=radiograph(PATIENT), headers=tokens.headers(
+                                 RADIOGRAPHER, ("radiographer",)) | DICOM)).json()
+    url = f"/api/v1/imaging/studies/{study['id']}/report"
+    doctor, patient = tokens.headers(DOCTOR, ("doctor",)), tokens.headers(PATIENT, ("patient",))
+    text = {"findings": "Right lower lobe consolidation.", "impression": "Pneumonia."}
+    draft = await http.put(url, headers=doctor, json=text)
+    assert draft.status_code == 200 and draft.json()["status"] == "preliminary", draft.text
+    assert (await http.get(url, headers=patient)).status_code == 404
+    stranger = await http.put(url, headers=tokens.headers("dr-9", ("doctor",)), json=text)
+    assert stranger.status_code == 403 and "not-treating" in stranger.text
+    signed = (await http.post(f"{url}/sign", headers=doctor)).json()
+    assert signed["status"] == "final" and signed["issued_at"]
+    assert (await http.get(url, headers=patient)).json()["impression"] == "Pneumonia."
+    again = await http.put(url, headers=doctor, json=text)
+    assert again.status_code == 409 and "report-final" in again.text
+    reported = await app.state.runtime.db[OUTBOX].find({"type": "xray.reported"}).to_list()
+    assert len(reported) == 1 and "Pneumonia" not in str(reported)

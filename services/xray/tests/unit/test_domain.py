@@ -81,3 +81,33 @@ def test_the_patient_and_treating_doctors_view_others_do_not() -> None:
         viewer_of("dr-2", "p-1", reads_own=False, reads_treated=True, treats=False)
     with pytest.raises(StudyNotFound):  # another patient's: hidden
         viewer_of("p-2", "p-1", reads_own=True, reads_treated=False, treats=False)
+
+
+def test_a_report_is_edited_by_its_author_while_preliminary_then_signed_once() -> None:
+    from healthflow.xray.domain import (
+        NotTheAuthor,
+        ReportFinal,
+        ReportNotFound,
+        check_editable,
+        check_signable,
+        clean_report_text,
+        report_visible,
+    )
+
+    draft = {"status": "preliminary", "author_id": "dr-1"}
+    check_editable(None, "dr-1")
+    check_editable(draft, "dr-1")
+    assert check_signable(draft, "dr-1") is draft
+    with pytest.raises(NotTheAuthor):
+        check_signable(draft, "dr-2")
+    with pytest.raises(ReportFinal):
+        check_editable({**draft, "status": "final"}, "dr-1")
+    with pytest.raises(ReportNotFound):
+        check_signable(None, "dr-1")
+    with pytest.raises(ReportNotFound):  # the patient sees only the final report
+        report_visible(draft, Viewer.PATIENT)
+    assert report_visible(draft, Viewer.TREATING_DOCTOR) is draft
+    assert clean_report_text("  No consolidation.  \n\nHeart normal.  ") == \
+        "No consolidation.\n\nHeart normal."
+    with pytest.raises(ValueError):
+        clean_report_text(" \n ")

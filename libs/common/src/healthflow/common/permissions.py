@@ -79,6 +79,7 @@ class Permission(StrEnum):
     IMAGING_UPLOAD = "imaging:upload"  # and store the images of an order
     IMAGING_READ_OWN = "imaging:read_own"  # the patient's own studies
     IMAGING_READ_TREATED = "imaging:read_treated"  # a doctor in a care relationship
+    IMAGING_REPORT = "imaging:report"  # the same doctor writes and signs the report
 
 
 P = Permission
@@ -105,7 +106,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.DOCTORS_REGISTER_OWN, P.SCHEDULE_MANAGE_OWN, P.PATIENTS_READ_TREATED,
            P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER,
            P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED, P.IMAGING_ORDER,
-           P.IMAGING_READ_TREATED}
+           P.IMAGING_READ_TREATED, P.IMAGING_REPORT}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE

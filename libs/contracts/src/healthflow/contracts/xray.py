@@ -65,11 +65,27 @@ class XrayUploaded(EventPayload):
     uploaded_at: datetime
 
 
+@event_type("xray.reported", version=1, publisher=PUBLISHER)
+class XrayReported(EventPayload):
+    """A doctor signed the report of a study (FHIR R4 ``DiagnosticReport``, status
+    ``final``) at ``issued_at``; the findings and impression stay in the service."""
+
+    report_id: str
+    study_id: str
+    order_id: str
+    encounter_id: str
+    patient_id: str
+    author_id: str
+    status: str
+    issued_at: datetime
+
+
 @event_type("xray.accessed", version=1, publisher=PUBLISHER)
 class XrayAccessed(EventPayload):
     """Someone other than the patient viewed a patient's images (for the audit log).
 
-    ``scope`` is ``order``, ``studies`` (a listing), ``study``, ``preview`` or ``file``;
+    ``scope`` is ``order``, ``studies`` (a listing), ``study``, ``preview``, ``file``
+    or ``report``;
     ``accessor_role`` is ``treating_doctor``.
     """
 

@@ -5,7 +5,8 @@
 * ``/api/v1/imaging/studies`` — upload an image of an order (the raw file as the
   body, its type as ``Content-Type``: ``application/dicom``, ``image/png``,
   ``image/jpeg``); a patient's studies; one study; an image's PNG preview, its file
-  (streamed through the gateway) and a link to it.
+  (streamed through the gateway) and a link to it; its report (``DiagnosticReport``:
+  draft, sign, read).
 
 Who sees a patient's images is decided in :mod:`.service` (``viewer``).
 """
@@ -23,9 +24,9 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import service, studies
+from healthflow.xray import reports, service, studies
 from healthflow.xray.domain import OrderStatus
-from healthflow.xray.schemas import LinkOut, OrderIn, OrderOut, StudyOut
+from healthflow.xray.schemas import LinkOut, OrderIn, OrderOut, ReportIn, ReportOut, StudyOut
 
 
 def get_blobs(request: Request) -> BlobStore:
@@ -130,3 +131,24 @@ async def link(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
     ttl = int(getattr(runtime.settings, "link_ttl", 300))
     url = f"{studies_router.prefix}/{study_id}/instances/{instance_id}/file"
     return LinkOut(url=studies.presigned(blobs, instance, ttl), expires_in=ttl, file=url)
+
+
+@studies_router.put("/{study_id}/report", summary="Write or rewrite the draft report")
+async def write_report(runtime: Runtime, study_id: Id, body: ReportIn,
+                       principal: Principal = require(P.IMAGING_REPORT)) -> ReportOut:
+    """``preliminary``; 409 ``report-final`` once signed; 403 ``not-the-author``."""
+    return ReportOut.from_document(await reports.write_report(
+        runtime, principal, study_id, body.findings, body.impression))
+
+
+@studies_router.post("/{study_id}/report/sign", summary="Sign the report (final)")
+async def sign_report(runtime: Runtime, study_id: Id,
+                      principal: Principal = require(P.IMAGING_REPORT)) -> ReportOut:
+    return ReportOut.from_document(await reports.sign_report(runtime, principal, study_id))
+
+
+@studies_router.get("/{study_id}/report", summary="The report of a study")
+async def read_report(runtime: Runtime, study_id: Id,
+                      principal: Principal = require_any(*VIEWERS)) -> ReportOut:
+    """The patient sees it once final (404 before)."""
+    return ReportOut.from_document(await reports.read_report(runtime, principal, study_id))

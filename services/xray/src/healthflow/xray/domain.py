@@ -281,3 +281,80 @@ def viewer_of(subject: str, patient_id: str, *, reads_own: bool, reads_treated: 
             return Viewer.TREATING_DOCTOR
         raise NotTreating("you may only see the images of your own patients")
     raise StudyNotFound("no such imaging study")
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+class ReportStatus(StrEnum):
+    """FHIR R4 diagnostic-report-status, the part a radiology report uses here."""
+
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+
+
+REPORT_TEXT_MAX = 20_000
+
+
+class ReportNotFound(NotFound):
+    title, slug = "Report Not Found", "report-not-found"
+
+
+class ReportFinal(Conflict):
+    title, slug = "Report Is Final", "report-final"
+
+
+class NotTheAuthor(Forbidden):
+    title, slug = "Not The Author", "not-the-author"
+
+
+def clean_report_text(text: str) -> str:
+    """Findings or impression as stored: trimmed, 1 to :data:`REPORT_TEXT_MAX` characters
+    (line breaks kept: reports are paragraphs).
+
+    Raises:
+        ValueError: empty or too long.
+    """
+    cleaned = "\n".join(line.rstrip() for line in text.strip().splitlines())
+    if not cleaned:
+        raise ValueError("the text is empty")
+    if len(cleaned) > REPORT_TEXT_MAX:
+        raise ValueError(f"the text has more than {REPORT_TEXT_MAX} characters")
+    return cleaned
+
+
+def check_editable(report: dict[str, Any] | None, author_id: str) -> None:
+    """A report is written and rewritten while ``preliminary``, by its author only.
+
+    Raises:
+        ReportFinal (409): signed already; NotTheAuthor (403): another doctor's draft.
+    """
+    if report is None:
+        return
+    if report["status"] == ReportStatus.FINAL:
+        raise ReportFinal("the report is signed; it can no longer change")
+    if report["author_id"] != author_id:
+        raise NotTheAuthor("only the author edits a draft report")
+
+
+def check_signable(report: dict[str, Any] | None, doctor_id: str) -> dict[str, Any]:
+    """preliminary → final, by the author. Returns the report.
+
+    Raises:
+        ReportNotFound (404), ReportFinal (409), NotTheAuthor (403).
+    """
+    if report is None:
+        raise ReportNotFound("the study has no report to sign")
+    check_editable(report, doctor_id)
+    return report
+
+
+def report_visible(report: dict[str, Any] | None, viewer: Viewer) -> dict[str, Any]:
+    """What a viewer sees: treating doctors every state, the patient the final report.
+
+    Raises:
+        ReportNotFound (404): none, or a draft asked for by the patient.
+    """
+    if report is None or (viewer is Viewer.PATIENT and report["status"] != ReportStatus.FINAL):
+        raise ReportNotFound("the study has no report yet")
+    return report

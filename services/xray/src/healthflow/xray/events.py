@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from healthflow.contracts.xray import XrayAccessed, XrayRequested, XrayUploaded
+from healthflow.contracts.xray import XrayAccessed, XrayReported, XrayRequested, XrayUploaded
 
-__all__ = ["XrayAccessed", "XrayRequested", "XrayUploaded"]
+__all__ = ["XrayAccessed", "XrayReported", "XrayRequested", "XrayUploaded"]

@@ -9,7 +9,14 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from healthflow.common.mongo import Document
-from healthflow.xray.domain import BodyPart, OrderRequest, Priority, View, clean_question
+from healthflow.xray.domain import (
+    BodyPart,
+    OrderRequest,
+    Priority,
+    View,
+    clean_question,
+    clean_report_text,
+)
 
 
 class OrderIn(BaseModel):
@@ -132,3 +139,39 @@ class LinkOut(BaseModel):
     file: str
 
 
+
+
+ReportText = Annotated[str, AfterValidator(clean_report_text)]
+
+
+class ReportIn(BaseModel):
+    """``PUT /api/v1/imaging/studies/{id}/report``: the draft's findings and impression
+    (FHIR ``DiagnosticReport.conclusion``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    findings: ReportText
+    impression: ReportText
+
+
+class ReportOut(BaseModel):
+    """A radiology report (``DiagnosticReport``, category RAD); ``status`` preliminary |
+    final; ``issued_at`` set when signed."""
+
+    id: str
+    resource_type: str = "DiagnosticReport"
+    status: str
+    study_id: str
+    order_id: str
+    encounter_id: str
+    patient_id: str
+    author_id: str
+    findings: str
+    impression: str
+    version: int
+    updated_at: datetime
+    issued_at: datetime | None
+
+    @classmethod
+    def from_document(cls, doc: Document) -> ReportOut:
+        return cls.model_validate({**doc, "id": doc["_id"]})

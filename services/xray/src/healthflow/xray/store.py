@@ -13,6 +13,9 @@ Collections (database ``healthflow_xray``), times aware UTC::
                  body_part, view_position}, uploaded_by, uploaded_at}
     encounters  read model of ``encounter.started``/``.finished``: {_id, patient_id,
                  practitioner_id, status (in-progress | finished), started_at, finished_at}
+    reports     FHIR DiagnosticReport, one per study: {_id, study_id (unique), order_id,
+                 encounter_id, patient_id, status (preliminary | final), findings, impression,
+                 author_id, version, created_at, updated_at, issued_at}
     care        doctor↔patient read model: {_id: "<doctor>:<patient>", doctor_user_id,
                  patient_id, appointments: [ids booked], cancelled: [ids cancelled],
                  encounters: [ids conducted]}; care exists while an appointment is booked
@@ -36,6 +39,7 @@ STUDIES = "studies"
 INSTANCES = "instances"
 ENCOUNTERS = "encounters"
 CARE = "care"
+REPORTS = "reports"
 MAX_LISTED = 1000
 """Most rows one listing returns; paging comes later."""
 
@@ -54,6 +58,7 @@ INDEXES: Indexes = {
         IndexModel([("study_id", ASCENDING), ("number", ASCENDING)], name="study"),
         IndexModel([("blob.key", ASCENDING)], name="blob"),
     ],
+    REPORTS: [IndexModel([("study_id", ASCENDING)], name="study", unique=True)],
 }
 
 Db = AsyncDatabase[Document]
@@ -135,6 +140,26 @@ async def referenced_keys(db: Db, keys: list[str]) -> set[str]:
     """Those of ``keys`` a stored instance references (for the blob sweeper)."""
     docs = await db[INSTANCES].find({"blob.key": {"$in": keys}}, {"blob.key": 1}).to_list()
     return {d["blob"]["key"] for d in docs}
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+async def report_of_study(uow: UnitOfWork, study_id: str) -> Document | None:
+    return await uow.db[REPORTS].find_one({"study_id": study_id}, session=uow.session)
+
+
+async def insert_report(uow: UnitOfWork, doc: Document) -> None:
+    """Raises DuplicateKeyError when the study has a report already (a concurrent draft)."""
+    await uow.db[REPORTS].insert_one(doc, session=uow.session)
+
+
+async def update_report(uow: UnitOfWork, report: Document, fields: Document) -> bool:
+    """``$set`` ``fields`` if ``report`` is still at its version; whether it was."""
+    result = await uow.db[REPORTS].update_one(
+        {"_id": report["_id"], "version": report["version"]},
+        {"$set": fields, "$inc": {"version": 1}}, session=uow.session)
+    return result.matched_count == 1
 
 
 # ----------------------------------------------------------------------------- read models
