@@ -96,6 +96,9 @@ POLICIES: dict[str, Policy] = {
         Policy("audit", permission=str(Permission.AUDIT_READ), subject_limit="60/minute",
                ip_limit="600/minute", timeout=30.0, max_body_bytes=64 * KIB),
         Policy("default"),
+        # file uploads (X-ray images): streamed through, so a large limit costs no memory
+        Policy("upload", subject_limit="120/minute", timeout=300.0,
+               max_body_bytes=512 * MIB),
         Policy("edge", auth_required=False, subject_limit=None, ip_limit="120/minute",
                timeout=10.0, max_body_bytes=0),
     )

@@ -134,6 +134,19 @@ async def test_a_presigned_get_works_without_credentials_and_expires(store):
         store.presigned_get(blob.key, ttl=8 * 24 * 3600)
 
 
+async def test_an_object_streams_back_in_chunks(store):
+    total = 2 * PART + 17
+    expected = hashlib.sha256()
+    blob = await store.put(SCANS, png_stream(total, digest=expected))
+    got = hashlib.sha256()
+    sizes = []
+    async for chunk in store.stream(blob.key, chunk_size=MiB):
+        got.update(chunk)
+        sizes.append(len(chunk))
+    assert got.hexdigest() == expected.hexdigest() == blob.sha256
+    assert sum(sizes) == total and max(sizes) <= MiB
+
+
 async def test_a_failed_commit_leaves_no_object(store):
     class CommitFailed(Exception):
         pass

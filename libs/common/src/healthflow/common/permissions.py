@@ -79,6 +79,13 @@ class Permission(StrEnum):
     PRESCRIPTIONS_READ_TREATED = "prescriptions:read_treated"  # a doctor who saw the patient
     PRESCRIPTIONS_WRITE_TREATED = "prescriptions:write_treated"  # in their own encounter
     PRESCRIPTIONS_DISPENSE = "prescriptions:dispense"  # reads issued ones and dispenses
+    # imaging (X-ray orders, studies; healthflow.xray)
+    IMAGING_ORDER = "imaging:order"  # a doctor, in an encounter they conduct
+    IMAGING_WORKLIST = "imaging:worklist"  # radiographers and paramedics see open orders
+    IMAGING_UPLOAD = "imaging:upload"  # and store the images of an order
+    IMAGING_READ_OWN = "imaging:read_own"  # the patient's own studies
+    IMAGING_READ_TREATED = "imaging:read_treated"  # a doctor in a care relationship
+    IMAGING_REPORT = "imaging:report"  # the same doctor writes and signs the report
 
 
 P = Permission
@@ -98,21 +105,23 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.PATIENT: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
-           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.PRESCRIPTIONS_READ_OWN}
+           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.PRESCRIPTIONS_READ_OWN,
+           P.IMAGING_READ_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
         | {P.DOCTORS_REGISTER_OWN, P.SCHEDULE_MANAGE_OWN, P.PATIENTS_READ_TREATED,
            P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER,
            P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED, P.PRESCRIPTIONS_READ_TREATED,
-           P.PRESCRIPTIONS_WRITE_TREATED}
+           P.PRESCRIPTIONS_WRITE_TREATED, P.IMAGING_ORDER, P.IMAGING_READ_TREATED,
+           P.IMAGING_REPORT}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY,
            P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH}
     ),
-    Role.PARAMEDIC: frozenset(_EVERYONE),
+    Role.PARAMEDIC: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
     Role.COMPLIANCE_OFFICER: frozenset(_EVERYONE | {P.AUDIT_READ, P.USERS_READ}),
     Role.NURSE: frozenset(
         _EVERYONE
@@ -124,7 +133,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY, P.APPOINTMENTS_MANAGE_ANY,
            P.ENCOUNTERS_OPEN_ANY}
     ),
-    Role.RADIOGRAPHER: frozenset(_EVERYONE),
+    Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
     Role.ACCOUNTANT: frozenset(_EVERYONE),
     Role.PHARMACIST: frozenset(_EVERYONE | {P.PRESCRIPTIONS_DISPENSE}),
 }

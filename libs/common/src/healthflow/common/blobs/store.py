@@ -288,6 +288,22 @@ class BlobStore:
             raise ValueError(f"a presigned URL lives 1 s to 7 days, not {seconds} s")
         return self._signer.presigned_get_object(self.bucket, key, timedelta(seconds=seconds))
 
+    async def stream(self, key: str, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+        """The bytes of ``key``, ``chunk_size`` at a time (memory: one chunk), each read
+        in a worker thread; for downloads that go through the service instead of a
+        presigned URL (when S3 is not reachable by clients).
+
+        Raises:
+            S3Error: ``NoSuchKey`` when there is no such object; ServiceUnavailable (503).
+        """
+        response = await self._s3(self._client.get_object, self.bucket, key)
+        try:
+            while chunk := await self._s3(response.read, chunk_size):
+                yield chunk
+        finally:
+            response.close()
+            response.release_conn()
+
     async def delete(self, key: str) -> None:
         """Delete ``key`` (no error when it does not exist)."""
         await self._s3(self._client.remove_object, self.bucket, key)

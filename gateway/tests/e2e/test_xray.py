@@ -1,0 +1,90 @@
+"""X-ray imaging through the gateway (issue 12, first slice), on the session's platform.
+
+A doctor checks a patient in (the records service starts the encounter, the xray
+service learns it from ``encounter.started``) and orders a chest X-ray; a
+radiographer finds it on the work list and uploads a DICOM radiograph (made with
+pydicom) through the gateway; a truncated file is refused with nothing stored; the
+patient lists the study, the doctor gets its PNG preview and the file; a doctor
+without a care relationship is refused; the doctor drafts and signs the report,
+which the patient sees once it is final.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image
+
+from healthflow.devkit.dicom import radiograph
+from healthflow.devkit.testing import RunningPlatform, eventually
+
+from .conftest import User, assert_problem, create_staff, ok
+from .test_records import checked_in_appointment
+
+
+async def order_in_encounter(api: Any, doctor: User, patient: User) -> dict[str, Any]:
+    """Wait for the encounter to reach imaging, then order a chest PA in it."""
+    encounters = ok(await api.get("/api/v1/encounters", headers=patient.headers,
+                                  params={"patient_id": patient.id}))["items"]
+    order: dict[str, Any] = {}
+
+    async def ordered() -> bool:
+        nonlocal order
+        response = await api.post("/api/v1/imaging/orders", headers=doctor.headers, json={
+            "encounter_id": encounters[0]["id"], "body_part": "CHEST", "view": "PA",
+            "priority": "urgent", "question": "Persistent cough; pneumonia?"})
+        order = response.json()
+        return response.status_code == 201
+
+    await eventually(ordered, within=20, message="imaging never learnt of the encounter")
+    return order
+
+
+async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strangers(
+        platform: RunningPlatform, admin: User) -> None:
+    async with platform.client() as api:
+        patient, doctor, _ = await checked_in_appointment(api, admin)
+
+        async def started() -> bool:
+            items = ok(await api.get("/api/v1/encounters", headers=patient.headers,
+                                     params={"patient_id": patient.id}))["items"]
+            return bool(items) and items[0]["status"] == "in-progress"
+
+        await eventually(started, within=20, message="no encounter at check-in")
+        order = await order_in_encounter(api, doctor, patient)
+        radiographer = await create_staff(api, admin, ["radiographer"], label="radiographer")
+        stranger = await create_staff(api, admin, ["doctor"], label="dr-xray-stranger")
+        work = ok(await api.get("/api/v1/imaging/orders", headers=radiographer.headers))
+        assert order["id"] in [o["id"] for o in work["items"]]
+
+        upload = {"params": {"order_id": order["id"]}}
+        dicom = radiograph(patient.id, accession_number=order["accession_number"])
+        assert_problem(await api.post("/api/v1/imaging/studies", content=dicom[:-700],
+                                      headers=radiographer.headers
+                                      | {"Content-Type": "application/dicom"}, **upload),
+                       422, "invalid-image")
+        study = ok(await api.post("/api/v1/imaging/studies", content=dicom,
+                                  headers=radiographer.headers
+                                  | {"Content-Type": "application/dicom"}, **upload), 201)
+        listed = ok(await api.get("/api/v1/imaging/studies", headers=patient.headers,
+                                  params={"patient_id": patient.id}))["items"]
+        assert [s["id"] for s in listed] == [study["id"]]  # the refused file left nothing
+        instance = listed[0]["series"][0]["instances"][0]
+        assert instance["modality"] == "CR" and instance["size"] == len(dicom)
+
+        preview = await api.get(instance["preview"], headers=doctor.headers)
+        assert preview.status_code == 200 and preview.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(preview.content)).size == (64, 64)
+        file = await api.get(instance["file"], headers=patient.headers)
+        assert file.status_code == 200 and file.content == dicom
+        for url in (instance["preview"], instance["file"], f"/api/v1/imaging/studies/"
+                    f"{study['id']}"):
+            assert_problem(await api.get(url, headers=stranger.headers), 403, "not-treating")
+
+        report = f"/api/v1/imaging/studies/{study['id']}/report"
+        ok(await api.put(report, headers=doctor.headers, json={
+            "findings": "No focal consolidation.", "impression": "Normal chest."}))
+        assert_problem(await api.get(report, headers=patient.headers), 404, "report-not-found")
+        assert ok(await api.post(f"{report}/sign", headers=doctor.headers))["status"] == "final"
+        assert ok(await api.get(report, headers=patient.headers))["impression"] == "Normal chest."

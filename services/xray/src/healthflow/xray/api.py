@@ -1,0 +1,154 @@
+"""HTTP routes (thin: parse, declare the permission, call a use case, shape the answer).
+
+* ``/api/v1/imaging/orders`` — a doctor orders an X-ray (``ServiceRequest``); the
+  work list of radiographers and paramedics; one order.
+* ``/api/v1/imaging/studies`` — upload an image of an order (the raw file as the
+  body, its type as ``Content-Type``: ``application/dicom``, ``image/png``,
+  ``image/jpeg``); a patient's studies; one study; an image's PNG preview, its file
+  (streamed through the gateway) and a link to it; its report (``DiagnosticReport``:
+  draft, sign, read).
+
+Who sees a patient's images is decided in :mod:`.service` (``viewer``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from healthflow.common.auth import Principal, require, require_any
+from healthflow.common.blobs import BlobStore
+from healthflow.common.http import get_runtime
+from healthflow.common.pagination import Page
+from healthflow.common.permissions import Permission as P
+from healthflow.common.service import ServiceRuntime
+from healthflow.xray import reports, service, studies
+from healthflow.xray.domain import OrderStatus
+from healthflow.xray.schemas import LinkOut, OrderIn, OrderOut, ReportIn, ReportOut, StudyOut
+
+
+def get_blobs(request: Request) -> BlobStore:
+    blobs: BlobStore = request.app.state.blobs
+    return blobs
+
+
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+Blobs = Annotated[BlobStore, Depends(get_blobs)]
+Id = Annotated[str, Path(max_length=64)]
+VIEWERS = (P.IMAGING_READ_OWN, P.IMAGING_READ_TREATED)
+UPLOAD_TYPES = ("application/dicom", "image/png", "image/jpeg")
+
+orders = APIRouter(prefix="/api/v1/imaging/orders", tags=["imaging"])
+studies_router = APIRouter(prefix="/api/v1/imaging/studies", tags=["imaging"])
+routers = [orders, studies_router]
+
+
+@orders.post("", status_code=201, summary="Order an X-ray in an encounter you conduct")
+async def order_xray(runtime: Runtime, body: OrderIn, response: Response,
+                     principal: Principal = require(P.IMAGING_ORDER)) -> OrderOut:
+    """422 ``unknown-encounter``; 403 ``not-your-encounter``; 409 ``encounter-state``."""
+    doc = await service.order_xray(runtime, principal, body.request())
+    response.headers["Location"] = f"{orders.prefix}/{doc['_id']}"
+    return OrderOut.from_document(doc)
+
+
+@orders.get("", summary="The work list: orders by status, stat first, oldest first")
+async def worklist(runtime: Runtime, status: OrderStatus = OrderStatus.ACTIVE,
+                   principal: Principal = require(P.IMAGING_WORKLIST)) -> Page[OrderOut]:
+    docs = await service.worklist(runtime, status)
+    return Page[OrderOut](items=[OrderOut.from_document(d) for d in docs])
+
+
+@orders.get("/{order_id}", summary="One X-ray order")
+async def read_order(runtime: Runtime, order_id: Id,
+                     principal: Principal = require_any(P.IMAGING_WORKLIST, *VIEWERS)
+                     ) -> OrderOut:
+    return OrderOut.from_document(await service.read_order(runtime, principal, order_id))
+
+
+@studies_router.post(
+    "", status_code=201, summary="Upload an image of an order (DICOM, PNG or JPEG)",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        t: {"schema": {"type": "string", "format": "binary"}} for t in UPLOAD_TYPES}}})
+async def upload(runtime: Runtime, blobs: Blobs, request: Request, response: Response,
+                 order_id: Annotated[str, Query(min_length=1, max_length=64)],
+                 principal: Principal = require(P.IMAGING_UPLOAD)) -> StudyOut:
+    """The body is streamed into storage. 422 ``invalid-image`` (its ``problem`` member
+    says why), ``patient-mismatch``, ``accession-mismatch``; 409 ``duplicate-instance``,
+    ``study-of-another-order``; 413 too large; nothing is kept on any refusal."""
+    stored = await studies.upload(runtime, blobs, principal, order_id, request.stream(),
+                                  request.headers.get("content-type"))
+    response.headers["Location"] = f"{studies_router.prefix}/{stored.study['_id']}"
+    return StudyOut.from_documents(stored.study, stored.instances, studies_router.prefix)
+
+
+@studies_router.get("", summary="A patient's imaging studies, newest first")
+async def list_studies(runtime: Runtime,
+                       patient_id: Annotated[str, Query(min_length=1, max_length=64)],
+                       principal: Principal = require_any(*VIEWERS)) -> Page[StudyOut]:
+    views = await studies.list_studies(runtime, principal, patient_id)
+    return Page[StudyOut](items=[StudyOut.from_documents(v.study, v.instances,
+                                                         studies_router.prefix)
+                                 for v in views])
+
+
+@studies_router.get("/{study_id}", summary="One imaging study")
+async def read_study(runtime: Runtime, study_id: Id,
+                     principal: Principal = require_any(*VIEWERS)) -> StudyOut:
+    view = await studies.read_study(runtime, principal, study_id)
+    return StudyOut.from_documents(view.study, view.instances, studies_router.prefix)
+
+
+@studies_router.get("/{study_id}/instances/{instance_id}/preview",
+                    summary="A PNG preview of an image (windowed)", response_class=Response,
+                    responses={200: {"content": {"image/png": {}}}})
+async def preview(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
+                  principal: Principal = require_any(*VIEWERS)) -> Response:
+    png = await studies.preview(runtime, blobs, principal, study_id, instance_id)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/instances/{instance_id}/file",
+                    summary="The stored file, streamed", response_class=StreamingResponse,
+                    responses={200: {"content": {t: {} for t in UPLOAD_TYPES}}})
+async def download(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
+                   principal: Principal = require_any(*VIEWERS)) -> StreamingResponse:
+    got = await studies.download(runtime, blobs, principal, study_id, instance_id)
+    return StreamingResponse(got.chunks, media_type=got.instance["content_type"], headers={
+        "Content-Length": str(got.instance["blob"]["size"]),
+        "Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/instances/{instance_id}/link",
+                    summary="A short-lived link to the stored file")
+async def link(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
+               principal: Principal = require_any(*VIEWERS)) -> LinkOut:
+    """``url`` is a presigned S3 GET only where S3 has a public address; the platform's
+    own S3 is internal, so clients use ``file`` (through the gateway) there."""
+    instance = await studies.instance(runtime, principal, study_id, instance_id, "file")
+    ttl = int(getattr(runtime.settings, "link_ttl", 300))
+    url = f"{studies_router.prefix}/{study_id}/instances/{instance_id}/file"
+    return LinkOut(url=studies.presigned(blobs, instance, ttl), expires_in=ttl, file=url)
+
+
+@studies_router.put("/{study_id}/report", summary="Write or rewrite the draft report")
+async def write_report(runtime: Runtime, study_id: Id, body: ReportIn,
+                       principal: Principal = require(P.IMAGING_REPORT)) -> ReportOut:
+    """``preliminary``; 409 ``report-final`` once signed; 403 ``not-the-author``."""
+    return ReportOut.from_document(await reports.write_report(
+        runtime, principal, study_id, body.findings, body.impression))
+
+
+@studies_router.post("/{study_id}/report/sign", summary="Sign the report (final)")
+async def sign_report(runtime: Runtime, study_id: Id,
+                      principal: Principal = require(P.IMAGING_REPORT)) -> ReportOut:
+    return ReportOut.from_document(await reports.sign_report(runtime, principal, study_id))
+
+
+@studies_router.get("/{study_id}/report", summary="The report of a study")
+async def read_report(runtime: Runtime, study_id: Id,
+                      principal: Principal = require_any(*VIEWERS)) -> ReportOut:
+    """The patient sees it once final (404 before)."""
+    return ReportOut.from_document(await reports.read_report(runtime, principal, study_id))

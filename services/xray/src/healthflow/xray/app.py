@@ -1,0 +1,36 @@
+"""The xray service's composition root: the runtime, the blob store (started and closed
+with it) and its orphan sweeper, the routes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from healthflow.common.blobs import XRAY, BlobStore
+from healthflow.common.events.transport import Transport
+from healthflow.common.http import create_service_app
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import load_settings
+from healthflow.common.workers import Hooks, Loop
+from healthflow.xray import api, handlers, store
+from healthflow.xray.settings import Settings
+
+
+def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
+    """The xray service app (settings from ``XRAY_*`` when not given)."""
+    settings = settings or load_settings(Settings)
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
+                             transport=transport)
+    blobs = BlobStore(settings)
+    runtime.add_worker(Hooks("blobs", blobs.start, blobs.close))
+
+    async def sweep() -> None:
+        await blobs.sweep(lambda keys: store.referenced_keys(runtime.db, keys),
+                          older_than=settings.sweep_older_than, prefix=f"{XRAY.name}/")
+
+    runtime.add_worker(Loop("blob-sweeper", sweep, interval=settings.sweep_interval))
+    app = create_service_app(runtime, routers=api.routers, title="HealthFlow xray",
+                             description="X-ray orders (FHIR ServiceRequest), images "
+                             "(DICOM Part 10, photographs of films) as FHIR ImagingStudy, "
+                             "previews and downloads.")
+    app.state.blobs = blobs
+    return app

@@ -1,0 +1,202 @@
+"""What a stored image is, read from its bytes: DICOM Part 10 with pydicom, PNG and
+JPEG photographs of films with Pillow. Sub-domain machinery, no I/O but the local
+file it is handed (the upload's spooled copy).
+
+A DICOM file is accepted when (DICOM PS3.10, PS3.3):
+
+* it parses as Part 10 (128-byte preamble, ``DICM``, File Meta Information);
+* it names a patient and its study, series and SOP instance: Patient ID (0010,0020)
+  present, Study (0020,000D), Series (0020,000E) and SOP Instance (0008,0018) UIDs
+  present and valid UIDs (PS3.5 §9.1: digits and dots, at most 64 characters);
+* its Modality (0008,0060) is a projection radiograph: :data:`MODALITIES`;
+* its Transfer Syntax is one we decode: :data:`TRANSFER_SYNTAXES` (uncompressed
+  little endian, JPEG 2000 via pylibjpeg-openjpeg);
+* its Pixel Data decodes to ``Rows`` × ``Columns`` samples.
+
+A photograph is accepted when Pillow recognises the same format as declared and
+decodes it whole. Anything else raises :class:`~healthflow.xray.domain.InvalidImage`
+(422) whose ``problem`` member says which rule failed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+)
+
+from healthflow.xray.domain import InvalidImage
+
+DICOM = "application/dicom"
+PHOTO_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
+MODALITIES = {
+    "CR": "Computed Radiography", "DX": "Digital Radiography",
+    "RG": "Radiographic imaging (conventional film/screen)",
+    "PX": "Panoramic X-Ray", "IO": "Intra-Oral Radiography",
+}
+"""Accepted DICOM modalities: projection X-ray only (PS3.3 C.7.3.1.1.1); CT, MR, US … are
+refused. Photographs of films are stored as ``XC`` (external-camera photography)."""
+PHOTO_MODALITY = "XC"
+TRANSFER_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless, JPEG2000}
+MAX_PIXELS = 60_000_000
+"""More than this many pixels is refused (decompression bombs; a 43 × 43 cm detector
+at 0.1 mm is 18.5 M)."""
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the service keeps of an accepted file. UIDs are ``None`` for photographs
+    (the service makes them); ``window`` is (center, width) from (0028,1050)/(0028,1051),
+    the first pair when several; ``rows``/``columns`` in pixels."""
+
+    content_type: str
+    modality: str
+    rows: int
+    columns: int
+    photometric: str
+    patient_id: str | None = None
+    accession_number: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_instance_uid: str | None = None
+    sop_class_uid: str | None = None
+    transfer_syntax: str | None = None
+    body_part: str | None = None
+    view_position: str | None = None
+    window: tuple[float, float] | None = None
+
+
+def inspect(path: Path, content_type: str) -> ImageFacts:
+    """Check the file at ``path`` whose bytes were detected as ``content_type``.
+
+    Raises:
+        InvalidImage (422): see the module docstring.
+    """
+    if content_type == DICOM:
+        return inspect_dicom(path)
+    if content_type in PHOTO_TYPES:
+        return inspect_photo(path, content_type)
+    raise InvalidImage(f"{content_type} is not an X-ray image", problem="not-an-image")
+
+
+def read_dicom(path: Path) -> FileDataset:
+    """The parsed Part 10 file (pixel data not decoded yet).
+
+    Raises:
+        InvalidImage: ``unreadable`` (not Part 10, or its elements do not parse) or
+            ``truncated`` (the file ends inside an element or sequence).
+    """
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = dcmread(path)
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+        raise InvalidImage(f"the file does not parse as DICOM Part 10: {exc}",
+                           problem="unreadable") from exc
+    ended = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
+    if ended:  # pydicom stops at the cut and returns what it read before, with a warning
+        raise InvalidImage(f"the file is truncated: {ended[0]}", problem="truncated")
+    if len(ds) == 0:
+        raise InvalidImage("the file ends before its data set", problem="truncated")
+    return ds
+
+
+def _uid(ds: FileDataset, keyword: str) -> str:
+    value = str(ds.get(keyword, "") or "").strip()
+    if not value:
+        raise InvalidImage(f"the DICOM file has no {keyword}", problem="missing-uid",
+                           element=keyword)
+    if not UID(value).is_valid:
+        raise InvalidImage(f"the {keyword} {value!r} is not a valid UID", problem="missing-uid",
+                           element=keyword)
+    return value
+
+
+def stored_window(ds: Dataset) -> tuple[float, float] | None:
+    """The first Window Center/Width pair of ``ds``, or None (absent, or width < 1)."""
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    first = [v[0] if hasattr(v, "__len__") and not isinstance(v, str) else v
+             for v in (center, width)]
+    try:
+        c, w = float(first[0]), float(first[1])
+    except (TypeError, ValueError):
+        return None
+    return (c, w) if w >= 1 else None
+
+
+def _check_encoding(ds: FileDataset) -> str:
+    modality = str(ds.get("Modality", "") or "")
+    if modality not in MODALITIES:
+        raise InvalidImage(f"modality {modality or 'none'} is not accepted; X-ray images are "
+                           f"{', '.join(MODALITIES)}", problem="unsupported-modality",
+                           modality=modality or None)
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax not in TRANSFER_SYNTAXES:
+        raise InvalidImage(f"transfer syntax {syntax!s} is not accepted; send uncompressed or "
+                           "JPEG 2000", problem="transfer-syntax", transfer_syntax=str(syntax))
+    if "PixelData" not in ds:
+        raise InvalidImage("the DICOM file has no pixel data", problem="pixel-data")
+    rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if not 0 < rows * columns <= MAX_PIXELS:
+        raise InvalidImage(f"{rows} × {columns} pixels is not an image we accept",
+                           problem="pixel-data")
+    return modality
+
+
+def inspect_dicom(path: Path) -> ImageFacts:
+    """Parse, check and decode a DICOM Part 10 file (see the module docstring)."""
+    ds = read_dicom(path)
+    uids = [_uid(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    if not patient_id:
+        raise InvalidImage("the DICOM file has no Patient ID", problem="missing-uid",
+                           element="PatientID")
+    modality = _check_encoding(ds)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # every decoder has its own errors; all mean "does not decode"
+        raise InvalidImage(f"the pixel data does not decode: {exc}", problem="pixel-data"
+                           ) from exc
+    if pixels.shape[:2] != (ds.Rows, ds.Columns):
+        raise InvalidImage("the pixel data is not Rows × Columns", problem="pixel-data")
+    return ImageFacts(
+        content_type=DICOM, modality=modality, rows=int(ds.Rows), columns=int(ds.Columns),
+        photometric=str(ds.get("PhotometricInterpretation", "")), patient_id=patient_id,
+        accession_number=str(ds.get("AccessionNumber", "") or "").strip() or None,
+        study_uid=uids[0], series_uid=uids[1], sop_instance_uid=uids[2],
+        sop_class_uid=str(ds.get("SOPClassUID", "") or "") or None,
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        body_part=str(ds.get("BodyPartExamined", "") or "") or None,
+        view_position=str(ds.get("ViewPosition", "") or "") or None, window=stored_window(ds))
+
+
+def inspect_photo(path: Path, content_type: str) -> ImageFacts:
+    """Decode a PNG or JPEG photograph of a film whole (Pillow), in the declared format."""
+    try:
+        with Image.open(path) as image:
+            fmt = image.format
+            if image.width * image.height > MAX_PIXELS:
+                raise InvalidImage("the photograph has too many pixels", problem="pixel-data")
+            image.load()
+            size, mode = image.size, image.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"the photograph does not decode: {exc}", problem="pixel-data"
+                           ) from exc
+    if fmt != PHOTO_TYPES[content_type]:
+        raise InvalidImage(f"the bytes are {fmt}, not {content_type}", problem="type-mismatch")
+    photometric = "MONOCHROME2" if mode in ("L", "I", "I;16") else "RGB"
+    return ImageFacts(content_type=content_type, modality=PHOTO_MODALITY, rows=size[1],
+                      columns=size[0], photometric=photometric)

@@ -1,0 +1,83 @@
+"""Previews: a stored image as an 8-bit grey PNG a browser shows.
+
+DICOM pixels go through the Modality LUT (Rescale Slope/Intercept, PS3.3
+C.11.1), then the VOI window from Window Center (0028,1050) / Window Width
+(0028,1051) with the linear function of PS3.3 C.11.2.1.2.1 (or, without one, the
+image's own minimum to maximum), and are inverted for ``MONOCHROME1`` (where the
+lowest value is white, PS3.3 C.7.6.3.1.2). Previews are at most
+:data:`MAX_SIDE` pixels on their long side.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from pydicom import dcmread
+from pydicom.pixels import apply_modality_lut
+
+from healthflow.xray.imaging import stored_window
+
+MAX_SIDE = 1024
+Array = npt.NDArray[np.float64]
+
+
+def window(values: Array, center: float, width: float, *, invert: bool = False
+           ) -> npt.NDArray[np.uint8]:
+    """PS3.3 C.11.2.1.2.1 linear VOI to 0–255: values ≤ ``c − 0.5 − (w − 1)/2`` are 0,
+    values > ``c − 0.5 + (w − 1)/2`` are 255, linear in between; ``invert`` for
+    MONOCHROME1. ``width`` ≥ 1 (in the values' units, e.g. HU or detector counts).
+
+    Raises:
+        ValueError: ``width`` < 1.
+    """
+    if width < 1:
+        raise ValueError("the window width must be at least 1")
+    scaled = ((values - (center - 0.5)) / (width - 1 if width > 1 else 1) + 0.5) * 255.0
+    low = values <= center - 0.5 - (width - 1) / 2
+    high = values > center - 0.5 + (width - 1) / 2
+    out = np.clip(scaled, 0, 255)
+    out[low], out[high] = 0, 255
+    grey = np.rint(out).astype(np.uint8)
+    return (255 - grey) if invert else grey
+
+
+def full_range(values: Array) -> tuple[float, float]:
+    """The (center, width) that spans ``values`` from their minimum to their maximum."""
+    low, high = float(values.min()), float(values.max())
+    width = max(high - low + 1, 1.0)
+    return low + width / 2, width
+
+
+def _png(grey: npt.NDArray[np.uint8]) -> bytes:
+    image = Image.fromarray(grey)
+    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def dicom_preview(path: Path) -> bytes:
+    """The first frame of the DICOM file at ``path``, windowed, as PNG bytes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = dcmread(path)
+        pixels = ds.pixel_array
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    if pixels.ndim == 3:  # colour: shown as it is, in grey
+        return _png(np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L")))
+    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    center, width = stored_window(ds) or full_range(values)
+    invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+    return _png(window(values, center, width, invert=invert))
+
+
+def photo_preview(path: Path) -> bytes:
+    """A photograph of a film, in grey, as PNG bytes."""
+    with Image.open(path) as image:
+        return _png(np.asarray(image.convert("L")))

@@ -1,0 +1,115 @@
+"""Use cases of the radiology report of a study (FHIR R4 ``DiagnosticReport``): a treating
+doctor writes a draft (``preliminary``), rewrites it, and signs it (``final``,
+``xray.reported``); viewers read it — the patient only once it is final.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pymongo.errors import DuplicateKeyError
+
+from healthflow.common.auth import Principal
+from healthflow.common.errors import Conflict
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.xray import events, store
+from healthflow.xray.domain import (
+    NotTreating,
+    ReportStatus,
+    StudyNotFound,
+    check_editable,
+    check_signable,
+    report_visible,
+)
+from healthflow.xray.service import viewer
+
+
+async def _treated_study(uow: UnitOfWork, principal: Principal, study_id: str) -> Document:
+    """The study, if the caller treats its patient. Raises StudyNotFound (404),
+    NotTreating (403)."""
+    study = await store.get_study(uow, study_id)
+    if study is None:
+        raise StudyNotFound(f"no imaging study {study_id}")
+    if not await store.treats(uow, principal.subject, study["patient_id"]):
+        raise NotTreating("only a doctor treating the patient reports their images")
+    return study
+
+
+async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: str,
+                       findings: str, impression: str) -> Document:
+    """Create or rewrite the draft (``preliminary``) report of a study.
+
+    Raises:
+        StudyNotFound (404), NotTreating / NotTheAuthor (403), ReportFinal (409),
+        Conflict (409): changed concurrently.
+    """
+
+    async def write(uow: UnitOfWork) -> Document:
+        study = await _treated_study(uow, principal, study_id)
+        report = await store.report_of_study(uow, study_id)
+        check_editable(report, principal.subject)
+        now = utcnow()
+        if report is None:
+            doc: Document = {
+                "_id": str(uuid.uuid4()), "study_id": study_id, "order_id": study["order_id"],
+                "encounter_id": study["encounter_id"], "patient_id": study["patient_id"],
+                "status": ReportStatus.PRELIMINARY.value, "findings": findings,
+                "impression": impression, "author_id": principal.subject, "version": 1,
+                "created_at": now, "updated_at": now, "issued_at": None}
+            try:
+                await store.insert_report(uow, doc)
+            except DuplicateKeyError as exc:
+                raise Conflict("a report of this study was just started; reload") from exc
+            return doc
+        if not await store.update_report(uow, report, {
+                "findings": findings, "impression": impression, "updated_at": now}):
+            raise Conflict("the report changed concurrently; reload and retry")
+        return await store.report_of_study(uow, study_id) or report
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def sign_report(runtime: ServiceRuntime, principal: Principal, study_id: str
+                      ) -> Document:
+    """preliminary → final by its author, issued now; ``xray.reported``.
+
+    Raises:
+        StudyNotFound / ReportNotFound (404), NotTreating / NotTheAuthor (403),
+        ReportFinal / Conflict (409).
+    """
+
+    async def write(uow: UnitOfWork) -> Document:
+        await _treated_study(uow, principal, study_id)
+        report = check_signable(await store.report_of_study(uow, study_id), principal.subject)
+        now = utcnow()
+        if not await store.update_report(uow, report, {
+                "status": ReportStatus.FINAL.value, "issued_at": now, "updated_at": now}):
+            raise Conflict("the report changed concurrently; reload and retry")
+        uow.publish(events.XrayReported(
+            report_id=report["_id"], study_id=study_id, order_id=report["order_id"],
+            encounter_id=report["encounter_id"], patient_id=report["patient_id"],
+            author_id=report["author_id"], status=ReportStatus.FINAL.value, issued_at=now),
+            subject=f"imaging-study/{study_id}", patientid=report["patient_id"])
+        return await store.report_of_study(uow, study_id) or report
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def read_report(runtime: ServiceRuntime, principal: Principal, study_id: str
+                      ) -> Document:
+    """The report: treating doctors see drafts, the patient only the final one.
+
+    Raises:
+        StudyNotFound / ReportNotFound (404), NotTreating (403).
+    """
+
+    async def read(uow: UnitOfWork) -> Document:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        role = await viewer(uow, principal, study["patient_id"], "report", study_id)
+        return report_visible(await store.report_of_study(uow, study_id), role)
+
+    return await runtime.transact(read, actor=principal.actor)

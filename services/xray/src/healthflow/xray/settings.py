@@ -1,0 +1,25 @@
+"""Settings of the xray service (environment prefix ``XRAY_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from healthflow.common.settings import ServiceSettings
+from healthflow.common.topology import SERVICES
+
+MiB = 1024 * 1024
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="XRAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    service_name: str = "xray"
+    port: int = SERVICES["xray"].port
+    # Uploads stream to S3; the body limit is the largest image (the XRAY blob use).
+    max_body_bytes: int = Field(default=512 * MiB, ge=1)
+    link_ttl: int = Field(default=300, ge=1, le=3600)  # seconds a presigned link lives
+    sweep_interval: float = Field(default=3600.0, gt=0)  # seconds between orphan sweeps
+    sweep_older_than: float = Field(default=3600.0, gt=0)  # an orphan's minimum age, s

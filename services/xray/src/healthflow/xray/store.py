@@ -1,0 +1,208 @@
+"""Collections, indexes and queries of the xray service (the repository).
+
+Collections (database ``healthflow_xray``), times aware UTC::
+
+    orders      FHIR ServiceRequest: {_id, encounter_id, patient_id, requester_id, status
+                 (active | completed), intent, priority, body_part, body_site {system, code,
+                 display}, view, question, accession_number (unique), authored_on, updated_at}
+    studies     FHIR ImagingStudy: {_id, study_uid (unique), order_id, encounter_id,
+                 patient_id, modalities: [..], created_at, updated_at}
+    instances   one stored file: {_id, study_id, patient_id, series_uid, sop_instance_uid
+                 (unique), sop_class_uid, modality, number, content_type, blob {key, sha256,
+                 size}, image {rows, columns, photometric, transfer_syntax, window,
+                 body_part, view_position}, uploaded_by, uploaded_at}
+    encounters  read model of ``encounter.started``/``.finished``: {_id, patient_id,
+                 practitioner_id, status (in-progress | finished), started_at, finished_at}
+    reports     FHIR DiagnosticReport, one per study: {_id, study_id (unique), order_id,
+                 encounter_id, patient_id, status (preliminary | final), findings, impression,
+                 author_id, version, created_at, updated_at, issued_at}
+    care        doctor↔patient read model: {_id: "<doctor>:<patient>", doctor_user_id,
+                 patient_id, appointments: [ids booked], cancelled: [ids cancelled],
+                 encounters: [ids conducted]}; care exists while an appointment is booked
+                 and not cancelled, or an encounter was conducted
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, Indexes
+
+ORDERS = "orders"
+STUDIES = "studies"
+INSTANCES = "instances"
+ENCOUNTERS = "encounters"
+CARE = "care"
+REPORTS = "reports"
+MAX_LISTED = 1000
+"""Most rows one listing returns; paging comes later."""
+
+INDEXES: Indexes = {
+    ORDERS: [
+        IndexModel([("accession_number", ASCENDING)], name="accession", unique=True),
+        IndexModel([("status", ASCENDING), ("authored_on", ASCENDING)], name="worklist"),
+        IndexModel([("patient_id", ASCENDING), ("authored_on", ASCENDING)], name="patient"),
+    ],
+    STUDIES: [
+        IndexModel([("study_uid", ASCENDING)], name="study_uid", unique=True),
+        IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient"),
+    ],
+    INSTANCES: [
+        IndexModel([("sop_instance_uid", ASCENDING)], name="sop_instance_uid", unique=True),
+        IndexModel([("study_id", ASCENDING), ("number", ASCENDING)], name="study"),
+        IndexModel([("blob.key", ASCENDING)], name="blob"),
+    ],
+    REPORTS: [IndexModel([("study_id", ASCENDING)], name="study", unique=True)],
+}
+
+Db = AsyncDatabase[Document]
+
+
+# ----------------------------------------------------------------------------- orders
+
+
+async def insert_order(uow: UnitOfWork, doc: Document) -> None:
+    await uow.db[ORDERS].insert_one(doc, session=uow.session)
+
+
+async def get_order(uow: UnitOfWork, order_id: str) -> Document | None:
+    return await uow.db[ORDERS].find_one({"_id": order_id}, session=uow.session)
+
+
+async def set_order_status(uow: UnitOfWork, order_id: str, status: str, at: datetime) -> None:
+    await uow.db[ORDERS].update_one({"_id": order_id},
+                                    {"$set": {"status": status, "updated_at": at}},
+                                    session=uow.session)
+
+
+async def worklist(db: Db, statuses: Collection[str]) -> list[Document]:
+    """Orders in ``statuses``: stat first, then asap, urgent, routine; oldest first within."""
+    rank = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
+    docs = await db[ORDERS].find({"status": {"$in": list(statuses)}}).sort(
+        "authored_on", ASCENDING).limit(MAX_LISTED).to_list()
+    return sorted(docs, key=lambda d: rank.get(d["priority"], 9))
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+async def study_by_uid(uow: UnitOfWork, study_uid: str) -> Document | None:
+    return await uow.db[STUDIES].find_one({"study_uid": study_uid}, session=uow.session)
+
+
+async def get_study(uow: UnitOfWork, study_id: str) -> Document | None:
+    return await uow.db[STUDIES].find_one({"_id": study_id}, session=uow.session)
+
+
+async def insert_study(uow: UnitOfWork, doc: Document) -> None:
+    await uow.db[STUDIES].insert_one(doc, session=uow.session)
+
+
+async def touch_study(uow: UnitOfWork, study_id: str, modality: str, at: datetime) -> None:
+    await uow.db[STUDIES].update_one(
+        {"_id": study_id}, {"$addToSet": {"modalities": modality}, "$set": {"updated_at": at}},
+        session=uow.session)
+
+
+async def studies_of_patient(uow: UnitOfWork, patient_id: str) -> list[Document]:
+    """Newest first."""
+    return await uow.db[STUDIES].find({"patient_id": patient_id}, session=uow.session).sort(
+        "created_at", DESCENDING).limit(MAX_LISTED).to_list()
+
+
+async def insert_instance(uow: UnitOfWork, doc: Document) -> None:
+    """Raises DuplicateKeyError for a SOP Instance UID stored before."""
+    await uow.db[INSTANCES].insert_one(doc, session=uow.session)
+
+
+async def count_instances(uow: UnitOfWork, study_id: str) -> int:
+    return await uow.db[INSTANCES].count_documents({"study_id": study_id}, session=uow.session)
+
+
+async def instances_of(uow: UnitOfWork, study_ids: list[str]) -> list[Document]:
+    return await uow.db[INSTANCES].find({"study_id": {"$in": study_ids}},
+                                        session=uow.session).sort(
+        "number", ASCENDING).limit(MAX_LISTED).to_list()
+
+
+async def get_instance(uow: UnitOfWork, study_id: str, instance_id: str) -> Document | None:
+    return await uow.db[INSTANCES].find_one({"_id": instance_id, "study_id": study_id},
+                                            session=uow.session)
+
+
+async def referenced_keys(db: Db, keys: list[str]) -> set[str]:
+    """Those of ``keys`` a stored instance references (for the blob sweeper)."""
+    docs = await db[INSTANCES].find({"blob.key": {"$in": keys}}, {"blob.key": 1}).to_list()
+    return {d["blob"]["key"] for d in docs}
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+async def report_of_study(uow: UnitOfWork, study_id: str) -> Document | None:
+    return await uow.db[REPORTS].find_one({"study_id": study_id}, session=uow.session)
+
+
+async def insert_report(uow: UnitOfWork, doc: Document) -> None:
+    """Raises DuplicateKeyError when the study has a report already (a concurrent draft)."""
+    await uow.db[REPORTS].insert_one(doc, session=uow.session)
+
+
+async def update_report(uow: UnitOfWork, report: Document, fields: Document) -> bool:
+    """``$set`` ``fields`` if ``report`` is still at its version; whether it was."""
+    result = await uow.db[REPORTS].update_one(
+        {"_id": report["_id"], "version": report["version"]},
+        {"$set": fields, "$inc": {"version": 1}}, session=uow.session)
+    return result.matched_count == 1
+
+
+# ----------------------------------------------------------------------------- read models
+
+
+async def get_encounter(uow: UnitOfWork, encounter_id: str) -> Document | None:
+    return await uow.db[ENCOUNTERS].find_one({"_id": encounter_id}, session=uow.session)
+
+
+async def encounter_started(uow: UnitOfWork, encounter_id: str, fields: Document) -> None:
+    """Known as in progress, unless its finish arrived first (delivery is unordered)."""
+    await uow.db[ENCOUNTERS].update_one(
+        {"_id": encounter_id},
+        {"$set": fields, "$setOnInsert": {"status": "in-progress"}},
+        upsert=True, session=uow.session)
+
+
+async def encounter_finished(uow: UnitOfWork, encounter_id: str, fields: Document) -> None:
+    await uow.db[ENCOUNTERS].update_one(
+        {"_id": encounter_id}, {"$set": {**fields, "status": "finished"}},
+        upsert=True, session=uow.session)
+
+
+def _care_id(doctor_user_id: str, patient_id: str) -> str:
+    return f"{doctor_user_id}:{patient_id}"
+
+
+async def add_care(uow: UnitOfWork, doctor_user_id: str, patient_id: str, field: str,
+                   value: str) -> None:
+    """Add ``value`` to the care document's ``field`` (``appointments``, ``cancelled``
+    or ``encounters``)."""
+    await uow.db[CARE].update_one(
+        {"_id": _care_id(doctor_user_id, patient_id)},
+        {"$set": {"doctor_user_id": doctor_user_id, "patient_id": patient_id},
+         "$addToSet": {field: value}}, upsert=True, session=uow.session)
+
+
+async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
+    """Whether the doctor conducted an encounter with the patient or has a booked,
+    not cancelled, appointment with them."""
+    doc: dict[str, Any] | None = await uow.db[CARE].find_one(
+        {"_id": _care_id(doctor_user_id, patient_id)}, session=uow.session)
+    if doc is None:
+        return False
+    booked = set(doc.get("appointments", [])) - set(doc.get("cancelled", []))
+    return bool(booked or doc.get("encounters"))

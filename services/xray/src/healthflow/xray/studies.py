@@ -1,0 +1,254 @@
+"""Use cases of imaging studies (FHIR ``ImagingStudy``): storing an uploaded image of an
+order, listing a patient's studies, previews and downloads.
+
+An upload streams from the request into the blob store (``BlobStore.staged``: memory
+bounded by the S3 part size) and, on the way, into a temporary file on local disk
+that pydicom or Pillow then checks (:mod:`.imaging`, in a worker thread). Only a
+file that passes every check and whose document commits stays stored: any refusal
+inside the ``staged`` block deletes the object again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from pydicom.uid import generate_uid
+from pymongo.errors import DuplicateKeyError
+
+from healthflow.common.auth import Principal
+from healthflow.common.blobs import XRAY, BlobStore, BlobTypeRefused, StoredBlob
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.xray import events, imaging, render, store
+from healthflow.xray.domain import (
+    DuplicateInstance,
+    InstanceNotFound,
+    InvalidImage,
+    OrderNotFound,
+    OrderStatus,
+    StudyNotFound,
+    check_identity,
+    check_study_order,
+)
+from healthflow.xray.service import viewer
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A stored image: its study, the new instance and every instance of the study."""
+
+    study: Document
+    instance: Document
+    instances: list[Document]
+
+
+async def _tee(body: AsyncIterable[bytes], spool: IO[bytes]) -> AsyncIterator[bytes]:
+    """``body``'s chunks, each also written to ``spool`` (local disk, in a worker thread)."""
+    async for chunk in body:
+        await asyncio.to_thread(spool.write, chunk)
+        yield chunk
+
+
+def _uids(order_id: str, facts: imaging.ImageFacts) -> tuple[str, str, str]:
+    """(study, series, SOP instance) UIDs: the DICOM file's own, or for a photograph
+    one study and series per order (derived from its id) and a fresh instance UID
+    (pydicom's UID root, PS3.5 §B.2)."""
+    if facts.study_uid and facts.series_uid and facts.sop_instance_uid:
+        return facts.study_uid, facts.series_uid, facts.sop_instance_uid
+    return (generate_uid(entropy_srcs=[order_id, "study"]),
+            generate_uid(entropy_srcs=[order_id, "photo-series"]), generate_uid())
+
+
+async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
+                 order_id: str, body: AsyncIterable[bytes], declared_type: str | None
+                 ) -> Upload:
+    """Store one image of ``order_id``: DICOM Part 10, or a PNG/JPEG photograph of a film.
+
+    ``declared_type`` is the request's ``Content-Type``; it must name the type the
+    bytes are. The order becomes ``completed``; ``xray.uploaded``.
+
+    Raises:
+        OrderNotFound (404); InvalidImage (422: unreadable, missing-uid,
+        unsupported-modality, transfer-syntax, pixel-data, type-mismatch, not-an-image);
+        PatientMismatch / AccessionMismatch (422); StudyOfAnotherOrder /
+        DuplicateInstance (409); BlobTooLarge (413). Nothing stays stored on any of them.
+    """
+    if await runtime.transact(lambda uow: store.get_order(uow, order_id)) is None:
+        raise OrderNotFound(f"no X-ray order {order_id}")
+    with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
+        path = Path(tmp) / "upload"
+        with path.open("wb") as spool:
+            try:
+                async with blobs.staged(XRAY, _tee(body, spool),
+                                        declared_type=declared_type) as blob:
+                    spool.close()
+                    facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type)
+                    return await runtime.transact(
+                        lambda uow: _store(uow, principal, order_id, blob, facts),
+                        actor=principal.actor)
+            except BlobTypeRefused as exc:
+                mismatch = exc.extensions.get("declared_type") is not None and \
+                    exc.extensions.get("detected_type") is not None
+                raise InvalidImage(exc.detail, problem="type-mismatch" if mismatch
+                                   else "not-an-image", **exc.extensions) from exc
+
+
+async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, now: object
+                     ) -> Document:
+    study = await store.study_by_uid(uow, study_uid)
+    check_study_order(study, order["_id"])
+    if study is None:
+        study = {"_id": str(uuid.uuid4()), "study_uid": study_uid, "order_id": order["_id"],
+                 "encounter_id": order["encounter_id"], "patient_id": order["patient_id"],
+                 "modalities": [], "created_at": now, "updated_at": now}
+        await store.insert_study(uow, study)
+    return study
+
+
+async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: StoredBlob,
+                 facts: imaging.ImageFacts) -> Upload:
+    order = await store.get_order(uow, order_id)
+    if order is None:
+        raise OrderNotFound(f"no X-ray order {order_id}")
+    if facts.patient_id is not None:
+        check_identity(order, facts.patient_id, facts.accession_number)
+    study_uid, series_uid, sop_uid = _uids(order_id, facts)
+    now = utcnow()
+    study = await _study_for(uow, order, study_uid, now)
+    instance: Document = {
+        "_id": str(uuid.uuid4()), "study_id": study["_id"], "patient_id": order["patient_id"],
+        "series_uid": series_uid, "sop_instance_uid": sop_uid,
+        "sop_class_uid": facts.sop_class_uid, "modality": facts.modality,
+        "number": await store.count_instances(uow, study["_id"]) + 1,
+        "content_type": blob.content_type,
+        "blob": {"key": blob.key, "sha256": blob.sha256, "size": blob.size},
+        "image": {"rows": facts.rows, "columns": facts.columns,
+                  "photometric": facts.photometric, "transfer_syntax": facts.transfer_syntax,
+                  "window": list(facts.window) if facts.window else None,
+                  "body_part": facts.body_part, "view_position": facts.view_position},
+        "uploaded_by": principal.subject, "uploaded_at": now}
+    try:
+        await store.insert_instance(uow, instance)
+    except DuplicateKeyError as exc:
+        raise DuplicateInstance("this SOP Instance UID is stored already") from exc
+    await store.touch_study(uow, study["_id"], facts.modality, now)
+    if order["status"] == OrderStatus.ACTIVE:
+        await store.set_order_status(uow, order_id, OrderStatus.COMPLETED.value, now)
+    uow.publish(events.XrayUploaded(
+        study_id=study["_id"], instance_id=instance["_id"], order_id=order_id,
+        encounter_id=order["encounter_id"], patient_id=order["patient_id"],
+        study_instance_uid=study_uid, sop_instance_uid=sop_uid, modality=facts.modality,
+        content_type=blob.content_type, sha256=blob.sha256, size=blob.size,
+        uploaded_by=principal.subject, uploaded_at=now),
+        subject=f"imaging-study/{study['_id']}", patientid=order["patient_id"])
+    return Upload(await store.get_study(uow, study["_id"]) or study, instance,
+                  await store.instances_of(uow, [study["_id"]]))
+
+
+# ----------------------------------------------------------------------------- viewing
+
+
+@dataclass(frozen=True)
+class StudyView:
+    study: Document
+    instances: list[Document]
+
+
+async def list_studies(runtime: ServiceRuntime, principal: Principal, patient_id: str
+                       ) -> list[StudyView]:
+    """The patient's studies with their instances, newest first.
+
+    Raises:
+        StudyNotFound (404: a patient asking for another's), NotTreating (403).
+    """
+
+    async def read(uow: UnitOfWork) -> list[StudyView]:
+        await viewer(uow, principal, patient_id, "studies")
+        studies = await store.studies_of_patient(uow, patient_id)
+        instances = await store.instances_of(uow, [s["_id"] for s in studies])
+        return [StudyView(s, [i for i in instances if i["study_id"] == s["_id"]])
+                for s in studies]
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def read_study(runtime: ServiceRuntime, principal: Principal, study_id: str
+                     ) -> StudyView:
+    """One study with its instances. Raises StudyNotFound (404), NotTreating (403)."""
+
+    async def read(uow: UnitOfWork) -> StudyView:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        await viewer(uow, principal, study["patient_id"], "study", study_id)
+        return StudyView(study, await store.instances_of(uow, [study_id]))
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def instance(runtime: ServiceRuntime, principal: Principal, study_id: str,
+                   instance_id: str, scope: str) -> Document:
+    """One instance of a study the caller may view. Raises StudyNotFound /
+    InstanceNotFound (404), NotTreating (403)."""
+
+    async def read(uow: UnitOfWork) -> Document:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        await viewer(uow, principal, study["patient_id"], scope, study_id)
+        found = await store.get_instance(uow, study_id, instance_id)
+        if found is None:
+            raise InstanceNotFound(f"no image {instance_id} in study {study_id}")
+        return found
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def preview(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
+                  study_id: str, instance_id: str) -> bytes:
+    """A PNG of the image (:mod:`.render`: windowed, at most 1024 px on its long side).
+
+    The stored file is copied to local disk in chunks, then decoded in a worker thread.
+    """
+    doc = await instance(runtime, principal, study_id, instance_id, "preview")
+    with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
+        path = Path(tmp) / "image"
+        with path.open("wb") as file:
+            async for chunk in blobs.stream(doc["blob"]["key"]):
+                await asyncio.to_thread(file.write, chunk)
+        draw = (render.dicom_preview if doc["content_type"] == imaging.DICOM
+                else render.photo_preview)
+        return await asyncio.to_thread(draw, path)
+
+
+@dataclass(frozen=True)
+class Download:
+    """The stored file: its instance document and its bytes as chunks."""
+
+    instance: Document
+    chunks: AsyncIterator[bytes]
+
+
+async def download(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
+                   study_id: str, instance_id: str) -> Download:
+    """The stored file, streamed from S3 through the service (never whole in memory)."""
+    doc = await instance(runtime, principal, study_id, instance_id, "file")
+    return Download(doc, blobs.stream(doc["blob"]["key"]))
+
+
+def presigned(blobs: BlobStore, instance: Document, ttl: int) -> str | None:
+    """A presigned GET of the file, only when S3 has an address clients reach
+    (``S3_PUBLIC_ENDPOINT_URL``); else None and clients use the download route."""
+    if not blobs.settings.s3_public_endpoint_url:
+        return None
+    with contextlib.suppress(ValueError):
+        return blobs.presigned_get(instance["blob"]["key"], ttl=ttl)
+    return None

@@ -1,0 +1,153 @@
+"""The xray service in-process, on the real MongoDB-protocol server and the real S3 server:
+orders, uploads (a good DICOM, a JPEG 2000 one, refused ones with nothing stored),
+listing, previews, downloads, access."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+from pydicom.uid import JPEG2000Lossless
+
+from healthflow.common.events.outbox import OUTBOX
+from healthflow.contracts.records import EncounterStarted
+from healthflow.devkit.dicom import radiograph
+from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.xray import service
+from healthflow.xray.app import create_app
+from healthflow.xray.settings import Settings
+
+DOCTOR, PATIENT, RADIOGRAPHER = "dr-1", "p-1", "rad-1"
+DICOM = {"Content-Type": "application/dicom"}
+
+
+@pytest.fixture
+async def xray(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
+               tokens: TokenFactory) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    settings = Settings(mongodb_url=mongodb_url, mongodb_database=f"xray_{unique_name}",
+                        transport="inprocess", s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
+                        s3_access_key=s3_env["S3_ACCESS_KEY"],
+                        s3_secret_key=s3_env["S3_SECRET_KEY"], s3_region=s3_env["S3_REGION"],
+                        s3_bucket=f"xray-{unique_name}")
+    app = create_app(settings)
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        yield http, app
+
+
+async def ordered(http: httpx.AsyncClient, app: Any, tokens: TokenFactory) -> dict[str, Any]:
+    """An in-progress encounter of DOCTOR with PATIENT (as ``encounter.started`` brings
+    it) and an order in it."""
+    encounter_id = str(uuid.uuid4())
+    started = EncounterStarted(encounter_id=encounter_id, patient_id=PATIENT,
+                               practitioner_id=DOCTOR, appointment_id=None,
+                               encounter_class="AMB", started_at=datetime.now(UTC))
+    await app.state.runtime.transact(lambda uow: service.encounter_started(uow, started))
+    response = await http.post("/api/v1/imaging/orders", headers=tokens.headers(
+        DOCTOR, ("doctor",)), json={"encounter_id": encounter_id, "body_part": "CHEST",
+                                    "view": "PA", "priority": "urgent",
+                                    "question": "pneumonia?"})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+async def stored_keys(app: Any) -> list[str]:
+    return list(await app.state.blobs.keys())
+
+
+async def test_an_order_is_uploaded_listed_previewed_and_downloaded(xray, tokens) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    assert (order["body_site"]["code"], order["priority"]) == ("51185008", "urgent")
+    other = await http.post("/api/v1/imaging/orders", headers=tokens.headers(
+        "dr-2", ("doctor",)), json={"encounter_id": order["encounter_id"],
+                                    "body_part": "CHEST", "view": "PA", "question": "x"})
+    assert other.status_code == 403 and "not-your-encounter" in other.text
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",))
+    work = (await http.get("/api/v1/imaging/orders", headers=radiographer)).json()["items"]
+    assert [o["id"] for o in work] == [order["id"]]
+
+    for data in (radiograph(PATIENT, accession_number=order["accession_number"]),
+                 radiograph(PATIENT, transfer_syntax=JPEG2000Lossless)):
+        up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=data, headers=radiographer | DICOM)
+        assert up.status_code == 201, up.text
+    assert len(await stored_keys(app)) == 2
+    patient = tokens.headers(PATIENT, ("patient",))
+    studies = (await http.get("/api/v1/imaging/studies", params={"patient_id": PATIENT},
+                              headers=patient)).json()["items"]
+    assert len(studies) == 2 and {s["order_id"] for s in studies} == {order["id"]}
+    instance = studies[0]["series"][0]["instances"][0]
+    preview = await http.get(instance["preview"], headers=tokens.headers(DOCTOR, ("doctor",)))
+    assert preview.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(preview.content)).size == (64, 64)
+    file = await http.get(instance["file"], headers=patient)
+    assert file.status_code == 200 and len(file.content) == instance["size"]
+    link = (await http.get(instance["file"].replace("/file", "/link"), headers=patient)).json()
+    assert link == {"url": None, "expires_in": 300, "file": instance["file"]}
+    stranger = await http.get(instance["preview"], headers=tokens.headers("dr-9", ("doctor",)))
+    assert stranger.status_code == 403 and "not-treating" in stranger.text
+    assert (await http.get(f"/api/v1/imaging/studies/{studies[0]['id']}",
+                           headers=tokens.headers("p-2", ("patient",)))).status_code == 404
+    types = [e["type"] for e in await app.state.runtime.db[OUTBOX].find().to_list()]
+    assert types.count("xray.uploaded") == 2 and "xray.requested" in types
+    assert "xray.accessed" in types
+    events = await app.state.runtime.db[OUTBOX].find({"type": "xray.requested"}).to_list()
+    assert "pneumonia" not in str(events)  # no free text in events
+
+
+@pytest.mark.parametrize("case, problem", [
+    ("truncated", "pixel-data"), ("png-as-dicom", "type-mismatch"),
+    ("no-uids", "missing-uid"), ("other-patient", None), ("ct", "unsupported-modality")])
+async def test_a_refused_file_answers_422_and_nothing_is_stored(xray, tokens, case,
+                                                                problem) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    image = io.BytesIO()
+    Image.new("L", (20, 20)).save(image, format="PNG")
+    body = {"truncated": radiograph(PATIENT)[:-500], "png-as-dicom": image.getvalue(),
+            "no-uids": radiograph(PATIENT, with_uids=False),
+            "other-patient": radiograph("MRN-0042"),
+            "ct": radiograph(PATIENT, modality="CT")}[case]
+    answer = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=body, headers=tokens.headers(
+                                 RADIOGRAPHER, ("radiographer",)) | DICOM)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    if problem:
+        assert answer.json()["problem"] == problem
+    else:
+        assert answer.json()["type"].endswith("/patient-mismatch")
+    assert await stored_keys(app) == []
+    assert await app.state.runtime.db["instances"].count_documents({}) == 0
+    assert await app.state.runtime.db[OUTBOX].count_documents({"type": "xray.uploaded"}) == 0
+
+
+async def test_a_report_is_drafted_signed_once_and_shown_to_the_patient_when_final(
+        xray, tokens) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    study = (await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=radiograph(PATIENT), headers=tokens.headers(
+                                 RADIOGRAPHER, ("radiographer",)) | DICOM)).json()
+    url = f"/api/v1/imaging/studies/{study['id']}/report"
+    doctor, patient = tokens.headers(DOCTOR, ("doctor",)), tokens.headers(PATIENT, ("patient",))
+    text = {"findings": "Right lower lobe consolidation.", "impression": "Pneumonia."}
+    draft = await http.put(url, headers=doctor, json=text)
+    assert draft.status_code == 200 and draft.json()["status"] == "preliminary", draft.text
+    assert (await http.get(url, headers=patient)).status_code == 404
+    stranger = await http.put(url, headers=tokens.headers("dr-9", ("doctor",)), json=text)
+    assert stranger.status_code == 403 and "not-treating" in stranger.text
+    signed = (await http.post(f"{url}/sign", headers=doctor)).json()
+    assert signed["status"] == "final" and signed["issued_at"]
+    assert (await http.get(url, headers=patient)).json()["impression"] == "Pneumonia."
+    again = await http.put(url, headers=doctor, json=text)
+    assert again.status_code == 409 and "report-final" in again.text
+    reported = await app.state.runtime.db[OUTBOX].find({"type": "xray.reported"}).to_list()
+    assert len(reported) == 1 and "Pneumonia" not in str(reported)

@@ -1,0 +1,113 @@
+"""The xray service's rules, alone: ordering, identity, viewing."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthflow.xray.domain import (
+    BODY_SITES,
+    AccessionMismatch,
+    BodyPart,
+    EncounterStateConflict,
+    NotTreating,
+    NotYourEncounter,
+    PatientMismatch,
+    StudyNotFound,
+    StudyOfAnotherOrder,
+    UnknownEncounter,
+    Viewer,
+    check_identity,
+    check_may_order,
+    check_study_order,
+    clean_question,
+    new_accession_number,
+    viewer_of,
+)
+
+ENCOUNTER = {"practitioner_id": "dr-1", "patient_id": "p-1", "status": "in-progress"}
+
+
+def test_a_doctor_orders_only_in_their_own_encounter_while_it_is_in_progress() -> None:
+    check_may_order(ENCOUNTER, "dr-1")
+    with pytest.raises(UnknownEncounter):
+        check_may_order(None, "dr-1")
+    with pytest.raises(NotYourEncounter):
+        check_may_order(ENCOUNTER, "dr-2")
+    with pytest.raises(EncounterStateConflict):
+        check_may_order({**ENCOUNTER, "status": "finished"}, "dr-1")
+
+
+def test_every_body_part_has_a_snomed_body_structure_code() -> None:
+    assert set(BODY_SITES) == set(BodyPart)
+    assert BODY_SITES[BodyPart.CHEST] == ("51185008", "Thoracic structure")
+    assert all(code.isdigit() for code, _ in BODY_SITES.values())
+
+
+def test_accession_numbers_fit_dicom_sh_and_differ() -> None:
+    numbers = {new_accession_number() for _ in range(100)}
+    assert len(numbers) == 100 and all(len(n) <= 16 and n.startswith("HF") for n in numbers)
+
+
+def test_questions_are_cleaned_and_bounded() -> None:
+    assert clean_question("  cough\n since  3 weeks ") == "cough since 3 weeks"
+    for bad in ("", "  ", "x" * 2001):
+        with pytest.raises(ValueError):
+            clean_question(bad)
+
+
+def test_a_dicom_file_must_name_the_orders_patient_and_accession_number() -> None:
+    order = {"patient_id": "p-1", "accession_number": "HF0001"}
+    check_identity(order, "p-1", None)
+    check_identity(order, "p-1", "HF0001")
+    with pytest.raises(PatientMismatch):
+        check_identity(order, "MRN-77", "HF0001")
+    with pytest.raises(AccessionMismatch):
+        check_identity(order, "p-1", "HF9999")
+
+
+def test_a_study_uid_belongs_to_one_order() -> None:
+    check_study_order(None, "o-1")
+    check_study_order({"order_id": "o-1"}, "o-1")
+    with pytest.raises(StudyOfAnotherOrder):
+        check_study_order({"order_id": "o-2"}, "o-1")
+
+
+def test_the_patient_and_treating_doctors_view_others_do_not() -> None:
+    assert viewer_of("p-1", "p-1", reads_own=True, reads_treated=False,
+                     treats=False) is Viewer.PATIENT
+    assert viewer_of("dr-1", "p-1", reads_own=False, reads_treated=True,
+                     treats=True) is Viewer.TREATING_DOCTOR
+    with pytest.raises(NotTreating):
+        viewer_of("dr-2", "p-1", reads_own=False, reads_treated=True, treats=False)
+    with pytest.raises(StudyNotFound):  # another patient's: hidden
+        viewer_of("p-2", "p-1", reads_own=True, reads_treated=False, treats=False)
+
+
+def test_a_report_is_edited_by_its_author_while_preliminary_then_signed_once() -> None:
+    from healthflow.xray.domain import (
+        NotTheAuthor,
+        ReportFinal,
+        ReportNotFound,
+        check_editable,
+        check_signable,
+        clean_report_text,
+        report_visible,
+    )
+
+    draft = {"status": "preliminary", "author_id": "dr-1"}
+    check_editable(None, "dr-1")
+    check_editable(draft, "dr-1")
+    assert check_signable(draft, "dr-1") is draft
+    with pytest.raises(NotTheAuthor):
+        check_signable(draft, "dr-2")
+    with pytest.raises(ReportFinal):
+        check_editable({**draft, "status": "final"}, "dr-1")
+    with pytest.raises(ReportNotFound):
+        check_signable(None, "dr-1")
+    with pytest.raises(ReportNotFound):  # the patient sees only the final report
+        report_visible(draft, Viewer.PATIENT)
+    assert report_visible(draft, Viewer.TREATING_DOCTOR) is draft
+    assert clean_report_text("  No consolidation.  \n\nHeart normal.  ") == \
+        "No consolidation.\n\nHeart normal."
+    with pytest.raises(ValueError):
+        clean_report_text(" \n ")

@@ -1,0 +1,103 @@
+"""Validation of image files (pydicom, Pillow) and windowing, on files made in the test."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import JPEG2000Lossless, RLELossless
+
+from healthflow.devkit.dicom import radiograph
+from healthflow.xray import imaging, render
+from healthflow.xray.domain import InvalidImage
+
+
+def write(tmp_path: Path, data: bytes, name: str = "f") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def refused(path: Path, content_type: str = imaging.DICOM) -> str:
+    with pytest.raises(InvalidImage) as caught:
+        imaging.inspect(path, content_type)
+    assert caught.value.status == 422
+    return str(caught.value.extensions["problem"])
+
+
+@pytest.mark.parametrize("syntax", [None, JPEG2000Lossless], ids=["uncompressed", "j2k"])
+def test_a_radiograph_is_accepted_with_its_uids_and_window(tmp_path, syntax) -> None:
+    data = radiograph("p-1", accession_number="HF1", transfer_syntax=syntax or
+                      imaging.ExplicitVRLittleEndian)
+    facts = imaging.inspect(write(tmp_path, data), imaging.DICOM)
+    assert (facts.modality, facts.patient_id, facts.accession_number) == ("CR", "p-1", "HF1")
+    assert facts.study_uid and facts.series_uid and facts.sop_instance_uid
+    assert (facts.rows, facts.columns, facts.window) == (64, 64, (2000.0, 4000.0))
+
+
+@pytest.mark.parametrize("cut", [300, 5000], ids=["in-pixels", "in-header"])
+@pytest.mark.parametrize("syntax", [None, JPEG2000Lossless], ids=["uncompressed", "j2k"])
+def test_a_truncated_file_is_refused(tmp_path, cut, syntax) -> None:
+    data = radiograph("p-1", transfer_syntax=syntax or imaging.ExplicitVRLittleEndian)
+    data = data[:max(len(data) - cut, 200)]
+    assert refused(write(tmp_path, data)) in {"truncated", "pixel-data", "unreadable"}
+
+
+def test_missing_uids_a_ct_and_an_unsupported_syntax_are_refused(tmp_path) -> None:
+    assert refused(write(tmp_path, radiograph("p-1", with_uids=False))) == "missing-uid"
+    assert refused(write(tmp_path, radiograph("p-1", modality="CT"))) == \
+        "unsupported-modality"
+    assert refused(write(tmp_path, radiograph(""))) == "missing-uid"
+    # pydicom's own RLE test file: an encoding we do not take
+    rle = Path(str(get_testdata_file("SC_rgb_rle.dcm")))
+    assert refused(rle) in {"unsupported-modality", "transfer-syntax"}
+    assert RLELossless not in imaging.TRANSFER_SYNTAXES
+
+
+def test_pydicoms_own_broken_and_non_xray_files_are_refused() -> None:
+    jpeg2000_nm = Path(str(get_testdata_file("JPEG2000.dcm")))  # a nuclear medicine image
+    assert refused(jpeg2000_nm) == "unsupported-modality"
+    not_part10 = Path(str(get_testdata_file("rtstruct.dcm")))
+    assert refused(not_part10) == "unreadable"
+
+
+def png(size: tuple[int, int] = (40, 30), fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new("L", size, 128).save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_photographs_must_decode_and_be_the_declared_format(tmp_path) -> None:
+    facts = imaging.inspect(write(tmp_path, png()), "image/png")
+    assert (facts.modality, facts.rows, facts.columns, facts.study_uid) == ("XC", 30, 40, None)
+    assert refused(write(tmp_path, png(fmt="JPEG")), "image/png") == "type-mismatch"
+    assert refused(write(tmp_path, png()[:60]), "image/png") == "pixel-data"
+    assert refused(write(tmp_path, b"%PDF-1.7"), "application/pdf") == "not-an-image"
+
+
+def test_linear_windowing_follows_ps3_3_c_11_2_1_2_1() -> None:
+    values = np.array([0.0, 999.0, 1000.0, 1500.0, 2000.0, 2001.0, 5000.0])
+    grey = render.window(values, center=1500, width=1000)
+    assert grey[0] == grey[1] == 0 and grey[-1] == grey[-2] == 255
+    assert 126 <= grey[3] <= 129  # the centre is mid-grey
+    assert list(render.window(values, 1500, 1000, invert=True)) == list(255 - grey)
+    with pytest.raises(ValueError):
+        render.window(values, 0, 0.5)
+    assert render.full_range(np.array([10.0, 20.0])) == (15.5, 11.0)
+
+
+def test_a_preview_is_windowed_grey_png_and_monochrome1_is_inverted(tmp_path) -> None:
+    normal = Image.open(io.BytesIO(render.dicom_preview(
+        write(tmp_path, radiograph("p-1"), "a"))))
+    inverted = Image.open(io.BytesIO(render.dicom_preview(
+        write(tmp_path, radiograph("p-1", photometric="MONOCHROME1"), "b"))))
+    assert normal.format == "PNG" and normal.mode == "L" and normal.size == (64, 64)
+    a, b = np.asarray(normal), np.asarray(inverted)
+    assert a[32, 32] == 255 and a[0, 0] == 0  # the disc (4000) white, the ramp's start black
+    assert (b == 255 - a).all()
+    big = write(tmp_path, radiograph("p-1", rows=1500, columns=2000), "c")
+    assert Image.open(io.BytesIO(render.dicom_preview(big))).size == (1024, 768)
