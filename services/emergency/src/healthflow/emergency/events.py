@@ -1,0 +1,8 @@
+"""Events the emergency service publishes: its contracts, from
+:mod:`healthflow.contracts.emergency`."""
+
+from __future__ import annotations
+
+from healthflow.contracts.emergency import NoteCreated
+
+__all__ = ["NoteCreated"]

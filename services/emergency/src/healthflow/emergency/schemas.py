@@ -1,0 +1,27 @@
+"""Request and response bodies of ``/api/v1/emergency``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from healthflow.emergency.domain import clean_title
+
+
+class NoteIn(BaseModel):
+    """``POST /api/v1/emergency/notes``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: Annotated[str, AfterValidator(clean_title)]
+
+
+class NoteOut(BaseModel):
+    """A note; ``created_at`` is aware UTC."""
+
+    id: str
+    owner_id: str
+    title: str
+    created_at: datetime
