@@ -27,7 +27,7 @@ from .conftest import User, create_staff, gather_limited, ok, register_patient
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 ABBREVIATIONS = {Role.ADMIN: "adm", Role.PATIENT: "pat", Role.DOCTOR: "doc",
-                 Role.PATIENT_CARE: "pcare", Role.PARAMEDIC: "para",
+                 Role.PATIENT_CARE: "pcare", Role.PARAMEDIC: "para", Role.DISPATCHER: "disp",
                  Role.COMPLIANCE_OFFICER: "comp", Role.NURSE: "nurse",
                  Role.RECEPTIONIST: "recep", Role.RADIOGRAPHER: "radio",
                  Role.ACCOUNTANT: "acct"}

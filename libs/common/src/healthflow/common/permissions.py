@@ -22,6 +22,7 @@ class Role(StrEnum):
     DOCTOR = "doctor"
     PATIENT_CARE = "patient_care"
     PARAMEDIC = "paramedic"
+    DISPATCHER = "dispatcher"
     COMPLIANCE_OFFICER = "compliance_officer"
     NURSE = "nurse"
     RECEPTIONIST = "receptionist"
@@ -73,6 +74,13 @@ class Permission(StrEnum):
     RECORDS_WRITE_TREATED = "records:write_treated"  # the same doctor documents and corrects
     RECORDS_READ_ANY = "records:read_any"  # clinical staff
     ENCOUNTERS_OPEN_ANY = "encounters:open_any"  # a walk-in or emergency for a named doctor
+    # emergencies and paramedic units (healthflow.emergency, healthflow.paramedic)
+    EMERGENCIES_RAISE_OWN = "emergencies:raise_own"  # a patient, for themselves
+    EMERGENCIES_READ_OWN = "emergencies:read_own"
+    EMERGENCIES_DISPATCH = "emergencies:dispatch"  # raise for a caller, list, read, status, cancel
+    EMERGENCIES_UPDATE_ASSIGNED = "emergencies:update_assigned"  # the unit that accepted it
+    PARAMEDICS_MANAGE_OWN = "paramedics:manage_own"  # profile, duty status, position, tasks
+    PARAMEDICS_READ_ANY = "paramedics:read_any"  # units with status and position
 
 
 P = Permission
@@ -92,7 +100,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.PATIENT: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
-           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN}
+           P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.EMERGENCIES_RAISE_OWN,
+           P.EMERGENCIES_READ_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
@@ -105,7 +114,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY,
            P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH}
     ),
-    Role.PARAMEDIC: frozenset(_EVERYONE),
+    Role.PARAMEDIC: frozenset(
+        _EVERYONE | {P.PARAMEDICS_MANAGE_OWN, P.EMERGENCIES_UPDATE_ASSIGNED}
+    ),
+    Role.DISPATCHER: frozenset(
+        _EVERYONE | {P.EMERGENCIES_DISPATCH, P.PARAMEDICS_READ_ANY}
+    ),
     Role.COMPLIANCE_OFFICER: frozenset(_EVERYONE | {P.AUDIT_READ, P.USERS_READ}),
     Role.NURSE: frozenset(
         _EVERYONE

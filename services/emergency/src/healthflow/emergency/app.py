@@ -17,5 +17,6 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     settings = settings or load_settings(Settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
                              transport=transport)
-    return create_service_app(runtime, routers=[api.router], title="HealthFlow emergency",
-                              description="The emergency service.")
+    return create_service_app(runtime, routers=[api.router], title="HealthFlow emergencies",
+                              description="Emergencies: raise, triage, lifecycle, "
+                                          "assignment state from the paramedic service.")

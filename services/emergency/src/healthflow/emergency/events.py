@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
-from healthflow.contracts.emergency import NoteCreated
+from healthflow.contracts.emergency import (
+    EmergencyAssigned,
+    EmergencyRaised,
+    EmergencyStatusChanged,
+)
 
-__all__ = ["NoteCreated"]
+__all__ = ["EmergencyAssigned", "EmergencyRaised", "EmergencyStatusChanged"]

@@ -7,6 +7,6 @@ from healthflow.common.manifest import RouteDecl, ServiceManifest
 MANIFEST = ServiceManifest(
     name="emergency",
     port=8109,
-    summary="The emergency service.",
-    routes=(RouteDecl("/api/v1/emergency"),),
+    summary="Emergencies: raise, triage (P1–P4), lifecycle to hand-over.",
+    routes=(RouteDecl("/api/v1/emergencies"),),
 )

@@ -2,30 +2,53 @@
 
 Collections (database ``healthflow_emergency``), times aware UTC::
 
-    notes   {_id, owner_id, title, created_at}
+    emergencies {_id, status (domain.Status), priority (P1–P4), triage{answers},
+                 position{latitude, longitude, accuracy_m} | None, location (GeoJSON
+                 Point [lon, lat]) | None, address, what_happened, caller_phone,
+                 raised_by, raised_by_role, patient_id, assignment{task_id, unit_id,
+                 paramedic_id, offered_at, accepted_at} | None, escalated{reason, at} |
+                 None, cancel_reason, timeline[{status, at, by_role, by}], version,
+                 created_at, updated_at}
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, GEOSPHERE, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
+from healthflow.emergency.domain import FINAL
 
-NOTES = "notes"
+EMERGENCIES = "emergencies"
 
 INDEXES: Indexes = {
-    NOTES: [IndexModel([("owner_id", ASCENDING), ("created_at", ASCENDING)], name="owner")],
+    EMERGENCIES: [
+        IndexModel([("status", ASCENDING), ("priority", ASCENDING), ("created_at", ASCENDING)],
+                   name="board"),
+        IndexModel([("raised_by", ASCENDING), ("created_at", ASCENDING)], name="raised_by"),
+        IndexModel([("location", GEOSPHERE)], name="location"),
+    ],
 }
 
-
-async def get_note(db: AsyncDatabase[Document], note_id: str,
-                   session: Any = None) -> Document | None:
-    return await db[NOTES].find_one({"_id": note_id}, session=session)
+Db = AsyncDatabase[Document]
 
 
-async def insert_note(uow: UnitOfWork, doc: Document) -> None:
-    await uow.db[NOTES].insert_one(doc, session=uow.session)
+async def get(db: Db, emergency_id: str, session: AsyncClientSession | None = None
+              ) -> Document | None:
+    return await db[EMERGENCIES].find_one({"_id": emergency_id}, session=session)
+
+
+async def open_board(db: Db, limit: int = 500) -> list[Document]:
+    """Emergencies not closed or cancelled, by priority (P1 first), then oldest first."""
+    return await db[EMERGENCIES].find({"status": {"$nin": [s.value for s in FINAL]}}).sort(
+        [("priority", ASCENDING), ("created_at", ASCENDING)]).limit(limit).to_list()
+
+
+async def update(db: Db, session: AsyncClientSession, doc: Document, update: Document
+                 ) -> bool:
+    """Apply ``update`` (plus a version bump) if ``doc`` is unchanged since it was read."""
+    update = {**update, "$inc": {"version": 1}}
+    result = await db[EMERGENCIES].update_one({"_id": doc["_id"], "version": doc["version"]},
+                                              update, session=session)
+    return result.matched_count == 1

@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
-from healthflow.contracts.paramedic import NoteCreated
+from healthflow.contracts.paramedic import (
+    AssignmentEscalated,
+    TaskAccepted,
+    TaskDeclined,
+    TaskOffered,
+)
 
-__all__ = ["NoteCreated"]
+__all__ = ["AssignmentEscalated", "TaskAccepted", "TaskDeclined", "TaskOffered"]

@@ -7,6 +7,6 @@ from healthflow.common.manifest import RouteDecl, ServiceManifest
 MANIFEST = ServiceManifest(
     name="paramedic",
     port=8110,
-    summary="The paramedic service.",
-    routes=(RouteDecl("/api/v1/paramedic"),),
+    summary="Paramedic units: profiles, duty status, positions, tasks, assignment.",
+    routes=(RouteDecl("/api/v1/paramedics"),),
 )
