@@ -13,11 +13,11 @@ Collections (database ``healthflow_emergency``), times aware UTC::
 
 from __future__ import annotations
 
-from pymongo import ASCENDING, GEOSPHERE, IndexModel
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from healthflow.common.mongo import Document, Indexes
+from healthflow.common.mongo import Document, Indexes, geo_index
 from healthflow.emergency.domain import FINAL
 
 EMERGENCIES = "emergencies"
@@ -27,7 +27,7 @@ INDEXES: Indexes = {
         IndexModel([("status", ASCENDING), ("priority", ASCENDING), ("created_at", ASCENDING)],
                    name="board"),
         IndexModel([("raised_by", ASCENDING), ("created_at", ASCENDING)], name="raised_by"),
-        IndexModel([("location", GEOSPHERE)], name="location"),
+        geo_index("location"),
     ],
 }
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, GEOSPHERE, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common import jobs
-from healthflow.common.mongo import Document, Indexes
+from healthflow.common.mongo import Document, Indexes, geo_index
 from healthflow.paramedic.domain import DutyStatus
 
 UNITS = "units"
@@ -37,7 +37,7 @@ TASKS = "tasks"
 ASSIGNMENTS = "assignments"
 
 INDEXES: Indexes = {
-    UNITS: [IndexModel([("location", GEOSPHERE)], name="location"),
+    UNITS: [geo_index("location"),
             IndexModel([("status", ASCENDING), ("position_at", ASCENDING)], name="status")],
     TASKS: [IndexModel([("paramedic_id", ASCENDING), ("offered_at", DESCENDING)],
                        name="paramedic"),
