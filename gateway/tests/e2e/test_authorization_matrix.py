@@ -27,7 +27,8 @@ from .conftest import User, create_staff, gather_limited, ok, register_patient
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 ABBREVIATIONS = {Role.ADMIN: "adm", Role.PATIENT: "pat", Role.DOCTOR: "doc",
-                 Role.PATIENT_CARE: "pcare", Role.PARAMEDIC: "para", Role.DISPATCHER: "disp",
+                 Role.PATIENT_CARE: "pcare", Role.PARAMEDIC: "para",
+                 Role.DISPATCHER: "disp",
                  Role.COMPLIANCE_OFFICER: "comp", Role.NURSE: "nurse",
                  Role.RECEPTIONIST: "recep", Role.RADIOGRAPHER: "radio",
                  Role.ACCOUNTANT: "acct"}
@@ -120,7 +121,8 @@ async def test_every_operation_declares_its_access(platform: RunningPlatform) ->
     prefixes = {"/api/v1/auth", "/api/v1/users", "/api/v1/audit", "/api/v1/hospitals",
                 "/api/v1/doctors", "/api/v1/patients", "/api/v1/appointments",
                 "/api/v1/slots", "/api/v1/notifications", "/api/v1/encounters",
-                "/api/v1/records", "/api/v1/fhir", "/.well-known"}
+                "/api/v1/records", "/api/v1/fhir", "/api/v1/emergencies",
+                "/api/v1/paramedics", "/.well-known"}
     covered = {p for p in prefixes if any(o.path.startswith(p) for o in operations)}
     assert covered == prefixes, prefixes - covered
     for operation in operations:

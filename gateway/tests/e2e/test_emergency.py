@@ -1,0 +1,127 @@
+"""An emergency through the gateway (issue 14, first slice), on the session's platform.
+
+Two paramedics put their units on duty in Helsinki and report positions; a patient
+raises an emergency; the paramedic service claims the nearer unit (straight line:
+no road graph yet) and offers it the task; the other paramedic can neither accept
+that task nor move the emergency; the nearer one accepts and walks the lifecycle to
+closed (a step out of order is a 409); the unit is available again and the audit log
+holds the emergency's events.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from healthflow.devkit.testing import RunningPlatform, eventually
+
+from .conftest import User, assert_problem, audit_events, create_staff, ok, register_patient
+
+SCENE = (60.1699, 24.9384)  # Senate Square, Helsinki (WGS84)
+
+
+def north_of(metres: float) -> tuple[float, float]:
+    return SCENE[0] + metres / 111_195.0, SCENE[1]
+
+
+async def on_duty(api: httpx.AsyncClient, admin: User, call_sign: str, metres: float) -> User:
+    """A paramedic account whose unit is available ``metres`` north of the scene."""
+    crew = await create_staff(api, admin, ["paramedic"], label=f"para-{call_sign[-3:]}")
+    ok(await api.put("/api/v1/paramedics/me", headers=crew.headers, json={
+        "call_sign": call_sign, "vehicle": "Mercedes Sprinter 519",
+        "qualifications": ["advanced_life_support"],
+        "base": {"name": "Kallio station", "latitude": 60.1841, "longitude": 24.9497}}))
+    ok(await api.put("/api/v1/paramedics/me/status", headers=crew.headers,
+                     json={"status": "available"}))
+    latitude, longitude = north_of(metres)
+    unit = ok(await api.put("/api/v1/paramedics/me/position", headers=crew.headers, json={
+        "latitude": latitude, "longitude": longitude, "accuracy_m": 6.0,
+        "reported_at": datetime.now(UTC).isoformat()}))
+    assert unit["assignable"] is True, unit
+    return crew
+
+
+async def offered_task(api: httpx.AsyncClient, crew: User, emergency_id: str
+                       ) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    async def has_task() -> bool:
+        nonlocal found
+        tasks = ok(await api.get("/api/v1/paramedics/me/tasks", headers=crew.headers))
+        found = next((t for t in tasks if t["emergency_id"] == emergency_id), {})
+        return bool(found)
+
+    await eventually(has_task, within=20, message="the nearer unit was never offered the task")
+    return found
+
+
+async def wait_for(api: httpx.AsyncClient, who: User, emergency_id: str,
+                   check: Any, message: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal seen
+        seen = ok(await api.get(f"/api/v1/emergencies/{emergency_id}", headers=who.headers))
+        return bool(check(seen))
+
+    await eventually(reached, within=20, message=message)
+    return seen
+
+
+async def test_a_patient_raises_an_emergency_and_the_nearest_unit_takes_it_to_hospital(
+        platform: RunningPlatform, admin: User, compliance: User) -> None:
+    async with platform.client() as api:
+        near = await on_duty(api, admin, "HKI 121", 600)
+        far = await on_duty(api, admin, "HKI 122", 4000)
+        patient = await register_patient(api, "emergency")
+        raised = ok(await api.post("/api/v1/emergencies", headers=patient.headers, json={
+            "position": {"latitude": SCENE[0], "longitude": SCENE[1], "accuracy_m": 15},
+            "what_happened": "My father collapsed on the square",
+            "triage": {"conscious": False, "breathing_normally": True}}), 201)
+        assert raised["priority"] == "P1" and raised["status"] == "raised", raised
+        eid = raised["id"]
+
+        task = await offered_task(api, near, eid)
+        assert task["status"] == "offered" and abs(task["distance_m"] - 600) < 20, task
+        accept = f"/api/v1/paramedics/me/tasks/{task['id']}/accept"
+        status = f"/api/v1/emergencies/{eid}/status"
+        assert_problem(await api.post(accept, headers=far.headers), 404, "task-not-found")
+        assert_problem(await api.post(status, headers=far.headers,
+                                      json={"status": "en_route"}), 404, "emergency-not-found")
+        assert_problem(await api.post(accept, headers=patient.headers), 403)
+
+        assert ok(await api.post(accept, headers=near.headers))["status"] == "accepted"
+        await wait_for(api, patient, eid, lambda e: (e["assignment"] or {}).get("accepted_at"),
+                       "the emergency never learned that the unit accepted")
+        ok(await api.post(status, headers=near.headers, json={"status": "en_route"}))
+        assert_problem(await api.post(status, headers=near.headers,
+                                      json={"status": "at_hospital"}), 409,
+                       "status-out-of-order")
+        for step in ("on_scene", "transporting", "at_hospital", "closed"):
+            assert ok(await api.post(status, headers=near.headers,
+                                     json={"status": step}))["status"] == step
+
+        seen = ok(await api.get(f"/api/v1/emergencies/{eid}", headers=patient.headers))
+        assert [s["status"] for s in seen["timeline"]] == [
+            "raised", "assigned", "en_route", "on_scene", "transporting", "at_hospital",
+            "closed"], seen["timeline"]
+        assert seen["assignment"]["unit_id"] == near.id
+
+        async def unit_free() -> bool:
+            unit = ok(await api.get("/api/v1/paramedics/me", headers=near.headers))
+            return bool(unit["status"] == "available" and unit["task_id"] is None)
+
+        await eventually(unit_free, within=20, message="the unit never became available again")
+        [done] = [t for t in ok(await api.get("/api/v1/paramedics/me/tasks",
+                                              headers=near.headers)) if t["id"] == task["id"]]
+        assert done["status"] == "done", done
+
+        async def audited() -> bool:
+            types = {e["type"] for e in await audit_events(api, compliance,
+                                                           subject=f"emergency/{eid}")}
+            return {"emergency.raised", "paramedic.task_offered", "emergency.assigned",
+                    "paramedic.task_accepted", "emergency.status_changed"} <= types
+
+        await eventually(audited, within=20, message="the emergency's events never reached audit")
