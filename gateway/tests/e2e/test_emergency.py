@@ -2,14 +2,18 @@
 
 Two paramedics put their units on duty in Helsinki and report positions; a patient
 raises an emergency; the paramedic service claims the nearer unit (straight line:
-no road graph yet) and offers it the task; the other paramedic can neither accept
-that task nor move the emergency; the nearer one accepts and walks the lifecycle to
-closed (a step out of order is a 409); the unit is available again and the audit log
-holds the emergency's events.
+no road graph yet) and pushes the task on that paramedic's open stream; the other
+paramedic can neither accept that task nor move the emergency; the nearer one
+accepts and walks the lifecycle to closed (a step out of order is a 409); the unit
+is available again and the audit log holds the emergency's events.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,6 +45,41 @@ async def on_duty(api: httpx.AsyncClient, admin: User, call_sign: str, metres: f
         "reported_at": datetime.now(UTC).isoformat()}))
     assert unit["assignable"] is True, unit
     return crew
+
+
+@contextlib.asynccontextmanager
+async def task_stream(api: httpx.AsyncClient, crew: User
+                      ) -> AsyncIterator[list[dict[str, Any]]]:
+    """The crew's open ``/me/tasks/stream`` through the gateway: the ``task`` events it
+    pushed so far, as a list that fills while the block runs."""
+    pushed: list[dict[str, Any]] = []
+    opened = asyncio.Event()
+
+    async def listen() -> None:
+        async with api.stream("GET", "/api/v1/paramedics/me/tasks/stream",
+                              headers=crew.headers | {"Accept": "text/event-stream"},
+                              timeout=httpx.Timeout(60)) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            opened.set()
+            event: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if not line:
+                    if event.get("event") == "task":
+                        pushed.append(json.loads(event["data"]))
+                    event = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    event[name] = value
+
+    listener = asyncio.create_task(listen())
+    try:
+        await asyncio.wait_for(opened.wait(), timeout=20)
+        yield pushed
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
 
 
 async def offered_task(api: httpx.AsyncClient, crew: User, emergency_id: str
@@ -76,13 +115,15 @@ async def test_a_patient_raises_an_emergency_and_the_nearest_unit_takes_it_to_ho
         near = await on_duty(api, admin, "HKI 121", 600)
         far = await on_duty(api, admin, "HKI 122", 4000)
         patient = await register_patient(api, "emergency")
-        raised = ok(await api.post("/api/v1/emergencies", headers=patient.headers, json={
-            "position": {"latitude": SCENE[0], "longitude": SCENE[1], "accuracy_m": 15},
-            "what_happened": "My father collapsed on the square",
-            "triage": {"conscious": False, "breathing_normally": True}}), 201)
-        assert raised["priority"] == "P1" and raised["status"] == "raised", raised
-        eid = raised["id"]
-
+        async with task_stream(api, near) as pushed:
+            raised = ok(await api.post("/api/v1/emergencies", headers=patient.headers, json={
+                "position": {"latitude": SCENE[0], "longitude": SCENE[1], "accuracy_m": 15},
+                "what_happened": "My father collapsed on the square",
+                "triage": {"conscious": False, "breathing_normally": True}}), 201)
+            assert raised["priority"] == "P1" and raised["status"] == "raised", raised
+            eid = raised["id"]
+            await eventually(lambda: any(t["emergency_id"] == eid for t in pushed), within=20,
+                             message="the task was never pushed on the open stream")
         task = await offered_task(api, near, eid)
         assert task["status"] == "offered" and abs(task["distance_m"] - 600) < 20, task
         accept = f"/api/v1/paramedics/me/tasks/{task['id']}/accept"

@@ -99,5 +99,5 @@ class EmergencyOut(BaseModel):
 
     @classmethod
     def from_document(cls, doc: Document) -> EmergencyOut:
-        fields = {k: doc.get(k) for k in cls.model_fields if k != "id"}
-        return cls(id=doc["_id"], **fields)
+        fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields if k != "id"}
+        return cls.model_validate({**fields, "id": doc["_id"]})

@@ -7,9 +7,11 @@ status and position).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from healthflow.common.auth import Principal, require
 from healthflow.common.http import get_runtime
@@ -81,6 +83,36 @@ async def put_position(runtime: Runtime, ctx: Ctx, body: PositionIn,
 async def list_tasks(runtime: Runtime, principal: Principal = Own) -> list[TaskOut]:
     return [TaskOut.from_document(d) for d in await store.tasks_of(runtime.db,
                                                                      principal.subject)]
+
+
+@router.get("/me/tasks/stream", summary="The caller's tasks as Server-Sent Events",
+            response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_tasks(runtime: Runtime, ctx: Ctx,
+                       principal: Principal = Own) -> EventSourceResponse:
+    """``text/event-stream`` (WHATWG HTML §9.2): first the open tasks (offered or
+    accepted), then one ``task`` event (``data`` = the TaskOut JSON, ``id`` = task id)
+    per new offer or change, from a change stream on the tasks (no polling), opened
+    before the catch-up read so nothing falls between the two; ``: ping`` every
+    ``stream_heartbeat_s`` seconds."""
+    paramedic_id = principal.subject
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(retry=3000, comment="stream open")
+        async with await store.watch_tasks(runtime.db, paramedic_id) as changes:
+            for doc in await store.open_tasks_of(runtime.db, paramedic_id):
+                yield _task_event(doc)
+            async for change in changes:
+                yield _task_event(change["fullDocument"])
+
+    return EventSourceResponse(events(), ping=ctx.settings.stream_heartbeat_s, sep="\n",
+                               headers={"Cache-Control": "no-cache",
+                                        "X-Accel-Buffering": "no"})
+
+
+def _task_event(doc: dict[str, object]) -> ServerSentEvent:
+    return ServerSentEvent(id=str(doc["_id"]), event="task",
+                           data=TaskOut.from_document(doc).model_dump_json())
 
 
 @router.post("/me/tasks/{task_id}/accept", summary="Accept an offered task")

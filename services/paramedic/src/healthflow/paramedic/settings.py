@@ -31,3 +31,5 @@ class Settings(ServiceSettings):
     """Seconds between attempts to assign an escalated emergency again."""
     timer_interval_s: float = Field(1.0, gt=0)
     """How often (seconds) the job workers look for due timers."""
+    stream_heartbeat_s: float = Field(15.0, gt=0)
+    """Seconds between ``: ping`` comments on the task stream (keeps proxies from closing it)."""

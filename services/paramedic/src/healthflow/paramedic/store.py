@@ -69,6 +69,21 @@ async def tasks_of(db: Db, paramedic_id: str, limit: int = 50) -> list[Document]
         "offered_at", DESCENDING).limit(limit).to_list()
 
 
+async def open_tasks_of(db: Db, paramedic_id: str) -> list[Document]:
+    """The paramedic's tasks still offered or accepted, oldest first."""
+    return await db[TASKS].find({"paramedic_id": paramedic_id,
+                                 "status": {"$in": ["offered", "accepted"]}}).sort(
+        "offered_at", ASCENDING).to_list()
+
+
+def watch_tasks(db: Db, paramedic_id: str) -> Any:
+    """A change stream (awaitable, then an async context manager) of the paramedic's
+    tasks: every insert and update, with the whole document after the change."""
+    pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]},
+                            "fullDocument.paramedic_id": paramedic_id}}]
+    return db[TASKS].watch(pipeline, full_document="updateLookup")
+
+
 async def get_assignment(db: Db, emergency_id: str, session: Session = None
                          ) -> Document | None:
     return await db[ASSIGNMENTS].find_one({"_id": emergency_id}, session=session)
