@@ -50,7 +50,8 @@ class Emergencies:
         now = datetime.now(UTC)
         await self.deliver("paramedic.task_offered", {
             "task_id": task_id, "emergency_id": emergency_id, "unit_id": unit,
-            "paramedic_id": unit, "distance_m": 900.0, "attempt": 1,
+            "paramedic_id": unit, "distance_m": 900.0, "travel_s": 120.0, "by_road": False,
+            "attempt": 1,
             "offered_at": now.isoformat(), "expires_at": (now + timedelta(seconds=30))
             .isoformat()})
         return task_id

@@ -21,7 +21,12 @@ from healthflow.devkit.testing import TokenFactory, running_app
 from healthflow.paramedic.app import create_app
 from healthflow.paramedic.settings import Settings
 
-HELSINKI = (60.1699, 24.9384)  # Senate Square area, WGS84
+HELSINKI = (60.1699, 24.9384)  # central Helsinki, WGS84
+SENATE_SQUARE = (60.1699, 24.9520)
+STRAIGHT_NEAR_ROAD_SLOW = (60.1707736, 24.9491448)
+"""185 m from Senate Square in a straight line, about 90 s by road (one-way streets)."""
+STRAIGHT_FAR_ROAD_FAST = (60.1722342, 24.9506276)
+"""270 m from Senate Square in a straight line, about 35 s by road."""
 
 
 def offset(lat: float, lon: float, north_m: float = 0.0, east_m: float = 0.0
@@ -110,14 +115,16 @@ Factory = Callable[..., Any]
 @pytest.fixture
 async def replicas(mongodb_url: str, unique_name: str, tokens: TokenFactory
                    ) -> AsyncIterator[Factory]:
-    """``await replicas(n, **settings)``: n paramedic apps on one fresh database."""
+    """``await replicas(n, **settings)``: n paramedic apps on one fresh database (ranking
+    by straight line unless ``road_graph`` is given)."""
     async with AsyncExitStack() as stack:
 
         async def start(n: int = 1, **overrides: Any) -> list[Paramedics]:
             started = []
             for i in range(n):
                 settings = Settings(mongodb_url=mongodb_url, mongodb_database=unique_name,
-                                    transport="inprocess", **overrides)
+                                    transport="inprocess",
+                                    **({"road_graph": ""} | overrides))
                 bus = InProcessTransport(mongo.get_database(mongodb_url,
                                                             f"{unique_name}_bus{i}"))
                 app = create_app(settings, transport=bus)

@@ -9,7 +9,14 @@ from typing import Any
 
 from healthflow.devkit.testing import eventually
 
-from .conftest import HELSINKI, Paramedics, offset
+from .conftest import (
+    HELSINKI,
+    SENATE_SQUARE,
+    STRAIGHT_FAR_ROAD_FAST,
+    STRAIGHT_NEAR_ROAD_SLOW,
+    Paramedics,
+    offset,
+)
 from .test_units import problem
 
 
@@ -156,3 +163,18 @@ async def test_tasks_are_the_units_own_and_follow_the_emergency(para: Paramedics
         assert doc is not None and doc["status"] == duty, (status, doc)
     [done] = await para.tasks(unit)
     assert done["status"] == "done" and done["emergency_status"] == "closed"
+
+
+async def test_the_unit_fastest_by_road_wins_over_the_nearest_in_a_straight_line(
+        replicas: Any) -> None:
+    [para] = await replicas(1, road_graph="helsinki")
+    roads = para.runtime.state["context"].roads
+    await eventually(lambda: roads.graph is not None, within=30,
+                     message="the road graph never loaded")
+    slow = await para.unit(*STRAIGHT_NEAR_ROAD_SLOW)
+    fast = await para.unit(*STRAIGHT_FAR_ROAD_FAST)
+    await para.raise_emergency(*SENATE_SQUARE)
+    [offered] = await para.outbox("paramedic.task_offered")
+    assert offered["unit_id"] == fast and offered["by_road"] is True, offered
+    assert offered["distance_m"] > 250 and offered["travel_s"] < 60, offered
+    assert not await para.tasks(slow)

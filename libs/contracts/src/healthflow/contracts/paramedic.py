@@ -27,12 +27,15 @@ class TaskEvent(EventPayload):
 
 @event_type("paramedic.task_offered", version=1, publisher=PUBLISHER)
 class TaskOffered(TaskEvent):
-    """The nearest available unit was claimed and offered the task at ``offered_at``;
+    """The fastest available unit was claimed and offered the task at ``offered_at``;
     it must accept before ``expires_at`` (aware UTC). ``distance_m`` is the straight-line
-    (great-circle) distance in metres; ``attempt`` counts offers for this emergency
-    from 1."""
+    (great-circle) distance in metres, ``travel_s`` the estimated travel time in seconds,
+    by road when ``by_road`` (else from the straight line); ``attempt`` counts offers for
+    this emergency from 1."""
 
     distance_m: float
+    travel_s: float
+    by_road: bool
     attempt: int
     offered_at: datetime
     expires_at: datetime

@@ -1,5 +1,6 @@
-"""The paramedic service's composition root: the runtime, its consumers, the two
-job workers (offer timers, escalation retries) and the routes."""
+"""The paramedic service's composition root: the runtime, its consumers, the road graph
+(loaded in a thread after start), the two job workers (offer timers, escalation
+retries) and the routes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.mongo import utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
+from healthflow.common.workers import Hooks
 from healthflow.paramedic import api, handlers, service, store
+from healthflow.paramedic.roads import Roads
 from healthflow.paramedic.settings import Settings
 
 
@@ -23,10 +26,12 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The paramedic service app (settings from ``PARAMEDIC_*`` when not given)."""
     settings = settings or load_settings(Settings)
-    ctx = service.Context(settings=settings, clock=clock)
+    ctx = service.Context(settings=settings, clock=clock, roads=Roads(settings.road_graph))
     runtime = ServiceRuntime(settings, indexes=store.INDEXES,
                              handlers=handlers.make_handlers(ctx), transport=transport)
     runtime.state["context"] = ctx
+    runtime.add_worker(Hooks("paramedic-road-graph", ctx.roads.start, ctx.roads.stop))
+    runtime.readiness_checks["road_graph"] = ctx.roads.readiness
 
     async def offer_timeout(uow: UnitOfWork, job: Job) -> None:
         await service.on_offer_timeout(uow, ctx, job)

@@ -96,7 +96,8 @@ class UnitOut(BaseModel):
 
 class TaskOut(BaseModel):
     """A task offered to the caller's unit: where to go (WGS84), how far (metres, straight
-    line), until when to accept (aware UTC)."""
+    line), the estimated travel time (seconds; ``by_road`` false: straight-line estimate),
+    until when to accept (aware UTC)."""
 
     id: str
     emergency_id: str
@@ -105,6 +106,8 @@ class TaskOut(BaseModel):
     latitude: float
     longitude: float
     distance_m: float
+    travel_s: float
+    by_road: bool
     attempt: int
     status: str
     emergency_status: str

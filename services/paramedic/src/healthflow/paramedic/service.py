@@ -21,7 +21,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.emergency import EmergencyRaised
-from healthflow.paramedic import events, store
+from healthflow.paramedic import events, roads, store
 from healthflow.paramedic.domain import (
     FINAL_EMERGENCY,
     FOLLOWS_EMERGENCY,
@@ -50,6 +50,7 @@ class Context:
 
     settings: Settings
     clock: Callable[[], datetime] = field(default=utcnow)
+    roads: roads.Roads = field(default_factory=lambda: roads.Roads(""))
 
     @property
     def max_age(self) -> timedelta:
@@ -213,13 +214,26 @@ async def offer_next(uow: UnitOfWork, ctx: Context, assignment: Document) -> Doc
                                    fresh_since=since, exclude=assignment["tried"],
                                    max_distance_m=ctx.settings.search_radius_m,
                                    limit=ctx.settings.candidates)
-    for candidate in found:
+    for candidate in await _by_travel_time(ctx, assignment["location"], found):
         task_id = str(uuid.uuid4())
         if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
                                   task_id=task_id, now=now):
             return await _offer(uow, ctx, assignment, candidate, task_id)
     await _escalate(uow, ctx, assignment, "no_unit_available")
     return None
+
+
+async def _by_travel_time(ctx: Context, location: Document, found: list[Document]
+                          ) -> list[Document]:
+    """The ``$geoNear`` candidates re-ranked by road travel time (straight-line fallback,
+    :mod:`.roads`), each with ``travel_s`` and ``by_road``."""
+    lon, lat = location["coordinates"]
+    by_id = {c["_id"]: c for c in found}
+    etas = await ctx.roads.rank((lat, lon), [
+        (c["_id"], c["location"]["coordinates"][1], c["location"]["coordinates"][0])
+        for c in found])
+    return [by_id[e.unit_id] | {"travel_s": round(e.seconds, 1), "by_road": e.by_road}
+            for e in etas]
 
 
 async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
@@ -231,6 +245,7 @@ async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docu
         "_id": task_id, "emergency_id": assignment["_id"], "unit_id": unit["_id"],
         "paramedic_id": unit["_id"], "priority": assignment["priority"],
         "location": assignment["location"], "distance_m": float(unit["distance_m"]),
+        "travel_s": unit["travel_s"], "by_road": unit["by_road"],
         "attempt": attempt, "status": TaskStatus.OFFERED.value,
         "emergency_status": "assigned", "offered_at": now, "expires_at": expires,
         "answered_at": None, "updated_at": now}
@@ -240,7 +255,8 @@ async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docu
                  "updated_at": now}, "$addToSet": {"tried": unit["_id"]}})
     await jobs.enqueue(uow.db, OFFER_TIMEOUT, {"task_id": task_id}, run_at=expires,
                        key=f"offer-timeout:{task_id}", session=uow.session, now=now)
-    uow.publish(events.TaskOffered(distance_m=task["distance_m"], attempt=attempt,
+    uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
+                                   by_road=task["by_road"], attempt=attempt,
                                    offered_at=now, expires_at=expires, **_ids(task)),
                 subject=f"emergency/{assignment['_id']}")
     return task

@@ -33,3 +33,6 @@ class Settings(ServiceSettings):
     """How often (seconds) the job workers look for due timers."""
     stream_heartbeat_s: float = Field(15.0, gt=0)
     """Seconds between ``: ping`` comments on the task stream (keeps proxies from closing it)."""
+    road_graph: str = "helsinki"
+    """The bundled OSM road graph candidates are re-ranked on (``roads.GRAPHS``); empty:
+    rank by straight-line distance only."""

@@ -94,7 +94,7 @@ async def candidates(db: Db, session: Session, location: Document, *, fresh_sinc
                      ) -> list[Document]:
     """Available units with a position reported at or after ``fresh_since``, within
     ``max_distance_m`` metres of ``location`` (GeoJSON Point), nearest first, each with
-    ``distance_m`` (great-circle metres, from ``$geoNear``)."""
+    ``distance_m`` (great-circle metres, from ``$geoNear``) and ``location``."""
     pipeline: list[Document] = [
         {"$geoNear": {"near": location, "distanceField": "distance_m", "spherical": True,
                       "key": "location", "maxDistance": max_distance_m,
@@ -102,7 +102,7 @@ async def candidates(db: Db, session: Session, location: Document, *, fresh_sinc
                                 "position_at": {"$gte": fresh_since},
                                 "_id": {"$nin": exclude}}}},
         {"$limit": limit},
-        {"$project": {"_id": 1, "distance_m": 1}},
+        {"$project": {"_id": 1, "distance_m": 1, "location": 1}},
     ]
     cursor = await db[UNITS].aggregate(pipeline, session=session)
     return await cursor.to_list()
