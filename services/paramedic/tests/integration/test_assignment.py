@@ -82,6 +82,8 @@ async def test_a_decline_offers_the_next_unit_and_a_silent_unit_times_out(
     declined = await para.client.post(f"/api/v1/paramedics/me/tasks/{task['id']}/decline",
                                       headers=para.me(first), json={"reason": "flat tyre"})
     assert declined.status_code == 200 and declined.json()["status"] == "declined"
+    stored = await para.runtime.db["tasks"].find_one({"_id": task["id"]})
+    assert stored is not None and stored["decline_reason"] == "flat tyre"
     [offer2] = await para.tasks(second)  # offered at once, in the decline's transaction
     assert offer2["attempt"] == 2
 
@@ -178,3 +180,13 @@ async def test_the_unit_fastest_by_road_wins_over_the_nearest_in_a_straight_line
     assert offered["unit_id"] == fast and offered["by_road"] is True, offered
     assert offered["distance_m"] > 250 and offered["travel_s"] < 60, offered
     assert not await para.tasks(slow)
+
+
+async def test_a_cancellation_that_overtakes_its_raise_assigns_nobody(
+        para: Paramedics) -> None:
+    unit = await para.unit(*HELSINKI)
+    emergency = "e-overtaken"
+    await para.emergency_status(emergency, "cancelled")
+    await para.raise_emergency(*HELSINKI, emergency_id=emergency)
+    assert (await assignment(para, emergency))["status"] == "ended"
+    assert not await para.tasks(unit) and not await para.outbox("paramedic.task_offered")

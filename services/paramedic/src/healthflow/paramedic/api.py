@@ -126,4 +126,5 @@ async def accept(runtime: Runtime, ctx: Ctx, task_id: TaskId,
 async def decline(runtime: Runtime, ctx: Ctx, task_id: TaskId, body: DeclineIn | None = None,
                   principal: Principal = Own) -> TaskOut:
     """The next unit is offered the emergency at once."""
-    return TaskOut.from_document(await service.decline(runtime, ctx, principal, task_id))
+    return TaskOut.from_document(await service.decline(
+        runtime, ctx, principal, task_id, body.reason if body else None))

@@ -149,25 +149,28 @@ async def accept(runtime: ServiceRuntime, ctx: Context, principal: Principal, ta
     return await runtime.transact(write, actor=principal.actor)
 
 
-async def decline(runtime: ServiceRuntime, ctx: Context, principal: Principal, task_id: str
-                  ) -> Document:
-    """Decline an offered task: the unit is available again and the next unit is offered
-    the emergency. Raises TaskNotFound (404), TaskNotOffered (409)."""
+async def decline(runtime: ServiceRuntime, ctx: Context, principal: Principal, task_id: str,
+                  reason: str | None = None) -> Document:
+    """Decline an offered task (``reason`` is kept on the task, never published): the
+    unit is available again and the next unit is offered the emergency.
+    Raises TaskNotFound (404), TaskNotOffered (409)."""
     async def write(uow: UnitOfWork) -> Document:
         task = await own_task(uow, principal, task_id)
         if task["status"] != TaskStatus.OFFERED:
             raise TaskNotOffered(f"the task is {task['status']}; it can no longer be declined")
-        return await _end_offer(uow, ctx, task, TaskStatus.DECLINED, "declined")
+        return await _end_offer(uow, ctx, task, TaskStatus.DECLINED, "declined",
+                                note=reason)
 
     return await runtime.transact(write, actor=principal.actor)
 
 
 async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: TaskStatus,
-                     reason: str) -> Document:
+                     reason: str, note: str | None = None) -> Document:
     """The offer ends unanswered (declined or timed out): free the unit, remember it
     tried, publish ``paramedic.task_declined`` and offer the next unit."""
     now = ctx.clock()
-    fields = {"status": status.value, "answered_at": now, "updated_at": now}
+    fields = {"status": status.value, "answered_at": now, "updated_at": now,
+              "decline_reason": note}
     await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED, fields)
     await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
                                 DutyStatus.AVAILABLE, now)
@@ -302,10 +305,16 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
     """Follow the emergency's lifecycle: the accepted unit's duty status tracks it
     (en route … at hospital); closed or cancelled ends the task and frees the unit."""
     assignment = await store.get_assignment(uow.db, emergency_id, session=uow.session)
-    if assignment is None or assignment["status"] == "ended":
-        return
     now = ctx.clock()
     final = status in FINAL_EMERGENCY
+    if assignment is None and final:  # overtook its emergency.raised: never assign it
+        await uow.db[store.ASSIGNMENTS].insert_one(
+            {"_id": emergency_id, "priority": None, "location": None, "status": "ended",
+             "tried": [], "attempts": 0, "task_id": None, "created_at": now,
+             "updated_at": now}, session=uow.session)
+        return
+    if assignment is None or assignment["status"] == "ended":
+        return
     if final:
         await store.update_assignment(uow.db, uow.session, emergency_id, {
             "$set": {"status": "ended", "updated_at": now}})
