@@ -28,6 +28,7 @@ from .conftest import User, create_staff, gather_limited, ok, register_patient
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 ABBREVIATIONS = {Role.ADMIN: "adm", Role.PATIENT: "pat", Role.DOCTOR: "doc",
                  Role.PATIENT_CARE: "pcare", Role.PARAMEDIC: "para",
+                 Role.DISPATCHER: "disp",
                  Role.COMPLIANCE_OFFICER: "comp", Role.NURSE: "nurse",
                  Role.RECEPTIONIST: "recep", Role.RADIOGRAPHER: "radio",
                  Role.ACCOUNTANT: "acct", Role.PHARMACIST: "pharm"}
@@ -121,6 +122,7 @@ async def test_every_operation_declares_its_access(platform: RunningPlatform) ->
                 "/api/v1/doctors", "/api/v1/patients", "/api/v1/appointments",
                 "/api/v1/slots", "/api/v1/notifications", "/api/v1/encounters",
                 "/api/v1/records", "/api/v1/fhir", "/api/v1/prescriptions",
+                "/api/v1/imaging", "/api/v1/emergencies", "/api/v1/paramedics",
                 "/.well-known"}
     covered = {p for p in prefixes if any(o.path.startswith(p) for o in operations)}
     assert covered == prefixes, prefixes - covered

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pymongo
 from bson.codec_options import CodecOptions
-from pymongo import AsyncMongoClient, IndexModel
+from pymongo import GEOSPHERE, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.read_concern import ReadConcern
@@ -67,6 +67,17 @@ async def close_clients() -> None:
 
 def get_database(url: str, name: str) -> AsyncDatabase[Document]:
     return get_client(url).get_database(name, codec_options=CODEC_OPTIONS)
+
+
+def geo_index(field: str, name: str | None = None) -> IndexModel:
+    """A 2dsphere index on ``field`` (GeoJSON, WGS84) that can be declared again.
+
+    The version is given explicitly: SecantusDB stores ``2dsphereIndexVersion: 3`` and
+    answers a later ``createIndexes`` without it with ``IndexKeySpecsConflict`` (code
+    86), so a second replica or a restart would fail :func:`ensure_indexes`. MongoDB
+    treats both forms as the same index.
+    """
+    return IndexModel([(field, GEOSPHERE)], name=name or field, **{"2dsphereIndexVersion": 3})
 
 
 async def ensure_indexes(db: AsyncDatabase[Document], indexes: Indexes) -> None:

@@ -22,6 +22,7 @@ class Role(StrEnum):
     DOCTOR = "doctor"
     PATIENT_CARE = "patient_care"
     PARAMEDIC = "paramedic"
+    DISPATCHER = "dispatcher"
     COMPLIANCE_OFFICER = "compliance_officer"
     NURSE = "nurse"
     RECEPTIONIST = "receptionist"
@@ -86,6 +87,13 @@ class Permission(StrEnum):
     IMAGING_READ_OWN = "imaging:read_own"  # the patient's own studies
     IMAGING_READ_TREATED = "imaging:read_treated"  # a doctor in a care relationship
     IMAGING_REPORT = "imaging:report"  # the same doctor writes and signs the report
+    # emergencies and paramedic units (healthflow.emergency, healthflow.paramedic)
+    EMERGENCIES_RAISE_OWN = "emergencies:raise_own"  # a patient, for themselves
+    EMERGENCIES_READ_OWN = "emergencies:read_own"
+    EMERGENCIES_DISPATCH = "emergencies:dispatch"  # raise for a caller, list, read, status, cancel
+    EMERGENCIES_UPDATE_ASSIGNED = "emergencies:update_assigned"  # the unit that accepted it
+    PARAMEDICS_MANAGE_OWN = "paramedics:manage_own"  # profile, duty status, position, tasks
+    PARAMEDICS_READ_ANY = "paramedics:read_any"  # units with status and position
 
 
 P = Permission
@@ -106,7 +114,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         _EVERYONE
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
            P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.PRESCRIPTIONS_READ_OWN,
-           P.IMAGING_READ_OWN}
+           P.IMAGING_READ_OWN, P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_READ_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
@@ -121,7 +129,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY,
            P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH}
     ),
-    Role.PARAMEDIC: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
+    Role.PARAMEDIC: frozenset(
+        _EVERYONE | {P.PARAMEDICS_MANAGE_OWN, P.EMERGENCIES_UPDATE_ASSIGNED,
+                     P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}
+    ),
+    Role.DISPATCHER: frozenset(
+        _EVERYONE | {P.EMERGENCIES_DISPATCH, P.PARAMEDICS_READ_ANY}
+    ),
     Role.COMPLIANCE_OFFICER: frozenset(_EVERYONE | {P.AUDIT_READ, P.USERS_READ}),
     Role.NURSE: frozenset(
         _EVERYONE

@@ -1,0 +1,69 @@
+"""Contracts of the events the emergency service publishes.
+
+Payloads carry ids, the triage priority (``P1`` … ``P4``), the incident's
+position (WGS84 degrees) and times (aware UTC): never a name, a phone number,
+an address or what the caller said, which stay in the emergency service. The
+routing key is the type; the envelope's ``subject`` is ``emergency/<id>`` and
+``patientid`` is set when a patient raised it from the app.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from healthflow.contracts.base import EventPayload, event_type
+
+PUBLISHER = "emergency"
+
+
+@event_type("emergency.raised", version=1, publisher=PUBLISHER)
+class EmergencyRaised(EventPayload):
+    """An emergency was raised at ``raised_at`` and triaged to ``priority``.
+
+    ``latitude``/``longitude`` are WGS84 degrees and ``accuracy_m`` the radius of
+    the reported position in metres; all three are ``None`` when a dispatcher took
+    an address only (the paramedic service then escalates at once: there is no
+    geocoder yet). ``raised_by_role`` is ``patient``, ``dispatcher`` or another staff
+    role; ``patient_id`` the raising patient's user id, else ``None``.
+    """
+
+    emergency_id: str
+    priority: str
+    latitude: float | None
+    longitude: float | None
+    accuracy_m: float | None
+    raised_by_role: str
+    patient_id: str | None
+    raised_at: datetime
+
+
+@event_type("emergency.assigned", version=1, publisher=PUBLISHER)
+class EmergencyAssigned(EventPayload):
+    """The unit ``unit_id`` (crewed by the paramedic ``paramedic_id``) was offered the
+    emergency's task ``task_id`` at ``assigned_at``; a later event of the same type
+    names the next unit when this one declines or does not answer in time."""
+
+    emergency_id: str
+    priority: str
+    task_id: str
+    unit_id: str
+    paramedic_id: str
+    assigned_at: datetime
+
+
+@event_type("emergency.status_changed", version=1, publisher=PUBLISHER)
+class EmergencyStatusChanged(EventPayload):
+    """The emergency moved from ``previous_status`` to ``status`` at ``changed_at``.
+
+    Statuses: ``raised``, ``assigned``, ``en_route``, ``on_scene``, ``transporting``,
+    ``at_hospital``, ``closed``, ``cancelled``. ``changed_by_role`` is ``paramedic``,
+    ``dispatcher`` or ``system`` (an unanswered offer sends it back to ``raised``).
+    ``unit_id`` is the unit assigned at the time, if any.
+    """
+
+    emergency_id: str
+    status: str
+    previous_status: str
+    unit_id: str | None
+    changed_by_role: str
+    changed_at: datetime

@@ -1,0 +1,70 @@
+"""Contracts of the events the paramedic service publishes (identifiers only).
+
+The paramedic service owns the units (status, position) and so the assignment:
+it claims a unit for an emergency with one conditional update in its own
+database and publishes what happened to the offer. Positions are never
+published (a unit reports every few seconds). ``subject`` is ``emergency/<id>``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from healthflow.contracts.base import EventPayload, event_type
+
+PUBLISHER = "paramedic"
+
+
+class TaskEvent(EventPayload):
+    """Fields every task event shares: the task, its emergency, the unit and its
+    paramedic's user id."""
+
+    task_id: str
+    emergency_id: str
+    unit_id: str
+    paramedic_id: str
+
+
+@event_type("paramedic.task_offered", version=1, publisher=PUBLISHER)
+class TaskOffered(TaskEvent):
+    """The fastest available unit was claimed and offered the task at ``offered_at``;
+    it must accept before ``expires_at`` (aware UTC). ``distance_m`` is the straight-line
+    (great-circle) distance in metres, ``travel_s`` the estimated travel time in seconds,
+    by road when ``by_road`` (else from the straight line); ``attempt`` counts offers for
+    this emergency from 1."""
+
+    distance_m: float
+    travel_s: float
+    by_road: bool
+    attempt: int
+    offered_at: datetime
+    expires_at: datetime
+
+
+@event_type("paramedic.task_accepted", version=1, publisher=PUBLISHER)
+class TaskAccepted(TaskEvent):
+    """The paramedic accepted the task at ``accepted_at``."""
+
+    accepted_at: datetime
+
+
+@event_type("paramedic.task_declined", version=1, publisher=PUBLISHER)
+class TaskDeclined(TaskEvent):
+    """The offer ended without acceptance at ``declined_at``: ``reason`` is
+    ``declined`` (the paramedic said no) or ``timeout`` (no answer in time)."""
+
+    reason: str
+    declined_at: datetime
+
+
+@event_type("paramedic.assignment_escalated", version=1, publisher=PUBLISHER)
+class AssignmentEscalated(EventPayload):
+    """No unit could be offered the emergency at ``escalated_at``: ``reason`` is
+    ``no_unit_available`` (none available with a fresh position within range, or all
+    declined) or ``no_position`` (the emergency has no coordinates). Dispatchers see
+    it flagged; the paramedic service tries again every retry interval."""
+
+    emergency_id: str
+    reason: str
+    attempts: int
+    escalated_at: datetime

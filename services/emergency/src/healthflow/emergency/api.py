@@ -1,0 +1,58 @@
+"""HTTP routes under ``/api/v1/emergencies`` (thin; access rules live in the service)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response
+
+from healthflow.common.auth import Principal, require, require_any
+from healthflow.common.http import get_runtime
+from healthflow.common.permissions import Permission as P
+from healthflow.common.service import ServiceRuntime
+from healthflow.emergency import service
+from healthflow.emergency.schemas import EmergencyOut, RaiseIn, StatusIn
+
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+EmergencyId = Annotated[str, Path(max_length=64)]
+
+router = APIRouter(prefix="/api/v1/emergencies", tags=["emergencies"])
+
+
+@router.post("", status_code=201, summary="Raise an emergency (a patient, or a dispatcher)")
+async def raise_emergency(
+    runtime: Runtime, body: RaiseIn, response: Response,
+    principal: Principal = require_any(P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_DISPATCH),
+) -> EmergencyOut:
+    """Triaged P1–P4 from ``triage``; 422 ``no-location`` without a position (or, for a
+    dispatcher, an address)."""
+    doc = await service.raise_emergency(runtime, principal, body)
+    response.headers["Location"] = f"{router.prefix}/{doc['_id']}"
+    return EmergencyOut.from_document(doc)
+
+
+@router.get("", summary="The dispatchers' board: open emergencies, P1 first, oldest first")
+async def board(runtime: Runtime,
+                principal: Principal = require(P.EMERGENCIES_DISPATCH)) -> list[EmergencyOut]:
+    return [EmergencyOut.from_document(d) for d in await service.board(runtime)]
+
+
+@router.get("/{emergency_id}", summary="One emergency: its raiser, dispatchers, its crew")
+async def get_one(
+    runtime: Runtime, emergency_id: EmergencyId,
+    principal: Principal = require_any(P.EMERGENCIES_READ_OWN, P.EMERGENCIES_DISPATCH,
+                                       P.EMERGENCIES_UPDATE_ASSIGNED),
+) -> EmergencyOut:
+    """404 ``emergency-not-found`` also for one the caller may not see."""
+    return EmergencyOut.from_document(await service.get(runtime, principal, emergency_id))
+
+
+@router.post("/{emergency_id}/status", summary="The next step of the lifecycle, or cancel")
+async def change_status(
+    runtime: Runtime, emergency_id: EmergencyId, body: StatusIn,
+    principal: Principal = require_any(P.EMERGENCIES_DISPATCH, P.EMERGENCIES_UPDATE_ASSIGNED),
+) -> EmergencyOut:
+    """409 ``status-out-of-order`` for a step the lifecycle does not allow from the current
+    status; 403 ``not-assigned`` for a paramedic cancelling."""
+    return EmergencyOut.from_document(await service.change_status(
+        runtime, principal, emergency_id, body.status, body.reason))

@@ -1,0 +1,12 @@
+"""Events the emergency service publishes: its contracts, from
+:mod:`healthflow.contracts.emergency`."""
+
+from __future__ import annotations
+
+from healthflow.contracts.emergency import (
+    EmergencyAssigned,
+    EmergencyRaised,
+    EmergencyStatusChanged,
+)
+
+__all__ = ["EmergencyAssigned", "EmergencyRaised", "EmergencyStatusChanged"]

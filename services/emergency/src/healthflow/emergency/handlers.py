@@ -1,0 +1,47 @@
+"""Events the emergency service consumes (from the paramedic service), each one
+service call:
+
+* ``paramedic.task_offered`` — ``raised`` → ``assigned`` (or the next unit);
+* ``paramedic.task_accepted`` — the crew accepted (it may now set off);
+* ``paramedic.task_declined`` — declined or unanswered: back to ``raised``;
+* ``paramedic.assignment_escalated`` — flagged on the dispatchers' board.
+
+Each handler checks the task id it is about, so a decline that arrives after the
+next unit's offer changes nothing. The consumer's inbox makes each event count once.
+"""
+
+from __future__ import annotations
+
+from healthflow.common.events.consumer import Handlers, Received
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.contracts.paramedic import (
+    AssignmentEscalated,
+    TaskAccepted,
+    TaskDeclined,
+    TaskOffered,
+)
+from healthflow.emergency import service
+
+
+async def on_offered(event: Received[TaskOffered], uow: UnitOfWork) -> None:
+    await service.on_task_offered(uow, event.data)
+
+
+async def on_accepted(event: Received[TaskAccepted], uow: UnitOfWork) -> None:
+    await service.on_task_accepted(uow, event.data)
+
+
+async def on_declined(event: Received[TaskDeclined], uow: UnitOfWork) -> None:
+    await service.on_task_declined(uow, event.data)
+
+
+async def on_escalated(event: Received[AssignmentEscalated], uow: UnitOfWork) -> None:
+    await service.on_escalated(uow, event.data)
+
+
+HANDLERS: Handlers = {
+    "paramedic.task_offered": on_offered,
+    "paramedic.task_accepted": on_accepted,
+    "paramedic.task_declined": on_declined,
+    "paramedic.assignment_escalated": on_escalated,
+}

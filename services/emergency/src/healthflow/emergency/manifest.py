@@ -1,0 +1,12 @@
+"""The emergency service's manifest (:mod:`healthflow.common.manifest`)."""
+
+from __future__ import annotations
+
+from healthflow.common.manifest import RouteDecl, ServiceManifest
+
+MANIFEST = ServiceManifest(
+    name="emergency",
+    port=8111,
+    summary="Emergencies: raise, triage (P1–P4), lifecycle to hand-over.",
+    routes=(RouteDecl("/api/v1/emergencies"),),
+)

@@ -1,0 +1,103 @@
+"""Request and response bodies of ``/api/v1/emergencies``.
+
+Latitudes and longitudes are WGS84 degrees, ``accuracy_m`` metres, times aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from healthflow.common.mongo import Document
+from healthflow.emergency.domain import Priority, Status, Triage
+
+
+class PositionIn(BaseModel):
+    """Where the emergency is: a GNSS fix of the phone or the caller's stated position."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latitude: Annotated[float, Field(ge=-90, le=90, description="WGS84 degrees")]
+    longitude: Annotated[float, Field(ge=-180, le=180, description="WGS84 degrees")]
+    accuracy_m: Annotated[float, Field(gt=0, le=50_000, description="metres")]
+
+
+class TriageIn(BaseModel):
+    """The structured questions (yes/no); see ``domain.TRIAGE_RULES``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conscious: bool
+    breathing_normally: bool
+    severe_bleeding: bool = False
+    chest_pain_or_stroke_signs: bool = False
+    major_trauma: bool = False
+    can_walk: bool = True
+
+    def answers(self) -> Triage:
+        return Triage(**self.model_dump())
+
+
+class RaiseIn(BaseModel):
+    """``POST /api/v1/emergencies``. A patient gives a position; a dispatcher a position or
+    an address (an address alone is escalated to the dispatchers: no geocoder yet) and
+    may give the caller's number (E.164)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    position: PositionIn | None = None
+    address: Annotated[str | None, Field(min_length=3, max_length=300)] = None
+    what_happened: Annotated[str, Field(min_length=1, max_length=1000)]
+    caller_phone: Annotated[str | None, Field(pattern=r"^\+[1-9][0-9]{6,14}$")] = None
+    triage: TriageIn
+
+
+class StatusIn(BaseModel):
+    """``POST /api/v1/emergencies/{id}/status``: the next step, or ``cancelled`` with a
+    reason."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status
+    reason: Annotated[str | None, Field(max_length=500)] = None
+
+
+class AssignmentOut(BaseModel):
+    task_id: str
+    unit_id: str
+    paramedic_id: str
+    offered_at: datetime
+    accepted_at: datetime | None
+
+
+class StepOut(BaseModel):
+    status: Status
+    at: datetime
+    by_role: str
+
+
+class EmergencyOut(BaseModel):
+    """An emergency as the patient who raised it, dispatchers and its crew see it."""
+
+    id: str
+    status: Status
+    priority: Priority
+    position: PositionIn | None
+    address: str | None
+    what_happened: str
+    caller_phone: str | None
+    raised_by_role: str
+    patient_id: str | None
+    assignment: AssignmentOut | None
+    escalated: dict[str, Any] | None
+    cancel_reason: str | None
+    timeline: list[StepOut]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_document(cls, doc: Document) -> EmergencyOut:
+        fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields if k != "id"}
+        return cls.model_validate({**fields, "id": doc["_id"]})

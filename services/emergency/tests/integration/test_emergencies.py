@@ -1,0 +1,127 @@
+"""Raising, reading, the lifecycle and the paramedic service's offers, in-process on
+SecantusDB."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from .conftest import Emergencies
+
+PROBLEM = "application/problem+json"
+
+
+def problem(response: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, Any] = response.json()
+    if slug is not None:
+        assert body["type"].endswith("/" + slug), body
+    return body
+
+
+async def test_a_patient_raises_an_emergency_triaged_and_published_without_personal_data(
+        emg: Emergencies) -> None:
+    created = await emg.raise_(triage={"conscious": False, "breathing_normally": True})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["status"] == "raised" and body["priority"] == "P1"
+    assert body["patient_id"] == "pat-1" and body["raised_by_role"] == "patient"
+    assert created.headers["location"] == f"/api/v1/emergencies/{body['id']}"
+    [raised] = await emg.outbox("emergency.raised")
+    assert raised["patientid"] == "pat-1" and raised["subject"] == f"emergency/{body['id']}"
+    assert raised["data"] == raised["data"] | {
+        "emergency_id": body["id"], "priority": "P1", "latitude": 60.1699,
+        "longitude": 24.9384, "accuracy_m": 12.0, "raised_by_role": "patient"}
+    assert "collapsed" not in str(raised)
+
+    mine = await emg.client.get(f"/api/v1/emergencies/{body['id']}",
+                                headers=emg.as_("pat-1", "patient"))
+    assert mine.status_code == 200 and mine.json()["timeline"][0]["status"] == "raised"
+    problem(await emg.client.get(f"/api/v1/emergencies/{body['id']}",
+                                 headers=emg.as_("pat-2", "patient")), 404,
+            "emergency-not-found")
+
+
+async def test_bad_raises_are_refused_and_write_nothing(emg: Emergencies) -> None:
+    problem(await emg.raise_(position=None), 422, "no-location")
+    problem(await emg.raise_(position=None, address="Mannerheimintie 1"), 422, "no-location")
+    problem(await emg.raise_(position={"latitude": 95, "longitude": 0, "accuracy_m": 5}), 422)
+    problem(await emg.raise_(triage={"conscious": True}), 422)
+    problem(await emg.raise_(role="doctor"), 403)
+    assert await emg.runtime.db["emergencies"].count_documents({}) == 0
+
+
+async def test_a_dispatcher_raises_from_an_address_and_sees_the_board(
+        emg: Emergencies) -> None:
+    dispatcher = emg.as_("disp-1", "dispatcher")
+    by_address = await emg.raise_("disp-1", "dispatcher", position=None,
+                                  address="Mannerheimintie 1, Helsinki",
+                                  caller_phone="+358401234567")
+    assert by_address.status_code == 201, by_address.text
+    assert by_address.json()["caller_phone"] == "+358401234567"
+    [raised] = await emg.outbox("emergency.raised")
+    assert raised["data"]["latitude"] is None and "+358" not in str(raised)
+    urgent = (await emg.raise_(triage={"conscious": True, "breathing_normally": False})).json()
+    board = await emg.client.get("/api/v1/emergencies", headers=dispatcher)
+    assert [e["id"] for e in board.json()] == [urgent["id"], by_address.json()["id"]]
+    await emg.deliver("paramedic.assignment_escalated", {
+        "emergency_id": by_address.json()["id"], "reason": "no_position", "attempts": 0,
+        "escalated_at": datetime.now(UTC).isoformat()})
+    board = (await emg.client.get("/api/v1/emergencies", headers=dispatcher)).json()
+    assert board[1]["escalated"]["reason"] == "no_position"
+    problem(await emg.client.get("/api/v1/emergencies", headers=emg.as_("p", "patient")), 403)
+
+
+async def test_offers_move_it_and_the_accepting_crew_walks_the_lifecycle(
+        emg: Emergencies) -> None:
+    eid = (await emg.raise_()).json()["id"]
+    url = f"/api/v1/emergencies/{eid}/status"
+    crew, other = emg.as_("para-1", "paramedic"), emg.as_("para-2", "paramedic")
+    first = await emg.offer(eid, "para-2")
+    await emg.answer("paramedic.task_declined", eid, "para-2", first, reason="declined",
+                     declined_at=datetime.now(UTC).isoformat())
+    task = await emg.offer(eid, "para-1")
+    await emg.answer("paramedic.task_declined", eid, "para-2", first, reason="declined",
+                     declined_at=datetime.now(UTC).isoformat())  # stale: changes nothing
+    doc = (await emg.client.get(f"/api/v1/emergencies/{eid}", headers=crew)).json()
+    assert doc["status"] == "assigned" and doc["assignment"]["unit_id"] == "para-1"
+    problem(await emg.client.post(url, json={"status": "en_route"}, headers=crew), 409,
+            "status-out-of-order")  # not accepted yet
+    await emg.answer("paramedic.task_accepted", eid, "para-1", task,
+                     accepted_at=datetime.now(UTC).isoformat())
+    problem(await emg.client.post(url, json={"status": "en_route"}, headers=other), 404)
+    problem(await emg.client.post(url, json={"status": "on_scene"}, headers=crew), 409,
+            "status-out-of-order")
+    for step in ("en_route", "on_scene", "transporting", "at_hospital", "closed"):
+        moved = await emg.client.post(url, json={"status": step}, headers=crew)
+        assert moved.status_code == 200 and moved.json()["status"] == step, moved.text
+    problem(await emg.client.post(url, json={"status": "cancelled", "reason": "x"},
+                                  headers=emg.as_("d", "dispatcher")), 409)
+    timeline = [s["status"] for s in moved.json()["timeline"]]
+    assert timeline == ["raised", "assigned", "raised", "assigned", "en_route", "on_scene",
+                        "transporting", "at_hospital", "closed"]
+    changes = [e["data"] for e in await emg.outbox("emergency.status_changed")]
+    assert [c["status"] for c in changes][-5:] == ["en_route", "on_scene", "transporting",
+                                                  "at_hospital", "closed"]
+    assert {c["unit_id"] for c in changes[-5:]} == {"para-1"}
+    assert len(await emg.outbox("emergency.assigned")) == 2
+
+
+async def test_dispatchers_cancel_with_a_reason_and_paramedics_cannot(
+        emg: Emergencies) -> None:
+    eid = (await emg.raise_()).json()["id"]
+    url = f"/api/v1/emergencies/{eid}/status"
+    task = await emg.offer(eid, "para-1")
+    await emg.answer("paramedic.task_accepted", eid, "para-1", task,
+                     accepted_at=datetime.now(UTC).isoformat())
+    problem(await emg.client.post(url, json={"status": "cancelled", "reason": "x"},
+                                  headers=emg.as_("para-1", "paramedic")), 403, "not-assigned")
+    dispatcher = emg.as_("disp-1", "dispatcher")
+    problem(await emg.client.post(url, json={"status": "cancelled"}, headers=dispatcher), 422)
+    done = await emg.client.post(url, json={"status": "cancelled", "reason": "false alarm"},
+                                 headers=dispatcher)
+    assert done.status_code == 200 and done.json()["cancel_reason"] == "false alarm"
+    assert (await emg.outbox("emergency.status_changed"))[-1]["data"]["status"] == "cancelled"

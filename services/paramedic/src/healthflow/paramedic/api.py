@@ -1,0 +1,130 @@
+"""HTTP routes under ``/api/v1/paramedics`` (thin; rules live in the service).
+
+The paramedic app: ``/me`` (unit profile), ``/me/status``, ``/me/position``,
+``/me/tasks`` with accept and decline. Dispatchers: ``GET /`` (every unit with
+status and position).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from healthflow.common.auth import Principal, require
+from healthflow.common.http import get_runtime
+from healthflow.common.permissions import Permission as P
+from healthflow.common.service import ServiceRuntime
+from healthflow.paramedic import service, store
+from healthflow.paramedic.schemas import (
+    DeclineIn,
+    PositionIn,
+    ProfileIn,
+    StatusIn,
+    TaskOut,
+    UnitOut,
+)
+
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+def get_context(runtime: Runtime) -> service.Context:
+    context: service.Context = runtime.state["context"]
+    return context
+
+
+Ctx = Annotated[service.Context, Depends(get_context)]
+TaskId = Annotated[str, Path(max_length=64)]
+Own = require(P.PARAMEDICS_MANAGE_OWN)
+
+router = APIRouter(prefix="/api/v1/paramedics", tags=["paramedics"])
+
+
+@router.get("", summary="Every unit with duty status and position (dispatchers)")
+async def list_units(runtime: Runtime, ctx: Ctx,
+                     principal: Principal = require(P.PARAMEDICS_READ_ANY)) -> list[UnitOut]:
+    return [UnitOut.from_document(d, assignable=service.is_assignable(ctx, d))
+            for d in await store.list_units(runtime.db)]
+
+
+@router.get("/me", summary="The caller's unit")
+async def get_me(runtime: Runtime, ctx: Ctx, principal: Principal = Own) -> UnitOut:
+    """404 ``unit-not-found`` before the profile is put."""
+    doc = await service.own_unit(runtime, principal)
+    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+
+
+@router.put("/me", summary="Create or replace the caller's unit profile")
+async def put_me(runtime: Runtime, ctx: Ctx, body: ProfileIn,
+                 principal: Principal = Own) -> UnitOut:
+    doc = await service.put_profile(runtime, principal, body)
+    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+
+
+@router.put("/me/status", summary="Go off duty or available")
+async def put_status(runtime: Runtime, ctx: Ctx, body: StatusIn,
+                     principal: Principal = Own) -> UnitOut:
+    """409 ``unit-busy`` while the unit works a task."""
+    doc = await service.set_status(runtime, principal, body.status)
+    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+
+
+@router.put("/me/position", summary="Report the unit's position (WGS84)")
+async def put_position(runtime: Runtime, ctx: Ctx, body: PositionIn,
+                       principal: Principal = Own) -> UnitOut:
+    """422 for coordinates out of range or a time too old or in the future."""
+    doc = await service.report_position(runtime, ctx, principal, body)
+    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+
+
+@router.get("/me/tasks", summary="Tasks offered to the caller's unit, newest first")
+async def list_tasks(runtime: Runtime, principal: Principal = Own) -> list[TaskOut]:
+    return [TaskOut.from_document(d) for d in await store.tasks_of(runtime.db,
+                                                                     principal.subject)]
+
+
+@router.get("/me/tasks/stream", summary="The caller's tasks as Server-Sent Events",
+            response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_tasks(runtime: Runtime, ctx: Ctx,
+                       principal: Principal = Own) -> EventSourceResponse:
+    """``text/event-stream`` (WHATWG HTML §9.2): first the open tasks (offered or
+    accepted), then one ``task`` event (``data`` = the TaskOut JSON, ``id`` = task id)
+    per new offer or change, from a change stream on the tasks (no polling), opened
+    before the catch-up read so nothing falls between the two; ``: ping`` every
+    ``stream_heartbeat_s`` seconds."""
+    paramedic_id = principal.subject
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(retry=3000, comment="stream open")
+        async with await store.watch_tasks(runtime.db, paramedic_id) as changes:
+            for doc in await store.open_tasks_of(runtime.db, paramedic_id):
+                yield _task_event(doc)
+            async for change in changes:
+                yield _task_event(change["fullDocument"])
+
+    return EventSourceResponse(events(), ping=ctx.settings.stream_heartbeat_s, sep="\n",
+                               headers={"Cache-Control": "no-cache",
+                                        "X-Accel-Buffering": "no"})
+
+
+def _task_event(doc: dict[str, object]) -> ServerSentEvent:
+    return ServerSentEvent(id=str(doc["_id"]), event="task",
+                           data=TaskOut.from_document(doc).model_dump_json())
+
+
+@router.post("/me/tasks/{task_id}/accept", summary="Accept an offered task")
+async def accept(runtime: Runtime, ctx: Ctx, task_id: TaskId,
+                 principal: Principal = Own) -> TaskOut:
+    """404 ``task-not-found`` for another unit's task; 409 ``task-not-offered``."""
+    return TaskOut.from_document(await service.accept(runtime, ctx, principal, task_id))
+
+
+@router.post("/me/tasks/{task_id}/decline", summary="Decline an offered task")
+async def decline(runtime: Runtime, ctx: Ctx, task_id: TaskId, body: DeclineIn | None = None,
+                  principal: Principal = Own) -> TaskOut:
+    """The next unit is offered the emergency at once."""
+    return TaskOut.from_document(await service.decline(
+        runtime, ctx, principal, task_id, body.reason if body else None))

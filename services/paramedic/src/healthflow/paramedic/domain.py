@@ -1,0 +1,138 @@
+"""Paramedic rules (no I/O): duty statuses, positions, distances, tasks.
+
+A *unit* here is one paramedic's crew and vehicle: the unit document's id is the
+paramedic's user id and ``call_sign`` names the vehicle (one paramedic per unit
+in this slice). Positions are WGS84 degrees (EPSG:4326), stored as GeoJSON
+(RFC 7946) ``Point`` ``[longitude, latitude]``; distances are metres; times aware UTC.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from healthflow.common.problems import Conflict, NotFound, UnprocessableContent
+
+EARTH_RADIUS_M = 6_371_008.8
+"""Mean Earth radius (IUGG R1) in metres, as used by MongoDB's spherical geometry."""
+
+
+class DutyStatus(StrEnum):
+    """A unit's duty status. Only ``off_duty`` and ``available`` are set by the
+    paramedic; the others follow the task (offer, then the emergency's lifecycle)."""
+
+    OFF_DUTY = "off_duty"
+    AVAILABLE = "available"
+    ASSIGNED = "assigned"
+    EN_ROUTE = "en_route"
+    ON_SCENE = "on_scene"
+    TRANSPORTING = "transporting"
+    AT_HOSPITAL = "at_hospital"
+
+
+SELF_SET = frozenset({DutyStatus.OFF_DUTY, DutyStatus.AVAILABLE})
+
+FOLLOWS_EMERGENCY = {
+    "en_route": DutyStatus.EN_ROUTE, "on_scene": DutyStatus.ON_SCENE,
+    "transporting": DutyStatus.TRANSPORTING, "at_hospital": DutyStatus.AT_HOSPITAL,
+}
+"""Emergency status → the duty status of the unit working it (closed/cancelled free it)."""
+
+FINAL_EMERGENCY = frozenset({"closed", "cancelled"})
+
+
+class Qualification(StrEnum):
+    """Finnish EMS care levels: first response, basic (B) and advanced (A) life support,
+    and field supervisor (L4)."""
+
+    FIRST_RESPONDER = "first_responder"
+    BASIC_LIFE_SUPPORT = "basic_life_support"
+    ADVANCED_LIFE_SUPPORT = "advanced_life_support"
+    FIELD_SUPERVISOR = "field_supervisor"
+
+
+class TaskStatus(StrEnum):
+    OFFERED = "offered"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    EXPIRED = "expired"  # not answered within the offer time
+    DONE = "done"  # its emergency was closed
+    CANCELLED = "cancelled"  # its emergency was cancelled
+
+
+class UnitNotFound(NotFound):
+    title, slug = "Unit Not Found", "unit-not-found"
+
+
+class TaskNotFound(NotFound):
+    title, slug = "Task Not Found", "task-not-found"
+
+
+class TaskNotOffered(Conflict):
+    title, slug = "Task Not Offered", "task-not-offered"
+
+
+class UnitBusy(Conflict):
+    title, slug = "Unit Busy", "unit-busy"
+
+
+class StalePosition(UnprocessableContent):
+    title, slug = "Stale Position", "stale-position"
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in metres between two WGS84 points (degrees), by the
+    haversine formula on a sphere of :data:`EARTH_RADIUS_M` (error under 0.5 % against
+    the ellipsoid)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+def point(latitude: float, longitude: float) -> dict[str, object]:
+    """A GeoJSON ``Point`` (RFC 7946: ``[longitude, latitude]``, degrees)."""
+    return {"type": "Point", "coordinates": [longitude, latitude]}
+
+
+def check_reported_at(reported_at: datetime, now: datetime, *, max_age: timedelta,
+                      max_skew: timedelta) -> None:
+    """A position report's time must be aware, not later than ``now + max_skew`` (a
+    device clock a little ahead) and not older than ``max_age``.
+
+    Raises:
+        StalePosition (422): too old, or in the future beyond the skew.
+    """
+    if reported_at.tzinfo is None:
+        raise StalePosition("reported_at must carry a time zone (UTC)")
+    if reported_at > now + max_skew:
+        raise StalePosition(f"reported_at {reported_at.isoformat()} is in the future")
+    if now - reported_at > max_age:
+        raise StalePosition(f"the position is older than {max_age.total_seconds():.0f} s "
+                            "and would not make the unit assignable")
+
+
+def fresh_since(now: datetime, max_age: timedelta) -> datetime:
+    """The oldest position time that still makes a unit assignable at ``now``."""
+    return now - max_age
+
+
+def assignable(status: str, position_at: datetime | None, now: datetime,
+               max_age: timedelta) -> bool:
+    """Whether a unit may be offered a task: available, with a position no older than
+    ``max_age``."""
+    return (status == DutyStatus.AVAILABLE and position_at is not None
+            and position_at >= fresh_since(now, max_age))
+
+
+def self_status_change(current: str, wanted: DutyStatus) -> None:
+    """A paramedic sets ``off_duty`` or ``available`` only while not on a task.
+
+    Raises:
+        UnitBusy (409): the unit is working a task (assigned … at hospital).
+    """
+    if wanted not in SELF_SET:
+        raise UnprocessableContent("only off_duty and available are set by the paramedic")
+    if current not in SELF_SET:
+        raise UnitBusy(f"the unit is {current}; it becomes available when its task ends")

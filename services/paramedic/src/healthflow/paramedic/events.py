@@ -1,0 +1,13 @@
+"""Events the paramedic service publishes: its contracts, from
+:mod:`healthflow.contracts.paramedic`."""
+
+from __future__ import annotations
+
+from healthflow.contracts.paramedic import (
+    AssignmentEscalated,
+    TaskAccepted,
+    TaskDeclined,
+    TaskOffered,
+)
+
+__all__ = ["AssignmentEscalated", "TaskAccepted", "TaskDeclined", "TaskOffered"]

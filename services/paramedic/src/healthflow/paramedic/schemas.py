@@ -1,0 +1,129 @@
+"""Request and response bodies of ``/api/v1/paramedics``.
+
+Latitudes and longitudes are WGS84 degrees; ``accuracy_m`` and distances metres;
+times aware UTC (a time without an offset is refused).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from healthflow.common.mongo import Document
+from healthflow.paramedic.domain import DutyStatus, Qualification
+
+Latitude = Annotated[float, Field(ge=-90, le=90, description="WGS84 degrees")]
+Longitude = Annotated[float, Field(ge=-180, le=180, description="WGS84 degrees")]
+Utc = Annotated[AwareDatetime, AfterValidator(lambda t: t.astimezone(UTC))]
+
+
+class Base(BaseModel):
+    """The station a unit returns to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    latitude: Latitude
+    longitude: Longitude
+
+
+class ProfileIn(BaseModel):
+    """``PUT /api/v1/paramedics/me``: the caller's unit (created off duty)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_sign: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9 -]+$")]
+    vehicle: Annotated[str, Field(min_length=1, max_length=64)]
+    qualifications: Annotated[list[Qualification], Field(min_length=1, max_length=4)]
+    base: Base
+
+
+class StatusIn(BaseModel):
+    """``PUT /api/v1/paramedics/me/status``: only ``off_duty`` or ``available`` (422
+    otherwise; 409 while on a task)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: DutyStatus
+
+
+class PositionIn(BaseModel):
+    """``PUT /api/v1/paramedics/me/position``: a GNSS fix of the unit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latitude: Latitude
+    longitude: Longitude
+    accuracy_m: Annotated[float, Field(gt=0, le=10_000, description="metres (95 % radius)")]
+    reported_at: Utc
+
+
+class Position(BaseModel):
+    latitude: float
+    longitude: float
+    accuracy_m: float
+    reported_at: datetime
+
+
+class UnitOut(BaseModel):
+    """A unit as its paramedic and dispatchers see it; ``assignable`` says whether it
+    may be offered a task now (available with a fresh position)."""
+
+    id: str
+    call_sign: str
+    vehicle: str
+    qualifications: list[str]
+    base: Base
+    status: DutyStatus
+    position: Position | None
+    task_id: str | None
+    assignable: bool
+
+    @classmethod
+    def from_document(cls, doc: Document, *, assignable: bool) -> UnitOut:
+        position = None
+        if doc.get("location"):
+            lon, lat = doc["location"]["coordinates"]
+            position = Position(latitude=lat, longitude=lon, accuracy_m=doc["accuracy_m"],
+                                reported_at=doc["position_at"])
+        return cls(id=doc["_id"], call_sign=doc["call_sign"], vehicle=doc["vehicle"],
+                   qualifications=doc["qualifications"], base=doc["base"],
+                   status=doc["status"], position=position, task_id=doc.get("task_id"),
+                   assignable=assignable)
+
+
+class TaskOut(BaseModel):
+    """A task offered to the caller's unit: where to go (WGS84), how far (metres, straight
+    line), the estimated travel time (seconds; ``by_road`` false: straight-line estimate),
+    until when to accept (aware UTC)."""
+
+    id: str
+    emergency_id: str
+    unit_id: str
+    priority: str
+    latitude: float
+    longitude: float
+    distance_m: float
+    travel_s: float
+    by_road: bool
+    attempt: int
+    status: str
+    emergency_status: str
+    offered_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None
+
+    @classmethod
+    def from_document(cls, doc: Document) -> TaskOut:
+        lon, lat = doc["location"]["coordinates"]
+        fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields
+                                  if k not in {"id", "latitude", "longitude"}}
+        return cls(id=doc["_id"], latitude=lat, longitude=lon, **fields)
+
+
+class DeclineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str | None, Field(max_length=200)] = None

@@ -1,0 +1,332 @@
+"""Use cases of the paramedic service: units (profile, duty status, position), tasks
+(accept, decline) and the assignment of emergencies to units.
+
+The units live here, so the claim of a unit is one conditional update in this
+service's database (:func:`store.claim_unit`): of any number of replicas offering
+units at once, exactly one gets each unit. An offer's timer and an escalated
+emergency's retry are jobs (:mod:`healthflow.common.jobs`) written in the offer's
+transaction, so they survive a restart and fire once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from healthflow.common import jobs
+from healthflow.common.auth import Principal
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.contracts.emergency import EmergencyRaised
+from healthflow.paramedic import events, roads, store
+from healthflow.paramedic.domain import (
+    FINAL_EMERGENCY,
+    FOLLOWS_EMERGENCY,
+    DutyStatus,
+    TaskNotFound,
+    TaskNotOffered,
+    TaskStatus,
+    UnitNotFound,
+    assignable,
+    check_reported_at,
+    fresh_since,
+    point,
+    self_status_change,
+)
+from healthflow.paramedic.schemas import PositionIn, ProfileIn
+from healthflow.paramedic.settings import Settings
+
+OFFER_TIMEOUT = "paramedic-offer-timeout"
+ASSIGNMENT_RETRY = "paramedic-assignment-retry"
+"""Job queues: ``{task_id}`` when an offer runs out; ``{emergency_id}`` to try again."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the use cases need besides the database: settings and a clock (aware UTC)."""
+
+    settings: Settings
+    clock: Callable[[], datetime] = field(default=utcnow)
+    roads: roads.Roads = field(default_factory=lambda: roads.Roads(""))
+
+    @property
+    def max_age(self) -> timedelta:
+        return timedelta(seconds=self.settings.position_max_age_s)
+
+
+# --------------------------------------------------------------------------- units
+
+
+async def own_unit(runtime: ServiceRuntime, principal: Principal) -> Document:
+    """The caller's unit. Raises UnitNotFound (404) before ``PUT /me``."""
+    doc = await store.get_unit(runtime.db, principal.subject)
+    if doc is None:
+        raise UnitNotFound("no unit profile for this account yet: PUT /api/v1/paramedics/me")
+    return doc
+
+
+def is_assignable(ctx: Context, doc: Document) -> bool:
+    return assignable(doc["status"], doc.get("position_at"), ctx.clock(), ctx.max_age)
+
+
+async def put_profile(runtime: ServiceRuntime, principal: Principal, body: ProfileIn
+                      ) -> Document:
+    """Create or replace the caller's unit profile; a new unit starts ``off_duty``."""
+    now = utcnow()
+    profile = body.model_dump(mode="json")
+    await runtime.db[store.UNITS].update_one(
+        {"_id": principal.subject},
+        {"$set": {**profile, "updated_at": now},
+         "$setOnInsert": {"status": DutyStatus.OFF_DUTY.value, "location": None,
+                          "accuracy_m": None, "position_at": None, "task_id": None,
+                          "created_at": now}}, upsert=True)
+    return await own_unit(runtime, principal)
+
+
+async def set_status(runtime: ServiceRuntime, principal: Principal, wanted: DutyStatus
+                     ) -> Document:
+    """Go ``off_duty`` or ``available``. Raises UnitNotFound (404), UnitBusy (409)."""
+    doc = await own_unit(runtime, principal)
+    self_status_change(doc["status"], wanted)
+    result = await runtime.db[store.UNITS].update_one(
+        {"_id": doc["_id"], "status": doc["status"]},
+        {"$set": {"status": wanted.value, "updated_at": utcnow()}})
+    if result.matched_count != 1:  # offered a task meanwhile
+        self_status_change(DutyStatus.ASSIGNED, wanted)
+    return await own_unit(runtime, principal)
+
+
+async def report_position(runtime: ServiceRuntime, ctx: Context, principal: Principal,
+                          body: PositionIn) -> Document:
+    """Store the unit's position if newer than the stored one (reports may overtake
+    each other). Raises UnitNotFound (404), StalePosition (422)."""
+    now = ctx.clock()
+    check_reported_at(body.reported_at, now, max_age=ctx.max_age,
+                      max_skew=timedelta(seconds=ctx.settings.position_max_skew_s))
+    doc = await own_unit(runtime, principal)
+    await runtime.db[store.UNITS].update_one(
+        {"_id": doc["_id"], "$or": [{"position_at": None},
+                                    {"position_at": {"$lt": body.reported_at}}]},
+        {"$set": {"location": point(body.latitude, body.longitude),
+                  "accuracy_m": body.accuracy_m, "position_at": body.reported_at}})
+    return await own_unit(runtime, principal)
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+async def own_task(uow: UnitOfWork, principal: Principal, task_id: str) -> Document:
+    """The caller's task. Raises TaskNotFound (404), also for another unit's task."""
+    doc = await store.get_task(uow.db, task_id, session=uow.session)
+    if doc is None or doc["paramedic_id"] != principal.subject:
+        raise TaskNotFound(f"no task {task_id} for your unit")
+    return doc
+
+
+async def accept(runtime: ServiceRuntime, ctx: Context, principal: Principal, task_id: str
+                 ) -> Document:
+    """Accept an offered task; ``paramedic.task_accepted``.
+
+    Raises:
+        TaskNotFound (404); TaskNotOffered (409): answered, expired or withdrawn.
+    """
+    async def write(uow: UnitOfWork) -> Document:
+        task = await own_task(uow, principal, task_id)
+        now = ctx.clock()
+        if task["status"] != TaskStatus.OFFERED or now > task["expires_at"]:
+            raise TaskNotOffered(f"the task is {task['status']}; it can no longer be accepted")
+        fields = {"status": TaskStatus.ACCEPTED.value, "answered_at": now, "updated_at": now}
+        await store.update_task(uow.db, uow.session, task_id, TaskStatus.OFFERED, fields)
+        await store.update_assignment(uow.db, uow.session, task["emergency_id"], {
+            "$set": {"status": "accepted", "updated_at": now}})
+        uow.publish(events.TaskAccepted(accepted_at=now, **_ids(task)),
+                    subject=f"emergency/{task['emergency_id']}")
+        return task | fields
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def decline(runtime: ServiceRuntime, ctx: Context, principal: Principal, task_id: str,
+                  reason: str | None = None) -> Document:
+    """Decline an offered task (``reason`` is kept on the task, never published): the
+    unit is available again and the next unit is offered the emergency.
+    Raises TaskNotFound (404), TaskNotOffered (409)."""
+    async def write(uow: UnitOfWork) -> Document:
+        task = await own_task(uow, principal, task_id)
+        if task["status"] != TaskStatus.OFFERED:
+            raise TaskNotOffered(f"the task is {task['status']}; it can no longer be declined")
+        return await _end_offer(uow, ctx, task, TaskStatus.DECLINED, "declined",
+                                note=reason)
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: TaskStatus,
+                     reason: str, note: str | None = None) -> Document:
+    """The offer ends unanswered (declined or timed out): free the unit, remember it
+    tried, publish ``paramedic.task_declined`` and offer the next unit."""
+    now = ctx.clock()
+    fields = {"status": status.value, "answered_at": now, "updated_at": now,
+              "decline_reason": note}
+    await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED, fields)
+    await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
+                                DutyStatus.AVAILABLE, now)
+    uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **_ids(task)),
+                subject=f"emergency/{task['emergency_id']}")
+    assignment = await store.get_assignment(uow.db, task["emergency_id"], session=uow.session)
+    if assignment is not None and assignment["status"] == "offered":
+        await offer_next(uow, ctx, assignment)
+    return task | fields
+
+
+def _ids(task: Document) -> dict[str, str]:
+    return {"task_id": task["_id"], "emergency_id": task["emergency_id"],
+            "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"]}
+
+
+# --------------------------------------------------------------------------- assignment
+
+
+async def on_emergency_raised(uow: UnitOfWork, ctx: Context, data: EmergencyRaised) -> None:
+    """Start assigning a newly raised emergency (once per emergency)."""
+    if await store.get_assignment(uow.db, data.emergency_id, session=uow.session):
+        return
+    now = ctx.clock()
+    location = (point(data.latitude, data.longitude)
+                if data.latitude is not None and data.longitude is not None else None)
+    doc: Document = {"_id": data.emergency_id, "priority": data.priority,
+                     "location": location, "status": "offered", "tried": [],
+                     "attempts": 0, "task_id": None, "created_at": now, "updated_at": now}
+    await uow.db[store.ASSIGNMENTS].insert_one(doc, session=uow.session)
+    await offer_next(uow, ctx, doc)
+
+
+async def offer_next(uow: UnitOfWork, ctx: Context, assignment: Document) -> Document | None:
+    """Claim the nearest assignable unit not yet tried for this emergency and offer it
+    the task (``paramedic.task_offered`` and an offer timer); escalate when there is
+    none. Returns the task, or ``None`` when escalated."""
+    now = ctx.clock()
+    if assignment["location"] is None:
+        await _escalate(uow, ctx, assignment, "no_position")
+        return None
+    since = fresh_since(now, ctx.max_age)
+    found = await store.candidates(uow.db, uow.session, assignment["location"],
+                                   fresh_since=since, exclude=assignment["tried"],
+                                   max_distance_m=ctx.settings.search_radius_m,
+                                   limit=ctx.settings.candidates)
+    for candidate in await _by_travel_time(ctx, assignment["location"], found):
+        task_id = str(uuid.uuid4())
+        if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
+                                  task_id=task_id, now=now):
+            return await _offer(uow, ctx, assignment, candidate, task_id)
+    await _escalate(uow, ctx, assignment, "no_unit_available")
+    return None
+
+
+async def _by_travel_time(ctx: Context, location: Document, found: list[Document]
+                          ) -> list[Document]:
+    """The ``$geoNear`` candidates re-ranked by road travel time (straight-line fallback,
+    :mod:`.roads`), each with ``travel_s`` and ``by_road``."""
+    lon, lat = location["coordinates"]
+    by_id = {c["_id"]: c for c in found}
+    etas = await ctx.roads.rank((lat, lon), [
+        (c["_id"], c["location"]["coordinates"][1], c["location"]["coordinates"][0])
+        for c in found])
+    return [by_id[e.unit_id] | {"travel_s": round(e.seconds, 1), "by_road": e.by_road}
+            for e in etas]
+
+
+async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
+                 task_id: str) -> Document:
+    now = ctx.clock()
+    expires = now + timedelta(seconds=ctx.settings.offer_timeout_s)
+    attempt = assignment["attempts"] + 1
+    task: Document = {
+        "_id": task_id, "emergency_id": assignment["_id"], "unit_id": unit["_id"],
+        "paramedic_id": unit["_id"], "priority": assignment["priority"],
+        "location": assignment["location"], "distance_m": float(unit["distance_m"]),
+        "travel_s": unit["travel_s"], "by_road": unit["by_road"],
+        "attempt": attempt, "status": TaskStatus.OFFERED.value,
+        "emergency_status": "assigned", "offered_at": now, "expires_at": expires,
+        "answered_at": None, "updated_at": now}
+    await uow.db[store.TASKS].insert_one(task, session=uow.session)
+    await store.update_assignment(uow.db, uow.session, assignment["_id"], {
+        "$set": {"status": "offered", "task_id": task_id, "attempts": attempt,
+                 "updated_at": now}, "$addToSet": {"tried": unit["_id"]}})
+    await jobs.enqueue(uow.db, OFFER_TIMEOUT, {"task_id": task_id}, run_at=expires,
+                       key=f"offer-timeout:{task_id}", session=uow.session, now=now)
+    uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
+                                   by_road=task["by_road"], attempt=attempt,
+                                   offered_at=now, expires_at=expires, **_ids(task)),
+                subject=f"emergency/{assignment['_id']}")
+    return task
+
+
+async def _escalate(uow: UnitOfWork, ctx: Context, assignment: Document, reason: str) -> None:
+    """Flag the emergency for the dispatchers (once) and try again later (a job)."""
+    now = ctx.clock()
+    first = assignment["status"] != "escalated"
+    await store.update_assignment(uow.db, uow.session, assignment["_id"], {
+        "$set": {"status": "escalated", "task_id": None, "updated_at": now}})
+    if first:
+        uow.publish(events.AssignmentEscalated(
+            emergency_id=assignment["_id"], reason=reason, attempts=assignment["attempts"],
+            escalated_at=now), subject=f"emergency/{assignment['_id']}")
+    if reason == "no_unit_available":
+        retry_at = now + timedelta(seconds=ctx.settings.escalation_retry_s)
+        await jobs.enqueue(uow.db, ASSIGNMENT_RETRY, {"emergency_id": assignment["_id"]},
+                           run_at=retry_at, session=uow.session, now=now,
+                           key=f"retry:{assignment['_id']}:{retry_at.timestamp():.3f}")
+
+
+async def on_offer_timeout(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> None:
+    """The offer timer: a task still offered expires and the next unit is offered."""
+    task = await store.get_task(uow.db, job.payload["task_id"], session=uow.session)
+    if task is not None and task["status"] == TaskStatus.OFFERED:
+        await _end_offer(uow, ctx, task, TaskStatus.EXPIRED, "timeout")
+
+
+async def on_assignment_retry(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> None:
+    """An escalated emergency's retry: every unit may be asked again."""
+    assignment = await store.get_assignment(uow.db, job.payload["emergency_id"],
+                                            session=uow.session)
+    if assignment is None or assignment["status"] != "escalated":
+        return
+    await store.update_assignment(uow.db, uow.session, assignment["_id"],
+                                  {"$set": {"tried": []}})
+    await offer_next(uow, ctx, assignment | {"tried": []})
+
+
+async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
+                              status: str) -> None:
+    """Follow the emergency's lifecycle: the accepted unit's duty status tracks it
+    (en route … at hospital); closed or cancelled ends the task and frees the unit."""
+    assignment = await store.get_assignment(uow.db, emergency_id, session=uow.session)
+    now = ctx.clock()
+    final = status in FINAL_EMERGENCY
+    if assignment is None and final:  # overtook its emergency.raised: never assign it
+        await uow.db[store.ASSIGNMENTS].insert_one(
+            {"_id": emergency_id, "priority": None, "location": None, "status": "ended",
+             "tried": [], "attempts": 0, "task_id": None, "created_at": now,
+             "updated_at": now}, session=uow.session)
+        return
+    if assignment is None or assignment["status"] == "ended":
+        return
+    if final:
+        await store.update_assignment(uow.db, uow.session, emergency_id, {
+            "$set": {"status": "ended", "updated_at": now}})
+    task = (await store.get_task(uow.db, assignment["task_id"], session=uow.session)
+            if assignment.get("task_id") else None)
+    if task is None:
+        return
+    fields: Document = {"emergency_status": status, "updated_at": now}
+    if final and task["status"] in (TaskStatus.OFFERED, TaskStatus.ACCEPTED):
+        fields["status"] = (TaskStatus.DONE if status == "closed" else TaskStatus.CANCELLED).value
+    await store.update_task(uow.db, uow.session, task["_id"], None, fields)
+    duty = DutyStatus.AVAILABLE if final else FOLLOWS_EMERGENCY.get(status)
+    if duty is not None:
+        await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"], duty,
+                                    now)

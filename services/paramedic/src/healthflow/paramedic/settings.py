@@ -1,0 +1,38 @@
+"""Settings of the paramedic service (environment prefix ``PARAMEDIC_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from healthflow.common.settings import ServiceSettings
+from healthflow.common.topology import SERVICES
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARAMEDIC_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    service_name: str = "paramedic"
+    port: int = SERVICES["paramedic"].port
+
+    position_max_age_s: float = Field(120.0, gt=0)
+    """A unit whose last position is older than this (seconds) is not assignable."""
+    position_max_skew_s: float = Field(30.0, ge=0)
+    """How far (seconds) a reported time may be ahead of the server's clock."""
+    offer_timeout_s: float = Field(30.0, gt=0)
+    """Seconds a unit has to accept an offered task before the next unit is offered it."""
+    search_radius_m: float = Field(50_000.0, gt=0)
+    """Candidates are available units within this great-circle distance (metres)."""
+    candidates: int = Field(10, ge=1, le=100)
+    """How many of the nearest units one assignment tries to claim, nearest first."""
+    escalation_retry_s: float = Field(30.0, gt=0)
+    """Seconds between attempts to assign an escalated emergency again."""
+    timer_interval_s: float = Field(1.0, gt=0)
+    """How often (seconds) the job workers look for due timers."""
+    stream_heartbeat_s: float = Field(15.0, gt=0)
+    """Seconds between ``: ping`` comments on the task stream (keeps proxies from closing it)."""
+    road_graph: str = "helsinki"
+    """The bundled OSM road graph candidates are re-ranked on (``roads.GRAPHS``); empty:
+    rank by straight-line distance only."""

@@ -1,0 +1,147 @@
+"""Collections, indexes and queries of the paramedic service.
+
+Collections (database ``healthflow_paramedic``), times aware UTC, distances metres::
+
+    units        {_id: paramedic user id, call_sign, vehicle, qualifications[], base{name,
+                  latitude, longitude}, status (domain.DutyStatus), location: GeoJSON Point
+                  [lon, lat] | None, accuracy_m, position_at, task_id | None, created_at,
+                  updated_at}
+    tasks        {_id, emergency_id, unit_id, paramedic_id, priority, location (Point),
+                  distance_m, attempt, status (domain.TaskStatus), emergency_status,
+                  offered_at, expires_at, answered_at, updated_at}
+    assignments  {_id: emergency id, priority, location | None, status: offered | accepted
+                  | escalated | ended, tried: [unit ids], attempts, task_id, created_at,
+                  updated_at}
+    jobs         the offer timers and escalation retries (healthflow.common.jobs)
+
+``units.location`` has a 2dsphere index; :func:`candidates` is a ``$geoNear``
+(SecantusDB supports it, with its ``query`` and ``maxDistance``; checked by the
+integration tests).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.common import jobs
+from healthflow.common.mongo import Document, Indexes, geo_index
+from healthflow.paramedic.domain import DutyStatus
+
+UNITS = "units"
+TASKS = "tasks"
+ASSIGNMENTS = "assignments"
+
+INDEXES: Indexes = {
+    UNITS: [geo_index("location"),
+            IndexModel([("status", ASCENDING), ("position_at", ASCENDING)], name="status")],
+    TASKS: [IndexModel([("paramedic_id", ASCENDING), ("offered_at", DESCENDING)],
+                       name="paramedic"),
+            IndexModel([("emergency_id", ASCENDING)], name="emergency")],
+    ASSIGNMENTS: [IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)],
+                             name="status")],
+    **jobs.INDEXES,
+}
+
+Db = AsyncDatabase[Document]
+Session = AsyncClientSession | None
+
+
+async def get_unit(db: Db, unit_id: str, session: Session = None) -> Document | None:
+    return await db[UNITS].find_one({"_id": unit_id}, session=session)
+
+
+async def list_units(db: Db, limit: int = 500) -> list[Document]:
+    return await db[UNITS].find({}).sort("call_sign", ASCENDING).limit(limit).to_list()
+
+
+async def get_task(db: Db, task_id: str, session: Session = None) -> Document | None:
+    return await db[TASKS].find_one({"_id": task_id}, session=session)
+
+
+async def tasks_of(db: Db, paramedic_id: str, limit: int = 50) -> list[Document]:
+    """The paramedic's tasks, newest offer first."""
+    return await db[TASKS].find({"paramedic_id": paramedic_id}).sort(
+        "offered_at", DESCENDING).limit(limit).to_list()
+
+
+async def open_tasks_of(db: Db, paramedic_id: str) -> list[Document]:
+    """The paramedic's tasks still offered or accepted, oldest first."""
+    return await db[TASKS].find({"paramedic_id": paramedic_id,
+                                 "status": {"$in": ["offered", "accepted"]}}).sort(
+        "offered_at", ASCENDING).to_list()
+
+
+def watch_tasks(db: Db, paramedic_id: str) -> Any:
+    """A change stream (awaitable, then an async context manager) of the paramedic's
+    tasks: every insert and update, with the whole document after the change."""
+    pipeline = [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]},
+                            "fullDocument.paramedic_id": paramedic_id}}]
+    return db[TASKS].watch(pipeline, full_document="updateLookup")
+
+
+async def get_assignment(db: Db, emergency_id: str, session: Session = None
+                         ) -> Document | None:
+    return await db[ASSIGNMENTS].find_one({"_id": emergency_id}, session=session)
+
+
+async def candidates(db: Db, session: Session, location: Document, *, fresh_since: datetime,
+                     exclude: list[str], max_distance_m: float, limit: int
+                     ) -> list[Document]:
+    """Available units with a position reported at or after ``fresh_since``, within
+    ``max_distance_m`` metres of ``location`` (GeoJSON Point), nearest first, each with
+    ``distance_m`` (great-circle metres, from ``$geoNear``) and ``location``."""
+    pipeline: list[Document] = [
+        {"$geoNear": {"near": location, "distanceField": "distance_m", "spherical": True,
+                      "key": "location", "maxDistance": max_distance_m,
+                      "query": {"status": DutyStatus.AVAILABLE.value,
+                                "position_at": {"$gte": fresh_since},
+                                "_id": {"$nin": exclude}}}},
+        {"$limit": limit},
+        {"$project": {"_id": 1, "distance_m": 1, "location": 1}},
+    ]
+    cursor = await db[UNITS].aggregate(pipeline, session=session)
+    return await cursor.to_list()
+
+
+async def claim_unit(db: Db, session: Session, unit_id: str, *, fresh_since: datetime,
+                     task_id: str, now: datetime) -> bool:
+    """Make the unit ``assigned`` to ``task_id`` if it is still available with a fresh
+    position: one conditional update, so of any number of concurrent claims (on any
+    replica) exactly one matches."""
+    result = await db[UNITS].update_one(
+        {"_id": unit_id, "status": DutyStatus.AVAILABLE.value,
+         "position_at": {"$gte": fresh_since}},
+        {"$set": {"status": DutyStatus.ASSIGNED.value, "task_id": task_id,
+                  "updated_at": now}}, session=session)
+    return result.modified_count == 1
+
+
+async def set_unit_status(db: Db, session: Session, unit_id: str, task_id: str,
+                          status: DutyStatus, now: datetime) -> bool:
+    """Move the unit working ``task_id`` to ``status`` (``available`` frees it)."""
+    fields: dict[str, Any] = {"status": status.value, "updated_at": now}
+    if status is DutyStatus.AVAILABLE:
+        fields["task_id"] = None
+    result = await db[UNITS].update_one({"_id": unit_id, "task_id": task_id},
+                                        {"$set": fields}, session=session)
+    return result.modified_count == 1
+
+
+async def update_task(db: Db, session: Session, task_id: str, expected: str | None,
+                      fields: Document) -> bool:
+    """Set ``fields`` on the task if its status is ``expected`` (any when ``None``)."""
+    query: Document = {"_id": task_id}
+    if expected is not None:
+        query["status"] = expected
+    result = await db[TASKS].update_one(query, {"$set": fields}, session=session)
+    return result.matched_count == 1
+
+
+async def update_assignment(db: Db, session: Session, emergency_id: str, update: Document
+                            ) -> None:
+    await db[ASSIGNMENTS].update_one({"_id": emergency_id}, update, session=session)
