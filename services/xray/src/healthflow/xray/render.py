@@ -20,7 +20,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.pixels import apply_modality_lut
 
-from healthflow.xray.imaging import stored_window
+from healthflow.xray.imaging import DEFER_SIZE, stored_window
 
 MAX_SIDE = 1024
 Array = npt.NDArray[np.float64]
@@ -65,7 +65,7 @@ def dicom_preview(path: Path) -> bytes:
     """The first frame of the DICOM file at ``path``, windowed, as PNG bytes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = dcmread(path)
+        ds = dcmread(path, defer_size=DEFER_SIZE)
         pixels = ds.pixel_array
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[0]
