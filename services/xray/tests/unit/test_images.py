@@ -148,3 +148,10 @@ def test_a_multi_frame_file_is_refused_from_its_header_before_decoding(tmp_path)
     assert refused(path) == "pixel-data"
     assert _peak_while(imaging.inspect, path, imaging.DICOM) < 4 * MiB
 
+
+def test_a_large_image_is_previewed_without_full_size_float_copies(tmp_path) -> None:
+    """3000 × 3000 16-bit (18 MB of pixels): windowing runs on a reduced copy, not on
+    several 72 MB float64 arrays, and the preview is still 1024 px on its long side."""
+    path = write(tmp_path, radiograph("p-1", rows=3000, columns=3000))
+    assert Image.open(io.BytesIO(render.dicom_preview(path))).size == (1024, 1024)
+    assert _peak_while(render.dicom_preview, path) < 120 * MiB

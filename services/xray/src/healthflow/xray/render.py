@@ -71,6 +71,10 @@ def dicom_preview(path: Path) -> bytes:
         pixels = pixels[0]
     if pixels.ndim == 3:  # colour: shown as it is, in grey
         return _png(np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L")))
+    # Keep about twice the preview's resolution before going to float64 (8 bytes a
+    # pixel, several temporaries): a 60 M-pixel image would otherwise take gigabytes.
+    step = max(1, -(-max(pixels.shape) // (2 * MAX_SIDE)))
+    pixels = pixels[::step, ::step]
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     center, width = stored_window(ds) or full_range(values)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
