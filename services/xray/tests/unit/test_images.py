@@ -105,14 +105,13 @@ def test_a_preview_is_windowed_grey_png_and_monochrome1_is_inverted(tmp_path) ->
 
 def _peak_while(fn: object, *args: object) -> int:
     """Peak bytes Python and numpy allocate while ``fn(*args)`` runs (tracemalloc)."""
+    import contextlib
     import tracemalloc
 
     tracemalloc.start()
     try:
-        try:
+        with contextlib.suppress(InvalidImage):
             fn(*args)  # type: ignore[operator]
-        except InvalidImage:
-            pass
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
