@@ -151,3 +151,25 @@ async def test_a_report_is_drafted_signed_once_and_shown_to_the_patient_when_fin
     assert again.status_code == 409 and "report-final" in again.text
     reported = await app.state.runtime.db[OUTBOX].find({"type": "xray.reported"}).to_list()
     assert len(reported) == 1 and "Pneumonia" not in str(reported)
+
+
+async def test_only_the_upload_route_takes_a_large_body(xray, tokens) -> None:
+    """The large limit is for the streamed upload alone: a JSON route refuses a body over
+    the platform's 1 MiB before parsing it (and before any permission is checked, so
+    a patient could otherwise make the service hold hundreds of MiB of JSON)."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    big = b'{"findings": "' + b"x" * (2 * 1024 * 1024) + b'", "impression": "y"}'
+    json_type = {"Content-Type": "application/json"}
+    for method, url in (("PUT", "/api/v1/imaging/studies/s-1/report"),
+                        ("POST", "/api/v1/imaging/orders")):
+        answer = await http.request(method, url, content=big, headers=tokens.headers(
+            PATIENT, ("patient",)) | json_type)
+        assert answer.status_code == 413, (url, answer.status_code)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    image = radiograph(PATIENT, rows=1024, columns=1024)  # 2 MiB of pixels
+    assert len(image) > 2 * 1024 * 1024
+    up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                         content=image, headers=tokens.headers(
+                             RADIOGRAPHER, ("radiographer",)) | DICOM)
+    assert up.status_code == 201, up.text

@@ -101,3 +101,56 @@ def test_a_preview_is_windowed_grey_png_and_monochrome1_is_inverted(tmp_path) ->
     assert (b == 255 - a).all()
     big = write(tmp_path, radiograph("p-1", rows=1500, columns=2000), "c")
     assert Image.open(io.BytesIO(render.dicom_preview(big))).size == (1024, 768)
+
+
+def _peak_while(fn: object, *args: object) -> int:
+    """Peak bytes Python and numpy allocate while ``fn(*args)`` runs (tracemalloc)."""
+    import contextlib
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(InvalidImage):
+            fn(*args)  # type: ignore[operator]
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+MiB = 1024 * 1024
+
+
+def test_a_large_element_is_not_read_into_memory_to_check_a_file(tmp_path) -> None:
+    """A 24 MiB private element beside a small image: the check stays far below it."""
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(radiograph("p-1")))
+    block = ds.private_block(0x0009, "HEALTHFLOW TEST", create=True)
+    block.add_new(0x01, "OB", bytes(24 * MiB))
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    path = write(tmp_path, out.getvalue())
+    assert imaging.inspect(path, imaging.DICOM).rows == 64
+    assert _peak_while(imaging.inspect, path, imaging.DICOM) < 4 * MiB
+
+
+def test_a_multi_frame_file_is_refused_from_its_header_before_decoding(tmp_path) -> None:
+    """16 frames of 1024 × 1024 (32 MiB of pixels): refused without reading them."""
+    from pydicom import dcmread
+
+    ds = dcmread(io.BytesIO(radiograph("p-1", rows=1024, columns=1024)))
+    ds.NumberOfFrames = 16
+    ds.PixelData = bytes(16 * 1024 * 1024 * 2)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    path = write(tmp_path, out.getvalue())
+    assert refused(path) == "pixel-data"
+    assert _peak_while(imaging.inspect, path, imaging.DICOM) < 4 * MiB
+
+
+def test_a_large_image_is_previewed_without_full_size_float_copies(tmp_path) -> None:
+    """3000 × 3000 16-bit (18 MB of pixels): windowing runs on a reduced copy, not on
+    several 72 MB float64 arrays, and the preview is still 1024 px on its long side."""
+    path = write(tmp_path, radiograph("p-1", rows=3000, columns=3000))
+    assert Image.open(io.BytesIO(render.dicom_preview(path))).size == (1024, 1024)
+    assert _peak_while(render.dicom_preview, path) < 120 * MiB

@@ -94,24 +94,33 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413 problem+json before handling them."""
+    """Refuse bodies over ``max_bytes`` with 413 problem+json before handling them.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``larger`` raises the limit for single routes, keyed ``(method, exact path)``: a
+    route that streams its body (an upload) gets a large limit while every route
+    whose body is parsed in memory (JSON) keeps ``max_bytes``.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 larger: Mapping[tuple[str, str], int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get((scope["method"], scope["path"].rstrip("/") or "/"),
+                                self.max_bytes)
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.max_bytes:
-                    await self._refuse(scope, send)
+                if declared > limit:
+                    await self._refuse(scope, send, limit)
                     return
         received = 0
 
@@ -120,17 +129,17 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse(scope, send)
+            await self._refuse(scope, send, limit)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
-        problem = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+    async def _refuse(self, scope: Scope, send: Send, limit: int) -> None:
+        problem = PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         body = json.dumps(problem.body(scope.get("path"))).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", PROBLEM_JSON.encode()),
@@ -214,9 +223,13 @@ def create_service_app(
     title: str,
     description: str = "",
     version: str = "1.0.0",
+    body_limits: Mapping[tuple[str, str], int] | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
-    """A FastAPI app for ``runtime`` with HealthFlow's conventions installed."""
+    """A FastAPI app for ``runtime`` with HealthFlow's conventions installed.
+
+    Request bodies are limited to ``settings.max_body_bytes``; ``body_limits`` gives
+    single streaming routes, keyed ``(method, path)``, a limit of their own."""
     settings = runtime.settings
     setup_logging(runtime.name, settings.log_level)
     tracing.setup_tracing(runtime.name, settings.otel_exporter, settings.traces_file)
@@ -239,7 +252,8 @@ def create_service_app(
     for router in routers:
         annotate_openapi_access(router)
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       larger=body_limits)
     app.add_middleware(RequestContextMiddleware, service=runtime.name)
     tracing.instrument_app(app)
     return app

@@ -43,6 +43,8 @@ UPLOAD_TYPES = ("application/dicom", "image/png", "image/jpeg")
 orders = APIRouter(prefix="/api/v1/imaging/orders", tags=["imaging"])
 studies_router = APIRouter(prefix="/api/v1/imaging/studies", tags=["imaging"])
 routers = [orders, studies_router]
+UPLOAD_PATH = studies_router.prefix
+"""The one route whose body may be large (streamed into storage, never parsed whole)."""
 
 
 @orders.post("", status_code=201, summary="Order an X-ray in an encounter you conduct")

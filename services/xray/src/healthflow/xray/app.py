@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
 
     runtime.add_worker(Loop("blob-sweeper", sweep, interval=settings.sweep_interval))
     app = create_service_app(runtime, routers=api.routers, title="HealthFlow xray",
+                             body_limits={("POST", api.UPLOAD_PATH): settings.upload_max_bytes},
                              description="X-ray orders (FHIR ServiceRequest), images "
                              "(DICOM Part 10, photographs of films) as FHIR ImagingStudy, "
                              "previews and downloads.")

@@ -11,7 +11,13 @@ A DICOM file is accepted when (DICOM PS3.10, PS3.3):
 * its Modality (0008,0060) is a projection radiograph: :data:`MODALITIES`;
 * its Transfer Syntax is one we decode: :data:`TRANSFER_SYNTAXES` (uncompressed
   little endian, JPEG 2000 via pylibjpeg-openjpeg);
+* it is one frame (Number of Frames absent or 1: CR and DX images are single-frame),
+  one or three samples per pixel, 8 or 16 bits allocated, at most
+  :data:`MAX_PIXELS` pixels — all checked from the header before any pixel is read;
 * its Pixel Data decodes to ``Rows`` × ``Columns`` samples.
+
+Elements larger than :data:`DEFER_SIZE` (the pixel data, private blobs) stay on
+disk until used: memory follows the image's size, never the file's.
 
 A photograph is accepted when Pillow recognises the same format as declared and
 decodes it whole. Anything else raises :class:`~healthflow.xray.domain.InvalidImage`
@@ -49,6 +55,8 @@ MODALITIES = {
 refused. Photographs of films are stored as ``XC`` (external-camera photography)."""
 PHOTO_MODALITY = "XC"
 TRANSFER_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless, JPEG2000}
+DEFER_SIZE = "256 KB"
+"""Elements above this size are read from the file only when used (pydicom ``defer_size``)."""
 MAX_PIXELS = 60_000_000
 """More than this many pixels is refused (decompression bombs; a 43 × 43 cm detector
 at 0.1 mm is 18.5 M)."""
@@ -100,7 +108,7 @@ def read_dicom(path: Path) -> FileDataset:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ds = dcmread(path)
+            ds = dcmread(path, defer_size=DEFER_SIZE)
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
         raise InvalidImage(f"the file does not parse as DICOM Part 10: {exc}",
                            problem="unreadable") from exc
@@ -152,6 +160,12 @@ def _check_encoding(ds: FileDataset) -> str:
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if not 0 < rows * columns <= MAX_PIXELS:
         raise InvalidImage(f"{rows} × {columns} pixels is not an image we accept",
+                           problem="pixel-data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
+    if frames != 1 or samples not in (1, 3) or bits not in (8, 16):
+        raise InvalidImage(f"{frames} frame(s) of {samples} sample(s) at {bits} bits is not "
+                           "a radiograph we accept (one frame, 1 or 3 samples, 8 or 16 bits)",
                            problem="pixel-data")
     return modality
 

@@ -20,7 +20,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.pixels import apply_modality_lut
 
-from healthflow.xray.imaging import stored_window
+from healthflow.xray.imaging import DEFER_SIZE, stored_window
 
 MAX_SIDE = 1024
 Array = npt.NDArray[np.float64]
@@ -65,12 +65,16 @@ def dicom_preview(path: Path) -> bytes:
     """The first frame of the DICOM file at ``path``, windowed, as PNG bytes."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = dcmread(path)
+        ds = dcmread(path, defer_size=DEFER_SIZE)
         pixels = ds.pixel_array
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[0]
     if pixels.ndim == 3:  # colour: shown as it is, in grey
         return _png(np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L")))
+    # Keep about twice the preview's resolution before going to float64 (8 bytes a
+    # pixel, several temporaries): a 60 M-pixel image would otherwise take gigabytes.
+    step = max(1, -(-max(pixels.shape) // (2 * MAX_SIDE)))
+    pixels = pixels[::step, ::step]
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     center, width = stored_window(ds) or full_range(values)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"

@@ -18,8 +18,10 @@ class Settings(ServiceSettings):
 
     service_name: str = "xray"
     port: int = SERVICES["xray"].port
-    # Uploads stream to S3; the body limit is the largest image (the XRAY blob use).
-    max_body_bytes: int = Field(default=512 * MiB, ge=1)
+    # Uploads stream to S3: only the upload route takes the largest image (the XRAY
+    # blob use); every other route parses its body in memory and keeps the platform's
+    # default ``max_body_bytes`` (1 MiB).
+    upload_max_bytes: int = Field(default=512 * MiB, ge=1)
     link_ttl: int = Field(default=300, ge=1, le=3600)  # seconds a presigned link lives
     sweep_interval: float = Field(default=3600.0, gt=0)  # seconds between orphan sweeps
     sweep_older_than: float = Field(default=3600.0, gt=0)  # an orphan's minimum age, s
