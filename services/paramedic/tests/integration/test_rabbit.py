@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.paramedic.app import create_app
 from healthflow.paramedic.settings import Settings

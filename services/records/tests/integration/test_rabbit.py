@@ -10,7 +10,7 @@ contract is parked at once.
 from __future__ import annotations
 
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.contracts import appointment as appt
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.records.app import create_app
