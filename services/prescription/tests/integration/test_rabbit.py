@@ -8,7 +8,7 @@ no-op and a payload that breaks its contract is parked at once.
 from __future__ import annotations
 
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.rabbit import RabbitTransport
+from healthflow.common.events.rabbit.transport import RabbitTransport
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.prescription.app import create_app
 
