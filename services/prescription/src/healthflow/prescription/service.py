@@ -53,6 +53,7 @@ from healthflow.prescription.domain import (
     signed_message,
 )
 from healthflow.prescription.schemas import CheckIn, DispenseIn, Override, PrescriptionIn
+from healthflow.prescription.settings import Settings
 from healthflow.prescription.terminology import ROUTE_CODES, SNOMED_SYSTEM, identify
 
 # ----------------------------------------------------------------------------- access
@@ -335,6 +336,13 @@ async def list_for_patient(runtime: ServiceRuntime, principal: Principal, patien
 # ----------------------------------------------------------------------------- printing
 
 
+def settings_of(runtime: ServiceRuntime) -> Settings:
+    """The prescription service's own settings (the runtime holds them as the base type)."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
 async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
     """The configured key (``PRESCRIPTION_SIGNING_KEY``), else the database's, made once.
 
@@ -357,16 +365,18 @@ def verify_url(base_url: str, prescription_id: str) -> str:
     return f"{base_url.rstrip('/')}/api/v1/prescriptions/verify/{prescription_id}"
 
 
-async def printable(runtime: ServiceRuntime, principal: Principal, prescription_id: str,
-                    base_url: str) -> bytes:
+async def printable(runtime: ServiceRuntime, principal: Principal, prescription_id: str
+                    ) -> bytes:
     """The PDF of an issued prescription, for whoever may read it; its SHA-256 is signed
-    (:func:`~healthflow.prescription.domain.signed_message`) and kept once.
+    (:func:`~healthflow.prescription.domain.signed_message`) and kept once. Its QR code
+    holds the verification URL under the configured ``public_base_url``.
 
     Raises:
         PrescriptionNotFound (404), NotTreating / Forbidden (403), StateConflict (409):
         a draft, cancelled or withdrawn prescription is not printed.
     """
     key = await signing_key(runtime)
+    base_url = settings_of(runtime).public_base_url
 
     async def write(uow: UnitOfWork) -> bytes:
         doc = await _load(uow, prescription_id)
