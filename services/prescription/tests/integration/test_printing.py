@@ -91,8 +91,10 @@ async def test_the_printed_address_is_the_configured_one_never_the_callers_host(
     """A reader cannot get a PDF signed whose QR code points elsewhere (``Host``/
     ``X-Forwarded-Host`` are the client's to choose), nor grow the signed list at will."""
     transport = shared_inprocess_transport(mongodb_url)
+    seed = keys.new_seed()
     app = create_app(settings_for(mongodb_url, unique_name, transport="inprocess",
-                                  public_base_url="https://rx.healthflow.example/"),
+                                  public_base_url="https://rx.healthflow.example/",
+                                  signing_key=keys.b64url(seed)),
                      transport=transport)
     app.state.verifier = tokens.verifier()
     async with running_app(app) as client:
@@ -110,3 +112,6 @@ async def test_the_printed_address_is_the_configured_one_never_the_callers_host(
             assert f"https://rx.healthflow.example/api/v1/prescriptions/verify/{rx['id']}" in text
         doc = await app.state.runtime.db["prescriptions"].find_one({"_id": rx["id"]})
         assert len(doc["documents"]) == 1
+        checked = (await client.get(f"/api/v1/prescriptions/verify/{rx['id']}")).json()
+        assert checked["keys"] == [keys.from_seed(seed).jwk()]  # the configured key signs
+        assert await app.state.runtime.db["signing_keys"].count_documents({}) == 0

@@ -344,14 +344,11 @@ def settings_of(runtime: ServiceRuntime) -> Settings:
 
 
 async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
-    """The configured key (``PRESCRIPTION_SIGNING_KEY``), else the database's, made once.
-
-    Raises:
-        ValueError: the configured key is not a base64url 32-byte seed.
-    """
-    configured = getattr(runtime.settings, "signing_key", None)
-    if configured:
-        return keys.from_seed(keys.unb64url(configured))
+    """The configured key (``PRESCRIPTION_SIGNING_KEY``, checked when the settings
+    load), else the database's, made once."""
+    configured = settings_of(runtime).signing_key
+    if configured is not None:
+        return keys.from_seed(keys.unb64url(configured.get_secret_value()))
     seed = await store.signing_seed(runtime.db)
     if seed is None:
         await store.add_signing_seed(runtime.db, keys.b64url(keys.new_seed()), utcnow())
