@@ -180,3 +180,21 @@ async def test_an_older_allergy_list_never_replaces_a_newer_one(pharmacy: Pharma
     assert (await pharmacy.prescribe("doc-6", encounter)).status_code == 201
     doc = await pharmacy.runtime.db["allergies"].find_one({"_id": "pat-6"})
     assert doc["profile_version"] == 5 and doc["allergies"] == []
+
+
+async def test_concurrent_dispenses_never_exceed_the_allowed_total(pharmacy: Pharmacy) -> None:
+    """Pharmacists at two counters: the check and the write are one conditional update,
+    so the losers get 409 and nothing beyond quantity × (1 + repeats) is handed out."""
+    import asyncio
+
+    encounter = await pharmacy.encounter("pat-c", "doc-c")
+    rx = (await pharmacy.prescribe("doc-c", encounter)).json()  # 21 × (1 + 1)
+    url = f"/api/v1/prescriptions/{rx['id']}/dispense"
+    answers = await asyncio.gather(*(
+        pharmacy.client.post(url, json={"quantity": {"value": 21, "unit": "{capsule}"}},
+                             headers=pharmacy.as_(f"ph-{i}", "pharmacist")) for i in range(6)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(200) <= 2 and set(codes) <= {200, 409}, [a.text for a in answers]
+    doc = await pharmacy.runtime.db["prescriptions"].find_one({"_id": rx["id"]})
+    assert doc["dispensed_total"] == 21 * codes.count(200) <= 42
+    assert len(doc["dispenses"]) == codes.count(200)

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 import pypdf
 
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.service import shared_inprocess_transport
 from healthflow.contracts.auth import UserRegistered
-from healthflow.devkit.testing import eventually
+from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.prescription import keys
+from healthflow.prescription.app import create_app
 from healthflow.prescription.domain import signed_message
 
-from .conftest import Pharmacy
+from .conftest import Pharmacy, settings_for
 
 
 async def registered(pharmacy: Pharmacy, user_id: str, name: str, role: str) -> None:
@@ -44,7 +46,7 @@ async def test_a_printed_prescription_is_signed_and_checked_publicly(pharmacy: P
     assert printed.headers["content-type"] == "application/pdf"
     text = pypdf.PdfReader(io.BytesIO(printed.content)).pages[0].extract_text()
     assert "Eve Example" in text and "Dr. Ada Lovelace" in text and "Amoxicillin" in text
-    assert f"http://test{verify}" in text
+    assert f"http://127.0.0.1:8000{verify}" in text  # the configured address (default)
     digest = hashlib.sha256(printed.content).hexdigest()
     again = await pharmacy.client.get(url, headers=pharmacy.as_("ph-1", "pharmacist"))
     assert hashlib.sha256(again.content).hexdigest() == digest  # the same document
@@ -82,3 +84,34 @@ async def test_only_readers_print_and_only_issued_prescriptions(pharmacy: Pharma
     assert (await pharmacy.client.get(url, headers=doctor)).status_code == 200
     # one key for every print, kept in the database
     assert await pharmacy.runtime.db["signing_keys"].count_documents({}) == 1
+
+
+async def test_the_printed_address_is_the_configured_one_never_the_callers_host(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory) -> None:
+    """A reader cannot get a PDF signed whose QR code points elsewhere (``Host``/
+    ``X-Forwarded-Host`` are the client's to choose), nor grow the signed list at will."""
+    transport = shared_inprocess_transport(mongodb_url)
+    seed = keys.new_seed()
+    app = create_app(settings_for(mongodb_url, unique_name, transport="inprocess",
+                                  public_base_url="https://rx.healthflow.example/",
+                                  signing_key=keys.b64url(seed)),
+                     transport=transport)
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as client:
+        pharmacy = Pharmacy(client, app.state.runtime, tokens, app.state.runtime.transport)
+        encounter = await pharmacy.encounter("pat-h", "doc-h")
+        rx = (await pharmacy.prescribe("doc-h", encounter)).json()
+        url = f"/api/v1/prescriptions/{rx['id']}/pdf"
+        patient = pharmacy.as_("pat-h", "patient")
+        for host in ("evil.example", "evil2.example"):
+            printed = await client.get(url, headers={**patient, "host": host,
+                                                     "x-forwarded-host": host})
+            assert printed.status_code == 200, printed.text
+            text = pypdf.PdfReader(io.BytesIO(printed.content)).pages[0].extract_text()
+            assert "evil" not in text
+            assert f"https://rx.healthflow.example/api/v1/prescriptions/verify/{rx['id']}" in text
+        doc = await app.state.runtime.db["prescriptions"].find_one({"_id": rx["id"]})
+        assert len(doc["documents"]) == 1
+        checked = (await client.get(f"/api/v1/prescriptions/verify/{rx['id']}")).json()
+        assert checked["keys"] == [keys.from_seed(seed).jwk()]  # the configured key signs
+        assert await app.state.runtime.db["signing_keys"].count_documents({}) == 0

@@ -143,3 +143,23 @@ def test_dispensing_more_than_allowed_in_another_unit_or_when_not_active_is_refu
                                              ("[iU]", True), ("tablet", False), ("", False)])
 def test_ucum_units(unit: str, valid: bool) -> None:
     assert is_ucum(unit) is valid
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    ("Amoxicillin", "N02BE01"),  # the text is amoxicillin, the code paracetamol
+    ("Co-amoxiclav", "J01CA04"),  # a combination is not its single ingredient
+    ("Amoxicillin", "J01C"),  # a class, not a medication
+    ("Amoxicillin", "XYZ"), ("Brand X", "J01CA4"), ("Brand X", "")])
+def test_a_prescribed_atc_coding_must_be_an_ingredient_matching_its_text(
+        text: str, code: str) -> None:
+    """The code decides the safety checks and the text is what is printed and dispensed:
+    a coding that contradicts its text would let an allergy pass unnoticed."""
+    from pydantic import ValidationError
+
+    from healthflow.prescription.schemas import MedicationIn
+
+    with pytest.raises(ValidationError):
+        MedicationIn(text=text, code=code, system=ATC_SYSTEM)
+    for fine in (("Amoxicillin", "J01CA04"), ("amoxil", "j01ca04"), ("Brand X", "M01AE01")):
+        MedicationIn(text=fine[0], code=fine[1], system=ATC_SYSTEM)
+    MedicationIn(text="Amoxicillin", code="27658006", system="http://snomed.info/sct")

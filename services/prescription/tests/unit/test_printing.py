@@ -63,3 +63,19 @@ def test_the_pdf_shows_the_prescription_as_text_and_is_deterministic() -> None:
                   '#eval("x") *b*', "2027-03-01 09:05", url):
         assert shown in text, shown
     assert "<svg" in printing.qr_svg(url)
+
+
+def test_the_configured_signing_key_is_secret_and_checked_at_start() -> None:
+    """The seed never shows in the settings' repr (logs, tracebacks) and a malformed one
+    stops the service at start-up rather than failing every print with a 500."""
+    from pydantic import ValidationError
+
+    from healthflow.prescription.settings import Settings
+
+    seed = keys.b64url(keys.new_seed())
+    settings = Settings(signing_key=seed)
+    assert seed not in repr(settings) and seed not in str(settings.model_dump())
+    for bad in ("too-short", keys.b64url(b"\x00" * 31), "not base64 !"):
+        with pytest.raises(ValidationError) as refused:
+            Settings(signing_key=bad)
+        assert bad not in str(refused.value)

@@ -37,6 +37,9 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         "TRANSPORT": transport,
         "JWKS_URL": f"http://{HOST}:{auth_port}{JWKS_PATH}",
         "HOST": HOST,
+        # the address clients reach the platform at (printed in documents, e.g. the
+        # prescription's verification URL); never taken from a request's Host header
+        "PUBLIC_BASE_URL": f"http://{HOST}:{config.ports['gateway']}",
     }
     for name, port in config.ports.items():
         env[f"{name.upper()}_PORT"] = str(port)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.http import get_runtime
@@ -119,22 +119,14 @@ async def dispense(runtime: Runtime, prescription_id: Id, body: DispenseIn,
         await service.dispense(runtime, principal, prescription_id, body))
 
 
-def _base_url(request: Request) -> str:
-    """The address the client used (the gateway's ``X-Forwarded-Proto``/``-Host``)."""
-    scheme = request.headers.get("x-forwarded-proto", request.url.scheme)
-    host = request.headers.get("x-forwarded-host", request.url.netloc)
-    return f"{scheme}://{host}"
-
-
 @router.get("/{prescription_id}/pdf", summary="The printable prescription (PDF, signed)",
             response_class=Response,
             responses={200: {"content": {"application/pdf": {}}}})
-async def pdf(runtime: Runtime, prescription_id: Id, request: Request,
+async def pdf(runtime: Runtime, prescription_id: Id,
               principal: Principal = require_any(*READERS)) -> Response:
-    """With a QR code of its verification address; 409 ``prescription-state`` unless
-    active or completed."""
-    document = await service.printable(runtime, principal, prescription_id,
-                                       _base_url(request))
+    """With a QR code of its verification address (under the configured
+    ``public_base_url``); 409 ``prescription-state`` unless active or completed."""
+    document = await service.printable(runtime, principal, prescription_id)
     return Response(document, media_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="prescription-{prescription_id}.pdf"'})
 

@@ -23,7 +23,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from healthflow.prescription import terminology as terms
 from healthflow.prescription.terminology import RouteOfAdministration
@@ -56,9 +56,19 @@ class _Body(BaseModel):
 
 
 class MedicationIn(_Body):
+    """A medication: text, optionally coded (an ATC code must be a substance agreeing
+    with the text: :func:`~.terminology.medication_coding_problem`)."""
+
     text: ShortText
     code: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     system: Annotated[str, Field(max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _coding_agrees_with_text(self) -> MedicationIn:
+        problem = terms.medication_coding_problem(self.text, self.code, self.system)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class Quantity(_Body):

@@ -53,6 +53,7 @@ from healthflow.prescription.domain import (
     signed_message,
 )
 from healthflow.prescription.schemas import CheckIn, DispenseIn, Override, PrescriptionIn
+from healthflow.prescription.settings import Settings
 from healthflow.prescription.terminology import ROUTE_CODES, SNOMED_SYSTEM, identify
 
 # ----------------------------------------------------------------------------- access
@@ -335,15 +336,19 @@ async def list_for_patient(runtime: ServiceRuntime, principal: Principal, patien
 # ----------------------------------------------------------------------------- printing
 
 
-async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
-    """The configured key (``PRESCRIPTION_SIGNING_KEY``), else the database's, made once.
+def settings_of(runtime: ServiceRuntime) -> Settings:
+    """The prescription service's own settings (the runtime holds them as the base type)."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings
 
-    Raises:
-        ValueError: the configured key is not a base64url 32-byte seed.
-    """
-    configured = getattr(runtime.settings, "signing_key", None)
-    if configured:
-        return keys.from_seed(keys.unb64url(configured))
+
+async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
+    """The configured key (``PRESCRIPTION_SIGNING_KEY``, checked when the settings
+    load), else the database's, made once."""
+    configured = settings_of(runtime).signing_key
+    if configured is not None:
+        return keys.from_seed(keys.unb64url(configured.get_secret_value()))
     seed = await store.signing_seed(runtime.db)
     if seed is None:
         await store.add_signing_seed(runtime.db, keys.b64url(keys.new_seed()), utcnow())
@@ -357,16 +362,18 @@ def verify_url(base_url: str, prescription_id: str) -> str:
     return f"{base_url.rstrip('/')}/api/v1/prescriptions/verify/{prescription_id}"
 
 
-async def printable(runtime: ServiceRuntime, principal: Principal, prescription_id: str,
-                    base_url: str) -> bytes:
+async def printable(runtime: ServiceRuntime, principal: Principal, prescription_id: str
+                    ) -> bytes:
     """The PDF of an issued prescription, for whoever may read it; its SHA-256 is signed
-    (:func:`~healthflow.prescription.domain.signed_message`) and kept once.
+    (:func:`~healthflow.prescription.domain.signed_message`) and kept once. Its QR code
+    holds the verification URL under the configured ``public_base_url``.
 
     Raises:
         PrescriptionNotFound (404), NotTreating / Forbidden (403), StateConflict (409):
         a draft, cancelled or withdrawn prescription is not printed.
     """
     key = await signing_key(runtime)
+    base_url = settings_of(runtime).public_base_url
 
     async def write(uow: UnitOfWork) -> bytes:
         doc = await _load(uow, prescription_id)

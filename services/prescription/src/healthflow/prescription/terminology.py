@@ -168,6 +168,30 @@ def identify(text: str, code: str | None = None, system: str | None = None) -> D
     return Drug(name, None, named_class.key if named_class else None)
 
 
+ATC_SUBSTANCE = re.compile(r"[A-Z][0-9]{2}[A-Z]{2}[0-9]{2}")
+"""An ATC level-5 code (a chemical substance, e.g. ``J01CA04``): what a medication is coded as."""
+
+
+def medication_coding_problem(text: str, code: str | None, system: str | None) -> str | None:
+    """Why the coding of a *prescribed* medication is refused, or ``None``.
+
+    With system :data:`ATC_SYSTEM` the code decides the safety checks while the text is
+    what is printed and dispensed, so they must agree: the code is a level-5 ATC code
+    (:data:`ATC_SUBSTANCE`; a class such as ``J01C`` is not a medication), and a text
+    that names an ingredient of the table names that code. Other systems are kept
+    as given (the text identifies the drug then).
+    """
+    if system != ATC_SYSTEM or code is None:
+        return None
+    atc = code.strip().upper()
+    if not ATC_SUBSTANCE.fullmatch(atc):
+        return f"{code!r} is not an ATC level-5 code (a substance, e.g. J01CA04)"
+    named = _BY_NAME.get(normalise(text))
+    if named is not None and named != atc:
+        return f"{text!r} is ATC {named}, not {atc}"
+    return None
+
+
 class RouteOfAdministration(StrEnum):
     """Routes of administration (FHIR ``Dosage.route``), as SNOMED CT codes' names."""
 
