@@ -171,6 +171,14 @@ async def test_who_reads_which_prescriptions(pharmacy: Pharmacy) -> None:
     problem(await pharmacy.client.get(one, headers=pharmacy.as_("nurse-1", "nurse")),
             403, "forbidden")
     assert (await pharmacy.client.get(one)).status_code == 401
+    # every read by someone other than the patient is an audit event; refusals are not reads
+    accessed = sorted((e["data"]["accessor_id"], e["data"]["scope"],
+                       e["data"]["prescription_id"])
+                      for e in await pharmacy.outbox("prescription.accessed"))
+    assert accessed == sorted([
+        ("doc-5", "list", None), ("doc-colleague", "list", None), ("ph-1", "list", None),
+        ("doc-colleague", "prescription", active["id"]),
+        ("ph-1", "prescription", active["id"])]), accessed
 
 
 async def test_an_older_allergy_list_never_replaces_a_newer_one(pharmacy: Pharmacy) -> None:

@@ -80,3 +80,19 @@ class PrescriptionDispensed(EventPayload):
     dispensed_total: float
     allowed_total: float
     status: str
+
+
+@event_type("prescription.accessed", version=1, publisher=PUBLISHER)
+class PrescriptionAccessed(EventPayload):
+    """Someone other than the patient read their prescriptions (for the audit log).
+
+    ``scope`` is ``prescription`` (one, by id), ``list`` (the patient's list) or
+    ``pdf`` (the printable document); ``prescription_id`` is None for a list.
+    ``accessor_roles`` are the reader's roles when they read.
+    """
+
+    patient_id: str
+    prescription_id: str | None
+    accessor_id: str
+    accessor_roles: list[str]
+    scope: str

@@ -5,11 +5,12 @@ override's reason)."""
 from __future__ import annotations
 
 from healthflow.contracts.prescription import (
+    PrescriptionAccessed,
     PrescriptionCancelled,
     PrescriptionDispensed,
     PrescriptionIssued,
     SafetyOverride,
 )
 
-__all__ = ["PrescriptionCancelled", "PrescriptionDispensed", "PrescriptionIssued",
-           "SafetyOverride"]
+__all__ = ["PrescriptionAccessed", "PrescriptionCancelled", "PrescriptionDispensed",
+           "PrescriptionIssued", "SafetyOverride"]

@@ -96,6 +96,18 @@ async def ensure_reader(uow: UnitOfWork, principal: Principal, patient_id: str,
     raise Forbidden("you may not read these prescriptions")
 
 
+def record_access(uow: UnitOfWork, principal: Principal, patient_id: str, scope: str,
+                  prescription_id: str | None = None) -> None:
+    """Publish ``prescription.accessed`` unless the patient reads their own (every read by
+    a doctor or pharmacist is an audit event)."""
+    if principal.subject == patient_id:
+        return
+    uow.publish(events.PrescriptionAccessed(
+        patient_id=patient_id, prescription_id=prescription_id,
+        accessor_id=principal.subject, accessor_roles=sorted(principal.roles), scope=scope),
+        subject=f"patient/{patient_id}", patientid=patient_id)
+
+
 def ensure_prescriber(principal: Principal, doc: Document) -> None:
     """Raises NotPrescriber (403) unless ``principal`` wrote ``doc``."""
     if doc["prescriber_id"] != principal.subject:
@@ -308,6 +320,7 @@ async def read(runtime: ServiceRuntime, principal: Principal, prescription_id: s
     async def get(uow: UnitOfWork) -> Document:
         doc = await _load(uow, prescription_id)
         await ensure_reader(uow, principal, doc["patient_id"], doc)
+        record_access(uow, principal, doc["patient_id"], "prescription", doc["_id"])
         return doc
 
     return await runtime.transact(get, actor=principal.actor)
@@ -320,6 +333,7 @@ async def list_for_patient(runtime: ServiceRuntime, principal: Principal, patien
 
     async def get(uow: UnitOfWork) -> list[Document]:
         await ensure_reader(uow, principal, patient_id)
+        record_access(uow, principal, patient_id, "list")
         doctor = principal.subject != patient_id and principal.has(
             Permission.PRESCRIPTIONS_READ_TREATED) and await store.treats(
                 uow, principal.subject, patient_id)
@@ -378,6 +392,7 @@ async def printable(runtime: ServiceRuntime, principal: Principal, prescription_
     async def write(uow: UnitOfWork) -> bytes:
         doc = await _load(uow, prescription_id)
         await ensure_reader(uow, principal, doc["patient_id"], doc)
+        record_access(uow, principal, doc["patient_id"], "pdf", doc["_id"])
         ensure_printable(doc["status"])
         names = await store.names(uow, [doc["patient_id"], doc["prescriber_id"]])
         view = printing.printed(doc, names, verify_url(base_url, prescription_id))
