@@ -45,13 +45,14 @@ class Emergencies:
             id=str(uuid.uuid4()), source="/healthflow/paramedic", type=type_, data=data,
             time=datetime.now(UTC)))
 
-    async def offer(self, emergency_id: str, unit: str, task_id: str | None = None) -> str:
+    async def offer(self, emergency_id: str, unit: str, task_id: str | None = None,
+                    attempt: int = 1) -> str:
         task_id = task_id or str(uuid.uuid4())
         now = datetime.now(UTC)
         await self.deliver("paramedic.task_offered", {
             "task_id": task_id, "emergency_id": emergency_id, "unit_id": unit,
             "paramedic_id": unit, "distance_m": 900.0, "travel_s": 120.0, "by_road": False,
-            "attempt": 1,
+            "attempt": attempt,
             "offered_at": now.isoformat(), "expires_at": (now + timedelta(seconds=30))
             .isoformat()})
         return task_id

@@ -83,7 +83,7 @@ async def test_offers_move_it_and_the_accepting_crew_walks_the_lifecycle(
     first = await emg.offer(eid, "para-2")
     await emg.answer("paramedic.task_declined", eid, "para-2", first, reason="declined",
                      declined_at=datetime.now(UTC).isoformat())
-    task = await emg.offer(eid, "para-1")
+    task = await emg.offer(eid, "para-1", attempt=2)
     await emg.answer("paramedic.task_declined", eid, "para-2", first, reason="declined",
                      declined_at=datetime.now(UTC).isoformat())  # stale: changes nothing
     doc = (await emg.client.get(f"/api/v1/emergencies/{eid}", headers=crew)).json()

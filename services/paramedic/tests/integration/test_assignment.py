@@ -190,3 +190,20 @@ async def test_a_cancellation_that_overtakes_its_raise_assigns_nobody(
     await para.raise_emergency(*HELSINKI, emergency_id=emergency)
     assert (await assignment(para, emergency))["status"] == "ended"
     assert not await para.tasks(unit) and not await para.outbox("paramedic.task_offered")
+
+
+async def test_a_late_lifecycle_step_does_not_move_the_unit_back(para: Paramedics) -> None:
+    """``emergency.status_changed`` events may arrive out of order (delayed retries):
+    the unit's duty status only moves forward along the emergency's lifecycle."""
+    unit = await para.unit(*HELSINKI)
+    emergency = await para.raise_emergency(*HELSINKI)
+    [task] = await para.tasks(unit)
+    accepted = await para.client.post(f"/api/v1/paramedics/me/tasks/{task['id']}/accept",
+                                      headers=para.me(unit))
+    assert accepted.status_code == 200, accepted.text
+    await para.emergency_status(emergency, "on_scene")
+    await para.emergency_status(emergency, "en_route")  # delivered late
+    doc = await para.runtime.db["units"].find_one({"_id": unit})
+    assert doc is not None and doc["status"] == "on_scene"
+    [current] = await para.tasks(unit)
+    assert current["emergency_status"] == "on_scene"

@@ -62,3 +62,13 @@ def test_a_paramedic_sets_only_off_duty_or_available_and_not_on_a_task() -> None
         self_status_change(DutyStatus.EN_ROUTE, DutyStatus.AVAILABLE)
     with pytest.raises(UnprocessableContent):
         self_status_change(DutyStatus.AVAILABLE, DutyStatus.ON_SCENE)
+
+
+def test_only_later_crew_steps_or_the_end_move_a_task() -> None:
+    from healthflow.paramedic.domain import steps_forward
+
+    assert steps_forward("assigned", "en_route") and steps_forward("en_route", "closed")
+    assert not steps_forward("on_scene", "en_route")  # a late delivery
+    assert not steps_forward("on_scene", "on_scene") and not steps_forward("closed", "on_scene")
+    assert not steps_forward("en_route", "raised")  # the system's, not the crew's
+    assert not steps_forward("cancelled", "closed")

@@ -68,7 +68,7 @@ class AssignmentOut(BaseModel):
     task_id: str
     unit_id: str
     paramedic_id: str
-    offered_at: datetime
+    offered_at: datetime | None  # None while the acceptance overtook its offer
     accepted_at: datetime | None
 
 

@@ -118,11 +118,13 @@ def _step(status: Status, now: datetime, role: str, by: str) -> Document:
 
 
 async def _move(uow: UnitOfWork, doc: Document, target: Status, role: str, by: str,
-                extra: Document | None = None) -> None:
-    """Write the status change with its timeline step; ``emergency.status_changed``."""
+                extra: Document | None = None, also: Document | None = None) -> None:
+    """Write the status change with its timeline step (``extra``: more fields to set;
+    ``also``: more update operators); ``emergency.status_changed``."""
     now = utcnow()
     fields = {"status": target.value, "updated_at": now, **(extra or {})}
     if not await store.update(uow.db, uow.session, doc, {
+            **(also or {}),
             "$set": fields, "$push": {"timeline": _step(target, now, role, by)}}):
         raise Conflict("the emergency changed concurrently; reload and retry")
     unit = (fields.get("assignment") or doc.get("assignment") or {}).get("unit_id")
@@ -159,50 +161,114 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
 
 
 # --------------------------------------------------------------------------- from paramedic
+#
+# The paramedic service's events arrive in any order: the broker delivers up to
+# ``prefetch`` at once and a delivery that fails is retried after a delay, behind
+# later ones. So each handler decides from what the event says, never from having
+# seen the one before it:
+#
+# * ``sequence`` orders offers and escalations of one emergency: offer ``a`` is 2·a,
+#   an escalation after ``n`` offers 2·n + 1 (it comes after offer n ended and
+#   before offer n + 1). Anything not above the highest seen is stale.
+# * ``ended_tasks`` holds the tasks declined or timed out, so an offer delivered
+#   after its own decline does not assign the emergency to it.
+# * An acceptance names the one live task (a unit accepts only a current offer), so
+#   it is taken even before its offer arrives, and an accepted assignment is never
+#   displaced by an offer.
+
+
+def _sequence(doc: Document) -> int:
+    return int(doc.get("sequence") or 0)
+
+
+async def _set(uow: UnitOfWork, doc: Document, update: Document) -> None:
+    if not await store.update(uow.db, uow.session, doc, update):
+        raise Conflict("the emergency changed concurrently")
+
+
+async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
+                  sequence: int | None = None) -> None:
+    """Record ``assignment`` (``raised`` → ``assigned``); ``emergency.assigned``."""
+    extra: Document = {"assignment": assignment, "escalated": None}
+    if sequence is not None:
+        extra["sequence"] = sequence
+    if doc["status"] == Status.RAISED:
+        await _move(uow, doc, Status.ASSIGNED, SYSTEM, SYSTEM, extra)
+    else:
+        await _set(uow, doc, {"$set": extra})
+    uow.publish(events.EmergencyAssigned(
+        emergency_id=doc["_id"], priority=doc["priority"], task_id=assignment["task_id"],
+        unit_id=assignment["unit_id"], paramedic_id=assignment["paramedic_id"],
+        assigned_at=assignment["offered_at"] or assignment["accepted_at"]),
+        subject=f"emergency/{doc['_id']}", patientid=doc.get("patient_id"))
 
 
 async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
     """A unit was offered the task: ``raised`` → ``assigned`` (or the next unit while
-    ``assigned``); ``emergency.assigned``. Ignored once the crew is under way."""
+    ``assigned``); ``emergency.assigned``. Ignored once the crew is under way, and
+    when stale (see above)."""
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     if doc is None or doc["status"] not in (Status.RAISED, Status.ASSIGNED):
         return
-    assignment = {"task_id": data.task_id, "unit_id": data.unit_id,
-                  "paramedic_id": data.paramedic_id, "offered_at": data.offered_at,
-                  "accepted_at": None}
-    extra = {"assignment": assignment, "escalated": None}
-    if doc["status"] == Status.RAISED:
-        await _move(uow, doc, Status.ASSIGNED, SYSTEM, SYSTEM, extra)
-    elif not await store.update(uow.db, uow.session, doc, {"$set": extra}):
-        raise Conflict("the emergency changed concurrently")
-    uow.publish(events.EmergencyAssigned(
-        emergency_id=doc["_id"], priority=doc["priority"], task_id=data.task_id,
-        unit_id=data.unit_id, paramedic_id=data.paramedic_id, assigned_at=data.offered_at),
-        subject=f"emergency/{doc['_id']}", patientid=doc.get("patient_id"))
+    current = doc.get("assignment") or {}
+    if current.get("task_id") == data.task_id:  # its acceptance came first
+        if current.get("offered_at") is None:
+            await _set(uow, doc, {"$set": {"assignment.offered_at": data.offered_at}})
+        return
+    if (2 * data.attempt <= _sequence(doc) or current.get("accepted_at")
+            or data.task_id in (doc.get("ended_tasks") or [])):
+        return
+    await _assign(uow, doc, {"task_id": data.task_id, "unit_id": data.unit_id,
+                             "paramedic_id": data.paramedic_id,
+                             "offered_at": data.offered_at, "accepted_at": None},
+                  sequence=2 * data.attempt)
 
 
 async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
+    """The crew accepted: it may now set off. Taken even before its offer arrives."""
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
-    if doc is None or (doc.get("assignment") or {}).get("task_id") != data.task_id:
+    if doc is None:
         return
-    await store.update(uow.db, uow.session, doc,
-                       {"$set": {"assignment.accepted_at": data.accepted_at}})
+    current = doc.get("assignment") or {}
+    if current.get("task_id") == data.task_id:
+        if current.get("accepted_at") is None:
+            await _set(uow, doc, {"$set": {"assignment.accepted_at": data.accepted_at}})
+        return
+    if doc["status"] not in (Status.RAISED, Status.ASSIGNED) or current.get("accepted_at"):
+        return
+    await _assign(uow, doc, {"task_id": data.task_id, "unit_id": data.unit_id,
+                             "paramedic_id": data.paramedic_id, "offered_at": None,
+                             "accepted_at": data.accepted_at})
 
 
 async def on_task_declined(uow: UnitOfWork, data: TaskDeclined) -> None:
-    """The offered unit declined or did not answer: back to ``raised`` (unless the next
-    unit's offer came first)."""
+    """The offered unit declined or did not answer: back to ``raised`` if it was the
+    current offer; remembered, so that its offer arriving later changes nothing."""
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
-    if (doc is None or doc["status"] != Status.ASSIGNED
-            or (doc.get("assignment") or {}).get("task_id") != data.task_id):
+    if doc is None:
         return
-    await _move(uow, doc, Status.RAISED, SYSTEM, SYSTEM, {"assignment": None})
+    remember = {"$addToSet": {"ended_tasks": data.task_id}}
+    current = doc.get("assignment") or {}
+    if (doc["status"] == Status.ASSIGNED and current.get("task_id") == data.task_id
+            and not current.get("accepted_at")):
+        await _move(uow, doc, Status.RAISED, SYSTEM, SYSTEM, {"assignment": None},
+                    also=remember)
+    elif doc["status"] in (Status.RAISED, Status.ASSIGNED):
+        await _set(uow, doc, remember)
 
 
 async def on_escalated(uow: UnitOfWork, data: AssignmentEscalated) -> None:
-    """No unit could be offered it: flag it on the dispatchers' board."""
+    """No unit could be offered it: flag it on the dispatchers' board (and drop an
+    offer it outdates whose decline has not arrived yet)."""
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
-    if doc is None or doc["status"] != Status.RAISED:
+    sequence = 2 * data.attempts + 1
+    if (doc is None or doc["status"] not in (Status.RAISED, Status.ASSIGNED)
+            or sequence <= _sequence(doc)
+            or (doc.get("assignment") or {}).get("accepted_at")):
         return
-    await store.update(uow.db, uow.session, doc, {"$set": {
-        "escalated": {"reason": data.reason, "at": data.escalated_at}}})
+    flag = {"escalated": {"reason": data.reason, "at": data.escalated_at},
+            "sequence": sequence}
+    if doc["status"] == Status.ASSIGNED:
+        await _move(uow, doc, Status.RAISED, SYSTEM, SYSTEM, {"assignment": None, **flag})
+    else:
+        await _set(uow, doc, {"$set": flag})

@@ -7,8 +7,10 @@ Collections (database ``healthflow_emergency``), times aware UTC::
                  Point [lon, lat]) | None, address, what_happened, caller_phone,
                  raised_by, raised_by_role, patient_id, assignment{task_id, unit_id,
                  paramedic_id, offered_at, accepted_at} | None, escalated{reason, at} |
-                 None, cancel_reason, timeline[{status, at, by_role, by}], version,
-                 created_at, updated_at}
+                 None, cancel_reason, timeline[{status, at, by_role, by}], sequence
+                 (orders the paramedic service's offers and escalations; service.py),
+                 ended_tasks[task ids declined or timed out], version, created_at,
+                 updated_at}
 """
 
 from __future__ import annotations

@@ -41,6 +41,20 @@ FOLLOWS_EMERGENCY = {
 
 FINAL_EMERGENCY = frozenset({"closed", "cancelled"})
 
+CREW_STEPS = ("assigned", "en_route", "on_scene", "transporting", "at_hospital")
+"""The emergency's statuses while a unit works it, in lifecycle order."""
+
+
+def steps_forward(current: str, target: str) -> bool:
+    """Whether the emergency moving to ``target`` is news for a task that knows it as
+    ``current``: a later crew step, or the end. Status events may arrive out of order
+    (a delivery retried after a delay), and a late one must not move a unit back."""
+    if target in FINAL_EMERGENCY:
+        return current not in FINAL_EMERGENCY
+    if target not in CREW_STEPS or current not in CREW_STEPS:
+        return False
+    return CREW_STEPS.index(target) > CREW_STEPS.index(current)
+
 
 class Qualification(StrEnum):
     """Finnish EMS care levels: first response, basic (B) and advanced (A) life support,

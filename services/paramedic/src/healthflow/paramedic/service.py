@@ -35,6 +35,7 @@ from healthflow.paramedic.domain import (
     fresh_since,
     point,
     self_status_change,
+    steps_forward,
 )
 from healthflow.paramedic.schemas import PositionIn, ProfileIn
 from healthflow.paramedic.settings import Settings
@@ -320,7 +321,7 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
             "$set": {"status": "ended", "updated_at": now}})
     task = (await store.get_task(uow.db, assignment["task_id"], session=uow.session)
             if assignment.get("task_id") else None)
-    if task is None:
+    if task is None or not steps_forward(task.get("emergency_status") or "assigned", status):
         return
     fields: Document = {"emergency_status": status, "updated_at": now}
     if final and task["status"] in (TaskStatus.OFFERED, TaskStatus.ACCEPTED):
