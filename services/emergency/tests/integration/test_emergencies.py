@@ -3,6 +3,7 @@ SecantusDB."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,3 +126,25 @@ async def test_dispatchers_cancel_with_a_reason_and_paramedics_cannot(
                                  headers=dispatcher)
     assert done.status_code == 200 and done.json()["cancel_reason"] == "false alarm"
     assert (await emg.outbox("emergency.status_changed"))[-1]["data"]["status"] == "cancelled"
+
+
+async def test_a_patient_has_one_open_emergency_at_a_time(emg: Emergencies) -> None:
+    """One account cannot take every unit off the road: a second raise while the first
+    is open is refused and names the open one, also when both race; once it is over, a
+    new one may be raised. Dispatchers raise as many as calls come in."""
+    raced = await asyncio.gather(*(emg.raise_("pat-many") for _ in range(5)))
+    assert sorted(r.status_code for r in raced) == [201, 409, 409, 409, 409], [
+        r.text for r in raced]
+    first = next(r.json()["id"] for r in raced if r.status_code == 201)
+    for refused in (r for r in raced if r.status_code == 409):
+        problem(refused, 409, "emergency-open")
+        assert refused.json()["emergency_id"] == first
+    assert await emg.runtime.db["emergencies"].count_documents({"raised_by": "pat-many"}) == 1
+    assert len(await emg.outbox("emergency.raised")) == 1
+    done = await emg.client.post(f"/api/v1/emergencies/{first}/status", json={
+        "status": "cancelled", "reason": "fell, got up"},
+        headers=emg.as_("disp-1", "dispatcher"))
+    assert done.status_code == 200, done.text
+    assert (await emg.raise_("pat-many")).status_code == 201
+    for _ in range(2):
+        assert (await emg.raise_("disp-1", "dispatcher")).status_code == 201

@@ -49,6 +49,13 @@ class EmergencyNotFound(NotFound):
     title, slug = "Emergency Not Found", "emergency-not-found"
 
 
+class EmergencyOpen(Conflict):
+    """A patient raises a second emergency while their first is still open (one account
+    cannot take every unit off the road); extension ``emergency_id``: the open one."""
+
+    title, slug = "Emergency Already Open", "emergency-open"
+
+
 class StatusOutOfOrder(Conflict):
     title, slug = "Status Out Of Order", "status-out-of-order"
 

@@ -26,6 +26,7 @@ from healthflow.contracts.paramedic import (
 from healthflow.emergency import events, store
 from healthflow.emergency.domain import (
     EmergencyNotFound,
+    EmergencyOpen,
     NoLocation,
     NotAssigned,
     Status,
@@ -73,10 +74,22 @@ def new_emergency(principal: Principal, body: RaiseIn, now: datetime) -> Documen
 async def raise_emergency(runtime: ServiceRuntime, principal: Principal, body: RaiseIn
                           ) -> Document:
     """Raise an emergency (a patient for themselves, a dispatcher for a caller);
-    ``emergency.raised``."""
+    ``emergency.raised``.
+
+    Raises:
+        EmergencyOpen (409): a patient's earlier emergency is still open (a second
+        one would claim a second unit; they follow the first or call the dispatcher).
+    """
     async def write(uow: UnitOfWork) -> Document:
         doc = new_emergency(principal, body, utcnow())
-        await uow.db[store.EMERGENCIES].insert_one(doc, session=uow.session)
+        if doc["patient_id"] is not None:
+            await store.serialise_raiser(uow.db, uow.session, principal.subject)
+            if (open_ := await store.open_raised_by(uow.db, uow.session,
+                                                     principal.subject)) is not None:
+                raise EmergencyOpen(f"your emergency {open_['_id']} is still open: follow it "
+                                    "there, or call the dispatcher",
+                                    emergency_id=open_["_id"])
+        await store.insert(uow.db, uow.session, doc)
         position = doc["position"] or {}
         uow.publish(events.EmergencyRaised(
             emergency_id=doc["_id"], priority=doc["priority"],

@@ -11,6 +11,8 @@ Collections (database ``healthflow_emergency``), times aware UTC::
                  (orders the paramedic service's offers and escalations; service.py),
                  ended_tasks[task ids declined or timed out], version, created_at,
                  updated_at}
+    raisers     {_id: user id, raises: n}: written by every patient's raise, so two
+                 concurrent raises by one patient conflict and see each other
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from healthflow.common.mongo import Document, Indexes, geo_index
 from healthflow.emergency.domain import FINAL
 
 EMERGENCIES = "emergencies"
+RAISERS = "raisers"  # {_id: user id, raises: n}: serialises one patient's raises
 
 INDEXES: Indexes = {
     EMERGENCIES: [
@@ -39,6 +42,26 @@ Db = AsyncDatabase[Document]
 async def get(db: Db, emergency_id: str, session: AsyncClientSession | None = None
               ) -> Document | None:
     return await db[EMERGENCIES].find_one({"_id": emergency_id}, session=session)
+
+
+async def insert(db: Db, session: AsyncClientSession, doc: Document) -> None:
+    await db[EMERGENCIES].insert_one(doc, session=session)
+
+
+async def open_raised_by(db: Db, session: AsyncClientSession, user_id: str
+                         ) -> Document | None:
+    """The emergency ``user_id`` raised that is not closed or cancelled yet, if any.
+
+    Call :func:`serialise_raiser` first in the same transaction: two concurrent raises
+    by one user then conflict on that document and the retry sees the other's."""
+    return await db[EMERGENCIES].find_one(
+        {"raised_by": user_id, "status": {"$nin": [s.value for s in FINAL]}},
+        {"_id": 1}, session=session)
+
+
+async def serialise_raiser(db: Db, session: AsyncClientSession, user_id: str) -> None:
+    await db[RAISERS].update_one({"_id": user_id}, {"$inc": {"raises": 1}}, upsert=True,
+                                 session=session)
 
 
 async def open_board(db: Db, limit: int = 500) -> list[Document]:
