@@ -4,6 +4,7 @@ listing, previews, downloads, access."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from pydicom.uid import JPEG2000Lossless
+from pydicom import dcmread
+from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from healthflow.common.events.outbox import OUTBOX
 from healthflow.contracts.records import EncounterStarted
@@ -173,3 +175,33 @@ async def test_only_the_upload_route_takes_a_large_body(xray, tokens) -> None:
                          content=image, headers=tokens.headers(
                              RADIOGRAPHER, ("radiographer",)) | DICOM)
     assert up.status_code == 201, up.text
+
+
+def in_study(data: bytes, study_uid: str) -> bytes:
+    """The DICOM file ``data`` moved into the study ``study_uid``."""
+    ds = dcmread(io.BytesIO(data))
+    ds.StudyInstanceUID = study_uid
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+async def test_concurrent_uploads_to_one_new_study_are_all_stored_numbered_apart(
+        xray, tokens) -> None:
+    """Images of one new study arriving together (a modality sending a series) make one
+    study, and each gets its own instance number: no 500 from the study's unique index,
+    no two images numbered alike."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    study_uid, count = generate_uid(), 12
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM
+    answers = await asyncio.gather(*(
+        http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                  content=in_study(radiograph(PATIENT), study_uid), headers=radiographer)
+        for _ in range(count)))
+    assert [a.status_code for a in answers] == [201] * count, [a.text for a in answers]
+    db = app.state.runtime.db
+    assert await db["studies"].count_documents({"study_uid": study_uid}) == 1
+    numbers = sorted(i["number"] for i in await db["instances"].find().to_list())
+    assert numbers == list(range(1, count + 1))
+    assert len(await stored_keys(app)) == count
