@@ -101,15 +101,16 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
                                    else "not-an-image", **exc.extensions) from exc
 
 
-async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, now: object
-                     ) -> Document:
-    study = await store.study_by_uid(uow, study_uid)
+async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, modality: str,
+                     now: object) -> Document:
+    """The study of ``study_uid`` (created for ``order`` if new) with the number of the
+    instance being stored in ``last_number``. Raises StudyOfAnotherOrder (409; the
+    transaction, and so the number taken, is rolled back)."""
+    study = await store.number_in_study(uow, study_uid, {
+        "_id": str(uuid.uuid4()), "order_id": order["_id"],
+        "encounter_id": order["encounter_id"], "patient_id": order["patient_id"],
+        "created_at": now}, modality, now)
     check_study_order(study, order["_id"])
-    if study is None:
-        study = {"_id": str(uuid.uuid4()), "study_uid": study_uid, "order_id": order["_id"],
-                 "encounter_id": order["encounter_id"], "patient_id": order["patient_id"],
-                 "modalities": [], "created_at": now, "updated_at": now}
-        await store.insert_study(uow, study)
     return study
 
 
@@ -122,12 +123,12 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         check_identity(order, facts.patient_id, facts.accession_number)
     study_uid, series_uid, sop_uid = _uids(order_id, facts)
     now = utcnow()
-    study = await _study_for(uow, order, study_uid, now)
+    study = await _study_for(uow, order, study_uid, facts.modality, now)
     instance: Document = {
         "_id": str(uuid.uuid4()), "study_id": study["_id"], "patient_id": order["patient_id"],
         "series_uid": series_uid, "sop_instance_uid": sop_uid,
         "sop_class_uid": facts.sop_class_uid, "modality": facts.modality,
-        "number": await store.count_instances(uow, study["_id"]) + 1,
+        "number": study["last_number"],
         "content_type": blob.content_type,
         "blob": {"key": blob.key, "sha256": blob.sha256, "size": blob.size},
         "image": {"rows": facts.rows, "columns": facts.columns,
@@ -139,7 +140,6 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         await store.insert_instance(uow, instance)
     except DuplicateKeyError as exc:
         raise DuplicateInstance("this SOP Instance UID is stored already") from exc
-    await store.touch_study(uow, study["_id"], facts.modality, now)
     if order["status"] == OrderStatus.ACTIVE:
         await store.set_order_status(uow, order_id, OrderStatus.COMPLETED.value, now)
     uow.publish(events.XrayUploaded(
@@ -149,8 +149,7 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         content_type=blob.content_type, sha256=blob.sha256, size=blob.size,
         uploaded_by=principal.subject, uploaded_at=now),
         subject=f"imaging-study/{study['_id']}", patientid=order["patient_id"])
-    return Upload(await store.get_study(uow, study["_id"]) or study, instance,
-                  await store.instances_of(uow, [study["_id"]]))
+    return Upload(study, instance, await store.instances_of(uow, [study["_id"]]))
 
 
 # ----------------------------------------------------------------------------- viewing
