@@ -43,11 +43,12 @@ async def xray(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
         yield http, app
 
 
-async def ordered(http: httpx.AsyncClient, app: Any, tokens: TokenFactory) -> dict[str, Any]:
-    """An in-progress encounter of DOCTOR with PATIENT (as ``encounter.started`` brings
-    it) and an order in it."""
+async def ordered(http: httpx.AsyncClient, app: Any, tokens: TokenFactory,
+                  patient: str = PATIENT) -> dict[str, Any]:
+    """An in-progress encounter of DOCTOR with ``patient`` (as ``encounter.started``
+    brings it) and an order in it."""
     encounter_id = str(uuid.uuid4())
-    started = EncounterStarted(encounter_id=encounter_id, patient_id=PATIENT,
+    started = EncounterStarted(encounter_id=encounter_id, patient_id=patient,
                                practitioner_id=DOCTOR, appointment_id=None,
                                encounter_class="AMB", started_at=datetime.now(UTC))
     await app.state.runtime.transact(lambda uow: service.encounter_started(uow, started))
@@ -177,10 +178,12 @@ async def test_only_the_upload_route_takes_a_large_body(xray, tokens) -> None:
     assert up.status_code == 201, up.text
 
 
-def in_study(data: bytes, study_uid: str) -> bytes:
-    """The DICOM file ``data`` moved into the study ``study_uid``."""
+def in_study(data: bytes, study_uid: str, patient_id: str | None = None) -> bytes:
+    """The DICOM file ``data`` moved into the study ``study_uid`` (and to ``patient_id``)."""
     ds = dcmread(io.BytesIO(data))
     ds.StudyInstanceUID = study_uid
+    if patient_id is not None:
+        ds.PatientID = patient_id
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
@@ -205,3 +208,31 @@ async def test_concurrent_uploads_to_one_new_study_are_all_stored_numbered_apart
     numbers = sorted(i["number"] for i in await db["instances"].find().to_list())
     assert numbers == list(range(1, count + 1))
     assert len(await stored_keys(app)) == count
+
+
+async def test_a_uid_stored_for_another_patient_is_refused_without_saying_so(
+        xray, tokens) -> None:
+    """Re-sending a stored image answers 409 ``duplicate-instance`` within its order, but
+    the same UIDs under another patient's order (the Patient ID rewritten to match)
+    answer a generic 422 that does not confirm they are stored, whether the study UID
+    or only the SOP Instance UID is the stored one."""
+    http, app = xray
+    mine, theirs = await ordered(http, app, tokens), await ordered(http, app, tokens, "p-2")
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM
+    image = radiograph(PATIENT)
+
+    async def send(order: dict[str, Any], data: bytes) -> httpx.Response:
+        return await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                               content=data, headers=radiographer)
+
+    assert (await send(mine, image)).status_code == 201
+    again = await send(mine, image)
+    assert again.status_code == 409 and again.json()["type"].endswith("/duplicate-instance")
+    study_uid = dcmread(io.BytesIO(image)).StudyInstanceUID
+    for data in (in_study(image, study_uid, "p-2"), in_study(image, generate_uid(), "p-2")):
+        answer = await send(theirs, data)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["type"].endswith("/uid-not-accepted")
+        assert "stored" not in answer.json()["detail"]
+    assert await app.state.runtime.db["instances"].count_documents({}) == 1
+    assert len(await stored_keys(app)) == 1

@@ -118,6 +118,11 @@ async def studies_of_patient(uow: UnitOfWork, patient_id: str) -> list[Document]
         "created_at", DESCENDING).limit(MAX_LISTED).to_list()
 
 
+async def instance_by_sop_uid(uow: UnitOfWork, sop_instance_uid: str) -> Document | None:
+    return await uow.db[INSTANCES].find_one({"sop_instance_uid": sop_instance_uid},
+                                            session=uow.session)
+
+
 async def insert_instance(uow: UnitOfWork, doc: Document) -> None:
     """Raises DuplicateKeyError for a SOP Instance UID stored before."""
     await uow.db[INSTANCES].insert_one(doc, session=uow.session)

@@ -29,13 +29,14 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import events, imaging, render, store
 from healthflow.xray.domain import (
-    DuplicateInstance,
     InstanceNotFound,
     InvalidImage,
     OrderNotFound,
     OrderStatus,
     StudyNotFound,
+    UidNotAccepted,
     check_identity,
+    check_new_instance,
     check_study_order,
 )
 from healthflow.xray.service import viewer
@@ -79,7 +80,9 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
         OrderNotFound (404); InvalidImage (422: unreadable, missing-uid,
         unsupported-modality, transfer-syntax, pixel-data, type-mismatch, not-an-image);
         PatientMismatch / AccessionMismatch (422); StudyOfAnotherOrder /
-        DuplicateInstance (409); BlobTooLarge (413). Nothing stays stored on any of them.
+        DuplicateInstance (409: a Study or SOP Instance UID stored for this patient);
+        UidNotAccepted (422: stored for another patient, not confirmed as such);
+        BlobTooLarge (413). Nothing stays stored on any of them.
     """
     if await runtime.transact(lambda uow: store.get_order(uow, order_id)) is None:
         raise OrderNotFound(f"no X-ray order {order_id}")
@@ -104,13 +107,13 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
 async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, modality: str,
                      now: object) -> Document:
     """The study of ``study_uid`` (created for ``order`` if new) with the number of the
-    instance being stored in ``last_number``. Raises StudyOfAnotherOrder (409; the
-    transaction, and so the number taken, is rolled back)."""
+    instance being stored in ``last_number``. Raises StudyOfAnotherOrder (409) or
+    UidNotAccepted (422; the transaction, and so the number taken, is rolled back)."""
     study = await store.number_in_study(uow, study_uid, {
         "_id": str(uuid.uuid4()), "order_id": order["_id"],
         "encounter_id": order["encounter_id"], "patient_id": order["patient_id"],
         "created_at": now}, modality, now)
-    check_study_order(study, order["_id"])
+    check_study_order(study, order)
     return study
 
 
@@ -124,6 +127,7 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
     study_uid, series_uid, sop_uid = _uids(order_id, facts)
     now = utcnow()
     study = await _study_for(uow, order, study_uid, facts.modality, now)
+    check_new_instance(await store.instance_by_sop_uid(uow, sop_uid), order)
     instance: Document = {
         "_id": str(uuid.uuid4()), "study_id": study["_id"], "patient_id": order["patient_id"],
         "series_uid": series_uid, "sop_instance_uid": sop_uid,
@@ -138,8 +142,8 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         "uploaded_by": principal.subject, "uploaded_at": now}
     try:
         await store.insert_instance(uow, instance)
-    except DuplicateKeyError as exc:
-        raise DuplicateInstance("this SOP Instance UID is stored already") from exc
+    except DuplicateKeyError:  # stored since the look above (a concurrent upload): whose
+        raise UidNotAccepted from None  # is not known here, so nothing is confirmed
     if order["status"] == OrderStatus.ACTIVE:
         await store.set_order_status(uow, order_id, OrderStatus.COMPLETED.value, now)
     uow.publish(events.XrayUploaded(
