@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import JPEG2000Lossless, generate_uid
 
+from healthflow.common.blobs import XRAY
 from healthflow.common.events.outbox import OUTBOX
 from healthflow.contracts.records import EncounterStarted
 from healthflow.devkit.dicom import radiograph
@@ -236,3 +238,30 @@ async def test_a_uid_stored_for_another_patient_is_refused_without_saying_so(
         assert "stored" not in answer.json()["detail"]
     assert await app.state.runtime.db["instances"].count_documents({}) == 1
     assert len(await stored_keys(app)) == 1
+
+
+async def test_an_image_that_does_not_render_logs_no_element_value(xray, tokens,
+                                                                   caplog) -> None:
+    """A stored file that fails to render (here its Photometric Interpretation, which
+    pydicom quotes in its error, carries a name) answers a generic 500 and logs the
+    error's type, never the message with the value."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    study = (await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=radiograph(PATIENT), headers=tokens.headers(
+                                 RADIOGRAPHER, ("radiographer",)) | DICOM)).json()
+    instance = study["series"][0]["instances"][0]
+    ds = dcmread(io.BytesIO(radiograph(PATIENT)))
+    ds.PhotometricInterpretation = "DOE JANE"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    broken = await app.state.blobs.put(XRAY, out.getvalue(), declared_type=DICOM[
+        "Content-Type"])
+    await app.state.runtime.db["instances"].update_one(
+        {"_id": instance["id"]}, {"$set": {"blob.key": broken.key}})
+    caplog.set_level(logging.DEBUG)
+    answer = await http.get(instance["preview"], headers=tokens.headers(DOCTOR, ("doctor",)))
+    assert answer.status_code == 500, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "DOE" not in answer.text and "DOE" not in caplog.text
+    assert "ValueError" in {getattr(r, "error", None) for r in caplog.records}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import struct
 from pathlib import Path
 
@@ -185,3 +186,38 @@ def test_a_jpeg2000_frame_larger_than_its_header_is_refused_before_decoding(tmp_
         "pixel-data"
     assert imaging.inspect(write(tmp_path, declaring(radiograph_j2k, 64, 64), "same"),
                            imaging.DICOM).rows == 64
+
+
+def changed(data: bytes, **elements: str) -> bytes:
+    """The DICOM file ``data`` with ``elements`` (keyword=value) set, saved as it is."""
+    ds = dcmread(io.BytesIO(data))
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_a_refusal_quotes_no_element_value(tmp_path, caplog, monkeypatch) -> None:
+    """pydicom's messages quote element values ("Unknown (0028,0004) 'Photometric
+    Interpretation' value 'DOE JANE'"): neither the problem detail nor the log carries
+    them; the log names the exception type."""
+    cases = {"pixel-data": changed(radiograph("p-1"), PhotometricInterpretation="DOE JANE"),
+             "missing-uid": changed(radiograph("p-1"), StudyInstanceUID="DOE JANE")}
+    caplog.set_level(logging.DEBUG)
+    for problem, data in cases.items():
+        with pytest.raises(InvalidImage) as caught:
+            imaging.inspect(write(tmp_path, data, problem), imaging.DICOM)
+        assert caught.value.extensions["problem"] == problem
+        assert "DOE" not in caught.value.detail
+
+    def quoting(*args: object, **kwargs: object) -> None:
+        raise ValueError("cannot read (0010,0010) 'Patient Name' value 'DOE^JANE'")
+
+    monkeypatch.setattr(imaging, "dcmread", quoting)
+    with pytest.raises(InvalidImage) as caught:
+        imaging.inspect(write(tmp_path, radiograph("p-1")), imaging.DICOM)
+    assert caught.value.extensions["problem"] == "unreadable"
+    assert "DOE" not in caught.value.detail
+    assert "DOE" not in caplog.text
+    assert {getattr(r, "error", None) for r in caplog.records} >= {"ValueError"}

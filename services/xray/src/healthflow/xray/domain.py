@@ -18,7 +18,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from healthflow.common.problems import Conflict, Forbidden, NotFound, UnprocessableContent
+from healthflow.common.problems import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Problem,
+    UnprocessableContent,
+)
 
 SNOMED = "http://snomed.info/sct"
 
@@ -137,6 +143,12 @@ class InvalidImage(UnprocessableContent):
 
     def __init__(self, detail: str, *, problem: str, **kw: Any) -> None:
         super().__init__(detail, problem=problem, **kw)
+
+
+class PreviewFailed(Problem):
+    """A stored image did not render (500): its cause is logged by type only."""
+
+    title, slug = "Preview Failed", "preview-failed"
 
 
 class PatientMismatch(UnprocessableContent):

@@ -23,6 +23,10 @@ A DICOM file is accepted when (DICOM PS3.10, PS3.3):
 Elements larger than :data:`DEFER_SIZE` (the pixel data, private blobs) stay on
 disk until used: memory follows the image's size, never the file's.
 
+Every refusal has a fixed ``detail``: pydicom's and the decoders' messages quote
+element values (a name in a malformed element), so they are neither answered nor
+logged; the log names the exception's type.
+
 A photograph is accepted when Pillow recognises the same format as declared and
 decodes it whole. Anything else raises :class:`~healthflow.xray.domain.InvalidImage`
 (422) whose ``problem`` member says which rule failed.
@@ -52,6 +56,9 @@ from pydicom.uid import (
 from healthflow.xray.domain import InvalidImage
 
 log = logging.getLogger(__name__)
+logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+# pydicom logs what it finds invalid with the value ("Invalid value for VR UI: '…'"), at
+# WARNING and up: none of it is logged here (refusals are logged by exception type).
 DICOM = "application/dicom"
 PHOTO_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 MODALITIES = {
@@ -119,11 +126,12 @@ def read_dicom(path: Path) -> FileDataset:
             warnings.simplefilter("always")
             ds = dcmread(path, defer_size=DEFER_SIZE)
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
-        raise InvalidImage(f"the file does not parse as DICOM Part 10: {exc}",
-                           problem="unreadable") from exc
-    ended = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
-    if ended:  # pydicom stops at the cut and returns what it read before, with a warning
-        raise InvalidImage(f"the file is truncated: {ended[0]}", problem="truncated")
+        log.info("DICOM file refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the file does not parse as DICOM Part 10",
+                           problem="unreadable") from None
+    if any("end of file" in str(w.message).lower() for w in caught):
+        # pydicom stops at the cut and returns what it read before, with a warning
+        raise InvalidImage("the file is truncated", problem="truncated")
     if len(ds) == 0:
         raise InvalidImage("the file ends before its data set", problem="truncated")
     return ds
@@ -135,7 +143,7 @@ def _uid(ds: FileDataset, keyword: str) -> str:
         raise InvalidImage(f"the DICOM file has no {keyword}", problem="missing-uid",
                            element=keyword)
     if not UID(value).is_valid:
-        raise InvalidImage(f"the {keyword} {value!r} is not a valid UID", problem="missing-uid",
+        raise InvalidImage(f"the {keyword} is not a valid UID", problem="missing-uid",
                            element=keyword)
     return value
 
@@ -215,8 +223,8 @@ def inspect_dicom(path: Path) -> ImageFacts:
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # every decoder has its own errors; all mean "does not decode"
-        raise InvalidImage(f"the pixel data does not decode: {exc}", problem="pixel-data"
-                           ) from exc
+        log.info("pixel data refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the pixel data does not decode", problem="pixel-data") from None
     if pixels.shape[:2] != (ds.Rows, ds.Columns):
         raise InvalidImage("the pixel data is not Rows × Columns", problem="pixel-data")
     return ImageFacts(
@@ -240,8 +248,8 @@ def inspect_photo(path: Path, content_type: str) -> ImageFacts:
             image.load()
             size, mode = image.size, image.mode
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImage(f"the photograph does not decode: {exc}", problem="pixel-data"
-                           ) from exc
+        log.info("photograph refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the photograph does not decode", problem="pixel-data") from None
     if fmt != PHOTO_TYPES[content_type]:
         raise InvalidImage(f"the bytes are {fmt}, not {content_type}", problem="type-mismatch")
     photometric = "MONOCHROME2" if mode in ("L", "I", "I;16") else "RGB"

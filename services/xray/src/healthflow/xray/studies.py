@@ -218,6 +218,7 @@ async def instance(runtime: ServiceRuntime, principal: Principal, study_id: str,
 async def preview(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
                   study_id: str, instance_id: str) -> bytes:
     """A PNG of the image (:mod:`.render`: windowed, at most 1024 px on its long side).
+    Raises PreviewFailed (500) besides :func:`instance`'s.
 
     The stored file is copied to local disk in chunks, then decoded in a worker thread.
     """
@@ -227,9 +228,7 @@ async def preview(runtime: ServiceRuntime, blobs: BlobStore, principal: Principa
         with path.open("wb") as file:
             async for chunk in blobs.stream(doc["blob"]["key"]):
                 await asyncio.to_thread(file.write, chunk)
-        draw = (render.dicom_preview if doc["content_type"] == imaging.DICOM
-                else render.photo_preview)
-        return await asyncio.to_thread(draw, path)
+        return await asyncio.to_thread(render.preview, path, doc["content_type"])
 
 
 @dataclass(frozen=True)
