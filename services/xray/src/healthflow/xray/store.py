@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -104,12 +104,12 @@ async def number_in_study(uow: UnitOfWork, study_uid: str, new: Document, modali
     ``order_id``, ... but not ``study_uid``, ``modalities``, ``updated_at``) when there is
     none. One upsert, so there is no window between looking and inserting: concurrent
     uploads write-conflict on this document and the driver retries all but one."""
-    study: Document = await uow.db[STUDIES].find_one_and_update(
+    study = await uow.db[STUDIES].find_one_and_update(
         {"study_uid": study_uid},
         {"$setOnInsert": new, "$inc": {"last_number": 1},
          "$addToSet": {"modalities": modality}, "$set": {"updated_at": at}},
         upsert=True, return_document=ReturnDocument.AFTER, session=uow.session)
-    return study
+    return cast(Document, study)  # an upsert returning the document after has one
 
 
 async def studies_of_patient(uow: UnitOfWork, patient_id: str) -> list[Document]:

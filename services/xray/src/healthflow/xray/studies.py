@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -105,7 +106,7 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
 
 
 async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, modality: str,
-                     now: object) -> Document:
+                     now: datetime) -> Document:
     """The study of ``study_uid`` (created for ``order`` if new) with the number of the
     instance being stored in ``last_number``. Raises StudyOfAnotherOrder (409) or
     UidNotAccepted (422; the transaction, and so the number taken, is rolled back)."""
