@@ -98,3 +98,23 @@ def test_public_methods_are_declared_per_route():
     assert feed is not None and not feed.is_public("GET")
     patients = table.match("/api/v1/patients/me")
     assert patients is not None and not patients.is_public("GET")
+
+
+def test_the_upload_policy_is_for_posting_an_image_alone():
+    """Routes match by prefix: the upload group (512 MiB bodies, 300 s) is for ``POST
+    /api/v1/imaging/studies`` only, not for reading studies or signing a report."""
+    route = RouteTable().match("/api/v1/imaging/studies")
+    assert route is not None and route.service == "xray"
+    studies = "/api/v1/imaging/studies"
+    assert route.policy_for("post", studies) == "upload"
+    assert route.policy_for("GET", studies) == "default"
+    for method, path in (("POST", f"{studies}/s-1/report/sign"), ("PUT", f"{studies}/s-1/report"),
+                         ("GET", f"{studies}/s-1/instances/i-1/file")):
+        assert route.policy_for(method, path) == "default"
+
+
+def test_a_method_policy_must_name_a_known_group():
+    from healthflow.gateway.routes import Route
+
+    with pytest.raises(ValueError, match="unknown policy nope"):
+        RouteTable([Route("/api/v1/x", "x", methods={"POST": "nope"})])

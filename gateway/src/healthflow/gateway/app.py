@@ -227,7 +227,7 @@ def _proxy_router(edge: Edge) -> APIRouter:
         if route is None:
             await edge.limit(request, edge.edge_policy, "ip", client_ip)
             raise NotFound(f"no route matches {request.method} {path}")
-        policy = edge.table.policy(route.policy)
+        policy = edge.table.policy(route.policy_for(request.method, path))
         await edge.limit(request, policy, "ip", client_ip)
         principal = await edge.authenticate(request.headers, policy,
                                             public=route.is_public(request.method))
@@ -258,7 +258,7 @@ async def _forward_websocket(edge: Edge, websocket: WebSocket) -> None:
     route = edge.table.match(path)
     if route is None:
         raise NotFound(f"no route matches WebSocket {path}")
-    policy = edge.table.policy(route.policy)
+    policy = edge.table.policy(route.policy_for("GET", path))
     limiter: EdgeRateLimiter = websocket.app.state.limiter
     client_ip = edge.ip_of(websocket)
     await limiter.hit(policy, "ip", client_ip)

@@ -6,8 +6,10 @@ this module turns them into :class:`Route` objects and holds the policy groups.
 A request is matched to the :class:`Route` with the longest prefix that is the
 whole path or a ``/``-bounded prefix of it (``/api/v1/users`` matches
 ``/api/v1/users`` and ``/api/v1/users/42``, never ``/api/v1/usersX``). The
-route names its upstream service and its :class:`Policy` group; a path that
-matches no route is answered 404 problem+json by the gateway itself.
+route names its upstream service and its :class:`Policy` group, for one method on
+the prefix itself optionally another (:meth:`Route.policy_for`: ``POST
+/api/v1/imaging/studies`` is ``upload``, everything below it ``default``); a path
+that matches no route is answered 404 problem+json by the gateway itself.
 
 Policies (numbers are defaults; ``GATEWAY_POLICY_OVERRIDES`` changes any field):
 
@@ -21,12 +23,14 @@ jwks        public       —            300/minute   5 s      0
 account     token        120/minute   1200/minute  10 s     64 KiB
 audit       audit:read   60/minute    600/minute   30 s     64 KiB
 default     token        300/minute   3000/minute  15 s     1 MiB
+upload      token        120/minute   3000/minute  300 s    512 MiB
 edge        public       —            120/minute   10 s     0
 ==========  ===========  ===========  ===========  =======  ========
 
 ``token`` serves ``/api/v1/auth/token`` (login), ``account`` the rest of
 ``/api/v1/auth`` and ``/api/v1/users``; ``audit`` needs a token holding
-``audit:read`` (compliance officers, admins). ``edge`` covers what the gateway
+``audit:read`` (compliance officers, admins); ``upload`` is ``POST
+/api/v1/imaging/studies`` alone (an X-ray image streamed through). ``edge`` covers what the gateway
 answers itself (OpenAPI, docs, status page) and unknown paths. Windows are
 moving windows (see :mod:`healthflow.gateway.ratelimit`); ``stream_timeout``
 is 3600 s everywhere. ``/livez``, ``/readyz`` and ``/metrics`` are probes: never
@@ -39,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from healthflow.common.manifest import ServiceManifest
@@ -119,9 +123,17 @@ class Route:
     service: str
     policy: str = "default"
     public: frozenset[str] = frozenset()
+    methods: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def is_public(self, method: str) -> bool:
         return method.upper() in self.public
+
+    def policy_for(self, method: str, path: str) -> str:
+        """The policy group of ``method`` on ``path`` (a path this route matches):
+        ``methods``' for the prefix itself, ``policy`` otherwise."""
+        if path == self.prefix:
+            return self.methods.get(method.upper(), self.policy)
+        return self.policy
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
@@ -129,7 +141,7 @@ class Route:
 
 def routes_of(manifests: Iterable[ServiceManifest]) -> tuple[Route, ...]:
     """The routes the services declare in their manifests, in manifest (port) order."""
-    return tuple(Route(decl.prefix, manifest.name, decl.policy, decl.public)
+    return tuple(Route(decl.prefix, manifest.name, decl.policy, decl.public, decl.methods)
                  for manifest in manifests for decl in manifest.routes)
 
 
@@ -162,8 +174,9 @@ class RouteTable:
             for name, policy in POLICIES.items()
         }
         for route in self.routes:
-            if route.policy not in self.policies:
-                raise ValueError(f"route {route.prefix} names unknown policy {route.policy}")
+            for policy in (route.policy, *route.methods.values()):
+                if policy not in self.policies:
+                    raise ValueError(f"route {route.prefix} names unknown policy {policy}")
 
     def match(self, path: str) -> Route | None:
         """The route serving ``path`` (the longest matching prefix), or ``None``."""

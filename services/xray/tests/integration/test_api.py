@@ -4,7 +4,9 @@ listing, previews, downloads, access."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -13,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
-from pydicom.uid import JPEG2000Lossless
+from pydicom import dcmread
+from pydicom.uid import JPEG2000Lossless, generate_uid
 
+from healthflow.common.blobs import XRAY
 from healthflow.common.events.outbox import OUTBOX
 from healthflow.contracts.records import EncounterStarted
 from healthflow.devkit.dicom import radiograph
@@ -41,11 +45,12 @@ async def xray(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
         yield http, app
 
 
-async def ordered(http: httpx.AsyncClient, app: Any, tokens: TokenFactory) -> dict[str, Any]:
-    """An in-progress encounter of DOCTOR with PATIENT (as ``encounter.started`` brings
-    it) and an order in it."""
+async def ordered(http: httpx.AsyncClient, app: Any, tokens: TokenFactory,
+                  patient: str = PATIENT) -> dict[str, Any]:
+    """An in-progress encounter of DOCTOR with ``patient`` (as ``encounter.started``
+    brings it) and an order in it."""
     encounter_id = str(uuid.uuid4())
-    started = EncounterStarted(encounter_id=encounter_id, patient_id=PATIENT,
+    started = EncounterStarted(encounter_id=encounter_id, patient_id=patient,
                                practitioner_id=DOCTOR, appointment_id=None,
                                encounter_class="AMB", started_at=datetime.now(UTC))
     await app.state.runtime.transact(lambda uow: service.encounter_started(uow, started))
@@ -173,3 +178,90 @@ async def test_only_the_upload_route_takes_a_large_body(xray, tokens) -> None:
                          content=image, headers=tokens.headers(
                              RADIOGRAPHER, ("radiographer",)) | DICOM)
     assert up.status_code == 201, up.text
+
+
+def in_study(data: bytes, study_uid: str, patient_id: str | None = None) -> bytes:
+    """The DICOM file ``data`` moved into the study ``study_uid`` (and to ``patient_id``)."""
+    ds = dcmread(io.BytesIO(data))
+    ds.StudyInstanceUID = study_uid
+    if patient_id is not None:
+        ds.PatientID = patient_id
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+async def test_concurrent_uploads_to_one_new_study_are_all_stored_numbered_apart(
+        xray, tokens) -> None:
+    """Images of one new study arriving together (a modality sending a series) make one
+    study, and each gets its own instance number: no 500 from the study's unique index,
+    no two images numbered alike."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    study_uid, count = generate_uid(), 12
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM
+    answers = await asyncio.gather(*(
+        http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                  content=in_study(radiograph(PATIENT), study_uid), headers=radiographer)
+        for _ in range(count)))
+    assert [a.status_code for a in answers] == [201] * count, [a.text for a in answers]
+    db = app.state.runtime.db
+    assert await db["studies"].count_documents({"study_uid": study_uid}) == 1
+    numbers = sorted(i["number"] for i in await db["instances"].find().to_list())
+    assert numbers == list(range(1, count + 1))
+    assert len(await stored_keys(app)) == count
+
+
+async def test_a_uid_stored_for_another_patient_is_refused_without_saying_so(
+        xray, tokens) -> None:
+    """Re-sending a stored image answers 409 ``duplicate-instance`` within its order, but
+    the same UIDs under another patient's order (the Patient ID rewritten to match)
+    answer a generic 422 that does not confirm they are stored, whether the study UID
+    or only the SOP Instance UID is the stored one."""
+    http, app = xray
+    mine, theirs = await ordered(http, app, tokens), await ordered(http, app, tokens, "p-2")
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM
+    image = radiograph(PATIENT)
+
+    async def send(order: dict[str, Any], data: bytes) -> httpx.Response:
+        return await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                               content=data, headers=radiographer)
+
+    assert (await send(mine, image)).status_code == 201
+    again = await send(mine, image)
+    assert again.status_code == 409 and again.json()["type"].endswith("/duplicate-instance")
+    study_uid = dcmread(io.BytesIO(image)).StudyInstanceUID
+    for data in (in_study(image, study_uid, "p-2"), in_study(image, generate_uid(), "p-2")):
+        answer = await send(theirs, data)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["type"].endswith("/uid-not-accepted")
+        assert "stored" not in answer.json()["detail"]
+    assert await app.state.runtime.db["instances"].count_documents({}) == 1
+    assert len(await stored_keys(app)) == 1
+
+
+async def test_an_image_that_does_not_render_logs_no_element_value(xray, tokens,
+                                                                   caplog) -> None:
+    """A stored file that fails to render (here its Photometric Interpretation, which
+    pydicom quotes in its error, carries a name) answers a generic 500 and logs the
+    error's type, never the message with the value."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    study = (await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=radiograph(PATIENT), headers=tokens.headers(
+                                 RADIOGRAPHER, ("radiographer",)) | DICOM)).json()
+    instance = study["series"][0]["instances"][0]
+    ds = dcmread(io.BytesIO(radiograph(PATIENT)))
+    ds.PhotometricInterpretation = "DOE JANE"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    broken = await app.state.blobs.put(XRAY, out.getvalue(), declared_type=DICOM[
+        "Content-Type"])
+    await app.state.runtime.db["instances"].update_one(
+        {"_id": instance["id"]}, {"$set": {"blob.key": broken.key}})
+    caplog.set_level(logging.DEBUG)
+    answer = await http.get(instance["preview"], headers=tokens.headers(DOCTOR, ("doctor",)))
+    assert answer.status_code == 500, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "DOE" not in answer.text and "DOE" not in caplog.text
+    assert "ValueError" in {getattr(r, "error", None) for r in caplog.records}

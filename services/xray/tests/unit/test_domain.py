@@ -8,16 +8,19 @@ from healthflow.xray.domain import (
     BODY_SITES,
     AccessionMismatch,
     BodyPart,
+    DuplicateInstance,
     EncounterStateConflict,
     NotTreating,
     NotYourEncounter,
     PatientMismatch,
     StudyNotFound,
     StudyOfAnotherOrder,
+    UidNotAccepted,
     UnknownEncounter,
     Viewer,
     check_identity,
     check_may_order,
+    check_new_instance,
     check_study_order,
     clean_question,
     new_accession_number,
@@ -66,10 +69,23 @@ def test_a_dicom_file_must_name_the_orders_patient_and_accession_number() -> Non
 
 
 def test_a_study_uid_belongs_to_one_order() -> None:
-    check_study_order(None, "o-1")
-    check_study_order({"order_id": "o-1"}, "o-1")
+    order = {"_id": "o-1", "patient_id": "p-1"}
+    check_study_order(None, order)
+    check_study_order({"order_id": "o-1", "patient_id": "p-1"}, order)
     with pytest.raises(StudyOfAnotherOrder):
-        check_study_order({"order_id": "o-2"}, "o-1")
+        check_study_order({"order_id": "o-2", "patient_id": "p-1"}, order)
+    with pytest.raises(UidNotAccepted):  # another patient's: not confirmed as stored
+        check_study_order({"order_id": "o-3", "patient_id": "p-2"}, order)
+
+
+def test_a_sop_instance_uid_is_stored_once_and_another_patients_is_not_confirmed() -> None:
+    order = {"_id": "o-1", "patient_id": "p-1"}
+    check_new_instance(None, order)
+    with pytest.raises(DuplicateInstance):
+        check_new_instance({"patient_id": "p-1"}, order)
+    with pytest.raises(UidNotAccepted) as caught:
+        check_new_instance({"patient_id": "p-2"}, order)
+    assert "stored" not in caught.value.detail
 
 
 def test_the_patient_and_treating_doctors_view_others_do_not() -> None:

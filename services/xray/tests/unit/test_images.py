@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import logging
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from healthflow.devkit.dicom import radiograph
@@ -154,3 +158,66 @@ def test_a_large_image_is_previewed_without_full_size_float_copies(tmp_path) -> 
     path = write(tmp_path, radiograph("p-1", rows=3000, columns=3000))
     assert Image.open(io.BytesIO(render.dicom_preview(path))).size == (1024, 1024)
     assert _peak_while(render.dicom_preview, path) < 120 * MiB
+
+
+def declaring(data: bytes, rows: int, columns: int) -> bytes:
+    """``data`` (a JPEG 2000 radiograph) with its codestream saying it is ``rows`` ×
+    ``columns`` in one tile: the SIZ segment (ISO/IEC 15444-1 A.5.1) after SOC is
+    ``FF51``, Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz (32 bits each)."""
+    ds = dcmread(io.BytesIO(data))
+    frame = bytearray(get_frame(ds.PixelData, 0, number_of_frames=1))
+    siz = frame.index(b"\xff\x51")
+    struct.pack_into(">6I", frame, siz + 6, columns, rows, 0, 0, columns, rows)
+    ds.PixelData = encapsulate([bytes(frame)])
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_a_jpeg2000_frame_larger_than_its_header_is_refused_before_decoding(tmp_path) -> None:
+    """The decoder allocates what the codestream declares, not Rows × Columns: a 64 × 64
+    file whose frame says 4096 × 4096 (32 MiB decoded) is refused from the codestream's
+    header, and so is a frame that says it is smaller."""
+    radiograph_j2k = radiograph("p-1", transfer_syntax=JPEG2000Lossless)
+    bomb = write(tmp_path, declaring(radiograph_j2k, 4096, 4096), "bomb")
+    assert refused(bomb) == "pixel-data"
+    assert _peak_while(imaging.inspect, bomb, imaging.DICOM) < 4 * MiB
+    assert refused(write(tmp_path, declaring(radiograph_j2k, 32, 64), "small")) == \
+        "pixel-data"
+    assert imaging.inspect(write(tmp_path, declaring(radiograph_j2k, 64, 64), "same"),
+                           imaging.DICOM).rows == 64
+
+
+def changed(data: bytes, **elements: str) -> bytes:
+    """The DICOM file ``data`` with ``elements`` (keyword=value) set, saved as it is."""
+    ds = dcmread(io.BytesIO(data))
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_a_refusal_quotes_no_element_value(tmp_path, caplog, monkeypatch) -> None:
+    """pydicom's messages quote element values ("Unknown (0028,0004) 'Photometric
+    Interpretation' value 'DOE JANE'"): neither the problem detail nor the log carries
+    them; the log names the exception type."""
+    cases = {"pixel-data": changed(radiograph("p-1"), PhotometricInterpretation="DOE JANE"),
+             "missing-uid": changed(radiograph("p-1"), StudyInstanceUID="DOE JANE")}
+    caplog.set_level(logging.DEBUG)
+    for problem, data in cases.items():
+        with pytest.raises(InvalidImage) as caught:
+            imaging.inspect(write(tmp_path, data, problem), imaging.DICOM)
+        assert caught.value.extensions["problem"] == problem
+        assert "DOE" not in caught.value.detail
+
+    def quoting(*args: object, **kwargs: object) -> None:
+        raise ValueError("cannot read (0010,0010) 'Patient Name' value 'DOE^JANE'")
+
+    monkeypatch.setattr(imaging, "dcmread", quoting)
+    with pytest.raises(InvalidImage) as caught:
+        imaging.inspect(write(tmp_path, radiograph("p-1")), imaging.DICOM)
+    assert caught.value.extensions["problem"] == "unreadable"
+    assert "DOE" not in caught.value.detail
+    assert "DOE" not in caplog.text
+    assert {getattr(r, "error", None) for r in caplog.records} >= {"ValueError"}

@@ -17,8 +17,8 @@ installing its package is what makes it part of the platform.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
 ENTRY_POINT_GROUP = "healthflow.services"
@@ -29,11 +29,15 @@ READS = frozenset({"GET", "HEAD"})
 class RouteDecl:
     """``prefix`` (a path, no trailing slash) is served by this service at the edge under the
     policy group ``policy`` (``healthflow.gateway.routes.POLICIES``); ``public`` names
-    the methods that need no token there (a public directory, a signed callback)."""
+    the methods that need no token there (a public directory, a signed callback);
+    ``methods`` maps a method to the policy it gets on the prefix itself, not below it
+    (``{"POST": "upload"}``: a large body for creating in the collection, not for every
+    action under it)."""
 
     prefix: str
     policy: str = "default"
     public: frozenset[str] = frozenset()
+    methods: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)

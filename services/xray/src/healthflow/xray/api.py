@@ -78,8 +78,9 @@ async def upload(runtime: Runtime, blobs: Blobs, request: Request, response: Res
                  order_id: Annotated[str, Query(min_length=1, max_length=64)],
                  principal: Principal = require(P.IMAGING_UPLOAD)) -> StudyOut:
     """The body is streamed into storage. 422 ``invalid-image`` (its ``problem`` member
-    says why), ``patient-mismatch``, ``accession-mismatch``; 409 ``duplicate-instance``,
-    ``study-of-another-order``; 413 too large; nothing is kept on any refusal."""
+    says why), ``patient-mismatch``, ``accession-mismatch``, ``uid-not-accepted`` (a UID of
+    another patient's image); 409 ``duplicate-instance``, ``study-of-another-order`` (of
+    this patient); 413 too large; nothing is kept on any refusal."""
     stored = await studies.upload(runtime, blobs, principal, order_id, request.stream(),
                                   request.headers.get("content-type"))
     response.headers["Location"] = f"{studies_router.prefix}/{stored.study['_id']}"

@@ -18,7 +18,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from healthflow.common.problems import Conflict, Forbidden, NotFound, UnprocessableContent
+from healthflow.common.problems import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Problem,
+    UnprocessableContent,
+)
 
 SNOMED = "http://snomed.info/sct"
 
@@ -139,6 +145,12 @@ class InvalidImage(UnprocessableContent):
         super().__init__(detail, problem=problem, **kw)
 
 
+class PreviewFailed(Problem):
+    """A stored image did not render (500): its cause is logged by type only."""
+
+    title, slug = "Preview Failed", "preview-failed"
+
+
 class PatientMismatch(UnprocessableContent):
     title, slug = "Patient Mismatch", "patient-mismatch"
 
@@ -153,6 +165,17 @@ class StudyOfAnotherOrder(Conflict):
 
 class DuplicateInstance(Conflict):
     title, slug = "Duplicate Instance", "duplicate-instance"
+
+
+class UidNotAccepted(UnprocessableContent):
+    """The file's Study or SOP Instance UID is stored for another patient. Said in words
+    that do not confirm it is stored: the caller may not learn of another's images."""
+
+    title, slug = "UID Not Accepted", "uid-not-accepted"
+
+    def __init__(self) -> None:
+        super().__init__("the image's Study or SOP Instance UID cannot be used for this "
+                         "order; check that the file is an image of the order's patient")
 
 
 # ----------------------------------------------------------------------------- orders
@@ -245,14 +268,35 @@ def check_identity(order: dict[str, Any], patient_id: str, accession_number: str
                                 f"({order['accession_number']})")
 
 
-def check_study_order(study: dict[str, Any] | None, order_id: str) -> None:
-    """A Study Instance UID belongs to one order.
+def check_study_order(study: dict[str, Any] | None, order: dict[str, Any]) -> None:
+    """A Study Instance UID belongs to one order. ``study`` is the stored study of the
+    UID, or None; both carry ``patient_id``.
 
     Raises:
-        StudyOfAnotherOrder (409).
+        StudyOfAnotherOrder (409): of another order of the same patient;
+        UidNotAccepted (422): of another patient's order.
     """
-    if study is not None and study["order_id"] != order_id:
-        raise StudyOfAnotherOrder("this Study Instance UID is stored for another order")
+    if study is None or study["order_id"] == order["_id"]:
+        return
+    if study["patient_id"] != order["patient_id"]:
+        raise UidNotAccepted
+    raise StudyOfAnotherOrder("this Study Instance UID is stored for another order of "
+                              "this patient")
+
+
+def check_new_instance(stored: dict[str, Any] | None, order: dict[str, Any]) -> None:
+    """A SOP Instance UID is stored once. ``stored`` is the instance already stored under
+    the UID, or None.
+
+    Raises:
+        DuplicateInstance (409): stored for the order's patient (re-sent);
+        UidNotAccepted (422): stored for another patient.
+    """
+    if stored is None:
+        return
+    if stored["patient_id"] != order["patient_id"]:
+        raise UidNotAccepted
+    raise DuplicateInstance("this SOP Instance UID is stored already")
 
 
 # ----------------------------------------------------------------------------- viewing

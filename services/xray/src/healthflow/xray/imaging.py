@@ -14,10 +14,18 @@ A DICOM file is accepted when (DICOM PS3.10, PS3.3):
 * it is one frame (Number of Frames absent or 1: CR and DX images are single-frame),
   one or three samples per pixel, 8 or 16 bits allocated, at most
   :data:`MAX_PIXELS` pixels — all checked from the header before any pixel is read;
+* a JPEG 2000 frame's own header (ISO/IEC 15444-1 A.5.1 SIZ, or a JP2 wrapper's
+  ``ihdr`` box) declares the same Rows, Columns and Samples per Pixel: the decoder
+  allocates by what the codestream declares, so this too is read (openjpeg
+  ``get_parameters``, no decoding) before any pixel is;
 * its Pixel Data decodes to ``Rows`` × ``Columns`` samples.
 
 Elements larger than :data:`DEFER_SIZE` (the pixel data, private blobs) stay on
 disk until used: memory follows the image's size, never the file's.
+
+Every refusal has a fixed ``detail``: pydicom's and the decoders' messages quote
+element values (a name in a malformed element), so they are neither answered nor
+logged; the log names the exception's type.
 
 A photograph is accepted when Pillow recognises the same format as declared and
 decodes it whole. Anything else raises :class:`~healthflow.xray.domain.InvalidImage`
@@ -26,13 +34,16 @@ decodes it whole. Anything else raises :class:`~healthflow.xray.domain.InvalidIm
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import openjpeg
 from PIL import Image, UnidentifiedImageError
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset
+from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
     JPEG2000,
@@ -44,6 +55,10 @@ from pydicom.uid import (
 
 from healthflow.xray.domain import InvalidImage
 
+log = logging.getLogger(__name__)
+logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+# pydicom logs what it finds invalid with the value ("Invalid value for VR UI: '…'"), at
+# WARNING and up: none of it is logged here (refusals are logged by exception type).
 DICOM = "application/dicom"
 PHOTO_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 MODALITIES = {
@@ -54,7 +69,8 @@ MODALITIES = {
 """Accepted DICOM modalities: projection X-ray only (PS3.3 C.7.3.1.1.1); CT, MR, US … are
 refused. Photographs of films are stored as ``XC`` (external-camera photography)."""
 PHOTO_MODALITY = "XC"
-TRANSFER_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless, JPEG2000}
+JPEG2000_SYNTAXES = {JPEG2000Lossless, JPEG2000}
+TRANSFER_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, *JPEG2000_SYNTAXES}
 DEFER_SIZE = "256 KB"
 """Elements above this size are read from the file only when used (pydicom ``defer_size``)."""
 MAX_PIXELS = 60_000_000
@@ -110,11 +126,12 @@ def read_dicom(path: Path) -> FileDataset:
             warnings.simplefilter("always")
             ds = dcmread(path, defer_size=DEFER_SIZE)
     except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
-        raise InvalidImage(f"the file does not parse as DICOM Part 10: {exc}",
-                           problem="unreadable") from exc
-    ended = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
-    if ended:  # pydicom stops at the cut and returns what it read before, with a warning
-        raise InvalidImage(f"the file is truncated: {ended[0]}", problem="truncated")
+        log.info("DICOM file refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the file does not parse as DICOM Part 10",
+                           problem="unreadable") from None
+    if any("end of file" in str(w.message).lower() for w in caught):
+        # pydicom stops at the cut and returns what it read before, with a warning
+        raise InvalidImage("the file is truncated", problem="truncated")
     if len(ds) == 0:
         raise InvalidImage("the file ends before its data set", problem="truncated")
     return ds
@@ -126,7 +143,7 @@ def _uid(ds: FileDataset, keyword: str) -> str:
         raise InvalidImage(f"the DICOM file has no {keyword}", problem="missing-uid",
                            element=keyword)
     if not UID(value).is_valid:
-        raise InvalidImage(f"the {keyword} {value!r} is not a valid UID", problem="missing-uid",
+        raise InvalidImage(f"the {keyword} is not a valid UID", problem="missing-uid",
                            element=keyword)
     return value
 
@@ -170,6 +187,29 @@ def _check_encoding(ds: FileDataset) -> str:
     return modality
 
 
+def _check_codestream(ds: FileDataset) -> None:
+    """A JPEG 2000 frame is as large as the DICOM header says: the codestream's own
+    header (SIZ: Xsiz − XOsiz columns, Ysiz − YOsiz rows, Csiz components; or the JP2
+    ``ihdr`` box), read by openjpeg without decoding, against Rows, Columns and Samples
+    per Pixel. Other transfer syntaxes pass (their size is the header's by definition).
+
+    Raises:
+        InvalidImage: ``pixel-data`` (unreadable codestream header, or another size).
+    """
+    if ds.file_meta.get("TransferSyntaxUID") not in JPEG2000_SYNTAXES:
+        return
+    try:
+        params = openjpeg.get_parameters(get_frame(ds.PixelData, 0, number_of_frames=1))
+    except Exception as exc:  # pydicom's fragments or openjpeg's header: all mean unreadable
+        log.info("JPEG 2000 header refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the JPEG 2000 pixel data has no readable codestream header",
+                           problem="pixel-data") from None
+    declared = (params["rows"], params["columns"], params["samples_per_pixel"])
+    if declared != (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1) or 1)):
+        raise InvalidImage("the JPEG 2000 codestream declares another image size than the "
+                           "DICOM Rows, Columns and Samples per Pixel", problem="pixel-data")
+
+
 def inspect_dicom(path: Path) -> ImageFacts:
     """Parse, check and decode a DICOM Part 10 file (see the module docstring)."""
     ds = read_dicom(path)
@@ -179,11 +219,12 @@ def inspect_dicom(path: Path) -> ImageFacts:
         raise InvalidImage("the DICOM file has no Patient ID", problem="missing-uid",
                            element="PatientID")
     modality = _check_encoding(ds)
+    _check_codestream(ds)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # every decoder has its own errors; all mean "does not decode"
-        raise InvalidImage(f"the pixel data does not decode: {exc}", problem="pixel-data"
-                           ) from exc
+        log.info("pixel data refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the pixel data does not decode", problem="pixel-data") from None
     if pixels.shape[:2] != (ds.Rows, ds.Columns):
         raise InvalidImage("the pixel data is not Rows × Columns", problem="pixel-data")
     return ImageFacts(
@@ -207,8 +248,8 @@ def inspect_photo(path: Path, content_type: str) -> ImageFacts:
             image.load()
             size, mode = image.size, image.mode
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImage(f"the photograph does not decode: {exc}", problem="pixel-data"
-                           ) from exc
+        log.info("photograph refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the photograph does not decode", problem="pixel-data") from None
     if fmt != PHOTO_TYPES[content_type]:
         raise InvalidImage(f"the bytes are {fmt}, not {content_type}", problem="type-mismatch")
     photometric = "MONOCHROME2" if mode in ("L", "I", "I;16") else "RGB"

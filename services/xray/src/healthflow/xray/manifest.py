@@ -9,5 +9,5 @@ MANIFEST = ServiceManifest(
     port=8110,
     summary="X-ray orders (ServiceRequest), DICOM and photo uploads (ImagingStudy), previews.",
     routes=(RouteDecl("/api/v1/imaging/orders"),
-            RouteDecl("/api/v1/imaging/studies", policy="upload")),
+            RouteDecl("/api/v1/imaging/studies", methods={"POST": "upload"})),
 )

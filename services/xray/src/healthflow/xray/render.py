@@ -6,11 +6,15 @@ C.11.1), then the VOI window from Window Center (0028,1050) / Window Width
 image's own minimum to maximum), and are inverted for ``MONOCHROME1`` (where the
 lowest value is white, PS3.3 C.7.6.3.1.2). Previews are at most
 :data:`MAX_SIDE` pixels on their long side.
+
+A file that fails to render is logged by the error's type alone: pydicom's messages
+quote element values (:func:`preview`).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -20,8 +24,10 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.pixels import apply_modality_lut
 
-from healthflow.xray.imaging import DEFER_SIZE, stored_window
+from healthflow.xray.domain import PreviewFailed
+from healthflow.xray.imaging import DEFER_SIZE, DICOM, stored_window
 
+log = logging.getLogger(__name__)
 MAX_SIDE = 1024
 Array = npt.NDArray[np.float64]
 
@@ -85,3 +91,18 @@ def photo_preview(path: Path) -> bytes:
     """A photograph of a film, in grey, as PNG bytes."""
     with Image.open(path) as image:
         return _png(np.asarray(image.convert("L")))
+
+
+def preview(path: Path, content_type: str) -> bytes:
+    """The PNG preview of the stored file at ``path`` of ``content_type``.
+
+    Raises:
+        PreviewFailed (500): the file does not render; logged with the exception's type
+            only (no message, no traceback: they can quote element values).
+    """
+    draw = dicom_preview if content_type == DICOM else photo_preview
+    try:
+        return draw(path)
+    except Exception as exc:  # a stored file passed every check; anything here is a bug
+        log.error("preview failed", extra={"error": type(exc).__name__})
+        raise PreviewFailed("the image could not be rendered; it has been logged") from None

@@ -6,7 +6,8 @@ Collections (database ``healthflow_xray``), times aware UTC::
                  (active | completed), intent, priority, body_part, body_site {system, code,
                  display}, view, question, accession_number (unique), authored_on, updated_at}
     studies     FHIR ImagingStudy: {_id, study_uid (unique), order_id, encounter_id,
-                 patient_id, modalities: [..], created_at, updated_at}
+                 patient_id, modalities: [..], last_number (the last instance number
+                 handed out), created_at, updated_at}
     instances   one stored file: {_id, study_id, patient_id, series_uid, sop_instance_uid
                  (unique), sop_class_uid, modality, number, content_type, blob {key, sha256,
                  size}, image {rows, columns, photometric, transfer_syntax, window,
@@ -26,9 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.outbox import UnitOfWork
@@ -92,22 +93,23 @@ async def worklist(db: Db, statuses: Collection[str]) -> list[Document]:
 # ----------------------------------------------------------------------------- studies
 
 
-async def study_by_uid(uow: UnitOfWork, study_uid: str) -> Document | None:
-    return await uow.db[STUDIES].find_one({"study_uid": study_uid}, session=uow.session)
-
-
 async def get_study(uow: UnitOfWork, study_id: str) -> Document | None:
     return await uow.db[STUDIES].find_one({"_id": study_id}, session=uow.session)
 
 
-async def insert_study(uow: UnitOfWork, doc: Document) -> None:
-    await uow.db[STUDIES].insert_one(doc, session=uow.session)
-
-
-async def touch_study(uow: UnitOfWork, study_id: str, modality: str, at: datetime) -> None:
-    await uow.db[STUDIES].update_one(
-        {"_id": study_id}, {"$addToSet": {"modalities": modality}, "$set": {"updated_at": at}},
-        session=uow.session)
+async def number_in_study(uow: UnitOfWork, study_uid: str, new: Document, modality: str,
+                          at: datetime) -> Document:
+    """The study of ``study_uid`` after taking its next instance number (``last_number``,
+    ``$inc``) and adding ``modality``; created with the fields ``new`` (``_id``,
+    ``order_id``, ... but not ``study_uid``, ``modalities``, ``updated_at``) when there is
+    none. One upsert, so there is no window between looking and inserting: concurrent
+    uploads write-conflict on this document and the driver retries all but one."""
+    study = await uow.db[STUDIES].find_one_and_update(
+        {"study_uid": study_uid},
+        {"$setOnInsert": new, "$inc": {"last_number": 1},
+         "$addToSet": {"modalities": modality}, "$set": {"updated_at": at}},
+        upsert=True, return_document=ReturnDocument.AFTER, session=uow.session)
+    return cast(Document, study)  # an upsert returning the document after has one
 
 
 async def studies_of_patient(uow: UnitOfWork, patient_id: str) -> list[Document]:
@@ -116,13 +118,14 @@ async def studies_of_patient(uow: UnitOfWork, patient_id: str) -> list[Document]
         "created_at", DESCENDING).limit(MAX_LISTED).to_list()
 
 
+async def instance_by_sop_uid(uow: UnitOfWork, sop_instance_uid: str) -> Document | None:
+    return await uow.db[INSTANCES].find_one({"sop_instance_uid": sop_instance_uid},
+                                            session=uow.session)
+
+
 async def insert_instance(uow: UnitOfWork, doc: Document) -> None:
     """Raises DuplicateKeyError for a SOP Instance UID stored before."""
     await uow.db[INSTANCES].insert_one(doc, session=uow.session)
-
-
-async def count_instances(uow: UnitOfWork, study_id: str) -> int:
-    return await uow.db[INSTANCES].count_documents({"study_id": study_id}, session=uow.session)
 
 
 async def instances_of(uow: UnitOfWork, study_ids: list[str]) -> list[Document]:

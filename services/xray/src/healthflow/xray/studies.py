@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -29,13 +30,14 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import events, imaging, render, store
 from healthflow.xray.domain import (
-    DuplicateInstance,
     InstanceNotFound,
     InvalidImage,
     OrderNotFound,
     OrderStatus,
     StudyNotFound,
+    UidNotAccepted,
     check_identity,
+    check_new_instance,
     check_study_order,
 )
 from healthflow.xray.service import viewer
@@ -79,7 +81,9 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
         OrderNotFound (404); InvalidImage (422: unreadable, missing-uid,
         unsupported-modality, transfer-syntax, pixel-data, type-mismatch, not-an-image);
         PatientMismatch / AccessionMismatch (422); StudyOfAnotherOrder /
-        DuplicateInstance (409); BlobTooLarge (413). Nothing stays stored on any of them.
+        DuplicateInstance (409: a Study or SOP Instance UID stored for this patient);
+        UidNotAccepted (422: stored for another patient, not confirmed as such);
+        BlobTooLarge (413). Nothing stays stored on any of them.
     """
     if await runtime.transact(lambda uow: store.get_order(uow, order_id)) is None:
         raise OrderNotFound(f"no X-ray order {order_id}")
@@ -101,15 +105,16 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
                                    else "not-an-image", **exc.extensions) from exc
 
 
-async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, now: object
-                     ) -> Document:
-    study = await store.study_by_uid(uow, study_uid)
-    check_study_order(study, order["_id"])
-    if study is None:
-        study = {"_id": str(uuid.uuid4()), "study_uid": study_uid, "order_id": order["_id"],
-                 "encounter_id": order["encounter_id"], "patient_id": order["patient_id"],
-                 "modalities": [], "created_at": now, "updated_at": now}
-        await store.insert_study(uow, study)
+async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, modality: str,
+                     now: datetime) -> Document:
+    """The study of ``study_uid`` (created for ``order`` if new) with the number of the
+    instance being stored in ``last_number``. Raises StudyOfAnotherOrder (409) or
+    UidNotAccepted (422; the transaction, and so the number taken, is rolled back)."""
+    study = await store.number_in_study(uow, study_uid, {
+        "_id": str(uuid.uuid4()), "order_id": order["_id"],
+        "encounter_id": order["encounter_id"], "patient_id": order["patient_id"],
+        "created_at": now}, modality, now)
+    check_study_order(study, order)
     return study
 
 
@@ -122,12 +127,13 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         check_identity(order, facts.patient_id, facts.accession_number)
     study_uid, series_uid, sop_uid = _uids(order_id, facts)
     now = utcnow()
-    study = await _study_for(uow, order, study_uid, now)
+    study = await _study_for(uow, order, study_uid, facts.modality, now)
+    check_new_instance(await store.instance_by_sop_uid(uow, sop_uid), order)
     instance: Document = {
         "_id": str(uuid.uuid4()), "study_id": study["_id"], "patient_id": order["patient_id"],
         "series_uid": series_uid, "sop_instance_uid": sop_uid,
         "sop_class_uid": facts.sop_class_uid, "modality": facts.modality,
-        "number": await store.count_instances(uow, study["_id"]) + 1,
+        "number": study["last_number"],
         "content_type": blob.content_type,
         "blob": {"key": blob.key, "sha256": blob.sha256, "size": blob.size},
         "image": {"rows": facts.rows, "columns": facts.columns,
@@ -137,9 +143,8 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         "uploaded_by": principal.subject, "uploaded_at": now}
     try:
         await store.insert_instance(uow, instance)
-    except DuplicateKeyError as exc:
-        raise DuplicateInstance("this SOP Instance UID is stored already") from exc
-    await store.touch_study(uow, study["_id"], facts.modality, now)
+    except DuplicateKeyError:  # stored since the look above (a concurrent upload): whose
+        raise UidNotAccepted from None  # is not known here, so nothing is confirmed
     if order["status"] == OrderStatus.ACTIVE:
         await store.set_order_status(uow, order_id, OrderStatus.COMPLETED.value, now)
     uow.publish(events.XrayUploaded(
@@ -149,8 +154,7 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         content_type=blob.content_type, sha256=blob.sha256, size=blob.size,
         uploaded_by=principal.subject, uploaded_at=now),
         subject=f"imaging-study/{study['_id']}", patientid=order["patient_id"])
-    return Upload(await store.get_study(uow, study["_id"]) or study, instance,
-                  await store.instances_of(uow, [study["_id"]]))
+    return Upload(study, instance, await store.instances_of(uow, [study["_id"]]))
 
 
 # ----------------------------------------------------------------------------- viewing
@@ -215,6 +219,7 @@ async def instance(runtime: ServiceRuntime, principal: Principal, study_id: str,
 async def preview(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
                   study_id: str, instance_id: str) -> bytes:
     """A PNG of the image (:mod:`.render`: windowed, at most 1024 px on its long side).
+    Raises PreviewFailed (500) besides :func:`instance`'s.
 
     The stored file is copied to local disk in chunks, then decoded in a worker thread.
     """
@@ -224,9 +229,7 @@ async def preview(runtime: ServiceRuntime, blobs: BlobStore, principal: Principa
         with path.open("wb") as file:
             async for chunk in blobs.stream(doc["blob"]["key"]):
                 await asyncio.to_thread(file.write, chunk)
-        draw = (render.dicom_preview if doc["content_type"] == imaging.DICOM
-                else render.photo_preview)
-        return await asyncio.to_thread(draw, path)
+        return await asyncio.to_thread(render.preview, path, doc["content_type"])
 
 
 @dataclass(frozen=True)
