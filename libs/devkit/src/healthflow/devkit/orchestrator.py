@@ -43,7 +43,8 @@ multi-process mode (the extra ones on free ports; the gateway takes them in turn
 When the notification service runs and neither ``NOTIFICATION_SMTP_HOST`` nor
 ``NOTIFICATION_TWILIO_BASE_URL`` is set, the runner also supervises the local
 mailbox (:mod:`healthflow.devkit.mailbox`: an SMTP server and a Twilio-compatible
-SMS endpoint on loopback, ``NOTIFICATION_SMTP_PORT``/8025 and 8026 or free ports
+SMS endpoint on loopback, ``NOTIFICATION_SMTP_PORT``/8025 and
+``HEALTHFLOW_MAILBOX_SMS_PORT``/8026 or free ports
 when taken) and points the notification service at it (the service itself never
 starts a stand-in: it talks to the endpoints it is given); what arrives is kept in
 ``<var>/mailbox/{mail,sms}.jsonl`` and shown at ``http://127.0.0.1:8027/mail`` and
@@ -228,7 +229,7 @@ class Platform:
             return free_port() if port_open(HOST, chosen, 0.2) else chosen
 
         smtp = port(os.environ.get("NOTIFICATION_SMTP_PORT"), MAILBOX_PORTS["smtp"])
-        twilio = port(None, MAILBOX_PORTS["twilio"])
+        twilio = port(os.environ.get("HEALTHFLOW_MAILBOX_SMS_PORT"), MAILBOX_PORTS["twilio"])
         view = port(os.environ.get("HEALTHFLOW_MAILBOX_PORT"), MAILBOX_PORTS["view"])
         os.environ.update({"NOTIFICATION_SMTP_HOST": HOST, "NOTIFICATION_SMTP_PORT": str(smtp),
                            "NOTIFICATION_TWILIO_BASE_URL": f"http://{HOST}:{twilio}"})

@@ -295,6 +295,10 @@ def platform_process(
     child_env |= E2E_ENV | {
         "AMQP_URL": amqp_url, "HEALTHFLOW_MONGO_PORT": str(mongo_port), "NO_COLOR": "1",
         "HEALTHFLOW_S3_PORT": str(free_port()),
+        # the local mailbox too: a developer's own `make run` keeps 8025-8027
+        "NOTIFICATION_SMTP_PORT": str(free_port()),
+        "HEALTHFLOW_MAILBOX_SMS_PORT": str(free_port()),
+        "HEALTHFLOW_MAILBOX_PORT": str(free_port()),
         "HEALTHFLOW_READY_TIMEOUT": str(ready_within), "HEALTHFLOW_VAR_DIR": "var",
         "HEALTHFLOW_ADMIN_EMAIL": E2E_ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": E2E_ADMIN_PASSWORD,
     } | (env or {})
