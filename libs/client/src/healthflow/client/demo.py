@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -170,8 +171,9 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--url", default=os.environ.get("HEALTHFLOW_URL", Options.url),
                         help="the gateway (default %(default)s)")
     parser.add_argument("--mailbox", default=os.environ.get("HEALTHFLOW_MAILBOX_URL",
-                                                            Options.mailbox),
-                        help="the local mailbox view `make run` prints (default %(default)s)")
+                                                            running_mailbox()),
+                        help="the local mailbox view `make run` prints (default %(default)s, "
+                             "from <var>/mailbox/url)")
     parser.add_argument("--patients", type=int, default=Options.patients,
                         help="patients who sign up and book (default %(default)s; the edge "
                              f"allows {SIGNUPS_PER_MINUTE} sign-ups a minute, so each five "
@@ -201,6 +203,16 @@ def load_dotenv_defaults(path: Path = Path(".env")) -> None:
         if sep and key and not key.startswith("#"):
             os.environ.setdefault(key.strip().removeprefix("export "),
                                   value.strip().strip("'\""))
+
+
+def running_mailbox() -> str:
+    """The mailbox view of the local ``make run`` (it writes ``<var>/mailbox/url``; 8027
+    unless that port was taken), else :attr:`Options.mailbox`."""
+    path = Path(os.environ.get("HEALTHFLOW_VAR_DIR", "var")) / "mailbox" / "url"
+    with contextlib.suppress(OSError):
+        if url := path.read_text().strip():
+            return url
+    return Options.mailbox
 
 
 def load_admin_credentials() -> Path | None:

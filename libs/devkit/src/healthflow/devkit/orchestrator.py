@@ -245,6 +245,10 @@ class Platform:
         if result.ready:
             self.console.status("mailbox", "ready", f"SMTP :{smtp}, SMS :{twilio}, view "
                                 f"{component.url}/mail", "green")
+            # `make demo` reads where the view is (it moves off 8027 when that is taken)
+            where = self.config.var_dir / "mailbox"
+            where.mkdir(parents=True, exist_ok=True)
+            (where / "url").write_text(component.url + "\n")
         else:
             self.console.status("mailbox", "not ready", summarize(result.body), "red")
 
