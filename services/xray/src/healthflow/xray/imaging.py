@@ -41,6 +41,7 @@ from pathlib import Path
 
 import openjpeg
 from PIL import Image, UnidentifiedImageError
+from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.encaps import get_frame
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
 # pydicom logs what it finds invalid with the value ("Invalid value for VR UI: '…'"), at
 # WARNING and up: none of it is logged here (refusals are logged by exception type).
+# Nor is it warned (Python warnings reach stderr and so the service log): values are
+# not validated when read, this module checks the UIDs and codes it relies on itself.
+pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
 DICOM = "application/dicom"
 PHOTO_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG"}
 MODALITIES = {
