@@ -64,6 +64,11 @@ class ServiceSettings(BaseSettings):
     jwks_cache_seconds: float = Field(default=300.0, gt=0)
     # HTTP
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    # The gateway's public address (scheme, host, port; ``<SERVICE>_PUBLIC_BASE_URL`` or the
+    # platform-wide ``PUBLIC_BASE_URL``): absolute links a service hands out (a printed
+    # prescription's QR code, a FHIR Bundle's fullUrls). Never taken from the request:
+    # ``Host``/``X-Forwarded-Host`` are the client's to choose.
+    public_base_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
     # Tracing (healthflow.common.tracing): OTEL_EXPORTER none | console | otlp (OTLP/HTTP,
     # OTEL_EXPORTER_OTLP_* variables); TRACES_FILE also appends every span as a line of

@@ -20,11 +20,6 @@ class Settings(ServiceSettings):
 
     service_name: str = "prescription"
     port: int = SERVICES["prescription"].port
-    public_base_url: str = "http://127.0.0.1:8000"
-    """The gateway's public address (scheme, host, port; ``PRESCRIPTION_PUBLIC_BASE_URL``
-    or the platform-wide ``PUBLIC_BASE_URL``): the verification URL a printed
-    prescription's QR code holds, and so what its signature covers. Never taken from
-    the request: ``Host``/``X-Forwarded-Host`` are the client's to choose."""
     signing_key: SecretStr | None = None
     """The Ed25519 seed that signs printed prescriptions (32 bytes, base64url); unset:
     one is made on first use and kept in the database (development). A secret: never

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from healthflow.common.auth import Principal, require, require_any
@@ -127,14 +127,12 @@ async def withdraw_entry(runtime: Runtime, entry_id: Id, body: WithdrawalIn,
 @fhir.get("/Patient/{patient_id}/$everything", summary="The record as a FHIR R4 Bundle",
           response_class=JSONResponse,
           responses={200: {"content": {"application/fhir+json": {}}}})
-async def patient_everything(runtime: Runtime, patient_id: Id, request: Request,
+async def patient_everything(runtime: Runtime, patient_id: Id,
                              principal: Principal = require_any(*READERS)) -> JSONResponse:
     """A ``searchset`` Bundle: Patient, Encounters, Conditions, Observations,
     MedicationStatements (``application/fhir+json``). ``fullUrl``s are under the
-    address the client used (the gateway's ``X-Forwarded-Proto``/``-Host``), never the
-    service's internal one."""
-    scheme = request.headers.get("x-forwarded-proto", request.url.scheme)
-    host = request.headers.get("x-forwarded-host", request.url.netloc)
-    base = f"{scheme}://{host}{fhir.prefix}"
+    gateway's configured public address (``public_base_url``), never the service's
+    internal one nor a ``Host`` the client chose."""
+    base = runtime.settings.public_base_url.rstrip("/") + fhir.prefix
     bundle: dict[str, Any] = await service.everything(runtime, principal, patient_id, base)
     return JSONResponse(bundle, media_type="application/fhir+json")
