@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from healthflow.devkit.embedded import free_port
 from healthflow.devkit.testing import RunningPlatform, platform_process, rabbitmq_vhost
 
 
@@ -32,6 +31,5 @@ def mailbox_url(platform: RunningPlatform) -> str:
 def demoable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demoable]:
     """One platform (its own vhost, free ports, a mailbox) shared by a module's tests."""
     workdir: Path = tmp_path_factory.mktemp("platform")
-    with rabbitmq_vhost() as amqp, platform_process(
-            workdir, amqp, env={"HEALTHFLOW_MAILBOX_PORT": str(free_port())}) as platform:
+    with rabbitmq_vhost() as amqp, platform_process(workdir, amqp) as platform:
         yield Demoable(platform, mailbox_url(platform))

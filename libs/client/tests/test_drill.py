@@ -20,7 +20,6 @@ import pytest
 from rich.console import Console
 
 from healthflow.client.drill import DrillOptions, run_drill, show
-from healthflow.devkit.embedded import free_port
 from healthflow.devkit.testing import platform_process, rabbitmq_vhost
 
 from .conftest import mailbox_url
@@ -31,8 +30,7 @@ PATIENTS = int(os.environ.get("HEALTHFLOW_DRILL_PATIENTS", "24"))
 @pytest.mark.slow
 def test_the_platform_recovers_from_broker_process_and_database_faults(
         tmp_path: Path) -> None:
-    env = {"HEALTHFLOW_MAILBOX_PORT": str(free_port())}
-    with rabbitmq_vhost() as amqp, platform_process(tmp_path, amqp, env=env) as platform:
+    with rabbitmq_vhost() as amqp, platform_process(tmp_path, amqp) as platform:
         options = DrillOptions(platform.gateway_url, mailbox_url(platform),
                                platform.process.pid, platform.admin_email,
                                platform.admin_password, patients=PATIENTS)

@@ -32,7 +32,6 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from healthflow.common.permissions import permissions_for
-from healthflow.devkit.embedded import free_port
 from healthflow.devkit.testing import RunningPlatform, platform_process, rabbitmq_vhost
 
 EXAMPLES = int(os.environ.get("HEALTHFLOW_FUZZ_EXAMPLES", "5"))
@@ -53,7 +52,7 @@ class Fuzzable:
 def fuzzable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzable]:
     """A platform of its own and a signed-in user of every role."""
     workdir: Path = tmp_path_factory.mktemp("fuzz")
-    env = {"HEALTHFLOW_MAILBOX_PORT": str(free_port()), "AUTH_ACCESS_TOKEN_TTL": "3600"}
+    env = {"AUTH_ACCESS_TOKEN_TTL": "3600"}
     with rabbitmq_vhost() as amqp, platform_process(workdir, amqp, env=env) as platform:
         tokens: dict[str, str] = {}
         with httpx.Client(base_url=platform.gateway_url, timeout=30) as http:
