@@ -43,7 +43,12 @@ from fastapi import FastAPI
 
 from healthflow.common.auth import TokenVerifier
 from healthflow.common.topology import SERVICES
-from healthflow.devkit.embedded import EmbeddedMongo, EmbeddedS3, ensure_rabbitmq, free_port
+from healthflow.devkit.embedded import (
+    EmbeddedMongo,
+    EmbeddedS3,
+    ensure_rabbitmq,
+    free_ports,
+)
 
 
 @pytest.fixture(scope="session")
@@ -287,18 +292,20 @@ def platform_process(
     the first admin is :data:`E2E_ADMIN_EMAIL`. Stops it with SIGINT afterwards
     and fails the test if it does not exit cleanly.
     """
-    ports = {name: free_port() for name in [*SERVICES, "gateway"]}
-    mongo_port = free_port()
+    names = [*SERVICES, "gateway"]
+    # one batch of distinct ports: services, database, S3 and the mailbox's three
+    *service_ports, mongo_port, s3, smtp, sms, view = free_ports(len(names) + 5)
+    ports = dict(zip(names, service_ports, strict=True))
     child_env = {k: v for k, v in os.environ.items()
                  if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL", "S3_ENDPOINT_URL")}
     child_env |= {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
     child_env |= E2E_ENV | {
         "AMQP_URL": amqp_url, "HEALTHFLOW_MONGO_PORT": str(mongo_port), "NO_COLOR": "1",
-        "HEALTHFLOW_S3_PORT": str(free_port()),
+        "HEALTHFLOW_S3_PORT": str(s3),
         # the local mailbox too: a developer's own `make run` keeps 8025-8027
-        "NOTIFICATION_SMTP_PORT": str(free_port()),
-        "HEALTHFLOW_MAILBOX_SMS_PORT": str(free_port()),
-        "HEALTHFLOW_MAILBOX_PORT": str(free_port()),
+        "NOTIFICATION_SMTP_PORT": str(smtp),
+        "HEALTHFLOW_MAILBOX_SMS_PORT": str(sms),
+        "HEALTHFLOW_MAILBOX_PORT": str(view),
         "HEALTHFLOW_READY_TIMEOUT": str(ready_within), "HEALTHFLOW_VAR_DIR": "var",
         "HEALTHFLOW_ADMIN_EMAIL": E2E_ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": E2E_ADMIN_PASSWORD,
     } | (env or {})
