@@ -8,6 +8,7 @@ audit entry per read would feed the log back into itself.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from datetime import UTC, datetime
@@ -16,9 +17,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BeforeValidator
 
-from healthflow.audit import service, store
+from healthflow.audit import service, store, tree
 from healthflow.audit.domain import MAX_SEQ
-from healthflow.audit.schemas import AuditEntry, ChainHeadOut, VerificationOut
+from healthflow.audit.merkle import entry_leaf_hash
+from healthflow.audit.schemas import (
+    AuditEntry,
+    ChainHeadOut,
+    ConsistencyProofOut,
+    InclusionProofOut,
+    VerificationOut,
+)
 from healthflow.common.auth import Principal, require
 from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
@@ -137,6 +145,51 @@ async def get_event(
 ) -> AuditEntry:
     """Raises: NotFound (404) when no entry has this ``seq``."""
     return AuditEntry.model_validate(await service.get_entry(runtime, seq))
+
+
+@router.get("/proof/inclusion", response_model=InclusionProofOut,
+            summary="Prove an entry is in the tree of a given size (RFC 9162)")
+async def inclusion_proof(
+    runtime: Runtime,
+    principal: AuditReader,
+    seq: Annotated[int, Query(ge=0, le=MAX_SEQ, description="the entry (leaf index)")],
+    tree_size: Annotated[int, Query(ge=1, le=MAX_SEQ, description="entries in the tree, "
+                                    "e.g. a checkpoint's size")],
+) -> InclusionProofOut:
+    """The audit path of entry ``seq`` in the tree of its first ``tree_size`` entries
+    (RFC 9162 §2.1.3.1); check it against a signed checkpoint's root hash.
+
+    Raises:
+        UnprocessableContent: (422) ``tree_size`` beyond the log or ``seq`` not below it.
+    """
+    path = await tree.inclusion_proof(runtime, seq, tree_size)
+    entry = await service.get_entry(runtime, seq)
+    return InclusionProofOut(seq=seq, tree_size=tree_size,
+                             leaf_hash=_b64(entry_leaf_hash(str(entry["hash"]))),
+                             audit_path=[_b64(h) for h in path])
+
+
+@router.get("/proof/consistency", response_model=ConsistencyProofOut,
+            summary="Prove a tree extends an earlier one (RFC 9162)")
+async def consistency_proof(
+    runtime: Runtime,
+    principal: AuditReader,
+    first: Annotated[int, Query(ge=1, le=MAX_SEQ, description="size of the earlier tree")],
+    second: Annotated[int, Query(ge=1, le=MAX_SEQ, description="size of the later tree")],
+) -> ConsistencyProofOut:
+    """``PROOF(first, D[second])`` (RFC 9162 §2.1.4.1): with two checkpoints' roots it
+    shows the later log only appended to the earlier one.
+
+    Raises:
+        UnprocessableContent: (422) ``second`` beyond the log or ``first`` after ``second``.
+    """
+    path = await tree.consistency_proof(runtime, first, second)
+    return ConsistencyProofOut(first=first, second=second,
+                               consistency_path=[_b64(h) for h in path])
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from healthflow.audit import api, handlers, store
+from healthflow.audit import api, handlers, store, tree
 from healthflow.audit.settings import Settings
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
@@ -14,6 +14,7 @@ from healthflow.common.settings import load_settings
 
 async def _on_start(runtime: ServiceRuntime) -> None:
     await store.ensure_head(runtime.db)
+    await tree.rebuild(runtime.db)
 
 
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:

@@ -46,3 +46,26 @@ class VerificationOut(BaseModel):
     to_seq: int | None = Field(description="last seq checked; null when the log is empty")
     head_seq: int | None
     head_hash: str
+
+
+class InclusionProofOut(BaseModel):
+    """RFC 9162 §2.1.3 inclusion proof of entry ``seq`` in the tree of ``tree_size`` entries.
+
+    Hashes are standard base64 (RFC 4648 §4) of 32 bytes, as in a checkpoint.
+    """
+
+    seq: int = Field(description="the entry, i.e. the leaf index")
+    tree_size: int
+    leaf_hash: str = Field(description="SHA-256(0x00 ‖ the entry's 32-byte hash)")
+    audit_path: list[str] = Field(description="PATH(seq, D[tree_size]), deepest first")
+
+
+class ConsistencyProofOut(BaseModel):
+    """RFC 9162 §2.1.4 proof that the tree of ``second`` entries extends that of ``first``.
+
+    Hashes are standard base64 (RFC 4648 §4) of 32 bytes, as in a checkpoint.
+    """
+
+    first: int
+    second: int
+    consistency_path: list[str] = Field(description="PROOF(first, D[second])")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from healthflow.audit import domain, store
+from healthflow.audit import domain, store, tree
 from healthflow.common.errors import BadRequest, NotFound, UnprocessableContent
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import UnitOfWork
@@ -31,11 +31,14 @@ async def append(uow: UnitOfWork, events: Sequence[CloudEvent],
 
     Events whose id is already in the log, or repeated within ``events``, are
     skipped. Returns the new entries (empty when every event was a duplicate).
-    Round trips: duplicate check, head read, head update, entry insert.
+    The entries also become the next leaves of the Merkle tree
+    (:func:`healthflow.audit.tree.grow`). Round trips: duplicate check, head
+    read, head update, entry insert, tree frontier read, subtree insert.
 
     Raises:
         domain.UnhashableEvent: an event cannot be canonicalized (RFC 8785).
         ChainMoved: the head moved under this transaction (retry it whole).
+        tree.TreeBehind: the stored Merkle tree is not at the head's size.
         pymongo.errors.PyMongoError: write conflicts (``TransientTransactionError``)
             and other database failures.
     """
@@ -55,6 +58,7 @@ async def append(uow: UnitOfWork, events: Sequence[CloudEvent],
     if not await store.move_head(uow.db, uow.session, head, entries[-1], appended_at):
         raise ChainMoved(f"the chain head moved past {head.seq}")
     await store.insert_entries(uow.db, uow.session, entries)
+    await tree.grow(uow.db, uow.session, head, entries)
     return entries
 
 

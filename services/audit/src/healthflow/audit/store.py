@@ -10,6 +10,20 @@
 
     {_id: "head", seq: int (-1 while empty), hash: str (64 hex), updated_at: datetime}
 
+``tree`` — the Merkle tree's complete subtrees (:mod:`healthflow.audit.merkle`), one
+document each, written in the transaction that appends their last leaf, never changed::
+
+    {_id: "<level>:<index>", level: int, index: int, hash: str (64 hex)}
+
+``checkpoints`` — every signed checkpoint (:mod:`healthflow.audit.checkpoints`), never
+changed but for where it was exported::
+
+    {_id: <tree size: int>, root: str (64 hex), note: str (the signed note),
+     key_id: str (8 hex), signed_at: datetime, blob_key: str | None, file: str | None}
+
+``signing_keys`` — ``{_id: "checkpoint", seed: str (base64url), created_at}`` only when
+no ``AUDIT_CHECKPOINT_SIGNING_KEY`` is configured (local runs).
+
 Appends are serialized by the head: :func:`healthflow.audit.service.append` reads it
 and moves it (:func:`move_head`, a conditional update) in the same transaction as
 the entry inserts. Two replicas
@@ -22,7 +36,7 @@ head ever be bypassed. Times are aware UTC with millisecond precision.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,13 +44,16 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from healthflow.audit import domain
+from healthflow.audit import domain, merkle
 from healthflow.common.mongo import Document, utcnow
 
 ENTRIES = "entries"
 CHAIN = "chain"
+TREE = "tree"
+CHECKPOINTS = "checkpoints"
+SIGNING_KEYS = "signing_keys"
 HEAD_ID = "head"
 
 INDEXES = {
@@ -48,6 +65,8 @@ INDEXES = {
         IndexModel([("patientid", ASCENDING), ("_id", DESCENDING)]),
         IndexModel([("time", ASCENDING)]),
     ],
+    TREE: [IndexModel([("level", ASCENDING), ("index", DESCENDING)])],
+    CHECKPOINTS: [IndexModel([("blob_key", ASCENDING)])],
 }
 
 
@@ -173,3 +192,81 @@ async def entries_between(db: AsyncDatabase[Document], first_seq: int, last_seq:
     )
     async for doc in cursor:
         yield entry_view(doc)
+
+
+def _node_key(node: merkle.NodeId) -> str:
+    return f"{node[0]}:{node[1]}"
+
+
+async def read_subtrees(db: AsyncDatabase[Document], nodes: Collection[merkle.NodeId],
+                        session: AsyncClientSession | None = None
+                        ) -> dict[merkle.NodeId, bytes]:
+    """The stored hashes of ``nodes`` (one query); absent ones are left out."""
+    if not nodes:
+        return {}
+    found = db[TREE].find({"_id": {"$in": [_node_key(n) for n in nodes]}}, session=session)
+    return {(int(doc["level"]), int(doc["index"])): bytes.fromhex(doc["hash"])
+            async for doc in found}
+
+
+async def insert_subtrees(db: AsyncDatabase[Document], made: dict[merkle.NodeId, bytes],
+                          session: AsyncClientSession | None = None, *,
+                          tolerate_existing: bool = False) -> None:
+    """Store ``made``; with ``tolerate_existing`` (a rebuild racing another replica's),
+    subtrees already stored are left as they are."""
+    if not made:
+        return
+    docs = [{"_id": _node_key(node), "level": node[0], "index": node[1], "hash": digest.hex()}
+            for node, digest in made.items()]
+    try:
+        await db[TREE].insert_many(docs, ordered=not tolerate_existing, session=session)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not tolerate_existing or any(e.get("code") != 11000 for e in errors):
+            raise
+
+
+async def tree_size(db: AsyncDatabase[Document]) -> int:
+    """How many leaves the stored tree has (the highest stored leaf's index + 1)."""
+    last = await db[TREE].find_one({"level": 0}, sort=[("index", DESCENDING)])
+    return int(last["index"]) + 1 if last is not None else 0
+
+
+async def signing_seed(db: AsyncDatabase[Document]) -> str | None:
+    doc = await db[SIGNING_KEYS].find_one({"_id": "checkpoint"})
+    return str(doc["seed"]) if doc is not None else None
+
+
+async def add_signing_seed(db: AsyncDatabase[Document], seed: str, at: datetime) -> None:
+    """Keep ``seed`` unless a seed is kept already (the first replica's wins)."""
+    with contextlib.suppress(DuplicateKeyError):
+        await db[SIGNING_KEYS].insert_one({"_id": "checkpoint", "seed": seed, "created_at": at})
+
+
+async def insert_checkpoint(db: AsyncDatabase[Document], document: Document) -> bool:
+    """Keep a checkpoint; ``False`` when one of that tree size is kept already."""
+    try:
+        await db[CHECKPOINTS].insert_one(document)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def latest_checkpoint(db: AsyncDatabase[Document]) -> Document | None:
+    return await db[CHECKPOINTS].find_one({}, sort=[("_id", DESCENDING)])
+
+
+async def get_checkpoint(db: AsyncDatabase[Document], size: int) -> Document | None:
+    return await db[CHECKPOINTS].find_one({"_id": size})
+
+
+async def unexported_checkpoints(db: AsyncDatabase[Document], limit: int = 100
+                                 ) -> list[Document]:
+    """Checkpoints not yet written to the blob store, oldest first."""
+    cursor = db[CHECKPOINTS].find({"blob_key": None}).sort("_id", ASCENDING).limit(limit)
+    return [doc async for doc in cursor]
+
+
+async def mark_exported(db: AsyncDatabase[Document], size: int, **where: str) -> None:
+    """Record where checkpoint ``size`` was written (``blob_key=``, ``file=``)."""
+    await db[CHECKPOINTS].update_one({"_id": size}, {"$set": where})
