@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -80,9 +81,15 @@ class Audit:
 
 
 @pytest.fixture
-def settings(mongodb_url: str, unique_name: str) -> Settings:
+def settings(mongodb_url: str, unique_name: str, s3_env: dict[str, str],
+             tmp_path: Path) -> Settings:
+    """A fresh database, the test S3 server, checkpoint files under ``tmp_path``."""
     return Settings(mongodb_url=mongodb_url, mongodb_database=f"audit_{unique_name}",
-                    transport="inprocess", retry_delays=[0.05, 0.1])
+                    transport="inprocess", retry_delays=[0.05, 0.1],
+                    s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
+                    s3_access_key=s3_env["S3_ACCESS_KEY"], s3_secret_key=s3_env["S3_SECRET_KEY"],
+                    s3_region=s3_env["S3_REGION"], s3_bucket=f"audit-{unique_name[-12:]}",
+                    checkpoint_dir=tmp_path / "checkpoints")
 
 
 @pytest.fixture

@@ -17,18 +17,21 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import AwareDatetime, BeforeValidator
 
-from healthflow.audit import service, store, tree
+from healthflow.audit import checkpoints, service, store, tree
 from healthflow.audit.domain import MAX_SEQ
 from healthflow.audit.merkle import entry_leaf_hash
 from healthflow.audit.schemas import (
     AuditEntry,
     ChainHeadOut,
+    CheckpointKeyOut,
+    CheckpointOut,
     ConsistencyProofOut,
     InclusionProofOut,
     VerificationOut,
 )
 from healthflow.common.auth import Principal, require
 from healthflow.common.http import get_runtime
+from healthflow.common.mongo import Document
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
@@ -186,6 +189,42 @@ async def consistency_proof(
     path = await tree.consistency_proof(runtime, first, second)
     return ConsistencyProofOut(first=first, second=second,
                                consistency_path=[_b64(h) for h in path])
+
+
+@router.post("/checkpoints", response_model=CheckpointOut,
+             summary="Sign a checkpoint of the log now")
+async def sign_checkpoint(runtime: Runtime, principal: AuditReader) -> CheckpointOut:
+    """A checkpoint covering every entry appended so far: signed now when the log grew
+    since the latest one, else that one. Also written to the blob store and a file."""
+    return _checkpoint(await checkpoints.sign_now(runtime))
+
+
+@router.get("/checkpoints/key", response_model=CheckpointKeyOut,
+            summary="The public key that signs checkpoints")
+async def checkpoint_key(runtime: Runtime, principal: AuditReader) -> CheckpointKeyOut:
+    return CheckpointKeyOut.model_validate(await checkpoints.public_key(runtime))
+
+
+@router.get("/checkpoints/latest", response_model=CheckpointOut,
+            summary="The latest signed checkpoint")
+async def latest_checkpoint(runtime: Runtime, principal: AuditReader) -> CheckpointOut:
+    """Raises: NotFound (404) before the first checkpoint."""
+    return _checkpoint(await checkpoints.get(runtime, None))
+
+
+@router.get("/checkpoints/{tree_size}", response_model=CheckpointOut,
+            summary="The checkpoint signed at a tree size")
+async def get_checkpoint(runtime: Runtime, principal: AuditReader,
+                         tree_size: Annotated[int, Path(ge=0, le=MAX_SEQ)]) -> CheckpointOut:
+    """Raises: NotFound (404) when no checkpoint was signed at that size."""
+    return _checkpoint(await checkpoints.get(runtime, tree_size))
+
+
+def _checkpoint(document: Document) -> CheckpointOut:
+    return CheckpointOut(tree_size=int(document["_id"]),
+                         root_hash=_b64(bytes.fromhex(str(document["root"]))),
+                         key_id=str(document["key_id"]), signed_at=document["signed_at"],
+                         note=str(document["note"]))
 
 
 def _b64(raw: bytes) -> str:

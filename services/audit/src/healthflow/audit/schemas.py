@@ -69,3 +69,25 @@ class ConsistencyProofOut(BaseModel):
     first: int
     second: int
     consistency_path: list[str] = Field(description="PROOF(first, D[second])")
+
+
+class CheckpointOut(BaseModel):
+    """A signed checkpoint (C2SP tlog-checkpoint in a signed note)."""
+
+    tree_size: int = Field(description="entries 0..tree_size-1 are covered")
+    root_hash: str = Field(description="MTH of those entries, standard base64 of 32 bytes")
+    key_id: str = Field(description="the signing key's ID, 8 hex digits")
+    signed_at: datetime
+    note: str = Field(description="the signed note: origin, size, root, blank line, "
+                      "signature line(s); verify it with the published key")
+
+
+class CheckpointKeyOut(BaseModel):
+    """The key that signs checkpoints (Ed25519, RFC 8032)."""
+
+    name: str = Field(description="the key's name: the checkpoint origin")
+    key_id: str = Field(description="SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)[:4], hex")
+    algorithm: str
+    public_key: str = Field(description="the 32-byte public key, standard base64")
+    verifier_key: str = Field(description="<name>+<key_id>+base64(0x01 ‖ public key), "
+                              "the C2SP signed-note verifier key")

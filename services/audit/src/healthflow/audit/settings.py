@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import base64
+import binascii
+import re
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
+
+_ORIGIN = re.compile(r"^[^\s+]+$")
 
 
 class Settings(ServiceSettings):
@@ -13,13 +20,52 @@ class Settings(ServiceSettings):
 
     ``append_batch_max``: at most this many concurrently delivered events are
     appended in one transaction (group commit; 1 = one transaction per event).
+
+    Signed checkpoints (:mod:`healthflow.audit.checkpoints`): ``checkpoint_origin``
+    is the log's name, the first line of each checkpoint and the signing key's
+    name (C2SP tlog-checkpoint; no spaces or ``+``); a checkpoint is signed every
+    ``checkpoint_interval`` seconds when the log grew, written to the database,
+    to the blob store (``checkpoint_to_blobs``) and as a file under
+    ``checkpoint_dir``.
     """
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix="AUDIT_"
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix="AUDIT_",
+        hide_input_in_errors=True,  # a malformed signing key is still a secret
     )
 
     service_name: str = "audit"
     port: int = Field(default=8102, ge=1, le=65535)
     prefetch: int = Field(default=64, ge=1, le=10_000)
     append_batch_max: int = Field(default=64, ge=1, le=1_000)
+    checkpoint_origin: str = Field(default="healthflow.local/audit", min_length=1,
+                                   max_length=255)
+    checkpoint_interval: float = Field(default=60.0, gt=0, le=86_400)  # seconds
+    checkpoint_dir: Path = Path("var/audit-checkpoints")
+    checkpoint_to_blobs: bool = True
+    checkpoint_signing_key: SecretStr | None = None
+    """The Ed25519 seed that signs checkpoints (32 bytes, base64url). Unset: one is made
+    on first use and kept in the database — for local runs only, since whoever can
+    write the database could then re-sign a rewritten log. A secret: never in a repr,
+    a log line or an error message; a malformed one refuses to start."""
+
+    @field_validator("checkpoint_origin")
+    @classmethod
+    def _an_origin(cls, value: str) -> str:
+        if not _ORIGIN.match(value):
+            raise ValueError("a checkpoint origin has no spaces or '+' (C2SP signed-note)")
+        return value
+
+    @field_validator("checkpoint_signing_key")
+    @classmethod
+    def _a_32_byte_seed(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64url") from None
+        if len(raw) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes (base64url, no padding)")
+        return value

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import uuid
 from collections.abc import (
@@ -235,6 +236,19 @@ class BlobStore:
         finally:
             await chunks.aclose()
         return StoredBlob(self.bucket, key, reader.sha256.hexdigest(), reader.size, content_type)
+
+    async def put_generated(self, key: str, data: bytes, content_type: str) -> StoredBlob:
+        """Store ``data`` under ``key``, replacing what is there: for small objects a
+        service makes itself (a signed audit checkpoint), never client input, so the
+        type is not detected and the caller names the key.
+
+        Raises:
+            ServiceUnavailable: (503) S3 does not answer.
+        """
+        await self._s3(self._client.put_object, self.bucket, key, io.BytesIO(data),
+                       length=len(data), content_type=content_type)
+        return StoredBlob(self.bucket, key, hashlib.sha256(data).hexdigest(), len(data),
+                          content_type)
 
     async def _upload(self, key: str, reader: _ChunkReader, content_type: str) -> None:
         upload = asyncio.ensure_future(self._s3(

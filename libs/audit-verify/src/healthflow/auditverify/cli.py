@@ -1,0 +1,218 @@
+"""``healthflow-audit-verify``: check an audit log against a signed checkpoint.
+
+Usage::
+
+    healthflow-audit-verify --key KEY --checkpoint CP [--earlier-checkpoint CP0]
+        (--entries export.jsonl | --url https://host --token TOKEN)
+        [--entry SEQ ...] [--save-entries export.jsonl]
+
+``KEY`` is the C2SP verifier key (``GET /api/v1/audit/checkpoints/key``,
+``verifier_key``) or a file holding it; ``CP`` a signed checkpoint note the
+officer kept (a ``.checkpoint`` file). Checks, in order: the checkpoint's
+signature; the hash chain of entries ``0..size-1`` recomputed from their
+content; their Merkle root against the checkpoint's; the earlier checkpoint's
+signature, its root against the same entries' prefix and (with ``--url``) the
+log's RFC 9162 consistency proof between the two; the inclusion of each
+``--entry`` (with ``--url``: the log's proof, checked against the checkpoint).
+
+Exit status: 0 all checks passed; 1 a check failed (the first failure is
+printed on stderr as ``FAILED: …``); 2 bad usage or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from healthflow.auditverify import chain, note, proofs
+
+PAGE = 200
+
+
+class Failed(Exception):
+    """A check failed (exit 1)."""
+
+
+class Unusable(Exception):
+    """Input could not be read (exit 2)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="healthflow-audit-verify",
+        description="Verify a HealthFlow audit log with its signed checkpoint and public key.")
+    parser.add_argument("--key", required=True, help="verifier key, or a file holding it")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="signed checkpoint")
+    parser.add_argument("--earlier-checkpoint", type=Path,
+                        help="an earlier checkpoint the log must extend")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--entries", type=Path, help="JSON Lines export, one entry a line")
+    source.add_argument("--url", help="the platform's base URL (entries and proofs by API)")
+    parser.add_argument("--token", help="bearer token of a compliance officer (with --url)")
+    parser.add_argument("--entry", type=int, action="append", default=[],
+                        help="seq of an entry whose inclusion to prove (repeatable)")
+    parser.add_argument("--save-entries", type=Path, help="write the fetched entries here")
+    return parser
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Unusable(f"cannot read the {what} {path}: {exc}") from None
+
+
+def _key(text: str) -> note.VerifierKey:
+    path = Path(text)
+    raw = _read(path, "key file") if path.is_file() else text
+    try:
+        return note.parse_verifier_key(raw)
+    except note.NoteError as exc:
+        raise Unusable(str(exc)) from None
+
+
+def _checkpoint(path: Path, key: note.VerifierKey, what: str) -> note.Checkpoint:
+    try:
+        return note.open_checkpoint(_read(path, what), key)
+    except note.NoteError as exc:
+        raise Failed(f"{what} {path}: {exc}") from None
+
+
+def _export(path: Path) -> list[dict[str, Any]]:
+    entries = []
+    for number, line in enumerate(_read(path, "export").splitlines(), start=1):
+        if line.strip():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise Unusable(f"{path} line {number} is not JSON") from None
+    return entries
+
+
+class Api:
+    """The audit API through the gateway (a compliance officer's token)."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=url.rstrip("/") + "/api/v1/audit",
+                                   headers=headers, timeout=30.0)
+
+    def get(self, path: str, **params: Any) -> Any:
+        try:
+            response = self.client.get(path, params=params)
+        except httpx.HTTPError as exc:
+            raise Unusable(f"the audit API does not answer: {exc}") from None
+        if response.status_code != 200:
+            detail = response.json().get("detail", "") if response.content else ""
+            raise Failed(f"GET {path} answered {response.status_code}: {detail}")
+        return response.json()
+
+    def entries(self, size: int) -> list[dict[str, Any]]:
+        """Entries ``0..size-1`` (the API pages newest first)."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": PAGE}
+            if cursor:
+                params["cursor"] = cursor
+            page = self.get("/events", **params)
+            found.extend(item for item in page["items"] if item["seq"] < size)
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return sorted(found, key=lambda item: item["seq"])
+
+    def proof(self, path: str, field: str, **params: Any) -> list[bytes]:
+        return [base64.b64decode(h) for h in self.get(path, **params)[field]]
+
+
+def _check_entries(entries: list[dict[str, Any]], latest: note.Checkpoint) -> list[bytes]:
+    if len(entries) < latest.size:
+        raise Failed(f"the export holds {len(entries)} entries; the checkpoint covers "
+                     f"{latest.size}")
+    try:
+        leaves = chain.check_chain(entries[:latest.size])
+    except chain.ChainError as exc:
+        raise Failed(f"hash chain: {exc}") from None
+    if proofs.root_of(leaves) != latest.root:
+        raise Failed(f"the entries' Merkle root is not the checkpoint's root for tree size "
+                     f"{latest.size}: the log was rewritten after it was signed")
+    return leaves
+
+
+def _check_earlier(earlier: note.Checkpoint, latest: note.Checkpoint, leaves: list[bytes],
+                   api: Api | None) -> None:
+    if earlier.size > latest.size:
+        raise Failed(f"the earlier checkpoint (size {earlier.size}) is larger than the "
+                     f"checkpoint (size {latest.size})")
+    if proofs.root_of(leaves[:earlier.size]) != earlier.root:
+        raise Failed(f"the first {earlier.size} entries do not have the earlier checkpoint's "
+                     "root: history before it was rewritten")
+    if api is not None and earlier.size > 0:
+        path = api.proof("/proof/consistency", "consistency_path", first=earlier.size,
+                         second=latest.size)
+        try:
+            proofs.verify_consistency(earlier.size, latest.size, earlier.root, latest.root,
+                                      path)
+        except proofs.ProofError as exc:
+            raise Failed(f"consistency proof: {exc}") from None
+
+
+def _check_inclusion(seqs: Sequence[int], latest: note.Checkpoint, leaves: list[bytes],
+                     api: Api | None) -> None:
+    for seq in seqs:
+        if not 0 <= seq < latest.size:
+            raise Failed(f"entry {seq} is not covered by the checkpoint (size {latest.size})")
+        if api is None:
+            continue  # the export's root already matched: every entry in it is included
+        path = api.proof("/proof/inclusion", "audit_path", seq=seq, tree_size=latest.size)
+        try:
+            proofs.verify_inclusion(seq, latest.size, leaves[seq], path, latest.root)
+        except proofs.ProofError as exc:
+            raise Failed(f"inclusion of entry {seq}: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    """Every check; returns what passed (one line each). Raises Failed or Unusable."""
+    key = _key(args.key)
+    latest = _checkpoint(args.checkpoint, key, "checkpoint")
+    done = [f"checkpoint signed by {key.name} ({key.key_id.hex()}): tree size {latest.size}"]
+    api = Api(args.url, args.token) if args.url else None
+    entries = api.entries(latest.size) if api is not None else _export(args.entries)
+    if args.save_entries is not None:
+        args.save_entries.write_text("".join(json.dumps(e) + "\n" for e in entries),
+                                     encoding="utf-8")
+    leaves = _check_entries(entries, latest)
+    done.append(f"hash chain of entries 0..{latest.size - 1} recomputed; Merkle root matches")
+    if args.earlier_checkpoint is not None:
+        earlier = _checkpoint(args.earlier_checkpoint, key, "earlier checkpoint")
+        _check_earlier(earlier, latest, leaves, api)
+        done.append(f"the log at size {latest.size} extends the earlier checkpoint "
+                    f"(size {earlier.size})")
+    _check_inclusion(args.entry, latest, leaves, api)
+    done.extend(f"entry {seq} is included in the checkpoint's tree" for seq in args.entry)
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        for line in run(args):
+            print(f"ok: {line}")
+    except Failed as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except Unusable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print("VERIFIED")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Use cases of signed checkpoints: sign the tree's size and root, keep the checkpoint,
+and write it outside the database.
+
+A checkpoint (format: :mod:`healthflow.audit.note`) is signed every
+``checkpoint_interval`` seconds when the log grew (:func:`run_due`, a worker
+loop) and on demand (:func:`sign_now`, the ``POST /checkpoints`` route). Each
+is kept in the ``checkpoints`` collection and written
+
+* as the file ``<checkpoint_dir>/<size>.checkpoint``, and ``latest.checkpoint``
+  replaced atomically, for an operator to ship elsewhere;
+* to the blob store as ``checkpoints/<size as 20 digits>`` (text/plain), retried
+  by the loop until it succeeds.
+
+Whoever rewrites the database afterwards cannot produce a checkpoint signed by
+the key for the rewritten root, and a kept checkpoint then fails the offline
+verifier's consistency or root check (``healthflow-audit-verify``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from healthflow.audit import note, store, tree
+from healthflow.audit.settings import Settings
+from healthflow.common.blobs import BlobStore
+from healthflow.common.errors import NotFound
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+NOTE_TYPE = "text/plain; charset=utf-8"
+
+
+def settings_of(runtime: ServiceRuntime) -> Settings:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+async def signer(runtime: ServiceRuntime) -> note.NoteSigner:
+    """The configured key (``AUDIT_CHECKPOINT_SIGNING_KEY``), else the database's, made once
+    (local runs); named by the checkpoint origin."""
+    cached = runtime.state.get("checkpoint_signer")
+    if isinstance(cached, note.NoteSigner):
+        return cached
+    settings = settings_of(runtime)
+    if settings.checkpoint_signing_key is not None:
+        seed = note.unb64url(settings.checkpoint_signing_key.get_secret_value())
+    else:
+        kept = await store.signing_seed(runtime.db)
+        if kept is None:
+            log.warning("no AUDIT_CHECKPOINT_SIGNING_KEY: checkpoints are signed with a key "
+                        "kept in the audit database (local runs only)")
+            await store.add_signing_seed(runtime.db, note.b64url(note.new_seed()), utcnow())
+            kept = await store.signing_seed(runtime.db)
+            assert kept is not None
+        seed = note.unb64url(kept)
+    made = note.signer_from_seed(settings.checkpoint_origin, seed)
+    runtime.state["checkpoint_signer"] = made
+    return made
+
+
+async def sign_now(runtime: ServiceRuntime) -> Document:
+    """The checkpoint of the log as it is now: signed and kept when the log grew since the
+    latest one, else the latest. Exported before returning (a failed export is logged
+    and retried by :func:`run_due`).
+
+    Returns the stored document (``_id`` the tree size, ``root`` hex, ``note``).
+    """
+    db = runtime.db
+    size = (await store.read_head(db)).seq + 1
+    latest = await store.latest_checkpoint(db)
+    if latest is not None and int(latest["_id"]) >= size:
+        return latest
+    key = await signer(runtime)
+    root = await tree.root(db, size)
+    document: Document = {
+        "_id": size, "root": root.hex(), "note": note.sign_checkpoint(key, size, root),
+        "key_id": key.key_id.hex(), "signed_at": utcnow(), "blob_key": None, "file": None,
+    }
+    if not await store.insert_checkpoint(db, document):  # another replica signed it
+        kept = await store.get_checkpoint(db, size)
+        assert kept is not None
+        return kept
+    log.info("checkpoint signed", extra={"tree_size": size})
+    await _export(runtime, document)
+    return document
+
+
+async def _export(runtime: ServiceRuntime, document: Document) -> None:
+    """Write ``document``'s note to the file and the blob store; failures are logged."""
+    size, text = int(document["_id"]), str(document["note"])
+    where: dict[str, str] = {}
+    try:
+        where["file"] = str(await asyncio.to_thread(_write_file, settings_of(runtime)
+                                                    .checkpoint_dir, size, text))
+    except OSError as exc:
+        log.warning("checkpoint file not written", extra={"tree_size": size, "error": str(exc)})
+    blobs: BlobStore | None = runtime.state.get("blobs")
+    if blobs is not None:
+        key = f"checkpoints/{size:020d}"
+        try:
+            await blobs.put_generated(key, text.encode("utf-8"), NOTE_TYPE)
+            where["blob_key"] = key
+        except Exception as exc:  # S3 down: the loop retries
+            log.warning("checkpoint not written to the blob store",
+                        extra={"tree_size": size, "error": type(exc).__name__})
+    if where:
+        await store.mark_exported(runtime.db, size, **where)
+
+
+def _write_file(directory: Path, size: int, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"{size}.checkpoint"
+    for path in (target, directory / "latest.checkpoint"):
+        partial = path.with_suffix(".partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    return target
+
+
+async def run_due(runtime: ServiceRuntime) -> None:
+    """One turn of the checkpoint loop: sign when the log grew; retry blob exports."""
+    await sign_now(runtime)
+    if runtime.state.get("blobs") is not None:
+        for document in await store.unexported_checkpoints(runtime.db):
+            await _export(runtime, document)
+
+
+async def get(runtime: ServiceRuntime, size: int | None) -> Document:
+    """Checkpoint of tree ``size`` (the latest when ``None``).
+
+    Raises:
+        NotFound: (404) no checkpoint of that size (or none yet).
+    """
+    found = (await store.latest_checkpoint(runtime.db) if size is None
+             else await store.get_checkpoint(runtime.db, size))
+    if found is None:
+        raise NotFound("no checkpoint has been signed yet" if size is None
+                       else f"no checkpoint was signed at tree size {size}")
+    return found
+
+
+async def public_key(runtime: ServiceRuntime) -> dict[str, Any]:
+    """The checkpoint key: name, key ID (8 hex), raw public key (base64) and the C2SP
+    verifier key string."""
+    key = await signer(runtime)
+    return {"name": key.name, "key_id": key.key_id.hex(), "algorithm": "Ed25519",
+            "public_key": note.b64(key.public_raw), "verifier_key": key.verifier_key}
