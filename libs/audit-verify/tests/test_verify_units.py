@@ -1,0 +1,81 @@
+"""The offline verifier's parts with keys and notes made here (no HealthFlow service)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from healthflow.auditverify import chain, note, proofs
+from healthflow.auditverify.cli import main
+
+NAME = "example.org/log"
+
+
+def _key() -> tuple[Ed25519PrivateKey, str, bytes]:
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
+    key_id = hashlib.sha256(NAME.encode() + b"\n\x01" + public).digest()[:4]
+    encoded = base64.b64encode(b"\x01" + public).decode()
+    vkey = f"{NAME}+{key_id.hex()}+{encoded}"
+    return private, vkey, key_id
+
+
+def _sign(private: Ed25519PrivateKey, key_id: bytes, body: str, name: str = NAME) -> str:
+    signature = base64.b64encode(key_id + private.sign(body.encode())).decode()
+    return f"{body}\n\u2014 {name} {signature}\n"
+
+
+def test_a_checkpoint_opens_with_its_key_among_witness_signatures() -> None:
+    private, vkey, key_id = _key()
+    root = hashlib.sha256(b"root").digest()
+    body = f"{NAME}\n7\n{base64.b64encode(root).decode()}\n"
+    witness, _, witness_id = _key()
+    text = _sign(private, key_id, body) + _sign(witness, witness_id, body,
+                                                "witness.example")[len(body) + 1:]
+    checkpoint = note.open_checkpoint(text, note.parse_verifier_key(vkey))
+    assert (checkpoint.origin, checkpoint.size, checkpoint.root) == (NAME, 7, root)
+
+
+def test_malformed_keys_and_notes_are_refused() -> None:
+    private, vkey, key_id = _key()
+    name, hex_id, key = vkey.split("+", 2)
+    with pytest.raises(note.NoteError, match="ID does not match"):
+        note.parse_verifier_key(f"other.org+{hex_id}+{key}")
+    with pytest.raises(note.NoteError, match="verifier key is"):
+        note.parse_verifier_key(name)
+    parsed = note.parse_verifier_key(vkey)
+    with pytest.raises(note.NoteError, match="no blank line"):
+        note.open_note(f"{NAME}\n1\n", parsed)
+    with pytest.raises(note.NoteError, match="decimal"):
+        note.open_checkpoint(_sign(private, key_id, f"{NAME}\n01\nAAAA\n"), parsed)
+    with pytest.raises(note.NoteError, match="32 bytes"):
+        note.open_checkpoint(_sign(private, key_id, f"{NAME}\n1\nAAAA\n"), parsed)
+
+
+def test_the_chain_names_the_first_broken_entry() -> None:
+    entries = []
+    prev = chain.GENESIS_HASH
+    for seq in range(4):
+        entry = {"seq": seq, "appended_at": "2026-11-21T10:00:00.123000+00:00",
+                 "envelope": {"id": f"e{seq}", "data": {"n": seq}}, "prev_hash": prev}
+        entry["hash"] = prev = chain.entry_hash(prev, entry)
+        entries.append(entry)
+    leaves = chain.check_chain(entries)
+    assert leaves[0] == proofs.leaf_hash(bytes.fromhex(entries[0]["hash"]))
+    entries[2]["envelope"]["data"] = {"n": 99}
+    with pytest.raises(chain.ChainError, match="entry 2: its hash"):
+        chain.check_chain(entries)
+    with pytest.raises(chain.ChainError, match="entry 1 is missing"):
+        chain.check_chain([entries[0], entries[2]])
+
+
+def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--key", "nothing", "--checkpoint", "/nonexistent", "--entries", "/none"])
+    assert exited.value.code == 2
+    assert "verifier key is" in capsys.readouterr().err
