@@ -12,7 +12,12 @@ second for:
 * ``audit 1 txn/event``: the common inbox ``Consumer`` running
   :data:`healthflow.audit.handlers.HANDLERS`, fed the same way.
 
-Each audit run ends by verifying the chain it built.
+Each audit run ends by verifying the chain it built; every append also grows the
+Merkle tree (:mod:`healthflow.audit.tree`) in its transaction.
+
+``inclusion proof`` lines: p50/p99 latency of :func:`healthflow.audit.tree.inclusion_proof`
+over a tree of each ``--proof-sizes`` leaves (subtrees written directly, no entries),
+for random leaves against the whole tree.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
+import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from healthflow.audit import handlers, service
+from healthflow.audit import handlers, merkle, service, store, tree
 from healthflow.audit.app import create_app
 from healthflow.audit.settings import Settings
 from healthflow.common.events.consumer import Consumer
@@ -33,6 +41,7 @@ from healthflow.common.mongo import get_database
 from healthflow.common.service import ServiceRuntime
 from healthflow.devkit.embedded import EmbeddedMongo
 
+CHECKPOINT_DIR = tempfile.mkdtemp(prefix="bench-audit-checkpoints-")
 TRACEPARENT = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 
 
@@ -61,7 +70,8 @@ async def audit_rate(url: str, n: int, concurrency: int, *, group: bool = True,
     for r in range(replicas):
         own_url = f"{url}&appname=bench-{r}"  # its own client, as another process would have
         settings = Settings(mongodb_url=own_url, mongodb_database=database,
-                            transport="inprocess")
+                            transport="inprocess", checkpoint_to_blobs=False,
+                            checkpoint_dir=CHECKPOINT_DIR)
         runtimes.append(create_app(settings).state.runtime)
     for runtime in runtimes:
         await runtime.start()
@@ -87,9 +97,39 @@ async def audit_rate(url: str, n: int, concurrency: int, *, group: bool = True,
             await runtime.stop()
 
 
+async def proof_latency(url: str, size: int, samples: int = 300) -> tuple[float, float]:
+    """p50 and p99 milliseconds of an inclusion proof in a tree of ``size`` leaves."""
+    database = f"bench_proof_{uuid.uuid4().hex[:6]}"
+    settings = Settings(mongodb_url=url, mongodb_database=database, transport="inprocess",
+                        checkpoint_to_blobs=False, checkpoint_dir=CHECKPOINT_DIR)
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES)
+    await runtime.start()
+    try:
+        done, batch = 0, 20_000
+        while done < size:
+            count = min(batch, size - done)
+            edge = await store.read_subtrees(runtime.db, merkle.frontier(done))
+            leaves = [merkle.leaf_hash(i.to_bytes(8, "big")) for i in range(done, done + count)]
+            made = merkle.grow(done, [edge[n] for n in merkle.frontier(done)], leaves)
+            await store.insert_subtrees(runtime.db, made)
+            done += count
+        await runtime.db[store.CHAIN].insert_one({"_id": store.HEAD_ID, "seq": size - 1,
+                                                  "hash": "0" * 64})
+        timings = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            await tree.inclusion_proof(runtime, random.randrange(size), size)  # noqa: S311
+            timings.append((time.perf_counter() - started) * 1000)
+        cuts = statistics.quantiles(timings, n=100)
+        return cuts[49], cuts[98]
+    finally:
+        await runtime.stop()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--proof-sizes", type=int, nargs="*", default=[10_000, 100_000])
     args = parser.parse_args()
     n = args.events
     server = None
@@ -113,6 +153,9 @@ async def main() -> None:
         for label, run in runs:
             rate = await run
             print(f"{label:44} {rate:7.0f} /s  {rate / raw:5.0%} of raw")
+        for size in args.proof_sizes:
+            p50, p99 = await proof_latency(url, size)
+            print(f"{f'inclusion proof, {size} entries':44} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms")
     finally:
         if server is not None:
             server.stop()
