@@ -30,6 +30,8 @@ from healthflow.common.events.envelope import CloudEvent
 from healthflow.devkit.embedded import free_port
 from healthflow.devkit.testing import TokenFactory
 
+from .test_api import is_problem
+
 FIRST, SECOND = 12, 30  # entries covered by the earlier and the later checkpoint
 
 
@@ -42,6 +44,7 @@ class Served:
     runtime: Any
     token: str
     workdir: Path
+    seed: bytes
 
     async def officer(self, method: str, path: str, **params: Any) -> Any:
         response = await self.client.request(method, f"/api/v1/audit{path}", params=params,
@@ -70,8 +73,9 @@ class Served:
 @pytest.fixture
 async def served(settings: Settings, tokens: TokenFactory, tmp_path: Path,
                  make_event: Callable[..., CloudEvent]) -> AsyncIterator[Served]:
+    seed = note.new_seed()
     configured = settings.model_copy(update={
-        "checkpoint_signing_key": SecretStr(note.b64url(note.new_seed()))})
+        "checkpoint_signing_key": SecretStr(note.b64url(seed))})
     app = create_app(configured)
     app.state.verifier = tokens.verifier()
     port = free_port()
@@ -85,7 +89,7 @@ async def served(settings: Settings, tokens: TokenFactory, tmp_path: Path,
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             runtime = app.state.runtime
             yield Served(url, client, runtime, tokens.mint(roles=["compliance_officer"]),
-                         tmp_path)
+                         tmp_path, seed)
     finally:
         server.should_exit = True
         await task
@@ -169,10 +173,23 @@ async def test_a_database_rewrite_passes_verify_but_not_the_kept_checkpoints(
     status, output = await served.verify("--checkpoint", latest, "--url", served.url,
                                          "--token", served.token)
     assert status == 1 and "rewritten after it was signed" in output, output
-    # the rewritten log signs a new checkpoint; the earlier one the officer kept still
-    # refuses it: history before it changed
+    # the service itself refuses to sign over the rewrite, even with its checkpoints
+    # collection wiped too: the latest checkpoint file is outside the database
     await _append(served, make_event, 1)
-    rewritten = await served.keep_checkpoint("rewritten.checkpoint")
+    refused = await served.client.post("/api/v1/audit/checkpoints",
+                                       headers={"Authorization": f"Bearer {served.token}"})
+    assert is_problem(refused, 409) and refused.json()["tree_size"] == SECOND
+    await served.runtime.db[store.CHECKPOINTS].delete_many({})
+    refused = await served.client.post("/api/v1/audit/checkpoints",
+                                       headers={"Authorization": f"Bearer {served.token}"})
+    assert is_problem(refused, 409) and "kept in the file" in refused.json()["detail"]
+    # a validly signed checkpoint of the rewritten log (a stolen key, say) is still
+    # refused by the earlier one the officer kept: history before it changed
+    size = SECOND + 1
+    signer = note.signer_from_seed(served.runtime.settings.checkpoint_origin, served.seed)
+    rewritten = served.workdir / "rewritten.checkpoint"
+    rewritten.write_text(note.sign_checkpoint(signer, size,
+                                              await tree.root(served.runtime.db, size)))
     status, output = await served.verify("--checkpoint", rewritten, "--earlier-checkpoint",
                                          earlier, "--url", served.url, "--token", served.token)
     assert status == 1 and "history before it was rewritten" in output, output

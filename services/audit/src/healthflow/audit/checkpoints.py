@@ -13,7 +13,11 @@ is kept in the ``checkpoints`` collection and written
 
 Whoever rewrites the database afterwards cannot produce a checkpoint signed by
 the key for the rewritten root, and a kept checkpoint then fails the offline
-verifier's consistency or root check (``healthflow-audit-verify``).
+verifier's consistency or root check (``healthflow-audit-verify``). Nor does the
+service sign over a rewrite: before each new checkpoint it recomputes, from the
+tree, the root at the size of the latest checkpoint kept in the database and of
+the latest file (outside the database), and refuses (:class:`HistoryRewritten`)
+when one differs.
 """
 
 from __future__ import annotations
@@ -27,13 +31,20 @@ from typing import Any
 from healthflow.audit import note, store, tree
 from healthflow.audit.settings import Settings
 from healthflow.common.blobs import BlobStore
-from healthflow.common.errors import NotFound
+from healthflow.common.errors import Conflict, NotFound
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
 NOTE_TYPE = "text/plain; charset=utf-8"
+
+
+class HistoryRewritten(Conflict):
+    """(409) The log no longer has the root of a checkpoint signed earlier: entries up
+    to that checkpoint's size were changed or removed. Nothing is signed."""
+
+    slug = "audit-history-rewritten"
 
 
 def settings_of(runtime: ServiceRuntime) -> Settings:
@@ -78,6 +89,7 @@ async def sign_now(runtime: ServiceRuntime) -> Document:
     if latest is not None and int(latest["_id"]) >= size:
         return latest
     key = await signer(runtime)
+    await _check_extends(runtime, key, latest, size)
     root = await tree.root(db, size)
     document: Document = {
         "_id": size, "root": root.hex(), "note": note.sign_checkpoint(key, size, root),
@@ -90,6 +102,30 @@ async def sign_now(runtime: ServiceRuntime) -> Document:
     log.info("checkpoint signed", extra={"tree_size": size})
     await _export(runtime, document)
     return document
+
+
+async def _check_extends(runtime: ServiceRuntime, key: note.NoteSigner,
+                         latest: Document | None, size: int) -> None:
+    """Raise HistoryRewritten unless the log of ``size`` entries still has the roots of the
+    latest checkpoint in the database and of the latest file."""
+    earlier: list[tuple[int, bytes, str]] = []
+    if latest is not None:
+        earlier.append((int(latest["_id"]), bytes.fromhex(str(latest["root"])), "database"))
+    path = settings_of(runtime).checkpoint_dir / "latest.checkpoint"
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if (kept := note.open_own_checkpoint(key, text)) is not None:
+        earlier.append((*kept, "file"))
+    for kept_size, kept_root, where in earlier:
+        if kept_size > size or await tree.root(runtime.db, kept_size) != kept_root:
+            log.error("audit history rewritten: a signed checkpoint no longer matches",
+                      extra={"tree_size": kept_size, "kept_in": where, "log_size": size})
+            raise HistoryRewritten(
+                f"the log no longer has the root of the checkpoint signed at tree size "
+                f"{kept_size} (kept in the {where}): entries before it were changed or "
+                "removed; no checkpoint is signed", tree_size=kept_size)
 
 
 async def _export(runtime: ServiceRuntime, document: Document) -> None:

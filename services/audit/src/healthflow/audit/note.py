@@ -21,6 +21,7 @@ import base64
 import hashlib
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -94,3 +95,27 @@ def sign_checkpoint(signer: NoteSigner, size: int, root: bytes) -> str:
     """The signed note of the checkpoint (body, empty line, the signature line)."""
     body = checkpoint_body(signer.name, size, root)
     return f"{body}\n{signer.signature_line(body)}"
+
+
+def open_own_checkpoint(signer: NoteSigner, text: str) -> tuple[int, bytes] | None:
+    """``(size, root)`` of a checkpoint ``signer`` signed; ``None`` when ``text`` is not
+    one (malformed, another key, or a signature that does not verify)."""
+    split = text.rfind("\n\n")
+    body = text[:split + 1]
+    lines = body.split("\n")
+    if split < 0 or len(lines) < 4 or lines[0] != signer.name or not lines[1].isdigit():
+        return None
+    prefix = f"{EM_DASH} {signer.name} "
+    for line in text[split + 2:].splitlines():
+        if not line.startswith(prefix):
+            continue
+        try:
+            raw = base64.b64decode(line[len(prefix):], validate=True)
+            if raw[:4] != signer.key_id:
+                continue
+            signer.private.public_key().verify(raw[4:], body.encode("utf-8"))
+            root = base64.b64decode(lines[2], validate=True)
+        except (InvalidSignature, ValueError):
+            return None
+        return int(lines[1]), root
+    return None
