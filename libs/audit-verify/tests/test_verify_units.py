@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from healthflow.auditverify import chain, note, proofs
+from healthflow.auditverify import chain, note, proofs, witness
 from healthflow.auditverify.cli import main
 
 NAME = "example.org/log"
@@ -79,3 +80,25 @@ def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--key", "nothing", "--checkpoint", "/nonexistent", "--entries", "/none"])
     assert exited.value.code == 2
     assert "verifier key is" in capsys.readouterr().err
+
+
+def test_a_cosignature_verifies_and_binds_its_timestamp(tmp_path: Path) -> None:
+    private, vkey, key_id = _key()
+    log_key = note.parse_verifier_key(vkey)
+    root = proofs.root_of([proofs.leaf_hash(b"a")])
+    text = _sign(private, key_id, f"{NAME}\n1\n{base64.b64encode(root).decode()}\n")
+    me = witness.witness_from_seed("w.example", Ed25519PrivateKey.generate().private_bytes_raw())
+    cosigned = witness.cosign(me, log_key, text, tmp_path / "state", lambda a, b: [], now=1700)
+    key = note.parse_verifier_key(me.verifier_key, witness.COSIGNATURE)
+    assert witness.verify_cosignature(cosigned, key) == 1700
+    payload = cosigned.splitlines()[-1].split(" ")[2]
+    raw = base64.b64decode(payload)
+    shifted = raw[:4] + (1701).to_bytes(8, "big") + raw[12:]
+    forged = cosigned.replace(payload, base64.b64encode(shifted).decode())
+    with pytest.raises(note.NoteError, match="does not verify"):
+        witness.verify_cosignature(forged, key)
+    with pytest.raises(note.NoteError, match="signature type 0x04"):
+        note.parse_verifier_key(vkey, witness.COSIGNATURE)
+    smaller = _sign(private, key_id, f"{NAME}\n0\n{base64.b64encode(root).decode()}\n")
+    with pytest.raises(witness.Refused, match="smaller"):
+        witness.cosign(me, log_key, smaller, tmp_path / "state", lambda a, b: [])

@@ -61,13 +61,21 @@ class Served:
     async def verify(self, *args: str | Path) -> tuple[int, str]:
         """Run the verifier; returns its exit status and what it printed."""
         key = (await self.officer("GET", "/checkpoints/key"))["verifier_key"]
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "healthflow.auditverify.cli", "--key", key,
-            *(str(a) for a in args), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
-        output, _ = await process.communicate()
-        assert process.returncode is not None
-        return process.returncode, output.decode()
+        return await _run("healthflow.auditverify.cli", "--key", key, *args)
+
+    async def witness(self, *args: str | Path) -> tuple[int, str]:
+        """Run the witness as ``witness.example/w1`` with its seed in the work dir."""
+        return await _run("healthflow.auditverify.witness_cli", "--name", "witness.example/w1",
+                          "--seed-file", self.workdir / "witness.seed", *args)
+
+
+async def _run(module: str, *args: str | Path) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *(str(a) for a in args),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
 
 
 @pytest.fixture
@@ -206,6 +214,40 @@ async def test_an_altered_checkpoint_and_bad_usage(
     status, output = await served.verify("--checkpoint", served.workdir / "none.checkpoint",
                                          "--url", served.url)
     assert status == 2 and "cannot read" in output, output
+
+
+async def test_a_witness_cosigns_only_checkpoints_that_extend_what_it_saw(
+        served: Served, make_event: Callable[..., CloudEvent]) -> None:
+    status, witness_key = await served.witness("--new-seed")
+    assert status == 0, witness_key
+    log_key = (await served.officer("GET", "/checkpoints/key"))["verifier_key"]
+    common = ("--log-key", log_key, "--state", served.workdir / "witness" / "audit.state",
+              "--url", served.url, "--token", served.token)
+    await _append(served, make_event, FIRST)
+    first = await served.keep_checkpoint("first.checkpoint")
+    status, output = await served.witness(*common, "--checkpoint", first, "--out", first)
+    assert status == 0, output
+    await _append(served, make_event, SECOND - FIRST)
+    latest = await served.keep_checkpoint("latest.checkpoint")
+    status, output = await served.verify("--checkpoint", latest, "--url", served.url,
+                                         "--token", served.token,
+                                         "--witness-key", witness_key.strip())
+    assert status == 1 and "no cosignature by witness" in output, output
+    status, output = await served.witness(*common, "--checkpoint", latest, "--out", latest)
+    assert status == 0, output
+    status, output = await served.verify("--checkpoint", latest, "--url", served.url,
+                                         "--token", served.token,
+                                         "--witness-key", witness_key.strip())
+    assert status == 0 and "cosigned by witness witness.example/w1" in output, output
+    # a split view: the log (its key stolen) shows the witness a rewritten history
+    await _rewrite_history(served.runtime.db, 3)
+    await _append(served, make_event, 1)
+    signer = note.signer_from_seed(served.runtime.settings.checkpoint_origin, served.seed)
+    forked = served.workdir / "forked.checkpoint"
+    forked.write_text(note.sign_checkpoint(signer, SECOND + 1,
+                                           await tree.root(served.runtime.db, SECOND + 1)))
+    status, output = await served.witness(*common, "--checkpoint", forked)
+    assert status == 1 and "REFUSED" in output and f"size {SECOND}" in output, output
 
 
 def _time(text: str) -> datetime:

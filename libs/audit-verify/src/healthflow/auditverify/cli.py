@@ -13,7 +13,9 @@ signature; the hash chain of entries ``0..size-1`` recomputed from their
 content; their Merkle root against the checkpoint's; the earlier checkpoint's
 signature, its root against the same entries' prefix and (with ``--url``) the
 log's RFC 9162 consistency proof between the two; the inclusion of each
-``--entry`` (with ``--url``: the log's proof, checked against the checkpoint).
+``--entry`` (with ``--url``: the log's proof, checked against the checkpoint);
+with ``--witness-key``, each witness's cosignature on the checkpoint
+(``healthflow-audit-witness`` makes them).
 
 Exit status: 0 all checks passed; 1 a check failed (the first failure is
 printed on stderr as ``FAILED: …``); 2 bad usage or unreadable input.
@@ -31,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from healthflow.auditverify import chain, note, proofs
+from healthflow.auditverify import chain, note, proofs, witness
 
 PAGE = 200
 
@@ -59,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--entry", type=int, action="append", default=[],
                         help="seq of an entry whose inclusion to prove (repeatable)")
     parser.add_argument("--save-entries", type=Path, help="write the fetched entries here")
+    parser.add_argument("--witness-key", action="append", default=[],
+                        help="verifier key of a witness whose cosignature the checkpoint "
+                        "must carry (C2SP tlog-cosignature; repeatable)")
     return parser
 
 
@@ -178,11 +183,27 @@ def _check_inclusion(seqs: Sequence[int], latest: note.Checkpoint, leaves: list[
             raise Failed(f"inclusion of entry {seq}: {exc}") from None
 
 
+def _check_witnesses(keys: Sequence[str], text: str) -> list[str]:
+    done = []
+    for raw in keys:
+        try:
+            key = note.parse_verifier_key(raw, witness.COSIGNATURE)
+        except note.NoteError as exc:
+            raise Unusable(f"--witness-key: {exc}") from None
+        try:
+            when = witness.verify_cosignature(text, key)
+        except note.NoteError as exc:
+            raise Failed(str(exc)) from None
+        done.append(f"cosigned by witness {key.name} at POSIX time {when}")
+    return done
+
+
 def run(args: argparse.Namespace) -> list[str]:
     """Every check; returns what passed (one line each). Raises Failed or Unusable."""
     key = _key(args.key)
     latest = _checkpoint(args.checkpoint, key, "checkpoint")
     done = [f"checkpoint signed by {key.name} ({key.key_id.hex()}): tree size {latest.size}"]
+    done.extend(_check_witnesses(args.witness_key, _read(args.checkpoint, "checkpoint")))
     api = Api(args.url, args.token) if args.url else None
     entries = api.entries(latest.size) if api is not None else _export(args.entries)
     if args.save_entries is not None:

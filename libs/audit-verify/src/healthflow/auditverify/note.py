@@ -52,19 +52,40 @@ def _b64decode(text: str, what: str) -> bytes:
         raise NoteError(f"{what} is not base64") from None
 
 
-def parse_verifier_key(text: str) -> VerifierKey:
-    """Raises NoteError: not ``name+hex+base64``, not Ed25519, or a key ID that does not
-    match the name and key."""
+def parse_verifier_key(text: str, signature_type: int = 1) -> VerifierKey:
+    """Raises NoteError: not ``name+hex+base64``, not an Ed25519 key of ``signature_type``
+    (0x01 a log's key, 0x04 a C2SP tlog-cosignature witness's), or a key ID that does
+    not match the name and key."""
     parts = text.strip().split("+", 2)  # the base64 key may itself hold "+"
     if len(parts) != 3 or not parts[0] or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
         raise NoteError("a verifier key is <name>+<8 hex digits>+<base64 key>")
     name, key_id = parts[0], bytes.fromhex(parts[1])
     raw = _b64decode(parts[2], "the verifier key")
-    if len(raw) != 33 or raw[0] != 1:
-        raise NoteError("the verifier key is not an Ed25519 key (type 0x01, 32 bytes)")
+    if len(raw) != 33 or raw[0] != signature_type:
+        raise NoteError(f"the verifier key is not an Ed25519 key of signature type "
+                        f"0x{signature_type:02x} (32 bytes)")
     if hashlib.sha256(name.encode() + b"\n" + raw).digest()[:4] != key_id:
         raise NoteError("the verifier key's ID does not match its name and public key")
     return VerifierKey(name, key_id, raw[1:])
+
+
+def split_note(text: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """The body (ending in ``\n``) and the ``(name, key ID ‖ signature)`` of each
+    signature line.
+
+    Raises:
+        NoteError: not a signed note, or a malformed signature line.
+    """
+    split = text.rfind("\n\n")
+    if split < 0 or not text.endswith("\n"):
+        raise NoteError("not a signed note: no blank line before the signatures")
+    lines: list[tuple[str, bytes]] = []
+    for line in text[split + 2:].splitlines():
+        match = re.fullmatch(r"\u2014 (\S+) (\S+)", line)
+        if match is None:
+            raise NoteError(f"malformed signature line: {line[:80]!r}")
+        lines.append((match.group(1), _b64decode(match.group(2), "a signature")))
+    return text[:split + 1], lines
 
 
 def open_note(text: str, key: VerifierKey) -> str:
@@ -73,16 +94,9 @@ def open_note(text: str, key: VerifierKey) -> str:
     Raises:
         NoteError: malformed note, no signature by ``key``, or a bad signature.
     """
-    split = text.rfind("\n\n")
-    if split < 0 or not text.endswith("\n"):
-        raise NoteError("not a signed note: no blank line before the signatures")
-    body, signatures = text[:split + 1], text[split + 2:]
-    for line in signatures.splitlines():
-        match = re.fullmatch(r"\u2014 (\S+) (\S+)", line)
-        if match is None:
-            raise NoteError(f"malformed signature line: {line[:80]!r}")
-        raw = _b64decode(match.group(2), "a signature")
-        if match.group(1) != key.name or raw[:4] != key.key_id:
+    body, signatures = split_note(text)
+    for name, raw in signatures:
+        if name != key.name or raw[:4] != key.key_id:
             continue  # another signer (a witness): not ours to check
         try:
             Ed25519PublicKey.from_public_bytes(key.public).verify(raw[4:], body.encode())
