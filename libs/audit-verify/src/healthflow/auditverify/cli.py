@@ -27,6 +27,7 @@ import argparse
 import base64
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ import httpx
 from healthflow.auditverify import chain, note, proofs, witness
 
 PAGE = 200
+RATE_LIMIT_RETRIES = 30
 
 
 class Failed(Exception):
@@ -101,6 +103,14 @@ def _export(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def _retry_after(value: str | None) -> float:
+    """Seconds to wait (1 to 60) from a ``Retry-After`` of delay-seconds (RFC 9110 §10.2.3)."""
+    try:
+        return min(max(float(value or 1), 1.0), 60.0)
+    except ValueError:
+        return 1.0
+
+
 class Api:
     """The audit API through the gateway (a compliance officer's token)."""
 
@@ -110,10 +120,15 @@ class Api:
                                    headers=headers, timeout=30.0)
 
     def get(self, path: str, **params: Any) -> Any:
-        try:
-            response = self.client.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise Unusable(f"the audit API does not answer: {exc}") from None
+        """GET ``path``; a 429 (the edge's rate limit) is waited out per ``Retry-After``."""
+        for _ in range(RATE_LIMIT_RETRIES):
+            try:
+                response = self.client.get(path, params=params)
+            except httpx.HTTPError as exc:
+                raise Unusable(f"the audit API does not answer: {exc}") from None
+            if response.status_code != 429:
+                break
+            time.sleep(_retry_after(response.headers.get("retry-after")))
         if response.status_code != 200:
             detail = response.json().get("detail", "") if response.content else ""
             raise Failed(f"GET {path} answered {response.status_code}: {detail}")

@@ -1,0 +1,49 @@
+"""The audit log as a transparency log, through the gateway: a compliance officer signs a
+checkpoint, fetches the published key, and runs the offline verifier against the
+platform; the checkpoint is also kept as a file outside the database."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import httpx
+
+from healthflow.devkit.testing import RunningPlatform
+
+from .conftest import User, assert_problem, ok, register_patient
+
+
+async def _verifier(*args: str | Path) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "healthflow.auditverify.cli", *(str(a) for a in args),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_an_officer_verifies_the_log_with_the_published_key_only(
+        platform: RunningPlatform, gateway: httpx.AsyncClient, compliance: User,
+        admin: User, tmp_path: Path) -> None:
+    patient = await register_patient(gateway, "audit-proof")
+    patient_view = await gateway.post("/api/v1/audit/checkpoints", headers=patient.headers)
+    assert_problem(patient_view, 403)
+    checkpoint = ok(await gateway.post("/api/v1/audit/checkpoints",
+                                       headers=compliance.headers))
+    assert checkpoint["tree_size"] >= 1
+    kept = tmp_path / "kept.checkpoint"
+    kept.write_text(checkpoint["note"])
+    key = ok(await gateway.get("/api/v1/audit/checkpoints/key", headers=admin.headers))
+    assert_problem(await gateway.get("/api/v1/audit/proof/inclusion", headers=admin.headers,
+                                     params={"seq": checkpoint["tree_size"],
+                                             "tree_size": checkpoint["tree_size"]}), 422)
+    status, output = await _verifier(
+        "--key", key["verifier_key"], "--checkpoint", kept, "--url", platform.gateway_url,
+        "--token", compliance.access_token, "--entry", "0",
+        "--entry", str(checkpoint["tree_size"] - 1))
+    assert status == 0, output
+    assert "VERIFIED" in output
+    files = sorted((platform.workdir / "var" / "audit-checkpoints").glob("*.checkpoint"))
+    assert any(f.read_text() == checkpoint["note"] for f in files), files
