@@ -4,6 +4,7 @@ RFC 9162 algorithms against roots it computes itself from the entries."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -92,3 +93,20 @@ async def test_a_log_kept_before_the_tree_is_rebuilt_at_start(
     await audit.deliver(make_event(n=99))  # appending goes on from the rebuilt tree
     leaves = _leaves([doc async for doc in store.entries_between(audit.db, 0, COUNT)])
     assert await tree.root(audit.db, COUNT + 1) == proofs.root_of(leaves)
+
+
+async def test_the_export_streams_entries_in_order(
+        audit: Audit, make_event: Callable[..., CloudEvent]) -> None:
+    leaves = await _seed(audit, make_event)
+    response = await audit.get("/export", tree_size=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    assert response.headers["x-tree-size"] == "10"
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert [e["seq"] for e in lines] == list(range(10))
+    assert _leaves(lines) == leaves[:10]
+    whole = await audit.get("/export")
+    assert len(whole.text.splitlines()) == COUNT
+    assert is_problem(await audit.get("/export", tree_size=COUNT + 1), 422)
+    doctor = audit.tokens.headers(roles=["doctor"])
+    assert is_problem(await audit.client.get("/api/v1/audit/export", headers=doctor), 403)

@@ -36,7 +36,6 @@ import httpx
 
 from healthflow.auditverify import chain, note, proofs, witness
 
-PAGE = 200
 RATE_LIMIT_RETRIES = 30
 
 
@@ -135,18 +134,17 @@ class Api:
         return response.json()
 
     def entries(self, size: int) -> list[dict[str, Any]]:
-        """Entries ``0..size-1`` (the API pages newest first)."""
-        found: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": PAGE}
-            if cursor:
-                params["cursor"] = cursor
-            page = self.get("/events", **params)
-            found.extend(item for item in page["items"] if item["seq"] < size)
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return sorted(found, key=lambda item: item["seq"])
+        """Entries ``0..size-1`` (``GET /export``, JSON Lines)."""
+        try:
+            response = self.client.get("/export", params={"tree_size": size})
+        except httpx.HTTPError as exc:
+            raise Unusable(f"the audit API does not answer: {exc}") from None
+        if response.status_code != 200:
+            raise Failed(f"GET /export answered {response.status_code}: {response.text[:300]}")
+        try:
+            return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+        except json.JSONDecodeError:
+            raise Failed("the export is not JSON Lines") from None
 
     def proof(self, path: str, field: str, **params: Any) -> list[bytes]:
         return [base64.b64decode(h) for h in self.get(path, **params)[field]]

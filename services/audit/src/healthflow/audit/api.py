@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BeforeValidator
 
 from healthflow.audit import checkpoints, service, store, tree
@@ -189,6 +191,32 @@ async def consistency_proof(
     path = await tree.consistency_proof(runtime, first, second)
     return ConsistencyProofOut(first=first, second=second,
                                consistency_path=[_b64(h) for h in path])
+
+
+@router.get("/export", summary="Entries 0..tree_size-1 as JSON Lines, for the offline verifier",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}}}})
+async def export(
+    runtime: Runtime,
+    principal: AuditReader,
+    tree_size: Annotated[int | None, Query(ge=0, le=MAX_SEQ, description=(
+        "entries to export, e.g. a checkpoint's size; default: the whole log"))] = None,
+) -> StreamingResponse:
+    """One :class:`AuditEntry` JSON object a line, ascending ``seq`` from 0 (the export
+    ``healthflow-audit-verify --entries`` takes). ``X-Tree-Size`` says how many.
+
+    Raises:
+        UnprocessableContent: (422) ``tree_size`` beyond the log.
+    """
+    size = await service.export_size(runtime, tree_size)
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for entry in service.export(runtime, size):
+            yield AuditEntry.model_validate(entry).model_dump_json().encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson",
+                             headers={"X-Tree-Size": str(size),
+                                      "Cache-Control": "private, no-store"})
 
 
 @router.post("/checkpoints", response_model=CheckpointOut,

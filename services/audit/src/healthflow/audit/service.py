@@ -9,7 +9,7 @@ the queries :mod:`healthflow.audit.store`. Nothing here publishes an event (see
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 from healthflow.audit import domain, store, tree
@@ -135,3 +135,24 @@ async def verify(runtime: ServiceRuntime, from_seq: int = 0, to_seq: int | None 
             if not verifier.feed(entry):
                 break
     return verifier.finish(last, chain_head), chain_head, last
+
+
+async def export_size(runtime: ServiceRuntime, tree_size: int | None) -> int:
+    """How many entries an export holds: ``tree_size`` (default: the whole log now).
+
+    Raises:
+        UnprocessableContent: (422) ``tree_size`` beyond the log.
+    """
+    size = (await store.read_head(runtime.db)).seq + 1
+    if tree_size is None:
+        return size
+    if tree_size > size:
+        raise _invalid("query.tree_size", f"the log holds {size} entries, not {tree_size}")
+    return tree_size
+
+
+async def export(runtime: ServiceRuntime, size: int) -> AsyncIterator[Document]:
+    """Entries ``0..size-1`` in ``seq`` order, streamed (memory: one batch)."""
+    if size > 0:
+        async for entry in store.entries_between(runtime.db, 0, size - 1):
+            yield entry
