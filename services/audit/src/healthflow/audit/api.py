@@ -9,17 +9,18 @@ audit entry per read would feed the log back into itself.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BeforeValidator
 
-from healthflow.audit import checkpoints, service, store, tree
+from healthflow.audit import checkpoints, reports, service, store, tree
 from healthflow.audit.domain import MAX_SEQ
 from healthflow.audit.merkle import entry_leaf_hash
 from healthflow.audit.schemas import (
@@ -75,10 +76,7 @@ def _rfc3339_text(value: object) -> object:
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 
-@router.get("/events", response_model=Page[AuditEntry], summary="Search the log, newest first")
-async def list_events(
-    runtime: Runtime,
-    principal: AuditReader,
+def _filters(
     event_type: Annotated[str | None, Query(alias="type", max_length=128,
                                             description="event type")] = None,
     subject: Annotated[str | None, Query(max_length=256)] = None,
@@ -88,6 +86,20 @@ async def list_events(
         alias="from", description="event time ≥ this (RFC 3339 with offset)")] = None,
     until: Annotated[Rfc3339 | None, Query(
         alias="to", description="event time < this (RFC 3339 with offset)")] = None,
+) -> store.EntryFilter:
+    return store.EntryFilter(type=event_type, subject=subject, actor=actor, patientid=patient,
+                             since=_utc(since), until=_utc(until))
+
+
+Filters = Annotated[store.EntryFilter, Depends(_filters)]
+"""Equality filters and the ``[from, to)`` event-time window of the search and reports."""
+
+
+@router.get("/events", response_model=Page[AuditEntry], summary="Search the log, newest first")
+async def list_events(
+    runtime: Runtime,
+    principal: AuditReader,
+    where: Filters,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[AuditEntry]:
@@ -100,11 +112,41 @@ async def list_events(
         UnprocessableContent: ``from`` after ``to``, or a malformed parameter (422).
         BadRequest: a cursor this API did not issue (400).
     """
-    where = store.EntryFilter(type=event_type, subject=subject, actor=actor, patientid=patient,
-                              since=_utc(since), until=_utc(until))
     docs, next_cursor = await service.search(runtime, where, cursor, limit)
     return Page[AuditEntry](items=[AuditEntry.model_validate(doc) for doc in docs],
                             next_cursor=next_cursor)
+
+
+@router.get("/report/fhir", summary="Matching entries as FHIR R4 AuditEvents, with their "
+            "checkpoint", responses={200: {"content": {"application/fhir+json": {}}}})
+async def fhir_report(runtime: Runtime, principal: AuditReader, where: Filters) -> Response:
+    """A FHIR R4 ``collection`` Bundle of ``AuditEvent`` resources (mapping:
+    :mod:`healthflow.audit.fhir`), ascending ``seq``, whose ``signature`` holds the
+    signed checkpoint covering every entry in it. E.g. ``?patient=<id>`` is who
+    accessed that patient's chart, when, under which relationship and purpose.
+
+    Raises:
+        UnprocessableContent: (422) ``from`` after ``to``, or more than 10,000 entries.
+        HistoryRewritten: (409) the log no longer matches its checkpoints.
+    """
+    bundle = await reports.fhir_bundle(runtime, where)
+    return Response(json.dumps(bundle), media_type="application/fhir+json",
+                    headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/report/csv", summary="Matching entries as CSV, with their checkpoint's size",
+            responses={200: {"content": {"text/csv": {}}}})
+async def csv_report(runtime: Runtime, principal: AuditReader, where: Filters) -> Response:
+    """RFC 4180 CSV, one entry a row, ascending ``seq``; ``X-Checkpoint-Tree-Size`` and
+    ``Link`` name the signed checkpoint that covers every row.
+
+    Raises:
+        As ``/report/fhir``.
+    """
+    text, size = await reports.csv_report(runtime, where)
+    return Response(text, media_type="text/csv; charset=utf-8", headers={
+        "X-Checkpoint-Tree-Size": str(size), "Cache-Control": "private, no-store",
+        "Link": f'<{router.prefix}/checkpoints/{size}>; rel="describedby"'})
 
 
 @router.get("/head", response_model=ChainHeadOut, summary="The last entry of the chain")

@@ -270,3 +270,12 @@ async def unexported_checkpoints(db: AsyncDatabase[Document], limit: int = 100
 async def mark_exported(db: AsyncDatabase[Document], size: int, **where: str) -> None:
     """Record where checkpoint ``size`` was written (``blob_key=``, ``file=``)."""
     await db[CHECKPOINTS].update_one({"_id": size}, {"$set": where})
+
+
+async def entries_for_report(db: AsyncDatabase[Document], where: EntryFilter, *,
+                             below_seq: int, limit: int) -> list[Document]:
+    """Entries matching ``where`` with ``seq < below_seq``, ascending, at most ``limit``."""
+    query = where.query()
+    query["_id"] = {"$lt": below_seq}
+    cursor = db[ENTRIES].find(query).sort("_id", ASCENDING).limit(limit)
+    return [entry_view(doc) async for doc in cursor]

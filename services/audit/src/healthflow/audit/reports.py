@@ -1,0 +1,83 @@
+"""Use case of compliance reports: a period's entries as a FHIR R4 Bundle of
+``AuditEvent`` resources or as CSV, with the signed checkpoint that covers them.
+
+The checkpoint is signed (or the latest taken) first; the report then holds only
+entries below its tree size, so every entry in it can be checked against that
+checkpoint with ``healthflow-audit-verify``. Mapping: :mod:`healthflow.audit.fhir`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from typing import Any
+
+from healthflow.audit import checkpoints, fhir, store
+from healthflow.audit.domain import rfc3339_millis
+from healthflow.common.errors import UnprocessableContent
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+
+REPORT_MAX = 10_000
+"""The most entries one report holds (narrow the filters for more)."""
+
+SIGNATURE_TYPE = {"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.5",
+                  "display": "Verification Signature"}
+
+
+async def _covered(runtime: ServiceRuntime, where: store.EntryFilter
+                   ) -> tuple[Document, list[Document]]:
+    if where.since is not None and where.until is not None and where.since > where.until:
+        raise UnprocessableContent("query.from: must not be after 'to'",
+                                   errors=[{"location": "query.from",
+                                            "message": "must not be after 'to'"}])
+    checkpoint = await checkpoints.sign_now(runtime)
+    entries = await store.entries_for_report(runtime.db, where, below_seq=int(checkpoint["_id"]),
+                                             limit=REPORT_MAX + 1)
+    if len(entries) > REPORT_MAX:
+        raise UnprocessableContent(
+            f"more than {REPORT_MAX} entries match; narrow the period or the filters",
+            errors=[{"location": "query", "message": f"more than {REPORT_MAX} entries"}])
+    return checkpoint, entries
+
+
+async def fhir_bundle(runtime: ServiceRuntime, where: store.EntryFilter
+                      ) -> dict[str, Any]:
+    """A FHIR R4 ``collection`` Bundle of the matching entries' AuditEvents, ascending
+    ``seq``; ``Bundle.signature`` carries the covering checkpoint (its signed note,
+    base64, ``sigFormat`` text/plain; type ASTM E1762 *Verification Signature*).
+
+    Raises:
+        UnprocessableContent: (422) ``from`` after ``to``, or more than :data:`REPORT_MAX`.
+        checkpoints.HistoryRewritten: (409) the log no longer matches its checkpoints.
+    """
+    checkpoint, entries = await _covered(runtime, where)
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "timestamp": rfc3339_millis(utcnow()),
+        "entry": [{"resource": fhir.audit_event(entry)} for entry in entries],
+        "signature": {
+            "type": [SIGNATURE_TYPE],
+            "when": rfc3339_millis(checkpoint["signed_at"]),
+            "who": {"display": checkpoints.settings_of(runtime).checkpoint_origin},
+            "sigFormat": "text/plain",
+            "data": base64.b64encode(str(checkpoint["note"]).encode()).decode(),
+        },
+    }
+
+
+async def csv_report(runtime: ServiceRuntime, where: store.EntryFilter) -> tuple[str, int]:
+    """The matching entries as CSV (RFC 4180, header :data:`fhir.CSV_COLUMNS`) and the
+    tree size of the checkpoint that covers them.
+
+    Raises:
+        As :func:`fhir_bundle`.
+    """
+    checkpoint, entries = await _covered(runtime, where)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(fhir.CSV_COLUMNS)
+    writer.writerows(fhir.csv_row(entry) for entry in entries)
+    return out.getvalue(), int(checkpoint["_id"])

@@ -1,0 +1,93 @@
+"""Compliance reports: FHIR R4 AuditEvents (validated with the R4B models) and CSV, each
+with the signed checkpoint that covers it."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from fhir.resources.R4B.bundle import Bundle
+
+from healthflow.auditverify import note as offline
+from healthflow.common.events.envelope import CloudEvent
+
+from .test_api import is_problem
+
+if TYPE_CHECKING:
+    from ..conftest import Audit
+
+
+async def _seed(audit: Audit, make_event: Callable[..., CloudEvent],
+                at: Callable[[int], datetime]) -> None:
+    events = [
+        make_event("patient.record_accessed", subject="patient/p-1", actor="u-doc",
+                   patientid="p-1", when=at(1), patient_id="p-1", accessor_id="u-doc",
+                   accessor_role="treating_doctor", accessor_roles=["doctor"],
+                   purpose="emergency", scope="chart"),
+        make_event("appointment.booked", subject="appointment/a-1", actor="=HYPERLINK()",
+                   patientid="p-1", when=at(2)),
+        make_event("appointment.booked", subject="appointment/a-2", actor="u-2",
+                   patientid="p-2", when=at(3)),
+        make_event("user.deactivated", subject="user/u-3", actor=None, patientid=None,
+                   when=at(4)),
+    ]
+    for event in events:
+        await audit.deliver(event)
+
+
+async def test_a_patients_access_report_as_fhir_audit_events(
+        audit: Audit, make_event: Callable[..., CloudEvent],
+        at: Callable[[int], datetime]) -> None:
+    await _seed(audit, make_event, at)
+    response = await audit.get("/report/fhir", patient="p-1")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body = response.json()
+    Bundle.model_validate(body)  # R4B models: structure, types, cardinalities
+    events = [entry["resource"] for entry in body["entry"]]
+    assert [e["subtype"][0]["code"] for e in events] == ["patient.record_accessed",
+                                                         "appointment.booked"]
+    access = events[0]
+    assert access["action"] == "R" and access["type"]["code"] == "110110"
+    agent = access["agent"][0]
+    assert agent["who"]["identifier"]["value"] == "u-doc" and agent["requestor"] is True
+    assert agent["type"]["text"] == "treating_doctor"
+    assert agent["purposeOfUse"][0]["coding"][0]["code"] == "ETREAT"
+    assert access["entity"][0]["what"] == {"reference": "Patient/p-1"}
+    assert access["recorded"] == "2026-11-21T10:01:00.000Z"
+    assert events[1]["action"] == "C"
+    # the checkpoint inside verifies with the published key and covers every entry
+    key = offline.parse_verifier_key((await audit.get("/checkpoints/key")).json()["verifier_key"])
+    checkpoint = offline.open_checkpoint(base64.b64decode(body["signature"]["data"]).decode(),
+                                         key)
+    seqs = [int(e["entity"][-1]["what"]["identifier"]["value"]) for e in events]
+    assert max(seqs) < checkpoint.size == 4
+
+
+async def test_a_period_as_csv(audit: Audit, make_event: Callable[..., CloudEvent],
+                               at: Callable[[int], datetime]) -> None:
+    await _seed(audit, make_event, at)
+    response = await audit.get("/report/csv", **{"from": "2026-11-21T10:02:00Z",
+                                                 "to": "2026-11-21T10:05:00Z"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["x-checkpoint-tree-size"] == "4"
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [r["type"] for r in rows] == ["appointment.booked", "appointment.booked",
+                                         "user.deactivated"]
+    assert rows[0]["actor"] == "'=HYPERLINK()"  # no formula for a spreadsheet to run
+    assert rows[2]["actor"] == "" and rows[2]["action"] == "D"
+    assert (await audit.get(f"/checkpoints/{4}")).status_code == 200
+
+
+async def test_reports_refuse_bad_periods_and_other_roles(audit: Audit) -> None:
+    backwards = {"from": "2026-11-21T10:05:00Z", "to": "2026-11-21T10:00:00Z"}
+    for path in ("/report/fhir", "/report/csv"):
+        assert is_problem(await audit.get(path, **backwards), 422), path
+        doctor = audit.tokens.headers(roles=["doctor"])
+        assert is_problem(await audit.client.get(f"/api/v1/audit{path}", headers=doctor),
+                          403), path
