@@ -47,3 +47,13 @@ async def test_an_officer_verifies_the_log_with_the_published_key_only(
     assert "VERIFIED" in output
     files = sorted((platform.workdir / "var" / "audit-checkpoints").glob("*.checkpoint"))
     assert any(f.read_text() == checkpoint["note"] for f in files), files
+
+
+async def test_a_patient_reads_their_own_access_report_through_the_edge(
+        gateway: httpx.AsyncClient) -> None:
+    patient = await register_patient(gateway, "audit-own")
+    report = ok(await gateway.get("/api/v1/audit/patient-access", headers=patient.headers))
+    assert report["resourceType"] == "Bundle" and report["type"] == "collection"
+    assert "signature" in report
+    assert_problem(await gateway.get("/api/v1/audit/events", headers=patient.headers), 403)
+    assert_problem(await gateway.get("/api/v1/audit/patient-access"), 401)

@@ -91,3 +91,34 @@ async def test_reports_refuse_bad_periods_and_other_roles(audit: Audit) -> None:
         doctor = audit.tokens.headers(roles=["doctor"])
         assert is_problem(await audit.client.get(f"/api/v1/audit{path}", headers=doctor),
                           403), path
+
+
+async def test_a_patient_sees_who_accessed_their_chart_and_nothing_else(
+        audit: Audit, make_event: Callable[..., CloudEvent],
+        at: Callable[[int], datetime]) -> None:
+    await _seed(audit, make_event, at)
+    await audit.deliver(make_event("record.accessed", subject="patient/p-2", actor="u-nurse",
+                                   patientid="p-2", when=at(6), patient_id="p-2",
+                                   accessor_id="u-nurse", accessor_role="staff",
+                                   accessor_roles=["nurse"], scope="history"))
+    mine = await audit.client.get("/api/v1/audit/patient-access",
+                                  headers=audit.tokens.headers("p-1", roles=["patient"]))
+    assert mine.status_code == 200
+    Bundle.model_validate(mine.json())
+    events = [entry["resource"] for entry in mine.json()["entry"]]
+    assert [e["subtype"][0]["code"] for e in events] == ["patient.record_accessed"]
+    assert events[0]["agent"][0]["who"]["identifier"]["value"] == "u-doc"
+    other = await audit.client.get("/api/v1/audit/patient-access",
+                                   headers=audit.tokens.headers("p-2", roles=["patient"]))
+    assert [e["resource"]["agent"][0]["type"]["text"]
+            for e in other.json()["entry"]] == ["staff"]
+    nobody = await audit.client.get("/api/v1/audit/patient-access",
+                                    headers=audit.tokens.headers("p-9", roles=["patient"]))
+    assert "entry" not in nobody.json()  # FHIR JSON has no empty arrays
+    Bundle.model_validate(nobody.json())
+    assert is_problem(await audit.client.get("/api/v1/audit/patient-access"), 401)
+    compliance = audit.tokens.headers("p-1", roles=["compliance_officer"])
+    assert is_problem(await audit.client.get("/api/v1/audit/patient-access",
+                                             headers=compliance), 403)
+    patient = audit.tokens.headers("p-1", roles=["patient"])
+    assert is_problem(await audit.client.get("/api/v1/audit/events", headers=patient), 403)

@@ -134,6 +134,20 @@ async def fhir_report(runtime: Runtime, principal: AuditReader, where: Filters) 
                     headers={"Cache-Control": "private, no-store"})
 
 
+@router.get("/patient-access", summary="Who accessed my chart and record (a patient's own "
+            "report)", responses={200: {"content": {"application/fhir+json": {}}}})
+async def patient_access(runtime: Runtime,
+                         principal: Principal = require(Permission.PATIENTS_READ_OWN)
+                         ) -> Response:
+    """The caller's own access report: a FHIR R4 Bundle of the ``AuditEvent`` of every
+    read of their chart or record by someone else (who, when, care relationship,
+    purpose), with the covering checkpoint. Only the caller's entries (the patient
+    id is the caller's user id)."""
+    bundle = await reports.patient_access(runtime, principal.subject)
+    return Response(json.dumps(bundle), media_type="application/fhir+json",
+                    headers={"Cache-Control": "private, no-store"})
+
+
 @router.get("/report/csv", summary="Matching entries as CSV, with their checkpoint's size",
             responses={200: {"content": {"text/csv": {}}}})
 async def csv_report(runtime: Runtime, principal: AuditReader, where: Filters) -> Response:

@@ -22,6 +22,9 @@ from healthflow.common.service import ServiceRuntime
 REPORT_MAX = 10_000
 """The most entries one report holds (narrow the filters for more)."""
 
+ACCESS_TYPES = frozenset({"patient.record_accessed", "record.accessed"})
+"""The events that record someone other than the patient reading their chart or record."""
+
 SIGNATURE_TYPE = {"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.5",
                   "display": "Verification Signature"}
 
@@ -53,11 +56,11 @@ async def fhir_bundle(runtime: ServiceRuntime, where: store.EntryFilter
         checkpoints.HistoryRewritten: (409) the log no longer matches its checkpoints.
     """
     checkpoint, entries = await _covered(runtime, where)
-    return {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "timestamp": rfc3339_millis(utcnow()),
-        "entry": [{"resource": fhir.audit_event(entry)} for entry in entries],
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection",
+                              "timestamp": rfc3339_millis(utcnow())}
+    if entries:  # FHIR JSON has no empty arrays
+        bundle["entry"] = [{"resource": fhir.audit_event(entry)} for entry in entries]
+    return bundle | {
         "signature": {
             "type": [SIGNATURE_TYPE],
             "when": rfc3339_millis(checkpoint["signed_at"]),
@@ -81,3 +84,11 @@ async def csv_report(runtime: ServiceRuntime, where: store.EntryFilter) -> tuple
     writer.writerow(fhir.CSV_COLUMNS)
     writer.writerows(fhir.csv_row(entry) for entry in entries)
     return out.getvalue(), int(checkpoint["_id"])
+
+
+async def patient_access(runtime: ServiceRuntime, patient_id: str) -> dict[str, Any]:
+    """:func:`fhir_bundle` of every access to ``patient_id``'s chart and record by someone
+    else (:data:`ACCESS_TYPES`): who (user id), when, under which care relationship and
+    purpose. For the patient's own view; no other patient's entries."""
+    return await fhir_bundle(runtime, store.EntryFilter(patientid=patient_id,
+                                                        types=ACCESS_TYPES))

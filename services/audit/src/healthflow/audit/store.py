@@ -72,9 +72,11 @@ INDEXES = {
 
 @dataclass(frozen=True)
 class EntryFilter:
-    """Equality filters on copied envelope attributes; ``time`` in ``[since, until)``."""
+    """Equality filters on copied envelope attributes; ``time`` in ``[since, until)``;
+    ``types``: any of these types (with ``type`` unset)."""
 
     type: str | None = None
+    types: frozenset[str] | None = None
     subject: str | None = None
     actor: str | None = None
     patientid: str | None = None
@@ -87,6 +89,8 @@ class EntryFilter:
             value = getattr(self, name)
             if value is not None:
                 query[name] = value
+        if self.types is not None and self.type is None:
+            query["type"] = {"$in": sorted(self.types)}
         if self.since is not None or self.until is not None:
             window: Document = {}
             if self.since is not None:
