@@ -18,29 +18,40 @@ from fastapi.responses import JSONResponse
 
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.http import get_runtime
-from healthflow.common.pagination import Page
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.records import entries, service
+from healthflow.records import entries, plans, service
+from healthflow.records.domain import ResourceType
 from healthflow.records.schemas import (
+    CarePlanCorrectionIn,
+    CarePlanIn,
     CorrectionIn,
     EncounterIn,
     EncounterOut,
     EntryOut,
     EntryVersionOut,
     NewEntryIn,
+    PlanStatusIn,
+    ProcedureCorrectionIn,
+    ProcedureIn,
     WithdrawalIn,
 )
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 Id = Annotated[str, Path(max_length=64)]
+PatientId = Annotated[str, Query(min_length=1, max_length=64)]
+Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 READERS = (P.RECORDS_READ_OWN, P.RECORDS_READ_TREATED, P.RECORDS_READ_ANY)
 OPENERS = (P.RECORDS_WRITE_TREATED, P.ENCOUNTERS_OPEN_ANY)
 
 encounters = APIRouter(prefix="/api/v1/encounters", tags=["encounters"])
 records = APIRouter(prefix="/api/v1/records", tags=["records"])
 fhir = APIRouter(prefix="/api/v1/fhir", tags=["fhir"])
-routers = [encounters, records, fhir]
+care_plans = APIRouter(prefix="/api/v1/care-plans", tags=["care-plans"])
+procedures = APIRouter(prefix="/api/v1/procedures", tags=["procedures"])
+routers = [encounters, records, care_plans, procedures, fhir]
 
 
 @encounters.post("", status_code=201, summary="Open a walk-in, virtual or emergency encounter")
@@ -122,6 +133,80 @@ async def withdraw_entry(runtime: Runtime, entry_id: Id, body: WithdrawalIn,
     """A new version with status ``entered-in-error``; nothing is deleted."""
     return EntryOut.from_document(
         await entries.withdraw_entry(runtime, principal, entry_id, body))
+
+
+@care_plans.post("", status_code=201, summary="Write a treatment plan in an encounter")
+async def create_plan(runtime: Runtime, body: CarePlanIn, response: Response,
+                      principal: Principal = require(P.RECORDS_WRITE_TREATED)) -> EntryOut:
+    """Version 1, ``draft`` or ``active``; 422 ``unknown-reference`` for ``addresses``."""
+    head = await plans.create_plan(runtime, principal, body)
+    response.headers["Location"] = f"{care_plans.prefix}/{head['_id']}"
+    return EntryOut.from_document(head)
+
+
+@care_plans.get("", summary="A patient's treatment plans, oldest first, a page at a time")
+async def list_plans(runtime: Runtime, patient_id: PatientId, cursor: Cursor = None,
+                     limit: Limit = DEFAULT_LIMIT,
+                     principal: Principal = require_any(*READERS)) -> Page[EntryOut]:
+    docs, next_cursor = await plans.list_of_patient(
+        runtime, principal, patient_id, ResourceType.CARE_PLAN, cursor=cursor, limit=limit)
+    return Page[EntryOut](items=[EntryOut.from_document(d) for d in docs],
+                          next_cursor=next_cursor)
+
+
+@care_plans.get("/{plan_id}", summary="The current version of a treatment plan")
+async def get_plan(runtime: Runtime, plan_id: Id,
+                   principal: Principal = require_any(*READERS)) -> EntryOut:
+    return EntryOut.from_document(
+        await plans.read_one(runtime, principal, plan_id, ResourceType.CARE_PLAN))
+
+
+@care_plans.post("/{plan_id}/corrections", summary="Correct a plan's content (a new version)")
+async def correct_plan(runtime: Runtime, plan_id: Id, body: CarePlanCorrectionIn,
+                       principal: Principal = require(P.RECORDS_WRITE_TREATED)) -> EntryOut:
+    """Status kept; 409 ``version-conflict``; history at ``/records/entries/{id}/history``."""
+    return EntryOut.from_document(await plans.correct_plan(runtime, principal, plan_id, body))
+
+
+@care_plans.post("/{plan_id}/status", summary="Activate, complete or revoke a plan")
+async def move_plan(runtime: Runtime, plan_id: Id, body: PlanStatusIn,
+                    principal: Principal = require(P.RECORDS_WRITE_TREATED)) -> EntryOut:
+    """draft → active → completed / revoked (a reason to revoke); 409 ``careplan-state``."""
+    return EntryOut.from_document(await plans.move_plan(runtime, principal, plan_id, body))
+
+
+@procedures.post("", status_code=201, summary="Record a procedure done in an encounter")
+async def record_procedure(runtime: Runtime, body: ProcedureIn, response: Response,
+                           principal: Principal = require(P.RECORDS_WRITE_TREATED)) -> EntryOut:
+    """Version 1; 422 ``unknown-reference`` for ``care_plan_id``."""
+    head = await plans.record_procedure(runtime, principal, body)
+    response.headers["Location"] = f"{procedures.prefix}/{head['_id']}"
+    return EntryOut.from_document(head)
+
+
+@procedures.get("", summary="A patient's procedures, oldest first, a page at a time")
+async def list_procedures(runtime: Runtime, patient_id: PatientId, cursor: Cursor = None,
+                          limit: Limit = DEFAULT_LIMIT,
+                          principal: Principal = require_any(*READERS)) -> Page[EntryOut]:
+    docs, next_cursor = await plans.list_of_patient(
+        runtime, principal, patient_id, ResourceType.PROCEDURE, cursor=cursor, limit=limit)
+    return Page[EntryOut](items=[EntryOut.from_document(d) for d in docs],
+                          next_cursor=next_cursor)
+
+
+@procedures.get("/{procedure_id}", summary="The current version of a procedure")
+async def get_procedure(runtime: Runtime, procedure_id: Id,
+                        principal: Principal = require_any(*READERS)) -> EntryOut:
+    return EntryOut.from_document(
+        await plans.read_one(runtime, principal, procedure_id, ResourceType.PROCEDURE))
+
+
+@procedures.post("/{procedure_id}/corrections", summary="Correct a procedure (a new version)")
+async def correct_procedure(runtime: Runtime, procedure_id: Id, body: ProcedureCorrectionIn,
+                            principal: Principal = require(P.RECORDS_WRITE_TREATED)
+                            ) -> EntryOut:
+    return EntryOut.from_document(
+        await plans.correct_procedure(runtime, principal, procedure_id, body))
 
 
 @fhir.get("/Patient/{patient_id}/$everything", summary="The record as a FHIR R4 Bundle",

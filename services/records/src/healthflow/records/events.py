@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from healthflow.contracts.records import (
+    CarePlanUpdated,
     EncounterFinished,
     EncounterStarted,
+    ProcedureRecorded,
     RecordAccessed,
     RecordEntryAdded,
     RecordEntryCorrected,
 )
 
-__all__ = ["EncounterFinished", "EncounterStarted", "RecordAccessed", "RecordEntryAdded",
-           "RecordEntryCorrected"]
+__all__ = ["CarePlanUpdated", "EncounterFinished", "EncounterStarted", "ProcedureRecorded",
+           "RecordAccessed", "RecordEntryAdded", "RecordEntryCorrected"]

@@ -27,6 +27,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
+from healthflow.common.pagination import keyset_page
 
 ENCOUNTERS = "encounters"
 ENTRIES = "entries"
@@ -115,6 +116,23 @@ async def entries_where(db: Db, query: Document, session: Any = None) -> list[Do
     """Current entries matching ``query`` (``encounter_id`` or ``patient_id``), oldest first."""
     return await db[ENTRIES].find(query, session=session).sort(
         [("recorded_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+
+
+async def count_entries(uow: UnitOfWork, query: Document) -> int:
+    return await uow.db[ENTRIES].count_documents(query, session=uow.session)
+
+
+async def entries_page(db: Db, query: Document, *, cursor: str | None, limit: int,
+                       session: Any = None) -> tuple[list[Document], str | None]:
+    """One page of current entries matching ``query`` (with ``patient_id`` or
+    ``encounter_id``), oldest first, and the cursor of the next (``None``: the last).
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
+    hint = "encounter" if "encounter_id" in query else "patient"
+    return await keyset_page(db[ENTRIES], query, sort=["recorded_at", "_id"], cursor=cursor,
+                             limit=limit, hint=hint, session=session)
 
 
 async def versions_of(db: Db, entry_id: str, session: Any = None) -> list[Document]:
