@@ -135,3 +135,24 @@ class ProcedureRecorded(EventPayload):
     performed_at: datetime | None  # aware UTC; None when not done
     recorded_by: str
     recorded_at: datetime  # aware UTC
+
+
+@event_type("document.uploaded", version=1, publisher=PUBLISHER)
+class DocumentUploaded(EventPayload):
+    """A clinical document or patient image (FHIR ``DocumentReference``) was stored.
+
+    ``category`` is HealthFlow's code of what it is: ``referral``, ``lab-report``,
+    ``consent``, ``other`` (documents) or ``photo`` (a patient image);
+    ``content_type`` the media type detected from the bytes; ``sha256`` (64 hex
+    digits) and ``size`` (bytes) of the stored file. No file name, no content.
+    """
+
+    document_id: str
+    encounter_id: str
+    patient_id: str
+    category: str
+    content_type: str
+    sha256: str
+    size: int
+    uploaded_by: str
+    uploaded_at: datetime  # aware UTC

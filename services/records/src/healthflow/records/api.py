@@ -13,24 +13,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from healthflow.common.auth import Principal, require, require_any
+from healthflow.common.blobs import CLINICAL_DOCUMENT, PATIENT_IMAGE, BlobStore
 from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.records import entries, plans, service
-from healthflow.records.domain import ResourceType
+from healthflow.records import documents, entries, plans, service
+from healthflow.records.domain import DocumentCategory, ResourceType
 from healthflow.records.schemas import (
     CarePlanCorrectionIn,
     CarePlanIn,
     CorrectionIn,
+    DocumentOut,
     EncounterIn,
     EncounterOut,
     EntryOut,
     EntryVersionOut,
+    LinkOut,
     NewEntryIn,
     PlanStatusIn,
     ProcedureCorrectionIn,
@@ -38,7 +41,14 @@ from healthflow.records.schemas import (
     WithdrawalIn,
 )
 
+
+def get_blobs(request: Request) -> BlobStore:
+    blobs: BlobStore = request.app.state.blobs
+    return blobs
+
+
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+Blobs = Annotated[BlobStore, Depends(get_blobs)]
 Id = Annotated[str, Path(max_length=64)]
 PatientId = Annotated[str, Query(min_length=1, max_length=64)]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")]
@@ -51,7 +61,11 @@ records = APIRouter(prefix="/api/v1/records", tags=["records"])
 fhir = APIRouter(prefix="/api/v1/fhir", tags=["fhir"])
 care_plans = APIRouter(prefix="/api/v1/care-plans", tags=["care-plans"])
 procedures = APIRouter(prefix="/api/v1/procedures", tags=["procedures"])
-routers = [encounters, records, care_plans, procedures, fhir]
+documents_router = APIRouter(prefix="/api/v1/documents", tags=["documents"])
+routers = [encounters, records, care_plans, procedures, documents_router, fhir]
+UPLOAD_PATH = documents_router.prefix
+"""The one route whose body may be large (streamed into storage, never parsed whole)."""
+FILE_TYPES = sorted(CLINICAL_DOCUMENT.allowed_types | PATIENT_IMAGE.allowed_types)
 
 
 @encounters.post("", status_code=201, summary="Open a walk-in, virtual or emergency encounter")
@@ -209,15 +223,78 @@ async def correct_procedure(runtime: Runtime, procedure_id: Id, body: ProcedureC
         await plans.correct_procedure(runtime, principal, procedure_id, body))
 
 
+@documents_router.post(
+    "", status_code=201, summary="Upload a clinical document (PDF, PNG, JPEG) or a patient image",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        t: {"schema": {"type": "string", "format": "binary"}} for t in FILE_TYPES}}})
+async def upload_document(runtime: Runtime, blobs: Blobs, request: Request, response: Response,
+                          encounter_id: Annotated[str, Query(min_length=1, max_length=64)],
+                          category: DocumentCategory,
+                          principal: Principal = require(P.RECORDS_WRITE_TREATED)
+                          ) -> DocumentOut:
+    """The raw file is the body, its type the ``Content-Type``; streamed into storage.
+    ``photo`` takes PNG, JPEG or WebP (20 MiB), the others PDF, PNG or JPEG (50 MiB).
+    422 ``invalid-document`` (its ``problem`` member says why: ``type-mismatch``,
+    ``unreadable-pdf``, ``unreadable-image``, …); 413 too large; nothing is kept."""
+    doc = await documents.upload(runtime, blobs, principal, encounter_id, category,
+                                 request.stream(), request.headers.get("content-type"))
+    response.headers["Location"] = f"{documents_router.prefix}/{doc['_id']}"
+    return DocumentOut.from_document(doc, documents_router.prefix)
+
+
+@documents_router.get("", summary="A patient's documents and images, oldest first, paged")
+async def list_documents(runtime: Runtime, patient_id: PatientId, cursor: Cursor = None,
+                         limit: Limit = DEFAULT_LIMIT,
+                         principal: Principal = require_any(*READERS)) -> Page[DocumentOut]:
+    docs, next_cursor = await documents.list_documents(runtime, principal, patient_id,
+                                                       cursor=cursor, limit=limit)
+    return Page[DocumentOut](
+        items=[DocumentOut.from_document(d, documents_router.prefix) for d in docs],
+        next_cursor=next_cursor)
+
+
+@documents_router.get("/{document_id}", summary="A document's metadata")
+async def get_document(runtime: Runtime, document_id: Id,
+                       principal: Principal = require_any(*READERS)) -> DocumentOut:
+    return DocumentOut.from_document(
+        await documents.read_document(runtime, principal, document_id),
+        documents_router.prefix)
+
+
+@documents_router.get("/{document_id}/file", summary="The stored file, streamed",
+                      response_class=StreamingResponse,
+                      responses={200: {"content": {t: {} for t in FILE_TYPES}}})
+async def download_document(runtime: Runtime, blobs: Blobs, document_id: Id,
+                            principal: Principal = require_any(*READERS)
+                            ) -> StreamingResponse:
+    got = await documents.download(runtime, blobs, principal, document_id)
+    return StreamingResponse(got.chunks, media_type=got.document["content_type"], headers={
+        "Content-Length": str(got.document["blob"]["size"]),
+        "Cache-Control": "private, no-store"})
+
+
+@documents_router.get("/{document_id}/link", summary="A short-lived link to the stored file")
+async def document_link(runtime: Runtime, blobs: Blobs, document_id: Id,
+                        principal: Principal = require_any(*READERS)) -> LinkOut:
+    """``url`` is a presigned S3 GET only where S3 has a public address; the platform's
+    own S3 is internal, so clients use ``file`` (through the gateway) there."""
+    doc = await documents.read_document(runtime, principal, document_id, "document-file")
+    ttl = int(getattr(runtime.settings, "link_ttl", 300))
+    return LinkOut(url=documents.presigned(blobs, doc, ttl), expires_in=ttl,
+                   file=f"{documents_router.prefix}/{document_id}/file")
+
+
 @fhir.get("/Patient/{patient_id}/$everything", summary="The record as a FHIR R4 Bundle",
           response_class=JSONResponse,
           responses={200: {"content": {"application/fhir+json": {}}}})
 async def patient_everything(runtime: Runtime, patient_id: Id,
                              principal: Principal = require_any(*READERS)) -> JSONResponse:
     """A ``searchset`` Bundle: Patient, Encounters, Conditions, Observations,
-    MedicationStatements (``application/fhir+json``). ``fullUrl``s are under the
+    MedicationStatements, CarePlans, Procedures, DocumentReferences
+    (``application/fhir+json``). ``fullUrl``s are under the
     gateway's configured public address (``public_base_url``), never the service's
     internal one nor a ``Host`` the client chose."""
-    base = runtime.settings.public_base_url.rstrip("/") + fhir.prefix
-    bundle: dict[str, Any] = await service.everything(runtime, principal, patient_id, base)
+    public = runtime.settings.public_base_url.rstrip("/")
+    bundle: dict[str, Any] = await service.everything(
+        runtime, principal, patient_id, public + fhir.prefix, public + documents_router.prefix)
     return JSONResponse(bundle, media_type="application/fhir+json")

@@ -80,12 +80,38 @@ class AccessorRole(StrEnum):
 # ----------------------------------------------------------------------------- problems
 
 
+class DocumentCategory(StrEnum):
+    """What an uploaded file is; ``photo`` is a patient image (wound, skin), the others
+    clinical documents. FHIR ``DocumentReference.type`` as LOINC document codes:
+    :data:`DOCUMENT_TYPES`."""
+
+    REFERRAL = "referral"
+    LAB_REPORT = "lab-report"
+    CONSENT = "consent"
+    OTHER = "other"
+    PHOTO = "photo"
+
+
+DOCUMENT_TYPES: dict[DocumentCategory, tuple[str, str]] = {
+    DocumentCategory.REFERRAL: ("57133-1", "Referral note"),
+    DocumentCategory.LAB_REPORT: ("11502-2", "Laboratory report"),
+    DocumentCategory.CONSENT: ("59284-0", "Consent Document"),
+    DocumentCategory.OTHER: ("34109-9", "Note"),
+    DocumentCategory.PHOTO: ("72170-4", "Photographic image"),
+}
+"""LOINC code and display of each category (http://loinc.org)."""
+
+
 class EncounterNotFound(NotFound):
     title, slug = "Encounter Not Found", "encounter-not-found"
 
 
 class EntryNotFound(NotFound):
     title, slug = "Record Entry Not Found", "entry-not-found"
+
+
+class DocumentNotFound(NotFound):
+    title, slug = "Document Not Found", "document-not-found"
 
 
 class NotTreating(Forbidden):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from healthflow.contracts.records import (
     CarePlanUpdated,
+    DocumentUploaded,
     EncounterFinished,
     EncounterStarted,
     ProcedureRecorded,
@@ -13,5 +14,5 @@ from healthflow.contracts.records import (
     RecordEntryCorrected,
 )
 
-__all__ = ["CarePlanUpdated", "EncounterFinished", "EncounterStarted", "ProcedureRecorded",
-           "RecordAccessed", "RecordEntryAdded", "RecordEntryCorrected"]
+__all__ = ["CarePlanUpdated", "DocumentUploaded", "EncounterFinished", "EncounterStarted",
+           "ProcedureRecorded", "RecordAccessed", "RecordEntryAdded", "RecordEntryCorrected"]

@@ -5,7 +5,8 @@
 ``Bundle`` (http://hl7.org/fhir/R4/bundle.html) holding a ``Patient`` stub (the
 records service keeps no demographics: those are the patient service's), the
 patient's ``Encounter``s and the current version of each ``Condition``,
-``Observation``, ``MedicationStatement``, ``CarePlan`` and ``Procedure``, every one
+``Observation``, ``MedicationStatement``, ``CarePlan`` and ``Procedure``, and the
+uploaded ``DocumentReference``s, every one
 ``search.mode = match``.
 ``meta.versionId`` is the entry's version; withdrawn entries stay with status
 ``entered-in-error`` (FHIR's way of deleting). Times are RFC 3339 in UTC
@@ -24,6 +25,7 @@ Status mappings (HealthFlow → FHIR R4):
   ``entered-in-error``; its goals are contained ``Goal``s whose ``lifecycleStatus``
   follows the plan (:data:`GOAL_STATUS`).
 * Procedure: its ``status`` (completed, not-done, stopped), withdrawn ``entered-in-error``.
+* DocumentReference (documents and patient images): ``current``.
 """
 
 from __future__ import annotations
@@ -31,11 +33,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from healthflow.records.domain import CLASS_DISPLAY, EncounterClass, EntryStatus, ResourceType
+from healthflow.records.domain import (
+    CLASS_DISPLAY,
+    DOCUMENT_TYPES,
+    DocumentCategory,
+    EncounterClass,
+    EntryStatus,
+    ResourceType,
+)
 from healthflow.records.terminology import UCUM_SYSTEM
 
 Json = dict[str, Any]
 
+LOINC = "http://loinc.org"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -226,12 +236,34 @@ MAPPERS = {ResourceType.CONDITION: condition, ResourceType.OBSERVATION: observat
            ResourceType.CARE_PLAN: care_plan, ResourceType.PROCEDURE: procedure}
 
 
-def everything(patient_id: str, encounters: list[Json], entries: list[Json], *,
-               base_url: str, now: datetime) -> Json:
+def document_reference(doc: Json, documents_url: str) -> Json:
+    """A ``DocumentReference`` (status ``current``): LOINC ``type`` of its category, the
+    uploader as ``author``, an ``attachment`` whose ``url`` downloads the file through
+    the gateway (``documents_url``/``<id>``/file; it needs a token) and ``size``. The
+    SHA-256 is not R4's ``Attachment.hash`` (SHA-1) and stays in the HealthFlow API."""
+    code, display = DOCUMENT_TYPES[DocumentCategory(doc["category"])]
+    return _drop_empty({
+        "resourceType": "DocumentReference", "id": doc["_id"],
+        "meta": {"lastUpdated": instant(doc["uploaded_at"])},
+        "status": "current", "type": _concept(LOINC, code, display),
+        "subject": _ref("Patient", doc["patient_id"]), "date": instant(doc["uploaded_at"]),
+        "author": [_ref("Practitioner", doc["uploaded_by"])],
+        "content": [{"attachment": {
+            "contentType": doc["content_type"], "size": doc["blob"]["size"],
+            "url": f"{documents_url}/{doc['_id']}/file",
+            "creation": instant(doc["uploaded_at"])}}],
+        "context": {"encounter": [_ref("Encounter", doc["encounter_id"])]},
+    })
+
+
+def everything(patient_id: str, encounters: list[Json], entries: list[Json],
+               documents: list[Json], *, base_url: str, documents_url: str, now: datetime
+               ) -> Json:
     """The ``searchset`` Bundle of the patient's record (see the module docstring)."""
     resources = [{"resourceType": "Patient", "id": patient_id}]
     resources += [encounter(doc) for doc in encounters]
     resources += [MAPPERS[ResourceType(head["resource_type"])](head) for head in entries]
+    resources += [document_reference(doc, documents_url) for doc in documents]
     return {
         "resourceType": "Bundle", "type": "searchset", "timestamp": instant(now),
         "total": len(resources),

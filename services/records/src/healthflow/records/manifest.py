@@ -8,8 +8,9 @@ MANIFEST = ServiceManifest(
     name="records",
     port=8108,
     summary="Clinical records: encounters, diagnoses, vital signs, medications, treatment "
-            "plans, procedures; FHIR export.",
+            "plans, procedures, documents and images; FHIR export.",
     routes=(RouteDecl("/api/v1/encounters"), RouteDecl("/api/v1/records"),
             RouteDecl("/api/v1/care-plans"), RouteDecl("/api/v1/procedures"),
+            RouteDecl("/api/v1/documents", methods={"POST": "upload"}),
             RouteDecl("/api/v1/fhir")),
 )

@@ -13,7 +13,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from healthflow.records import terminology as terms
-from healthflow.records.domain import EncounterClass, EntryStatus, ResourceType
+from healthflow.records.domain import (
+    DocumentCategory,
+    EncounterClass,
+    EntryStatus,
+    ResourceType,
+)
 
 
 def _utc_ms(value: datetime) -> datetime:
@@ -415,3 +420,43 @@ class ProcedureCorrectionIn(_Body):
     version: Annotated[int, Field(ge=1)]
     reason: ShortText
     procedure: ProcedureContent
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+class DocumentOut(BaseModel):
+    """An uploaded file's metadata; ``file`` is its download path under the gateway.
+
+    ``content_type`` as detected from the bytes; ``size`` in bytes; ``sha256`` 64 hex
+    digits; ``pages`` for a PDF, ``width`` × ``height`` pixels for an image.
+    """
+
+    id: str
+    encounter_id: str
+    patient_id: str
+    category: DocumentCategory
+    content_type: str
+    size: int
+    sha256: str
+    pages: int | None
+    width: int | None
+    height: int | None
+    uploaded_by: str
+    uploaded_at: datetime
+    file: str
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any], prefix: str) -> DocumentOut:
+        return cls.model_validate({**doc, "id": doc["_id"], "size": doc["blob"]["size"],
+                                   "sha256": doc["blob"]["sha256"],
+                                   "file": f"{prefix}/{doc['_id']}/file"})
+
+
+class LinkOut(BaseModel):
+    """Where to get a file: ``url`` a presigned S3 GET valid ``expires_in`` seconds when
+    S3 is reachable by clients, else None; ``file`` the download path under the gateway."""
+
+    url: str | None
+    expires_in: int
+    file: str

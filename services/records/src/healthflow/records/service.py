@@ -247,8 +247,10 @@ async def list_encounters(runtime: ServiceRuntime, principal: Principal, patient
 
 
 async def everything(runtime: ServiceRuntime, principal: Principal, patient_id: str,
-                     base_url: str) -> dict[str, object]:
-    """The patient's record as a FHIR R4 ``searchset`` Bundle (:func:`fhir.everything`).
+                     base_url: str, documents_url: str) -> dict[str, object]:
+    """The patient's record as a FHIR R4 ``searchset`` Bundle (:func:`fhir.everything`);
+    ``base_url`` is the FHIR base of ``fullUrl``s, ``documents_url`` the public
+    ``/api/v1/documents`` the attachments point into.
 
     Raises:
         NotTreating / Forbidden (403); NotFound (404): no such patient is known.
@@ -262,8 +264,9 @@ async def everything(runtime: ServiceRuntime, principal: Principal, patient_id: 
         encounters = await store.encounters_of_patient(uow.db, patient_id, session=uow.session)
         entries = await store.entries_where(uow.db, {"patient_id": patient_id},
                                             session=uow.session)
-        return fhir.everything(patient_id, encounters, entries, base_url=base_url,
-                               now=utcnow())
+        documents = await store.documents_of_patient(uow.db, patient_id, session=uow.session)
+        return fhir.everything(patient_id, encounters, entries, documents, base_url=base_url,
+                               documents_url=documents_url, now=utcnow())
 
     return await runtime.transact(read, actor=principal.actor)
 

@@ -16,6 +16,10 @@ Collections (database ``healthflow_records``), times aware UTC::
                      encounters: [ids the doctor conducted]}; a care relationship
                      exists while either list is not empty
     patients        patient ids from ``patient.registered``: {_id, registered_at}
+    documents       uploaded files: {_id, encounter_id, patient_id, category,
+                     content_type, blob: {key, sha256, size}, pages | None,
+                     width | None, height | None, uploaded_by, uploaded_at}
+                     (the bytes are in the blob store under ``blob.key``)
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ ENTRIES = "entries"
 VERSIONS = "entry_versions"
 CARE = "care"
 PATIENTS = "patients"
+DOCUMENTS = "documents"
 
 MAX_LISTED = 1000
 """Most rows one listing or export returns (per collection); paging comes later."""
@@ -49,6 +54,11 @@ INDEXES: Indexes = {
         IndexModel([("patient_id", ASCENDING), ("recorded_at", ASCENDING)], name="patient"),
     ],
     VERSIONS: [IndexModel([("entry_id", ASCENDING), ("version", ASCENDING)], name="entry")],
+    DOCUMENTS: [
+        IndexModel([("patient_id", ASCENDING), ("uploaded_at", ASCENDING), ("_id", ASCENDING)],
+                   name="patient"),
+        IndexModel([("blob.key", ASCENDING)], name="blob"),
+    ],
 }
 
 Db = AsyncDatabase[Document]
@@ -184,3 +194,38 @@ async def patient_exists(uow: UnitOfWork, patient_id: str) -> bool:
     found = await uow.db[PATIENTS].find_one({"_id": patient_id}, {"_id": 1},
                                             session=uow.session)
     return found is not None
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+async def insert_document(uow: UnitOfWork, doc: Document) -> None:
+    await uow.db[DOCUMENTS].insert_one(doc, session=uow.session)
+
+
+async def get_document(db: Db, document_id: str, session: Any = None) -> Document | None:
+    return await db[DOCUMENTS].find_one({"_id": document_id}, session=session)
+
+
+async def documents_page(db: Db, patient_id: str, *, cursor: str | None, limit: int,
+                         session: Any = None) -> tuple[list[Document], str | None]:
+    """One page of the patient's documents, oldest first, and the next cursor.
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
+    return await keyset_page(db[DOCUMENTS], {"patient_id": patient_id},
+                             sort=["uploaded_at", "_id"], cursor=cursor, limit=limit,
+                             hint="patient", session=session)
+
+
+async def documents_of_patient(db: Db, patient_id: str, session: Any = None
+                               ) -> list[Document]:
+    return await db[DOCUMENTS].find({"patient_id": patient_id}, session=session).sort(
+        [("uploaded_at", ASCENDING), ("_id", ASCENDING)]).to_list()
+
+
+async def referenced_keys(db: Db, keys: list[str]) -> list[str]:
+    """Those of ``keys`` a committed document references (for the blob sweeper)."""
+    found = db[DOCUMENTS].find({"blob.key": {"$in": keys}}, {"blob.key": 1})
+    return [d["blob"]["key"] async for d in found]
