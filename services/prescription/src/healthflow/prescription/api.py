@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.http import get_runtime
-from healthflow.common.pagination import Page
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.prescription import service
@@ -65,14 +65,18 @@ async def check(runtime: Runtime, body: CheckIn,
     return CheckOut(conflicts=[i.as_json() for i in issues])
 
 
-@router.get("", summary="A patient's prescriptions, oldest first")
-async def list_prescriptions(runtime: Runtime,
-                             patient_id: Annotated[str, Query(min_length=1, max_length=64)],
-                             principal: Principal = require_any(*READERS)
-                             ) -> Page[PrescriptionOut]:
-    """Pharmacists see the active ones; the patient all but drafts."""
-    docs = await service.list_for_patient(runtime, principal, patient_id)
-    return Page[PrescriptionOut](items=[PrescriptionOut.from_document(d) for d in docs])
+@router.get("", summary="A patient's prescriptions, oldest first, a page at a time")
+async def list_prescriptions(
+        runtime: Runtime, patient_id: Annotated[str, Query(min_length=1, max_length=64)],
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        principal: Principal = require_any(*READERS)) -> Page[PrescriptionOut]:
+    """Pharmacists see the active ones; the patient all but drafts; ``next_cursor`` of
+    the last page is null."""
+    docs, next_cursor = await service.list_for_patient(runtime, principal, patient_id,
+                                                       cursor=cursor, limit=limit)
+    return Page[PrescriptionOut](items=[PrescriptionOut.from_document(d) for d in docs],
+                                 next_cursor=next_cursor)
 
 
 @router.get("/{prescription_id}", summary="One prescription")

@@ -326,23 +326,25 @@ async def read(runtime: ServiceRuntime, principal: Principal, prescription_id: s
     return await runtime.transact(get, actor=principal.actor)
 
 
-async def list_for_patient(runtime: ServiceRuntime, principal: Principal, patient_id: str
-                           ) -> list[Document]:
-    """The patient's prescriptions, oldest first: all for doctors who treat them, all but
-    drafts for the patient, the active ones for pharmacists."""
+async def list_for_patient(runtime: ServiceRuntime, principal: Principal, patient_id: str,
+                           *, cursor: str | None, limit: int
+                           ) -> tuple[list[Document], str | None]:
+    """One page of the patient's prescriptions, oldest first, and the next cursor: all for
+    doctors who treat them, all but drafts for the patient, the active ones for
+    pharmacists. BadRequest (400) for a cursor this API did not issue."""
 
-    async def get(uow: UnitOfWork) -> list[Document]:
+    async def get(uow: UnitOfWork) -> tuple[list[Document], str | None]:
         await ensure_reader(uow, principal, patient_id)
         record_access(uow, principal, patient_id, "list")
         doctor = principal.subject != patient_id and principal.has(
             Permission.PRESCRIPTIONS_READ_TREATED) and await store.treats(
                 uow, principal.subject, patient_id)
+        statuses: list[str] | None = [Status.ACTIVE.value]
         if doctor:
-            return await store.of_patient(uow, patient_id, None)
-        if principal.subject == patient_id:
-            return await store.of_patient(uow, patient_id, [s.value for s in Status
-                                                            if s is not Status.DRAFT])
-        return await store.of_patient(uow, patient_id, [Status.ACTIVE.value])
+            statuses = None
+        elif principal.subject == patient_id:
+            statuses = [s.value for s in Status if s is not Status.DRAFT]
+        return await store.of_patient(uow, patient_id, statuses, cursor=cursor, limit=limit)
 
     return await runtime.transact(get, actor=principal.actor)
 

@@ -31,15 +31,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
+from healthflow.common.pagination import keyset_page
 
 PRESCRIPTIONS = "prescriptions"
 ENCOUNTERS = "encounters"
 ALLERGIES = "allergies"
 PEOPLE = "people"
 SIGNING_KEYS = "signing_keys"
-
-MAX_LISTED = 1000
-"""Most rows one listing returns; paging comes later."""
 
 INDEXES: Indexes = {
     PRESCRIPTIONS: [
@@ -85,14 +83,19 @@ async def active_same_drug(uow: UnitOfWork, patient_id: str, key: str,
     return await uow.db[PRESCRIPTIONS].find(query, session=uow.session).to_list()
 
 
-async def of_patient(uow: UnitOfWork, patient_id: str, statuses: list[str] | None
-                     ) -> list[Document]:
-    """The patient's prescriptions (only ``statuses`` if given), oldest first."""
+async def of_patient(uow: UnitOfWork, patient_id: str, statuses: list[str] | None, *,
+                     cursor: str | None, limit: int) -> tuple[list[Document], str | None]:
+    """One page of the patient's prescriptions (only ``statuses`` if given), oldest
+    first, and the next cursor (``None`` on the last page).
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
     query: Document = {"patient_id": patient_id}
     if statuses is not None:
         query["status"] = {"$in": statuses}
-    return await uow.db[PRESCRIPTIONS].find(query, session=uow.session).sort(
-        [("created_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+    return await keyset_page(uow.db[PRESCRIPTIONS], query, sort=["created_at", "_id"],
+                             cursor=cursor, limit=limit, hint="patient", session=uow.session)
 
 
 # ----------------------------------------------------------------------------- read models

@@ -22,7 +22,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.records import documents, entries, plans, service
+from healthflow.records import documents, entries, export, plans, service
 from healthflow.records.domain import DocumentCategory, ResourceType
 from healthflow.records.schemas import (
     CarePlanCorrectionIn,
@@ -80,12 +80,14 @@ async def open_encounter(runtime: Runtime, body: EncounterIn, response: Response
     return EncounterOut.from_document(doc)
 
 
-@encounters.get("", summary="A patient's encounters, oldest first")
-async def list_encounters(runtime: Runtime,
-                          patient_id: Annotated[str, Query(min_length=1, max_length=64)],
+@encounters.get("", summary="A patient's encounters, oldest first, a page at a time")
+async def list_encounters(runtime: Runtime, patient_id: PatientId, cursor: Cursor = None,
+                          limit: Limit = DEFAULT_LIMIT,
                           principal: Principal = require_any(*READERS)) -> Page[EncounterOut]:
-    docs = await service.list_encounters(runtime, principal, patient_id)
-    return Page[EncounterOut](items=[EncounterOut.from_document(d) for d in docs])
+    docs, next_cursor = await service.list_encounters(runtime, principal, patient_id,
+                                                      cursor=cursor, limit=limit)
+    return Page[EncounterOut](items=[EncounterOut.from_document(d) for d in docs],
+                              next_cursor=next_cursor)
 
 
 @encounters.get("/{encounter_id}", summary="One encounter")
@@ -114,11 +116,15 @@ async def add_entry(runtime: Runtime, encounter_id: Id, body: NewEntryIn, respon
     return EntryOut.from_document(head)
 
 
-@records.get("/encounters/{encounter_id}/entries", summary="The entries of an encounter")
-async def list_entries(runtime: Runtime, encounter_id: Id,
+@records.get("/encounters/{encounter_id}/entries",
+             summary="The entries of an encounter, oldest first, a page at a time")
+async def list_entries(runtime: Runtime, encounter_id: Id, cursor: Cursor = None,
+                       limit: Limit = DEFAULT_LIMIT,
                        principal: Principal = require_any(*READERS)) -> Page[EntryOut]:
-    heads = await entries.entries_of_encounter(runtime, principal, encounter_id)
-    return Page[EntryOut](items=[EntryOut.from_document(h) for h in heads])
+    heads, next_cursor = await entries.entries_of_encounter(
+        runtime, principal, encounter_id, cursor=cursor, limit=limit)
+    return Page[EntryOut](items=[EntryOut.from_document(h) for h in heads],
+                          next_cursor=next_cursor)
 
 
 @records.get("/entries/{entry_id}", summary="The current version of an entry")
@@ -287,14 +293,20 @@ async def document_link(runtime: Runtime, blobs: Blobs, document_id: Id,
 @fhir.get("/Patient/{patient_id}/$everything", summary="The record as a FHIR R4 Bundle",
           response_class=JSONResponse,
           responses={200: {"content": {"application/fhir+json": {}}}})
-async def patient_everything(runtime: Runtime, patient_id: Id,
-                             principal: Principal = require_any(*READERS)) -> JSONResponse:
+async def patient_everything(
+        runtime: Runtime, patient_id: Id,
+        count: Annotated[int, Query(alias="_count", ge=1, le=export.MAX_COUNT)]
+        = export.DEFAULT_COUNT,
+        cursor: Annotated[str | None, Query(alias="_cursor", max_length=512)] = None,
+        principal: Principal = require_any(*READERS)) -> JSONResponse:
     """A ``searchset`` Bundle: Patient, Encounters, Conditions, Observations,
     MedicationStatements, CarePlans, Procedures, DocumentReferences
-    (``application/fhir+json``). ``fullUrl``s are under the
+    (``application/fhir+json``), ``_count`` resources a page, the next page at the
+    ``next`` link (400 for a cursor not issued here). ``fullUrl``s are under the
     gateway's configured public address (``public_base_url``), never the service's
     internal one nor a ``Host`` the client chose."""
     public = runtime.settings.public_base_url.rstrip("/")
-    bundle: dict[str, Any] = await service.everything(
-        runtime, principal, patient_id, public + fhir.prefix, public + documents_router.prefix)
+    bundle: dict[str, Any] = await export.everything(
+        runtime, principal, patient_id, base_url=public + fhir.prefix,
+        documents_url=public + documents_router.prefix, count=count, cursor=cursor)
     return JSONResponse(bundle, media_type="application/fhir+json")

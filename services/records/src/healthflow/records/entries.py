@@ -199,16 +199,18 @@ async def entry_history(runtime: ServiceRuntime, principal: Principal, entry_id:
 
 
 async def entries_of_encounter(runtime: ServiceRuntime, principal: Principal,
-                               encounter_id: str) -> list[Document]:
-    """The current versions of the encounter's entries, oldest first."""
+                               encounter_id: str, *, cursor: str | None, limit: int
+                               ) -> tuple[list[Document], str | None]:
+    """One page of the current versions of the encounter's entries, oldest first, and
+    the next cursor. Raises: as :func:`read_entry`; BadRequest (400) for a foreign cursor."""
 
-    async def read(uow: UnitOfWork) -> list[Document]:
+    async def read(uow: UnitOfWork) -> tuple[list[Document], str | None]:
         encounter = await load_encounter(uow, encounter_id)
         if another_patients(principal, encounter["patient_id"]):
             raise EncounterNotFound(f"no encounter {encounter_id}")
         record_access(uow, principal, encounter["patient_id"],
                       await accessor(uow, principal, encounter["patient_id"]), "entries")
-        return await store.entries_where(uow.db, {"encounter_id": encounter_id},
-                                         session=uow.session)
+        return await store.entries_page(uow.db, {"encounter_id": encounter_id},
+                                        cursor=cursor, limit=limit, session=uow.session)
 
     return await runtime.transact(read, actor=principal.actor)

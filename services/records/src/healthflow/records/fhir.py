@@ -256,17 +256,13 @@ def document_reference(doc: Json, documents_url: str) -> Json:
     })
 
 
-def everything(patient_id: str, encounters: list[Json], entries: list[Json],
-               documents: list[Json], *, base_url: str, documents_url: str, now: datetime
-               ) -> Json:
-    """The ``searchset`` Bundle of the patient's record (see the module docstring)."""
-    resources = [{"resourceType": "Patient", "id": patient_id}]
-    resources += [encounter(doc) for doc in encounters]
-    resources += [MAPPERS[ResourceType(head["resource_type"])](head) for head in entries]
-    resources += [document_reference(doc, documents_url) for doc in documents]
+def bundle(resources: list[Json], *, base_url: str, now: datetime, total: int,
+           links: list[tuple[str, str]]) -> Json:
+    """A ``searchset`` Bundle of ``resources`` (one page of ``total`` matches); ``links``
+    are ``(relation, url)`` pairs (``self``, ``next``: http://hl7.org/fhir/R4/http.html#paging)."""
     return {
         "resourceType": "Bundle", "type": "searchset", "timestamp": instant(now),
-        "total": len(resources),
+        "total": total, "link": [{"relation": rel, "url": url} for rel, url in links],
         "entry": [{"fullUrl": f"{base_url}/{r['resourceType']}/{r['id']}", "resource": r,
                    "search": {"mode": "match"}} for r in resources],
     }

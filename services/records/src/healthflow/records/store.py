@@ -40,9 +40,6 @@ CARE = "care"
 PATIENTS = "patients"
 DOCUMENTS = "documents"
 
-MAX_LISTED = 1000
-"""Most rows one listing or export returns (per collection); paging comes later."""
-
 INDEXES: Indexes = {
     ENCOUNTERS: [
         IndexModel([("appointment_id", ASCENDING)], name="appointment", unique=True,
@@ -89,11 +86,16 @@ async def update_encounter(uow: UnitOfWork, encounter: Document, fields: Documen
     return result.matched_count == 1
 
 
-async def encounters_of_patient(db: Db, patient_id: str, session: Any = None
-                                ) -> list[Document]:
-    """The patient's encounters, oldest first (at most :data:`MAX_LISTED`)."""
-    return await db[ENCOUNTERS].find({"patient_id": patient_id}, session=session).sort(
-        [("created_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+async def encounters_page(db: Db, patient_id: str, *, cursor: str | None, limit: int,
+                          session: Any = None) -> tuple[list[Document], str | None]:
+    """One page of the patient's encounters, oldest first, and the next cursor.
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
+    return await keyset_page(db[ENCOUNTERS], {"patient_id": patient_id},
+                             sort=["created_at", "_id"], cursor=cursor, limit=limit,
+                             hint="patient", session=session)
 
 
 # ----------------------------------------------------------------------------- entries
@@ -120,12 +122,6 @@ async def supersede_entry(uow: UnitOfWork, previous_version: int, head: Document
 
 async def get_entry(db: Db, entry_id: str, session: Any = None) -> Document | None:
     return await db[ENTRIES].find_one({"_id": entry_id}, session=session)
-
-
-async def entries_where(db: Db, query: Document, session: Any = None) -> list[Document]:
-    """Current entries matching ``query`` (``encounter_id`` or ``patient_id``), oldest first."""
-    return await db[ENTRIES].find(query, session=session).sort(
-        [("recorded_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
 
 
 async def count_entries(uow: UnitOfWork, query: Document) -> int:
@@ -217,12 +213,6 @@ async def documents_page(db: Db, patient_id: str, *, cursor: str | None, limit: 
     return await keyset_page(db[DOCUMENTS], {"patient_id": patient_id},
                              sort=["uploaded_at", "_id"], cursor=cursor, limit=limit,
                              hint="patient", session=session)
-
-
-async def documents_of_patient(db: Db, patient_id: str, session: Any = None
-                               ) -> list[Document]:
-    return await db[DOCUMENTS].find({"patient_id": patient_id}, session=session).sort(
-        [("uploaded_at", ASCENDING), ("_id", ASCENDING)]).to_list()
 
 
 async def referenced_keys(db: Db, keys: list[str]) -> list[str]:
