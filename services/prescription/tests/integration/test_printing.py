@@ -115,3 +115,32 @@ async def test_the_printed_address_is_the_configured_one_never_the_callers_host(
         checked = (await client.get(f"/api/v1/prescriptions/verify/{rx['id']}")).json()
         assert checked["keys"] == [keys.from_seed(seed).jwk()]  # the configured key signs
         assert await app.state.runtime.db["signing_keys"].count_documents({}) == 0
+
+
+async def test_after_a_key_rotation_older_prints_still_verify_and_both_keys_are_published(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory) -> None:
+    """The same database, restarted with a new ``PRESCRIPTION_SIGNING_KEY``."""
+    old, new = keys.new_seed(), keys.new_seed()
+    printed: dict[str, tuple[str, str]] = {}
+    for seed in (old, new):
+        app = create_app(settings_for(mongodb_url, unique_name, transport="inprocess",
+                                      signing_key=keys.b64url(seed)),
+                         transport=shared_inprocess_transport(mongodb_url))
+        app.state.verifier = tokens.verifier()
+        async with running_app(app) as client:
+            pharmacy = Pharmacy(client, app.state.runtime, tokens, app.state.runtime.transport)
+            encounter = await pharmacy.encounter(f"pat-{len(printed)}", "doc-k")
+            rx = (await pharmacy.prescribe("doc-k", encounter)).json()
+            pdf = await client.get(f"/api/v1/prescriptions/{rx['id']}/pdf",
+                                   headers=pharmacy.as_("doc-k", "doctor"))
+            assert pdf.status_code == 200, pdf.text
+            printed[keys.from_seed(seed).kid] = (rx["id"], hashlib.sha256(pdf.content).hexdigest())
+            published = (await client.get("/api/v1/prescriptions/keys")).json()["keys"]
+            for kid, (rx_id, digest) in printed.items():
+                checked = (await client.get(f"/api/v1/prescriptions/verify/{rx_id}",
+                                            params={"sha256": digest})).json()
+                assert checked["matches"] is True, (kid, checked)
+                assert [d["kid"] for d in checked["documents"]] == [kid]
+                assert [k["kid"] for k in checked["keys"]] == [kid]
+    assert [k["kid"] for k in published] == [keys.from_seed(new).kid, keys.from_seed(old).kid]
+    assert all(set(k) == {"kty", "crv", "x", "kid", "use", "alg"} for k in published)

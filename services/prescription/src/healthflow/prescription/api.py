@@ -9,6 +9,7 @@ call a use case, shape the answer).
 * ``GET ""?patient_id=`` and ``GET /{id}`` — read; ``GET /{id}/pdf`` — the printable
   PDF, its SHA-256 signed;
 * ``GET /verify/{id}`` — public: check a printed prescription.
+* ``GET /keys`` — public: the JWK Set of the keys that sign (current and rotated out).
 
 Ownership and care-relationship checks live in :mod:`.service`.
 """
@@ -31,6 +32,7 @@ from healthflow.prescription.schemas import (
     CheckOut,
     DispenseIn,
     IssueIn,
+    KeySetOut,
     PrescriptionIn,
     PrescriptionOut,
     StopIn,
@@ -42,7 +44,8 @@ Id = Annotated[str, Path(max_length=64)]
 READERS = (P.PRESCRIPTIONS_READ_OWN, P.PRESCRIPTIONS_READ_TREATED, P.PRESCRIPTIONS_DISPENSE)
 
 router = APIRouter(prefix="/api/v1/prescriptions", tags=["prescriptions"])
-routers = [router]
+keys_router = APIRouter(prefix="/api/v1/prescriptions/keys", tags=["prescriptions"])
+routers = [keys_router, router]
 
 
 @router.post("", status_code=201, summary="Prescribe in an encounter you conduct")
@@ -133,6 +136,13 @@ async def pdf(runtime: Runtime, prescription_id: Id,
     document = await service.printable(runtime, principal, prescription_id)
     return Response(document, media_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="prescription-{prescription_id}.pdf"'})
+
+
+@keys_router.get("", summary="The public keys that sign prescriptions (JWK Set, public)")
+async def key_set(runtime: Runtime) -> KeySetOut:
+    """RFC 7517 §5 JWK Set of Ed25519 keys (RFC 8037), the current signing key first and
+    every key rotated out after it: a signature's ``kid`` names its key."""
+    return KeySetOut.model_validate({"keys": await service.key_set(runtime)})
 
 
 @router.get("/verify/{prescription_id}", summary="Check a printed prescription (public)")

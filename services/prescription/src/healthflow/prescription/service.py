@@ -361,16 +361,31 @@ def settings_of(runtime: ServiceRuntime) -> Settings:
 
 async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
     """The configured key (``PRESCRIPTION_SIGNING_KEY``, checked when the settings
-    load), else the database's, made once."""
+    load), else the database's, made once. Its public JWK joins the key set.
+
+    Rotation: configure a new seed and restart; signatures carry their ``kid`` and the
+    old key's public part stays in the key set (``public_keys``), so what it signed
+    still verifies."""
     configured = settings_of(runtime).signing_key
     if configured is not None:
-        return keys.from_seed(keys.unb64url(configured.get_secret_value()))
-    seed = await store.signing_seed(runtime.db)
-    if seed is None:
-        await store.add_signing_seed(runtime.db, keys.b64url(keys.new_seed()), utcnow())
+        key = keys.from_seed(keys.unb64url(configured.get_secret_value()))
+    else:
         seed = await store.signing_seed(runtime.db)
-        assert seed is not None
-    return keys.from_seed(keys.unb64url(seed))
+        if seed is None:
+            await store.add_signing_seed(runtime.db, keys.b64url(keys.new_seed()), utcnow())
+            seed = await store.signing_seed(runtime.db)
+            assert seed is not None
+        key = keys.from_seed(keys.unb64url(seed))
+    await store.remember_public_key(runtime.db, key.kid, key.jwk(), utcnow())
+    return key
+
+
+async def key_set(runtime: ServiceRuntime) -> list[dict[str, Any]]:
+    """The published key set (RFC 7517 §5 ``keys``): the current signing key first, then
+    every key that signed before a rotation, so older printed prescriptions still verify."""
+    current = await signing_key(runtime)
+    known = [d["jwk"] for d in await store.public_keys(runtime.db)]
+    return [current.jwk()] + [jwk for jwk in known if jwk["kid"] != current.kid]
 
 
 def verify_url(base_url: str, prescription_id: str) -> str:
@@ -413,9 +428,10 @@ async def verification(runtime: ServiceRuntime, prescription_id: str,
     """What anyone holding a printed prescription may check (no names, no medication).
 
     Shape: ``{prescription_id, status, issued_at, documents: [{sha256, signature, kid,
-    signed_at}], keys: [JWK], matches: bool | None}``; ``matches`` (with ``sha256``):
-    whether that hash is one the service signed for this prescription and its
-    signature verifies with the current key.
+    signed_at}], keys: [JWK], matches: bool | None}``; ``keys`` are the public keys
+    its documents were signed with (by ``kid``, current or rotated out); ``matches``
+    (with ``sha256``): whether that hash is one the service signed for this
+    prescription and its signature verifies with the key its ``kid`` names.
 
     Raises:
         PrescriptionNotFound (404): unknown, or never printed.
@@ -423,17 +439,18 @@ async def verification(runtime: ServiceRuntime, prescription_id: str,
     doc = await store.get(runtime.db, prescription_id)
     if doc is None or not doc.get("documents"):
         raise PrescriptionNotFound(f"no printed prescription {prescription_id}")
-    key = await signing_key(runtime)
-    jwk = key.jwk()
+    published = await key_set(runtime)
+    by_kid = {jwk["kid"]: jwk for jwk in published}
     matches = None
     if sha256 is not None:
         wanted = sha256.lower()
-        matches = any(d["sha256"] == wanted and d["kid"] == key.kid and keys.verify(
-            jwk, signed_message(prescription_id, wanted), d["signature"])
+        matches = any(d["sha256"] == wanted and d["kid"] in by_kid and keys.verify(
+            by_kid[d["kid"]], signed_message(prescription_id, wanted), d["signature"])
             for d in doc["documents"])
+    used = {d["kid"] for d in doc["documents"]}
     return {"prescription_id": doc["_id"], "status": doc["status"],
-            "issued_at": doc["issued_at"], "documents": doc["documents"], "keys": [jwk],
-            "matches": matches}
+            "issued_at": doc["issued_at"], "documents": doc["documents"],
+            "keys": [jwk for jwk in published if jwk["kid"] in used], "matches": matches}
 
 
 # ----------------------------------------------------------------------------- from events

@@ -17,6 +17,8 @@ Collections (database ``healthflow_prescription``), times aware UTC::
                      started_at, finished_at}
     people         names from ``user.registered``: {_id: user_id, full_name}
     signing_keys   {_id: "current", seed (base64url), created_at} when no key is configured
+    public_keys    every signing key ever used, public part only: {_id: kid, jwk, added_at}
+                   (the published key set; a rotated-out key keeps verifying)
     allergies      read model from ``patient.allergies_changed``:
                     {_id: patient_id, profile_version, allergies: [{allergy_id, substance,
                      code, system, criticality, clinical_status}], changed_at}
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.outbox import UnitOfWork
@@ -38,6 +40,7 @@ ENCOUNTERS = "encounters"
 ALLERGIES = "allergies"
 PEOPLE = "people"
 SIGNING_KEYS = "signing_keys"
+PUBLIC_KEYS = "public_keys"
 
 INDEXES: Indexes = {
     PRESCRIPTIONS: [
@@ -157,3 +160,16 @@ async def add_signing_seed(db: Db, seed: str, at: Any) -> None:
     await db[SIGNING_KEYS].update_one({"_id": "current"},
                                       {"$setOnInsert": {"seed": seed, "created_at": at}},
                                       upsert=True)
+
+
+async def remember_public_key(db: Db, kid: str, jwk: Document, at: Any) -> None:
+    """Keep ``jwk`` in the key set (once per ``kid``; idempotent)."""
+    await db[PUBLIC_KEYS].update_one({"_id": kid},
+                                     {"$setOnInsert": {"jwk": jwk, "added_at": at}},
+                                     upsert=True)
+
+
+async def public_keys(db: Db) -> list[Document]:
+    """Every public key ever used, newest first: ``[{_id: kid, jwk, added_at}]``."""
+    return await db[PUBLIC_KEYS].find({}).sort([("added_at", DESCENDING),
+                                                ("_id", ASCENDING)]).to_list()
