@@ -42,7 +42,7 @@ def appointment_event(model: type[EventPayload], appointment_id: str, patient_id
                       doctor: str, **fields: Any) -> CloudEvent:
     """An appointment event of ``model`` as the appointment service publishes it."""
     data = {"appointment_id": appointment_id, "patient_id": patient_id, "doctor_id": doctor,
-            "doctor_user_id": doctor, "location_id": "hospital:h1", "start": START,
+            "doctor_user_id": doctor, "location_id": "h1", "start": START,
             "end": START + timedelta(minutes=30), "timezone": "Europe/Berlin",
             "mode": "in_person", **EXTRA[model], **fields}
     payload = model(**data).model_dump(mode="json")

@@ -21,7 +21,10 @@ class EncounterEvent(EventPayload):
 
     ``encounter_class`` is the HL7 v3 ActCode of FHIR R4 ``Encounter.class``:
     ``AMB`` (in person), ``VR`` (virtual, video) or ``EMER`` (emergency).
-    ``practitioner_id`` is the doctor's user id (= their Practitioner id).
+    ``practitioner_id`` is the doctor's user id (= their Practitioner id);
+    ``hospital_id`` the hospital where it takes place (FHIR ``serviceProvider``): the
+    appointment's location, or the one named when a walk-in was opened; ``None`` for
+    online consultations and when none was named (absent from older events).
     """
 
     encounter_id: str
@@ -29,6 +32,7 @@ class EncounterEvent(EventPayload):
     practitioner_id: str
     appointment_id: str | None  # None for walk-in and emergency encounters
     encounter_class: str
+    hospital_id: str | None = None
 
 
 @event_type("encounter.started", version=1, publisher=PUBLISHER)

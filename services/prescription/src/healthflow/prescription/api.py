@@ -25,7 +25,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.prescription import service
+from healthflow.prescription import printed, service
 from healthflow.prescription.domain import Status
 from healthflow.prescription.schemas import (
     CheckIn,
@@ -133,7 +133,7 @@ async def pdf(runtime: Runtime, prescription_id: Id,
               principal: Principal = require_any(*READERS)) -> Response:
     """With a QR code of its verification address (under the configured
     ``public_base_url``); 409 ``prescription-state`` unless active or completed."""
-    document = await service.printable(runtime, principal, prescription_id)
+    document = await printed.printable(runtime, principal, prescription_id)
     return Response(document, media_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="prescription-{prescription_id}.pdf"'})
 
@@ -142,7 +142,7 @@ async def pdf(runtime: Runtime, prescription_id: Id,
 async def key_set(runtime: Runtime) -> KeySetOut:
     """RFC 7517 §5 JWK Set of Ed25519 keys (RFC 8037), the current signing key first and
     every key rotated out after it: a signature's ``kid`` names its key."""
-    return KeySetOut.model_validate({"keys": await service.key_set(runtime)})
+    return KeySetOut.model_validate({"keys": await printed.key_set(runtime)})
 
 
 @router.get("/verify/{prescription_id}", summary="Check a printed prescription (public)")
@@ -152,4 +152,4 @@ async def verify(runtime: Runtime, prescription_id: Id,
     """Status, the signed hashes of its PDFs and the public key; ``?sha256=`` of a PDF
     answers ``matches``. 404 unless printed."""
     return VerificationOut.model_validate(
-        await service.verification(runtime, prescription_id, sha256))
+        await printed.verification(runtime, prescription_id, sha256))

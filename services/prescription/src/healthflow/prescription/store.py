@@ -14,7 +14,9 @@ Collections (database ``healthflow_prescription``), times aware UTC::
                     created_at, issued_at, updated_at, version}
     encounters     read model from ``encounter.started``/``.finished``:
                     {_id: encounter_id, patient_id, practitioner_id, status,
-                     started_at, finished_at}
+                     started_at, finished_at, hospital_id (when the event names one)}
+    hospitals      read model from ``hospital.*``: {_id: hospital_id, version, name, city,
+                    country}; an event older than the kept ``version`` changes nothing
     people         names from ``user.registered``: {_id: user_id, full_name}
     signing_keys   {_id: "current", seed (base64url), created_at} when no key is configured
     public_keys    every signing key ever used, public part only: {_id: kid, jwk, added_at}
@@ -39,6 +41,7 @@ PRESCRIPTIONS = "prescriptions"
 ENCOUNTERS = "encounters"
 ALLERGIES = "allergies"
 PEOPLE = "people"
+HOSPITALS = "hospitals"
 SIGNING_KEYS = "signing_keys"
 PUBLIC_KEYS = "public_keys"
 
@@ -113,6 +116,21 @@ async def put_encounter(uow: UnitOfWork, encounter_id: str, fields: Document,
     await uow.db[ENCOUNTERS].update_one(
         {"_id": encounter_id}, {"$set": fields, "$setOnInsert": on_insert}, upsert=True,
         session=uow.session)
+
+
+async def put_hospital(uow: UnitOfWork, hospital_id: str, version: int, facts: Document
+                       ) -> None:
+    """Keep ``facts`` of the hospital at ``version`` unless a newer version is kept."""
+    newer = await uow.db[HOSPITALS].find_one({"_id": hospital_id, "version": {"$gte": version}},
+                                             {"_id": 1}, session=uow.session)
+    if newer is None:
+        await uow.db[HOSPITALS].update_one({"_id": hospital_id},
+                                           {"$set": {**facts, "version": version}},
+                                           upsert=True, session=uow.session)
+
+
+async def get_hospital(uow: UnitOfWork, hospital_id: str) -> Document | None:
+    return await uow.db[HOSPITALS].find_one({"_id": hospital_id}, session=uow.session)
 
 
 async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:

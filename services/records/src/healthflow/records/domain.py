@@ -174,13 +174,14 @@ class EncounterOpening:
     appointment_id: str | None = None
     planned: tuple[datetime, datetime] | None = None  # the appointment's start and end
     reason: str | None = None
+    hospital_id: str | None = None  # where it takes place (None: online, or not named)
 
 
 def new_encounter(o: EncounterOpening) -> Doc:
     """The document of a new encounter; ``period.start`` is ``now`` once in progress.
 
     Shape: ``{_id, patient_id, practitioner_id, appointment_id, class, status,
-    period: {start, end}, planned: {start, end} | None, reason, opened_by,
+    period: {start, end}, planned: {start, end} | None, reason, opened_by, hospital_id,
     created_at, updated_at, version}``.
     """
     started = o.status is EncounterStatus.IN_PROGRESS
@@ -190,7 +191,7 @@ def new_encounter(o: EncounterOpening) -> Doc:
         "class": o.encounter_class.value, "status": o.status.value,
         "period": {"start": o.now if started else None, "end": None},
         "planned": {"start": o.planned[0], "end": o.planned[1]} if o.planned else None,
-        "reason": o.reason, "opened_by": o.opened_by,
+        "reason": o.reason, "opened_by": o.opened_by, "hospital_id": o.hospital_id,
         "created_at": o.now, "updated_at": o.now, "version": 1,
     }
 

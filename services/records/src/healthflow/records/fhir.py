@@ -84,7 +84,8 @@ def _ref(kind: str, id_: str | None) -> Json | None:
 
 
 def encounter(doc: Json) -> Json:
-    """An ``Encounter``: status, class (v3 ActCode), subject, participant, period, appointment."""
+    """An ``Encounter``: status, class (v3 ActCode), subject, participant, period,
+    appointment, ``serviceProvider`` (the hospital's ``Organization``)."""
     started = doc["period"]["start"] is not None
     period = doc["period"] if started else (doc.get("planned") or {})
     cls = EncounterClass(doc["class"])
@@ -99,6 +100,7 @@ def encounter(doc: Json) -> Json:
         "appointment": [_ref("Appointment", doc["appointment_id"])]
         if doc.get("appointment_id") else None,
         "reasonCode": [{"text": doc["reason"]}] if doc.get("reason") else None,
+        "serviceProvider": _ref("Organization", doc.get("hospital_id")),
     })
 
 

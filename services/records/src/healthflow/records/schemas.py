@@ -65,6 +65,7 @@ class EncounterIn(_Body):
     encounter_class: EncounterClass = Field(alias="class", default=EncounterClass.AMB)
     practitioner_id: Id | None = None
     reason: ShortText | None = None
+    hospital_id: Id | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -84,6 +85,7 @@ class EncounterOut(BaseModel):
     planned: dict[str, datetime] | None
     reason: str | None
     opened_by: str
+    hospital_id: str | None = None
     version: int
 
     @classmethod

@@ -114,7 +114,7 @@ async def load_encounter(uow: UnitOfWork, encounter_id: str) -> Document:
 def _payload(doc: Document) -> dict[str, Any]:
     return {"encounter_id": doc["_id"], "patient_id": doc["patient_id"],
             "practitioner_id": doc["practitioner_id"], "appointment_id": doc["appointment_id"],
-            "encounter_class": doc["class"]}
+            "encounter_class": doc["class"], "hospital_id": doc.get("hospital_id")}
 
 
 def _publish_started(uow: UnitOfWork, doc: Document, at: datetime) -> None:
@@ -173,7 +173,7 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
             encounter_id=str(uuid.uuid4()), patient_id=body.patient_id,
             practitioner_id=practitioner_id, encounter_class=body.encounter_class,
             status=EncounterStatus.IN_PROGRESS, opened_by=principal.subject, now=now,
-            reason=body.reason))
+            reason=body.reason, hospital_id=body.hospital_id))
         await store.insert_encounter(uow, doc)
         await store.add_care(uow, practitioner_id, body.patient_id, encounter_id=doc["_id"])
         _publish_started(uow, doc, now)
@@ -266,7 +266,8 @@ def _opening(appointment: AppointmentEvent, status: EncounterStatus, at: datetim
         practitioner_id=appointment.doctor_user_id or appointment.doctor_id,
         encounter_class=class_for_mode(appointment.mode), status=status,
         opened_by="appointment", now=at, appointment_id=appointment.appointment_id,
-        planned=(appointment.start, appointment.end))
+        planned=(appointment.start, appointment.end),
+        hospital_id=appointment.location_id if appointment.mode != "online" else None)
 
 
 async def _insert_for(uow: UnitOfWork, appointment: AppointmentEvent, status: EncounterStatus,
