@@ -90,8 +90,10 @@ class RecordEntryCorrected(EventPayload):
 class RecordAccessed(EventPayload):
     """Someone other than the patient read part of the record (for the audit log).
 
-    ``scope`` is ``encounter``, ``entries``, ``history`` or ``export`` (the FHIR
-    ``$everything`` Bundle); ``accessor_role`` is ``treating_doctor`` or ``staff``.
+    ``scope`` is ``encounter``, ``entries`` (also plans and procedures), ``history``,
+    ``export`` (the FHIR ``$everything`` Bundle), ``documents`` (the list),
+    ``document`` (one's metadata) or ``document-file`` (its bytes or link);
+    ``accessor_role`` is ``treating_doctor`` or ``staff``.
     """
 
     patient_id: str
