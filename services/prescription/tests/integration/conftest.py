@@ -33,10 +33,12 @@ AMOXICILLIN = {"medication": {"text": "Amoxicillin", "code": "J01CA04",
                "instructions": "with food"}
 
 
-def encounter_started(encounter_id: str, patient_id: str, doctor: str) -> CloudEvent:
+def encounter_started(encounter_id: str, patient_id: str, doctor: str,
+                      hospital_id: str | None = None) -> CloudEvent:
     data = EncounterStarted(encounter_id=encounter_id, patient_id=patient_id,
                             practitioner_id=doctor, appointment_id=None,
-                            encounter_class="AMB", started_at=datetime.now(UTC))
+                            encounter_class="AMB", started_at=datetime.now(UTC),
+                            hospital_id=hospital_id)
     return CloudEvent(source="/healthflow/records", type=EncounterStarted.event_type,
                       subject=f"encounter/{encounter_id}", data=data.model_dump(mode="json"))
 
@@ -67,10 +69,12 @@ class Pharmacy:
     def as_(self, user: str, role: str) -> dict[str, str]:
         return self.tokens.headers(user, roles=[role])
 
-    async def encounter(self, patient_id: str, doctor: str) -> str:
-        """An encounter of ``doctor`` with ``patient_id``, known to the service."""
+    async def encounter(self, patient_id: str, doctor: str, hospital_id: str | None = None
+                        ) -> str:
+        """An encounter of ``doctor`` with ``patient_id`` (at ``hospital_id``), known to
+        the service."""
         encounter_id = f"enc-{uuid.uuid4().hex[:8]}"
-        await self.send(encounter_started(encounter_id, patient_id, doctor))
+        await self.send(encounter_started(encounter_id, patient_id, doctor, hospital_id))
 
         async def known() -> bool:
             return await self.runtime.db["encounters"].count_documents(

@@ -206,3 +206,27 @@ async def test_concurrent_dispenses_never_exceed_the_allowed_total(pharmacy: Pha
     doc = await pharmacy.runtime.db["prescriptions"].find_one({"_id": rx["id"]})
     assert doc["dispensed_total"] == 21 * codes.count(200) <= 42
     assert len(doc["dispenses"]) == codes.count(200)
+
+
+async def test_the_list_pages_past_a_page_with_the_patients_filter_kept(
+        pharmacy: Pharmacy) -> None:
+    encounter = await pharmacy.encounter("pat-7", "doc-7")
+    issued = []
+    for i in range(5):
+        made = await pharmacy.prescribe("doc-7", encounter, draft=i == 2, medication={
+            "text": f"Medication {i}"})
+        assert made.status_code == 201, made.text
+        issued.append(made.json()["id"])
+    pages, cursor = [], None
+    while True:
+        response = await pharmacy.client.get("/api/v1/prescriptions", params={
+            "patient_id": "pat-7", "limit": 2, **({"cursor": cursor} if cursor else {})},
+            headers=pharmacy.as_("pat-7", "patient"))
+        assert response.status_code == 200, response.text
+        pages.append([item["id"] for item in response.json()["items"]])
+        if (cursor := response.json()["next_cursor"]) is None:
+            break
+    assert pages == [issued[:2], [issued[3], issued[4]]]  # no draft for the patient
+    problem(await pharmacy.client.get("/api/v1/prescriptions", params={
+        "patient_id": "pat-7", "cursor": "!!"}, headers=pharmacy.as_("pat-7", "patient")),
+        400, "bad-request")

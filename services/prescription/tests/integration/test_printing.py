@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 from datetime import UTC, datetime
+from typing import Any
 
 import pypdf
 
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import shared_inprocess_transport
 from healthflow.contracts.auth import UserRegistered
+from healthflow.contracts.hospital import HospitalRegistered, HospitalSnapshot, HospitalVerified
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.prescription import keys
 from healthflow.prescription.app import create_app
@@ -115,3 +117,67 @@ async def test_the_printed_address_is_the_configured_one_never_the_callers_host(
         checked = (await client.get(f"/api/v1/prescriptions/verify/{rx['id']}")).json()
         assert checked["keys"] == [keys.from_seed(seed).jwk()]  # the configured key signs
         assert await app.state.runtime.db["signing_keys"].count_documents({}) == 0
+
+
+async def test_after_a_key_rotation_older_prints_still_verify_and_both_keys_are_published(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory) -> None:
+    """The same database, restarted with a new ``PRESCRIPTION_SIGNING_KEY``."""
+    old, new = keys.new_seed(), keys.new_seed()
+    printed: dict[str, tuple[str, str]] = {}
+    for seed in (old, new):
+        app = create_app(settings_for(mongodb_url, unique_name, transport="inprocess",
+                                      signing_key=keys.b64url(seed)),
+                         transport=shared_inprocess_transport(mongodb_url))
+        app.state.verifier = tokens.verifier()
+        async with running_app(app) as client:
+            pharmacy = Pharmacy(client, app.state.runtime, tokens, app.state.runtime.transport)
+            encounter = await pharmacy.encounter(f"pat-{len(printed)}", "doc-k")
+            rx = (await pharmacy.prescribe("doc-k", encounter)).json()
+            pdf = await client.get(f"/api/v1/prescriptions/{rx['id']}/pdf",
+                                   headers=pharmacy.as_("doc-k", "doctor"))
+            assert pdf.status_code == 200, pdf.text
+            printed[keys.from_seed(seed).kid] = (rx["id"], hashlib.sha256(pdf.content).hexdigest())
+            published = (await client.get("/api/v1/prescriptions/keys")).json()["keys"]
+            for kid, (rx_id, digest) in printed.items():
+                checked = (await client.get(f"/api/v1/prescriptions/verify/{rx_id}",
+                                            params={"sha256": digest})).json()
+                assert checked["matches"] is True, (kid, checked)
+                assert [d["kid"] for d in checked["documents"]] == [kid]
+                assert [k["kid"] for k in checked["keys"]] == [kid]
+    assert [k["kid"] for k in published] == [keys.from_seed(new).kid, keys.from_seed(old).kid]
+    assert all(set(k) == {"kty", "crv", "x", "kid", "use", "alg"} for k in published)
+
+
+def hospital_event(model: type[HospitalSnapshot], version: int, name: str,
+                   **more: Any) -> CloudEvent:
+    data = model(hospital_id="h-print", version=version, name=name, city="Berlin",
+                 country="DE", time_zone="Europe/Berlin", services=["general"], **more)
+    return CloudEvent(source="/healthflow/hospital", type=model.event_type,
+                      subject="hospital/h-print", data=data.model_dump(mode="json"),
+                      time=datetime.now(UTC))
+
+
+async def test_the_pdf_names_the_hospital_of_the_encounter_newest_version_kept(
+        pharmacy: Pharmacy) -> None:
+    now = datetime.now(UTC)
+    await pharmacy.send(hospital_event(HospitalVerified, 2, "Charité Mitte",
+                                       status="verified", verified_at=now))
+    await pharmacy.send(hospital_event(HospitalRegistered, 1, "Charite (pending)",
+                                       status="pending", registered_by="admin-1"))  # late
+
+    async def applied() -> bool:
+        return await pharmacy.runtime.db["inbox"].count_documents({}) >= 2
+
+    await eventually(applied, message="hospital events never applied")
+    at_hospital = await pharmacy.encounter("pat-w", "doc-w", hospital_id="h-print")
+    online = await pharmacy.encounter("pat-w", "doc-w")
+    texts = []
+    for encounter in (at_hospital, online):
+        rx = (await pharmacy.prescribe("doc-w", encounter, medication={
+            "text": f"Drug {len(texts)}"})).json()
+        pdf = await pharmacy.client.get(f"/api/v1/prescriptions/{rx['id']}/pdf",
+                                        headers=pharmacy.as_("doc-w", "doctor"))
+        assert pdf.status_code == 200, pdf.text
+        texts.append(pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text())
+    assert "Charité Mitte, Berlin, DE" in texts[0] and "pending" not in texts[0]
+    assert "Charit" not in texts[1]

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from healthflow.common.blobs import BlobStore
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.transport import Transport
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
@@ -41,7 +42,7 @@ def appointment_event(model: type[EventPayload], appointment_id: str, patient_id
                       doctor: str, **fields: Any) -> CloudEvent:
     """An appointment event of ``model`` as the appointment service publishes it."""
     data = {"appointment_id": appointment_id, "patient_id": patient_id, "doctor_id": doctor,
-            "doctor_user_id": doctor, "location_id": "hospital:h1", "start": START,
+            "doctor_user_id": doctor, "location_id": "h1", "start": START,
             "end": START + timedelta(minutes=30), "timezone": "Europe/Berlin",
             "mode": "in_person", **EXTRA[model], **fields}
     payload = model(**data).model_dump(mode="json")
@@ -52,12 +53,14 @@ def appointment_event(model: type[EventPayload], appointment_id: str, patient_id
 
 @dataclass
 class Records:
-    """The app in-process, its runtime, tokens of any role, a way to send it events."""
+    """The app in-process, its runtime, tokens of any role, a way to send it events, its
+    blob store."""
 
     client: httpx.AsyncClient
     runtime: ServiceRuntime
     tokens: TokenFactory
     publisher: Transport
+    blobs: BlobStore | None = None
 
     async def send(self, event: CloudEvent) -> CloudEvent:
         await self.publisher.publish(event)
@@ -93,18 +96,24 @@ class Records:
         return dict(opened.json())
 
 
-def settings_for(mongodb_url: str, unique_name: str, **more: Any) -> Settings:
+def settings_for(mongodb_url: str, unique_name: str, s3_env: dict[str, str], **more: Any
+                 ) -> Settings:
+    """Its own database and bucket on the real MongoDB-protocol and S3 servers."""
     return Settings(mongodb_url=mongodb_url, mongodb_database=f"records_{unique_name}",
-                    outbox_poll_interval=0.2, retry_delays=[0.2, 0.5, 1.0], **more)
+                    outbox_poll_interval=0.2, retry_delays=[0.2, 0.5, 1.0],
+                    s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
+                    s3_access_key=s3_env["S3_ACCESS_KEY"], s3_secret_key=s3_env["S3_SECRET_KEY"],
+                    s3_region=s3_env["S3_REGION"], s3_bucket=f"records-{unique_name}", **more)
 
 
 @pytest.fixture
-async def records(mongodb_url: str, unique_name: str, tokens: TokenFactory
-                  ) -> AsyncIterator[Records]:
+async def records(mongodb_url: str, unique_name: str, s3_env: dict[str, str],
+                  tokens: TokenFactory) -> AsyncIterator[Records]:
     """On the in-process transport (the same contract as RabbitMQ's, tested in libs/common)."""
     transport = shared_inprocess_transport(mongodb_url)
-    app = create_app(settings_for(mongodb_url, unique_name, transport="inprocess"),
+    app = create_app(settings_for(mongodb_url, unique_name, s3_env, transport="inprocess"),
                      transport=transport)
     app.state.verifier = tokens.verifier()
     async with running_app(app) as client:
-        yield Records(client, app.state.runtime, tokens, app.state.runtime.transport)
+        yield Records(client, app.state.runtime, tokens, app.state.runtime.transport,
+                      app.state.blobs)

@@ -36,6 +36,7 @@ async def test_an_appointment_plans_starts_at_check_in_and_finishes_at_completio
     assert planned["period"] == {"start": None, "end": None}
     assert planned["planned"]["start"] == "2027-03-01T09:00:00Z"
     assert planned["class"] == "AMB" and planned["appointment_id"] == aid
+    assert planned["hospital_id"] == "h1"  # the appointment's location
 
     checked_in = appointment_event(appt.AppointmentCheckedIn, aid, pid, doctor)
     await records.send(checked_in)
@@ -54,7 +55,7 @@ async def test_an_appointment_plans_starts_at_check_in_and_finishes_at_completio
         f"encounter/{finished['id']}")
     assert started_event["data"] == {
         "encounter_id": finished["id"], "patient_id": pid, "practitioner_id": doctor,
-        "appointment_id": aid, "encounter_class": "AMB",
+        "appointment_id": aid, "encounter_class": "AMB", "hospital_id": "h1",
         "started_at": started_event["data"]["started_at"]}
     assert finished_event["data"]["finished_at"].startswith(finished["period"]["end"][:19])
 

@@ -19,10 +19,11 @@ from .conftest import Records, appointment_event, settings_for
 
 
 async def test_check_in_and_completion_arrive_out_of_order_over_rabbitmq(
-        mongodb_url: str, unique_name: str, fresh_amqp_url: str, tokens: TokenFactory) -> None:
+        mongodb_url: str, unique_name: str, fresh_amqp_url: str, tokens: TokenFactory,
+        s3_env: dict[str, str]) -> None:
     consuming = RabbitTransport(fresh_amqp_url, connection_name="records-test")
     publisher = RabbitTransport(fresh_amqp_url, connection_name="records-test-publisher")
-    app = create_app(settings_for(mongodb_url, unique_name, transport="rabbitmq",
+    app = create_app(settings_for(mongodb_url, unique_name, s3_env, transport="rabbitmq",
                                   amqp_url=fresh_amqp_url), transport=consuming)
     app.state.verifier = tokens.verifier()
     try:

@@ -22,3 +22,12 @@ def test_a_correction_by_another_doctor_does_not_make_them_the_performer() -> No
     resource = fhir.observation(head)
     assert resource["performer"] == [{"reference": "Practitioner/doc-a"}]
     assert resource["status"] == "amended"
+
+
+def test_an_encounter_names_its_hospital_as_service_provider_when_known() -> None:
+    doc = {"_id": "e1", "patient_id": "p1", "practitioner_id": "d1", "appointment_id": None,
+           "class": "AMB", "status": "in-progress", "period": {"start": T0, "end": None},
+           "planned": None, "reason": None, "version": 1, "updated_at": T0}
+    assert "serviceProvider" not in fhir.encounter(doc)
+    at = fhir.encounter({**doc, "hospital_id": "h1"})
+    assert at["serviceProvider"] == {"reference": "Organization/h1"}

@@ -3,7 +3,8 @@
 Payloads carry ids, FHIR codes of kinds and states, version numbers and times
 (aware UTC): never a diagnosis, a measurement, a medication or the free-text
 reason of a correction, which stay in the records service. The routing key is
-the type; the envelope's ``subject`` is ``encounter/<id>`` or ``entry/<id>``.
+the type; the envelope's ``subject`` is ``encounter/<id>``, ``entry/<id>``,
+``careplan/<id>`` or ``procedure/<id>``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ class EncounterEvent(EventPayload):
 
     ``encounter_class`` is the HL7 v3 ActCode of FHIR R4 ``Encounter.class``:
     ``AMB`` (in person), ``VR`` (virtual, video) or ``EMER`` (emergency).
-    ``practitioner_id`` is the doctor's user id (= their Practitioner id).
+    ``practitioner_id`` is the doctor's user id (= their Practitioner id);
+    ``hospital_id`` the hospital where it takes place (FHIR ``serviceProvider``): the
+    appointment's location, or the one named when a walk-in was opened; ``None`` for
+    online consultations and when none was named (absent from older events).
     """
 
     encounter_id: str
@@ -28,6 +32,7 @@ class EncounterEvent(EventPayload):
     practitioner_id: str
     appointment_id: str | None  # None for walk-in and emergency encounters
     encounter_class: str
+    hospital_id: str | None = None
 
 
 @event_type("encounter.started", version=1, publisher=PUBLISHER)
@@ -49,8 +54,9 @@ class EncounterFinished(EncounterEvent):
 class RecordEntryAdded(EventPayload):
     """A record entry (version 1) was written in an encounter.
 
-    ``resource_type`` is the FHIR R4 resource it is: ``Condition``, ``Observation``
-    or ``MedicationStatement``; ``recorded_by`` the author's user id.
+    ``resource_type`` is the FHIR R4 resource it is: ``Condition``, ``Observation``,
+    ``MedicationStatement``, ``CarePlan`` or ``Procedure``; ``recorded_by`` the
+    author's user id.
     """
 
     entry_id: str
@@ -84,8 +90,10 @@ class RecordEntryCorrected(EventPayload):
 class RecordAccessed(EventPayload):
     """Someone other than the patient read part of the record (for the audit log).
 
-    ``scope`` is ``encounter``, ``entries``, ``history`` or ``export`` (the FHIR
-    ``$everything`` Bundle); ``accessor_role`` is ``treating_doctor`` or ``staff``.
+    ``scope`` is ``encounter``, ``entries`` (also plans and procedures), ``history``,
+    ``export`` (the FHIR ``$everything`` Bundle), ``documents`` (the list),
+    ``document`` (one's metadata) or ``document-file`` (its bytes or link);
+    ``accessor_role`` is ``treating_doctor`` or ``staff``.
     """
 
     patient_id: str
@@ -93,3 +101,64 @@ class RecordAccessed(EventPayload):
     accessor_role: str
     accessor_roles: list[str]
     scope: str
+
+
+@event_type("careplan.updated", version=1, publisher=PUBLISHER)
+class CarePlanUpdated(EventPayload):
+    """A treatment plan (FHIR ``CarePlan``) was written, corrected, moved or withdrawn.
+
+    ``version`` is the plan's new version; ``status`` its FHIR R4 ``CarePlan.status``
+    after the change: ``draft``, ``active``, ``completed``, ``revoked`` or
+    ``entered-in-error``. Goals, activities and reasons stay in the service.
+    """
+
+    care_plan_id: str
+    encounter_id: str
+    patient_id: str
+    version: int
+    status: str
+    updated_by: str
+    updated_at: datetime  # aware UTC
+
+
+@event_type("procedure.recorded", version=1, publisher=PUBLISHER)
+class ProcedureRecorded(EventPayload):
+    """A procedure (FHIR ``Procedure``) was recorded in an encounter.
+
+    ``status`` is its FHIR R4 ``event-status`` (``completed``, ``not-done``,
+    ``stopped``); ``care_plan_id`` the plan it carries out, if any;
+    ``appointment_id`` the encounter's appointment (``None`` for walk-ins);
+    ``performer_id`` the user id of who did it. What was done stays in the service.
+    """
+
+    procedure_id: str
+    encounter_id: str
+    appointment_id: str | None
+    patient_id: str
+    care_plan_id: str | None
+    performer_id: str
+    status: str
+    performed_at: datetime | None  # aware UTC; None when not done
+    recorded_by: str
+    recorded_at: datetime  # aware UTC
+
+
+@event_type("document.uploaded", version=1, publisher=PUBLISHER)
+class DocumentUploaded(EventPayload):
+    """A clinical document or patient image (FHIR ``DocumentReference``) was stored.
+
+    ``category`` is HealthFlow's code of what it is: ``referral``, ``lab-report``,
+    ``consent``, ``other`` (documents) or ``photo`` (a patient image);
+    ``content_type`` the media type detected from the bytes; ``sha256`` (64 hex
+    digits) and ``size`` (bytes) of the stored file. No file name, no content.
+    """
+
+    document_id: str
+    encounter_id: str
+    patient_id: str
+    category: str
+    content_type: str
+    sha256: str
+    size: int
+    uploaded_by: str
+    uploaded_at: datetime  # aware UTC

@@ -9,6 +9,7 @@ call a use case, shape the answer).
 * ``GET ""?patient_id=`` and ``GET /{id}`` — read; ``GET /{id}/pdf`` — the printable
   PDF, its SHA-256 signed;
 * ``GET /verify/{id}`` — public: check a printed prescription.
+* ``GET /keys`` — public: the JWK Set of the keys that sign (current and rotated out).
 
 Ownership and care-relationship checks live in :mod:`.service`.
 """
@@ -21,16 +22,17 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.http import get_runtime
-from healthflow.common.pagination import Page
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.prescription import service
+from healthflow.prescription import printed, service
 from healthflow.prescription.domain import Status
 from healthflow.prescription.schemas import (
     CheckIn,
     CheckOut,
     DispenseIn,
     IssueIn,
+    KeySetOut,
     PrescriptionIn,
     PrescriptionOut,
     StopIn,
@@ -42,7 +44,8 @@ Id = Annotated[str, Path(max_length=64)]
 READERS = (P.PRESCRIPTIONS_READ_OWN, P.PRESCRIPTIONS_READ_TREATED, P.PRESCRIPTIONS_DISPENSE)
 
 router = APIRouter(prefix="/api/v1/prescriptions", tags=["prescriptions"])
-routers = [router]
+keys_router = APIRouter(prefix="/api/v1/prescriptions/keys", tags=["prescriptions"])
+routers = [keys_router, router]
 
 
 @router.post("", status_code=201, summary="Prescribe in an encounter you conduct")
@@ -65,14 +68,18 @@ async def check(runtime: Runtime, body: CheckIn,
     return CheckOut(conflicts=[i.as_json() for i in issues])
 
 
-@router.get("", summary="A patient's prescriptions, oldest first")
-async def list_prescriptions(runtime: Runtime,
-                             patient_id: Annotated[str, Query(min_length=1, max_length=64)],
-                             principal: Principal = require_any(*READERS)
-                             ) -> Page[PrescriptionOut]:
-    """Pharmacists see the active ones; the patient all but drafts."""
-    docs = await service.list_for_patient(runtime, principal, patient_id)
-    return Page[PrescriptionOut](items=[PrescriptionOut.from_document(d) for d in docs])
+@router.get("", summary="A patient's prescriptions, oldest first, a page at a time")
+async def list_prescriptions(
+        runtime: Runtime, patient_id: Annotated[str, Query(min_length=1, max_length=64)],
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        principal: Principal = require_any(*READERS)) -> Page[PrescriptionOut]:
+    """Pharmacists see the active ones; the patient all but drafts; ``next_cursor`` of
+    the last page is null."""
+    docs, next_cursor = await service.list_for_patient(runtime, principal, patient_id,
+                                                       cursor=cursor, limit=limit)
+    return Page[PrescriptionOut](items=[PrescriptionOut.from_document(d) for d in docs],
+                                 next_cursor=next_cursor)
 
 
 @router.get("/{prescription_id}", summary="One prescription")
@@ -126,9 +133,16 @@ async def pdf(runtime: Runtime, prescription_id: Id,
               principal: Principal = require_any(*READERS)) -> Response:
     """With a QR code of its verification address (under the configured
     ``public_base_url``); 409 ``prescription-state`` unless active or completed."""
-    document = await service.printable(runtime, principal, prescription_id)
+    document = await printed.printable(runtime, principal, prescription_id)
     return Response(document, media_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="prescription-{prescription_id}.pdf"'})
+
+
+@keys_router.get("", summary="The public keys that sign prescriptions (JWK Set, public)")
+async def key_set(runtime: Runtime) -> KeySetOut:
+    """RFC 7517 §5 JWK Set of Ed25519 keys (RFC 8037), the current signing key first and
+    every key rotated out after it: a signature's ``kid`` names its key."""
+    return KeySetOut.model_validate({"keys": await printed.key_set(runtime)})
 
 
 @router.get("/verify/{prescription_id}", summary="Check a printed prescription (public)")
@@ -138,4 +152,4 @@ async def verify(runtime: Runtime, prescription_id: Id,
     """Status, the signed hashes of its PDFs and the public key; ``?sha256=`` of a PDF
     answers ``matches``. 404 unless printed."""
     return VerificationOut.model_validate(
-        await service.verification(runtime, prescription_id, sha256))
+        await printed.verification(runtime, prescription_id, sha256))

@@ -3,6 +3,10 @@
 * ``encounter.started`` / ``encounter.finished`` (records,
   :mod:`healthflow.contracts.records`): the encounters doctors prescribe in, their
   patient and practitioner; a doctor who conducted one with a patient treats them.
+* ``hospital.registered`` / ``.verified`` / ``.rejected`` (hospital,
+  :class:`~healthflow.contracts.hospital.HospitalSnapshot`): the name, city and
+  country printed on a prescription of an encounter at that hospital (newest
+  ``version`` kept).
 * ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`): the
   full names printed on a prescription (nothing else of the account is kept).
 * ``patient.allergies_changed`` (patient,
@@ -18,6 +22,7 @@ from __future__ import annotations
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.auth import UserRegistered
+from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.patient import PatientAllergiesChanged
 from healthflow.contracts.records import EncounterFinished, EncounterStarted
 from healthflow.prescription import service
@@ -36,6 +41,10 @@ async def on_allergies_changed(event: Received[PatientAllergiesChanged],
     await service.allergies_changed(uow, event.data)
 
 
+async def on_hospital(event: Received[HospitalSnapshot], uow: UnitOfWork) -> None:
+    await service.hospital_changed(uow, event.data)
+
+
 async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
     await service.person_registered(uow, event.data.user_id, event.data.full_name)
 
@@ -45,4 +54,7 @@ HANDLERS: Handlers = {
     "encounter.started": on_encounter_started,
     "encounter.finished": on_encounter_finished,
     "patient.allergies_changed": on_allergies_changed,
+    "hospital.registered": on_hospital,
+    "hospital.verified": on_hospital,
+    "hospital.rejected": on_hospital,
 }

@@ -7,7 +7,7 @@ The key is the 32-byte seed in ``PRESCRIPTION_SIGNING_KEY`` (base64url, no
 padding) when set — production takes it from a secret — else one generated on
 first use and kept in the service's database (collection ``signing_keys``,
 ``_id`` ``current``), so that every replica and every restart signs with the same
-key (``service.signing_key``). Its ``kid`` is the first 16 hex digits of SHA-256 of
+key (``printed.signing_key``). Its ``kid`` is the first 16 hex digits of SHA-256 of
 the raw public key.
 """
 

@@ -12,5 +12,8 @@ MANIFEST = ServiceManifest(
     routes=(RouteDecl("/api/v1/prescriptions"),
             # anyone holding a printed prescription checks it here, without an account
             RouteDecl("/api/v1/prescriptions/verify", policy="edge",
+                      public=frozenset({"GET", "HEAD"})),
+            # the published key set those checks use
+            RouteDecl("/api/v1/prescriptions/keys", policy="edge",
                       public=frozenset({"GET", "HEAD"}))),
 )

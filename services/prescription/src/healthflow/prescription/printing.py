@@ -1,6 +1,6 @@
 """The printable prescription: a PDF from a Typst template with a QR code.
 
-Rendering machinery only (the use case is ``service.printable``). The template
+Rendering machinery only (the use case is ``printed.printable``). The template
 ``templates/prescription.typ`` receives the prescription as JSON in
 ``sys.inputs`` (values become text, never markup) and the QR code (ISO/IEC
 18004, error correction level M, from ``segno``) of the verification URL as SVG.
@@ -47,6 +47,7 @@ class PrintedPrescription:
     encounter: str
     lines: list[PrintedLine]
     verify_url: str
+    hospital: str | None = None  # "Name, City, CC" of the encounter's hospital, if known
 
 
 @cache
@@ -74,9 +75,11 @@ def _quantity(q: dict[str, Any] | None) -> str:
     return "-" if not q else f"{q['value']:g} {q['unit']}"
 
 
-def printed(doc: dict[str, Any], names: dict[str, str], verify_url: str) -> PrintedPrescription:
+def printed(doc: dict[str, Any], names: dict[str, str], verify_url: str,
+            hospital: dict[str, Any] | None = None) -> PrintedPrescription:
     """What the PDF of the prescription document ``doc`` shows (shape in :mod:`.store`);
-    ``names`` maps user ids to names (an unknown one is printed as its id)."""
+    ``names`` maps user ids to names (an unknown one is printed as its id); ``hospital``
+    ``{name, city, country}`` is the prescribing hospital (None: not printed)."""
     dosage, request = doc["dosage"], doc["dispense_request"]
     frequency = dosage["frequency"]
     medication = doc["medication"]["text"] + (
@@ -93,4 +96,6 @@ def printed(doc: dict[str, Any], names: dict[str, str], verify_url: str) -> Prin
         id=doc["_id"], patient=names.get(doc["patient_id"], doc["patient_id"]),
         prescriber=names.get(doc["prescriber_id"], doc["prescriber_id"]),
         issued=f"{doc['issued_at']:%Y-%m-%d %H:%M}", encounter=doc["encounter_id"],
-        lines=[line], verify_url=verify_url)
+        lines=[line], verify_url=verify_url,
+        hospital=f"{hospital['name']}, {hospital['city']}, {hospital['country']}"
+        if hospital else None)

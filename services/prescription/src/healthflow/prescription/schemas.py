@@ -207,3 +207,13 @@ class VerificationOut(BaseModel):
     documents: list[SignedDocument]
     keys: list[dict[str, Any]]
     matches: bool | None
+
+
+class KeySetOut(BaseModel):
+    """``GET /api/v1/prescriptions/keys``: an RFC 7517 §5 JWK Set (public).
+
+    Each key is an RFC 8037 OKP JWK: ``{kty: "OKP", crv: "Ed25519", x, kid, use: "sig",
+    alg: "EdDSA"}``; ``kid`` is the first 16 hex digits of SHA-256 of the raw public key.
+    """
+
+    keys: list[dict[str, Any]]

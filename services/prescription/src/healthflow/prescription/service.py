@@ -20,8 +20,6 @@ a draft, get 404: existence is not revealed.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import uuid
 from datetime import datetime
 from typing import Any
@@ -32,9 +30,10 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
+from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.patient import PatientAllergiesChanged
 from healthflow.contracts.records import EncounterFinished, EncounterStarted
-from healthflow.prescription import events, keys, printing, store
+from healthflow.prescription import events, store
 from healthflow.prescription.domain import (
     NotPrescriber,
     NotTreating,
@@ -45,15 +44,12 @@ from healthflow.prescription.domain import (
     UnknownEncounter,
     allowed_total,
     amount,
-    ensure_printable,
     ensure_transition,
     plan_dispense,
     plan_issue,
     safety_conflicts,
-    signed_message,
 )
 from healthflow.prescription.schemas import CheckIn, DispenseIn, Override, PrescriptionIn
-from healthflow.prescription.settings import Settings
 from healthflow.prescription.terminology import ROUTE_CODES, SNOMED_SYSTEM, identify
 
 # ----------------------------------------------------------------------------- access
@@ -114,7 +110,8 @@ def ensure_prescriber(principal: Principal, doc: Document) -> None:
         raise NotPrescriber("only the prescribing doctor changes a prescription")
 
 
-async def _load(uow: UnitOfWork, prescription_id: str) -> Document:
+async def load(uow: UnitOfWork, prescription_id: str) -> Document:
+    """Raises PrescriptionNotFound (404)."""
     doc = await store.get(uow.db, prescription_id, session=uow.session)
     if doc is None:
         raise PrescriptionNotFound(f"no prescription {prescription_id}")
@@ -125,7 +122,7 @@ async def _save(uow: UnitOfWork, doc: Document, fields: Document,
                 push: Document | None = None) -> Document:
     if not await store.update(uow, doc, fields, push):
         raise Conflict("the prescription changed concurrently; reload and retry")
-    return await _load(uow, doc["_id"])
+    return await load(uow, doc["_id"])
 
 
 # ----------------------------------------------------------------------------- prescribing
@@ -239,7 +236,7 @@ async def issue(runtime: ServiceRuntime, principal: Principal, prescription_id: 
     """A draft becomes active, by its prescriber, after the safety checks."""
 
     async def write(uow: UnitOfWork) -> Document:
-        doc = await _load(uow, prescription_id)
+        doc = await load(uow, prescription_id)
         await ensure_reader(uow, principal, doc["patient_id"], doc)
         ensure_prescriber(principal, doc)
         return await _issue(uow, doc, override, principal.subject)
@@ -257,7 +254,7 @@ async def stop(runtime: ServiceRuntime, principal: Principal, prescription_id: s
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        doc = await _load(uow, prescription_id)
+        doc = await load(uow, prescription_id)
         await ensure_reader(uow, principal, doc["patient_id"], doc)
         ensure_prescriber(principal, doc)
         ensure_transition(doc["status"], target)
@@ -288,7 +285,7 @@ async def dispense(runtime: ServiceRuntime, principal: Principal, prescription_i
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        doc = await _load(uow, prescription_id)
+        doc = await load(uow, prescription_id)
         if doc["status"] == Status.DRAFT:
             raise PrescriptionNotFound(f"no prescription {prescription_id}")
         outcome = plan_dispense(doc, body.quantity.value, body.quantity.unit)
@@ -318,7 +315,7 @@ async def read(runtime: ServiceRuntime, principal: Principal, prescription_id: s
     """One prescription, for whoever :func:`ensure_reader` lets in."""
 
     async def get(uow: UnitOfWork) -> Document:
-        doc = await _load(uow, prescription_id)
+        doc = await load(uow, prescription_id)
         await ensure_reader(uow, principal, doc["patient_id"], doc)
         record_access(uow, principal, doc["patient_id"], "prescription", doc["_id"])
         return doc
@@ -326,112 +323,27 @@ async def read(runtime: ServiceRuntime, principal: Principal, prescription_id: s
     return await runtime.transact(get, actor=principal.actor)
 
 
-async def list_for_patient(runtime: ServiceRuntime, principal: Principal, patient_id: str
-                           ) -> list[Document]:
-    """The patient's prescriptions, oldest first: all for doctors who treat them, all but
-    drafts for the patient, the active ones for pharmacists."""
+async def list_for_patient(runtime: ServiceRuntime, principal: Principal, patient_id: str,
+                           *, cursor: str | None, limit: int
+                           ) -> tuple[list[Document], str | None]:
+    """One page of the patient's prescriptions, oldest first, and the next cursor: all for
+    doctors who treat them, all but drafts for the patient, the active ones for
+    pharmacists. BadRequest (400) for a cursor this API did not issue."""
 
-    async def get(uow: UnitOfWork) -> list[Document]:
+    async def get(uow: UnitOfWork) -> tuple[list[Document], str | None]:
         await ensure_reader(uow, principal, patient_id)
         record_access(uow, principal, patient_id, "list")
         doctor = principal.subject != patient_id and principal.has(
             Permission.PRESCRIPTIONS_READ_TREATED) and await store.treats(
                 uow, principal.subject, patient_id)
+        statuses: list[str] | None = [Status.ACTIVE.value]
         if doctor:
-            return await store.of_patient(uow, patient_id, None)
-        if principal.subject == patient_id:
-            return await store.of_patient(uow, patient_id, [s.value for s in Status
-                                                            if s is not Status.DRAFT])
-        return await store.of_patient(uow, patient_id, [Status.ACTIVE.value])
+            statuses = None
+        elif principal.subject == patient_id:
+            statuses = [s.value for s in Status if s is not Status.DRAFT]
+        return await store.of_patient(uow, patient_id, statuses, cursor=cursor, limit=limit)
 
     return await runtime.transact(get, actor=principal.actor)
-
-
-# ----------------------------------------------------------------------------- printing
-
-
-def settings_of(runtime: ServiceRuntime) -> Settings:
-    """The prescription service's own settings (the runtime holds them as the base type)."""
-    settings = runtime.settings
-    assert isinstance(settings, Settings)
-    return settings
-
-
-async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
-    """The configured key (``PRESCRIPTION_SIGNING_KEY``, checked when the settings
-    load), else the database's, made once."""
-    configured = settings_of(runtime).signing_key
-    if configured is not None:
-        return keys.from_seed(keys.unb64url(configured.get_secret_value()))
-    seed = await store.signing_seed(runtime.db)
-    if seed is None:
-        await store.add_signing_seed(runtime.db, keys.b64url(keys.new_seed()), utcnow())
-        seed = await store.signing_seed(runtime.db)
-        assert seed is not None
-    return keys.from_seed(keys.unb64url(seed))
-
-
-def verify_url(base_url: str, prescription_id: str) -> str:
-    """The public verification address a printed prescription's QR code holds."""
-    return f"{base_url.rstrip('/')}/api/v1/prescriptions/verify/{prescription_id}"
-
-
-async def printable(runtime: ServiceRuntime, principal: Principal, prescription_id: str
-                    ) -> bytes:
-    """The PDF of an issued prescription, for whoever may read it; its SHA-256 is signed
-    (:func:`~healthflow.prescription.domain.signed_message`) and kept once. Its QR code
-    holds the verification URL under the configured ``public_base_url``.
-
-    Raises:
-        PrescriptionNotFound (404), NotTreating / Forbidden (403), StateConflict (409):
-        a draft, cancelled or withdrawn prescription is not printed.
-    """
-    key = await signing_key(runtime)
-    base_url = settings_of(runtime).public_base_url
-
-    async def write(uow: UnitOfWork) -> bytes:
-        doc = await _load(uow, prescription_id)
-        await ensure_reader(uow, principal, doc["patient_id"], doc)
-        record_access(uow, principal, doc["patient_id"], "pdf", doc["_id"])
-        ensure_printable(doc["status"])
-        names = await store.names(uow, [doc["patient_id"], doc["prescriber_id"]])
-        view = printing.printed(doc, names, verify_url(base_url, prescription_id))
-        pdf = await asyncio.to_thread(printing.render_pdf, view)
-        digest = hashlib.sha256(pdf).hexdigest()
-        await store.add_document(uow, prescription_id, {
-            "sha256": digest, "signature": key.sign(signed_message(prescription_id, digest)),
-            "kid": key.kid, "signed_at": utcnow()})
-        return pdf
-
-    return await runtime.transact(write, actor=principal.actor)
-
-
-async def verification(runtime: ServiceRuntime, prescription_id: str,
-                       sha256: str | None) -> dict[str, Any]:
-    """What anyone holding a printed prescription may check (no names, no medication).
-
-    Shape: ``{prescription_id, status, issued_at, documents: [{sha256, signature, kid,
-    signed_at}], keys: [JWK], matches: bool | None}``; ``matches`` (with ``sha256``):
-    whether that hash is one the service signed for this prescription and its
-    signature verifies with the current key.
-
-    Raises:
-        PrescriptionNotFound (404): unknown, or never printed.
-    """
-    doc = await store.get(runtime.db, prescription_id)
-    if doc is None or not doc.get("documents"):
-        raise PrescriptionNotFound(f"no printed prescription {prescription_id}")
-    key = await signing_key(runtime)
-    jwk = key.jwk()
-    matches = None
-    if sha256 is not None:
-        wanted = sha256.lower()
-        matches = any(d["sha256"] == wanted and d["kid"] == key.kid and keys.verify(
-            jwk, signed_message(prescription_id, wanted), d["signature"])
-            for d in doc["documents"])
-    return {"prescription_id": doc["_id"], "status": doc["status"],
-            "issued_at": doc["issued_at"], "documents": doc["documents"], "keys": [jwk],
-            "matches": matches}
 
 
 # ----------------------------------------------------------------------------- from events
@@ -443,9 +355,12 @@ async def person_registered(uow: UnitOfWork, user_id: str, full_name: str) -> No
 
 
 async def encounter_started(uow: UnitOfWork, data: EncounterStarted) -> None:
-    """Know the encounter (in progress unless its finish came first); idempotent."""
+    """Know the encounter (in progress unless its finish came first) and its hospital;
+    idempotent."""
     existing = await store.get_encounter(uow, data.encounter_id)
     fields: dict[str, Any] = {"started_at": data.started_at}
+    if data.hospital_id is not None:
+        fields["hospital_id"] = data.hospital_id
     if existing is None or existing.get("status") != "finished":
         fields["status"] = "in-progress"
     await store.put_encounter(uow, data.encounter_id, fields, {
@@ -454,9 +369,18 @@ async def encounter_started(uow: UnitOfWork, data: EncounterStarted) -> None:
 
 async def encounter_finished(uow: UnitOfWork, data: EncounterFinished) -> None:
     """The encounter is finished (it may arrive before its start); idempotent."""
-    await store.put_encounter(uow, data.encounter_id, {
-        "status": "finished", "started_at": data.started_at, "finished_at": data.finished_at,
-    }, {"patient_id": data.patient_id, "practitioner_id": data.practitioner_id})
+    fields: dict[str, Any] = {"status": "finished", "started_at": data.started_at,
+                              "finished_at": data.finished_at}
+    if data.hospital_id is not None:
+        fields["hospital_id"] = data.hospital_id
+    await store.put_encounter(uow, data.encounter_id, fields, {
+        "patient_id": data.patient_id, "practitioner_id": data.practitioner_id})
+
+
+async def hospital_changed(uow: UnitOfWork, data: HospitalSnapshot) -> None:
+    """Keep the hospital's name and place for printing (newest ``version`` wins)."""
+    await store.put_hospital(uow, data.hospital_id, data.version, {
+        "name": data.name, "city": data.city, "country": data.country})
 
 
 async def allergies_changed(uow: UnitOfWork, data: PatientAllergiesChanged) -> None:

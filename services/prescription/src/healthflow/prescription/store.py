@@ -14,9 +14,13 @@ Collections (database ``healthflow_prescription``), times aware UTC::
                     created_at, issued_at, updated_at, version}
     encounters     read model from ``encounter.started``/``.finished``:
                     {_id: encounter_id, patient_id, practitioner_id, status,
-                     started_at, finished_at}
+                     started_at, finished_at, hospital_id (when the event names one)}
+    hospitals      read model from ``hospital.*``: {_id: hospital_id, version, name, city,
+                    country}; an event older than the kept ``version`` changes nothing
     people         names from ``user.registered``: {_id: user_id, full_name}
     signing_keys   {_id: "current", seed (base64url), created_at} when no key is configured
+    public_keys    every signing key ever used, public part only: {_id: kid, jwk, added_at}
+                   (the published key set; a rotated-out key keeps verifying)
     allergies      read model from ``patient.allergies_changed``:
                     {_id: patient_id, profile_version, allergies: [{allergy_id, substance,
                      code, system, criticality, clinical_status}], changed_at}
@@ -26,20 +30,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
+from healthflow.common.pagination import keyset_page
 
 PRESCRIPTIONS = "prescriptions"
 ENCOUNTERS = "encounters"
 ALLERGIES = "allergies"
 PEOPLE = "people"
+HOSPITALS = "hospitals"
 SIGNING_KEYS = "signing_keys"
-
-MAX_LISTED = 1000
-"""Most rows one listing returns; paging comes later."""
+PUBLIC_KEYS = "public_keys"
 
 INDEXES: Indexes = {
     PRESCRIPTIONS: [
@@ -85,14 +89,19 @@ async def active_same_drug(uow: UnitOfWork, patient_id: str, key: str,
     return await uow.db[PRESCRIPTIONS].find(query, session=uow.session).to_list()
 
 
-async def of_patient(uow: UnitOfWork, patient_id: str, statuses: list[str] | None
-                     ) -> list[Document]:
-    """The patient's prescriptions (only ``statuses`` if given), oldest first."""
+async def of_patient(uow: UnitOfWork, patient_id: str, statuses: list[str] | None, *,
+                     cursor: str | None, limit: int) -> tuple[list[Document], str | None]:
+    """One page of the patient's prescriptions (only ``statuses`` if given), oldest
+    first, and the next cursor (``None`` on the last page).
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
     query: Document = {"patient_id": patient_id}
     if statuses is not None:
         query["status"] = {"$in": statuses}
-    return await uow.db[PRESCRIPTIONS].find(query, session=uow.session).sort(
-        [("created_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+    return await keyset_page(uow.db[PRESCRIPTIONS], query, sort=["created_at", "_id"],
+                             cursor=cursor, limit=limit, hint="patient", session=uow.session)
 
 
 # ----------------------------------------------------------------------------- read models
@@ -107,6 +116,21 @@ async def put_encounter(uow: UnitOfWork, encounter_id: str, fields: Document,
     await uow.db[ENCOUNTERS].update_one(
         {"_id": encounter_id}, {"$set": fields, "$setOnInsert": on_insert}, upsert=True,
         session=uow.session)
+
+
+async def put_hospital(uow: UnitOfWork, hospital_id: str, version: int, facts: Document
+                       ) -> None:
+    """Keep ``facts`` of the hospital at ``version`` unless a newer version is kept."""
+    newer = await uow.db[HOSPITALS].find_one({"_id": hospital_id, "version": {"$gte": version}},
+                                             {"_id": 1}, session=uow.session)
+    if newer is None:
+        await uow.db[HOSPITALS].update_one({"_id": hospital_id},
+                                           {"$set": {**facts, "version": version}},
+                                           upsert=True, session=uow.session)
+
+
+async def get_hospital(uow: UnitOfWork, hospital_id: str) -> Document | None:
+    return await uow.db[HOSPITALS].find_one({"_id": hospital_id}, session=uow.session)
 
 
 async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
@@ -154,3 +178,16 @@ async def add_signing_seed(db: Db, seed: str, at: Any) -> None:
     await db[SIGNING_KEYS].update_one({"_id": "current"},
                                       {"$setOnInsert": {"seed": seed, "created_at": at}},
                                       upsert=True)
+
+
+async def remember_public_key(db: Db, kid: str, jwk: Document, at: Any) -> None:
+    """Keep ``jwk`` in the key set (once per ``kid``; idempotent)."""
+    await db[PUBLIC_KEYS].update_one({"_id": kid},
+                                     {"$setOnInsert": {"jwk": jwk, "added_at": at}},
+                                     upsert=True)
+
+
+async def public_keys(db: Db) -> list[Document]:
+    """Every public key ever used, newest first: ``[{_id: kid, jwk, added_at}]``."""
+    return await db[PUBLIC_KEYS].find({}).sort([("added_at", DESCENDING),
+                                                ("_id", ASCENDING)]).to_list()

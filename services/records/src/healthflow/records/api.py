@@ -13,34 +13,59 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from healthflow.common.auth import Principal, require, require_any
+from healthflow.common.blobs import CLINICAL_DOCUMENT, PATIENT_IMAGE, BlobStore
 from healthflow.common.http import get_runtime
-from healthflow.common.pagination import Page
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.records import entries, service
+from healthflow.records import documents, entries, export, plans, service
+from healthflow.records.domain import DocumentCategory, ResourceType
 from healthflow.records.schemas import (
+    CarePlanCorrectionIn,
+    CarePlanIn,
     CorrectionIn,
+    DocumentOut,
     EncounterIn,
     EncounterOut,
     EntryOut,
     EntryVersionOut,
+    LinkOut,
     NewEntryIn,
+    PlanStatusIn,
+    ProcedureCorrectionIn,
+    ProcedureIn,
     WithdrawalIn,
 )
 
+
+def get_blobs(request: Request) -> BlobStore:
+    blobs: BlobStore = request.app.state.blobs
+    return blobs
+
+
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+Blobs = Annotated[BlobStore, Depends(get_blobs)]
 Id = Annotated[str, Path(max_length=64)]
+PatientId = Annotated[str, Query(min_length=1, max_length=64)]
+Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 READERS = (P.RECORDS_READ_OWN, P.RECORDS_READ_TREATED, P.RECORDS_READ_ANY)
 OPENERS = (P.RECORDS_WRITE_TREATED, P.ENCOUNTERS_OPEN_ANY)
 
 encounters = APIRouter(prefix="/api/v1/encounters", tags=["encounters"])
 records = APIRouter(prefix="/api/v1/records", tags=["records"])
 fhir = APIRouter(prefix="/api/v1/fhir", tags=["fhir"])
-routers = [encounters, records, fhir]
+care_plans = APIRouter(prefix="/api/v1/care-plans", tags=["care-plans"])
+procedures = APIRouter(prefix="/api/v1/procedures", tags=["procedures"])
+documents_router = APIRouter(prefix="/api/v1/documents", tags=["documents"])
+routers = [encounters, records, care_plans, procedures, documents_router, fhir]
+UPLOAD_PATH = documents_router.prefix
+"""The one route whose body may be large (streamed into storage, never parsed whole)."""
+FILE_TYPES = sorted(CLINICAL_DOCUMENT.allowed_types | PATIENT_IMAGE.allowed_types)
 
 
 @encounters.post("", status_code=201, summary="Open a walk-in, virtual or emergency encounter")
@@ -55,12 +80,14 @@ async def open_encounter(runtime: Runtime, body: EncounterIn, response: Response
     return EncounterOut.from_document(doc)
 
 
-@encounters.get("", summary="A patient's encounters, oldest first")
-async def list_encounters(runtime: Runtime,
-                          patient_id: Annotated[str, Query(min_length=1, max_length=64)],
+@encounters.get("", summary="A patient's encounters, oldest first, a page at a time")
+async def list_encounters(runtime: Runtime, patient_id: PatientId, cursor: Cursor = None,
+                          limit: Limit = DEFAULT_LIMIT,
                           principal: Principal = require_any(*READERS)) -> Page[EncounterOut]:
-    docs = await service.list_encounters(runtime, principal, patient_id)
-    return Page[EncounterOut](items=[EncounterOut.from_document(d) for d in docs])
+    docs, next_cursor = await service.list_encounters(runtime, principal, patient_id,
+                                                      cursor=cursor, limit=limit)
+    return Page[EncounterOut](items=[EncounterOut.from_document(d) for d in docs],
+                              next_cursor=next_cursor)
 
 
 @encounters.get("/{encounter_id}", summary="One encounter")
@@ -89,11 +116,15 @@ async def add_entry(runtime: Runtime, encounter_id: Id, body: NewEntryIn, respon
     return EntryOut.from_document(head)
 
 
-@records.get("/encounters/{encounter_id}/entries", summary="The entries of an encounter")
-async def list_entries(runtime: Runtime, encounter_id: Id,
+@records.get("/encounters/{encounter_id}/entries",
+             summary="The entries of an encounter, oldest first, a page at a time")
+async def list_entries(runtime: Runtime, encounter_id: Id, cursor: Cursor = None,
+                       limit: Limit = DEFAULT_LIMIT,
                        principal: Principal = require_any(*READERS)) -> Page[EntryOut]:
-    heads = await entries.entries_of_encounter(runtime, principal, encounter_id)
-    return Page[EntryOut](items=[EntryOut.from_document(h) for h in heads])
+    heads, next_cursor = await entries.entries_of_encounter(
+        runtime, principal, encounter_id, cursor=cursor, limit=limit)
+    return Page[EntryOut](items=[EntryOut.from_document(h) for h in heads],
+                          next_cursor=next_cursor)
 
 
 @records.get("/entries/{entry_id}", summary="The current version of an entry")
@@ -124,15 +155,158 @@ async def withdraw_entry(runtime: Runtime, entry_id: Id, body: WithdrawalIn,
         await entries.withdraw_entry(runtime, principal, entry_id, body))
 
 
+@care_plans.post("", status_code=201, summary="Write a treatment plan in an encounter")
+async def create_plan(runtime: Runtime, body: CarePlanIn, response: Response,
+                      principal: Principal = require(P.RECORDS_WRITE_TREATED)) -> EntryOut:
+    """Version 1, ``draft`` or ``active``; 422 ``unknown-reference`` for ``addresses``."""
+    head = await plans.create_plan(runtime, principal, body)
+    response.headers["Location"] = f"{care_plans.prefix}/{head['_id']}"
+    return EntryOut.from_document(head)
+
+
+@care_plans.get("", summary="A patient's treatment plans, oldest first, a page at a time")
+async def list_plans(runtime: Runtime, patient_id: PatientId, cursor: Cursor = None,
+                     limit: Limit = DEFAULT_LIMIT,
+                     principal: Principal = require_any(*READERS)) -> Page[EntryOut]:
+    docs, next_cursor = await plans.list_of_patient(
+        runtime, principal, patient_id, ResourceType.CARE_PLAN, cursor=cursor, limit=limit)
+    return Page[EntryOut](items=[EntryOut.from_document(d) for d in docs],
+                          next_cursor=next_cursor)
+
+
+@care_plans.get("/{plan_id}", summary="The current version of a treatment plan")
+async def get_plan(runtime: Runtime, plan_id: Id,
+                   principal: Principal = require_any(*READERS)) -> EntryOut:
+    return EntryOut.from_document(
+        await plans.read_one(runtime, principal, plan_id, ResourceType.CARE_PLAN))
+
+
+@care_plans.post("/{plan_id}/corrections", summary="Correct a plan's content (a new version)")
+async def correct_plan(runtime: Runtime, plan_id: Id, body: CarePlanCorrectionIn,
+                       principal: Principal = require(P.RECORDS_WRITE_TREATED)) -> EntryOut:
+    """Status kept; 409 ``version-conflict``; history at ``/records/entries/{id}/history``."""
+    return EntryOut.from_document(await plans.correct_plan(runtime, principal, plan_id, body))
+
+
+@care_plans.post("/{plan_id}/status", summary="Activate, complete or revoke a plan")
+async def move_plan(runtime: Runtime, plan_id: Id, body: PlanStatusIn,
+                    principal: Principal = require(P.RECORDS_WRITE_TREATED)) -> EntryOut:
+    """draft → active → completed / revoked (a reason to revoke); 409 ``careplan-state``."""
+    return EntryOut.from_document(await plans.move_plan(runtime, principal, plan_id, body))
+
+
+@procedures.post("", status_code=201, summary="Record a procedure done in an encounter")
+async def record_procedure(runtime: Runtime, body: ProcedureIn, response: Response,
+                           principal: Principal = require(P.RECORDS_WRITE_TREATED)) -> EntryOut:
+    """Version 1; 422 ``unknown-reference`` for ``care_plan_id``."""
+    head = await plans.record_procedure(runtime, principal, body)
+    response.headers["Location"] = f"{procedures.prefix}/{head['_id']}"
+    return EntryOut.from_document(head)
+
+
+@procedures.get("", summary="A patient's procedures, oldest first, a page at a time")
+async def list_procedures(runtime: Runtime, patient_id: PatientId, cursor: Cursor = None,
+                          limit: Limit = DEFAULT_LIMIT,
+                          principal: Principal = require_any(*READERS)) -> Page[EntryOut]:
+    docs, next_cursor = await plans.list_of_patient(
+        runtime, principal, patient_id, ResourceType.PROCEDURE, cursor=cursor, limit=limit)
+    return Page[EntryOut](items=[EntryOut.from_document(d) for d in docs],
+                          next_cursor=next_cursor)
+
+
+@procedures.get("/{procedure_id}", summary="The current version of a procedure")
+async def get_procedure(runtime: Runtime, procedure_id: Id,
+                        principal: Principal = require_any(*READERS)) -> EntryOut:
+    return EntryOut.from_document(
+        await plans.read_one(runtime, principal, procedure_id, ResourceType.PROCEDURE))
+
+
+@procedures.post("/{procedure_id}/corrections", summary="Correct a procedure (a new version)")
+async def correct_procedure(runtime: Runtime, procedure_id: Id, body: ProcedureCorrectionIn,
+                            principal: Principal = require(P.RECORDS_WRITE_TREATED)
+                            ) -> EntryOut:
+    return EntryOut.from_document(
+        await plans.correct_procedure(runtime, principal, procedure_id, body))
+
+
+@documents_router.post(
+    "", status_code=201, summary="Upload a clinical document (PDF, PNG, JPEG) or a patient image",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        t: {"schema": {"type": "string", "format": "binary"}} for t in FILE_TYPES}}})
+async def upload_document(runtime: Runtime, blobs: Blobs, request: Request, response: Response,
+                          encounter_id: Annotated[str, Query(min_length=1, max_length=64)],
+                          category: DocumentCategory,
+                          principal: Principal = require(P.RECORDS_WRITE_TREATED)
+                          ) -> DocumentOut:
+    """The raw file is the body, its type the ``Content-Type``; streamed into storage.
+    ``photo`` takes PNG, JPEG or WebP (20 MiB), the others PDF, PNG or JPEG (50 MiB).
+    422 ``invalid-document`` (its ``problem`` member says why: ``type-mismatch``,
+    ``unreadable-pdf``, ``unreadable-image``, …); 413 too large; nothing is kept."""
+    doc = await documents.upload(runtime, blobs, principal, encounter_id, category,
+                                 request.stream(), request.headers.get("content-type"))
+    response.headers["Location"] = f"{documents_router.prefix}/{doc['_id']}"
+    return DocumentOut.from_document(doc, documents_router.prefix)
+
+
+@documents_router.get("", summary="A patient's documents and images, oldest first, paged")
+async def list_documents(runtime: Runtime, patient_id: PatientId, cursor: Cursor = None,
+                         limit: Limit = DEFAULT_LIMIT,
+                         principal: Principal = require_any(*READERS)) -> Page[DocumentOut]:
+    docs, next_cursor = await documents.list_documents(runtime, principal, patient_id,
+                                                       cursor=cursor, limit=limit)
+    return Page[DocumentOut](
+        items=[DocumentOut.from_document(d, documents_router.prefix) for d in docs],
+        next_cursor=next_cursor)
+
+
+@documents_router.get("/{document_id}", summary="A document's metadata")
+async def get_document(runtime: Runtime, document_id: Id,
+                       principal: Principal = require_any(*READERS)) -> DocumentOut:
+    return DocumentOut.from_document(
+        await documents.read_document(runtime, principal, document_id),
+        documents_router.prefix)
+
+
+@documents_router.get("/{document_id}/file", summary="The stored file, streamed",
+                      response_class=StreamingResponse,
+                      responses={200: {"content": {t: {} for t in FILE_TYPES}}})
+async def download_document(runtime: Runtime, blobs: Blobs, document_id: Id,
+                            principal: Principal = require_any(*READERS)
+                            ) -> StreamingResponse:
+    got = await documents.download(runtime, blobs, principal, document_id)
+    return StreamingResponse(got.chunks, media_type=got.document["content_type"], headers={
+        "Content-Length": str(got.document["blob"]["size"]),
+        "Cache-Control": "private, no-store"})
+
+
+@documents_router.get("/{document_id}/link", summary="A short-lived link to the stored file")
+async def document_link(runtime: Runtime, blobs: Blobs, document_id: Id,
+                        principal: Principal = require_any(*READERS)) -> LinkOut:
+    """``url`` is a presigned S3 GET only where S3 has a public address; the platform's
+    own S3 is internal, so clients use ``file`` (through the gateway) there."""
+    doc = await documents.read_document(runtime, principal, document_id, "document-file")
+    ttl = int(getattr(runtime.settings, "link_ttl", 300))
+    return LinkOut(url=documents.presigned(blobs, doc, ttl), expires_in=ttl,
+                   file=f"{documents_router.prefix}/{document_id}/file")
+
+
 @fhir.get("/Patient/{patient_id}/$everything", summary="The record as a FHIR R4 Bundle",
           response_class=JSONResponse,
           responses={200: {"content": {"application/fhir+json": {}}}})
-async def patient_everything(runtime: Runtime, patient_id: Id,
-                             principal: Principal = require_any(*READERS)) -> JSONResponse:
+async def patient_everything(
+        runtime: Runtime, patient_id: Id,
+        count: Annotated[int, Query(alias="_count", ge=1, le=export.MAX_COUNT)]
+        = export.DEFAULT_COUNT,
+        cursor: Annotated[str | None, Query(alias="_cursor", max_length=512)] = None,
+        principal: Principal = require_any(*READERS)) -> JSONResponse:
     """A ``searchset`` Bundle: Patient, Encounters, Conditions, Observations,
-    MedicationStatements (``application/fhir+json``). ``fullUrl``s are under the
+    MedicationStatements, CarePlans, Procedures, DocumentReferences
+    (``application/fhir+json``), ``_count`` resources a page, the next page at the
+    ``next`` link (400 for a cursor not issued here). ``fullUrl``s are under the
     gateway's configured public address (``public_base_url``), never the service's
     internal one nor a ``Host`` the client chose."""
-    base = runtime.settings.public_base_url.rstrip("/") + fhir.prefix
-    bundle: dict[str, Any] = await service.everything(runtime, principal, patient_id, base)
+    public = runtime.settings.public_base_url.rstrip("/")
+    bundle: dict[str, Any] = await export.everything(
+        runtime, principal, patient_id, base_url=public + fhir.prefix,
+        documents_url=public + documents_router.prefix, count=count, cursor=cursor)
     return JSONResponse(bundle, media_type="application/fhir+json")

@@ -59,6 +59,8 @@ class ResourceType(StrEnum):
     CONDITION = "Condition"
     OBSERVATION = "Observation"
     MEDICATION_STATEMENT = "MedicationStatement"
+    CARE_PLAN = "CarePlan"
+    PROCEDURE = "Procedure"
 
 
 class EntryStatus(StrEnum):
@@ -78,12 +80,38 @@ class AccessorRole(StrEnum):
 # ----------------------------------------------------------------------------- problems
 
 
+class DocumentCategory(StrEnum):
+    """What an uploaded file is; ``photo`` is a patient image (wound, skin), the others
+    clinical documents. FHIR ``DocumentReference.type`` as LOINC document codes:
+    :data:`DOCUMENT_TYPES`."""
+
+    REFERRAL = "referral"
+    LAB_REPORT = "lab-report"
+    CONSENT = "consent"
+    OTHER = "other"
+    PHOTO = "photo"
+
+
+DOCUMENT_TYPES: dict[DocumentCategory, tuple[str, str]] = {
+    DocumentCategory.REFERRAL: ("57133-1", "Referral note"),
+    DocumentCategory.LAB_REPORT: ("11502-2", "Laboratory report"),
+    DocumentCategory.CONSENT: ("59284-0", "Consent Document"),
+    DocumentCategory.OTHER: ("34109-9", "Note"),
+    DocumentCategory.PHOTO: ("72170-4", "Photographic image"),
+}
+"""LOINC code and display of each category (http://loinc.org)."""
+
+
 class EncounterNotFound(NotFound):
     title, slug = "Encounter Not Found", "encounter-not-found"
 
 
 class EntryNotFound(NotFound):
     title, slug = "Record Entry Not Found", "entry-not-found"
+
+
+class DocumentNotFound(NotFound):
+    title, slug = "Document Not Found", "document-not-found"
 
 
 class NotTreating(Forbidden):
@@ -110,6 +138,12 @@ class EntryWithdrawn(Conflict):
 
 class UnknownPatient(UnprocessableContent):
     title, slug = "Unknown Patient", "unknown-patient"
+
+
+class UnknownReference(UnprocessableContent):
+    """A plan or procedure names an entry that is not a current one of the same patient."""
+
+    title, slug = "Unknown Reference", "unknown-reference"
 
 
 # ----------------------------------------------------------------------------- encounters
@@ -140,13 +174,14 @@ class EncounterOpening:
     appointment_id: str | None = None
     planned: tuple[datetime, datetime] | None = None  # the appointment's start and end
     reason: str | None = None
+    hospital_id: str | None = None  # where it takes place (None: online, or not named)
 
 
 def new_encounter(o: EncounterOpening) -> Doc:
     """The document of a new encounter; ``period.start`` is ``now`` once in progress.
 
     Shape: ``{_id, patient_id, practitioner_id, appointment_id, class, status,
-    period: {start, end}, planned: {start, end} | None, reason, opened_by,
+    period: {start, end}, planned: {start, end} | None, reason, opened_by, hospital_id,
     created_at, updated_at, version}``.
     """
     started = o.status is EncounterStatus.IN_PROGRESS
@@ -156,7 +191,7 @@ def new_encounter(o: EncounterOpening) -> Doc:
         "class": o.encounter_class.value, "status": o.status.value,
         "period": {"start": o.now if started else None, "end": None},
         "planned": {"start": o.planned[0], "end": o.planned[1]} if o.planned else None,
-        "reason": o.reason, "opened_by": o.opened_by,
+        "reason": o.reason, "opened_by": o.opened_by, "hospital_id": o.hospital_id,
         "created_at": o.now, "updated_at": o.now, "version": 1,
     }
 
@@ -258,7 +293,64 @@ def next_version(head: Doc, *, expected_version: int, content: Doc | None,
     new_content = head["content"] if content is None else content
     if new_content == head["content"] and status.value == head["status"]:
         raise UnprocessableContent("the correction changes nothing")
+    return _successor(head, new_content, status, authored)
+
+
+def _successor(head: Doc, content: Doc, status: EntryStatus, authored: Authored
+               ) -> tuple[Doc, Doc]:
     new_head = {**head, "version": head["version"] + 1, "status": status.value,
-                "content": new_content, "updated_by": authored.by,
-                "updated_at": authored.at}
+                "content": content, "updated_by": authored.by, "updated_at": authored.at}
     return new_head, version_document(new_head, authored)
+
+
+# ----------------------------------------------------------------------------- care plans
+
+
+class PlanStatus(StrEnum):
+    """FHIR R4 ``CarePlan.status`` (value set ``request-status``), as HealthFlow uses it."""
+
+    DRAFT = "draft"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    REVOKED = "revoked"
+
+
+PLAN_TRANSITIONS: dict[PlanStatus, frozenset[PlanStatus]] = {
+    PlanStatus.DRAFT: frozenset({PlanStatus.ACTIVE, PlanStatus.REVOKED}),
+    PlanStatus.ACTIVE: frozenset({PlanStatus.COMPLETED, PlanStatus.REVOKED}),
+    PlanStatus.COMPLETED: frozenset(),
+    PlanStatus.REVOKED: frozenset(),
+}
+"""draft → active → completed; a draft or an active plan may be revoked (ended early)."""
+
+
+class PlanStateConflict(Conflict):
+    title, slug = "Care Plan State Conflict", "careplan-state"
+
+
+def plan_transition(head: Doc, target: PlanStatus, *, expected_version: int,
+                    authored: Authored) -> tuple[Doc, Doc]:
+    """The new head and history record of a care plan moving to ``target``.
+
+    A status change is a version like a correction (who, when, why); the plan's
+    content is otherwise unchanged. Revoking needs a reason (``authored.reason``).
+
+    Raises:
+        EntryWithdrawn (409): the plan was entered in error.
+        VersionConflict (409): ``expected_version`` is not the current version.
+        PlanStateConflict (409): the state machine forbids it (:data:`PLAN_TRANSITIONS`).
+        UnprocessableContent (422): revoking without a reason.
+    """
+    if head["status"] == EntryStatus.ENTERED_IN_ERROR:
+        raise EntryWithdrawn("the care plan was entered in error; write a new one instead")
+    if expected_version != head["version"]:
+        raise VersionConflict(f"the care plan is at version {head['version']}, not "
+                              f"{expected_version}; reload it and retry",
+                              current_version=head["version"])
+    current = PlanStatus(head["content"]["status"])
+    if target not in PLAN_TRANSITIONS[current]:
+        raise PlanStateConflict(f"a care plan that is {current} cannot become {target}")
+    if target is PlanStatus.REVOKED and not (authored.reason or "").strip():
+        raise UnprocessableContent("revoking a care plan needs a reason")
+    return _successor(head, {**head["content"], "status": target.value},
+                      EntryStatus.CURRENT, authored)

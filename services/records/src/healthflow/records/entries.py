@@ -10,6 +10,7 @@ patient.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from healthflow.common.auth import Principal
 from healthflow.common.errors import UnprocessableContent
@@ -74,9 +75,18 @@ async def add_entry(runtime: ServiceRuntime, principal: Principal, encounter_id:
     return await runtime.transact(write, actor=principal.actor)
 
 
-async def _supersede(runtime: ServiceRuntime, principal: Principal, entry_id: str, *,
-                     expected_version: int, reason: str, status: EntryStatus,
-                     content: tuple[ResourceType, Document] | None) -> Document:
+Prepare = Callable[[UnitOfWork, Document, Document], Awaitable[None]]
+"""Completes and checks a correction's new content against the head, in the transaction."""
+
+
+async def supersede(runtime: ServiceRuntime, principal: Principal, entry_id: str, *,
+                    expected_version: int, reason: str, status: EntryStatus,
+                    content: tuple[ResourceType, Document] | None,
+                    prepare: Prepare | None = None) -> Document:
+    """A correction (``content``) or withdrawal (``None``) of any entry, as a new version.
+
+    Raises: as :func:`correct_entry`, and whatever ``prepare`` raises.
+    """
     async def write(uow: UnitOfWork) -> Document:
         head = await store.get_entry(uow.db, entry_id, session=uow.session)
         if head is None:
@@ -90,20 +100,47 @@ async def _supersede(runtime: ServiceRuntime, principal: Principal, entry_id: st
                                            f"not a {resource_type}")
             if resource_type is ResourceType.OBSERVATION and new_content["effective"] is None:
                 new_content["effective"] = head["content"]["effective"]
+            if prepare is not None:
+                await prepare(uow, head, new_content)
         now = utcnow()
         new_head, version = next_version(
             head, expected_version=expected_version, content=new_content, status=status,
             authored=Authored(principal.subject, now, reason))
-        if not await store.supersede_entry(uow, head["version"], new_head, version):
-            raise VersionConflict("the entry changed concurrently; reload it and retry")
-        uow.publish(events.RecordEntryCorrected(
-            entry_id=entry_id, encounter_id=head["encounter_id"], patient_id=head["patient_id"],
-            resource_type=head["resource_type"], version=new_head["version"],
-            status=status.value, corrected_by=principal.subject, corrected_at=now),
-            subject=f"entry/{entry_id}", patientid=head["patient_id"])
+        await save_successor(uow, head, new_head, version)
         return new_head
 
     return await runtime.transact(write, actor=principal.actor)
+
+
+async def save_successor(uow: UnitOfWork, head: Document, new_head: Document,
+                         version: Document) -> None:
+    """Store a new version of ``head``; ``record.entry_corrected`` (and, for a plan,
+    ``careplan.updated``).
+
+    Raises:
+        VersionConflict (409): another version was written meanwhile.
+    """
+    if not await store.supersede_entry(uow, head["version"], new_head, version):
+        raise VersionConflict("the entry changed concurrently; reload it and retry")
+    uow.publish(events.RecordEntryCorrected(
+        entry_id=head["_id"], encounter_id=head["encounter_id"], patient_id=head["patient_id"],
+        resource_type=head["resource_type"], version=new_head["version"],
+        status=new_head["status"], corrected_by=new_head["updated_by"],
+        corrected_at=new_head["updated_at"]),
+        subject=f"entry/{head['_id']}", patientid=head["patient_id"])
+    if head["resource_type"] == ResourceType.CARE_PLAN:
+        announce_plan(uow, new_head)
+
+
+def announce_plan(uow: UnitOfWork, head: Document) -> None:
+    """``careplan.updated`` for the plan's version ``head`` now is (ids, codes, times)."""
+    uow.publish(events.CarePlanUpdated(
+        care_plan_id=head["_id"], encounter_id=head["encounter_id"],
+        patient_id=head["patient_id"], version=head["version"],
+        status="entered-in-error" if head["status"] == EntryStatus.ENTERED_IN_ERROR
+        else head["content"]["status"],
+        updated_by=head["updated_by"], updated_at=head["updated_at"]),
+        subject=f"careplan/{head['_id']}", patientid=head["patient_id"])
 
 
 async def correct_entry(runtime: ServiceRuntime, principal: Principal, entry_id: str,
@@ -115,7 +152,7 @@ async def correct_entry(runtime: ServiceRuntime, principal: Principal, entry_id:
         EntryWithdrawn (409), UnprocessableContent (422): another resource type,
         nothing changed.
     """
-    return await _supersede(runtime, principal, entry_id, expected_version=body.version,
+    return await supersede(runtime, principal, entry_id, expected_version=body.version,
                             reason=body.reason, status=EntryStatus.CURRENT,
                             content=_content(body))
 
@@ -126,7 +163,7 @@ async def withdraw_entry(runtime: ServiceRuntime, principal: Principal, entry_id
 
     Raises: as :func:`correct_entry`.
     """
-    return await _supersede(runtime, principal, entry_id, expected_version=body.version,
+    return await supersede(runtime, principal, entry_id, expected_version=body.version,
                             reason=body.reason, status=EntryStatus.ENTERED_IN_ERROR,
                             content=None)
 
@@ -162,16 +199,18 @@ async def entry_history(runtime: ServiceRuntime, principal: Principal, entry_id:
 
 
 async def entries_of_encounter(runtime: ServiceRuntime, principal: Principal,
-                               encounter_id: str) -> list[Document]:
-    """The current versions of the encounter's entries, oldest first."""
+                               encounter_id: str, *, cursor: str | None, limit: int
+                               ) -> tuple[list[Document], str | None]:
+    """One page of the current versions of the encounter's entries, oldest first, and
+    the next cursor. Raises: as :func:`read_entry`; BadRequest (400) for a foreign cursor."""
 
-    async def read(uow: UnitOfWork) -> list[Document]:
+    async def read(uow: UnitOfWork) -> tuple[list[Document], str | None]:
         encounter = await load_encounter(uow, encounter_id)
         if another_patients(principal, encounter["patient_id"]):
             raise EncounterNotFound(f"no encounter {encounter_id}")
         record_access(uow, principal, encounter["patient_id"],
                       await accessor(uow, principal, encounter["patient_id"]), "entries")
-        return await store.entries_where(uow.db, {"encounter_id": encounter_id},
-                                         session=uow.session)
+        return await store.entries_page(uow.db, {"encounter_id": encounter_id},
+                                        cursor=cursor, limit=limit, session=uow.session)
 
     return await runtime.transact(read, actor=principal.actor)

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from healthflow.contracts.records import (
+    CarePlanUpdated,
+    DocumentUploaded,
     EncounterFinished,
     EncounterStarted,
+    ProcedureRecorded,
     RecordAccessed,
     RecordEntryAdded,
     RecordEntryCorrected,
 )
 
-__all__ = ["EncounterFinished", "EncounterStarted", "RecordAccessed", "RecordEntryAdded",
-           "RecordEntryCorrected"]
+__all__ = ["CarePlanUpdated", "DocumentUploaded", "EncounterFinished", "EncounterStarted",
+           "ProcedureRecorded", "RecordAccessed", "RecordEntryAdded", "RecordEntryCorrected"]

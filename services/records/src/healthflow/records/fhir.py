@@ -5,7 +5,9 @@
 ``Bundle`` (http://hl7.org/fhir/R4/bundle.html) holding a ``Patient`` stub (the
 records service keeps no demographics: those are the patient service's), the
 patient's ``Encounter``s and the current version of each ``Condition``,
-``Observation`` and ``MedicationStatement``, every one ``search.mode = match``.
+``Observation``, ``MedicationStatement``, ``CarePlan`` and ``Procedure``, and the
+uploaded ``DocumentReference``s, every one
+``search.mode = match``.
 ``meta.versionId`` is the entry's version; withdrawn entries stay with status
 ``entered-in-error`` (FHIR's way of deleting). Times are RFC 3339 in UTC
 (``…Z``), instants with milliseconds. References are relative (``Patient/<id>``);
@@ -19,6 +21,11 @@ Status mappings (HealthFlow → FHIR R4):
   ``entered-in-error``; ``performer`` is the first author (who observed), not
   whoever corrected it later (that is ``meta.versionId`` and the history).
 * MedicationStatement: its ``status``, withdrawn ``entered-in-error``.
+* CarePlan: its ``status`` (draft, active, completed, revoked), withdrawn
+  ``entered-in-error``; its goals are contained ``Goal``s whose ``lifecycleStatus``
+  follows the plan (:data:`GOAL_STATUS`).
+* Procedure: its ``status`` (completed, not-done, stopped), withdrawn ``entered-in-error``.
+* DocumentReference (documents and patient images): ``current``.
 """
 
 from __future__ import annotations
@@ -26,11 +33,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from healthflow.records.domain import CLASS_DISPLAY, EncounterClass, EntryStatus, ResourceType
+from healthflow.records.domain import (
+    CLASS_DISPLAY,
+    DOCUMENT_TYPES,
+    DocumentCategory,
+    EncounterClass,
+    EntryStatus,
+    ResourceType,
+)
 from healthflow.records.terminology import UCUM_SYSTEM
 
 Json = dict[str, Any]
 
+LOINC = "http://loinc.org"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -46,13 +61,15 @@ def instant(value: datetime | None) -> str | None:
 
 
 def _drop_empty(data: Json) -> Json:
-    """FHIR forbids empty elements: drop ``None``, ``[]`` and ``{}`` members (recursively)."""
+    """FHIR forbids empty elements: drop ``None``, ``[]`` and ``{}`` members and ``None``
+    list items (recursively)."""
     out: Json = {}
     for key, value in data.items():
         if isinstance(value, dict):
             value = _drop_empty(value)
         elif isinstance(value, list):
-            value = [_drop_empty(v) if isinstance(v, dict) else v for v in value]
+            value = [_drop_empty(v) if isinstance(v, dict) else v for v in value
+                     if v is not None]
         if value not in (None, [], {}):
             out[key] = value
     return out
@@ -67,7 +84,8 @@ def _ref(kind: str, id_: str | None) -> Json | None:
 
 
 def encounter(doc: Json) -> Json:
-    """An ``Encounter``: status, class (v3 ActCode), subject, participant, period, appointment."""
+    """An ``Encounter``: status, class (v3 ActCode), subject, participant, period,
+    appointment, ``serviceProvider`` (the hospital's ``Organization``)."""
     started = doc["period"]["start"] is not None
     period = doc["period"] if started else (doc.get("planned") or {})
     cls = EncounterClass(doc["class"])
@@ -82,6 +100,7 @@ def encounter(doc: Json) -> Json:
         "appointment": [_ref("Appointment", doc["appointment_id"])]
         if doc.get("appointment_id") else None,
         "reasonCode": [{"text": doc["reason"]}] if doc.get("reason") else None,
+        "serviceProvider": _ref("Organization", doc.get("hospital_id")),
     })
 
 
@@ -158,19 +177,94 @@ def medication_statement(head: Json) -> Json:
     })
 
 
+GOAL_STATUS = {"draft": "proposed", "active": "active", "completed": "completed",
+               "revoked": "cancelled", "entered-in-error": "entered-in-error"}
+"""A plan's status → its goals' ``Goal.lifecycleStatus`` (value set ``goal-status``)."""
+
+
+def _activity(activity: Json) -> Json:
+    """A ``CarePlan.activity``: a reference to an issued prescription, or a detail (cpl-3)."""
+    if activity.get("prescription_id"):
+        return {"reference": {"reference": f"MedicationRequest/{activity['prescription_id']}",
+                              "display": activity["description"]}}
+    kind = "MedicationRequest" if activity["kind"] == "medication" else "ServiceRequest"
+    return {"detail": {"kind": kind, "status": activity["status"],
+                       "description": activity["description"]}}
+
+
+def care_plan(head: Json) -> Json:
+    """A ``CarePlan`` (intent ``plan``): goals as contained ``Goal``s, ``addresses`` the
+    diagnoses' ``Condition``s, activities as :func:`_activity`."""
+    c = head["content"]
+    withdrawn = head["status"] == EntryStatus.ENTERED_IN_ERROR
+    status = "entered-in-error" if withdrawn else c["status"]
+    subject = _ref("Patient", head["patient_id"])
+    goals = [{"resourceType": "Goal", "id": f"goal{i}", "lifecycleStatus": GOAL_STATUS[status],
+              "description": {"text": g["description"]}, "subject": subject,
+              "target": [{"dueDate": g["due"]}] if g.get("due") else None}
+             for i, g in enumerate(c["goals"], start=1)]
+    return _drop_empty({
+        **_entry_base(head), "status": status, "intent": "plan", "title": c["title"],
+        "description": c.get("description"), "contained": goals,
+        "encounter": _ref("Encounter", head["encounter_id"]),
+        "period": {"start": instant(head["recorded_at"]), "end": c.get("period_end")},
+        "created": instant(head["recorded_at"]),
+        "author": _ref("Practitioner", head["recorded_by"]),
+        "addresses": [_ref("Condition", i) for i in c["addresses"]],
+        "goal": [{"reference": f"#{g['id']}"} for g in goals],
+        "activity": [_activity(a) for a in c["activities"]],
+    })
+
+
+def procedure(head: Json) -> Json:
+    """A ``Procedure``: what (text), performer, when, outcome, ``basedOn`` its plan."""
+    c = head["content"]
+    withdrawn = head["status"] == EntryStatus.ENTERED_IN_ERROR
+    return _drop_empty({
+        **_entry_base(head), "status": "entered-in-error" if withdrawn else c["status"],
+        "statusReason": {"text": c["status_reason"]} if c.get("status_reason") else None,
+        "code": {"text": c["code_text"]},
+        "encounter": _ref("Encounter", head["encounter_id"]),
+        "basedOn": [_ref("CarePlan", c.get("care_plan_id"))],
+        "performedDateTime": instant(c.get("performed")),
+        "recorder": _ref("Practitioner", head["recorded_by"]),
+        "performer": [{"actor": _ref("Practitioner", c["performer_id"])}],
+        "outcome": {"text": c["outcome"]} if c.get("outcome") else None,
+    })
+
+
 MAPPERS = {ResourceType.CONDITION: condition, ResourceType.OBSERVATION: observation,
-           ResourceType.MEDICATION_STATEMENT: medication_statement}
+           ResourceType.MEDICATION_STATEMENT: medication_statement,
+           ResourceType.CARE_PLAN: care_plan, ResourceType.PROCEDURE: procedure}
 
 
-def everything(patient_id: str, encounters: list[Json], entries: list[Json], *,
-               base_url: str, now: datetime) -> Json:
-    """The ``searchset`` Bundle of the patient's record (see the module docstring)."""
-    resources = [{"resourceType": "Patient", "id": patient_id}]
-    resources += [encounter(doc) for doc in encounters]
-    resources += [MAPPERS[ResourceType(head["resource_type"])](head) for head in entries]
+def document_reference(doc: Json, documents_url: str) -> Json:
+    """A ``DocumentReference`` (status ``current``): LOINC ``type`` of its category, the
+    uploader as ``author``, an ``attachment`` whose ``url`` downloads the file through
+    the gateway (``documents_url``/``<id>``/file; it needs a token) and ``size``. The
+    SHA-256 is not R4's ``Attachment.hash`` (SHA-1) and stays in the HealthFlow API."""
+    code, display = DOCUMENT_TYPES[DocumentCategory(doc["category"])]
+    return _drop_empty({
+        "resourceType": "DocumentReference", "id": doc["_id"],
+        "meta": {"lastUpdated": instant(doc["uploaded_at"])},
+        "status": "current", "type": _concept(LOINC, code, display),
+        "subject": _ref("Patient", doc["patient_id"]), "date": instant(doc["uploaded_at"]),
+        "author": [_ref("Practitioner", doc["uploaded_by"])],
+        "content": [{"attachment": {
+            "contentType": doc["content_type"], "size": doc["blob"]["size"],
+            "url": f"{documents_url}/{doc['_id']}/file",
+            "creation": instant(doc["uploaded_at"])}}],
+        "context": {"encounter": [_ref("Encounter", doc["encounter_id"])]},
+    })
+
+
+def bundle(resources: list[Json], *, base_url: str, now: datetime, total: int,
+           links: list[tuple[str, str]]) -> Json:
+    """A ``searchset`` Bundle of ``resources`` (one page of ``total`` matches); ``links``
+    are ``(relation, url)`` pairs (``self``, ``next``: http://hl7.org/fhir/R4/http.html#paging)."""
     return {
         "resourceType": "Bundle", "type": "searchset", "timestamp": instant(now),
-        "total": len(resources),
+        "total": total, "link": [{"relation": rel, "url": url} for rel, url in links],
         "entry": [{"fullUrl": f"{base_url}/{r['resourceType']}/{r['id']}", "resource": r,
                    "search": {"mode": "match"}} for r in resources],
     }

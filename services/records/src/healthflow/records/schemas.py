@@ -7,13 +7,18 @@ that names its field: ICD-10 and UCUM through :mod:`healthflow.records.terminolo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from healthflow.records import terminology as terms
-from healthflow.records.domain import EncounterClass, EntryStatus, ResourceType
+from healthflow.records.domain import (
+    DocumentCategory,
+    EncounterClass,
+    EntryStatus,
+    ResourceType,
+)
 
 
 def _utc_ms(value: datetime) -> datetime:
@@ -60,6 +65,7 @@ class EncounterIn(_Body):
     encounter_class: EncounterClass = Field(alias="class", default=EncounterClass.AMB)
     practitioner_id: Id | None = None
     reason: ShortText | None = None
+    hospital_id: Id | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -79,6 +85,7 @@ class EncounterOut(BaseModel):
     planned: dict[str, datetime] | None
     reason: str | None
     opened_by: str
+    hospital_id: str | None = None
     version: int
 
     @classmethod
@@ -294,3 +301,164 @@ class EntryVersionOut(BaseModel):
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> EntryVersionOut:
         return cls.model_validate(doc)
+
+
+# ----------------------------------------------------------------------------- plans, procedures
+
+
+class GoalIn(_Body):
+    """A goal of a plan (FHIR ``Goal``, contained in the ``CarePlan``): what, and by when."""
+
+    description: ShortText
+    due: date | None = None
+
+
+class ActivityIn(_Body):
+    """A planned activity (FHIR ``CarePlan.activity``).
+
+    ``kind``: ``medication`` (a prescription; ``prescription_id`` names the
+    ``MedicationRequest`` once issued) or ``procedure`` (FHIR ``ServiceRequest``
+    kind). ``status`` per FHIR R4 ``care-plan-activity-status``.
+    """
+
+    kind: Literal["medication", "procedure"]
+    description: ShortText
+    prescription_id: Id | None = None
+    status: Literal["not-started", "scheduled", "in-progress", "on-hold", "completed",
+                    "cancelled", "stopped"] = "not-started"
+
+    @model_validator(mode="after")
+    def _prescription_is_medication(self) -> ActivityIn:
+        if self.prescription_id is not None and self.kind != "medication":
+            raise ValueError("only a medication activity names a prescription_id")
+        return self
+
+
+class CarePlanContent(_Body):
+    """What a treatment plan says (FHIR ``CarePlan``), without its status.
+
+    ``addresses``: ids of the patient's current ``Condition`` entries (the
+    diagnoses it treats); ``description`` summarises the diagnosis and approach.
+    """
+
+    title: ShortText
+    description: Text | None = None
+    addresses: Annotated[list[Id], Field(max_length=20)] = []
+    goals: Annotated[list[GoalIn], Field(max_length=20)] = []
+    activities: Annotated[list[ActivityIn], Field(max_length=50)] = []
+    period_end: date | None = None
+    note: Text | None = None
+
+    def content(self, status: str) -> dict[str, Any]:
+        """The stored content; ``date``s as ISO strings (BSON has no date without time)."""
+        return {**self.model_dump(mode="json", exclude={"encounter_id", "status"}),
+                "status": status}
+
+
+class CarePlanIn(CarePlanContent):
+    """``POST /api/v1/care-plans``: a plan written in an encounter, ``draft`` or ``active``."""
+
+    encounter_id: Id
+    status: Literal["draft", "active"] = "draft"
+
+
+class CarePlanCorrectionIn(_Body):
+    """``POST /api/v1/care-plans/{id}/corrections``: new content of plan ``version``."""
+
+    version: Annotated[int, Field(ge=1)]
+    reason: ShortText
+    plan: CarePlanContent
+
+
+class PlanStatusIn(_Body):
+    """``POST /api/v1/care-plans/{id}/status``: move plan ``version`` to ``status``.
+
+    ``reason`` is required to revoke (end early) and kept with the version.
+    """
+
+    version: Annotated[int, Field(ge=1)]
+    status: Literal["active", "completed", "revoked"]
+    reason: ShortText | None = None
+
+
+class ProcedureContent(_Body):
+    """What was done (FHIR ``Procedure``).
+
+    ``status`` per FHIR R4 ``event-status`` as recorded after the fact:
+    ``completed``, ``not-done`` (``status_reason`` says why) or ``stopped``.
+    ``performer_id``: the user id of who did it (default: the recording doctor).
+    ``performed``: when (default: the time of writing; not in the future).
+    ``care_plan_id``: the plan it carries out (a current plan of the same patient).
+    """
+
+    code_text: ShortText
+    status: Literal["completed", "not-done", "stopped"] = "completed"
+    status_reason: ShortText | None = None
+    care_plan_id: Id | None = None
+    performer_id: Id | None = None
+    performed: Instant | None = None
+    outcome: ShortText | None = None
+    note: Text | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProcedureContent:
+        _not_future(self.performed, "performed")
+        if self.status == "not-done" and (self.performed or self.outcome):
+            raise ValueError("a procedure not done has no performed time nor outcome")
+        if self.status_reason and self.status == "completed":
+            raise ValueError("status_reason is for procedures not done or stopped")
+        return self
+
+
+class ProcedureIn(ProcedureContent):
+    """``POST /api/v1/procedures``: a procedure recorded in an encounter."""
+
+    encounter_id: Id
+
+
+class ProcedureCorrectionIn(_Body):
+    """``POST /api/v1/procedures/{id}/corrections``: new content of procedure ``version``."""
+
+    version: Annotated[int, Field(ge=1)]
+    reason: ShortText
+    procedure: ProcedureContent
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+class DocumentOut(BaseModel):
+    """An uploaded file's metadata; ``file`` is its download path under the gateway.
+
+    ``content_type`` as detected from the bytes; ``size`` in bytes; ``sha256`` 64 hex
+    digits; ``pages`` for a PDF, ``width`` × ``height`` pixels for an image.
+    """
+
+    id: str
+    encounter_id: str
+    patient_id: str
+    category: DocumentCategory
+    content_type: str
+    size: int
+    sha256: str
+    pages: int | None
+    width: int | None
+    height: int | None
+    uploaded_by: str
+    uploaded_at: datetime
+    file: str
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any], prefix: str) -> DocumentOut:
+        return cls.model_validate({**doc, "id": doc["_id"], "size": doc["blob"]["size"],
+                                   "sha256": doc["blob"]["sha256"],
+                                   "file": f"{prefix}/{doc['_id']}/file"})
+
+
+class LinkOut(BaseModel):
+    """Where to get a file: ``url`` a presigned S3 GET valid ``expires_in`` seconds when
+    S3 is reachable by clients, else None; ``file`` the download path under the gateway."""
+
+    url: str | None
+    expires_in: int
+    file: str

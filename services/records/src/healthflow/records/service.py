@@ -1,7 +1,9 @@
-"""Use cases of the records service: access, encounters, the FHIR export.
+"""Use cases of the records service: access, encounters.
 
 Routes and handlers call these; each runs in one ``runtime.transact`` with the
-events it causes. Record entries are in :mod:`healthflow.records.entries`.
+events it causes. Record entries are in :mod:`healthflow.records.entries`, plans and
+procedures in :mod:`.plans`, documents in :mod:`.documents`, the FHIR export in
+:mod:`.export`.
 
 Access to a patient's record (:func:`accessor`):
 
@@ -24,13 +26,13 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from healthflow.common.auth import Principal
-from healthflow.common.errors import Conflict, Forbidden, NotFound, UnprocessableContent
+from healthflow.common.errors import Conflict, Forbidden, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
-from healthflow.records import events, fhir, store
+from healthflow.records import events, store
 from healthflow.records.domain import (
     AccessorRole,
     EncounterNotFound,
@@ -112,7 +114,7 @@ async def load_encounter(uow: UnitOfWork, encounter_id: str) -> Document:
 def _payload(doc: Document) -> dict[str, Any]:
     return {"encounter_id": doc["_id"], "patient_id": doc["patient_id"],
             "practitioner_id": doc["practitioner_id"], "appointment_id": doc["appointment_id"],
-            "encounter_class": doc["class"]}
+            "encounter_class": doc["class"], "hospital_id": doc.get("hospital_id")}
 
 
 def _publish_started(uow: UnitOfWork, doc: Document, at: datetime) -> None:
@@ -171,7 +173,7 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
             encounter_id=str(uuid.uuid4()), patient_id=body.patient_id,
             practitioner_id=practitioner_id, encounter_class=body.encounter_class,
             status=EncounterStatus.IN_PROGRESS, opened_by=principal.subject, now=now,
-            reason=body.reason))
+            reason=body.reason, hospital_id=body.hospital_id))
         await store.insert_encounter(uow, doc)
         await store.add_care(uow, practitioner_id, body.patient_id, encounter_id=doc["_id"])
         _publish_started(uow, doc, now)
@@ -231,39 +233,20 @@ async def read_encounter(runtime: ServiceRuntime, principal: Principal, encounte
     return await runtime.transact(read, actor=principal.actor)
 
 
-async def list_encounters(runtime: ServiceRuntime, principal: Principal, patient_id: str
-                          ) -> list[Document]:
-    """The patient's encounters, oldest first (at most ``store.MAX_LISTED``)."""
-
-    async def read(uow: UnitOfWork) -> list[Document]:
-        record_access(uow, principal, patient_id,
-                      await accessor(uow, principal, patient_id), "encounter")
-        return await store.encounters_of_patient(uow.db, patient_id, session=uow.session)
-
-    return await runtime.transact(read, actor=principal.actor)
-
-
-# ----------------------------------------------------------------------------- FHIR export
-
-
-async def everything(runtime: ServiceRuntime, principal: Principal, patient_id: str,
-                     base_url: str) -> dict[str, object]:
-    """The patient's record as a FHIR R4 ``searchset`` Bundle (:func:`fhir.everything`).
+async def list_encounters(runtime: ServiceRuntime, principal: Principal, patient_id: str,
+                          *, cursor: str | None, limit: int
+                          ) -> tuple[list[Document], str | None]:
+    """One page of the patient's encounters, oldest first, and the next cursor.
 
     Raises:
-        NotTreating / Forbidden (403); NotFound (404): no such patient is known.
+        NotTreating / Forbidden (403); BadRequest (400): a cursor this API did not issue.
     """
 
-    async def read(uow: UnitOfWork) -> dict[str, object]:
-        role = await accessor(uow, principal, patient_id)
-        if not await store.patient_exists(uow, patient_id):
-            raise NotFound(f"no patient {patient_id} is known to the records")
-        record_access(uow, principal, patient_id, role, "export")
-        encounters = await store.encounters_of_patient(uow.db, patient_id, session=uow.session)
-        entries = await store.entries_where(uow.db, {"patient_id": patient_id},
-                                            session=uow.session)
-        return fhir.everything(patient_id, encounters, entries, base_url=base_url,
-                               now=utcnow())
+    async def read(uow: UnitOfWork) -> tuple[list[Document], str | None]:
+        record_access(uow, principal, patient_id,
+                      await accessor(uow, principal, patient_id), "encounter")
+        return await store.encounters_page(uow.db, patient_id, cursor=cursor, limit=limit,
+                                           session=uow.session)
 
     return await runtime.transact(read, actor=principal.actor)
 
@@ -283,7 +266,8 @@ def _opening(appointment: AppointmentEvent, status: EncounterStatus, at: datetim
         practitioner_id=appointment.doctor_user_id or appointment.doctor_id,
         encounter_class=class_for_mode(appointment.mode), status=status,
         opened_by="appointment", now=at, appointment_id=appointment.appointment_id,
-        planned=(appointment.start, appointment.end))
+        planned=(appointment.start, appointment.end),
+        hospital_id=appointment.location_id if appointment.mode != "online" else None)
 
 
 async def _insert_for(uow: UnitOfWork, appointment: AppointmentEvent, status: EncounterStatus,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
@@ -15,3 +16,10 @@ class Settings(ServiceSettings):
 
     service_name: str = "records"
     port: int = SERVICES["records"].port
+    # Uploads stream to S3: only the upload route takes a file as large as the largest
+    # blob use (clinical documents, 50 MiB); every other route keeps the platform's
+    # default ``max_body_bytes`` (1 MiB).
+    upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    link_ttl: int = Field(default=300, ge=1, le=3600)  # seconds a presigned link lives
+    sweep_interval: float = Field(default=3600.0, gt=0)  # seconds between orphan sweeps
+    sweep_older_than: float = Field(default=3600.0, gt=0)  # an orphan's minimum age, s

@@ -16,6 +16,10 @@ Collections (database ``healthflow_records``), times aware UTC::
                      encounters: [ids the doctor conducted]}; a care relationship
                      exists while either list is not empty
     patients        patient ids from ``patient.registered``: {_id, registered_at}
+    documents       uploaded files: {_id, encounter_id, patient_id, category,
+                     content_type, blob: {key, sha256, size}, pages | None,
+                     width | None, height | None, uploaded_by, uploaded_at}
+                     (the bytes are in the blob store under ``blob.key``)
 """
 
 from __future__ import annotations
@@ -27,15 +31,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
+from healthflow.common.pagination import keyset_page
 
 ENCOUNTERS = "encounters"
 ENTRIES = "entries"
 VERSIONS = "entry_versions"
 CARE = "care"
 PATIENTS = "patients"
-
-MAX_LISTED = 1000
-"""Most rows one listing or export returns (per collection); paging comes later."""
+DOCUMENTS = "documents"
 
 INDEXES: Indexes = {
     ENCOUNTERS: [
@@ -48,6 +51,11 @@ INDEXES: Indexes = {
         IndexModel([("patient_id", ASCENDING), ("recorded_at", ASCENDING)], name="patient"),
     ],
     VERSIONS: [IndexModel([("entry_id", ASCENDING), ("version", ASCENDING)], name="entry")],
+    DOCUMENTS: [
+        IndexModel([("patient_id", ASCENDING), ("uploaded_at", ASCENDING), ("_id", ASCENDING)],
+                   name="patient"),
+        IndexModel([("blob.key", ASCENDING)], name="blob"),
+    ],
 }
 
 Db = AsyncDatabase[Document]
@@ -78,11 +86,16 @@ async def update_encounter(uow: UnitOfWork, encounter: Document, fields: Documen
     return result.matched_count == 1
 
 
-async def encounters_of_patient(db: Db, patient_id: str, session: Any = None
-                                ) -> list[Document]:
-    """The patient's encounters, oldest first (at most :data:`MAX_LISTED`)."""
-    return await db[ENCOUNTERS].find({"patient_id": patient_id}, session=session).sort(
-        [("created_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+async def encounters_page(db: Db, patient_id: str, *, cursor: str | None, limit: int,
+                          session: Any = None) -> tuple[list[Document], str | None]:
+    """One page of the patient's encounters, oldest first, and the next cursor.
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
+    return await keyset_page(db[ENCOUNTERS], {"patient_id": patient_id},
+                             sort=["created_at", "_id"], cursor=cursor, limit=limit,
+                             hint="patient", session=session)
 
 
 # ----------------------------------------------------------------------------- entries
@@ -111,10 +124,21 @@ async def get_entry(db: Db, entry_id: str, session: Any = None) -> Document | No
     return await db[ENTRIES].find_one({"_id": entry_id}, session=session)
 
 
-async def entries_where(db: Db, query: Document, session: Any = None) -> list[Document]:
-    """Current entries matching ``query`` (``encounter_id`` or ``patient_id``), oldest first."""
-    return await db[ENTRIES].find(query, session=session).sort(
-        [("recorded_at", ASCENDING), ("_id", ASCENDING)]).limit(MAX_LISTED).to_list()
+async def count_entries(uow: UnitOfWork, query: Document) -> int:
+    return await uow.db[ENTRIES].count_documents(query, session=uow.session)
+
+
+async def entries_page(db: Db, query: Document, *, cursor: str | None, limit: int,
+                       session: Any = None) -> tuple[list[Document], str | None]:
+    """One page of current entries matching ``query`` (with ``patient_id`` or
+    ``encounter_id``), oldest first, and the cursor of the next (``None``: the last).
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
+    hint = "encounter" if "encounter_id" in query else "patient"
+    return await keyset_page(db[ENTRIES], query, sort=["recorded_at", "_id"], cursor=cursor,
+                             limit=limit, hint=hint, session=session)
 
 
 async def versions_of(db: Db, entry_id: str, session: Any = None) -> list[Document]:
@@ -166,3 +190,32 @@ async def patient_exists(uow: UnitOfWork, patient_id: str) -> bool:
     found = await uow.db[PATIENTS].find_one({"_id": patient_id}, {"_id": 1},
                                             session=uow.session)
     return found is not None
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+async def insert_document(uow: UnitOfWork, doc: Document) -> None:
+    await uow.db[DOCUMENTS].insert_one(doc, session=uow.session)
+
+
+async def get_document(db: Db, document_id: str, session: Any = None) -> Document | None:
+    return await db[DOCUMENTS].find_one({"_id": document_id}, session=session)
+
+
+async def documents_page(db: Db, patient_id: str, *, cursor: str | None, limit: int,
+                         session: Any = None) -> tuple[list[Document], str | None]:
+    """One page of the patient's documents, oldest first, and the next cursor.
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
+    return await keyset_page(db[DOCUMENTS], {"patient_id": patient_id},
+                             sort=["uploaded_at", "_id"], cursor=cursor, limit=limit,
+                             hint="patient", session=session)
+
+
+async def referenced_keys(db: Db, keys: list[str]) -> list[str]:
+    """Those of ``keys`` a committed document references (for the blob sweeper)."""
+    found = db[DOCUMENTS].find({"blob.key": {"$in": keys}}, {"blob.key": 1})
+    return [d["blob"]["key"] async for d in found]

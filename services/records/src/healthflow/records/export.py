@@ -1,0 +1,139 @@
+"""The FHIR R4 export: ``GET /api/v1/fhir/Patient/{id}/$everything``
+(http://hl7.org/fhir/R4/patient-operation-everything.html), a page at a time.
+
+The record is read as one sequence — the ``Patient`` stub, then the encounters,
+the entries (every resource type, oldest first) and the documents — cut into
+pages of ``_count`` resources (:data:`DEFAULT_COUNT`, at most :data:`MAX_COUNT`).
+Each section is read with keyset paging, so a page never repeats or skips a
+resource while others are written. The page's ``next`` link carries an opaque
+``_cursor``: the base64url JSON ``{"s": <section index>, "c": <the section's own
+cursor or null>}``; the last page has no ``next``. ``total`` counts every match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlencode
+
+from healthflow.common.auth import Principal
+from healthflow.common.errors import BadRequest, NotFound
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.pagination import decode_cursor, encode_cursor
+from healthflow.common.service import ServiceRuntime
+from healthflow.records import fhir, store
+from healthflow.records.domain import ResourceType
+from healthflow.records.service import accessor, record_access
+
+DEFAULT_COUNT = 100
+MAX_COUNT = 500
+
+Json = dict[str, Any]
+Page = tuple[list[Document], str | None]
+Reader = Callable[[UnitOfWork, str, str | None, int], Awaitable[Page]]
+
+
+async def _encounters(uow: UnitOfWork, patient_id: str, cursor: str | None, limit: int
+                      ) -> Page:
+    return await store.encounters_page(uow.db, patient_id, cursor=cursor, limit=limit,
+                                       session=uow.session)
+
+
+async def _entries(uow: UnitOfWork, patient_id: str, cursor: str | None, limit: int) -> Page:
+    return await store.entries_page(uow.db, {"patient_id": patient_id}, cursor=cursor,
+                                    limit=limit, session=uow.session)
+
+
+async def _documents(uow: UnitOfWork, patient_id: str, cursor: str | None, limit: int
+                     ) -> Page:
+    return await store.documents_page(uow.db, patient_id, cursor=cursor, limit=limit,
+                                      session=uow.session)
+
+
+SECTIONS: tuple[tuple[str, Reader], ...] = (
+    (store.ENCOUNTERS, _encounters), (store.ENTRIES, _entries),
+    (store.DOCUMENTS, _documents))
+
+
+def _position(cursor: str | None) -> tuple[int, str | None]:
+    """(section index, section cursor) of an export cursor; the start for ``None``.
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
+    value = decode_cursor(cursor)
+    if value is None:
+        return -1, None
+    section, inner = value.get("s"), value.get("c")
+    if not isinstance(section, int) or isinstance(section, bool) or \
+            not 0 <= section < len(SECTIONS) or not (inner is None or isinstance(inner, str)):
+        raise BadRequest("the cursor is malformed; pass back the next link unchanged")
+    return section, inner
+
+
+def _resource(section: str, doc: Document, documents_url: str) -> Json:
+    if section == store.ENCOUNTERS:
+        return fhir.encounter(doc)
+    if section == store.DOCUMENTS:
+        return fhir.document_reference(doc, documents_url)
+    return fhir.MAPPERS[ResourceType(doc["resource_type"])](doc)
+
+
+async def _page(uow: UnitOfWork, patient_id: str, cursor: str | None, count: int,
+                documents_url: str) -> tuple[list[Json], str | None]:
+    """Up to ``count`` resources from ``cursor`` on, and the cursor of the rest."""
+    section, inner = _position(cursor)
+    resources: list[Json] = []
+    if section < 0:
+        resources.append({"resourceType": "Patient", "id": patient_id})
+        section = 0
+    while section < len(SECTIONS) and len(resources) < count:
+        name, read = SECTIONS[section]
+        docs, inner = await read(uow, patient_id, inner, count - len(resources))
+        resources += [_resource(name, doc, documents_url) for doc in docs]
+        if inner is None:
+            section += 1
+    if section >= len(SECTIONS):
+        return resources, None
+    return resources, encode_cursor({"s": section, "c": inner})
+
+
+async def _total(uow: UnitOfWork, patient_id: str) -> int:
+    query = {"patient_id": patient_id}
+    counted = [await uow.db[name].count_documents(query, session=uow.session)
+               for name, _ in SECTIONS]
+    return 1 + sum(counted)
+
+
+async def everything(runtime: ServiceRuntime, principal: Principal, patient_id: str, *,
+                     base_url: str, documents_url: str, count: int, cursor: str | None
+                     ) -> Json:
+    """One page of the patient's record as a FHIR R4 ``searchset`` Bundle.
+
+    ``base_url`` is the public FHIR base (``…/api/v1/fhir``) of ``fullUrl``s and
+    links; ``documents_url`` the public ``…/api/v1/documents`` attachments point into.
+
+    Raises:
+        NotTreating / Forbidden (403); NotFound (404): no such patient is known;
+        BadRequest (400): a cursor this API did not issue.
+    """
+
+    async def read(uow: UnitOfWork) -> Json:
+        role = await accessor(uow, principal, patient_id)
+        if not await store.patient_exists(uow, patient_id):
+            raise NotFound(f"no patient {patient_id} is known to the records")
+        record_access(uow, principal, patient_id, role, "export")
+        resources, next_cursor = await _page(uow, patient_id, cursor, count, documents_url)
+        here = f"{base_url}/Patient/{patient_id}/$everything"
+        links = [("self", f"{here}?{urlencode(_query(count, cursor))}")]
+        if next_cursor is not None:
+            links.append(("next", f"{here}?{urlencode(_query(count, next_cursor))}"))
+        return fhir.bundle(resources, base_url=base_url, now=utcnow(),
+                           total=await _total(uow, patient_id), links=links)
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+def _query(count: int, cursor: str | None) -> dict[str, str]:
+    return {"_count": str(count), **({"_cursor": cursor} if cursor else {})}
