@@ -1,7 +1,7 @@
 """HTTP routes (thin: parse, declare the permission, call a use case, shape the answer).
 
-* ``/api/v1/imaging/orders`` — a doctor orders an X-ray (``ServiceRequest``); the
-  work list of radiographers and paramedics; one order.
+* ``/api/v1/imaging/orders`` — a doctor orders an X-ray (``ServiceRequest``) and may
+  cancel it; the work list of radiographers and paramedics; one order.
 * ``/api/v1/imaging/studies`` — upload an image of an order (the raw file as the
   body, its type as ``Content-Type``: ``application/dicom``, ``image/png``,
   ``image/jpeg``); a patient's studies; one study; an image's PNG preview, its file
@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.blobs import BlobStore
 from healthflow.common.http import get_runtime
-from healthflow.common.pagination import Page
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import reports, service, studies
@@ -58,9 +58,14 @@ async def order_xray(runtime: Runtime, body: OrderIn, response: Response,
 
 @orders.get("", summary="The work list: orders by status, stat first, oldest first")
 async def worklist(runtime: Runtime, status: OrderStatus = OrderStatus.ACTIVE,
+                   cursor: Annotated[str | None, Query(max_length=512)] = None,
+                   limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
                    principal: Principal = require(P.IMAGING_WORKLIST)) -> Page[OrderOut]:
-    docs = await service.worklist(runtime, status)
-    return Page[OrderOut](items=[OrderOut.from_document(d) for d in docs])
+    """Paged by ``next_cursor``; 400 for a cursor not issued here."""
+    docs, next_cursor = await service.worklist(runtime, principal, status, cursor=cursor,
+                                               limit=limit)
+    return Page[OrderOut](items=[OrderOut.from_document(d) for d in docs],
+                          next_cursor=next_cursor)
 
 
 @orders.get("/{order_id}", summary="One X-ray order")
@@ -68,6 +73,13 @@ async def read_order(runtime: Runtime, order_id: Id,
                      principal: Principal = require_any(P.IMAGING_WORKLIST, *VIEWERS)
                      ) -> OrderOut:
     return OrderOut.from_document(await service.read_order(runtime, principal, order_id))
+
+
+@orders.post("/{order_id}/cancel", summary="Cancel (revoke) an active order you placed")
+async def cancel_order(runtime: Runtime, order_id: Id,
+                       principal: Principal = require(P.IMAGING_ORDER)) -> OrderOut:
+    """``revoked``; 403 ``not-the-requester``; 409 ``order-closed`` (completed or revoked)."""
+    return OrderOut.from_document(await service.cancel_order(runtime, principal, order_id))
 
 
 @studies_router.post(

@@ -1,5 +1,5 @@
-"""Use cases of the radiology report of a study (FHIR R4 ``DiagnosticReport``): a treating
-doctor writes a draft (``preliminary``), rewrites it, and signs it (``final``,
+"""Use cases of the radiology report of a study (FHIR R4 ``DiagnosticReport``): the ordering
+or a treating doctor writes a draft (``preliminary``), rewrites it, and signs it (``final``,
 ``xray.reported``); viewers read it — the patient only once it is final.
 """
 
@@ -16,24 +16,30 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import events, store
 from healthflow.xray.domain import (
-    NotTreating,
+    OrderStatus,
     ReportStatus,
     StudyNotFound,
     check_editable,
+    check_may_report,
     check_signable,
     report_visible,
 )
 from healthflow.xray.service import viewer
 
 
-async def _treated_study(uow: UnitOfWork, principal: Principal, study_id: str) -> Document:
-    """The study, if the caller treats its patient. Raises StudyNotFound (404),
+async def _reported_study(uow: UnitOfWork, principal: Principal, study_id: str
+                          ) -> Document:
+    """The study, if the caller may report it (:func:`domain.check_may_report`: its
+    order's requester or a doctor treating the patient). Raises StudyNotFound (404),
     NotTreating (403)."""
     study = await store.get_study(uow, study_id)
     if study is None:
         raise StudyNotFound(f"no imaging study {study_id}")
-    if not await store.treats(uow, principal.subject, study["patient_id"]):
-        raise NotTreating("only a doctor treating the patient reports their images")
+    order = await store.get_order(uow, study["order_id"])
+    if order is None:  # a study is made for an order, and orders are never deleted
+        raise StudyNotFound(f"no imaging study {study_id}")
+    treats = await store.treats(uow, principal.subject, study["patient_id"])
+    check_may_report(order, principal.subject, treats=treats)
     return study
 
 
@@ -47,7 +53,7 @@ async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: 
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        study = await _treated_study(uow, principal, study_id)
+        study = await _reported_study(uow, principal, study_id)
         report = await store.report_of_study(uow, study_id)
         check_editable(report, principal.subject)
         now = utcnow()
@@ -73,7 +79,8 @@ async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: 
 
 async def sign_report(runtime: ServiceRuntime, principal: Principal, study_id: str
                       ) -> Document:
-    """preliminary → final by its author, issued now; ``xray.reported``.
+    """preliminary → final by its author, issued now; the order becomes ``completed``
+    (FHIR request-status: the service was performed and reported); ``xray.reported``.
 
     Raises:
         StudyNotFound / ReportNotFound (404), NotTreating / NotTheAuthor (403),
@@ -81,12 +88,14 @@ async def sign_report(runtime: ServiceRuntime, principal: Principal, study_id: s
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        await _treated_study(uow, principal, study_id)
+        await _reported_study(uow, principal, study_id)
         report = check_signable(await store.report_of_study(uow, study_id), principal.subject)
         now = utcnow()
         if not await store.update_report(uow, report, {
                 "status": ReportStatus.FINAL.value, "issued_at": now, "updated_at": now}):
             raise Conflict("the report changed concurrently; reload and retry")
+        await store.move_order(uow, report["order_id"], OrderStatus.ACTIVE.value,
+                               OrderStatus.COMPLETED.value, now)
         uow.publish(events.XrayReported(
             report_id=report["_id"], study_id=study_id, order_id=report["order_id"],
             encounter_id=report["encounter_id"], patient_id=report["patient_id"],

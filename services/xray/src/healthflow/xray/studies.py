@@ -33,11 +33,11 @@ from healthflow.xray.domain import (
     InstanceNotFound,
     InvalidImage,
     OrderNotFound,
-    OrderStatus,
     StudyNotFound,
     UidNotAccepted,
     check_identity,
     check_new_instance,
+    check_open,
     check_study_order,
 )
 from healthflow.xray.service import viewer
@@ -75,18 +75,21 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
     """Store one image of ``order_id``: DICOM Part 10, or a PNG/JPEG photograph of a film.
 
     ``declared_type`` is the request's ``Content-Type``; it must name the type the
-    bytes are. The order becomes ``completed``; ``xray.uploaded``.
+    bytes are. The order stays ``active`` until its report is signed; ``xray.uploaded``.
 
     Raises:
-        OrderNotFound (404); InvalidImage (422: unreadable, missing-uid,
-        unsupported-modality, transfer-syntax, pixel-data, type-mismatch, not-an-image);
+        OrderNotFound (404); OrderClosed (409: completed or revoked); InvalidImage
+        (422: unreadable, missing-uid, unsupported-modality, transfer-syntax,
+        pixel-data, type-mismatch, not-an-image);
         PatientMismatch / AccessionMismatch (422); StudyOfAnotherOrder /
         DuplicateInstance (409: a Study or SOP Instance UID stored for this patient);
         UidNotAccepted (422: stored for another patient, not confirmed as such);
         BlobTooLarge (413). Nothing stays stored on any of them.
     """
-    if await runtime.transact(lambda uow: store.get_order(uow, order_id)) is None:
+    order = await runtime.transact(lambda uow: store.get_order(uow, order_id))
+    if order is None:
         raise OrderNotFound(f"no X-ray order {order_id}")
+    check_open(order)  # before reading the body; again when storing
     with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
         path = Path(tmp) / "upload"
         with path.open("wb") as spool:
@@ -123,6 +126,7 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
     order = await store.get_order(uow, order_id)
     if order is None:
         raise OrderNotFound(f"no X-ray order {order_id}")
+    check_open(order)
     if facts.patient_id is not None:
         check_identity(order, facts.patient_id, facts.accession_number)
     study_uid, series_uid, sop_uid = _uids(order_id, facts)
@@ -145,8 +149,6 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         await store.insert_instance(uow, instance)
     except DuplicateKeyError:  # stored since the look above (a concurrent upload): whose
         raise UidNotAccepted from None  # is not known here, so nothing is confirmed
-    if order["status"] == OrderStatus.ACTIVE:
-        await store.set_order_status(uow, order_id, OrderStatus.COMPLETED.value, now)
     uow.publish(events.XrayUploaded(
         study_id=study["_id"], instance_id=instance["_id"], order_id=order_id,
         encounter_id=order["encounter_id"], patient_id=order["patient_id"],
