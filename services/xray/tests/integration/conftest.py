@@ -21,15 +21,21 @@ DOCTOR, PATIENT, RADIOGRAPHER = "dr-1", "p-1", "rad-1"
 DICOM = {"Content-Type": "application/dicom"}
 
 
+def settings_for(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
+                 **overrides: Any) -> Settings:
+    """Settings on the test's own database and bucket (the DICOM SCP off unless
+    ``dicom_calling_ae_titles`` is given)."""
+    return Settings(mongodb_url=mongodb_url, mongodb_database=f"xray_{unique_name}",
+                    transport="inprocess", s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
+                    s3_access_key=s3_env["S3_ACCESS_KEY"],
+                    s3_secret_key=s3_env["S3_SECRET_KEY"], s3_region=s3_env["S3_REGION"],
+                    s3_bucket=f"xray-{unique_name}", **overrides)
+
+
 @pytest.fixture
 async def xray(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
                tokens: TokenFactory) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    settings = Settings(mongodb_url=mongodb_url, mongodb_database=f"xray_{unique_name}",
-                        transport="inprocess", s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
-                        s3_access_key=s3_env["S3_ACCESS_KEY"],
-                        s3_secret_key=s3_env["S3_SECRET_KEY"], s3_region=s3_env["S3_REGION"],
-                        s3_bucket=f"xray-{unique_name}")
-    app = create_app(settings)
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name))
     app.state.verifier = tokens.verifier()
     async with running_app(app) as http:
         yield http, app

@@ -78,6 +78,11 @@ async def get_order(uow: UnitOfWork, order_id: str) -> Document | None:
     return await uow.db[ORDERS].find_one({"_id": order_id}, session=uow.session)
 
 
+async def order_by_accession(uow: UnitOfWork, accession_number: str) -> Document | None:
+    return await uow.db[ORDERS].find_one({"accession_number": accession_number},
+                                         session=uow.session)
+
+
 async def move_order(uow: UnitOfWork, order_id: str, old: str, new: str, at: datetime
                      ) -> bool:
     """``old`` → ``new`` status; whether the order was still ``old`` (compare-and-set)."""

@@ -89,6 +89,37 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
     order = await runtime.transact(lambda uow: store.get_order(uow, order_id))
     if order is None:
         raise OrderNotFound(f"no X-ray order {order_id}")
+    return await _ingest(runtime, blobs, order, body, declared_type, principal.subject)
+
+
+async def receive(runtime: ServiceRuntime, blobs: BlobStore, data: bytes,
+                  accession_number: str, calling_ae_title: str) -> Upload:
+    """Store one instance a modality sent over DICOM C-STORE (:mod:`.dicom_scp`), checked
+    exactly as an upload. ``data`` is the DICOM Part 10 encoding of the received
+    dataset; its order is the one of ``accession_number`` (0008,0050), the only link a
+    modality sends. ``uploaded_by`` is ``dicom:<calling AE title>``.
+
+    Raises:
+        OrderNotFound: no order has this accession number (or it is empty); then
+        everything :func:`upload` raises.
+    """
+    order = await runtime.transact(
+        lambda uow: store.order_by_accession(uow, accession_number)) \
+        if accession_number else None
+    if order is None:
+        raise OrderNotFound("no X-ray order has the dataset's Accession Number")
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data
+
+    return await _ingest(runtime, blobs, order, body(), imaging.DICOM,
+                         f"dicom:{calling_ae_title}")
+
+
+async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
+                  body: AsyncIterable[bytes], declared_type: str | None, uploaded_by: str
+                  ) -> Upload:
+    """Stream ``body`` into the blob store and a spool file, check it, store it."""
     check_open(order)  # before reading the body; again when storing
     with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
         path = Path(tmp) / "upload"
@@ -99,8 +130,8 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
                     spool.close()
                     facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type)
                     return await runtime.transact(
-                        lambda uow: _store(uow, principal, order_id, blob, facts),
-                        actor=principal.actor)
+                        lambda uow: _store(uow, uploaded_by, order["_id"], blob, facts),
+                        actor=uploaded_by)
             except BlobTypeRefused as exc:
                 mismatch = exc.extensions.get("declared_type") is not None and \
                     exc.extensions.get("detected_type") is not None
@@ -121,7 +152,7 @@ async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, modality:
     return study
 
 
-async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: StoredBlob,
+async def _store(uow: UnitOfWork, uploaded_by: str, order_id: str, blob: StoredBlob,
                  facts: imaging.ImageFacts) -> Upload:
     order = await store.get_order(uow, order_id)
     if order is None:
@@ -144,7 +175,7 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
                   "photometric": facts.photometric, "transfer_syntax": facts.transfer_syntax,
                   "window": list(facts.window) if facts.window else None,
                   "body_part": facts.body_part, "view_position": facts.view_position},
-        "uploaded_by": principal.subject, "uploaded_at": now}
+        "uploaded_by": uploaded_by, "uploaded_at": now}
     try:
         await store.insert_instance(uow, instance)
     except DuplicateKeyError:  # stored since the look above (a concurrent upload): whose
@@ -154,7 +185,7 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
         encounter_id=order["encounter_id"], patient_id=order["patient_id"],
         study_instance_uid=study_uid, sop_instance_uid=sop_uid, modality=facts.modality,
         content_type=blob.content_type, sha256=blob.sha256, size=blob.size,
-        uploaded_by=principal.subject, uploaded_at=now),
+        uploaded_by=uploaded_by, uploaded_at=now),
         subject=f"imaging-study/{study['_id']}", patientid=order["patient_id"])
     return Upload(study, instance, await store.instances_of(uow, [study["_id"]]))
 
