@@ -6,7 +6,8 @@ radiographer finds it on the work list and uploads a DICOM radiograph (made with
 pydicom) through the gateway; a truncated file is refused with nothing stored; the
 patient lists the study, the doctor gets its PNG preview and the file; a doctor
 without a care relationship is refused; the doctor drafts and signs the report,
-which the patient sees once it is final.
+which the patient sees once it is final, and the order is completed; viewers search
+and retrieve the study over DICOMweb (QIDO-RS, WADO-RS) through the gateway.
 """
 
 from __future__ import annotations
@@ -88,3 +89,17 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
         assert_problem(await api.get(report, headers=patient.headers), 404, "report-not-found")
         assert ok(await api.post(f"{report}/sign", headers=doctor.headers))["status"] == "final"
         assert ok(await api.get(report, headers=patient.headers))["impression"] == "Normal chest."
+
+        # signing completed the order; DICOMweb through the gateway (QIDO-RS, WADO-RS)
+        assert ok(await api.get(f"/api/v1/imaging/orders/{order['id']}",
+                                headers=doctor.headers))["status"] == "completed"
+        studies = ok(await api.get("/api/v1/dicomweb/studies", headers=patient.headers))
+        study_uid = studies[0]["0020000D"]["Value"][0]
+        assert studies[0]["00100020"]["Value"] == [patient.id]
+        retrieved = await api.get(f"/api/v1/dicomweb/studies/{study_uid}",
+                                  headers=doctor.headers)
+        assert retrieved.status_code == 200
+        assert retrieved.headers["content-type"].startswith("multipart/related")
+        assert dicom in retrieved.content  # the stored file, byte for byte, as one part
+        assert_problem(await api.get(f"/api/v1/dicomweb/studies/{study_uid}",
+                                     headers=stranger.headers), 403, "not-treating")

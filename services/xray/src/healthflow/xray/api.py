@@ -13,10 +13,10 @@ Who sees a patient's images is decided in :mod:`.service` (``viewer``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.blobs import BlobStore
@@ -24,7 +24,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import reports, service, studies
+from healthflow.xray import dicomweb, reports, service, studies
 from healthflow.xray.domain import OrderStatus
 from healthflow.xray.schemas import LinkOut, OrderIn, OrderOut, ReportIn, ReportOut, StudyOut
 
@@ -42,7 +42,8 @@ UPLOAD_TYPES = ("application/dicom", "image/png", "image/jpeg")
 
 orders = APIRouter(prefix="/api/v1/imaging/orders", tags=["imaging"])
 studies_router = APIRouter(prefix="/api/v1/imaging/studies", tags=["imaging"])
-routers = [orders, studies_router]
+dicomweb_router = APIRouter(prefix="/api/v1/dicomweb/studies", tags=["dicomweb"])
+routers = [orders, studies_router, dicomweb_router]
 UPLOAD_PATH = studies_router.prefix
 """The one route whose body may be large (streamed into storage, never parsed whole)."""
 
@@ -167,3 +168,83 @@ async def read_report(runtime: Runtime, study_id: Id,
                       principal: Principal = require_any(*VIEWERS)) -> ReportOut:
     """The patient sees it once final (404 before)."""
     return ReportOut.from_document(await reports.read_report(runtime, principal, study_id))
+
+
+# ----------------------------------------------------------------------------- DICOMweb
+
+DICOM_JSON = "application/dicom+json"
+Uid = Annotated[str, Path(max_length=64, pattern=r"^[0-9.]+$")]
+
+
+def _dicom_json(items: list[dict[str, object]]) -> JSONResponse:
+    return JSONResponse(items, media_type=DICOM_JSON,
+                        headers={"Cache-Control": "private, no-store"})
+
+
+def _wado(found: dicomweb.StudyInstances, blobs: BlobStore) -> StreamingResponse:
+    answer = dicomweb.multipart(blobs, found.instances)
+    return StreamingResponse(answer.body, media_type=answer.content_type,
+                             headers={"Cache-Control": "private, no-store"})
+
+
+@dicomweb_router.get("", summary="QIDO-RS: search for studies",
+                     response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+async def qido_studies(runtime: Runtime,
+                       patient_id: Annotated[str | None, Query(alias="PatientID",
+                                                               max_length=64)] = None,
+                       study_uid: Annotated[str | None, Query(alias="StudyInstanceUID",
+                                                              max_length=64)] = None,
+                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+                       offset: Annotated[int, Query(ge=0)] = 0,
+                       principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """Match keys ``PatientID`` (required of doctors) and ``StudyInstanceUID``; other
+    keys are ignored. 400 without ``PatientID`` for a doctor; 403 ``not-treating``."""
+    found = await dicomweb.search_studies(runtime, principal, patient_id, study_uid)
+    base = f"{runtime.settings.public_base_url}{dicomweb_router.prefix}"
+    return _dicom_json([dicomweb.study_json(f.study, f.instances, f.accession_number,
+                                            f"{base}/{f.study['study_uid']}")
+                        for f in found[offset:offset + limit]])
+
+
+@dicomweb_router.get("/{study_uid}/series", summary="QIDO-RS: the series of a study",
+                     response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+async def qido_series(runtime: Runtime, study_uid: Uid,
+                      principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    found = await dicomweb.study_instances(runtime, principal, study_uid)
+    return _dicom_json(dicomweb.series_of(found))
+
+
+@dicomweb_router.get("/{study_uid}/instances", summary="QIDO-RS: the instances of a study",
+                     response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+@dicomweb_router.get("/{study_uid}/series/{series_uid}/instances",
+                     summary="QIDO-RS: the instances of a series",
+                     response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+async def qido_instances(runtime: Runtime, study_uid: Uid, series_uid: Uid | None = None,
+                         principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid)
+    return _dicom_json([dicomweb.instance_json(study_uid, i) for i in found.instances])
+
+
+WADO: dict[int | str, dict[str, Any]] = {
+    200: {"content": {'multipart/related; type="application/dicom"': {}}}}
+
+
+@dicomweb_router.get("/{study_uid}", summary="WADO-RS: the instances of a study",
+                     response_class=StreamingResponse, responses=WADO)
+@dicomweb_router.get("/{study_uid}/series/{series_uid}",
+                     summary="WADO-RS: the instances of a series",
+                     response_class=StreamingResponse, responses=WADO)
+@dicomweb_router.get("/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+                     summary="WADO-RS: one instance",
+                     response_class=StreamingResponse, responses=WADO)
+async def wado(runtime: Runtime, blobs: Blobs, study_uid: Uid, series_uid: Uid | None = None,
+               sop_uid: Uid | None = None,
+               principal: Principal = require_any(*VIEWERS)) -> StreamingResponse:
+    """Each stored file as one ``application/dicom`` part; 404 ``study-not-found``."""
+    found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid,
+                                           sop_uid)
+    return _wado(found, blobs)

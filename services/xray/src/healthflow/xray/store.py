@@ -128,6 +128,16 @@ async def number_in_study(uow: UnitOfWork, study_uid: str, new: Document, modali
     return cast(Document, study)  # an upsert returning the document after has one
 
 
+async def study_by_uid(uow: UnitOfWork, study_uid: str) -> Document | None:
+    return await uow.db[STUDIES].find_one({"study_uid": study_uid}, session=uow.session)
+
+
+async def orders_by_id(uow: UnitOfWork, order_ids: list[str]) -> dict[str, Document]:
+    docs = await uow.db[ORDERS].find({"_id": {"$in": order_ids}},
+                                     session=uow.session).to_list()
+    return {d["_id"]: d for d in docs}
+
+
 async def studies_of_patient(uow: UnitOfWork, patient_id: str) -> list[Document]:
     """Newest first."""
     return await uow.db[STUDIES].find({"patient_id": patient_id}, session=uow.session).sort(
