@@ -170,6 +170,30 @@ async def read_report(runtime: Runtime, study_id: Id,
     return ReportOut.from_document(await reports.read_report(runtime, principal, study_id))
 
 
+
+@studies_router.get("/{study_id}/report/pdf", summary="The signed report as a PDF",
+                    response_class=Response,
+                    responses={200: {"content": {"application/pdf": {}}}})
+async def report_pdf(runtime: Runtime, study_id: Id,
+                     principal: Principal = require_any(*VIEWERS)) -> Response:
+    """404 ``report-not-found`` until the report is signed."""
+    pdf = await reports.report_document(runtime, principal, study_id, "pdf")
+    return Response(pdf, media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="report-{study_id}.pdf"',
+        "Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/report/sr",
+                    summary="The signed report as a DICOM Basic Text SR",
+                    response_class=Response,
+                    responses={200: {"content": {"application/dicom": {}}}})
+async def report_sr(runtime: Runtime, study_id: Id,
+                    principal: Principal = require_any(*VIEWERS)) -> Response:
+    """DICOM Part 10 in the study's Study Instance UID; 404 until signed."""
+    sr = await reports.report_document(runtime, principal, study_id, "sr")
+    return Response(sr, media_type="application/dicom",
+                    headers={"Cache-Control": "private, no-store"})
+
 # ----------------------------------------------------------------------------- DICOMweb
 
 DICOM_JSON = "application/dicom+json"

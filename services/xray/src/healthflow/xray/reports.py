@@ -5,6 +5,7 @@ or a treating doctor writes a draft (``preliminary``), rewrites it, and signs it
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from pymongo.errors import DuplicateKeyError
@@ -14,9 +15,10 @@ from healthflow.common.errors import Conflict
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import events, store
+from healthflow.xray import documents, events, store
 from healthflow.xray.domain import (
     OrderStatus,
+    ReportNotFound,
     ReportStatus,
     StudyNotFound,
     check_editable,
@@ -122,3 +124,31 @@ async def read_report(runtime: ServiceRuntime, principal: Principal, study_id: s
         return report_visible(await store.report_of_study(uow, study_id), role)
 
     return await runtime.transact(read, actor=principal.actor)
+
+
+async def report_document(runtime: ServiceRuntime, principal: Principal, study_id: str,
+                          kind: str) -> bytes:
+    """The final report of a study as a document: ``kind`` ``pdf`` (PDF) or ``sr``
+    (DICOM Basic Text SR, Part 10), made by :mod:`.documents` in a worker thread. Seen
+    by the study's viewers (``xray.accessed`` scope ``report`` for a doctor).
+
+    Raises:
+        StudyNotFound / ReportNotFound (404: none, or not signed yet), NotTreating (403).
+    """
+
+    async def read(uow: UnitOfWork) -> tuple[Document, Document, Document]:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        await viewer(uow, principal, study["patient_id"], "report", study_id)
+        report = await store.report_of_study(uow, study_id)
+        order = await store.get_order(uow, study["order_id"])
+        if report is None or order is None or report["status"] != ReportStatus.FINAL:
+            raise ReportNotFound("the study has no signed report yet")
+        return report, study, order
+
+    report, study, order = await runtime.transact(read, actor=principal.actor)
+    if kind == "pdf":
+        printed = documents.printed(report, study, order)
+        return await asyncio.to_thread(documents.render_pdf, printed)
+    return await asyncio.to_thread(documents.basic_text_sr, report, study, order)
