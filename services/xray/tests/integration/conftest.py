@@ -56,3 +56,18 @@ async def ordered(http: httpx.AsyncClient, app: Any, tokens: TokenFactory,
                                     "question": "pneumonia?"})
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+MODALITY = "CR_ROOM_1"
+"""The calling AE title the test SCP accepts."""
+
+
+@pytest.fixture
+async def pacs(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
+               tokens: TokenFactory) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """The service with its SCP on a free port, accepting MODALITY only."""
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
+                                  dicom_calling_ae_titles=[MODALITY]))
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        yield http, app

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
-import pytest
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -18,23 +14,8 @@ from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
 
 from healthflow.common.events.outbox import recorded_events
 from healthflow.devkit.dicom import radiograph
-from healthflow.devkit.testing import TokenFactory, running_app
-from healthflow.xray.app import create_app
 
-from .conftest import PATIENT, ordered, settings_for
-
-MODALITY = "CR_ROOM_1"
-
-
-@pytest.fixture
-async def pacs(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
-               tokens: TokenFactory) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    """The service with its SCP on a free port, accepting MODALITY only."""
-    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
-                                  dicom_calling_ae_titles=[MODALITY]))
-    app.state.verifier = tokens.verifier()
-    async with running_app(app) as http:
-        yield http, app
+from .conftest import MODALITY, PATIENT, ordered
 
 
 def c_store(port: int, datasets: list[Dataset], calling: str = MODALITY) -> list[int] | None:
