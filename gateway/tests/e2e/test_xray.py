@@ -12,9 +12,11 @@ and retrieve the study over DICOMweb (QIDO-RS, WADO-RS) through the gateway.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
+from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 
 from healthflow.devkit.dicom import radiograph
@@ -103,3 +105,16 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
         assert dicom in retrieved.content  # the stored file, byte for byte, as one part
         assert_problem(await api.get(f"/api/v1/dicomweb/studies/{study_uid}",
                                      headers=stranger.headers), 403, "not-treating")
+
+        # the same through a DICOMweb client library, as a viewer would call it
+        web = DICOMwebClient(url=f"{platform.gateway_url}/api/v1/dicomweb",
+                             headers=dict(doctor.headers))
+        found = await asyncio.to_thread(web.search_for_studies,
+                                        search_filters={"PatientID": patient.id})
+        assert [s["0020000D"]["Value"][0] for s in found] == [study_uid]
+        [listed_instance] = await asyncio.to_thread(web.search_for_instances,
+                                                    study_instance_uid=study_uid)
+        series_uid = listed_instance["0020000E"]["Value"][0]
+        sop_uid = listed_instance["00080018"]["Value"][0]
+        ds = await asyncio.to_thread(web.retrieve_instance, study_uid, series_uid, sop_uid)
+        assert ds.SOPInstanceUID == sop_uid and ds.PatientID == patient.id

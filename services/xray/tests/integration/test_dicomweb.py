@@ -106,3 +106,63 @@ async def test_wado_rs_retrieves_the_stored_files_as_multipart(xray, tokens) -> 
         "p-2", ("patient",)))).status_code == 404
     assert (await http.get(f"{BASE}/{study_uid}", headers=tokens.headers(
         RADIOGRAPHER, ("radiographer",)))).status_code == 403
+
+
+def multipart_related(*files: bytes, boundary: str = "b0undary-hf") -> tuple[bytes, str]:
+    """A STOW-RS body (RFC 2387) and its Content-Type."""
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                    + data + b"\r\n" for data in files) + f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+async def test_stow_rs_stores_each_part_and_reports_the_refused_ones(xray, tokens) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    good = radiograph(PATIENT, accession_number=order["accession_number"])
+    broken = dcmread(io.BytesIO(radiograph(PATIENT,
+                                           accession_number=order["accession_number"])))
+    broken.PixelData = broken.PixelData[:-512]
+    out = io.BytesIO()
+    broken.save_as(out, enforce_file_format=True)
+    orphan = radiograph(PATIENT, accession_number="HF000000000000")
+    body, content_type = multipart_related(good, out.getvalue(), orphan)
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",))
+    answer = await http.post(BASE, content=body,
+                             headers=radiographer | {"Content-Type": content_type})
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["content-type"] == "application/dicom+json"
+    [stored] = answer.json()["00081199"]["Value"]
+    assert stored["00081155"]["Value"] == [dcmread(io.BytesIO(good)).SOPInstanceUID]
+    retrieved = await http.get(stored["00081190"]["Value"][0].removeprefix(
+        app.state.runtime.settings.public_base_url), headers=tokens.headers(
+            PATIENT, ("patient",)))
+    assert parts(retrieved) == [good]
+    reasons = [f["00081197"]["Value"][0] for f in answer.json()["00081198"]["Value"]]
+    assert reasons == [0xC000, 0xC001]
+    assert await app.state.runtime.db["instances"].count_documents({}) == 1
+    assert len(await app.state.blobs.keys()) == 1
+
+    again = await http.post(BASE, content=multipart_related(good)[0],
+                            headers=radiographer | {"Content-Type": content_type})
+    assert again.status_code == 409  # none stored: the instance is stored already
+    wrong = await http.post(BASE, content=good, headers=radiographer | DICOM)
+    assert wrong.status_code == 415
+    garbage = await http.post(BASE, content=b"no parts here",
+                              headers=radiographer | {"Content-Type": content_type})
+    assert garbage.status_code == 400
+    patient = await http.post(BASE, content=body, headers=tokens.headers(
+        PATIENT, ("patient",)) | {"Content-Type": content_type})
+    assert patient.status_code == 403
+
+
+async def test_stow_rs_takes_a_body_over_the_json_limit(xray, tokens) -> None:
+    """STOW-RS has the upload's body limit, not the 1 MiB of JSON routes."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    big = radiograph(PATIENT, accession_number=order["accession_number"], rows=1024,
+                     columns=1024)
+    body, content_type = multipart_related(big)
+    assert len(body) > 2 * 1024 * 1024
+    answer = await http.post(BASE, content=body, headers=tokens.headers(
+        RADIOGRAPHER, ("radiographer",)) | {"Content-Type": content_type})
+    assert answer.status_code == 200, answer.text

@@ -24,7 +24,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import dicomweb, reports, service, studies
+from healthflow.xray import dicomweb, reports, service, stow, studies
 from healthflow.xray.domain import OrderStatus
 from healthflow.xray.schemas import LinkOut, OrderIn, OrderOut, ReportIn, ReportOut, StudyOut
 
@@ -44,8 +44,9 @@ orders = APIRouter(prefix="/api/v1/imaging/orders", tags=["imaging"])
 studies_router = APIRouter(prefix="/api/v1/imaging/studies", tags=["imaging"])
 dicomweb_router = APIRouter(prefix="/api/v1/dicomweb/studies", tags=["dicomweb"])
 routers = [orders, studies_router, dicomweb_router]
-UPLOAD_PATH = studies_router.prefix
-"""The one route whose body may be large (streamed into storage, never parsed whole)."""
+UPLOAD_PATHS = (studies_router.prefix, dicomweb_router.prefix)
+"""The routes (POST) whose body may be large (streamed into storage, never parsed whole):
+the upload and STOW-RS."""
 
 
 @orders.post("", status_code=201, summary="Order an X-ray in an encounter you conduct")
@@ -272,3 +273,23 @@ async def wado(runtime: Runtime, blobs: Blobs, study_uid: Uid, series_uid: Uid |
     found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid,
                                            sop_uid)
     return _wado(found, blobs)
+
+
+@dicomweb_router.post(
+    "", summary="STOW-RS: store DICOM instances (multipart/related)",
+    response_class=JSONResponse, responses={
+        200: {"content": {DICOM_JSON: {}}}, 202: {"content": {DICOM_JSON: {}}},
+        409: {"content": {DICOM_JSON: {}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        'multipart/related; type="application/dicom"': {
+            "schema": {"type": "string", "format": "binary"}}}}})
+async def stow_rs(runtime: Runtime, blobs: Blobs, request: Request,
+                  principal: Principal = require(P.IMAGING_UPLOAD)) -> JSONResponse:
+    """Each part is stored like a C-STORE instance (its order by Accession Number):
+    200 all stored, 202 some, 409 none (Failed SOP Sequence says why); 415 not
+    multipart/related DICOM; 400 malformed."""
+    base = f"{runtime.settings.public_base_url}{dicomweb_router.prefix}"
+    result = await stow.store_instances(runtime, blobs, principal,
+                                        request.headers.get("content-type"),
+                                        request.stream(), base)
+    return JSONResponse(result.body, status_code=result.status, media_type=DICOM_JSON)

@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     scp = StorageScp(runtime, blobs, settings)
     runtime.add_worker(scp)
     app = create_service_app(runtime, routers=api.routers, title="HealthFlow xray",
-                             body_limits={("POST", api.UPLOAD_PATH): settings.upload_max_bytes},
+                             body_limits={("POST", path): settings.upload_max_bytes
+                                          for path in api.UPLOAD_PATHS},
                              description="X-ray orders (FHIR ServiceRequest), images "
                              "(DICOM Part 10, photographs of films) as FHIR ImagingStudy, "
                              "previews and downloads.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydicom.uid import UID
@@ -127,8 +128,11 @@ class StorageScp:
         except Exception as exc:  # a dataset that does not decode: every decoder error
             log.info("C-STORE dataset refused", extra={"error": type(exc).__name__})
             return CANNOT_UNDERSTAND
-        future = asyncio.run_coroutine_threadsafe(
-            studies.receive(self.runtime, self.blobs, data, accession, calling), self.loop)
+        async def body() -> AsyncIterator[bytes]:
+            yield data
+
+        future = asyncio.run_coroutine_threadsafe(studies.receive(
+            self.runtime, self.blobs, body(), accession, f"dicom:{calling}"), self.loop)
         try:
             future.result(timeout=RECEIVE_TIMEOUT)
         except Exception as exc:

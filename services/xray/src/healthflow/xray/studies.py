@@ -92,12 +92,12 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
     return await _ingest(runtime, blobs, order, body, declared_type, principal.subject)
 
 
-async def receive(runtime: ServiceRuntime, blobs: BlobStore, data: bytes,
-                  accession_number: str, calling_ae_title: str) -> Upload:
-    """Store one instance a modality sent over DICOM C-STORE (:mod:`.dicom_scp`), checked
-    exactly as an upload. ``data`` is the DICOM Part 10 encoding of the received
-    dataset; its order is the one of ``accession_number`` (0008,0050), the only link a
-    modality sends. ``uploaded_by`` is ``dicom:<calling AE title>``.
+async def receive(runtime: ServiceRuntime, blobs: BlobStore, body: AsyncIterable[bytes],
+                  accession_number: str, uploaded_by: str) -> Upload:
+    """Store one DICOM Part 10 instance a modality or viewer sent without naming an order
+    (C-STORE, :mod:`.dicom_scp`; STOW-RS, :mod:`.stow`), checked exactly as an upload.
+    Its order is the one of ``accession_number`` (0008,0050), the only link such a
+    sender gives; ``uploaded_by`` is ``dicom:<calling AE title>`` or the user id.
 
     Raises:
         OrderNotFound: no order has this accession number (or it is empty); then
@@ -108,12 +108,7 @@ async def receive(runtime: ServiceRuntime, blobs: BlobStore, data: bytes,
         if accession_number else None
     if order is None:
         raise OrderNotFound("no X-ray order has the dataset's Accession Number")
-
-    async def body() -> AsyncIterator[bytes]:
-        yield data
-
-    return await _ingest(runtime, blobs, order, body(), imaging.DICOM,
-                         f"dicom:{calling_ae_title}")
+    return await _ingest(runtime, blobs, order, body, imaging.DICOM, uploaded_by)
 
 
 async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
