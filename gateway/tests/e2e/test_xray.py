@@ -6,8 +6,9 @@ radiographer finds it on the work list and uploads a DICOM radiograph (made with
 pydicom) through the gateway; a truncated file is refused with nothing stored; the
 patient lists the study, the doctor gets its PNG preview and the file; a doctor
 without a care relationship is refused; the doctor drafts and signs the report,
-which the patient sees once it is final, and the order is completed; viewers search
-and retrieve the study over DICOMweb (QIDO-RS, WADO-RS) through the gateway.
+which the patient sees once it is final, and the order is completed; a second image
+arrives over STOW-RS and viewers search and retrieve the study over DICOMweb
+(QIDO-RS, WADO-RS) through the gateway, with the dicomweb-client library too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
+from pydicom import dcmread
 
 from healthflow.devkit.dicom import radiograph
 from healthflow.devkit.testing import RunningPlatform, eventually
@@ -85,6 +87,15 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
                     f"{study['id']}"):
             assert_problem(await api.get(url, headers=stranger.headers), 403, "not-treating")
 
+        # a second image of the study stored over STOW-RS by a DICOMweb client
+        web_upload = DICOMwebClient(url=f"{platform.gateway_url}/api/v1/dicomweb",
+                                    headers=dict(radiographer.headers))
+        second = dcmread(io.BytesIO(radiograph(
+            patient.id, accession_number=order["accession_number"])))
+        second.StudyInstanceUID = study["study_instance_uid"]
+        stored = await asyncio.to_thread(web_upload.store_instances, [second])
+        assert len(stored.ReferencedSOPSequence) == 1
+
         report = f"/api/v1/imaging/studies/{study['id']}/report"
         ok(await api.put(report, headers=doctor.headers, json={
             "findings": "No focal consolidation.", "impression": "Normal chest."}))
@@ -112,8 +123,10 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
         found = await asyncio.to_thread(web.search_for_studies,
                                         search_filters={"PatientID": patient.id})
         assert [s["0020000D"]["Value"][0] for s in found] == [study_uid]
-        [listed_instance] = await asyncio.to_thread(web.search_for_instances,
-                                                    study_instance_uid=study_uid)
+        found_instances = await asyncio.to_thread(web.search_for_instances,
+                                                  study_instance_uid=study_uid)
+        [listed_instance] = [i for i in found_instances
+                             if i["00080018"]["Value"] == [second.SOPInstanceUID]]
         series_uid = listed_instance["0020000E"]["Value"][0]
         sop_uid = listed_instance["00080018"]["Value"][0]
         ds = await asyncio.to_thread(web.retrieve_instance, study_uid, series_uid, sop_uid)
