@@ -109,7 +109,8 @@ class StorageScp:
             ae.add_supported_context(sop_class, syntaxes)
         ae.add_supported_context(Verification)  # C-ECHO, for modality set-up
         self.server = await asyncio.to_thread(
-            ae.start_server, (self.settings.dicom_host, self.settings.dicom_port),
+            ae.start_server, (self.settings.dicom_host or self.settings.host,
+                              self.settings.dicom_port),
             block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         log.info("DICOM storage SCP listening", extra={"port": self.port})
 

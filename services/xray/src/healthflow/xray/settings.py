@@ -29,7 +29,7 @@ class Settings(ServiceSettings):
     # registered port (IANA "dicom"); 0 binds a free one (tests). It accepts only the
     # calling AE titles listed (JSON list in XRAY_DICOM_CALLING_AE_TITLES) and does not
     # start when there are none. AE titles: at most 16 characters (PS3.5 VR AE).
-    dicom_host: str = "127.0.0.1"
+    dicom_host: str | None = None  # the interface it binds; None: the HTTP server's ``host``
     dicom_port: int = Field(default=SERVICES["xray"].listeners["dicom"], ge=0, le=65535)
     dicom_ae_title: str = Field(default="HEALTHFLOW", min_length=1, max_length=16)
     dicom_calling_ae_titles: list[str] = Field(default_factory=list)
