@@ -6,15 +6,20 @@ radiographer finds it on the work list and uploads a DICOM radiograph (made with
 pydicom) through the gateway; a truncated file is refused with nothing stored; the
 patient lists the study, the doctor gets its PNG preview and the file; a doctor
 without a care relationship is refused; the doctor drafts and signs the report,
-which the patient sees once it is final.
+which the patient sees once it is final, and the order is completed; a second image
+arrives over STOW-RS and viewers search and retrieve the study over DICOMweb
+(QIDO-RS, WADO-RS) through the gateway, with the dicomweb-client library too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
+from dicomweb_client.api import DICOMwebClient
 from PIL import Image
+from pydicom import dcmread
 
 from healthflow.devkit.dicom import radiograph
 from healthflow.devkit.testing import RunningPlatform, eventually
@@ -82,9 +87,47 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
                     f"{study['id']}"):
             assert_problem(await api.get(url, headers=stranger.headers), 403, "not-treating")
 
+        # a second image of the study stored over STOW-RS by a DICOMweb client
+        web_upload = DICOMwebClient(url=f"{platform.gateway_url}/api/v1/dicomweb",
+                                    headers=dict(radiographer.headers))
+        second = dcmread(io.BytesIO(radiograph(
+            patient.id, accession_number=order["accession_number"])))
+        second.StudyInstanceUID = study["study_instance_uid"]
+        stored = await asyncio.to_thread(web_upload.store_instances, [second])
+        assert len(stored.ReferencedSOPSequence) == 1
+
         report = f"/api/v1/imaging/studies/{study['id']}/report"
         ok(await api.put(report, headers=doctor.headers, json={
             "findings": "No focal consolidation.", "impression": "Normal chest."}))
         assert_problem(await api.get(report, headers=patient.headers), 404, "report-not-found")
         assert ok(await api.post(f"{report}/sign", headers=doctor.headers))["status"] == "final"
         assert ok(await api.get(report, headers=patient.headers))["impression"] == "Normal chest."
+
+        # signing completed the order; DICOMweb through the gateway (QIDO-RS, WADO-RS)
+        assert ok(await api.get(f"/api/v1/imaging/orders/{order['id']}",
+                                headers=doctor.headers))["status"] == "completed"
+        studies = ok(await api.get("/api/v1/dicomweb/studies", headers=patient.headers))
+        study_uid = studies[0]["0020000D"]["Value"][0]
+        assert studies[0]["00100020"]["Value"] == [patient.id]
+        retrieved = await api.get(f"/api/v1/dicomweb/studies/{study_uid}",
+                                  headers=doctor.headers)
+        assert retrieved.status_code == 200
+        assert retrieved.headers["content-type"].startswith("multipart/related")
+        assert dicom in retrieved.content  # the stored file, byte for byte, as one part
+        assert_problem(await api.get(f"/api/v1/dicomweb/studies/{study_uid}",
+                                     headers=stranger.headers), 403, "not-treating")
+
+        # the same through a DICOMweb client library, as a viewer would call it
+        web = DICOMwebClient(url=f"{platform.gateway_url}/api/v1/dicomweb",
+                             headers=dict(doctor.headers))
+        found = await asyncio.to_thread(web.search_for_studies,
+                                        search_filters={"PatientID": patient.id})
+        assert [s["0020000D"]["Value"][0] for s in found] == [study_uid]
+        found_instances = await asyncio.to_thread(web.search_for_instances,
+                                                  study_instance_uid=study_uid)
+        [listed_instance] = [i for i in found_instances
+                             if i["00080018"]["Value"] == [second.SOPInstanceUID]]
+        series_uid = listed_instance["0020000E"]["Value"][0]
+        sop_uid = listed_instance["00080018"]["Value"][0]
+        ds = await asyncio.to_thread(web.retrieve_instance, study_uid, series_uid, sop_uid)
+        assert ds.SOPInstanceUID == sop_uid and ds.PatientID == patient.id

@@ -30,7 +30,8 @@ edge        public       —            120/minute   10 s     0
 ``token`` serves ``/api/v1/auth/token`` (login), ``account`` the rest of
 ``/api/v1/auth`` and ``/api/v1/users``; ``audit`` needs a token holding
 ``audit:read`` (compliance officers, admins); ``upload`` is ``POST
-/api/v1/imaging/studies`` alone (an X-ray image streamed through). ``edge`` covers what the gateway
+/api/v1/imaging/studies`` and ``POST /api/v1/dicomweb/studies`` (STOW-RS) alone (X-ray
+images streamed through). ``edge`` covers what the gateway
 answers itself (OpenAPI, docs, status page) and unknown paths. Windows are
 moving windows (see :mod:`healthflow.gateway.ratelimit`); ``stream_timeout``
 is 3600 s everywhere. ``/livez``, ``/readyz`` and ``/metrics`` are probes: never

@@ -31,3 +31,11 @@ def test_a_refusal_says_what_was_seen_and_what_is_allowed():
 def test_a_use_name_is_one_key_segment():
     with pytest.raises(ValueError):
         BlobUse("a/b", frozenset({"image/png"}))
+
+
+def test_dicom_with_a_tiff_header_in_its_preamble_is_dicom():
+    """Dual-format files (the pydicom-data radiographs among them) put a TIFF header in
+    the free 128-byte preamble (PS3.10 §7.1); the DICM prefix decides."""
+    dual = b"II*\x00" + DICOM[4:]
+    assert detect_type(dual) == "application/dicom"
+    assert check_type(XRAY, dual, "application/dicom") == "application/dicom"

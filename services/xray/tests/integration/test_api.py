@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,46 +17,9 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from healthflow.common.blobs import XRAY
 from healthflow.common.events.outbox import OUTBOX
-from healthflow.contracts.records import EncounterStarted
 from healthflow.devkit.dicom import radiograph
-from healthflow.devkit.testing import TokenFactory, running_app
-from healthflow.xray import service
-from healthflow.xray.app import create_app
-from healthflow.xray.settings import Settings
 
-DOCTOR, PATIENT, RADIOGRAPHER = "dr-1", "p-1", "rad-1"
-DICOM = {"Content-Type": "application/dicom"}
-
-
-@pytest.fixture
-async def xray(mongodb_url: str, s3_env: dict[str, str], unique_name: str,
-               tokens: TokenFactory) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    settings = Settings(mongodb_url=mongodb_url, mongodb_database=f"xray_{unique_name}",
-                        transport="inprocess", s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
-                        s3_access_key=s3_env["S3_ACCESS_KEY"],
-                        s3_secret_key=s3_env["S3_SECRET_KEY"], s3_region=s3_env["S3_REGION"],
-                        s3_bucket=f"xray-{unique_name}")
-    app = create_app(settings)
-    app.state.verifier = tokens.verifier()
-    async with running_app(app) as http:
-        yield http, app
-
-
-async def ordered(http: httpx.AsyncClient, app: Any, tokens: TokenFactory,
-                  patient: str = PATIENT) -> dict[str, Any]:
-    """An in-progress encounter of DOCTOR with ``patient`` (as ``encounter.started``
-    brings it) and an order in it."""
-    encounter_id = str(uuid.uuid4())
-    started = EncounterStarted(encounter_id=encounter_id, patient_id=patient,
-                               practitioner_id=DOCTOR, appointment_id=None,
-                               encounter_class="AMB", started_at=datetime.now(UTC))
-    await app.state.runtime.transact(lambda uow: service.encounter_started(uow, started))
-    response = await http.post("/api/v1/imaging/orders", headers=tokens.headers(
-        DOCTOR, ("doctor",)), json={"encounter_id": encounter_id, "body_part": "CHEST",
-                                    "view": "PA", "priority": "urgent",
-                                    "question": "pneumonia?"})
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+from .conftest import DICOM, DOCTOR, PATIENT, RADIOGRAPHER, ordered
 
 
 async def stored_keys(app: Any) -> list[str]:

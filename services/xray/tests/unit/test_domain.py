@@ -6,21 +6,28 @@ import pytest
 
 from healthflow.xray.domain import (
     BODY_SITES,
+    PRIORITY_RANK,
     AccessionMismatch,
     BodyPart,
     DuplicateInstance,
     EncounterStateConflict,
+    NotTheRequester,
     NotTreating,
     NotYourEncounter,
+    OrderClosed,
     PatientMismatch,
+    Priority,
     StudyNotFound,
     StudyOfAnotherOrder,
     UidNotAccepted,
     UnknownEncounter,
     Viewer,
+    check_cancellable,
     check_identity,
     check_may_order,
+    check_may_report,
     check_new_instance,
+    check_open,
     check_study_order,
     clean_question,
     new_accession_number,
@@ -127,3 +134,30 @@ def test_a_report_is_edited_by_its_author_while_preliminary_then_signed_once() -
         "No consolidation.\n\nHeart normal."
     with pytest.raises(ValueError):
         clean_report_text(" \n ")
+
+
+def test_an_order_is_cancelled_by_its_requester_while_active_and_then_takes_no_images(
+        ) -> None:
+    order = {"requester_id": "dr-1", "status": "active"}
+    check_cancellable(order, "dr-1")
+    check_open(order)
+    with pytest.raises(NotTheRequester):
+        check_cancellable(order, "dr-2")
+    for status in ("completed", "revoked"):
+        with pytest.raises(OrderClosed):
+            check_cancellable({**order, "status": status}, "dr-1")
+        with pytest.raises(OrderClosed):
+            check_open({**order, "status": status})
+
+
+def test_the_requester_or_a_treating_doctor_reports_and_nobody_else() -> None:
+    order = {"requester_id": "dr-1"}
+    check_may_report(order, "dr-1", treats=False)
+    check_may_report(order, "dr-2", treats=True)
+    with pytest.raises(NotTreating):
+        check_may_report(order, "dr-9", treats=False)
+
+
+def test_the_work_list_rank_follows_fhir_request_priority() -> None:
+    assert sorted(Priority, key=PRIORITY_RANK.__getitem__) == [
+        Priority.STAT, Priority.ASAP, Priority.URGENT, Priority.ROUTINE]

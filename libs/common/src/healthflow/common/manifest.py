@@ -47,7 +47,11 @@ class ServiceManifest:
     ``port``: its internal HTTP port (clients only reach the gateway);
     ``routes``: what the gateway forwards to it; ``sidecars``: modules the local
     runner supervises beside it in development (``python -m <module>``), e.g. the
-    notification service's local mailbox; ``summary``: one line for the docs.
+    notification service's local mailbox; ``listeners``: other ports it listens on
+    itself, by name, with their defaults (e.g. xray's ``{"dicom": 11112}``, its DICOM
+    C-STORE SCP): the runner hands each over as ``<NAME>_<LISTENER>_PORT`` (moved to a
+    free port when taken, ``0`` — a free one — for extra replicas);
+    ``summary``: one line for the docs.
     """
 
     name: str
@@ -55,6 +59,12 @@ class ServiceManifest:
     summary: str
     routes: tuple[RouteDecl, ...] = ()
     sidecars: tuple[str, ...] = ()
+    listeners: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    def listener_env(self) -> dict[str, int]:
+        """``{"<NAME>_<LISTENER>_PORT": default port}`` of each listener."""
+        return {f"{self.env_prefix}{name.upper()}_PORT": port
+                for name, port in self.listeners.items()}
 
     @property
     def module(self) -> str:
@@ -69,7 +79,8 @@ def check(manifests: Iterable[ServiceManifest]) -> dict[str, ServiceManifest]:
     """The manifests by name, ordered by port.
 
     Raises:
-        ValueError: two services share a name, a port or a route prefix.
+        ValueError: two services share a name, a port (HTTP or listener) or a route
+            prefix.
     """
     by_name: dict[str, ServiceManifest] = {}
     ports: dict[int, str] = {}
@@ -87,6 +98,11 @@ def check(manifests: Iterable[ServiceManifest]) -> dict[str, ServiceManifest]:
             prefixes[route.prefix] = manifest.name
         by_name[manifest.name] = manifest
         ports[manifest.port] = manifest.name
+    for manifest in by_name.values():
+        for port in manifest.listeners.values():
+            if port in ports:
+                raise ValueError(f"{manifest.name} and {ports[port]} both use port {port}")
+            ports[port] = manifest.name
     return by_name
 
 

@@ -39,6 +39,19 @@ class XrayRequested(EventPayload):
     requested_at: datetime
 
 
+@event_type("xray.revoked", version=1, publisher=PUBLISHER)
+class XrayRevoked(EventPayload):
+    """The ordering doctor cancelled an active X-ray order (FHIR R4 request-status
+    ``revoked``): it leaves the work list and takes no images; a task made from its
+    ``xray.requested`` should be withdrawn."""
+
+    order_id: str
+    encounter_id: str
+    patient_id: str
+    revoked_by: str
+    revoked_at: datetime
+
+
 @event_type("xray.uploaded", version=1, publisher=PUBLISHER)
 class XrayUploaded(EventPayload):
     """An image was stored in a study (FHIR ``ImagingStudy``) of an order.
@@ -82,11 +95,13 @@ class XrayReported(EventPayload):
 
 @event_type("xray.accessed", version=1, publisher=PUBLISHER)
 class XrayAccessed(EventPayload):
-    """Someone other than the patient viewed a patient's images (for the audit log).
+    """Someone other than the patient viewed a patient's orders, images or reports (for
+    the audit log), as ``record.accessed`` does for the record.
 
-    ``scope`` is ``order``, ``studies`` (a listing), ``study``, ``preview``, ``file``
-    or ``report``;
-    ``accessor_role`` is ``treating_doctor``.
+    ``scope`` is ``worklist`` (the patient's orders were listed), ``order``,
+    ``studies`` (a listing), ``study``, ``preview``, ``file``, ``report``, ``dicomweb``;
+    ``accessor_role`` is ``treating_doctor`` or ``staff`` (work-list roles);
+    ``accessor_roles`` the accessor's platform roles, sorted.
     """
 
     patient_id: str
@@ -94,3 +109,4 @@ class XrayAccessed(EventPayload):
     accessor_role: str
     scope: str
     study_id: str | None = None
+    accessor_roles: list[str] = []

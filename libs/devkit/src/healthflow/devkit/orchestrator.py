@@ -70,6 +70,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from healthflow.common.topology import SERVICES
 from healthflow.devkit import local_admin
 from healthflow.devkit.config import Config, load_dotenv_defaults, parse_args, redact
 from healthflow.devkit.console import Console
@@ -261,6 +262,10 @@ class Platform:
             log_file = self.config.log_dir / f"{component.name}.log"
             own_port = {"PORT": str(component.port),
                         f"{component.package.upper()}_PORT": str(component.port)}
+            if component.name != component.package and component.package in SERVICES:
+                # an extra replica: its listeners on free ports (the first keeps the known)
+                listeners = SERVICES[component.package].listener_env()
+                own_port |= {key: "0" for key in listeners}
             child = Supervised(component, child_env | own_port, log_file,
                                self.console, self.config.grace, self.config.ready_timeout)
             self.children[component.name] = child

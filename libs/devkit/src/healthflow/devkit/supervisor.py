@@ -19,7 +19,7 @@ from typing import Any
 from healthflow.devkit.config import Config
 from healthflow.devkit.console import Console
 from healthflow.devkit.discovery import HOST, Component
-from healthflow.devkit.embedded import EmbeddedMongo
+from healthflow.devkit.embedded import EmbeddedMongo, free_port, port_open
 from healthflow.devkit.probes import summarize, wait_ready
 from healthflow.devkit.restart import Backoff
 
@@ -46,10 +46,28 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         if name != "gateway":  # the gateway's upstreams follow moved ports and replicas
             urls = [c.url for c in components if c.package == name] or [f"http://{HOST}:{port}"]
             env[f"GATEWAY_UPSTREAM_{name.upper()}"] = ",".join(urls)
+    env.update(listener_ports({c.package for c in components}))
     # The gateway is ready when the services that run are (not the skipped ones).
     env["GATEWAY_READINESS_REQUIRES"] = json.dumps(
         sorted({c.package for c in components if not c.is_gateway})
     )
+    return env
+
+
+def listener_ports(packages: set[str]) -> dict[str, str]:
+    """``<NAME>_<LISTENER>_PORT`` of each running service's listeners (its manifest's
+    ``listeners``, e.g. xray's DICOM port): as set in the environment, else the default,
+    or a free port when the default is taken (like the mailbox's ports)."""
+    from healthflow.common.topology import SERVICES
+
+    env: dict[str, str] = {}
+    for name in sorted(packages & set(SERVICES)):
+        for key, default in SERVICES[name].listener_env().items():
+            wanted = os.environ.get(key)
+            if wanted:
+                env[key] = wanted
+            else:
+                env[key] = str(free_port() if port_open(HOST, default, 0.2) else default)
     return env
 
 

@@ -1,7 +1,7 @@
 """HTTP routes (thin: parse, declare the permission, call a use case, shape the answer).
 
-* ``/api/v1/imaging/orders`` — a doctor orders an X-ray (``ServiceRequest``); the
-  work list of radiographers and paramedics; one order.
+* ``/api/v1/imaging/orders`` — a doctor orders an X-ray (``ServiceRequest``) and may
+  cancel it; the work list of radiographers and paramedics; one order.
 * ``/api/v1/imaging/studies`` — upload an image of an order (the raw file as the
   body, its type as ``Content-Type``: ``application/dicom``, ``image/png``,
   ``image/jpeg``); a patient's studies; one study; an image's PNG preview, its file
@@ -13,18 +13,18 @@ Who sees a patient's images is decided in :mod:`.service` (``viewer``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.blobs import BlobStore
 from healthflow.common.http import get_runtime
-from healthflow.common.pagination import Page
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import reports, service, studies
+from healthflow.xray import dicomweb, reports, service, stow, studies
 from healthflow.xray.domain import OrderStatus
 from healthflow.xray.schemas import LinkOut, OrderIn, OrderOut, ReportIn, ReportOut, StudyOut
 
@@ -42,9 +42,11 @@ UPLOAD_TYPES = ("application/dicom", "image/png", "image/jpeg")
 
 orders = APIRouter(prefix="/api/v1/imaging/orders", tags=["imaging"])
 studies_router = APIRouter(prefix="/api/v1/imaging/studies", tags=["imaging"])
-routers = [orders, studies_router]
-UPLOAD_PATH = studies_router.prefix
-"""The one route whose body may be large (streamed into storage, never parsed whole)."""
+dicomweb_router = APIRouter(prefix="/api/v1/dicomweb/studies", tags=["dicomweb"])
+routers = [orders, studies_router, dicomweb_router]
+UPLOAD_PATHS = (studies_router.prefix, dicomweb_router.prefix)
+"""The routes (POST) whose body may be large (streamed into storage, never parsed whole):
+the upload and STOW-RS."""
 
 
 @orders.post("", status_code=201, summary="Order an X-ray in an encounter you conduct")
@@ -58,9 +60,14 @@ async def order_xray(runtime: Runtime, body: OrderIn, response: Response,
 
 @orders.get("", summary="The work list: orders by status, stat first, oldest first")
 async def worklist(runtime: Runtime, status: OrderStatus = OrderStatus.ACTIVE,
+                   cursor: Annotated[str | None, Query(max_length=512)] = None,
+                   limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
                    principal: Principal = require(P.IMAGING_WORKLIST)) -> Page[OrderOut]:
-    docs = await service.worklist(runtime, status)
-    return Page[OrderOut](items=[OrderOut.from_document(d) for d in docs])
+    """Paged by ``next_cursor``; 400 for a cursor not issued here."""
+    docs, next_cursor = await service.worklist(runtime, principal, status, cursor=cursor,
+                                               limit=limit)
+    return Page[OrderOut](items=[OrderOut.from_document(d) for d in docs],
+                          next_cursor=next_cursor)
 
 
 @orders.get("/{order_id}", summary="One X-ray order")
@@ -68,6 +75,13 @@ async def read_order(runtime: Runtime, order_id: Id,
                      principal: Principal = require_any(P.IMAGING_WORKLIST, *VIEWERS)
                      ) -> OrderOut:
     return OrderOut.from_document(await service.read_order(runtime, principal, order_id))
+
+
+@orders.post("/{order_id}/cancel", summary="Cancel (revoke) an active order you placed")
+async def cancel_order(runtime: Runtime, order_id: Id,
+                       principal: Principal = require(P.IMAGING_ORDER)) -> OrderOut:
+    """``revoked``; 403 ``not-the-requester``; 409 ``order-closed`` (completed or revoked)."""
+    return OrderOut.from_document(await service.cancel_order(runtime, principal, order_id))
 
 
 @studies_router.post(
@@ -155,3 +169,127 @@ async def read_report(runtime: Runtime, study_id: Id,
                       principal: Principal = require_any(*VIEWERS)) -> ReportOut:
     """The patient sees it once final (404 before)."""
     return ReportOut.from_document(await reports.read_report(runtime, principal, study_id))
+
+
+
+@studies_router.get("/{study_id}/report/pdf", summary="The signed report as a PDF",
+                    response_class=Response,
+                    responses={200: {"content": {"application/pdf": {}}}})
+async def report_pdf(runtime: Runtime, study_id: Id,
+                     principal: Principal = require_any(*VIEWERS)) -> Response:
+    """404 ``report-not-found`` until the report is signed."""
+    pdf = await reports.report_document(runtime, principal, study_id, "pdf")
+    return Response(pdf, media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="report-{study_id}.pdf"',
+        "Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/report/sr",
+                    summary="The signed report as a DICOM Basic Text SR",
+                    response_class=Response,
+                    responses={200: {"content": {"application/dicom": {}}}})
+async def report_sr(runtime: Runtime, study_id: Id,
+                    principal: Principal = require_any(*VIEWERS)) -> Response:
+    """DICOM Part 10 in the study's Study Instance UID; 404 until signed."""
+    sr = await reports.report_document(runtime, principal, study_id, "sr")
+    return Response(sr, media_type="application/dicom",
+                    headers={"Cache-Control": "private, no-store"})
+
+# ----------------------------------------------------------------------------- DICOMweb
+
+DICOM_JSON = "application/dicom+json"
+Uid = Annotated[str, Path(max_length=64, pattern=r"^[0-9.]+$")]
+
+
+def _dicom_json(items: list[dict[str, object]]) -> JSONResponse:
+    return JSONResponse(items, media_type=DICOM_JSON,
+                        headers={"Cache-Control": "private, no-store"})
+
+
+def _wado(found: dicomweb.StudyInstances, blobs: BlobStore) -> StreamingResponse:
+    answer = dicomweb.multipart(blobs, found.instances)
+    return StreamingResponse(answer.body, media_type=answer.content_type,
+                             headers={"Cache-Control": "private, no-store"})
+
+
+@dicomweb_router.get("", summary="QIDO-RS: search for studies",
+                     response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+async def qido_studies(runtime: Runtime,
+                       patient_id: Annotated[str | None, Query(alias="PatientID",
+                                                               max_length=64)] = None,
+                       study_uid: Annotated[str | None, Query(alias="StudyInstanceUID",
+                                                              max_length=64)] = None,
+                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+                       offset: Annotated[int, Query(ge=0)] = 0,
+                       principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """Match keys ``PatientID`` (required of doctors) and ``StudyInstanceUID``; other
+    keys are ignored. 400 without ``PatientID`` for a doctor; 403 ``not-treating``."""
+    found = await dicomweb.search_studies(runtime, principal, patient_id, study_uid)
+    base = f"{runtime.settings.public_base_url}{dicomweb_router.prefix}"
+    return _dicom_json([dicomweb.study_json(f.study, f.instances, f.accession_number,
+                                            f"{base}/{f.study['study_uid']}")
+                        for f in found[offset:offset + limit]])
+
+
+@dicomweb_router.get("/{study_uid}/series", summary="QIDO-RS: the series of a study",
+                     response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+async def qido_series(runtime: Runtime, study_uid: Uid,
+                      principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    found = await dicomweb.study_instances(runtime, principal, study_uid)
+    return _dicom_json(dicomweb.series_of(found))
+
+
+@dicomweb_router.get("/{study_uid}/instances", summary="QIDO-RS: the instances of a study",
+                     response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+@dicomweb_router.get("/{study_uid}/series/{series_uid}/instances",
+                     summary="QIDO-RS: the instances of a series",
+                     response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+async def qido_instances(runtime: Runtime, study_uid: Uid, series_uid: Uid | None = None,
+                         principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid)
+    return _dicom_json([dicomweb.instance_json(study_uid, i) for i in found.instances])
+
+
+WADO: dict[int | str, dict[str, Any]] = {
+    200: {"content": {'multipart/related; type="application/dicom"': {}}}}
+
+
+@dicomweb_router.get("/{study_uid}", summary="WADO-RS: the instances of a study",
+                     response_class=StreamingResponse, responses=WADO)
+@dicomweb_router.get("/{study_uid}/series/{series_uid}",
+                     summary="WADO-RS: the instances of a series",
+                     response_class=StreamingResponse, responses=WADO)
+@dicomweb_router.get("/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+                     summary="WADO-RS: one instance",
+                     response_class=StreamingResponse, responses=WADO)
+async def wado(runtime: Runtime, blobs: Blobs, study_uid: Uid, series_uid: Uid | None = None,
+               sop_uid: Uid | None = None,
+               principal: Principal = require_any(*VIEWERS)) -> StreamingResponse:
+    """Each stored file as one ``application/dicom`` part; 404 ``study-not-found``."""
+    found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid,
+                                           sop_uid)
+    return _wado(found, blobs)
+
+
+@dicomweb_router.post(
+    "", summary="STOW-RS: store DICOM instances (multipart/related)",
+    response_class=JSONResponse, responses={
+        200: {"content": {DICOM_JSON: {}}}, 202: {"content": {DICOM_JSON: {}}},
+        409: {"content": {DICOM_JSON: {}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        'multipart/related; type="application/dicom"': {
+            "schema": {"type": "string", "format": "binary"}}}}})
+async def stow_rs(runtime: Runtime, blobs: Blobs, request: Request,
+                  principal: Principal = require(P.IMAGING_UPLOAD)) -> JSONResponse:
+    """Each part is stored like a C-STORE instance (its order by Accession Number):
+    200 all stored, 202 some, 409 none (Failed SOP Sequence says why); 415 not
+    multipart/related DICOM; 400 malformed."""
+    base = f"{runtime.settings.public_base_url}{dicomweb_router.prefix}"
+    result = await stow.store_instances(runtime, blobs, principal,
+                                        request.headers.get("content-type"),
+                                        request.stream(), base)
+    return JSONResponse(result.body, status_code=result.status, media_type=DICOM_JSON)

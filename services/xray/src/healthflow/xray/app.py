@@ -1,5 +1,5 @@
 """The xray service's composition root: the runtime, the blob store (started and closed
-with it) and its orphan sweeper, the routes."""
+with it) and its orphan sweeper, the DICOM storage SCP, the routes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
 from healthflow.xray import api, handlers, store
+from healthflow.xray.dicom_scp import StorageScp
 from healthflow.xray.settings import Settings
 
 
@@ -28,10 +29,14 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                           older_than=settings.sweep_older_than, prefix=f"{XRAY.name}/")
 
     runtime.add_worker(Loop("blob-sweeper", sweep, interval=settings.sweep_interval))
+    scp = StorageScp(runtime, blobs, settings)
+    runtime.add_worker(scp)
     app = create_service_app(runtime, routers=api.routers, title="HealthFlow xray",
-                             body_limits={("POST", api.UPLOAD_PATH): settings.upload_max_bytes},
+                             body_limits={("POST", path): settings.upload_max_bytes
+                                          for path in api.UPLOAD_PATHS},
                              description="X-ray orders (FHIR ServiceRequest), images "
                              "(DICOM Part 10, photographs of films) as FHIR ImagingStudy, "
                              "previews and downloads.")
     app.state.blobs = blobs
+    app.state.dicom_scp = scp
     return app

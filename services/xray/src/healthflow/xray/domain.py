@@ -90,12 +90,20 @@ class Priority(StrEnum):
     STAT = "stat"
 
 
+PRIORITY_RANK: dict[Priority, int] = {Priority.STAT: 0, Priority.ASAP: 1,
+                                       Priority.URGENT: 2, Priority.ROUTINE: 3}
+"""The work list's order: FHIR request-priority from the most to the least urgent
+(stat > asap > urgent > routine, as the code system defines them)."""
+
+
 class OrderStatus(StrEnum):
-    """FHIR R4 request-status, the part an X-ray order uses: ``active`` until its first
-    image arrives, then ``completed`` (more images may still be added)."""
+    """FHIR R4 request-status, the part an X-ray order uses: ``active`` while images are
+    taken and read; ``completed`` once the report of its study is signed; ``revoked``
+    when the ordering doctor cancels it before that. Only an active order takes images."""
 
     ACTIVE = "active"
     COMPLETED = "completed"
+    REVOKED = "revoked"
 
 
 ENCOUNTER_IN_PROGRESS = "in-progress"
@@ -132,6 +140,14 @@ class InstanceNotFound(NotFound):
 
 class NotTreating(Forbidden):
     title, slug = "Not A Treating Doctor", "not-treating"
+
+
+class NotTheRequester(Forbidden):
+    title, slug = "Not The Requester", "not-the-requester"
+
+
+class OrderClosed(Conflict):
+    title, slug = "Order Closed", "order-closed"
 
 
 class InvalidImage(UnprocessableContent):
@@ -241,11 +257,36 @@ def new_order(order_id: str, request: OrderRequest, encounter: dict[str, Any],
         "_id": order_id, "encounter_id": request.encounter_id,
         "patient_id": encounter["patient_id"], "requester_id": requester_id,
         "status": OrderStatus.ACTIVE.value, "intent": "order",
-        "priority": request.priority.value, "body_part": request.body_part.value,
+        "priority": request.priority.value,
+        "priority_rank": PRIORITY_RANK[request.priority], "body_part": request.body_part.value,
         "body_site": {"system": SNOMED, "code": code, "display": display},
         "view": request.view.value, "question": request.question,
         "accession_number": new_accession_number(), "authored_on": now, "updated_at": now,
     }
+
+
+def check_open(order: dict[str, Any]) -> None:
+    """Images are added to an ``active`` order only.
+
+    Raises:
+        OrderClosed (409): completed (its report is signed) or revoked.
+    """
+    if order["status"] != OrderStatus.ACTIVE:
+        raise OrderClosed(f"the order is {order['status']}; it takes no more images")
+
+
+def check_cancellable(order: dict[str, Any], doctor_id: str) -> None:
+    """The ordering doctor revokes an order while it is ``active`` (FHIR request-status
+    active → revoked).
+
+    Raises:
+        NotTheRequester (403): another doctor's order; OrderClosed (409): not active.
+    """
+    if order["requester_id"] != doctor_id:
+        raise NotTheRequester("only the doctor who ordered the X-ray cancels it")
+    if order["status"] != OrderStatus.ACTIVE:
+        raise OrderClosed(f"the order is {order['status']}; only an active order is "
+                          "cancelled")
 
 
 # ----------------------------------------------------------------------------- images
@@ -365,6 +406,18 @@ def clean_report_text(text: str) -> str:
     if len(cleaned) > REPORT_TEXT_MAX:
         raise ValueError(f"the text has more than {REPORT_TEXT_MAX} characters")
     return cleaned
+
+
+def check_may_report(order: dict[str, Any], doctor_id: str, *, treats: bool) -> None:
+    """Who reports a study: the doctor who ordered it (FHIR ``ServiceRequest.requester``)
+    or a doctor in a care relationship with its patient (``treats``).
+
+    Raises:
+        NotTreating (403): any other doctor.
+    """
+    if order["requester_id"] != doctor_id and not treats:
+        raise NotTreating("only the ordering doctor or a doctor treating the patient "
+                          "reports their images")
 
 
 def check_editable(report: dict[str, Any] | None, author_id: str) -> None:

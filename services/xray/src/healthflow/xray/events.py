@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
-from healthflow.contracts.xray import XrayAccessed, XrayReported, XrayRequested, XrayUploaded
+from healthflow.contracts.xray import (
+    XrayAccessed,
+    XrayReported,
+    XrayRequested,
+    XrayRevoked,
+    XrayUploaded,
+)
 
-__all__ = ["XrayAccessed", "XrayReported", "XrayRequested", "XrayUploaded"]
+__all__ = ["XrayAccessed", "XrayReported", "XrayRequested", "XrayRevoked", "XrayUploaded"]

@@ -1,10 +1,11 @@
-"""Use cases of the radiology report of a study (FHIR R4 ``DiagnosticReport``): a treating
-doctor writes a draft (``preliminary``), rewrites it, and signs it (``final``,
+"""Use cases of the radiology report of a study (FHIR R4 ``DiagnosticReport``): the ordering
+or a treating doctor writes a draft (``preliminary``), rewrites it, and signs it (``final``,
 ``xray.reported``); viewers read it — the patient only once it is final.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from pymongo.errors import DuplicateKeyError
@@ -14,26 +15,33 @@ from healthflow.common.errors import Conflict
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import events, store
+from healthflow.xray import documents, events, store
 from healthflow.xray.domain import (
-    NotTreating,
+    OrderStatus,
+    ReportNotFound,
     ReportStatus,
     StudyNotFound,
     check_editable,
+    check_may_report,
     check_signable,
     report_visible,
 )
 from healthflow.xray.service import viewer
 
 
-async def _treated_study(uow: UnitOfWork, principal: Principal, study_id: str) -> Document:
-    """The study, if the caller treats its patient. Raises StudyNotFound (404),
+async def _reported_study(uow: UnitOfWork, principal: Principal, study_id: str
+                          ) -> Document:
+    """The study, if the caller may report it (:func:`domain.check_may_report`: its
+    order's requester or a doctor treating the patient). Raises StudyNotFound (404),
     NotTreating (403)."""
     study = await store.get_study(uow, study_id)
     if study is None:
         raise StudyNotFound(f"no imaging study {study_id}")
-    if not await store.treats(uow, principal.subject, study["patient_id"]):
-        raise NotTreating("only a doctor treating the patient reports their images")
+    order = await store.get_order(uow, study["order_id"])
+    if order is None:  # a study is made for an order, and orders are never deleted
+        raise StudyNotFound(f"no imaging study {study_id}")
+    treats = await store.treats(uow, principal.subject, study["patient_id"])
+    check_may_report(order, principal.subject, treats=treats)
     return study
 
 
@@ -47,7 +55,7 @@ async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: 
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        study = await _treated_study(uow, principal, study_id)
+        study = await _reported_study(uow, principal, study_id)
         report = await store.report_of_study(uow, study_id)
         check_editable(report, principal.subject)
         now = utcnow()
@@ -73,7 +81,8 @@ async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: 
 
 async def sign_report(runtime: ServiceRuntime, principal: Principal, study_id: str
                       ) -> Document:
-    """preliminary → final by its author, issued now; ``xray.reported``.
+    """preliminary → final by its author, issued now; the order becomes ``completed``
+    (FHIR request-status: the service was performed and reported); ``xray.reported``.
 
     Raises:
         StudyNotFound / ReportNotFound (404), NotTreating / NotTheAuthor (403),
@@ -81,12 +90,14 @@ async def sign_report(runtime: ServiceRuntime, principal: Principal, study_id: s
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        await _treated_study(uow, principal, study_id)
+        await _reported_study(uow, principal, study_id)
         report = check_signable(await store.report_of_study(uow, study_id), principal.subject)
         now = utcnow()
         if not await store.update_report(uow, report, {
                 "status": ReportStatus.FINAL.value, "issued_at": now, "updated_at": now}):
             raise Conflict("the report changed concurrently; reload and retry")
+        await store.move_order(uow, report["order_id"], OrderStatus.ACTIVE.value,
+                               OrderStatus.COMPLETED.value, now)
         uow.publish(events.XrayReported(
             report_id=report["_id"], study_id=study_id, order_id=report["order_id"],
             encounter_id=report["encounter_id"], patient_id=report["patient_id"],
@@ -113,3 +124,31 @@ async def read_report(runtime: ServiceRuntime, principal: Principal, study_id: s
         return report_visible(await store.report_of_study(uow, study_id), role)
 
     return await runtime.transact(read, actor=principal.actor)
+
+
+async def report_document(runtime: ServiceRuntime, principal: Principal, study_id: str,
+                          kind: str) -> bytes:
+    """The final report of a study as a document: ``kind`` ``pdf`` (PDF) or ``sr``
+    (DICOM Basic Text SR, Part 10), made by :mod:`.documents` in a worker thread. Seen
+    by the study's viewers (``xray.accessed`` scope ``report`` for a doctor).
+
+    Raises:
+        StudyNotFound / ReportNotFound (404: none, or not signed yet), NotTreating (403).
+    """
+
+    async def read(uow: UnitOfWork) -> tuple[Document, Document, Document]:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        await viewer(uow, principal, study["patient_id"], "report", study_id)
+        report = await store.report_of_study(uow, study_id)
+        order = await store.get_order(uow, study["order_id"])
+        if report is None or order is None or report["status"] != ReportStatus.FINAL:
+            raise ReportNotFound("the study has no signed report yet")
+        return report, study, order
+
+    report, study, order = await runtime.transact(read, actor=principal.actor)
+    if kind == "pdf":
+        printed = documents.printed(report, study, order)
+        return await asyncio.to_thread(documents.render_pdf, printed)
+    return await asyncio.to_thread(documents.basic_text_sr, report, study, order)

@@ -43,7 +43,7 @@ class Coding(BaseModel):
 
 
 class OrderOut(BaseModel):
-    """An X-ray order (``ServiceRequest``; ``status`` active | completed)."""
+    """An X-ray order (``ServiceRequest``; ``status`` active | completed | revoked)."""
 
     id: str
     resource_type: str = "ServiceRequest"

@@ -17,15 +17,20 @@ from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.records import EncounterFinished, EncounterStarted
 from healthflow.xray import events, store
 from healthflow.xray.domain import (
+    OrderClosed,
     OrderNotFound,
     OrderRequest,
     OrderStatus,
     StudyNotFound,
     Viewer,
+    check_cancellable,
     check_may_order,
     new_order,
     viewer_of,
 )
+
+STAFF = "staff"
+"""``accessor_role`` of the work list's roles (radiographers, paramedics)."""
 
 # ----------------------------------------------------------------------------- access
 
@@ -33,7 +38,8 @@ from healthflow.xray.domain import (
 async def viewer(uow: UnitOfWork, principal: Principal, patient_id: str, scope: str,
                  study_id: str | None = None) -> Viewer:
     """How ``principal`` views ``patient_id``'s images (:func:`domain.viewer_of`);
-    a treating doctor's view publishes ``xray.accessed`` in the same transaction.
+    a treating doctor's view publishes ``xray.accessed`` in the same transaction
+    (:func:`record_access`).
 
     Raises:
         StudyNotFound (404), NotTreating (403).
@@ -44,11 +50,20 @@ async def viewer(uow: UnitOfWork, principal: Principal, patient_id: str, scope: 
                      reads_own=principal.has(Permission.IMAGING_READ_OWN),
                      reads_treated=reads_treated, treats=treats)
     if role is Viewer.TREATING_DOCTOR:
-        uow.publish(events.XrayAccessed(patient_id=patient_id, accessor_id=principal.subject,
-                                        accessor_role=role.value, scope=scope,
-                                        study_id=study_id),
-                    subject=f"patient/{patient_id}", patientid=patient_id)
+        record_access(uow, principal, patient_id, role.value, scope, study_id)
     return role
+
+
+def record_access(uow: UnitOfWork, principal: Principal, patient_id: str, role: str,
+                  scope: str, study_id: str | None = None) -> None:
+    """Publish ``xray.accessed`` (as records publishes ``record.accessed``): every view of
+    a patient's orders, images or reports by someone other than the patient, committed
+    with the read, so no access goes unrecorded. ``role`` is ``treating_doctor`` or
+    ``staff`` (the work list's radiographers and paramedics)."""
+    uow.publish(events.XrayAccessed(
+        patient_id=patient_id, accessor_id=principal.subject, accessor_role=role,
+        accessor_roles=sorted(principal.roles), scope=scope, study_id=study_id),
+        subject=f"patient/{patient_id}", patientid=patient_id)
 
 
 # ----------------------------------------------------------------------------- orders
@@ -91,19 +106,64 @@ async def read_order(runtime: ServiceRuntime, principal: Principal, order_id: st
         doc = await store.get_order(uow, order_id)
         if doc is None:
             raise OrderNotFound(f"no X-ray order {order_id}")
-        if not principal.has(Permission.IMAGING_WORKLIST):
-            try:
-                await viewer(uow, principal, doc["patient_id"], "order")
-            except StudyNotFound as exc:  # another patient's: existence is hidden
-                raise OrderNotFound(f"no X-ray order {order_id}") from exc
+        if principal.has(Permission.IMAGING_WORKLIST):
+            record_access(uow, principal, doc["patient_id"], STAFF, "order")
+            return doc
+        try:
+            await viewer(uow, principal, doc["patient_id"], "order")
+        except StudyNotFound as exc:  # another patient's: existence is hidden
+            raise OrderNotFound(f"no X-ray order {order_id}") from exc
         return doc
 
     return await runtime.transact(read, actor=principal.actor)
 
 
-async def worklist(runtime: ServiceRuntime, status: OrderStatus) -> list[Document]:
-    """Orders in ``status`` for radiographers and paramedics, stat first, oldest first."""
-    return await store.worklist(runtime.db, [status.value])
+async def cancel_order(runtime: ServiceRuntime, principal: Principal, order_id: str
+                       ) -> Document:
+    """The ordering doctor revokes an active order (FHIR request-status ``revoked``): it
+    leaves the work list and takes no images; ``xray.revoked``.
+
+    Raises:
+        OrderNotFound (404; also another doctor's patient's), NotTheRequester (403),
+        OrderClosed (409): completed or revoked already.
+    """
+
+    async def write(uow: UnitOfWork) -> Document:
+        doc = await store.get_order(uow, order_id)
+        if doc is None:
+            raise OrderNotFound(f"no X-ray order {order_id}")
+        check_cancellable(doc, principal.subject)
+        now = utcnow()
+        if not await store.move_order(uow, order_id, OrderStatus.ACTIVE.value,
+                                      OrderStatus.REVOKED.value, now):
+            raise OrderClosed("the order changed concurrently; reload it")
+        uow.publish(events.XrayRevoked(
+            order_id=order_id, encounter_id=doc["encounter_id"], patient_id=doc["patient_id"],
+            revoked_by=principal.subject, revoked_at=now),
+            subject=f"xray-order/{order_id}", patientid=doc["patient_id"])
+        return {**doc, "status": OrderStatus.REVOKED.value, "updated_at": now}
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def worklist(runtime: ServiceRuntime, principal: Principal, status: OrderStatus, *,
+                   cursor: str | None, limit: int) -> tuple[list[Document], str | None]:
+    """One page of the orders in ``status`` for radiographers and paramedics, stat first,
+    oldest first (:func:`store.worklist`), and the next cursor; ``xray.accessed``
+    (scope ``worklist``) for each patient listed.
+
+    Raises:
+        BadRequest (400): a cursor this API did not issue.
+    """
+
+    async def read(uow: UnitOfWork) -> tuple[list[Document], str | None]:
+        docs, next_cursor = await store.worklist(uow, status.value, cursor=cursor,
+                                                 limit=limit)
+        for patient_id in dict.fromkeys(d["patient_id"] for d in docs):
+            record_access(uow, principal, patient_id, STAFF, "worklist")
+        return docs, next_cursor
+
+    return await runtime.transact(read, actor=principal.actor)
 
 
 # ----------------------------------------------------------------------------- from events

@@ -25,3 +25,12 @@ class Settings(ServiceSettings):
     link_ttl: int = Field(default=300, ge=1, le=3600)  # seconds a presigned link lives
     sweep_interval: float = Field(default=3600.0, gt=0)  # seconds between orphan sweeps
     sweep_older_than: float = Field(default=3600.0, gt=0)  # an orphan's minimum age, s
+    # The DICOM C-STORE storage SCP (:mod:`healthflow.xray.dicom_scp`). 11112 is DICOM's
+    # registered port (IANA "dicom"); 0 binds a free one (tests). It accepts only the
+    # calling AE titles listed (JSON list in XRAY_DICOM_CALLING_AE_TITLES) and does not
+    # start when there are none. AE titles: at most 16 characters (PS3.5 VR AE).
+    dicom_host: str | None = None  # the interface it binds; None: the HTTP server's ``host``
+    dicom_port: int = Field(default=SERVICES["xray"].listeners["dicom"], ge=0, le=65535)
+    dicom_ae_title: str = Field(default="HEALTHFLOW", min_length=1, max_length=16)
+    dicom_calling_ae_titles: list[str] = Field(default_factory=list)
+    dicom_max_associations: int = Field(default=4, ge=1)

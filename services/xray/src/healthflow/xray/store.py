@@ -3,7 +3,8 @@
 Collections (database ``healthflow_xray``), times aware UTC::
 
     orders      FHIR ServiceRequest: {_id, encounter_id, patient_id, requester_id, status
-                 (active | completed), intent, priority, body_part, body_site {system, code,
+                 (active | completed | revoked), intent, priority, priority_rank (0 stat
+                 … 3 routine: the work list's sort key), body_part, body_site {system, code,
                  display}, view, question, accession_number (unique), authored_on, updated_at}
     studies     FHIR ImagingStudy: {_id, study_uid (unique), order_id, encounter_id,
                  patient_id, modalities: [..], last_number (the last instance number
@@ -25,7 +26,6 @@ Collections (database ``healthflow_xray``), times aware UTC::
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import datetime
 from typing import Any, cast
 
@@ -34,6 +34,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
+from healthflow.common.pagination import keyset_page
 
 ORDERS = "orders"
 STUDIES = "studies"
@@ -47,7 +48,8 @@ MAX_LISTED = 1000
 INDEXES: Indexes = {
     ORDERS: [
         IndexModel([("accession_number", ASCENDING)], name="accession", unique=True),
-        IndexModel([("status", ASCENDING), ("authored_on", ASCENDING)], name="worklist"),
+        IndexModel([("status", ASCENDING), ("priority_rank", ASCENDING),
+                    ("authored_on", ASCENDING), ("_id", ASCENDING)], name="worklist"),
         IndexModel([("patient_id", ASCENDING), ("authored_on", ASCENDING)], name="patient"),
     ],
     STUDIES: [
@@ -76,18 +78,32 @@ async def get_order(uow: UnitOfWork, order_id: str) -> Document | None:
     return await uow.db[ORDERS].find_one({"_id": order_id}, session=uow.session)
 
 
-async def set_order_status(uow: UnitOfWork, order_id: str, status: str, at: datetime) -> None:
-    await uow.db[ORDERS].update_one({"_id": order_id},
-                                    {"$set": {"status": status, "updated_at": at}},
-                                    session=uow.session)
+async def order_by_accession(uow: UnitOfWork, accession_number: str) -> Document | None:
+    return await uow.db[ORDERS].find_one({"accession_number": accession_number},
+                                         session=uow.session)
 
 
-async def worklist(db: Db, statuses: Collection[str]) -> list[Document]:
-    """Orders in ``statuses``: stat first, then asap, urgent, routine; oldest first within."""
-    rank = {"stat": 0, "asap": 1, "urgent": 2, "routine": 3}
-    docs = await db[ORDERS].find({"status": {"$in": list(statuses)}}).sort(
-        "authored_on", ASCENDING).limit(MAX_LISTED).to_list()
-    return sorted(docs, key=lambda d: rank.get(d["priority"], 9))
+async def move_order(uow: UnitOfWork, order_id: str, old: str, new: str, at: datetime
+                     ) -> bool:
+    """``old`` → ``new`` status; whether the order was still ``old`` (compare-and-set)."""
+    result = await uow.db[ORDERS].update_one(
+        {"_id": order_id, "status": old}, {"$set": {"status": new, "updated_at": at}},
+        session=uow.session)
+    return result.matched_count == 1
+
+
+async def worklist(uow: UnitOfWork, status: str, *, cursor: str | None, limit: int
+                   ) -> tuple[list[Document], str | None]:
+    """One page of the orders in ``status``, stat first, then asap, urgent, routine
+    (``priority_rank``), oldest first within, and the next cursor. Sorted and limited
+    by the database (the ``worklist`` index), so a page never drops a stat order.
+
+    Raises:
+        BadRequest: (400) for a cursor this API did not issue.
+    """
+    return await keyset_page(uow.db[ORDERS], {"status": status},
+                             sort=["priority_rank", "authored_on", "_id"], cursor=cursor,
+                             limit=limit, hint="worklist", session=uow.session)
 
 
 # ----------------------------------------------------------------------------- studies
@@ -110,6 +126,16 @@ async def number_in_study(uow: UnitOfWork, study_uid: str, new: Document, modali
          "$addToSet": {"modalities": modality}, "$set": {"updated_at": at}},
         upsert=True, return_document=ReturnDocument.AFTER, session=uow.session)
     return cast(Document, study)  # an upsert returning the document after has one
+
+
+async def study_by_uid(uow: UnitOfWork, study_uid: str) -> Document | None:
+    return await uow.db[STUDIES].find_one({"study_uid": study_uid}, session=uow.session)
+
+
+async def orders_by_id(uow: UnitOfWork, order_ids: list[str]) -> dict[str, Document]:
+    docs = await uow.db[ORDERS].find({"_id": {"$in": order_ids}},
+                                     session=uow.session).to_list()
+    return {d["_id"]: d for d in docs}
 
 
 async def studies_of_patient(uow: UnitOfWork, patient_id: str) -> list[Document]:

@@ -33,11 +33,11 @@ from healthflow.xray.domain import (
     InstanceNotFound,
     InvalidImage,
     OrderNotFound,
-    OrderStatus,
     StudyNotFound,
     UidNotAccepted,
     check_identity,
     check_new_instance,
+    check_open,
     check_study_order,
 )
 from healthflow.xray.service import viewer
@@ -75,18 +75,47 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
     """Store one image of ``order_id``: DICOM Part 10, or a PNG/JPEG photograph of a film.
 
     ``declared_type`` is the request's ``Content-Type``; it must name the type the
-    bytes are. The order becomes ``completed``; ``xray.uploaded``.
+    bytes are. The order stays ``active`` until its report is signed; ``xray.uploaded``.
 
     Raises:
-        OrderNotFound (404); InvalidImage (422: unreadable, missing-uid,
-        unsupported-modality, transfer-syntax, pixel-data, type-mismatch, not-an-image);
+        OrderNotFound (404); OrderClosed (409: completed or revoked); InvalidImage
+        (422: unreadable, missing-uid, unsupported-modality, transfer-syntax,
+        pixel-data, type-mismatch, not-an-image);
         PatientMismatch / AccessionMismatch (422); StudyOfAnotherOrder /
         DuplicateInstance (409: a Study or SOP Instance UID stored for this patient);
         UidNotAccepted (422: stored for another patient, not confirmed as such);
         BlobTooLarge (413). Nothing stays stored on any of them.
     """
-    if await runtime.transact(lambda uow: store.get_order(uow, order_id)) is None:
+    order = await runtime.transact(lambda uow: store.get_order(uow, order_id))
+    if order is None:
         raise OrderNotFound(f"no X-ray order {order_id}")
+    return await _ingest(runtime, blobs, order, body, declared_type, principal.subject)
+
+
+async def receive(runtime: ServiceRuntime, blobs: BlobStore, body: AsyncIterable[bytes],
+                  accession_number: str, uploaded_by: str) -> Upload:
+    """Store one DICOM Part 10 instance a modality or viewer sent without naming an order
+    (C-STORE, :mod:`.dicom_scp`; STOW-RS, :mod:`.stow`), checked exactly as an upload.
+    Its order is the one of ``accession_number`` (0008,0050), the only link such a
+    sender gives; ``uploaded_by`` is ``dicom:<calling AE title>`` or the user id.
+
+    Raises:
+        OrderNotFound: no order has this accession number (or it is empty); then
+        everything :func:`upload` raises.
+    """
+    order = await runtime.transact(
+        lambda uow: store.order_by_accession(uow, accession_number)) \
+        if accession_number else None
+    if order is None:
+        raise OrderNotFound("no X-ray order has the dataset's Accession Number")
+    return await _ingest(runtime, blobs, order, body, imaging.DICOM, uploaded_by)
+
+
+async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
+                  body: AsyncIterable[bytes], declared_type: str | None, uploaded_by: str
+                  ) -> Upload:
+    """Stream ``body`` into the blob store and a spool file, check it, store it."""
+    check_open(order)  # before reading the body; again when storing
     with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
         path = Path(tmp) / "upload"
         with path.open("wb") as spool:
@@ -96,8 +125,8 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
                     spool.close()
                     facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type)
                     return await runtime.transact(
-                        lambda uow: _store(uow, principal, order_id, blob, facts),
-                        actor=principal.actor)
+                        lambda uow: _store(uow, uploaded_by, order["_id"], blob, facts),
+                        actor=uploaded_by)
             except BlobTypeRefused as exc:
                 mismatch = exc.extensions.get("declared_type") is not None and \
                     exc.extensions.get("detected_type") is not None
@@ -118,11 +147,12 @@ async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, modality:
     return study
 
 
-async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: StoredBlob,
+async def _store(uow: UnitOfWork, uploaded_by: str, order_id: str, blob: StoredBlob,
                  facts: imaging.ImageFacts) -> Upload:
     order = await store.get_order(uow, order_id)
     if order is None:
         raise OrderNotFound(f"no X-ray order {order_id}")
+    check_open(order)
     if facts.patient_id is not None:
         check_identity(order, facts.patient_id, facts.accession_number)
     study_uid, series_uid, sop_uid = _uids(order_id, facts)
@@ -140,19 +170,17 @@ async def _store(uow: UnitOfWork, principal: Principal, order_id: str, blob: Sto
                   "photometric": facts.photometric, "transfer_syntax": facts.transfer_syntax,
                   "window": list(facts.window) if facts.window else None,
                   "body_part": facts.body_part, "view_position": facts.view_position},
-        "uploaded_by": principal.subject, "uploaded_at": now}
+        "uploaded_by": uploaded_by, "uploaded_at": now}
     try:
         await store.insert_instance(uow, instance)
     except DuplicateKeyError:  # stored since the look above (a concurrent upload): whose
         raise UidNotAccepted from None  # is not known here, so nothing is confirmed
-    if order["status"] == OrderStatus.ACTIVE:
-        await store.set_order_status(uow, order_id, OrderStatus.COMPLETED.value, now)
     uow.publish(events.XrayUploaded(
         study_id=study["_id"], instance_id=instance["_id"], order_id=order_id,
         encounter_id=order["encounter_id"], patient_id=order["patient_id"],
         study_instance_uid=study_uid, sop_instance_uid=sop_uid, modality=facts.modality,
         content_type=blob.content_type, sha256=blob.sha256, size=blob.size,
-        uploaded_by=principal.subject, uploaded_at=now),
+        uploaded_by=uploaded_by, uploaded_at=now),
         subject=f"imaging-study/{study['_id']}", patientid=order["patient_id"])
     return Upload(study, instance, await store.instances_of(uow, [study["_id"]]))
 

@@ -19,6 +19,7 @@ from healthflow.common.errors import PayloadTooLarge, UnsupportedMediaType
 
 # filetype looks at no more than this many leading bytes.
 HEAD_BYTES = 8192
+DICOM_PREFIX = b"DICM"  # at offset 128, after the preamble (DICOM PS3.10 §7.1)
 MiB = 1024 * 1024
 
 # Names clients use for a type that filetype reports under its registered name.
@@ -82,7 +83,14 @@ class BlobTypeRefused(UnsupportedMediaType):
 
 
 def detect_type(head: bytes) -> str | None:
-    """The media type of an object from its first bytes (up to :data:`HEAD_BYTES`), or None."""
+    """The media type of an object from its first bytes (up to :data:`HEAD_BYTES`), or None.
+
+    DICOM Part 10 is decided by its prefix ``DICM`` after the 128-byte preamble before
+    anything else: the preamble is free for applications (PS3.10 §7.1), and dual-format
+    files put a TIFF header there, which ``filetype`` would take for a TIFF image.
+    """
+    if head[128:132] == DICOM_PREFIX:
+        return "application/dicom"
     kind = filetype.guess(head[:HEAD_BYTES])
     return normalize_type(kind.mime) if kind is not None else None
 

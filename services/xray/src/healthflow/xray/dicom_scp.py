@@ -1,0 +1,145 @@
+"""The DICOM C-STORE storage SCP: modalities push images the way they push to a PACS
+(DICOM PS3.4 Annex B, Storage Service Class; PS3.7 §9.1.1 C-STORE; PS3.8 association).
+
+A worker of the xray service (:class:`StorageScp`, started and stopped with it) runs a
+pynetdicom Application Entity on ``XRAY_DICOM_PORT`` under ``XRAY_DICOM_AE_TITLE``:
+
+* associations are accepted only from the calling AE titles in
+  ``XRAY_DICOM_CALLING_AE_TITLES``; any other is rejected at association (A-ASSOCIATE-RJ,
+  rejected-permanent, service-user, "calling AE title not recognised", PS3.8 §9.3.4).
+  With none configured the SCP does not start (it would otherwise accept anyone);
+* the presentation contexts offered are the projection-radiography storage SOP classes
+  (:data:`SOP_CLASSES`) in the transfer syntaxes the upload accepts;
+* each received instance is encoded as Part 10 and stored by
+  :func:`healthflow.xray.studies.receive` (the upload's checks, blob store,
+  ``ImagingStudy``, ``xray.uploaded``), linked to its order by Accession Number.
+
+pynetdicom runs each association in a thread; the handler hands the instance to the
+service's event loop and waits for the outcome, which becomes the C-STORE status
+(:func:`status_of`). Nothing of the dataset (names, ids) is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydicom.uid import UID
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    ComputedRadiographyImageStorage,
+    DigitalIntraOralXRayImageStorageForPresentation,
+    DigitalIntraOralXRayImageStorageForProcessing,
+    DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from healthflow.common.blobs import BlobStore
+from healthflow.common.problems import Problem
+from healthflow.common.service import ServiceRuntime
+from healthflow.xray import imaging, studies
+from healthflow.xray.domain import InvalidImage, OrderNotFound
+from healthflow.xray.settings import Settings
+
+log = logging.getLogger(__name__)
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # its DEBUG dumps datasets
+
+SOP_CLASSES: tuple[UID, ...] = (
+    ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
+    DigitalXRayImageStorageForProcessing, DigitalIntraOralXRayImageStorageForPresentation,
+    DigitalIntraOralXRayImageStorageForProcessing)
+"""Storage SOP classes of CR, DX and IO images (PS3.4 B.5)."""
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources (PS3.4 B.2.3)
+CANNOT_UNDERSTAND = 0xC000  # Error: Cannot understand — the file fails a check
+NO_ORDER = 0xC001  # Error (C000-CFFF, SCP-specific): no active order of its Accession Number
+REFUSED = 0xC002  # Error: the order's rules refuse it (patient, closed, UID stored)
+RECEIVE_TIMEOUT = 120.0
+"""Seconds a C-STORE waits for the instance to be checked and stored."""
+
+
+def status_of(error: BaseException | None) -> int:
+    """The C-STORE status (PS3.4 B.2.3) of storing an instance: ``SUCCESS`` (0x0000);
+    ``CANNOT_UNDERSTAND`` (0xC000) for a file that fails the upload's checks
+    (:class:`InvalidImage`); ``NO_ORDER`` (0xC001) when no order has its Accession
+    Number; ``REFUSED`` (0xC002) for any other client error (patient mismatch, order
+    closed, UID stored); ``OUT_OF_RESOURCES`` (0xA700) for anything else."""
+    if error is None:
+        return SUCCESS
+    if isinstance(error, InvalidImage):
+        return CANNOT_UNDERSTAND
+    if isinstance(error, OrderNotFound):
+        return NO_ORDER
+    if isinstance(error, Problem) and 400 <= error.status < 500:
+        return REFUSED
+    return OUT_OF_RESOURCES
+
+
+class StorageScp:
+    """The storage SCP as a service worker (:mod:`healthflow.common.workers`)."""
+
+    name = "dicom-scp"
+
+    def __init__(self, runtime: ServiceRuntime, blobs: BlobStore, settings: Settings) -> None:
+        self.runtime, self.blobs, self.settings = runtime, blobs, settings
+        self.server: ThreadedAssociationServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def port(self) -> int | None:
+        """The port it listens on (the one bound when configured as 0), once started."""
+        return None if self.server is None else int(self.server.server_address[1])
+
+    async def start(self) -> None:
+        titles = self.settings.dicom_calling_ae_titles
+        if not titles:
+            log.info("DICOM storage SCP off: no calling AE titles are configured")
+            return
+        self.loop = asyncio.get_running_loop()
+        ae = AE(ae_title=self.settings.dicom_ae_title)
+        ae.require_calling_aet = list(titles)
+        ae.maximum_associations = self.settings.dicom_max_associations
+        syntaxes = sorted(imaging.TRANSFER_SYNTAXES)
+        for sop_class in SOP_CLASSES:
+            ae.add_supported_context(sop_class, syntaxes)
+        ae.add_supported_context(Verification)  # C-ECHO, for modality set-up
+        self.server = await asyncio.to_thread(
+            ae.start_server, (self.settings.dicom_host or self.settings.host,
+                              self.settings.dicom_port),
+            block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        log.info("DICOM storage SCP listening", extra={"port": self.port})
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            await asyncio.to_thread(server.shutdown)
+
+    def _on_store(self, event: Any) -> int:
+        """EVT_C_STORE, in pynetdicom's association thread: store on the service's loop."""
+        assert self.loop is not None
+        calling = str(event.assoc.requestor.ae_title).strip()
+        try:
+            data = bytes(event.encoded_dataset())
+            accession = str(event.dataset.get("AccessionNumber", "") or "").strip()
+        except Exception as exc:  # a dataset that does not decode: every decoder error
+            log.info("C-STORE dataset refused", extra={"error": type(exc).__name__})
+            return CANNOT_UNDERSTAND
+        async def body() -> AsyncIterator[bytes]:
+            yield data
+
+        future = asyncio.run_coroutine_threadsafe(studies.receive(
+            self.runtime, self.blobs, body(), accession, f"dicom:{calling}"), self.loop)
+        try:
+            future.result(timeout=RECEIVE_TIMEOUT)
+        except Exception as exc:
+            status = status_of(exc)
+            log.log(logging.WARNING if status == OUT_OF_RESOURCES else logging.INFO,
+                    "C-STORE refused", extra={"error": type(exc).__name__, "status": status,
+                                              "calling_ae_title": calling})
+            return status
+        return SUCCESS

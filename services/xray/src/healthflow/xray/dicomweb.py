@@ -1,0 +1,188 @@
+"""DICOMweb read side for viewers (OHIF and others): QIDO-RS search and WADO-RS retrieve
+of stored DICOM instances (DICOM PS3.18 §10.6 Search, §10.4 Retrieve).
+
+* QIDO-RS answers ``application/dicom+json`` (PS3.18 Annex F): a list of objects keyed
+  by 8-hex-digit tags, each ``{"vr": …, "Value": […]}``; IS values are JSON numbers
+  (F.2.3). Study level: Study Instance UID, Patient ID, Accession Number, Modalities In
+  Study, Study Date (of storage), numbers of series and instances, Retrieve URL.
+  Series level: Series Instance UID, Modality, number of instances. Instance level:
+  SOP Class and Instance UIDs, Instance Number, Rows, Columns.
+* WADO-RS answers ``multipart/related; type="application/dicom"`` (PS3.18 §8.7.1.1):
+  each stored file, as it was received, one part each, streamed from the blob store.
+
+Only DICOM instances take part: photographs of films (PNG/JPEG) are not DICOM objects.
+Access is the images' (:func:`healthflow.xray.service.viewer`): the patient their own
+studies, a doctor those of patients they treat (``xray.accessed``, scope ``dicomweb``);
+another patient's study is answered 404, like a missing one.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from healthflow.common.auth import Principal
+from healthflow.common.blobs import BlobStore
+from healthflow.common.errors import BadRequest
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document
+from healthflow.common.permissions import Permission
+from healthflow.common.service import ServiceRuntime
+from healthflow.xray import imaging, store
+from healthflow.xray.domain import StudyNotFound
+from healthflow.xray.service import viewer
+
+SCOPE = "dicomweb"
+Json = dict[str, Any]
+
+
+def attribute(vr: str, *values: Any) -> Json:
+    """One attribute in the DICOM JSON Model (PS3.18 F.2.2): no ``Value`` when empty."""
+    present = [v for v in values if v is not None and v != ""]
+    return {"vr": vr, "Value": present} if present else {"vr": vr}
+
+
+def study_json(study: Document, instances: list[Document], accession: str | None,
+               retrieve_url: str) -> Json:
+    """The study-level QIDO-RS attributes of ``study`` (PS3.18 Table 10.6.3-3)."""
+    return {
+        "00080020": attribute("DA", study["created_at"].strftime("%Y%m%d")),
+        "00080050": attribute("SH", accession),
+        "00080061": attribute("CS", *sorted({i["modality"] for i in instances})),
+        "00081190": attribute("UR", retrieve_url),
+        "00100020": attribute("LO", study["patient_id"]),
+        "0020000D": attribute("UI", study["study_uid"]),
+        "00201206": attribute("IS", len({i["series_uid"] for i in instances})),
+        "00201208": attribute("IS", len(instances)),
+    }
+
+
+def series_json(study_uid: str, series_uid: str, instances: list[Document]) -> Json:
+    """The series-level attributes (PS3.18 Table 10.6.3-4)."""
+    return {
+        "00080060": attribute("CS", instances[0]["modality"]),
+        "0020000D": attribute("UI", study_uid),
+        "0020000E": attribute("UI", series_uid),
+        "00201209": attribute("IS", len(instances)),
+    }
+
+
+def instance_json(study_uid: str, instance: Document) -> Json:
+    """The instance-level attributes (PS3.18 Table 10.6.3-5)."""
+    return {
+        "00080016": attribute("UI", instance["sop_class_uid"]),
+        "00080018": attribute("UI", instance["sop_instance_uid"]),
+        "0020000D": attribute("UI", study_uid),
+        "0020000E": attribute("UI", instance["series_uid"]),
+        "00200013": attribute("IS", instance["number"]),
+        "00280010": attribute("US", instance["image"]["rows"]),
+        "00280011": attribute("US", instance["image"]["columns"]),
+    }
+
+
+@dataclass(frozen=True)
+class StudyInstances:
+    """A study the caller may view, its DICOM instances (by instance number) and its
+    order's Accession Number."""
+
+    study: Document
+    instances: list[Document]
+    accession_number: str | None = None
+
+
+def _dicom(instances: list[Document]) -> list[Document]:
+    return [i for i in instances if i["content_type"] == imaging.DICOM]
+
+
+async def search_studies(runtime: ServiceRuntime, principal: Principal,
+                         patient_id: str | None, study_uid: str | None
+                         ) -> list[StudyInstances]:
+    """QIDO-RS ``/studies``: the studies of one patient (the ``PatientID`` match key;
+    a patient may leave it out for their own), newest first, optionally the one of
+    ``study_uid``. Studies without DICOM instances are left out.
+
+    Raises:
+        BadRequest (400): a doctor without ``PatientID``; StudyNotFound (404), NotTreating
+        (403) as for any view.
+    """
+    if patient_id is None:
+        if not principal.has(Permission.IMAGING_READ_OWN):
+            raise BadRequest("give the PatientID match key: a doctor searches the studies "
+                             "of one patient they treat")
+        patient_id = principal.subject
+
+    async def read(uow: UnitOfWork) -> list[StudyInstances]:
+        await viewer(uow, principal, patient_id, SCOPE)
+        studies = [s for s in await store.studies_of_patient(uow, patient_id)
+                   if study_uid is None or s["study_uid"] == study_uid]
+        instances = _dicom(await store.instances_of(uow, [s["_id"] for s in studies]))
+        orders = await store.orders_by_id(uow, [s["order_id"] for s in studies])
+        found = [StudyInstances(s, [i for i in instances if i["study_id"] == s["_id"]],
+                                orders.get(s["order_id"], {}).get("accession_number"))
+                 for s in studies]
+        return [f for f in found if f.instances]
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def study_instances(runtime: ServiceRuntime, principal: Principal, study_uid: str,
+                          series_uid: str | None = None, sop_uid: str | None = None
+                          ) -> StudyInstances:
+    """The DICOM instances of the study ``study_uid``, optionally of one series or one
+    SOP instance, for QIDO-RS series/instance searches and WADO-RS.
+
+    Raises:
+        StudyNotFound (404): no such study (or another patient's, or nothing matches);
+        NotTreating (403).
+    """
+
+    async def read(uow: UnitOfWork) -> StudyInstances:
+        study = await store.study_by_uid(uow, study_uid)
+        if study is None:
+            raise StudyNotFound("no imaging study with this Study Instance UID")
+        await viewer(uow, principal, study["patient_id"], SCOPE, study["_id"])
+        instances = [i for i in _dicom(await store.instances_of(uow, [study["_id"]]))
+                     if series_uid in (None, i["series_uid"])
+                     and sop_uid in (None, i["sop_instance_uid"])]
+        if not instances:
+            raise StudyNotFound("no DICOM instance matches in this study")
+        return StudyInstances(study, instances)
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+def series_of(found: StudyInstances) -> list[Json]:
+    """Series-level QIDO-RS answer of a study, in order of their first instance."""
+    by_series: dict[str, list[Document]] = {}
+    for instance in found.instances:
+        by_series.setdefault(instance["series_uid"], []).append(instance)
+    return [series_json(found.study["study_uid"], uid, docs)
+            for uid, docs in by_series.items()]
+
+
+@dataclass(frozen=True)
+class Multipart:
+    """A WADO-RS answer: its ``Content-Type`` and its body, streamed."""
+
+    content_type: str
+    body: AsyncIterator[bytes]
+
+
+def multipart(blobs: BlobStore, instances: list[Document]) -> Multipart:
+    """``instances``' stored files as ``multipart/related; type="application/dicom"``
+    (RFC 2387; PS3.18 §8.7.1.1), each part streamed from the blob store."""
+    boundary = secrets.token_hex(16)
+
+    async def body() -> AsyncIterator[bytes]:
+        for instance in instances:
+            yield (f"--{boundary}\r\nContent-Type: {imaging.DICOM}\r\n"
+                   f"Content-Length: {instance['blob']['size']}\r\n\r\n").encode()
+            async for chunk in blobs.stream(instance["blob"]["key"]):
+                yield chunk
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode()
+
+    return Multipart(f'multipart/related; type="{imaging.DICOM}"; boundary={boundary}',
+                     body())

@@ -1,0 +1,71 @@
+"""The C-STORE storage SCP over a real TCP association, pynetdicom as the modality (SCU):
+an instance of an order is stored like an upload; an unknown AE title is rejected at
+association; a corrupt dataset and one without an order are refused, nothing stored."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
+
+from healthflow.common.events.outbox import recorded_events
+from healthflow.devkit.dicom import radiograph
+
+from .conftest import MODALITY, PATIENT, ordered
+
+
+def c_store(port: int, datasets: list[Dataset], calling: str = MODALITY) -> list[int] | None:
+    """Send ``datasets`` in one association as ``calling``: their C-STORE statuses, or
+    None when the SCP rejects the association (blocking: run it in a thread)."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="HEALTHFLOW")
+    if assoc.is_rejected:  # A-ASSOCIATE-RJ, not a lost connection or an abort
+        return None
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+async def test_a_modality_stores_an_order_s_image_over_c_store(pacs, tokens) -> None:
+    http, app = pacs
+    order = await ordered(http, app, tokens)
+    port = app.state.dicom_scp.port
+    good = dcmread(io.BytesIO(radiograph(PATIENT, accession_number=order["accession_number"])))
+    corrupt = dcmread(io.BytesIO(radiograph(PATIENT,
+                                            accession_number=order["accession_number"])))
+    corrupt.PixelData = corrupt.PixelData[:-512]  # pixel data shorter than Rows × Columns
+    orphan = dcmread(io.BytesIO(radiograph(PATIENT, accession_number="HF000000000000")))
+    statuses = await asyncio.to_thread(c_store, port, [good, corrupt, orphan])
+    assert statuses == [0x0000, 0xC000, 0xC001]
+    db = app.state.runtime.db
+    [instance] = await db["instances"].find().to_list()
+    assert instance["sop_instance_uid"] == good.SOPInstanceUID
+    assert instance["uploaded_by"] == f"dicom:{MODALITY}"
+    assert len(await app.state.blobs.keys()) == 1
+    [uploaded] = await recorded_events(db, {"type": "xray.uploaded"})
+    assert (uploaded.data or {})["order_id"] == order["id"]
+    again = await asyncio.to_thread(c_store, port, [good])
+    assert again == [0xC002]  # stored already: refused, not stored twice
+    assert await db["instances"].count_documents({}) == 1
+
+
+async def test_an_unknown_calling_ae_title_is_rejected_at_association(pacs, tokens) -> None:
+    http, app = pacs
+    order = await ordered(http, app, tokens)
+    image = dcmread(io.BytesIO(radiograph(PATIENT, accession_number=order["accession_number"])))
+    rejected = await asyncio.to_thread(c_store, app.state.dicom_scp.port, [image], "STRANGER")
+    assert rejected is None
+    assert await app.state.runtime.db["instances"].count_documents({}) == 0
+    assert await app.state.blobs.keys() == []
+
+
+async def test_without_calling_ae_titles_the_scp_does_not_listen(xray) -> None:
+    _, app = xray
+    assert app.state.dicom_scp.port is None

@@ -1,0 +1,168 @@
+"""DICOMweb read side (PS3.18): QIDO-RS search in the DICOM JSON model and WADO-RS
+retrieve as multipart/related application/dicom, with the images' access rules."""
+
+from __future__ import annotations
+
+import io
+from email.parser import BytesParser
+from typing import Any
+
+import httpx
+from PIL import Image
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from healthflow.common.events.outbox import recorded_events
+from healthflow.devkit.dicom import radiograph
+
+from .conftest import DICOM, DOCTOR, PATIENT, RADIOGRAPHER, ordered
+from .test_api import in_study
+
+BASE = "/api/v1/dicomweb/studies"
+
+
+def parts(response: httpx.Response) -> list[bytes]:
+    """The bodies of a multipart/related answer (RFC 2387), parsed by the standard library."""
+    head = f"Content-Type: {response.headers['content-type']}\r\n\r\n".encode()
+    message = BytesParser().parsebytes(head + response.content)
+    assert message.get_content_type() == "multipart/related"
+    assert message.get_param("type") == "application/dicom"
+    return [bytes(p.get_payload(decode=True)) for p in message.get_payload()]
+
+
+async def stored_study(http: httpx.AsyncClient, app: Any, tokens: Any
+                       ) -> tuple[str, list[str]]:
+    """Two DICOM images of one study and a photograph of a film: the study UID and
+    the two SOP Instance UIDs."""
+    order = await ordered(http, app, tokens)
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",))
+    study_uid, sops = generate_uid(), []
+    for _ in range(2):
+        data = in_study(radiograph(PATIENT, accession_number=order["accession_number"]),
+                        study_uid)
+        sops.append(dcmread(io.BytesIO(data)).SOPInstanceUID)
+        up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=data, headers=radiographer | DICOM)
+        assert up.status_code == 201, up.text
+    photo = io.BytesIO()
+    Image.new("L", (20, 20)).save(photo, format="PNG")
+    assert (await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                            content=photo.getvalue(), headers=radiographer | {
+                                "Content-Type": "image/png"})).status_code == 201
+    return study_uid, sops
+
+
+async def test_qido_rs_finds_a_patient_s_studies_series_and_instances(xray, tokens) -> None:
+    http, app = xray
+    study_uid, sops = await stored_study(http, app, tokens)
+    patient = tokens.headers(PATIENT, ("patient",))
+    found = await http.get(BASE, headers=patient)
+    assert found.headers["content-type"] == "application/dicom+json", found.text
+    [study] = found.json()  # the photograph's study is not a DICOM one
+    assert study["0020000D"] == {"vr": "UI", "Value": [study_uid]}
+    assert study["00201208"]["Value"] == [2] and study["00080061"]["Value"] == ["CR"]
+    assert study["00081190"]["Value"][0].endswith(f"{BASE}/{study_uid}")
+    assert study["00080050"]["Value"][0].startswith("HF")
+    series = (await http.get(f"{BASE}/{study_uid}/series", headers=patient)).json()
+    assert [s["00201209"]["Value"] for s in series] == [[1], [1]]  # one image per series
+    series_uid = series[0]["0020000E"]["Value"][0]
+    [listed] = (await http.get(f"{BASE}/{study_uid}/series/{series_uid}/instances",
+                               headers=patient)).json()
+    assert listed["0020000E"]["Value"] == [series_uid]
+    every = (await http.get(f"{BASE}/{study_uid}/instances", headers=patient)).json()
+    assert sorted(i["00080018"]["Value"][0] for i in every) == sorted(sops)
+    doctor = tokens.headers(DOCTOR, ("doctor",))
+    assert (await http.get(BASE, headers=doctor)).status_code == 400  # no PatientID
+    by_doctor = await http.get(BASE, params={"PatientID": PATIENT}, headers=doctor)
+    assert len(by_doctor.json()) == 1
+    accessed = await recorded_events(app.state.runtime.db, {"type": "xray.accessed"})
+    assert [(e.data or {})["scope"] for e in accessed] == ["dicomweb"]
+    stranger = await http.get(BASE, params={"PatientID": PATIENT},
+                              headers=tokens.headers("dr-9", ("doctor",)))
+    assert stranger.status_code == 403
+    other = await http.get(f"{BASE}/{study_uid}/series", headers=tokens.headers(
+        "p-2", ("patient",)))
+    assert other.status_code == 404 and "study-not-found" in other.text
+
+
+async def test_wado_rs_retrieves_the_stored_files_as_multipart(xray, tokens) -> None:
+    http, app = xray
+    study_uid, sops = await stored_study(http, app, tokens)
+    patient = tokens.headers(PATIENT, ("patient",))
+    whole = await http.get(f"{BASE}/{study_uid}", headers=patient)
+    assert whole.status_code == 200, whole.text
+    got = [dcmread(io.BytesIO(body)) for body in parts(whole)]
+    assert sorted(ds.SOPInstanceUID for ds in got) == sorted(sops)
+    assert all(ds.pixel_array.shape == (64, 64) for ds in got)
+    series_uid = next(ds.SeriesInstanceUID for ds in got if ds.SOPInstanceUID == sops[1])
+    one = await http.get(f"{BASE}/{study_uid}/series/{series_uid}/instances/{sops[1]}",
+                         headers=patient)
+    [body] = parts(one)
+    assert dcmread(io.BytesIO(body)).SOPInstanceUID == sops[1]
+    missing = await http.get(f"{BASE}/{study_uid}/series/{series_uid}/instances/1.2.3",
+                             headers=patient)
+    assert missing.status_code == 404
+    assert (await http.get(f"{BASE}/{study_uid}", headers=tokens.headers(
+        "p-2", ("patient",)))).status_code == 404
+    assert (await http.get(f"{BASE}/{study_uid}", headers=tokens.headers(
+        RADIOGRAPHER, ("radiographer",)))).status_code == 403
+
+
+def multipart_related(*files: bytes, boundary: str = "b0undary-hf") -> tuple[bytes, str]:
+    """A STOW-RS body (RFC 2387) and its Content-Type."""
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+                    + data + b"\r\n" for data in files) + f"--{boundary}--\r\n".encode()
+    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+async def test_stow_rs_stores_each_part_and_reports_the_refused_ones(xray, tokens) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    good = radiograph(PATIENT, accession_number=order["accession_number"])
+    broken = dcmread(io.BytesIO(radiograph(PATIENT,
+                                           accession_number=order["accession_number"])))
+    broken.PixelData = broken.PixelData[:-512]
+    out = io.BytesIO()
+    broken.save_as(out, enforce_file_format=True)
+    orphan = radiograph(PATIENT, accession_number="HF000000000000")
+    body, content_type = multipart_related(good, out.getvalue(), orphan)
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",))
+    answer = await http.post(BASE, content=body,
+                             headers=radiographer | {"Content-Type": content_type})
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["content-type"] == "application/dicom+json"
+    [stored] = answer.json()["00081199"]["Value"]
+    assert stored["00081155"]["Value"] == [dcmread(io.BytesIO(good)).SOPInstanceUID]
+    retrieved = await http.get(stored["00081190"]["Value"][0].removeprefix(
+        app.state.runtime.settings.public_base_url), headers=tokens.headers(
+            PATIENT, ("patient",)))
+    assert parts(retrieved) == [good]
+    reasons = [f["00081197"]["Value"][0] for f in answer.json()["00081198"]["Value"]]
+    assert reasons == [0xC000, 0xC001]
+    assert await app.state.runtime.db["instances"].count_documents({}) == 1
+    assert len(await app.state.blobs.keys()) == 1
+
+    again = await http.post(BASE, content=multipart_related(good)[0],
+                            headers=radiographer | {"Content-Type": content_type})
+    assert again.status_code == 409  # none stored: the instance is stored already
+    wrong = await http.post(BASE, content=good, headers=radiographer | DICOM)
+    assert wrong.status_code == 415
+    garbage = await http.post(BASE, content=b"no parts here",
+                              headers=radiographer | {"Content-Type": content_type})
+    assert garbage.status_code == 400
+    patient = await http.post(BASE, content=body, headers=tokens.headers(
+        PATIENT, ("patient",)) | {"Content-Type": content_type})
+    assert patient.status_code == 403
+
+
+async def test_stow_rs_takes_a_body_over_the_json_limit(xray, tokens) -> None:
+    """STOW-RS has the upload's body limit, not the 1 MiB of JSON routes."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    big = radiograph(PATIENT, accession_number=order["accession_number"], rows=1024,
+                     columns=1024)
+    body, content_type = multipart_related(big)
+    assert len(body) > 2 * 1024 * 1024
+    answer = await http.post(BASE, content=body, headers=tokens.headers(
+        RADIOGRAPHER, ("radiographer",)) | {"Content-Type": content_type})
+    assert answer.status_code == 200, answer.text
