@@ -78,6 +78,18 @@ class StepOut(BaseModel):
     by_role: str
 
 
+class DestinationOut(BaseModel):
+    """The hospital the crew is taking the patient to; ``distance_m`` great-circle metres
+    from the incident."""
+
+    hospital_id: str
+    name: str | None
+    department_id: str
+    department: str
+    distance_m: float
+    chosen_at: datetime
+
+
 class EmergencyOut(BaseModel):
     """An emergency as the patient who raised it, dispatchers and its crew see it."""
 
@@ -93,6 +105,7 @@ class EmergencyOut(BaseModel):
     assignment: AssignmentOut | None
     escalated: dict[str, Any] | None
     cancel_reason: str | None
+    destination: DestinationOut | None = None
     timeline: list[StepOut]
     created_at: datetime
     updated_at: datetime

@@ -23,7 +23,7 @@ from healthflow.contracts.paramedic import (
     TaskDeclined,
     TaskOffered,
 )
-from healthflow.emergency import events, store
+from healthflow.emergency import destination, events, store
 from healthflow.emergency.domain import (
     EmergencyNotFound,
     EmergencyOpen,
@@ -65,7 +65,7 @@ def new_emergency(principal: Principal, body: RaiseIn, now: datetime) -> Documen
         "caller_phone": body.caller_phone if dispatcher else None,
         "raised_by": principal.subject, "raised_by_role": role,
         "patient_id": principal.subject if role == "patient" else None,
-        "assignment": None, "escalated": None, "cancel_reason": None,
+        "assignment": None, "escalated": None, "cancel_reason": None, "destination": None,
         "timeline": [{"status": Status.RAISED.value, "at": now, "by_role": role,
                       "by": principal.subject}],
         "version": 1, "created_at": now, "updated_at": now}
@@ -150,6 +150,8 @@ async def _move(uow: UnitOfWork, doc: Document, target: Status, role: str, by: s
 async def change_status(runtime: ServiceRuntime, principal: Principal, emergency_id: str,
                         target: Status, reason: str | None) -> Document:
     """The next step of the lifecycle, by a dispatcher or the crew that accepted it.
+    ``transporting`` chooses the destination hospital and tells its staff
+    (:func:`.destination.choose`).
 
     Raises:
         EmergencyNotFound (404); NotAssigned (403): a paramedic not on it, or a
@@ -164,7 +166,10 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
             raise NotAssigned("only the dispatchers and the unit on it change its status")
         accepted = bool((doc.get("assignment") or {}).get("accepted_at"))
         check_step(Status(doc["status"]), target, accepted=accepted, reason=reason)
-        extra = {"cancel_reason": reason} if target is Status.CANCELLED else None
+        extra: Document | None = ({"cancel_reason": reason} if target is Status.CANCELLED
+                                  else None)
+        if target is Status.TRANSPORTING:
+            extra = {"destination": await destination.choose(uow, doc, utcnow())}
         await _move(uow, doc, target, role, principal.subject, extra)
         after = await store.get(uow.db, emergency_id, session=uow.session)
         assert after is not None

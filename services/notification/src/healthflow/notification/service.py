@@ -163,6 +163,21 @@ async def apply_prescription_issued(uow: UnitOfWork, raw: dict[str, Any], event_
                        source_id=event_id, trigger="prescription.issued", context={})
 
 
+async def apply_emergency_inbound(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                                  ctx: Context) -> None:
+    """``emergency.destination_chosen``: tell each of the receiving hospital's staff
+    (``receiving_staff`` user ids) that an ambulance is bringing a ``priority`` patient
+    to ``department``; once per event and person."""
+    hospital = await store.get(uow.db, store.DIRECTORY, f"hospital:{raw['hospital_id']}",
+                               uow.session)
+    context = {"priority": raw["priority"], "department": raw["department"],
+               "hospital": (hospital or {}).get("name")}
+    for user_id in raw["receiving_staff"]:
+        await plan_message(uow, ctx, user_id=user_id, kind=domain.EMERGENCY_INBOUND,
+                           source_id=event_id, trigger="emergency.destination_chosen",
+                           context=context)
+
+
 # --- appointments and reminders --------------------------------------------------------
 
 
