@@ -3,7 +3,8 @@
 The paramedic service owns the units (status, position) and so the assignment:
 it claims a unit for an emergency with one conditional update in its own
 database and publishes what happened to the offer. Positions are never
-published (a unit reports every few seconds). ``subject`` is ``emergency/<id>``.
+published; a unit on its way publishes its travel time to the incident instead
+(``paramedic.eta_updated``). ``subject`` is ``emergency/<id>``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class TaskOffered(TaskEvent):
     it must accept before ``expires_at`` (aware UTC). ``distance_m`` is the straight-line
     (great-circle) distance in metres, ``travel_s`` the estimated travel time in seconds,
     by road when ``by_road`` (else from the straight line); ``attempt`` counts offers for
-    this emergency from 1."""
+    this emergency from 1. ``call_sign`` is the unit's radio call sign (who is coming;
+    not a person's name); added compatibly, so older events lack it."""
 
     distance_m: float
     travel_s: float
@@ -39,6 +41,22 @@ class TaskOffered(TaskEvent):
     attempt: int
     offered_at: datetime
     expires_at: datetime
+    call_sign: str | None = None
+
+
+@event_type("paramedic.eta_updated", version=1, publisher=PUBLISHER)
+class EtaUpdated(TaskEvent):
+    """The unit that accepted the task reported a position taken at ``reported_at``
+    while on its way (the emergency ``assigned`` or ``en_route``): it is ``distance_m``
+    metres (great circle) and ``travel_s`` seconds from the incident, by road when
+    ``by_road`` (else the straight-line estimate). One per accepted position report;
+    the position itself is not published. ``call_sign`` as in ``task_offered``."""
+
+    call_sign: str
+    distance_m: float
+    travel_s: float
+    by_road: bool
+    reported_at: datetime
 
 
 @event_type("paramedic.task_accepted", version=1, publisher=PUBLISHER)

@@ -5,6 +5,7 @@ service call:
 * ``paramedic.task_accepted`` — the crew accepted (it may now set off);
 * ``paramedic.task_declined`` — declined or unanswered: back to ``raised``;
 * ``paramedic.assignment_escalated`` — flagged on the dispatchers' board;
+* ``paramedic.eta_updated`` — the live ETA the patient or caller sees;
 * ``hospital.registered|verified|rejected``, ``department.created``,
   ``staff.assigned`` — the read model the destination hospital is chosen from.
 
@@ -19,6 +20,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot, StaffAssigned
 from healthflow.contracts.paramedic import (
     AssignmentEscalated,
+    EtaUpdated,
     TaskAccepted,
     TaskDeclined,
     TaskOffered,
@@ -42,6 +44,10 @@ async def on_escalated(event: Received[AssignmentEscalated], uow: UnitOfWork) ->
     await service.on_escalated(uow, event.data)
 
 
+async def on_eta(event: Received[EtaUpdated], uow: UnitOfWork) -> None:
+    await service.on_eta_updated(uow, event.data)
+
+
 async def on_hospital(event: Received[HospitalSnapshot], uow: UnitOfWork) -> None:
     await destination.on_hospital(uow, event.data)
 
@@ -59,6 +65,7 @@ HANDLERS: Handlers = {
     "paramedic.task_accepted": on_accepted,
     "paramedic.task_declined": on_declined,
     "paramedic.assignment_escalated": on_escalated,
+    "paramedic.eta_updated": on_eta,
     "hospital.registered": on_hospital,
     "hospital.verified": on_hospital,
     "hospital.rejected": on_hospital,

@@ -19,6 +19,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.paramedic import (
     AssignmentEscalated,
+    EtaUpdated,
     TaskAccepted,
     TaskDeclined,
     TaskOffered,
@@ -205,11 +206,14 @@ async def _set(uow: UnitOfWork, doc: Document, update: Document) -> None:
 
 
 async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
-                  sequence: int | None = None) -> None:
-    """Record ``assignment`` (``raised`` → ``assigned``); ``emergency.assigned``."""
+                  sequence: int | None = None, eta: Document | None = None) -> None:
+    """Record ``assignment`` (``raised`` → ``assigned``, with the offer's ``eta``);
+    ``emergency.assigned``."""
     extra: Document = {"assignment": assignment, "escalated": None}
     if sequence is not None:
         extra["sequence"] = sequence
+    if eta is not None:
+        extra["eta"] = eta
     if doc["status"] == Status.RAISED:
         await _move(uow, doc, Status.ASSIGNED, SYSTEM, SYSTEM, extra)
     else:
@@ -237,9 +241,12 @@ async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
             or data.task_id in (doc.get("ended_tasks") or [])):
         return
     await _assign(uow, doc, {"task_id": data.task_id, "unit_id": data.unit_id,
-                             "paramedic_id": data.paramedic_id,
+                             "paramedic_id": data.paramedic_id, "call_sign": data.call_sign,
                              "offered_at": data.offered_at, "accepted_at": None},
-                  sequence=2 * data.attempt)
+                  sequence=2 * data.attempt,
+                  eta={"task_id": data.task_id, "travel_s": data.travel_s,
+                       "by_road": data.by_road, "distance_m": data.distance_m,
+                       "computed_at": data.offered_at})
 
 
 async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
@@ -290,3 +297,14 @@ async def on_escalated(uow: UnitOfWork, data: AssignmentEscalated) -> None:
         await _move(uow, doc, Status.RAISED, SYSTEM, SYSTEM, {"assignment": None, **flag})
     else:
         await _set(uow, doc, {"$set": flag})
+
+
+async def on_eta_updated(uow: UnitOfWork, data: EtaUpdated) -> None:
+    """The unit on its way reported a position: its new ETA (and call sign) replace the
+    held one. Ignored when the task is no longer the emergency's, the crew is past
+    ``en_route``, or the held ETA is from a later position report."""
+    await store.set_eta(uow.db, uow.session, data.emergency_id, data.task_id,
+                        data.call_sign, {"task_id": data.task_id, "travel_s": data.travel_s,
+                                         "by_road": data.by_road,
+                                         "distance_m": data.distance_m,
+                                         "computed_at": data.reported_at})

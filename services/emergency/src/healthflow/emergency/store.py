@@ -6,7 +6,8 @@ Collections (database ``healthflow_emergency``), times aware UTC::
                  position{latitude, longitude, accuracy_m} | None, location (GeoJSON
                  Point [lon, lat]) | None, address, what_happened, caller_phone,
                  raised_by, raised_by_role, patient_id, assignment{task_id, unit_id,
-                 paramedic_id, offered_at, accepted_at} | None, escalated{reason, at} |
+                 paramedic_id, call_sign, offered_at, accepted_at} | None, eta{task_id,
+                 travel_s, by_road, distance_m, computed_at} | None, escalated{reason, at} |
                  None, cancel_reason, destination{hospital_id, name, department_id,
                  department, distance_m, chosen_at} | None, timeline[{status, at,
                  by_role, by}], sequence (orders the paramedic service's offers and
@@ -24,12 +25,14 @@ Collections (database ``healthflow_emergency``), times aware UTC::
 
 from __future__ import annotations
 
+from typing import Any
+
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.mongo import Document, Indexes, geo_index
-from healthflow.emergency.domain import FINAL
+from healthflow.emergency.domain import FINAL, Status
 
 EMERGENCIES = "emergencies"
 RAISERS = "raisers"  # {_id: user id, raises: n}: serialises one patient's raises
@@ -92,6 +95,28 @@ async def update(db: Db, session: AsyncClientSession, doc: Document, update: Doc
     result = await db[EMERGENCIES].update_one({"_id": doc["_id"], "version": doc["version"]},
                                               update, session=session)
     return result.matched_count == 1
+
+
+async def set_eta(db: Db, session: AsyncClientSession, emergency_id: str, task_id: str,
+                  call_sign: str, eta: Document) -> bool:
+    """Set the ETA of the current task while the unit is on its way, unless the held
+    one is from a later report; False when not applied. (No version bump: the ETA
+    changes every few seconds and must not make the crew's status change conflict.)"""
+    result = await db[EMERGENCIES].update_one(
+        {"_id": emergency_id, "assignment.task_id": task_id,
+         "status": {"$in": [Status.ASSIGNED.value, Status.EN_ROUTE.value]},
+         "$or": [{"eta": None}, {"eta.task_id": {"$ne": task_id}},
+                 {"eta.computed_at": {"$lt": eta["computed_at"]}}]},
+        {"$set": {"eta": eta, "assignment.call_sign": call_sign}}, session=session)
+    return result.matched_count == 1
+
+
+def watch(db: Db, emergency_id: str) -> Any:
+    """A change stream (awaitable, then an async context manager) of one emergency:
+    every update, with the whole document after it."""
+    return db[EMERGENCIES].watch(
+        [{"$match": {"operationType": {"$in": ["update", "replace"]},
+                     "documentKey._id": emergency_id}}], full_document="updateLookup")
 
 
 # --------------------------------------------------------------------------- hospitals

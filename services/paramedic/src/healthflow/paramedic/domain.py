@@ -41,6 +41,9 @@ FOLLOWS_EMERGENCY = {
 
 FINAL_EMERGENCY = frozenset({"closed", "cancelled"})
 
+ON_THE_WAY = frozenset({"assigned", "en_route"})
+"""The emergency's statuses in which the unit working it reports an ETA."""
+
 CREW_STEPS = ("assigned", "en_route", "on_scene", "transporting", "at_hospital")
 """The emergency's statuses while a unit works it, in lifecycle order."""
 

@@ -25,6 +25,7 @@ from healthflow.paramedic import events, roads, store
 from healthflow.paramedic.domain import (
     FINAL_EMERGENCY,
     FOLLOWS_EMERGENCY,
+    ON_THE_WAY,
     DutyStatus,
     TaskNotFound,
     TaskNotOffered,
@@ -33,6 +34,7 @@ from healthflow.paramedic.domain import (
     assignable,
     check_reported_at,
     fresh_since,
+    haversine_m,
     point,
     self_status_change,
     steps_forward,
@@ -103,17 +105,41 @@ async def set_status(runtime: ServiceRuntime, principal: Principal, wanted: Duty
 async def report_position(runtime: ServiceRuntime, ctx: Context, principal: Principal,
                           body: PositionIn) -> Document:
     """Store the unit's position if newer than the stored one (reports may overtake
-    each other). Raises UnitNotFound (404), StalePosition (422)."""
+    each other). While the unit is on its way to an accepted task, publish its travel
+    time to the incident (``paramedic.eta_updated``; by road, else the straight line,
+    :mod:`.roads`) in the same transaction. Raises UnitNotFound (404), StalePosition
+    (422)."""
     now = ctx.clock()
     check_reported_at(body.reported_at, now, max_age=ctx.max_age,
                       max_skew=timedelta(seconds=ctx.settings.position_max_skew_s))
     doc = await own_unit(runtime, principal)
-    await runtime.db[store.UNITS].update_one(
-        {"_id": doc["_id"], "$or": [{"position_at": None},
-                                    {"position_at": {"$lt": body.reported_at}}]},
-        {"$set": {"location": point(body.latitude, body.longitude),
-                  "accuracy_m": body.accuracy_m, "position_at": body.reported_at}})
+    eta = await _eta_event(runtime, ctx, doc, body)
+
+    async def write(uow: UnitOfWork) -> None:
+        moved = await store.move_unit(uow.db, uow.session, doc["_id"],
+                                      point(body.latitude, body.longitude), body.accuracy_m,
+                                      body.reported_at)
+        if moved and eta is not None:
+            uow.publish(eta, subject=f"emergency/{eta.emergency_id}")
+
+    await runtime.transact(write, actor=principal.actor)
     return await own_unit(runtime, principal)
+
+
+async def _eta_event(runtime: ServiceRuntime, ctx: Context, unit: Document,
+                     body: PositionIn) -> events.EtaUpdated | None:
+    """The ETA the report gives, when the unit is on its way to a task it accepted."""
+    task = (await store.get_task(runtime.db, unit["task_id"]) if unit.get("task_id")
+            else None)
+    if (task is None or task["status"] != TaskStatus.ACCEPTED
+            or task.get("emergency_status") not in ON_THE_WAY):
+        return None
+    lon, lat = task["location"]["coordinates"]
+    [eta] = await ctx.roads.rank((lat, lon), [(unit["_id"], body.latitude, body.longitude)])
+    return events.EtaUpdated(
+        call_sign=unit["call_sign"], travel_s=round(eta.seconds, 1), by_road=eta.by_road,
+        distance_m=round(haversine_m(lat, lon, body.latitude, body.longitude), 1),
+        reported_at=body.reported_at, **_ids(task))
 
 
 # --------------------------------------------------------------------------- tasks
@@ -261,7 +287,8 @@ async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docu
                        key=f"offer-timeout:{task_id}", session=uow.session, now=now)
     uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
                                    by_road=task["by_road"], attempt=attempt,
-                                   offered_at=now, expires_at=expires, **_ids(task)),
+                                   call_sign=unit.get("call_sign"), offered_at=now,
+                                   expires_at=expires, **_ids(task)),
                 subject=f"emergency/{assignment['_id']}")
     return task
 

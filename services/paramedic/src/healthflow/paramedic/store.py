@@ -102,7 +102,7 @@ async def candidates(db: Db, session: Session, location: Document, *, fresh_sinc
                                 "position_at": {"$gte": fresh_since},
                                 "_id": {"$nin": exclude}}}},
         {"$limit": limit},
-        {"$project": {"_id": 1, "distance_m": 1, "location": 1}},
+        {"$project": {"_id": 1, "distance_m": 1, "location": 1, "call_sign": 1}},
     ]
     cursor = await db[UNITS].aggregate(pipeline, session=session)
     return await cursor.to_list()
@@ -139,6 +139,18 @@ async def update_task(db: Db, session: Session, task_id: str, expected: str | No
     if expected is not None:
         query["status"] = expected
     result = await db[TASKS].update_one(query, {"$set": fields}, session=session)
+    return result.matched_count == 1
+
+
+async def move_unit(db: Db, session: Session, unit_id: str, location: Document,
+                    accuracy_m: float, reported_at: datetime) -> bool:
+    """Store the unit's position if ``reported_at`` is newer than the stored one (reports
+    may overtake each other); False when it is not (the report is ignored)."""
+    result = await db[UNITS].update_one(
+        {"_id": unit_id, "$or": [{"position_at": None},
+                                 {"position_at": {"$lt": reported_at}}]},
+        {"$set": {"location": location, "accuracy_m": accuracy_m,
+                  "position_at": reported_at}}, session=session)
     return result.matched_count == 1
 
 
