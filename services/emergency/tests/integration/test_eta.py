@@ -3,25 +3,11 @@ on ``GET /{id}`` (``responder``) and on the emergency's live stream (SSE)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
-import pytest
-import uvicorn
-
-from healthflow.common import mongo
-from healthflow.common.events.inprocess import InProcessTransport
-from healthflow.devkit.embedded import free_ports
-from healthflow.devkit.testing import TokenFactory, eventually
-from healthflow.emergency.app import create_app
-from healthflow.emergency.settings import Settings
-
-from .conftest import Emergencies
+from .conftest import Emergencies, sse
 
 
 async def eta(emg: Emergencies, eid: str, task: str, travel_s: float, age_s: float = 0.0
@@ -66,63 +52,19 @@ async def test_the_patient_sees_who_is_coming_and_the_eta_move(emg: Emergencies)
     assert other.status_code == 404
 
 
-@pytest.fixture
-async def served(mongodb_url: str, unique_name: str, tokens: TokenFactory
-                 ) -> AsyncIterator[tuple[Emergencies, str]]:
-    """The emergency app on a real uvicorn server (SSE needs one): (handle, base URL)."""
-    settings = Settings(mongodb_url=mongodb_url, mongodb_database=unique_name,
-                        transport="inprocess", stream_heartbeat_s=1.0)
-    app = create_app(settings, transport=InProcessTransport(
-        mongo.get_database(mongodb_url, f"{unique_name}_bus")))
-    app.state.verifier = tokens.verifier()
-    [port] = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await eventually(lambda: server.started, message="server did not start")
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            yield Emergencies(client, app.state.runtime, tokens), base
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=30)
-
-
 async def test_the_live_stream_pushes_each_new_eta_to_the_patient(
         served: tuple[Emergencies, str]) -> None:
     emg, base = served
     eid = (await emg.raise_()).json()["id"]
-    received: list[dict[str, Any]] = []
-    headers = emg.as_("pat-1", "patient") | {"Accept": "text/event-stream"}
-    async with (httpx.AsyncClient(base_url=base, timeout=20) as http,
-                http.stream("GET", f"/api/v1/emergencies/{eid}/stream",
-                            headers=headers) as response):
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        lines = response.aiter_lines()
-
-        async def read_until(check: Any) -> None:
-            event: dict[str, str] = {}
-            async for line in lines:
-                if not line and event.get("event") == "emergency":
-                    received.append(json.loads(event["data"]))
-                    if check(received[-1]):
-                        return
-                if not line:
-                    event = {}
-                elif not line.startswith(":"):
-                    name, _, value = line.partition(": ")
-                    event[name] = value
-
-        await asyncio.wait_for(read_until(lambda e: e["status"] == "raised"), 10)
+    headers = emg.as_("pat-1", "patient")
+    async with sse(base, f"/api/v1/emergencies/{eid}/stream", headers) as read_until:
+        await read_until(lambda e: e["status"] == "raised")
         task = await emg.offer(eid, "para-1")
         await emg.answer("paramedic.task_accepted", eid, "para-1", task,
                          accepted_at=datetime.now(UTC).isoformat())
         await eta(emg, eid, task, 75.0)
-        await asyncio.wait_for(read_until(
-            lambda e: (e["responder"] or {}).get("travel_s") == 75.0), 10)
-    assert received[-1]["responder"]["call_sign"] == "HKI 121"
+        last = await read_until(lambda e: (e["responder"] or {}).get("travel_s") == 75.0)
+    assert last["responder"]["call_sign"] == "HKI 121"
     stranger = await emg.client.get(f"/api/v1/emergencies/{eid}/stream",
                                     headers=emg.as_(f"pat-{uuid.uuid4().hex[:6]}", "patient"))
     assert stranger.status_code == 404

@@ -40,6 +40,29 @@ async def board(runtime: Runtime,
     return [EmergencyOut.from_document(d) for d in await service.board(runtime)]
 
 
+@router.get("/stream", summary="The dispatchers' board live, as Server-Sent Events",
+            response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_board(runtime: Runtime,
+                       principal: Principal = require(P.EMERGENCIES_DISPATCH)
+                       ) -> EventSourceResponse:
+    """``text/event-stream`` (WHATWG HTML §9.2): an ``emergency`` event (``data`` = the
+    EmergencyOut JSON) for every open emergency now (P1 first, oldest first), then one
+    per emergency raised or changed (closed and cancelled ones too, so the board drops
+    them), from a change stream opened before the first read; ``: ping`` every
+    ``stream_heartbeat_s`` seconds."""
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(retry=3000, comment="stream open")
+        async with await store.watch_all(runtime.db) as changes:
+            for doc in await service.board(runtime):
+                yield _emergency_event(doc)
+            async for change in changes:
+                if change.get("fullDocument") is not None:
+                    yield _emergency_event(change["fullDocument"])
+
+    return _sse(runtime, events())
+
+
 @router.get("/{emergency_id}", summary="One emergency: its raiser, dispatchers, its crew")
 async def get_one(
     runtime: Runtime, emergency_id: EmergencyId,
@@ -77,9 +100,14 @@ async def stream_one(
                 if doc["status"] in ("closed", "cancelled"):
                     return
 
+    return _sse(runtime, events())
+
+
+def _sse(runtime: ServiceRuntime, events: AsyncIterator[ServerSentEvent]
+         ) -> EventSourceResponse:
     settings = runtime.settings
     assert isinstance(settings, Settings)
-    return EventSourceResponse(events(), ping=settings.stream_heartbeat_s, sep="\n",
+    return EventSourceResponse(events, ping=settings.stream_heartbeat_s, sep="\n",
                                headers={"Cache-Control": "no-cache",
                                         "X-Accel-Buffering": "no"})
 

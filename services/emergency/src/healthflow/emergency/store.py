@@ -119,6 +119,14 @@ def watch(db: Db, emergency_id: str) -> Any:
                      "documentKey._id": emergency_id}}], full_document="updateLookup")
 
 
+def watch_all(db: Db) -> Any:
+    """A change stream of every emergency (raised, updated), whole documents after the
+    change: the dispatchers' live board."""
+    return db[EMERGENCIES].watch(
+        [{"$match": {"operationType": {"$in": ["insert", "update", "replace"]}}}],
+        full_document="updateLookup")
+
+
 # --------------------------------------------------------------------------- hospitals
 
 
