@@ -33,7 +33,10 @@ class TaskOffered(TaskEvent):
     (great-circle) distance in metres, ``travel_s`` the estimated travel time in seconds,
     by road when ``by_road`` (else from the straight line); ``attempt`` counts offers for
     this emergency from 1. ``call_sign`` is the unit's radio call sign (who is coming;
-    not a person's name); added compatibly, so older events lack it."""
+    not a person's name). A dispatcher's manual (re)assignment names them in
+    ``assigned_by`` (user id) with a ``reason`` code (``nearer_unit``,
+    ``unit_unavailable``, ``crew_request``, ``escalated``, ``other``); both ``None``
+    for the automatic offers. The last three fields were added compatibly."""
 
     distance_m: float
     travel_s: float
@@ -42,6 +45,8 @@ class TaskOffered(TaskEvent):
     offered_at: datetime
     expires_at: datetime
     call_sign: str | None = None
+    assigned_by: str | None = None
+    reason: str | None = None
 
 
 @event_type("paramedic.eta_updated", version=1, publisher=PUBLISHER)
@@ -68,8 +73,10 @@ class TaskAccepted(TaskEvent):
 
 @event_type("paramedic.task_declined", version=1, publisher=PUBLISHER)
 class TaskDeclined(TaskEvent):
-    """The offer ended without acceptance at ``declined_at``: ``reason`` is
-    ``declined`` (the paramedic said no) or ``timeout`` (no answer in time)."""
+    """The task ended without the crew finishing it at ``declined_at``: ``reason`` is
+    ``declined`` (the paramedic said no), ``timeout`` (no answer in time) or
+    ``reassigned`` (a dispatcher gave the emergency to another unit, also after
+    acceptance)."""
 
     reason: str
     declined_at: datetime

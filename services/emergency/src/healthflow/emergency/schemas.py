@@ -69,6 +69,8 @@ class AssignmentOut(BaseModel):
     unit_id: str
     paramedic_id: str
     call_sign: str | None = None
+    assigned_by: str | None = None  # the dispatcher of a manual (re)assignment
+    reason: str | None = None  # its reason code
     offered_at: datetime | None  # None while the acceptance overtook its offer
     accepted_at: datetime | None
 

@@ -26,6 +26,7 @@ from healthflow.contracts.paramedic import (
 )
 from healthflow.emergency import destination, events, store
 from healthflow.emergency.domain import (
+    FINAL,
     EmergencyNotFound,
     EmergencyOpen,
     NoLocation,
@@ -207,15 +208,18 @@ async def _set(uow: UnitOfWork, doc: Document, update: Document) -> None:
 
 async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
                   sequence: int | None = None, eta: Document | None = None) -> None:
-    """Record ``assignment`` (``raised`` → ``assigned``, with the offer's ``eta``);
+    """Record ``assignment`` (``raised`` → ``assigned``, with the offer's ``eta``; a
+    dispatcher's (re)assignment is always a timeline step, in their name);
     ``emergency.assigned``."""
     extra: Document = {"assignment": assignment, "escalated": None}
     if sequence is not None:
         extra["sequence"] = sequence
     if eta is not None:
         extra["eta"] = eta
-    if doc["status"] == Status.RAISED:
-        await _move(uow, doc, Status.ASSIGNED, SYSTEM, SYSTEM, extra)
+    by = assignment.get("assigned_by")
+    if doc["status"] != Status.ASSIGNED or by:
+        await _move(uow, doc, Status.ASSIGNED, "dispatcher" if by else SYSTEM, by or SYSTEM,
+                    extra)
     else:
         await _set(uow, doc, {"$set": extra})
     uow.publish(events.EmergencyAssigned(
@@ -228,29 +232,34 @@ async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
 async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
     """A unit was offered the task: ``raised`` → ``assigned`` (or the next unit while
     ``assigned``); ``emergency.assigned``. Ignored once the crew is under way, and
-    when stale (see above)."""
+    when stale (see above) — except a dispatcher's reassignment (``assigned_by``),
+    which displaces even an accepted unit on its way (``en_route`` → ``assigned``)."""
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
-    if doc is None or doc["status"] not in (Status.RAISED, Status.ASSIGNED):
+    manual = data.assigned_by is not None
+    if doc is None or doc["status"] not in (
+            (Status.RAISED, Status.ASSIGNED) + ((Status.EN_ROUTE,) if manual else ())):
         return
     current = doc.get("assignment") or {}
     if current.get("task_id") == data.task_id:  # its acceptance came first
         if current.get("offered_at") is None:
             await _set(uow, doc, {"$set": {"assignment.offered_at": data.offered_at}})
         return
-    if (2 * data.attempt <= _sequence(doc) or current.get("accepted_at")
+    if (2 * data.attempt <= _sequence(doc) or (current.get("accepted_at") and not manual)
             or data.task_id in (doc.get("ended_tasks") or [])):
         return
-    await _assign(uow, doc, {"task_id": data.task_id, "unit_id": data.unit_id,
-                             "paramedic_id": data.paramedic_id, "call_sign": data.call_sign,
-                             "offered_at": data.offered_at, "accepted_at": None},
-                  sequence=2 * data.attempt,
-                  eta={"task_id": data.task_id, "travel_s": data.travel_s,
-                       "by_road": data.by_road, "distance_m": data.distance_m,
-                       "computed_at": data.offered_at})
+    await _assign(uow, doc, {
+        "task_id": data.task_id, "unit_id": data.unit_id, "paramedic_id": data.paramedic_id,
+        "call_sign": data.call_sign, "offered_at": data.offered_at,
+        "accepted_at": (doc.get("early_acceptances") or {}).get(data.task_id),
+        "assigned_by": data.assigned_by, "reason": data.reason},
+        sequence=2 * data.attempt,
+        eta={"task_id": data.task_id, "travel_s": data.travel_s, "by_road": data.by_road,
+             "distance_m": data.distance_m, "computed_at": data.offered_at})
 
 
 async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
-    """The crew accepted: it may now set off. Taken even before its offer arrives."""
+    """The crew accepted: it may now set off. Taken even before its offer arrives (kept
+    aside when a dispatcher's reassignment will displace the current unit)."""
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     if doc is None:
         return
@@ -260,6 +269,9 @@ async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
             await _set(uow, doc, {"$set": {"assignment.accepted_at": data.accepted_at}})
         return
     if doc["status"] not in (Status.RAISED, Status.ASSIGNED) or current.get("accepted_at"):
+        if doc["status"] not in FINAL:  # a reassignment's, ahead of its offer
+            await _set(uow, doc, {"$set": {f"early_acceptances.{data.task_id}":
+                                           data.accepted_at}})
         return
     await _assign(uow, doc, {"task_id": data.task_id, "unit_id": data.unit_id,
                              "paramedic_id": data.paramedic_id, "offered_at": None,

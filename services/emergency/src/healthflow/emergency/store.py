@@ -6,7 +6,8 @@ Collections (database ``healthflow_emergency``), times aware UTC::
                  position{latitude, longitude, accuracy_m} | None, location (GeoJSON
                  Point [lon, lat]) | None, address, what_happened, caller_phone,
                  raised_by, raised_by_role, patient_id, assignment{task_id, unit_id,
-                 paramedic_id, call_sign, offered_at, accepted_at} | None, eta{task_id,
+                 paramedic_id, call_sign, assigned_by, reason, offered_at, accepted_at}
+                 | None, early_acceptances{task id: accepted_at}, eta{task_id,
                  travel_s, by_road, distance_m, computed_at} | None, escalated{reason, at} |
                  None, cancel_reason, destination{hospital_id, name, department_id,
                  department, distance_m, chosen_at} | None, timeline[{status, at,

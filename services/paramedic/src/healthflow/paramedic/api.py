@@ -2,7 +2,7 @@
 
 The paramedic app: ``/me`` (unit profile), ``/me/status``, ``/me/position``,
 ``/me/tasks`` with accept and decline. Dispatchers: ``GET /`` (every unit with
-status and position).
+status and position), ``PUT /assignments/{emergency_id}`` (manual (re)assignment).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from healthflow.common.auth import Principal, require
 from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.paramedic import service, store
+from healthflow.paramedic import dispatch, service, store
 from healthflow.paramedic.schemas import (
+    AssignIn,
     DeclineIn,
     PositionIn,
     ProfileIn,
@@ -37,6 +38,7 @@ def get_context(runtime: Runtime) -> service.Context:
 
 Ctx = Annotated[service.Context, Depends(get_context)]
 TaskId = Annotated[str, Path(max_length=64)]
+EmergencyId = Annotated[str, Path(max_length=64)]
 Own = require(P.PARAMEDICS_MANAGE_OWN)
 
 router = APIRouter(prefix="/api/v1/paramedics", tags=["paramedics"])
@@ -47,6 +49,18 @@ async def list_units(runtime: Runtime, ctx: Ctx,
                      principal: Principal = require(P.PARAMEDICS_READ_ANY)) -> list[UnitOut]:
     return [UnitOut.from_document(d, assignable=service.is_assignable(ctx, d))
             for d in await store.list_units(runtime.db)]
+
+
+@router.put("/assignments/{emergency_id}",
+            summary="Assign or reassign an emergency to a unit by hand (dispatchers)")
+async def assign(runtime: Runtime, ctx: Ctx, emergency_id: EmergencyId, body: AssignIn,
+                 principal: Principal = require(P.EMERGENCIES_DISPATCH)) -> TaskOut:
+    """The unit is offered the task (it still accepts; its timer runs as for any offer);
+    a unit that had it loses it. 404 ``assignment-not-found``, ``unit-not-found``; 409
+    ``unit-not-assignable`` (not available with a fresh position), ``cannot-reassign``
+    (ended, or the crew on scene or later)."""
+    return TaskOut.from_document(await dispatch.assign(runtime, ctx, principal,
+                                                       emergency_id, body))
 
 
 @router.get("/me", summary="The caller's unit")

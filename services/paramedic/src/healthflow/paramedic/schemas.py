@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from healthflow.common.mongo import Document
-from healthflow.paramedic.domain import DutyStatus, Qualification
+from healthflow.paramedic.domain import DutyStatus, Qualification, ReassignReason
 
 Latitude = Annotated[float, Field(ge=-90, le=90, description="WGS84 degrees")]
 Longitude = Annotated[float, Field(ge=-180, le=180, description="WGS84 degrees")]
@@ -127,3 +127,13 @@ class DeclineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str | None, Field(max_length=200)] = None
+
+
+class AssignIn(BaseModel):
+    """``PUT /api/v1/paramedics/assignments/{emergency_id}``: the unit a dispatcher gives
+    the emergency to, and why (a code: it is published and audited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_id: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: ReassignReason

@@ -139,7 +139,7 @@ async def _eta_event(runtime: ServiceRuntime, ctx: Context, unit: Document,
     return events.EtaUpdated(
         call_sign=unit["call_sign"], travel_s=round(eta.seconds, 1), by_road=eta.by_road,
         distance_m=round(haversine_m(lat, lon, body.latitude, body.longitude), 1),
-        reported_at=body.reported_at, **_ids(task))
+        reported_at=body.reported_at, **ids(task))
 
 
 # --------------------------------------------------------------------------- tasks
@@ -169,7 +169,7 @@ async def accept(runtime: ServiceRuntime, ctx: Context, principal: Principal, ta
         await store.update_task(uow.db, uow.session, task_id, TaskStatus.OFFERED, fields)
         await store.update_assignment(uow.db, uow.session, task["emergency_id"], {
             "$set": {"status": "accepted", "updated_at": now}})
-        uow.publish(events.TaskAccepted(accepted_at=now, **_ids(task)),
+        uow.publish(events.TaskAccepted(accepted_at=now, **ids(task)),
                     subject=f"emergency/{task['emergency_id']}")
         return task | fields
 
@@ -201,7 +201,7 @@ async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: Task
     await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED, fields)
     await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
                                 DutyStatus.AVAILABLE, now)
-    uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **_ids(task)),
+    uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **ids(task)),
                 subject=f"emergency/{task['emergency_id']}")
     assignment = await store.get_assignment(uow.db, task["emergency_id"], session=uow.session)
     if assignment is not None and assignment["status"] == "offered":
@@ -209,7 +209,7 @@ async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: Task
     return task | fields
 
 
-def _ids(task: Document) -> dict[str, str]:
+def ids(task: Document) -> dict[str, str]:
     return {"task_id": task["_id"], "emergency_id": task["emergency_id"],
             "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"]}
 
@@ -248,7 +248,7 @@ async def offer_next(uow: UnitOfWork, ctx: Context, assignment: Document) -> Doc
         task_id = str(uuid.uuid4())
         if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
                                   task_id=task_id, now=now):
-            return await _offer(uow, ctx, assignment, candidate, task_id)
+            return await offer(uow, ctx, assignment, candidate, task_id)
     await _escalate(uow, ctx, assignment, "no_unit_available")
     return None
 
@@ -266,8 +266,12 @@ async def _by_travel_time(ctx: Context, location: Document, found: list[Document
             for e in etas]
 
 
-async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
-                 task_id: str) -> Document:
+async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
+                task_id: str, assigned_by: str | None = None, reason: str | None = None
+                ) -> Document:
+    """Offer the claimed ``unit`` (with ``distance_m``, ``travel_s``, ``by_road``) the
+    emergency's task ``task_id``: the task, its timer, ``paramedic.task_offered``
+    (naming the dispatcher and reason of a manual assignment)."""
     now = ctx.clock()
     expires = now + timedelta(seconds=ctx.settings.offer_timeout_s)
     attempt = assignment["attempts"] + 1
@@ -288,7 +292,8 @@ async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docu
     uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
                                    by_road=task["by_road"], attempt=attempt,
                                    call_sign=unit.get("call_sign"), offered_at=now,
-                                   expires_at=expires, **_ids(task)),
+                                   expires_at=expires, assigned_by=assigned_by,
+                                   reason=reason, **ids(task)),
                 subject=f"emergency/{assignment['_id']}")
     return task
 
