@@ -8,6 +8,7 @@ caller said stay in this database; events carry ids, priority and coordinates.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 
@@ -36,6 +37,8 @@ from healthflow.emergency.domain import (
     triage,
 )
 from healthflow.emergency.schemas import RaiseIn
+
+log = logging.getLogger(__name__)
 
 SYSTEM = "system"
 
@@ -315,8 +318,11 @@ async def on_eta_updated(uow: UnitOfWork, data: EtaUpdated) -> None:
     """The unit on its way reported a position: its new ETA (and call sign) replace the
     held one. Ignored when the task is no longer the emergency's, the crew is past
     ``en_route``, or the held ETA is from a later position report."""
-    await store.set_eta(uow.db, uow.session, data.emergency_id, data.task_id,
-                        data.call_sign, {"task_id": data.task_id, "travel_s": data.travel_s,
-                                         "by_road": data.by_road,
-                                         "distance_m": data.distance_m,
-                                         "computed_at": data.reported_at})
+    if not await store.set_eta(uow.db, uow.session, data.emergency_id, data.task_id,
+                               data.call_sign, {"task_id": data.task_id,
+                                                "travel_s": data.travel_s,
+                                                "by_road": data.by_road,
+                                                "distance_m": data.distance_m,
+                                                "computed_at": data.reported_at}):
+        log.debug("eta not applied (stale, or not the current task)",
+                  extra={"emergency_id": data.emergency_id, "task_id": data.task_id})

@@ -31,7 +31,7 @@ from healthflow.paramedic.domain import (
     haversine_m,
 )
 from healthflow.paramedic.schemas import AssignIn
-from healthflow.paramedic.service import Context, ids, offer
+from healthflow.paramedic.service import Context, free_unit, ids, offer
 
 
 async def _ranked(runtime: ServiceRuntime, ctx: Context, emergency_id: str, unit_id: str
@@ -73,8 +73,7 @@ async def _withdraw(uow: UnitOfWork, ctx: Context, assignment: Document) -> None
             "status": TaskStatus.WITHDRAWN.value, "answered_at": task.get("answered_at") or now,
             "updated_at": now}):
         raise CannotReassign("the task changed meanwhile; retry")
-    await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
-                                DutyStatus.AVAILABLE, now)
+    await free_unit(uow, task, now)
     uow.publish(events.TaskDeclined(reason="reassigned", declined_at=now, **ids(task)),
                 subject=f"emergency/{task['emergency_id']}")
 

@@ -10,6 +10,7 @@ transaction, so they survive a restart and fire once.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 
 from healthflow.common import jobs
 from healthflow.common.auth import Principal
+from healthflow.common.errors import Conflict
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
@@ -41,6 +43,8 @@ from healthflow.paramedic.domain import (
 )
 from healthflow.paramedic.schemas import PositionIn, ProfileIn
 from healthflow.paramedic.settings import Settings
+
+log = logging.getLogger(__name__)
 
 OFFER_TIMEOUT = "paramedic-offer-timeout"
 ASSIGNMENT_RETRY = "paramedic-assignment-retry"
@@ -166,9 +170,11 @@ async def accept(runtime: ServiceRuntime, ctx: Context, principal: Principal, ta
         if task["status"] != TaskStatus.OFFERED or now > task["expires_at"]:
             raise TaskNotOffered(f"the task is {task['status']}; it can no longer be accepted")
         fields = {"status": TaskStatus.ACCEPTED.value, "answered_at": now, "updated_at": now}
-        await store.update_task(uow.db, uow.session, task_id, TaskStatus.OFFERED, fields)
-        await store.update_assignment(uow.db, uow.session, task["emergency_id"], {
-            "$set": {"status": "accepted", "updated_at": now}})
+        if not await store.update_task(uow.db, uow.session, task_id, TaskStatus.OFFERED,
+                                       fields):
+            raise TaskNotOffered("the task was answered or withdrawn meanwhile")
+        must(await store.update_assignment(uow.db, uow.session, task["emergency_id"], {
+            "$set": {"status": "accepted", "updated_at": now}}), "the assignment")
         uow.publish(events.TaskAccepted(accepted_at=now, **ids(task)),
                     subject=f"emergency/{task['emergency_id']}")
         return task | fields
@@ -198,15 +204,32 @@ async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: Task
     now = ctx.clock()
     fields = {"status": status.value, "answered_at": now, "updated_at": now,
               "decline_reason": note}
-    await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED, fields)
-    await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
-                                DutyStatus.AVAILABLE, now)
+    if not await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED,
+                                   fields):
+        raise TaskNotOffered("the task was answered or withdrawn meanwhile")
+    await free_unit(uow, task, now)
     uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **ids(task)),
                 subject=f"emergency/{task['emergency_id']}")
     assignment = await store.get_assignment(uow.db, task["emergency_id"], session=uow.session)
     if assignment is not None and assignment["status"] == "offered":
         await offer_next(uow, ctx, assignment)
     return task | fields
+
+
+def must(changed: bool, what: str) -> None:
+    """A write that must find the document read earlier in this transaction did not:
+    Conflict (409; a consumer's delivery is retried and decides again)."""
+    if not changed:
+        raise Conflict(f"{what} changed concurrently; retry")
+
+
+async def free_unit(uow: UnitOfWork, task: Document, now: datetime) -> None:
+    """Make the task's unit available, if it still works that task (a unit reassigned
+    meanwhile is left alone, and logged)."""
+    if not await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
+                                       DutyStatus.AVAILABLE, now):
+        log.warning("unit no longer on the task it is freed from",
+                    extra={"unit_id": task["unit_id"], "task_id": task["_id"]})
 
 
 def ids(task: Document) -> dict[str, str]:
@@ -284,9 +307,9 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
         "emergency_status": "assigned", "offered_at": now, "expires_at": expires,
         "answered_at": None, "updated_at": now}
     await uow.db[store.TASKS].insert_one(task, session=uow.session)
-    await store.update_assignment(uow.db, uow.session, assignment["_id"], {
+    must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
         "$set": {"status": "offered", "task_id": task_id, "attempts": attempt,
-                 "updated_at": now}, "$addToSet": {"tried": unit["_id"]}})
+                 "updated_at": now}, "$addToSet": {"tried": unit["_id"]}}), "the assignment")
     await jobs.enqueue(uow.db, OFFER_TIMEOUT, {"task_id": task_id}, run_at=expires,
                        key=f"offer-timeout:{task_id}", session=uow.session, now=now)
     uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
@@ -302,8 +325,9 @@ async def _escalate(uow: UnitOfWork, ctx: Context, assignment: Document, reason:
     """Flag the emergency for the dispatchers (once) and try again later (a job)."""
     now = ctx.clock()
     first = assignment["status"] != "escalated"
-    await store.update_assignment(uow.db, uow.session, assignment["_id"], {
-        "$set": {"status": "escalated", "task_id": None, "updated_at": now}})
+    must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
+        "$set": {"status": "escalated", "task_id": None, "updated_at": now}}),
+         "the assignment")
     if first:
         uow.publish(events.AssignmentEscalated(
             emergency_id=assignment["_id"], reason=reason, attempts=assignment["attempts"],
@@ -328,8 +352,8 @@ async def on_assignment_retry(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> N
                                             session=uow.session)
     if assignment is None or assignment["status"] != "escalated":
         return
-    await store.update_assignment(uow.db, uow.session, assignment["_id"],
-                                  {"$set": {"tried": []}})
+    must(await store.update_assignment(uow.db, uow.session, assignment["_id"],
+                                       {"$set": {"tried": []}}), "the assignment")
     await offer_next(uow, ctx, assignment | {"tried": []})
 
 
@@ -349,8 +373,8 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
     if assignment is None or assignment["status"] == "ended":
         return
     if final:
-        await store.update_assignment(uow.db, uow.session, emergency_id, {
-            "$set": {"status": "ended", "updated_at": now}})
+        must(await store.update_assignment(uow.db, uow.session, emergency_id, {
+            "$set": {"status": "ended", "updated_at": now}}), "the assignment")
     task = (await store.get_task(uow.db, assignment["task_id"], session=uow.session)
             if assignment.get("task_id") else None)
     if task is None or not steps_forward(task.get("emergency_status") or "assigned", status):
@@ -358,8 +382,11 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
     fields: Document = {"emergency_status": status, "updated_at": now}
     if final and task["status"] in (TaskStatus.OFFERED, TaskStatus.ACCEPTED):
         fields["status"] = (TaskStatus.DONE if status == "closed" else TaskStatus.CANCELLED).value
-    await store.update_task(uow.db, uow.session, task["_id"], None, fields)
-    duty = DutyStatus.AVAILABLE if final else FOLLOWS_EMERGENCY.get(status)
-    if duty is not None:
-        await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"], duty,
-                                    now)
+    must(await store.update_task(uow.db, uow.session, task["_id"], None, fields), "the task")
+    if final:
+        await free_unit(uow, task, now)
+    elif (duty := FOLLOWS_EMERGENCY.get(status)) is not None and not (
+            await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
+                                        duty, now)):
+        log.warning("unit no longer on the task whose emergency moved",
+                    extra={"unit_id": task["unit_id"], "task_id": task["_id"]})

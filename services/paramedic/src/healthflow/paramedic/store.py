@@ -155,5 +155,7 @@ async def move_unit(db: Db, session: Session, unit_id: str, location: Document,
 
 
 async def update_assignment(db: Db, session: Session, emergency_id: str, update: Document
-                            ) -> None:
-    await db[ASSIGNMENTS].update_one({"_id": emergency_id}, update, session=session)
+                            ) -> bool:
+    """Apply ``update`` to the emergency's assignment; False when there is none."""
+    result = await db[ASSIGNMENTS].update_one({"_id": emergency_id}, update, session=session)
+    return result.matched_count == 1
