@@ -18,6 +18,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.paramedic import dispatch, service, store
+from healthflow.paramedic.assigner import Assigner
 from healthflow.paramedic.schemas import (
     AssignIn,
     DeclineIn,
@@ -37,6 +38,14 @@ def get_context(runtime: Runtime) -> service.Context:
 
 
 Ctx = Annotated[service.Context, Depends(get_context)]
+
+
+def get_assigner(runtime: Runtime) -> Assigner:
+    assigner: Assigner = runtime.state["assigner"]
+    return assigner
+
+
+AssignerDep = Annotated[Assigner, Depends(get_assigner)]
 TaskId = Annotated[str, Path(max_length=64)]
 EmergencyId = Annotated[str, Path(max_length=64)]
 Own = require(P.PARAMEDICS_MANAGE_OWN)
@@ -137,8 +146,10 @@ async def accept(runtime: Runtime, ctx: Ctx, task_id: TaskId,
 
 
 @router.post("/me/tasks/{task_id}/decline", summary="Decline an offered task")
-async def decline(runtime: Runtime, ctx: Ctx, task_id: TaskId, body: DeclineIn | None = None,
-                  principal: Principal = Own) -> TaskOut:
-    """The next unit is offered the emergency at once."""
-    return TaskOut.from_document(await service.decline(
-        runtime, ctx, principal, task_id, body.reason if body else None))
+async def decline(runtime: Runtime, ctx: Ctx, assigner: AssignerDep, task_id: TaskId,
+                  body: DeclineIn | None = None, principal: Principal = Own) -> TaskOut:
+    """The next unit is offered the emergency at once (after the decline commits)."""
+    task = await service.decline(runtime, ctx, principal, task_id,
+                                 body.reason if body else None)
+    await assigner.after_commit(task["emergency_id"])
+    return TaskOut.from_document(task)

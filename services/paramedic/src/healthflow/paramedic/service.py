@@ -199,8 +199,9 @@ async def decline(runtime: ServiceRuntime, ctx: Context, principal: Principal, t
 
 async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: TaskStatus,
                      reason: str, note: str | None = None) -> Document:
-    """The offer ends unanswered (declined or timed out): free the unit, remember it
-    tried, publish ``paramedic.task_declined`` and offer the next unit."""
+    """The offer ends unanswered (declined or timed out): free the unit, publish
+    ``paramedic.task_declined`` and make the emergency ``pending`` again (the
+    :mod:`.assigner` offers the next unit after this transaction)."""
     now = ctx.clock()
     fields = {"status": status.value, "answered_at": now, "updated_at": now,
               "decline_reason": note}
@@ -210,9 +211,7 @@ async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: Task
     await free_unit(uow, task, now)
     uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **ids(task)),
                 subject=f"emergency/{task['emergency_id']}")
-    assignment = await store.get_assignment(uow.db, task["emergency_id"], session=uow.session)
-    if assignment is not None and assignment["status"] == "offered":
-        await offer_next(uow, ctx, assignment)
+    await store.pending_again(uow.db, uow.session, task["emergency_id"], task["_id"], now)
     return task | fields
 
 
@@ -241,52 +240,38 @@ def ids(task: Document) -> dict[str, str]:
 
 
 async def on_emergency_raised(uow: UnitOfWork, ctx: Context, data: EmergencyRaised) -> None:
-    """Start assigning a newly raised emergency (once per emergency)."""
+    """Record a newly raised emergency as ``pending`` (once per emergency): the
+    :mod:`.assigner` ranks and offers it outside this transaction; one without a
+    position is escalated at once."""
     if await store.get_assignment(uow.db, data.emergency_id, session=uow.session):
         return
     now = ctx.clock()
     location = (point(data.latitude, data.longitude)
                 if data.latitude is not None and data.longitude is not None else None)
     doc: Document = {"_id": data.emergency_id, "priority": data.priority,
-                     "location": location, "status": "offered", "tried": [],
-                     "attempts": 0, "task_id": None, "created_at": now, "updated_at": now}
+                     "location": location, "status": "pending", "tried": [],
+                     "attempts": 0, "task_id": None, "escalated_at": None,
+                     "created_at": now, "updated_at": now}
     await uow.db[store.ASSIGNMENTS].insert_one(doc, session=uow.session)
-    await offer_next(uow, ctx, doc)
+    if location is None:
+        await escalate(uow, ctx, doc, "no_position")
 
 
-async def offer_next(uow: UnitOfWork, ctx: Context, assignment: Document) -> Document | None:
-    """Claim the nearest assignable unit not yet tried for this emergency and offer it
-    the task (``paramedic.task_offered`` and an offer timer); escalate when there is
-    none. Returns the task, or ``None`` when escalated."""
+async def claim_and_offer(uow: UnitOfWork, ctx: Context, assignment: Document,
+                          ranked: list[Document]) -> Document | None:
+    """Claim the first of ``ranked`` (candidates with ``distance_m``, ``travel_s``,
+    ``by_road``, fastest first, ranked before this transaction) that a conditional
+    update can still claim, and offer it the task (``paramedic.task_offered`` and an
+    offer timer); escalate when none can be. Returns the task, or ``None``."""
     now = ctx.clock()
-    if assignment["location"] is None:
-        await _escalate(uow, ctx, assignment, "no_position")
-        return None
     since = fresh_since(now, ctx.max_age)
-    found = await store.candidates(uow.db, uow.session, assignment["location"],
-                                   fresh_since=since, exclude=assignment["tried"],
-                                   max_distance_m=ctx.settings.search_radius_m,
-                                   limit=ctx.settings.candidates)
-    for candidate in await _by_travel_time(ctx, assignment["location"], found):
+    for candidate in ranked:
         task_id = str(uuid.uuid4())
         if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
                                   task_id=task_id, now=now):
             return await offer(uow, ctx, assignment, candidate, task_id)
-    await _escalate(uow, ctx, assignment, "no_unit_available")
+    await escalate(uow, ctx, assignment, "no_unit_available")
     return None
-
-
-async def _by_travel_time(ctx: Context, location: Document, found: list[Document]
-                          ) -> list[Document]:
-    """The ``$geoNear`` candidates re-ranked by road travel time (straight-line fallback,
-    :mod:`.roads`), each with ``travel_s`` and ``by_road``."""
-    lon, lat = location["coordinates"]
-    by_id = {c["_id"]: c for c in found}
-    etas = await ctx.roads.rank((lat, lon), [
-        (c["_id"], c["location"]["coordinates"][1], c["location"]["coordinates"][0])
-        for c in found])
-    return [by_id[e.unit_id] | {"travel_s": round(e.seconds, 1), "by_road": e.by_road}
-            for e in etas]
 
 
 async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
@@ -309,7 +294,8 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
     await uow.db[store.TASKS].insert_one(task, session=uow.session)
     must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
         "$set": {"status": "offered", "task_id": task_id, "attempts": attempt,
-                 "updated_at": now}, "$addToSet": {"tried": unit["_id"]}}), "the assignment")
+                 "escalated_at": None, "updated_at": now},
+        "$addToSet": {"tried": unit["_id"]}}), "the assignment")
     await jobs.enqueue(uow.db, OFFER_TIMEOUT, {"task_id": task_id}, run_at=expires,
                        key=f"offer-timeout:{task_id}", session=uow.session, now=now)
     uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
@@ -321,13 +307,14 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
     return task
 
 
-async def _escalate(uow: UnitOfWork, ctx: Context, assignment: Document, reason: str) -> None:
-    """Flag the emergency for the dispatchers (once) and try again later (a job)."""
+async def escalate(uow: UnitOfWork, ctx: Context, assignment: Document, reason: str) -> None:
+    """Flag the emergency for the dispatchers (once until a unit is offered it again)
+    and try again later (a job)."""
     now = ctx.clock()
-    first = assignment["status"] != "escalated"
+    first = assignment.get("escalated_at") is None
     must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
-        "$set": {"status": "escalated", "task_id": None, "updated_at": now}}),
-         "the assignment")
+        "$set": {"status": "escalated", "task_id": None, "escalated_at": now,
+                 "updated_at": now}}), "the assignment")
     if first:
         uow.publish(events.AssignmentEscalated(
             emergency_id=assignment["_id"], reason=reason, attempts=assignment["attempts"],
@@ -347,14 +334,15 @@ async def on_offer_timeout(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> None
 
 
 async def on_assignment_retry(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> None:
-    """An escalated emergency's retry: every unit may be asked again."""
+    """An escalated emergency's retry: ``pending`` again, every unit may be asked again
+    (the :mod:`.assigner` loop takes it)."""
     assignment = await store.get_assignment(uow.db, job.payload["emergency_id"],
                                             session=uow.session)
     if assignment is None or assignment["status"] != "escalated":
         return
-    must(await store.update_assignment(uow.db, uow.session, assignment["_id"],
-                                       {"$set": {"tried": []}}), "the assignment")
-    await offer_next(uow, ctx, assignment | {"tried": []})
+    must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
+        "$set": {"tried": [], "status": "pending", "updated_at": ctx.clock()}}),
+         "the assignment")
 
 
 async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,

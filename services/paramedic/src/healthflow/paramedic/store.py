@@ -9,8 +9,9 @@ Collections (database ``healthflow_paramedic``), times aware UTC, distances metr
     tasks        {_id, emergency_id, unit_id, paramedic_id, priority, location (Point),
                   distance_m, attempt, status (domain.TaskStatus), emergency_status,
                   offered_at, expires_at, answered_at, updated_at}
-    assignments  {_id: emergency id, priority, location | None, status: offered | accepted
-                  | escalated | ended, tried: [unit ids], attempts, task_id, created_at,
+    assignments  {_id: emergency id, priority, location | None, status: pending (waits
+                  for the assigner) | assigning | offered | accepted | escalated | ended,
+                  tried: [unit ids], attempts, task_id, escalated_at | None, created_at,
                   updated_at}
     jobs         the offer timers and escalation retries (healthflow.common.jobs)
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -152,6 +153,34 @@ async def move_unit(db: Db, session: Session, unit_id: str, location: Document,
         {"$set": {"location": location, "accuracy_m": accuracy_m,
                   "position_at": reported_at}}, session=session)
     return result.matched_count == 1
+
+
+async def pending_again(db: Db, session: Session, emergency_id: str, task_id: str,
+                        now: datetime) -> bool:
+    """The emergency whose current offer ``task_id`` ended waits for a unit again
+    (False when that offer was no longer current: accepted elsewhere, reassigned)."""
+    result = await db[ASSIGNMENTS].update_one(
+        {"_id": emergency_id, "status": "offered", "task_id": task_id},
+        {"$set": {"status": "pending", "task_id": None, "updated_at": now}},
+        session=session)
+    return result.matched_count == 1
+
+
+async def start_assigning(db: Db, session: Session, emergency_id: str, attempts: int,
+                          now: datetime) -> Document | None:
+    """Take the ``pending`` assignment as it was ranked (``attempts``) for this
+    transaction; None when it moved on meanwhile (another replica offered it, a
+    dispatcher assigned it, the emergency ended). One conditional update, so of two
+    replicas assigning it at once one goes on."""
+    return await db[ASSIGNMENTS].find_one_and_update(
+        {"_id": emergency_id, "status": "pending", "attempts": attempts},
+        {"$set": {"status": "assigning", "updated_at": now}}, session=session,
+        return_document=ReturnDocument.AFTER)
+
+
+async def oldest_pending(db: Db) -> Document | None:
+    return await db[ASSIGNMENTS].find_one({"status": "pending"},
+                                          sort=[("updated_at", ASCENDING)])
 
 
 async def update_assignment(db: Db, session: Session, emergency_id: str, update: Document
