@@ -53,10 +53,15 @@ Own = require(P.PARAMEDICS_MANAGE_OWN)
 router = APIRouter(prefix="/api/v1/paramedics", tags=["paramedics"])
 
 
+def _unit(ctx: service.Context, doc: dict[str, object]) -> UnitOut:
+    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc),
+                                 on_shift=service.is_on_shift(ctx, doc))
+
+
 @router.get("", summary="Every unit with duty status and position (dispatchers)")
 async def list_units(runtime: Runtime, ctx: Ctx,
                      principal: Principal = require(P.PARAMEDICS_READ_ANY)) -> list[UnitOut]:
-    return [UnitOut.from_document(d, assignable=service.is_assignable(ctx, d))
+    return [_unit(ctx, d)
             for d in await store.list_units(runtime.db)]
 
 
@@ -76,14 +81,14 @@ async def assign(runtime: Runtime, ctx: Ctx, emergency_id: EmergencyId, body: As
 async def get_me(runtime: Runtime, ctx: Ctx, principal: Principal = Own) -> UnitOut:
     """404 ``unit-not-found`` before the profile is put."""
     doc = await service.own_unit(runtime, principal)
-    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+    return _unit(ctx, doc)
 
 
 @router.put("/me", summary="Create or replace the caller's unit profile")
 async def put_me(runtime: Runtime, ctx: Ctx, body: ProfileIn,
                  principal: Principal = Own) -> UnitOut:
     doc = await service.put_profile(runtime, principal, body)
-    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+    return _unit(ctx, doc)
 
 
 @router.put("/me/status", summary="Go off duty or available")
@@ -91,7 +96,7 @@ async def put_status(runtime: Runtime, ctx: Ctx, body: StatusIn,
                      principal: Principal = Own) -> UnitOut:
     """409 ``unit-busy`` while the unit works a task."""
     doc = await service.set_status(runtime, principal, body.status)
-    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+    return _unit(ctx, doc)
 
 
 @router.put("/me/position", summary="Report the unit's position (WGS84)")
@@ -99,7 +104,7 @@ async def put_position(runtime: Runtime, ctx: Ctx, body: PositionIn,
                        principal: Principal = Own) -> UnitOut:
     """422 for coordinates out of range or a time too old or in the future."""
     doc = await service.report_position(runtime, ctx, principal, body)
-    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+    return _unit(ctx, doc)
 
 
 @router.get("/me/tasks", summary="Tasks offered to the caller's unit, newest first")

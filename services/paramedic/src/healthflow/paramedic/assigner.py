@@ -46,13 +46,14 @@ class Assigner:
         self.wakeup = asyncio.Event()
 
     async def rank(self, assignment: Document) -> list[Document]:
-        """The candidates for ``assignment`` (no transaction), fastest by road first,
-        each with ``distance_m``, ``travel_s`` and ``by_road``."""
+        """The candidates for ``assignment`` (no transaction), on shift, fastest by road
+        first, each with ``distance_m``, ``travel_s`` and ``by_road``."""
         ctx = self.ctx
-        found = await store.candidates(
+        found = [c for c in await store.candidates(
             self.runtime.db, None, assignment["location"],
             fresh_since=fresh_since(ctx.clock(), ctx.max_age), exclude=assignment["tried"],
             max_distance_m=ctx.settings.search_radius_m, limit=ctx.settings.candidates)
+            if service.is_on_shift(ctx, c)]
         lon, lat = assignment["location"]["coordinates"]
         by_id = {c["_id"]: c for c in found}
         etas = await ctx.roads.rank((lat, lon), [

@@ -31,7 +31,7 @@ from healthflow.paramedic.domain import (
     haversine_m,
 )
 from healthflow.paramedic.schemas import AssignIn
-from healthflow.paramedic.service import Context, free_unit, ids, offer
+from healthflow.paramedic.service import Context, free_unit, ids, is_on_shift, offer
 
 
 async def _ranked(runtime: ServiceRuntime, ctx: Context, emergency_id: str, unit_id: str
@@ -52,6 +52,8 @@ async def _ranked(runtime: ServiceRuntime, ctx: Context, emergency_id: str, unit
         raise UnitNotAssignable(f"unit {unit_id} is {unit['status']}"
                                 + ("" if unit["status"] != DutyStatus.AVAILABLE
                                    else " but its position is stale"))
+    if not is_on_shift(ctx, unit):
+        raise UnitNotAssignable(f"unit {unit_id} is off shift")
     lon, lat = assignment["location"]["coordinates"]
     ulon, ulat = unit["location"]["coordinates"]
     [eta] = await ctx.roads.rank((lat, lon), [(unit_id, ulat, ulon)])

@@ -21,9 +21,10 @@ from healthflow.common.auth import Principal
 from healthflow.common.errors import Conflict
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
+from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.emergency import EmergencyRaised
-from healthflow.paramedic import events, roads, store
+from healthflow.paramedic import events, roads, shifts, store
 from healthflow.paramedic.domain import (
     FINAL_EMERGENCY,
     FOLLOWS_EMERGENCY,
@@ -75,15 +76,31 @@ async def own_unit(runtime: ServiceRuntime, principal: Principal) -> Document:
     return doc
 
 
+def is_on_shift(ctx: Context, doc: Document) -> bool:
+    return shifts.on_shift(doc.get("shifts"), doc.get("time_zone"), ctx.clock())
+
+
 def is_assignable(ctx: Context, doc: Document) -> bool:
-    return assignable(doc["status"], doc.get("position_at"), ctx.clock(), ctx.max_age)
+    """Available, with a fresh position, and on shift (:mod:`.shifts`)."""
+    return (assignable(doc["status"], doc.get("position_at"), ctx.clock(), ctx.max_age)
+            and is_on_shift(ctx, doc))
 
 
 async def put_profile(runtime: ServiceRuntime, principal: Principal, body: ProfileIn
                       ) -> Document:
-    """Create or replace the caller's unit profile; a new unit starts ``off_duty``."""
+    """Create or replace the caller's unit profile; a new unit starts ``off_duty``.
+
+    Raises:
+        UnprocessableContent (422): shifts that overlap or leave the 15-minute grid,
+            ``errors`` ``[{location: "body.shifts.<i>", message}]``.
+    """
     now = utcnow()
-    profile = body.model_dump(mode="json")
+    rules = [shift.rule() for shift in body.shifts]
+    if found := shifts.problems(rules, body.time_zone, now):
+        raise UnprocessableContent("the shifts cannot be read unambiguously", errors=[
+            {**p, "location": p["location"].replace("weekly", "body.shifts")}
+            for p in found])
+    profile = body.model_dump(mode="json") | {"shifts": rules}
     await runtime.db[store.UNITS].update_one(
         {"_id": principal.subject},
         {"$set": {**profile, "updated_at": now},

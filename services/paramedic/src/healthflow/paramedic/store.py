@@ -103,7 +103,8 @@ async def candidates(db: Db, session: Session, location: Document, *, fresh_sinc
                                 "position_at": {"$gte": fresh_since},
                                 "_id": {"$nin": exclude}}}},
         {"$limit": limit},
-        {"$project": {"_id": 1, "distance_m": 1, "location": 1, "call_sign": 1}},
+        {"$project": {"_id": 1, "distance_m": 1, "location": 1, "call_sign": 1,
+                      "shifts": 1, "time_zone": 1}},
     ]
     cursor = await db[UNITS].aggregate(pipeline, session=session)
     return await cursor.to_list()
