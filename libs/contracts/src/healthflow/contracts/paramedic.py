@@ -36,7 +36,10 @@ class TaskOffered(TaskEvent):
     not a person's name). A dispatcher's manual (re)assignment names them in
     ``assigned_by`` (user id) with a ``reason`` code (``nearer_unit``,
     ``unit_unavailable``, ``crew_request``, ``escalated``, ``other``); both ``None``
-    for the automatic offers. The last three fields were added compatibly."""
+    for the automatic offers. ``stream_connected`` says whether the paramedic app had
+    its task stream open when offered (``False``: the notification service sends an
+    SMS instead; ``None`` from older publishers). The last four fields were added
+    compatibly."""
 
     distance_m: float
     travel_s: float
@@ -47,6 +50,7 @@ class TaskOffered(TaskEvent):
     call_sign: str | None = None
     assigned_by: str | None = None
     reason: str | None = None
+    stream_connected: bool | None = None
 
 
 @event_type("paramedic.eta_updated", version=1, publisher=PUBLISHER)

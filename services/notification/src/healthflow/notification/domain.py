@@ -131,6 +131,10 @@ EMERGENCY_INBOUND = MessageKind("emergency_inbound",
 an ambulance is bringing a patient (priority and department only: no name, no
 condition beyond the triage class)."""
 
+TASK_OFFERED = MessageKind("task_offered", channels=(Channel.SMS,), urgent=True)
+"""``paramedic.task_offered`` to a unit whose app had no task stream open: an SMS to
+its paramedic (the call sign and where to answer; no patient, no place)."""
+
 ENDED_STATUSES = frozenset({"cancelled", "no_show", "completed"})
 """Appointment statuses after which a late booking confirmation is no longer sent."""
 

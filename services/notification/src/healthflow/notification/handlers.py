@@ -9,6 +9,8 @@
 * ``prescription.issued`` — the patient's "new prescription ready".
 * ``emergency.destination_chosen`` — the receiving hospital staff's "ambulance
   inbound" (urgent push and SMS).
+* ``paramedic.task_offered`` — an SMS to the paramedic when the app's task stream
+  was not open (the fallback for the push).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -34,6 +36,7 @@ from healthflow.contracts.auth import (
 )
 from healthflow.contracts.base import EventPayload
 from healthflow.contracts.emergency import EmergencyDestinationChosen
+from healthflow.contracts.paramedic import TaskOffered
 from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.notification import service
@@ -65,6 +68,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
                          ) -> None:
         await service.apply_emergency_inbound(uow, event.data.model_dump(), event.id, ctx)
 
+    async def on_task_offered(event: Received[TaskOffered], uow: UnitOfWork) -> None:
+        await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx)
+
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
             await service.apply_directory(uow, kind, event.data.model_dump(), ctx)
@@ -77,6 +83,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,
         "emergency.destination_chosen": on_inbound,
+        "paramedic.task_offered": on_task_offered,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

@@ -7,6 +7,7 @@ status and position), ``PUT /assignments/{emergency_id}`` (manual (re)assignment
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -122,16 +123,27 @@ async def stream_tasks(runtime: Runtime, ctx: Ctx,
     accepted), then one ``task`` event (``data`` = the TaskOut JSON, ``id`` = task id)
     per new offer or change, from a change stream on the tasks (no polling), opened
     before the catch-up read so nothing falls between the two; ``: ping`` every
-    ``stream_heartbeat_s`` seconds."""
+    ``stream_heartbeat_s`` seconds. While it is open the unit counts as connected
+    (seen every heartbeat); an offer to a unit not seen for two heartbeats goes out
+    by SMS too (the notification service)."""
     paramedic_id = principal.subject
+
+    async def seen() -> None:  # while open: offers go here, not by SMS
+        while True:
+            await store.touch_stream(runtime.db, paramedic_id, ctx.clock())
+            await asyncio.sleep(ctx.settings.stream_heartbeat_s)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent(retry=3000, comment="stream open")
-        async with await store.watch_tasks(runtime.db, paramedic_id) as changes:
-            for doc in await store.open_tasks_of(runtime.db, paramedic_id):
-                yield _task_event(doc)
-            async for change in changes:
-                yield _task_event(change["fullDocument"])
+        alive = asyncio.create_task(seen(), name=f"stream-seen:{paramedic_id}")
+        try:
+            async with await store.watch_tasks(runtime.db, paramedic_id) as changes:
+                for doc in await store.open_tasks_of(runtime.db, paramedic_id):
+                    yield _task_event(doc)
+                async for change in changes:
+                    yield _task_event(change["fullDocument"])
+        finally:
+            alive.cancel()
 
     return EventSourceResponse(events(), ping=ctx.settings.stream_heartbeat_s, sep="\n",
                                headers={"Cache-Control": "no-cache",

@@ -296,7 +296,8 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
                 ) -> Document:
     """Offer the claimed ``unit`` (with ``distance_m``, ``travel_s``, ``by_road``) the
     emergency's task ``task_id``: the task, its timer, ``paramedic.task_offered``
-    (naming the dispatcher and reason of a manual assignment)."""
+    (naming the dispatcher and reason of a manual assignment, and whether the app's
+    task stream was seen within two heartbeats: if not, notification sends an SMS)."""
     now = ctx.clock()
     expires = now + timedelta(seconds=ctx.settings.offer_timeout_s)
     attempt = assignment["attempts"] + 1
@@ -315,11 +316,14 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
         "$addToSet": {"tried": unit["_id"]}}), "the assignment")
     await jobs.enqueue(uow.db, OFFER_TIMEOUT, {"task_id": task_id}, run_at=expires,
                        key=f"offer-timeout:{task_id}", session=uow.session, now=now)
+    seen = unit.get("stream_seen_at")
+    connected = seen is not None and seen >= now - 2 * timedelta(
+        seconds=ctx.settings.stream_heartbeat_s)
     uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
                                    by_road=task["by_road"], attempt=attempt,
                                    call_sign=unit.get("call_sign"), offered_at=now,
                                    expires_at=expires, assigned_by=assigned_by,
-                                   reason=reason, **ids(task)),
+                                   reason=reason, stream_connected=connected, **ids(task)),
                 subject=f"emergency/{assignment['_id']}")
     return task
 

@@ -85,6 +85,11 @@ def watch_tasks(db: Db, paramedic_id: str) -> Any:
     return db[TASKS].watch(pipeline, full_document="updateLookup")
 
 
+async def touch_stream(db: Db, unit_id: str, now: datetime) -> None:
+    """Record that the unit's app holds its task stream open at ``now``."""
+    await db[UNITS].update_one({"_id": unit_id}, {"$set": {"stream_seen_at": now}})
+
+
 async def get_assignment(db: Db, emergency_id: str, session: Session = None
                          ) -> Document | None:
     return await db[ASSIGNMENTS].find_one({"_id": emergency_id}, session=session)
@@ -104,7 +109,7 @@ async def candidates(db: Db, session: Session, location: Document, *, fresh_sinc
                                 "_id": {"$nin": exclude}}}},
         {"$limit": limit},
         {"$project": {"_id": 1, "distance_m": 1, "location": 1, "call_sign": 1,
-                      "shifts": 1, "time_zone": 1}},
+                      "shifts": 1, "time_zone": 1, "stream_seen_at": 1}},
     ]
     cursor = await db[UNITS].aggregate(pipeline, session=session)
     return await cursor.to_list()
