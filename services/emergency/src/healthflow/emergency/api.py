@@ -85,7 +85,8 @@ async def stream_one(
     otherwise): an ``emergency`` event (``data`` = the EmergencyOut JSON, with
     ``responder``: call sign and live ETA) now and after every change, from a change
     stream opened before the first read (no polling, nothing missed); ``: ping``
-    every ``stream_heartbeat_s`` seconds. Ends after a closed or cancelled one."""
+    every ``stream_heartbeat_s`` seconds. Ends after a closed or cancelled one, and
+    when the caller may no longer read it (a crew reassigned away)."""
     await service.get(runtime, principal, emergency_id)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
@@ -96,7 +97,10 @@ async def stream_one(
             async for change in changes:
                 if change.get("fullDocument") is None:
                     continue
-                yield _emergency_event(doc := change["fullDocument"])
+                doc = change["fullDocument"]
+                if not service.visible(principal, doc):  # e.g. a crew reassigned away
+                    return
+                yield _emergency_event(doc)
                 if doc["status"] in ("closed", "cancelled"):
                     return
 

@@ -107,7 +107,8 @@ async def raise_emergency(runtime: ServiceRuntime, principal: Principal, body: R
     return await runtime.transact(write, actor=principal.actor)
 
 
-def _visible(principal: Principal, doc: Document) -> bool:
+def visible(principal: Principal, doc: Document) -> bool:
+    """Whether ``principal`` may read ``doc``: a dispatcher, its current crew, its raiser."""
     if principal.has(Permission.EMERGENCIES_DISPATCH):
         return True
     assignment = doc.get("assignment") or {}
@@ -121,7 +122,7 @@ async def get(runtime: ServiceRuntime, principal: Principal, emergency_id: str) 
     """An emergency as its raiser, a dispatcher or its assigned crew may read it.
     Raises EmergencyNotFound (404), also for one the caller may not see."""
     doc = await store.get(runtime.db, emergency_id)
-    if doc is None or not _visible(principal, doc):
+    if doc is None or not visible(principal, doc):
         raise EmergencyNotFound(f"no emergency {emergency_id}")
     return doc
 
@@ -164,7 +165,7 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
     """
     async def write(uow: UnitOfWork) -> Document:
         doc = await store.get(uow.db, emergency_id, session=uow.session)
-        if doc is None or not _visible(principal, doc):
+        if doc is None or not visible(principal, doc):
             raise EmergencyNotFound(f"no emergency {emergency_id}")
         role = _role(principal)
         if role != "dispatcher" and (role != "paramedic" or target is Status.CANCELLED):
