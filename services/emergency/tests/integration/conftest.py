@@ -3,20 +3,25 @@ through its own in-process transport."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from healthflow.common import mongo
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.service import ServiceRuntime
-from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.devkit.embedded import free_ports
+from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.emergency.app import create_app
 from healthflow.emergency.settings import Settings
 
@@ -78,3 +83,60 @@ async def emg(mongodb_url: str, unique_name: str, tokens: TokenFactory
     app.state.verifier = tokens.verifier()
     async with running_app(app) as client:
         yield Emergencies(client, app.state.runtime, tokens)
+
+
+@pytest.fixture
+async def served(mongodb_url: str, unique_name: str, tokens: TokenFactory
+                 ) -> AsyncIterator[tuple[Emergencies, str]]:
+    """The emergency app on a real uvicorn server (SSE needs one): (handle, base URL)."""
+    settings = Settings(mongodb_url=mongodb_url, mongodb_database=unique_name,
+                        transport="inprocess", stream_heartbeat_s=1.0)
+    app = create_app(settings, transport=InProcessTransport(
+        mongo.get_database(mongodb_url, f"{unique_name}_bus")))
+    app.state.verifier = tokens.verifier()
+    [port] = free_ports(1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await eventually(lambda: server.started, message="server did not start")
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            yield Emergencies(client, app.state.runtime, tokens), base
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+
+
+Reader = Callable[[Callable[[dict[str, Any]], bool]], Awaitable[dict[str, Any]]]
+
+
+@contextlib.asynccontextmanager
+async def sse(base: str, path: str, headers: dict[str, str]) -> AsyncIterator[Reader]:
+    """An open SSE stream; yields ``read_until(check)``: the next ``emergency`` event
+    whose JSON ``data`` passes ``check`` (within 10 s)."""
+    async with (httpx.AsyncClient(base_url=base, timeout=20) as http,
+                http.stream("GET", path, headers=headers | {"Accept": "text/event-stream"}
+                            ) as response):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = response.aiter_lines()
+
+        async def read(check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+            event: dict[str, str] = {}
+            async for line in lines:
+                if not line and event.get("event") == "emergency":
+                    data: dict[str, Any] = json.loads(event["data"])
+                    if check(data):
+                        return data
+                if not line:
+                    event = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    event[name] = value
+            raise AssertionError("the stream ended")
+
+        async def read_until(check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+            return await asyncio.wait_for(read(check), 10)
+
+        yield read_until

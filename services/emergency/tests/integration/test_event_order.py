@@ -79,3 +79,36 @@ async def test_a_stale_escalation_does_not_unassign_a_newer_offer(emg: Emergenci
     doc = await read(emg, eid)
     assert doc["status"] == "assigned" and doc["assignment"]["task_id"] == task
     assert doc["escalated"] is None
+
+
+async def test_a_dispatchers_reassignment_displaces_the_unit_on_its_way(
+        emg: Emergencies) -> None:
+    eid = (await emg.raise_()).json()["id"]
+    first = await emg.offer(eid, "para-1")
+    await emg.answer("paramedic.task_accepted", eid, "para-1", first, accepted_at=now())
+    moved = await emg.client.post(f"/api/v1/emergencies/{eid}/status",
+                                  json={"status": "en_route"},
+                                  headers=emg.as_("para-1", "paramedic"))
+    assert moved.status_code == 200, moved.text
+    second = "task-2"
+    # The new crew's acceptance overtakes the reassignment's offer.
+    await emg.answer("paramedic.task_accepted", eid, "para-2", second, accepted_at=now())
+    await emg.offer(eid, "para-2", task_id=second, attempt=2)  # automatic: ignored
+    assert (await read(emg, eid))["assignment"]["unit_id"] == "para-1"
+    await emg.deliver("paramedic.task_offered", {
+        "task_id": second, "emergency_id": eid, "unit_id": "para-2", "paramedic_id": "para-2",
+        "distance_m": 500.0, "travel_s": 60.0, "by_road": True, "attempt": 3,
+        "offered_at": now(), "expires_at": now(), "call_sign": "HKI 122",
+        "assigned_by": "disp-1", "reason": "unit_unavailable"})
+    await emg.answer("paramedic.task_declined", eid, "para-1", first, reason="reassigned",
+                     declined_at=now())
+    doc = await read(emg, eid)
+    assert doc["status"] == "assigned" and doc["assignment"]["unit_id"] == "para-2"
+    assert doc["assignment"]["accepted_at"] is not None  # the early acceptance counts
+    assert (doc["assignment"]["assigned_by"], doc["assignment"]["reason"]) == (
+        "disp-1", "unit_unavailable")
+    assert doc["timeline"][-1]["by_role"] == "dispatcher"
+    assert doc["responder"]["call_sign"] == "HKI 122"
+    on = await emg.client.post(f"/api/v1/emergencies/{eid}/status", json={"status": "en_route"},
+                               headers=emg.as_("para-2", "paramedic"))
+    assert on.status_code == 200, on.text

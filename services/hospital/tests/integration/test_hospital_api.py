@@ -141,6 +141,7 @@ async def test_registration_is_pending_and_recorded_in_the_outbox(hospital_app: 
         "hospital_id": created["id"], "version": 1, "name": "Charité Mitte", "city": "Berlin",
         "country": "DE", "time_zone": "Europe/Berlin", "status": "pending",
         "services": ["cardiology", "radiology"], "registered_by": REP,
+        "latitude": 52.5251, "longitude": 13.3777,
     }
     assert record["envelope"]["subject"] == f"hospital/{created['id']}"
     assert record["envelope"]["actor"] == REP

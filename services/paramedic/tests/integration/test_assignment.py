@@ -84,7 +84,7 @@ async def test_a_decline_offers_the_next_unit_and_a_silent_unit_times_out(
     assert declined.status_code == 200 and declined.json()["status"] == "declined"
     stored = await para.runtime.db["tasks"].find_one({"_id": task["id"]})
     assert stored is not None and stored["decline_reason"] == "flat tyre"
-    [offer2] = await para.tasks(second)  # offered at once, in the decline's transaction
+    [offer2] = await para.tasks(second)  # offered at once, right after the decline commits
     assert offer2["attempt"] == 2
 
     async def timed_out() -> bool:

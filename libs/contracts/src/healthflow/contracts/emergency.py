@@ -67,3 +67,27 @@ class EmergencyStatusChanged(EventPayload):
     unit_id: str | None
     changed_by_role: str
     changed_at: datetime
+
+
+@event_type("emergency.destination_chosen", version=1, publisher=PUBLISHER)
+class EmergencyDestinationChosen(EventPayload):
+    """The crew is taking the patient to ``hospital_id`` (the nearest verified hospital
+    with a department offering ``department``, a lower-case service code such as
+    ``emergency`` or ``cardiology``) and left the scene at ``chosen_at``.
+
+    ``department_id`` is that department; ``distance_m`` the straight-line (WGS84
+    great-circle) distance from the incident in metres; ``unit_id`` the unit
+    transporting. ``receiving_staff`` are the user ids of the hospital's staff who
+    receive the patient, to be told in advance: the department's doctors and nurses,
+    or the hospital's when the department has none on record (possibly empty).
+    """
+
+    emergency_id: str
+    priority: str
+    hospital_id: str
+    department_id: str
+    department: str
+    distance_m: float
+    unit_id: str | None
+    receiving_staff: list[str]
+    chosen_at: datetime

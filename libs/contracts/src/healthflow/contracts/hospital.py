@@ -23,7 +23,10 @@ class HospitalSnapshot(EventPayload):
 
     Fields: ``hospital_id``; ``version`` (revision, int ≥ 1); ``name``; ``city``;
     ``country`` (ISO 3166-1 alpha-2); ``time_zone`` (IANA key); ``status``
-    (``pending`` | ``verified`` | ``rejected``); ``services`` (lower-case codes).
+    (``pending`` | ``verified`` | ``rejected``); ``services`` (lower-case codes);
+    ``latitude``/``longitude`` (WGS 84 degrees, the registered GeoJSON position; both
+    ``None`` when the hospital gave none; added in a compatible change, so older
+    events lack them).
     """
 
     hospital_id: str
@@ -34,6 +37,8 @@ class HospitalSnapshot(EventPayload):
     time_zone: str
     status: str
     services: list[str]
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 @event_type("hospital.registered", version=1, publisher=PUBLISHER)

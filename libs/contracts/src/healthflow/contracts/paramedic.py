@@ -3,7 +3,8 @@
 The paramedic service owns the units (status, position) and so the assignment:
 it claims a unit for an emergency with one conditional update in its own
 database and publishes what happened to the offer. Positions are never
-published (a unit reports every few seconds). ``subject`` is ``emergency/<id>``.
+published; a unit on its way publishes its travel time to the incident instead
+(``paramedic.eta_updated``). ``subject`` is ``emergency/<id>``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ class TaskOffered(TaskEvent):
     it must accept before ``expires_at`` (aware UTC). ``distance_m`` is the straight-line
     (great-circle) distance in metres, ``travel_s`` the estimated travel time in seconds,
     by road when ``by_road`` (else from the straight line); ``attempt`` counts offers for
-    this emergency from 1."""
+    this emergency from 1. ``call_sign`` is the unit's radio call sign (who is coming;
+    not a person's name). A dispatcher's manual (re)assignment names them in
+    ``assigned_by`` (user id) with a ``reason`` code (``nearer_unit``,
+    ``unit_unavailable``, ``crew_request``, ``escalated``, ``other``); both ``None``
+    for the automatic offers. ``stream_connected`` says whether the paramedic app had
+    its task stream open when offered (``False``: the notification service sends an
+    SMS instead; ``None`` from older publishers). The last four fields were added
+    compatibly."""
 
     distance_m: float
     travel_s: float
@@ -39,6 +47,25 @@ class TaskOffered(TaskEvent):
     attempt: int
     offered_at: datetime
     expires_at: datetime
+    call_sign: str | None = None
+    assigned_by: str | None = None
+    reason: str | None = None
+    stream_connected: bool | None = None
+
+
+@event_type("paramedic.eta_updated", version=1, publisher=PUBLISHER)
+class EtaUpdated(TaskEvent):
+    """The unit that accepted the task reported a position taken at ``reported_at``
+    while on its way (the emergency ``assigned`` or ``en_route``): it is ``distance_m``
+    metres (great circle) and ``travel_s`` seconds from the incident, by road when
+    ``by_road`` (else the straight-line estimate). One per accepted position report;
+    the position itself is not published. ``call_sign`` as in ``task_offered``."""
+
+    call_sign: str
+    distance_m: float
+    travel_s: float
+    by_road: bool
+    reported_at: datetime
 
 
 @event_type("paramedic.task_accepted", version=1, publisher=PUBLISHER)
@@ -50,8 +77,10 @@ class TaskAccepted(TaskEvent):
 
 @event_type("paramedic.task_declined", version=1, publisher=PUBLISHER)
 class TaskDeclined(TaskEvent):
-    """The offer ended without acceptance at ``declined_at``: ``reason`` is
-    ``declined`` (the paramedic said no) or ``timeout`` (no answer in time)."""
+    """The task ended without the crew finishing it at ``declined_at``: ``reason`` is
+    ``declined`` (the paramedic said no), ``timeout`` (no answer in time) or
+    ``reassigned`` (a dispatcher gave the emergency to another unit, also after
+    acceptance)."""
 
     reason: str
     declined_at: datetime

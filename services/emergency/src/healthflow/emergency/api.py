@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from healthflow.common.auth import Principal, require, require_any
 from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.emergency import service
+from healthflow.emergency import service, store
 from healthflow.emergency.schemas import EmergencyOut, RaiseIn, StatusIn
+from healthflow.emergency.settings import Settings
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 EmergencyId = Annotated[str, Path(max_length=64)]
@@ -37,6 +40,29 @@ async def board(runtime: Runtime,
     return [EmergencyOut.from_document(d) for d in await service.board(runtime)]
 
 
+@router.get("/stream", summary="The dispatchers' board live, as Server-Sent Events",
+            response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_board(runtime: Runtime,
+                       principal: Principal = require(P.EMERGENCIES_DISPATCH)
+                       ) -> EventSourceResponse:
+    """``text/event-stream`` (WHATWG HTML §9.2): an ``emergency`` event (``data`` = the
+    EmergencyOut JSON) for every open emergency now (P1 first, oldest first), then one
+    per emergency raised or changed (closed and cancelled ones too, so the board drops
+    them), from a change stream opened before the first read; ``: ping`` every
+    ``stream_heartbeat_s`` seconds."""
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(retry=3000, comment="stream open")
+        async with await store.watch_all(runtime.db) as changes:
+            for doc in await service.board(runtime):
+                yield _emergency_event(doc)
+            async for change in changes:
+                if change.get("fullDocument") is not None:
+                    yield _emergency_event(change["fullDocument"])
+
+    return _sse(runtime, events())
+
+
 @router.get("/{emergency_id}", summary="One emergency: its raiser, dispatchers, its crew")
 async def get_one(
     runtime: Runtime, emergency_id: EmergencyId,
@@ -45,6 +71,54 @@ async def get_one(
 ) -> EmergencyOut:
     """404 ``emergency-not-found`` also for one the caller may not see."""
     return EmergencyOut.from_document(await service.get(runtime, principal, emergency_id))
+
+
+@router.get("/{emergency_id}/stream", summary="One emergency live, as Server-Sent Events",
+            response_class=EventSourceResponse,
+            responses={200: {"content": {"text/event-stream": {}}}})
+async def stream_one(
+    runtime: Runtime, emergency_id: EmergencyId,
+    principal: Principal = require_any(P.EMERGENCIES_READ_OWN, P.EMERGENCIES_DISPATCH,
+                                       P.EMERGENCIES_UPDATE_ASSIGNED),
+) -> EventSourceResponse:
+    """``text/event-stream`` (WHATWG HTML §9.2) for whoever may read the emergency (404
+    otherwise): an ``emergency`` event (``data`` = the EmergencyOut JSON, with
+    ``responder``: call sign and live ETA) now and after every change, from a change
+    stream opened before the first read (no polling, nothing missed); ``: ping``
+    every ``stream_heartbeat_s`` seconds. Ends after a closed or cancelled one, and
+    when the caller may no longer read it (a crew reassigned away)."""
+    await service.get(runtime, principal, emergency_id)
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(retry=3000, comment="stream open")
+        async with await store.watch(runtime.db, emergency_id) as changes:
+            doc = await service.get(runtime, principal, emergency_id)
+            yield _emergency_event(doc)
+            async for change in changes:
+                if change.get("fullDocument") is None:
+                    continue
+                doc = change["fullDocument"]
+                if not service.visible(principal, doc):  # e.g. a crew reassigned away
+                    return
+                yield _emergency_event(doc)
+                if doc["status"] in ("closed", "cancelled"):
+                    return
+
+    return _sse(runtime, events())
+
+
+def _sse(runtime: ServiceRuntime, events: AsyncIterator[ServerSentEvent]
+         ) -> EventSourceResponse:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return EventSourceResponse(events, ping=settings.stream_heartbeat_s, sep="\n",
+                               headers={"Cache-Control": "no-cache",
+                                        "X-Accel-Buffering": "no"})
+
+
+def _emergency_event(doc: dict[str, object]) -> ServerSentEvent:
+    return ServerSentEvent(event="emergency",
+                           data=EmergencyOut.from_document(doc).model_dump_json())
 
 
 @router.post("/{emergency_id}/status", summary="The next step of the lifecycle, or cancel")

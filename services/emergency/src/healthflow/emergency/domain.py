@@ -125,3 +125,18 @@ def check_step(current: Status, target: Status, *, accepted: bool,
         raise StatusOutOfOrder(f"an emergency that is {current} cannot become {target}")
     if current is Status.ASSIGNED and not accepted:
         raise StatusOutOfOrder("the assigned unit has not accepted the task yet")
+
+
+DESTINATION_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("a major trauma mechanism", ("trauma", "emergency")),
+    ("otherwise", ("emergency",)),
+)
+"""Which hospital department receives the patient (lower-case service codes of the
+hospital service's departments), in order of preference: the first code some
+verified hospital offers wins, nearest hospital first (rendered in
+docs/architecture.md). Illustrative, like the triage table."""
+
+
+def destination_departments(answers: Triage) -> tuple[str, ...]:
+    """The department codes of :data:`DESTINATION_RULES` for ``answers``, preferred first."""
+    return DESTINATION_RULES[0][1] if answers.major_trauma else DESTINATION_RULES[1][1]

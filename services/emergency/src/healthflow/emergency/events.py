@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from healthflow.contracts.emergency import (
     EmergencyAssigned,
+    EmergencyDestinationChosen,
     EmergencyRaised,
     EmergencyStatusChanged,
 )
 
-__all__ = ["EmergencyAssigned", "EmergencyRaised", "EmergencyStatusChanged"]
+__all__ = ["EmergencyAssigned", "EmergencyDestinationChosen", "EmergencyRaised",
+           "EmergencyStatusChanged"]

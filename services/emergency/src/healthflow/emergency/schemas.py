@@ -5,7 +5,7 @@ Latitudes and longitudes are WGS84 degrees, ``accuracy_m`` metres, times aware U
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -68,14 +68,58 @@ class AssignmentOut(BaseModel):
     task_id: str
     unit_id: str
     paramedic_id: str
+    call_sign: str | None = None
+    assigned_by: str | None = None  # the dispatcher of a manual (re)assignment
+    reason: str | None = None  # its reason code
     offered_at: datetime | None  # None while the acceptance overtook its offer
     accepted_at: datetime | None
+
+
+class ResponderOut(BaseModel):
+    """Who is coming and when, while the unit is on its way (``assigned`` or
+    ``en_route``): the unit's radio ``call_sign`` (no one's name), ``travel_s`` seconds
+    from the incident as of ``computed_at`` (its last position report, or the offer),
+    by road when ``by_road`` (else the straight-line estimate), ``distance_m``
+    great-circle metres; ``arrive_at`` = ``computed_at`` + ``travel_s`` (aware UTC)."""
+
+    unit_id: str
+    call_sign: str | None
+    accepted: bool
+    travel_s: float
+    by_road: bool
+    distance_m: float
+    computed_at: datetime
+    arrive_at: datetime
+
+    @classmethod
+    def from_document(cls, doc: Document) -> ResponderOut | None:
+        assignment, eta = doc.get("assignment") or {}, doc.get("eta") or {}
+        if (doc["status"] not in (Status.ASSIGNED, Status.EN_ROUTE) or not eta
+                or eta.get("task_id") != assignment.get("task_id")):
+            return None
+        return cls(unit_id=assignment["unit_id"], call_sign=assignment.get("call_sign"),
+                   accepted=assignment.get("accepted_at") is not None,
+                   travel_s=eta["travel_s"], by_road=eta["by_road"],
+                   distance_m=eta["distance_m"], computed_at=eta["computed_at"],
+                   arrive_at=eta["computed_at"] + timedelta(seconds=eta["travel_s"]))
 
 
 class StepOut(BaseModel):
     status: Status
     at: datetime
     by_role: str
+
+
+class DestinationOut(BaseModel):
+    """The hospital the crew is taking the patient to; ``distance_m`` great-circle metres
+    from the incident."""
+
+    hospital_id: str
+    name: str | None
+    department_id: str
+    department: str
+    distance_m: float
+    chosen_at: datetime
 
 
 class EmergencyOut(BaseModel):
@@ -91,13 +135,17 @@ class EmergencyOut(BaseModel):
     raised_by_role: str
     patient_id: str | None
     assignment: AssignmentOut | None
+    responder: ResponderOut | None = None
     escalated: dict[str, Any] | None
     cancel_reason: str | None
+    destination: DestinationOut | None = None
     timeline: list[StepOut]
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def from_document(cls, doc: Document) -> EmergencyOut:
-        fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields if k != "id"}
-        return cls.model_validate({**fields, "id": doc["_id"]})
+        fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields
+                                  if k not in ("id", "responder")}
+        return cls.model_validate({**fields, "id": doc["_id"],
+                                   "responder": ResponderOut.from_document(doc)})

@@ -8,6 +8,7 @@ caller said stay in this database; events carry ids, priority and coordinates.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 
@@ -19,12 +20,14 @@ from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.paramedic import (
     AssignmentEscalated,
+    EtaUpdated,
     TaskAccepted,
     TaskDeclined,
     TaskOffered,
 )
-from healthflow.emergency import events, store
+from healthflow.emergency import destination, events, store
 from healthflow.emergency.domain import (
+    FINAL,
     EmergencyNotFound,
     EmergencyOpen,
     NoLocation,
@@ -34,6 +37,8 @@ from healthflow.emergency.domain import (
     triage,
 )
 from healthflow.emergency.schemas import RaiseIn
+
+log = logging.getLogger(__name__)
 
 SYSTEM = "system"
 
@@ -65,7 +70,7 @@ def new_emergency(principal: Principal, body: RaiseIn, now: datetime) -> Documen
         "caller_phone": body.caller_phone if dispatcher else None,
         "raised_by": principal.subject, "raised_by_role": role,
         "patient_id": principal.subject if role == "patient" else None,
-        "assignment": None, "escalated": None, "cancel_reason": None,
+        "assignment": None, "escalated": None, "cancel_reason": None, "destination": None,
         "timeline": [{"status": Status.RAISED.value, "at": now, "by_role": role,
                       "by": principal.subject}],
         "version": 1, "created_at": now, "updated_at": now}
@@ -102,7 +107,8 @@ async def raise_emergency(runtime: ServiceRuntime, principal: Principal, body: R
     return await runtime.transact(write, actor=principal.actor)
 
 
-def _visible(principal: Principal, doc: Document) -> bool:
+def visible(principal: Principal, doc: Document) -> bool:
+    """Whether ``principal`` may read ``doc``: a dispatcher, its current crew, its raiser."""
     if principal.has(Permission.EMERGENCIES_DISPATCH):
         return True
     assignment = doc.get("assignment") or {}
@@ -116,7 +122,7 @@ async def get(runtime: ServiceRuntime, principal: Principal, emergency_id: str) 
     """An emergency as its raiser, a dispatcher or its assigned crew may read it.
     Raises EmergencyNotFound (404), also for one the caller may not see."""
     doc = await store.get(runtime.db, emergency_id)
-    if doc is None or not _visible(principal, doc):
+    if doc is None or not visible(principal, doc):
         raise EmergencyNotFound(f"no emergency {emergency_id}")
     return doc
 
@@ -150,6 +156,8 @@ async def _move(uow: UnitOfWork, doc: Document, target: Status, role: str, by: s
 async def change_status(runtime: ServiceRuntime, principal: Principal, emergency_id: str,
                         target: Status, reason: str | None) -> Document:
     """The next step of the lifecycle, by a dispatcher or the crew that accepted it.
+    ``transporting`` chooses the destination hospital and tells its staff
+    (:func:`.destination.choose`).
 
     Raises:
         EmergencyNotFound (404); NotAssigned (403): a paramedic not on it, or a
@@ -157,14 +165,17 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
     """
     async def write(uow: UnitOfWork) -> Document:
         doc = await store.get(uow.db, emergency_id, session=uow.session)
-        if doc is None or not _visible(principal, doc):
+        if doc is None or not visible(principal, doc):
             raise EmergencyNotFound(f"no emergency {emergency_id}")
         role = _role(principal)
         if role != "dispatcher" and (role != "paramedic" or target is Status.CANCELLED):
             raise NotAssigned("only the dispatchers and the unit on it change its status")
         accepted = bool((doc.get("assignment") or {}).get("accepted_at"))
         check_step(Status(doc["status"]), target, accepted=accepted, reason=reason)
-        extra = {"cancel_reason": reason} if target is Status.CANCELLED else None
+        extra: Document | None = ({"cancel_reason": reason} if target is Status.CANCELLED
+                                  else None)
+        if target is Status.TRANSPORTING:
+            extra = {"destination": await destination.choose(uow, doc, utcnow())}
         await _move(uow, doc, target, role, principal.subject, extra)
         after = await store.get(uow.db, emergency_id, session=uow.session)
         assert after is not None
@@ -200,13 +211,19 @@ async def _set(uow: UnitOfWork, doc: Document, update: Document) -> None:
 
 
 async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
-                  sequence: int | None = None) -> None:
-    """Record ``assignment`` (``raised`` → ``assigned``); ``emergency.assigned``."""
+                  sequence: int | None = None, eta: Document | None = None) -> None:
+    """Record ``assignment`` (``raised`` → ``assigned``, with the offer's ``eta``; a
+    dispatcher's (re)assignment is always a timeline step, in their name);
+    ``emergency.assigned``."""
     extra: Document = {"assignment": assignment, "escalated": None}
     if sequence is not None:
         extra["sequence"] = sequence
-    if doc["status"] == Status.RAISED:
-        await _move(uow, doc, Status.ASSIGNED, SYSTEM, SYSTEM, extra)
+    if eta is not None:
+        extra["eta"] = eta
+    by = assignment.get("assigned_by")
+    if doc["status"] != Status.ASSIGNED or by:
+        await _move(uow, doc, Status.ASSIGNED, "dispatcher" if by else SYSTEM, by or SYSTEM,
+                    extra)
     else:
         await _set(uow, doc, {"$set": extra})
     uow.publish(events.EmergencyAssigned(
@@ -219,26 +236,34 @@ async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
 async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
     """A unit was offered the task: ``raised`` → ``assigned`` (or the next unit while
     ``assigned``); ``emergency.assigned``. Ignored once the crew is under way, and
-    when stale (see above)."""
+    when stale (see above) — except a dispatcher's reassignment (``assigned_by``),
+    which displaces even an accepted unit on its way (``en_route`` → ``assigned``)."""
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
-    if doc is None or doc["status"] not in (Status.RAISED, Status.ASSIGNED):
+    manual = data.assigned_by is not None
+    if doc is None or doc["status"] not in (
+            (Status.RAISED, Status.ASSIGNED) + ((Status.EN_ROUTE,) if manual else ())):
         return
     current = doc.get("assignment") or {}
     if current.get("task_id") == data.task_id:  # its acceptance came first
         if current.get("offered_at") is None:
             await _set(uow, doc, {"$set": {"assignment.offered_at": data.offered_at}})
         return
-    if (2 * data.attempt <= _sequence(doc) or current.get("accepted_at")
+    if (2 * data.attempt <= _sequence(doc) or (current.get("accepted_at") and not manual)
             or data.task_id in (doc.get("ended_tasks") or [])):
         return
-    await _assign(uow, doc, {"task_id": data.task_id, "unit_id": data.unit_id,
-                             "paramedic_id": data.paramedic_id,
-                             "offered_at": data.offered_at, "accepted_at": None},
-                  sequence=2 * data.attempt)
+    await _assign(uow, doc, {
+        "task_id": data.task_id, "unit_id": data.unit_id, "paramedic_id": data.paramedic_id,
+        "call_sign": data.call_sign, "offered_at": data.offered_at,
+        "accepted_at": (doc.get("early_acceptances") or {}).get(data.task_id),
+        "assigned_by": data.assigned_by, "reason": data.reason},
+        sequence=2 * data.attempt,
+        eta={"task_id": data.task_id, "travel_s": data.travel_s, "by_road": data.by_road,
+             "distance_m": data.distance_m, "computed_at": data.offered_at})
 
 
 async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
-    """The crew accepted: it may now set off. Taken even before its offer arrives."""
+    """The crew accepted: it may now set off. Taken even before its offer arrives (kept
+    aside when a dispatcher's reassignment will displace the current unit)."""
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     if doc is None:
         return
@@ -248,6 +273,9 @@ async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
             await _set(uow, doc, {"$set": {"assignment.accepted_at": data.accepted_at}})
         return
     if doc["status"] not in (Status.RAISED, Status.ASSIGNED) or current.get("accepted_at"):
+        if doc["status"] not in FINAL:  # a reassignment's, ahead of its offer
+            await _set(uow, doc, {"$set": {f"early_acceptances.{data.task_id}":
+                                           data.accepted_at}})
         return
     await _assign(uow, doc, {"task_id": data.task_id, "unit_id": data.unit_id,
                              "paramedic_id": data.paramedic_id, "offered_at": None,
@@ -285,3 +313,17 @@ async def on_escalated(uow: UnitOfWork, data: AssignmentEscalated) -> None:
         await _move(uow, doc, Status.RAISED, SYSTEM, SYSTEM, {"assignment": None, **flag})
     else:
         await _set(uow, doc, {"$set": flag})
+
+
+async def on_eta_updated(uow: UnitOfWork, data: EtaUpdated) -> None:
+    """The unit on its way reported a position: its new ETA (and call sign) replace the
+    held one. Ignored when the task is no longer the emergency's, the crew is past
+    ``en_route``, or the held ETA is from a later position report."""
+    if not await store.set_eta(uow.db, uow.session, data.emergency_id, data.task_id,
+                               data.call_sign, {"task_id": data.task_id,
+                                                "travel_s": data.travel_s,
+                                                "by_road": data.by_road,
+                                                "distance_m": data.distance_m,
+                                                "computed_at": data.reported_at}):
+        log.debug("eta not applied (stale, or not the current task)",
+                  extra={"emergency_id": data.emergency_id, "task_id": data.task_id})

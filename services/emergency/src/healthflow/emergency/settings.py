@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
@@ -15,3 +16,7 @@ class Settings(ServiceSettings):
 
     service_name: str = "emergency"
     port: int = SERVICES["emergency"].port
+
+    stream_heartbeat_s: float = Field(15.0, gt=0)
+    """Seconds between ``: ping`` comments on the live streams (keeps proxies from
+    closing them)."""

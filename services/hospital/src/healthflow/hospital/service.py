@@ -23,7 +23,9 @@ from healthflow.hospital.schemas import DepartmentCreate, HospitalCreate, StaffA
 
 
 def _snapshot(doc: Document) -> dict[str, Any]:
-    """The fields every ``hospital.*`` event carries."""
+    """The fields every ``hospital.*`` event carries (the GeoJSON position as
+    ``latitude``/``longitude``, ``None`` without one)."""
+    longitude, latitude = (doc.get("position") or {}).get("coordinates") or (None, None)
     return {
         "hospital_id": doc["_id"],
         "version": doc["version"],
@@ -33,6 +35,8 @@ def _snapshot(doc: Document) -> dict[str, Any]:
         "time_zone": doc["time_zone"],
         "status": doc["status"],
         "services": list(doc["services"]),
+        "latitude": latitude,
+        "longitude": longitude,
     }
 
 

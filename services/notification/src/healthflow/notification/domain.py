@@ -124,6 +124,17 @@ PRESCRIPTION_ISSUED = MessageKind("prescription_issued")
 """``prescription.issued``: the patient's "new prescription ready" (no medication named:
 the message only points to the app, where the patient signs in to read it)."""
 
+EMERGENCY_INBOUND = MessageKind("emergency_inbound",
+                                channels=(Channel.PUSH, Channel.SMS, Channel.IN_APP),
+                                urgent=True)
+"""``emergency.destination_chosen``: a hospital's receiving doctors and nurses are told
+an ambulance is bringing a patient (priority and department only: no name, no
+condition beyond the triage class)."""
+
+TASK_OFFERED = MessageKind("task_offered", channels=(Channel.SMS,), urgent=True)
+"""``paramedic.task_offered`` to a unit whose app had no task stream open: an SMS to
+its paramedic (the call sign and where to answer; no patient, no place)."""
+
 ENDED_STATUSES = frozenset({"cancelled", "no_show", "completed"})
 """Appointment statuses after which a late booking confirmation is no longer sent."""
 

@@ -7,6 +7,10 @@
   role_changed, deactivated, activated; other user events are ignored.
 * ``patient.consent_changed`` — consent per channel (sms | email | push).
 * ``prescription.issued`` — the patient's "new prescription ready".
+* ``emergency.destination_chosen`` — the receiving hospital staff's "ambulance
+  inbound" (urgent push and SMS).
+* ``paramedic.task_offered`` — an SMS to the paramedic when the app's task stream
+  was not open (the fallback for the push).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -31,6 +35,8 @@ from healthflow.contracts.auth import (
     UserRoleChanged,
 )
 from healthflow.contracts.base import EventPayload
+from healthflow.contracts.emergency import EmergencyDestinationChosen
+from healthflow.contracts.paramedic import TaskOffered
 from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.notification import service
@@ -58,6 +64,13 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_prescription(event: Received[PrescriptionIssued], uow: UnitOfWork) -> None:
         await service.apply_prescription_issued(uow, event.data.model_dump(), event.id, ctx)
 
+    async def on_inbound(event: Received[EmergencyDestinationChosen], uow: UnitOfWork
+                         ) -> None:
+        await service.apply_emergency_inbound(uow, event.data.model_dump(), event.id, ctx)
+
+    async def on_task_offered(event: Received[TaskOffered], uow: UnitOfWork) -> None:
+        await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx)
+
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
             await service.apply_directory(uow, kind, event.data.model_dump(), ctx)
@@ -69,6 +82,8 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "user.*": on_user,
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,
+        "emergency.destination_chosen": on_inbound,
+        "paramedic.task_offered": on_task_offered,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

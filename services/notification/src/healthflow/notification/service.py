@@ -163,6 +163,34 @@ async def apply_prescription_issued(uow: UnitOfWork, raw: dict[str, Any], event_
                        source_id=event_id, trigger="prescription.issued", context={})
 
 
+async def apply_emergency_inbound(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                                  ctx: Context) -> None:
+    """``emergency.destination_chosen``: tell each of the receiving hospital's staff
+    (``receiving_staff`` user ids) that an ambulance is bringing a ``priority`` patient
+    to ``department``; once per event and person."""
+    hospital = await store.get(uow.db, store.DIRECTORY, f"hospital:{raw['hospital_id']}",
+                               uow.session)
+    context = {"priority": raw["priority"], "department": raw["department"],
+               "hospital": (hospital or {}).get("name")}
+    for user_id in raw["receiving_staff"]:
+        await plan_message(uow, ctx, user_id=user_id, kind=domain.EMERGENCY_INBOUND,
+                           source_id=event_id, trigger="emergency.destination_chosen",
+                           context=context)
+
+
+async def apply_task_offered(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                             ctx: Context) -> None:
+    """``paramedic.task_offered``: when the unit's app had no task stream open
+    (``stream_connected`` False), text the paramedic (``paramedic_id``) to open the app
+    and answer before the offer runs out; otherwise the stream carried it."""
+    if raw.get("stream_connected") is not False:
+        return
+    await plan_message(uow, ctx, user_id=raw["paramedic_id"], kind=domain.TASK_OFFERED,
+                       source_id=event_id, trigger="paramedic.task_offered",
+                       context={"call_sign": raw.get("call_sign") or raw["unit_id"]},
+                       expires_at=raw["expires_at"])
+
+
 # --- appointments and reminders --------------------------------------------------------
 
 

@@ -2,11 +2,12 @@
 
 The paramedic app: ``/me`` (unit profile), ``/me/status``, ``/me/position``,
 ``/me/tasks`` with accept and decline. Dispatchers: ``GET /`` (every unit with
-status and position).
+status and position), ``PUT /assignments/{emergency_id}`` (manual (re)assignment).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -17,8 +18,10 @@ from healthflow.common.auth import Principal, require
 from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.paramedic import service, store
+from healthflow.paramedic import dispatch, service, store
+from healthflow.paramedic.assigner import Assigner
 from healthflow.paramedic.schemas import (
+    AssignIn,
     DeclineIn,
     PositionIn,
     ProfileIn,
@@ -36,31 +39,57 @@ def get_context(runtime: Runtime) -> service.Context:
 
 
 Ctx = Annotated[service.Context, Depends(get_context)]
+
+
+def get_assigner(runtime: Runtime) -> Assigner:
+    assigner: Assigner = runtime.state["assigner"]
+    return assigner
+
+
+AssignerDep = Annotated[Assigner, Depends(get_assigner)]
 TaskId = Annotated[str, Path(max_length=64)]
+EmergencyId = Annotated[str, Path(max_length=64)]
 Own = require(P.PARAMEDICS_MANAGE_OWN)
 
 router = APIRouter(prefix="/api/v1/paramedics", tags=["paramedics"])
 
 
+def _unit(ctx: service.Context, doc: dict[str, object]) -> UnitOut:
+    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc),
+                                 on_shift=service.is_on_shift(ctx, doc))
+
+
 @router.get("", summary="Every unit with duty status and position (dispatchers)")
 async def list_units(runtime: Runtime, ctx: Ctx,
                      principal: Principal = require(P.PARAMEDICS_READ_ANY)) -> list[UnitOut]:
-    return [UnitOut.from_document(d, assignable=service.is_assignable(ctx, d))
+    return [_unit(ctx, d)
             for d in await store.list_units(runtime.db)]
+
+
+@router.put("/assignments/{emergency_id}",
+            summary="Assign or reassign an emergency to a unit by hand (dispatchers)")
+async def assign(runtime: Runtime, ctx: Ctx, emergency_id: EmergencyId, body: AssignIn,
+                 principal: Principal = require(P.EMERGENCIES_DISPATCH)) -> TaskOut:
+    """The unit is offered the task (it still accepts; its timer runs as for any offer);
+    a unit that had it loses it. 404 ``assignment-not-found``, ``unit-not-found``; 409
+    ``unit-not-assignable`` (not available with a fresh position), ``cannot-reassign``
+    (ended, or the crew on scene or later)."""
+    return TaskOut.from_document(await dispatch.assign(runtime, ctx, principal,
+                                                       emergency_id, body))
 
 
 @router.get("/me", summary="The caller's unit")
 async def get_me(runtime: Runtime, ctx: Ctx, principal: Principal = Own) -> UnitOut:
     """404 ``unit-not-found`` before the profile is put."""
     doc = await service.own_unit(runtime, principal)
-    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+    return _unit(ctx, doc)
 
 
 @router.put("/me", summary="Create or replace the caller's unit profile")
 async def put_me(runtime: Runtime, ctx: Ctx, body: ProfileIn,
                  principal: Principal = Own) -> UnitOut:
     doc = await service.put_profile(runtime, principal, body)
-    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+    return _unit(ctx, doc)
 
 
 @router.put("/me/status", summary="Go off duty or available")
@@ -68,7 +97,7 @@ async def put_status(runtime: Runtime, ctx: Ctx, body: StatusIn,
                      principal: Principal = Own) -> UnitOut:
     """409 ``unit-busy`` while the unit works a task."""
     doc = await service.set_status(runtime, principal, body.status)
-    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+    return _unit(ctx, doc)
 
 
 @router.put("/me/position", summary="Report the unit's position (WGS84)")
@@ -76,7 +105,7 @@ async def put_position(runtime: Runtime, ctx: Ctx, body: PositionIn,
                        principal: Principal = Own) -> UnitOut:
     """422 for coordinates out of range or a time too old or in the future."""
     doc = await service.report_position(runtime, ctx, principal, body)
-    return UnitOut.from_document(doc, assignable=service.is_assignable(ctx, doc))
+    return _unit(ctx, doc)
 
 
 @router.get("/me/tasks", summary="Tasks offered to the caller's unit, newest first")
@@ -94,16 +123,27 @@ async def stream_tasks(runtime: Runtime, ctx: Ctx,
     accepted), then one ``task`` event (``data`` = the TaskOut JSON, ``id`` = task id)
     per new offer or change, from a change stream on the tasks (no polling), opened
     before the catch-up read so nothing falls between the two; ``: ping`` every
-    ``stream_heartbeat_s`` seconds."""
+    ``stream_heartbeat_s`` seconds. While it is open the unit counts as connected
+    (seen every heartbeat); an offer to a unit not seen for two heartbeats goes out
+    by SMS too (the notification service)."""
     paramedic_id = principal.subject
+
+    async def seen() -> None:  # while open: offers go here, not by SMS
+        while True:
+            await store.touch_stream(runtime.db, paramedic_id, ctx.clock())
+            await asyncio.sleep(ctx.settings.stream_heartbeat_s)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         yield ServerSentEvent(retry=3000, comment="stream open")
-        async with await store.watch_tasks(runtime.db, paramedic_id) as changes:
-            for doc in await store.open_tasks_of(runtime.db, paramedic_id):
-                yield _task_event(doc)
-            async for change in changes:
-                yield _task_event(change["fullDocument"])
+        alive = asyncio.create_task(seen(), name=f"stream-seen:{paramedic_id}")
+        try:
+            async with await store.watch_tasks(runtime.db, paramedic_id) as changes:
+                for doc in await store.open_tasks_of(runtime.db, paramedic_id):
+                    yield _task_event(doc)
+                async for change in changes:
+                    yield _task_event(change["fullDocument"])
+        finally:
+            alive.cancel()
 
     return EventSourceResponse(events(), ping=ctx.settings.stream_heartbeat_s, sep="\n",
                                headers={"Cache-Control": "no-cache",
@@ -123,8 +163,10 @@ async def accept(runtime: Runtime, ctx: Ctx, task_id: TaskId,
 
 
 @router.post("/me/tasks/{task_id}/decline", summary="Decline an offered task")
-async def decline(runtime: Runtime, ctx: Ctx, task_id: TaskId, body: DeclineIn | None = None,
-                  principal: Principal = Own) -> TaskOut:
-    """The next unit is offered the emergency at once."""
-    return TaskOut.from_document(await service.decline(
-        runtime, ctx, principal, task_id, body.reason if body else None))
+async def decline(runtime: Runtime, ctx: Ctx, assigner: AssignerDep, task_id: TaskId,
+                  body: DeclineIn | None = None, principal: Principal = Own) -> TaskOut:
+    """The next unit is offered the emergency at once (after the decline commits)."""
+    task = await service.decline(runtime, ctx, principal, task_id,
+                                 body.reason if body else None)
+    await assigner.after_commit(task["emergency_id"])
+    return TaskOut.from_document(task)

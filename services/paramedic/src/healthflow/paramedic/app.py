@@ -1,6 +1,6 @@
 """The paramedic service's composition root: the runtime, its consumers, the road graph
 (loaded in a thread after start), the two job workers (offer timers, escalation
-retries) and the routes."""
+retries), the assigner (after each raise and decline, and its loop) and the routes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from healthflow.common.events.consumer import Handlers
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
@@ -18,6 +19,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks
 from healthflow.paramedic import api, handlers, service, store
+from healthflow.paramedic.assigner import Assigner, AssigningConsumer
 from healthflow.paramedic.roads import Roads
 from healthflow.paramedic.settings import Settings
 
@@ -27,9 +29,17 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     """The paramedic service app (settings from ``PARAMEDIC_*`` when not given)."""
     settings = settings or load_settings(Settings)
     ctx = service.Context(settings=settings, clock=clock, roads=Roads(settings.road_graph))
+
+    def consumer(rt: ServiceRuntime, table: Handlers) -> AssigningConsumer:
+        return AssigningConsumer(rt, table, Assigner(rt, ctx))
+
     runtime = ServiceRuntime(settings, indexes=store.INDEXES,
-                             handlers=handlers.make_handlers(ctx), transport=transport)
+                             handlers=handlers.make_handlers(ctx), transport=transport,
+                             consumer_factory=consumer)
+    assert isinstance(runtime.consumer, AssigningConsumer)
+    assigner = runtime.consumer.assigner
     runtime.state["context"] = ctx
+    runtime.state["assigner"] = assigner
     runtime.add_worker(Hooks("paramedic-road-graph", ctx.roads.start, ctx.roads.stop))
     runtime.readiness_checks["road_graph"] = ctx.roads.readiness
 
@@ -44,6 +54,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         worker = JobWorker(runtime, queue, handler, lease=30.0, clock=clock,
                            interval=settings.timer_interval_s)
         runtime.add_worker(worker.loop())
+    runtime.add_worker(assigner.loop())
     return create_service_app(
         runtime, routers=[api.router], title="HealthFlow paramedics",
         description="Paramedic units (profile, duty status, position), their tasks, and "

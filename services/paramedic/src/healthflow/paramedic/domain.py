@@ -41,6 +41,9 @@ FOLLOWS_EMERGENCY = {
 
 FINAL_EMERGENCY = frozenset({"closed", "cancelled"})
 
+ON_THE_WAY = frozenset({"assigned", "en_route"})
+"""The emergency's statuses in which the unit working it reports an ETA."""
+
 CREW_STEPS = ("assigned", "en_route", "on_scene", "transporting", "at_hospital")
 """The emergency's statuses while a unit works it, in lifecycle order."""
 
@@ -73,6 +76,17 @@ class TaskStatus(StrEnum):
     EXPIRED = "expired"  # not answered within the offer time
     DONE = "done"  # its emergency was closed
     CANCELLED = "cancelled"  # its emergency was cancelled
+    WITHDRAWN = "withdrawn"  # a dispatcher gave the emergency to another unit
+
+
+class ReassignReason(StrEnum):
+    """Why a dispatcher (re)assigns an emergency by hand (published, so a code)."""
+
+    NEARER_UNIT = "nearer_unit"
+    UNIT_UNAVAILABLE = "unit_unavailable"
+    CREW_REQUEST = "crew_request"
+    ESCALATED = "escalated"
+    OTHER = "other"
 
 
 class UnitNotFound(NotFound):
@@ -89,6 +103,23 @@ class TaskNotOffered(Conflict):
 
 class UnitBusy(Conflict):
     title, slug = "Unit Busy", "unit-busy"
+
+
+class UnitNotAssignable(Conflict):
+    """The unit a dispatcher chose is not available with a fresh position."""
+
+    title, slug = "Unit Not Assignable", "unit-not-assignable"
+
+
+class AssignmentNotFound(NotFound):
+    title, slug = "Assignment Not Found", "assignment-not-found"
+
+
+class CannotReassign(Conflict):
+    """The emergency is past the point a unit can be swapped (on scene or later, ended),
+    or already has the unit named."""
+
+    title, slug = "Cannot Reassign", "cannot-reassign"
 
 
 class StalePosition(UnprocessableContent):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from healthflow.contracts.paramedic import (
     AssignmentEscalated,
+    EtaUpdated,
     TaskAccepted,
     TaskDeclined,
     TaskOffered,
 )
 
-__all__ = ["AssignmentEscalated", "TaskAccepted", "TaskDeclined", "TaskOffered"]
+__all__ = ["AssignmentEscalated", "EtaUpdated", "TaskAccepted", "TaskDeclined", "TaskOffered"]

@@ -10,9 +10,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_extra_types.timezone_name import TimeZoneName
 
 from healthflow.common.mongo import Document
-from healthflow.paramedic.domain import DutyStatus, Qualification
+from healthflow.common.types import TimeZone
+from healthflow.paramedic.domain import DutyStatus, Qualification, ReassignReason
+from healthflow.scheduling import format_minutes
 
 Latitude = Annotated[float, Field(ge=-90, le=90, description="WGS84 degrees")]
 Longitude = Annotated[float, Field(ge=-180, le=180, description="WGS84 degrees")]
@@ -29,6 +32,31 @@ class Base(BaseModel):
     longitude: Longitude
 
 
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+WallTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$",
+                                description="local wall-clock time HH:MM (24:00: midnight "
+                                            "at the end of the day)")]
+
+
+class ShiftIn(BaseModel):
+    """One weekly shift at the unit's base: ISO weekday (1 = Monday … 7 = Sunday), local
+    ``start``–``end`` (``end`` after ``start`` on the same day, on a 15-minute grid; a
+    night shift is two entries)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    day: Annotated[int, Field(ge=1, le=7)]
+    start: WallTime
+    end: WallTime
+
+    def rule(self) -> dict[str, int]:
+        return {"day": self.day, "start": _minutes(self.start), "end": _minutes(self.end)}
+
+
 class ProfileIn(BaseModel):
     """``PUT /api/v1/paramedics/me``: the caller's unit (created off duty)."""
 
@@ -38,6 +66,10 @@ class ProfileIn(BaseModel):
     vehicle: Annotated[str, Field(min_length=1, max_length=64)]
     qualifications: Annotated[list[Qualification], Field(min_length=1, max_length=4)]
     base: Base
+    shifts: Annotated[list[ShiftIn], Field(max_length=28)] = []
+    """Weekly shifts; none: always on shift (on call)."""
+    time_zone: TimeZone = TimeZoneName("Europe/Helsinki")
+    """The zone the shifts' wall-clock times are in (IANA key)."""
 
 
 class StatusIn(BaseModel):
@@ -79,10 +111,14 @@ class UnitOut(BaseModel):
     status: DutyStatus
     position: Position | None
     task_id: str | None
+    shifts: list[ShiftIn]
+    time_zone: str
+    on_shift: bool
     assignable: bool
 
     @classmethod
-    def from_document(cls, doc: Document, *, assignable: bool) -> UnitOut:
+    def from_document(cls, doc: Document, *, assignable: bool, on_shift: bool = True
+                      ) -> UnitOut:
         position = None
         if doc.get("location"):
             lon, lat = doc["location"]["coordinates"]
@@ -91,7 +127,11 @@ class UnitOut(BaseModel):
         return cls(id=doc["_id"], call_sign=doc["call_sign"], vehicle=doc["vehicle"],
                    qualifications=doc["qualifications"], base=doc["base"],
                    status=doc["status"], position=position, task_id=doc.get("task_id"),
-                   assignable=assignable)
+                   shifts=[ShiftIn(day=s["day"], start=format_minutes(s["start"]),
+                                   end=format_minutes(s["end"]))
+                           for s in doc.get("shifts") or []],
+                   time_zone=doc.get("time_zone") or "Europe/Helsinki",
+                   on_shift=on_shift, assignable=assignable)
 
 
 class TaskOut(BaseModel):
@@ -127,3 +167,13 @@ class DeclineIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str | None, Field(max_length=200)] = None
+
+
+class AssignIn(BaseModel):
+    """``PUT /api/v1/paramedics/assignments/{emergency_id}``: the unit a dispatcher gives
+    the emergency to, and why (a code: it is published and audited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unit_id: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: ReassignReason

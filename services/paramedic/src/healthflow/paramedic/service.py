@@ -10,6 +10,7 @@ transaction, so they survive a restart and fire once.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,14 +18,17 @@ from datetime import datetime, timedelta
 
 from healthflow.common import jobs
 from healthflow.common.auth import Principal
+from healthflow.common.errors import Conflict
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
+from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.emergency import EmergencyRaised
-from healthflow.paramedic import events, roads, store
+from healthflow.paramedic import events, roads, shifts, store
 from healthflow.paramedic.domain import (
     FINAL_EMERGENCY,
     FOLLOWS_EMERGENCY,
+    ON_THE_WAY,
     DutyStatus,
     TaskNotFound,
     TaskNotOffered,
@@ -33,12 +37,15 @@ from healthflow.paramedic.domain import (
     assignable,
     check_reported_at,
     fresh_since,
+    haversine_m,
     point,
     self_status_change,
     steps_forward,
 )
 from healthflow.paramedic.schemas import PositionIn, ProfileIn
 from healthflow.paramedic.settings import Settings
+
+log = logging.getLogger(__name__)
 
 OFFER_TIMEOUT = "paramedic-offer-timeout"
 ASSIGNMENT_RETRY = "paramedic-assignment-retry"
@@ -69,15 +76,31 @@ async def own_unit(runtime: ServiceRuntime, principal: Principal) -> Document:
     return doc
 
 
+def is_on_shift(ctx: Context, doc: Document) -> bool:
+    return shifts.on_shift(doc.get("shifts"), doc.get("time_zone"), ctx.clock())
+
+
 def is_assignable(ctx: Context, doc: Document) -> bool:
-    return assignable(doc["status"], doc.get("position_at"), ctx.clock(), ctx.max_age)
+    """Available, with a fresh position, and on shift (:mod:`.shifts`)."""
+    return (assignable(doc["status"], doc.get("position_at"), ctx.clock(), ctx.max_age)
+            and is_on_shift(ctx, doc))
 
 
 async def put_profile(runtime: ServiceRuntime, principal: Principal, body: ProfileIn
                       ) -> Document:
-    """Create or replace the caller's unit profile; a new unit starts ``off_duty``."""
+    """Create or replace the caller's unit profile; a new unit starts ``off_duty``.
+
+    Raises:
+        UnprocessableContent (422): shifts that overlap or leave the 15-minute grid,
+            ``errors`` ``[{location: "body.shifts.<i>", message}]``.
+    """
     now = utcnow()
-    profile = body.model_dump(mode="json")
+    rules = [shift.rule() for shift in body.shifts]
+    if found := shifts.problems(rules, body.time_zone, now):
+        raise UnprocessableContent("the shifts cannot be read unambiguously", errors=[
+            {**p, "location": p["location"].replace("weekly", "body.shifts")}
+            for p in found])
+    profile = body.model_dump(mode="json") | {"shifts": rules}
     await runtime.db[store.UNITS].update_one(
         {"_id": principal.subject},
         {"$set": {**profile, "updated_at": now},
@@ -103,17 +126,41 @@ async def set_status(runtime: ServiceRuntime, principal: Principal, wanted: Duty
 async def report_position(runtime: ServiceRuntime, ctx: Context, principal: Principal,
                           body: PositionIn) -> Document:
     """Store the unit's position if newer than the stored one (reports may overtake
-    each other). Raises UnitNotFound (404), StalePosition (422)."""
+    each other). While the unit is on its way to an accepted task, publish its travel
+    time to the incident (``paramedic.eta_updated``; by road, else the straight line,
+    :mod:`.roads`) in the same transaction. Raises UnitNotFound (404), StalePosition
+    (422)."""
     now = ctx.clock()
     check_reported_at(body.reported_at, now, max_age=ctx.max_age,
                       max_skew=timedelta(seconds=ctx.settings.position_max_skew_s))
     doc = await own_unit(runtime, principal)
-    await runtime.db[store.UNITS].update_one(
-        {"_id": doc["_id"], "$or": [{"position_at": None},
-                                    {"position_at": {"$lt": body.reported_at}}]},
-        {"$set": {"location": point(body.latitude, body.longitude),
-                  "accuracy_m": body.accuracy_m, "position_at": body.reported_at}})
+    eta = await _eta_event(runtime, ctx, doc, body)
+
+    async def write(uow: UnitOfWork) -> None:
+        moved = await store.move_unit(uow.db, uow.session, doc["_id"],
+                                      point(body.latitude, body.longitude), body.accuracy_m,
+                                      body.reported_at)
+        if moved and eta is not None:
+            uow.publish(eta, subject=f"emergency/{eta.emergency_id}")
+
+    await runtime.transact(write, actor=principal.actor)
     return await own_unit(runtime, principal)
+
+
+async def _eta_event(runtime: ServiceRuntime, ctx: Context, unit: Document,
+                     body: PositionIn) -> events.EtaUpdated | None:
+    """The ETA the report gives, when the unit is on its way to a task it accepted."""
+    task = (await store.get_task(runtime.db, unit["task_id"]) if unit.get("task_id")
+            else None)
+    if (task is None or task["status"] != TaskStatus.ACCEPTED
+            or task.get("emergency_status") not in ON_THE_WAY):
+        return None
+    lon, lat = task["location"]["coordinates"]
+    [eta] = await ctx.roads.rank((lat, lon), [(unit["_id"], body.latitude, body.longitude)])
+    return events.EtaUpdated(
+        call_sign=unit["call_sign"], travel_s=round(eta.seconds, 1), by_road=eta.by_road,
+        distance_m=round(haversine_m(lat, lon, body.latitude, body.longitude), 1),
+        reported_at=body.reported_at, **ids(task))
 
 
 # --------------------------------------------------------------------------- tasks
@@ -140,10 +187,12 @@ async def accept(runtime: ServiceRuntime, ctx: Context, principal: Principal, ta
         if task["status"] != TaskStatus.OFFERED or now > task["expires_at"]:
             raise TaskNotOffered(f"the task is {task['status']}; it can no longer be accepted")
         fields = {"status": TaskStatus.ACCEPTED.value, "answered_at": now, "updated_at": now}
-        await store.update_task(uow.db, uow.session, task_id, TaskStatus.OFFERED, fields)
-        await store.update_assignment(uow.db, uow.session, task["emergency_id"], {
-            "$set": {"status": "accepted", "updated_at": now}})
-        uow.publish(events.TaskAccepted(accepted_at=now, **_ids(task)),
+        if not await store.update_task(uow.db, uow.session, task_id, TaskStatus.OFFERED,
+                                       fields):
+            raise TaskNotOffered("the task was answered or withdrawn meanwhile")
+        must(await store.update_assignment(uow.db, uow.session, task["emergency_id"], {
+            "$set": {"status": "accepted", "updated_at": now}}), "the assignment")
+        uow.publish(events.TaskAccepted(accepted_at=now, **ids(task)),
                     subject=f"emergency/{task['emergency_id']}")
         return task | fields
 
@@ -167,23 +216,39 @@ async def decline(runtime: ServiceRuntime, ctx: Context, principal: Principal, t
 
 async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: TaskStatus,
                      reason: str, note: str | None = None) -> Document:
-    """The offer ends unanswered (declined or timed out): free the unit, remember it
-    tried, publish ``paramedic.task_declined`` and offer the next unit."""
+    """The offer ends unanswered (declined or timed out): free the unit, publish
+    ``paramedic.task_declined`` and make the emergency ``pending`` again (the
+    :mod:`.assigner` offers the next unit after this transaction)."""
     now = ctx.clock()
     fields = {"status": status.value, "answered_at": now, "updated_at": now,
               "decline_reason": note}
-    await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED, fields)
-    await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
-                                DutyStatus.AVAILABLE, now)
-    uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **_ids(task)),
+    if not await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED,
+                                   fields):
+        raise TaskNotOffered("the task was answered or withdrawn meanwhile")
+    await free_unit(uow, task, now)
+    uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **ids(task)),
                 subject=f"emergency/{task['emergency_id']}")
-    assignment = await store.get_assignment(uow.db, task["emergency_id"], session=uow.session)
-    if assignment is not None and assignment["status"] == "offered":
-        await offer_next(uow, ctx, assignment)
+    await store.pending_again(uow.db, uow.session, task["emergency_id"], task["_id"], now)
     return task | fields
 
 
-def _ids(task: Document) -> dict[str, str]:
+def must(changed: bool, what: str) -> None:
+    """A write that must find the document read earlier in this transaction did not:
+    Conflict (409; a consumer's delivery is retried and decides again)."""
+    if not changed:
+        raise Conflict(f"{what} changed concurrently; retry")
+
+
+async def free_unit(uow: UnitOfWork, task: Document, now: datetime) -> None:
+    """Make the task's unit available, if it still works that task (a unit reassigned
+    meanwhile is left alone, and logged)."""
+    if not await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
+                                       DutyStatus.AVAILABLE, now):
+        log.warning("unit no longer on the task it is freed from",
+                    extra={"unit_id": task["unit_id"], "task_id": task["_id"]})
+
+
+def ids(task: Document) -> dict[str, str]:
     return {"task_id": task["_id"], "emergency_id": task["emergency_id"],
             "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"]}
 
@@ -192,56 +257,47 @@ def _ids(task: Document) -> dict[str, str]:
 
 
 async def on_emergency_raised(uow: UnitOfWork, ctx: Context, data: EmergencyRaised) -> None:
-    """Start assigning a newly raised emergency (once per emergency)."""
+    """Record a newly raised emergency as ``pending`` (once per emergency): the
+    :mod:`.assigner` ranks and offers it outside this transaction; one without a
+    position is escalated at once."""
     if await store.get_assignment(uow.db, data.emergency_id, session=uow.session):
         return
     now = ctx.clock()
     location = (point(data.latitude, data.longitude)
                 if data.latitude is not None and data.longitude is not None else None)
     doc: Document = {"_id": data.emergency_id, "priority": data.priority,
-                     "location": location, "status": "offered", "tried": [],
-                     "attempts": 0, "task_id": None, "created_at": now, "updated_at": now}
+                     "location": location, "status": "pending", "tried": [],
+                     "attempts": 0, "task_id": None, "escalated_at": None,
+                     "created_at": now, "updated_at": now}
     await uow.db[store.ASSIGNMENTS].insert_one(doc, session=uow.session)
-    await offer_next(uow, ctx, doc)
+    if location is None:
+        await escalate(uow, ctx, doc, "no_position")
 
 
-async def offer_next(uow: UnitOfWork, ctx: Context, assignment: Document) -> Document | None:
-    """Claim the nearest assignable unit not yet tried for this emergency and offer it
-    the task (``paramedic.task_offered`` and an offer timer); escalate when there is
-    none. Returns the task, or ``None`` when escalated."""
+async def claim_and_offer(uow: UnitOfWork, ctx: Context, assignment: Document,
+                          ranked: list[Document]) -> Document | None:
+    """Claim the first of ``ranked`` (candidates with ``distance_m``, ``travel_s``,
+    ``by_road``, fastest first, ranked before this transaction) that a conditional
+    update can still claim, and offer it the task (``paramedic.task_offered`` and an
+    offer timer); escalate when none can be. Returns the task, or ``None``."""
     now = ctx.clock()
-    if assignment["location"] is None:
-        await _escalate(uow, ctx, assignment, "no_position")
-        return None
     since = fresh_since(now, ctx.max_age)
-    found = await store.candidates(uow.db, uow.session, assignment["location"],
-                                   fresh_since=since, exclude=assignment["tried"],
-                                   max_distance_m=ctx.settings.search_radius_m,
-                                   limit=ctx.settings.candidates)
-    for candidate in await _by_travel_time(ctx, assignment["location"], found):
+    for candidate in ranked:
         task_id = str(uuid.uuid4())
         if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
                                   task_id=task_id, now=now):
-            return await _offer(uow, ctx, assignment, candidate, task_id)
-    await _escalate(uow, ctx, assignment, "no_unit_available")
+            return await offer(uow, ctx, assignment, candidate, task_id)
+    await escalate(uow, ctx, assignment, "no_unit_available")
     return None
 
 
-async def _by_travel_time(ctx: Context, location: Document, found: list[Document]
-                          ) -> list[Document]:
-    """The ``$geoNear`` candidates re-ranked by road travel time (straight-line fallback,
-    :mod:`.roads`), each with ``travel_s`` and ``by_road``."""
-    lon, lat = location["coordinates"]
-    by_id = {c["_id"]: c for c in found}
-    etas = await ctx.roads.rank((lat, lon), [
-        (c["_id"], c["location"]["coordinates"][1], c["location"]["coordinates"][0])
-        for c in found])
-    return [by_id[e.unit_id] | {"travel_s": round(e.seconds, 1), "by_road": e.by_road}
-            for e in etas]
-
-
-async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
-                 task_id: str) -> Document:
+async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
+                task_id: str, assigned_by: str | None = None, reason: str | None = None
+                ) -> Document:
+    """Offer the claimed ``unit`` (with ``distance_m``, ``travel_s``, ``by_road``) the
+    emergency's task ``task_id``: the task, its timer, ``paramedic.task_offered``
+    (naming the dispatcher and reason of a manual assignment, and whether the app's
+    task stream was seen within two heartbeats: if not, notification sends an SMS)."""
     now = ctx.clock()
     expires = now + timedelta(seconds=ctx.settings.offer_timeout_s)
     attempt = assignment["attempts"] + 1
@@ -254,24 +310,32 @@ async def _offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docu
         "emergency_status": "assigned", "offered_at": now, "expires_at": expires,
         "answered_at": None, "updated_at": now}
     await uow.db[store.TASKS].insert_one(task, session=uow.session)
-    await store.update_assignment(uow.db, uow.session, assignment["_id"], {
+    must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
         "$set": {"status": "offered", "task_id": task_id, "attempts": attempt,
-                 "updated_at": now}, "$addToSet": {"tried": unit["_id"]}})
+                 "escalated_at": None, "updated_at": now},
+        "$addToSet": {"tried": unit["_id"]}}), "the assignment")
     await jobs.enqueue(uow.db, OFFER_TIMEOUT, {"task_id": task_id}, run_at=expires,
                        key=f"offer-timeout:{task_id}", session=uow.session, now=now)
+    seen = unit.get("stream_seen_at")
+    connected = seen is not None and seen >= now - 2 * timedelta(
+        seconds=ctx.settings.stream_heartbeat_s)
     uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
                                    by_road=task["by_road"], attempt=attempt,
-                                   offered_at=now, expires_at=expires, **_ids(task)),
+                                   call_sign=unit.get("call_sign"), offered_at=now,
+                                   expires_at=expires, assigned_by=assigned_by,
+                                   reason=reason, stream_connected=connected, **ids(task)),
                 subject=f"emergency/{assignment['_id']}")
     return task
 
 
-async def _escalate(uow: UnitOfWork, ctx: Context, assignment: Document, reason: str) -> None:
-    """Flag the emergency for the dispatchers (once) and try again later (a job)."""
+async def escalate(uow: UnitOfWork, ctx: Context, assignment: Document, reason: str) -> None:
+    """Flag the emergency for the dispatchers (once until a unit is offered it again)
+    and try again later (a job)."""
     now = ctx.clock()
-    first = assignment["status"] != "escalated"
-    await store.update_assignment(uow.db, uow.session, assignment["_id"], {
-        "$set": {"status": "escalated", "task_id": None, "updated_at": now}})
+    first = assignment.get("escalated_at") is None
+    must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
+        "$set": {"status": "escalated", "task_id": None, "escalated_at": now,
+                 "updated_at": now}}), "the assignment")
     if first:
         uow.publish(events.AssignmentEscalated(
             emergency_id=assignment["_id"], reason=reason, attempts=assignment["attempts"],
@@ -291,14 +355,15 @@ async def on_offer_timeout(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> None
 
 
 async def on_assignment_retry(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> None:
-    """An escalated emergency's retry: every unit may be asked again."""
+    """An escalated emergency's retry: ``pending`` again, every unit may be asked again
+    (the :mod:`.assigner` loop takes it)."""
     assignment = await store.get_assignment(uow.db, job.payload["emergency_id"],
                                             session=uow.session)
     if assignment is None or assignment["status"] != "escalated":
         return
-    await store.update_assignment(uow.db, uow.session, assignment["_id"],
-                                  {"$set": {"tried": []}})
-    await offer_next(uow, ctx, assignment | {"tried": []})
+    must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
+        "$set": {"tried": [], "status": "pending", "updated_at": ctx.clock()}}),
+         "the assignment")
 
 
 async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
@@ -317,8 +382,8 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
     if assignment is None or assignment["status"] == "ended":
         return
     if final:
-        await store.update_assignment(uow.db, uow.session, emergency_id, {
-            "$set": {"status": "ended", "updated_at": now}})
+        must(await store.update_assignment(uow.db, uow.session, emergency_id, {
+            "$set": {"status": "ended", "updated_at": now}}), "the assignment")
     task = (await store.get_task(uow.db, assignment["task_id"], session=uow.session)
             if assignment.get("task_id") else None)
     if task is None or not steps_forward(task.get("emergency_status") or "assigned", status):
@@ -326,8 +391,11 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
     fields: Document = {"emergency_status": status, "updated_at": now}
     if final and task["status"] in (TaskStatus.OFFERED, TaskStatus.ACCEPTED):
         fields["status"] = (TaskStatus.DONE if status == "closed" else TaskStatus.CANCELLED).value
-    await store.update_task(uow.db, uow.session, task["_id"], None, fields)
-    duty = DutyStatus.AVAILABLE if final else FOLLOWS_EMERGENCY.get(status)
-    if duty is not None:
-        await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"], duty,
-                                    now)
+    must(await store.update_task(uow.db, uow.session, task["_id"], None, fields), "the task")
+    if final:
+        await free_unit(uow, task, now)
+    elif (duty := FOLLOWS_EMERGENCY.get(status)) is not None and not (
+            await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
+                                        duty, now)):
+        log.warning("unit no longer on the task whose emergency moved",
+                    extra={"unit_id": task["unit_id"], "task_id": task["_id"]})

@@ -9,8 +9,9 @@ Collections (database ``healthflow_paramedic``), times aware UTC, distances metr
     tasks        {_id, emergency_id, unit_id, paramedic_id, priority, location (Point),
                   distance_m, attempt, status (domain.TaskStatus), emergency_status,
                   offered_at, expires_at, answered_at, updated_at}
-    assignments  {_id: emergency id, priority, location | None, status: offered | accepted
-                  | escalated | ended, tried: [unit ids], attempts, task_id, created_at,
+    assignments  {_id: emergency id, priority, location | None, status: pending (waits
+                  for the assigner) | assigning | offered | accepted | escalated | ended,
+                  tried: [unit ids], attempts, task_id, escalated_at | None, created_at,
                   updated_at}
     jobs         the offer timers and escalation retries (healthflow.common.jobs)
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -84,6 +85,11 @@ def watch_tasks(db: Db, paramedic_id: str) -> Any:
     return db[TASKS].watch(pipeline, full_document="updateLookup")
 
 
+async def touch_stream(db: Db, unit_id: str, now: datetime) -> None:
+    """Record that the unit's app holds its task stream open at ``now``."""
+    await db[UNITS].update_one({"_id": unit_id}, {"$set": {"stream_seen_at": now}})
+
+
 async def get_assignment(db: Db, emergency_id: str, session: Session = None
                          ) -> Document | None:
     return await db[ASSIGNMENTS].find_one({"_id": emergency_id}, session=session)
@@ -102,7 +108,8 @@ async def candidates(db: Db, session: Session, location: Document, *, fresh_sinc
                                 "position_at": {"$gte": fresh_since},
                                 "_id": {"$nin": exclude}}}},
         {"$limit": limit},
-        {"$project": {"_id": 1, "distance_m": 1, "location": 1}},
+        {"$project": {"_id": 1, "distance_m": 1, "location": 1, "call_sign": 1,
+                      "shifts": 1, "time_zone": 1, "stream_seen_at": 1}},
     ]
     cursor = await db[UNITS].aggregate(pipeline, session=session)
     return await cursor.to_list()
@@ -142,6 +149,48 @@ async def update_task(db: Db, session: Session, task_id: str, expected: str | No
     return result.matched_count == 1
 
 
+async def move_unit(db: Db, session: Session, unit_id: str, location: Document,
+                    accuracy_m: float, reported_at: datetime) -> bool:
+    """Store the unit's position if ``reported_at`` is newer than the stored one (reports
+    may overtake each other); False when it is not (the report is ignored)."""
+    result = await db[UNITS].update_one(
+        {"_id": unit_id, "$or": [{"position_at": None},
+                                 {"position_at": {"$lt": reported_at}}]},
+        {"$set": {"location": location, "accuracy_m": accuracy_m,
+                  "position_at": reported_at}}, session=session)
+    return result.matched_count == 1
+
+
+async def pending_again(db: Db, session: Session, emergency_id: str, task_id: str,
+                        now: datetime) -> bool:
+    """The emergency whose current offer ``task_id`` ended waits for a unit again
+    (False when that offer was no longer current: accepted elsewhere, reassigned)."""
+    result = await db[ASSIGNMENTS].update_one(
+        {"_id": emergency_id, "status": "offered", "task_id": task_id},
+        {"$set": {"status": "pending", "task_id": None, "updated_at": now}},
+        session=session)
+    return result.matched_count == 1
+
+
+async def start_assigning(db: Db, session: Session, emergency_id: str, attempts: int,
+                          now: datetime) -> Document | None:
+    """Take the ``pending`` assignment as it was ranked (``attempts``) for this
+    transaction; None when it moved on meanwhile (another replica offered it, a
+    dispatcher assigned it, the emergency ended). One conditional update, so of two
+    replicas assigning it at once one goes on."""
+    return await db[ASSIGNMENTS].find_one_and_update(
+        {"_id": emergency_id, "status": "pending", "attempts": attempts},
+        {"$set": {"status": "assigning", "updated_at": now}}, session=session,
+        return_document=ReturnDocument.AFTER)
+
+
+async def oldest_pending(db: Db) -> Document | None:
+    return await db[ASSIGNMENTS].find_one({"status": "pending"},
+                                          sort=[("updated_at", ASCENDING)])
+
+
 async def update_assignment(db: Db, session: Session, emergency_id: str, update: Document
-                            ) -> None:
-    await db[ASSIGNMENTS].update_one({"_id": emergency_id}, update, session=session)
+                            ) -> bool:
+    """Apply ``update`` to the emergency's assignment; False when there is none."""
+    result = await db[ASSIGNMENTS].update_one({"_id": emergency_id}, update, session=session)
+    return result.matched_count == 1

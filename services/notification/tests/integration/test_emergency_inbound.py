@@ -1,0 +1,39 @@
+"""``emergency.destination_chosen`` tells the receiving hospital's staff in advance: an
+urgent SMS (and push, feed item) naming the priority and department, never the patient."""
+
+from __future__ import annotations
+
+from healthflow.contracts.emergency import EmergencyDestinationChosen
+from healthflow.devkit.testing import eventually
+
+from ..conftest import NOW, Notif, event, user_registered
+
+
+async def test_the_receiving_staff_are_told_an_ambulance_is_inbound(notif: Notif) -> None:
+    await notif.deliver(user_registered("doc-er", phone="+4915100000901", name="Dr Er"),
+                        user_registered("nurse-er", phone="+4915100000902"),
+                        event("hospital.verified", {
+                            "hospital_id": "hosp-er", "version": 2, "name": "Meilahti",
+                            "city": "Helsinki", "country": "FI",
+                            "time_zone": "Europe/Helsinki", "status": "verified",
+                            "services": [], "verified_at": NOW.isoformat()},
+                            subject="hospital/hosp-er"))
+    notif.clock.advance(seconds=1)
+    chosen = event("emergency.destination_chosen", EmergencyDestinationChosen(
+        emergency_id="em-1", priority="P1", hospital_id="hosp-er", department_id="dep-er",
+        department="emergency", distance_m=1520.0, unit_id="unit-1",
+        receiving_staff=["doc-er", "nurse-er"], chosen_at=NOW).model_dump(mode="json"),
+        subject="emergency/em-1")
+    await notif.deliver(chosen, chosen)  # a redelivery sends nothing more
+
+    for phone in ("+4915100000901", "+4915100000902"):
+        await eventually(lambda phone=phone: len(notif.twilio.to(phone)) == 1,  # type: ignore[misc]
+                         message=f"no inbound SMS to {phone}")
+    sms = notif.twilio.to("+4915100000901")[0]
+    assert sms.body == ("HealthFlow: an ambulance is bringing a P1 patient to emergency at "
+                        "Meilahti, Helsinki. Details in the app: " + notif.runtime.settings
+                        .app_base_url)  # type: ignore[attr-defined]
+    deliveries = await notif.deliveries(source_id=chosen.id)
+    assert {d["user_id"] for d in deliveries} == {"doc-er", "nurse-er"}
+    assert all(d["template"] == "emergency_inbound" and d["urgent"] for d in deliveries)
+    assert [d["channel"] for d in deliveries] == ["sms", "sms"]  # no push subscriptions

@@ -1,0 +1,41 @@
+"""``paramedic.task_offered`` to a unit whose app had no task stream open becomes an
+SMS to its paramedic (the push fallback); a connected unit gets nothing here."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from healthflow.contracts.paramedic import TaskOffered
+from healthflow.devkit.testing import eventually
+
+from ..conftest import NOW, Notif, event, user_registered
+
+
+def offered(task_id: str, paramedic: str, connected: bool) -> TaskOffered:
+    return TaskOffered(task_id=task_id, emergency_id="em-1", unit_id=paramedic,
+                       paramedic_id=paramedic, distance_m=900.0, travel_s=120.0,
+                       by_road=True, attempt=1, offered_at=NOW,
+                       expires_at=NOW + timedelta(seconds=30), call_sign="HKI 121",
+                       stream_connected=connected)
+
+
+async def test_an_offer_to_a_unit_without_its_stream_is_texted(notif: Notif) -> None:
+    await notif.deliver(user_registered("para-off", phone="+4915100000911", name="Pia"),
+                        user_registered("para-on", phone="+4915100000912"))
+    notif.clock.advance(seconds=1)
+    silent = event("paramedic.task_offered",
+                   offered("t-1", "para-off", False).model_dump(mode="json"),
+                   subject="emergency/em-1")
+    await notif.deliver(silent, silent,  # a redelivery sends nothing more
+                        event("paramedic.task_offered",
+                              offered("t-2", "para-on", True).model_dump(mode="json"),
+                              subject="emergency/em-1"))
+    await eventually(lambda: len(notif.twilio.to("+4915100000911")) == 1,
+                     message="the paramedic without a stream was not texted")
+    sms = notif.twilio.to("+4915100000911")[0]
+    assert sms.body.startswith("HealthFlow: an emergency task is offered to HKI 121."), sms.body
+    assert "em-1" not in sms.body
+    [delivery] = await notif.deliveries(source_id=silent.id)
+    assert (delivery["channel"], delivery["template"], delivery["urgent"]) == (
+        "sms", "task_offered", True)
+    assert notif.twilio.to("+4915100000912") == []

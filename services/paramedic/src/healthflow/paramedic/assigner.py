@@ -1,0 +1,118 @@
+"""Offering a waiting emergency to a unit: rank outside the transaction, claim inside.
+
+An emergency waits for a unit while its assignment is ``pending`` (just raised, its
+offer declined or timed out, an escalation's retry due). :meth:`Assigner.assign`
+then
+
+1. reads the assignment and the ``$geoNear`` candidates and ranks them by road
+   travel time (:mod:`.roads`, in a thread), with no transaction open: the slow
+   part holds no locks and makes no transaction wait;
+2. in one short transaction takes the assignment only if it is still ``pending`` at
+   the same attempt (:func:`store.start_assigning`: one conditional update, so of
+   two replicas at it one goes on and the other stops), claims the fastest
+   candidate a conditional update on its status can still claim (a unit taken
+   meanwhile is skipped; its position must still be fresh) and offers it, or
+   escalates (:func:`service.claim_and_offer`).
+
+It runs right after the transaction that made the emergency pending commits (the
+consumer of ``emergency.raised``, a decline), and a loop sweeps what is left (offer
+timers, escalation retries, a process killed between the two): every
+``timer_interval_s`` seconds, or at once when woken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from healthflow.common.events.consumer import Consumer, Handlers
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.workers import Loop
+from healthflow.paramedic import service, store
+from healthflow.paramedic.domain import fresh_since
+
+log = logging.getLogger(__name__)
+
+
+class Assigner:
+    """Offers ``pending`` emergencies (see the module docstring)."""
+
+    def __init__(self, runtime: ServiceRuntime, ctx: service.Context) -> None:
+        self.runtime = runtime
+        self.ctx = ctx
+        self.wakeup = asyncio.Event()
+
+    async def rank(self, assignment: Document) -> list[Document]:
+        """The candidates for ``assignment`` (no transaction), on shift, fastest by road
+        first, each with ``distance_m``, ``travel_s`` and ``by_road``."""
+        ctx = self.ctx
+        found = [c for c in await store.candidates(
+            self.runtime.db, None, assignment["location"],
+            fresh_since=fresh_since(ctx.clock(), ctx.max_age), exclude=assignment["tried"],
+            max_distance_m=ctx.settings.search_radius_m, limit=ctx.settings.candidates)
+            if service.is_on_shift(ctx, c)]
+        lon, lat = assignment["location"]["coordinates"]
+        by_id = {c["_id"]: c for c in found}
+        etas = await ctx.roads.rank((lat, lon), [
+            (c["_id"], c["location"]["coordinates"][1], c["location"]["coordinates"][0])
+            for c in found])
+        return [by_id[e.unit_id] | {"travel_s": round(e.seconds, 1), "by_road": e.by_road}
+                for e in etas]
+
+    async def assign(self, emergency_id: str) -> bool:
+        """Offer the emergency if it is ``pending``; True when this call moved it on
+        (offered or escalated), False when there was nothing (more) to do."""
+        assignment = await store.get_assignment(self.runtime.db, emergency_id)
+        if assignment is None or assignment["status"] != "pending":
+            return False
+        ranked = await self.rank(assignment)
+
+        async def write(uow: UnitOfWork) -> bool:
+            taken = await store.start_assigning(uow.db, uow.session, emergency_id,
+                                                assignment["attempts"], self.ctx.clock())
+            if taken is None:
+                return False
+            await service.claim_and_offer(uow, self.ctx, taken, ranked)
+            return True
+
+        return await self.runtime.transact(write, actor="system:paramedic")
+
+    async def sweep(self) -> bool:
+        """One step of the loop: the oldest ``pending`` emergency (True: look again)."""
+        pending = await store.oldest_pending(self.runtime.db)
+        if pending is None:
+            return False
+        await self.assign(pending["_id"])
+        return True
+
+    def loop(self) -> Loop:
+        return Loop("paramedic-assigner", self.sweep,
+                    interval=self.ctx.settings.timer_interval_s, wakeup=self.wakeup)
+
+    async def after_commit(self, emergency_id: str) -> None:
+        """Assign right after the transaction that made it pending; a failure is left
+        to the loop (logged), never undoes what committed."""
+        try:
+            await self.assign(emergency_id)
+        except Exception:
+            log.exception("assignment failed; the assigner loop retries",
+                          extra={"emergency_id": emergency_id})
+            self.wakeup.set()
+
+
+class AssigningConsumer(Consumer):
+    """The common inbox consumer, which offers a raised emergency once its
+    ``emergency.raised`` has committed."""
+
+    def __init__(self, runtime: ServiceRuntime, handlers: Handlers, assigner: Assigner
+                 ) -> None:
+        super().__init__(runtime, handlers)
+        self.assigner = assigner
+
+    async def __call__(self, event: CloudEvent) -> None:
+        await super().__call__(event)
+        if event.type == "emergency.raised" and isinstance(event.data, dict):
+            await self.assigner.after_commit(str(event.data.get("emergency_id")))

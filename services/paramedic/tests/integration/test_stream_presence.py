@@ -1,0 +1,96 @@
+"""Whether an offer went out on the app's open task stream: a unit holding its stream
+open is offered with ``stream_connected`` true (and gets the task on it); a unit
+without one is offered with false, which the notification service texts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from healthflow.common import mongo
+from healthflow.common.events.inprocess import InProcessTransport
+from healthflow.devkit.embedded import free_ports
+from healthflow.devkit.testing import TokenFactory, eventually
+from healthflow.paramedic.app import create_app
+from healthflow.paramedic.settings import Settings
+
+from .conftest import HELSINKI, Paramedics, offset
+
+
+@pytest.fixture
+async def served(mongodb_url: str, unique_name: str, tokens: TokenFactory
+                 ) -> AsyncIterator[tuple[Paramedics, str]]:
+    """The paramedic app on a real uvicorn server (SSE needs one): (handle, base URL)."""
+    settings = Settings(mongodb_url=mongodb_url, mongodb_database=unique_name,
+                        transport="inprocess", road_graph="", stream_heartbeat_s=1.0,
+                        offer_timeout_s=60.0)
+    app = create_app(settings, transport=InProcessTransport(
+        mongo.get_database(mongodb_url, f"{unique_name}_bus")))
+    app.state.verifier = tokens.verifier()
+    [port] = free_ports(1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await eventually(lambda: server.started, message="server did not start")
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            yield Paramedics(client, app.state.runtime, tokens), base
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def stream(base: str, headers: dict[str, str]) -> AsyncIterator[list[dict[str, Any]]]:
+    pushed: list[dict[str, Any]] = []
+
+    async def listen() -> None:
+        async with (httpx.AsyncClient(base_url=base, timeout=30) as http,
+                    http.stream("GET", "/api/v1/paramedics/me/tasks/stream",
+                                headers=headers) as response):
+            event: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if not line:
+                    if event.get("event") == "task":
+                        pushed.append(json.loads(event["data"]))
+                    event = {}
+                elif not line.startswith(":"):
+                    name, _, value = line.partition(": ")
+                    event[name] = value
+
+    listener = asyncio.create_task(listen())
+    try:
+        yield pushed
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+
+
+async def test_offers_say_whether_the_app_held_its_stream_open(
+        served: tuple[Paramedics, str]) -> None:
+    para, base = served
+    online = await para.unit(*offset(*HELSINKI, north_m=100))
+    offline = await para.unit(*offset(*HELSINKI, north_m=300))
+    async with stream(base, para.me(online)) as pushed:
+
+        async def seen() -> bool:
+            unit = await para.runtime.db["units"].find_one({"_id": online})
+            return bool(unit and unit.get("stream_seen_at"))
+
+        await eventually(seen, within=10, message="the open stream was never recorded")
+        first = await para.raise_emergency(*HELSINKI)
+        await eventually(lambda: any(t["emergency_id"] == first for t in pushed), within=10,
+                         message="the task was not pushed on the open stream")
+        second = await para.raise_emergency(*HELSINKI)  # the online unit is busy now
+    offers = {o["emergency_id"]: o for o in await para.outbox("paramedic.task_offered")}
+    assert (offers[first]["unit_id"], offers[first]["stream_connected"]) == (online, True)
+    assert (offers[second]["unit_id"], offers[second]["stream_connected"]) == (offline, False)
