@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from healthflow.common.events.envelope import CloudEvent
+
 from .conftest import Service, next_weekday, schedule, window
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -155,6 +157,35 @@ async def test_online_consultation_with_a_fee_awaits_payment(svc: Service) -> No
     body = resp.json()
     assert body["status"] == "pending_payment" and body["location_id"] is None
     assert (body["fee_amount"], body["fee_currency"]) == (4000, "EUR")
+
+
+def paid(appointment_id: str, patient_id: str) -> CloudEvent:
+    """``payment.succeeded`` as the payment service publishes it."""
+    return CloudEvent(source="/healthflow/payment", type="payment.succeeded",
+                      subject="payment/p1", data={
+                          "payment_id": "p1", "appointment_id": appointment_id,
+                          "patient_id": patient_id, "amount": 4000, "currency": "EUR",
+                          "status": "succeeded", "intent_id": "pi_1"})
+
+
+async def test_a_payment_confirms_a_pending_appointment_once(svc: Service) -> None:
+    await svc.publish_doctor(schedule("dr-paid"))
+    patient_id, patient = svc.patient()
+    held = (await book(svc, patient, "dr-paid", berlin(next_weekday(3), 14, 30),
+                       mode="online")).json()
+    assert held["status"] == "pending_payment"
+    # staff cannot confirm an appointment that waits for its payment
+    assert_problem(await svc.client.post(f"/api/v1/appointments/{held['id']}/confirm",
+                                         headers=svc.as_role("patient_care")),
+                   409, "invalid-transition")
+    await svc.runtime.transport.publish(paid(held["id"], patient_id))
+    await svc.runtime.transport.publish(paid(held["id"], patient_id))  # redelivered
+    after = (await svc.client.get(f"/api/v1/appointments/{held['id']}",
+                                  headers=patient)).json()
+    assert after["status"] == "confirmed"
+    assert [h["status"] for h in after["status_history"]] == [
+        "pending_payment", "booked", "confirmed"]
+    assert len(await svc.outbox("appointment.confirmed", held["id"])) == 1
 
 
 async def test_bad_input_gets_precise_problems(svc: Service) -> None:

@@ -1,0 +1,47 @@
+"""What payments do to appointments (the payment service's events, consumed here).
+
+``payment.succeeded`` confirms a ``pending_payment`` appointment: it walks the status
+machine's own transitions ``pending_payment → booked → confirmed`` in one transaction
+(two history entries by ``payment:<payment id>``) and publishes ``appointment.confirmed``,
+so that nothing but a payment confirms an appointment that waits for one. Delivery is
+at least once and unordered: an appointment already past ``pending_payment`` (confirmed
+by an earlier delivery) is left alone, and so is one cancelled meanwhile (its refund is
+the payment service's business).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from healthflow.appointment import events, store
+from healthflow.appointment.domain import Status, ensure_transition
+from healthflow.appointment.service import _save, event_fields
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import utcnow
+from healthflow.contracts.payment import PaymentSucceeded
+
+log = logging.getLogger(__name__)
+
+PAID_PATH = (Status.BOOKED, Status.CONFIRMED)
+
+
+async def confirm_paid(uow: UnitOfWork, paid: PaymentSucceeded) -> bool:
+    """Confirm ``paid.appointment_id`` when it still waits for payment; whether it did."""
+    doc = await store.get_appointment(uow.db, paid.appointment_id, session=uow.session)
+    if doc is None or doc["status"] != Status.PENDING_PAYMENT.value:
+        log.info("payment for an appointment not pending payment", extra={
+            "appointment_id": paid.appointment_id, "status": doc and doc["status"]})
+        return False
+    now, by, current = utcnow(), f"payment:{paid.payment_id}", Status.PENDING_PAYMENT
+    for target in PAID_PATH:
+        ensure_transition(current, target)
+        current = target
+    after = await _save(
+        uow, doc, {"status": Status.CONFIRMED.value, "updated_at": now,
+                   "payment": {"payment_id": paid.payment_id, "amount": paid.amount,
+                               "currency": paid.currency}},
+        {"status_history": {"$each": [{"status": s.value, "at": now, "by": by}
+                                      for s in PAID_PATH]}})
+    uow.publish(events.AppointmentConfirmed(**event_fields(after)),
+                subject=paid.appointment_id, patientid=after["patient_id"], actor=by)
+    return True

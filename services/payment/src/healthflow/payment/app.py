@@ -1,0 +1,25 @@
+"""The payment service's composition root: the runtime, the Stripe adapter, its consumer
+and routes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from healthflow.common.events.transport import Transport
+from healthflow.common.http import create_service_app
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import load_settings
+from healthflow.payment import api, handlers, store
+from healthflow.payment.provider import Stripe
+from healthflow.payment.settings import Settings
+
+
+def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
+    """The payment service app (settings from ``PAYMENT_*`` when not given)."""
+    settings = settings or load_settings(Settings)
+    stripe = Stripe(settings)
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES,
+                             handlers=handlers.make_handlers(stripe), transport=transport)
+    runtime.state["stripe"] = stripe
+    return create_service_app(runtime, routers=[api.router], title="HealthFlow payment",
+                              description="Payments for appointments through Stripe.")

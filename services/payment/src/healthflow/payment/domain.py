@@ -1,0 +1,85 @@
+"""Payment rules: the status of an appointment's payment and how Stripe's reports move it
+(no I/O).
+
+One payment per appointment, backed by one Stripe PaymentIntent. Statuses:
+
+=================  =========================================================
+status             meaning
+=================  =========================================================
+requires_payment   the PaymentIntent exists; the patient has not paid yet
+declined           the last card was declined; the slot stays held, the
+                   patient may try another card
+succeeded          Stripe reported ``payment_intent.succeeded``
+=================  =========================================================
+
+Stripe delivers webhooks at least once and in no guaranteed order
+(https://docs.stripe.com/webhooks#event-ordering), so :func:`next_status` is a
+monotone rule: ``succeeded`` is never left by a later failure report, and a
+report that changes nothing returns ``None``.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from healthflow.common.problems import UnprocessableContent
+
+
+class PaymentStatus(StrEnum):
+    REQUIRES_PAYMENT = "requires_payment"
+    DECLINED = "declined"
+    SUCCEEDED = "succeeded"
+
+
+FINAL = frozenset({PaymentStatus.SUCCEEDED})
+
+INTENT_EVENTS: dict[str, PaymentStatus] = {
+    "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
+    "payment_intent.payment_failed": PaymentStatus.DECLINED,
+}
+"""The Stripe event types this service acts on, and the status each reports."""
+
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class AmountMismatch(UnprocessableContent):
+    """422: Stripe reports another amount or currency than the payment asked for."""
+
+    title, slug = "Amount Mismatch", "payment-amount-mismatch"
+
+
+def next_status(current: PaymentStatus, reported: PaymentStatus) -> PaymentStatus | None:
+    """The status after Stripe reports ``reported``, or ``None`` when nothing changes
+    (a repeat, or a failure reported after the success it preceded)."""
+    if current in FINAL or current is reported:
+        return None
+    return reported
+
+
+def check_money(amount: int, currency: str) -> tuple[int, str]:
+    """``(amount, currency)`` of a charge: an integer above zero in minor units and an
+    ISO 4217 alphabetic code (returned upper case; Stripe takes it lower case).
+
+    Raises:
+        ValueError: a non-integer or non-positive amount, or a malformed currency.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ValueError(f"the amount must be a positive integer of minor units, not {amount!r}")
+    code = currency.upper()
+    if not CURRENCY.match(code):
+        raise ValueError(f"{currency!r} is not an ISO 4217 currency code")
+    return amount, code
+
+
+def ensure_reported_money(amount: int, currency: str, reported_amount: int,
+                          reported_currency: str) -> None:
+    """Stripe's PaymentIntent must carry exactly the payment's amount and currency.
+
+    Raises:
+        AmountMismatch: (422) it does not (a tampered or foreign intent).
+    """
+    if reported_amount != amount or reported_currency.upper() != currency:
+        raise AmountMismatch(
+            f"Stripe reports {reported_amount} {reported_currency.upper()}, "
+            f"the payment is {amount} {currency}")

@@ -1,0 +1,27 @@
+"""Settings of the payment service (environment prefix ``PAYMENT_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from healthflow.common.settings import ServiceSettings
+from healthflow.common.topology import SERVICES
+
+
+class Settings(ServiceSettings):
+    """Stripe is reached only through the official ``stripe`` library: at
+    ``stripe_api_base`` when set (the local localstripe the runner starts), else at
+    Stripe itself. The webhook secret is the endpoint's ``whsec_…`` signing secret."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PAYMENT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    service_name: str = "payment"
+    port: int = SERVICES["payment"].port
+    stripe_api_key: SecretStr = SecretStr("sk_test_localstripe")
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: SecretStr = SecretStr("whsec_localstripe")
+    # Stripe-Signature timestamps older than this many seconds are refused (replay window).
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)

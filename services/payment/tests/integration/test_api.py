@@ -1,0 +1,184 @@
+"""The payment service in-process, on the real MongoDB-protocol server and a real
+localstripe reached through the ``stripe`` library; webhooks signed as Stripe signs them
+(https://docs.stripe.com/webhooks#verify-manually: HMAC-SHA256 of ``"{t}.{body}"``)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import stripe
+
+from healthflow.common.events.outbox import OUTBOX
+from healthflow.contracts.appointment import AppointmentBooked
+from healthflow.devkit.embedded import EmbeddedStripe
+from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.payment import service
+from healthflow.payment.app import create_app
+from healthflow.payment.settings import Settings
+
+Client = tuple[httpx.AsyncClient, Any]
+
+
+@pytest.fixture
+async def client(mongodb_url: str, unique_name: str, tokens: TokenFactory,
+                 stripe_server: EmbeddedStripe) -> AsyncIterator[Client]:
+    settings = Settings(mongodb_url=mongodb_url, mongodb_database=f"payment_{unique_name}",
+                        transport="inprocess", stripe_api_base=stripe_server.url,
+                        stripe_webhook_secret=stripe_server.webhook_secret)
+    app = create_app(settings)
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        yield http, app
+
+
+def booked(patient_id: str = "patient-1", status: str = "pending_payment",
+           fee: int | None = 4000) -> AppointmentBooked:
+    start = datetime.now(UTC) + timedelta(days=2)
+    return AppointmentBooked(
+        appointment_id=str(uuid.uuid4()), patient_id=patient_id, doctor_id="doc-1",
+        doctor_user_id="user-doc-1", location_id=None, start=start,
+        end=start + timedelta(minutes=30), timezone="Europe/Berlin", mode="online",
+        status=status, booked_by=patient_id, booked_by_role="patient", fee_amount=fee,
+        fee_currency="EUR" if fee else None)
+
+
+async def deliver_booking(app: Any, event: AppointmentBooked) -> None:
+    runtime = app.state.runtime
+    stripe_adapter = service.provider(runtime)
+    await runtime.transact(lambda uow: service.open_checkout(uow, stripe_adapter, event))
+
+
+def signed(secret: str, event: dict[str, Any], at: int | None = None) -> tuple[bytes, str]:
+    body = json.dumps(event).encode()
+    t = at or int(time.time())
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, f"t={t},v1={mac}"
+
+
+def pay(stripe_server: EmbeddedStripe, intent_id: str, card: str) -> Any:
+    """The patient's app confirms the PaymentIntent with a test card (stripe library)."""
+    warnings.simplefilter("ignore", DeprecationWarning)
+    api = stripe.StripeClient(stripe_server.api_key,
+                              base_addresses={"api": stripe_server.url}).v1
+    method = api.payment_methods.create(params={"type": "card", "card": {
+        "number": card, "exp_month": 12, "exp_year": 2035, "cvc": "123"}})
+    api.payment_intents.update(intent_id, params={"payment_method": method.id})
+    with contextlib.suppress(stripe.CardError):  # a declined card: the intent says so
+        api.payment_intents.confirm(intent_id)
+    return api.payment_intents.retrieve(intent_id)
+
+
+def intent_event(intent: Any, type_: str) -> dict[str, Any]:
+    return {"id": f"evt_{uuid.uuid4().hex[:16]}", "object": "event", "type": type_,
+            "created": int(time.time()), "data": {"object": intent.to_dict()}}
+
+
+async def webhook(http: httpx.AsyncClient, body: bytes, signature: str) -> httpx.Response:
+    return await http.post("/api/v1/payments/webhooks/stripe", content=body,
+                           headers={"Stripe-Signature": signature,
+                                    "Content-Type": "application/json"})
+
+
+async def test_a_pending_booking_opens_one_checkout_seen_by_its_patient_and_finance(
+        client: Client, tokens: TokenFactory) -> None:
+    http, app = client
+    event = booked()
+    await deliver_booking(app, event)
+    await deliver_booking(app, event)  # redelivered: still one payment
+    await deliver_booking(app, booked(status="booked"))  # no payment needed
+    assert await app.state.runtime.db["payments"].count_documents({}) == 1
+    url = f"/api/v1/payments/checkout/{event.appointment_id}"
+    mine = await http.get(url, headers=tokens.headers("patient-1", ("patient",)))
+    assert mine.status_code == 200, mine.text
+    body = mine.json()
+    assert body["amount"] == 4000 and body["currency"] == "EUR"
+    assert body["status"] == "requires_payment" and body["client_secret"].startswith("pi_")
+    other = await http.get(url, headers=tokens.headers("patient-2", ("patient",)))
+    assert other.status_code == 404
+    assert other.headers["content-type"].startswith("application/problem+json")
+    finance = await http.get(url, headers=tokens.headers("acc-1", ("accountant",)))
+    assert finance.status_code == 200 and finance.json()["client_secret"] is None
+    assert (await http.get(url)).status_code == 401
+    assert (await http.get(url, headers=tokens.headers("doc", ("doctor",)))).status_code == 403
+    listed = await http.get("/api/v1/payments", headers=tokens.headers("patient-2",
+                                                                        ("patient",)))
+    assert listed.status_code == 200 and listed.json() == []
+
+
+async def test_a_paid_intent_succeeds_once_whatever_the_order_and_repeats(
+        client: Client, tokens: TokenFactory, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    event = booked()
+    await deliver_booking(app, event)
+    doc = await app.state.runtime.db["payments"].find_one({})
+    intent = pay(stripe_server, doc["intent_id"], "4242424242424242")
+    assert intent.status == "succeeded"
+    success = intent_event(intent, "payment_intent.succeeded")
+    body, signature = signed(stripe_server.webhook_secret, success)
+    first = await webhook(http, body, signature)
+    assert first.status_code == 200 and first.json()["outcome"] == "applied", first.text
+    assert (await webhook(http, body, signature)).json()["outcome"] == "duplicate"
+    late = signed(stripe_server.webhook_secret,
+                  intent_event(intent, "payment_intent.payment_failed"))
+    assert (await webhook(http, *late)).json()["outcome"] == "ignored"
+    after = await http.get(f"/api/v1/payments/checkout/{event.appointment_id}",
+                           headers=tokens.headers("patient-1", ("patient",)))
+    assert after.json()["status"] == "succeeded" and after.json()["client_secret"] is None
+    outbox = app.state.runtime.db[OUTBOX]
+    published = await outbox.find({"type": "payment.succeeded"}).to_list()
+    assert [e["envelope"]["data"] for e in published] == [{
+        "payment_id": doc["_id"], "appointment_id": event.appointment_id,
+        "patient_id": "patient-1", "amount": 4000, "currency": "EUR",
+        "status": "succeeded", "intent_id": doc["intent_id"]}]
+
+
+async def test_a_declined_card_keeps_the_hold_with_a_declined_status(
+        client: Client, tokens: TokenFactory, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    event = booked()
+    await deliver_booking(app, event)
+    doc = await app.state.runtime.db["payments"].find_one({})
+    intent = pay(stripe_server, doc["intent_id"], "4000000000000341")
+    assert intent.status == "requires_payment_method"
+    failed = signed(stripe_server.webhook_secret,
+                    intent_event(intent, "payment_intent.payment_failed"))
+    assert (await webhook(http, *failed)).json()["outcome"] == "applied"
+    after = (await http.get(f"/api/v1/payments/checkout/{event.appointment_id}",
+                            headers=tokens.headers("patient-1", ("patient",)))).json()
+    assert after["status"] == "declined" and after["client_secret"]  # may try another card
+    assert await app.state.runtime.db[OUTBOX].count_documents(
+        {"type": "payment.succeeded"}) == 0
+
+
+async def test_unsigned_forged_or_stale_webhooks_are_refused_and_write_nothing(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    event = {"id": "evt_forged", "object": "event", "type": "payment_intent.succeeded",
+             "created": int(time.time()), "data": {"object": {"id": "pi_x", "amount": 1,
+                                                             "currency": "eur"}}}
+    body, signature = signed(stripe_server.webhook_secret, event)
+    cases = [
+        ("", "missing"),
+        (signed("whsec_wrong", event)[1], "does not verify"),
+        (signed(stripe_server.webhook_secret, event, at=int(time.time()) - 3600)[1],
+         "does not verify"),
+    ]
+    for header, detail in cases:
+        refused = await webhook(http, body, header)
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert detail in refused.json()["detail"]
+    tampered = await webhook(http, body.replace(b'"amount": 1', b'"amount": 2'), signature)
+    assert tampered.status_code == 400
+    assert await app.state.runtime.db["webhook_events"].count_documents({}) == 0

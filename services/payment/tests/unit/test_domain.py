@@ -1,0 +1,44 @@
+"""The payment rules alone (no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthflow.payment.domain import (
+    AmountMismatch,
+    PaymentStatus,
+    check_money,
+    ensure_reported_money,
+    next_status,
+)
+
+S = PaymentStatus
+
+
+def test_stripe_reports_move_a_payment_forward_only() -> None:
+    assert next_status(S.REQUIRES_PAYMENT, S.SUCCEEDED) is S.SUCCEEDED
+    assert next_status(S.REQUIRES_PAYMENT, S.DECLINED) is S.DECLINED
+    assert next_status(S.DECLINED, S.SUCCEEDED) is S.SUCCEEDED  # another card worked
+    assert next_status(S.DECLINED, S.DECLINED) is None  # a repeat
+    # out of order: the failure of an earlier attempt arrives after the success
+    assert next_status(S.SUCCEEDED, S.DECLINED) is None
+    assert next_status(S.SUCCEEDED, S.SUCCEEDED) is None
+
+
+def test_money_is_a_positive_integer_of_minor_units_and_an_iso_4217_code() -> None:
+    assert check_money(4000, "eur") == (4000, "EUR")
+    for amount in (0, -1, 40.0, True):
+        with pytest.raises(ValueError, match="minor units"):
+            check_money(amount, "EUR")  # type: ignore[arg-type]
+    for currency in ("EURO", "€", "E1R"):
+        with pytest.raises(ValueError, match="ISO 4217"):
+            check_money(100, currency)
+
+
+def test_stripe_must_report_the_payments_own_amount_and_currency() -> None:
+    ensure_reported_money(4000, "EUR", 4000, "eur")
+    with pytest.raises(AmountMismatch) as info:
+        ensure_reported_money(4000, "EUR", 400, "eur")
+    assert info.value.status == 422 and "400 EUR" in str(info.value)
+    with pytest.raises(AmountMismatch):
+        ensure_reported_money(4000, "EUR", 4000, "usd")
