@@ -42,13 +42,15 @@ from .conftest import (
 
 TZ = ZoneInfo("Europe/Berlin")
 WEBHOOK = "/api/v1/payments/webhooks/stripe"
+HOLD_SECONDS = 20  # long enough to pay in, short enough to watch a hold expire
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     workdir = tmp_path_factory.mktemp("payments")
     with rabbitmq_vhost() as amqp_url, platform_process(
-            workdir, amqp_url, "--only", "auth,hospital,doctor,appointment,payment") as running:
+            workdir, amqp_url, "--only", "auth,hospital,doctor,appointment,payment",
+            env={"PAYMENT_HOLD_SECONDS": str(HOLD_SECONDS)}) as running:
         yield running
 
 
@@ -118,7 +120,7 @@ async def checkout(api: httpx.AsyncClient, patient: User, appointment_id: str) -
     return body
 
 
-async def test_an_online_consultation_is_confirmed_once_paid_and_a_declined_card_holds(
+async def test_an_online_consultation_is_confirmed_once_paid_and_an_unpaid_hold_expires(
         platform: RunningPlatform) -> None:
     async with platform.client() as api:
         admin = await as_admin(api, platform)
@@ -186,3 +188,19 @@ async def test_an_online_consultation_is_confirmed_once_paid_and_a_declined_card
                          message="the declined card never showed on the payment")
         still = ok(await api.get(f"/api/v1/appointments/{other['id']}", headers=patient.headers))
         assert still["status"] == "pending_payment"
+
+        # unpaid at the deadline: payment.expired cancels it and the slot is free again
+        async def released() -> bool:
+            got = ok(await api.get(f"/api/v1/appointments/{other['id']}",
+                                   headers=patient.headers))
+            return bool(got["status"] == "cancelled")
+
+        await eventually(released, within=HOLD_SECONDS + 30, interval=0.5,
+                         message="the unpaid hold never expired")
+        assert (await checkout(api, patient, other["id"]))["status"] == "expired"
+        taken = ok(await api.post("/api/v1/appointments", headers=stranger.headers, json={
+            "doctor_id": doctor.id, "start": second, "mode": "online"}), 201)
+        assert taken["status"] == "pending_payment"
+        # the first, paid appointment outlived its hold deadline untouched
+        kept = ok(await api.get(f"/api/v1/appointments/{held['id']}", headers=patient.headers))
+        assert kept["status"] == "confirmed"

@@ -159,13 +159,34 @@ async def test_online_consultation_with_a_fee_awaits_payment(svc: Service) -> No
     assert (body["fee_amount"], body["fee_currency"]) == (4000, "EUR")
 
 
-def paid(appointment_id: str, patient_id: str) -> CloudEvent:
-    """``payment.succeeded`` as the payment service publishes it."""
-    return CloudEvent(source="/healthflow/payment", type="payment.succeeded",
+def paid(appointment_id: str, patient_id: str, type_: str = "payment.succeeded"
+         ) -> CloudEvent:
+    """``payment.succeeded`` (or ``payment.expired``) as the payment service publishes it."""
+    return CloudEvent(source="/healthflow/payment", type=type_,
                       subject="payment/p1", data={
                           "payment_id": "p1", "appointment_id": appointment_id,
                           "patient_id": patient_id, "amount": 4000, "currency": "EUR",
-                          "status": "succeeded", "intent_id": "pi_1"})
+                          "status": type_.split(".")[1], "intent_id": "pi_1"})
+
+
+async def test_an_expired_payment_cancels_the_hold_and_frees_the_slot(svc: Service) -> None:
+    await svc.publish_doctor(schedule("dr-unpaid"))
+    patient_id, patient = svc.patient()
+    start = berlin(next_weekday(3), 15)
+    held = (await book(svc, patient, "dr-unpaid", start, mode="online")).json()
+    _, other = svc.patient()
+    assert_problem(await book(svc, other, "dr-unpaid", start, mode="online"),
+                   409, "slot-already-booked")
+    await svc.runtime.transport.publish(paid(held["id"], patient_id, "payment.expired"))
+    await svc.runtime.transport.publish(paid(held["id"], patient_id))  # too late: no effect
+    after = (await svc.client.get(f"/api/v1/appointments/{held['id']}",
+                                  headers=patient)).json()
+    assert after["status"] == "cancelled"
+    assert after["cancellation"]["reason_code"] == "payment_not_received"
+    assert after["cancellation"]["by_role"] == "system"
+    [cancelled] = await svc.outbox("appointment.cancelled", held["id"])
+    assert cancelled["envelope"]["data"]["reason_code"] == "payment_not_received"
+    assert (await book(svc, other, "dr-unpaid", start, mode="online")).status_code == 201
 
 
 async def test_a_payment_confirms_a_pending_appointment_once(svc: Service) -> None:

@@ -12,6 +12,7 @@ import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ import stripe
 from healthflow.common.events.outbox import OUTBOX
 from healthflow.contracts.appointment import AppointmentBooked
 from healthflow.devkit.embedded import EmbeddedStripe
-from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.payment import service
 from healthflow.payment.app import create_app
 from healthflow.payment.settings import Settings
@@ -30,16 +31,24 @@ from healthflow.payment.settings import Settings
 Client = tuple[httpx.AsyncClient, Any]
 
 
-@pytest.fixture
-async def client(mongodb_url: str, unique_name: str, tokens: TokenFactory,
-                 stripe_server: EmbeddedStripe) -> AsyncIterator[Client]:
-    settings = Settings(mongodb_url=mongodb_url, mongodb_database=f"payment_{unique_name}",
+@asynccontextmanager
+async def payment_app(mongodb_url: str, database: str, tokens: TokenFactory,
+                      stripe_server: EmbeddedStripe, **kw: Any) -> AsyncIterator[Client]:
+    settings = Settings(mongodb_url=mongodb_url, mongodb_database=database,
                         transport="inprocess", stripe_api_base=stripe_server.url,
-                        stripe_webhook_secret=stripe_server.webhook_secret)
+                        stripe_webhook_secret=stripe_server.webhook_secret, **kw)
     app = create_app(settings)
     app.state.verifier = tokens.verifier()
     async with running_app(app) as http:
         yield http, app
+
+
+@pytest.fixture
+async def client(mongodb_url: str, unique_name: str, tokens: TokenFactory,
+                 stripe_server: EmbeddedStripe) -> AsyncIterator[Client]:
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens,
+                           stripe_server) as running:
+        yield running
 
 
 def booked(patient_id: str = "patient-1", status: str = "pending_payment",
@@ -56,7 +65,8 @@ def booked(patient_id: str = "patient-1", status: str = "pending_payment",
 async def deliver_booking(app: Any, event: AppointmentBooked) -> None:
     runtime = app.state.runtime
     stripe_adapter = service.provider(runtime)
-    await runtime.transact(lambda uow: service.open_checkout(uow, stripe_adapter, event))
+    await runtime.transact(lambda uow: service.open_checkout(
+        uow, stripe_adapter, event, timedelta(seconds=runtime.settings.hold_seconds)))
 
 
 def signed(secret: str, event: dict[str, Any], at: int | None = None) -> tuple[bytes, str]:
@@ -182,3 +192,40 @@ async def test_unsigned_forged_or_stale_webhooks_are_refused_and_write_nothing(
     tampered = await webhook(http, body.replace(b'"amount": 1', b'"amount": 2'), signature)
     assert tampered.status_code == 400
     assert await app.state.runtime.db["webhook_events"].count_documents({}) == 0
+
+
+async def test_an_unpaid_hold_expires_cancelling_the_intent_a_paid_one_does_not(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory,
+        stripe_server: EmbeddedStripe) -> None:
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
+                           hold_seconds=2) as (http, app):
+        db = app.state.runtime.db
+        unpaid, paid = booked(), booked(patient_id="patient-2")
+        await deliver_booking(app, unpaid)
+        await deliver_booking(app, paid)
+        paid_doc = await db["payments"].find_one({"appointment_id": paid.appointment_id})
+        intent = pay(stripe_server, paid_doc["intent_id"], "4242424242424242")
+        await webhook(http, *signed(stripe_server.webhook_secret,
+                                    intent_event(intent, "payment_intent.succeeded")))
+
+        async def expired() -> bool:
+            doc = await db["payments"].find_one({"appointment_id": unpaid.appointment_id})
+            return bool(doc["status"] == "expired")
+
+        await eventually(expired, within=20, interval=0.2, message="the hold never expired")
+        doc = await db["payments"].find_one({"appointment_id": unpaid.appointment_id})
+        api = stripe.StripeClient(stripe_server.api_key,
+                                  base_addresses={"api": stripe_server.url}).v1
+        assert api.payment_intents.retrieve(doc["intent_id"]).status == "canceled"
+        # a card tried after the expiry cannot succeed on the cancelled intent
+        with pytest.raises(stripe.InvalidRequestError):
+            pay(stripe_server, doc["intent_id"], "4242424242424242")
+
+        async def both_done() -> bool:
+            return await db["jobs"].count_documents({"status": "done"}) == 2
+
+        await eventually(both_done, within=20, interval=0.2, message="jobs not done")
+        assert (await db["payments"].find_one({"_id": paid_doc["_id"]}))["status"] == "succeeded"
+        published = await db[OUTBOX].find({"type": "payment.expired"}).to_list()
+        assert [e["envelope"]["data"]["appointment_id"] for e in published] == [
+            unpaid.appointment_id]

@@ -23,6 +23,9 @@ def test_stripe_reports_move_a_payment_forward_only() -> None:
     # out of order: the failure of an earlier attempt arrives after the success
     assert next_status(S.SUCCEEDED, S.DECLINED) is None
     assert next_status(S.SUCCEEDED, S.SUCCEEDED) is None
+    # an expired hold's intent was cancelled at Stripe first: nothing moves it again
+    assert next_status(S.EXPIRED, S.SUCCEEDED) is None
+    assert next_status(S.EXPIRED, S.DECLINED) is None
 
 
 def test_money_is_a_positive_integer_of_minor_units_and_an_iso_4217_code() -> None:

@@ -25,3 +25,9 @@ class PaymentSucceeded(PaymentEvent):
     """Stripe reported the appointment's PaymentIntent ``intent_id`` succeeded."""
 
     intent_id: str
+
+
+@event_type("payment.expired", version=1, publisher=PUBLISHER)
+class PaymentExpired(PaymentEvent):
+    """The hold ended unpaid: the PaymentIntent was cancelled at Stripe, the slot is to be
+    released (the appointment service cancels the appointment)."""

@@ -11,6 +11,9 @@
 * ``payment.succeeded`` (:class:`healthflow.contracts.payment.PaymentSucceeded`) — a
   ``pending_payment`` appointment is confirmed
   (:func:`~healthflow.appointment.payments.confirm_paid`).
+* ``payment.expired`` (:class:`healthflow.contracts.payment.PaymentExpired`) — an unpaid
+  hold ends: the appointment is cancelled and its slot released
+  (:func:`~healthflow.appointment.payments.release_unpaid`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from healthflow.appointment.availability import availability_from_event
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.doctor import DoctorScheduleChanged
-from healthflow.contracts.payment import PaymentSucceeded
+from healthflow.contracts.payment import PaymentExpired, PaymentSucceeded
 
 
 async def on_schedule_changed(event: Received[DoctorScheduleChanged], uow: UnitOfWork) -> None:
@@ -31,7 +34,12 @@ async def on_payment_succeeded(event: Received[PaymentSucceeded], uow: UnitOfWor
     await payments.confirm_paid(uow, event.data)
 
 
+async def on_payment_expired(event: Received[PaymentExpired], uow: UnitOfWork) -> None:
+    await payments.release_unpaid(uow, event.data)
+
+
 HANDLERS: Handlers = {
     "doctor.schedule_changed": on_schedule_changed,
     "payment.succeeded": on_payment_succeeded,
+    "payment.expired": on_payment_expired,
 }

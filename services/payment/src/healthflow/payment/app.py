@@ -1,15 +1,17 @@
-"""The payment service's composition root: the runtime, the Stripe adapter, its consumer
-and routes."""
+"""The payment service's composition root: the runtime, the Stripe adapter, its consumer,
+the hold-expiry job worker and the routes."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
+from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
+from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
-from healthflow.payment import api, handlers, store
+from healthflow.payment import api, handlers, service, store
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
@@ -19,7 +21,13 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     settings = settings or load_settings(Settings)
     stripe = Stripe(settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES,
-                             handlers=handlers.make_handlers(stripe), transport=transport)
+                             handlers=handlers.make_handlers(stripe, settings),
+                             transport=transport)
     runtime.state["stripe"] = stripe
+
+    async def expire(uow: UnitOfWork, job: Job) -> None:
+        await service.expire_hold(uow, stripe, job.payload["payment_id"])
+
+    runtime.add_worker(JobWorker(runtime, service.HOLD_EXPIRY, expire, lease=30.0).loop())
     return create_service_app(runtime, routers=[api.router], title="HealthFlow payment",
                               description="Payments for appointments through Stripe.")

@@ -10,6 +10,8 @@ requires_payment   the PaymentIntent exists; the patient has not paid yet
 declined           the last card was declined; the slot stays held, the
                    patient may try another card
 succeeded          Stripe reported ``payment_intent.succeeded``
+expired            the hold ended unpaid; the intent was cancelled at Stripe
+                   first, so no card can succeed on it afterwards
 =================  =========================================================
 
 Stripe delivers webhooks at least once and in no guaranteed order
@@ -30,9 +32,12 @@ class PaymentStatus(StrEnum):
     REQUIRES_PAYMENT = "requires_payment"
     DECLINED = "declined"
     SUCCEEDED = "succeeded"
+    EXPIRED = "expired"
 
 
-FINAL = frozenset({PaymentStatus.SUCCEEDED})
+FINAL = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.EXPIRED})
+EXPIRABLE = frozenset({PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.DECLINED})
+"""Statuses whose hold ends at its deadline."""
 
 INTENT_EVENTS: dict[str, PaymentStatus] = {
     "payment_intent.succeeded": PaymentStatus.SUCCEEDED,

@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from healthflow.contracts.payment import PaymentSucceeded
+from healthflow.contracts.payment import PaymentExpired, PaymentSucceeded
 
-__all__ = ["PaymentSucceeded"]
+__all__ = ["PaymentExpired", "PaymentSucceeded"]

@@ -50,6 +50,17 @@ class Stripe:
             options={"idempotency_key": idempotency_key})
         return _intent(intent)
 
+    async def cancel_intent(self, intent_id: str) -> str:
+        """Cancel a PaymentIntent; its status afterwards: ``canceled``, or the status that
+        kept Stripe from cancelling it (``succeeded``, ``processing``). Repeatable: an
+        intent already cancelled answers ``canceled``
+        (https://docs.stripe.com/api/payment_intents/cancel)."""
+        try:
+            return str((await self.client.v1.payment_intents.cancel_async(intent_id)).status)
+        except stripe.InvalidRequestError:
+            intent = await self.client.v1.payment_intents.retrieve_async(intent_id)
+            return str(intent.status)
+
     def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
         """The event of a webhook delivery, verified by ``stripe.Webhook.construct_event``
         over the raw ``payload`` bytes with the endpoint secret (HMAC-SHA256 of

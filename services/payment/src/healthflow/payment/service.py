@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from healthflow.common import jobs
 from healthflow.common.auth import Principal
 from healthflow.common.errors import Forbidden, NotFound
 from healthflow.common.events.outbox import UnitOfWork
@@ -23,6 +25,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentBooked
 from healthflow.payment import events, store
 from healthflow.payment.domain import (
+    EXPIRABLE,
     INTENT_EVENTS,
     PaymentStatus,
     check_money,
@@ -30,8 +33,16 @@ from healthflow.payment.domain import (
     next_status,
 )
 from healthflow.payment.provider import Stripe
+from healthflow.payment.settings import Settings
 
 log = logging.getLogger(__name__)
+
+HOLD_EXPIRY = "hold-expiry"
+"""The job queue of hold deadlines (payload ``{payment_id}``)."""
+
+
+class HoldNotReleasable(RuntimeError):
+    """Stripe is still processing the intent: the expiry job runs again later."""
 
 
 def provider(runtime: ServiceRuntime) -> Stripe:
@@ -40,11 +51,14 @@ def provider(runtime: ServiceRuntime) -> Stripe:
     return stripe
 
 
-async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBooked) -> None:
+async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBooked,
+                        hold: timedelta) -> None:
     """The payment of a ``pending_payment`` appointment: a Stripe PaymentIntent for its
     fee (idempotency key ``appointment-<id>``) and the local record, once per appointment.
 
-    Bookings in any other status, or without a fee, need no payment and are ignored.
+    The hold ends ``hold`` later unless paid (a ``hold-expiry`` job, committed with the
+    payment; :func:`expire_hold`). Bookings in any other status, or without a fee, need
+    no payment and are ignored.
     A redelivered event finds the record and changes nothing; if a first attempt died
     between Stripe and the commit, Stripe's idempotency key returns the same intent.
     """
@@ -66,6 +80,33 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
         "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
         "history": [{"status": status, "at": now, "stripe_event_id": None}],
     }, session=uow.session)
+    await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
+                       key=f"hold-{payment_id}", session=uow.session, now=now)
+
+
+async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
+    """End an unpaid hold: cancel the PaymentIntent at Stripe first (so that no card can
+    succeed on it later), then mark the payment ``expired`` and publish
+    ``payment.expired`` (the appointment service cancels the appointment, releasing the
+    slot). A payment already succeeded or expired is left alone; whether it expired.
+
+    Raises:
+        HoldNotReleasable: Stripe is still processing a payment (the job is retried).
+    """
+    doc = await store.get_payment(uow.db, payment_id, session=uow.session)
+    if doc is None or PaymentStatus(doc["status"]) not in EXPIRABLE:
+        return False
+    at_stripe = await stripe.cancel_intent(doc["intent_id"])
+    if at_stripe == "succeeded":
+        return False  # paid at the last moment: its webhook confirms the appointment
+    if at_stripe != "canceled":
+        raise HoldNotReleasable(f"PaymentIntent {doc['intent_id']} is {at_stripe}")
+    await _move(uow, doc, PaymentStatus.EXPIRED, None)
+    return True
+
+
+def hold_of(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.hold_seconds)
 
 
 def _may_read(principal: Principal, doc: Document) -> bool:
@@ -151,16 +192,20 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     return outcome
 
 
-async def _move(uow: UnitOfWork, doc: Document, target: PaymentStatus, event_id: str) -> None:
+async def _move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
+                event_id: str | None) -> None:
     now = utcnow()
     await uow.db[store.PAYMENTS].update_one(
         {"_id": doc["_id"]},
         {"$set": {"status": target.value, "updated_at": now},
          "$push": {"history": {"status": target.value, "at": now, "stripe_event_id": event_id}}},
         session=uow.session)
+    fields = {"payment_id": doc["_id"], "appointment_id": doc["appointment_id"],
+              "patient_id": doc["patient_id"], "amount": doc["amount"],
+              "currency": doc["currency"], "status": target.value}
     if target is PaymentStatus.SUCCEEDED:
-        uow.publish(events.PaymentSucceeded(
-            payment_id=doc["_id"], appointment_id=doc["appointment_id"],
-            patient_id=doc["patient_id"], amount=doc["amount"], currency=doc["currency"],
-            status=target.value, intent_id=doc["intent_id"]),
-            subject=doc["_id"], patientid=doc["patient_id"])
+        uow.publish(events.PaymentSucceeded(**fields, intent_id=doc["intent_id"]),
+                    subject=doc["_id"], patientid=doc["patient_id"])
+    elif target is PaymentStatus.EXPIRED:
+        uow.publish(events.PaymentExpired(**fields), subject=doc["_id"],
+                    patientid=doc["patient_id"])

@@ -25,3 +25,5 @@ class Settings(ServiceSettings):
     stripe_webhook_secret: SecretStr = SecretStr("whsec_localstripe")
     # Stripe-Signature timestamps older than this many seconds are refused (replay window).
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    # An unpaid hold on a slot ends this many seconds after the checkout opened.
+    hold_seconds: int = Field(default=900, ge=1, le=86400)

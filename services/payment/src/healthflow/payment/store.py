@@ -7,6 +7,7 @@ units of an ISO 4217 ``currency``::
                      status, intent_id (unique), client_secret, created_at, updated_at,
                      history: [{status, at, stripe_event_id}]}
     webhook_events  {_id: Stripe event id, type, intent_id, received_at}  (dedupe)
+    jobs            hold expiries, one per payment (healthflow.common.jobs)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from healthflow.common import jobs
 from healthflow.common.mongo import Document, Indexes
 
 PAYMENTS = "payments"
@@ -28,12 +30,18 @@ INDEXES: Indexes = {
         IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient"),
         IndexModel([("created_at", DESCENDING)], name="recent"),
     ],
+    **jobs.INDEXES,
 }
 
 
 async def by_appointment(db: AsyncDatabase[Document], appointment_id: str,
                          session: Any = None) -> Document | None:
     return await db[PAYMENTS].find_one({"appointment_id": appointment_id}, session=session)
+
+
+async def get_payment(db: AsyncDatabase[Document], payment_id: str,
+                      session: Any = None) -> Document | None:
+    return await db[PAYMENTS].find_one({"_id": payment_id}, session=session)
 
 
 async def by_intent(db: AsyncDatabase[Document], intent_id: str,
