@@ -204,3 +204,18 @@ async def test_an_online_consultation_is_confirmed_once_paid_and_an_unpaid_hold_
         # the first, paid appointment outlived its hold deadline untouched
         kept = ok(await api.get(f"/api/v1/appointments/{held['id']}", headers=patient.headers))
         assert kept["status"] == "confirmed"
+
+        # the patient cancels it days ahead (inside the 24 h policy window): all back
+        ok(await api.post(f"/api/v1/appointments/{held['id']}/cancel",
+                          headers=patient.headers, json={"reason_code": "patient_request"}))
+
+        async def refunded() -> bool:
+            return bool((await checkout(api, patient, held["id"]))["status"] == "refunded")
+
+        await eventually(refunded, within=30, interval=0.3, message="never refunded")
+        refund = (await checkout(api, patient, held["id"]))["refund"]
+        assert (refund["amount"], refund["currency"], refund["reason"]) == (
+            6000, "EUR", "inside_window")
+        at_stripe = await asyncio.to_thread(
+            lambda: stripe_api(platform).refunds.retrieve(refund["id"]))
+        assert at_stripe.amount == 6000 and at_stripe.payment_intent == intent.id

@@ -21,10 +21,10 @@ import pytest
 import stripe
 
 from healthflow.common.events.outbox import OUTBOX
-from healthflow.contracts.appointment import AppointmentBooked
+from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
-from healthflow.payment import service
+from healthflow.payment import refunds, service
 from healthflow.payment.app import create_app
 from healthflow.payment.settings import Settings
 
@@ -229,3 +229,81 @@ async def test_an_unpaid_hold_expires_cancelling_the_intent_a_paid_one_does_not(
         published = await db[OUTBOX].find({"type": "payment.expired"}).to_list()
         assert [e["envelope"]["data"]["appointment_id"] for e in published] == [
             unpaid.appointment_id]
+
+
+async def deliver_cancel(app: Any, event: AppointmentBooked, role: str,
+                         ahead: timedelta) -> None:
+    """``appointment.cancelled`` by ``role``, ``ahead`` of the appointment's start."""
+    runtime = app.state.runtime
+    shared = event.model_dump(exclude={"booked_by", "booked_by_role", "fee_amount",
+                                       "fee_currency"})
+    cancelled = AppointmentCancelled(**{
+        **shared, "status": "cancelled", "cancelled_by": "someone",
+        "cancelled_by_role": role, "reason_code": "patient_request"})
+    policy = refunds.policy_of(runtime.settings)
+    await runtime.transact(lambda uow: refunds.on_cancelled(
+        uow, service.provider(runtime), policy, cancelled, event.start - ahead))
+
+
+async def paid_booking(http: httpx.AsyncClient, app: Any, stripe_server: EmbeddedStripe,
+                       patient_id: str) -> tuple[AppointmentBooked, Any]:
+    event = booked(patient_id=patient_id)
+    await deliver_booking(app, event)
+    doc = await app.state.runtime.db["payments"].find_one({"appointment_id":
+                                                           event.appointment_id})
+    intent = pay(stripe_server, doc["intent_id"], "4242424242424242")
+    await webhook(http, *signed(stripe_server.webhook_secret,
+                                intent_event(intent, "payment_intent.succeeded")))
+    return event, doc
+
+
+async def test_cancellations_refund_by_the_policy_through_stripe(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory,
+        stripe_server: EmbeddedStripe) -> None:
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
+                           refund_full_window_hours=24, late_refund_percent=25) as (http, app):
+        db = app.state.runtime.db
+        api = stripe.StripeClient(stripe_server.api_key,
+                                  base_addresses={"api": stripe_server.url}).v1
+        cases = [("patient", timedelta(days=2), 4000, "refunded", "inside_window"),
+                 ("patient", timedelta(hours=2), 1000, "partially_refunded",
+                  "late_cancellation"),
+                 ("doctor", timedelta(minutes=10), 4000, "refunded", "cancelled_by_provider")]
+        for n, (role, ahead, amount, status, reason) in enumerate(cases):
+            event, doc = await paid_booking(http, app, stripe_server, f"patient-r{n}")
+            await deliver_cancel(app, event, role, ahead)
+            await deliver_cancel(app, event, role, ahead)  # redelivered: one refund
+            after = await db["payments"].find_one({"_id": doc["_id"]})
+            assert (after["status"], after["refund"]["amount"], after["refund"]["reason"]) \
+                == (status, amount, reason)
+            refund = api.refunds.retrieve(after["refund"]["id"])
+            assert refund.amount == amount and refund.payment_intent == doc["intent_id"]
+            shown = (await http.get(f"/api/v1/payments/checkout/{event.appointment_id}",
+                                    headers=tokens.headers(f"patient-r{n}"))).json()
+            assert shown["refund"]["amount"] == amount and shown["status"] == status
+        published = await db[OUTBOX].find({"type": "payment.refunded"}).to_list()
+        assert sorted(e["envelope"]["data"]["refund_amount"] for e in published) == [
+            1000, 4000, 4000]
+        # the ledger adds up: paid in = refunded + kept, to the cent
+        payments = await db["payments"].find({}).to_list()
+        kept = sum(p["amount"] - p["refund"]["amount"] for p in payments)
+        assert sum(p["amount"] for p in payments) == 12000 and kept == 3000
+
+
+async def test_cancelling_before_paying_cancels_the_intent_and_late_patients_get_nothing(
+        client: Client, tokens: TokenFactory, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    db = app.state.runtime.db
+    unpaid = booked()
+    await deliver_booking(app, unpaid)
+    await deliver_cancel(app, unpaid, "patient", timedelta(days=2))
+    doc = await db["payments"].find_one({"appointment_id": unpaid.appointment_id})
+    assert doc["status"] == "cancelled"
+    with pytest.raises(stripe.InvalidRequestError):  # nobody can pay for it any more
+        pay(stripe_server, doc["intent_id"], "4242424242424242")
+    late, paid_doc = await paid_booking(http, app, stripe_server, "patient-late")
+    await deliver_cancel(app, late, "patient", timedelta(hours=1))  # default: 0 % late
+    after = await db["payments"].find_one({"_id": paid_doc["_id"]})
+    assert after["status"] == "succeeded" and after["refund"]["amount"] == 0
+    assert after["refund"]["id"] is None
+    assert await db[OUTBOX].count_documents({"type": "payment.refunded"}) == 0

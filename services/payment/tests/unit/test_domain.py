@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from healthflow.payment.domain import (
     AmountMismatch,
     PaymentStatus,
+    RefundPolicy,
     check_money,
     ensure_reported_money,
     next_status,
+    refunded_status,
 )
 
 S = PaymentStatus
@@ -45,3 +49,30 @@ def test_stripe_must_report_the_payments_own_amount_and_currency() -> None:
     assert info.value.status == 422 and "400 EUR" in str(info.value)
     with pytest.raises(AmountMismatch):
         ensure_reported_money(4000, "EUR", 4000, "usd")
+
+
+START = datetime(2027, 3, 1, 14, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("role", "ahead", "expected"), [
+    ("patient", timedelta(hours=24), (4000, "inside_window")),  # exactly on the window
+    ("patient", timedelta(days=3), (4000, "inside_window")),
+    ("patient", timedelta(hours=23, minutes=59), (1320, "late_cancellation")),  # 33 %: 1320
+    ("patient", timedelta(minutes=-5), (1320, "late_cancellation")),  # after the start
+    ("doctor", timedelta(minutes=5), (4000, "cancelled_by_provider")),
+    ("staff", timedelta(0), (4000, "cancelled_by_provider")),
+])
+def test_refunds_follow_the_cancellation_policy(role: str, ahead: timedelta,
+                                                expected: tuple[int, str]) -> None:
+    policy = RefundPolicy(full_window=timedelta(hours=24), late_percent=33)
+    assert policy.refund(4000, cancelled_by_role=role, cancelled_at=START - ahead,
+                         start=START) == expected
+
+
+def test_no_late_refund_and_the_resulting_status() -> None:
+    none = RefundPolicy(full_window=timedelta(hours=24), late_percent=0)
+    assert none.refund(4000, cancelled_by_role="patient", cancelled_at=START,
+                       start=START) == (0, "late_cancellation")
+    assert refunded_status(4000, 0) is None
+    assert refunded_status(4000, 1320) is S.PARTIALLY_REFUNDED
+    assert refunded_status(4000, 4000) is S.REFUNDED

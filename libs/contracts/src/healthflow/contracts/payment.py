@@ -27,6 +27,18 @@ class PaymentSucceeded(PaymentEvent):
     intent_id: str
 
 
+@event_type("payment.refunded", version=1, publisher=PUBLISHER)
+class PaymentRefunded(PaymentEvent):
+    """``refund_amount`` (minor units of ``currency``) went back to the patient through the
+    Stripe refund ``refund_id``; ``reason``: ``cancelled_by_provider``, ``inside_window``,
+    ``late_cancellation`` or ``cancelled_before_recorded`` (paid while being cancelled).
+    ``status`` is ``refunded`` (all of ``amount``) or ``partially_refunded``."""
+
+    refund_amount: int
+    refund_id: str
+    reason: str
+
+
 @event_type("payment.expired", version=1, publisher=PUBLISHER)
 class PaymentExpired(PaymentEvent):
     """The hold ended unpaid: the PaymentIntent was cancelled at Stripe, the slot is to be

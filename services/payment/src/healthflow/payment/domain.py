@@ -12,6 +12,10 @@ declined           the last card was declined; the slot stays held, the
 succeeded          Stripe reported ``payment_intent.succeeded``
 expired            the hold ended unpaid; the intent was cancelled at Stripe
                    first, so no card can succeed on it afterwards
+cancelled          the appointment was cancelled before it was paid (the intent
+                   cancelled at Stripe likewise)
+refunded           all of it went back (:class:`RefundPolicy`)
+partially_refunded part of it went back
 =================  =========================================================
 
 Stripe delivers webhooks at least once and in no guaranteed order
@@ -23,6 +27,8 @@ report that changes nothing returns ``None``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from healthflow.common.problems import UnprocessableContent
@@ -33,9 +39,13 @@ class PaymentStatus(StrEnum):
     DECLINED = "declined"
     SUCCEEDED = "succeeded"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
 
 
-FINAL = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.EXPIRED})
+FINAL = frozenset(PaymentStatus) - {PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.DECLINED}
+"""Statuses no Stripe report about the intent moves any more."""
 EXPIRABLE = frozenset({PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.DECLINED})
 """Statuses whose hold ends at its deadline."""
 
@@ -88,3 +98,38 @@ def ensure_reported_money(amount: int, currency: str, reported_amount: int,
         raise AmountMismatch(
             f"Stripe reports {reported_amount} {reported_currency.upper()}, "
             f"the payment is {amount} {currency}")
+
+
+PROVIDER_ROLES = frozenset({"doctor", "staff"})
+"""Who cancels on the hospital's side (``AppointmentCancelled.cancelled_by_role``)."""
+
+
+@dataclass(frozen=True)
+class RefundPolicy:
+    """How much of a paid appointment goes back when it is cancelled.
+
+    * the doctor or the hospital's staff cancel: everything, always;
+    * the patient cancels at least ``full_window`` before the start: everything;
+    * the patient cancels later: ``late_percent`` (0–100) of the amount, rounded down
+      to a whole minor unit (``amount * late_percent // 100``; integers only).
+    """
+
+    full_window: timedelta
+    late_percent: int
+
+    def refund(self, amount: int, *, cancelled_by_role: str, cancelled_at: datetime,
+               start: datetime) -> tuple[int, str]:
+        """``(minor units to refund, reason code)``; times aware UTC. Reason codes:
+        ``cancelled_by_provider``, ``inside_window``, ``late_cancellation``."""
+        if cancelled_by_role in PROVIDER_ROLES:
+            return amount, "cancelled_by_provider"
+        if start - cancelled_at >= self.full_window:
+            return amount, "inside_window"
+        return amount * self.late_percent // 100, "late_cancellation"
+
+
+def refunded_status(amount: int, refunded: int) -> PaymentStatus | None:
+    """The status after refunding ``refunded`` of ``amount`` minor units (``None``: 0)."""
+    if refunded <= 0:
+        return None
+    return PaymentStatus.REFUNDED if refunded >= amount else PaymentStatus.PARTIALLY_REFUNDED

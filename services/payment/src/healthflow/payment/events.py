@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from healthflow.contracts.payment import PaymentExpired, PaymentSucceeded
+from healthflow.contracts.payment import PaymentExpired, PaymentRefunded, PaymentSucceeded
 
-__all__ = ["PaymentExpired", "PaymentSucceeded"]
+__all__ = ["PaymentExpired", "PaymentRefunded", "PaymentSucceeded"]

@@ -4,14 +4,18 @@
   :class:`~healthflow.contracts.appointment.AppointmentBooked`):
   a ``pending_payment`` booking with a fee opens its checkout (a Stripe PaymentIntent);
   see :func:`~healthflow.payment.service.open_checkout`.
+* ``appointment.cancelled`` (appointment,
+  :class:`~healthflow.contracts.appointment.AppointmentCancelled`): the payment is
+  refunded by the refund policy, or its unpaid intent cancelled
+  (:func:`~healthflow.payment.refunds.on_cancelled`).
 """
 
 from __future__ import annotations
 
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.contracts.appointment import AppointmentBooked
-from healthflow.payment import service
+from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
+from healthflow.payment import refunds, service
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
@@ -23,4 +27,11 @@ def make_handlers(stripe: Stripe, settings: Settings) -> Handlers:
                                     uow: UnitOfWork) -> None:
         await service.open_checkout(uow, stripe, event.data, service.hold_of(settings))
 
-    return {"appointment.booked": on_appointment_booked}
+    policy = refunds.policy_of(settings)
+
+    async def on_appointment_cancelled(event: Received[AppointmentCancelled],
+                                       uow: UnitOfWork) -> None:
+        await refunds.on_cancelled(uow, stripe, policy, event.data, event.time)
+
+    return {"appointment.booked": on_appointment_booked,
+            "appointment.cancelled": on_appointment_cancelled}

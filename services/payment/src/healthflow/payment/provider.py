@@ -61,6 +61,14 @@ class Stripe:
             intent = await self.client.v1.payment_intents.retrieve_async(intent_id)
             return str(intent.status)
 
+    async def refund(self, intent_id: str, amount: int, idempotency_key: str) -> str:
+        """Refund ``amount`` minor units of a succeeded PaymentIntent; the refund id
+        (https://docs.stripe.com/api/refunds/create)."""
+        refund = await self.client.v1.refunds.create_async(
+            params={"payment_intent": intent_id, "amount": amount},
+            options={"idempotency_key": idempotency_key})
+        return str(refund.id)
+
     def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
         """The event of a webhook delivery, verified by ``stripe.Webhook.construct_event``
         over the raw ``payload`` bytes with the endpoint secret (HMAC-SHA256 of

@@ -7,7 +7,18 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from healthflow.common.mongo import Document
-from healthflow.payment.domain import PaymentStatus
+from healthflow.payment.domain import EXPIRABLE, PaymentStatus
+
+
+class RefundOut(BaseModel):
+    """What went back (``amount`` minor units of ``currency``; 0: the policy refunds
+    nothing) and why (``reason``: see ``payment.refunded``); ``at`` aware UTC."""
+
+    id: str | None
+    amount: int
+    currency: str
+    reason: str
+    at: datetime
 
 
 class PaymentOut(BaseModel):
@@ -24,12 +35,13 @@ class PaymentOut(BaseModel):
     status: PaymentStatus
     intent_id: str
     client_secret: str | None = None
+    refund: RefundOut | None = None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def from_document(cls, doc: Document, *, with_secret: bool = False) -> PaymentOut:
-        payable = doc["status"] != PaymentStatus.SUCCEEDED.value
+        payable = PaymentStatus(doc["status"]) in EXPIRABLE
         return cls.model_validate({
             **doc, "id": doc["_id"],
             "client_secret": doc["client_secret"] if with_secret and payable else None})

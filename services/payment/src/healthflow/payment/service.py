@@ -101,7 +101,7 @@ async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
         return False  # paid at the last moment: its webhook confirms the appointment
     if at_stripe != "canceled":
         raise HoldNotReleasable(f"PaymentIntent {doc['intent_id']} is {at_stripe}")
-    await _move(uow, doc, PaymentStatus.EXPIRED, None)
+    await move(uow, doc, PaymentStatus.EXPIRED, None)
     return True
 
 
@@ -180,7 +180,7 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
         target = next_status(PaymentStatus(doc["status"]), reported)
         if target is None:
             return "ignored"
-        await _move(uow, doc, target, event.id)
+        await move(uow, doc, target, event.id)
         return "applied"
 
     try:
@@ -192,12 +192,14 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     return outcome
 
 
-async def _move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
-                event_id: str | None) -> None:
+async def move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
+               event_id: str | None, extra: Document | None = None) -> None:
+    """Set the payment's status (and ``extra`` fields), append to its history, and publish
+    ``payment.succeeded`` or ``payment.expired`` when it reaches those."""
     now = utcnow()
     await uow.db[store.PAYMENTS].update_one(
         {"_id": doc["_id"]},
-        {"$set": {"status": target.value, "updated_at": now},
+        {"$set": {"status": target.value, "updated_at": now, **(extra or {})},
          "$push": {"history": {"status": target.value, "at": now, "stripe_event_id": event_id}}},
         session=uow.session)
     fields = {"payment_id": doc["_id"], "appointment_id": doc["appointment_id"],

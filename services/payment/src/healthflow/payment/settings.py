@@ -27,3 +27,8 @@ class Settings(ServiceSettings):
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     # An unpaid hold on a slot ends this many seconds after the checkout opened.
     hold_seconds: int = Field(default=900, ge=1, le=86400)
+    # Refunds when an appointment is cancelled (healthflow.payment.domain.RefundPolicy):
+    # a patient cancelling at least this many hours ahead gets everything back, later
+    # this percentage (0: nothing); the doctor or the hospital cancelling: everything.
+    refund_full_window_hours: int = Field(default=24, ge=0, le=24 * 30)
+    late_refund_percent: int = Field(default=0, ge=0, le=100)
