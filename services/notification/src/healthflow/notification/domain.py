@@ -124,6 +124,9 @@ PRESCRIPTION_ISSUED = MessageKind("prescription_issued")
 """``prescription.issued``: the patient's "new prescription ready" (no medication named:
 the message only points to the app, where the patient signs in to read it)."""
 
+PAYMENT_REFUNDED = MessageKind("payment_refunded")
+"""``payment.refunded``: how much of a consultation's payment went back to the patient."""
+
 ENDED_STATUSES = frozenset({"cancelled", "no_show", "completed"})
 """Appointment statuses after which a late booking confirmation is no longer sent."""
 

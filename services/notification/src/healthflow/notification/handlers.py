@@ -7,6 +7,8 @@
   role_changed, deactivated, activated; other user events are ignored.
 * ``patient.consent_changed`` — consent per channel (sms | email | push).
 * ``prescription.issued`` — the patient's "new prescription ready".
+* ``payment.refunded`` — the patient is told how much went back (amount in minor units
+  and the ISO 4217 currency, formatted per locale in the template).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -32,6 +34,7 @@ from healthflow.contracts.auth import (
 )
 from healthflow.contracts.base import EventPayload
 from healthflow.contracts.patient import PatientConsentChanged
+from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.notification import service
 
@@ -58,6 +61,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_prescription(event: Received[PrescriptionIssued], uow: UnitOfWork) -> None:
         await service.apply_prescription_issued(uow, event.data.model_dump(), event.id, ctx)
 
+    async def on_refund(event: Received[PaymentRefunded], uow: UnitOfWork) -> None:
+        await service.apply_payment_refunded(uow, event.data.model_dump(), event.id, ctx)
+
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
             await service.apply_directory(uow, kind, event.data.model_dump(), ctx)
@@ -69,6 +75,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "user.*": on_user,
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,
+        "payment.refunded": on_refund,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),
