@@ -24,7 +24,7 @@ from healthflow.common.events.outbox import OUTBOX
 from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
-from healthflow.payment import refunds, service
+from healthflow.payment import reconcile, refunds, service
 from healthflow.payment.app import create_app
 from healthflow.payment.settings import Settings
 
@@ -307,3 +307,28 @@ async def test_cancelling_before_paying_cancels_the_intent_and_late_patients_get
     assert after["status"] == "succeeded" and after["refund"]["amount"] == 0
     assert after["refund"]["id"] is None
     assert await db[OUTBOX].count_documents({"type": "payment.refunded"}) == 0
+
+
+async def test_reconciliation_repairs_a_success_whose_webhook_never_came(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    runtime, db = app.state.runtime, app.state.runtime.db
+    event, other = booked(), booked(patient_id="patient-2")
+    await deliver_booking(app, event)
+    await deliver_booking(app, other)  # never paid: left alone
+    doc = await db["payments"].find_one({"appointment_id": event.appointment_id})
+    intent = pay(stripe_server, doc["intent_id"], "4242424242424242")  # no webhook sent
+    stripe_adapter = service.provider(runtime)
+    window = timedelta(hours=1)
+    assert await reconcile.reconcile(runtime, stripe_adapter, window=window) == 1
+    assert await reconcile.reconcile(runtime, stripe_adapter, window=window) == 0  # repeat
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert after["status"] == "succeeded" and after["reconciled_at"]
+    late = signed(stripe_server.webhook_secret,
+                  intent_event(intent, "payment_intent.succeeded"))
+    assert (await webhook(http, *late)).json()["outcome"] == "ignored"  # the webhook at last
+    published = await db[OUTBOX].find({"type": "payment.succeeded"}).to_list()
+    assert [e["envelope"]["data"]["appointment_id"] for e in published] == [
+        event.appointment_id]
+    untouched = await db["payments"].find_one({"appointment_id": other.appointment_id})
+    assert untouched["status"] == "requires_payment"

@@ -1,7 +1,9 @@
 """The payment service's composition root: the runtime, the Stripe adapter, its consumer,
-the hold-expiry job worker and the routes."""
+the hold-expiry job worker, the reconciliation loop and the routes."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -11,7 +13,8 @@ from healthflow.common.http import create_service_app
 from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
-from healthflow.payment import api, handlers, service, store
+from healthflow.common.workers import Loop
+from healthflow.payment import api, handlers, reconcile, service, store
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
@@ -29,5 +32,12 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         await service.expire_hold(uow, stripe, job.payload["payment_id"])
 
     runtime.add_worker(JobWorker(runtime, service.HOLD_EXPIRY, expire, lease=30.0).loop())
+    window = timedelta(hours=settings.reconcile_window_hours)
+
+    async def reconcile_pass() -> None:
+        await reconcile.reconcile(runtime, stripe, window=window)
+
+    runtime.add_worker(Loop("payment-reconciliation", reconcile_pass,
+                            interval=settings.reconcile_interval_seconds))
     return create_service_app(runtime, routers=[api.router], title="HealthFlow payment",
                               description="Payments for appointments through Stripe.")

@@ -50,6 +50,10 @@ class Stripe:
             options={"idempotency_key": idempotency_key})
         return _intent(intent)
 
+    async def retrieve_intent(self, intent_id: str) -> Intent:
+        """The PaymentIntent as Stripe has it now."""
+        return _intent(await self.client.v1.payment_intents.retrieve_async(intent_id))
+
     async def cancel_intent(self, intent_id: str) -> str:
         """Cancel a PaymentIntent; its status afterwards: ``canceled``, or the status that
         kept Stripe from cancelling it (``succeeded``, ``processing``). Repeatable: an

@@ -32,3 +32,7 @@ class Settings(ServiceSettings):
     # this percentage (0: nothing); the doctor or the hospital cancelling: everything.
     refund_full_window_hours: int = Field(default=24, ge=0, le=24 * 30)
     late_refund_percent: int = Field(default=0, ge=0, le=100)
+    # Reconciliation: every this many seconds, the unpaid payments opened in the last
+    # ``reconcile_window_hours`` are compared with their PaymentIntents at Stripe.
+    reconcile_interval_seconds: float = Field(default=300.0, gt=0)
+    reconcile_window_hours: int = Field(default=48, ge=1, le=24 * 30)
