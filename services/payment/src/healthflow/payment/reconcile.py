@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import utcnow
@@ -44,7 +45,7 @@ async def reconcile(runtime: ServiceRuntime, stripe: Stripe, *, window: timedelt
         intent = await stripe.retrieve_intent(doc["intent_id"])
         if intent.status != "succeeded":
             continue
-        if await runtime.transact(lambda uow, d=doc["_id"], i=intent: _apply(uow, d, i),
+        if await runtime.transact(partial(_apply, payment_id=doc["_id"], intent=intent),
                                   actor="reconciliation"):
             repaired += 1
             log.warning("payment repaired by reconciliation (webhook missed)",
