@@ -301,6 +301,11 @@ async def test_cancelling_before_paying_cancels_the_intent_and_late_patients_get
     assert doc["status"] == "cancelled"
     with pytest.raises(stripe.InvalidRequestError):  # nobody can pay for it any more
         pay(stripe_server, doc["intent_id"], "4242424242424242")
+    overtaken = booked(patient_id="patient-ooo")  # cancelled before its booking arrives
+    await deliver_cancel(app, overtaken, "patient", timedelta(days=2))
+    await deliver_booking(app, overtaken)
+    assert await db["payments"].count_documents(
+        {"appointment_id": overtaken.appointment_id}) == 0
     late, paid_doc = await paid_booking(http, app, stripe_server, "patient-late")
     await deliver_cancel(app, late, "patient", timedelta(hours=1))  # default: 0 % late
     after = await db["payments"].find_one({"_id": paid_doc["_id"]})

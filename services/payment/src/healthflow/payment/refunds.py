@@ -8,8 +8,10 @@
   Stripe so that nobody pays for an appointment that no longer exists (``cancelled``);
   if Stripe took the money in the meantime, all of it goes back.
 
-Each Stripe call carries an idempotency key (``refund-<payment id>``); a redelivered
-event finds the payment already moved and changes nothing.
+A cancellation that arrives before its booking (delivery is unordered) is remembered,
+so that no checkout opens for that appointment afterwards. Each Stripe call carries an
+idempotency key (``refund-<payment id>``); a redelivered event finds the payment already
+moved and changes nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ async def on_cancelled(uow: UnitOfWork, stripe: Stripe, policy: RefundPolicy,
         HoldNotReleasable: Stripe is still processing a payment (the event is retried).
     """
     doc = await store.by_appointment(uow.db, cancelled.appointment_id, session=uow.session)
-    if doc is None:
+    if doc is None:  # overtook its booking: no checkout may open for it any more
+        await uow.db[store.CANCELLED].update_one(
+            {"_id": cancelled.appointment_id}, {"$setOnInsert": {"at": at}}, upsert=True,
+            session=uow.session)
         return
     status = PaymentStatus(doc["status"])
     if status is PaymentStatus.SUCCEEDED and "refund" not in doc:

@@ -57,8 +57,8 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     fee (idempotency key ``appointment-<id>``) and the local record, once per appointment.
 
     The hold ends ``hold`` later unless paid (a ``hold-expiry`` job, committed with the
-    payment; :func:`expire_hold`). Bookings in any other status, or without a fee, need
-    no payment and are ignored.
+    payment; :func:`expire_hold`). Bookings in any other status, without a fee, or
+    already cancelled (``appointment.cancelled`` overtook this event) are ignored.
     A redelivered event finds the record and changes nothing; if a first attempt died
     between Stripe and the commit, Stripe's idempotency key returns the same intent.
     """
@@ -66,6 +66,9 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
         return
     if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
         return
+    if await uow.db[store.CANCELLED].find_one({"_id": booked.appointment_id},
+                                              session=uow.session):
+        return  # its cancellation overtook this event: nothing to pay for
     amount, currency = check_money(booked.fee_amount, booked.fee_currency)
     payment_id = str(uuid.uuid4())
     intent = await stripe.create_intent(

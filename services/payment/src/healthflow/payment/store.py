@@ -7,6 +7,8 @@ units of an ISO 4217 ``currency``::
                      status, intent_id (unique), client_secret, created_at, updated_at,
                      history: [{status, at, stripe_event_id}]}
     webhook_events  {_id: Stripe event id, type, intent_id, received_at}  (dedupe)
+    cancelled       {_id: appointment id, at}: cancelled before its checkout opened
+                    (``appointment.cancelled`` overtook ``appointment.booked``)
     jobs            hold expiries, one per payment (healthflow.common.jobs)
 """
 
@@ -22,6 +24,7 @@ from healthflow.common.mongo import Document, Indexes
 
 PAYMENTS = "payments"
 WEBHOOK_EVENTS = "webhook_events"
+CANCELLED = "cancelled"
 
 INDEXES: Indexes = {
     PAYMENTS: [
