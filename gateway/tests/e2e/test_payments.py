@@ -156,6 +156,13 @@ async def test_an_online_consultation_is_confirmed_once_paid_and_an_unpaid_hold_
         print(f"\n[payments] webhook to confirmed appointment: {time.monotonic() - began:.2f} s")
         paid = await checkout(api, patient, held["id"])
         assert paid["status"] == "succeeded" and paid["client_secret"] is None
+        # the patient's dashboard: their own payments only, with their status
+        mine = ok(await api.get("/api/v1/payments", headers=patient.headers))
+        assert [(p["appointment_id"], p["status"]) for p in mine] == [
+            (held["id"], "succeeded")]
+        assert ok(await api.get("/api/v1/payments", headers=stranger.headers)) == []
+        assert_problem(await api.get("/api/v1/payments", headers=patient.headers,
+                                     params={"patient_id": stranger.id}), 403)
         accountant = await create_staff(api, admin, ["accountant"])
         listed = ok(await api.get("/api/v1/payments", headers=accountant.headers,
                                   params={"patient_id": patient.id}))
