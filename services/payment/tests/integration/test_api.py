@@ -337,3 +337,16 @@ async def test_reconciliation_repairs_a_success_whose_webhook_never_came(
         event.appointment_id]
     untouched = await db["payments"].find_one({"appointment_id": other.appointment_id})
     assert untouched["status"] == "requires_payment"
+
+
+async def test_without_a_webhook_secret_no_webhook_is_accepted(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory,
+        stripe_server: EmbeddedStripe) -> None:
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
+                           ) as (http, app):
+        app.state.runtime.state["stripe"].webhook_secret = None  # as if never configured
+        event = {"id": "evt_1", "object": "event", "type": "payment_intent.succeeded",
+                 "created": int(time.time()), "data": {"object": {"id": "pi_1"}}}
+        refused = await webhook(http, *signed("whsec_localstripe", event))
+        assert refused.status_code == 503 and "not configured" in refused.json()["detail"]
+        assert Settings.model_fields["stripe_webhook_secret"].default is None  # none to forge

@@ -12,7 +12,7 @@ from typing import Any
 
 import stripe
 
-from healthflow.common.problems import BadRequest
+from healthflow.common.problems import BadRequest, ServiceUnavailable
 from healthflow.payment.settings import Settings
 
 
@@ -35,7 +35,8 @@ class Stripe:
             settings.stripe_api_key.get_secret_value(),
             base_addresses={"api": settings.stripe_api_base or stripe.DEFAULT_API_BASE},
             http_client=stripe.HTTPXClient(), max_network_retries=2)
-        self.webhook_secret = settings.stripe_webhook_secret.get_secret_value()
+        secret = settings.stripe_webhook_secret
+        self.webhook_secret = secret.get_secret_value() if secret else None
         self.tolerance = settings.webhook_tolerance_seconds
 
     async def create_intent(self, *, amount: int, currency: str, idempotency_key: str,
@@ -82,7 +83,10 @@ class Stripe:
         Raises:
             BadRequest: (400) no or a wrong signature, a stale timestamp, or a body
                 that is not a JSON event.
+            ServiceUnavailable: (503) no webhook secret is configured.
         """
+        if not self.webhook_secret:
+            raise ServiceUnavailable("the Stripe webhook secret is not configured", retry_after=60)
         if not signature:
             raise BadRequest("the Stripe-Signature header is missing")
         try:

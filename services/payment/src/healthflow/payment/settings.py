@@ -12,7 +12,9 @@ from healthflow.common.topology import SERVICES
 class Settings(ServiceSettings):
     """Stripe is reached only through the official ``stripe`` library: at
     ``stripe_api_base`` when set (the local localstripe the runner starts), else at
-    Stripe itself. The webhook secret is the endpoint's ``whsec_…`` signing secret."""
+    Stripe itself. The webhook secret is the endpoint's ``whsec_…`` signing secret; it
+    has no default (a known one would let anyone forge a payment): until it is set, the
+    webhook route answers 503 (``make run`` and the test platforms set it)."""
 
     model_config = SettingsConfigDict(
         env_prefix="PAYMENT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -22,7 +24,7 @@ class Settings(ServiceSettings):
     port: int = SERVICES["payment"].port
     stripe_api_key: SecretStr = SecretStr("sk_test_localstripe")
     stripe_api_base: str | None = None
-    stripe_webhook_secret: SecretStr = SecretStr("whsec_localstripe")
+    stripe_webhook_secret: SecretStr | None = None
     # Stripe-Signature timestamps older than this many seconds are refused (replay window).
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
     # An unpaid hold on a slot ends this many seconds after the checkout opened.
