@@ -259,7 +259,8 @@ async def register_hospital(api: httpx.AsyncClient, admin: User, name: str, *,
 async def create_doctor(api: httpx.AsyncClient, admin: User, *, family: str,
                         affiliations: Sequence[dict[str, str]],
                         specialties: Sequence[str] = ("cardiology",),
-                        verify: bool = True) -> tuple[User, dict[str, Any]]:
+                        verify: bool = True, modes: Sequence[str] = ("in_person",)
+                        ) -> tuple[User, dict[str, Any]]:
     """An admin creates a doctor account; the doctor registers their Practitioner profile
     (retrying while the doctor service has not yet heard of the hospital); the admin
     verifies the licence when ``verify``."""
@@ -270,7 +271,7 @@ async def create_doctor(api: httpx.AsyncClient, admin: User, *, family: str,
                     "country": "DE"},
         "qualifications": [{"code": "MD", "issuer": "Charité", "year": 2010}],
         "specialties": list(specialties), "languages": ["de", "en"],
-        "affiliations": list(affiliations), "modes": ["in_person"],
+        "affiliations": list(affiliations), "modes": list(modes),
         "fee": {"amount": 6000, "currency": "EUR"}, "time_zone": BERLIN,
     }
     profile: dict[str, Any] = {}

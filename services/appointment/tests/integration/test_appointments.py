@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from healthflow.common.events.envelope import CloudEvent
+
 from .conftest import Service, next_weekday, schedule, window
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -155,6 +157,56 @@ async def test_online_consultation_with_a_fee_awaits_payment(svc: Service) -> No
     body = resp.json()
     assert body["status"] == "pending_payment" and body["location_id"] is None
     assert (body["fee_amount"], body["fee_currency"]) == (4000, "EUR")
+
+
+def paid(appointment_id: str, patient_id: str, type_: str = "payment.succeeded"
+         ) -> CloudEvent:
+    """``payment.succeeded`` (or ``payment.expired``) as the payment service publishes it."""
+    return CloudEvent(source="/healthflow/payment", type=type_,
+                      subject="payment/p1", data={
+                          "payment_id": "p1", "appointment_id": appointment_id,
+                          "patient_id": patient_id, "amount": 4000, "currency": "EUR",
+                          "status": type_.split(".")[1], "intent_id": "pi_1"})
+
+
+async def test_an_expired_payment_cancels_the_hold_and_frees_the_slot(svc: Service) -> None:
+    await svc.publish_doctor(schedule("dr-unpaid"))
+    patient_id, patient = svc.patient()
+    start = berlin(next_weekday(3), 15)
+    held = (await book(svc, patient, "dr-unpaid", start, mode="online")).json()
+    _, other = svc.patient()
+    assert_problem(await book(svc, other, "dr-unpaid", start, mode="online"),
+                   409, "slot-already-booked")
+    await svc.runtime.transport.publish(paid(held["id"], patient_id, "payment.expired"))
+    await svc.runtime.transport.publish(paid(held["id"], patient_id))  # too late: no effect
+    after = (await svc.client.get(f"/api/v1/appointments/{held['id']}",
+                                  headers=patient)).json()
+    assert after["status"] == "cancelled"
+    assert after["cancellation"]["reason_code"] == "payment_not_received"
+    assert after["cancellation"]["by_role"] == "system"
+    [cancelled] = await svc.outbox("appointment.cancelled", held["id"])
+    assert cancelled["envelope"]["data"]["reason_code"] == "payment_not_received"
+    assert (await book(svc, other, "dr-unpaid", start, mode="online")).status_code == 201
+
+
+async def test_a_payment_confirms_a_pending_appointment_once(svc: Service) -> None:
+    await svc.publish_doctor(schedule("dr-paid"))
+    patient_id, patient = svc.patient()
+    held = (await book(svc, patient, "dr-paid", berlin(next_weekday(3), 14, 30),
+                       mode="online")).json()
+    assert held["status"] == "pending_payment"
+    # staff cannot confirm an appointment that waits for its payment
+    assert_problem(await svc.client.post(f"/api/v1/appointments/{held['id']}/confirm",
+                                         headers=svc.as_role("patient_care")),
+                   409, "invalid-transition")
+    await svc.runtime.transport.publish(paid(held["id"], patient_id))
+    await svc.runtime.transport.publish(paid(held["id"], patient_id))  # redelivered
+    after = (await svc.client.get(f"/api/v1/appointments/{held['id']}",
+                                  headers=patient)).json()
+    assert after["status"] == "confirmed"
+    assert [h["status"] for h in after["status_history"]] == [
+        "pending_payment", "booked", "confirmed"]
+    assert len(await svc.outbox("appointment.confirmed", held["id"])) == 1
 
 
 async def test_bad_input_gets_precise_problems(svc: Service) -> None:

@@ -94,6 +94,9 @@ class Permission(StrEnum):
     EMERGENCIES_UPDATE_ASSIGNED = "emergencies:update_assigned"  # the unit that accepted it
     PARAMEDICS_MANAGE_OWN = "paramedics:manage_own"  # profile, duty status, position, tasks
     PARAMEDICS_READ_ANY = "paramedics:read_any"  # units with status and position
+    # payments (Stripe PaymentIntents for appointments; healthflow.payment)
+    PAYMENTS_READ_OWN = "payments:read_own"  # the patient's own payments and checkout secret
+    PAYMENTS_READ_ANY = "payments:read_any"  # finance: every payment, never a client secret
 
 
 P = Permission
@@ -107,14 +110,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.USERS_READ, P.USERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.PLATFORM_STATUS,
             P.DEADLETTERS_MANAGE, P.HOSPITALS_REGISTER, P.HOSPITALS_VERIFY, P.HOSPITALS_MANAGE,
             P.DOCTORS_VERIFY, P.SCHEDULE_MANAGE_ANY, P.APPOINTMENTS_READ_ANY,
-            P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH,
+            P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH, P.PAYMENTS_READ_ANY,
         }
     ),
     Role.PATIENT: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
            P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.PRESCRIPTIONS_READ_OWN,
-           P.IMAGING_READ_OWN, P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_READ_OWN}
+           P.IMAGING_READ_OWN, P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_READ_OWN,
+           P.PAYMENTS_READ_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
@@ -148,7 +152,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
            P.ENCOUNTERS_OPEN_ANY}
     ),
     Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
-    Role.ACCOUNTANT: frozenset(_EVERYONE),
+    Role.ACCOUNTANT: frozenset(_EVERYONE | {P.PAYMENTS_READ_ANY}),
     Role.PHARMACIST: frozenset(_EVERYONE | {P.PRESCRIPTIONS_DISPENSE}),
 }
 

@@ -58,7 +58,7 @@ class AppointmentCancelled(AppointmentEvent):
     """Cancelled by ``cancelled_by`` (user id) acting as ``cancelled_by_role``."""
 
     cancelled_by: str
-    cancelled_by_role: str  # patient | doctor | staff
+    cancelled_by_role: str  # patient | doctor | staff | system (an unpaid hold expired)
     reason_code: str  # see healthflow.appointment.domain.CancelReason
 
 

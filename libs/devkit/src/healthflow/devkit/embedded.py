@@ -9,6 +9,10 @@ replica set, so transactions and change streams work. Used by ``make run``
 ``deploy/s3rver``) as a child process: an S3-compatible server that keeps each
 object as files in a directory, so ``make run`` keeps them under ``./var/s3``.
 
+:class:`EmbeddedStripe` runs localstripe (PyPI, a fake Stripe API with PaymentIntents,
+refunds and signed webhooks; GPL-3, so only ever run as its own process, never
+imported) for the payment service, which reaches it through the ``stripe`` library.
+
 :func:`ensure_rabbitmq` starts the machine's RabbitMQ when it is installed but
 stopped, and raises :class:`RuntimeError` with a clear message otherwise.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -24,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from pymongo import MongoClient
 
 
@@ -191,6 +197,59 @@ class EmbeddedS3:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"s3rver did not answer on port {self.port} within {timeout} s")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_child(self.process, timeout)
+
+
+class EmbeddedStripe:
+    """A localstripe child process (``python -m localstripe --from-scratch``): the payment
+    service's local Stripe, in memory, with webhooks signed by :attr:`webhook_secret`.
+
+    localstripe listens on every interface (it has no address option): development
+    and test machines only.
+    """
+
+    api_key = "sk_test_localstripe"  # localstripe accepts any test key
+
+    def __init__(self, port: int | None = None, webhook_secret: str | None = None,
+                 log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.webhook_secret = webhook_secret or "whsec_" + secrets.token_hex(24)
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The variables that point the payment service here."""
+        return {"PAYMENT_STRIPE_API_BASE": self.url, "PAYMENT_STRIPE_API_KEY": self.api_key,
+                "PAYMENT_STRIPE_WEBHOOK_SECRET": self.webhook_secret}
+
+    def start(self, timeout: float = 30.0) -> EmbeddedStripe:
+        command = [sys.executable, "-m", "localstripe", "--port", str(self.port),
+                   "--from-scratch"]
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"localstripe exited with code {self.process.returncode}")
+            if port_open("127.0.0.1", self.port):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"localstripe did not answer on port {self.port} within {timeout} s")
+
+    def send_webhooks_to(self, url: str) -> None:
+        """Have localstripe deliver every event to ``url``, signed with the secret
+        (its ``POST /_config/webhooks/{id}``)."""
+        response = httpx.post(f"{self.url}/_config/webhooks/healthflow",
+                              data={"url": url, "secret": self.webhook_secret}, timeout=10)
+        response.raise_for_status()
 
     def stop(self, timeout: float = 10.0) -> None:
         stop_child(self.process, timeout)

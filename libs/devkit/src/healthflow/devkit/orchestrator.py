@@ -48,7 +48,10 @@ SMS endpoint on loopback, ``NOTIFICATION_SMTP_PORT``/8025 and
 when taken) and points the notification service at it (the service itself never
 starts a stand-in: it talks to the endpoints it is given); what arrives is kept in
 ``<var>/mailbox/{mail,sms}.jsonl`` and shown at ``http://127.0.0.1:8027/mail`` and
-``/sms`` (``HEALTHFLOW_MAILBOX_PORT``).
+``/sms`` (``HEALTHFLOW_MAILBOX_PORT``). Likewise, when the payment service runs and
+``PAYMENT_STRIPE_API_BASE`` is unset, it supervises localstripe (:class:`EmbeddedStripe`,
+``HEALTHFLOW_STRIPE_PORT``/8420 or a free port) and has it sign its webhooks with
+``PAYMENT_STRIPE_WEBHOOK_SECRET`` (or a generated secret) to the gateway's webhook route.
 
 Environment (flags win over variables): ``MONGODB_URL``, ``AMQP_URL``,
 ``S3_ENDPOINT_URL``, ``HEALTHFLOW_VAR_DIR`` (default ``./var``), ``HEALTHFLOW_MONGO_PORT``
@@ -75,7 +78,13 @@ from healthflow.devkit import local_admin
 from healthflow.devkit.config import Config, load_dotenv_defaults, parse_args, redact
 from healthflow.devkit.console import Console
 from healthflow.devkit.discovery import HOST, Component, app_factory, discover
-from healthflow.devkit.embedded import EmbeddedMongo, EmbeddedS3, free_port, port_open
+from healthflow.devkit.embedded import (
+    EmbeddedMongo,
+    EmbeddedS3,
+    EmbeddedStripe,
+    free_port,
+    port_open,
+)
 from healthflow.devkit.local_admin import AdminCredentials, FirstAdminError
 from healthflow.devkit.probes import (
     Readiness,
@@ -115,6 +124,7 @@ class Platform:
         self.transport: Any = None
         self.report: dict[str, Readiness] = {}
         self.mailbox: Supervised | None = None
+        self.stripe: EmbeddedStripe | None = None
         self.admin: AdminCredentials | None = None
         self.fatal: str | None = None  # why the run stopped itself (exit code 2)
 
@@ -253,6 +263,28 @@ class Platform:
         else:
             self.console.status("mailbox", "not ready", summarize(result.body), "red")
 
+    async def _start_stripe(self) -> None:
+        """Start localstripe for the payment service (unless it is given a Stripe)."""
+        payment = [c for c in self.components if c.package == "payment"]
+        if not payment or os.environ.get("PAYMENT_STRIPE_API_BASE"):
+            return
+        wanted = int(os.environ.get("HEALTHFLOW_STRIPE_PORT") or 8420)
+        port = free_port() if port_open(HOST, wanted, 0.2) else wanted
+        stripe = EmbeddedStripe(port, os.environ.get("PAYMENT_STRIPE_WEBHOOK_SECRET"),
+                                log_file=self.config.log_dir / "localstripe.log")
+        try:
+            await asyncio.to_thread(stripe.start)
+            edge = next((c for c in self.components if c.is_gateway), payment[0])
+            await asyncio.to_thread(stripe.send_webhooks_to,
+                                    f"{edge.url}/api/v1/payments/webhooks/stripe")
+        except Exception as exc:  # payments fail, the rest of the platform still runs
+            stripe.stop()
+            self.console.status("stripe", "not started", str(exc), "red")
+            return
+        self.stripe = stripe
+        os.environ.update(stripe.env())
+        self.console.status("stripe", "ready", f"localstripe {stripe.url}", "green")
+
     async def _start_multi(self) -> None:
         env = platform_env(self.config, self.mongodb_url, "rabbitmq", self.components)
         os.environ.update(env)
@@ -376,6 +408,8 @@ class Platform:
             await asyncio.gather(*stops, return_exceptions=True)
         if self.mailbox is not None:
             await self.mailbox.stop()
+        if self.stripe is not None:
+            await asyncio.to_thread(self.stripe.stop)
         if self.servers:
             for component in self.components:
                 self.console.status(component.name, "stopped", "", "dim")
@@ -424,6 +458,7 @@ class Platform:
                                         "dim")
                     self.components = [c for c in self.components if c.name == c.package]
                 await self._start_mailbox()
+                await self._start_stripe()
                 if self.mode == "multi":
                     await self._start_multi()
                 else:

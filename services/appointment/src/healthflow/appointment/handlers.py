@@ -1,27 +1,45 @@
-"""Events the appointment service consumes: the doctor availability read model.
+"""Events the appointment service consumes.
 
-``doctor.schedule_changed`` carries the doctor's complete bookable state
-(verification, time zones, weekly windows, slot length, leave, modes, fee): the
-consumer hands it over validated against its contract
-(:class:`healthflow.contracts.doctor.DoctorScheduleChanged`); see
-:func:`~healthflow.appointment.availability.availability_from_event`. The
-doctor service publishes it on every change that matters here, verification
-included, so it is the only doctor event consumed; a payload whose
-``version`` is not newer than the stored one is ignored (delivery is
-at-least-once and unordered).
+* ``doctor.schedule_changed`` — the doctor availability read model. It carries the
+  doctor's complete bookable state (verification, time zones, weekly windows, slot
+  length, leave, modes, fee): the consumer hands it over validated against its contract
+  (:class:`healthflow.contracts.doctor.DoctorScheduleChanged`); see
+  :func:`~healthflow.appointment.availability.availability_from_event`. The doctor
+  service publishes it on every change that matters here, verification included, so it
+  is the only doctor event consumed; a payload whose ``version`` is not newer than the
+  stored one is ignored (delivery is at-least-once and unordered).
+* ``payment.succeeded`` (:class:`healthflow.contracts.payment.PaymentSucceeded`) — a
+  ``pending_payment`` appointment is confirmed
+  (:func:`~healthflow.appointment.payments.confirm_paid`).
+* ``payment.expired`` (:class:`healthflow.contracts.payment.PaymentExpired`) — an unpaid
+  hold ends: the appointment is cancelled and its slot released
+  (:func:`~healthflow.appointment.payments.release_unpaid`).
 """
 
 from __future__ import annotations
 
-from healthflow.appointment import service
+from healthflow.appointment import payments, service
 from healthflow.appointment.availability import availability_from_event
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.doctor import DoctorScheduleChanged
+from healthflow.contracts.payment import PaymentExpired, PaymentSucceeded
 
 
 async def on_schedule_changed(event: Received[DoctorScheduleChanged], uow: UnitOfWork) -> None:
     await service.apply_schedule(uow, availability_from_event(event.data, as_of=event.time))
 
 
-HANDLERS: Handlers = {"doctor.schedule_changed": on_schedule_changed}
+async def on_payment_succeeded(event: Received[PaymentSucceeded], uow: UnitOfWork) -> None:
+    await payments.confirm_paid(uow, event.data)
+
+
+async def on_payment_expired(event: Received[PaymentExpired], uow: UnitOfWork) -> None:
+    await payments.release_unpaid(uow, event.data)
+
+
+HANDLERS: Handlers = {
+    "doctor.schedule_changed": on_schedule_changed,
+    "payment.succeeded": on_payment_succeeded,
+    "payment.expired": on_payment_expired,
+}

@@ -134,6 +134,8 @@ condition beyond the triage class)."""
 TASK_OFFERED = MessageKind("task_offered", channels=(Channel.SMS,), urgent=True)
 """``paramedic.task_offered`` to a unit whose app had no task stream open: an SMS to
 its paramedic (the call sign and where to answer; no patient, no place)."""
+PAYMENT_REFUNDED = MessageKind("payment_refunded")
+"""``payment.refunded``: how much of a consultation's payment went back to the patient."""
 
 ENDED_STATUSES = frozenset({"cancelled", "no_show", "completed"})
 """Appointment statuses after which a late booking confirmation is no longer sent."""

@@ -11,6 +11,8 @@
   inbound" (urgent push and SMS).
 * ``paramedic.task_offered`` — an SMS to the paramedic when the app's task stream
   was not open (the fallback for the push).
+* ``payment.refunded`` — the patient is told how much went back (amount in minor units
+  and the ISO 4217 currency, formatted per locale in the template).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -38,6 +40,7 @@ from healthflow.contracts.base import EventPayload
 from healthflow.contracts.emergency import EmergencyDestinationChosen
 from healthflow.contracts.paramedic import TaskOffered
 from healthflow.contracts.patient import PatientConsentChanged
+from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.notification import service
 
@@ -70,6 +73,8 @@ def make_handlers(ctx: service.Context) -> Handlers:
 
     async def on_task_offered(event: Received[TaskOffered], uow: UnitOfWork) -> None:
         await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx)
+    async def on_refund(event: Received[PaymentRefunded], uow: UnitOfWork) -> None:
+        await service.apply_payment_refunded(uow, event.data.model_dump(), event.id, ctx)
 
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
@@ -84,6 +89,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "prescription.issued": on_prescription,
         "emergency.destination_chosen": on_inbound,
         "paramedic.task_offered": on_task_offered,
+        "payment.refunded": on_refund,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

@@ -189,6 +189,16 @@ async def apply_task_offered(uow: UnitOfWork, raw: dict[str, Any], event_id: str
                        source_id=event_id, trigger="paramedic.task_offered",
                        context={"call_sign": raw.get("call_sign") or raw["unit_id"]},
                        expires_at=raw["expires_at"])
+async def apply_payment_refunded(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                                 ctx: Context) -> None:
+    """``payment.refunded``: tell the patient what went back (integer minor units and the
+    ISO 4217 currency; the template formats them), once per event."""
+    await plan_message(uow, ctx, user_id=raw["patient_id"], kind=domain.PAYMENT_REFUNDED,
+                       source_id=event_id, trigger="payment.refunded",
+                       context={"refund_amount": raw["refund_amount"],
+                                "currency": raw["currency"],
+                                "full": raw["refund_amount"] >= raw["amount"]},
+                       appointment_id=raw["appointment_id"])
 
 
 # --- appointments and reminders --------------------------------------------------------

@@ -1,0 +1,45 @@
+"""Contracts of the events the payment service publishes (routing key = type; ``patientid``
+set). Identifiers and amounts only, never personal data: ``amount`` is an integer in the
+currency's minor units, ``currency`` an ISO 4217 code (upper case)."""
+
+from __future__ import annotations
+
+from healthflow.contracts.base import EventPayload, event_type
+
+PUBLISHER = "payment"
+
+
+class PaymentEvent(EventPayload):
+    """Fields every payment event shares."""
+
+    payment_id: str
+    appointment_id: str
+    patient_id: str
+    amount: int  # minor units of ``currency``
+    currency: str  # ISO 4217
+    status: str  # see healthflow.payment.domain.PaymentStatus
+
+
+@event_type("payment.succeeded", version=1, publisher=PUBLISHER)
+class PaymentSucceeded(PaymentEvent):
+    """Stripe reported the appointment's PaymentIntent ``intent_id`` succeeded."""
+
+    intent_id: str
+
+
+@event_type("payment.refunded", version=1, publisher=PUBLISHER)
+class PaymentRefunded(PaymentEvent):
+    """``refund_amount`` (minor units of ``currency``) went back to the patient through the
+    Stripe refund ``refund_id``; ``reason``: ``cancelled_by_provider``, ``inside_window``,
+    ``late_cancellation`` or ``cancelled_before_recorded`` (paid while being cancelled).
+    ``status`` is ``refunded`` (all of ``amount``) or ``partially_refunded``."""
+
+    refund_amount: int
+    refund_id: str
+    reason: str
+
+
+@event_type("payment.expired", version=1, publisher=PUBLISHER)
+class PaymentExpired(PaymentEvent):
+    """The hold ended unpaid: the PaymentIntent was cancelled at Stripe, the slot is to be
+    released (the appointment service cancels the appointment)."""

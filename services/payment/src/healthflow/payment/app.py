@@ -1,0 +1,43 @@
+"""The payment service's composition root: the runtime, the Stripe adapter, its consumer,
+the hold-expiry job worker, the reconciliation loop and the routes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.events.transport import Transport
+from healthflow.common.http import create_service_app
+from healthflow.common.jobs import Job, JobWorker
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import load_settings
+from healthflow.common.workers import Loop
+from healthflow.payment import api, handlers, reconcile, service, store
+from healthflow.payment.provider import Stripe
+from healthflow.payment.settings import Settings
+
+
+def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
+    """The payment service app (settings from ``PAYMENT_*`` when not given)."""
+    settings = settings or load_settings(Settings)
+    stripe = Stripe(settings)
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES,
+                             handlers=handlers.make_handlers(stripe, settings),
+                             transport=transport)
+    runtime.state["stripe"] = stripe
+
+    async def expire(uow: UnitOfWork, job: Job) -> None:
+        await service.expire_hold(uow, stripe, job.payload["payment_id"])
+
+    runtime.add_worker(JobWorker(runtime, service.HOLD_EXPIRY, expire, lease=30.0).loop())
+    window = timedelta(hours=settings.reconcile_window_hours)
+
+    async def reconcile_pass() -> None:
+        await reconcile.reconcile(runtime, stripe, window=window)
+
+    runtime.add_worker(Loop("payment-reconciliation", reconcile_pass,
+                            interval=settings.reconcile_interval_seconds))
+    return create_service_app(runtime, routers=[api.router], title="HealthFlow payment",
+                              description="Payments for appointments through Stripe.")

@@ -1,0 +1,135 @@
+"""Payment rules: the status of an appointment's payment and how Stripe's reports move it
+(no I/O).
+
+One payment per appointment, backed by one Stripe PaymentIntent. Statuses:
+
+=================  =========================================================
+status             meaning
+=================  =========================================================
+requires_payment   the PaymentIntent exists; the patient has not paid yet
+declined           the last card was declined; the slot stays held, the
+                   patient may try another card
+succeeded          Stripe reported ``payment_intent.succeeded``
+expired            the hold ended unpaid; the intent was cancelled at Stripe
+                   first, so no card can succeed on it afterwards
+cancelled          the appointment was cancelled before it was paid (the intent
+                   cancelled at Stripe likewise)
+refunded           all of it went back (:class:`RefundPolicy`)
+partially_refunded part of it went back
+=================  =========================================================
+
+Stripe delivers webhooks at least once and in no guaranteed order
+(https://docs.stripe.com/webhooks#event-ordering), so :func:`next_status` is a
+monotone rule: ``succeeded`` is never left by a later failure report, and a
+report that changes nothing returns ``None``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from healthflow.common.problems import UnprocessableContent
+
+
+class PaymentStatus(StrEnum):
+    REQUIRES_PAYMENT = "requires_payment"
+    DECLINED = "declined"
+    SUCCEEDED = "succeeded"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+
+
+FINAL = frozenset(PaymentStatus) - {PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.DECLINED}
+"""Statuses no Stripe report about the intent moves any more."""
+EXPIRABLE = frozenset({PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.DECLINED})
+"""Statuses whose hold ends at its deadline."""
+
+INTENT_EVENTS: dict[str, PaymentStatus] = {
+    "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
+    "payment_intent.payment_failed": PaymentStatus.DECLINED,
+}
+"""The Stripe event types this service acts on, and the status each reports."""
+
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+
+class AmountMismatch(UnprocessableContent):
+    """422: Stripe reports another amount or currency than the payment asked for."""
+
+    title, slug = "Amount Mismatch", "payment-amount-mismatch"
+
+
+def next_status(current: PaymentStatus, reported: PaymentStatus) -> PaymentStatus | None:
+    """The status after Stripe reports ``reported``, or ``None`` when nothing changes
+    (a repeat, or a failure reported after the success it preceded)."""
+    if current in FINAL or current is reported:
+        return None
+    return reported
+
+
+def check_money(amount: int, currency: str) -> tuple[int, str]:
+    """``(amount, currency)`` of a charge: an integer above zero in minor units and an
+    ISO 4217 alphabetic code (returned upper case; Stripe takes it lower case).
+
+    Raises:
+        ValueError: a non-integer or non-positive amount, or a malformed currency.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ValueError(f"the amount must be a positive integer of minor units, not {amount!r}")
+    code = currency.upper()
+    if not CURRENCY.match(code):
+        raise ValueError(f"{currency!r} is not an ISO 4217 currency code")
+    return amount, code
+
+
+def ensure_reported_money(amount: int, currency: str, reported_amount: int,
+                          reported_currency: str) -> None:
+    """Stripe's PaymentIntent must carry exactly the payment's amount and currency.
+
+    Raises:
+        AmountMismatch: (422) it does not (a tampered or foreign intent).
+    """
+    if reported_amount != amount or reported_currency.upper() != currency:
+        raise AmountMismatch(
+            f"Stripe reports {reported_amount} {reported_currency.upper()}, "
+            f"the payment is {amount} {currency}")
+
+
+PROVIDER_ROLES = frozenset({"doctor", "staff"})
+"""Who cancels on the hospital's side (``AppointmentCancelled.cancelled_by_role``)."""
+
+
+@dataclass(frozen=True)
+class RefundPolicy:
+    """How much of a paid appointment goes back when it is cancelled.
+
+    * the doctor or the hospital's staff cancel: everything, always;
+    * the patient cancels at least ``full_window`` before the start: everything;
+    * the patient cancels later: ``late_percent`` (0–100) of the amount, rounded down
+      to a whole minor unit (``amount * late_percent // 100``; integers only).
+    """
+
+    full_window: timedelta
+    late_percent: int
+
+    def refund(self, amount: int, *, cancelled_by_role: str, cancelled_at: datetime,
+               start: datetime) -> tuple[int, str]:
+        """``(minor units to refund, reason code)``; times aware UTC. Reason codes:
+        ``cancelled_by_provider``, ``inside_window``, ``late_cancellation``."""
+        if cancelled_by_role in PROVIDER_ROLES:
+            return amount, "cancelled_by_provider"
+        if start - cancelled_at >= self.full_window:
+            return amount, "inside_window"
+        return amount * self.late_percent // 100, "late_cancellation"
+
+
+def refunded_status(amount: int, refunded: int) -> PaymentStatus | None:
+    """The status after refunding ``refunded`` of ``amount`` minor units (``None``: 0)."""
+    if refunded <= 0:
+        return None
+    return PaymentStatus.REFUNDED if refunded >= amount else PaymentStatus.PARTIALLY_REFUNDED

@@ -1,0 +1,65 @@
+"""Reconciliation: repair a success whose webhook never arrived.
+
+Stripe retries a webhook for days, but an endpoint that was down, misconfigured or
+behind a lost delivery leaves a paid appointment ``pending_payment`` until its hold
+expires. :func:`reconcile` asks Stripe for the PaymentIntent of every payment still
+unpaid here (``requires_payment``, ``declined``) opened within the window and applies
+a ``succeeded`` one exactly as its webhook would (``payment.succeeded``, the
+appointment confirmed). The same monotone rule as the webhook
+(:func:`~healthflow.payment.domain.next_status`) makes it safe beside a late webhook,
+another replica's pass, or a repeat: one effect.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from functools import partial
+
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.payment import store
+from healthflow.payment.domain import (
+    EXPIRABLE,
+    PaymentStatus,
+    ensure_reported_money,
+    next_status,
+)
+from healthflow.payment.provider import Intent, Stripe
+from healthflow.payment.service import move
+
+log = logging.getLogger(__name__)
+
+
+async def reconcile(runtime: ServiceRuntime, stripe: Stripe, *, window: timedelta,
+                    limit: int = 200) -> int:
+    """One pass over up to ``limit`` unpaid payments opened within ``window`` (newest
+    first); how many it repaired."""
+    since = utcnow() - window
+    docs = await store.find_payments(runtime.db, {
+        "status": {"$in": [s.value for s in EXPIRABLE]}, "created_at": {"$gte": since}},
+        limit)
+    repaired = 0
+    for doc in docs:
+        intent = await stripe.retrieve_intent(doc["intent_id"])
+        if intent.status != "succeeded":
+            continue
+        if await runtime.transact(partial(_apply, payment_id=doc["_id"], intent=intent),
+                                  actor="reconciliation"):
+            repaired += 1
+            log.warning("payment repaired by reconciliation (webhook missed)",
+                        extra={"payment_id": doc["_id"], "intent_id": intent.id})
+    return repaired
+
+
+async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent) -> bool:
+    doc = await store.get_payment(uow.db, payment_id, session=uow.session)
+    if doc is None:
+        return False
+    target = next_status(PaymentStatus(doc["status"]), PaymentStatus.SUCCEEDED)
+    if target is None:  # the webhook (or another pass) got there first
+        return False
+    ensure_reported_money(doc["amount"], doc["currency"], intent.amount, intent.currency)
+    await move(uow, doc, target, None, {"reconciled_at": utcnow()})
+    return True

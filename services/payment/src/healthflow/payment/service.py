@@ -1,0 +1,216 @@
+"""Use cases of the payment service: who may see what, one transaction each, its events.
+
+The checkout for an appointment (:func:`open_checkout`) runs when
+``appointment.booked`` arrives with status ``pending_payment``; Stripe's webhooks
+(:func:`apply_webhook`) move the payment and publish ``payment.succeeded``, which the
+appointment service turns into a confirmed appointment.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from healthflow.common import jobs
+from healthflow.common.auth import Principal
+from healthflow.common.errors import Forbidden, NotFound
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.permissions import Permission
+from healthflow.common.service import ServiceRuntime
+from healthflow.contracts.appointment import AppointmentBooked
+from healthflow.payment import events, store
+from healthflow.payment.domain import (
+    EXPIRABLE,
+    INTENT_EVENTS,
+    PaymentStatus,
+    check_money,
+    ensure_reported_money,
+    next_status,
+)
+from healthflow.payment.provider import Stripe
+from healthflow.payment.settings import Settings
+
+log = logging.getLogger(__name__)
+
+HOLD_EXPIRY = "hold-expiry"
+"""The job queue of hold deadlines (payload ``{payment_id}``)."""
+
+
+class HoldNotReleasable(RuntimeError):
+    """Stripe is still processing the intent: the expiry job runs again later."""
+
+
+def provider(runtime: ServiceRuntime) -> Stripe:
+    """The runtime's Stripe adapter (``create_app`` puts it there)."""
+    stripe: Stripe = runtime.state["stripe"]
+    return stripe
+
+
+async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBooked,
+                        hold: timedelta) -> None:
+    """The payment of a ``pending_payment`` appointment: a Stripe PaymentIntent for its
+    fee (idempotency key ``appointment-<id>``) and the local record, once per appointment.
+
+    The hold ends ``hold`` later unless paid (a ``hold-expiry`` job, committed with the
+    payment; :func:`expire_hold`). Bookings in any other status, without a fee, or
+    already cancelled (``appointment.cancelled`` overtook this event) are ignored.
+    A redelivered event finds the record and changes nothing; if a first attempt died
+    between Stripe and the commit, Stripe's idempotency key returns the same intent.
+    """
+    if booked.status != "pending_payment" or not booked.fee_amount or not booked.fee_currency:
+        return
+    if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
+        return
+    if await uow.db[store.CANCELLED].find_one({"_id": booked.appointment_id},
+                                              session=uow.session):
+        return  # its cancellation overtook this event: nothing to pay for
+    amount, currency = check_money(booked.fee_amount, booked.fee_currency)
+    payment_id = str(uuid.uuid4())
+    intent = await stripe.create_intent(
+        amount=amount, currency=currency, idempotency_key=f"appointment-{booked.appointment_id}",
+        metadata={"appointment_id": booked.appointment_id, "payment_id": payment_id})
+    now = utcnow()
+    status = PaymentStatus.REQUIRES_PAYMENT.value
+    await uow.db[store.PAYMENTS].insert_one({
+        "_id": payment_id, "appointment_id": booked.appointment_id,
+        "patient_id": booked.patient_id, "doctor_id": booked.doctor_id,
+        "amount": amount, "currency": currency, "status": status, "intent_id": intent.id,
+        "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
+        "history": [{"status": status, "at": now, "stripe_event_id": None}],
+    }, session=uow.session)
+    await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
+                       key=f"hold-{payment_id}", session=uow.session, now=now)
+
+
+async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
+    """End an unpaid hold: cancel the PaymentIntent at Stripe first (so that no card can
+    succeed on it later), then mark the payment ``expired`` and publish
+    ``payment.expired`` (the appointment service cancels the appointment, releasing the
+    slot). A payment already succeeded or expired is left alone; whether it expired.
+
+    Raises:
+        HoldNotReleasable: Stripe is still processing a payment (the job is retried).
+    """
+    doc = await store.get_payment(uow.db, payment_id, session=uow.session)
+    if doc is None or PaymentStatus(doc["status"]) not in EXPIRABLE:
+        return False
+    at_stripe = await stripe.cancel_intent(doc["intent_id"])
+    if at_stripe == "succeeded":
+        return False  # paid at the last moment: its webhook confirms the appointment
+    if at_stripe != "canceled":
+        raise HoldNotReleasable(f"PaymentIntent {doc['intent_id']} is {at_stripe}")
+    await move(uow, doc, PaymentStatus.EXPIRED, None)
+    return True
+
+
+def hold_of(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.hold_seconds)
+
+
+def _may_read(principal: Principal, doc: Document) -> bool:
+    if principal.has(Permission.PAYMENTS_READ_ANY):
+        return True
+    return doc["patient_id"] == principal.subject and principal.has(Permission.PAYMENTS_READ_OWN)
+
+
+async def checkout(runtime: ServiceRuntime, principal: Principal,
+                   appointment_id: str) -> Document:
+    """The payment of ``appointment_id`` for its patient (client secret included) or for
+    finance (``payments:read_any``; the secret is left out by the route).
+
+    Raises:
+        NotFound: (404) no payment yet (the booking event may still be on its way: retry),
+            or another patient's (existence is not revealed).
+    """
+    doc = await store.by_appointment(runtime.db, appointment_id)
+    if doc is None or not _may_read(principal, doc):
+        raise NotFound(f"no payment for appointment {appointment_id} (yet)")
+    return doc
+
+
+async def list_payments(runtime: ServiceRuntime, principal: Principal,
+                        patient_id: str | None, limit: int) -> list[Document]:
+    """The caller's own payments, newest first; finance may name any ``patient_id``.
+
+    Raises:
+        Forbidden: (403) a patient naming another patient.
+    """
+    where: Document = {}
+    if principal.has(Permission.PAYMENTS_READ_ANY):
+        if patient_id:
+            where["patient_id"] = patient_id
+    elif patient_id and patient_id != principal.subject:
+        raise Forbidden("patients may only list their own payments")
+    else:
+        where["patient_id"] = principal.subject
+    return await store.find_payments(runtime.db, where, limit)
+
+
+async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
+                        signature: str | None) -> str:
+    """Apply one Stripe webhook delivery: ``"applied"``, ``"duplicate"`` or ``"ignored"``.
+
+    Verified first (:meth:`Stripe.verify`); deduplicated by the Stripe event id in the
+    same transaction as its effect; ``payment_intent.succeeded`` and
+    ``payment_intent.payment_failed`` move the payment by
+    :func:`~healthflow.payment.domain.next_status` (so a late failure never undoes a
+    success); any other type or an intent not ours is recorded and ignored.
+
+    Raises:
+        BadRequest: (400) the signature or the body does not verify.
+        AmountMismatch: (422) the intent's amount or currency is not the payment's.
+    """
+    event = provider(runtime).verify(payload, signature)
+    intent: dict[str, Any] = event.data.object.to_dict()
+
+    async def write(uow: UnitOfWork) -> str:
+        if await store.seen_event(uow.db, event.id, uow.session):
+            return "duplicate"
+        await uow.db[store.WEBHOOK_EVENTS].insert_one(
+            {"_id": event.id, "type": event.type, "intent_id": intent.get("id"),
+             "received_at": utcnow()}, session=uow.session)
+        reported = INTENT_EVENTS.get(event.type)
+        doc = await store.by_intent(uow.db, intent.get("id") or "", session=uow.session)
+        if reported is None or doc is None:
+            return "ignored"
+        ensure_reported_money(doc["amount"], doc["currency"], int(intent["amount"]),
+                              str(intent["currency"]))
+        target = next_status(PaymentStatus(doc["status"]), reported)
+        if target is None:
+            return "ignored"
+        await move(uow, doc, target, event.id)
+        return "applied"
+
+    try:
+        outcome: str = await runtime.transact(write, actor="stripe")
+    except DuplicateKeyError:  # the same event delivered concurrently: one effect
+        outcome = "duplicate"
+    log.info("stripe webhook", extra={"stripe_event": event.id, "type": event.type,
+                                      "outcome": outcome})
+    return outcome
+
+
+async def move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
+               event_id: str | None, extra: Document | None = None) -> None:
+    """Set the payment's status (and ``extra`` fields), append to its history, and publish
+    ``payment.succeeded`` or ``payment.expired`` when it reaches those."""
+    now = utcnow()
+    await uow.db[store.PAYMENTS].update_one(
+        {"_id": doc["_id"]},
+        {"$set": {"status": target.value, "updated_at": now, **(extra or {})},
+         "$push": {"history": {"status": target.value, "at": now, "stripe_event_id": event_id}}},
+        session=uow.session)
+    fields = {"payment_id": doc["_id"], "appointment_id": doc["appointment_id"],
+              "patient_id": doc["patient_id"], "amount": doc["amount"],
+              "currency": doc["currency"], "status": target.value}
+    if target is PaymentStatus.SUCCEEDED:
+        uow.publish(events.PaymentSucceeded(**fields, intent_id=doc["intent_id"]),
+                    subject=doc["_id"], patientid=doc["patient_id"])
+    elif target is PaymentStatus.EXPIRED:
+        uow.publish(events.PaymentExpired(**fields), subject=doc["_id"],
+                    patientid=doc["patient_id"])

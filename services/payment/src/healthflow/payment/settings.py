@@ -1,0 +1,40 @@
+"""Settings of the payment service (environment prefix ``PAYMENT_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from healthflow.common.settings import ServiceSettings
+from healthflow.common.topology import SERVICES
+
+
+class Settings(ServiceSettings):
+    """Stripe is reached only through the official ``stripe`` library: at
+    ``stripe_api_base`` when set (the local localstripe the runner starts), else at
+    Stripe itself. The webhook secret is the endpoint's ``whsec_…`` signing secret; it
+    has no default (a known one would let anyone forge a payment): until it is set, the
+    webhook route answers 503 (``make run`` and the test platforms set it)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PAYMENT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    service_name: str = "payment"
+    port: int = SERVICES["payment"].port
+    stripe_api_key: SecretStr = SecretStr("sk_test_localstripe")
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    # Stripe-Signature timestamps older than this many seconds are refused (replay window).
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    # An unpaid hold on a slot ends this many seconds after the checkout opened.
+    hold_seconds: int = Field(default=900, ge=1, le=86400)
+    # Refunds when an appointment is cancelled (healthflow.payment.domain.RefundPolicy):
+    # a patient cancelling at least this many hours ahead gets everything back, later
+    # this percentage (0: nothing); the doctor or the hospital cancelling: everything.
+    refund_full_window_hours: int = Field(default=24, ge=0, le=24 * 30)
+    late_refund_percent: int = Field(default=0, ge=0, le=100)
+    # Reconciliation: every this many seconds, the unpaid payments opened in the last
+    # ``reconcile_window_hours`` are compared with their PaymentIntents at Stripe.
+    reconcile_interval_seconds: float = Field(default=300.0, gt=0)
+    reconcile_window_hours: int = Field(default=48, ge=1, le=24 * 30)

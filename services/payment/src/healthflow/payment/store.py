@@ -1,0 +1,63 @@
+"""Collections, indexes and queries of the payment service.
+
+Collections (database ``healthflow_payment``), times aware UTC, amounts integer minor
+units of an ISO 4217 ``currency``::
+
+    payments        {_id, appointment_id (unique), patient_id, doctor_id, amount, currency,
+                     status, intent_id (unique), client_secret, created_at, updated_at,
+                     history: [{status, at, stripe_event_id}]}
+    webhook_events  {_id: Stripe event id, type, intent_id, received_at}  (dedupe)
+    cancelled       {_id: appointment id, at}: cancelled before its checkout opened
+                    (``appointment.cancelled`` overtook ``appointment.booked``)
+    jobs            hold expiries, one per payment (healthflow.common.jobs)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from healthflow.common import jobs
+from healthflow.common.mongo import Document, Indexes
+
+PAYMENTS = "payments"
+WEBHOOK_EVENTS = "webhook_events"
+CANCELLED = "cancelled"
+
+INDEXES: Indexes = {
+    PAYMENTS: [
+        IndexModel([("appointment_id", ASCENDING)], name="appointment", unique=True),
+        IndexModel([("intent_id", ASCENDING)], name="intent", unique=True),
+        IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient"),
+        IndexModel([("created_at", DESCENDING)], name="recent"),
+    ],
+    **jobs.INDEXES,
+}
+
+
+async def by_appointment(db: AsyncDatabase[Document], appointment_id: str,
+                         session: Any = None) -> Document | None:
+    return await db[PAYMENTS].find_one({"appointment_id": appointment_id}, session=session)
+
+
+async def get_payment(db: AsyncDatabase[Document], payment_id: str,
+                      session: Any = None) -> Document | None:
+    return await db[PAYMENTS].find_one({"_id": payment_id}, session=session)
+
+
+async def by_intent(db: AsyncDatabase[Document], intent_id: str,
+                    session: Any = None) -> Document | None:
+    return await db[PAYMENTS].find_one({"intent_id": intent_id}, session=session)
+
+
+async def find_payments(db: AsyncDatabase[Document], where: Document,
+                        limit: int) -> list[Document]:
+    """Newest first."""
+    cursor = db[PAYMENTS].find(where).sort("created_at", DESCENDING).limit(limit)
+    return await cursor.to_list()
+
+
+async def seen_event(db: AsyncDatabase[Document], event_id: str, session: Any) -> bool:
+    return await db[WEBHOOK_EVENTS].find_one({"_id": event_id}, session=session) is not None
