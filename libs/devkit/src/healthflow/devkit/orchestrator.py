@@ -53,13 +53,7 @@ starts a stand-in: it talks to the endpoints it is given); what arrives is kept 
 ``HEALTHFLOW_STRIPE_PORT``/8420 or a free port) and has it sign its webhooks with
 ``PAYMENT_STRIPE_WEBHOOK_SECRET`` (or a generated secret) to the gateway's webhook route.
 
-Environment (flags win over variables): ``MONGODB_URL``, ``AMQP_URL``,
-``S3_ENDPOINT_URL``, ``HEALTHFLOW_VAR_DIR`` (default ``./var``), ``HEALTHFLOW_MONGO_PORT``
-(embedded SecantusDB, default 27017 or a free port when taken),
-``GATEWAY_PORT`` and ``<NAME>_PORT`` (e.g. ``AUTH_PORT``) to move any port,
-``HEALTHFLOW_READY_TIMEOUT`` (seconds, default 120), ``HEALTHFLOW_ADMIN_EMAIL``
-and ``HEALTHFLOW_ADMIN_PASSWORD``, ``LOG_LEVEL``, ``NO_COLOR``. A ``.env`` file
-in the working directory is read first (without overriding the environment).
+Flags and environment variables: :mod:`healthflow.devkit.config`.
 """
 
 from __future__ import annotations
