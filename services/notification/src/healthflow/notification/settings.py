@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from healthflow.common.outbound import OutboundPolicy
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
 
@@ -60,6 +61,22 @@ class Settings(ServiceSettings):
     vapid_subject: str = "mailto:ops@healthflow.example"
     push_timeout: float = Field(default=10.0, gt=0)
     push_ttl: int = Field(default=3600, ge=0)
+    # Hosts of the push services browsers subscribe with ("host" or ".suffix"):
+    # endpoints elsewhere are refused (healthflow.common.outbound). Chrome, Firefox,
+    # Edge, Safari.
+    push_allowed_hosts: list[str] = Field(default_factory=lambda: [
+        "fcm.googleapis.com", "updates.push.services.mozilla.com", ".notify.windows.com",
+        ".push.apple.com"])
+    # Development sinks only: plain http and loopback/private addresses.
+    push_allow_insecure_sink: bool = False
+    push_max_subscriptions: int = Field(default=5, ge=1)  # per user (browsers, devices)
+
+    @property
+    def push_policy(self) -> OutboundPolicy:
+        """Where Web Push may go (see :mod:`healthflow.common.outbound`)."""
+        return OutboundPolicy(self.push_allowed_hosts,
+                              require_https=not self.push_allow_insecure_sink,
+                              allow_private=self.push_allow_insecure_sink)
 
     # Content and policy
     default_locale: Literal["en", "de"] = "en"
