@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -40,6 +40,10 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
+
+    # No database, broker or object store: production does not ask for them.
+    unused_fields: ClassVar[frozenset[str]] = frozenset({
+        "mongodb_url", "amqp_url", "s3_endpoint_url", "s3_access_key", "s3_secret_key"})
 
     service_name: str = "gateway"
     host: str = "127.0.0.1"

@@ -9,7 +9,7 @@ service starts no stand-in itself); production sets the real ones.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -27,6 +27,9 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix=INFO.env_prefix
     )
+
+    stand_in_fields: ClassVar[tuple[str, ...]] = (
+        *ServiceSettings.stand_in_fields, "smtp_host", "twilio_base_url", "twilio_account_sid")
 
     service_name: str = INFO.name
     port: int = Field(default=INFO.port, ge=1, le=65535)
