@@ -4,6 +4,7 @@ in Redis), no user enumeration, rehashing on login."""
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import time
 import uuid
@@ -204,14 +205,14 @@ async def test_refusals_by_the_throttle_are_counted_not_appended(
             assert (await http.post("/api/v1/auth/token", data=form, headers=flood)
                     ).status_code == 400
         form = {"username": "flood-x@example.org", "password": WRONG}
+        started = time.monotonic()
         for _ in range(30):
             assert_429(await http.post("/api/v1/auth/token", data=form, headers=flood))
-
-        async def refused() -> list:
-            return await outbox(app.state.runtime.db, {
-                "type": "auth.login_failed", "envelope.data.reason": "throttled_ip"})
-
-        assert [e["data"]["earlier_refusals"] for e in await refused()] == [0]
-        await asyncio.sleep(1.1)  # the window ends: the next refusal reports the 29 others
+        await asyncio.sleep(1.1)  # a window ends: the next refusal reports the ones before
         assert_429(await http.post("/api/v1/auth/token", data=form, headers=flood))
-        assert sorted(e["data"]["earlier_refusals"] for e in await refused()) == [0, 29]
+        elapsed = time.monotonic() - started
+        events = await outbox(app.state.runtime.db, {
+            "type": "auth.login_failed", "envelope.data.reason": "throttled_ip"})
+        # one event per window (however slow this machine), and every refusal accounted for
+        assert 2 <= len(events) <= 1 + math.ceil(elapsed / 1.0), len(events)
+        assert sum(e["data"]["earlier_refusals"] for e in events) + len(events) == 31
