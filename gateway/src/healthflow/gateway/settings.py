@@ -89,8 +89,8 @@ class GatewaySettings(ServiceSettings):
     retry_max_delay: float = Field(default=1.0, gt=0)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=10.0, gt=0)
-    max_connections: int = Field(default=128, ge=1)  # per upstream
-    max_keepalive_connections: int = Field(default=32, ge=0)  # per upstream
+    max_connections: int = Field(default=512, ge=1)  # per upstream
+    max_keepalive_connections: int = Field(default=128, ge=0)  # per upstream
 
     # Aggregated documents and health.
     openapi_cache_seconds: float = Field(default=30.0, ge=0)
