@@ -93,16 +93,22 @@ def test_two_gateway_processes_share_one_budget_through_redis(
     assert accepted.count(first.url) > 0 and accepted.count(second.url) > 0
 
 
-def test_an_unreachable_redis_fails_open(start_gateway, platform):
+def test_an_unreachable_redis_falls_back_to_per_process_limits_and_says_so(
+        start_gateway, platform, caplog):
     from healthflow.devkit.embedded import free_port
 
     gateway = start_gateway(redis_url=f"redis://127.0.0.1:{free_port()}/0",
-                            policy_overrides={"token": {"ip_limit": "1/minute"}})
+                            policy_overrides={"token": {"ip_limit": "2/minute"}})
     url = gateway.url + "/api/v1/auth/token/echo"
-    answers = [httpx.post(url, data={"u": "x"}, timeout=10) for _ in range(3)]
-    # without its store the limiter lets requests through (and says nothing about limits)
-    assert [a.status_code for a in answers] == [200, 200, 200]
-    assert "ratelimit" not in answers[0].headers
+    with caplog.at_level("ERROR", logger="healthflow.gateway.ratelimit"):
+        answers = [httpx.post(url, data={"u": "x"}, timeout=10) for _ in range(3)]
+    # without its store the limiter keeps limiting, from this process's memory
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert remaining(answers[0]) == {"token-ip": 1}
+    assert answers[2].headers["content-type"] == PROBLEM_JSON
+    assert any("per process" in r.getMessage() for r in caplog.records)
+    ready = httpx.get(gateway.url + "/readyz").json()
+    assert ready["checks"]["ratelimit"] == "per-process (redis unreachable)"
     metrics = httpx.get(gateway.url + "/metrics").text
     errors = re.search(r"^healthflow_gateway_ratelimit_errors_total (\S+)$", metrics, re.M)
-    assert errors is not None and float(errors.group(1)) >= 3
+    assert errors is not None and float(errors.group(1)) >= 1

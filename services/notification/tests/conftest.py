@@ -73,6 +73,8 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
         twilio_status_callback_url="https://gateway.test/api/v1/notifications/twilio/status",
         default_quiet_hours="", dispatch_interval=0.2, reminder_interval=3600.0,
         retry_base=30.0, max_attempts=4, push_timeout=2.0,
+        # the loopback push sink of healthflow.devkit.sandbox
+        push_allowed_hosts=["127.0.0.1"], push_allow_insecure_sink=True,
     )
 
 

@@ -10,12 +10,17 @@ Every error is RFC 9457 problem+json. The gateway itself answers
 document), ``/asyncapi.json`` (the events' AsyncAPI 3.0 document, generated from
 :mod:`healthflow.contracts`), ``/docs`` (Swagger UI), ``/status`` (an HTML view) and
 ``GET /api/v1/platform/status`` (``platform:status`` permission).
+``/metrics`` and the ``/readyz`` details (which upstreams answer, how rate limits
+are kept) are internal: loopback callers or ``metrics_token`` holders only; anyone
+else gets 404 for ``/metrics`` and ``/readyz`` without its ``checks``.
+Concurrent requests and open streams are capped per address and per user
+(:mod:`healthflow.gateway.caps`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -24,6 +29,7 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,15 +43,17 @@ from healthflow.common.errors import (
     Problem,
     install_problem_handlers,
 )
-from healthflow.common.http import RequestContextMiddleware, probe_router, valid_request_id
+from healthflow.common.http import RequestContextMiddleware, valid_request_id
 from healthflow.common.logs import setup_logging
 from healthflow.common.permissions import Permission
 from healthflow.common.settings import load_settings
 from healthflow.contracts import asyncapi
-from healthflow.gateway import proxy, status
+from healthflow.gateway import caps, proxy, status
+from healthflow.gateway.caps import ConcurrencyCaps, ConcurrencyMiddleware, kind_of
 from healthflow.gateway.edge import Edge, bearer, reject_dot_segments
 from healthflow.gateway.openapi import OpenAPIAggregator
 from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitState, fields
+from healthflow.gateway.routes import Policy, Route
 from healthflow.gateway.settings import GatewaySettings
 from healthflow.gateway.websocket import UpstreamRefused, proxy_websocket
 
@@ -110,17 +118,42 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.breakers = edge.breakers
     app.state.verifier = edge.verifier
     install_problem_handlers(app)
-
-    async def readiness() -> tuple[bool, Mapping[str, Any]]:
-        return await edge.readiness(app.state.proxy.client)
-
-    app.include_router(probe_router(settings.service_name, readiness))
+    app.include_router(_probes_router(edge))
     app.include_router(_documents_router(edge))
     app.include_router(platform)
     app.include_router(_proxy_router(edge))  # last: it catches every other path
-    _middleware(app, settings)
+    _middleware(app, settings, edge.caps)
     tracing.instrument_app(app)
     return app
+
+
+def _probes_router(edge: Edge) -> APIRouter:
+    """``/livez`` (public), ``/readyz`` (status public, details internal), ``/metrics``
+    (internal: 404 problem+json for anyone else)."""
+    router = APIRouter(tags=["health"], include_in_schema=False)
+    name = edge.settings.service_name
+
+    @router.get("/livez")
+    async def livez() -> dict[str, str]:
+        return {"status": "ok", "service": name}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        state = request.app.state
+        ready, checks = await edge.readiness(state.proxy.client, state.limiter.mode)
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "service": name}
+        if edge.is_internal(request):
+            body["checks"] = dict(checks)
+        return JSONResponse(body, status_code=200 if ready else 503,
+                            headers={} if ready else {"Retry-After": "5"})
+
+    @router.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        if not edge.is_internal(request):
+            raise NotFound(f"no route matches GET {request.url.path}")
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
 
 
 def _lifespan(edge: Edge, extra_paths: dict[str, Any]) -> Any:
@@ -233,6 +266,8 @@ def _proxy_router(edge: Edge) -> APIRouter:
                                             public=route.is_public(request.method))
         if principal is not None:
             await edge.limit(request, policy, "subject", principal.subject)
+            caps.hold(request.scope, edge.caps.acquire(
+                "user", kind_of(request.scope["headers"]), principal.subject))
         return await request.app.state.proxy.forward(request, route, policy, principal,
                                                      client_ip)
 
@@ -265,6 +300,20 @@ async def _forward_websocket(edge: Edge, websocket: WebSocket) -> None:
     principal = await edge.authenticate(websocket.headers, policy, query)
     if principal is not None:
         await limiter.hit(policy, "subject", principal.subject)
+    releases = [edge.caps.acquire("address", "streams", client_ip)]
+    try:
+        if principal is not None:
+            releases.append(edge.caps.acquire("user", "streams", principal.subject))
+        await _relay_websocket(edge, websocket, route, policy, principal, client_ip, query)
+    finally:
+        for release in releases:
+            release()
+
+
+async def _relay_websocket(edge: Edge, websocket: WebSocket, route: Route, policy: Policy,
+                           principal: Principal | None, client_ip: str, query: str) -> None:
+    """Relay an accepted-at-the-edge WebSocket session to ``route``'s upstream."""
+    path = websocket.url.path
     request_id = valid_request_id(websocket.headers.get("x-request-id"))
     settings = edge.settings
     peer = websocket.client.host if websocket.client else client_ip
@@ -343,7 +392,9 @@ document.getElementById('go').onclick = async () => {
 """
 
 
-def _middleware(app: FastAPI, settings: GatewaySettings) -> None:
+def _middleware(app: FastAPI, settings: GatewaySettings, edge_caps: ConcurrencyCaps) -> None:
+    app.add_middleware(ConcurrencyMiddleware, caps=edge_caps,
+                       trusted_hops=settings.trusted_proxy_hops)
     app.add_middleware(RateLimitFieldsMiddleware)
     app.add_middleware(
         ProblemCORSMiddleware,

@@ -9,6 +9,8 @@ against the auth service's JWKS (RFC 9068 access tokens, RFC 6750 bearer usage).
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -20,6 +22,7 @@ from healthflow.common.auth import Principal, TokenVerifier
 from healthflow.common.errors import BadRequest, Forbidden, Unauthorized
 from healthflow.gateway import proxy, status
 from healthflow.gateway.breaker import Breakers
+from healthflow.gateway.caps import ConcurrencyCaps
 from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitScope, LimitState
 from healthflow.gateway.routes import EDGE_POLICY, Policy, RouteTable
 from healthflow.gateway.settings import GatewaySettings
@@ -73,6 +76,7 @@ class Edge:
             if settings.readiness_requires is None or name in settings.readiness_requires
         }
         self.edge_policy = self.table.policy(EDGE_POLICY)
+        self.caps = ConcurrencyCaps(settings)
 
     def ip_of(self, request: Request | WebSocket) -> str:
         """The client's address (``X-Forwarded-For`` trusted for the configured hops)."""
@@ -114,9 +118,24 @@ class Edge:
             raise Forbidden(f"this route requires the permission {policy.permission}")
         return principal
 
-    async def readiness(self, request_client: Any) -> tuple[bool, Mapping[str, Any]]:
-        """Ready when every required upstream's ``/readyz`` answers 200."""
+    def is_internal(self, request: Request) -> bool:
+        """May see ``/metrics`` and the ``/readyz`` details: a loopback caller (its address
+        as the rate limits see it), or one presenting ``metrics_token`` as a bearer."""
+        token = self.settings.metrics_token
+        if token is not None and hmac.compare_digest(
+                (bearer(request.headers) or "").encode(), token.get_secret_value().encode()):
+            return True
+        try:
+            return ipaddress.ip_address(self.ip_of(request)).is_loopback
+        except ValueError:
+            return False
+
+    async def readiness(self, request_client: Any,
+                        limiter_mode: str) -> tuple[bool, Mapping[str, Any]]:
+        """Ready when every required upstream's ``/readyz`` answers 200; the details
+        also say how rate limits are kept (``ratelimit``)."""
         checks = await status.readiness(request_client, self.ready_upstreams,
                                         self.settings.health_timeout)
-        return (all(c["status"] == "ok" for c in checks.values()),
-                {name: c["status"] for name, c in checks.items()})
+        details: dict[str, Any] = {name: c["status"] for name, c in checks.items()}
+        details["ratelimit"] = limiter_mode
+        return all(c["status"] == "ok" for c in checks.values()), details

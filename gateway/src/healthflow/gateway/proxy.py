@@ -2,10 +2,15 @@
 
 WebSocket sessions are relayed by :mod:`healthflow.gateway.websocket`.
 
-Nothing is buffered: the request body is read from the ASGI receive channel
-chunk by chunk as httpx sends it (``Content-Length`` kept when the client gave
-one, chunked otherwise), and the response body is relayed chunk by chunk as it
-arrives (raw bytes: ``Content-Encoding`` passes through untouched).
+Small request bodies (declared ``Content-Length`` ≤ :data:`SMALL_BODY`) are read
+whole before an upstream connection is taken, so a client trickling its body
+holds no upstream connection; larger ones (uploads) are read from the ASGI receive
+channel chunk by chunk as httpx sends them (``Content-Length`` kept when the
+client gave one, chunked otherwise). Either way the whole body must arrive within
+``body_timeout`` seconds of the request (slowloris), else 408 problem+json. The
+response body is relayed chunk by chunk as it arrives (raw bytes:
+``Content-Encoding`` passes through untouched). Each upstream has its own
+connection pool (``max_connections`` each).
 
 Headers (RFC 9110 § 7.6.1; RFC 7239's de-facto ``X-Forwarded-*`` siblings):
 
@@ -24,7 +29,8 @@ Headers (RFC 9110 § 7.6.1; RFC 7239's de-facto ``X-Forwarded-*`` siblings):
 
 Failures become problem+json (RFC 9457): upstream unreachable or its circuit
 open → 503 with ``Retry-After``; silent longer than the route's timeout → 504;
-a broken response → 502; a body over the route's limit → 413. Idempotent
+a broken response → 502; a body over the route's limit → 413; a body not
+complete within ``body_timeout`` → 408. Idempotent
 methods (RFC 9110 § 9.2.2: GET, HEAD, OPTIONS, PUT, DELETE) are retried on
 connection failures and 503 answers with jittered exponential back-off, as long
 as no byte of the request body has been sent.
@@ -119,7 +125,15 @@ class _Busy(Exception):
         self.response = response
 
 
+class RequestTimeout(Problem):
+    status, title, slug = 408, "Request Timeout", "request-timeout"
+
+
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyTimeout(Exception):
     pass
 
 
@@ -129,7 +143,7 @@ class _ClientGone(Exception):
 
 # Raised inside a breaker's guard but not the upstream's fault: never trip a circuit.
 NOT_UPSTREAM_FAULTS: tuple[type[BaseException], ...] = (
-    _BodyTooLarge, _ClientGone, asyncio.CancelledError,
+    _BodyTooLarge, _BodyTimeout, _ClientGone, asyncio.CancelledError,
 )
 
 
@@ -139,6 +153,7 @@ class _Body:
 
     receive: Receive
     limit: int
+    deadline: float  # time.monotonic() by which the last byte must have arrived
     started: bool = False
     sent: int = 0
     done: bool = False
@@ -146,7 +161,11 @@ class _Body:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self.started = True
         while not self.done:
-            message = await self.receive()
+            try:
+                message = await asyncio.wait_for(
+                    self.receive(), timeout=max(0.0, self.deadline - time.monotonic()))
+            except TimeoutError:
+                raise _BodyTimeout from None
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk: bytes = message.get("body", b"")
@@ -230,23 +249,36 @@ def response_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]
     ]
 
 
+def body_problem(exc: Exception, limit: int, seconds: float) -> Problem:
+    """The problem for a request body the client failed to deliver."""
+    if isinstance(exc, _BodyTooLarge):
+        return PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    if isinstance(exc, _BodyTimeout):
+        return RequestTimeout(f"the request body did not arrive within {seconds:g} s")
+    return BadRequest("the client went away before the request body ended")
+
+
 class Proxy:
-    """Forwards requests to upstreams through one pooled httpx client."""
+    """Forwards requests to upstreams, each through a connection pool of its own.
+
+    ``client`` (a small pool) serves the gateway's own calls: health, the merged
+    OpenAPI document, JWKS."""
 
     def __init__(self, settings: GatewaySettings, breakers: Breakers) -> None:
         self.settings = settings
         self.breakers = breakers
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_keepalive_connections,
-            ),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self.client = self._pool(max(4, len(settings.upstreams)))
+        self.pools = {name: self._pool(settings.max_connections) for name in settings.upstreams}
+
+    def _pool(self, size: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=size, max_keepalive_connections=min(
+                size, self.settings.max_keepalive_connections)),
+            follow_redirects=False, trust_env=False)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        for pool in [self.client, *self.pools.values()]:
+            await pool.aclose()
 
     def _timeout(self, policy: Policy, streaming: bool) -> httpx.Timeout:
         silent = policy.stream_timeout if streaming else policy.timeout
@@ -258,7 +290,7 @@ class Proxy:
         async with self.breakers.guard(upstream):
             started = time.perf_counter()
             try:
-                response = await self.client.send(build(), stream=True)
+                response = await self.pools[upstream].send(build(), stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 UPSTREAM_REQUESTS.labels(upstream, "unreachable").inc()
                 raise _Unreachable(str(exc)) from exc
@@ -266,7 +298,7 @@ class Proxy:
                 UPSTREAM_REQUESTS.labels(upstream, "timeout").inc()
                 raise _Silent(str(exc)) from exc
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                if isinstance(exc.__context__, (_BodyTooLarge, _ClientGone)):
+                if isinstance(exc.__context__, (_BodyTooLarge, _BodyTimeout, _ClientGone)):
                     raise exc.__context__ from None
                 UPSTREAM_REQUESTS.labels(upstream, "broken").inc()
                 raise _Broken(str(exc)) from exc
@@ -285,6 +317,7 @@ class Proxy:
             GatewayTimeout: the upstream stayed silent past the timeout (504).
             BadGateway: the upstream broke the exchange (502).
             PayloadTooLarge: the body passed the route's limit (413).
+            RequestTimeout: the body did not arrive within ``body_timeout`` (408).
         """
         try:
             return await self._attempt_with_retries(upstream, method, build, body)
@@ -305,11 +338,9 @@ class Proxy:
                                  upstream=upstream) from None
         except _Broken:
             raise BadGateway(f"{upstream} broke off the exchange", upstream=upstream) from None
-        except _BodyTooLarge:
+        except (_BodyTooLarge, _BodyTimeout, _ClientGone) as exc:
             limit = body.limit if body is not None else 0
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes") from None
-        except _ClientGone:
-            raise BadRequest("the client went away before the request body ended") from None
+            raise body_problem(exc, limit, self.settings.body_timeout) from None
 
     async def _attempt_with_retries(self, upstream: str, method: str,
                                     build: Callable[[], httpx.Request],
@@ -373,8 +404,12 @@ class Proxy:
                 raise PayloadTooLarge(
                     f"request body exceeds the limit of {policy.max_body_bytes} bytes"
                 )
-        body = _Body(request.receive, policy.max_body_bytes) if has_body else None
-        sized = [("content-length", declared)] if body is not None and declared else []
+        body = _Body(request.receive, policy.max_body_bytes,
+                     time.monotonic() + self.settings.body_timeout) if has_body else None
+        content = await _small_body(body, declared, self.settings.body_timeout)
+        if content is not None:
+            body = None
+        sized = [("content-length", declared)] if has_body and declared else []
         streaming = "text/event-stream" in request.headers.get("accept", "")
         base = self.settings.upstream_url(route.service)
         path = scope.get("raw_path") or scope["path"].encode()
@@ -392,10 +427,12 @@ class Proxy:
             trusted_hops=self.settings.trusted_proxy_hops,
         ) + sized
 
+        pool = self.pools[route.service]
+
         def build() -> httpx.Request:
-            return self.client.build_request(
-                method, url, headers=headers, content=body, timeout=timeout
-            )
+            return pool.build_request(
+                method, url, headers=headers, content=content if body is None else body,
+                timeout=timeout)
 
         # The server span is named by the route table's prefix (the catch-all route has
         # no template of its own); each attempt is a CLIENT span of the httpx instrumentation.
@@ -404,6 +441,23 @@ class Proxy:
         server_span.set_attribute("http.route", route.prefix)
         upstream = await self.send(route.service, method, build, body)
         return await _relay(upstream, route.service)
+
+
+async def _small_body(body: _Body | None, declared: str | None,
+                      seconds: float) -> bytes | None:
+    """The whole body when its declared size is at most :data:`SMALL_BODY` bytes (read
+    before any upstream connection is taken), else ``None`` (streamed later).
+
+    Raises:
+        PayloadTooLarge, RequestTimeout, BadRequest: see :func:`body_problem`.
+    """
+    if body is None or declared is None or not declared.isdigit() \
+            or int(declared) > SMALL_BODY:
+        return None
+    try:
+        return b"".join([chunk async for chunk in body])
+    except (_BodyTooLarge, _BodyTimeout, _ClientGone) as exc:
+        raise body_problem(exc, body.limit, seconds) from None
 
 
 async def _relay(upstream: httpx.Response, service: str) -> Response:

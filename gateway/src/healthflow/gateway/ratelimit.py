@@ -24,9 +24,14 @@ quota and ``t`` the seconds until the quota is restored (for a moving window:
 until the oldest counted request leaves the window). A refused request gets 429
 problem+json with ``Retry-After`` (RFC 9110 §10.2.3) equal to that ``t``.
 
-When Redis is unreachable the limiter fails open (logs, counts
-``healthflow_gateway_ratelimit_errors_total``): availability of care wins over
-throttling, and the auth service keeps its own login throttling.
+When Redis fails the limiter does not fail open: it falls back to the same
+strategy over this process's memory (the ``limits`` library's ``MemoryStorage``;
+``limits`` has no fallback of its own — Flask-Limiter's ``in_memory_fallback``
+is built the same way), so each replica enforces the quotas alone (at most
+replicas × quota in all) until Redis answers again. The switch is logged once
+each way, counted in ``healthflow_gateway_ratelimit_errors_total``, shown as
+``ratelimit: per-process (redis unreachable)`` in the ``/readyz`` details, and
+Redis is tried again every :data:`RETRY_SHARED_SECONDS`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -54,13 +59,14 @@ from healthflow.gateway.settings import GatewaySettings
 log = logging.getLogger(__name__)
 
 LimitScope = Literal["ip", "subject"]
+RETRY_SHARED_SECONDS = 5.0  # while on the fallback, how often Redis is tried again
 
 RATE_LIMITED = Counter(
     "healthflow_gateway_rate_limited_total", "Requests refused with 429", ["policy"]
 )
 RATELIMIT_ERRORS = Counter(
     "healthflow_gateway_ratelimit_errors_total",
-    "Rate-limit checks skipped because the store failed (fail-open)",
+    "Rate-limit checks the shared store failed (answered by the per-process fallback)",
 )
 
 
@@ -98,12 +104,42 @@ class EdgeRateLimiter:
         else:
             storage = MemoryStorage()
         self.storage = storage
-        self.strategy: RateLimiter
-        if settings.ratelimit_strategy == "sliding-window":
-            self.strategy = SlidingWindowCounterRateLimiter(storage)
-        else:
-            self.strategy = MovingWindowRateLimiter(storage)
+        kind: type[RateLimiter] = (SlidingWindowCounterRateLimiter
+                                   if settings.ratelimit_strategy == "sliding-window"
+                                   else MovingWindowRateLimiter)
+        self.strategy: RateLimiter = kind(storage)
+        self.fallback: RateLimiter = kind(MemoryStorage())
+        self.degraded = False  # True while the shared store fails
+        self._retry_shared_at = 0.0
         self._items: dict[str, RateLimitItem] = {}
+
+    @property
+    def mode(self) -> str:
+        """``shared (redis)``, ``per-process (redis unreachable)`` or ``per-process``."""
+        if not self.shared:
+            return "per-process"
+        return "per-process (redis unreachable)" if self.degraded else "shared (redis)"
+
+    async def _count(self, item: RateLimitItem, *keys: str) -> tuple[bool, Any]:
+        """Hit and read the window, on Redis, or on the fallback while Redis fails."""
+        if not self.degraded or time.monotonic() >= self._retry_shared_at:
+            try:
+                accepted = await self.strategy.hit(item, *keys)
+                stats = await self.strategy.get_window_stats(item, *keys)
+            except Exception as exc:
+                RATELIMIT_ERRORS.inc()
+                self._retry_shared_at = time.monotonic() + RETRY_SHARED_SECONDS
+                if not self.degraded:
+                    self.degraded = True
+                    log.error("rate-limit store failed; limits are per process until it "
+                              "answers", extra={"error": type(exc).__name__})
+            else:
+                if self.degraded:
+                    self.degraded = False
+                    log.warning("rate-limit store answers again; limits are shared")
+                return accepted, stats
+        accepted = await self.fallback.hit(item, *keys)
+        return accepted, await self.fallback.get_window_stats(item, *keys)
 
     def _item(self, limit: str) -> RateLimitItem:
         item = self._items.get(limit)
@@ -115,7 +151,7 @@ class EdgeRateLimiter:
         """Count one request of ``key`` against ``policy``'s ``scope`` limit.
 
         Returns the state for the response fields, or ``None`` when the policy
-        has no such limit or the store failed (fail-open).
+        has no such limit (limits disabled).
 
         Raises:
             TooManyRequests: the quota is spent (429, ``Retry-After`` in seconds,
@@ -126,14 +162,7 @@ class EdgeRateLimiter:
             return None
         item = self._item(limit)
         name = f"{policy.name}-{scope}"
-        try:
-            accepted = await self.strategy.hit(item, policy.name, scope, key)
-            stats = await self.strategy.get_window_stats(item, policy.name, scope, key)
-        except Exception as exc:
-            RATELIMIT_ERRORS.inc()
-            log.warning("rate-limit store failed; request allowed",
-                        extra={"error": type(exc).__name__})
-            return None
+        accepted, stats = await self._count(item, policy.name, scope, key)
         reset = max(0, math.ceil(stats.reset_time - time.time()))
         state = LimitState(name, item.amount, item.get_expiry(),
                            max(0, stats.remaining), reset)

@@ -10,6 +10,12 @@ turn (round robin), and a retried idempotent request moves on to the next one.
 The rate-limit store is Redis when ``GATEWAY_REDIS_URL`` (or the platform-wide
 ``REDIS_URL``) is set, so that every gateway replica shares one budget;
 otherwise it is this process's memory.
+
+Edge caps (:mod:`healthflow.gateway.caps`) count what is open *now* in this
+process: concurrent requests and open streams (Server-Sent Events, WebSockets)
+per client address and per user. ``max_connections`` is per upstream: each
+upstream has a pool of its own, so one slow upstream (or the clients holding it)
+cannot take the connections another needs.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
@@ -35,6 +41,10 @@ class GatewaySettings(ServiceSettings):
         env_prefix="GATEWAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
+    # No database, broker or object store: production does not ask for them.
+    unused_fields: ClassVar[frozenset[str]] = frozenset({
+        "mongodb_url", "amqp_url", "s3_endpoint_url", "s3_access_key", "s3_secret_key"})
+
     service_name: str = "gateway"
     host: str = "127.0.0.1"
     port: int = Field(default=GATEWAY_PORT, ge=1, le=65535)
@@ -43,10 +53,21 @@ class GatewaySettings(ServiceSettings):
     upstreams: dict[str, str] = Field(default_factory=dict)
     _rotation: dict[str, Iterator[str]] = PrivateAttr(default_factory=dict)
 
-    # CORS: exact origins allowed to call the API from a browser (no wildcard).
+    # CORS: exact origins allowed to call the API from a browser (no wildcard: the
+    # gateway allows credentials, and the Fetch standard forbids "*" with them).
     cors_origins: list[str] = Field(
         default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"]
     )
+
+    # Slow and greedy clients (see healthflow.gateway.caps).
+    body_timeout: float = Field(default=10.0, gt=0)  # s for a whole request body (408)
+    address_max_requests: int = Field(default=64, ge=1)
+    address_max_streams: int = Field(default=16, ge=1)
+    user_max_requests: int = Field(default=32, ge=1)
+    user_max_streams: int = Field(default=8, ge=1)
+    # Bearer token a Prometheus scraper sends for /metrics and the /readyz details
+    # (loopback callers need none); unset = loopback only.
+    metrics_token: SecretStr | None = None
 
     # Rate limiting (limits library). None = in-memory, one budget per process.
     ratelimit_enabled: bool = True
@@ -68,14 +89,25 @@ class GatewaySettings(ServiceSettings):
     retry_max_delay: float = Field(default=1.0, gt=0)
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=10.0, gt=0)
-    max_connections: int = Field(default=512, ge=1)
-    max_keepalive_connections: int = Field(default=128, ge=0)
+    max_connections: int = Field(default=512, ge=1)  # per upstream
+    max_keepalive_connections: int = Field(default=128, ge=0)  # per upstream
 
     # Aggregated documents and health.
     openapi_cache_seconds: float = Field(default=30.0, ge=0)
     health_timeout: float = Field(default=2.0, gt=0)
     # Upstreams whose /readyz must answer 200 for the gateway to be ready (None = all).
     readiness_requires: list[str] | None = None
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard_origin(cls, origins: list[str]) -> list[str]:
+        """A wildcard origin with credentials would let any site act as the signed-in
+        user (Fetch standard, CORS protocol: ``*`` is refused with credentials)."""
+        wild = [o for o in origins if "*" in o or o.strip().lower() == "null"]
+        if wild:
+            raise ValueError(f"wildcard or null origins {wild} are refused: the gateway "
+                             "allows credentials, so list exact origins")
+        return origins
 
     @model_validator(mode="after")
     def _fill_upstreams(self) -> GatewaySettings:

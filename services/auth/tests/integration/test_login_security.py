@@ -4,6 +4,7 @@ in Redis), no user enumeration, rehashing on login."""
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import time
 import uuid
@@ -92,10 +93,12 @@ async def test_failures_per_account_are_throttled(settings_factory, unique_name,
         assert_429(await http.post("/api/v1/auth/token", data=ghost))
         throttled = await outbox(app.state.runtime.db, {
             "type": "auth.login_failed", "envelope.data.reason": "throttled_account"})
-        assert len(throttled) == 3
+        # One event per account and window, however many refusals (counted, not appended)
+        assert len(throttled) == 2
         # The known account is named by id (the ghost by nothing); never by email.
         assert sorted(str(e["data"]["user_id"]) for e in throttled) == sorted(
-            [admin_id, admin_id, "None"])
+            [admin_id, "None"])
+        assert all(e["data"]["earlier_refusals"] == 0 for e in throttled)
         assert all("@" not in str(e["data"]) for e in throttled)
 
 
@@ -184,3 +187,32 @@ async def test_parallel_guesses_cannot_overshoot_the_account_budget(settings_fac
             *(http.post("/api/v1/auth/token", data=form) for _ in range(10)))
         statuses = sorted(r.status_code for r in responses)
         assert statuses == [400] * 3 + [429] * 7
+
+
+
+async def test_refusals_by_the_throttle_are_counted_not_appended(
+        settings_factory, unique_name, outbox) -> None:
+    """An anonymous flood past the limit adds one event per address and window; the next
+    window's event carries the count of the refusals before it."""
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_account="50/15 minutes",
+                                login_failures_per_ip="2/15 minutes", login_refusals_window=1.0,
+                                trusted_proxies=["127.0.0.1"])
+    app = create_app(settings)
+    async with running_app(app) as http:
+        flood = {"X-Forwarded-For": "203.0.113.99"}
+        for i in range(2):
+            form = {"username": f"flood{i}@example.org", "password": WRONG}
+            assert (await http.post("/api/v1/auth/token", data=form, headers=flood)
+                    ).status_code == 400
+        form = {"username": "flood-x@example.org", "password": WRONG}
+        started = time.monotonic()
+        for _ in range(30):
+            assert_429(await http.post("/api/v1/auth/token", data=form, headers=flood))
+        await asyncio.sleep(1.1)  # a window ends: the next refusal reports the ones before
+        assert_429(await http.post("/api/v1/auth/token", data=form, headers=flood))
+        elapsed = time.monotonic() - started
+        events = await outbox(app.state.runtime.db, {
+            "type": "auth.login_failed", "envelope.data.reason": "throttled_ip"})
+        # one event per window (however slow this machine), and every refusal accounted for
+        assert 2 <= len(events) <= 1 + math.ceil(elapsed / 1.0), len(events)
+        assert sum(e["data"]["earlier_refusals"] for e in events) + len(events) == 31

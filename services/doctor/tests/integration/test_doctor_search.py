@@ -230,6 +230,11 @@ async def test_availability_round_trip_and_schedule_changed_payload(platform, di
     r = await p.put_availability("d-schmidt", body)
     assert r.status_code == 200, r.text
     view = (await p.client.get("/api/v1/doctors/d-schmidt/availability")).json()
+    # the public sees when the doctor is away, never the free-text note; the doctor does
+    assert [leave["note"] for leave in view["leave"]] == [None, None]
+    own = (await p.client.get("/api/v1/doctors/d-schmidt/availability",
+                              headers=p.as_("d-schmidt", "doctor"))).json()
+    assert [leave["note"] for leave in own["leave"]] == [None, "congress"]
     assert view["time_zones"] == {"online": "Asia/Kolkata",
                                   f"hospital:{h['h1']}": "Europe/Berlin"}
     assert view["weekly"][0]["breaks"] == [{"start": "10:00", "end": "10:30"}]

@@ -422,3 +422,19 @@ def _stages(plan: dict[str, Any]) -> list[str]:
     for child in plan.get("inputStages", []):
         found += _stages(child)
     return found
+
+
+async def test_public_profiles_name_no_registrant(hospital_app: HospitalApp):
+    h = hospital_app
+    hid = (await register(h))["id"]
+    await verify(h, hid)
+    public = (await h.client.get(f"/api/v1/hospitals/{hid}")).json()
+    assert public["registered_by"] is None
+    listed = (await h.client.get("/api/v1/hospitals")).json()["items"]
+    assert [item["registered_by"] for item in listed if item["id"] == hid] == [None]
+    patient = (await h.client.get(f"/api/v1/hospitals/{hid}",
+                                  headers=h.as_("someone", "patient"))).json()
+    assert patient["registered_by"] is None
+    own = (await h.client.get(f"/api/v1/hospitals/{hid}", headers=h.as_(REP, "doctor")))
+    assert own.json()["registered_by"] == REP
+

@@ -8,11 +8,18 @@ whole local platform while each deployment can still override one service.
 
 :func:`load_settings` turns pydantic's validation error into
 :class:`ConfigurationError`, whose message names the environment variable to fix.
+
+``HEALTHFLOW_ENV=production`` is the production switch: :func:`load_settings` then
+also refuses (:func:`production_problems`) every secret still at its built-in
+default, every setting still pointing at a development stand-in (the embedded
+database, s3rver, the local mailbox; a class lists them in ``stand_in_fields``),
+a MongoDB URL without credentials and RabbitMQ's ``guest`` account.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -39,6 +46,13 @@ class ServiceSettings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix=""
     )
 
+    # Fields whose built-in default is a development stand-in on this machine: production
+    # must set each (HEALTHFLOW_ENV=production, see production_problems).
+    stand_in_fields: ClassVar[tuple[str, ...]] = ("mongodb_url", "amqp_url", "s3_endpoint_url")
+    # Fields this component never uses (the gateway has no database): not checked.
+    unused_fields: ClassVar[frozenset[str]] = frozenset()
+
+    healthflow_env: Literal["development", "production"] = "development"
     service_name: str = "service"
     host: str = "127.0.0.1"
     port: int = Field(default=8100, ge=1, le=65535)
@@ -121,14 +135,43 @@ def env_name(settings_cls: type[BaseSettings], field: str) -> str:
     return f"{prefix}{field}".upper()
 
 
+def production_problems(settings: ServiceSettings) -> list[str]:
+    """What production refuses in ``settings``, one ``"VARIABLE: why"`` each (empty when
+    ``healthflow_env`` is not ``production``)."""
+    if settings.healthflow_env != "production":
+        return []
+    cls = type(settings)
+    problems = []
+    for name, field in cls.model_fields.items():
+        if name in cls.unused_fields:
+            continue
+        value, default = getattr(settings, name), field.default
+        if (isinstance(value, SecretStr) and isinstance(default, SecretStr)
+                and value.get_secret_value() == default.get_secret_value()):
+            problems.append(f"{env_name(cls, name)}: is the built-in default secret")
+        elif name in cls.stand_in_fields and value == default:
+            problems.append(f"{env_name(cls, name)}: is the development stand-in's "
+                            f"default ({default}); set the production one")
+    mongo = urlsplit(settings.mongodb_url)
+    x509 = "MONGODB-X509" in parse_qs(mongo.query).get("authMechanism", [])
+    if "mongodb_url" not in cls.unused_fields and not (
+            mongo.username and mongo.password) and not x509:
+        problems.append(f"{env_name(cls, 'mongodb_url')}: has no credentials "
+                        "(user:password@ or authMechanism=MONGODB-X509)")
+    if "amqp_url" not in cls.unused_fields and urlsplit(
+            settings.amqp_url).username in (None, "", "guest"):
+        problems.append(f"{env_name(cls, 'amqp_url')}: uses no or RabbitMQ's guest account")
+    return problems
+
+
 def load_settings(settings_cls: type[S], **overrides: Any) -> S:
-    """Build ``settings_cls`` from the environment.
+    """Build ``settings_cls`` from the environment (and check it for production).
 
     Raises:
         ConfigurationError: naming each offending variable and why it was refused.
     """
     try:
-        return settings_cls(**overrides)
+        settings = settings_cls(**overrides)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -137,3 +180,8 @@ def load_settings(settings_cls: type[S], **overrides: Any) -> S:
         raise ConfigurationError(
             f"invalid configuration for {settings_cls.__name__}: " + "; ".join(problems)
         ) from None
+    refused = production_problems(settings)
+    if refused:
+        raise ConfigurationError(
+            f"HEALTHFLOW_ENV=production refuses {settings_cls.__name__}: " + "; ".join(refused))
+    return settings

@@ -66,12 +66,18 @@ LoginFailureReason = Literal[
 
 @event_type("auth.login_failed", version=1, publisher=PUBLISHER)
 class LoginFailed(EventPayload):
-    """A token request was refused (``user_id`` when the email matched an account)."""
+    """A token request was refused (``user_id`` when the email matched an account).
+
+    Refusals by a throttle (``throttled_*``) are aggregated: one event opens each
+    window of ``AUTH_LOGIN_REFUSALS_WINDOW`` seconds per account or address, and
+    ``earlier_refusals`` counts the refusals of that account or address in its
+    previous window after the event that opened it (``None`` for other reasons)."""
 
     user_id: str | None
     reason: LoginFailureReason
     client_ip: str | None
     client_id: str
+    earlier_refusals: int | None = Field(default=None, ge=0)
 
 
 @event_type("auth.login_succeeded", version=1, publisher=PUBLISHER)

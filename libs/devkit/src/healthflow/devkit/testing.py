@@ -254,8 +254,8 @@ E2E_ADMIN_EMAIL = "e2e.admin@example.org"
 E2E_ADMIN_PASSWORD = "E2e-admin-passphrase-correct-horse-7"  # noqa: S105 - test-only account
 E2E_STRIPE_WEBHOOK_SECRET = "whsec_e2e_localstripe"  # noqa: S105 - signs localstripe's webhooks
 
-# End-to-end runs log in many users from 127.0.0.1: the edge's login budgets are
-# raised (their enforcement is tested in the gateway's own suite), and Argon2 is
+# End-to-end runs log in many users from 127.0.0.1: the edge's login budgets (and its
+# per-address caps) are raised (their enforcement is tested in the gateway's own suite), and Argon2 is
 # cheap (its parameters are tested in the auth service's suite).
 E2E_ENV = {
     "GATEWAY_POLICY_OVERRIDES": json.dumps({
@@ -266,6 +266,10 @@ E2E_ENV = {
         "account": {"subject_limit": "100000/minute", "ip_limit": "100000/minute"},
         "audit": {"subject_limit": "100000/minute", "ip_limit": "100000/minute"},
     }),
+    # every e2e client comes from 127.0.0.1: the per-address caps on concurrent requests
+    # and streams are raised likewise (enforced in gateway/tests/integration)
+    "GATEWAY_ADDRESS_MAX_REQUESTS": "100000",
+    "GATEWAY_ADDRESS_MAX_STREAMS": "100000",
     "AUTH_ARGON2_TIME_COST": "1",
     "AUTH_ARGON2_MEMORY_COST": "1024",
     "AUTH_ARGON2_PARALLELISM": "1",

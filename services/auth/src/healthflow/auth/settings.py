@@ -54,6 +54,9 @@ class Settings(ServiceSettings):
     """``redis://host:port/db``: share the counters between replicas; in memory when unset."""
     login_failures_per_account: str = "5/15 minutes"
     login_failures_per_ip: str = "20/15 minutes"
+    login_refusals_window: float = Field(default=900.0, gt=0)
+    """Seconds: throttled refusals of one account or address make one ``auth.login_failed``
+    per window (the rest are counted, and the count travels with the next window's)."""
     trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
     """Addresses or networks of the proxies (the gateway) whose ``X-Forwarded-For`` names
     the real client address (JSON list, e.g. ``AUTH_TRUSTED_PROXIES='["10.0.0.0/8"]'``).

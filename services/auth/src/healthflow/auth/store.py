@@ -20,6 +20,11 @@ Documents (all times aware UTC):
     {_id: sha256-hex of the token, session_id, user_id, generation,
      issued_at, expires_at, used_at | None, purge_at}
 
+``refused_logins`` (throttled token requests, counted per window)::
+
+    {_id: "account:" | "ip:" + sha256-hex of the email or address (never the value),
+     window_start, count: refusals in the window, purge_at}
+
 ``signing_keys``::
 
     {_id: kid, alg: "EdDSA", state: next | active | retired | removed,
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
@@ -46,6 +51,7 @@ USERS = "users"
 SESSIONS = "sessions"
 REFRESH_TOKENS = "refresh_tokens"
 SIGNING_KEYS = "signing_keys"
+REFUSED_LOGINS = "refused_logins"
 
 INDEXES = {
     USERS: [
@@ -59,6 +65,9 @@ INDEXES = {
     ],
     REFRESH_TOKENS: [
         IndexModel([("session_id", ASCENDING)], name="session"),
+        IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
+    REFUSED_LOGINS: [
         IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
     ],
     SIGNING_KEYS: [
@@ -223,3 +232,23 @@ async def set_key_state(db: Db, kid: str, *, from_state: KeyState, to_state: Key
         {"_id": kid, "state": str(from_state)}, update, session=session
     )
     return result.modified_count == 1
+
+
+async def count_refusal(db: Db, key: str, now: datetime, window: float) -> int | None:
+    """Count one throttled refusal of ``key`` (see ``refused_logins``).
+
+    Returns ``None`` inside an open window (counted, nothing to publish), or, when this
+    refusal opens a new window, the refusals counted after the event that opened the
+    previous one (0 when there was none).
+    """
+    collection = db[REFUSED_LOGINS]
+    purge_at = now + timedelta(seconds=2 * window)
+    doc = await collection.find_one_and_update(
+        {"_id": key, "window_start": {"$gt": now - timedelta(seconds=window)}},
+        {"$inc": {"count": 1}, "$set": {"purge_at": purge_at}})
+    if doc is not None:
+        return None
+    previous = await collection.find_one_and_replace(
+        {"_id": key}, {"window_start": now, "count": 0, "purge_at": purge_at}, upsert=True)
+    return int(previous["count"]) if previous else 0
+

@@ -171,7 +171,9 @@ async def get_availability(doctor_id: str, runtime: Runtime,
                                doctor_id)
     facts = await store.hospital_facts(runtime.db,
                                        [a["hospital_id"] for a in doc["affiliations"]])
-    return AvailabilityOut.model_validate(schedules.availability_view(doc, facts))
+    view = service.shown_availability(schedules.availability_view(doc, facts), principal,
+                                      doctor_id)
+    return AvailabilityOut.model_validate(view)
 
 
 @router.put("/{doctor_id}/availability", response_model=AvailabilityOut,

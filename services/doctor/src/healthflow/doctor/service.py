@@ -107,6 +107,17 @@ async def _save(uow: UnitOfWork, doc: Document, changes: Mapping[str, Any], *,
     return new
 
 
+def shown_availability(view: dict[str, Any], principal: Principal | None,
+                       doctor_id: str) -> dict[str, Any]:
+    """``view`` (:func:`schedules.availability_view`) with each leave's free-text ``note``
+    removed unless ``principal`` is the doctor or manages any schedule: the public sees
+    when a doctor is away, never why."""
+    if principal is not None and (principal.subject == doctor_id
+                                  or principal.has(Permission.SCHEDULE_MANAGE_ANY)):
+        return view
+    return {**view, "leave": [{**leave, "note": None} for leave in view.get("leave", [])]}
+
+
 def visible_or_404(doc: Document | None, principal: Principal | None,
                    doctor_id: str) -> Document:
     """Verified doctors are public; others only to themselves and to licence verifiers.

@@ -52,8 +52,9 @@ Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 Manager = require_any(Permission.HOSPITALS_REGISTER, Permission.HOSPITALS_MANAGE)
 
 
-def hospital_out(doc: Document) -> HospitalOut:
-    return HospitalOut.model_validate({**doc, "id": doc["_id"]})
+def hospital_out(doc: Document, principal: Principal | None) -> HospitalOut:
+    """The hospital as ``principal`` may see it (:func:`service.shown`)."""
+    return HospitalOut.model_validate({**service.shown(doc, principal), "id": doc["_id"]})
 
 
 def department_out(doc: Document) -> DepartmentOut:
@@ -86,7 +87,8 @@ async def list_hospitals(
     docs, next_cursor = await service.list_hospitals(
         runtime, principal, status=status, city=city, service=service_code, cursor=cursor,
         limit=limit)
-    return Page[HospitalOut](items=[hospital_out(d) for d in docs], next_cursor=next_cursor)
+    return Page[HospitalOut](items=[hospital_out(d, principal) for d in docs],
+                             next_cursor=next_cursor)
 
 
 @router.post("", status_code=201, response_model=HospitalOut, summary="Register a hospital")
@@ -97,14 +99,14 @@ async def register_hospital(
     """Register a hospital; it is ``pending`` until an admin verifies it."""
     doc = await service.register(runtime, principal, body)
     response.headers["Location"] = f"{router.prefix}/{doc['_id']}"
-    return hospital_out(doc)
+    return hospital_out(doc, principal)
 
 
 @router.get("/{hospital_id}", response_model=HospitalOut, summary="One hospital")
 async def get_hospital(hospital_id: str, runtime: Runtime,
                        principal: MaybePrincipal) -> HospitalOut:
     """A hospital; an unverified one is 404 except to its registrant and to verifiers."""
-    return hospital_out(await service.get(runtime, principal, hospital_id))
+    return hospital_out(await service.get(runtime, principal, hospital_id), principal)
 
 
 @router.post("/{hospital_id}/verify", response_model=HospitalOut, summary="Verify a hospital")
@@ -115,7 +117,7 @@ async def verify_hospital(
     """pending → verified (409 from any other status; 404 if unknown)."""
 
     return hospital_out(await service.decide(runtime, principal, hospital_id,
-                                             HospitalStatus.VERIFIED))
+                                             HospitalStatus.VERIFIED), principal)
 
 
 @router.post("/{hospital_id}/reject", response_model=HospitalOut, summary="Reject a hospital")
@@ -125,8 +127,9 @@ async def reject_hospital(
 ) -> HospitalOut:
     """pending → rejected with ``reason`` (409 from any other status; 404 if unknown)."""
 
-    return hospital_out(await service.decide(runtime, principal, hospital_id,
-                                             HospitalStatus.REJECTED, reason=body.reason))
+    doc = await service.decide(runtime, principal, hospital_id, HospitalStatus.REJECTED,
+                               reason=body.reason)
+    return hospital_out(doc, principal)
 
 
 @router.get("/{hospital_id}/departments", response_model=list[DepartmentOut],

@@ -119,7 +119,9 @@ class HospitalOut(BaseModel):
     services: list[str]
     status: HospitalStatus
     rejection_reason: str | None = None
-    registered_by: str = Field(description="user id of the registrant")
+    registered_by: str | None = Field(
+        default=None, description="user id of the registrant: shown to the registrant, "
+        "hospital managers and verifiers only (null for everyone else)")
     created_at: datetime
     updated_at: datetime
     decided_at: datetime | None = None

@@ -22,6 +22,16 @@ from healthflow.hospital.domain import HospitalStatus
 from healthflow.hospital.schemas import DepartmentCreate, HospitalCreate, StaffAssign
 
 
+def shown(doc: Document, principal: Principal | None) -> Document:
+    """``doc`` without ``registered_by`` unless ``principal`` is the registrant or holds
+    ``hospitals:verify`` or ``hospitals:manage``: a public profile names no user."""
+    if principal is not None and (principal.subject == doc.get("registered_by")
+                                  or principal.has(Permission.HOSPITALS_VERIFY)
+                                  or principal.has(Permission.HOSPITALS_MANAGE)):
+        return doc
+    return {k: v for k, v in doc.items() if k != "registered_by"}
+
+
 def _snapshot(doc: Document) -> dict[str, Any]:
     """The fields every ``hospital.*`` event carries (the GeoJSON position as
     ``latitude``/``longitude``, ``None`` without one)."""

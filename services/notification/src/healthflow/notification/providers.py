@@ -8,19 +8,23 @@ Twilio 4xx such as an invalid number, a push subscription that is gone).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import socket
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
 
 import aiohttp
 import aiosmtplib
+from aiohttp.abc import ResolveResult
 from pywebpush import WebPushException, webpush_async
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
+from healthflow.common.outbound import OutboundPolicy, UnsafeURL, check_addresses, check_url
 from healthflow.notification.settings import Settings
 
 _TWILIO_LOG = logging.getLogger("healthflow.notification.twilio")
@@ -148,8 +152,30 @@ class SmsSender:
             self._client = None
 
 
+class GuardedResolver(aiohttp.ThreadedResolver):
+    """aiohttp's resolver, refusing every name that resolves to a non-global address: the
+    outbound guard applied to the very addresses the connection will use (DNS rebinding
+    after the subscription was checked is refused too)."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await super().resolve(host, port, family)
+        try:
+            check_addresses(host, [r["host"] for r in results], self.policy)
+        except UnsafeURL as exc:
+            raise OSError(errno.EACCES, exc.detail) from None
+        return results
+
+
 class PushSender:
-    """Web Push (RFC 8030) with VAPID (RFC 8292), payload encrypted aes128gcm (RFC 8291)."""
+    """Web Push (RFC 8030) with VAPID (RFC 8292), payload encrypted aes128gcm (RFC 8291).
+
+    Every send checks the endpoint against ``settings.push_policy`` again, and the HTTP
+    session connects only to addresses the policy allows (:class:`GuardedResolver`)."""
 
     def __init__(self, settings: Settings, vapid_private_key: str) -> None:
         self.settings = settings
@@ -160,11 +186,18 @@ class PushSender:
         """Send; returns the push service's message URL (``Location``) or the endpoint host.
 
         Raises:
-            PermanentError: 404/410 (the subscription is gone) or another 4xx.
+            PermanentError: 404/410 (the subscription is gone), another 4xx, or an
+                endpoint the outbound policy refuses (nothing is sent).
             TransientError: 5xx, 429, connection errors.
         """
+        policy = self.settings.push_policy
+        try:
+            await check_url(str(subscription.get("endpoint", "")), policy)
+        except UnsafeURL as exc:
+            raise PermanentError(f"push endpoint refused: {exc.detail}") from None
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=GuardedResolver(policy)))
         try:
             response = await webpush_async(
                 subscription_info=subscription,

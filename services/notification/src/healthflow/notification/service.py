@@ -18,9 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from healthflow.common.errors import Forbidden, NotFound
+from healthflow.common.errors import Conflict, Forbidden, NotFound
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
+from healthflow.common.outbound import check_url
 from healthflow.common.service import ServiceRuntime
 from healthflow.notification import domain, store
 from healthflow.notification.domain import Clock
@@ -428,19 +429,28 @@ async def mark_all_read(runtime: ServiceRuntime, ctx: Context, user_id: str) -> 
 async def subscribe_push(runtime: ServiceRuntime, ctx: Context, user_id: str,
                          body: PushSubscriptionIn) -> Document:
     """Register a browser for Web Push (idempotent per endpoint); the stored subscription,
-    whose ``_id`` is the first 32 hex digits of the endpoint's SHA-256.
+    whose ``_id`` is the first 32 hex digits of the endpoint's SHA-256. The endpoint must
+    pass ``settings.push_policy`` (HTTPS, an allowed push service, public addresses).
 
     Raises:
+        UnsafeURL: (422) the endpoint is not one the service may call.
         Forbidden: (403) another user holds the endpoint.
+        Conflict: (409) the user already has ``push_max_subscriptions`` other browsers.
     """
-    endpoint = str(body.endpoint)
+    endpoint = await check_url(str(body.endpoint), ctx.settings.push_policy)
     id_ = hashlib.sha256(endpoint.encode()).hexdigest()[:32]
+    most = ctx.settings.push_max_subscriptions
 
     async def write(uow: UnitOfWork) -> Document:
         subscriptions = uow.db[store.PUSH_SUBSCRIPTIONS]
         existing = await subscriptions.find_one({"_id": id_}, session=uow.session)
         if existing is not None and existing["user_id"] != user_id:
             raise Forbidden("this push endpoint is registered to another account")
+        others = await subscriptions.count_documents(
+            {"user_id": user_id, "_id": {"$ne": id_}}, session=uow.session)
+        if others >= most:
+            raise Conflict(f"an account holds at most {most} push subscriptions; "
+                           "remove one (DELETE …/push/subscriptions/{id}) first")
         await subscriptions.update_one(
             {"_id": id_},
             {"$set": {"user_id": user_id, "endpoint": endpoint, "keys": body.keys.model_dump()},

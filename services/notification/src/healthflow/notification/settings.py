@@ -9,11 +9,12 @@ service starts no stand-in itself); production sets the real ones.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from healthflow.common.outbound import OutboundPolicy
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
 
@@ -26,6 +27,9 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix=INFO.env_prefix
     )
+
+    stand_in_fields: ClassVar[tuple[str, ...]] = (
+        *ServiceSettings.stand_in_fields, "smtp_host", "twilio_base_url", "twilio_account_sid")
 
     service_name: str = INFO.name
     port: int = Field(default=INFO.port, ge=1, le=65535)
@@ -60,6 +64,22 @@ class Settings(ServiceSettings):
     vapid_subject: str = "mailto:ops@healthflow.example"
     push_timeout: float = Field(default=10.0, gt=0)
     push_ttl: int = Field(default=3600, ge=0)
+    # Hosts of the push services browsers subscribe with ("host" or ".suffix"):
+    # endpoints elsewhere are refused (healthflow.common.outbound). Chrome, Firefox,
+    # Edge, Safari.
+    push_allowed_hosts: list[str] = Field(default_factory=lambda: [
+        "fcm.googleapis.com", "updates.push.services.mozilla.com", ".notify.windows.com",
+        ".push.apple.com"])
+    # Development sinks only: plain http and loopback/private addresses.
+    push_allow_insecure_sink: bool = False
+    push_max_subscriptions: int = Field(default=5, ge=1)  # per user (browsers, devices)
+
+    @property
+    def push_policy(self) -> OutboundPolicy:
+        """Where Web Push may go (see :mod:`healthflow.common.outbound`)."""
+        return OutboundPolicy(self.push_allowed_hosts,
+                              require_https=not self.push_allow_insecure_sink,
+                              allow_private=self.push_allow_insecure_sink)
 
     # Content and policy
     default_locale: Literal["en", "de"] = "en"

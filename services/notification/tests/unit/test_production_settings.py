@@ -1,0 +1,30 @@
+"""HEALTHFLOW_ENV=production refuses the notification service's built-in secrets and its
+development stand-ins (the local mailbox's SMTP server and Twilio endpoint)."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthflow.common.settings import ConfigurationError, load_settings
+from healthflow.notification.settings import Settings
+
+PRODUCTION = {
+    "HEALTHFLOW_ENV": "production",
+    "MONGODB_URL": "mongodb://svc:s3cret@mongo.internal:27017/?replicaSet=rs0",
+    "AMQP_URL": "amqp://svc:s3cret@rabbitmq.internal:5672/",
+    "S3_ENDPOINT_URL": "https://s3.internal",
+    "S3_SECRET_KEY": "not-the-default",
+}
+
+
+def test_production_refuses_the_notification_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in PRODUCTION.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(Settings)
+    message = str(refused.value)
+    for variable in ("NOTIFICATION_TWILIO_AUTH_TOKEN: is the built-in default secret",
+                     "NOTIFICATION_EMAIL_VERIFICATION_SECRET: is the built-in default secret",
+                     "NOTIFICATION_SMTP_HOST", "NOTIFICATION_TWILIO_BASE_URL"):
+        assert variable in message, message
+    assert "MONGODB_URL" not in message
