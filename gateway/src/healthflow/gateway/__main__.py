@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from healthflow.common.http import uvicorn_options
 from healthflow.common.settings import load_settings
 from healthflow.gateway.app import create_app
 from healthflow.gateway.settings import GatewaySettings
@@ -16,8 +17,8 @@ from healthflow.gateway.settings import GatewaySettings
 
 def main() -> None:
     settings = load_settings(GatewaySettings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                access_log=False, proxy_headers=False, timeout_graceful_shutdown=20)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                proxy_headers=False, **uvicorn_options())
 
 
 if __name__ == "__main__":

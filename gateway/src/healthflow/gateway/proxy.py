@@ -67,12 +67,17 @@ from healthflow.common.errors import (
     Problem,
     ServiceUnavailable,
 )
+from healthflow.common.http import SERVER_KEEP_ALIVE_SECONDS
 from healthflow.common.logs import request_id_var
 from healthflow.gateway.breaker import Breakers, CircuitOpen
 from healthflow.gateway.routes import Policy, Route
 from healthflow.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
+
+UPSTREAM_KEEPALIVE_SECONDS = SERVER_KEEP_ALIVE_SECONDS / 3
+"""How long an idle pooled connection to an upstream is kept (seconds): well inside the
+services' own keep-alive, so the service never closes one as the gateway sends on it."""
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 HOP_BY_HOP = frozenset({
@@ -273,7 +278,8 @@ class Proxy:
     def _pool(self, size: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=min(
-                size, self.settings.max_keepalive_connections)),
+                size, self.settings.max_keepalive_connections),
+                keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS),
             follow_redirects=False, trust_env=False)
 
     async def close(self) -> None:

@@ -265,9 +265,28 @@ def get_runtime(request: Request) -> ServiceRuntime:
     return runtime
 
 
+SERVER_KEEP_ALIVE_SECONDS = 75
+"""How long a HealthFlow server keeps an idle HTTP/1.1 connection open (seconds).
+
+Longer than any of our clients keeps one in its pool (the gateway's pools: a third of
+this), so a server never closes a pooled connection just as the client sends on it.
+With uvicorn's and httpx's defaults both at 5 s that race was real: a POST sent on a
+connection the service had just closed cannot be retried (it is not idempotent), and
+the gateway answered 502. RFC 9112 §9.5 lets either side close an idle connection;
+the side that closes first must be the one that does not send."""
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """The uvicorn options every HealthFlow server runs with (services, the gateway, the
+    devkit's in-process servers): no access log (the request log middleware writes it),
+    no logging config of uvicorn's own, 20 s of graceful shutdown, and the keep-alive of
+    :data:`SERVER_KEEP_ALIVE_SECONDS`."""
+    return {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 20,
+            "timeout_keep_alive": SERVER_KEEP_ALIVE_SECONDS}
+
+
 def serve(app: FastAPI, settings: ServiceSettingsLike) -> None:
     """Run ``app`` with uvicorn on ``settings.host:settings.port`` (a service's ``__main__``)."""
     import uvicorn
 
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                access_log=False, timeout_graceful_shutdown=20)
+    uvicorn.run(app, host=settings.host, port=settings.port, **uvicorn_options())

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from healthflow.common.http import uvicorn_options
 from healthflow.devkit.config import Config
 from healthflow.devkit.console import Console
 from healthflow.devkit.discovery import HOST, Component
@@ -206,10 +207,8 @@ class _EmbeddedServer:
             def capture_signals(self) -> Any:  # the runner owns SIGINT/SIGTERM
                 yield
 
-        config = uvicorn.Config(
-            app, host=HOST, port=component.port, log_config=None, access_log=False,
-            lifespan="on", timeout_graceful_shutdown=int(grace),
-        )
+        options = {**uvicorn_options(), "timeout_graceful_shutdown": int(grace)}
+        config = uvicorn.Config(app, host=HOST, port=component.port, lifespan="on", **options)
         self.server = _Server(config)
         self.component = component
         self.log_file = log_file

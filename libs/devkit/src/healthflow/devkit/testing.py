@@ -255,8 +255,8 @@ E2E_ADMIN_PASSWORD = "E2e-admin-passphrase-correct-horse-7"  # noqa: S105 - test
 E2E_STRIPE_WEBHOOK_SECRET = "whsec_e2e_localstripe"  # noqa: S105 - signs localstripe's webhooks
 
 # End-to-end runs log in many users from 127.0.0.1: the edge's login budgets (and its
-# per-address caps) are raised (their enforcement is tested in the gateway's own suite), and Argon2 is
-# cheap (its parameters are tested in the auth service's suite).
+# per-address caps) are raised (their enforcement is tested in the gateway's own
+# suite), and Argon2 is cheap (its parameters are tested in the auth service's suite).
 E2E_ENV = {
     "GATEWAY_POLICY_OVERRIDES": json.dumps({
         "token": {"ip_limit": "100000/minute"},
