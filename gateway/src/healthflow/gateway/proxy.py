@@ -75,9 +75,7 @@ from healthflow.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-UPSTREAM_KEEPALIVE_SECONDS = SERVER_KEEP_ALIVE_SECONDS / 3
-"""How long an idle pooled connection to an upstream is kept (seconds): well inside the
-services' own keep-alive, so the service never closes one as the gateway sends on it."""
+UPSTREAM_KEEPALIVE_SECONDS = SERVER_KEEP_ALIVE_SECONDS / 3  # idle pooled s: we close first
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 HOP_BY_HOP = frozenset({
