@@ -10,7 +10,8 @@ client gave one, chunked otherwise). Either way the whole body must arrive withi
 ``body_timeout`` seconds of the request (slowloris), else 408 problem+json. The
 response body is relayed chunk by chunk as it arrives (raw bytes:
 ``Content-Encoding`` passes through untouched). Each upstream has its own
-connection pool (``max_connections`` each).
+connection pool (``max_connections`` each), whose idle connections expire well
+before the services' keep-alive (:data:`UPSTREAM_KEEPALIVE_SECONDS`).
 
 Headers (RFC 9110 § 7.6.1; RFC 7239's de-facto ``X-Forwarded-*`` siblings):
 
@@ -19,19 +20,17 @@ Headers (RFC 9110 § 7.6.1; RFC 7239's de-facto ``X-Forwarded-*`` siblings):
   ``X-HealthFlow-Identity``) are dropped; the verified ``X-User-Id`` and
   ``X-User-Roles`` (comma-separated) are added; ``Authorization`` is forwarded
   as received so the service verifies the token itself;
-* ``X-Request-ID`` is the request's id (the client's when acceptable, else a
-  new UUID) and is echoed to the client; the client's ``traceparent`` and
-  ``tracestate`` are dropped and OpenTelemetry's httpx instrumentation writes the
-  gateway's client span's instead (same trace id as the client's: the gateway's
-  server span continued it);
+* ``X-Request-ID`` is the request's id (the client's when acceptable, else a new
+  UUID), echoed to the client; the client's ``traceparent``/``tracestate`` give way
+  to the gateway's client span's (OpenTelemetry's httpx instrumentation; same trace);
 * ``X-Forwarded-For`` gets the client address, ``X-Forwarded-Proto`` and
   ``X-Forwarded-Host`` what the client used.
 
 Failures become problem+json (RFC 9457): upstream unreachable or its circuit
 open → 503 with ``Retry-After``; silent longer than the route's timeout → 504;
 a broken response → 502; a body over the route's limit → 413; a body not
-complete within ``body_timeout`` → 408. Idempotent
-methods (RFC 9110 § 9.2.2: GET, HEAD, OPTIONS, PUT, DELETE) are retried on
+complete within ``body_timeout`` → 408. Idempotent methods (RFC 9110 § 9.2.2:
+GET, HEAD, OPTIONS, PUT, DELETE) are retried on
 connection failures and 503 answers with jittered exponential back-off, as long
 as no byte of the request body has been sent.
 """
@@ -75,7 +74,7 @@ from healthflow.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-UPSTREAM_KEEPALIVE_SECONDS = SERVER_KEEP_ALIVE_SECONDS / 3  # idle pooled s: we close first
+UPSTREAM_KEEPALIVE_SECONDS = SERVER_KEEP_ALIVE_SECONDS / 3
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 HOP_BY_HOP = frozenset({
