@@ -148,3 +148,37 @@ async def test_a_patient_has_one_open_emergency_at_a_time(emg: Emergencies) -> N
     assert (await emg.raise_("pat-many")).status_code == 201
     for _ in range(2):
         assert (await emg.raise_("disp-1", "dispatcher")).status_code == 201
+
+
+async def test_dispatchers_reprioritise_with_a_reason_published_for_the_audit_log(
+        emg: Emergencies) -> None:
+    eid = (await emg.raise_()).json()["id"]
+    url = f"/api/v1/emergencies/{eid}/priority"
+    dispatcher = emg.as_("disp-1", "dispatcher")
+    problem(await emg.client.put(url, json={"priority": "P1", "reason": "caller_update"},
+                                 headers=emg.as_("pat-1", "patient")), 403)
+    problem(await emg.client.put(url, json={"priority": "P0", "reason": "caller_update"},
+                                 headers=dispatcher), 422)
+    problem(await emg.client.put(url, json={"priority": "P1", "reason": "he is worse"},
+                                 headers=dispatcher), 422)
+    problem(await emg.client.put("/api/v1/emergencies/nope/priority", headers=dispatcher,
+                                 json={"priority": "P1", "reason": "caller_update"}), 404)
+    before = (await emg.client.get(f"/api/v1/emergencies/{eid}", headers=dispatcher)).json()
+    problem(await emg.client.put(url, headers=dispatcher, json={
+        "priority": before["priority"], "reason": "caller_update"}), 409, "cannot-reprioritise")
+    done = await emg.client.put(url, json={"priority": "P1", "reason": "caller_update"},
+                                headers=dispatcher)
+    assert done.status_code == 200, done.text
+    [change] = done.json()["priority_changes"]
+    assert done.json()["priority"] == "P1" and change["by"] == "disp-1"
+    assert change["previous_priority"] == before["priority"] != "P1"
+    [event] = await emg.outbox("emergency.reprioritised")
+    assert event["data"]["reason"] == "caller_update" and event["data"]["priority"] == "P1"
+    assert event["data"]["reprioritised_by"] == "disp-1"
+    board = (await emg.client.get("/api/v1/emergencies", headers=dispatcher)).json()
+    assert [e["priority"] for e in board if e["id"] == eid] == ["P1"]
+    await emg.client.post(f"/api/v1/emergencies/{eid}/status", headers=dispatcher,
+                          json={"status": "cancelled", "reason": "false alarm"})
+    problem(await emg.client.put(url, json={"priority": "P2", "reason": "caller_update"},
+                                 headers=dispatcher), 409, "cannot-reprioritise")
+    assert len(await emg.outbox("emergency.reprioritised")) == 1

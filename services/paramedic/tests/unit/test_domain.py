@@ -9,6 +9,7 @@ import pytest
 from healthflow.common.problems import UnprocessableContent
 from healthflow.paramedic.domain import (
     DutyStatus,
+    EtaThrottle,
     StalePosition,
     UnitBusy,
     assignable,
@@ -72,3 +73,16 @@ def test_only_later_crew_steps_or_the_end_move_a_task() -> None:
     assert not steps_forward("on_scene", "on_scene") and not steps_forward("closed", "on_scene")
     assert not steps_forward("en_route", "raised")  # the system's, not the crew's
     assert not steps_forward("cancelled", "closed")
+
+
+def test_an_eta_is_published_on_a_large_enough_change_or_after_the_interval() -> None:
+    throttle = EtaThrottle(change_s=30, change_ratio=0.2, interval_s=30)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    last = {"travel_s": 600.0, "reported_at": at}
+    assert throttle.due(None, 600, at)
+    assert not throttle.due(last, 500, at + timedelta(seconds=10))  # 100 s < 20 % of 600
+    assert throttle.due(last, 479, at + timedelta(seconds=10))
+    assert not throttle.due(last, 610, at + timedelta(seconds=29))
+    assert throttle.due(last, 600, at + timedelta(seconds=30))
+    assert throttle.due({"travel_s": 60.0, "reported_at": at}, 29, at + timedelta(seconds=1))
+    assert not throttle.due(last, 100, at)  # not newer than the last published

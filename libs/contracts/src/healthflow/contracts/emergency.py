@@ -91,3 +91,18 @@ class EmergencyDestinationChosen(EventPayload):
     unit_id: str | None
     receiving_staff: list[str]
     chosen_at: datetime
+
+
+@event_type("emergency.reprioritised", version=1, publisher=PUBLISHER)
+class EmergencyReprioritised(EventPayload):
+    """A dispatcher (``reprioritised_by``, a user id) changed the emergency's priority
+    from ``previous_priority`` to ``priority`` (``P1`` … ``P4``) at ``reprioritised_at``,
+    for ``reason``: a code (``caller_update``, ``crew_assessment``,
+    ``dispatcher_assessment``, ``triage_correction``), never free text."""
+
+    emergency_id: str
+    priority: str
+    previous_priority: str
+    reason: str
+    reprioritised_by: str
+    reprioritised_at: datetime

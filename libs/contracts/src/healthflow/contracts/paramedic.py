@@ -58,8 +58,10 @@ class EtaUpdated(TaskEvent):
     """The unit that accepted the task reported a position taken at ``reported_at``
     while on its way (the emergency ``assigned`` or ``en_route``): it is ``distance_m``
     metres (great circle) and ``travel_s`` seconds from the incident, by road when
-    ``by_road`` (else the straight-line estimate). One per accepted position report;
-    the position itself is not published. ``call_sign`` as in ``task_offered``."""
+    ``by_road`` (else the straight-line estimate). Throttled: the first report after
+    accepting, then only on a large enough change or after an interval (paramedic
+    settings ``eta_*``); the position itself is not published. ``call_sign`` as in
+    ``task_offered``."""
 
     call_sign: str
     distance_m: float

@@ -13,7 +13,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.emergency import service, store
-from healthflow.emergency.schemas import EmergencyOut, RaiseIn, StatusIn
+from healthflow.emergency.schemas import EmergencyOut, PriorityIn, RaiseIn, StatusIn
 from healthflow.emergency.settings import Settings
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
@@ -130,3 +130,12 @@ async def change_status(
     status; 403 ``not-assigned`` for a paramedic cancelling."""
     return EmergencyOut.from_document(await service.change_status(
         runtime, principal, emergency_id, body.status, body.reason))
+
+
+@router.put("/{emergency_id}/priority", summary="Re-prioritise (P1 … P4) with a reason")
+async def reprioritise(runtime: Runtime, emergency_id: EmergencyId, body: PriorityIn,
+                      principal: Principal = require(P.EMERGENCIES_DISPATCH)) -> EmergencyOut:
+    """Dispatchers only. 409 ``cannot-reprioritise`` when closed, cancelled or already at
+    that priority; 422 for an unknown priority or reason code."""
+    return EmergencyOut.from_document(await service.reprioritise(
+        runtime, principal, emergency_id, body.priority, body.reason))

@@ -45,6 +45,21 @@ class Priority(StrEnum):
     P4 = "P4"  # non-urgent
 
 
+class ReprioritiseReason(StrEnum):
+    """Why a dispatcher changes an emergency's priority (published, so a code)."""
+
+    CALLER_UPDATE = "caller_update"  # the caller called back: worse, or better
+    CREW_ASSESSMENT = "crew_assessment"  # the crew on scene found it different
+    DISPATCHER_ASSESSMENT = "dispatcher_assessment"  # the dispatcher's own judgement
+    TRIAGE_CORRECTION = "triage_correction"  # the triage answers were wrong
+
+
+class CannotReprioritise(Conflict):
+    """The emergency is closed or cancelled, or already has that priority."""
+
+    title, slug = "Cannot Reprioritise", "cannot-reprioritise"
+
+
 class EmergencyNotFound(NotFound):
     title, slug = "Emergency Not Found", "emergency-not-found"
 

@@ -7,8 +7,9 @@ from healthflow.contracts.emergency import (
     EmergencyAssigned,
     EmergencyDestinationChosen,
     EmergencyRaised,
+    EmergencyReprioritised,
     EmergencyStatusChanged,
 )
 
 __all__ = ["EmergencyAssigned", "EmergencyDestinationChosen", "EmergencyRaised",
-           "EmergencyStatusChanged"]
+           "EmergencyReprioritised", "EmergencyStatusChanged"]

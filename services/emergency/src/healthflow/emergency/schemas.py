@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthflow.common.mongo import Document
-from healthflow.emergency.domain import Priority, Status, Triage
+from healthflow.emergency.domain import Priority, ReprioritiseReason, Status, Triage
 
 
 class PositionIn(BaseModel):
@@ -104,6 +104,25 @@ class ResponderOut(BaseModel):
                    arrive_at=eta["computed_at"] + timedelta(seconds=eta["travel_s"]))
 
 
+class PriorityIn(BaseModel):
+    """``PUT /api/v1/emergencies/{id}/priority``: the new priority and why (a code)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: Priority
+    reason: ReprioritiseReason
+
+
+class PriorityChangeOut(BaseModel):
+    """One re-prioritisation: ``by`` is the dispatcher's user id."""
+
+    priority: Priority
+    previous_priority: Priority
+    reason: ReprioritiseReason
+    at: datetime
+    by: str
+
+
 class StepOut(BaseModel):
     status: Status
     at: datetime
@@ -140,6 +159,7 @@ class EmergencyOut(BaseModel):
     cancel_reason: str | None
     destination: DestinationOut | None = None
     timeline: list[StepOut]
+    priority_changes: list[PriorityChangeOut] = []
     created_at: datetime
     updated_at: datetime
 
@@ -147,5 +167,6 @@ class EmergencyOut(BaseModel):
     def from_document(cls, doc: Document) -> EmergencyOut:
         fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields
                                   if k not in ("id", "responder")}
+        fields["priority_changes"] = doc.get("priority_changes") or []
         return cls.model_validate({**fields, "id": doc["_id"],
                                    "responder": ResponderOut.from_document(doc)})

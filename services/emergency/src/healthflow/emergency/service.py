@@ -28,10 +28,13 @@ from healthflow.contracts.paramedic import (
 from healthflow.emergency import destination, events, store
 from healthflow.emergency.domain import (
     FINAL,
+    CannotReprioritise,
     EmergencyNotFound,
     EmergencyOpen,
     NoLocation,
     NotAssigned,
+    Priority,
+    ReprioritiseReason,
     Status,
     check_step,
     triage,
@@ -177,6 +180,41 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
         if target is Status.TRANSPORTING:
             extra = {"destination": await destination.choose(uow, doc, utcnow())}
         await _move(uow, doc, target, role, principal.subject, extra)
+        after = await store.get(uow.db, emergency_id, session=uow.session)
+        assert after is not None
+        return after
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def reprioritise(runtime: ServiceRuntime, principal: Principal, emergency_id: str,
+                       priority: Priority, reason: ReprioritiseReason) -> Document:
+    """A dispatcher sets the priority (P1 … P4) of an open emergency, for ``reason``:
+    recorded in ``priority_changes`` (timestamped, by whom) and published as
+    ``emergency.reprioritised``, hence in the audit log.
+
+    Raises:
+        EmergencyNotFound (404); CannotReprioritise (409): closed or cancelled, or
+        already that priority; Conflict (409): changed concurrently.
+    """
+    async def write(uow: UnitOfWork) -> Document:
+        doc = await store.get(uow.db, emergency_id, session=uow.session)
+        if doc is None:
+            raise EmergencyNotFound(f"no emergency {emergency_id}")
+        if doc["status"] in FINAL:
+            raise CannotReprioritise(f"the emergency is {doc['status']}")
+        if doc["priority"] == priority:
+            raise CannotReprioritise(f"the emergency already is {priority.value}")
+        now = utcnow()
+        change = {"priority": priority.value, "previous_priority": doc["priority"],
+                  "reason": reason.value, "at": now, "by": principal.subject}
+        await _set(uow, doc, {"$set": {"priority": priority.value, "updated_at": now},
+                              "$push": {"priority_changes": change}})
+        uow.publish(events.EmergencyReprioritised(
+            emergency_id=doc["_id"], priority=priority.value,
+            previous_priority=doc["priority"], reason=reason.value,
+            reprioritised_by=principal.subject, reprioritised_at=now),
+            subject=f"emergency/{doc['_id']}", patientid=doc.get("patient_id"))
         after = await store.get(uow.db, emergency_id, session=uow.session)
         assert after is not None
         return after

@@ -9,8 +9,11 @@ in this slice). Positions are WGS84 degrees (EPSG:4326), stored as GeoJSON
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from healthflow.common.problems import Conflict, NotFound, UnprocessableContent
 
@@ -181,3 +184,30 @@ def self_status_change(current: str, wanted: DutyStatus) -> None:
         raise UnprocessableContent("only off_duty and available are set by the paramedic")
     if current not in SELF_SET:
         raise UnitBusy(f"the unit is {current}; it becomes available when its task ends")
+
+
+@dataclass(frozen=True)
+class EtaThrottle:
+    """When a unit's new ETA is worth a ``paramedic.eta_updated`` (each one is kept for
+    good in the audit log): ``change_s`` seconds or ``change_ratio`` of the last
+    published travel time, whichever is larger; otherwise a refresh at most every
+    ``interval_s`` seconds of report time."""
+
+    change_s: float
+    change_ratio: float
+    interval_s: float
+
+    def due(self, last: Mapping[str, Any] | None, travel_s: float,
+            reported_at: datetime) -> bool:
+        """Whether to publish ``travel_s`` (seconds) from a report taken at
+        ``reported_at``, given the ``last`` one published for the task
+        (``{"travel_s": float, "reported_at": datetime}``; ``None``: none yet, so yes).
+        A report older than the last published one is never due."""
+        if last is None:
+            return True
+        last_s, last_at = float(last["travel_s"]), last["reported_at"]
+        if reported_at <= last_at:
+            return False
+        if abs(travel_s - last_s) >= max(self.change_s, self.change_ratio * last_s):
+            return True
+        return (reported_at - last_at).total_seconds() >= self.interval_s

@@ -30,6 +30,7 @@ from healthflow.paramedic.domain import (
     FOLLOWS_EMERGENCY,
     ON_THE_WAY,
     DutyStatus,
+    EtaThrottle,
     TaskNotFound,
     TaskNotOffered,
     TaskStatus,
@@ -63,6 +64,11 @@ class Context:
     @property
     def max_age(self) -> timedelta:
         return timedelta(seconds=self.settings.position_max_age_s)
+
+    @property
+    def eta_throttle(self) -> EtaThrottle:
+        s = self.settings
+        return EtaThrottle(s.eta_change_s, s.eta_change_ratio, s.eta_interval_s)
 
 
 # --------------------------------------------------------------------------- units
@@ -128,19 +134,22 @@ async def report_position(runtime: ServiceRuntime, ctx: Context, principal: Prin
     """Store the unit's position if newer than the stored one (reports may overtake
     each other). While the unit is on its way to an accepted task, publish its travel
     time to the incident (``paramedic.eta_updated``; by road, else the straight line,
-    :mod:`.roads`) in the same transaction. Raises UnitNotFound (404), StalePosition
-    (422)."""
+    :mod:`.roads`) in the same transaction — when it changed enough or the last one is
+    old enough (:class:`.domain.EtaThrottle`), since each one stays in the audit log.
+    Raises UnitNotFound (404), StalePosition (422)."""
     now = ctx.clock()
     check_reported_at(body.reported_at, now, max_age=ctx.max_age,
                       max_skew=timedelta(seconds=ctx.settings.position_max_skew_s))
     doc = await own_unit(runtime, principal)
-    eta = await _eta_event(runtime, ctx, doc, body)
+    task, eta = await _eta_event(runtime, ctx, doc, body)
 
     async def write(uow: UnitOfWork) -> None:
         moved = await store.move_unit(uow.db, uow.session, doc["_id"],
                                       point(body.latitude, body.longitude), body.accuracy_m,
                                       body.reported_at)
-        if moved and eta is not None:
+        if moved and eta is not None and task is not None and await store.mark_eta_published(
+                uow.db, uow.session, task["_id"], task.get("eta_published"),
+                {"travel_s": eta.travel_s, "reported_at": eta.reported_at}):
             uow.publish(eta, subject=f"emergency/{eta.emergency_id}")
 
     await runtime.transact(write, actor=principal.actor)
@@ -148,17 +157,21 @@ async def report_position(runtime: ServiceRuntime, ctx: Context, principal: Prin
 
 
 async def _eta_event(runtime: ServiceRuntime, ctx: Context, unit: Document,
-                     body: PositionIn) -> events.EtaUpdated | None:
-    """The ETA the report gives, when the unit is on its way to a task it accepted."""
+                     body: PositionIn) -> tuple[Document | None, events.EtaUpdated | None]:
+    """The unit's task and the ETA event the report gives, when the unit is on its way
+    to a task it accepted and the throttle lets this ETA through."""
     task = (await store.get_task(runtime.db, unit["task_id"]) if unit.get("task_id")
             else None)
     if (task is None or task["status"] != TaskStatus.ACCEPTED
             or task.get("emergency_status") not in ON_THE_WAY):
-        return None
+        return task, None
     lon, lat = task["location"]["coordinates"]
     [eta] = await ctx.roads.rank((lat, lon), [(unit["_id"], body.latitude, body.longitude)])
-    return events.EtaUpdated(
-        call_sign=unit["call_sign"], travel_s=round(eta.seconds, 1), by_road=eta.by_road,
+    travel_s = round(eta.seconds, 1)
+    if not ctx.eta_throttle.due(task.get("eta_published"), travel_s, body.reported_at):
+        return task, None
+    return task, events.EtaUpdated(
+        call_sign=unit["call_sign"], travel_s=travel_s, by_road=eta.by_road,
         distance_m=round(haversine_m(lat, lon, body.latitude, body.longitude), 1),
         reported_at=body.reported_at, **ids(task))
 

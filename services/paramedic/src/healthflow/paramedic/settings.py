@@ -31,6 +31,14 @@ class Settings(ServiceSettings):
     """Seconds between attempts to assign an escalated emergency again."""
     timer_interval_s: float = Field(1.0, gt=0)
     """How often (seconds) the job workers look for due timers."""
+    eta_change_s: float = Field(30.0, ge=0)
+    """A unit's ETA is published at once when it moved by this many seconds (or by
+    ``eta_change_ratio`` of the last published one, whichever is larger) …"""
+    eta_change_ratio: float = Field(0.2, ge=0)
+    """… as a fraction of the last published travel time."""
+    eta_interval_s: float = Field(30.0, gt=0)
+    """Otherwise a unit's ETA is published at most this often (seconds of report time):
+    every ``paramedic.eta_updated`` is kept for good in the audit log."""
     stream_heartbeat_s: float = Field(15.0, gt=0)
     """Seconds between ``: ping`` comments on the task stream (keeps proxies from closing it)."""
     road_graph: str = "helsinki"

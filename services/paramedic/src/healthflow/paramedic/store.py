@@ -161,6 +161,18 @@ async def move_unit(db: Db, session: Session, unit_id: str, location: Document,
     return result.matched_count == 1
 
 
+async def mark_eta_published(db: Db, session: Session, task_id: str,
+                             last: Document | None, published: Document) -> bool:
+    """Record ``published`` (``{travel_s, reported_at}``) as the task's last published
+    ETA if it still is ``last`` (``None``: none yet) and the task is accepted; False when
+    another report won the race (then this one is not published)."""
+    query: Document = {"_id": task_id, "status": "accepted"}
+    query["eta_published.reported_at"] = None if last is None else last["reported_at"]
+    result = await db[TASKS].update_one(query, {"$set": {"eta_published": published}},
+                                        session=session)
+    return result.matched_count == 1
+
+
 async def pending_again(db: Db, session: Session, emergency_id: str, task_id: str,
                         now: datetime) -> bool:
     """The emergency whose current offer ``task_id`` ended waits for a unit again
