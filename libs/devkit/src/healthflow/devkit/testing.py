@@ -237,8 +237,8 @@ E2E_ADMIN_EMAIL = "e2e.admin@example.org"
 E2E_ADMIN_PASSWORD = "E2e-admin-passphrase-correct-horse-7"  # noqa: S105 - test-only account
 
 # End-to-end runs log in many users from 127.0.0.1: the edge's login budgets (and its
-# per-address caps) are raised (their enforcement is tested in the gateway's own suite), and Argon2 is
-# cheap (its parameters are tested in the auth service's suite).
+# per-address caps) are raised (their enforcement is tested in the gateway's own suite),
+# and Argon2 is cheap (its parameters are tested in the auth service's suite).
 E2E_ENV = {
     "GATEWAY_POLICY_OVERRIDES": json.dumps({
         "token": {"ip_limit": "100000/minute"},
