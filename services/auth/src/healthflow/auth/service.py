@@ -19,7 +19,6 @@ the write and the event commit together.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Iterable
@@ -27,10 +26,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import Counter
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, events, store
+from healthflow.auth import domain, events, failures, store
 from healthflow.auth.keys import KeyRing, key_info, new_key_document
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
@@ -51,8 +49,6 @@ from healthflow.common.service import ServiceRuntime
 log = logging.getLogger(__name__)
 
 
-LOGINS_REFUSED = Counter("healthflow_auth_logins_refused_total",
-                         "Token requests refused by the failed-login throttle", ["scope"])
 
 @dataclass
 class Auth:
@@ -268,36 +264,6 @@ async def _issue_refresh(auth: Auth, uow: UnitOfWork, session_doc: Document, gen
     return token
 
 
-async def _record_failure(auth: Auth, *, user_id: str | None, reason: events.LoginFailureReason,
-                          client_ip: str | None, client_id: str,
-                          earlier_refusals: int | None = None) -> None:
-    async def apply(uow: UnitOfWork) -> None:
-        uow.publish(events.LoginFailed(user_id=user_id, reason=reason, client_ip=client_ip,
-                                       client_id=client_id, earlier_refusals=earlier_refusals),
-                    subject=user_id)
-
-    await auth.runtime.transact(apply, actor=user_id or "anonymous")
-
-
-async def _record_refusal(auth: Auth, scope: str, email_key: str, client_ip: str | None,
-                          client_id: str) -> None:
-    """Count a throttled refusal; only the first of each window per account or address
-    becomes an ``auth.login_failed`` event (carrying the previous window's count), so
-    refused traffic cannot grow the audit log without bound."""
-    LOGINS_REFUSED.labels(scope).inc()
-    keyed = email_key if scope == "account" else (client_ip or "unknown")
-    key = f"{scope}:{hashlib.sha256(keyed.encode()).hexdigest()}"
-    earlier = await store.count_refusal(auth.runtime.db, key, utcnow(),
-                                        auth.settings.login_refusals_window)
-    if earlier is None:
-        return
-    why: events.LoginFailureReason = (
-        "throttled_account" if scope == "account" else "throttled_ip")
-    known = await store.find_user_by_email(auth.runtime.db, email_key)
-    await _record_failure(auth, user_id=known["_id"] if known else None, reason=why,
-                          client_ip=client_ip, client_id=client_id, earlier_refusals=earlier)
-
-
 async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
                 client_ip: str | None) -> domain.IssuedTokens:
     """Password grant: check the client and the throttles, verify, open a session.
@@ -308,7 +274,7 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
         BadRequest: ``invalid_client``, a ``client_id`` not registered (400).
         TooManyRequests: the account's or the address's failure budget is
             spent (429 with ``Retry-After``); counted, and the first of each window
-            recorded as ``auth.login_failed`` (:func:`_record_refusal`).
+            recorded as ``auth.login_failed`` (:func:`failures.record_refusal`).
         domain.InvalidGrant: unknown email, wrong password or inactive account
             (one answer for all three); recorded as ``auth.login_failed``.
     """
@@ -319,7 +285,8 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
     email_key = domain.normalize_email(email)
     throttled = await auth.throttle.admit(email_key, client_ip)
     if throttled is not None:
-        await _record_refusal(auth, throttled.scope, email_key, client_ip, client_id)
+        await failures.record_refusal(auth.runtime, auth.settings.login_refusals_window,
+                                      throttled.scope, email_key, client_ip, client_id)
         raise TooManyRequests("too many failed logins; wait before trying again",
                               retry_after=throttled.retry_after)
     user = await store.find_user_by_email(auth.runtime.db, email_key)
@@ -333,8 +300,8 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
         reason = "account_inactive"
     if reason is not None:
         await auth.throttle.failed(client_ip)
-        await _record_failure(auth, user_id=user["_id"] if user else None, reason=reason,
-                              client_ip=client_ip, client_id=client_id)
+        await failures.record_failure(auth.runtime, user_id=user["_id"] if user else None,
+                                      reason=reason, client_ip=client_ip, client_id=client_id)
         raise domain.InvalidGrant(domain.INVALID_CREDENTIALS)
     assert user is not None
     await auth.throttle.succeeded(email_key)
