@@ -7,6 +7,7 @@
   role_changed, deactivated, activated; other user events are ignored.
 * ``patient.consent_changed`` — consent per channel (sms | email | push).
 * ``prescription.issued`` — the patient's "new prescription ready".
+* ``xray.reported`` — the patient's "your X-ray report is ready" (a doctor signed it).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -33,6 +34,7 @@ from healthflow.contracts.auth import (
 from healthflow.contracts.base import EventPayload
 from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.prescription import PrescriptionIssued
+from healthflow.contracts.xray import XrayReported
 from healthflow.notification import service
 
 UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
@@ -58,6 +60,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_prescription(event: Received[PrescriptionIssued], uow: UnitOfWork) -> None:
         await service.apply_prescription_issued(uow, event.data.model_dump(), event.id, ctx)
 
+    async def on_xray_report(event: Received[XrayReported], uow: UnitOfWork) -> None:
+        await service.apply_xray_reported(uow, event.data.model_dump(), event.id, ctx)
+
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
             await service.apply_directory(uow, kind, event.data.model_dump(), ctx)
@@ -69,6 +74,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "user.*": on_user,
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,
+        "xray.reported": on_xray_report,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

@@ -163,6 +163,14 @@ async def apply_prescription_issued(uow: UnitOfWork, raw: dict[str, Any], event_
                        source_id=event_id, trigger="prescription.issued", context={})
 
 
+async def apply_xray_reported(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                              ctx: Context) -> None:
+    """``xray.reported``: tell the patient their X-ray report is signed and ready (once
+    per event; the content names no body part or finding, the app shows the report)."""
+    await plan_message(uow, ctx, user_id=raw["patient_id"], kind=domain.XRAY_REPORT_READY,
+                       source_id=event_id, trigger="xray.reported", context={})
+
+
 # --- appointments and reminders --------------------------------------------------------
 
 
