@@ -67,6 +67,13 @@ async def test_the_chest_cr_is_processed_and_its_results_read_like_previews(
     exposure = checks["exposure"]
     assert exposure["bits_stored"] == 15 and 0 < exposure["range_used"] <= 1
     assert exposure["code"] in {"ok", "warning"}
+    lungs = checks["lung_fields"]  # lungs-finder's cascades on the windowed preview
+    assert lungs["code"] == "ok", lungs
+    boxes = {b["side"]: b for b in lungs["boxes"]}
+    # the patient's right lung is on the image's left of a PA chest, each in its half
+    assert boxes["right"]["x"] + boxes["right"]["width"] / 2 < 1841 / 2
+    assert boxes["left"]["x"] + boxes["left"]["width"] / 2 > 1841 / 2
+    assert all(b["height"] > 1955 / 3 for b in boxes.values())
 
     thumb = await http.get(one["thumbnail"], headers=tokens.headers(DOCTOR, ("doctor",)))
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"

@@ -13,6 +13,7 @@ the study's previews (:func:`results`), each read audited like a preview.
 from __future__ import annotations
 
 import asyncio
+import io
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from healthflow.common.blobs import BlobStore
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import checks, events, render, store
+from healthflow.xray import checks, events, lungs, render, store
 from healthflow.xray.domain import InstanceNotFound, StudyNotFound
 from healthflow.xray.imaging import DEFER_SIZE, DICOM
 from healthflow.xray.service import viewer
@@ -75,7 +76,8 @@ def _read_dicom(path: Path) -> tuple[np.ndarray[Any, Any], checks.Header]:
 
 
 def analyse(path: Path, content_type: str, order: Document) -> Analysis:
-    """Thumbnail and checks of the stored file at ``path`` (blocking: run in a thread).
+    """Thumbnail and checks of the stored file at ``path`` (blocking: run in a thread),
+    with lung fields (:mod:`.lungs`) on a chest image.
 
     Raises:
         PreviewFailed: the file does not render (then the job is retried, then dead).
@@ -87,7 +89,14 @@ def analyse(path: Path, content_type: str, order: Document) -> Analysis:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("L"))
         header = checks.Header(rows=pixels.shape[0], columns=pixels.shape[1])
-    return Analysis(checks.run(pixels, header, order), thumbnail)
+    found = checks.run(pixels, header, order)
+    if order["body_part"] == "CHEST":
+        with Image.open(io.BytesIO(render.preview(path, content_type))) as shown:
+            grey = np.asarray(shown.convert("L"))
+    else:
+        grey = np.zeros((1, 1), dtype=np.uint8)
+    found["lung_fields"] = lungs.lung_fields(grey, header.columns, order["body_part"])
+    return Analysis(found, thumbnail)
 
 
 async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
