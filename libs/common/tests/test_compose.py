@@ -68,11 +68,27 @@ def test_every_service_and_the_gateway_are_built_from_the_one_dockerfile(
         assert build["args"]["SERVICE"] == name
 
 
-def test_only_the_gateway_publishes_a_port(services: dict[str, dict[str, Any]]) -> None:
+LISTENING = sorted(name for name, m in SERVICES.items() if m.listeners)
+"""Services with listeners of their own besides HTTP (xray's DICOM SCP)."""
+
+
+def test_only_the_gateway_and_service_listeners_publish_ports(
+        services: dict[str, dict[str, Any]]) -> None:
     publishing = sorted(name for name, spec in services.items() if spec.get("ports"))
-    assert publishing == ["gateway"]
+    assert publishing == sorted(["gateway", *LISTENING])
     (mapping,) = services["gateway"]["ports"]
     assert str(mapping).endswith(f":{GATEWAY_PORT}")
+    assert "xray" in LISTENING
+    for name in LISTENING:
+        manifest = SERVICES[name]
+        env = services[name]["environment"]
+        assert sorted(str(p).rsplit(":", 1)[1] for p in services[name]["ports"]) == sorted(
+            str(port) for port in manifest.listeners.values())
+        for key, port in manifest.listener_env().items():
+            assert env[key] == str(port)
+        # published on loopback unless the operator names an interface
+        assert all(str(p).startswith(f"${{{name.upper()}_") and "127.0.0.1" in str(p)
+                   for p in services[name]["ports"])
 
 
 def test_services_sit_on_an_internal_network_only(compose: dict[str, Any],
@@ -83,7 +99,7 @@ def test_services_sit_on_an_internal_network_only(compose: dict[str, Any],
     for name, spec in services.items():
         joined = set(spec.get("networks", []))
         assert joined, f"{name} is on the default network"
-        if name != "gateway":
+        if name != "gateway" and name not in LISTENING:
             assert joined <= internal, f"{name} is reachable from outside: {joined}"
     assert set(services["gateway"]["networks"]) & internal
 

@@ -33,3 +33,23 @@ def test_every_service_and_the_gateway_get_a_deployment_service_and_autoscaler()
     for name, manifest in SERVICES.items():
         assert env[f"GATEWAY_UPSTREAM_{name.upper()}"] == f"http://healthflow-{name}:{manifest.port}"
     assert env["JWKS_URL"] == f"http://healthflow-auth:{SERVICES['auth'].port}/.well-known/jwks.json"
+
+
+def test_service_listeners_are_container_and_service_ports() -> None:
+    """xray's DICOM SCP: a named container port, its ``XRAY_DICOM_PORT`` and a port of the
+    ``healthflow-xray`` Service, so in-cluster modalities and routers reach it."""
+    documents = list(yaml.safe_load_all((K8S / "healthflow.yaml").read_text()))
+    listening = {n: m for n, m in SERVICES.items() if m.listeners}
+    assert "xray" in listening
+    for name, manifest in listening.items():
+        deployment, service = (next(d for d in documents if d["kind"] == kind
+                                    and d["metadata"]["name"] == f"healthflow-{name}")
+                               for kind in ("Deployment", "Service"))
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        env = {e["name"]: e["value"] for e in container["env"]}
+        served = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+        for listener, port in manifest.listeners.items():
+            assert ports[listener] == port and served[listener] == (port, listener)
+        for key, port in manifest.listener_env().items():
+            assert env[key] == str(port)

@@ -99,7 +99,8 @@ class XrayAccessed(EventPayload):
     the audit log), as ``record.accessed`` does for the record.
 
     ``scope`` is ``worklist`` (the patient's orders were listed), ``order``,
-    ``studies`` (a listing), ``study``, ``preview``, ``file``, ``report``, ``dicomweb``;
+    ``studies`` (a listing), ``study``, ``preview``, ``file``, ``report``, ``dicomweb``,
+    ``results`` and ``thumbnail`` (the automated results);
     ``accessor_role`` is ``treating_doctor`` or ``staff`` (work-list roles);
     ``accessor_roles`` the accessor's platform roles, sorted.
     """
@@ -110,3 +111,28 @@ class XrayAccessed(EventPayload):
     scope: str
     study_id: str | None = None
     accessor_roles: list[str] = []
+
+
+@event_type("xray.processed", version=1, publisher=PUBLISHER)
+class XrayProcessed(EventPayload):
+    """The processing worker checked a stored image (machine-generated suggestions, not a
+    diagnosis); the measurements stay in the service
+    (``GET /api/v1/imaging/studies/{id}/results``).
+
+    Each check's code is ``ok``, ``warning`` or ``not-assessed``: ``exposure`` (histogram
+    clipping and use of the detector's range), ``view`` (View Position (0018,5101) against
+    the order), ``body_part`` (Body Part Examined (0018,0015) against the order),
+    ``laterality`` (Laterality (0020,0060) / Image Laterality (0020,0062) present on a
+    paired body part), ``resolution`` (matrix and pixel spacing).
+    """
+
+    study_id: str
+    instance_id: str
+    order_id: str
+    patient_id: str
+    exposure: str
+    view: str
+    body_part: str
+    laterality: str
+    resolution: str
+    processed_at: datetime

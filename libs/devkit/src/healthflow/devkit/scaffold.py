@@ -59,9 +59,26 @@ def render_service(root: Path, name: str, port: int, summary: str) -> list[Path]
     return written
 
 
+def _listeners(m: ServiceManifest) -> list[str]:
+    """A service's own listeners (its manifest's ``listeners``, e.g. xray's DICOM SCP):
+    the port in its environment, published as ``${<NAME>_<LISTENER>_PUBLISH:-127.0.0.1:
+    <port>}:<port>`` (loopback unless the operator names an interface: modalities on the
+    hospital network reach it there, not through the HTTP gateway), and the ``edge``
+    network besides ``backend``, since an internal network publishes nothing."""
+    if not m.listeners:
+        return []
+    env = m.listener_env()
+    lines = [f'      {key}: "{port}"' for key, port in env.items()]
+    lines += ["    ports:"]
+    lines += [f'      - "${{{key.removesuffix("_PORT")}_PUBLISH:-127.0.0.1:{port}}}:{port}"'
+              for key, port in env.items()]
+    return [*lines, "    networks: [backend, edge]"]
+
+
 def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str:
-    """The generated part of ``docker-compose.yml``: one container per service and the
-    gateway with its upstreams and health dependencies (YAML, two-space indented)."""
+    """The generated part of ``docker-compose.yml``: one container per service (with
+    its listener ports published, :func:`_listeners`) and the gateway with its
+    upstreams and health dependencies (YAML, two-space indented)."""
     manifests = list(manifests)
     lines = [BEGIN]
     for m in manifests:
@@ -70,7 +87,7 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
                   f"args: {{SERVICE: {m.name}}}}}",
                   f"    image: healthflow/{m.name}:${{HEALTHFLOW_TAG:-dev}}",
                   "    environment:", "      <<: *app-env",
-                  f'      {m.env_prefix}PORT: "{m.port}"', ""]
+                  f'      {m.env_prefix}PORT: "{m.port}"', *_listeners(m), ""]
     lines += ["  gateway:", "    <<: *app",
               "    build: {context: ., dockerfile: deploy/Dockerfile, args: {SERVICE: gateway}}",
               "    image: healthflow/gateway:${HEALTHFLOW_TAG:-dev}",

@@ -123,6 +123,9 @@ WELCOME = MessageKind("welcome", channels=(Channel.EMAIL, Channel.IN_APP))
 PRESCRIPTION_ISSUED = MessageKind("prescription_issued")
 """``prescription.issued``: the patient's "new prescription ready" (no medication named:
 the message only points to the app, where the patient signs in to read it)."""
+XRAY_REPORT_READY = MessageKind("xray_report_ready")
+"""``xray.reported``: the patient's "your X-ray report is ready" (no body part, finding or
+doctor named: the message only points to the app, where the patient signs in to read it)."""
 
 EMERGENCY_INBOUND = MessageKind("emergency_inbound",
                                 channels=(Channel.PUSH, Channel.SMS, Channel.IN_APP),

@@ -13,6 +13,7 @@
   was not open (the fallback for the push).
 * ``payment.refunded`` — the patient is told how much went back (amount in minor units
   and the ISO 4217 currency, formatted per locale in the template).
+* ``xray.reported`` — the patient's "your X-ray report is ready" (a doctor signed it).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -42,6 +43,7 @@ from healthflow.contracts.paramedic import TaskOffered
 from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
+from healthflow.contracts.xray import XrayReported
 from healthflow.notification import service
 
 UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
@@ -73,8 +75,12 @@ def make_handlers(ctx: service.Context) -> Handlers:
 
     async def on_task_offered(event: Received[TaskOffered], uow: UnitOfWork) -> None:
         await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx)
+
     async def on_refund(event: Received[PaymentRefunded], uow: UnitOfWork) -> None:
         await service.apply_payment_refunded(uow, event.data.model_dump(), event.id, ctx)
+
+    async def on_xray_report(event: Received[XrayReported], uow: UnitOfWork) -> None:
+        await service.apply_xray_reported(uow, event.data.model_dump(), event.id, ctx)
 
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
@@ -90,6 +96,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "emergency.destination_chosen": on_inbound,
         "paramedic.task_offered": on_task_offered,
         "payment.refunded": on_refund,
+        "xray.reported": on_xray_report,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

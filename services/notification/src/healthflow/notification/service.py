@@ -190,6 +190,8 @@ async def apply_task_offered(uow: UnitOfWork, raw: dict[str, Any], event_id: str
                        source_id=event_id, trigger="paramedic.task_offered",
                        context={"call_sign": raw.get("call_sign") or raw["unit_id"]},
                        expires_at=raw["expires_at"])
+
+
 async def apply_payment_refunded(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
                                  ctx: Context) -> None:
     """``payment.refunded``: tell the patient what went back (integer minor units and the
@@ -200,6 +202,14 @@ async def apply_payment_refunded(uow: UnitOfWork, raw: dict[str, Any], event_id:
                                 "currency": raw["currency"],
                                 "full": raw["refund_amount"] >= raw["amount"]},
                        appointment_id=raw["appointment_id"])
+
+
+async def apply_xray_reported(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                              ctx: Context) -> None:
+    """``xray.reported``: tell the patient their X-ray report is signed and ready (once
+    per event; the content names no body part or finding, the app shows the report)."""
+    await plan_message(uow, ctx, user_id=raw["patient_id"], kind=domain.XRAY_REPORT_READY,
+                       source_id=event_id, trigger="xray.reported", context={})
 
 
 # --- appointments and reminders --------------------------------------------------------

@@ -5,8 +5,8 @@
 * ``/api/v1/imaging/studies`` — upload an image of an order (the raw file as the
   body, its type as ``Content-Type``: ``application/dicom``, ``image/png``,
   ``image/jpeg``); a patient's studies; one study; an image's PNG preview, its file
-  (streamed through the gateway) and a link to it; its report (``DiagnosticReport``:
-  draft, sign, read).
+  (streamed through the gateway) and a link to it; the automated results and
+  thumbnails (:mod:`.processing`); its report (``DiagnosticReport``: draft, sign, read).
 
 Who sees a patient's images is decided in :mod:`.service` (``viewer``).
 """
@@ -24,9 +24,17 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import dicomweb, reports, service, stow, studies
+from healthflow.xray import dicomweb, processing, reports, service, stow, studies
 from healthflow.xray.domain import OrderStatus
-from healthflow.xray.schemas import LinkOut, OrderIn, OrderOut, ReportIn, ReportOut, StudyOut
+from healthflow.xray.schemas import (
+    LinkOut,
+    OrderIn,
+    OrderOut,
+    ReportIn,
+    ReportOut,
+    ResultsOut,
+    StudyOut,
+)
 
 
 def get_blobs(request: Request) -> BlobStore:
@@ -124,6 +132,23 @@ async def read_study(runtime: Runtime, study_id: Id,
 async def preview(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
                   principal: Principal = require_any(*VIEWERS)) -> Response:
     png = await studies.preview(runtime, blobs, principal, study_id, instance_id)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/results",
+                    summary="Automated results (machine-generated suggestions, not a diagnosis)")
+async def results(runtime: Runtime, study_id: Id,
+                  principal: Principal = require_any(*VIEWERS)) -> ResultsOut:
+    docs = await processing.results(runtime, principal, study_id)
+    return ResultsOut.from_documents(study_id, docs, studies_router.prefix)
+
+
+@studies_router.get("/{study_id}/instances/{instance_id}/thumbnail",
+                    summary="A PNG thumbnail of a processed image", response_class=Response,
+                    responses={200: {"content": {"image/png": {}}}})
+async def thumbnail(runtime: Runtime, study_id: Id, instance_id: Id,
+                    principal: Principal = require_any(*VIEWERS)) -> Response:
+    png = await processing.thumbnail(runtime, principal, study_id, instance_id)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 

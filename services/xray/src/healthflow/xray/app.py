@@ -1,17 +1,20 @@
 """The xray service's composition root: the runtime, the blob store (started and closed
-with it) and its orphan sweeper, the DICOM storage SCP, the routes."""
+with it) and its orphan sweeper, the processing worker (:mod:`.processing`), the DICOM
+storage SCP, the routes."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 from healthflow.common.blobs import XRAY, BlobStore
+from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
+from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
-from healthflow.xray import api, handlers, store
+from healthflow.xray import api, handlers, processing, store
 from healthflow.xray.dicom_scp import StorageScp
 from healthflow.xray.settings import Settings
 
@@ -29,6 +32,13 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                           older_than=settings.sweep_older_than, prefix=f"{XRAY.name}/")
 
     runtime.add_worker(Loop("blob-sweeper", sweep, interval=settings.sweep_interval))
+
+    async def process(uow: UnitOfWork, job: Job) -> None:
+        await processing.process(uow, blobs, job)
+
+    runtime.add_worker(JobWorker(runtime, processing.QUEUE, process, lease=120.0,
+                                 concurrency=settings.processing_concurrency,
+                                 interval=settings.processing_interval).loop())
     scp = StorageScp(runtime, blobs, settings)
     runtime.add_worker(scp)
     app = create_service_app(runtime, routers=api.routers, title="HealthFlow xray",

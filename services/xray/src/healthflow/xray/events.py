@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from healthflow.contracts.xray import (
     XrayAccessed,
+    XrayProcessed,
     XrayReported,
     XrayRequested,
     XrayRevoked,
     XrayUploaded,
 )
 
-__all__ = ["XrayAccessed", "XrayReported", "XrayRequested", "XrayRevoked", "XrayUploaded"]
+__all__ = ["XrayAccessed", "XrayProcessed", "XrayReported", "XrayRequested", "XrayRevoked",
+           "XrayUploaded"]

@@ -29,6 +29,7 @@ from healthflow.xray.imaging import DEFER_SIZE, DICOM, stored_window
 
 log = logging.getLogger(__name__)
 MAX_SIDE = 1024
+THUMBNAIL_SIDE = 256
 Array = npt.NDArray[np.float64]
 
 
@@ -59,16 +60,17 @@ def full_range(values: Array) -> tuple[float, float]:
     return low + width / 2, width
 
 
-def _png(grey: npt.NDArray[np.uint8]) -> bytes:
+def _png(grey: npt.NDArray[np.uint8], side: int = MAX_SIDE) -> bytes:
     image = Image.fromarray(grey)
-    image.thumbnail((MAX_SIDE, MAX_SIDE))
+    image.thumbnail((side, side))
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
 
 
-def dicom_preview(path: Path) -> bytes:
-    """The first frame of the DICOM file at ``path``, windowed, as PNG bytes."""
+def dicom_preview(path: Path, side: int = MAX_SIDE) -> bytes:
+    """The first frame of the DICOM file at ``path``, windowed, as PNG bytes at most
+    ``side`` pixels on its long side."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = dcmread(path, defer_size=DEFER_SIZE)
@@ -76,25 +78,26 @@ def dicom_preview(path: Path) -> bytes:
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[0]
     if pixels.ndim == 3:  # colour: shown as it is, in grey
-        return _png(np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L")))
+        return _png(np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L")), side)
     # Keep about twice the preview's resolution before going to float64 (8 bytes a
     # pixel, several temporaries): a 60 M-pixel image would otherwise take gigabytes.
-    step = max(1, -(-max(pixels.shape) // (2 * MAX_SIDE)))
+    step = max(1, -(-max(pixels.shape) // (2 * side)))
     pixels = pixels[::step, ::step]
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
     center, width = stored_window(ds) or full_range(values)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
-    return _png(window(values, center, width, invert=invert))
+    return _png(window(values, center, width, invert=invert), side)
 
 
-def photo_preview(path: Path) -> bytes:
+def photo_preview(path: Path, side: int = MAX_SIDE) -> bytes:
     """A photograph of a film, in grey, as PNG bytes."""
     with Image.open(path) as image:
-        return _png(np.asarray(image.convert("L")))
+        return _png(np.asarray(image.convert("L")), side)
 
 
-def preview(path: Path, content_type: str) -> bytes:
-    """The PNG preview of the stored file at ``path`` of ``content_type``.
+def preview(path: Path, content_type: str, side: int = MAX_SIDE) -> bytes:
+    """The PNG preview of the stored file at ``path`` of ``content_type``, at most ``side``
+    pixels on its long side (:data:`THUMBNAIL_SIDE` for a thumbnail).
 
     Raises:
         PreviewFailed (500): the file does not render; logged with the exception's type
@@ -102,7 +105,7 @@ def preview(path: Path, content_type: str) -> bytes:
     """
     draw = dicom_preview if content_type == DICOM else photo_preview
     try:
-        return draw(path)
+        return draw(path, side)
     except Exception as exc:  # a stored file passed every check; anything here is a bug
         log.error("preview failed", extra={"error": type(exc).__name__})
         raise PreviewFailed("the image could not be rendered; it has been logged") from None

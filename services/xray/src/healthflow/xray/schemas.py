@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from healthflow.common.mongo import Document
+from healthflow.xray.checks import LABEL
 from healthflow.xray.domain import (
     BodyPart,
     OrderRequest,
@@ -175,3 +176,39 @@ class ReportOut(BaseModel):
     @classmethod
     def from_document(cls, doc: Document) -> ReportOut:
         return cls.model_validate({**doc, "id": doc["_id"]})
+
+
+class CheckOut(BaseModel):
+    """One automated check: ``code`` ok | warning | not-assessed and the measurements it
+    judged by (:mod:`healthflow.xray.checks`: fractions 0–1, millimetres, pixels)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str
+
+
+class InstanceResultsOut(BaseModel):
+    """The processing worker's results for one image; ``label`` says they are
+    machine-generated suggestions, not a diagnosis; ``thumbnail`` the PNG's path."""
+
+    instance_id: str
+    label: str
+    checks: dict[str, CheckOut]
+    thumbnail: str
+    processed_at: datetime
+
+
+class ResultsOut(BaseModel):
+    """``GET /api/v1/imaging/studies/{id}/results``: the images processed so far
+    (an image stored moments ago may not be listed yet)."""
+
+    study_id: str
+    label: str
+    instances: list[InstanceResultsOut]
+
+    @classmethod
+    def from_documents(cls, study_id: str, docs: list[Document], base: str) -> ResultsOut:
+        return cls(study_id=study_id, label=LABEL, instances=[InstanceResultsOut(
+            instance_id=d["_id"], label=d["label"], checks=d["checks"],
+            thumbnail=f"{base}/{study_id}/instances/{d['_id']}/thumbnail",
+            processed_at=d["processed_at"]) for d in docs])

@@ -34,3 +34,7 @@ class Settings(ServiceSettings):
     dicom_ae_title: str = Field(default="HEALTHFLOW", min_length=1, max_length=16)
     dicom_calling_ae_titles: list[str] = Field(default_factory=list)
     dicom_max_associations: int = Field(default=4, ge=1)
+    # The processing worker (:mod:`healthflow.xray.processing`): images analysed at once
+    # (each decodes a full image in a thread) and seconds between looks at its queue.
+    processing_concurrency: int = Field(default=2, ge=1)
+    processing_interval: float = Field(default=1.0, gt=0)

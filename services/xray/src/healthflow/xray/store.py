@@ -22,6 +22,11 @@ Collections (database ``healthflow_xray``), times aware UTC::
                  patient_id, appointments: [ids booked], cancelled: [ids cancelled],
                  encounters: [ids conducted]}; care exists while an appointment is booked
                  and not cancelled, or an encounter was conducted
+    results     the processing worker's output, one per instance: {_id: instance id,
+                 study_id, patient_id, order_id, label ("machine-generated suggestion, not
+                 a diagnosis"), checks {exposure, view, body_part, laterality, resolution:
+                 {code, ...}} (:mod:`.checks`), thumbnail (PNG bytes, ≤ 256 px), processed_at}
+    jobs        the processing queue (:mod:`healthflow.common.jobs`)
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any, cast
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
+from healthflow.common import jobs
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
 from healthflow.common.pagination import keyset_page
@@ -42,6 +48,7 @@ INSTANCES = "instances"
 ENCOUNTERS = "encounters"
 CARE = "care"
 REPORTS = "reports"
+RESULTS = "results"
 MAX_LISTED = 1000
 """Most rows one listing returns; paging comes later."""
 
@@ -62,6 +69,8 @@ INDEXES: Indexes = {
         IndexModel([("blob.key", ASCENDING)], name="blob"),
     ],
     REPORTS: [IndexModel([("study_id", ASCENDING)], name="study", unique=True)],
+    RESULTS: [IndexModel([("study_id", ASCENDING)], name="study")],
+    **jobs.INDEXES,
 }
 
 Db = AsyncDatabase[Document]
@@ -235,3 +244,29 @@ async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
         return False
     booked = set(doc.get("appointments", [])) - set(doc.get("cancelled", []))
     return bool(booked or doc.get("encounters"))
+
+
+# ----------------------------------------------------------------------------- results
+
+
+async def get_instance_by_id(uow: UnitOfWork, instance_id: str) -> Document | None:
+    return await uow.db[INSTANCES].find_one({"_id": instance_id}, session=uow.session)
+
+
+async def put_result(uow: UnitOfWork, doc: Document) -> None:
+    """Store (or replace: a job run again) the results of one instance."""
+    await uow.db[RESULTS].replace_one({"_id": doc["_id"]}, doc, upsert=True,
+                                      session=uow.session)
+
+
+async def results_of_study(uow: UnitOfWork, study_id: str) -> list[Document]:
+    """The study's results, without thumbnails, by instance id."""
+    cursor = uow.db[RESULTS].find({"study_id": study_id}, {"thumbnail": 0},
+                                  session=uow.session).sort("_id", ASCENDING)
+    return [doc async for doc in cursor]
+
+
+async def thumbnail_of(uow: UnitOfWork, study_id: str, instance_id: str) -> bytes | None:
+    doc = await uow.db[RESULTS].find_one({"_id": instance_id, "study_id": study_id},
+                                         {"thumbnail": 1}, session=uow.session)
+    return bytes(doc["thumbnail"]) if doc and doc.get("thumbnail") else None

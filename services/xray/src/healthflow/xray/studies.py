@@ -28,7 +28,7 @@ from healthflow.common.blobs import XRAY, BlobStore, BlobTypeRefused, StoredBlob
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import events, imaging, render, store
+from healthflow.xray import events, imaging, processing, render, store
 from healthflow.xray.domain import (
     InstanceNotFound,
     InvalidImage,
@@ -175,6 +175,7 @@ async def _store(uow: UnitOfWork, uploaded_by: str, order_id: str, blob: StoredB
         await store.insert_instance(uow, instance)
     except DuplicateKeyError:  # stored since the look above (a concurrent upload): whose
         raise UidNotAccepted from None  # is not known here, so nothing is confirmed
+    await processing.enqueue(uow, instance["_id"])
     uow.publish(events.XrayUploaded(
         study_id=study["_id"], instance_id=instance["_id"], order_id=order_id,
         encounter_id=order["encounter_id"], patient_id=order["patient_id"],

@@ -1,0 +1,165 @@
+"""The processing worker: after an image is stored (upload, C-STORE, STOW-RS), a job on
+the service's queue (:mod:`healthflow.common.jobs`, queue :data:`QUEUE`, enqueued in the
+storing transaction with the instance id as its key) renders a thumbnail, runs the
+automated checks (:mod:`.checks`), stores the results labelled
+"machine-generated suggestion, not a diagnosis" and publishes ``xray.processed``
+(codes only) — all in the job's own transaction, so a job that dies commits nothing
+and is run again.
+
+Results are read at ``GET /api/v1/imaging/studies/{id}/results`` by whoever may view
+the study's previews (:func:`results`), each read audited like a preview.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+
+from healthflow.common import jobs
+from healthflow.common.auth import Principal
+from healthflow.common.blobs import BlobStore
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.xray import checks, events, lungs, render, store
+from healthflow.xray.domain import InstanceNotFound, StudyNotFound
+from healthflow.xray.imaging import DEFER_SIZE, DICOM
+from healthflow.xray.service import viewer
+
+QUEUE = "xray-process"
+
+
+async def enqueue(uow: UnitOfWork, instance_id: str) -> None:
+    """Queue the processing of a stored instance, in the storing transaction."""
+    await jobs.enqueue(uow.db, QUEUE, {"instance_id": instance_id},
+                       key=f"process:{instance_id}", session=uow.session)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    checks: dict[str, Any]
+    thumbnail: bytes
+
+
+def _spacing(ds: Any) -> tuple[float, float] | None:
+    value = ds.get("ImagerPixelSpacing") or ds.get("PixelSpacing")
+    try:
+        return (float(value[0]), float(value[1])) if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray[Any, Any], checks.Header]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = dcmread(path, defer_size=DEFER_SIZE)
+        pixels = ds.pixel_array
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    side = ds.get("ImageLaterality") or ds.get("Laterality")
+    header = checks.Header(
+        rows=int(ds.Rows), columns=int(ds.Columns),
+        bits_stored=int(ds.get("BitsStored") or 0) or None if pixels.ndim == 2 else None,
+        view_position=str(ds.get("ViewPosition") or "") or None,
+        body_part=str(ds.get("BodyPartExamined") or "") or None,
+        laterality=str(side) if side else None, pixel_spacing_mm=_spacing(ds))
+    return pixels, header
+
+
+def analyse(path: Path, content_type: str, order: Document) -> Analysis:
+    """Thumbnail and checks of the stored file at ``path`` (blocking: run in a thread),
+    with lung fields (:mod:`.lungs`) on a chest image.
+
+    Raises:
+        PreviewFailed: the file does not render (then the job is retried, then dead).
+    """
+    thumbnail = render.preview(path, content_type, side=render.THUMBNAIL_SIDE)
+    if content_type == DICOM:
+        pixels, header = _read_dicom(path)
+    else:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+        header = checks.Header(rows=pixels.shape[0], columns=pixels.shape[1])
+    found = checks.run(pixels, header, order)
+    if order["body_part"] == "CHEST":
+        with Image.open(io.BytesIO(render.preview(path, content_type))) as shown:
+            grey = np.asarray(shown.convert("L"))
+    else:
+        grey = np.zeros((1, 1), dtype=np.uint8)
+    found["lung_fields"] = lungs.lung_fields(grey, header.columns, order["body_part"])
+    return Analysis(found, thumbnail)
+
+
+async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
+    """The job: analyse one instance, store its results, publish ``xray.processed``.
+    An instance or order gone since (none is deleted today) ends the job quietly."""
+    instance = await store.get_instance_by_id(uow, job.payload["instance_id"])
+    study = instance and await store.get_study(uow, instance["study_id"])
+    order = study and await store.get_order(uow, study["order_id"])
+    if not (instance and study and order):
+        return
+    with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
+        path = Path(tmp) / "image"
+        with path.open("wb") as file:
+            async for chunk in blobs.stream(instance["blob"]["key"]):
+                await asyncio.to_thread(file.write, chunk)
+        found = await asyncio.to_thread(analyse, path, instance["content_type"], order)
+    now = utcnow()
+    await store.put_result(uow, {
+        "_id": instance["_id"], "study_id": study["_id"], "patient_id": order["patient_id"],
+        "order_id": order["_id"], "label": checks.LABEL, "checks": found.checks,
+        "thumbnail": found.thumbnail, "processed_at": now})
+    uow.publish(events.XrayProcessed(
+        study_id=study["_id"], instance_id=instance["_id"], order_id=order["_id"],
+        patient_id=order["patient_id"],
+        **{name: found.checks[name]["code"] for name in
+           ("exposure", "view", "body_part", "laterality", "resolution")},
+        processed_at=now), subject=f"imaging-study/{study['_id']}",
+        patientid=order["patient_id"])
+
+
+async def results(runtime: ServiceRuntime, principal: Principal, study_id: str
+                  ) -> list[Document]:
+    """The automated results of a study's images (those processed so far), for whoever
+    may view its previews; a treating doctor's read publishes ``xray.accessed``
+    (scope ``results``).
+
+    Raises:
+        StudyNotFound (404), NotTreating (403).
+    """
+
+    async def read(uow: UnitOfWork) -> list[Document]:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        await viewer(uow, principal, study["patient_id"], "results", study_id)
+        return await store.results_of_study(uow, study_id)
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def thumbnail(runtime: ServiceRuntime, principal: Principal, study_id: str,
+                    instance_id: str) -> bytes:
+    """The PNG thumbnail of a processed image. Raises StudyNotFound / InstanceNotFound
+    (404; also while not yet processed), NotTreating (403)."""
+
+    async def read(uow: UnitOfWork) -> bytes:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        await viewer(uow, principal, study["patient_id"], "thumbnail", study_id)
+        png = await store.thumbnail_of(uow, study_id, instance_id)
+        if png is None:
+            raise InstanceNotFound(f"no processed image {instance_id} in study {study_id}")
+        return png
+
+    return await runtime.transact(read, actor=principal.actor)
