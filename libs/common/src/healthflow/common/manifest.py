@@ -47,7 +47,10 @@ class ServiceManifest:
     ``port``: its internal HTTP port (clients only reach the gateway);
     ``routes``: what the gateway forwards to it; ``sidecars``: modules the local
     runner supervises beside it in development (``python -m <module>``), e.g. the
-    notification service's local mailbox; ``summary``: one line for the docs.
+    notification service's local mailbox; ``summary``: one line for the docs;
+    ``calls``: the services whose public HTTP API this one calls synchronously (where
+    an event cannot do: docs/decisions.md) — the runner, compose and Kubernetes give
+    it ``<NAME>_URL`` (e.g. ``PRESCRIPTION_URL``), the callee's internal address.
     """
 
     name: str
@@ -55,6 +58,7 @@ class ServiceManifest:
     summary: str
     routes: tuple[RouteDecl, ...] = ()
     sidecars: tuple[str, ...] = ()
+    calls: tuple[str, ...] = ()
 
     @property
     def module(self) -> str:

@@ -60,9 +60,11 @@ def render_service(root: Path, name: str, port: int, summary: str) -> list[Path]
 
 
 def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str:
-    """The generated part of ``docker-compose.yml``: one container per service and the
-    gateway with its upstreams and health dependencies (YAML, two-space indented)."""
+    """The generated part of ``docker-compose.yml``: one container per service (with
+    ``<NAME>_URL`` of each service its manifest ``calls``) and the gateway with its
+    upstreams and health dependencies (YAML, two-space indented)."""
     manifests = list(manifests)
+    ports = {m.name: m.port for m in manifests}
     lines = [BEGIN]
     for m in manifests:
         lines += [f"  {m.name}:", "    <<: *app",
@@ -70,7 +72,9 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
                   f"args: {{SERVICE: {m.name}}}}}",
                   f"    image: healthflow/{m.name}:${{HEALTHFLOW_TAG:-dev}}",
                   "    environment:", "      <<: *app-env",
-                  f'      {m.env_prefix}PORT: "{m.port}"', ""]
+                  f'      {m.env_prefix}PORT: "{m.port}"']
+        lines += [f"      {c.upper()}_URL: http://{c}:{ports[c]}" for c in m.calls if c in ports]
+        lines += [""]
     lines += ["  gateway:", "    <<: *app",
               "    build: {context: ., dockerfile: deploy/Dockerfile, args: {SERVICE: gateway}}",
               "    image: healthflow/gateway:${HEALTHFLOW_TAG:-dev}",
