@@ -30,6 +30,7 @@ from healthflow.records.schemas import (
     CarePlanIn,
     CorrectionIn,
     DocumentOut,
+    DocumentWithdrawalIn,
     EncounterIn,
     EncounterOut,
     EntryOut,
@@ -271,6 +272,17 @@ async def get_document(runtime: Runtime, document_id: Id,
                        principal: Principal = require_any(*READERS)) -> DocumentOut:
     return DocumentOut.from_document(
         await documents.read_document(runtime, principal, document_id),
+        documents_router.prefix)
+
+
+@documents_router.post("/{document_id}/entered-in-error", summary="Withdraw a document")
+async def withdraw_document(runtime: Runtime, document_id: Id, body: DocumentWithdrawalIn,
+                            principal: Principal = require(P.RECORDS_WRITE_TREATED)
+                            ) -> DocumentOut:
+    """Marked ``entered-in-error`` (filed by mistake), never deleted: the file stays
+    readable; 409 ``document-entered-in-error`` when it already is."""
+    return DocumentOut.from_document(
+        await documents.withdraw(runtime, principal, document_id, body.reason),
         documents_router.prefix)
 
 

@@ -25,7 +25,8 @@ Status mappings (HealthFlow → FHIR R4):
   ``entered-in-error``; its goals are contained ``Goal``s whose ``lifecycleStatus``
   follows the plan (:data:`GOAL_STATUS`).
 * Procedure: its ``status`` (completed, not-done, stopped), withdrawn ``entered-in-error``.
-* DocumentReference (documents and patient images): ``current``.
+* DocumentReference (documents and patient images): ``current``, withdrawn
+  ``entered-in-error``.
 * MedicationRequest: read from the prescription service (:mod:`.prescriptions`),
   its ``status`` as there (draft, active, completed, cancelled, entered-in-error).
   When they cannot be read, an ``OperationOutcome`` (``search.mode = outcome``,
@@ -245,15 +246,17 @@ MAPPERS = {ResourceType.CONDITION: condition, ResourceType.OBSERVATION: observat
 
 
 def document_reference(doc: Json, documents_url: str) -> Json:
-    """A ``DocumentReference`` (status ``current``): LOINC ``type`` of its category, the
-    uploader as ``author``, an ``attachment`` whose ``url`` downloads the file through
-    the gateway (``documents_url``/``<id>``/file; it needs a token) and ``size``. The
+    """A ``DocumentReference`` (``current``, withdrawn ``entered-in-error``): LOINC
+    ``type`` of its category, the uploader as ``author``, an ``attachment`` whose
+    ``url`` downloads the file through the gateway (``documents_url``/``<id>``/file; it
+    needs a token) and ``size``. The
     SHA-256 is not R4's ``Attachment.hash`` (SHA-1) and stays in the HealthFlow API."""
     code, display = DOCUMENT_TYPES[DocumentCategory(doc["category"])]
     return _drop_empty({
         "resourceType": "DocumentReference", "id": doc["_id"],
         "meta": {"lastUpdated": instant(doc["uploaded_at"])},
-        "status": "current", "type": _concept(LOINC, code, display),
+        "status": "entered-in-error" if doc.get("withdrawal") else "current",
+        "type": _concept(LOINC, code, display),
         "subject": _ref("Patient", doc["patient_id"]), "date": instant(doc["uploaded_at"]),
         "author": [_ref("Practitioner", doc["uploaded_by"])],
         "content": [{"attachment": {
