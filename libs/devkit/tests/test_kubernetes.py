@@ -33,3 +33,16 @@ def test_every_service_and_the_gateway_get_a_deployment_service_and_autoscaler()
     for name, manifest in SERVICES.items():
         assert env[f"GATEWAY_UPSTREAM_{name.upper()}"] == f"http://healthflow-{name}:{manifest.port}"
     assert env["JWKS_URL"] == f"http://healthflow-auth:{SERVICES['auth'].port}/.well-known/jwks.json"
+
+
+def test_a_service_gets_the_address_of_each_service_it_calls() -> None:
+    documents = list(yaml.safe_load_all((K8S / "healthflow.yaml").read_text()))
+    assert "prescription" in SERVICES["records"].calls
+    for name, manifest in SERVICES.items():
+        deployment = next(d for d in documents if d["kind"] == "Deployment"
+                          and d["metadata"]["name"] == f"healthflow-{name}")
+        env = {e["name"]: e.get("value")
+               for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        for callee in manifest.calls:
+            assert env[f"{callee.upper()}_URL"] == \
+                f"http://healthflow-{callee}:{SERVICES[callee].port}"
