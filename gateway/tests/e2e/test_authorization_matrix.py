@@ -33,6 +33,10 @@ ABBREVIATIONS = {Role.ADMIN: "adm", Role.PATIENT: "pat", Role.DOCTOR: "doc",
                  Role.RECEPTIONIST: "recep", Role.RADIOGRAPHER: "radio",
                  Role.ACCOUNTANT: "acct", Role.PHARMACIST: "pharm"}
 ANONYMOUS = "-"
+PUBLIC = {"GET /api/v1/prescriptions/keys", "GET /api/v1/prescriptions/verify/{prescription_id}",
+          "GET /.well-known/jwks.json"}
+"""Operations anyone may call without a token (a printed prescription is checked by
+whoever holds it, against the published keys)."""
 
 
 @dataclass(frozen=True)
@@ -122,10 +126,13 @@ async def test_every_operation_declares_its_access(platform: RunningPlatform) ->
                 "/api/v1/doctors", "/api/v1/patients", "/api/v1/appointments",
                 "/api/v1/slots", "/api/v1/notifications", "/api/v1/encounters",
                 "/api/v1/records", "/api/v1/fhir", "/api/v1/prescriptions",
+                "/api/v1/care-plans", "/api/v1/procedures", "/api/v1/documents",
                 "/api/v1/imaging", "/api/v1/emergencies", "/api/v1/paramedics",
                 "/.well-known"}
     covered = {p for p in prefixes if any(o.path.startswith(p) for o in operations)}
     assert covered == prefixes, prefixes - covered
+    public = {o.name for o in operations if not o.access["authenticated"]}
+    assert public >= PUBLIC, PUBLIC - public
     for operation in operations:
         declared = {*operation.access["all"], *operation.access["any"]}
         if declared:

@@ -4,7 +4,8 @@ A patient records a penicillin allergy and books a doctor, who checks them in; i
 that encounter the doctor's amoxicillin prescription is refused with 409 naming the
 allergy, then issued with an override and its reason; the patient sees it; a
 pharmacist dispenses it in full and it completes; a doctor without a care
-relationship is refused; the patient downloads the PDF, and anyone without an
+relationship is refused; the patient's and the doctor's FHIR export hold it as a
+``MedicationRequest``; the patient downloads the PDF, and anyone without an
 account checks its signed hash at the address its QR code holds; the audit log holds
 the override's reason.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pypdf
+from fhir.resources.R4B.bundle import Bundle
 
 from healthflow.devkit.testing import RunningPlatform, eventually
 from healthflow.prescription import keys
@@ -82,6 +84,7 @@ async def test_an_allergy_conflict_is_overridden_seen_by_the_patient_and_dispens
         mine = ok(await api.get("/api/v1/prescriptions", headers=patient.headers,
                                 params={"patient_id": patient.id}))["items"]
         assert [p["id"] for p in mine] == [rx["id"]]
+        await exported_with_the_prescription(api, patient, doctor, rx["id"])
 
         pharmacist = await create_staff(api, admin, ["pharmacist"], label="rx-pharmacist")
         assert ok(await api.get(url, headers=pharmacist.headers))["status"] == "active"
@@ -103,6 +106,25 @@ async def test_an_allergy_conflict_is_overridden_seen_by_the_patient_and_dispens
                 and REASON in str(issued[0])
 
         await eventually(audited, within=20, message="the override never reached the audit log")
+
+
+async def exported_with_the_prescription(api: httpx.AsyncClient, patient: User, doctor: User,
+                                         rx_id: str) -> None:
+    """The patient's and the treating doctor's FHIR export hold the prescription as an R4
+    ``MedicationRequest`` (the records service read it from the prescription service
+    with each caller's own token), with no missing-data outcome; the Bundle validates."""
+    for reader in (patient, doctor):
+        bundle = ok(await api.get(f"/api/v1/fhir/Patient/{patient.id}/$everything",
+                                  headers=reader.headers))
+        Bundle.model_validate(bundle)
+        assert [e["search"]["mode"] for e in bundle["entry"]].count("outcome") == 0
+        requests = [e["resource"] for e in bundle["entry"]
+                    if e["resource"]["resourceType"] == "MedicationRequest"]
+        assert [(r["id"], r["status"]) for r in requests] == [(rx_id, "active")]
+        [request] = requests
+        assert request["subject"] == {"reference": f"Patient/{patient.id}"}
+        assert request["requester"] == {"reference": f"Practitioner/{doctor.id}"}
+        assert request["medicationCodeableConcept"]["text"] == "Amoxicillin"
 
 
 async def printed_and_verified(api: httpx.AsyncClient, patient: User, rx_id: str) -> None:

@@ -3,8 +3,10 @@ session's platform: after check-in the doctor writes a diagnosis, a plan that ad
 it (activated), a procedure of the plan, uploads a real PDF and a real JPEG (streamed
 under the gateway's upload policy); a PNG sent as a PDF and a truncated PDF are 422
 problem+json and leave nothing; a doctor without a care relationship is refused at
-every step; the patient reads it all, downloads the file, and the FHIR export holds
-CarePlan, Procedure and DocumentReference, names the hospital, and validates."""
+every step; a document filed by mistake is withdrawn (entered-in-error, kept); the
+patient reads it all, downloads the file, and the FHIR export holds CarePlan,
+Procedure and DocumentReference (the withdrawn one marked), names the hospital, and
+validates."""
 
 from __future__ import annotations
 
@@ -104,10 +106,20 @@ async def test_plans_procedures_and_documents_through_the_gateway(
                            403, "not-treating")
         assert_problem(await upload(api, stranger, encounter["id"], pdf, "application/pdf",
                                     "referral"), 403, "not-treating")
+        wrong = ok(await upload(api, doctor, encounter["id"], pdf, "application/pdf",
+                                "referral"), 201)
+        withdraw = f"/api/v1/documents/{wrong['id']}/entered-in-error"
+        reason = {"json": {"reason": "filed under the wrong patient"}}
+        assert_problem(await api.post(withdraw, headers=stranger.headers, **reason),
+                       403, "not-treating")
+        assert ok(await api.post(withdraw, headers=doctor.headers, **reason)
+                  )["status"] == "entered-in-error"
+        assert_problem(await api.post(withdraw, headers=doctor.headers, **reason),
+                       409, "document-entered-in-error")
 
         listed = ok(await api.get("/api/v1/documents", headers=patient.headers,
                                   params={"patient_id": patient.id}))
-        assert [d["id"] for d in listed["items"]] == [report["id"], photo["id"]]  # no refused
+        assert [d["id"] for d in listed["items"]] == [report["id"], photo["id"], wrong["id"]]
         downloaded = await api.get(photo["file"], headers=patient.headers)
         assert downloaded.status_code == 200 and downloaded.content == jpeg
         exported = ok(await api.get(f"/api/v1/fhir/Patient/{patient.id}/$everything",
@@ -115,7 +127,9 @@ async def test_plans_procedures_and_documents_through_the_gateway(
         Bundle.model_validate(exported)
         kinds = sorted(e["resource"]["resourceType"] for e in exported["entry"])
         assert kinds == ["CarePlan", "Condition", "DocumentReference", "DocumentReference",
-                         "Encounter", "Patient", "Procedure"], kinds
+                         "DocumentReference", "Encounter", "Patient", "Procedure"], kinds
+        assert [e["resource"]["status"] for e in exported["entry"]
+                if e["resource"]["id"] == wrong["id"]] == ["entered-in-error"]
         [exported_encounter] = [e["resource"] for e in exported["entry"]
                                 if e["resource"]["resourceType"] == "Encounter"]
         assert exported_encounter["serviceProvider"] == {

@@ -211,3 +211,13 @@ def test_kubernetes_deployments_are_hardened_probed_and_autoscaled() -> None:
     targets = {d["spec"]["scaleTargetRef"]["name"] for d in docs
                if d["kind"] == "HorizontalPodAutoscaler"}
     assert targets == {d["metadata"]["name"] for d in deployments}
+
+
+def test_a_service_knows_the_services_it_calls(services: dict[str, dict[str, Any]]) -> None:
+    """Manifest ``calls`` → ``<NAME>_URL`` in the caller's environment (records reads
+    prescriptions for its FHIR export)."""
+    assert "prescription" in SERVICES["records"].calls
+    for name, manifest in SERVICES.items():
+        env = services[name]["environment"]
+        for callee in manifest.calls:
+            assert env[f"{callee.upper()}_URL"] == f"http://{callee}:{SERVICES[callee].port}"

@@ -53,3 +53,16 @@ def test_service_listeners_are_container_and_service_ports() -> None:
             assert ports[listener] == port and served[listener] == (port, listener)
         for key, port in manifest.listener_env().items():
             assert env[key] == str(port)
+
+
+def test_a_service_gets_the_address_of_each_service_it_calls() -> None:
+    documents = list(yaml.safe_load_all((K8S / "healthflow.yaml").read_text()))
+    assert "prescription" in SERVICES["records"].calls
+    for name, manifest in SERVICES.items():
+        deployment = next(d for d in documents if d["kind"] == "Deployment"
+                          and d["metadata"]["name"] == f"healthflow-{name}")
+        env = {e["name"]: e.get("value")
+               for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        for callee in manifest.calls:
+            assert env[f"{callee.upper()}_URL"] == \
+                f"http://healthflow-{callee}:{SERVICES[callee].port}"

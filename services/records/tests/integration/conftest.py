@@ -6,6 +6,7 @@ change of contract breaks these tests where it would break the consumer.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -96,9 +97,19 @@ class Records:
         return dict(opened.json())
 
 
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def settings_for(mongodb_url: str, unique_name: str, s3_env: dict[str, str], **more: Any
                  ) -> Settings:
-    """Its own database and bucket on the real MongoDB-protocol and S3 servers."""
+    """Its own database and bucket on the real MongoDB-protocol and S3 servers; no
+    prescription service (a closed port: the export's degraded case) unless ``more``
+    names one."""
+    more.setdefault("prescription_url", f"http://127.0.0.1:{closed_port()}")
     return Settings(mongodb_url=mongodb_url, mongodb_database=f"records_{unique_name}",
                     outbox_poll_interval=0.2, retry_delays=[0.2, 0.5, 1.0],
                     s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],

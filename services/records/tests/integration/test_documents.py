@@ -129,3 +129,41 @@ async def test_only_a_treating_doctor_uploads_and_strangers_read_nothing(
     listing = await records.client.get("/api/v1/documents", params={"patient_id": other},
                                        headers=visit["doctor"])
     assert listing.status_code == 403
+
+
+async def test_a_document_filed_by_mistake_is_entered_in_error_and_kept(
+        records: Records, visit: dict[str, Any]) -> None:
+    pdf = a_pdf(1)
+    document = (await upload(records, visit, pdf, "application/pdf")).json()
+    assert document["status"] == "current" and document["withdrawal"] is None
+    url = f"/api/v1/documents/{document['id']}/entered-in-error"
+    body = {"reason": "uploaded to the wrong patient"}
+    for who in (records.as_("doc-x", "doctor"), visit["own"]):  # not treating; the patient
+        refused = await records.client.post(url, headers=who, json=body)
+        assert refused.status_code == 403, refused.text
+    empty = await records.client.post(url, headers=visit["doctor"], json={"reason": ""})
+    assert empty.status_code == 422
+    assert await records.outbox("document.entered_in_error") == []
+
+    withdrawn = await records.client.post(url, headers=visit["doctor"], json=body)
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["status"] == "entered-in-error"
+    assert withdrawn.json()["withdrawal"]["by"] == "doc-d"
+    again = await records.client.post(url, headers=visit["doctor"], json=body)
+    assert again.status_code == 409
+    assert again.json()["type"].endswith("/document-entered-in-error")
+    missing = await records.client.post("/api/v1/documents/nope/entered-in-error",
+                                        headers=visit["doctor"], json=body)
+    assert missing.status_code == 404
+
+    [event] = await records.outbox("document.entered_in_error")
+    assert event["data"]["document_id"] == document["id"]
+    assert "reason" not in event["data"]  # free text stays out of events
+    got = await records.client.get(document["file"], headers=visit["own"])
+    assert got.content == pdf  # marked, never deleted
+    bundle = (await records.client.get(f"/api/v1/fhir/Patient/{visit['patient']}/$everything",
+                                       headers=visit["own"])).json()
+    Bundle.model_validate(bundle)
+    [reference] = [e["resource"] for e in bundle["entry"]
+                   if e["resource"]["resourceType"] == "DocumentReference"]
+    assert reference["status"] == "entered-in-error"

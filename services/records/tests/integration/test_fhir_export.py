@@ -62,13 +62,20 @@ async def test_the_export_is_a_valid_r4_bundle_of_the_whole_record(records: Reco
     assert response.headers["content-type"].startswith("application/fhir+json")
     bundle = response.json()
     parsed = Bundle.model_validate(bundle)  # R4B models: structure, types, cardinality
-    assert parsed.type == "searchset" and parsed.total == len(parsed.entry) == 9
-    assert Counter(type(e.resource).__name__ for e in parsed.entry) == {
+    *matches, outcome = parsed.entry
+    assert parsed.type == "searchset" and len(matches) == 9
+    assert Counter(type(e.resource).__name__ for e in matches) == {
         "Patient": 1, "Encounter": 2, "Condition": 2, "Observation": 3,
         "MedicationStatement": 1}
-    assert all(e.search.mode == "match" for e in parsed.entry)
+    assert all(e.search.mode == "match" for e in matches)
     assert all(e["fullUrl"].endswith(f"/api/v1/fhir/{e['resource']['resourceType']}/"
-                                     f"{e['resource']['id']}") for e in bundle["entry"])
+                                     f"{e['resource']['id']}") for e in bundle["entry"][:-1])
+    # No prescription service answers (a closed port): still 200, and the Bundle says so.
+    assert outcome.search.mode == "outcome" and outcome.fullUrl.startswith("urn:uuid:")
+    [issue] = outcome.resource.issue
+    assert (issue.severity, issue.code) == ("warning", "incomplete")
+    assert "Prescriptions (MedicationRequest) are missing" in issue.diagnostics
+    assert "cannot be reached" in issue.diagnostics
 
     encounters = {e["status"]: e for e in by_type(bundle, "Encounter")}
     assert encounters["planned"]["class"]["code"] == "VR"

@@ -51,7 +51,10 @@ class ServiceManifest:
     itself, by name, with their defaults (e.g. xray's ``{"dicom": 11112}``, its DICOM
     C-STORE SCP): the runner hands each over as ``<NAME>_<LISTENER>_PORT`` (moved to a
     free port when taken, ``0`` — a free one — for extra replicas);
-    ``summary``: one line for the docs.
+    ``summary``: one line for the docs;
+    ``calls``: the services whose public HTTP API this one calls synchronously (where
+    an event cannot do: docs/decisions.md) — the runner, compose and Kubernetes give
+    it ``<NAME>_URL`` (e.g. ``PRESCRIPTION_URL``), the callee's internal address.
     """
 
     name: str
@@ -59,6 +62,7 @@ class ServiceManifest:
     summary: str
     routes: tuple[RouteDecl, ...] = ()
     sidecars: tuple[str, ...] = ()
+    calls: tuple[str, ...] = ()
     listeners: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def listener_env(self) -> dict[str, int]:

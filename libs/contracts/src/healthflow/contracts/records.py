@@ -162,3 +162,16 @@ class DocumentUploaded(EventPayload):
     size: int
     uploaded_by: str
     uploaded_at: datetime  # aware UTC
+
+
+@event_type("document.entered_in_error", version=1, publisher=PUBLISHER)
+class DocumentEnteredInError(EventPayload):
+    """A clinical document or patient image was withdrawn as ``entered-in-error`` (FHIR
+    ``DocumentReference.status``): filed by mistake (wrong patient, wrong file). It stays
+    stored and readable, marked. No reason text (free text may name people)."""
+
+    document_id: str
+    encounter_id: str
+    patient_id: str
+    withdrawn_by: str
+    withdrawn_at: datetime  # aware UTC

@@ -5,7 +5,8 @@ Each service and the gateway get the template ``deploy/k8s/service.yaml`` (a
 Deployment, a ClusterIP Service and a HorizontalPodAutoscaler) with ``${SERVICE}``,
 ``${PORT}`` and ``${AUTH_PORT}`` filled in from the manifests, and the manifest's
 listeners (xray's DICOM port) as further container and Service ports; the gateway also
-gets ``GATEWAY_UPSTREAM_<NAME>`` for every service (its in-cluster DNS name). The image stays a
+gets ``GATEWAY_UPSTREAM_<NAME>`` for every service (its in-cluster DNS name), and a service
+gets ``<NAME>_URL`` for each service its manifest ``calls``. The image stays a
 placeholder of the release, ``healthflow/<service>:${HEALTHFLOW_TAG}``, and
 ``${PUBLIC_BASE_URL}`` (the gateway's public address) stays for ``envsubst`` at
 deploy time too.
@@ -71,10 +72,14 @@ def render(template: str, manifests: Iterable[ServiceManifest], gateway_port: in
     upstreams = "".join(
         f'            - {{name: GATEWAY_UPSTREAM_{name.upper()}, '
         f'value: "http://healthflow-{name}:{port}"}}\n' for name, port in by_name.items())
+    calls = {m.name: m.calls for m in manifests}
     documents = []
     for name, port in [*by_name.items(), ("gateway", gateway_port)]:
+        callees = "".join(f'            - {{name: {c.upper()}_URL, '
+                          f'value: "http://healthflow-{c}:{by_name[c]}"}}\n'
+                          for c in calls.get(name, ()) if c in by_name)
         text = body.replace(anchor, upstreams + anchor) if name == "gateway" \
-            else with_listeners(body, listening.get(name))
+            else with_listeners(body.replace(anchor, callees + anchor), listening.get(name))
         documents.append(
             text.replace("${SERVICE}", name).replace("${PORT}", str(port))
             .replace("${AUTH_PORT}", str(by_name["auth"]))

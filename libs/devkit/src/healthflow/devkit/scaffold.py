@@ -77,9 +77,11 @@ def _listeners(m: ServiceManifest) -> list[str]:
 
 def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str:
     """The generated part of ``docker-compose.yml``: one container per service (with
-    its listener ports published, :func:`_listeners`) and the gateway with its
+    its listener ports published, :func:`_listeners`, and the ``<NAME>_URL`` of each
+    service its manifest ``calls``) and the gateway with its
     upstreams and health dependencies (YAML, two-space indented)."""
     manifests = list(manifests)
+    ports = {m.name: m.port for m in manifests}
     lines = [BEGIN]
     for m in manifests:
         lines += [f"  {m.name}:", "    <<: *app",
@@ -87,7 +89,10 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
                   f"args: {{SERVICE: {m.name}}}}}",
                   f"    image: healthflow/{m.name}:${{HEALTHFLOW_TAG:-dev}}",
                   "    environment:", "      <<: *app-env",
-                  f'      {m.env_prefix}PORT: "{m.port}"', *_listeners(m), ""]
+                  f'      {m.env_prefix}PORT: "{m.port}"']
+        # environment first: _listeners ends in the ports and networks blocks
+        lines += [f"      {c.upper()}_URL: http://{c}:{ports[c]}" for c in m.calls if c in ports]
+        lines += [*_listeners(m), ""]
     lines += ["  gateway:", "    <<: *app",
               "    build: {context: ., dockerfile: deploy/Dockerfile, args: {SERVICE: gateway}}",
               "    image: healthflow/gateway:${HEALTHFLOW_TAG:-dev}",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from healthflow.common.http import uvicorn_options
+from healthflow.common.topology import SERVICES
 from healthflow.devkit.config import Config
 from healthflow.devkit.console import Console
 from healthflow.devkit.discovery import HOST, Component
@@ -42,11 +43,14 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         # prescription's verification URL); never taken from a request's Host header
         "PUBLIC_BASE_URL": f"http://{HOST}:{config.ports['gateway']}",
     }
+    called = {callee for manifest in SERVICES.values() for callee in manifest.calls}
     for name, port in config.ports.items():
         env[f"{name.upper()}_PORT"] = str(port)
         if name != "gateway":  # the gateway's upstreams follow moved ports and replicas
             urls = [c.url for c in components if c.package == name] or [f"http://{HOST}:{port}"]
             env[f"GATEWAY_UPSTREAM_{name.upper()}"] = ",".join(urls)
+            if name in called:  # a service's synchronous callers (manifest ``calls``)
+                env[f"{name.upper()}_URL"] = urls[0]
     env.update(listener_ports({c.package for c in components}))
     # The gateway is ready when the services that run are (not the skipped ones).
     env["GATEWAY_READINESS_REQUIRES"] = json.dumps(

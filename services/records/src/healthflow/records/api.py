@@ -24,11 +24,13 @@ from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import documents, entries, export, plans, service
 from healthflow.records.domain import DocumentCategory, ResourceType
+from healthflow.records.prescriptions import PrescriptionClient
 from healthflow.records.schemas import (
     CarePlanCorrectionIn,
     CarePlanIn,
     CorrectionIn,
     DocumentOut,
+    DocumentWithdrawalIn,
     EncounterIn,
     EncounterOut,
     EntryOut,
@@ -47,8 +49,14 @@ def get_blobs(request: Request) -> BlobStore:
     return blobs
 
 
+def get_prescriptions(request: Request) -> PrescriptionClient:
+    client: PrescriptionClient = request.app.state.prescriptions
+    return client
+
+
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 Blobs = Annotated[BlobStore, Depends(get_blobs)]
+Prescriptions = Annotated[PrescriptionClient, Depends(get_prescriptions)]
 Id = Annotated[str, Path(max_length=64)]
 PatientId = Annotated[str, Query(min_length=1, max_length=64)]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")]
@@ -267,6 +275,17 @@ async def get_document(runtime: Runtime, document_id: Id,
         documents_router.prefix)
 
 
+@documents_router.post("/{document_id}/entered-in-error", summary="Withdraw a document")
+async def withdraw_document(runtime: Runtime, document_id: Id, body: DocumentWithdrawalIn,
+                            principal: Principal = require(P.RECORDS_WRITE_TREATED)
+                            ) -> DocumentOut:
+    """Marked ``entered-in-error`` (filed by mistake), never deleted: the file stays
+    readable; 409 ``document-entered-in-error`` when it already is."""
+    return DocumentOut.from_document(
+        await documents.withdraw(runtime, principal, document_id, body.reason),
+        documents_router.prefix)
+
+
 @documents_router.get("/{document_id}/file", summary="The stored file, streamed",
                       response_class=StreamingResponse,
                       responses={200: {"content": {t: {} for t in FILE_TYPES}}})
@@ -294,19 +313,21 @@ async def document_link(runtime: Runtime, blobs: Blobs, document_id: Id,
           response_class=JSONResponse,
           responses={200: {"content": {"application/fhir+json": {}}}})
 async def patient_everything(
-        runtime: Runtime, patient_id: Id,
+        runtime: Runtime, prescriptions: Prescriptions, patient_id: Id,
         count: Annotated[int, Query(alias="_count", ge=1, le=export.MAX_COUNT)]
         = export.DEFAULT_COUNT,
         cursor: Annotated[str | None, Query(alias="_cursor", max_length=512)] = None,
         principal: Principal = require_any(*READERS)) -> JSONResponse:
     """A ``searchset`` Bundle: Patient, Encounters, Conditions, Observations,
-    MedicationStatements, CarePlans, Procedures, DocumentReferences
+    MedicationStatements, CarePlans, Procedures, DocumentReferences and the
+    prescription service's MedicationRequests (read with the caller's token; when they
+    cannot be read, an ``OperationOutcome`` warning instead, still 200)
     (``application/fhir+json``), ``_count`` resources a page, the next page at the
     ``next`` link (400 for a cursor not issued here). ``fullUrl``s are under the
     gateway's configured public address (``public_base_url``), never the service's
     internal one nor a ``Host`` the client chose."""
     public = runtime.settings.public_base_url.rstrip("/")
     bundle: dict[str, Any] = await export.everything(
-        runtime, principal, patient_id, base_url=public + fhir.prefix,
+        runtime, prescriptions, principal, patient_id, base_url=public + fhir.prefix,
         documents_url=public + documents_router.prefix, count=count, cursor=cursor)
     return JSONResponse(bundle, media_type="application/fhir+json")

@@ -1,5 +1,6 @@
 """The records service's composition root: the runtime, the blob store (started and
-closed with it) and its orphan sweeper, the routes."""
+closed with it) and its orphan sweeper, the prescription service's HTTP client
+(started and closed with it), the routes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
 from healthflow.records import api, handlers, store
+from healthflow.records.prescriptions import PrescriptionClient
 from healthflow.records.settings import Settings
 
 
@@ -22,6 +24,8 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                              transport=transport)
     blobs = BlobStore(settings)
     runtime.add_worker(Hooks("blobs", blobs.start, blobs.close))
+    prescriptions = PrescriptionClient(settings.prescription_url, settings.prescription_timeout)
+    runtime.add_worker(Hooks("prescriptions", prescriptions.start, prescriptions.close))
 
     async def sweep() -> None:
         await blobs.sweep(lambda keys: store.referenced_keys(runtime.db, keys),
@@ -35,4 +39,5 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                              "Procedure), versioned; clinical documents and patient images "
                              "(DocumentReference); FHIR R4 export.")
     app.state.blobs = blobs
+    app.state.prescriptions = prescriptions
     return app

@@ -8,7 +8,12 @@ is in (pypdf for PDFs, Pillow for images, in a worker thread). Only a file that
 passes and whose document commits stays stored: any refusal inside the ``staged``
 block deletes the object again.
 
-Who: a treating doctor uploads into an encounter that has started; reads follow
+A document filed by mistake is withdrawn as ``entered-in-error`` (FHIR
+``DocumentReference.status``; :func:`withdraw`): marked, never deleted, like the
+record's entries.
+
+Who: a treating doctor uploads into an encounter that has started (and withdraws
+from it); reads follow
 :func:`healthflow.records.service.accessor`, and every read by someone other than
 the patient (listing, metadata, the file) publishes ``record.accessed``.
 """
@@ -38,7 +43,12 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import events, files, store
-from healthflow.records.domain import DocumentCategory, DocumentNotFound, accepts_entries
+from healthflow.records.domain import (
+    DocumentCategory,
+    DocumentNotFound,
+    DocumentWithdrawn,
+    accepts_entries,
+)
 from healthflow.records.service import accessor, another_patients, load_encounter, record_access
 
 
@@ -121,6 +131,34 @@ async def _store(uow: UnitOfWork, principal: Principal, encounter_id: str,
         size=blob.size, uploaded_by=principal.subject, uploaded_at=now),
         subject=f"document/{doc['_id']}", patientid=doc["patient_id"])
     return doc
+
+
+async def withdraw(runtime: ServiceRuntime, principal: Principal, document_id: str,
+                   reason: str) -> Document:
+    """Mark the document ``entered-in-error`` (``withdrawal: {by, at, reason}``); the file
+    stays stored and readable; ``document.entered_in_error`` (without the reason).
+
+    Raises:
+        DocumentNotFound (404), NotTreating / Forbidden (403): not a treating doctor of
+        the patient; DocumentWithdrawn (409): already withdrawn.
+    """
+
+    async def write(uow: UnitOfWork) -> Document:
+        doc = await store.get_document(uow.db, document_id, session=uow.session)
+        if doc is None or another_patients(principal, doc["patient_id"]):
+            raise DocumentNotFound(f"no document {document_id}")
+        await accessor(uow, principal, doc["patient_id"], write=True)
+        now = utcnow()
+        withdrawal = {"by": principal.subject, "at": now, "reason": reason}
+        if not await store.withdraw_document(uow, document_id, withdrawal):
+            raise DocumentWithdrawn(f"document {document_id} was already entered in error")
+        uow.publish(events.DocumentEnteredInError(
+            document_id=document_id, encounter_id=doc["encounter_id"],
+            patient_id=doc["patient_id"], withdrawn_by=principal.subject, withdrawn_at=now),
+            subject=f"document/{document_id}", patientid=doc["patient_id"])
+        return {**doc, "withdrawal": withdrawal}
+
+    return await runtime.transact(write, actor=principal.actor)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -114,6 +114,10 @@ class DocumentNotFound(NotFound):
     title, slug = "Document Not Found", "document-not-found"
 
 
+class DocumentWithdrawn(Conflict):
+    title, slug = "Document Entered In Error", "document-entered-in-error"
+
+
 class NotTreating(Forbidden):
     title, slug = "Not A Treating Doctor", "not-treating"
 

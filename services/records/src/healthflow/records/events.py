@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from healthflow.contracts.records import (
     CarePlanUpdated,
+    DocumentEnteredInError,
     DocumentUploaded,
     EncounterFinished,
     EncounterStarted,
@@ -14,5 +15,6 @@ from healthflow.contracts.records import (
     RecordEntryCorrected,
 )
 
-__all__ = ["CarePlanUpdated", "DocumentUploaded", "EncounterFinished", "EncounterStarted",
+__all__ = ["CarePlanUpdated", "DocumentEnteredInError", "DocumentUploaded",
+           "EncounterFinished", "EncounterStarted",
            "ProcedureRecorded", "RecordAccessed", "RecordEntryAdded", "RecordEntryCorrected"]

@@ -2,12 +2,20 @@
 (http://hl7.org/fhir/R4/patient-operation-everything.html), a page at a time.
 
 The record is read as one sequence — the ``Patient`` stub, then the encounters,
-the entries (every resource type, oldest first) and the documents — cut into
-pages of ``_count`` resources (:data:`DEFAULT_COUNT`, at most :data:`MAX_COUNT`).
-Each section is read with keyset paging, so a page never repeats or skips a
-resource while others are written. The page's ``next`` link carries an opaque
-``_cursor``: the base64url JSON ``{"s": <section index>, "c": <the section's own
-cursor or null>}``; the last page has no ``next``. ``total`` counts every match.
+the entries (every resource type, oldest first), the documents and last the
+prescriptions (``MedicationRequest``, read from the prescription service with the
+caller's token: :mod:`.prescriptions`) — cut into pages of ``_count`` resources
+(:data:`DEFAULT_COUNT`, at most :data:`MAX_COUNT`). Each section is read with
+keyset paging (the prescriptions with the prescription service's own cursor), so a
+page never repeats or skips a resource while others are written. The page's
+``next`` link carries an opaque ``_cursor``: the base64url JSON ``{"s": <section
+index>, "c": <the section's own cursor or null>}``; the last page has no ``next``.
+
+The records service's own sections are read in one transaction; the prescriptions
+after it, outside it (no transaction waits on another service). When the
+prescription service is unreachable, slow or refuses the caller, the page carries
+an ``OperationOutcome`` warning (``search.mode = outcome``) that prescriptions are
+missing and has no ``next`` link: the Bundle still answers, never a 5xx.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from healthflow.common.pagination import decode_cursor, encode_cursor
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import fhir, store
 from healthflow.records.domain import ResourceType
+from healthflow.records.prescriptions import PrescriptionClient, PrescriptionsUnavailable
 from healthflow.records.service import accessor, record_access
 
 DEFAULT_COUNT = 100
@@ -54,6 +63,8 @@ async def _documents(uow: UnitOfWork, patient_id: str, cursor: str | None, limit
 SECTIONS: tuple[tuple[str, Reader], ...] = (
     (store.ENCOUNTERS, _encounters), (store.ENTRIES, _entries),
     (store.DOCUMENTS, _documents))
+PRESCRIPTIONS = len(SECTIONS)
+"""The section index of the prescriptions, read after the records service's own."""
 
 
 def _position(cursor: str | None) -> tuple[int, str | None]:
@@ -67,7 +78,7 @@ def _position(cursor: str | None) -> tuple[int, str | None]:
         return -1, None
     section, inner = value.get("s"), value.get("c")
     if not isinstance(section, int) or isinstance(section, bool) or \
-            not 0 <= section < len(SECTIONS) or not (inner is None or isinstance(inner, str)):
+            not 0 <= section <= PRESCRIPTIONS or not (inner is None or isinstance(inner, str)):
         raise BadRequest("the cursor is malformed; pass back the next link unchanged")
     return section, inner
 
@@ -80,10 +91,10 @@ def _resource(section: str, doc: Document, documents_url: str) -> Json:
     return fhir.MAPPERS[ResourceType(doc["resource_type"])](doc)
 
 
-async def _page(uow: UnitOfWork, patient_id: str, cursor: str | None, count: int,
-                documents_url: str) -> tuple[list[Json], str | None]:
-    """Up to ``count`` resources from ``cursor`` on, and the cursor of the rest."""
-    section, inner = _position(cursor)
+async def _page(uow: UnitOfWork, patient_id: str, section: int, inner: str | None,
+                count: int, documents_url: str) -> tuple[list[Json], int, str | None]:
+    """Up to ``count`` of the records service's own resources from ``(section, inner)``
+    on, and the position of the rest (section :data:`PRESCRIPTIONS` once they are read)."""
     resources: list[Json] = []
     if section < 0:
         resources.append({"resourceType": "Patient", "id": patient_id})
@@ -94,21 +105,24 @@ async def _page(uow: UnitOfWork, patient_id: str, cursor: str | None, count: int
         resources += [_resource(name, doc, documents_url) for doc in docs]
         if inner is None:
             section += 1
-    if section >= len(SECTIONS):
-        return resources, None
-    return resources, encode_cursor({"s": section, "c": inner})
+    return resources, section, inner
 
 
-async def _total(uow: UnitOfWork, patient_id: str) -> int:
-    query = {"patient_id": patient_id}
-    counted = [await uow.db[name].count_documents(query, session=uow.session)
-               for name, _ in SECTIONS]
-    return 1 + sum(counted)
+async def _prescriptions(client: PrescriptionClient, principal: Principal, patient_id: str,
+                         inner: str | None, room: int
+                         ) -> tuple[list[Json], str | None, list[Json]]:
+    """Up to ``room`` ``MedicationRequest``s after ``inner``, the cursor of the rest
+    (``None``: none left) and the ``OperationOutcome``s of what could not be read."""
+    try:
+        items, rest = await client.page(principal.token, patient_id, inner, room)
+    except PrescriptionsUnavailable as exc:
+        return [], None, [fhir.missing_outcome("Prescriptions (MedicationRequest)", str(exc))]
+    return [fhir.medication_request(item) for item in items], rest, []
 
 
-async def everything(runtime: ServiceRuntime, principal: Principal, patient_id: str, *,
-                     base_url: str, documents_url: str, count: int, cursor: str | None
-                     ) -> Json:
+async def everything(runtime: ServiceRuntime, client: PrescriptionClient,
+                     principal: Principal, patient_id: str, *, base_url: str,
+                     documents_url: str, count: int, cursor: str | None) -> Json:
     """One page of the patient's record as a FHIR R4 ``searchset`` Bundle.
 
     ``base_url`` is the public FHIR base (``…/api/v1/fhir``) of ``fullUrl``s and
@@ -119,20 +133,30 @@ async def everything(runtime: ServiceRuntime, principal: Principal, patient_id: 
         BadRequest (400): a cursor this API did not issue.
     """
 
-    async def read(uow: UnitOfWork) -> Json:
+    start, start_inner = _position(cursor)
+
+    async def read(uow: UnitOfWork) -> tuple[list[Json], int, str | None]:
         role = await accessor(uow, principal, patient_id)
         if not await store.patient_exists(uow, patient_id):
             raise NotFound(f"no patient {patient_id} is known to the records")
         record_access(uow, principal, patient_id, role, "export")
-        resources, next_cursor = await _page(uow, patient_id, cursor, count, documents_url)
-        here = f"{base_url}/Patient/{patient_id}/$everything"
-        links = [("self", f"{here}?{urlencode(_query(count, cursor))}")]
-        if next_cursor is not None:
-            links.append(("next", f"{here}?{urlencode(_query(count, next_cursor))}"))
-        return fhir.bundle(resources, base_url=base_url, now=utcnow(),
-                           total=await _total(uow, patient_id), links=links)
+        return await _page(uow, patient_id, start, start_inner, count, documents_url)
 
-    return await runtime.transact(read, actor=principal.actor)
+    resources, section, inner = await runtime.transact(read, actor=principal.actor)
+    outcomes: list[Json] = []
+    if section == PRESCRIPTIONS and len(resources) < count:
+        more, inner, outcomes = await _prescriptions(client, principal, patient_id, inner,
+                                                     count - len(resources))
+        resources += more
+        if inner is None:
+            section += 1
+    next_cursor = None if section > PRESCRIPTIONS else encode_cursor({"s": section, "c": inner})
+    here = f"{base_url}/Patient/{patient_id}/$everything"
+    links = [("self", f"{here}?{urlencode(_query(count, cursor))}")]
+    if next_cursor is not None:
+        links.append(("next", f"{here}?{urlencode(_query(count, next_cursor))}"))
+    return fhir.bundle(resources, base_url=base_url, now=utcnow(), links=links,
+                       outcomes=outcomes)
 
 
 def _query(count: int, cursor: str | None) -> dict[str, str]:

@@ -25,11 +25,18 @@ Status mappings (HealthFlow → FHIR R4):
   ``entered-in-error``; its goals are contained ``Goal``s whose ``lifecycleStatus``
   follows the plan (:data:`GOAL_STATUS`).
 * Procedure: its ``status`` (completed, not-done, stopped), withdrawn ``entered-in-error``.
-* DocumentReference (documents and patient images): ``current``.
+* DocumentReference (documents and patient images): ``current``, withdrawn
+  ``entered-in-error``.
+* MedicationRequest: read from the prescription service (:mod:`.prescriptions`),
+  its ``status`` as there (draft, active, completed, cancelled, entered-in-error).
+  When they cannot be read, an ``OperationOutcome`` (``search.mode = outcome``,
+  severity ``warning``, code ``incomplete``) says the Bundle lacks them.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -239,15 +246,17 @@ MAPPERS = {ResourceType.CONDITION: condition, ResourceType.OBSERVATION: observat
 
 
 def document_reference(doc: Json, documents_url: str) -> Json:
-    """A ``DocumentReference`` (status ``current``): LOINC ``type`` of its category, the
-    uploader as ``author``, an ``attachment`` whose ``url`` downloads the file through
-    the gateway (``documents_url``/``<id>``/file; it needs a token) and ``size``. The
+    """A ``DocumentReference`` (``current``, withdrawn ``entered-in-error``): LOINC
+    ``type`` of its category, the uploader as ``author``, an ``attachment`` whose
+    ``url`` downloads the file through the gateway (``documents_url``/``<id>``/file; it
+    needs a token) and ``size``. The
     SHA-256 is not R4's ``Attachment.hash`` (SHA-1) and stays in the HealthFlow API."""
     code, display = DOCUMENT_TYPES[DocumentCategory(doc["category"])]
     return _drop_empty({
         "resourceType": "DocumentReference", "id": doc["_id"],
         "meta": {"lastUpdated": instant(doc["uploaded_at"])},
-        "status": "current", "type": _concept(LOINC, code, display),
+        "status": "entered-in-error" if doc.get("withdrawal") else "current",
+        "type": _concept(LOINC, code, display),
         "subject": _ref("Patient", doc["patient_id"]), "date": instant(doc["uploaded_at"]),
         "author": [_ref("Practitioner", doc["uploaded_by"])],
         "content": [{"attachment": {
@@ -258,13 +267,68 @@ def document_reference(doc: Json, documents_url: str) -> Json:
     })
 
 
-def bundle(resources: list[Json], *, base_url: str, now: datetime, total: int,
-           links: list[tuple[str, str]]) -> Json:
-    """A ``searchset`` Bundle of ``resources`` (one page of ``total`` matches); ``links``
-    are ``(relation, url)`` pairs (``self``, ``next``: http://hl7.org/fhir/R4/http.html#paging)."""
+def _simple_quantity(value: Json | None) -> Json | None:
+    """A UCUM ``SimpleQuantity`` of ``{value, unit}``."""
+    return _quantity(value["value"], value["unit"]) if value else None
+
+
+def _authored(value: str | None) -> str | None:
+    return instant(datetime.fromisoformat(value)) if value else None
+
+
+def medication_request(item: Json) -> Json:
+    """A ``MedicationRequest`` of the prescription service's ``PrescriptionOut`` JSON:
+    medication (ATC coding when coded), ``Dosage`` (dose in UCUM, SNOMED CT route,
+    ``timing.repeat``), ``dispenseRequest`` (quantity, repeats, supply duration)."""
+    med, dosage, dispense = item["medication"], item["dosage"], item["dispense_request"]
+    coding = [{"system": med.get("system"), "code": med["code"]}] if med.get("code") else None
+    route, frequency = dosage.get("route") or {}, dosage.get("frequency") or {}
+    duration = dosage.get("duration")
+    return _drop_empty({
+        "resourceType": "MedicationRequest", "id": item["id"], "status": item["status"],
+        "intent": item.get("intent", "order"),
+        "medicationCodeableConcept": {"text": med["text"], "coding": coding},
+        "subject": _ref("Patient", item["patient_id"]),
+        "encounter": _ref("Encounter", item.get("encounter_id")),
+        "requester": _ref("Practitioner", item.get("prescriber_id")),
+        "authoredOn": _authored(item.get("issued_at") or item.get("created_at")),
+        "statusReason": {"text": item["status_reason"]} if item.get("status_reason") else None,
+        "dosageInstruction": [{
+            "text": dosage.get("instructions"),
+            "timing": {"repeat": {"frequency": frequency.get("count"),
+                                  "period": frequency.get("period"),
+                                  "periodUnit": frequency.get("period_unit")}},
+            "route": {"coding": [{"system": route.get("system"), "code": route.get("code"),
+                                  "display": route.get("display")}]} if route else None,
+            "doseAndRate": [{"doseQuantity": _simple_quantity(dosage.get("dose"))}],
+        }],
+        "dispenseRequest": {
+            "quantity": _simple_quantity(dispense.get("quantity")),
+            "numberOfRepeatsAllowed": dispense.get("repeats"),
+            "expectedSupplyDuration": _simple_quantity(duration),
+        },
+    })
+
+
+def missing_outcome(what: str, why: str) -> Json:
+    """An ``OperationOutcome`` warning that ``what`` is missing from the Bundle
+    (IssueType ``incomplete``); ``why`` carries no PHI."""
+    return {"resourceType": "OperationOutcome", "id": str(uuid.uuid4()),
+            "issue": [{"severity": "warning", "code": "incomplete",
+                       "diagnostics": f"{what} are missing from this Bundle: {why}"}]}
+
+
+def bundle(resources: list[Json], *, base_url: str, now: datetime,
+           links: list[tuple[str, str]], outcomes: Sequence[Json] = ()) -> Json:
+    """A ``searchset`` Bundle of ``resources`` (one page) and ``outcomes``
+    (``OperationOutcome``s, ``search.mode = outcome``); ``links`` are ``(relation, url)``
+    pairs (``self``, ``next``: http://hl7.org/fhir/R4/http.html#paging). No ``total``:
+    the MedicationRequests are counted by another service (R4 makes ``total`` optional)."""
+    entries = [{"fullUrl": f"{base_url}/{r['resourceType']}/{r['id']}", "resource": r,
+                "search": {"mode": "match"}} for r in resources]
+    entries += [{"fullUrl": f"urn:uuid:{o['id']}", "resource": o,
+                 "search": {"mode": "outcome"}} for o in outcomes]
     return {
         "resourceType": "Bundle", "type": "searchset", "timestamp": instant(now),
-        "total": total, "link": [{"relation": rel, "url": url} for rel, url in links],
-        "entry": [{"fullUrl": f"{base_url}/{r['resourceType']}/{r['id']}", "resource": r,
-                   "search": {"mode": "match"}} for r in resources],
+        "link": [{"relation": rel, "url": url} for rel, url in links], "entry": entries,
     }

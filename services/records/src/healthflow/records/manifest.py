@@ -13,4 +13,5 @@ MANIFEST = ServiceManifest(
             RouteDecl("/api/v1/care-plans"), RouteDecl("/api/v1/procedures"),
             RouteDecl("/api/v1/documents", methods={"POST": "upload"}),
             RouteDecl("/api/v1/fhir")),
+    calls=("prescription",),  # the FHIR export reads MedicationRequests there
 )

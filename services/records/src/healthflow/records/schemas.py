@@ -427,14 +427,31 @@ class ProcedureCorrectionIn(_Body):
 # ----------------------------------------------------------------------------- documents
 
 
+class DocumentWithdrawalIn(_Body):
+    """``POST /api/v1/documents/{id}/entered-in-error``: why it was filed by mistake."""
+
+    reason: ShortText
+
+
+class DocumentWithdrawalOut(BaseModel):
+    """Who withdrew a document, when (aware UTC) and why."""
+
+    by: str
+    at: datetime
+    reason: str
+
+
 class DocumentOut(BaseModel):
     """An uploaded file's metadata; ``file`` is its download path under the gateway.
 
     ``content_type`` as detected from the bytes; ``size`` in bytes; ``sha256`` 64 hex
-    digits; ``pages`` for a PDF, ``width`` × ``height`` pixels for an image.
+    digits; ``pages`` for a PDF, ``width`` × ``height`` pixels for an image;
+    ``status`` ``current`` or ``entered-in-error`` (then ``withdrawal``: by, at, reason).
     """
 
     id: str
+    status: str
+    withdrawal: DocumentWithdrawalOut | None = None
     encounter_id: str
     patient_id: str
     category: DocumentCategory
@@ -450,7 +467,9 @@ class DocumentOut(BaseModel):
 
     @classmethod
     def from_document(cls, doc: dict[str, Any], prefix: str) -> DocumentOut:
+        withdrawn = doc.get("withdrawal") is not None
         return cls.model_validate({**doc, "id": doc["_id"], "size": doc["blob"]["size"],
+                                   "status": "entered-in-error" if withdrawn else "current",
                                    "sha256": doc["blob"]["sha256"],
                                    "file": f"{prefix}/{doc['_id']}/file"})
 

@@ -8,6 +8,8 @@ from pydantic_settings import SettingsConfigDict
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
 
+PRESCRIPTION_PORT = SERVICES["prescription"].port if "prescription" in SERVICES else 8109
+
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(
@@ -23,3 +25,9 @@ class Settings(ServiceSettings):
     link_ttl: int = Field(default=300, ge=1, le=3600)  # seconds a presigned link lives
     sweep_interval: float = Field(default=3600.0, gt=0)  # seconds between orphan sweeps
     sweep_older_than: float = Field(default=3600.0, gt=0)  # an orphan's minimum age, s
+    # The prescription service's internal address (``RECORDS_PRESCRIPTION_URL`` or the
+    # platform-wide ``PRESCRIPTION_URL`` the runner, compose and Kubernetes set from the
+    # manifests' ``calls``): the FHIR export reads MedicationRequests there, with the
+    # caller's token, giving up after ``prescription_timeout`` seconds.
+    prescription_url: str = f"http://127.0.0.1:{PRESCRIPTION_PORT}"
+    prescription_timeout: float = Field(default=3.0, gt=0, le=30)

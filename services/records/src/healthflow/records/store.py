@@ -18,7 +18,8 @@ Collections (database ``healthflow_records``), times aware UTC::
     patients        patient ids from ``patient.registered``: {_id, registered_at}
     documents       uploaded files: {_id, encounter_id, patient_id, category,
                      content_type, blob: {key, sha256, size}, pages | None,
-                     width | None, height | None, uploaded_by, uploaded_at}
+                     width | None, height | None, uploaded_by, uploaded_at,
+                     withdrawal: {by, at, reason} once entered in error}
                      (the bytes are in the blob store under ``blob.key``)
 """
 
@@ -201,6 +202,14 @@ async def insert_document(uow: UnitOfWork, doc: Document) -> None:
 
 async def get_document(db: Db, document_id: str, session: Any = None) -> Document | None:
     return await db[DOCUMENTS].find_one({"_id": document_id}, session=session)
+
+
+async def withdraw_document(uow: UnitOfWork, document_id: str, withdrawal: Document) -> bool:
+    """Mark the document entered in error; False when it already was."""
+    result = await uow.db[DOCUMENTS].update_one(
+        {"_id": document_id, "withdrawal": None}, {"$set": {"withdrawal": withdrawal}},
+        session=uow.session)
+    return bool(result.modified_count)
 
 
 async def documents_page(db: Db, patient_id: str, *, cursor: str | None, limit: int,
