@@ -1,5 +1,11 @@
 """The compliance API: read and verify the log (``audit:read``); thin over :mod:`.service`.
 
+Public (no token): the checkpoint key and the signed checkpoints (``GET
+/checkpoints/key``, ``/checkpoints/latest``, ``/checkpoints/{tree_size}``): a tree
+size, a root hash and a signature reveal no entry, and a checkpoint is only worth
+something if anyone can check it with the key alone (as Certificate Transparency's
+``get-sth``, RFC 9162 §4.3).
+
 The log is append-only: no route changes or removes an entry, and PUT, PATCH
 and DELETE on any audit path are answered 405 problem+json. Every read is
 written to the service log (caller, roles, path, query) but emits no event: an
@@ -285,22 +291,23 @@ async def sign_checkpoint(runtime: Runtime, principal: AuditReader) -> Checkpoin
 
 @router.get("/checkpoints/key", response_model=CheckpointKeyOut,
             summary="The public key that signs checkpoints")
-async def checkpoint_key(runtime: Runtime, principal: AuditReader) -> CheckpointKeyOut:
+async def checkpoint_key(runtime: Runtime) -> CheckpointKeyOut:
+    """Public: the Ed25519 verifier key (C2SP signed-note ``name+hash+base64``)."""
     return CheckpointKeyOut.model_validate(await checkpoints.public_key(runtime))
 
 
 @router.get("/checkpoints/latest", response_model=CheckpointOut,
             summary="The latest signed checkpoint")
-async def latest_checkpoint(runtime: Runtime, principal: AuditReader) -> CheckpointOut:
-    """Raises: NotFound (404) before the first checkpoint."""
+async def latest_checkpoint(runtime: Runtime) -> CheckpointOut:
+    """Public. Raises: NotFound (404) before the first checkpoint."""
     return _checkpoint(await checkpoints.get(runtime, None))
 
 
 @router.get("/checkpoints/{tree_size}", response_model=CheckpointOut,
             summary="The checkpoint signed at a tree size")
-async def get_checkpoint(runtime: Runtime, principal: AuditReader,
+async def get_checkpoint(runtime: Runtime,
                          tree_size: Annotated[int, Path(ge=0, le=MAX_SEQ)]) -> CheckpointOut:
-    """Raises: NotFound (404) when no checkpoint was signed at that size."""
+    """Public. Raises: NotFound (404) when no checkpoint was signed at that size."""
     return _checkpoint(await checkpoints.get(runtime, tree_size))
 
 
