@@ -20,14 +20,14 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BeforeValidator
 
 from healthflow.audit import checkpoints, reports, service, store, tree
-from healthflow.audit.domain import MAX_SEQ
+from healthflow.audit.domain import CATEGORIES, MAX_SEQ
 from healthflow.audit.merkle import entry_leaf_hash
 from healthflow.audit.schemas import (
     AuditEntry,
@@ -36,6 +36,7 @@ from healthflow.audit.schemas import (
     CheckpointOut,
     ConsistencyProofOut,
     InclusionProofOut,
+    LoginFailureBurstOut,
     VerificationOut,
 )
 from healthflow.common.auth import Principal, require
@@ -92,13 +93,20 @@ def _filters(
         alias="from", description="event time ≥ this (RFC 3339 with offset)")] = None,
     until: Annotated[Rfc3339 | None, Query(
         alias="to", description="event time < this (RFC 3339 with offset)")] = None,
+    category: Annotated[Literal[tuple(CATEGORIES)] | None, Query(  # type: ignore[valid-type]
+        description="a named set of event types (healthflow.audit.domain.CATEGORIES): "
+                    "privilege-change, login-failure, login, record-access")] = None,
 ) -> store.EntryFilter:
     return store.EntryFilter(type=event_type, subject=subject, actor=actor, patientid=patient,
-                             since=_utc(since), until=_utc(until))
+                             since=_utc(since), until=_utc(until),
+                             types=CATEGORIES[category] if category else None)
 
 
 Filters = Annotated[store.EntryFilter, Depends(_filters)]
-"""Equality filters and the ``[from, to)`` event-time window of the search and reports."""
+"""Equality filters, a ``category`` and the ``[from, to)`` event-time window of the search
+and reports. The questions officers ask: everything user Y did in a period is ``?actor=Y
+&from=…&to=…``; every privilege change ``?category=privilege-change``; every failed login
+``?category=login-failure`` (bursts of them: ``GET /login-failures/bursts``)."""
 
 
 @router.get("/events", response_model=Page[AuditEntry], summary="Search the log, newest first")
@@ -121,6 +129,32 @@ async def list_events(
     docs, next_cursor = await service.search(runtime, where, cursor, limit)
     return Page[AuditEntry](items=[AuditEntry.model_validate(doc) for doc in docs],
                             next_cursor=next_cursor)
+
+
+@router.get("/login-failures/bursts", response_model=list[LoginFailureBurstOut],
+            summary="Bursts of failed logins per account or client address")
+async def login_failure_bursts(
+    runtime: Runtime,
+    principal: AuditReader,
+    where: Filters,
+    by: Annotated[Literal["user", "client_ip"], Query(
+        description="group by the account tried or by the client address")] = "user",
+    threshold: Annotated[int, Query(ge=2, le=1000, description="failures in a burst")] = 5,
+    gap: Annotated[int, Query(ge=1, le=86_400, description="seconds: the longest pause "
+                                                           "between failures of one burst")] = 300,
+) -> list[LoginFailureBurstOut]:
+    """Every run of ``auth.login_failed`` in the period with at least ``threshold``
+    failures for one key and no pause longer than ``gap`` seconds, earliest first
+    (rule: :func:`healthflow.audit.domain.login_failure_bursts`).
+
+    Raises:
+        UnprocessableContent: (422) ``from`` after ``to``, a malformed parameter, or too
+            many failures in the period to scan.
+    """
+    bursts = await reports.login_failure_bursts(runtime, where, by=by, threshold=threshold,
+                                                gap_seconds=gap)
+    return [LoginFailureBurstOut(key=b.key, count=b.count, first=b.first, last=b.last,
+                                 seqs=list(b.seqs)) for b in bursts]
 
 
 @router.get("/report/fhir", summary="Matching entries as FHIR R4 AuditEvents, with their "
