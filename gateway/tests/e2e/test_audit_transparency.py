@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from healthflow.devkit.testing import RunningPlatform
-
 from healthflow.auditverify import note as offline
+from healthflow.devkit.testing import RunningPlatform
 
 from .conftest import User, assert_problem, ok, register_patient
 
