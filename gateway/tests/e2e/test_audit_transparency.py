@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
+from healthflow.auditverify import note as offline
 from healthflow.devkit.testing import RunningPlatform
 
 from .conftest import User, assert_problem, ok, register_patient
@@ -57,3 +59,23 @@ async def test_a_patient_reads_their_own_access_report_through_the_edge(
     assert "signature" in report
     assert_problem(await gateway.get("/api/v1/audit/events", headers=patient.headers), 403)
     assert_problem(await gateway.get("/api/v1/audit/patient-access"), 401)
+
+
+async def test_anyone_checks_a_checkpoint_with_the_public_key_alone(
+        gateway: httpx.AsyncClient, compliance: User) -> None:
+    """The key and the checkpoints are public at the edge (no token); signing one and the
+    entries, proofs and export still need ``audit:read``."""
+    signed = ok(await gateway.post("/api/v1/audit/checkpoints", headers=compliance.headers))
+    assert_problem(await gateway.post("/api/v1/audit/checkpoints"), 401)
+    key = ok(await gateway.get("/api/v1/audit/checkpoints/key"))
+    latest = ok(await gateway.get("/api/v1/audit/checkpoints/latest"))
+    at_size = ok(await gateway.get(f"/api/v1/audit/checkpoints/{signed['tree_size']}"))
+    verifier_key = offline.parse_verifier_key(key["verifier_key"])
+    checkpoint = offline.open_checkpoint(latest["note"], verifier_key)
+    assert checkpoint.size >= signed["tree_size"] >= 1
+    assert offline.open_checkpoint(at_size["note"], verifier_key).size == signed["tree_size"]
+    with pytest.raises(offline.NoteError):
+        offline.open_checkpoint(latest["note"].replace(
+            f"\n{checkpoint.size}\n", f"\n{checkpoint.size + 1}\n", 1), verifier_key)
+    for path in ("/api/v1/audit/events", "/api/v1/audit/export", "/api/v1/audit/head"):
+        assert_problem(await gateway.get(path), 401)

@@ -100,6 +100,19 @@ def test_public_methods_are_declared_per_route():
     assert patients is not None and not patients.is_public("GET")
 
 
+def test_audit_checkpoints_are_public_reads_and_signing_stays_audit():
+    """The checkpoint key and signed checkpoints are read without a token; ``POST
+    /api/v1/audit/checkpoints`` (sign now) keeps the ``audit`` group; the entries too."""
+    table = RouteTable()
+    route = table.match("/api/v1/audit/checkpoints/key")
+    assert route is not None and route.service == "audit" and route.is_public("GET")
+    assert route.policy_for("GET", "/api/v1/audit/checkpoints/key") == "edge"
+    assert not route.is_public("POST")
+    assert route.policy_for("POST", "/api/v1/audit/checkpoints") == "audit"
+    events = table.match("/api/v1/audit/events")
+    assert events is not None and events.policy == "audit" and not events.is_public("GET")
+
+
 def test_the_upload_policy_is_for_posting_an_image_alone():
     """Routes match by prefix: the upload group (512 MiB bodies, 300 s) is for ``POST
     /api/v1/imaging/studies`` only, not for reading studies or signing a report."""

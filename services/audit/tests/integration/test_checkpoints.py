@@ -110,10 +110,21 @@ def test_a_malformed_key_or_origin_refuses_to_start() -> None:
         Settings(checkpoint_origin="health flow")
 
 
-async def test_checkpoint_routes_need_audit_read_and_known_sizes(audit: Audit) -> None:
-    for method, path in (("POST", "/checkpoints"), ("GET", "/checkpoints/key"),
-                         ("GET", "/checkpoints/latest"), ("GET", "/checkpoints/0")):
-        response = await audit.client.request(method, f"/api/v1/audit{path}",
-                                              headers=audit.tokens.headers(roles=["doctor"]))
-        assert is_problem(response, 403), path
-    assert is_problem(await audit.get("/checkpoints/7"), 404)
+async def test_signing_needs_audit_read_and_reading_checkpoints_needs_nothing(
+        audit: Audit, make_event: Callable[..., CloudEvent]) -> None:
+    doctor = audit.tokens.headers(roles=["doctor"])
+    assert is_problem(await audit.client.post("/api/v1/audit/checkpoints", headers=doctor), 403)
+    assert is_problem(await audit.client.post("/api/v1/audit/checkpoints"), 401)
+    await audit.deliver(make_event())
+    signed = (await audit.client.post("/api/v1/audit/checkpoints",
+                                      headers=audit.officer())).json()
+    anonymous = {path: await audit.client.get(f"/api/v1/audit{path}")
+                 for path in ("/checkpoints/key", "/checkpoints/latest", "/checkpoints/1")}
+    assert all(r.status_code == 200 for r in anonymous.values()), anonymous
+    key = offline.parse_verifier_key(anonymous["/checkpoints/key"].json()["verifier_key"])
+    assert offline.open_checkpoint(anonymous["/checkpoints/latest"].json()["note"], key).size == 1
+    assert anonymous["/checkpoints/1"].json() == signed
+    assert is_problem(await audit.client.get("/api/v1/audit/checkpoints/7"), 404)
+    # the entries themselves stay with audit:read
+    assert is_problem(await audit.client.get("/api/v1/audit/proof/inclusion",
+                                             params={"seq": 0, "tree_size": 1}), 401)

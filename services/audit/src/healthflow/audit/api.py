@@ -1,5 +1,11 @@
 """The compliance API: read and verify the log (``audit:read``); thin over :mod:`.service`.
 
+Public (no token): the checkpoint key and the signed checkpoints (``GET
+/checkpoints/key``, ``/checkpoints/latest``, ``/checkpoints/{tree_size}``): a tree
+size, a root hash and a signature reveal no entry, and a checkpoint is only worth
+something if anyone can check it with the key alone (as Certificate Transparency's
+``get-sth``, RFC 9162 §4.3).
+
 The log is append-only: no route changes or removes an entry, and PUT, PATCH
 and DELETE on any audit path are answered 405 problem+json. Every read is
 written to the service log (caller, roles, path, query) but emits no event: an
@@ -14,14 +20,14 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BeforeValidator
 
 from healthflow.audit import checkpoints, reports, service, store, tree
-from healthflow.audit.domain import MAX_SEQ
+from healthflow.audit.domain import CATEGORIES, MAX_SEQ
 from healthflow.audit.merkle import entry_leaf_hash
 from healthflow.audit.schemas import (
     AuditEntry,
@@ -30,6 +36,7 @@ from healthflow.audit.schemas import (
     CheckpointOut,
     ConsistencyProofOut,
     InclusionProofOut,
+    LoginFailureBurstOut,
     VerificationOut,
 )
 from healthflow.common.auth import Principal, require
@@ -86,13 +93,20 @@ def _filters(
         alias="from", description="event time ≥ this (RFC 3339 with offset)")] = None,
     until: Annotated[Rfc3339 | None, Query(
         alias="to", description="event time < this (RFC 3339 with offset)")] = None,
+    category: Annotated[Literal[tuple(CATEGORIES)] | None, Query(  # type: ignore[valid-type]
+        description="a named set of event types (healthflow.audit.domain.CATEGORIES): "
+                    "privilege-change, login-failure, login, record-access")] = None,
 ) -> store.EntryFilter:
     return store.EntryFilter(type=event_type, subject=subject, actor=actor, patientid=patient,
-                             since=_utc(since), until=_utc(until))
+                             since=_utc(since), until=_utc(until),
+                             types=CATEGORIES[category] if category else None)
 
 
 Filters = Annotated[store.EntryFilter, Depends(_filters)]
-"""Equality filters and the ``[from, to)`` event-time window of the search and reports."""
+"""Equality filters, a ``category`` and the ``[from, to)`` event-time window of the search
+and reports. The questions officers ask: everything user Y did in a period is ``?actor=Y
+&from=…&to=…``; every privilege change ``?category=privilege-change``; every failed login
+``?category=login-failure`` (bursts of them: ``GET /login-failures/bursts``)."""
 
 
 @router.get("/events", response_model=Page[AuditEntry], summary="Search the log, newest first")
@@ -115,6 +129,32 @@ async def list_events(
     docs, next_cursor = await service.search(runtime, where, cursor, limit)
     return Page[AuditEntry](items=[AuditEntry.model_validate(doc) for doc in docs],
                             next_cursor=next_cursor)
+
+
+@router.get("/login-failures/bursts", response_model=list[LoginFailureBurstOut],
+            summary="Bursts of failed logins per account or client address")
+async def login_failure_bursts(
+    runtime: Runtime,
+    principal: AuditReader,
+    where: Filters,
+    by: Annotated[Literal["user", "client_ip"], Query(
+        description="group by the account tried or by the client address")] = "user",
+    threshold: Annotated[int, Query(ge=2, le=1000, description="failures in a burst")] = 5,
+    gap: Annotated[int, Query(ge=1, le=86_400, description="seconds: the longest pause "
+                                                           "between failures of one burst")] = 300,
+) -> list[LoginFailureBurstOut]:
+    """Every run of ``auth.login_failed`` in the period with at least ``threshold``
+    failures for one key and no pause longer than ``gap`` seconds, earliest first
+    (rule: :func:`healthflow.audit.domain.login_failure_bursts`).
+
+    Raises:
+        UnprocessableContent: (422) ``from`` after ``to``, a malformed parameter, or too
+            many failures in the period to scan.
+    """
+    bursts = await reports.login_failure_bursts(runtime, where, by=by, threshold=threshold,
+                                                gap_seconds=gap)
+    return [LoginFailureBurstOut(key=b.key, count=b.count, first=b.first, last=b.last,
+                                 seqs=list(b.seqs)) for b in bursts]
 
 
 @router.get("/report/fhir", summary="Matching entries as FHIR R4 AuditEvents, with their "
@@ -285,22 +325,23 @@ async def sign_checkpoint(runtime: Runtime, principal: AuditReader) -> Checkpoin
 
 @router.get("/checkpoints/key", response_model=CheckpointKeyOut,
             summary="The public key that signs checkpoints")
-async def checkpoint_key(runtime: Runtime, principal: AuditReader) -> CheckpointKeyOut:
+async def checkpoint_key(runtime: Runtime) -> CheckpointKeyOut:
+    """Public: the Ed25519 verifier key (C2SP signed-note ``name+hash+base64``)."""
     return CheckpointKeyOut.model_validate(await checkpoints.public_key(runtime))
 
 
 @router.get("/checkpoints/latest", response_model=CheckpointOut,
             summary="The latest signed checkpoint")
-async def latest_checkpoint(runtime: Runtime, principal: AuditReader) -> CheckpointOut:
-    """Raises: NotFound (404) before the first checkpoint."""
+async def latest_checkpoint(runtime: Runtime) -> CheckpointOut:
+    """Public. Raises: NotFound (404) before the first checkpoint."""
     return _checkpoint(await checkpoints.get(runtime, None))
 
 
 @router.get("/checkpoints/{tree_size}", response_model=CheckpointOut,
             summary="The checkpoint signed at a tree size")
-async def get_checkpoint(runtime: Runtime, principal: AuditReader,
+async def get_checkpoint(runtime: Runtime,
                          tree_size: Annotated[int, Path(ge=0, le=MAX_SEQ)]) -> CheckpointOut:
-    """Raises: NotFound (404) when no checkpoint was signed at that size."""
+    """Public. Raises: NotFound (404) when no checkpoint was signed at that size."""
     return _checkpoint(await checkpoints.get(runtime, tree_size))
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import io
 from typing import Any
 
-from healthflow.audit import checkpoints, fhir, store
+from healthflow.audit import checkpoints, domain, fhir, store
 from healthflow.audit.domain import rfc3339_millis
 from healthflow.common.errors import UnprocessableContent
 from healthflow.common.mongo import Document, utcnow
@@ -92,3 +93,41 @@ async def patient_access(runtime: ServiceRuntime, patient_id: str) -> dict[str, 
     purpose. For the patient's own view; no other patient's entries."""
     return await fhir_bundle(runtime, store.EntryFilter(patientid=patient_id,
                                                         types=ACCESS_TYPES))
+
+
+BURST_SCAN_MAX = 50_000
+"""The most ``auth.login_failed`` entries one burst query scans (narrow the period)."""
+
+
+async def login_failure_bursts(runtime: ServiceRuntime, where: store.EntryFilter, *,
+                               by: str, threshold: int, gap_seconds: float
+                               ) -> list[domain.Burst]:
+    """The failed-login bursts in ``where``'s period (rule:
+    :func:`healthflow.audit.domain.login_failure_bursts`), grouped ``by`` ``user`` (the
+    account tried: ``data.user_id``, else the entry's ``subject``) or ``client_ip`` (the
+    source: ``data.client_ip``); failures without that key are left out.
+
+    Raises:
+        UnprocessableContent: (422) ``from`` after ``to``, or more than
+            :data:`BURST_SCAN_MAX` failures in the period.
+    """
+    if where.since is not None and where.until is not None and where.since > where.until:
+        raise UnprocessableContent("query.from: must not be after 'to'",
+                                   errors=[{"location": "query.from",
+                                            "message": "must not be after 'to'"}])
+    where = dataclasses.replace(where, types=domain.CATEGORIES["login-failure"])
+    head = await store.read_head(runtime.db)
+    entries = await store.entries_for_report(runtime.db, where, below_seq=head.seq + 1,
+                                             limit=BURST_SCAN_MAX + 1)
+    if len(entries) > BURST_SCAN_MAX:
+        raise UnprocessableContent(
+            f"more than {BURST_SCAN_MAX} failed logins in the period; narrow it",
+            errors=[{"location": "query", "message": f"more than {BURST_SCAN_MAX} entries"}])
+    failures = []
+    for entry in entries:
+        data = entry.get("envelope", {}).get("data") or {}
+        key = (data.get("user_id") or entry.get("subject")) if by == "user" else \
+            data.get("client_ip")
+        if isinstance(key, str) and key:
+            failures.append(domain.Failure(int(entry["seq"]), entry["time"], key))
+    return domain.login_failure_bursts(failures, threshold=threshold, gap_seconds=gap_seconds)

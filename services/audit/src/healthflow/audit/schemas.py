@@ -91,3 +91,13 @@ class CheckpointKeyOut(BaseModel):
     public_key: str = Field(description="the 32-byte public key, standard base64")
     verifier_key: str = Field(description="<name>+<key_id>+base64(0x01 ‖ public key), "
                               "the C2SP signed-note verifier key")
+
+
+class LoginFailureBurstOut(BaseModel):
+    """A run of failed logins for one account or client address (times aware UTC)."""
+
+    key: str = Field(description="the user id, or the client address with by=client_ip")
+    count: int = Field(description="failed logins in the run")
+    first: datetime
+    last: datetime
+    seqs: list[int] = Field(description="the entries (``/events/{seq}``), ascending time")

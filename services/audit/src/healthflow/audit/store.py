@@ -73,7 +73,7 @@ INDEXES = {
 @dataclass(frozen=True)
 class EntryFilter:
     """Equality filters on copied envelope attributes; ``time`` in ``[since, until)``;
-    ``types``: any of these types (with ``type`` unset)."""
+    ``types``: any of these types (and ``type`` when both are given)."""
 
     type: str | None = None
     types: frozenset[str] | None = None
@@ -89,8 +89,9 @@ class EntryFilter:
             value = getattr(self, name)
             if value is not None:
                 query[name] = value
-        if self.types is not None and self.type is None:
-            query["type"] = {"$in": sorted(self.types)}
+        if self.types is not None:
+            allowed = self.types if self.type is None else self.types & {self.type}
+            query["type"] = {"$in": sorted(allowed)}
         if self.since is not None or self.until is not None:
             window: Document = {}
             if self.since is not None:
