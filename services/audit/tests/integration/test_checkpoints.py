@@ -128,3 +128,19 @@ async def test_signing_needs_audit_read_and_reading_checkpoints_needs_nothing(
     # the entries themselves stay with audit:read
     assert is_problem(await audit.client.get("/api/v1/audit/proof/inclusion",
                                              params={"seq": 0, "tree_size": 1}), 401)
+
+
+async def test_a_log_truncated_below_the_latest_checkpoint_is_refused(
+        audit: Audit, make_event: Callable[..., CloudEvent]) -> None:
+    await audit.deliver(*(make_event(n=i) for i in range(5)))
+    signed = await audit.client.post("/api/v1/audit/checkpoints", headers=audit.officer())
+    assert signed.json()["tree_size"] == 5
+    # an attacker drops the last two entries and moves the head (and tree) back
+    kept = await store.get_entry(audit.db, 2)
+    assert kept is not None
+    await audit.db[store.ENTRIES].delete_many({"_id": {"$gte": 3}})
+    await audit.db[store.CHAIN].update_one({"_id": store.HEAD_ID}, {"$set": {
+        "seq": 2, "hash": kept["hash"], "tree_size": 3}})
+    refused = await audit.client.post("/api/v1/audit/checkpoints", headers=audit.officer())
+    assert is_problem(refused, 409) and refused.json()["tree_size"] == 5
+    assert refused.json()["type"].endswith("audit-history-rewritten")

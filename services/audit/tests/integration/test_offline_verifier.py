@@ -120,7 +120,8 @@ async def _rewrite_history(db: Any, seq: int) -> None:
         await db[store.ENTRIES].update_one({"_id": doc["_id"]}, {"$set": {
             "envelope": doc["envelope"], "prev_hash": prev, "hash": digest}})
         prev = digest
-    await db[store.CHAIN].update_one({"_id": store.HEAD_ID}, {"$set": {"hash": prev}})
+    await db[store.CHAIN].update_one({"_id": store.HEAD_ID},
+                                     {"$set": {"hash": prev, "tree_size": 0}})
     await db[store.TREE].delete_many({})
     await tree.rebuild(db)
 

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from healthflow.audit import note, store, tree
 from healthflow.audit.settings import Settings
@@ -81,11 +81,19 @@ async def sign_now(runtime: ServiceRuntime) -> Document:
     latest one, else the latest. Exported before returning (a failed export is logged
     and retried by :func:`run_due`).
 
+    The size signed is the tree's (it trails the head while the tree catches up).
+
     Returns the stored document (``_id`` the tree size, ``root`` hex, ``note``).
+
+    Raises:
+        HistoryRewritten: (409) the log or tree is shorter than the latest checkpoint
+            (truncated), or no longer has its root.
     """
     db = runtime.db
-    size = (await store.read_head(db)).seq + 1
+    head, size = await store.read_chain(db)
     latest = await store.latest_checkpoint(db)
+    if latest is not None and int(latest["_id"]) > head.seq + 1:
+        _rewritten(int(latest["_id"]), "database", head.seq + 1)
     if latest is not None and int(latest["_id"]) >= size:
         return latest
     key = await signer(runtime)
@@ -120,12 +128,16 @@ async def _check_extends(runtime: ServiceRuntime, key: note.NoteSigner,
         earlier.append((*kept, "file"))
     for kept_size, kept_root, where in earlier:
         if kept_size > size or await tree.root(runtime.db, kept_size) != kept_root:
-            log.error("audit history rewritten: a signed checkpoint no longer matches",
-                      extra={"tree_size": kept_size, "kept_in": where, "log_size": size})
-            raise HistoryRewritten(
-                f"the log no longer has the root of the checkpoint signed at tree size "
-                f"{kept_size} (kept in the {where}): entries before it were changed or "
-                "removed; no checkpoint is signed", tree_size=kept_size)
+            _rewritten(kept_size, where, size)
+
+
+def _rewritten(kept_size: int, where: str, size: int) -> NoReturn:
+    log.error("audit history rewritten: a signed checkpoint no longer matches",
+              extra={"tree_size": kept_size, "kept_in": where, "log_size": size})
+    raise HistoryRewritten(
+        f"the log no longer has the root of the checkpoint signed at tree size "
+        f"{kept_size} (kept in the {where}): entries before it were changed or "
+        "removed; no checkpoint is signed", tree_size=kept_size)
 
 
 async def _export(runtime: ServiceRuntime, document: Document) -> None:
@@ -161,7 +173,9 @@ def _write_file(directory: Path, size: int, text: str) -> Path:
 
 
 async def run_due(runtime: ServiceRuntime) -> None:
-    """One turn of the checkpoint loop: sign when the log grew; retry blob exports."""
+    """One turn of the checkpoint loop: catch the tree up with entries it lacks
+    (:func:`healthflow.audit.tree.rebuild`), sign when it grew; retry blob exports."""
+    await tree.rebuild(runtime.db)
     await sign_now(runtime)
     if runtime.state.get("blobs") is not None:
         for document in await store.unexported_checkpoints(runtime.db):
