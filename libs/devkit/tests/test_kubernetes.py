@@ -33,3 +33,23 @@ def test_every_service_and_the_gateway_get_a_deployment_service_and_autoscaler()
     for name, manifest in SERVICES.items():
         assert env[f"GATEWAY_UPSTREAM_{name.upper()}"] == f"http://healthflow-{name}:{manifest.port}"
     assert env["JWKS_URL"] == f"http://healthflow-auth:{SERVICES['auth'].port}/.well-known/jwks.json"
+
+
+def test_audit_gets_its_signing_key_from_a_secret_and_a_writable_checkpoint_volume() -> None:
+    documents = list(yaml.safe_load_all((K8S / "healthflow.yaml").read_text()))
+    audit = next(d for d in documents
+                 if d["kind"] == "Deployment" and d["metadata"]["name"] == "healthflow-audit")
+    pod = audit["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AUDIT_CHECKPOINT_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "healthflow-audit-signing", "key": "AUDIT_CHECKPOINT_SIGNING_KEY"}
+    assert "AUDIT_ALLOW_GENERATED_SIGNING_KEY" not in env
+    directory = env["AUDIT_CHECKPOINT_DIR"]["value"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == directory)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim
+               for d in documents)
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]

@@ -16,6 +16,7 @@ from healthflow.audit.settings import Settings
 from healthflow.auditverify import note as offline
 from healthflow.common.blobs import BlobStore
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.settings import ConfigurationError
 from healthflow.devkit.testing import TokenFactory, running_app
 
 from .test_api import is_problem
@@ -100,6 +101,18 @@ async def test_a_configured_key_signs(settings: Settings, tokens: TokenFactory) 
     assert key["verifier_key"] == note.signer_from_seed(settings.checkpoint_origin,
                                                         seed).verifier_key
     assert key["algorithm"] == "Ed25519"
+
+
+async def test_without_a_key_a_deployment_refuses_to_start(settings: Settings) -> None:
+    deployed = settings.model_copy(update={"allow_generated_signing_key": False})
+    assert not Settings().allow_generated_signing_key  # the default outside local runs
+    with pytest.raises(ConfigurationError, match="AUDIT_CHECKPOINT_SIGNING_KEY"):
+        async with running_app(create_app(deployed)):
+            pass
+    app = create_app(settings)  # the tests' settings allow a generated key
+    async with running_app(app):
+        pass
+    assert await store.signing_seed(app.state.runtime.db) is not None
 
 
 def test_a_malformed_key_or_origin_refuses_to_start() -> None:

@@ -34,6 +34,7 @@ from healthflow.common.blobs import BlobStore
 from healthflow.common.errors import Conflict, NotFound
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,24 @@ def settings_of(runtime: ServiceRuntime) -> Settings:
 
 
 async def signer(runtime: ServiceRuntime) -> note.NoteSigner:
-    """The configured key (``AUDIT_CHECKPOINT_SIGNING_KEY``), else the database's, made once
-    (local runs); named by the checkpoint origin."""
+    """The configured key (``AUDIT_CHECKPOINT_SIGNING_KEY``), else — only when
+    ``AUDIT_ALLOW_GENERATED_SIGNING_KEY`` (local runs) — the database's, made once;
+    named by the checkpoint origin. Called at start-up.
+
+    Raises:
+        ConfigurationError: no key configured and a generated one not allowed.
+    """
     cached = runtime.state.get("checkpoint_signer")
     if isinstance(cached, note.NoteSigner):
         return cached
     settings = settings_of(runtime)
     if settings.checkpoint_signing_key is not None:
         seed = note.unb64url(settings.checkpoint_signing_key.get_secret_value())
+    elif not settings.allow_generated_signing_key:
+        raise ConfigurationError(
+            "AUDIT_CHECKPOINT_SIGNING_KEY is not set: audit checkpoints need an Ed25519 seed "
+            "(32 bytes, base64url) from a secret; AUDIT_ALLOW_GENERATED_SIGNING_KEY=true "
+            "keeps a generated one in the database, for local runs only")
     else:
         kept = await store.signing_seed(runtime.db)
         if kept is None:
