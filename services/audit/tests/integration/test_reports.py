@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from fhir.resources.R4B.bundle import Bundle
 
+from healthflow.audit import store
 from healthflow.auditverify import note as offline
 from healthflow.common.events.envelope import CloudEvent
 
@@ -82,6 +83,17 @@ async def test_a_period_as_csv(audit: Audit, make_event: Callable[..., CloudEven
     assert rows[0]["actor"] == "'=HYPERLINK()"  # no formula for a spreadsheet to run
     assert rows[2]["actor"] == "" and rows[2]["action"] == "D"
     assert (await audit.get(f"/checkpoints/{4}")).status_code == 200
+
+
+async def test_reports_sign_at_most_once_per_interval(
+        audit: Audit, make_event: Callable[..., CloudEvent], at: Callable[[int], datetime]) -> None:
+    await _seed(audit, make_event, at)
+    first = await audit.get("/report/csv")
+    await audit.deliver(make_event(n=99))
+    for _ in range(3):  # a client polling reports does not make the service sign
+        again = await audit.get("/report/csv")
+        assert again.headers["x-checkpoint-tree-size"] == first.headers["x-checkpoint-tree-size"]
+    assert await audit.db[store.CHECKPOINTS].count_documents({}) == 1
 
 
 async def test_reports_refuse_bad_periods_and_other_roles(audit: Audit) -> None:

@@ -317,9 +317,11 @@ async def export(
 
 @router.post("/checkpoints", response_model=CheckpointOut,
              summary="Sign a checkpoint of the log now")
-async def sign_checkpoint(runtime: Runtime, principal: AuditReader) -> CheckpointOut:
-    """A checkpoint covering every entry appended so far: signed now when the log grew
-    since the latest one, else that one. Also written to the blob store and a file."""
+async def sign_checkpoint(runtime: Runtime, principal: Principal = require(
+        Permission.AUDIT_CHECKPOINT)) -> CheckpointOut:
+    """A checkpoint covering every entry in the tree so far (``audit:checkpoint``): signed
+    now when it grew since the latest one, else that one. Also written to the blob
+    store and a file."""
     return _checkpoint(await checkpoints.sign_now(runtime))
 
 

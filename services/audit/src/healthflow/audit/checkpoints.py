@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -126,6 +127,23 @@ async def sign_now(runtime: ServiceRuntime) -> Document:
     log.info("checkpoint signed", extra={"tree_size": size})
     await _export(runtime, document)
     return document
+
+
+async def recent(runtime: ServiceRuntime) -> Document:
+    """The latest checkpoint, or a new one (:func:`sign_now`) when there is none or the
+    latest was signed ``checkpoint_interval`` seconds ago or more: reads that need a
+    checkpoint (reports) sign at most once per interval.
+
+    Raises:
+        HistoryRewritten: (409) as :func:`sign_now`, when one is signed.
+    """
+    latest = await store.latest_checkpoint(runtime.db)
+    signed_at = latest.get("signed_at") if latest is not None else None
+    if (latest is not None and isinstance(signed_at, datetime)
+            and (utcnow() - signed_at.replace(tzinfo=UTC)).total_seconds()
+            < settings_of(runtime).checkpoint_interval):
+        return latest
+    return await sign_now(runtime)
 
 
 async def _check_extends(runtime: ServiceRuntime, key: note.NoteSigner,
@@ -264,9 +282,11 @@ def _write_file(key: note.NoteSigner, directory: Path, size: int, text: str) -> 
 
 async def run_due(runtime: ServiceRuntime) -> None:
     """One turn of the checkpoint loop: catch the tree up with entries it lacks
-    (:func:`healthflow.audit.tree.rebuild`), sign when it grew; retry blob exports."""
+    (:func:`healthflow.audit.tree.rebuild`), sign when it grew (not while the log is
+    empty); retry blob exports."""
     await tree.rebuild(runtime.db)
-    await sign_now(runtime)
+    if await store.tree_size(runtime.db) > 0:
+        await sign_now(runtime)
     if runtime.state.get("blobs") is not None:
         for document in await store.unexported_checkpoints(runtime.db):
             await _export(runtime, document)

@@ -1,7 +1,9 @@
 """Use case of compliance reports: a period's entries as a FHIR R4 Bundle of
 ``AuditEvent`` resources or as CSV, with the signed checkpoint that covers them.
 
-The checkpoint is signed (or the latest taken) first; the report then holds only
+The latest checkpoint is taken first (a new one is signed only when the latest is
+``checkpoint_interval`` seconds old: :func:`healthflow.audit.checkpoints.recent`,
+so reading reports does not make the service sign); the report then holds only
 entries below its tree size, so every entry in it can be checked against that
 checkpoint with ``healthflow-audit-verify``. Mapping: :mod:`healthflow.audit.fhir`.
 """
@@ -36,7 +38,7 @@ async def _covered(runtime: ServiceRuntime, where: store.EntryFilter
         raise UnprocessableContent("query.from: must not be after 'to'",
                                    errors=[{"location": "query.from",
                                             "message": "must not be after 'to'"}])
-    checkpoint = await checkpoints.sign_now(runtime)
+    checkpoint = await checkpoints.recent(runtime)
     entries = await store.entries_for_report(runtime.db, where, below_seq=int(checkpoint["_id"]),
                                              limit=REPORT_MAX + 1)
     if len(entries) > REPORT_MAX:
