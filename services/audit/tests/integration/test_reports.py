@@ -134,3 +134,25 @@ async def test_a_patient_sees_who_accessed_their_chart_and_nothing_else(
                                              headers=compliance), 403)
     patient = audit.tokens.headers("p-1", roles=["patient"])
     assert is_problem(await audit.client.get("/api/v1/audit/events", headers=patient), 403)
+
+
+async def test_a_patients_report_has_prescription_and_xray_reads_in_a_period(
+        audit: Audit, make_event: Callable[..., CloudEvent],
+        at: Callable[[int], datetime]) -> None:
+    for minute, type_ in ((1, "prescription.accessed"), (2, "xray.accessed"),
+                          (3, "record.accessed")):
+        await audit.deliver(make_event(type_, subject="patient/p-1", actor="u-doc",
+                                       patientid="p-1", when=at(minute), patient_id="p-1",
+                                       accessor_id="u-doc", accessor_role="treating_doctor",
+                                       accessor_roles=["doctor"]))
+    patient = audit.tokens.headers("p-1", roles=["patient"])
+    report = await audit.client.get("/api/v1/audit/patient-access", headers=patient,
+                                    params={"from": "2026-11-21T10:00:00Z",
+                                            "to": "2026-11-21T10:03:00Z"})
+    assert report.status_code == 200
+    Bundle.model_validate(report.json())
+    assert [e["resource"]["subtype"][0]["code"] for e in report.json()["entry"]] == [
+        "prescription.accessed", "xray.accessed"]
+    backwards = {"from": "2026-11-21T10:03:00Z", "to": "2026-11-21T10:00:00Z"}
+    assert is_problem(await audit.client.get("/api/v1/audit/patient-access", headers=patient,
+                                             params=backwards), 422)

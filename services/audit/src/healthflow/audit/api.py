@@ -176,14 +176,25 @@ async def fhir_report(runtime: Runtime, principal: AuditReader, where: Filters) 
 
 @router.get("/patient-access", summary="Who accessed my chart and record (a patient's own "
             "report)", responses={200: {"content": {"application/fhir+json": {}}}})
-async def patient_access(runtime: Runtime,
-                         principal: Principal = require(Permission.PATIENTS_READ_OWN)
-                         ) -> Response:
+async def patient_access(
+    runtime: Runtime,
+    since: Annotated[Rfc3339 | None, Query(
+        alias="from", description="event time ≥ this (RFC 3339 with offset)")] = None,
+    until: Annotated[Rfc3339 | None, Query(
+        alias="to", description="event time < this (RFC 3339 with offset)")] = None,
+    principal: Principal = require(Permission.PATIENTS_READ_OWN),
+) -> Response:
     """The caller's own access report: a FHIR R4 Bundle of the ``AuditEvent`` of every
-    read of their chart or record by someone else (who, when, care relationship,
-    purpose), with the covering checkpoint. Only the caller's entries (the patient
-    id is the caller's user id)."""
-    bundle = await reports.patient_access(runtime, principal.subject)
+    read of their chart, record, prescriptions or X-rays by someone else (who, when,
+    care relationship, purpose) with event time in ``[from, to)``, with the covering
+    checkpoint. Only the caller's entries (the patient id is the caller's user id).
+
+    Raises:
+        UnprocessableContent: (422) ``from`` after ``to``, or too many entries (narrow
+            the period).
+    """
+    bundle = await reports.patient_access(runtime, principal.subject, since=_utc(since),
+                                          until=_utc(until))
     return Response(json.dumps(bundle), media_type="application/fhir+json",
                     headers={"Cache-Control": "private, no-store"})
 

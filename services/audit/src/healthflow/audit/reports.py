@@ -14,6 +14,7 @@ import base64
 import csv
 import dataclasses
 import io
+from datetime import datetime
 from typing import Any
 
 from healthflow.audit import checkpoints, domain, fhir, store
@@ -25,8 +26,9 @@ from healthflow.common.service import ServiceRuntime
 REPORT_MAX = 10_000
 """The most entries one report holds (narrow the filters for more)."""
 
-ACCESS_TYPES = frozenset({"patient.record_accessed", "record.accessed"})
-"""The events that record someone other than the patient reading their chart or record."""
+ACCESS_TYPES = domain.CATEGORIES["record-access"]
+"""The events that record someone other than the patient reading their chart, record,
+a prescription or an X-ray."""
 
 SIGNATURE_TYPE = {"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.5",
                   "display": "Verification Signature"}
@@ -89,12 +91,15 @@ async def csv_report(runtime: ServiceRuntime, where: store.EntryFilter) -> tuple
     return out.getvalue(), int(checkpoint["_id"])
 
 
-async def patient_access(runtime: ServiceRuntime, patient_id: str) -> dict[str, Any]:
-    """:func:`fhir_bundle` of every access to ``patient_id``'s chart and record by someone
-    else (:data:`ACCESS_TYPES`): who (user id), when, under which care relationship and
+async def patient_access(runtime: ServiceRuntime, patient_id: str, *,
+                         since: datetime | None = None, until: datetime | None = None
+                         ) -> dict[str, Any]:
+    """:func:`fhir_bundle` of every access to ``patient_id``'s chart, record, prescriptions
+    and X-rays by someone else (:data:`ACCESS_TYPES`) with event time in ``[since,
+    until)`` (aware UTC): who (user id), when, under which care relationship and
     purpose. For the patient's own view; no other patient's entries."""
-    return await fhir_bundle(runtime, store.EntryFilter(patientid=patient_id,
-                                                        types=ACCESS_TYPES))
+    return await fhir_bundle(runtime, store.EntryFilter(
+        patientid=patient_id, types=ACCESS_TYPES, since=since, until=until))
 
 
 BURST_SCAN_MAX = 50_000
