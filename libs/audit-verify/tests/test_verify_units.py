@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from healthflow.auditverify import chain, note, proofs, witness
 from healthflow.auditverify.cli import main
+from healthflow.auditverify.witness_cli import main as witness_main
 
 NAME = "example.org/log"
 
@@ -127,3 +128,15 @@ def test_a_cosignature_verifies_and_binds_its_timestamp(tmp_path: Path) -> None:
     smaller = _sign(private, key_id, f"{NAME}\n0\n{base64.b64encode(root).decode()}\n")
     with pytest.raises(witness.Refused, match="smaller"):
         witness.cosign(me, log_key, smaller, tmp_path / "state", lambda a, b: [])
+
+
+def test_a_new_witness_seed_is_owner_only_and_never_replaces_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed = tmp_path / "witness.seed"
+    witness_main(["--name", "witness.example", "--seed-file", str(seed), "--new-seed"])
+    assert seed.stat().st_mode & 0o777 == 0o600
+    kept = seed.read_bytes()
+    with pytest.raises(SystemExit) as refused:
+        witness_main(["--name", "witness.example", "--seed-file", str(seed), "--new-seed"])
+    assert refused.value.code == 2 and "cannot create the seed file" in capsys.readouterr().err
+    assert seed.read_bytes() == kept

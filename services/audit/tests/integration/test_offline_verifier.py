@@ -143,6 +143,11 @@ async def test_an_intact_log_verifies_by_api_and_by_export(
     status, output = await served.verify("--checkpoint", latest, "--earlier-checkpoint",
                                          earlier, "--entries", export, "--entry", "3")
     assert status == 0, output
+    token_file = served.workdir / "token"  # not in the process list
+    token_file.write_text(served.token + "\n")
+    status, output = await served.verify("--checkpoint", latest, "--url", served.url,
+                                         "--token-file", token_file)
+    assert status == 0, output
 
 
 async def test_a_rewritten_export_with_a_recomputed_chain_is_caught(

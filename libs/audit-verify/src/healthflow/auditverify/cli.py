@@ -3,7 +3,7 @@
 Usage::
 
     healthflow-audit-verify --key KEY --checkpoint CP [--earlier-checkpoint CP0]
-        (--entries export.jsonl | --url https://host --token TOKEN)
+        (--entries export.jsonl | --url https://host --token-file FILE)
         [--entry SEQ ...] [--save-entries export.jsonl]
 
 ``KEY`` is the C2SP verifier key (``GET /api/v1/audit/checkpoints/key``,
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ import httpx
 from healthflow.auditverify import chain, note, proofs, witness
 
 RATE_LIMIT_RETRIES = 30
+TOKEN_ENV = "HEALTHFLOW_AUDIT_TOKEN"  # noqa: S105 (a variable's name, not a secret)
 
 
 class Failed(Exception):
@@ -58,7 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--entries", type=Path, help="JSON Lines export, one entry a line")
     source.add_argument("--url", help="the platform's base URL (entries and proofs by API)")
-    parser.add_argument("--token", help="bearer token of a compliance officer (with --url)")
+    parser.add_argument("--token-file", type=Path,
+                        help="file holding a compliance officer's bearer token (with --url; "
+                        f"or the environment variable {TOKEN_ENV})")
+    parser.add_argument("--token", help="the token itself (visible to other local users in "
+                        "the process list: prefer --token-file or the environment)")
     parser.add_argument("--entry", type=int, action="append", default=[],
                         help="seq of an entry whose inclusion to prove (repeatable)")
     parser.add_argument("--save-entries", type=Path, help="write the fetched entries here")
@@ -110,6 +116,22 @@ def _retry_after(value: str | None) -> float:
         return 1.0
 
 
+def _detail(response: httpx.Response) -> str:
+    """An error's problem ``detail`` (RFC 9457), else the start of its body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("detail", "")) if isinstance(body, dict) else str(body)[:200]
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """``--token-file``'s content, else ``--token``, else ``$HEALTHFLOW_AUDIT_TOKEN``."""
+    if args.token_file is not None:
+        return _read(args.token_file, "token file").strip()
+    return args.token or os.environ.get(TOKEN_ENV)
+
+
 class Api:
     """The audit API through the gateway (a compliance officer's token)."""
 
@@ -129,16 +151,23 @@ class Api:
                 break
             time.sleep(_retry_after(response.headers.get("retry-after")))
         if response.status_code != 200:
-            detail = response.json().get("detail", "") if response.content else ""
-            raise Failed(f"GET {path} answered {response.status_code}: {detail}")
-        return response.json()
+            raise Failed(f"GET {path} answered {response.status_code}: "
+                         f"{_detail(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise Unusable(f"GET {path} did not answer JSON: {response.text[:200]!r}") from None
 
     def entries(self, size: int) -> list[dict[str, Any]]:
         """Entries ``0..size-1`` (``GET /export``, JSON Lines)."""
-        try:
-            response = self.client.get("/export", params={"tree_size": size})
-        except httpx.HTTPError as exc:
-            raise Unusable(f"the audit API does not answer: {exc}") from None
+        for _ in range(RATE_LIMIT_RETRIES):
+            try:
+                response = self.client.get("/export", params={"tree_size": size})
+            except httpx.HTTPError as exc:
+                raise Unusable(f"the audit API does not answer: {exc}") from None
+            if response.status_code != 429:
+                break
+            time.sleep(_retry_after(response.headers.get("retry-after")))
         if response.status_code != 200:
             raise Failed(f"GET /export answered {response.status_code}: {response.text[:300]}")
         try:
@@ -217,7 +246,7 @@ def run(args: argparse.Namespace) -> list[str]:
     latest = _checkpoint(args.checkpoint, key, "checkpoint")
     done = [f"checkpoint signed by {key.name} ({key.key_id.hex()}): tree size {latest.size}"]
     done.extend(_check_witnesses(args.witness_key, _read(args.checkpoint, "checkpoint")))
-    api = Api(args.url, args.token) if args.url else None
+    api = Api(args.url, token_of(args)) if args.url else None
     entries = api.entries(latest.size) if api is not None else _export(args.entries)
     if args.save_entries is not None:
         args.save_entries.write_text("".join(json.dumps(e) + "\n" for e in entries),
