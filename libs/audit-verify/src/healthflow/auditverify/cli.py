@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,15 +98,18 @@ def _checkpoint(path: Path, key: note.VerifierKey, what: str) -> note.Checkpoint
         raise Failed(f"{what} {path}: {exc}") from None
 
 
-def _export(path: Path) -> list[dict[str, Any]]:
-    entries = []
-    for number, line in enumerate(_read(path, "export").splitlines(), start=1):
-        if line.strip():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise Unusable(f"{path} line {number} is not JSON") from None
-    return entries
+def _export(path: Path) -> Iterator[dict[str, Any]]:
+    """The export's entries, read a line at a time (memory: one entry)."""
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError:
+                        raise Unusable(f"{path} line {number} is not JSON") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Unusable(f"cannot read the export {path}: {exc}") from None
 
 
 def _retry_after(value: str | None) -> float:
@@ -158,35 +162,63 @@ class Api:
         except ValueError:
             raise Unusable(f"GET {path} did not answer JSON: {response.text[:200]!r}") from None
 
-    def entries(self, size: int) -> list[dict[str, Any]]:
-        """Entries ``0..size-1`` (``GET /export``, JSON Lines)."""
+    def entries(self, size: int) -> Iterator[dict[str, Any]]:
+        """Entries ``0..size-1`` (``GET /export``, JSON Lines), streamed a line at a time;
+        a 429 is waited out per ``Retry-After``."""
         for _ in range(RATE_LIMIT_RETRIES):
             try:
-                response = self.client.get("/export", params={"tree_size": size})
+                with self.client.stream("GET", "/export", params={"tree_size": size}) as response:
+                    if response.status_code == 429:
+                        time.sleep(_retry_after(response.headers.get("retry-after")))
+                        continue
+                    if response.status_code != 200:
+                        response.read()
+                        raise Failed(f"GET /export answered {response.status_code}: "
+                                     f"{_detail(response)}")
+                    for line in response.iter_lines():
+                        if line.strip():
+                            yield _entry_line(line)
+                    return
             except httpx.HTTPError as exc:
                 raise Unusable(f"the audit API does not answer: {exc}") from None
-            if response.status_code != 429:
-                break
-            time.sleep(_retry_after(response.headers.get("retry-after")))
-        if response.status_code != 200:
-            raise Failed(f"GET /export answered {response.status_code}: {response.text[:300]}")
-        try:
-            return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-        except json.JSONDecodeError:
-            raise Failed("the export is not JSON Lines") from None
+        raise Failed("GET /export was rate limited on every retry")
 
     def proof(self, path: str, field: str, **params: Any) -> list[bytes]:
         return [base64.b64decode(h) for h in self.get(path, **params)[field]]
 
 
-def _check_entries(entries: list[dict[str, Any]], latest: note.Checkpoint) -> list[bytes]:
-    if len(entries) < latest.size:
-        raise Failed(f"the export holds {len(entries)} entries; the checkpoint covers "
-                     f"{latest.size}")
+def _entry_line(line: str) -> dict[str, Any]:
     try:
-        leaves = chain.check_chain(entries[:latest.size])
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        raise Failed("the export is not JSON Lines") from None
+    if not isinstance(entry, dict):
+        raise Failed("an export line is not a JSON object")
+    return entry
+
+
+def _saved(entries: Iterable[dict[str, Any]], path: Path | None
+           ) -> Iterator[dict[str, Any]]:
+    """``entries``, each also appended to ``path`` as it passes (when given)."""
+    if path is None:
+        yield from entries
+        return
+    with path.open("w", encoding="utf-8") as out:
+        for entry in entries:
+            out.write(json.dumps(entry) + "\n")
+            yield entry
+
+
+def _check_entries(entries: Iterable[dict[str, Any]], latest: note.Checkpoint
+                   ) -> list[bytes]:
+    """The first ``latest.size`` entries' chain and root; keeps only their leaf hashes."""
+    try:
+        leaves = chain.check_chain(itertools.islice(entries, latest.size))
     except chain.ChainError as exc:
         raise Failed(f"hash chain: {exc}") from None
+    if len(leaves) < latest.size:
+        raise Failed(f"the export holds {len(leaves)} entries; the checkpoint covers "
+                     f"{latest.size}")
     if proofs.root_of(leaves) != latest.root:
         raise Failed(f"the entries' Merkle root is not the checkpoint's root for tree size "
                      f"{latest.size}: the log was rewritten after it was signed")
@@ -248,10 +280,7 @@ def run(args: argparse.Namespace) -> list[str]:
     done.extend(_check_witnesses(args.witness_key, _read(args.checkpoint, "checkpoint")))
     api = Api(args.url, token_of(args)) if args.url else None
     entries = api.entries(latest.size) if api is not None else _export(args.entries)
-    if args.save_entries is not None:
-        args.save_entries.write_text("".join(json.dumps(e) + "\n" for e in entries),
-                                     encoding="utf-8")
-    leaves = _check_entries(entries, latest)
+    leaves = _check_entries(_saved(entries, args.save_entries), latest)
     done.append(f"hash chain of entries 0..{latest.size - 1} recomputed; Merkle root matches")
     if args.earlier_checkpoint is not None:
         earlier = _checkpoint(args.earlier_checkpoint, key, "earlier checkpoint")
