@@ -156,3 +156,29 @@ async def test_a_patients_report_has_prescription_and_xray_reads_in_a_period(
     backwards = {"from": "2026-11-21T10:03:00Z", "to": "2026-11-21T10:00:00Z"}
     assert is_problem(await audit.client.get("/api/v1/audit/patient-access", headers=patient,
                                              params=backwards), 422)
+
+
+async def test_a_patients_long_report_comes_in_pages(
+        audit: Audit, make_event: Callable[..., CloudEvent],
+        at: Callable[[int], datetime]) -> None:
+    for minute in range(5):
+        await audit.deliver(make_event("record.accessed", subject="patient/p-1", actor="u-doc",
+                                       patientid="p-1", when=at(minute), patient_id="p-1",
+                                       accessor_id="u-doc", accessor_role="treating_doctor",
+                                       accessor_roles=["doctor"]))
+    patient = audit.tokens.headers("p-1", roles=["patient"])
+    url: str | None = "/api/v1/audit/patient-access?limit=2"
+    pages = []
+    while url is not None:
+        page = await audit.client.get(url, headers=patient)
+        assert page.status_code == 200, page.text
+        Bundle.model_validate(page.json())
+        pages.append([e["resource"]["recorded"] for e in page.json()["entry"]])
+        url = next((link["url"] for link in page.json().get("link", [])
+                    if link["relation"] == "next"), None)
+    assert [len(p) for p in pages] == [2, 2, 1]
+    recorded = [when for page in pages for when in page]
+    assert recorded == sorted(recorded)
+    forged = await audit.client.get("/api/v1/audit/patient-access?cursor=not-ours",
+                                    headers=patient)
+    assert is_problem(forged, 400)

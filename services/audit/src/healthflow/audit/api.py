@@ -177,24 +177,34 @@ async def fhir_report(runtime: Runtime, principal: AuditReader, where: Filters) 
 @router.get("/patient-access", summary="Who accessed my chart and record (a patient's own "
             "report)", responses={200: {"content": {"application/fhir+json": {}}}})
 async def patient_access(
+    request: Request,
     runtime: Runtime,
     since: Annotated[Rfc3339 | None, Query(
         alias="from", description="event time ≥ this (RFC 3339 with offset)")] = None,
     until: Annotated[Rfc3339 | None, Query(
         alias="to", description="event time < this (RFC 3339 with offset)")] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=reports.PAGE_MAX)] = reports.PAGE_MAX,
     principal: Principal = require(Permission.PATIENTS_READ_OWN),
 ) -> Response:
     """The caller's own access report: a FHIR R4 Bundle of the ``AuditEvent`` of every
     read of their chart, record, prescriptions or X-rays by someone else (who, when,
-    care relationship, purpose) with event time in ``[from, to)``, with the covering
-    checkpoint. Only the caller's entries (the patient id is the caller's user id).
+    care relationship, purpose) with event time in ``[from, to)``, oldest first, with
+    the covering checkpoint; at most ``limit`` a page, the next page's URL in
+    ``Bundle.link`` (relation ``next``). Only the caller's entries (the patient id is
+    the caller's user id).
 
     Raises:
-        UnprocessableContent: (422) ``from`` after ``to``, or too many entries (narrow
-            the period).
+        UnprocessableContent: (422) ``from`` after ``to``.
+        BadRequest: (400) a cursor this API did not issue.
     """
-    bundle = await reports.patient_access(runtime, principal.subject, since=_utc(since),
-                                          until=_utc(until))
+    after = service.cursor_seq(cursor)
+    bundle, following = await reports.patient_access(
+        runtime, principal.subject, since=_utc(since), until=_utc(until),
+        after_seq=-1 if after is None else after, limit=limit)
+    if (token := service.next_cursor(following)) is not None:
+        url = request.url.include_query_params(cursor=token)  # relative: the edge's host
+        bundle["link"] = [{"relation": "next", "url": f"{url.path}?{url.query}"}]
     return Response(json.dumps(bundle), media_type="application/fhir+json",
                     headers={"Cache-Control": "private, no-store"})
 

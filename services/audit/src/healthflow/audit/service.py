@@ -83,16 +83,30 @@ async def search(runtime: ServiceRuntime, where: store.EntryFilter, cursor: str 
     """
     if where.since is not None and where.until is not None and where.since > where.until:
         raise _invalid("query.from", "must not be after 'to'")
-    position = decode_cursor(cursor)
-    before: int | None = None
-    if position is not None:
-        before = position.get("seq")
-        if (not isinstance(before, int) or isinstance(before, bool)
-                or not 0 <= before <= domain.MAX_SEQ):
-            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged")
+    before = cursor_seq(cursor)
     docs = await store.find_entries(runtime.db, where, before_seq=before, limit=limit + 1)
     next_cursor = encode_cursor({"seq": docs[limit - 1]["seq"]}) if len(docs) > limit else None
     return docs[:limit], next_cursor
+
+
+def cursor_seq(cursor: str | None) -> int | None:
+    """The ``seq`` a cursor this API issued holds (``None`` without a cursor).
+
+    Raises:
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    position = decode_cursor(cursor)
+    if position is None:
+        return None
+    seq = position.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= domain.MAX_SEQ:
+        raise BadRequest("the cursor is malformed; pass back the next link unchanged")
+    return seq
+
+
+def next_cursor(seq: int | None) -> str | None:
+    """The cursor that continues after ``seq`` (``None`` when there is nothing after)."""
+    return encode_cursor({"seq": seq}) if seq is not None else None
 
 
 async def head(runtime: ServiceRuntime) -> domain.ChainHead:

@@ -302,9 +302,10 @@ async def mark_exported(db: AsyncDatabase[Document], size: int, **where: str) ->
 
 
 async def entries_for_report(db: AsyncDatabase[Document], where: EntryFilter, *,
-                             below_seq: int, limit: int) -> list[Document]:
-    """Entries matching ``where`` with ``seq < below_seq``, ascending, at most ``limit``."""
+                             below_seq: int, limit: int, after_seq: int = -1) -> list[Document]:
+    """Entries matching ``where`` with ``after_seq < seq < below_seq``, ascending, at most
+    ``limit``."""
     query = where.query()
-    query["_id"] = {"$lt": below_seq}
+    query["_id"] = {"$gt": after_seq, "$lt": below_seq}
     cursor = db[ENTRIES].find(query).sort("_id", ASCENDING).limit(limit)
     return [entry_view(doc) async for doc in cursor]
