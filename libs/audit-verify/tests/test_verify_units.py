@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from healthflow.auditverify import chain, note, proofs, witness
 from healthflow.auditverify.cli import main
+from healthflow.auditverify.witness_cli import main as witness_main
 
 NAME = "example.org/log"
 
@@ -58,14 +60,26 @@ def test_malformed_keys_and_notes_are_refused() -> None:
         note.open_checkpoint(_sign(private, key_id, f"{NAME}\n1\nAAAA\n"), parsed)
 
 
-def test_the_chain_names_the_first_broken_entry() -> None:
+def _entries(count: int) -> list[dict[str, object]]:
     entries = []
     prev = chain.GENESIS_HASH
-    for seq in range(4):
+    for seq in range(count):
+        envelope = {"id": f"e{seq}", "type": "record.accessed", "source": "/services/record",
+                    "subject": f"record/r-{seq}", "actor": "user/u-1", "patientid": "p-1",
+                    "time": "2026-11-21T10:00:00.5Z", "data": {"n": seq}}
         entry = {"seq": seq, "appended_at": "2026-11-21T10:00:00.123000+00:00",
-                 "envelope": {"id": f"e{seq}", "data": {"n": seq}}, "prev_hash": prev}
+                 "event_id": envelope["id"], "type": envelope["type"],
+                 "subject": envelope["subject"], "actor": envelope["actor"],
+                 "patientid": envelope["patientid"], "source": envelope["source"],
+                 "time": "2026-11-21T10:00:00.500000+00:00", "envelope": envelope,
+                 "prev_hash": prev}
         entry["hash"] = prev = chain.entry_hash(prev, entry)
         entries.append(entry)
+    return entries
+
+
+def test_the_chain_names_the_first_broken_entry() -> None:
+    entries: list[dict[str, Any]] = _entries(4)
     leaves = chain.check_chain(entries)
     assert leaves[0] == proofs.leaf_hash(bytes.fromhex(entries[0]["hash"]))
     entries[2]["envelope"]["data"] = {"n": 99}
@@ -73,6 +87,18 @@ def test_the_chain_names_the_first_broken_entry() -> None:
         chain.check_chain(entries)
     with pytest.raises(chain.ChainError, match="entry 1 is missing"):
         chain.check_chain([entries[0], entries[2]])
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("actor", "user/someone-else"), ("patientid", "p-2"), ("type", "record.updated"),
+    ("subject", "record/r-9"), ("source", "/services/other"), ("event_id", "e9"),
+    ("time", "2026-11-21T09:00:00.500000+00:00")])
+def test_a_copied_attribute_that_differs_from_the_envelope_breaks_the_chain(
+        name: str, value: str) -> None:
+    entries: list[dict[str, Any]] = _entries(3)
+    entries[1][name] = value  # the hash covers the envelope only: it still matches
+    with pytest.raises(chain.ChainError, match=f"entry 1: its {name} differs"):
+        chain.check_chain(entries)
 
 
 def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,3 +128,15 @@ def test_a_cosignature_verifies_and_binds_its_timestamp(tmp_path: Path) -> None:
     smaller = _sign(private, key_id, f"{NAME}\n0\n{base64.b64encode(root).decode()}\n")
     with pytest.raises(witness.Refused, match="smaller"):
         witness.cosign(me, log_key, smaller, tmp_path / "state", lambda a, b: [])
+
+
+def test_a_new_witness_seed_is_owner_only_and_never_replaces_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    seed = tmp_path / "witness.seed"
+    witness_main(["--name", "witness.example", "--seed-file", str(seed), "--new-seed"])
+    assert seed.stat().st_mode & 0o777 == 0o600
+    kept = seed.read_bytes()
+    with pytest.raises(SystemExit) as refused:
+        witness_main(["--name", "witness.example", "--seed-file", str(seed), "--new-seed"])
+    assert refused.value.code == 2 and "cannot create the seed file" in capsys.readouterr().err
+    assert seed.read_bytes() == kept

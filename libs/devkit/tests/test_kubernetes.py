@@ -66,3 +66,23 @@ def test_a_service_gets_the_address_of_each_service_it_calls() -> None:
         for callee in manifest.calls:
             assert env[f"{callee.upper()}_URL"] == \
                 f"http://healthflow-{callee}:{SERVICES[callee].port}"
+
+
+def test_audit_gets_its_signing_key_from_a_secret_and_a_writable_checkpoint_volume() -> None:
+    documents = list(yaml.safe_load_all((K8S / "healthflow.yaml").read_text()))
+    audit = next(d for d in documents
+                 if d["kind"] == "Deployment" and d["metadata"]["name"] == "healthflow-audit")
+    pod = audit["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AUDIT_CHECKPOINT_SIGNING_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "healthflow-audit-signing", "key": "AUDIT_CHECKPOINT_SIGNING_KEY"}
+    assert "AUDIT_ALLOW_GENERATED_SIGNING_KEY" not in env
+    directory = env["AUDIT_CHECKPOINT_DIR"]["value"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == directory)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim
+               for d in documents)
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]

@@ -89,7 +89,7 @@ def settings(mongodb_url: str, unique_name: str, s3_env: dict[str, str],
                     s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
                     s3_access_key=s3_env["S3_ACCESS_KEY"], s3_secret_key=s3_env["S3_SECRET_KEY"],
                     s3_region=s3_env["S3_REGION"], s3_bucket=f"audit-{unique_name[-12:]}",
-                    checkpoint_dir=tmp_path / "checkpoints")
+                    checkpoint_dir=tmp_path / "checkpoints", allow_generated_signing_key=True)
 
 
 @pytest.fixture

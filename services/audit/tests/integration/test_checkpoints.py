@@ -16,6 +16,7 @@ from healthflow.audit.settings import Settings
 from healthflow.auditverify import note as offline
 from healthflow.common.blobs import BlobStore
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.settings import ConfigurationError
 from healthflow.devkit.testing import TokenFactory, running_app
 
 from .test_api import is_problem
@@ -102,6 +103,18 @@ async def test_a_configured_key_signs(settings: Settings, tokens: TokenFactory) 
     assert key["algorithm"] == "Ed25519"
 
 
+async def test_without_a_key_a_deployment_refuses_to_start(settings: Settings) -> None:
+    deployed = settings.model_copy(update={"allow_generated_signing_key": False})
+    assert not Settings().allow_generated_signing_key  # the default outside local runs
+    with pytest.raises(ConfigurationError, match="AUDIT_CHECKPOINT_SIGNING_KEY"):
+        async with running_app(create_app(deployed)):
+            pass
+    app = create_app(settings)  # the tests' settings allow a generated key
+    async with running_app(app):
+        pass
+    assert await store.signing_seed(app.state.runtime.db) is not None
+
+
 def test_a_malformed_key_or_origin_refuses_to_start() -> None:
     with pytest.raises(ValidationError) as refused:
         Settings(checkpoint_signing_key=SecretStr("c2VjcmV0LXNlZWQ"))
@@ -128,3 +141,19 @@ async def test_signing_needs_audit_read_and_reading_checkpoints_needs_nothing(
     # the entries themselves stay with audit:read
     assert is_problem(await audit.client.get("/api/v1/audit/proof/inclusion",
                                              params={"seq": 0, "tree_size": 1}), 401)
+
+
+async def test_a_log_truncated_below_the_latest_checkpoint_is_refused(
+        audit: Audit, make_event: Callable[..., CloudEvent]) -> None:
+    await audit.deliver(*(make_event(n=i) for i in range(5)))
+    signed = await audit.client.post("/api/v1/audit/checkpoints", headers=audit.officer())
+    assert signed.json()["tree_size"] == 5
+    # an attacker drops the last two entries and moves the head (and tree) back
+    kept = await store.get_entry(audit.db, 2)
+    assert kept is not None
+    await audit.db[store.ENTRIES].delete_many({"_id": {"$gte": 3}})
+    await audit.db[store.CHAIN].update_one({"_id": store.HEAD_ID}, {"$set": {
+        "seq": 2, "hash": kept["hash"], "tree_size": 3}})
+    refused = await audit.client.post("/api/v1/audit/checkpoints", headers=audit.officer())
+    assert is_problem(refused, 409) and refused.json()["tree_size"] == 5
+    assert refused.json()["type"].endswith("audit-history-rewritten")

@@ -120,7 +120,8 @@ async def _rewrite_history(db: Any, seq: int) -> None:
         await db[store.ENTRIES].update_one({"_id": doc["_id"]}, {"$set": {
             "envelope": doc["envelope"], "prev_hash": prev, "hash": digest}})
         prev = digest
-    await db[store.CHAIN].update_one({"_id": store.HEAD_ID}, {"$set": {"hash": prev}})
+    await db[store.CHAIN].update_one({"_id": store.HEAD_ID},
+                                     {"$set": {"hash": prev, "tree_size": 0}})
     await db[store.TREE].delete_many({})
     await tree.rebuild(db)
 
@@ -141,6 +142,11 @@ async def test_an_intact_log_verifies_by_api_and_by_export(
     assert len(export.read_text().splitlines()) == SECOND
     status, output = await served.verify("--checkpoint", latest, "--earlier-checkpoint",
                                          earlier, "--entries", export, "--entry", "3")
+    assert status == 0, output
+    token_file = served.workdir / "token"  # not in the process list
+    token_file.write_text(served.token + "\n")
+    status, output = await served.verify("--checkpoint", latest, "--url", served.url,
+                                         "--token-file", token_file)
     assert status == 0, output
 
 

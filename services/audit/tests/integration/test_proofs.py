@@ -85,9 +85,12 @@ async def test_proofs_need_audit_read(audit: Audit, make_event: Callable[..., Cl
 async def test_a_log_kept_before_the_tree_is_rebuilt_at_start(
         audit: Audit, make_event: Callable[..., CloudEvent]) -> None:
     leaves = await _seed(audit, make_event)
+    unset = {"$unset": {"tree_size": ""}}  # a head written before the tree existed
     await audit.db[store.TREE].delete_many({"index": {"$gte": 0}, "level": {"$lte": 1}})
+    await audit.db[store.CHAIN].update_one({"_id": store.HEAD_ID}, unset)
     assert await tree.rebuild(audit.db) == COUNT
     await audit.db[store.TREE].delete_many({})
+    await audit.db[store.CHAIN].update_one({"_id": store.HEAD_ID}, unset)
     assert await tree.rebuild(audit.db) == COUNT
     assert await tree.root(audit.db, COUNT) == proofs.root_of(leaves)
     await audit.deliver(make_event(n=99))  # appending goes on from the rebuilt tree

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from fhir.resources.R4B.bundle import Bundle
 
+from healthflow.audit import store
 from healthflow.auditverify import note as offline
 from healthflow.common.events.envelope import CloudEvent
 
@@ -84,6 +85,17 @@ async def test_a_period_as_csv(audit: Audit, make_event: Callable[..., CloudEven
     assert (await audit.get(f"/checkpoints/{4}")).status_code == 200
 
 
+async def test_reports_sign_at_most_once_per_interval(
+        audit: Audit, make_event: Callable[..., CloudEvent], at: Callable[[int], datetime]) -> None:
+    await _seed(audit, make_event, at)
+    first = await audit.get("/report/csv")
+    await audit.deliver(make_event(n=99))
+    for _ in range(3):  # a client polling reports does not make the service sign
+        again = await audit.get("/report/csv")
+        assert again.headers["x-checkpoint-tree-size"] == first.headers["x-checkpoint-tree-size"]
+    assert await audit.db[store.CHECKPOINTS].count_documents({}) == 1
+
+
 async def test_reports_refuse_bad_periods_and_other_roles(audit: Audit) -> None:
     backwards = {"from": "2026-11-21T10:05:00Z", "to": "2026-11-21T10:00:00Z"}
     for path in ("/report/fhir", "/report/csv"):
@@ -122,3 +134,51 @@ async def test_a_patient_sees_who_accessed_their_chart_and_nothing_else(
                                              headers=compliance), 403)
     patient = audit.tokens.headers("p-1", roles=["patient"])
     assert is_problem(await audit.client.get("/api/v1/audit/events", headers=patient), 403)
+
+
+async def test_a_patients_report_has_prescription_and_xray_reads_in_a_period(
+        audit: Audit, make_event: Callable[..., CloudEvent],
+        at: Callable[[int], datetime]) -> None:
+    for minute, type_ in ((1, "prescription.accessed"), (2, "xray.accessed"),
+                          (3, "record.accessed")):
+        await audit.deliver(make_event(type_, subject="patient/p-1", actor="u-doc",
+                                       patientid="p-1", when=at(minute), patient_id="p-1",
+                                       accessor_id="u-doc", accessor_role="treating_doctor",
+                                       accessor_roles=["doctor"]))
+    patient = audit.tokens.headers("p-1", roles=["patient"])
+    report = await audit.client.get("/api/v1/audit/patient-access", headers=patient,
+                                    params={"from": "2026-11-21T10:00:00Z",
+                                            "to": "2026-11-21T10:03:00Z"})
+    assert report.status_code == 200
+    Bundle.model_validate(report.json())
+    assert [e["resource"]["subtype"][0]["code"] for e in report.json()["entry"]] == [
+        "prescription.accessed", "xray.accessed"]
+    backwards = {"from": "2026-11-21T10:03:00Z", "to": "2026-11-21T10:00:00Z"}
+    assert is_problem(await audit.client.get("/api/v1/audit/patient-access", headers=patient,
+                                             params=backwards), 422)
+
+
+async def test_a_patients_long_report_comes_in_pages(
+        audit: Audit, make_event: Callable[..., CloudEvent],
+        at: Callable[[int], datetime]) -> None:
+    for minute in range(5):
+        await audit.deliver(make_event("record.accessed", subject="patient/p-1", actor="u-doc",
+                                       patientid="p-1", when=at(minute), patient_id="p-1",
+                                       accessor_id="u-doc", accessor_role="treating_doctor",
+                                       accessor_roles=["doctor"]))
+    patient = audit.tokens.headers("p-1", roles=["patient"])
+    url: str | None = "/api/v1/audit/patient-access?limit=2"
+    pages = []
+    while url is not None:
+        page = await audit.client.get(url, headers=patient)
+        assert page.status_code == 200, page.text
+        Bundle.model_validate(page.json())
+        pages.append([e["resource"]["recorded"] for e in page.json()["entry"]])
+        url = next((link["url"] for link in page.json().get("link", [])
+                    if link["relation"] == "next"), None)
+    assert [len(p) for p in pages] == [2, 2, 1]
+    recorded = [when for page in pages for when in page]
+    assert recorded == sorted(recorded)
+    forged = await audit.client.get("/api/v1/audit/patient-access?cursor=not-ours",
+                                    headers=patient)
+    assert is_problem(forged, 400)

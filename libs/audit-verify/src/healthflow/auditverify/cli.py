@@ -3,7 +3,7 @@
 Usage::
 
     healthflow-audit-verify --key KEY --checkpoint CP [--earlier-checkpoint CP0]
-        (--entries export.jsonl | --url https://host --token TOKEN)
+        (--entries export.jsonl | --url https://host --token-file FILE)
         [--entry SEQ ...] [--save-entries export.jsonl]
 
 ``KEY`` is the C2SP verifier key (``GET /api/v1/audit/checkpoints/key``,
@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ import httpx
 from healthflow.auditverify import chain, note, proofs, witness
 
 RATE_LIMIT_RETRIES = 30
+TOKEN_ENV = "HEALTHFLOW_AUDIT_TOKEN"  # noqa: S105 (a variable's name, not a secret)
 
 
 class Failed(Exception):
@@ -58,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--entries", type=Path, help="JSON Lines export, one entry a line")
     source.add_argument("--url", help="the platform's base URL (entries and proofs by API)")
-    parser.add_argument("--token", help="bearer token of a compliance officer (with --url)")
+    parser.add_argument("--token-file", type=Path,
+                        help="file holding a compliance officer's bearer token (with --url; "
+                        f"or the environment variable {TOKEN_ENV})")
+    parser.add_argument("--token", help="the token itself (visible to other local users in "
+                        "the process list: prefer --token-file or the environment)")
     parser.add_argument("--entry", type=int, action="append", default=[],
                         help="seq of an entry whose inclusion to prove (repeatable)")
     parser.add_argument("--save-entries", type=Path, help="write the fetched entries here")
@@ -91,15 +98,18 @@ def _checkpoint(path: Path, key: note.VerifierKey, what: str) -> note.Checkpoint
         raise Failed(f"{what} {path}: {exc}") from None
 
 
-def _export(path: Path) -> list[dict[str, Any]]:
-    entries = []
-    for number, line in enumerate(_read(path, "export").splitlines(), start=1):
-        if line.strip():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise Unusable(f"{path} line {number} is not JSON") from None
-    return entries
+def _export(path: Path) -> Iterator[dict[str, Any]]:
+    """The export's entries, read a line at a time (memory: one entry)."""
+    try:
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError:
+                        raise Unusable(f"{path} line {number} is not JSON") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Unusable(f"cannot read the export {path}: {exc}") from None
 
 
 def _retry_after(value: str | None) -> float:
@@ -108,6 +118,22 @@ def _retry_after(value: str | None) -> float:
         return min(max(float(value or 1), 1.0), 60.0)
     except ValueError:
         return 1.0
+
+
+def _detail(response: httpx.Response) -> str:
+    """An error's problem ``detail`` (RFC 9457), else the start of its body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("detail", "")) if isinstance(body, dict) else str(body)[:200]
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """``--token-file``'s content, else ``--token``, else ``$HEALTHFLOW_AUDIT_TOKEN``."""
+    if args.token_file is not None:
+        return _read(args.token_file, "token file").strip()
+    return args.token or os.environ.get(TOKEN_ENV)
 
 
 class Api:
@@ -129,35 +155,70 @@ class Api:
                 break
             time.sleep(_retry_after(response.headers.get("retry-after")))
         if response.status_code != 200:
-            detail = response.json().get("detail", "") if response.content else ""
-            raise Failed(f"GET {path} answered {response.status_code}: {detail}")
-        return response.json()
+            raise Failed(f"GET {path} answered {response.status_code}: "
+                         f"{_detail(response)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise Unusable(f"GET {path} did not answer JSON: {response.text[:200]!r}") from None
 
-    def entries(self, size: int) -> list[dict[str, Any]]:
-        """Entries ``0..size-1`` (``GET /export``, JSON Lines)."""
-        try:
-            response = self.client.get("/export", params={"tree_size": size})
-        except httpx.HTTPError as exc:
-            raise Unusable(f"the audit API does not answer: {exc}") from None
-        if response.status_code != 200:
-            raise Failed(f"GET /export answered {response.status_code}: {response.text[:300]}")
-        try:
-            return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-        except json.JSONDecodeError:
-            raise Failed("the export is not JSON Lines") from None
+    def entries(self, size: int) -> Iterator[dict[str, Any]]:
+        """Entries ``0..size-1`` (``GET /export``, JSON Lines), streamed a line at a time;
+        a 429 is waited out per ``Retry-After``."""
+        for _ in range(RATE_LIMIT_RETRIES):
+            try:
+                with self.client.stream("GET", "/export", params={"tree_size": size}) as response:
+                    if response.status_code == 429:
+                        time.sleep(_retry_after(response.headers.get("retry-after")))
+                        continue
+                    if response.status_code != 200:
+                        response.read()
+                        raise Failed(f"GET /export answered {response.status_code}: "
+                                     f"{_detail(response)}")
+                    for line in response.iter_lines():
+                        if line.strip():
+                            yield _entry_line(line)
+                    return
+            except httpx.HTTPError as exc:
+                raise Unusable(f"the audit API does not answer: {exc}") from None
+        raise Failed("GET /export was rate limited on every retry")
 
     def proof(self, path: str, field: str, **params: Any) -> list[bytes]:
         return [base64.b64decode(h) for h in self.get(path, **params)[field]]
 
 
-def _check_entries(entries: list[dict[str, Any]], latest: note.Checkpoint) -> list[bytes]:
-    if len(entries) < latest.size:
-        raise Failed(f"the export holds {len(entries)} entries; the checkpoint covers "
-                     f"{latest.size}")
+def _entry_line(line: str) -> dict[str, Any]:
     try:
-        leaves = chain.check_chain(entries[:latest.size])
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        raise Failed("the export is not JSON Lines") from None
+    if not isinstance(entry, dict):
+        raise Failed("an export line is not a JSON object")
+    return entry
+
+
+def _saved(entries: Iterable[dict[str, Any]], path: Path | None
+           ) -> Iterator[dict[str, Any]]:
+    """``entries``, each also appended to ``path`` as it passes (when given)."""
+    if path is None:
+        yield from entries
+        return
+    with path.open("w", encoding="utf-8") as out:
+        for entry in entries:
+            out.write(json.dumps(entry) + "\n")
+            yield entry
+
+
+def _check_entries(entries: Iterable[dict[str, Any]], latest: note.Checkpoint
+                   ) -> list[bytes]:
+    """The first ``latest.size`` entries' chain and root; keeps only their leaf hashes."""
+    try:
+        leaves = chain.check_chain(itertools.islice(entries, latest.size))
     except chain.ChainError as exc:
         raise Failed(f"hash chain: {exc}") from None
+    if len(leaves) < latest.size:
+        raise Failed(f"the export holds {len(leaves)} entries; the checkpoint covers "
+                     f"{latest.size}")
     if proofs.root_of(leaves) != latest.root:
         raise Failed(f"the entries' Merkle root is not the checkpoint's root for tree size "
                      f"{latest.size}: the log was rewritten after it was signed")
@@ -217,12 +278,9 @@ def run(args: argparse.Namespace) -> list[str]:
     latest = _checkpoint(args.checkpoint, key, "checkpoint")
     done = [f"checkpoint signed by {key.name} ({key.key_id.hex()}): tree size {latest.size}"]
     done.extend(_check_witnesses(args.witness_key, _read(args.checkpoint, "checkpoint")))
-    api = Api(args.url, args.token) if args.url else None
+    api = Api(args.url, token_of(args)) if args.url else None
     entries = api.entries(latest.size) if api is not None else _export(args.entries)
-    if args.save_entries is not None:
-        args.save_entries.write_text("".join(json.dumps(e) + "\n" for e in entries),
-                                     encoding="utf-8")
-    leaves = _check_entries(entries, latest)
+    leaves = _check_entries(_saved(entries, args.save_entries), latest)
     done.append(f"hash chain of entries 0..{latest.size - 1} recomputed; Merkle root matches")
     if args.earlier_checkpoint is not None:
         earlier = _checkpoint(args.earlier_checkpoint, key, "earlier checkpoint")

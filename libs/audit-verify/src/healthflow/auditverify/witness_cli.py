@@ -4,7 +4,7 @@ Usage::
 
     healthflow-audit-witness --log-key KEY --name witness.example/w1 \\
         --seed-file witness.seed --state witness-state/audit.checkpoint \\
-        --checkpoint latest.checkpoint --url https://host --token TOKEN [--out FILE]
+        --checkpoint latest.checkpoint --url https://host --token-file FILE [--out FILE]
 
 The seed file holds the witness's 32-byte Ed25519 seed, base64url (made with
 ``--new-seed``, which prints the witness's verifier key). The checkpoint is
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from healthflow.auditverify import note, witness
-from healthflow.auditverify.cli import Api, Failed, Unusable
+from healthflow.auditverify.cli import Api, Failed, Unusable, token_of
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--state", type=Path, help="file keeping the last cosigned checkpoint")
     parser.add_argument("--checkpoint", type=Path, help="the checkpoint to cosign")
     parser.add_argument("--url", help="the platform's base URL (consistency proofs)")
-    parser.add_argument("--token", help="bearer token of a compliance officer")
+    parser.add_argument("--token-file", type=Path, help="file holding a compliance officer's "
+                        "bearer token (or the environment variable HEALTHFLOW_AUDIT_TOKEN)")
+    parser.add_argument("--token", help="the token itself (visible in the process list)")
     parser.add_argument("--out", type=Path, help="write the cosigned note here")
     return parser
 
@@ -56,8 +59,12 @@ def run(args: argparse.Namespace) -> str:
     """The cosigned note (or, with ``--new-seed``, the new verifier key)."""
     if args.new_seed:
         seed = Ed25519PrivateKey.generate().private_bytes_raw()
-        args.seed_file.write_text(base64.urlsafe_b64encode(seed).decode().rstrip("=") + "\n")
-        args.seed_file.chmod(0o600)
+        try:  # owner-only from the start, and never over an existing seed
+            fd = os.open(args.seed_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise Unusable(f"cannot create the seed file {args.seed_file}: {exc}") from None
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(base64.urlsafe_b64encode(seed).decode().rstrip("=") + "\n")
         return witness.witness_from_seed(args.name, seed).verifier_key + "\n"
     missing = [f"--{n}" for n in ("log_key", "state", "checkpoint", "url")
                if getattr(args, n) is None]
@@ -69,7 +76,7 @@ def run(args: argparse.Namespace) -> str:
         text = args.checkpoint.read_text(encoding="utf-8")
     except (note.NoteError, ValueError, OSError) as exc:
         raise Unusable(str(exc)) from None
-    api = Api(args.url, args.token)
+    api = Api(args.url, token_of(args))
     try:
         return witness.cosign(me, log_key, text, args.state,
                               lambda first, second: api.proof(

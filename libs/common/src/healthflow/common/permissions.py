@@ -43,6 +43,7 @@ class Permission(StrEnum):
     KEYS_MANAGE = "keys:manage"  # rotate and inspect the token signing keys
     # audit
     AUDIT_READ = "audit:read"
+    AUDIT_CHECKPOINT = "audit:checkpoint"  # sign a checkpoint of the audit log on demand
     # platform operations
     PLATFORM_STATUS = "platform:status"
     DEADLETTERS_MANAGE = "deadletters:manage"
@@ -107,7 +108,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(
         _EVERYONE
         | {
-            P.USERS_READ, P.USERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.PLATFORM_STATUS,
+            P.USERS_READ, P.USERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.AUDIT_CHECKPOINT,
+            P.PLATFORM_STATUS,
             P.DEADLETTERS_MANAGE, P.HOSPITALS_REGISTER, P.HOSPITALS_VERIFY, P.HOSPITALS_MANAGE,
             P.DOCTORS_VERIFY, P.SCHEDULE_MANAGE_ANY, P.APPOINTMENTS_READ_ANY,
             P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH, P.PAYMENTS_READ_ANY,
@@ -140,7 +142,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.DISPATCHER: frozenset(
         _EVERYONE | {P.EMERGENCIES_DISPATCH, P.PARAMEDICS_READ_ANY}
     ),
-    Role.COMPLIANCE_OFFICER: frozenset(_EVERYONE | {P.AUDIT_READ, P.USERS_READ}),
+    Role.COMPLIANCE_OFFICER: frozenset(_EVERYONE | {P.AUDIT_READ, P.AUDIT_CHECKPOINT,
+                                                    P.USERS_READ}),
     Role.NURSE: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_READ_ANY, P.RECORDS_READ_ANY,

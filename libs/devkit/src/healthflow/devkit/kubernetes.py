@@ -10,6 +10,12 @@ gets ``<NAME>_URL`` for each service its manifest ``calls``. The image stays a
 placeholder of the release, ``healthflow/<service>:${HEALTHFLOW_TAG}``, and
 ``${PUBLIC_BASE_URL}`` (the gateway's public address) stays for ``envsubst`` at
 deploy time too.
+
+The audit service also gets its checkpoint signing key from the Secret
+``healthflow-audit-signing`` (it refuses to start without one) and a writable
+volume for its checkpoint files (the root file system is read-only): the
+PersistentVolumeClaim ``healthflow-audit-checkpoints`` (ReadWriteMany, shared by
+the replicas) mounted at :data:`AUDIT_CHECKPOINT_DIR`.
 """
 
 from __future__ import annotations
@@ -57,6 +63,40 @@ def with_listeners(text: str, manifest: ServiceManifest | None) -> str:
     return text
 
 
+AUDIT_CHECKPOINT_DIR = "/var/lib/healthflow/audit-checkpoints"
+_AUDIT_ENV = (
+    "            - name: AUDIT_CHECKPOINT_SIGNING_KEY  # Ed25519 seed, base64url\n"
+    "              valueFrom: {secretKeyRef: {name: healthflow-audit-signing, "
+    "key: AUDIT_CHECKPOINT_SIGNING_KEY}}\n"
+    f'            - {{name: AUDIT_CHECKPOINT_DIR, value: "{AUDIT_CHECKPOINT_DIR}"}}\n')
+_AUDIT_CLAIM = """apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: healthflow-audit-checkpoints
+  labels: {app.kubernetes.io/name: audit, app.kubernetes.io/part-of: healthflow}
+spec:
+  accessModes: [ReadWriteMany]  # every replica writes the same checkpoint files
+  resources:
+    requests: {storage: 1Gi}"""
+
+
+def _audit(text: str, anchor: str) -> str:
+    """The audit Deployment with its signing key, checkpoint volume and claim."""
+    mount = "            - {name: tmp, mountPath: /tmp}"
+    volume = "        - {name: tmp, emptyDir: {}}"
+    group = "        runAsGroup: 10001\n"
+    for needed in (mount, volume, group):
+        if needed not in text:
+            raise ValueError(f"the template has no {needed.strip()!r} to add audit's volume by")
+    return (text.replace(anchor, _AUDIT_ENV + anchor)
+            .replace(group, group + "        fsGroup: 10001  # the checkpoint volume\n")
+            .replace(mount, mount + "\n            - {name: audit-checkpoints, "
+                     f"mountPath: {AUDIT_CHECKPOINT_DIR}}}")
+            .replace(volume, volume + "\n        - {name: audit-checkpoints, "
+                     "persistentVolumeClaim: {claimName: healthflow-audit-checkpoints}}")
+            + "\n---\n" + _AUDIT_CLAIM)
+
+
 def render(template: str, manifests: Iterable[ServiceManifest], gateway_port: int) -> str:
     """One YAML stream: the template per service (by port, with its listeners), then the
     gateway's."""
@@ -80,6 +120,7 @@ def render(template: str, manifests: Iterable[ServiceManifest], gateway_port: in
                           for c in calls.get(name, ()) if c in by_name)
         text = body.replace(anchor, upstreams + anchor) if name == "gateway" \
             else with_listeners(body.replace(anchor, callees + anchor), listening.get(name))
+        text = _audit(text, anchor) if name == "audit" else text
         documents.append(
             text.replace("${SERVICE}", name).replace("${PORT}", str(port))
             .replace("${AUTH_PORT}", str(by_name["auth"]))

@@ -42,6 +42,9 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         # the address clients reach the platform at (printed in documents, e.g. the
         # prescription's verification URL); never taken from a request's Host header
         "PUBLIC_BASE_URL": f"http://{HOST}:{config.ports['gateway']}",
+        # local runs only: checkpoints signed by a key kept in the audit database
+        # (a deployment gives AUDIT_CHECKPOINT_SIGNING_KEY from a secret)
+        "AUDIT_ALLOW_GENERATED_SIGNING_KEY": "true",
     }
     called = {callee for manifest in SERVICES.values() for callee in manifest.calls}
     for name, port in config.ports.items():

@@ -176,14 +176,35 @@ async def fhir_report(runtime: Runtime, principal: AuditReader, where: Filters) 
 
 @router.get("/patient-access", summary="Who accessed my chart and record (a patient's own "
             "report)", responses={200: {"content": {"application/fhir+json": {}}}})
-async def patient_access(runtime: Runtime,
-                         principal: Principal = require(Permission.PATIENTS_READ_OWN)
-                         ) -> Response:
+async def patient_access(
+    request: Request,
+    runtime: Runtime,
+    since: Annotated[Rfc3339 | None, Query(
+        alias="from", description="event time ≥ this (RFC 3339 with offset)")] = None,
+    until: Annotated[Rfc3339 | None, Query(
+        alias="to", description="event time < this (RFC 3339 with offset)")] = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=reports.PAGE_MAX)] = reports.PAGE_MAX,
+    principal: Principal = require(Permission.PATIENTS_READ_OWN),
+) -> Response:
     """The caller's own access report: a FHIR R4 Bundle of the ``AuditEvent`` of every
-    read of their chart or record by someone else (who, when, care relationship,
-    purpose), with the covering checkpoint. Only the caller's entries (the patient
-    id is the caller's user id)."""
-    bundle = await reports.patient_access(runtime, principal.subject)
+    read of their chart, record, prescriptions or X-rays by someone else (who, when,
+    care relationship, purpose) with event time in ``[from, to)``, oldest first, with
+    the covering checkpoint; at most ``limit`` a page, the next page's URL in
+    ``Bundle.link`` (relation ``next``). Only the caller's entries (the patient id is
+    the caller's user id).
+
+    Raises:
+        UnprocessableContent: (422) ``from`` after ``to``.
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    after = service.cursor_seq(cursor)
+    bundle, following = await reports.patient_access(
+        runtime, principal.subject, since=_utc(since), until=_utc(until),
+        after_seq=-1 if after is None else after, limit=limit)
+    if (token := service.next_cursor(following)) is not None:
+        url = request.url.include_query_params(cursor=token)  # relative: the edge's host
+        bundle["link"] = [{"relation": "next", "url": f"{url.path}?{url.query}"}]
     return Response(json.dumps(bundle), media_type="application/fhir+json",
                     headers={"Cache-Control": "private, no-store"})
 
@@ -317,9 +338,11 @@ async def export(
 
 @router.post("/checkpoints", response_model=CheckpointOut,
              summary="Sign a checkpoint of the log now")
-async def sign_checkpoint(runtime: Runtime, principal: AuditReader) -> CheckpointOut:
-    """A checkpoint covering every entry appended so far: signed now when the log grew
-    since the latest one, else that one. Also written to the blob store and a file."""
+async def sign_checkpoint(runtime: Runtime, principal: Principal = require(
+        Permission.AUDIT_CHECKPOINT)) -> CheckpointOut:
+    """A checkpoint covering every entry in the tree so far (``audit:checkpoint``): signed
+    now when it grew since the latest one, else that one. Also written to the blob
+    store and a file."""
     return _checkpoint(await checkpoints.sign_now(runtime))
 
 

@@ -15,6 +15,7 @@ from healthflow.common.workers import Hooks, Loop
 
 
 async def _on_start(runtime: ServiceRuntime) -> None:
+    await checkpoints.signer(runtime)  # no key in production: refuse to start
     await store.ensure_head(runtime.db)
     await tree.rebuild(runtime.db)
 

@@ -1,7 +1,9 @@
 """Use case of compliance reports: a period's entries as a FHIR R4 Bundle of
 ``AuditEvent`` resources or as CSV, with the signed checkpoint that covers them.
 
-The checkpoint is signed (or the latest taken) first; the report then holds only
+The latest checkpoint is taken first (a new one is signed only when the latest is
+``checkpoint_interval`` seconds old: :func:`healthflow.audit.checkpoints.recent`,
+so reading reports does not make the service sign); the report then holds only
 entries below its tree size, so every entry in it can be checked against that
 checkpoint with ``healthflow-audit-verify``. Mapping: :mod:`healthflow.audit.fhir`.
 """
@@ -12,6 +14,7 @@ import base64
 import csv
 import dataclasses
 import io
+from datetime import datetime
 from typing import Any
 
 from healthflow.audit import checkpoints, domain, fhir, store
@@ -23,8 +26,12 @@ from healthflow.common.service import ServiceRuntime
 REPORT_MAX = 10_000
 """The most entries one report holds (narrow the filters for more)."""
 
-ACCESS_TYPES = frozenset({"patient.record_accessed", "record.accessed"})
-"""The events that record someone other than the patient reading their chart or record."""
+PAGE_MAX = 1_000
+"""The most entries one page of a patient's access report holds."""
+
+ACCESS_TYPES = domain.CATEGORIES["record-access"]
+"""The events that record someone other than the patient reading their chart, record,
+a prescription or an X-ray."""
 
 SIGNATURE_TYPE = {"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.5",
                   "display": "Verification Signature"}
@@ -36,7 +43,7 @@ async def _covered(runtime: ServiceRuntime, where: store.EntryFilter
         raise UnprocessableContent("query.from: must not be after 'to'",
                                    errors=[{"location": "query.from",
                                             "message": "must not be after 'to'"}])
-    checkpoint = await checkpoints.sign_now(runtime)
+    checkpoint = await checkpoints.recent(runtime)
     entries = await store.entries_for_report(runtime.db, where, below_seq=int(checkpoint["_id"]),
                                              limit=REPORT_MAX + 1)
     if len(entries) > REPORT_MAX:
@@ -57,6 +64,11 @@ async def fhir_bundle(runtime: ServiceRuntime, where: store.EntryFilter
         checkpoints.HistoryRewritten: (409) the log no longer matches its checkpoints.
     """
     checkpoint, entries = await _covered(runtime, where)
+    return _bundle(runtime, checkpoint, entries)
+
+
+def _bundle(runtime: ServiceRuntime, checkpoint: Document, entries: list[Document]
+            ) -> dict[str, Any]:
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "collection",
                               "timestamp": rfc3339_millis(utcnow())}
     if entries:  # FHIR JSON has no empty arrays
@@ -87,12 +99,31 @@ async def csv_report(runtime: ServiceRuntime, where: store.EntryFilter) -> tuple
     return out.getvalue(), int(checkpoint["_id"])
 
 
-async def patient_access(runtime: ServiceRuntime, patient_id: str) -> dict[str, Any]:
-    """:func:`fhir_bundle` of every access to ``patient_id``'s chart and record by someone
-    else (:data:`ACCESS_TYPES`): who (user id), when, under which care relationship and
-    purpose. For the patient's own view; no other patient's entries."""
-    return await fhir_bundle(runtime, store.EntryFilter(patientid=patient_id,
-                                                        types=ACCESS_TYPES))
+async def patient_access(runtime: ServiceRuntime, patient_id: str, *,
+                         since: datetime | None = None, until: datetime | None = None,
+                         after_seq: int = -1, limit: int = PAGE_MAX
+                         ) -> tuple[dict[str, Any], int | None]:
+    """One page of every access to ``patient_id``'s chart, record, prescriptions and
+    X-rays by someone else (:data:`ACCESS_TYPES`) with event time in ``[since, until)``
+    (aware UTC), ``seq`` after ``after_seq``: a :func:`fhir_bundle` of at most
+    ``limit`` AuditEvents (who, when, care relationship, purpose) and the ``seq`` to
+    continue after (``None`` on the last page). For the patient's own view; no other
+    patient's entries.
+
+    Raises:
+        UnprocessableContent: (422) ``since`` after ``until``.
+    """
+    if since is not None and until is not None and since > until:
+        raise UnprocessableContent("query.from: must not be after 'to'",
+                                   errors=[{"location": "query.from",
+                                            "message": "must not be after 'to'"}])
+    where = store.EntryFilter(patientid=patient_id, types=ACCESS_TYPES, since=since,
+                              until=until)
+    checkpoint = await checkpoints.recent(runtime)
+    entries = await store.entries_for_report(runtime.db, where, below_seq=int(checkpoint["_id"]),
+                                             after_seq=after_seq, limit=limit + 1)
+    following = int(entries[limit - 1]["seq"]) if len(entries) > limit else None
+    return _bundle(runtime, checkpoint, entries[:limit]), following
 
 
 BURST_SCAN_MAX = 50_000

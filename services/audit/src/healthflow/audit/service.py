@@ -31,14 +31,15 @@ async def append(uow: UnitOfWork, events: Sequence[CloudEvent],
 
     Events whose id is already in the log, or repeated within ``events``, are
     skipped. Returns the new entries (empty when every event was a duplicate).
-    The entries also become the next leaves of the Merkle tree
-    (:func:`healthflow.audit.tree.grow`). Round trips: duplicate check, head
-    read, head update, entry insert, tree frontier read, subtree insert.
+    The entries also become the next leaves of the Merkle tree, after up to
+    ``tree.CATCH_UP_MAX`` entries it lacks (:func:`healthflow.audit.tree.catch_up`);
+    a tree still behind, or stopped at a gap, never fails the append. Round trips:
+    duplicate check, head read, tree frontier read (and missing entries when
+    behind), head update, entry insert, subtree insert.
 
     Raises:
         domain.UnhashableEvent: an event cannot be canonicalized (RFC 8785).
         ChainMoved: the head moved under this transaction (retry it whole).
-        tree.TreeBehind: the stored Merkle tree is not at the head's size.
         pymongo.errors.PyMongoError: write conflicts (``TransientTransactionError``)
             and other database failures.
     """
@@ -51,14 +52,18 @@ async def append(uow: UnitOfWork, events: Sequence[CloudEvent],
         fresh.pop(event_id, None)
     if not fresh:
         return []
-    head = await store.read_head(uow.db, uow.session)
+    head, size = await store.read_chain(uow.db, uow.session)
     entries = domain.chain(head, list(fresh.values()), appended_at)
+    grown, made = await tree.catch_up(uow.db, uow.session, head, size, tree.CATCH_UP_MAX,
+                                      entries)
     # The head first: a competing replica's transaction conflicts here, before
     # the (larger) entry insert is done in vain.
-    if not await store.move_head(uow.db, uow.session, head, entries[-1], appended_at):
+    if not await store.move_head(uow.db, uow.session, head, entries[-1], appended_at,
+                                 tree_size=grown):
         raise ChainMoved(f"the chain head moved past {head.seq}")
     await store.insert_entries(uow.db, uow.session, entries)
-    await tree.grow(uow.db, uow.session, head, entries)
+    await store.insert_subtrees(uow.db, made, uow.session,
+                                tolerate_existing=size < head.seq + 1)
     return entries
 
 
@@ -78,16 +83,30 @@ async def search(runtime: ServiceRuntime, where: store.EntryFilter, cursor: str 
     """
     if where.since is not None and where.until is not None and where.since > where.until:
         raise _invalid("query.from", "must not be after 'to'")
-    position = decode_cursor(cursor)
-    before: int | None = None
-    if position is not None:
-        before = position.get("seq")
-        if (not isinstance(before, int) or isinstance(before, bool)
-                or not 0 <= before <= domain.MAX_SEQ):
-            raise BadRequest("the cursor is malformed; pass back next_cursor unchanged")
+    before = cursor_seq(cursor)
     docs = await store.find_entries(runtime.db, where, before_seq=before, limit=limit + 1)
     next_cursor = encode_cursor({"seq": docs[limit - 1]["seq"]}) if len(docs) > limit else None
     return docs[:limit], next_cursor
+
+
+def cursor_seq(cursor: str | None) -> int | None:
+    """The ``seq`` a cursor this API issued holds (``None`` without a cursor).
+
+    Raises:
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    position = decode_cursor(cursor)
+    if position is None:
+        return None
+    seq = position.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= domain.MAX_SEQ:
+        raise BadRequest("the cursor is malformed; pass back the next link unchanged")
+    return seq
+
+
+def next_cursor(seq: int | None) -> str | None:
+    """The cursor that continues after ``seq`` (``None`` when there is nothing after)."""
+    return encode_cursor({"seq": seq}) if seq is not None else None
 
 
 async def head(runtime: ServiceRuntime) -> domain.ChainHead:

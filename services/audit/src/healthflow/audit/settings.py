@@ -44,10 +44,13 @@ class Settings(ServiceSettings):
     checkpoint_dir: Path = Path("var/audit-checkpoints")
     checkpoint_to_blobs: bool = True
     checkpoint_signing_key: SecretStr | None = None
-    """The Ed25519 seed that signs checkpoints (32 bytes, base64url). Unset: one is made
-    on first use and kept in the database — for local runs only, since whoever can
-    write the database could then re-sign a rewritten log. A secret: never in a repr,
-    a log line or an error message; a malformed one refuses to start."""
+    """The Ed25519 seed that signs checkpoints (32 bytes, base64url). A secret: never in a
+    repr, a log line or an error message; a malformed one refuses to start. Unset, the
+    service refuses to start unless ``allow_generated_signing_key``."""
+    allow_generated_signing_key: bool = False
+    """Without a signing key, make one and keep it in the database. For local runs only
+    (the devkit runner sets it): whoever can write the database could then re-sign a
+    rewritten log. Off by default, so a deployment without the key fails to start."""
 
     @field_validator("checkpoint_origin")
     @classmethod

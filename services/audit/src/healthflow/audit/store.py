@@ -6,12 +6,18 @@
      actor: str | None, patientid: str | None, source: str, time: datetime,
      envelope: {...CloudEvents JSON...}, prev_hash: str, hash: str, appended_at: datetime}
 
-``chain`` — one document, the head of the chain::
+``chain`` — one document, the head of the chain and the size of the Merkle tree::
 
-    {_id: "head", seq: int (-1 while empty), hash: str (64 hex), updated_at: datetime}
+    {_id: "head", seq: int (-1 while empty), hash: str (64 hex), updated_at: datetime,
+     tree_size: int (leaves hashed into ``tree``; absent in a log kept before the tree)}
+
+``tree_size`` trails ``seq + 1`` while the tree catches up (entries appended by a
+replica that keeps no tree, a log kept before it); it moves in the transaction
+that stores the subtrees, or after them (a catch-up outside a transaction: the
+subtrees are a function of immutable entries, so storing one twice is harmless).
 
 ``tree`` — the Merkle tree's complete subtrees (:mod:`healthflow.audit.merkle`), one
-document each, written in the transaction that appends their last leaf, never changed::
+document each, never changed::
 
     {_id: "<level>:<index>", level: int, index: int, hash: str (64 hex)}
 
@@ -41,10 +47,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from healthflow.audit import domain, merkle
 from healthflow.common.mongo import Document, utcnow
@@ -124,7 +130,8 @@ async def ensure_head(db: AsyncDatabase[Document]) -> None:
     with contextlib.suppress(DuplicateKeyError):  # another replica created it first
         await db[CHAIN].update_one(
             {"_id": HEAD_ID},
-            {"$setOnInsert": {"seq": genesis.seq, "hash": genesis.hash, "updated_at": utcnow()}},
+            {"$setOnInsert": {"seq": genesis.seq, "hash": genesis.hash, "tree_size": 0,
+                              "updated_at": utcnow()}},
             upsert=True,
         )
 
@@ -137,6 +144,16 @@ async def read_head(db: AsyncDatabase[Document],
     return domain.ChainHead(seq=int(doc["seq"]), hash=str(doc["hash"]))
 
 
+async def read_chain(db: AsyncDatabase[Document], session: AsyncClientSession | None = None
+                     ) -> tuple[domain.ChainHead, int]:
+    """The head and the tree's size (0 when the head does not record one)."""
+    doc = await db[CHAIN].find_one({"_id": HEAD_ID}, session=session)
+    if doc is None:
+        return domain.ChainHead.genesis(), 0
+    head = domain.ChainHead(seq=int(doc["seq"]), hash=str(doc["hash"]))
+    return head, int(doc.get("tree_size", 0))
+
+
 async def logged_event_ids(db: AsyncDatabase[Document], session: AsyncClientSession,
                            event_ids: Sequence[str]) -> set[str]:
     """Those of ``event_ids`` that already have an entry."""
@@ -146,14 +163,17 @@ async def logged_event_ids(db: AsyncDatabase[Document], session: AsyncClientSess
 
 
 async def move_head(db: AsyncDatabase[Document], session: AsyncClientSession,
-                    head: domain.ChainHead, last: domain.Entry, appended_at: datetime) -> bool:
-    """Move the head from ``head`` to ``last`` if it is still at ``head``; ``False`` if not.
+                    head: domain.ChainHead, last: domain.Entry, appended_at: datetime, *,
+                    tree_size: int) -> bool:
+    """Move the head from ``head`` to ``last`` (and the tree to ``tree_size`` leaves) if it
+    is still at ``head``; ``False`` if not.
 
     The genesis head is created by the move when it does not exist yet.
     """
     moved = await db[CHAIN].update_one(
         {"_id": HEAD_ID, "seq": head.seq, "hash": head.hash},
-        {"$set": {"seq": last.seq, "hash": last.hash, "updated_at": appended_at}},
+        {"$set": {"seq": last.seq, "hash": last.hash, "updated_at": appended_at,
+                  "tree_size": tree_size}},
         upsert=head.empty,
         session=session,
     )
@@ -188,10 +208,11 @@ async def stored_hash(db: AsyncDatabase[Document], seq: int) -> str | None:
 
 
 async def entries_between(db: AsyncDatabase[Document], first_seq: int, last_seq: int,
-                          *, batch_size: int = 500) -> AsyncIterator[Document]:
+                          *, batch_size: int = 500, session: AsyncClientSession | None = None
+                          ) -> AsyncIterator[Document]:
     """Entries with ``first_seq <= seq <= last_seq`` in ascending order, streamed."""
     cursor = (
-        db[ENTRIES].find({"_id": {"$gte": first_seq, "$lte": last_seq}})
+        db[ENTRIES].find({"_id": {"$gte": first_seq, "$lte": last_seq}}, session=session)
         .sort("_id", ASCENDING)
         .batch_size(batch_size)
     )
@@ -217,24 +238,27 @@ async def read_subtrees(db: AsyncDatabase[Document], nodes: Collection[merkle.No
 async def insert_subtrees(db: AsyncDatabase[Document], made: dict[merkle.NodeId, bytes],
                           session: AsyncClientSession | None = None, *,
                           tolerate_existing: bool = False) -> None:
-    """Store ``made``; with ``tolerate_existing`` (a rebuild racing another replica's),
-    subtrees already stored are left as they are."""
+    """Store ``made``; with ``tolerate_existing`` (a catch-up racing another replica's),
+    subtrees already stored are left as they are (upserts, no error)."""
     if not made:
         return
     docs = [{"_id": _node_key(node), "level": node[0], "index": node[1], "hash": digest.hex()}
             for node, digest in made.items()]
-    try:
-        await db[TREE].insert_many(docs, ordered=not tolerate_existing, session=session)
-    except BulkWriteError as exc:
-        errors = exc.details.get("writeErrors", [])
-        if not tolerate_existing or any(e.get("code") != 11000 for e in errors):
-            raise
+    if not tolerate_existing:
+        await db[TREE].insert_many(docs, session=session)
+        return
+    await db[TREE].bulk_write([UpdateOne({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
+                               for doc in docs], ordered=False, session=session)
 
 
 async def tree_size(db: AsyncDatabase[Document]) -> int:
-    """How many leaves the stored tree has (the highest stored leaf's index + 1)."""
-    last = await db[TREE].find_one({"level": 0}, sort=[("index", DESCENDING)])
-    return int(last["index"]) + 1 if last is not None else 0
+    """How many leaves the stored tree has (the head's ``tree_size``)."""
+    return (await read_chain(db))[1]
+
+
+async def advance_tree_size(db: AsyncDatabase[Document], size: int) -> None:
+    """Record that the tree holds ``size`` leaves, unless it records more already."""
+    await db[CHAIN].update_one({"_id": HEAD_ID}, {"$max": {"tree_size": size}})
 
 
 async def signing_seed(db: AsyncDatabase[Document]) -> str | None:
@@ -278,9 +302,10 @@ async def mark_exported(db: AsyncDatabase[Document], size: int, **where: str) ->
 
 
 async def entries_for_report(db: AsyncDatabase[Document], where: EntryFilter, *,
-                             below_seq: int, limit: int) -> list[Document]:
-    """Entries matching ``where`` with ``seq < below_seq``, ascending, at most ``limit``."""
+                             below_seq: int, limit: int, after_seq: int = -1) -> list[Document]:
+    """Entries matching ``where`` with ``after_seq < seq < below_seq``, ascending, at most
+    ``limit``."""
     query = where.query()
-    query["_id"] = {"$lt": below_seq}
+    query["_id"] = {"$gt": after_seq, "$lt": below_seq}
     cursor = db[ENTRIES].find(query).sort("_id", ASCENDING).limit(limit)
     return [entry_view(doc) async for doc in cursor]

@@ -1,5 +1,5 @@
-"""Use cases of the Merkle tree over the chain: grow it with each append, rebuild it
-for a log kept before it existed, and serve roots and RFC 9162 proofs.
+"""Use cases of the Merkle tree over the chain: grow it with each append, catch it up
+with entries it lacks, and serve roots and RFC 9162 proofs.
 
 The arithmetic is :mod:`healthflow.audit.merkle`; the stored subtrees are
 :data:`healthflow.audit.store.TREE`. A proof or root needs ``O(log n)`` stored
@@ -22,55 +22,85 @@ from healthflow.common.service import ServiceRuntime
 log = logging.getLogger(__name__)
 
 REBUILD_BATCH = 1000
-"""Entries hashed into the tree per write while rebuilding it."""
+"""Entries hashed into the tree per write while catching up outside an append."""
+
+CATCH_UP_MAX = 256
+"""At most this many missing leaves are hashed inside one append's transaction."""
 
 
 class TreeBehind(RuntimeError):
-    """The stored tree lacks a subtree the chain's head implies (rebuild it: restart)."""
+    """The stored tree lacks a subtree a proof or root of that size needs."""
 
 
 async def _edge(db: AsyncDatabase[Document], size: int,
-                session: AsyncClientSession | None = None) -> list[bytes]:
+                session: AsyncClientSession | None = None) -> list[bytes] | None:
     nodes = merkle.frontier(size)
     stored = await store.read_subtrees(db, nodes, session)
     if len(stored) != len(nodes):
-        raise TreeBehind(f"the Merkle tree of size {size} is not stored whole")
+        log.error("audit Merkle tree incomplete: its frontier is not stored; the tree stops "
+                  "growing", extra={"tree_size": size})
+        return None
     return [stored[node] for node in nodes]
 
 
-async def grow(db: AsyncDatabase[Document], session: AsyncClientSession,
-               head: domain.ChainHead, entries: Sequence[domain.Entry]) -> None:
-    """Add ``entries`` (appended after ``head``) as leaves, in the append's transaction.
+async def _missing_leaves(db: AsyncDatabase[Document], session: AsyncClientSession | None,
+                          size: int, last: int) -> list[bytes] | None:
+    """Leaf hashes of entries ``size..last``; ``None`` when a seq is missing (a gap)."""
+    docs = [doc async for doc in store.entries_between(db, size, last, session=session)]
+    if [doc["seq"] for doc in docs] != list(range(size, last + 1)):
+        log.error("audit log has a gap in seq: the Merkle tree stops growing",
+                  extra={"tree_size": size, "log_size": last + 1})
+        return None
+    return [merkle.entry_leaf_hash(doc["hash"]) for doc in docs]
 
-    Round trips: the frontier read and one insert.
 
-    Raises:
-        TreeBehind: the stored tree is not at the head's size.
+async def catch_up(db: AsyncDatabase[Document], session: AsyncClientSession | None,
+                   head: domain.ChainHead, size: int, limit: int,
+                   entries: Sequence[domain.Entry] = ()) -> tuple[int, dict[merkle.NodeId, bytes]]:
+    """The tree of ``size`` leaves grown by up to ``limit`` entries it lacks (up to the
+    ``head``) and, once it reaches the head, by ``entries`` (appended after ``head``).
+
+    Returns the new size and the subtrees to store. The tree stays at ``size``
+    (logged as an error, nothing raised: events keep being appended) when a seq is
+    missing below the head or the stored frontier is incomplete. Round trips: the
+    missing entries (only when behind) and the frontier read.
     """
-    size = head.seq + 1
+    leaves: list[bytes] = []
+    last = min(head.seq, size + limit - 1)
+    if size <= last:
+        missing = await _missing_leaves(db, session, size, last)
+        if missing is None:
+            return size, {}
+        leaves = missing
+    if size + len(leaves) == head.seq + 1:
+        leaves += [merkle.entry_leaf_hash(e.hash) for e in entries]
+    if not leaves:
+        return size, {}
     edge = await _edge(db, size, session)
-    made = merkle.grow(size, edge, [merkle.entry_leaf_hash(e.hash) for e in entries])
-    await store.insert_subtrees(db, made, session)
+    if edge is None:
+        return size, {}
+    return size + len(leaves), merkle.grow(size, edge, leaves)
 
 
 async def rebuild(db: AsyncDatabase[Document]) -> int:
-    """Hash the entries the stored tree lacks (a log kept before the tree existed) into it.
+    """Hash the entries the stored tree lacks into it, in batches outside a transaction.
 
-    Runs at start-up, before the consumer. Safe when replicas start together
-    (subtrees already stored are kept). Returns how many leaves were added.
+    Runs at start-up and in the checkpoint loop (:func:`healthflow.audit.checkpoints.run_due`):
+    entries appended by a replica that keeps no tree, a log kept before the tree.
+    Safe beside appends and other replicas (subtrees already stored are kept; the
+    size only grows). Stops, without raising, at a gap. Returns the leaves added.
     """
-    head = await store.read_head(db)
-    size = await store.tree_size(db)
     added = 0
-    while size <= head.seq:
-        last = min(head.seq, size + REBUILD_BATCH - 1)
-        leaves = [merkle.entry_leaf_hash(doc["hash"])
-                  async for doc in store.entries_between(db, size, last)]
-        made = merkle.grow(size, await _edge(db, size), leaves)
+    while True:
+        head, size = await store.read_chain(db)
+        grown, made = await catch_up(db, None, head, size, REBUILD_BATCH)
+        if grown == size:
+            break
         await store.insert_subtrees(db, made, tolerate_existing=True)
-        size, added = size + len(leaves), added + len(leaves)
+        await store.advance_tree_size(db, grown)
+        added += grown - size
     if added:
-        log.info("Merkle tree rebuilt", extra={"leaves_added": added, "tree_size": size})
+        log.info("Merkle tree caught up", extra={"leaves_added": added, "tree_size": size})
     return added
 
 
@@ -80,7 +110,8 @@ def _invalid(location: str, message: str) -> UnprocessableContent:
 
 
 async def _log_size(runtime: ServiceRuntime) -> int:
-    return (await store.read_head(runtime.db)).seq + 1
+    """The entries proofs cover: those hashed into the tree (may trail the head)."""
+    return await store.tree_size(runtime.db)
 
 
 async def _hashes(db: AsyncDatabase[Document], ranges: Sequence[merkle.Range]) -> list[bytes]:
