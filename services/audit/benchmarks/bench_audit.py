@@ -80,7 +80,7 @@ async def audit_rate(url: str, n: int, concurrency: int, *, group: bool = True,
         own_url = f"{url}&appname=bench-{r}"  # its own client, as another process would have
         settings = Settings(mongodb_url=own_url, mongodb_database=database,
                             transport="inprocess", checkpoint_to_blobs=False,
-                            checkpoint_dir=CHECKPOINT_DIR)
+                            checkpoint_dir=CHECKPOINT_DIR, allow_generated_signing_key=True)
         runtimes.append(create_app(settings).state.runtime)
     for runtime in runtimes:
         await runtime.start()
@@ -110,7 +110,8 @@ async def proof_latency(url: str, size: int, samples: int = 300) -> tuple[float,
     """p50 and p99 milliseconds of an inclusion proof in a tree of ``size`` leaves."""
     database = f"bench_proof_{uuid.uuid4().hex[:6]}"
     settings = Settings(mongodb_url=url, mongodb_database=database, transport="inprocess",
-                        checkpoint_to_blobs=False, checkpoint_dir=CHECKPOINT_DIR)
+                        checkpoint_to_blobs=False, checkpoint_dir=CHECKPOINT_DIR,
+                        allow_generated_signing_key=True)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES)
     await runtime.start()
     try:

@@ -52,6 +52,7 @@ async def main() -> None:
             audit = create_app(Settings(
                 mongodb_url=server.url, amqp_url=amqp_url, transport="rabbitmq",
                 checkpoint_interval=CHECKPOINT_INTERVAL, checkpoint_to_blobs=False,
+                allow_generated_signing_key=True,
                 checkpoint_dir=Path(tempfile.mkdtemp(prefix="bench-checkpoints-")),
             )).state.runtime
             producer = ServiceRuntime(ServiceSettings(
