@@ -5,6 +5,8 @@
 * ``s3_server`` — an S3-compatible server (s3rver, :class:`EmbeddedS3`) started
   for the test session as a child process on a free port, objects in a temporary
   directory; ``s3_env`` — the ``S3_*`` variables that point a service at it.
+* ``stripe_server`` — localstripe (:class:`EmbeddedStripe`) for the test session, a
+  child process on a free port; point the payment service at it with its ``env()``.
 * ``amqp_url`` — a RabbitMQ virtual host of its own for the test session on the
   machine's broker (started if installed but stopped; a clear failure, never a
   skip, when there is none), deleted afterwards.
@@ -46,6 +48,7 @@ from healthflow.common.topology import SERVICES
 from healthflow.devkit.embedded import (
     EmbeddedMongo,
     EmbeddedS3,
+    EmbeddedStripe,
     ensure_rabbitmq,
     free_ports,
 )
@@ -71,6 +74,20 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
     root = tmp_path_factory.mktemp("s3")
     try:
         server = EmbeddedS3(root / "data", log_file=root / "s3rver.log").start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stripe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStripe]:
+    """localstripe over HTTP (a clear failure, never a skip, when it will not start)."""
+    root = tmp_path_factory.mktemp("stripe")
+    try:
+        server = EmbeddedStripe(log_file=root / "localstripe.log").start()
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:
@@ -235,6 +252,7 @@ async def eventually(
 
 E2E_ADMIN_EMAIL = "e2e.admin@example.org"
 E2E_ADMIN_PASSWORD = "E2e-admin-passphrase-correct-horse-7"  # noqa: S105 - test-only account
+E2E_STRIPE_WEBHOOK_SECRET = "whsec_e2e_localstripe"  # noqa: S105 - signs localstripe's webhooks
 
 # End-to-end runs log in many users from 127.0.0.1: the edge's login budgets (and its
 # per-address caps) are raised (their enforcement is tested in the gateway's own suite),
@@ -271,6 +289,8 @@ class RunningPlatform:
     amqp_url: str
     admin_email: str = E2E_ADMIN_EMAIL
     admin_password: str = field(default=E2E_ADMIN_PASSWORD, repr=False)
+    stripe_url: str = ""  # the platform's localstripe (the payment service's Stripe)
+    stripe_webhook_secret: str = field(default=E2E_STRIPE_WEBHOOK_SECRET, repr=False)
 
     def text(self) -> str:
         """What the runner printed."""
@@ -297,11 +317,12 @@ def platform_process(
     and fails the test if it does not exit cleanly.
     """
     names = [*SERVICES, "gateway"]
-    # one batch of distinct ports: services, database, S3 and the mailbox's three
-    *service_ports, mongo_port, s3, smtp, sms, view = free_ports(len(names) + 5)
+    # one batch of distinct ports: services, database, S3, the mailbox's three, localstripe
+    *service_ports, mongo_port, s3, smtp, sms, view, stripe = free_ports(len(names) + 6)
     ports = dict(zip(names, service_ports, strict=True))
     child_env = {k: v for k, v in os.environ.items()
-                 if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL", "S3_ENDPOINT_URL")}
+                 if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL", "S3_ENDPOINT_URL",
+                              "PAYMENT_STRIPE_API_BASE")}
     child_env |= {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
     child_env |= E2E_ENV | {
         "AMQP_URL": amqp_url, "HEALTHFLOW_MONGO_PORT": str(mongo_port), "NO_COLOR": "1",
@@ -310,6 +331,8 @@ def platform_process(
         "NOTIFICATION_SMTP_PORT": str(smtp),
         "HEALTHFLOW_MAILBOX_SMS_PORT": str(sms),
         "HEALTHFLOW_MAILBOX_PORT": str(view),
+        "HEALTHFLOW_STRIPE_PORT": str(stripe),
+        "PAYMENT_STRIPE_WEBHOOK_SECRET": E2E_STRIPE_WEBHOOK_SECRET,
         "HEALTHFLOW_READY_TIMEOUT": str(ready_within), "HEALTHFLOW_VAR_DIR": "var",
         "HEALTHFLOW_ADMIN_EMAIL": E2E_ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": E2E_ADMIN_PASSWORD,
     } | (env or {})
@@ -323,6 +346,7 @@ def platform_process(
     running = RunningPlatform(
         process, workdir, output, f"http://127.0.0.1:{ports['gateway']}", ports,
         f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true", amqp_url,
+        stripe_url=f"http://127.0.0.1:{stripe}",
     )
     try:
         deadline = time.monotonic() + ready_within + 30
