@@ -3,7 +3,8 @@
 The examples ship in the npm package ``hl7.fhir.r4.examples`` (CC0; not on PyPI):
 fetched once per machine at test set-up with ``npm pack`` (the ordinary client),
 checked against the registry's SHA-1, read from the tarball and never copied into
-the repository. Their vital signs and diagnoses are mapped to HealthFlow's input
+the repository (:mod:`healthflow.devkit.fhir_examples`, shared with the prescription
+service's import test). Their vital signs and diagnoses are mapped to HealthFlow's input
 (the request bodies of ``POST …/entries``), written through the real schemas and
 rules, exported by the FHIR mapper, and compared with the original: same LOINC code,
 value and UCUM code, same clinical and verification status; every exported resource
@@ -20,15 +21,9 @@ test asserts a minimum imported per resource type.
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
-import json
-import os
-import shutil
-import subprocess
 import tarfile
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +33,7 @@ from fhir.resources.R4B.observation import Observation
 from pydantic import TypeAdapter
 from pypdf import PdfWriter
 
+from healthflow.devkit.fhir_examples import CorpusUnavailable, corpus, example, names
 from healthflow.records import fhir
 from healthflow.records.domain import (
     DOCUMENT_TYPES,
@@ -52,8 +48,6 @@ from healthflow.records.terminology import LOINC_SYSTEM, VITAL_SIGNS
 
 from .conftest import Records
 
-PACKAGE, VERSION = "hl7.fhir.r4.examples", "4.0.1"
-SHA1 = "537ea7db3f3c7b3575fe2eaa7808bad21261cca3"  # the registry's dist.shasum
 VITALS = ["blood-pressure", "heart-rate", "body-temperature", "respiratory-rate", "satO2",
           "body-height", "bmi", "head-circumference"]
 CONDITIONS = ["example", "example2", "f201", "f202", "f205", "stroke"]
@@ -63,29 +57,12 @@ ENTRY = TypeAdapter(EntryIn)
 
 @pytest.fixture(scope="session")
 def examples() -> tarfile.TarFile:
-    """The package's tarball, fetched into ``~/.cache/healthflow`` (or
-    ``$HEALTHFLOW_CACHE``) on first use; a clear failure when npm is missing."""
-    cache = Path(os.environ.get("HEALTHFLOW_CACHE", Path.home() / ".cache" / "healthflow"))
-    tarball = cache / f"{PACKAGE}-{VERSION}.tgz"
-    if not tarball.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("npm is not installed: the FHIR examples come from the npm registry",
-                        pytrace=False)
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run([npm, "pack", f"{PACKAGE}@{VERSION}", "--silent",
-                        "--pack-destination", str(cache)], check=True, timeout=300,
-                       capture_output=True)
-    if hashlib.sha1(tarball.read_bytes()).hexdigest() != SHA1:  # noqa: S324 (npm's checksum)
-        tarball.unlink()
-        pytest.fail(f"{tarball} is not {PACKAGE}@{VERSION}; removed, run again", pytrace=False)
-    return tarfile.open(tarball)
-
-
-def example(archive: tarfile.TarFile, name: str) -> dict[str, Any]:
-    member = archive.extractfile(f"package/{name}.json")
-    assert member is not None, name
-    return dict(json.load(member))
+    """The package's tarball (:func:`healthflow.devkit.fhir_examples.corpus`); a clear
+    failure when npm is missing or the download is not the package."""
+    try:
+        return corpus()
+    except CorpusUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def _instant(value: str | None) -> str | None:
@@ -159,12 +136,6 @@ def test_official_conditions_import_as_text_diagnoses_with_their_statuses(
     assert ours["code"]["text"] == condition_in(source)["text"]
 
 
-def members(archive: tarfile.TarFile, kind: str) -> list[str]:
-    """Every ``<kind>-<id>`` example of the package, by name."""
-    return sorted(m.name.removeprefix("package/").removesuffix(".json")
-                  for m in archive.getmembers() if m.name.startswith(f"package/{kind}-"))
-
-
 def encounter_skip(source: dict[str, Any]) -> str | None:
     """Why HealthFlow cannot import this Encounter (``None``: it can). HealthFlow models
     consultations of class AMB, VR and EMER (v3 ActCode) that are in progress or
@@ -205,7 +176,7 @@ async def everything(records: Records, patient_id: str) -> dict[str, Any]:
 
 async def test_official_encounters_import_through_the_api_and_export_the_same_class_and_status(
         records: Records, examples: tarfile.TarFile) -> None:
-    sources = {name: example(examples, name) for name in members(examples, "Encounter")}
+    sources = {name: example(examples, name) for name in names(examples, "Encounter")}
     skipped = {name: why for name, s in sources.items() if (why := encounter_skip(s))}
     imported = [name for name in sources if name not in skipped]
     assert len(imported) >= 6 and len(skipped) <= 4, skipped
@@ -272,7 +243,7 @@ async def test_official_document_references_upload_and_export_as_current_documen
     """The official DocumentReference examples carry no inline PDF or image (their
     attachments are URLs), so each is uploaded as a generated PDF (see
     :func:`document_in`); type, status and content type must come back."""
-    sources = {name: example(examples, name) for name in members(examples, "DocumentReference")}
+    sources = {name: example(examples, name) for name in names(examples, "DocumentReference")}
     skipped = {name: why for name, s in sources.items() if (why := document_skip(s))}
     imported = [name for name in sources if name not in skipped]
     assert len(imported) >= 1, skipped
