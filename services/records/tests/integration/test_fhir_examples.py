@@ -194,6 +194,7 @@ async def test_official_encounters_import_through_the_api_and_export_the_same_cl
         source, ours = sources[name], exported[ours_id]
         assert (ours["class"]["code"], ours["status"]) == (
             source["class"]["code"], source["status"]), name
+        assert "start" in ours["period"], name  # HealthFlow's own period (see encounter_in)
         assert ("end" in ours["period"]) == (source["status"] == "finished"), name
         reason = _reason(source)
         assert ours.get("reasonCode") == ([{"text": reason}] if reason else None), name
@@ -240,9 +241,11 @@ def document_in(source: dict[str, Any]) -> tuple[DocumentCategory, str, bytes]:
 
 async def test_official_document_references_upload_and_export_as_current_documents(
         records: Records, examples: tarfile.TarFile) -> None:
-    """The official DocumentReference examples carry no inline PDF or image (their
-    attachments are URLs), so each is uploaded as a generated PDF (see
-    :func:`document_in`); type, status and content type must come back."""
+    """The official DocumentReference example carries no inline PDF or image (its
+    attachment is a URL to an HL7 v3 CDA document), so a real one-page PDF generated
+    here is uploaded instead (see :func:`document_in`). Status, content type and size
+    come back; its LOINC type 34108-1 "Outpatient Note" is no HealthFlow category, so
+    it is filed and exported as ``other`` (34109-9 "Note")."""
     sources = {name: example(examples, name) for name in names(examples, "DocumentReference")}
     skipped = {name: why for name, s in sources.items() if (why := document_skip(s))}
     imported = [name for name in sources if name not in skipped]
