@@ -15,10 +15,12 @@ Pure: pydantic only, so domain modules and event contracts may use them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr
 from pydantic_extra_types.country import CountryAlpha2
 from pydantic_extra_types.currency_code import ISO4217
 from pydantic_extra_types.timezone_name import TimeZoneName
@@ -55,3 +57,19 @@ Country = Annotated[CountryAlpha2, BeforeValidator(_upper_case),
                     Field(description="ISO 3166-1 alpha-2 code, upper case (e.g. DE)")]
 TimeZone = Annotated[TimeZoneName, AfterValidator(_place_zone),
                      Field(description="IANA time zone key, e.g. Europe/Berlin")]
+
+
+def _ed25519_seed(value: SecretStr) -> SecretStr:
+    text = value.get_secret_value()  # never quoted in an error: it is a secret
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64url") from None
+    if len(raw) != 32:
+        raise ValueError("an Ed25519 seed is 32 bytes (base64url, no padding)")
+    return value
+
+
+Ed25519Seed = Annotated[SecretStr, AfterValidator(_ed25519_seed)]
+"""An Ed25519 private key as its 32-byte seed (RFC 8032 §5.1.5), base64url without
+padding, kept as a secret (never in a repr, a log line or an error message)."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
+from healthflow.common.types import Ed25519Seed
 
 _ORIGIN = re.compile(r"^[^\s+]+$")
 
@@ -43,7 +42,7 @@ class Settings(ServiceSettings):
     checkpoint_interval: float = Field(default=60.0, gt=0, le=86_400)  # seconds
     checkpoint_dir: Path = Path("var/audit-checkpoints")
     checkpoint_to_blobs: bool = True
-    checkpoint_signing_key: SecretStr | None = None
+    checkpoint_signing_key: Ed25519Seed | None = None
     """The Ed25519 seed that signs checkpoints (32 bytes, base64url). A secret: never in a
     repr, a log line or an error message; a malformed one refuses to start. Unset, the
     service refuses to start unless ``allow_generated_signing_key``."""
@@ -59,16 +58,3 @@ class Settings(ServiceSettings):
             raise ValueError("a checkpoint origin has no spaces or '+' (C2SP signed-note)")
         return value
 
-    @field_validator("checkpoint_signing_key")
-    @classmethod
-    def _a_32_byte_seed(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        text = value.get_secret_value()
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            raise ValueError("not base64url") from None
-        if len(raw) != 32:
-            raise ValueError("an Ed25519 seed is 32 bytes (base64url, no padding)")
-        return value

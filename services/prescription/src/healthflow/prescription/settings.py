@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
-from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
+from healthflow.common.types import Ed25519Seed
 
 
 class Settings(ServiceSettings):
@@ -20,21 +17,8 @@ class Settings(ServiceSettings):
 
     service_name: str = "prescription"
     port: int = SERVICES["prescription"].port
-    signing_key: SecretStr | None = None
+    signing_key: Ed25519Seed | None = None
     """The Ed25519 seed that signs printed prescriptions (32 bytes, base64url); unset:
     one is made on first use and kept in the database (development). A secret: never
     in a repr, a log line or an error message; a malformed one refuses to start."""
 
-    @field_validator("signing_key")
-    @classmethod
-    def _a_32_byte_seed(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        text = value.get_secret_value()
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            raise ValueError("not base64url") from None
-        if len(raw) != 32:
-            raise ValueError("an Ed25519 seed is 32 bytes (base64url, no padding)")
-        return value
