@@ -69,9 +69,9 @@ def verify_url(base_url: str, prescription_id: str) -> str:
 async def printable(runtime: ServiceRuntime, principal: Principal, prescription_id: str
                     ) -> bytes:
     """The PDF of an issued prescription, for whoever may read it, naming the hospital of
-    its encounter when known and verified (``encounter.started`` → ``hospital.*``); its SHA-256 is signed
-    (:func:`~healthflow.prescription.domain.signed_message`) and kept once. Its QR code
-    holds the verification URL under the configured ``public_base_url``.
+    its encounter when known and verified (``encounter.started`` → ``hospital.*``); its
+    SHA-256 is signed (:func:`~healthflow.prescription.domain.signed_message`) and kept
+    once. Its QR code holds the verification URL under the configured ``public_base_url``.
 
     Raises:
         PrescriptionNotFound (404), NotTreating / Forbidden (403), StateConflict (409):

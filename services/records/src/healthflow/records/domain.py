@@ -144,6 +144,12 @@ class UnknownPatient(UnprocessableContent):
     title, slug = "Unknown Patient", "unknown-patient"
 
 
+class UnknownHospital(UnprocessableContent):
+    """A walk-in names a hospital that is not a verified one known to the records."""
+
+    title, slug = "Unknown Hospital", "unknown-hospital"
+
+
 class UnknownReference(UnprocessableContent):
     """A plan or procedure names an entry that is not a current one of the same patient."""
 
