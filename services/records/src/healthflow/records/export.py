@@ -28,7 +28,7 @@ from healthflow.common.auth import Principal
 from healthflow.common.errors import BadRequest, NotFound
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
-from healthflow.common.pagination import decode_cursor, encode_cursor
+from healthflow.common.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import fhir, store
 from healthflow.records.domain import ResourceType
@@ -112,9 +112,15 @@ async def _prescriptions(client: PrescriptionClient, principal: Principal, patie
                          inner: str | None, room: int
                          ) -> tuple[list[Json], str | None, list[Json]]:
     """Up to ``room`` ``MedicationRequest``s after ``inner``, the cursor of the rest
-    (``None``: none left) and the ``OperationOutcome``s of what could not be read."""
+    (``None``: none left) and the ``OperationOutcome``s of what could not be read.
+
+    One call asks for at most the shared page size cap
+    (:data:`healthflow.common.pagination.MAX_LIMIT`, which the prescription service's list
+    enforces); a page that fills only part of ``room`` keeps the rest for the ``next`` link.
+    """
     try:
-        items, rest = await client.page(principal.token, patient_id, inner, room)
+        items, rest = await client.page(principal.token, patient_id, inner,
+                                        min(room, MAX_LIMIT))
     except PrescriptionsUnavailable as exc:
         return [], None, [fhir.missing_outcome("Prescriptions (MedicationRequest)", str(exc))]
     return [fhir.medication_request(item) for item in items], rest, []
