@@ -159,11 +159,39 @@ async def test_a_document_filed_by_mistake_is_entered_in_error_and_kept(
     [event] = await records.outbox("document.entered_in_error")
     assert event["data"]["document_id"] == document["id"]
     assert "reason" not in event["data"]  # free text stays out of events
-    got = await records.client.get(document["file"], headers=visit["own"])
-    assert got.content == pdf  # marked, never deleted
+    await withdrawn_file_is_served_to_clinicians_who_filed_or_treat(
+        records, visit, document, pdf)
     bundle = (await records.client.get(f"/api/v1/fhir/Patient/{visit['patient']}/$everything",
                                        headers=visit["own"])).json()
     Bundle.model_validate(bundle)
     [reference] = [e["resource"] for e in bundle["entry"]
                    if e["resource"]["resourceType"] == "DocumentReference"]
     assert reference["status"] == "entered-in-error"
+
+
+async def withdrawn_file_is_served_to_clinicians_who_filed_or_treat(
+        records: Records, visit: dict[str, Any], document: dict[str, Any], pdf: bytes) -> None:
+    """Once withdrawn: the uploader and another treating doctor still get the file (marked,
+    never deleted); the patient and a nurse get 410 for the file and the link; only
+    clinicians see the reason."""
+    await records.walk_in(visit["patient"], "doc-t")
+    link = f"/api/v1/documents/{document['id']}/link"
+    for who in (visit["doctor"], records.as_("doc-t", "doctor")):
+        got = await records.client.get(document["file"], headers=who)
+        assert got.status_code == 200 and got.content == pdf
+        assert (await records.client.get(link, headers=who)).status_code == 200
+    nurse = records.as_("nurse-n", "nurse")
+    for who in (visit["own"], nurse):
+        for url in (document["file"], link):
+            gone = await records.client.get(url, headers=who)
+            assert gone.status_code == 410, (url, gone.text)
+            assert gone.headers["content-type"].startswith("application/problem+json")
+            assert gone.json()["type"].endswith("/document-withdrawn")
+    metadata = f"/api/v1/documents/{document['id']}"
+    seen = {name: (await records.client.get(metadata, headers=who)).json()["withdrawal"]
+            for name, who in (("patient", visit["own"]), ("nurse", nurse))}
+    assert seen["patient"]["reason"] is None and seen["patient"]["by"] == "doc-d"
+    assert seen["nurse"]["reason"] == "uploaded to the wrong patient"
+    listed = (await records.client.get("/api/v1/documents", headers=visit["own"], params={
+        "patient_id": visit["patient"]})).json()["items"]
+    assert [d["withdrawal"]["reason"] for d in listed] == [None]

@@ -280,7 +280,8 @@ async def withdraw_document(runtime: Runtime, document_id: Id, body: DocumentWit
                             principal: Principal = require(P.RECORDS_WRITE_TREATED)
                             ) -> DocumentOut:
     """Marked ``entered-in-error`` (filed by mistake), never deleted: the file stays
-    readable; 409 ``document-entered-in-error`` when it already is."""
+    readable to its uploader and treating doctors only (410 ``document-withdrawn`` for
+    others); 409 ``document-entered-in-error`` when it already is."""
     return DocumentOut.from_document(
         await documents.withdraw(runtime, principal, document_id, body.reason),
         documents_router.prefix)
@@ -303,7 +304,7 @@ async def document_link(runtime: Runtime, blobs: Blobs, document_id: Id,
                         principal: Principal = require_any(*READERS)) -> LinkOut:
     """``url`` is a presigned S3 GET only where S3 has a public address; the platform's
     own S3 is internal, so clients use ``file`` (through the gateway) there."""
-    doc = await documents.read_document(runtime, principal, document_id, "document-file")
+    doc = await documents.read_document(runtime, principal, document_id, documents.FILE_SCOPE)
     ttl = int(getattr(runtime.settings, "link_ttl", 300))
     return LinkOut(url=documents.presigned(blobs, doc, ttl), expires_in=ttl,
                    file=f"{documents_router.prefix}/{document_id}/file")

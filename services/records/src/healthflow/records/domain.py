@@ -24,7 +24,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from healthflow.common.problems import Conflict, Forbidden, NotFound, UnprocessableContent
+from healthflow.common.problems import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Problem,
+    UnprocessableContent,
+)
 
 Doc = dict[str, Any]
 
@@ -116,6 +122,13 @@ class DocumentNotFound(NotFound):
 
 class DocumentWithdrawn(Conflict):
     title, slug = "Document Entered In Error", "document-entered-in-error"
+
+
+class DocumentGone(Problem):
+    """The file of a document withdrawn as ``entered-in-error`` is no longer served to
+    this caller (RFC 9110 §15.5.11: the resource is gone on purpose)."""
+
+    status, title, slug = 410, "Document Withdrawn", "document-withdrawn"
 
 
 class NotTreating(Forbidden):
