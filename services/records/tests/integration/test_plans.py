@@ -165,6 +165,7 @@ async def test_a_correction_without_a_performer_keeps_the_one_recorded(
     assert kept.json()["content"]["performer_id"] == "nurse-s"
     named = await records.client.post(url, headers=visit["doctor"], json={
         "version": 2, "reason": "another nurse took it", "procedure": {
-            "code_text": "Throat swab", "performer_id": "nurse-t", "outcome": "sample taken, sent to the lab"}})
+            "code_text": "Throat swab", "performer_id": "nurse-t",
+            "outcome": "sample taken, sent to the lab"}})
     assert named.status_code == 200, named.text
     assert named.json()["content"]["performer_id"] == "nurse-t"
