@@ -3,13 +3,18 @@ checked by content (nothing kept on refusal), listed, downloaded, in the FHIR ex
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
+import time
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 from pypdf import PdfWriter
+
+from healthflow.records import files
 
 from .conftest import Records
 
@@ -195,3 +200,41 @@ async def withdrawn_file_is_served_to_clinicians_who_filed_or_treat(
     listed = (await records.client.get("/api/v1/documents", headers=visit["own"], params={
         "patient_id": visit["patient"]})).json()["items"]
     assert [d["withdrawal"]["reason"] for d in listed] == [None]
+
+
+async def test_an_upload_without_content_type_is_refused_and_nothing_kept(
+        records: Records, visit: dict[str, Any]) -> None:
+    refused = await records.client.post(
+        "/api/v1/documents", params={"encounter_id": visit["encounter"],
+                                     "category": "lab-report"},
+        headers=visit["doctor"], content=a_pdf())
+    assert refused.status_code == 415, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "Content-Type" in refused.json()["detail"]
+    assert await stored(records) == (0, [])
+
+
+async def test_at_most_inspect_concurrency_files_are_checked_at_once(
+        records: Records, visit: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding is CPU and memory heavy: concurrent uploads queue for a check slot
+    (``inspect_concurrency``, 2 by default)."""
+    active, most, lock = 0, 0, threading.Lock()
+    real = files.inspect
+
+    def counted(path: Any, content_type: str) -> Any:
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        try:
+            time.sleep(0.3)
+            return real(path, content_type)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(files, "inspect", counted)
+    answers = await asyncio.gather(*(upload(records, visit, an_image("PNG"), "image/png",
+                                            category="photo") for _ in range(5)))
+    assert [a.status_code for a in answers] == [201] * 5
+    assert most == 2

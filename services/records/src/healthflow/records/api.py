@@ -11,6 +11,7 @@ Ownership and care-relationship checks live in :mod:`.service` (``accessor``).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -49,6 +50,11 @@ def get_blobs(request: Request) -> BlobStore:
     return blobs
 
 
+def get_inspections(request: Request) -> asyncio.Semaphore:
+    slots: asyncio.Semaphore = request.app.state.inspections
+    return slots
+
+
 def get_prescriptions(request: Request) -> PrescriptionClient:
     client: PrescriptionClient = request.app.state.prescriptions
     return client
@@ -57,6 +63,7 @@ def get_prescriptions(request: Request) -> PrescriptionClient:
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 Blobs = Annotated[BlobStore, Depends(get_blobs)]
 Prescriptions = Annotated[PrescriptionClient, Depends(get_prescriptions)]
+Inspections = Annotated[asyncio.Semaphore, Depends(get_inspections)]
 Id = Annotated[str, Path(max_length=64)]
 PatientId = Annotated[str, Query(min_length=1, max_length=64)]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")]
@@ -241,7 +248,8 @@ async def correct_procedure(runtime: Runtime, procedure_id: Id, body: ProcedureC
     "", status_code=201, summary="Upload a clinical document (PDF, PNG, JPEG) or a patient image",
     openapi_extra={"requestBody": {"required": True, "content": {
         t: {"schema": {"type": "string", "format": "binary"}} for t in FILE_TYPES}}})
-async def upload_document(runtime: Runtime, blobs: Blobs, request: Request, response: Response,
+async def upload_document(runtime: Runtime, blobs: Blobs, inspections: Inspections,
+                          request: Request, response: Response,
                           encounter_id: Annotated[str, Query(min_length=1, max_length=64)],
                           category: DocumentCategory,
                           principal: Principal = require(P.RECORDS_WRITE_TREATED)
@@ -249,9 +257,11 @@ async def upload_document(runtime: Runtime, blobs: Blobs, request: Request, resp
     """The raw file is the body, its type the ``Content-Type``; streamed into storage.
     ``photo`` takes PNG, JPEG or WebP (20 MiB), the others PDF, PNG or JPEG (50 MiB).
     422 ``invalid-document`` (its ``problem`` member says why: ``type-mismatch``,
-    ``unreadable-pdf``, ``unreadable-image``, …); 413 too large; nothing is kept."""
+    ``unreadable-pdf``, ``unreadable-image``, …); 413 too large; 415 without a
+    ``Content-Type``; nothing is kept."""
     doc = await documents.upload(runtime, blobs, principal, encounter_id, category,
-                                 request.stream(), request.headers.get("content-type"))
+                                 request.stream(), request.headers.get("content-type"),
+                                 inspections=inspections)
     response.headers["Location"] = f"{documents_router.prefix}/{doc['_id']}"
     return DocumentOut.from_document(doc, documents_router.prefix)
 

@@ -44,6 +44,7 @@ from healthflow.common.blobs import (
 from healthflow.common.blobs.kinds import normalize_type
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
+from healthflow.common.problems import UnsupportedMediaType
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import events, files, store
 from healthflow.records.domain import (
@@ -83,17 +84,22 @@ async def _writable_encounter(uow: UnitOfWork, principal: Principal, encounter_i
 
 async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
                  encounter_id: str, category: DocumentCategory, body: AsyncIterable[bytes],
-                 declared_type: str | None) -> Document:
+                 declared_type: str | None, *, inspections: asyncio.Semaphore) -> Document:
     """Store one file of ``category`` in the encounter; ``document.uploaded``.
 
     ``declared_type`` is the request's ``Content-Type``; the bytes must be that type.
-    Access is checked before a byte is read, and again when the document commits.
+    Access is checked before a byte is read, and again when the document commits. The
+    file's check (:func:`.files.inspect`) waits for one of the ``inspections`` slots.
 
     Raises:
+        UnsupportedMediaType (415): no ``Content-Type`` (RFC 9110 §15.5.16);
         EncounterNotFound (404), NotTreating / Forbidden (403), EncounterStateConflict
         (409), InvalidDocument (422: type-mismatch, not-accepted, unreadable-pdf, …),
         BlobTooLarge (413). Nothing stays stored on any of them.
     """
+    if not declared_type:
+        raise UnsupportedMediaType("the upload has no Content-Type; send the file's type "
+                                   "(application/pdf, image/png, image/jpeg, image/webp)")
     await runtime.transact(lambda uow: _writable_encounter(uow, principal, encounter_id))
     with tempfile.TemporaryDirectory(prefix="records-") as tmp:
         path = Path(tmp) / "upload"
@@ -102,7 +108,9 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
                 async with blobs.staged(use_of(category), _tee(body, spool),
                                         declared_type=declared_type) as blob:
                     spool.close()
-                    facts = await asyncio.to_thread(files.inspect, path, blob.content_type)
+                    async with inspections:
+                        facts = await asyncio.to_thread(files.inspect, path,
+                                                        blob.content_type)
                     return await runtime.transact(
                         lambda uow: _store(uow, principal, encounter_id, category, blob, facts),
                         actor=principal.actor)

@@ -22,6 +22,10 @@ class Settings(ServiceSettings):
     # blob use (clinical documents, 50 MiB); every other route keeps the platform's
     # default ``max_body_bytes`` (1 MiB).
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # How many uploaded files are checked (parsed by pypdf, decoded by Pillow, each in a
+    # worker thread) at once; more uploads wait for a slot: decoding is CPU and memory
+    # heavy (an image is decoded whole, up to files.MAX_PIXELS pixels).
+    inspect_concurrency: int = Field(default=2, ge=1, le=16)
     link_ttl: int = Field(default=300, ge=1, le=3600)  # seconds a presigned link lives
     sweep_interval: float = Field(default=3600.0, gt=0)  # seconds between orphan sweeps
     sweep_older_than: float = Field(default=3600.0, gt=0)  # an orphan's minimum age, s
