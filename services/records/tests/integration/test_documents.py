@@ -74,9 +74,16 @@ async def test_a_pdf_and_a_jpeg_are_stored_listed_downloaded_and_exported(
     assert got.headers["content-type"] == "application/pdf"
     nurse = await records.client.get(photo.json()["file"], headers=records.as_("n-1", "nurse"))
     assert nurse.content == jpeg
-    link = (await records.client.get(f"/api/v1/documents/{photo.json()['id']}/link",
-                                     headers=visit["doctor"])).json()
+    linked = await records.client.get(f"/api/v1/documents/{photo.json()['id']}/link",
+                                      headers=visit["doctor"])
+    link = linked.json()
     assert link["file"] == photo.json()["file"] and link["url"] is None  # S3 is internal
+    assert link["expires_in"] == 60
+    assert linked.headers["cache-control"] == "no-store"
+    for answer in (got, nurse):  # never cached, saved not rendered, never sniffed
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["content-disposition"].startswith("attachment")
+        assert answer.headers["x-content-type-options"] == "nosniff"
     scopes = {(e["data"]["accessor_id"], e["data"]["scope"])
               for e in await records.outbox("record.accessed")}
     assert {("n-1", "document-file"), ("doc-d", "document-file")} <= scopes

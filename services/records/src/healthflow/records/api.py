@@ -12,6 +12,7 @@ Ownership and care-relationship checks live in :mod:`.service` (``accessor``).
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -43,6 +44,10 @@ from healthflow.records.schemas import (
     ProcedureIn,
     WithdrawalIn,
 )
+from healthflow.records.settings import settings_of
+
+NO_STORE = {"Cache-Control": "no-store"}
+"""A file or a link to it is not kept by any cache (RFC 9111 §5.2.2.5)."""
 
 
 def get_blobs(request: Request) -> BlobStore:
@@ -303,19 +308,26 @@ async def withdraw_document(runtime: Runtime, document_id: Id, body: DocumentWit
 async def download_document(runtime: Runtime, blobs: Blobs, document_id: Id,
                             principal: Principal = require_any(*READERS)
                             ) -> StreamingResponse:
+    """Sent as an attachment (``Content-Disposition``, RFC 6266), never cached
+    (``no-store``) nor type-sniffed (``nosniff``): a stored file is not rendered inline
+    under the platform's origin."""
     got = await documents.download(runtime, blobs, principal, document_id)
+    extension = mimetypes.guess_extension(got.document["content_type"]) or ""
     return StreamingResponse(got.chunks, media_type=got.document["content_type"], headers={
-        "Content-Length": str(got.document["blob"]["size"]),
-        "Cache-Control": "private, no-store"})
+        "Content-Length": str(got.document["blob"]["size"]), **NO_STORE,
+        "Content-Disposition": f'attachment; filename="{document_id}{extension}"',
+        "X-Content-Type-Options": "nosniff"})
 
 
 @documents_router.get("/{document_id}/link", summary="A short-lived link to the stored file")
-async def document_link(runtime: Runtime, blobs: Blobs, document_id: Id,
+async def document_link(runtime: Runtime, blobs: Blobs, response: Response, document_id: Id,
                         principal: Principal = require_any(*READERS)) -> LinkOut:
-    """``url`` is a presigned S3 GET only where S3 has a public address; the platform's
-    own S3 is internal, so clients use ``file`` (through the gateway) there."""
+    """``url`` is a presigned S3 GET (valid ``link_ttl`` seconds, 60 by default) only
+    where S3 has a public address; the platform's own S3 is internal, so clients use
+    ``file`` (through the gateway) there. The answer is never cached (``no-store``)."""
     doc = await documents.read_document(runtime, principal, document_id, documents.FILE_SCOPE)
-    ttl = int(getattr(runtime.settings, "link_ttl", 300))
+    ttl = settings_of(runtime).link_ttl
+    response.headers.update(NO_STORE)
     return LinkOut(url=documents.presigned(blobs, doc, ttl), expires_in=ttl,
                    file=f"{documents_router.prefix}/{document_id}/file")
 
