@@ -112,10 +112,12 @@ async def exported_with_the_prescription(api: httpx.AsyncClient, patient: User, 
                                          rx_id: str) -> None:
     """The patient's and the treating doctor's FHIR export hold the prescription as an R4
     ``MedicationRequest`` (the records service read it from the prescription service
-    with each caller's own token), with no missing-data outcome; the Bundle validates."""
-    for reader in (patient, doctor):
+    with each caller's own token), with no missing-data outcome; the Bundle validates.
+    The doctor asks for the largest page (``_count`` 500, more than the prescription
+    list's own cap of 200 per call)."""
+    for reader, count in ((patient, "100"), (doctor, "500")):
         bundle = ok(await api.get(f"/api/v1/fhir/Patient/{patient.id}/$everything",
-                                  headers=reader.headers))
+                                  headers=reader.headers, params={"_count": count}))
         Bundle.model_validate(bundle)
         assert [e["search"]["mode"] for e in bundle["entry"]].count("outcome") == 0
         requests = [e["resource"] for e in bundle["entry"]

@@ -12,7 +12,12 @@ import pypdf
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import shared_inprocess_transport
 from healthflow.contracts.auth import UserRegistered
-from healthflow.contracts.hospital import HospitalRegistered, HospitalSnapshot, HospitalVerified
+from healthflow.contracts.hospital import (
+    HospitalRegistered,
+    HospitalRejected,
+    HospitalSnapshot,
+    HospitalVerified,
+)
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.prescription import keys
 from healthflow.prescription.app import create_app
@@ -149,11 +154,11 @@ async def test_after_a_key_rotation_older_prints_still_verify_and_both_keys_are_
 
 
 def hospital_event(model: type[HospitalSnapshot], version: int, name: str,
-                   **more: Any) -> CloudEvent:
-    data = model(hospital_id="h-print", version=version, name=name, city="Berlin",
+                   hospital_id: str = "h-print", **more: Any) -> CloudEvent:
+    data = model(hospital_id=hospital_id, version=version, name=name, city="Berlin",
                  country="DE", time_zone="Europe/Berlin", services=["general"], **more)
     return CloudEvent(source="/healthflow/hospital", type=model.event_type,
-                      subject="hospital/h-print", data=data.model_dump(mode="json"),
+                      subject=f"hospital/{hospital_id}", data=data.model_dump(mode="json"),
                       time=datetime.now(UTC))
 
 
@@ -181,3 +186,30 @@ async def test_the_pdf_names_the_hospital_of_the_encounter_newest_version_kept(
         texts.append(pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text())
     assert "Charité Mitte, Berlin, DE" in texts[0] and "pending" not in texts[0]
     assert "Charit" not in texts[1]
+
+
+async def test_a_pending_or_rejected_hospital_is_not_printed(pharmacy: Pharmacy) -> None:
+    now = datetime.now(UTC)
+    await pharmacy.send(hospital_event(HospitalRegistered, 1, "Pending Klinik",
+                                       hospital_id="h-pending", status="pending",
+                                       registered_by="admin-1"))
+    await pharmacy.send(hospital_event(HospitalVerified, 1, "Revoked Klinik",
+                                       hospital_id="h-rejected", status="verified",
+                                       verified_at=now))
+    await pharmacy.send(hospital_event(HospitalRejected, 2, "Revoked Klinik",
+                                       hospital_id="h-rejected", status="rejected",
+                                       reason="licence withdrawn", rejected_at=now))
+
+    async def applied() -> bool:
+        return await pharmacy.runtime.db["inbox"].count_documents({}) >= 3
+
+    await eventually(applied, message="hospital events never applied")
+    for hospital_id in ("h-pending", "h-rejected"):
+        encounter = await pharmacy.encounter("pat-v", "doc-v", hospital_id=hospital_id)
+        rx = (await pharmacy.prescribe("doc-v", encounter, medication={
+            "text": f"Drug {hospital_id}"})).json()
+        pdf = await pharmacy.client.get(f"/api/v1/prescriptions/{rx['id']}/pdf",
+                                        headers=pharmacy.as_("doc-v", "doctor"))
+        assert pdf.status_code == 200, pdf.text
+        text = pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+        assert "Klinik" not in text, (hospital_id, text)

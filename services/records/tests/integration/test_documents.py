@@ -3,13 +3,18 @@ checked by content (nothing kept on refusal), listed, downloaded, in the FHIR ex
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
+import time
 from typing import Any
 
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from PIL import Image
 from pypdf import PdfWriter
+
+from healthflow.records import files
 
 from .conftest import Records
 
@@ -69,9 +74,16 @@ async def test_a_pdf_and_a_jpeg_are_stored_listed_downloaded_and_exported(
     assert got.headers["content-type"] == "application/pdf"
     nurse = await records.client.get(photo.json()["file"], headers=records.as_("n-1", "nurse"))
     assert nurse.content == jpeg
-    link = (await records.client.get(f"/api/v1/documents/{photo.json()['id']}/link",
-                                     headers=visit["doctor"])).json()
+    linked = await records.client.get(f"/api/v1/documents/{photo.json()['id']}/link",
+                                      headers=visit["doctor"])
+    link = linked.json()
     assert link["file"] == photo.json()["file"] and link["url"] is None  # S3 is internal
+    assert link["expires_in"] == 60
+    assert linked.headers["cache-control"] == "no-store"
+    for answer in (got, nurse):  # never cached, saved not rendered, never sniffed
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["content-disposition"].startswith("attachment")
+        assert answer.headers["x-content-type-options"] == "nosniff"
     scopes = {(e["data"]["accessor_id"], e["data"]["scope"])
               for e in await records.outbox("record.accessed")}
     assert {("n-1", "document-file"), ("doc-d", "document-file")} <= scopes
@@ -159,11 +171,77 @@ async def test_a_document_filed_by_mistake_is_entered_in_error_and_kept(
     [event] = await records.outbox("document.entered_in_error")
     assert event["data"]["document_id"] == document["id"]
     assert "reason" not in event["data"]  # free text stays out of events
-    got = await records.client.get(document["file"], headers=visit["own"])
-    assert got.content == pdf  # marked, never deleted
+    await withdrawn_file_is_served_to_clinicians_who_filed_or_treat(
+        records, visit, document, pdf)
     bundle = (await records.client.get(f"/api/v1/fhir/Patient/{visit['patient']}/$everything",
                                        headers=visit["own"])).json()
     Bundle.model_validate(bundle)
     [reference] = [e["resource"] for e in bundle["entry"]
                    if e["resource"]["resourceType"] == "DocumentReference"]
     assert reference["status"] == "entered-in-error"
+
+
+async def withdrawn_file_is_served_to_clinicians_who_filed_or_treat(
+        records: Records, visit: dict[str, Any], document: dict[str, Any], pdf: bytes) -> None:
+    """Once withdrawn: the uploader and another treating doctor still get the file (marked,
+    never deleted); the patient and a nurse get 410 for the file and the link; only
+    clinicians see the reason."""
+    await records.walk_in(visit["patient"], "doc-t")
+    link = f"/api/v1/documents/{document['id']}/link"
+    for who in (visit["doctor"], records.as_("doc-t", "doctor")):
+        got = await records.client.get(document["file"], headers=who)
+        assert got.status_code == 200 and got.content == pdf
+        assert (await records.client.get(link, headers=who)).status_code == 200
+    nurse = records.as_("nurse-n", "nurse")
+    for who in (visit["own"], nurse):
+        for url in (document["file"], link):
+            gone = await records.client.get(url, headers=who)
+            assert gone.status_code == 410, (url, gone.text)
+            assert gone.headers["content-type"].startswith("application/problem+json")
+            assert gone.json()["type"].endswith("/document-withdrawn")
+    metadata = f"/api/v1/documents/{document['id']}"
+    seen = {name: (await records.client.get(metadata, headers=who)).json()["withdrawal"]
+            for name, who in (("patient", visit["own"]), ("nurse", nurse))}
+    assert seen["patient"]["reason"] is None and seen["patient"]["by"] == "doc-d"
+    assert seen["nurse"]["reason"] == "uploaded to the wrong patient"
+    listed = (await records.client.get("/api/v1/documents", headers=visit["own"], params={
+        "patient_id": visit["patient"]})).json()["items"]
+    assert [d["withdrawal"]["reason"] for d in listed] == [None]
+
+
+async def test_an_upload_without_content_type_is_refused_and_nothing_kept(
+        records: Records, visit: dict[str, Any]) -> None:
+    refused = await records.client.post(
+        "/api/v1/documents", params={"encounter_id": visit["encounter"],
+                                     "category": "lab-report"},
+        headers=visit["doctor"], content=a_pdf())
+    assert refused.status_code == 415, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert "Content-Type" in refused.json()["detail"]
+    assert await stored(records) == (0, [])
+
+
+async def test_at_most_inspect_concurrency_files_are_checked_at_once(
+        records: Records, visit: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding is CPU and memory heavy: concurrent uploads queue for a check slot
+    (``inspect_concurrency``, 2 by default)."""
+    active, most, lock = 0, 0, threading.Lock()
+    real = files.inspect
+
+    def counted(path: Any, content_type: str) -> Any:
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        try:
+            time.sleep(0.3)
+            return real(path, content_type)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(files, "inspect", counted)
+    answers = await asyncio.gather(*(upload(records, visit, an_image("PNG"), "image/png",
+                                            category="photo") for _ in range(5)))
+    assert [a.status_code for a in answers] == [201] * 5
+    assert most == 2

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
+from typing import Any
 
+from healthflow.common.events.envelope import CloudEvent
 from healthflow.contracts import appointment as appt
+from healthflow.contracts.hospital import (
+    HospitalRegistered,
+    HospitalRejected,
+    HospitalSnapshot,
+    HospitalVerified,
+)
 from healthflow.devkit.testing import eventually
 
 from .conftest import Records, appointment_event
@@ -203,3 +212,40 @@ async def test_no_one_documents_their_own_record(records: Records) -> None:
         json={"entry": {"type": "Condition", "text": "fit for duty"}})
     assert written.status_code == 403, written.text
     assert await records.runtime.db["entries"].count_documents({}) == 0
+
+
+def hospital_event(model: type[HospitalSnapshot], hospital_id: str, version: int,
+                   **more: Any) -> CloudEvent:
+    data = model(hospital_id=hospital_id, version=version, name="Klinik", city="Berlin",
+                 country="DE", time_zone="Europe/Berlin", services=["general"], **more)
+    return CloudEvent(source="/healthflow/hospital", type=model.event_type,
+                      subject=f"hospital/{hospital_id}", data=data.model_dump(mode="json"),
+                      time=datetime.now(UTC))
+
+
+async def test_a_walk_in_names_only_a_verified_hospital(records: Records) -> None:
+    pid, now = await records.register(), datetime.now(UTC)
+    await records.send(hospital_event(HospitalRegistered, "h-pend", 1, status="pending",
+                                      registered_by="admin-1"))
+    await records.send(hospital_event(HospitalVerified, "h-ok", 1, status="verified",
+                                      verified_at=now))
+    await records.send(hospital_event(HospitalVerified, "h-gone", 1, status="verified",
+                                      verified_at=now))
+    await records.send(hospital_event(HospitalRejected, "h-gone", 2, status="rejected",
+                                      reason="licence withdrawn", rejected_at=now))
+
+    async def applied() -> bool:
+        return await records.runtime.db["hospitals"].count_documents(
+            {"_id": "h-gone", "version": 2}) == 1
+
+    await eventually(applied, message="hospital events never applied")
+    nurse = records.as_("nurse-h", "nurse")
+    for hospital_id in ("h-pend", "h-gone", "h-never"):
+        refused = await records.client.post("/api/v1/encounters", headers=nurse, json={
+            "patient_id": pid, "practitioner_id": "doc-h", "hospital_id": hospital_id})
+        assert refused.status_code == 422, (hospital_id, refused.text)
+        assert refused.json()["type"].endswith("/unknown-hospital")
+    assert await records.runtime.db["encounters"].count_documents({}) == 0
+    opened = await records.client.post("/api/v1/encounters", headers=nurse, json={
+        "patient_id": pid, "practitioner_id": "doc-h", "hospital_id": "h-ok"})
+    assert opened.status_code == 201 and opened.json()["hospital_id"] == "h-ok", opened.text

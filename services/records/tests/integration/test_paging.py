@@ -8,6 +8,9 @@ from urllib.parse import urlsplit
 
 from fhir.resources.R4B.bundle import Bundle
 
+from healthflow.common.pagination import encode_cursor
+from healthflow.records import export
+
 from .conftest import Records
 
 PULSE = {"type": "Observation", "code": "8867-4"}
@@ -92,3 +95,11 @@ async def test_the_export_follows_next_links_and_every_page_validates(
     forged = await records.client.get(f"/api/v1/fhir/Patient/{pid}/$everything",
                                       headers=doctor, params={"_cursor": "eyJzIjo5fQ"})
     assert forged.status_code == 400
+    # A forged inner cursor of the prescriptions section is refused here, not handed on.
+    for inner in ("not base64 !", encode_cursor({"x": 1}), encode_cursor({"k": "1"}),
+                  encode_cursor({"k": [{"$where": "1"}]})):
+        tampered = await records.client.get(
+            f"/api/v1/fhir/Patient/{pid}/$everything", headers=doctor,
+            params={"_cursor": encode_cursor({"s": export.PRESCRIPTIONS, "c": inner})})
+        assert tampered.status_code == 400, (inner, tampered.text)
+        assert tampered.headers["content-type"].startswith("application/problem+json")

@@ -149,3 +149,23 @@ async def test_a_procedure_of_the_plan_and_both_in_a_valid_export(
     assert exported["performer"] == [{"actor": {"reference": "Practitioner/nurse-s"}}]
     assert exported["outcome"] == {"text": "sample taken"}
     assert resources[not_done.json()["id"]]["status"] == "entered-in-error"
+
+
+async def test_a_correction_without_a_performer_keeps_the_one_recorded(
+        records: Records, visit: dict[str, Any]) -> None:
+    done = await records.client.post("/api/v1/procedures", headers=visit["doctor"], json={
+        "encounter_id": visit["encounter"], "code_text": "Throat swab",
+        "performer_id": "nurse-s", "outcome": "sample taken"})
+    assert done.status_code == 201, done.text
+    url = f"/api/v1/procedures/{done.json()['id']}/corrections"
+    kept = await records.client.post(url, headers=visit["doctor"], json={
+        "version": 1, "reason": "outcome misspelt", "procedure": {
+            "code_text": "Throat swab", "outcome": "sample taken, sent to the lab"}})
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["content"]["performer_id"] == "nurse-s"
+    named = await records.client.post(url, headers=visit["doctor"], json={
+        "version": 2, "reason": "another nurse took it", "procedure": {
+            "code_text": "Throat swab", "performer_id": "nurse-t",
+            "outcome": "sample taken, sent to the lab"}})
+    assert named.status_code == 200, named.text
+    assert named.json()["content"]["performer_id"] == "nurse-t"

@@ -55,3 +55,23 @@ def test_damaged_empty_or_locked_files_are_refused(tmp_path: Path, data: bytes,
         inspect(write(tmp_path, data), content_type)
     assert refused.value.extensions["problem"] == problem
     assert "secret" not in refused.value.detail
+
+
+@pytest.mark.parametrize("raised", [ZeroDivisionError, IndexError, AssertionError])
+def test_any_other_parser_failure_is_a_refusal_not_a_server_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, raised: type[Exception]) -> None:
+    """pypdf and Pillow raise more than their documented errors on hostile input; any of
+    them is the file's fault (422), never a 500. The parsers are made to raise here:
+    no small file is known to reach such a branch today."""
+    from healthflow.records import files
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise raised("boom")
+
+    monkeypatch.setattr(files, "PdfReader", failing)
+    monkeypatch.setattr(files.Image, "open", failing)
+    for data, content_type, problem in ((pdf(1), "application/pdf", "unreadable-pdf"),
+                                        (png(), "image/png", "unreadable-image")):
+        with pytest.raises(InvalidDocument) as refused:
+            inspect(write(tmp_path, data), content_type)
+        assert refused.value.extensions["problem"] == problem

@@ -69,9 +69,9 @@ def verify_url(base_url: str, prescription_id: str) -> str:
 async def printable(runtime: ServiceRuntime, principal: Principal, prescription_id: str
                     ) -> bytes:
     """The PDF of an issued prescription, for whoever may read it, naming the hospital of
-    its encounter when known (``encounter.started`` → ``hospital.*``); its SHA-256 is signed
-    (:func:`~healthflow.prescription.domain.signed_message`) and kept once. Its QR code
-    holds the verification URL under the configured ``public_base_url``.
+    its encounter when known and verified (``encounter.started`` → ``hospital.*``); its
+    SHA-256 is signed (:func:`~healthflow.prescription.domain.signed_message`) and kept
+    once. Its QR code holds the verification URL under the configured ``public_base_url``.
 
     Raises:
         PrescriptionNotFound (404), NotTreating / Forbidden (403), StateConflict (409):
@@ -99,11 +99,14 @@ async def printable(runtime: ServiceRuntime, principal: Principal, prescription_
 
 
 async def _hospital_of(uow: UnitOfWork, encounter_id: str) -> Document | None:
-    """The hospital of the encounter, as known from ``hospital.*`` events (or None)."""
+    """The hospital of the encounter, as known from ``hospital.*`` events, when it is
+    verified (None otherwise: a pending or rejected registration is not printed as the
+    issuing institution, nor one kept before ``status`` was recorded)."""
     encounter = await store.get_encounter(uow, encounter_id)
     if encounter is None or not encounter.get("hospital_id"):
         return None
-    return await store.get_hospital(uow, encounter["hospital_id"])
+    hospital = await store.get_hospital(uow, encounter["hospital_id"])
+    return hospital if hospital is not None and hospital.get("status") == "verified" else None
 
 
 async def verification(runtime: ServiceRuntime, prescription_id: str,

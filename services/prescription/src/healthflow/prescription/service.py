@@ -378,9 +378,11 @@ async def encounter_finished(uow: UnitOfWork, data: EncounterFinished) -> None:
 
 
 async def hospital_changed(uow: UnitOfWork, data: HospitalSnapshot) -> None:
-    """Keep the hospital's name and place for printing (newest ``version`` wins)."""
+    """Keep the hospital's name, place and ``status`` (``pending`` | ``verified`` |
+    ``rejected``) for printing (newest ``version`` wins); only a verified one is printed."""
     await store.put_hospital(uow, data.hospital_id, data.version, {
-        "name": data.name, "city": data.city, "country": data.country})
+        "name": data.name, "city": data.city, "country": data.country,
+        "status": data.status})
 
 
 async def allergies_changed(uow: UnitOfWork, data: PatientAllergiesChanged) -> None:

@@ -16,7 +16,7 @@ Collections (database ``healthflow_prescription``), times aware UTC::
                     {_id: encounter_id, patient_id, practitioner_id, status,
                      started_at, finished_at, hospital_id (when the event names one)}
     hospitals      read model from ``hospital.*``: {_id: hospital_id, version, name, city,
-                    country}; an event older than the kept ``version`` changes nothing
+                    country, status}; an event older than the kept ``version`` changes nothing
     people         names from ``user.registered``: {_id: user_id, full_name}
     signing_keys   {_id: "current", seed (base64url), created_at} when no key is configured
     public_keys    every signing key ever used, public part only: {_id: kid, jwk, added_at}

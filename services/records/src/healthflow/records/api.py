@@ -11,6 +11,8 @@ Ownership and care-relationship checks live in :mod:`.service` (``accessor``).
 
 from __future__ import annotations
 
+import asyncio
+import mimetypes
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -42,11 +44,20 @@ from healthflow.records.schemas import (
     ProcedureIn,
     WithdrawalIn,
 )
+from healthflow.records.settings import settings_of
+
+NO_STORE = {"Cache-Control": "no-store"}
+"""A file or a link to it is not kept by any cache (RFC 9111 §5.2.2.5)."""
 
 
 def get_blobs(request: Request) -> BlobStore:
     blobs: BlobStore = request.app.state.blobs
     return blobs
+
+
+def get_inspections(request: Request) -> asyncio.Semaphore:
+    slots: asyncio.Semaphore = request.app.state.inspections
+    return slots
 
 
 def get_prescriptions(request: Request) -> PrescriptionClient:
@@ -57,6 +68,7 @@ def get_prescriptions(request: Request) -> PrescriptionClient:
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 Blobs = Annotated[BlobStore, Depends(get_blobs)]
 Prescriptions = Annotated[PrescriptionClient, Depends(get_prescriptions)]
+Inspections = Annotated[asyncio.Semaphore, Depends(get_inspections)]
 Id = Annotated[str, Path(max_length=64)]
 PatientId = Annotated[str, Query(min_length=1, max_length=64)]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")]
@@ -241,7 +253,8 @@ async def correct_procedure(runtime: Runtime, procedure_id: Id, body: ProcedureC
     "", status_code=201, summary="Upload a clinical document (PDF, PNG, JPEG) or a patient image",
     openapi_extra={"requestBody": {"required": True, "content": {
         t: {"schema": {"type": "string", "format": "binary"}} for t in FILE_TYPES}}})
-async def upload_document(runtime: Runtime, blobs: Blobs, request: Request, response: Response,
+async def upload_document(runtime: Runtime, blobs: Blobs, inspections: Inspections,
+                          request: Request, response: Response,
                           encounter_id: Annotated[str, Query(min_length=1, max_length=64)],
                           category: DocumentCategory,
                           principal: Principal = require(P.RECORDS_WRITE_TREATED)
@@ -249,9 +262,11 @@ async def upload_document(runtime: Runtime, blobs: Blobs, request: Request, resp
     """The raw file is the body, its type the ``Content-Type``; streamed into storage.
     ``photo`` takes PNG, JPEG or WebP (20 MiB), the others PDF, PNG or JPEG (50 MiB).
     422 ``invalid-document`` (its ``problem`` member says why: ``type-mismatch``,
-    ``unreadable-pdf``, ``unreadable-image``, …); 413 too large; nothing is kept."""
+    ``unreadable-pdf``, ``unreadable-image``, …); 413 too large; 415 without a
+    ``Content-Type``; nothing is kept."""
     doc = await documents.upload(runtime, blobs, principal, encounter_id, category,
-                                 request.stream(), request.headers.get("content-type"))
+                                 request.stream(), request.headers.get("content-type"),
+                                 inspections=inspections)
     response.headers["Location"] = f"{documents_router.prefix}/{doc['_id']}"
     return DocumentOut.from_document(doc, documents_router.prefix)
 
@@ -280,7 +295,8 @@ async def withdraw_document(runtime: Runtime, document_id: Id, body: DocumentWit
                             principal: Principal = require(P.RECORDS_WRITE_TREATED)
                             ) -> DocumentOut:
     """Marked ``entered-in-error`` (filed by mistake), never deleted: the file stays
-    readable; 409 ``document-entered-in-error`` when it already is."""
+    readable to its uploader and treating doctors only (410 ``document-withdrawn`` for
+    others); 409 ``document-entered-in-error`` when it already is."""
     return DocumentOut.from_document(
         await documents.withdraw(runtime, principal, document_id, body.reason),
         documents_router.prefix)
@@ -292,19 +308,26 @@ async def withdraw_document(runtime: Runtime, document_id: Id, body: DocumentWit
 async def download_document(runtime: Runtime, blobs: Blobs, document_id: Id,
                             principal: Principal = require_any(*READERS)
                             ) -> StreamingResponse:
+    """Sent as an attachment (``Content-Disposition``, RFC 6266), never cached
+    (``no-store``) nor type-sniffed (``nosniff``): a stored file is not rendered inline
+    under the platform's origin."""
     got = await documents.download(runtime, blobs, principal, document_id)
+    extension = mimetypes.guess_extension(got.document["content_type"]) or ""
     return StreamingResponse(got.chunks, media_type=got.document["content_type"], headers={
-        "Content-Length": str(got.document["blob"]["size"]),
-        "Cache-Control": "private, no-store"})
+        "Content-Length": str(got.document["blob"]["size"]), **NO_STORE,
+        "Content-Disposition": f'attachment; filename="{document_id}{extension}"',
+        "X-Content-Type-Options": "nosniff"})
 
 
 @documents_router.get("/{document_id}/link", summary="A short-lived link to the stored file")
-async def document_link(runtime: Runtime, blobs: Blobs, document_id: Id,
+async def document_link(runtime: Runtime, blobs: Blobs, response: Response, document_id: Id,
                         principal: Principal = require_any(*READERS)) -> LinkOut:
-    """``url`` is a presigned S3 GET only where S3 has a public address; the platform's
-    own S3 is internal, so clients use ``file`` (through the gateway) there."""
-    doc = await documents.read_document(runtime, principal, document_id, "document-file")
-    ttl = int(getattr(runtime.settings, "link_ttl", 300))
+    """``url`` is a presigned S3 GET (valid ``link_ttl`` seconds, 60 by default) only
+    where S3 has a public address; the platform's own S3 is internal, so clients use
+    ``file`` (through the gateway) there. The answer is never cached (``no-store``)."""
+    doc = await documents.read_document(runtime, principal, document_id, documents.FILE_SCOPE)
+    ttl = settings_of(runtime).link_ttl
+    response.headers.update(NO_STORE)
     return LinkOut(url=documents.presigned(blobs, doc, ttl), expires_in=ttl,
                    file=f"{documents_router.prefix}/{document_id}/file")
 

@@ -1,8 +1,10 @@
 """The records service's composition root: the runtime, the blob store (started and
-closed with it) and its orphan sweeper, the prescription service's HTTP client
-(started and closed with it), the routes."""
+closed with it) and its orphan sweeper, the slots of upload checks, the prescription
+service's HTTP client (started and closed with it), the routes."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import FastAPI
 
@@ -39,5 +41,6 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                              "Procedure), versioned; clinical documents and patient images "
                              "(DocumentReference); FHIR R4 export.")
     app.state.blobs = blobs
+    app.state.inspections = asyncio.Semaphore(settings.inspect_concurrency)
     app.state.prescriptions = prescriptions
     return app

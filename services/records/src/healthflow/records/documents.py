@@ -10,7 +10,10 @@ block deletes the object again.
 
 A document filed by mistake is withdrawn as ``entered-in-error`` (FHIR
 ``DocumentReference.status``; :func:`withdraw`): marked, never deleted, like the
-record's entries.
+record's entries. From then on its file (download and link) is served only to its
+uploader and the patient's treating doctors (410 ``document-withdrawn`` for anyone
+else: the patient, staff), and the withdrawal's ``reason`` is shown to clinicians
+only (treating doctors, clinical staff), never to the patient.
 
 Who: a treating doctor uploads into an encounter that has started (and withdraws
 from it); reads follow
@@ -41,15 +44,21 @@ from healthflow.common.blobs import (
 from healthflow.common.blobs.kinds import normalize_type
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
+from healthflow.common.problems import UnsupportedMediaType
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import events, files, store
 from healthflow.records.domain import (
+    AccessorRole,
     DocumentCategory,
+    DocumentGone,
     DocumentNotFound,
     DocumentWithdrawn,
     accepts_entries,
 )
 from healthflow.records.service import accessor, another_patients, load_encounter, record_access
+
+FILE_SCOPE = "document-file"
+"""The ``record.accessed`` scope of a file read (download or link)."""
 
 
 def use_of(category: DocumentCategory) -> BlobUse:
@@ -75,17 +84,22 @@ async def _writable_encounter(uow: UnitOfWork, principal: Principal, encounter_i
 
 async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
                  encounter_id: str, category: DocumentCategory, body: AsyncIterable[bytes],
-                 declared_type: str | None) -> Document:
+                 declared_type: str | None, *, inspections: asyncio.Semaphore) -> Document:
     """Store one file of ``category`` in the encounter; ``document.uploaded``.
 
     ``declared_type`` is the request's ``Content-Type``; the bytes must be that type.
-    Access is checked before a byte is read, and again when the document commits.
+    Access is checked before a byte is read, and again when the document commits. The
+    file's check (:func:`.files.inspect`) waits for one of the ``inspections`` slots.
 
     Raises:
+        UnsupportedMediaType (415): no ``Content-Type`` (RFC 9110 §15.5.16);
         EncounterNotFound (404), NotTreating / Forbidden (403), EncounterStateConflict
         (409), InvalidDocument (422: type-mismatch, not-accepted, unreadable-pdf, …),
         BlobTooLarge (413). Nothing stays stored on any of them.
     """
+    if not declared_type:
+        raise UnsupportedMediaType("the upload has no Content-Type; send the file's type "
+                                   "(application/pdf, image/png, image/jpeg, image/webp)")
     await runtime.transact(lambda uow: _writable_encounter(uow, principal, encounter_id))
     with tempfile.TemporaryDirectory(prefix="records-") as tmp:
         path = Path(tmp) / "upload"
@@ -94,7 +108,9 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
                 async with blobs.staged(use_of(category), _tee(body, spool),
                                         declared_type=declared_type) as blob:
                     spool.close()
-                    facts = await asyncio.to_thread(files.inspect, path, blob.content_type)
+                    async with inspections:
+                        facts = await asyncio.to_thread(files.inspect, path,
+                                                        blob.content_type)
                     return await runtime.transact(
                         lambda uow: _store(uow, principal, encounter_id, category, blob, facts),
                         actor=principal.actor)
@@ -164,21 +180,45 @@ async def withdraw(runtime: ServiceRuntime, principal: Principal, document_id: s
 # ----------------------------------------------------------------------------- reading
 
 
-async def read_document(runtime: ServiceRuntime, principal: Principal, document_id: str,
-                        scope: str = "document") -> Document:
-    """One document's metadata (404 also for a patient asking for another's).
+def _as_seen(doc: Document, role: AccessorRole | None) -> Document:
+    """``doc`` as ``role`` sees it: the patient (``None``) gets no withdrawal ``reason``."""
+    if role is not None or not doc.get("withdrawal"):
+        return doc
+    return {**doc, "withdrawal": {**doc["withdrawal"], "reason": None}}
+
+
+def _ensure_served(principal: Principal, doc: Document, role: AccessorRole | None) -> None:
+    """A withdrawn document's file only for its uploader and treating doctors.
 
     Raises:
-        DocumentNotFound (404), NotTreating / Forbidden (403).
+        DocumentGone (410).
+    """
+    if doc.get("withdrawal") and principal.subject != doc["uploaded_by"] \
+            and role is not AccessorRole.TREATING_DOCTOR:
+        raise DocumentGone(f"document {doc['_id']} was entered in error; its file is no "
+                           "longer served")
+
+
+async def read_document(runtime: ServiceRuntime, principal: Principal, document_id: str,
+                        scope: str = "document") -> Document:
+    """One document's metadata (404 also for a patient asking for another's), as the
+    caller may see it; with ``scope`` ``document-file`` (its file or link), only what may
+    still be served.
+
+    Raises:
+        DocumentNotFound (404), NotTreating / Forbidden (403), DocumentGone (410): the
+        file of a withdrawn document, asked by other than its uploader or a treating doctor.
     """
 
     async def read(uow: UnitOfWork) -> Document:
         doc = await store.get_document(uow.db, document_id, session=uow.session)
         if doc is None or another_patients(principal, doc["patient_id"]):
             raise DocumentNotFound(f"no document {document_id}")
-        record_access(uow, principal, doc["patient_id"],
-                      await accessor(uow, principal, doc["patient_id"]), scope)
-        return doc
+        role = await accessor(uow, principal, doc["patient_id"])
+        if scope == FILE_SCOPE:
+            _ensure_served(principal, doc, role)
+        record_access(uow, principal, doc["patient_id"], role, scope)
+        return _as_seen(doc, role)
 
     return await runtime.transact(read, actor=principal.actor)
 
@@ -192,10 +232,11 @@ async def list_documents(runtime: ServiceRuntime, principal: Principal, patient_
     """
 
     async def read(uow: UnitOfWork) -> tuple[list[Document], str | None]:
-        record_access(uow, principal, patient_id,
-                      await accessor(uow, principal, patient_id), "documents")
-        return await store.documents_page(uow.db, patient_id, cursor=cursor, limit=limit,
-                                          session=uow.session)
+        role = await accessor(uow, principal, patient_id)
+        record_access(uow, principal, patient_id, role, "documents")
+        docs, rest = await store.documents_page(uow.db, patient_id, cursor=cursor,
+                                                limit=limit, session=uow.session)
+        return [_as_seen(doc, role) for doc in docs], rest
 
     return await runtime.transact(read, actor=principal.actor)
 
@@ -212,7 +253,7 @@ async def download(runtime: ServiceRuntime, blobs: BlobStore, principal: Princip
                    document_id: str) -> Download:
     """The stored file, streamed from S3 through the service (never whole in memory);
     the read is recorded (scope ``document-file``) before the first byte goes out."""
-    doc = await read_document(runtime, principal, document_id, "document-file")
+    doc = await read_document(runtime, principal, document_id, FILE_SCOPE)
     return Download(doc, blobs.stream(doc["blob"]["key"]))
 
 

@@ -24,7 +24,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from healthflow.common.problems import Conflict, Forbidden, NotFound, UnprocessableContent
+from healthflow.common.problems import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Problem,
+    UnprocessableContent,
+)
 
 Doc = dict[str, Any]
 
@@ -118,6 +124,13 @@ class DocumentWithdrawn(Conflict):
     title, slug = "Document Entered In Error", "document-entered-in-error"
 
 
+class DocumentGone(Problem):
+    """The file of a document withdrawn as ``entered-in-error`` is no longer served to
+    this caller (RFC 9110 §15.5.11: the resource is gone on purpose)."""
+
+    status, title, slug = 410, "Document Withdrawn", "document-withdrawn"
+
+
 class NotTreating(Forbidden):
     title, slug = "Not A Treating Doctor", "not-treating"
 
@@ -142,6 +155,12 @@ class EntryWithdrawn(Conflict):
 
 class UnknownPatient(UnprocessableContent):
     title, slug = "Unknown Patient", "unknown-patient"
+
+
+class UnknownHospital(UnprocessableContent):
+    """A walk-in names a hospital that is not a verified one known to the records."""
+
+    title, slug = "Unknown Hospital", "unknown-hospital"
 
 
 class UnknownReference(UnprocessableContent):

@@ -9,11 +9,13 @@ caller's token: :mod:`.prescriptions`) — cut into pages of ``_count`` resource
 keyset paging (the prescriptions with the prescription service's own cursor), so a
 page never repeats or skips a resource while others are written. The page's
 ``next`` link carries an opaque ``_cursor``: the base64url JSON ``{"s": <section
-index>, "c": <the section's own cursor or null>}``; the last page has no ``next``.
+index>, "c": <the section's own cursor or null>}``; the last page has no ``next``. A
+cursor this API did not issue (its prescriptions part included) is a 400.
 
 The records service's own sections are read in one transaction; the prescriptions
 after it, outside it (no transaction waits on another service). When the
-prescription service is unreachable, slow or refuses the caller, the page carries
+prescription service is unreachable, slow, refuses the caller or answers an item
+that is not a prescription, the page carries
 an ``OperationOutcome`` warning (``search.mode = outcome``) that prescriptions are
 missing and has no ``next`` link: the Bundle still answers, never a 5xx.
 """
@@ -28,7 +30,7 @@ from healthflow.common.auth import Principal
 from healthflow.common.errors import BadRequest, NotFound
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
-from healthflow.common.pagination import decode_cursor, encode_cursor
+from healthflow.common.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import fhir, store
 from healthflow.records.domain import ResourceType
@@ -80,7 +82,24 @@ def _position(cursor: str | None) -> tuple[int, str | None]:
     if not isinstance(section, int) or isinstance(section, bool) or \
             not 0 <= section <= PRESCRIPTIONS or not (inner is None or isinstance(inner, str)):
         raise BadRequest("the cursor is malformed; pass back the next link unchanged")
+    if section == PRESCRIPTIONS and inner is not None and not _keyset_shaped(inner):
+        raise BadRequest("the cursor is malformed; pass back the next link unchanged")
     return section, inner
+
+
+def _keyset_shaped(cursor: str) -> bool:
+    """Whether ``cursor`` has the shape of a :func:`healthflow.common.pagination.keyset_page`
+    cursor (``{"k": [sort values]}``: strings, numbers, ``{"$dt": iso}``), as the
+    prescription service's are: a forged one is refused here, not handed on to it.
+
+    Raises:
+        BadRequest (400): not base64url JSON of an object.
+    """
+    values = (decode_cursor(cursor) or {}).get("k")
+    return isinstance(values, list) and 0 < len(values) <= 4 and all(
+        (isinstance(v, str | int | float) and not isinstance(v, bool))
+        or (isinstance(v, dict) and set(v) == {"$dt"} and isinstance(v["$dt"], str))
+        for v in values)
 
 
 def _resource(section: str, doc: Document, documents_url: str) -> Json:
@@ -112,12 +131,24 @@ async def _prescriptions(client: PrescriptionClient, principal: Principal, patie
                          inner: str | None, room: int
                          ) -> tuple[list[Json], str | None, list[Json]]:
     """Up to ``room`` ``MedicationRequest``s after ``inner``, the cursor of the rest
-    (``None``: none left) and the ``OperationOutcome``s of what could not be read."""
+    (``None``: none left) and the ``OperationOutcome``s of what could not be read (the
+    service unavailable, or an item of its page that does not map: then none of them).
+
+    One call asks for at most the shared page size cap
+    (:data:`healthflow.common.pagination.MAX_LIMIT`, which the prescription service's list
+    enforces); a page that fills only part of ``room`` keeps the rest for the ``next`` link.
+    """
+    what = "Prescriptions (MedicationRequest)"
     try:
-        items, rest = await client.page(principal.token, patient_id, inner, room)
+        items, rest = await client.page(principal.token, patient_id, inner,
+                                        min(room, MAX_LIMIT))
     except PrescriptionsUnavailable as exc:
-        return [], None, [fhir.missing_outcome("Prescriptions (MedicationRequest)", str(exc))]
-    return [fhir.medication_request(item) for item in items], rest, []
+        return [], None, [fhir.missing_outcome(what, str(exc))]
+    try:
+        return [fhir.medication_request(item) for item in items], rest, []
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return [], None, [fhir.missing_outcome(
+            what, "the prescription service answered an item that is not a prescription")]
 
 
 async def everything(runtime: ServiceRuntime, client: PrescriptionClient,

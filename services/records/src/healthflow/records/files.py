@@ -13,7 +13,10 @@ whole and usable:
 
 Refusals are :class:`InvalidDocument` (422) with a fixed ``detail`` and a ``problem``
 member naming the rule: the parsers' messages may quote the file's content, so they
-are neither answered nor logged (the log names the exception's type).
+are neither answered nor logged (the log names the exception's type). Any exception
+a parser raises on the file (not only its documented ones: hostile input reaches
+branches that raise ``IndexError``, ``ZeroDivisionError``, …) is such a refusal,
+never a 500.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pypdf import PdfReader
-from pypdf.errors import PyPdfError
 
 from healthflow.common.problems import UnprocessableContent
 
@@ -79,8 +81,7 @@ def inspect_pdf(path: Path) -> FileFacts:
             _ = page.mediabox
     except InvalidDocument:
         raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError,
-            RecursionError) as exc:
+    except Exception as exc:
         log.info("refused a PDF that does not parse (%s)", type(exc).__name__)
         raise InvalidDocument("the file is not a complete, readable PDF (truncated or damaged)",
                               problem="unreadable-pdf") from None
@@ -100,8 +101,7 @@ def inspect_image(path: Path, content_type: str) -> FileFacts:
             image.load()
     except InvalidDocument:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, KeyError,
-            Image.DecompressionBombError) as exc:
+    except Exception as exc:
         log.info("refused an image that does not decode (%s)", type(exc).__name__)
         raise InvalidDocument("the image does not decode (truncated or damaged)",
                               problem="unreadable-image") from None

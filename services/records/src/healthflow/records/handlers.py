@@ -2,6 +2,9 @@
 
 * ``patient.registered`` (patient, :class:`~healthflow.contracts.patient.PatientRegistered`):
   the ids of patients that exist, so a walk-in encounter names a real one.
+* ``hospital.registered`` / ``.verified`` / ``.rejected`` (hospital,
+  :class:`~healthflow.contracts.hospital.HospitalSnapshot`): each hospital's status
+  (newest ``version`` wins), so a walk-in names only a verified hospital.
 * ``appointment.booked`` / ``.rescheduled`` / ``.cancelled`` / ``.checked_in`` /
   ``.completed`` (appointment, :mod:`healthflow.contracts.appointment`): the
   appointment's encounter goes planned → in-progress (at check-in) → finished
@@ -23,12 +26,17 @@ from healthflow.contracts.appointment import (
     AppointmentCompleted,
     AppointmentRescheduled,
 )
+from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.patient import PatientRegistered
 from healthflow.records import service
 
 
 async def on_patient_registered(event: Received[PatientRegistered], uow: UnitOfWork) -> None:
     await service.register_patient(uow, event.data.patient_id, event.data.registered_at)
+
+
+async def on_hospital(event: Received[HospitalSnapshot], uow: UnitOfWork) -> None:
+    await service.hospital_changed(uow, event.data)
 
 
 async def on_booked(event: Received[AppointmentBooked], uow: UnitOfWork) -> None:
@@ -53,6 +61,9 @@ async def on_completed(event: Received[AppointmentCompleted], uow: UnitOfWork) -
 
 HANDLERS: Handlers = {
     "patient.registered": on_patient_registered,
+    "hospital.registered": on_hospital,
+    "hospital.verified": on_hospital,
+    "hospital.rejected": on_hospital,
     "appointment.booked": on_booked,
     "appointment.rescheduled": on_rescheduled,
     "appointment.cancelled": on_cancelled,

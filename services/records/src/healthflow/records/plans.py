@@ -194,6 +194,9 @@ async def correct_procedure(runtime: ServiceRuntime, principal: Principal, proce
                             body: ProcedureCorrectionIn) -> Document:
     """A new version of the procedure (``record.entry_corrected``).
 
+    Without ``performer_id`` the performer recorded so far is kept (the correcting user
+    is not the one who performed it); likewise ``performed``.
+
     Raises: as :func:`healthflow.records.entries.correct_entry`, and
     UnknownReference (422) for ``care_plan_id``.
     """
@@ -201,6 +204,8 @@ async def correct_procedure(runtime: ServiceRuntime, principal: Principal, proce
 
     async def prepare(uow: UnitOfWork, head: Document, new: Document) -> None:
         await _check_plan(uow, head["patient_id"], new["care_plan_id"])
+        if body.procedure.performer_id is None:
+            new["performer_id"] = head["content"].get("performer_id") or new["performer_id"]
         if body.procedure.performed is None and new["performed"] is not None:
             new["performed"] = head["content"]["performed"] or new["performed"]
 

@@ -8,6 +8,12 @@ prescription service applies its own permission and ownership rules (and publish
 its own ``prescription.accessed``): a caller never sees here what they could not
 see there. See docs/decisions.md, "A synchronous read of another service's API".
 
+The client goes straight to ``prescription_url``: no proxy from the environment
+(``trust_env=False``: the caller's token must not pass through one) and no redirect
+followed (a redirect is a non-200 answer). ``prescription_timeout`` bounds the whole
+exchange (``asyncio.timeout``), not just each read: a body trickled byte by byte
+cannot hold an export open.
+
 Every failure — unreachable, slower than ``prescription_timeout`` seconds, any
 non-200 answer (401/403 included), a body that is not a page — is one
 :class:`PrescriptionsUnavailable`; the export then says so in an
@@ -16,6 +22,7 @@ non-200 answer (401/403 included), a body that is not a page — is one
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -33,7 +40,7 @@ class PrescriptionsUnavailable(Exception):
 class PrescriptionClient:
     """One pooled HTTP client to the prescription service (started and closed with the
     service's runtime). ``base_url``: its internal address (``http://host:port``);
-    ``timeout``: seconds for the whole exchange (connect, write, read, pool)."""
+    ``timeout``: seconds for the whole exchange (connect, write, read, pool, together)."""
 
     def __init__(self, base_url: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
@@ -42,7 +49,8 @@ class PrescriptionClient:
 
     async def start(self) -> None:
         self._client = httpx.AsyncClient(base_url=self.base_url,
-                                         timeout=httpx.Timeout(self.timeout))
+                                         timeout=httpx.Timeout(self.timeout),
+                                         trust_env=False, follow_redirects=False)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -62,9 +70,10 @@ class PrescriptionClient:
         params = {"patient_id": patient_id, "limit": str(limit),
                   **({"cursor": cursor} if cursor else {})}
         try:
-            response = await self._client.get(
-                PATH, params=params, headers={"Authorization": f"Bearer {token}"})
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.get(
+                    PATH, params=params, headers={"Authorization": f"Bearer {token}"})
+        except (httpx.TimeoutException, TimeoutError):
             raise PrescriptionsUnavailable("the prescription service timed out") from None
         except httpx.HTTPError as exc:
             raise PrescriptionsUnavailable(

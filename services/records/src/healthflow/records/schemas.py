@@ -434,11 +434,12 @@ class DocumentWithdrawalIn(_Body):
 
 
 class DocumentWithdrawalOut(BaseModel):
-    """Who withdrew a document, when (aware UTC) and why."""
+    """Who withdrew a document, when (aware UTC) and why (``reason``: clinicians only;
+    None for the patient)."""
 
     by: str
     at: datetime
-    reason: str
+    reason: str | None = None
 
 
 class DocumentOut(BaseModel):

@@ -32,6 +32,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
+from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.records import events, store
 from healthflow.records.domain import (
     AccessorRole,
@@ -40,6 +41,7 @@ from healthflow.records.domain import (
     EncounterStatus,
     NotTreating,
     OwnRecord,
+    UnknownHospital,
     UnknownPatient,
     class_for_mode,
     new_encounter,
@@ -154,9 +156,14 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
     the doctor; that doctor gains the care relationship through it (the
     ``encounter.started`` event records who opened it, for the audit log).
 
+    ``hospital_id``, when given, must be a hospital whose newest ``hospital.*`` event
+    says ``verified``. Whether the caller works at that hospital (staff-membership
+    tenancy) is not checked here yet: issue 16.
+
     Raises:
-        UnknownPatient (422): no such patient has registered; NotTreating (403): a
-        doctor without ``encounters:open_any`` does not treat the patient; see
+        UnknownPatient (422): no such patient has registered; UnknownHospital (422):
+        ``hospital_id`` is not a verified hospital known to the records; NotTreating
+        (403): a doctor without ``encounters:open_any`` does not treat the patient; see
         :func:`_practitioner`.
     """
     practitioner_id = _practitioner(principal, body)
@@ -164,6 +171,10 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
     async def write(uow: UnitOfWork) -> Document:
         if not await store.patient_exists(uow, body.patient_id):
             raise UnknownPatient(f"no patient {body.patient_id} is known to the records")
+        if body.hospital_id is not None and not await store.hospital_verified(
+                uow, body.hospital_id):
+            raise UnknownHospital(f"no verified hospital {body.hospital_id} is known to "
+                                  "the records")
         if not principal.has(Permission.ENCOUNTERS_OPEN_ANY) and not await store.treats(
                 uow.db, practitioner_id, body.patient_id, session=uow.session):
             raise NotTreating("a doctor opens encounters only for their own patients; "
@@ -252,6 +263,12 @@ async def list_encounters(runtime: ServiceRuntime, principal: Principal, patient
 
 
 # ----------------------------------------------------------------------------- from events
+
+
+async def hospital_changed(uow: UnitOfWork, data: HospitalSnapshot) -> None:
+    """Keep the hospital's ``status`` (``pending`` | ``verified`` | ``rejected``) from
+    ``hospital.*`` (newest ``version`` wins), so a walk-in names only a verified one."""
+    await store.put_hospital(uow, data.hospital_id, data.version, data.status)
 
 
 async def register_patient(uow: UnitOfWork, patient_id: str, registered_at: datetime) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
 
@@ -22,7 +23,12 @@ class Settings(ServiceSettings):
     # blob use (clinical documents, 50 MiB); every other route keeps the platform's
     # default ``max_body_bytes`` (1 MiB).
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
-    link_ttl: int = Field(default=300, ge=1, le=3600)  # seconds a presigned link lives
+    # How many uploaded files are checked (parsed by pypdf, decoded by Pillow, each in a
+    # worker thread) at once; more uploads wait for a slot: decoding is CPU and memory
+    # heavy (an image is decoded whole, up to files.MAX_PIXELS pixels).
+    inspect_concurrency: int = Field(default=2, ge=1, le=16)
+    # Seconds a presigned link to a file lives: short, a link is a bearer credential.
+    link_ttl: int = Field(default=60, ge=1, le=3600)
     sweep_interval: float = Field(default=3600.0, gt=0)  # seconds between orphan sweeps
     sweep_older_than: float = Field(default=3600.0, gt=0)  # an orphan's minimum age, s
     # The prescription service's internal address (``RECORDS_PRESCRIPTION_URL`` or the
@@ -31,3 +37,10 @@ class Settings(ServiceSettings):
     # caller's token, giving up after ``prescription_timeout`` seconds.
     prescription_url: str = f"http://127.0.0.1:{PRESCRIPTION_PORT}"
     prescription_timeout: float = Field(default=3.0, gt=0, le=30)
+
+
+def settings_of(runtime: ServiceRuntime) -> Settings:
+    """The records service's own settings (the runtime holds them as the base type)."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings

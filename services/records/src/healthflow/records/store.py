@@ -16,6 +16,8 @@ Collections (database ``healthflow_records``), times aware UTC::
                      encounters: [ids the doctor conducted]}; a care relationship
                      exists while either list is not empty
     patients        patient ids from ``patient.registered``: {_id, registered_at}
+    hospitals       read model from ``hospital.*``: {_id: hospital_id, version, status};
+                     an event older than the kept ``version`` changes nothing
     documents       uploaded files: {_id, encounter_id, patient_id, category,
                      content_type, blob: {key, sha256, size}, pages | None,
                      width | None, height | None, uploaded_by, uploaded_at,
@@ -39,6 +41,7 @@ ENTRIES = "entries"
 VERSIONS = "entry_versions"
 CARE = "care"
 PATIENTS = "patients"
+HOSPITALS = "hospitals"
 DOCUMENTS = "documents"
 
 INDEXES: Indexes = {
@@ -190,6 +193,22 @@ async def add_patient(uow: UnitOfWork, patient_id: str, registered_at: Any) -> N
 async def patient_exists(uow: UnitOfWork, patient_id: str) -> bool:
     found = await uow.db[PATIENTS].find_one({"_id": patient_id}, {"_id": 1},
                                             session=uow.session)
+    return found is not None
+
+
+async def put_hospital(uow: UnitOfWork, hospital_id: str, version: int, status: str) -> None:
+    """Keep the hospital's ``status`` at ``version`` unless a newer version is kept."""
+    newer = await uow.db[HOSPITALS].find_one({"_id": hospital_id, "version": {"$gte": version}},
+                                             {"_id": 1}, session=uow.session)
+    if newer is None:
+        await uow.db[HOSPITALS].update_one(
+            {"_id": hospital_id}, {"$set": {"status": status, "version": version}},
+            upsert=True, session=uow.session)
+
+
+async def hospital_verified(uow: UnitOfWork, hospital_id: str) -> bool:
+    found = await uow.db[HOSPITALS].find_one({"_id": hospital_id, "status": "verified"},
+                                             {"_id": 1}, session=uow.session)
     return found is not None
 
 
