@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,9 @@ from healthflow.payment.domain import (
     RefundPolicy,
     check_money,
     ensure_reported_money,
+    intent_request,
     next_status,
+    payment_id_of,
     refunded_status,
 )
 
@@ -76,3 +79,14 @@ def test_no_late_refund_and_the_resulting_status() -> None:
     assert refunded_status(4000, 0) is None
     assert refunded_status(4000, 1320) is S.PARTIALLY_REFUNDED
     assert refunded_status(4000, 4000) is S.REFUNDED
+
+
+def test_a_retried_checkout_sends_stripe_the_same_parameters_under_its_key() -> None:
+    # Stripe refuses a reused idempotency key with other parameters (idempotency_error)
+    first = intent_request("appt-1", 4000, "EUR")
+    assert intent_request("appt-1", 4000, "EUR") == first
+    assert first["idempotency_key"] == "appointment-appt-1"
+    assert first["metadata"] == {"appointment_id": "appt-1",
+                                 "payment_id": payment_id_of("appt-1")}
+    assert payment_id_of("appt-1") == payment_id_of("appt-1") != payment_id_of("appt-2")
+    assert uuid.UUID(payment_id_of("appt-1")).version == 5

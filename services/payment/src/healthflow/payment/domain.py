@@ -27,9 +27,11 @@ report that changes nothing returns ``None``.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypedDict
 
 from healthflow.common.problems import UnprocessableContent
 
@@ -98,6 +100,37 @@ def ensure_reported_money(amount: int, currency: str, reported_amount: int,
         raise AmountMismatch(
             f"Stripe reports {reported_amount} {reported_currency.upper()}, "
             f"the payment is {amount} {currency}")
+
+
+PAYMENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://healthflow/payment")
+"""The UUID namespace of payment ids (RFC 9562 section 5.5, version 5)."""
+
+
+class IntentRequest(TypedDict):
+    """The keyword arguments of ``Stripe.create_intent``."""
+
+    amount: int
+    currency: str
+    idempotency_key: str
+    metadata: dict[str, str]
+
+
+def payment_id_of(appointment_id: str) -> str:
+    """The payment id of an appointment's payment: a UUID version 5 (RFC 9562 §5.5) of
+    the appointment id, so that a retried checkout sends Stripe the same parameters under
+    the same idempotency key (https://docs.stripe.com/api/idempotent_requests: a reused
+    key with other parameters is refused with ``idempotency_error``)."""
+    return str(uuid.uuid5(PAYMENT_NAMESPACE, appointment_id))
+
+
+def intent_request(appointment_id: str, amount: int, currency: str) -> IntentRequest:
+    """The keyword arguments of :meth:`Stripe.create_intent` for an appointment's fee:
+    ``{amount, currency, idempotency_key: "appointment-<id>", metadata: {appointment_id,
+    payment_id}}``; a function of its arguments only, so every retry sends the same."""
+    return {"amount": amount, "currency": currency,
+            "idempotency_key": f"appointment-{appointment_id}",
+            "metadata": {"appointment_id": appointment_id,
+                         "payment_id": payment_id_of(appointment_id)}}
 
 
 PROVIDER_ROLES = frozenset({"doctor", "staff"})

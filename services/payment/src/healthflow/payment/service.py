@@ -9,7 +9,6 @@ appointment service turns into a confirmed appointment.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +29,9 @@ from healthflow.payment.domain import (
     PaymentStatus,
     check_money,
     ensure_reported_money,
+    intent_request,
     next_status,
+    payment_id_of,
 )
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
@@ -54,7 +55,9 @@ def provider(runtime: ServiceRuntime) -> Stripe:
 async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBooked,
                         hold: timedelta) -> None:
     """The payment of a ``pending_payment`` appointment: a Stripe PaymentIntent for its
-    fee (idempotency key ``appointment-<id>``) and the local record, once per appointment.
+    fee (idempotency key ``appointment-<id>``, parameters from the event only:
+    :func:`~healthflow.payment.domain.intent_request`) and the local record, once per
+    appointment.
 
     The hold ends ``hold`` later unless paid (a ``hold-expiry`` job, committed with the
     payment; :func:`expire_hold`). Bookings in any other status, without a fee, or
@@ -70,10 +73,9 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
                                               session=uow.session):
         return  # its cancellation overtook this event: nothing to pay for
     amount, currency = check_money(booked.fee_amount, booked.fee_currency)
-    payment_id = str(uuid.uuid4())
-    intent = await stripe.create_intent(
-        amount=amount, currency=currency, idempotency_key=f"appointment-{booked.appointment_id}",
-        metadata={"appointment_id": booked.appointment_id, "payment_id": payment_id})
+    request = intent_request(booked.appointment_id, amount, currency)
+    payment_id = payment_id_of(booked.appointment_id)
+    intent = await stripe.create_intent(**request)
     now = utcnow()
     status = PaymentStatus.REQUIRES_PAYMENT.value
     await uow.db[store.PAYMENTS].insert_one({
