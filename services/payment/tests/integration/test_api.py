@@ -350,3 +350,28 @@ async def test_without_a_webhook_secret_no_webhook_is_accepted(
         refused = await webhook(http, *signed("whsec_localstripe", event))
         assert refused.status_code == 503 and "not configured" in refused.json()["detail"]
         assert Settings.model_fields["stripe_webhook_secret"].default is None  # none to forge
+
+
+async def test_one_bad_payment_does_not_stop_reconciliation_of_the_others(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    _http, app = client
+    runtime, db = app.state.runtime, app.state.runtime.db
+    good, mismatched, unknown = booked(), booked(patient_id="p-2"), booked(patient_id="p-3")
+    for event in (good, mismatched, unknown):
+        await deliver_booking(app, event)
+    for event in (good, mismatched):
+        doc = await db["payments"].find_one({"appointment_id": event.appointment_id})
+        pay(stripe_server, doc["intent_id"], "4242424242424242")  # no webhook sent
+    # newer than the good one, so met first: a foreign amount, an intent Stripe lacks
+    await db["payments"].update_one({"appointment_id": mismatched.appointment_id},
+                                    {"$set": {"amount": 9999}})
+    await db["payments"].update_one({"appointment_id": unknown.appointment_id},
+                                    {"$set": {"intent_id": "pi_unknown_here"}})
+    window = timedelta(hours=1)
+    assert await reconcile.reconcile(runtime, service.provider(runtime), window=window) == 1
+    by_id = {d["appointment_id"]: d for d in await db["payments"].find({}).to_list()}
+    assert by_id[good.appointment_id]["status"] == "succeeded"
+    assert "review" not in by_id[good.appointment_id]
+    assert by_id[mismatched.appointment_id]["review"]["reason"] == "reconcile:AmountMismatch"
+    assert by_id[unknown.appointment_id]["review"]["reason"].startswith("reconcile:")
+    assert by_id[unknown.appointment_id]["status"] == "requires_payment"

@@ -5,7 +5,8 @@ units of an ISO 4217 ``currency``::
 
     payments        {_id, appointment_id (unique), patient_id, doctor_id, amount, currency,
                      status, intent_id (unique), client_secret, created_at, updated_at,
-                     history: [{status, at, stripe_event_id}]}
+                     history: [{status, at, stripe_event_id}],
+                     review?: {reason, at}: set when it needs a person (a mismatch...)}
     webhook_events  {_id: Stripe event id, type, intent_id, received_at}  (dedupe)
     cancelled       {_id: appointment id, at}: cancelled before its checkout opened
                     (``appointment.cancelled`` overtook ``appointment.booked``)
@@ -20,7 +21,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common import jobs
-from healthflow.common.mongo import Document, Indexes
+from healthflow.common.mongo import Document, Indexes, utcnow
 
 PAYMENTS = "payments"
 WEBHOOK_EVENTS = "webhook_events"
@@ -61,3 +62,12 @@ async def find_payments(db: AsyncDatabase[Document], where: Document,
 
 async def seen_event(db: AsyncDatabase[Document], event_id: str, session: Any) -> bool:
     return await db[WEBHOOK_EVENTS].find_one({"_id": event_id}, session=session) is not None
+
+
+async def flag_for_review(db: AsyncDatabase[Document], payment_id: str, reason: str,
+                          session: Any = None) -> None:
+    """Mark a payment for a person to look at: ``review: {reason, at}`` (the latest
+    reason wins; ``reason`` is a code, never free text or PHI)."""
+    await db[PAYMENTS].update_one(
+        {"_id": payment_id}, {"$set": {"review": {"reason": reason, "at": utcnow()}}},
+        session=session)
