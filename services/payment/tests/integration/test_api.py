@@ -375,3 +375,23 @@ async def test_one_bad_payment_does_not_stop_reconciliation_of_the_others(
     assert by_id[mismatched.appointment_id]["review"]["reason"] == "reconcile:AmountMismatch"
     assert by_id[unknown.appointment_id]["review"]["reason"].startswith("reconcile:")
     assert by_id[unknown.appointment_id]["status"] == "requires_payment"
+
+
+async def test_a_webhook_with_foreign_money_is_recorded_flagged_and_acknowledged(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    db = app.state.runtime.db
+    event = booked()
+    await deliver_booking(app, event)
+    doc = await db["payments"].find_one({})
+    intent = pay(stripe_server, doc["intent_id"], "4242424242424242")
+    success = intent_event(intent, "payment_intent.succeeded")
+    success["data"]["object"]["amount_received"] = 1  # captured less than asked
+    answer = await webhook(http, *signed(stripe_server.webhook_secret, success))
+    assert answer.status_code == 200 and answer.json()["outcome"] == "mismatch", answer.text
+    recorded = await db["webhook_events"].find_one({"_id": success["id"]})
+    assert recorded["outcome"] == "mismatch" and "1 EUR" in recorded["detail"]
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert after["status"] == "requires_payment"
+    assert after["review"]["reason"] == "webhook:amount_mismatch"
+    assert await db[OUTBOX].count_documents({"type": "payment.succeeded"}) == 0

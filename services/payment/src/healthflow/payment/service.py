@@ -26,6 +26,7 @@ from healthflow.payment import events, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
+    AmountMismatch,
     PaymentStatus,
     check_money,
     ensure_reported_money,
@@ -163,9 +164,13 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     :func:`~healthflow.payment.domain.next_status` (so a late failure never undoes a
     success); any other type or an intent not ours is recorded and ignored.
 
+    An intent whose amount (``amount_received`` for a success) or currency is not the
+    payment's answers ``"mismatch"`` (200, so Stripe stops retrying): the event is
+    recorded with that outcome, the payment flagged for review and left as it was, and an
+    error logged (ids only).
+
     Raises:
         BadRequest: (400) the signature or the body does not verify.
-        AmountMismatch: (422) the intent's amount or currency is not the payment's.
     """
     event = provider(runtime).verify(payload, signature)
     intent: dict[str, Any] = event.data.object.to_dict()
@@ -180,8 +185,8 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
         doc = await store.by_intent(uow.db, intent.get("id") or "", session=uow.session)
         if reported is None or doc is None:
             return "ignored"
-        ensure_reported_money(doc["amount"], doc["currency"], int(intent["amount"]),
-                              str(intent["currency"]))
+        if await _mismatch(uow, doc, intent, reported, event.id):
+            return "mismatch"
         target = next_status(PaymentStatus(doc["status"]), reported)
         if target is None:
             return "ignored"
@@ -195,6 +200,27 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     log.info("stripe webhook", extra={"stripe_event": event.id, "type": event.type,
                                       "outcome": outcome})
     return outcome
+
+
+async def _mismatch(uow: UnitOfWork, doc: Document, intent: dict[str, Any],
+                    reported: PaymentStatus, event_id: str) -> bool:
+    """Whether the intent's money is not the payment's (then recorded and flagged)."""
+    amount = intent.get("amount")
+    if reported is PaymentStatus.SUCCEEDED and "amount_received" in intent:
+        amount = intent["amount_received"]  # what was taken; localstripe lacks the field
+    try:
+        ensure_reported_money(doc["amount"], doc["currency"], int(amount or 0),
+                              str(intent.get("currency") or ""))
+    except AmountMismatch as exc:
+        await uow.db[store.WEBHOOK_EVENTS].update_one(
+            {"_id": event_id}, {"$set": {"outcome": "mismatch", "detail": exc.detail}},
+            session=uow.session)
+        await store.flag_for_review(uow.db, doc["_id"], "webhook:amount_mismatch",
+                                    session=uow.session)
+        log.error("stripe webhook amount mismatch: payment flagged for review",
+                  extra={"stripe_event": event_id, "payment_id": doc["_id"]})
+        return True
+    return False
 
 
 async def move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
