@@ -4,6 +4,7 @@ localstripe reached through the ``stripe`` library; webhooks signed as Stripe si
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -395,3 +396,19 @@ async def test_a_webhook_with_foreign_money_is_recorded_flagged_and_acknowledged
     assert after["status"] == "requires_payment"
     assert after["review"]["reason"] == "webhook:amount_mismatch"
     assert await db[OUTBOX].count_documents({"type": "payment.succeeded"}) == 0
+
+
+async def test_a_booking_and_its_cancellation_at_once_leave_no_live_checkout(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    _http, app = client
+    db = app.state.runtime.db
+    events = [booked(patient_id=f"p-race-{n}") for n in range(6)]
+    await asyncio.gather(*(step for e in events for step in (
+        deliver_booking(app, e), deliver_cancel(app, e, "patient", timedelta(days=2)))))
+    api = stripe.StripeClient(stripe_server.api_key,
+                              base_addresses={"api": stripe_server.url}).v1
+    for event in events:
+        doc = await db["payments"].find_one({"appointment_id": event.appointment_id})
+        if doc is not None:  # the checkout won the race: the cancellation then closed it
+            assert doc["status"] == "cancelled"
+            assert api.payment_intents.retrieve(doc["intent_id"]).status == "canceled"

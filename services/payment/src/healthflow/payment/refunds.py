@@ -45,11 +45,10 @@ async def on_cancelled(uow: UnitOfWork, stripe: Stripe, policy: RefundPolicy,
     Raises:
         HoldNotReleasable: Stripe is still processing a payment (the event is retried).
     """
+    await store.claim_appointment(uow.db, cancelled.appointment_id, {"cancelled_at": at},
+                                  uow.session)  # a checkout running now conflicts: one waits
     doc = await store.by_appointment(uow.db, cancelled.appointment_id, session=uow.session)
     if doc is None:  # overtook its booking: no checkout may open for it any more
-        await uow.db[store.CANCELLED].update_one(
-            {"_id": cancelled.appointment_id}, {"$setOnInsert": {"at": at}}, upsert=True,
-            session=uow.session)
         return
     status = PaymentStatus(doc["status"])
     if status is PaymentStatus.SUCCEEDED and "refund" not in doc:

@@ -63,16 +63,19 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     The hold ends ``hold`` later unless paid (a ``hold-expiry`` job, committed with the
     payment; :func:`expire_hold`). Bookings in any other status, without a fee, or
     already cancelled (``appointment.cancelled`` overtook this event) are ignored.
+    The appointment's document is claimed first (:func:`store.claim_appointment`), so a
+    cancellation handled at the same time waits for this checkout and then closes it.
     A redelivered event finds the record and changes nothing; if a first attempt died
     between Stripe and the commit, Stripe's idempotency key returns the same intent.
     """
     if booked.status != "pending_payment" or not booked.fee_amount or not booked.fee_currency:
         return
+    claim = await store.claim_appointment(uow.db, booked.appointment_id,
+                                          {"checkout_at": utcnow()}, uow.session)
+    if claim.get("cancelled_at"):
+        return  # its cancellation overtook this event: nothing to pay for
     if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
         return
-    if await uow.db[store.CANCELLED].find_one({"_id": booked.appointment_id},
-                                              session=uow.session):
-        return  # its cancellation overtook this event: nothing to pay for
     amount, currency = check_money(booked.fee_amount, booked.fee_currency)
     request = intent_request(booked.appointment_id, amount, currency)
     payment_id = payment_id_of(booked.appointment_id)

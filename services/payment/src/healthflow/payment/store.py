@@ -8,8 +8,12 @@ units of an ISO 4217 ``currency``::
                      history: [{status, at, stripe_event_id}],
                      review?: {reason, at}: set when it needs a person (a mismatch...)}
     webhook_events  {_id: Stripe event id, type, intent_id, received_at}  (dedupe)
-    cancelled       {_id: appointment id, at}: cancelled before its checkout opened
-                    (``appointment.cancelled`` overtook ``appointment.booked``)
+    appointments    {_id: appointment id, checkout_at?, cancelled_at?}: the one document
+                    both the checkout and the cancellation of an appointment write
+                    first (:func:`claim_appointment`), so that when they run at once
+                    one transaction meets a write conflict and runs again after the
+                    other committed (a cancellation that overtook its booking is
+                    remembered here too)
     jobs            hold expiries, one per payment (healthflow.common.jobs)
 """
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common import jobs
@@ -25,7 +29,7 @@ from healthflow.common.mongo import Document, Indexes, utcnow
 
 PAYMENTS = "payments"
 WEBHOOK_EVENTS = "webhook_events"
-CANCELLED = "cancelled"
+APPOINTMENTS = "appointments"
 
 INDEXES: Indexes = {
     PAYMENTS: [
@@ -71,3 +75,15 @@ async def flag_for_review(db: AsyncDatabase[Document], payment_id: str, reason: 
     await db[PAYMENTS].update_one(
         {"_id": payment_id}, {"$set": {"review": {"reason": reason, "at": utcnow()}}},
         session=session)
+
+
+async def claim_appointment(db: AsyncDatabase[Document], appointment_id: str,
+                            fields: Document, session: Any) -> Document:
+    """Write ``fields`` into the appointment's document (created if missing) inside the
+    transaction of ``session``; the document afterwards. Two transactions claiming the
+    same appointment conflict (MongoDB ``WriteConflict``, a ``TransientTransactionError``
+    that ``with_transaction`` retries), which serialises checkout and cancellation."""
+    doc: Document = await db[APPOINTMENTS].find_one_and_update(
+        {"_id": appointment_id}, {"$set": fields}, upsert=True,
+        return_document=ReturnDocument.AFTER, session=session)
+    return doc
