@@ -15,6 +15,7 @@ from healthflow.payment.domain import (
     ensure_reported_money,
     intent_request,
     next_status,
+    paid_at,
     payment_id_of,
     refunded_status,
 )
@@ -90,3 +91,18 @@ def test_a_retried_checkout_sends_stripe_the_same_parameters_under_its_key() -> 
                                  "payment_id": payment_id_of("appt-1")}
     assert payment_id_of("appt-1") == payment_id_of("appt-1") != payment_id_of("appt-2")
     assert uuid.UUID(payment_id_of("appt-1")).version == 5
+
+
+def test_a_cancellation_before_the_success_was_recorded_refunds_everything() -> None:
+    policy = RefundPolicy(full_window=timedelta(hours=24), late_percent=0)
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    paid = start - timedelta(minutes=30)
+    history = [{"status": "requires_payment", "at": paid - timedelta(minutes=5)},
+               {"status": "succeeded", "at": paid}]
+    assert paid_at(history) == paid and paid_at(history[:1]) is None
+    before = policy.refund(4000, cancelled_by_role="patient",
+                           cancelled_at=paid - timedelta(minutes=1), start=start, paid_at=paid)
+    after = policy.refund(4000, cancelled_by_role="patient",
+                          cancelled_at=paid + timedelta(minutes=1), start=start, paid_at=paid)
+    assert before == (4000, "cancelled_before_recorded")
+    assert after == (0, "late_cancellation")

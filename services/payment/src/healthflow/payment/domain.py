@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from healthflow.common.problems import UnprocessableContent
 
@@ -141,6 +141,7 @@ PROVIDER_ROLES = frozenset({"doctor", "staff"})
 class RefundPolicy:
     """How much of a paid appointment goes back when it is cancelled.
 
+    * cancelled before the payment was recorded (never confirmed): everything;
     * the doctor or the hospital's staff cancel: everything, always;
     * the patient cancels at least ``full_window`` before the start: everything;
     * the patient cancels later: ``late_percent`` (0–100) of the amount, rounded down
@@ -151,14 +152,25 @@ class RefundPolicy:
     late_percent: int
 
     def refund(self, amount: int, *, cancelled_by_role: str, cancelled_at: datetime,
-               start: datetime) -> tuple[int, str]:
+               start: datetime, paid_at: datetime | None = None) -> tuple[int, str]:
         """``(minor units to refund, reason code)``; times aware UTC. Reason codes:
-        ``cancelled_by_provider``, ``inside_window``, ``late_cancellation``."""
+        ``cancelled_before_recorded`` (cancelled before ``paid_at``, when this service
+        recorded the success: the appointment was never confirmed, whatever order the
+        events came in), ``cancelled_by_provider``, ``inside_window``,
+        ``late_cancellation``."""
+        if paid_at is not None and cancelled_at < paid_at:
+            return amount, "cancelled_before_recorded"
         if cancelled_by_role in PROVIDER_ROLES:
             return amount, "cancelled_by_provider"
         if start - cancelled_at >= self.full_window:
             return amount, "inside_window"
         return amount * self.late_percent // 100, "late_cancellation"
+
+
+def paid_at(history: list[dict[str, Any]]) -> datetime | None:
+    """When the payment reached ``succeeded`` (its history entries ``{status, at}``)."""
+    times = [h["at"] for h in history if h["status"] == PaymentStatus.SUCCEEDED.value]
+    return max(times) if times else None
 
 
 def refunded_status(amount: int, refunded: int) -> PaymentStatus | None:

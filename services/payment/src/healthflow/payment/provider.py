@@ -74,6 +74,12 @@ class Stripe:
             options={"idempotency_key": idempotency_key})
         return str(refund.id)
 
+    async def refunds_of(self, intent_id: str) -> list[tuple[str, int]]:
+        """The refunds of a PaymentIntent as ``[(refund id, minor units)]``, newest first
+        (https://docs.stripe.com/api/refunds/list)."""
+        page = await self.client.v1.refunds.list_async(params={"payment_intent": intent_id})
+        return [(str(r.id), int(r.amount)) for r in page.data]
+
     def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
         """The event of a webhook delivery, verified by ``stripe.Webhook.construct_event``
         over the raw ``payload`` bytes with the endpoint secret (HMAC-SHA256 of

@@ -26,8 +26,8 @@ from healthflow.payment.domain import (
     ensure_reported_money,
     next_status,
 )
+from healthflow.payment.ledger import move
 from healthflow.payment.provider import Intent, Stripe
-from healthflow.payment.service import move
 from healthflow.payment.store import flag_for_review
 
 log = logging.getLogger(__name__)

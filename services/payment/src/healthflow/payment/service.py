@@ -22,7 +22,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentBooked
-from healthflow.payment import events, store
+from healthflow.payment import store
 from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
@@ -34,6 +34,7 @@ from healthflow.payment.domain import (
     next_status,
     payment_id_of,
 )
+from healthflow.payment.ledger import move, refund
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
@@ -159,13 +160,16 @@ async def list_payments(runtime: ServiceRuntime, principal: Principal,
 
 async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
                         signature: str | None) -> str:
-    """Apply one Stripe webhook delivery: ``"applied"``, ``"duplicate"`` or ``"ignored"``.
+    """Apply one Stripe webhook delivery: ``"applied"``, ``"duplicate"``, ``"ignored"``,
+    ``"mismatch"`` or ``"refunded"``.
 
     Verified first (:meth:`Stripe.verify`); deduplicated by the Stripe event id in the
     same transaction as its effect; ``payment_intent.succeeded`` and
     ``payment_intent.payment_failed`` move the payment by
     :func:`~healthflow.payment.domain.next_status` (so a late failure never undoes a
-    success); any other type or an intent not ours is recorded and ignored.
+    success); any other type or an intent not ours is recorded and ignored. A success
+    for an appointment already cancelled (its payment not refunded yet) is refunded in
+    full at once (``"refunded"``, ``payment.refunded``; no ``payment.succeeded``).
 
     An intent whose amount (``amount_received`` for a success) or currency is not the
     payment's answers ``"mismatch"`` (200, so Stripe stops retrying): the event is
@@ -175,7 +179,8 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     Raises:
         BadRequest: (400) the signature or the body does not verify.
     """
-    event = provider(runtime).verify(payload, signature)
+    stripe = provider(runtime)
+    event = stripe.verify(payload, signature)
     intent: dict[str, Any] = event.data.object.to_dict()
 
     async def write(uow: UnitOfWork) -> str:
@@ -190,6 +195,9 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
             return "ignored"
         if await _mismatch(uow, doc, intent, reported, event.id):
             return "mismatch"
+        if reported is PaymentStatus.SUCCEEDED and await _cancelled_unrefunded(uow, doc):
+            await refund(uow, stripe, doc, doc["amount"], "cancelled_before_recorded")
+            return "refunded"
         target = next_status(PaymentStatus(doc["status"]), reported)
         if target is None:
             return "ignored"
@@ -203,6 +211,15 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     log.info("stripe webhook", extra={"stripe_event": event.id, "type": event.type,
                                       "outcome": outcome})
     return outcome
+
+
+async def _cancelled_unrefunded(uow: UnitOfWork, doc: Document) -> bool:
+    if "refund" in doc or doc["status"] in (PaymentStatus.REFUNDED.value,
+                                            PaymentStatus.PARTIALLY_REFUNDED.value):
+        return False
+    claim = await uow.db[store.APPOINTMENTS].find_one({"_id": doc["appointment_id"]},
+                                                      session=uow.session)
+    return bool(claim and claim.get("cancelled_at"))
 
 
 async def _mismatch(uow: UnitOfWork, doc: Document, intent: dict[str, Any],
@@ -224,24 +241,3 @@ async def _mismatch(uow: UnitOfWork, doc: Document, intent: dict[str, Any],
                   extra={"stripe_event": event_id, "payment_id": doc["_id"]})
         return True
     return False
-
-
-async def move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
-               event_id: str | None, extra: Document | None = None) -> None:
-    """Set the payment's status (and ``extra`` fields), append to its history, and publish
-    ``payment.succeeded`` or ``payment.expired`` when it reaches those."""
-    now = utcnow()
-    await uow.db[store.PAYMENTS].update_one(
-        {"_id": doc["_id"]},
-        {"$set": {"status": target.value, "updated_at": now, **(extra or {})},
-         "$push": {"history": {"status": target.value, "at": now, "stripe_event_id": event_id}}},
-        session=uow.session)
-    fields = {"payment_id": doc["_id"], "appointment_id": doc["appointment_id"],
-              "patient_id": doc["patient_id"], "amount": doc["amount"],
-              "currency": doc["currency"], "status": target.value}
-    if target is PaymentStatus.SUCCEEDED:
-        uow.publish(events.PaymentSucceeded(**fields, intent_id=doc["intent_id"]),
-                    subject=doc["_id"], patientid=doc["patient_id"])
-    elif target is PaymentStatus.EXPIRED:
-        uow.publish(events.PaymentExpired(**fields), subject=doc["_id"],
-                    patientid=doc["patient_id"])
