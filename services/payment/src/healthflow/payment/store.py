@@ -83,7 +83,8 @@ async def claim_appointment(db: AsyncDatabase[Document], appointment_id: str,
     transaction of ``session``; the document afterwards. Two transactions claiming the
     same appointment conflict (MongoDB ``WriteConflict``, a ``TransientTransactionError``
     that ``with_transaction`` retries), which serialises checkout and cancellation."""
-    doc: Document = await db[APPOINTMENTS].find_one_and_update(
+    doc = await db[APPOINTMENTS].find_one_and_update(
         {"_id": appointment_id}, {"$set": fields}, upsert=True,
         return_document=ReturnDocument.AFTER, session=session)
+    assert doc is not None  # an upsert returning the document after always has one
     return doc
