@@ -34,7 +34,8 @@ class Stripe:
         self.client = stripe.StripeClient(
             settings.stripe_api_key.get_secret_value(),
             base_addresses={"api": settings.stripe_api_base or stripe.DEFAULT_API_BASE},
-            http_client=stripe.HTTPXClient(), max_network_retries=2)
+            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
+            max_network_retries=settings.stripe_max_retries)
         secret = settings.stripe_webhook_secret
         self.webhook_secret = secret.get_secret_value() if secret else None
         self.tolerance = settings.webhook_tolerance_seconds
