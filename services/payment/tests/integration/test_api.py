@@ -4,6 +4,7 @@ localstripe reached through the ``stripe`` library; webhooks signed as Stripe si
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -53,7 +54,7 @@ async def client(mongodb_url: str, unique_name: str, tokens: TokenFactory,
 
 def booked(patient_id: str = "patient-1", status: str = "pending_payment",
            fee: int | None = 4000) -> AppointmentBooked:
-    start = datetime.now(UTC) + timedelta(days=2)
+    start = datetime.now(UTC) + timedelta(days=3)  # cancellations 2 days ahead: after paying
     return AppointmentBooked(
         appointment_id=str(uuid.uuid4()), patient_id=patient_id, doctor_id="doc-1",
         doctor_user_id="user-doc-1", location_id=None, start=start,
@@ -350,3 +351,121 @@ async def test_without_a_webhook_secret_no_webhook_is_accepted(
         refused = await webhook(http, *signed("whsec_localstripe", event))
         assert refused.status_code == 503 and "not configured" in refused.json()["detail"]
         assert Settings.model_fields["stripe_webhook_secret"].default is None  # none to forge
+
+
+async def test_one_bad_payment_does_not_stop_reconciliation_of_the_others(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    _http, app = client
+    runtime, db = app.state.runtime, app.state.runtime.db
+    good, mismatched, unknown = booked(), booked(patient_id="p-2"), booked(patient_id="p-3")
+    for event in (good, mismatched, unknown):
+        await deliver_booking(app, event)
+    for event in (good, mismatched):
+        doc = await db["payments"].find_one({"appointment_id": event.appointment_id})
+        pay(stripe_server, doc["intent_id"], "4242424242424242")  # no webhook sent
+    # newer than the good one, so met first: a foreign amount, an intent Stripe lacks
+    await db["payments"].update_one({"appointment_id": mismatched.appointment_id},
+                                    {"$set": {"amount": 9999}})
+    await db["payments"].update_one({"appointment_id": unknown.appointment_id},
+                                    {"$set": {"intent_id": "pi_unknown_here"}})
+    window = timedelta(hours=1)
+    assert await reconcile.reconcile(runtime, service.provider(runtime), window=window) == 1
+    by_id = {d["appointment_id"]: d for d in await db["payments"].find({}).to_list()}
+    assert by_id[good.appointment_id]["status"] == "succeeded"
+    assert "review" not in by_id[good.appointment_id]
+    assert by_id[mismatched.appointment_id]["review"]["reason"] == "reconcile:AmountMismatch"
+    assert by_id[unknown.appointment_id]["review"]["reason"].startswith("reconcile:")
+    assert by_id[unknown.appointment_id]["status"] == "requires_payment"
+
+
+async def test_a_webhook_with_foreign_money_is_recorded_flagged_and_acknowledged(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    db = app.state.runtime.db
+    event = booked()
+    await deliver_booking(app, event)
+    doc = await db["payments"].find_one({})
+    intent = pay(stripe_server, doc["intent_id"], "4242424242424242")
+    success = intent_event(intent, "payment_intent.succeeded")
+    success["data"]["object"]["amount_received"] = 1  # captured less than asked
+    answer = await webhook(http, *signed(stripe_server.webhook_secret, success))
+    assert answer.status_code == 200 and answer.json()["outcome"] == "mismatch", answer.text
+    recorded = await db["webhook_events"].find_one({"_id": success["id"]})
+    assert recorded["outcome"] == "mismatch" and "1 EUR" in recorded["detail"]
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert after["status"] == "requires_payment"
+    assert after["review"]["reason"] == "webhook:amount_mismatch"
+    assert await db[OUTBOX].count_documents({"type": "payment.succeeded"}) == 0
+
+
+async def test_a_booking_and_its_cancellation_at_once_leave_no_live_checkout(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    _http, app = client
+    db = app.state.runtime.db
+    events = [booked(patient_id=f"p-race-{n}") for n in range(6)]
+    await asyncio.gather(*(step for e in events for step in (
+        deliver_booking(app, e), deliver_cancel(app, e, "patient", timedelta(days=2)))))
+    api = stripe.StripeClient(stripe_server.api_key,
+                              base_addresses={"api": stripe_server.url}).v1
+    for event in events:
+        doc = await db["payments"].find_one({"appointment_id": event.appointment_id})
+        if doc is not None:  # the checkout won the race: the cancellation then closed it
+            assert doc["status"] == "cancelled"
+            assert api.payment_intents.retrieve(doc["intent_id"]).status == "canceled"
+
+
+async def test_a_cancellation_before_the_payment_was_recorded_refunds_everything(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    db = app.state.runtime.db
+    soon = booked(patient_id="p-soon").model_copy(
+        update={"start": datetime.now(UTC) + timedelta(hours=1)})
+    await deliver_booking(app, soon)
+    doc = await db["payments"].find_one({"appointment_id": soon.appointment_id})
+    intent = pay(stripe_server, doc["intent_id"], "4242424242424242")
+    await webhook(http, *signed(stripe_server.webhook_secret,
+                                intent_event(intent, "payment_intent.succeeded")))
+    # cancelled an hour before the success was recorded (its event came second): late by
+    # the window, yet never confirmed, so all of it goes back
+    await deliver_cancel(app, soon, "patient", timedelta(hours=2))
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert (after["status"], after["refund"]["amount"], after["refund"]["reason"]) == (
+        "refunded", 4000, "cancelled_before_recorded")
+
+
+async def test_a_refund_stripe_already_has_is_recorded_not_made_again(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    db = app.state.runtime.db
+    event, doc = await paid_booking(http, app, stripe_server, "p-retry")
+    api = stripe.StripeClient(stripe_server.api_key,
+                              base_addresses={"api": stripe_server.url}).v1
+    # a first attempt refunded 1000, then its transaction was rolled back and retried
+    first = api.refunds.create(params={"payment_intent": doc["intent_id"], "amount": 1000})
+    await deliver_cancel(app, event, "doctor", timedelta(days=2))  # would decide 4000
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert (after["refund"]["id"], after["refund"]["amount"]) == (first.id, 1000)
+    assert after["status"] == "partially_refunded"
+    at_stripe = api.refunds.list(params={"payment_intent": doc["intent_id"]}).data
+    assert [r.id for r in at_stripe] == [first.id]
+
+
+async def test_a_success_for_an_already_cancelled_appointment_is_refunded_in_full(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    db = app.state.runtime.db
+    event = booked(patient_id="p-late-pay")
+    await deliver_booking(app, event)
+    doc = await db["payments"].find_one({"appointment_id": event.appointment_id})
+    # as the booking/cancellation race left it before both wrote the appointment's
+    # document: cancelled, its checkout still open
+    await db["appointments"].update_one({"_id": event.appointment_id},
+                                        {"$set": {"cancelled_at": datetime.now(UTC)}})
+    intent = pay(stripe_server, doc["intent_id"], "4242424242424242")
+    answer = await webhook(http, *signed(stripe_server.webhook_secret,
+                                         intent_event(intent, "payment_intent.succeeded")))
+    assert answer.json()["outcome"] == "refunded", answer.text
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert (after["status"], after["refund"]["amount"]) == ("refunded", 4000)
+    assert await db[OUTBOX].count_documents({"type": "payment.succeeded"}) == 0
+    assert await db[OUTBOX].count_documents({"type": "payment.refunded"}) == 1

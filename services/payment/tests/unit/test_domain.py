@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,10 @@ from healthflow.payment.domain import (
     RefundPolicy,
     check_money,
     ensure_reported_money,
+    intent_request,
     next_status,
+    paid_at,
+    payment_id_of,
     refunded_status,
 )
 
@@ -76,3 +80,29 @@ def test_no_late_refund_and_the_resulting_status() -> None:
     assert refunded_status(4000, 0) is None
     assert refunded_status(4000, 1320) is S.PARTIALLY_REFUNDED
     assert refunded_status(4000, 4000) is S.REFUNDED
+
+
+def test_a_retried_checkout_sends_stripe_the_same_parameters_under_its_key() -> None:
+    # Stripe refuses a reused idempotency key with other parameters (idempotency_error)
+    first = intent_request("appt-1", 4000, "EUR")
+    assert intent_request("appt-1", 4000, "EUR") == first
+    assert first["idempotency_key"] == "appointment-appt-1"
+    assert first["metadata"] == {"appointment_id": "appt-1",
+                                 "payment_id": payment_id_of("appt-1")}
+    assert payment_id_of("appt-1") == payment_id_of("appt-1") != payment_id_of("appt-2")
+    assert uuid.UUID(payment_id_of("appt-1")).version == 5
+
+
+def test_a_cancellation_before_the_success_was_recorded_refunds_everything() -> None:
+    policy = RefundPolicy(full_window=timedelta(hours=24), late_percent=0)
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    paid = start - timedelta(minutes=30)
+    history = [{"status": "requires_payment", "at": paid - timedelta(minutes=5)},
+               {"status": "succeeded", "at": paid}]
+    assert paid_at(history) == paid and paid_at(history[:1]) is None
+    before = policy.refund(4000, cancelled_by_role="patient",
+                           cancelled_at=paid - timedelta(minutes=1), start=start, paid_at=paid)
+    after = policy.refund(4000, cancelled_by_role="patient",
+                          cancelled_at=paid + timedelta(minutes=1), start=start, paid_at=paid)
+    assert before == (4000, "cancelled_before_recorded")
+    assert after == (0, "late_cancellation")

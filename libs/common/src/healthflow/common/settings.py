@@ -115,6 +115,12 @@ class ServiceSettings(BaseSettings):
     def database_name(self) -> str:
         return self.mongodb_database or f"healthflow_{self.service_name}"
 
+    def own_production_problems(self) -> list[str]:
+        """A service's own production refusals beyond the shared ones (a secret that must
+        be set although its default is unset, an endpoint that must not be local), one
+        ``"VARIABLE: why"`` each; :func:`production_problems` adds them."""
+        return []
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -161,7 +167,7 @@ def production_problems(settings: ServiceSettings) -> list[str]:
     if "amqp_url" not in cls.unused_fields and urlsplit(
             settings.amqp_url).username in (None, "", "guest"):
         problems.append(f"{env_name(cls, 'amqp_url')}: uses no or RabbitMQ's guest account")
-    return problems
+    return problems + settings.own_production_problems()
 
 
 def load_settings(settings_cls: type[S], **overrides: Any) -> S:

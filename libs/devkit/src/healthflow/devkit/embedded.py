@@ -203,11 +203,10 @@ class EmbeddedS3:
 
 
 class EmbeddedStripe:
-    """A localstripe child process (``python -m localstripe --from-scratch``): the payment
-    service's local Stripe, in memory, with webhooks signed by :attr:`webhook_secret`.
-
-    localstripe listens on every interface (it has no address option): development
-    and test machines only.
+    """A localstripe child process
+    (``python -m healthflow.devkit.localstripe_launcher``): the payment service's local
+    Stripe on 127.0.0.1, in memory only (no ``/tmp/localstripe.pickle``), with webhooks
+    signed by :attr:`webhook_secret`. Development and test machines only.
     """
 
     api_key = "sk_test_localstripe"  # localstripe accepts any test key
@@ -229,8 +228,8 @@ class EmbeddedStripe:
                 "PAYMENT_STRIPE_WEBHOOK_SECRET": self.webhook_secret}
 
     def start(self, timeout: float = 30.0) -> EmbeddedStripe:
-        command = [sys.executable, "-m", "localstripe", "--port", str(self.port),
-                   "--from-scratch"]
+        command = [sys.executable, "-m", "healthflow.devkit.localstripe_launcher",
+                   "--port", str(self.port)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True)

@@ -27,9 +27,11 @@ report that changes nothing returns ``None``.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any, TypedDict
 
 from healthflow.common.problems import UnprocessableContent
 
@@ -100,6 +102,37 @@ def ensure_reported_money(amount: int, currency: str, reported_amount: int,
             f"the payment is {amount} {currency}")
 
 
+PAYMENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://healthflow/payment")
+"""The UUID namespace of payment ids (RFC 9562 section 5.5, version 5)."""
+
+
+class IntentRequest(TypedDict):
+    """The keyword arguments of ``Stripe.create_intent``."""
+
+    amount: int
+    currency: str
+    idempotency_key: str
+    metadata: dict[str, str]
+
+
+def payment_id_of(appointment_id: str) -> str:
+    """The payment id of an appointment's payment: a UUID version 5 (RFC 9562 §5.5) of
+    the appointment id, so that a retried checkout sends Stripe the same parameters under
+    the same idempotency key (https://docs.stripe.com/api/idempotent_requests: a reused
+    key with other parameters is refused with ``idempotency_error``)."""
+    return str(uuid.uuid5(PAYMENT_NAMESPACE, appointment_id))
+
+
+def intent_request(appointment_id: str, amount: int, currency: str) -> IntentRequest:
+    """The keyword arguments of :meth:`Stripe.create_intent` for an appointment's fee:
+    ``{amount, currency, idempotency_key: "appointment-<id>", metadata: {appointment_id,
+    payment_id}}``; a function of its arguments only, so every retry sends the same."""
+    return {"amount": amount, "currency": currency,
+            "idempotency_key": f"appointment-{appointment_id}",
+            "metadata": {"appointment_id": appointment_id,
+                         "payment_id": payment_id_of(appointment_id)}}
+
+
 PROVIDER_ROLES = frozenset({"doctor", "staff"})
 """Who cancels on the hospital's side (``AppointmentCancelled.cancelled_by_role``)."""
 
@@ -108,6 +141,7 @@ PROVIDER_ROLES = frozenset({"doctor", "staff"})
 class RefundPolicy:
     """How much of a paid appointment goes back when it is cancelled.
 
+    * cancelled before the payment was recorded (never confirmed): everything;
     * the doctor or the hospital's staff cancel: everything, always;
     * the patient cancels at least ``full_window`` before the start: everything;
     * the patient cancels later: ``late_percent`` (0–100) of the amount, rounded down
@@ -118,14 +152,25 @@ class RefundPolicy:
     late_percent: int
 
     def refund(self, amount: int, *, cancelled_by_role: str, cancelled_at: datetime,
-               start: datetime) -> tuple[int, str]:
+               start: datetime, paid_at: datetime | None = None) -> tuple[int, str]:
         """``(minor units to refund, reason code)``; times aware UTC. Reason codes:
-        ``cancelled_by_provider``, ``inside_window``, ``late_cancellation``."""
+        ``cancelled_before_recorded`` (cancelled before ``paid_at``, when this service
+        recorded the success: the appointment was never confirmed, whatever order the
+        events came in), ``cancelled_by_provider``, ``inside_window``,
+        ``late_cancellation``."""
+        if paid_at is not None and cancelled_at < paid_at:
+            return amount, "cancelled_before_recorded"
         if cancelled_by_role in PROVIDER_ROLES:
             return amount, "cancelled_by_provider"
         if start - cancelled_at >= self.full_window:
             return amount, "inside_window"
         return amount * self.late_percent // 100, "late_cancellation"
+
+
+def paid_at(history: list[dict[str, Any]]) -> datetime | None:
+    """When the payment reached ``succeeded`` (its history entries ``{status, at}``)."""
+    times = [h["at"] for h in history if h["status"] == PaymentStatus.SUCCEEDED.value]
+    return max(times) if times else None
 
 
 def refunded_status(amount: int, refunded: int) -> PaymentStatus | None:

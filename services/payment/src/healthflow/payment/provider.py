@@ -34,7 +34,8 @@ class Stripe:
         self.client = stripe.StripeClient(
             settings.stripe_api_key.get_secret_value(),
             base_addresses={"api": settings.stripe_api_base or stripe.DEFAULT_API_BASE},
-            http_client=stripe.HTTPXClient(), max_network_retries=2)
+            http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout_seconds),
+            max_network_retries=settings.stripe_max_retries)
         secret = settings.stripe_webhook_secret
         self.webhook_secret = secret.get_secret_value() if secret else None
         self.tolerance = settings.webhook_tolerance_seconds
@@ -73,6 +74,12 @@ class Stripe:
             params={"payment_intent": intent_id, "amount": amount},
             options={"idempotency_key": idempotency_key})
         return str(refund.id)
+
+    async def refunds_of(self, intent_id: str) -> list[tuple[str, int]]:
+        """The refunds of a PaymentIntent as ``[(refund id, minor units)]``, newest first
+        (https://docs.stripe.com/api/refunds/list)."""
+        page = await self.client.v1.refunds.list_async(params={"payment_intent": intent_id})
+        return [(str(r.id), int(r.amount)) for r in page.data]
 
     def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
         """The event of a webhook delivery, verified by ``stripe.Webhook.construct_event``

@@ -26,8 +26,9 @@ from healthflow.payment.domain import (
     ensure_reported_money,
     next_status,
 )
+from healthflow.payment.ledger import move
 from healthflow.payment.provider import Intent, Stripe
-from healthflow.payment.service import move
+from healthflow.payment.store import flag_for_review
 
 log = logging.getLogger(__name__)
 
@@ -35,22 +36,36 @@ log = logging.getLogger(__name__)
 async def reconcile(runtime: ServiceRuntime, stripe: Stripe, *, window: timedelta,
                     limit: int = 200) -> int:
     """One pass over up to ``limit`` unpaid payments opened within ``window`` (newest
-    first); how many it repaired."""
+    first); how many it repaired. A payment that cannot be checked (Stripe unreachable
+    for it, an amount mismatch) is logged (ids and error class only), flagged for review
+    (:func:`~healthflow.payment.store.flag_for_review`) and skipped: the others are
+    still repaired."""
     since = utcnow() - window
     docs = await store.find_payments(runtime.db, {
         "status": {"$in": [s.value for s in EXPIRABLE]}, "created_at": {"$gte": since}},
         limit)
     repaired = 0
     for doc in docs:
-        intent = await stripe.retrieve_intent(doc["intent_id"])
-        if intent.status != "succeeded":
-            continue
-        if await runtime.transact(partial(_apply, payment_id=doc["_id"], intent=intent),
-                                  actor="reconciliation"):
-            repaired += 1
-            log.warning("payment repaired by reconciliation (webhook missed)",
-                        extra={"payment_id": doc["_id"], "intent_id": intent.id})
+        try:
+            repaired += await _repair(runtime, stripe, doc["_id"], doc["intent_id"])
+        except Exception as exc:  # one bad payment must not stop the others' repair
+            log.error("payment not reconciled: flagged for review",
+                      extra={"payment_id": doc["_id"], "error": type(exc).__name__})
+            await flag_for_review(runtime.db, doc["_id"], f"reconcile:{type(exc).__name__}")
     return repaired
+
+
+async def _repair(runtime: ServiceRuntime, stripe: Stripe, payment_id: str,
+                  intent_id: str) -> int:
+    intent = await stripe.retrieve_intent(intent_id)
+    if intent.status != "succeeded":
+        return 0
+    if not await runtime.transact(partial(_apply, payment_id=payment_id, intent=intent),
+                                  actor="reconciliation"):
+        return 0
+    log.warning("payment repaired by reconciliation (webhook missed)",
+                extra={"payment_id": payment_id, "intent_id": intent.id})
+    return 1
 
 
 async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent) -> bool:

@@ -9,7 +9,6 @@ appointment service turns into a confirmed appointment.
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -23,15 +22,19 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentBooked
-from healthflow.payment import events, store
+from healthflow.payment import store
 from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
+    AmountMismatch,
     PaymentStatus,
     check_money,
     ensure_reported_money,
+    intent_request,
     next_status,
+    payment_id_of,
 )
+from healthflow.payment.ledger import move, refund
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
@@ -54,26 +57,30 @@ def provider(runtime: ServiceRuntime) -> Stripe:
 async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBooked,
                         hold: timedelta) -> None:
     """The payment of a ``pending_payment`` appointment: a Stripe PaymentIntent for its
-    fee (idempotency key ``appointment-<id>``) and the local record, once per appointment.
+    fee (idempotency key ``appointment-<id>``, parameters from the event only:
+    :func:`~healthflow.payment.domain.intent_request`) and the local record, once per
+    appointment.
 
     The hold ends ``hold`` later unless paid (a ``hold-expiry`` job, committed with the
     payment; :func:`expire_hold`). Bookings in any other status, without a fee, or
     already cancelled (``appointment.cancelled`` overtook this event) are ignored.
+    The appointment's document is claimed first (:func:`store.claim_appointment`), so a
+    cancellation handled at the same time waits for this checkout and then closes it.
     A redelivered event finds the record and changes nothing; if a first attempt died
     between Stripe and the commit, Stripe's idempotency key returns the same intent.
     """
     if booked.status != "pending_payment" or not booked.fee_amount or not booked.fee_currency:
         return
+    claim = await store.claim_appointment(uow.db, booked.appointment_id,
+                                          {"checkout_at": utcnow()}, uow.session)
+    if claim.get("cancelled_at"):
+        return  # its cancellation overtook this event: nothing to pay for
     if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
         return
-    if await uow.db[store.CANCELLED].find_one({"_id": booked.appointment_id},
-                                              session=uow.session):
-        return  # its cancellation overtook this event: nothing to pay for
     amount, currency = check_money(booked.fee_amount, booked.fee_currency)
-    payment_id = str(uuid.uuid4())
-    intent = await stripe.create_intent(
-        amount=amount, currency=currency, idempotency_key=f"appointment-{booked.appointment_id}",
-        metadata={"appointment_id": booked.appointment_id, "payment_id": payment_id})
+    request = intent_request(booked.appointment_id, amount, currency)
+    payment_id = payment_id_of(booked.appointment_id)
+    intent = await stripe.create_intent(**request)
     now = utcnow()
     status = PaymentStatus.REQUIRES_PAYMENT.value
     await uow.db[store.PAYMENTS].insert_one({
@@ -153,19 +160,27 @@ async def list_payments(runtime: ServiceRuntime, principal: Principal,
 
 async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
                         signature: str | None) -> str:
-    """Apply one Stripe webhook delivery: ``"applied"``, ``"duplicate"`` or ``"ignored"``.
+    """Apply one Stripe webhook delivery: ``"applied"``, ``"duplicate"``, ``"ignored"``,
+    ``"mismatch"`` or ``"refunded"``.
 
     Verified first (:meth:`Stripe.verify`); deduplicated by the Stripe event id in the
     same transaction as its effect; ``payment_intent.succeeded`` and
     ``payment_intent.payment_failed`` move the payment by
     :func:`~healthflow.payment.domain.next_status` (so a late failure never undoes a
-    success); any other type or an intent not ours is recorded and ignored.
+    success); any other type or an intent not ours is recorded and ignored. A success
+    for an appointment already cancelled (its payment not refunded yet) is refunded in
+    full at once (``"refunded"``, ``payment.refunded``; no ``payment.succeeded``).
+
+    An intent whose amount (``amount_received`` for a success) or currency is not the
+    payment's answers ``"mismatch"`` (200, so Stripe stops retrying): the event is
+    recorded with that outcome, the payment flagged for review and left as it was, and an
+    error logged (ids only).
 
     Raises:
         BadRequest: (400) the signature or the body does not verify.
-        AmountMismatch: (422) the intent's amount or currency is not the payment's.
     """
-    event = provider(runtime).verify(payload, signature)
+    stripe = provider(runtime)
+    event = stripe.verify(payload, signature)
     intent: dict[str, Any] = event.data.object.to_dict()
 
     async def write(uow: UnitOfWork) -> str:
@@ -178,8 +193,11 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
         doc = await store.by_intent(uow.db, intent.get("id") or "", session=uow.session)
         if reported is None or doc is None:
             return "ignored"
-        ensure_reported_money(doc["amount"], doc["currency"], int(intent["amount"]),
-                              str(intent["currency"]))
+        if await _mismatch(uow, doc, intent, reported, event.id):
+            return "mismatch"
+        if reported is PaymentStatus.SUCCEEDED and await _cancelled_unrefunded(uow, doc):
+            await refund(uow, stripe, doc, doc["amount"], "cancelled_before_recorded")
+            return "refunded"
         target = next_status(PaymentStatus(doc["status"]), reported)
         if target is None:
             return "ignored"
@@ -195,22 +213,31 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     return outcome
 
 
-async def move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
-               event_id: str | None, extra: Document | None = None) -> None:
-    """Set the payment's status (and ``extra`` fields), append to its history, and publish
-    ``payment.succeeded`` or ``payment.expired`` when it reaches those."""
-    now = utcnow()
-    await uow.db[store.PAYMENTS].update_one(
-        {"_id": doc["_id"]},
-        {"$set": {"status": target.value, "updated_at": now, **(extra or {})},
-         "$push": {"history": {"status": target.value, "at": now, "stripe_event_id": event_id}}},
-        session=uow.session)
-    fields = {"payment_id": doc["_id"], "appointment_id": doc["appointment_id"],
-              "patient_id": doc["patient_id"], "amount": doc["amount"],
-              "currency": doc["currency"], "status": target.value}
-    if target is PaymentStatus.SUCCEEDED:
-        uow.publish(events.PaymentSucceeded(**fields, intent_id=doc["intent_id"]),
-                    subject=doc["_id"], patientid=doc["patient_id"])
-    elif target is PaymentStatus.EXPIRED:
-        uow.publish(events.PaymentExpired(**fields), subject=doc["_id"],
-                    patientid=doc["patient_id"])
+async def _cancelled_unrefunded(uow: UnitOfWork, doc: Document) -> bool:
+    if "refund" in doc or doc["status"] in (PaymentStatus.REFUNDED.value,
+                                            PaymentStatus.PARTIALLY_REFUNDED.value):
+        return False
+    claim = await uow.db[store.APPOINTMENTS].find_one({"_id": doc["appointment_id"]},
+                                                      session=uow.session)
+    return bool(claim and claim.get("cancelled_at"))
+
+
+async def _mismatch(uow: UnitOfWork, doc: Document, intent: dict[str, Any],
+                    reported: PaymentStatus, event_id: str) -> bool:
+    """Whether the intent's money is not the payment's (then recorded and flagged)."""
+    amount = intent.get("amount")
+    if reported is PaymentStatus.SUCCEEDED and "amount_received" in intent:
+        amount = intent["amount_received"]  # what was taken; localstripe lacks the field
+    try:
+        ensure_reported_money(doc["amount"], doc["currency"], int(amount or 0),
+                              str(intent.get("currency") or ""))
+    except AmountMismatch as exc:
+        await uow.db[store.WEBHOOK_EVENTS].update_one(
+            {"_id": event_id}, {"$set": {"outcome": "mismatch", "detail": exc.detail}},
+            session=uow.session)
+        await store.flag_for_review(uow.db, doc["_id"], "webhook:amount_mismatch",
+                                    session=uow.session)
+        log.error("stripe webhook amount mismatch: payment flagged for review",
+                  extra={"stripe_event": event_id, "payment_id": doc["_id"]})
+        return True
+    return False

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+from urllib.parse import urlsplit
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from healthflow.common.settings import ServiceSettings
+from healthflow.common.settings import ServiceSettings, env_name
 from healthflow.common.topology import SERVICES
 
 
@@ -14,7 +17,10 @@ class Settings(ServiceSettings):
     ``stripe_api_base`` when set (the local localstripe the runner starts), else at
     Stripe itself. The webhook secret is the endpoint's ``whsec_…`` signing secret; it
     has no default (a known one would let anyone forge a payment): until it is set, the
-    webhook route answers 503 (``make run`` and the test platforms set it)."""
+    webhook route answers 503 (``make run`` and the test platforms set it).
+
+    ``HEALTHFLOW_ENV=production`` also refuses (:meth:`own_production_problems`) an unset
+    webhook secret and a ``stripe_api_base`` on a local host (localstripe)."""
 
     model_config = SettingsConfigDict(
         env_prefix="PAYMENT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -38,3 +44,30 @@ class Settings(ServiceSettings):
     # ``reconcile_window_hours`` are compared with their PaymentIntents at Stripe.
     reconcile_interval_seconds: float = Field(default=300.0, gt=0)
     reconcile_window_hours: int = Field(default=48, ge=1, le=24 * 30)
+
+    # Stripe HTTP calls: seconds before a request is given up, and how many times the
+    # stripe library retries one (network errors, 409/429/5xx; exponential backoff).
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0, le=80)
+    stripe_max_retries: int = Field(default=2, ge=0, le=5)
+
+    def own_production_problems(self) -> list[str]:
+        """An unset webhook secret; a Stripe API base on a loopback or local host."""
+        problems = []
+        if self.stripe_webhook_secret is None or not self.stripe_webhook_secret.get_secret_value():
+            problems.append(f"{env_name(type(self), 'stripe_webhook_secret')}: is not set "
+                            "(no webhook could be verified)")
+        if self.stripe_api_base and _is_local(self.stripe_api_base):
+            problems.append(f"{env_name(type(self), 'stripe_api_base')}: points at a local "
+                            f"server ({self.stripe_api_base}), not Stripe")
+        return problems
+
+
+def _is_local(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host in ("localhost", "") or host.endswith(".localhost") or "localstripe" in host:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
