@@ -197,3 +197,23 @@ async def test_objects_survive_a_restart_of_the_server(tmp_path, unique_name):
             list(p.rglob("*")) for p in uploads]
     finally:
         server.stop()
+
+
+async def test_more_concurrent_uploads_than_worker_threads_all_finish(
+        store: BlobStore) -> None:
+    """An upload's minio call waits in a worker thread for each next chunk, and a source
+    may itself need a worker thread per chunk (xray spools every chunk to disk with
+    ``asyncio.to_thread``). With the uploads on the loop's default executor, as many
+    uploads as that executor has threads (``min(32, cores + 4)``: 6 on two cores) took
+    every thread and waited for chunks only another thread could make: a service
+    replica stopped for good on its seventh concurrent upload. Forty must all finish."""
+
+    async def spooled(index: int) -> AsyncIterator[bytes]:
+        async for chunk in png_stream(3 * 64 * 1024, chunk=64 * 1024):
+            await asyncio.to_thread(len, chunk)  # a chunk's own worker-thread step
+            yield chunk
+
+    uploads = [store.put(SCANS, spooled(i), declared_type="image/png") for i in range(40)]
+    stored = await asyncio.wait_for(asyncio.gather(*uploads), timeout=120)
+    assert len({blob.key for blob in stored}) == 40
+    assert all(blob.size == 3 * 64 * 1024 for blob in stored)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import hashlib
 import io
 import logging
@@ -38,9 +40,10 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar, cast
 from urllib.parse import urlsplit
 
 import urllib3
@@ -54,6 +57,7 @@ from healthflow.common.settings import ServiceSettings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 READ_CHUNK = 1024 * 1024  # bytes read at a time from a file-like source
+UPLOAD_THREADS = 8  # streaming uploads at once per store; more wait their turn
 
 # What put() accepts: async or sync chunks, bytes, or a binary file opened for reading.
 Source = AsyncIterable[bytes] | Iterable[bytes] | bytes | IO[bytes]
@@ -186,11 +190,22 @@ class BlobStore:
         self._client = _client(settings.s3_endpoint_url, settings)
         public = settings.s3_public_endpoint_url
         self._signer = _client(public, settings) if public else self._client
+        # Streaming uploads wait in their thread for chunks the event loop makes, and
+        # making a chunk may need a thread of the loop's default executor (a source that
+        # spools to disk): so they get threads of their own, or enough of them would
+        # hold every default thread and wait for ever. Extra uploads queue here.
+        self._uploads = ThreadPoolExecutor(max_workers=UPLOAD_THREADS,
+                                           thread_name_prefix=f"{self.bucket}-upload")
 
     async def _s3(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking minio call in a worker thread; an unreachable S3 is a 503."""
+        return await self._s3_in(None, functools.partial(fn, *args, **kwargs))
+
+    async def _s3_in(self, executor: ThreadPoolExecutor | None, call: Callable[[], T]) -> T:
+        """``call`` in ``executor`` (the loop's default when None); S3 unreachable: 503."""
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, contextvars.copy_context().run, call)
         except urllib3.exceptions.HTTPError as exc:
             raise ServiceUnavailable(
                 f"object storage does not answer ({type(exc).__name__})") from exc
@@ -209,6 +224,7 @@ class BlobStore:
         await self._s3(ensure)
 
     async def close(self) -> None:
+        self._uploads.shutdown(wait=False, cancel_futures=True)
         self._client._http.clear()
 
     async def put(self, use: BlobUse, source: Source, *, declared_type: str | None = None,
@@ -251,12 +267,13 @@ class BlobStore:
                           content_type)
 
     async def _upload(self, key: str, reader: _ChunkReader, content_type: str) -> None:
-        upload = asyncio.ensure_future(self._s3(
-            self._client.put_object, self.bucket, key, reader, length=-1,
+        put = functools.partial(
+            self._client.put_object, self.bucket, key, cast(BinaryIO, reader), length=-1,  # read()
             part_size=self.settings.s3_part_size, content_type=content_type,
             # One part at a time: minio's parallel part uploads outlive a failed
             # put_object (its pool is not joined), and each holds a part in memory.
-            num_parallel_uploads=1))
+            num_parallel_uploads=1)
+        upload = asyncio.ensure_future(self._s3_in(self._uploads, put))
         try:
             await asyncio.shield(upload)
         except BaseException as exc:
