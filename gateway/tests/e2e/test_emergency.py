@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from healthflow.devkit.testing import RunningPlatform, eventually
 
@@ -30,10 +31,29 @@ NEAR_SLOW = (60.1707736, 24.9491448)  # 185 m in a straight line, about 90 s by 
 FAR_FAST = (60.1722342, 24.9506276)  # 270 m in a straight line, about 35 s by road
 
 
+ON_DUTY: list[User] = []  # the units this module's tests put on duty, to stand down
+
+
+@pytest.fixture(autouse=True)
+async def stand_down(platform: RunningPlatform) -> AsyncIterator[None]:
+    """After each test, its units go off duty: the platform is shared, and a unit left
+    available near Senate Square would be offered the next test's emergency instead of
+    that test's own unit (seen in CI, with the hand-over test after this one). A unit
+    still on a task stays as it is: it is not assignable anyway."""
+    yield
+    async with platform.client() as api:
+        while ON_DUTY:
+            crew = ON_DUTY.pop()
+            await api.put("/api/v1/paramedics/me/status", headers=crew.headers,
+                          json={"status": "off_duty"})
+
+
 async def on_duty(api: httpx.AsyncClient, admin: User, call_sign: str,
                   where: tuple[float, float]) -> User:
-    """A paramedic account whose unit is available at ``where`` (WGS84)."""
+    """A paramedic account whose unit is available at ``where`` (WGS84); it goes off duty
+    after the test (:func:`stand_down`, autouse here and where this is imported)."""
     crew = await create_staff(api, admin, ["paramedic"], label=f"para-{call_sign[-3:]}")
+    ON_DUTY.append(crew)
     ok(await api.put("/api/v1/paramedics/me", headers=crew.headers, json={
         "call_sign": call_sign, "vehicle": "Mercedes Sprinter 519",
         "qualifications": ["advanced_life_support"],

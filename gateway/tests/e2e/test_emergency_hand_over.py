@@ -22,7 +22,7 @@ import httpx
 from healthflow.devkit.testing import RunningPlatform, eventually
 
 from .conftest import User, audit_events, create_staff, ok, register_patient
-from .test_emergency import SCENE, offered_task, on_duty
+from .test_emergency import SCENE, offered_task, on_duty, stand_down  # noqa: F401 (autouse)
 
 MEILAHTI_NEAR = (60.1725, 24.9560)  # a made-up hospital position 400 m from the scene
 START = (60.1790, 24.9520)  # about 1 km north of the scene
