@@ -150,6 +150,28 @@ def find_s3rver() -> Path:
     )
 
 
+def spawn_listening(name: str, command: list[str], port: int, log_file: Path | None,
+                    timeout: float) -> subprocess.Popen[bytes]:
+    """Start ``command`` (its own session, output appended to ``log_file``) and wait up
+    to ``timeout`` seconds until it listens on 127.0.0.1:``port``.
+
+    Raises:
+        RuntimeError: it exited first, or did not listen in time (it is then stopped).
+    """
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode}")
+        if port_open("127.0.0.1", port):
+            return process
+        time.sleep(0.1)
+    stop_child(process, 10.0)
+    raise RuntimeError(f"{name} did not answer on port {port} within {timeout} s")
+
+
 class EmbeddedS3:
     """An s3rver child process on loopback; objects are files under ``storage``.
 
@@ -185,18 +207,8 @@ class EmbeddedS3:
             shutil.rmtree(leftover, ignore_errors=True)
         command = [str(find_s3rver()), "--directory", str(self.storage),
                    "--address", "127.0.0.1", "--port", str(self.port), "--silent"]
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"s3rver exited with code {self.process.returncode}")
-            if port_open("127.0.0.1", self.port):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"s3rver did not answer on port {self.port} within {timeout} s")
+        self.process = spawn_listening("s3rver", command, self.port, self.log_file, timeout)
+        return self
 
     def stop(self, timeout: float = 10.0) -> None:
         stop_child(self.process, timeout)
@@ -230,18 +242,9 @@ class EmbeddedStripe:
     def start(self, timeout: float = 30.0) -> EmbeddedStripe:
         command = [sys.executable, "-m", "healthflow.devkit.localstripe_launcher",
                    "--port", str(self.port)]
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"localstripe exited with code {self.process.returncode}")
-            if port_open("127.0.0.1", self.port):
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"localstripe did not answer on port {self.port} within {timeout} s")
+        self.process = spawn_listening("localstripe", command, self.port, self.log_file,
+                                       timeout)
+        return self
 
     def send_webhooks_to(self, url: str) -> None:
         """Have localstripe deliver every event to ``url``, signed with the secret
