@@ -98,6 +98,10 @@ class Permission(StrEnum):
     # payments (Stripe PaymentIntents for appointments; healthflow.payment)
     PAYMENTS_READ_OWN = "payments:read_own"  # the patient's own payments and checkout secret
     PAYMENTS_READ_ANY = "payments:read_any"  # finance: every payment, never a client secret
+    # an online consultation's own patient or doctor joins its room (and sends media)
+    TELECONSULTATIONS_JOIN = "teleconsultations:join"
+    # the consultation's doctor admits, removes and ends (their own consultations only)
+    TELECONSULTATIONS_HOST = "teleconsultations:host"
 
 
 P = Permission
@@ -120,7 +124,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
            P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.PRESCRIPTIONS_READ_OWN,
            P.IMAGING_READ_OWN, P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_READ_OWN,
-           P.PAYMENTS_READ_OWN}
+           P.PAYMENTS_READ_OWN, P.TELECONSULTATIONS_JOIN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
@@ -128,7 +132,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
            P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER,
            P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED, P.PRESCRIPTIONS_READ_TREATED,
            P.PRESCRIPTIONS_WRITE_TREATED, P.IMAGING_ORDER, P.IMAGING_READ_TREATED,
-           P.IMAGING_REPORT}
+           P.IMAGING_REPORT, P.TELECONSULTATIONS_JOIN, P.TELECONSULTATIONS_HOST}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE

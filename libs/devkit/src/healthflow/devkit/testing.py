@@ -7,6 +7,8 @@
   directory; ``s3_env`` — the ``S3_*`` variables that point a service at it.
 * ``stripe_server`` — localstripe (:class:`EmbeddedStripe`) for the test session, a
   child process on a free port; point the payment service at it with its ``env()``.
+* ``janus_server`` — Janus (:class:`~healthflow.devkit.janus.EmbeddedJanus`) for the test
+  session; point the teleconference service at it with its ``env()``.
 * ``amqp_url`` — a RabbitMQ virtual host of its own for the test session on the
   machine's broker (started if installed but stopped; a clear failure, never a
   skip, when there is none), deleted afterwards.
@@ -52,6 +54,7 @@ from healthflow.devkit.embedded import (
     ensure_rabbitmq,
     free_ports,
 )
+from healthflow.devkit.janus import EmbeddedJanus
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +91,21 @@ def stripe_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     root = tmp_path_factory.mktemp("stripe")
     try:
         server = EmbeddedStripe(log_file=root / "localstripe.log").start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def janus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedJanus]:
+    """Janus (WebRTC, VideoRoom) on loopback with a generated configuration (a clear
+    failure, never a skip, when it is not installed or will not start)."""
+    root = tmp_path_factory.mktemp("janus")
+    try:
+        server = EmbeddedJanus(root, log_file=root / "janus.log").start()
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
     try:

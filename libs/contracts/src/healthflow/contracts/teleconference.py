@@ -1,0 +1,66 @@
+"""Contracts of the events the teleconference service publishes (identifiers only, never
+personal data: no names, no media, no chat). Routing key = type; ``patientid`` set; the
+envelope's ``subject`` is ``teleconsultation/<appointment id>``. Times are aware UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from healthflow.contracts.base import EventPayload, event_type
+
+PUBLISHER = "teleconference"
+
+
+class TeleconsultEvent(EventPayload):
+    """Fields every teleconsultation event shares: the online appointment it is for,
+    its patient (user id) and its doctor (user id)."""
+
+    appointment_id: str
+    patient_id: str
+    doctor_user_id: str
+
+
+@event_type("teleconsult.started", version=1, publisher=PUBLISHER)
+class TeleconsultStarted(TeleconsultEvent):
+    """The doctor admitted the patient: the consultation (and its encounter) began at
+    ``started_at``."""
+
+    started_at: datetime
+
+
+@event_type("teleconsult.participant_joined", version=1, publisher=PUBLISHER)
+class TeleconsultParticipantJoined(TeleconsultEvent):
+    """``user_id`` (``role`` patient | doctor) entered the room at ``joined_at`` in
+    ``state`` waiting | admitted, or was admitted (``state`` admitted, ``admitted_by``
+    the doctor's user id)."""
+
+    participant_id: str
+    user_id: str
+    role: str
+    state: str
+    joined_at: datetime
+    admitted_by: str | None = None
+
+
+@event_type("teleconsult.participant_left", version=1, publisher=PUBLISHER)
+class TeleconsultParticipantLeft(TeleconsultEvent):
+    """``user_id`` left the room at ``left_at``; ``reason`` left | removed (by the doctor,
+    ``removed_by``) | ended (the consultation ended around them)."""
+
+    participant_id: str
+    user_id: str
+    role: str
+    reason: str
+    left_at: datetime
+    removed_by: str | None = None
+
+
+@event_type("teleconsult.ended", version=1, publisher=PUBLISHER)
+class TeleconsultEnded(TeleconsultEvent):
+    """The consultation ended at ``ended_at``: by the doctor (``ended_by`` their user id)
+    or, ``ended_by`` ``"system"``, because the room's window closed. ``started`` says
+    whether it had begun (an encounter to finish)."""
+
+    ended_at: datetime
+    ended_by: str
+    started: bool

@@ -1,0 +1,144 @@
+"""HTTP routes of the teleconference service: ``/api/v1/teleconsultations/{appointment_id}``.
+
+Room: ``GET`` (state), ``POST /join``, ``POST /leave``, ``POST /end`` (doctor),
+``POST /participants/{id}/admit`` and ``/remove`` (doctor). Signalling (HTTP, JSEP
+offer/answer exchange, RFC 8829): ``POST /media/publish`` (the caller's offer → the
+answer), ``GET /media/feeds``, ``POST /media/subscriptions`` (a feed → an offer),
+``POST /media/subscriptions/{id}/answer``. Only the appointment's patient and doctor
+get anything but 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+
+from healthflow.common.auth import Principal, require
+from healthflow.common.http import get_runtime
+from healthflow.common.mongo import utcnow
+from healthflow.common.permissions import Permission as P
+from healthflow.common.service import ServiceRuntime
+from healthflow.teleconference import service
+from healthflow.teleconference.janus import Janus
+from healthflow.teleconference.schemas import (
+    Answer,
+    FeedOut,
+    JoinOut,
+    Offer,
+    ParticipantOut,
+    PublishOut,
+    RoomOut,
+    SessionDescription,
+    SubscribeIn,
+    SubscriptionOut,
+)
+
+router = APIRouter(prefix="/api/v1/teleconsultations", tags=["teleconsultations"])
+
+Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+Member = require(P.TELECONSULTATIONS_JOIN)
+Host = require(P.TELECONSULTATIONS_JOIN, P.TELECONSULTATIONS_HOST)
+RoomId = Annotated[str, Path(max_length=64)]
+PartId = Annotated[str, Path(max_length=64)]
+
+
+def janus_of(request: Request) -> Janus:
+    janus: Janus = request.app.state.runtime.state["janus"]
+    return janus
+
+
+MediaServer = Annotated[Janus, Depends(janus_of)]
+
+
+async def _room(runtime: ServiceRuntime, principal: Principal, room_id: str) -> RoomOut:
+    room, role, participants, window = await service.view(runtime, principal, room_id)
+    return RoomOut(appointment_id=room["_id"], status=room["status"], start=room["start"],
+                   end=room["end"], opens_at=window.opens_at, closes_at=window.closes_at,
+                   started_at=room.get("started_at"), ended_at=room.get("ended_at"),
+                   you=role.value, participants=[ParticipantOut.of(p) for p in participants])
+
+
+@router.get("/{appointment_id}", summary="The consultation's room")
+async def get_room(runtime: Runtime, appointment_id: RoomId,
+                   principal: Principal = Member) -> RoomOut:
+    """Who waits, who is in; the window. 404 for anyone but the patient and doctor."""
+    return await _room(runtime, principal, appointment_id)
+
+
+@router.post("/{appointment_id}/join", summary="Enter the room (the patient waits)")
+async def join(runtime: Runtime, appointment_id: RoomId,
+               principal: Principal = Member) -> JoinOut:
+    """409 ``room-not-open`` / ``room-closed`` outside the window (with ``opens_at`` and
+    ``closes_at``), 409 ``appointment-not-ready`` before payment, 403 after removal."""
+    doc = await service.join(runtime, principal, appointment_id)
+    settings = runtime.settings
+    return JoinOut(participant=ParticipantOut.of(doc),
+                   ice_servers=service.ice_servers(settings, principal, utcnow()))  # type: ignore[arg-type]
+
+
+@router.post("/{appointment_id}/leave", summary="Leave the room")
+async def leave(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                principal: Principal = Member) -> ParticipantOut:
+    return ParticipantOut.of(await service.leave(runtime, janus, principal, appointment_id))
+
+
+@router.post("/{appointment_id}/participants/{participant_id}/admit",
+             summary="Admit a waiting participant (doctor)")
+async def admit(runtime: Runtime, appointment_id: RoomId, participant_id: PartId,
+                principal: Principal = Host) -> ParticipantOut:
+    """Admitting the patient starts the consultation and its encounter."""
+    return ParticipantOut.of(await service.admit(runtime, principal, appointment_id,
+                                                 participant_id))
+
+
+@router.post("/{appointment_id}/participants/{participant_id}/remove",
+             summary="Remove a participant for good (doctor)")
+async def remove(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                 participant_id: PartId, principal: Principal = Host) -> ParticipantOut:
+    return ParticipantOut.of(await service.remove(runtime, janus, principal, appointment_id,
+                                                  participant_id))
+
+
+@router.post("/{appointment_id}/end", summary="End the consultation (doctor)")
+async def end(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+              principal: Principal = Host) -> RoomOut:
+    await service.end(runtime, janus, principal, appointment_id)
+    return await _room(runtime, principal, appointment_id)
+
+
+@router.post("/{appointment_id}/media/publish", summary="Send my audio and video")
+async def publish(runtime: Runtime, janus: MediaServer, appointment_id: RoomId, body: Offer,
+                  principal: Principal = Member) -> PublishOut:
+    """Admitted participants only (409 ``not-admitted``); publishing again replaces the
+    earlier connection (a reconnection, no new admission)."""
+    feed, answer = await service.publish(runtime, janus, principal, appointment_id,
+                                         body.model_dump())
+    return PublishOut(feed=feed, jsep=SessionDescription.model_validate(answer))
+
+
+@router.get("/{appointment_id}/media/feeds", summary="Other participants' live feeds")
+async def feeds(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                principal: Principal = Member) -> list[FeedOut]:
+    return [FeedOut.model_validate(f)
+            for f in await service.feeds(runtime, janus, principal, appointment_id)]
+
+
+@router.post("/{appointment_id}/media/subscriptions", status_code=201,
+             summary="Receive a feed: the media server's offer")
+async def subscribe(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                    body: SubscribeIn, principal: Principal = Member) -> SubscriptionOut:
+    subscription, offer = await service.subscribe(runtime, janus, principal, appointment_id,
+                                                  body.feed)
+    return SubscriptionOut(subscription_id=subscription, feed=body.feed,
+                           jsep=SessionDescription.model_validate(offer))
+
+
+@router.post("/{appointment_id}/media/subscriptions/{subscription_id}/answer",
+             status_code=204, summary="My answer to a subscription's offer")
+async def answer(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                 subscription_id: PartId, body: Answer,
+                 principal: Principal = Member) -> Response:
+    await service.answer(runtime, janus, principal, appointment_id, subscription_id,
+                         body.model_dump())
+    return Response(status_code=204)

@@ -1,0 +1,36 @@
+"""The teleconference service's composition root: the runtime, the Janus adapter, the
+keep-alive and room-closing loops, and the routes."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from healthflow.common.events.transport import Transport
+from healthflow.common.http import create_service_app
+from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import load_settings
+from healthflow.common.workers import Loop
+from healthflow.teleconference import api, handlers, service, store
+from healthflow.teleconference.janus import Janus
+from healthflow.teleconference.settings import Settings
+
+
+def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
+    """The teleconference service app (settings from ``TELECONFERENCE_*`` when not given)."""
+    settings = settings or load_settings(Settings)
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
+                             transport=transport)
+    janus = Janus(settings)
+    runtime.state["janus"] = janus
+
+    async def keep_alive() -> None:
+        await service.keep_alive(runtime, janus)
+
+    async def close_rooms() -> None:
+        await service.close_expired(runtime, janus)
+
+    runtime.add_worker(Loop("janus-keepalive", keep_alive, interval=settings.keepalive_seconds))
+    runtime.add_worker(Loop("teleconsult-close", close_rooms, interval=settings.sweep_seconds))
+    return create_service_app(runtime, routers=[api.router],
+                              title="HealthFlow teleconference",
+                              description="Video consultations for online appointments.")

@@ -1,0 +1,139 @@
+"""Rules of the teleconference service (no I/O): when a room may be joined, who may join
+it, how participants move, and the short-lived TURN credentials.
+
+A room belongs to one online appointment (its ``_id`` is the appointment's id). Its
+**window** runs from ``open_before`` before the appointment's start to ``close_after``
+after its end (aware UTC); joins outside it are refused with the window in the answer.
+
+Room status::
+
+    scheduled ──(doctor admits the patient)──▶ in_progress ──(doctor ends, or the window
+         │                                                    closes)──▶ ended
+         └──(the appointment is cancelled)──▶ cancelled
+
+Participant state (one per user and room)::
+
+    waiting ──(admitted by the doctor)──▶ admitted ──(leaves)──▶ left ──(joins again)──▶ admitted
+       │                                      └──(removed by the doctor)──▶ removed (for good)
+       └──(leaves)──▶ left
+
+The doctor is admitted on joining; an admitted participant who drops and joins again
+is admitted at once (no second admission), a removed one never again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from healthflow.common.problems import Conflict, Forbidden
+
+
+class RoomStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    ENDED = "ended"
+    CANCELLED = "cancelled"
+
+
+class ParticipantState(StrEnum):
+    WAITING = "waiting"
+    ADMITTED = "admitted"
+    LEFT = "left"
+    REMOVED = "removed"
+
+
+class Role(StrEnum):
+    """The participant's part in the consultation (FHIR ``Encounter.participant.type``
+    would say ``PPRF`` for the doctor; the patient is the encounter's subject)."""
+
+    PATIENT = "patient"
+    DOCTOR = "doctor"
+
+
+class RoomNotOpen(Conflict):
+    title, slug = "Room Not Open", "room-not-open"
+
+
+class RoomClosed(Conflict):
+    title, slug = "Room Closed", "room-closed"
+
+
+class NotAdmitted(Conflict):
+    title, slug = "Not Admitted", "not-admitted"
+
+
+class Removed(Forbidden):
+    title, slug = "Removed From The Room", "participant-removed"
+
+
+@dataclass(frozen=True)
+class Window:
+    """When a room may be joined: ``opens_at`` ≤ now < ``closes_at`` (aware UTC)."""
+
+    opens_at: datetime
+    closes_at: datetime
+
+    @classmethod
+    def of(cls, start: datetime, end: datetime, open_before: timedelta,
+           close_after: timedelta) -> Window:
+        return cls(start - open_before, end + close_after)
+
+    def check(self, now: datetime) -> None:
+        """
+        Raises:
+            RoomNotOpen: (409) ``now`` is before ``opens_at``; the answer names it.
+            RoomClosed: (409) ``now`` is at or after ``closes_at``.
+        """
+        if now < self.opens_at:
+            raise RoomNotOpen(f"the room opens at {self.opens_at.isoformat()}",
+                              opens_at=self.opens_at.isoformat(),
+                              closes_at=self.closes_at.isoformat())
+        if now >= self.closes_at:
+            raise RoomClosed(f"the room closed at {self.closes_at.isoformat()}",
+                             opens_at=self.opens_at.isoformat(),
+                             closes_at=self.closes_at.isoformat())
+
+
+JOINABLE = frozenset({RoomStatus.SCHEDULED, RoomStatus.IN_PROGRESS})
+
+
+def check_status(status: str) -> None:
+    """
+    Raises:
+        RoomClosed: (409) the consultation was ended or its appointment cancelled.
+    """
+    if status not in JOINABLE:
+        raise RoomClosed(f"the consultation is {status}")
+
+
+def state_on_join(role: Role, previous: str | None, was_admitted: bool) -> ParticipantState:
+    """The state a joining participant gets: the doctor, and anyone the doctor admitted
+    before in this consultation (a dropped network, a reload, a leave and return), are
+    admitted; the patient waits otherwise.
+
+    Raises:
+        Removed: (403) the doctor removed this participant.
+    """
+    if previous == ParticipantState.REMOVED:
+        raise Removed("the doctor removed you from this consultation")
+    if role is Role.DOCTOR or was_admitted:
+        return ParticipantState.ADMITTED
+    return ParticipantState.WAITING
+
+
+def turn_credentials(secret: str, user_id: str, now: datetime, ttl: timedelta
+                     ) -> tuple[str, str, datetime]:
+    """Short-lived TURN credentials by the TURN REST API convention that coturn
+    implements (``use-auth-secret``; draft-uberti-behave-turn-rest-00 §2.2):
+    username ``<expiry unix seconds>:<user_id>``, password
+    ``base64(HMAC-SHA1(secret, username))``. Returns ``(username, credential,
+    expires_at)`` (aware UTC)."""
+    expires_at = now + ttl
+    username = f"{int(expires_at.timestamp())}:{user_id}"
+    mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(mac).decode(), expires_at

@@ -1,0 +1,13 @@
+"""The teleconference service's manifest (:mod:`healthflow.common.manifest`)."""
+
+from __future__ import annotations
+
+from healthflow.common.manifest import RouteDecl, ServiceManifest
+
+MANIFEST = ServiceManifest(
+    name="teleconference",
+    port=8114,
+    summary="Video consultations: a room per online appointment, a waiting room, WebRTC "
+            "through Janus.",
+    routes=(RouteDecl("/api/v1/teleconsultations"),),
+)

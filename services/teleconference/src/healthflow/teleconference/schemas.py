@@ -1,0 +1,100 @@
+"""Request and response bodies of ``/api/v1/teleconsultations``. Times are aware UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from healthflow.common.mongo import Document
+
+SDP_MAX = 64 * 1024  # an SDP of a few audio and video sections is a few kB
+
+
+class SessionDescription(BaseModel):
+    """An RTCSessionDescription (W3C WebRTC §4.7; SDP as RFC 8866 text, RFC 8829 JSEP
+    rules): ``type`` offer | answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["offer", "answer"]
+    sdp: str = Field(min_length=10, max_length=SDP_MAX)
+
+
+class Offer(SessionDescription):
+    type: Literal["offer"]
+
+
+class Answer(SessionDescription):
+    type: Literal["answer"]
+
+
+class SubscribeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    feed: str = Field(min_length=1, max_length=64)
+
+
+class ParticipantOut(BaseModel):
+    """One participant: ``role`` patient | doctor, ``state`` waiting | admitted | left |
+    removed."""
+
+    id: str
+    user_id: str
+    role: str
+    state: str
+    joined_at: datetime
+    admitted_at: datetime | None
+    left_at: datetime | None
+
+    @classmethod
+    def of(cls, doc: Document) -> ParticipantOut:
+        return cls.model_validate({**doc, "id": doc["_id"]})
+
+
+class RoomOut(BaseModel):
+    """The room of an online appointment: ``status`` scheduled | in_progress | ended |
+    cancelled; joins are taken from ``opens_at`` until ``closes_at``; ``you`` is the
+    caller's role."""
+
+    appointment_id: str
+    status: str
+    start: datetime
+    end: datetime
+    opens_at: datetime
+    closes_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    you: str
+    participants: list[ParticipantOut]
+
+
+class JoinOut(BaseModel):
+    """The caller's participant and the ICE servers (RTCIceServer dictionaries, TURN
+    credentials short-lived) to build the peer connection with."""
+
+    participant: ParticipantOut
+    ice_servers: list[dict[str, Any]]
+
+
+class PublishOut(BaseModel):
+    """The caller's feed id and Janus's SDP answer to their offer."""
+
+    feed: str
+    jsep: SessionDescription
+
+
+class FeedOut(BaseModel):
+    feed: str
+    participant_id: str
+    role: str
+
+
+class SubscriptionOut(BaseModel):
+    """A subscription to a feed and the SDP offer to answer at
+    ``…/media/subscriptions/{subscription_id}/answer``."""
+
+    subscription_id: str
+    feed: str
+    jsep: SessionDescription

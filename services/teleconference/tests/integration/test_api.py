@@ -1,0 +1,211 @@
+"""The teleconference service in-process, on the real MongoDB-protocol server and a real
+Janus: two aiortc peers (doctor and patient) are admitted, exchange audio and video
+through Janus's VideoRoom, reconnect, and are refused where they should be."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from healthflow.common.events.outbox import OUTBOX
+from healthflow.contracts.appointment import AppointmentBooked
+from healthflow.devkit.janus import EmbeddedJanus
+from healthflow.devkit.testing import TokenFactory, eventually, running_app
+from healthflow.devkit.webrtc import API, Peer
+from healthflow.teleconference import service
+from healthflow.teleconference.app import create_app
+from healthflow.teleconference.settings import Settings
+
+Client = tuple[httpx.AsyncClient, Any]
+
+
+@pytest.fixture
+async def client(mongodb_url: str, unique_name: str, tokens: TokenFactory,
+                 janus_server: EmbeddedJanus) -> AsyncIterator[Client]:
+    env = janus_server.env()
+    settings = Settings(
+        mongodb_url=mongodb_url, mongodb_database=f"teleconference_{unique_name}",
+        transport="inprocess", janus_url=env["TELECONFERENCE_JANUS_URL"],
+        janus_admin_url=env["TELECONFERENCE_JANUS_ADMIN_URL"],
+        janus_api_secret=env["TELECONFERENCE_JANUS_API_SECRET"],
+        janus_admin_secret=env["TELECONFERENCE_JANUS_ADMIN_SECRET"],
+        janus_room_admin_key=env["TELECONFERENCE_JANUS_ROOM_ADMIN_KEY"],
+        ice_servers=["stun:stun.example.org:3478", "turn:turn.example.org:3478"],
+        turn_secret="turn-shared-secret")
+    app = create_app(settings)
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        yield http, app
+
+
+def appointment(*, starts_in: timedelta = timedelta(minutes=5), status: str = "confirmed",
+                patient: str = "patient-1", doctor: str = "doctor-user-1") -> AppointmentBooked:
+    start = datetime.now(UTC) + starts_in
+    return AppointmentBooked(
+        appointment_id=str(uuid.uuid4()), patient_id=patient, doctor_id="doc-1",
+        doctor_user_id=doctor, location_id=None, start=start,
+        end=start + timedelta(minutes=30), timezone="Europe/Berlin", mode="online",
+        status=status, booked_by=patient, booked_by_role="patient")
+
+
+async def deliver(app: Any, event: AppointmentBooked, at: datetime | None = None) -> None:
+    runtime = app.state.runtime
+    await runtime.transact(lambda uow: service.appointment_changed(
+        uow, event, at or datetime.now(UTC)))
+
+
+async def published(app: Any, kind: str) -> list[dict[str, Any]]:
+    docs = await app.state.runtime.db[OUTBOX].find({"type": kind}).to_list()
+    return [d["envelope"]["data"] for d in docs]
+
+
+async def frames_flow(peer: Peer, feed: str, at_least: int = 15) -> None:
+    async def enough() -> bool:
+        got = peer.received.get(feed)
+        return bool(got and got.counts["video"] >= at_least and got.counts["audio"] > 0)
+
+    await eventually(enough, within=30, interval=0.2,
+                     message=f"frames of {feed} did not arrive: {peer.received}")
+
+
+async def test_doctor_and_patient_are_admitted_and_see_and_hear_each_other_through_janus(
+        client: Client, tokens: TokenFactory) -> None:
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    doctor = Peer(http, tokens.headers("doctor-user-1", ("doctor",)), event.appointment_id)
+    patient = Peer(http, tokens.headers("patient-1", ("patient",)), event.appointment_id)
+    try:
+        joined = await patient.join()
+        assert joined["participant"]["state"] == "waiting"
+        turn = joined["ice_servers"][1]
+        assert turn["urls"] == ["turn:turn.example.org:3478"]
+        assert turn["username"].endswith(":patient-1") and turn["credential"]
+        assert (await doctor.join())["participant"]["state"] == "admitted"
+
+        # waiting: no media yet, and only the doctor admits
+        refused = await patient.publish()
+        assert refused.status_code == 409 and refused.json()["type"].endswith("/not-admitted")
+        waiting = joined["participant"]["id"]
+        admit = f"{API}/{event.appointment_id}/participants/{waiting}/admit"
+        assert (await http.post(admit, headers=patient.headers)).status_code == 403
+        assert await published(app, "teleconsult.started") == []
+        admitted = await http.post(admit, headers=doctor.headers)
+        assert admitted.status_code == 200 and admitted.json()["state"] == "admitted"
+        assert (await http.post(admit, headers=doctor.headers)).status_code == 409
+        started = await published(app, "teleconsult.started")
+        assert [s["appointment_id"] for s in started] == [event.appointment_id]
+
+        assert (await doctor.publish()).status_code == 200
+        assert (await patient.publish()).status_code == 200
+        assert doctor.feed and patient.feed
+
+        async def both_live() -> bool:
+            return len(await doctor.feeds()) == 1 and len(await patient.feeds()) == 1
+
+        await eventually(both_live, within=20, interval=0.2, message="feeds never went live")
+        assert (await doctor.feeds())[0] == {"feed": patient.feed,
+                                             "participant_id": patient.feed, "role": "patient"}
+        await doctor.watch(patient.feed)
+        await patient.watch(doctor.feed)
+        await frames_flow(doctor, patient.feed)
+        await frames_flow(patient, doctor.feed)
+
+        # the patient's network drops: they come back without a second admission
+        await patient.close()
+        again = await patient.join()
+        assert again["participant"]["state"] == "admitted"
+        assert (await patient.publish()).status_code == 200
+        await eventually(both_live, within=20, interval=0.2, message="no feed after rejoin")
+        before = doctor.received[patient.feed].counts["video"]
+        await doctor.watch(patient.feed)
+        await frames_flow(doctor, patient.feed, at_least=before + 15)
+
+        room = (await http.get(f"{API}/{event.appointment_id}", headers=doctor.headers)).json()
+        assert room["status"] == "in_progress" and room["you"] == "doctor"
+        assert {(p["role"], p["state"]) for p in room["participants"]} == {
+            ("doctor", "admitted"), ("patient", "admitted")}
+
+        ended = await http.post(f"{API}/{event.appointment_id}/end", headers=doctor.headers)
+        assert ended.status_code == 200 and ended.json()["status"] == "ended"
+        assert [e["started"] for e in await published(app, "teleconsult.ended")] == [True]
+        late = await http.post(f"{API}/{event.appointment_id}/join", headers=patient.headers)
+        assert late.status_code == 409 and late.json()["type"].endswith("/room-closed")
+        joins = await published(app, "teleconsult.participant_joined")
+        assert [(j["role"], j["state"]) for j in joins] == [
+            ("patient", "waiting"), ("doctor", "admitted"), ("patient", "admitted"),
+            ("patient", "admitted")]
+        lefts = await published(app, "teleconsult.participant_left")
+        assert sorted(j["reason"] for j in lefts) == ["ended", "ended"]
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_strangers_early_joins_unpaid_and_cancelled_consultations_are_refused(
+        client: Client, tokens: TokenFactory) -> None:
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    # a stranger and another appointment's patient: as if there were no room
+    for who in ("stranger", "patient-2"):
+        answer = await http.post(f"{room}/join", headers=tokens.headers(who, ("patient",)))
+        assert answer.status_code == 404
+        assert answer.headers["content-type"].startswith("application/problem+json")
+    assert (await http.post(f"{room}/join")).status_code == 401
+    assert (await http.get(f"{API}/{uuid.uuid4()}",
+                           headers=tokens.headers("patient-1", ("patient",)))).status_code == 404
+
+    early = appointment(starts_in=timedelta(days=2))
+    await deliver(app, early)
+    answer = await http.post(f"{API}/{early.appointment_id}/join",
+                             headers=tokens.headers("patient-1", ("patient",)))
+    assert answer.status_code == 409 and answer.json()["type"].endswith("/room-not-open")
+    opens_at = datetime.fromisoformat(answer.json()["opens_at"])  # stored to the millisecond
+    assert abs(opens_at - (early.start - timedelta(minutes=15))) < timedelta(milliseconds=1)
+
+    unpaid = appointment(status="pending_payment")
+    await deliver(app, unpaid)
+    answer = await http.post(f"{API}/{unpaid.appointment_id}/join",
+                             headers=tokens.headers("patient-1", ("patient",)))
+    assert answer.status_code == 409 and "confirmed" in answer.json()["detail"]
+
+    cancelled = event.model_copy(update={"status": "cancelled"})
+    await deliver(app, cancelled)
+    # a late redelivery of the booking does not reopen it
+    await deliver(app, event, at=datetime.now(UTC) - timedelta(minutes=1))
+    answer = await http.post(f"{room}/join", headers=tokens.headers("patient-1", ("patient",)))
+    assert answer.status_code == 409 and answer.json()["type"].endswith("/room-closed")
+    assert await app.state.runtime.db["participants"].count_documents({}) == 0
+
+
+async def test_a_removed_participant_stays_out_and_bad_offers_change_nothing(
+        client: Client, tokens: TokenFactory) -> None:
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    doctor = tokens.headers("doctor-user-1", ("doctor",))
+    patient = tokens.headers("patient-1", ("patient",))
+    assert (await http.post(f"{room}/join", headers=doctor)).status_code == 200
+    me = (await http.post(f"{room}/join", headers=patient)).json()["participant"]
+    await http.post(f"{room}/participants/{me['id']}/admit", headers=doctor)
+    bad = await http.post(f"{room}/media/publish", headers=patient,
+                          json={"type": "offer", "sdp": "v=0 this is not an SDP"})
+    assert bad.status_code == 422, bad.text
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    wrong = await http.post(f"{room}/media/publish", headers=patient,
+                            json={"type": "answer", "sdp": "v=0\r\n" * 3})
+    assert wrong.status_code == 422
+    removed = await http.post(f"{room}/participants/{me['id']}/remove", headers=doctor)
+    assert removed.status_code == 200 and removed.json()["state"] == "removed"
+    back = await http.post(f"{room}/join", headers=patient)
+    assert back.status_code == 403 and back.json()["type"].endswith("/participant-removed")
+    left = await published(app, "teleconsult.participant_left")
+    assert [(e["reason"], e["removed_by"]) for e in left] == [("removed", "doctor-user-1")]
