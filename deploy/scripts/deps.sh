@@ -66,3 +66,13 @@ if [ -z "${S3_ENDPOINT_URL:-}" ]; then
   fi
   if [ -x "$s3rver_dir/node_modules/.bin/s3rver" ]; then say "s3rver is installed"; else say "s3rver is NOT installed"; fi
 fi
+
+# Janus, the WebRTC media server of video consultations (Debian's packages; janus-tools
+# brings janus-pp-rec, which turns its recordings into media files)
+if [ -z "${TELECONFERENCE_JANUS_URL:-}" ]; then
+  if ! command -v janus >/dev/null 2>&1 || ! command -v janus-pp-rec >/dev/null 2>&1; then
+    say "installing janus and janus-tools"
+    apt_install janus janus-tools || say "Janus could not be installed"
+  fi
+  if command -v janus >/dev/null 2>&1; then say "Janus is installed"; else say "Janus is NOT installed"; fi
+fi

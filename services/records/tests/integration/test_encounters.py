@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.contracts import appointment as appt
+from healthflow.contracts import teleconference as tele
 from healthflow.contracts.hospital import (
     HospitalRegistered,
     HospitalRejected,
@@ -249,3 +250,50 @@ async def test_a_walk_in_names_only_a_verified_hospital(records: Records) -> Non
     opened = await records.client.post("/api/v1/encounters", headers=nurse, json={
         "patient_id": pid, "practitioner_id": "doc-h", "hospital_id": "h-ok"})
     assert opened.status_code == 201 and opened.json()["hospital_id"] == "h-ok", opened.text
+
+
+def teleconsult_event(model: type[Any], appointment_id: str, patient_id: str, doctor: str,
+                      **fields: Any) -> CloudEvent:
+    """A teleconsultation event as the teleconference service publishes it."""
+    data = {"appointment_id": appointment_id, "patient_id": patient_id,
+            "doctor_user_id": doctor, **fields}
+    return CloudEvent(source="/healthflow/teleconference", type=model.event_type,
+                      subject=f"teleconsultation/{appointment_id}",
+                      data=model(**data).model_dump(mode="json"), time=datetime.now(UTC))
+
+
+async def test_a_video_consultation_starts_at_admission_and_finishes_when_it_ends(
+        records: Records) -> None:
+    """Out of order too: the end and the start arrive before the booking, and are applied
+    once it has (the consumer retries them)."""
+    pid, doctor, aid = await records.register(), f"doc-{uuid.uuid4().hex[:6]}", "a-tele"
+    began = datetime.now(UTC).replace(microsecond=0)
+    ended = teleconsult_event(tele.TeleconsultEnded, aid, pid, doctor,
+                              ended_at=began + timedelta(minutes=20), ended_by=doctor,
+                              started=True)
+    await records.send(ended)
+    await records.send(teleconsult_event(tele.TeleconsultStarted, aid, pid, doctor,
+                                         started_at=began))
+    await records.send(appointment_event(appt.AppointmentBooked, aid, pid, doctor,
+                                         mode="online", location_id=None))
+    finished = await status_becomes(records, pid, "finished")
+    assert finished["class"] == "VR"
+    assert finished["period"] == {"start": began.isoformat().replace("+00:00", "Z"),
+                                  "end": (began + timedelta(minutes=20)).isoformat()
+                                  .replace("+00:00", "Z")}
+    await records.send(ended)  # a redelivery changes nothing
+    assert [e["data"]["appointment_id"] for e in await records.outbox("encounter.finished")
+            ] == [aid]
+    # an ended consultation that never started leaves the planned encounter alone
+    other = "a-tele-2"
+    await records.send(appointment_event(appt.AppointmentBooked, other, pid, doctor,
+                                         mode="online", location_id=None))
+    await records.send(teleconsult_event(tele.TeleconsultEnded, other, pid, doctor,
+                                         ended_at=began, ended_by="system", started=False))
+
+    async def both() -> bool:
+        return len(await encounters(records, pid)) == 2
+
+    await eventually(both)
+    assert sorted(e["status"] for e in await encounters(records, pid)) == [
+        "finished", "planned"]

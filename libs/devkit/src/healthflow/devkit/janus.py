@@ -56,7 +56,7 @@ class EmbeddedJanus:
     def __init__(self, workdir: str | Path, port: int | None = None,
                  admin_port: int | None = None, rtp_ports: tuple[int, int] = (20000, 40000),
                  log_file: Path | None = None, secret: str | None = None) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()
         chosen = free_ports(2)
         self.port = port or chosen[0]
         self.admin_port = admin_port or chosen[1]

@@ -52,6 +52,11 @@ starts a stand-in: it talks to the endpoints it is given); what arrives is kept 
 ``PAYMENT_STRIPE_API_BASE`` is unset, it supervises localstripe (:class:`EmbeddedStripe`,
 ``HEALTHFLOW_STRIPE_PORT``/8420 or a free port) and has it sign its webhooks with
 ``PAYMENT_STRIPE_WEBHOOK_SECRET`` (or a generated secret) to the gateway's webhook route.
+When the teleconference service runs and ``TELECONFERENCE_JANUS_URL`` is unset, it starts
+Janus (:class:`~healthflow.devkit.janus.EmbeddedJanus`, the media server of video
+consultations; its client API on ``HEALTHFLOW_JANUS_PORT``/8088 and admin API on
+``HEALTHFLOW_JANUS_ADMIN_PORT``/7088, or free ports when taken, generated secrets, its
+configuration and recordings under ``<var>/janus``) and points the service at it.
 
 Flags and environment variables: :mod:`healthflow.devkit.config`.
 """
@@ -79,6 +84,7 @@ from healthflow.devkit.embedded import (
     free_port,
     port_open,
 )
+from healthflow.devkit.janus import EmbeddedJanus
 from healthflow.devkit.local_admin import AdminCredentials, FirstAdminError
 from healthflow.devkit.probes import (
     Readiness,
@@ -119,6 +125,7 @@ class Platform:
         self.report: dict[str, Readiness] = {}
         self.mailbox: Supervised | None = None
         self.stripe: EmbeddedStripe | None = None
+        self.janus: EmbeddedJanus | None = None
         self.admin: AdminCredentials | None = None
         self.fatal: str | None = None  # why the run stopped itself (exit code 2)
 
@@ -279,6 +286,26 @@ class Platform:
         os.environ.update(stripe.env())
         self.console.status("stripe", "ready", f"localstripe {stripe.url}", "green")
 
+    async def _start_janus(self) -> None:
+        """Start Janus for the teleconference service (unless it is given one)."""
+        if (not any(c.package == "teleconference" for c in self.components)
+                or os.environ.get("TELECONFERENCE_JANUS_URL")):
+            return
+        wanted = [int(os.environ.get("HEALTHFLOW_JANUS_PORT") or 8088),
+                  int(os.environ.get("HEALTHFLOW_JANUS_ADMIN_PORT") or 7088)]
+        port, admin = (free_port() if port_open(HOST, p, 0.2) else p for p in wanted)
+        janus = EmbeddedJanus(self.config.var_dir / "janus", port=port, admin_port=admin,
+                              log_file=self.config.log_dir / "janus.log")
+        try:
+            await asyncio.to_thread(janus.start)
+        except Exception as exc:  # video consultations fail, the rest of the platform runs
+            janus.stop()
+            self.console.status("janus", "not started", str(exc), "red")
+            return
+        self.janus = janus
+        os.environ.update(janus.env())
+        self.console.status("janus", "ready", f"WebRTC media server {janus.url}", "green")
+
     async def _start_multi(self) -> None:
         env = platform_env(self.config, self.mongodb_url, "rabbitmq", self.components)
         os.environ.update(env)
@@ -404,6 +431,8 @@ class Platform:
             await self.mailbox.stop()
         if self.stripe is not None:
             await asyncio.to_thread(self.stripe.stop)
+        if self.janus is not None:
+            await asyncio.to_thread(self.janus.stop)
         if self.servers:
             for component in self.components:
                 self.console.status(component.name, "stopped", "", "dim")
@@ -453,6 +482,7 @@ class Platform:
                     self.components = [c for c in self.components if c.name == c.package]
                 await self._start_mailbox()
                 await self._start_stripe()
+                await self._start_janus()
                 if self.mode == "multi":
                     await self._start_multi()
                 else:

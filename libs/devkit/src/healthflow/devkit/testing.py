@@ -288,6 +288,9 @@ E2E_ENV = {
     # and streams are raised likewise (enforced in gateway/tests/integration)
     "GATEWAY_ADDRESS_MAX_REQUESTS": "100000",
     "GATEWAY_ADDRESS_MAX_STREAMS": "100000",
+    # e2e bookings are days ahead (slots in the doctor's weekly hours): their video rooms
+    # open 4 days early (the window with the real clock: the teleconference suite)
+    "TELECONFERENCE_OPEN_BEFORE_SECONDS": str(4 * 86400),
     "AUTH_ARGON2_TIME_COST": "1",
     "AUTH_ARGON2_MEMORY_COST": "1024",
     "AUTH_ARGON2_PARALLELISM": "1",
@@ -335,12 +338,14 @@ def platform_process(
     and fails the test if it does not exit cleanly.
     """
     names = [*SERVICES, "gateway"]
-    # one batch of distinct ports: services, database, S3, the mailbox's three, localstripe
-    *service_ports, mongo_port, s3, smtp, sms, view, stripe = free_ports(len(names) + 6)
+    # one batch of distinct ports: services, database, S3, the mailbox's three, localstripe,
+    # Janus's client and admin APIs
+    *service_ports, mongo_port, s3, smtp, sms, view, stripe, janus, janus_admin = free_ports(
+        len(names) + 8)
     ports = dict(zip(names, service_ports, strict=True))
     child_env = {k: v for k, v in os.environ.items()
                  if k not in ("MONGODB_URL", "REDIS_URL", "AMQP_URL", "S3_ENDPOINT_URL",
-                              "PAYMENT_STRIPE_API_BASE")}
+                              "PAYMENT_STRIPE_API_BASE", "TELECONFERENCE_JANUS_URL")}
     child_env |= {f"{name.upper()}_PORT": str(port) for name, port in ports.items()}
     child_env |= E2E_ENV | {
         "AMQP_URL": amqp_url, "HEALTHFLOW_MONGO_PORT": str(mongo_port), "NO_COLOR": "1",
@@ -350,6 +355,7 @@ def platform_process(
         "HEALTHFLOW_MAILBOX_SMS_PORT": str(sms),
         "HEALTHFLOW_MAILBOX_PORT": str(view),
         "HEALTHFLOW_STRIPE_PORT": str(stripe),
+        "HEALTHFLOW_JANUS_PORT": str(janus), "HEALTHFLOW_JANUS_ADMIN_PORT": str(janus_admin),
         "PAYMENT_STRIPE_WEBHOOK_SECRET": E2E_STRIPE_WEBHOOK_SECRET,
         "HEALTHFLOW_READY_TIMEOUT": str(ready_within), "HEALTHFLOW_VAR_DIR": "var",
         "HEALTHFLOW_ADMIN_EMAIL": E2E_ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": E2E_ADMIN_PASSWORD,

@@ -10,6 +10,10 @@
   appointment's encounter goes planned → in-progress (at check-in) → finished
   (at completion), or cancelled; booked and cancelled keep the doctor↔patient
   care relationship. ``event.time`` (aware UTC) is when it happened.
+* ``teleconsult.started`` / ``.ended`` (teleconference,
+  :mod:`healthflow.contracts.teleconference`): an online appointment's encounter
+  starts when the doctor admits the patient to the video consultation and finishes
+  when it ends.
 
 Payloads arrive validated against their contracts; one that breaks its contract
 is dead-lettered by the consumer, never skipped here.
@@ -28,6 +32,7 @@ from healthflow.contracts.appointment import (
 )
 from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.patient import PatientRegistered
+from healthflow.contracts.teleconference import TeleconsultEnded, TeleconsultStarted
 from healthflow.records import service
 
 
@@ -59,6 +64,14 @@ async def on_completed(event: Received[AppointmentCompleted], uow: UnitOfWork) -
     await service.appointment_completed(uow, event.data, event.time)
 
 
+async def on_teleconsult_started(event: Received[TeleconsultStarted], uow: UnitOfWork) -> None:
+    await service.teleconsult_started(uow, event.data)
+
+
+async def on_teleconsult_ended(event: Received[TeleconsultEnded], uow: UnitOfWork) -> None:
+    await service.teleconsult_ended(uow, event.data)
+
+
 HANDLERS: Handlers = {
     "patient.registered": on_patient_registered,
     "hospital.registered": on_hospital,
@@ -69,4 +82,6 @@ HANDLERS: Handlers = {
     "appointment.cancelled": on_cancelled,
     "appointment.checked_in": on_checked_in,
     "appointment.completed": on_completed,
+    "teleconsult.started": on_teleconsult_started,
+    "teleconsult.ended": on_teleconsult_ended,
 }

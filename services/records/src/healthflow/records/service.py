@@ -33,6 +33,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.hospital import HospitalSnapshot
+from healthflow.contracts.teleconference import TeleconsultEnded, TeleconsultStarted
 from healthflow.records import events, store
 from healthflow.records.domain import (
     AccessorRole,
@@ -380,3 +381,47 @@ async def appointment_completed(uow: UnitOfWork, appointment: AppointmentEvent,
                                    "started encounter yet")
     if doc["status"] == EncounterStatus.IN_PROGRESS:
         await _finish(uow, doc, at)
+
+
+class BookingNotYetApplied(Exception):
+    """A teleconsultation event came before its ``appointment.booked``: retried with
+    back-off."""
+
+
+async def teleconsult_started(uow: UnitOfWork, consult: TeleconsultStarted) -> None:
+    """The online appointment's encounter starts when its doctor admits the patient to the
+    video consultation (``consult.started_at``); ``encounter.started``. Idempotent.
+
+    Raises:
+        BookingNotYetApplied: the appointment's planned encounter is not here yet.
+    """
+    doc = await store.encounter_of_appointment(uow, consult.appointment_id)
+    if doc is None:
+        raise BookingNotYetApplied(f"appointment {consult.appointment_id} has no encounter "
+                                   "yet")
+    if doc["status"] != EncounterStatus.PLANNED:
+        return
+    at = consult.started_at
+    await store.update_encounter(uow, doc, transition(doc, EncounterStatus.IN_PROGRESS, at))
+    await store.add_care(uow, consult.doctor_user_id, consult.patient_id,
+                         appointment_id=consult.appointment_id, encounter_id=doc["_id"])
+    _publish_started(uow, await load_encounter(uow, doc["_id"]), at)
+
+
+async def teleconsult_ended(uow: UnitOfWork, consult: TeleconsultEnded) -> None:
+    """The video consultation ended: its encounter finishes at ``consult.ended_at``;
+    ``encounter.finished``. One that never started (nobody was admitted) stays planned
+    for the appointment service to settle; a finished one is left alone.
+
+    Raises:
+        BookingNotYetApplied: the consultation had started but its encounter has not
+            (events arrive in any order).
+    """
+    if not consult.started:
+        return
+    doc = await store.encounter_of_appointment(uow, consult.appointment_id)
+    if doc is None or doc["status"] == EncounterStatus.PLANNED:
+        raise BookingNotYetApplied(f"the encounter of {consult.appointment_id} has not "
+                                   "started here yet")
+    if doc["status"] == EncounterStatus.IN_PROGRESS:
+        await _finish(uow, doc, consult.ended_at)

@@ -1,0 +1,179 @@
+"""A video consultation end to end through the gateway: an online appointment is booked
+and paid, its room appears, the patient waits, the doctor admits them, and two aiortc
+peers send each other audio and video through Janus (started by the runner like every
+other part of the platform); the encounter follows, strangers get nothing, and every
+join is in the audit log.
+
+On the session's shared platform, whose rooms open 4 days before their appointment
+(``TELECONFERENCE_OPEN_BEFORE_SECONDS`` in :data:`healthflow.devkit.testing.E2E_ENV`):
+its bookings are days ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from healthflow.devkit.testing import RunningPlatform, eventually
+from healthflow.devkit.webrtc import API, Peer
+
+from .conftest import (
+    User,
+    assert_problem,
+    audit_events,
+    ok,
+    register_patient,
+)
+from .test_payments import checkout, online_doctor, pay
+
+TZ = ZoneInfo("Europe/Berlin")
+
+
+async def slots_between(api: httpx.AsyncClient, patient: User, doctor: User, first_day: int,
+                        days: int) -> list[str]:
+    start = datetime.combine(date.today() + timedelta(days=first_day), datetime.min.time(),
+                             TZ)
+    found: list[str] = []
+
+    async def listed() -> bool:
+        nonlocal found
+        response = await api.get("/api/v1/slots", headers=patient.headers, params={
+            "doctor_id": doctor.id, "from": start.isoformat(),
+            "to": (start + timedelta(days=days)).isoformat()})
+        found = [s["start"] for s in response.json().get("items", [])
+                 if s["mode"] == "online"] if response.status_code == 200 else []
+        return bool(found)
+
+    await eventually(listed, within=30, interval=0.3, message="no online slots appeared")
+    return found
+
+
+async def book_and_pay(api: httpx.AsyncClient, platform: RunningPlatform, patient: User,
+                       doctor: User, start: str) -> str:
+    booked = ok(await api.post("/api/v1/appointments", headers=patient.headers, json={
+        "doctor_id": doctor.id, "start": start, "mode": "online"}), 201)
+    payment = await checkout(api, patient, booked["id"])
+    intent = await asyncio.to_thread(pay, platform, payment["client_secret"],
+                                     "4242424242424242")
+    assert intent.status == "succeeded"
+    return str(booked["id"])
+
+
+async def room_ready(api: httpx.AsyncClient, user: User, appointment_id: str) -> None:
+    """The room exists and knows the appointment is paid (events travel)."""
+
+    async def joinable() -> bool:
+        response = await api.post(f"{API}/{appointment_id}/join", headers=user.headers)
+        return response.status_code == 200
+
+    await eventually(joinable, within=30, interval=0.3,
+                     message=f"the room of {appointment_id} never opened")
+
+
+async def encounter_status(api: httpx.AsyncClient, patient: User, appointment_id: str,
+                           status: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal found
+        items = ok(await api.get("/api/v1/encounters", headers=patient.headers,
+                                 params={"patient_id": patient.id}))["items"]
+        found = next((e for e in items if e["appointment_id"] == appointment_id), {})
+        return found.get("status") == status
+
+    await eventually(reached, within=30, interval=0.3,
+                     message=f"the encounter never became {status}: {found}")
+    return found
+
+
+async def test_a_video_consultation_through_the_gateway_and_janus(
+        platform: RunningPlatform, admin: User) -> None:
+    async with platform.client() as api:
+        doctor = await online_doctor(api, admin)
+        patient, stranger = await register_patient(api), await register_patient(api, "other")
+        soon = (await slots_between(api, patient, doctor, 2, 2))[0]
+        aid = await book_and_pay(api, platform, patient, doctor, soon)
+        room = f"{API}/{aid}"
+
+        # strangers: as if there were no consultation; no token: 401
+        assert_problem(await api.post(f"{room}/join", headers=stranger.headers), 404)
+        assert_problem(await api.get(room, headers=stranger.headers), 404)
+        assert_problem(await api.post(f"{room}/join"), 401)
+
+        await room_ready(api, patient, aid)
+        doctor_peer, patient_peer = Peer(api, doctor.headers, aid), Peer(api, patient.headers, aid)
+        try:
+            waiting = (await patient_peer.join())["participant"]
+            assert waiting["state"] == "waiting"
+            assert (await doctor_peer.join())["participant"]["state"] == "admitted"
+            assert_problem(await patient_peer.publish(), 409, "not-admitted")
+            state = ok(await api.get(room, headers=doctor.headers))
+            assert [p["state"] for p in state["participants"] if p["role"] == "patient"] == [
+                "waiting"]
+            token_at = time.monotonic()
+            ok(await api.post(f"{room}/participants/{waiting['id']}/admit",
+                              headers=doctor.headers))
+            started = await encounter_status(api, patient, aid, "in-progress")
+            assert started["class"] == "VR"
+
+            ok(await doctor_peer.publish())
+            ok(await patient_peer.publish())
+
+            async def live() -> bool:
+                return bool(await doctor_peer.feeds()) and bool(await patient_peer.feeds())
+
+            await eventually(live, within=20, interval=0.2, message="no feeds went live")
+            assert doctor_peer.feed and patient_peer.feed
+            from_patient = await doctor_peer.watch(patient_peer.feed)
+            from_doctor = await patient_peer.watch(doctor_peer.feed)
+
+            async def media_both_ways() -> bool:
+                return all(r.counts["video"] >= 30 and r.counts["audio"] >= 10
+                           for r in (from_patient, from_doctor))
+
+            await eventually(media_both_ways, within=30, interval=0.2,
+                             message=f"media did not flow: {from_patient}, {from_doctor}")
+            assert from_doctor.first_at is not None
+            print(f"\n[teleconsultation] admitted to first remote frame: "
+                  f"{from_doctor.first_at - token_at:.2f} s; frames "
+                  f"{from_patient.counts} / {from_doctor.counts}")
+
+            ended = ok(await api.post(f"{room}/end", headers=doctor.headers))
+            assert ended["status"] == "ended"
+            assert_problem(await api.post(f"{room}/join", headers=patient.headers), 409,
+                           "room-closed")
+            await encounter_status(api, patient, aid, "finished")
+        finally:
+            await asyncio.gather(doctor_peer.close(), patient_peer.close())
+
+        async def audited() -> bool:
+            entries = await audit_events(api, admin, type="teleconsult.participant_joined")
+            return sum(1 for e in entries if e.get("subject") == f"teleconsultation/{aid}") >= 3
+
+        await eventually(audited, within=30, interval=0.5,
+                         message="the joins never reached the audit log")
+
+
+async def test_a_join_days_before_the_room_opens_is_refused_with_its_window(
+        platform: RunningPlatform, admin: User) -> None:
+    async with platform.client() as api:
+        doctor = await online_doctor(api, admin)
+        patient = await register_patient(api, f"far-{uuid.uuid4().hex[:4]}")
+        far = (await slots_between(api, patient, doctor, 7, 7))[0]
+        aid = await book_and_pay(api, platform, patient, doctor, far)
+
+        async def refused() -> bool:
+            response = await api.post(f"{API}/{aid}/join", headers=patient.headers)
+            return response.status_code == 409
+
+        await eventually(refused, within=30, interval=0.3, message="no room appeared")
+        problem = assert_problem(await api.post(f"{API}/{aid}/join", headers=patient.headers),
+                                 409, "room-not-open")
+        opens = datetime.fromisoformat(problem["opens_at"])
+        assert opens == datetime.fromisoformat(far) - timedelta(days=4)
