@@ -6,72 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import httpx
-import pytest
-
-from healthflow.common.events.outbox import OUTBOX
-from healthflow.contracts.appointment import AppointmentBooked
-from healthflow.devkit.janus import EmbeddedJanus
-from healthflow.devkit.testing import TokenFactory, eventually, running_app
+from healthflow.devkit.testing import TokenFactory, eventually
 from healthflow.devkit.webrtc import API, Peer
-from healthflow.teleconference import service
-from healthflow.teleconference.app import create_app
-from healthflow.teleconference.settings import Settings
 
-Client = tuple[httpx.AsyncClient, Any]
-
-
-@pytest.fixture
-async def client(mongodb_url: str, unique_name: str, tokens: TokenFactory,
-                 janus_server: EmbeddedJanus) -> AsyncIterator[Client]:
-    env = janus_server.env()
-    settings = Settings(
-        mongodb_url=mongodb_url, mongodb_database=f"teleconference_{unique_name}",
-        transport="inprocess", janus_url=env["TELECONFERENCE_JANUS_URL"],
-        janus_admin_url=env["TELECONFERENCE_JANUS_ADMIN_URL"],
-        janus_api_secret=env["TELECONFERENCE_JANUS_API_SECRET"],
-        janus_admin_secret=env["TELECONFERENCE_JANUS_ADMIN_SECRET"],
-        janus_room_admin_key=env["TELECONFERENCE_JANUS_ROOM_ADMIN_KEY"],
-        ice_servers=["stun:stun.example.org:3478", "turn:turn.example.org:3478"],
-        turn_secret="turn-shared-secret")
-    app = create_app(settings)
-    app.state.verifier = tokens.verifier()
-    async with running_app(app) as http:
-        yield http, app
-
-
-def appointment(*, starts_in: timedelta = timedelta(minutes=5), status: str = "confirmed",
-                patient: str = "patient-1", doctor: str = "doctor-user-1") -> AppointmentBooked:
-    start = datetime.now(UTC) + starts_in
-    return AppointmentBooked(
-        appointment_id=str(uuid.uuid4()), patient_id=patient, doctor_id="doc-1",
-        doctor_user_id=doctor, location_id=None, start=start,
-        end=start + timedelta(minutes=30), timezone="Europe/Berlin", mode="online",
-        status=status, booked_by=patient, booked_by_role="patient")
-
-
-async def deliver(app: Any, event: AppointmentBooked, at: datetime | None = None) -> None:
-    runtime = app.state.runtime
-    await runtime.transact(lambda uow: service.appointment_changed(
-        uow, event, at or datetime.now(UTC)))
-
-
-async def published(app: Any, kind: str) -> list[dict[str, Any]]:
-    docs = await app.state.runtime.db[OUTBOX].find({"type": kind}).to_list()
-    return [d["envelope"]["data"] for d in docs]
-
-
-async def frames_flow(peer: Peer, feed: str, at_least: int = 15) -> None:
-    async def enough() -> bool:
-        got = peer.received.get(feed)
-        return bool(got and got.counts["video"] >= at_least and got.counts["audio"] > 0)
-
-    await eventually(enough, within=30, interval=0.2,
-                     message=f"frames of {feed} did not arrive: {peer.received}")
+from .conftest import Client, appointment, deliver, frames_flow, published
 
 
 async def test_doctor_and_patient_are_admitted_and_see_and_hear_each_other_through_janus(

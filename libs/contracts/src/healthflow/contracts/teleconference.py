@@ -64,3 +64,68 @@ class TeleconsultEnded(TeleconsultEvent):
     ended_at: datetime
     ended_by: str
     started: bool
+
+
+@event_type("teleconsult.recording_consent", version=1, publisher=PUBLISHER)
+class TeleconsultRecordingConsent(TeleconsultEvent):
+    """``user_id`` (``role``) gave (``given``) or withdrew their consent to the recording
+    of this consultation at ``at``: the evidence a recording rests on."""
+
+    participant_id: str
+    user_id: str
+    role: str
+    given: bool
+    at: datetime
+
+
+@event_type("teleconsult.recording_started", version=1, publisher=PUBLISHER)
+class TeleconsultRecordingStarted(TeleconsultEvent):
+    """The doctor (``started_by``) started recording ``recording_id`` at ``started_at``,
+    every admitted participant having consented."""
+
+    recording_id: str
+    started_by: str
+    started_at: datetime
+
+
+@event_type("teleconsult.recording_stopped", version=1, publisher=PUBLISHER)
+class TeleconsultRecordingStopped(TeleconsultEvent):
+    """Recording ``recording_id`` stopped at ``stopped_at``; ``reason`` stopped (by the
+    doctor) | consent_withdrawn | unconsented_participant | ended."""
+
+    recording_id: str
+    stopped_by: str
+    reason: str
+    stopped_at: datetime
+
+
+@event_type("recording.available", version=1, publisher=PUBLISHER)
+class RecordingAvailable(TeleconsultEvent):
+    """Recording ``recording_id`` is stored: ``files`` media files (one WebM of each
+    participant's audio and video), to be deleted after ``delete_after``."""
+
+    recording_id: str
+    files: int
+    delete_after: datetime
+
+
+@event_type("recording.deleted", version=1, publisher=PUBLISHER)
+class RecordingDeleted(TeleconsultEvent):
+    """Recording ``recording_id``'s files were deleted at ``deleted_at`` because its
+    retention period ended (``reason`` retention)."""
+
+    recording_id: str
+    reason: str
+    deleted_at: datetime
+
+
+@event_type("recording.accessed", version=1, publisher=PUBLISHER)
+class RecordingAccessed(TeleconsultEvent):
+    """``accessor_id`` (``accessor_role`` patient | doctor) fetched file ``file_index``
+    of recording ``recording_id`` at ``at``."""
+
+    recording_id: str
+    file_index: int
+    accessor_id: str
+    accessor_role: str
+    at: datetime

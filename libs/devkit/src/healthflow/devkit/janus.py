@@ -5,7 +5,8 @@
 drives) and the HTTP transport are loaded, from a folder of symbolic links to the
 installed modules; the client API listens on ``127.0.0.1:<port>/janus`` behind an
 ``api_secret`` and the admin/monitor API on ``127.0.0.1:<admin_port>/admin`` behind an
-``admin_secret``; VideoRoom rooms can only be created with the ``admin_key``. Only the
+``admin_secret``; VideoRoom rooms can only be created with the ``admin_key``. The
+configuration is ``deploy/janus``'s templates, rendered as the compose container does. Only the
 teleconference service knows the three secrets; clients never reach Janus's API.
 
 Used by ``make run`` (data and recordings under ``./var/janus``) and by the tests.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import string
 import subprocess
 from pathlib import Path
 
@@ -24,6 +26,25 @@ from healthflow.devkit.embedded import free_ports, spawn_listening, stop_child
 MODULES = Path("/usr/lib/x86_64-linux-gnu/janus")
 PLUGINS = ("libjanus_videoroom.so",)
 TRANSPORTS = ("libjanus_http.so",)
+
+
+TEMPLATES = ("janus.jcfg.in", "janus.transport.http.jcfg.in", "janus.plugin.videoroom.jcfg.in")
+"""``deploy/janus``'s configuration templates (``${NAME}`` placeholders), the same ones the
+compose container renders with ``envsubst``."""
+
+
+def find_templates() -> Path:
+    """``deploy/janus`` of the checkout this package or the working directory is in.
+
+    Raises:
+        RuntimeError: no checkout with ``deploy/janus`` is found.
+    """
+    for base in [Path.cwd(), *Path(__file__).resolve().parents]:
+        candidate = base / "deploy" / "janus"
+        if (candidate / TEMPLATES[0]).is_file():
+            return candidate
+    raise RuntimeError("deploy/janus (Janus's configuration templates) is not found: run "
+                       "from a HealthFlow checkout")
 
 
 def find_janus() -> Path:
@@ -105,63 +126,16 @@ class EmbeddedJanus:
         conf.mkdir(parents=True, exist_ok=True)
         self.recordings.mkdir(parents=True, exist_ok=True)
         low, high = self.rtp_ports
-        (conf / "janus.jcfg").write_text(f"""general: {{
-	configs_folder = "{conf}"
-	plugins_folder = "{self.workdir / 'plugins'}"
-	transports_folder = "{self.workdir / 'transports'}"
-	events_folder = "{self.workdir / 'events'}"
-	loggers_folder = "{self.workdir / 'loggers'}"
-	log_to_stdout = true
-	debug_level = 4
-	server_name = "HealthFlow"
-	session_timeout = 60
-	api_secret = "{self.api_secret}"
-	admin_secret = "{self.admin_secret}"
-	protected_folders = ["/bin", "/boot", "/dev", "/etc", "/lib", "/proc", "/sys", "/usr", "/var"]
-}}
-certificates: {{
-}}
-media: {{
-	rtp_port_range = "{low}-{high}"
-}}
-nat: {{
-	nice_debug = false
-	ignore_mdns = true
-}}
-plugins: {{
-}}
-transports: {{
-}}
-events: {{
-	broadcast = false
-}}
-loggers: {{
-}}
-""")
-        (conf / "janus.transport.http.jcfg").write_text(f"""general: {{
-	json = "compact"
-	base_path = "/janus"
-	http = true
-	port = {self.port}
-	ip = "127.0.0.1"
-	https = false
-}}
-admin: {{
-	admin_base_path = "/admin"
-	admin_http = true
-	admin_port = {self.admin_port}
-	admin_ip = "127.0.0.1"
-	admin_https = false
-}}
-cors: {{
-}}
-""")
-        (conf / "janus.plugin.videoroom.jcfg").write_text(f"""general: {{
-	admin_key = "{self.room_admin_key}"
-	lock_rtp_forward = true
-	string_ids = true
-}}
-""")
+        values = {"JANUS_CONFIGS": str(conf), "JANUS_BIND": "127.0.0.1",
+                  "JANUS_API_SECRET": self.api_secret, "JANUS_ADMIN_SECRET": self.admin_secret,
+                  "JANUS_ROOM_ADMIN_KEY": self.room_admin_key, "JANUS_PORT": str(self.port),
+                  "JANUS_ADMIN_PORT": str(self.admin_port), "JANUS_RTP_PORTS": f"{low}-{high}",
+                  **{f"JANUS_{kind.upper()}": str(self.workdir / kind)
+                     for kind in ("plugins", "transports", "events", "loggers")}}
+        templates = find_templates()
+        for name in TEMPLATES:
+            text = string.Template((templates / name).read_text()).substitute(values)
+            (conf / name.removesuffix(".in")).write_text(text)
         return conf
 
     def start(self, timeout: float = 30.0) -> EmbeddedJanus:

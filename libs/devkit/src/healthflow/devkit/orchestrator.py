@@ -48,15 +48,8 @@ SMS endpoint on loopback, ``NOTIFICATION_SMTP_PORT``/8025 and
 when taken) and points the notification service at it (the service itself never
 starts a stand-in: it talks to the endpoints it is given); what arrives is kept in
 ``<var>/mailbox/{mail,sms}.jsonl`` and shown at ``http://127.0.0.1:8027/mail`` and
-``/sms`` (``HEALTHFLOW_MAILBOX_PORT``). Likewise, when the payment service runs and
-``PAYMENT_STRIPE_API_BASE`` is unset, it supervises localstripe (:class:`EmbeddedStripe`,
-``HEALTHFLOW_STRIPE_PORT``/8420 or a free port) and has it sign its webhooks with
-``PAYMENT_STRIPE_WEBHOOK_SECRET`` (or a generated secret) to the gateway's webhook route.
-When the teleconference service runs and ``TELECONFERENCE_JANUS_URL`` is unset, it starts
-Janus (:class:`~healthflow.devkit.janus.EmbeddedJanus`, the media server of video
-consultations; its client API on ``HEALTHFLOW_JANUS_PORT``/8088 and admin API on
-``HEALTHFLOW_JANUS_ADMIN_PORT``/7088, or free ports when taken, generated secrets, its
-configuration and recordings under ``<var>/janus``) and points the service at it.
+``/sms`` (``HEALTHFLOW_MAILBOX_PORT``). Likewise localstripe for the payment service
+and Janus for the teleconference service (:mod:`healthflow.devkit.standins`).
 
 Flags and environment variables: :mod:`healthflow.devkit.config`.
 """
@@ -73,7 +66,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from healthflow.common.topology import SERVICES
-from healthflow.devkit import local_admin
+from healthflow.devkit import local_admin, standins
 from healthflow.devkit.config import Config, load_dotenv_defaults, parse_args, redact
 from healthflow.devkit.console import Console
 from healthflow.devkit.discovery import HOST, Component, app_factory, discover
@@ -266,45 +259,14 @@ class Platform:
 
     async def _start_stripe(self) -> None:
         """Start localstripe for the payment service (unless it is given a Stripe)."""
-        payment = [c for c in self.components if c.package == "payment"]
-        if not payment or os.environ.get("PAYMENT_STRIPE_API_BASE"):
-            return
-        wanted = int(os.environ.get("HEALTHFLOW_STRIPE_PORT") or 8420)
-        port = free_port() if port_open(HOST, wanted, 0.2) else wanted
-        stripe = EmbeddedStripe(port, os.environ.get("PAYMENT_STRIPE_WEBHOOK_SECRET"),
-                                log_file=self.config.log_dir / "localstripe.log")
-        try:
-            await asyncio.to_thread(stripe.start)
-            edge = next((c for c in self.components if c.is_gateway), payment[0])
-            await asyncio.to_thread(stripe.send_webhooks_to,
-                                    f"{edge.url}/api/v1/payments/webhooks/stripe")
-        except Exception as exc:  # payments fail, the rest of the platform still runs
-            stripe.stop()
-            self.console.status("stripe", "not started", str(exc), "red")
-            return
-        self.stripe = stripe
-        os.environ.update(stripe.env())
-        self.console.status("stripe", "ready", f"localstripe {stripe.url}", "green")
+        if any(c.package == "payment" for c in self.components):
+            self.stripe = await standins.start_stripe(self.components, self.config,
+                                                      self.console)
 
     async def _start_janus(self) -> None:
         """Start Janus for the teleconference service (unless it is given one)."""
-        if (not any(c.package == "teleconference" for c in self.components)
-                or os.environ.get("TELECONFERENCE_JANUS_URL")):
-            return
-        wanted = [int(os.environ.get("HEALTHFLOW_JANUS_PORT") or 8088),
-                  int(os.environ.get("HEALTHFLOW_JANUS_ADMIN_PORT") or 7088)]
-        port, admin = (free_port() if port_open(HOST, p, 0.2) else p for p in wanted)
-        janus = EmbeddedJanus(self.config.var_dir / "janus", port=port, admin_port=admin,
-                              log_file=self.config.log_dir / "janus.log")
-        try:
-            await asyncio.to_thread(janus.start)
-        except Exception as exc:  # video consultations fail, the rest of the platform runs
-            janus.stop()
-            self.console.status("janus", "not started", str(exc), "red")
-            return
-        self.janus = janus
-        os.environ.update(janus.env())
-        self.console.status("janus", "ready", f"WebRTC media server {janus.url}", "green")
+        if any(c.package == "teleconference" for c in self.components):
+            self.janus = await standins.start_janus(self.config, self.console)
 
     async def _start_multi(self) -> None:
         env = platform_env(self.config, self.mongodb_url, "rabbitmq", self.components)

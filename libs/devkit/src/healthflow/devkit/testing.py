@@ -338,9 +338,8 @@ def platform_process(
     and fails the test if it does not exit cleanly.
     """
     names = [*SERVICES, "gateway"]
-    # one batch of distinct ports: services, database, S3, the mailbox's three, localstripe,
-    # Janus's client and admin APIs
-    *service_ports, mongo_port, s3, smtp, sms, view, stripe, janus, janus_admin = free_ports(
+    # one batch of distinct ports: services, database, S3, mailbox (3), localstripe, Janus (2)
+    *service_ports, mongo_port, s3, smtp, sms, view, stripe, janus, jadmin = free_ports(
         len(names) + 8)
     ports = dict(zip(names, service_ports, strict=True))
     child_env = {k: v for k, v in os.environ.items()
@@ -355,7 +354,7 @@ def platform_process(
         "HEALTHFLOW_MAILBOX_SMS_PORT": str(sms),
         "HEALTHFLOW_MAILBOX_PORT": str(view),
         "HEALTHFLOW_STRIPE_PORT": str(stripe),
-        "HEALTHFLOW_JANUS_PORT": str(janus), "HEALTHFLOW_JANUS_ADMIN_PORT": str(janus_admin),
+        "HEALTHFLOW_JANUS_PORT": str(janus), "HEALTHFLOW_JANUS_ADMIN_PORT": str(jadmin),
         "PAYMENT_STRIPE_WEBHOOK_SECRET": E2E_STRIPE_WEBHOOK_SECRET,
         "HEALTHFLOW_READY_TIMEOUT": str(ready_within), "HEALTHFLOW_VAR_DIR": "var",
         "HEALTHFLOW_ADMIN_EMAIL": E2E_ADMIN_EMAIL, "HEALTHFLOW_ADMIN_PASSWORD": E2E_ADMIN_PASSWORD,

@@ -4,8 +4,10 @@ Room: ``GET`` (state), ``POST /join``, ``POST /leave``, ``POST /end`` (doctor),
 ``POST /participants/{id}/admit`` and ``/remove`` (doctor). Signalling (HTTP, JSEP
 offer/answer exchange, RFC 8829): ``POST /media/publish`` (the caller's offer → the
 answer), ``GET /media/feeds``, ``POST /media/subscriptions`` (a feed → an offer),
-``POST /media/subscriptions/{id}/answer``. Only the appointment's patient and doctor
-get anything but 404.
+``POST /media/subscriptions/{id}/answer``. Recording (:mod:`.recording`):
+``PUT /recording/consent``, ``POST /recording/start`` and ``/stop`` (doctor),
+``GET /recordings``, ``GET /recordings/{id}/files/{n}`` (WebM). Only the appointment's
+patient and doctor get anything but 404.
 """
 
 from __future__ import annotations
@@ -13,21 +15,25 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import StreamingResponse
 
 from healthflow.common.auth import Principal, require
+from healthflow.common.blobs import BlobStore
 from healthflow.common.http import get_runtime
 from healthflow.common.mongo import utcnow
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.teleconference import service
+from healthflow.teleconference import recording, service
 from healthflow.teleconference.janus import Janus
 from healthflow.teleconference.schemas import (
     Answer,
+    ConsentIn,
     FeedOut,
     JoinOut,
     Offer,
     ParticipantOut,
     PublishOut,
+    RecordingOut,
     RoomOut,
     SessionDescription,
     SubscribeIn,
@@ -48,7 +54,14 @@ def janus_of(request: Request) -> Janus:
     return janus
 
 
+def blobs_of(request: Request) -> BlobStore:
+    blobs: BlobStore = request.app.state.runtime.state["blobs"]
+    return blobs
+
+
 MediaServer = Annotated[Janus, Depends(janus_of)]
+Blobs = Annotated[BlobStore, Depends(blobs_of)]
+NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 async def _room(runtime: ServiceRuntime, principal: Principal, room_id: str) -> RoomOut:
@@ -85,10 +98,10 @@ async def leave(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
 
 @router.post("/{appointment_id}/participants/{participant_id}/admit",
              summary="Admit a waiting participant (doctor)")
-async def admit(runtime: Runtime, appointment_id: RoomId, participant_id: PartId,
-                principal: Principal = Host) -> ParticipantOut:
+async def admit(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                participant_id: PartId, principal: Principal = Host) -> ParticipantOut:
     """Admitting the patient starts the consultation and its encounter."""
-    return ParticipantOut.of(await service.admit(runtime, principal, appointment_id,
+    return ParticipantOut.of(await service.admit(runtime, janus, principal, appointment_id,
                                                  participant_id))
 
 
@@ -142,3 +155,47 @@ async def answer(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
     await service.answer(runtime, janus, principal, appointment_id, subscription_id,
                          body.model_dump())
     return Response(status_code=204)
+
+
+@router.put("/{appointment_id}/recording/consent", summary="Give or withdraw my consent")
+async def consent(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                  body: ConsentIn, principal: Principal = Member) -> ParticipantOut:
+    """Each participant's own; withdrawing it stops a recording under way at once."""
+    return ParticipantOut.of(await recording.consent(runtime, janus, principal,
+                                                     appointment_id, body.given))
+
+
+@router.post("/{appointment_id}/recording/start", status_code=201,
+             summary="Start recording (doctor; everyone admitted has consented)")
+async def start_recording(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                          principal: Principal = Host) -> RecordingOut:
+    """409 ``consent-missing`` (with ``missing`` participant ids) until all consent."""
+    return RecordingOut.of(await recording.start(runtime, janus, principal, appointment_id))
+
+
+@router.post("/{appointment_id}/recording/stop", summary="Stop recording (doctor)")
+async def stop_recording(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                         principal: Principal = Host) -> RecordingOut:
+    return RecordingOut.of(await recording.stop(runtime, janus, principal, appointment_id))
+
+
+@router.get("/{appointment_id}/recordings", summary="The consultation's recordings")
+async def list_recordings(runtime: Runtime, appointment_id: RoomId,
+                          principal: Principal = Member) -> list[RecordingOut]:
+    return [RecordingOut.of(r)
+            for r in await recording.recordings(runtime, principal, appointment_id)]
+
+
+@router.get("/{appointment_id}/recordings/{recording_id}/files/{index}",
+            response_class=StreamingResponse, summary="Play one file of a recording (WebM)",
+            responses={200: {"content": {"video/webm": {}}}})
+async def recording_file(runtime: Runtime, blobs: Blobs, appointment_id: RoomId,
+                         recording_id: PartId, index: Annotated[int, Path(ge=0, le=64)],
+                         principal: Principal = Member) -> StreamingResponse:
+    """Never cached (``no-store``); ``recording.accessed`` is recorded first."""
+    _, file = await recording.file_of(runtime, principal, appointment_id, recording_id,
+                                      index)
+    return StreamingResponse(blobs.stream(file["blob"]["key"]), media_type="video/webm",
+                             headers={"Content-Length": str(file["blob"]["size"]),
+                                      **NO_STORE, "Content-Disposition":
+                                      f'inline; filename="{recording_id}-{index}.webm"'})

@@ -154,15 +154,18 @@ class Janus:
 
     # ------------------------------------------------------------------ rooms
 
-    async def create_room(self, room: str, secret: str, *, publishers: int = 6) -> None:
-        """A VideoRoom room ``room`` (string ids) guarded by ``secret``; an existing one is
-        kept. Video VP8 and audio Opus, what browsers and aiortc both offer."""
+    async def create_room(self, room: str, secret: str, *, rec_dir: str,
+                          publishers: int = 6) -> None:
+        """A VideoRoom room ``room`` (string ids) guarded by ``secret``, recording (when
+        enabled) into ``rec_dir`` (a path on Janus's machine); an existing one is kept.
+        Video VP8 and audio Opus, what browsers and aiortc both offer."""
         session, handle = await self.open_handle()
         try:
             await self.message(session, handle, {
                 "request": "create", "room": room, "admin_key": self._room_key,
                 "secret": secret, "publishers": publishers, "is_private": True,
-                "videocodec": "vp8", "audiocodec": "opus", "notify_joining": True})
+                "videocodec": "vp8", "audiocodec": "opus", "notify_joining": True,
+                "record": False, "lock_record": True, "rec_dir": rec_dir})
         except JanusError as exc:
             if exc.code != ROOM_EXISTS:
                 raise
@@ -178,6 +181,26 @@ class Janus:
         except JanusError as exc:
             if exc.code != NO_SUCH_ROOM:
                 raise
+        finally:
+            await self.destroy_session(session)
+
+    async def record(self, room: str, secret: str, on: bool) -> None:
+        """Starts or stops recording every publisher of ``room`` (VideoRoom
+        ``enable_recording``): one ``.mjr`` file per medium and publisher, named
+        ``videoroom-<room>-user-<feed>-<n>-<audio|video>-<m>.mjr``."""
+        session, handle = await self.open_handle()
+        try:
+            await self.message(session, handle, {"request": "enable_recording", "room": room,
+                                                 "secret": secret, "record": on})
+        finally:
+            await self.destroy_session(session)
+
+    async def set_rec_dir(self, room: str, secret: str, rec_dir: str) -> None:
+        """Where ``room``'s next recordings go (VideoRoom ``edit``, ``new_rec_dir``)."""
+        session, handle = await self.open_handle()
+        try:
+            await self.message(session, handle, {"request": "edit", "room": room,
+                                                 "secret": secret, "new_rec_dir": rec_dir})
         finally:
             await self.destroy_session(session)
 

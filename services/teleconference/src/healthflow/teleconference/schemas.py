@@ -98,3 +98,43 @@ class SubscriptionOut(BaseModel):
     subscription_id: str
     feed: str
     jsep: SessionDescription
+
+
+class ConsentIn(BaseModel):
+    """``given``: true gives consent to recording, false withdraws it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    given: bool
+
+
+class RecordingFileOut(BaseModel):
+    """One participant's audio and video as one WebM: ``size`` bytes, ``sha256`` of its
+    bytes (64 hex digits), ``duration_seconds``."""
+
+    participant_id: str
+    role: str | None
+    size: int
+    sha256: str
+    duration_seconds: float
+    video_frames: int
+
+
+class RecordingOut(BaseModel):
+    """A recording: ``status`` recording | processing | available | failed | deleted;
+    ``stop_reason`` stopped | consent_withdrawn | unconsented_participant | ended;
+    files are deleted after ``delete_after``."""
+
+    id: str
+    status: str
+    started_at: datetime
+    stopped_at: datetime | None
+    stop_reason: str | None
+    delete_after: datetime | None
+    files: list[RecordingFileOut]
+
+    @classmethod
+    def of(cls, doc: Document) -> RecordingOut:
+        return cls.model_validate({
+            **doc, "id": doc["_id"],
+            "files": [{**f, "size": f["blob"]["size"]} for f in doc.get("files", [])]})

@@ -23,10 +23,11 @@ from typing import Any
 from healthflow.common.auth import Principal
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
-from healthflow.common.problems import Conflict, Forbidden, NotFound, UnprocessableContent
+from healthflow.common.problems import Conflict, NotFound, UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
-from healthflow.teleconference import events, store
+from healthflow.teleconference import events, recording, store
+from healthflow.teleconference.access import as_doctor, room_of
 from healthflow.teleconference.domain import (
     NotAdmitted,
     ParticipantState,
@@ -37,6 +38,7 @@ from healthflow.teleconference.domain import (
     state_on_join,
     turn_credentials,
 )
+from healthflow.teleconference.events import ids_of, subject_of
 from healthflow.teleconference.janus import Janus, JanusError, Jsep
 from healthflow.teleconference.settings import Settings
 
@@ -53,15 +55,6 @@ def window_of(settings: Settings, room: Document) -> Window:
     return Window.of(room["start"], room["end"],
                      timedelta(seconds=settings.open_before_seconds),
                      timedelta(seconds=settings.close_after_seconds))
-
-
-def _subject(room_id: str) -> str:
-    return f"teleconsultation/{room_id}"
-
-
-def _ids(room: Document) -> dict[str, str]:
-    return {"appointment_id": room["_id"], "patient_id": room["patient_id"],
-            "doctor_user_id": room["doctor_user_id"]}
 
 
 # --------------------------------------------------------------------------- appointments
@@ -97,32 +90,11 @@ async def appointment_changed(uow: UnitOfWork, appointment: AppointmentEvent,
 
 # --------------------------------------------------------------------------- members
 
-async def _room_of(runtime: ServiceRuntime, principal: Principal, room_id: str,
-                   session: Any = None) -> tuple[Document, Role]:
-    """The room and the caller's role in it.
-
-    Raises:
-        NotFound: (404) no such room, or the caller is not its patient or doctor.
-    """
-    room = await store.get_room(runtime.db, room_id, session=session)
-    if room is not None:
-        if room["patient_id"] == principal.subject:
-            return room, Role.PATIENT
-        if room["doctor_user_id"] == principal.subject:
-            return room, Role.DOCTOR
-    raise NotFound(f"no teleconsultation {room_id}")
-
-
-def _as_doctor(role: Role) -> None:
-    if role is not Role.DOCTOR:
-        raise Forbidden("only the consultation's doctor may do this")
-
-
 async def view(runtime: ServiceRuntime, principal: Principal, room_id: str
                ) -> tuple[Document, Role, list[Document], Window]:
     """The room, the caller's role, its participants and its window."""
     settings: Settings = runtime.settings  # type: ignore[assignment]
-    room, role = await _room_of(runtime, principal, room_id)
+    room, role = await room_of(runtime, principal, room_id)
     return room, role, await store.participants(runtime.db, room_id), window_of(settings, room)
 
 
@@ -156,7 +128,7 @@ async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> D
     now = utcnow()
 
     async def write(uow: UnitOfWork) -> Document:
-        room, role = await _room_of(runtime, principal, room_id, session=uow.session)
+        room, role = await room_of(runtime, principal, room_id, session=uow.session)
         check_status(room["status"])
         window_of(settings, room).check(now)
         if room["appointment_status"] not in READY:
@@ -181,19 +153,20 @@ async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> D
             await store.move_participant(uow, doc["_id"], state.value, now, principal.subject,
                                          {"joined_at": now, "left_at": None})
         uow.publish(events.TeleconsultParticipantJoined(
-            **_ids(room), participant_id=doc["_id"], user_id=principal.subject,
+            **ids_of(room), participant_id=doc["_id"], user_id=principal.subject,
             role=role.value, state=state.value, joined_at=now),
-            subject=_subject(room_id), patientid=room["patient_id"])
+            subject=subject_of(room_id), patientid=room["patient_id"])
         return await store.participant_by_id(uow.db, doc["_id"], session=uow.session) or doc
 
     return await runtime.transact(write, actor=principal.actor)
 
 
-async def admit(runtime: ServiceRuntime, principal: Principal, room_id: str,
+async def admit(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str,
                 participant_id: str) -> Document:
     """The doctor admits a waiting participant. The first admission of the patient starts
     the consultation: ``teleconsult.started`` (the records service starts the
-    encounter); ``teleconsult.participant_joined`` (state admitted).
+    encounter); ``teleconsult.participant_joined`` (state admitted). Admitting someone
+    who has not consented to a recording under way stops it.
 
     Raises:
         NotFound: (404) not a member, or no such participant in this room.
@@ -203,9 +176,9 @@ async def admit(runtime: ServiceRuntime, principal: Principal, room_id: str,
     settings: Settings = runtime.settings  # type: ignore[assignment]
     now = utcnow()
 
-    async def write(uow: UnitOfWork) -> Document:
-        room, role = await _room_of(runtime, principal, room_id, session=uow.session)
-        _as_doctor(role)
+    async def write(uow: UnitOfWork) -> tuple[Document, Document, bool]:
+        room, role = await room_of(runtime, principal, room_id, session=uow.session)
+        as_doctor(role)
         check_status(room["status"])
         window_of(settings, room).check(now)
         doc = await store.participant_by_id(uow.db, participant_id, session=uow.session)
@@ -220,16 +193,21 @@ async def admit(runtime: ServiceRuntime, principal: Principal, room_id: str,
                 and await store.update_room(uow, room_id, {
                     "status": RoomStatus.IN_PROGRESS, "started_at": now, "updated_at": now},
                     expect_status=RoomStatus.SCHEDULED)):
-            uow.publish(events.TeleconsultStarted(**_ids(room), started_at=now),
-                        subject=_subject(room_id), patientid=room["patient_id"])
+            uow.publish(events.TeleconsultStarted(**ids_of(room), started_at=now),
+                        subject=subject_of(room_id), patientid=room["patient_id"])
         uow.publish(events.TeleconsultParticipantJoined(
-            **_ids(room), participant_id=participant_id, user_id=doc["user_id"],
+            **ids_of(room), participant_id=participant_id, user_id=doc["user_id"],
             role=doc["role"], state=ParticipantState.ADMITTED, joined_at=now,
             admitted_by=principal.subject),
-            subject=_subject(room_id), patientid=room["patient_id"])
-        return await store.participant_by_id(uow.db, participant_id, session=uow.session) or doc
+            subject=subject_of(room_id), patientid=room["patient_id"])
+        stopped = not recording.consented(doc) and await recording.stop_in(
+            uow, room, principal.subject, "unconsented_participant", now) is not None
+        return room, doc, stopped
 
-    return await runtime.transact(write, actor=principal.actor)
+    room, doc, stopped = await runtime.transact(write, actor=principal.actor)
+    if stopped:
+        await janus.record(room["janus_room"], room["janus_secret"], False)
+    return await store.participant_by_id(runtime.db, doc["_id"]) or doc
 
 
 async def _hang_up(janus: Janus, participant: Document) -> None:
@@ -246,14 +224,14 @@ async def _leave(runtime: ServiceRuntime, janus: Janus, principal: Principal, ro
     now = utcnow()
 
     async def write(uow: UnitOfWork) -> tuple[Document, Document]:
-        room, role = await _room_of(runtime, principal, room_id, session=uow.session)
+        room, role = await room_of(runtime, principal, room_id, session=uow.session)
         if participant_id is None:
             doc = await store.participant(uow.db, room_id, principal.subject,
                                           session=uow.session)
             if doc is None:
                 raise NotFound("you have not joined this room")
         else:
-            _as_doctor(role)
+            as_doctor(role)
             doc = await store.participant_by_id(uow.db, participant_id, session=uow.session)
             if doc is None or doc["room_id"] != room_id:
                 raise NotFound(f"no participant {participant_id} in this room")
@@ -265,10 +243,10 @@ async def _leave(runtime: ServiceRuntime, janus: Janus, principal: Principal, ro
         await store.move_participant(uow, doc["_id"], state, now, principal.subject,
                                      {"left_at": now})
         uow.publish(events.TeleconsultParticipantLeft(
-            **_ids(room), participant_id=doc["_id"], user_id=doc["user_id"], role=doc["role"],
+            **ids_of(room), participant_id=doc["_id"], user_id=doc["user_id"], role=doc["role"],
             reason=reason, left_at=now,
             removed_by=principal.subject if reason == "removed" else None),
-            subject=_subject(room_id), patientid=room["patient_id"])
+            subject=subject_of(room_id), patientid=room["patient_id"])
         return room, doc
 
     room, doc = await runtime.transact(write, actor=principal.actor)
@@ -311,8 +289,8 @@ async def end(runtime: ServiceRuntime, janus: Janus, principal: Principal | None
 
     async def write(uow: UnitOfWork) -> tuple[Document, list[Document]]:
         if principal is not None:
-            current, role = await _room_of(runtime, principal, room_id, session=uow.session)
-            _as_doctor(role)
+            current, role = await room_of(runtime, principal, room_id, session=uow.session)
+            as_doctor(role)
         else:
             current = await store.get_room(uow.db, room_id, session=uow.session) or room or {}
         check_status(current["status"])
@@ -325,12 +303,13 @@ async def end(runtime: ServiceRuntime, janus: Janus, principal: Principal | None
             await store.move_participant(uow, p["_id"], ParticipantState.LEFT, now, by,
                                          {"left_at": now})
             uow.publish(events.TeleconsultParticipantLeft(
-                **_ids(current), participant_id=p["_id"], user_id=p["user_id"],
+                **ids_of(current), participant_id=p["_id"], user_id=p["user_id"],
                 role=p["role"], reason="ended", left_at=now),
-                subject=_subject(room_id), patientid=current["patient_id"])
-        uow.publish(events.TeleconsultEnded(**_ids(current), ended_at=now, ended_by=by,
+                subject=subject_of(room_id), patientid=current["patient_id"])
+        await recording.stop_in(uow, current, by, "ended", now)
+        uow.publish(events.TeleconsultEnded(**ids_of(current), ended_at=now, ended_by=by,
                                             started=started),
-                    subject=_subject(room_id), patientid=current["patient_id"])
+                    subject=subject_of(room_id), patientid=current["patient_id"])
         return current, inside
 
     current, inside = await runtime.transact(write, actor=by)
@@ -368,7 +347,7 @@ async def keep_alive(runtime: ServiceRuntime, janus: Janus) -> None:
 async def _admitted(runtime: ServiceRuntime, principal: Principal, room_id: str
                     ) -> tuple[Document, Document]:
     settings: Settings = runtime.settings  # type: ignore[assignment]
-    room, _ = await _room_of(runtime, principal, room_id)
+    room, _ = await room_of(runtime, principal, room_id)
     check_status(room["status"])
     window_of(settings, room).check(utcnow())
     me = await store.participant(runtime.db, room_id, principal.subject)
@@ -386,7 +365,9 @@ async def _media_room(runtime: ServiceRuntime, janus: Janus, room: Document) -> 
             {"_id": room["_id"], "janus_room": None},
             {"$set": {"janus_room": room["_id"], "janus_secret": secrets.token_urlsafe(24)}})
         room = await store.get_room(runtime.db, room["_id"]) or room
-    await janus.create_room(room["janus_room"], room["janus_secret"])
+    settings: Settings = runtime.settings  # type: ignore[assignment]
+    await janus.create_room(room["janus_room"], room["janus_secret"],
+                            rec_dir=str(recording.recordings_root(settings)))
     return room
 
 

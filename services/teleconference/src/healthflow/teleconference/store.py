@@ -4,12 +4,19 @@ Collections (database ``healthflow_teleconference``), times aware UTC::
 
     rooms         {_id: appointment id, patient_id, doctor_user_id, doctor_id, start, end,
                    appointment_status, status (domain.RoomStatus), janus_room, janus_secret,
-                   appointment_version: the newest appointment event applied (its time),
+                   appointment_at: the time of the newest appointment event applied,
+                   recording: the id of the recording under way | None,
                    started_at, ended_at, ended_by, created_at, updated_at}
     participants  {_id: participant id, room_id, user_id, role, state, was_admitted,
                    janus: {session, handle} | None (the publisher's),
                    subscriptions: {<subscription id>: {feed, session, handle}},
+                   consent: {given, at} | None (to recording),
                    joined_at, admitted_at, left_at, history: [{state, at, by}]}
+    recordings    {_id, room_id, status: recording | processing | available | failed |
+                   deleted, started_at, started_by, stopped_at, stopped_by, stop_reason,
+                   files: [{participant_id, role, blob: {key, size}, sha256,
+                   duration_seconds, video_frames}], available_at, delete_after,
+                   deleted_at, raw_removed}
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from healthflow.common.mongo import Document, Indexes
 
 ROOMS = "rooms"
 PARTICIPANTS = "participants"
+RECORDINGS = "recordings"
 
 INDEXES: Indexes = {
     ROOMS: [IndexModel([("status", ASCENDING), ("end", ASCENDING)], name="status_end")],
@@ -32,6 +40,10 @@ INDEXES: Indexes = {
         IndexModel([("room_id", ASCENDING), ("user_id", ASCENDING)], name="room_user",
                    unique=True),
         IndexModel([("janus.session", ASCENDING)], name="janus_session", sparse=True),
+    ],
+    RECORDINGS: [
+        IndexModel([("room_id", ASCENDING), ("started_at", ASCENDING)], name="room"),
+        IndexModel([("status", ASCENDING), ("delete_after", ASCENDING)], name="retention"),
     ],
 }
 

@@ -1,0 +1,128 @@
+"""Recording a consultation through a real Janus: refused until everyone consents,
+stopped by a withdrawal, processed with janus-pp-rec and PyAV into one playable WebM per
+participant in the blob store, played back by the patient, deleted after retention."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import timedelta
+from typing import Any
+
+import av
+
+from healthflow.common.mongo import utcnow
+from healthflow.devkit.testing import TokenFactory, eventually
+from healthflow.devkit.webrtc import API, Peer
+from healthflow.teleconference import recording
+
+from .conftest import Client, appointment, deliver, frames_flow, published
+
+RECORD_SECONDS = 4.0
+
+
+async def in_call(http: Any, tokens: TokenFactory, appointment_id: str) -> tuple[Peer, Peer]:
+    """Doctor and patient admitted, publishing, each watching the other."""
+    doctor = Peer(http, tokens.headers("doctor-user-1", ("doctor",)), appointment_id)
+    patient = Peer(http, tokens.headers("patient-1", ("patient",)), appointment_id)
+    await doctor.join()
+    waiting = (await patient.join())["participant"]["id"]
+    admitted = await http.post(f"{API}/{appointment_id}/participants/{waiting}/admit",
+                               headers=doctor.headers)
+    assert admitted.status_code == 200, admitted.text
+    assert (await doctor.publish()).status_code == 200
+    assert (await patient.publish()).status_code == 200
+
+    async def live() -> bool:
+        return bool(await doctor.feeds()) and bool(await patient.feeds())
+
+    await eventually(live, within=20, interval=0.2, message="feeds never went live")
+    assert doctor.feed and patient.feed
+    await doctor.watch(patient.feed)
+    await patient.watch(doctor.feed)
+    await frames_flow(doctor, patient.feed, at_least=5)
+    return doctor, patient
+
+
+async def test_a_consented_recording_becomes_one_playable_file_per_participant(
+        client: Client, tokens: TokenFactory) -> None:
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    doctor, patient = await in_call(http, tokens, event.appointment_id)
+    try:
+        # nobody has consented: refused, naming who is missing; the patient cannot start it
+        refused = await http.post(f"{room}/recording/start", headers=doctor.headers)
+        assert refused.status_code == 409 and refused.json()["type"].endswith(
+            "/consent-missing"), refused.text
+        assert len(refused.json()["missing"]) == 2
+        assert (await http.post(f"{room}/recording/start",
+                                headers=patient.headers)).status_code == 403
+        for peer in (doctor, patient):
+            given = await http.put(f"{room}/recording/consent", headers=peer.headers,
+                                   json={"given": True})
+            assert given.status_code == 200, given.text
+        started = await http.post(f"{room}/recording/start", headers=doctor.headers)
+        assert started.status_code == 201 and started.json()["status"] == "recording"
+        await asyncio.sleep(RECORD_SECONDS)
+        stopped = await http.post(f"{room}/recording/stop", headers=doctor.headers)
+        assert stopped.status_code == 200 and stopped.json()["stop_reason"] == "stopped"
+        assert (await http.post(f"{room}/recording/stop",
+                                headers=doctor.headers)).status_code == 409
+
+        async def available() -> bool:
+            listed = (await http.get(f"{room}/recordings", headers=patient.headers)).json()
+            return bool(listed) and listed[0]["status"] == "available"
+
+        await eventually(available, within=60, interval=0.5,
+                         message="the recording was never processed")
+        [made] = (await http.get(f"{room}/recordings", headers=patient.headers)).json()
+        assert sorted(f["role"] for f in made["files"]) == ["doctor", "patient"]
+        for index, file in enumerate(made["files"]):
+            assert abs(file["duration_seconds"] - RECORD_SECONDS) < 1.5, file
+            # ColourBars sends 15 frames a second
+            assert file["video_frames"] >= 15 * (RECORD_SECONDS - 1.5), file
+            got = await http.get(f"{room}/recordings/{made['id']}/files/{index}",
+                                 headers=patient.headers)
+            assert got.status_code == 200 and got.headers["cache-control"] == "no-store"
+            assert len(got.content) == file["size"]
+            with av.open(io.BytesIO(got.content)) as played:
+                kinds = sorted(s.type for s in played.streams)
+                assert kinds == ["audio", "video"]
+                assert sum(1 for _ in played.decode(video=0)) == file["video_frames"]
+        stranger = await http.get(f"{room}/recordings/{made['id']}/files/0",
+                                  headers=tokens.headers("stranger", ("patient",)))
+        assert stranger.status_code == 404
+        accessed = await published(app, "recording.accessed")
+        assert {(a["accessor_role"], a["file_index"]) for a in accessed} == {
+            ("patient", 0), ("patient", 1)}
+        [ready] = await published(app, "recording.available")
+        assert ready["recording_id"] == made["id"] and ready["files"] == 2
+
+        # a withdrawal stops the next recording at once
+        assert (await http.post(f"{room}/recording/start",
+                                headers=doctor.headers)).status_code == 201
+        withdrawn = await http.put(f"{room}/recording/consent", headers=patient.headers,
+                                   json={"given": False})
+        assert withdrawn.status_code == 200
+        listed = (await http.get(f"{room}/recordings", headers=doctor.headers)).json()
+        assert [r["stop_reason"] for r in listed] == ["stopped", "consent_withdrawn"]
+        refused = await http.post(f"{room}/recording/start", headers=doctor.headers)
+        assert refused.status_code == 409 and refused.json()["missing"] == [patient.feed]
+
+        # past its retention period the files are deleted, and that is published
+        runtime = app.state.runtime
+        await runtime.db["recordings"].update_one(
+            {"_id": made["id"]}, {"$set": {"delete_after": utcnow() - timedelta(seconds=1)}})
+        assert await recording.expire(runtime, runtime.state["blobs"]) == 1
+        assert (await http.get(f"{room}/recordings/{made['id']}/files/0",
+                               headers=patient.headers)).status_code == 404
+        [gone] = await published(app, "recording.deleted")
+        assert gone["recording_id"] == made["id"] and gone["reason"] == "retention"
+        stored = await runtime.db["recordings"].find_one({"_id": made["id"]})
+        assert stored["status"] == "deleted"
+        for file in stored["files"]:
+            assert not await runtime.state["blobs"].exists(file["blob"]["key"])
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())
