@@ -70,12 +70,20 @@ def test_every_service_and_the_gateway_are_built_from_the_one_dockerfile(
 
 LISTENING = sorted(name for name, m in SERVICES.items() if m.listeners)
 """Services with listeners of their own besides HTTP (xray's DICOM SCP)."""
+MEDIA = ("coturn", "janus")
+"""Video consultations' media servers: clients send them media (UDP) directly."""
 
 
 def test_only_the_gateway_and_service_listeners_publish_ports(
         services: dict[str, dict[str, Any]]) -> None:
     publishing = sorted(name for name, spec in services.items() if spec.get("ports"))
-    assert publishing == sorted(["gateway", *LISTENING])
+    assert publishing == sorted(["gateway", *LISTENING, *MEDIA])
+    # Janus's APIs (8088, 7088) are never published: only media, on loopback by default
+    for name in MEDIA:
+        for mapping in services[name]["ports"]:
+            assert str(mapping).startswith("${") and ":-127.0.0.1}" in str(mapping), mapping
+            assert not any(f":{api}" in str(mapping) for api in (8088, 7088)), mapping
+    assert all(str(p).endswith("/udp") for p in services["janus"]["ports"])
     (mapping,) = services["gateway"]["ports"]
     assert str(mapping).endswith(f":{GATEWAY_PORT}")
     assert "xray" in LISTENING
@@ -99,7 +107,7 @@ def test_services_sit_on_an_internal_network_only(compose: dict[str, Any],
     for name, spec in services.items():
         joined = set(spec.get("networks", []))
         assert joined, f"{name} is on the default network"
-        if name != "gateway" and name not in LISTENING:
+        if name != "gateway" and name not in LISTENING and name not in MEDIA:
             assert joined <= internal, f"{name} is reachable from outside: {joined}"
     assert set(services["gateway"]["networks"]) & internal
 
