@@ -76,3 +76,11 @@ if [ -z "${TELECONFERENCE_JANUS_URL:-}" ]; then
   fi
   if command -v janus >/dev/null 2>&1; then say "Janus is installed"; else say "Janus is NOT installed"; fi
 fi
+
+# Debian's Chromium for the browser test of video consultations (driven by Playwright's
+# Python package with executable_path; Playwright's own browser download is never used)
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing chromium"
+  apt_install chromium || say "Chromium could not be installed"
+fi
+if command -v chromium >/dev/null 2>&1; then say "Chromium is installed"; else say "Chromium is NOT installed"; fi

@@ -177,3 +177,76 @@ async def test_a_join_days_before_the_room_opens_is_refused_with_its_window(
                                  409, "room-not-open")
         opens = datetime.fromisoformat(problem["opens_at"])
         assert opens == datetime.fromisoformat(far) - timedelta(days=4)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # a camera and a microphone of test patterns, allowed without asking
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+]
+
+
+async def test_the_patient_joins_from_a_browser_and_sees_the_doctor(
+        platform: RunningPlatform, admin: User, tmp_path_factory: Any) -> None:
+    """Debian's Chromium (driven by Playwright, never a browser of Playwright's own) runs
+    the patient's page; the doctor is an aiortc peer. The page shows the doctor's video;
+    the screenshot is kept in the test's output directory."""
+    from playwright.async_api import async_playwright
+
+    async with platform.client() as api:
+        doctor = await online_doctor(api, admin)
+        patient = await register_patient(api, "browser")
+        soon = (await slots_between(api, patient, doctor, 2, 2))[0]
+        aid = await book_and_pay(api, platform, patient, doctor, soon)
+
+        async def room_exists() -> bool:
+            return (await api.get(f"{API}/{aid}", headers=doctor.headers)).status_code == 200
+
+        await eventually(room_exists, within=30, interval=0.3, message="no room appeared")
+        doctor_peer = Peer(api, doctor.headers, aid)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                       args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{platform.gateway_url}/app/teleconsultation/"
+                                f"#appointment={aid}&token={patient.access_token}")
+                await doctor_peer.join()
+
+                async def waiting() -> bool:
+                    room = ok(await api.get(f"{API}/{aid}", headers=doctor.headers))
+                    return any(p["role"] == "patient" and p["state"] == "waiting"
+                               for p in room["participants"])
+
+                await eventually(waiting, within=30, interval=0.3,
+                                 message="the browser never joined the waiting room")
+                assert "Waiting for the doctor" in await page.inner_text("#status")
+                room = ok(await api.get(f"{API}/{aid}", headers=doctor.headers))
+                [waiter] = [p for p in room["participants"] if p["role"] == "patient"]
+                ok(await api.post(f"{API}/{aid}/participants/{waiter['id']}/admit",
+                                  headers=doctor.headers))
+                ok(await doctor_peer.publish())
+                # the doctor sees the browser's camera...
+                await eventually(doctor_peer.feeds, within=30, interval=0.5,
+                                 message="the browser never published")
+                [feed] = await doctor_peer.feeds()
+                from_browser = await doctor_peer.watch(feed["feed"])
+
+                async def browser_frames() -> bool:
+                    return from_browser.counts["video"] >= 10
+
+                await eventually(browser_frames, within=30, interval=0.3,
+                                 message=f"no frames from the browser: {from_browser}")
+                # ...and the page plays the doctor's video
+                await page.wait_for_function(
+                    "() => { const v = document.getElementById('remote');"
+                    " return v.videoWidth > 0 && v.currentTime > 1; }", timeout=30_000)
+                assert await page.inner_text("#status") == "In consultation"
+                shot = tmp_path_factory.mktemp("browser") / "teleconsultation.png"
+                await page.screenshot(path=str(shot))
+                print(f"\n[teleconsultation] browser screenshot: {shot}")
+            finally:
+                await browser.close()
+                await doctor_peer.close()

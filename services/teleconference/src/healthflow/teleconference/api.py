@@ -12,6 +12,7 @@ patient and doctor get anything but 404.
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -41,6 +42,13 @@ from healthflow.teleconference.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1/teleconsultations", tags=["teleconsultations"])
+client_router = APIRouter(prefix="/app/teleconsultation", tags=["teleconsultations"])
+STATIC = resources.files("healthflow.teleconference") / "static"
+CLIENT_HTML = (STATIC / "client.html").read_bytes()
+CLIENT_JS = (STATIC / "client.js").read_bytes()
+CLIENT_CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; "
+              "connect-src 'self'; media-src 'self' blob: mediastream:; "
+              "frame-ancestors 'none'; base-uri 'none'")
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 Member = require(P.TELECONSULTATIONS_JOIN)
@@ -199,3 +207,19 @@ async def recording_file(runtime: Runtime, blobs: Blobs, appointment_id: RoomId,
                              headers={"Content-Length": str(file["blob"]["size"]),
                                       **NO_STORE, "Content-Disposition":
                                       f'inline; filename="{recording_id}-{index}.webm"'})
+
+
+@client_router.get("/", response_class=Response, summary="The browser client (HTML)",
+                   responses={200: {"content": {"text/html": {}}}})
+async def client_page() -> Response:
+    """Opened as ``/app/teleconsultation/#appointment=<id>&token=<access token>``; served
+    with a Content-Security-Policy that allows only its own script."""
+    return Response(CLIENT_HTML, media_type="text/html",
+                    headers={"Content-Security-Policy": CLIENT_CSP, **NO_STORE})
+
+
+@client_router.get("/client.js", response_class=Response, summary="The browser client (JS)",
+                   responses={200: {"content": {"text/javascript": {}}}})
+async def client_script() -> Response:
+    return Response(CLIENT_JS, media_type="text/javascript",
+                    headers={"Content-Security-Policy": CLIENT_CSP, **NO_STORE})

@@ -9,5 +9,7 @@ MANIFEST = ServiceManifest(
     port=8114,
     summary="Video consultations: a room per online appointment, a waiting room, WebRTC "
             "through Janus.",
-    routes=(RouteDecl("/api/v1/teleconsultations"),),
+    routes=(RouteDecl("/api/v1/teleconsultations"),
+            # the browser client (static HTML and JavaScript; its API calls carry the token)
+            RouteDecl("/app/teleconsultation", public=frozenset({"GET", "HEAD"}))),
 )
