@@ -34,9 +34,11 @@ ABBREVIATIONS = {Role.ADMIN: "adm", Role.PATIENT: "pat", Role.DOCTOR: "doc",
                  Role.ACCOUNTANT: "acct", Role.PHARMACIST: "pharm"}
 ANONYMOUS = "-"
 PUBLIC = {"GET /api/v1/prescriptions/keys", "GET /api/v1/prescriptions/verify/{prescription_id}",
-          "GET /.well-known/jwks.json"}
+          "GET /.well-known/jwks.json", "GET /app/teleconsultation/",
+          "GET /app/teleconsultation/client.js"}
 """Operations anyone may call without a token (a printed prescription is checked by
-whoever holds it, against the published keys)."""
+whoever holds it, against the published keys; the video client's page and script carry
+no data: its API calls carry the token)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,7 @@ async def test_every_operation_declares_its_access(platform: RunningPlatform) ->
                 "/api/v1/records", "/api/v1/fhir", "/api/v1/prescriptions",
                 "/api/v1/care-plans", "/api/v1/procedures", "/api/v1/documents",
                 "/api/v1/imaging", "/api/v1/emergencies", "/api/v1/paramedics",
-                "/.well-known"}
+                "/api/v1/teleconsultations", "/app/teleconsultation", "/.well-known"}
     covered = {p for p in prefixes if any(o.path.startswith(p) for o in operations)}
     assert covered == prefixes, prefixes - covered
     public = {o.name for o in operations if not o.access["authenticated"]}
