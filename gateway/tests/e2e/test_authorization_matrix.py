@@ -35,7 +35,7 @@ ABBREVIATIONS = {Role.ADMIN: "adm", Role.PATIENT: "pat", Role.DOCTOR: "doc",
 ANONYMOUS = "-"
 PUBLIC = {"GET /api/v1/prescriptions/keys", "GET /api/v1/prescriptions/verify/{prescription_id}",
           "GET /.well-known/jwks.json", "GET /app/teleconsultation/",
-          "GET /app/teleconsultation/client.js"}
+          "GET /app/teleconsultation/client.js", "POST /api/v1/teleconsultations/guest/redeem"}
 """Operations anyone may call without a token (a printed prescription is checked by
 whoever holds it, against the published keys; the video client's page and script carry
 no data: its API calls carry the token)."""
@@ -130,7 +130,8 @@ async def test_every_operation_declares_its_access(platform: RunningPlatform) ->
                 "/api/v1/records", "/api/v1/fhir", "/api/v1/prescriptions",
                 "/api/v1/care-plans", "/api/v1/procedures", "/api/v1/documents",
                 "/api/v1/imaging", "/api/v1/emergencies", "/api/v1/paramedics",
-                "/api/v1/teleconsultations", "/app/teleconsultation", "/.well-known"}
+                "/api/v1/teleconsultations", "/api/v1/teleconsultations/guest",
+                "/app/teleconsultation", "/.well-known"}
     covered = {p for p in prefixes if any(o.path.startswith(p) for o in operations)}
     assert covered == prefixes, prefixes - covered
     public = {o.name for o in operations if not o.access["authenticated"]}
@@ -161,6 +162,14 @@ async def test_every_operation_against_every_role(platform: RunningPlatform,
     for (operation, who, _), outcome in zip(cells, outcomes, strict=True):
         table.setdefault(operation.name, {})[who] = outcome.status
         where = f"{operation.name} as {who}: {outcome.status} {outcome.text}"
+        if operation.access.get("credential"):
+            # a credential of its own (a guest's X-Guest-Token): refused to every bearer
+            # token and to none, 401 problem+json (the guest suite covers its holders)
+            tally["401 without its own credential"] += 1
+            if outcome.status != 401 or not outcome.problem:
+                failures.append(f"{where} (expected 401 problem+json: no "
+                                f"{operation.access['credential']})")
+            continue
         if who == ANONYMOUS:
             if operation.access["authenticated"]:
                 tally["401 without a token"] += 1
@@ -196,7 +205,7 @@ async def test_public_operations_are_public_at_the_edge(platform: RunningPlatfor
         operations, _ = operations_of(ok(await api.get("/openapi.json")))
         refused = []
         for operation in operations:
-            if operation.access["authenticated"]:
+            if operation.access["authenticated"] or operation.access.get("credential"):
                 continue
             outcome = await call(api, operation, None)
             if outcome.status == 401:

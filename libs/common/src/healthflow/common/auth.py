@@ -288,14 +288,18 @@ def ensure_owner(principal: Principal, owner_id: str | None, *, unless: str | No
 
 def declared_access(dependant: Any) -> dict[str, Any]:
     """What a route's dependency tree demands: ``{"authenticated": bool, "all": [...],
-    "any": [...]}`` — read from :func:`require` / :func:`require_any` / :data:`Authenticated`."""
-    found: dict[str, Any] = {"authenticated": False, "all": [], "any": []}
+    "any": [...]}`` — read from :func:`require` / :func:`require_any` / :data:`Authenticated`
+    — and ``"credential"``, the header of a credential other than a bearer token that a
+    dependency checks itself (its ``credential`` attribute, e.g. a video consultation
+    guest's ``X-Guest-Token``), or ``None``."""
+    found: dict[str, Any] = {"authenticated": False, "all": [], "any": [], "credential": None}
     stack = [dependant]
     while stack:
         node = stack.pop()
         call = getattr(node, "call", None)
         if call is authenticated:
             found["authenticated"] = True
+        found["credential"] = getattr(call, "credential", None) or found["credential"]
         declared = getattr(call, "required_permissions", None)
         if declared:
             found["authenticated"] = True

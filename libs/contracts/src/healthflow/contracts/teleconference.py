@@ -129,3 +129,15 @@ class RecordingAccessed(TeleconsultEvent):
     accessor_id: str
     accessor_role: str
     at: datetime
+
+
+@event_type("teleconsult.guest_invited", version=1, publisher=PUBLISHER)
+class TeleconsultGuestInvited(TeleconsultEvent):
+    """The doctor (``invited_by``) invited a guest of ``kind`` interpreter | family |
+    clinician by the single-use link ``invitation_id``, valid until ``expires_at``. The
+    guest joins as participant ``guest:<invitation_id>``."""
+
+    invitation_id: str
+    kind: str
+    invited_by: str
+    expires_at: datetime

@@ -74,10 +74,11 @@ class Peer:
     every other feed, count what arrives."""
 
     def __init__(self, http: httpx.AsyncClient, headers: dict[str, str],
-                 appointment_id: str) -> None:
+                 appointment_id: str, *, guest: bool = False) -> None:
+        """``guest``: the guest routes (``headers`` then carry ``X-Guest-Token``)."""
         self.http = http
         self.headers = headers
-        self.base = f"{API}/{appointment_id}"
+        self.base = f"{API}/guest/{appointment_id}" if guest else f"{API}/{appointment_id}"
         self.ice_servers: list[dict[str, Any]] = []
         self.camera = ColourBars()
         self.publisher: RTCPeerConnection | None = None

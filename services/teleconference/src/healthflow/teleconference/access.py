@@ -1,4 +1,5 @@
-"""Who may act on a room: its appointment's patient and doctor, nobody else.
+"""Who may act on a room, and when: its appointment's patient and doctor, and the guests
+the doctor invited (each in that room only), within the room's window.
 
 Anyone else gets 404, the same as for a room that does not exist (RFC 9110 §15.5.5
 allows a 404 in place of a 403 so that existence is not revealed); among the two,
@@ -7,6 +8,7 @@ only the doctor admits, removes, ends and records.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from healthflow.common.auth import Principal
@@ -14,7 +16,8 @@ from healthflow.common.mongo import Document
 from healthflow.common.problems import Forbidden, NotFound
 from healthflow.common.service import ServiceRuntime
 from healthflow.teleconference import store
-from healthflow.teleconference.domain import Role
+from healthflow.teleconference.domain import Role, Window
+from healthflow.teleconference.settings import Settings
 
 
 async def room_of(runtime: ServiceRuntime, principal: Principal, room_id: str,
@@ -22,7 +25,8 @@ async def room_of(runtime: ServiceRuntime, principal: Principal, room_id: str,
     """The room and the caller's role in it.
 
     Raises:
-        NotFound: (404) no such room, or the caller is not its patient or doctor.
+        NotFound: (404) no such room, or the caller is not its patient, its doctor or a
+            guest invited to it.
     """
     room = await store.get_room(runtime.db, room_id, session=session)
     if room is not None:
@@ -30,7 +34,16 @@ async def room_of(runtime: ServiceRuntime, principal: Principal, room_id: str,
             return room, Role.PATIENT
         if room["doctor_user_id"] == principal.subject:
             return room, Role.DOCTOR
+        if "guest" in principal.roles and principal.claims.get("room_id") == room_id:
+            return room, Role.GUEST
     raise NotFound(f"no teleconsultation {room_id}")
+
+
+def window_of(settings: Settings, room: Document) -> Window:
+    """When ``room`` may be joined (``open_before`` its start to ``close_after`` its end)."""
+    return Window.of(room["start"], room["end"],
+                     timedelta(seconds=settings.open_before_seconds),
+                     timedelta(seconds=settings.close_after_seconds))
 
 
 def as_doctor(role: Role) -> None:

@@ -6,16 +6,19 @@ offer/answer exchange, RFC 8829): ``POST /media/publish`` (the caller's offer �
 answer), ``GET /media/feeds``, ``POST /media/subscriptions`` (a feed → an offer),
 ``POST /media/subscriptions/{id}/answer``. Recording (:mod:`.recording`):
 ``PUT /recording/consent``, ``POST /recording/start`` and ``/stop`` (doctor),
-``GET /recordings``, ``GET /recordings/{id}/files/{n}`` (WebM). Only the appointment's
-patient and doctor get anything but 404.
+``GET /recordings``, ``GET /recordings/{id}/files/{n}`` (WebM). Guests: ``POST /guests``
+(doctor: a single-use link), ``POST /guest/redeem`` (public: the link's token for a
+guest session), and the room and signalling routes again under
+``/guest/{appointment_id}/…`` with ``X-Guest-Token``. Only the appointment's patient,
+doctor and invited guests get anything but 404.
 """
 
 from __future__ import annotations
 
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import StreamingResponse
 
 from healthflow.common.auth import Principal, require
@@ -24,17 +27,21 @@ from healthflow.common.http import get_runtime
 from healthflow.common.mongo import utcnow
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.teleconference import recording, service
+from healthflow.teleconference import guests, recording, service
 from healthflow.teleconference.janus import Janus
 from healthflow.teleconference.schemas import (
     Answer,
     ConsentIn,
     FeedOut,
+    GuestLinkOut,
+    GuestSessionOut,
+    InviteIn,
     JoinOut,
     Offer,
     ParticipantOut,
     PublishOut,
     RecordingOut,
+    RedeemIn,
     RoomOut,
     SessionDescription,
     SubscribeIn,
@@ -42,6 +49,7 @@ from healthflow.teleconference.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1/teleconsultations", tags=["teleconsultations"])
+guest_router = APIRouter(prefix="/api/v1/teleconsultations/guest", tags=["teleconsultations"])
 client_router = APIRouter(prefix="/app/teleconsultation", tags=["teleconsultations"])
 STATIC = resources.files("healthflow.teleconference") / "static"
 CLIENT_HTML = (STATIC / "client.html").read_bytes()
@@ -67,6 +75,15 @@ def blobs_of(request: Request) -> BlobStore:
     return blobs
 
 
+async def guest(request: Request,
+                x_guest_token: Annotated[str | None, Header(max_length=128)] = None
+                ) -> Principal:
+    """The guest holding the session secret in ``X-Guest-Token`` (401 otherwise)."""
+    return await guests.principal_of(request.app.state.runtime, x_guest_token)
+
+
+guest.credential = "X-Guest-Token"  # type: ignore[attr-defined]  # in x-healthflow-access
+Guest = Depends(guest)
 MediaServer = Annotated[Janus, Depends(janus_of)]
 Blobs = Annotated[BlobStore, Depends(blobs_of)]
 NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -80,28 +97,80 @@ async def _room(runtime: ServiceRuntime, principal: Principal, room_id: str) -> 
                    you=role.value, participants=[ParticipantOut.of(p) for p in participants])
 
 
-@router.get("/{appointment_id}", summary="The consultation's room")
-async def get_room(runtime: Runtime, appointment_id: RoomId,
-                   principal: Principal = Member) -> RoomOut:
-    """Who waits, who is in; the window. 404 for anyone but the patient and doctor."""
-    return await _room(runtime, principal, appointment_id)
+def room_routes(target: APIRouter, who: Any) -> None:
+    """The room routes every participant uses, on ``target`` with ``who`` as the caller's
+    dependency: signed-in members (patient, doctor) on :data:`router`, guests on
+    :data:`guest_router`."""
+
+    @target.get("/{appointment_id}", summary="The consultation's room")
+    async def get_room(runtime: Runtime, appointment_id: RoomId,
+                       principal: Principal = who) -> RoomOut:
+        """Who waits, who is in; the window. 404 for anyone but the patient and doctor."""
+        return await _room(runtime, principal, appointment_id)
+
+    @target.post("/{appointment_id}/join", summary="Enter the room (the patient waits)")
+    async def join(runtime: Runtime, appointment_id: RoomId,
+                   principal: Principal = who) -> JoinOut:
+        """409 ``room-not-open`` / ``room-closed`` outside the window (with ``opens_at`` and
+        ``closes_at``), 409 ``appointment-not-ready`` before payment, 403 after removal."""
+        doc = await service.join(runtime, principal, appointment_id)
+        settings = runtime.settings
+        return JoinOut(participant=ParticipantOut.of(doc),
+                       ice_servers=service.ice_servers(settings, principal, utcnow()))  # type: ignore[arg-type]
+
+    @target.post("/{appointment_id}/leave", summary="Leave the room")
+    async def leave(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                    principal: Principal = who) -> ParticipantOut:
+        return ParticipantOut.of(await service.leave(runtime, janus, principal, appointment_id))
+
+    @target.put("/{appointment_id}/recording/consent", summary="Give or withdraw my consent")
+    async def consent(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                      body: ConsentIn, principal: Principal = who) -> ParticipantOut:
+        """Each participant's own; withdrawing it stops a recording under way at once."""
+        return ParticipantOut.of(await recording.consent(runtime, janus, principal,
+                                                         appointment_id, body.given))
 
 
-@router.post("/{appointment_id}/join", summary="Enter the room (the patient waits)")
-async def join(runtime: Runtime, appointment_id: RoomId,
-               principal: Principal = Member) -> JoinOut:
-    """409 ``room-not-open`` / ``room-closed`` outside the window (with ``opens_at`` and
-    ``closes_at``), 409 ``appointment-not-ready`` before payment, 403 after removal."""
-    doc = await service.join(runtime, principal, appointment_id)
-    settings = runtime.settings
-    return JoinOut(participant=ParticipantOut.of(doc),
-                   ice_servers=service.ice_servers(settings, principal, utcnow()))  # type: ignore[arg-type]
+def media_routes(target: APIRouter, who: Any) -> None:
+    """The signalling routes (JSEP over HTTP) every participant uses, likewise."""
+
+    @target.post("/{appointment_id}/media/publish", summary="Send my audio and video")
+    async def publish(runtime: Runtime, janus: MediaServer, appointment_id: RoomId, body: Offer,
+                      principal: Principal = who) -> PublishOut:
+        """Admitted participants only (409 ``not-admitted``); publishing again replaces the
+        earlier connection (a reconnection, no new admission)."""
+        feed, answer = await service.publish(runtime, janus, principal, appointment_id,
+                                             body.model_dump())
+        return PublishOut(feed=feed, jsep=SessionDescription.model_validate(answer))
+
+    @target.get("/{appointment_id}/media/feeds", summary="Other participants' live feeds")
+    async def feeds(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                    principal: Principal = who) -> list[FeedOut]:
+        return [FeedOut.model_validate(f)
+                for f in await service.feeds(runtime, janus, principal, appointment_id)]
+
+    @target.post("/{appointment_id}/media/subscriptions", status_code=201,
+                 summary="Receive a feed: the media server's offer")
+    async def subscribe(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                        body: SubscribeIn, principal: Principal = who) -> SubscriptionOut:
+        subscription, offer = await service.subscribe(runtime, janus, principal, appointment_id,
+                                                      body.feed)
+        return SubscriptionOut(subscription_id=subscription, feed=body.feed,
+                               jsep=SessionDescription.model_validate(offer))
+
+    @target.post("/{appointment_id}/media/subscriptions/{subscription_id}/answer",
+                 status_code=204, summary="My answer to a subscription's offer")
+    async def answer(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                     subscription_id: PartId, body: Answer,
+                     principal: Principal = who) -> Response:
+        await service.answer(runtime, janus, principal, appointment_id, subscription_id,
+                             body.model_dump())
+        return Response(status_code=204)
 
 
-@router.post("/{appointment_id}/leave", summary="Leave the room")
-async def leave(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
-                principal: Principal = Member) -> ParticipantOut:
-    return ParticipantOut.of(await service.leave(runtime, janus, principal, appointment_id))
+for _target, _who in ((router, Member), (guest_router, Guest)):
+    room_routes(_target, _who)
+    media_routes(_target, _who)
 
 
 @router.post("/{appointment_id}/participants/{participant_id}/admit",
@@ -126,51 +195,6 @@ async def end(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
               principal: Principal = Host) -> RoomOut:
     await service.end(runtime, janus, principal, appointment_id)
     return await _room(runtime, principal, appointment_id)
-
-
-@router.post("/{appointment_id}/media/publish", summary="Send my audio and video")
-async def publish(runtime: Runtime, janus: MediaServer, appointment_id: RoomId, body: Offer,
-                  principal: Principal = Member) -> PublishOut:
-    """Admitted participants only (409 ``not-admitted``); publishing again replaces the
-    earlier connection (a reconnection, no new admission)."""
-    feed, answer = await service.publish(runtime, janus, principal, appointment_id,
-                                         body.model_dump())
-    return PublishOut(feed=feed, jsep=SessionDescription.model_validate(answer))
-
-
-@router.get("/{appointment_id}/media/feeds", summary="Other participants' live feeds")
-async def feeds(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
-                principal: Principal = Member) -> list[FeedOut]:
-    return [FeedOut.model_validate(f)
-            for f in await service.feeds(runtime, janus, principal, appointment_id)]
-
-
-@router.post("/{appointment_id}/media/subscriptions", status_code=201,
-             summary="Receive a feed: the media server's offer")
-async def subscribe(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
-                    body: SubscribeIn, principal: Principal = Member) -> SubscriptionOut:
-    subscription, offer = await service.subscribe(runtime, janus, principal, appointment_id,
-                                                  body.feed)
-    return SubscriptionOut(subscription_id=subscription, feed=body.feed,
-                           jsep=SessionDescription.model_validate(offer))
-
-
-@router.post("/{appointment_id}/media/subscriptions/{subscription_id}/answer",
-             status_code=204, summary="My answer to a subscription's offer")
-async def answer(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
-                 subscription_id: PartId, body: Answer,
-                 principal: Principal = Member) -> Response:
-    await service.answer(runtime, janus, principal, appointment_id, subscription_id,
-                         body.model_dump())
-    return Response(status_code=204)
-
-
-@router.put("/{appointment_id}/recording/consent", summary="Give or withdraw my consent")
-async def consent(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
-                  body: ConsentIn, principal: Principal = Member) -> ParticipantOut:
-    """Each participant's own; withdrawing it stops a recording under way at once."""
-    return ParticipantOut.of(await recording.consent(runtime, janus, principal,
-                                                     appointment_id, body.given))
 
 
 @router.post("/{appointment_id}/recording/start", status_code=201,
@@ -207,6 +231,27 @@ async def recording_file(runtime: Runtime, blobs: Blobs, appointment_id: RoomId,
                              headers={"Content-Length": str(file["blob"]["size"]),
                                       **NO_STORE, "Content-Disposition":
                                       f'inline; filename="{recording_id}-{index}.webm"'})
+
+@router.post("/{appointment_id}/guests", status_code=201,
+             summary="Invite a guest by a single-use link (doctor)")
+async def invite(runtime: Runtime, appointment_id: RoomId, body: InviteIn,
+                 principal: Principal = Host) -> GuestLinkOut:
+    """The link's token is shown only in this answer; the guest redeems it once."""
+    doc, token = await guests.invite(runtime, principal, appointment_id, body.kind)
+    return GuestLinkOut(invitation_id=doc["_id"], kind=doc["kind"], token=token,
+                        link=f"/app/teleconsultation/#guest={token}",
+                        expires_at=doc["expires_at"])
+
+
+@guest_router.post("/redeem", summary="Exchange a guest link for a guest session (public)")
+async def redeem(runtime: Runtime, body: RedeemIn) -> GuestSessionOut:
+    """Once per link: a second use gets 410 ``guest-link-spent``. The session secret goes
+    in ``X-Guest-Token`` on the guest routes
+    (``/api/v1/teleconsultations/guest/{appointment_id}/…``)."""
+    doc, secret = await guests.redeem(runtime, body.token)
+    return GuestSessionOut(appointment_id=doc["room_id"], guest_token=secret,
+                           participant_user_id=guests.GUEST_PREFIX + doc["_id"],
+                           expires_at=doc["expires_at"])
 
 
 @client_router.get("/", response_class=Response, summary="The browser client (HTML)",

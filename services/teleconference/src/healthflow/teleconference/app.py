@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
 
     runtime.add_worker(Loop("janus-keepalive", keep_alive, interval=settings.keepalive_seconds))
     runtime.add_worker(Loop("teleconsult-close", close_rooms, interval=settings.sweep_seconds))
-    return create_service_app(runtime, routers=[api.router, api.client_router],
+    return create_service_app(runtime, routers=[api.guest_router, api.router,
+                                                       api.client_router],
                               title="HealthFlow teleconference",
                               description="Video consultations for online appointments.")
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from healthflow.common.problems import Conflict, Forbidden
+from healthflow.common.problems import Conflict, Forbidden, Problem
 
 
 class RoomStatus(StrEnum):
@@ -53,6 +53,21 @@ class Role(StrEnum):
 
     PATIENT = "patient"
     DOCTOR = "doctor"
+    GUEST = "guest"  # invited by the doctor through a single-use link
+
+
+class GuestKind(StrEnum):
+    """Who a guest is to the consultation."""
+
+    INTERPRETER = "interpreter"
+    FAMILY = "family"
+    CLINICIAN = "clinician"  # a second clinician
+
+
+class LinkSpent(Problem):
+    """A guest link is single-use and lives until its room closes (RFC 9110 §15.5.11)."""
+
+    status, title, slug = 410, "Guest Link Used Or Expired", "guest-link-spent"
 
 
 class RoomNotOpen(Conflict):

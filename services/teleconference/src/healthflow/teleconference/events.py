@@ -9,6 +9,7 @@ from healthflow.contracts.teleconference import (
     RecordingAvailable,
     RecordingDeleted,
     TeleconsultEnded,
+    TeleconsultGuestInvited,
     TeleconsultParticipantJoined,
     TeleconsultParticipantLeft,
     TeleconsultRecordingConsent,
@@ -18,6 +19,7 @@ from healthflow.contracts.teleconference import (
 )
 
 __all__ = ["RecordingAccessed", "RecordingAvailable", "RecordingDeleted", "TeleconsultEnded",
+           "TeleconsultGuestInvited",
            "TeleconsultParticipantJoined", "TeleconsultParticipantLeft",
            "TeleconsultRecordingConsent", "TeleconsultRecordingStarted",
            "TeleconsultRecordingStopped", "TeleconsultStarted", "ids_of", "subject_of"]

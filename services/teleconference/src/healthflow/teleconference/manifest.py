@@ -10,6 +10,9 @@ MANIFEST = ServiceManifest(
     summary="Video consultations: a room per online appointment, a waiting room, WebRTC "
             "through Janus.",
     routes=(RouteDecl("/api/v1/teleconsultations"),
+            # guests have no account: the service checks their X-Guest-Token itself
+            RouteDecl("/api/v1/teleconsultations/guest",
+                      public=frozenset({"GET", "POST", "PUT"})),
             # the browser client (static HTML and JavaScript; its API calls carry the token)
             RouteDecl("/app/teleconsultation", public=frozenset({"GET", "HEAD"}))),
 )

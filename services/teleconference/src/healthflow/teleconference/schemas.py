@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthflow.common.mongo import Document
+from healthflow.teleconference.domain import GuestKind
 
 SDP_MAX = 64 * 1024  # an SDP of a few audio and video sections is a few kB
 
@@ -138,3 +139,35 @@ class RecordingOut(BaseModel):
         return cls.model_validate({
             **doc, "id": doc["_id"],
             "files": [{**f, "size": f["blob"]["size"]} for f in doc.get("files", [])]})
+
+
+class InviteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: GuestKind
+
+
+class GuestLinkOut(BaseModel):
+    """A single-use guest link (``token`` shown only once), valid until ``expires_at``."""
+
+    invitation_id: str
+    kind: str
+    token: str
+    link: str
+    expires_at: datetime
+
+
+class RedeemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=16, max_length=128)
+
+
+class GuestSessionOut(BaseModel):
+    """The guest's session secret, for ``X-Guest-Token``; ``participant_user_id`` is how
+    the room lists them."""
+
+    appointment_id: str
+    guest_token: str
+    participant_user_id: str
+    expires_at: datetime

@@ -27,7 +27,7 @@ from healthflow.common.problems import Conflict, NotFound, UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.teleconference import events, recording, store
-from healthflow.teleconference.access import as_doctor, room_of
+from healthflow.teleconference.access import as_doctor, room_of, window_of
 from healthflow.teleconference.domain import (
     NotAdmitted,
     ParticipantState,
@@ -49,12 +49,6 @@ booking may not)."""
 
 class AppointmentNotReady(Conflict):
     title, slug = "Appointment Not Ready", "appointment-not-ready"
-
-
-def window_of(settings: Settings, room: Document) -> Window:
-    return Window.of(room["start"], room["end"],
-                     timedelta(seconds=settings.open_before_seconds),
-                     timedelta(seconds=settings.close_after_seconds))
 
 
 # --------------------------------------------------------------------------- appointments
@@ -144,6 +138,7 @@ async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> D
             doc: Document = {
                 "_id": str(uuid.uuid4()), "room_id": room_id, "user_id": principal.subject,
                 "role": role.value, "state": state.value, "was_admitted": admitted,
+                "guest_kind": principal.claims.get("kind") if role is Role.GUEST else None,
                 "janus": None, "subscriptions": {}, "joined_at": now,
                 "admitted_at": now if admitted else None, "left_at": None,
                 "history": [{"state": state.value, "at": now, "by": principal.subject}]}

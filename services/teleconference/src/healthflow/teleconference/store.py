@@ -17,6 +17,9 @@ Collections (database ``healthflow_teleconference``), times aware UTC::
                    files: [{participant_id, role, blob: {key, size}, sha256,
                    duration_seconds, video_frames}], available_at, delete_after,
                    deleted_at, raw_removed}
+    invitations   {_id, room_id, kind (domain.GuestKind), token_hash, session_hash: SHA-256
+                   of the link's token and of the guest's session secret (never the
+                   secrets), created_by, created_at, expires_at, redeemed_at}
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from healthflow.common.mongo import Document, Indexes
 ROOMS = "rooms"
 PARTICIPANTS = "participants"
 RECORDINGS = "recordings"
+INVITATIONS = "invitations"
 
 INDEXES: Indexes = {
     ROOMS: [IndexModel([("status", ASCENDING), ("end", ASCENDING)], name="status_end")],
@@ -40,6 +44,11 @@ INDEXES: Indexes = {
         IndexModel([("room_id", ASCENDING), ("user_id", ASCENDING)], name="room_user",
                    unique=True),
         IndexModel([("janus.session", ASCENDING)], name="janus_session", sparse=True),
+    ],
+    INVITATIONS: [
+        IndexModel([("token_hash", ASCENDING)], name="token", unique=True),
+        IndexModel([("session_hash", ASCENDING)], name="session", unique=True,
+                   partialFilterExpression={"session_hash": {"$type": "string"}}),
     ],
     RECORDINGS: [
         IndexModel([("room_id", ASCENDING), ("started_at", ASCENDING)], name="room"),
