@@ -57,6 +57,23 @@ async def test_doctor_and_patient_are_admitted_and_see_and_hear_each_other_throu
         await frames_flow(doctor, patient.feed)
         await frames_flow(patient, doctor.feed)
 
+        # the doctor sees how each connection does (the patient may not look)
+        quality_url = f"{API}/{event.appointment_id}/quality"
+        assert (await http.get(quality_url, headers=patient.headers)).status_code == 403
+
+        async def measured() -> bool:
+            seen = (await http.get(quality_url, headers=doctor.headers)).json()
+            return len(seen) == 2 and all(
+                m["packets"] > 0 for q in seen for m in q["media"] if m["kind"] == "video")
+
+        await eventually(measured, within=20, interval=0.5, message="no quality figures")
+        seen = (await http.get(quality_url, headers=doctor.headers)).json()
+        assert {q["role"] for q in seen} == {"doctor", "patient"}
+        kinds = sorted(m["kind"] for q in seen for m in q["media"])
+        assert kinds == ["audio", "audio", "video", "video"]
+        assert all(0 <= m["loss_percent"] <= 100 for q in seen for m in q["media"])
+        assert "192." not in str(seen) and "candidate" not in str(seen)
+
         # the patient's network drops: they come back without a second admission
         await patient.close()
         again = await patient.join()

@@ -18,6 +18,7 @@ from healthflow.teleconference.domain import (
     RoomNotOpen,
     Window,
     check_status,
+    link_quality,
     state_on_join,
     turn_credentials,
 )
@@ -65,3 +66,25 @@ def test_turn_credentials_follow_the_turn_rest_convention_coturn_checks() -> Non
     # coturn (use-auth-secret): base64 of HMAC-SHA1 over the username, keyed by the secret
     expected = hmac.new(b"s3cret", username.encode(), hashlib.sha1).digest()
     assert base64.b64decode(credential) == expected
+
+
+def test_link_quality_reads_janus_statistics_without_addresses() -> None:
+    """A trimmed ``handle_info`` as Janus 1.1 answers it for a publisher."""
+    info = {"webrtc": {
+        "ice": {"selected-pair": "192.0.2.2:20372 [host,udp] <-> 192.0.2.2:33888"},
+        "media": {
+            "1": {"type": "audio", "rtcp": {"main": {"rtt": 12, "lost": 0,
+                                                     "jitter-local": 3,
+                                                     "in-link-quality": 100}},
+                  "stats": {"in": {"packets": 500, "bytes_lastsec": 4000}}},
+            "0": {"type": "video", "rtcp": {"main": {"rtt": 12, "lost": 10,
+                                                     "jitter-local": 90,
+                                                     "in-link-quality": 97}},
+                  "stats": {"in": {"packets": 990, "bytes_lastsec": 62500}}},
+        }}}
+    video, audio = link_quality(info)
+    assert video == {"kind": "video", "bitrate_kbps": 500.0, "packets": 990, "lost": 10,
+                     "loss_percent": 1.0, "rtt_ms": 12, "jitter": 90, "link_quality": 97}
+    assert audio["kind"] == "audio" and audio["loss_percent"] == 0.0
+    assert "192.0.2.2" not in str(link_quality(info))
+    assert link_quality({}) == []

@@ -40,6 +40,7 @@ from healthflow.teleconference.schemas import (
     Offer,
     ParticipantOut,
     PublishOut,
+    QualityOut,
     RecordingOut,
     RedeemIn,
     RoomOut,
@@ -231,6 +232,15 @@ async def recording_file(runtime: Runtime, blobs: Blobs, appointment_id: RoomId,
                              headers={"Content-Length": str(file["blob"]["size"]),
                                       **NO_STORE, "Content-Disposition":
                                       f'inline; filename="{recording_id}-{index}.webm"'})
+
+@router.get("/{appointment_id}/quality", summary="Participants' connection quality (doctor)")
+async def connection_quality(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
+                             principal: Principal = Host) -> list[QualityOut]:
+    """Bitrate, packet loss and round trip of each participant's media as the media
+    server receives it (no addresses)."""
+    return [QualityOut.model_validate(q)
+            for q in await service.quality(runtime, janus, principal, appointment_id)]
+
 
 @router.post("/{appointment_id}/guests", status_code=201,
              summary="Invite a guest by a single-use link (doctor)")

@@ -29,6 +29,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from healthflow.common.problems import Conflict, Forbidden, Problem
 
@@ -152,3 +153,29 @@ def turn_credentials(secret: str, user_id: str, now: datetime, ttl: timedelta
     username = f"{int(expires_at.timestamp())}:{user_id}"
     mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(mac).decode(), expires_at
+
+
+def link_quality(info: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the doctor sees of one participant's connection, from the statistics Janus
+    keeps for their publisher (admin API ``handle_info``, its ``webrtc.media``): per
+    medium, ``kind`` audio | video, ``bitrate_kbps`` received in the last second
+    (kbit/s), ``packets`` received, ``lost`` packets and ``loss_percent`` (RTCP, RFC
+    3550 §6.4), ``rtt_ms`` round trip (ms), ``jitter`` (RTP timestamp units, RFC 3550
+    §6.4.1) and Janus's ``link_quality`` (0–100). No addresses: a patient's IP address
+    is personal data the doctor does not need."""
+    found = []
+    media = (info.get("webrtc") or {}).get("media") or {}
+    for _, medium in sorted(media.items()):
+        stats = (medium.get("stats") or {}).get("in") or {}
+        rtcp = ((medium.get("rtcp") or {}).get("main")) or {}
+        packets = int(stats.get("packets", 0))
+        lost = int(rtcp.get("lost", 0))
+        found.append({
+            "kind": medium.get("type"),
+            "bitrate_kbps": round(int(stats.get("bytes_lastsec", 0)) * 8 / 1000, 1),
+            "packets": packets, "lost": lost,
+            "loss_percent": round(100 * lost / (packets + lost), 2) if packets + lost else 0.0,
+            "rtt_ms": int(rtcp.get("rtt", 0)), "jitter": int(rtcp.get("jitter-local", 0)),
+            "link_quality": int(rtcp.get("in-link-quality", 0)),
+        })
+    return found

@@ -171,3 +171,23 @@ class GuestSessionOut(BaseModel):
     guest_token: str
     participant_user_id: str
     expires_at: datetime
+
+
+class MediumQuality(BaseModel):
+    """One medium of a participant's connection (see
+    :func:`healthflow.teleconference.domain.link_quality` for units)."""
+
+    kind: str | None
+    bitrate_kbps: float
+    packets: int
+    lost: int
+    loss_percent: float
+    rtt_ms: int
+    jitter: int
+    link_quality: int
+
+
+class QualityOut(BaseModel):
+    participant_id: str
+    role: str
+    media: list[MediumQuality]

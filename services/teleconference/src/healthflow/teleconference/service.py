@@ -35,6 +35,7 @@ from healthflow.teleconference.domain import (
     RoomStatus,
     Window,
     check_status,
+    link_quality,
     state_on_join,
     turn_credentials,
 )
@@ -453,3 +454,28 @@ async def answer(runtime: ServiceRuntime, janus: Janus, principal: Principal, ro
         raise NotFound(f"no subscription {subscription}")
     await janus.message(int(sub["session"]), int(sub["handle"]), {"request": "start"},
                         sdp_answer)
+
+
+async def quality(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str
+                  ) -> list[Document]:
+    """The connection of every admitted participant who sends media, as Janus measures
+    it (:func:`~healthflow.teleconference.domain.link_quality`): ``{participant_id, role,
+    media: [...]}``. The doctor only.
+
+    Raises:
+        Forbidden: (403) not the doctor.
+    """
+    _, role = await room_of(runtime, principal, room_id)
+    as_doctor(role)
+    found = []
+    for p in await store.participants(runtime.db, room_id):
+        if p["state"] != ParticipantState.ADMITTED or not p.get("janus"):
+            continue
+        try:
+            info = await janus.handle_stats(int(p["janus"]["session"]),
+                                            int(p["janus"]["handle"]))
+        except JanusError:
+            continue  # their connection has just gone
+        found.append({"participant_id": p["_id"], "role": p["role"],
+                      "media": link_quality(info)})
+    return found
