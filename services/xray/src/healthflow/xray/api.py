@@ -126,6 +126,23 @@ async def read_study(runtime: Runtime, study_id: Id,
     return StudyOut.from_documents(view.study, view.instances, studies_router.prefix)
 
 
+FHIR_JSON = "application/fhir+json"
+
+
+@studies_router.get("/{study_id}/fhir", summary="The study as a FHIR R4 ImagingStudy",
+                    response_class=JSONResponse,
+                    responses={200: {"content": {FHIR_JSON: {}}}})
+async def study_fhir(runtime: Runtime, study_id: Id,
+                     principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """``application/fhir+json``; its contained ``Endpoint`` is the study's DICOMweb
+    address under the gateway's public address."""
+    public = runtime.settings.public_base_url.rstrip("/")
+    resource = await studies.study_fhir(runtime, principal, study_id,
+                                        f"{public}/api/v1/dicomweb")
+    return JSONResponse(resource, media_type=FHIR_JSON,
+                        headers={"Cache-Control": "private, no-store"})
+
+
 @studies_router.get("/{study_id}/instances/{instance_id}/preview",
                     summary="A PNG preview of an image (windowed)", response_class=Response,
                     responses={200: {"content": {"image/png": {}}}})
@@ -207,6 +224,21 @@ async def report_pdf(runtime: Runtime, study_id: Id,
     return Response(pdf, media_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="report-{study_id}.pdf"',
         "Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/report/fhir",
+                    summary="The signed report as a FHIR R4 DiagnosticReport",
+                    response_class=JSONResponse,
+                    responses={200: {"content": {FHIR_JSON: {}}}})
+async def report_fhir(runtime: Runtime, study_id: Id,
+                      principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """``application/fhir+json``: ``final``, ``conclusion`` the impression, ``presentedForm``
+    the PDF; automated results only as machine-generated Observations. 404 until signed."""
+    public = runtime.settings.public_base_url.rstrip("/")
+    resource = await reports.report_fhir(
+        runtime, principal, study_id, f"{public}{studies_router.prefix}/{study_id}/report/pdf")
+    return JSONResponse(resource, media_type=FHIR_JSON,
+                        headers={"Cache-Control": "private, no-store"})
 
 
 @studies_router.get("/{study_id}/report/sr",
