@@ -169,6 +169,37 @@ async def thumbnail(runtime: Runtime, study_id: Id, instance_id: Id,
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
+@studies_router.get("/{study_id}/instances/{instance_id}/overlay",
+                    summary="The preview with the lung boxes drawn (machine-generated)",
+                    response_class=Response, responses={200: {"content": {"image/png": {}}}})
+async def overlay(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
+                  principal: Principal = require_any(*VIEWERS)) -> Response:
+    """A PNG at the preview's size; 404 ``instance-not-found`` before processing or
+    when no lung was found (or the order is not of the chest)."""
+    ref = await processing.derived_blob(runtime, principal, study_id, instance_id,
+                                        "overlay")
+    png = b"".join([chunk async for chunk in blobs.stream(ref["key"])])
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/instances/{instance_id}/deidentified",
+                    summary="A de-identified copy of the image, for teaching and export",
+                    response_class=StreamingResponse,
+                    responses={200: {"content": {"application/dicom": {}}}})
+async def deidentified(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
+                       principal: Principal = require(P.IMAGING_EXPORT_DEIDENTIFIED)
+                       ) -> StreamingResponse:
+    """DICOM Part 10 (:mod:`healthflow.xray.deidentify`), streamed; every download is
+    audited. 404 ``instance-not-found`` before processing and for photographs."""
+    ref = await processing.derived_blob(runtime, principal, study_id, instance_id,
+                                        "deidentified")
+    return StreamingResponse(blobs.stream(ref["key"]), media_type="application/dicom",
+                             headers={"Content-Length": str(ref["size"]),
+                                      "Content-Disposition": "attachment; "
+                                      f'filename="deidentified-{instance_id}.dcm"',
+                                      "Cache-Control": "private, no-store"})
+
+
 @studies_router.get("/{study_id}/instances/{instance_id}/file",
                     summary="The stored file, streamed", response_class=StreamingResponse,
                     responses={200: {"content": {t: {} for t in UPLOAD_TYPES}}})
