@@ -8,8 +8,8 @@ patient lists the study, the doctor gets its PNG preview and the file; a doctor
 without a care relationship is refused; the doctor drafts and signs the report,
 which the patient sees once it is final, and the order is completed; a second image
 arrives over STOW-RS and viewers search and retrieve the study over DICOMweb
-(QIDO-RS, WADO-RS) through the gateway, with the dicomweb-client library too; the
-study and the signed report are read as FHIR R4 (``ImagingStudy``,
+(QIDO-RS, WADO-RS, a rendered frame) through the gateway, with the dicomweb-client
+library too; the study and the signed report are read as FHIR R4 (``ImagingStudy``,
 ``DiagnosticReport``, checked with the ``fhir.resources`` R4B models). The real chest
 CR (pydicom-data) is processed: its lung-field overlay is read like its preview, and
 its de-identified copy only with the teaching/export permission.
@@ -156,6 +156,9 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
         sop_uid = listed_instance["00080018"]["Value"][0]
         ds = await asyncio.to_thread(web.retrieve_instance, study_uid, series_uid, sop_uid)
         assert ds.SOPInstanceUID == sop_uid and ds.PatientID == patient.id
+        rendered = await asyncio.to_thread(web.retrieve_instance_frames_rendered, study_uid,
+                                           series_uid, sop_uid, [1], ("image/png",))
+        assert Image.open(io.BytesIO(rendered)).size == (64, 64)  # WADO-RS rendered frame
 
 
 async def test_the_real_chest_cr_gets_a_lung_overlay_and_a_deidentified_copy(

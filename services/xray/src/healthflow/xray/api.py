@@ -24,8 +24,8 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import dicomweb, processing, reports, service, stow, studies
-from healthflow.xray.domain import OrderStatus
+from healthflow.xray import dicomweb, processing, render, reports, service, stow, studies
+from healthflow.xray.domain import OrderStatus, frame_number, rendered_type
 from healthflow.xray.schemas import (
     LinkOut,
     OrderIn,
@@ -361,6 +361,25 @@ async def wado(runtime: Runtime, blobs: Blobs, study_uid: Uid, series_uid: Uid |
     found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid,
                                            sop_uid)
     return _wado(found, blobs)
+
+
+@dicomweb_router.get(
+    "/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}/rendered",
+    summary="WADO-RS: one frame rendered (JPEG or PNG)", response_class=Response,
+    responses={200: {"content": {t: {} for t in render.RENDERED_FORMATS}}})
+async def rendered_frame(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
+                         series_uid: Uid, sop_uid: Uid,
+                         frames: Annotated[str, Path(max_length=32)],
+                         principal: Principal = require_any(*VIEWERS)) -> Response:
+    """``image/jpeg`` unless ``Accept`` prefers ``image/png``: 406 ``not-acceptable`` for
+    anything else; 400 for a frame list or number below 1; 404 ``frame-not-found``
+    beyond the instance's frames, ``study-not-found`` for no such instance."""
+    frame = frame_number(frames)
+    media_type = rendered_type(request.headers.get("accept"), tuple(render.RENDERED_FORMATS))
+    image = await dicomweb.rendered_frame(runtime, blobs, principal, study_uid, series_uid,
+                                          sop_uid, frame, media_type)
+    return Response(image, media_type=media_type, headers={
+        "Cache-Control": "private, no-store", "Vary": "Accept"})
 
 
 @dicomweb_router.post(
