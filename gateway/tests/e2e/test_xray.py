@@ -8,7 +8,11 @@ patient lists the study, the doctor gets its PNG preview and the file; a doctor
 without a care relationship is refused; the doctor drafts and signs the report,
 which the patient sees once it is final, and the order is completed; a second image
 arrives over STOW-RS and viewers search and retrieve the study over DICOMweb
-(QIDO-RS, WADO-RS) through the gateway, with the dicomweb-client library too.
+(QIDO-RS, WADO-RS, a rendered frame) through the gateway, with the dicomweb-client
+library too; the study and the signed report are read as FHIR R4 (``ImagingStudy``,
+``DiagnosticReport``, checked with the ``fhir.resources`` R4B models). The real chest
+CR (pydicom-data) is processed: its lung-field overlay is read like its preview, and
+its de-identified copy only with the teaching/export permission.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import io
 from typing import Any
 
 from dicomweb_client.api import DICOMwebClient
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.imagingstudy import ImagingStudy
 from PIL import Image
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 
 from healthflow.devkit.dicom import radiograph
 from healthflow.devkit.testing import RunningPlatform, eventually
@@ -103,6 +110,24 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
         assert ok(await api.post(f"{report}/sign", headers=doctor.headers))["status"] == "final"
         assert ok(await api.get(report, headers=patient.headers))["impression"] == "Normal chest."
 
+        # the study and the signed report as FHIR R4, their URLs under the gateway
+        fhir_study = await api.get(f"/api/v1/imaging/studies/{study['id']}/fhir",
+                                   headers=doctor.headers)
+        assert fhir_study.headers["content-type"].startswith("application/fhir+json")
+        imaging = ImagingStudy.model_validate(ok(fhir_study))
+        assert imaging.numberOfInstances == 2 and imaging.subject.reference == \
+            f"Patient/{patient.id}"
+        assert imaging.contained[0].address.startswith(platform.gateway_url)
+        fhir_report = DiagnosticReport.model_validate(
+            ok(await api.get(f"{report}/fhir", headers=patient.headers)))
+        assert (fhir_report.status, fhir_report.conclusion) == ("final", "Normal chest.")
+        assert fhir_report.imagingStudy[0].reference == f"ImagingStudy/{study['id']}"
+        pdf = await api.get(fhir_report.presentedForm[0].url, headers=patient.headers)
+        assert fhir_report.presentedForm[0].url.startswith(platform.gateway_url)
+        assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+        assert_problem(await api.get(f"{report}/fhir", headers=stranger.headers), 403,
+                       "not-treating")
+
         # signing completed the order; DICOMweb through the gateway (QIDO-RS, WADO-RS)
         assert ok(await api.get(f"/api/v1/imaging/orders/{order['id']}",
                                 headers=doctor.headers))["status"] == "completed"
@@ -131,3 +156,48 @@ async def test_an_xray_is_ordered_uploaded_listed_previewed_and_kept_from_strang
         sop_uid = listed_instance["00080018"]["Value"][0]
         ds = await asyncio.to_thread(web.retrieve_instance, study_uid, series_uid, sop_uid)
         assert ds.SOPInstanceUID == sop_uid and ds.PatientID == patient.id
+        rendered = await asyncio.to_thread(web.retrieve_instance_frames_rendered, study_uid,
+                                           series_uid, sop_uid, [1], ("image/png",))
+        assert Image.open(io.BytesIO(rendered)).size == (64, 64)  # WADO-RS rendered frame
+
+
+async def test_the_real_chest_cr_gets_a_lung_overlay_and_a_deidentified_copy(
+        platform: RunningPlatform, admin: User) -> None:
+    async with platform.client() as api:
+        patient, doctor, _ = await checked_in_appointment(api, admin)
+        order = await order_in_encounter(api, doctor, patient)
+        radiographer = await create_staff(api, admin, ["radiographer"], label="radiographer")
+        path = get_testdata_file("RG1_UNCR.dcm")
+        assert path is not None, "pydicom-data does not ship RG1_UNCR.dcm"
+        ds = dcmread(path)  # as the modality sends it: the order's patient and accession
+        ds.PatientID, ds.AccessionNumber = patient.id, order["accession_number"]
+        sent = io.BytesIO()
+        ds.save_as(sent, enforce_file_format=True)
+        study = ok(await api.post("/api/v1/imaging/studies", content=sent.getvalue(),
+                                  params={"order_id": order["id"]},
+                                  headers=radiographer.headers
+                                  | {"Content-Type": "application/dicom"}), 201)
+        results: dict[str, Any] = {}
+
+        async def processed() -> bool:
+            nonlocal results
+            results = ok(await api.get(f"/api/v1/imaging/studies/{study['id']}/results",
+                                       headers=patient.headers))
+            return bool(results["instances"])
+
+        await eventually(processed, within=60, message="the chest CR was never processed")
+        [one] = results["instances"]
+        assert one["checks"]["lung_fields"]["code"] == "ok"
+        overlay = await api.get(one["overlay"], headers=doctor.headers)
+        assert overlay.status_code == 200 and overlay.headers["content-type"] == "image/png"
+        assert "machine-generated" in Image.open(io.BytesIO(overlay.content)).info[
+            "Description"]
+
+        for user in (patient, radiographer):  # the viewers' permissions are not enough
+            assert_problem(await api.get(one["deidentified"], headers=user.headers), 403)
+        copy = await api.get(one["deidentified"], headers=doctor.headers)
+        assert copy.status_code == 200 and copy.headers["content-type"] == "application/dicom"
+        deidentified = dcmread(io.BytesIO(copy.content))
+        assert deidentified.PatientID != patient.id and patient.id.encode() not in copy.content
+        assert deidentified.StudyInstanceUID != ds.StudyInstanceUID
+        assert order["accession_number"].encode() not in copy.content

@@ -1,5 +1,6 @@
 """DICOMweb read side (PS3.18): QIDO-RS search in the DICOM JSON model and WADO-RS
-retrieve as multipart/related application/dicom, with the images' access rules."""
+retrieve as multipart/related application/dicom and rendered frames, with the images'
+access rules."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from email.parser import BytesParser
 from typing import Any
 
 import httpx
+import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.uid import generate_uid
@@ -17,6 +19,7 @@ from healthflow.devkit.dicom import radiograph
 
 from .conftest import DICOM, DOCTOR, PATIENT, RADIOGRAPHER, ordered
 from .test_api import in_study
+from .test_real_radiographs import encoded, real
 
 BASE = "/api/v1/dicomweb/studies"
 
@@ -166,3 +169,50 @@ async def test_stow_rs_takes_a_body_over_the_json_limit(xray, tokens) -> None:
     answer = await http.post(BASE, content=body, headers=tokens.headers(
         RADIOGRAPHER, ("radiographer",)) | {"Content-Type": content_type})
     assert answer.status_code == 200, answer.text
+
+
+async def test_wado_rs_renders_one_frame_as_jpeg_or_png(xray, tokens) -> None:
+    """The real chest CR rendered as its preview is (MONOCHROME1 inverted, windowed) at
+    its own size, JPEG by default and PNG when asked; refusals as problems (images are
+    single-frame here: the upload refuses multi-frame ones, so frame 2 is never there)."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM
+    ds = real("RG1_UNCR.dcm", order)
+    up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                         content=encoded(ds), headers=radiographer)
+    assert up.status_code == 201, up.text
+    url = (f"{BASE}/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+           f"{ds.SOPInstanceUID}/frames/1/rendered")
+    doctor = tokens.headers(DOCTOR, ("doctor",))
+
+    jpeg = await http.get(url, headers=doctor)
+    assert jpeg.status_code == 200 and jpeg.headers["content-type"] == "image/jpeg"
+    png = await http.get(url, headers=doctor | {"Accept": "image/webp, image/png;q=0.8"})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    rendered = Image.open(io.BytesIO(png.content))
+    assert rendered.size == (1841, 1955) and rendered.mode == "L"
+    instance = up.json()["series"][0]["instances"][0]
+    preview = Image.open(io.BytesIO((await http.get(instance["preview"],
+                                                    headers=doctor)).content))
+    shrunk = np.asarray(rendered.resize(preview.size), dtype=np.int16)
+    assert np.abs(shrunk - np.asarray(preview, dtype=np.int16)).mean() < 3  # the same look
+    assert np.abs(np.asarray(Image.open(io.BytesIO(jpeg.content)), dtype=np.int16)
+                  - np.asarray(rendered, dtype=np.int16)).mean() < 3
+
+    refusals = [
+        (await http.get(url, headers=doctor | {"Accept": "application/pdf"}), 406,
+         "not-acceptable"),
+        (await http.get(url.replace("/frames/1/", "/frames/1,2/"), headers=doctor), 400,
+         "bad-request"),
+        (await http.get(url.replace("/frames/1/", "/frames/0/"), headers=doctor), 400,
+         "bad-request"),
+        (await http.get(url.replace("/frames/1/", "/frames/2/"), headers=doctor), 404,
+         "frame-not-found"),
+        (await http.get(url, headers=tokens.headers("dr-9", ("doctor",))), 403,
+         "not-treating"),
+        (await http.get(url, headers=tokens.headers("p-2", ("patient",))), 404,
+         "study-not-found")]
+    for answer, status, slug in refusals:
+        assert answer.status_code == status, answer.text
+        assert answer.json()["type"].endswith(f"/{slug}")

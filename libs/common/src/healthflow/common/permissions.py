@@ -88,6 +88,7 @@ class Permission(StrEnum):
     IMAGING_READ_OWN = "imaging:read_own"  # the patient's own studies
     IMAGING_READ_TREATED = "imaging:read_treated"  # a doctor in a care relationship
     IMAGING_REPORT = "imaging:report"  # the same doctor writes and signs the report
+    IMAGING_EXPORT_DEIDENTIFIED = "imaging:export_deidentified"  # de-identified copies (teaching)
     # emergencies and paramedic units (healthflow.emergency, healthflow.paramedic)
     EMERGENCIES_RAISE_OWN = "emergencies:raise_own"  # a patient, for themselves
     EMERGENCIES_READ_OWN = "emergencies:read_own"
@@ -132,7 +133,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
            P.APPOINTMENTS_READ_OWN, P.APPOINTMENTS_MANAGE_OWN, P.HOSPITALS_REGISTER,
            P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED, P.PRESCRIPTIONS_READ_TREATED,
            P.PRESCRIPTIONS_WRITE_TREATED, P.IMAGING_ORDER, P.IMAGING_READ_TREATED,
-           P.IMAGING_REPORT, P.TELECONSULTATIONS_JOIN, P.TELECONSULTATIONS_HOST}
+           P.IMAGING_REPORT, P.IMAGING_EXPORT_DEIDENTIFIED, P.TELECONSULTATIONS_JOIN,
+           P.TELECONSULTATIONS_HOST}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE

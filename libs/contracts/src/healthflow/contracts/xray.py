@@ -99,9 +99,12 @@ class XrayAccessed(EventPayload):
     the audit log), as ``record.accessed`` does for the record.
 
     ``scope`` is ``worklist`` (the patient's orders were listed), ``order``,
-    ``studies`` (a listing), ``study``, ``preview``, ``file``, ``report``, ``dicomweb``,
-    ``results`` and ``thumbnail`` (the automated results);
-    ``accessor_role`` is ``treating_doctor`` or ``staff`` (work-list roles);
+    ``studies`` (a listing), ``study``, ``fhir`` (the study as FHIR), ``preview``,
+    ``file``, ``report`` (also its PDF, SR and FHIR forms), ``dicomweb``, ``results``,
+    ``thumbnail`` and ``overlay`` (the automated results) and ``deidentified`` (a
+    de-identified copy downloaded for teaching or export);
+    ``accessor_role`` is ``treating_doctor``, ``staff`` (work-list roles) or ``export``
+    (``imaging:export_deidentified``, a ``deidentified`` download);
     ``accessor_roles`` the accessor's platform roles, sorted.
     """
 

@@ -24,8 +24,8 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import dicomweb, processing, reports, service, stow, studies
-from healthflow.xray.domain import OrderStatus
+from healthflow.xray import dicomweb, processing, render, reports, service, stow, studies
+from healthflow.xray.domain import OrderStatus, frame_number, rendered_type
 from healthflow.xray.schemas import (
     LinkOut,
     OrderIn,
@@ -126,6 +126,23 @@ async def read_study(runtime: Runtime, study_id: Id,
     return StudyOut.from_documents(view.study, view.instances, studies_router.prefix)
 
 
+FHIR_JSON = "application/fhir+json"
+
+
+@studies_router.get("/{study_id}/fhir", summary="The study as a FHIR R4 ImagingStudy",
+                    response_class=JSONResponse,
+                    responses={200: {"content": {FHIR_JSON: {}}}})
+async def study_fhir(runtime: Runtime, study_id: Id,
+                     principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """``application/fhir+json``; its contained ``Endpoint`` is the study's DICOMweb
+    address under the gateway's public address."""
+    public = runtime.settings.public_base_url.rstrip("/")
+    resource = await studies.study_fhir(runtime, principal, study_id,
+                                        f"{public}/api/v1/dicomweb")
+    return JSONResponse(resource, media_type=FHIR_JSON,
+                        headers={"Cache-Control": "private, no-store"})
+
+
 @studies_router.get("/{study_id}/instances/{instance_id}/preview",
                     summary="A PNG preview of an image (windowed)", response_class=Response,
                     responses={200: {"content": {"image/png": {}}}})
@@ -150,6 +167,37 @@ async def thumbnail(runtime: Runtime, study_id: Id, instance_id: Id,
                     principal: Principal = require_any(*VIEWERS)) -> Response:
     png = await processing.thumbnail(runtime, principal, study_id, instance_id)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/instances/{instance_id}/overlay",
+                    summary="The preview with the lung boxes drawn (machine-generated)",
+                    response_class=Response, responses={200: {"content": {"image/png": {}}}})
+async def overlay(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
+                  principal: Principal = require_any(*VIEWERS)) -> Response:
+    """A PNG at the preview's size; 404 ``instance-not-found`` before processing or
+    when no lung was found (or the order is not of the chest)."""
+    ref = await processing.derived_blob(runtime, principal, study_id, instance_id,
+                                        "overlay")
+    png = b"".join([chunk async for chunk in blobs.stream(ref["key"])])
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/instances/{instance_id}/deidentified",
+                    summary="A de-identified copy of the image, for teaching and export",
+                    response_class=StreamingResponse,
+                    responses={200: {"content": {"application/dicom": {}}}})
+async def deidentified(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
+                       principal: Principal = require(P.IMAGING_EXPORT_DEIDENTIFIED)
+                       ) -> StreamingResponse:
+    """DICOM Part 10 (:mod:`healthflow.xray.deidentify`), streamed; every download is
+    audited. 404 ``instance-not-found`` before processing and for photographs."""
+    ref = await processing.derived_blob(runtime, principal, study_id, instance_id,
+                                        "deidentified")
+    return StreamingResponse(blobs.stream(ref["key"]), media_type="application/dicom",
+                             headers={"Content-Length": str(ref["size"]),
+                                      "Content-Disposition": "attachment; "
+                                      f'filename="deidentified-{instance_id}.dcm"',
+                                      "Cache-Control": "private, no-store"})
 
 
 @studies_router.get("/{study_id}/instances/{instance_id}/file",
@@ -207,6 +255,21 @@ async def report_pdf(runtime: Runtime, study_id: Id,
     return Response(pdf, media_type="application/pdf", headers={
         "Content-Disposition": f'inline; filename="report-{study_id}.pdf"',
         "Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/report/fhir",
+                    summary="The signed report as a FHIR R4 DiagnosticReport",
+                    response_class=JSONResponse,
+                    responses={200: {"content": {FHIR_JSON: {}}}})
+async def report_fhir(runtime: Runtime, study_id: Id,
+                      principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """``application/fhir+json``: ``final``, ``conclusion`` the impression, ``presentedForm``
+    the PDF; automated results only as machine-generated Observations. 404 until signed."""
+    public = runtime.settings.public_base_url.rstrip("/")
+    resource = await reports.report_fhir(
+        runtime, principal, study_id, f"{public}{studies_router.prefix}/{study_id}/report/pdf")
+    return JSONResponse(resource, media_type=FHIR_JSON,
+                        headers={"Cache-Control": "private, no-store"})
 
 
 @studies_router.get("/{study_id}/report/sr",
@@ -298,6 +361,25 @@ async def wado(runtime: Runtime, blobs: Blobs, study_uid: Uid, series_uid: Uid |
     found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid,
                                            sop_uid)
     return _wado(found, blobs)
+
+
+@dicomweb_router.get(
+    "/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}/rendered",
+    summary="WADO-RS: one frame rendered (JPEG or PNG)", response_class=Response,
+    responses={200: {"content": {t: {} for t in render.RENDERED_FORMATS}}})
+async def rendered_frame(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
+                         series_uid: Uid, sop_uid: Uid,
+                         frames: Annotated[str, Path(max_length=32)],
+                         principal: Principal = require_any(*VIEWERS)) -> Response:
+    """``image/jpeg`` unless ``Accept`` prefers ``image/png``: 406 ``not-acceptable`` for
+    anything else; 400 for a frame list or number below 1; 404 ``frame-not-found``
+    beyond the instance's frames, ``study-not-found`` for no such instance."""
+    frame = frame_number(frames)
+    media_type = rendered_type(request.headers.get("accept"), tuple(render.RENDERED_FORMATS))
+    image = await dicomweb.rendered_frame(runtime, blobs, principal, study_uid, series_uid,
+                                          sop_uid, frame, media_type)
+    return Response(image, media_type=media_type, headers={
+        "Cache-Control": "private, no-store", "Vary": "Accept"})
 
 
 @dicomweb_router.post(

@@ -30,6 +30,9 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     async def sweep() -> None:
         await blobs.sweep(lambda keys: store.referenced_keys(runtime.db, keys),
                           older_than=settings.sweep_older_than, prefix=f"{XRAY.name}/")
+        await blobs.sweep(lambda keys: store.derived_keys(runtime.db, keys),
+                          older_than=settings.sweep_older_than,
+                          prefix=f"{processing.DERIVED.name}/")
 
     runtime.add_worker(Loop("blob-sweeper", sweep, interval=settings.sweep_interval))
 

@@ -9,6 +9,10 @@ of stored DICOM instances (DICOM PS3.18 §10.6 Search, §10.4 Retrieve).
   SOP Class and Instance UIDs, Instance Number, Rows, Columns.
 * WADO-RS answers ``multipart/related; type="application/dicom"`` (PS3.18 §8.7.1.1):
   each stored file, as it was received, one part each, streamed from the blob store.
+* WADO-RS rendered frames (PS3.18 §9.5, ``…/frames/{n}/rendered``): one frame as
+  ``image/jpeg`` (the default) or ``image/png`` (by ``Accept``), windowed like the
+  preview, at its own size up to 4096 px on its long side (no ``viewport`` or
+  ``window`` query parameters yet).
 
 Only DICOM instances take part: photographs of films (PNG/JPEG) are not DICOM objects.
 Access is the images' (:func:`healthflow.xray.service.viewer`): the patient their own
@@ -18,9 +22,12 @@ another patient's study is answered 404, like a missing one.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from healthflow.common.auth import Principal
@@ -30,8 +37,8 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import imaging, store
-from healthflow.xray.domain import StudyNotFound
+from healthflow.xray import imaging, render, store
+from healthflow.xray.domain import FrameNotFound, StudyNotFound
 from healthflow.xray.service import viewer
 
 SCOPE = "dicomweb"
@@ -186,3 +193,27 @@ def multipart(blobs: BlobStore, instances: list[Document]) -> Multipart:
 
     return Multipart(f'multipart/related; type="{imaging.DICOM}"; boundary={boundary}',
                      body())
+
+
+async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
+                         study_uid: str, series_uid: str, sop_uid: str, frame: int,
+                         media_type: str) -> bytes:
+    """Frame ``frame`` (1-based) of one instance, rendered (:func:`render.rendered_frame`)
+    as ``media_type``; the file is copied to local disk in chunks and decoded in a thread.
+
+    Raises:
+        StudyNotFound (404): no such instance (or another patient's); FrameNotFound (404):
+        the instance has fewer frames; NotTreating (403); PreviewFailed (500).
+    """
+    found = await study_instances(runtime, principal, study_uid, series_uid, sop_uid)
+    [instance] = found.instances
+    with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
+        path = Path(tmp) / "image"
+        with path.open("wb") as file:
+            async for chunk in blobs.stream(instance["blob"]["key"]):
+                await asyncio.to_thread(file.write, chunk)
+        frames = await asyncio.to_thread(render.frame_count, path)
+        if frame > frames:
+            raise FrameNotFound(f"the instance has {frames} frame(s); there is no frame "
+                                f"{frame}")
+        return await asyncio.to_thread(render.rendered_frame, path, frame, media_type)

@@ -1,10 +1,18 @@
 """The processing worker: after an image is stored (upload, C-STORE, STOW-RS), a job on
 the service's queue (:mod:`healthflow.common.jobs`, queue :data:`QUEUE`, enqueued in the
 storing transaction with the instance id as its key) renders a thumbnail, runs the
-automated checks (:mod:`.checks`), stores the results labelled
+automated checks (:mod:`.checks`), draws the lung boxes of a chest image on a copy of
+its preview (the overlay PNG), makes a de-identified copy of a DICOM file
+(:mod:`.deidentify`), stores the results labelled
 "machine-generated suggestion, not a diagnosis" and publishes ``xray.processed``
 (codes only) — all in the job's own transaction, so a job that dies commits nothing
 and is run again.
+
+The overlay and the de-identified copy are blob-store objects in the bucket of the
+originals, under their own prefix (:data:`DERIVED`: keys ``xray-derived/<hex>``),
+referenced from the result (``overlay``, ``deidentified``:
+``{key, sha256, size}``); an object whose job did not commit, or that a job run again
+replaced, is referenced by nothing and the orphan sweeper deletes it.
 
 Results are read at ``GET /api/v1/imaging/studies/{id}/results`` by whoever may view
 the study's previews (:func:`results`), each read audited like a preview.
@@ -26,16 +34,21 @@ from pydicom import dcmread
 
 from healthflow.common import jobs
 from healthflow.common.auth import Principal
-from healthflow.common.blobs import BlobStore
+from healthflow.common.blobs import XRAY, BlobStore, BlobUse, StoredBlob
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import checks, events, lungs, render, store
+from healthflow.xray import checks, deidentify, events, lungs, render, store
 from healthflow.xray.domain import InstanceNotFound, StudyNotFound
 from healthflow.xray.imaging import DEFER_SIZE, DICOM
-from healthflow.xray.service import viewer
+from healthflow.xray.service import record_access, viewer
 
 QUEUE = "xray-process"
+DERIVED = BlobUse("xray-derived", frozenset({"application/dicom", "image/png"}),
+                  XRAY.max_bytes)
+"""What the worker makes from a stored image: overlays and de-identified copies."""
+EXPORT = "export"
+"""``accessor_role`` of a de-identified copy's download (``imaging:export_deidentified``)."""
 
 
 async def enqueue(uow: UnitOfWork, instance_id: str) -> None:
@@ -48,6 +61,8 @@ async def enqueue(uow: UnitOfWork, instance_id: str) -> None:
 class Analysis:
     checks: dict[str, Any]
     thumbnail: bytes
+    overlay: bytes | None
+    """The lung-field overlay PNG (:func:`render.lung_overlay`), when boxes were found."""
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:
@@ -77,7 +92,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray[Any, Any], checks.Header]:
 
 def analyse(path: Path, content_type: str, order: Document) -> Analysis:
     """Thumbnail and checks of the stored file at ``path`` (blocking: run in a thread),
-    with lung fields (:mod:`.lungs`) on a chest image.
+    with lung fields (:mod:`.lungs`) and their overlay on a chest image.
 
     Raises:
         PreviewFailed: the file does not render (then the job is retried, then dead).
@@ -90,13 +105,35 @@ def analyse(path: Path, content_type: str, order: Document) -> Analysis:
             pixels = np.asarray(image.convert("L"))
         header = checks.Header(rows=pixels.shape[0], columns=pixels.shape[1])
     found = checks.run(pixels, header, order)
-    if order["body_part"] == "CHEST":
-        with Image.open(io.BytesIO(render.preview(path, content_type))) as shown:
+    preview = render.preview(path, content_type) if order["body_part"] == "CHEST" else None
+    if preview is not None:
+        with Image.open(io.BytesIO(preview)) as shown:
             grey = np.asarray(shown.convert("L"))
     else:
         grey = np.zeros((1, 1), dtype=np.uint8)
     found["lung_fields"] = lungs.lung_fields(grey, header.columns, order["body_part"])
-    return Analysis(found, thumbnail)
+    boxes = found["lung_fields"]["boxes"]
+    overlay = render.lung_overlay(preview, boxes, header.columns, checks.LABEL) \
+        if preview is not None and boxes else None
+    return Analysis(found, thumbnail, overlay)
+
+
+def _ref(blob: StoredBlob | None) -> dict[str, Any] | None:
+    return {"key": blob.key, "sha256": blob.sha256, "size": blob.size} if blob else None
+
+
+async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analysis
+                   ) -> tuple[StoredBlob | None, StoredBlob | None]:
+    """Store the overlay and, for a DICOM file, a de-identified copy (made next to
+    ``path`` on local disk, streamed from there)."""
+    overlay = await blobs.put(DERIVED, found.overlay, declared_type="image/png") \
+        if found.overlay else None
+    if content_type != DICOM:
+        return overlay, None
+    copy = path.with_name("deidentified")
+    await asyncio.to_thread(deidentify.deidentified_copy, path, copy)
+    with copy.open("rb") as file:
+        return overlay, await blobs.put(DERIVED, file, declared_type=DICOM)
 
 
 async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
@@ -113,11 +150,13 @@ async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
             async for chunk in blobs.stream(instance["blob"]["key"]):
                 await asyncio.to_thread(file.write, chunk)
         found = await asyncio.to_thread(analyse, path, instance["content_type"], order)
+        overlay, deidentified = await _derived(blobs, path, instance["content_type"], found)
     now = utcnow()
     await store.put_result(uow, {
         "_id": instance["_id"], "study_id": study["_id"], "patient_id": order["patient_id"],
         "order_id": order["_id"], "label": checks.LABEL, "checks": found.checks,
-        "thumbnail": found.thumbnail, "processed_at": now})
+        "thumbnail": found.thumbnail, "overlay": _ref(overlay),
+        "deidentified": _ref(deidentified), "processed_at": now})
     uow.publish(events.XrayProcessed(
         study_id=study["_id"], instance_id=instance["_id"], order_id=order["_id"],
         patient_id=order["patient_id"],
@@ -161,5 +200,34 @@ async def thumbnail(runtime: ServiceRuntime, principal: Principal, study_id: str
         if png is None:
             raise InstanceNotFound(f"no processed image {instance_id} in study {study_id}")
         return png
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def derived_blob(runtime: ServiceRuntime, principal: Principal, study_id: str,
+                       instance_id: str, kind: str) -> dict[str, Any]:
+    """``{key, sha256, size}`` of an image's ``overlay`` (for whoever may view its
+    preview, ``xray.accessed`` scope ``overlay`` for a doctor) or ``deidentified``
+    copy (the route demands ``imaging:export_deidentified``; every download is
+    recorded as ``xray.accessed`` scope ``deidentified``, role ``export``).
+
+    Raises:
+        StudyNotFound / InstanceNotFound (404: also while not processed, or when the
+        image has none: no lung boxes found, or not DICOM), NotTreating (403).
+    """
+
+    async def read(uow: UnitOfWork) -> dict[str, Any]:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        if kind == "overlay":
+            await viewer(uow, principal, study["patient_id"], kind, study_id)
+        else:
+            record_access(uow, principal, study["patient_id"], EXPORT, kind, study_id)
+        ref = await store.derived_of(uow, study_id, instance_id, kind)
+        if ref is None:
+            raise InstanceNotFound(f"image {instance_id} of study {study_id} has no {kind} "
+                                   "image (not processed yet, or none is made for it)")
+        return ref
 
     return await runtime.transact(read, actor=principal.actor)

@@ -7,6 +7,10 @@ image's own minimum to maximum), and are inverted for ``MONOCHROME1`` (where the
 lowest value is white, PS3.3 C.7.6.3.1.2). Previews are at most
 :data:`MAX_SIDE` pixels on their long side.
 
+The lung-field overlay (:func:`lung_overlay`) is the preview in colour with the
+lungs-finder boxes drawn on it, stamped "machine-generated" in its pixels and its PNG
+text chunks.
+
 A file that fails to render is logged by the error's type alone: pydicom's messages
 quote element values (:func:`preview`).
 """
@@ -17,10 +21,11 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+from PIL import Image, ImageDraw, PngImagePlugin
 from pydicom import dcmread
 from pydicom.pixels import apply_modality_lut
 
@@ -30,6 +35,12 @@ from healthflow.xray.imaging import DEFER_SIZE, DICOM, stored_window
 log = logging.getLogger(__name__)
 MAX_SIDE = 1024
 THUMBNAIL_SIDE = 256
+RENDERED_MAX_SIDE = 4096
+"""The long side of a WADO-RS rendered frame at most (larger images are scaled down)."""
+JPEG_QUALITY = 90
+RENDERED_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+"""WADO-RS rendered media types served → Pillow format (PS3.18 Table 8.7.4-2: JPEG the
+default, PNG required)."""
 Array = npt.NDArray[np.float64]
 
 
@@ -60,12 +71,33 @@ def full_range(values: Array) -> tuple[float, float]:
     return low + width / 2, width
 
 
-def _png(grey: npt.NDArray[np.uint8], side: int = MAX_SIDE) -> bytes:
+def _encode(grey: npt.NDArray[np.uint8], side: int = MAX_SIDE, image_format: str = "PNG"
+            ) -> bytes:
     image = Image.fromarray(grey)
     image.thumbnail((side, side))
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format=image_format, **({"quality": JPEG_QUALITY}
+                                            if image_format == "JPEG" else {}))
     return out.getvalue()
+
+
+def _png(grey: npt.NDArray[np.uint8], side: int = MAX_SIDE) -> bytes:
+    return _encode(grey, side)
+
+
+def _windowed(ds: Any, pixels: npt.NDArray[Any], side: int) -> npt.NDArray[np.uint8]:
+    """One frame's pixels as 8-bit grey as shown (Modality LUT, VOI window, MONOCHROME1
+    inverted; colour converted to grey), kept at about twice ``side`` on its long side."""
+    if pixels.ndim == 3:  # colour: shown as it is, in grey
+        return np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L"))
+    # Keep about twice the preview's resolution before going to float64 (8 bytes a
+    # pixel, several temporaries): a 60 M-pixel image would otherwise take gigabytes.
+    step = max(1, -(-max(pixels.shape) // (2 * side)))
+    pixels = pixels[::step, ::step]
+    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    center, width = stored_window(ds) or full_range(values)
+    invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+    return window(values, center, width, invert=invert)
 
 
 def dicom_preview(path: Path, side: int = MAX_SIDE) -> bytes:
@@ -77,16 +109,7 @@ def dicom_preview(path: Path, side: int = MAX_SIDE) -> bytes:
         pixels = ds.pixel_array
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         pixels = pixels[0]
-    if pixels.ndim == 3:  # colour: shown as it is, in grey
-        return _png(np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L")), side)
-    # Keep about twice the preview's resolution before going to float64 (8 bytes a
-    # pixel, several temporaries): a 60 M-pixel image would otherwise take gigabytes.
-    step = max(1, -(-max(pixels.shape) // (2 * side)))
-    pixels = pixels[::step, ::step]
-    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
-    center, width = stored_window(ds) or full_range(values)
-    invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
-    return _png(window(values, center, width, invert=invert), side)
+    return _png(_windowed(ds, pixels, side), side)
 
 
 def photo_preview(path: Path, side: int = MAX_SIDE) -> bytes:
@@ -109,3 +132,74 @@ def preview(path: Path, content_type: str, side: int = MAX_SIDE) -> bytes:
     except Exception as exc:  # a stored file passed every check; anything here is a bug
         log.error("preview failed", extra={"error": type(exc).__name__})
         raise PreviewFailed("the image could not be rendered; it has been logged") from None
+
+
+OVERLAY_COLOURS = {"right": (255, 160, 0), "left": (0, 200, 255)}
+"""Box colour per lung (RGB): orange the patient's right, cyan the left."""
+OVERLAY_TINT = 0.25
+"""How much of the box colour is blended into the pixels inside a box (0–1)."""
+
+
+def lung_overlay(preview_png: bytes, boxes: list[dict[str, Any]], columns: int,
+                 label: str) -> bytes:
+    """The preview (PNG bytes, as :func:`preview` made it) in RGB with each lung box
+    (``{side, x, y, width, height}`` in the stored image's pixels, the image ``columns``
+    wide) tinted and outlined, and ``label`` written in its top left corner and as
+    the PNG ``Description`` and ``Software`` text chunks (PNG 1.2 §4.2.3)."""
+    with Image.open(io.BytesIO(preview_png)) as shown:
+        image = shown.convert("RGB")
+    scale = image.width / columns
+    pixels = np.asarray(image, dtype=np.float64).copy()
+    outlines: list[tuple[tuple[int, int, int, int], tuple[int, int, int]]] = []
+    for box in boxes:
+        x0, y0 = round(box["x"] * scale), round(box["y"] * scale)
+        x1 = min(image.width, round((box["x"] + box["width"]) * scale))
+        y1 = min(image.height, round((box["y"] + box["height"]) * scale))
+        colour = OVERLAY_COLOURS.get(box["side"], (255, 0, 255))
+        inside = pixels[y0:y1, x0:x1]
+        pixels[y0:y1, x0:x1] = inside * (1 - OVERLAY_TINT) + np.array(colour) * OVERLAY_TINT
+        outlines.append(((x0, y0, x1 - 1, y1 - 1), colour))
+    drawn = Image.fromarray(np.rint(pixels).astype(np.uint8), "RGB")
+    pen = ImageDraw.Draw(drawn)
+    width = max(2, image.width // 256)
+    for rectangle, colour in outlines:
+        pen.rectangle(rectangle, outline=colour, width=width)
+    pen.rectangle((0, 0, 8 + 6 * len(label), 16), fill=(0, 0, 0))
+    pen.text((4, 3), label, fill=(255, 255, 0))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Description", f"Lung fields: {label}")
+    info.add_text("Software", "HealthFlow lungs-finder overlay (machine-generated)")
+    out = io.BytesIO()
+    drawn.save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def frame_count(path: Path) -> int:
+    """Number of Frames (0028,0008) of the DICOM file at ``path`` (1 when absent)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = dcmread(path, stop_before_pixels=True)
+    return int(ds.get("NumberOfFrames", 1) or 1)
+
+
+def rendered_frame(path: Path, frame: int, media_type: str) -> bytes:
+    """Frame ``frame`` (1-based) of the DICOM file at ``path`` rendered as the preview is
+    (Modality LUT, VOI window, MONOCHROME1 inverted) at its own size up to
+    :data:`RENDERED_MAX_SIDE`, encoded as ``media_type`` (a key of
+    :data:`RENDERED_FORMATS`). The caller checks ``frame`` against :func:`frame_count`.
+
+    Raises:
+        PreviewFailed (500): the file does not render (logged by the error's type).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(path, defer_size=DEFER_SIZE)
+            pixels = ds.pixel_array
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            pixels = pixels[frame - 1]
+        side = min(RENDERED_MAX_SIDE, max(int(ds.Rows), int(ds.Columns)))
+        return _encode(_windowed(ds, pixels, side), side, RENDERED_FORMATS[media_type])
+    except Exception as exc:  # a stored file passed every check; anything here is a bug
+        log.error("rendering failed", extra={"error": type(exc).__name__})
+        raise PreviewFailed("the frame could not be rendered; it has been logged") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
@@ -15,7 +16,7 @@ from healthflow.common.errors import Conflict
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import documents, events, store
+from healthflow.xray import documents, events, fhir, store
 from healthflow.xray.domain import (
     OrderStatus,
     ReportNotFound,
@@ -126,6 +127,36 @@ async def read_report(runtime: ServiceRuntime, principal: Principal, study_id: s
     return await runtime.transact(read, actor=principal.actor)
 
 
+async def _final_report(uow: UnitOfWork, principal: Principal, study_id: str
+                        ) -> tuple[Document, Document, Document]:
+    """(report, study, order) of a signed report the caller may view (``xray.accessed``
+    scope ``report`` for a doctor). Raises StudyNotFound / ReportNotFound (404: none,
+    or not signed yet), NotTreating (403)."""
+    study = await store.get_study(uow, study_id)
+    if study is None:
+        raise StudyNotFound(f"no imaging study {study_id}")
+    await viewer(uow, principal, study["patient_id"], "report", study_id)
+    report = await store.report_of_study(uow, study_id)
+    order = await store.get_order(uow, study["order_id"])
+    if report is None or order is None or report["status"] != ReportStatus.FINAL:
+        raise ReportNotFound("the study has no signed report yet")
+    return report, study, order
+
+
+async def report_fhir(runtime: ServiceRuntime, principal: Principal, study_id: str,
+                      pdf_url: str) -> dict[str, Any]:
+    """The signed report as a FHIR R4 ``DiagnosticReport`` (:func:`.fhir.diagnostic_report`;
+    ``pdf_url`` the PDF's public URL) with the study's automated results as labelled,
+    machine-generated Observations. Raises as :func:`report_document`."""
+
+    async def read(uow: UnitOfWork) -> dict[str, Any]:
+        report, study, order = await _final_report(uow, principal, study_id)
+        return fhir.diagnostic_report(report, study, order, pdf_url=pdf_url,
+                                      results=await store.results_of_study(uow, study_id))
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
 async def report_document(runtime: ServiceRuntime, principal: Principal, study_id: str,
                           kind: str) -> bytes:
     """The final report of a study as a document: ``kind`` ``pdf`` (PDF) or ``sr``
@@ -136,18 +167,8 @@ async def report_document(runtime: ServiceRuntime, principal: Principal, study_i
         StudyNotFound / ReportNotFound (404: none, or not signed yet), NotTreating (403).
     """
 
-    async def read(uow: UnitOfWork) -> tuple[Document, Document, Document]:
-        study = await store.get_study(uow, study_id)
-        if study is None:
-            raise StudyNotFound(f"no imaging study {study_id}")
-        await viewer(uow, principal, study["patient_id"], "report", study_id)
-        report = await store.report_of_study(uow, study_id)
-        order = await store.get_order(uow, study["order_id"])
-        if report is None or order is None or report["status"] != ReportStatus.FINAL:
-            raise ReportNotFound("the study has no signed report yet")
-        return report, study, order
-
-    report, study, order = await runtime.transact(read, actor=principal.actor)
+    report, study, order = await runtime.transact(
+        lambda uow: _final_report(uow, principal, study_id), actor=principal.actor)
     if kind == "pdf":
         printed = documents.printed(report, study, order)
         return await asyncio.to_thread(documents.render_pdf, printed)

@@ -189,12 +189,17 @@ class CheckOut(BaseModel):
 
 class InstanceResultsOut(BaseModel):
     """The processing worker's results for one image; ``label`` says they are
-    machine-generated suggestions, not a diagnosis; ``thumbnail`` the PNG's path."""
+    machine-generated suggestions, not a diagnosis; ``thumbnail`` the PNG's path;
+    ``overlay`` the path of the preview with the lung boxes drawn (a chest image whose
+    lungs were found, else None); ``deidentified`` the path of the de-identified DICOM
+    copy (for ``imaging:export_deidentified`` only; None for a photograph)."""
 
     instance_id: str
     label: str
     checks: dict[str, CheckOut]
     thumbnail: str
+    overlay: str | None = None
+    deidentified: str | None = None
     processed_at: datetime
 
 
@@ -208,7 +213,12 @@ class ResultsOut(BaseModel):
 
     @classmethod
     def from_documents(cls, study_id: str, docs: list[Document], base: str) -> ResultsOut:
+        def url(doc: Document, kind: str) -> str | None:
+            return f"{base}/{study_id}/instances/{doc['_id']}/{kind}" if doc.get(kind) \
+                else None
+
         return cls(study_id=study_id, label=LABEL, instances=[InstanceResultsOut(
             instance_id=d["_id"], label=d["label"], checks=d["checks"],
             thumbnail=f"{base}/{study_id}/instances/{d['_id']}/thumbnail",
+            overlay=url(d, "overlay"), deidentified=url(d, "deidentified"),
             processed_at=d["processed_at"]) for d in docs])

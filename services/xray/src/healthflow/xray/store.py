@@ -25,7 +25,9 @@ Collections (database ``healthflow_xray``), times aware UTC::
     results     the processing worker's output, one per instance: {_id: instance id,
                  study_id, patient_id, order_id, label ("machine-generated suggestion, not
                  a diagnosis"), checks {exposure, view, body_part, laterality, resolution:
-                 {code, ...}} (:mod:`.checks`), thumbnail (PNG bytes, ≤ 256 px), processed_at}
+                 {code, ...}} (:mod:`.checks`), thumbnail (PNG bytes, ≤ 256 px), overlay
+                 (the lung-field overlay PNG) and deidentified (the de-identified DICOM
+                 copy): {key, sha256, size} of a blob or None, processed_at}
     jobs        the processing queue (:mod:`healthflow.common.jobs`)
 """
 
@@ -49,6 +51,8 @@ ENCOUNTERS = "encounters"
 CARE = "care"
 REPORTS = "reports"
 RESULTS = "results"
+DERIVED = ("overlay", "deidentified")
+"""The blobs a result references besides the original (:mod:`.processing`)."""
 MAX_LISTED = 1000
 """Most rows one listing returns; paging comes later."""
 
@@ -69,7 +73,9 @@ INDEXES: Indexes = {
         IndexModel([("blob.key", ASCENDING)], name="blob"),
     ],
     REPORTS: [IndexModel([("study_id", ASCENDING)], name="study", unique=True)],
-    RESULTS: [IndexModel([("study_id", ASCENDING)], name="study")],
+    RESULTS: [IndexModel([("study_id", ASCENDING)], name="study"),
+              IndexModel([("overlay.key", ASCENDING)], name="overlay"),
+              IndexModel([("deidentified.key", ASCENDING)], name="deidentified")],
     **jobs.INDEXES,
 }
 
@@ -180,6 +186,17 @@ async def referenced_keys(db: Db, keys: list[str]) -> set[str]:
     return {d["blob"]["key"] for d in docs}
 
 
+async def derived_keys(db: Db, keys: list[str]) -> set[str]:
+    """Those of ``keys`` a result references as its overlay or de-identified copy (for
+    the blob sweeper)."""
+    found: set[str] = set()
+    for kind in DERIVED:
+        derived = await db[RESULTS].find({f"{kind}.key": {"$in": keys}},
+                                         {f"{kind}.key": 1}).to_list()
+        found |= {d[kind]["key"] for d in derived}
+    return found
+
+
 # ----------------------------------------------------------------------------- reports
 
 
@@ -270,3 +287,12 @@ async def thumbnail_of(uow: UnitOfWork, study_id: str, instance_id: str) -> byte
     doc = await uow.db[RESULTS].find_one({"_id": instance_id, "study_id": study_id},
                                          {"thumbnail": 1}, session=uow.session)
     return bytes(doc["thumbnail"]) if doc and doc.get("thumbnail") else None
+
+
+async def derived_of(uow: UnitOfWork, study_id: str, instance_id: str, kind: str
+                     ) -> Document | None:
+    """``{key, sha256, size}`` of a processed image's ``kind`` (one of :data:`DERIVED`)
+    blob, or None (not processed, or none made)."""
+    doc = await uow.db[RESULTS].find_one({"_id": instance_id, "study_id": study_id},
+                                         {kind: 1}, session=uow.session)
+    return dict(doc[kind]) if doc and doc.get(kind) else None

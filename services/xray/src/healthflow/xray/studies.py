@@ -18,7 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from pydicom.uid import generate_uid
 from pymongo.errors import DuplicateKeyError
@@ -28,7 +28,7 @@ from healthflow.common.blobs import XRAY, BlobStore, BlobTypeRefused, StoredBlob
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import events, imaging, processing, render, store
+from healthflow.xray import events, fhir, imaging, processing, render, store
 from healthflow.xray.domain import (
     InstanceNotFound,
     InvalidImage,
@@ -223,6 +223,26 @@ async def read_study(runtime: ServiceRuntime, principal: Principal, study_id: st
             raise StudyNotFound(f"no imaging study {study_id}")
         await viewer(uow, principal, study["patient_id"], "study", study_id)
         return StudyView(study, await store.instances_of(uow, [study_id]))
+
+    return await runtime.transact(read, actor=principal.actor)
+
+
+async def study_fhir(runtime: ServiceRuntime, principal: Principal, study_id: str,
+                     dicomweb_url: str) -> dict[str, Any]:
+    """The study as a FHIR R4 ``ImagingStudy`` (:func:`.fhir.imaging_study`;
+    ``dicomweb_url`` the public DICOMweb base), for its viewers (``xray.accessed`` scope
+    ``fhir`` for a doctor). Raises StudyNotFound (404), NotTreating (403)."""
+
+    async def read(uow: UnitOfWork) -> dict[str, Any]:
+        study = await store.get_study(uow, study_id)
+        if study is None:
+            raise StudyNotFound(f"no imaging study {study_id}")
+        await viewer(uow, principal, study["patient_id"], "fhir", study_id)
+        order = await store.get_order(uow, study["order_id"])
+        if order is None:  # a study is made for an order, and orders are never deleted
+            raise StudyNotFound(f"no imaging study {study_id}")
+        return fhir.imaging_study(study, await store.instances_of(uow, [study_id]), order,
+                                  dicomweb_url=dicomweb_url)
 
     return await runtime.transact(read, actor=principal.actor)
 

@@ -1,0 +1,142 @@
+"""What the processing worker makes beside the real chest CR (``RG1_UNCR`` from
+pydicom-data): the lung-field overlay (the preview with lungs-finder's boxes drawn,
+labelled machine-generated) and a de-identified copy (dicognito) that only the
+teaching/export permission downloads, with no identifier of the original left in it."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+
+from healthflow.common.events.outbox import recorded_events
+from healthflow.xray import store
+from healthflow.xray.checks import LABEL
+
+from .conftest import DICOM, DOCTOR, RADIOGRAPHER, ordered
+from .test_processing import results_when_ready, worker  # noqa: F401 (fixture)
+from .test_real_radiographs import encoded, real
+
+
+async def processed_chest(http: Any, app: Any, tokens: Any, patient: str
+                          ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The chest CR of a fresh ``patient`` uploaded and processed: (the dataset as sent,
+    the upload's study, the instance's results)."""
+    order = await ordered(http, app, tokens, patient=patient)
+    ds = real("RG1_UNCR.dcm", order)
+    ds.PatientID = patient
+    up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                         content=encoded(ds),
+                         headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
+    assert up.status_code == 201, up.text
+    found = await results_when_ready(http, up.json()["id"],
+                                     tokens.headers(patient, ("patient",)))
+    return ds, up.json(), found["instances"][0]
+
+
+async def test_the_lung_boxes_are_drawn_on_an_overlay_of_the_preview(
+        worker, tokens, tmp_path: Path) -> None:  # noqa: F811
+    http, app = worker
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    _, study, one = await processed_chest(http, app, tokens, patient)
+    doctor = tokens.headers(DOCTOR, ("doctor",))
+    assert one["overlay"].endswith(f"/instances/{one['instance_id']}/overlay")
+    answer = await http.get(one["overlay"], headers=doctor)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    overlay = Image.open(io.BytesIO(answer.content))
+    assert LABEL in overlay.info["Description"]
+    assert "machine-generated" in overlay.info["Software"]
+    (tmp_path / "RG1-lung-overlay.png").write_bytes(answer.content)
+    preview_url = one["overlay"].removesuffix("/overlay") + "/preview"
+    preview = Image.open(io.BytesIO((await http.get(preview_url, headers=doctor)).content))
+    assert overlay.size == preview.size and overlay.mode == "RGB"
+
+    drawn = np.asarray(overlay, dtype=np.int16)
+    shown = np.asarray(preview.convert("RGB"), dtype=np.int16)
+    scale = preview.width / 1841
+    boxes = one["checks"]["lung_fields"]["boxes"]
+    assert len(boxes) == 2
+    outside = np.ones(shown.shape[:2], dtype=bool)
+    outside[:20, :] = False  # the label
+    for box in boxes:
+        x0, y0 = round(box["x"] * scale), round(box["y"] * scale)
+        x1, y1 = x0 + round(box["width"] * scale), y0 + round(box["height"] * scale)
+        inside = np.abs(drawn[y0:y1, x0:x1] - shown[y0:y1, x0:x1]).sum(axis=2)
+        assert (inside > 0).mean() > 0.9, box  # tinted all over, not just outlined
+        outside[max(0, y0 - 8):y1 + 8, max(0, x0 - 8):x1 + 8] = False
+    assert np.array_equal(drawn[outside], shown[outside])  # the rest is the preview
+
+    stranger = await http.get(one["overlay"], headers=tokens.headers("dr-9", ("doctor",)))
+    assert stranger.status_code == 403
+    accessed = await recorded_events(app.state.runtime.db, {"type": "xray.accessed"})
+    assert "overlay" in {(e.data or {})["scope"] for e in accessed}
+    missing = await http.get(f"/api/v1/imaging/studies/{study['id']}/instances/"
+                             f"{uuid.uuid4()}/overlay", headers=doctor)
+    assert missing.status_code == 404 and "instance-not-found" in missing.text
+
+
+def strings(value: Any) -> list[str]:
+    """The text an element holds (a person name's components as one string too)."""
+    values = value if isinstance(value, list | tuple) or type(value).__name__ == \
+        "MultiValue" else [value]
+    return [str(v) for v in values if str(v)]
+
+
+IDENTIFIERS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate",
+               "AccessionNumber", "StudyID", "StudyDate", "SeriesDate", "ContentDate",
+               "InstanceCreationDate", "StudyInstanceUID", "SeriesInstanceUID",
+               "SOPInstanceUID", "InstitutionName", "ReferringPhysicianName",
+               "StationName")
+
+
+async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads_it(
+        worker, tokens) -> None:  # noqa: F811
+    http, app = worker
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    original, study, one = await processed_chest(http, app, tokens, patient)
+    url = one["deidentified"]
+    assert url.endswith(f"/instances/{one['instance_id']}/deidentified")
+
+    for who, roles in ((patient, ("patient",)), (RADIOGRAPHER, ("radiographer",)),
+                       ("admin-1", ("admin",))):
+        refused = await http.get(url, headers=tokens.headers(who, roles))
+        assert refused.status_code == 403, (who, refused.text)
+    answer = await http.get(url, headers=tokens.headers("dr-teach", ("doctor",)))
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/dicom"
+    copy = dcmread(io.BytesIO(answer.content))
+
+    for name in IDENTIFIERS:
+        assert copy.get(name) != original.get(name), name
+    assert (copy.Rows, copy.Columns, copy.Modality) == (1955, 1841, "CR")
+    assert np.array_equal(copy.pixel_array, original.pixel_array)  # the image kept
+    assert "DICOGNITO" in copy.DeidentificationMethod
+    for name in IDENTIFIERS:
+        for text in strings(original.get(name)):
+            if len(text) >= 4:  # shorter strings occur in any pixel data by chance
+                assert text.encode() not in answer.content, (name, text)
+    assert patient.encode() not in answer.content and b"CompressedSamples" not in \
+        answer.content
+
+    # stored beside the original, referenced from the result (kept by the sweeper)
+    db = app.state.runtime.db
+    result = await db[store.RESULTS].find_one({"_id": one["instance_id"]})
+    key = result["deidentified"]["key"]
+    assert key.startswith("xray-derived/")
+    assert result["deidentified"]["size"] == len(answer.content)
+    assert await store.derived_keys(db, [key, "xray-derived/unreferenced"]) == {key}
+    blobs = app.state.blobs
+    await blobs.put_generated("xray-derived/orphan", b"left by a job that died", "text/plain")
+    swept = await blobs.sweep(lambda keys: store.derived_keys(db, keys), older_than=0,
+                              prefix="xray-derived/")
+    assert "xray-derived/orphan" in swept and key not in swept
+    assert await blobs.exists(key)
+    exported = [e.data or {} for e in await recorded_events(db, {"type": "xray.accessed"})
+                if (e.data or {}).get("scope") == "deidentified"]
+    assert [(e["accessor_id"], e["accessor_role"]) for e in exported] == [
+        ("dr-teach", "export")]
+    assert study["patient_id"] == patient
