@@ -25,7 +25,8 @@ from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import dicomweb, processing, render, reports, service, stow, studies
-from healthflow.xray.domain import OrderStatus, frame_number, rendered_type
+from healthflow.xray.dicomweb import frame_number, rendered_type
+from healthflow.xray.domain import OrderStatus
 from healthflow.xray.schemas import (
     LinkOut,
     OrderIn,

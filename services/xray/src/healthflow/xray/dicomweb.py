@@ -30,12 +30,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+
 from healthflow.common.auth import Principal
 from healthflow.common.blobs import BlobStore
 from healthflow.common.errors import BadRequest
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.permissions import Permission
+from healthflow.common.problems import Problem
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import imaging, render, store
 from healthflow.xray.domain import FrameNotFound, StudyNotFound
@@ -217,3 +221,39 @@ async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: P
             raise FrameNotFound(f"the instance has {frames} frame(s); there is no frame "
                                 f"{frame}")
         return await asyncio.to_thread(render.rendered_frame, path, frame, media_type)
+
+
+class NotAcceptable(Problem):
+    """None of the media types the client accepts is served (406, RFC 9110 §15.5.7)."""
+
+    status, title, slug = 406, "Not Acceptable", "not-acceptable"
+
+
+def frame_number(frames: str) -> int:
+    """The frame of a WADO-RS rendered-frame path (PS3.18 §9.5.1.1: ``{frames}``), 1-based.
+    One frame is rendered at a time.
+
+    Raises:
+        BadRequest (400): not a positive integer, or a list of frames.
+    """
+    if not (frames.isascii() and frames.isdecimal()) or int(frames) < 1:
+        raise BadRequest("render one frame at a time: its number, 1 or more "
+                         f"(got {frames[:20]!r})")
+    return int(frames)
+
+
+def rendered_type(accept: str | None, offered: tuple[str, ...]) -> str:
+    """The media type of a rendered frame for the ``Accept`` header (RFC 9110 §12.5.1,
+    parsed by Werkzeug's ``MIMEAccept``: quality values and wildcards): ``offered[0]``
+    (the default) when there is none.
+
+    Raises:
+        NotAcceptable (406): nothing offered is acceptable.
+    """
+    if not accept or not accept.strip():
+        return offered[0]
+    best = parse_accept_header(accept, MIMEAccept).best_match(list(offered))
+    if best is None:
+        raise NotAcceptable(f"a rendered frame is served as {' or '.join(offered)}",
+                            offered=list(offered))
+    return str(best)

@@ -19,7 +19,6 @@ from enum import StrEnum
 from typing import Any
 
 from healthflow.common.problems import (
-    BadRequest,
     Conflict,
     Forbidden,
     NotFound,
@@ -164,12 +163,6 @@ class InvalidImage(UnprocessableContent):
 
 class FrameNotFound(NotFound):
     title, slug = "Frame Not Found", "frame-not-found"
-
-
-class NotAcceptable(Problem):
-    """None of the media types the client accepts is served (406, RFC 9110 §15.5.7)."""
-
-    status, title, slug = 406, "Not Acceptable", "not-acceptable"
 
 
 class PreviewFailed(Problem):
@@ -352,51 +345,6 @@ def check_new_instance(stored: dict[str, Any] | None, order: dict[str, Any]) -> 
 
 
 # ----------------------------------------------------------------------------- viewing
-
-
-def frame_number(frames: str) -> int:
-    """The frame of a WADO-RS rendered-frame path (PS3.18 §9.5.1.1: ``{frames}``), 1-based.
-    One frame is rendered at a time.
-
-    Raises:
-        BadRequest (400): not a positive integer, or a list of frames.
-    """
-    if not (frames.isascii() and frames.isdecimal()) or int(frames) < 1:
-        raise BadRequest("render one frame at a time: its number, 1 or more "
-                         f"(got {frames[:20]!r})")
-    return int(frames)
-
-
-def rendered_type(accept: str | None, offered: tuple[str, ...]) -> str:
-    """The media type of a rendered frame for the ``Accept`` header (RFC 9110 §12.5.1):
-    the acceptable ``offered`` type of highest quality, ``offered[0]`` (the default)
-    for none, ``*/*`` or ``image/*``.
-
-    Raises:
-        NotAcceptable (406): nothing offered is acceptable.
-    """
-    if not accept or not accept.strip():
-        return offered[0]
-    ranked: list[tuple[float, int, str]] = []
-    for position, item in enumerate(accept.split(",")):
-        media, *params = (part.strip().lower() for part in item.split(";"))
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        if quality > 0:
-            ranked.append((-quality, position, media))
-    for _, _, media in sorted(ranked):
-        if media in offered:
-            return media
-        if media in ("*/*", "image/*"):
-            return offered[0]
-    raise NotAcceptable(f"a rendered frame is served as {' or '.join(offered)}",
-                        offered=list(offered))
 
 
 class Viewer(StrEnum):

@@ -1,0 +1,36 @@
+"""DICOMweb's request rules alone: the rendered frame's number and media type."""
+
+from __future__ import annotations
+
+import pytest
+
+from healthflow.common.errors import BadRequest
+from healthflow.xray import dicomweb
+
+OFFERED = ("image/jpeg", "image/png")
+
+
+@pytest.mark.parametrize(("accept", "chosen"), [
+    (None, "image/jpeg"), ("", "image/jpeg"), ("*/*", "image/jpeg"),
+    ("image/*", "image/jpeg"), ("image/png", "image/png"),
+    ("image/webp, image/png;q=0.5, image/jpeg;q=0.4", "image/png"),
+    ("image/jpeg;q=0.2, image/png", "image/png"),
+    ("image/png;q=0, */*;q=0.1", "image/jpeg"),
+    ("IMAGE/PNG", "image/png"),
+])
+def test_a_rendered_frame_is_the_acceptable_type_of_highest_quality(accept, chosen) -> None:
+    assert dicomweb.rendered_type(accept, OFFERED) == chosen
+
+
+@pytest.mark.parametrize("accept", ["application/pdf", "image/png;q=0", "image/gif"])
+def test_a_rendered_frame_no_one_accepts_is_406(accept) -> None:
+    with pytest.raises(dicomweb.NotAcceptable) as refused:
+        dicomweb.rendered_type(accept, OFFERED)
+    assert refused.value.status == 406 and refused.value.extensions["offered"] == list(OFFERED)
+
+
+def test_one_frame_is_rendered_at_a_time() -> None:
+    assert dicomweb.frame_number("1") == 1 and dicomweb.frame_number("12") == 12
+    for frames in ("0", "1,2", "-1", "x", "", "١"):
+        with pytest.raises(BadRequest):
+            dicomweb.frame_number(frames)
