@@ -3,7 +3,9 @@ declared on each route.
 
 Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 ``POST /api/v1/auth/token``, ``POST /api/v1/auth/refresh``,
-``GET /.well-known/jwks.json``. Everything else states the permission it needs.
+``GET /.well-known/jwks.json``. Internal (no principal, and not routed by the
+gateway: reachable on the services' network only, like the JWKS services fetch):
+``GET /internal/revocations``. Everything else states the permission it needs.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
 wellknown_router = APIRouter(tags=["auth"])
 
-routers = [auth_router, users_router, wellknown_router]
+internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
+
+routers = [auth_router, users_router, wellknown_router, internal_router]
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 
@@ -177,6 +181,30 @@ async def rotate_keys(auth: AuthService,
     return RotationOut(activated_kid=rotation.activated_kid, retired_kid=rotation.retired_kid,
                        next_kid=rotation.next_kid, retired_until=rotation.retired_until,
                        removed_kids=list(rotation.removed_kids))
+
+
+@auth_router.post("/keys/{kid}/revoke", response_model=KeyOut,
+                  summary="Revoke a signing key at once (compromise)",
+                  responses=_problems(**{"404": "no published key has this id"}))
+async def revoke_key(kid: str, auth: AuthService,
+                     principal: Principal = require(Permission.KEYS_MANAGE)) -> KeyOut:
+    """The key leaves the JWKS and every token it signed is refused at every service
+    within seconds (``auth.signing_key_revoked``); its holders log in again. An active
+    key is rotated out first, so signing goes on with the published ``next`` key."""
+    return KeyOut(**key_summary(await service.revoke_key(auth.runtime, auth.keys, kid,
+                                                         actor=principal.actor)))
+
+
+# --------------------------------------------------------------------------- /internal
+
+
+@internal_router.get("/revocations")
+async def revocations(auth: AuthService, response: Response) -> dict[str, Any]:
+    """The revocations every token verifier must hold now
+    (:data:`healthflow.common.revocation.Snapshot`); read by each service at start and
+    every ``REVOCATION_SYNC_INTERVAL`` seconds. Identifiers and times only."""
+    response.headers.update(NO_STORE)
+    return await service.revocation_snapshot(auth.runtime)
 
 
 # --------------------------------------------------------------------------- /.well-known

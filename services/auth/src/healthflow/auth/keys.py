@@ -99,6 +99,7 @@ def key_summary(doc: Document) -> dict[str, Any]:
         "retired_at": doc.get("retired_at"),
         "remove_after": doc.get("remove_after"),
         "removed_at": doc.get("removed_at"),
+        "revoked_at": doc.get("revoked_at"),
     }
 
 
@@ -180,6 +181,8 @@ class KeyRing:
                 issuer=self.settings.jwt_issuer,
                 audience=self.settings.jwt_audience,
                 jwks=self.jwks(),
+                max_lifetime=self.settings.token_max_lifetime,
+                revocations=self.runtime.revocations,
             )
 
     # ------------------------------------------------------------------ use
@@ -187,6 +190,11 @@ class KeyRing:
     def jwks(self) -> dict[str, Any]:
         """``{"keys": [public JWK, ...]}``: the ``next``, ``active`` and ``retired`` keys."""
         return {"keys": [dict(d["public_jwk"]) for d in self._published]}
+
+    @property
+    def loaded(self) -> bool:
+        """True once :meth:`start` has loaded the keys."""
+        return self._signing_kid is not None
 
     @property
     def signing_kid(self) -> str:

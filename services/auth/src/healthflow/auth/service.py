@@ -11,7 +11,13 @@
   (``settings.refresh_token_ttl``). Every failed grant is the same
   :class:`~healthflow.auth.domain.InvalidGrant` (400), with a dummy Argon2
   verification for unknown emails so that timing does not tell either.
-* Signing keys: list, rotate (``auth.signing_key_rotated``).
+* Signing keys: list, rotate (``auth.signing_key_rotated``), revoke at once
+  (``auth.signing_key_revoked``).
+* Revocation: logout and a reused refresh token end the session's access tokens
+  everywhere (``auth.session_revoked``); :func:`revoke_all_sessions` (deactivation,
+  password change) and a role change end every access token of the user issued
+  until now (``auth.user_tokens_revoked``); :func:`revocation_snapshot` is what a
+  verifier starting late reads (``healthflow.common.revocation``).
 
 Each change runs in one ``runtime.transact`` and publishes its event there, so
 the write and the event commit together.
@@ -23,7 +29,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -33,6 +39,7 @@ from healthflow.auth.keys import KeyRing, key_info, new_key_document
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
 from healthflow.auth.throttle import LoginThrottle
+from healthflow.common.auth import LEEWAY_SECONDS
 from healthflow.common.errors import (
     BadRequest,
     Conflict,
@@ -178,8 +185,8 @@ async def deactivate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Do
             runtime.db, user_id,
             {"$set": {"status": "inactive", "deactivated_at": now, "updated_at": now}},
             session=uow.session)
-        revoked = await store.revoke_user_sessions(
-            runtime.db, user_id, reason="user_deactivated", now=now, session=uow.session)
+        revoked = await revoke_all_sessions(runtime, user_id, reason="user_deactivated",
+                                            actor=actor, uow=uow)
         uow.publish(events.UserDeactivated(user_id=user_id, sessions_revoked=revoked),
                     subject=user_id)
         assert updated is not None
@@ -210,8 +217,9 @@ async def change_role(runtime: ServiceRuntime, user_id: str, role: Role, *, assi
                       actor: str) -> Document:
     """Give (``assign``) or take ``role`` from ``user_id``; publish ``user.role_changed``.
 
-    Idempotent: no change, no event. Tokens already issued keep their roles
-    until they expire; the next refresh carries the new set.
+    Idempotent: no change, no event. Access tokens issued until now are refused
+    everywhere (``auth.user_tokens_revoked``); the session stays, and the next
+    refresh carries the new set.
 
     Raises:
         UnprocessableContent (422): giving a role that is not a staff role.
@@ -236,6 +244,7 @@ async def change_role(runtime: ServiceRuntime, user_id: str, role: Role, *, assi
                                            change="assigned" if assign else "removed",
                                            roles=sorted(updated["roles"])),
                     subject=user_id)
+        await _revoke_user_tokens(runtime, uow, user_id, reason="role_changed", now=utcnow())
         return updated
 
     return await runtime.transact(apply, actor=actor)
@@ -329,7 +338,8 @@ async def _open_session(auth: Auth, user: Document, *, client_id: str, client_ip
         return session_doc["_id"], refresh_token, now
 
     session_id, refresh_token, now = await auth.runtime.transact(apply, actor=user["_id"])
-    access = _mint(auth, user, session_id, client_id, auth_time=now, now=now)
+    access = _mint(auth, user, session_id, client_id, auth_time=now,
+                   now=await _issue_time(auth.runtime, user["_id"], now))
     return domain.IssuedTokens(access, refresh_token, auth.settings.access_token_ttl, session_id)
 
 
@@ -353,7 +363,8 @@ async def refresh(auth: Auth, *, refresh_token: str, client_ip: str | None) -> d
         raise domain.InvalidGrant(domain.INVALID_REFRESH)
     user, session_doc, new_token, now = rotated
     access = _mint(auth, user, session_doc["_id"], session_doc["client_id"],
-                   auth_time=session_doc["created_at"], now=now)
+                   auth_time=session_doc["created_at"],
+                   now=await _issue_time(auth.runtime, user["_id"], now))
     return domain.IssuedTokens(access, new_token, auth.settings.access_token_ttl,
                                session_doc["_id"])
 
@@ -379,6 +390,8 @@ async def _rotate(auth: Auth, uow: UnitOfWork, token_hash: str, client_ip: str |
     if outcome is domain.RefreshOutcome.REUSED:
         await store.revoke_session(db, session_doc["_id"], reason="refresh_reuse", now=now,
                                    session=uow.session)
+        await _revoke_session_tokens(auth.runtime, uow, session_doc, reason="refresh_reuse",
+                                     now=now)
         uow.publish(events.RefreshReuseDetected(
             user_id=session_doc["user_id"], session_id=session_doc["_id"],
             presented_generation=record["generation"],
@@ -406,7 +419,8 @@ async def logout(auth: Auth, *, user_id: str, session_id: str | None) -> bool:
     """Revoke the caller's session ``session_id`` (its refresh family); publish ``auth.logged_out``.
 
     Returns whether an active session was revoked (logging out twice is
-    harmless). Access tokens already issued simply expire.
+    harmless). The session's access tokens are refused everywhere within seconds
+    (``auth.session_revoked``).
     """
     if not session_id:
         return False
@@ -415,10 +429,12 @@ async def logout(auth: Auth, *, user_id: str, session_id: str | None) -> bool:
         doc = await store.get_session(auth.runtime.db, session_id, session=uow.session)
         if doc is None or doc["user_id"] != user_id:
             return False
+        now = utcnow()
         revoked = await store.revoke_session(auth.runtime.db, session_id, reason="logout",
-                                             now=utcnow(), session=uow.session)
+                                             now=now, session=uow.session)
         if revoked:
             uow.publish(events.LoggedOut(user_id=user_id, session_id=session_id), subject=user_id)
+            await _revoke_session_tokens(auth.runtime, uow, doc, reason="logout", now=now)
         return revoked
 
     return await auth.runtime.transact(apply, actor=user_id)
@@ -482,3 +498,134 @@ async def rotate_keys(runtime: ServiceRuntime, ring: KeyRing, *, actor: str) -> 
     await ring.reload()
     log.info("rotated signing keys", extra={"kid": rotation.activated_kid})
     return rotation
+
+
+
+# --------------------------------------------------------------------------- revocation
+
+
+def _revoked_until(runtime: ServiceRuntime, now: datetime) -> datetime:
+    """When a revocation recorded ``now`` can be forgotten: every token it concerns has
+    expired by then (no verifier accepts a lifetime beyond ``token_max_lifetime``)."""
+    return now + timedelta(seconds=runtime.settings.token_max_lifetime + LEEWAY_SECONDS)
+
+
+async def _revoke_session_tokens(runtime: ServiceRuntime, uow: UnitOfWork,
+                                 session_doc: Document, *, reason: events.RevocationReason,
+                                 now: datetime) -> None:
+    until = _revoked_until(runtime, now)
+    await store.record_revocation(runtime.db, "session", session_doc["_id"], reason=reason,
+                                  until=until, session=uow.session)
+    uow.publish(events.SessionRevoked(session_id=session_doc["_id"],
+                                      user_id=session_doc["user_id"], reason=reason,
+                                      until=until), subject=session_doc["user_id"])
+
+
+async def _revoke_user_tokens(runtime: ServiceRuntime, uow: UnitOfWork, user_id: str, *,
+                              reason: events.RevocationReason, now: datetime) -> None:
+    # Whole seconds, as ``iat`` is: a token issued in this second is refused too.
+    not_before = now.replace(microsecond=0)
+    until = _revoked_until(runtime, now)
+    await store.record_revocation(runtime.db, "user", user_id, reason=reason, until=until,
+                                  not_before=not_before, session=uow.session)
+    uow.publish(events.UserTokensRevoked(user_id=user_id, not_before=not_before,
+                                         reason=reason, until=until), subject=user_id)
+
+
+async def _issue_time(runtime: ServiceRuntime, user_id: str, now: datetime) -> datetime:
+    """The ``iat`` of a token minted ``now``: one second past the user's "not before" when
+    that is this very second (``iat`` is whole seconds and tokens with ``iat`` ≤ "not
+    before" are refused, so a token issued just after a revocation would be refused)."""
+    not_before = await store.user_not_before(runtime.db, user_id)
+    if not_before is not None and not_before >= now.replace(microsecond=0):
+        return not_before + timedelta(seconds=1)
+    return now
+
+
+async def revoke_all_sessions(runtime: ServiceRuntime, user_id: str, *,
+                              reason: events.RevocationReason, actor: str,
+                              uow: UnitOfWork | None = None) -> int:
+    """End every session of ``user_id`` (their refresh families) and refuse, at every
+    service within seconds, each access token of theirs issued until now (``iat`` ≤ now,
+    whole seconds); publishes ``auth.user_tokens_revoked``. Returns how many active
+    sessions were revoked.
+
+    For deactivation and password change or reset (``reason``). Inside ``uow``, when
+    given (so the change that causes it commits with it); else in a transaction of its
+    own in ``actor``'s name. A user that does not exist is not an error (0).
+    """
+
+    async def apply(work: UnitOfWork) -> int:
+        now = utcnow()
+        revoked = await store.revoke_user_sessions(runtime.db, user_id, reason=reason, now=now,
+                                                   session=work.session)
+        await _revoke_user_tokens(runtime, work, user_id, reason=reason, now=now)
+        return revoked
+
+    if uow is not None:
+        return await apply(uow)
+    return await runtime.transact(apply, actor=actor)
+
+
+async def revoke_key(runtime: ServiceRuntime, ring: KeyRing, kid: str, *,
+                     actor: str) -> Document:
+    """Revoke the signing key ``kid`` at once (compromise): it leaves the JWKS, every
+    token it signed is refused everywhere (``auth.signing_key_revoked``). Revoking the
+    active key promotes the ``next`` one first (a rotation); a new ``next`` is made
+    when the revoked key was either. ``ring`` reloads after it. The revoked key document.
+
+    Raises:
+        NotFound (404): no published key has this id (removed and revoked keys sign
+            nothing any verifier accepts).
+    """
+    db = runtime.db
+    doc = next((d for d in await store.list_keys(db, states=sorted(domain.PUBLISHED_STATES))
+                if d["_id"] == kid), None)
+    if doc is None:
+        raise NotFound(f"no published signing key has the id {kid}")
+    if doc["state"] == domain.KeyState.ACTIVE:
+        await rotate_keys(runtime, ring, actor=actor)
+
+    async def apply(uow: UnitOfWork) -> Document:
+        now = utcnow()
+        docs = await store.list_keys(db, states=sorted(domain.PUBLISHED_STATES),
+                                     session=uow.session)
+        current = next((d for d in docs if d["_id"] == kid), None)
+        if current is None:
+            raise Conflict("the key changed state meanwhile; list the keys and try again")
+        state = domain.KeyState(current["state"])
+        if state is domain.KeyState.ACTIVE:
+            raise Conflict("the key is signing again (a concurrent rotation); try again")
+        await store.set_key_state(db, kid, from_state=state, to_state=domain.KeyState.REVOKED,
+                                  fields={"revoked_at": now}, session=uow.session)
+        if state is domain.KeyState.NEXT:
+            await store.insert_key(db, new_key_document(domain.KeyState.NEXT, now),
+                                   session=uow.session)
+        until = _revoked_until(runtime, now)
+        await store.record_revocation(db, "key", kid, reason="key_compromised", until=until,
+                                      session=uow.session)
+        uow.publish(events.SigningKeyRevoked(kid=kid, reason="key_compromised", until=until),
+                    subject=kid)
+        return current | {"state": str(domain.KeyState.REVOKED), "revoked_at": now}
+
+    revoked = await runtime.transact(apply, actor=actor)
+    await ring.reload()
+    log.warning("revoked a signing key", extra={"kid": kid})
+    return revoked
+
+
+async def revocation_snapshot(runtime: ServiceRuntime) -> dict[str, list[dict[str, Any]]]:
+    """What every verifier must refuse now (:data:`healthflow.common.revocation.Snapshot`:
+    ``sessions`` ``[{id, until}]``, ``users`` ``[{id, not_before, until}]``, ``keys``
+    ``[{kid, until}]``, times as epoch seconds)."""
+    snapshot: dict[str, list[dict[str, Any]]] = {"sessions": [], "users": [], "keys": []}
+    for doc in await store.current_revocations(runtime.db, utcnow()):
+        until = doc["until"].timestamp()
+        if doc["kind"] == "session":
+            snapshot["sessions"].append({"id": doc["ref"], "until": until})
+        elif doc["kind"] == "user":
+            snapshot["users"].append({"id": doc["ref"], "until": until,
+                                      "not_before": doc["not_before"].timestamp()})
+        elif doc["kind"] == "key":
+            snapshot["keys"].append({"kid": doc["ref"], "until": until})
+    return snapshot
