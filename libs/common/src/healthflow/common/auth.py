@@ -124,8 +124,11 @@ class TokenVerifier:
             return
         async with self._lock:
             age = time.monotonic() - self._fetched_at
+            # A key revoked since the last fetch means another key signs now: fetch again.
+            key_revoked = (self.revocations is not None
+                           and self.revocations.keys_revoked_at > self._fetched_at)
             if (not force and age < self.cache_seconds) or (
-                force and age < JWKS_MIN_REFRESH_SECONDS
+                force and age < JWKS_MIN_REFRESH_SECONDS and not key_revoked
             ):
                 return
             try:
@@ -263,6 +266,8 @@ def get_verifier(request: Request) -> TokenVerifier:
     verifier: TokenVerifier | None = getattr(request.app.state, "verifier", None)
     runtime = getattr(request.app.state, "runtime", None)
     if verifier is None:
+        if runtime is None:
+            raise RuntimeError("the app has neither a token verifier nor a service runtime")
         settings = runtime.settings
         verifier = TokenVerifier(
             issuer=settings.jwt_issuer,

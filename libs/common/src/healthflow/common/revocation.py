@@ -79,6 +79,9 @@ class RevocationState:
         self._keys: dict[str, float] = {}
         self._global: tuple[float, float] | None = None
         self._changed = asyncio.Event()
+        self.keys_revoked_at = 0.0
+        """``time.monotonic()`` of the last key revocation recorded: a verifier fetches
+        the key set again after it (a new key signs now), however recent its last fetch."""
         self.synced_at: float | None = None
         """When the last snapshot was loaded (epoch seconds), ``None`` before the first."""
 
@@ -97,6 +100,8 @@ class RevocationState:
 
     def revoke_key(self, kid: str, until: float) -> None:
         """Refuse every token signed by ``kid`` until ``until``."""
+        if kid not in self._keys:
+            self.keys_revoked_at = time.monotonic()
         self._keys[kid] = max(until, self._keys.get(kid, 0.0))
         self._recorded()
 
@@ -125,6 +130,8 @@ class RevocationState:
             self._users[u["id"]] = (max(float(u["not_before"]), old_nb),
                                     max(float(u["until"]), old_until))
         for k in snapshot.get("keys", []):
+            if k["kid"] not in self._keys:
+                self.keys_revoked_at = time.monotonic()
             self._keys[k["kid"]] = max(float(k["until"]), self._keys.get(k["kid"], 0.0))
         self.synced_at = self.clock()
         self._recorded()
@@ -185,15 +192,31 @@ def snapshot_url(jwks_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, SNAPSHOT_PATH, "", ""))
 
 
-def http_snapshot(url: str, *, timeout: float = 5.0) -> Callable[[], Awaitable[Snapshot]]:
-    """A snapshot source reading ``url`` (the auth service's ``/internal/revocations``)."""
+INCREMENT_OVERLAP_SECONDS = 30.0
+"""An increment asks for entries recorded this long before the previous answer's
+``as_of``: a revocation stamped earlier may commit after that answer was read."""
+
+
+def http_snapshot(url: str, *, timeout: float = 5.0,
+                  incremental: bool = False) -> Callable[[], Awaitable[Snapshot]]:
+    """A snapshot source reading ``url`` (the auth service's ``/internal/revocations``).
+
+    ``incremental``: after the first answer, ask only for what was recorded since the
+    previous one (``?since=``, less :data:`INCREMENT_OVERLAP_SECONDS`): for pollers that
+    ask every few seconds (the gateway).
+    """
+    last: list[float] = []
 
     async def fetch() -> Snapshot:
+        params = ({"since": max(0.0, last[0] - INCREMENT_OVERLAP_SECONDS)}
+                  if incremental and last else None)
         async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.get(url)
+            response = await client.get(url, params=params)
             response.raise_for_status()
             body: Snapshot = response.json()
-            return body
+        if incremental and isinstance(body.get("as_of"), int | float):
+            last[:] = [float(body["as_of"])]
+        return body
 
     return fetch
 
@@ -204,13 +227,14 @@ class RevocationFeed:
     Args:
         service: the service's name (names its broadcast queue).
         state: what to fill.
-        transport: delivers the live events (:meth:`Transport.subscribe_broadcast`).
+        transport: delivers the live events (:meth:`Transport.subscribe_broadcast`);
+            ``None`` for a process without a broker (the gateway), which polls instead.
         snapshot: returns the current snapshot (HTTP from auth; auth reads its store).
         sync_interval: seconds between snapshots (and between retries of a failed one).
         on_event: called after each live event is recorded (auth reloads its key ring).
     """
 
-    def __init__(self, service: str, state: RevocationState, transport: Transport,
+    def __init__(self, service: str, state: RevocationState, transport: Transport | None,
                  snapshot: Callable[[], Awaitable[Snapshot]], *, sync_interval: float,
                  on_event: Callable[[CloudEvent], Awaitable[None]] | None = None) -> None:
         self.service = service
@@ -224,8 +248,9 @@ class RevocationFeed:
     async def start(self) -> None:
         """Subscribe (live events first, so nothing falls between), then one snapshot
         attempt (a failure is logged and retried in the background), then the loop."""
-        await self.transport.subscribe_broadcast(
-            f"{self.service}.revocations", REVOCATION_TYPES, self._on_event)
+        if self.transport is not None:
+            await self.transport.subscribe_broadcast(
+                f"{self.service}.revocations", REVOCATION_TYPES, self._on_event)
         await self.sync()
         self._task = asyncio.create_task(self._loop(), name=f"{self.service}-revocations")
 
@@ -318,3 +343,19 @@ async def until_refused(events: AsyncIterator[Any], refusal: Callable[[], str | 
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+
+
+async def wait_until_refused(refusal: Callable[[], str | None], state: RevocationState | None,
+                             *, heartbeat: float) -> str:
+    """Return the reason once ``refusal()`` gives one: checked every ``heartbeat`` seconds
+    and at once when ``state`` records a revocation (a WebSocket relay's watch)."""
+    while True:
+        reason = refusal()
+        if reason is not None:
+            return reason
+        if state is None:
+            await asyncio.sleep(heartbeat)
+            continue
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(heartbeat):
+                await state.wait_changed()

@@ -11,6 +11,7 @@ gateway: reachable on the services' network only, like the JWKS services fetch):
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -199,12 +200,19 @@ async def revoke_key(kid: str, auth: AuthService,
 
 
 @internal_router.get("/revocations")
-async def revocations(auth: AuthService, response: Response) -> dict[str, Any]:
+async def revocations(
+    auth: AuthService, response: Response,
+    since: Annotated[float | None, Query(ge=0, le=1e11,
+                                         description="epoch seconds: only entries recorded "
+                                                     "since then")] = None,
+) -> dict[str, Any]:
     """The revocations every token verifier must hold now
     (:data:`healthflow.common.revocation.Snapshot`); read by each service at start and
-    every ``REVOCATION_SYNC_INTERVAL`` seconds. Identifiers and times only."""
+    every ``REVOCATION_SYNC_INTERVAL`` seconds, and polled by the gateway with ``since``.
+    Identifiers and times only."""
     response.headers.update(NO_STORE)
-    return await service.revocation_snapshot(auth.runtime)
+    return await service.revocation_snapshot(
+        auth.runtime, None if since is None else datetime.fromtimestamp(since, UTC))
 
 
 # --------------------------------------------------------------------------- /.well-known

@@ -515,7 +515,7 @@ async def _revoke_session_tokens(runtime: ServiceRuntime, uow: UnitOfWork,
                                  now: datetime) -> None:
     until = _revoked_until(runtime, now)
     await store.record_revocation(runtime.db, "session", session_doc["_id"], reason=reason,
-                                  until=until, session=uow.session)
+                                  at=now, until=until, session=uow.session)
     uow.publish(events.SessionRevoked(session_id=session_doc["_id"],
                                       user_id=session_doc["user_id"], reason=reason,
                                       until=until), subject=session_doc["user_id"])
@@ -526,8 +526,8 @@ async def _revoke_user_tokens(runtime: ServiceRuntime, uow: UnitOfWork, user_id:
     # Whole seconds, as ``iat`` is: a token issued in this second is refused too.
     not_before = now.replace(microsecond=0)
     until = _revoked_until(runtime, now)
-    await store.record_revocation(runtime.db, "user", user_id, reason=reason, until=until,
-                                  not_before=not_before, session=uow.session)
+    await store.record_revocation(runtime.db, "user", user_id, reason=reason, at=now,
+                                  until=until, not_before=not_before, session=uow.session)
     uow.publish(events.UserTokensRevoked(user_id=user_id, not_before=not_before,
                                          reason=reason, until=until), subject=user_id)
 
@@ -602,8 +602,8 @@ async def revoke_key(runtime: ServiceRuntime, ring: KeyRing, kid: str, *,
             await store.insert_key(db, new_key_document(domain.KeyState.NEXT, now),
                                    session=uow.session)
         until = _revoked_until(runtime, now)
-        await store.record_revocation(db, "key", kid, reason="key_compromised", until=until,
-                                      session=uow.session)
+        await store.record_revocation(db, "key", kid, reason="key_compromised", at=now,
+                                      until=until, session=uow.session)
         uow.publish(events.SigningKeyRevoked(kid=kid, reason="key_compromised", until=until),
                     subject=kid)
         return current | {"state": str(domain.KeyState.REVOKED), "revoked_at": now}
@@ -614,12 +614,16 @@ async def revoke_key(runtime: ServiceRuntime, ring: KeyRing, kid: str, *,
     return revoked
 
 
-async def revocation_snapshot(runtime: ServiceRuntime) -> dict[str, list[dict[str, Any]]]:
+async def revocation_snapshot(runtime: ServiceRuntime,
+                              since: datetime | None = None) -> dict[str, Any]:
     """What every verifier must refuse now (:data:`healthflow.common.revocation.Snapshot`:
     ``sessions`` ``[{id, until}]``, ``users`` ``[{id, not_before, until}]``, ``keys``
-    ``[{kid, until}]``, times as epoch seconds)."""
-    snapshot: dict[str, list[dict[str, Any]]] = {"sessions": [], "users": [], "keys": []}
-    for doc in await store.current_revocations(runtime.db, utcnow()):
+    ``[{kid, until}]``, and ``as_of``; times as epoch seconds); only what was recorded
+    at or after ``since`` when given (a poller's increment)."""
+    now = utcnow()
+    snapshot: dict[str, Any] = {"sessions": [], "users": [], "keys": [],
+                                "as_of": now.timestamp()}
+    for doc in await store.current_revocations(runtime.db, now, since):
         until = doc["until"].timestamp()
         if doc["kind"] == "session":
             snapshot["sessions"].append({"id": doc["ref"], "until": until})

@@ -28,7 +28,7 @@ Documents (all times aware UTC):
 ``revocations`` (what every verifier must refuse, until its last token has expired)::
 
     {_id: "session:" | "user:" | "key:" + the id, kind: session | user | key, ref: the id,
-     not_before (users only), reason, until (purged then)}
+     not_before (users only), reason, at (last recorded), until (purged then)}
 
 ``signing_keys``::
 
@@ -264,21 +264,27 @@ async def count_refusal(db: Db, key: str, now: datetime, window: float) -> int |
 # --------------------------------------------------------------------------- revocations
 
 
-async def record_revocation(db: Db, kind: str, ref: str, *, reason: str, until: datetime,
-                            not_before: datetime | None = None, session: Session) -> None:
-    """Upsert the revocation of ``kind`` (session | user | key) ``ref``; a later one of the
-    same ``ref`` moves ``not_before`` and ``until`` forward, never back."""
+async def record_revocation(db: Db, kind: str, ref: str, *, reason: str, at: datetime,
+                            until: datetime, not_before: datetime | None = None,
+                            session: Session) -> None:
+    """Upsert the revocation of ``kind`` (session | user | key) ``ref`` recorded ``at``; a
+    later one of the same ``ref`` moves ``not_before``, ``at`` and ``until`` forward."""
     update: dict[str, Any] = {"$set": {"kind": kind, "ref": ref, "reason": reason},
-                              "$max": {"until": until}}
+                              "$max": {"until": until, "at": at}}
     if not_before is not None:
         update["$max"]["not_before"] = not_before
     await db[REVOCATIONS].update_one({"_id": f"{kind}:{ref}"}, update, upsert=True,
                                      session=session)
 
 
-async def current_revocations(db: Db, now: datetime) -> list[Document]:
-    """Every revocation whose ``until`` is after ``now`` (the TTL monitor purges late)."""
-    return await db[REVOCATIONS].find({"until": {"$gt": now}}).to_list()
+async def current_revocations(db: Db, now: datetime,
+                              since: datetime | None = None) -> list[Document]:
+    """Every revocation whose ``until`` is after ``now`` (the TTL monitor purges late),
+    recorded at or after ``since`` when given."""
+    query: dict[str, Any] = {"until": {"$gt": now}}
+    if since is not None:
+        query["at"] = {"$gte": since}
+    return await db[REVOCATIONS].find(query).to_list()
 
 
 async def user_not_before(db: Db, user_id: str) -> datetime | None:
