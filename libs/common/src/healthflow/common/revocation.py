@@ -244,6 +244,7 @@ class RevocationFeed:
         self.sync_interval = sync_interval
         self.on_event = on_event
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
 
     async def start(self) -> None:
         """Subscribe (live events first, so nothing falls between), then one snapshot
@@ -268,8 +269,15 @@ class RevocationFeed:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("could not load the revocation snapshot: %s", type(exc).__name__)
+            if not self._failing:  # logged once each way, not at every poll
+                log.warning("could not load the revocation snapshot: %s; live events still "
+                            "apply, retrying every %.0f s", type(exc).__name__,
+                            self.sync_interval)
+            self._failing = True
             return False
+        if self._failing:
+            log.info("the revocation snapshot loads again")
+        self._failing = False
         self.state.prune()
         return True
 
