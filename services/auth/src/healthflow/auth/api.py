@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from healthflow.auth import service
+from healthflow.auth import revocation, service, signing
 from healthflow.auth.domain import IssuedTokens
 from healthflow.auth.keys import key_summary
 from healthflow.auth.schemas import (
@@ -170,7 +170,7 @@ async def me(auth: AuthService,
 @auth_router.get("/keys", response_model=list[KeyOut], summary="Signing keys (no key material)")
 async def list_keys(auth: AuthService,
                     principal: Principal = require(Permission.KEYS_MANAGE)) -> list[KeyOut]:
-    return [KeyOut(**key_summary(d)) for d in await service.list_keys(auth.runtime)]
+    return [KeyOut(**key_summary(d)) for d in await signing.list_keys(auth.runtime)]
 
 
 @auth_router.post("/keys/rotate", response_model=RotationOut, summary="Rotate the signing key")
@@ -178,7 +178,7 @@ async def rotate_keys(auth: AuthService,
                       principal: Principal = require(Permission.KEYS_MANAGE)) -> RotationOut:
     """The published ``next`` key starts signing; the old one stays in the JWKS until the
     tokens it signed have expired."""
-    rotation = await service.rotate_keys(auth.runtime, auth.keys, actor=principal.actor)
+    rotation = await signing.rotate_keys(auth.runtime, auth.keys, actor=principal.actor)
     return RotationOut(activated_kid=rotation.activated_kid, retired_kid=rotation.retired_kid,
                        next_kid=rotation.next_kid, retired_until=rotation.retired_until,
                        removed_kids=list(rotation.removed_kids))
@@ -192,7 +192,7 @@ async def revoke_key(kid: str, auth: AuthService,
     """The key leaves the JWKS and every token it signed is refused at every service
     within seconds (``auth.signing_key_revoked``); its holders log in again. An active
     key is rotated out first, so signing goes on with the published ``next`` key."""
-    return KeyOut(**key_summary(await service.revoke_key(auth.runtime, auth.keys, kid,
+    return KeyOut(**key_summary(await signing.revoke_key(auth.runtime, auth.keys, kid,
                                                          actor=principal.actor)))
 
 
@@ -211,7 +211,7 @@ async def revocations(
     every ``REVOCATION_SYNC_INTERVAL`` seconds, and polled by the gateway with ``since``.
     Identifiers and times only."""
     response.headers.update(NO_STORE)
-    return await service.revocation_snapshot(
+    return await revocation.revocation_snapshot(
         auth.runtime, None if since is None else datetime.fromtimestamp(since, UTC))
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from healthflow.auth import api, service, store
+from healthflow.auth import api, revocation, store
 from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.service import Auth
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     # Its own revocations come from its database (no HTTP call to itself); a key revoked
     # by another replica stops this one's signing with it at once.
     async def snapshot() -> dict[str, Any]:
-        return await service.revocation_snapshot(runtime)
+        return await revocation.revocation_snapshot(runtime)
 
     async def on_revocation(event: CloudEvent) -> None:
         if event.type == SigningKeyRevoked.event_type and keyring.loaded:

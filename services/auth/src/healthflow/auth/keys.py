@@ -3,7 +3,7 @@
 :class:`KeyRing` holds the published keys of one replica: the ``active`` one
 signs access tokens; ``next``, ``active`` and ``retired`` ones make up the JWKS
 (RFC 7517) at ``/.well-known/jwks.json``, public members only. Key ids are RFC
-7638 thumbprints. Rotation (the use case :func:`healthflow.auth.service.rotate_keys`)
+7638 thumbprints. Rotation (the use case :func:`healthflow.auth.signing.rotate_keys`)
 promotes the already published ``next`` key, so verifiers that cached the JWKS
 know it before it signs, and keeps the old key published until the last token
 it signed has expired: nobody is logged out.

@@ -11,13 +11,11 @@
   (``settings.refresh_token_ttl``). Every failed grant is the same
   :class:`~healthflow.auth.domain.InvalidGrant` (400), with a dummy Argon2
   verification for unknown emails so that timing does not tell either.
-* Signing keys: list, rotate (``auth.signing_key_rotated``), revoke at once
-  (``auth.signing_key_revoked``).
-* Revocation: logout and a reused refresh token end the session's access tokens
-  everywhere (``auth.session_revoked``); :func:`revoke_all_sessions` (deactivation,
-  password change) and a role change end every access token of the user issued
-  until now (``auth.user_tokens_revoked``); :func:`revocation_snapshot` is what a
-  verifier starting late reads (``healthflow.common.revocation``).
+* Revocation (:mod:`healthflow.auth.revocation`): logout and a reused refresh token
+  end the session's access tokens everywhere (``auth.session_revoked``);
+  :func:`revoke_all_sessions` (deactivation, password change or reset) and a role
+  change end every access token of the user issued until now
+  (``auth.user_tokens_revoked``). Signing keys are :mod:`healthflow.auth.signing`.
 
 Each change runs in one ``runtime.transact`` and publishes its event there, so
 the write and the event commit together.
@@ -29,17 +27,16 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, events, failures, store
-from healthflow.auth.keys import KeyRing, key_info, new_key_document
+from healthflow.auth import domain, events, failures, revocation, store
+from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
 from healthflow.auth.throttle import LoginThrottle
-from healthflow.common.auth import LEEWAY_SECONDS
 from healthflow.common.errors import (
     BadRequest,
     Conflict,
@@ -54,6 +51,11 @@ from healthflow.common.permissions import STAFF_ROLES, Role, permissions_for
 from healthflow.common.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
+
+revoke_all_sessions = revocation.revoke_all_sessions
+"""End every session of a user and refuse each of their access tokens issued until now,
+at every service (password change or reset, deactivation):
+:func:`healthflow.auth.revocation.revoke_all_sessions`."""
 
 
 
@@ -244,7 +246,8 @@ async def change_role(runtime: ServiceRuntime, user_id: str, role: Role, *, assi
                                            change="assigned" if assign else "removed",
                                            roles=sorted(updated["roles"])),
                     subject=user_id)
-        await _revoke_user_tokens(runtime, uow, user_id, reason="role_changed", now=utcnow())
+        await revocation.revoke_user_tokens(runtime, uow, user_id, reason="role_changed",
+                                            now=utcnow())
         return updated
 
     return await runtime.transact(apply, actor=actor)
@@ -339,7 +342,7 @@ async def _open_session(auth: Auth, user: Document, *, client_id: str, client_ip
 
     session_id, refresh_token, now = await auth.runtime.transact(apply, actor=user["_id"])
     access = _mint(auth, user, session_id, client_id, auth_time=now,
-                   now=await _issue_time(auth.runtime, user["_id"], now))
+                   now=await revocation.issue_time(auth.runtime, user["_id"], now))
     return domain.IssuedTokens(access, refresh_token, auth.settings.access_token_ttl, session_id)
 
 
@@ -364,7 +367,7 @@ async def refresh(auth: Auth, *, refresh_token: str, client_ip: str | None) -> d
     user, session_doc, new_token, now = rotated
     access = _mint(auth, user, session_doc["_id"], session_doc["client_id"],
                    auth_time=session_doc["created_at"],
-                   now=await _issue_time(auth.runtime, user["_id"], now))
+                   now=await revocation.issue_time(auth.runtime, user["_id"], now))
     return domain.IssuedTokens(access, new_token, auth.settings.access_token_ttl,
                                session_doc["_id"])
 
@@ -390,8 +393,8 @@ async def _rotate(auth: Auth, uow: UnitOfWork, token_hash: str, client_ip: str |
     if outcome is domain.RefreshOutcome.REUSED:
         await store.revoke_session(db, session_doc["_id"], reason="refresh_reuse", now=now,
                                    session=uow.session)
-        await _revoke_session_tokens(auth.runtime, uow, session_doc, reason="refresh_reuse",
-                                     now=now)
+        await revocation.revoke_session_tokens(auth.runtime, uow, session_doc,
+                                               reason="refresh_reuse", now=now)
         uow.publish(events.RefreshReuseDetected(
             user_id=session_doc["user_id"], session_id=session_doc["_id"],
             presented_generation=record["generation"],
@@ -434,202 +437,7 @@ async def logout(auth: Auth, *, user_id: str, session_id: str | None) -> bool:
                                              now=now, session=uow.session)
         if revoked:
             uow.publish(events.LoggedOut(user_id=user_id, session_id=session_id), subject=user_id)
-            await _revoke_session_tokens(auth.runtime, uow, doc, reason="logout", now=now)
+            await revocation.revoke_session_tokens(auth.runtime, uow, doc, reason="logout", now=now)
         return revoked
 
     return await auth.runtime.transact(apply, actor=user_id)
-
-
-# --------------------------------------------------------------------------- signing keys
-
-
-async def list_keys(runtime: ServiceRuntime) -> list[Document]:
-    """Every signing key document, oldest first (callers show only public facts)."""
-    return await store.list_keys(runtime.db)
-
-
-async def rotate_keys(runtime: ServiceRuntime, ring: KeyRing, *, actor: str) -> domain.Rotation:
-    """Promote ``next`` to ``active``, retire the ``active`` key, create a new ``next``.
-
-    One transaction; publishes ``auth.signing_key_rotated``; ``ring`` reloads
-    at once after it. The retired key stays in the JWKS for
-    :attr:`KeyRing.max_token_age` seconds; retired keys past that are removed.
-    """
-    db = runtime.db
-
-    async def apply(uow: UnitOfWork) -> domain.Rotation:
-        now = utcnow()
-        docs = await store.list_keys(db, states=sorted(domain.PUBLISHED_STATES),
-                                     session=uow.session)
-        plan = domain.plan_rotation([key_info(d) for d in docs], now=now,
-                                    max_token_age=ring.max_token_age)
-        if plan.retire:
-            await store.set_key_state(
-                db, plan.retire, from_state=domain.KeyState.ACTIVE,
-                to_state=domain.KeyState.RETIRED,
-                fields={"retired_at": now, "remove_after": plan.retire_until},
-                session=uow.session)
-        if plan.activate:
-            activated = plan.activate
-            await store.set_key_state(db, activated, from_state=domain.KeyState.NEXT,
-                                      to_state=domain.KeyState.ACTIVE, fields={"activated_at": now},
-                                      session=uow.session)
-        else:
-            doc = new_key_document(domain.KeyState.ACTIVE, now)
-            await store.insert_key(db, doc, session=uow.session)
-            activated = doc["_id"]
-        for kid in plan.remove:
-            await store.set_key_state(db, kid, from_state=domain.KeyState.RETIRED,
-                                      to_state=domain.KeyState.REMOVED, fields={"removed_at": now},
-                                      session=uow.session)
-        upcoming = new_key_document(domain.KeyState.NEXT, now)
-        await store.insert_key(db, upcoming, session=uow.session)
-        rotation = domain.Rotation(activated_kid=activated, retired_kid=plan.retire,
-                                   next_kid=upcoming["_id"],
-                                   retired_until=plan.retire_until if plan.retire else None,
-                                   removed_kids=plan.remove)
-        uow.publish(events.SigningKeyRotated(
-            activated_kid=rotation.activated_kid, retired_kid=rotation.retired_kid,
-            next_kid=rotation.next_kid, retired_until=rotation.retired_until,
-            removed_kids=list(rotation.removed_kids)), subject=rotation.activated_kid)
-        return rotation
-
-    rotation = await runtime.transact(apply, actor=actor)
-    await ring.reload()
-    log.info("rotated signing keys", extra={"kid": rotation.activated_kid})
-    return rotation
-
-
-
-# --------------------------------------------------------------------------- revocation
-
-
-def _revoked_until(runtime: ServiceRuntime, now: datetime) -> datetime:
-    """When a revocation recorded ``now`` can be forgotten: every token it concerns has
-    expired by then (no verifier accepts a lifetime beyond ``token_max_lifetime``)."""
-    return now + timedelta(seconds=runtime.settings.token_max_lifetime + LEEWAY_SECONDS)
-
-
-async def _revoke_session_tokens(runtime: ServiceRuntime, uow: UnitOfWork,
-                                 session_doc: Document, *, reason: events.RevocationReason,
-                                 now: datetime) -> None:
-    until = _revoked_until(runtime, now)
-    await store.record_revocation(runtime.db, "session", session_doc["_id"], reason=reason,
-                                  at=now, until=until, session=uow.session)
-    uow.publish(events.SessionRevoked(session_id=session_doc["_id"],
-                                      user_id=session_doc["user_id"], reason=reason,
-                                      until=until), subject=session_doc["user_id"])
-
-
-async def _revoke_user_tokens(runtime: ServiceRuntime, uow: UnitOfWork, user_id: str, *,
-                              reason: events.RevocationReason, now: datetime) -> None:
-    # Whole seconds, as ``iat`` is: a token issued in this second is refused too.
-    not_before = now.replace(microsecond=0)
-    until = _revoked_until(runtime, now)
-    await store.record_revocation(runtime.db, "user", user_id, reason=reason, at=now,
-                                  until=until, not_before=not_before, session=uow.session)
-    uow.publish(events.UserTokensRevoked(user_id=user_id, not_before=not_before,
-                                         reason=reason, until=until), subject=user_id)
-
-
-async def _issue_time(runtime: ServiceRuntime, user_id: str, now: datetime) -> datetime:
-    """The ``iat`` of a token minted ``now``: one second past the user's "not before" when
-    that is this very second (``iat`` is whole seconds and tokens with ``iat`` ≤ "not
-    before" are refused, so a token issued just after a revocation would be refused)."""
-    not_before = await store.user_not_before(runtime.db, user_id)
-    if not_before is not None and not_before >= now.replace(microsecond=0):
-        return not_before + timedelta(seconds=1)
-    return now
-
-
-async def revoke_all_sessions(runtime: ServiceRuntime, user_id: str, *,
-                              reason: events.RevocationReason, actor: str,
-                              uow: UnitOfWork | None = None) -> int:
-    """End every session of ``user_id`` (their refresh families) and refuse, at every
-    service within seconds, each access token of theirs issued until now (``iat`` ≤ now,
-    whole seconds); publishes ``auth.user_tokens_revoked``. Returns how many active
-    sessions were revoked.
-
-    For deactivation and password change or reset (``reason``). Inside ``uow``, when
-    given (so the change that causes it commits with it); else in a transaction of its
-    own in ``actor``'s name. A user that does not exist is not an error (0).
-    """
-
-    async def apply(work: UnitOfWork) -> int:
-        now = utcnow()
-        revoked = await store.revoke_user_sessions(runtime.db, user_id, reason=reason, now=now,
-                                                   session=work.session)
-        await _revoke_user_tokens(runtime, work, user_id, reason=reason, now=now)
-        return revoked
-
-    if uow is not None:
-        return await apply(uow)
-    return await runtime.transact(apply, actor=actor)
-
-
-async def revoke_key(runtime: ServiceRuntime, ring: KeyRing, kid: str, *,
-                     actor: str) -> Document:
-    """Revoke the signing key ``kid`` at once (compromise): it leaves the JWKS, every
-    token it signed is refused everywhere (``auth.signing_key_revoked``). Revoking the
-    active key promotes the ``next`` one first (a rotation); a new ``next`` is made
-    when the revoked key was either. ``ring`` reloads after it. The revoked key document.
-
-    Raises:
-        NotFound (404): no published key has this id (removed and revoked keys sign
-            nothing any verifier accepts).
-    """
-    db = runtime.db
-    doc = next((d for d in await store.list_keys(db, states=sorted(domain.PUBLISHED_STATES))
-                if d["_id"] == kid), None)
-    if doc is None:
-        raise NotFound(f"no published signing key has the id {kid}")
-    if doc["state"] == domain.KeyState.ACTIVE:
-        await rotate_keys(runtime, ring, actor=actor)
-
-    async def apply(uow: UnitOfWork) -> Document:
-        now = utcnow()
-        docs = await store.list_keys(db, states=sorted(domain.PUBLISHED_STATES),
-                                     session=uow.session)
-        current = next((d for d in docs if d["_id"] == kid), None)
-        if current is None:
-            raise Conflict("the key changed state meanwhile; list the keys and try again")
-        state = domain.KeyState(current["state"])
-        if state is domain.KeyState.ACTIVE:
-            raise Conflict("the key is signing again (a concurrent rotation); try again")
-        await store.set_key_state(db, kid, from_state=state, to_state=domain.KeyState.REVOKED,
-                                  fields={"revoked_at": now}, session=uow.session)
-        if state is domain.KeyState.NEXT:
-            await store.insert_key(db, new_key_document(domain.KeyState.NEXT, now),
-                                   session=uow.session)
-        until = _revoked_until(runtime, now)
-        await store.record_revocation(db, "key", kid, reason="key_compromised", at=now,
-                                      until=until, session=uow.session)
-        uow.publish(events.SigningKeyRevoked(kid=kid, reason="key_compromised", until=until),
-                    subject=kid)
-        return current | {"state": str(domain.KeyState.REVOKED), "revoked_at": now}
-
-    revoked = await runtime.transact(apply, actor=actor)
-    await ring.reload()
-    log.warning("revoked a signing key", extra={"kid": kid})
-    return revoked
-
-
-async def revocation_snapshot(runtime: ServiceRuntime,
-                              since: datetime | None = None) -> dict[str, Any]:
-    """What every verifier must refuse now (:data:`healthflow.common.revocation.Snapshot`:
-    ``sessions`` ``[{id, until}]``, ``users`` ``[{id, not_before, until}]``, ``keys``
-    ``[{kid, until}]``, and ``as_of``; times as epoch seconds); only what was recorded
-    at or after ``since`` when given (a poller's increment)."""
-    now = utcnow()
-    snapshot: dict[str, Any] = {"sessions": [], "users": [], "keys": [],
-                                "as_of": now.timestamp()}
-    for doc in await store.current_revocations(runtime.db, now, since):
-        until = doc["until"].timestamp()
-        if doc["kind"] == "session":
-            snapshot["sessions"].append({"id": doc["ref"], "until": until})
-        elif doc["kind"] == "user":
-            snapshot["users"].append({"id": doc["ref"], "until": until,
-                                      "not_before": doc["not_before"].timestamp()})
-        elif doc["kind"] == "key":
-            snapshot["keys"].append({"kid": doc["ref"], "until": until})
-    return snapshot
