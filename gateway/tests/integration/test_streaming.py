@@ -128,3 +128,43 @@ def test_websocket_refused_by_the_service_passes_its_status(gateway, platform):
         connect(_ws_url(gateway, "/api/v1/patients/no-such-socket"), open_timeout=5,
                 additional_headers={"Authorization": f"Bearer {token}"})
     assert refused.value.response.status_code == 403  # Starlette's answer for no route
+
+
+def test_a_websocket_session_closes_when_its_token_is_revoked(platform, start_gateway):
+    """The gateway hears of the revocation at its next poll of auth's snapshot (here every
+    0.2 s) and closes the open session with 1008 at once, not at the next re-check."""
+    from fastapi import FastAPI
+
+    from .conftest import ServerThread
+
+    revoked: dict[str, list[dict[str, object]]] = {"sessions": [], "users": [], "keys": []}
+    snapshots = FastAPI()
+
+    @snapshots.get("/internal/revocations")
+    async def snapshot() -> dict[str, object]:
+        return {**revoked, "as_of": time.time()}
+
+    auth_snapshots = ServerThread(snapshots).start()
+    try:
+        gateway = start_gateway(revocations_url=auth_snapshots.url + "/internal/revocations",
+                                revocation_sync_interval=0.2, stream_recheck_interval=60)
+        token = platform.tokens.mint("ws-revoked", ["patient"], sid="ws-session")
+        with connect(_ws_url(gateway, "/api/v1/patients/ws"),
+                     additional_headers={"Authorization": f"Bearer {token}"},
+                     open_timeout=5) as ws:
+            json.loads(ws.recv(timeout=5))
+            ws.send("hi")
+            assert ws.recv(timeout=5) == "echo:hi"
+            revoked["sessions"].append({"id": "ws-session", "until": time.time() + 600})
+            began = time.monotonic()
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            assert "session" in closed.value.rcvd.reason
+            assert time.monotonic() - began < 3
+        refused = httpx.get(gateway.url + "/api/v1/patients/echo",
+                            headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 401
+    finally:
+        auth_snapshots.stop()

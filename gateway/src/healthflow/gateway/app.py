@@ -20,7 +20,7 @@ Concurrent requests and open streams are capped per address and per user
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -46,6 +46,7 @@ from healthflow.common.errors import (
 from healthflow.common.http import RequestContextMiddleware, valid_request_id
 from healthflow.common.logs import setup_logging
 from healthflow.common.permissions import Permission
+from healthflow.common.revocation import wait_until_refused
 from healthflow.common.settings import load_settings
 from healthflow.contracts import asyncapi
 from healthflow.gateway import caps, proxy, status
@@ -169,9 +170,11 @@ def _lifespan(edge: Edge, extra_paths: dict[str, Any]) -> Any:
             forwarder.client, edge.first_replicas, edge.table,
             cache_seconds=edge.settings.openapi_cache_seconds,
             timeout=edge.settings.health_timeout, extra_paths=extra_paths)
+        await edge.revocation_feed.start()
         try:
             yield
         finally:
+            await edge.revocation_feed.stop()
             await limiter.close()
             await forwarder.close()
 
@@ -331,9 +334,19 @@ async def _relay_websocket(edge: Edge, websocket: WebSocket, route: Route, polic
     kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "access_token"]
     base = settings.upstream_url(route.service)
     url = "ws" + base.removeprefix("http") + path + ("?" + urlencode(kept) if kept else "")
+    refused: Callable[[], Coroutine[Any, Any, str]] | None = None
+    if principal is not None:
+        caller = principal
+
+        def recheck() -> Coroutine[Any, Any, str]:  # the token, re-checked while open
+            return wait_until_refused(lambda: edge.verifier.refusal(caller), edge.revocations,
+                                      heartbeat=settings.stream_recheck_interval)
+
+        refused = recheck
     await proxy_websocket(
         websocket, url=url, headers=headers, open_timeout=policy.timeout,
         idle_timeout=policy.stream_timeout, breakers=edge.breakers, upstream=route.service,
+        refused=refused,
     )
 
 

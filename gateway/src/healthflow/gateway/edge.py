@@ -20,6 +20,12 @@ from starlette.datastructures import Headers
 
 from healthflow.common.auth import Principal, TokenVerifier
 from healthflow.common.errors import BadRequest, Forbidden, Unauthorized
+from healthflow.common.revocation import (
+    RevocationFeed,
+    RevocationState,
+    http_snapshot,
+    snapshot_url,
+)
 from healthflow.gateway import proxy, status
 from healthflow.gateway.breaker import Breakers
 from healthflow.gateway.caps import ConcurrencyCaps
@@ -64,9 +70,18 @@ class Edge:
             reset_seconds=settings.breaker_reset_seconds,
             not_failures=proxy.NOT_UPSTREAM_FAULTS,
         )
+        # Revocations reach the gateway by polling the auth service (it has no broker):
+        # increments every ``revocation_sync_interval`` seconds (2 s by default).
+        self.revocations = RevocationState()
+        self.revocation_feed = RevocationFeed(
+            settings.service_name, self.revocations, None,
+            http_snapshot(settings.revocations_url or snapshot_url(settings.jwks_url),
+                          incremental=True),
+            sync_interval=settings.revocation_sync_interval)
         self.verifier = TokenVerifier(
             issuer=settings.jwt_issuer, audience=settings.jwt_audience,
             jwks_url=settings.jwks_url, cache_seconds=settings.jwks_cache_seconds,
+            max_lifetime=settings.token_max_lifetime, revocations=self.revocations,
         )
         # Health, status and the merged OpenAPI ask one replica of each upstream.
         self.first_replicas = {name: settings.upstream_urls(name)[0]
@@ -138,4 +153,5 @@ class Edge:
                                         self.settings.health_timeout)
         details: dict[str, Any] = {name: c["status"] for name, c in checks.items()}
         details["ratelimit"] = limiter_mode
+        details["revocations"] = self.revocation_feed.readiness()
         return all(c["status"] == "ok" for c in checks.values()), details

@@ -69,6 +69,13 @@ class GatewaySettings(ServiceSettings):
     # (loopback callers need none); unset = loopback only.
     metrics_token: SecretStr | None = None
 
+    # Revocations (healthflow.common.revocation): polled from the auth service's snapshot,
+    # only what is new each time; services hear them at once through the broker.
+    revocation_sync_interval: float = Field(default=2.0, gt=0)
+    # Seconds between re-checks of an open WebSocket session's token (and at once on
+    # every revocation heard of): an expired or revoked one closes it with 1008.
+    stream_recheck_interval: float = Field(default=15.0, gt=0)
+
     # Rate limiting (limits library). None = in-memory, one budget per process.
     ratelimit_enabled: bool = True
     redis_url: str | None = None

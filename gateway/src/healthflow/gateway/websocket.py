@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from fastapi import WebSocket
 
@@ -60,9 +61,14 @@ async def proxy_websocket(
     idle_timeout: float,
     breakers: Breakers,
     upstream: str,
+    refused: Callable[[], Coroutine[Any, Any, str]] | None = None,
 ) -> None:
     """Relay one WebSocket session to ``url`` (``ws://``), both directions, until either
     side closes; the upstream's chosen subprotocol and close code pass through.
+
+    ``refused``, when given, returns once the caller's token no longer stands (expired or
+    revoked, with the reason): both sides are then closed with 1008 (policy violation,
+    RFC 6455 § 7.4.1) and the reason.
 
     Raises:
         ServiceUnavailable: the upstream cannot be reached or its circuit is open
@@ -78,10 +84,20 @@ async def proxy_websocket(
     await websocket.accept(subprotocol=upstream_ws.subprotocol)
     tasks = [asyncio.create_task(_client_to_upstream(websocket, upstream_ws)),
              asyncio.create_task(_upstream_to_client(websocket, upstream_ws, idle_timeout))]
+    watch: asyncio.Task[str] | None = (asyncio.create_task(refused())
+                                       if refused is not None else None)
     try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        done, pending = await asyncio.wait([*tasks, *([watch] if watch else [])],
+                                           return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
+        if watch is not None and watch in done and watch.exception() is None:
+            reason = watch.result()[:120]
+            with contextlib.suppress(Exception):
+                await upstream_ws.close(code=1008, reason=reason)
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1008, reason=reason)
+            done.discard(watch)
         for task in done:
             error = task.exception()
             if error is not None and not isinstance(error, ConnectionClosed):
@@ -90,6 +106,8 @@ async def proxy_websocket(
     finally:
         for task in tasks:
             task.cancel()
+        if watch is not None:
+            watch.cancel()
         await upstream_ws.close()
 
 

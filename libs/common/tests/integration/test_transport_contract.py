@@ -230,3 +230,35 @@ async def test_redelivered_event_has_one_effect(transport, mongodb_url, unique_n
 def test_envelope_survives_the_wire_byte_for_byte():
     event = make_event()
     assert json.loads(event.to_json_bytes())["id"] == event.id
+
+
+async def test_broadcast_gives_every_process_its_copy_and_a_failure_is_not_retried(
+        transport, unique_name):
+    """Two broadcast subscribers stand for two replicas' in-memory state: each hears every
+    matching event (a service's queue would give it to one); the bound broadcast makes the
+    type routable; a failing broadcast handler is logged, never retried nor parked."""
+    got: dict[str, list[str]] = {"one": [], "two": []}
+    failures: list[str] = []
+
+    def recorder(name: str):
+        async def handler(event: CloudEvent) -> None:
+            got[name].append(event.id)
+        return handler
+
+    async def failing(event: CloudEvent) -> None:
+        failures.append(event.id)
+        raise RuntimeError("broken")
+
+    kind = f"broadcast{unique_name.replace('-', '').replace('_', '')}"
+    await transport.subscribe_broadcast(f"{unique_name}.one", [f"{kind}.*"], recorder("one"))
+    await transport.subscribe_broadcast(f"{unique_name}.two", [f"{kind}.*"], recorder("two"))
+    await transport.subscribe_broadcast(f"{unique_name}.bad", [f"{kind}.*"], failing)
+    events = [make_event(f"{kind}.happened", n=i) for i in range(5)]
+    for e in events:
+        await transport.publish(e)  # routable: only the broadcasts are bound
+    ids = [e.id for e in events]
+    await eventually(lambda: got["one"] == ids and got["two"] == ids, within=10)
+    await eventually(lambda: failures == ids, within=10)
+    await asyncio.sleep(0.5)
+    assert failures == ids  # once each: no retry
+    assert await transport.dead_letters(f"{unique_name}.bad") == []

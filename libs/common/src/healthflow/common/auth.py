@@ -10,7 +10,13 @@ RFC 9068):
   one JWKS refresh, at most every 10 s, so rotated keys are picked up);
 * ``iss`` and ``aud`` must match; ``exp``, ``iat``, ``sub`` and ``jti`` are
   required; expired and not-yet-valid (``nbf``/``iat`` in the future) tokens are
-  refused, with :data:`LEEWAY_SECONDS` of clock skew.
+  refused, with :data:`LEEWAY_SECONDS` of clock skew;
+* a token whose ``exp - iat`` exceeds ``max_lifetime`` seconds is refused (a
+  leaked signing key cannot mint tokens that outlive every revocation entry);
+* revocations (:class:`~healthflow.common.revocation.RevocationState`: revoked
+  sessions by ``sid``, a per-user "not before" compared with ``iat``, revoked
+  signing keys by ``kid``) are checked on every call, cached tokens included, and
+  a cached token whose key has left the JWKS is refused.
 
 Routes state what they need by parameter type: ``principal: Authenticated``, or
 ``principal: Principal = require(Permission.AUDIT_READ)``. A route without
@@ -20,8 +26,10 @@ either is visibly public.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -31,12 +39,14 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from healthflow.common.errors import Forbidden, ServiceUnavailable, Unauthorized
+from healthflow.common.revocation import RevocationState, until_refused
 
 ALLOWED_ALGORITHMS = ("EdDSA", "ES256", "RS256")
 _KTY_ALGORITHMS = {"OKP": {"EdDSA"}, "EC": {"ES256"}, "RSA": {"RS256"}}
 LEEWAY_SECONDS = 30
 JWKS_MIN_REFRESH_SECONDS = 10.0
 VERIFIED_CACHE_SIZE = 10_000
+DEFAULT_MAX_LIFETIME = 3600
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -51,6 +61,7 @@ class Principal:
     token_id: str
     token: str
     claims: dict[str, Any]
+    kid: str = ""
 
     def has(self, permission: str) -> bool:
         return str(permission) in self.permissions
@@ -75,9 +86,13 @@ class TokenVerifier:
         jwks_url: str | None = None,
         jwks: dict[str, Any] | None = None,
         cache_seconds: float = 300.0,
+        max_lifetime: float = DEFAULT_MAX_LIFETIME,
+        revocations: RevocationState | None = None,
     ) -> None:
         if jwks_url is None and jwks is None:
             raise ValueError("a JWKS URL or a JWKS is required")
+        self.max_lifetime = max_lifetime
+        self.revocations = revocations
         self.issuer = issuer
         self.audience = audience
         self.jwks_url = jwks_url
@@ -109,8 +124,11 @@ class TokenVerifier:
             return
         async with self._lock:
             age = time.monotonic() - self._fetched_at
+            # A key revoked since the last fetch means another key signs now: fetch again.
+            key_revoked = (self.revocations is not None
+                           and self.revocations.keys_revoked_at > self._fetched_at)
             if (not force and age < self.cache_seconds) or (
-                force and age < JWKS_MIN_REFRESH_SECONDS
+                force and age < JWKS_MIN_REFRESH_SECONDS and not key_revoked
             ):
                 return
             try:
@@ -138,7 +156,8 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         """Verify ``token`` and return the caller.
 
-        A token verified before is answered from a bounded cache until its ``exp``.
+        A token verified before is answered from a bounded cache until its ``exp``,
+        unless it has been revoked or its key has left the key set since.
 
         Raises:
             Unauthorized: for any token that fails a rule above (401).
@@ -146,16 +165,39 @@ class TokenVerifier:
         """
         cached = self._verified.get(token)
         if cached is not None:
-            if time.time() < float(cached.claims["exp"]) + LEEWAY_SECONDS:
+            refusal = self.refusal(cached)
+            if refusal is None:
                 self._verified.move_to_end(token)
                 return cached
             del self._verified[token]
-            raise Unauthorized("the token has expired")
+            raise Unauthorized(refusal)
         principal = await self._verify(token)
+        refusal = self.refusal(principal)
+        if refusal is not None:
+            raise Unauthorized(refusal)
         self._verified[token] = principal
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return principal
+
+    def refusal(self, principal: Principal) -> str | None:
+        """Why an already verified ``principal`` must be refused now (``None``: it stands).
+
+        Expiry (with :data:`LEEWAY_SECONDS`), its key no longer in the key set, and the
+        revocation state. Cheap (no I/O): streams call it on every heartbeat.
+        """
+        if time.time() >= float(principal.claims["exp"]) + LEEWAY_SECONDS:
+            return "the token has expired"
+        if principal.kid and principal.kid not in self._keys:
+            return "the token was signed by a key that is no longer trusted"
+        if self.revocations is not None:
+            return self.revocations.refusal(principal.claims, principal.kid)
+        return None
+
+    def drop_key(self, kid: str) -> None:
+        """Stop trusting ``kid`` at once (a revoked key), until the next JWKS fetch
+        (which no longer lists it)."""
+        self._keys.pop(kid, None)
 
     async def _verify(self, token: str) -> Principal:
         try:
@@ -191,6 +233,10 @@ class TokenVerifier:
             raise Unauthorized("the token was issued by an unknown issuer") from None
         except jwt.PyJWTError:
             raise Unauthorized("the token is invalid") from None
+        lifetime = _number(claims["exp"]) - _number(claims["iat"])
+        if lifetime > self.max_lifetime:
+            raise Unauthorized(f"the token's lifetime ({lifetime:.0f} s) exceeds the "
+                               f"maximum of {self.max_lifetime:.0f} s")
         roles = claims.get("roles", [])
         permissions = claims.get("permissions", [])
         if not isinstance(roles, list) or not isinstance(permissions, list):
@@ -202,20 +248,37 @@ class TokenVerifier:
             token_id=str(claims["jti"]),
             token=token,
             claims=claims,
+            kid=kid,
         )
 
 
+def _number(value: Any) -> float:
+    """A NumericDate claim as seconds (PyJWT has checked ``exp``/``iat`` are numbers)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise Unauthorized("the token's times are malformed") from None
+
+
 def get_verifier(request: Request) -> TokenVerifier:
+    """The app's verifier (made on first use from the runtime's settings), fed with the
+    runtime's revocation state (:attr:`ServiceRuntime.revocations`)."""
     verifier: TokenVerifier | None = getattr(request.app.state, "verifier", None)
+    runtime = getattr(request.app.state, "runtime", None)
     if verifier is None:
-        settings = request.app.state.runtime.settings
+        if runtime is None:
+            raise RuntimeError("the app has neither a token verifier nor a service runtime")
+        settings = runtime.settings
         verifier = TokenVerifier(
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             jwks_url=settings.jwks_url,
             cache_seconds=settings.jwks_cache_seconds,
+            max_lifetime=settings.token_max_lifetime,
         )
         request.app.state.verifier = verifier
+    if verifier.revocations is None and runtime is not None:
+        verifier.revocations = runtime.revocations
     return verifier
 
 
@@ -231,6 +294,25 @@ async def authenticated(
 
 
 Authenticated = Annotated[Principal, Depends(authenticated)]
+
+
+def unauthorized_event(reason: str) -> dict[str, str]:
+    """The last Server-Sent Event of a stream whose token expired or was revoked:
+    ``event: unauthorized``, ``data: {"detail": reason}`` (a dict ``sse-starlette`` frames)."""
+    return {"event": "unauthorized", "data": json.dumps({"detail": reason})}
+
+
+def while_authorized(request: Request, principal: Principal, events: AsyncIterator[Any], *,
+                     heartbeat: float) -> AsyncIterator[Any]:
+    """``events`` (a stream's items: Server-Sent Events) for as long as ``principal``'s
+    token stands: re-checked (:meth:`TokenVerifier.refusal`: expiry, key, revocation)
+    every ``heartbeat`` seconds, at once when this service hears of a revocation, and
+    before each item. When it fails, :func:`unauthorized_event` is sent and the stream
+    ends (the client logs in or refreshes, then reconnects).
+    """
+    verifier = get_verifier(request)
+    return until_refused(events, lambda: verifier.refusal(principal), verifier.revocations,
+                         heartbeat=heartbeat, closing=unauthorized_event)
 
 
 async def optional_principal(

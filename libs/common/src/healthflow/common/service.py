@@ -32,6 +32,12 @@ from healthflow.common.events.outbox import OUTBOX_INDEXES, UnitOfWork
 from healthflow.common.events.relay import OutboxRelay
 from healthflow.common.events.transport import Subscription, Transport
 from healthflow.common.mongo import Document, Indexes
+from healthflow.common.revocation import (
+    RevocationFeed,
+    RevocationState,
+    http_snapshot,
+    snapshot_url,
+)
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.workers import Worker
 
@@ -119,6 +125,20 @@ class ServiceRuntime:
         self.readiness_checks: dict[str, Callable[[], Awaitable[Any]]] = {}
         """Checks of the service's own (e.g. its background workers) added to ``/readyz``:
         each answers ``"ok"`` or a dict whose ``status`` is ``"lagging"`` when not ready."""
+        self.revocations = RevocationState()
+        """Revoked sessions, users' "not before" and keys, consulted by every token
+        verifier of this service (:mod:`healthflow.common.revocation`)."""
+        self.revocation_feed = RevocationFeed(
+            self.name, self.revocations, self.transport,
+            http_snapshot(settings.revocations_url or snapshot_url(settings.jwks_url)),
+            sync_interval=settings.revocation_sync_interval)
+        """Fills :attr:`revocations` (broadcast events and auth's snapshot); started by
+        every service after its consumers. The auth service replaces its snapshot source."""
+
+        async def revocation_readiness() -> dict[str, Any]:
+            return self.revocation_feed.readiness()
+
+        self.readiness_checks["revocations"] = revocation_readiness
 
     @property
     def subscription(self) -> Subscription | None:
@@ -183,6 +203,7 @@ class ServiceRuntime:
         subscription = self.subscription
         if subscription is not None:
             await self.transport.subscribe(subscription)
+        await self.revocation_feed.start()
         for worker in self.workers:
             await worker.start()
 
@@ -195,6 +216,7 @@ class ServiceRuntime:
                 await worker.stop()
             except Exception:
                 log.exception("stopping a worker failed", extra={"worker": worker.name})
+        await self.revocation_feed.stop()
         if isinstance(self.transport, InProcessTransport) and self.consumer is not None:
             await self.transport.unsubscribe(self.name)
         await self.relay.stop()

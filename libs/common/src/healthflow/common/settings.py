@@ -76,6 +76,13 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "healthflow-auth"
     jwt_audience: str = "healthflow"
     jwks_cache_seconds: float = Field(default=300.0, gt=0)
+    # Longest access-token lifetime (exp - iat, seconds) any verifier accepts; revocation
+    # entries are kept this long (healthflow.common.revocation).
+    token_max_lifetime: int = Field(default=3600, ge=60, le=24 * 3600)
+    # The auth service's revocation snapshot (default: the JWKS URL's origin +
+    # /internal/revocations), read at start and every revocation_sync_interval seconds.
+    revocations_url: str | None = None
+    revocation_sync_interval: float = Field(default=60.0, gt=0)
     # HTTP
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # The gateway's public address (scheme, host, port; ``<SERVICE>_PUBLIC_BASE_URL`` or the

@@ -132,3 +132,46 @@ class SigningKeyRotated(EventPayload):
     next_kid: str
     retired_until: datetime | None
     removed_kids: list[str]
+
+
+RevocationReason = Literal[
+    "logout", "user_deactivated", "role_changed", "password_changed", "password_reset",
+    "refresh_reuse", "admin", "key_compromised",
+]
+
+
+@event_type("auth.session_revoked", version=1, publisher=PUBLISHER)
+class SessionRevoked(EventPayload):
+    """Access tokens of session ``session_id`` (their ``sid`` claim) are refused from now on.
+
+    Every service's token verifier consumes it (``healthflow.common.revocation``);
+    ``until`` (aware UTC) is when the last access token of the session would have
+    expired anyway, after which verifiers forget the entry.
+    """
+
+    session_id: str
+    user_id: str
+    reason: RevocationReason
+    until: datetime
+
+
+@event_type("auth.user_tokens_revoked", version=1, publisher=PUBLISHER)
+class UserTokensRevoked(EventPayload):
+    """Access tokens of ``user_id`` issued at or before ``not_before`` (their ``iat``,
+    aware UTC, whole seconds) are refused from now on, at every service; ``until`` as in
+    :class:`SessionRevoked`."""
+
+    user_id: str
+    not_before: datetime
+    reason: RevocationReason
+    until: datetime
+
+
+@event_type("auth.signing_key_revoked", version=1, publisher=PUBLISHER)
+class SigningKeyRevoked(EventPayload):
+    """The signing key ``kid`` was revoked (compromise): it left the JWKS, and every token
+    it signed is refused at once, everywhere; ``until`` as in :class:`SessionRevoked`."""
+
+    kid: str
+    reason: RevocationReason
+    until: datetime

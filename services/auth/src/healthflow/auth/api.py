@@ -3,18 +3,21 @@ declared on each route.
 
 Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 ``POST /api/v1/auth/token``, ``POST /api/v1/auth/refresh``,
-``GET /.well-known/jwks.json``. Everything else states the permission it needs.
+``GET /.well-known/jwks.json``. Internal (no principal, and not routed by the
+gateway: reachable on the services' network only, like the JWKS services fetch):
+``GET /internal/revocations``. Everything else states the permission it needs.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from healthflow.auth import service
+from healthflow.auth import revocation, service, signing
 from healthflow.auth.domain import IssuedTokens
 from healthflow.auth.keys import key_summary
 from healthflow.auth.schemas import (
@@ -37,7 +40,9 @@ auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
 wellknown_router = APIRouter(tags=["auth"])
 
-routers = [auth_router, users_router, wellknown_router]
+internal_router = APIRouter(prefix="/internal", tags=["internal"], include_in_schema=False)
+
+routers = [auth_router, users_router, wellknown_router, internal_router]
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 
@@ -165,7 +170,7 @@ async def me(auth: AuthService,
 @auth_router.get("/keys", response_model=list[KeyOut], summary="Signing keys (no key material)")
 async def list_keys(auth: AuthService,
                     principal: Principal = require(Permission.KEYS_MANAGE)) -> list[KeyOut]:
-    return [KeyOut(**key_summary(d)) for d in await service.list_keys(auth.runtime)]
+    return [KeyOut(**key_summary(d)) for d in await signing.list_keys(auth.runtime)]
 
 
 @auth_router.post("/keys/rotate", response_model=RotationOut, summary="Rotate the signing key")
@@ -173,10 +178,41 @@ async def rotate_keys(auth: AuthService,
                       principal: Principal = require(Permission.KEYS_MANAGE)) -> RotationOut:
     """The published ``next`` key starts signing; the old one stays in the JWKS until the
     tokens it signed have expired."""
-    rotation = await service.rotate_keys(auth.runtime, auth.keys, actor=principal.actor)
+    rotation = await signing.rotate_keys(auth.runtime, auth.keys, actor=principal.actor)
     return RotationOut(activated_kid=rotation.activated_kid, retired_kid=rotation.retired_kid,
                        next_kid=rotation.next_kid, retired_until=rotation.retired_until,
                        removed_kids=list(rotation.removed_kids))
+
+
+@auth_router.post("/keys/{kid}/revoke", response_model=KeyOut,
+                  summary="Revoke a signing key at once (compromise)",
+                  responses=_problems(**{"404": "no published key has this id"}))
+async def revoke_key(kid: str, auth: AuthService,
+                     principal: Principal = require(Permission.KEYS_MANAGE)) -> KeyOut:
+    """The key leaves the JWKS and every token it signed is refused at every service
+    within seconds (``auth.signing_key_revoked``); its holders log in again. An active
+    key is rotated out first, so signing goes on with the published ``next`` key."""
+    return KeyOut(**key_summary(await signing.revoke_key(auth.runtime, auth.keys, kid,
+                                                         actor=principal.actor)))
+
+
+# --------------------------------------------------------------------------- /internal
+
+
+@internal_router.get("/revocations")
+async def revocations(
+    auth: AuthService, response: Response,
+    since: Annotated[float | None, Query(ge=0, le=1e11,
+                                         description="epoch seconds: only entries recorded "
+                                                     "since then")] = None,
+) -> dict[str, Any]:
+    """The revocations every token verifier must hold now
+    (:data:`healthflow.common.revocation.Snapshot`); read by each service at start and
+    every ``REVOCATION_SYNC_INTERVAL`` seconds, and polled by the gateway with ``since``.
+    Identifiers and times only."""
+    response.headers.update(NO_STORE)
+    return await revocation.revocation_snapshot(
+        auth.runtime, None if since is None else datetime.fromtimestamp(since, UTC))
 
 
 # --------------------------------------------------------------------------- /.well-known

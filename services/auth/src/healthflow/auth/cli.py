@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from email_validator import EmailNotValidError, validate_email
 from pymongo import AsyncMongoClient
 
-from healthflow.auth import service, store
+from healthflow.auth import service, signing, store
 from healthflow.auth.domain import PasswordRejected, Rotation
 from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
@@ -128,7 +128,7 @@ async def rotate_keys(settings: Settings) -> Rotation:
     """Rotate the signing keys (as ``POST /api/v1/auth/keys/rotate`` does)."""
     async with _OfflineRuntime(settings) as runtime:
         ring = KeyRing(runtime, settings, SimpleNamespace())
-        return await service.rotate_keys(runtime, ring, actor="system:auth-cli")
+        return await signing.rotate_keys(runtime, ring, actor="system:auth-cli")
 
 
 def _read_password() -> tuple[str, str]:

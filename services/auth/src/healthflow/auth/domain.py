@@ -327,13 +327,15 @@ class KeyState(StrEnum):
     ``next`` is published in the JWKS but does not sign yet (so every verifier's
     cache learns it first); ``active`` signs; ``retired`` stays published until
     every token it signed has expired; ``removed`` is neither published nor kept
-    secret material.
+    secret material; ``revoked`` (an admin's decision, e.g. a compromise) is no
+    longer published, and every token it signed is refused at once.
     """
 
     NEXT = "next"
     ACTIVE = "active"
     RETIRED = "retired"
     REMOVED = "removed"
+    REVOKED = "revoked"
 
 
 PUBLISHED_STATES = frozenset({KeyState.NEXT, KeyState.ACTIVE, KeyState.RETIRED})

@@ -13,12 +13,16 @@ from healthflow.contracts.auth import (
     LoginFailureReason,
     LoginSucceeded,
     RefreshReuseDetected,
+    RevocationReason,
+    SessionRevoked,
+    SigningKeyRevoked,
     SigningKeyRotated,
     TokenRefreshed,
     UserActivated,
     UserDeactivated,
     UserRegistered,
     UserRoleChanged,
+    UserTokensRevoked,
 )
 
 __all__ = [
@@ -27,10 +31,14 @@ __all__ = [
     "LoginFailureReason",
     "LoginSucceeded",
     "RefreshReuseDetected",
+    "RevocationReason",
+    "SessionRevoked",
+    "SigningKeyRevoked",
     "SigningKeyRotated",
     "TokenRefreshed",
     "UserActivated",
     "UserDeactivated",
     "UserRegistered",
     "UserRoleChanged",
+    "UserTokensRevoked",
 ]

@@ -3,7 +3,7 @@
 :class:`KeyRing` holds the published keys of one replica: the ``active`` one
 signs access tokens; ``next``, ``active`` and ``retired`` ones make up the JWKS
 (RFC 7517) at ``/.well-known/jwks.json``, public members only. Key ids are RFC
-7638 thumbprints. Rotation (the use case :func:`healthflow.auth.service.rotate_keys`)
+7638 thumbprints. Rotation (the use case :func:`healthflow.auth.signing.rotate_keys`)
 promotes the already published ``next`` key, so verifiers that cached the JWKS
 know it before it signs, and keeps the old key published until the last token
 it signed has expired: nobody is logged out.
@@ -99,6 +99,7 @@ def key_summary(doc: Document) -> dict[str, Any]:
         "retired_at": doc.get("retired_at"),
         "remove_after": doc.get("remove_after"),
         "removed_at": doc.get("removed_at"),
+        "revoked_at": doc.get("revoked_at"),
     }
 
 
@@ -180,6 +181,8 @@ class KeyRing:
                 issuer=self.settings.jwt_issuer,
                 audience=self.settings.jwt_audience,
                 jwks=self.jwks(),
+                max_lifetime=self.settings.token_max_lifetime,
+                revocations=self.runtime.revocations,
             )
 
     # ------------------------------------------------------------------ use
@@ -187,6 +190,11 @@ class KeyRing:
     def jwks(self) -> dict[str, Any]:
         """``{"keys": [public JWK, ...]}``: the ``next``, ``active`` and ``retired`` keys."""
         return {"keys": [dict(d["public_jwk"]) for d in self._published]}
+
+    @property
+    def loaded(self) -> bool:
+        """True once :meth:`start` has loaded the keys."""
+        return self._signing_kid is not None
 
     @property
     def signing_kid(self) -> str:

@@ -130,12 +130,13 @@ class KeyOut(BaseModel):
 
     kid: str
     alg: str
-    state: Literal["next", "active", "retired", "removed"]
+    state: Literal["next", "active", "retired", "removed", "revoked"]
     created_at: datetime
     activated_at: datetime | None = None
     retired_at: datetime | None = None
     remove_after: datetime | None = None
     removed_at: datetime | None = None
+    revoked_at: datetime | None = None
 
 
 class RotationOut(BaseModel):

@@ -11,7 +11,11 @@
   (``settings.refresh_token_ttl``). Every failed grant is the same
   :class:`~healthflow.auth.domain.InvalidGrant` (400), with a dummy Argon2
   verification for unknown emails so that timing does not tell either.
-* Signing keys: list, rotate (``auth.signing_key_rotated``).
+* Revocation (:mod:`healthflow.auth.revocation`): logout and a reused refresh token
+  end the session's access tokens everywhere (``auth.session_revoked``);
+  :func:`revoke_all_sessions` (deactivation, password change or reset) and a role
+  change end every access token of the user issued until now
+  (``auth.user_tokens_revoked``). Signing keys are :mod:`healthflow.auth.signing`.
 
 Each change runs in one ``runtime.transact`` and publishes its event there, so
 the write and the event commit together.
@@ -28,8 +32,8 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, events, failures, store
-from healthflow.auth.keys import KeyRing, key_info, new_key_document
+from healthflow.auth import domain, events, failures, revocation, store
+from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
 from healthflow.auth.throttle import LoginThrottle
@@ -47,6 +51,11 @@ from healthflow.common.permissions import STAFF_ROLES, Role, permissions_for
 from healthflow.common.service import ServiceRuntime
 
 log = logging.getLogger(__name__)
+
+revoke_all_sessions = revocation.revoke_all_sessions
+"""End every session of a user and refuse each of their access tokens issued until now,
+at every service (password change or reset, deactivation):
+:func:`healthflow.auth.revocation.revoke_all_sessions`."""
 
 
 
@@ -178,8 +187,8 @@ async def deactivate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Do
             runtime.db, user_id,
             {"$set": {"status": "inactive", "deactivated_at": now, "updated_at": now}},
             session=uow.session)
-        revoked = await store.revoke_user_sessions(
-            runtime.db, user_id, reason="user_deactivated", now=now, session=uow.session)
+        revoked = await revoke_all_sessions(runtime, user_id, reason="user_deactivated",
+                                            actor=actor, uow=uow)
         uow.publish(events.UserDeactivated(user_id=user_id, sessions_revoked=revoked),
                     subject=user_id)
         assert updated is not None
@@ -210,8 +219,9 @@ async def change_role(runtime: ServiceRuntime, user_id: str, role: Role, *, assi
                       actor: str) -> Document:
     """Give (``assign``) or take ``role`` from ``user_id``; publish ``user.role_changed``.
 
-    Idempotent: no change, no event. Tokens already issued keep their roles
-    until they expire; the next refresh carries the new set.
+    Idempotent: no change, no event. Access tokens issued until now are refused
+    everywhere (``auth.user_tokens_revoked``); the session stays, and the next
+    refresh carries the new set.
 
     Raises:
         UnprocessableContent (422): giving a role that is not a staff role.
@@ -236,6 +246,8 @@ async def change_role(runtime: ServiceRuntime, user_id: str, role: Role, *, assi
                                            change="assigned" if assign else "removed",
                                            roles=sorted(updated["roles"])),
                     subject=user_id)
+        await revocation.revoke_user_tokens(runtime, uow, user_id, reason="role_changed",
+                                            now=utcnow())
         return updated
 
     return await runtime.transact(apply, actor=actor)
@@ -329,7 +341,8 @@ async def _open_session(auth: Auth, user: Document, *, client_id: str, client_ip
         return session_doc["_id"], refresh_token, now
 
     session_id, refresh_token, now = await auth.runtime.transact(apply, actor=user["_id"])
-    access = _mint(auth, user, session_id, client_id, auth_time=now, now=now)
+    access = _mint(auth, user, session_id, client_id, auth_time=now,
+                   now=await revocation.issue_time(auth.runtime, user["_id"], now))
     return domain.IssuedTokens(access, refresh_token, auth.settings.access_token_ttl, session_id)
 
 
@@ -353,7 +366,8 @@ async def refresh(auth: Auth, *, refresh_token: str, client_ip: str | None) -> d
         raise domain.InvalidGrant(domain.INVALID_REFRESH)
     user, session_doc, new_token, now = rotated
     access = _mint(auth, user, session_doc["_id"], session_doc["client_id"],
-                   auth_time=session_doc["created_at"], now=now)
+                   auth_time=session_doc["created_at"],
+                   now=await revocation.issue_time(auth.runtime, user["_id"], now))
     return domain.IssuedTokens(access, new_token, auth.settings.access_token_ttl,
                                session_doc["_id"])
 
@@ -379,6 +393,8 @@ async def _rotate(auth: Auth, uow: UnitOfWork, token_hash: str, client_ip: str |
     if outcome is domain.RefreshOutcome.REUSED:
         await store.revoke_session(db, session_doc["_id"], reason="refresh_reuse", now=now,
                                    session=uow.session)
+        await revocation.revoke_session_tokens(auth.runtime, uow, session_doc,
+                                               reason="refresh_reuse", now=now)
         uow.publish(events.RefreshReuseDetected(
             user_id=session_doc["user_id"], session_id=session_doc["_id"],
             presented_generation=record["generation"],
@@ -406,7 +422,8 @@ async def logout(auth: Auth, *, user_id: str, session_id: str | None) -> bool:
     """Revoke the caller's session ``session_id`` (its refresh family); publish ``auth.logged_out``.
 
     Returns whether an active session was revoked (logging out twice is
-    harmless). Access tokens already issued simply expire.
+    harmless). The session's access tokens are refused everywhere within seconds
+    (``auth.session_revoked``).
     """
     if not session_id:
         return False
@@ -415,70 +432,12 @@ async def logout(auth: Auth, *, user_id: str, session_id: str | None) -> bool:
         doc = await store.get_session(auth.runtime.db, session_id, session=uow.session)
         if doc is None or doc["user_id"] != user_id:
             return False
+        now = utcnow()
         revoked = await store.revoke_session(auth.runtime.db, session_id, reason="logout",
-                                             now=utcnow(), session=uow.session)
+                                             now=now, session=uow.session)
         if revoked:
             uow.publish(events.LoggedOut(user_id=user_id, session_id=session_id), subject=user_id)
+            await revocation.revoke_session_tokens(auth.runtime, uow, doc, reason="logout", now=now)
         return revoked
 
     return await auth.runtime.transact(apply, actor=user_id)
-
-
-# --------------------------------------------------------------------------- signing keys
-
-
-async def list_keys(runtime: ServiceRuntime) -> list[Document]:
-    """Every signing key document, oldest first (callers show only public facts)."""
-    return await store.list_keys(runtime.db)
-
-
-async def rotate_keys(runtime: ServiceRuntime, ring: KeyRing, *, actor: str) -> domain.Rotation:
-    """Promote ``next`` to ``active``, retire the ``active`` key, create a new ``next``.
-
-    One transaction; publishes ``auth.signing_key_rotated``; ``ring`` reloads
-    at once after it. The retired key stays in the JWKS for
-    :attr:`KeyRing.max_token_age` seconds; retired keys past that are removed.
-    """
-    db = runtime.db
-
-    async def apply(uow: UnitOfWork) -> domain.Rotation:
-        now = utcnow()
-        docs = await store.list_keys(db, states=sorted(domain.PUBLISHED_STATES),
-                                     session=uow.session)
-        plan = domain.plan_rotation([key_info(d) for d in docs], now=now,
-                                    max_token_age=ring.max_token_age)
-        if plan.retire:
-            await store.set_key_state(
-                db, plan.retire, from_state=domain.KeyState.ACTIVE,
-                to_state=domain.KeyState.RETIRED,
-                fields={"retired_at": now, "remove_after": plan.retire_until},
-                session=uow.session)
-        if plan.activate:
-            activated = plan.activate
-            await store.set_key_state(db, activated, from_state=domain.KeyState.NEXT,
-                                      to_state=domain.KeyState.ACTIVE, fields={"activated_at": now},
-                                      session=uow.session)
-        else:
-            doc = new_key_document(domain.KeyState.ACTIVE, now)
-            await store.insert_key(db, doc, session=uow.session)
-            activated = doc["_id"]
-        for kid in plan.remove:
-            await store.set_key_state(db, kid, from_state=domain.KeyState.RETIRED,
-                                      to_state=domain.KeyState.REMOVED, fields={"removed_at": now},
-                                      session=uow.session)
-        upcoming = new_key_document(domain.KeyState.NEXT, now)
-        await store.insert_key(db, upcoming, session=uow.session)
-        rotation = domain.Rotation(activated_kid=activated, retired_kid=plan.retire,
-                                   next_kid=upcoming["_id"],
-                                   retired_until=plan.retire_until if plan.retire else None,
-                                   removed_kids=plan.remove)
-        uow.publish(events.SigningKeyRotated(
-            activated_kid=rotation.activated_kid, retired_kid=rotation.retired_kid,
-            next_kid=rotation.next_kid, retired_until=rotation.retired_until,
-            removed_kids=list(rotation.removed_kids)), subject=rotation.activated_kid)
-        return rotation
-
-    rotation = await runtime.transact(apply, actor=actor)
-    await ring.reload()
-    log.info("rotated signing keys", extra={"kid": rotation.activated_kid})
-    return rotation

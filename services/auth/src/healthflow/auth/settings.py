@@ -63,6 +63,13 @@ class Settings(ServiceSettings):
     Loopback by default: the service is reachable only through the gateway."""
 
     @model_validator(mode="after")
+    def _ttl_within_max_lifetime(self) -> Settings:
+        # Every verifier refuses tokens living longer than TOKEN_MAX_LIFETIME.
+        if self.access_token_ttl > self.token_max_lifetime:
+            raise ValueError("access_token_ttl must not exceed token_max_lifetime")
+        return self
+
+    @model_validator(mode="after")
     def _grace_covers_reload(self) -> Settings:
         # A replica that has not reloaded yet still signs with a just-retired key;
         # the grace keeps that key published long enough for those tokens.

@@ -25,9 +25,14 @@ Documents (all times aware UTC):
     {_id: "account:" | "ip:" + sha256-hex of the email or address (never the value),
      window_start, count: refusals in the window, purge_at}
 
+``revocations`` (what every verifier must refuse, until its last token has expired)::
+
+    {_id: "session:" | "user:" | "key:" + the id, kind: session | user | key, ref: the id,
+     not_before (users only), reason, at (last recorded), until (purged then)}
+
 ``signing_keys``::
 
-    {_id: kid, alg: "EdDSA", state: next | active | retired | removed,
+    {_id: kid, alg: "EdDSA", state: next | active | retired | revoked | removed,
      private_pem: PKCS#8 PEM | None (dropped on removal), public_jwk: {...},
      created_at, activated_at, retired_at, remove_after, removed_at}
 """
@@ -52,6 +57,7 @@ SESSIONS = "sessions"
 REFRESH_TOKENS = "refresh_tokens"
 SIGNING_KEYS = "signing_keys"
 REFUSED_LOGINS = "refused_logins"
+REVOCATIONS = "revocations"
 
 INDEXES = {
     USERS: [
@@ -70,6 +76,7 @@ INDEXES = {
     REFUSED_LOGINS: [
         IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
     ],
+    REVOCATIONS: [IndexModel([("until", ASCENDING)], expireAfterSeconds=0, name="purge")],
     SIGNING_KEYS: [
         # At most one signing key, whatever the number of replicas starting at once.
         IndexModel([("state", ASCENDING)], unique=True, name="one_active",
@@ -226,7 +233,7 @@ async def set_key_state(db: Db, kid: str, *, from_state: KeyState, to_state: Key
                         fields: dict[str, Any], session: Session) -> bool:
     """Move ``kid`` from ``from_state`` to ``to_state``; ``False`` if it was elsewhere."""
     update: dict[str, Any] = {"$set": {"state": str(to_state), **fields}}
-    if to_state is KeyState.REMOVED:
+    if to_state in (KeyState.REMOVED, KeyState.REVOKED):
         update["$set"]["private_pem"] = None
     result = await db[SIGNING_KEYS].update_one(
         {"_id": kid, "state": str(from_state)}, update, session=session
@@ -252,3 +259,35 @@ async def count_refusal(db: Db, key: str, now: datetime, window: float) -> int |
         {"_id": key}, {"window_start": now, "count": 0, "purge_at": purge_at}, upsert=True)
     return int(previous["count"]) if previous else 0
 
+
+
+# --------------------------------------------------------------------------- revocations
+
+
+async def record_revocation(db: Db, kind: str, ref: str, *, reason: str, at: datetime,
+                            until: datetime, not_before: datetime | None = None,
+                            session: Session) -> None:
+    """Upsert the revocation of ``kind`` (session | user | key) ``ref`` recorded ``at``; a
+    later one of the same ``ref`` moves ``not_before``, ``at`` and ``until`` forward."""
+    update: dict[str, Any] = {"$set": {"kind": kind, "ref": ref, "reason": reason},
+                              "$max": {"until": until, "at": at}}
+    if not_before is not None:
+        update["$max"]["not_before"] = not_before
+    await db[REVOCATIONS].update_one({"_id": f"{kind}:{ref}"}, update, upsert=True,
+                                     session=session)
+
+
+async def current_revocations(db: Db, now: datetime,
+                              since: datetime | None = None) -> list[Document]:
+    """Every revocation whose ``until`` is after ``now`` (the TTL monitor purges late),
+    recorded at or after ``since`` when given."""
+    query: dict[str, Any] = {"until": {"$gt": now}}
+    if since is not None:
+        query["at"] = {"$gte": since}
+    return await db[REVOCATIONS].find(query).to_list()
+
+
+async def user_not_before(db: Db, user_id: str) -> datetime | None:
+    """The "not before" of ``user_id``'s tokens (``None`` when none is recorded)."""
+    doc = await db[REVOCATIONS].find_one({"_id": f"user:{user_id}"}, {"not_before": 1})
+    return None if doc is None else doc.get("not_before")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from healthflow.common.auth import Principal, require, require_any
+from healthflow.common.auth import Principal, require, require_any, while_authorized
 from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
@@ -43,7 +43,7 @@ async def board(runtime: Runtime,
 @router.get("/stream", summary="The dispatchers' board live, as Server-Sent Events",
             response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-async def stream_board(runtime: Runtime,
+async def stream_board(request: Request, runtime: Runtime,
                        principal: Principal = require(P.EMERGENCIES_DISPATCH)
                        ) -> EventSourceResponse:
     """``text/event-stream`` (WHATWG HTML §9.2): an ``emergency`` event (``data`` = the
@@ -60,7 +60,7 @@ async def stream_board(runtime: Runtime,
                 if change.get("fullDocument") is not None:
                     yield _emergency_event(change["fullDocument"])
 
-    return _sse(runtime, events())
+    return _sse(request, principal, runtime, events())
 
 
 @router.get("/{emergency_id}", summary="One emergency: its raiser, dispatchers, its crew")
@@ -77,7 +77,7 @@ async def get_one(
             response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 async def stream_one(
-    runtime: Runtime, emergency_id: EmergencyId,
+    request: Request, runtime: Runtime, emergency_id: EmergencyId,
     principal: Principal = require_any(P.EMERGENCIES_READ_OWN, P.EMERGENCIES_DISPATCH,
                                        P.EMERGENCIES_UPDATE_ASSIGNED),
 ) -> EventSourceResponse:
@@ -104,14 +104,18 @@ async def stream_one(
                 if doc["status"] in ("closed", "cancelled"):
                     return
 
-    return _sse(runtime, events())
+    return _sse(request, principal, runtime, events())
 
 
-def _sse(runtime: ServiceRuntime, events: AsyncIterator[ServerSentEvent]
-         ) -> EventSourceResponse:
+def _sse(request: Request, principal: Principal, runtime: ServiceRuntime,
+         events: AsyncIterator[ServerSentEvent]) -> EventSourceResponse:
+    """The response of a stream: ``: ping`` every heartbeat, and the caller's token
+    re-checked then and on every revocation (an ``unauthorized`` event ends it)."""
     settings = runtime.settings
     assert isinstance(settings, Settings)
-    return EventSourceResponse(events, ping=settings.stream_heartbeat_s, sep="\n",
+    guarded = while_authorized(request, principal, events,
+                               heartbeat=settings.stream_heartbeat_s)
+    return EventSourceResponse(guarded, ping=settings.stream_heartbeat_s, sep="\n",
                                headers={"Cache-Control": "no-cache",
                                         "X-Accel-Buffering": "no"})
 

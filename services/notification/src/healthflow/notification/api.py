@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from twilio.request_validator import RequestValidator
 
-from healthflow.common.auth import Principal, require
+from healthflow.common.auth import Principal, require, while_authorized
 from healthflow.common.errors import BadRequest, Forbidden
 from healthflow.common.http import get_runtime
 from healthflow.common.mongo import Document
@@ -174,6 +174,8 @@ async def stream(request: Request, runtime: Runtime, principal: ReadOwn) -> Even
     resumes after that item; without it, the stream starts with items created from
     now on. New items arrive from a MongoDB change stream on the feed (no polling);
     the stream is opened before the catch-up read, so nothing falls between the two.
+    The token is re-checked every heartbeat and on every revocation this service hears
+    of: an expired or revoked one ends the stream with an ``unauthorized`` event.
     """
     settings = _settings(runtime)
     user_id = principal.subject
@@ -198,7 +200,9 @@ async def stream(request: Request, runtime: Runtime, principal: ReadOwn) -> Even
                 if doc["_id"] not in seen:
                     yield _sse(doc)
 
-    return EventSourceResponse(events(), ping=settings.stream_heartbeat, sep="\n",
+    guarded = while_authorized(request, principal, events(),
+                               heartbeat=settings.stream_heartbeat)
+    return EventSourceResponse(guarded, ping=settings.stream_heartbeat, sep="\n",
                                headers={"Cache-Control": "no-cache",
                                         "X-Accel-Buffering": "no"})
 

@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from healthflow.common.auth import Principal, require
+from healthflow.common.auth import Principal, require, while_authorized
 from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
@@ -117,7 +117,7 @@ async def list_tasks(runtime: Runtime, principal: Principal = Own) -> list[TaskO
 @router.get("/me/tasks/stream", summary="The caller's tasks as Server-Sent Events",
             response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
-async def stream_tasks(runtime: Runtime, ctx: Ctx,
+async def stream_tasks(request: Request, runtime: Runtime, ctx: Ctx,
                        principal: Principal = Own) -> EventSourceResponse:
     """``text/event-stream`` (WHATWG HTML §9.2): first the open tasks (offered or
     accepted), then one ``task`` event (``data`` = the TaskOut JSON, ``id`` = task id)
@@ -125,7 +125,9 @@ async def stream_tasks(runtime: Runtime, ctx: Ctx,
     before the catch-up read so nothing falls between the two; ``: ping`` every
     ``stream_heartbeat_s`` seconds. While it is open the unit counts as connected
     (seen every heartbeat); an offer to a unit not seen for two heartbeats goes out
-    by SMS too (the notification service)."""
+    by SMS too (the notification service). The token is re-checked every heartbeat and
+    on every revocation heard of: an expired or revoked one ends the stream with an
+    ``unauthorized`` event."""
     paramedic_id = principal.subject
 
     async def seen() -> None:  # while open: offers go here, not by SMS
@@ -145,7 +147,9 @@ async def stream_tasks(runtime: Runtime, ctx: Ctx,
         finally:
             alive.cancel()
 
-    return EventSourceResponse(events(), ping=ctx.settings.stream_heartbeat_s, sep="\n",
+    guarded = while_authorized(request, principal, events(),
+                               heartbeat=ctx.settings.stream_heartbeat_s)
+    return EventSourceResponse(guarded, ping=ctx.settings.stream_heartbeat_s, sep="\n",
                                headers={"Cache-Control": "no-cache",
                                         "X-Accel-Buffering": "no"})
 

@@ -31,11 +31,13 @@ from healthflow.common.events.transport import (
     REASON_HANDLER_FAILED,
     REASON_MALFORMED,
     DeadLetter,
+    EventHandler,
     PublishError,
     Subscription,
     Transport,
     after_failure,
     describe_error,
+    topic_matches,
 )
 from healthflow.common.mongo import Document, utcnow
 
@@ -53,6 +55,7 @@ class InProcessTransport(Transport):
         self.store = store[DEAD_LETTERS]
         self.retry_poll_interval = retry_poll_interval
         self._subscriptions: dict[str, Subscription] = {}
+        self._broadcasts: dict[str, tuple[Sequence[str], EventHandler]] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._connected = False
@@ -94,6 +97,10 @@ class InProcessTransport(Transport):
         self._subscriptions[subscription.service] = subscription
         self._limits[subscription.service] = asyncio.Semaphore(subscription.prefetch)
 
+    async def subscribe_broadcast(self, name: str, patterns: Sequence[str],
+                                  handler: EventHandler) -> None:
+        self._broadcasts[name] = (tuple(patterns), handler)
+
     async def unsubscribe(self, service: str) -> None:
         """Detach ``service`` (its process part stopping while others go on)."""
         self._subscriptions.pop(service, None)
@@ -102,13 +109,28 @@ class InProcessTransport(Transport):
         if not self._connected or self._closing:
             raise PublishError("in-process transport is not connected")
         targets = [s for s in self._subscriptions.values() if s.matches(event.type)]
-        if not targets:
+        broadcast = await self._broadcast(event)
+        if not targets and not broadcast:
             raise PublishError(f"no subscription is bound to {event.type!r} (unroutable)")
         body = event.to_json_bytes()
         headers = tracing.message_headers(event)  # the hop context RabbitMQ would carry
         await asyncio.gather(
             *(self._deliver(s, body, attempts=0, headers=headers) for s in targets)
         )
+
+    async def _broadcast(self, event: CloudEvent) -> int:
+        """Hand ``event`` to every matching broadcast handler; how many matched (as
+        RabbitMQ routes to a bound broadcast queue, they make the event routable)."""
+        matched = 0
+        for name, (patterns, handler) in list(self._broadcasts.items()):
+            if any(topic_matches(p, event.type) for p in patterns):
+                matched += 1
+                try:
+                    await handler(event)
+                except Exception as exc:
+                    log.warning("broadcast handler %s failed for %s: %s", name, event.type,
+                                describe_error(exc))
+        return matched
 
     async def _deliver(self, sub: Subscription, body: bytes, *, attempts: int,
                        record_id: str | None = None,

@@ -227,6 +227,18 @@ class Transport(abc.ABC):
     async def subscribe(self, subscription: Subscription) -> None:
         """Declare the service's queue, bindings, retry and dead-letter path; start consuming."""
 
+    @abc.abstractmethod
+    async def subscribe_broadcast(self, name: str, patterns: Sequence[str],
+                                  handler: EventHandler) -> None:
+        """Hand every event matching ``patterns`` to ``handler`` in *this process*, besides
+        the services' queues: each process (each replica) gets its own copy.
+
+        For in-memory state every replica must hold (token revocations). At most once:
+        nothing is kept for a process that is not running, retried or dead-lettered (a
+        failing handler is logged); the state's owner re-reads what it may have missed
+        (:mod:`healthflow.common.revocation`). ``name`` identifies it in logs and queues.
+        """
+
     @property
     @abc.abstractmethod
     def connected(self) -> bool: ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,9 +29,11 @@ from healthflow.common.events.rabbit.messages import CONTENT_TYPE, MESSAGING_SYS
 from healthflow.common.events.rabbit.topology import declare_exchange, declare_service_queues
 from healthflow.common.events.transport import (
     DeadLetter,
+    EventHandler,
     PublishError,
     Subscription,
     Transport,
+    describe_error,
 )
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class RabbitTransport(Transport):
         self._publish_channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._consumers: dict[str, QueueConsumer] = {}
+        self._broadcast_channels: list[aio_pika.abc.AbstractChannel] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._id_locks: dict[str, _IdLock] = {}
         self._closing = False
@@ -159,6 +163,10 @@ class RabbitTransport(Transport):
         for consumer in consumers.values():
             with contextlib.suppress(Exception):
                 await consumer.channel.close()
+        channels, self._broadcast_channels = self._broadcast_channels, []
+        for channel in channels:
+            with contextlib.suppress(Exception):
+                await channel.close()
         if self._publish_channel is not None:
             with contextlib.suppress(Exception):
                 await self._publish_channel.close()
@@ -305,6 +313,39 @@ class RabbitTransport(Transport):
             list(subscription.patterns),
             list(subscription.retry_delays),
         )
+
+    async def subscribe_broadcast(self, name: str, patterns: Sequence[str],
+                                  handler: EventHandler) -> None:
+        """An exclusive, auto-deleted queue of this connection
+        (``healthflow.broadcast.<name>.<random>``) bound to ``patterns``; its messages are
+        acknowledged on receipt and handed to ``handler`` (a failure is logged).
+
+        aio-pika re-declares the queue, by the same name, after a reconnection; what was
+        published meanwhile is lost (the owner re-reads it, see the base class).
+
+        Raises:
+            RuntimeError: when not connected.
+        """
+        connection = self._connection
+        if connection is None or self._closing:
+            raise RuntimeError("RabbitTransport is not connected")
+        channel = await connection.channel(publisher_confirms=False)
+        exchange = await declare_exchange(channel, self.exchange_name)
+        queue = await channel.declare_queue(
+            f"healthflow.broadcast.{name}.{uuid.uuid4().hex[:12]}", exclusive=True,
+            auto_delete=True, durable=False)
+        for pattern in patterns:
+            await queue.bind(exchange, routing_key=pattern)
+
+        async def deliver(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            try:
+                await handler(CloudEvent.from_json_bytes(message.body))
+            except Exception as exc:
+                log.warning("broadcast handler %s failed for message %s: %s", name,
+                            message.message_id, describe_error(exc))
+
+        await queue.consume(deliver, no_ack=True)
+        self._broadcast_channels.append(channel)
 
     async def _forward(self, message: aio_pika.Message, queue: str) -> None:
         """Confirmed publish of ``message`` to ``queue`` via the default exchange."""
