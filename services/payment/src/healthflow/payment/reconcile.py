@@ -19,7 +19,7 @@ from functools import partial
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import store
+from healthflow.payment import invoices, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     PaymentStatus,
@@ -28,6 +28,7 @@ from healthflow.payment.domain import (
 )
 from healthflow.payment.ledger import move
 from healthflow.payment.provider import Intent, Stripe
+from healthflow.payment.service import settings_of
 from healthflow.payment.store import flag_for_review
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,17 @@ async def _repair(runtime: ServiceRuntime, stripe: Stripe, payment_id: str,
     intent = await stripe.retrieve_intent(intent_id)
     if intent.status != "succeeded":
         return 0
-    if not await runtime.transact(partial(_apply, payment_id=payment_id, intent=intent),
-                                  actor="reconciliation"):
+    tax_rate = settings_of(runtime).tax_rate
+    if not await runtime.transact(partial(_apply, payment_id=payment_id, intent=intent,
+                                          tax_rate=tax_rate), actor="reconciliation"):
         return 0
     log.warning("payment repaired by reconciliation (webhook missed)",
                 extra={"payment_id": payment_id, "intent_id": intent.id})
     return 1
 
 
-async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent) -> bool:
+async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent,
+                 tax_rate: invoices.TaxRate) -> bool:
     doc = await store.get_payment(uow.db, payment_id, session=uow.session)
     if doc is None:
         return False
@@ -77,4 +80,5 @@ async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent) -> bool:
         return False
     ensure_reported_money(doc["amount"], doc["currency"], intent.amount, intent.currency)
     await move(uow, doc, target, None, {"reconciled_at": utcnow()})
+    await invoices.bill_consultation(uow, doc, tax_rate)
     return True
