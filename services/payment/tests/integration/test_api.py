@@ -230,7 +230,8 @@ async def test_an_unpaid_hold_expires_cancelling_the_intent_a_paid_one_does_not(
             pay(stripe_server, doc["intent_id"], "4242424242424242")
 
         async def both_done() -> bool:
-            return await db["jobs"].count_documents({"status": "done"}) == 2
+            return await db["jobs"].count_documents({"status": "done",
+                                                    "queue": service.HOLD_EXPIRY}) == 2
 
         await eventually(both_done, within=20, interval=0.2, message="jobs not done")
         assert (await db["payments"].find_one({"_id": paid_doc["_id"]}))["status"] == "succeeded"

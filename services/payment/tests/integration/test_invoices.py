@@ -23,7 +23,7 @@ from healthflow.devkit.testing import (
     eventually,
     schedule_window,
 )
-from healthflow.payment import invoices
+from healthflow.payment import invoices, reconcile
 from healthflow.payment.domain import ChargeItemStatus
 
 from .test_api import (
@@ -93,6 +93,12 @@ async def paid_consultation(http: httpx.AsyncClient, app: Any, stripe_server: Em
     response = await webhook(http, *signed(stripe_server.webhook_secret,
                                            intent_event(intent, "payment_intent.succeeded")))
     assert response.json()["outcome"] == "applied", response.text
+
+    async def billed() -> bool:  # the billing job committed with the success has run
+        return bool(await app.state.runtime.db["invoices"].find_one(
+            {"payments.payment_id": doc["_id"]}))
+
+    await eventually(billed, within=15, interval=0.05, message="the payment was not billed")
     return event, doc, intent
 
 
@@ -122,7 +128,7 @@ async def test_a_paid_consultation_is_invoiced_numbered_balanced_and_printed(
 
     await eventually(doctor_known, within=10, interval=0.05, message="doctor not applied")
     event, payment, intent = await paid_consultation(http, app, stripe_server, "p-consult")
-    # the same success again (another event id, then a reconciliation pass): billed once
+    # the same success again (another event id): billed once
     await webhook(http, *signed(stripe_server.webhook_secret,
                                 intent_event(intent, "payment_intent.succeeded")))
     assert await db["invoices"].count_documents({}) == 1
@@ -188,6 +194,28 @@ async def test_a_paid_consultation_is_invoiced_numbered_balanced_and_printed(
     assert summary == {"patient_id": "p-consult", "currencies": [{
         "currency": "EUR", "billed": 4000, "paid": 4000, "outstanding": 0, "refunded": 0,
         "insurance_share": 0}]}
+
+
+async def test_a_success_repaired_by_reconciliation_is_billed_too(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    _http, app = client
+    runtime = app.state.runtime
+    event = booked(patient_id="p-recon", fee=2500)
+    await deliver_booking(app, event)
+    doc = await runtime.db["payments"].find_one({"appointment_id": event.appointment_id})
+    await asyncio.to_thread(pay, stripe_server, doc["intent_id"], "4242424242424242")
+    assert not await runtime.db["invoices"].find_one({})  # no webhook: nothing yet
+    assert await reconcile.reconcile(runtime, runtime.state["stripe"],
+                                     window=timedelta(hours=1)) == 1
+
+    async def billed() -> bool:
+        return bool(await runtime.db["invoices"].find_one({"patient_id": "p-recon"}))
+
+    await eventually(billed, within=15, interval=0.05, message="not billed")
+    invoice = await runtime.db["invoices"].find_one({"patient_id": "p-recon"})
+    assert (invoice["status"], invoice["total_gross"], invoice["paid"],
+            invoice["hospital_id"]) == ("balanced", 2500, 2500, None)
+    assert invoice["issuer"] == "platform" and invoice["number"] == "INV-000001"
 
 
 async def test_charge_items_are_invoiced_gap_free_paid_in_part_and_voided(

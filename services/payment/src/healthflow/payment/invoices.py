@@ -1,8 +1,12 @@
 """Use cases of charge items and invoices (FHIR R4 ``ChargeItem`` and ``Invoice``).
 
 * A paid consultation (``payment_intent.succeeded``, by webhook or reconciliation) is
-  billed in the transaction that records the success (:func:`bill_consultation`): one
-  charge item for the fee, on an invoice issued and balanced at once.
+  billed by a ``billing`` job committed with the success (:func:`schedule_billing`,
+  then :func:`bill_payment`): one charge item for the fee, on an invoice issued and
+  balanced at once. A job rather than the webhook's own transaction: every invoice of
+  a hospital takes the next number of one counter, so concurrent webhooks would all
+  conflict on it (measured: 20 at once timed out and lost webhooks); the job worker
+  issues them one after another, and retries, while the webhook stays small.
 * A clinician conducting an encounter, or the finance staff of its hospital, adds
   charge items for it (lab tests, other services: :func:`add_charge_item`); finance
   issues an invoice of a patient's billable items (:func:`issue_for_patient`), records
@@ -28,6 +32,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+from healthflow.common import jobs
 from healthflow.common.auth import Principal
 from healthflow.common.blobs import INVOICE, BlobStore
 from healthflow.common.errors import Forbidden, NotFound
@@ -39,10 +44,12 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.payment import InvoiceIssued
 from healthflow.payment import printing, store
 from healthflow.payment.domain import (
+    COLLECTED,
     CONSULTATION_CODE,
     ChargeItemStatus,
     InvoiceConflict,
     InvoiceStatus,
+    PaymentStatus,
     check_money,
     invoice_lines,
     invoice_number,
@@ -133,12 +140,30 @@ async def receive(uow: UnitOfWork, doc: Document, amount: int, *, source: str,
             "payments": [*doc["payments"], entry]}
 
 
+BILLING = "billing"
+"""The job queue of payments to bill (payload ``{payment_id}``, key ``bill-<id>``)."""
+
+
+async def schedule_billing(uow: UnitOfWork, payment_id: str) -> None:
+    """Enqueue the billing of a payment that just succeeded, in its transaction."""
+    await jobs.enqueue(uow.db, BILLING, {"payment_id": payment_id},
+                       key=f"bill-{payment_id}", session=uow.session)
+
+
+async def bill_payment(uow: UnitOfWork, payment_id: str, tax_rate: TaxRate) -> None:
+    """The ``billing`` job: :func:`bill_consultation` of the payment, when it was
+    collected (a payment refunded before it was recorded never reaches here)."""
+    payment = await store.get_payment(uow.db, payment_id, session=uow.session)
+    if payment is None or PaymentStatus(payment["status"]) not in COLLECTED:
+        return
+    await bill_consultation(uow, payment, tax_rate)
+
+
 async def bill_consultation(uow: UnitOfWork, payment: Document, tax_rate: TaxRate
                             ) -> Document | None:
     """Bill a payment that just succeeded: its consultation as a charge item
     (``consultation``, quantity 1, the fee), invoiced by the appointment's hospital
-    and balanced by the payment; None when it was billed before (a repeat).
-    Runs in the transaction that records the success."""
+    and balanced by the payment; None when it was billed before (a repeat)."""
     item_id = consultation_item_id(payment["_id"])
     if await uow.db[store.CHARGE_ITEMS].find_one({"_id": item_id}, session=uow.session):
         return None

@@ -28,7 +28,6 @@ from healthflow.payment.domain import (
 )
 from healthflow.payment.ledger import move
 from healthflow.payment.provider import Intent, Stripe
-from healthflow.payment.service import settings_of
 from healthflow.payment.store import flag_for_review
 
 log = logging.getLogger(__name__)
@@ -61,17 +60,15 @@ async def _repair(runtime: ServiceRuntime, stripe: Stripe, payment_id: str,
     intent = await stripe.retrieve_intent(intent_id)
     if intent.status != "succeeded":
         return 0
-    tax_rate = settings_of(runtime).tax_rate
-    if not await runtime.transact(partial(_apply, payment_id=payment_id, intent=intent,
-                                          tax_rate=tax_rate), actor="reconciliation"):
+    if not await runtime.transact(partial(_apply, payment_id=payment_id, intent=intent),
+                                  actor="reconciliation"):
         return 0
     log.warning("payment repaired by reconciliation (webhook missed)",
                 extra={"payment_id": payment_id, "intent_id": intent.id})
     return 1
 
 
-async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent,
-                 tax_rate: invoices.TaxRate) -> bool:
+async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent) -> bool:
     doc = await store.get_payment(uow.db, payment_id, session=uow.session)
     if doc is None:
         return False
@@ -80,5 +77,5 @@ async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent,
         return False
     ensure_reported_money(doc["amount"], doc["currency"], intent.amount, intent.currency)
     await move(uow, doc, target, None, {"reconciled_at": utcnow()})
-    await invoices.bill_consultation(uow, doc, tax_rate)
+    await invoices.schedule_billing(uow, doc["_id"])
     return True

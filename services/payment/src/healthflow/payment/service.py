@@ -211,7 +211,7 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
             return "ignored"
         await move(uow, doc, target, event.id)
         if target is PaymentStatus.SUCCEEDED:
-            await invoices.bill_consultation(uow, doc, settings_of(runtime).tax_rate)
+            await invoices.schedule_billing(uow, doc["_id"])
         return "applied"
 
     try:
