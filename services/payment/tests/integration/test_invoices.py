@@ -194,6 +194,16 @@ async def test_a_paid_consultation_is_invoiced_numbered_balanced_and_printed(
     assert summary == {"patient_id": "p-consult", "currencies": [{
         "currency": "EUR", "billed": 4000, "paid": 4000, "outstanding": 0, "refunded": 0,
         "insurance_share": 0}]}
+    # finance sees the part their hospital billed; elsewhere nothing; patients their own
+    at_tele = (await http.get("/api/v1/billing/summary", params={"patient_id": "p-consult"},
+                              headers=tokens.headers("acc-tele", ("accountant",)))).json()
+    assert at_tele == summary
+    elsewhere = (await http.get("/api/v1/billing/summary", params={
+        "patient_id": "p-consult"}, headers=outsider)).json()
+    assert elsewhere["currencies"] == []
+    assert is_problem(await http.get("/api/v1/billing/summary", headers=stranger,
+                                     params={"patient_id": "p-consult"}), 403)
+    assert is_problem(await http.get("/api/v1/billing/summary", headers=outsider), 403)
 
 
 async def test_a_success_repaired_by_reconciliation_is_billed_too(
