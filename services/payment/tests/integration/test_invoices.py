@@ -254,6 +254,20 @@ async def test_charge_items_are_invoiced_gap_free_paid_in_part_and_voided(
     assert is_problem(await charge(tokens.headers("p-lab", ("patient",))), 403)
     assert is_problem(await charge(doctor, encounter_id="nope"), 404)
     assert await db["charge_items"].count_documents({}) == 2
+    patient = tokens.headers("p-lab", ("patient",))
+    own = (await http.get("/api/v1/charge-items", headers=patient,
+                          params={"status": "billable", "limit": 1})).json()
+    assert len(own["items"]) == 1 and own["next_cursor"]
+    rest = (await http.get("/api/v1/charge-items", headers=patient, params={
+        "status": "billable", "limit": 1, "cursor": own["next_cursor"]})).json()
+    assert {i["code"] for i in own["items"] + rest["items"]} == {"2345-7", "venipuncture"}
+    assert rest["next_cursor"] is None
+    assert (await http.get("/api/v1/charge-items", headers=tokens.headers(
+        "p-other", ("patient",)))).json()["items"] == []
+    assert is_problem(await http.get("/api/v1/charge-items", headers=tokens.headers(
+        "p-other", ("patient",)), params={"patient_id": "p-lab"}), 403)
+    assert len((await http.get("/api/v1/charge-items", headers=accountant, params={
+        "hospital_id": LAB})).json()["items"]) == 2
 
     issue = {"patient_id": "p-lab", "hospital_id": LAB}
     assert is_problem(await http.post("/api/v1/invoices", json=issue, headers=tokens.headers(
@@ -266,6 +280,8 @@ async def test_charge_items_are_invoiced_gap_free_paid_in_part_and_voided(
     assert invoice["total_gross"] == 2 * 1250 + 999
     assert all(li["net"] + li["tax"] == li["gross"] for li in invoice["lines"])
     assert invoice["total_net"] + invoice["total_tax"] == invoice["total_gross"]
+    assert (await http.get("/api/v1/charge-items", headers=patient,
+                           params={"status": "billable"})).json()["items"] == []
     # nothing left to bill: 422, and the series did not move
     assert is_problem(await http.post("/api/v1/invoices", json=issue, headers=accountant), 422)
 

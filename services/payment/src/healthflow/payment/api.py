@@ -8,7 +8,7 @@
 Billing (:mod:`.invoices`, :mod:`.billing`), FHIR names in the paths:
 
 * ``POST /api/v1/charge-items`` (the encounter's doctor, or its hospital's finance),
-  ``GET /api/v1/charge-items/{id}``;
+  ``GET /api/v1/charge-items`` (keyset pages, newest first), ``GET /{id}``;
 * ``GET /api/v1/invoices`` (keyset pages, newest first), ``GET /{id}``, ``GET /{id}/pdf``;
   finance: ``POST /api/v1/invoices`` (issue), ``POST /{id}/payments`` (desk),
   ``POST /{id}/cancel``;
@@ -31,6 +31,7 @@ from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.payment import billing, invoices, service
+from healthflow.payment.domain import ChargeItemStatus
 from healthflow.payment.schemas import (
     BillingSummaryOut,
     ChargeItemIn,
@@ -99,6 +100,23 @@ async def add_charge_item(runtime: Runtime, body: ChargeItemIn,
     encounter is known here; 422 for bad money (integers of minor units only)."""
     doc = await invoices.add_charge_item(runtime, principal, **body.model_dump())
     return ChargeItemOut.from_document(doc)
+
+
+@charge_items_router.get("", summary="Charge items, newest first (own; finance: theirs)")
+async def list_charge_items(
+        runtime: Runtime, principal: Principal = BillingReader,
+        patient_id: Annotated[str | None, Query(max_length=64)] = None,
+        hospital_id: Annotated[str | None, Query(max_length=64)] = None,
+        status: ChargeItemStatus | None = None,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[ChargeItemOut]:
+    """``status=billable``: what is still to be invoiced."""
+    docs, next_cursor = await invoices.list_charge_items(
+        runtime, principal, patient_id=patient_id, hospital_id=hospital_id, status=status,
+        cursor=cursor, limit=limit)
+    return Page[ChargeItemOut](items=[ChargeItemOut.from_document(d) for d in docs],
+                               next_cursor=next_cursor)
 
 
 @charge_items_router.get("/{item_id}", summary="One charge item (its patient, finance)")

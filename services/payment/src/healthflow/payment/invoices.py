@@ -225,30 +225,59 @@ async def get(runtime: ServiceRuntime, principal: Principal, invoice_id: str) ->
     return doc
 
 
+async def _scope(runtime: ServiceRuntime, principal: Principal, patient_id: str | None,
+                 hospital_id: str | None, what: str) -> tuple[Document, str]:
+    """``(query, index)`` of what the caller may list: a patient their own
+    (``patient_id`` may only be theirs), finance their hospitals' (``hospital_id`` one
+    of them, ``patient_id`` any).
+
+    Raises:
+        Forbidden: (403) naming another patient, or a hospital one is not finance of.
+    """
+    if principal.has(Permission.INVOICES_MANAGE_HOSPITAL):
+        mine = await finance_hospitals(runtime, principal)
+        if hospital_id is not None and hospital_id not in mine:
+            raise Forbidden(f"only the accountants of the hospital may list its {what}")
+        query: Document = {"hospital_id": hospital_id if hospital_id else {"$in": mine}}
+        if patient_id:
+            query["patient_id"] = patient_id
+        return query, "hospital"
+    if (patient_id and patient_id != principal.subject) or hospital_id:
+        raise Forbidden(f"patients may only list their own {what}")
+    return {"patient_id": principal.subject}, "patient"
+
+
 async def list_invoices(runtime: ServiceRuntime, principal: Principal, *,
                         patient_id: str | None, hospital_id: str | None,
                         cursor: str | None, limit: int) -> tuple[list[Document], str | None]:
-    """Invoices newest first, one page: a patient's own (``patient_id`` may only be
-    theirs), finance's of their hospitals (``hospital_id`` one of them, ``patient_id``
-    any).
+    """Invoices newest first, one page, of what the caller may see (:func:`_scope`).
 
     Raises:
         Forbidden: (403) naming another patient, or a hospital one is not finance of.
         BadRequest: (400) a cursor this API did not issue.
     """
-    if principal.has(Permission.INVOICES_MANAGE_HOSPITAL):
-        mine = await finance_hospitals(runtime, principal)
-        if hospital_id is not None and hospital_id not in mine:
-            raise Forbidden("only the accountants of the hospital may list its invoices")
-        query: Document = {"hospital_id": hospital_id if hospital_id else {"$in": mine}}
-        if patient_id:
-            query["patient_id"] = patient_id
-        return await store.list_invoices(runtime.db, query, index="hospital", cursor=cursor,
+    query, index = await _scope(runtime, principal, patient_id, hospital_id, "invoices")
+    return await store.list_invoices(runtime.db, query, index=index, cursor=cursor,
+                                     limit=limit)
+
+
+async def list_charge_items(runtime: ServiceRuntime, principal: Principal, *,
+                            patient_id: str | None, hospital_id: str | None,
+                            status: ChargeItemStatus | None, cursor: str | None,
+                            limit: int) -> tuple[list[Document], str | None]:
+    """Charge items newest first, one page, of what the caller may see (:func:`_scope`),
+    only those in ``status`` when given (``billable``: what is still to be invoiced).
+
+    Raises:
+        Forbidden: (403) naming another patient, or a hospital one is not finance of.
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    query, index = await _scope(runtime, principal, patient_id, hospital_id,
+                                "charge items")
+    if status is not None:
+        query["status"] = status.value
+    return await store.list_charge_items(runtime.db, query, index=index, cursor=cursor,
                                          limit=limit)
-    if (patient_id and patient_id != principal.subject) or hospital_id:
-        raise Forbidden("patients may only list their own invoices")
-    return await store.list_invoices(runtime.db, {"patient_id": principal.subject},
-                                     index="patient", cursor=cursor, limit=limit)
 
 
 # --------------------------------------------------------------------------- charge items

@@ -71,7 +71,10 @@ INDEXES: Indexes = {
         IndexModel([("created_at", DESCENDING)], name="recent"),
     ],
     CHARGE_ITEMS: [
-        IndexModel([("patient_id", ASCENDING), ("status", ASCENDING)], name="patient"),
+        IndexModel([("patient_id", ASCENDING), ("entered_at", DESCENDING),
+                    ("_id", DESCENDING)], name="patient"),
+        IndexModel([("hospital_id", ASCENDING), ("entered_at", DESCENDING),
+                    ("_id", DESCENDING)], name="hospital"),
         IndexModel([("encounter_id", ASCENDING)], name="encounter"),
     ],
     INVOICES: [
@@ -162,6 +165,19 @@ async def list_invoices(db: AsyncDatabase[Document], query: Document, *, index: 
     """
     return await keyset_page(db[INVOICES], query, sort=["issued_at", "_id"], cursor=cursor,
                              limit=limit, descending=True, hint=index)
+
+
+async def list_charge_items(db: AsyncDatabase[Document], query: Document, *, index: str,
+                            cursor: str | None, limit: int
+                            ) -> tuple[list[Document], str | None]:
+    """One page of charge items newest first (``entered_at``, ``_id``), and the next
+    cursor.
+
+    Raises:
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    return await keyset_page(db[CHARGE_ITEMS], query, sort=["entered_at", "_id"],
+                             cursor=cursor, limit=limit, descending=True, hint=index)
 
 
 async def billable_items(db: AsyncDatabase[Document], patient_id: str,
