@@ -339,11 +339,17 @@ async def test_charge_items_are_invoiced_gap_free_paid_in_part_and_voided(
 
     # an unpaid one is voided: its number stays used, its items aborted
     void = results[0].json()
+    before = await http.get(f"/api/v1/invoices/{void['id']}/pdf", headers=accountant)
+    assert "CANCELLED" not in pdf_text(before.content)  # printed (and kept) while owed
     cancelled = (await http.post(f"/api/v1/invoices/{void['id']}/cancel",
                                  headers=accountant)).json()
     assert (cancelled["status"], cancelled["payment_state"]) == ("cancelled", "void")
     item = await db["charge_items"].find_one({"invoice_id": void["id"]})
     assert item["status"] == ChargeItemStatus.ABORTED.value
+    printed = await http.get(f"/api/v1/invoices/{void['id']}/pdf", headers=accountant)
+    assert "CANCELLED (void)" in pdf_text(printed.content)
+    assert "CANCELLED" not in pdf_text((await http.get(
+        f"/api/v1/invoices/{invoice['id']}/pdf", headers=accountant)).content)
 
     summary = (await http.get("/api/v1/billing/summary", headers=tokens.headers(
         "p-lab", ("patient",)))).json()

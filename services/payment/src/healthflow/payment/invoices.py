@@ -378,7 +378,8 @@ async def record_payment(runtime: ServiceRuntime, principal: Principal, invoice_
 
 async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str) -> Document:
     """Void an issued invoice nothing was paid on (finance only): ``cancelled``, its
-    number stays used, its charge items ``aborted``.
+    number stays used, its charge items ``aborted``; its PDF is rendered again on the
+    next download, marked cancelled (the same blob key, replaced).
 
     Raises:
         NotFound (404), Forbidden (403), InvoiceConflict (409): paid on, or not issued.
@@ -395,7 +396,9 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
         now = utcnow()
         await uow.db[store.INVOICES].update_one(
             {"_id": invoice_id}, {"$set": {"status": InvoiceStatus.CANCELLED.value,
-                                           "cancelled_at": now}}, session=uow.session)
+                                           "cancelled_at": now},
+                                  "$unset": {"pdf": ""}},  # printed again, marked void
+            session=uow.session)
         await uow.db[store.CHARGE_ITEMS].update_many(
             {"invoice_id": invoice_id}, {"$set": {"status": ChargeItemStatus.ABORTED.value}},
             session=uow.session)

@@ -54,6 +54,7 @@ class PrintedInvoice:
     total_net: str
     total_tax: str
     total_gross: str
+    cancelled: str | None = None  # "YYYY-MM-DD HH:MM" UTC when voided
 
 
 @cache
@@ -87,4 +88,5 @@ def printed(doc: dict[str, Any], hospital: dict[str, Any] | None) -> PrintedInvo
                            unit_price=money(li["unit_price"], cur), tax=money(li["tax"], cur),
                            gross=money(li["gross"], cur)) for li in doc["lines"]],
         total_net=money(doc["total_net"], cur), total_tax=money(doc["total_tax"], cur),
-        total_gross=money(doc["total_gross"], cur))
+        total_gross=money(doc["total_gross"], cur),
+        cancelled=f"{doc['cancelled_at']:%Y-%m-%d %H:%M}" if doc.get("cancelled_at") else None)
