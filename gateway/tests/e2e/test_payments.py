@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import io
 import json
 import time
 import uuid
@@ -22,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pypdf
 import pytest
 import stripe
 
@@ -226,3 +228,74 @@ async def test_an_online_consultation_is_confirmed_once_paid_and_an_unpaid_hold_
         at_stripe = await asyncio.to_thread(
             lambda: stripe_api(platform).refunds.retrieve(refund["id"]))
         assert at_stripe.amount == 6000 and at_stripe.payment_intent == intent.id
+
+
+async def test_a_paid_consultation_gets_a_numbered_invoice_with_a_pdf_and_a_summary(
+        platform: RunningPlatform) -> None:
+    """Pay → ``payment.succeeded`` and, in the same transaction, the consultation's charge
+    item and its invoice, numbered first in the doctor's hospital's series and balanced;
+    its PDF through the gateway; the patient's billing summary; the hospital's
+    accountant (a staff membership) sees it, nobody else does."""
+    async with platform.client() as api:
+        admin = await as_admin(api, platform)
+        hospital = await register_hospital(api, admin, f"Bill Clinic {uuid.uuid4().hex[:6]}")
+        doctor, _ = await create_doctor(api, admin, family=f"Invoice{uuid.uuid4().hex[:5]}",
+                                        affiliations=[{"hospital_id": hospital["id"]}],
+                                        modes=("in_person", "online"))
+        await publish_availability(api, doctor, [
+            {"location": "online", "day": day, "start": "14:00", "end": "16:00",
+             "breaks": []} for day in WORKDAYS])
+        accountant = await create_staff(api, admin, ["accountant"])
+        ok(await api.post(f"/api/v1/hospitals/{hospital['id']}/staff", headers=admin.headers,
+                          json={"user_id": accountant.id, "staff_role": "accountant"}), 201)
+        patient, stranger = await register_patient(api), await register_patient(api, "other")
+        slot = (await online_slots(api, patient, doctor))[0]
+        held = ok(await api.post("/api/v1/appointments", headers=patient.headers, json={
+            "doctor_id": doctor.id, "start": slot, "mode": "online"}), 201)
+        payment = await checkout(api, patient, held["id"])
+        intent = await asyncio.to_thread(pay, platform, payment["client_secret"],
+                                         "4242424242424242")
+        assert intent.status == "succeeded"
+
+        invoices: list[dict[str, Any]] = []
+
+        async def invoiced() -> bool:
+            nonlocal invoices
+            invoices = ok(await api.get("/api/v1/invoices", headers=patient.headers))["items"]
+            return bool(invoices)
+
+        await eventually(invoiced, within=30, interval=0.2, message="no invoice was issued")
+        [invoice] = invoices
+        assert (invoice["number"], invoice["hospital_id"], invoice["status"],
+                invoice["payment_state"]) == ("INV-000001", hospital["id"], "balanced", "paid")
+        assert (invoice["total_gross"], invoice["paid"], invoice["currency"]) == (
+            6000, 6000, "EUR")
+        assert invoice["total_net"] + invoice["total_tax"] == 6000
+        assert [(li["code"], li["performer_id"]) for li in invoice["lines"]] == [
+            ("consultation", doctor.id)]
+
+        document = await api.get(f"/api/v1/invoices/{invoice['id']}/pdf",
+                                 headers=patient.headers)
+        assert document.status_code == 200, document.text
+        assert document.headers["content-type"] == "application/pdf"
+        text = "".join(page.extract_text()
+                       for page in pypdf.PdfReader(io.BytesIO(document.content)).pages)
+        assert "INV-000001" in text and "60.00" in text and hospital["name"] in text
+
+        summary = ok(await api.get("/api/v1/billing/summary", headers=patient.headers))
+        assert summary["currencies"] == [{"currency": "EUR", "billed": 6000, "paid": 6000,
+                                          "outstanding": 0, "refunded": 0,
+                                          "insurance_share": 0}]
+
+        assert_problem(await api.get(f"/api/v1/invoices/{invoice['id']}",
+                                     headers=stranger.headers), 404)
+        assert_problem(await api.get(f"/api/v1/invoices/{invoice['id']}/pdf"), 401)
+
+        async def seen_by_finance() -> bool:  # staff.assigned reaches the payment service
+            response = await api.get("/api/v1/invoices", headers=accountant.headers,
+                                     params={"hospital_id": hospital["id"]})
+            return response.status_code == 200 and [
+                i["id"] for i in response.json()["items"]] == [invoice["id"]]
+
+        await eventually(seen_by_finance, within=30, interval=0.3,
+                         message="the hospital's accountant never saw the invoice")

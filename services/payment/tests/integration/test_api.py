@@ -34,10 +34,16 @@ Client = tuple[httpx.AsyncClient, Any]
 
 @asynccontextmanager
 async def payment_app(mongodb_url: str, database: str, tokens: TokenFactory,
-                      stripe_server: EmbeddedStripe, **kw: Any) -> AsyncIterator[Client]:
+                      stripe_server: EmbeddedStripe, s3_env: dict[str, str],
+                      **kw: Any) -> AsyncIterator[Client]:
+    """The app on its own database and bucket (invoice PDFs) on the real servers."""
     settings = Settings(mongodb_url=mongodb_url, mongodb_database=database,
                         transport="inprocess", stripe_api_base=stripe_server.url,
-                        stripe_webhook_secret=stripe_server.webhook_secret, **kw)
+                        stripe_webhook_secret=stripe_server.webhook_secret,
+                        s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
+                        s3_access_key=s3_env["S3_ACCESS_KEY"],
+                        s3_secret_key=s3_env["S3_SECRET_KEY"], s3_region=s3_env["S3_REGION"],
+                        s3_bucket=f"pay-{database.replace('_', '-').lower()}", **kw)
     app = create_app(settings)
     app.state.verifier = tokens.verifier()
     async with running_app(app) as http:
@@ -46,9 +52,10 @@ async def payment_app(mongodb_url: str, database: str, tokens: TokenFactory,
 
 @pytest.fixture
 async def client(mongodb_url: str, unique_name: str, tokens: TokenFactory,
-                 stripe_server: EmbeddedStripe) -> AsyncIterator[Client]:
+                 stripe_server: EmbeddedStripe, s3_env: dict[str, str]
+                 ) -> AsyncIterator[Client]:
     async with payment_app(mongodb_url, f"payment_{unique_name}", tokens,
-                           stripe_server) as running:
+                           stripe_server, s3_env) as running:
         yield running
 
 
@@ -197,9 +204,9 @@ async def test_unsigned_forged_or_stale_webhooks_are_refused_and_write_nothing(
 
 async def test_an_unpaid_hold_expires_cancelling_the_intent_a_paid_one_does_not(
         mongodb_url: str, unique_name: str, tokens: TokenFactory,
-        stripe_server: EmbeddedStripe) -> None:
+        stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
     async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
-                           hold_seconds=2) as (http, app):
+                           s3_env, hold_seconds=2) as (http, app):
         db = app.state.runtime.db
         unpaid, paid = booked(), booked(patient_id="patient-2")
         await deliver_booking(app, unpaid)
@@ -223,7 +230,8 @@ async def test_an_unpaid_hold_expires_cancelling_the_intent_a_paid_one_does_not(
             pay(stripe_server, doc["intent_id"], "4242424242424242")
 
         async def both_done() -> bool:
-            return await db["jobs"].count_documents({"status": "done"}) == 2
+            return await db["jobs"].count_documents({"status": "done",
+                                                    "queue": service.HOLD_EXPIRY}) == 2
 
         await eventually(both_done, within=20, interval=0.2, message="jobs not done")
         assert (await db["payments"].find_one({"_id": paid_doc["_id"]}))["status"] == "succeeded"
@@ -260,9 +268,10 @@ async def paid_booking(http: httpx.AsyncClient, app: Any, stripe_server: Embedde
 
 async def test_cancellations_refund_by_the_policy_through_stripe(
         mongodb_url: str, unique_name: str, tokens: TokenFactory,
-        stripe_server: EmbeddedStripe) -> None:
+        stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
     async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
-                           refund_full_window_hours=24, late_refund_percent=25) as (http, app):
+                           s3_env, refund_full_window_hours=24,
+                           late_refund_percent=25) as (http, app):
         db = app.state.runtime.db
         api = stripe.StripeClient(stripe_server.api_key,
                                   base_addresses={"api": stripe_server.url}).v1
@@ -342,9 +351,9 @@ async def test_reconciliation_repairs_a_success_whose_webhook_never_came(
 
 async def test_without_a_webhook_secret_no_webhook_is_accepted(
         mongodb_url: str, unique_name: str, tokens: TokenFactory,
-        stripe_server: EmbeddedStripe) -> None:
+        stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
     async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
-                           ) as (http, app):
+                           s3_env) as (http, app):
         app.state.runtime.state["stripe"].webhook_secret = None  # as if never configured
         event = {"id": "evt_1", "object": "event", "type": "payment_intent.succeeded",
                  "created": int(time.time()), "data": {"object": {"id": "pi_1"}}}

@@ -7,17 +7,26 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from healthflow.common.problems import UnprocessableContent
 from healthflow.payment.domain import (
     AmountMismatch,
+    InvoiceConflict,
+    InvoiceStatus,
     PaymentStatus,
     RefundPolicy,
     check_money,
     ensure_reported_money,
     intent_request,
+    invoice_lines,
+    invoice_number,
+    invoice_totals,
     next_status,
     paid_at,
     payment_id_of,
+    payment_state,
+    record_invoice_payment,
     refunded_status,
+    split_tax,
 )
 
 S = PaymentStatus
@@ -106,3 +115,64 @@ def test_a_cancellation_before_the_success_was_recorded_refunds_everything() -> 
                           cancelled_at=paid + timedelta(minutes=1), start=start, paid_at=paid)
     assert before == (4000, "cancelled_before_recorded")
     assert after == (0, "late_cancellation")
+
+
+# --------------------------------------------------------------------------- billing
+
+
+@pytest.mark.parametrize(("gross", "bp", "net", "tax"), [
+    (4000, 1900, 3361, 639),  # 4000 / 1.19 = 3361.34
+    (119, 1900, 100, 19),  # exact
+    (1, 1900, 1, 0),  # 0.84 rounds up to 1
+    (5, 2500, 4, 1),  # 4.0 exactly
+    (3, 5000, 2, 1),  # 2.0
+    (7, 4000, 5, 2),  # 5.0
+    (21, 4000, 15, 6),  # 15.0
+    (0, 700, 0, 0),
+    (6000, 0, 6000, 0),
+])
+def test_tax_is_extracted_from_the_gross_price_rounding_half_up(
+        gross: int, bp: int, net: int, tax: int) -> None:
+    assert split_tax(gross, bp) == (net, tax)
+
+
+def test_half_a_minor_unit_of_net_rounds_up() -> None:
+    # 3 at 100 % tax: net 1.5 → 2, tax 1
+    assert split_tax(3, 10_000) == (2, 1)
+
+
+def test_net_and_tax_always_add_up_to_the_gross() -> None:
+    for bp in (0, 1, 250, 700, 1900, 2500, 10_000):
+        for gross in range(0, 3000, 7):
+            net, tax = split_tax(gross, bp)
+            assert net + tax == gross and net >= 0 and tax >= 0
+    with pytest.raises(ValueError):
+        split_tax(-1, 700)
+
+
+def test_invoice_lines_need_items_of_one_currency() -> None:
+    item = {"_id": "a", "code": "x", "description": "X", "quantity": 3, "unit_price": 1299,
+            "currency": "EUR"}
+    [line] = invoice_lines([item], 700)
+    assert (line["sequence"], line["gross"], line["net"] + line["tax"]) == (1, 3897, 3897)
+    assert invoice_totals([line])["total_gross"] == 3897
+    with pytest.raises(UnprocessableContent):
+        invoice_lines([], 700)
+    with pytest.raises(UnprocessableContent):
+        invoice_lines([item, {**item, "_id": "b", "currency": "USD"}], 700)
+
+
+def test_an_invoice_is_balanced_when_paid_in_full_and_never_overpaid() -> None:
+    assert record_invoice_payment(InvoiceStatus.ISSUED, 3000, 0, 1000) == (
+        1000, InvoiceStatus.ISSUED)
+    assert record_invoice_payment(InvoiceStatus.ISSUED, 3000, 1000, 2000) == (
+        3000, InvoiceStatus.BALANCED)
+    for bad in (0, -5, 2001):
+        with pytest.raises(UnprocessableContent):
+            record_invoice_payment(InvoiceStatus.ISSUED, 3000, 1000, bad)
+    for final in (InvoiceStatus.BALANCED, InvoiceStatus.CANCELLED):
+        with pytest.raises(InvoiceConflict):
+            record_invoice_payment(final, 3000, 0, 1)
+    assert payment_state(InvoiceStatus.ISSUED, 3000, 1) == "partially_paid"
+    assert payment_state(InvoiceStatus.CANCELLED, 3000, 0) == "void"
+    assert invoice_number(42) == "INV-000042"

@@ -103,6 +103,10 @@ class Permission(StrEnum):
     TELECONSULTATIONS_JOIN = "teleconsultations:join"
     # the consultation's doctor admits, removes and ends (their own consultations only)
     TELECONSULTATIONS_HOST = "teleconsultations:host"
+    # billing (FHIR ChargeItem and Invoice; healthflow.payment)
+    INVOICES_READ_OWN = "invoices:read_own"  # the patient's own invoices and billing summary
+    INVOICES_MANAGE_HOSPITAL = "invoices:manage_hospital"  # finance of their hospitals (staff)
+    CHARGE_ITEMS_WRITE = "charge_items:write"  # a clinician, in an encounter they conduct
 
 
 P = Permission
@@ -125,7 +129,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
            P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.PRESCRIPTIONS_READ_OWN,
            P.IMAGING_READ_OWN, P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_READ_OWN,
-           P.PAYMENTS_READ_OWN, P.TELECONSULTATIONS_JOIN}
+           P.PAYMENTS_READ_OWN, P.TELECONSULTATIONS_JOIN, P.INVOICES_READ_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE
@@ -134,7 +138,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
            P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED, P.PRESCRIPTIONS_READ_TREATED,
            P.PRESCRIPTIONS_WRITE_TREATED, P.IMAGING_ORDER, P.IMAGING_READ_TREATED,
            P.IMAGING_REPORT, P.IMAGING_EXPORT_DEIDENTIFIED, P.TELECONSULTATIONS_JOIN,
-           P.TELECONSULTATIONS_HOST}
+           P.TELECONSULTATIONS_HOST, P.CHARGE_ITEMS_WRITE}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE
@@ -161,7 +165,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
            P.ENCOUNTERS_OPEN_ANY}
     ),
     Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
-    Role.ACCOUNTANT: frozenset(_EVERYONE | {P.PAYMENTS_READ_ANY}),
+    Role.ACCOUNTANT: frozenset(_EVERYONE | {P.PAYMENTS_READ_ANY, P.INVOICES_MANAGE_HOSPITAL,
+                                            P.CHARGE_ITEMS_WRITE}),
     Role.PHARMACIST: frozenset(_EVERYONE | {P.PRESCRIPTIONS_DISPENSE}),
 }
 

@@ -43,3 +43,18 @@ class PaymentRefunded(PaymentEvent):
 class PaymentExpired(PaymentEvent):
     """The hold ended unpaid: the PaymentIntent was cancelled at Stripe, the slot is to be
     released (the appointment service cancels the appointment)."""
+
+
+@event_type("invoice.issued", version=1, publisher=PUBLISHER)
+class InvoiceIssued(EventPayload):
+    """The invoice ``invoice_id`` (FHIR R4 ``Invoice``) was issued with ``number``, the
+    next of its issuer's gap-free series; ``hospital_id`` is the issuer (``None``: the
+    platform itself, for a consultation with no hospital). ``total_gross`` is the
+    total in minor units of ``currency`` (ISO 4217), tax included."""
+
+    invoice_id: str
+    number: str
+    hospital_id: str | None
+    patient_id: str
+    total_gross: int  # minor units of ``currency``
+    currency: str  # ISO 4217

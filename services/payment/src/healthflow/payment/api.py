@@ -4,25 +4,64 @@
   (the paying patient) or without (``payments:read_any``).
 * ``GET ""``: the caller's payments (finance: anyone's, ``?patient_id=``).
 * ``POST /webhooks/stripe``: public, accepted only with a valid ``Stripe-Signature``.
+
+Billing (:mod:`.invoices`, :mod:`.billing`), FHIR names in the paths:
+
+* ``POST /api/v1/charge-items`` (the encounter's doctor, or its hospital's finance),
+  ``GET /api/v1/charge-items`` (keyset pages, newest first), ``GET /{id}``;
+* ``GET /api/v1/invoices`` (keyset pages, newest first), ``GET /{id}``, ``GET /{id}/pdf``;
+  finance: ``POST /api/v1/invoices`` (issue), ``POST /{id}/payments`` (desk),
+  ``POST /{id}/cancel``;
+* ``GET /api/v1/billing/summary`` (a patient), ``GET /api/v1/billing/revenue`` (a
+  hospital, finance).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
-from healthflow.common.auth import Principal, require_any
+from healthflow.common.auth import Principal, require, require_any
+from healthflow.common.blobs import BlobStore
+from healthflow.common.errors import BadRequest
 from healthflow.common.http import get_runtime
+from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import service
-from healthflow.payment.schemas import PaymentOut, WebhookAck
+from healthflow.payment import billing, invoices, service
+from healthflow.payment.domain import ChargeItemStatus
+from healthflow.payment.schemas import (
+    BillingSummaryOut,
+    ChargeItemIn,
+    ChargeItemOut,
+    InvoiceIssueIn,
+    InvoiceOut,
+    InvoicePaymentIn,
+    PaymentOut,
+    RevenueOut,
+    WebhookAck,
+)
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 
+invoices_router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"])
+charge_items_router = APIRouter(prefix="/api/v1/charge-items", tags=["invoices"])
+billing_router = APIRouter(prefix="/api/v1/billing", tags=["invoices"])
+
+
+def get_blobs(request: Request) -> BlobStore:
+    blobs: BlobStore = request.app.state.blobs
+    return blobs
+
+
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
+Blobs = Annotated[BlobStore, Depends(get_blobs)]
+Id = Annotated[str, Path(max_length=64)]
 Reader = require_any(P.PAYMENTS_READ_OWN, P.PAYMENTS_READ_ANY)
+BillingReader = require_any(P.INVOICES_READ_OWN, P.INVOICES_MANAGE_HOSPITAL)
+Finance = require(P.INVOICES_MANAGE_HOSPITAL)
 
 
 @router.get("/checkout/{appointment_id}", summary="The payment of an appointment")
@@ -51,3 +90,122 @@ async def stripe_webhook(request: Request, runtime: Runtime,
     ``duplicate`` so that Stripe stops retrying."""
     outcome = await service.apply_webhook(runtime, await request.body(), stripe_signature)
     return WebhookAck(outcome=outcome)
+
+
+@charge_items_router.post("", status_code=201, summary="Charge a service in an encounter")
+async def add_charge_item(runtime: Runtime, body: ChargeItemIn,
+                          principal: Principal = require(P.CHARGE_ITEMS_WRITE)
+                          ) -> ChargeItemOut:
+    """The encounter's doctor, or finance of its hospital (403 otherwise); 404 until the
+    encounter is known here; 422 for bad money (integers of minor units only)."""
+    doc = await invoices.add_charge_item(runtime, principal, **body.model_dump())
+    return ChargeItemOut.from_document(doc)
+
+
+@charge_items_router.get("", summary="Charge items, newest first (own; finance: theirs)")
+async def list_charge_items(
+        runtime: Runtime, principal: Principal = BillingReader,
+        patient_id: Annotated[str | None, Query(max_length=64)] = None,
+        hospital_id: Annotated[str | None, Query(max_length=64)] = None,
+        status: ChargeItemStatus | None = None,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[ChargeItemOut]:
+    """``status=billable``: what is still to be invoiced."""
+    docs, next_cursor = await invoices.list_charge_items(
+        runtime, principal, patient_id=patient_id, hospital_id=hospital_id, status=status,
+        cursor=cursor, limit=limit)
+    return Page[ChargeItemOut](items=[ChargeItemOut.from_document(d) for d in docs],
+                               next_cursor=next_cursor)
+
+
+@charge_items_router.get("/{item_id}", summary="One charge item (its patient, finance)")
+async def get_charge_item(runtime: Runtime, item_id: Id,
+                          principal: Principal = BillingReader) -> ChargeItemOut:
+    return ChargeItemOut.from_document(
+        await invoices.get_charge_item(runtime, principal, item_id))
+
+
+@invoices_router.get("", summary="Invoices, newest first (own; finance: their hospitals')")
+async def list_invoices(
+        runtime: Runtime, principal: Principal = BillingReader,
+        patient_id: Annotated[str | None, Query(max_length=64)] = None,
+        hospital_id: Annotated[str | None, Query(max_length=64)] = None,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[InvoiceOut]:
+    docs, next_cursor = await invoices.list_invoices(
+        runtime, principal, patient_id=patient_id, hospital_id=hospital_id, cursor=cursor,
+        limit=limit)
+    return Page[InvoiceOut](items=[InvoiceOut.from_document(d) for d in docs],
+                            next_cursor=next_cursor)
+
+
+@invoices_router.post("", status_code=201, summary="Issue an invoice (finance)")
+async def issue_invoice(runtime: Runtime, body: InvoiceIssueIn,
+                        principal: Principal = Finance) -> InvoiceOut:
+    """Of every billable charge item of the patient at the hospital, numbered next in
+    the hospital's series; 422 when there is nothing to bill."""
+    doc = await invoices.issue_for_patient(
+        runtime, principal, patient_id=body.patient_id, hospital_id=body.hospital_id,
+        tax_rate=service.settings_of(runtime).tax_rate)
+    return InvoiceOut.from_document(doc)
+
+
+@invoices_router.get("/{invoice_id}", summary="One invoice (its patient, finance)")
+async def get_invoice(runtime: Runtime, invoice_id: Id,
+                      principal: Principal = BillingReader) -> InvoiceOut:
+    return InvoiceOut.from_document(await invoices.get(runtime, principal, invoice_id))
+
+
+@invoices_router.get("/{invoice_id}/pdf", summary="The printable invoice (PDF)",
+                     response_class=Response,
+                     responses={200: {"content": {"application/pdf": {}}}})
+async def invoice_pdf(runtime: Runtime, blobs: Blobs, invoice_id: Id,
+                      principal: Principal = BillingReader) -> Response:
+    document = await invoices.pdf(runtime, blobs, principal, invoice_id)
+    return Response(document, media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="invoice-{invoice_id}.pdf"',
+        "Cache-Control": "no-store"})
+
+
+@invoices_router.post("/{invoice_id}/payments", summary="Record a desk payment (finance)")
+async def record_payment(runtime: Runtime, invoice_id: Id, body: InvoicePaymentIn,
+                         principal: Principal = Finance) -> InvoiceOut:
+    """409 for a cancelled or balanced invoice; 422 for more than is owed."""
+    return InvoiceOut.from_document(
+        await invoices.record_payment(runtime, principal, invoice_id, body.amount))
+
+
+@invoices_router.post("/{invoice_id}/cancel", summary="Void an unpaid invoice (finance)")
+async def cancel_invoice(runtime: Runtime, invoice_id: Id,
+                         principal: Principal = Finance) -> InvoiceOut:
+    """409 once anything was paid on it; its number is not re-used."""
+    return InvoiceOut.from_document(await invoices.cancel(runtime, principal, invoice_id))
+
+
+@billing_router.get("/summary", summary="A patient's billing summary")
+async def summary(runtime: Runtime, principal: Principal = BillingReader,
+                  patient_id: Annotated[str | None, Query(max_length=64)] = None
+                  ) -> BillingSummaryOut:
+    return BillingSummaryOut.model_validate(
+        await billing.patient_summary(runtime, principal, patient_id))
+
+
+@billing_router.get("/revenue", summary="A hospital's revenue by period, doctor, service")
+async def revenue(runtime: Runtime,
+                  hospital_id: Annotated[str, Query(min_length=1, max_length=64)],
+                  start: Annotated[datetime, Query(alias="from")],
+                  end: Annotated[datetime, Query(alias="to")],
+                  period: Literal["day", "month", "year"] = "month",
+                  principal: Principal = Finance) -> RevenueOut:
+    """Invoices issued in ``[from, to)`` (aware times, RFC 3339); 400 for naive times or
+    an empty range."""
+    if start.tzinfo is None or end.tzinfo is None or end <= start:
+        raise BadRequest("from and to must be aware times (RFC 3339 with an offset), "
+                         "from before to")
+    return RevenueOut.model_validate(await billing.hospital_revenue(
+        runtime, principal, hospital_id=hospital_id, start=start, end=end, period=period))
+
+
+routers = [router, charge_items_router, invoices_router, billing_router]

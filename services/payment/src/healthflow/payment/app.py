@@ -1,5 +1,6 @@
 """The payment service's composition root: the runtime, the Stripe adapter, its consumer,
-the hold-expiry job worker, the reconciliation loop and the routes."""
+the hold-expiry and billing job workers, the reconciliation loop, the blob store
+(invoice PDFs) and the routes."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from healthflow.common.blobs import BlobStore
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
 from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
-from healthflow.common.workers import Loop
-from healthflow.payment import api, handlers, reconcile, service, store
+from healthflow.common.workers import Hooks, Loop
+from healthflow.payment import api, handlers, invoices, reconcile, service, store
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
@@ -32,6 +34,13 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         await service.expire_hold(uow, stripe, job.payload["payment_id"])
 
     runtime.add_worker(JobWorker(runtime, service.HOLD_EXPIRY, expire, lease=30.0).loop())
+
+    async def bill(uow: UnitOfWork, job: Job) -> None:
+        await invoices.bill_payment(uow, job.payload["payment_id"], settings.tax_rate)
+
+    # one at a time: every invoice of a hospital increments the same counter
+    runtime.add_worker(JobWorker(runtime, invoices.BILLING, bill, lease=30.0, concurrency=1,
+                                 interval=0.25).loop())
     window = timedelta(hours=settings.reconcile_window_hours)
 
     async def reconcile_pass() -> None:
@@ -39,5 +48,11 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
 
     runtime.add_worker(Loop("payment-reconciliation", reconcile_pass,
                             interval=settings.reconcile_interval_seconds))
-    return create_service_app(runtime, routers=[api.router], title="HealthFlow payment",
-                              description="Payments for appointments through Stripe.")
+    blobs = BlobStore(settings)
+    runtime.add_worker(Hooks("blobs", blobs.start, blobs.close))
+    app = create_service_app(runtime, routers=api.routers, title="HealthFlow payment",
+                             description="Payments for appointments through Stripe; charge "
+                             "items and invoices (FHIR ChargeItem, Invoice) with their PDFs; "
+                             "billing summaries.")
+    app.state.blobs = blobs
+    return app

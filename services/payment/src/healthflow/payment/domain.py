@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypedDict
 
-from healthflow.common.problems import UnprocessableContent
+from healthflow.common.problems import Conflict, UnprocessableContent
 
 
 class PaymentStatus(StrEnum):
@@ -50,6 +50,9 @@ FINAL = frozenset(PaymentStatus) - {PaymentStatus.REQUIRES_PAYMENT, PaymentStatu
 """Statuses no Stripe report about the intent moves any more."""
 EXPIRABLE = frozenset({PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.DECLINED})
 """Statuses whose hold ends at its deadline."""
+COLLECTED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED,
+                       PaymentStatus.PARTIALLY_REFUNDED})
+"""Statuses of a payment whose money Stripe took (some may have gone back since)."""
 
 INTENT_EVENTS: dict[str, PaymentStatus] = {
     "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
@@ -178,3 +181,133 @@ def refunded_status(amount: int, refunded: int) -> PaymentStatus | None:
     if refunded <= 0:
         return None
     return PaymentStatus.REFUNDED if refunded >= amount else PaymentStatus.PARTIALLY_REFUNDED
+
+
+# --------------------------------------------------------------------------- billing
+#
+# Charge items and invoices are HealthFlow's own, in FHIR R4 terms
+# (https://hl7.org/fhir/R4/chargeitem.html, https://hl7.org/fhir/R4/invoice.html).
+# Every amount is an integer of minor units of one ISO 4217 currency per invoice.
+
+
+class ChargeItemStatus(StrEnum):
+    """FHIR R4 ``ChargeItem.status`` (http://hl7.org/fhir/chargeitem-status), the values
+    used: ``billable`` (not on an invoice yet), ``billed`` (on an issued invoice),
+    ``aborted`` (its invoice was cancelled; charge it again with a new item)."""
+
+    BILLABLE = "billable"
+    BILLED = "billed"
+    ABORTED = "aborted"
+
+
+class InvoiceStatus(StrEnum):
+    """FHIR R4 ``Invoice.status`` (http://hl7.org/fhir/invoice-status): ``issued`` (owed,
+    numbered), ``balanced`` (paid in full), ``cancelled`` (void; its number stays used).
+    Partial payment is not a FHIR status: it shows as ``issued`` with ``paid`` between
+    0 and ``total_gross`` (:func:`payment_state` says ``partially_paid``)."""
+
+    ISSUED = "issued"
+    BALANCED = "balanced"
+    CANCELLED = "cancelled"
+
+
+CONSULTATION_CODE = "consultation"
+"""The charge item code of a paid consultation (the appointment's fee)."""
+
+BASIS_POINTS = 10_000
+"""100 % in basis points (1 bp = 0.01 %)."""
+
+
+class InvoiceConflict(Conflict):
+    """409: the invoice is not in a state that allows this (cancelled, already paid...)."""
+
+    title, slug = "Invoice Conflict", "invoice-conflict"
+
+
+def split_tax(gross: int, basis_points: int) -> tuple[int, int]:
+    """``(net, tax)`` of a tax-inclusive price: prices in HealthFlow are what the patient
+    pays (gross, as consumer prices are quoted in the EU, Directive 2006/112/EC art. 73
+    and 98), and the tax in them at ``basis_points`` (700 = 7 %) is extracted.
+
+    Rounding rule (integers only): ``net = gross * 10000 / (10000 + bp)`` rounded half
+    up to a whole minor unit, ``tax = gross - net``; so ``net + tax == gross`` always,
+    and an invoice's total is exactly the sum of its lines' gross amounts.
+
+    Raises:
+        ValueError: a negative amount or rate.
+    """
+    if gross < 0 or basis_points < 0:
+        raise ValueError("amounts and tax rates are never negative")
+    divisor = BASIS_POINTS + basis_points
+    net = (2 * gross * BASIS_POINTS + divisor) // (2 * divisor)
+    return net, gross - net
+
+
+def invoice_lines(items: list[dict[str, Any]], basis_points: int) -> list[dict[str, Any]]:
+    """The invoice lines (``Invoice.lineItem``) of charge items ``{_id, code, description,
+    performer_id, quantity, unit_price, currency}``, in order: ``{sequence (1-based),
+    charge_item_id, code, description, performer_id, quantity, unit_price, gross, net,
+    tax}`` with
+    ``gross = quantity * unit_price`` and ``(net, tax) = split_tax(gross, basis_points)``.
+
+    Raises:
+        UnprocessableContent: (422) no items, or items of more than one currency.
+    """
+    if not items:
+        raise UnprocessableContent("an invoice needs at least one billable charge item")
+    currencies = {i["currency"] for i in items}
+    if len(currencies) != 1:
+        raise UnprocessableContent(
+            f"one invoice has one currency; these charge items have {sorted(currencies)}")
+    lines = []
+    for n, item in enumerate(items, start=1):
+        gross = item["quantity"] * item["unit_price"]
+        net, tax = split_tax(gross, basis_points)
+        lines.append({"sequence": n, "charge_item_id": item["_id"], "code": item["code"],
+                      "description": item["description"],
+                      "performer_id": item.get("performer_id"), "quantity": item["quantity"],
+                      "unit_price": item["unit_price"], "gross": gross, "net": net,
+                      "tax": tax})
+    return lines
+
+
+def invoice_totals(lines: list[dict[str, Any]]) -> dict[str, int]:
+    """``{total_net, total_tax, total_gross}``: sums of the lines (minor units)."""
+    return {"total_net": sum(li["net"] for li in lines),
+            "total_tax": sum(li["tax"] for li in lines),
+            "total_gross": sum(li["gross"] for li in lines)}
+
+
+def invoice_number(sequence: int) -> str:
+    """The printed number of the ``sequence``-th invoice (1-based) of an issuer's series:
+    ``INV-000042`` (six digits at least; the series never skips a value)."""
+    return f"INV-{sequence:06d}"
+
+
+def record_invoice_payment(status: InvoiceStatus, total_gross: int, paid: int,
+                           amount: int) -> tuple[int, InvoiceStatus]:
+    """``(paid afterwards, status afterwards)`` when ``amount`` minor units are received
+    for an invoice of ``total_gross`` of which ``paid`` was received before: ``balanced``
+    once everything is paid.
+
+    Raises:
+        InvoiceConflict: (409) the invoice is cancelled or already balanced.
+        UnprocessableContent: (422) a non-positive amount or more than what is owed.
+    """
+    if status is not InvoiceStatus.ISSUED:
+        raise InvoiceConflict(f"the invoice is {status.value}: nothing is owed on it")
+    if amount <= 0 or amount > total_gross - paid:
+        raise UnprocessableContent(
+            f"a payment must be 1 to {total_gross - paid} minor units (what is owed), "
+            f"not {amount}")
+    paid += amount
+    return paid, InvoiceStatus.BALANCED if paid == total_gross else InvoiceStatus.ISSUED
+
+
+def payment_state(status: InvoiceStatus, total_gross: int, paid: int) -> str:
+    """``paid``, ``partially_paid``, ``unpaid`` or ``void`` (cancelled)."""
+    if status is InvoiceStatus.CANCELLED:
+        return "void"
+    if paid >= total_gross:
+        return "paid"
+    return "partially_paid" if paid > 0 else "unpaid"

@@ -19,7 +19,7 @@ from functools import partial
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import store
+from healthflow.payment import invoices, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     PaymentStatus,
@@ -77,4 +77,5 @@ async def _apply(uow: UnitOfWork, payment_id: str, intent: Intent) -> bool:
         return False
     ensure_reported_money(doc["amount"], doc["currency"], intent.amount, intent.currency)
     await move(uow, doc, target, None, {"reconciled_at": utcnow()})
+    await invoices.schedule_billing(uow, doc["_id"])
     return True

@@ -1,13 +1,21 @@
-"""Request and response bodies of ``/api/v1/payments``."""
+"""Request and response bodies of ``/api/v1/payments``, ``/api/v1/charge-items``,
+``/api/v1/invoices`` and ``/api/v1/billing``."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from healthflow.common.mongo import Document
-from healthflow.payment.domain import EXPIRABLE, PaymentStatus
+from healthflow.payment.domain import (
+    EXPIRABLE,
+    ChargeItemStatus,
+    InvoiceStatus,
+    PaymentStatus,
+    payment_state,
+)
 
 
 class RefundOut(BaseModel):
@@ -52,3 +60,173 @@ class WebhookAck(BaseModel):
 
     received: bool = True
     outcome: str
+
+
+# --------------------------------------------------------------------------- billing
+
+Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Ids = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class ChargeItemIn(BaseModel):
+    """A service performed in an encounter (FHIR ``ChargeItem``): ``code`` (a service code
+    of the hospital's catalogue, e.g. a LOINC code for a lab test), ``description``,
+    ``quantity`` (whole units), ``unit_price`` (integer minor units of ``currency``, ISO
+    4217 upper case, tax included)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encounter_id: Ids
+    code: Code
+    description: Annotated[str, StringConstraints(min_length=1, max_length=200,
+                                                  strip_whitespace=True)]
+    quantity: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
+    unit_price: Annotated[StrictInt, Field(ge=1, le=100_000_000)]
+    currency: Currency
+
+
+class ChargeItemOut(BaseModel):
+    """A charge item; ``status``: ``billable``, ``billed`` (``invoice_id`` set) or
+    ``aborted`` (its invoice was cancelled); money in minor units; times aware UTC."""
+
+    id: str
+    patient_id: str
+    hospital_id: str | None
+    encounter_id: str | None
+    appointment_id: str | None
+    performer_id: str | None
+    code: str
+    description: str
+    quantity: int
+    unit_price: int
+    currency: str
+    status: ChargeItemStatus
+    invoice_id: str | None = None
+    entered_at: datetime
+
+    @classmethod
+    def from_document(cls, doc: Document) -> ChargeItemOut:
+        return cls.model_validate({**doc, "id": doc["_id"]})
+
+
+class InvoiceLineOut(BaseModel):
+    """``Invoice.lineItem``: ``gross = quantity * unit_price``, ``net + tax = gross``
+    (minor units; see ``healthflow.payment.domain.split_tax``)."""
+
+    sequence: int
+    charge_item_id: str
+    code: str
+    description: str
+    performer_id: str | None = None
+    quantity: int
+    unit_price: int
+    gross: int
+    net: int
+    tax: int
+
+
+class InvoicePaymentOut(BaseModel):
+    """Money received for an invoice: ``source`` ``stripe`` or ``desk``."""
+
+    amount: int
+    at: datetime
+    source: str
+    payment_id: str | None = None
+
+
+class InvoiceOut(BaseModel):
+    """An invoice (FHIR ``Invoice``): ``number`` of its issuer's gap-free series,
+    ``status`` (FHIR ``issued``, ``balanced``, ``cancelled``), ``payment_state``
+    (``unpaid``, ``partially_paid``, ``paid``, ``void``), totals in minor units of
+    ``currency`` with ``tax_basis_points`` included; ``pdf`` is its download path."""
+
+    id: str
+    number: str
+    hospital_id: str | None
+    patient_id: str
+    status: InvoiceStatus
+    payment_state: str
+    currency: str
+    tax_basis_points: int
+    lines: list[InvoiceLineOut]
+    total_net: int
+    total_tax: int
+    total_gross: int
+    paid: int
+    payments: list[InvoicePaymentOut]
+    issued_at: datetime
+    cancelled_at: datetime | None = None
+    pdf: str
+
+    @classmethod
+    def from_document(cls, doc: Document) -> InvoiceOut:
+        status = InvoiceStatus(doc["status"])
+        return cls.model_validate({
+            **doc, "id": doc["_id"],
+            "payment_state": payment_state(status, doc["total_gross"], doc["paid"]),
+            "pdf": f"/api/v1/invoices/{doc['_id']}/pdf"})
+
+
+class InvoiceIssueIn(BaseModel):
+    """Invoice every billable charge item of ``patient_id`` at ``hospital_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patient_id: Ids
+    hospital_id: Ids
+
+
+class InvoicePaymentIn(BaseModel):
+    """Money received at the desk: ``amount`` integer minor units of the invoice's
+    currency, at most what is owed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Annotated[StrictInt, Field(ge=1)]
+
+
+class CurrencySummary(BaseModel):
+    """One currency of a billing summary (minor units)."""
+
+    currency: str
+    billed: int
+    paid: int
+    outstanding: int
+    refunded: int
+    insurance_share: int
+
+
+class BillingSummaryOut(BaseModel):
+    """A patient's billing summary (``healthflow.payment.billing.patient_summary``)."""
+
+    patient_id: str
+    currencies: list[CurrencySummary]
+
+
+class RevenueRow(BaseModel):
+    period: str
+    doctor_id: str | None
+    service: str
+    currency: str
+    quantity: int
+    net: int
+    tax: int
+    gross: int
+
+
+class RevenueTotal(BaseModel):
+    currency: str
+    net: int
+    tax: int
+    gross: int
+    paid: int
+
+
+class RevenueOut(BaseModel):
+    """A hospital's revenue (``healthflow.payment.billing.hospital_revenue``)."""
+
+    hospital_id: str
+    period: str
+    rows: list[RevenueRow]
+    totals: list[RevenueTotal]

@@ -22,7 +22,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentBooked
-from healthflow.payment import store
+from healthflow.payment import invoices, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
@@ -86,6 +86,7 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     await uow.db[store.PAYMENTS].insert_one({
         "_id": payment_id, "appointment_id": booked.appointment_id,
         "patient_id": booked.patient_id, "doctor_id": booked.doctor_id,
+        "location_id": booked.location_id,
         "amount": amount, "currency": currency, "status": status, "intent_id": intent.id,
         "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
         "history": [{"status": status, "at": now, "stripe_event_id": None}],
@@ -113,6 +114,13 @@ async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
         raise HoldNotReleasable(f"PaymentIntent {doc['intent_id']} is {at_stripe}")
     await move(uow, doc, PaymentStatus.EXPIRED, None)
     return True
+
+
+def settings_of(runtime: ServiceRuntime) -> Settings:
+    """The payment service's own settings (the runtime holds them as the base type)."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings
 
 
 def hold_of(settings: Settings) -> timedelta:
@@ -202,6 +210,8 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
         if target is None:
             return "ignored"
         await move(uow, doc, target, event.id)
+        if target is PaymentStatus.SUCCEEDED:
+            await invoices.schedule_billing(uow, doc["_id"])
         return "applied"
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
@@ -49,6 +50,16 @@ class Settings(ServiceSettings):
     # stripe library retries one (network errors, 409/429/5xx; exponential backoff).
     stripe_timeout_seconds: float = Field(default=10.0, gt=0, le=80)
     stripe_max_retries: int = Field(default=2, ge=0, le=5)
+
+    # Invoices (healthflow.payment.domain.split_tax): the tax contained in prices, in
+    # basis points (700 = 7 %), per issuing hospital id (JSON, e.g.
+    # PAYMENT_TAX_RATES='{"<hospital id>": 700}'); others, and the platform, the default.
+    tax_rates: dict[str, Annotated[int, Field(ge=0, le=10_000)]] = Field(default_factory=dict)
+    default_tax_basis_points: int = Field(default=0, ge=0, le=10_000)
+
+    def tax_rate(self, hospital_id: str | None) -> int:
+        """The tax rate in basis points of invoices ``hospital_id`` issues."""
+        return self.tax_rates.get(hospital_id or "", self.default_tax_basis_points)
 
     def own_production_problems(self) -> list[str]:
         """An unset webhook secret; a Stripe API base on a loopback or local host."""

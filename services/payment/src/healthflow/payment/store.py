@@ -15,6 +15,30 @@ units of an ISO 4217 ``currency``::
                     other committed (a cancellation that overtook its booking is
                     remembered here too)
     jobs            hold expiries, one per payment (healthflow.common.jobs)
+
+Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
+
+    charge_items    {_id, patient_id, hospital_id | None, encounter_id | None,
+                     appointment_id | None, payment_id | None, performer_id | None (the
+                     doctor's user id), code, description, quantity (int >= 1),
+                     unit_price (minor units, tax included), currency, status
+                     (ChargeItemStatus), entered_by, entered_at, invoice_id?}
+    invoices        {_id, issuer ("hospital:<id>" | "platform"), sequence, number,
+                     hospital_id | None, patient_id, currency, status (InvoiceStatus),
+                     tax_basis_points, lines: [domain.invoice_lines], total_net,
+                     total_tax, total_gross, paid, payments: [{amount, at, source
+                     ("stripe" | "desk"), payment_id?, recorded_by}], issued_at,
+                     issued_by, cancelled_at?, pdf?: {key, sha256, size}}
+    counters        {_id: "invoice:<issuer>", value: the last sequence used}: incremented
+                    in the transaction that inserts the invoice, so a failed issue
+                    rolls both back and the series has no gap
+    encounters      read model of ``encounter.started`` {_id, patient_id,
+                    practitioner_id, hospital_id}
+    staff           read model of ``staff.assigned`` {_id: membership id, hospital_id,
+                    user_id, staff_role}
+    doctors         read model of ``doctor.schedule_changed`` {_id: doctor id, version,
+                    hospital_ids: affiliated hospitals in the doctor's order}
+    hospitals       read model of ``hospital.*`` {_id, version, name, city, country}
 """
 
 from __future__ import annotations
@@ -26,10 +50,18 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common import jobs
 from healthflow.common.mongo import Document, Indexes, utcnow
+from healthflow.common.pagination import keyset_page
 
 PAYMENTS = "payments"
 WEBHOOK_EVENTS = "webhook_events"
 APPOINTMENTS = "appointments"
+CHARGE_ITEMS = "charge_items"
+INVOICES = "invoices"
+COUNTERS = "counters"
+ENCOUNTERS = "encounters"
+STAFF = "staff"
+DOCTORS = "doctors"
+HOSPITALS = "hospitals"
 
 INDEXES: Indexes = {
     PAYMENTS: [
@@ -38,6 +70,22 @@ INDEXES: Indexes = {
         IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)], name="patient"),
         IndexModel([("created_at", DESCENDING)], name="recent"),
     ],
+    CHARGE_ITEMS: [
+        IndexModel([("patient_id", ASCENDING), ("entered_at", DESCENDING),
+                    ("_id", DESCENDING)], name="patient"),
+        IndexModel([("hospital_id", ASCENDING), ("entered_at", DESCENDING),
+                    ("_id", DESCENDING)], name="hospital"),
+        IndexModel([("encounter_id", ASCENDING)], name="encounter"),
+    ],
+    INVOICES: [
+        IndexModel([("issuer", ASCENDING), ("sequence", ASCENDING)], name="number",
+                   unique=True),
+        IndexModel([("patient_id", ASCENDING), ("issued_at", DESCENDING),
+                    ("_id", DESCENDING)], name="patient"),
+        IndexModel([("hospital_id", ASCENDING), ("issued_at", DESCENDING),
+                    ("_id", DESCENDING)], name="hospital"),
+    ],
+    STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
     **jobs.INDEXES,
 }
 
@@ -88,3 +136,73 @@ async def claim_appointment(db: AsyncDatabase[Document], appointment_id: str,
         return_document=ReturnDocument.AFTER, session=session)
     assert doc is not None  # an upsert returning the document after always has one
     return doc
+
+
+# --------------------------------------------------------------------------- billing
+
+
+async def next_sequence(db: AsyncDatabase[Document], issuer: str, session: Any) -> int:
+    """The next number of ``issuer``'s invoice series (1, 2, ...), counted in the
+    transaction of ``session``: rolled back with it, so no number is lost."""
+    doc = await db[COUNTERS].find_one_and_update(
+        {"_id": f"invoice:{issuer}"}, {"$inc": {"value": 1}}, upsert=True,
+        return_document=ReturnDocument.AFTER, session=session)
+    assert doc is not None
+    return int(doc["value"])
+
+
+async def get_invoice(db: AsyncDatabase[Document], invoice_id: str,
+                      session: Any = None) -> Document | None:
+    return await db[INVOICES].find_one({"_id": invoice_id}, session=session)
+
+
+async def list_invoices(db: AsyncDatabase[Document], query: Document, *, index: str,
+                        cursor: str | None, limit: int) -> tuple[list[Document], str | None]:
+    """One page of invoices newest first (``issued_at``, ``_id``), and the next cursor.
+
+    Raises:
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    return await keyset_page(db[INVOICES], query, sort=["issued_at", "_id"], cursor=cursor,
+                             limit=limit, descending=True, hint=index)
+
+
+async def list_charge_items(db: AsyncDatabase[Document], query: Document, *, index: str,
+                            cursor: str | None, limit: int
+                            ) -> tuple[list[Document], str | None]:
+    """One page of charge items newest first (``entered_at``, ``_id``), and the next
+    cursor.
+
+    Raises:
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    return await keyset_page(db[CHARGE_ITEMS], query, sort=["entered_at", "_id"],
+                             cursor=cursor, limit=limit, descending=True, hint=index)
+
+
+async def billable_items(db: AsyncDatabase[Document], patient_id: str,
+                         hospital_id: str | None, session: Any) -> list[Document]:
+    """The patient's ``billable`` charge items at ``hospital_id``, oldest first."""
+    cursor = db[CHARGE_ITEMS].find(
+        {"patient_id": patient_id, "status": "billable", "hospital_id": hospital_id},
+        session=session).sort([("entered_at", ASCENDING), ("_id", ASCENDING)])
+    return await cursor.to_list()
+
+
+async def hospitals_of(db: AsyncDatabase[Document], user_id: str, staff_role: str
+                       ) -> list[str]:
+    """The hospitals where ``user_id`` works as ``staff_role`` (``staff.assigned``)."""
+    docs = await db[STAFF].find({"user_id": user_id, "staff_role": staff_role}).to_list()
+    return sorted({d["hospital_id"] for d in docs})
+
+
+async def put_versioned(db: AsyncDatabase[Document], collection: str, key: str,
+                        version: int, fields: Document, session: Any) -> bool:
+    """Set ``fields`` of a read model document when ``version`` is newer than the one
+    held (delivery is at-least-once and unordered); False when stale."""
+    held = await db[collection].find_one({"_id": key}, {"version": 1}, session=session)
+    if held is not None and int(held.get("version") or 0) >= version:
+        return False
+    await db[collection].update_one({"_id": key}, {"$set": {**fields, "version": version}},
+                                    upsert=True, session=session)
+    return True

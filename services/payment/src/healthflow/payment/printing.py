@@ -1,0 +1,92 @@
+"""The printable invoice: a PDF from a Typst template, the approach of the printed
+prescription (:mod:`healthflow.prescription.printing`).
+
+Rendering machinery only (the use case is :func:`healthflow.payment.invoices.pdf`). The
+template ``templates/invoice.typ`` receives the invoice as JSON in ``sys.inputs``
+(values become text, never markup). The document date is unset, so the same invoice
+gives the same bytes. Amounts are integers of minor units, printed with the currency's
+ISO 4217 exponent (from CLDR through ``babel``): 6000 EUR prints ``60.00``, 6000 JPY
+``6000``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import typst
+from babel.numbers import get_currency_precision
+
+
+def money(amount: int, currency: str) -> str:
+    """``amount`` minor units of ``currency`` as a decimal string (``"60.00"``)."""
+    digits = get_currency_precision(currency)
+    return f"{Decimal(amount).scaleb(-digits):.{digits}f}"
+
+
+@dataclass(frozen=True)
+class PrintedLine:
+    sequence: str
+    code: str
+    description: str
+    quantity: str
+    unit_price: str
+    tax: str
+    gross: str
+
+
+@dataclass(frozen=True)
+class PrintedInvoice:
+    """Everything the PDF shows, as text: the issue time is ``YYYY-MM-DD HH:MM`` UTC."""
+
+    id: str
+    number: str
+    issuer: str
+    patient: str
+    issued: str
+    currency: str
+    tax_rate: str
+    lines: list[PrintedLine]
+    total_net: str
+    total_tax: str
+    total_gross: str
+    cancelled: str | None = None  # "YYYY-MM-DD HH:MM" UTC when voided
+
+
+@cache
+def _template() -> bytes:
+    return resources.files("healthflow.payment").joinpath("templates/invoice.typ").read_bytes()
+
+
+def render_pdf(printed: PrintedInvoice) -> bytes:
+    """The PDF of ``printed``; deterministic for equal input."""
+    pdf: bytes = typst.compile(_template(), sys_inputs={
+        "data": json.dumps(asdict(printed), ensure_ascii=False)})
+    return pdf
+
+
+def printed(doc: dict[str, Any], hospital: dict[str, Any] | None) -> PrintedInvoice:
+    """What the PDF of the invoice ``doc`` (shape in :mod:`.store`) shows; ``hospital``
+    ``{name, city, country}`` is the issuer (None: HealthFlow itself, or not known yet:
+    its id). The patient is named by id: this service keeps no names."""
+    cur = doc["currency"]
+    if hospital:
+        issuer = f"{hospital['name']}, {hospital['city']}, {hospital['country']}"
+    else:
+        issuer = doc["hospital_id"] or "HealthFlow"
+    bp = doc["tax_basis_points"]
+    return PrintedInvoice(
+        id=doc["_id"], number=doc["number"], issuer=issuer, patient=doc["patient_id"],
+        issued=f"{doc['issued_at']:%Y-%m-%d %H:%M}", currency=cur,
+        tax_rate=f"{Decimal(bp).scaleb(-2):.2f} %",
+        lines=[PrintedLine(sequence=str(li["sequence"]), code=li["code"],
+                           description=li["description"], quantity=str(li["quantity"]),
+                           unit_price=money(li["unit_price"], cur), tax=money(li["tax"], cur),
+                           gross=money(li["gross"], cur)) for li in doc["lines"]],
+        total_net=money(doc["total_net"], cur), total_tax=money(doc["total_tax"], cur),
+        total_gross=money(doc["total_gross"], cur),
+        cancelled=f"{doc['cancelled_at']:%Y-%m-%d %H:%M}" if doc.get("cancelled_at") else None)
