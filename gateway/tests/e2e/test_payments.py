@@ -91,18 +91,22 @@ async def online_doctor(api: httpx.AsyncClient, admin: User) -> User:
     return doctor
 
 
-async def online_slots(api: httpx.AsyncClient, patient: User, doctor: User) -> list[str]:
-    start = datetime.combine(date.today() + timedelta(days=2), datetime.min.time(), TZ)
+async def online_slots(api: httpx.AsyncClient, patient: User, doctor: User, *,
+                       first_day: int = 2, days: int = 7, at_least: int = 2) -> list[str]:
+    """The doctor's free online slots from ``first_day`` days ahead (Berlin midnight) for
+    ``days`` days, once at least ``at_least`` are listed."""
+    start = datetime.combine(date.today() + timedelta(days=first_day), datetime.min.time(),
+                             TZ)
     found: list[str] = []
 
     async def listed() -> bool:
         nonlocal found
         response = await api.get("/api/v1/slots", headers=patient.headers, params={
             "doctor_id": doctor.id, "from": start.isoformat(),
-            "to": (start + timedelta(days=7)).isoformat()})
+            "to": (start + timedelta(days=days)).isoformat()})
         found = [s["start"] for s in response.json().get("items", [])
                  if s["mode"] == "online"] if response.status_code == 200 else []
-        return len(found) >= 2
+        return len(found) >= at_least
 
     await eventually(listed, within=30, interval=0.3, message="no online slots appeared")
     return found

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -30,28 +29,7 @@ from .conftest import (
     ok,
     register_patient,
 )
-from .test_payments import checkout, online_doctor, pay
-
-TZ = ZoneInfo("Europe/Berlin")
-
-
-async def slots_between(api: httpx.AsyncClient, patient: User, doctor: User, first_day: int,
-                        days: int) -> list[str]:
-    start = datetime.combine(date.today() + timedelta(days=first_day), datetime.min.time(),
-                             TZ)
-    found: list[str] = []
-
-    async def listed() -> bool:
-        nonlocal found
-        response = await api.get("/api/v1/slots", headers=patient.headers, params={
-            "doctor_id": doctor.id, "from": start.isoformat(),
-            "to": (start + timedelta(days=days)).isoformat()})
-        found = [s["start"] for s in response.json().get("items", [])
-                 if s["mode"] == "online"] if response.status_code == 200 else []
-        return bool(found)
-
-    await eventually(listed, within=30, interval=0.3, message="no online slots appeared")
-    return found
+from .test_payments import checkout, online_doctor, online_slots, pay
 
 
 async def book_and_pay(api: httpx.AsyncClient, platform: RunningPlatform, patient: User,
@@ -97,7 +75,7 @@ async def test_a_video_consultation_through_the_gateway_and_janus(
     async with platform.client() as api:
         doctor = await online_doctor(api, admin)
         patient, stranger = await register_patient(api), await register_patient(api, "other")
-        soon = (await slots_between(api, patient, doctor, 2, 2))[0]
+        soon = (await online_slots(api, patient, doctor, days=2, at_least=1))[0]
         aid = await book_and_pay(api, platform, patient, doctor, soon)
         room = f"{API}/{aid}"
 
@@ -165,7 +143,7 @@ async def test_a_join_days_before_the_room_opens_is_refused_with_its_window(
     async with platform.client() as api:
         doctor = await online_doctor(api, admin)
         patient = await register_patient(api, f"far-{uuid.uuid4().hex[:4]}")
-        far = (await slots_between(api, patient, doctor, 7, 7))[0]
+        far = (await online_slots(api, patient, doctor, first_day=7, at_least=1))[0]
         aid = await book_and_pay(api, platform, patient, doctor, far)
 
         async def refused() -> bool:
@@ -198,7 +176,7 @@ async def test_the_patient_joins_from_a_browser_and_sees_the_doctor(
     async with platform.client() as api:
         doctor = await online_doctor(api, admin)
         patient = await register_patient(api, "browser")
-        soon = (await slots_between(api, patient, doctor, 2, 2))[0]
+        soon = (await online_slots(api, patient, doctor, days=2, at_least=1))[0]
         aid = await book_and_pay(api, platform, patient, doctor, soon)
 
         async def room_exists() -> bool:

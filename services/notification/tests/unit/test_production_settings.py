@@ -6,15 +6,10 @@ from __future__ import annotations
 import pytest
 
 from healthflow.common.settings import ConfigurationError, load_settings
+from healthflow.devkit.testing import PRODUCTION_ENV
 from healthflow.notification.settings import Settings
 
-PRODUCTION = {
-    "HEALTHFLOW_ENV": "production",
-    "MONGODB_URL": "mongodb://svc:s3cret@mongo.internal:27017/?replicaSet=rs0",
-    "AMQP_URL": "amqp://svc:s3cret@rabbitmq.internal:5672/",
-    "S3_ENDPOINT_URL": "https://s3.internal",
-    "S3_SECRET_KEY": "not-the-default",
-}
+PRODUCTION = PRODUCTION_ENV
 
 
 def test_production_refuses_the_notification_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,14 +6,10 @@ from __future__ import annotations
 import pytest
 
 from healthflow.common.settings import ConfigurationError, load_settings
+from healthflow.devkit.testing import PRODUCTION_ENV
 from healthflow.payment.settings import Settings
 
-PRODUCTION = {
-    "HEALTHFLOW_ENV": "production",
-    "MONGODB_URL": "mongodb://svc:s3cret@mongo.internal:27017/?replicaSet=rs0",
-    "AMQP_URL": "amqp://svc:s3cret@rabbitmq.internal:5672/",
-    "S3_ENDPOINT_URL": "https://s3.internal",
-    "S3_SECRET_KEY": "not-the-default",
+PRODUCTION = PRODUCTION_ENV | {
     "PAYMENT_STRIPE_API_KEY": "sk_live_not_the_default",
 }
 

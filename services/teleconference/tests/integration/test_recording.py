@@ -75,7 +75,7 @@ async def test_a_consented_recording_becomes_one_playable_file_per_participant(
             listed = (await http.get(f"{room}/recordings", headers=patient.headers)).json()
             return bool(listed) and listed[0]["status"] == "available"
 
-        await eventually(available, within=60, interval=0.5,
+        await eventually(available, within=120, interval=0.5,
                          message="the recording was never processed")
         [made] = (await http.get(f"{room}/recordings", headers=patient.headers)).json()
         assert sorted(f["role"] for f in made["files"]) == ["doctor", "patient"]

@@ -266,6 +266,20 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+# --------------------------------------------------------------------------- settings
+
+PRODUCTION_ENV = {
+    "HEALTHFLOW_ENV": "production",
+    "MONGODB_URL": "mongodb://svc:s3cret@mongo.internal:27017/?replicaSet=rs0",
+    "AMQP_URL": "amqp://svc:s3cret@rabbitmq.internal:5672/",
+    "S3_ENDPOINT_URL": "https://s3.internal",
+    "S3_SECRET_KEY": "not-the-default",
+}
+"""The shared settings of a production deployment that passes the platform-wide checks
+(:func:`healthflow.common.settings.production_problems`), so a service's test of its own
+production checks sees only its own refusals."""
+
+
 # --------------------------------------------------------------------------- whole platform
 
 E2E_ADMIN_EMAIL = "e2e.admin@example.org"

@@ -154,80 +154,61 @@ class Janus:
 
     # ------------------------------------------------------------------ rooms
 
+    async def room_request(self, body: dict[str, Any], *, gone: tuple[int, ...] = ()
+                           ) -> dict[str, Any] | None:
+        """One VideoRoom request about a room, on a session of its own (destroyed after);
+        its answer's data, or ``None`` when Janus answers one of the ``gone`` error codes
+        (what the caller wanted is already so)."""
+        session, handle = await self.open_handle()
+        try:
+            data, _ = await self.message(session, handle, body)
+        except JanusError as exc:
+            if exc.code in gone:
+                return None
+            raise
+        finally:
+            await self.destroy_session(session)
+        return data
+
     async def create_room(self, room: str, secret: str, *, rec_dir: str,
                           publishers: int = 6) -> None:
         """A VideoRoom room ``room`` (string ids) guarded by ``secret``, recording (when
         enabled) into ``rec_dir`` (a path on Janus's machine); an existing one is kept.
         Video VP8 and audio Opus, what browsers and aiortc both offer."""
-        session, handle = await self.open_handle()
-        try:
-            await self.message(session, handle, {
-                "request": "create", "room": room, "admin_key": self._room_key,
-                "secret": secret, "publishers": publishers, "is_private": True,
-                "videocodec": "vp8", "audiocodec": "opus", "notify_joining": True,
-                "record": False, "lock_record": True, "rec_dir": rec_dir})
-        except JanusError as exc:
-            if exc.code != ROOM_EXISTS:
-                raise
-        finally:
-            await self.destroy_session(session)
+        await self.room_request({
+            "request": "create", "room": room, "admin_key": self._room_key,
+            "secret": secret, "publishers": publishers, "is_private": True,
+            "videocodec": "vp8", "audiocodec": "opus", "notify_joining": True,
+            "record": False, "lock_record": True, "rec_dir": rec_dir}, gone=(ROOM_EXISTS,))
 
     async def destroy_room(self, room: str, secret: str) -> None:
         """Every participant is hung up; a room Janus no longer has is already gone."""
-        session, handle = await self.open_handle()
-        try:
-            await self.message(session, handle, {"request": "destroy", "room": room,
-                                                 "secret": secret})
-        except JanusError as exc:
-            if exc.code != NO_SUCH_ROOM:
-                raise
-        finally:
-            await self.destroy_session(session)
+        await self.room_request({"request": "destroy", "room": room, "secret": secret},
+                                gone=(NO_SUCH_ROOM,))
 
     async def record(self, room: str, secret: str, on: bool) -> None:
         """Starts or stops recording every publisher of ``room`` (VideoRoom
         ``enable_recording``): one ``.mjr`` file per medium and publisher, named
         ``videoroom-<room>-user-<feed>-<n>-<audio|video>-<m>.mjr``."""
-        session, handle = await self.open_handle()
-        try:
-            await self.message(session, handle, {"request": "enable_recording", "room": room,
-                                                 "secret": secret, "record": on})
-        finally:
-            await self.destroy_session(session)
+        await self.room_request({"request": "enable_recording", "room": room,
+                                 "secret": secret, "record": on})
 
     async def set_rec_dir(self, room: str, secret: str, rec_dir: str) -> None:
         """Where ``room``'s next recordings go (VideoRoom ``edit``, ``new_rec_dir``)."""
-        session, handle = await self.open_handle()
-        try:
-            await self.message(session, handle, {"request": "edit", "room": room,
-                                                 "secret": secret, "new_rec_dir": rec_dir})
-        finally:
-            await self.destroy_session(session)
+        await self.room_request({"request": "edit", "room": room, "secret": secret,
+                                 "new_rec_dir": rec_dir})
 
     async def kick(self, room: str, secret: str, feed: str) -> None:
-        session, handle = await self.open_handle()
-        try:
-            await self.message(session, handle, {"request": "kick", "room": room,
-                                                 "secret": secret, "id": feed})
-        except JanusError as exc:
-            if exc.code not in (NO_SUCH_ROOM, NO_SUCH_FEED):
-                raise
-        finally:
-            await self.destroy_session(session)
+        """Hangs ``feed`` up; one that has gone, or a room that has, is already out."""
+        await self.room_request({"request": "kick", "room": room, "secret": secret,
+                                 "id": feed}, gone=(NO_SUCH_ROOM, NO_SUCH_FEED))
 
     async def publishers(self, room: str) -> list[str]:
         """The ids of the feeds that publish media in ``room`` now."""
-        session, handle = await self.open_handle()
-        try:
-            data, _ = await self.message(session, handle, {"request": "listparticipants",
-                                                           "room": room})
-        except JanusError as exc:
-            if exc.code == NO_SUCH_ROOM:
-                return []
-            raise
-        finally:
-            await self.destroy_session(session)
-        return [str(p["id"]) for p in data.get("participants", []) if p.get("publisher")]
+        data = await self.room_request({"request": "listparticipants", "room": room},
+                                       gone=(NO_SUCH_ROOM,))
+        return [str(p["id"]) for p in (data or {}).get("participants", [])
+                if p.get("publisher")]
 
     # ------------------------------------------------------------------ admin API
 
