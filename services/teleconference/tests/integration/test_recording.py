@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import av
+import httpx
 
 from healthflow.common.mongo import utcnow
 from healthflow.devkit.testing import TokenFactory, eventually
@@ -91,12 +92,21 @@ async def test_a_consented_recording_becomes_one_playable_file_per_participant(
                 kinds = sorted(s.type for s in played.streams)
                 assert kinds == ["audio", "video"]
                 assert sum(1 for _ in played.decode(video=0)) == file["video_frames"]
+        # a short-lived link a <video> element can play without a token
+        linked = await http.get(f"{room}/recordings/{made['id']}/files/0/link",
+                                headers=doctor.headers)
+        assert linked.status_code == 200 and linked.headers["cache-control"] == "no-store"
+        link = linked.json()
+        assert link["expires_in"] == 60 and "X-Amz-Expires=60" in link["url"]
+        async with httpx.AsyncClient() as outside:
+            played = await outside.get(link["url"])
+        assert played.status_code == 200 and len(played.content) == made["files"][0]["size"]
         stranger = await http.get(f"{room}/recordings/{made['id']}/files/0",
                                   headers=tokens.headers("stranger", ("patient",)))
         assert stranger.status_code == 404
         accessed = await published(app, "recording.accessed")
         assert {(a["accessor_role"], a["file_index"]) for a in accessed} == {
-            ("patient", 0), ("patient", 1)}
+            ("patient", 0), ("patient", 1), ("doctor", 0)}
         [ready] = await published(app, "recording.available")
         assert ready["recording_id"] == made["id"] and ready["files"] == 2
 

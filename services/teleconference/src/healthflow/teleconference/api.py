@@ -37,6 +37,7 @@ from healthflow.teleconference.schemas import (
     GuestSessionOut,
     InviteIn,
     JoinOut,
+    LinkOut,
     Offer,
     ParticipantOut,
     PublishOut,
@@ -232,6 +233,26 @@ async def recording_file(runtime: Runtime, blobs: Blobs, appointment_id: RoomId,
                              headers={"Content-Length": str(file["blob"]["size"]),
                                       **NO_STORE, "Content-Disposition":
                                       f'inline; filename="{recording_id}-{index}.webm"'})
+
+@router.get("/{appointment_id}/recordings/{recording_id}/files/{index}/link",
+            summary="A short-lived playback link to one file of a recording")
+async def recording_link(runtime: Runtime, blobs: Blobs, response: Response,
+                         appointment_id: RoomId, recording_id: PartId,
+                         index: Annotated[int, Path(ge=0, le=64)],
+                         principal: Principal = Member) -> LinkOut:
+    """``url`` is a presigned S3 GET valid ``link_ttl_seconds`` (60) where S3 has an
+    address clients reach (``S3_PUBLIC_ENDPOINT_URL``), for a ``<video>`` element that
+    cannot send a token; else ``None`` and clients play ``file`` through the gateway.
+    Issuing it is a ``recording.accessed``; the answer is never cached."""
+    _, file = await recording.file_of(runtime, principal, appointment_id, recording_id,
+                                      index)
+    ttl = runtime.settings.link_ttl_seconds  # type: ignore[attr-defined]
+    response.headers.update(NO_STORE)
+    url = (blobs.presigned_get(file["blob"]["key"], ttl=ttl)
+           if blobs.settings.s3_public_endpoint_url else None)
+    return LinkOut(url=url, expires_in=ttl, file=f"{router.prefix}/{appointment_id}/"
+                   f"recordings/{recording_id}/files/{index}")
+
 
 @router.get("/{appointment_id}/quality", summary="Participants' connection quality (doctor)")
 async def connection_quality(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,

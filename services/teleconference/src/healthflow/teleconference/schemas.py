@@ -191,3 +191,12 @@ class QualityOut(BaseModel):
     participant_id: str
     role: str
     media: list[MediumQuality]
+
+
+class LinkOut(BaseModel):
+    """A playback link: ``url`` (presigned, ``expires_in`` seconds) or ``None`` where S3
+    is internal; ``file`` is the route through the gateway either way."""
+
+    url: str | None
+    expires_in: int
+    file: str

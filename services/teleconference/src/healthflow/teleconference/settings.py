@@ -45,6 +45,7 @@ class Settings(ServiceSettings):
     janus_recordings_dir: str = "var/janus/recordings"
     janus_pp_rec: str = "janus-pp-rec"
     recording_retention_days: int = Field(default=90, ge=1, le=3650)
+    link_ttl_seconds: int = Field(default=60, ge=1, le=3600)
     keepalive_seconds: float = Field(default=25.0, gt=0)
     sweep_seconds: float = Field(default=30.0, gt=0)
 
