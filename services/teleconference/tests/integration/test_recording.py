@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import av
 import httpx
 
+from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import utcnow
-from healthflow.devkit.testing import TokenFactory, eventually
+from healthflow.devkit.testing import (
+    TokenFactory,
+    doctor_schedule,
+    eventually,
+    schedule_window,
+)
 from healthflow.devkit.webrtc import API, Peer
 from healthflow.teleconference import recording
 
@@ -50,6 +56,16 @@ async def test_a_consented_recording_becomes_one_playable_file_per_participant(
     http, app = client
     event = appointment()
     await deliver(app, event)
+    # the doctor works at h-tele, whose recordings are kept 7 days (90 elsewhere)
+    await app.state.runtime.transport.publish(CloudEvent(
+        source="/healthflow/doctor", type="doctor.schedule_changed",
+        data=doctor_schedule(event.doctor_id, windows=[
+            schedule_window(1, "09:00", "12:00", hospital="h-tele")])))
+
+    async def known() -> bool:
+        return await app.state.runtime.db["doctors"].count_documents({}) == 1
+
+    await eventually(known, message="doctor.schedule_changed never applied")
     room = f"{API}/{event.appointment_id}"
     doctor, patient = await in_call(http, tokens, event.appointment_id)
     try:
@@ -79,6 +95,9 @@ async def test_a_consented_recording_becomes_one_playable_file_per_participant(
         await eventually(available, within=120, interval=0.5,
                          message="the recording was never processed")
         [made] = (await http.get(f"{room}/recordings", headers=patient.headers)).json()
+        kept = datetime.fromisoformat(made["delete_after"]) - datetime.fromisoformat(
+            made["stopped_at"])
+        assert timedelta(days=7) <= kept < timedelta(days=7, minutes=5), kept
         assert sorted(f["role"] for f in made["files"]) == ["doctor", "patient"]
         for index, file in enumerate(made["files"]):
             assert abs(file["duration_seconds"] - RECORD_SECONDS) < 1.5, file

@@ -12,8 +12,10 @@ file per participant, kept for the retention period, then deleted.
   each ``.mjr`` into WebM (VP8) or Ogg (Opus); PyAV muxes a participant's audio and
   video into one WebM without re-encoding; it is stored in the blob store (use
   ``recording``, its SHA-256 kept) and ``recording.available`` published.
-* **Retention**: ``recording_retention_days`` after it became available its files are
-  deleted and ``recording.deleted`` published (the audit log keeps that it happened).
+* **Retention**: the period of the consultation's hospital (its doctor's first
+  affiliated hospital: ``recording_retention_days_by_hospital``, else
+  ``recording_retention_days``) after it became available, its files are deleted and
+  ``recording.deleted`` published (the audit log keeps that it happened).
 
 Recording statuses: recording → processing → available → deleted, or failed (nothing
 was recorded).
@@ -282,7 +284,9 @@ async def process(uow: UnitOfWork, blobs: BlobStore, settings: Settings, job: Jo
             {"_id": rec["_id"]}, {"$set": {"status": "failed", "failed_reason":
                                            "no media was recorded"}}, session=uow.session)
         return
-    delete_after = now + timedelta(days=settings.recording_retention_days)
+    hospital = await store.hospital_of_doctor(uow.db, room.get("doctor_id", ""),
+                                              session=uow.session)
+    delete_after = now + timedelta(days=settings.retention_for(hospital))
     await uow.db[store.RECORDINGS].update_one(
         {"_id": rec["_id"]}, {"$set": {"status": "available", "files": files,
                                        "available_at": now, "delete_after": delete_after}},

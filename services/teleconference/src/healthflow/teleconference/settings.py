@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -19,7 +21,9 @@ class Settings(ServiceSettings):
     ``janus_recordings_dir``: where Janus writes recordings (``.mjr``), a directory this
     service reads too (the same path, a shared volume in compose); ``janus_pp_rec``: the
     ``janus-pp-rec`` program (Debian's ``janus-tools``) that turns them into media files;
-    ``recording_retention_days``: how long a recording is kept before it is deleted.
+    ``recording_retention_days``: how long a recording is kept before it is deleted,
+    unless ``recording_retention_days_by_hospital`` (``{"<hospital id>": days}``) names
+    the consultation's hospital (its doctor's first affiliated hospital).
 
     ``HEALTHFLOW_ENV=production`` refuses (:meth:`own_production_problems`) an unset
     Janus API secret, admin secret or room admin key, and TURN servers without a
@@ -45,6 +49,8 @@ class Settings(ServiceSettings):
     janus_recordings_dir: str = "var/janus/recordings"
     janus_pp_rec: str = "janus-pp-rec"
     recording_retention_days: int = Field(default=90, ge=1, le=3650)
+    recording_retention_days_by_hospital: dict[str, Annotated[int, Field(ge=1, le=3650)]] = (
+        Field(default_factory=dict))
     link_ttl_seconds: int = Field(default=60, ge=1, le=3600)
     keepalive_seconds: float = Field(default=25.0, gt=0)
     sweep_seconds: float = Field(default=30.0, gt=0)
@@ -61,3 +67,8 @@ class Settings(ServiceSettings):
             problems.append(f"{env_name(type(self), 'turn_secret')}: is not set, but "
                             "ice_servers names TURN servers (clients could not use them)")
         return problems
+
+    def retention_for(self, hospital_id: str | None) -> int:
+        """Days a recording of a consultation of ``hospital_id`` is kept."""
+        return self.recording_retention_days_by_hospital.get(
+            hospital_id or "", self.recording_retention_days)

@@ -20,6 +20,8 @@ Collections (database ``healthflow_teleconference``), times aware UTC::
     invitations   {_id, room_id, kind (domain.GuestKind), token_hash, session_hash: SHA-256
                    of the link's token and of the guest's session secret (never the
                    secrets), created_by, created_at, expires_at, redeemed_at}
+    doctors       {_id: doctor id, version, hospital_ids: affiliated hospitals in the
+                   doctor's order} (read model of ``doctor.schedule_changed``)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ ROOMS = "rooms"
 PARTICIPANTS = "participants"
 RECORDINGS = "recordings"
 INVITATIONS = "invitations"
+DOCTORS = "doctors"
 
 INDEXES: Indexes = {
     ROOMS: [IndexModel([("status", ASCENDING), ("end", ASCENDING)], name="status_end")],
@@ -136,3 +139,24 @@ async def rooms_to_close(db: AsyncDatabase[Document], closing_before: datetime,
     return await db[ROOMS].find(
         {"status": {"$in": ["scheduled", "in_progress"]}, "end": {"$lt": closing_before}}
     ).limit(limit).to_list(None)
+
+
+async def put_doctor(uow: UnitOfWork, doctor_id: str, version: int,
+                     hospital_ids: list[str]) -> None:
+    """The doctor's hospitals, when ``version`` is newer than the one held (delivery is
+    at-least-once and unordered)."""
+    held = await uow.db[DOCTORS].find_one({"_id": doctor_id}, {"version": 1},
+                                          session=uow.session)
+    if held is not None and int(held["version"]) >= version:
+        return
+    await uow.db[DOCTORS].update_one({"_id": doctor_id}, {"$set": {
+        "version": version, "hospital_ids": hospital_ids}}, upsert=True, session=uow.session)
+
+
+async def hospital_of_doctor(db: AsyncDatabase[Document], doctor_id: str,
+                             session: Any = None) -> str | None:
+    """The doctor's first affiliated hospital (the one an online consultation belongs
+    to), or ``None`` when unknown."""
+    doc = await db[DOCTORS].find_one({"_id": doctor_id}, session=session)
+    hospitals: list[str] = doc["hospital_ids"] if doc else []
+    return hospitals[0] if hospitals else None
