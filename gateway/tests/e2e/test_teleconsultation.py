@@ -12,11 +12,13 @@ its bookings are days ahead.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import av
 import httpx
 
 from healthflow.devkit.testing import RunningPlatform, eventually
@@ -30,6 +32,8 @@ from .conftest import (
     register_patient,
 )
 from .test_payments import checkout, online_doctor, online_slots, pay
+
+RECORD_SECONDS = 4.0
 
 
 async def book_and_pay(api: httpx.AsyncClient, platform: RunningPlatform, patient: User,
@@ -121,6 +125,37 @@ async def test_a_video_consultation_through_the_gateway_and_janus(
             print(f"\n[teleconsultation] admitted to first remote frame: "
                   f"{from_doctor.first_at - token_at:.2f} s; frames "
                   f"{from_patient.counts} / {from_doctor.counts}")
+
+            # recorded with both consents; played back through the gateway
+            for user in (doctor, patient):
+                ok(await api.put(f"{room}/recording/consent", headers=user.headers,
+                                 json={"given": True}))
+            ok(await api.post(f"{room}/recording/start", headers=doctor.headers), 201)
+            began = time.monotonic()
+            await asyncio.sleep(RECORD_SECONDS)
+            ok(await api.post(f"{room}/recording/stop", headers=doctor.headers))
+            recorded = time.monotonic() - began
+
+            async def available() -> bool:
+                listed = ok(await api.get(f"{room}/recordings", headers=patient.headers))
+                return bool(listed) and listed[0]["status"] == "available"
+
+            await eventually(available, within=120, interval=0.5,
+                             message="the recording was never made available")
+            [made] = ok(await api.get(f"{room}/recordings", headers=patient.headers))
+            assert sorted(f["role"] for f in made["files"]) == ["doctor", "patient"]
+            for index in range(2):
+                got = await api.get(f"{room}/recordings/{made['id']}/files/{index}",
+                                    headers=patient.headers)
+                assert got.status_code == 200, got.text
+                with av.open(io.BytesIO(got.content)) as played:
+                    duration = float(played.duration or 0) / av.time_base
+                    frames = sum(1 for _ in played.decode(video=0))
+                assert abs(duration - recorded) < 1.5, (duration, recorded)
+                assert frames >= 15 * (recorded - 1.5), frames  # ColourBars: 15 frames/s
+            files = [(f["role"], f["duration_seconds"], f["video_frames"])
+                     for f in made["files"]]
+            print(f"[teleconsultation] recording of {recorded:.1f} s: {files}")
 
             ended = ok(await api.post(f"{room}/end", headers=doctor.headers))
             assert ended["status"] == "ended"
