@@ -132,3 +132,38 @@ class SigningKeyRotated(EventPayload):
     next_kid: str
     retired_until: datetime | None
     removed_kids: list[str]
+
+
+PASSWORD_RESET_PURPOSE = "password-reset"  # noqa: S105 - a label, not a secret
+"""The ``purpose`` under which a reset link's token is derived from its ``reset_id``."""
+
+
+@event_type("auth.password_reset_requested", version=1, publisher=PUBLISHER)
+class PasswordResetRequested(EventPayload):
+    """Someone asked for a password-reset link for ``user_id`` (an existing, active account).
+
+    ``reset_id`` names the request, never the link: the link's token is
+    :func:`healthflow.common.links.account_link_token` of ``reset_id`` under the secret
+    only auth and notification hold (``ACCOUNT_LINK_SECRET``), so neither this event nor
+    the audit log that keeps it can reset a password. The notification service e-mails
+    the link; it is void after ``expires_at`` (aware UTC) or its first use.
+    """
+
+    user_id: str
+    reset_id: str
+    expires_at: datetime
+
+
+PasswordChangeMethod = Literal["change", "reset"]
+
+
+@event_type("auth.password_changed", version=1, publisher=PUBLISHER)
+class PasswordChanged(EventPayload):
+    """``user_id``'s password was changed by its owner (``change``: the current one was
+    given) or through a reset link (``reset``: ``reset_id`` names the request); every
+    session of the user was revoked (``sessions_revoked`` of them)."""
+
+    user_id: str
+    method: PasswordChangeMethod
+    reset_id: str | None = None
+    sessions_revoked: int = Field(ge=0)

@@ -3,6 +3,7 @@ declared on each route.
 
 Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 ``POST /api/v1/auth/token``, ``POST /api/v1/auth/refresh``,
+``POST /api/v1/auth/password/reset`` and ``…/reset/complete``,
 ``GET /.well-known/jwks.json``. Everything else states the permission it needs.
 """
 
@@ -14,14 +15,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from healthflow.auth import service
+from healthflow.auth import credentials, service
 from healthflow.auth.domain import IssuedTokens
 from healthflow.auth.keys import key_summary
 from healthflow.auth.schemas import (
     JWKS,
+    ChangePasswordRequest,
     CreateUserRequest,
     KeyOut,
     MeOut,
+    PasswordResetAccepted,
+    PasswordResetComplete,
+    PasswordResetRequest,
     RefreshRequest,
     RegisterRequest,
     RotationOut,
@@ -257,3 +262,52 @@ async def remove_role(user_id: str, role: Role, auth: AuthService,
                       principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
     return UserOut.of(await service.change_role(auth.runtime, user_id, role, assign=False,
                                                 actor=principal.actor))
+
+
+# --------------------------------------------------------------------------- passwords
+
+RESET_ACCEPTED = ("if an active account has this address, a reset link is on its way; "
+                  "it is valid for a short time and works once")
+
+
+@auth_router.post("/password", status_code=status.HTTP_204_NO_CONTENT,
+                  summary="Change one's own password (ends every session)",
+                  responses=_problems(**{
+                      "403": "the current password is incorrect",
+                      "422": "a new password the policy refuses, or the current one",
+                      "429": "too many failed attempts for the account or the client address; "
+                             "see Retry-After"}))
+async def change_password(
+    body: ChangePasswordRequest, request: Request, auth: AuthService,
+    principal: Principal = require(Permission.CREDENTIALS_MANAGE_OWN),
+) -> Response:
+    """Every session of the caller ends, this one too: log in again with the new password.
+    A wrong current password counts as a failed login."""
+    await credentials.change_password(
+        auth, user_id=principal.subject,
+        current_password=body.current_password.get_secret_value(),
+        new_password=body.new_password.get_secret_value(),
+        client_ip=client_ip(request, auth.settings.trusted_proxies))
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+@auth_router.post("/password/reset", status_code=status.HTTP_202_ACCEPTED,
+                  response_model=PasswordResetAccepted,
+                  summary="Ask for a password-reset link by e-mail (public)")
+async def request_password_reset(body: PasswordResetRequest,
+                                 auth: AuthService) -> PasswordResetAccepted:
+    """202 with the same body whether or not an account has the address."""
+    await credentials.request_password_reset(auth, email=body.email)
+    return PasswordResetAccepted(detail=RESET_ACCEPTED)
+
+
+@auth_router.post("/password/reset/complete", status_code=status.HTTP_204_NO_CONTENT,
+                  summary="Set a new password with an e-mailed reset link (public)",
+                  responses=_problems(**{
+                      "400": "the link is invalid, expired or already used",
+                      "422": "a new password the policy refuses"}))
+async def complete_password_reset(body: PasswordResetComplete, auth: AuthService) -> Response:
+    """Uses up the link and ends every session of the account."""
+    await credentials.reset_password(auth, token=body.token,
+                                     new_password=body.new_password.get_secret_value())
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)

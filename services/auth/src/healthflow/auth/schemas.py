@@ -152,3 +152,30 @@ class JWKS(BaseModel):
     """RFC 7517 §5 JWK Set (public keys only)."""
 
     keys: list[dict[str, Any]]
+
+
+class ChangePasswordRequest(Request):
+    """The caller's current password and the new one (the registration policy applies)."""
+
+    current_password: Password
+    new_password: Password
+
+
+class PasswordResetRequest(Request):
+    """The address to send a reset link to."""
+
+    email: EmailStr
+
+
+class PasswordResetComplete(Request):
+    """The token of the e-mailed link and the new password (the registration policy
+    applies)."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    new_password: Password
+
+
+class PasswordResetAccepted(BaseModel):
+    """The one answer to a reset request, whether or not the address has an account."""
+
+    detail: str

@@ -7,7 +7,7 @@ option (t=3, m=64 MiB, p=4), above the OWASP Password Storage Cheat Sheet minimu
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
@@ -61,6 +61,16 @@ class Settings(ServiceSettings):
     """Addresses or networks of the proxies (the gateway) whose ``X-Forwarded-For`` names
     the real client address (JSON list, e.g. ``AUTH_TRUSTED_PROXIES='["10.0.0.0/8"]'``).
     Loopback by default: the service is reachable only through the gateway."""
+
+    # Password resets (healthflow.auth.credentials)
+    password_reset_ttl: int = Field(default=30 * 60, ge=60, le=24 * 3600)
+    """Seconds a reset link stays valid (it is also void after its first use)."""
+    password_resets_per_hour: int = Field(default=3, ge=1, le=100)
+    """Reset e-mails sent for one account per hour; further requests get the same
+    answer and send nothing (no mail-bombing of the owner)."""
+    account_link_secret: SecretStr = SecretStr("embedded-account-link-secret")
+    """Shared with the notification service (platform-wide ``ACCOUNT_LINK_SECRET``): the
+    key of the reset links' tokens (:mod:`healthflow.common.links`)."""
 
     @model_validator(mode="after")
     def _grace_covers_reload(self) -> Settings:

@@ -25,6 +25,12 @@ Documents (all times aware UTC):
     {_id: "account:" | "ip:" + sha256-hex of the email or address (never the value),
      window_start, count: refusals in the window, purge_at}
 
+``password_resets`` (one reset link each)::
+
+    {_id: sha256-hex of the link's token (never the token), reset_id, user_id,
+     created_at, expires_at, used_at | None, outcome: None | "used" | "superseded",
+     purge_at}
+
 ``signing_keys``::
 
     {_id: kid, alg: "EdDSA", state: next | active | retired | removed,
@@ -52,6 +58,7 @@ SESSIONS = "sessions"
 REFRESH_TOKENS = "refresh_tokens"
 SIGNING_KEYS = "signing_keys"
 REFUSED_LOGINS = "refused_logins"
+PASSWORD_RESETS = "password_resets"  # noqa: S105 - a collection name
 
 INDEXES = {
     USERS: [
@@ -68,6 +75,10 @@ INDEXES = {
         IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
     ],
     REFUSED_LOGINS: [
+        IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
+    PASSWORD_RESETS: [
+        IndexModel([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user_created"),
         IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
     ],
     SIGNING_KEYS: [
@@ -252,3 +263,37 @@ async def count_refusal(db: Db, key: str, now: datetime, window: float) -> int |
         {"_id": key}, {"window_start": now, "count": 0, "purge_at": purge_at}, upsert=True)
     return int(previous["count"]) if previous else 0
 
+
+
+# --------------------------------------------------------------------------- password resets
+
+
+async def count_resets_since(db: Db, user_id: str, since: datetime, *,
+                             session: Session = None) -> int:
+    """Reset links issued for ``user_id`` at or after ``since``."""
+    return await db[PASSWORD_RESETS].count_documents(
+        {"user_id": user_id, "created_at": {"$gte": since}}, session=session)
+
+
+async def insert_reset(db: Db, doc: Document, *, session: Session) -> None:
+    """Store a new reset link; earlier unused links of the same user are void from now."""
+    await db[PASSWORD_RESETS].update_many(
+        {"user_id": doc["user_id"], "used_at": None},
+        {"$set": {"used_at": doc["created_at"], "outcome": "superseded"}}, session=session)
+    await db[PASSWORD_RESETS].insert_one(doc, session=session)
+
+
+async def use_reset(db: Db, token_hash: str, *, now: datetime,
+                    session: Session) -> Document | None:
+    """Mark the unused, unexpired link ``token_hash`` used and return it; ``None`` when
+    there is none (unknown, used, superseded or expired): a link works once."""
+    return await db[PASSWORD_RESETS].find_one_and_update(
+        {"_id": token_hash, "used_at": None, "expires_at": {"$gt": now}},
+        {"$set": {"used_at": now, "outcome": "used"}}, session=session,
+        return_document=ReturnDocument.AFTER)
+
+
+async def find_usable_reset(db: Db, token_hash: str, *, now: datetime) -> Document | None:
+    """The unused, unexpired link ``token_hash`` (not marked: :func:`use_reset` does)."""
+    return await db[PASSWORD_RESETS].find_one(
+        {"_id": token_hash, "used_at": None, "expires_at": {"$gt": now}})
