@@ -167,3 +167,33 @@ class PasswordChanged(EventPayload):
     method: PasswordChangeMethod
     reset_id: str | None = None
     sessions_revoked: int = Field(ge=0)
+
+
+@event_type("auth.mfa_enrolled", version=1, publisher=PUBLISHER)
+class MfaEnrolled(EventPayload):
+    """``user_id`` confirmed a second factor (``totp``: RFC 6238) with a first code, and
+    received one-time recovery codes (``recovery_codes`` of them; never the codes)."""
+
+    user_id: str
+    method: Literal["totp"]
+    recovery_codes: int = Field(ge=0)
+
+
+@event_type("auth.mfa_reset", version=1, publisher=PUBLISHER)
+class MfaReset(EventPayload):
+    """``user_id``'s second factor and recovery codes were removed by ``reset_by`` (an
+    admin's user id, e.g. for a lost phone); the next login asks for a new enrolment
+    where the user's roles require one."""
+
+    user_id: str
+    reset_by: str
+
+
+@event_type("auth.mfa_recovery_code_used", version=1, publisher=PUBLISHER)
+class MfaRecoveryCodeUsed(EventPayload):
+    """A one-time recovery code stood in for ``user_id``'s authenticator at a login;
+    ``remaining`` unused codes are left."""
+
+    user_id: str
+    session_id: str
+    remaining: int = Field(ge=0)

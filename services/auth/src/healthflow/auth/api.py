@@ -4,6 +4,7 @@ declared on each route.
 Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 ``POST /api/v1/auth/token``, ``POST /api/v1/auth/refresh``,
 ``POST /api/v1/auth/password/reset`` and ``…/reset/complete``,
+``POST /api/v1/auth/token/mfa`` and ``…/token/mfa/enrolment`` (they carry a challenge),
 ``GET /.well-known/jwks.json``. Everything else states the permission it needs.
 """
 
@@ -15,22 +16,28 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from healthflow.auth import credentials, service
+from healthflow.auth import credentials, mfa, service
 from healthflow.auth.domain import IssuedTokens
 from healthflow.auth.keys import key_summary
 from healthflow.auth.schemas import (
     JWKS,
     ChangePasswordRequest,
     CreateUserRequest,
+    EnrolmentOut,
     KeyOut,
     MeOut,
+    MfaChallengeRequest,
+    MfaLoginRequest,
+    MfaTokenResponse,
     PasswordResetAccepted,
     PasswordResetComplete,
     PasswordResetRequest,
+    RecoveryCodesOut,
     RefreshRequest,
     RegisterRequest,
     RotationOut,
     TokenResponse,
+    TotpCode,
     UserOut,
 )
 from healthflow.auth.service import Auth
@@ -127,7 +134,10 @@ async def register(body: RegisterRequest, auth: AuthService) -> UserOut:
 
 
 @auth_router.post("/token", response_model=TokenResponse,
-                  summary="Log in: OAuth 2.0 password grant (public)", responses=GRANT_PROBLEMS)
+                  summary="Log in: OAuth 2.0 password grant (public)",
+                  responses=GRANT_PROBLEMS | _problems(**{
+                      "403": '"mfa_required" with mfa_token (and enrolment_required): send '
+                             "the authenticator's code to POST /api/v1/auth/token/mfa"}))
 async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request,
                 response: Response, auth: AuthService) -> TokenResponse:
     """``username`` is the email. 400 ``invalid_grant`` for any bad credentials; 429 with
@@ -311,3 +321,73 @@ async def complete_password_reset(body: PasswordResetComplete, auth: AuthService
     await credentials.reset_password(auth, token=body.token,
                                      new_password=body.new_password.get_secret_value())
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+# --------------------------------------------------------------------------- second factor
+
+@auth_router.post("/mfa/totp", status_code=status.HTTP_201_CREATED, response_model=EnrolmentOut,
+                  summary="Begin enrolling an authenticator app (TOTP)",
+                  responses=_problems(**{"409": "an authenticator is already enrolled"}))
+async def start_totp_enrolment(
+    response: Response, auth: AuthService,
+    principal: Principal = require(Permission.CREDENTIALS_MANAGE_OWN),
+) -> EnrolmentOut:
+    """A new key, pending until confirmed with a first code."""
+    enrolment = await mfa.start_enrolment(auth, user_id=principal.subject)
+    response.headers.update(NO_STORE)
+    return EnrolmentOut(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
+
+
+@auth_router.post("/mfa/totp/confirm", response_model=RecoveryCodesOut,
+                  summary="Confirm the authenticator with a first code",
+                  responses=_problems(**{"409": "no enrolment pending",
+                                         "422": "the code does not match"}))
+async def confirm_totp_enrolment(
+    body: TotpCode, response: Response, auth: AuthService,
+    principal: Principal = require(Permission.CREDENTIALS_MANAGE_OWN),
+) -> RecoveryCodesOut:
+    """Activates the authenticator; answers the recovery codes (shown once)."""
+    codes = await mfa.confirm_enrolment(auth, user_id=principal.subject, code=body.code)
+    response.headers.update(NO_STORE)
+    return RecoveryCodesOut(recovery_codes=codes)
+
+
+@auth_router.post("/token/mfa", response_model=MfaTokenResponse,
+                  summary="Log in, second step: the authenticator's code (public)",
+                  responses=_problems(**{
+                      "400": 'RFC 6749 "invalid_grant": a wrong or reused code, a used '
+                             "recovery code, an unknown or expired challenge",
+                      "429": "too many failed attempts; see Retry-After"}))
+async def token_second_factor(body: MfaLoginRequest, request: Request, response: Response,
+                              auth: AuthService) -> MfaTokenResponse:
+    """``code`` or ``recovery_code`` for the challenge ``mfa_token``."""
+    done = await mfa.complete_login(auth, mfa_token=body.mfa_token, code=body.code,
+                                    recovery_code=body.recovery_code,
+                                    client_ip=client_ip(request, auth.settings.trusted_proxies))
+    response.headers.update(NO_STORE)
+    return MfaTokenResponse(access_token=done.tokens.access_token,
+                            refresh_token=done.tokens.refresh_token,
+                            expires_in=done.tokens.expires_in,
+                            recovery_codes=done.recovery_codes)
+
+
+@auth_router.post("/token/mfa/enrolment", response_model=EnrolmentOut,
+                  summary="Log in, enrolment step: the key for a required authenticator "
+                          "(public)",
+                  responses=_problems(**{"400": "not an enrolment challenge, or expired"}))
+async def token_enrolment(body: MfaChallengeRequest, response: Response,
+                          auth: AuthService) -> EnrolmentOut:
+    """For a ``mfa_required`` answer with ``enrolment_required``: confirm the key by
+    sending its first code to ``POST /api/v1/auth/token/mfa``."""
+    enrolment = await mfa.start_enrolment_at_login(auth, mfa_token=body.mfa_token)
+    response.headers.update(NO_STORE)
+    return EnrolmentOut(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
+
+
+@users_router.post("/{user_id}/mfa/reset", status_code=status.HTTP_204_NO_CONTENT,
+                   summary="Remove a user's authenticator and recovery codes (lost phone)")
+async def reset_mfa(user_id: str, auth: AuthService,
+                    principal: Principal = require(Permission.USERS_MANAGE)) -> Response:
+    """Their next login enrols a new one where their roles require it."""
+    await mfa.reset_factor(auth, user_id=user_id, actor=principal.actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, events, failures, store
+from healthflow.auth import domain, events, failures, mfa, store
 from healthflow.auth.keys import KeyRing, key_info, new_key_document
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
@@ -277,6 +277,8 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
             recorded as ``auth.login_failed`` (:func:`failures.record_refusal`).
         domain.InvalidGrant: unknown email, wrong password or inactive account
             (one answer for all three); recorded as ``auth.login_failed``.
+        domain.MfaRequired: (403) the password was right and a second factor must
+            follow (:func:`healthflow.auth.mfa.challenge_if_needed`).
     """
     settings = auth.settings
     client_id = client_id or settings.default_client_id
@@ -305,14 +307,21 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
         raise domain.InvalidGrant(domain.INVALID_CREDENTIALS)
     assert user is not None
     await auth.throttle.succeeded(email_key)
+    # a second factor first, where the account has one or its roles require one
+    await mfa.challenge_if_needed(auth, user, client_id=client_id, client_ip=client_ip)
     new_hash = (await auth.hasher.hash(password)
                 if auth.hasher.needs_rehash(user["password_hash"]) else None)
-    return await _open_session(auth, user, client_id=client_id, client_ip=client_ip,
-                               new_hash=new_hash)
+    return await open_session(auth, user, client_id=client_id, client_ip=client_ip,
+                              new_hash=new_hash)
 
 
-async def _open_session(auth: Auth, user: Document, *, client_id: str, client_ip: str | None,
-                        new_hash: str | None) -> domain.IssuedTokens:
+async def open_session(auth: Auth, user: Document, *, client_id: str, client_ip: str | None,
+                       new_hash: str | None,
+                       also: Callable[[UnitOfWork, str], Awaitable[None]] | None = None,
+                       ) -> domain.IssuedTokens:
+    """Begin a session for ``user`` (publish ``auth.login_succeeded``); ``also(uow,
+    session_id)`` runs in the same transaction (the second factor's bookkeeping)."""
+
     async def apply(uow: UnitOfWork) -> tuple[str, str, datetime]:
         now = utcnow()
         session_doc = domain.new_session(user_id=user["_id"], client_id=client_id,
@@ -323,6 +332,8 @@ async def _open_session(auth: Auth, user: Document, *, client_id: str, client_ip
         if new_hash is not None:  # parameters changed since this hash was made
             await store.update_user(auth.runtime.db, user["_id"],
                                     {"$set": {"password_hash": new_hash}}, session=uow.session)
+        if also is not None:
+            await also(uow, session_doc["_id"])
         uow.publish(events.LoginSucceeded(user_id=user["_id"], session_id=session_doc["_id"],
                                           client_ip=client_ip, client_id=client_id),
                     subject=user["_id"])

@@ -72,6 +72,22 @@ class Settings(ServiceSettings):
     """Shared with the notification service (platform-wide ``ACCOUNT_LINK_SECRET``): the
     key of the reset links' tokens (:mod:`healthflow.common.links`)."""
 
+    # Second factor: TOTP (RFC 6238) and recovery codes (healthflow.auth.mfa)
+    mfa_required_roles: list[str] = Field(
+        default_factory=lambda: ["admin", "compliance_officer", "doctor"])
+    """Roles whose logins need a second factor; a user with one and no authenticator yet
+    enrols during the login. Others may enrol. The local platform runner sets
+    ``AUTH_MFA_REQUIRED_ROLES='[]'`` unless told otherwise (see the devkit's README)."""
+    mfa_issuer: str = "HealthFlow"
+    """The issuer an authenticator app shows (``otpauth://`` URI)."""
+    mfa_challenge_ttl: int = Field(default=300, ge=30, le=3600)
+    """Seconds between a correct password and the second factor."""
+    mfa_challenge_attempts: int = Field(default=5, ge=1, le=20)
+    """Wrong codes one challenge tolerates (the account's failed-login budget counts too)."""
+    mfa_valid_window: int = Field(default=1, ge=0, le=2)
+    """Time steps (30 s) a code may lag or lead the server's clock (RFC 6238 §5.2)."""
+    mfa_recovery_codes: int = Field(default=10, ge=1, le=20)
+
     @model_validator(mode="after")
     def _grace_covers_reload(self) -> Settings:
         # A replica that has not reloaded yet still signs with a just-retired key;
