@@ -1,18 +1,23 @@
-"""The password lifecycle through the gateway, as a person and their mail client live it:
-a reset link read from the local mailbox sets a new password once, ends every session,
-and never appears in the audit log; a change needs the current password."""
+"""The account lifecycle through the gateway, as a person, their mail client and their
+authenticator app live it: a reset link read from the local mailbox sets a new password
+once, ends every session, and never appears in the audit log; a change needs the current
+password; an authenticator enrolled with a first code is asked for at every login, a
+recovery code stands in for it once, and an admin's reset removes it."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import httpx
+import pyotp
 
 from healthflow.devkit.testing import RunningPlatform, eventually
 
 from .conftest import (
     PASSWORD,
     User,
+    as_admin,
     assert_problem,
     audit_events,
     login,
@@ -97,3 +102,56 @@ async def test_changing_the_password_needs_the_current_one(platform: RunningPlat
         await refused_login(api, patient.email, PASSWORD)
         await login(api, patient.email, NEW_PASSWORD)
         await wait_for_mail(platform, patient.email, CHANGED_SUBJECT)
+
+
+def totp_code(totp: pyotp.TOTP, used: set[int]) -> str:
+    """The code of the current 30 s step, or the next one when the current was used (the
+    platform accepts one step either side and each step once): no wait on a boundary."""
+    step = int(time.time()) // 30
+    while step in used:
+        step += 1
+    used.add(step)
+    return totp.at(step * 30)
+
+
+async def test_an_authenticator_is_enrolled_asked_for_and_reset(
+        platform: RunningPlatform, compliance: User) -> None:
+    async with platform.client() as api:
+        patient = await register_patient(api, "twofactor")
+        key = ok(await api.post("/api/v1/auth/mfa/totp", headers=patient.headers), 201)
+        assert key["otpauth_uri"].startswith("otpauth://totp/HealthFlow:")
+        totp, used = pyotp.TOTP(key["secret"]), set[int]()
+        codes = ok(await api.post("/api/v1/auth/mfa/totp/confirm", headers=patient.headers,
+                                  json={"code": totp_code(totp, used)}))["recovery_codes"]
+        assert len(codes) == 10
+
+        async def challenge() -> str:
+            response = await api.post("/api/v1/auth/token", data={
+                "username": patient.email, "password": PASSWORD})
+            body = assert_problem(response, 403, "mfa-required")
+            assert body["error"] == "mfa_required" and "access_token" not in body
+            return str(body["mfa_token"])
+
+        tokens = ok(await api.post("/api/v1/auth/token/mfa", json={
+            "mfa_token": await challenge(), "code": totp_code(totp, used)}))
+        ok(await api.get("/api/v1/auth/me",
+                         headers={"Authorization": f"Bearer {tokens['access_token']}"}))
+        by_recovery = {"mfa_token": await challenge(), "recovery_code": codes[0]}
+        ok(await api.post("/api/v1/auth/token/mfa", json=by_recovery))
+        reused = await api.post("/api/v1/auth/token/mfa", json={
+            "mfa_token": await challenge(), "recovery_code": codes[0]})
+        assert_problem(reused, 400)
+
+        admin = await as_admin(api, platform)
+        ok(await api.post(f"/api/v1/users/{patient.id}/mfa/reset", headers=admin.headers), 204)
+        await login(api, patient.email)  # a patient need not enrol again
+
+        async def audited() -> bool:
+            types = {e["type"] for e in await audit_events(api, compliance, subject=patient.id)}
+            return {"auth.mfa_enrolled", "auth.mfa_recovery_code_used",
+                    "auth.mfa_reset"} <= types
+
+        await eventually(audited, within=30, message="the second factor was not audited")
+        entries = await audit_events(api, compliance, subject=patient.id)
+        assert key["secret"] not in str(entries)
+        assert not any(code in str(entries) for code in codes)

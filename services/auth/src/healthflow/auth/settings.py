@@ -77,7 +77,7 @@ class Settings(ServiceSettings):
         default_factory=lambda: ["admin", "compliance_officer", "doctor"])
     """Roles whose logins need a second factor; a user with one and no authenticator yet
     enrols during the login. Others may enrol. The local platform runner sets
-    ``AUTH_MFA_REQUIRED_ROLES='[]'`` unless told otherwise (see the devkit's README)."""
+    ``AUTH_MFA_REQUIRED_ROLES='[]'`` unless told otherwise (docs/decisions.md)."""
     mfa_issuer: str = "HealthFlow"
     """The issuer an authenticator app shows (``otpauth://`` URI)."""
     mfa_challenge_ttl: int = Field(default=300, ge=30, le=3600)
