@@ -155,3 +155,20 @@ async def test_an_authenticator_is_enrolled_asked_for_and_reset(
         entries = await audit_events(api, compliance, subject=patient.id)
         assert key["secret"] not in str(entries)
         assert not any(code in str(entries) for code in codes)
+
+
+async def test_signing_up_with_a_taken_address_tells_the_owner_not_the_caller(
+        platform: RunningPlatform) -> None:
+    async with platform.client() as api:
+        owner = await register_patient(api, "owner")
+        body = {"password": "Marble-Falcon-Thistle-8842", "full_name": "Someone Else",
+                "phone": "+447400123456"}
+        fresh = ok(await api.post("/api/v1/auth/register",
+                                  json=body | {"email": new_email("fresh")}), 201)
+        taken = ok(await api.post("/api/v1/auth/register",
+                                  json=body | {"email": owner.email}), 201)
+        assert set(taken) == set(fresh) and taken["id"] != owner.id
+        await refused_login(api, owner.email, body["password"])
+        await login(api, owner.email)  # the owner's account is unchanged
+        await wait_for_mail(platform, owner.email,
+                            "Someone tried to sign up with your email address")

@@ -11,6 +11,7 @@ from healthflow.contracts.auth import (
     PASSWORD_RESET_PURPOSE,
     PasswordChanged,
     PasswordResetRequested,
+    RegistrationAttempted,
 )
 from healthflow.devkit.testing import eventually
 
@@ -68,3 +69,18 @@ async def test_the_owner_is_told_their_password_changed(notif: Notif) -> None:
     assert "reset link sent to this address" in mail.part("text/plain")
     assert await notif.db["feed"].count_documents(
         {"user_id": "pat-ch", "template": "password_changed"}) == 1
+
+
+async def test_the_owner_is_told_someone_tried_to_sign_up_with_their_address(
+        notif: Notif) -> None:
+    await notif.deliver(user_registered("pat-sg", email="sg@patients.test"))
+    notif.clock.advance(seconds=1)
+    attempt = event("auth.registration_attempted",
+                    RegistrationAttempted(user_id="pat-sg").model_dump(mode="json"),
+                    subject="pat-sg")
+    await notif.deliver(attempt)
+    await eventually(lambda: len(notif.smtp.to("sg@patients.test")) == 2,
+                     message="no email about the sign-up attempt")
+    mail = notif.smtp.to("sg@patients.test")[-1]
+    assert mail.message["Subject"] == "Someone tried to sign up with your email address"
+    assert [d["channel"] for d in await notif.deliveries(source_id=attempt.id)] == ["email"]

@@ -197,3 +197,12 @@ class MfaRecoveryCodeUsed(EventPayload):
     user_id: str
     session_id: str
     remaining: int = Field(ge=0)
+
+
+@event_type("auth.registration_attempted", version=1, publisher=PUBLISHER)
+class RegistrationAttempted(EventPayload):
+    """Someone tried to register with the address of the existing account ``user_id``;
+    they got the same answer as a new registration (no account enumeration) and the
+    owner is told by e-mail. At most a few per account and hour are published."""
+
+    user_id: str

@@ -122,11 +122,11 @@ def _token_response(tokens: IssuedTokens, response: Response) -> TokenResponse:
 
 @auth_router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut,
                   summary="Register as a patient (public)",
-                  responses=_problems(**{"409": "an account with this email exists",
-                                         "422": "invalid input or a password the policy "
+                  responses=_problems(**{"422": "invalid input or a password the policy "
                                                 "refuses"}))
 async def register(body: RegisterRequest, auth: AuthService) -> UserOut:
-    """Create a patient account. 409 when the email is taken; 422 for a weak password."""
+    """Create a patient account; 422 for a weak password. An address that already has an
+    account gets the same answer (nothing is created; its owner is told by e-mail)."""
     user = await service.register(auth, email=body.email,
                                   password=body.password.get_secret_value(),
                                   full_name=body.full_name, phone=body.phone)

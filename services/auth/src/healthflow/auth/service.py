@@ -64,6 +64,10 @@ class Auth:
 # --------------------------------------------------------------------------- accounts
 
 
+class EmailTaken(Conflict):
+    """An account with this email exists (409 for admins creating staff)."""
+
+
 async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,
                          password: str, full_name: str, phone: str | None,
                          roles: Iterable[str], actor: str | None,
@@ -74,7 +78,7 @@ async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, ema
     it); it is hashed here. ``actor`` ``None`` means the new user acts.
 
     Raises:
-        Conflict: an account with this email (compared case-insensitively) exists.
+        EmailTaken: (409) an account with this email (compared case-insensitively) exists.
     """
     user_id = str(uuid.uuid4())
     user = domain.new_user(user_id=user_id, email=email, full_name=full_name, phone=phone,
@@ -85,7 +89,7 @@ async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, ema
         try:
             await store.insert_user(runtime.db, user, session=uow.session)
         except DuplicateKeyError:
-            raise Conflict("an account with this email already exists") from None
+            raise EmailTaken("an account with this email already exists") from None
         uow.publish(events.UserRegistered(user_id=user_id, email=user["email"],
                                           full_name=full_name, phone=phone, roles=user["roles"],
                                           self_registered=self_registered),
@@ -97,10 +101,37 @@ async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, ema
 
 async def register(auth: Auth, *, email: str, password: str, full_name: str,
                    phone: str | None) -> Document:
-    """A patient registers themselves (see :func:`create_account`)."""
-    return await create_account(auth.runtime, auth.hasher, email=email, password=password,
-                                full_name=full_name, phone=phone, roles=[Role.PATIENT],
-                                actor=None, self_registered=True)
+    """A patient registers themselves (see :func:`create_account`).
+
+    An address that already has an account gets the same answer as a new one (a user
+    document of the same shape, never stored, with an id that names nobody), after the
+    same work (the password is hashed either way), so the answer does not tell whether
+    the address is registered; the owner is told by e-mail
+    (``auth.registration_attempted``, at most ``settings.registration_notices``).
+    """
+    try:
+        return await create_account(auth.runtime, auth.hasher, email=email,
+                                    password=password, full_name=full_name, phone=phone,
+                                    roles=[Role.PATIENT], actor=None, self_registered=True)
+    except EmailTaken:
+        await _registration_attempted(auth, email)
+        decoy_id = str(uuid.uuid4())
+        return domain.new_user(user_id=decoy_id, email=email, full_name=full_name,
+                               phone=phone, roles=[Role.PATIENT], password_hash="",
+                               created_by=decoy_id, now=utcnow())
+
+
+async def _registration_attempted(auth: Auth, email: str) -> None:
+    email_key = domain.normalize_email(email)
+    owner = await store.find_user_by_email(auth.runtime.db, email_key)
+    if owner is None or not await auth.throttle.allow_notice(
+            auth.settings.registration_notices, "registration", email_key):
+        return
+
+    async def apply(uow: UnitOfWork) -> None:
+        uow.publish(events.RegistrationAttempted(user_id=owner["_id"]), subject=owner["_id"])
+
+    await auth.runtime.transact(apply, actor="anonymous")
 
 
 async def ensure_first_admin(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,

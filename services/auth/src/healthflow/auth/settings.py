@@ -71,6 +71,9 @@ class Settings(ServiceSettings):
     account_link_secret: SecretStr = SecretStr("embedded-account-link-secret")
     """Shared with the notification service (platform-wide ``ACCOUNT_LINK_SECRET``): the
     key of the reset links' tokens (:mod:`healthflow.common.links`)."""
+    registration_notices: str = "3/hour"
+    """``limits`` notation: e-mails per account telling its owner that someone tried to
+    register with their address (the answer to the registration is the same anyway)."""
 
     # Second factor: TOTP (RFC 6238) and recovery codes (healthflow.auth.mfa)
     mfa_required_roles: list[str] = Field(

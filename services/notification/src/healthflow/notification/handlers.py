@@ -15,7 +15,8 @@
   and the ISO 4217 currency, formatted per locale in the template).
 * ``auth.password_reset_requested`` — the reset link by e-mail (its token derived from
   the request id under the secret shared with auth); ``auth.password_changed`` — the
-  owner is told their password changed.
+  owner is told their password changed; ``auth.registration_attempted`` — the owner is
+  told someone tried to sign up with their address.
 * ``xray.reported`` — the patient's "your X-ray report is ready" (a doctor signed it).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
@@ -37,6 +38,7 @@ from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.auth import (
     PasswordChanged,
     PasswordResetRequested,
+    RegistrationAttempted,
     UserActivated,
     UserDeactivated,
     UserRegistered,
@@ -95,6 +97,10 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_password_changed(event: Received[PasswordChanged], uow: UnitOfWork) -> None:
         await service.apply_password_changed(uow, event.data.model_dump(), event.id, ctx)
 
+    async def on_registration_attempt(event: Received[RegistrationAttempted], uow: UnitOfWork
+                                      ) -> None:
+        await service.apply_registration_attempted(uow, event.data.model_dump(), event.id, ctx)
+
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
             await service.apply_directory(uow, kind, event.data.model_dump(), ctx)
@@ -112,6 +118,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "xray.reported": on_xray_report,
         "auth.password_reset_requested": on_password_reset,
         "auth.password_changed": on_password_changed,
+        "auth.registration_attempted": on_registration_attempt,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

@@ -238,6 +238,14 @@ async def apply_password_changed(uow: UnitOfWork, raw: dict[str, Any], event_id:
                        context={"by_reset": raw.get("method") == "reset"})
 
 
+async def apply_registration_attempted(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                                       ctx: Context) -> None:
+    """``auth.registration_attempted``: tell the owner by e-mail that someone tried to sign
+    up with their address (and how to reset the password if it was them)."""
+    await plan_message(uow, ctx, user_id=raw["user_id"], kind=domain.REGISTRATION_ATTEMPTED,
+                       source_id=event_id, trigger="auth.registration_attempted", context={})
+
+
 # --- appointments and reminders --------------------------------------------------------
 
 
