@@ -127,9 +127,9 @@ def _token_response(tokens: IssuedTokens, response: Response) -> TokenResponse:
 async def register(body: RegisterRequest, auth: AuthService) -> UserOut:
     """Create a patient account; 422 for a weak password. An address that already has an
     account gets the same answer (nothing is created; its owner is told by e-mail)."""
-    user = await service.register(auth, email=body.email,
-                                  password=body.password.get_secret_value(),
-                                  full_name=body.full_name, phone=body.phone)
+    user = await credentials.register(auth, email=body.email,
+                                      password=body.password.get_secret_value(),
+                                      full_name=body.full_name, phone=body.phone)
     return UserOut.of(user)
 
 

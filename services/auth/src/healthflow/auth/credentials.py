@@ -1,4 +1,7 @@
-"""Use cases of a user's password after registration: change it, reset it by e-mail link.
+"""Use cases of a user's password: sign-up that tells nothing, change, reset by e-mail link.
+
+* **Sign-up** (:func:`register`): a patient registers; an address that already has an
+  account gets the same answer, and its owner an e-mail.
 
 * **Change** (:func:`change_password`): the owner gives the current password (checked
   against the same failed-login budgets as a login, so a stolen access token cannot
@@ -22,12 +25,13 @@ import logging
 import uuid
 from datetime import timedelta
 
-from healthflow.auth import domain, events, store
+from healthflow.auth import domain, events, service, store
 from healthflow.auth.service import Auth, get_own
 from healthflow.common.errors import Forbidden, TooManyRequests, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.links import account_link_token, token_digest
 from healthflow.common.mongo import Document, utcnow
+from healthflow.common.permissions import Role
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +171,38 @@ async def reset_password(auth: Auth, *, token: str, new_password: str) -> int:
     revoked = await auth.runtime.transact(apply, actor=user["_id"])
     await auth.throttle.succeeded(user["email_normalized"])  # the owner proved themselves
     return revoked
+
+
+async def register(auth: Auth, *, email: str, password: str, full_name: str,
+                   phone: str | None) -> Document:
+    """A patient registers themselves (see :func:`healthflow.auth.service.create_account`).
+
+    An address that already has an account gets the same answer as a new one (a user
+    document of the same shape, never stored, with an id that names nobody), after the
+    same work (the password is hashed either way), so the answer does not tell whether
+    the address is registered; the owner is told by e-mail
+    (``auth.registration_attempted``, at most ``settings.registration_notices``).
+    """
+    try:
+        return await service.create_account(auth.runtime, auth.hasher, email=email,
+                                    password=password, full_name=full_name, phone=phone,
+                                    roles=[Role.PATIENT], actor=None, self_registered=True)
+    except service.EmailTaken:
+        await _registration_attempted(auth, email)
+        decoy_id = str(uuid.uuid4())
+        return domain.new_user(user_id=decoy_id, email=email, full_name=full_name,
+                               phone=phone, roles=[Role.PATIENT], password_hash="",
+                               created_by=decoy_id, now=utcnow())
+
+
+async def _registration_attempted(auth: Auth, email: str) -> None:
+    email_key = domain.normalize_email(email)
+    owner = await store.find_user_by_email(auth.runtime.db, email_key)
+    if owner is None or not await auth.throttle.allow_notice(
+            auth.settings.registration_notices, "registration", email_key):
+        return
+
+    async def apply(uow: UnitOfWork) -> None:
+        uow.publish(events.RegistrationAttempted(user_id=owner["_id"]), subject=owner["_id"])
+
+    await auth.runtime.transact(apply, actor="anonymous")

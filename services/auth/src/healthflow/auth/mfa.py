@@ -7,7 +7,7 @@
 * **Login** (:func:`challenge_if_needed`, :func:`complete_login`): after a correct
   password, an account with an active factor — or whose roles are in
   ``settings.mfa_required_roles`` — gets a challenge instead of tokens
-  (:class:`~healthflow.auth.domain.MfaRequired`); the challenge token with a current
+  (:class:`~healthflow.auth.otp.MfaRequired`); the challenge token with a current
   code, or an unused recovery code (``auth.mfa_recovery_code_used``), gives the tokens.
   A code is accepted once (its time step is recorded), within
   ``settings.mfa_valid_window`` steps of the server's clock. A required-role account
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from healthflow.auth import domain, events, service, store
+from healthflow.auth import domain, events, otp, service, store
 from healthflow.common.errors import Conflict, TooManyRequests, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
@@ -47,34 +47,34 @@ class SecondFactorLogin:
 
 
 def _required(auth: Auth, user: Document) -> bool:
-    return domain.needs_second_factor(user.get("roles", []), auth.settings.mfa_required_roles)
+    return otp.needs_second_factor(user.get("roles", []), auth.settings.mfa_required_roles)
 
 
 async def _new_pending(auth: Auth, user: Document) -> Enrolment:
-    secret = domain.new_totp_secret()
+    secret = otp.new_totp_secret()
     doc = {"_id": user["_id"], "method": "totp", "secret": secret, "status": "pending",
            "created_at": utcnow(), "confirmed_at": None, "last_step": None,
            "recovery_codes": {}}
     if not await store.put_pending_factor(auth.runtime.db, doc, session=None):
         raise Conflict("an authenticator is already enrolled; an admin can reset it")
-    return Enrolment(secret, domain.totp_uri(secret, account=user["email"],
+    return Enrolment(secret, otp.totp_uri(secret, account=user["email"],
                                              issuer=auth.settings.mfa_issuer))
 
 
 async def _activate(auth: Auth, uow: UnitOfWork, user_id: str, step: int) -> list[str]:
-    codes = domain.new_recovery_codes(auth.settings.mfa_recovery_codes)
+    codes = otp.new_recovery_codes(auth.settings.mfa_recovery_codes)
     if not await store.activate_factor(
             auth.runtime.db, user_id, step=step,
-            code_hashes=[domain.hash_recovery_code(c) for c in codes], now=utcnow(),
+            code_hashes=[otp.hash_recovery_code(c) for c in codes], now=utcnow(),
             session=uow.session):
-        raise domain.InvalidGrant(domain.INVALID_SECOND_FACTOR)
+        raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)
     uow.publish(events.MfaEnrolled(user_id=user_id, method="totp", recovery_codes=len(codes)),
                 subject=user_id)
     return codes
 
 
 def _match(auth: Auth, factor: Document, code: str) -> int | None:
-    return domain.match_totp(factor["secret"], code, now=utcnow(),
+    return otp.match_totp(factor["secret"], code, now=utcnow(),
                              window=auth.settings.mfa_valid_window,
                              after_step=factor.get("last_step"))
 
@@ -113,7 +113,7 @@ async def confirm_enrolment(auth: Auth, *, user_id: str, code: str) -> list[str]
 
 async def challenge_if_needed(auth: Auth, user: Document, *, client_id: str,
                               client_ip: str | None) -> None:
-    """After a correct password: raise :class:`~healthflow.auth.domain.MfaRequired` with a
+    """After a correct password: raise :class:`~healthflow.auth.otp.MfaRequired` with a
     new challenge when ``user`` has an active factor or a role that requires one;
     return (no second factor) otherwise."""
     factor = await store.get_factor(auth.runtime.db, user["_id"])
@@ -122,20 +122,20 @@ async def challenge_if_needed(auth: Auth, user: Document, *, client_id: str,
         return
     token = domain.new_refresh_token()  # 256 random bits
     ttl = auth.settings.mfa_challenge_ttl
-    await store.insert_challenge(auth.runtime.db, domain.new_mfa_challenge(
+    await store.insert_challenge(auth.runtime.db, otp.new_mfa_challenge(
         token_hash=domain.hash_refresh_token(token), user_id=user["_id"], client_id=client_id,
         client_ip=client_ip, enrolment=not active, now=utcnow(), ttl=ttl))
-    raise domain.MfaRequired(token, enrolment_required=not active, expires_in=ttl)
+    raise otp.MfaRequired(token, enrolment_required=not active, expires_in=ttl)
 
 
 async def _challenge(auth: Auth, mfa_token: str) -> tuple[str, Document, Document]:
     digest = domain.hash_refresh_token(mfa_token)
     challenge = await store.get_challenge(auth.runtime.db, digest, now=utcnow())
     if challenge is None or challenge["attempts"] >= auth.settings.mfa_challenge_attempts:
-        raise domain.InvalidGrant(domain.INVALID_SECOND_FACTOR)
+        raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)
     user = await store.get_user(auth.runtime.db, challenge["user_id"])
     if user is None or user["status"] != "active":
-        raise domain.InvalidGrant(domain.INVALID_SECOND_FACTOR)
+        raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)
     return digest, challenge, user
 
 
@@ -149,7 +149,7 @@ async def start_enrolment_at_login(auth: Auth, *, mfa_token: str) -> Enrolment:
     """
     _, challenge, user = await _challenge(auth, mfa_token)
     if not challenge["enrolment"]:
-        raise domain.InvalidGrant(domain.INVALID_SECOND_FACTOR)
+        raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)
     return await _new_pending(auth, user)
 
 
@@ -176,30 +176,30 @@ async def complete_login(auth: Auth, *, mfa_token: str, code: str | None,
     step = None
     if factor is not None and factor["status"] == expected and code:
         step = _match(auth, factor, code)
-    code_hash = (domain.hash_recovery_code(recovery_code)
+    code_hash = (otp.hash_recovery_code(recovery_code)
                  if recovery_code and expected == "active" else None)
     if step is None and code_hash is None:
         await _count_failure(auth, digest, client_ip)
-        raise domain.InvalidGrant(domain.INVALID_SECOND_FACTOR)
+        raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)
     recovery_codes: list[str] | None = None
 
     async def second_factor(uow: UnitOfWork, session_id: str) -> None:
         nonlocal recovery_codes
         db, user_id = auth.runtime.db, user["_id"]
         if not await store.take_challenge(db, digest, session=uow.session):
-            raise domain.InvalidGrant(domain.INVALID_SECOND_FACTOR)
+            raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)
         if challenge["enrolment"]:
             assert step is not None
             recovery_codes = await _activate(auth, uow, user_id, step)
         elif step is not None:
             if not await store.advance_step(db, user_id, step, session=uow.session):
-                raise domain.InvalidGrant(domain.INVALID_SECOND_FACTOR)  # replayed
+                raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)  # replayed
         else:
             assert code_hash is not None
             after = await store.use_recovery_code(db, user_id, code_hash, now=utcnow(),
                                                   session=uow.session)
             if after is None:
-                raise domain.InvalidGrant(domain.INVALID_SECOND_FACTOR)
+                raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)
             remaining = sum(1 for used in after["recovery_codes"].values() if used is None)
             uow.publish(events.MfaRecoveryCodeUsed(user_id=user_id, session_id=session_id,
                                                    remaining=remaining), subject=user_id)

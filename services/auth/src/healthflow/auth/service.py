@@ -1,7 +1,7 @@
 """Use cases of the auth service; the routes and the command line both call these.
 
-* Accounts: register, create staff, the first admin, read, list, activate,
-  deactivate, give and take roles (``user.*`` events).
+* Accounts: create (patients sign up through :mod:`.credentials`), staff, the first
+  admin, read, list, activate, deactivate, give and take roles (``user.*`` events).
 * Sessions: log in (password grant), refresh (rotation), log out (``auth.*``).
   A session is one refresh-token family (RFC 9700 §4.14.2): every refresh marks
   the presented token used and issues its successor; presenting a used token
@@ -97,41 +97,6 @@ async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, ema
 
     await runtime.transact(apply, actor=actor or user_id)
     return user
-
-
-async def register(auth: Auth, *, email: str, password: str, full_name: str,
-                   phone: str | None) -> Document:
-    """A patient registers themselves (see :func:`create_account`).
-
-    An address that already has an account gets the same answer as a new one (a user
-    document of the same shape, never stored, with an id that names nobody), after the
-    same work (the password is hashed either way), so the answer does not tell whether
-    the address is registered; the owner is told by e-mail
-    (``auth.registration_attempted``, at most ``settings.registration_notices``).
-    """
-    try:
-        return await create_account(auth.runtime, auth.hasher, email=email,
-                                    password=password, full_name=full_name, phone=phone,
-                                    roles=[Role.PATIENT], actor=None, self_registered=True)
-    except EmailTaken:
-        await _registration_attempted(auth, email)
-        decoy_id = str(uuid.uuid4())
-        return domain.new_user(user_id=decoy_id, email=email, full_name=full_name,
-                               phone=phone, roles=[Role.PATIENT], password_hash="",
-                               created_by=decoy_id, now=utcnow())
-
-
-async def _registration_attempted(auth: Auth, email: str) -> None:
-    email_key = domain.normalize_email(email)
-    owner = await store.find_user_by_email(auth.runtime.db, email_key)
-    if owner is None or not await auth.throttle.allow_notice(
-            auth.settings.registration_notices, "registration", email_key):
-        return
-
-    async def apply(uow: UnitOfWork) -> None:
-        uow.publish(events.RegistrationAttempted(user_id=owner["_id"]), subject=owner["_id"])
-
-    await auth.runtime.transact(apply, actor="anonymous")
 
 
 async def ensure_first_admin(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,
@@ -308,7 +273,7 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
             recorded as ``auth.login_failed`` (:func:`failures.record_refusal`).
         domain.InvalidGrant: unknown email, wrong password or inactive account
             (one answer for all three); recorded as ``auth.login_failed``.
-        domain.MfaRequired: (403) the password was right and a second factor must
+        otp.MfaRequired: (403) the password was right and a second factor must
             follow (:func:`healthflow.auth.mfa.challenge_if_needed`).
     """
     settings = auth.settings

@@ -51,9 +51,10 @@ from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.contracts.xray import XrayReported
-from healthflow.notification import service
+from healthflow.notification import accounts, service
 
 UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
+AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -89,17 +90,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_xray_report(event: Received[XrayReported], uow: UnitOfWork) -> None:
         await service.apply_xray_reported(uow, event.data.model_dump(), event.id, ctx)
 
-    async def on_password_reset(event: Received[PasswordResetRequested], uow: UnitOfWork
-                                ) -> None:
-        await service.apply_password_reset_requested(uow, event.data.model_dump(), event.id,
-                                                     ctx)
-
-    async def on_password_changed(event: Received[PasswordChanged], uow: UnitOfWork) -> None:
-        await service.apply_password_changed(uow, event.data.model_dump(), event.id, ctx)
-
-    async def on_registration_attempt(event: Received[RegistrationAttempted], uow: UnitOfWork
-                                      ) -> None:
-        await service.apply_registration_attempted(uow, event.data.model_dump(), event.id, ctx)
+    async def on_account(event: Received[AccountEvent], uow: UnitOfWork) -> None:
+        await accounts.apply_account_event(uow, event.type, event.data.model_dump(), event.id,
+                                           ctx)
 
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
@@ -116,9 +109,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "paramedic.task_offered": on_task_offered,
         "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
-        "auth.password_reset_requested": on_password_reset,
-        "auth.password_changed": on_password_changed,
-        "auth.registration_attempted": on_registration_attempt,
+        "auth.password_reset_requested": on_account,
+        "auth.password_changed": on_account,
+        "auth.registration_attempted": on_account,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

@@ -20,11 +20,9 @@ from pydantic import BaseModel, ConfigDict
 
 from healthflow.common.errors import Conflict, Forbidden, NotFound
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.common.links import account_link_token
 from healthflow.common.mongo import Document
 from healthflow.common.outbound import check_url
 from healthflow.common.service import ServiceRuntime
-from healthflow.contracts.auth import PASSWORD_RESET_PURPOSE
 from healthflow.notification import domain, store
 from healthflow.notification.domain import Clock
 from healthflow.notification.messages import locale_of, plan_message
@@ -212,38 +210,6 @@ async def apply_xray_reported(uow: UnitOfWork, raw: dict[str, Any], event_id: st
     per event; the content names no body part or finding, the app shows the report)."""
     await plan_message(uow, ctx, user_id=raw["patient_id"], kind=domain.XRAY_REPORT_READY,
                        source_id=event_id, trigger="xray.reported", context={})
-
-
-async def apply_password_reset_requested(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
-                                         ctx: Context) -> None:
-    """``auth.password_reset_requested``: e-mail the owner the reset link
-    ``<app_base_url>/reset-password?token=…`` (token: :func:`account_link_token` of the
-    request id, so it never travels in an event); not sent after the link expires."""
-    expires_at = domain.parse_time(raw["expires_at"])
-    token = account_link_token(ctx.settings.account_link_secret.get_secret_value().encode(),
-                               PASSWORD_RESET_PURPOSE, raw["reset_id"])
-    minutes = max(1, int((expires_at - ctx.clock.now()).total_seconds() // 60))
-    context = {"reset_link": f"{ctx.settings.app_base_url.rstrip('/')}/reset-password?"
-                             f"token={token}", "valid_minutes": minutes}
-    await plan_message(uow, ctx, user_id=raw["user_id"], kind=domain.PASSWORD_RESET,
-                       source_id=event_id, trigger="auth.password_reset_requested",
-                       context=context, expires_at=expires_at)
-
-
-async def apply_password_changed(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
-                                 ctx: Context) -> None:
-    """``auth.password_changed``: tell the owner (by e-mail and in the feed)."""
-    await plan_message(uow, ctx, user_id=raw["user_id"], kind=domain.PASSWORD_CHANGED,
-                       source_id=event_id, trigger="auth.password_changed",
-                       context={"by_reset": raw.get("method") == "reset"})
-
-
-async def apply_registration_attempted(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
-                                       ctx: Context) -> None:
-    """``auth.registration_attempted``: tell the owner by e-mail that someone tried to sign
-    up with their address (and how to reset the password if it was them)."""
-    await plan_message(uow, ctx, user_id=raw["user_id"], kind=domain.REGISTRATION_ATTEMPTED,
-                       source_id=event_id, trigger="auth.registration_attempted", context={})
 
 
 # --- appointments and reminders --------------------------------------------------------
