@@ -161,6 +161,31 @@ async def as_admin(client: httpx.AsyncClient, platform: RunningPlatform) -> User
                 tokens["access_token"], tokens["refresh_token"])
 
 
+# --------------------------------------------------------------------------- mailbox
+
+
+async def mail_to(platform: RunningPlatform, address: str) -> list[dict[str, Any]]:
+    """Every e-mail the local mailbox received for ``address``, oldest first
+    (``{received_at, from, to, subject, message_id, text}``)."""
+    async with httpx.AsyncClient(base_url=platform.mailbox_url, timeout=10.0) as mailbox:
+        return ok(await mailbox.get("/mail", params={"to": address}))
+
+
+async def wait_for_mail(platform: RunningPlatform, address: str, subject: str, *,
+                        count: int = 1, within: float = 30.0) -> list[dict[str, Any]]:
+    """The e-mails with ``subject`` to ``address`` once there are ``count`` of them."""
+    found: list[dict[str, Any]] = []
+
+    async def arrived() -> bool:
+        nonlocal found
+        found = [m for m in await mail_to(platform, address) if m["subject"] == subject]
+        return len(found) >= count
+
+    await eventually(arrived, within=within,
+                     message=f"no {count} e-mail(s) {subject!r} to {address} in {within} s")
+    return found
+
+
 # --------------------------------------------------------------------------- audit
 
 

@@ -35,6 +35,7 @@ def make_settings(mongodb_url: str, database: str, **overrides: Any) -> Settings
         "transport": "inprocess",
         "redis_url": None,
         "outbox_poll_interval": 0.2,
+        "mfa_required_roles": [],  # tests of the second factor set it
         **FAST_ARGON2,
     }
     return Settings(**(values | overrides))

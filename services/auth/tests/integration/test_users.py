@@ -169,13 +169,45 @@ async def test_staff_accounts_carry_staff_roles_only(auth) -> None:
 
 async def test_emails_are_unique_case_insensitively(auth) -> None:
     user = await auth.register()
-    again = await auth.http.post("/api/v1/auth/register", json={
+    again = await auth.http.post("/api/v1/users", headers=auth.admin, json={
         "email": user["email"].upper(), "password": auth.password, "full_name": "Other",
-        "phone": "+447911123456"})
-    assert again.status_code == 409
+        "roles": ["nurse"]})
+    assert again.status_code == 409  # an admin creating staff is told
     assert again.headers["content-type"] == "application/problem+json"
     assert await auth.db[USERS].count_documents({"email_normalized": user["email"]}) == 1
     assert len(await auth.events("user.registered", user["id"])) == 1
+
+
+async def test_signing_up_with_a_taken_address_answers_as_for_a_new_one(auth) -> None:
+    """Issue 16: the answer does not tell whether an address is registered; nothing is
+    created or changed, and the owner is told (a few times an hour at most)."""
+    user = await auth.register()
+    other_password = "Granite-Poppy-Harvest-5521"
+    fresh = await auth.http.post("/api/v1/auth/register", json={
+        "email": auth.email("fresh"), "password": other_password, "full_name": "Other",
+        "phone": "+447911123456"})
+    taken = await auth.http.post("/api/v1/auth/register", json={
+        "email": user["email"].upper(), "password": other_password, "full_name": "Other",
+        "phone": "+447911123456"})
+    assert fresh.status_code == taken.status_code == 201, taken.text
+    assert set(fresh.json()) == set(taken.json())
+    decoy = taken.json()
+    assert decoy["id"] != user["id"] and decoy["email"].casefold() == user["email"]
+    assert decoy["roles"] == ["patient"] and decoy["status"] == "active"
+    assert await auth.db[USERS].count_documents({"email_normalized": user["email"]}) == 1
+    assert await auth.db[USERS].count_documents({"_id": decoy["id"]}) == 0
+    assert len(await auth.events("user.registered", user["id"])) == 1
+    assert (await auth.login(user["email"], other_password)).status_code == 400
+    assert (await auth.login(user["email"])).status_code == 200
+
+    for _ in range(4):
+        again = await auth.http.post("/api/v1/auth/register", json={
+            "email": user["email"], "password": other_password, "full_name": "Other",
+            "phone": "+447911123456"})
+        assert again.status_code == 201
+    notices = await auth.events("auth.registration_attempted", user["id"])
+    assert len(notices) == 3  # settings.registration_notices: 3/hour
+    assert notices[0]["data"] == {"user_id": user["id"]}
 
 
 @pytest.mark.parametrize(("content", "headers"), [

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pyotp
 import pytest
 
-from healthflow.auth import domain
+from healthflow.auth import domain, otp
 from healthflow.auth.domain import (
     KeyInfo,
     KeyState,
@@ -225,3 +226,45 @@ def test_redis_url_falls_back_to_the_platform_variable(monkeypatch) -> None:
     monkeypatch.setenv("AUTH_REDIS_URL", "redis://127.0.0.1:6379/4")
     assert Settings().redis_url == "redis://127.0.0.1:6379/4"
 
+
+
+# --------------------------------------------------------------------------- second factor
+
+
+def test_a_totp_code_matches_within_the_window_and_once() -> None:
+    secret = otp.new_totp_secret()
+    now = datetime(2026, 11, 30, 12, 0, 29, tzinfo=UTC)  # the last second of its step
+    step = otp.totp_step(now)
+    code_at = lambda s: pyotp.TOTP(secret).at(s * 30)  # noqa: E731 - RFC 6238 reference
+    assert otp.match_totp(secret, code_at(step), now=now, window=1, after_step=None) == step
+    # a code typed in the previous step arrives in the next one, and the next step's early
+    assert otp.match_totp(secret, code_at(step - 1), now=now, window=1,
+                             after_step=None) == step - 1
+    assert otp.match_totp(secret, code_at(step + 1), now=now, window=1,
+                             after_step=None) == step + 1
+    assert otp.match_totp(secret, code_at(step - 2), now=now, window=1,
+                             after_step=None) is None
+    assert otp.match_totp(secret, code_at(step), now=now, window=0, after_step=None) == step
+    # once a step is used, neither it nor an earlier one is accepted again
+    assert otp.match_totp(secret, code_at(step), now=now, window=1, after_step=step) is None
+    assert otp.match_totp(secret, code_at(step + 1), now=now, window=1,
+                             after_step=step) == step + 1
+    for malformed in ("", "12345", "1234567", "abcdef"):
+        assert otp.match_totp(secret, malformed, now=now, window=1, after_step=None) is None
+
+
+def test_recovery_codes_are_random_and_hashed_without_separators_or_case() -> None:
+    codes = otp.new_recovery_codes(10)
+    assert len(set(codes)) == 10 and all(len(c) == 11 and c[5] == "-" for c in codes)
+    assert set("".join(codes).replace("-", "")) <= set(otp.RECOVERY_ALPHABET)
+    code = codes[0]
+    assert otp.hash_recovery_code(code) == otp.hash_recovery_code(
+        code.upper().replace("-", " "))
+    assert otp.hash_recovery_code(code) != otp.hash_recovery_code(codes[1])
+
+
+def test_roles_that_need_a_second_factor() -> None:
+    required = ["admin", "compliance_officer", "doctor"]
+    assert otp.needs_second_factor(["nurse", "doctor"], required)
+    assert not otp.needs_second_factor(["patient"], required)
+    assert not otp.needs_second_factor(["admin"], [])

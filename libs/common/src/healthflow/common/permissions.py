@@ -38,6 +38,7 @@ STAFF_ROLES = frozenset(Role) - {Role.PATIENT}
 class Permission(StrEnum):
     # identity
     PROFILE_READ_OWN = "profile:read_own"
+    CREDENTIALS_MANAGE_OWN = "credentials:manage_own"  # change one's own password
     USERS_READ = "users:read"
     USERS_MANAGE = "users:manage"
     KEYS_MANAGE = "keys:manage"  # rotate and inspect the token signing keys
@@ -111,7 +112,7 @@ class Permission(StrEnum):
 
 P = Permission
 
-_EVERYONE = {P.PROFILE_READ_OWN, P.NOTIFICATIONS_READ_OWN}
+_EVERYONE = {P.PROFILE_READ_OWN, P.CREDENTIALS_MANAGE_OWN, P.NOTIFICATIONS_READ_OWN}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(

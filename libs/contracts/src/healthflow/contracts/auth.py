@@ -175,3 +175,77 @@ class SigningKeyRevoked(EventPayload):
     kid: str
     reason: RevocationReason
     until: datetime
+
+
+PASSWORD_RESET_PURPOSE = "password-reset"  # noqa: S105 - a label, not a secret
+"""The ``purpose`` under which a reset link's token is derived from its ``reset_id``."""
+
+
+@event_type("auth.password_reset_requested", version=1, publisher=PUBLISHER)
+class PasswordResetRequested(EventPayload):
+    """Someone asked for a password-reset link for ``user_id`` (an existing, active account).
+
+    ``reset_id`` names the request, never the link: the link's token is
+    :func:`healthflow.common.links.account_link_token` of ``reset_id`` under the secret
+    only auth and notification hold (``ACCOUNT_LINK_SECRET``), so neither this event nor
+    the audit log that keeps it can reset a password. The notification service e-mails
+    the link; it is void after ``expires_at`` (aware UTC) or its first use.
+    """
+
+    user_id: str
+    reset_id: str
+    expires_at: datetime
+
+
+PasswordChangeMethod = Literal["change", "reset"]
+
+
+@event_type("auth.password_changed", version=1, publisher=PUBLISHER)
+class PasswordChanged(EventPayload):
+    """``user_id``'s password was changed by its owner (``change``: the current one was
+    given) or through a reset link (``reset``: ``reset_id`` names the request); every
+    session of the user was revoked (``sessions_revoked`` of them)."""
+
+    user_id: str
+    method: PasswordChangeMethod
+    reset_id: str | None = None
+    sessions_revoked: int = Field(ge=0)
+
+
+@event_type("auth.mfa_enrolled", version=1, publisher=PUBLISHER)
+class MfaEnrolled(EventPayload):
+    """``user_id`` confirmed a second factor (``totp``: RFC 6238) with a first code, and
+    received one-time recovery codes (``recovery_codes`` of them; never the codes)."""
+
+    user_id: str
+    method: Literal["totp"]
+    recovery_codes: int = Field(ge=0)
+
+
+@event_type("auth.mfa_reset", version=1, publisher=PUBLISHER)
+class MfaReset(EventPayload):
+    """``user_id``'s second factor and recovery codes were removed by ``reset_by`` (an
+    admin's user id, e.g. for a lost phone); the next login asks for a new enrolment
+    where the user's roles require one."""
+
+    user_id: str
+    reset_by: str
+
+
+@event_type("auth.mfa_recovery_code_used", version=1, publisher=PUBLISHER)
+class MfaRecoveryCodeUsed(EventPayload):
+    """A one-time recovery code stood in for ``user_id``'s authenticator at a login;
+    ``remaining`` unused codes are left."""
+
+    user_id: str
+    session_id: str
+    remaining: int = Field(ge=0)
+
+
+@event_type("auth.registration_attempted", version=1, publisher=PUBLISHER)
+class RegistrationAttempted(EventPayload):
+    """Someone tried to register with the address of the existing account ``user_id``;
+    they got the same answer as a new registration (no account enumeration) and the
+    owner is told by e-mail. At most a few per account and hour are published."""
+
+    user_id: str

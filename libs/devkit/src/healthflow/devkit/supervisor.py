@@ -45,6 +45,10 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         # local runs only: checkpoints signed by a key kept in the audit database
         # (a deployment gives AUDIT_CHECKPOINT_SIGNING_KEY from a secret)
         "AUDIT_ALLOW_GENERATED_SIGNING_KEY": "true",
+        # local runs: no role must log in with a second factor (the first admin, the demo
+        # and the e2e suite sign in with a password), unless the variable says otherwise;
+        # deployments keep the service's default (admin, compliance officer, doctor)
+        "AUTH_MFA_REQUIRED_ROLES": os.environ.get("AUTH_MFA_REQUIRED_ROLES", "[]"),
     }
     called = {callee for manifest in SERVICES.values() for callee in manifest.calls}
     for name, port in config.ports.items():

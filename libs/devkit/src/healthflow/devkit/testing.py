@@ -325,6 +325,7 @@ class RunningPlatform:
     admin_email: str = E2E_ADMIN_EMAIL
     admin_password: str = field(default=E2E_ADMIN_PASSWORD, repr=False)
     stripe_url: str = ""  # the platform's localstripe (the payment service's Stripe)
+    mailbox_url: str = ""  # the local mailbox's read-only view (``/mail``, ``/sms``)
     stripe_webhook_secret: str = field(default=E2E_STRIPE_WEBHOOK_SECRET, repr=False)
 
     def text(self) -> str:
@@ -383,7 +384,7 @@ def platform_process(
     running = RunningPlatform(
         process, workdir, output, f"http://127.0.0.1:{ports['gateway']}", ports,
         f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true", amqp_url,
-        stripe_url=f"http://127.0.0.1:{stripe}",
+        stripe_url=f"http://127.0.0.1:{stripe}", mailbox_url=f"http://127.0.0.1:{view}",
     )
     try:
         deadline = time.monotonic() + ready_within + 30

@@ -3,6 +3,8 @@ declared on each route.
 
 Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 ``POST /api/v1/auth/token``, ``POST /api/v1/auth/refresh``,
+``POST /api/v1/auth/password/reset`` and ``…/reset/complete``,
+``POST /api/v1/auth/token/mfa`` and ``…/token/mfa/enrolment`` (they carry a challenge),
 ``GET /.well-known/jwks.json``. Internal (no principal, and not routed by the
 gateway: reachable on the services' network only, like the JWKS services fetch):
 ``GET /internal/revocations``. Everything else states the permission it needs.
@@ -17,18 +19,28 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from healthflow.auth import revocation, service, signing
+from healthflow.auth import credentials, mfa, revocation, service, signing
 from healthflow.auth.domain import IssuedTokens
 from healthflow.auth.keys import key_summary
 from healthflow.auth.schemas import (
     JWKS,
+    ChangePasswordRequest,
     CreateUserRequest,
+    EnrolmentOut,
     KeyOut,
     MeOut,
+    MfaChallengeRequest,
+    MfaLoginRequest,
+    MfaTokenResponse,
+    PasswordResetAccepted,
+    PasswordResetComplete,
+    PasswordResetRequest,
+    RecoveryCodesOut,
     RefreshRequest,
     RegisterRequest,
     RotationOut,
     TokenResponse,
+    TotpCode,
     UserOut,
 )
 from healthflow.auth.service import Auth
@@ -115,19 +127,22 @@ def _token_response(tokens: IssuedTokens, response: Response) -> TokenResponse:
 
 @auth_router.post("/register", status_code=status.HTTP_201_CREATED, response_model=UserOut,
                   summary="Register as a patient (public)",
-                  responses=_problems(**{"409": "an account with this email exists",
-                                         "422": "invalid input or a password the policy "
+                  responses=_problems(**{"422": "invalid input or a password the policy "
                                                 "refuses"}))
 async def register(body: RegisterRequest, auth: AuthService) -> UserOut:
-    """Create a patient account. 409 when the email is taken; 422 for a weak password."""
-    user = await service.register(auth, email=body.email,
-                                  password=body.password.get_secret_value(),
-                                  full_name=body.full_name, phone=body.phone)
+    """Create a patient account; 422 for a weak password. An address that already has an
+    account gets the same answer (nothing is created; its owner is told by e-mail)."""
+    user = await credentials.register(auth, email=body.email,
+                                      password=body.password.get_secret_value(),
+                                      full_name=body.full_name, phone=body.phone)
     return UserOut.of(user)
 
 
 @auth_router.post("/token", response_model=TokenResponse,
-                  summary="Log in: OAuth 2.0 password grant (public)", responses=GRANT_PROBLEMS)
+                  summary="Log in: OAuth 2.0 password grant (public)",
+                  responses=GRANT_PROBLEMS | _problems(**{
+                      "403": '"mfa_required" with mfa_token (and enrolment_required): send '
+                             "the authenticator's code to POST /api/v1/auth/token/mfa"}))
 async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request,
                 response: Response, auth: AuthService) -> TokenResponse:
     """``username`` is the email. 400 ``invalid_grant`` for any bad credentials; 429 with
@@ -293,3 +308,122 @@ async def remove_role(user_id: str, role: Role, auth: AuthService,
                       principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
     return UserOut.of(await service.change_role(auth.runtime, user_id, role, assign=False,
                                                 actor=principal.actor))
+
+
+# --------------------------------------------------------------------------- passwords
+
+RESET_ACCEPTED = ("if an active account has this address, a reset link is on its way; "
+                  "it is valid for a short time and works once")
+
+
+@auth_router.post("/password", status_code=status.HTTP_204_NO_CONTENT,
+                  summary="Change one's own password (ends every session)",
+                  responses=_problems(**{
+                      "403": "the current password is incorrect",
+                      "422": "a new password the policy refuses, or the current one",
+                      "429": "too many failed attempts for the account or the client address; "
+                             "see Retry-After"}))
+async def change_password(
+    body: ChangePasswordRequest, request: Request, auth: AuthService,
+    principal: Principal = require(Permission.CREDENTIALS_MANAGE_OWN),
+) -> Response:
+    """Every session of the caller ends, this one too: log in again with the new password.
+    A wrong current password counts as a failed login."""
+    await credentials.change_password(
+        auth, user_id=principal.subject,
+        current_password=body.current_password.get_secret_value(),
+        new_password=body.new_password.get_secret_value(),
+        client_ip=client_ip(request, auth.settings.trusted_proxies))
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+@auth_router.post("/password/reset", status_code=status.HTTP_202_ACCEPTED,
+                  response_model=PasswordResetAccepted,
+                  summary="Ask for a password-reset link by e-mail (public)")
+async def request_password_reset(body: PasswordResetRequest,
+                                 auth: AuthService) -> PasswordResetAccepted:
+    """202 with the same body whether or not an account has the address."""
+    await credentials.request_password_reset(auth, email=body.email)
+    return PasswordResetAccepted(detail=RESET_ACCEPTED)
+
+
+@auth_router.post("/password/reset/complete", status_code=status.HTTP_204_NO_CONTENT,
+                  summary="Set a new password with an e-mailed reset link (public)",
+                  responses=_problems(**{
+                      "400": "the link is invalid, expired or already used",
+                      "422": "a new password the policy refuses"}))
+async def complete_password_reset(body: PasswordResetComplete, auth: AuthService) -> Response:
+    """Uses up the link and ends every session of the account."""
+    await credentials.reset_password(auth, token=body.token,
+                                     new_password=body.new_password.get_secret_value())
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+# --------------------------------------------------------------------------- second factor
+
+@auth_router.post("/mfa/totp", status_code=status.HTTP_201_CREATED, response_model=EnrolmentOut,
+                  summary="Begin enrolling an authenticator app (TOTP)",
+                  responses=_problems(**{"409": "an authenticator is already enrolled"}))
+async def start_totp_enrolment(
+    response: Response, auth: AuthService,
+    principal: Principal = require(Permission.CREDENTIALS_MANAGE_OWN),
+) -> EnrolmentOut:
+    """A new key, pending until confirmed with a first code."""
+    enrolment = await mfa.start_enrolment(auth, user_id=principal.subject)
+    response.headers.update(NO_STORE)
+    return EnrolmentOut(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
+
+
+@auth_router.post("/mfa/totp/confirm", response_model=RecoveryCodesOut,
+                  summary="Confirm the authenticator with a first code",
+                  responses=_problems(**{"409": "no enrolment pending",
+                                         "422": "the code does not match"}))
+async def confirm_totp_enrolment(
+    body: TotpCode, response: Response, auth: AuthService,
+    principal: Principal = require(Permission.CREDENTIALS_MANAGE_OWN),
+) -> RecoveryCodesOut:
+    """Activates the authenticator; answers the recovery codes (shown once)."""
+    codes = await mfa.confirm_enrolment(auth, user_id=principal.subject, code=body.code)
+    response.headers.update(NO_STORE)
+    return RecoveryCodesOut(recovery_codes=codes)
+
+
+@auth_router.post("/token/mfa", response_model=MfaTokenResponse,
+                  summary="Log in, second step: the authenticator's code (public)",
+                  responses=_problems(**{
+                      "400": 'RFC 6749 "invalid_grant": a wrong or reused code, a used '
+                             "recovery code, an unknown or expired challenge",
+                      "429": "too many failed attempts; see Retry-After"}))
+async def token_second_factor(body: MfaLoginRequest, request: Request, response: Response,
+                              auth: AuthService) -> MfaTokenResponse:
+    """``code`` or ``recovery_code`` for the challenge ``mfa_token``."""
+    done = await mfa.complete_login(auth, mfa_token=body.mfa_token, code=body.code,
+                                    recovery_code=body.recovery_code,
+                                    client_ip=client_ip(request, auth.settings.trusted_proxies))
+    response.headers.update(NO_STORE)
+    return MfaTokenResponse(access_token=done.tokens.access_token,
+                            refresh_token=done.tokens.refresh_token,
+                            expires_in=done.tokens.expires_in,
+                            recovery_codes=done.recovery_codes)
+
+
+@auth_router.post("/token/mfa/enrolment", response_model=EnrolmentOut,
+                  summary="Log in, enrolment step: the key for a required authenticator "
+                          "(public)",
+                  responses=_problems(**{"400": "not an enrolment challenge, or expired"}))
+async def token_enrolment(body: MfaChallengeRequest, response: Response,
+                          auth: AuthService) -> EnrolmentOut:
+    """For a ``mfa_required`` answer with ``enrolment_required``: confirm the key by
+    sending its first code to ``POST /api/v1/auth/token/mfa``."""
+    enrolment = await mfa.start_enrolment_at_login(auth, mfa_token=body.mfa_token)
+    response.headers.update(NO_STORE)
+    return EnrolmentOut(secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri)
+
+
+@users_router.post("/{user_id}/mfa/reset", status_code=status.HTTP_204_NO_CONTENT,
+                   summary="Remove a user's authenticator and recovery codes (lost phone)")
+async def reset_mfa(user_id: str, auth: AuthService,
+                    principal: Principal = require(Permission.USERS_MANAGE)) -> Response:
+    """Their next login enrols a new one where their roles require it."""
+    await mfa.reset_factor(auth, user_id=user_id, actor=principal.actor)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import phonenumbers
 
 from healthflow.common.problems import BadRequest
+from healthflow.contracts import auth as contracts_auth
 
 PASSWORD_MIN_LENGTH = 12
 PASSWORD_MAX_LENGTH = 128
@@ -399,3 +400,39 @@ def expired_keys(keys: Sequence[KeyInfo], *, now: datetime) -> tuple[str, ...]:
         k.kid for k in keys
         if k.state is KeyState.RETIRED and k.remove_after is not None and k.remove_after <= now
     )
+
+
+# --------------------------------------------------------------------------- password resets
+
+PASSWORD_RESET_PURPOSE = contracts_auth.PASSWORD_RESET_PURPOSE
+"""The ``purpose`` of :func:`healthflow.common.links.account_link_token` for reset links."""
+
+INVALID_RESET_LINK = "the reset link is invalid, expired or already used; ask for a new one"
+
+
+class InvalidResetLink(BadRequest):
+    """A reset token that names no usable link (unknown, used, superseded, expired, or
+    its account inactive): one answer for all (400)."""
+
+    title: ClassVar[str] = "Invalid Reset Link"
+    slug: ClassVar[str] = "invalid-reset-link"
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_RESET_LINK)
+
+
+def new_password_reset(*, token_hash: str, reset_id: str, user_id: str, now: datetime,
+                       ttl: int) -> dict[str, Any]:
+    """A reset link as ``password_resets`` stores it: valid ``ttl`` seconds from ``now``
+    (aware UTC), purged a day after it expires; the token only as ``token_hash``."""
+    expires_at = now + timedelta(seconds=ttl)
+    return {
+        "_id": token_hash,
+        "reset_id": reset_id,
+        "user_id": user_id,
+        "created_at": now,
+        "expires_at": expires_at,
+        "used_at": None,
+        "outcome": None,
+        "purge_at": expires_at + timedelta(days=1),
+    }

@@ -12,6 +12,8 @@ MANIFEST = ServiceManifest(
         RouteDecl("/api/v1/auth/token", policy="token"),
         RouteDecl("/api/v1/auth/register", policy="register"),
         RouteDecl("/api/v1/auth/refresh", policy="refresh"),
+        # public, and as tightly limited per address as sign-ups (mail-bombing, guessing)
+        RouteDecl("/api/v1/auth/password/reset", policy="register"),
         RouteDecl("/api/v1/auth", policy="account"),
         RouteDecl("/api/v1/users", policy="account"),
         RouteDecl("/.well-known/jwks.json", policy="jwks"),

@@ -153,3 +153,82 @@ class JWKS(BaseModel):
     """RFC 7517 §5 JWK Set (public keys only)."""
 
     keys: list[dict[str, Any]]
+
+
+class ChangePasswordRequest(Request):
+    """The caller's current password and the new one (the registration policy applies)."""
+
+    current_password: Password
+    new_password: Password
+
+
+class PasswordResetRequest(Request):
+    """The address to send a reset link to."""
+
+    email: EmailStr
+
+
+class PasswordResetComplete(Request):
+    """The token of the e-mailed link and the new password (the registration policy
+    applies)."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    new_password: Password
+
+
+class PasswordResetAccepted(BaseModel):
+    """The one answer to a reset request, whether or not the address has an account."""
+
+    detail: str
+
+
+Code = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
+
+
+class TotpCode(Request):
+    """A 6-digit code from the authenticator app (RFC 6238)."""
+
+    code: Code
+
+
+class EnrolmentOut(BaseModel):
+    """A new authenticator key: ``secret`` (base32) to type in, or ``otpauth_uri`` to show
+    as a QR code. Confirm it with a first code."""
+
+    secret: str
+    otpauth_uri: str
+
+
+class RecoveryCodesOut(BaseModel):
+    """One-time recovery codes, shown once: each stands in for the authenticator at one
+    login."""
+
+    recovery_codes: list[str]
+
+
+class MfaChallengeRequest(Request):
+    """The ``mfa_token`` of a ``mfa_required`` answer."""
+
+    mfa_token: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class MfaLoginRequest(MfaChallengeRequest):
+    """The second step of a login: a ``code`` from the authenticator, or one unused
+    ``recovery_code`` (exactly one of the two)."""
+
+    code: Code | None = None
+    recovery_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                                    max_length=32)] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MfaLoginRequest:
+        if (self.code is None) == (self.recovery_code is None):
+            raise ValueError("give exactly one of code and recovery_code")
+        return self
+
+
+class MfaTokenResponse(TokenResponse):
+    """The tokens; ``recovery_codes`` (shown once) when this login enrolled the
+    authenticator."""
+
+    recovery_codes: list[str] | None = None

@@ -1,7 +1,7 @@
 """Use cases of the auth service; the routes and the command line both call these.
 
-* Accounts: register, create staff, the first admin, read, list, activate,
-  deactivate, give and take roles (``user.*`` events).
+* Accounts: create (patients sign up through :mod:`.credentials`), staff, the first
+  admin, read, list, activate, deactivate, give and take roles (``user.*`` events).
 * Sessions: log in (password grant), refresh (rotation), log out (``auth.*``).
   A session is one refresh-token family (RFC 9700 §4.14.2): every refresh marks
   the presented token used and issues its successor; presenting a used token
@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, events, failures, revocation, store
+from healthflow.auth import domain, events, failures, mfa, revocation, store
 from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
@@ -73,6 +73,10 @@ class Auth:
 # --------------------------------------------------------------------------- accounts
 
 
+class EmailTaken(Conflict):
+    """An account with this email exists (409 for admins creating staff)."""
+
+
 async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,
                          password: str, full_name: str, phone: str | None,
                          roles: Iterable[str], actor: str | None,
@@ -83,7 +87,7 @@ async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, ema
     it); it is hashed here. ``actor`` ``None`` means the new user acts.
 
     Raises:
-        Conflict: an account with this email (compared case-insensitively) exists.
+        EmailTaken: (409) an account with this email (compared case-insensitively) exists.
     """
     user_id = str(uuid.uuid4())
     user = domain.new_user(user_id=user_id, email=email, full_name=full_name, phone=phone,
@@ -94,7 +98,7 @@ async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, ema
         try:
             await store.insert_user(runtime.db, user, session=uow.session)
         except DuplicateKeyError:
-            raise Conflict("an account with this email already exists") from None
+            raise EmailTaken("an account with this email already exists") from None
         uow.publish(events.UserRegistered(user_id=user_id, email=user["email"],
                                           full_name=full_name, phone=phone, roles=user["roles"],
                                           self_registered=self_registered),
@@ -102,14 +106,6 @@ async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, ema
 
     await runtime.transact(apply, actor=actor or user_id)
     return user
-
-
-async def register(auth: Auth, *, email: str, password: str, full_name: str,
-                   phone: str | None) -> Document:
-    """A patient registers themselves (see :func:`create_account`)."""
-    return await create_account(auth.runtime, auth.hasher, email=email, password=password,
-                                full_name=full_name, phone=phone, roles=[Role.PATIENT],
-                                actor=None, self_registered=True)
 
 
 async def ensure_first_admin(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,
@@ -289,6 +285,8 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
             recorded as ``auth.login_failed`` (:func:`failures.record_refusal`).
         domain.InvalidGrant: unknown email, wrong password or inactive account
             (one answer for all three); recorded as ``auth.login_failed``.
+        otp.MfaRequired: (403) the password was right and a second factor must
+            follow (:func:`healthflow.auth.mfa.challenge_if_needed`).
     """
     settings = auth.settings
     client_id = client_id or settings.default_client_id
@@ -317,14 +315,21 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
         raise domain.InvalidGrant(domain.INVALID_CREDENTIALS)
     assert user is not None
     await auth.throttle.succeeded(email_key)
+    # a second factor first, where the account has one or its roles require one
+    await mfa.challenge_if_needed(auth, user, client_id=client_id, client_ip=client_ip)
     new_hash = (await auth.hasher.hash(password)
                 if auth.hasher.needs_rehash(user["password_hash"]) else None)
-    return await _open_session(auth, user, client_id=client_id, client_ip=client_ip,
-                               new_hash=new_hash)
+    return await open_session(auth, user, client_id=client_id, client_ip=client_ip,
+                              new_hash=new_hash)
 
 
-async def _open_session(auth: Auth, user: Document, *, client_id: str, client_ip: str | None,
-                        new_hash: str | None) -> domain.IssuedTokens:
+async def open_session(auth: Auth, user: Document, *, client_id: str, client_ip: str | None,
+                       new_hash: str | None,
+                       also: Callable[[UnitOfWork, str], Awaitable[None]] | None = None,
+                       ) -> domain.IssuedTokens:
+    """Begin a session for ``user`` (publish ``auth.login_succeeded``); ``also(uow,
+    session_id)`` runs in the same transaction (the second factor's bookkeeping)."""
+
     async def apply(uow: UnitOfWork) -> tuple[str, str, datetime]:
         now = utcnow()
         session_doc = domain.new_session(user_id=user["_id"], client_id=client_id,
@@ -335,6 +340,8 @@ async def _open_session(auth: Auth, user: Document, *, client_id: str, client_ip
         if new_hash is not None:  # parameters changed since this hash was made
             await store.update_user(auth.runtime.db, user["_id"],
                                     {"$set": {"password_hash": new_hash}}, session=uow.session)
+        if also is not None:
+            await also(uow, session_doc["_id"])
         uow.publish(events.LoginSucceeded(user_id=user["_id"], session_id=session_doc["_id"],
                                           client_ip=client_ip, client_id=client_id),
                     subject=user["_id"])

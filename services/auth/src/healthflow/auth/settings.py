@@ -7,7 +7,7 @@ option (t=3, m=64 MiB, p=4), above the OWASP Password Storage Cheat Sheet minimu
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
@@ -61,6 +61,35 @@ class Settings(ServiceSettings):
     """Addresses or networks of the proxies (the gateway) whose ``X-Forwarded-For`` names
     the real client address (JSON list, e.g. ``AUTH_TRUSTED_PROXIES='["10.0.0.0/8"]'``).
     Loopback by default: the service is reachable only through the gateway."""
+
+    # Password resets (healthflow.auth.credentials)
+    password_reset_ttl: int = Field(default=30 * 60, ge=60, le=24 * 3600)
+    """Seconds a reset link stays valid (it is also void after its first use)."""
+    password_resets_per_hour: int = Field(default=3, ge=1, le=100)
+    """Reset e-mails sent for one account per hour; further requests get the same
+    answer and send nothing (no mail-bombing of the owner)."""
+    account_link_secret: SecretStr = SecretStr("embedded-account-link-secret")
+    """Shared with the notification service (platform-wide ``ACCOUNT_LINK_SECRET``): the
+    key of the reset links' tokens (:mod:`healthflow.common.links`)."""
+    registration_notices: str = "3/hour"
+    """``limits`` notation: e-mails per account telling its owner that someone tried to
+    register with their address (the answer to the registration is the same anyway)."""
+
+    # Second factor: TOTP (RFC 6238) and recovery codes (healthflow.auth.mfa)
+    mfa_required_roles: list[str] = Field(
+        default_factory=lambda: ["admin", "compliance_officer", "doctor"])
+    """Roles whose logins need a second factor; a user with one and no authenticator yet
+    enrols during the login. Others may enrol. The local platform runner sets
+    ``AUTH_MFA_REQUIRED_ROLES='[]'`` unless told otherwise (docs/decisions.md)."""
+    mfa_issuer: str = "HealthFlow"
+    """The issuer an authenticator app shows (``otpauth://`` URI)."""
+    mfa_challenge_ttl: int = Field(default=300, ge=30, le=3600)
+    """Seconds between a correct password and the second factor."""
+    mfa_challenge_attempts: int = Field(default=5, ge=1, le=20)
+    """Wrong codes one challenge tolerates (the account's failed-login budget counts too)."""
+    mfa_valid_window: int = Field(default=1, ge=0, le=2)
+    """Time steps (30 s) a code may lag or lead the server's clock (RFC 6238 §5.2)."""
+    mfa_recovery_codes: int = Field(default=10, ge=1, le=20)
 
     @model_validator(mode="after")
     def _ttl_within_max_lifetime(self) -> Settings:

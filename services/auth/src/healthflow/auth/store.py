@@ -30,6 +30,24 @@ Documents (all times aware UTC):
     {_id: "session:" | "user:" | "key:" + the id, kind: session | user | key, ref: the id,
      not_before (users only), reason, at (last recorded), until (purged then)}
 
+``password_resets`` (one reset link each)::
+
+    {_id: sha256-hex of the link's token (never the token), reset_id, user_id,
+     created_at, expires_at, used_at | None, outcome: None | "used" | "superseded",
+     purge_at}
+
+``mfa_factors`` (one second factor per user)::
+
+    {_id: user_id, method: "totp", secret: base32 (the TOTP key; a KMS should wrap it in
+     production, like the signing keys), status: "pending" | "active", created_at,
+     confirmed_at, last_step: int | None (newest RFC 6238 time step accepted),
+     recovery_codes: {sha256-hex of a code: used_at | None}}
+
+``mfa_challenges`` (a correct password waiting for its second factor)::
+
+    {_id: sha256-hex of the challenge token, user_id, client_id, client_ip,
+     enrolment: bool, attempts, created_at, expires_at, purge_at}
+
 ``signing_keys``::
 
     {_id: kid, alg: "EdDSA", state: next | active | retired | revoked | removed,
@@ -58,6 +76,9 @@ REFRESH_TOKENS = "refresh_tokens"
 SIGNING_KEYS = "signing_keys"
 REFUSED_LOGINS = "refused_logins"
 REVOCATIONS = "revocations"
+PASSWORD_RESETS = "password_resets"  # noqa: S105 - a collection name
+MFA_FACTORS = "mfa_factors"
+MFA_CHALLENGES = "mfa_challenges"
 
 INDEXES = {
     USERS: [
@@ -77,6 +98,13 @@ INDEXES = {
         IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
     ],
     REVOCATIONS: [IndexModel([("until", ASCENDING)], expireAfterSeconds=0, name="purge")],
+    PASSWORD_RESETS: [
+        IndexModel([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user_created"),
+        IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
+    MFA_CHALLENGES: [
+        IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
     SIGNING_KEYS: [
         # At most one signing key, whatever the number of replicas starting at once.
         IndexModel([("state", ASCENDING)], unique=True, name="one_active",
@@ -291,3 +319,108 @@ async def user_not_before(db: Db, user_id: str) -> datetime | None:
     """The "not before" of ``user_id``'s tokens (``None`` when none is recorded)."""
     doc = await db[REVOCATIONS].find_one({"_id": f"user:{user_id}"}, {"not_before": 1})
     return None if doc is None else doc.get("not_before")
+
+
+# --------------------------------------------------------------------------- password resets
+
+
+async def count_resets_since(db: Db, user_id: str, since: datetime, *,
+                             session: Session = None) -> int:
+    """Reset links issued for ``user_id`` at or after ``since``."""
+    return await db[PASSWORD_RESETS].count_documents(
+        {"user_id": user_id, "created_at": {"$gte": since}}, session=session)
+
+
+async def insert_reset(db: Db, doc: Document, *, session: Session) -> None:
+    """Store a new reset link; earlier unused links of the same user are void from now."""
+    await db[PASSWORD_RESETS].update_many(
+        {"user_id": doc["user_id"], "used_at": None},
+        {"$set": {"used_at": doc["created_at"], "outcome": "superseded"}}, session=session)
+    await db[PASSWORD_RESETS].insert_one(doc, session=session)
+
+
+async def use_reset(db: Db, token_hash: str, *, now: datetime,
+                    session: Session) -> Document | None:
+    """Mark the unused, unexpired link ``token_hash`` used and return it; ``None`` when
+    there is none (unknown, used, superseded or expired): a link works once."""
+    return await db[PASSWORD_RESETS].find_one_and_update(
+        {"_id": token_hash, "used_at": None, "expires_at": {"$gt": now}},
+        {"$set": {"used_at": now, "outcome": "used"}}, session=session,
+        return_document=ReturnDocument.AFTER)
+
+
+async def find_usable_reset(db: Db, token_hash: str, *, now: datetime) -> Document | None:
+    """The unused, unexpired link ``token_hash`` (not marked: :func:`use_reset` does)."""
+    return await db[PASSWORD_RESETS].find_one(
+        {"_id": token_hash, "used_at": None, "expires_at": {"$gt": now}})
+
+
+# --------------------------------------------------------------------------- second factor
+
+
+async def get_factor(db: Db, user_id: str, *, session: Session = None) -> Document | None:
+    return await db[MFA_FACTORS].find_one({"_id": user_id}, session=session)
+
+
+async def put_pending_factor(db: Db, doc: Document, *, session: Session) -> bool:
+    """Store ``doc`` (status ``pending``) unless an active factor exists; ``False`` then."""
+    result = await db[MFA_FACTORS].replace_one(
+        {"_id": doc["_id"], "status": {"$ne": "active"}}, doc, session=session)
+    if result.matched_count == 1:
+        return True
+    if await db[MFA_FACTORS].find_one({"_id": doc["_id"]}, session=session) is not None:
+        return False
+    await db[MFA_FACTORS].insert_one(doc, session=session)
+    return True
+
+
+async def activate_factor(db: Db, user_id: str, *, step: int, code_hashes: Sequence[str],
+                          now: datetime, session: Session) -> bool:
+    """Pending → active, with the first accepted ``step`` and the recovery codes' hashes."""
+    result = await db[MFA_FACTORS].update_one(
+        {"_id": user_id, "status": "pending"},
+        {"$set": {"status": "active", "confirmed_at": now, "last_step": step,
+                  "recovery_codes": dict.fromkeys(code_hashes)}},
+        session=session)
+    return result.modified_count == 1
+
+
+async def advance_step(db: Db, user_id: str, step: int, *, session: Session) -> bool:
+    """Record ``step`` as used; ``False`` when it (or a later one) already was (a replay)."""
+    result = await db[MFA_FACTORS].update_one(
+        {"_id": user_id, "status": "active", "last_step": {"$lt": step}},
+        {"$set": {"last_step": step}}, session=session)
+    return result.modified_count == 1
+
+
+async def use_recovery_code(db: Db, user_id: str, code_hash: str, *, now: datetime,
+                            session: Session) -> Document | None:
+    """Mark the unused recovery code ``code_hash`` used; the factor after, or ``None``."""
+    field = f"recovery_codes.{code_hash}"  # a hex digest: a safe field name
+    return await db[MFA_FACTORS].find_one_and_update(
+        {"_id": user_id, "status": "active", field: {"$exists": True, "$eq": None}},
+        {"$set": {field: now}}, session=session, return_document=ReturnDocument.AFTER)
+
+
+async def delete_factor(db: Db, user_id: str, *, session: Session) -> bool:
+    result = await db[MFA_FACTORS].delete_one({"_id": user_id}, session=session)
+    return result.deleted_count == 1
+
+
+async def insert_challenge(db: Db, doc: Document, *, session: Session = None) -> None:
+    await db[MFA_CHALLENGES].insert_one(doc, session=session)
+
+
+async def get_challenge(db: Db, token_hash: str, *, now: datetime) -> Document | None:
+    """The live challenge ``token_hash`` (not expired)."""
+    return await db[MFA_CHALLENGES].find_one({"_id": token_hash, "expires_at": {"$gt": now}})
+
+
+async def count_challenge_attempt(db: Db, token_hash: str) -> None:
+    await db[MFA_CHALLENGES].update_one({"_id": token_hash}, {"$inc": {"attempts": 1}})
+
+
+async def take_challenge(db: Db, token_hash: str, *, session: Session) -> bool:
+    """Remove the challenge (it serves one login); ``False`` when another request did."""
+    result = await db[MFA_CHALLENGES].delete_one({"_id": token_hash}, session=session)
+    return result.deleted_count == 1

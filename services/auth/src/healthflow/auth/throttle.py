@@ -85,3 +85,10 @@ class LoginThrottle:
     async def _retry_after(self, item: RateLimitItem, kind: str, key: str) -> int:
         stats = await self.limiter.get_window_stats(item, self.namespace, kind, key)
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+
+    async def allow_notice(self, limit: str, kind: str, email_normalized: str) -> bool:
+        """Count one ``kind`` notice to the account (``limit`` in ``limits`` notation);
+        whether it is still within the budget (e-mails an attacker can trigger)."""
+        return await self.limiter.hit(parse(limit), self.namespace, kind,
+                                      self.account_key(email_normalized))

@@ -120,6 +120,13 @@ DOCTOR_TEMPLATES: Mapping[str, MessageKind] = {
 with the time and place only (never the patient's name)."""
 REMINDER = MessageKind("appointment_reminder")
 WELCOME = MessageKind("welcome", channels=(Channel.EMAIL, Channel.IN_APP))
+PASSWORD_RESET = MessageKind("password_reset", channels=(Channel.EMAIL,))
+"""``auth.password_reset_requested``: the reset link, by e-mail only (it must reach the
+address the account was registered with; never shown in the feed or a push)."""
+PASSWORD_CHANGED = MessageKind("password_changed", channels=(Channel.EMAIL, Channel.IN_APP))
+REGISTRATION_ATTEMPTED = MessageKind("registration_attempted", channels=(Channel.EMAIL,))
+"""``auth.registration_attempted``: someone tried to sign up with the owner's address."""
+"""``auth.password_changed``: the owner is told, so a change they did not make is noticed."""
 PRESCRIPTION_ISSUED = MessageKind("prescription_issued")
 """``prescription.issued``: the patient's "new prescription ready" (no medication named:
 the message only points to the app, where the patient signs in to read it)."""

@@ -13,6 +13,10 @@
   was not open (the fallback for the push).
 * ``payment.refunded`` — the patient is told how much went back (amount in minor units
   and the ISO 4217 currency, formatted per locale in the template).
+* ``auth.password_reset_requested`` — the reset link by e-mail (its token derived from
+  the request id under the secret shared with auth); ``auth.password_changed`` — the
+  owner is told their password changed; ``auth.registration_attempted`` — the owner is
+  told someone tried to sign up with their address.
 * ``xray.reported`` — the patient's "your X-ray report is ready" (a doctor signed it).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
@@ -32,6 +36,9 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.auth import (
+    PasswordChanged,
+    PasswordResetRequested,
+    RegistrationAttempted,
     UserActivated,
     UserDeactivated,
     UserRegistered,
@@ -44,9 +51,10 @@ from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.contracts.xray import XrayReported
-from healthflow.notification import service
+from healthflow.notification import accounts, service
 
 UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
+AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -82,6 +90,10 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_xray_report(event: Received[XrayReported], uow: UnitOfWork) -> None:
         await service.apply_xray_reported(uow, event.data.model_dump(), event.id, ctx)
 
+    async def on_account(event: Received[AccountEvent], uow: UnitOfWork) -> None:
+        await accounts.apply_account_event(uow, event.type, event.data.model_dump(), event.id,
+                                           ctx)
+
     def directory(kind: str) -> Handler:
         async def on_directory(event: Received[EventPayload], uow: UnitOfWork) -> None:
             await service.apply_directory(uow, kind, event.data.model_dump(), ctx)
@@ -97,6 +109,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "paramedic.task_offered": on_task_offered,
         "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
+        "auth.password_reset_requested": on_account,
+        "auth.password_changed": on_account,
+        "auth.registration_attempted": on_account,
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),

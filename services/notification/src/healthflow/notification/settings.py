@@ -91,6 +91,9 @@ class Settings(ServiceSettings):
     app_base_url: str = "https://app.healthflow.example"
     email_verification_secret: SecretStr = SecretStr("embedded-email-verification-secret")
     email_verification_ttl: float = Field(default=48 * 3600.0, gt=0)
+    # Shared with the auth service (platform-wide ACCOUNT_LINK_SECRET): the key of the
+    # password-reset links' tokens (healthflow.common.links).
+    account_link_secret: SecretStr = SecretStr("embedded-account-link-secret")
 
     # Delivery engine
     dispatch_interval: float = Field(default=1.0, gt=0)
