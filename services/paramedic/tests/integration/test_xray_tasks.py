@@ -41,7 +41,7 @@ def xray_event(type_: str, order_id: str, event_id: str | None = None) -> CloudE
     """An ``xray.*`` event as the xray service publishes it (ids and codes only)."""
     now = datetime.now(UTC).isoformat()
     common = {"order_id": order_id, "encounter_id": "enc-1", "patient_id": "pat-1"}
-    data: dict[str, Any] = {
+    payloads: dict[str, dict[str, Any]] = {
         "xray.requested": common | {
             "requester_id": "doc-1", "body_part": "CHEST", "body_site_snomed": "51185008",
             "view": "PA", "priority": "urgent", "accession_number": "ACC0001",
@@ -52,7 +52,8 @@ def xray_event(type_: str, order_id: str, event_id: str | None = None) -> CloudE
             "sop_instance_uid": "1.2.3.4", "modality": "CR",
             "content_type": "application/dicom", "sha256": "0" * 64, "size": 10,
             "uploaded_by": "para-x", "uploaded_at": now},
-    }[type_]
+    }
+    data = payloads[type_]
     return CloudEvent(id=event_id or str(uuid.uuid4()), source="/healthflow/xray",
                       type=type_, data=data, time=datetime.now(UTC),
                       subject=f"xray-order/{order_id}")
