@@ -31,7 +31,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.workers import Loop
-from healthflow.paramedic import service, store
+from healthflow.paramedic import service, store, xraytasks
 from healthflow.paramedic.domain import fresh_since
 
 log = logging.getLogger(__name__)
@@ -128,4 +128,4 @@ class AssigningConsumer(Consumer):
             await self.assigner.after_commit(str(event.data.get("emergency_id")))
         elif event.type == "xray.requested":
             await self.assigner.after_commit(
-                service.xray_assignment_id(str(event.data.get("order_id"))))
+                xraytasks.xray_assignment_id(str(event.data.get("order_id"))))

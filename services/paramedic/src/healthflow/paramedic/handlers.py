@@ -5,9 +5,9 @@
 * ``emergency.status_changed``: the working unit's duty status follows the
   emergency; closed or cancelled frees it (:func:`service.on_emergency_status`).
 * ``xray.requested`` (:class:`~healthflow.contracts.xray.XrayRequested`): an X-ray
-  task waits for a radiography-qualified unit (:func:`service.on_xray_requested`).
+  task waits for a radiography-qualified unit (:func:`xraytasks.on_xray_requested`).
 * ``xray.revoked`` / ``xray.uploaded``: the order was cancelled / an image was stored
-  for it: its task is cancelled / done and the unit freed (:func:`service.on_xray_ended`).
+  for it: its task is cancelled / done and the unit freed (:func:`xraytasks.on_xray_ended`).
 
 The handlers need the service's :class:`~healthflow.paramedic.service.Context`, so
 the table is built by :func:`make_handlers`. The consumer's inbox makes each event
@@ -20,7 +20,7 @@ from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.emergency import EmergencyRaised, EmergencyStatusChanged
 from healthflow.contracts.xray import XrayRequested, XrayRevoked, XrayUploaded
-from healthflow.paramedic import service
+from healthflow.paramedic import service, xraytasks
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -35,13 +35,13 @@ def make_handlers(ctx: service.Context) -> Handlers:
                                           event.data.status)
 
     async def on_xray_requested(event: Received[XrayRequested], uow: UnitOfWork) -> None:
-        await service.on_xray_requested(uow, ctx, event.data)
+        await xraytasks.on_xray_requested(uow, ctx, event.data)
 
     async def on_xray_revoked(event: Received[XrayRevoked], uow: UnitOfWork) -> None:
-        await service.on_xray_ended(uow, ctx, event.data.order_id, "revoked")
+        await xraytasks.on_xray_ended(uow, ctx, event.data.order_id, "revoked")
 
     async def on_xray_uploaded(event: Received[XrayUploaded], uow: UnitOfWork) -> None:
-        await service.on_xray_ended(uow, ctx, event.data.order_id, "completed")
+        await xraytasks.on_xray_ended(uow, ctx, event.data.order_id, "completed")
 
     return {"emergency.raised": on_raised, "emergency.status_changed": on_status_changed,
             "xray.requested": on_xray_requested, "xray.revoked": on_xray_revoked,
