@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from healthflow.contracts.paramedic import TaskOffered
+from healthflow.contracts.paramedic import TaskOffered, XrayTaskOffered
 from healthflow.devkit.testing import eventually
 
 from ..conftest import NOW, Notif, event, user_registered
@@ -39,3 +39,22 @@ async def test_an_offer_to_a_unit_without_its_stream_is_texted(notif: Notif) -> 
     assert (delivery["channel"], delivery["template"], delivery["urgent"]) == (
         "sms", "task_offered", True)
     assert notif.twilio.to("+4915100000912") == []
+
+
+async def test_an_x_ray_task_offered_to_a_unit_without_its_stream_is_texted(
+        notif: Notif) -> None:
+    await notif.deliver(user_registered("rad-off", phone="+4915100000913"))
+    notif.clock.advance(seconds=1)
+    silent = event("paramedic.xray_task_offered", XrayTaskOffered(
+        task_id="t-3", order_id="ord-1", unit_id="rad-off", paramedic_id="rad-off",
+        attempt=1, offered_at=NOW, expires_at=NOW + timedelta(seconds=30),
+        call_sign="RAD 7", stream_connected=False).model_dump(mode="json"),
+        subject="xray-order/ord-1")
+    await notif.deliver(silent, silent)  # a redelivery sends nothing more
+    await eventually(lambda: len(notif.twilio.to("+4915100000913")) == 1,
+                     message="the radiographer without a stream was not texted")
+    sms = notif.twilio.to("+4915100000913")[0]
+    assert sms.body.startswith("HealthFlow: an X-ray task is offered to RAD 7."), sms.body
+    assert "ord-1" not in sms.body
+    [delivery] = await notif.deliveries(source_id=silent.id)
+    assert (delivery["channel"], delivery["template"]) == ("sms", "task_offered")

@@ -99,3 +99,48 @@ class AssignmentEscalated(EventPayload):
     reason: str
     attempts: int
     escalated_at: datetime
+
+
+class XrayTaskEvent(EventPayload):
+    """Fields every X-ray task event shares: the task, the X-ray order it was made from
+    (``xray.requested``), the unit and its paramedic's user id. Nothing about the
+    patient or the clinical question: the crew reads the order on the imaging work
+    list. ``subject`` is ``xray-order/<id>``."""
+
+    task_id: str
+    order_id: str
+    unit_id: str
+    paramedic_id: str
+
+
+@event_type("paramedic.xray_task_offered", version=1, publisher=PUBLISHER)
+class XrayTaskOffered(XrayTaskEvent):
+    """A radiography-qualified unit was claimed and offered the X-ray task at
+    ``offered_at``; it must accept before ``expires_at`` (aware UTC). ``attempt``
+    counts offers for this order from 1; ``call_sign`` as in ``task_offered``;
+    ``stream_connected`` ``False``: the app had no task stream open, so the
+    notification service texts the paramedic (as for ``task_offered``)."""
+
+    attempt: int
+    offered_at: datetime
+    expires_at: datetime
+    call_sign: str | None = None
+    stream_connected: bool | None = None
+
+
+@event_type("paramedic.xray_task_accepted", version=1, publisher=PUBLISHER)
+class XrayTaskAccepted(XrayTaskEvent):
+    """The paramedic accepted the X-ray task at ``accepted_at``."""
+
+    accepted_at: datetime
+
+
+@event_type("paramedic.xray_task_ended", version=1, publisher=PUBLISHER)
+class XrayTaskEnded(XrayTaskEvent):
+    """The X-ray task ended at ``ended_at``: ``reason`` is ``declined`` (the paramedic
+    said no; the next unit is offered it), ``timeout`` (no answer in time; likewise),
+    ``revoked`` (the order was cancelled, ``xray.revoked``) or ``completed`` (an image
+    was stored for the order, ``xray.uploaded``)."""
+
+    reason: str
+    ended_at: datetime

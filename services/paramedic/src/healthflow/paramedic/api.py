@@ -1,8 +1,9 @@
 """HTTP routes under ``/api/v1/paramedics`` (thin; rules live in the service).
 
 The paramedic app: ``/me`` (unit profile), ``/me/status``, ``/me/position``,
-``/me/tasks`` with accept and decline. Dispatchers: ``GET /`` (every unit with
-status and position), ``PUT /assignments/{emergency_id}`` (manual (re)assignment).
+``/me/tasks`` with accept and decline (emergency and X-ray tasks). Dispatchers:
+``GET /`` (every unit with status and position), ``GET /xray-queue`` (X-ray orders not
+finished), ``PUT /assignments/{emergency_id}`` (manual (re)assignment).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from healthflow.paramedic.schemas import (
     StatusIn,
     TaskOut,
     UnitOut,
+    XrayQueueItem,
 )
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
@@ -64,6 +66,14 @@ async def list_units(runtime: Runtime, ctx: Ctx,
                      principal: Principal = require(P.PARAMEDICS_READ_ANY)) -> list[UnitOut]:
     return [_unit(ctx, d)
             for d in await store.list_units(runtime.db)]
+
+
+@router.get("/xray-queue", summary="X-ray orders waiting for or given to a unit (dispatchers)")
+async def xray_queue(runtime: Runtime,
+                     principal: Principal = require(P.EMERGENCIES_DISPATCH)
+                     ) -> list[XrayQueueItem]:
+    """Oldest first; ``escalated`` ones wait for a radiography-qualified unit."""
+    return [XrayQueueItem.from_document(d) for d in await store.xray_queue(runtime.db)]
 
 
 @router.put("/assignments/{emergency_id}",
@@ -172,5 +182,5 @@ async def decline(runtime: Runtime, ctx: Ctx, assigner: AssignerDep, task_id: Ta
     """The next unit is offered the emergency at once (after the decline commits)."""
     task = await service.decline(runtime, ctx, principal, task_id,
                                  body.reason if body else None)
-    await assigner.after_commit(task["emergency_id"])
+    await assigner.after_commit(service.assignment_of(task))
     return TaskOut.from_document(task)

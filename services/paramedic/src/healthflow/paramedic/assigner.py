@@ -31,7 +31,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.workers import Loop
-from healthflow.paramedic import service, store
+from healthflow.paramedic import service, store, xraytasks
 from healthflow.paramedic.domain import fresh_since
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,15 @@ class Assigner:
 
     async def rank(self, assignment: Document) -> list[Document]:
         """The candidates for ``assignment`` (no transaction), on shift, fastest by road
-        first, each with ``distance_m``, ``travel_s`` and ``by_road``."""
+        first, each with ``distance_m``, ``travel_s`` and ``by_road``. An X-ray order
+        has no position (``xray.requested`` carries none): its candidates are the
+        radiography-qualified units, longest idle first."""
         ctx = self.ctx
+        if service.is_xray(assignment):
+            return [c for c in await store.xray_candidates(
+                self.runtime.db, fresh_since=fresh_since(ctx.clock(), ctx.max_age),
+                exclude=assignment["tried"], limit=ctx.settings.candidates)
+                if service.is_on_shift(ctx, c)]
         found = [c for c in await store.candidates(
             self.runtime.db, None, assignment["location"],
             fresh_since=fresh_since(ctx.clock(), ctx.max_age), exclude=assignment["tried"],
@@ -63,8 +70,9 @@ class Assigner:
                 for e in etas]
 
     async def assign(self, emergency_id: str) -> bool:
-        """Offer the emergency if it is ``pending``; True when this call moved it on
-        (offered or escalated), False when there was nothing (more) to do."""
+        """Offer the emergency (or X-ray order: any assignment id) if it is ``pending``;
+        True when this call moved it on (offered or escalated), False when there was
+        nothing (more) to do."""
         assignment = await store.get_assignment(self.runtime.db, emergency_id)
         if assignment is None or assignment["status"] != "pending":
             return False
@@ -104,8 +112,8 @@ class Assigner:
 
 
 class AssigningConsumer(Consumer):
-    """The common inbox consumer, which offers a raised emergency once its
-    ``emergency.raised`` has committed."""
+    """The common inbox consumer, which offers a raised emergency (an X-ray order) once
+    its ``emergency.raised`` (``xray.requested``) has committed."""
 
     def __init__(self, runtime: ServiceRuntime, handlers: Handlers, assigner: Assigner
                  ) -> None:
@@ -114,5 +122,10 @@ class AssigningConsumer(Consumer):
 
     async def __call__(self, event: CloudEvent) -> None:
         await super().__call__(event)
-        if event.type == "emergency.raised" and isinstance(event.data, dict):
+        if not isinstance(event.data, dict):
+            return
+        if event.type == "emergency.raised":
             await self.assigner.after_commit(str(event.data.get("emergency_id")))
+        elif event.type == "xray.requested":
+            await self.assigner.after_commit(
+                xraytasks.xray_assignment_id(str(event.data.get("order_id"))))

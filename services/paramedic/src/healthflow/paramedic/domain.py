@@ -70,6 +70,17 @@ class Qualification(StrEnum):
     BASIC_LIFE_SUPPORT = "basic_life_support"
     ADVANCED_LIFE_SUPPORT = "advanced_life_support"
     FIELD_SUPERVISOR = "field_supervisor"
+    RADIOGRAPHY = "radiography"
+    """Trained to take radiographs (a radiographer, or a paramedic with the course):
+    only such units are offered X-ray tasks."""
+
+
+class TaskKind(StrEnum):
+    """What a task (and the assignment it came from) is about: an emergency
+    (``emergency.raised``) or an X-ray order (``xray.requested``)."""
+
+    EMERGENCY = "emergency"
+    XRAY = "xray"
 
 
 class TaskStatus(StrEnum):
@@ -77,8 +88,8 @@ class TaskStatus(StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     EXPIRED = "expired"  # not answered within the offer time
-    DONE = "done"  # its emergency was closed
-    CANCELLED = "cancelled"  # its emergency was cancelled
+    DONE = "done"  # its emergency was closed; an image was stored for its X-ray order
+    CANCELLED = "cancelled"  # its emergency was cancelled; its X-ray order was revoked
     WITHDRAWN = "withdrawn"  # a dispatcher gave the emergency to another unit
 
 

@@ -9,6 +9,10 @@ from healthflow.contracts.paramedic import (
     TaskAccepted,
     TaskDeclined,
     TaskOffered,
+    XrayTaskAccepted,
+    XrayTaskEnded,
+    XrayTaskOffered,
 )
 
-__all__ = ["AssignmentEscalated", "EtaUpdated", "TaskAccepted", "TaskDeclined", "TaskOffered"]
+__all__ = ["AssignmentEscalated", "EtaUpdated", "TaskAccepted", "TaskDeclined", "TaskOffered",
+           "XrayTaskAccepted", "XrayTaskEnded", "XrayTaskOffered"]

@@ -4,6 +4,10 @@
   start assigning the nearest available unit (:func:`service.on_emergency_raised`).
 * ``emergency.status_changed``: the working unit's duty status follows the
   emergency; closed or cancelled frees it (:func:`service.on_emergency_status`).
+* ``xray.requested`` (:class:`~healthflow.contracts.xray.XrayRequested`): an X-ray
+  task waits for a radiography-qualified unit (:func:`xraytasks.on_xray_requested`).
+* ``xray.revoked`` / ``xray.uploaded``: the order was cancelled / an image was stored
+  for it: its task is cancelled / done and the unit freed (:func:`xraytasks.on_xray_ended`).
 
 The handlers need the service's :class:`~healthflow.paramedic.service.Context`, so
 the table is built by :func:`make_handlers`. The consumer's inbox makes each event
@@ -15,7 +19,8 @@ from __future__ import annotations
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.emergency import EmergencyRaised, EmergencyStatusChanged
-from healthflow.paramedic import service
+from healthflow.contracts.xray import XrayRequested, XrayRevoked, XrayUploaded
+from healthflow.paramedic import service, xraytasks
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -29,4 +34,15 @@ def make_handlers(ctx: service.Context) -> Handlers:
         await service.on_emergency_status(uow, ctx, event.data.emergency_id,
                                           event.data.status)
 
-    return {"emergency.raised": on_raised, "emergency.status_changed": on_status_changed}
+    async def on_xray_requested(event: Received[XrayRequested], uow: UnitOfWork) -> None:
+        await xraytasks.on_xray_requested(uow, ctx, event.data)
+
+    async def on_xray_revoked(event: Received[XrayRevoked], uow: UnitOfWork) -> None:
+        await xraytasks.on_xray_ended(uow, ctx, event.data.order_id, "revoked")
+
+    async def on_xray_uploaded(event: Received[XrayUploaded], uow: UnitOfWork) -> None:
+        await xraytasks.on_xray_ended(uow, ctx, event.data.order_id, "completed")
+
+    return {"emergency.raised": on_raised, "emergency.status_changed": on_status_changed,
+            "xray.requested": on_xray_requested, "xray.revoked": on_xray_revoked,
+            "xray.uploaded": on_xray_uploaded}

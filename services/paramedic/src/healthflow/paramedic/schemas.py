@@ -64,7 +64,7 @@ class ProfileIn(BaseModel):
 
     call_sign: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9 -]+$")]
     vehicle: Annotated[str, Field(min_length=1, max_length=64)]
-    qualifications: Annotated[list[Qualification], Field(min_length=1, max_length=4)]
+    qualifications: Annotated[list[Qualification], Field(min_length=1, max_length=5)]
     base: Base
     shifts: Annotated[list[ShiftIn], Field(max_length=28)] = []
     """Weekly shifts; none: always on shift (on call)."""
@@ -135,32 +135,69 @@ class UnitOut(BaseModel):
 
 
 class TaskOut(BaseModel):
-    """A task offered to the caller's unit: where to go (WGS84), how far (metres, straight
-    line), the estimated travel time (seconds; ``by_road`` false: straight-line estimate),
-    until when to accept (aware UTC)."""
+    """A task offered to the caller's unit, until when to accept (aware UTC).
+
+    ``kind`` ``emergency``: where to go (WGS84), how far (metres, straight line), the
+    estimated travel time (seconds; ``by_road`` false: straight-line estimate).
+    ``kind`` ``xray``: the X-ray order to take (``order_id``, DICOM ``accession_number``,
+    ``body_part`` and ``view`` terms, FHIR ``priority``); no position (the order has
+    none), and nothing about the patient or the clinical question, which the crew reads
+    on the imaging work list."""
 
     id: str
-    emergency_id: str
+    kind: str = "emergency"
+    emergency_id: str | None
+    order_id: str | None = None
+    accession_number: str | None = None
+    body_part: str | None = None
+    view: str | None = None
     unit_id: str
     priority: str
-    latitude: float
-    longitude: float
-    distance_m: float
-    travel_s: float
-    by_road: bool
+    latitude: float | None
+    longitude: float | None
+    distance_m: float | None
+    travel_s: float | None
+    by_road: bool | None
     attempt: int
     status: str
-    emergency_status: str
+    emergency_status: str | None
     offered_at: datetime
     expires_at: datetime
     answered_at: datetime | None
 
     @classmethod
     def from_document(cls, doc: Document) -> TaskOut:
-        lon, lat = doc["location"]["coordinates"]
+        lon, lat = (doc["location"]["coordinates"] if doc.get("location")
+                    else (None, None))
         fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields
-                                  if k not in {"id", "latitude", "longitude"}}
-        return cls(id=doc["_id"], latitude=lat, longitude=lon, **fields)
+                                  if k not in {"id", "kind", "latitude", "longitude"}}
+        return cls(id=doc["_id"], kind=doc.get("kind") or "emergency", latitude=lat,
+                   longitude=lon, **fields)
+
+
+class XrayQueueItem(BaseModel):
+    """An X-ray order the paramedic service has not finished (dispatchers): ``status``
+    ``pending``/``assigning`` (being offered), ``escalated`` (no radiography-qualified
+    unit available: queued, retried every ``escalation_retry_s``), ``offered`` or
+    ``accepted`` (``task_id`` names the task)."""
+
+    order_id: str
+    accession_number: str
+    body_part: str
+    view: str
+    priority: str
+    status: str
+    attempts: int
+    task_id: str | None
+    queued_since: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def from_document(cls, doc: Document) -> XrayQueueItem:
+        return cls(order_id=doc["order_id"], accession_number=doc["accession_number"],
+                   body_part=doc["body_part"], view=doc["view"], priority=doc["priority"],
+                   status=doc["status"], attempts=doc["attempts"], task_id=doc.get("task_id"),
+                   queued_since=doc.get("escalated_at"), created_at=doc["created_at"])
 
 
 class DeclineIn(BaseModel):

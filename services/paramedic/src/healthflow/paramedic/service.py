@@ -31,6 +31,7 @@ from healthflow.paramedic.domain import (
     ON_THE_WAY,
     DutyStatus,
     EtaThrottle,
+    TaskKind,
     TaskNotFound,
     TaskNotOffered,
     TaskStatus,
@@ -203,10 +204,14 @@ async def accept(runtime: ServiceRuntime, ctx: Context, principal: Principal, ta
         if not await store.update_task(uow.db, uow.session, task_id, TaskStatus.OFFERED,
                                        fields):
             raise TaskNotOffered("the task was answered or withdrawn meanwhile")
-        must(await store.update_assignment(uow.db, uow.session, task["emergency_id"], {
+        must(await store.update_assignment(uow.db, uow.session, assignment_of(task), {
             "$set": {"status": "accepted", "updated_at": now}}), "the assignment")
-        uow.publish(events.TaskAccepted(accepted_at=now, **ids(task)),
-                    subject=f"emergency/{task['emergency_id']}")
+        if is_xray(task):
+            uow.publish(events.XrayTaskAccepted(accepted_at=now, **xray_ids(task)),
+                        subject=f"xray-order/{task['order_id']}")
+        else:
+            uow.publish(events.TaskAccepted(accepted_at=now, **ids(task)),
+                        subject=f"emergency/{task['emergency_id']}")
         return task | fields
 
     return await runtime.transact(write, actor=principal.actor)
@@ -230,8 +235,9 @@ async def decline(runtime: ServiceRuntime, ctx: Context, principal: Principal, t
 async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: TaskStatus,
                      reason: str, note: str | None = None) -> Document:
     """The offer ends unanswered (declined or timed out): free the unit, publish
-    ``paramedic.task_declined`` and make the emergency ``pending`` again (the
-    :mod:`.assigner` offers the next unit after this transaction)."""
+    ``paramedic.task_declined`` (an X-ray task: ``paramedic.xray_task_ended``) and make
+    the emergency or order ``pending`` again (the :mod:`.assigner` offers the next unit
+    after this transaction)."""
     now = ctx.clock()
     fields = {"status": status.value, "answered_at": now, "updated_at": now,
               "decline_reason": note}
@@ -239,9 +245,12 @@ async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: Task
                                    fields):
         raise TaskNotOffered("the task was answered or withdrawn meanwhile")
     await free_unit(uow, task, now)
-    uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **ids(task)),
-                subject=f"emergency/{task['emergency_id']}")
-    await store.pending_again(uow.db, uow.session, task["emergency_id"], task["_id"], now)
+    if is_xray(task):
+        publish_xray_ended(uow, task, reason, now)
+    else:
+        uow.publish(events.TaskDeclined(reason=reason, declined_at=now, **ids(task)),
+                    subject=f"emergency/{task['emergency_id']}")
+    await store.pending_again(uow.db, uow.session, assignment_of(task), task["_id"], now)
     return task | fields
 
 
@@ -264,6 +273,29 @@ async def free_unit(uow: UnitOfWork, task: Document, now: datetime) -> None:
 def ids(task: Document) -> dict[str, str]:
     return {"task_id": task["_id"], "emergency_id": task["emergency_id"],
             "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"]}
+
+
+def xray_ids(task: Document) -> dict[str, str]:
+    return {"task_id": task["_id"], "order_id": task["order_id"],
+            "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"]}
+
+
+def is_xray(doc: Document) -> bool:
+    """Whether a task or assignment is about an X-ray order (older documents have no
+    ``kind``: emergencies)."""
+    return doc.get("kind") == TaskKind.XRAY
+
+
+def assignment_of(task: Document) -> str:
+    """The id of the assignment a task was offered from (the emergency id for tasks
+    written before X-ray tasks existed)."""
+    return str(task.get("assignment_id") or task["emergency_id"])
+
+
+def publish_xray_ended(uow: UnitOfWork, task: Document, reason: str, now: datetime
+                       ) -> None:
+    uow.publish(events.XrayTaskEnded(reason=reason, ended_at=now, **xray_ids(task)),
+                subject=f"xray-order/{task['order_id']}")
 
 
 # --------------------------------------------------------------------------- assignment
@@ -315,13 +347,21 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
     expires = now + timedelta(seconds=ctx.settings.offer_timeout_s)
     attempt = assignment["attempts"] + 1
     task: Document = {
-        "_id": task_id, "emergency_id": assignment["_id"], "unit_id": unit["_id"],
+        "_id": task_id, "kind": assignment.get("kind", TaskKind.EMERGENCY.value),
+        "assignment_id": assignment["_id"], "unit_id": unit["_id"],
         "paramedic_id": unit["_id"], "priority": assignment["priority"],
-        "location": assignment["location"], "distance_m": float(unit["distance_m"]),
-        "travel_s": unit["travel_s"], "by_road": unit["by_road"],
-        "attempt": attempt, "status": TaskStatus.OFFERED.value,
-        "emergency_status": "assigned", "offered_at": now, "expires_at": expires,
+        "location": assignment["location"], "attempt": attempt,
+        "status": TaskStatus.OFFERED.value, "offered_at": now, "expires_at": expires,
         "answered_at": None, "updated_at": now}
+    if is_xray(assignment):
+        task |= {"emergency_id": None, "order_id": assignment["order_id"],
+                 "accession_number": assignment["accession_number"],
+                 "body_part": assignment["body_part"], "view": assignment["view"],
+                 "distance_m": unit.get("distance_m"), "travel_s": None, "by_road": None}
+    else:
+        task |= {"emergency_id": assignment["_id"], "emergency_status": "assigned",
+                 "distance_m": float(unit["distance_m"]), "travel_s": unit["travel_s"],
+                 "by_road": unit["by_road"]}
     await uow.db[store.TASKS].insert_one(task, session=uow.session)
     must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
         "$set": {"status": "offered", "task_id": task_id, "attempts": attempt,
@@ -332,6 +372,12 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
     seen = unit.get("stream_seen_at")
     connected = seen is not None and seen >= now - 2 * timedelta(
         seconds=ctx.settings.stream_heartbeat_s)
+    if is_xray(task):
+        uow.publish(events.XrayTaskOffered(
+            attempt=attempt, call_sign=unit.get("call_sign"), offered_at=now,
+            expires_at=expires, stream_connected=connected, **xray_ids(task)),
+            subject=f"xray-order/{task['order_id']}")
+        return task
     uow.publish(events.TaskOffered(distance_m=task["distance_m"], travel_s=task["travel_s"],
                                    by_road=task["by_road"], attempt=attempt,
                                    call_sign=unit.get("call_sign"), offered_at=now,
@@ -349,13 +395,13 @@ async def escalate(uow: UnitOfWork, ctx: Context, assignment: Document, reason: 
     must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
         "$set": {"status": "escalated", "task_id": None, "escalated_at": now,
                  "updated_at": now}}), "the assignment")
-    if first:
+    if first and not is_xray(assignment):  # a waiting X-ray order is on the queue
         uow.publish(events.AssignmentEscalated(
             emergency_id=assignment["_id"], reason=reason, attempts=assignment["attempts"],
             escalated_at=now), subject=f"emergency/{assignment['_id']}")
     if reason == "no_unit_available":
         retry_at = now + timedelta(seconds=ctx.settings.escalation_retry_s)
-        await jobs.enqueue(uow.db, ASSIGNMENT_RETRY, {"emergency_id": assignment["_id"]},
+        await jobs.enqueue(uow.db, ASSIGNMENT_RETRY, {"assignment_id": assignment["_id"]},
                            run_at=retry_at, session=uow.session, now=now,
                            key=f"retry:{assignment['_id']}:{retry_at.timestamp():.3f}")
 
@@ -370,8 +416,9 @@ async def on_offer_timeout(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> None
 async def on_assignment_retry(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> None:
     """An escalated emergency's retry: ``pending`` again, every unit may be asked again
     (the :mod:`.assigner` loop takes it)."""
-    assignment = await store.get_assignment(uow.db, job.payload["emergency_id"],
-                                            session=uow.session)
+    assignment = await store.get_assignment(
+        uow.db, job.payload.get("assignment_id") or job.payload["emergency_id"],
+        session=uow.session)
     if assignment is None or assignment["status"] != "escalated":
         return
     must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
@@ -412,3 +459,4 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
                                         duty, now)):
         log.warning("unit no longer on the task whose emergency moved",
                     extra={"unit_id": task["unit_id"], "task_id": task["_id"]})
+

@@ -6,13 +6,16 @@ Collections (database ``healthflow_paramedic``), times aware UTC, distances metr
                   latitude, longitude}, status (domain.DutyStatus), location: GeoJSON Point
                   [lon, lat] | None, accuracy_m, position_at, task_id | None, created_at,
                   updated_at}
-    tasks        {_id, emergency_id, unit_id, paramedic_id, priority, location (Point),
-                  distance_m, attempt, status (domain.TaskStatus), emergency_status,
-                  offered_at, expires_at, answered_at, updated_at}
-    assignments  {_id: emergency id, priority, location | None, status: pending (waits
-                  for the assigner) | assigning | offered | accepted | escalated | ended,
-                  tried: [unit ids], attempts, task_id, escalated_at | None, created_at,
-                  updated_at}
+    tasks        {_id, kind (domain.TaskKind), assignment_id, emergency_id | None,
+                  unit_id, paramedic_id, priority, location (Point) | None, distance_m,
+                  attempt, status (domain.TaskStatus), emergency_status, offered_at,
+                  expires_at, answered_at, updated_at; X-ray: order_id,
+                  accession_number, body_part, view}
+    assignments  {_id: emergency id | "xray:<order id>", kind, priority, location | None,
+                  status: pending (waits for the assigner) | assigning | offered |
+                  accepted | escalated (X-ray: queued) | ended, tried: [unit ids],
+                  attempts, task_id, escalated_at | None, created_at, updated_at;
+                  X-ray: order_id, accession_number, body_part, view}
     jobs         the offer timers and escalation retries (healthflow.common.jobs)
 
 ``units.location`` has a 2dsphere index; :func:`candidates` is a ``$geoNear``
@@ -113,6 +116,24 @@ async def candidates(db: Db, session: Session, location: Document, *, fresh_sinc
     ]
     cursor = await db[UNITS].aggregate(pipeline, session=session)
     return await cursor.to_list()
+
+
+async def xray_candidates(db: Db, *, fresh_since: datetime, exclude: list[str], limit: int
+                          ) -> list[Document]:
+    """Available units qualified in radiography with a position reported at or after
+    ``fresh_since`` (the app is live), longest idle first (``updated_at``)."""
+    return await db[UNITS].find(
+        {"status": DutyStatus.AVAILABLE.value, "position_at": {"$gte": fresh_since},
+         "qualifications": "radiography", "_id": {"$nin": exclude}},
+        {"_id": 1, "location": 1, "call_sign": 1, "shifts": 1, "time_zone": 1,
+         "stream_seen_at": 1}).sort("updated_at", ASCENDING).limit(limit).to_list()
+
+
+async def xray_queue(db: Db, limit: int = 200) -> list[Document]:
+    """X-ray orders not ended yet (waiting, offered or accepted), oldest first."""
+    return await db[ASSIGNMENTS].find(
+        {"kind": "xray", "status": {"$ne": "ended"}}).sort(
+        "created_at", ASCENDING).limit(limit).to_list()
 
 
 async def claim_unit(db: Db, session: Session, unit_id: str, *, fresh_since: datetime,
