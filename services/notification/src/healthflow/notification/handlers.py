@@ -58,11 +58,8 @@ AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
-    """``{pattern: handler}`` over ``ctx``.
-
-    The service functions read plain dicts: each handler passes the validated contract
-    model's fields (``model_dump()``, datetimes kept as aware datetimes).
-    """
+    """``{pattern: handler}`` over ``ctx``; each passes the validated contract model's
+    fields as a plain dict (``model_dump()``, datetimes kept as aware datetimes)."""
 
     async def on_appointment(event: Received[AppointmentEvent], uow: UnitOfWork) -> None:
         await service.apply_appointment(uow, event.type, event.data.model_dump(),
@@ -81,11 +78,8 @@ def make_handlers(ctx: service.Context) -> Handlers:
                          ) -> None:
         await service.apply_emergency_inbound(uow, event.data.model_dump(), event.id, ctx)
 
-    async def on_task_offered(event: Received[TaskOffered], uow: UnitOfWork) -> None:
-        await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx)
-
-    async def on_xray_task_offered(event: Received[XrayTaskOffered], uow: UnitOfWork
-                                   ) -> None:
+    async def on_task_offered(event: Received[TaskOffered | XrayTaskOffered],
+                              uow: UnitOfWork) -> None:
         await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx,
                                          trigger=event.type)
 
@@ -112,7 +106,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "prescription.issued": on_prescription,
         "emergency.destination_chosen": on_inbound,
         "paramedic.task_offered": on_task_offered,
-        "paramedic.xray_task_offered": on_xray_task_offered,
+        "paramedic.xray_task_offered": on_task_offered,
         "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
         "auth.password_reset_requested": on_account,
