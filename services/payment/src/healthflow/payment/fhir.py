@@ -1,4 +1,7 @@
-"""FHIR R4 resources of insurance, from this service's documents (pure dicts):
+"""FHIR R4 resources of insurance, from this service's documents (pure dicts), and the
+claim submission read back from a FHIR Claim and Coverage (:func:`submission`, the one
+path by which HealthFlow's own claims and outside ones, such as the official HL7
+examples, reach the clearinghouse):
 ``Coverage`` (https://hl7.org/fhir/R4/coverage.html), ``Claim``
 (https://hl7.org/fhir/R4/claim.html) and ``ClaimResponse``
 (https://hl7.org/fhir/R4/claimresponse.html), and a ``collection`` Bundle of a claim.
@@ -12,12 +15,15 @@ number of exactly that value (see :func:`_number`).
 from __future__ import annotations
 
 import json
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from babel.numbers import get_currency_precision
 
 from healthflow.common.mongo import Document
+from healthflow.payment.clearinghouse import ClaimLine, ClaimSubmission
+from healthflow.payment.domain import CURRENCY
 
 CLAIM_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type",
                           "code": "professional"}]}
@@ -155,3 +161,92 @@ def dumps(resource: dict[str, Any]) -> str:
     """``application/fhir+json`` text of a resource from this module (decimals as JSON
     numbers of their exact value)."""
     return json.dumps(resource, default=_number)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class NotImportable(ValueError):
+    """A FHIR Claim or Coverage this service cannot submit (the reason says why)."""
+
+
+def minor_units(value: Any, currency: str) -> int:
+    """``Money.value`` (a decimal, or its JSON number) in minor units of ``currency``.
+
+    Raises:
+        NotImportable: finer than the currency's minor unit (e.g. 1.005 EUR).
+    """
+    exact = Decimal(str(value)).scaleb(get_currency_precision(currency))
+    if exact != exact.to_integral_value():
+        raise NotImportable(f"{value} {currency} is finer than a minor unit")
+    return int(exact)
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value[:10]) if value else None
+
+
+def _code(concept: dict[str, Any]) -> str:
+    codings = concept.get("coding") or []
+    return str(codings[0].get("code") if codings else concept.get("text") or "")
+
+
+def submission(claim_resource: dict[str, Any],
+               coverage_resource: dict[str, Any]) -> ClaimSubmission:
+    """What the clearinghouse is sent for a FHIR R4 ``Claim`` (``use`` ``claim``) under
+    its focal ``Coverage`` (both as JSON), whether HealthFlow made them (:func:`claim`,
+    :func:`coverage`) or they come from elsewhere (the official HL7 examples):
+
+    * each ``item``: ``sequence``, the first ``productOrService`` code (else its text),
+      the service day (``servicedDate``, ``servicedPeriod.start``, else the claim's
+      ``billablePeriod.start``, else its ``created`` day), ``net`` (else
+      ``unitPrice × quantity × factor``) in minor units;
+    * the coverage: ``status``, ``period`` (days; no start: from any day), the payer
+      (``payor[0]``: identifier value, else reference, else display), the ``class`` of
+      type ``plan`` (none: ``""``, which no plan rule matches), ``subscriberId``.
+
+    Raises:
+        NotImportable: not a claim (a preauthorization or predetermination), no items,
+            money in several currencies or finer than a minor unit.
+    """
+    if claim_resource.get("use") != "claim":
+        raise NotImportable(f"use {claim_resource.get('use')!r}: only claims are adjudicated")
+    items = claim_resource.get("item") or []
+    if not items:
+        raise NotImportable("a claim without items asks for nothing")
+    default_day = (_day((claim_resource.get("billablePeriod") or {}).get("start"))
+                   or _day(claim_resource.get("created")))
+    lines, currencies = [], set()
+    for item in items:
+        net = item.get("net")
+        if net is None:
+            unit = item.get("unitPrice") or {}
+            if "value" not in unit:
+                raise NotImportable(f"item {item.get('sequence')} has no price")
+            factor = Decimal(str(item.get("factor", 1)))
+            quantity = Decimal(str((item.get("quantity") or {}).get("value", 1)))
+            net = {"value": Decimal(str(unit["value"])) * quantity * factor,
+                   "currency": unit.get("currency")}
+        currency = str(net.get("currency") or "")
+        currencies.add(currency)
+        day = (_day(item.get("servicedDate"))
+               or _day((item.get("servicedPeriod") or {}).get("start")) or default_day)
+        if day is None:
+            raise NotImportable(f"item {item.get('sequence')} has no service date")
+        lines.append(ClaimLine(int(item["sequence"]), _code(item["productOrService"]), day,
+                               minor_units(net["value"], currency)))
+    if len(currencies) != 1 or not CURRENCY.match(next(iter(currencies))):
+        raise NotImportable(f"one claim has one ISO 4217 currency, not {sorted(currencies)}")
+    payor = (coverage_resource.get("payor") or [{}])[0]
+    plans = [c.get("value", "") for c in coverage_resource.get("class") or []
+             if _code(c.get("type") or {}) == "plan"]
+    period = coverage_resource.get("period") or {}
+    return ClaimSubmission(
+        claim_id=str(claim_resource.get("id") or ""),
+        payer_id=str((payor.get("identifier") or {}).get("value") or payor.get("reference")
+                     or payor.get("display") or ""),
+        plan=plans[0] if plans else "",
+        subscriber_id=str(coverage_resource.get("subscriberId") or ""),
+        coverage_active=coverage_resource.get("status") == "active",
+        coverage_start=_day(period.get("start")) or date.min,
+        coverage_end=_day(period.get("end")), currency=currencies.pop(), lines=tuple(lines))

@@ -5,7 +5,8 @@
   member id, plan, period) and cancels one (:func:`cancel_coverage`).
 * A claim (:func:`submit_claim`) is built from an invoice's lines (its charge items:
   code, quantity, price, service date), for the invoice's patient under one of their
-  coverages, and submitted through the clearinghouse (:mod:`.clearinghouse`); the
+  coverages, and submitted through the clearinghouse (:mod:`.clearinghouse`) as its
+  FHIR Claim and Coverage read back (:func:`healthflow.payment.fhir.submission`); the
   payer's adjudication is recorded on the claim as its response, and in the same
   transaction the invoice's ``insurance_share`` is set to what the payer covers, so the
   patient pays the remainder through the invoice's usual payment paths. Diagnoses are
@@ -33,13 +34,8 @@ from healthflow.common.permissions import Permission
 from healthflow.common.problems import ServiceUnavailable, UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.payment import ClaimAdjudicated, ClaimSubmitted
-from healthflow.payment import invoices, store
-from healthflow.payment.clearinghouse import (
-    Adjudication,
-    ClaimLine,
-    ClaimSubmission,
-    Clearinghouse,
-)
+from healthflow.payment import fhir, invoices, store
+from healthflow.payment.clearinghouse import Adjudication, Clearinghouse
 from healthflow.payment.domain import (
     ClaimConflict,
     ClaimOutcome,
@@ -178,19 +174,6 @@ def _day(at: datetime | None) -> str:
     return (at or utcnow()).date().isoformat()
 
 
-def submission(claim: Document, coverage: Document) -> ClaimSubmission:
-    return ClaimSubmission(
-        claim_id=claim["_id"], payer_id=coverage["payer_id"], plan=coverage["plan"],
-        subscriber_id=coverage["subscriber_id"],
-        coverage_active=coverage["status"] == CoverageStatus.ACTIVE.value,
-        coverage_start=date.fromisoformat(coverage["period_start"]),
-        coverage_end=(date.fromisoformat(coverage["period_end"])
-                      if coverage.get("period_end") else None),
-        currency=claim["currency"],
-        lines=tuple(ClaimLine(i["sequence"], i["code"], date.fromisoformat(i["service_date"]),
-                              i["net"]) for i in claim["items"]))
-
-
 def response_of(adjudication: Adjudication, total: int) -> Document:
     """The ``response`` recorded on the claim (shape in :mod:`.store`); ``patient_share``
     = ``total - benefit``."""
@@ -251,7 +234,9 @@ async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice
             patient_id=claim["patient_id"], hospital_id=claim["hospital_id"],
             total=claim["total"], currency=claim["currency"]),
             subject=claim["_id"], patientid=claim["patient_id"])
-        adjudication = await house.submit(submission(claim, coverage))
+        # the FHIR resources are what is sent: the same reading as any outside claim's
+        adjudication = await house.submit(fhir.submission(fhir.claim(claim),
+                                                          fhir.coverage(coverage)))
         if adjudication.benefit > claim["total"] or adjudication.benefit < 0:
             raise ClaimConflict(f"the payer's benefit {adjudication.benefit} is outside "
                                 f"0..{claim['total']}; nothing recorded")
