@@ -23,7 +23,7 @@ from healthflow.devkit.testing import TokenFactory
 from healthflow.payment.clearinghouse import PlanRule
 
 from .test_api import Client, payment_app
-from .test_invoices import LAB, accountant_at, encounter, is_problem
+from .test_invoices import LAB, accountant_at, encounter, is_problem, pdf_text
 
 PLANS = {"basic": PlanRule(covered_basis_points=8000, copay=1000,
                            excluded_codes=frozenset({"cosmetic"})),
@@ -140,6 +140,8 @@ async def test_a_claim_is_adjudicated_and_the_patient_pays_the_remainder(
         ("2345-7", 2, 1250), ("venipuncture", 1, 999), ("cosmetic", 1, 3000)])
     assert (invoice["total_gross"], invoice["insurance_share"], invoice["patient_share"]) == (
         6499, 0, 6499)
+    before = await http.get(f"/api/v1/invoices/{invoice['id']}/pdf", headers=patient)
+    assert "Covered by insurance" not in pdf_text(before.content)
     expired = (await http.post("/api/v1/coverages", headers=patient, json=a_coverage(
         period_start="2020-01-01", period_end="2020-12-31"))).json()
     coverage = (await http.post("/api/v1/coverages", headers=patient,
@@ -191,6 +193,10 @@ async def test_a_claim_is_adjudicated_and_the_patient_pays_the_remainder(
     claimed = (await http.get(f"/api/v1/invoices/{invoice['id']}", headers=patient)).json()
     assert (claimed["insurance_share"], claimed["patient_share"], claimed["claim_id"],
             claimed["payment_state"]) == (1799, 4700, claim["id"], "unpaid")
+    # the PDF printed before the claim is printed again with the shares
+    text = pdf_text((await http.get(f"/api/v1/invoices/{invoice['id']}/pdf",
+                                    headers=patient)).content)
+    assert "Covered by insurance" in text and "17.99" in text and "47.00" in text, text
     pay_url = f"/api/v1/invoices/{invoice['id']}/payments"
     assert is_problem(await http.post(pay_url, headers=accountant, json={"amount": 4701}),
                       422)

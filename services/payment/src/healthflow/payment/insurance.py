@@ -195,7 +195,8 @@ async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice
     clearinghouse is called (the claim id is its idempotency key, so a transaction that
     runs again asks the same), the response recorded and ``claim.adjudicated``
     published; when ``complete``, the invoice gets ``insurance_share`` = the payer's
-    benefit and ``claim_id`` (``balanced`` at once when the payer covers everything).
+    benefit and ``claim_id`` (``balanced`` at once when the payer covers everything), and
+    its kept PDF is dropped, so the next download prints the shares.
     Two claims on one invoice at once both write the invoice, so one runs again after
     the other committed and then finds it claimed (409).
 
@@ -247,7 +248,8 @@ async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice
             await uow.db[store.INVOICES].update_one(
                 {"_id": invoice_id}, {"$set": {
                     "insurance_share": share, "claim_id": claim["_id"],
-                    "status": status_after_claim(current["total_gross"], share).value}},
+                    "status": status_after_claim(current["total_gross"], share).value},
+                    "$unset": {"pdf": ""}},  # printed again, with the shares
                 session=uow.session)
         else:  # touch the invoice all the same, so concurrent claims on it serialise
             await uow.db[store.INVOICES].update_one(
