@@ -107,7 +107,7 @@ def test_the_official_example_claims_are_read_and_adjudicated(
 
 def test_amounts_finer_than_a_minor_unit_and_mixed_currencies_are_refused() -> None:
     coverage = {"status": "active", "payor": [{"display": "P"}]}
-    claim = {"use": "claim", "created": "2026-01-02", "item": [
+    claim: dict[str, Any] = {"use": "claim", "created": "2026-01-02", "item": [
         {"sequence": 1, "productOrService": {"text": "x"},
          "net": {"value": 1.005, "currency": "EUR"}}]}
     with pytest.raises(fhir.NotImportable, match="finer than a minor unit"):
