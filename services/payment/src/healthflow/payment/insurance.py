@@ -187,6 +187,39 @@ def response_of(adjudication: Adjudication, total: int) -> Document:
             "errors": list(adjudication.errors), "created_at": utcnow()}
 
 
+async def record_adjudication(uow: UnitOfWork, claim: Document, invoice: Document,
+                              adjudication: Adjudication) -> Document:
+    """Store the claim with the payer's answer as its ``response`` and publish
+    ``claim.adjudicated``; when ``complete``, the invoice gets ``insurance_share`` and
+    ``claim_id`` and loses its kept PDF. An ``error`` still writes the invoice
+    (``last_claim_id``), so concurrent claims on it serialise. The claim afterwards.
+
+    Raises:
+        ClaimConflict: (409) the payer's benefit is outside 0..total (nothing recorded).
+    """
+    if adjudication.benefit > claim["total"] or adjudication.benefit < 0:
+        raise ClaimConflict(f"the payer's benefit {adjudication.benefit} is outside "
+                            f"0..{claim['total']}; nothing recorded")
+    claim["response"] = response_of(adjudication, claim["total"])
+    await uow.db[store.CLAIMS].insert_one(claim, session=uow.session)
+    complete = adjudication.outcome is ClaimOutcome.COMPLETE
+    share = adjudication.benefit if complete else 0
+    update: Document = {"$set": {"last_claim_id": claim["_id"]}}
+    if complete:
+        update = {"$set": {"insurance_share": share, "claim_id": claim["_id"],
+                           "status": status_after_claim(invoice["total_gross"], share).value},
+                  "$unset": {"pdf": ""}}  # printed again, with the shares
+    await uow.db[store.INVOICES].update_one({"_id": invoice["_id"]}, update,
+                                            session=uow.session)
+    uow.publish(ClaimAdjudicated(
+        claim_id=claim["_id"], claim_response_id=claim["response"]["id"],
+        invoice_id=invoice["_id"], patient_id=claim["patient_id"],
+        outcome=adjudication.outcome.value, benefit=share,
+        patient_share=claim["total"] - share, currency=claim["currency"]),
+        subject=claim["_id"], patientid=claim["patient_id"])
+    return claim
+
+
 async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice_id: str,
                        coverage_id: str) -> Document:
     """Claim the invoice under the coverage, have it adjudicated, record the answer.
@@ -238,30 +271,7 @@ async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice
         # the FHIR resources are what is sent: the same reading as any outside claim's
         adjudication = await house.submit(fhir.submission(fhir.claim(claim),
                                                           fhir.coverage(coverage)))
-        if adjudication.benefit > claim["total"] or adjudication.benefit < 0:
-            raise ClaimConflict(f"the payer's benefit {adjudication.benefit} is outside "
-                                f"0..{claim['total']}; nothing recorded")
-        claim["response"] = response_of(adjudication, claim["total"])
-        await uow.db[store.CLAIMS].insert_one(claim, session=uow.session)
-        share = adjudication.benefit if adjudication.outcome is ClaimOutcome.COMPLETE else 0
-        if adjudication.outcome is ClaimOutcome.COMPLETE:
-            await uow.db[store.INVOICES].update_one(
-                {"_id": invoice_id}, {"$set": {
-                    "insurance_share": share, "claim_id": claim["_id"],
-                    "status": status_after_claim(current["total_gross"], share).value},
-                    "$unset": {"pdf": ""}},  # printed again, with the shares
-                session=uow.session)
-        else:  # touch the invoice all the same, so concurrent claims on it serialise
-            await uow.db[store.INVOICES].update_one(
-                {"_id": invoice_id}, {"$set": {"last_claim_id": claim["_id"]}},
-                session=uow.session)
-        uow.publish(ClaimAdjudicated(
-            claim_id=claim["_id"], claim_response_id=claim["response"]["id"],
-            invoice_id=invoice_id, patient_id=claim["patient_id"],
-            outcome=adjudication.outcome.value, benefit=share,
-            patient_share=claim["total"] - share, currency=claim["currency"]),
-            subject=claim["_id"], patientid=claim["patient_id"])
-        return claim
+        return await record_adjudication(uow, claim, current, adjudication)
 
     return await runtime.transact(write, actor=principal.actor)
 
