@@ -375,8 +375,9 @@ async def test_charge_items_are_invoiced_gap_free_paid_in_part_and_voided(
 async def test_every_ledger_adds_up_to_the_cent(
         mongodb_url: str, unique_name: str, tokens: TokenFactory,
         stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
-    """Stripe (as localstripe has it), payments, refunds, charge items, invoices, the
-    patients' summaries and the hospitals' revenue: every amount agrees."""
+    """Stripe (as localstripe has it), payments, refunds, charge items, invoices, insurance
+    claims (the payer sandbox's default plans), the patients' summaries and the
+    hospitals' revenue: every amount agrees."""
     async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
                            s3_env, tax_rates={TELE: 1900}, default_tax_basis_points=700,
                            refund_full_window_hours=72, late_refund_percent=30
@@ -400,13 +401,28 @@ async def test_every_ledger_adds_up_to_the_cent(
 
         accountant = tokens.headers("acc-lab", ("accountant",))
         doctor = tokens.headers("doc-lab", ("doctor",))
-        for patient, price, qty in (("p-c", 1333, 3), ("p-d", 777, 1), ("p-e", 501, 2)):
+        for patient, price, qty in (("p-c", 1333, 3), ("p-d", 777, 1), ("p-e", 501, 2),
+                                    ("p-f", 4321, 2)):
             enc = await encounter(app, patient, "doc-lab", LAB)
             assert (await http.post("/api/v1/charge-items", headers=doctor, json={
                 "encounter_id": enc, "code": "lab", "description": "Lab test",
                 "quantity": qty, "unit_price": price, "currency": "EUR"})).status_code == 201
         issued = {p: (await http.post("/api/v1/invoices", headers=accountant, json={
-            "patient_id": p, "hospital_id": LAB})).json() for p in ("p-c", "p-d", "p-e")}
+            "patient_id": p, "hospital_id": LAB})).json()
+            for p in ("p-c", "p-d", "p-e", "p-f")}
+        # p-f is insured ("standard": 80 % rounded down, less a 1000 copay): the payer
+        # covers 8642 * 0.8 = 6913 - 1000 = 5913; the patient pays 2000 of the 2729 left
+        insured = tokens.headers("p-f", ("patient",))
+        today = datetime.now(UTC).date()
+        coverage = (await http.post("/api/v1/coverages", headers=insured, json={
+            "payer_id": "payer", "payer_name": "Payer", "subscriber_id": "M-1",
+            "plan": "standard", "period_start": (today - timedelta(days=1)).isoformat()}
+        )).json()
+        claim = await http.post("/api/v1/claims", headers=insured, json={
+            "invoice_id": issued["p-f"]["id"], "coverage_id": coverage["id"]})
+        assert claim.json()["response"]["benefit"] == 5913, claim.text
+        await http.post(f"/api/v1/invoices/{issued['p-f']['id']}/payments",
+                        headers=accountant, json={"amount": 2000})
         await http.post(f"/api/v1/invoices/{issued['p-c']['id']}/payments",
                         headers=accountant, json={"amount": 1000})
         await http.post(f"/api/v1/invoices/{issued['p-d']['id']}/payments",
@@ -436,7 +452,7 @@ async def test_every_ledger_adds_up_to_the_cent(
         assert sorted(stripe_receipts) == sorted((p["_id"], p["amount"]) for p in payments)
         desk = sum(r["amount"] for i in all_invoices for r in i["payments"]
                    if r["source"] == "desk")
-        assert desk == 1000 + 777
+        assert desk == 1000 + 777 + 2000
 
         # invoices: lines add up, totals add up, paid is what was received
         for invoice in all_invoices:
@@ -447,7 +463,20 @@ async def test_every_ledger_adds_up_to_the_cent(
             assert invoice["total_net"] == sum(li["net"] for li in lines)
             assert invoice["total_tax"] == sum(li["tax"] for li in lines)
             assert invoice["paid"] == sum(r["amount"] for r in invoice["payments"])
-            assert invoice["paid"] <= invoice["total_gross"]
+            assert invoice["paid"] + invoice.get("insurance_share", 0) <= invoice["total_gross"]
+        # claims: a complete claim asks the invoice's total and its benefit (the sum of its
+        # lines' benefits) is the invoice's insurance share; nothing else has one
+        claims = await db["claims"].find({}).to_list()
+        by_invoice = {i["_id"]: i for i in all_invoices}
+        for c in claims:
+            response = c["response"]
+            assert c["total"] == by_invoice[c["invoice_id"]]["total_gross"] == sum(
+                i["net"] for i in c["items"])
+            assert response["benefit"] == sum(i["benefit"] for i in response["items"])
+            assert response["benefit"] + response["patient_share"] == c["total"]
+            assert by_invoice[c["invoice_id"]]["insurance_share"] == response["benefit"]
+        insurance = sum(i.get("insurance_share", 0) for i in live)
+        assert insurance == sum(c["response"]["benefit"] for c in claims) == 5913
         # charge items: billed ones are exactly the live invoices' lines, aborted the void's
         gross = {i["_id"]: i["quantity"] * i["unit_price"] for i in items}
         assert sum(gross[i["_id"]] for i in items if i["status"] == "billed") == \
@@ -461,7 +490,7 @@ async def test_every_ledger_adds_up_to_the_cent(
 
         # the patients' summaries add up to the books
         rows = []
-        for patient in ("p-a", "p-b", "p-c", "p-d", "p-e"):
+        for patient in ("p-a", "p-b", "p-c", "p-d", "p-e", "p-f"):
             summary = (await http.get("/api/v1/billing/summary", headers=tokens.headers(
                 patient, ("patient",)))).json()
             rows += summary["currencies"]
@@ -469,8 +498,12 @@ async def test_every_ledger_adds_up_to_the_cent(
         assert sum(r["refunded"] for r in rows) == refunded
         assert sum(r["billed"] for r in rows) == sum(i["total_gross"] for i in live)
         assert sum(r["outstanding"] for r in rows) == sum(
-            i["total_gross"] - i["paid"] for i in live) == 3 * 1333 - 1000
-        assert all(r["insurance_share"] == 0 for r in rows)
+            i["total_gross"] - i.get("insurance_share", 0) - i["paid"] for i in live) == (
+            3 * 1333 - 1000) + (8642 - 5913 - 2000)
+        assert sum(r["insurance_share"] for r in rows) == insurance
+        # what patients paid on invoices + what payers cover + what is still owed = billed
+        assert sum(i["paid"] for i in live) + insurance + sum(
+            r["outstanding"] for r in rows) == sum(i["total_gross"] for i in live)
 
         # the hospitals' revenue adds up to their invoices
         now = datetime.now(UTC)
@@ -485,3 +518,4 @@ async def test_every_ledger_adds_up_to_the_cent(
                 r["gross"] for r in revenue["rows"])
             assert total["tax"] == sum(i["total_tax"] for i in mine)
             assert total["paid"] == sum(i["paid"] for i in mine)
+            assert total["insurance_share"] == sum(i.get("insurance_share", 0) for i in mine)

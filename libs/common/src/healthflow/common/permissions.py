@@ -108,6 +108,8 @@ class Permission(StrEnum):
     INVOICES_READ_OWN = "invoices:read_own"  # the patient's own invoices and billing summary
     INVOICES_MANAGE_HOSPITAL = "invoices:manage_hospital"  # finance of their hospitals (staff)
     CHARGE_ITEMS_WRITE = "charge_items:write"  # a clinician, in an encounter they conduct
+    # insurance (FHIR Coverage, Claim, ClaimResponse; healthflow.payment)
+    COVERAGES_MANAGE_OWN = "coverages:manage_own"  # own coverages; claims on own invoices
 
 
 P = Permission
@@ -130,7 +132,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.PATIENTS_READ_OWN, P.PATIENTS_WRITE_OWN, P.APPOINTMENTS_BOOK_OWN,
            P.APPOINTMENTS_READ_OWN, P.RECORDS_READ_OWN, P.PRESCRIPTIONS_READ_OWN,
            P.IMAGING_READ_OWN, P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_READ_OWN,
-           P.PAYMENTS_READ_OWN, P.TELECONSULTATIONS_JOIN, P.INVOICES_READ_OWN}
+           P.PAYMENTS_READ_OWN, P.TELECONSULTATIONS_JOIN, P.INVOICES_READ_OWN,
+           P.COVERAGES_MANAGE_OWN}
     ),
     Role.DOCTOR: frozenset(
         _EVERYONE

@@ -58,3 +58,36 @@ class InvoiceIssued(EventPayload):
     patient_id: str
     total_gross: int  # minor units of ``currency``
     currency: str  # ISO 4217
+
+
+@event_type("claim.submitted", version=1, publisher=PUBLISHER)
+class ClaimSubmitted(EventPayload):
+    """The claim ``claim_id`` (FHIR R4 ``Claim``) for the invoice ``invoice_id`` was sent
+    to the payer of the coverage ``coverage_id`` through the clearinghouse; ``total`` is
+    what it asks for, in minor units of ``currency`` (ISO 4217). Identifiers and amounts
+    only: no member id, payer name or diagnosis."""
+
+    claim_id: str
+    invoice_id: str
+    coverage_id: str
+    patient_id: str
+    hospital_id: str | None
+    total: int  # minor units of ``currency``
+    currency: str  # ISO 4217
+
+
+@event_type("claim.adjudicated", version=1, publisher=PUBLISHER)
+class ClaimAdjudicated(EventPayload):
+    """The payer answered the claim ``claim_id`` with the ``ClaimResponse``
+    ``claim_response_id``: ``outcome`` ``complete`` (``benefit`` is what the payer
+    covers, ``patient_share`` what remains for the patient on the invoice) or ``error``
+    (nothing covered: the patient owes the whole invoice). Minor units of ``currency``."""
+
+    claim_id: str
+    claim_response_id: str
+    invoice_id: str
+    patient_id: str
+    outcome: str
+    benefit: int  # minor units of ``currency``
+    patient_share: int  # minor units of ``currency``
+    currency: str  # ISO 4217

@@ -14,6 +14,14 @@ Billing (:mod:`.invoices`, :mod:`.billing`), FHIR names in the paths:
   ``POST /{id}/cancel``;
 * ``GET /api/v1/billing/summary`` (a patient), ``GET /api/v1/billing/revenue`` (a
   hospital, finance).
+
+Insurance (:mod:`.insurance`; FHIR R4 resources at ``.../fhir``, ``application/fhir+json``):
+
+* ``POST /api/v1/coverages`` (the patient's own), ``GET ""``, ``GET /{id}``,
+  ``GET /{id}/fhir`` (Coverage), ``POST /{id}/cancel``;
+* ``POST /api/v1/claims`` (an invoice's patient, or its hospital's finance: submitted
+  and adjudicated at once), ``GET ""`` (keyset pages), ``GET /{id}``, ``GET /{id}/fhir``
+  (a Bundle of Claim, ClaimResponse, Coverage).
 """
 
 from __future__ import annotations
@@ -30,12 +38,16 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import billing, invoices, service
+from healthflow.payment import billing, fhir, insurance, invoices, service, store
 from healthflow.payment.domain import ChargeItemStatus
 from healthflow.payment.schemas import (
     BillingSummaryOut,
     ChargeItemIn,
     ChargeItemOut,
+    ClaimIn,
+    ClaimOut,
+    CoverageIn,
+    CoverageOut,
     InvoiceIssueIn,
     InvoiceOut,
     InvoicePaymentIn,
@@ -49,6 +61,9 @@ router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 invoices_router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"])
 charge_items_router = APIRouter(prefix="/api/v1/charge-items", tags=["invoices"])
 billing_router = APIRouter(prefix="/api/v1/billing", tags=["invoices"])
+coverages_router = APIRouter(prefix="/api/v1/coverages", tags=["insurance"])
+claims_router = APIRouter(prefix="/api/v1/claims", tags=["insurance"])
+FHIR_JSON = "application/fhir+json"
 
 
 def get_blobs(request: Request) -> BlobStore:
@@ -62,6 +77,8 @@ Id = Annotated[str, Path(max_length=64)]
 Reader = require_any(P.PAYMENTS_READ_OWN, P.PAYMENTS_READ_ANY)
 BillingReader = require_any(P.INVOICES_READ_OWN, P.INVOICES_MANAGE_HOSPITAL)
 Finance = require(P.INVOICES_MANAGE_HOSPITAL)
+Insured = require(P.COVERAGES_MANAGE_OWN)
+InsuranceReader = require_any(P.COVERAGES_MANAGE_OWN, P.INVOICES_MANAGE_HOSPITAL)
 
 
 @router.get("/checkout/{appointment_id}", summary="The payment of an appointment")
@@ -208,4 +225,87 @@ async def revenue(runtime: Runtime,
         runtime, principal, hospital_id=hospital_id, start=start, end=end, period=period))
 
 
-routers = [router, charge_items_router, invoices_router, billing_router]
+@coverages_router.post("", status_code=201, summary="Add a coverage (the patient's own)")
+async def add_coverage(runtime: Runtime, body: CoverageIn,
+                       principal: Principal = Insured) -> CoverageOut:
+    """422 for a period ending before it starts."""
+    return CoverageOut.from_document(
+        await insurance.add_coverage(runtime, principal, **body.model_dump()))
+
+
+@coverages_router.get("", summary="A patient's coverages (own; finance: their patients')")
+async def list_coverages(runtime: Runtime, principal: Principal = InsuranceReader,
+                         patient_id: Annotated[str | None, Query(max_length=64)] = None
+                         ) -> list[CoverageOut]:
+    """403 for another patient's, unless a hospital of the caller's finance invoiced
+    them."""
+    docs = await insurance.list_coverages(runtime, principal, patient_id)
+    return [CoverageOut.from_document(d) for d in docs]
+
+
+@coverages_router.get("/{coverage_id}", summary="One coverage")
+async def get_coverage(runtime: Runtime, coverage_id: Id,
+                       principal: Principal = InsuranceReader) -> CoverageOut:
+    return CoverageOut.from_document(
+        await insurance.get_coverage(runtime, principal, coverage_id))
+
+
+@coverages_router.get("/{coverage_id}/fhir", summary="One coverage as FHIR R4 Coverage",
+                      response_class=Response,
+                      responses={200: {"content": {FHIR_JSON: {}}}})
+async def coverage_fhir(runtime: Runtime, coverage_id: Id,
+                        principal: Principal = InsuranceReader) -> Response:
+    doc = await insurance.get_coverage(runtime, principal, coverage_id)
+    return Response(fhir.dumps(fhir.coverage(doc)), media_type=FHIR_JSON)
+
+
+@coverages_router.post("/{coverage_id}/cancel", summary="Withdraw a coverage (own)")
+async def cancel_coverage(runtime: Runtime, coverage_id: Id,
+                          principal: Principal = Insured) -> CoverageOut:
+    return CoverageOut.from_document(
+        await insurance.cancel_coverage(runtime, principal, coverage_id))
+
+
+@claims_router.post("", status_code=201, summary="Claim an invoice from the payer")
+async def submit_claim(runtime: Runtime, body: ClaimIn,
+                       principal: Principal = InsuranceReader) -> ClaimOut:
+    """Submitted through the clearinghouse and adjudicated: the response says what the
+    payer covers; the invoice then owes the rest. 404 for an invoice not the caller's;
+    422 for a coverage not of its patient; 409 when paid on, cancelled or claimed."""
+    return ClaimOut.from_document(await insurance.submit_claim(
+        runtime, principal, invoice_id=body.invoice_id, coverage_id=body.coverage_id))
+
+
+@claims_router.get("", summary="Claims, newest first (own; finance: their hospitals')")
+async def list_claims(
+        runtime: Runtime, principal: Principal = InsuranceReader,
+        patient_id: Annotated[str | None, Query(max_length=64)] = None,
+        hospital_id: Annotated[str | None, Query(max_length=64)] = None,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Page[ClaimOut]:
+    docs, next_cursor = await insurance.list_claims(
+        runtime, principal, patient_id=patient_id, hospital_id=hospital_id, cursor=cursor,
+        limit=limit)
+    return Page[ClaimOut](items=[ClaimOut.from_document(d) for d in docs],
+                          next_cursor=next_cursor)
+
+
+@claims_router.get("/{claim_id}", summary="One claim with its adjudication")
+async def get_claim(runtime: Runtime, claim_id: Id,
+                    principal: Principal = InsuranceReader) -> ClaimOut:
+    return ClaimOut.from_document(await insurance.get_claim(runtime, principal, claim_id))
+
+
+@claims_router.get("/{claim_id}/fhir", summary="A claim as a FHIR R4 Bundle (Claim, "
+                   "ClaimResponse, Coverage)", response_class=Response,
+                   responses={200: {"content": {FHIR_JSON: {}}}})
+async def claim_fhir(runtime: Runtime, claim_id: Id,
+                     principal: Principal = InsuranceReader) -> Response:
+    doc = await insurance.get_claim(runtime, principal, claim_id)
+    coverage = await runtime.db[store.COVERAGES].find_one({"_id": doc["coverage_id"]})
+    return Response(fhir.dumps(fhir.claim_bundle(doc, coverage)), media_type=FHIR_JSON)
+
+
+routers = [router, charge_items_router, invoices_router, billing_router, coverages_router,
+           claims_router]

@@ -1,4 +1,5 @@
-"""The payment service's composition root: the runtime, the Stripe adapter, its consumer,
+"""The payment service's composition root: the runtime, the Stripe adapter, the
+clearinghouse (the payer sandbox), its consumer,
 the hold-expiry and billing job workers, the reconciliation loop, the blob store
 (invoice PDFs) and the routes."""
 
@@ -17,6 +18,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
 from healthflow.payment import api, handlers, invoices, reconcile, service, store
+from healthflow.payment.clearinghouse import PayerSandbox
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
@@ -29,6 +31,9 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                              handlers=handlers.make_handlers(stripe, settings),
                              transport=transport)
     runtime.state["stripe"] = stripe
+    # the only clearinghouse built: production refuses it (Settings.own_production_problems)
+    runtime.state["clearinghouse"] = (PayerSandbox(settings.payer_sandbox_plans)
+                                      if settings.clearinghouse == "sandbox" else None)
 
     async def expire(uow: UnitOfWork, job: Job) -> None:
         await service.expire_hold(uow, stripe, job.payload["payment_id"])
@@ -53,6 +58,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     app = create_service_app(runtime, routers=api.routers, title="HealthFlow payment",
                              description="Payments for appointments through Stripe; charge "
                              "items and invoices (FHIR ChargeItem, Invoice) with their PDFs; "
-                             "billing summaries.")
+                             "billing summaries; coverages and claims (FHIR Coverage, Claim, "
+                             "ClaimResponse) through a clearinghouse.")
     app.state.blobs = blobs
     return app

@@ -1,8 +1,9 @@
 """Billing summaries: a patient's money with HealthFlow, a hospital's revenue.
 
 Every figure is an integer of minor units, per ISO 4217 currency (never summed across
-currencies). Sources: invoices (what was billed and what was received on them, by
-Stripe or at the desk) and payments (what Stripe refunded).
+currencies). Sources: invoices (what was billed, what was received on them, by
+Stripe or at the desk, and what payers cover by adjudicated claims) and payments (what
+Stripe refunded).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ async def patient_summary(runtime: ServiceRuntime, principal: Principal,
     * ``billed``: the totals of the patient's invoices not cancelled;
     * ``paid``: what the patient paid: through Stripe (every payment that succeeded,
       refunded later or not) and at the desk (on invoices);
-    * ``outstanding``: what the invoices still want (total minus received);
+    * ``outstanding``: what the invoices still want from the patient (total minus the
+      insurance share minus what was received);
     * ``refunded``: what Stripe gave back on the patient's payments;
-    * ``insurance_share``: 0 (no insurance yet).
+    * ``insurance_share``: what payers cover on those invoices (adjudicated claims), so
+      ``billed = paid on invoices + insurance_share + outstanding``.
 
     The patient sees their own; finance (``invoices:manage_hospital``) names a patient and
     sees the part billed by their hospitals (refunds of consultations those hospitals
@@ -60,7 +63,9 @@ async def patient_summary(runtime: ServiceRuntime, principal: Principal,
     async for doc in runtime.db[store.INVOICES].find(where):
         row = sums[doc["currency"]]
         row["billed"] += doc["total_gross"]
-        row["outstanding"] += doc["total_gross"] - doc["paid"]
+        share = doc.get("insurance_share", 0)
+        row["insurance_share"] += share
+        row["outstanding"] += doc["total_gross"] - share - doc["paid"]
         row["paid"] += sum(p["amount"] for p in doc["payments"] if p["source"] == "desk")
         payment_ids += [p["payment_id"] for p in doc["payments"] if p.get("payment_id")]
     paid: Document = {"patient_id": patient, "status": {"$in": [s.value for s in COLLECTED]}}
@@ -83,7 +88,8 @@ async def hospital_revenue(runtime: ServiceRuntime, principal: Principal, *,
     none) and service (the charge item ``code``), per currency.
 
     Shape: ``{hospital_id, period, rows: [{period, doctor_id, service, currency,
-    quantity, net, tax, gross}], totals: [{currency, net, tax, gross, paid}]}``;
+    quantity, net, tax, gross}], totals: [{currency, net, tax, gross, paid,
+    insurance_share}]}`` (``paid``: from patients; ``insurance_share``: covered by payers);
     rows sorted by (period, currency, doctor_id, service). Refunds are not deducted
     here (they are in the patients' summaries and in the payments).
 
@@ -95,7 +101,7 @@ async def hospital_revenue(runtime: ServiceRuntime, principal: Principal, *,
     rows: dict[tuple[str, str, str, str], dict[str, int]] = defaultdict(
         lambda: dict.fromkeys(("quantity", "net", "tax", "gross"), 0))
     totals: dict[str, dict[str, int]] = defaultdict(
-        lambda: dict.fromkeys(("net", "tax", "gross", "paid"), 0))
+        lambda: dict.fromkeys(("net", "tax", "gross", "paid", "insurance_share"), 0))
     async for doc in runtime.db[store.INVOICES].find({
             "hospital_id": hospital_id, "issued_at": {"$gte": start, "$lt": end},
             "status": {"$ne": InvoiceStatus.CANCELLED.value}}):
@@ -110,6 +116,7 @@ async def hospital_revenue(runtime: ServiceRuntime, principal: Principal, *,
         total["tax"] += doc["total_tax"]
         total["gross"] += doc["total_gross"]
         total["paid"] += doc["paid"]
+        total["insurance_share"] += doc.get("insurance_share", 0)
     return {"hospital_id": hospital_id, "period": period,
             "rows": [{"period": p, "doctor_id": d or None, "service": s, "currency": c, **v}
                      for (p, c, d, s), v in sorted(rows.items())],

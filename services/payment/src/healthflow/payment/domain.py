@@ -285,10 +285,11 @@ def invoice_number(sequence: int) -> str:
 
 
 def record_invoice_payment(status: InvoiceStatus, total_gross: int, paid: int,
-                           amount: int) -> tuple[int, InvoiceStatus]:
+                           amount: int, insurance_share: int = 0) -> tuple[int, InvoiceStatus]:
     """``(paid afterwards, status afterwards)`` when ``amount`` minor units are received
-    for an invoice of ``total_gross`` of which ``paid`` was received before: ``balanced``
-    once everything is paid.
+    from the patient for an invoice of ``total_gross`` of which ``paid`` was received
+    before and ``insurance_share`` is the payer's (an adjudicated claim): ``balanced``
+    once ``paid + insurance_share == total_gross``.
 
     Raises:
         InvoiceConflict: (409) the invoice is cancelled or already balanced.
@@ -296,18 +297,71 @@ def record_invoice_payment(status: InvoiceStatus, total_gross: int, paid: int,
     """
     if status is not InvoiceStatus.ISSUED:
         raise InvoiceConflict(f"the invoice is {status.value}: nothing is owed on it")
-    if amount <= 0 or amount > total_gross - paid:
+    owed = total_gross - insurance_share - paid
+    if amount <= 0 or amount > owed:
         raise UnprocessableContent(
-            f"a payment must be 1 to {total_gross - paid} minor units (what is owed), "
-            f"not {amount}")
+            f"a payment must be 1 to {owed} minor units (what is owed), not {amount}")
     paid += amount
-    return paid, InvoiceStatus.BALANCED if paid == total_gross else InvoiceStatus.ISSUED
+    settled = paid + insurance_share == total_gross
+    return paid, InvoiceStatus.BALANCED if settled else InvoiceStatus.ISSUED
 
 
-def payment_state(status: InvoiceStatus, total_gross: int, paid: int) -> str:
-    """``paid``, ``partially_paid``, ``unpaid`` or ``void`` (cancelled)."""
+def payment_state(status: InvoiceStatus, total_gross: int, paid: int,
+                  insurance_share: int = 0) -> str:
+    """``paid``, ``partially_paid``, ``unpaid`` or ``void`` (cancelled), of the patient's
+    share (``total_gross - insurance_share``)."""
     if status is InvoiceStatus.CANCELLED:
         return "void"
-    if paid >= total_gross:
+    if paid + insurance_share >= total_gross:
         return "paid"
     return "partially_paid" if paid > 0 else "unpaid"
+
+
+# --------------------------------------------------------------------------- insurance
+#
+# FHIR R4 Coverage, Claim and ClaimResponse (https://hl7.org/fhir/R4/coverage.html,
+# claim.html, claimresponse.html). How a payer adjudicates is the payer's business
+# (healthflow.payment.clearinghouse); what HealthFlow decides is here.
+
+
+class CoverageStatus(StrEnum):
+    """FHIR R4 ``Coverage.status`` (http://hl7.org/fhir/fm-status), the values used:
+    ``active`` and ``cancelled`` (the patient withdrew it; kept for the claims made)."""
+
+    ACTIVE = "active"
+    CANCELLED = "cancelled"
+
+
+class ClaimOutcome(StrEnum):
+    """FHIR R4 ``ClaimResponse.outcome`` (http://hl7.org/fhir/remittance-outcome), the
+    values used: ``complete`` (adjudicated: ``benefit`` may be 0) and ``error`` (the
+    payer could not adjudicate: no coverage in force, unknown plan...; nothing covered)."""
+
+    COMPLETE = "complete"
+    ERROR = "error"
+
+
+class ClaimConflict(Conflict):
+    """409: the invoice cannot be claimed now (paid on, cancelled, already claimed)."""
+
+    title, slug = "Claim Conflict", "claim-conflict"
+
+
+def ensure_claimable(status: InvoiceStatus, paid: int, claimed: bool) -> None:
+    """An invoice may be claimed while ``issued`` with nothing paid on it and no claim
+    adjudicated ``complete`` on it yet (one payer share per invoice; a claim answered
+    ``error`` may be made again, e.g. with another coverage).
+
+    Raises:
+        ClaimConflict: (409) otherwise.
+    """
+    if status is not InvoiceStatus.ISSUED or paid:
+        raise ClaimConflict(f"only an unpaid issued invoice can be claimed; this one is "
+                            f"{status.value} with {paid} paid")
+    if claimed:
+        raise ClaimConflict("the invoice has an adjudicated claim already")
+
+
+def status_after_claim(total_gross: int, insurance_share: int) -> InvoiceStatus:
+    """An unpaid invoice the payer covers in full is ``balanced`` at once."""
+    return InvoiceStatus.BALANCED if insurance_share >= total_gross else InvoiceStatus.ISSUED

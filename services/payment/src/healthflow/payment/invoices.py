@@ -123,15 +123,16 @@ async def issue(uow: UnitOfWork, *, patient_id: str, hospital_id: str | None,
 
 async def receive(uow: UnitOfWork, doc: Document, amount: int, *, source: str,
                   by: str, now: datetime, payment_id: str | None = None) -> Document:
-    """Record ``amount`` minor units received for the invoice ``doc`` (``source``
-    ``stripe`` or ``desk``); ``balanced`` once paid in full. The invoice afterwards.
+    """Record ``amount`` minor units received from the patient for the invoice ``doc``
+    (``source`` ``stripe`` or ``desk``); ``balanced`` once the patient's share (the total
+    less an adjudicated ``insurance_share``) is paid. The invoice afterwards.
 
     Raises:
         InvoiceConflict: (409) cancelled or already balanced.
         UnprocessableContent: (422) a non-positive amount or more than is owed.
     """
     paid, status = record_invoice_payment(InvoiceStatus(doc["status"]), doc["total_gross"],
-                                          doc["paid"], amount)
+                                          doc["paid"], amount, doc.get("insurance_share", 0))
     entry = {"amount": amount, "at": now, "source": source, "payment_id": payment_id,
              "recorded_by": by}
     await uow.db[store.INVOICES].update_one(
@@ -377,7 +378,7 @@ async def record_payment(runtime: ServiceRuntime, principal: Principal, invoice_
 
 
 async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str) -> Document:
-    """Void an issued invoice nothing was paid on (finance only): ``cancelled``, its
+    """Void an issued invoice nothing was paid or claimed on (finance only): ``cancelled``, its
     number stays used, its charge items ``aborted``; its PDF is rendered again on the
     next download, marked cancelled (the same blob key, replaced).
 
@@ -390,9 +391,11 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
     async def write(uow: UnitOfWork) -> Document:
         current = await store.get_invoice(uow.db, invoice_id, session=uow.session)
         assert current is not None
-        if current["status"] != InvoiceStatus.ISSUED.value or current["paid"]:
-            raise InvoiceConflict(f"only an unpaid issued invoice can be cancelled; this one "
-                                  f"is {current['status']} with {current['paid']} paid")
+        if (current["status"] != InvoiceStatus.ISSUED.value or current["paid"]
+                or current.get("insurance_share")):
+            raise InvoiceConflict(f"only an unpaid, unclaimed issued invoice can be "
+                                  f"cancelled; this one is {current['status']} with "
+                                  f"{current['paid']} paid")
         now = utcnow()
         await uow.db[store.INVOICES].update_one(
             {"_id": invoice_id}, {"$set": {"status": InvoiceStatus.CANCELLED.value,

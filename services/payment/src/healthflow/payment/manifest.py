@@ -8,12 +8,14 @@ MANIFEST = ServiceManifest(
     name="payment",
     port=8113,
     summary="Payments for appointments (Stripe PaymentIntents, signed webhooks), "
-            "charge items, invoices and billing summaries.",
+            "charge items, invoices and billing summaries, coverages and insurance claims.",
     routes=(
         RouteDecl("/api/v1/payments"),
         RouteDecl("/api/v1/invoices"),
         RouteDecl("/api/v1/charge-items"),
         RouteDecl("/api/v1/billing"),
+        RouteDecl("/api/v1/coverages"),
+        RouteDecl("/api/v1/claims"),
         # Stripe's signed callback: no token; the route verifies Stripe-Signature
         RouteDecl("/api/v1/payments/webhooks/stripe", public=frozenset({"POST"})),
     ),

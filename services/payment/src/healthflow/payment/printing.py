@@ -55,6 +55,8 @@ class PrintedInvoice:
     total_tax: str
     total_gross: str
     cancelled: str | None = None  # "YYYY-MM-DD HH:MM" UTC when voided
+    insurance_share: str | None = None  # what the payer covers (an adjudicated claim)
+    patient_share: str | None = None  # the total less the insurance share
 
 
 @cache
@@ -89,4 +91,6 @@ def printed(doc: dict[str, Any], hospital: dict[str, Any] | None) -> PrintedInvo
                            gross=money(li["gross"], cur)) for li in doc["lines"]],
         total_net=money(doc["total_net"], cur), total_tax=money(doc["total_tax"], cur),
         total_gross=money(doc["total_gross"], cur),
-        cancelled=f"{doc['cancelled_at']:%Y-%m-%d %H:%M}" if doc.get("cancelled_at") else None)
+        cancelled=f"{doc['cancelled_at']:%Y-%m-%d %H:%M}" if doc.get("cancelled_at") else None,
+        insurance_share=money(share, cur) if (share := doc.get("insurance_share")) else None,
+        patient_share=money(doc["total_gross"] - share, cur) if share else None)

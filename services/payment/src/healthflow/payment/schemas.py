@@ -1,9 +1,9 @@
 """Request and response bodies of ``/api/v1/payments``, ``/api/v1/charge-items``,
-``/api/v1/invoices`` and ``/api/v1/billing``."""
+``/api/v1/invoices``, ``/api/v1/billing``, ``/api/v1/coverages`` and ``/api/v1/claims``."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
@@ -12,6 +12,8 @@ from healthflow.common.mongo import Document
 from healthflow.payment.domain import (
     EXPIRABLE,
     ChargeItemStatus,
+    ClaimOutcome,
+    CoverageStatus,
     InvoiceStatus,
     PaymentStatus,
     payment_state,
@@ -138,8 +140,11 @@ class InvoicePaymentOut(BaseModel):
 class InvoiceOut(BaseModel):
     """An invoice (FHIR ``Invoice``): ``number`` of its issuer's gap-free series,
     ``status`` (FHIR ``issued``, ``balanced``, ``cancelled``), ``payment_state``
-    (``unpaid``, ``partially_paid``, ``paid``, ``void``), totals in minor units of
-    ``currency`` with ``tax_basis_points`` included; ``pdf`` is its download path."""
+    (``unpaid``, ``partially_paid``, ``paid``, ``void``, of the patient's share), totals
+    in minor units of ``currency`` with ``tax_basis_points`` included;
+    ``insurance_share`` what the payer covers (an adjudicated claim ``claim_id``),
+    ``patient_share = total_gross - insurance_share`` what the patient owes in all,
+    ``paid`` what they paid of it; ``pdf`` is its download path."""
 
     id: str
     number: str
@@ -154,6 +159,9 @@ class InvoiceOut(BaseModel):
     total_tax: int
     total_gross: int
     paid: int
+    insurance_share: int = 0
+    patient_share: int
+    claim_id: str | None = None
     payments: list[InvoicePaymentOut]
     issued_at: datetime
     cancelled_at: datetime | None = None
@@ -162,9 +170,10 @@ class InvoiceOut(BaseModel):
     @classmethod
     def from_document(cls, doc: Document) -> InvoiceOut:
         status = InvoiceStatus(doc["status"])
+        share = doc.get("insurance_share", 0)
         return cls.model_validate({
-            **doc, "id": doc["_id"],
-            "payment_state": payment_state(status, doc["total_gross"], doc["paid"]),
+            **doc, "id": doc["_id"], "patient_share": doc["total_gross"] - share,
+            "payment_state": payment_state(status, doc["total_gross"], doc["paid"], share),
             "pdf": f"/api/v1/invoices/{doc['_id']}/pdf"})
 
 
@@ -221,6 +230,7 @@ class RevenueTotal(BaseModel):
     tax: int
     gross: int
     paid: int
+    insurance_share: int
 
 
 class RevenueOut(BaseModel):
@@ -230,3 +240,121 @@ class RevenueOut(BaseModel):
     period: str
     rows: list[RevenueRow]
     totals: list[RevenueTotal]
+
+
+# --------------------------------------------------------------------------- insurance
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+
+
+class CoverageIn(BaseModel):
+    """A coverage of the calling patient (FHIR ``Coverage``): ``payer_id`` (the payer's
+    identifier at the clearinghouse) and ``payer_name``, ``subscriber_id`` (the member
+    id on the card), ``plan`` (the payer's plan code), valid from ``period_start`` to
+    ``period_end`` (dates, inclusive; open-ended without)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    payer_id: Code
+    payer_name: Text
+    subscriber_id: Annotated[str, StringConstraints(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 ./-]{0,63}$")]
+    plan: Code
+    period_start: date
+    period_end: date | None = None
+
+
+class CoverageOut(BaseModel):
+    """A coverage; ``status`` ``active`` or ``cancelled``; ``fhir`` its FHIR R4 path."""
+
+    id: str
+    patient_id: str
+    status: CoverageStatus
+    payer_id: str
+    payer_name: str
+    subscriber_id: str
+    plan: str
+    period_start: date
+    period_end: date | None
+    created_at: datetime
+    fhir: str
+
+    @classmethod
+    def from_document(cls, doc: Document) -> CoverageOut:
+        return cls.model_validate({**doc, "id": doc["_id"],
+                                   "fhir": f"/api/v1/coverages/{doc['_id']}/fhir"})
+
+
+class ClaimIn(BaseModel):
+    """Claim ``invoice_id`` under ``coverage_id`` (a coverage of the invoice's patient)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    invoice_id: Ids
+    coverage_id: Ids
+
+
+class ClaimItemOut(BaseModel):
+    """``Claim.item``: an invoice line; ``net = quantity * unit_price`` (minor units)."""
+
+    sequence: int
+    charge_item_id: str
+    code: str
+    description: str
+    quantity: int
+    unit_price: int
+    net: int
+    service_date: date
+
+
+class ItemAdjudicationOut(BaseModel):
+    """``ClaimResponse.item``: ``submitted``, ``eligible``, ``benefit`` (minor units)."""
+
+    sequence: int
+    submitted: int
+    eligible: int
+    benefit: int
+
+
+class ClaimResponseOut(BaseModel):
+    """The payer's adjudication (FHIR ``ClaimResponse``): ``outcome`` ``complete`` or
+    ``error`` (``errors``: codes), ``benefit`` what the payer covers, ``copay`` what the
+    plan leaves to the patient besides, ``patient_share = total - benefit``."""
+
+    id: str
+    outcome: ClaimOutcome
+    disposition: str
+    reference: str
+    items: list[ItemAdjudicationOut]
+    copay: int
+    benefit: int
+    patient_share: int
+    errors: list[str]
+    created_at: datetime
+
+
+class ClaimOut(BaseModel):
+    """A claim (FHIR ``Claim``) on an invoice with its response; money in minor units of
+    ``currency``; ``fhir`` the path of the FHIR R4 Bundle (Claim, ClaimResponse,
+    Coverage)."""
+
+    id: str
+    invoice_id: str
+    invoice_number: str
+    patient_id: str
+    hospital_id: str | None
+    coverage_id: str
+    payer_id: str
+    plan: str
+    clearinghouse: str
+    currency: str
+    total: int
+    items: list[ClaimItemOut]
+    response: ClaimResponseOut
+    created_at: datetime
+    fhir: str
+
+    @classmethod
+    def from_document(cls, doc: Document) -> ClaimOut:
+        return cls.model_validate({**doc, "id": doc["_id"],
+                                   "fhir": f"/api/v1/claims/{doc['_id']}/fhir"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
@@ -11,6 +11,11 @@ from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings, env_name
 from healthflow.common.topology import SERVICES
+from healthflow.payment.clearinghouse import PlanRule
+
+SANDBOX_PLANS = {"standard": PlanRule(covered_basis_points=8000, copay=1000),
+                 "premium": PlanRule(covered_basis_points=10_000)}
+"""The sandbox payer's plans when none are configured (EUR)."""
 
 
 class Settings(ServiceSettings):
@@ -20,8 +25,16 @@ class Settings(ServiceSettings):
     has no default (a known one would let anyone forge a payment): until it is set, the
     webhook route answers 503 (``make run`` and the test platforms set it).
 
+    Claims go through ``clearinghouse``: ``sandbox`` (the default: the payer sandbox,
+    :class:`healthflow.payment.clearinghouse.PayerSandbox`, adjudicating by
+    ``payer_sandbox_plans``, JSON per plan code, e.g.
+    ``PAYMENT_PAYER_SANDBOX_PLANS='{"basic": {"covered_basis_points": 7000, "copay": 500,
+    "currency": "EUR", "excluded_codes": ["cosmetic"]}}'``) or ``none`` (claims are
+    refused with 503: what production sets until a real clearinghouse is built).
+
     ``HEALTHFLOW_ENV=production`` also refuses (:meth:`own_production_problems`) an unset
-    webhook secret and a ``stripe_api_base`` on a local host (localstripe)."""
+    webhook secret, a ``stripe_api_base`` on a local host (localstripe) and the payer
+    sandbox."""
 
     model_config = SettingsConfigDict(
         env_prefix="PAYMENT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -57,12 +70,19 @@ class Settings(ServiceSettings):
     tax_rates: dict[str, Annotated[int, Field(ge=0, le=10_000)]] = Field(default_factory=dict)
     default_tax_basis_points: int = Field(default=0, ge=0, le=10_000)
 
+    # Insurance claims: the clearinghouse (only the local payer sandbox is built) and the
+    # sandbox payer's rules per plan code.
+    clearinghouse: Literal["sandbox", "none"] = "sandbox"
+    payer_sandbox_plans: dict[str, PlanRule] = Field(
+        default_factory=lambda: dict(SANDBOX_PLANS))
+
     def tax_rate(self, hospital_id: str | None) -> int:
         """The tax rate in basis points of invoices ``hospital_id`` issues."""
         return self.tax_rates.get(hospital_id or "", self.default_tax_basis_points)
 
     def own_production_problems(self) -> list[str]:
-        """An unset webhook secret; a Stripe API base on a loopback or local host."""
+        """An unset webhook secret; a Stripe API base on a loopback or local host; the
+        payer sandbox as the clearinghouse."""
         problems = []
         if self.stripe_webhook_secret is None or not self.stripe_webhook_secret.get_secret_value():
             problems.append(f"{env_name(type(self), 'stripe_webhook_secret')}: is not set "
@@ -70,6 +90,10 @@ class Settings(ServiceSettings):
         if self.stripe_api_base and _is_local(self.stripe_api_base):
             problems.append(f"{env_name(type(self), 'stripe_api_base')}: points at a local "
                             f"server ({self.stripe_api_base}), not Stripe")
+        if self.clearinghouse == "sandbox":
+            problems.append(f"{env_name(type(self), 'clearinghouse')}: is the payer sandbox "
+                            "(claims adjudicated by local rules, not by a payer); set it to "
+                            "none (no real clearinghouse is built yet)")
         return problems
 
 

@@ -39,6 +39,23 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
     doctors         read model of ``doctor.schedule_changed`` {_id: doctor id, version,
                     hospital_ids: affiliated hospitals in the doctor's order}
     hospitals       read model of ``hospital.*`` {_id, version, name, city, country}
+
+Invoices also carry, once a claim on them was adjudicated ``complete``:
+``insurance_share`` (minor units the payer covers; the patient owes ``total_gross -
+insurance_share - paid``) and ``claim_id``.
+
+Insurance (FHIR R4 Coverage / Claim / ClaimResponse; :mod:`.insurance`)::
+
+    coverages       {_id, patient_id, status (CoverageStatus), payer_id, payer_name,
+                     subscriber_id (the member id on the card), plan, period_start (date
+                     as "YYYY-MM-DD"), period_end | None, created_at, updated_at}
+    claims          {_id, invoice_id, invoice_number, patient_id, hospital_id | None,
+                     coverage_id, payer_id, plan, clearinghouse, currency, total,
+                     items: [{sequence, charge_item_id, code, description, quantity,
+                     unit_price, net, service_date}], created_at, created_by,
+                     response: {id, outcome (ClaimOutcome), disposition, reference,
+                     items: [{sequence, submitted, eligible, benefit}], copay, benefit,
+                     patient_share, errors: [code], created_at}}
 """
 
 from __future__ import annotations
@@ -62,6 +79,8 @@ ENCOUNTERS = "encounters"
 STAFF = "staff"
 DOCTORS = "doctors"
 HOSPITALS = "hospitals"
+COVERAGES = "coverages"
+CLAIMS = "claims"
 
 INDEXES: Indexes = {
     PAYMENTS: [
@@ -84,6 +103,15 @@ INDEXES: Indexes = {
                     ("_id", DESCENDING)], name="patient"),
         IndexModel([("hospital_id", ASCENDING), ("issued_at", DESCENDING),
                     ("_id", DESCENDING)], name="hospital"),
+    ],
+    COVERAGES: [IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING)],
+                           name="patient")],
+    CLAIMS: [
+        IndexModel([("patient_id", ASCENDING), ("created_at", DESCENDING),
+                    ("_id", DESCENDING)], name="patient"),
+        IndexModel([("hospital_id", ASCENDING), ("created_at", DESCENDING),
+                    ("_id", DESCENDING)], name="hospital"),
+        IndexModel([("invoice_id", ASCENDING)], name="invoice"),
     ],
     STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
     **jobs.INDEXES,
@@ -206,3 +234,25 @@ async def put_versioned(db: AsyncDatabase[Document], collection: str, key: str,
     await db[collection].update_one({"_id": key}, {"$set": {**fields, "version": version}},
                                     upsert=True, session=session)
     return True
+
+
+# --------------------------------------------------------------------------- insurance
+
+
+async def list_claims(db: AsyncDatabase[Document], query: Document, *, index: str,
+                      cursor: str | None, limit: int) -> tuple[list[Document], str | None]:
+    """One page of claims newest first (``created_at``, ``_id``), and the next cursor.
+
+    Raises:
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    return await keyset_page(db[CLAIMS], query, sort=["created_at", "_id"], cursor=cursor,
+                             limit=limit, descending=True, hint=index)
+
+
+async def billed_at(db: AsyncDatabase[Document], patient_id: str,
+                    hospitals: list[str]) -> bool:
+    """Whether ``patient_id`` has an invoice issued by one of ``hospitals``."""
+    return await db[INVOICES].find_one(
+        {"patient_id": patient_id, "hospital_id": {"$in": hospitals}},
+        {"_id": 1}) is not None

@@ -1,0 +1,159 @@
+"""The clearinghouse: how a claim reaches a payer and how the payer's answer comes back.
+
+:class:`Clearinghouse` is the interface the claim use case calls (as :mod:`.provider` is
+for Stripe). :class:`PayerSandbox` implements it for local runs and tests: a payer that
+adjudicates at once by configurable rules per plan (``Settings.payer_sandbox_plans``),
+the way the local mailbox stands in for SMTP. A production deployment would implement
+the same interface for a real clearinghouse (an X12 837/835 or FHIR exchange; none is
+built, so ``HEALTHFLOW_ENV=production`` refuses to start with the sandbox).
+
+Amounts are integers of minor units of the claim's ISO 4217 currency; dates are
+calendar dates of the service (UTC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from healthflow.payment.domain import BASIS_POINTS, ClaimOutcome
+
+
+@dataclass(frozen=True)
+class ClaimLine:
+    """One ``Claim.item``: ``net`` (quantity × unit price, tax included) in minor units."""
+
+    sequence: int
+    code: str
+    service_date: date
+    net: int
+
+
+@dataclass(frozen=True)
+class ClaimSubmission:
+    """What the payer is asked: the claim (its id doubles as the idempotency key: the
+    same id submitted again must get the same answer) with the coverage as the patient
+    holds it."""
+
+    claim_id: str
+    payer_id: str
+    plan: str
+    subscriber_id: str
+    coverage_active: bool
+    coverage_start: date
+    coverage_end: date | None
+    currency: str
+    lines: tuple[ClaimLine, ...]
+
+
+@dataclass(frozen=True)
+class LineAdjudication:
+    """``ClaimResponse.item.adjudication`` of one line: ``submitted`` (asked),
+    ``eligible`` (0 for an excluded service), ``benefit`` (what the payer pays)."""
+
+    sequence: int
+    submitted: int
+    eligible: int
+    benefit: int
+
+
+@dataclass(frozen=True)
+class Adjudication:
+    """The payer's answer (``ClaimResponse``): ``benefit`` = the sum of the lines'
+    benefits, ``copay`` the part of the eligible amount left to the patient by the
+    plan's copayment; ``errors`` (codes) when ``outcome`` is ``error``, then every
+    benefit is 0. ``reference`` is the payer's identifier of its answer."""
+
+    outcome: ClaimOutcome
+    disposition: str
+    lines: tuple[LineAdjudication, ...]
+    copay: int
+    benefit: int
+    reference: str
+    errors: tuple[str, ...] = ()
+
+
+class Clearinghouse(Protocol):
+    """Submits a claim to the payer and returns its adjudication."""
+
+    name: str
+
+    async def submit(self, claim: ClaimSubmission) -> Adjudication:
+        """The payer's adjudication of ``claim``; the same ``claim_id`` again answers
+        the same (idempotent)."""
+        ...
+
+
+class PlanRule(BaseModel):
+    """How the sandbox payer pays a plan: ``covered_basis_points`` of each eligible line
+    (8000 = 80 %), less a ``copay`` per claim (minor units of ``currency``); services
+    whose code is in ``excluded_codes`` are not covered."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    covered_basis_points: Annotated[int, Field(ge=0, le=BASIS_POINTS)]
+    copay: Annotated[int, Field(ge=0)] = 0
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
+    excluded_codes: frozenset[str] = frozenset()
+
+
+def adjudicate(claim: ClaimSubmission, rules: dict[str, PlanRule]) -> Adjudication:
+    """The sandbox payer's rules (pure).
+
+    ``error`` (nothing covered) when the plan is unknown (``plan-unknown``), its
+    currency is not the claim's (``currency-not-covered``), the coverage is not active
+    (``coverage-inactive``) or a service date lies outside its period
+    (``coverage-not-in-force``). Otherwise ``complete``:
+
+    * ``eligible`` = the line's ``net``, or 0 when its code is excluded;
+    * line benefit = ``eligible * covered_basis_points // 10000``: rounded **down** to a
+      whole minor unit (integers only), so the payer never pays more than the plan's
+      percentage and the patient pays the fraction;
+    * the ``copay`` (at most the benefits' sum) is taken off the line benefits in line
+      order, so the lines' benefits still add up to the claim's ``benefit`` exactly.
+    """
+    errors = []
+    rule = rules.get(claim.plan)
+    if rule is None:
+        errors.append("plan-unknown")
+    elif rule.currency != claim.currency:
+        errors.append("currency-not-covered")
+    if not claim.coverage_active:
+        errors.append("coverage-inactive")
+    if any(line.service_date < claim.coverage_start
+           or (claim.coverage_end is not None and line.service_date > claim.coverage_end)
+           for line in claim.lines):
+        errors.append("coverage-not-in-force")
+    reference = f"sandbox-{claim.claim_id}"
+    if errors or rule is None:
+        return Adjudication(
+            outcome=ClaimOutcome.ERROR, disposition="Not adjudicated: " + ", ".join(errors),
+            lines=tuple(LineAdjudication(li.sequence, li.net, 0, 0) for li in claim.lines),
+            copay=0, benefit=0, reference=reference, errors=tuple(errors))
+    eligible = [0 if li.code in rule.excluded_codes else li.net for li in claim.lines]
+    benefits = [e * rule.covered_basis_points // BASIS_POINTS for e in eligible]
+    copay = left = min(rule.copay, sum(benefits))
+    for n, benefit in enumerate(benefits):
+        taken = min(benefit, left)
+        benefits[n], left = benefit - taken, left - taken
+    lines = tuple(LineAdjudication(li.sequence, li.net, e, b)
+                  for li, e, b in zip(claim.lines, eligible, benefits, strict=True))
+    return Adjudication(outcome=ClaimOutcome.COMPLETE, disposition="Claim settled as per "
+                        f"plan {claim.plan}", lines=lines, copay=copay, benefit=sum(benefits),
+                        reference=reference)
+
+
+class PayerSandbox:
+    """A local payer answering every claim at once by :func:`adjudicate` with the plan
+    rules it was given (deterministic: the same claim gets the same answer)."""
+
+    name = "sandbox"
+
+    def __init__(self, plans: dict[str, PlanRule]) -> None:
+        self.plans = plans
+
+    async def submit(self, claim: ClaimSubmission) -> Adjudication:
+        return adjudicate(claim, self.plans)
