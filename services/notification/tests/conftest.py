@@ -18,7 +18,7 @@ from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.devkit.sandbox import PushSink, SmtpSink, TwilioSink
-from healthflow.devkit.testing import TokenFactory, eventually, running_app
+from healthflow.devkit.testing import TokenFactory, eventually, running_app, source_of
 from healthflow.notification.app import WORKERS, create_app
 from healthflow.notification.dispatch import Dispatcher, ReminderScheduler
 from healthflow.notification.domain import SettableClock
@@ -81,7 +81,7 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
 def event(type_: str, data: dict[str, Any], *, when: datetime | None = None,
           subject: str | None = None, id_: str | None = None) -> CloudEvent:
     """A CloudEvent as the publishing service sends it."""
-    fields: dict[str, Any] = {"source": "/healthflow/tests", "type": type_, "data": data,
+    fields: dict[str, Any] = {"source": source_of(type_), "type": type_, "data": data,
                               "subject": subject, "time": when or datetime.now(UTC)}
     if id_ is not None:
         fields["id"] = id_

@@ -112,3 +112,34 @@ async def test_a_violation_is_parked_at_once_in_process(mongodb_url: str, unique
     finally:
         await runtime.stop()
         await transport.close()
+
+
+async def test_an_event_from_another_source_than_its_publisher_is_parked_and_counted(
+        mongodb_url: str, unique_name: str) -> None:
+    """``appointment.booked`` is the appointment service's: the same valid payload from
+    any other ``source`` (another service, or anyone on the bus) is never applied."""
+    from healthflow.common import metrics
+
+    transport = InProcessTransport(mongo.get_database(mongodb_url, f"platform_{unique_name}"),
+                                   retry_poll_interval=0.05)
+    await transport.connect()
+    settings = ServiceSettings(service_name=unique_name, mongodb_url=mongodb_url,
+                               transport="inprocess", retry_delays=[0.1])
+    runtime, seen = await start_consumer(settings, transport=transport)
+    counted = metrics.EVENTS_HANDLED.labels(unique_name, "appointment.booked",
+                                            "foreign_source")
+    try:
+        forged = event().model_copy(update={"source": "/healthflow/payment"})
+        genuine = event()
+        await transport.publish(forged)
+        await transport.publish(genuine)
+        await eventually(lambda: [r.id for r in seen] == [genuine.id],
+                         message="the genuine event to be handled")
+        [letter] = await transport.dead_letters(unique_name)
+        assert (letter.id, letter.reason, letter.attempts) == (forged.id, "foreign-source", 0)
+        assert letter.error == ("ForeignSource: appointment.booked is published by "
+                                "appointment, not by '/healthflow/payment'")
+        assert counted._value.get() == 1
+    finally:
+        await runtime.stop()
+        await transport.close()

@@ -14,7 +14,7 @@ import pytest
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
 from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
-from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.devkit.testing import TokenFactory, running_app, source_of
 from healthflow.patient.app import create_app
 from healthflow.patient.settings import Settings
 
@@ -26,8 +26,9 @@ class PatientService:
     tokens: TokenFactory
 
     async def deliver(self, type_: str, data: dict[str, Any], *, event_id: str | None = None,
-                      source: str = "/healthflow/test") -> CloudEvent:
-        event = CloudEvent(id=event_id or str(uuid.uuid4()), source=source, type=type_,
+                      source: str | None = None) -> CloudEvent:
+        event = CloudEvent(id=event_id or str(uuid.uuid4()), source=source or source_of(type_),
+                           type=type_,
                            data=data, time=datetime.now(UTC))
         await self.runtime.transport.publish(event)
         return event

@@ -406,6 +406,16 @@ def platform_process(
 
 # --------------------------------------------------------------------------- event payloads
 
+
+def source_of(type_: str) -> str:
+    """The CloudEvents ``source`` of the service that publishes ``type_`` (its contract's
+    publisher), which consumers require; ``/healthflow/tests`` for a type without one."""
+    from healthflow.contracts import contract_for
+
+    model = contract_for(type_)
+    publisher = model.event_publisher if model is not None else None
+    return f"/healthflow/{publisher or 'tests'}"
+
 WEEKDAYS = [1, 2, 3, 4, 5]  # ISO weekdays, Monday to Friday
 
 

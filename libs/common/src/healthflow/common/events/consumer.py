@@ -33,6 +33,7 @@ from healthflow.common.events.envelope import CloudEvent, EventPayload
 from healthflow.common.events.outbox import INBOX, UnitOfWork
 from healthflow.common.events.transport import (
     ContractViolation,
+    ForeignSource,
     UnknownEventType,
     describe_validation,
     topic_matches,
@@ -92,16 +93,22 @@ def envelope_handler(handler: H) -> H:
 
 
 def received(event: CloudEvent) -> Received[EventPayload]:
-    """``event`` with its ``data`` validated against the contract of its ``type``.
+    """``event`` with its ``data`` validated against the contract of its ``type``, from the
+    service the contract names as its publisher.
 
     Unknown fields are ignored; missing, mistyped or unparsable ones are not.
 
     Raises:
+        ForeignSource: the envelope's ``source`` is not ``/healthflow/<publisher>``.
         ContractViolation: no contract for the type, or ``data`` does not validate.
     """
     model = contract_for(event.type)
     if model is None:
         raise ContractViolation(f"{event.type}: no contract for this type")
+    publisher = model.event_publisher
+    if publisher is not None and event.source != f"/healthflow/{publisher}":
+        raise ForeignSource(f"{event.type} is published by {publisher}, not by "
+                            f"{event.source[:80]!r}")
     try:
         data = model.model_validate(event.data, extra="ignore")
     except ValidationError as exc:
@@ -141,6 +148,9 @@ class Consumer:
         try:
             argument = (event if getattr(handler, "__healthflow_envelope__", False)
                         else received(event))
+        except ForeignSource:
+            metrics.EVENTS_HANDLED.labels(service, event.type, "foreign_source").inc()
+            raise
         except ContractViolation:
             metrics.EVENTS_HANDLED.labels(service, event.type, "invalid").inc()
             raise

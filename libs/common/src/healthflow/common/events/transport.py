@@ -57,10 +57,17 @@ class ContractViolation(Exception):
     """
 
 
+class ForeignSource(ContractViolation):
+    """A delivery whose CloudEvents ``source`` is not ``/healthflow/<publisher>`` of the
+    service its type's contract names as publisher: another service (or anyone with
+    access to the bus) forging it. Parked at once, with reason ``foreign-source``."""
+
+
 REASON_HANDLER_FAILED = "handler-failed"
 REASON_UNKNOWN_TYPE = "unknown-type"
 REASON_MALFORMED = "malformed"
 REASON_CONTRACT_VIOLATION = "contract-violation"
+REASON_FOREIGN_SOURCE = "foreign-source"
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ def after_failure(exc: BaseException, attempts: int,
     """
     if isinstance(exc, UnknownEventType):
         return AfterFailure("park", REASON_UNKNOWN_TYPE)
+    if isinstance(exc, ForeignSource):
+        return AfterFailure("park", REASON_FOREIGN_SOURCE)
     if isinstance(exc, ContractViolation):
         return AfterFailure("park", REASON_CONTRACT_VIOLATION)
     if attempts < len(retry_delays):

@@ -11,8 +11,9 @@ Message headers written by this package (AMQP field table):
                       its retries ran out shows ``len(retry_delays)``; one parked
                       at once (unknown type, malformed, contract violation)
                       shows the value it had.
-``x-death-reason``    DLQ only: ``handler-failed``, ``unknown-type``, ``malformed``
-                      or ``contract-violation`` (``data`` breaks its contract)
+``x-death-reason``    DLQ only: ``handler-failed``, ``unknown-type``, ``malformed``,
+                      ``contract-violation`` (``data`` breaks its contract) or
+                      ``foreign-source`` (``source`` is not its type's publisher)
 ``x-error``           DLQ only: ``"<ExceptionClass>: <message>"``, at most 500
                       characters; never the body (validation errors list only
                       locations and error kinds, not the offending values)
