@@ -126,3 +126,29 @@ async def test_a_consented_recording_becomes_one_playable_file_per_participant(
             assert not await runtime.state["blobs"].exists(file["blob"]["key"])
     finally:
         await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_coming_back_without_consent_stops_the_recording(
+        client: Client, tokens: TokenFactory) -> None:
+    """Someone admitted before comes back without a new admission; if they have not
+    consented, the recording under way stops, as an admission would stop it."""
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    doctor, patient = await in_call(http, tokens, event.appointment_id)
+    try:
+        await patient.close()
+        assert (await patient.call("POST", "/leave")).status_code == 200
+        assert (await http.put(f"{room}/recording/consent", headers=doctor.headers,
+                               json={"given": True})).status_code == 200
+        started = await http.post(f"{room}/recording/start", headers=doctor.headers)
+        assert started.status_code == 201, started.text
+        back = await patient.join()
+        assert back["participant"]["state"] == "admitted"
+        [made] = (await http.get(f"{room}/recordings", headers=doctor.headers)).json()
+        assert made["stop_reason"] == "unconsented_participant", made
+        stored = await app.state.runtime.db["rooms"].find_one({"_id": event.appointment_id})
+        assert stored["recording"] is None
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())

@@ -109,9 +109,12 @@ def ice_servers(settings: Settings, principal: Principal, now: datetime
     return found
 
 
-async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> Document:
+async def join(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str
+               ) -> Document:
     """The caller enters the room: the doctor (and anyone admitted before) is admitted,
-    the patient waits for the doctor; ``teleconsult.participant_joined``.
+    the patient waits for the doctor; ``teleconsult.participant_joined``. Coming back
+    admitted without having consented stops a recording under way, as an admission
+    would.
 
     Raises:
         NotFound: (404) not a member.
@@ -122,7 +125,7 @@ async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> D
     settings: Settings = runtime.settings  # type: ignore[assignment]
     now = utcnow()
 
-    async def write(uow: UnitOfWork) -> Document:
+    async def write(uow: UnitOfWork) -> tuple[Document, Document, bool]:
         room, role = await room_of(runtime, principal, room_id, session=uow.session)
         check_status(room["status"])
         window_of(settings, room).check(now)
@@ -152,9 +155,14 @@ async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> D
             **ids_of(room), participant_id=doc["_id"], user_id=principal.subject,
             role=role.value, state=state.value, joined_at=now),
             subject=subject_of(room_id), patientid=room["patient_id"])
-        return await store.participant_by_id(uow.db, doc["_id"], session=uow.session) or doc
+        stopped = admitted and not recording.consented(doc) and await recording.stop_in(
+            uow, room, principal.subject, "unconsented_participant", now) is not None
+        return room, doc, stopped
 
-    return await runtime.transact(write, actor=principal.actor)
+    room, doc, stopped = await runtime.transact(write, actor=principal.actor)
+    if stopped:
+        await janus.record(room["janus_room"], room["janus_secret"], False)
+    return await store.participant_by_id(runtime.db, doc["_id"]) or doc
 
 
 async def admit(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str,
