@@ -422,7 +422,9 @@ async def feeds(runtime: ServiceRuntime, janus: Janus, principal: Principal, roo
 async def subscribe(runtime: ServiceRuntime, janus: Janus, principal: Principal,
                     room_id: str, feed: str) -> tuple[str, Jsep]:
     """Receives another participant's feed: Janus's SDP offer out, to be answered at
-    :func:`answer`; returns ``(subscription id, offer)``.
+    :func:`answer`; returns ``(subscription id, offer)``. Subscribing again to a feed
+    (a reconnection) replaces the earlier subscription and ends its Janus session, so a
+    participant holds at most one per other participant.
 
     Raises:
         NotFound: (404) no such live feed in this room.
@@ -444,8 +446,13 @@ async def subscribe(runtime: ServiceRuntime, janus: Janus, principal: Principal,
         await janus.destroy_session(session)
         raise NotFound(f"feed {feed} sends no media yet")
     subscription = uuid.uuid4().hex
+    replaced = {key: sub for key, sub in (me.get("subscriptions") or {}).items()
+                if sub["feed"] == feed}
     await store.set_media(runtime.db, me["_id"], {f"subscriptions.{subscription}": {
-        "feed": feed, "session": session, "handle": handle}})
+        "feed": feed, "session": session, "handle": handle}},
+        unset={f"subscriptions.{key}": "" for key in replaced})
+    for sub in replaced.values():
+        await janus.destroy_session(int(sub["session"]))
     return subscription, offer
 
 
@@ -455,13 +462,18 @@ async def answer(runtime: ServiceRuntime, janus: Janus, principal: Principal, ro
 
     Raises:
         NotFound: (404) no such subscription of the caller.
+        UnprocessableContent: (422) Janus refused the answer (e.g. not an SDP it parses).
     """
     _, me = await _admitted(runtime, principal, room_id)
     sub = (me.get("subscriptions") or {}).get(subscription)
     if sub is None:
         raise NotFound(f"no subscription {subscription}")
-    await janus.message(int(sub["session"]), int(sub["handle"]), {"request": "start"},
-                        sdp_answer)
+    try:
+        await janus.message(int(sub["session"]), int(sub["handle"]), {"request": "start"},
+                            sdp_answer)
+    except JanusError as exc:
+        raise UnprocessableContent(
+            f"the media server refused the answer: {exc.reason}") from exc
 
 
 async def quality(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str
