@@ -47,6 +47,7 @@ INDEXES: Indexes = {
     ],
     INVITATIONS: [
         IndexModel([("token_hash", ASCENDING)], name="token", unique=True),
+        IndexModel([("room_id", ASCENDING)], name="room"),
         IndexModel([("session_hash", ASCENDING)], name="session", unique=True,
                    partialFilterExpression={"session_hash": {"$type": "string"}}),
     ],
