@@ -152,3 +152,43 @@ async def test_coming_back_without_consent_stops_the_recording(
         assert stored["recording"] is None
     finally:
         await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_a_stop_janus_missed_is_made_good_before_the_files_are_processed(
+        client: Client, tokens: TokenFactory) -> None:
+    """A stop commits first and Janus hears of it after: if that call is lost (Janus
+    busy, the service killed), Janus must not go on recording someone who withdrew.
+    The processing job, committed with the stop, stops Janus before it reads the files."""
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    runtime = app.state.runtime
+    doctor, patient = await in_call(http, tokens, event.appointment_id)
+    try:
+        for peer in (doctor, patient):
+            assert (await http.put(f"{room}/recording/consent", headers=peer.headers,
+                                   json={"given": True})).status_code == 200
+        started = await http.post(f"{room}/recording/start", headers=doctor.headers)
+        assert started.status_code == 201
+        await asyncio.sleep(2)
+        # the patient withdraws; the database records it, Janus is never told
+        stored = await runtime.db["rooms"].find_one({"_id": event.appointment_id})
+        await runtime.transact(lambda uow: recording.stop_in(
+            uow, stored, "patient-1", "consent_withdrawn", utcnow()))
+
+        async def processed() -> bool:
+            made = await runtime.db["recordings"].find_one({"_id": started.json()["id"]})
+            return made["status"] in ("available", "failed")
+
+        await eventually(processed, within=60, interval=0.5, message="never processed")
+        raw = recording.raw_dir(runtime.settings, event.appointment_id, started.json()["id"])
+
+        def sizes() -> dict[str, int]:
+            return {p.name: p.stat().st_size for p in raw.glob("*.mjr")}
+
+        before = sizes()
+        await asyncio.sleep(4)  # Janus writes in 4 KiB blocks, a few seconds of media
+        assert before and sizes() == before, "Janus goes on recording"
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())

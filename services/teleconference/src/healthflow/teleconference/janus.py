@@ -187,11 +187,15 @@ class Janus:
     async def record(self, room: str, secret: str, on: bool) -> None:
         """Starts or stops recording every publisher of ``room`` (VideoRoom
         ``enable_recording``): one ``.mjr`` file per medium and publisher, named
-        ``videoroom-<room>-user-<feed>-<n>-<audio|video>-<m>.mjr``."""
+        ``videoroom-<room>-user-<feed>-<n>-<audio|video>-<m>.mjr``. Stopping a room
+        Janus no longer has is done already."""
         session, handle = await self.open_handle()
         try:
             await self.message(session, handle, {"request": "enable_recording", "room": room,
                                                  "secret": secret, "record": on})
+        except JanusError as exc:
+            if on or exc.code != NO_SUCH_ROOM:
+                raise
         finally:
             await self.destroy_session(session)
 

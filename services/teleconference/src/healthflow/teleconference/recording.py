@@ -246,14 +246,23 @@ def mux(video: Path | None, audio: Path | None, target: Path) -> Media:
     return Media(target, duration, frames)
 
 
-async def process(uow: UnitOfWork, blobs: BlobStore, settings: Settings, job: Job) -> None:
+async def process(uow: UnitOfWork, blobs: BlobStore, janus: Janus, settings: Settings,
+                  job: Job) -> None:
     """The recording's raw files become one stored WebM per participant;
-    ``recording.available`` (or status failed when nothing was recorded)."""
+    ``recording.available`` (or status failed when nothing was recorded).
+
+    Janus is told again to stop recording first, unless a newer recording (consented
+    anew) is under way: the stop that queued this job committed before Janus heard of
+    it, and that call may have been lost. Janus unreachable fails the job, which is
+    retried, so a withdrawal reaches Janus eventually and no file is read half-written.
+    """
     rec = await uow.db[store.RECORDINGS].find_one({"_id": job.payload["recording_id"]},
                                                   session=uow.session)
     if rec is None or rec["status"] != "processing":
         return
     room = await store.get_room(uow.db, rec["room_id"], session=uow.session) or {}
+    if room.get("janus_room") and not room.get("recording"):
+        await janus.record(room["janus_room"], room["janus_secret"], False)
     raw = raw_dir(settings, rec["room_id"], rec["_id"])
     by_feed: dict[str, dict[str, Path]] = {}
     for path in await asyncio.to_thread(lambda: sorted(raw.glob("*.mjr"))):
