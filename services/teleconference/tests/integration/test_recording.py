@@ -192,3 +192,31 @@ async def test_a_stop_janus_missed_is_made_good_before_the_files_are_processed(
         assert before and sizes() == before, "Janus goes on recording"
     finally:
         await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_a_withdrawal_racing_the_start_never_leaves_a_recording_running(
+        client: Client, tokens: TokenFactory) -> None:
+    """The start checks everyone's consent and the withdrawal checks for a recording,
+    each in its own transaction: at the same moment, neither may miss the other."""
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    runtime = app.state.runtime
+    doctor, patient = await in_call(http, tokens, event.appointment_id)
+    try:
+        assert (await http.put(f"{room}/recording/consent", headers=doctor.headers,
+                               json={"given": True})).status_code == 200
+        for _ in range(12):
+            assert (await http.put(f"{room}/recording/consent", headers=patient.headers,
+                                   json={"given": True})).status_code == 200
+            started, withdrawn = await asyncio.gather(
+                http.post(f"{room}/recording/start", headers=doctor.headers),
+                http.put(f"{room}/recording/consent", headers=patient.headers,
+                         json={"given": False}))
+            assert withdrawn.status_code == 200, withdrawn.text
+            assert started.status_code in (201, 409), started.text
+            stored = await runtime.db["rooms"].find_one({"_id": event.appointment_id})
+            assert stored.get("recording") is None, "recording without the patient's consent"
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())

@@ -88,6 +88,7 @@ async def consent(runtime: ServiceRuntime, janus: Janus, principal: Principal, r
         me = await store.participant(uow.db, room_id, principal.subject, session=uow.session)
         if me is None:
             raise NotFound("join the consultation first")
+        await store.claim_room(uow, room_id, now)
         await uow.db[store.PARTICIPANTS].update_one(
             {"_id": me["_id"]}, {"$set": {"consent": {"given": given, "at": now}}},
             session=uow.session)

@@ -138,6 +138,8 @@ async def join(runtime: ServiceRuntime, janus: Janus, principal: Principal, room
         state = state_on_join(role, existing["state"] if existing else None,
                               bool(existing and existing["was_admitted"]))
         admitted = state is ParticipantState.ADMITTED
+        if admitted:
+            await store.claim_room(uow, room_id, now)
         if existing is None:
             doc: Document = {
                 "_id": str(uuid.uuid4()), "room_id": room_id, "user_id": principal.subject,
@@ -190,6 +192,7 @@ async def admit(runtime: ServiceRuntime, janus: Janus, principal: Principal, roo
             raise NotFound(f"no participant {participant_id} in this room")
         if doc["state"] != ParticipantState.WAITING:
             raise Conflict(f"the participant is {doc['state']}, not waiting")
+        await store.claim_room(uow, room_id, now)
         await store.move_participant(uow, participant_id, ParticipantState.ADMITTED, now,
                                      principal.subject,
                                      {"was_admitted": True, "admitted_at": now})

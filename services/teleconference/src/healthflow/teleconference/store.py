@@ -80,6 +80,15 @@ async def update_room(uow: UnitOfWork, room_id: str, changes: Document,
     return result.matched_count == 1
 
 
+async def claim_room(uow: UnitOfWork, room_id: str, now: datetime) -> None:
+    """Writes the room in ``uow`` so that transactions deciding on who is in and who
+    consents (an admission, a return, a consent) conflict with one starting a recording
+    (which writes the room too): under snapshot isolation, each would otherwise decide
+    on what the other had not yet committed (write skew)."""
+    await uow.db[ROOMS].update_one({"_id": room_id}, {"$set": {"updated_at": now}},
+                                   session=uow.session)
+
+
 async def participant(db: AsyncDatabase[Document], room_id: str, user_id: str,
                       session: Any = None) -> Document | None:
     return await db[PARTICIPANTS].find_one({"room_id": room_id, "user_id": user_id},
