@@ -220,3 +220,27 @@ async def test_a_withdrawal_racing_the_start_never_leaves_a_recording_running(
             assert stored.get("recording") is None, "recording without the patient's consent"
     finally:
         await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_raw_media_of_a_recording_never_processed_is_deleted_after_retention(
+        client: Client) -> None:
+    """A recording whose processing never succeeded (its job dead) still has the raw
+    ``.mjr`` media of everyone on disk: retention applies to it as to a finished one."""
+    _, app = client
+    event = appointment()
+    await deliver(app, event)
+    runtime = app.state.runtime
+    settings = runtime.settings
+    old = utcnow() - timedelta(days=settings.recording_retention_days + 1)
+    await runtime.db["recordings"].insert_one({
+        "_id": "stuck-recording", "room_id": event.appointment_id, "status": "processing",
+        "started_at": old, "stopped_at": old, "files": [], "delete_after": None})
+    raw = recording.raw_dir(settings, event.appointment_id, "stuck-recording")
+    raw.mkdir(parents=True)
+    (raw / "videoroom-x-user-y-1-video-0.mjr").write_bytes(b"MJR00002" + b"\0" * 64)
+    await recording.expire(runtime, runtime.state["blobs"])
+    assert not raw.exists()
+    stored = await runtime.db["recordings"].find_one({"_id": "stuck-recording"})
+    assert stored["status"] == "deleted" and stored["raw_removed"]
+    [gone] = await published(app, "recording.deleted")
+    assert gone["recording_id"] == "stuck-recording" and gone["reason"] == "retention"

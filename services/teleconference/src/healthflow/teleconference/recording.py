@@ -338,20 +338,25 @@ async def file_of(runtime: ServiceRuntime, principal: Principal, room_id: str,
 
 async def expire(runtime: ServiceRuntime, blobs: BlobStore) -> int:
     """Deletes the files of recordings past their retention period
-    (``recording.deleted``) and the raw files of processed ones; how many recordings."""
+    (``recording.deleted``) and the raw files of processed ones; how many recordings.
+    A recording whose processing never succeeded (still ``processing`` a retention
+    period after it stopped) is deleted too: its raw files are everyone's media."""
     settings: Settings = runtime.settings  # type: ignore[assignment]
     now = utcnow()
     deleted = 0
+    stuck_before = now - timedelta(days=settings.recording_retention_days)
     async for rec in runtime.db[store.RECORDINGS].find(
-            {"status": "available", "delete_after": {"$lte": now}}).limit(100):
+            {"$or": [{"status": "available", "delete_after": {"$lte": now}},
+                     {"status": "processing", "stopped_at": {"$lte": stuck_before}}]}
+            ).limit(100):
         for file in rec["files"]:
             await blobs.delete(file["blob"]["key"])
 
         async def write(uow: UnitOfWork, rec: Document = rec) -> None:
             room = await store.get_room(uow.db, rec["room_id"], session=uow.session) or {}
             await uow.db[store.RECORDINGS].update_one(
-                {"_id": rec["_id"]}, {"$set": {"status": "deleted", "deleted_at": now}},
-                session=uow.session)
+                {"_id": rec["_id"], "status": rec["status"]},
+                {"$set": {"status": "deleted", "deleted_at": now}}, session=uow.session)
             uow.publish(events.RecordingDeleted(**ids_of(room), recording_id=rec["_id"],
                                                 reason="retention", deleted_at=now),
                         subject=subject_of(rec["room_id"]), patientid=room.get("patient_id"))
