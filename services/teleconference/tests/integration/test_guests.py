@@ -83,6 +83,10 @@ async def test_an_invited_interpreter_redeems_the_link_once_and_joins_after_admi
                                   headers=doctor.headers)
         assert removed.status_code == 200
         assert (await guest.call("POST", "/join")).status_code == 403
+        # nor sees who is in the room any more
+        looked = await guest.call("GET", "")
+        assert looked.status_code == 403 and looked.json()["type"].endswith(
+            "/participant-removed")
     finally:
         await asyncio.gather(doctor.close(), guest.close())
 
