@@ -247,6 +247,16 @@ async def test_the_patient_joins_from_a_browser_and_sees_the_doctor(
                     "() => { const v = document.getElementById('remote');"
                     " return v.videoWidth > 0 && v.currentTime > 1; }", timeout=30_000)
                 assert await page.inner_text("#status") == "In consultation"
+                # the doctor's network drops and comes back: the page watches the new feed
+                await page.evaluate("window.before = document.getElementById('remote')"
+                                    ".srcObject")
+                await doctor_peer.close()
+                await doctor_peer.join()
+                ok(await doctor_peer.publish())
+                await page.wait_for_function(
+                    "() => { const v = document.getElementById('remote');"
+                    " return v.srcObject !== window.before && v.videoWidth > 0"
+                    " && v.currentTime > 1; }", timeout=30_000)
                 shot = tmp_path_factory.mktemp("browser") / "teleconsultation.png"
                 await page.screenshot(path=str(shot))
                 print(f"\n[teleconsultation] browser screenshot: {shot}")

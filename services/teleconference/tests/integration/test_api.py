@@ -52,8 +52,9 @@ async def test_doctor_and_patient_are_admitted_and_see_and_hear_each_other_throu
             return len(await doctor.feeds()) == 1 and len(await patient.feeds()) == 1
 
         await eventually(both_live, within=20, interval=0.2, message="feeds never went live")
-        assert (await doctor.feeds())[0] == {"feed": patient.feed,
-                                             "participant_id": patient.feed, "role": "patient"}
+        [first_feed] = await doctor.feeds()
+        assert {k: first_feed[k] for k in ("feed", "participant_id", "role")} == {
+            "feed": patient.feed, "participant_id": patient.feed, "role": "patient"}
         await doctor.watch(patient.feed)
         await patient.watch(doctor.feed)
         await frames_flow(doctor, patient.feed)
@@ -82,6 +83,11 @@ async def test_doctor_and_patient_are_admitted_and_see_and_hear_each_other_throu
         assert again["participant"]["state"] == "admitted"
         assert (await patient.publish()).status_code == 200
         await eventually(both_live, within=20, interval=0.2, message="no feed after rejoin")
+        # the feed keeps its id but says it was published anew, so that the others'
+        # apps know their subscription to it went dead and subscribe again
+        [again_seen] = await doctor.feeds()
+        assert again_seen["feed"] == first_feed["feed"]
+        assert again_seen["since"] > first_feed["since"]
         before = doctor.received[patient.feed].counts["video"]
         await doctor.watch(patient.feed)
         await frames_flow(doctor, patient.feed, at_least=before + 15)

@@ -393,8 +393,8 @@ async def publish(runtime: ServiceRuntime, janus: Janus, principal: Principal, r
     if me.get("janus"):
         await janus.destroy_session(int(me["janus"]["session"]))
     session, handle = await janus.open_handle()
-    await store.set_media(runtime.db, me["_id"], {"janus": {"session": session,
-                                                            "handle": handle}})
+    await store.set_media(runtime.db, me["_id"], {"janus": {
+        "session": session, "handle": handle, "since": utcnow()}})
     try:
         _, answer = await janus.message(session, handle, {
             "request": "joinandconfigure", "room": room["janus_room"], "ptype": "publisher",
@@ -411,12 +411,14 @@ async def publish(runtime: ServiceRuntime, janus: Janus, principal: Principal, r
 async def feeds(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str
                 ) -> list[Document]:
     """The other admitted participants whose media flows now: ``{feed, participant_id,
-    role}``."""
+    role, since}``; ``since`` (aware UTC) changes when the feed is published anew (a
+    reconnection), which ends the subscriptions to the earlier one."""
     room, me = await _admitted(runtime, principal, room_id)
     if not room.get("janus_room"):
         return []
     live = set(await janus.publishers(room["janus_room"]))
-    return [{"feed": p["_id"], "participant_id": p["_id"], "role": p["role"]}
+    return [{"feed": p["_id"], "participant_id": p["_id"], "role": p["role"],
+             "since": (p.get("janus") or {}).get("since")}
             for p in await store.participants(runtime.db, room_id)
             if p["_id"] in live and p["_id"] != me["_id"]
             and p["state"] == ParticipantState.ADMITTED]

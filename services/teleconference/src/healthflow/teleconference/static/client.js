@@ -81,7 +81,10 @@ async function watch(feed, config) {
   await call("POST", `/media/subscriptions/${sub.subscription_id}/answer`,
              { type: "answer", sdp: pc.localDescription.sdp });
   status("In consultation");
+  return pc;
 }
+
+const watchers = new Map();
 
 async function main() {
   status("Joining…");
@@ -99,12 +102,16 @@ async function main() {
                             { type: "offer", sdp: publisher.localDescription.sdp });
   await publisher.setRemoteDescription(answer.jsep);
   status("Connecting…");
-  const watched = new Set();
+  // a feed published anew (the other side reconnected) is watched again: the earlier
+  // subscription carries nothing any more
+  const watched = new Map();
   for (;;) {
     for (const feed of await call("GET", "/media/feeds")) {
-      if (!watched.has(feed.feed)) {
-        watched.add(feed.feed);
-        await watch(feed, config);
+      if (watched.get(feed.feed) !== feed.since) {
+        const previous = watchers.get(feed.feed);
+        watched.set(feed.feed, feed.since);
+        watchers.set(feed.feed, await watch(feed, config));
+        if (previous) previous.close();
       }
     }
     await sleep(1000);
