@@ -235,7 +235,10 @@ async def test_the_patient_joins_from_a_browser_and_sees_the_doctor(
 
                 await eventually(waiting, within=30, interval=0.3,
                                  message="the browser never joined the waiting room")
-                assert "Waiting for the doctor" in await page.inner_text("#status")
+                # the page says so once its own poll of the room has come back
+                await page.wait_for_function(
+                    "() => document.getElementById('status').textContent"
+                    ".includes('Waiting for the doctor')", timeout=10_000)
                 room = ok(await api.get(f"{API}/{aid}", headers=doctor.headers))
                 [waiter] = [p for p in room["participants"] if p["role"] == "patient"]
                 ok(await api.post(f"{API}/{aid}/participants/{waiter['id']}/admit",
@@ -257,9 +260,65 @@ async def test_the_patient_joins_from_a_browser_and_sees_the_doctor(
                     "() => { const v = document.getElementById('remote');"
                     " return v.videoWidth > 0 && v.currentTime > 1; }", timeout=30_000)
                 assert await page.inner_text("#status") == "In consultation"
+                # the doctor's network drops and comes back: the page watches the new feed
+                await page.evaluate("window.before = document.getElementById('remote')"
+                                    ".srcObject")
+                await doctor_peer.close()
+                await doctor_peer.join()
+                ok(await doctor_peer.publish())
+                await page.wait_for_function(
+                    "() => { const v = document.getElementById('remote');"
+                    " return v.srcObject !== window.before && v.videoWidth > 0"
+                    " && v.currentTime > 1; }", timeout=30_000)
                 shot = tmp_path_factory.mktemp("browser") / "teleconsultation.png"
                 await page.screenshot(path=str(shot))
                 print(f"\n[teleconsultation] browser screenshot: {shot}")
+            finally:
+                await browser.close()
+                await doctor_peer.close()
+
+
+async def test_a_guest_opens_the_doctors_link_in_a_browser_and_sees_the_doctor(
+        platform: RunningPlatform, admin: User) -> None:
+    """The link the doctor hands a guest (``/app/teleconsultation/#guest=<token>``) is all
+    the browser gets: the page redeems it, waits, is admitted and plays the doctor's
+    video; a reload comes back with the guest session (the link is spent by then)."""
+    from playwright.async_api import async_playwright
+
+    async with platform.client() as api:
+        doctor = await online_doctor(api, admin)
+        patient = await register_patient(api, "guest-host")
+        soon = (await slots_between(api, patient, doctor, 2, 2))[0]
+        aid = await book_and_pay(api, platform, patient, doctor, soon)
+        await room_ready(api, doctor, aid)
+        link = ok(await api.post(f"{API}/{aid}/guests", headers=doctor.headers,
+                                 json={"kind": "interpreter"}), 201)
+        doctor_peer = Peer(api, doctor.headers, aid)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                       args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                await page.goto(f"{platform.gateway_url}{link['link']}")
+                await doctor_peer.join()
+
+                async def guest_waiting() -> list[dict[str, Any]]:
+                    room = ok(await api.get(f"{API}/{aid}", headers=doctor.headers))
+                    return [p for p in room["participants"]
+                            if p["role"] == "guest" and p["state"] == "waiting"]
+
+                await eventually(guest_waiting, within=30, interval=0.3,
+                                 message="the guest's browser never joined")
+                [waiter] = await guest_waiting()
+                ok(await api.post(f"{API}/{aid}/participants/{waiter['id']}/admit",
+                                  headers=doctor.headers))
+                ok(await doctor_peer.publish())
+                playing = ("() => { const v = document.getElementById('remote');"
+                           " return v.videoWidth > 0 && v.currentTime > 1; }")
+                await page.wait_for_function(playing, timeout=30_000)
+                await page.reload()
+                await page.wait_for_function(playing, timeout=30_000)
+                assert await page.inner_text("#status") == "In consultation"
             finally:
                 await browser.close()
                 await doctor_peer.close()

@@ -229,3 +229,19 @@ def test_a_service_knows_the_services_it_calls(services: dict[str, dict[str, Any
         env = services[name]["environment"]
         for callee in manifest.calls:
             assert env[f"{callee.upper()}_URL"] == f"http://{callee}:{SERVICES[callee].port}"
+
+
+def test_turn_relays_only_media_and_never_into_the_backend(
+        compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """Every patient and guest gets TURN credentials: a relay on the backend network, or
+    one that opens TCP connections, would let them reach MongoDB, RabbitMQ or Janus's
+    APIs through it (coturn relays to any address it can reach unless told otherwise)."""
+    internal = {name for name, spec in compose["networks"].items()
+                if (spec or {}).get("internal")}
+    coturn = services["coturn"]
+    assert not set(coturn["networks"]) & internal, coturn["networks"]
+    command = coturn["command"]
+    assert "--no-tcp-relay" in command and "--no-multicast-peers" in command
+    denied = {c.split("=", 1)[1] for c in command if c.startswith("--denied-peer-ip=")}
+    assert {"0.0.0.0-0.255.255.255", "127.0.0.0-127.255.255.255",
+            "169.254.0.0-169.254.255.255"} <= denied

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 from healthflow.devkit.testing import TokenFactory, eventually
 from healthflow.devkit.webrtc import API, Peer
+from healthflow.teleconference import store
 
 from .conftest import Client, appointment, deliver, frames_flow, published
+from .test_recording import in_call
 
 
 async def test_doctor_and_patient_are_admitted_and_see_and_hear_each_other_through_janus(
@@ -50,8 +52,9 @@ async def test_doctor_and_patient_are_admitted_and_see_and_hear_each_other_throu
             return len(await doctor.feeds()) == 1 and len(await patient.feeds()) == 1
 
         await eventually(both_live, within=20, interval=0.2, message="feeds never went live")
-        assert (await doctor.feeds())[0] == {"feed": patient.feed,
-                                             "participant_id": patient.feed, "role": "patient"}
+        [first_feed] = await doctor.feeds()
+        assert {k: first_feed[k] for k in ("feed", "participant_id", "role")} == {
+            "feed": patient.feed, "participant_id": patient.feed, "role": "patient"}
         await doctor.watch(patient.feed)
         await patient.watch(doctor.feed)
         await frames_flow(doctor, patient.feed)
@@ -80,6 +83,11 @@ async def test_doctor_and_patient_are_admitted_and_see_and_hear_each_other_throu
         assert again["participant"]["state"] == "admitted"
         assert (await patient.publish()).status_code == 200
         await eventually(both_live, within=20, interval=0.2, message="no feed after rejoin")
+        # the feed keeps its id but says it was published anew, so that the others'
+        # apps know their subscription to it went dead and subscribe again
+        [again_seen] = await doctor.feeds()
+        assert again_seen["feed"] == first_feed["feed"]
+        assert again_seen["since"] > first_feed["since"]
         before = doctor.received[patient.feed].counts["video"]
         await doctor.watch(patient.feed)
         await frames_flow(doctor, patient.feed, at_least=before + 15)
@@ -166,3 +174,38 @@ async def test_a_removed_participant_stays_out_and_bad_offers_change_nothing(
     assert back.status_code == 403 and back.json()["type"].endswith("/participant-removed")
     left = await published(app, "teleconsult.participant_left")
     assert [(e["reason"], e["removed_by"]) for e in left] == [("removed", "doctor-user-1")]
+
+
+async def test_subscribing_again_replaces_the_subscription_and_bad_answers_are_422(
+        client: Client, tokens: TokenFactory) -> None:
+    """Each subscription holds a Janus session kept alive while its owner is in: asking
+    again for the same feed (a reconnection) replaces the earlier one rather than piling
+    up sessions; an answer Janus cannot take is the client's error, not the server's."""
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    doctor, patient = await in_call(http, tokens, event.appointment_id)
+    janus = app.state.runtime.state["janus"]
+    try:
+        for _ in range(3):
+            await doctor.watch(patient.feed or "")
+        me = await app.state.runtime.db["participants"].find_one(
+            {"room_id": event.appointment_id, "role": "doctor"})
+        [kept] = me["subscriptions"].values()
+        assert kept["feed"] == patient.feed
+        sessions = set(await store.media_sessions(app.state.runtime.db))
+        assert kept["session"] in sessions and len(sessions) == 4  # 2 publishers, 2 watches
+        await frames_flow(doctor, patient.feed or "", at_least=doctor.received[
+            patient.feed or ""].counts["video"] + 10)
+
+        offered = await doctor.call("POST", "/media/subscriptions",
+                                    json={"feed": patient.feed})
+        assert offered.status_code == 201
+        bad = await doctor.call(
+            "POST", f"/media/subscriptions/{offered.json()['subscription_id']}/answer",
+            json={"type": "answer", "sdp": "v=0 this is not an SDP"})
+        assert bad.status_code == 422, bad.text
+        assert bad.headers["content-type"].startswith("application/problem+json")
+        assert await janus.keepalive(int(kept["session"])) is False
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())

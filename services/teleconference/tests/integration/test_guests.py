@@ -83,5 +83,29 @@ async def test_an_invited_interpreter_redeems_the_link_once_and_joins_after_admi
                                   headers=doctor.headers)
         assert removed.status_code == 200
         assert (await guest.call("POST", "/join")).status_code == 403
+        # nor sees who is in the room any more
+        looked = await guest.call("GET", "")
+        assert looked.status_code == 403 and looked.json()["type"].endswith(
+            "/participant-removed")
     finally:
         await asyncio.gather(doctor.close(), guest.close())
+
+
+async def test_a_room_takes_a_bounded_number_of_invitations(
+        client: Client, tokens: TokenFactory) -> None:
+    """Each invitation is a stored link and a guest the room must fit (Janus's room takes
+    six publishers): past the limit the doctor is told so, nothing more is stored."""
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    invite = f"{API}/{event.appointment_id}/guests"
+    doctor = tokens.headers("doctor-user-1", ("doctor",))
+    for _ in range(8):
+        made = await http.post(invite, headers=doctor, json={"kind": "family"})
+        assert made.status_code == 201, made.text
+    refused = await http.post(invite, headers=doctor, json={"kind": "family"})
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("/guest-limit")
+    stored = await app.state.runtime.db["invitations"].count_documents(
+        {"room_id": event.appointment_id})
+    assert stored == 8

@@ -155,3 +155,121 @@ async def test_a_consented_recording_becomes_one_playable_file_per_participant(
             assert not await runtime.state["blobs"].exists(file["blob"]["key"])
     finally:
         await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_coming_back_without_consent_stops_the_recording(
+        client: Client, tokens: TokenFactory) -> None:
+    """Someone admitted before comes back without a new admission; if they have not
+    consented, the recording under way stops, as an admission would stop it."""
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    doctor, patient = await in_call(http, tokens, event.appointment_id)
+    try:
+        await patient.close()
+        assert (await patient.call("POST", "/leave")).status_code == 200
+        assert (await http.put(f"{room}/recording/consent", headers=doctor.headers,
+                               json={"given": True})).status_code == 200
+        started = await http.post(f"{room}/recording/start", headers=doctor.headers)
+        assert started.status_code == 201, started.text
+        back = await patient.join()
+        assert back["participant"]["state"] == "admitted"
+        [made] = (await http.get(f"{room}/recordings", headers=doctor.headers)).json()
+        assert made["stop_reason"] == "unconsented_participant", made
+        stored = await app.state.runtime.db["rooms"].find_one({"_id": event.appointment_id})
+        assert stored["recording"] is None
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_a_stop_janus_missed_is_made_good_before_the_files_are_processed(
+        client: Client, tokens: TokenFactory) -> None:
+    """A stop commits first and Janus hears of it after: if that call is lost (Janus
+    busy, the service killed), Janus must not go on recording someone who withdrew.
+    The processing job, committed with the stop, stops Janus before it reads the files."""
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    runtime = app.state.runtime
+    doctor, patient = await in_call(http, tokens, event.appointment_id)
+    try:
+        for peer in (doctor, patient):
+            assert (await http.put(f"{room}/recording/consent", headers=peer.headers,
+                                   json={"given": True})).status_code == 200
+        started = await http.post(f"{room}/recording/start", headers=doctor.headers)
+        assert started.status_code == 201
+        await asyncio.sleep(2)
+        # the patient withdraws; the database records it, Janus is never told
+        stored = await runtime.db["rooms"].find_one({"_id": event.appointment_id})
+        await runtime.transact(lambda uow: recording.stop_in(
+            uow, stored, "patient-1", "consent_withdrawn", utcnow()))
+
+        async def processed() -> bool:
+            made = await runtime.db["recordings"].find_one({"_id": started.json()["id"]})
+            return made["status"] in ("available", "failed")
+
+        await eventually(processed, within=60, interval=0.5, message="never processed")
+        raw = recording.raw_dir(runtime.settings, event.appointment_id, started.json()["id"])
+
+        def sizes() -> dict[str, int]:
+            return {p.name: p.stat().st_size for p in raw.glob("*.mjr")}
+
+        before = sizes()
+        await asyncio.sleep(4)  # Janus writes in 4 KiB blocks, a few seconds of media
+        assert before and sizes() == before, "Janus goes on recording"
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_a_withdrawal_racing_the_start_never_leaves_a_recording_running(
+        client: Client, tokens: TokenFactory) -> None:
+    """The start checks everyone's consent and the withdrawal checks for a recording,
+    each in its own transaction: at the same moment, neither may miss the other."""
+    http, app = client
+    event = appointment()
+    await deliver(app, event)
+    room = f"{API}/{event.appointment_id}"
+    runtime = app.state.runtime
+    doctor, patient = await in_call(http, tokens, event.appointment_id)
+    try:
+        assert (await http.put(f"{room}/recording/consent", headers=doctor.headers,
+                               json={"given": True})).status_code == 200
+        for _ in range(12):
+            assert (await http.put(f"{room}/recording/consent", headers=patient.headers,
+                                   json={"given": True})).status_code == 200
+            started, withdrawn = await asyncio.gather(
+                http.post(f"{room}/recording/start", headers=doctor.headers),
+                http.put(f"{room}/recording/consent", headers=patient.headers,
+                         json={"given": False}))
+            assert withdrawn.status_code == 200, withdrawn.text
+            assert started.status_code in (201, 409), started.text
+            stored = await runtime.db["rooms"].find_one({"_id": event.appointment_id})
+            assert stored.get("recording") is None, "recording without the patient's consent"
+    finally:
+        await asyncio.gather(doctor.close(), patient.close())
+
+
+async def test_raw_media_of_a_recording_never_processed_is_deleted_after_retention(
+        client: Client) -> None:
+    """A recording whose processing never succeeded (its job dead) still has the raw
+    ``.mjr`` media of everyone on disk: retention applies to it as to a finished one."""
+    _, app = client
+    event = appointment()
+    await deliver(app, event)
+    runtime = app.state.runtime
+    settings = runtime.settings
+    old = utcnow() - timedelta(days=settings.recording_retention_days + 1)
+    await runtime.db["recordings"].insert_one({
+        "_id": "stuck-recording", "room_id": event.appointment_id, "status": "processing",
+        "started_at": old, "stopped_at": old, "files": [], "delete_after": None})
+    raw = recording.raw_dir(settings, event.appointment_id, "stuck-recording")
+    raw.mkdir(parents=True)
+    (raw / "videoroom-x-user-y-1-video-0.mjr").write_bytes(b"MJR00002" + b"\0" * 64)
+    await recording.expire(runtime, runtime.state["blobs"])
+    assert not raw.exists()
+    stored = await runtime.db["recordings"].find_one({"_id": "stuck-recording"})
+    assert stored["status"] == "deleted" and stored["raw_removed"]
+    [gone] = await published(app, "recording.deleted")
+    assert gone["recording_id"] == "stuck-recording" and gone["reason"] == "retention"

@@ -16,7 +16,7 @@ from healthflow.common.mongo import Document
 from healthflow.common.problems import Forbidden, NotFound
 from healthflow.common.service import ServiceRuntime
 from healthflow.teleconference import store
-from healthflow.teleconference.domain import Role, Window
+from healthflow.teleconference.domain import ParticipantState, Removed, Role, Window
 from healthflow.teleconference.settings import Settings
 
 
@@ -27,6 +27,8 @@ async def room_of(runtime: ServiceRuntime, principal: Principal, room_id: str,
     Raises:
         NotFound: (404) no such room, or the caller is not its patient, its doctor or a
             guest invited to it.
+        Removed: (403) the caller is a guest the doctor removed: their session reaches
+            nothing of the room any more (the patient and doctor remain its members).
     """
     room = await store.get_room(runtime.db, room_id, session=session)
     if room is not None:
@@ -35,6 +37,10 @@ async def room_of(runtime: ServiceRuntime, principal: Principal, room_id: str,
         if room["doctor_user_id"] == principal.subject:
             return room, Role.DOCTOR
         if "guest" in principal.roles and principal.claims.get("room_id") == room_id:
+            me = await store.participant(runtime.db, room_id, principal.subject,
+                                         session=session)
+            if me is not None and me["state"] == ParticipantState.REMOVED:
+                raise Removed("the doctor removed you from this consultation")
             return room, Role.GUEST
     raise NotFound(f"no teleconsultation {room_id}")
 

@@ -111,11 +111,11 @@ def room_routes(target: APIRouter, who: Any) -> None:
         return await _room(runtime, principal, appointment_id)
 
     @target.post("/{appointment_id}/join", summary="Enter the room (the patient waits)")
-    async def join(runtime: Runtime, appointment_id: RoomId,
+    async def join(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
                    principal: Principal = who) -> JoinOut:
         """409 ``room-not-open`` / ``room-closed`` outside the window (with ``opens_at`` and
         ``closes_at``), 409 ``appointment-not-ready`` before payment, 403 after removal."""
-        doc = await service.join(runtime, principal, appointment_id)
+        doc = await service.join(runtime, janus, principal, appointment_id)
         settings = runtime.settings
         return JoinOut(participant=ParticipantOut.of(doc),
                        ice_servers=service.ice_servers(settings, principal, utcnow()))  # type: ignore[arg-type]

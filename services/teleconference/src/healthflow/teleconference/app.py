@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     runtime.add_worker(Hooks("janus", _nothing, janus.aclose))
 
     async def process(uow: UnitOfWork, job: Job) -> None:
-        await recording.process(uow, blobs, settings, job)
+        await recording.process(uow, blobs, janus, settings, job)
 
     runtime.add_worker(JobWorker(runtime, recording.QUEUE, process, lease=300.0,
                                  concurrency=1).loop())

@@ -71,6 +71,10 @@ class LinkSpent(Problem):
     status, title, slug = 410, "Guest Link Used Or Expired", "guest-link-spent"
 
 
+class GuestLimit(Conflict):
+    title, slug = "Guest Limit Reached", "guest-limit"
+
+
 class RoomNotOpen(Conflict):
     title, slug = "Room Not Open", "room-not-open"
 

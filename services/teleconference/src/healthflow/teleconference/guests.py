@@ -25,11 +25,14 @@ from healthflow.common.problems import NotFound, Unauthorized
 from healthflow.common.service import ServiceRuntime
 from healthflow.teleconference import events, store
 from healthflow.teleconference.access import as_doctor, room_of, window_of
-from healthflow.teleconference.domain import GuestKind, LinkSpent, check_status
+from healthflow.teleconference.domain import GuestKind, GuestLimit, LinkSpent, check_status
 from healthflow.teleconference.events import ids_of, subject_of
 from healthflow.teleconference.settings import Settings
 
 GUEST_PREFIX = "guest:"
+MAX_INVITATIONS = 8
+"""Invitations a room takes in all (Janus's room takes six publishers: the patient, the
+doctor and four guests, with links to spare for a lost one)."""
 
 
 def digest(secret: str) -> str:
@@ -43,6 +46,7 @@ async def invite(runtime: ServiceRuntime, principal: Principal, room_id: str,
 
     Raises:
         Forbidden: (403) not the doctor. RoomClosed: (409) ended or cancelled.
+        GuestLimit: (409) the room has had :data:`MAX_INVITATIONS` invitations.
     """
     settings: Settings = runtime.settings  # type: ignore[assignment]
     token = secrets.token_urlsafe(32)
@@ -52,6 +56,10 @@ async def invite(runtime: ServiceRuntime, principal: Principal, room_id: str,
         room, role = await room_of(runtime, principal, room_id, session=uow.session)
         as_doctor(role)
         check_status(room["status"])
+        if await uow.db[store.INVITATIONS].count_documents(
+                {"room_id": room_id}, session=uow.session) >= MAX_INVITATIONS:
+            raise GuestLimit(f"a consultation takes at most {MAX_INVITATIONS} invitations",
+                             limit=MAX_INVITATIONS)
         doc: Document = {"_id": str(uuid.uuid4()), "room_id": room_id, "kind": kind.value,
                          "token_hash": digest(token), "session_hash": None,
                          "created_by": principal.subject, "created_at": now,

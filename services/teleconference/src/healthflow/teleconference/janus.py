@@ -189,9 +189,11 @@ class Janus:
     async def record(self, room: str, secret: str, on: bool) -> None:
         """Starts or stops recording every publisher of ``room`` (VideoRoom
         ``enable_recording``): one ``.mjr`` file per medium and publisher, named
-        ``videoroom-<room>-user-<feed>-<n>-<audio|video>-<m>.mjr``."""
+        ``videoroom-<room>-user-<feed>-<n>-<audio|video>-<m>.mjr``. Stopping a room
+        Janus no longer has is done already."""
         await self.room_request({"request": "enable_recording", "room": room,
-                                 "secret": secret, "record": on})
+                                 "secret": secret, "record": on},
+                                gone=() if on else (NO_SUCH_ROOM,))
 
     async def set_rec_dir(self, room: str, secret: str, rec_dir: str) -> None:
         """Where ``room``'s next recordings go (VideoRoom ``edit``, ``new_rec_dir``)."""

@@ -90,6 +90,7 @@ async def consent(runtime: ServiceRuntime, janus: Janus, principal: Principal, r
         me = await store.participant(uow.db, room_id, principal.subject, session=uow.session)
         if me is None:
             raise NotFound("join the consultation first")
+        await store.claim_room(uow, room_id, now)
         await uow.db[store.PARTICIPANTS].update_one(
             {"_id": me["_id"]}, {"$set": {"consent": {"given": given, "at": now}}},
             session=uow.session)
@@ -248,14 +249,23 @@ def mux(video: Path | None, audio: Path | None, target: Path) -> Media:
     return Media(target, duration, frames)
 
 
-async def process(uow: UnitOfWork, blobs: BlobStore, settings: Settings, job: Job) -> None:
+async def process(uow: UnitOfWork, blobs: BlobStore, janus: Janus, settings: Settings,
+                  job: Job) -> None:
     """The recording's raw files become one stored WebM per participant;
-    ``recording.available`` (or status failed when nothing was recorded)."""
+    ``recording.available`` (or status failed when nothing was recorded).
+
+    Janus is told again to stop recording first, unless a newer recording (consented
+    anew) is under way: the stop that queued this job committed before Janus heard of
+    it, and that call may have been lost. Janus unreachable fails the job, which is
+    retried, so a withdrawal reaches Janus eventually and no file is read half-written.
+    """
     rec = await uow.db[store.RECORDINGS].find_one({"_id": job.payload["recording_id"]},
                                                   session=uow.session)
     if rec is None or rec["status"] != "processing":
         return
     room = await store.get_room(uow.db, rec["room_id"], session=uow.session) or {}
+    if room.get("janus_room") and not room.get("recording"):
+        await janus.record(room["janus_room"], room["janus_secret"], False)
     raw = raw_dir(settings, rec["room_id"], rec["_id"])
     by_feed: dict[str, dict[str, Path]] = {}
     for path in await asyncio.to_thread(lambda: sorted(raw.glob("*.mjr"))):
@@ -332,20 +342,25 @@ async def file_of(runtime: ServiceRuntime, principal: Principal, room_id: str,
 
 async def expire(runtime: ServiceRuntime, blobs: BlobStore) -> int:
     """Deletes the files of recordings past their retention period
-    (``recording.deleted``) and the raw files of processed ones; how many recordings."""
+    (``recording.deleted``) and the raw files of processed ones; how many recordings.
+    A recording whose processing never succeeded (still ``processing`` a retention
+    period after it stopped) is deleted too: its raw files are everyone's media."""
     settings: Settings = runtime.settings  # type: ignore[assignment]
     now = utcnow()
     deleted = 0
+    stuck_before = now - timedelta(days=settings.recording_retention_days)
     async for rec in runtime.db[store.RECORDINGS].find(
-            {"status": "available", "delete_after": {"$lte": now}}).limit(100):
+            {"$or": [{"status": "available", "delete_after": {"$lte": now}},
+                     {"status": "processing", "stopped_at": {"$lte": stuck_before}}]}
+            ).limit(100):
         for file in rec["files"]:
             await blobs.delete(file["blob"]["key"])
 
         async def write(uow: UnitOfWork, rec: Document = rec) -> None:
             room = await store.get_room(uow.db, rec["room_id"], session=uow.session) or {}
             await uow.db[store.RECORDINGS].update_one(
-                {"_id": rec["_id"]}, {"$set": {"status": "deleted", "deleted_at": now}},
-                session=uow.session)
+                {"_id": rec["_id"], "status": rec["status"]},
+                {"$set": {"status": "deleted", "deleted_at": now}}, session=uow.session)
             uow.publish(events.RecordingDeleted(**ids_of(room), recording_id=rec["_id"],
                                                 reason="retention", deleted_at=now),
                         subject=subject_of(rec["room_id"]), patientid=room.get("patient_id"))

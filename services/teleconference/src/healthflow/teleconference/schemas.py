@@ -87,9 +87,13 @@ class PublishOut(BaseModel):
 
 
 class FeedOut(BaseModel):
+    """Another participant's live feed; ``since`` (aware UTC) is when it was last
+    published: a later one means a reconnection, to be subscribed to again."""
+
     feed: str
     participant_id: str
     role: str
+    since: datetime | None = None
 
 
 class SubscriptionOut(BaseModel):

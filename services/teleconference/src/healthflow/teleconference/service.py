@@ -109,9 +109,12 @@ def ice_servers(settings: Settings, principal: Principal, now: datetime
     return found
 
 
-async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> Document:
+async def join(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str
+               ) -> Document:
     """The caller enters the room: the doctor (and anyone admitted before) is admitted,
-    the patient waits for the doctor; ``teleconsult.participant_joined``.
+    the patient waits for the doctor; ``teleconsult.participant_joined``. Coming back
+    admitted without having consented stops a recording under way, as an admission
+    would.
 
     Raises:
         NotFound: (404) not a member.
@@ -122,7 +125,7 @@ async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> D
     settings: Settings = runtime.settings  # type: ignore[assignment]
     now = utcnow()
 
-    async def write(uow: UnitOfWork) -> Document:
+    async def write(uow: UnitOfWork) -> tuple[Document, Document, bool]:
         room, role = await room_of(runtime, principal, room_id, session=uow.session)
         check_status(room["status"])
         window_of(settings, room).check(now)
@@ -135,6 +138,8 @@ async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> D
         state = state_on_join(role, existing["state"] if existing else None,
                               bool(existing and existing["was_admitted"]))
         admitted = state is ParticipantState.ADMITTED
+        if admitted:
+            await store.claim_room(uow, room_id, now)
         if existing is None:
             doc: Document = {
                 "_id": str(uuid.uuid4()), "room_id": room_id, "user_id": principal.subject,
@@ -152,9 +157,14 @@ async def join(runtime: ServiceRuntime, principal: Principal, room_id: str) -> D
             **ids_of(room), participant_id=doc["_id"], user_id=principal.subject,
             role=role.value, state=state.value, joined_at=now),
             subject=subject_of(room_id), patientid=room["patient_id"])
-        return await store.participant_by_id(uow.db, doc["_id"], session=uow.session) or doc
+        stopped = admitted and not recording.consented(doc) and await recording.stop_in(
+            uow, room, principal.subject, "unconsented_participant", now) is not None
+        return room, doc, stopped
 
-    return await runtime.transact(write, actor=principal.actor)
+    room, doc, stopped = await runtime.transact(write, actor=principal.actor)
+    if stopped:
+        await janus.record(room["janus_room"], room["janus_secret"], False)
+    return await store.participant_by_id(runtime.db, doc["_id"]) or doc
 
 
 async def admit(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str,
@@ -182,6 +192,7 @@ async def admit(runtime: ServiceRuntime, janus: Janus, principal: Principal, roo
             raise NotFound(f"no participant {participant_id} in this room")
         if doc["state"] != ParticipantState.WAITING:
             raise Conflict(f"the participant is {doc['state']}, not waiting")
+        await store.claim_room(uow, room_id, now)
         await store.move_participant(uow, participant_id, ParticipantState.ADMITTED, now,
                                      principal.subject,
                                      {"was_admitted": True, "admitted_at": now})
@@ -382,8 +393,8 @@ async def publish(runtime: ServiceRuntime, janus: Janus, principal: Principal, r
     if me.get("janus"):
         await janus.destroy_session(int(me["janus"]["session"]))
     session, handle = await janus.open_handle()
-    await store.set_media(runtime.db, me["_id"], {"janus": {"session": session,
-                                                            "handle": handle}})
+    await store.set_media(runtime.db, me["_id"], {"janus": {
+        "session": session, "handle": handle, "since": utcnow()}})
     try:
         _, answer = await janus.message(session, handle, {
             "request": "joinandconfigure", "room": room["janus_room"], "ptype": "publisher",
@@ -400,12 +411,14 @@ async def publish(runtime: ServiceRuntime, janus: Janus, principal: Principal, r
 async def feeds(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str
                 ) -> list[Document]:
     """The other admitted participants whose media flows now: ``{feed, participant_id,
-    role}``."""
+    role, since}``; ``since`` (aware UTC) changes when the feed is published anew (a
+    reconnection), which ends the subscriptions to the earlier one."""
     room, me = await _admitted(runtime, principal, room_id)
     if not room.get("janus_room"):
         return []
     live = set(await janus.publishers(room["janus_room"]))
-    return [{"feed": p["_id"], "participant_id": p["_id"], "role": p["role"]}
+    return [{"feed": p["_id"], "participant_id": p["_id"], "role": p["role"],
+             "since": (p.get("janus") or {}).get("since")}
             for p in await store.participants(runtime.db, room_id)
             if p["_id"] in live and p["_id"] != me["_id"]
             and p["state"] == ParticipantState.ADMITTED]
@@ -414,7 +427,9 @@ async def feeds(runtime: ServiceRuntime, janus: Janus, principal: Principal, roo
 async def subscribe(runtime: ServiceRuntime, janus: Janus, principal: Principal,
                     room_id: str, feed: str) -> tuple[str, Jsep]:
     """Receives another participant's feed: Janus's SDP offer out, to be answered at
-    :func:`answer`; returns ``(subscription id, offer)``.
+    :func:`answer`; returns ``(subscription id, offer)``. Subscribing again to a feed
+    (a reconnection) replaces the earlier subscription and ends its Janus session, so a
+    participant holds at most one per other participant.
 
     Raises:
         NotFound: (404) no such live feed in this room.
@@ -436,8 +451,13 @@ async def subscribe(runtime: ServiceRuntime, janus: Janus, principal: Principal,
         await janus.destroy_session(session)
         raise NotFound(f"feed {feed} sends no media yet")
     subscription = uuid.uuid4().hex
+    replaced = {key: sub for key, sub in (me.get("subscriptions") or {}).items()
+                if sub["feed"] == feed}
     await store.set_media(runtime.db, me["_id"], {f"subscriptions.{subscription}": {
-        "feed": feed, "session": session, "handle": handle}})
+        "feed": feed, "session": session, "handle": handle}},
+        unset={f"subscriptions.{key}": "" for key in replaced})
+    for sub in replaced.values():
+        await janus.destroy_session(int(sub["session"]))
     return subscription, offer
 
 
@@ -447,13 +467,18 @@ async def answer(runtime: ServiceRuntime, janus: Janus, principal: Principal, ro
 
     Raises:
         NotFound: (404) no such subscription of the caller.
+        UnprocessableContent: (422) Janus refused the answer (e.g. not an SDP it parses).
     """
     _, me = await _admitted(runtime, principal, room_id)
     sub = (me.get("subscriptions") or {}).get(subscription)
     if sub is None:
         raise NotFound(f"no subscription {subscription}")
-    await janus.message(int(sub["session"]), int(sub["handle"]), {"request": "start"},
-                        sdp_answer)
+    try:
+        await janus.message(int(sub["session"]), int(sub["handle"]), {"request": "start"},
+                            sdp_answer)
+    except JanusError as exc:
+        raise UnprocessableContent(
+            f"the media server refused the answer: {exc.reason}") from exc
 
 
 async def quality(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str

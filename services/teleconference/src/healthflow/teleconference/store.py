@@ -50,6 +50,7 @@ INDEXES: Indexes = {
     ],
     INVITATIONS: [
         IndexModel([("token_hash", ASCENDING)], name="token", unique=True),
+        IndexModel([("room_id", ASCENDING)], name="room"),
         IndexModel([("session_hash", ASCENDING)], name="session", unique=True,
                    partialFilterExpression={"session_hash": {"$type": "string"}}),
     ],
@@ -80,6 +81,15 @@ async def update_room(uow: UnitOfWork, room_id: str, changes: Document,
         query["status"] = expect_status
     result = await uow.db[ROOMS].update_one(query, {"$set": changes}, session=uow.session)
     return result.matched_count == 1
+
+
+async def claim_room(uow: UnitOfWork, room_id: str, now: datetime) -> None:
+    """Writes the room in ``uow`` so that transactions deciding on who is in and who
+    consents (an admission, a return, a consent) conflict with one starting a recording
+    (which writes the room too): under snapshot isolation, each would otherwise decide
+    on what the other had not yet committed (write skew)."""
+    await uow.db[ROOMS].update_one({"_id": room_id}, {"$set": {"updated_at": now}},
+                                   session=uow.session)
 
 
 async def participant(db: AsyncDatabase[Document], room_id: str, user_id: str,

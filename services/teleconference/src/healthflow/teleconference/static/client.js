@@ -1,16 +1,38 @@
-// The patient's side of a video consultation, in the browser: join the room, wait to be
-// admitted, send camera and microphone, show the others' feeds. Signalling is the
-// teleconference API (JSEP offer/answer over HTTP, non-trickle ICE); media goes to Janus.
-// Opened as /app/teleconsultation/#appointment=<id>&token=<access token> (the fragment
-// never reaches a server).
+// The patient's (or a guest's) side of a video consultation, in the browser: join the
+// room, wait to be admitted, send camera and microphone, show the others' feeds.
+// Signalling is the teleconference API (JSEP offer/answer over HTTP, non-trickle ICE);
+// media goes to Janus. Opened as /app/teleconsultation/#appointment=<id>&token=<access
+// token>, or by a guest as the doctor's link /app/teleconsultation/#guest=<link token>
+// (the fragment never reaches a server).
 "use strict";
 
 const params = new URLSearchParams(location.hash.slice(1));
-const api = `/api/v1/teleconsultations/${encodeURIComponent(params.get("appointment"))}`;
+const TELE = "/api/v1/teleconsultations";
+let api = `${TELE}/${encodeURIComponent(params.get("appointment"))}`;
 const headers = {
   Authorization: `Bearer ${params.get("token")}`,
   "Content-Type": "application/json",
 };
+
+// A guest link is single-use: it is redeemed once for a guest session, kept for this
+// tab only, so that a reload comes back with the session rather than the spent link.
+async function asGuest(link) {
+  const kept = `healthflow-guest:${link}`;
+  let guest = JSON.parse(sessionStorage.getItem(kept) || "null");
+  if (guest === null) {
+    const response = await fetch(`${TELE}/guest/redeem`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token: link }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.detail || `redeem: ${response.status}`);
+    guest = { appointment_id: body.appointment_id, guest_token: body.guest_token };
+    sessionStorage.setItem(kept, JSON.stringify(guest));
+  }
+  api = `${TELE}/guest/${encodeURIComponent(guest.appointment_id)}`;
+  delete headers.Authorization;
+  headers["X-Guest-Token"] = guest.guest_token;
+}
 
 const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
 const status = (text) => { document.getElementById("status").textContent = text; };
@@ -59,10 +81,14 @@ async function watch(feed, config) {
   await call("POST", `/media/subscriptions/${sub.subscription_id}/answer`,
              { type: "answer", sdp: pc.localDescription.sdp });
   status("In consultation");
+  return pc;
 }
+
+const watchers = new Map();
 
 async function main() {
   status("Joining…");
+  if (params.get("guest")) await asGuest(params.get("guest"));
   const joined = await call("POST", "/join");
   const config = { iceServers: joined.ice_servers };
   await admitted(joined.participant.id);
@@ -76,12 +102,16 @@ async function main() {
                             { type: "offer", sdp: publisher.localDescription.sdp });
   await publisher.setRemoteDescription(answer.jsep);
   status("Connecting…");
-  const watched = new Set();
+  // a feed published anew (the other side reconnected) is watched again: the earlier
+  // subscription carries nothing any more
+  const watched = new Map();
   for (;;) {
     for (const feed of await call("GET", "/media/feeds")) {
-      if (!watched.has(feed.feed)) {
-        watched.add(feed.feed);
-        await watch(feed, config);
+      if (watched.get(feed.feed) !== feed.since) {
+        const previous = watchers.get(feed.feed);
+        watched.set(feed.feed, feed.since);
+        watchers.set(feed.feed, await watch(feed, config));
+        if (previous) previous.close();
       }
     }
     await sleep(1000);
