@@ -245,3 +245,22 @@ def test_turn_relays_only_media_and_never_into_the_backend(
     denied = {c.split("=", 1)[1] for c in command if c.startswith("--denied-peer-ip=")}
     assert {"0.0.0.0-0.255.255.255", "127.0.0.0-127.255.255.255",
             "169.254.0.0-169.254.255.255"} <= denied
+
+
+def test_janus_and_teleconference_share_the_recordings_volume_as_the_same_user(
+        compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """Janus writes each recording's ``.mjr`` files where the teleconference service reads
+    and deletes them: one named volume at the same path in both containers (the path is
+    also the one the service hands Janus as the room's ``rec_dir``), and Janus runs as
+    the app image's user."""
+    [(volume, path)] = SERVICES["teleconference"].volumes.items()
+    mount = f"{volume}:{path}"
+    assert mount in services["teleconference"]["volumes"]
+    assert mount in services["janus"]["volumes"]
+    assert volume in compose["volumes"]
+    env = services["teleconference"]["environment"]
+    assert env["TELECONFERENCE_JANUS_RECORDINGS_DIR"] == path
+    janus_image = (ROOT / "deploy/janus/Dockerfile").read_text()
+    app_image = (ROOT / "deploy/Dockerfile").read_text()
+    assert "--uid 10001" in janus_image and "--uid 10001" in app_image
+    assert f"mkdir -p {path}" in janus_image

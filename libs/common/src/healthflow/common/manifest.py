@@ -52,6 +52,9 @@ class ServiceManifest:
     C-STORE SCP): the runner hands each over as ``<NAME>_<LISTENER>_PORT`` (moved to a
     free port when taken, ``0`` — a free one — for extra replicas);
     ``summary``: one line for the docs;
+    ``volumes``: named volumes it shares with a server beside it, by name, with their
+    mount path (teleconference's ``{"janus-recordings": …}``, where Janus writes the
+    recordings the service processes), mounted at the same path in compose;
     ``calls``: the services whose public HTTP API this one calls synchronously (where
     an event cannot do: docs/decisions.md) — the runner, compose and Kubernetes give
     it ``<NAME>_URL`` (e.g. ``PRESCRIPTION_URL``), the callee's internal address.
@@ -64,6 +67,7 @@ class ServiceManifest:
     sidecars: tuple[str, ...] = ()
     calls: tuple[str, ...] = ()
     listeners: Mapping[str, int] = field(default_factory=dict, hash=False)
+    volumes: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def listener_env(self) -> dict[str, int]:
         """``{"<NAME>_<LISTENER>_PORT": default port}`` of each listener."""

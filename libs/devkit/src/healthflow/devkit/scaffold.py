@@ -77,8 +77,8 @@ def _listeners(m: ServiceManifest) -> list[str]:
 
 def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str:
     """The generated part of ``docker-compose.yml``: one container per service (with
-    its listener ports published, :func:`_listeners`, and the ``<NAME>_URL`` of each
-    service its manifest ``calls``) and the gateway with its
+    its listener ports published, :func:`_listeners`, its shared ``volumes``, and the
+    ``<NAME>_URL`` of each service its manifest ``calls``) and the gateway with its
     upstreams and health dependencies (YAML, two-space indented)."""
     manifests = list(manifests)
     ports = {m.name: m.port for m in manifests}
@@ -92,6 +92,9 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
                   f'      {m.env_prefix}PORT: "{m.port}"']
         # environment first: _listeners ends in the ports and networks blocks
         lines += [f"      {c.upper()}_URL: http://{c}:{ports[c]}" for c in m.calls if c in ports]
+        if m.volumes:
+            lines += ["    volumes:"] + [f"      - {name}:{path}"
+                                         for name, path in m.volumes.items()]
         lines += [*_listeners(m), ""]
     lines += ["  gateway:", "    <<: *app",
               "    build: {context: ., dockerfile: deploy/Dockerfile, args: {SERVICE: gateway}}",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from healthflow.common.manifest import RouteDecl, ServiceManifest
 
+RECORDINGS_DIR = "/var/lib/healthflow/janus-recordings"
+"""Where Janus writes recordings and this service reads them, in both containers."""
+
 MANIFEST = ServiceManifest(
     name="teleconference",
     port=8114,
@@ -15,4 +18,5 @@ MANIFEST = ServiceManifest(
                       public=frozenset({"GET", "POST", "PUT"})),
             # the browser client (static HTML and JavaScript; its API calls carry the token)
             RouteDecl("/app/teleconsultation", public=frozenset({"GET", "HEAD"}))),
+    volumes={"janus-recordings": RECORDINGS_DIR},
 )
