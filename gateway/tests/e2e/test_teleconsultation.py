@@ -288,7 +288,7 @@ async def test_a_guest_opens_the_doctors_link_in_a_browser_and_sees_the_doctor(
     async with platform.client() as api:
         doctor = await online_doctor(api, admin)
         patient = await register_patient(api, "guest-host")
-        soon = (await slots_between(api, patient, doctor, 2, 2))[0]
+        soon = (await online_slots(api, patient, doctor, days=2, at_least=1))[0]
         aid = await book_and_pay(api, platform, patient, doctor, soon)
         await room_ready(api, doctor, aid)
         link = ok(await api.post(f"{API}/{aid}/guests", headers=doctor.headers,
