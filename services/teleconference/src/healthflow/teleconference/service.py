@@ -1,12 +1,8 @@
 """Use cases of the teleconference service: rooms from appointments, joining, the waiting
 room, admission, removal, ending, and WebRTC signalling through Janus.
 
-Who may act (beyond the permission the route declares):
-
-* a room's members are its appointment's patient and doctor (user ids); anyone else
-  gets 404, the same as for a room that does not exist;
-* only the doctor admits, removes and ends; a patient asking gets 403;
-* media (publish, subscribe) only for an admitted participant of an open room.
+Who may act, beyond the route's permission: :mod:`.access` (members, guests, the
+doctor); media (publish, subscribe) only for an admitted participant of an open room.
 
 Database writes and their events commit in one transaction; Janus calls happen
 outside it (Janus cannot roll back) and after it where they follow a decision
@@ -485,11 +481,7 @@ async def quality(runtime: ServiceRuntime, janus: Janus, principal: Principal, r
                   ) -> list[Document]:
     """The connection of every admitted participant who sends media, as Janus measures
     it (:func:`~healthflow.teleconference.domain.link_quality`): ``{participant_id, role,
-    media: [...]}``. The doctor only.
-
-    Raises:
-        Forbidden: (403) not the doctor.
-    """
+    media: [...]}``. Raises ``Forbidden`` (403) for anyone but the doctor."""
     _, role = await room_of(runtime, principal, room_id)
     as_doctor(role)
     found = []
