@@ -5,7 +5,7 @@ Room: ``GET`` (state), ``POST /join``, ``POST /leave``, ``POST /end`` (doctor),
 offer/answer exchange, RFC 8829): ``POST /media/publish`` (the caller's offer → the
 answer), ``GET /media/feeds``, ``POST /media/subscriptions`` (a feed → an offer),
 ``POST /media/subscriptions/{id}/answer``. Recording (:mod:`.recording`):
-``PUT /recording/consent``, ``POST /recording/start`` and ``/stop`` (doctor),
+``PUT /recordings/consent``, ``POST /recordings/start`` and ``/stop`` (doctor),
 ``GET /recordings``, ``GET /recordings/{id}/files/{n}`` (WebM). Guests: ``POST /guests``
 (doctor: a single-use link), ``POST /guest/redeem`` (public: the link's token for a
 guest session), and the room and signalling routes again under
@@ -125,7 +125,7 @@ def room_routes(target: APIRouter, who: Any) -> None:
                     principal: Principal = who) -> ParticipantOut:
         return ParticipantOut.of(await service.leave(runtime, janus, principal, appointment_id))
 
-    @target.put("/{appointment_id}/recording/consent", summary="Give or withdraw my consent")
+    @target.put("/{appointment_id}/recordings/consent", summary="Give or withdraw my consent")
     async def consent(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
                       body: ConsentIn, principal: Principal = who) -> ParticipantOut:
         """Each participant's own; withdrawing it stops a recording under way at once."""
@@ -199,7 +199,7 @@ async def end(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
     return await _room(runtime, principal, appointment_id)
 
 
-@router.post("/{appointment_id}/recording/start", status_code=201,
+@router.post("/{appointment_id}/recordings/start", status_code=201,
              summary="Start recording (doctor; everyone admitted has consented)")
 async def start_recording(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
                           principal: Principal = Host) -> RecordingOut:
@@ -207,7 +207,7 @@ async def start_recording(runtime: Runtime, janus: MediaServer, appointment_id: 
     return RecordingOut.of(await recording.start(runtime, janus, principal, appointment_id))
 
 
-@router.post("/{appointment_id}/recording/stop", summary="Stop recording (doctor)")
+@router.post("/{appointment_id}/recordings/stop", summary="Stop recording (doctor)")
 async def stop_recording(runtime: Runtime, janus: MediaServer, appointment_id: RoomId,
                          principal: Principal = Host) -> RecordingOut:
     return RecordingOut.of(await recording.stop(runtime, janus, principal, appointment_id))

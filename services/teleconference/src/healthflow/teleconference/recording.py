@@ -245,8 +245,20 @@ def mux(video: Path | None, audio: Path | None, target: Path) -> Media:
                 container.close()
     with av.open(str(target)) as played:
         duration = (played.duration or 0) / av.time_base
-        frames = sum(1 for _ in played.decode(video=0)) if played.streams.video else 0
+        frames = decodable_frames(played) if played.streams.video else 0
     return Media(target, duration, frames)
+
+
+def decodable_frames(played: Any) -> int:
+    """The video frames a player can show: a frame that arrived damaged (a packet lost on
+    the way to Janus, which records what it received) is skipped, as players skip it."""
+    frames = 0
+    for packet in played.demux(video=0):
+        try:
+            frames += len(packet.decode())
+        except av.error.InvalidDataError:
+            continue
+    return frames
 
 
 async def process(uow: UnitOfWork, blobs: BlobStore, janus: Janus, settings: Settings,
