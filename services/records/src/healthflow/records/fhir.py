@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from healthflow.common.fhir import drop_empty, instant
 from healthflow.records.domain import (
     CLASS_DISPLAY,
     DOCUMENT_TYPES,
@@ -60,28 +61,6 @@ CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 
-def instant(value: datetime | None) -> str | None:
-    """``2026-03-02T09:30:00.000Z`` (UTC, milliseconds) or ``None``."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _drop_empty(data: Json) -> Json:
-    """FHIR forbids empty elements: drop ``None``, ``[]`` and ``{}`` members and ``None``
-    list items (recursively)."""
-    out: Json = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            value = _drop_empty(value)
-        elif isinstance(value, list):
-            value = [_drop_empty(v) if isinstance(v, dict) else v for v in value
-                     if v is not None]
-        if value not in (None, [], {}):
-            out[key] = value
-    return out
-
-
 def _concept(system: str, code: str, display: str | None = None) -> Json:
     return {"coding": [{"system": system, "code": code, "display": display}]}
 
@@ -96,7 +75,7 @@ def encounter(doc: Json) -> Json:
     started = doc["period"]["start"] is not None
     period = doc["period"] if started else (doc.get("planned") or {})
     cls = EncounterClass(doc["class"])
-    return _drop_empty({
+    return drop_empty({
         "resourceType": "Encounter", "id": doc["_id"],
         "meta": {"versionId": str(doc["version"]), "lastUpdated": instant(doc["updated_at"])},
         "status": doc["status"],
@@ -126,7 +105,7 @@ def condition(head: Json) -> Json:
     withdrawn = head["status"] == EntryStatus.ENTERED_IN_ERROR
     code = {"coding": [c["code"]] if c.get("code") else None,
             "text": c.get("text") or (c["code"]["display"] if c.get("code") else None)}
-    return _drop_empty({
+    return drop_empty({
         **_entry_base(head),
         "clinicalStatus": None if withdrawn
         else _concept(CONDITION_CLINICAL, c["clinical_status"]),
@@ -154,7 +133,7 @@ def observation(head: Json) -> Json:
     components = [{"code": {"coding": [{"system": "http://loinc.org", "code": p["code"]}]},
                    "valueQuantity": _quantity(p["value"], p["unit"])}
                   for p in c.get("components") or []]
-    return _drop_empty({
+    return drop_empty({
         **_entry_base(head), "status": status,
         "category": [_concept(OBSERVATION_CATEGORY, c["category"])],
         "code": {"coding": [c["code"]] if c.get("code") else None,
@@ -172,7 +151,7 @@ def medication_statement(head: Json) -> Json:
     """A ``MedicationStatement`` with the medication and dosage as text (R4: ``context``)."""
     c = head["content"]
     withdrawn = head["status"] == EntryStatus.ENTERED_IN_ERROR
-    return _drop_empty({
+    return drop_empty({
         **_entry_base(head), "status": "entered-in-error" if withdrawn else c["status"],
         "medicationCodeableConcept": {"text": c["medication"]},
         "context": _ref("Encounter", head["encounter_id"]),
@@ -210,7 +189,7 @@ def care_plan(head: Json) -> Json:
               "description": {"text": g["description"]}, "subject": subject,
               "target": [{"dueDate": g["due"]}] if g.get("due") else None}
              for i, g in enumerate(c["goals"], start=1)]
-    return _drop_empty({
+    return drop_empty({
         **_entry_base(head), "status": status, "intent": "plan", "title": c["title"],
         "description": c.get("description"), "contained": goals,
         "encounter": _ref("Encounter", head["encounter_id"]),
@@ -227,7 +206,7 @@ def procedure(head: Json) -> Json:
     """A ``Procedure``: what (text), performer, when, outcome, ``basedOn`` its plan."""
     c = head["content"]
     withdrawn = head["status"] == EntryStatus.ENTERED_IN_ERROR
-    return _drop_empty({
+    return drop_empty({
         **_entry_base(head), "status": "entered-in-error" if withdrawn else c["status"],
         "statusReason": {"text": c["status_reason"]} if c.get("status_reason") else None,
         "code": {"text": c["code_text"]},
@@ -252,7 +231,7 @@ def document_reference(doc: Json, documents_url: str) -> Json:
     needs a token) and ``size``. The
     SHA-256 is not R4's ``Attachment.hash`` (SHA-1) and stays in the HealthFlow API."""
     code, display = DOCUMENT_TYPES[DocumentCategory(doc["category"])]
-    return _drop_empty({
+    return drop_empty({
         "resourceType": "DocumentReference", "id": doc["_id"],
         "meta": {"lastUpdated": instant(doc["uploaded_at"])},
         "status": "entered-in-error" if doc.get("withdrawal") else "current",
@@ -284,7 +263,7 @@ def medication_request(item: Json) -> Json:
     coding = [{"system": med.get("system"), "code": med["code"]}] if med.get("code") else None
     route, frequency = dosage.get("route") or {}, dosage.get("frequency") or {}
     duration = dosage.get("duration")
-    return _drop_empty({
+    return drop_empty({
         "resourceType": "MedicationRequest", "id": item["id"], "status": item["status"],
         "intent": item.get("intent", "order"),
         "medicationCodeableConcept": {"text": med["text"], "coding": coding},

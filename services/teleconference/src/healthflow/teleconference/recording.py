@@ -103,7 +103,7 @@ async def consent(runtime: ServiceRuntime, janus: Janus, principal: Principal, r
 
     room, me, stopped = await runtime.transact(write, actor=principal.actor)
     if stopped:
-        await janus.record(room["janus_room"], room["janus_secret"], False)
+        await halt(janus, room)
     return await store.participant_by_id(runtime.db, me["_id"]) or me
 
 
@@ -182,6 +182,19 @@ async def stop_in(uow: UnitOfWork, room: Document, by: str, reason: str, now: da
     return str(recording_id)
 
 
+async def stop_unconsented(uow: UnitOfWork, room: Document, participant: Document, by: str,
+                           now: datetime) -> bool:
+    r"""Someone let in (admitted, or back after being admitted) who has not consented stops
+    a recording under way, in ``uow``; whether it did (the caller then :func:`halt`\ s)."""
+    return not consented(participant) and await stop_in(
+        uow, room, by, "unconsented_participant", now) is not None
+
+
+async def halt(janus: Janus, room: Document) -> None:
+    """Tells Janus to stop recording ``room`` (after the stop is recorded)."""
+    await janus.record(room["janus_room"], room["janus_secret"], False)
+
+
 async def stop(runtime: ServiceRuntime, janus: Janus, principal: Principal, room_id: str
                ) -> Document:
     """The doctor stops recording.
@@ -200,7 +213,7 @@ async def stop(runtime: ServiceRuntime, janus: Janus, principal: Principal, room
         return room, recording_id
 
     room, recording_id = await runtime.transact(write, actor=principal.actor)
-    await janus.record(room["janus_room"], room["janus_secret"], False)
+    await halt(janus, room)
     return await runtime.db[store.RECORDINGS].find_one({"_id": recording_id}) or {}
 
 
@@ -277,7 +290,7 @@ async def process(uow: UnitOfWork, blobs: BlobStore, janus: Janus, settings: Set
         return
     room = await store.get_room(uow.db, rec["room_id"], session=uow.session) or {}
     if room.get("janus_room") and not room.get("recording"):
-        await janus.record(room["janus_room"], room["janus_secret"], False)
+        await halt(janus, room)
     raw = raw_dir(settings, rec["room_id"], rec["_id"])
     by_feed: dict[str, dict[str, Path]] = {}
     for path in await asyncio.to_thread(lambda: sorted(raw.glob("*.mjr"))):

@@ -153,13 +153,13 @@ async def join(runtime: ServiceRuntime, janus: Janus, principal: Principal, room
             **ids_of(room), participant_id=doc["_id"], user_id=principal.subject,
             role=role.value, state=state.value, joined_at=now),
             subject=subject_of(room_id), patientid=room["patient_id"])
-        stopped = admitted and not recording.consented(doc) and await recording.stop_in(
-            uow, room, principal.subject, "unconsented_participant", now) is not None
+        stopped = admitted and await recording.stop_unconsented(uow, room, doc,
+                                                                principal.subject, now)
         return room, doc, stopped
 
     room, doc, stopped = await runtime.transact(write, actor=principal.actor)
     if stopped:
-        await janus.record(room["janus_room"], room["janus_secret"], False)
+        await recording.halt(janus, room)
     return await store.participant_by_id(runtime.db, doc["_id"]) or doc
 
 
@@ -203,13 +203,12 @@ async def admit(runtime: ServiceRuntime, janus: Janus, principal: Principal, roo
             role=doc["role"], state=ParticipantState.ADMITTED, joined_at=now,
             admitted_by=principal.subject),
             subject=subject_of(room_id), patientid=room["patient_id"])
-        stopped = not recording.consented(doc) and await recording.stop_in(
-            uow, room, principal.subject, "unconsented_participant", now) is not None
+        stopped = await recording.stop_unconsented(uow, room, doc, principal.subject, now)
         return room, doc, stopped
 
     room, doc, stopped = await runtime.transact(write, actor=principal.actor)
     if stopped:
-        await janus.record(room["janus_room"], room["janus_secret"], False)
+        await recording.halt(janus, room)
     return await store.participant_by_id(runtime.db, doc["_id"]) or doc
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from healthflow.common.fhir import drop_empty, instant
 from healthflow.xray.checks import LABEL
 from healthflow.xray.domain import ReportStatus
 
@@ -47,27 +47,6 @@ MODALITY_DISPLAY = {"CR": "Computed Radiography", "DX": "Digital Radiography",
                     "IO": "Intra-oral Radiography", "XC": "External-camera Photography"}
 CHECKS = ("exposure", "view", "body_part", "laterality", "resolution", "lung_fields")
 """The automated checks a result carries, in the order they are listed."""
-
-
-def instant(value: datetime | None) -> str | None:
-    """``2026-03-02T09:30:00.000Z`` (UTC, milliseconds) or ``None``."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _drop_empty(data: Json) -> Json:
-    """FHIR forbids empty elements: drop ``None``, ``[]`` and ``{}`` members (recursively)."""
-    out: Json = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            value = _drop_empty(value)
-        elif isinstance(value, list):
-            value = [_drop_empty(v) if isinstance(v, dict) else v for v in value
-                     if v is not None]
-        if value not in (None, [], {}):
-            out[key] = value
-    return out
 
 
 def _modality(code: str) -> Json:
@@ -91,7 +70,7 @@ def imaging_study(study: Json, instances: Sequence[Json], order: Json, *,
     for one in series.values():
         one["numberOfInstances"] = len(one["instance"])
     dicom = [i for i in instances if i["modality"] != "XC"]
-    return _drop_empty({
+    return drop_empty({
         "resourceType": "ImagingStudy", "id": study["_id"],
         "meta": {"lastUpdated": instant(study.get("updated_at") or study["created_at"])},
         "contained": [{
@@ -120,7 +99,7 @@ def imaging_study(study: Json, instances: Sequence[Json], order: Json, *,
 def _observation(index: int, result: Json, name: str) -> Json:
     """One automated check of one instance as a contained ``Observation``, labelled."""
     check = result["checks"][name]
-    return _drop_empty({
+    return drop_empty({
         "resourceType": "Observation", "id": f"check-{index}", "status": "preliminary",
         "code": {"text": f"Automated check: {name.replace('_', ' ')}"},
         "method": {"text": "HealthFlow automated image check (machine-generated)"},
@@ -146,7 +125,7 @@ def diagnostic_report(report: Json, study: Json, order: Json, *, pdf_url: str,
     narrative = (f"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p><b>Findings</b></p>"
                  f"<p>{html.escape(report['findings'])}</p><p><b>Impression</b></p>"
                  f"<p>{html.escape(report['impression'])}</p></div>")
-    return _drop_empty({
+    return drop_empty({
         "resourceType": "DiagnosticReport", "id": report["_id"],
         "meta": {"versionId": str(report["version"]),
                  "lastUpdated": instant(report["updated_at"])},
