@@ -101,7 +101,8 @@ class XrayAccessed(EventPayload):
     ``scope`` is ``worklist`` (the patient's orders were listed), ``order``,
     ``studies`` (a listing), ``study``, ``fhir`` (the study as FHIR), ``preview``,
     ``file``, ``report`` (also its PDF, SR and FHIR forms), ``dicomweb``, ``results``,
-    ``thumbnail`` and ``overlay`` (the automated results) and ``deidentified`` (a
+    ``thumbnail``, ``overlay`` and ``sr`` (the automated results; ``sr`` their TID 1500
+    measurement report) and ``deidentified`` (a
     de-identified copy downloaded for teaching or export);
     ``accessor_role`` is ``treating_doctor``, ``staff`` (work-list roles) or ``export``
     (``imaging:export_deidentified``, a ``deidentified`` download);

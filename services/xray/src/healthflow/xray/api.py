@@ -6,7 +6,8 @@
   body, its type as ``Content-Type``: ``application/dicom``, ``image/png``,
   ``image/jpeg``); a patient's studies; one study; an image's PNG preview, its file
   (streamed through the gateway) and a link to it; the automated results and
-  thumbnails (:mod:`.processing`); its report (``DiagnosticReport``: draft, sign, read).
+  thumbnails, the lung overlay and the TID 1500 measurement report SR
+  (:mod:`.processing`); its report (``DiagnosticReport``: draft, sign, read).
 
 Who sees a patient's images is decided in :mod:`.service` (``viewer``).
 """
@@ -181,6 +182,23 @@ async def overlay(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
                                         "overlay")
     png = b"".join([chunk async for chunk in blobs.stream(ref["key"])])
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@studies_router.get("/{study_id}/instances/{instance_id}/sr",
+                    summary="The automated results as a DICOM Measurement Report "
+                    "(TID 1500; machine-generated)", response_class=Response,
+                    responses={200: {"content": {"application/dicom": {}}}})
+async def measurement_sr(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
+                         principal: Principal = require_any(*VIEWERS)) -> Response:
+    """DICOM Part 10 Comprehensive 3D SR (:mod:`healthflow.xray.measurements`): the lung
+    boxes as planar ROIs on the image and the checks as coded evaluations; for whoever
+    may view the preview. 404 ``instance-not-found`` before processing, for a
+    photograph and when no lung was found (not a chest image)."""
+    ref = await processing.derived_blob(runtime, principal, study_id, instance_id, "sr")
+    sr = b"".join([chunk async for chunk in blobs.stream(ref["key"])])
+    return Response(sr, media_type="application/dicom", headers={
+        "Content-Disposition": f'attachment; filename="measurements-{instance_id}.dcm"',
+        "Cache-Control": "private, no-store"})
 
 
 @studies_router.get("/{study_id}/instances/{instance_id}/deidentified",

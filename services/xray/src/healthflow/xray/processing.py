@@ -8,9 +8,12 @@ its preview (the overlay PNG), makes a de-identified copy of a DICOM file
 (codes only) — all in the job's own transaction, so a job that dies commits nothing
 and is run again.
 
-The overlay and the de-identified copy are blob-store objects in the bucket of the
+A DICOM image whose lung fields were found also gets a TID 1500 measurement report
+(:mod:`.measurements`, a Comprehensive 3D SR in the image's study, in its own series).
+
+The overlay, the de-identified copy and the SR are blob-store objects in the bucket of the
 originals, under their own prefix (:data:`DERIVED`: keys ``xray-derived/<hex>``),
-referenced from the result (``overlay``, ``deidentified``:
+referenced from the result (``overlay``, ``deidentified``, ``sr``:
 ``{key, sha256, size}``); an object whose job did not commit, or that a job run again
 replaced, is referenced by nothing and the orphan sweeper deletes it.
 
@@ -38,7 +41,7 @@ from healthflow.common.blobs import XRAY, BlobStore, BlobUse, StoredBlob
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import checks, deidentify, events, lungs, render, store
+from healthflow.xray import checks, deidentify, events, lungs, measurements, render, store
 from healthflow.xray.domain import InstanceNotFound, StudyNotFound
 from healthflow.xray.imaging import DEFER_SIZE, DICOM
 from healthflow.xray.service import record_access, viewer
@@ -47,6 +50,13 @@ QUEUE = "xray-process"
 DERIVED = BlobUse("xray-derived", frozenset({"application/dicom", "image/png"}),
                   XRAY.max_bytes)
 """What the worker makes from a stored image: overlays and de-identified copies."""
+VIEWED = frozenset({"overlay", "sr"})
+"""Derived blobs read by whoever may view the study's previews."""
+NAMES = {"overlay": "lung-field overlay", "deidentified": "de-identified copy",
+         "sr": "measurement report SR (TID 1500)"}
+MADE_WHEN = {"overlay": "only when lung fields were found in a chest image",
+             "deidentified": "only for a DICOM file",
+             "sr": "only when lung fields were found in a DICOM chest image"}
 EXPORT = "export"
 """``accessor_role`` of a de-identified copy's download (``imaging:export_deidentified``)."""
 
@@ -122,18 +132,25 @@ def _ref(blob: StoredBlob | None) -> dict[str, Any] | None:
     return {"key": blob.key, "sha256": blob.sha256, "size": blob.size} if blob else None
 
 
-async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analysis
-                   ) -> tuple[StoredBlob | None, StoredBlob | None]:
+async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analysis,
+                   instance_id: str) -> dict[str, StoredBlob | None]:
     """Store the overlay and, for a DICOM file, a de-identified copy (made next to
-    ``path`` on local disk, streamed from there)."""
-    overlay = await blobs.put(DERIVED, found.overlay, declared_type="image/png") \
-        if found.overlay else None
+    ``path`` on local disk, streamed from there) and, when lung boxes were found, the
+    TID 1500 measurement report (:mod:`.measurements`): ``{overlay, deidentified, sr}``."""
+    made: dict[str, StoredBlob | None] = {"overlay": None, "deidentified": None, "sr": None}
+    if found.overlay:
+        made["overlay"] = await blobs.put(DERIVED, found.overlay, declared_type="image/png")
     if content_type != DICOM:
-        return overlay, None
+        return made
+    sr = await asyncio.to_thread(measurements.measurement_report, path, found.checks,
+                                 instance_id)
+    if sr is not None:
+        made["sr"] = await blobs.put(DERIVED, sr, declared_type=DICOM)
     copy = path.with_name("deidentified")
     await asyncio.to_thread(deidentify.deidentified_copy, path, copy)
     with copy.open("rb") as file:
-        return overlay, await blobs.put(DERIVED, file, declared_type=DICOM)
+        made["deidentified"] = await blobs.put(DERIVED, file, declared_type=DICOM)
+    return made
 
 
 async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
@@ -150,13 +167,13 @@ async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
             async for chunk in blobs.stream(instance["blob"]["key"]):
                 await asyncio.to_thread(file.write, chunk)
         found = await asyncio.to_thread(analyse, path, instance["content_type"], order)
-        overlay, deidentified = await _derived(blobs, path, instance["content_type"], found)
+        made = await _derived(blobs, path, instance["content_type"], found, instance["_id"])
     now = utcnow()
     await store.put_result(uow, {
         "_id": instance["_id"], "study_id": study["_id"], "patient_id": order["patient_id"],
         "order_id": order["_id"], "label": checks.LABEL, "checks": found.checks,
-        "thumbnail": found.thumbnail, "overlay": _ref(overlay),
-        "deidentified": _ref(deidentified), "processed_at": now})
+        "thumbnail": found.thumbnail, **{kind: _ref(blob) for kind, blob in made.items()},
+        "processed_at": now})
     uow.publish(events.XrayProcessed(
         study_id=study["_id"], instance_id=instance["_id"], order_id=order["_id"],
         patient_id=order["patient_id"],
@@ -206,8 +223,8 @@ async def thumbnail(runtime: ServiceRuntime, principal: Principal, study_id: str
 
 async def derived_blob(runtime: ServiceRuntime, principal: Principal, study_id: str,
                        instance_id: str, kind: str) -> dict[str, Any]:
-    """``{key, sha256, size}`` of an image's ``overlay`` (for whoever may view its
-    preview, ``xray.accessed`` scope ``overlay`` for a doctor) or ``deidentified``
+    """``{key, sha256, size}`` of an image's ``overlay`` or ``sr`` (for whoever may view
+    its preview, ``xray.accessed`` scope ``overlay`` / ``sr`` for a doctor) or ``deidentified``
     copy (the route demands ``imaging:export_deidentified``; every download is
     recorded as ``xray.accessed`` scope ``deidentified``, role ``export``).
 
@@ -220,14 +237,15 @@ async def derived_blob(runtime: ServiceRuntime, principal: Principal, study_id: 
         study = await store.get_study(uow, study_id)
         if study is None:
             raise StudyNotFound(f"no imaging study {study_id}")
-        if kind == "overlay":
+        if kind in VIEWED:
             await viewer(uow, principal, study["patient_id"], kind, study_id)
         else:
             record_access(uow, principal, study["patient_id"], EXPORT, kind, study_id)
         ref = await store.derived_of(uow, study_id, instance_id, kind)
         if ref is None:
-            raise InstanceNotFound(f"image {instance_id} of study {study_id} has no {kind} "
-                                   "image (not processed yet, or none is made for it)")
+            raise InstanceNotFound(f"image {instance_id} of study {study_id} has no "
+                                   f"{NAMES[kind]} (not processed yet, or none is made "
+                                   f"for it: {MADE_WHEN[kind]})")
         return ref
 
     return await runtime.transact(read, actor=principal.actor)

@@ -192,7 +192,9 @@ class InstanceResultsOut(BaseModel):
     machine-generated suggestions, not a diagnosis; ``thumbnail`` the PNG's path;
     ``overlay`` the path of the preview with the lung boxes drawn (a chest image whose
     lungs were found, else None); ``deidentified`` the path of the de-identified DICOM
-    copy (for ``imaging:export_deidentified`` only; None for a photograph)."""
+    copy (for ``imaging:export_deidentified`` only; None for a photograph); ``sr`` the
+    path of the TID 1500 measurement report SR (a DICOM chest image whose lungs were
+    found, else None)."""
 
     instance_id: str
     label: str
@@ -200,6 +202,7 @@ class InstanceResultsOut(BaseModel):
     thumbnail: str
     overlay: str | None = None
     deidentified: str | None = None
+    sr: str | None = None
     processed_at: datetime
 
 
@@ -221,4 +224,5 @@ class ResultsOut(BaseModel):
             instance_id=d["_id"], label=d["label"], checks=d["checks"],
             thumbnail=f"{base}/{study_id}/instances/{d['_id']}/thumbnail",
             overlay=url(d, "overlay"), deidentified=url(d, "deidentified"),
+            sr=url(d, "sr"),
             processed_at=d["processed_at"]) for d in docs])

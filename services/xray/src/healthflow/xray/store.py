@@ -51,7 +51,7 @@ ENCOUNTERS = "encounters"
 CARE = "care"
 REPORTS = "reports"
 RESULTS = "results"
-DERIVED = ("overlay", "deidentified")
+DERIVED = ("overlay", "deidentified", "sr")
 """The blobs a result references besides the original (:mod:`.processing`)."""
 MAX_LISTED = 1000
 """Most rows one listing returns; paging comes later."""
@@ -187,8 +187,8 @@ async def referenced_keys(db: Db, keys: list[str]) -> set[str]:
 
 
 async def derived_keys(db: Db, keys: list[str]) -> set[str]:
-    """Those of ``keys`` a result references as its overlay or de-identified copy (for
-    the blob sweeper)."""
+    """Those of ``keys`` a result references as its overlay, de-identified copy or
+    measurement report SR (for the blob sweeper)."""
     found: set[str] = set()
     for kind in DERIVED:
         derived = await db[RESULTS].find({f"{kind}.key": {"$in": keys}},
