@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import struct
+import tracemalloc
 import warnings
 from pathlib import Path
 
@@ -42,6 +43,23 @@ def test_a_radiograph_is_accepted_with_its_uids_and_window(tmp_path, syntax) -> 
     assert (facts.modality, facts.patient_id, facts.accession_number) == ("CR", "p-1", "HF1")
     assert facts.study_uid and facts.series_uid and facts.sop_instance_uid
     assert (facts.rows, facts.columns, facts.window) == (64, 64, (2000.0, 4000.0))
+
+
+def test_an_uncompressed_radiograph_is_checked_without_reading_its_pixels(tmp_path) -> None:
+    """A 32 MB image (4096 × 4096, 16 bits) is accepted with a few MB allocated at most:
+    its Pixel Data's length is checked, not decoded (a decode held it twice), so an
+    upload's memory does not grow with the image."""
+    path = write(tmp_path, radiograph("p-1", rows=4096, columns=4096))
+    tracemalloc.start()
+    try:
+        facts = imaging.inspect(path, imaging.DICOM)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (facts.rows, facts.columns) == (4096, 4096)
+    assert peak < 4_000_000, peak
+    short = path.read_bytes()
+    assert refused(write(tmp_path, short[:-2], "short")) == "pixel-data"
 
 
 @pytest.mark.parametrize("cut", [300, 5000], ids=["in-pixels", "in-header"])

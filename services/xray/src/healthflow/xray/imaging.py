@@ -18,7 +18,10 @@ A DICOM file is accepted when (DICOM PS3.10, PS3.3):
   ``ihdr`` box) declares the same Rows, Columns and Samples per Pixel: the decoder
   allocates by what the codestream declares, so this too is read (openjpeg
   ``get_parameters``, no decoding) before any pixel is;
-* its Pixel Data decodes to ``Rows`` × ``Columns`` samples.
+* its Pixel Data decodes to ``Rows`` × ``Columns`` samples (JPEG 2000), or holds
+  exactly the bytes the header declares, all present in the file (uncompressed: its
+  length is checked, its pixels are not read, so an upload's memory does not grow
+  with the image).
 
 Elements larger than :data:`DEFER_SIZE` (the pixel data, private blobs) stay on
 disk until used: memory follows the image's size, never the file's.
@@ -43,9 +46,12 @@ import openjpeg
 from PIL import Image, UnidentifiedImageError
 from pydicom import config as pydicom_config
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.encaps import get_frame
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels.decoders.base import DecodeRunner
+from pydicom.pixels.utils import as_pixel_options
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -74,6 +80,7 @@ MODALITIES = {
 refused. Photographs of films are stored as ``XC`` (external-camera photography)."""
 PHOTO_MODALITY = "XC"
 JPEG2000_SYNTAXES = {JPEG2000Lossless, JPEG2000}
+PIXEL_DATA = 0x7FE00010
 TRANSFER_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, *JPEG2000_SYNTAXES}
 DEFER_SIZE = "256 KB"
 """Elements above this size are read from the file only when used (pydicom ``defer_size``)."""
@@ -214,6 +221,52 @@ def _check_codestream(ds: FileDataset) -> None:
                            "DICOM Rows, Columns and Samples per Pixel", problem="pixel-data")
 
 
+def _check_decodes(ds: FileDataset) -> None:
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # every decoder has its own errors; all mean "does not decode"
+        log.info("pixel data refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the pixel data does not decode", problem="pixel-data") from None
+    if pixels.shape[:2] != (ds.Rows, ds.Columns):
+        raise InvalidImage("the pixel data is not Rows × Columns", problem="pixel-data")
+
+
+def _check_native_length(ds: FileDataset, path: Path) -> None:
+    """Uncompressed Pixel Data holds Rows × Columns × Samples per Pixel × Bits
+    Allocated / 8 bytes (PS3.5 8.1.1; one more when that is odd, padded to even) and
+    the file holds all of them — checked from the element's declared length and the
+    file's size, without reading the pixels (memory stays that of the header however
+    large the image: a decode would hold the whole image, twice).
+
+    Raises:
+        InvalidImage: ``pixel-data`` (another length, undefined length, or cut short).
+    """
+    try:  # the header checks a decode makes first (photometric, bits, representation)
+        runner = DecodeRunner(ds.file_meta.TransferSyntaxUID)
+        runner.set_options(**as_pixel_options(ds))
+        runner.set_option("pixel_keyword", "PixelData")
+        runner.set_option("pixel_vr", ds.get_item(PIXEL_DATA, keep_deferred=True).VR)
+        with path.open("rb") as file:
+            runner.set_source(file)
+            runner.validate()  # a file source: the options only, no pixel is read
+    except Exception as exc:  # pydicom's messages quote values: only the type is logged
+        log.info("pixel header refused", extra={"error": type(exc).__name__})
+        raise InvalidImage("the pixel data's header elements (group 0028) are not "
+                           "consistent", problem="pixel-data") from None
+    raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1)
+                * int(ds.BitsAllocated) // 8)
+    if raw is None:
+        raise InvalidImage("the DICOM file has no pixel data", problem="pixel-data")
+    if isinstance(raw, RawDataElement) and raw.value is None:  # deferred: still on disk
+        length, end = int(raw.length), int(raw.value_tell or 0) + int(raw.length)
+    else:
+        length, end = len(raw.value), 0
+    if length not in (expected, expected + expected % 2) or end > path.stat().st_size:
+        raise InvalidImage("the pixel data is not Rows × Columns × Samples per Pixel "
+                           "samples of Bits Allocated", problem="pixel-data")
+
+
 def inspect_dicom(path: Path) -> ImageFacts:
     """Parse, check and decode a DICOM Part 10 file (see the module docstring)."""
     ds = read_dicom(path)
@@ -223,14 +276,11 @@ def inspect_dicom(path: Path) -> ImageFacts:
         raise InvalidImage("the DICOM file has no Patient ID", problem="missing-uid",
                            element="PatientID")
     modality = _check_encoding(ds)
-    _check_codestream(ds)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # every decoder has its own errors; all mean "does not decode"
-        log.info("pixel data refused", extra={"error": type(exc).__name__})
-        raise InvalidImage("the pixel data does not decode", problem="pixel-data") from None
-    if pixels.shape[:2] != (ds.Rows, ds.Columns):
-        raise InvalidImage("the pixel data is not Rows × Columns", problem="pixel-data")
+    if ds.file_meta.get("TransferSyntaxUID") in JPEG2000_SYNTAXES:
+        _check_codestream(ds)
+        _check_decodes(ds)
+    else:
+        _check_native_length(ds, path)
     return ImageFacts(
         content_type=DICOM, modality=modality, rows=int(ds.Rows), columns=int(ds.Columns),
         photometric=str(ds.get("PhotometricInterpretation", "")), patient_id=patient_id,
