@@ -216,3 +216,46 @@ async def test_wado_rs_renders_one_frame_as_jpeg_or_png(xray, tokens) -> None:
     for answer, status, slug in refusals:
         assert answer.status_code == status, answer.text
         assert answer.json()["type"].endswith(f"/{slug}")
+
+
+async def test_a_rendered_frame_takes_the_window_and_viewport_asked_for(xray, tokens) -> None:
+    """PS3.18 §8.3.5.1.3 ``window=center,width,function`` and §8.3.5.1.2
+    ``viewport=width,height`` on the devkit radiograph (a ramp 0…3000 left to right,
+    a disc of 4000): a 1-wide linear window splits it at the center, a sigmoid is smooth
+    around it, a viewport scales it down (never up); malformed values are 400 problems."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    ds = dcmread(io.BytesIO(radiograph(PATIENT, accession_number=order["accession_number"])))
+    up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                         content=encoded(ds), headers=tokens.headers(
+                             RADIOGRAPHER, ("radiographer",)) | DICOM)
+    assert up.status_code == 201, up.text
+    url = (f"{BASE}/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+           f"{ds.SOPInstanceUID}/frames/1/rendered")
+    doctor = tokens.headers(DOCTOR, ("doctor",)) | {"Accept": "image/png"}
+
+    async def shown(**params: str) -> np.ndarray:
+        answer = await http.get(url, params=params, headers=doctor)
+        assert answer.status_code == 200, answer.text
+        return np.asarray(Image.open(io.BytesIO(answer.content)))
+
+    split = await shown(window="1500,1,linear")
+    assert set(np.unique(split)) == {0, 255}
+    assert split[0, 0] == 0 and split[0, -1] == 255 and split[32, 32] == 255  # the disc
+    row = (await shown(window="1500,3000,sigmoid")).astype(int)[0]
+    assert row[0] == round(255 / (1 + np.exp(2))) and (np.diff(row) >= 0).all()
+    assert abs(row[32] - 128) < 8 and row[-1] < 255
+    exact = (await shown(window="1500,3000,linear-exact")).astype(int)[0]
+    assert exact[0] == 0 and exact[-1] == 255
+    assert (await shown(viewport="32,16")).shape == (16, 16)
+    assert (await shown(viewport="128,128", window="2000,4000,linear")).shape == (64, 64)
+
+    for params in ({"window": "1500,1"}, {"window": "a,b,linear"},
+                   {"window": "1500,0.5,linear"}, {"window": "1500,0,sigmoid"},
+                   {"window": "1500,10,gamma"}, {"window": "nan,10,linear"},
+                   {"viewport": "0,10"}, {"viewport": "10"}, {"viewport": "1,2,0,0,1,2"},
+                   {"viewport": "x,y"}, {"viewport": "5000,10"}):
+        answer = await http.get(url, params=params, headers=doctor)
+        assert answer.status_code == 400, (params, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert next(iter(params)) in answer.json()["detail"], answer.text

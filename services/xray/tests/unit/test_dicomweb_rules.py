@@ -34,3 +34,21 @@ def test_one_frame_is_rendered_at_a_time() -> None:
     for frames in ("0", "1,2", "-1", "x", "", "١"):
         with pytest.raises(BadRequest):
             dicomweb.frame_number(frames)
+
+
+def test_a_window_is_center_width_and_a_voi_function() -> None:
+    assert dicomweb.voi_window(None) is None
+    assert dicomweb.voi_window("40, 400, linear") == (40.0, 400.0, "linear")
+    assert dicomweb.voi_window("-600,0.5,sigmoid") == (-600.0, 0.5, "sigmoid")
+    for window in ("40,400", "40,400,linear,1", "40,0.5,linear", "40,0,linear-exact",
+                   "inf,400,linear", "40,400,LINEAR", ",,", ""):
+        with pytest.raises(BadRequest):
+            dicomweb.voi_window(window)
+
+
+def test_a_viewport_is_width_and_height_in_pixels() -> None:
+    assert dicomweb.viewport_size(None) is None
+    assert dicomweb.viewport_size("512, 256") == (512, 256)
+    for viewport in ("512", "0,1", "4097,1", "1.5,2", "-1,2", "512,256,0,0,10,10", ""):
+        with pytest.raises(BadRequest):
+            dicomweb.viewport_size(viewport)

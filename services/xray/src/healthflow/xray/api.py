@@ -389,14 +389,19 @@ async def wado(runtime: Runtime, blobs: Blobs, study_uid: Uid, series_uid: Uid |
 async def rendered_frame(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
                          series_uid: Uid, sop_uid: Uid,
                          frames: Annotated[str, Path(max_length=32)],
+                         window: Annotated[str | None, Query(max_length=100)] = None,
+                         viewport: Annotated[str | None, Query(max_length=100)] = None,
                          principal: Principal = require_any(*VIEWERS)) -> Response:
     """``image/jpeg`` unless ``Accept`` prefers ``image/png``: 406 ``not-acceptable`` for
-    anything else; 400 for a frame list or number below 1; 404 ``frame-not-found``
-    beyond the instance's frames, ``study-not-found`` for no such instance."""
+    anything else; 400 for a frame list or number below 1, a malformed ``window``
+    (``center,width,function``: ``linear``, ``linear-exact``, ``sigmoid``) or
+    ``viewport`` (``width,height``); 404 ``frame-not-found`` beyond the instance's
+    frames, ``study-not-found`` for no such instance."""
     frame = frame_number(frames)
+    chosen, fit = dicomweb.voi_window(window), dicomweb.viewport_size(viewport)
     media_type = rendered_type(request.headers.get("accept"), tuple(render.RENDERED_FORMATS))
     image = await dicomweb.rendered_frame(runtime, blobs, principal, study_uid, series_uid,
-                                          sop_uid, frame, media_type)
+                                          sop_uid, frame, media_type, chosen, fit)
     return Response(image, media_type=media_type, headers={
         "Cache-Control": "private, no-store", "Vary": "Accept"})
 

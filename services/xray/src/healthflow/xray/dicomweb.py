@@ -11,8 +11,9 @@ of stored DICOM instances (DICOM PS3.18 §10.6 Search, §10.4 Retrieve).
   each stored file, as it was received, one part each, streamed from the blob store.
 * WADO-RS rendered frames (PS3.18 §9.5, ``…/frames/{n}/rendered``): one frame as
   ``image/jpeg`` (the default) or ``image/png`` (by ``Accept``), windowed like the
-  preview, at its own size up to 4096 px on its long side (no ``viewport`` or
-  ``window`` query parameters yet).
+  preview, at its own size up to 4096 px on its long side; ``window`` and
+  ``viewport`` query parameters (§8.3.5.1.3, §8.3.5.1.2: :func:`voi_window`,
+  :func:`viewport_size`) choose the VOI window and scale it down to fit.
 
 Only DICOM instances take part: photographs of films (PNG/JPEG) are not DICOM objects.
 Access is the images' (:func:`healthflow.xray.service.viewer`): the patient their own
@@ -23,6 +24,7 @@ another patient's study is answered 404, like a missing one.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import tempfile
 from collections.abc import AsyncIterator
@@ -201,9 +203,12 @@ def multipart(blobs: BlobStore, instances: list[Document]) -> Multipart:
 
 async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
                          study_uid: str, series_uid: str, sop_uid: str, frame: int,
-                         media_type: str) -> bytes:
+                         media_type: str, chosen: tuple[float, float, str] | None = None,
+                         viewport: tuple[int, int] | None = None) -> bytes:
     """Frame ``frame`` (1-based) of one instance, rendered (:func:`render.rendered_frame`)
-    as ``media_type``; the file is copied to local disk in chunks and decoded in a thread.
+    as ``media_type``, in the ``chosen`` window (:func:`voi_window`) and fitting the
+    ``viewport`` (:func:`viewport_size`) when given; the file is copied to local disk
+    in chunks and decoded in a thread.
 
     Raises:
         StudyNotFound (404): no such instance (or another patient's); FrameNotFound (404):
@@ -220,7 +225,8 @@ async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: P
         if frame > frames:
             raise FrameNotFound(f"the instance has {frames} frame(s); there is no frame "
                                 f"{frame}")
-        return await asyncio.to_thread(render.rendered_frame, path, frame, media_type)
+        return await asyncio.to_thread(render.rendered_frame, path, frame, media_type,
+                                       chosen, viewport)
 
 
 class NotAcceptable(Problem):
@@ -240,6 +246,52 @@ def frame_number(frames: str) -> int:
         raise BadRequest("render one frame at a time: its number, 1 or more "
                          f"(got {frames[:20]!r})")
     return int(frames)
+
+
+def voi_window(window: str | None) -> tuple[float, float, str] | None:
+    """A rendered frame's ``window`` query parameter (PS3.18 §8.3.5.1.3:
+    ``center,width,function``, function one of :data:`render.VOI_FUNCTIONS`; the
+    center and width in the Modality LUT's output units): (center, width, function),
+    or None when absent.
+
+    Raises:
+        BadRequest (400): not three values, not finite numbers, an unknown function, or
+        a width below 1 (``linear``) or not above 0 (the others).
+    """
+    if window is None:
+        return None
+    parts = [p.strip() for p in window.split(",")]
+    try:
+        center, width = float(parts[0]), float(parts[1])
+        ok = len(parts) == 3 and math.isfinite(center) and math.isfinite(width)
+    except (ValueError, IndexError):
+        ok = False
+    if not ok or parts[2] not in render.VOI_FUNCTIONS or \
+            not (width >= 1 if parts[2] == "linear" else width > 0):
+        raise BadRequest("window is center,width,function with finite numbers, function "
+                         f"one of {', '.join(render.VOI_FUNCTIONS)} and a width ≥ 1 "
+                         f"(linear) or > 0 (got {window[:40]!r})")
+    return center, width, parts[2]
+
+
+def viewport_size(viewport: str | None) -> tuple[int, int] | None:
+    """A rendered frame's ``viewport`` query parameter (PS3.18 §8.3.5.1.2: ``vw,vh``,
+    the width and height in pixels the image is scaled down to fit, aspect kept):
+    (width, height), or None when absent. The cropping form (``vw,vh,sx,sy,sw,sh``) is
+    not served.
+
+    Raises:
+        BadRequest (400): not two integers from 1 to :data:`render.RENDERED_MAX_SIDE`.
+    """
+    if viewport is None:
+        return None
+    parts = [p.strip() for p in viewport.split(",")]
+    top = render.RENDERED_MAX_SIDE
+    if len(parts) != 2 or not all(p.isascii() and p.isdecimal() for p in parts) or \
+            not all(1 <= int(p) <= top for p in parts):
+        raise BadRequest(f"viewport is width,height in pixels, each 1 to {top} (the "
+                         f"cropping form is not served; got {viewport[:40]!r})")
+    return int(parts[0]), int(parts[1])
 
 
 def rendered_type(accept: str | None, offered: tuple[str, ...]) -> str:

@@ -64,6 +64,33 @@ def window(values: Array, center: float, width: float, *, invert: bool = False
     return (255 - grey) if invert else grey
 
 
+VOI_FUNCTIONS = ("linear", "linear-exact", "sigmoid")
+"""VOI LUT functions of a WADO-RS ``window`` (PS3.18 §8.3.5.1.3, PS3.3 C.11.2.1.3)."""
+
+
+def voi(values: Array, center: float, width: float, function: str = "linear",
+        *, invert: bool = False) -> npt.NDArray[np.uint8]:
+    """``values`` to 0–255 by a VOI function of :data:`VOI_FUNCTIONS`: ``linear``
+    (:func:`window`, width ≥ 1), ``linear-exact`` (PS3.3 C.11.2.1.3.2:
+    ``((x − c) / w + 0.5)``, width > 0) or ``sigmoid`` (C.11.2.1.3.1:
+    ``1 / (1 + exp(−4 (x − c) / w))``, width > 0), scaled to 255; ``invert`` for
+    MONOCHROME1.
+
+    Raises:
+        ValueError: an unknown function, or a width out of its range.
+    """
+    if function == "linear":
+        return window(values, center, width, invert=invert)
+    if function not in VOI_FUNCTIONS or not width > 0:
+        raise ValueError(f"VOI function {function} with width {width} is not defined")
+    if function == "linear-exact":
+        out = ((values - center) / width + 0.5) * 255.0
+    else:
+        out = 255.0 / (1.0 + np.exp(np.clip(-4.0 * (values - center) / width, -700, 700)))
+    grey = np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+    return (255 - grey) if invert else grey
+
+
 def full_range(values: Array) -> tuple[float, float]:
     """The (center, width) that spans ``values`` from their minimum to their maximum."""
     low, high = float(values.min()), float(values.max())
@@ -71,10 +98,12 @@ def full_range(values: Array) -> tuple[float, float]:
     return low + width / 2, width
 
 
-def _encode(grey: npt.NDArray[np.uint8], side: int = MAX_SIDE, image_format: str = "PNG"
-            ) -> bytes:
+def _encode(grey: npt.NDArray[np.uint8], side: int = MAX_SIDE, image_format: str = "PNG",
+            box: tuple[int, int] | None = None) -> bytes:
+    """``grey`` scaled down (aspect kept) to fit ``side`` × ``side``, or the ``box``
+    (width, height) when given, and encoded."""
     image = Image.fromarray(grey)
-    image.thumbnail((side, side))
+    image.thumbnail(box or (side, side))
     out = io.BytesIO()
     image.save(out, format=image_format, **({"quality": JPEG_QUALITY}
                                             if image_format == "JPEG" else {}))
@@ -85,9 +114,12 @@ def _png(grey: npt.NDArray[np.uint8], side: int = MAX_SIDE) -> bytes:
     return _encode(grey, side)
 
 
-def _windowed(ds: Any, pixels: npt.NDArray[Any], side: int) -> npt.NDArray[np.uint8]:
-    """One frame's pixels as 8-bit grey as shown (Modality LUT, VOI window, MONOCHROME1
-    inverted; colour converted to grey), kept at about twice ``side`` on its long side."""
+def _windowed(ds: Any, pixels: npt.NDArray[Any], side: int,
+              chosen: tuple[float, float, str] | None = None) -> npt.NDArray[np.uint8]:
+    """One frame's pixels as 8-bit grey as shown (Modality LUT, VOI window — ``chosen``
+    (center, width, function) when given, else the stored one, else the full range —
+    MONOCHROME1 inverted; colour converted to grey), kept at about twice ``side`` on its
+    long side."""
     if pixels.ndim == 3:  # colour: shown as it is, in grey
         return np.asarray(Image.fromarray(pixels.astype(np.uint8)).convert("L"))
     # Keep about twice the preview's resolution before going to float64 (8 bytes a
@@ -95,8 +127,10 @@ def _windowed(ds: Any, pixels: npt.NDArray[Any], side: int) -> npt.NDArray[np.ui
     step = max(1, -(-max(pixels.shape) // (2 * side)))
     pixels = pixels[::step, ::step]
     values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
-    center, width = stored_window(ds) or full_range(values)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
+    if chosen is not None:
+        return voi(values, *chosen, invert=invert)
+    center, width = stored_window(ds) or full_range(values)
     return window(values, center, width, invert=invert)
 
 
@@ -182,11 +216,15 @@ def frame_count(path: Path) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
-def rendered_frame(path: Path, frame: int, media_type: str) -> bytes:
+def rendered_frame(path: Path, frame: int, media_type: str,
+                   chosen: tuple[float, float, str] | None = None,
+                   viewport: tuple[int, int] | None = None) -> bytes:
     """Frame ``frame`` (1-based) of the DICOM file at ``path`` rendered as the preview is
-    (Modality LUT, VOI window, MONOCHROME1 inverted) at its own size up to
-    :data:`RENDERED_MAX_SIDE`, encoded as ``media_type`` (a key of
-    :data:`RENDERED_FORMATS`). The caller checks ``frame`` against :func:`frame_count`.
+    (Modality LUT, VOI window — the ``chosen`` (center, width, function) of a WADO-RS
+    ``window`` when given — MONOCHROME1 inverted) at its own size up to
+    :data:`RENDERED_MAX_SIDE`, or scaled down to fit the ``viewport`` (width, height;
+    aspect kept), encoded as ``media_type`` (a key of :data:`RENDERED_FORMATS`). The
+    caller checks ``frame`` against :func:`frame_count`.
 
     Raises:
         PreviewFailed (500): the file does not render (logged by the error's type).
@@ -199,7 +237,10 @@ def rendered_frame(path: Path, frame: int, media_type: str) -> bytes:
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             pixels = pixels[frame - 1]
         side = min(RENDERED_MAX_SIDE, max(int(ds.Rows), int(ds.Columns)))
-        return _encode(_windowed(ds, pixels, side), side, RENDERED_FORMATS[media_type])
+        if viewport is not None:
+            side = min(side, max(viewport))
+        return _encode(_windowed(ds, pixels, side, chosen), side,
+                       RENDERED_FORMATS[media_type], viewport)
     except Exception as exc:  # a stored file passed every check; anything here is a bug
         log.error("rendering failed", extra={"error": type(exc).__name__})
         raise PreviewFailed("the frame could not be rendered; it has been logged") from None
