@@ -1,19 +1,24 @@
 """The TID 1500 measurement report SR the processing worker makes (highdicom) of the
 real chest CR (``RG1_UNCR`` from pydicom-data): read back with ``highdicom.sr.srread``
 through its route, the lung boxes are planar ROIs on the source image; a radiograph
-that is not of the chest (``RG3_UNCR``, a tibia, on a chest order) gets none."""
+that is not of the chest (``RG3_UNCR``, a tibia, on a chest order) and a photograph of
+the chest film get none."""
 
 from __future__ import annotations
 
 import io
 import uuid
+from pathlib import Path
 from typing import Any
 
 import highdicom as hd
 import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
 from pydicom.sr.codedict import codes
 
 from healthflow.common.events.outbox import recorded_events
+from healthflow.xray import render
 from healthflow.xray.checks import LABEL
 
 from .conftest import DICOM, DOCTOR, RADIOGRAPHER, ordered
@@ -84,21 +89,38 @@ async def test_the_lung_boxes_are_a_tid_1500_measurement_report_on_the_image(
     assert "sr" in {(e.data or {})["scope"] for e in accessed}
 
 
-async def test_an_image_that_is_not_of_the_chest_gets_no_measurement_report(
-        worker, tokens) -> None:  # noqa: F811
+def chest_photograph() -> bytes:
+    """A photograph of the chest film: the chest CR as shown, as a PNG."""
+    path = get_testdata_file("RG1_UNCR.dcm")
+    assert path is not None
+    return render.dicom_preview(Path(path))
+
+
+@pytest.mark.parametrize("image", ["RG3_UNCR.dcm", "photograph"],
+                         ids=["tibia-CR", "chest-photograph"])
+async def test_an_image_not_of_the_chest_or_not_dicom_gets_no_measurement_report(
+        worker, tokens, image) -> None:  # noqa: F811
     http, app = worker
     patient = f"patient-{uuid.uuid4().hex[:8]}"
     order = await ordered(http, app, tokens, patient=patient)
-    ds = real("RG3_UNCR.dcm", order)
-    ds.PatientID = patient
+    if image == "photograph":
+        body, kind = chest_photograph(), {"Content-Type": "image/png"}
+    else:
+        ds = real(image, order)
+        ds.PatientID = patient
+        body, kind = encoded(ds), DICOM
     up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
-                         content=encoded(ds),
-                         headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
+                         content=body,
+                         headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | kind)
     assert up.status_code == 201, up.text
     found = await results_when_ready(http, up.json()["id"],
                                      tokens.headers(patient, ("patient",)))
     one = found["instances"][0]
-    assert one["checks"]["lung_fields"]["boxes"] == [] and one["sr"] is None
+    assert one["sr"] is None
+    if image == "photograph":  # lungs seen on the film, but no DICOM image to refer to
+        assert one["checks"]["lung_fields"]["boxes"] and one["overlay"]
+    else:
+        assert one["checks"]["lung_fields"]["boxes"] == []
     url = f"/api/v1/imaging/studies/{up.json()['id']}/instances/{one['instance_id']}/sr"
     missing = await http.get(url, headers=tokens.headers(DOCTOR, ("doctor",)))
     assert missing.status_code == 404
