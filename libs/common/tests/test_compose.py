@@ -264,3 +264,20 @@ def test_janus_and_teleconference_share_the_recordings_volume_as_the_same_user(
     app_image = (ROOT / "deploy/Dockerfile").read_text()
     assert "--uid 10001" in janus_image and "--uid 10001" in app_image
     assert f"mkdir -p {path}" in janus_image
+
+
+def test_auth_trusts_the_gateways_forwarded_for_and_no_other_container(
+        compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """Issue 16: behind the gateway, failed-login budgets are per client address. The
+    gateway has a fixed address on the backend network, and auth trusts exactly that
+    peer's X-Forwarded-For (not the loopback default, which would make every client one)."""
+    import ipaddress
+    import json
+
+    subnet = ipaddress.ip_network(compose["networks"]["backend"]["ipam"]["config"][0]["subnet"])
+    gateway = ipaddress.ip_address(services["gateway"]["networks"]["backend"]["ipv4_address"])
+    assert gateway in subnet
+    trusted = json.loads(services["auth"]["environment"]["AUTH_TRUSTED_PROXIES"])
+    assert [ipaddress.ip_network(t) for t in trusted] == [ipaddress.ip_network(f"{gateway}/32")]
+    # the gateway itself believes no client's X-Forwarded-For (it is the edge here)
+    assert int(services["gateway"]["environment"].get("GATEWAY_TRUSTED_PROXY_HOPS", 0)) == 0

@@ -86,3 +86,20 @@ def test_audit_gets_its_signing_key_from_a_secret_and_a_writable_checkpoint_volu
     assert any(d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == claim
                for d in documents)
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+
+
+def test_the_client_address_reaches_auth_through_the_ingress_and_the_gateway() -> None:
+    """Issue 16: the gateway trusts one hop (the Ingress), auth the pod network's
+    X-Forwarded-For (the gateway's pods), so login budgets are per client address."""
+    documents = list(yaml.safe_load_all((K8S / "healthflow.yaml").read_text()))
+
+    def env_of(name: str) -> dict[str, str]:
+        deployment = next(d for d in documents if d["kind"] == "Deployment"
+                          and d["metadata"]["name"] == f"healthflow-{name}")
+        return {e["name"]: e.get("value")
+                for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+    assert env_of("gateway")["GATEWAY_TRUSTED_PROXY_HOPS"] == "1"
+    assert env_of("auth")["AUTH_TRUSTED_PROXIES"] == '["${POD_CIDR}"]'
+    assert "$POD_CIDR" in (K8S / "healthflow.yaml").read_text().splitlines()[1]
+    assert all("AUTH_TRUSTED_PROXIES" not in env_of(n) for n in SERVICES if n != "auth")

@@ -1,5 +1,5 @@
-"""Failed-login throttling (429 + Retry-After, per account and per address, in memory and
-in Redis), no user enumeration, rehashing on login."""
+"""Failed-login throttling (429 + Retry-After, per (account, client) pair, the account's
+ceiling and per address, in memory and in Redis), no user enumeration, rehashing on login."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def assert_429(response) -> int:
     assert response.status_code == 429, response.text
     assert response.headers["content-type"] == "application/problem+json"
     retry_after = int(response.headers["retry-after"])
-    assert 1 <= retry_after <= 15 * 60
+    assert 1 <= retry_after <= 24 * 3600
     assert response.json()["status"] == 429
     return retry_after
 
@@ -74,9 +74,9 @@ async def test_unknown_email_costs_as_much_as_a_wrong_password(settings_factory)
     assert min(known) > 0.005  # real Argon2 work was done
 
 
-async def test_failures_per_account_are_throttled(settings_factory, unique_name,
-                                                  outbox) -> None:
-    settings = settings_factory(f"auth_{unique_name}", login_failures_per_account="3/15 minutes",
+async def test_failures_per_account_and_client_are_throttled(settings_factory, unique_name,
+                                                             outbox) -> None:
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_client=["3/15 minutes"],
                                 login_failures_per_ip="100/15 minutes")
     app = create_app(settings)
     async with running_app(app) as http:
@@ -87,8 +87,10 @@ async def test_failures_per_account_are_throttled(settings_factory, unique_name,
         form = {"username": email, "password": WRONG}
         for _ in range(3):
             assert (await http.post("/api/v1/auth/token", data=form)).status_code == 400
-        assert_429(await http.post("/api/v1/auth/token", data=form))
-        # Even the right password waits: the account's budget is spent.
+        refused = await http.post("/api/v1/auth/token", data=form)
+        assert_429(refused)
+        assert "this client for this account" in refused.json()["detail"]
+        # The right password waits too, from this client: its budget here is spent.
         right = {"username": email, "password": "Velvet-Orbit-Meadow-9128"}
         assert_429(await http.post("/api/v1/auth/token", data=right))
         # Unknown accounts are throttled alike (no enumeration through the throttle).
@@ -98,7 +100,7 @@ async def test_failures_per_account_are_throttled(settings_factory, unique_name,
         assert_429(await http.post("/api/v1/auth/token", data=ghost))
         throttled = await outbox(app.state.runtime.db, {
             "type": "auth.login_failed", "envelope.data.reason": "throttled_account"})
-        # One event per account and window, however many refusals (counted, not appended)
+        # One event per account, client and window, however many refusals
         assert len(throttled) == 2
         # The known account is named by id (the ghost by nothing); never by email.
         assert sorted(str(e["data"]["user_id"]) for e in throttled) == sorted(
@@ -107,9 +109,93 @@ async def test_failures_per_account_are_throttled(settings_factory, unique_name,
         assert all("@" not in str(e["data"]) for e in throttled)
 
 
+async def test_an_attacker_cannot_lock_the_owner_out(settings_factory, unique_name) -> None:
+    """Issue 16: an attacker's failures slow the attacker; the owner, from another address
+    and with the right password, logs in at once (and from the attacker's address the
+    waits grow as the failures go on)."""
+    settings = settings_factory(f"auth_{unique_name}",
+                                login_failures_per_client=["3/15 minutes", "5/day"],
+                                login_failures_per_ip="100/15 minutes",
+                                trusted_proxies=["127.0.0.1"])
+    async with running_app(create_app(settings)) as http:
+        body = {"email": f"owner.{uuid.uuid4().hex[:6]}@example.org",
+                "password": "Quiet-Harbour-Lantern-73", "full_name": "O", "phone": "+447911123456"}
+        assert (await http.post("/api/v1/auth/register", json=body)).status_code == 201
+        attacker = {"X-Forwarded-For": "203.0.113.66"}
+        wrong = {"username": body["email"], "password": WRONG}
+        statuses = [(await http.post("/api/v1/auth/token", data=wrong, headers=attacker)
+                     ).status_code for _ in range(8)]
+        assert statuses == [400] * 3 + [429] * 5, statuses
+        first_wait = assert_429(await http.post("/api/v1/auth/token", data=wrong,
+                                                headers=attacker))
+        assert first_wait <= 15 * 60
+        right = {"username": body["email"], "password": body["password"]}
+        owner = await http.post("/api/v1/auth/token", data=right,
+                                headers={"X-Forwarded-For": "198.51.100.20"})
+        assert owner.status_code == 200, owner.text
+        # and the attacker's right guess from its own address is still refused
+        assert_429(await http.post("/api/v1/auth/token", data=right, headers=attacker))
+
+
+async def test_progressive_waits_per_client(settings_factory, unique_name) -> None:
+    """Past the short window's budget the longer windows rule: the wait grows."""
+    from healthflow.auth.throttle import LoginThrottle
+
+    throttle = LoginThrottle(settings_factory(
+        f"auth_{unique_name}", login_failures_per_client=["2/2 seconds", "3/hour"]))
+    owner, attacker = "owner@example.org", "203.0.113.5"
+
+    async def attempts(count: int) -> list[int | None]:
+        waits: list[int | None] = []
+        for _ in range(count):
+            refused = await throttle.admit(owner, attacker)
+            if refused is None:
+                await throttle.failed(owner, attacker)
+            waits.append(None if refused is None else refused.retry_after)
+        return waits
+
+    first = await attempts(3)
+    assert first[:2] == [None, None] and first[2] is not None and first[2] <= 2, first
+    await asyncio.sleep(2.5)  # the short window has passed: one more guess, then an hour
+    second = await attempts(2)
+    assert second[0] is None and second[1] is not None and second[1] > 60, second
+    # another address is not affected
+    assert await throttle.admit(owner, "198.51.100.9") is None
+
+
+async def test_the_accounts_ceiling_slows_every_client_and_locks_none(settings_factory,
+                                                                      unique_name) -> None:
+    """Many addresses guessing one account: past the account's ceiling each address gets
+    one guess per window instead of its budget, and a client with no failures (the owner)
+    is still let in with the right password."""
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_client=["5/hour"],
+                                login_failures_account_ceiling="4/hour",
+                                login_failures_over_ceiling="1/hour",
+                                login_failures_per_ip="100/hour", trusted_proxies=["127.0.0.1"])
+    async with running_app(create_app(settings)) as http:
+        body = {"email": f"ceil.{uuid.uuid4().hex[:6]}@example.org",
+                "password": "Quiet-Harbour-Lantern-73", "full_name": "C", "phone": "+447911123456"}
+        assert (await http.post("/api/v1/auth/register", json=body)).status_code == 201
+        wrong = {"username": body["email"], "password": WRONG}
+        for i in range(4):  # four addresses, one failure each: the ceiling is reached
+            response = await http.post("/api/v1/auth/token", data=wrong,
+                                       headers={"X-Forwarded-For": f"203.0.113.{i + 1}"})
+            assert response.status_code == 400
+        # a known address (one failure already) gets no more; a new one gets one guess only
+        assert_429(await http.post("/api/v1/auth/token", data=wrong,
+                                   headers={"X-Forwarded-For": "203.0.113.1"}))
+        bot = {"X-Forwarded-For": "203.0.113.50"}
+        assert (await http.post("/api/v1/auth/token", data=wrong, headers=bot)).status_code == 400
+        assert_429(await http.post("/api/v1/auth/token", data=wrong, headers=bot))
+        right = {"username": body["email"], "password": body["password"]}
+        owner = await http.post("/api/v1/auth/token", data=right,
+                                headers={"X-Forwarded-For": "198.51.100.7"})
+        assert owner.status_code == 200, owner.text
+
+
 async def test_failures_per_address_are_throttled(settings_factory, unique_name) -> None:
     """Behind the gateway (a trusted proxy) the client address is X-Forwarded-For's."""
-    settings = settings_factory(f"auth_{unique_name}", login_failures_per_account="50/15 minutes",
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_client=["50/15 minutes"],
                                 login_failures_per_ip="4/15 minutes",
                                 trusted_proxies=["127.0.0.1"])
     async with running_app(create_app(settings)) as http:
@@ -130,11 +216,12 @@ async def test_failures_per_address_are_throttled(settings_factory, unique_name)
 
 
 async def test_redis_counters_are_shared_by_replicas(settings_factory, unique_name) -> None:
-    """Two replicas (two apps, one database, one Redis) spend one budget per account."""
+    """Two replicas (two apps, one database, one Redis) spend one budget per account and
+    client."""
     if not port_open("127.0.0.1", 6379, timeout=2):
         # A clear failure, not a skip: Redis is part of the platform.
         pytest.fail("Redis is not reachable on 127.0.0.1:6379")
-    settings = settings_factory(f"auth_{unique_name}", login_failures_per_account="4/15 minutes",
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_client=["4/15 minutes"],
                                 redis_url="redis://127.0.0.1:6379/0")
     email = f"shared.{uuid.uuid4().hex[:6]}@example.org"
     form = {"username": email, "password": WRONG}
@@ -148,7 +235,7 @@ async def test_redis_counters_are_shared_by_replicas(settings_factory, unique_na
 
 async def test_a_successful_login_forgets_the_accounts_failures(settings_factory,
                                                                unique_name) -> None:
-    settings = settings_factory(f"auth_{unique_name}", login_failures_per_account="3/15 minutes")
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_client=["3/15 minutes"])
     async with running_app(create_app(settings)) as http:
         body = {"email": f"p.{uuid.uuid4().hex[:6]}@example.org",
                 "password": "Quiet-Harbour-Lantern-73", "full_name": "P", "phone": "+447911123456"}
@@ -185,7 +272,7 @@ async def test_changed_argon2_parameters_rehash_at_login(settings_factory, uniqu
 
 async def test_parallel_guesses_cannot_overshoot_the_account_budget(settings_factory,
                                                                    unique_name) -> None:
-    settings = settings_factory(f"auth_{unique_name}", login_failures_per_account="3/15 minutes")
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_client=["3/15 minutes"])
     async with running_app(create_app(settings)) as http:
         form = {"username": f"burst.{uuid.uuid4().hex[:6]}@example.org", "password": WRONG}
         responses = await asyncio.gather(
@@ -199,7 +286,7 @@ async def test_refusals_by_the_throttle_are_counted_not_appended(
         settings_factory, unique_name, outbox) -> None:
     """An anonymous flood past the limit adds one event per address and window; the next
     window's event carries the count of the refusals before it."""
-    settings = settings_factory(f"auth_{unique_name}", login_failures_per_account="50/15 minutes",
+    settings = settings_factory(f"auth_{unique_name}", login_failures_per_client=["50/15 minutes"],
                                 login_failures_per_ip="2/15 minutes", login_refusals_window=1.0,
                                 trusted_proxies=["127.0.0.1"])
     app = create_app(settings)

@@ -77,7 +77,7 @@ async def test_guessing_the_current_password_spends_the_login_budget(auth: Any) 
     statuses = [(await change(auth, tokens["access_token"], f"Wrong-Guess-{i}-Harbour",
                               NEW_PASSWORD)).status_code for i in range(6)]
     assert statuses == [403] * 5 + [429], statuses
-    # the right password is refused too while the account's budget is spent
+    # the right password is refused too from this client while its budget is spent
     blocked = await change(auth, tokens["access_token"], auth.password, NEW_PASSWORD)
     assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1
 

@@ -112,7 +112,60 @@ class Permission(StrEnum):
     COVERAGES_MANAGE_OWN = "coverages:manage_own"  # own coverages; claims on own invoices
 
 
+class Scope(StrEnum):
+    """How far a permission reaches: over the whole ``platform``, over one ``hospital``'s
+    resources (the caller's hospitals), over the caller's ``own`` resources (an ownership
+    check in the service), or over the patients they are in a ``care relationship`` with
+    (an encounter or appointment with them)."""
+
+    PLATFORM = "platform"
+    HOSPITAL = "hospital"
+    OWN = "own"
+    CARE_RELATIONSHIP = "care relationship"
+
+
 P = Permission
+S = Scope
+
+SCOPES: dict[Permission, tuple[Scope, ...]] = {
+    P.PROFILE_READ_OWN: (S.OWN,), P.CREDENTIALS_MANAGE_OWN: (S.OWN,),
+    P.USERS_READ: (S.PLATFORM,), P.USERS_MANAGE: (S.PLATFORM,), P.KEYS_MANAGE: (S.PLATFORM,),
+    P.AUDIT_READ: (S.PLATFORM,), P.AUDIT_CHECKPOINT: (S.PLATFORM,),
+    P.PLATFORM_STATUS: (S.PLATFORM,), P.DEADLETTERS_MANAGE: (S.PLATFORM,),
+    # a registrant manages the hospitals they registered; admins every one
+    P.HOSPITALS_REGISTER: (S.OWN,), P.HOSPITALS_VERIFY: (S.PLATFORM,),
+    P.HOSPITALS_MANAGE: (S.PLATFORM,),
+    P.DOCTORS_REGISTER_OWN: (S.OWN,), P.DOCTORS_VERIFY: (S.PLATFORM,),
+    P.SCHEDULE_MANAGE_OWN: (S.OWN,), P.SCHEDULE_MANAGE_ANY: (S.PLATFORM,),
+    P.PATIENTS_READ_OWN: (S.OWN,), P.PATIENTS_WRITE_OWN: (S.OWN,),
+    P.PATIENTS_READ_ANY: (S.PLATFORM,), P.PATIENTS_READ_TREATED: (S.CARE_RELATIONSHIP,),
+    P.APPOINTMENTS_BOOK_OWN: (S.OWN,), P.APPOINTMENTS_BOOK_ANY: (S.PLATFORM,),
+    P.APPOINTMENTS_READ_OWN: (S.OWN,), P.APPOINTMENTS_READ_ANY: (S.PLATFORM,),
+    P.APPOINTMENTS_MANAGE_OWN: (S.OWN,), P.APPOINTMENTS_MANAGE_ANY: (S.PLATFORM,),
+    P.NOTIFICATIONS_READ_OWN: (S.OWN,), P.NOTIFICATIONS_SEARCH: (S.PLATFORM,),
+    P.RECORDS_READ_OWN: (S.OWN,), P.RECORDS_READ_TREATED: (S.CARE_RELATIONSHIP,),
+    P.RECORDS_WRITE_TREATED: (S.CARE_RELATIONSHIP,), P.RECORDS_READ_ANY: (S.PLATFORM,),
+    P.ENCOUNTERS_OPEN_ANY: (S.PLATFORM,),
+    P.PRESCRIPTIONS_READ_OWN: (S.OWN,), P.PRESCRIPTIONS_READ_TREATED: (S.CARE_RELATIONSHIP,),
+    P.PRESCRIPTIONS_WRITE_TREATED: (S.CARE_RELATIONSHIP,),
+    P.PRESCRIPTIONS_DISPENSE: (S.PLATFORM,),
+    P.IMAGING_ORDER: (S.CARE_RELATIONSHIP,), P.IMAGING_WORKLIST: (S.PLATFORM,),
+    P.IMAGING_UPLOAD: (S.PLATFORM,), P.IMAGING_READ_OWN: (S.OWN,),
+    P.IMAGING_READ_TREATED: (S.CARE_RELATIONSHIP,), P.IMAGING_REPORT: (S.CARE_RELATIONSHIP,),
+    P.IMAGING_EXPORT_DEIDENTIFIED: (S.CARE_RELATIONSHIP,),
+    P.EMERGENCIES_RAISE_OWN: (S.OWN,), P.EMERGENCIES_READ_OWN: (S.OWN,),
+    P.EMERGENCIES_DISPATCH: (S.PLATFORM,),
+    P.EMERGENCIES_UPDATE_ASSIGNED: (S.OWN,),  # the emergencies assigned to the caller's unit
+    P.PARAMEDICS_MANAGE_OWN: (S.OWN,), P.PARAMEDICS_READ_ANY: (S.PLATFORM,),
+    P.PAYMENTS_READ_OWN: (S.OWN,), P.PAYMENTS_READ_ANY: (S.PLATFORM,),
+    P.TELECONSULTATIONS_JOIN: (S.OWN,), P.TELECONSULTATIONS_HOST: (S.OWN,),
+    P.INVOICES_READ_OWN: (S.OWN,), P.INVOICES_MANAGE_HOSPITAL: (S.HOSPITAL,),
+    # the encounter's doctor, or finance of its hospital
+    P.CHARGE_ITEMS_WRITE: (S.CARE_RELATIONSHIP, S.HOSPITAL),
+    P.COVERAGES_MANAGE_OWN: (S.OWN,),
+}
+"""How far each permission reaches (docs/permissions.md's ``scope`` column); the services
+enforce it (ownership, care-relationship and hospital checks)."""
 
 _EVERYONE = {P.PROFILE_READ_OWN, P.CREDENTIALS_MANAGE_OWN, P.NOTIFICATIONS_READ_OWN}
 
@@ -191,11 +244,15 @@ def render_markdown() -> str:
     roles = list(Role)
     lines = ["# Roles and permissions", "",
              "Generated from `healthflow.common.permissions` by `make docs`; do not edit.", "",
-             "| permission | " + " | ".join(r.value for r in roles) + " |",
-             "|---|" + "---|" * len(roles)]
+             "Scope: `platform` (every resource of its kind), `hospital` (the caller's "
+             "hospitals'), `own` (the caller's own), `care relationship` (patients the caller "
+             "treats: an encounter or appointment with them).", "",
+             "| permission | scope | " + " | ".join(r.value for r in roles) + " |",
+             "|---|---|" + "---|" * len(roles)]
     for perm in Permission:
         marks = ["✓" if perm in ROLE_PERMISSIONS[r] else "" for r in roles]
-        lines.append(f"| `{perm.value}` | " + " | ".join(marks) + " |")
+        scope = " or ".join(s.value for s in SCOPES[perm])
+        lines.append(f"| `{perm.value}` | {scope} | " + " | ".join(marks) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -28,6 +28,11 @@ TEMPLATES = Path(__file__).with_name("templates") / "service"
 CONTRACT = Path(__file__).with_name("templates") / "contracts" / "contract.py.tmpl"
 NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
 BEGIN, END = "  # BEGIN generated from the service manifests", "  # END generated"
+COMPOSE_GATEWAY_ADDRESS = "172.31.250.10"
+"""The gateway's fixed address on compose's ``backend`` network (its subnet,
+172.31.250.0/24, is set in the hand-written part): the auth service trusts this peer's
+``X-Forwarded-For`` to name the client, so failed-login budgets are per client address
+(issue 16), and no other container can choose the address a login is counted under."""
 
 
 def render_service(root: Path, name: str, port: int, summary: str) -> list[Path]:
@@ -92,6 +97,8 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
                   f'      {m.env_prefix}PORT: "{m.port}"']
         # environment first: _listeners ends in the ports and networks blocks
         lines += [f"      {c.upper()}_URL: http://{c}:{ports[c]}" for c in m.calls if c in ports]
+        if m.name == "auth":  # the gateway's X-Forwarded-For names the client
+            lines += [f"""      AUTH_TRUSTED_PROXIES: '["{COMPOSE_GATEWAY_ADDRESS}/32"]'"""]
         if m.volumes:
             lines += ["    volumes:"] + [f"      - {name}:{path}"
                                          for name, path in m.volumes.items()]
@@ -103,7 +110,9 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
     lines += [f"      GATEWAY_UPSTREAM_{m.name.upper()}: http://{m.name}:{m.port}"
               for m in manifests]
     lines += ["    ports:", f'      - "${{GATEWAY_PUBLISH:-127.0.0.1:{gateway_port}}}:'
-              f'{gateway_port}"', "    networks: [backend, edge]", "    depends_on:",
+              f'{gateway_port}"', "    networks:",
+              f"      backend: {{ipv4_address: {COMPOSE_GATEWAY_ADDRESS}}}", "      edge: {}",
+              "    depends_on:",
               "      <<: *app-deps"]
     lines += [f"      {m.name}: {{condition: service_healthy}}" for m in manifests]
     lines += ["", END]

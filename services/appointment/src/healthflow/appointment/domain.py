@@ -106,6 +106,12 @@ class PatientAlreadyBooked(Conflict):
     title, slug = "Overlapping Appointment", "patient-already-booked"
 
 
+class TooManyFutureAppointments(Conflict):
+    """409: the patient holds as many upcoming appointments as one may (slot hoarding)."""
+
+    title, slug = "Too Many Upcoming Appointments", "too-many-future-appointments"
+
+
 class DoctorNotBookable(Conflict):
     """409: the doctor exists but is not verified (or offers no such mode)."""
 

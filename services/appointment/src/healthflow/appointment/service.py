@@ -24,6 +24,7 @@ from healthflow.appointment.domain import (
     PatientAlreadyBooked,
     SlotAlreadyBooked,
     Status,
+    TooManyFutureAppointments,
     UnknownDoctor,
     ensure_reschedulable,
     ensure_transition,
@@ -213,6 +214,8 @@ async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRe
         UnknownDoctor, DoctorNotBookable, SlotInPast, OutsideAvailability, OffSlotGrid:
             see :func:`~healthflow.appointment.domain.resolve_slot`.
         SlotAlreadyBooked / PatientAlreadyBooked: (409) the database refused the locks.
+        TooManyFutureAppointments: (409) a patient booking for themselves is at the cap
+            (:func:`_within_cap`).
     """
     patient_id, role = _booking_for(principal, request)
     availability = await schedule_of(runtime, request.doctor_id)
@@ -247,6 +250,8 @@ async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRe
     }
 
     async def write(uow: UnitOfWork) -> None:
+        if role is Actor.PATIENT:
+            await _within_cap(runtime, uow, patient_id, now)
         await store.take_locks(uow.db, uow.session, doc)
         await uow.db[store.APPOINTMENTS].insert_one(doc, session=uow.session)
         uow.publish(
@@ -259,6 +264,19 @@ async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRe
 
     await _locked(runtime, write, principal.actor)
     return doc
+
+
+async def _within_cap(runtime: ServiceRuntime, uow: UnitOfWork, patient_id: str,
+                      now: datetime) -> None:
+    """Inside the booking's transaction: refuse a patient's booking past
+    ``max_future_appointments_per_patient`` upcoming active appointments (409; race-safe:
+    :func:`store.guard_patient_bookings`)."""
+    cap = settings_of(runtime).max_future_appointments_per_patient
+    await store.guard_patient_bookings(uow.db, uow.session, patient_id)
+    if await store.count_upcoming(uow.db, uow.session, patient_id, now) >= cap:
+        raise TooManyFutureAppointments(
+            f"you already hold {cap} upcoming appointments, the most one patient may; "
+            "cancel one you do not need, or ask the practice to book for you")
 
 
 async def get(runtime: ServiceRuntime, principal: Principal, appointment_id: str) -> Document:

@@ -23,3 +23,6 @@ class Settings(ServiceSettings):
     reschedule_window_minutes: int = Field(default=120, ge=0)
     # Longest range GET /api/v1/slots accepts.
     max_slot_range_days: int = Field(default=31, ge=1, le=366)
+    # No slot hoarding (issue 16): active appointments still to start that a patient may
+    # hold when booking for themselves (staff booking for a patient are not capped).
+    max_future_appointments_per_patient: int = Field(default=10, ge=1, le=1000)

@@ -10,6 +10,10 @@
   would need two equal keys, which the index refuses (``DuplicateKeyError``),
   whatever the interleaving of requests or processes.
 * ``doctor_schedules`` — the local availability read model (``_id`` = doctor id).
+* ``patient_booking_guards`` — ``{_id: patient_id, bookings}``: a patient's booking
+  transaction writes it before counting their upcoming appointments
+  (:func:`count_upcoming`), so two concurrent bookings of one patient conflict (one is
+  retried and counts the other) and the cap cannot be overshot.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from healthflow.common.pagination import keyset_page
 APPOINTMENTS = "appointments"
 SLOT_LOCKS = "slot_locks"
 DOCTOR_SCHEDULES = "doctor_schedules"
+PATIENT_BOOKING_GUARDS = "patient_booking_guards"
 
 INDEXES = {
     SLOT_LOCKS: [
@@ -74,6 +79,22 @@ async def take_locks(db: Db, session: AsyncClientSession, appointment: Document)
         ordered=True,
         session=session,
     )
+
+
+async def guard_patient_bookings(db: Db, session: AsyncClientSession, patient_id: str) -> None:
+    """Write the patient's guard document in this transaction: concurrent bookings of the
+    same patient now conflict on it (MongoDB write conflict: one is retried)."""
+    await db[PATIENT_BOOKING_GUARDS].update_one(
+        {"_id": patient_id}, {"$inc": {"bookings": 1}}, upsert=True, session=session)
+
+
+async def count_upcoming(db: Db, session: AsyncClientSession, patient_id: str,
+                         now: datetime) -> int:
+    """Active appointments of ``patient_id`` starting after ``now`` (cancelled, completed,
+    no-show and past ones do not count)."""
+    return await db[APPOINTMENTS].count_documents(
+        {"patient_id": patient_id, "start": {"$gt": now},
+         "status": {"$in": [s.value for s in ACTIVE]}}, session=session)
 
 
 async def release_locks(db: Db, session: AsyncClientSession, appointment_id: str) -> int:

@@ -27,7 +27,8 @@ from datetime import timedelta
 
 from healthflow.auth import domain, events, revocation, service, store
 from healthflow.auth.service import Auth, get_own
-from healthflow.common.errors import Forbidden, TooManyRequests, UnprocessableContent
+from healthflow.auth.throttle import refusal
+from healthflow.common.errors import Forbidden, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.links import account_link_token, token_digest
 from healthflow.common.mongo import Document, utcnow
@@ -81,8 +82,8 @@ async def change_password(auth: Auth, *, user_id: str, current_password: str,
 
     Raises:
         Unauthorized: (401) the account is gone or inactive.
-        TooManyRequests: (429, ``Retry-After``) the account's or the address's
-            failed-login budget is spent (:mod:`healthflow.auth.throttle`).
+        TooManyRequests: (429, ``Retry-After``) this client's failed-login budget at
+            the account, or the address's, is spent (:mod:`healthflow.auth.throttle`).
         Forbidden: (403) ``current_password`` is wrong (counted as a failed login).
         UnprocessableContent: (422) ``new_password`` breaks the policy
             (:func:`healthflow.auth.domain.password_violations`) or equals the current one.
@@ -91,12 +92,11 @@ async def change_password(auth: Auth, *, user_id: str, current_password: str,
     email_key = user["email_normalized"]
     throttled = await auth.throttle.admit(email_key, client_ip)
     if throttled is not None:
-        raise TooManyRequests("too many failed attempts; wait before trying again",
-                              retry_after=throttled.retry_after)
+        raise refusal(throttled)
     if not await auth.hasher.verify(user["password_hash"], current_password):
-        await auth.throttle.failed(client_ip)
+        await auth.throttle.failed(email_key, client_ip)
         raise Forbidden(WRONG_CURRENT_PASSWORD)
-    await auth.throttle.succeeded(email_key)
+    await auth.throttle.succeeded(email_key, client_ip)
     if domain.normalize_password(new_password) == domain.normalize_password(current_password):
         raise UnprocessableContent("new_password: must differ from the current password")
     _check_new_password(new_password, user["email"])
@@ -169,7 +169,6 @@ async def reset_password(auth: Auth, *, token: str, new_password: str) -> int:
                                          reset_id=used["reset_id"])
 
     revoked = await auth.runtime.transact(apply, actor=user["_id"])
-    await auth.throttle.succeeded(user["email_normalized"])  # the owner proved themselves
     return revoked
 
 

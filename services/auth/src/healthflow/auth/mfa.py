@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from healthflow.auth import domain, events, otp, service, store
-from healthflow.common.errors import Conflict, TooManyRequests, UnprocessableContent
+from healthflow.auth.throttle import refusal
+from healthflow.common.errors import Conflict, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 
@@ -161,7 +162,8 @@ async def complete_login(auth: Auth, *, mfa_token: str, code: str | None,
     pending key and the answer carries the new recovery codes.
 
     Raises:
-        TooManyRequests: (429) the account's or address's failed-login budget is spent.
+        TooManyRequests: (429) this client's failed-login budget at the account, or
+            the address's, is spent.
         domain.InvalidGrant: (400 ``invalid_grant``) a wrong or reused code, a used
             recovery code, an unknown, expired or exhausted challenge — one answer.
     """
@@ -169,8 +171,7 @@ async def complete_login(auth: Auth, *, mfa_token: str, code: str | None,
     email_key = user["email_normalized"]
     throttled = await auth.throttle.admit(email_key, client_ip)
     if throttled is not None:
-        raise TooManyRequests("too many failed attempts; wait before trying again",
-                              retry_after=throttled.retry_after)
+        raise refusal(throttled)
     factor = await store.get_factor(auth.runtime.db, user["_id"])
     expected = "pending" if challenge["enrolment"] else "active"
     step = None
@@ -179,7 +180,7 @@ async def complete_login(auth: Auth, *, mfa_token: str, code: str | None,
     code_hash = (otp.hash_recovery_code(recovery_code)
                  if recovery_code and expected == "active" else None)
     if step is None and code_hash is None:
-        await _count_failure(auth, digest, client_ip)
+        await _count_failure(auth, digest, email_key, client_ip)
         raise domain.InvalidGrant(otp.INVALID_SECOND_FACTOR)
     recovery_codes: list[str] | None = None
 
@@ -209,15 +210,16 @@ async def complete_login(auth: Auth, *, mfa_token: str, code: str | None,
             auth, user, client_id=challenge["client_id"], client_ip=client_ip, new_hash=None,
             also=second_factor)
     except domain.InvalidGrant:
-        await _count_failure(auth, digest, client_ip)
+        await _count_failure(auth, digest, email_key, client_ip)
         raise
-    await auth.throttle.succeeded(email_key)
+    await auth.throttle.succeeded(email_key, client_ip)
     return SecondFactorLogin(tokens, recovery_codes)
 
 
-async def _count_failure(auth: Auth, digest: str, client_ip: str | None) -> None:
+async def _count_failure(auth: Auth, digest: str, email_key: str,
+                         client_ip: str | None) -> None:
     await store.count_challenge_attempt(auth.runtime.db, digest)
-    await auth.throttle.failed(client_ip)
+    await auth.throttle.failed(email_key, client_ip)
 
 
 async def reset_factor(auth: Auth, *, user_id: str, actor: str) -> bool:

@@ -32,7 +32,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, events, failures, mfa, revocation, store
+from healthflow.auth import domain, events, failures, mfa, revocation, store, throttle
 from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
@@ -41,7 +41,6 @@ from healthflow.common.errors import (
     BadRequest,
     Conflict,
     NotFound,
-    TooManyRequests,
     Unauthorized,
     UnprocessableContent,
 )
@@ -280,8 +279,9 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
 
     Raises:
         BadRequest: ``invalid_client``, a ``client_id`` not registered (400).
-        TooManyRequests: the account's or the address's failure budget is
-            spent (429 with ``Retry-After``); counted, and the first of each window
+        TooManyRequests: this client's failure budget at the account, or the
+            address's, is spent (429 with ``Retry-After``; another client with the right
+            password is not refused: :mod:`.throttle`); counted, and the first of each window
             recorded as ``auth.login_failed`` (:func:`failures.record_refusal`).
         domain.InvalidGrant: unknown email, wrong password or inactive account
             (one answer for all three); recorded as ``auth.login_failed``.
@@ -297,8 +297,7 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
     if throttled is not None:
         await failures.record_refusal(auth.runtime, auth.settings.login_refusals_window,
                                       throttled.scope, email_key, client_ip, client_id)
-        raise TooManyRequests("too many failed logins; wait before trying again",
-                              retry_after=throttled.retry_after)
+        raise throttle.refusal(throttled)
     user = await store.find_user_by_email(auth.runtime.db, email_key)
     ok = await auth.hasher.verify(user["password_hash"] if user else None, password)
     reason: events.LoginFailureReason | None = None
@@ -309,12 +308,12 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
     elif user["status"] != "active":
         reason = "account_inactive"
     if reason is not None:
-        await auth.throttle.failed(client_ip)
+        await auth.throttle.failed(email_key, client_ip)
         await failures.record_failure(auth.runtime, user_id=user["_id"] if user else None,
                                       reason=reason, client_ip=client_ip, client_id=client_id)
         raise domain.InvalidGrant(domain.INVALID_CREDENTIALS)
     assert user is not None
-    await auth.throttle.succeeded(email_key)
+    await auth.throttle.succeeded(email_key, client_ip)
     # a second factor first, where the account has one or its roles require one
     await mfa.challenge_if_needed(auth, user, client_id=client_id, client_ip=client_ip)
     new_hash = (await auth.hasher.hash(password)

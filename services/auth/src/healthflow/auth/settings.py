@@ -7,6 +7,7 @@ option (t=3, m=64 MiB, p=4), above the OWASP Password Storage Cheat Sheet minimu
 
 from __future__ import annotations
 
+from limits import parse
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -52,8 +53,16 @@ class Settings(ServiceSettings):
     # Failed-login throttling (the ``limits`` library)
     redis_url: str | None = None
     """``redis://host:port/db``: share the counters between replicas; in memory when unset."""
-    login_failures_per_account: str = "5/15 minutes"
+    login_failures_per_client: list[str] = Field(
+        default_factory=lambda: ["5/5 minutes", "10/hour", "20/day"], min_length=1)
+    """``limits`` windows of failed logins one client address may make at one account
+    (all of them apply, so the wait grows as it keeps failing; a success forgets them)."""
+    login_failures_account_ceiling: str = "50/15 minutes"
+    """Failures at one account from all clients together past which each client gets only
+    ``login_failures_over_ceiling``: slows a distributed guesser, never locks the owner."""
+    login_failures_over_ceiling: str = "1/15 minutes"
     login_failures_per_ip: str = "20/15 minutes"
+    """Failures one client address may make at any accounts (password spraying)."""
     login_refusals_window: float = Field(default=900.0, gt=0)
     """Seconds: throttled refusals of one account or address make one ``auth.login_failed``
     per window (the rest are counted, and the count travels with the next window's)."""
@@ -90,6 +99,14 @@ class Settings(ServiceSettings):
     mfa_valid_window: int = Field(default=1, ge=0, le=2)
     """Time steps (30 s) a code may lag or lead the server's clock (RFC 6238 §5.2)."""
     mfa_recovery_codes: int = Field(default=10, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _limits_parse(self) -> Settings:
+        for text in [*self.login_failures_per_client, self.login_failures_account_ceiling,
+                     self.login_failures_over_ceiling, self.login_failures_per_ip,
+                     self.registration_notices]:
+            parse(text)  # ValueError names the text
+        return self
 
     @model_validator(mode="after")
     def _ttl_within_max_lifetime(self) -> Settings:

@@ -1,14 +1,26 @@
-"""Failed-login throttling per account and per client address (``limits``, async API).
+"""Failed-login throttling (``limits``, async API) that an attacker cannot turn against
+the account's owner (OWASP Authentication Cheat Sheet, "Account Lockout"; NIST SP
+800-63B §5.2.2 rate limiting).
 
-Failures are counted in a moving window (``settings.login_failures_per_account``,
-default 5 per 15 minutes; ``..._per_ip``, default 20 per 15 minutes). While a
-budget is spent, token requests for that account or from that address are
-refused with 429 and ``Retry-After`` (RFC 9110 §10.2.3; RFC 6585 §4) before the
-password is even checked. A successful login forgets the account's failures.
-Counters live in memory, or in Redis when ``AUTH_REDIS_URL`` / ``REDIS_URL`` is
-set so that every replica shares them.
+* Per **(account, client address) pair**: each attempt is counted on entry against
+  every window of ``settings.login_failures_per_client`` (default ``5/5 minutes``,
+  ``10/hour``, ``20/day``), so the wait grows as the client keeps failing: after 5
+  failures it waits up to 5 minutes, after 10 up to an hour, after 20 a day. A success
+  forgets the pair's failures. Another client is not affected.
+* Per **account**, a generous ceiling (``login_failures_account_ceiling``, default
+  ``50/15 minutes`` of failures from all clients together) that never locks: while it
+  is exceeded, a client with recent failures there gets no more, and any other gets
+  ``login_failures_over_ceiling`` (default ``1/15 minutes``) instead of its usual
+  budget — which slows a distributed guesser, and still lets a client with no recent
+  failures (the owner) try its password at once.
+* Per **client address** (``login_failures_per_ip``, default ``20/15 minutes``):
+  failures against any accounts, against password spraying. Only failures count, so
+  users behind one NAT who log in successfully never spend it.
 
-Accounts are keyed by a hash of the normalised email, known or not, so the
+A spent budget is a :class:`Throttled`: 429 with ``Retry-After`` (RFC 6585 §4,
+RFC 9110 §10.2.3) before the password is checked. Counters live in memory, or in
+Redis when ``AUTH_REDIS_URL`` / ``REDIS_URL`` is set so that every replica shares
+them. Accounts are keyed by a hash of the normalised email, known or not, so the
 throttle behaves the same for unknown emails (no enumeration through it).
 """
 
@@ -25,14 +37,31 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from healthflow.auth.settings import Settings
+from healthflow.common.errors import TooManyRequests
+
+NO_ADDRESS = "unknown"
+"""The pair's client part when the address is not known (direct calls, tests)."""
 
 
 @dataclass(frozen=True)
 class Throttled:
-    """A spent budget: which one, and seconds until a failure leaves the window."""
+    """A spent budget and seconds until a failure leaves its window. ``scope``:
+    ``account`` (this client's budget at this account) or ``ip`` (the address's)."""
 
     scope: Literal["account", "ip"]
     retry_after: int
+
+
+def refusal(throttled: Throttled) -> TooManyRequests:
+    """The 429 problem (RFC 9457) for ``throttled``, with ``Retry-After`` in seconds."""
+    if throttled.scope == "ip":
+        detail = ("too many failed logins from this client address; wait "
+                  f"{throttled.retry_after} s before trying again")
+    else:
+        detail = ("too many failed logins from this client for this account; wait "
+                  f"{throttled.retry_after} s before trying again (other devices are not "
+                  "affected)")
+    return TooManyRequests(detail, retry_after=throttled.retry_after)
 
 
 class LoginThrottle:
@@ -47,7 +76,10 @@ class LoginThrottle:
             storage = storage_from_string("async+memory://")
         self.storage = storage
         self.limiter = MovingWindowRateLimiter(storage)
-        self.per_account: RateLimitItem = parse(settings.login_failures_per_account)
+        self.per_client: list[RateLimitItem] = [
+            parse(t) for t in settings.login_failures_per_client]
+        self.over_ceiling: RateLimitItem = parse(settings.login_failures_over_ceiling)
+        self.ceiling: RateLimitItem = parse(settings.login_failures_account_ceiling)
         self.per_ip: RateLimitItem = parse(settings.login_failures_per_ip)
         # Several databases (tests, tenants) may share one Redis: keep their counters apart.
         self.namespace = settings.database_name
@@ -56,36 +88,59 @@ class LoginThrottle:
     def account_key(email_normalized: str) -> str:
         return hashlib.sha256(email_normalized.encode()).hexdigest()[:32]
 
-    async def admit(self, email_normalized: str, ip: str | None) -> Throttled | None:
-        """Admit one login attempt, or say which budget is spent (address, then account).
+    @classmethod
+    def pair_key(cls, email_normalized: str, ip: str | None) -> str:
+        """The (account, client address) pair's key: hashes only (no email, no address)."""
+        return hashlib.sha256(
+            f"{cls.account_key(email_normalized)}|{ip or NO_ADDRESS}".encode()).hexdigest()[:32]
 
-        The attempt is counted against the account at once and atomically (a
-        moving-window ``hit``), so parallel guesses cannot overshoot the budget;
-        :meth:`succeeded` forgets it again. The address is only tested here and
-        charged by :meth:`failed`, so many users behind one NAT who log in
-        successfully never exhaust it.
+    async def admit(self, email_normalized: str, ip: str | None) -> Throttled | None:
+        """Admit one attempt at the account from ``ip``, or say which budget is spent
+        (the address's, then this client's at this account).
+
+        The attempt is counted against the pair at once and atomically (a moving-window
+        ``hit`` in each window), so parallel guesses cannot overshoot; :meth:`succeeded`
+        forgets it again. The address and the account's ceiling are only tested here and
+        charged by :meth:`failed`.
         """
         if ip and not await self.limiter.test(self.per_ip, self.namespace, "ip", ip):
             return Throttled("ip", await self._retry_after(self.per_ip, "ip", ip))
+        pair = self.pair_key(email_normalized, ip)
+        windows = list(self.per_client)
         account = self.account_key(email_normalized)
-        if not await self.limiter.hit(self.per_account, self.namespace, "acct", account):
-            return Throttled("account", await self._retry_after(self.per_account, "acct", account))
+        if not await self.limiter.test(self.ceiling, self.namespace, "acct", account):
+            # many clients failing: one guess each, none for a client that has failed
+            windows.append(self.over_ceiling)
+            for item in self.per_client:
+                stats = await self.limiter.get_window_stats(item, self.namespace, "pair", pair)
+                if stats.remaining < item.amount:
+                    return Throttled("account", await self._retry_after(item, "pair", pair))
+        for item in windows:
+            if not await self.limiter.hit(item, self.namespace, "pair", pair):
+                # the longest wait of the spent windows: trying sooner is refused again
+                waits = [await self._retry_after(w, "pair", pair) for w in windows
+                         if not await self.limiter.test(w, self.namespace, "pair", pair)]
+                return Throttled("account", max(waits, default=1))
         return None
 
-    async def failed(self, ip: str | None) -> None:
-        """Count one failure against the client address (the account's was counted on entry)."""
+    async def failed(self, email_normalized: str, ip: str | None) -> None:
+        """Count one failure against the client address and the account's ceiling (the
+        pair's was counted on entry)."""
+        await self.limiter.hit(self.ceiling, self.namespace, "acct",
+                               self.account_key(email_normalized))
         if ip:
             await self.limiter.hit(self.per_ip, self.namespace, "ip", ip)
 
-    async def succeeded(self, email_normalized: str) -> None:
-        """Forget the account's failures (the address's stay counted)."""
-        await self.limiter.clear(self.per_account, self.namespace, "acct",
-                                 self.account_key(email_normalized))
+    async def succeeded(self, email_normalized: str, ip: str | None) -> None:
+        """Forget this client's failures at the account (the address's and the account's
+        ceiling stay counted: other clients may be guessing)."""
+        pair = self.pair_key(email_normalized, ip)
+        for item in [*self.per_client, self.over_ceiling]:
+            await self.limiter.clear(item, self.namespace, "pair", pair)
 
     async def _retry_after(self, item: RateLimitItem, kind: str, key: str) -> int:
         stats = await self.limiter.get_window_stats(item, self.namespace, kind, key)
         return max(1, math.ceil(stats.reset_time - time.time()))
-
 
     async def allow_notice(self, limit: str, kind: str, email_normalized: str) -> bool:
         """Count one ``kind`` notice to the account (``limit`` in ``limits`` notation);

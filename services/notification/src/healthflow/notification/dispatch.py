@@ -8,6 +8,11 @@
   ``notification.failed``) in one transaction. A transient error puts it back in
   the queue with ``next_attempt_at = now + backoff(attempts)`` (stored, so a
   restart keeps the schedule); a permanent one, or the last attempt, fails it.
+  Just before sending, an SMS or e-mail whose number or address already had its cap of
+  messages in the window (``sms_per_number_cap`` / ``email_per_address_cap`` per
+  ``destination_cap_window``, counted from the deliveries sent to it, across accounts)
+  is suppressed as ``destination_capped`` (:data:`DESTINATION_CAPPED`; the log names
+  the delivery, never the address).
 * :class:`ReminderScheduler` claims each due reminder the same way and, in one
   transaction that first checks it still holds the lease, queues the reminder's
   deliveries and marks it ``sent``. The deliveries' ids derive from the
@@ -37,7 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pymongo
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from pymongo.errors import PyMongoError
 
 from healthflow.common import jobs
@@ -56,6 +61,11 @@ from healthflow.notification.providers import (
 )
 
 log = logging.getLogger(__name__)
+
+DESTINATION_CAPPED = Counter(
+    "healthflow_notification_destination_capped_total",
+    "Messages dropped because their phone number or e-mail address reached its sending cap",
+    ["channel"])
 
 RECORD_ATTEMPTS = 5
 """Tries to record that a message was sent (0.5 s, 1 s, 2 s, 4 s apart): well inside the
@@ -165,6 +175,9 @@ class Dispatcher:
                     await self._defer(doc, until)
                 return
         doc = doc | {"to": address}
+        if await self._over_cap(channel, doc, now):
+            await self._finish(doc, Status.SUPPRESSED, reason="destination_capped")
+            return
         try:
             provider_id = await self._send(channel, doc)
         except TransientError as exc:
@@ -189,6 +202,24 @@ class Dispatcher:
                 log.warning("recording a sent delivery failed; retrying",
                             extra={"delivery_id": doc["_id"], "attempt": attempt + 1})
                 await asyncio.sleep(0.5 * 2 ** attempt)
+
+    async def _over_cap(self, channel: Channel, doc: Document, now: datetime) -> bool:
+        """Whether ``doc``'s phone number or e-mail address has had its cap of messages in
+        the window (``sms_per_number_cap`` / ``email_per_address_cap``); counted in
+        :data:`DESTINATION_CAPPED` and logged without the address."""
+        settings = self.ctx.settings
+        cap = {Channel.SMS: settings.sms_per_number_cap,
+               Channel.EMAIL: settings.email_per_address_cap}.get(channel)
+        if cap is None or not doc.get("to"):
+            return False
+        since = now - timedelta(seconds=settings.destination_cap_window)
+        if await store.sent_to(self.runtime.db, channel.value, doc["to"], since) < cap:
+            return False
+        DESTINATION_CAPPED.labels(channel.value).inc()
+        log.warning("message dropped: its destination reached the sending cap", extra={
+            "delivery_id": doc["_id"], "channel": channel.value, "template": doc["template"],
+            "cap": cap, "window_s": settings.destination_cap_window})
+        return True
 
     def _quiet_until(self, now: datetime, prefs: Document | None,
                      doc: Document) -> datetime | None:

@@ -34,6 +34,14 @@ class Settings(ServiceSettings):
     service_name: str = INFO.name
     port: int = Field(default=INFO.port, ge=1, le=65535)
 
+    # Sending caps per destination (issue 16: no SMS pumping to premium numbers one
+    # registers, no mail-bombing): messages sent to one phone number / e-mail address
+    # within ``destination_cap_window`` seconds, verification codes and reset links
+    # included; past it a message is dropped (suppressed, ``destination_capped``).
+    sms_per_number_cap: int = Field(default=10, ge=1)
+    email_per_address_cap: int = Field(default=30, ge=1)
+    destination_cap_window: float = Field(default=3600.0, gt=0)
+
     # Email (SMTP through aiosmtplib). ``smtp_security``: "none", "starttls" (RFC 3207)
     # or "tls" (implicit TLS, RFC 8314). Auth is used when a username is set.
     smtp_host: str = "127.0.0.1"

@@ -65,6 +65,8 @@ INDEXES: Indexes = {
         IndexModel([("created_at", DESCENDING)], name="by_time"),
         IndexModel([("provider_id", ASCENDING)], name="provider_id", sparse=True),
         IndexModel([("appointment_id", ASCENDING)], name="by_appointment", sparse=True),
+        IndexModel([("to", ASCENDING), ("channel", ASCENDING), ("sent_at", DESCENDING)],
+                   name="by_destination", sparse=True),
     ],
     REMINDERS: [
         IndexModel([("status", ASCENDING), ("due_at", ASCENDING)], name="due"),
@@ -167,3 +169,9 @@ async def feed_since(db: AsyncDatabase[Document], user_id: str, since: datetime)
     return [doc async for doc in cursor]
 
 
+async def sent_to(db: AsyncDatabase[Document], channel: str, address: str,
+                  since: datetime) -> int:
+    """Messages of ``channel`` sent to ``address`` (a number or an e-mail address) since
+    ``since``: what a destination's sending cap counts."""
+    return await db[DELIVERIES].count_documents(
+        {"to": address, "channel": channel, "sent_at": {"$gte": since}})
