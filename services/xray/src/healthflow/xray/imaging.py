@@ -243,14 +243,26 @@ def inspect_dicom(path: Path) -> ImageFacts:
 
 
 def inspect_photo(path: Path, content_type: str) -> ImageFacts:
-    """Decode a PNG or JPEG photograph of a film whole (Pillow), in the declared format."""
+    """Decode a PNG or JPEG photograph of a film whole (Pillow), in the declared format,
+    after checking its header's width × height against :data:`MAX_PIXELS`.
+
+    Raises:
+        InvalidImage (422): ``pixel-data`` (too many pixels, or does not decode),
+            ``type-mismatch`` (another format than ``content_type``).
+    """
     try:
-        with Image.open(path) as image:
-            fmt = image.format
-            if image.width * image.height > MAX_PIXELS:
-                raise InvalidImage("the photograph has too many pixels", problem="pixel-data")
-            image.load()
-            size, mode = image.size, image.mode
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit and refuses at twice it: both are ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                fmt = image.format
+                if image.width * image.height > MAX_PIXELS:
+                    raise InvalidImage("the photograph has too many pixels",
+                                       problem="pixel-data")
+                image.load()
+                size, mode = image.size, image.mode
+    except Image.DecompressionBombError:  # raised by Image.open from the header alone
+        raise InvalidImage("the photograph has too many pixels", problem="pixel-data") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         log.info("photograph refused", extra={"error": type(exc).__name__})
         raise InvalidImage("the photograph does not decode", problem="pixel-data") from None
