@@ -34,3 +34,29 @@ def test_one_frame_is_rendered_at_a_time() -> None:
     for frames in ("0", "1,2", "-1", "x", "", "١"):
         with pytest.raises(BadRequest):
             dicomweb.frame_number(frames)
+
+
+ELE, J2K = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90"
+STORED = [{"image": {"transfer_syntax": ELE}}]
+
+
+@pytest.mark.parametrize("accept", [
+    None, "", "*/*", "multipart/*", "multipart/related",
+    'multipart/related; type="application/dicom"',
+    'multipart/related; type="application/dicom"; transfer-syntax=*',
+    f'multipart/related; type="application/dicom"; transfer-syntax={ELE}',
+    'application/dicom+json, multipart/related; type="application/dicom";q=0.5',
+])
+def test_wado_rs_serves_the_stored_files_to_an_accept_that_takes_them(accept) -> None:
+    dicomweb.check_retrievable(accept, STORED)
+
+
+@pytest.mark.parametrize("accept", [
+    "application/dicom+json", "application/dicom", 'multipart/related; type="image/jpeg"',
+    f'multipart/related; type="application/dicom"; transfer-syntax={J2K}',
+    'multipart/related; type="application/dicom";q=0', "image/*",
+])
+def test_wado_rs_is_406_for_an_accept_the_stored_files_do_not_meet(accept) -> None:
+    with pytest.raises(dicomweb.NotAcceptable) as refused:
+        dicomweb.check_retrievable(accept, STORED)
+    assert refused.value.status == 406

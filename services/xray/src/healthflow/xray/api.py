@@ -355,12 +355,14 @@ WADO: dict[int | str, dict[str, Any]] = {
 @dicomweb_router.get("/{study_uid}/series/{series_uid}/instances/{sop_uid}",
                      summary="WADO-RS: one instance",
                      response_class=StreamingResponse, responses=WADO)
-async def wado(runtime: Runtime, blobs: Blobs, study_uid: Uid, series_uid: Uid | None = None,
-               sop_uid: Uid | None = None,
+async def wado(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
+               series_uid: Uid | None = None, sop_uid: Uid | None = None,
                principal: Principal = require_any(*VIEWERS)) -> StreamingResponse:
-    """Each stored file as one ``application/dicom`` part; 404 ``study-not-found``."""
+    """Each stored file as one ``application/dicom`` part; 404 ``study-not-found``; 406
+    ``not-acceptable`` when ``Accept`` does not take that (:func:`dicomweb.check_retrievable`)."""
     found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid,
                                            sop_uid)
+    dicomweb.check_retrievable(request.headers.get("accept"), found.instances)
     return _wado(found, blobs)
 
 
