@@ -225,3 +225,32 @@ def test_a_refusal_quotes_no_element_value(tmp_path, caplog, monkeypatch) -> Non
     assert "DOE" not in caught.value.detail
     assert "DOE" not in caplog.text
     assert {getattr(r, "error", None) for r in caplog.records} >= {"ValueError"}
+
+
+def test_without_a_window_the_voi_lut_sequence_is_applied(tmp_path) -> None:
+    """A For Presentation image may carry its VOI as a LUT (PS3.3 C.11.2.1.1) and no
+    Window Center/Width: the preview must show it through that LUT, not stretched from
+    its minimum to its maximum. The LUT here is a step (≤ 1000 white, above black), so
+    the ramp's start is white and the disc (4000) black; MONOCHROME1 inverts the LUT's
+    output."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def with_lut(photometric: str, entries: int = 4096) -> Path:
+        ds = dcmread(io.BytesIO(radiograph("p-1", window=None, photometric=photometric)))
+        item = Dataset()
+        item.add_new("LUTDescriptor", "US", [4096, 0, 8])
+        item.add_new("LUTData", "US", [255 if v <= 1000 else 0 for v in range(entries)])
+        ds.VOILUTSequence = Sequence([item])
+        path = tmp_path / f"lut-{photometric}-{entries}"
+        ds.save_as(path, enforce_file_format=True)
+        return path
+
+    shown = np.asarray(Image.open(io.BytesIO(render.dicom_preview(with_lut("MONOCHROME2")))))
+    assert shown[0, 0] == 255 and shown[32, 32] == 0
+    inverted = np.asarray(Image.open(io.BytesIO(render.dicom_preview(
+        with_lut("MONOCHROME1")))))
+    assert (inverted == 255 - shown).all()
+    short = np.asarray(Image.open(io.BytesIO(render.dicom_preview(
+        with_lut("MONOCHROME2", entries=10)))))  # malformed: the full range instead
+    assert short[0, 0] == 0 and short[32, 32] == 255
