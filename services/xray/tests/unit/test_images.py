@@ -254,3 +254,28 @@ def test_without_a_window_the_voi_lut_sequence_is_applied(tmp_path) -> None:
     short = np.asarray(Image.open(io.BytesIO(render.dicom_preview(
         with_lut("MONOCHROME2", entries=10)))))  # malformed: the full range instead
     assert short[0, 0] == 0 and short[32, 32] == 255
+
+
+def nested_sequences(data: bytes, depth: int) -> bytes:
+    """``data`` (a radiograph) with a Request Attributes Sequence (0040,0275) nested
+    ``depth`` deep, in undefined lengths (Explicit VR Little Endian) before the pixel
+    data: a few bytes a level, so a small file that is thousands of levels deep."""
+    undefined, end = struct.pack("<I", 0xFFFFFFFF), b"\x00\x00\x00\x00"
+    sequence_end = b"\xfe\xff\xdd\xe0" + end
+    inner = b""
+    for _ in range(depth):
+        nested = (b"\x40\x00\x75\x02SQ\x00\x00" + undefined + inner + sequence_end
+                  if inner else b"")
+        inner = b"\xfe\xff\x00\xe0" + undefined + nested + b"\xfe\xff\x0d\xe0" + end
+    pixel_data = data.index(b"\xe0\x7f\x10\x00")
+    return (data[:pixel_data] + b"\x40\x00\x75\x02SQ\x00\x00" + undefined + inner
+            + sequence_end + data[pixel_data:])
+
+
+def test_a_file_nested_deeper_than_the_parser_recurses_is_refused(tmp_path) -> None:
+    """pydicom parses sequences recursively: a file a few thousand levels deep raised
+    RecursionError, which no check caught (500)."""
+    assert imaging.inspect(write(tmp_path, nested_sequences(radiograph("p-1"), 5), "shallow"),
+                           imaging.DICOM).modality == "CR"
+    deep = write(tmp_path, nested_sequences(radiograph("p-1"), 3000), "deep")
+    assert refused(deep) == "unreadable"

@@ -122,14 +122,16 @@ def read_dicom(path: Path) -> FileDataset:
     """The parsed Part 10 file (pixel data not decoded yet).
 
     Raises:
-        InvalidImage: ``unreadable`` (not Part 10, or its elements do not parse) or
+        InvalidImage: ``unreadable`` (not Part 10, its elements do not parse, or its
+            sequences nest deeper than the parser recurses) or
             ``truncated`` (the file ends inside an element or sequence).
     """
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = dcmread(path, defer_size=DEFER_SIZE)
-    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError,
+            RecursionError) as exc:  # RecursionError: sequences nested thousands deep
         log.info("DICOM file refused", extra={"error": type(exc).__name__})
         raise InvalidImage("the file does not parse as DICOM Part 10",
                            problem="unreadable") from None
