@@ -279,3 +279,14 @@ def test_a_file_nested_deeper_than_the_parser_recurses_is_refused(tmp_path) -> N
                            imaging.DICOM).modality == "CR"
     deep = write(tmp_path, nested_sequences(radiograph("p-1"), 3000), "deep")
     assert refused(deep) == "unreadable"
+
+
+def test_an_element_that_does_not_parse_as_its_vr_is_refused(tmp_path) -> None:
+    """pydicom converts an element's value when it is first read, after dcmread: an
+    unknown VR (here Modality's ``CS`` made ``C2``) raised NotImplementedError from the
+    checks, and a length that is no multiple of the VR's size BytesLengthException."""
+    data = radiograph("p-1")
+    modality = b"\x08\x00\x60\x00CS"
+    assert modality in data
+    assert refused(write(tmp_path, data.replace(modality, b"\x08\x00\x60\x00C2"))) \
+        == "unreadable"

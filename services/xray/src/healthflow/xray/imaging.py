@@ -112,7 +112,15 @@ def inspect(path: Path, content_type: str) -> ImageFacts:
         InvalidImage (422): see the module docstring.
     """
     if content_type == DICOM:
-        return inspect_dicom(path)
+        try:
+            return inspect_dicom(path)
+        except InvalidImage:
+            raise
+        except Exception as exc:  # pydicom converts values when read: a malformed element
+            # raises then (NotImplementedError for an unknown VR, BytesLengthException...)
+            log.info("DICOM element refused", extra={"error": type(exc).__name__})
+            raise InvalidImage("an element of the file does not parse as its VR says",
+                               problem="unreadable") from None
     if content_type in PHOTO_TYPES:
         return inspect_photo(path, content_type)
     raise InvalidImage(f"{content_type} is not an X-ray image", problem="not-an-image")
