@@ -5,6 +5,11 @@ staff names, study id and station replaced; dates and times shifted into the pas
 Patient Identity Removed (0012,0062) ``YES`` only where the header says there is no
 burned-in annotation (dicognito's rule: it does not look at pixels).
 
+dicognito leaves free text, descriptions, device identity and private elements as they
+were; those are removed after it (:data:`REMOVED`, and every private element), as the
+Basic Application Level Confidentiality Profile does (PS3.15 Annex E, Table E.1-1,
+action X), in nested sequences too.
+
 Each copy is made by a fresh anonymizer (a random seed), so copies of different
 images cannot be linked by their replaced identifiers. Photographs of films are not
 DICOM and get no copy (what a photograph shows is not checked).
@@ -14,9 +19,45 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 from dicognito.anonymizer import Anonymizer
 from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset
+
+REMOVED = frozenset(tag_for_keyword(keyword) for keyword in (
+    "PatientComments", "AdditionalPatientHistory", "ImageComments", "FrameComments",
+    "StudyDescription", "SeriesDescription", "StudyComments", "VisitComments",
+    "InstitutionAddress", "InstitutionalDepartmentName", "DeviceSerialNumber",
+    "ProtocolName", "AcquisitionComments", "DerivationDescription",
+    "RequestAttributesSequence", "RequestedProcedureDescription",
+    "RequestedProcedureComments", "ReasonForTheRequestedProcedure", "ReasonForStudy",
+    "ImagingServiceRequestComments", "ScheduledProcedureStepDescription",
+    "PerformedProcedureStepDescription", "CommentsOnThePerformedProcedureStep",
+    "AdmittingDiagnosesDescription", "ServiceEpisodeDescription", "InterpretationText",
+    "TextComments", "TextString", "Occupation", "MedicalAlerts", "Allergies",
+    "PatientTelephoneNumbers", "PatientAddress", "EthnicGroup", "MilitaryRank",
+    "BranchOfService", "CountryOfResidence", "RegionOfResidence",
+    "PatientReligiousPreference", "OtherPatientNames", "PatientBirthName",
+    "PatientMotherBirthName", "ResponsibleOrganization", "ResponsiblePerson",
+    "ReferencedPatientSequence", "MedicalRecordLocator", "SpecialNeeds", "PatientState",
+    "CurrentPatientLocation", "PatientInstitutionResidence", "AdmissionID",
+    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
+    "OrderCallbackPhoneNumber", "OrderEnteredBy", "OrderEntererLocation",
+    "ModifiedAttributesSequence", "OriginalAttributesSequence"))
+"""Attributes the Basic Profile removes (PS3.15 Table E.1-1, X) that dicognito keeps:
+free text, descriptions and comments (they often name the patient), addresses and
+phone numbers, device identity, the request's details."""
+
+
+def _remove_identifying(ds: Dataset) -> None:
+    """Delete :data:`REMOVED` and every private element, at every nesting level."""
+    def callback(dataset: Dataset, element: Any) -> None:
+        if element.tag in REMOVED or element.tag.is_private:
+            del dataset[element.tag]
+
+    ds.walk(callback)
 
 
 def deidentified_copy(source: Path, target: Path) -> None:
@@ -27,5 +68,6 @@ def deidentified_copy(source: Path, target: Path) -> None:
         warnings.simplefilter("ignore")
         ds = dcmread(source)
         Anonymizer().anonymize(ds)
+        _remove_identifying(ds)
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.save_as(target, enforce_file_format=True)
