@@ -47,3 +47,19 @@ def test_free_text_device_and_private_attributes_are_removed(tmp_path) -> None:
     assert out.DeidentificationMethod == "DICOGNITO"
     assert out.pixel_array.shape == (64, 64) and out.Modality == "CR"
     assert not any(element.tag.is_private for element in out.iterall())
+
+
+def test_an_image_with_burned_in_annotation_gets_no_copy(tmp_path) -> None:
+    """Burned In Annotation (0028,0301) YES: the pixels show identity (a name, a date
+    of birth), which no header change removes; a 'de-identified' copy of it, which any
+    doctor may download, would carry them. None is made."""
+    ds = dcmread(io.BytesIO(radiograph("MRN-SECRET-42")))
+    ds.BurnedInAnnotation = "YES"
+    source, copy = tmp_path / "in.dcm", tmp_path / "out.dcm"
+    ds.save_as(source, enforce_file_format=True)
+    assert deidentify.deidentified_copy(source, copy) is False
+    assert not copy.exists()
+    ds.BurnedInAnnotation = "NO"
+    ds.save_as(source, enforce_file_format=True)
+    assert deidentify.deidentified_copy(source, copy) is True
+    assert dcmread(copy).PatientIdentityRemoved == "YES"

@@ -191,7 +191,8 @@ async def deidentified(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id
                        principal: Principal = require(P.IMAGING_EXPORT_DEIDENTIFIED)
                        ) -> StreamingResponse:
     """DICOM Part 10 (:mod:`healthflow.xray.deidentify`), streamed; every download is
-    audited. 404 ``instance-not-found`` before processing and for photographs."""
+    audited. 404 ``instance-not-found`` before processing, for photographs and for
+    images with burned-in annotation (no copy is made of them)."""
     ref = await processing.derived_blob(runtime, principal, study_id, instance_id,
                                         "deidentified")
     return StreamingResponse(blobs.stream(ref["key"]), media_type="application/dicom",

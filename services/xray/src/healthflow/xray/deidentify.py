@@ -11,7 +11,8 @@ Basic Application Level Confidentiality Profile does (PS3.15 Annex E, Table E.1-
 action X), in nested sequences too.
 
 Each copy is made by a fresh anonymizer (a random seed), so copies of different
-images cannot be linked by their replaced identifiers. Photographs of films are not
+images cannot be linked by their replaced identifiers. An image whose header says its
+pixels carry burned-in annotation gets no copy either. Photographs of films are not
 DICOM and get no copy (what a photograph shows is not checked).
 """
 
@@ -60,14 +61,20 @@ def _remove_identifying(ds: Dataset) -> None:
     ds.walk(callback)
 
 
-def deidentified_copy(source: Path, target: Path) -> None:
+def deidentified_copy(source: Path, target: Path) -> bool:
     """Write a de-identified copy of the DICOM Part 10 file ``source`` to ``target``
-    (blocking: run it in a thread; the whole dataset is read into memory). The File
+    (blocking: run it in a thread; the whole dataset is read into memory) and return
+    True; or write nothing and return False when Burned In Annotation (0028,0301) is
+    ``YES``: the pixels themselves show identity, which only the pixels' removal
+    (PS3.15 E.3.1, Clean Pixel Data Option, not done here) would take away. The File
     Meta's Media Storage SOP Instance UID follows the replaced SOP Instance UID."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = dcmread(source)
+        if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+            return False
         Anonymizer().anonymize(ds)
         _remove_identifying(ds)
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.save_as(target, enforce_file_format=True)
+    return True

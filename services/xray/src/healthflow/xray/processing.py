@@ -124,14 +124,15 @@ def _ref(blob: StoredBlob | None) -> dict[str, Any] | None:
 
 async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analysis
                    ) -> tuple[StoredBlob | None, StoredBlob | None]:
-    """Store the overlay and, for a DICOM file, a de-identified copy (made next to
-    ``path`` on local disk, streamed from there)."""
+    """Store the overlay and, for a DICOM file without burned-in annotation, a
+    de-identified copy (made next to ``path`` on local disk, streamed from there)."""
     overlay = await blobs.put(DERIVED, found.overlay, declared_type="image/png") \
         if found.overlay else None
     if content_type != DICOM:
         return overlay, None
     copy = path.with_name("deidentified")
-    await asyncio.to_thread(deidentify.deidentified_copy, path, copy)
+    if not await asyncio.to_thread(deidentify.deidentified_copy, path, copy):
+        return overlay, None  # burned-in annotation: no copy is made
     with copy.open("rb") as file:
         return overlay, await blobs.put(DERIVED, file, declared_type=DICOM)
 
