@@ -52,6 +52,17 @@ def test_a_truncated_file_is_refused(tmp_path, cut, syntax) -> None:
     assert refused(write(tmp_path, data)) in {"truncated", "pixel-data", "unreadable"}
 
 
+@pytest.mark.parametrize("size", [64, 600], ids=["read", "deferred"])
+@pytest.mark.parametrize("syntax", [None, JPEG2000Lossless], ids=["uncompressed", "j2k"])
+def test_a_file_cut_inside_its_pixel_data_is_named_truncated(tmp_path, size, syntax) -> None:
+    """The contract names the problem: a transfer cut short is ``truncated``, not
+    "pixel data does not decode" (what the radiographer saw before)."""
+    data = radiograph("p-1", rows=size, columns=size,
+                      transfer_syntax=syntax or imaging.ExplicitVRLittleEndian)
+    assert imaging.inspect(write(tmp_path, data, "whole"), imaging.DICOM).rows == size
+    assert refused(write(tmp_path, data[:-300], "cut")) == "truncated"
+
+
 def test_missing_uids_a_ct_and_an_unsupported_syntax_are_refused(tmp_path) -> None:
     assert refused(write(tmp_path, radiograph("p-1", with_uids=False))) == "missing-uid"
     assert refused(write(tmp_path, radiograph("p-1", modality="CT"))) == \

@@ -224,9 +224,46 @@ def _check_codestream(ds: FileDataset) -> None:
                            "DICOM Rows, Columns and Samples per Pixel", problem="pixel-data")
 
 
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+"""(FFFE,E0DD) with length 0: how encapsulated Pixel Data ends (PS3.5 A.4)."""
+
+
+def check_complete(ds: FileDataset, path: Path) -> None:
+    """The file does not end inside its Pixel Data (7FE0,0010), read from the element's
+    position without reading its value: a native one's declared length (or, deferred,
+    Rows × Columns × Samples × Bits Allocated / 8 bytes) lies within the file; an
+    encapsulated one that is the last element ends with the sequence delimiter.
+
+    Raises:
+        InvalidImage: ``truncated``.
+    """
+    element = ds.get_item(0x7FE00010, keep_deferred=True)  # not read from the file
+    start = getattr(element, "value_tell", None) or getattr(element, "file_tell", None)
+    if element is None or start is None:
+        return
+    size = path.stat().st_size
+    length = getattr(element, "length", None)
+    if getattr(element, "is_undefined_length", False) or length == 0xFFFFFFFF:
+        if list(ds.keys())[-1] != 0x7FE00010 or size < start + len(SEQUENCE_DELIMITER):
+            return  # followed by other elements: pydicom's own end-of-file check holds
+        with path.open("rb") as file:
+            file.seek(size - len(SEQUENCE_DELIMITER))
+            ends = file.read() == SEQUENCE_DELIMITER
+    else:
+        if length is None:  # deferred: the length a native frame has
+            length = (int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+                      * int(ds.get("SamplesPerPixel", 1) or 1)
+                      * int(ds.get("BitsAllocated", 0) or 0) // 8)
+        ends = start + length <= size
+    if not ends:
+        raise InvalidImage("the file is truncated: it ends inside its pixel data",
+                           problem="truncated")
+
+
 def inspect_dicom(path: Path) -> ImageFacts:
     """Parse, check and decode a DICOM Part 10 file (see the module docstring)."""
     ds = read_dicom(path)
+    check_complete(ds, path)
     uids = [_uid(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
     patient_id = str(ds.get("PatientID", "") or "").strip()
     if not patient_id:
