@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import struct
+import zlib
 from typing import Any
 
 import httpx
@@ -69,7 +71,7 @@ async def test_an_order_is_uploaded_listed_previewed_and_downloaded(xray, tokens
 
 
 @pytest.mark.parametrize("case, problem", [
-    ("truncated", "pixel-data"), ("png-as-dicom", "type-mismatch"),
+    ("truncated", "truncated"), ("png-as-dicom", "type-mismatch"),
     ("no-uids", "missing-uid"), ("other-patient", None), ("ct", "unsupported-modality")])
 async def test_a_refused_file_answers_422_and_nothing_is_stored(xray, tokens, case,
                                                                 problem) -> None:
@@ -226,3 +228,30 @@ async def test_an_image_that_does_not_render_logs_no_element_value(xray, tokens,
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert "DOE" not in answer.text and "DOE" not in caplog.text
     assert "ValueError" in {getattr(r, "error", None) for r in caplog.records}
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares ``width`` × ``height`` grey pixels and whose IDAT holds
+    almost nothing: a few hundred bytes that claim gigapixels (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                              8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height", [(10_000, 7_000), (20_000, 10_000)],
+                         ids=["above-our-limit", "above-pillows-bomb-limit"])
+async def test_a_photograph_claiming_too_many_pixels_is_422_and_nothing_is_stored(
+        xray, tokens, width, height) -> None:
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    answer = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                             content=_png_header_only(width, height), headers=tokens.headers(
+                                 RADIOGRAPHER, ("radiographer",)) | {"Content-Type": "image/png"})
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.json()["problem"] == "pixel-data"
+    assert await stored_keys(app) == []
+    assert await app.state.runtime.db["instances"].count_documents({}) == 0

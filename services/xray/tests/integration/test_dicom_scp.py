@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
@@ -14,6 +15,7 @@ from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
 
 from healthflow.common.events.outbox import recorded_events
 from healthflow.devkit.dicom import radiograph
+from healthflow.xray import dicom_scp, studies
 
 from .conftest import MODALITY, PATIENT, ordered
 
@@ -69,3 +71,32 @@ async def test_an_unknown_calling_ae_title_is_rejected_at_association(pacs, toke
 async def test_without_calling_ae_titles_the_scp_does_not_listen(xray) -> None:
     _, app = xray
     assert app.state.dicom_scp.port is None
+
+
+async def test_a_c_store_that_times_out_is_not_stored_after_the_failure_was_answered(
+        pacs, tokens, monkeypatch) -> None:
+    """The modality is told 0xA700 (out of resources: send again later) when storing takes
+    longer than RECEIVE_TIMEOUT; the store still under way must then stop and keep
+    nothing, or the retry would be refused as a duplicate of an image the modality was
+    told was not stored."""
+    http, app = pacs
+    order = await ordered(http, app, tokens)
+    image = dcmread(io.BytesIO(radiograph(PATIENT, accession_number=order["accession_number"])))
+    gate, tasks = asyncio.Event(), []
+    real_receive = studies.receive
+
+    async def slow_receive(*args: Any, **kwargs: Any) -> Any:
+        tasks.append(asyncio.current_task())
+        await gate.wait()  # held until the modality has had its answer
+        return await real_receive(*args, **kwargs)
+
+    monkeypatch.setattr(studies, "receive", slow_receive)
+    monkeypatch.setattr(dicom_scp, "RECEIVE_TIMEOUT", 1.0)
+    statuses = await asyncio.to_thread(c_store, app.state.dicom_scp.port, [image])
+    assert statuses == [dicom_scp.OUT_OF_RESOURCES]
+    gate.set()
+    if tasks:  # started before the timeout: wait until it has ended either way
+        await asyncio.wait(tasks)
+    assert await app.state.runtime.db["instances"].count_documents({}) == 0
+    assert await app.state.blobs.keys() == []
+    assert await recorded_events(app.state.runtime.db, {"type": "xray.uploaded"}) == []

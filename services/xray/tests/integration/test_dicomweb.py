@@ -102,6 +102,13 @@ async def test_wado_rs_retrieves_the_stored_files_as_multipart(xray, tokens) -> 
                          headers=patient)
     [body] = parts(one)
     assert dcmread(io.BytesIO(body)).SOPInstanceUID == sops[1]
+    accepted = await http.get(f"{BASE}/{study_uid}", headers=patient | {
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+    assert accepted.status_code == 200 and len(parts(accepted)) == 2
+    for accept in ("application/dicom+json", 'multipart/related; type="image/jpeg"'):
+        refused = await http.get(f"{BASE}/{study_uid}", headers=patient | {"Accept": accept})
+        assert refused.status_code == 406, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
     missing = await http.get(f"{BASE}/{study_uid}/series/{series_uid}/instances/1.2.3",
                              headers=patient)
     assert missing.status_code == 404

@@ -52,3 +52,29 @@ def test_a_viewport_is_width_and_height_in_pixels() -> None:
     for viewport in ("512", "0,1", "4097,1", "1.5,2", "-1,2", "512,256,0,0,10,10", ""):
         with pytest.raises(BadRequest):
             dicomweb.viewport_size(viewport)
+
+
+ELE, J2K = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90"
+STORED = [{"image": {"transfer_syntax": ELE}}]
+
+
+@pytest.mark.parametrize("accept", [
+    None, "", "*/*", "multipart/*", "multipart/related",
+    'multipart/related; type="application/dicom"',
+    'multipart/related; type="application/dicom"; transfer-syntax=*',
+    f'multipart/related; type="application/dicom"; transfer-syntax={ELE}',
+    'application/dicom+json, multipart/related; type="application/dicom";q=0.5',
+])
+def test_wado_rs_serves_the_stored_files_to_an_accept_that_takes_them(accept) -> None:
+    dicomweb.check_retrievable(accept, STORED)
+
+
+@pytest.mark.parametrize("accept", [
+    "application/dicom+json", "application/dicom", 'multipart/related; type="image/jpeg"',
+    f'multipart/related; type="application/dicom"; transfer-syntax={J2K}',
+    'multipart/related; type="application/dicom";q=0', "image/*",
+])
+def test_wado_rs_is_406_for_an_accept_the_stored_files_do_not_meet(accept) -> None:
+    with pytest.raises(dicomweb.NotAcceptable) as refused:
+        dicomweb.check_retrievable(accept, STORED)
+    assert refused.value.status == 406

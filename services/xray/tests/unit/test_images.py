@@ -59,7 +59,7 @@ def test_an_uncompressed_radiograph_is_checked_without_reading_its_pixels(tmp_pa
     assert (facts.rows, facts.columns) == (4096, 4096)
     assert peak < 4_000_000, peak
     short = path.read_bytes()
-    assert refused(write(tmp_path, short[:-2], "short")) == "pixel-data"
+    assert refused(write(tmp_path, short[:-2], "short")) == "truncated"
 
 
 @pytest.mark.parametrize("cut", [300, 5000], ids=["in-pixels", "in-header"])
@@ -68,6 +68,17 @@ def test_a_truncated_file_is_refused(tmp_path, cut, syntax) -> None:
     data = radiograph("p-1", transfer_syntax=syntax or imaging.ExplicitVRLittleEndian)
     data = data[:max(len(data) - cut, 200)]
     assert refused(write(tmp_path, data)) in {"truncated", "pixel-data", "unreadable"}
+
+
+@pytest.mark.parametrize("size", [64, 600], ids=["read", "deferred"])
+@pytest.mark.parametrize("syntax", [None, JPEG2000Lossless], ids=["uncompressed", "j2k"])
+def test_a_file_cut_inside_its_pixel_data_is_named_truncated(tmp_path, size, syntax) -> None:
+    """The contract names the problem: a transfer cut short is ``truncated``, not
+    "pixel data does not decode" (what the radiographer saw before)."""
+    data = radiograph("p-1", rows=size, columns=size,
+                      transfer_syntax=syntax or imaging.ExplicitVRLittleEndian)
+    assert imaging.inspect(write(tmp_path, data, "whole"), imaging.DICOM).rows == size
+    assert refused(write(tmp_path, data[:-300], "cut")) == "truncated"
 
 
 def test_missing_uids_a_ct_and_an_unsupported_syntax_are_refused(tmp_path) -> None:
@@ -243,3 +254,68 @@ def test_a_refusal_quotes_no_element_value(tmp_path, caplog, monkeypatch) -> Non
     assert "DOE" not in caught.value.detail
     assert "DOE" not in caplog.text
     assert {getattr(r, "error", None) for r in caplog.records} >= {"ValueError"}
+
+
+def test_without_a_window_the_voi_lut_sequence_is_applied(tmp_path) -> None:
+    """A For Presentation image may carry its VOI as a LUT (PS3.3 C.11.2.1.1) and no
+    Window Center/Width: the preview must show it through that LUT, not stretched from
+    its minimum to its maximum. The LUT here is a step (≤ 1000 white, above black), so
+    the ramp's start is white and the disc (4000) black; MONOCHROME1 inverts the LUT's
+    output."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def with_lut(photometric: str, entries: int = 4096) -> Path:
+        ds = dcmread(io.BytesIO(radiograph("p-1", window=None, photometric=photometric)))
+        item = Dataset()
+        item.add_new("LUTDescriptor", "US", [4096, 0, 8])
+        item.add_new("LUTData", "US", [255 if v <= 1000 else 0 for v in range(entries)])
+        ds.VOILUTSequence = Sequence([item])
+        path = tmp_path / f"lut-{photometric}-{entries}"
+        ds.save_as(path, enforce_file_format=True)
+        return path
+
+    shown = np.asarray(Image.open(io.BytesIO(render.dicom_preview(with_lut("MONOCHROME2")))))
+    assert shown[0, 0] == 255 and shown[32, 32] == 0
+    inverted = np.asarray(Image.open(io.BytesIO(render.dicom_preview(
+        with_lut("MONOCHROME1")))))
+    assert (inverted == 255 - shown).all()
+    short = np.asarray(Image.open(io.BytesIO(render.dicom_preview(
+        with_lut("MONOCHROME2", entries=10)))))  # malformed: the full range instead
+    assert short[0, 0] == 0 and short[32, 32] == 255
+
+
+def nested_sequences(data: bytes, depth: int) -> bytes:
+    """``data`` (a radiograph) with a Request Attributes Sequence (0040,0275) nested
+    ``depth`` deep, in undefined lengths (Explicit VR Little Endian) before the pixel
+    data: a few bytes a level, so a small file that is thousands of levels deep."""
+    undefined, end = struct.pack("<I", 0xFFFFFFFF), b"\x00\x00\x00\x00"
+    sequence_end = b"\xfe\xff\xdd\xe0" + end
+    inner = b""
+    for _ in range(depth):
+        nested = (b"\x40\x00\x75\x02SQ\x00\x00" + undefined + inner + sequence_end
+                  if inner else b"")
+        inner = b"\xfe\xff\x00\xe0" + undefined + nested + b"\xfe\xff\x0d\xe0" + end
+    pixel_data = data.index(b"\xe0\x7f\x10\x00")
+    return (data[:pixel_data] + b"\x40\x00\x75\x02SQ\x00\x00" + undefined + inner
+            + sequence_end + data[pixel_data:])
+
+
+def test_a_file_nested_deeper_than_the_parser_recurses_is_refused(tmp_path) -> None:
+    """pydicom parses sequences recursively: a file a few thousand levels deep raised
+    RecursionError, which no check caught (500)."""
+    assert imaging.inspect(write(tmp_path, nested_sequences(radiograph("p-1"), 5), "shallow"),
+                           imaging.DICOM).modality == "CR"
+    deep = write(tmp_path, nested_sequences(radiograph("p-1"), 3000), "deep")
+    assert refused(deep) == "unreadable"
+
+
+def test_an_element_that_does_not_parse_as_its_vr_is_refused(tmp_path) -> None:
+    """pydicom converts an element's value when it is first read, after dcmread: an
+    unknown VR (here Modality's ``CS`` made ``C2``) raised NotImplementedError from the
+    checks, and a length that is no multiple of the VR's size BytesLengthException."""
+    data = radiograph("p-1")
+    modality = b"\x08\x00\x60\x00CS"
+    assert modality in data
+    assert refused(write(tmp_path, data.replace(modality, b"\x08\x00\x60\x00C2"))) \
+        == "unreadable"

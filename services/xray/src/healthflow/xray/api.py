@@ -209,7 +209,8 @@ async def deidentified(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id
                        principal: Principal = require(P.IMAGING_EXPORT_DEIDENTIFIED)
                        ) -> StreamingResponse:
     """DICOM Part 10 (:mod:`healthflow.xray.deidentify`), streamed; every download is
-    audited. 404 ``instance-not-found`` before processing and for photographs."""
+    audited. 404 ``instance-not-found`` before processing, for photographs and for
+    images with burned-in annotation (no copy is made of them)."""
     ref = await processing.derived_blob(runtime, principal, study_id, instance_id,
                                         "deidentified")
     return StreamingResponse(blobs.stream(ref["key"]), media_type="application/dicom",
@@ -373,12 +374,14 @@ WADO: dict[int | str, dict[str, Any]] = {
 @dicomweb_router.get("/{study_uid}/series/{series_uid}/instances/{sop_uid}",
                      summary="WADO-RS: one instance",
                      response_class=StreamingResponse, responses=WADO)
-async def wado(runtime: Runtime, blobs: Blobs, study_uid: Uid, series_uid: Uid | None = None,
-               sop_uid: Uid | None = None,
+async def wado(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
+               series_uid: Uid | None = None, sop_uid: Uid | None = None,
                principal: Principal = require_any(*VIEWERS)) -> StreamingResponse:
-    """Each stored file as one ``application/dicom`` part; 404 ``study-not-found``."""
+    """Each stored file as one ``application/dicom`` part; 404 ``study-not-found``; 406
+    ``not-acceptable`` when ``Accept`` does not take that (:func:`dicomweb.check_retrievable`)."""
     found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid,
                                            sop_uid)
+    dicomweb.check_retrievable(request.headers.get("accept"), found.instances)
     return _wado(found, blobs)
 
 

@@ -60,7 +60,8 @@ CANNOT_UNDERSTAND = 0xC000  # Error: Cannot understand — the file fails a chec
 NO_ORDER = 0xC001  # Error (C000-CFFF, SCP-specific): no active order of its Accession Number
 REFUSED = 0xC002  # Error: the order's rules refuse it (patient, closed, UID stored)
 RECEIVE_TIMEOUT = 120.0
-"""Seconds a C-STORE waits for the instance to be checked and stored."""
+"""Seconds a C-STORE waits for the instance to be checked and stored; past it the store
+is cancelled (nothing kept) and the status is ``OUT_OF_RESOURCES``."""
 
 
 def status_of(error: BaseException | None) -> int:
@@ -137,6 +138,10 @@ class StorageScp:
         try:
             future.result(timeout=RECEIVE_TIMEOUT)
         except Exception as exc:
+            # Stop a store still under way (TimeoutError): the modality is told 0xA700 and
+            # sends again; stored anyway, its retry would be refused as a duplicate. Its
+            # blob is deleted and its transaction rolled back (BlobStore.staged).
+            future.cancel()
             status = status_of(exc)
             log.log(logging.WARNING if status == OUT_OF_RESOURCES else logging.INFO,
                     "C-STORE refused", extra={"error": type(exc).__name__, "status": status,

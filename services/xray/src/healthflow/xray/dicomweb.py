@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from werkzeug.datastructures import MIMEAccept
-from werkzeug.http import parse_accept_header
+from werkzeug.http import parse_accept_header, parse_options_header
 
 from healthflow.common.auth import Principal
 from healthflow.common.blobs import BlobStore
@@ -309,3 +309,41 @@ def rendered_type(accept: str | None, offered: tuple[str, ...]) -> str:
         raise NotAcceptable(f"a rendered frame is served as {' or '.join(offered)}",
                             offered=list(offered))
     return str(best)
+
+
+WADO_MEDIA_TYPE = f'multipart/related; type="{imaging.DICOM}"'
+
+
+def _serves(entry: str, syntaxes: set[str]) -> bool:
+    """Whether one ``Accept`` media range (parameters included) takes the stored files
+    as ``multipart/related; type="application/dicom"`` in the ``syntaxes`` they have."""
+    media, params = parse_options_header(entry)
+    media = media.lower()
+    if media in ("*/*", "multipart/*"):
+        return True
+    if media != "multipart/related" or params.get("type", imaging.DICOM).lower() not in (
+            imaging.DICOM, "application/*", "*/*"):
+        return False
+    wanted = params.get("transfer-syntax", "*")
+    return wanted == "*" or syntaxes <= {wanted}
+
+
+def check_retrievable(accept: str | None, instances: list[Document]) -> None:
+    """A WADO-RS instance retrieve (PS3.18 §8.7.3, §10.4.1.1) serves the stored files
+    as they were received: ``multipart/related; type="application/dicom"`` in their
+    own transfer syntax (no transcoding). ``Accept`` must take that (RFC 9110 §12.5.1;
+    absent, ``*/*`` and ``multipart/*`` do; a ``transfer-syntax`` parameter must be
+    ``*`` or the stored one); media ranges with ``q=0`` are refusals.
+
+    Raises:
+        NotAcceptable (406): e.g. ``application/dicom+json`` (that is the metadata
+        resource), ``multipart/related; type="image/jpeg"``, or another transfer syntax.
+    """
+    if not accept or not accept.strip():
+        return
+    syntaxes = {str(i["image"].get("transfer_syntax")) for i in instances}
+    ranges = parse_accept_header(accept, MIMEAccept)
+    if not any(quality > 0 and _serves(entry, syntaxes) for entry, quality in ranges):
+        raise NotAcceptable(f"the stored files are served as {WADO_MEDIA_TYPE} in the "
+                            "transfer syntax they were stored in",
+                            offered=[WADO_MEDIA_TYPE], transfer_syntaxes=sorted(syntaxes))

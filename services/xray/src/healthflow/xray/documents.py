@@ -116,6 +116,7 @@ def basic_text_sr(report: dict[str, Any], study: dict[str, Any], order: dict[str
         report["patient_id"], "", "", "")
     ds.StudyInstanceUID, ds.AccessionNumber = study["study_uid"], order["accession_number"]
     ds.StudyDate, ds.StudyTime = _dt(study["created_at"])
+    ds.TimezoneOffsetFromUTC = "+0000"  # every DA/TM here is UTC (PS3.3 C.12.1.1.8)
     ds.ReferringPhysicianName, ds.StudyID = "", ""
     ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "SR", SR_SERIES_NUMBER, 1
     ds.SeriesInstanceUID = generate_uid(entropy_srcs=[report["_id"], "sr-series"])

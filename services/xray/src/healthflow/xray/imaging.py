@@ -119,7 +119,15 @@ def inspect(path: Path, content_type: str) -> ImageFacts:
         InvalidImage (422): see the module docstring.
     """
     if content_type == DICOM:
-        return inspect_dicom(path)
+        try:
+            return inspect_dicom(path)
+        except InvalidImage:
+            raise
+        except Exception as exc:  # pydicom converts values when read: a malformed element
+            # raises then (NotImplementedError for an unknown VR, BytesLengthException...)
+            log.info("DICOM element refused", extra={"error": type(exc).__name__})
+            raise InvalidImage("an element of the file does not parse as its VR says",
+                               problem="unreadable") from None
     if content_type in PHOTO_TYPES:
         return inspect_photo(path, content_type)
     raise InvalidImage(f"{content_type} is not an X-ray image", problem="not-an-image")
@@ -129,14 +137,16 @@ def read_dicom(path: Path) -> FileDataset:
     """The parsed Part 10 file (pixel data not decoded yet).
 
     Raises:
-        InvalidImage: ``unreadable`` (not Part 10, or its elements do not parse) or
+        InvalidImage: ``unreadable`` (not Part 10, its elements do not parse, or its
+            sequences nest deeper than the parser recurses) or
             ``truncated`` (the file ends inside an element or sequence).
     """
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = dcmread(path, defer_size=DEFER_SIZE)
-    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError,
+            RecursionError) as exc:  # RecursionError: sequences nested thousands deep
         log.info("DICOM file refused", extra={"error": type(exc).__name__})
         raise InvalidImage("the file does not parse as DICOM Part 10",
                            problem="unreadable") from None
@@ -267,9 +277,46 @@ def _check_native_length(ds: FileDataset, path: Path) -> None:
                            "samples of Bits Allocated", problem="pixel-data")
 
 
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+"""(FFFE,E0DD) with length 0: how encapsulated Pixel Data ends (PS3.5 A.4)."""
+
+
+def check_complete(ds: FileDataset, path: Path) -> None:
+    """The file does not end inside its Pixel Data (7FE0,0010), read from the element's
+    position without reading its value: a native one's declared length (or, deferred,
+    Rows × Columns × Samples × Bits Allocated / 8 bytes) lies within the file; an
+    encapsulated one that is the last element ends with the sequence delimiter.
+
+    Raises:
+        InvalidImage: ``truncated``.
+    """
+    element = ds.get_item(0x7FE00010, keep_deferred=True)  # not read from the file
+    start = getattr(element, "value_tell", None) or getattr(element, "file_tell", None)
+    if element is None or start is None:
+        return
+    size = path.stat().st_size
+    length = getattr(element, "length", None)
+    if getattr(element, "is_undefined_length", False) or length == 0xFFFFFFFF:
+        if list(ds.keys())[-1] != 0x7FE00010 or size < start + len(SEQUENCE_DELIMITER):
+            return  # followed by other elements: pydicom's own end-of-file check holds
+        with path.open("rb") as file:
+            file.seek(size - len(SEQUENCE_DELIMITER))
+            ends = file.read() == SEQUENCE_DELIMITER
+    else:
+        if length is None:  # deferred: the length a native frame has
+            length = (int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+                      * int(ds.get("SamplesPerPixel", 1) or 1)
+                      * int(ds.get("BitsAllocated", 0) or 0) // 8)
+        ends = start + length <= size
+    if not ends:
+        raise InvalidImage("the file is truncated: it ends inside its pixel data",
+                           problem="truncated")
+
+
 def inspect_dicom(path: Path) -> ImageFacts:
     """Parse, check and decode a DICOM Part 10 file (see the module docstring)."""
     ds = read_dicom(path)
+    check_complete(ds, path)
     uids = [_uid(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")]
     patient_id = str(ds.get("PatientID", "") or "").strip()
     if not patient_id:
@@ -293,14 +340,26 @@ def inspect_dicom(path: Path) -> ImageFacts:
 
 
 def inspect_photo(path: Path, content_type: str) -> ImageFacts:
-    """Decode a PNG or JPEG photograph of a film whole (Pillow), in the declared format."""
+    """Decode a PNG or JPEG photograph of a film whole (Pillow), in the declared format,
+    after checking its header's width × height against :data:`MAX_PIXELS`.
+
+    Raises:
+        InvalidImage (422): ``pixel-data`` (too many pixels, or does not decode),
+            ``type-mismatch`` (another format than ``content_type``).
+    """
     try:
-        with Image.open(path) as image:
-            fmt = image.format
-            if image.width * image.height > MAX_PIXELS:
-                raise InvalidImage("the photograph has too many pixels", problem="pixel-data")
-            image.load()
-            size, mode = image.size, image.mode
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit and refuses at twice it: both are ours
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                fmt = image.format
+                if image.width * image.height > MAX_PIXELS:
+                    raise InvalidImage("the photograph has too many pixels",
+                                       problem="pixel-data")
+                image.load()
+                size, mode = image.size, image.mode
+    except Image.DecompressionBombError:  # raised by Image.open from the header alone
+        raise InvalidImage("the photograph has too many pixels", problem="pixel-data") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         log.info("photograph refused", extra={"error": type(exc).__name__})
         raise InvalidImage("the photograph does not decode", problem="pixel-data") from None

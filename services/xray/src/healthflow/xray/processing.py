@@ -134,9 +134,10 @@ def _ref(blob: StoredBlob | None) -> dict[str, Any] | None:
 
 async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analysis,
                    instance_id: str) -> dict[str, StoredBlob | None]:
-    """Store the overlay and, for a DICOM file, a de-identified copy (made next to
-    ``path`` on local disk, streamed from there) and, when lung boxes were found, the
-    TID 1500 measurement report (:mod:`.measurements`): ``{overlay, deidentified, sr}``."""
+    """Store the overlay and, for a DICOM file, when lung boxes were found, the TID 1500
+    measurement report (:mod:`.measurements`) and, without burned-in annotation, a
+    de-identified copy (made next to ``path`` on local disk, streamed from there):
+    ``{overlay, deidentified, sr}``."""
     made: dict[str, StoredBlob | None] = {"overlay": None, "deidentified": None, "sr": None}
     if found.overlay:
         made["overlay"] = await blobs.put(DERIVED, found.overlay, declared_type="image/png")
@@ -147,7 +148,8 @@ async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analy
     if sr is not None:
         made["sr"] = await blobs.put(DERIVED, sr, declared_type=DICOM)
     copy = path.with_name("deidentified")
-    await asyncio.to_thread(deidentify.deidentified_copy, path, copy)
+    if not await asyncio.to_thread(deidentify.deidentified_copy, path, copy):
+        return made  # burned-in annotation: no copy is made
     with copy.open("rb") as file:
         made["deidentified"] = await blobs.put(DERIVED, file, declared_type=DICOM)
     return made

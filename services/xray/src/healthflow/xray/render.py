@@ -2,8 +2,9 @@
 
 DICOM pixels go through the Modality LUT (Rescale Slope/Intercept, PS3.3
 C.11.1), then the VOI window from Window Center (0028,1050) / Window Width
-(0028,1051) with the linear function of PS3.3 C.11.2.1.2.1 (or, without one, the
-image's own minimum to maximum), and are inverted for ``MONOCHROME1`` (where the
+(0028,1051) with the linear function of PS3.3 C.11.2.1.2.1 (or, without one, the VOI LUT
+Sequence (0028,3010), PS3.3 C.11.2.1.1; with neither, the image's own minimum to
+maximum), and are inverted for ``MONOCHROME1`` (where the
 lowest value is white, PS3.3 C.7.6.3.1.2). Previews are at most
 :data:`MAX_SIDE` pixels on their long side.
 
@@ -130,8 +131,40 @@ def _windowed(ds: Any, pixels: npt.NDArray[Any], side: int,
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
     if chosen is not None:
         return voi(values, *chosen, invert=invert)
-    center, width = stored_window(ds) or full_range(values)
+    stored = stored_window(ds)
+    if stored is None and (looked_up := voi_lut(values, ds)) is not None:
+        return (255 - looked_up) if invert else looked_up
+    center, width = stored or full_range(values)
     return window(values, center, width, invert=invert)
+
+
+def voi_lut(values: Array, ds: Any) -> npt.NDArray[np.uint8] | None:
+    """``values`` (Modality LUT output) through the first item of the VOI LUT Sequence
+    (0028,3010), PS3.3 C.11.2.1.1 / C.8.11.3.1.5: LUT Descriptor (entries, 0 meaning
+    65536; first value mapped; bits 8 or 10–16), values below the first mapped one take
+    the first entry and those past the last the last; scaled from 0 … 2^bits − 1 to
+    0–255. None without a usable sequence (absent or malformed: the caller then windows
+    the full range). Not pydicom's ``apply_voi``: it indexes in the LUT's own dtype, so
+    an 8-bit LUT wraps every value above 255."""
+    if "VOILUTSequence" not in ds:
+        return None
+    try:
+        item = ds.VOILUTSequence[0]
+        entries, first, bits = (int(v) for v in item.LUTDescriptor)
+        data = item.LUTData
+        lut = np.frombuffer(data, dtype="<u2") if isinstance(data, bytes) \
+            else np.asarray([data] if isinstance(data, int) else list(data), dtype=np.float64)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        log.info("VOI LUT not used", extra={"error": type(exc).__name__})
+        return None
+    entries = entries or 65536
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1 and first >= 32768:
+        first -= 65536  # read as US; signed images give it as SS
+    if not (bits == 8 or 10 <= bits <= 16) or len(lut) < entries:
+        return None
+    index = np.clip(np.rint(values) - first, 0, entries - 1).astype(np.int64)
+    grey = np.asarray(lut, dtype=np.float64)[index] * (255.0 / (2 ** bits - 1))
+    return np.rint(np.clip(grey, 0, 255)).astype(np.uint8)
 
 
 def dicom_preview(path: Path, side: int = MAX_SIDE) -> bytes:
