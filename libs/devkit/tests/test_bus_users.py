@@ -136,3 +136,30 @@ def test_topic_write_is_exactly_the_contracts_types() -> None:
     assert access.topic_write == r"^(patient\.registered)$"
     assert access.topic_read == r"^(\#|user\.\*)$"
     assert busaccess.service_access("audit", [], ["#"]).topic_write == "^$"
+
+
+def test_without_rabbitmqctl_the_start_stops_with_the_way_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no rabbitmqctl: never a silent guest
+    with pytest.raises(bususers.BusUsersError, match=f"{bususers.OPT_OUT}=shared"):
+        bususers.ensure_service_users("amqp://guest:guest@127.0.0.1:5672/x", tmp_path)
+
+
+async def test_the_opt_out_keeps_the_shared_account(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    from healthflow.devkit.console import Console
+    from healthflow.devkit.discovery import Component
+
+    monkeypatch.setenv(bususers.OPT_OUT, "shared")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert await bususers.for_platform("amqp://guest:guest@127.0.0.1:5672/", tmp_path,
+                                       [Component("patient", 8105)], Console()) == {}
+    assert not (tmp_path / bususers.CREDENTIALS_FILE).exists()
+
+
+def test_service_urls_keep_host_port_and_vhost() -> None:
+    url = bususers.service_url("amqp://guest:guest@10.0.0.5:5673/hf%2Dx?heartbeat=30",
+                               "healthflow-patient.hf-x", "p/w")
+    assert url == "amqp://healthflow-patient.hf-x:p%2Fw@10.0.0.5:5673/hf%2Dx?heartbeat=30"
+    assert bususers.vhost_of(url) == "hf-x"
+    assert bususers.vhost_of("amqp://u:p@h:5672/") == "/"
