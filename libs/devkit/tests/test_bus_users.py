@@ -163,3 +163,12 @@ def test_service_urls_keep_host_port_and_vhost() -> None:
     assert url == "amqp://healthflow-patient.hf-x:p%2Fw@10.0.0.5:5673/hf%2Dx?heartbeat=30"
     assert bususers.vhost_of(url) == "hf-x"
     assert bususers.vhost_of("amqp://u:p@h:5672/") == "/"
+
+
+def test_a_remote_broker_or_an_unknown_service_is_refused_with_the_way_out(
+        tmp_path: Path) -> None:
+    with pytest.raises(bususers.BusUsersError, match=r"users\.sh"):
+        bususers.ensure_service_users("amqp://u:p@rabbitmq.internal:5672/", tmp_path)
+    with pytest.raises(bususers.BusUsersError, match="make docs"):
+        bususers.ensure_service_users("amqp://guest:guest@127.0.0.1:5672/", tmp_path,
+                                      ["patient", "newservice"])

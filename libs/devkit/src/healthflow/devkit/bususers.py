@@ -36,6 +36,7 @@ from healthflow.devkit.discovery import Component
 OPT_OUT = "HEALTHFLOW_BUS_USERS"
 CREDENTIALS_FILE = "rabbitmq-users.json"
 CTL_TIMEOUT = 120.0  # seconds one rabbitmqctl call may take
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class BusUsersError(RuntimeError):
@@ -101,7 +102,16 @@ def ensure_service_users(amqp_url: str, var_dir: Path,
     Raises:
         BusUsersError: ``rabbitmqctl`` missing or refusing (its message says what to do).
     """
+    host = urlsplit(amqp_url).hostname or ""
+    if host not in LOOPBACK:
+        raise BusUsersError(
+            f"AMQP_URL names the broker at {host!r}, which this machine's rabbitmqctl does not "
+            f"administer: create the users there (deploy/rabbitmq/users.sh) and give each "
+            f"service <SERVICE>_AMQP_URL, with {OPT_OUT}=shared")
     policy = busaccess.load()
+    if unknown := sorted(set(services or ()) - set(policy)):
+        raise BusUsersError(f"no RabbitMQ permissions for {', '.join(unknown)} in "
+                            f"{busaccess.POLICY_FILE}: run `make docs`")
     access = {n: a for n, a in policy.items() if services is None or n in services}
     vhost = vhost_of(amqp_url)
     passwords = _passwords(var_dir / CREDENTIALS_FILE, [a.user(vhost) for a in access.values()])
