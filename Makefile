@@ -59,11 +59,12 @@ deadletters: install ## inspect and replay dead letters: make deadletters ARGS="
 jobs: install ## list and replay a service's dead background jobs: make jobs ARGS="list notification"
 	@$(UV) run --frozen healthflow-jobs $(ARGS)
 
-docs: install ## regenerate what is generated (permissions, event catalog, AsyncAPI, contract schemas, compose, Kubernetes)
+docs: install ## regenerate what is generated (permissions, event catalog, AsyncAPI, contract schemas, compose, Kubernetes, RabbitMQ users)
 	@$(UV) run --frozen python -m healthflow.common.permissions > docs/permissions.md
 	@$(UV) run --frozen python -m healthflow.common.catalog > docs/events.md
 	@$(UV) run --frozen python -m healthflow.devkit.compose
 	@$(UV) run --frozen python -m healthflow.devkit.kubernetes
+	@$(UV) run --frozen python -m healthflow.devkit.busaccess
 	@$(UV) run --frozen python -m healthflow.common.catalog asyncapi > libs/contracts/src/healthflow/contracts/asyncapi.json
 	@$(UV) run --frozen python -m healthflow.contracts.compat write
 

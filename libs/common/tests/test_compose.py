@@ -173,7 +173,16 @@ def test_start_order_waits_for_healthy_dependencies(services: dict[str, dict[str
 
 
 def test_every_container_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    """Every long-running container; a one-shot job (one others wait on until it has
+    *completed*, e.g. ``rabbitmq-users``) is instead never restarted once it succeeded."""
+    one_shots = {dependency for spec in services.values()
+                 for dependency, wait in (spec.get("depends_on") or {}).items()
+                 if isinstance(wait, dict)
+                 and wait.get("condition") == "service_completed_successfully"}
     for name, spec in services.items():
+        if name in one_shots:
+            assert spec.get("restart") in ("on-failure", "no", None), name
+            continue
         test = spec.get("healthcheck", {}).get("test")
         assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
 

@@ -72,6 +72,7 @@ def test_a_new_service_is_scaffolded_installed_and_green_end_to_end(tmp_path: Pa
     contracts = "libs/contracts/src/healthflow/contracts/"
     assert shared == sorted([  # each written by the command, none by hand
         "deploy/k8s/healthflow.yaml", "docker-compose.yml", "docs/events.md", "uv.lock",
+        "deploy/rabbitmq/users.sh", "libs/devkit/src/healthflow/devkit/bus_access.json",
         contracts + "asyncapi.json",
         contracts + "demoservice.py", "libs/contracts/schemas/demoservice.note_created.v1.json",
     ]), shared

@@ -4,7 +4,9 @@ Environment (flags win over variables): ``MONGODB_URL``, ``AMQP_URL``,
 ``S3_ENDPOINT_URL``, ``HEALTHFLOW_VAR_DIR`` (default ``./var``), ``HEALTHFLOW_MONGO_PORT``
 (embedded SecantusDB, default 27017 or a free port when taken),
 ``GATEWAY_PORT`` and ``<NAME>_PORT`` (e.g. ``AUTH_PORT``) to move any port,
-``HEALTHFLOW_READY_TIMEOUT`` (seconds, default 120), ``HEALTHFLOW_ADMIN_EMAIL``
+``HEALTHFLOW_READY_TIMEOUT`` (seconds, default 120), ``HEALTHFLOW_BUS_USERS=shared``
+(every service uses ``AMQP_URL``'s account instead of its own RabbitMQ user,
+:mod:`healthflow.devkit.bususers`), ``HEALTHFLOW_ADMIN_EMAIL``
 and ``HEALTHFLOW_ADMIN_PASSWORD``, ``LOG_LEVEL``, ``NO_COLOR``. A ``.env`` file
 in the working directory is read first (without overriding the environment).
 """

@@ -66,7 +66,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from healthflow.common.topology import SERVICES
-from healthflow.devkit import local_admin, standins
+from healthflow.devkit import bususers, local_admin, standins
 from healthflow.devkit.config import Config, load_dotenv_defaults, parse_args, redact
 from healthflow.devkit.console import Console
 from healthflow.devkit.discovery import HOST, Component, app_factory, discover
@@ -273,6 +273,8 @@ class Platform:
         os.environ.update(env)
         # The first admin's password stays with the runner; no service needs it.
         child_env = {k: v for k, v in os.environ.items() if k != "HEALTHFLOW_ADMIN_PASSWORD"}
+        bus_urls = await bususers.for_platform(  # each service's own RabbitMQ user
+            self.config.amqp_url, self.config.var_dir, self.components, self.console)
         for component in self.components:
             log_file = self.config.log_dir / f"{component.name}.log"
             own_port = {"PORT": str(component.port),
@@ -281,6 +283,8 @@ class Platform:
                 # an extra replica: its listeners on free ports (the first keeps the known)
                 listeners = SERVICES[component.package].listener_env()
                 own_port |= {key: "0" for key in listeners}
+            if component.package in bus_urls:
+                own_port["AMQP_URL"] = bus_urls[component.package]
             child = Supervised(component, child_env | own_port, log_file,
                                self.console, self.config.grace, self.config.ready_timeout)
             self.children[component.name] = child

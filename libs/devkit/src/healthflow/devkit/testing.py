@@ -11,7 +11,8 @@
   session; point the teleconference service at it with its ``env()``.
 * ``amqp_url`` — a RabbitMQ virtual host of its own for the test session on the
   machine's broker (started if installed but stopped; a clear failure, never a
-  skip, when there is none), deleted afterwards.
+  skip, when there is none), deleted afterwards with the per-service users
+  (:mod:`healthflow.devkit.bususers`) a platform created on it.
 * ``fresh_amqp_url`` — the same, for one test only.
 * ``unique_name`` — a fresh name for databases and services, so tests never
   share state.
@@ -47,6 +48,7 @@ from fastapi import FastAPI
 
 from healthflow.common.auth import TokenVerifier
 from healthflow.common.topology import SERVICES
+from healthflow.devkit.bususers import delete_users_erlang
 from healthflow.devkit.embedded import (
     EmbeddedMongo,
     EmbeddedS3,
@@ -151,8 +153,8 @@ def rabbitmq_vhost() -> Iterator[str]:
     try:
         yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     finally:
-        try:
-            _rabbitmqctl("delete_vhost", vhost)
+        try:  # the vhost and the per-service users a platform made on it, in one call
+            _rabbitmqctl("eval", delete_users_erlang(vhost))
         except Exception as exc:  # the broker may be mid-restart in a drill
             print(f"could not delete vhost {vhost}: {exc}")
 

@@ -19,6 +19,7 @@ from typing import Any
 import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
+import aiormq.exceptions
 from aio_pika import DeliveryMode
 
 from healthflow.common import tracing
@@ -209,8 +210,10 @@ class RabbitTransport(Transport):
         the message is on disk). Safe to call from many tasks at once.
 
         Raises:
-            PublishError: on ``basic.nack``, when no queue is bound for the type
-                (``basic.return`` of the mandatory message), when the broker does
+            PublishError: on ``basic.nack``, when the broker refuses this connection's
+                user the routing key (``ACCESS_REFUSED``, 403: RabbitMQ topic
+                permissions, see ``healthflow.devkit.busaccess``), when no queue is
+                bound for the type (``basic.return`` of the mandatory message), when the broker does
                 not confirm within ``publish_timeout`` seconds, or when the
                 connection is down or not yet opened. The outcome is then
                 unknown (it may have been delivered); retrying may duplicate.
@@ -255,6 +258,11 @@ class RabbitTransport(Transport):
             ) from exc
         except aio_pika.exceptions.DeliveryError as exc:  # basic.nack
             raise PublishError(f"broker refused the message: {exc}") from exc
+        except aiormq.exceptions.ChannelAccessRefused as exc:  # 403: not this user's type
+            raise PublishError(
+                f"ACCESS_REFUSED: this connection's RabbitMQ user may not publish routing key "
+                f"{routing_key!r} on exchange {exchange.name!r} ({exc})"
+            ) from exc
         except TimeoutError as exc:
             raise PublishError(
                 f"no broker confirm within {self.publish_timeout} s (outcome unknown)"
