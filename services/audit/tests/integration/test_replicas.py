@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from healthflow.audit import domain, service, store
+from healthflow.audit import domain, service, store, tree
 from healthflow.audit.app import create_app
 from healthflow.audit.handlers import GroupCommitConsumer
 from healthflow.audit.settings import Settings
+from healthflow.auditverify import proofs
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.mongo import get_database
@@ -90,6 +91,14 @@ async def test_concurrent_replicas_build_one_gap_free_chain(
     assert domain.verify_chain(logged, head=head).ok
     result, _, _ = await service.verify(b)
     assert result == domain.Verification(ok=True, checked=EVENTS)
+    # The Merkle tree both grew in their transactions matches the entries (offline
+    # verifier's RFC 9162 root), and so does the frontier the head copies.
+    leaves = [proofs.leaf_hash(bytes.fromhex(e["hash"])) for e in logged]
+    assert await store.tree_size(a.db) == EVENTS
+    assert await tree.root(b.db, EVENTS) == proofs.root_of(leaves)
+    assert await tree.root(a.db, 100) == proofs.root_of(leaves[:100])
+    _, _, edge = await store.read_append_state(a.db)
+    assert edge is not None and edge == await tree.stored_frontier(a.db, EVENTS)
     # Both replicas appended, and they did contend for the head (conflicting
     # transactions were retried), or this test would prove nothing.
     assert appended["a"] > 0 and appended["b"] > 0

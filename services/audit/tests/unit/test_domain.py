@@ -194,3 +194,20 @@ def test_feeding_stops_after_the_first_break(entries: list[domain.Entry]) -> Non
     results = [verifier.feed(e) for e in stored]
     assert results == [True, False, False, False, False]
     assert verifier.finish(4).first_broken_index == 1
+
+
+def test_prepared_events_hash_as_the_canonical_view(make_event: Callable[..., CloudEvent]) -> None:
+    """The chain builds the view's bytes from the envelope's RFC 8785 bytes; they must be
+    exactly those of ``canonical_bytes`` (non-ASCII text, nesting, numbers included)."""
+    events = [make_event(text="Zoë \u2028 \U0001f600", nested={"b": [1, 2.5, None], "a": True}),
+              make_event(n=-(2**53 - 1), e=1e-7), make_event()]
+    head = ChainHead(seq=41, hash="ab" * 32)
+    prepared = domain.chain(head, [domain.prepare(e) for e in events], APPENDED)
+    assert prepared == domain.chain(head, events, APPENDED)
+    prev = head.hash
+    for entry in prepared:
+        assert entry.hash == domain.entry_hash(prev, entry.seq, APPENDED, entry.envelope)
+        prev = entry.hash
+    assert verify_chain(views(prepared), start_seq=42, prev_hash=head.hash).ok
+    with pytest.raises(domain.UnhashableEvent):
+        domain.chain(ChainHead(seq=2**53 - 1, hash=GENESIS_HASH), events[:1], APPENDED)

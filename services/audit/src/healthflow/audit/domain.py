@@ -50,6 +50,9 @@ GENESIS_HASH = "0" * 64
 MAX_SEQ = 2**63 - 1
 """The largest ``seq`` an entry can have: a MongoDB (BSON int64) field's largest integer."""
 
+_JCS_MAX_INT = 2**53 - 1
+"""The largest integer RFC 8785 serializes (an IEEE 754 double holds it exactly)."""
+
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
 
 INDEXED_ATTRIBUTES = ("type", "subject", "actor", "patientid", "source")
@@ -111,18 +114,39 @@ def rfc3339_millis(value: datetime) -> str:
     return to_millis(value).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def envelope_json(event: CloudEvent) -> dict[str, Any]:
-    """The event's structured-mode JSON object: the ``envelope`` of the hash view.
+@dataclass(frozen=True)
+class PreparedEvent:
+    """An event with its ``envelope`` (structured-mode JSON object) and that
+    envelope's RFC 8785 bytes, computed once (:func:`prepare`) and reused by
+    :func:`chain`, so a delivery can be canonicalized before its append's
+    transaction starts."""
+
+    event: CloudEvent
+    envelope: dict[str, Any]
+    canonical: bytes
+
+
+def prepare(event: CloudEvent) -> PreparedEvent:
+    """The event's envelope and its RFC 8785 bytes.
 
     Raises:
         UnhashableEvent: when RFC 8785 cannot canonicalize it.
     """
     envelope = event.model_dump(mode="json", exclude_none=True)
     try:
-        rfc8785.dumps(envelope)
+        canonical = rfc8785.dumps(envelope)
     except rfc8785.CanonicalizationError as exc:
         raise UnhashableEvent(f"event {event.id} cannot be canonicalized: {exc}") from None
-    return envelope
+    return PreparedEvent(event, envelope, canonical)
+
+
+def envelope_json(event: CloudEvent) -> dict[str, Any]:
+    """The event's structured-mode JSON object: the ``envelope`` of the hash view.
+
+    Raises:
+        UnhashableEvent: when RFC 8785 cannot canonicalize it.
+    """
+    return prepare(event).envelope
 
 
 def canonical_bytes(seq: int, appended_at: datetime, envelope: Mapping[str, Any]) -> bytes:
@@ -154,11 +178,24 @@ def entry_hash(prev_hash: str, seq: int, appended_at: datetime,
     return digest.hexdigest()
 
 
-def chain(head: ChainHead, events: Sequence[CloudEvent], appended_at: datetime) -> list[Entry]:
+def _view_bytes(seq: int, appended_at: datetime, envelope_canonical: bytes) -> bytes:
+    """:func:`canonical_bytes` from the envelope's RFC 8785 bytes, without re-serializing
+    it: the view's three keys are ASCII and sort as ``appended_at``, ``envelope``,
+    ``seq``; the timestamp needs no escaping and ``seq`` (an integer below 2**53)
+    is its decimal digits, as RFC 8785 writes them."""
+    if not 0 <= seq <= _JCS_MAX_INT:
+        raise UnhashableEvent(f"entry {seq} cannot be canonicalized: seq beyond 2**53 - 1")
+    return b"".join((b'{"appended_at":"', rfc3339_millis(appended_at).encode("ascii"),
+                     b'","envelope":', envelope_canonical, b',"seq":', str(seq).encode("ascii"),
+                     b"}"))
+
+
+def chain(head: ChainHead, events: Sequence[CloudEvent | PreparedEvent],
+          appended_at: datetime) -> list[Entry]:
     """The entries that append ``events`` (in order) after ``head``.
 
-    ``appended_at`` (aware) is stored at millisecond precision. Returns an empty
-    list for no events.
+    ``appended_at`` (aware) is stored at millisecond precision. Events prepared
+    by :func:`prepare` are not canonicalized again. Returns an empty list for no events.
 
     Raises:
         UnhashableEvent: an event cannot be canonicalized (nothing is returned).
@@ -166,19 +203,23 @@ def chain(head: ChainHead, events: Sequence[CloudEvent], appended_at: datetime) 
     at = to_millis(appended_at)
     entries: list[Entry] = []
     prev_hash, seq = head.hash, head.seq
-    for event in events:
+    if not _HASH_RE.match(prev_hash):
+        raise ValueError("prev_hash must be 64 lowercase hex characters")
+    for item in events:
         seq += 1
-        envelope = envelope_json(event)
-        digest = entry_hash(prev_hash, seq, at, envelope)
+        prepared = item if isinstance(item, PreparedEvent) else prepare(item)
+        event = prepared.event
+        digest = hashlib.sha256(prev_hash.encode("ascii"))
+        digest.update(_view_bytes(seq, at, prepared.canonical))
         entries.append(
             Entry(
                 seq=seq, event_id=event.id, type=event.type, subject=event.subject,
                 actor=event.actor, patientid=event.patientid, source=event.source,
-                time=to_millis(event.time), envelope=envelope, prev_hash=prev_hash,
-                hash=digest, appended_at=at,
+                time=to_millis(event.time), envelope=prepared.envelope, prev_hash=prev_hash,
+                hash=digest.hexdigest(), appended_at=at,
             )
         )
-        prev_hash = digest
+        prev_hash = entries[-1].hash
     return entries
 
 

@@ -51,20 +51,20 @@ class GroupCommitConsumer(Consumer):
     def __init__(self, runtime: ServiceRuntime, handlers: Handlers, *, max_batch: int) -> None:
         super().__init__(runtime, handlers)
         self.max_batch = max_batch
-        self._waiting: list[tuple[CloudEvent, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[domain.PreparedEvent, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, event: CloudEvent) -> None:
         """Handle one delivery; returns once its event is in the committed chain."""
         if self.handler_for(event.type) is None:
             raise UnknownEventType(event.type)
-        try:
-            domain.envelope_json(event)
+        try:  # canonicalized once, here, outside the group's transaction
+            prepared = domain.prepare(event)
         except domain.UnhashableEvent:
             metrics.EVENTS_HANDLED.labels(self.runtime.name, event.type, "error").inc()
             raise
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((event, done))
+        self._waiting.append((prepared, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="audit-group-commit")
         await done
@@ -76,7 +76,7 @@ class GroupCommitConsumer(Consumer):
             started = time.perf_counter()
             appended: set[str] = set()
             try:
-                entries = await self._commit([event for event, _ in group])
+                entries = await self._commit([prepared for prepared, _ in group])
             except asyncio.CancelledError:
                 for _, done in group + self._waiting:
                     done.cancel()
@@ -94,7 +94,8 @@ class GroupCommitConsumer(Consumer):
                     if not done.done():
                         done.set_result(None)
             elapsed = time.perf_counter() - started
-            for event, _ in group:
+            for prepared, _ in group:
+                event = prepared.event
                 outcome = "error" if failed else "ok" if event.id in appended else "duplicate"
                 appended.discard(event.id)  # a second copy in the same group is a duplicate
                 metrics.HANDLER_LATENCY.labels(self.runtime.name, event.type, outcome).observe(
@@ -102,7 +103,8 @@ class GroupCommitConsumer(Consumer):
                 )
                 metrics.EVENTS_HANDLED.labels(self.runtime.name, event.type, outcome).inc()
 
-    async def _commit(self, events: Sequence[CloudEvent]) -> list[domain.Entry]:
+    async def _commit(self, events: Sequence[CloudEvent | domain.PreparedEvent]
+                      ) -> list[domain.Entry]:
         async def apply(uow: UnitOfWork) -> list[domain.Entry]:
             now = utcnow()
             entries = await service.append(uow, events, now)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from healthflow.audit import domain, store, tree
+from healthflow.audit import domain, merkle, store, tree
 from healthflow.common.errors import BadRequest, NotFound, UnprocessableContent
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import UnitOfWork
@@ -25,7 +25,7 @@ class ChainMoved(RuntimeError):
     """The head changed between reading and updating it (retry the whole append)."""
 
 
-async def append(uow: UnitOfWork, events: Sequence[CloudEvent],
+async def append(uow: UnitOfWork, events: Sequence[CloudEvent | domain.PreparedEvent],
                  appended_at: datetime) -> list[domain.Entry]:
     """Append the ``events`` not logged yet, in order, inside ``uow``'s transaction.
 
@@ -34,8 +34,10 @@ async def append(uow: UnitOfWork, events: Sequence[CloudEvent],
     The entries also become the next leaves of the Merkle tree, after up to
     ``tree.CATCH_UP_MAX`` entries it lacks (:func:`healthflow.audit.tree.catch_up`);
     a tree still behind, or stopped at a gap, never fails the append. Round trips:
-    duplicate check, head read, tree frontier read (and missing entries when
-    behind), head update, entry insert, subtree insert.
+    duplicate check, head read (with the tree's frontier; the frontier is read
+    from ``tree`` only when the head holds none for the tree's size, and missing
+    entries only when the tree is behind), head update (with the new frontier),
+    entry insert, subtree insert.
 
     Raises:
         domain.UnhashableEvent: an event cannot be canonicalized (RFC 8785).
@@ -43,23 +45,30 @@ async def append(uow: UnitOfWork, events: Sequence[CloudEvent],
         pymongo.errors.PyMongoError: write conflicts (``TransientTransactionError``)
             and other database failures.
     """
-    fresh: dict[str, CloudEvent] = {}
-    for event in events:
-        fresh.setdefault(event.id, event)
+    fresh: dict[str, CloudEvent | domain.PreparedEvent] = {}
+    for item in events:
+        fresh.setdefault(item.event.id if isinstance(item, domain.PreparedEvent) else item.id,
+                         item)
     if not fresh:
         return []
     for event_id in await store.logged_event_ids(uow.db, uow.session, list(fresh)):
         fresh.pop(event_id, None)
     if not fresh:
         return []
-    head, size = await store.read_chain(uow.db, uow.session)
+    head, size, edge = await store.read_append_state(uow.db, uow.session)
     entries = domain.chain(head, list(fresh.values()), appended_at)
-    grown, made = await tree.catch_up(uow.db, uow.session, head, size, tree.CATCH_UP_MAX,
-                                      entries)
+    if edge is None:  # the head holds no frontier for this size (yet): read it from the tree
+        edge = await tree.stored_frontier(uow.db, size, uow.session)
+    grown, frontier = size, None
+    made: dict[merkle.NodeId, bytes] = {}
+    if edge is not None:  # else the tree stops growing (logged): the append goes on
+        grown, made = await tree.catch_up(uow.db, uow.session, head, size,
+                                          tree.CATCH_UP_MAX, entries, edge)
+        frontier = tree.grown_frontier(size, edge, grown, made)
     # The head first: a competing replica's transaction conflicts here, before
     # the (larger) entry insert is done in vain.
     if not await store.move_head(uow.db, uow.session, head, entries[-1], appended_at,
-                                 tree_size=grown):
+                                 tree_size=grown, frontier=frontier):
         raise ChainMoved(f"the chain head moved past {head.seq}")
     await store.insert_entries(uow.db, uow.session, entries)
     await store.insert_subtrees(uow.db, made, uow.session,

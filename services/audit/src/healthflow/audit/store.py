@@ -9,7 +9,14 @@
 ``chain`` — one document, the head of the chain and the size of the Merkle tree::
 
     {_id: "head", seq: int (-1 while empty), hash: str (64 hex), updated_at: datetime,
-     tree_size: int (leaves hashed into ``tree``; absent in a log kept before the tree)}
+     tree_size: int (leaves hashed into ``tree``; absent in a log kept before the tree),
+     frontier: [str (64 hex), ...], frontier_size: int}
+
+``frontier`` copies the hashes of the tree's right edge (:func:`merkle.frontier`
+of ``frontier_size`` leaves, already stored in ``tree``) so an append need not
+query them; it is used only while ``frontier_size == tree_size`` (a catch-up
+outside a transaction moves ``tree_size`` alone, and the next append then reads
+the edge from ``tree``).
 
 ``tree_size`` trails ``seq + 1`` while the tree catches up (entries appended by a
 replica that keeps no tree, a log kept before it); it moves in the transaction
@@ -71,7 +78,6 @@ INDEXES = {
         IndexModel([("patientid", ASCENDING), ("_id", DESCENDING)]),
         IndexModel([("time", ASCENDING)]),
     ],
-    TREE: [IndexModel([("level", ASCENDING), ("index", DESCENDING)])],
     CHECKPOINTS: [IndexModel([("blob_key", ASCENDING)])],
 }
 
@@ -154,6 +160,23 @@ async def read_chain(db: AsyncDatabase[Document], session: AsyncClientSession | 
     return head, int(doc.get("tree_size", 0))
 
 
+async def read_append_state(db: AsyncDatabase[Document],
+                            session: AsyncClientSession | None = None
+                            ) -> tuple[domain.ChainHead, int, list[bytes] | None]:
+    """The head, the tree's size and its frontier hashes as the head copies them
+    (``None`` when it holds none for that size: read them from ``tree``)."""
+    doc = await db[CHAIN].find_one({"_id": HEAD_ID}, session=session)
+    if doc is None:
+        return domain.ChainHead.genesis(), 0, None
+    head = domain.ChainHead(seq=int(doc["seq"]), hash=str(doc["hash"]))
+    size = int(doc.get("tree_size", 0))
+    edge = doc.get("frontier")
+    if doc.get("frontier_size") != size or not isinstance(edge, list) \
+            or len(edge) != size.bit_count():
+        return head, size, None
+    return head, size, [bytes.fromhex(h) for h in edge]
+
+
 async def logged_event_ids(db: AsyncDatabase[Document], session: AsyncClientSession,
                            event_ids: Sequence[str]) -> set[str]:
     """Those of ``event_ids`` that already have an entry."""
@@ -164,16 +187,19 @@ async def logged_event_ids(db: AsyncDatabase[Document], session: AsyncClientSess
 
 async def move_head(db: AsyncDatabase[Document], session: AsyncClientSession,
                     head: domain.ChainHead, last: domain.Entry, appended_at: datetime, *,
-                    tree_size: int) -> bool:
-    """Move the head from ``head`` to ``last`` (and the tree to ``tree_size`` leaves) if it
-    is still at ``head``; ``False`` if not.
+                    tree_size: int, frontier: Sequence[bytes] | None = None) -> bool:
+    """Move the head from ``head`` to ``last`` (and the tree to ``tree_size`` leaves, whose
+    frontier hashes are ``frontier`` when given) if it is still at ``head``; ``False`` if not.
 
     The genesis head is created by the move when it does not exist yet.
     """
+    moved_to: Document = {"seq": last.seq, "hash": last.hash, "updated_at": appended_at,
+                          "tree_size": tree_size}
+    if frontier is not None:
+        moved_to |= {"frontier": [h.hex() for h in frontier], "frontier_size": tree_size}
     moved = await db[CHAIN].update_one(
         {"_id": HEAD_ID, "seq": head.seq, "hash": head.hash},
-        {"$set": {"seq": last.seq, "hash": last.hash, "updated_at": appended_at,
-                  "tree_size": tree_size}},
+        {"$set": moved_to},
         upsert=head.empty,
         session=session,
     )

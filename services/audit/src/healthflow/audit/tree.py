@@ -9,7 +9,7 @@ hashes, read in one query; the log is never rehashed to answer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -32,8 +32,10 @@ class TreeBehind(RuntimeError):
     """The stored tree lacks a subtree a proof or root of that size needs."""
 
 
-async def _edge(db: AsyncDatabase[Document], size: int,
-                session: AsyncClientSession | None = None) -> list[bytes] | None:
+async def stored_frontier(db: AsyncDatabase[Document], size: int,
+                          session: AsyncClientSession | None = None) -> list[bytes] | None:
+    """The hashes of :func:`merkle.frontier` (``size``) as stored in the tree (one query);
+    ``None`` (logged as an error) when one is missing."""
     nodes = merkle.frontier(size)
     stored = await store.read_subtrees(db, nodes, session)
     if len(stored) != len(nodes):
@@ -56,14 +58,17 @@ async def _missing_leaves(db: AsyncDatabase[Document], session: AsyncClientSessi
 
 async def catch_up(db: AsyncDatabase[Document], session: AsyncClientSession | None,
                    head: domain.ChainHead, size: int, limit: int,
-                   entries: Sequence[domain.Entry] = ()) -> tuple[int, dict[merkle.NodeId, bytes]]:
+                   entries: Sequence[domain.Entry] = (), edge: Sequence[bytes] | None = None
+                   ) -> tuple[int, dict[merkle.NodeId, bytes]]:
     """The tree of ``size`` leaves grown by up to ``limit`` entries it lacks (up to the
     ``head``) and, once it reaches the head, by ``entries`` (appended after ``head``).
 
-    Returns the new size and the subtrees to store. The tree stays at ``size``
-    (logged as an error, nothing raised: events keep being appended) when a seq is
-    missing below the head or the stored frontier is incomplete. Round trips: the
-    missing entries (only when behind) and the frontier read.
+    ``edge``: the frontier hashes of the tree of ``size`` when the caller has
+    them (the head's copy), else they are read. Returns the new size and the
+    subtrees to store. The tree stays at ``size`` (logged as an error, nothing
+    raised: events keep being appended) when a seq is missing below the head or
+    the stored frontier is incomplete. Round trips: the missing entries (only
+    when behind) and the frontier read (only without ``edge``).
     """
     leaves: list[bytes] = []
     last = min(head.seq, size + limit - 1)
@@ -76,10 +81,20 @@ async def catch_up(db: AsyncDatabase[Document], session: AsyncClientSession | No
         leaves += [merkle.entry_leaf_hash(e.hash) for e in entries]
     if not leaves:
         return size, {}
-    edge = await _edge(db, size, session)
     if edge is None:
-        return size, {}
+        edge = await stored_frontier(db, size, session)
+        if edge is None:
+            return size, {}
     return size + len(leaves), merkle.grow(size, edge, leaves)
+
+
+def grown_frontier(size: int, edge: Sequence[bytes], grown: int,
+                   made: Mapping[merkle.NodeId, bytes]) -> list[bytes] | None:
+    """The frontier hashes of the tree of ``grown`` leaves, from those of ``size``
+    (``edge``) and the subtrees ``made`` growing it; ``None`` if one is unknown."""
+    known = dict(zip(merkle.frontier(size), edge, strict=True)) | dict(made)
+    nodes = merkle.frontier(grown)
+    return [known[node] for node in nodes] if all(n in known for n in nodes) else None
 
 
 async def rebuild(db: AsyncDatabase[Document]) -> int:
