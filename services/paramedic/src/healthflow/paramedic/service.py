@@ -320,11 +320,13 @@ async def on_emergency_raised(uow: UnitOfWork, ctx: Context, data: EmergencyRais
 
 
 async def claim_and_offer(uow: UnitOfWork, ctx: Context, assignment: Document,
-                          ranked: list[Document]) -> Document | None:
+                          ranked: list[Document], *, or_escalate: bool = True
+                          ) -> Document | None:
     """Claim the first of ``ranked`` (candidates with ``distance_m``, ``travel_s``,
     ``by_road``, fastest first, ranked before this transaction) that a conditional
     update can still claim, and offer it the task (``paramedic.task_offered`` and an
-    offer timer); escalate when none can be. Returns the task, or ``None``."""
+    offer timer); when none can be, escalate (if ``or_escalate``; else the caller ranks
+    again). Returns the task, or ``None``."""
     now = ctx.clock()
     since = fresh_since(now, ctx.max_age)
     for candidate in ranked:
@@ -332,7 +334,8 @@ async def claim_and_offer(uow: UnitOfWork, ctx: Context, assignment: Document,
         if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
                                   task_id=task_id, now=now):
             return await offer(uow, ctx, assignment, candidate, task_id)
-    await escalate(uow, ctx, assignment, "no_unit_available")
+    if or_escalate:
+        await escalate(uow, ctx, assignment, "no_unit_available")
     return None
 
 
