@@ -53,6 +53,26 @@ class TaskOffered(TaskEvent):
     stream_connected: bool | None = None
 
 
+@event_type("paramedic.task_unacknowledged", version=1, publisher=PUBLISHER)
+class TaskUnacknowledged(EventPayload):
+    """An offer went out on the app's open task stream (``stream_connected`` true) at
+    ``offered_at`` but the app did not acknowledge it (``POST …/tasks/{id}/ack``, or an
+    accept or decline) within the paramedic setting ``ack_timeout_s``: the notification
+    service texts the paramedic, as for an offer made while the stream was closed. At
+    most once per task. ``emergency_id`` for an emergency task, ``order_id`` for an
+    X-ray task (``subject`` ``emergency/<id>`` or ``xray-order/<id>``); ``call_sign`` and
+    ``expires_at`` as in ``task_offered``."""
+
+    task_id: str
+    unit_id: str
+    paramedic_id: str
+    emergency_id: str | None = None
+    order_id: str | None = None
+    call_sign: str | None = None
+    offered_at: datetime
+    expires_at: datetime
+
+
 @event_type("paramedic.eta_updated", version=1, publisher=PUBLISHER)
 class EtaUpdated(TaskEvent):
     """The unit that accepted the task reported a position taken at ``reported_at``

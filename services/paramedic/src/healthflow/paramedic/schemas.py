@@ -164,6 +164,8 @@ class TaskOut(BaseModel):
     offered_at: datetime
     expires_at: datetime
     answered_at: datetime | None
+    acknowledged_at: datetime | None = None
+    """When the app acknowledged the offer pushed on its stream (``None``: not yet)."""
 
     @classmethod
     def from_document(cls, doc: Document) -> TaskOut:

@@ -24,7 +24,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.emergency import EmergencyRaised
-from healthflow.paramedic import events, roads, shifts, store
+from healthflow.paramedic import acks, events, roads, shifts, store
 from healthflow.paramedic.domain import (
     FINAL_EMERGENCY,
     FOLLOWS_EMERGENCY,
@@ -345,7 +345,8 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
     """Offer the claimed ``unit`` (with ``distance_m``, ``travel_s``, ``by_road``) the
     emergency's task ``task_id``: the task, its timer, ``paramedic.task_offered``
     (naming the dispatcher and reason of a manual assignment, and whether the app's
-    task stream was seen within two heartbeats: if not, notification sends an SMS)."""
+    task stream was seen within two heartbeats: if not, notification sends an SMS; if
+    so, an SMS follows unless the app acknowledges in time, :mod:`.acks`)."""
     now = ctx.clock()
     expires = now + timedelta(seconds=ctx.settings.offer_timeout_s)
     attempt = assignment["attempts"] + 1
@@ -355,7 +356,8 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
         "paramedic_id": unit["_id"], "priority": assignment["priority"],
         "location": assignment["location"], "attempt": attempt,
         "status": TaskStatus.OFFERED.value, "offered_at": now, "expires_at": expires,
-        "answered_at": None, "updated_at": now}
+        "answered_at": None, "call_sign": unit.get("call_sign"), "acknowledged_at": None,
+        "sms_fallback_at": None, "updated_at": now}
     if is_xray(assignment):
         task |= {"emergency_id": None, "order_id": assignment["order_id"],
                  "accession_number": assignment["accession_number"],
@@ -375,6 +377,8 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
     seen = unit.get("stream_seen_at")
     connected = seen is not None and seen >= now - 2 * timedelta(
         seconds=ctx.settings.stream_heartbeat_s)
+    if connected:  # pushed on the stream: SMS too unless the app acknowledges in time
+        await acks.schedule(uow, task, ctx.settings.ack_timeout_s, now)
     if is_xray(task):
         uow.publish(events.XrayTaskOffered(
             attempt=attempt, call_sign=unit.get("call_sign"), offered_at=now,
