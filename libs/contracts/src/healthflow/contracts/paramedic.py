@@ -18,12 +18,15 @@ PUBLISHER = "paramedic"
 
 class TaskEvent(EventPayload):
     """Fields every task event shares: the task, its emergency, the unit and its
-    paramedic's user id."""
+    paramedic's user id. ``slot``: which of the units the emergency asks for — a P1
+    asks for two, each offered, declined and re-offered on its own (1 or 2; ``None``
+    from older publishers: 1; added compatibly)."""
 
     task_id: str
     emergency_id: str
     unit_id: str
     paramedic_id: str
+    slot: int | None = None
 
 
 @event_type("paramedic.task_offered", version=1, publisher=PUBLISHER)
@@ -113,12 +116,14 @@ class AssignmentEscalated(EventPayload):
     """No unit could be offered the emergency at ``escalated_at``: ``reason`` is
     ``no_unit_available`` (none available with a fresh position within range, or all
     declined) or ``no_position`` (the emergency has no coordinates). Dispatchers see
-    it flagged; the paramedic service tries again every retry interval."""
+    it flagged; the paramedic service tries again every retry interval. ``slot`` as in
+    the task events (a P1's second unit may be escalated while the first is coming)."""
 
     emergency_id: str
     reason: str
     attempts: int
     escalated_at: datetime
+    slot: int | None = None
 
 
 class XrayTaskEvent(EventPayload):

@@ -39,7 +39,7 @@ from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.workers import Loop
 from healthflow.paramedic import service, store, xraytasks
-from healthflow.paramedic.domain import fresh_since
+from healthflow.paramedic.domain import emergency_of, fresh_since, slot_id, slot_of
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class Assigner:
                 if service.is_on_shift(ctx, c)]
         found = [c for c in await store.candidates(
             self.runtime.db, None, assignment["location"],
-            fresh_since=fresh_since(ctx.clock(), ctx.max_age), exclude=assignment["tried"],
+            fresh_since=fresh_since(ctx.clock(), ctx.max_age),
+            exclude=await self.excluded(assignment),
             max_distance_m=ctx.settings.search_radius_m, limit=ctx.settings.candidates)
             if service.is_on_shift(ctx, c)]
         lon, lat = assignment["location"]["coordinates"]
@@ -83,6 +84,17 @@ class Assigner:
             for c in found])
         return [by_id[e.unit_id] | {"travel_s": round(e.seconds, 1), "by_road": e.by_road}
                 for e in etas]
+
+    async def excluded(self, assignment: Document) -> list[str]:
+        """The units not to offer ``assignment``: those it tried, and for one of a P1's
+        two slots those the other slot tried (it holds one of them): no unit twice."""
+        tried = list(assignment["tried"])
+        if assignment.get("units") == 2:
+            emergency_id = emergency_of(assignment)
+            other = await store.get_assignment(
+                self.runtime.db, slot_id(emergency_id, 3 - slot_of(assignment)))
+            tried += other["tried"] if other else []
+        return tried
 
     async def assign(self, emergency_id: str) -> bool:
         """Offer the emergency (or X-ray order: any assignment id) if it is ``pending``;
@@ -162,8 +174,10 @@ class AssigningConsumer(Consumer):
         await super().__call__(event)
         if not isinstance(event.data, dict):
             return
-        if event.type == "emergency.raised":
-            await self.assigner.after_commit(str(event.data.get("emergency_id")))
+        if event.type == "emergency.raised":  # a P1's second unit too (if none: no-op)
+            emergency_id = str(event.data.get("emergency_id"))
+            await self.assigner.after_commit(emergency_id)
+            await self.assigner.after_commit(slot_id(emergency_id, 2))
         elif event.type == "xray.requested":
             await self.assigner.after_commit(
                 xraytasks.xray_assignment_id(str(event.data.get("order_id"))))
