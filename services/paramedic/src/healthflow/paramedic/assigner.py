@@ -178,6 +178,9 @@ class AssigningConsumer(Consumer):
             emergency_id = str(event.data.get("emergency_id"))
             await self.assigner.after_commit(emergency_id)
             await self.assigner.after_commit(slot_id(emergency_id, 2))
+        elif event.type == "emergency.reprioritised":  # raised to P1: a second unit
+            await self.assigner.after_commit(
+                slot_id(str(event.data.get("emergency_id")), 2))
         elif event.type == "xray.requested":
             await self.assigner.after_commit(
                 xraytasks.xray_assignment_id(str(event.data.get("order_id"))))
