@@ -59,6 +59,10 @@ UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
 AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
 
 
+OfferEvent = TaskOffered | XrayTaskOffered | TaskUnacknowledged
+"""An offer to text the paramedic about (see :func:`service.apply_task_offered`)."""
+
+
 def make_handlers(ctx: service.Context) -> Handlers:
     """``{pattern: handler}`` over ``ctx``; each passes the validated contract model's
     fields as a plain dict (``model_dump()``, datetimes kept as aware datetimes)."""
@@ -80,16 +84,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
                          ) -> None:
         await service.apply_emergency_inbound(uow, event.data.model_dump(), event.id, ctx)
 
-    async def on_task_offered(event: Received[TaskOffered | XrayTaskOffered],
-                              uow: UnitOfWork) -> None:
+    async def on_task_offered(event: Received[OfferEvent], uow: UnitOfWork) -> None:
         await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx,
                                          trigger=event.type)
-
-    async def on_unacknowledged(event: Received[TaskUnacknowledged], uow: UnitOfWork
-                                ) -> None:
-        await service.apply_task_offered(
-            uow, event.data.model_dump() | {"stream_connected": False}, event.id, ctx,
-            trigger=event.type)
 
     async def on_refund(event: Received[PaymentRefunded], uow: UnitOfWork) -> None:
         await service.apply_payment_refunded(uow, event.data.model_dump(), event.id, ctx)
@@ -115,7 +112,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "emergency.destination_chosen": on_inbound,
         "paramedic.task_offered": on_task_offered,
         "paramedic.xray_task_offered": on_task_offered,
-        "paramedic.task_unacknowledged": on_unacknowledged,
+        "paramedic.task_unacknowledged": on_task_offered,
         "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
         "auth.password_reset_requested": on_account,

@@ -186,7 +186,8 @@ async def apply_task_offered(uow: UnitOfWork, raw: dict[str, Any], event_id: str
     never acknowledged —, same fields used): when the unit's app had no task stream
     open (``stream_connected`` False), text the paramedic (``paramedic_id``) to open the
     app and answer before the offer runs out; otherwise the stream carried it."""
-    if raw.get("stream_connected") is not False:
+    if (raw.get("stream_connected") is not False
+            and trigger != "paramedic.task_unacknowledged"):
         return
     await plan_message(uow, ctx, user_id=raw["paramedic_id"], kind=domain.TASK_OFFERED,
                        source_id=event_id, trigger=trigger,
