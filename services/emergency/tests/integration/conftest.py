@@ -51,13 +51,13 @@ class Emergencies:
             time=datetime.now(UTC)))
 
     async def offer(self, emergency_id: str, unit: str, task_id: str | None = None,
-                    attempt: int = 1) -> str:
+                    attempt: int = 1, slot: int | None = None) -> str:
         task_id = task_id or str(uuid.uuid4())
         now = datetime.now(UTC)
         await self.deliver("paramedic.task_offered", {
             "task_id": task_id, "emergency_id": emergency_id, "unit_id": unit,
             "paramedic_id": unit, "distance_m": 900.0, "travel_s": 120.0, "by_road": False,
-            "attempt": attempt,
+            "attempt": attempt, "slot": slot,
             "offered_at": now.isoformat(), "expires_at": (now + timedelta(seconds=30))
             .isoformat()})
         return task_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from healthflow.contracts.paramedic import TaskOffered, XrayTaskOffered
+from healthflow.contracts.paramedic import TaskOffered, TaskUnacknowledged, XrayTaskOffered
 from healthflow.devkit.testing import eventually
 
 from ..conftest import NOW, Notif, event, user_registered
@@ -58,3 +58,21 @@ async def test_an_x_ray_task_offered_to_a_unit_without_its_stream_is_texted(
     assert "ord-1" not in sms.body
     [delivery] = await notif.deliveries(source_id=silent.id)
     assert (delivery["channel"], delivery["template"]) == ("sms", "task_offered")
+
+
+async def test_an_offer_the_open_stream_carried_but_the_app_never_acknowledged_is_texted(
+        notif: Notif) -> None:
+    await notif.deliver(user_registered("para-mute", phone="+4915100000914"))
+    notif.clock.advance(seconds=1)
+    unacked = event("paramedic.task_unacknowledged", TaskUnacknowledged(
+        task_id="t-4", emergency_id="em-2", unit_id="para-mute", paramedic_id="para-mute",
+        call_sign="HKI 122", offered_at=NOW, expires_at=NOW + timedelta(seconds=30)
+    ).model_dump(mode="json"), subject="emergency/em-2")
+    await notif.deliver(unacked, unacked)  # a redelivery sends nothing more
+    await eventually(lambda: len(notif.twilio.to("+4915100000914")) == 1,
+                     message="the paramedic whose app did not acknowledge was not texted")
+    sms = notif.twilio.to("+4915100000914")[0]
+    assert sms.body.startswith("HealthFlow: an emergency task is offered to HKI 122."), sms.body
+    [delivery] = await notif.deliveries(source_id=unacked.id)
+    assert (delivery["channel"], delivery["template"], delivery["trigger"]) == (
+        "sms", "task_offered", "paramedic.task_unacknowledged")

@@ -77,7 +77,7 @@ class Paramedics:
             "position_at": datetime.now(UTC) - timedelta(seconds=seconds)}})
 
     async def raise_emergency(self, lat: float | None, lon: float | None, *,
-                              emergency_id: str | None = None, priority: str = "P1") -> str:
+                              emergency_id: str | None = None, priority: str = "P2") -> str:
         """Deliver ``emergency.raised`` as the emergency service would publish it."""
         emergency_id = emergency_id or str(uuid.uuid4())
         data = {"emergency_id": emergency_id, "priority": priority, "latitude": lat,

@@ -66,3 +66,31 @@ async def test_the_loop_offers_what_no_one_assigned_after_its_commit(replicas: A
         return any(t["emergency_id"] == emergency for t in await para.tasks(unit))
 
     await eventually(offered, within=10, message="the assigner loop never offered it")
+
+
+async def test_every_ranked_unit_taken_meanwhile_ranks_again_rather_than_escalate(
+        replicas: Any) -> None:
+    """A burst at one place: the units this emergency ranked were all claimed by
+    others before its claim, while a farther unit is still free."""
+    [para] = await replicas(1, timer_interval_s=60.0, candidates=1)
+    near = await para.unit(*offset(*HELSINKI, north_m=100))
+    far = await para.unit(*offset(*HELSINKI, north_m=700))
+    emergency = await pending(para)
+    assigner: Assigner = para.runtime.state["assigner"]
+    rank = assigner.rank
+    ranked_first: list[list[str]] = []
+
+    async def rank_then_lose_the_first(assignment: Any) -> list[Any]:
+        found = await rank(assignment)
+        if not ranked_first:  # another emergency claims the unit right after
+            ranked_first.append([c["_id"] for c in found])
+            await para.runtime.db["units"].update_one(
+                {"_id": near}, {"$set": {"status": "assigned", "task_id": "elsewhere"}})
+        return found
+
+    assigner.rank = rank_then_lose_the_first  # type: ignore[method-assign]
+    assert await assigner.assign(emergency)
+    assert ranked_first == [[near]]
+    [task] = await para.tasks(far)
+    assert task["emergency_id"] == emergency
+    assert await para.outbox("paramedic.assignment_escalated") == []

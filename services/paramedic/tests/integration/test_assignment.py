@@ -38,7 +38,7 @@ async def test_the_nearest_available_fresh_unit_is_offered_the_task(replicas: An
     assert offered["unit_id"] == near and offered["emergency_id"] == emergency
     assert abs(offered["distance_m"] - 800) < 10, offered  # $geoNear metres
     [task] = await para.tasks(near)
-    assert task["status"] == "offered" and task["priority"] == "P1"
+    assert task["status"] == "offered" and task["priority"] == "P2"
     assert (task["latitude"], task["longitude"]) == HELSINKI
     unit = await para.runtime.db["units"].find_one({"_id": near})
     assert unit is not None and unit["status"] == "assigned" and unit["task_id"] == task["id"]

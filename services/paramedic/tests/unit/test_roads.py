@@ -52,3 +52,19 @@ def test_without_a_graph_or_outside_it_the_straight_line_ranks(graph: roads.Road
 def test_unknown_graph_names_are_refused() -> None:
     with pytest.raises(ValueError):
         roads.Roads("atlantis")
+
+
+def test_snapping_by_grid_finds_what_a_scan_of_every_node_finds(
+        graph: roads.RoadGraph) -> None:
+    def scan(lat: float, lon: float) -> tuple[int, float] | None:
+        best = min((haversine_m(lat, lon, y, x), node)
+                   for node, (y, x) in graph.coordinates.items())
+        return None if best[0] > roads.SNAP_LIMIT_M else (best[1], best[0])
+
+    lats = [min(y for y, _ in graph.coordinates.values()) - 0.004 + i * 0.0011
+            for i in range(40)]
+    lons = [min(x for _, x in graph.coordinates.values()) - 0.008 + j * 0.0023
+            for j in range(40)]
+    points = [(lat, lon) for lat in lats for lon in lons] + [OUTSIDE[1:], SENATE_SQUARE]
+    assert [graph.snap(*p) for p in points] == [scan(*p) for p in points]
+    assert sum(graph.snap(*p) is None for p in points) > 0  # the edges were probed too

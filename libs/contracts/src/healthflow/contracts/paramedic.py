@@ -18,12 +18,15 @@ PUBLISHER = "paramedic"
 
 class TaskEvent(EventPayload):
     """Fields every task event shares: the task, its emergency, the unit and its
-    paramedic's user id."""
+    paramedic's user id. ``slot``: which of the units the emergency asks for — a P1
+    asks for two, each offered, declined and re-offered on its own (1 or 2; ``None``
+    from older publishers: 1; added compatibly)."""
 
     task_id: str
     emergency_id: str
     unit_id: str
     paramedic_id: str
+    slot: int | None = None
 
 
 @event_type("paramedic.task_offered", version=1, publisher=PUBLISHER)
@@ -51,6 +54,26 @@ class TaskOffered(TaskEvent):
     assigned_by: str | None = None
     reason: str | None = None
     stream_connected: bool | None = None
+
+
+@event_type("paramedic.task_unacknowledged", version=1, publisher=PUBLISHER)
+class TaskUnacknowledged(EventPayload):
+    """An offer went out on the app's open task stream (``stream_connected`` true) at
+    ``offered_at`` but the app did not acknowledge it (``POST …/tasks/{id}/ack``, or an
+    accept or decline) within the paramedic setting ``ack_timeout_s``: the notification
+    service texts the paramedic, as for an offer made while the stream was closed. At
+    most once per task. ``emergency_id`` for an emergency task, ``order_id`` for an
+    X-ray task (``subject`` ``emergency/<id>`` or ``xray-order/<id>``); ``call_sign`` and
+    ``expires_at`` as in ``task_offered``."""
+
+    task_id: str
+    unit_id: str
+    paramedic_id: str
+    emergency_id: str | None = None
+    order_id: str | None = None
+    call_sign: str | None = None
+    offered_at: datetime
+    expires_at: datetime
 
 
 @event_type("paramedic.eta_updated", version=1, publisher=PUBLISHER)
@@ -93,12 +116,14 @@ class AssignmentEscalated(EventPayload):
     """No unit could be offered the emergency at ``escalated_at``: ``reason`` is
     ``no_unit_available`` (none available with a fresh position within range, or all
     declined) or ``no_position`` (the emergency has no coordinates). Dispatchers see
-    it flagged; the paramedic service tries again every retry interval."""
+    it flagged; the paramedic service tries again every retry interval. ``slot`` as in
+    the task events (a P1's second unit may be escalated while the first is coming)."""
 
     emergency_id: str
     reason: str
     attempts: int
     escalated_at: datetime
+    slot: int | None = None
 
 
 class XrayTaskEvent(EventPayload):

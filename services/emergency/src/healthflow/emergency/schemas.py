@@ -154,6 +154,10 @@ class EmergencyOut(BaseModel):
     raised_by_role: str
     patient_id: str | None
     assignment: AssignmentOut | None
+    crews: list[AssignmentOut] = []
+    """Every unit on it: ``assignment`` first, then a P1's second unit (issue 14)."""
+    second_escalated: dict[str, Any] | None = None
+    """A P1's second unit could not be found (``reason``, ``at``); retried."""
     responder: ResponderOut | None = None
     escalated: dict[str, Any] | None
     cancel_reason: str | None
@@ -166,7 +170,11 @@ class EmergencyOut(BaseModel):
     @classmethod
     def from_document(cls, doc: Document) -> EmergencyOut:
         fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields
-                                  if k not in ("id", "responder")}
+                                  if k not in ("id", "responder", "crews",
+                                               "second_escalated")}
+        second = doc.get("second") or {}
+        fields["crews"] = [a for a in (doc.get("assignment"), second.get("assignment")) if a]
+        fields["second_escalated"] = second.get("escalated")
         fields["priority_changes"] = doc.get("priority_changes") or []
         return cls.model_validate({**fields, "id": doc["_id"],
                                    "responder": ResponderOut.from_document(doc)})

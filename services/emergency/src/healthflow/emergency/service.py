@@ -25,7 +25,7 @@ from healthflow.contracts.paramedic import (
     TaskDeclined,
     TaskOffered,
 )
-from healthflow.emergency import destination, events, store
+from healthflow.emergency import crews, destination, events, store
 from healthflow.emergency.domain import (
     FINAL,
     CannotReprioritise,
@@ -111,12 +111,11 @@ async def raise_emergency(runtime: ServiceRuntime, principal: Principal, body: R
 
 
 def visible(principal: Principal, doc: Document) -> bool:
-    """Whether ``principal`` may read ``doc``: a dispatcher, its current crew, its raiser."""
+    """Whether ``principal`` may read ``doc``: a dispatcher, its current crews, its raiser."""
     if principal.has(Permission.EMERGENCIES_DISPATCH):
         return True
-    assignment = doc.get("assignment") or {}
     if (principal.has(Permission.EMERGENCIES_UPDATE_ASSIGNED)
-            and assignment.get("paramedic_id") == principal.subject):
+            and crews.is_crew(doc, principal.subject)):  # a P1's two crews
         return True
     return principal.has(Permission.EMERGENCIES_READ_OWN) and doc["raised_by"] == principal.subject
 
@@ -173,8 +172,8 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
         role = _role(principal)
         if role != "dispatcher" and (role != "paramedic" or target is Status.CANCELLED):
             raise NotAssigned("only the dispatchers and the unit on it change its status")
-        accepted = bool((doc.get("assignment") or {}).get("accepted_at"))
-        check_step(Status(doc["status"]), target, accepted=accepted, reason=reason)
+        check_step(Status(doc["status"]), target, accepted=crews.accepted(doc),
+                   reason=reason)  # either crew of a P1 moves it: the first step wins
         extra: Document | None = ({"cancel_reason": reason} if target is Status.CANCELLED
                                   else None)
         if target is Status.TRANSPORTING:
@@ -275,7 +274,10 @@ async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
     """A unit was offered the task: ``raised`` → ``assigned`` (or the next unit while
     ``assigned``); ``emergency.assigned``. Ignored once the crew is under way, and
     when stale (see above) — except a dispatcher's reassignment (``assigned_by``),
-    which displaces even an accepted unit on its way (``en_route`` → ``assigned``)."""
+    which displaces even an accepted unit on its way (``en_route`` → ``assigned``).
+    A P1's second unit: :mod:`.crews`."""
+    if crews.is_second(data):
+        return await crews.on_offered(uow, data)
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     manual = data.assigned_by is not None
     if doc is None or doc["status"] not in (
@@ -302,6 +304,8 @@ async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
 async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
     """The crew accepted: it may now set off. Taken even before its offer arrives (kept
     aside when a dispatcher's reassignment will displace the current unit)."""
+    if crews.is_second(data):
+        return await crews.on_accepted(uow, data)
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     if doc is None:
         return
@@ -323,6 +327,8 @@ async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
 async def on_task_declined(uow: UnitOfWork, data: TaskDeclined) -> None:
     """The offered unit declined or did not answer: back to ``raised`` if it was the
     current offer; remembered, so that its offer arriving later changes nothing."""
+    if crews.is_second(data):
+        return await crews.on_declined(uow, data)
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     if doc is None:
         return
@@ -339,6 +345,8 @@ async def on_task_declined(uow: UnitOfWork, data: TaskDeclined) -> None:
 async def on_escalated(uow: UnitOfWork, data: AssignmentEscalated) -> None:
     """No unit could be offered it: flag it on the dispatchers' board (and drop an
     offer it outdates whose decline has not arrived yet)."""
+    if crews.is_second(data):
+        return await crews.on_escalated(uow, data)
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     sequence = 2 * data.attempts + 1
     if (doc is None or doc["status"] not in (Status.RAISED, Status.ASSIGNED)

@@ -10,7 +10,9 @@
 * ``emergency.destination_chosen`` — the receiving hospital staff's "ambulance
   inbound" (urgent push and SMS).
 * ``paramedic.task_offered``, ``paramedic.xray_task_offered`` — an SMS to the
-  paramedic when the app's task stream was not open (the fallback for the push).
+  paramedic when the app's task stream was not open (the fallback for the push);
+  ``paramedic.task_unacknowledged`` — the same SMS when the open stream carried the
+  offer but the app did not acknowledge it in time.
 * ``payment.refunded`` — the patient is told how much went back (amount in minor units
   and the ISO 4217 currency, formatted per locale in the template).
 * ``auth.password_reset_requested`` — the reset link by e-mail (its token derived from
@@ -46,7 +48,7 @@ from healthflow.contracts.auth import (
 )
 from healthflow.contracts.base import EventPayload
 from healthflow.contracts.emergency import EmergencyDestinationChosen
-from healthflow.contracts.paramedic import TaskOffered, XrayTaskOffered
+from healthflow.contracts.paramedic import TaskOffered, TaskUnacknowledged, XrayTaskOffered
 from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
@@ -55,6 +57,10 @@ from healthflow.notification import accounts, service
 
 UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
 AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
+
+
+OfferEvent = TaskOffered | XrayTaskOffered | TaskUnacknowledged
+"""An offer to text the paramedic about (see :func:`service.apply_task_offered`)."""
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -78,8 +84,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
                          ) -> None:
         await service.apply_emergency_inbound(uow, event.data.model_dump(), event.id, ctx)
 
-    async def on_task_offered(event: Received[TaskOffered | XrayTaskOffered],
-                              uow: UnitOfWork) -> None:
+    async def on_task_offered(event: Received[OfferEvent], uow: UnitOfWork) -> None:
         await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx,
                                          trigger=event.type)
 
@@ -107,6 +112,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "emergency.destination_chosen": on_inbound,
         "paramedic.task_offered": on_task_offered,
         "paramedic.xray_task_offered": on_task_offered,
+        "paramedic.task_unacknowledged": on_task_offered,
         "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
         "auth.password_reset_requested": on_account,

@@ -181,16 +181,18 @@ async def apply_emergency_inbound(uow: UnitOfWork, raw: dict[str, Any], event_id
 
 async def apply_task_offered(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
                              ctx: Context, trigger: str = "paramedic.task_offered") -> None:
-    """``paramedic.task_offered`` (or ``trigger``: ``paramedic.xray_task_offered``, same
-    fields used): when the unit's app had no task stream open (``stream_connected``
-    False), text the paramedic (``paramedic_id``) to open the app and answer before the
-    offer runs out; otherwise the stream carried it."""
-    if raw.get("stream_connected") is not False:
+    """``paramedic.task_offered`` (or ``trigger``: ``paramedic.xray_task_offered``, or
+    ``paramedic.task_unacknowledged`` — an offer the open stream carried but the app
+    never acknowledged —, same fields used): when the unit's app had no task stream
+    open (``stream_connected`` False), text the paramedic (``paramedic_id``) to open the
+    app and answer before the offer runs out; otherwise the stream carried it."""
+    if (raw.get("stream_connected") is not False
+            and trigger != "paramedic.task_unacknowledged"):
         return
     await plan_message(uow, ctx, user_id=raw["paramedic_id"], kind=domain.TASK_OFFERED,
                        source_id=event_id, trigger=trigger,
                        context={"call_sign": raw.get("call_sign") or raw["unit_id"],
-                                "xray": "order_id" in raw},
+                                "xray": raw.get("order_id") is not None},
                        expires_at=raw["expires_at"])
 
 

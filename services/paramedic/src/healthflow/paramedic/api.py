@@ -1,7 +1,8 @@
 """HTTP routes under ``/api/v1/paramedics`` (thin; rules live in the service).
 
 The paramedic app: ``/me`` (unit profile), ``/me/status``, ``/me/position``,
-``/me/tasks`` with accept and decline (emergency and X-ray tasks). Dispatchers:
+``/me/tasks`` with ack (the app got the pushed offer), accept and decline (emergency
+and X-ray tasks). Dispatchers:
 ``GET /`` (every unit with status and position), ``GET /xray-queue`` (X-ray orders not
 finished), ``PUT /assignments/{emergency_id}`` (manual (re)assignment).
 """
@@ -19,7 +20,7 @@ from healthflow.common.auth import Principal, require, while_authorized
 from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.paramedic import dispatch, service, store
+from healthflow.paramedic import acks, dispatch, service, store
 from healthflow.paramedic.assigner import Assigner
 from healthflow.paramedic.schemas import (
     AssignIn,
@@ -167,6 +168,16 @@ async def stream_tasks(request: Request, runtime: Runtime, ctx: Ctx,
 def _task_event(doc: dict[str, object]) -> ServerSentEvent:
     return ServerSentEvent(id=str(doc["_id"]), event="task",
                            data=TaskOut.from_document(doc).model_dump_json())
+
+
+@router.post("/me/tasks/{task_id}/ack", summary="Acknowledge an offer the app received")
+async def acknowledge(runtime: Runtime, ctx: Ctx, task_id: TaskId,
+                      principal: Principal = Own) -> TaskOut:
+    """The app shows the offer pushed on its task stream: no SMS follows (else one does
+    after ``ack_timeout_s``). Idempotent. 404 ``task-not-found`` for another unit's
+    task; 409 ``task-not-offered`` once it is answered, expired or withdrawn."""
+    return TaskOut.from_document(await acks.acknowledge(runtime, principal, task_id,
+                                                        ctx.clock()))
 
 
 @router.post("/me/tasks/{task_id}/accept", summary="Accept an offered task")

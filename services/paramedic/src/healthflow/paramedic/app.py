@@ -1,6 +1,7 @@
 """The paramedic service's composition root: the runtime, its consumers, the road graph
-(loaded in a thread after start), the two job workers (offer timers, escalation
-retries), the assigner (after each raise and decline, and its loop) and the routes."""
+(loaded in a thread after start), the three job workers (offer timers, escalation
+retries, acknowledgement timers), the assigner (after each raise and decline, and its
+loop) and the routes."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from healthflow.common.mongo import utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks
-from healthflow.paramedic import api, handlers, service, store
+from healthflow.paramedic import acks, api, handlers, service, store
 from healthflow.paramedic.assigner import Assigner, AssigningConsumer
 from healthflow.paramedic.roads import Roads
 from healthflow.paramedic.settings import Settings
@@ -49,8 +50,12 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     async def retry(uow: UnitOfWork, job: Job) -> None:
         await service.on_assignment_retry(uow, ctx, job)
 
+    async def ack_timeout(uow: UnitOfWork, job: Job) -> None:
+        await acks.on_ack_timeout(uow, job, clock())
+
     for queue, handler in ((service.OFFER_TIMEOUT, offer_timeout),
-                           (service.ASSIGNMENT_RETRY, retry)):
+                           (service.ASSIGNMENT_RETRY, retry),
+                           (acks.ACK_TIMEOUT, ack_timeout)):
         worker = JobWorker(runtime, queue, handler, lease=30.0, clock=clock,
                            interval=settings.timer_interval_s)
         runtime.add_worker(worker.loop())

@@ -51,6 +51,31 @@ CREW_STEPS = ("assigned", "en_route", "on_scene", "transporting", "at_hospital")
 """The emergency's statuses while a unit works it, in lifecycle order."""
 
 
+UNITS_FOR_PRIORITY = {"P1": 2}
+"""How many units an emergency of a priority asks for (others: one). Issue 14: "P1
+may take two units". Each is a *slot* with an assignment of its own."""
+
+
+def units_wanted(priority: str | None) -> int:
+    return UNITS_FOR_PRIORITY.get(priority or "", 1)
+
+
+def slot_id(emergency_id: str, slot: int) -> str:
+    """The id of the emergency's assignment for ``slot`` (1: the emergency id itself,
+    as before P1s took two units)."""
+    return emergency_id if slot == 1 else f"{emergency_id}:{slot}"
+
+
+def emergency_of(assignment: Mapping[str, Any]) -> str:
+    """The emergency an (emergency) assignment is for."""
+    return str(assignment.get("emergency_id") or assignment["_id"])
+
+
+def slot_of(doc: Mapping[str, Any]) -> int:
+    """Which of the emergency's units an assignment or task is (1 when not recorded)."""
+    return int(doc.get("slot") or 1)
+
+
 def steps_forward(current: str, target: str) -> bool:
     """Whether the emergency moving to ``target`` is news for a task that knows it as
     ``current``: a later crew step, or the end. Status events may arrive out of order

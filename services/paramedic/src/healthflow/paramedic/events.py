@@ -9,10 +9,11 @@ from healthflow.contracts.paramedic import (
     TaskAccepted,
     TaskDeclined,
     TaskOffered,
+    TaskUnacknowledged,
     XrayTaskAccepted,
     XrayTaskEnded,
     XrayTaskOffered,
 )
 
 __all__ = ["AssignmentEscalated", "EtaUpdated", "TaskAccepted", "TaskDeclined", "TaskOffered",
-           "XrayTaskAccepted", "XrayTaskEnded", "XrayTaskOffered"]
+           "TaskUnacknowledged", "XrayTaskAccepted", "XrayTaskEnded", "XrayTaskOffered"]

@@ -4,6 +4,9 @@
   start assigning the nearest available unit (:func:`service.on_emergency_raised`).
 * ``emergency.status_changed``: the working unit's duty status follows the
   emergency; closed or cancelled frees it (:func:`service.on_emergency_status`).
+* ``emergency.reprioritised``: the emergency's assignments and open tasks take the
+  new priority (pushed on the task stream); raised to P1, a second unit is sought
+  (:func:`priorities.on_reprioritised`).
 * ``xray.requested`` (:class:`~healthflow.contracts.xray.XrayRequested`): an X-ray
   task waits for a radiography-qualified unit (:func:`xraytasks.on_xray_requested`).
 * ``xray.revoked`` / ``xray.uploaded``: the order was cancelled / an image was stored
@@ -18,9 +21,13 @@ from __future__ import annotations
 
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.contracts.emergency import EmergencyRaised, EmergencyStatusChanged
+from healthflow.contracts.emergency import (
+    EmergencyRaised,
+    EmergencyReprioritised,
+    EmergencyStatusChanged,
+)
 from healthflow.contracts.xray import XrayRequested, XrayRevoked, XrayUploaded
-from healthflow.paramedic import service, xraytasks
+from healthflow.paramedic import priorities, service, xraytasks
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -34,6 +41,10 @@ def make_handlers(ctx: service.Context) -> Handlers:
         await service.on_emergency_status(uow, ctx, event.data.emergency_id,
                                           event.data.status)
 
+    async def on_reprioritised(event: Received[EmergencyReprioritised],
+                               uow: UnitOfWork) -> None:
+        await priorities.on_reprioritised(uow, ctx, event.data)
+
     async def on_xray_requested(event: Received[XrayRequested], uow: UnitOfWork) -> None:
         await xraytasks.on_xray_requested(uow, ctx, event.data)
 
@@ -44,5 +55,6 @@ def make_handlers(ctx: service.Context) -> Handlers:
         await xraytasks.on_xray_ended(uow, ctx, event.data.order_id, "completed")
 
     return {"emergency.raised": on_raised, "emergency.status_changed": on_status_changed,
+            "emergency.reprioritised": on_reprioritised,
             "xray.requested": on_xray_requested, "xray.revoked": on_xray_revoked,
             "xray.uploaded": on_xray_uploaded}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,19 +54,41 @@ class Eta:
     by_road: bool
 
 
+METRES_PER_DEGREE = 111_195.08
+"""Metres per degree of latitude on the sphere of ``domain.EARTH_RADIUS_M``."""
+
+
 class RoadGraph:
-    """A directed road graph: node coordinates (WGS84) and arcs weighted in seconds."""
+    """A directed road graph: node coordinates (WGS84) and arcs weighted in seconds.
+
+    The nodes are also bucketed in a grid of cells at least :data:`SNAP_LIMIT_M`
+    (+10 %) wide, so :meth:`snap` measures only the nodes of the 3 × 3 cells around a
+    point instead of every node (a linear scan took 6 ms a point, 11 points a ranking,
+    holding the GIL)."""
 
     def __init__(self, graph: Any, coordinates: dict[int, tuple[float, float]]) -> None:
         self.graph = graph  # networkx.DiGraph, arcs with "seconds"
         self.reverse = graph.reverse(copy=True)
         self.coordinates = coordinates  # node id -> (lat, lon)
+        widest = max((abs(lat) for lat, _ in coordinates.values()), default=0.0)
+        self._cell_lat = 1.1 * SNAP_LIMIT_M / METRES_PER_DEGREE
+        self._cell_lon = self._cell_lat / max(math.cos(math.radians(min(widest, 89.0))),
+                                              1e-6)
+        self._cells: dict[tuple[int, int], list[tuple[float, float, int]]] = {}
+        for node, (y, x) in coordinates.items():
+            self._cells.setdefault(self._cell(y, x), []).append((y, x, node))
+
+    def _cell(self, lat: float, lon: float) -> tuple[int, int]:
+        return math.floor(lat / self._cell_lat), math.floor(lon / self._cell_lon)
 
     def snap(self, lat: float, lon: float) -> tuple[int, float] | None:
         """The nearest node and its great-circle distance in metres, or ``None`` beyond
-        :data:`SNAP_LIMIT_M`."""
+        :data:`SNAP_LIMIT_M` (ties: the smaller node id)."""
+        row, col = self._cell(lat, lon)
         best = min(((haversine_m(lat, lon, y, x), node)
-                    for node, (y, x) in self.coordinates.items()), default=None)
+                    for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                    for y, x, node in self._cells.get((row + dr, col + dc), ())),
+                   default=None)
         if best is None or best[0] > SNAP_LIMIT_M:
             return None
         return best[1], best[0]

@@ -164,15 +164,20 @@ class TaskOut(BaseModel):
     offered_at: datetime
     expires_at: datetime
     answered_at: datetime | None
+    acknowledged_at: datetime | None = None
+    """When the app acknowledged the offer pushed on its stream (``None``: not yet)."""
+    slot: int = 1
+    """A P1 asks for two units: which of them this task is (1 or 2)."""
+    """When the app acknowledged the offer pushed on its stream (``None``: not yet)."""
 
     @classmethod
     def from_document(cls, doc: Document) -> TaskOut:
         lon, lat = (doc["location"]["coordinates"] if doc.get("location")
                     else (None, None))
         fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields
-                                  if k not in {"id", "kind", "latitude", "longitude"}}
+                                  if k not in {"id", "kind", "latitude", "longitude", "slot"}}
         return cls(id=doc["_id"], kind=doc.get("kind") or "emergency", latitude=lat,
-                   longitude=lon, **fields)
+                   longitude=lon, slot=doc.get("slot") or 1, **fields)
 
 
 class XrayQueueItem(BaseModel):

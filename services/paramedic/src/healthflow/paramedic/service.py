@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from healthflow.common import jobs
 from healthflow.common.auth import Principal
@@ -24,7 +25,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.emergency import EmergencyRaised
-from healthflow.paramedic import events, roads, shifts, store
+from healthflow.paramedic import acks, events, roads, shifts, store
 from healthflow.paramedic.domain import (
     FINAL_EMERGENCY,
     FOLLOWS_EMERGENCY,
@@ -38,11 +39,15 @@ from healthflow.paramedic.domain import (
     UnitNotFound,
     assignable,
     check_reported_at,
+    emergency_of,
     fresh_since,
     haversine_m,
     point,
     self_status_change,
+    slot_id,
+    slot_of,
     steps_forward,
+    units_wanted,
 )
 from healthflow.paramedic.schemas import PositionIn, ProfileIn
 from healthflow.paramedic.settings import Settings
@@ -270,9 +275,10 @@ async def free_unit(uow: UnitOfWork, task: Document, now: datetime) -> None:
                     extra={"unit_id": task["unit_id"], "task_id": task["_id"]})
 
 
-def ids(task: Document) -> dict[str, str]:
+def ids(task: Document) -> dict[str, Any]:
     return {"task_id": task["_id"], "emergency_id": task["emergency_id"],
-            "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"]}
+            "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"],
+            "slot": slot_of(task)}
 
 
 def xray_ids(task: Document) -> dict[str, str]:
@@ -302,7 +308,8 @@ def publish_xray_ended(uow: UnitOfWork, task: Document, reason: str, now: dateti
 
 
 async def on_emergency_raised(uow: UnitOfWork, ctx: Context, data: EmergencyRaised) -> None:
-    """Record a newly raised emergency as ``pending`` (once per emergency): the
+    """Record a newly raised emergency as ``pending`` (once per emergency; a P1 as two
+    assignments, one per unit it asks for, :func:`.domain.units_wanted`): the
     :mod:`.assigner` ranks and offers it outside this transaction; one without a
     position is escalated at once."""
     if await store.get_assignment(uow.db, data.emergency_id, session=uow.session):
@@ -310,21 +317,29 @@ async def on_emergency_raised(uow: UnitOfWork, ctx: Context, data: EmergencyRais
     now = ctx.clock()
     location = (point(data.latitude, data.longitude)
                 if data.latitude is not None and data.longitude is not None else None)
-    doc: Document = {"_id": data.emergency_id, "priority": data.priority,
-                     "location": location, "status": "pending", "tried": [],
-                     "attempts": 0, "task_id": None, "escalated_at": None,
-                     "created_at": now, "updated_at": now}
-    await uow.db[store.ASSIGNMENTS].insert_one(doc, session=uow.session)
-    if location is None:
-        await escalate(uow, ctx, doc, "no_position")
+    wanted = units_wanted(data.priority)
+    for slot in range(1, wanted + 1):
+        doc: Document = {"_id": slot_id(data.emergency_id, slot),
+                         "emergency_id": data.emergency_id, "slot": slot, "units": wanted,
+                         "priority": data.priority, "location": location,
+                         "status": "pending", "tried": [], "attempts": 0, "task_id": None,
+                         "escalated_at": None, "created_at": now, "updated_at": now}
+        await uow.db[store.ASSIGNMENTS].insert_one(doc, session=uow.session)
+        if location is None and slot == 1:
+            await escalate(uow, ctx, doc, "no_position")
+        elif location is None:  # the dispatchers handle it whole
+            await store.update_assignment(uow.db, uow.session, doc["_id"],
+                                          {"$set": {"status": "ended"}})
 
 
 async def claim_and_offer(uow: UnitOfWork, ctx: Context, assignment: Document,
-                          ranked: list[Document]) -> Document | None:
+                          ranked: list[Document], *, or_escalate: bool = True
+                          ) -> Document | None:
     """Claim the first of ``ranked`` (candidates with ``distance_m``, ``travel_s``,
     ``by_road``, fastest first, ranked before this transaction) that a conditional
     update can still claim, and offer it the task (``paramedic.task_offered`` and an
-    offer timer); escalate when none can be. Returns the task, or ``None``."""
+    offer timer); when none can be, escalate (if ``or_escalate``; else the caller ranks
+    again). Returns the task, or ``None``."""
     now = ctx.clock()
     since = fresh_since(now, ctx.max_age)
     for candidate in ranked:
@@ -332,7 +347,8 @@ async def claim_and_offer(uow: UnitOfWork, ctx: Context, assignment: Document,
         if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
                                   task_id=task_id, now=now):
             return await offer(uow, ctx, assignment, candidate, task_id)
-    await escalate(uow, ctx, assignment, "no_unit_available")
+    if or_escalate:
+        await escalate(uow, ctx, assignment, "no_unit_available")
     return None
 
 
@@ -342,7 +358,8 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
     """Offer the claimed ``unit`` (with ``distance_m``, ``travel_s``, ``by_road``) the
     emergency's task ``task_id``: the task, its timer, ``paramedic.task_offered``
     (naming the dispatcher and reason of a manual assignment, and whether the app's
-    task stream was seen within two heartbeats: if not, notification sends an SMS)."""
+    task stream was seen within two heartbeats: if not, notification sends an SMS; if
+    so, an SMS follows unless the app acknowledges in time, :mod:`.acks`)."""
     now = ctx.clock()
     expires = now + timedelta(seconds=ctx.settings.offer_timeout_s)
     attempt = assignment["attempts"] + 1
@@ -352,14 +369,16 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
         "paramedic_id": unit["_id"], "priority": assignment["priority"],
         "location": assignment["location"], "attempt": attempt,
         "status": TaskStatus.OFFERED.value, "offered_at": now, "expires_at": expires,
-        "answered_at": None, "updated_at": now}
+        "answered_at": None, "call_sign": unit.get("call_sign"), "acknowledged_at": None,
+        "sms_fallback_at": None, "updated_at": now}
     if is_xray(assignment):
         task |= {"emergency_id": None, "order_id": assignment["order_id"],
                  "accession_number": assignment["accession_number"],
                  "body_part": assignment["body_part"], "view": assignment["view"],
                  "distance_m": unit.get("distance_m"), "travel_s": None, "by_road": None}
     else:
-        task |= {"emergency_id": assignment["_id"], "emergency_status": "assigned",
+        task |= {"emergency_id": emergency_of(assignment), "slot": slot_of(assignment),
+                 "emergency_status": "assigned",
                  "distance_m": float(unit["distance_m"]), "travel_s": unit["travel_s"],
                  "by_road": unit["by_road"]}
     await uow.db[store.TASKS].insert_one(task, session=uow.session)
@@ -372,6 +391,8 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
     seen = unit.get("stream_seen_at")
     connected = seen is not None and seen >= now - 2 * timedelta(
         seconds=ctx.settings.stream_heartbeat_s)
+    if connected:  # pushed on the stream: SMS too unless the app acknowledges in time
+        await acks.schedule(uow, task, ctx.settings.ack_timeout_s, now)
     if is_xray(task):
         uow.publish(events.XrayTaskOffered(
             attempt=attempt, call_sign=unit.get("call_sign"), offered_at=now,
@@ -383,7 +404,7 @@ async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Docum
                                    call_sign=unit.get("call_sign"), offered_at=now,
                                    expires_at=expires, assigned_by=assigned_by,
                                    reason=reason, stream_connected=connected, **ids(task)),
-                subject=f"emergency/{assignment['_id']}")
+                subject=f"emergency/{task['emergency_id']}")
     return task
 
 
@@ -397,8 +418,9 @@ async def escalate(uow: UnitOfWork, ctx: Context, assignment: Document, reason: 
                  "updated_at": now}}), "the assignment")
     if first and not is_xray(assignment):  # a waiting X-ray order is on the queue
         uow.publish(events.AssignmentEscalated(
-            emergency_id=assignment["_id"], reason=reason, attempts=assignment["attempts"],
-            escalated_at=now), subject=f"emergency/{assignment['_id']}")
+            emergency_id=emergency_of(assignment), reason=reason,
+            attempts=assignment["attempts"], escalated_at=now, slot=slot_of(assignment)),
+            subject=f"emergency/{emergency_of(assignment)}")
     if reason == "no_unit_available":
         retry_at = now + timedelta(seconds=ctx.settings.escalation_retry_s)
         await jobs.enqueue(uow.db, ASSIGNMENT_RETRY, {"assignment_id": assignment["_id"]},
@@ -428,21 +450,34 @@ async def on_assignment_retry(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> N
 
 async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
                               status: str) -> None:
-    """Follow the emergency's lifecycle: the accepted unit's duty status tracks it
-    (en route … at hospital); closed or cancelled ends the task and frees the unit."""
+    """Follow the emergency's lifecycle: the duty status of each accepted unit on it (a
+    P1's two) tracks it (en route … at hospital); closed or cancelled ends the tasks
+    and frees the units."""
     assignment = await store.get_assignment(uow.db, emergency_id, session=uow.session)
     now = ctx.clock()
-    final = status in FINAL_EMERGENCY
-    if assignment is None and final:  # overtook its emergency.raised: never assign it
+    if assignment is None and status in FINAL_EMERGENCY:  # overtook its emergency.raised
         await uow.db[store.ASSIGNMENTS].insert_one(
             {"_id": emergency_id, "priority": None, "location": None, "status": "ended",
              "tried": [], "attempts": 0, "task_id": None, "created_at": now,
              "updated_at": now}, session=uow.session)
         return
-    if assignment is None or assignment["status"] == "ended":
+    if assignment is not None and assignment.get("units") == 2:
+        second = await store.get_assignment(uow.db, slot_id(emergency_id, 2),
+                                            session=uow.session)
+        if second is not None:
+            await _follow(uow, second, status, now)
+    if assignment is not None:
+        await _follow(uow, assignment, status, now)
+
+
+async def _follow(uow: UnitOfWork, assignment: Document, status: str, now: datetime
+                  ) -> None:
+    """One assignment (slot) follows the emergency's ``status``."""
+    final = status in FINAL_EMERGENCY
+    if assignment["status"] == "ended":
         return
     if final:
-        must(await store.update_assignment(uow.db, uow.session, emergency_id, {
+        must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
             "$set": {"status": "ended", "updated_at": now}}), "the assignment")
     task = (await store.get_task(uow.db, assignment["task_id"], session=uow.session)
             if assignment.get("task_id") else None)
@@ -459,4 +494,3 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
                                         duty, now)):
         log.warning("unit no longer on the task whose emergency moved",
                     extra={"unit_id": task["unit_id"], "task_id": task["_id"]})
-

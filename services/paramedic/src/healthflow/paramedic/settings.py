@@ -23,6 +23,9 @@ class Settings(ServiceSettings):
     """How far (seconds) a reported time may be ahead of the server's clock."""
     offer_timeout_s: float = Field(30.0, gt=0)
     """Seconds a unit has to accept an offered task before the next unit is offered it."""
+    ack_timeout_s: float = Field(8.0, gt=0)
+    """Seconds the app has to acknowledge an offer pushed on its open task stream (ack,
+    accept or decline) before the offer also goes out by SMS (once)."""
     search_radius_m: float = Field(50_000.0, gt=0)
     """Candidates are available units within this great-circle distance (metres)."""
     candidates: int = Field(10, ge=1, le=100)

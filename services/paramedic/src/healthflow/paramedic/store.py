@@ -136,6 +136,15 @@ async def xray_queue(db: Db, limit: int = 200) -> list[Document]:
         "created_at", ASCENDING).limit(limit).to_list()
 
 
+async def still_available(db: Db, unit_ids: list[str], *, fresh_since: datetime
+                          ) -> set[str]:
+    """Which of ``unit_ids`` are still available with a position reported at or after
+    ``fresh_since`` (read outside any transaction: a hint; the claim decides)."""
+    return {d["_id"] async for d in db[UNITS].find(
+        {"_id": {"$in": unit_ids}, "status": DutyStatus.AVAILABLE.value,
+         "position_at": {"$gte": fresh_since}}, {"_id": 1})}
+
+
 async def claim_unit(db: Db, session: Session, unit_id: str, *, fresh_since: datetime,
                      task_id: str, now: datetime) -> bool:
     """Make the unit ``assigned`` to ``task_id`` if it is still available with a fresh

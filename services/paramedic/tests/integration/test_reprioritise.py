@@ -1,0 +1,69 @@
+"""``emergency.reprioritised`` reaches the units: the open task takes the new priority
+and the app's stream pushes it; a late, older re-prioritisation changes nothing; raised
+to P1, the emergency is offered to a second unit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.devkit.testing import eventually
+
+from .conftest import HELSINKI, Paramedics, offset
+from .test_stream_presence import served, stream, stream_seen
+
+__all__ = ["served"]  # the fixture, imported
+
+
+async def reprioritise(para: Paramedics, emergency_id: str, priority: str, previous: str,
+                       at: datetime) -> None:
+    await para.runtime.transport.publish(CloudEvent(
+        id=str(uuid.uuid4()), source="/healthflow/emergency", type="emergency.reprioritised",
+        time=datetime.now(UTC), data={
+            "emergency_id": emergency_id, "priority": priority,
+            "previous_priority": previous, "reason": "dispatcher_assessment",
+            "reprioritised_by": "disp-1", "reprioritised_at": at.isoformat()}))
+
+
+async def test_the_new_priority_is_pushed_on_the_stream_and_a_late_older_one_ignored(
+        served: tuple[Paramedics, str]) -> None:
+    para, base = served
+    unit = await para.unit(*offset(*HELSINKI, north_m=100))
+    async with stream(base, para.me(unit)) as pushed:
+        await stream_seen(para, unit)
+        emergency = await para.raise_emergency(*HELSINKI, priority="P2")
+        await eventually(lambda: any(t["emergency_id"] == emergency for t in pushed),
+                         within=10, message="the task was not pushed on the open stream")
+        assert pushed[-1]["priority"] == "P2"
+        now = datetime.now(UTC)
+        await reprioritise(para, emergency, "P3", "P2", now)
+        await eventually(lambda: pushed[-1]["priority"] == "P3", within=10,
+                         message="the new priority was not pushed on the stream")
+        await reprioritise(para, emergency, "P4", "P2", now - timedelta(seconds=5))
+    [task] = await para.tasks(unit)
+    assert task["priority"] == "P3"
+    assignment = await para.runtime.db["assignments"].find_one({"_id": emergency})
+    assert assignment is not None and assignment["priority"] == "P3"
+
+
+async def test_raised_to_p1_the_emergency_is_offered_to_a_second_unit(
+        para: Paramedics) -> None:
+    units = [await para.unit(*offset(*HELSINKI, north_m=200 * (i + 1))) for i in range(2)]
+    emergency = await para.raise_emergency(*HELSINKI, priority="P2")
+    await reprioritise(para, emergency, "P1", "P2", datetime.now(UTC))
+
+    async def offers() -> list[dict[str, Any]]:
+        return [o for o in await para.outbox("paramedic.task_offered")
+                if o["emergency_id"] == emergency]
+
+    await eventually(lambda: _two(offers), within=10, message="no second unit was offered")
+    found = await offers()
+    assert sorted(o["slot"] for o in found) == [1, 2]
+    assert {o["unit_id"] for o in found} == set(units)
+    assert {t["priority"] for u in units for t in await para.tasks(u)} == {"P1"}
+
+
+async def _two(read: Any) -> bool:
+    return len(await read()) == 2
