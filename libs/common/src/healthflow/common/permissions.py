@@ -110,6 +110,10 @@ class Permission(StrEnum):
     CHARGE_ITEMS_WRITE = "charge_items:write"  # a clinician, in an encounter they conduct
     # insurance (FHIR Coverage, Claim, ClaimResponse; healthflow.payment)
     COVERAGES_MANAGE_OWN = "coverages:manage_own"  # own coverages; claims on own invoices
+    # clinic finances (expenses, other incomes, monthly P&L; healthflow.payment.finance):
+    # only at the hospitals where the caller is an accountant (staff.assigned)
+    FINANCE_READ = "finance:read"
+    FINANCE_WRITE = "finance:write"
 
 
 P = Permission
@@ -125,6 +129,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.DEADLETTERS_MANAGE, P.HOSPITALS_REGISTER, P.HOSPITALS_VERIFY, P.HOSPITALS_MANAGE,
             P.DOCTORS_VERIFY, P.SCHEDULE_MANAGE_ANY, P.APPOINTMENTS_READ_ANY,
             P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH, P.PAYMENTS_READ_ANY,
+            P.FINANCE_READ, P.FINANCE_WRITE,
         }
     ),
     Role.PATIENT: frozenset(
@@ -170,7 +175,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
     Role.ACCOUNTANT: frozenset(_EVERYONE | {P.PAYMENTS_READ_ANY, P.INVOICES_MANAGE_HOSPITAL,
-                                            P.CHARGE_ITEMS_WRITE}),
+                                            P.CHARGE_ITEMS_WRITE, P.FINANCE_READ,
+                                            P.FINANCE_WRITE}),
     Role.PHARMACIST: frozenset(_EVERYONE | {P.PRESCRIPTIONS_DISPENSE}),
 }
 

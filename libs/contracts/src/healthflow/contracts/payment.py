@@ -91,3 +91,50 @@ class ClaimAdjudicated(EventPayload):
     benefit: int  # minor units of ``currency``
     patient_share: int  # minor units of ``currency``
     currency: str  # ISO 4217
+
+
+class LedgerEntryEvent(EventPayload):
+    """Fields every clinic-finance event shares: the entry ``entry_id`` of the hospital
+    ``hospital_id``'s books, its ``category`` (fixed sets:
+    ``healthflow.payment.domain.ExpenseCategory`` / ``IncomeCategory``), ``date`` (the
+    calendar date it belongs to, ``YYYY-MM-DD``), ``amount_minor`` (minor units of
+    ``currency``, ISO 4217) and who did it (``by``, a user id). Never the supplier,
+    the payer or the free-text reason."""
+
+    entry_id: str
+    hospital_id: str
+    category: str
+    date: str
+    amount_minor: int  # minor units of ``currency``
+    currency: str  # ISO 4217
+    by: str
+
+
+@event_type("expense.recorded", version=1, publisher=PUBLISHER)
+class ExpenseRecorded(LedgerEntryEvent):
+    """An accountant recorded an expense of the hospital."""
+
+
+@event_type("expense.corrected", version=1, publisher=PUBLISHER)
+class ExpenseCorrected(LedgerEntryEvent):
+    """An accountant changed a recorded expense; the fields are as they are now."""
+
+
+@event_type("expense.voided", version=1, publisher=PUBLISHER)
+class ExpenseVoided(LedgerEntryEvent):
+    """An accountant voided an expense: kept, but left out of the P&L from now on."""
+
+
+@event_type("income.recorded", version=1, publisher=PUBLISHER)
+class IncomeRecorded(LedgerEntryEvent):
+    """An accountant recorded an income other than a patient's payment."""
+
+
+@event_type("income.corrected", version=1, publisher=PUBLISHER)
+class IncomeCorrected(LedgerEntryEvent):
+    """An accountant changed a recorded income; the fields are as they are now."""
+
+
+@event_type("income.voided", version=1, publisher=PUBLISHER)
+class IncomeVoided(LedgerEntryEvent):
+    """An accountant voided an income: kept, but left out of the P&L from now on."""

@@ -38,11 +38,21 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
                     user_id, staff_role}
     doctors         read model of ``doctor.schedule_changed`` {_id: doctor id, version,
                     hospital_ids: affiliated hospitals in the doctor's order}
-    hospitals       read model of ``hospital.*`` {_id, version, name, city, country}
+    hospitals       read model of ``hospital.*`` {_id, version, name, city, country,
+                    time_zone (IANA key)}
 
 Invoices also carry, once a claim on them was adjudicated ``complete``:
 ``insurance_share`` (minor units the payer covers; the patient owes ``total_gross -
 insurance_share - paid``) and ``claim_id``.
+
+Clinic finances (:mod:`.finance`, :mod:`.pnl`)::
+
+    ledger_entries  {_id, kind ("expense" | "income"), hospital_id, category, date
+                     ("YYYY-MM-DD", the calendar date it belongs to), amount_minor,
+                     currency, counterparty (the supplier of an expense, the payer of an
+                     income), reason, status ("recorded" | "voided"), recorded_by,
+                     recorded_at, updated_at, void?: {reason, by, at},
+                     receipt?: {key, sha256, size, content_type, by, at}}
 
 Insurance (FHIR R4 Coverage / Claim / ClaimResponse; :mod:`.insurance`)::
 
@@ -81,6 +91,7 @@ DOCTORS = "doctors"
 HOSPITALS = "hospitals"
 COVERAGES = "coverages"
 CLAIMS = "claims"
+LEDGER = "ledger_entries"
 
 INDEXES: Indexes = {
     PAYMENTS: [
@@ -113,6 +124,8 @@ INDEXES: Indexes = {
                     ("_id", DESCENDING)], name="hospital"),
         IndexModel([("invoice_id", ASCENDING)], name="invoice"),
     ],
+    LEDGER: [IndexModel([("hospital_id", ASCENDING), ("kind", ASCENDING),
+                         ("date", DESCENDING), ("_id", DESCENDING)], name="books")],
     STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
     **jobs.INDEXES,
 }
@@ -234,6 +247,21 @@ async def put_versioned(db: AsyncDatabase[Document], collection: str, key: str,
     await db[collection].update_one({"_id": key}, {"$set": {**fields, "version": version}},
                                     upsert=True, session=session)
     return True
+
+
+# --------------------------------------------------------------------------- finances
+
+
+async def list_entries(db: AsyncDatabase[Document], query: Document, *, cursor: str | None,
+                       limit: int) -> tuple[list[Document], str | None]:
+    """One page of ledger entries, latest date first (``date``, ``_id``), and the next
+    cursor.
+
+    Raises:
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    return await keyset_page(db[LEDGER], query, sort=["date", "_id"], cursor=cursor,
+                             limit=limit, descending=True, hint="books")
 
 
 # --------------------------------------------------------------------------- insurance
