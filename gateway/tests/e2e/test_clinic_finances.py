@@ -94,7 +94,8 @@ async def test_an_accountant_records_an_expense_and_reads_the_monthly_pnl(
         chart = await api.get(url, headers=accountant.headers,
                               params={**params, "format": "svg"})
         assert chart.headers["content-type"] == "image/svg+xml"
-        assert ET.fromstring(chart.content).tag == "{http://www.w3.org/2000/svg}svg"
+        root = ET.fromstring(chart.content)  # noqa: S314 (the platform's own output)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
 
         assert_problem(await api.get(url, headers=stranger.headers, params=params), 403)
         assert_problem(await api.get(f"/api/v1/expenses/{expense['id']}",

@@ -95,7 +95,7 @@ async def _zone(runtime: ServiceRuntime, hospital_id: str) -> str:
     return str(name)
 
 
-def _bounds(month: str, zone: str) -> tuple[str, str, datetime, datetime]:
+def month_bounds(month: str, zone: str) -> tuple[str, str, datetime, datetime]:
     """``(first date, next first date, start, end)``: the month as dates and as aware
     UTC instants of its midnights in ``zone``."""
     first, after = month_range(month)
@@ -144,7 +144,7 @@ async def monthly(runtime: ServiceRuntime, principal: Principal, *, hospital_id:
     """
     await finance.ensure_books(runtime, principal, hospital_id, Permission.FINANCE_READ)
     zone = await _zone(runtime, hospital_id)
-    first, after, start, end = _bounds(month, zone)
+    first, after, start, end = month_bounds(month, zone)
     rows: dict[str, dict[str, Any]] = defaultdict(_row)
     await _patient_money(runtime, hospital_id, start, end, rows)
     async for entry in runtime.db[store.LEDGER].find(
