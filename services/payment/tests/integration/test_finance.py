@@ -197,6 +197,12 @@ async def test_entries_are_checked_corrected_and_voided_never_deleted(
     assert is_problem(await http.post(f"{path}/void", headers=acc_a, json={"reason": "x"}),
                       409)
     assert is_problem(await http.patch(path, headers=acc_a, json={"amount_minor": 1}), 409)
+    assert is_problem(await http.put(f"{path}/receipt", content=PDF, headers={
+        **acc_a, "Content-Type": "application/pdf"}), 409)
+    assert await app.state.blobs.keys("receipt/") == []
+    corrected = await app.state.runtime.db["outbox"].find_one({"type": "expense.corrected"})
+    assert (corrected["envelope"]["data"]["amount_minor"],
+            corrected["envelope"]["data"]["by"]) == (120, "acc-a")
     listed = (await http.get("/api/v1/expenses", headers=acc_a)).json()["items"]
     assert [(e["status"], e["amount_minor"]) for e in listed] == [("voided", 120)]
 
