@@ -60,6 +60,22 @@ class InvoiceIssued(EventPayload):
     currency: str  # ISO 4217
 
 
+@event_type("invoice.paid", version=1, publisher=PUBLISHER)
+class InvoicePaid(EventPayload):
+    """The patient paid ``amount`` (minor units of ``currency``, ISO 4217) of the invoice
+    ``invoice_id`` by card: the PaymentIntent ``intent_id`` of its checkout
+    ``checkout_id`` succeeded. ``status`` is the invoice's afterwards (``balanced`` when
+    nothing is left for the patient)."""
+
+    invoice_id: str
+    checkout_id: str
+    patient_id: str
+    amount: int  # minor units of ``currency``
+    currency: str  # ISO 4217
+    intent_id: str
+    status: str
+
+
 @event_type("claim.submitted", version=1, publisher=PUBLISHER)
 class ClaimSubmitted(EventPayload):
     """The claim ``claim_id`` (FHIR R4 ``Claim``) for the invoice ``invoice_id`` was sent

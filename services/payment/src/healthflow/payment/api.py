@@ -38,7 +38,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import billing, fhir, insurance, invoices, service, store
+from healthflow.payment import billing, checkouts, fhir, insurance, invoices, service, store
 from healthflow.payment.domain import ChargeItemStatus
 from healthflow.payment.schemas import (
     BillingSummaryOut,
@@ -48,6 +48,7 @@ from healthflow.payment.schemas import (
     ClaimOut,
     CoverageIn,
     CoverageOut,
+    InvoiceCheckoutOut,
     InvoiceIssueIn,
     InvoiceOut,
     InvoicePaymentIn,
@@ -192,6 +193,22 @@ async def record_payment(runtime: Runtime, invoice_id: Id, body: InvoicePaymentI
     """409 for a cancelled or balanced invoice; 422 for more than is owed."""
     return InvoiceOut.from_document(
         await invoices.record_payment(runtime, principal, invoice_id, body.amount))
+
+
+@invoices_router.post("/{invoice_id}/checkout", status_code=201,
+                      summary="Pay what remains of one's invoice by card")
+async def invoice_checkout(runtime: Runtime, invoice_id: Id, response: Response,
+                           principal: Principal = require(P.INVOICES_READ_OWN)
+                           ) -> InvoiceCheckoutOut:
+    """A PaymentIntent for exactly the outstanding patient share (201; 200 with the same
+    intent when repeated while that amount is owed); 404 for another's invoice; 409 when
+    nothing is owed. The webhook records the payment on the invoice (``invoice.paid``)."""
+    doc, opened = await checkouts.open_invoice_checkout(
+        runtime, service.provider(runtime), principal, invoice_id)
+    if not opened:
+        response.status_code = 200
+    return InvoiceCheckoutOut.model_validate(
+        {"id": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}})
 
 
 @invoices_router.post("/{invoice_id}/cancel", summary="Void an unpaid invoice (finance)")

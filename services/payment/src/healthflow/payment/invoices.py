@@ -124,7 +124,8 @@ async def issue(uow: UnitOfWork, *, patient_id: str, hospital_id: str | None,
 async def receive(uow: UnitOfWork, doc: Document, amount: int, *, source: str,
                   by: str, now: datetime, payment_id: str | None = None) -> Document:
     """Record ``amount`` minor units received from the patient for the invoice ``doc``
-    (``source`` ``stripe`` or ``desk``); ``balanced`` once the patient's share (the total
+    (``source`` ``stripe``: a consultation's payment; ``card``: an invoice checkout,
+    :mod:`.checkouts`; ``desk``); ``balanced`` once the patient's share (the total
     less an adjudicated ``insurance_share``) is paid. The invoice afterwards.
 
     Raises:

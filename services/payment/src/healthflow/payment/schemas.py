@@ -133,12 +133,25 @@ class InvoiceLineOut(BaseModel):
 
 
 class InvoicePaymentOut(BaseModel):
-    """Money received for an invoice: ``source`` ``stripe`` or ``desk``."""
+    """Money received for an invoice: ``source`` ``stripe``, ``card`` or ``desk``."""
 
     amount: int
     at: datetime
     source: str
     payment_id: str | None = None
+
+
+class InvoiceCheckoutOut(BaseModel):
+    """A card checkout of an invoice's outstanding patient share (minor units, ISO 4217);
+    ``client_secret`` confirms its PaymentIntent while payment is possible."""
+
+    id: str
+    invoice_id: str
+    amount: int
+    currency: str
+    status: str
+    intent_id: str
+    client_secret: str | None = None
 
 
 class InvoiceOut(BaseModel):

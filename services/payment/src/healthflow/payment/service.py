@@ -22,7 +22,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentBooked
-from healthflow.payment import invoices, store
+from healthflow.payment import checkouts, invoices, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
@@ -199,6 +199,11 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
              "received_at": utcnow()}, session=uow.session)
         reported = INTENT_EVENTS.get(event.type)
         doc = await store.by_intent(uow.db, intent.get("id") or "", session=uow.session)
+        if reported is not None and doc is None:
+            invoice_checkout = await checkouts.by_intent(uow, intent.get("id") or "")
+            if invoice_checkout is not None:
+                return await checkouts.apply_intent_event(uow, stripe, invoice_checkout,
+                                                          reported, intent)
         if reported is None or doc is None:
             return "ignored"
         if await _mismatch(uow, doc, intent, reported, event.id):

@@ -27,7 +27,7 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
                      hospital_id | None, patient_id, currency, status (InvoiceStatus),
                      tax_basis_points, lines: [domain.invoice_lines], total_net,
                      total_tax, total_gross, paid, payments: [{amount, at, source
-                     ("stripe" | "desk"), payment_id?, recorded_by}], issued_at,
+                     ("stripe" | "card" | "desk"), payment_id?, recorded_by}], issued_at,
                      issued_by, cancelled_at?, pdf?: {key, sha256, size}}
     counters        {_id: "invoice:<issuer>", value: the last sequence used}: incremented
                     in the transaction that inserts the invoice, so a failed issue
@@ -92,6 +92,7 @@ HOSPITALS = "hospitals"
 COVERAGES = "coverages"
 CLAIMS = "claims"
 LEDGER = "ledger_entries"
+INVOICE_CHECKOUTS = "invoice_checkouts"
 
 INDEXES: Indexes = {
     PAYMENTS: [
@@ -127,6 +128,7 @@ INDEXES: Indexes = {
     LEDGER: [IndexModel([("hospital_id", ASCENDING), ("kind", ASCENDING),
                          ("date", DESCENDING), ("_id", DESCENDING)], name="books")],
     STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
+    INVOICE_CHECKOUTS: [IndexModel([("intent_id", ASCENDING)], name="intent", unique=True)],
     **jobs.INDEXES,
 }
 
