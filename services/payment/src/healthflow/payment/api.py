@@ -38,7 +38,16 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import billing, checkouts, fhir, insurance, invoices, service, store
+from healthflow.payment import (
+    billing,
+    checkouts,
+    eligibility,
+    fhir,
+    insurance,
+    invoices,
+    service,
+    store,
+)
 from healthflow.payment.domain import ChargeItemStatus
 from healthflow.payment.schemas import (
     BillingSummaryOut,
@@ -265,6 +274,18 @@ async def get_coverage(runtime: Runtime, coverage_id: Id,
                        principal: Principal = InsuranceReader) -> CoverageOut:
     return CoverageOut.from_document(
         await insurance.get_coverage(runtime, principal, coverage_id))
+
+
+@coverages_router.post("/{coverage_id}/eligibility", status_code=201,
+                       summary="Is the coverage in force? (CoverageEligibilityRequest)")
+async def check_eligibility(runtime: Runtime, coverage_id: Id,
+                            body: eligibility.EligibilityIn | None = None,
+                            principal: Principal = Insured) -> eligibility.EligibilityOut:
+    """The payer's CoverageEligibilityResponse through the clearinghouse, kept; 404 for
+    another's coverage; 503 without a clearinghouse."""
+    service_date = body.service_date if body else None
+    return eligibility.out(await eligibility.check(runtime, principal, coverage_id,
+                                                   service_date))
 
 
 @coverages_router.get("/{coverage_id}/fhir", summary="One coverage as FHIR R4 Coverage",

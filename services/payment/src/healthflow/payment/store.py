@@ -93,6 +93,7 @@ COVERAGES = "coverages"
 CLAIMS = "claims"
 LEDGER = "ledger_entries"
 INVOICE_CHECKOUTS = "invoice_checkouts"
+ELIGIBILITY = "eligibility_responses"
 
 INDEXES: Indexes = {
     PAYMENTS: [
@@ -129,6 +130,8 @@ INDEXES: Indexes = {
                          ("date", DESCENDING), ("_id", DESCENDING)], name="books")],
     STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
     INVOICE_CHECKOUTS: [IndexModel([("intent_id", ASCENDING)], name="intent", unique=True)],
+    ELIGIBILITY: [IndexModel([("patient_id", ASCENDING), ("service_date", ASCENDING),
+                              ("created_at", DESCENDING)], name="patient")],
     **jobs.INDEXES,
 }
 
