@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from healthflow.common.events.outbox import OUTBOX
+from healthflow.contracts.appointment import AppointmentBooked
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import TokenFactory
-from healthflow.payment import eligibility
+from healthflow.payment import eligibility, service
 from healthflow.payment.clearinghouse import PlanRule
 
-from .test_api import Client, payment_app
+from .test_api import Client, booked, payment_app
 from .test_insurance import a_coverage, today
 from .test_invoices import is_problem
 
@@ -44,14 +47,14 @@ async def test_a_patient_asks_whether_their_coverage_is_in_force_and_the_answer_
     body = answered.json()
     assert (body["outcome"], body["inforce"], body["reasons"], body["service_date"],
             body["clearinghouse"]) == ("complete", True, [], now.isoformat(), "sandbox")
-    assert await eligibility.latest_inforce(runtime, "p-elig", now)
+    assert await eligibility.verified_on(runtime.db, "p-elig", now)
 
     later = (now + timedelta(days=31)).isoformat()
     out_of_period = (await http.post(url, headers=patient, json={"service_date": later})
                      ).json()
     assert (out_of_period["outcome"], out_of_period["inforce"], out_of_period["reasons"]) == (
         "complete", False, ["coverage-not-in-force"])
-    assert not await eligibility.latest_inforce(runtime, "p-elig", now + timedelta(days=31))
+    assert not await eligibility.verified_on(runtime.db, "p-elig", now + timedelta(days=31))
 
     assert is_problem(await http.post(url, headers=tokens.headers("p-other", ("patient",))),
                       404)
@@ -65,7 +68,7 @@ async def test_a_patient_asks_whether_their_coverage_is_in_force_and_the_answer_
 
     # a withdrawn coverage is not in force, and no longer counts for booking
     await http.post(f"/api/v1/coverages/{coverage['id']}/cancel", headers=patient)
-    assert not await eligibility.latest_inforce(runtime, "p-elig", now)
+    assert not await eligibility.verified_on(runtime.db, "p-elig", now)
     withdrawn = (await http.post(url, headers=patient)).json()
     assert (withdrawn["inforce"], withdrawn["reasons"]) == (False, ["coverage-inactive"])
 
@@ -89,3 +92,47 @@ async def test_without_a_clearinghouse_eligibility_is_refused_and_nothing_kept(
                                   headers=patient)
         assert is_problem(refused, 503)
         assert await app.state.runtime.db["eligibility_responses"].count_documents({}) == 0
+
+
+async def book(app: Any, event: AppointmentBooked) -> None:
+    """The ``appointment.booked`` handler's effect, with the app's settings."""
+    runtime = app.state.runtime
+    settings = service.settings_of(runtime)
+    await runtime.transact(lambda uow: service.open_checkout(
+        uow, service.provider(runtime), event, service.hold_of(settings),
+        settings.eligibility_required_hospitals))
+
+
+async def test_a_hospital_requiring_eligibility_refuses_a_booking_without_a_verified_coverage(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory,
+        stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
+                           s3_env, payer_sandbox_plans={"basic": PlanRule(
+                               covered_basis_points=8000)},
+                           eligibility_required_hospitals=frozenset({"h-strict"})
+                           ) as (http, app):
+        db = app.state.runtime.db
+        uninsured = booked("p-gate").model_copy(update={"location_id": "h-strict"})
+        await book(app, uninsured)
+        await book(app, uninsured)  # redelivered: still refused once
+        assert await db["payments"].count_documents({}) == 0
+        refused = await db[OUTBOX].find({"type": "payment.expired"}).to_list()
+        assert [(e["envelope"]["data"]["appointment_id"], e["envelope"]["data"]["status"])
+                for e in refused] == [(uninsured.appointment_id, "refused")]
+
+        elsewhere = booked("p-gate").model_copy(update={"location_id": "h-free"})
+        await book(app, elsewhere)  # a hospital that does not require it: the usual hold
+        assert await db["payments"].count_documents(
+            {"appointment_id": elsewhere.appointment_id}) == 1
+
+        patient = tokens.headers("p-gate", ("patient",))
+        coverage = (await http.post("/api/v1/coverages", headers=patient,
+                                    json=a_coverage())).json()  # today ± 30 days
+        verified = await http.post(f"/api/v1/coverages/{coverage['id']}/eligibility",
+                                   headers=patient)
+        assert verified.json()["inforce"] is True
+        insured = booked("p-gate").model_copy(update={"location_id": "h-strict"})
+        await book(app, insured)  # 3 days ahead: inside the verified coverage's period
+        assert await db["payments"].count_documents(
+            {"appointment_id": insured.appointment_id}) == 1
+        assert await db[OUTBOX].count_documents({"type": "payment.expired"}) == 1

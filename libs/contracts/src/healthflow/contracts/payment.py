@@ -42,7 +42,9 @@ class PaymentRefunded(PaymentEvent):
 @event_type("payment.expired", version=1, publisher=PUBLISHER)
 class PaymentExpired(PaymentEvent):
     """The hold ended unpaid: the PaymentIntent was cancelled at Stripe, the slot is to be
-    released (the appointment service cancels the appointment)."""
+    released (the appointment service cancels the appointment). ``status`` ``refused``:
+    no hold was opened, the hospital requires a coverage verified in force (eligibility)
+    and the patient had none; the appointment is cancelled the same way."""
 
 
 @event_type("invoice.issued", version=1, publisher=PUBLISHER)

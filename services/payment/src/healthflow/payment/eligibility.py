@@ -6,17 +6,19 @@ period), whether one of their coverages is in force on a service date.
 Each answer is kept (collection ``eligibility_responses``: ``{_id (the request id),
 coverage_id, patient_id, payer_id, plan, service_date (ISO date), clearinghouse,
 outcome (complete|error), inforce, reasons, disposition, reference, created_at,
-created_by}``) so that the latest answer for a patient can be read back
-(:func:`latest_inforce`). Request and response bodies are here rather than in
-:mod:`.schemas` (which is at its size limit).
+created_by}``) so that a booking can ask whether the patient holds a coverage
+verified in force on its day (:func:`verified_on`). Request and response bodies are
+here rather than in :mod:`.schemas` (which is at its size limit).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.auth import Principal
 from healthflow.common.errors import NotFound
@@ -100,13 +102,17 @@ async def check(runtime: ServiceRuntime, principal: Principal, coverage_id: str,
     return await runtime.transact(write, actor=principal.actor)
 
 
-async def latest_inforce(runtime: ServiceRuntime, patient_id: str, day: date) -> bool:
-    """Whether the patient's latest eligibility answer for ``day`` says in force (and
-    its coverage is still active)."""
-    latest = await runtime.db[ELIGIBILITY].find_one(
-        {"patient_id": patient_id, "service_date": day.isoformat()},
-        sort=[("created_at", -1)])
-    if latest is None or not latest["inforce"]:
-        return False
-    coverage = await runtime.db[store.COVERAGES].find_one({"_id": latest["coverage_id"]})
-    return bool(coverage and coverage["status"] == CoverageStatus.ACTIVE.value)
+async def verified_on(db: AsyncDatabase[Document], patient_id: str, day: date,
+                      session: Any = None) -> bool:
+    """Whether the patient holds a coverage verified in force: an eligibility answer
+    ``inforce`` for a coverage still ``active`` whose period includes ``day``."""
+    answers = await db[ELIGIBILITY].find({"patient_id": patient_id, "inforce": True},
+                                         session=session).to_list()
+    ids = list({a["coverage_id"] for a in answers})
+    async for coverage in db[store.COVERAGES].find(
+            {"_id": {"$in": ids}, "status": CoverageStatus.ACTIVE.value}, session=session):
+        end = coverage.get("period_end")
+        if coverage["period_start"] <= day.isoformat() and (end is None
+                                                            or day.isoformat() <= end):
+            return True
+    return False

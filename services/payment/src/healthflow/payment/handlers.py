@@ -40,7 +40,8 @@ def make_handlers(stripe: Stripe, settings: Settings) -> Handlers:
 
     async def on_appointment_booked(event: Received[AppointmentBooked],
                                     uow: UnitOfWork) -> None:
-        await service.open_checkout(uow, stripe, event.data, service.hold_of(settings))
+        await service.open_checkout(uow, stripe, event.data, service.hold_of(settings),
+                                    settings.eligibility_required_hospitals)
 
     policy = refunds.policy_of(settings)
 
