@@ -41,6 +41,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.payment import (
     billing,
     checkouts,
+    credit_notes,
     eligibility,
     fhir,
     insurance,
@@ -218,6 +219,16 @@ async def invoice_checkout(runtime: Runtime, invoice_id: Id, response: Response,
         response.status_code = 200
     return InvoiceCheckoutOut.model_validate(
         {"id": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}})
+
+
+@invoices_router.get("/{invoice_id}/credit-notes",
+                     summary="The credit notes of an invoice (its refunds)")
+async def invoice_credit_notes(runtime: Runtime, invoice_id: Id,
+                               principal: Principal = BillingReader
+                               ) -> list[credit_notes.CreditNoteOut]:
+    """Oldest first; 404 for an invoice not the caller's to see."""
+    return [credit_notes.out(d)
+            for d in await credit_notes.of_invoice(runtime, principal, invoice_id)]
 
 
 @invoices_router.post("/{invoice_id}/cancel", summary="Void an unpaid invoice (finance)")

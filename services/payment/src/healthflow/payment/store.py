@@ -94,6 +94,7 @@ CLAIMS = "claims"
 LEDGER = "ledger_entries"
 INVOICE_CHECKOUTS = "invoice_checkouts"
 ELIGIBILITY = "eligibility_responses"
+CREDIT_NOTES = "credit_notes"
 
 INDEXES: Indexes = {
     PAYMENTS: [
@@ -130,6 +131,9 @@ INDEXES: Indexes = {
                          ("date", DESCENDING), ("_id", DESCENDING)], name="books")],
     STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
     INVOICE_CHECKOUTS: [IndexModel([("intent_id", ASCENDING)], name="intent", unique=True)],
+    CREDIT_NOTES: [IndexModel([("issuer", ASCENDING), ("sequence", ASCENDING)],
+                              name="number", unique=True),
+                   IndexModel([("invoice_id", ASCENDING)], name="invoice")],
     ELIGIBILITY: [IndexModel([("patient_id", ASCENDING), ("service_date", ASCENDING),
                               ("created_at", DESCENDING)], name="patient")],
     **jobs.INDEXES,
@@ -187,11 +191,13 @@ async def claim_appointment(db: AsyncDatabase[Document], appointment_id: str,
 # --------------------------------------------------------------------------- billing
 
 
-async def next_sequence(db: AsyncDatabase[Document], issuer: str, session: Any) -> int:
-    """The next number of ``issuer``'s invoice series (1, 2, ...), counted in the
-    transaction of ``session``: rolled back with it, so no number is lost."""
+async def next_sequence(db: AsyncDatabase[Document], issuer: str, session: Any,
+                        series: str = "invoice") -> int:
+    """The next number of ``issuer``'s ``series`` (``invoice``, ``credit``: credit
+    notes) (1, 2, ...), counted in the transaction of ``session``: rolled back with it,
+    so no number is lost."""
     doc = await db[COUNTERS].find_one_and_update(
-        {"_id": f"invoice:{issuer}"}, {"$inc": {"value": 1}}, upsert=True,
+        {"_id": f"{series}:{issuer}"}, {"$inc": {"value": 1}}, upsert=True,
         return_document=ReturnDocument.AFTER, session=session)
     assert doc is not None
     return int(doc["value"])
