@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import pytest
 
 from healthflow.common.events.outbox import OUTBOX
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import TokenFactory
+from healthflow.payment import reconcile
 from healthflow.payment.clearinghouse import PlanRule
 
 from .test_api import Client, intent_event, pay, payment_app, signed, webhook
@@ -129,3 +131,24 @@ async def test_a_declined_card_leaves_the_share_owed_and_the_checkout_open(
     assert (again.json()["status"], again.json()["client_secret"]) == (
         "declined", checkout["client_secret"])
     assert await app.state.runtime.db[OUTBOX].count_documents({"type": "invoice.paid"}) == 0
+
+
+async def test_a_card_payment_whose_webhook_was_lost_is_recorded_by_reconciliation_once(
+        client: Client, tokens: TokenFactory, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    runtime = app.state.runtime
+    await accountant_at(app, "acc-lab", LAB)
+    patient = tokens.headers("p-lost", ("patient",))
+    invoice = await invoice_of(http, app, tokens, "p-lost", [("lab", 1, 1234)])
+    checkout = (await http.post(f"/api/v1/invoices/{invoice['id']}/checkout",
+                                headers=patient)).json()
+    intent = await asyncio.to_thread(pay, stripe_server, checkout["intent_id"], GOOD)
+    assert intent.status == "succeeded"  # and no webhook ever arrives
+    stripe = runtime.state["stripe"]
+    assert await reconcile.reconcile(runtime, stripe, window=timedelta(hours=1)) == 1
+    assert await reconcile.reconcile(runtime, stripe, window=timedelta(hours=1)) == 0
+    paid = (await http.get(f"/api/v1/invoices/{invoice['id']}", headers=patient)).json()
+    assert (paid["paid"], paid["status"]) == (1234, "balanced")
+    late = signed(stripe_server.webhook_secret, intent_event(intent, "payment_intent.succeeded"))
+    assert (await webhook(http, *late)).json()["outcome"] == "ignored"
+    assert await runtime.db[OUTBOX].count_documents({"type": "invoice.paid"}) == 1
