@@ -1,14 +1,16 @@
 """Insurance end to end through the gateway: a checked-in patient's lab test is charged
 by the doctor, invoiced by the hospital's accountant, claimed by the patient under their
 coverage, adjudicated by the payer sandbox (the platform's clearinghouse, its default
-``standard`` plan: 80 % rounded down, less a 1000 copay), and the remainder paid at the
-desk; the claim as FHIR R4 validates with the R4B models.
+``standard`` plan: 80 % rounded down, less a 1000 copay), and the remainder paid partly
+at the desk and the rest by the patient's card (the invoice's checkout, localstripe);
+the claim as FHIR R4 validates with the R4B models.
 
 A platform of its own with the services this needs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
@@ -33,6 +35,7 @@ from .conftest import (
     weekly_hours,
 )
 from .test_care_journey import TZ, book, local, next_weekday, slots
+from .test_payments import pay
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +121,29 @@ async def test_a_claim_is_adjudicated_by_the_sandbox_and_the_remainder_paid(
                                 headers=patient.headers))
         assert (owed["insurance_share"], owed["patient_share"], owed["payment_state"]) == (
             2440, 1860, "unpaid")
-        paid = ok(await api.post(f"/api/v1/invoices/{invoice['id']}/payments",
-                                 headers=accountant.headers, json={"amount": 1860}))
-        assert (paid["status"], paid["payment_state"]) == ("balanced", "paid")
+        part = ok(await api.post(f"/api/v1/invoices/{invoice['id']}/payments",
+                                 headers=accountant.headers, json={"amount": 1000}))
+        assert (part["status"], part["payment_state"]) == ("issued", "partially_paid")
+        # the patient pays the rest (860) by card: localstripe's webhook reaches the gateway
+        checkout_url = f"/api/v1/invoices/{invoice['id']}/checkout"
+        assert_problem(await api.post(checkout_url, headers=stranger.headers), 404)
+        checkout = ok(await api.post(checkout_url, headers=patient.headers), 201)
+        assert (checkout["amount"], checkout["currency"]) == (860, "EUR")
+        intent = await asyncio.to_thread(pay, platform, checkout["client_secret"],
+                                         "4242424242424242")
+        assert intent.status == "succeeded"
+        paid: dict[str, Any] = {}
+
+        async def balanced() -> bool:
+            nonlocal paid
+            paid = ok(await api.get(f"/api/v1/invoices/{invoice['id']}",
+                                    headers=patient.headers))
+            return bool(paid["status"] == "balanced")
+
+        await eventually(balanced, within=30, interval=0.3,
+                         message="the card payment never reached the invoice")
+        assert (paid["paid"], paid["payment_state"]) == (1860, "paid")
+        assert_problem(await api.post(checkout_url, headers=patient.headers), 409)
         summary = ok(await api.get("/api/v1/billing/summary", headers=patient.headers))
         assert summary["currencies"] == [{"currency": "EUR", "billed": 4300, "paid": 1860,
                                           "outstanding": 0, "refunded": 0,

@@ -425,11 +425,20 @@ async def test_every_ledger_adds_up_to_the_cent(
                         headers=accountant, json={"amount": 2000})
         await http.post(f"/api/v1/invoices/{issued['p-c']['id']}/payments",
                         headers=accountant, json={"amount": 1000})
+        # p-c pays the rest (3 * 1333 - 1000) by card: the invoice's checkout
+        card = (await http.post(f"/api/v1/invoices/{issued['p-c']['id']}/checkout",
+                                headers=tokens.headers("p-c", ("patient",)))).json()
+        assert card["amount"] == 2999, card
+        intent = await asyncio.to_thread(pay, stripe_server, card["intent_id"],
+                                         "4242424242424242")
+        assert (await webhook(http, *signed(stripe_server.webhook_secret, intent_event(
+            intent, "payment_intent.succeeded")))).json()["outcome"] == "applied"
         await http.post(f"/api/v1/invoices/{issued['p-d']['id']}/payments",
                         headers=accountant, json={"amount": 777})
         await http.post(f"/api/v1/invoices/{issued['p-e']['id']}/cancel", headers=accountant)
 
         payments = await db["payments"].find({}).to_list()
+        checkouts = await db["invoice_checkouts"].find({}).to_list()
         all_invoices = await db["invoices"].find({}).to_list()
         items = await db["charge_items"].find({}).to_list()
         live = [i for i in all_invoices if i["status"] != "cancelled"]
@@ -445,6 +454,15 @@ async def test_every_ledger_adds_up_to_the_cent(
         assert taken == sum(p["amount"] for p in payments) == 4000 + 6500 + 2999
         assert refunded == sum((p.get("refund") or {}).get("amount", 0) for p in payments) \
             == 4000 + 1950
+        card_taken = 0
+        for checkout in checkouts:  # invoices paid by card: each its own intent
+            intent = await stripe.retrieve_intent(checkout["intent_id"])
+            assert (intent.status, intent.amount) == ("succeeded", checkout["amount"])
+            card_taken += intent.amount
+        assert card_taken == 2999
+        card_receipts = [(r["payment_id"], r["amount"]) for i in all_invoices
+                         for r in i["payments"] if r["source"] == "card"]
+        assert card_receipts == [(c["_id"], c["amount"]) for c in checkouts]
 
         # every Stripe payment is on exactly one invoice, for its amount
         stripe_receipts = [(r["payment_id"], r["amount"]) for i in all_invoices
@@ -494,12 +512,12 @@ async def test_every_ledger_adds_up_to_the_cent(
             summary = (await http.get("/api/v1/billing/summary", headers=tokens.headers(
                 patient, ("patient",)))).json()
             rows += summary["currencies"]
-        assert sum(r["paid"] for r in rows) == taken + desk
+        assert sum(r["paid"] for r in rows) == taken + card_taken + desk
         assert sum(r["refunded"] for r in rows) == refunded
         assert sum(r["billed"] for r in rows) == sum(i["total_gross"] for i in live)
         assert sum(r["outstanding"] for r in rows) == sum(
             i["total_gross"] - i.get("insurance_share", 0) - i["paid"] for i in live) == (
-            3 * 1333 - 1000) + (8642 - 5913 - 2000)
+            8642 - 5913 - 2000)
         assert sum(r["insurance_share"] for r in rows) == insurance
         # what patients paid on invoices + what payers cover + what is still owed = billed
         assert sum(i["paid"] for i in live) + insurance + sum(

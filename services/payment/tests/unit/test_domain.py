@@ -20,6 +20,7 @@ from healthflow.payment.domain import (
     invoice_lines,
     invoice_number,
     invoice_totals,
+    month_range,
     next_status,
     paid_at,
     payment_id_of,
@@ -28,6 +29,7 @@ from healthflow.payment.domain import (
     refunded_status,
     split_tax,
 )
+from healthflow.payment.pnl import month_bounds
 
 S = PaymentStatus
 
@@ -176,3 +178,23 @@ def test_an_invoice_is_balanced_when_paid_in_full_and_never_overpaid() -> None:
     assert payment_state(InvoiceStatus.ISSUED, 3000, 1) == "partially_paid"
     assert payment_state(InvoiceStatus.CANCELLED, 3000, 0) == "void"
     assert invoice_number(42) == "INV-000042"
+
+
+# --------------------------------------------------------------------------- clinic finances
+
+
+def test_a_month_is_a_range_of_calendar_dates() -> None:
+    assert month_range("2026-11") == ("2026-11-01", "2026-12-01")
+    assert month_range("2026-12") == ("2026-12-01", "2027-01-01")
+    for bad in ("2026-13", "2026-1", "26-01", "2026-00", "2026-01-01"):
+        with pytest.raises(ValueError):
+            month_range(bad)
+
+
+def test_a_hospitals_month_starts_at_its_own_midnight() -> None:
+    first, after, start, end = month_bounds("2026-03", "Europe/Berlin")
+    assert (first, after) == ("2026-03-01", "2026-04-01")
+    # CET (UTC+1) at the start, CEST (UTC+2) at the end of March 2026
+    assert (start, end) == (datetime(2026, 2, 28, 23, tzinfo=UTC),
+                            datetime(2026, 3, 31, 22, tzinfo=UTC))
+    assert month_bounds("2026-03", "UTC")[2] == datetime(2026, 3, 1, tzinfo=UTC)

@@ -10,8 +10,11 @@ from healthflow.common.problems import UnprocessableContent
 from healthflow.payment.clearinghouse import (
     ClaimLine,
     ClaimSubmission,
+    Eligibility,
+    EligibilityInquiry,
     PlanRule,
     adjudicate,
+    eligibility,
 )
 from healthflow.payment.domain import (
     ClaimConflict,
@@ -100,3 +103,27 @@ def test_only_an_unpaid_unclaimed_issued_invoice_is_claimable() -> None:
                                   (InvoiceStatus.ISSUED, 0, True)):
         with pytest.raises(ClaimConflict):
             ensure_claimable(status, paid, claimed)
+
+
+def inquiry(plan: str = "std", active: bool = True, start: date = date(2026, 1, 1),
+            end: date | None = date(2026, 12, 31), day: date = DAY) -> EligibilityInquiry:
+    return EligibilityInquiry(request_id="r-1", payer_id="payer", plan=plan,
+                              subscriber_id="M-1", coverage_active=active,
+                              coverage_start=start, coverage_end=end, service_date=day)
+
+
+def test_the_sandbox_payer_answers_eligibility_by_plan_and_period() -> None:
+    assert eligibility(inquiry(), PLANS) == Eligibility(
+        ClaimOutcome.COMPLETE, True, "Policy is currently in effect", "sandbox-r-1")
+    assert eligibility(inquiry(end=None), PLANS).inforce  # open-ended
+    assert eligibility(inquiry(day=date(2026, 12, 31)), PLANS).inforce  # last day counts
+    late = eligibility(inquiry(day=date(2027, 1, 1)), PLANS)
+    assert (late.outcome, late.inforce, late.reasons) == (
+        ClaimOutcome.COMPLETE, False, ("coverage-not-in-force",))
+    early = eligibility(inquiry(start=date(2026, 6, 16)), PLANS)
+    assert early.reasons == ("coverage-not-in-force",)
+    withdrawn = eligibility(inquiry(active=False), PLANS)
+    assert (withdrawn.inforce, withdrawn.reasons) == (False, ("coverage-inactive",))
+    unknown = eligibility(inquiry(plan="gold"), PLANS)
+    assert (unknown.outcome, unknown.inforce, unknown.reasons) == (
+        ClaimOutcome.ERROR, False, ("plan-unknown",))

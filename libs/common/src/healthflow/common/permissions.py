@@ -110,6 +110,10 @@ class Permission(StrEnum):
     CHARGE_ITEMS_WRITE = "charge_items:write"  # a clinician, in an encounter they conduct
     # insurance (FHIR Coverage, Claim, ClaimResponse; healthflow.payment)
     COVERAGES_MANAGE_OWN = "coverages:manage_own"  # own coverages; claims on own invoices
+    # clinic finances (expenses, other incomes, monthly P&L; healthflow.payment.finance):
+    # only at the hospitals where the caller is an accountant (staff.assigned)
+    FINANCE_READ = "finance:read"
+    FINANCE_WRITE = "finance:write"
 
 
 class Scope(StrEnum):
@@ -160,6 +164,8 @@ SCOPES: dict[Permission, tuple[Scope, ...]] = {
     P.PAYMENTS_READ_OWN: (S.OWN,), P.PAYMENTS_READ_ANY: (S.PLATFORM,),
     P.TELECONSULTATIONS_JOIN: (S.OWN,), P.TELECONSULTATIONS_HOST: (S.OWN,),
     P.INVOICES_READ_OWN: (S.OWN,), P.INVOICES_MANAGE_HOSPITAL: (S.HOSPITAL,),
+    # an accountant the books of the hospitals they keep (admins too, where they do)
+    P.FINANCE_READ: (S.HOSPITAL,), P.FINANCE_WRITE: (S.HOSPITAL,),
     # the encounter's doctor, or finance of its hospital
     P.CHARGE_ITEMS_WRITE: (S.CARE_RELATIONSHIP, S.HOSPITAL),
     P.COVERAGES_MANAGE_OWN: (S.OWN,),
@@ -178,6 +184,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
             P.DEADLETTERS_MANAGE, P.HOSPITALS_REGISTER, P.HOSPITALS_VERIFY, P.HOSPITALS_MANAGE,
             P.DOCTORS_VERIFY, P.SCHEDULE_MANAGE_ANY, P.APPOINTMENTS_READ_ANY,
             P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH, P.PAYMENTS_READ_ANY,
+            P.FINANCE_READ, P.FINANCE_WRITE,
         }
     ),
     Role.PATIENT: frozenset(
@@ -223,7 +230,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
     Role.ACCOUNTANT: frozenset(_EVERYONE | {P.PAYMENTS_READ_ANY, P.INVOICES_MANAGE_HOSPITAL,
-                                            P.CHARGE_ITEMS_WRITE}),
+                                            P.CHARGE_ITEMS_WRITE, P.FINANCE_READ,
+                                            P.FINANCE_WRITE}),
     Role.PHARMACIST: frozenset(_EVERYONE | {P.PRESCRIPTIONS_DISPENSE}),
 }
 

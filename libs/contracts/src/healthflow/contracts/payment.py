@@ -42,7 +42,9 @@ class PaymentRefunded(PaymentEvent):
 @event_type("payment.expired", version=1, publisher=PUBLISHER)
 class PaymentExpired(PaymentEvent):
     """The hold ended unpaid: the PaymentIntent was cancelled at Stripe, the slot is to be
-    released (the appointment service cancels the appointment)."""
+    released (the appointment service cancels the appointment). ``status`` ``refused``:
+    no hold was opened, the hospital requires a coverage verified in force (eligibility)
+    and the patient had none; the appointment is cancelled the same way."""
 
 
 @event_type("invoice.issued", version=1, publisher=PUBLISHER)
@@ -58,6 +60,22 @@ class InvoiceIssued(EventPayload):
     patient_id: str
     total_gross: int  # minor units of ``currency``
     currency: str  # ISO 4217
+
+
+@event_type("invoice.paid", version=1, publisher=PUBLISHER)
+class InvoicePaid(EventPayload):
+    """The patient paid ``amount`` (minor units of ``currency``, ISO 4217) of the invoice
+    ``invoice_id`` by card: the PaymentIntent ``intent_id`` of its checkout
+    ``checkout_id`` succeeded. ``status`` is the invoice's afterwards (``balanced`` when
+    nothing is left for the patient)."""
+
+    invoice_id: str
+    checkout_id: str
+    patient_id: str
+    amount: int  # minor units of ``currency``
+    currency: str  # ISO 4217
+    intent_id: str
+    status: str
 
 
 @event_type("claim.submitted", version=1, publisher=PUBLISHER)
@@ -91,3 +109,50 @@ class ClaimAdjudicated(EventPayload):
     benefit: int  # minor units of ``currency``
     patient_share: int  # minor units of ``currency``
     currency: str  # ISO 4217
+
+
+class LedgerEntryEvent(EventPayload):
+    """Fields every clinic-finance event shares: the entry ``entry_id`` of the hospital
+    ``hospital_id``'s books, its ``category`` (fixed sets:
+    ``healthflow.payment.domain.ExpenseCategory`` / ``IncomeCategory``), ``date`` (the
+    calendar date it belongs to, ``YYYY-MM-DD``), ``amount_minor`` (minor units of
+    ``currency``, ISO 4217) and who did it (``by``, a user id). Never the supplier,
+    the payer or the free-text reason."""
+
+    entry_id: str
+    hospital_id: str
+    category: str
+    date: str
+    amount_minor: int  # minor units of ``currency``
+    currency: str  # ISO 4217
+    by: str
+
+
+@event_type("expense.recorded", version=1, publisher=PUBLISHER)
+class ExpenseRecorded(LedgerEntryEvent):
+    """An accountant recorded an expense of the hospital."""
+
+
+@event_type("expense.corrected", version=1, publisher=PUBLISHER)
+class ExpenseCorrected(LedgerEntryEvent):
+    """An accountant changed a recorded expense; the fields are as they are now."""
+
+
+@event_type("expense.voided", version=1, publisher=PUBLISHER)
+class ExpenseVoided(LedgerEntryEvent):
+    """An accountant voided an expense: kept, but left out of the P&L from now on."""
+
+
+@event_type("income.recorded", version=1, publisher=PUBLISHER)
+class IncomeRecorded(LedgerEntryEvent):
+    """An accountant recorded an income other than a patient's payment."""
+
+
+@event_type("income.corrected", version=1, publisher=PUBLISHER)
+class IncomeCorrected(LedgerEntryEvent):
+    """An accountant changed a recorded income; the fields are as they are now."""
+
+
+@event_type("income.voided", version=1, publisher=PUBLISHER)
+class IncomeVoided(LedgerEntryEvent):
+    """An accountant voided an income: kept, but left out of the P&L from now on."""

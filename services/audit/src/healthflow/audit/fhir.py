@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from healthflow.audit.domain import rfc3339_millis
+from healthflow.common.tabular import csv_cell
 
 EVENT_TYPES = "https://healthflow.example/fhir/CodeSystem/event-type"
 USERS = "https://healthflow.example/fhir/sid/user"
@@ -127,10 +128,9 @@ def audit_event(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> str:
-    """A CSV cell; text a spreadsheet would run as a formula gets a leading ``'``
-    (OWASP CSV injection)."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """A CSV cell, guarded against spreadsheet formulas (OWASP CSV injection:
+    :func:`healthflow.common.tabular.csv_cell`)."""
+    return str(csv_cell(value))
 
 
 def csv_row(entry: Mapping[str, Any]) -> list[str]:

@@ -38,7 +38,17 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import billing, fhir, insurance, invoices, service, store
+from healthflow.payment import (
+    billing,
+    checkouts,
+    credit_notes,
+    eligibility,
+    fhir,
+    insurance,
+    invoices,
+    service,
+    store,
+)
 from healthflow.payment.domain import ChargeItemStatus
 from healthflow.payment.schemas import (
     BillingSummaryOut,
@@ -48,6 +58,7 @@ from healthflow.payment.schemas import (
     ClaimOut,
     CoverageIn,
     CoverageOut,
+    InvoiceCheckoutOut,
     InvoiceIssueIn,
     InvoiceOut,
     InvoicePaymentIn,
@@ -194,6 +205,32 @@ async def record_payment(runtime: Runtime, invoice_id: Id, body: InvoicePaymentI
         await invoices.record_payment(runtime, principal, invoice_id, body.amount))
 
 
+@invoices_router.post("/{invoice_id}/checkout", status_code=201,
+                      summary="Pay what remains of one's invoice by card")
+async def invoice_checkout(runtime: Runtime, invoice_id: Id, response: Response,
+                           principal: Principal = require(P.INVOICES_READ_OWN)
+                           ) -> InvoiceCheckoutOut:
+    """A PaymentIntent for exactly the outstanding patient share (201; 200 with the same
+    intent when repeated while that amount is owed); 404 for another's invoice; 409 when
+    nothing is owed. The webhook records the payment on the invoice (``invoice.paid``)."""
+    doc, opened = await checkouts.open_invoice_checkout(
+        runtime, service.provider(runtime), principal, invoice_id)
+    if not opened:
+        response.status_code = 200
+    return InvoiceCheckoutOut.model_validate(
+        {"id": doc["_id"], **{k: v for k, v in doc.items() if k != "_id"}})
+
+
+@invoices_router.get("/{invoice_id}/credit-notes",
+                     summary="The credit notes of an invoice (its refunds)")
+async def invoice_credit_notes(runtime: Runtime, invoice_id: Id,
+                               principal: Principal = BillingReader
+                               ) -> list[credit_notes.CreditNoteOut]:
+    """Oldest first; 404 for an invoice not the caller's to see."""
+    return [credit_notes.out(d)
+            for d in await credit_notes.of_invoice(runtime, principal, invoice_id)]
+
+
 @invoices_router.post("/{invoice_id}/cancel", summary="Void an unpaid invoice (finance)")
 async def cancel_invoice(runtime: Runtime, invoice_id: Id,
                          principal: Principal = Finance) -> InvoiceOut:
@@ -248,6 +285,18 @@ async def get_coverage(runtime: Runtime, coverage_id: Id,
                        principal: Principal = InsuranceReader) -> CoverageOut:
     return CoverageOut.from_document(
         await insurance.get_coverage(runtime, principal, coverage_id))
+
+
+@coverages_router.post("/{coverage_id}/eligibility", status_code=201,
+                       summary="Is the coverage in force? (CoverageEligibilityRequest)")
+async def check_eligibility(runtime: Runtime, coverage_id: Id,
+                            body: eligibility.EligibilityIn | None = None,
+                            principal: Principal = Insured) -> eligibility.EligibilityOut:
+    """The payer's CoverageEligibilityResponse through the clearinghouse, kept; 404 for
+    another's coverage; 503 without a clearinghouse."""
+    service_date = body.service_date if body else None
+    return eligibility.out(await eligibility.check(runtime, principal, coverage_id,
+                                                   service_date))
 
 
 @coverages_router.get("/{coverage_id}/fhir", summary="One coverage as FHIR R4 Coverage",

@@ -1,7 +1,7 @@
 """The payment service's composition root: the runtime, the Stripe adapter, the
 clearinghouse (the payer sandbox), its consumer,
 the hold-expiry and billing job workers, the reconciliation loop, the blob store
-(invoice PDFs) and the routes."""
+(invoice PDFs, receipts) and the routes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,16 @@ from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
-from healthflow.payment import api, handlers, invoices, reconcile, service, store
+from healthflow.payment import (
+    api,
+    credit_notes,
+    finance_api,
+    handlers,
+    invoices,
+    reconcile,
+    service,
+    store,
+)
 from healthflow.payment.clearinghouse import PayerSandbox
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
@@ -46,6 +55,13 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     # one at a time: every invoice of a hospital increments the same counter
     runtime.add_worker(JobWorker(runtime, invoices.BILLING, bill, lease=30.0, concurrency=1,
                                  interval=0.25).loop())
+    async def credit(uow: UnitOfWork, job: Job) -> None:
+        await credit_notes.issue_for_refund(uow, job.payload["payment_id"],
+                                            job.payload["refund_id"])
+
+    # one at a time too: a hospital's credit notes share one counter
+    runtime.add_worker(JobWorker(runtime, credit_notes.CREDIT, credit, lease=30.0,
+                                 concurrency=1, interval=0.25).loop())
     window = timedelta(hours=settings.reconcile_window_hours)
 
     async def reconcile_pass() -> None:
@@ -55,10 +71,12 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                             interval=settings.reconcile_interval_seconds))
     blobs = BlobStore(settings)
     runtime.add_worker(Hooks("blobs", blobs.start, blobs.close))
-    app = create_service_app(runtime, routers=api.routers, title="HealthFlow payment",
+    app = create_service_app(runtime, routers=[*api.routers, *finance_api.routers],
+                             title="HealthFlow payment",
                              description="Payments for appointments through Stripe; charge "
                              "items and invoices (FHIR ChargeItem, Invoice) with their PDFs; "
                              "billing summaries; coverages and claims (FHIR Coverage, Claim, "
-                             "ClaimResponse) through a clearinghouse.")
+                             "ClaimResponse) through a clearinghouse; a hospital's books "
+                             "(expenses, other incomes, monthly profit and loss).")
     app.state.blobs = blobs
     return app

@@ -31,7 +31,7 @@ async def patient_summary(runtime: ServiceRuntime, principal: Principal,
 
     * ``billed``: the totals of the patient's invoices not cancelled;
     * ``paid``: what the patient paid: through Stripe (every payment that succeeded,
-      refunded later or not) and at the desk (on invoices);
+      refunded later or not), by card on an invoice (its checkout) and at the desk;
     * ``outstanding``: what the invoices still want from the patient (total minus the
       insurance share minus what was received);
     * ``refunded``: what Stripe gave back on the patient's payments;
@@ -66,7 +66,7 @@ async def patient_summary(runtime: ServiceRuntime, principal: Principal,
         share = doc.get("insurance_share", 0)
         row["insurance_share"] += share
         row["outstanding"] += doc["total_gross"] - share - doc["paid"]
-        row["paid"] += sum(p["amount"] for p in doc["payments"] if p["source"] == "desk")
+        row["paid"] += sum(p["amount"] for p in doc["payments"] if p["source"] != "stripe")
         payment_ids += [p["payment_id"] for p in doc["payments"] if p.get("payment_id")]
     paid: Document = {"patient_id": patient, "status": {"$in": [s.value for s in COLLECTED]}}
     if hospitals is not None:

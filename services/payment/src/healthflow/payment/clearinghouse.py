@@ -76,8 +76,37 @@ class Adjudication:
     errors: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class EligibilityInquiry:
+    """A FHIR ``CoverageEligibilityRequest`` (purpose ``validation``): is the coverage in
+    force with its payer on ``service_date``? ``request_id`` is the idempotency key."""
+
+    request_id: str
+    payer_id: str
+    plan: str
+    subscriber_id: str
+    coverage_active: bool
+    coverage_start: date
+    coverage_end: date | None
+    service_date: date
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """The payer's ``CoverageEligibilityResponse``: ``outcome`` ``complete`` (answered;
+    ``inforce`` says whether the coverage is in force that day, ``reasons`` why not) or
+    ``error`` (the payer cannot answer: an unknown plan, in ``reasons``)."""
+
+    outcome: ClaimOutcome
+    inforce: bool
+    disposition: str
+    reference: str
+    reasons: tuple[str, ...] = ()
+
+
 class Clearinghouse(Protocol):
-    """Submits a claim to the payer and returns its adjudication."""
+    """Submits a claim to the payer and returns its adjudication; asks the payer whether
+    a coverage is in force."""
 
     name: str
 
@@ -85,6 +114,31 @@ class Clearinghouse(Protocol):
         """The payer's adjudication of ``claim``; the same ``claim_id`` again answers
         the same (idempotent)."""
         ...
+
+    async def check_eligibility(self, inquiry: EligibilityInquiry) -> Eligibility:
+        """The payer's answer to ``inquiry`` (the same ``request_id``: the same answer)."""
+        ...
+
+
+def eligibility(inquiry: EligibilityInquiry, rules: dict[str, PlanRule]) -> Eligibility:
+    """The sandbox payer's eligibility rules (pure): ``error`` for a plan it does not
+    know (``plan-unknown``); else ``complete``, in force unless the coverage is not
+    active (``coverage-inactive``) or ``service_date`` lies outside its period
+    (``coverage-not-in-force``), the same rules its claims are adjudicated by."""
+    reference = f"sandbox-{inquiry.request_id}"
+    if inquiry.plan not in rules:
+        return Eligibility(ClaimOutcome.ERROR, False, "Plan unknown to the payer",
+                           reference, ("plan-unknown",))
+    reasons = []
+    if not inquiry.coverage_active:
+        reasons.append("coverage-inactive")
+    if inquiry.service_date < inquiry.coverage_start or (
+            inquiry.coverage_end is not None and inquiry.service_date > inquiry.coverage_end):
+        reasons.append("coverage-not-in-force")
+    disposition = ("Policy is currently in effect" if not reasons
+                   else "Not in force: " + ", ".join(reasons))
+    return Eligibility(ClaimOutcome.COMPLETE, not reasons, disposition, reference,
+                       tuple(reasons))
 
 
 class PlanRule(BaseModel):
@@ -157,3 +211,6 @@ class PayerSandbox:
 
     async def submit(self, claim: ClaimSubmission) -> Adjudication:
         return adjudicate(claim, self.plans)
+
+    async def check_eligibility(self, inquiry: EligibilityInquiry) -> Eligibility:
+        return eligibility(inquiry, self.plans)

@@ -365,3 +365,73 @@ def ensure_claimable(status: InvoiceStatus, paid: int, claimed: bool) -> None:
 def status_after_claim(total_gross: int, insurance_share: int) -> InvoiceStatus:
     """An unpaid invoice the payer covers in full is ``balanced`` at once."""
     return InvoiceStatus.BALANCED if insurance_share >= total_gross else InvoiceStatus.ISSUED
+
+
+# --------------------------------------------------------------------------- clinic finances
+
+
+class EntryKind(StrEnum):
+    """A ledger entry of a hospital's own books besides payments: money out or in."""
+
+    EXPENSE = "expense"
+    INCOME = "income"
+
+
+class ExpenseCategory(StrEnum):
+    """The fixed expense categories (Issue 15's list: the usual operating-cost lines of a
+    clinic's profit-and-loss statement). ``other`` takes the rest; its ``reason`` says
+    what it was."""
+
+    SALARIES = "salaries"
+    SUPPLIES = "supplies"
+    EQUIPMENT = "equipment"
+    RENT = "rent"
+    UTILITIES = "utilities"
+    MAINTENANCE = "maintenance"
+    OTHER = "other"
+
+
+class IncomeCategory(StrEnum):
+    """The fixed categories of incomes other than patients' payments (Issue 15: lab work
+    for others, donations, services such as room hire or training; ``other``)."""
+
+    LAB = "lab"
+    DONATION = "donation"
+    SERVICES = "services"
+    OTHER = "other"
+
+
+CATEGORIES: dict[EntryKind, tuple[str, ...]] = {
+    EntryKind.EXPENSE: tuple(ExpenseCategory), EntryKind.INCOME: tuple(IncomeCategory)}
+
+
+class EntryStatus(StrEnum):
+    """``recorded`` counts in the P&L; ``voided`` (with a reason) is kept and left out:
+    entries are never deleted, so the books show every correction."""
+
+    RECORDED = "recorded"
+    VOIDED = "voided"
+
+
+class EntryVoided(Conflict):
+    """(409) The entry was voided: it can no longer change."""
+
+    title, slug = "Entry Voided", "entry-voided"
+
+
+MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def month_range(month: str) -> tuple[str, str]:
+    """``("YYYY-MM-01", first day of the next month)`` of ``"YYYY-MM"`` (ISO 8601 calendar
+    dates, so that ``first <= date < next`` selects the month's entries as text).
+
+    Raises:
+        ValueError: not ``YYYY-MM``.
+    """
+    found = MONTH.match(month)
+    if not found:
+        raise ValueError(f"month must be YYYY-MM, not {month!r}")
+    year, mon = int(found[1]), int(found[2])
+    after = f"{year + 1:04d}-01-01" if mon == 12 else f"{year:04d}-{mon + 1:02d}-01"
+    return f"{month}-01", after

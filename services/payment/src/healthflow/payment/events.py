@@ -3,6 +3,18 @@
 
 from __future__ import annotations
 
-from healthflow.contracts.payment import PaymentExpired, PaymentRefunded, PaymentSucceeded
+from healthflow.contracts.payment import (
+    ExpenseCorrected,
+    ExpenseRecorded,
+    ExpenseVoided,
+    IncomeCorrected,
+    IncomeRecorded,
+    IncomeVoided,
+    PaymentExpired,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
 
-__all__ = ["PaymentExpired", "PaymentRefunded", "PaymentSucceeded"]
+__all__ = ["ExpenseCorrected", "ExpenseRecorded", "ExpenseVoided", "IncomeCorrected",
+           "IncomeRecorded", "IncomeVoided", "PaymentExpired", "PaymentRefunded",
+           "PaymentSucceeded"]

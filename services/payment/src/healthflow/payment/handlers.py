@@ -19,7 +19,7 @@ id and version so redelivery and any order give the same state:
 * ``doctor.schedule_changed`` (doctor): the doctor's affiliated hospitals, in the
   doctor's order (an online consultation is invoiced by the first);
 * ``hospital.registered|verified|rejected`` (hospital): the issuer's name printed on
-  the invoice.
+  the invoice, and its time zone (the months of its P&L, :mod:`~healthflow.payment.pnl`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def make_handlers(stripe: Stripe, settings: Settings) -> Handlers:
 
     async def on_appointment_booked(event: Received[AppointmentBooked],
                                     uow: UnitOfWork) -> None:
-        await service.open_checkout(uow, stripe, event.data, service.hold_of(settings))
+        await service.open_checkout(uow, stripe, event.data, service.hold_of(settings),
+                                    settings.eligibility_required_hospitals)
 
     policy = refunds.policy_of(settings)
 
@@ -87,4 +88,5 @@ async def on_hospital(event: Received[HospitalSnapshot], uow: UnitOfWork) -> Non
     data = event.data
     await store.put_versioned(uow.db, store.HOSPITALS, data.hospital_id, data.version,
                               {"name": data.name, "city": data.city,
-                               "country": data.country}, uow.session)
+                               "country": data.country, "time_zone": data.time_zone},
+                              uow.session)

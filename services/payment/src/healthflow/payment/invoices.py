@@ -78,7 +78,7 @@ def consultation_item_id(payment_id: str) -> str:
     return str(uuid.uuid5(BILLING_NAMESPACE, payment_id))
 
 
-async def _consultation_hospital(uow: UnitOfWork, payment: Document) -> str | None:
+async def consultation_hospital(uow: UnitOfWork, payment: Document) -> str | None:
     """The hospital of the appointment (in person), else the doctor's first affiliated
     hospital (in the doctor's order, ``doctor.schedule_changed``), else None."""
     if payment.get("location_id"):
@@ -124,7 +124,8 @@ async def issue(uow: UnitOfWork, *, patient_id: str, hospital_id: str | None,
 async def receive(uow: UnitOfWork, doc: Document, amount: int, *, source: str,
                   by: str, now: datetime, payment_id: str | None = None) -> Document:
     """Record ``amount`` minor units received from the patient for the invoice ``doc``
-    (``source`` ``stripe`` or ``desk``); ``balanced`` once the patient's share (the total
+    (``source`` ``stripe``: a consultation's payment; ``card``: an invoice checkout,
+    :mod:`.checkouts`; ``desk``); ``balanced`` once the patient's share (the total
     less an adjudicated ``insurance_share``) is paid. The invoice afterwards.
 
     Raises:
@@ -169,7 +170,7 @@ async def bill_consultation(uow: UnitOfWork, payment: Document, tax_rate: TaxRat
     item_id = consultation_item_id(payment["_id"])
     if await uow.db[store.CHARGE_ITEMS].find_one({"_id": item_id}, session=uow.session):
         return None
-    hospital_id = await _consultation_hospital(uow, payment)
+    hospital_id = await consultation_hospital(uow, payment)
     now = utcnow()
     item: Document = {
         "_id": item_id, "patient_id": payment["patient_id"], "hospital_id": hospital_id,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
-from healthflow.payment import events, store
+from healthflow.payment import credit_notes, events, store
 from healthflow.payment.domain import PaymentStatus, refunded_status
 from healthflow.payment.provider import Stripe
 
@@ -56,6 +56,7 @@ async def refund(uow: UnitOfWork, stripe: Stripe, doc: Document, amount: int,
                                                 session=uow.session)
         return
     await move(uow, doc, target, None, record)
+    await credit_notes.schedule(uow, doc["_id"], refund_id)  # documents it on the invoice
     uow.publish(events.PaymentRefunded(
         payment_id=doc["_id"], appointment_id=doc["appointment_id"],
         patient_id=doc["patient_id"], amount=doc["amount"], currency=doc["currency"],

@@ -8,7 +8,8 @@ MANIFEST = ServiceManifest(
     name="payment",
     port=8113,
     summary="Payments for appointments (Stripe PaymentIntents, signed webhooks), "
-            "charge items, invoices and billing summaries, coverages and insurance claims.",
+            "charge items, invoices and billing summaries, coverages and insurance claims, "
+            "a hospital's expenses, other incomes and monthly profit and loss.",
     routes=(
         RouteDecl("/api/v1/payments"),
         RouteDecl("/api/v1/invoices"),
@@ -16,6 +17,9 @@ MANIFEST = ServiceManifest(
         RouteDecl("/api/v1/billing"),
         RouteDecl("/api/v1/coverages"),
         RouteDecl("/api/v1/claims"),
+        RouteDecl("/api/v1/expenses"),
+        RouteDecl("/api/v1/incomes"),
+        RouteDecl("/api/v1/finance"),
         # Stripe's signed callback: no token; the route verifies Stripe-Signature
         RouteDecl("/api/v1/payments/webhooks/stripe", public=frozenset({"POST"})),
     ),

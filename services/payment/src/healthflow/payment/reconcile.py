@@ -3,23 +3,24 @@
 Stripe retries a webhook for days, but an endpoint that was down, misconfigured or
 behind a lost delivery leaves a paid appointment ``pending_payment`` until its hold
 expires. :func:`reconcile` asks Stripe for the PaymentIntent of every payment still
-unpaid here (``requires_payment``, ``declined``) opened within the window and applies
-a ``succeeded`` one exactly as its webhook would (``payment.succeeded``, the
-appointment confirmed). The same monotone rule as the webhook
-(:func:`~healthflow.payment.domain.next_status`) makes it safe beside a late webhook,
+unpaid here (``requires_payment``, ``declined``) opened within the window, and of
+every such invoice checkout, and applies a ``succeeded`` one exactly as its webhook
+would (``payment.succeeded``, the appointment confirmed; ``invoice.paid``). The same
+monotone rule as the webhook (:func:`~healthflow.payment.domain.next_status`; for a
+checkout, its status) makes it safe beside a late webhook,
 another replica's pass, or a repeat: one effect.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import invoices, store
+from healthflow.payment import checkouts, invoices, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     PaymentStatus,
@@ -52,6 +53,39 @@ async def reconcile(runtime: ServiceRuntime, stripe: Stripe, *, window: timedelt
             log.error("payment not reconciled: flagged for review",
                       extra={"payment_id": doc["_id"], "error": type(exc).__name__})
             await flag_for_review(runtime.db, doc["_id"], f"reconcile:{type(exc).__name__}")
+    return repaired + await _reconcile_checkouts(runtime, stripe, since, limit)
+
+
+async def _reconcile_checkouts(runtime: ServiceRuntime, stripe: Stripe, since: datetime,
+                               limit: int) -> int:
+    """The same for invoice checkouts (:mod:`~healthflow.payment.checkouts`): a succeeded
+    intent is applied as its webhook would be (the money on the invoice, ``invoice.paid``,
+    or a refund when it would overpay). One that cannot be checked is logged and
+    skipped (checkouts have no review flag: the next pass tries again)."""
+    docs = await runtime.db[checkouts.CHECKOUTS].find(
+        {"status": {"$in": [s.value for s in EXPIRABLE]}, "created_at": {"$gte": since}}
+    ).sort("created_at", -1).limit(limit).to_list()
+    repaired = 0
+    for doc in docs:
+        try:
+            intent = await stripe.retrieve_intent(doc["intent_id"])
+            if intent.status != "succeeded":
+                continue
+            seen = {"id": intent.id, "amount": intent.amount, "currency": intent.currency}
+
+            async def apply(uow: UnitOfWork, checkout_id: str = doc["_id"],
+                            seen: dict[str, object] = seen) -> str:
+                current = await uow.db[checkouts.CHECKOUTS].find_one(
+                    {"_id": checkout_id}, session=uow.session)
+                assert current is not None
+                return await checkouts.apply_intent_event(uow, stripe, current,
+                                                          PaymentStatus.SUCCEEDED, seen)
+
+            outcome = await runtime.transact(apply, actor="reconciliation")
+            repaired += outcome in ("applied", "refunded")
+        except Exception as exc:  # one bad checkout must not stop the others' repair
+            log.error("invoice checkout not reconciled",
+                      extra={"checkout_id": doc["_id"], "error": type(exc).__name__})
     return repaired
 
 

@@ -1,10 +1,11 @@
 """Request and response bodies of ``/api/v1/payments``, ``/api/v1/charge-items``,
-``/api/v1/invoices``, ``/api/v1/billing``, ``/api/v1/coverages`` and ``/api/v1/claims``."""
+``/api/v1/invoices``, ``/api/v1/billing``, ``/api/v1/coverages``, ``/api/v1/claims``,
+``/api/v1/expenses``, ``/api/v1/incomes`` and ``/api/v1/finance``."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
@@ -14,6 +15,9 @@ from healthflow.payment.domain import (
     ChargeItemStatus,
     ClaimOutcome,
     CoverageStatus,
+    EntryStatus,
+    ExpenseCategory,
+    IncomeCategory,
     InvoiceStatus,
     PaymentStatus,
     payment_state,
@@ -129,12 +133,25 @@ class InvoiceLineOut(BaseModel):
 
 
 class InvoicePaymentOut(BaseModel):
-    """Money received for an invoice: ``source`` ``stripe`` or ``desk``."""
+    """Money received for an invoice: ``source`` ``stripe``, ``card`` or ``desk``."""
 
     amount: int
     at: datetime
     source: str
     payment_id: str | None = None
+
+
+class InvoiceCheckoutOut(BaseModel):
+    """A card checkout of an invoice's outstanding patient share (minor units, ISO 4217);
+    ``client_secret`` confirms its PaymentIntent while payment is possible."""
+
+    id: str
+    invoice_id: str
+    amount: int
+    currency: str
+    status: str
+    intent_id: str
+    client_secret: str | None = None
 
 
 class InvoiceOut(BaseModel):
@@ -358,3 +375,125 @@ class ClaimOut(BaseModel):
     def from_document(cls, doc: Document) -> ClaimOut:
         return cls.model_validate({**doc, "id": doc["_id"],
                                    "fhir": f"/api/v1/claims/{doc['_id']}/fhir"})
+
+
+# --------------------------------------------------------------------------- clinic finances
+
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
+Party = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Day = date  # a field named ``date`` shadows the type in its class
+AmountMinor = Annotated[StrictInt, Field(ge=1, le=100_000_000_000)]
+
+
+class _EntryFields(BaseModel):
+    """``date``: the calendar date of the receipt or transfer (``YYYY-MM-DD``);
+    ``amount_minor``: integer minor units of ``currency`` (ISO 4217)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    date: date
+    amount_minor: AmountMinor
+    currency: Currency
+    reason: Reason
+
+
+class ExpenseIn(_EntryFields):
+    """An expense of ``hospital_id`` (``category``: domain.ExpenseCategory)."""
+
+    hospital_id: Ids
+    category: ExpenseCategory
+    supplier: Party
+
+
+class IncomeIn(_EntryFields):
+    """An income of ``hospital_id`` other than patients' payments (``payer``: who paid;
+    ``category``: domain.IncomeCategory)."""
+
+    hospital_id: Ids
+    category: IncomeCategory
+    payer: Party
+
+
+class _EntryPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    date: Day | None = None
+    amount_minor: AmountMinor | None = None
+    currency: Currency | None = None
+    reason: Reason | None = None
+
+
+class ExpensePatch(_EntryPatch):
+    """The fields of a recorded expense to correct (at least one)."""
+
+    category: ExpenseCategory | None = None
+    supplier: Party | None = None
+
+
+class IncomePatch(_EntryPatch):
+    """The fields of a recorded income to correct (at least one)."""
+
+    category: IncomeCategory | None = None
+    payer: Party | None = None
+
+
+class VoidIn(BaseModel):
+    """Why the entry is voided (kept in the books, shown, left out of the P&L)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Reason
+
+
+class ReceiptOut(BaseModel):
+    """The stored receipt: ``sha256`` (hex) and ``size`` (bytes), ``content_type`` read
+    from its bytes; ``at`` aware UTC."""
+
+    sha256: str
+    size: int
+    content_type: str
+    at: datetime
+
+
+class VoidOut(BaseModel):
+    reason: str
+    by: str
+    at: datetime
+
+
+class _EntryOut(BaseModel):
+    id: str
+    hospital_id: str
+    date: date
+    amount_minor: int
+    currency: str
+    reason: str
+    status: EntryStatus
+    void: VoidOut | None = None
+    receipt: ReceiptOut | None = None
+    recorded_by: str
+    recorded_at: datetime
+    updated_at: datetime
+    PARTY: ClassVar[str]
+
+    @classmethod
+    def from_document(cls, doc: Document) -> Self:
+        return cls.model_validate({**doc, "id": doc["_id"], cls.PARTY: doc["counterparty"]})
+
+
+class ExpenseOut(_EntryOut):
+    """An expense; ``status`` ``recorded`` or ``voided`` (``void`` says why)."""
+
+    category: ExpenseCategory
+    supplier: str
+
+    PARTY: ClassVar[str] = "supplier"
+
+
+class IncomeOut(_EntryOut):
+    """An income; ``status`` ``recorded`` or ``voided`` (``void`` says why)."""
+
+    category: IncomeCategory
+    payer: str
+
+    PARTY: ClassVar[str] = "payer"

@@ -9,7 +9,7 @@ appointment service turns into a confirmed appointment.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from pymongo.errors import DuplicateKeyError
@@ -22,7 +22,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentBooked
-from healthflow.payment import invoices, store
+from healthflow.payment import checkouts, eligibility, events, invoices, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
@@ -55,7 +55,8 @@ def provider(runtime: ServiceRuntime) -> Stripe:
 
 
 async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBooked,
-                        hold: timedelta) -> None:
+                        hold: timedelta,
+                        eligibility_required: frozenset[str] = frozenset()) -> None:
     """The payment of a ``pending_payment`` appointment: a Stripe PaymentIntent for its
     fee (idempotency key ``appointment-<id>``, parameters from the event only:
     :func:`~healthflow.payment.domain.intent_request`) and the local record, once per
@@ -68,16 +69,25 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     cancellation handled at the same time waits for this checkout and then closes it.
     A redelivered event finds the record and changes nothing; if a first attempt died
     between Stripe and the commit, Stripe's idempotency key returns the same intent.
+
+    At a hospital in ``eligibility_required`` (``Settings.eligibility_required_hospitals``)
+    a patient without a coverage verified in force on the appointment's day (UTC;
+    :func:`healthflow.payment.eligibility.verified_on`) is refused: no intent, the claim
+    marked ``refused``, and ``payment.expired`` with status ``refused`` published, which
+    the appointment service turns into a cancelled appointment and a released slot.
     """
     if booked.status != "pending_payment" or not booked.fee_amount or not booked.fee_currency:
         return
     claim = await store.claim_appointment(uow.db, booked.appointment_id,
                                           {"checkout_at": utcnow()}, uow.session)
-    if claim.get("cancelled_at"):
-        return  # its cancellation overtook this event: nothing to pay for
+    if claim.get("cancelled_at") or claim.get("refused"):
+        return  # its cancellation overtook this event, or it was refused: nothing to pay
     if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
         return
     amount, currency = check_money(booked.fee_amount, booked.fee_currency)
+    if eligibility_required and not await _eligible(uow, booked, eligibility_required):
+        await _refuse(uow, booked, amount, currency)
+        return
     request = intent_request(booked.appointment_id, amount, currency)
     payment_id = payment_id_of(booked.appointment_id)
     intent = await stripe.create_intent(**request)
@@ -93,6 +103,28 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     }, session=uow.session)
     await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
                        key=f"hold-{payment_id}", session=uow.session, now=now)
+
+
+async def _eligible(uow: UnitOfWork, booked: AppointmentBooked,
+                    required: frozenset[str]) -> bool:
+    hospital = await invoices.consultation_hospital(
+        uow, {"location_id": booked.location_id, "doctor_id": booked.doctor_id})
+    if hospital not in required:
+        return True
+    return await eligibility.verified_on(uow.db, booked.patient_id,
+                                         booked.start.astimezone(UTC).date(), uow.session)
+
+
+async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,
+                  currency: str) -> None:
+    await uow.db[store.APPOINTMENTS].update_one(
+        {"_id": booked.appointment_id}, {"$set": {"refused": "coverage-not-verified"}},
+        session=uow.session)
+    uow.publish(events.PaymentExpired(
+        payment_id=payment_id_of(booked.appointment_id),
+        appointment_id=booked.appointment_id, patient_id=booked.patient_id, amount=amount,
+        currency=currency, status="refused"), subject=payment_id_of(booked.appointment_id),
+        patientid=booked.patient_id)
 
 
 async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
@@ -199,6 +231,11 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
              "received_at": utcnow()}, session=uow.session)
         reported = INTENT_EVENTS.get(event.type)
         doc = await store.by_intent(uow.db, intent.get("id") or "", session=uow.session)
+        if reported is not None and doc is None:
+            invoice_checkout = await checkouts.by_intent(uow, intent.get("id") or "")
+            if invoice_checkout is not None:
+                return await checkouts.apply_intent_event(uow, stripe, invoice_checkout,
+                                                          reported, intent)
         if reported is None or doc is None:
             return "ignored"
         if await _mismatch(uow, doc, intent, reported, event.id):

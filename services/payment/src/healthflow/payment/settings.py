@@ -76,6 +76,10 @@ class Settings(ServiceSettings):
     payer_sandbox_plans: dict[str, PlanRule] = Field(
         default_factory=lambda: dict(SANDBOX_PLANS))
 
+    # Hospitals (ids) that book a paid consultation only for a patient holding a coverage
+    # verified in force on its day (POST /coverages/{id}/eligibility); others are refused.
+    eligibility_required_hospitals: frozenset[str] = frozenset()
+
     def tax_rate(self, hospital_id: str | None) -> int:
         """The tax rate in basis points of invoices ``hospital_id`` issues."""
         return self.tax_rates.get(hospital_id or "", self.default_tax_basis_points)

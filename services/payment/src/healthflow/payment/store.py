@@ -27,7 +27,7 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
                      hospital_id | None, patient_id, currency, status (InvoiceStatus),
                      tax_basis_points, lines: [domain.invoice_lines], total_net,
                      total_tax, total_gross, paid, payments: [{amount, at, source
-                     ("stripe" | "desk"), payment_id?, recorded_by}], issued_at,
+                     ("stripe" | "card" | "desk"), payment_id?, recorded_by}], issued_at,
                      issued_by, cancelled_at?, pdf?: {key, sha256, size}}
     counters        {_id: "invoice:<issuer>", value: the last sequence used}: incremented
                     in the transaction that inserts the invoice, so a failed issue
@@ -38,11 +38,21 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
                     user_id, staff_role}
     doctors         read model of ``doctor.schedule_changed`` {_id: doctor id, version,
                     hospital_ids: affiliated hospitals in the doctor's order}
-    hospitals       read model of ``hospital.*`` {_id, version, name, city, country}
+    hospitals       read model of ``hospital.*`` {_id, version, name, city, country,
+                    time_zone (IANA key)}
 
 Invoices also carry, once a claim on them was adjudicated ``complete``:
 ``insurance_share`` (minor units the payer covers; the patient owes ``total_gross -
 insurance_share - paid``) and ``claim_id``.
+
+Clinic finances (:mod:`.finance`, :mod:`.pnl`)::
+
+    ledger_entries  {_id, kind ("expense" | "income"), hospital_id, category, date
+                     ("YYYY-MM-DD", the calendar date it belongs to), amount_minor,
+                     currency, counterparty (the supplier of an expense, the payer of an
+                     income), reason, status ("recorded" | "voided"), recorded_by,
+                     recorded_at, updated_at, void?: {reason, by, at},
+                     receipt?: {key, sha256, size, content_type, by, at}}
 
 Insurance (FHIR R4 Coverage / Claim / ClaimResponse; :mod:`.insurance`)::
 
@@ -81,6 +91,10 @@ DOCTORS = "doctors"
 HOSPITALS = "hospitals"
 COVERAGES = "coverages"
 CLAIMS = "claims"
+LEDGER = "ledger_entries"
+INVOICE_CHECKOUTS = "invoice_checkouts"
+ELIGIBILITY = "eligibility_responses"
+CREDIT_NOTES = "credit_notes"
 
 INDEXES: Indexes = {
     PAYMENTS: [
@@ -113,7 +127,15 @@ INDEXES: Indexes = {
                     ("_id", DESCENDING)], name="hospital"),
         IndexModel([("invoice_id", ASCENDING)], name="invoice"),
     ],
+    LEDGER: [IndexModel([("hospital_id", ASCENDING), ("kind", ASCENDING),
+                         ("date", DESCENDING), ("_id", DESCENDING)], name="books")],
     STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
+    INVOICE_CHECKOUTS: [IndexModel([("intent_id", ASCENDING)], name="intent", unique=True)],
+    CREDIT_NOTES: [IndexModel([("issuer", ASCENDING), ("sequence", ASCENDING)],
+                              name="number", unique=True),
+                   IndexModel([("invoice_id", ASCENDING)], name="invoice")],
+    ELIGIBILITY: [IndexModel([("patient_id", ASCENDING), ("service_date", ASCENDING),
+                              ("created_at", DESCENDING)], name="patient")],
     **jobs.INDEXES,
 }
 
@@ -169,11 +191,13 @@ async def claim_appointment(db: AsyncDatabase[Document], appointment_id: str,
 # --------------------------------------------------------------------------- billing
 
 
-async def next_sequence(db: AsyncDatabase[Document], issuer: str, session: Any) -> int:
-    """The next number of ``issuer``'s invoice series (1, 2, ...), counted in the
-    transaction of ``session``: rolled back with it, so no number is lost."""
+async def next_sequence(db: AsyncDatabase[Document], issuer: str, session: Any,
+                        series: str = "invoice") -> int:
+    """The next number of ``issuer``'s ``series`` (``invoice``, ``credit``: credit
+    notes) (1, 2, ...), counted in the transaction of ``session``: rolled back with it,
+    so no number is lost."""
     doc = await db[COUNTERS].find_one_and_update(
-        {"_id": f"invoice:{issuer}"}, {"$inc": {"value": 1}}, upsert=True,
+        {"_id": f"{series}:{issuer}"}, {"$inc": {"value": 1}}, upsert=True,
         return_document=ReturnDocument.AFTER, session=session)
     assert doc is not None
     return int(doc["value"])
@@ -234,6 +258,21 @@ async def put_versioned(db: AsyncDatabase[Document], collection: str, key: str,
     await db[collection].update_one({"_id": key}, {"$set": {**fields, "version": version}},
                                     upsert=True, session=session)
     return True
+
+
+# --------------------------------------------------------------------------- finances
+
+
+async def list_entries(db: AsyncDatabase[Document], query: Document, *, cursor: str | None,
+                       limit: int) -> tuple[list[Document], str | None]:
+    """One page of ledger entries, latest date first (``date``, ``_id``), and the next
+    cursor.
+
+    Raises:
+        BadRequest: (400) a cursor this API did not issue.
+    """
+    return await keyset_page(db[LEDGER], query, sort=["date", "_id"], cursor=cursor,
+                             limit=limit, descending=True, hint="books")
 
 
 # --------------------------------------------------------------------------- insurance

@@ -1,0 +1,141 @@
+"""Credit notes: a refund of an invoiced payment is documented by a credit note.
+
+FHIR R4 has no CreditNote resource; HealthFlow keeps a credit-note document of its own
+(``docs/decisions.md``): numbered ``CN-000001``… in its issuer's own gap-free series
+(counter ``credit:<issuer>``, incremented in the issuing transaction, like invoices),
+referring to the invoice it corrects, with one negative line (the refund, tax split at
+the invoice's rate by :func:`~healthflow.payment.domain.split_tax`). The invoice itself
+is never changed: what was invoiced and paid stays as it was.
+
+The refund's transaction enqueues a ``credit-note`` job (key ``credit-<refund id>``,
+:func:`schedule`); the job (:func:`issue_for_refund`, one at a time, as billing) waits
+for the payment's invoice (its billing job may not have run yet: retried) and issues
+the note once (its id a UUID v5 of the refund id). A payment refunded before it was
+recorded (``cancelled_before_recorded``) was never invoiced and gets none.
+
+Collection ``credit_notes``: ``{_id, number, issuer, sequence, invoice_id,
+invoice_number, payment_id, refund_id, reason, patient_id, hospital_id, currency,
+tax_basis_points, lines: [{description, gross, net, tax}] (negative minor units),
+total_gross, total_net, total_tax, issued_at}``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from healthflow.common import jobs
+from healthflow.common.auth import Principal
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.payment import invoices, store
+from healthflow.payment.domain import COLLECTED, PaymentStatus, split_tax
+
+CREDIT_NOTES = store.CREDIT_NOTES
+CREDIT = "credit-note"
+"""The job queue of refunds to document (payload ``{payment_id, refund_id}``)."""
+
+NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://healthflow/payment/credit-note")
+
+
+class NotInvoicedYet(RuntimeError):
+    """The payment's billing job has not issued its invoice yet: the job runs again."""
+
+
+class CreditNoteLineOut(BaseModel):
+    description: str
+    gross: int
+    net: int
+    tax: int
+
+
+class CreditNoteOut(BaseModel):
+    """A credit note (negative minor units of ``currency``, ISO 4217) correcting
+    ``invoice_id``; ``number`` ``CN-…`` of its issuer's own series."""
+
+    id: str
+    number: str
+    invoice_id: str
+    invoice_number: str
+    payment_id: str
+    refund_id: str
+    reason: str
+    currency: str
+    lines: list[CreditNoteLineOut]
+    total_gross: int
+    total_net: int
+    total_tax: int
+    issued_at: datetime
+
+
+def out(doc: Document) -> CreditNoteOut:
+    return CreditNoteOut.model_validate({"id": doc["_id"], **doc})
+
+
+def credit_note_number(sequence: int) -> str:
+    """``CN-000042``: the ``sequence``-th credit note (1-based) of an issuer."""
+    return f"CN-{sequence:06d}"
+
+
+async def schedule(uow: UnitOfWork, payment_id: str, refund_id: str) -> None:
+    """Enqueue the credit note of a refund, in the refund's transaction."""
+    await jobs.enqueue(uow.db, CREDIT, {"payment_id": payment_id, "refund_id": refund_id},
+                       key=f"credit-{refund_id}", session=uow.session)
+
+
+async def issue_for_refund(uow: UnitOfWork, payment_id: str, refund_id: str
+                           ) -> Document | None:
+    """The ``credit-note`` job: the refund's credit note, once; None when there is
+    nothing to document (no refund recorded, or the payment was never invoiced).
+
+    Raises:
+        NotInvoicedYet: the payment's invoice is not issued yet (the job is retried).
+    """
+    note_id = str(uuid.uuid5(NAMESPACE, refund_id))
+    if await uow.db[CREDIT_NOTES].find_one({"_id": note_id}, session=uow.session):
+        return None
+    payment = await store.get_payment(uow.db, payment_id, session=uow.session)
+    refund = (payment or {}).get("refund") or {}
+    if payment is None or refund.get("id") != refund_id or not refund.get("amount"):
+        return None
+    invoice = await uow.db[store.INVOICES].find_one(
+        {"payments.payment_id": payment_id}, session=uow.session)
+    if invoice is None:
+        billed = await uow.db[store.CHARGE_ITEMS].find_one(
+            {"_id": invoices.consultation_item_id(payment_id)}, session=uow.session)
+        if billed is None and PaymentStatus(payment["status"]) in COLLECTED \
+                and refund.get("reason") != "cancelled_before_recorded":
+            raise NotInvoicedYet(f"payment {payment_id} is not invoiced yet")
+        return None
+    amount = int(refund["amount"])
+    net, tax = split_tax(amount, invoice["tax_basis_points"])
+    sequence = await store.next_sequence(uow.db, invoice["issuer"], uow.session,
+                                         series="credit")
+    doc: Document = {
+        "_id": note_id, "number": credit_note_number(sequence), "issuer": invoice["issuer"],
+        "sequence": sequence, "invoice_id": invoice["_id"],
+        "invoice_number": invoice["number"], "payment_id": payment_id,
+        "refund_id": refund_id, "reason": refund.get("reason") or "refund",
+        "patient_id": invoice["patient_id"], "hospital_id": invoice.get("hospital_id"),
+        "currency": invoice["currency"], "tax_basis_points": invoice["tax_basis_points"],
+        "lines": [{"description": f"Refund on {invoice['number']}", "gross": -amount,
+                   "net": -net, "tax": -tax}],
+        "total_gross": -amount, "total_net": -net, "total_tax": -tax,
+        "issued_at": utcnow()}
+    await uow.db[CREDIT_NOTES].insert_one(doc, session=uow.session)
+    return doc
+
+
+async def of_invoice(runtime: ServiceRuntime, principal: Principal, invoice_id: str
+                     ) -> list[Document]:
+    """The credit notes of an invoice, oldest first, for whoever may read the invoice.
+
+    Raises:
+        NotFound: (404) the invoice is unknown or not the caller's to see.
+    """
+    await invoices.get(runtime, principal, invoice_id)
+    return await runtime.db[CREDIT_NOTES].find({"invoice_id": invoice_id}).sort(
+        "sequence", 1).to_list()
