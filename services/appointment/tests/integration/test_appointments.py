@@ -159,14 +159,30 @@ async def test_online_consultation_with_a_fee_awaits_payment(svc: Service) -> No
     assert (body["fee_amount"], body["fee_currency"]) == (4000, "EUR")
 
 
-def paid(appointment_id: str, patient_id: str, type_: str = "payment.succeeded"
-         ) -> CloudEvent:
+def paid(appointment_id: str, patient_id: str, type_: str = "payment.succeeded",
+         status: str | None = None) -> CloudEvent:
     """``payment.succeeded`` (or ``payment.expired``) as the payment service publishes it."""
     return CloudEvent(source="/healthflow/payment", type=type_,
                       subject="payment/p1", data={
                           "payment_id": "p1", "appointment_id": appointment_id,
                           "patient_id": patient_id, "amount": 4000, "currency": "EUR",
-                          "status": type_.split(".")[1], "intent_id": "pi_1"})
+                          "status": status or type_.split(".")[1], "intent_id": "pi_1"})
+
+
+async def test_a_booking_refused_for_unverified_coverage_says_so(svc: Service) -> None:
+    """Payment refuses to open a hold where the hospital requires eligibility and the
+    patient has no coverage verified in force (``payment.expired``, status ``refused``):
+    the cancellation names that reason, not an unpaid hold."""
+    await svc.publish_doctor(schedule("dr-eligible"))
+    patient_id, patient = svc.patient()
+    held = (await book(svc, patient, "dr-eligible", berlin(next_weekday(3), 15),
+                       mode="online")).json()
+    await svc.runtime.transport.publish(
+        paid(held["id"], patient_id, "payment.expired", status="refused"))
+    after = (await svc.client.get(f"/api/v1/appointments/{held['id']}",
+                                  headers=patient)).json()
+    assert (after["status"], after["cancellation"]["reason_code"]) == (
+        "cancelled", "coverage_not_verified")
 
 
 async def test_an_expired_payment_cancels_the_hold_and_frees_the_slot(svc: Service) -> None:

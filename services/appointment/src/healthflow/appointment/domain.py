@@ -88,6 +88,7 @@ class CancelReason(StrEnum):
     SCHEDULING_ERROR = "scheduling_error"
     DUPLICATE = "duplicate"
     PAYMENT_NOT_RECEIVED = "payment_not_received"
+    COVERAGE_NOT_VERIFIED = "coverage_not_verified"  # the hospital requires eligibility
     OTHER = "other"
 
 

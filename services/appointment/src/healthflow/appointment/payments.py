@@ -53,13 +53,16 @@ async def confirm_paid(uow: UnitOfWork, paid: PaymentSucceeded) -> bool:
 
 async def release_unpaid(uow: UnitOfWork, expired: PaymentExpired) -> bool:
     """Cancel ``expired.appointment_id`` and free its slot when it still waits for
-    payment; whether it did."""
+    payment; whether it did. The reason is ``coverage_not_verified`` when payment
+    refused to open a hold (``status`` ``refused``: the hospital requires a coverage
+    verified in force), else ``payment_not_received``."""
     doc = await store.get_appointment(uow.db, expired.appointment_id, session=uow.session)
     if doc is None or doc["status"] != Status.PENDING_PAYMENT.value:
         return False
     ensure_transition(Status.PENDING_PAYMENT, Status.CANCELLED)
     now, by = utcnow(), f"payment:{expired.payment_id}"
-    reason = CancelReason.PAYMENT_NOT_RECEIVED.value
+    reason = (CancelReason.COVERAGE_NOT_VERIFIED if expired.status == "refused"
+              else CancelReason.PAYMENT_NOT_RECEIVED).value
     cancellation = {"by": by, "by_role": "system", "reason_code": reason, "note": None,
                     "at": now}
     after = await _save(
