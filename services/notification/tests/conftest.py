@@ -22,6 +22,7 @@ from healthflow.devkit.testing import TokenFactory, eventually, running_app, sou
 from healthflow.notification.app import WORKERS, create_app
 from healthflow.notification.dispatch import Dispatcher, ReminderScheduler
 from healthflow.notification.domain import SettableClock
+from healthflow.common.keywrap import new_kek
 from healthflow.notification.settings import Settings
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # a Monday, 13:00 in Berlin (CET, UTC+1)
@@ -75,6 +76,8 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
         retry_base=30.0, max_attempts=4, push_timeout=2.0,
         # the loopback push sink of healthflow.devkit.sandbox
         push_allowed_hosts=["127.0.0.1"], push_allow_insecure_sink=True,
+        # like the platform runner's generated KEK (healthflow.common.keywrap)
+        key_encryption_keys=SecretStr(f"test-kek:{new_kek()}"),
     )
 
 
