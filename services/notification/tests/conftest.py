@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.keywrap import new_kek
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.devkit.sandbox import PushSink, SmtpSink, TwilioSink
@@ -22,7 +23,6 @@ from healthflow.devkit.testing import TokenFactory, eventually, running_app, sou
 from healthflow.notification.app import WORKERS, create_app
 from healthflow.notification.dispatch import Dispatcher, ReminderScheduler
 from healthflow.notification.domain import SettableClock
-from healthflow.common.keywrap import new_kek
 from healthflow.notification.settings import Settings
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # a Monday, 13:00 in Berlin (CET, UTC+1)

@@ -83,7 +83,7 @@ def test_parse_keks_reads_ids_and_bare_keys() -> None:
     one, two = new_kek(), new_kek()
     keks, current = parse_keks(f"new:{one}\n{two}", "KEY_ENCRYPTION_KEYS")
     assert current == "new" and keks["new"] == _raw(one)
-    assert [k for k in keks if k != "new"][0].startswith("kek-")
+    assert next(k for k in keks if k != "new").startswith("kek-")
     for bad in ("", "a:short", f"a:{one},a:{two}"):
         with pytest.raises(ConfigurationError, match="KEY_ENCRYPTION_KEYS") as refused:
             parse_keks(bad, "KEY_ENCRYPTION_KEYS")

@@ -210,7 +210,7 @@ class KeyEncryptionSettings(ServiceSettings):
     def kek_source(self) -> tuple[str, str] | None:
         """(the KEK text, the variable it came from), or ``None`` when unset."""
         cls = type(self)
-        if self.key_encryption_keys_file:
+        if self.key_encryption_keys_file and self.key_encryption_keys_file.strip():
             variable = env_name(cls, "key_encryption_keys_file")
             try:
                 text = Path(self.key_encryption_keys_file).read_text(encoding="utf-8")
@@ -218,7 +218,8 @@ class KeyEncryptionSettings(ServiceSettings):
                 raise ConfigurationError(f"{variable}: cannot read the file "
                                          f"({type(exc).__name__})") from None
             return text, variable
-        if self.key_encryption_keys is not None:
+        if self.key_encryption_keys is not None and self.key_encryption_keys.get_secret_value(
+                ).strip():  # compose passes an unset variable as ""
             return (self.key_encryption_keys.get_secret_value(),
                     env_name(cls, "key_encryption_keys"))
         return None

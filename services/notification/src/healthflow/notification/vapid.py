@@ -66,7 +66,7 @@ async def protect_stored_key(db: AsyncDatabase[Document], wrapper: KeyWrapper) -
     if isinstance(current, str):
         envelope = await wrapper.wrap(_b64decode(current), CONTEXT)
         done = "wrapped"
-    elif stale(wrapper, current):
+    elif isinstance(current, dict) and stale(wrapper, current):
         envelope = await wrapper.rewrap(current, CONTEXT)
         done = "rewrapped"
     else:
