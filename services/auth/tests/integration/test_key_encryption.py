@@ -131,3 +131,32 @@ async def test_a_wrong_kek_is_refused_at_start_naming_the_fix(settings: Settings
     with pytest.raises(KeyUnwrapError, match="'test-kek', which is not configured"):
         async with running_app(missing):
             pass
+
+
+async def test_the_process_exits_with_ex_config_on_a_wrong_kek(settings: Settings) -> None:
+    """As an operator sees it: one clear line, exit 78 (the runner does not restart it),
+    no key material in the output."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from healthflow.common.http import EX_CONFIG
+    from healthflow.devkit.embedded import free_port
+
+    await _signs_and_verifies(settings)
+    wrong = new_kek()
+    right = settings.key_encryption_keys.get_secret_value()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "KEY_ENC"))} | {
+        "AUTH_MONGODB_URL": settings.mongodb_url,
+        "AUTH_MONGODB_DATABASE": settings.database_name, "AUTH_TRANSPORT": "inprocess",
+        "AUTH_PORT": str(free_port()), "AUTH_REDIS_URL": "",
+        "AUTH_KEY_ENCRYPTION_KEYS": f"test-kek:{wrong}"}
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "healthflow.auth"], env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == EX_CONFIG, output[-2000:]
+    assert "start-up refused" in output and "does not unwrap with KEK 'test-kek'" in output
+    assert wrong not in output and right.split(":")[1] not in output
+    assert "PRIVATE KEY" not in output

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from healthflow.common.http import uvicorn_options
+from healthflow.common.http import EX_CONFIG, uvicorn_options
 from healthflow.common.topology import SERVICES
 from healthflow.devkit.config import Config
 from healthflow.devkit.console import Console
@@ -177,6 +177,10 @@ class Supervised:
                 return
             code = waiter.result()
             uptime = time.monotonic() - started
+            if code == EX_CONFIG:  # its configuration was refused: a restart cannot help
+                self.console.status(name, "refused", "its configuration was refused, not "
+                                    f"restarted — {_last_line(self.log_file)}", "red")
+                return
             delay = backoff.next_delay(uptime)
             self.restarts += 1
             self.console.status(
