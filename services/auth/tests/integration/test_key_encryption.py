@@ -160,3 +160,27 @@ async def test_the_process_exits_with_ex_config_on_a_wrong_kek(settings: Setting
     assert "start-up refused" in output and "does not unwrap with KEK 'test-kek'" in output
     assert wrong not in output and right.split(":")[1] not in output
     assert "PRIVATE KEY" not in output
+
+
+def test_the_rewrap_command_after_a_kek_rotation(monkeypatch, capsys, settings: Settings) -> None:
+    from healthflow.auth import cli
+
+    kek_a, kek_b = new_kek(), new_kek()
+    for name, value in {"AUTH_MONGODB_URL": settings.mongodb_url,
+                        "AUTH_MONGODB_DATABASE": settings.database_name,
+                        "AUTH_TRANSPORT": "inprocess",
+                        "AUTH_KEY_ENCRYPTION_KEYS": f"a:{kek_a}"}.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["rotate-keys"]) == 0  # makes the first keys, wrapped with A
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_KEYS", f"b:{kek_b},a:{kek_a}")
+    capsys.readouterr()
+    assert cli.main(["rewrap-keys"]) == 0
+    out = capsys.readouterr().out
+    assert "wrapped 0 clear key(s), re-wrapped " in out and "with KEK b" in out
+    assert "re-wrapped 0 " not in out
+    assert cli.main(["rewrap-keys"]) == 0
+    assert "re-wrapped 0 " in capsys.readouterr().out  # nothing left under A
+    monkeypatch.setenv("AUTH_KEY_ENCRYPTION_KEYS", f"b:{new_kek()}")
+    assert cli.main(["rewrap-keys"]) == 2
+    err = capsys.readouterr().err
+    assert "does not unwrap with KEK 'b'" in err and kek_b not in err

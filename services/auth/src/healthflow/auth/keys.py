@@ -270,3 +270,17 @@ async def protect_keys(db: Any, wrapper: KeyWrapper) -> tuple[int, int]:
         log.info("protected signing keys", extra={"wrapped": wrapped, "rewrapped": rewrapped,
                                                   "kek_id": wrapper.current_kek_id})
     return wrapped, rewrapped
+
+
+async def check_keys(db: Any, wrapper: KeyWrapper) -> int:
+    """Open every stored key's envelope (nothing written): how many opened.
+
+    Raises:
+        KeyUnwrapError: one does not open with the configured KEKs.
+    """
+    opened = 0
+    for doc in await store.list_keys(db):
+        if isinstance(doc.get("private_key"), dict):
+            await wrapper.unwrap(doc["private_key"], key_context(doc["_id"]))
+            opened += 1
+    return opened
