@@ -88,6 +88,23 @@ def test_audit_gets_its_signing_key_from_a_secret_and_a_writable_checkpoint_volu
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
 
 
+def test_services_storing_private_keys_read_the_kek_from_a_mounted_secret() -> None:
+    documents = list(yaml.safe_load_all((K8S / "healthflow.yaml").read_text()))
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    for name in ("auth", "notification"):
+        pod = deployments[f"healthflow-{name}"]["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        path = {e["name"]: e for e in container["env"]}["KEY_ENCRYPTION_KEYS_FILE"]["value"]
+        mount = next(m for m in container["volumeMounts"]
+                     if path.startswith(m["mountPath"] + "/"))
+        assert mount["readOnly"] is True
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == "healthflow-key-encryption"
+        assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    patient = deployments["healthflow-patient"]["spec"]["template"]["spec"]["containers"][0]
+    assert all(e["name"] != "KEY_ENCRYPTION_KEYS_FILE" for e in patient["env"])
+
+
 def test_the_client_address_reaches_auth_through_the_ingress_and_the_gateway() -> None:
     """Issue 16: the gateway trusts one hop (the Ingress), auth the pod network's
     X-Forwarded-For (the gateway's pods), so login budgets are per client address."""

@@ -18,11 +18,14 @@ from healthflow.auth.cli import ensure_first_admin_async
 from healthflow.auth.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.transport import Subscription
+from healthflow.common.keywrap import new_kek
 from healthflow.common.service import shared_inprocess_transport
 from healthflow.devkit.testing import running_app
 
 PASSWORD = "Quiet-Harbour-Lantern-73"
 ADMIN_PASSWORD = "Velvet-Orbit-Meadow-9128"
+
+TEST_KEK = new_kek()
 
 # Cheap Argon2 for speed (the defaults are RFC 9106's; see test_settings_defaults).
 FAST_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
@@ -36,6 +39,7 @@ def make_settings(mongodb_url: str, database: str, **overrides: Any) -> Settings
         "redis_url": None,
         "outbox_poll_interval": 0.2,
         "mfa_required_roles": [],  # tests of the second factor set it
+        "key_encryption_keys": f"test-kek:{TEST_KEK}",  # like the runner's generated one
         **FAST_ARGON2,
     }
     return Settings(**(values | overrides))

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.keywrap import new_kek
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.devkit.sandbox import PushSink, SmtpSink, TwilioSink
@@ -75,6 +76,8 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
         retry_base=30.0, max_attempts=4, push_timeout=2.0,
         # the loopback push sink of healthflow.devkit.sandbox
         push_allowed_hosts=["127.0.0.1"], push_allow_insecure_sink=True,
+        # like the platform runner's generated KEK (healthflow.common.keywrap)
+        key_encryption_keys=SecretStr(f"test-kek:{new_kek()}"),
     )
 
 

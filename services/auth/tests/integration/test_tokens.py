@@ -173,7 +173,7 @@ async def test_retired_keys_are_removed_once_their_tokens_expired(auth) -> None:
     kids = {k["kid"] for k in (await auth.http.get("/.well-known/jwks.json")).json()["keys"]}
     assert old_kid not in kids
     removed = await auth.db[SIGNING_KEYS].find_one({"_id": old_kid})
-    assert removed["state"] == "removed" and removed["private_pem"] is None
+    assert removed["state"] == "removed" and removed["private_key"] is None
 
 
 async def test_only_admins_rotate_keys(auth) -> None:

@@ -20,6 +20,7 @@ def test_production_refuses_the_notification_stand_ins(monkeypatch: pytest.Monke
     message = str(refused.value)
     for variable in ("NOTIFICATION_TWILIO_AUTH_TOKEN: is the built-in default secret",
                      "NOTIFICATION_EMAIL_VERIFICATION_SECRET: is the built-in default secret",
-                     "NOTIFICATION_SMTP_HOST", "NOTIFICATION_TWILIO_BASE_URL"):
+                     "NOTIFICATION_SMTP_HOST", "NOTIFICATION_TWILIO_BASE_URL",
+                     "NOTIFICATION_KEY_ENCRYPTION_KEYS: production needs a key-encryption"):
         assert variable in message, message
     assert "MONGODB_URL" not in message

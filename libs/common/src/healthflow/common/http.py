@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import time
 import uuid
@@ -34,7 +35,10 @@ from healthflow.common.auth import annotate_openapi_access
 from healthflow.common.errors import PROBLEM_JSON, PayloadTooLarge, install_problem_handlers
 from healthflow.common.logs import request_id_var, setup_logging
 from healthflow.common.service import ServiceRuntime
+from healthflow.common.settings import ConfigurationError
 from healthflow.common.settings import ServiceSettings as ServiceSettingsLike
+
+_log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -236,7 +240,12 @@ def create_service_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
+        try:
+            await runtime.start()
+        except ConfigurationError as exc:  # e.g. a KEK that opens no stored key
+            app.state.startup_refused = str(exc)
+            _log.critical("start-up refused: %s", exc)
+            raise
         try:
             yield
         finally:
@@ -285,8 +294,21 @@ def uvicorn_options() -> dict[str, Any]:
             "timeout_keep_alive": SERVER_KEEP_ALIVE_SECONDS}
 
 
+EX_CONFIG = 78
+"""The exit code of a process whose start-up refused its configuration (sysexits.h)."""
+
+
 def serve(app: FastAPI, settings: ServiceSettingsLike) -> None:
-    """Run ``app`` with uvicorn on ``settings.host:settings.port`` (a service's ``__main__``)."""
+    """Run ``app`` with uvicorn on ``settings.host:settings.port`` (a service's ``__main__``).
+
+    Exits with :data:`EX_CONFIG` when start-up raised a ``ConfigurationError`` (logged
+    as one line, its message only)."""
     import uvicorn
 
-    uvicorn.run(app, host=settings.host, port=settings.port, **uvicorn_options())
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, **uvicorn_options())
+    except SystemExit:
+        if getattr(app.state, "startup_refused", None):
+            # a configuration error: restarting cannot help (the platform runner stops)
+            raise SystemExit(EX_CONFIG) from None
+        raise

@@ -18,6 +18,12 @@ The audit service also gets its checkpoint signing key from the Secret
 volume for its checkpoint files (the root file system is read-only): the
 PersistentVolumeClaim ``healthflow-audit-checkpoints`` (ReadWriteMany, shared by
 the replicas) mounted at :data:`AUDIT_CHECKPOINT_DIR`.
+
+The services that keep private keys in their database (:data:`KEK_SERVICES`) mount
+the Secret ``healthflow-key-encryption`` (key ``KEY_ENCRYPTION_KEYS``: ``id:key``
+entries, current first; :mod:`healthflow.common.keywrap`) read-only at
+:data:`KEK_DIR` and read it through ``KEY_ENCRYPTION_KEYS_FILE``: rotating it is an
+update of the Secret and a rollout (the pods re-wrap at start).
 """
 
 from __future__ import annotations
@@ -110,6 +116,28 @@ def _audit(text: str, anchor: str) -> str:
             + "\n---\n" + _AUDIT_CLAIM)
 
 
+KEK_SERVICES = ("auth", "notification")  # they store private keys (envelope-encrypted)
+KEK_DIR = "/run/secrets/healthflow-key-encryption"
+_KEK_ENV = (f'            - {{name: KEY_ENCRYPTION_KEYS_FILE, '
+            f'value: "{KEK_DIR}/KEY_ENCRYPTION_KEYS"}}\n')
+
+
+def _key_encryption(text: str, anchor: str) -> str:
+    """A Deployment that reads its key-encryption keys from the mounted Secret."""
+    mount = "            - {name: tmp, mountPath: /tmp}"
+    volume = "        - {name: tmp, emptyDir: {}}"
+    group = "        runAsGroup: 10001\n"
+    for needed in (mount, volume, group):
+        if needed not in text:
+            raise ValueError(f"the template has no {needed.strip()!r} to add the KEK by")
+    return (text.replace(anchor, _KEK_ENV + anchor)
+            .replace(group, group + "        fsGroup: 10001  # reads the mounted KEK\n")
+            .replace(mount, mount + "\n            - {name: key-encryption, "
+                     f"mountPath: {KEK_DIR}, readOnly: true}}")
+            .replace(volume, volume + "\n        - {name: key-encryption, secret: "
+                     "{secretName: healthflow-key-encryption, defaultMode: 0440}}"))
+
+
 def render(template: str, manifests: Iterable[ServiceManifest], gateway_port: int) -> str:
     """One YAML stream: the template per service (by port, with its listeners), then the
     gateway's."""
@@ -134,6 +162,7 @@ def render(template: str, manifests: Iterable[ServiceManifest], gateway_port: in
         text = body.replace(anchor, upstreams + anchor) if name == "gateway" \
             else with_listeners(body.replace(anchor, callees + anchor), listening.get(name))
         text = _audit(text, anchor) if name == "audit" else text
+        text = _key_encryption(text, anchor) if name in KEK_SERVICES else text
         text = text.replace(anchor, CLIENT_ADDRESS_ENV.get(name, "") + anchor)
         documents.append(
             text.replace("${SERVICE}", name).replace("${PORT}", str(port))

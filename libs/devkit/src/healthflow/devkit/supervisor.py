@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from healthflow.common.http import uvicorn_options
+from healthflow.common.http import EX_CONFIG, uvicorn_options
 from healthflow.common.topology import SERVICES
 from healthflow.devkit.config import Config
 from healthflow.devkit.console import Console
@@ -26,6 +26,7 @@ from healthflow.devkit.probes import summarize, wait_ready
 from healthflow.devkit.restart import Backoff
 
 JWKS_PATH = "/.well-known/jwks.json"
+KEK_FILE = "secrets/key-encryption-keys"  # under the var directory, mode 0600
 MONGO_WATCH_INTERVAL = 1.0  # seconds between two checks that the embedded SecantusDB lives
 
 
@@ -50,6 +51,10 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         # deployments keep the service's default (admin, compliance officer, doctor)
         "AUTH_MFA_REQUIRED_ROLES": os.environ.get("AUTH_MFA_REQUIRED_ROLES", "[]"),
     }
+    if not (os.environ.get("KEY_ENCRYPTION_KEYS") or os.environ.get("KEY_ENCRYPTION_KEYS_FILE")):
+        # local runs: the stored private keys (auth's signing keys, the VAPID key) are
+        # wrapped with a KEK generated once and kept beside the local database
+        env["KEY_ENCRYPTION_KEYS_FILE"] = str(local_kek_file(config.var_dir))
     called = {callee for manifest in SERVICES.values() for callee in manifest.calls}
     for name, port in config.ports.items():
         env[f"{name.upper()}_PORT"] = str(port)
@@ -64,6 +69,24 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         sorted({c.package for c in components if not c.is_gateway})
     )
     return env
+
+
+def local_kek_file(var_dir: Path) -> Path:
+    """``<var>/secrets/key-encryption-keys`` (0600): one KEK ``local-<date>:<key>``,
+    generated on the first run and kept, as the local database is
+    (:mod:`healthflow.common.keywrap`)."""
+    from datetime import UTC, datetime
+
+    from healthflow.common.keywrap import new_kek
+
+    path = var_dir / KEK_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(f"local-{datetime.now(UTC):%Y%m%d}:{new_kek()}\n")
+    return path
 
 
 def listener_ports(packages: set[str]) -> dict[str, str]:
@@ -154,6 +177,10 @@ class Supervised:
                 return
             code = waiter.result()
             uptime = time.monotonic() - started
+            if code == EX_CONFIG:  # its configuration was refused: a restart cannot help
+                self.console.status(name, "refused", "its configuration was refused, not "
+                                    f"restarted — {_last_line(self.log_file)}", "red")
+                return
             delay = backoff.next_delay(uptime)
             self.restarts += 1
             self.console.status(

@@ -14,9 +14,10 @@ and hands the app a :class:`~healthflow.common.auth.TokenVerifier` fed from it
 (``app.state.verifier``), so the service verifies its own tokens without an
 HTTP round trip to itself.
 
-Private keys are PKCS#8 PEM in MongoDB, never logged nor returned; a
-production deployment should wrap them with a KMS (envelope encryption) or
-keep them in an HSM.
+Private keys are PKCS#8 DER in MongoDB, envelope-encrypted
+(:mod:`healthflow.common.keywrap`: ``private_key``, bound to ``auth`` and the kid),
+never logged nor returned. At start a replica wraps any clear ``private_pem`` left
+by an older release and re-wraps envelopes of a previous KEK (:func:`protect_keys`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from healthflow.auth.domain import (
 )
 from healthflow.auth.settings import Settings
 from healthflow.common.auth import TokenVerifier
+from healthflow.common.keywrap import KeyWrapper, stale
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 
@@ -63,22 +65,28 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def new_key_document(state: KeyState, now: datetime) -> Document:
-    """A fresh Ed25519 key as a ``signing_keys`` document in ``state``."""
+def key_context(kid: str) -> dict[str, str]:
+    """The associated data binding a key's envelope to its record."""
+    return {"service": "auth", "record": f"signing_keys/{kid}"}
+
+
+async def new_key_document(state: KeyState, now: datetime, wrapper: KeyWrapper) -> Document:
+    """A fresh Ed25519 key as a ``signing_keys`` document in ``state``, its private
+    key wrapped by ``wrapper``."""
     private = Ed25519PrivateKey.generate()
     public_jwk: dict[str, Any] = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
     kid = thumbprint(public_jwk)
     public_jwk |= {"kid": kid, "use": "sig", "alg": ALGORITHM}
-    pem = private.private_bytes(
-        serialization.Encoding.PEM,
+    der = private.private_bytes(
+        serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
-    ).decode()
+    )
     return {
         "_id": kid,
         "alg": ALGORITHM,
         "state": str(state),
-        "private_pem": pem,
+        "private_key": await wrapper.wrap(der, key_context(kid)),
         "public_jwk": public_jwk,
         "created_at": now,
         "activated_at": now if state is KeyState.ACTIVE else None,
@@ -110,6 +118,7 @@ class KeyRing:
         self.runtime = runtime
         self.settings = settings
         self.app_state = app_state
+        self.wrapper: KeyWrapper = settings.key_wrapper()
         self._published: list[Document] = []
         self._signing_kid: str | None = None
         self._signing_key: Ed25519PrivateKey | None = None
@@ -124,7 +133,12 @@ class KeyRing:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        """Make sure an ``active`` and a ``next`` key exist, load them, start reloading."""
+        """Make sure an ``active`` and a ``next`` key exist, load them, start reloading.
+
+        Raises:
+            KeyUnwrapError: a stored key does not unwrap with the configured KEKs.
+        """
+        await protect_keys(self.runtime.db, self.wrapper)
         await self.ensure_keys()
         await self.reload()
         self._task = asyncio.create_task(self._reload_loop(), name="auth-key-reload")
@@ -152,10 +166,12 @@ class KeyRing:
         now = utcnow()
         if not await store.list_keys(db, states=[KeyState.ACTIVE]):
             with contextlib.suppress(DuplicateKeyError):  # another replica won the race
-                await store.insert_key(db, new_key_document(KeyState.ACTIVE, now), session=None)
+                await store.insert_key(db, await new_key_document(KeyState.ACTIVE, now,
+                                                                  self.wrapper), session=None)
                 log.info("created the first signing key")
         if not await store.list_keys(db, states=[KeyState.NEXT]):
-            await store.insert_key(db, new_key_document(KeyState.NEXT, now), session=None)
+            await store.insert_key(db, await new_key_document(KeyState.NEXT, now, self.wrapper),
+                                   session=None)
 
     async def reload(self) -> None:
         """Read the published keys; remove retired keys whose tokens have all expired."""
@@ -171,9 +187,9 @@ class KeyRing:
         async with self._lock:
             self._published = docs
             if active and active[0]["_id"] != self._signing_kid:
-                key = serialization.load_pem_private_key(
-                    active[0]["private_pem"].encode(), password=None
-                )
+                der = await self.wrapper.unwrap(active[0]["private_key"],
+                                                key_context(active[0]["_id"]))
+                key = serialization.load_der_private_key(der, password=None)
                 if not isinstance(key, Ed25519PrivateKey):
                     raise TypeError("the active signing key is not an Ed25519 key")
                 self._signing_key, self._signing_kid = key, active[0]["_id"]
@@ -223,3 +239,48 @@ def key_info(doc: Document) -> KeyInfo:
 def _expired(doc: Document, now: datetime) -> bool:
     remove_after = doc.get("remove_after")
     return doc["state"] == KeyState.RETIRED and remove_after is not None and remove_after <= now
+
+
+async def protect_keys(db: Any, wrapper: KeyWrapper) -> tuple[int, int]:
+    """Wrap every clear ``private_pem`` (older releases) and re-wrap every envelope of a
+    previous KEK with the current one; idempotent, safe beside other replicas.
+    ``(wrapped, rewrapped)`` counts.
+
+    Raises:
+        KeyUnwrapError: an envelope does not open with the configured KEKs.
+    """
+    wrapped = rewrapped = 0
+    for doc in await store.keys_to_protect(db, wrapper.current_kek_id):
+        kid, context = doc["_id"], key_context(doc["_id"])
+        pem = doc.get("private_pem")
+        if isinstance(pem, str):
+            key = serialization.load_pem_private_key(pem.encode(), password=None)
+            der = key.private_bytes(serialization.Encoding.DER,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+            await store.replace_private_key(db, kid, await wrapper.wrap(der, context),
+                                            expected=None)
+            wrapped += 1
+        elif stale(wrapper, doc.get("private_key")):
+            envelope = doc["private_key"]
+            await store.replace_private_key(db, kid, await wrapper.rewrap(envelope, context),
+                                            expected=envelope)
+            rewrapped += 1
+    if wrapped or rewrapped:
+        log.info("protected signing keys", extra={"wrapped": wrapped, "rewrapped": rewrapped,
+                                                  "kek_id": wrapper.current_kek_id})
+    return wrapped, rewrapped
+
+
+async def check_keys(db: Any, wrapper: KeyWrapper) -> int:
+    """Open every stored key's envelope (nothing written): how many opened.
+
+    Raises:
+        KeyUnwrapError: one does not open with the configured KEKs.
+    """
+    opened = 0
+    for doc in await store.list_keys(db):
+        if isinstance(doc.get("private_key"), dict):
+            await wrapper.unwrap(doc["private_key"], key_context(doc["_id"]))
+            opened += 1
+    return opened

@@ -11,10 +11,10 @@ from limits import parse
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from healthflow.common.settings import ServiceSettings
+from healthflow.common.keywrap import KeyEncryptionSettings
 
 
-class Settings(ServiceSettings):
+class Settings(KeyEncryptionSettings):
     """Auth service settings (see :class:`healthflow.common.settings.ServiceSettings`)."""
 
     model_config = SettingsConfigDict(

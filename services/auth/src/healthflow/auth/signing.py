@@ -48,14 +48,14 @@ async def rotate_keys(runtime: ServiceRuntime, ring: KeyRing, *, actor: str) -> 
                                       to_state=domain.KeyState.ACTIVE, fields={"activated_at": now},
                                       session=uow.session)
         else:
-            doc = new_key_document(domain.KeyState.ACTIVE, now)
+            doc = await new_key_document(domain.KeyState.ACTIVE, now, ring.wrapper)
             await store.insert_key(db, doc, session=uow.session)
             activated = doc["_id"]
         for kid in plan.remove:
             await store.set_key_state(db, kid, from_state=domain.KeyState.RETIRED,
                                       to_state=domain.KeyState.REMOVED, fields={"removed_at": now},
                                       session=uow.session)
-        upcoming = new_key_document(domain.KeyState.NEXT, now)
+        upcoming = await new_key_document(domain.KeyState.NEXT, now, ring.wrapper)
         await store.insert_key(db, upcoming, session=uow.session)
         rotation = domain.Rotation(activated_kid=activated, retired_kid=plan.retire,
                                    next_kid=upcoming["_id"],
@@ -105,8 +105,8 @@ async def revoke_key(runtime: ServiceRuntime, ring: KeyRing, kid: str, *,
         await store.set_key_state(db, kid, from_state=state, to_state=domain.KeyState.REVOKED,
                                   fields={"revoked_at": now}, session=uow.session)
         if state is domain.KeyState.NEXT:
-            await store.insert_key(db, new_key_document(domain.KeyState.NEXT, now),
-                                   session=uow.session)
+            upcoming = await new_key_document(domain.KeyState.NEXT, now, ring.wrapper)
+            await store.insert_key(db, upcoming, session=uow.session)
         until = revocation.revoked_until(runtime, now)
         await store.record_revocation(db, "key", kid, reason="key_compromised", at=now,
                                       until=until, session=uow.session)

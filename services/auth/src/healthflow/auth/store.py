@@ -51,7 +51,8 @@ Documents (all times aware UTC):
 ``signing_keys``::
 
     {_id: kid, alg: "EdDSA", state: next | active | retired | revoked | removed,
-     private_pem: PKCS#8 PEM | None (dropped on removal), public_jwk: {...},
+     private_key: envelope of the PKCS#8 DER (healthflow.common.keywrap) | None
+     (dropped on removal), public_jwk: {...},
      created_at, activated_at, retired_at, remove_after, removed_at}
 """
 
@@ -253,6 +254,31 @@ async def list_keys(db: Db, *, states: Sequence[str] | None = None,
     ).to_list()
 
 
+async def keys_to_protect(db: Db, current_kek_id: str) -> list[Document]:
+    """Keys with a clear ``private_pem`` (older releases) or an envelope whose KEK is
+    not ``current_kek_id``."""
+    return await db[SIGNING_KEYS].find({"$or": [
+        {"private_pem": {"$type": "string"}},
+        {"private_key.kek_id": {"$exists": True, "$ne": current_kek_id}},
+    ]}).to_list()
+
+
+async def replace_private_key(db: Db, kid: str, envelope: Document, *,
+                              expected: Document | None) -> bool:
+    """Store ``envelope`` as ``kid``'s private key and drop a clear ``private_pem``, if the
+    stored envelope is still ``expected`` (``None``: the clear one is still there), so
+    two replicas migrating at once do not overwrite each other. ``True`` if written."""
+    query: dict[str, Any] = {"_id": kid}
+    if expected is None:
+        query["private_pem"] = {"$type": "string"}
+    else:
+        query["private_key.kek_id"] = expected["kek_id"]
+        query["private_key.wrapped_key"] = expected["wrapped_key"]
+    result = await db[SIGNING_KEYS].update_one(
+        query, {"$set": {"private_key": envelope}, "$unset": {"private_pem": ""}})
+    return result.modified_count == 1
+
+
 async def insert_key(db: Db, doc: Document, *, session: Session) -> None:
     await db[SIGNING_KEYS].insert_one(doc, session=session)
 
@@ -262,7 +288,8 @@ async def set_key_state(db: Db, kid: str, *, from_state: KeyState, to_state: Key
     """Move ``kid`` from ``from_state`` to ``to_state``; ``False`` if it was elsewhere."""
     update: dict[str, Any] = {"$set": {"state": str(to_state), **fields}}
     if to_state in (KeyState.REMOVED, KeyState.REVOKED):
-        update["$set"]["private_pem"] = None
+        update["$set"]["private_key"] = None
+        update["$unset"] = {"private_pem": ""}
     result = await db[SIGNING_KEYS].update_one(
         {"_id": kid, "state": str(from_state)}, update, session=session
     )

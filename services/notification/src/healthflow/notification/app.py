@@ -2,60 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
-from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
-from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
-from healthflow.notification import api, dispatch, handlers, service, store
+from healthflow.notification import api, dispatch, handlers, service, store, vapid
 from healthflow.notification.domain import Clock, SystemClock
 from healthflow.notification.providers import EmailSender, PushSender, SmsSender
 from healthflow.notification.settings import Settings
-
-
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _vapid_pair(private_der_b64: str) -> tuple[str, str]:
-    padded = private_der_b64 + "=" * (-len(private_der_b64) % 4)
-    key = serialization.load_der_private_key(base64.urlsafe_b64decode(padded), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError("the VAPID key must be a P-256 key")
-    public = key.public_key().public_bytes(serialization.Encoding.X962,
-                                           serialization.PublicFormat.UncompressedPoint)
-    return private_der_b64, _b64url(public)
-
-
-async def vapid_keys(db: AsyncDatabase[Document], settings: Settings) -> tuple[str, str]:
-    """(private key as base64url PKCS#8 DER, public key as base64url X9.62 point).
-
-    The configured key, else the one stored in ``service_keys`` (generated once,
-    first writer wins, so every replica signs with the same key).
-    """
-    if settings.vapid_private_key is not None:
-        return _vapid_pair(settings.vapid_private_key.get_secret_value())
-    stored = await db[store.SERVICE_KEYS].find_one({"_id": "vapid"})
-    if stored is None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        der = key.private_bytes(serialization.Encoding.DER,
-                                serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        await store.upsert_once(db, store.SERVICE_KEYS,
-                                {"_id": "vapid", "private_key": _b64url(der),
-                                 "created_at": utcnow()}, None)
-        stored = await db[store.SERVICE_KEYS].find_one({"_id": "vapid"})
-        assert stored is not None
-    return _vapid_pair(stored["private_key"])
-
 
 WORKERS = ("notification-dispatch", "notification-reminders", "notification-reminder-watch")
 """The background loops every replica runs (see :mod:`healthflow.notification.dispatch`)."""
@@ -76,9 +33,10 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     ctx = service.Context(settings=settings, clock=clock or SystemClock())
     table = handlers.make_handlers(ctx)
     senders = dispatch.Senders(EmailSender(settings), SmsSender(settings), None)
+    wrapper = settings.key_wrapper()
 
     async def on_start(runtime: ServiceRuntime) -> None:
-        private, public = await vapid_keys(runtime.db, settings)
+        private, public = await vapid.vapid_keys(runtime.db, settings, wrapper)
         senders.push = PushSender(settings, private)
         runtime.state["vapid_public_key"] = public
 

@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from healthflow.common.keywrap import KeyEncryptionSettings
 from healthflow.common.outbound import OutboundPolicy
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
@@ -21,7 +22,7 @@ from healthflow.common.topology import SERVICES
 INFO = SERVICES["notification"]
 
 
-class Settings(ServiceSettings):
+class Settings(KeyEncryptionSettings):
     """Settings of the notification service; see :class:`ServiceSettings` for the shared ones."""
 
     model_config = SettingsConfigDict(
@@ -67,7 +68,8 @@ class Settings(ServiceSettings):
     twilio_status_callback_url: str | None = None
 
     # Web Push (VAPID, RFC 8292). Without a key, one is generated once and kept in the
-    # service's database so that every replica signs with the same key.
+    # service's database (envelope-encrypted with KEY_ENCRYPTION_KEYS, see
+    # healthflow.notification.vapid) so that every replica signs with the same key.
     vapid_private_key: SecretStr | None = None
     vapid_subject: str = "mailto:ops@healthflow.example"
     push_timeout: float = Field(default=10.0, gt=0)

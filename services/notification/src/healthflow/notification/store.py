@@ -29,8 +29,8 @@ Collections (database ``healthflow_notification``), times aware UTC::
     feed            {_id, user_id, template, title, body, appointment_id, created_at, read_at}
     push_subscriptions {_id: sha256(endpoint), user_id, endpoint, keys{p256dh, auth},
                      created_at}
-    service_keys    {_id: "vapid", private_key (base64url DER), public_key (base64url
-                     uncompressed point), created_at}
+    service_keys    {_id: "vapid", private_key (envelope of the PKCS#8 DER,
+                     healthflow.common.keywrap), created_at}
 """
 
 from __future__ import annotations
