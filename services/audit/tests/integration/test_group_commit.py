@@ -33,6 +33,9 @@ async def _check_tree(audit: Audit, size: int) -> None:
     assert tree_size == size
     assert edge == await tree.stored_frontier(audit.db, size)
     assert edge is not None and len(edge) == len(merkle.frontier(size))
+    # Leaves are not stored: their hashes come from the entries' chain hashes.
+    assert await audit.db[store.TREE].count_documents({"level": 0}) == 0
+    assert await audit.db[store.TREE].count_documents({}) == size - size.bit_count()
 
 
 async def test_a_group_with_a_redelivery_appends_only_the_new_events(
