@@ -74,12 +74,22 @@ SIGNING_KEYS = "signing_keys"
 HEAD_ID = "head"
 
 INDEXES = {
+    # With _id (seq: the chain's order, verify/export ranges, proofs' leaves, the
+    # cursors), seven per entry. Each serves a query of its own and none is a prefix
+    # of another; the filters are equalities paged by seq, hence (field, _id).
     ENTRIES: [
+        # The dedupe key of every append (logged_event_ids) and the last guard
+        # against a second entry of one event (no inbox record is written).
         IndexModel([("event_id", ASCENDING)], unique=True, name="event_id_unique"),
+        # ?type= and ?category= ($in of a named set): search, /report/*, bursts.
         IndexModel([("type", ASCENDING), ("_id", DESCENDING)]),
+        # ?subject= (one resource's history).
         IndexModel([("subject", ASCENDING), ("_id", DESCENDING)]),
+        # ?actor= ("what did user Y do in a period").
         IndexModel([("actor", ASCENDING), ("_id", DESCENDING)]),
+        # ?patient= and /patient-access (a patient's own report).
         IndexModel([("patientid", ASCENDING), ("_id", DESCENDING)]),
+        # ?from&to with no other filter (a period's report): event time, not seq order.
         IndexModel([("time", ASCENDING)]),
     ],
     CHECKPOINTS: [IndexModel([("blob_key", ASCENDING)])],
