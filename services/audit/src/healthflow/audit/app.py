@@ -24,7 +24,8 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     """The audit app: consumes every event (``#``) into the chain; serves the compliance API.
 
     Its consumer is a :class:`~healthflow.audit.handlers.GroupCommitConsumer`
-    (same inbox contract, one transaction per group of concurrent deliveries).
+    (one transaction per group of concurrent deliveries; the entries' unique
+    ``event_id`` makes a redelivery a no-op, no inbox record is written).
     Its worker signs a checkpoint every ``checkpoint_interval`` seconds when the
     log grew and writes it to the blob store (``checkpoint_to_blobs``) and a file.
     """

@@ -3,11 +3,19 @@
 :data:`HANDLERS` is the usual one-event handler (the common
 :class:`~healthflow.common.events.consumer.Consumer` runs it with its inbox,
 one transaction per event). The app installs :class:`GroupCommitConsumer`
-instead, which keeps the same contract — the inbox record and the effect
-commit together, a delivery is acknowledged only after that commit — but
-appends the events delivered concurrently (up to ``append_batch_max``) in one
-transaction, so the chain's few round trips are paid once per group rather
-than once per event. Both call :func:`healthflow.audit.service.append`.
+instead: a delivery is acknowledged only after the transaction holding its
+entry committed, and the events delivered concurrently (up to
+``append_batch_max``) are appended in one transaction, so the chain's few
+round trips are paid once per group rather than once per event. Both call
+:func:`healthflow.audit.service.append`.
+
+The group path writes no ``inbox`` record: the log is its own inbox. An event
+is a no-op when an entry already has its id (the duplicate check of
+:func:`~healthflow.audit.service.append`, repeated when a transaction is
+retried) or repeats one earlier in its group; two replicas appending it at once
+conflict on the head document (the loser is retried and then finds the entry),
+and the unique ``event_id`` index refuses a second entry should both get past
+that. An inbox record would be a third document per entry for the same rule.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from healthflow.audit import domain, service
 from healthflow.common import metrics
 from healthflow.common.events.consumer import Consumer, Handlers, envelope_handler
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.outbox import INBOX, UnitOfWork
+from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import UnknownEventType
 from healthflow.common.mongo import utcnow
 from healthflow.common.service import ServiceRuntime
@@ -106,14 +114,8 @@ class GroupCommitConsumer(Consumer):
     async def _commit(self, events: Sequence[CloudEvent | domain.PreparedEvent]
                       ) -> list[domain.Entry]:
         async def apply(uow: UnitOfWork) -> list[domain.Entry]:
-            now = utcnow()
-            entries = await service.append(uow, events, now)
-            if entries:
-                await uow.db[INBOX].insert_many(
-                    [{"_id": e.event_id, "type": e.type, "received_at": now} for e in entries],
-                    session=uow.session,
-                )
-            return entries
+            # No inbox record: the entries' event_id is the dedupe key (module docstring).
+            return await service.append(uow, events, utcnow())
 
         for _attempt in range(CHAIN_MOVED_RETRIES):
             try:

@@ -15,7 +15,8 @@ Definitions (the contract a third party needs to check a proof):
 
 Storage: every **complete aligned subtree** — ``(level, index)`` covering the
 leaves ``[index·2^level, (index+1)·2^level)`` — is hashed once, when its last
-leaf is appended (:func:`grow`), and never changes. Any hash a proof needs is a
+leaf is appended (:func:`grow`), and never changes; a leaf (level 0) is not stored,
+its hash is recomputed from its entry's chain hash. Any hash a proof needs is a
 range ``[start, end)`` of leaves that :func:`cover` splits into at most
 ``2·log2(n)`` such stored subtrees, so a proof is ``O(log n)`` stored hashes,
 read in one query.

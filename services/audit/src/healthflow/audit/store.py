@@ -23,10 +23,14 @@ replica that keeps no tree, a log kept before it); it moves in the transaction
 that stores the subtrees, or after them (a catch-up outside a transaction: the
 subtrees are a function of immutable entries, so storing one twice is harmless).
 
-``tree`` — the Merkle tree's complete subtrees (:mod:`healthflow.audit.merkle`), one
-document each, never changed::
+``tree`` — the Merkle tree's complete subtrees (:mod:`healthflow.audit.merkle`) of
+level 1 and up, one document each, never changed::
 
     {_id: "<level>:<index>", level: int, index: int, hash: str (64 hex)}
+
+A leaf (level 0, index ``seq``) is not stored: its hash is
+:func:`merkle.entry_leaf_hash` of entry ``seq``'s ``hash``, read from ``entries``
+(:func:`read_subtrees`). Leaf documents kept by an older version are ignored.
 
 ``checkpoints`` — every signed checkpoint (:mod:`healthflow.audit.checkpoints`), never
 changed but for where it was exported::
@@ -70,12 +74,22 @@ SIGNING_KEYS = "signing_keys"
 HEAD_ID = "head"
 
 INDEXES = {
+    # With _id (seq: the chain's order, verify/export ranges, proofs' leaves, the
+    # cursors), seven per entry. Each serves a query of its own and none is a prefix
+    # of another; the filters are equalities paged by seq, hence (field, _id).
     ENTRIES: [
+        # The dedupe key of every append (logged_event_ids) and the last guard
+        # against a second entry of one event (no inbox record is written).
         IndexModel([("event_id", ASCENDING)], unique=True, name="event_id_unique"),
+        # ?type= and ?category= ($in of a named set): search, /report/*, bursts.
         IndexModel([("type", ASCENDING), ("_id", DESCENDING)]),
+        # ?subject= (one resource's history).
         IndexModel([("subject", ASCENDING), ("_id", DESCENDING)]),
+        # ?actor= ("what did user Y do in a period").
         IndexModel([("actor", ASCENDING), ("_id", DESCENDING)]),
+        # ?patient= and /patient-access (a patient's own report).
         IndexModel([("patientid", ASCENDING), ("_id", DESCENDING)]),
+        # ?from&to with no other filter (a period's report): event time, not seq order.
         IndexModel([("time", ASCENDING)]),
     ],
     CHECKPOINTS: [IndexModel([("blob_key", ASCENDING)])],
@@ -253,23 +267,32 @@ def _node_key(node: merkle.NodeId) -> str:
 async def read_subtrees(db: AsyncDatabase[Document], nodes: Collection[merkle.NodeId],
                         session: AsyncClientSession | None = None
                         ) -> dict[merkle.NodeId, bytes]:
-    """The stored hashes of ``nodes`` (one query); absent ones are left out."""
-    if not nodes:
-        return {}
-    found = db[TREE].find({"_id": {"$in": [_node_key(n) for n in nodes]}}, session=session)
-    return {(int(doc["level"]), int(doc["index"])): bytes.fromhex(doc["hash"])
-            async for doc in found}
+    """The hashes of ``nodes``: subtrees from ``tree``, leaves from their entries' ``hash``
+    (one query each, only when needed); absent ones are left out."""
+    found: dict[merkle.NodeId, bytes] = {}
+    leaves = [index for level, index in nodes if level == 0]
+    if leaves:
+        entries = db[ENTRIES].find({"_id": {"$in": leaves}}, {"hash": 1}, session=session)
+        async for doc in entries:
+            found[(0, int(doc["_id"]))] = merkle.entry_leaf_hash(doc["hash"])
+    keys = [_node_key(n) for n in nodes if n[0] > 0]
+    if keys:
+        subtrees = db[TREE].find({"_id": {"$in": keys}}, session=session)
+        async for doc in subtrees:
+            found[(int(doc["level"]), int(doc["index"]))] = bytes.fromhex(doc["hash"])
+    return found
 
 
 async def insert_subtrees(db: AsyncDatabase[Document], made: dict[merkle.NodeId, bytes],
                           session: AsyncClientSession | None = None, *,
                           tolerate_existing: bool = False) -> None:
-    """Store ``made``; with ``tolerate_existing`` (a catch-up racing another replica's),
-    subtrees already stored are left as they are (upserts, no error)."""
-    if not made:
-        return
+    """Store the subtrees of ``made`` above the leaves (a leaf's hash is its entry's); with
+    ``tolerate_existing`` (a catch-up racing another replica's), subtrees already stored
+    are left as they are (upserts, no error)."""
     docs = [{"_id": _node_key(node), "level": node[0], "index": node[1], "hash": digest.hex()}
-            for node, digest in made.items()]
+            for node, digest in made.items() if node[0] > 0]
+    if not docs:
+        return
     if not tolerate_existing:
         await db[TREE].insert_many(docs, session=session)
         return

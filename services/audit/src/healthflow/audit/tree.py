@@ -3,7 +3,8 @@ with entries it lacks, and serve roots and RFC 9162 proofs.
 
 The arithmetic is :mod:`healthflow.audit.merkle`; the stored subtrees are
 :data:`healthflow.audit.store.TREE`. A proof or root needs ``O(log n)`` stored
-hashes, read in one query; the log is never rehashed to answer.
+hashes, read in one query (two when it needs a leaf: leaves are read from their
+entries); the log is never rehashed to answer.
 """
 
 from __future__ import annotations
