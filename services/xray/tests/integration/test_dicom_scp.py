@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tempfile
 from typing import Any
 
 from pydicom import Dataset, dcmread
@@ -15,9 +16,11 @@ from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore
 
 from healthflow.common.events.outbox import recorded_events
 from healthflow.devkit.dicom import radiograph
+from healthflow.devkit.testing import running_app
 from healthflow.xray import dicom_scp, studies
+from healthflow.xray.app import create_app
 
-from .conftest import MODALITY, PATIENT, ordered
+from .conftest import MODALITY, PATIENT, ordered, settings_for
 
 
 def c_store(port: int, datasets: list[Dataset], calling: str = MODALITY) -> list[int] | None:
@@ -100,3 +103,31 @@ async def test_a_c_store_that_times_out_is_not_stored_after_the_failure_was_answ
     assert await app.state.runtime.db["instances"].count_documents({}) == 0
     assert await app.state.blobs.keys() == []
     assert await recorded_events(app.state.runtime.db, {"type": "xray.uploaded"}) == []
+
+
+async def test_a_c_store_dataset_over_the_maximum_is_refused_and_its_file_removed(
+        mongodb_url, s3_env, unique_name, tokens, tmp_path, monkeypatch) -> None:
+    """pynetdicom writes the dataset to a temporary file as it arrives (memory bounded);
+    one larger than XRAY_UPLOAD_MAX_BYTES is refused 0xA700 (PS3.4 B.2.3, Refused: Out
+    of Resources) with nothing stored, a smaller one is stored from the file; no
+    temporary file is left either way."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where pynetdicom spools
+    small = radiograph(PATIENT, accession_number="HF-PENDING")
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
+                                  dicom_calling_ae_titles=[MODALITY],
+                                  upload_max_bytes=len(small) + 4096))
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        order = await ordered(http, app, tokens)
+        fits = dcmread(io.BytesIO(radiograph(PATIENT,
+                                             accession_number=order["accession_number"])))
+        large = dcmread(io.BytesIO(radiograph(PATIENT, rows=1024, columns=1024,
+                                              accession_number=order["accession_number"])))
+        statuses = await asyncio.to_thread(c_store, app.state.dicom_scp.port, [large, fits])
+        assert statuses == [dicom_scp.OUT_OF_RESOURCES, 0x0000]
+        [instance] = await app.state.runtime.db["instances"].find().to_list()
+        assert instance["sop_instance_uid"] == fits.SOPInstanceUID
+        assert len(await app.state.blobs.keys()) == 1
+        assert len(await recorded_events(app.state.runtime.db,
+                                         {"type": "xray.uploaded"})) == 1
+    assert list(tmp_path.iterdir()) == []

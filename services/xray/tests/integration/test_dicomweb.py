@@ -88,6 +88,23 @@ async def test_qido_rs_finds_a_patient_s_studies_series_and_instances(xray, toke
     assert other.status_code == 404 and "study-not-found" in other.text
 
 
+async def test_qido_rs_answers_a_patient_searching_another_patient_s_id_with_nothing(
+        xray, tokens) -> None:
+    """A patient's search matches their own studies only: another patient's PatientID,
+    with studies or without, is 200 ``[]`` alike (nothing tells them apart)."""
+    http, app = xray
+    await stored_study(http, app, tokens)
+    other = tokens.headers("p-2", ("patient",))
+    for patient_id in (PATIENT, "p-404"):
+        found = await http.get(BASE, params={"PatientID": patient_id}, headers=other)
+        assert found.status_code == 200, found.text
+        assert found.json() == []
+        assert found.headers["content-type"] == "application/dicom+json"
+    own = await http.get(BASE, params={"PatientID": PATIENT}, headers=tokens.headers(
+        PATIENT, ("patient",)))
+    assert len(own.json()) == 1
+
+
 async def test_wado_rs_retrieves_the_stored_files_as_multipart(xray, tokens) -> None:
     http, app = xray
     study_uid, sops = await stored_study(http, app, tokens)

@@ -139,3 +139,25 @@ async def test_every_view_but_the_patients_own_publishes_an_access_event(xray,
     assert seen == [(RADIOGRAPHER, "staff", "order"), (DOCTOR, "treating_doctor", "study"),
                     (DOCTOR, "treating_doctor", "preview"),
                     (DOCTOR, "treating_doctor", "file")]
+
+
+async def test_the_report_of_a_revoked_order_is_not_signed(xray, tokens) -> None:
+    """A draft written before the order was cancelled stays a draft: signing it is 409
+    order-closed (problem+json), the order stays revoked and no xray.reported is sent."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    study = (await upload(http, tokens, order)).json()
+    doctor = tokens.headers(DOCTOR, ("doctor",))
+    url = f"/api/v1/imaging/studies/{study['id']}/report"
+    drafted = await http.put(url, headers=doctor, json={"findings": "Clear lungs.",
+                                                        "impression": "Normal."})
+    assert drafted.status_code == 200, drafted.text
+    cancelled = await http.post(f"{ORDERS}/{order['id']}/cancel", headers=doctor)
+    assert cancelled.status_code == 200, cancelled.text
+    refused = await http.post(f"{url}/sign", headers=doctor)
+    assert refused.status_code == 409 and "order-closed" in refused.text, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert (await http.get(url, headers=doctor)).json()["status"] == "preliminary"
+    after = await http.get(f"{ORDERS}/{order['id']}", headers=doctor)
+    assert after.json()["status"] == "revoked"
+    assert await outbox(app, "xray.reported") == []

@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
+from healthflow.common import jobs
 from healthflow.common.events.outbox import recorded_events
+from healthflow.devkit.dicom import radiograph
 from healthflow.devkit.testing import TokenFactory, running_app
+from healthflow.xray import processing
 from healthflow.xray.app import create_app
 from healthflow.xray.checks import LABEL
 
@@ -105,3 +109,27 @@ async def test_results_follow_the_preview_access_rules(worker, tokens) -> None:
     assert (other.status_code, stranger.status_code, radiographer.status_code) == (
         404, 403, 403)
     assert other.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_processing_job_run_again_publishes_xray_processed_once(
+        worker, tokens) -> None:
+    """A job run again (a retry after a lost lease) replaces the results but publishes
+    no second ``xray.processed``."""
+    http, app = worker
+    order = await ordered(http, app, tokens)
+    up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                         content=radiograph(PATIENT),
+                         headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
+    assert up.status_code == 201, up.text
+    found = await results_when_ready(http, up.json()["id"],
+                                     tokens.headers(PATIENT, ("patient",)))
+    [one] = found["instances"]
+    job = jobs.Job("again", processing.QUEUE, {"instance_id": one["instance_id"]}, 1,
+                   datetime.now(UTC), "test")
+    for _ in range(2):
+        await app.state.runtime.transact(
+            lambda uow: processing.process(uow, app.state.blobs, job))
+    db = app.state.runtime.db
+    [event] = await recorded_events(db, {"type": "xray.processed"})
+    assert (event.data or {})["instance_id"] == one["instance_id"]
+    assert await db["results"].count_documents({}) == 1

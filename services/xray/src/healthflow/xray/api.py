@@ -332,7 +332,8 @@ async def qido_studies(runtime: Runtime,
                        offset: Annotated[int, Query(ge=0)] = 0,
                        principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
     """Match keys ``PatientID`` (required of doctors) and ``StudyInstanceUID``; other
-    keys are ignored. 400 without ``PatientID`` for a doctor; 403 ``not-treating``."""
+    keys are ignored. 400 without ``PatientID`` for a doctor; 403 ``not-treating``.
+    A patient matches their own studies only (another ``PatientID``: 200 ``[]``)."""
     found = await dicomweb.search_studies(runtime, principal, patient_id, study_uid)
     base = f"{runtime.settings.public_base_url}{dicomweb_router.prefix}"
     return _dicom_json([dicomweb.study_json(f.study, f.instances, f.accession_number,

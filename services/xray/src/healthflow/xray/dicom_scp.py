@@ -10,9 +10,18 @@ pynetdicom Application Entity on ``XRAY_DICOM_PORT`` under ``XRAY_DICOM_AE_TITLE
   With none configured the SCP does not start (it would otherwise accept anyone);
 * the presentation contexts offered are the projection-radiography storage SOP classes
   (:data:`SOP_CLASSES`) in the transfer syntaxes the upload accepts;
-* each received instance is encoded as Part 10 and stored by
-  :func:`healthflow.xray.studies.receive` (the upload's checks, blob store,
-  ``ImagingStudy``, ``xray.uploaded``), linked to its order by Accession Number.
+* each received instance is written by pynetdicom straight to a temporary Part 10 file
+  as its P-DATA fragments arrive (``_config.STORE_RECV_CHUNKED_DATASET``), so memory
+  stays bounded whatever its size; one larger than ``XRAY_UPLOAD_MAX_BYTES`` is refused
+  ``OUT_OF_RESOURCES`` (0xA700) before anything is stored; any other is streamed from
+  that file by :func:`healthflow.xray.studies.receive` (the upload's checks
+  :func:`healthflow.xray.imaging.inspect`, blob store, ``ImagingStudy``,
+  ``xray.uploaded``), linked to its order by Accession Number. The file is removed once
+  the handler returns (pynetdicom, and the handler itself).
+
+``_config.STORE_RECV_CHUNKED_DATASET`` is process-global: :meth:`StorageScp.start`
+sets it, which also makes any other pynetdicom SCP in the process receive to files
+(none does; the service runs one SCP).
 
 pynetdicom runs each association in a thread; the handler hands the instance to the
 service's event loop and waits for the outcome, which becomes the C-STORE status
@@ -22,12 +31,16 @@ service's event loop and waits for the outcome, which becomes the C-STORE status
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import warnings
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.uid import UID
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     ComputedRadiographyImageStorage,
     DigitalIntraOralXRayImageStorageForPresentation,
@@ -62,6 +75,29 @@ REFUSED = 0xC002  # Error: the order's rules refuse it (patient, closed, UID sto
 RECEIVE_TIMEOUT = 120.0
 """Seconds a C-STORE waits for the instance to be checked and stored; past it the store
 is cancelled (nothing kept) and the status is ``OUT_OF_RESOURCES``."""
+CHUNK = 256 * 1024
+"""Bytes read from a received file at a time."""
+
+
+def identity(path: Path) -> tuple[str, str, str]:
+    """(SOP Class UID, SOP Instance UID, Accession Number) from a Part 10 file's header
+    (pixel data not read), or blanks when it does not parse."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=[
+                "SOPClassUID", "SOPInstanceUID", "AccessionNumber"])
+        return tuple(str(ds.get(k, "") or "").strip() for k in (  # type: ignore[return-value]
+            "SOPClassUID", "SOPInstanceUID", "AccessionNumber"))
+    except Exception:  # any parser error: the file is refused by the full check later
+        return "", "", ""
+
+
+async def file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """The bytes of ``path`` in ``CHUNK``-sized pieces, read in a worker thread."""
+    with path.open("rb") as file:
+        while chunk := await asyncio.to_thread(file.read, CHUNK):
+            yield chunk
 
 
 def status_of(error: BaseException | None) -> int:
@@ -102,6 +138,8 @@ class StorageScp:
             log.info("DICOM storage SCP off: no calling AE titles are configured")
             return
         self.loop = asyncio.get_running_loop()
+        # Process-global (module docstring): each C-STORE dataset goes to a temp file.
+        _config.STORE_RECV_CHUNKED_DATASET = True
         ae = AE(ae_title=self.settings.dicom_ae_title)
         ae.require_calling_aet = list(titles)
         ae.maximum_associations = self.settings.dicom_max_associations
@@ -121,20 +159,25 @@ class StorageScp:
             await asyncio.to_thread(server.shutdown)
 
     def _on_store(self, event: Any) -> int:
-        """EVT_C_STORE, in pynetdicom's association thread: store on the service's loop."""
-        assert self.loop is not None
-        calling = str(event.assoc.requestor.ae_title).strip()
+        """EVT_C_STORE, in pynetdicom's association thread: store on the service's loop.
+        The dataset is the file at ``event.dataset_path`` (module docstring)."""
+        path = Path(event.dataset_path)
         try:
-            data = bytes(event.encoded_dataset())
-            accession = str(event.dataset.get("AccessionNumber", "") or "").strip()
-        except Exception as exc:  # a dataset that does not decode: every decoder error
-            log.info("C-STORE dataset refused", extra={"error": type(exc).__name__})
-            return CANNOT_UNDERSTAND
-        async def body() -> AsyncIterator[bytes]:
-            yield data
+            return self._store_file(path, str(event.assoc.requestor.ae_title).strip())
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()  # pynetdicom removes it too; this one holds on any path
 
+    def _store_file(self, path: Path, calling: str) -> int:
+        assert self.loop is not None
+        if path.stat().st_size > self.settings.upload_max_bytes:
+            log.info("C-STORE refused: larger than the maximum", extra={
+                "status": OUT_OF_RESOURCES, "calling_ae_title": calling})
+            return OUT_OF_RESOURCES
+        _, _, accession = identity(path)
         future = asyncio.run_coroutine_threadsafe(studies.receive(
-            self.runtime, self.blobs, body(), accession, f"dicom:{calling}"), self.loop)
+            self.runtime, self.blobs, file_chunks(path), accession, f"dicom:{calling}"),
+            self.loop)
         try:
             future.result(timeout=RECEIVE_TIMEOUT)
         except Exception as exc:

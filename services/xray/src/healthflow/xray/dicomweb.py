@@ -114,17 +114,22 @@ async def search_studies(runtime: ServiceRuntime, principal: Principal,
                          ) -> list[StudyInstances]:
     """QIDO-RS ``/studies``: the studies of one patient (the ``PatientID`` match key;
     a patient may leave it out for their own), newest first, optionally the one of
-    ``study_uid``. Studies without DICOM instances are left out.
+    ``study_uid``. Studies without DICOM instances are left out. A patient's search is
+    always restricted to their own studies: another patient's ``PatientID`` matches
+    nothing (an empty list, answered 200 ``[]``: PS3.18 §8.3.4.4.1 as corrected by
+    CP-2473), never a 404 that would tell whether that patient has studies.
 
     Raises:
-        BadRequest (400): a doctor without ``PatientID``; StudyNotFound (404), NotTreating
-        (403) as for any view.
+        BadRequest (400): a doctor without ``PatientID``; NotTreating (403) for a doctor
+        who does not treat the patient, as for any view.
     """
     if patient_id is None:
         if not principal.has(Permission.IMAGING_READ_OWN):
             raise BadRequest("give the PatientID match key: a doctor searches the studies "
                              "of one patient they treat")
         patient_id = principal.subject
+    if patient_id != principal.subject and not principal.has(Permission.IMAGING_READ_TREATED):
+        return []  # a patient's own studies only: nothing else matches
 
     async def read(uow: UnitOfWork) -> list[StudyInstances]:
         await viewer(uow, principal, patient_id, SCOPE)

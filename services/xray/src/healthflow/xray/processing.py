@@ -157,7 +157,10 @@ async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analy
 
 async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
     """The job: analyse one instance, store its results, publish ``xray.processed``.
-    An instance or order gone since (none is deleted today) ends the job quietly."""
+    An instance or order gone since (none is deleted today) ends the job quietly. Run
+    again (a retry after a lost lease), it replaces the results but publishes nothing:
+    ``xray.processed`` goes out once per instance, in the transaction that first
+    stores its results."""
     instance = await store.get_instance_by_id(uow, job.payload["instance_id"])
     study = instance and await store.get_study(uow, instance["study_id"])
     order = study and await store.get_order(uow, study["order_id"])
@@ -171,11 +174,13 @@ async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
         found = await asyncio.to_thread(analyse, path, instance["content_type"], order)
         made = await _derived(blobs, path, instance["content_type"], found, instance["_id"])
     now = utcnow()
-    await store.put_result(uow, {
+    first = await store.put_result(uow, {
         "_id": instance["_id"], "study_id": study["_id"], "patient_id": order["patient_id"],
         "order_id": order["_id"], "label": checks.LABEL, "checks": found.checks,
         "thumbnail": found.thumbnail, **{kind: _ref(blob) for kind, blob in made.items()},
         "processed_at": now})
+    if not first:
+        return
     uow.publish(events.XrayProcessed(
         study_id=study["_id"], instance_id=instance["_id"], order_id=order["_id"],
         patient_id=order["patient_id"],

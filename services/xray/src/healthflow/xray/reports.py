@@ -18,6 +18,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import documents, events, fhir, store
 from healthflow.xray.domain import (
+    OrderClosed,
     OrderStatus,
     ReportNotFound,
     ReportStatus,
@@ -87,18 +88,21 @@ async def sign_report(runtime: ServiceRuntime, principal: Principal, study_id: s
 
     Raises:
         StudyNotFound / ReportNotFound (404), NotTreating / NotTheAuthor (403),
-        ReportFinal / Conflict (409).
+        ReportFinal / Conflict (409); OrderClosed (409) when the order is not ``active``
+        (revoked: a cancelled order's report is never signed); nothing is changed then.
     """
 
     async def write(uow: UnitOfWork) -> Document:
         await _reported_study(uow, principal, study_id)
         report = check_signable(await store.report_of_study(uow, study_id), principal.subject)
         now = utcnow()
+        if not await store.move_order(uow, report["order_id"], OrderStatus.ACTIVE.value,
+                                      OrderStatus.COMPLETED.value, now):
+            raise OrderClosed("the order is no longer active (revoked or completed); "
+                              "its report is not signed")
         if not await store.update_report(uow, report, {
                 "status": ReportStatus.FINAL.value, "issued_at": now, "updated_at": now}):
             raise Conflict("the report changed concurrently; reload and retry")
-        await store.move_order(uow, report["order_id"], OrderStatus.ACTIVE.value,
-                               OrderStatus.COMPLETED.value, now)
         uow.publish(events.XrayReported(
             report_id=report["_id"], study_id=study_id, order_id=report["order_id"],
             encounter_id=report["encounter_id"], patient_id=report["patient_id"],

@@ -270,10 +270,12 @@ async def get_instance_by_id(uow: UnitOfWork, instance_id: str) -> Document | No
     return await uow.db[INSTANCES].find_one({"_id": instance_id}, session=uow.session)
 
 
-async def put_result(uow: UnitOfWork, doc: Document) -> None:
-    """Store (or replace: a job run again) the results of one instance."""
-    await uow.db[RESULTS].replace_one({"_id": doc["_id"]}, doc, upsert=True,
-                                      session=uow.session)
+async def put_result(uow: UnitOfWork, doc: Document) -> bool:
+    """Store (or replace: a job run again) the results of one instance; whether they
+    were stored for the first time (inserted, not replaced)."""
+    result = await uow.db[RESULTS].replace_one({"_id": doc["_id"]}, doc, upsert=True,
+                                               session=uow.session)
+    return result.upserted_id is not None
 
 
 async def results_of_study(uow: UnitOfWork, study_id: str) -> list[Document]:

@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
-import warnings
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pydicom import dcmread
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -33,11 +31,16 @@ from healthflow.common.blobs import BlobStore
 from healthflow.common.errors import BadRequest, UnsupportedMediaType
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import imaging, studies
-from healthflow.xray.dicom_scp import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, status_of
+from healthflow.xray.dicom_scp import (
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    file_chunks,
+    identity,
+    status_of,
+)
 from healthflow.xray.dicomweb import Json, attribute
 
 log = logging.getLogger(__name__)
-CHUNK = 256 * 1024
 
 
 @dataclass
@@ -96,25 +99,6 @@ async def _spool(body: AsyncIterable[bytes], boundary: bytes, directory: Path) -
     return spool.files
 
 
-def _identity(path: Path) -> tuple[str, str, str]:
-    """(SOP Class UID, SOP Instance UID, Accession Number) from the header, or blanks."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=[
-                "SOPClassUID", "SOPInstanceUID", "AccessionNumber"])
-        return tuple(str(ds.get(k, "") or "").strip() for k in (  # type: ignore[return-value]
-            "SOPClassUID", "SOPInstanceUID", "AccessionNumber"))
-    except Exception:  # any parser error: the part is refused by the full check below
-        return "", "", ""
-
-
-async def _chunks(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as file:
-        while chunk := await asyncio.to_thread(file.read, CHUNK):
-            yield chunk
-
-
 @dataclass(frozen=True)
 class StowResult:
     """The HTTP status and DICOM JSON body of a STOW-RS answer."""
@@ -138,11 +122,11 @@ async def store_instances(runtime: ServiceRuntime, blobs: BlobStore, principal: 
     failed: list[Json] = []
     with tempfile.TemporaryDirectory(prefix="xray-stow-") as tmp:
         for path in await _spool(body, boundary, Path(tmp)):
-            sop_class, sop_uid, accession = await asyncio.to_thread(_identity, path)
+            sop_class, sop_uid, accession = await asyncio.to_thread(identity, path)
             item: dict[str, Any] = {"00081150": attribute("UI", sop_class),
                                     "00081155": attribute("UI", sop_uid)}
             try:
-                upload = await studies.receive(runtime, blobs, _chunks(path), accession,
+                upload = await studies.receive(runtime, blobs, file_chunks(path), accession,
                                                principal.subject)
             except Exception as exc:  # each part's outcome is answered, none aborts the rest
                 reason = status_of(exc) if sop_uid else CANNOT_UNDERSTAND
