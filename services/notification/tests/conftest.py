@@ -75,6 +75,8 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
         retry_base=30.0, max_attempts=4, push_timeout=2.0,
         # the loopback push sink of healthflow.devkit.sandbox
         push_allowed_hosts=["127.0.0.1"], push_allow_insecure_sink=True,
+        # most tests are about other rules; test_email_verification turns it on
+        require_verified_email=False,
     )
 
 
