@@ -172,3 +172,26 @@ async def test_signing_up_with_a_taken_address_tells_the_owner_not_the_caller(
         await login(api, owner.email)  # the owner's account is unchanged
         await wait_for_mail(platform, owner.email,
                             "Someone tried to sign up with your email address")
+
+
+WELCOME_SUBJECT = "Welcome to HealthFlow - please confirm your email"
+VERIFY_LINK = re.compile(r"/verify-email\?token=([A-Za-z0-9._-]+)")
+
+
+async def test_the_welcome_mails_verification_token_is_redeemed_once_through_the_gateway(
+        platform: RunningPlatform) -> None:
+    async with platform.client() as api:
+        patient = await register_patient(api, "verifier")
+        [mail] = await wait_for_mail(platform, patient.email, WELCOME_SUBJECT)
+        found = VERIFY_LINK.search(mail["text"])
+        assert found, mail["text"]
+        token = found.group(1)
+
+        forged = await api.post("/api/v1/notifications/email/verify",
+                                json={"token": token[:-4] + "AAAA"})
+        assert_problem(forged, 400)
+        verified = ok(await api.post("/api/v1/notifications/email/verify",
+                                     json={"token": token}))  # no login needed
+        assert verified == {"user_id": patient.id, "email_verified": True}
+        again = await api.post("/api/v1/notifications/email/verify", json={"token": token})
+        assert_problem(again, 400)

@@ -78,6 +78,8 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
         push_allowed_hosts=["127.0.0.1"], push_allow_insecure_sink=True,
         # like the platform runner's generated KEK (healthflow.common.keywrap)
         key_encryption_keys=SecretStr(f"test-kek:{new_kek()}"),
+        # most tests are about other rules; test_email_verification turns it on
+        require_verified_email=False,
     )
 
 

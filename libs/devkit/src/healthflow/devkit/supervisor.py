@@ -50,6 +50,10 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         # and the e2e suite sign in with a password), unless the variable says otherwise;
         # deployments keep the service's default (admin, compliance officer, doctor)
         "AUTH_MFA_REQUIRED_ROLES": os.environ.get("AUTH_MFA_REQUIRED_ROLES", "[]"),
+        # local runs: the demo and e2e accounts never open their welcome mail, so
+        # reminders go to unverified addresses unless the variable says otherwise
+        "NOTIFICATION_REQUIRE_VERIFIED_EMAIL": os.environ.get(
+            "NOTIFICATION_REQUIRE_VERIFIED_EMAIL", "false"),
     }
     if not (os.environ.get("KEY_ENCRYPTION_KEYS") or os.environ.get("KEY_ENCRYPTION_KEYS_FILE")):
         # local runs: the stored private keys (auth's signing keys, the VAPID key) are

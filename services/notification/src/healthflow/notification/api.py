@@ -4,7 +4,8 @@
   and Web Push subscriptions — always their own (the token's subject);
 * admins and patient-care staff (``notifications:search``): the delivery log;
 * Twilio (public, but only with a valid ``X-Twilio-Signature``): delivery statuses;
-* anyone: the VAPID public key browsers subscribe with.
+* anyone: the VAPID public key browsers subscribe with, and redeeming the welcome mail's
+  e-mail verification token (:mod:`healthflow.notification.verification`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from healthflow.common.pagination import (
 )
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
-from healthflow.notification import dispatch, domain, messages, service, store
+from healthflow.notification import dispatch, domain, messages, service, store, verification
 from healthflow.notification.domain import Channel, Status
 from healthflow.notification.schemas import (
     ChannelSwitches,
     ConsentOut,
     DeliveryOut,
+    EmailVerificationIn,
+    EmailVerificationOut,
     FeedItem,
     PreferencesIn,
     PreferencesOut,
@@ -306,3 +309,16 @@ async def twilio_status(request: Request, runtime: Runtime) -> Response:
     await dispatch.apply_sms_status(runtime, _ctx(runtime).clock, sid, status,
                                     params.get("ErrorCode") or None)
     return Response(status_code=204)
+
+
+@router.post("/email/verify", response_model=EmailVerificationOut,
+             summary="Redeem an e-mail verification token (public, single use)")
+async def verify_email(body: EmailVerificationIn, runtime: Runtime) -> EmailVerificationOut:
+    """The app's ``/verify-email?token=…`` page POSTs the token from the welcome mail.
+
+    Raises:
+        BadRequest: (400, one constant detail) the token is forged, for another address,
+            expired or already used.
+    """
+    user_id = await verification.redeem_email_token(runtime, _ctx(runtime), body.token)
+    return EmailVerificationOut(user_id=user_id, email_verified=True)

@@ -49,7 +49,7 @@ from healthflow.common import jobs
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
-from healthflow.notification import domain, events, messages, service, store
+from healthflow.notification import domain, events, messages, service, store, verification
 from healthflow.notification.domain import Channel, Status
 from healthflow.notification.providers import (
     EmailSender,
@@ -162,6 +162,8 @@ class Dispatcher:
             channel, consent=messages.consents(contact),
             preferences=messages.channel_preferences(prefs), address=address,
             active=bool((contact or {}).get("active", True)))
+        if reason is None and channel is Channel.EMAIL:
+            reason = verification.unverified_reason(self.ctx.settings, doc["template"], contact)
         if reason is not None:  # consent withdrawn (or opted out) since it was queued
             await self._finish(doc, Status.SUPPRESSED, reason=reason)
             return

@@ -14,6 +14,9 @@ MANIFEST = ServiceManifest(
         RouteDecl("/api/v1/notifications"),
         RouteDecl("/api/v1/notifications/twilio/status", public=frozenset({"POST"})),
         RouteDecl("/api/v1/notifications/push/vapid-public-key", public=READS),
+        # the app's /verify-email page POSTs the mailed token (before or without a login)
+        RouteDecl("/api/v1/notifications/email/verify", policy="register",
+                  public=frozenset({"POST"})),
     ),
     sidecars=("healthflow.devkit.mailbox",),
 )

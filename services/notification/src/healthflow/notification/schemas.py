@@ -125,3 +125,16 @@ class VapidKeyOut(BaseModel):
     """The ``applicationServerKey`` for ``PushManager.subscribe`` (base64url P-256 point)."""
 
     public_key: str
+
+
+class EmailVerificationIn(BaseModel):
+    """``token``: from the welcome mail's ``/verify-email?token=…`` link."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=1, max_length=256)
+
+
+class EmailVerificationOut(BaseModel):
+    user_id: str
+    email_verified: bool

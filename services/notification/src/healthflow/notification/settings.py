@@ -101,6 +101,10 @@ class Settings(KeyEncryptionSettings):
     app_base_url: str = "https://app.healthflow.example"
     email_verification_secret: SecretStr = SecretStr("embedded-email-verification-secret")
     email_verification_ttl: float = Field(default=48 * 3600.0, gt=0)
+    # Non-essential e-mail (reminders, appointment and document notices) goes only to a
+    # verified address (healthflow.notification.verification); the local runner turns it
+    # off for the demo and e2e accounts (NOTIFICATION_REQUIRE_VERIFIED_EMAIL=false).
+    require_verified_email: bool = True
     # Shared with the auth service (platform-wide ACCOUNT_LINK_SECRET): the key of the
     # password-reset links' tokens (healthflow.common.links).
     account_link_secret: SecretStr = SecretStr("embedded-account-link-secret")
