@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pymongo import MongoClient
 
+from healthflow.common.keywrap import LocalKeyWrapper, parse_keks
 from healthflow.common.permissions import Role, permissions_for
+from healthflow.devkit.supervisor import KEK_FILE
 from healthflow.devkit.testing import RunningPlatform, eventually
 
 from .conftest import (
@@ -123,8 +125,10 @@ async def test_register_login_refresh_logout_and_the_audit_trail(
         await assert_chain_ok(api, compliance)
 
 
-def active_signing_key(platform: RunningPlatform) -> tuple[str, Ed25519PrivateKey]:
-    """The auth service's active signing key, read from its database.
+async def active_signing_key(platform: RunningPlatform) -> tuple[str, Ed25519PrivateKey]:
+    """The auth service's active signing key, read from its database and unwrapped with
+    the KEK the runner generated for this platform (``var/secrets/key-encryption-keys``;
+    the database alone holds only its envelope, :mod:`healthflow.common.keywrap`).
 
     Only the wrong-audience and expired cases need it: a token the platform itself
     could have signed is the only way to show that those claims (not the signature)
@@ -133,7 +137,12 @@ def active_signing_key(platform: RunningPlatform) -> tuple[str, Ed25519PrivateKe
     with MongoClient(platform.mongodb_url, serverSelectionTimeoutMS=10_000) as client:
         doc = client["healthflow_auth"]["signing_keys"].find_one({"state": "active"})
     assert doc is not None, "the auth service has no active signing key"
-    key = serialization.load_pem_private_key(doc["private_pem"].encode(), password=None)
+    assert "private_pem" not in doc, "the signing key is stored in clear"
+    kek_file = platform.workdir / "var" / KEK_FILE
+    wrapper = LocalKeyWrapper(*parse_keks(kek_file.read_text(), str(kek_file)))
+    der = await wrapper.unwrap(doc["private_key"],
+                               {"service": "auth", "record": f"signing_keys/{doc['_id']}"})
+    key = serialization.load_der_private_key(der, password=None)
     assert isinstance(key, Ed25519PrivateKey)
     return doc["_id"], key
 
@@ -155,7 +164,7 @@ async def test_forged_and_altered_tokens_get_401_problem_json(
         admin_claims = claims | {"roles": ["admin"],
                                  "permissions": sorted(permissions_for([Role.ADMIN]))}
         stranger = Ed25519PrivateKey.generate()
-        real_kid, real_key = active_signing_key(platform)
+        real_kid, real_key = await active_signing_key(platform)
         now = int(time.time())
         fresh = claims | {"iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
 

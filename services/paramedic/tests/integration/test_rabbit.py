@@ -42,7 +42,11 @@ async def test_two_replicas_on_rabbitmq_never_share_a_unit(
             app = create_app(Settings(
                 mongodb_url=mongodb_url, mongodb_database=unique_name, transport="rabbitmq",
                 amqp_url=fresh_amqp_url, road_graph="", outbox_poll_interval=0.2,
-                escalation_retry_s=1.0, timer_interval_s=0.2), transport=transport)
+                # retries far enough apart that the 25 escalated emergencies are all
+                # escalated at once at some moment, even on a loaded machine (at 1 s
+                # they were made pending again faster than one assigner re-escalated
+                # them, so "all offered or escalated" was never seen at one instant)
+                escalation_retry_s=8.0, timer_interval_s=0.2), transport=transport)
             app.state.verifier = tokens.verifier()
             client = await stack.enter_async_context(running_app(app))
             replicas.append(Paramedics(client, app.state.runtime, tokens))
@@ -77,6 +81,6 @@ async def test_two_replicas_on_rabbitmq_never_share_a_unit(
                 {"unit_id": units[0], "status": "offered"})
             return again is not None and again["emergency_id"] != task["emergency_id"]
 
-        await eventually(reoffered, within=20, message="the freed unit was never offered again")
+        await eventually(reoffered, within=40, message="the freed unit was never offered again")
         busy = await open_tasks(a)
         assert set(busy.values()) == {1}, busy
