@@ -19,18 +19,18 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from healthflow.common.auth import Principal, require
 from healthflow.common.blobs import BlobStore
-from healthflow.common.http import get_runtime
 from healthflow.common.mongo import Document
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.payment import finance, pnl
+from healthflow.payment.api import Blobs, Id, Runtime
 from healthflow.payment.domain import EntryKind
 from healthflow.payment.schemas import (
     ExpenseIn,
@@ -48,14 +48,6 @@ reports_router = APIRouter(prefix="/api/v1/finance/reports", tags=["finances"])
 CSV, SVG = "text/csv", "image/svg+xml"
 
 
-def get_blobs(request: Request) -> BlobStore:
-    blobs: BlobStore = request.app.state.blobs
-    return blobs
-
-
-Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
-Blobs = Annotated[BlobStore, Depends(get_blobs)]
-Id = Annotated[str, Path(max_length=64)]
 HospitalQuery = Annotated[str | None, Query(max_length=64)]
 Cursor = Annotated[str | None, Query(max_length=512)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
