@@ -27,6 +27,9 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
+STOP_RECANCEL_SECONDS = 1.0
+"""How often :meth:`Loop.stop` repeats a cancellation the loop has not yet obeyed."""
+
 
 class Worker(Protocol):
     """Something the runtime starts after connecting and stops before disconnecting."""
@@ -65,15 +68,23 @@ class Loop:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        # The flag ends a loop whose cancellation asyncio.wait_for swallowed (Python 3.11
-        # drops a cancel that races with the awaited event being set).
+        """Cancel the loop and wait until it ended.
+
+        A cancellation can be lost inside a step: Python 3.11's ``asyncio.wait_for`` drops
+        one that races with its awaited event, and PyMongo's async network layer has
+        swallowed one during a reply. The flag ends the loop after such a step, and the
+        cancel is repeated every :data:`STOP_RECANCEL_SECONDS` until the task is done, so
+        a lost one cannot leave it asleep for ``interval`` (an hour in some tests).
+        """
         self._stopping = True
         if self.wakeup is not None:
             self.wakeup.set()
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_RECANCEL_SECONDS)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -88,6 +99,8 @@ class Loop:
                 raise
             except Exception:
                 log.exception("worker step failed", extra={"worker": self.name})
+            if self._stopping:
+                return
             if self.wakeup is None:
                 await asyncio.sleep(self.interval)
                 continue
