@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from healthflow.common.workers import cancel_and_wait
 from healthflow.contracts.auth import SessionRevoked, SigningKeyRevoked, UserTokensRevoked
 
 if TYPE_CHECKING:
@@ -257,9 +258,7 @@ class RevocationFeed:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def sync(self) -> bool:

@@ -72,21 +72,16 @@ class Loop:
 
         A cancellation can be lost inside a step: Python 3.11's ``asyncio.wait_for`` drops
         one that races with its awaited event, and PyMongo's async network layer has
-        swallowed one during a reply. The flag ends the loop after such a step, and the
-        cancel is repeated every :data:`STOP_RECANCEL_SECONDS` until the task is done, so
-        a lost one cannot leave it asleep for ``interval`` (an hour in some tests).
+        swallowed one during a reply. The flag ends the loop after such a step, and
+        :func:`cancel_and_wait` repeats the cancel until the task is done, so a lost one
+        cannot leave it asleep for ``interval`` (an hour in some tests).
         """
         self._stopping = True
         if self.wakeup is not None:
             self.wakeup.set()
         task, self._task = self._task, None
-        if task is None:
-            return
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=STOP_RECANCEL_SECONDS)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task is not None:
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -106,6 +101,19 @@ class Loop:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wakeup.wait(), timeout=self.interval)
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again every
+    :data:`STOP_RECANCEL_SECONDS` while it has not (a cancel lost inside a library call
+    must not leave a stop waiting out a long sleep). Whatever the task raised on the way
+    out is the task's business: a :class:`asyncio.CancelledError` is expected, anything
+    else was logged where it happened."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=STOP_RECANCEL_SECONDS)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Hooks:

@@ -50,6 +50,7 @@ from healthflow.common.auth import TokenVerifier
 from healthflow.common.keywrap import KeyWrapper, stale
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
+from healthflow.common.workers import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +146,7 @@ class KeyRing:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _reload_loop(self) -> None:

@@ -16,7 +16,6 @@ exactly like ``healthflow.<service>.dlq`` on RabbitMQ.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from healthflow.common.events.transport import (
     topic_matches,
 )
 from healthflow.common.mongo import Document, utcnow
+from healthflow.common.workers import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,7 @@ class InProcessTransport(Transport):
     async def close(self) -> None:
         self._closing = True
         if self._retry_task is not None:
-            self._retry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retry_task
+            await cancel_and_wait(self._retry_task)
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=10)
         self._connected = False
