@@ -3,7 +3,7 @@ MongoDB-protocol server and a real localstripe (stripe library)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import TokenFactory, doctor_schedule, eventually, schedule_window
@@ -11,7 +11,14 @@ from healthflow.payment import credit_notes
 from healthflow.payment.domain import split_tax
 
 from .test_api import deliver_cancel, payment_app
-from .test_invoices import TELE, accountant_at, deliver, is_problem, paid_consultation
+from .test_invoices import (
+    TELE,
+    accountant_at,
+    deliver,
+    is_problem,
+    paid_consultation,
+    pdf_text,
+)
 
 
 async def test_a_refund_of_an_invoiced_payment_issues_a_numbered_credit_note_once(
@@ -69,3 +76,65 @@ async def test_a_refund_of_an_invoiced_payment_issues_a_numbered_credit_note_onc
         finance = await http.get(url, headers=tokens.headers("acc-tele", ("accountant",)))
         assert finance.status_code == 200 and len(finance.json()) == 1
         assert is_problem(await http.get(url, headers=tokens.headers("p-b", ("patient",))), 404)
+
+
+async def test_a_credit_note_is_printed_at_issue_once_and_served_to_its_readers(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory,
+        stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
+                           s3_env, tax_rates={TELE: 1900}) as (http, app):
+        runtime, blobs = app.state.runtime, app.state.blobs
+        db = runtime.db
+        await deliver(app, "doctor.schedule_changed", doctor_schedule(
+            "doc-1", windows=[schedule_window(1, "09:00", "12:00", hospital=TELE)]),
+            "doctor")
+        await deliver(app, "hospital.verified", {
+            "hospital_id": TELE, "version": 2, "name": "Tele Clinic", "city": "Berlin",
+            "country": "DE", "time_zone": "Europe/Berlin", "status": "verified",
+            "services": [], "verified_at": datetime.now(UTC).isoformat()}, "hospital")
+        await accountant_at(app, "acc-tele", TELE)
+
+        async def known() -> bool:
+            return bool(await db["doctors"].find_one({"_id": "doc-1"})
+                        and await db["hospitals"].find_one({"_id": TELE}))
+
+        await eventually(known, within=10, interval=0.05, message="no doctor or hospital")
+        event, payment, _ = await paid_consultation(http, app, stripe_server, "p-a", 4000)
+        await deliver_cancel(app, event, "doctor", timedelta(hours=1))  # all back
+
+        async def printed() -> bool:  # by the job the issue enqueued: nobody asked yet
+            return bool(await db["credit_notes"].find_one({"pdf": {"$exists": True}}))
+
+        await eventually(printed, within=20, interval=0.1, message="no credit note PDF")
+        note = await db["credit_notes"].find_one({"payment_id": payment["_id"]})
+        assert note["pdf"]["key"] == credit_notes.pdf_key(note["_id"])
+        kept = b"".join([c async for c in blobs.stream(note["pdf"]["key"])])
+        assert kept.startswith(b"%PDF-") and len(kept) == note["pdf"]["size"]
+        text = pdf_text(kept)
+        for shown in (note["number"], "CN-000001", note["invoice_number"], "-40.00",
+                      "EUR", "Tele Clinic", "cancelled_by_provider"):
+            assert shown in text, shown
+
+        # who may fetch it: its patient and the hospital's finance; 404 else, 401 unsigned
+        url = f"/api/v1/invoices/{note['invoice_id']}/credit-notes/{note['_id']}/pdf"
+        mine = await http.get(url, headers=tokens.headers("p-a", ("patient",)))
+        assert mine.status_code == 200, mine.text
+        assert mine.headers["content-type"] == "application/pdf" and mine.content == kept
+        finance = await http.get(url, headers=tokens.headers("acc-tele", ("accountant",)))
+        assert finance.status_code == 200 and finance.content == kept
+        assert is_problem(await http.get(url, headers=tokens.headers("p-b", ("patient",))),
+                          404)
+        assert is_problem(await http.get(url, headers=tokens.headers(
+            "acc-other", ("accountant",))), 404)  # finance, not of this hospital
+        assert (await http.get(url)).status_code == 401
+        other_invoice = url.replace(note["invoice_id"], "not-this-invoice")
+        assert is_problem(await http.get(
+            other_invoice, headers=tokens.headers("p-a", ("patient",))), 404)
+
+        # written once: one print job, and the job again (a redelivery) writes nothing,
+        # not even a blob that went missing behind its back
+        assert await db["jobs"].count_documents({"queue": credit_notes.PDF}) == 1
+        await blobs.delete(note["pdf"]["key"])
+        assert await runtime.transact(
+            lambda uow: credit_notes.print_pdf(uow, blobs, note["_id"])) is None
+        assert not await blobs.exists(note["pdf"]["key"])

@@ -11,7 +11,8 @@ Billing (:mod:`.invoices`, :mod:`.billing`), FHIR names in the paths:
   ``GET /api/v1/charge-items`` (keyset pages, newest first), ``GET /{id}``;
 * ``GET /api/v1/invoices`` (keyset pages, newest first), ``GET /{id}``, ``GET /{id}/pdf``;
   finance: ``POST /api/v1/invoices`` (issue), ``POST /{id}/payments`` (desk),
-  ``POST /{id}/cancel``;
+  ``POST /{id}/cancel``; an invoice's credit notes ``GET /{id}/credit-notes`` and the
+  PDF of one ``GET /{id}/credit-notes/{note_id}/pdf`` (:mod:`.credit_notes`);
 * ``GET /api/v1/billing/summary`` (a patient), ``GET /api/v1/billing/revenue`` (a
   hospital, finance).
 
@@ -229,6 +230,19 @@ async def invoice_credit_notes(runtime: Runtime, invoice_id: Id,
     """Oldest first; 404 for an invoice not the caller's to see."""
     return [credit_notes.out(d)
             for d in await credit_notes.of_invoice(runtime, principal, invoice_id)]
+
+
+@invoices_router.get("/{invoice_id}/credit-notes/{note_id}/pdf",
+                     summary="The printable credit note (PDF)", response_class=Response,
+                     responses={200: {"content": {"application/pdf": {}}}})
+async def credit_note_pdf(runtime: Runtime, blobs: Blobs, invoice_id: Id, note_id: Id,
+                          principal: Principal = BillingReader) -> Response:
+    """Its patient and the finance of its hospital, as the invoice; 404 for anyone
+    else and for a note of another invoice."""
+    document = await credit_notes.pdf(runtime, blobs, principal, invoice_id, note_id)
+    return Response(document, media_type="application/pdf", headers={
+        "Content-Disposition": f'inline; filename="credit-note-{note_id}.pdf"',
+        "Cache-Control": "no-store"})
 
 
 @invoices_router.post("/{invoice_id}/cancel", summary="Void an unpaid invoice (finance)")

@@ -1,7 +1,7 @@
 """The payment service's composition root: the runtime, the Stripe adapter, the
-clearinghouse (the payer sandbox), its consumer,
-the hold-expiry and billing job workers, the reconciliation loop, the blob store
-(invoice PDFs, receipts) and the routes."""
+clearinghouse (the payer sandbox), its consumer, the hold-expiry, billing, credit-note
+and credit-note PDF job workers, the reconciliation loop, the blob store (invoice and
+credit-note PDFs, receipts) and the routes."""
 
 from __future__ import annotations
 
@@ -71,6 +71,13 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                             interval=settings.reconcile_interval_seconds))
     blobs = BlobStore(settings)
     runtime.add_worker(Hooks("blobs", blobs.start, blobs.close))
+
+    async def print_credit_note(uow: UnitOfWork, job: Job) -> None:
+        await credit_notes.print_pdf(uow, blobs, job.payload["credit_note_id"])
+
+    # after the blob store's start: the job puts the PDF there
+    runtime.add_worker(JobWorker(runtime, credit_notes.PDF, print_credit_note, lease=60.0,
+                                 concurrency=2, interval=0.25).loop())
     app = create_service_app(runtime, routers=[*api.routers, *finance_api.routers],
                              title="HealthFlow payment",
                              description="Payments for appointments through Stripe; charge "

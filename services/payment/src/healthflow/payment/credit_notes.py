@@ -13,30 +13,50 @@ for the payment's invoice (its billing job may not have run yet: retried) and is
 the note once (its id a UUID v5 of the refund id). A payment refunded before it was
 recorded (``cancelled_before_recorded``) was never invoiced and gets none.
 
+The PDF (Typst, :mod:`.printing`, ``templates/credit_note.typ``) is printed at issue:
+the issuing transaction enqueues a ``credit-note-pdf`` job (key ``cn-pdf-<note id>``,
+:func:`print_pdf`) that renders it and keeps it in the blob store
+(``credit-note/<id>.pdf``, ``pdf: {key, sha256, size}`` on the note), off the numbering
+job's one-at-a-time path. It is written once: a redelivered job finds ``pdf`` recorded
+and writes nothing. :func:`pdf` serves it from there to whoever may read the note (its
+patient, the finance of its hospital: the invoice's rules, 404 for anyone else), and
+prints it itself if asked before the job has run (the same bytes: rendering is
+deterministic and the note never changes).
+
 Collection ``credit_notes``: ``{_id, number, issuer, sequence, invoice_id,
 invoice_number, payment_id, refund_id, reason, patient_id, hospital_id, currency,
 tax_basis_points, lines: [{description, gross, net, tax}] (negative minor units),
-total_gross, total_net, total_tax, issued_at}``.
+total_gross, total_net, total_tax, issued_at, pdf?: {key, sha256, size}}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
 from healthflow.common import jobs
 from healthflow.common.auth import Principal
+from healthflow.common.blobs import BlobStore, BlobUse
+from healthflow.common.blobs.kinds import MiB
+from healthflow.common.errors import NotFound
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import invoices, store
+from healthflow.payment import invoices, printing, store
 from healthflow.payment.domain import COLLECTED, PaymentStatus, split_tax
 
 CREDIT_NOTES = store.CREDIT_NOTES
 CREDIT = "credit-note"
 """The job queue of refunds to document (payload ``{payment_id, refund_id}``)."""
+
+PDF = "credit-note-pdf"
+"""The job queue of credit notes to print (payload ``{credit_note_id}``)."""
+PRINTED = BlobUse("credit-note", frozenset({"application/pdf"}), 10 * MiB)
+"""Credit-note PDFs in the payment service's bucket (``credit-note/<id>.pdf``)."""
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://healthflow/payment/credit-note")
 
@@ -126,6 +146,8 @@ async def issue_for_refund(uow: UnitOfWork, payment_id: str, refund_id: str
         "total_gross": -amount, "total_net": -net, "total_tax": -tax,
         "issued_at": utcnow()}
     await uow.db[CREDIT_NOTES].insert_one(doc, session=uow.session)
+    await jobs.enqueue(uow.db, PDF, {"credit_note_id": note_id}, key=f"cn-pdf-{note_id}",
+                       session=uow.session)
     return doc
 
 
@@ -139,3 +161,72 @@ async def of_invoice(runtime: ServiceRuntime, principal: Principal, invoice_id: 
     await invoices.get(runtime, principal, invoice_id)
     return await runtime.db[CREDIT_NOTES].find({"invoice_id": invoice_id}).sort(
         "sequence", 1).to_list()
+
+
+async def get(runtime: ServiceRuntime, principal: Principal, invoice_id: str,
+              note_id: str) -> Document:
+    """The credit note ``note_id`` of the invoice ``invoice_id``, for its patient or the
+    finance of its hospital (the invoice's rules).
+
+    Raises:
+        NotFound: (404) unknown, of another invoice, or not the caller's to see.
+    """
+    doc = await runtime.db[CREDIT_NOTES].find_one({"_id": note_id, "invoice_id": invoice_id})
+    if doc is None or not await invoices.may_read(runtime, principal, doc):
+        raise NotFound(f"no credit note {note_id} of invoice {invoice_id}")
+    return doc
+
+
+def pdf_key(note_id: str) -> str:
+    """The blob key of a credit note's PDF (a function of the id, like the invoice's)."""
+    return f"{PRINTED.name}/{note_id}.pdf"
+
+
+async def _keep_pdf(db: Any, blobs: BlobStore, doc: Document,
+                    session: Any = None) -> bytes:
+    """Render the note ``doc``'s PDF, put it in the blob store and record it on the
+    note (unless recorded meanwhile); the bytes.
+
+    Raises:
+        ServiceUnavailable: (503) object storage does not answer.
+    """
+    hospital = None
+    if doc.get("hospital_id"):
+        hospital = await db[store.HOSPITALS].find_one({"_id": doc["hospital_id"]},
+                                                      session=session)
+    data = await asyncio.to_thread(printing.render_credit_note_pdf,
+                                   printing.printed_credit_note(doc, hospital))
+    blob = await blobs.put_generated(pdf_key(doc["_id"]), data, "application/pdf")
+    await db[CREDIT_NOTES].update_one(
+        {"_id": doc["_id"], "pdf": {"$exists": False}},
+        {"$set": {"pdf": {"key": blob.key, "sha256": blob.sha256, "size": blob.size}}},
+        session=session)
+    return data
+
+
+async def print_pdf(uow: UnitOfWork, blobs: BlobStore, note_id: str) -> bytes | None:
+    """The ``credit-note-pdf`` job: print the note and keep its PDF; None (nothing
+    written) when it is kept already or the note is unknown (a redelivery).
+
+    Raises:
+        ServiceUnavailable: (503) object storage does not answer (the job is retried;
+            a retry puts the same bytes under the same key).
+    """
+    doc = await uow.db[CREDIT_NOTES].find_one({"_id": note_id}, session=uow.session)
+    if doc is None or doc.get("pdf"):
+        return None
+    return await _keep_pdf(uow.db, blobs, doc, uow.session)
+
+
+async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
+              invoice_id: str, note_id: str) -> bytes:
+    """The credit note's PDF for whoever may read it (:func:`get`), from the blob store
+    (printed here if the ``credit-note-pdf`` job has not run yet).
+
+    Raises:
+        NotFound (404); ServiceUnavailable (503) when object storage does not answer.
+    """
+    doc = await get(runtime, principal, invoice_id, note_id)
+    if doc.get("pdf"):
+        return b"".join([chunk async for chunk in blobs.stream(doc["pdf"]["key"])])
+    return await _keep_pdf(runtime.db, blobs, doc)

@@ -210,7 +210,9 @@ async def ensure_finance(runtime: ServiceRuntime, principal: Principal,
                         "(a staff membership as accountant there)")
 
 
-async def _may_read(runtime: ServiceRuntime, principal: Principal, doc: Document) -> bool:
+async def may_read(runtime: ServiceRuntime, principal: Principal, doc: Document) -> bool:
+    """May the caller read ``doc`` (an invoice, charge item or credit note: ``patient_id``,
+    ``hospital_id``)? Its patient (``invoices:read_own``) and its hospital's finance."""
     if doc["patient_id"] == principal.subject and principal.has(Permission.INVOICES_READ_OWN):
         return True
     return doc.get("hospital_id") in await finance_hospitals(runtime, principal)
@@ -223,7 +225,7 @@ async def get(runtime: ServiceRuntime, principal: Principal, invoice_id: str) ->
         NotFound: (404) unknown, or not the caller's to see.
     """
     doc = await store.get_invoice(runtime.db, invoice_id)
-    if doc is None or not await _may_read(runtime, principal, doc):
+    if doc is None or not await may_read(runtime, principal, doc):
         raise NotFound(f"no invoice {invoice_id}")
     return doc
 
@@ -331,7 +333,7 @@ async def get_charge_item(runtime: ServiceRuntime, principal: Principal,
         NotFound: (404) unknown, or not the caller's to see.
     """
     doc = await runtime.db[store.CHARGE_ITEMS].find_one({"_id": item_id})
-    if doc is None or not await _may_read(runtime, principal, doc):
+    if doc is None or not await may_read(runtime, principal, doc):
         raise NotFound(f"no charge item {item_id}")
     return doc
 
