@@ -18,11 +18,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from healthflow.audit.app import create_app
 from healthflow.audit.settings import Settings
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.common.keywrap import new_kek
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.devkit.testing import TokenFactory, running_app
 
 TIMEOUT = 10.0  # seconds: the bound of every wait in these tests
+TEST_KEK = new_kek()  # wraps the generated checkpoint key, like the runner's generated KEK
 
 
 def _make_event(type_: str = "patient.updated", *, subject: str | None = "patient/p-1",
@@ -89,7 +91,8 @@ def settings(mongodb_url: str, unique_name: str, s3_env: dict[str, str],
                     s3_endpoint_url=s3_env["S3_ENDPOINT_URL"],
                     s3_access_key=s3_env["S3_ACCESS_KEY"], s3_secret_key=s3_env["S3_SECRET_KEY"],
                     s3_region=s3_env["S3_REGION"], s3_bucket=f"audit-{unique_name[-12:]}",
-                    checkpoint_dir=tmp_path / "checkpoints", allow_generated_signing_key=True)
+                    checkpoint_dir=tmp_path / "checkpoints", allow_generated_signing_key=True,
+                    key_encryption_keys=f"test-kek:{TEST_KEK}")
 
 
 @pytest.fixture

@@ -112,7 +112,7 @@ async def test_without_a_key_a_deployment_refuses_to_start(settings: Settings) -
     app = create_app(settings)  # the tests' settings allow a generated key
     async with running_app(app):
         pass
-    assert await store.signing_seed(app.state.runtime.db) is not None
+    assert await store.signing_key(app.state.runtime.db) is not None
 
 
 def test_a_malformed_key_or_origin_refuses_to_start() -> None:

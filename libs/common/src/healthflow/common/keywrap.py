@@ -1,9 +1,10 @@
 """Envelope encryption of the private keys a service keeps in its database.
 
-A stored private key (auth's JWT signing keys, notification's VAPID key) is never
-written in clear. :meth:`KeyWrapper.wrap` encrypts it with a fresh per-record
-*data key* (AES-256-GCM, NIST SP 800-38D, random 96-bit nonce) and wraps that data
-key with a *key-encryption key* (KEK). The envelope is a dict stored as is::
+A stored private key or secret (auth's JWT signing keys and users' TOTP keys,
+notification's VAPID key, audit's generated checkpoint key) is never written in
+clear. :meth:`KeyWrapper.wrap` encrypts it with a fresh per-record *data key*
+(AES-256-GCM, NIST SP 800-38D, random 96-bit nonce) and wraps that data key with a
+*key-encryption key* (KEK). The envelope is a dict stored as is::
 
     {"v": 1, "alg": "A256GCM", "nonce": bytes(12), "ciphertext": bytes,
      "kek_id": "kek-2026-11", "kek_alg": "A256KW", "wrapped_key": bytes(40)}

@@ -23,7 +23,8 @@ The services that keep private keys in their database (:data:`KEK_SERVICES`) mou
 the Secret ``healthflow-key-encryption`` (key ``KEY_ENCRYPTION_KEYS``: ``id:key``
 entries, current first; :mod:`healthflow.common.keywrap`) read-only at
 :data:`KEK_DIR` and read it through ``KEY_ENCRYPTION_KEYS_FILE``: rotating it is an
-update of the Secret and a rollout (the pods re-wrap at start).
+update of the Secret and a rollout (the pods re-wrap at start). Audit is not among them:
+its checkpoint key comes from its own Secret, so it keeps none in its database.
 """
 
 from __future__ import annotations

@@ -56,8 +56,9 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
             "NOTIFICATION_REQUIRE_VERIFIED_EMAIL", "false"),
     }
     if not (os.environ.get("KEY_ENCRYPTION_KEYS") or os.environ.get("KEY_ENCRYPTION_KEYS_FILE")):
-        # local runs: the stored private keys (auth's signing keys, the VAPID key) are
-        # wrapped with a KEK generated once and kept beside the local database
+        # local runs: the stored secrets (auth's signing and TOTP keys, the VAPID key,
+        # audit's generated checkpoint key) are wrapped with a KEK generated once and
+        # kept beside the local database
         env["KEY_ENCRYPTION_KEYS_FILE"] = str(local_kek_file(config.var_dir))
     called = {callee for manifest in SERVICES.values() for callee in manifest.calls}
     for name, port in config.ports.items():

@@ -22,6 +22,11 @@ shorter. The copies outside are not at the database's mercy either: a note is
 exported only when it opens with the service's key at its stored size and root,
 each ``<size>`` file and blob is written once, and ``latest.checkpoint`` never
 moves to a smaller size.
+
+A generated key (local runs) is kept in ``signing_keys`` as an envelope
+(:mod:`healthflow.common.keywrap`, bound to ``audit`` and the record, :data:`KEY_CONTEXT`),
+never in clear; at start a clear seed of an older release is wrapped and an
+envelope of a previous KEK re-wrapped (:func:`protect_stored_seed`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from healthflow.audit import note, store, tree
 from healthflow.audit.settings import Settings
 from healthflow.common.blobs import BlobStore
 from healthflow.common.errors import Conflict, NotFound
+from healthflow.common.keywrap import KeyWrapper, stale
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ConfigurationError
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 
 NOTE_TYPE = "text/plain; charset=utf-8"
 BLOB_PREFIX = "checkpoints/"
+KEY_CONTEXT = {"service": "audit", "record": f"{store.SIGNING_KEYS}/{store.SIGNING_KEY_ID}"}
 
 
 class HistoryRewritten(Conflict):
@@ -66,7 +73,9 @@ async def signer(runtime: ServiceRuntime) -> note.NoteSigner:
     named by the checkpoint origin. Called at start-up.
 
     Raises:
-        ConfigurationError: no key configured and a generated one not allowed.
+        ConfigurationError: no key configured and a generated one not allowed; no KEK
+            in production, or (``KeyUnwrapError``) the kept key does not open with the
+            configured KEKs.
     """
     cached = runtime.state.get("checkpoint_signer")
     if isinstance(cached, note.NoteSigner):
@@ -80,17 +89,53 @@ async def signer(runtime: ServiceRuntime) -> note.NoteSigner:
             "(32 bytes, base64url) from a secret; AUDIT_ALLOW_GENERATED_SIGNING_KEY=true "
             "keeps a generated one in the database, for local runs only")
     else:
-        kept = await store.signing_seed(runtime.db)
-        if kept is None:
-            log.warning("no AUDIT_CHECKPOINT_SIGNING_KEY: checkpoints are signed with a key "
-                        "kept in the audit database (local runs only)")
-            await store.add_signing_seed(runtime.db, note.b64url(note.new_seed()), utcnow())
-            kept = await store.signing_seed(runtime.db)
-            assert kept is not None
-        seed = note.unb64url(kept)
+        seed = await _kept_seed(runtime.db, settings.key_wrapper())
     made = note.signer_from_seed(settings.checkpoint_origin, seed)
     runtime.state["checkpoint_signer"] = made
     return made
+
+
+async def _kept_seed(db: Any, wrapper: KeyWrapper) -> bytes:
+    """The seed kept in the database (made and wrapped once, the first replica's wins),
+    protected first (:func:`protect_stored_seed`)."""
+    await protect_stored_seed(db, wrapper)
+    kept = await store.signing_key(db)
+    if kept is None:
+        log.warning("no AUDIT_CHECKPOINT_SIGNING_KEY: checkpoints are signed with a key "
+                    "kept in the audit database (local runs only)")
+        await store.add_signing_key(db, await wrapper.wrap(note.new_seed(), KEY_CONTEXT),
+                                    utcnow())
+        kept = await store.signing_key(db)
+        assert kept is not None
+    return await wrapper.unwrap(kept["private_key"], KEY_CONTEXT)
+
+
+async def protect_stored_seed(db: Any, wrapper: KeyWrapper) -> str | None:
+    """Wrap a clear kept ``seed`` (older releases), re-wrap an envelope of a previous KEK
+    with the current one; what was done (``"wrapped"``, ``"rewrapped"``) or ``None``.
+    Guarded by the stored value, so replicas starting together do not overwrite each
+    other.
+
+    Raises:
+        KeyUnwrapError: the kept envelope does not open with the configured KEKs.
+    """
+    kept = await store.signing_key(db)
+    if kept is None:
+        return None
+    if isinstance(kept.get("seed"), str):
+        envelope = await wrapper.wrap(note.unb64url(kept["seed"]), KEY_CONTEXT)
+        written = await store.replace_signing_key(db, envelope, expected=None)
+        done = "wrapped"
+    elif stale(wrapper, kept.get("private_key")):
+        envelope = await wrapper.rewrap(kept["private_key"], KEY_CONTEXT)
+        written = await store.replace_signing_key(db, envelope, expected=kept["private_key"])
+        done = "rewrapped"
+    else:
+        return None
+    if written:
+        log.info("protected the checkpoint signing key",
+                 extra={"done": done, "kek_id": wrapper.current_kek_id})
+    return done
 
 
 async def sign_now(runtime: ServiceRuntime) -> Document:

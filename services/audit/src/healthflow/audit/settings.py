@@ -8,13 +8,14 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from healthflow.common.keywrap import KeyEncryptionSettings
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.types import Ed25519Seed
 
 _ORIGIN = re.compile(r"^[^\s+]+$")
 
 
-class Settings(ServiceSettings):
+class Settings(KeyEncryptionSettings):
     """Audit settings; see :class:`~healthflow.common.settings.ServiceSettings` for the rest.
 
     ``append_batch_max``: at most this many concurrently delivered events are
@@ -26,6 +27,11 @@ class Settings(ServiceSettings):
     ``checkpoint_interval`` seconds when the log grew, written to the database,
     to the blob store (``checkpoint_to_blobs``) and as a file under
     ``checkpoint_dir``.
+
+    A generated signing key (``allow_generated_signing_key``) is kept wrapped with the
+    key-encryption keys (``KEY_ENCRYPTION_KEYS`` / ``KEY_ENCRYPTION_KEYS_FILE``,
+    :mod:`healthflow.common.keywrap`), as auth keeps its signing keys; production
+    needs a KEK only then (a configured key is never stored).
     """
 
     model_config = SettingsConfigDict(
@@ -50,6 +56,11 @@ class Settings(ServiceSettings):
     """Without a signing key, make one and keep it in the database. For local runs only
     (the devkit runner sets it): whoever can write the database could then re-sign a
     rewritten log. Off by default, so a deployment without the key fails to start."""
+
+    def own_production_problems(self) -> list[str]:
+        if self.checkpoint_signing_key is None and self.allow_generated_signing_key:
+            return super().own_production_problems()  # the KEK wraps the stored key
+        return ServiceSettings.own_production_problems(self)  # nothing stored to wrap
 
     @field_validator("checkpoint_origin")
     @classmethod

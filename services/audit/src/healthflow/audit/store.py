@@ -38,8 +38,15 @@ changed but for where it was exported::
     {_id: <tree size: int>, root: str (64 hex), note: str (the signed note),
      key_id: str (8 hex), signed_at: datetime, blob_key: str | None, file: str | None}
 
-``signing_keys`` — ``{_id: "checkpoint", seed: str (base64url), created_at}`` only when
-no ``AUDIT_CHECKPOINT_SIGNING_KEY`` is configured (local runs).
+``signing_keys`` — only when no ``AUDIT_CHECKPOINT_SIGNING_KEY`` is configured (local
+runs)::
+
+    {_id: "checkpoint", private_key: envelope of the 32-byte Ed25519 seed
+     (healthflow.common.keywrap, bound to ``audit`` and ``signing_keys/checkpoint``),
+     created_at}
+
+An older release kept ``seed: str (base64url)`` in clear; it is wrapped at start
+(:func:`healthflow.audit.checkpoints.protect_stored_seed`).
 
 Appends are serialized by the head: :func:`healthflow.audit.service.append` reads it
 and moves it (:func:`move_head`, a conditional update) in the same transaction as
@@ -310,15 +317,37 @@ async def advance_tree_size(db: AsyncDatabase[Document], size: int) -> None:
     await db[CHAIN].update_one({"_id": HEAD_ID}, {"$max": {"tree_size": size}})
 
 
-async def signing_seed(db: AsyncDatabase[Document]) -> str | None:
-    doc = await db[SIGNING_KEYS].find_one({"_id": "checkpoint"})
-    return str(doc["seed"]) if doc is not None else None
+SIGNING_KEY_ID = "checkpoint"
 
 
-async def add_signing_seed(db: AsyncDatabase[Document], seed: str, at: datetime) -> None:
-    """Keep ``seed`` unless a seed is kept already (the first replica's wins)."""
+async def signing_key(db: AsyncDatabase[Document]) -> Document | None:
+    """The kept checkpoint key's document (see ``signing_keys``), if any."""
+    return await db[SIGNING_KEYS].find_one({"_id": SIGNING_KEY_ID})
+
+
+async def add_signing_key(db: AsyncDatabase[Document], envelope: Document,
+                          at: datetime) -> None:
+    """Keep ``envelope`` (the wrapped seed) unless a key is kept already (the first
+    replica's wins)."""
     with contextlib.suppress(DuplicateKeyError):
-        await db[SIGNING_KEYS].insert_one({"_id": "checkpoint", "seed": seed, "created_at": at})
+        await db[SIGNING_KEYS].insert_one({"_id": SIGNING_KEY_ID, "private_key": envelope,
+                                           "created_at": at})
+
+
+async def replace_signing_key(db: AsyncDatabase[Document], envelope: Document, *,
+                              expected: Document | None) -> bool:
+    """Store ``envelope`` as the kept key and drop a clear ``seed``, if the stored envelope
+    is still ``expected`` (``None``: the clear seed is still there), so replicas
+    migrating at once do not overwrite each other. ``True`` if written."""
+    query: dict[str, Any] = {"_id": SIGNING_KEY_ID}
+    if expected is None:
+        query["seed"] = {"$type": "string"}
+    else:
+        query["private_key.kek_id"] = expected["kek_id"]
+        query["private_key.wrapped_key"] = expected["wrapped_key"]
+    result = await db[SIGNING_KEYS].update_one(
+        query, {"$set": {"private_key": envelope}, "$unset": {"seed": ""}})
+    return result.modified_count == 1
 
 
 async def insert_checkpoint(db: AsyncDatabase[Document], document: Document) -> bool:

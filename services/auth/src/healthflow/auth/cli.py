@@ -7,6 +7,7 @@
     python -m healthflow.auth create-admin --email admin@example.org [--full-name "Ada Admin"]
     python -m healthflow.auth rotate-keys
     python -m healthflow.auth rewrap-keys          # after a KEK rotation, without a restart
+                                                   # (signing keys and TOTP keys)
 
 ``create-admin`` reads the password from ``HEALTHFLOW_ADMIN_PASSWORD``, or
 prompts for it (twice) on a terminal; the email may come from
@@ -32,7 +33,13 @@ from pymongo import AsyncMongoClient
 
 from healthflow.auth import service, signing, store
 from healthflow.auth.domain import PasswordRejected, Rotation
-from healthflow.auth.keys import KeyRing, check_keys, protect_keys
+from healthflow.auth.keys import (
+    KeyRing,
+    check_factors,
+    check_keys,
+    protect_factors,
+    protect_keys,
+)
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
 from healthflow.common import mongo
@@ -132,19 +139,21 @@ async def rotate_keys(settings: Settings) -> Rotation:
         return await signing.rotate_keys(runtime, ring, actor="system:auth-cli")
 
 
-async def rewrap_keys(settings: Settings) -> tuple[int, int]:
+async def rewrap_keys(settings: Settings) -> tuple[tuple[int, int], tuple[int, int]]:
     """Wrap clear stored keys and re-wrap envelopes of a previous KEK with the current
     one (what every replica does at start), then check every stored key opens:
-    ``(wrapped, rewrapped)``.
+    ``(wrapped, rewrapped)`` of the signing keys, then of the TOTP keys.
 
     Raises:
         KeyUnwrapError: a stored key does not open with the configured KEKs.
     """
     async with _OfflineRuntime(settings) as runtime:
         wrapper = settings.key_wrapper()
-        done = await protect_keys(runtime.db, wrapper)
+        keys = await protect_keys(runtime.db, wrapper)
+        factors = await protect_factors(runtime.db, wrapper)
         await check_keys(runtime.db, wrapper)
-        return done
+        await check_factors(runtime.db, wrapper)
+        return keys, factors
 
 
 def _read_password() -> tuple[str, str]:
@@ -170,8 +179,8 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"the admin's email (default: ${EMAIL_ENV})")
     admin.add_argument("--full-name", default="Administrator")
     commands.add_parser("rotate-keys", help="promote the next signing key, retire the active one")
-    commands.add_parser("rewrap-keys", help="re-wrap the stored signing keys with the current "
-                                            "key-encryption key (after a KEK rotation)")
+    commands.add_parser("rewrap-keys", help="re-wrap the stored signing and TOTP keys with the "
+                                            "current key-encryption key (after a KEK rotation)")
     return parser
 
 
@@ -212,11 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "rewrap-keys":
         try:
-            wrapped, rewrapped = asyncio.run(rewrap_keys(settings))
+            (wrapped, rewrapped), (totp_wrapped, totp_rewrapped) = asyncio.run(
+                rewrap_keys(settings))
         except ConfigurationError as exc:
             print(exc, file=sys.stderr)
             return 2
         print(f"wrapped {wrapped} clear key(s), re-wrapped {rewrapped} with KEK "
-              f"{settings.key_wrapper().current_kek_id}")
+              f"{settings.key_wrapper().current_kek_id}; TOTP keys: {totp_wrapped} clear "
+              f"wrapped, {totp_rewrapped} re-wrapped")
         return 0
     return 2

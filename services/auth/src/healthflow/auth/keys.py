@@ -18,6 +18,11 @@ Private keys are PKCS#8 DER in MongoDB, envelope-encrypted
 (:mod:`healthflow.common.keywrap`: ``private_key``, bound to ``auth`` and the kid),
 never logged nor returned. At start a replica wraps any clear ``private_pem`` left
 by an older release and re-wraps envelopes of a previous KEK (:func:`protect_keys`).
+
+The TOTP keys of the second factor (``mfa_factors``) are kept the same way: the base32
+key in an envelope bound to ``auth`` and ``mfa_factors/<user id>``
+(:func:`factor_context`), opened only to check a code; :func:`protect_factors` wraps
+clear ones of older releases and re-wraps those of a previous KEK at start.
 """
 
 from __future__ import annotations
@@ -134,12 +139,15 @@ class KeyRing:
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
-        """Make sure an ``active`` and a ``next`` key exist, load them, start reloading.
+        """Protect the stored signing and TOTP keys (:func:`protect_keys`,
+        :func:`protect_factors`), make sure an ``active`` and a ``next`` key exist, load
+        them, start reloading.
 
         Raises:
             KeyUnwrapError: a stored key does not unwrap with the configured KEKs.
         """
         await protect_keys(self.runtime.db, self.wrapper)
+        await protect_factors(self.runtime.db, self.wrapper)
         await self.ensure_keys()
         await self.reload()
         self._task = asyncio.create_task(self._reload_loop(), name="auth-key-reload")
@@ -283,3 +291,60 @@ async def check_keys(db: Any, wrapper: KeyWrapper) -> int:
             await wrapper.unwrap(doc["private_key"], key_context(doc["_id"]))
             opened += 1
     return opened
+
+
+def factor_context(user_id: str) -> dict[str, str]:
+    """The associated data binding a TOTP key's envelope to its factor record."""
+    return {"service": "auth", "record": f"{store.MFA_FACTORS}/{user_id}"}
+
+
+async def protect_factors(db: Any, wrapper: KeyWrapper) -> tuple[int, int]:
+    """Wrap every clear TOTP key (a base32 ``secret`` of an older release) and re-wrap every
+    envelope of a previous KEK with the current one; idempotent, guarded by the stored
+    value (a factor re-enrolled meanwhile keeps its new key). ``(wrapped, rewrapped)``.
+
+    Raises:
+        KeyUnwrapError: an envelope does not open with the configured KEKs.
+    """
+    wrapped = rewrapped = 0
+    for doc in await store.factors_to_protect(db, wrapper.current_kek_id):
+        user_id, secret = doc["_id"], doc["secret"]
+        context = factor_context(user_id)
+        if isinstance(secret, str):
+            envelope = await wrapper.wrap(secret.encode("ascii"), context)
+            wrapped += await store.replace_factor_secret(db, user_id, envelope,
+                                                         expected=secret)
+        elif stale(wrapper, secret):
+            envelope = await wrapper.rewrap(secret, context)
+            rewrapped += await store.replace_factor_secret(db, user_id, envelope,
+                                                           expected=secret)
+    if wrapped or rewrapped:
+        log.info("protected TOTP keys", extra={"wrapped": wrapped, "rewrapped": rewrapped,
+                                               "kek_id": wrapper.current_kek_id})
+    return wrapped, rewrapped
+
+
+async def check_factors(db: Any, wrapper: KeyWrapper) -> int:
+    """Open every stored TOTP key's envelope (nothing written): how many opened.
+
+    Raises:
+        KeyUnwrapError: one does not open with the configured KEKs.
+    """
+    opened = 0
+    async for doc in db[store.MFA_FACTORS].find({"secret.kek_id": {"$exists": True}}):
+        await wrapper.unwrap(doc["secret"], factor_context(doc["_id"]))
+        opened += 1
+    return opened
+
+
+async def totp_secret(wrapper: KeyWrapper, factor: Document) -> str:
+    """The base32 TOTP key of ``factor`` (a stored ``mfa_factors`` document); a clear one
+    written by an older replica during a rolling upgrade is read as it is.
+
+    Raises:
+        KeyUnwrapError: the envelope does not open (another record's, or altered).
+    """
+    secret = factor["secret"]
+    if isinstance(secret, str):
+        return secret
+    return (await wrapper.unwrap(secret, factor_context(factor["_id"]))).decode("ascii")

@@ -3,7 +3,9 @@
 * **Enrolment** by a logged-in user (:func:`start_enrolment`,
   :func:`confirm_enrolment`): a new secret and its ``otpauth://`` URI, confirmed by a
   first code; the confirmation returns ``settings.mfa_recovery_codes`` recovery codes,
-  shown once and stored only as SHA-256 (``auth.mfa_enrolled``).
+  shown once and stored only as SHA-256 (``auth.mfa_enrolled``). The TOTP key is
+  stored envelope-encrypted (:func:`healthflow.auth.keys.factor_context`) and opened
+  only to check a code.
 * **Login** (:func:`challenge_if_needed`, :func:`complete_login`): after a correct
   password, an account with an active factor — or whose roles are in
   ``settings.mfa_required_roles`` — gets a challenge instead of tokens
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from healthflow.auth import domain, events, otp, service, store
+from healthflow.auth.keys import factor_context, totp_secret
 from healthflow.auth.throttle import refusal
 from healthflow.common.errors import Conflict, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
@@ -53,7 +56,8 @@ def _required(auth: Auth, user: Document) -> bool:
 
 async def _new_pending(auth: Auth, user: Document) -> Enrolment:
     secret = otp.new_totp_secret()
-    doc = {"_id": user["_id"], "method": "totp", "secret": secret, "status": "pending",
+    envelope = await auth.keys.wrapper.wrap(secret.encode("ascii"), factor_context(user["_id"]))
+    doc = {"_id": user["_id"], "method": "totp", "secret": envelope, "status": "pending",
            "created_at": utcnow(), "confirmed_at": None, "last_step": None,
            "recovery_codes": {}}
     if not await store.put_pending_factor(auth.runtime.db, doc, session=None):
@@ -74,8 +78,9 @@ async def _activate(auth: Auth, uow: UnitOfWork, user_id: str, step: int) -> lis
     return codes
 
 
-def _match(auth: Auth, factor: Document, code: str) -> int | None:
-    return otp.match_totp(factor["secret"], code, now=utcnow(),
+async def _match(auth: Auth, factor: Document, code: str) -> int | None:
+    secret = await totp_secret(auth.keys.wrapper, factor)
+    return otp.match_totp(secret, code, now=utcnow(),
                              window=auth.settings.mfa_valid_window,
                              after_step=factor.get("last_step"))
 
@@ -102,7 +107,7 @@ async def confirm_enrolment(auth: Auth, *, user_id: str, code: str) -> list[str]
     factor = await store.get_factor(auth.runtime.db, user_id)
     if factor is None or factor["status"] != "pending":
         raise Conflict("no authenticator enrolment is pending; start one first")
-    step = _match(auth, factor, code)
+    step = await _match(auth, factor, code)
     if step is None:
         raise UnprocessableContent("code: does not match the authenticator's current code")
 
@@ -176,7 +181,7 @@ async def complete_login(auth: Auth, *, mfa_token: str, code: str | None,
     expected = "pending" if challenge["enrolment"] else "active"
     step = None
     if factor is not None and factor["status"] == expected and code:
-        step = _match(auth, factor, code)
+        step = await _match(auth, factor, code)
     code_hash = (otp.hash_recovery_code(recovery_code)
                  if recovery_code and expected == "active" else None)
     if step is None and code_hash is None:

@@ -38,8 +38,9 @@ Documents (all times aware UTC):
 
 ``mfa_factors`` (one second factor per user)::
 
-    {_id: user_id, method: "totp", secret: base32 (the TOTP key; a KMS should wrap it in
-     production, like the signing keys), status: "pending" | "active", created_at,
+    {_id: user_id, method: "totp", secret: envelope of the base32 TOTP key
+     (healthflow.common.keywrap, bound to ``mfa_factors/<user_id>``; a clear base32 string
+     in older releases), status: "pending" | "active", created_at,
      confirmed_at, last_step: int | None (newest RFC 6238 time step accepted),
      recovery_codes: {sha256-hex of a code: used_at | None}}
 
@@ -427,6 +428,30 @@ async def use_recovery_code(db: Db, user_id: str, code_hash: str, *, now: dateti
     return await db[MFA_FACTORS].find_one_and_update(
         {"_id": user_id, "status": "active", field: {"$exists": True, "$eq": None}},
         {"$set": {field: now}}, session=session, return_document=ReturnDocument.AFTER)
+
+
+async def factors_to_protect(db: Db, current_kek_id: str) -> list[Document]:
+    """Factors whose TOTP key is clear (older releases) or wrapped with a KEK other than
+    ``current_kek_id``."""
+    return await db[MFA_FACTORS].find({"$or": [
+        {"secret": {"$type": "string"}},
+        {"secret.kek_id": {"$exists": True, "$ne": current_kek_id}},
+    ]}).to_list()
+
+
+async def replace_factor_secret(db: Db, user_id: str, envelope: Document, *,
+                                expected: str | Document) -> bool:
+    """Store ``envelope`` as ``user_id``'s TOTP key if the stored one is still ``expected``
+    (the clear base32, or the envelope it replaces), so a new enrolment or another
+    replica migrating at once is not overwritten. ``True`` if written."""
+    query: dict[str, Any] = {"_id": user_id}
+    if isinstance(expected, str):
+        query["secret"] = expected
+    else:
+        query["secret.kek_id"] = expected["kek_id"]
+        query["secret.wrapped_key"] = expected["wrapped_key"]
+    result = await db[MFA_FACTORS].update_one(query, {"$set": {"secret": envelope}})
+    return result.modified_count == 1
 
 
 async def delete_factor(db: Db, user_id: str, *, session: Session) -> bool:
