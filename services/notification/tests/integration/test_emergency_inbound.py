@@ -3,7 +3,10 @@ urgent SMS (and push, feed item) naming the priority and department, never the p
 
 from __future__ import annotations
 
+import json
+
 from healthflow.contracts.emergency import EmergencyDestinationChosen
+from healthflow.devkit.sandbox import PushSink, browser_subscription
 from healthflow.devkit.testing import eventually
 
 from ..conftest import NOW, Notif, event, user_registered
@@ -37,3 +40,24 @@ async def test_the_receiving_staff_are_told_an_ambulance_is_inbound(notif: Notif
     assert {d["user_id"] for d in deliveries} == {"doc-er", "nurse-er"}
     assert all(d["template"] == "emergency_inbound" and d["urgent"] for d in deliveries)
     assert [d["channel"] for d in deliveries] == ["sms", "sms"]  # no push subscriptions
+
+
+async def test_the_inbound_push_is_sent_with_high_urgency(notif: Notif,
+                                                          push_sink: PushSink) -> None:
+    browser = browser_subscription(push_sink.endpoint("er-phone"))
+    created = await notif.client.post("/api/v1/notifications/push/subscriptions",
+                                      json=browser.to_json(),
+                                      headers=notif.headers("doc-er2", ("doctor",)))
+    assert created.status_code == 201, created.text
+    await notif.deliver(user_registered("doc-er2", phone=None))
+    notif.clock.advance(seconds=1)
+    await notif.deliver(event("emergency.destination_chosen", EmergencyDestinationChosen(
+        emergency_id="em-2", priority="P2", hospital_id="hosp-x", department_id="dep-x",
+        department="emergency", distance_m=800.0, unit_id="unit-2",
+        receiving_staff=["doc-er2"], chosen_at=NOW).model_dump(mode="json"),
+        subject="emergency/em-2"))
+    await eventually(lambda: len(push_sink.received) == 1, message="no inbound push")
+    push = push_sink.received[0]
+    headers = {name.lower(): value for name, value in push.headers.items()}
+    assert headers["urgency"] == "high"  # RFC 8030 §5.3: an urgent kind
+    assert json.loads(browser.decrypt(push.body))["tag"] == "emergency_inbound"

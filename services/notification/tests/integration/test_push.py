@@ -70,6 +70,9 @@ async def test_web_push_reaches_the_subscribed_browser_encrypted_and_signed(
     await eventually(lambda: len(push_sink.received) == 1, message="no push arrived")
     push = push_sink.received[0]
     assert push.headers["Content-Encoding"] == "aes128gcm"
+    headers = {name.lower(): value for name, value in push.headers.items()}
+    assert "urgency" not in headers and "topic" not in headers  # RFC 8030: normal urgency
+    assert headers["ttl"] == "3600"  # settings.push_ttl: the confirmation does not expire
     assert b"Your appointment" not in push.body  # the body is encrypted
     payload = json.loads(browser.decrypt(push.body))
     assert payload["title"] == "Your appointment is booked"

@@ -157,3 +157,35 @@ def test_long_sms_bodies_are_cut() -> None:
 
     rendered = Rendered(subject="s", text="t", html="h", short="x" * 400)
     assert len(rendered.sms) == SMS_MAX_CHARS and rendered.sms.endswith("…")
+
+
+def test_an_offer_is_always_pushed_and_texted_only_without_a_stream() -> None:
+    offered, xray = "paramedic.task_offered", "paramedic.xray_task_offered"
+    assert domain.task_offer_channels(offered, True) == (Channel.PUSH,)
+    assert domain.task_offer_channels(offered, None) == (Channel.PUSH,)  # older publisher
+    assert domain.task_offer_channels(offered, False) == (Channel.PUSH, Channel.SMS)
+    assert domain.task_offer_channels(xray, False) == (Channel.PUSH, Channel.SMS)
+    assert domain.task_offer_channels("paramedic.task_unacknowledged", None) == (
+        Channel.SMS,)
+
+
+def test_a_task_push_carries_identifiers_and_a_topic_per_task() -> None:
+    data = domain.task_push_data({"task_id": "t-9", "emergency_id": "em-1", "unit_id": "u-1",
+                                  "paramedic_id": "p-1", "call_sign": None})
+    assert data == {"task_id": "t-9", "kind": "emergency", "call_sign": "u-1",
+                    "unit_id": "u-1", "path": "/paramedic/tasks/t-9", "tag": "task:t-9"}
+    assert domain.task_push_data({"task_id": "t-9", "order_id": "o-1", "unit_id": "u-1",
+                                  "call_sign": "RAD 7"})["kind"] == "xray"
+    topic = domain.push_topic("task:t-9")
+    assert topic == domain.push_topic("task:t-9") != domain.push_topic("task:t-10")
+    assert len(topic) <= 32 and topic.isalnum()  # RFC 8030 §5.4: URL-safe base64 alphabet
+
+
+def test_a_push_lives_until_its_delivery_expires_at_most() -> None:
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert domain.push_ttl(now, None, 3600) == 3600
+    assert domain.push_ttl(now, now + timedelta(seconds=29.2), 3600) == 30
+    assert domain.push_ttl(now, now + timedelta(days=2), 3600) == 3600
+    assert domain.push_ttl(now, now, 3600) == 1
+    assert domain.push_headers(urgent=True, topic="abc") == {"Urgency": "high", "Topic": "abc"}
+    assert domain.push_headers(urgent=False, topic=None) == {}

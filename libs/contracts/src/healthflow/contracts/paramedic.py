@@ -40,9 +40,9 @@ class TaskOffered(TaskEvent):
     ``assigned_by`` (user id) with a ``reason`` code (``nearer_unit``,
     ``unit_unavailable``, ``crew_request``, ``escalated``, ``other``); both ``None``
     for the automatic offers. ``stream_connected`` says whether the paramedic app had
-    its task stream open when offered (``False``: the notification service sends an
-    SMS instead; ``None`` from older publishers). The last four fields were added
-    compatibly."""
+    its task stream open when offered (``False``: the notification service texts the
+    paramedic besides the Web Push every offer gets; ``None`` from older publishers).
+    The last four fields were added compatibly."""
 
     distance_m: float
     travel_s: float
@@ -144,7 +144,8 @@ class XrayTaskOffered(XrayTaskEvent):
     ``offered_at``; it must accept before ``expires_at`` (aware UTC). ``attempt``
     counts offers for this order from 1; ``call_sign`` as in ``task_offered``;
     ``stream_connected`` ``False``: the app had no task stream open, so the
-    notification service texts the paramedic (as for ``task_offered``)."""
+    notification service texts the paramedic besides the Web Push (as for
+    ``task_offered``)."""
 
     attempt: int
     offered_at: datetime

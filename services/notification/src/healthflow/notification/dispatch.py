@@ -253,7 +253,11 @@ class Dispatcher:
                 return await self.senders.push.send(
                     subscription={"endpoint": subscription["endpoint"],
                                   "keys": subscription["keys"]},
-                    payload=content["payload"])
+                    payload=content["payload"],
+                    ttl=domain.push_ttl(self.ctx.clock.now(), doc.get("expires_at"),
+                                        self.ctx.settings.push_ttl),
+                    headers=domain.push_headers(urgent=bool(doc.get("urgent")),
+                                                topic=content.get("topic")))
             except PermanentError:
                 # 404/410: the browser unsubscribed; forget the endpoint (RFC 8030 §7.3).
                 await self.runtime.db[store.PUSH_SUBSCRIPTIONS].delete_one({"_id": doc["to"]})

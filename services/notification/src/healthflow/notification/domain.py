@@ -4,6 +4,9 @@
 * whether a channel may be used for a user (consent, preference, address:
   :func:`suppression`) and when (quiet hours: :func:`quiet_until`);
 * deterministic delivery ids (:func:`delivery_id`);
+* a task offer's channels and Web Push (:func:`task_offer_channels`,
+  :func:`task_push_data`; ``Urgency``, ``TTL``, ``Topic``: :func:`push_headers`,
+  :func:`push_ttl`, :func:`push_topic`);
 * reminder times (:func:`reminder_times`), local times with the zone
   abbreviation (:func:`format_local`), email verification tokens (:func:`verification_token`).
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
@@ -141,9 +145,19 @@ EMERGENCY_INBOUND = MessageKind("emergency_inbound",
 an ambulance is bringing a patient (priority and department only: no name, no
 condition beyond the triage class)."""
 
-TASK_OFFERED = MessageKind("task_offered", channels=(Channel.SMS,), urgent=True)
-"""``paramedic.task_offered`` to a unit whose app had no task stream open: an SMS to
-its paramedic (the call sign and where to answer; no patient, no place)."""
+TASK_OFFERED = MessageKind("task_offered", channels=(Channel.PUSH, Channel.SMS),
+                           urgent=True)
+"""``paramedic.task_offered`` / ``xray_task_offered`` / ``task_unacknowledged``: an urgent
+Web Push to every browser of the offered paramedic and, as the fallback, an SMS — the
+channels of one event are :func:`task_offer_channels`. The call sign, the task id and
+where to answer only: no patient, no place."""
+
+TASK_OFFERED_TRIGGERS = frozenset({"paramedic.task_offered", "paramedic.xray_task_offered"})
+"""The events that offer a task (``paramedic.task_unacknowledged`` only re-sends one)."""
+
+TASK_APP_PATH = "/paramedic/tasks/{task_id}"
+"""Where in the app a task offer opens (the push's ``path``; the app's base URL prefixes it
+in ``url``)."""
 PAYMENT_REFUNDED = MessageKind("payment_refunded")
 """``payment.refunded``: how much of a consultation's payment went back to the patient."""
 
@@ -169,6 +183,59 @@ def delivery_id(source_id: str, channel: str, recipient: str, template: str) -> 
     """
     raw = "\x1f".join((source_id, str(channel), recipient, template)).encode()
     return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def task_offer_channels(trigger: str, stream_connected: bool | None) -> tuple[Channel, ...]:
+    """The channels an offer event reaches the paramedic on.
+
+    An offer (:data:`TASK_OFFERED_TRIGGERS`) is always pushed at once (Web Push, whatever
+    the app's stream does) and also texted when the app had no task stream open
+    (``stream_connected`` False; ``None``, an older publisher, is not known to be
+    closed); ``paramedic.task_unacknowledged`` (the open stream carried the offer, the
+    app never acknowledged it) is texted only: the push went out with the offer.
+    """
+    if trigger not in TASK_OFFERED_TRIGGERS:
+        return (Channel.SMS,)
+    return (Channel.PUSH, Channel.SMS) if stream_connected is False else (Channel.PUSH,)
+
+
+def task_push_data(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What a task offer's Web Push carries besides title and body: ``task_id``, ``kind``
+    (``emergency`` | ``xray``), ``call_sign`` (the unit id when the unit has none),
+    ``unit_id``, the app ``path`` to open and a ``tag`` per task (a re-offer replaces the
+    shown notification). Identifiers only: no emergency, order, patient or place."""
+    task_id = str(raw["task_id"])
+    return {"task_id": task_id, "kind": "xray" if raw.get("order_id") is not None
+            else "emergency", "call_sign": raw.get("call_sign") or raw["unit_id"],
+            "unit_id": raw["unit_id"], "path": TASK_APP_PATH.format(task_id=task_id),
+            "tag": f"task:{task_id}"}
+
+
+def push_topic(key: str) -> str:
+    """An RFC 8030 §5.4 ``Topic`` for ``key``: at most 32 characters of the URL-safe base64
+    alphabet (the first 32 hex digits of its SHA-256). The push service replaces a stored,
+    undelivered message with a newer one of the same topic."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def push_ttl(now: datetime, expires_at: datetime | None, ceiling: int) -> int:
+    """The ``TTL`` (RFC 8030 §5.2, whole seconds) of a push sent at ``now``: ``ceiling``
+    (``settings.push_ttl``), or less when the delivery expires sooner (a task offer's
+    answer deadline) — the push service drops it once it is no use; at least 1."""
+    if expires_at is None:
+        return ceiling
+    left = math.ceil((expires_at - now).total_seconds())
+    return max(1, min(ceiling, left))
+
+
+def push_headers(*, urgent: bool, topic: str | None) -> dict[str, str]:
+    """Extra Web Push request headers: ``Urgency: high`` for an urgent kind (RFC 8030
+    §5.3: delivered even to a device saving its battery; others keep the default
+    ``normal``) and the ``Topic`` when the message has one."""
+    headers = {"Urgency": "high"} if urgent else {}
+    if topic:
+        headers["Topic"] = topic
+    return headers
 
 
 def suppression(

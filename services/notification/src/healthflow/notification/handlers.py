@@ -9,10 +9,10 @@
 * ``prescription.issued`` — the patient's "new prescription ready".
 * ``emergency.destination_chosen`` — the receiving hospital staff's "ambulance
   inbound" (urgent push and SMS).
-* ``paramedic.task_offered``, ``paramedic.xray_task_offered`` — an SMS to the
-  paramedic when the app's task stream was not open (the fallback for the push);
-  ``paramedic.task_unacknowledged`` — the same SMS when the open stream carried the
-  offer but the app did not acknowledge it in time.
+* ``paramedic.task_offered``, ``paramedic.xray_task_offered`` — an urgent Web Push to
+  every browser the paramedic subscribed, at once, and an SMS too when the app's task
+  stream was not open; ``paramedic.task_unacknowledged`` — the same SMS (the fallback)
+  when the open stream carried the offer but the app did not acknowledge it in time.
 * ``payment.refunded`` — the patient is told how much went back (amount in minor units
   and the ISO 4217 currency, formatted per locale in the template).
 * ``auth.password_reset_requested`` — the reset link by e-mail (its token derived from
@@ -60,7 +60,7 @@ AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
 
 
 OfferEvent = TaskOffered | XrayTaskOffered | TaskUnacknowledged
-"""An offer to text the paramedic about (see :func:`service.apply_task_offered`)."""
+"""An offer to push or text to the paramedic (see :func:`service.apply_task_offered`)."""
 
 
 def make_handlers(ctx: service.Context) -> Handlers:

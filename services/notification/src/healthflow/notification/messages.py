@@ -9,6 +9,8 @@ source planned twice queues nothing new.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,21 @@ ADDRESS_FIELDS = {Channel.EMAIL: "email", Channel.SMS: "phone"}
 
 Target = tuple[str, str | None, dict[str, Any]]
 """(recipient in the delivery id, address to check now, content)."""
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """What a message's Web Push carries beyond the rendered title and body.
+
+    ``data``: fields merged into the JSON payload (identifiers only, never PHI; a
+    ``path`` in it also becomes ``url`` under the app's base URL, a ``tag`` replaces the
+    template's); ``topic``: the RFC 8030 §5.4 ``Topic`` header
+    (:func:`~healthflow.notification.domain.push_topic`), so a newer push of the same
+    topic replaces an older one the push service still holds.
+    """
+
+    data: Mapping[str, Any] = field(default_factory=dict)
+    topic: str | None = None
 
 
 def locale_of(prefs: Document | None, ctx: Context) -> str:
@@ -54,6 +71,7 @@ async def plan_message(
     timezone: str | None = None,
     expires_at: datetime | None = None,
     prefs: Document | None = None,
+    push: PushOptions | None = None,
 ) -> list[str]:
     """Render ``kind`` for ``user_id`` and queue one delivery per usable channel.
 
@@ -61,8 +79,9 @@ async def plan_message(
     recorded as ``suppressed`` deliveries with the reason. Email and SMS deliveries
     are keyed by the user (the address is looked up, and recorded, when sending);
     Web Push ones by subscription. The in-app feed item is written at once.
-    ``expires_at`` (aware UTC): after it the delivery is cancelled unsent. Returns
-    the delivery ids queued.
+    ``expires_at`` (aware UTC): after it the delivery is cancelled unsent (and a push's
+    ``TTL`` ends there). ``push``: extra payload fields and ``Topic`` of the Web Push.
+    Returns the delivery ids queued.
     """
     now = ctx.clock.now()
     contact = await store.get(uow.db, store.CONTACTS, user_id, uow.session)
@@ -88,7 +107,8 @@ async def plan_message(
                 await _feed_item(uow, user_id, kind, source_id, rendered, appointment_id, now)
             continue
         for recipient, address, content in await _targets(uow, ctx, channel, user_id,
-                                                          contact, kind, rendered):
+                                                          contact, kind, rendered,
+                                                          push or PushOptions()):
             reason = domain.suppression(channel, consent=consent, preferences=preference,
                                         address=address, active=active)
             deliveries.append(_delivery(base, channel, source_id, recipient, kind, content,
@@ -108,7 +128,7 @@ async def _feed_item(uow: UnitOfWork, user_id: str, kind: MessageKind, source_id
 
 async def _targets(uow: UnitOfWork, ctx: Context, channel: Channel, user_id: str,
                    contact: Document | None, kind: MessageKind,
-                   rendered: Rendered) -> list[Target]:
+                   rendered: Rendered, push: PushOptions) -> list[Target]:
     """Who gets ``channel``: the user's address (email, SMS) or each browser (push)."""
     if channel in (Channel.EMAIL, Channel.SMS):
         # The address is read again when sending (it may change before a reminder
@@ -122,9 +142,13 @@ async def _targets(uow: UnitOfWork, ctx: Context, channel: Channel, user_id: str
         return [(user_id, address, content)]
     subscriptions = uow.db[store.PUSH_SUBSCRIPTIONS].find({"user_id": user_id},
                                                           session=uow.session)
-    payload = {"title": rendered.subject, "body": rendered.short,
-               "url": ctx.settings.app_base_url, "tag": kind.template}
-    return [(s["_id"], s["_id"], {"payload": payload}) async for s in subscriptions]
+    base_url = ctx.settings.app_base_url
+    payload = {"title": rendered.subject, "body": rendered.short, "url": base_url,
+               "tag": kind.template} | dict(push.data)
+    if push.data.get("path"):
+        payload["url"] = base_url.rstrip("/") + str(push.data["path"])
+    content = {"payload": payload, "topic": push.topic}
+    return [(s["_id"], s["_id"], content) async for s in subscriptions]
 
 
 def _delivery(base: Document, channel: Channel, source_id: str, recipient: str,

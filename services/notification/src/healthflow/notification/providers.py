@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import socket
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any
@@ -182,8 +183,13 @@ class PushSender:
         self.vapid_private_key = vapid_private_key
         self._session: aiohttp.ClientSession | None = None
 
-    async def send(self, *, subscription: dict[str, Any], payload: dict[str, Any]) -> str:
+    async def send(self, *, subscription: dict[str, Any], payload: dict[str, Any],
+                   ttl: int | None = None, headers: Mapping[str, str] | None = None) -> str:
         """Send; returns the push service's message URL (``Location``) or the endpoint host.
+
+        ``ttl``: seconds the push service may hold the message (RFC 8030 §5.2; default
+        ``settings.push_ttl``); ``headers``: extra request headers such as ``Urgency``
+        and ``Topic`` (RFC 8030 §5.3, §5.4).
 
         Raises:
             PermanentError: 404/410 (the subscription is gone), another 4xx, or an
@@ -198,13 +204,15 @@ class PushSender:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(resolver=GuardedResolver(policy)))
+        extra: dict[str, str | int | float] = dict(headers or {})
         try:
             response = await webpush_async(
                 subscription_info=subscription,
                 data=json.dumps(payload, separators=(",", ":")),
                 vapid_private_key=self.vapid_private_key,
                 vapid_claims={"sub": self.settings.vapid_subject},
-                ttl=self.settings.push_ttl,
+                ttl=self.settings.push_ttl if ttl is None else ttl,
+                headers=extra,
                 timeout=self.settings.push_timeout,
                 aiohttp_session=self._session,
             )
