@@ -38,7 +38,8 @@ async def _published(settings: Settings, tokens: TokenFactory) -> tuple[str, byt
         raw = db.get_collection(store.SIGNING_KEYS,
                                 codec_options=CodecOptions(document_class=RawBSONDocument))
         [kept] = await raw.find({}).to_list()
-        return str(key["verifier_key"]), bytes(kept.raw), await store.signing_key(db)
+        document = await db[store.SIGNING_KEYS].find_one({"_id": store.SIGNING_KEY_ID})
+        return str(key["verifier_key"]), bytes(kept.raw), document
 
 
 def _assert_no_clear_seed(raw: bytes, seed: bytes) -> None:

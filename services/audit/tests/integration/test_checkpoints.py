@@ -112,7 +112,8 @@ async def test_without_a_key_a_deployment_refuses_to_start(settings: Settings) -
     app = create_app(settings)  # the tests' settings allow a generated key
     async with running_app(app):
         pass
-    assert await store.signing_key(app.state.runtime.db) is not None
+    assert await app.state.runtime.db[store.SIGNING_KEYS].find_one(
+        {"_id": store.SIGNING_KEY_ID}) is not None
 
 
 def test_a_malformed_key_or_origin_refuses_to_start() -> None:

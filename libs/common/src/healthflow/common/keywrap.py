@@ -1,8 +1,9 @@
 """Envelope encryption of the private keys a service keeps in its database.
 
 A stored private key or secret (auth's JWT signing keys and users' TOTP keys,
-notification's VAPID key, audit's generated checkpoint key) is never written in
-clear. :meth:`KeyWrapper.wrap` encrypts it with a fresh per-record *data key*
+notification's VAPID key, audit's generated checkpoint key, prescription's generated
+signing key) is never written in clear. :meth:`KeyWrapper.wrap` encrypts it with a
+fresh per-record *data key*
 (AES-256-GCM, NIST SP 800-38D, random 96-bit nonce) and wraps that data key with a
 *key-encryption key* (KEK). The envelope is a dict stored as is::
 
@@ -36,13 +37,15 @@ configured KEK re-wraps what it protected.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -50,6 +53,9 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from pydantic import SecretStr
 
 from healthflow.common.settings import ConfigurationError, ServiceSettings, env_name
+
+if TYPE_CHECKING:
+    from pymongo.asynchronous.collection import AsyncCollection
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +173,71 @@ class LocalKeyWrapper:
 def stale(wrapper: KeyWrapper, envelope: Mapping[str, Any] | None) -> bool:
     """True when ``envelope`` is wrapped with a KEK other than the current one."""
     return envelope is not None and envelope.get("kek_id") != wrapper.current_kek_id
+
+
+async def kept_key(collection: AsyncCollection[Any], record_id: str, wrapper: KeyWrapper,
+                   context: Mapping[str, str], *, generate: Callable[[], bytes],
+                   clear_field: str = "seed") -> bytes:
+    """The private key a service generated for itself and keeps in ``collection``
+    (audit's checkpoint key, prescription's signing key, notification's VAPID key):
+    made once, the first replica's wins, stored only as an envelope in
+    ``{_id: record_id, private_key: <envelope>, created_at}``; protected first
+    (:func:`protect_kept_key`). Returns the key's bytes (``generate()``'s form).
+
+    Raises:
+        KeyUnwrapError: the kept envelope does not open with the configured KEKs.
+    """
+    from pymongo.errors import DuplicateKeyError  # keywrap itself loads no driver
+
+    await protect_kept_key(collection, record_id, wrapper, context, clear_field=clear_field)
+    kept = await collection.find_one({"_id": record_id})
+    if kept is None:
+        log.warning("no configured key: the key of %s is generated and kept in the database "
+                    "(local runs)", _describe(context))
+        with contextlib.suppress(DuplicateKeyError):
+            await collection.insert_one({"_id": record_id,
+                                         "private_key": await wrapper.wrap(generate(), context),
+                                         "created_at": datetime.now(UTC)})
+        kept = await collection.find_one({"_id": record_id})
+        assert kept is not None
+    return await wrapper.unwrap(kept["private_key"], context)
+
+
+async def protect_kept_key(collection: AsyncCollection[Any], record_id: str,
+                           wrapper: KeyWrapper, context: Mapping[str, str], *,
+                           clear_field: str = "seed") -> str | None:
+    """Wrap the clear key an older release kept (base64url text in ``clear_field``), or
+    re-wrap an envelope of a previous KEK with the current one; what was done
+    (``"wrapped"``, ``"rewrapped"``) or ``None``. The write is guarded by the stored
+    value, so replicas starting together do not overwrite each other.
+
+    Raises:
+        KeyUnwrapError: the kept envelope does not open with the configured KEKs.
+    """
+    kept = await collection.find_one({"_id": record_id})
+    if kept is None:
+        return None
+    clear, current = kept.get(clear_field), kept.get("private_key")
+    update: dict[str, Any]
+    if isinstance(clear, str):
+        raw = base64.urlsafe_b64decode(clear + "=" * (-len(clear) % 4))
+        guard: dict[str, Any] = {clear_field: clear}
+        update = {"$set": {"private_key": await wrapper.wrap(raw, context)}}
+        if clear_field != "private_key":
+            update["$unset"] = {clear_field: ""}
+        done = "wrapped"
+    elif isinstance(current, Mapping) and stale(wrapper, current):
+        guard = {"private_key.kek_id": current["kek_id"],
+                 "private_key.wrapped_key": current["wrapped_key"]}
+        update = {"$set": {"private_key": await wrapper.rewrap(current, context)}}
+        done = "rewrapped"
+    else:
+        return None
+    result = await collection.update_one({"_id": record_id, **guard}, update)
+    if result.modified_count:
+        log.info("protected %s", _describe(context),
+                 extra={"done": done, "kek_id": wrapper.current_kek_id})
+    return done
 
 
 def new_kek() -> str:

@@ -23,8 +23,10 @@ The services that keep private keys in their database (:data:`KEK_SERVICES`) mou
 the Secret ``healthflow-key-encryption`` (key ``KEY_ENCRYPTION_KEYS``: ``id:key``
 entries, current first; :mod:`healthflow.common.keywrap`) read-only at
 :data:`KEK_DIR` and read it through ``KEY_ENCRYPTION_KEYS_FILE``: rotating it is an
-update of the Secret and a rollout (the pods re-wrap at start). Audit is not among them:
-its checkpoint key comes from its own Secret, so it keeps none in its database.
+update of the Secret and a rollout (the pods re-wrap at start). Prescription is among
+them because, without ``PRESCRIPTION_SIGNING_KEY`` in its optional Secret, it keeps a
+generated signing key. Audit is not: its checkpoint key comes from its own Secret, so
+it keeps none in its database.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def _audit(text: str, anchor: str) -> str:
             + "\n---\n" + _AUDIT_CLAIM)
 
 
-KEK_SERVICES = ("auth", "notification")  # they store private keys (envelope-encrypted)
+KEK_SERVICES = ("auth", "notification", "prescription")  # keep private keys, wrapped
 KEK_DIR = "/run/secrets/healthflow-key-encryption"
 _KEK_ENV = (f'            - {{name: KEY_ENCRYPTION_KEYS_FILE, '
             f'value: "{KEK_DIR}/KEY_ENCRYPTION_KEYS"}}\n')

@@ -26,7 +26,7 @@ moves to a smaller size.
 A generated key (local runs) is kept in ``signing_keys`` as an envelope
 (:mod:`healthflow.common.keywrap`, bound to ``audit`` and the record, :data:`KEY_CONTEXT`),
 never in clear; at start a clear seed of an older release is wrapped and an
-envelope of a previous KEK re-wrapped (:func:`protect_stored_seed`).
+envelope of a previous KEK re-wrapped (:func:`~healthflow.common.keywrap.kept_key`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from healthflow.audit import note, store, tree
 from healthflow.audit.settings import Settings
 from healthflow.common.blobs import BlobStore
 from healthflow.common.errors import Conflict, NotFound
-from healthflow.common.keywrap import KeyWrapper, stale
+from healthflow.common.keywrap import kept_key
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ConfigurationError
@@ -89,53 +89,11 @@ async def signer(runtime: ServiceRuntime) -> note.NoteSigner:
             "(32 bytes, base64url) from a secret; AUDIT_ALLOW_GENERATED_SIGNING_KEY=true "
             "keeps a generated one in the database, for local runs only")
     else:
-        seed = await _kept_seed(runtime.db, settings.key_wrapper())
+        seed = await kept_key(runtime.db[store.SIGNING_KEYS], store.SIGNING_KEY_ID,
+                              settings.key_wrapper(), KEY_CONTEXT, generate=note.new_seed)
     made = note.signer_from_seed(settings.checkpoint_origin, seed)
     runtime.state["checkpoint_signer"] = made
     return made
-
-
-async def _kept_seed(db: Any, wrapper: KeyWrapper) -> bytes:
-    """The seed kept in the database (made and wrapped once, the first replica's wins),
-    protected first (:func:`protect_stored_seed`)."""
-    await protect_stored_seed(db, wrapper)
-    kept = await store.signing_key(db)
-    if kept is None:
-        log.warning("no AUDIT_CHECKPOINT_SIGNING_KEY: checkpoints are signed with a key "
-                    "kept in the audit database (local runs only)")
-        await store.add_signing_key(db, await wrapper.wrap(note.new_seed(), KEY_CONTEXT),
-                                    utcnow())
-        kept = await store.signing_key(db)
-        assert kept is not None
-    return await wrapper.unwrap(kept["private_key"], KEY_CONTEXT)
-
-
-async def protect_stored_seed(db: Any, wrapper: KeyWrapper) -> str | None:
-    """Wrap a clear kept ``seed`` (older releases), re-wrap an envelope of a previous KEK
-    with the current one; what was done (``"wrapped"``, ``"rewrapped"``) or ``None``.
-    Guarded by the stored value, so replicas starting together do not overwrite each
-    other.
-
-    Raises:
-        KeyUnwrapError: the kept envelope does not open with the configured KEKs.
-    """
-    kept = await store.signing_key(db)
-    if kept is None:
-        return None
-    if isinstance(kept.get("seed"), str):
-        envelope = await wrapper.wrap(note.unb64url(kept["seed"]), KEY_CONTEXT)
-        written = await store.replace_signing_key(db, envelope, expected=None)
-        done = "wrapped"
-    elif stale(wrapper, kept.get("private_key")):
-        envelope = await wrapper.rewrap(kept["private_key"], KEY_CONTEXT)
-        written = await store.replace_signing_key(db, envelope, expected=kept["private_key"])
-        done = "rewrapped"
-    else:
-        return None
-    if written:
-        log.info("protected the checkpoint signing key",
-                 extra={"done": done, "kek_id": wrapper.current_kek_id})
-    return done
 
 
 async def sign_now(runtime: ServiceRuntime) -> Document:

@@ -46,7 +46,7 @@ runs)::
      created_at}
 
 An older release kept ``seed: str (base64url)`` in clear; it is wrapped at start
-(:func:`healthflow.audit.checkpoints.protect_stored_seed`).
+(:func:`healthflow.common.keywrap.protect_kept_key`).
 
 Appends are serialized by the head: :func:`healthflow.audit.service.append` reads it
 and moves it (:func:`move_head`, a conditional update) in the same transaction as
@@ -78,6 +78,7 @@ CHAIN = "chain"
 TREE = "tree"
 CHECKPOINTS = "checkpoints"
 SIGNING_KEYS = "signing_keys"
+SIGNING_KEY_ID = "checkpoint"
 HEAD_ID = "head"
 
 INDEXES = {
@@ -315,39 +316,6 @@ async def tree_size(db: AsyncDatabase[Document]) -> int:
 async def advance_tree_size(db: AsyncDatabase[Document], size: int) -> None:
     """Record that the tree holds ``size`` leaves, unless it records more already."""
     await db[CHAIN].update_one({"_id": HEAD_ID}, {"$max": {"tree_size": size}})
-
-
-SIGNING_KEY_ID = "checkpoint"
-
-
-async def signing_key(db: AsyncDatabase[Document]) -> Document | None:
-    """The kept checkpoint key's document (see ``signing_keys``), if any."""
-    return await db[SIGNING_KEYS].find_one({"_id": SIGNING_KEY_ID})
-
-
-async def add_signing_key(db: AsyncDatabase[Document], envelope: Document,
-                          at: datetime) -> None:
-    """Keep ``envelope`` (the wrapped seed) unless a key is kept already (the first
-    replica's wins)."""
-    with contextlib.suppress(DuplicateKeyError):
-        await db[SIGNING_KEYS].insert_one({"_id": SIGNING_KEY_ID, "private_key": envelope,
-                                           "created_at": at})
-
-
-async def replace_signing_key(db: AsyncDatabase[Document], envelope: Document, *,
-                              expected: Document | None) -> bool:
-    """Store ``envelope`` as the kept key and drop a clear ``seed``, if the stored envelope
-    is still ``expected`` (``None``: the clear seed is still there), so replicas
-    migrating at once do not overwrite each other. ``True`` if written."""
-    query: dict[str, Any] = {"_id": SIGNING_KEY_ID}
-    if expected is None:
-        query["seed"] = {"$type": "string"}
-    else:
-        query["private_key.kek_id"] = expected["kek_id"]
-        query["private_key.wrapped_key"] = expected["wrapped_key"]
-    result = await db[SIGNING_KEYS].update_one(
-        query, {"$set": {"private_key": envelope}, "$unset": {"seed": ""}})
-    return result.modified_count == 1
 
 
 async def insert_checkpoint(db: AsyncDatabase[Document], document: Document) -> bool:

@@ -5,24 +5,21 @@ The configured key (``NOTIFICATION_VAPID_PRIVATE_KEY``), else the one stored in
 the same key). The stored private key is an envelope
 (:mod:`healthflow.common.keywrap`, bound to ``notification`` and the record); a
 clear base64url DER left by an older release is wrapped at start, an envelope of a
-previous KEK re-wrapped (:func:`protect_stored_key`).
+previous KEK re-wrapped (:func:`~healthflow.common.keywrap.kept_key`).
 """
 
 from __future__ import annotations
 
 import base64
-import logging
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pymongo.asynchronous.database import AsyncDatabase
 
-from healthflow.common.keywrap import KeyWrapper, stale
-from healthflow.common.mongo import Document, utcnow
+from healthflow.common.keywrap import KeyWrapper, kept_key
+from healthflow.common.mongo import Document
 from healthflow.notification import store
 from healthflow.notification.settings import Settings
-
-log = logging.getLogger(__name__)
 
 RECORD = "vapid"
 CONTEXT = {"service": "notification", "record": f"{store.SERVICE_KEYS}/{RECORD}"}
@@ -50,33 +47,6 @@ def vapid_pair(private_der: bytes) -> tuple[str, str]:
     return b64url(private_der), b64url(public)
 
 
-async def protect_stored_key(db: AsyncDatabase[Document], wrapper: KeyWrapper) -> str | None:
-    """Wrap a clear stored key, re-wrap one of a previous KEK; what was done
-    (``"wrapped"``, ``"rewrapped"``) or ``None``. Guarded by the stored value, so
-    replicas starting together do not overwrite each other.
-
-    Raises:
-        KeyUnwrapError: the stored envelope does not open with the configured KEKs.
-    """
-    keys = db[store.SERVICE_KEYS]
-    stored = await keys.find_one({"_id": RECORD})
-    if stored is None:
-        return None
-    current = stored.get("private_key")
-    if isinstance(current, str):
-        envelope = await wrapper.wrap(_b64decode(current), CONTEXT)
-        done = "wrapped"
-    elif isinstance(current, dict) and stale(wrapper, current):
-        envelope = await wrapper.rewrap(current, CONTEXT)
-        done = "rewrapped"
-    else:
-        return None
-    await keys.update_one({"_id": RECORD, "private_key": current},
-                          {"$set": {"private_key": envelope}})
-    log.info("protected the VAPID key", extra={"done": done, "kek_id": wrapper.current_kek_id})
-    return done
-
-
 async def vapid_keys(db: AsyncDatabase[Document], settings: Settings,
                      wrapper: KeyWrapper) -> tuple[str, str]:
     """(private key as base64url PKCS#8 DER, public key as base64url X9.62 point).
@@ -87,16 +57,12 @@ async def vapid_keys(db: AsyncDatabase[Document], settings: Settings,
     """
     if settings.vapid_private_key is not None:
         return vapid_pair(_b64decode(settings.vapid_private_key.get_secret_value()))
-    await protect_stored_key(db, wrapper)
-    stored = await db[store.SERVICE_KEYS].find_one({"_id": RECORD})
-    if stored is None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        der = key.private_bytes(serialization.Encoding.DER,
-                                serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-        await store.upsert_once(db, store.SERVICE_KEYS,
-                                {"_id": RECORD, "private_key": await wrapper.wrap(der, CONTEXT),
-                                 "created_at": utcnow()}, None)
-        stored = await db[store.SERVICE_KEYS].find_one({"_id": RECORD})
-        assert stored is not None
-    return vapid_pair(await wrapper.unwrap(stored["private_key"], CONTEXT))
+    return vapid_pair(await kept_key(db[store.SERVICE_KEYS], RECORD, wrapper, CONTEXT,
+                                     generate=_new_der, clear_field="private_key"))
+
+
+def _new_der() -> bytes:
+    """A new P-256 private key as PKCS#8 DER."""
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())

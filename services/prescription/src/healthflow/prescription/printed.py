@@ -13,6 +13,7 @@ from typing import Any
 
 from healthflow.common.auth import Principal
 from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.keywrap import kept_key
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.prescription import keys, printing, store
@@ -23,6 +24,9 @@ from healthflow.prescription.domain import (
 )
 from healthflow.prescription.service import ensure_reader, load, record_access
 from healthflow.prescription.settings import Settings
+
+KEY_CONTEXT = {"service": "prescription",
+               "record": f"{store.SIGNING_KEYS}/{store.SIGNING_KEY_ID}"}
 
 
 def settings_of(runtime: ServiceRuntime) -> Settings:
@@ -38,18 +42,25 @@ async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
 
     Rotation: configure a new seed and restart; signatures carry their ``kid`` and the
     old key's public part stays in the key set (``public_keys``), so what it signed
-    still verifies."""
+    still verifies. A kept key is an envelope (:func:`~healthflow.common.keywrap.kept_key`,
+    bound to :data:`KEY_CONTEXT`); made or opened once per process.
+
+    Raises:
+        KeyUnwrapError: the kept key does not open with the configured KEKs.
+    """
+    cached = runtime.state.get("prescription_signing_key")
+    if isinstance(cached, keys.SigningKey):
+        return cached
     configured = settings_of(runtime).signing_key
     if configured is not None:
         key = keys.from_seed(keys.unb64url(configured.get_secret_value()))
     else:
-        seed = await store.signing_seed(runtime.db)
-        if seed is None:
-            await store.add_signing_seed(runtime.db, keys.b64url(keys.new_seed()), utcnow())
-            seed = await store.signing_seed(runtime.db)
-            assert seed is not None
-        key = keys.from_seed(keys.unb64url(seed))
+        settings = settings_of(runtime)
+        seed = await kept_key(runtime.db[store.SIGNING_KEYS], store.SIGNING_KEY_ID,
+                              settings.key_wrapper(), KEY_CONTEXT, generate=keys.new_seed)
+        key = keys.from_seed(seed)
     await store.remember_public_key(runtime.db, key.kid, key.jwk(), utcnow())
+    runtime.state["prescription_signing_key"] = key
     return key
 
 

@@ -18,7 +18,10 @@ Collections (database ``healthflow_prescription``), times aware UTC::
     hospitals      read model from ``hospital.*``: {_id: hospital_id, version, name, city,
                     country, status}; an event older than the kept ``version`` changes nothing
     people         names from ``user.registered``: {_id: user_id, full_name}
-    signing_keys   {_id: "current", seed (base64url), created_at} when no key is configured
+    signing_keys   {_id: "current", private_key: envelope of the 32-byte Ed25519 seed
+                    (healthflow.common.keywrap, bound to ``prescription`` and
+                    ``signing_keys/current``), created_at} when no key is configured;
+                    an older release's clear ``seed`` (base64url) is wrapped at start
     public_keys    every signing key ever used, public part only: {_id: kid, jwk, added_at}
                    (the published key set; a rotated-out key keeps verifying)
     allergies      read model from ``patient.allergies_changed``:
@@ -43,6 +46,7 @@ ALLERGIES = "allergies"
 PEOPLE = "people"
 HOSPITALS = "hospitals"
 SIGNING_KEYS = "signing_keys"
+SIGNING_KEY_ID = "current"
 PUBLIC_KEYS = "public_keys"
 
 INDEXES: Indexes = {
@@ -166,18 +170,6 @@ async def add_document(uow: UnitOfWork, prescription_id: str, document: Document
     await uow.db[PRESCRIPTIONS].update_one(
         {"_id": prescription_id, "documents.sha256": {"$ne": document["sha256"]}},
         {"$push": {"documents": document}}, session=uow.session)
-
-
-async def signing_seed(db: Db) -> str | None:
-    found = await db[SIGNING_KEYS].find_one({"_id": "current"})
-    return None if found is None else str(found["seed"])
-
-
-async def add_signing_seed(db: Db, seed: str, at: Any) -> None:
-    """Keep ``seed`` unless a key exists (another replica made one first)."""
-    await db[SIGNING_KEYS].update_one({"_id": "current"},
-                                      {"$setOnInsert": {"seed": seed, "created_at": at}},
-                                      upsert=True)
 
 
 async def remember_public_key(db: Db, kid: str, jwk: Document, at: Any) -> None:
