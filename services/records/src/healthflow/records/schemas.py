@@ -482,3 +482,21 @@ class LinkOut(BaseModel):
     url: str | None
     expires_in: int
     file: str
+
+
+class BreakTheGlassIn(_Body):
+    """``POST /api/v1/records/patients/{id}/break-the-glass``: why a doctor without a care
+    relationship must read this record now (10–500 characters; kept in the records
+    service only, shown to reviewers of the audit log, never in an event)."""
+
+    reason: Annotated[str, Field(min_length=10, max_length=500)]
+
+
+class EmergencyAccessOut(BaseModel):
+    """A break-the-glass grant: the caller reads the patient's record from ``granted_at``
+    until ``expires_at`` (aware UTC), every read logged with the grant's ``id``."""
+
+    id: str
+    patient_id: str
+    granted_at: datetime
+    expires_at: datetime
