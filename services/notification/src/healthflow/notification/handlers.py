@@ -20,6 +20,8 @@
   owner is told their password changed; ``auth.registration_attempted`` — the owner is
   told someone tried to sign up with their address.
 * ``xray.reported`` — the patient's "your X-ray report is ready" (a doctor signed it).
+* ``record.emergency_access_granted`` — the patient's "your record was opened in an
+  emergency" (break-the-glass; feed, e-mail and push: :mod:`.access`).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -52,8 +54,9 @@ from healthflow.contracts.paramedic import TaskOffered, TaskUnacknowledged, Xray
 from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
+from healthflow.contracts.records import EmergencyAccessGranted
 from healthflow.contracts.xray import XrayReported
-from healthflow.notification import accounts, service
+from healthflow.notification import access, accounts, service
 
 UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
 AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
@@ -94,6 +97,10 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_xray_report(event: Received[XrayReported], uow: UnitOfWork) -> None:
         await service.apply_xray_reported(uow, event.data.model_dump(), event.id, ctx)
 
+    async def on_emergency_access(event: Received[EmergencyAccessGranted], uow: UnitOfWork
+                                  ) -> None:
+        await access.apply_emergency_access(uow, event.data.model_dump(), event.id, ctx)
+
     async def on_account(event: Received[AccountEvent], uow: UnitOfWork) -> None:
         await accounts.apply_account_event(uow, event.type, event.data.model_dump(), event.id,
                                            ctx)
@@ -115,6 +122,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "paramedic.task_unacknowledged": on_task_offered,
         "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
+        "record.emergency_access_granted": on_emergency_access,
         "auth.password_reset_requested": on_account,
         "auth.password_changed": on_account,
         "auth.registration_attempted": on_account,
