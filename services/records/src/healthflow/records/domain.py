@@ -20,10 +20,11 @@ may be written to the entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from healthflow.common.care import CareStatus, care_ends, in_care
 from healthflow.common.problems import (
     Conflict,
     Forbidden,
@@ -33,6 +34,8 @@ from healthflow.common.problems import (
 )
 
 Doc = dict[str, Any]
+
+__all__ = ["CareStatus", "care_ends", "in_care"]  # the care-team rule, shared with patient
 
 
 class EncounterStatus(StrEnum):
@@ -387,33 +390,3 @@ def plan_transition(head: Doc, target: PlanStatus, *, expected_version: int,
         raise UnprocessableContent("revoking a care plan needs a reason")
     return _successor(head, {**head["content"], "status": target.value},
                       EntryStatus.CURRENT, authored)
-
-
-# ----------------------------------------------------------------------------- care team
-
-
-class CareStatus(StrEnum):
-    """FHIR R4 ``CareTeam.status`` as HealthFlow uses it: ``active`` from the booking (or
-    the walk-in), ``inactive`` once the appointment is cancelled."""
-
-    ACTIVE = "active"
-    INACTIVE = "inactive"
-
-
-def care_ends(relationship: Doc, after_encounter: timedelta) -> datetime | None:
-    """When a care relationship ends (FHIR ``CareTeam.period.end``), aware UTC; ``None``
-    while it is open-ended (its encounter is not finished).
-
-    The cancellation's time for a cancelled one; else the finish of its encounter
-    (``encounter_finished_at``) plus ``after_encounter``.
-    """
-    if relationship["status"] != CareStatus.ACTIVE:
-        return relationship["period"]["end"] or relationship["as_of"]
-    finished = relationship.get("encounter_finished_at")
-    return None if finished is None else finished + after_encounter
-
-
-def in_care(relationship: Doc, now: datetime, after_encounter: timedelta) -> bool:
-    """Whether the relationship grants access at ``now`` (aware UTC): it has not ended."""
-    ends = care_ends(relationship, after_encounter)
-    return ends is None or now < ends
