@@ -54,7 +54,6 @@ from healthflow.contracts.paramedic import TaskOffered, TaskUnacknowledged, Xray
 from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
-from healthflow.contracts.records import EmergencyAccessGranted
 from healthflow.contracts.xray import XrayReported
 from healthflow.notification import access, accounts, service
 
@@ -97,10 +96,6 @@ def make_handlers(ctx: service.Context) -> Handlers:
     async def on_xray_report(event: Received[XrayReported], uow: UnitOfWork) -> None:
         await service.apply_xray_reported(uow, event.data.model_dump(), event.id, ctx)
 
-    async def on_emergency_access(event: Received[EmergencyAccessGranted], uow: UnitOfWork
-                                  ) -> None:
-        await access.apply_emergency_access(uow, event.data.model_dump(), event.id, ctx)
-
     async def on_account(event: Received[AccountEvent], uow: UnitOfWork) -> None:
         await accounts.apply_account_event(uow, event.type, event.data.model_dump(), event.id,
                                            ctx)
@@ -122,7 +117,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "paramedic.task_unacknowledged": on_task_offered,
         "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
-        "record.emergency_access_granted": on_emergency_access,
+        "record.emergency_access_granted": access.handler(ctx),
         "auth.password_reset_requested": on_account,
         "auth.password_changed": on_account,
         "auth.registration_attempted": on_account,

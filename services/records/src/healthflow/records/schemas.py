@@ -485,16 +485,14 @@ class LinkOut(BaseModel):
 
 
 class BreakTheGlassIn(_Body):
-    """``POST /api/v1/records/patients/{id}/break-the-glass``: why a doctor without a care
-    relationship must read this record now (10–500 characters; kept in the records
-    service only, shown to reviewers of the audit log, never in an event)."""
+    """``POST …/records/patients/{id}/break-the-glass``: why the record must be read now
+    (10–500 characters; kept in the records service, never put in an event)."""
 
     reason: Annotated[str, Field(min_length=10, max_length=500)]
 
 
 class EmergencyAccessOut(BaseModel):
-    """A break-the-glass grant: the caller reads the patient's record from ``granted_at``
-    until ``expires_at`` (aware UTC), every read logged with the grant's ``id``."""
+    """A grant to read the record from ``granted_at`` to ``expires_at`` (aware UTC)."""
 
     id: str
     patient_id: str
