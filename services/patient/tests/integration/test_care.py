@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.contracts.appointment import AppointmentCompleted
+from healthflow.contracts.appointment import AppointmentCompleted, AppointmentNoShow
 from healthflow.devkit.testing import source_of
 from healthflow.patient import service
 
@@ -56,6 +56,17 @@ async def test_a_late_or_republished_booking_after_the_cancellation_grants_nothi
     assert await chart_status(psvc, pid, doctor) == 403
     await send(psvc, "appointment.booked", appointment(pid, doctor, "a-2"), now)
     assert await chart_status(psvc, pid, doctor) == 200  # another appointment still counts
+
+
+async def test_a_no_show_ends_chart_access(psvc: PatientService) -> None:
+    pid, doctor, now = await psvc.register(), "doc-absent", datetime.now(UTC)
+    await send(psvc, "appointment.booked", appointment(pid, doctor, "a-n"), now - DAY)
+    assert await chart_status(psvc, pid, doctor) == 200
+    booked = appointment(pid, doctor, "a-n")
+    absent = {k: v for k, v in booked.items() if k in AppointmentNoShow.model_fields}
+    await send(psvc, "appointment.no_show",
+               AppointmentNoShow(**{**absent, "status": "no_show"}).model_dump(mode="json"), now)
+    assert await chart_status(psvc, pid, doctor) == 403
 
 
 async def completed_days_ago(psvc: PatientService, days: float) -> tuple[str, str]:

@@ -75,6 +75,19 @@ async def test_a_booking_then_its_cancellation_ends_the_care_at_once(records: Re
     assert await encounters_as(records, pid, doctor) == 403
 
 
+async def test_a_no_show_ends_the_care_too(records: Records) -> None:
+    pid, doctor, aid = await records.register(), f"doc-{uuid.uuid4().hex[:6]}", "a-absent"
+    now = datetime.now(UTC)
+    booked = at(appointment_event(appt.AppointmentBooked, aid, pid, doctor), now - DAY)
+    absent = at(appointment_event(appt.AppointmentNoShow, aid, pid, doctor), now)
+    await records.send(booked)
+    await applied(records, booked)
+    assert await encounters_as(records, pid, doctor) == 200
+    await records.send(absent)
+    await applied(records, absent)
+    assert await encounters_as(records, pid, doctor) == 403
+
+
 async def completed_days_ago(records: Records, days: float) -> tuple[str, str]:
     """A patient and a doctor whose only appointment was completed ``days`` ago (the
     events carry their past times)."""

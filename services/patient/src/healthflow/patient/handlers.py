@@ -2,9 +2,9 @@
 
 * ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`):
   a profile is created when ``roles`` contains ``patient`` (idempotent).
-* ``appointment.booked`` / ``.cancelled`` / ``.completed`` (appointment,
+* ``appointment.booked`` / ``.cancelled`` / ``.no_show`` / ``.completed`` (appointment,
   :mod:`healthflow.contracts.appointment`): the doctor↔patient care relationships
-  behind ``patients:read_treated`` (from the booking until the cancellation, or until
+  behind ``patients:read_treated`` (from the booking until a cancellation or no-show, or until
   ``care_after_encounter_days`` after completion); ``event.time`` orders them.
 
 Payloads arrive validated against their contracts; one that breaks its contract is
@@ -19,6 +19,7 @@ from healthflow.contracts.appointment import (
     AppointmentBooked,
     AppointmentCancelled,
     AppointmentCompleted,
+    AppointmentNoShow,
 )
 from healthflow.contracts.auth import UserRegistered
 from healthflow.patient import service
@@ -41,6 +42,10 @@ async def on_appointment_cancelled(event: Received[AppointmentCancelled],
     await service.appointment_cancelled(uow, event.data, event.time)
 
 
+async def on_appointment_no_show(event: Received[AppointmentNoShow], uow: UnitOfWork) -> None:
+    await service.appointment_cancelled(uow, event.data, event.time)
+
+
 async def on_appointment_completed(event: Received[AppointmentCompleted],
                                    uow: UnitOfWork) -> None:
     await service.appointment_completed(uow, event.data, event.time)
@@ -51,4 +56,5 @@ HANDLERS: Handlers = {
     "appointment.booked": on_appointment_booked,
     "appointment.cancelled": on_appointment_cancelled,
     "appointment.completed": on_appointment_completed,
+    "appointment.no_show": on_appointment_no_show,
 }

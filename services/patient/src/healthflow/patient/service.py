@@ -243,7 +243,7 @@ async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
 
 async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
                                 at: datetime) -> None:
-    """The appointment's relationship ends at ``at``, for good."""
+    """The appointment's relationship ends at ``at``, for good (cancelled, or a no-show)."""
     if appointment.doctor_user_id is None:
         return
     current = await store.get_care(uow.db, uow.session, appointment.appointment_id)

@@ -6,8 +6,8 @@ encounter (a ``care_team`` document each, :mod:`.store`):
 
 * it starts (``period.start``) when the appointment is booked (the event's time), or
   when a walk-in encounter opens; ``status`` ``active``;
-* a cancellation ends it at once (``inactive``, ``period.end`` the cancellation's
-  time) and for good: no later or redelivered ``appointment.booked`` revives it;
+* a cancellation (or a no-show) ends it at once (``inactive``, ``period.end`` the
+  event's time) and for good: no later or redelivered ``appointment.booked`` revives it;
 * once its encounter finishes (appointment completed, video consultation ended,
   or finished by the doctor) it lasts until that finish plus
   ``care_after_encounter_days`` (a records setting, days of 24 h, 90 by default).
@@ -109,7 +109,7 @@ async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
 async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
                                 at: datetime) -> None:
     """The appointment's relationship ends at ``at``, for good (kept ``inactive``, so a
-    booking delivered later or again grants nothing)."""
+    booking delivered later or again grants nothing): cancelled, or a no-show."""
     if not appointment.doctor_user_id:
         return
     care_id = _of(appointment.appointment_id)
