@@ -76,3 +76,35 @@ async def test_failed_login_bursts_per_account_and_per_address(
     denied = await audit.client.get("/api/v1/audit/login-failures/bursts",
                                     headers=audit.tokens.headers(roles=["doctor"]))
     assert is_problem(denied, 403)
+
+
+async def test_break_the_glass_is_found_by_category_and_marked_for_review(
+        audit: Audit, make_event: Callable[..., CloudEvent],
+        at: Callable[[int], datetime]) -> None:
+    """The emergency grant and the reads under it carry purposeOfEvent ETREAT and the
+    review tag; an ordinary treating doctor's read carries neither."""
+    await audit.deliver(
+        make_event("record.emergency_access_granted", subject="patient/p-1", actor="u-er",
+                   when=at(1), source="/healthflow/records", grant_id="g-1", patient_id="p-1",
+                   accessor_id="u-er", accessor_roles=["doctor"],
+                   granted_at="2026-11-21T10:01:00Z", expires_at="2026-11-21T11:01:00Z"),
+        make_event("record.accessed", subject="patient/p-1", actor="u-er", when=at(2),
+                   source="/healthflow/records", patient_id="p-1", accessor_id="u-er",
+                   accessor_role="break_the_glass", accessor_roles=["doctor"],
+                   scope="export", purpose="emergency", grant_id="g-1"),
+        make_event("record.accessed", subject="patient/p-1", actor="u-gp", when=at(3),
+                   source="/healthflow/records", patient_id="p-1", accessor_id="u-gp",
+                   accessor_role="treating_doctor", accessor_roles=["doctor"],
+                   scope="encounter"))
+    page = (await audit.get("/events", category="break-the-glass")).json()
+    assert [(e["type"], e["actor"]) for e in page["items"]] == [
+        ("record.emergency_access_granted", "u-er")]
+    bundle = (await audit.get("/report/fhir", patient="p-1")).json()
+    marks = [(e["subtype"][0]["code"], e["agent"][0].get("type", {}).get("text"),
+              [c["code"] for p in e.get("purposeOfEvent", []) for c in p["coding"]],
+              [t["code"] for t in e.get("meta", {}).get("tag", [])])
+             for e in (entry["resource"] for entry in bundle["entry"])]
+    assert marks == [
+        ("record.emergency_access_granted", None, ["ETREAT"], ["review"]),
+        ("record.accessed", "break_the_glass", ["ETREAT"], ["review"]),
+        ("record.accessed", "treating_doctor", [], [])]

@@ -35,3 +35,5 @@ def test_bursts_are_per_key_in_time_order_whatever_the_input_order() -> None:
 def test_categories_name_the_events_officers_ask_for() -> None:
     assert {"user.role_changed", "staff.assigned"} <= CATEGORIES["privilege-change"]
     assert CATEGORIES["login-failure"] == {"auth.login_failed"}
+    assert CATEGORIES["break-the-glass"] == {"record.emergency_access_granted"}
+    assert "record.emergency_access_granted" in CATEGORIES["record-access"]

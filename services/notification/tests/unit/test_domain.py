@@ -144,7 +144,8 @@ def test_every_template_renders_in_every_locale() -> None:
     names = [k.template for k in domain.APPOINTMENT_TEMPLATES.values()] + [
         k.template for k in domain.DOCTOR_TEMPLATES.values()] + [
         domain.REMINDER.template, domain.WELCOME.template,
-        domain.PRESCRIPTION_ISSUED.template, domain.XRAY_REPORT_READY.template]
+        domain.PRESCRIPTION_ISSUED.template, domain.XRAY_REPORT_READY.template,
+        domain.EMERGENCY_ACCESS.template]
     for locale in domain.SUPPORTED_LOCALES:
         for name in names:
             rendered = renderer.render(name, locale, context)

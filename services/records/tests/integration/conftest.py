@@ -34,6 +34,7 @@ EXTRA: dict[type[EventPayload], dict[str, Any]] = {
                                 "reason_code": "patient_request", "status": "cancelled"},
     appt.AppointmentCheckedIn: {"status": "checked_in"},
     appt.AppointmentCompleted: {"status": "completed"},
+    appt.AppointmentNoShow: {"status": "no_show"},
     appt.AppointmentRescheduled: {"previous_start": START, "previous_end": START,
                                   "rescheduled_by_role": "patient", "status": "booked"},
 }

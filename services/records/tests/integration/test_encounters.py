@@ -204,7 +204,7 @@ async def test_no_one_documents_their_own_record(records: Records) -> None:
                                       json={"patient_id": me, "practitioner_id": me})
     assert named.status_code == 403, named.text
     assert await records.runtime.db["encounters"].count_documents({}) == 0
-    assert await records.runtime.db["care"].count_documents({}) == 0
+    assert await records.runtime.db["care_team"].count_documents({}) == 0
 
     await records.send(appointment_event(appt.AppointmentCheckedIn, "a-self", me, me))
     started = await status_becomes(records, me, "in-progress")

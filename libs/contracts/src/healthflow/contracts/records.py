@@ -93,7 +93,11 @@ class RecordAccessed(EventPayload):
     ``scope`` is ``encounter``, ``entries`` (also plans and procedures), ``history``,
     ``export`` (the FHIR ``$everything`` Bundle), ``documents`` (the list),
     ``document`` (one's metadata) or ``document-file`` (its bytes or link);
-    ``accessor_role`` is ``treating_doctor`` or ``staff``.
+    ``accessor_role`` is ``treating_doctor``, ``staff`` or ``break_the_glass`` (a
+    clinician without a care relationship reading under an emergency grant); for
+    the last, ``purpose`` is ``emergency`` (HL7 v3 ActReason ``ETREAT``) and
+    ``grant_id`` names the grant (``record.emergency_access_granted``), whose
+    stated reason stays in the service. Both are ``None`` otherwise.
     """
 
     patient_id: str
@@ -101,6 +105,27 @@ class RecordAccessed(EventPayload):
     accessor_role: str
     accessor_roles: list[str]
     scope: str
+    purpose: str | None = None
+    grant_id: str | None = None
+
+
+@event_type("record.emergency_access_granted", version=1, publisher=PUBLISHER)
+class EmergencyAccessGranted(EventPayload):
+    """Break-the-glass: a clinician without a care relationship opened the patient's
+    record for an emergency, from ``granted_at`` until ``expires_at`` (aware UTC).
+
+    For the patient's feed and the audit log's review (purpose ``emergency``: HL7 v3
+    ActReason ``ETREAT``). The stated reason stays in the records service, under
+    ``grant_id``; every read under the grant is a ``record.accessed`` naming it.
+    Subject ``patient/<patient_id>``.
+    """
+
+    grant_id: str
+    patient_id: str
+    accessor_id: str
+    accessor_roles: list[str]
+    granted_at: datetime
+    expires_at: datetime
 
 
 @event_type("careplan.updated", version=1, publisher=PUBLISHER)

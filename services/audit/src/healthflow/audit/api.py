@@ -95,7 +95,8 @@ def _filters(
         alias="to", description="event time < this (RFC 3339 with offset)")] = None,
     category: Annotated[Literal[tuple(CATEGORIES)] | None, Query(  # type: ignore[valid-type]
         description="a named set of event types (healthflow.audit.domain.CATEGORIES): "
-                    "privilege-change, login-failure, login, record-access")] = None,
+                    "privilege-change, login-failure, login, record-access, "
+                    "break-the-glass")] = None,
 ) -> store.EntryFilter:
     return store.EntryFilter(type=event_type, subject=subject, actor=actor, patientid=patient,
                              since=_utc(since), until=_utc(until),

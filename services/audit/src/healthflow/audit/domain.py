@@ -359,11 +359,14 @@ CATEGORIES: dict[str, frozenset[str]] = {
     "login-failure": frozenset({"auth.login_failed"}),
     "login": frozenset({"auth.login_succeeded", "auth.login_failed"}),
     "record-access": frozenset({"patient.record_accessed", "record.accessed",
-                                "prescription.accessed", "xray.accessed"}),
+                                "prescription.accessed", "xray.accessed",
+                                "record.emergency_access_granted"}),
+    "break-the-glass": frozenset({"record.emergency_access_granted"}),
 }
 """Named sets of event types officers ask for (``?category=``): every privilege change
 (a role given or taken, a staff membership, the token signing key rotated), failed
-logins, every login attempt, and every read of someone's chart or record."""
+logins, every login attempt, every read of someone's chart or record (and every
+emergency grant to read one), and every break-the-glass grant (each to be reviewed)."""
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,14 @@ Mapping (FHIR R4 AuditEvent, in IHE Basic Audit Log Patterns terms):
 * ``agent``: the actor (``who.identifier``, system :data:`USERS`) as the
   requestor; an event without an actor names the publishing service instead.
   For record-access events, ``agent.type`` is the care relationship the access
-  went under (``data.accessor_role``: ``treating_doctor`` or ``staff``) and
-  ``purposeOfUse`` the stated purpose (``data.purpose``) as an HL7 v3 ActReason:
-  treatment ``TREAT``, care_coordination ``HOPERAT``, patient_support
-  ``PATADMIN``, emergency ``ETREAT`` (break-the-glass).
+  went under (``data.accessor_role``: ``treating_doctor``, ``staff`` or
+  ``break_the_glass``) and ``purposeOfUse`` the stated purpose (``data.purpose``) as
+  an HL7 v3 ActReason: treatment ``TREAT``, care_coordination ``HOPERAT``,
+  patient_support ``PATADMIN``, emergency ``ETREAT`` (break-the-glass).
+* Break-the-glass (:data:`EMERGENCY_TYPES`, or purpose ``emergency``): also
+  ``purposeOfEvent`` ``ETREAT`` and ``meta.tag`` :data:`REVIEW` (HealthFlow code
+  ``review``): a compliance officer reviews every emergency access. The grant itself
+  (``record.emergency_access_granted``) is found with ``?category=break-the-glass``.
 * ``source.observer``: the publishing service (CloudEvents ``source``).
 * ``entity``: the patient (``Patient/<patientid>``, role *Patient*), the subject
   (``what.identifier``, system :data:`SUBJECTS`), and the log entry itself
@@ -71,7 +75,28 @@ PURPOSES = {"treatment": ("TREAT", "treatment"),
             "emergency": ("ETREAT", "Emergency Treatment")}
 """HealthFlow access purposes → HL7 v3 ActReason (code, display)."""
 
-ACCESSOR_ROLES = frozenset({"treating_doctor", "staff"})
+ACCESSOR_ROLES = frozenset({"treating_doctor", "staff", "break_the_glass"})
+
+EMERGENCY_TYPES = frozenset({"record.emergency_access_granted"})
+"""Event types that are break-the-glass by themselves (an emergency grant)."""
+
+REVIEW_TAGS = "https://healthflow.example/fhir/CodeSystem/audit-review"
+REVIEW = {"system": REVIEW_TAGS, "code": "review", "display": "Needs compliance review"}
+"""``meta.tag`` of an AuditEvent a compliance officer must review (break-the-glass)."""
+EMERGENCY = {"system": ACT_REASON, "code": "ETREAT", "display": "Emergency Treatment"}
+
+
+def _data(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    envelope = entry.get("envelope")
+    data = envelope.get("data") if isinstance(envelope, Mapping) else None
+    return data if isinstance(data, Mapping) else None
+
+
+def is_emergency(entry: Mapping[str, Any]) -> bool:
+    """Whether the entry is a break-the-glass grant or a read under one."""
+    data = _data(entry)
+    return entry.get("type") in EMERGENCY_TYPES or (
+        data is not None and data.get("purpose") == "emergency")
 
 
 def _agent(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,9 +104,8 @@ def _agent(entry: Mapping[str, Any]) -> dict[str, Any]:
     agent: dict[str, Any] = (
         {"who": {"identifier": {"system": USERS, "value": actor}}, "requestor": True}
         if actor else {"who": {"display": str(entry.get("source"))}, "requestor": False})
-    envelope = entry.get("envelope")
-    data = envelope.get("data") if isinstance(envelope, Mapping) else None
-    if isinstance(data, Mapping):
+    data = _data(entry)
+    if data is not None:
         if data.get("accessor_role") in ACCESSOR_ROLES:
             agent["type"] = {"text": data["accessor_role"]}
         purpose = PURPOSES.get(str(data.get("purpose")))
@@ -112,7 +136,7 @@ def audit_event(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The FHIR R4 AuditEvent (JSON) of a stored entry (the :class:`Entry` fields)."""
     patient = bool(entry.get("patientid"))
     recorded: datetime = entry["time"]
-    return {
+    event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": f"audit-{entry['seq']}",
         "type": {"system": DCM, "code": "110110" if patient else "110100",
@@ -125,6 +149,10 @@ def audit_event(entry: Mapping[str, Any]) -> dict[str, Any]:
         "source": {"observer": {"display": str(entry["source"])}},
         "entity": _entities(entry),
     }
+    if is_emergency(entry):
+        event["meta"] = {"tag": [REVIEW]}
+        event["purposeOfEvent"] = [{"coding": [EMERGENCY]}]
+    return event
 
 
 def _cell(value: Any) -> str:

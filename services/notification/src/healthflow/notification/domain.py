@@ -138,6 +138,12 @@ XRAY_REPORT_READY = MessageKind("xray_report_ready")
 """``xray.reported``: the patient's "your X-ray report is ready" (no body part, finding or
 doctor named: the message only points to the app, where the patient signs in to read it)."""
 
+EMERGENCY_ACCESS = MessageKind("emergency_access",
+                               channels=(Channel.EMAIL, Channel.PUSH, Channel.IN_APP))
+"""``record.emergency_access_granted``: the patient is told a clinician without a care
+relationship opened their record in an emergency (break-the-glass), that it is logged and
+reviewed, and where to see who read it (no clinician, reason or content named)."""
+
 EMERGENCY_INBOUND = MessageKind("emergency_inbound",
                                 channels=(Channel.PUSH, Channel.SMS, Channel.IN_APP),
                                 urgent=True)

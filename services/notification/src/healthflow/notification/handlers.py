@@ -20,6 +20,8 @@
   owner is told their password changed; ``auth.registration_attempted`` — the owner is
   told someone tried to sign up with their address.
 * ``xray.reported`` — the patient's "your X-ray report is ready" (a doctor signed it).
+* ``record.emergency_access_granted`` — the patient's "your record was opened in an
+  emergency" (break-the-glass; feed, e-mail and push: :mod:`.access`).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
 
@@ -53,7 +55,7 @@ from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.contracts.xray import XrayReported
-from healthflow.notification import accounts, service
+from healthflow.notification import access, accounts, service
 
 UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
 AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
@@ -115,6 +117,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "paramedic.task_unacknowledged": on_task_offered,
         "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
+        "record.emergency_access_granted": access.handler(ctx),
         "auth.password_reset_requested": on_account,
         "auth.password_changed": on_account,
         "auth.registration_attempted": on_account,

@@ -72,7 +72,7 @@ async def get_chart(
 ) -> PatientOut:
     """Reads by anyone but the patient emit ``patient.record_accessed``.
 
-    403 ``not-treating`` for a doctor without an appointment with the patient.
+    403 ``not-treating`` for a doctor without a care relationship with the patient.
     """
     return PatientOut.from_document(
         await service.read_chart(runtime, principal, patient_id, purpose))

@@ -2,10 +2,10 @@
 
 * ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`):
   a profile is created when ``roles`` contains ``patient`` (idempotent).
-* ``appointment.booked`` / ``appointment.cancelled`` (appointment,
-  :mod:`healthflow.contracts.appointment`): ``appointment_id``, ``patient_id`` and
-  ``doctor_user_id`` feed the doctor↔patient treatment read model behind
-  ``patients:read_treated``.
+* ``appointment.booked`` / ``.cancelled`` / ``.no_show`` / ``.completed`` (appointment,
+  :mod:`healthflow.contracts.appointment`): the doctor↔patient care relationships
+  behind ``patients:read_treated`` (from the booking until a cancellation or no-show, or until
+  ``care_after_encounter_days`` after completion); ``event.time`` orders them.
 
 Payloads arrive validated against their contracts; one that breaks its contract is
 dead-lettered by the consumer, never skipped here.
@@ -15,7 +15,12 @@ from __future__ import annotations
 
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
+from healthflow.contracts.appointment import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCompleted,
+    AppointmentNoShow,
+)
 from healthflow.contracts.auth import UserRegistered
 from healthflow.patient import service
 
@@ -29,16 +34,27 @@ async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -
 
 
 async def on_appointment_booked(event: Received[AppointmentBooked], uow: UnitOfWork) -> None:
-    await service.record_treatment(uow, event.data, active=True)
+    await service.appointment_booked(uow, event.data, event.time)
 
 
 async def on_appointment_cancelled(event: Received[AppointmentCancelled],
                                    uow: UnitOfWork) -> None:
-    await service.record_treatment(uow, event.data, active=False)
+    await service.appointment_cancelled(uow, event.data, event.time)
+
+
+async def on_appointment_no_show(event: Received[AppointmentNoShow], uow: UnitOfWork) -> None:
+    await service.appointment_cancelled(uow, event.data, event.time)
+
+
+async def on_appointment_completed(event: Received[AppointmentCompleted],
+                                   uow: UnitOfWork) -> None:
+    await service.appointment_completed(uow, event.data, event.time)
 
 
 HANDLERS: Handlers = {
     "user.registered": on_user_registered,
     "appointment.booked": on_appointment_booked,
     "appointment.cancelled": on_appointment_cancelled,
+    "appointment.completed": on_appointment_completed,
+    "appointment.no_show": on_appointment_no_show,
 }

@@ -10,11 +10,13 @@ no access goes unrecorded.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from pymongo.errors import DuplicateKeyError
 
 from healthflow.common.auth import Principal
+from healthflow.common.care import CareStatus, in_care
 from healthflow.common.errors import Conflict, Forbidden
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
@@ -32,6 +34,10 @@ from healthflow.patient.domain import (
     plan_update,
 )
 from healthflow.patient.schemas import PatientPatch
+from healthflow.patient.settings import Settings
+
+clock: Callable[[], datetime] = utcnow
+"""Now, aware UTC, for judging care relationships (tests move it)."""
 
 
 async def register(uow: UnitOfWork, user_id: str, *, full_name: str | None,
@@ -119,20 +125,31 @@ def _allergies_changed(patient_id: str, version: int, allergies: list[Document],
             clinical_status=a.get("clinical_status") or "active") for a in allergies])
 
 
-async def accessor_role(uow: UnitOfWork, principal: Principal, patient_id: str) -> AccessorRole:
+async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str,
+                 after_encounter: timedelta) -> bool:
+    """Whether the doctor is in a care relationship with the patient now
+    (:func:`healthflow.common.care.in_care` with ``after_encounter``)."""
+    now = clock()
+    return any(in_care(r, now, after_encounter) for r in await store.care_of(
+        uow.db, doctor_user_id, patient_id, session=uow.session))
+
+
+async def accessor_role(uow: UnitOfWork, principal: Principal, patient_id: str,
+                        after_encounter: timedelta) -> AccessorRole:
     """In what capacity a non-owner reads ``patient_id``'s chart.
 
     Staff hold ``patients:read_any``; a doctor holds ``patients:read_treated``
-    and has (had) a non-cancelled appointment with the patient.
+    and is in a care relationship with the patient: from a booking until its
+    cancellation, or until ``after_encounter`` after the appointment was completed.
 
     Raises:
-        NotTreating (403): a doctor without such an appointment.
+        NotTreating (403): a doctor without such a relationship.
         Forbidden (403): anyone else.
     """
     if principal.has(Permission.PATIENTS_READ_ANY):
         return AccessorRole.STAFF
     if principal.has(Permission.PATIENTS_READ_TREATED):
-        if await store.treats(uow.db, principal.subject, patient_id, session=uow.session):
+        if await treats(uow, principal.subject, patient_id, after_encounter):
             return AccessorRole.TREATING_DOCTOR
         raise NotTreating("you may read only the charts of patients you have appointments with")
     raise Forbidden("you may only read your own chart")
@@ -158,8 +175,12 @@ async def read_chart(runtime: ServiceRuntime, principal: Principal, patient_id: 
     if patient_id == principal.subject and principal.has(Permission.PATIENTS_READ_OWN):
         return await get_own(runtime, principal)
 
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    after = timedelta(days=settings.care_after_encounter_days)
+
     async def read(uow: UnitOfWork) -> Document:
-        role = await accessor_role(uow, principal, patient_id)
+        role = await accessor_role(uow, principal, patient_id, after)
         doc = await store.get(uow.db, patient_id, session=uow.session)
         if doc is None:
             raise ProfileNotFound(f"patient {patient_id} does not exist")
@@ -193,16 +214,57 @@ async def search(runtime: ServiceRuntime, principal: Principal, query: Document,
     return await runtime.transact(read, actor=principal.actor)
 
 
-async def record_treatment(uow: UnitOfWork, appointment: AppointmentEvent, *,
-                           active: bool) -> None:
-    """Keep the doctor↔patient read model: booked adds, cancelled removes.
+def _new_care(appointment: AppointmentEvent, at: datetime,
+              status: CareStatus = CareStatus.ACTIVE, *, finished: bool = False) -> Document:
+    """A relationship first heard of at ``at`` (cancelled at once when ``INACTIVE``)."""
+    return {"_id": appointment.appointment_id, "doctor_user_id": appointment.doctor_user_id,
+            "patient_id": appointment.patient_id, "status": status.value,
+            "period": {"start": at, "end": at if status is CareStatus.INACTIVE else None},
+            "encounter_finished_at": at if finished else None, "as_of": at}
 
-    ``doctor_user_id`` is optional in the contract (a doctor without a user id yet):
-    then there is no one to relate.
+
+async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
+                             at: datetime) -> None:
+    """The care relationship the booking makes, from ``at`` (the event's time).
+
+    Appointment events carry no revision: they are ordered by their CloudEvents
+    ``time``. A cancelled relationship stays ended (a booking delivered late or
+    again grants nothing); an older event than the newest applied changes nothing.
+    ``doctor_user_id`` is optional in the contract: without it there is no one to relate.
     """
-    doctor_user_id = appointment.doctor_user_id
-    if doctor_user_id is None:
+    if appointment.doctor_user_id is None:
         return
-    change = store.add_treatment if active else store.remove_treatment
-    await change(uow.db, uow.session, doctor_user_id, appointment.patient_id,
-                 appointment.appointment_id)
+    current = await store.get_care(uow.db, uow.session, appointment.appointment_id)
+    if current is None:
+        await store.insert_care(uow.db, uow.session, _new_care(appointment, at))
+    elif current["status"] == CareStatus.ACTIVE and current["as_of"] < at:
+        await store.update_care(uow.db, uow.session, appointment.appointment_id, {"as_of": at})
+
+
+async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
+                                at: datetime) -> None:
+    """The appointment's relationship ends at ``at``, for good (cancelled, or a no-show)."""
+    if appointment.doctor_user_id is None:
+        return
+    current = await store.get_care(uow.db, uow.session, appointment.appointment_id)
+    if current is None:
+        await store.insert_care(uow.db, uow.session,
+                                _new_care(appointment, at, CareStatus.INACTIVE))
+    elif current["status"] == CareStatus.ACTIVE:
+        await store.update_care(uow.db, uow.session, appointment.appointment_id, {
+            "status": CareStatus.INACTIVE.value, "period.end": at,
+            "as_of": max(at, current["as_of"])})
+
+
+async def appointment_completed(uow: UnitOfWork, appointment: AppointmentEvent,
+                                at: datetime) -> None:
+    """The consultation took place at ``at``: the relationship lasts until ``at`` plus
+    ``care_after_encounter_days`` (made now if the booking has not arrived yet)."""
+    if appointment.doctor_user_id is None:
+        return
+    current = await store.get_care(uow.db, uow.session, appointment.appointment_id)
+    if current is None:
+        await store.insert_care(uow.db, uow.session, _new_care(appointment, at, finished=True))
+    elif current["status"] == CareStatus.ACTIVE:
+        await store.update_care(uow.db, uow.session, appointment.appointment_id, {
+            "encounter_finished_at": at, "as_of": max(at, current["as_of"])})

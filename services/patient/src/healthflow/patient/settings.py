@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.settings import ServiceSettings
@@ -15,3 +16,7 @@ class Settings(ServiceSettings):
 
     service_name: str = "patient"
     port: int = SERVICES["patient"].port
+    # Days (of 24 h) a doctor may still read the chart after the appointment that relates
+    # them was completed (FHIR CareTeam ``period.end`` = completion + this; as the records
+    # service's ``RECORDS_CARE_AFTER_ENCOUNTER_DAYS``). Judged at read time.
+    care_after_encounter_days: int = Field(default=90, ge=0, le=3650)

@@ -1,10 +1,11 @@
 """Collections, indexes and queries of the patient service.
 
 * ``patients`` — one profile per patient, ``_id`` = the patient's user id.
-* ``treatments`` — the doctor↔patient read model from appointment events:
-  ``{_id: "<doctor_user_id>:<patient_id>", doctor_user_id, patient_id,
-  appointments: [appointment ids not cancelled]}``; a doctor treats a patient
-  while that list is not empty.
+* ``care_team`` — the doctor↔patient care relationships from appointment events
+  (FHIR ``CareTeam`` terms; the rule: :mod:`healthflow.common.care`), one per
+  appointment: ``{_id: appointment_id, doctor_user_id, patient_id, status: active |
+  inactive, period: {start, end | None}, encounter_finished_at | None, as_of}``
+  (times aware UTC; ``as_of`` the time of the newest appointment event applied).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from healthflow.common.mongo import Document
 from healthflow.common.pagination import keyset_page
 
 PATIENTS = "patients"
-TREATMENTS = "treatments"
+CARE = "care_team"
 
 INDEXES = {
     PATIENTS: [
@@ -29,7 +30,7 @@ INDEXES = {
         IndexModel([("telecom.phone", ASCENDING)]),
         IndexModel([("birth_date", ASCENDING)]),
     ],
-    TREATMENTS: [IndexModel([("doctor_user_id", ASCENDING), ("patient_id", ASCENDING)])],
+    CARE: [IndexModel([("doctor_user_id", ASCENDING), ("patient_id", ASCENDING)])],
 }
 
 Db = AsyncDatabase[Document]
@@ -48,28 +49,26 @@ async def get(db: Db, patient_id: str, session: AsyncClientSession | None = None
     return await db[PATIENTS].find_one({"_id": patient_id}, session=session)
 
 
-async def treats(db: Db, doctor_user_id: str, patient_id: str,
-                 session: AsyncClientSession | None = None) -> bool:
-    doc = await db[TREATMENTS].find_one(
-        {"_id": f"{doctor_user_id}:{patient_id}", "appointments.0": {"$exists": True}},
-        {"_id": 1}, session=session)
-    return doc is not None
+async def care_of(db: Db, doctor_user_id: str, patient_id: str,
+                  session: AsyncClientSession | None = None) -> list[Document]:
+    """The doctor's ``active`` care relationships with the patient (one per appointment)."""
+    return await db[CARE].find(
+        {"doctor_user_id": doctor_user_id, "patient_id": patient_id, "status": "active"},
+        session=session).to_list()
 
 
-async def add_treatment(db: Db, session: AsyncClientSession, doctor_user_id: str,
-                        patient_id: str, appointment_id: str) -> None:
-    await db[TREATMENTS].update_one(
-        {"_id": f"{doctor_user_id}:{patient_id}"},
-        {"$set": {"doctor_user_id": doctor_user_id, "patient_id": patient_id},
-         "$addToSet": {"appointments": appointment_id}},
-        upsert=True, session=session)
+async def get_care(db: Db, session: AsyncClientSession, appointment_id: str
+                   ) -> Document | None:
+    return await db[CARE].find_one({"_id": appointment_id}, session=session)
 
 
-async def remove_treatment(db: Db, session: AsyncClientSession, doctor_user_id: str,
-                           patient_id: str, appointment_id: str) -> None:
-    await db[TREATMENTS].update_one(
-        {"_id": f"{doctor_user_id}:{patient_id}"},
-        {"$pull": {"appointments": appointment_id}}, session=session)
+async def insert_care(db: Db, session: AsyncClientSession, doc: Document) -> None:
+    await db[CARE].insert_one(doc, session=session)
+
+
+async def update_care(db: Db, session: AsyncClientSession, appointment_id: str,
+                      fields: Document) -> None:
+    await db[CARE].update_one({"_id": appointment_id}, {"$set": fields}, session=session)
 
 
 def search_query(*, name: str | None, birth_date: str | None, email: str | None,

@@ -3,7 +3,7 @@
 * ``/api/v1/encounters`` — open a walk-in/virtual/emergency encounter, list a
   patient's, read one, finish one;
 * ``/api/v1/records`` — entries of an encounter: write, list, read, history,
-  correct, withdraw (``entered-in-error``);
+  correct, withdraw (``entered-in-error``); break-the-glass (emergency read access);
 * ``/api/v1/fhir/Patient/{id}/$everything`` — the record as a FHIR R4 Bundle.
 
 Ownership and care-relationship checks live in :mod:`.service` (``accessor``).
@@ -24,15 +24,17 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.records import documents, entries, export, plans, service
+from healthflow.records import care, documents, entries, export, plans, service
 from healthflow.records.domain import DocumentCategory, ResourceType
 from healthflow.records.prescriptions import PrescriptionClient
 from healthflow.records.schemas import (
+    BreakTheGlassIn,
     CarePlanCorrectionIn,
     CarePlanIn,
     CorrectionIn,
     DocumentOut,
     DocumentWithdrawalIn,
+    EmergencyAccessOut,
     EncounterIn,
     EncounterOut,
     EntryOut,
@@ -124,6 +126,18 @@ async def finish_encounter(runtime: Runtime, encounter_id: Id,
     """409 ``encounter-state`` unless in progress."""
     return EncounterOut.from_document(
         await service.finish_encounter(runtime, principal, encounter_id))
+
+
+@records.post("/patients/{patient_id}/break-the-glass", status_code=201,
+              summary="Emergency access to a patient's record without a care relationship")
+async def break_the_glass(runtime: Runtime, patient_id: Id, body: BreakTheGlassIn,
+                          principal: Principal = require(P.RECORDS_READ_TREATED)
+                          ) -> EmergencyAccessOut:
+    """Read-only, for ``break_glass_minutes``; the patient is told and the audit log marks
+    it for review. 422 without a reason or for an unknown patient; 403 ``own-record``."""
+    grant = await care.break_the_glass(runtime, principal, patient_id, body.reason)
+    return EmergencyAccessOut(id=grant["_id"], patient_id=patient_id,
+                              granted_at=grant["granted_at"], expires_at=grant["expires_at"])
 
 
 @records.post("/encounters/{encounter_id}/entries", status_code=201,

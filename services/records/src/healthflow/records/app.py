@@ -14,7 +14,7 @@ from healthflow.common.http import create_service_app
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
-from healthflow.records import api, handlers, store
+from healthflow.records import api, care, handlers, store
 from healthflow.records.prescriptions import PrescriptionClient
 from healthflow.records.settings import Settings
 
@@ -22,6 +22,7 @@ from healthflow.records.settings import Settings
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The records service app (settings from ``RECORDS_*`` when not given)."""
     settings = settings or load_settings(Settings)
+    care.configure(settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
                              transport=transport)
     blobs = BlobStore(settings)

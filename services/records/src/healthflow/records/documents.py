@@ -48,6 +48,7 @@ from healthflow.common.problems import UnsupportedMediaType
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import events, files, store
 from healthflow.records.domain import (
+    Access,
     AccessorRole,
     DocumentCategory,
     DocumentGone,
@@ -180,21 +181,21 @@ async def withdraw(runtime: ServiceRuntime, principal: Principal, document_id: s
 # ----------------------------------------------------------------------------- reading
 
 
-def _as_seen(doc: Document, role: AccessorRole | None) -> Document:
+def _as_seen(doc: Document, role: Access | None) -> Document:
     """``doc`` as ``role`` sees it: the patient (``None``) gets no withdrawal ``reason``."""
     if role is not None or not doc.get("withdrawal"):
         return doc
     return {**doc, "withdrawal": {**doc["withdrawal"], "reason": None}}
 
 
-def _ensure_served(principal: Principal, doc: Document, role: AccessorRole | None) -> None:
+def _ensure_served(principal: Principal, doc: Document, role: Access | None) -> None:
     """A withdrawn document's file only for its uploader and treating doctors.
 
     Raises:
         DocumentGone (410).
     """
     if doc.get("withdrawal") and principal.subject != doc["uploaded_by"] \
-            and role is not AccessorRole.TREATING_DOCTOR:
+            and (role is None or role.role is not AccessorRole.TREATING_DOCTOR):
         raise DocumentGone(f"document {doc['_id']} was entered in error; its file is no "
                            "longer served")
 

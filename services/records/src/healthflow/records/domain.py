@@ -24,6 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from healthflow.common.care import CareStatus, care_ends, in_care
 from healthflow.common.problems import (
     Conflict,
     Forbidden,
@@ -33,6 +34,8 @@ from healthflow.common.problems import (
 )
 
 Doc = dict[str, Any]
+
+__all__ = ["CareStatus", "care_ends", "in_care"]  # the care-team rule, shared with patient
 
 
 class EncounterStatus(StrEnum):
@@ -77,10 +80,20 @@ class EntryStatus(StrEnum):
 
 
 class AccessorRole(StrEnum):
-    """In what capacity someone other than the patient reads a record."""
+    """In what capacity someone other than the patient reads a record; ``break_the_glass``:
+    a clinician without a care relationship, under an emergency grant."""
 
     TREATING_DOCTOR = "treating_doctor"
     STAFF = "staff"
+    BREAK_THE_GLASS = "break_the_glass"
+
+
+@dataclass(frozen=True)
+class Access:
+    """How a read goes in: the accessor's role and, for break-the-glass, the grant's id."""
+
+    role: AccessorRole
+    grant_id: str | None = None
 
 
 # ----------------------------------------------------------------------------- problems

@@ -7,6 +7,7 @@ from healthflow.contracts.records import (
     CarePlanUpdated,
     DocumentEnteredInError,
     DocumentUploaded,
+    EmergencyAccessGranted,
     EncounterFinished,
     EncounterStarted,
     ProcedureRecorded,
@@ -16,5 +17,5 @@ from healthflow.contracts.records import (
 )
 
 __all__ = ["CarePlanUpdated", "DocumentEnteredInError", "DocumentUploaded",
-           "EncounterFinished", "EncounterStarted",
+           "EmergencyAccessGranted", "EncounterFinished", "EncounterStarted",
            "ProcedureRecorded", "RecordAccessed", "RecordEntryAdded", "RecordEntryCorrected"]

@@ -8,8 +8,9 @@
 * ``appointment.booked`` / ``.rescheduled`` / ``.cancelled`` / ``.checked_in`` /
   ``.completed`` (appointment, :mod:`healthflow.contracts.appointment`): the
   appointment's encounter goes planned → in-progress (at check-in) → finished
-  (at completion), or cancelled; booked and cancelled keep the doctor↔patient
-  care relationship. ``event.time`` (aware UTC) is when it happened.
+  (at completion), or cancelled; they also keep the doctor↔patient care
+  relationships (:mod:`.care`), which ``appointment.no_show`` ends as well.
+  ``event.time`` (aware UTC) is when it happened and orders them.
 * ``teleconsult.started`` / ``.ended`` (teleconference,
   :mod:`healthflow.contracts.teleconference`): an online appointment's encounter
   starts when the doctor admits the patient to the video consultation and finishes
@@ -28,12 +29,13 @@ from healthflow.contracts.appointment import (
     AppointmentCancelled,
     AppointmentCheckedIn,
     AppointmentCompleted,
+    AppointmentNoShow,
     AppointmentRescheduled,
 )
 from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.patient import PatientRegistered
 from healthflow.contracts.teleconference import TeleconsultEnded, TeleconsultStarted
-from healthflow.records import service
+from healthflow.records import care, service
 
 
 async def on_patient_registered(event: Received[PatientRegistered], uow: UnitOfWork) -> None:
@@ -54,6 +56,10 @@ async def on_rescheduled(event: Received[AppointmentRescheduled], uow: UnitOfWor
 
 async def on_cancelled(event: Received[AppointmentCancelled], uow: UnitOfWork) -> None:
     await service.appointment_cancelled(uow, event.data, event.time)
+
+
+async def on_no_show(event: Received[AppointmentNoShow], uow: UnitOfWork) -> None:
+    await care.appointment_cancelled(uow, event.data, event.time)
 
 
 async def on_checked_in(event: Received[AppointmentCheckedIn], uow: UnitOfWork) -> None:
@@ -82,6 +88,7 @@ HANDLERS: Handlers = {
     "appointment.cancelled": on_cancelled,
     "appointment.checked_in": on_checked_in,
     "appointment.completed": on_completed,
+    "appointment.no_show": on_no_show,
     "teleconsult.started": on_teleconsult_started,
     "teleconsult.ended": on_teleconsult_ended,
 }

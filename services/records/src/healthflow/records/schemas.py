@@ -482,3 +482,19 @@ class LinkOut(BaseModel):
     url: str | None
     expires_in: int
     file: str
+
+
+class BreakTheGlassIn(_Body):
+    """``POST …/records/patients/{id}/break-the-glass``: why the record must be read now
+    (10–500 characters; kept in the records service, never put in an event)."""
+
+    reason: Annotated[str, Field(min_length=10, max_length=500)]
+
+
+class EmergencyAccessOut(BaseModel):
+    """A grant to read the record from ``granted_at`` to ``expires_at`` (aware UTC)."""
+
+    id: str
+    patient_id: str
+    granted_at: datetime
+    expires_at: datetime

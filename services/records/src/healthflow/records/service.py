@@ -9,8 +9,10 @@ Access to a patient's record (:func:`accessor`):
 
 * the patient reads their own (``records:read_own``);
 * a doctor reads (``records:read_treated``) and writes (``records:write_treated``)
-  while in a care relationship: they have (had) a non-cancelled appointment with
-  the patient, or conducted an encounter with them (the ``care`` read model);
+  while in a care relationship (:mod:`.care`: from the booking until a cancellation,
+  or until ``care_after_encounter_days`` after the encounter finished);
+* a doctor without one reads (never writes) under a break-the-glass grant
+  (:func:`healthflow.records.care.break_the_glass`) until it expires;
 * clinical staff read (``records:read_any``).
 
 Every read by someone other than the patient publishes ``record.accessed``,
@@ -34,8 +36,9 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.teleconference import TeleconsultEnded, TeleconsultStarted
-from healthflow.records import events, store
+from healthflow.records import care, events, store
 from healthflow.records.domain import (
+    Access,
     AccessorRole,
     EncounterNotFound,
     EncounterOpening,
@@ -54,14 +57,16 @@ from healthflow.records.schemas import EncounterIn
 
 
 async def accessor(uow: UnitOfWork, principal: Principal, patient_id: str, *,
-                   write: bool = False) -> AccessorRole | None:
+                   write: bool = False) -> Access | None:
     """In what capacity ``principal`` reads (or, ``write``, writes) ``patient_id``'s record.
 
-    ``None``: the patient themselves (reading).
+    ``None``: the patient themselves (reading). A doctor without a care relationship
+    reads under their live break-the-glass grant (``break_the_glass`` and its id).
 
     Raises:
         OwnRecord (403): writing into one's own record (a doctor who is also a patient).
-        NotTreating (403): a doctor without a care relationship with the patient.
+        NotTreating (403): a doctor without a care relationship (or, reading, a live
+            grant) with the patient.
         Forbidden (403): anyone else.
     """
     if principal.subject == patient_id:
@@ -71,12 +76,17 @@ async def accessor(uow: UnitOfWork, principal: Principal, patient_id: str, *,
             return None
     wanted = Permission.RECORDS_WRITE_TREATED if write else Permission.RECORDS_READ_TREATED
     if principal.has(wanted):
-        if await store.treats(uow.db, principal.subject, patient_id, session=uow.session):
-            return AccessorRole.TREATING_DOCTOR
+        if await care.treats(uow, principal.subject, patient_id):
+            return Access(AccessorRole.TREATING_DOCTOR)
+        grant = None if write else await store.live_grant(uow, principal.subject, patient_id,
+                                                          care.now())
+        if grant is not None:
+            return Access(AccessorRole.BREAK_THE_GLASS, grant["_id"])
         if write or not principal.has(Permission.RECORDS_READ_ANY):
-            raise NotTreating("you may only see and write the records of your own patients")
+            raise NotTreating("you may only see and write the records of your own patients "
+                              "(in an emergency: POST …/records/patients/{id}/break-the-glass)")
     if not write and principal.has(Permission.RECORDS_READ_ANY):
-        return AccessorRole.STAFF
+        return Access(AccessorRole.STAFF)
     raise Forbidden("you may only read your own record" if not write
                     else "only a treating doctor writes a record")
 
@@ -93,13 +103,16 @@ def another_patients(principal: Principal, patient_id: str) -> bool:
 
 
 def record_access(uow: UnitOfWork, principal: Principal, patient_id: str,
-                  role: AccessorRole | None, scope: str) -> None:
-    """Publish ``record.accessed`` unless the patient reads their own record."""
-    if role is None:
+                  access: Access | None, scope: str) -> None:
+    """Publish ``record.accessed`` unless the patient reads their own record; a
+    break-the-glass read names its grant, with purpose ``emergency``."""
+    if access is None:
         return
+    glass = access.role is AccessorRole.BREAK_THE_GLASS
     uow.publish(events.RecordAccessed(
-        patient_id=patient_id, accessor_id=principal.subject, accessor_role=role.value,
-        accessor_roles=sorted(principal.roles), scope=scope),
+        patient_id=patient_id, accessor_id=principal.subject, accessor_role=access.role.value,
+        accessor_roles=sorted(principal.roles), scope=scope,
+        purpose="emergency" if glass else None, grant_id=access.grant_id),
         subject=f"patient/{patient_id}", patientid=patient_id)
 
 
@@ -176,8 +189,8 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
                 uow, body.hospital_id):
             raise UnknownHospital(f"no verified hospital {body.hospital_id} is known to "
                                   "the records")
-        if not principal.has(Permission.ENCOUNTERS_OPEN_ANY) and not await store.treats(
-                uow.db, practitioner_id, body.patient_id, session=uow.session):
+        if not principal.has(Permission.ENCOUNTERS_OPEN_ANY) and not await care.treats(
+                uow, practitioner_id, body.patient_id):
             raise NotTreating("a doctor opens encounters only for their own patients; "
                               "reception or nursing opens a walk-in and names the doctor")
         now = utcnow()
@@ -187,7 +200,7 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
             status=EncounterStatus.IN_PROGRESS, opened_by=principal.subject, now=now,
             reason=body.reason, hospital_id=body.hospital_id))
         await store.insert_encounter(uow, doc)
-        await store.add_care(uow, practitioner_id, body.patient_id, encounter_id=doc["_id"])
+        await care.encounter_started(uow, practitioner_id, body.patient_id, doc["_id"], now)
         _publish_started(uow, doc, now)
         return doc
 
@@ -219,6 +232,7 @@ async def _finish(uow: UnitOfWork, doc: Document, at: datetime) -> Document:
     if not await store.update_encounter(uow, doc, fields):
         raise Conflict("the encounter changed concurrently; reload and retry")
     after = await load_encounter(uow, doc["_id"])
+    await care.encounter_finished(uow, doc["_id"], after["period"]["end"])
     uow.publish(events.EncounterFinished(**_payload(after), started_at=after["period"]["start"],
                                          finished_at=after["period"]["end"]),
                 subject=f"encounter/{doc['_id']}", patientid=doc["patient_id"])
@@ -305,14 +319,10 @@ async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
 
     Delivery is unordered: a check-in or cancellation that arrived first has
     already created the encounter, and nothing is planned again (nor, after a
-    cancellation, is the care relationship restored).
+    cancellation, is the care relationship restored: :mod:`.care`).
     """
+    await care.appointment_booked(uow, appointment, at)
     existing = await store.encounter_of_appointment(uow, appointment.appointment_id)
-    if existing is not None and existing["status"] == EncounterStatus.CANCELLED:
-        return
-    if appointment.doctor_user_id:
-        await store.add_care(uow, appointment.doctor_user_id, appointment.patient_id,
-                             appointment_id=appointment.appointment_id)
     if existing is None:
         await _insert_for(uow, appointment, EncounterStatus.PLANNED, at)
 
@@ -329,9 +339,7 @@ async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
                                 at: datetime) -> None:
     """The planned encounter is ``cancelled`` (kept, so a late ``booked`` plans nothing),
     and the appointment no longer makes a care relationship."""
-    if appointment.doctor_user_id:
-        await store.remove_care_appointment(uow, appointment.doctor_user_id,
-                                            appointment.patient_id, appointment.appointment_id)
+    await care.appointment_cancelled(uow, appointment, at)
     doc = await store.encounter_of_appointment(uow, appointment.appointment_id)
     if doc is None:
         await _insert_for(uow, appointment, EncounterStatus.CANCELLED, at)
@@ -355,8 +363,8 @@ async def appointment_checked_in(uow: UnitOfWork, appointment: AppointmentEvent,
     else:
         return
     if appointment.doctor_user_id:
-        await store.add_care(uow, appointment.doctor_user_id, appointment.patient_id,
-                             appointment_id=appointment.appointment_id, encounter_id=doc["_id"])
+        await care.encounter_started(uow, appointment.doctor_user_id, appointment.patient_id,
+                                     doc["_id"], at, appointment.appointment_id)
     _publish_started(uow, await load_encounter(uow, doc["_id"]), at)
 
 
@@ -403,8 +411,8 @@ async def teleconsult_started(uow: UnitOfWork, consult: TeleconsultStarted) -> N
         return
     at = consult.started_at
     await store.update_encounter(uow, doc, transition(doc, EncounterStatus.IN_PROGRESS, at))
-    await store.add_care(uow, consult.doctor_user_id, consult.patient_id,
-                         appointment_id=consult.appointment_id, encounter_id=doc["_id"])
+    await care.encounter_started(uow, consult.doctor_user_id, consult.patient_id, doc["_id"],
+                                 at, consult.appointment_id)
     _publish_started(uow, await load_encounter(uow, doc["_id"]), at)
 
 

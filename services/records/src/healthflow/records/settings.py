@@ -37,6 +37,12 @@ class Settings(ServiceSettings):
     # caller's token, giving up after ``prescription_timeout`` seconds.
     prescription_url: str = f"http://127.0.0.1:{PRESCRIPTION_PORT}"
     prescription_timeout: float = Field(default=3.0, gt=0, le=30)
+    # Days (of 24 h) a doctor's care relationship outlives the encounter it rests on, from
+    # the encounter's completion (FHIR CareTeam ``period.end`` = completion + this); 0
+    # ends it at completion. Judged at read time, so a change applies to past encounters.
+    care_after_encounter_days: int = Field(default=90, ge=0, le=3650)
+    # Minutes a break-the-glass grant (emergency access without a care relationship) lasts.
+    break_glass_minutes: int = Field(default=60, ge=1, le=24 * 60)
 
 
 def settings_of(runtime: ServiceRuntime) -> Settings:

@@ -11,10 +11,14 @@ Collections (database ``healthflow_records``), times aware UTC::
                      updated_by, updated_at}
     entry_versions  every version ever written, never updated: {_id: "<entry>:<version>",
                      entry_id, patient_id, version, status, content, author, at, reason}
-    care            the doctor↔patient read model: {_id: "<doctor_user_id>:<patient_id>",
-                     doctor_user_id, patient_id, appointments: [ids not cancelled],
-                     encounters: [ids the doctor conducted]}; a care relationship
-                     exists while either list is not empty
+    care_team       the doctor↔patient care relationships (FHIR ``CareTeam`` terms), one
+                     per appointment or walk-in encounter: {_id: "appointment:<id>" |
+                     "encounter:<id>", doctor_user_id, patient_id, appointment_id | None,
+                     encounter_id | None, status: active | inactive, period: {start,
+                     end | None}, encounter_finished_at | None, as_of}; ``as_of`` is the
+                     time of the newest appointment event applied (see :mod:`.care`)
+    emergency_access  break-the-glass grants: {_id, doctor_user_id, patient_id, reason,
+                     granted_at, expires_at}
     patients        patient ids from ``patient.registered``: {_id, registered_at}
     hospitals       read model from ``hospital.*``: {_id: hospital_id, version, status};
                      an event older than the kept ``version`` changes nothing
@@ -39,7 +43,8 @@ from healthflow.common.pagination import keyset_page
 ENCOUNTERS = "encounters"
 ENTRIES = "entries"
 VERSIONS = "entry_versions"
-CARE = "care"
+CARE = "care_team"
+EMERGENCY = "emergency_access"
 PATIENTS = "patients"
 HOSPITALS = "hospitals"
 DOCUMENTS = "documents"
@@ -55,6 +60,12 @@ INDEXES: Indexes = {
         IndexModel([("patient_id", ASCENDING), ("recorded_at", ASCENDING)], name="patient"),
     ],
     VERSIONS: [IndexModel([("entry_id", ASCENDING), ("version", ASCENDING)], name="entry")],
+    CARE: [
+        IndexModel([("doctor_user_id", ASCENDING), ("patient_id", ASCENDING)], name="pair"),
+        IndexModel([("encounter_id", ASCENDING)], name="encounter"),
+    ],
+    EMERGENCY: [IndexModel([("doctor_user_id", ASCENDING), ("patient_id", ASCENDING),
+                            ("expires_at", ASCENDING)], name="pair")],
     DOCUMENTS: [
         IndexModel([("patient_id", ASCENDING), ("uploaded_at", ASCENDING), ("_id", ASCENDING)],
                    name="patient"),
@@ -154,34 +165,42 @@ async def versions_of(db: Db, entry_id: str, session: Any = None) -> list[Docume
 # ----------------------------------------------------------------------------- read models
 
 
-def _care_id(doctor_user_id: str, patient_id: str) -> str:
-    return f"{doctor_user_id}:{patient_id}"
+async def care_of(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> list[Document]:
+    """The doctor's ``active`` care relationships with the patient (one per appointment or
+    walk-in encounter; few)."""
+    return await uow.db[CARE].find(
+        {"doctor_user_id": doctor_user_id, "patient_id": patient_id, "status": "active"},
+        session=uow.session).to_list()
 
 
-async def treats(db: Db, doctor_user_id: str, patient_id: str, session: Any = None) -> bool:
-    """Whether the doctor has (had) an appointment or conducted an encounter with the patient."""
-    doc = await db[CARE].find_one(
-        {"_id": _care_id(doctor_user_id, patient_id),
-         "$or": [{"appointments.0": {"$exists": True}}, {"encounters.0": {"$exists": True}}]},
-        {"_id": 1}, session=session)
-    return doc is not None
+async def get_care(uow: UnitOfWork, care_id: str) -> Document | None:
+    return await uow.db[CARE].find_one({"_id": care_id}, session=uow.session)
 
 
-async def add_care(uow: UnitOfWork, doctor_user_id: str, patient_id: str, *,
-                   appointment_id: str | None = None, encounter_id: str | None = None) -> None:
-    added = {k: v for k, v in (("appointments", appointment_id), ("encounters", encounter_id))
-             if v is not None}
-    await uow.db[CARE].update_one(
-        {"_id": _care_id(doctor_user_id, patient_id)},
-        {"$set": {"doctor_user_id": doctor_user_id, "patient_id": patient_id},
-         "$addToSet": added}, upsert=True, session=uow.session)
+async def insert_care(uow: UnitOfWork, doc: Document) -> None:
+    await uow.db[CARE].insert_one(doc, session=uow.session)
 
 
-async def remove_care_appointment(uow: UnitOfWork, doctor_user_id: str, patient_id: str,
-                                  appointment_id: str) -> None:
-    await uow.db[CARE].update_one({"_id": _care_id(doctor_user_id, patient_id)},
-                                  {"$pull": {"appointments": appointment_id}},
-                                  session=uow.session)
+async def update_care(uow: UnitOfWork, care_id: str, fields: Document) -> None:
+    await uow.db[CARE].update_one({"_id": care_id}, {"$set": fields}, session=uow.session)
+
+
+async def care_encounter_finished(uow: UnitOfWork, encounter_id: str, at: Any) -> None:
+    """The relationships resting on the encounter: it was completed at ``at``."""
+    await uow.db[CARE].update_many({"encounter_id": encounter_id},
+                                   {"$set": {"encounter_finished_at": at}}, session=uow.session)
+
+
+async def insert_grant(uow: UnitOfWork, grant: Document) -> None:
+    await uow.db[EMERGENCY].insert_one(grant, session=uow.session)
+
+
+async def live_grant(uow: UnitOfWork, doctor_user_id: str, patient_id: str, now: Any
+                     ) -> Document | None:
+    """The doctor's break-the-glass grant on the patient that expires last, if after ``now``."""
+    return await uow.db[EMERGENCY].find_one(
+        {"doctor_user_id": doctor_user_id, "patient_id": patient_id, "expires_at": {"$gt": now}},
+        sort=[("expires_at", -1)], session=uow.session)
 
 
 async def add_patient(uow: UnitOfWork, patient_id: str, registered_at: Any) -> None:

@@ -1,0 +1,44 @@
+"""Care relationships in FHIR R4 ``CareTeam`` terms (pure: no I/O): the rule the records
+and patient services share for when a doctor's relationship with a patient grants access.
+
+A relationship rests on one appointment (or, in the records service, one walk-in
+encounter) and is a mapping with ``status`` (:class:`CareStatus`), ``period``
+``{start, end | None}``, ``encounter_finished_at`` (aware UTC or ``None``) and ``as_of``
+(the time of the newest event applied to it). It is ``active`` from the booking,
+``inactive`` from the cancellation (``period.end``, for good); once its encounter
+finished, it lasts a configured period after that (judged at read time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+
+class CareStatus(StrEnum):
+    """FHIR R4 ``CareTeam.status`` as HealthFlow uses it: ``active`` from the booking (or
+    the walk-in), ``inactive`` once the appointment is cancelled."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+def care_ends(relationship: Mapping[str, Any], after_encounter: timedelta) -> datetime | None:
+    """When a care relationship ends (FHIR ``CareTeam.period.end``), aware UTC; ``None``
+    while it is open-ended (its encounter is not finished).
+
+    The cancellation's time for a cancelled one; else the finish of its encounter
+    (``encounter_finished_at``) plus ``after_encounter``.
+    """
+    if relationship["status"] != CareStatus.ACTIVE:
+        return relationship["period"]["end"] or relationship["as_of"]
+    finished = relationship.get("encounter_finished_at")
+    return None if finished is None else finished + after_encounter
+
+
+def in_care(relationship: Mapping[str, Any], now: datetime, after_encounter: timedelta) -> bool:
+    """Whether the relationship grants access at ``now`` (aware UTC): it has not ended."""
+    ends = care_ends(relationship, after_encounter)
+    return ends is None or now < ends

@@ -1,0 +1,178 @@
+"""Care relationships (FHIR R4 ``CareTeam``: a doctor and a patient, a status, a period)
+and break-the-glass access.
+
+A doctor's care relationship with a patient rests on one appointment or one walk-in
+encounter (a ``care_team`` document each, :mod:`.store`):
+
+* it starts (``period.start``) when the appointment is booked (the event's time), or
+  when a walk-in encounter opens; ``status`` ``active``;
+* a cancellation (or a no-show) ends it at once (``inactive``, ``period.end`` the
+  event's time) and for good: no later or redelivered ``appointment.booked`` revives it;
+* once its encounter finishes (appointment completed, video consultation ended,
+  or finished by the doctor) it lasts until that finish plus
+  ``care_after_encounter_days`` (a records setting, days of 24 h, 90 by default).
+
+Whether a relationship grants access is judged at read time with :func:`now`
+(:func:`healthflow.records.domain.in_care`), so it ends without any event.
+
+Order: :class:`~healthflow.contracts.appointment.AppointmentEvent` carries no
+revision or version, so appointment events are ordered by their CloudEvents
+``time`` (when the appointment service made the change, aware UTC): a booking
+older than the newest event applied (``as_of``) changes nothing, and a
+cancellation is final whatever order it arrives in.
+
+Break-the-glass (:func:`break_the_glass`): a doctor (``records:read_treated``)
+without a relationship states a reason (10–500 characters, kept here only) and may
+read the record for ``break_glass_minutes`` (60 by default); the grant publishes
+``record.emergency_access_granted`` (for the patient's feed and the audit log's
+review) and every read under it a ``record.accessed`` marked ``break_the_glass``
+with purpose ``emergency`` and the grant's id. A grant never allows writing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from healthflow.common.auth import Principal
+from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.service import ServiceRuntime
+from healthflow.contracts.appointment import AppointmentEvent
+from healthflow.records import events, store
+from healthflow.records.domain import CareStatus, OwnRecord, UnknownPatient, in_care
+from healthflow.records.settings import Settings, settings_of
+
+clock: Callable[[], datetime] = utcnow
+"""Now, aware UTC (tests move it; everything here reads it through :func:`now`)."""
+
+
+def now() -> datetime:
+    return clock()
+
+
+@dataclass
+class Policy:
+    """How long a relationship outlives its finished encounter (from the settings)."""
+
+    after_encounter: timedelta = timedelta(days=90)
+
+
+POLICY = Policy()
+"""The process's policy: one records app a process; :func:`configure` sets it."""
+
+
+def configure(settings: Settings) -> None:
+    """Take ``care_after_encounter_days`` from the app's settings."""
+    POLICY.after_encounter = timedelta(days=settings.care_after_encounter_days)
+
+
+async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
+    """Whether the doctor is in a care relationship with the patient now."""
+    at, after = now(), POLICY.after_encounter
+    return any(in_care(r, at, after)
+               for r in await store.care_of(uow, doctor_user_id, patient_id))
+
+
+def _new(care_id: str, doctor_user_id: str, patient_id: str, at: datetime, *,
+         appointment_id: str | None = None, encounter_id: str | None = None,
+         status: CareStatus = CareStatus.ACTIVE) -> Document:
+    return {"_id": care_id, "doctor_user_id": doctor_user_id, "patient_id": patient_id,
+            "appointment_id": appointment_id, "encounter_id": encounter_id,
+            "status": status.value,
+            "period": {"start": at, "end": at if status is CareStatus.INACTIVE else None},
+            "encounter_finished_at": None, "as_of": at}
+
+
+def _of(appointment_id: str) -> str:
+    return f"appointment:{appointment_id}"
+
+
+async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
+                             at: datetime) -> None:
+    """The relationship the booking makes, from ``at``; nothing if it was cancelled or a
+    newer event of the appointment was applied already."""
+    if not appointment.doctor_user_id:
+        return
+    care_id = _of(appointment.appointment_id)
+    current = await store.get_care(uow, care_id)
+    if current is None:
+        await store.insert_care(uow, _new(care_id, appointment.doctor_user_id,
+                                          appointment.patient_id, at,
+                                          appointment_id=appointment.appointment_id))
+    elif current["status"] == CareStatus.ACTIVE and current["as_of"] < at:
+        await store.update_care(uow, care_id, {"as_of": at})
+
+
+async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
+                                at: datetime) -> None:
+    """The appointment's relationship ends at ``at``, for good (kept ``inactive``, so a
+    booking delivered later or again grants nothing): cancelled, or a no-show."""
+    if not appointment.doctor_user_id:
+        return
+    care_id = _of(appointment.appointment_id)
+    current = await store.get_care(uow, care_id)
+    if current is None:
+        await store.insert_care(uow, _new(care_id, appointment.doctor_user_id,
+                                          appointment.patient_id, at,
+                                          appointment_id=appointment.appointment_id,
+                                          status=CareStatus.INACTIVE))
+    elif current["status"] == CareStatus.ACTIVE:
+        await store.update_care(uow, care_id, {
+            "status": CareStatus.INACTIVE.value, "period.end": at,
+            "as_of": max(at, current["as_of"])})
+
+
+async def encounter_started(uow: UnitOfWork, doctor_user_id: str, patient_id: str,
+                            encounter_id: str, at: datetime,
+                            appointment_id: str | None = None) -> None:
+    """The doctor conducts the encounter: the appointment's relationship rests on it (made
+    now if the booking has not arrived; a cancelled one stays ended), or, for a walk-in,
+    a relationship of its own starts at ``at``."""
+    care_id = _of(appointment_id) if appointment_id else f"encounter:{encounter_id}"
+    current = await store.get_care(uow, care_id)
+    if current is None:
+        await store.insert_care(uow, _new(care_id, doctor_user_id, patient_id, at,
+                                          appointment_id=appointment_id,
+                                          encounter_id=encounter_id))
+    elif current["status"] == CareStatus.ACTIVE:
+        await store.update_care(uow, care_id, {"encounter_id": encounter_id,
+                                               "as_of": max(at, current["as_of"])})
+
+
+async def encounter_finished(uow: UnitOfWork, encounter_id: str, at: datetime) -> None:
+    """The relationships resting on the encounter last until ``at`` + the policy's days."""
+    await store.care_encounter_finished(uow, encounter_id, at)
+
+
+async def break_the_glass(runtime: ServiceRuntime, principal: Principal, patient_id: str,
+                          reason: str) -> Document:
+    """A time-boxed emergency grant to read the patient's record, for ``principal`` (a
+    doctor); ``record.emergency_access_granted``. The grant's document:
+    ``{_id, doctor_user_id, patient_id, reason, granted_at, expires_at}`` (aware UTC).
+
+    Raises:
+        OwnRecord (403): the doctor is the patient; UnknownPatient (422): no such patient
+        has registered.
+    """
+    if principal.subject == patient_id:
+        raise OwnRecord("no one breaks the glass on their own record")
+    lasts = timedelta(minutes=settings_of(runtime).break_glass_minutes)
+
+    async def write(uow: UnitOfWork) -> Document:
+        if not await store.patient_exists(uow, patient_id):
+            raise UnknownPatient(f"no patient {patient_id} is known to the records")
+        at, grant_id = now(), str(uuid.uuid4())
+        grant = {"_id": grant_id, "doctor_user_id": principal.subject,
+                 "patient_id": patient_id, "reason": reason, "granted_at": at,
+                 "expires_at": at + lasts}
+        await store.insert_grant(uow, grant)
+        uow.publish(events.EmergencyAccessGranted(
+            grant_id=grant_id, patient_id=patient_id, accessor_id=principal.subject,
+            accessor_roles=sorted(principal.roles), granted_at=at, expires_at=at + lasts),
+            subject=f"patient/{patient_id}", patientid=patient_id)
+        return grant
+
+    return await runtime.transact(write, actor=principal.actor)
