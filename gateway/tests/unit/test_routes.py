@@ -25,6 +25,8 @@ from healthflow.gateway.settings import GatewaySettings
     ("/api/v1/appointments/1", "appointment", "default"),
     ("/api/v1/slots", "appointment", "default"),
     ("/api/v1/notifications/stream", "notification", "default"),
+    ("/api/v1/notifications/phone/verification", "notification", "verification"),
+    ("/api/v1/notifications/phone/verify", "notification", "verification"),
 ])
 def test_longest_prefix_wins(path, service, policy):
     route = RouteTable().match(path)

@@ -78,8 +78,9 @@ def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
         push_allowed_hosts=["127.0.0.1"], push_allow_insecure_sink=True,
         # like the platform runner's generated KEK (healthflow.common.keywrap)
         key_encryption_keys=SecretStr(f"test-kek:{new_kek()}"),
-        # most tests are about other rules; test_email_verification turns it on
-        require_verified_email=False,
+        # most tests are about other rules; test_email_verification and
+        # test_phone_verification turn them on
+        require_verified_email=False, require_verified_phone=False,
     )
 
 

@@ -96,6 +96,9 @@ POLICIES: dict[str, Policy] = {
                timeout=10.0, max_body_bytes=64 * KIB),
         Policy("jwks", auth_required=False, subject_limit=None, ip_limit="300/minute",
                timeout=5.0, max_body_bytes=0),
+        # sending and checking one-time codes (notification's phone verification)
+        Policy("verification", subject_limit="10/minute", ip_limit="300/minute",
+               timeout=10.0, max_body_bytes=4 * KIB),
         Policy("account", subject_limit="120/minute", ip_limit="1200/minute", timeout=10.0,
                max_body_bytes=64 * KIB),
         Policy("audit", permission=str(Permission.AUDIT_READ), subject_limit="60/minute",

@@ -54,6 +54,9 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         # reminders go to unverified addresses unless the variable says otherwise
         "NOTIFICATION_REQUIRE_VERIFIED_EMAIL": os.environ.get(
             "NOTIFICATION_REQUIRE_VERIFIED_EMAIL", "false"),
+        # and they never type an SMS code: reminders go to unverified numbers too
+        "NOTIFICATION_REQUIRE_VERIFIED_PHONE": os.environ.get(
+            "NOTIFICATION_REQUIRE_VERIFIED_PHONE", "false"),
     }
     if not (os.environ.get("KEY_ENCRYPTION_KEYS") or os.environ.get("KEY_ENCRYPTION_KEYS_FILE")):
         # local runs: the stored secrets (auth's signing and TOTP keys, the VAPID key,

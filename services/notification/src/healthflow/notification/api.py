@@ -5,7 +5,9 @@
 * admins and patient-care staff (``notifications:search``): the delivery log;
 * Twilio (public, but only with a valid ``X-Twilio-Signature``): delivery statuses;
 * anyone: the VAPID public key browsers subscribe with, and redeeming the welcome mail's
-  e-mail verification token (:mod:`healthflow.notification.verification`).
+  e-mail verification token (:mod:`healthflow.notification.verification`);
+* users (``notifications:read_own``): verifying their own phone number by a one-time SMS
+  code (same module).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from healthflow.notification.schemas import (
     EmailVerificationIn,
     EmailVerificationOut,
     FeedItem,
+    PhoneCodeSentOut,
+    PhoneVerificationIn,
+    PhoneVerificationOut,
     PreferencesIn,
     PreferencesOut,
     PushSubscriptionIn,
@@ -322,3 +327,32 @@ async def verify_email(body: EmailVerificationIn, runtime: Runtime) -> EmailVeri
     """
     user_id = await verification.redeem_email_token(runtime, _ctx(runtime), body.token)
     return EmailVerificationOut(user_id=user_id, email_verified=True)
+
+
+@router.post("/phone/verification", response_model=PhoneCodeSentOut, status_code=202,
+             summary="Text me a one-time code for my phone number")
+async def send_phone_code(runtime: Runtime, principal: ReadOwn) -> PhoneCodeSentOut:
+    """A 6-digit code by SMS to the caller's current number (any earlier code is void);
+    202: it is queued, the dispatcher sends it at once.
+
+    Raises:
+        Conflict: (409) no number on the account, or it is already verified.
+        TooManyRequests: (429, ``Retry-After``) a code was sent within the cooldown.
+    """
+    sent = await verification.send_phone_code(runtime, _ctx(runtime), principal.subject)
+    runtime.state["dispatcher"].wake()
+    return PhoneCodeSentOut(to=sent.to, expires_at=sent.expires_at)
+
+
+@router.post("/phone/verify", response_model=PhoneVerificationOut,
+             summary="Verify my phone number with the SMS code")
+async def verify_phone(body: PhoneVerificationIn, runtime: Runtime,
+                       principal: ReadOwn) -> PhoneVerificationOut:
+    """Only the caller's own number, with the code texted to it.
+
+    Raises:
+        UnprocessableContent: (422, one constant detail) wrong, expired, used up (after
+            ``phone_code_max_attempts`` tries) or for an earlier number.
+    """
+    await verification.verify_phone_code(runtime, _ctx(runtime), principal.subject, body.code)
+    return PhoneVerificationOut(user_id=principal.subject, phone_verified=True)

@@ -162,8 +162,9 @@ class Dispatcher:
             channel, consent=messages.consents(contact),
             preferences=messages.channel_preferences(prefs), address=address,
             active=bool((contact or {}).get("active", True)))
-        if reason is None and channel is Channel.EMAIL:
-            reason = verification.unverified_reason(self.ctx.settings, doc["template"], contact)
+        if reason is None:  # e-mail to an unverified address, SMS to an unverified number
+            reason = verification.unverified_reason(self.ctx.settings, doc["template"],
+                                                    contact, channel)
         if reason is not None:  # consent withdrawn (or opted out) since it was queued
             await self._finish(doc, Status.SUPPRESSED, reason=reason)
             return
@@ -298,6 +299,8 @@ class Dispatcher:
             "lease_until": store.UNLEASED, "next_attempt_at": None, "updated_at": now}
         if reason is not None:
             update["reason"] = reason
+        if doc["template"] in verification.SECRET_TEMPLATES:
+            update["content"] = None  # a one-time code is kept hashed only
         if error is not None:
             update["last_error"] = error[:300]
         if status is Status.SENT:

@@ -131,6 +131,9 @@ PASSWORD_CHANGED = MessageKind("password_changed", channels=(Channel.EMAIL, Chan
 REGISTRATION_ATTEMPTED = MessageKind("registration_attempted", channels=(Channel.EMAIL,))
 """``auth.registration_attempted``: someone tried to sign up with the owner's address."""
 """``auth.password_changed``: the owner is told, so a change they did not make is noticed."""
+PHONE_VERIFICATION = MessageKind("phone_verification", channels=(Channel.SMS,), urgent=True)
+"""The one-time code of ``POST …/phone/verification``, by SMS only, at once (urgent: the
+user is waiting for it, quiet hours do not hold it back)."""
 PRESCRIPTION_ISSUED = MessageKind("prescription_issued")
 """``prescription.issued``: the patient's "new prescription ready" (no medication named:
 the message only points to the app, where the patient signs in to read it)."""

@@ -17,6 +17,8 @@ MANIFEST = ServiceManifest(
         # the app's /verify-email page POSTs the mailed token (before or without a login)
         RouteDecl("/api/v1/notifications/email/verify", policy="register",
                   public=frozenset({"POST"})),
+        # texting a code costs money and guessing one must be slow: a tight per-user budget
+        RouteDecl("/api/v1/notifications/phone", policy="verification"),
     ),
     sidecars=("healthflow.devkit.mailbox",),
 )

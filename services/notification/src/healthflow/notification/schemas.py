@@ -138,3 +138,24 @@ class EmailVerificationIn(BaseModel):
 class EmailVerificationOut(BaseModel):
     user_id: str
     email_verified: bool
+
+
+class PhoneCodeSentOut(BaseModel):
+    """A one-time code is on its way by SMS to ``to`` (masked); it works until
+    ``expires_at`` (aware UTC)."""
+
+    to: str = Field(description="masked number")
+    expires_at: datetime
+
+
+class PhoneVerificationIn(BaseModel):
+    """``code``: the 6 digits of the SMS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(pattern=r"^[0-9]{6}$")
+
+
+class PhoneVerificationOut(BaseModel):
+    user_id: str
+    phone_verified: bool

@@ -105,6 +105,16 @@ class Settings(KeyEncryptionSettings):
     # verified address (healthflow.notification.verification); the local runner turns it
     # off for the demo and e2e accounts (NOTIFICATION_REQUIRE_VERIFIED_EMAIL=false).
     require_verified_email: bool = True
+    # Phone verification by a one-time SMS code (healthflow.notification.verification):
+    # 6 digits, stored only as HMAC-SHA256 under email_verification_secret, valid
+    # phone_code_ttl seconds for phone_code_max_attempts tries, one new code per
+    # phone_code_cooldown seconds. Non-essential SMS (reminders, appointment notices) goes
+    # only to a verified number; the local runner turns it off like the e-mail gate
+    # (NOTIFICATION_REQUIRE_VERIFIED_PHONE=false).
+    phone_code_ttl: float = Field(default=600.0, gt=0)
+    phone_code_max_attempts: int = Field(default=5, ge=1, le=20)
+    phone_code_cooldown: float = Field(default=60.0, ge=0)
+    require_verified_phone: bool = True
     # Shared with the auth service (platform-wide ACCOUNT_LINK_SECRET): the key of the
     # password-reset links' tokens (healthflow.common.links).
     account_link_secret: SecretStr = SecretStr("embedded-account-link-secret")

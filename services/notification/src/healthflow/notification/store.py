@@ -3,8 +3,13 @@
 Collections (database ``healthflow_notification``), times aware UTC::
 
     contacts        {_id: user_id, email, phone, full_name, roles[], active,
-                     consent: {email|sms|push: {granted: bool, at}}, updated_at}
+                     consent: {email|sms|push: {granted: bool, at}}, updated_at,
+                     email_verified, email_verified_for, email_verified_at,
+                     phone_verified_for (SHA-256 of the number), phone_verified_at}
                     — the read model built from user.* and patient.consent_changed
+    phone_codes     {_id: user_id, number_hash (SHA-256), code_hash (HMAC-SHA256),
+                     attempts, sent_at, expires_at, purge_at (TTL index)} — the live
+                     one-time code of each user (healthflow.notification.verification)
     preferences     {_id: user_id, channels: {email, sms, push, in_app: bool}, locale,
                      timezone (IANA) | None, quiet_hours: "HH:MM-HH:MM" | "" , updated_at}
     directory       {_id: "doctor:<id>" | "hospital:<id>", name, time_zone, updated_at}
@@ -54,6 +59,7 @@ DELIVERIES = "deliveries"
 FEED = "feed"
 PUSH_SUBSCRIPTIONS = "push_subscriptions"
 SERVICE_KEYS = "service_keys"
+PHONE_CODES = "phone_codes"
 
 INDEXES: Indexes = {
     DELIVERIES: [
@@ -74,6 +80,7 @@ INDEXES: Indexes = {
     ],
     FEED: [IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="by_user")],
     PUSH_SUBSCRIPTIONS: [IndexModel([("user_id", ASCENDING)], name="by_user")],
+    PHONE_CODES: [IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge")],
 }
 
 Session = AsyncClientSession | None
