@@ -200,3 +200,11 @@ def test_bad_sub_path_declarations_are_refused(paths, error):
 
     with pytest.raises(ValueError, match=error):
         RouteTable([Route("/api/v1/x", "x", paths=paths)])
+
+
+def test_the_edge_takes_every_receipt_the_payment_service_takes():
+    """The service's largest receipt (any configuration) fits the ``document`` group."""
+    payment = pytest.importorskip("healthflow.payment.settings")
+    edge = RouteTable().policy("document").max_body_bytes
+    assert edge >= payment.RECEIPT_CEILING
+    assert payment.Settings().receipt_max_bytes <= payment.RECEIPT_CEILING
