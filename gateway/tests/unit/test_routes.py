@@ -133,3 +133,80 @@ def test_a_method_policy_must_name_a_known_group():
 
     with pytest.raises(ValueError, match="unknown policy nope"):
         RouteTable([Route("/api/v1/x", "x", methods={"POST": "nope"})])
+
+
+def policy_of(table: RouteTable, method: str, path: str) -> str:
+    route = table.match(path)
+    assert route is not None
+    return route.policy_for(method, path)
+
+
+@pytest.mark.parametrize("kind", ["expenses", "incomes"])
+def test_only_putting_a_receipt_gets_the_document_group(kind):
+    """The payment manifest's sub-path policy: ``PUT …/{id}/receipt`` alone is
+    ``document`` (25 MiB, 60 s); reading it, the entry itself, the collection and
+    anything deeper stay ``default`` (1 MiB)."""
+    table = RouteTable()
+    base = f"/api/v1/{kind}"
+    route = table.match(f"{base}/abc/receipt")
+    assert route is not None and (route.service, route.prefix) == ("payment", base)
+    assert policy_of(table, "PUT", f"{base}/abc/receipt") == "document"
+    assert policy_of(table, "put", f"{base}/abc/receipt") == "document"
+    for method, path in (("GET", f"{base}/abc/receipt"), ("PUT", f"{base}/abc"),
+                         ("PATCH", f"{base}/abc"), ("PUT", base), ("POST", base),
+                         ("PUT", f"{base}/abc/receipt/x"), ("PUT", f"{base}/abc/receiptx"),
+                         ("PUT", f"{base}/abc/void"), ("PUT", f"{base}//receipt")):
+        assert policy_of(table, method, path) == "default", (method, path)
+    document = table.policy("document")
+    assert (document.auth_required, document.subject_limit, document.timeout,
+            document.max_body_bytes) == (True, "120/minute", 60.0, 25 * 1024 * 1024)
+
+
+def test_sub_path_patterns_match_segment_by_segment_and_a_longer_prefix_still_wins():
+    from healthflow.gateway.routes import Route
+
+    table = RouteTable([
+        Route("/api/v1/x", "x", paths={"/*/a/{b}": {"POST": "upload"},
+                                       "/{id}/a/fixed": {"POST": "document", "GET": "audit"},
+                                       "/{id}": {"DELETE": "account"}}),
+        Route("/api/v1/x/7/a", "y"),
+    ])
+    assert policy_of(table, "POST", "/api/v1/x/1/a/2") == "upload"
+    assert policy_of(table, "POST", "/api/v1/x/1/a/fixed") == "upload"  # declared first
+    assert policy_of(table, "GET", "/api/v1/x/1/a/fixed") == "audit"
+    assert policy_of(table, "DELETE", "/api/v1/x/1") == "account"
+    assert policy_of(table, "DELETE", "/api/v1/x") == "default"
+    assert policy_of(table, "POST", "/api/v1/x/1/b/2") == "default"
+    # the pattern never picks the route: /api/v1/x/7/a is y's, under y's policy
+    route = table.match("/api/v1/x/7/a/2")
+    assert route is not None and route.service == "y"
+    assert route.policy_for("POST", "/api/v1/x/7/a/2") == "default"
+
+
+@pytest.mark.parametrize(("paths", "error"), [
+    ({"/{id}/receipt": {"PUT": "nope"}}, "unknown policy nope"),
+    ({"{id}/receipt": {"PUT": "document"}}, "path pattern"),
+    ({"/{id}/receipt/": {"PUT": "document"}}, "path pattern"),
+    ({"/{id}//receipt": {"PUT": "document"}}, "path pattern"),
+    ({"/": {"PUT": "document"}}, "path pattern"),
+    ({"/{id}x/receipt": {"PUT": "document"}}, "whole wildcard"),
+    ({"/rec*": {"PUT": "document"}}, "whole wildcard"),
+    ({"/{}/receipt": {"PUT": "document"}}, "whole wildcard"),
+    ({"/.*/receipt": {"PUT": "document"}}, "whole wildcard"),
+    ({"/{id}/receipt": {}}, "names no method"),
+    ({"/{id}/receipt": {"put": "document"}}, "is not a method"),
+    ({"/{id}/receipt": {"PUT /x": "document"}}, "is not a method"),
+])
+def test_bad_sub_path_declarations_are_refused(paths, error):
+    from healthflow.gateway.routes import Route
+
+    with pytest.raises(ValueError, match=error):
+        RouteTable([Route("/api/v1/x", "x", paths=paths)])
+
+
+def test_the_edge_takes_every_receipt_the_payment_service_takes():
+    """The service's largest receipt (any configuration) fits the ``document`` group."""
+    payment = pytest.importorskip("healthflow.payment.settings")
+    edge = RouteTable().policy("document").max_body_bytes
+    assert edge >= payment.RECEIPT_CEILING
+    assert payment.Settings().receipt_max_bytes <= payment.RECEIPT_CEILING

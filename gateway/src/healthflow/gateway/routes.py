@@ -6,10 +6,15 @@ this module turns them into :class:`Route` objects and holds the policy groups.
 A request is matched to the :class:`Route` with the longest prefix that is the
 whole path or a ``/``-bounded prefix of it (``/api/v1/users`` matches
 ``/api/v1/users`` and ``/api/v1/users/42``, never ``/api/v1/usersX``). The
-route names its upstream service and its :class:`Policy` group, for one method on
-the prefix itself optionally another (:meth:`Route.policy_for`: ``POST
-/api/v1/imaging/studies`` is ``upload``, everything below it ``default``); a path
-that matches no route is answered 404 problem+json by the gateway itself.
+route names its upstream service and its :class:`Policy` group; within the
+route, :meth:`Route.policy_for` gives one method another group on the prefix
+itself (``methods``: ``POST /api/v1/imaging/studies`` is ``upload``, everything
+below it ``default``) or on a sub-path pattern below it (``paths``, matched
+segment by segment, ``*`` or ``{name}`` standing for exactly one segment:
+``PUT /api/v1/expenses/{id}/receipt`` is ``document``, its ``GET``, the entry
+itself and ``…/receipt/x`` stay ``default``). A pattern never picks the route: a
+longer prefix declared by any service still wins. A path that matches no route is
+answered 404 problem+json by the gateway itself.
 
 Policies (numbers are defaults; ``GATEWAY_POLICY_OVERRIDES`` changes any field):
 
@@ -24,6 +29,7 @@ account     token        120/minute   1200/minute  10 s     64 KiB
 audit       audit:read   60/minute    600/minute   30 s     64 KiB
 default     token        300/minute   3000/minute  15 s     1 MiB
 upload      token        120/minute   3000/minute  300 s    512 MiB
+document    token        120/minute   3000/minute  60 s     25 MiB
 edge        public       —            120/minute   10 s     0
 ==========  ===========  ===========  ===========  =======  ========
 
@@ -31,7 +37,12 @@ edge        public       —            120/minute   10 s     0
 ``/api/v1/auth`` and ``/api/v1/users``; ``audit`` needs a token holding
 ``audit:read`` (compliance officers, admins); ``upload`` is ``POST
 /api/v1/imaging/studies`` and ``POST /api/v1/dicomweb/studies`` (STOW-RS) alone (X-ray
-images streamed through). ``edge`` covers what the gateway
+images streamed through); ``document`` is a single document or photo of a few
+MiB, e.g. ``PUT /api/v1/expenses/{id}/receipt`` and ``PUT
+/api/v1/incomes/{id}/receipt`` (a scanned or photographed receipt). Bodies over
+64 KiB are streamed to the upstream whatever the group
+(:data:`healthflow.gateway.proxy.SMALL_BODY`), so a large limit costs no
+memory. ``edge`` covers what the gateway
 answers itself (OpenAPI, docs, status page) and unknown paths. Windows are
 moving windows (see :mod:`healthflow.gateway.ratelimit`); ``stream_timeout``
 is 3600 s everywhere. ``/livez``, ``/readyz`` and ``/metrics`` are probes: never
@@ -47,7 +58,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from healthflow.common.manifest import ServiceManifest
+from healthflow.common.manifest import ServiceManifest, check_pattern, path_matches
 from healthflow.common.permissions import Permission
 from healthflow.common.topology import SERVICES
 
@@ -107,6 +118,9 @@ POLICIES: dict[str, Policy] = {
         # file uploads (X-ray images): streamed through, so a large limit costs no memory
         Policy("upload", subject_limit="120/minute", timeout=300.0,
                max_body_bytes=512 * MIB),
+        # one document or photo (a receipt): streamed through as uploads are
+        Policy("document", subject_limit="120/minute", timeout=60.0,
+               max_body_bytes=25 * MIB),
         Policy("edge", auth_required=False, subject_limit=None, ip_limit="120/minute",
                timeout=10.0, max_body_bytes=0),
     )
@@ -120,7 +134,9 @@ class Route:
     ``public`` names the methods that need no token here (the public directory,
     provider callbacks that carry their own signature); a token sent anyway is
     still verified and its identity forwarded, so the service can show more to
-    its owner.
+    its owner. ``methods`` and ``paths`` are the declaration's
+    (:class:`healthflow.common.manifest.RouteDecl`): a method's group on the prefix
+    itself, and per sub-path pattern below it.
     """
 
     prefix: str
@@ -128,16 +144,53 @@ class Route:
     policy: str = "default"
     public: frozenset[str] = frozenset()
     methods: Mapping[str, str] = field(default_factory=dict, hash=False)
+    paths: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
 
     def is_public(self, method: str) -> bool:
         return method.upper() in self.public
 
     def policy_for(self, method: str, path: str) -> str:
         """The policy group of ``method`` on ``path`` (a path this route matches):
-        ``methods``' for the prefix itself, ``policy`` otherwise."""
+        ``methods``' for the prefix itself; below it, that of the first pattern of
+        ``paths`` (in declaration order) matching the rest of the path and naming the
+        method; ``policy`` otherwise."""
+        method = method.upper()
         if path == self.prefix:
-            return self.methods.get(method.upper(), self.policy)
+            return self.methods.get(method, self.policy)
+        rest = path[len(self.prefix):]
+        for pattern, methods in self.paths.items():
+            if method in methods and path_matches(pattern, rest):
+                return methods[method]
         return self.policy
+
+    def check(self, known: Iterable[str]) -> None:
+        """Refuse a declaration the table could not apply as written.
+
+        Raises:
+            ValueError: a policy group not in ``known``; a method that is not an
+                upper-case token (``"PUT"``, not ``"put"`` or ``"PUT /x"``); a sub-path
+                pattern :func:`healthflow.common.manifest.check_pattern` refuses or with
+                no method.
+        """
+        known = set(known)
+        maps = {"": self.methods, **self.paths}
+        for pattern, methods in maps.items():
+            if pattern:
+                try:
+                    check_pattern(pattern)
+                except ValueError as exc:
+                    raise ValueError(f"route {self.prefix}: {exc}") from None
+                if not methods:
+                    raise ValueError(f"route {self.prefix}: pattern {pattern} names no method")
+            for method, policy in methods.items():
+                if not (method.isascii() and method.isalpha() and method.isupper()):
+                    raise ValueError(f"route {self.prefix}{pattern}: {method!r} is not a "
+                                     "method (upper case, e.g. PUT)")
+                if policy not in known:
+                    raise ValueError(f"route {self.prefix}{pattern} names unknown policy "
+                                     f"{policy}")
+        if self.policy not in known:
+            raise ValueError(f"route {self.prefix} names unknown policy {self.policy}")
 
     def matches(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self.prefix + "/")
@@ -145,7 +198,8 @@ class Route:
 
 def routes_of(manifests: Iterable[ServiceManifest]) -> tuple[Route, ...]:
     """The routes the services declare in their manifests, in manifest (port) order."""
-    return tuple(Route(decl.prefix, manifest.name, decl.policy, decl.public, decl.methods)
+    return tuple(Route(decl.prefix, manifest.name, decl.policy, decl.public, decl.methods,
+                       decl.paths)
                  for manifest in manifests for decl in manifest.routes)
 
 
@@ -153,14 +207,20 @@ ROUTES: tuple[Route, ...] = routes_of(SERVICES.values())
 """Every route of every installed service (:mod:`healthflow.common.manifest`): the auth
 service's token, sign-up, refresh and key routes, the audit log under ``audit``,
 the public directory of verified hospitals and doctors (reads), the Twilio
-callback (signed) and the VAPID key, and the rest under ``default``."""
+callback (signed) and the VAPID key, X-ray and document uploads under ``upload``,
+receipts under ``document``, and the rest under ``default``."""
 
 PROBE_PATHS = frozenset({"/livez", "/readyz", "/metrics"})
 EDGE_POLICY = "edge"
 
 
 class RouteTable:
-    """Longest-prefix lookup over :data:`ROUTES` with the effective policies."""
+    """Longest-prefix lookup over :data:`ROUTES` with the effective policies.
+
+    Raises:
+        ValueError: an override names an unknown group or field; a route names an
+            unknown group, a malformed method or sub-path pattern (:meth:`Route.check`).
+    """
 
     def __init__(
         self,
@@ -178,9 +238,7 @@ class RouteTable:
             for name, policy in POLICIES.items()
         }
         for route in self.routes:
-            for policy in (route.policy, *route.methods.values()):
-                if policy not in self.policies:
-                    raise ValueError(f"route {route.prefix} names unknown policy {policy}")
+            route.check(self.policies)
 
     def match(self, path: str) -> Route | None:
         """The route serving ``path`` (the longest matching prefix), or ``None``."""

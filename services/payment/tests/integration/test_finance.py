@@ -19,6 +19,7 @@ import pytest
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import TokenFactory, doctor_schedule, eventually, schedule_window
 from healthflow.payment import pnl
+from healthflow.payment.settings import RECEIPT_CEILING
 
 from .test_api import Client, deliver_cancel, payment_app
 from .test_invoices import accountant_at, deliver, is_problem, paid_consultation
@@ -230,7 +231,7 @@ async def test_a_receipt_is_checked_by_its_bytes_stored_with_its_hash_and_served
         "image/png", "application/pdf")
     assert is_problem(await put(b"just some text, not a receipt", "application/pdf"), 422)
     assert is_problem(await put(PDF, None), 415)
-    assert is_problem(await put(PDF + b"\0" * (1024 * 1024), "application/pdf"), 413)
+    assert is_problem(await put(PDF + b"\0" * RECEIPT_CEILING, "application/pdf"), 413)
     assert await blobs.keys("receipt/") == []
     assert (await http.get(f"/api/v1/expenses/{created['id']}", headers=acc_a)
             ).json()["receipt"] is None
@@ -258,3 +259,48 @@ async def test_a_receipt_is_checked_by_its_bytes_stored_with_its_hash_and_served
     assert photo.json()["receipt"]["content_type"] == "image/png"
     assert is_problem(await http.get(f"/api/v1/incomes/{created['id']}/receipt",
                                      headers=acc_a), 404)  # an expense is no income
+
+
+async def test_a_receipt_may_be_as_large_as_the_setting_and_other_bodies_stay_small(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory,
+        stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
+    """A scan or a photo of a few MiB is taken (the platform's 1 MiB refused it): up to
+    ``receipt_max_bytes``, declared or streamed without a length; one byte more is 413
+    and nothing stays stored; every other route keeps the 1 MiB limit."""
+    mib = 1024 * 1024
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
+                           s3_env, receipt_max_bytes=3 * mib) as (http, app):
+        blobs = app.state.blobs
+        await accountant_at(app, "acc-a", HA)
+        acc_a = tokens.headers("acc-a", ("accountant",))
+        today = date.today().isoformat()
+        expense = await entry(http, acc_a, "expenses", category="equipment", date=today,
+                              amount_minor=5000)
+        income = await entry(http, acc_a, "incomes", category="lab", date=today,
+                             amount_minor=700)
+        big = PDF + b"%" * (3 * mib - len(PDF))
+        too_big = big + b"%"
+
+        async def chunks(data: bytes) -> AsyncIterator[bytes]:
+            for start in range(0, len(data), 256 * 1024):
+                yield data[start:start + 256 * 1024]
+
+        pdf = {**acc_a, "Content-Type": "application/pdf"}
+        income_path = f"/api/v1/incomes/{income['id']}/receipt"
+        assert is_problem(await http.put(income_path, headers=pdf, content=too_big), 413)
+        assert is_problem(await http.put(income_path, headers=pdf,
+                                         content=chunks(too_big)), 413)
+        assert await blobs.keys("receipt/") == []
+        path = f"/api/v1/expenses/{expense['id']}/receipt"
+        stored = await http.put(path, headers=pdf, content=chunks(big))
+        assert stored.status_code == 200, stored.text
+        assert (stored.json()["receipt"]["size"], stored.json()["receipt"]["sha256"]) == (
+            len(big), hashlib.sha256(big).hexdigest())
+        served = await http.get(path, headers=acc_a)
+        assert (served.status_code, served.content) == (200, big)
+        stored = await http.put(income_path, headers=pdf, content=big)
+        assert stored.status_code == 200, stored.text
+
+        long_reason = {"reason": "x" * (2 * mib)}
+        assert is_problem(await http.patch(f"/api/v1/expenses/{expense['id']}",
+                                           headers=acc_a, json=long_reason), 413)

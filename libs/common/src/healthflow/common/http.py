@@ -34,6 +34,7 @@ from healthflow.common import metrics, mongo, tracing
 from healthflow.common.auth import annotate_openapi_access
 from healthflow.common.errors import PROBLEM_JSON, PayloadTooLarge, install_problem_handlers
 from healthflow.common.logs import request_id_var, setup_logging
+from healthflow.common.manifest import check_pattern, is_wildcard, path_matches
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import ConfigurationError
 from healthflow.common.settings import ServiceSettings as ServiceSettingsLike
@@ -100,23 +101,46 @@ class RequestContextMiddleware:
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413 problem+json before handling them.
 
-    ``larger`` raises the limit for single routes, keyed ``(method, exact path)``: a
-    route that streams its body (an upload) gets a large limit while every route
-    whose body is parsed in memory (JSON) keeps ``max_bytes``.
+    ``larger`` raises the limit for single routes, keyed ``(method, path)``: a route
+    that streams its body (an upload) gets a large limit while every route whose body
+    is parsed in memory (JSON) keeps ``max_bytes``. The path is exact or a pattern
+    whose ``*`` or ``{name}`` segments stand for one segment each
+    (:func:`healthflow.common.manifest.path_matches`: ``/api/v1/expenses/{id}/receipt``),
+    as the gateway's route declarations match sub-paths.
+
+    Raises:
+        ValueError: a pattern :func:`healthflow.common.manifest.check_pattern` refuses.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int,
                  larger: Mapping[tuple[str, str], int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.larger = dict(larger or {})
+        self.larger: dict[tuple[str, str], int] = {}
+        self.patterns: list[tuple[str, str, int]] = []
+        for (method, path), limit in (larger or {}).items():
+            if any(is_wildcard(segment) for segment in path.split("/")):
+                check_pattern(path)
+                self.patterns.append((method, path, limit))
+            else:
+                self.larger[(method, path)] = limit
+
+    def limit_of(self, method: str, path: str) -> int:
+        """The body limit of ``method`` on ``path`` (an exact key first, then patterns
+        in the order given, then ``max_bytes``)."""
+        path = path.rstrip("/") or "/"
+        if (method, path) in self.larger:
+            return self.larger[(method, path)]
+        for want, pattern, limit in self.patterns:
+            if want == method and path_matches(pattern, path):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.larger.get((scope["method"], scope["path"].rstrip("/") or "/"),
-                                self.max_bytes)
+        limit = self.limit_of(scope["method"], scope["path"])
         for key, value in scope["headers"]:
             if key == b"content-length":
                 try:
@@ -233,7 +257,8 @@ def create_service_app(
     """A FastAPI app for ``runtime`` with HealthFlow's conventions installed.
 
     Request bodies are limited to ``settings.max_body_bytes``; ``body_limits`` gives
-    single streaming routes, keyed ``(method, path)``, a limit of their own."""
+    single streaming routes, keyed ``(method, path)`` (exact, or a pattern with ``*`` or
+    ``{name}`` segments: :class:`BodyLimitMiddleware`), a limit of their own."""
     settings = runtime.settings
     setup_logging(runtime.name, settings.log_level)
     tracing.setup_tracing(runtime.name, settings.otel_exporter, settings.traces_file)

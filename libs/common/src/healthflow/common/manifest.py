@@ -9,7 +9,8 @@ that used to list the services by hand reads the manifests instead:
   platform runner, the gateway's upstream defaults, the compose and Kubernetes
   checks, the event catalog);
 * the gateway's route table (:data:`healthflow.gateway.routes.ROUTES`): each
-  route prefix with its edge policy group and its public methods.
+  route prefix with its edge policy group, its public methods and the policies of
+  single methods on the prefix (``methods``) or on sub-paths below it (``paths``).
 
 A new service (``make new-service NAME=x``) therefore touches no shared file:
 installing its package is what makes it part of the platform.
@@ -32,12 +33,48 @@ class RouteDecl:
     the methods that need no token there (a public directory, a signed callback);
     ``methods`` maps a method to the policy it gets on the prefix itself, not below it
     (``{"POST": "upload"}``: a large body for creating in the collection, not for every
-    action under it)."""
+    action under it); ``paths`` maps a sub-path pattern below the prefix to such a
+    method map (``{"/{id}/receipt": {"PUT": "document"}}``: the ``PUT`` of one entry's
+    receipt, not its ``GET``, not the entry, not anything deeper). A pattern starts with
+    ``/`` and is matched segment by segment (:func:`path_matches`): a literal segment
+    matches itself, ``*`` or ``{name}`` exactly one segment; no regular expressions."""
 
     prefix: str
     policy: str = "default"
     public: frozenset[str] = frozenset()
     methods: Mapping[str, str] = field(default_factory=dict, hash=False)
+    paths: Mapping[str, Mapping[str, str]] = field(default_factory=dict, hash=False)
+
+
+def is_wildcard(segment: str) -> bool:
+    """``*`` or ``{name}``: a pattern segment that stands for any one segment."""
+    return segment == "*" or (len(segment) > 2 and segment[0] == "{" and segment[-1] == "}"
+                              and "{" not in segment[1:-1] and "}" not in segment[1:-1])
+
+
+def check_pattern(pattern: str) -> None:
+    """Refuse a path pattern that :func:`path_matches` would not read as written.
+
+    Raises:
+        ValueError: it does not start with ``/``, ends with ``/``, has an empty
+            segment, or a segment holding ``{``, ``}`` or ``*`` that is not a whole
+            wildcard (``/{id}x``, ``/a*``).
+    """
+    if not pattern.startswith("/") or pattern.endswith("/") or "//" in pattern:
+        raise ValueError(f"a path pattern is /segment[/segment…], not {pattern!r}")
+    for segment in pattern[1:].split("/"):
+        if not is_wildcard(segment) and any(c in segment for c in "{}*"):
+            raise ValueError(f"pattern {pattern!r}: {segment!r} is neither a literal "
+                             "segment nor a whole wildcard (* or {name})")
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """``path`` has exactly ``pattern``'s segments: each literal one equal, each wildcard
+    (``*``, ``{name}``) any non-empty one (``/{id}/receipt`` matches ``/abc/receipt``,
+    not ``/abc``, ``/abc/receipt/x`` or ``//receipt``)."""
+    want, have = pattern.split("/"), path.split("/")
+    return len(want) == len(have) and all(
+        w == h or (is_wildcard(w) and h != "") for w, h in zip(want, have, strict=True))
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,8 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                                  concurrency=2, interval=0.25).loop())
     app = create_service_app(runtime, routers=[*api.routers, *finance_api.routers],
                              title="HealthFlow payment",
+                             body_limits={("PUT", path): settings.receipt_max_bytes
+                                          for path in finance_api.RECEIPT_PATHS},
                              description="Payments for appointments through Stripe; charge "
                              "items and invoices (FHIR ChargeItem, Invoice) with their PDFs; "
                              "billing summaries; coverages and claims (FHIR Coverage, Claim, "

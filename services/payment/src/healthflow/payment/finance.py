@@ -15,7 +15,8 @@ out of the P&L); a recorded one may be corrected. Every change publishes an even
 (``expense.recorded|corrected|voided``, ``income.…``) through the outbox, so the audit
 log holds the history of the books.
 
-A receipt (PDF, PNG or JPEG, at most :data:`RECEIPT` ``max_bytes``) is attached once
+A receipt (PDF, PNG or JPEG, at most ``PAYMENT_RECEIPT_MAX_BYTES``, 25 MiB by default:
+:data:`RECEIPT`) is attached once
 per entry; its type is read from its bytes by the blob store
 (:func:`healthflow.common.blobs.check_type`) and must be the declared
 ``Content-Type``; a refusal is 422 ``invalid-receipt`` and nothing stays stored.
@@ -35,7 +36,6 @@ from typing import Any
 
 from healthflow.common.auth import Principal
 from healthflow.common.blobs import BlobStore, BlobTypeRefused, BlobUse
-from healthflow.common.blobs.kinds import MiB
 from healthflow.common.errors import Forbidden, NotFound
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
@@ -51,11 +51,13 @@ from healthflow.payment.domain import (
     check_money,
 )
 from healthflow.payment.invoices import ACCOUNTANT
+from healthflow.payment.service import settings_of
+from healthflow.payment.settings import RECEIPT_CEILING
 
 RECEIPT = BlobUse("receipt", frozenset({"application/pdf", "image/png", "image/jpeg"}),
-                  1 * MiB)
-"""Receipts: PDF, PNG or JPEG up to 1 MiB, the gateway's default body limit (a scan or
-a photo at receipt resolution)."""
+                  RECEIPT_CEILING)
+"""Receipts: PDF, PNG or JPEG up to 25 MiB (a scanned PDF or a phone photo), the
+gateway's ``document`` group's max body; ``PAYMENT_RECEIPT_MAX_BYTES`` may lower it."""
 
 EVENTS: dict[tuple[EntryKind, str], Any] = {
     (EntryKind.EXPENSE, "recorded"): events.ExpenseRecorded,
@@ -244,7 +246,8 @@ async def attach_receipt(runtime: ServiceRuntime, blobs: BlobStore, principal: P
         UnsupportedMediaType (415): no ``Content-Type``; NotFound (404);
         EntryVoided (409); Conflict (409): it has a receipt already (void the entry
         and record it again to replace it); InvalidReceipt (422): not PDF, PNG or
-        JPEG, or not the declared type; BlobTooLarge (413). Nothing stays stored.
+        JPEG, or not the declared type; BlobTooLarge (413): over
+        ``PAYMENT_RECEIPT_MAX_BYTES``. Nothing stays stored.
     """
     if not declared_type:
         raise UnsupportedMediaType("the receipt has no Content-Type; send its type "
@@ -253,7 +256,8 @@ async def attach_receipt(runtime: ServiceRuntime, blobs: BlobStore, principal: P
     if current.get("receipt"):
         raise Conflict(f"the {kind.value} {entry_id} has a receipt already")
     try:
-        async with blobs.staged(RECEIPT, body, declared_type=declared_type) as blob:
+        async with blobs.staged(RECEIPT, body, declared_type=declared_type,
+                                max_bytes=settings_of(runtime).receipt_max_bytes) as blob:
             receipt = {"key": blob.key, "sha256": blob.sha256, "size": blob.size,
                        "content_type": blob.content_type, "by": principal.subject,
                        "at": utcnow()}

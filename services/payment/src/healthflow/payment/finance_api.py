@@ -3,7 +3,8 @@
 * ``POST /api/v1/expenses`` (201), ``GET ""`` (keyset pages, latest date first;
   ``?hospital_id=``), ``GET /{id}``, ``PATCH /{id}`` (correct a recorded one),
   ``POST /{id}/void`` (with a reason; never deleted), ``PUT /{id}/receipt`` (the raw
-  file as the body, its type as ``Content-Type``: PDF, PNG or JPEG up to 1 MiB),
+  file as the body, its type as ``Content-Type``: PDF, PNG or JPEG up to
+  ``PAYMENT_RECEIPT_MAX_BYTES``, 25 MiB by default: :data:`RECEIPT_PATHS`),
   ``GET /{id}/receipt``;
 * ``/api/v1/incomes``: the same for incomes other than patients' payments;
 * ``GET /api/v1/finance/reports/monthly?hospital_id=&month=YYYY-MM``: the profit and
@@ -46,6 +47,10 @@ expenses_router = APIRouter(prefix="/api/v1/expenses", tags=["finances"])
 incomes_router = APIRouter(prefix="/api/v1/incomes", tags=["finances"])
 reports_router = APIRouter(prefix="/api/v1/finance/reports", tags=["finances"])
 CSV, SVG = "text/csv", "image/svg+xml"
+RECEIPT_PATHS = ("/api/v1/expenses/{entry_id}/receipt", "/api/v1/incomes/{entry_id}/receipt")
+"""The ``PUT`` routes whose body is a receipt: the app lets them take
+``receipt_max_bytes`` (the platform's 1 MiB elsewhere), the gateway's ``document``
+group (the payment manifest) as much."""
 
 
 HospitalQuery = Annotated[str | None, Query(max_length=64)]
@@ -130,7 +135,8 @@ async def attach_expense_receipt(runtime: Runtime, blobs: Blobs, entry_id: Id,
                                  content_type: Annotated[str | None, Header()] = None,
                                  principal: Principal = Writer) -> ExpenseOut:
     """422 ``invalid-receipt`` when the bytes are not PDF/PNG/JPEG or not the declared
-    type; 413 over 1 MiB; 409 when it has one already or was voided."""
+    type; 413 over ``PAYMENT_RECEIPT_MAX_BYTES``; 409 when it has one already or was
+    voided."""
     return ExpenseOut.from_document(await finance.attach_receipt(
         runtime, blobs, principal, EntryKind.EXPENSE, entry_id, request.stream(),
         content_type))

@@ -17,8 +17,10 @@ MANIFEST = ServiceManifest(
         RouteDecl("/api/v1/billing"),
         RouteDecl("/api/v1/coverages"),
         RouteDecl("/api/v1/claims"),
-        RouteDecl("/api/v1/expenses"),
-        RouteDecl("/api/v1/incomes"),
+        # a receipt (a scan or a phone photo, a few MiB) is a raw body: the gateway's
+        # ``document`` group (25 MiB), the service's PAYMENT_RECEIPT_MAX_BYTES at most that
+        RouteDecl("/api/v1/expenses", paths={"/{id}/receipt": {"PUT": "document"}}),
+        RouteDecl("/api/v1/incomes", paths={"/{id}/receipt": {"PUT": "document"}}),
         RouteDecl("/api/v1/finance"),
         # Stripe's signed callback: no token; the route verifies Stripe-Signature
         RouteDecl("/api/v1/payments/webhooks/stripe", public=frozenset({"POST"})),

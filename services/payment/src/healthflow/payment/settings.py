@@ -16,6 +16,9 @@ from healthflow.payment.clearinghouse import PlanRule
 SANDBOX_PLANS = {"standard": PlanRule(covered_basis_points=8000, copay=1000),
                  "premium": PlanRule(covered_basis_points=10_000)}
 """The sandbox payer's plans when none are configured (EUR)."""
+RECEIPT_CEILING = 25 * 1024 * 1024
+"""The largest receipt any configuration takes (bytes): the gateway's ``document`` group's
+max body (``healthflow.gateway.routes.POLICIES``)."""
 
 
 class Settings(ServiceSettings):
@@ -75,6 +78,13 @@ class Settings(ServiceSettings):
     clearinghouse: Literal["sandbox", "none"] = "sandbox"
     payer_sandbox_plans: dict[str, PlanRule] = Field(
         default_factory=lambda: dict(SANDBOX_PLANS))
+
+    # Receipts of expenses and incomes (PUT …/{id}/receipt, a raw body streamed to S3):
+    # the largest accepted, in bytes (a scan or a phone photo is often 2–10 MB). At most
+    # the receipt blob use's 25 MiB, which is the gateway's ``document`` group's max body
+    # (the edge must never refuse what the service takes); every other route keeps
+    # ``max_body_bytes`` (1 MiB).
+    receipt_max_bytes: int = Field(default=RECEIPT_CEILING, ge=1, le=RECEIPT_CEILING)
 
     # Hospitals (ids) that book a paid consultation only for a patient holding a coverage
     # verified in force on its day (POST /coverages/{id}/eligibility); others are refused.
