@@ -94,3 +94,28 @@ async def test_the_period_is_judged_at_read_time(psvc: PatientService,
     assert await chart_status(psvc, pid, doctor) == 200
     monkeypatch.setattr(service, "clock", lambda: done + 90 * DAY)
     assert await chart_status(psvc, pid, doctor) == 403
+
+
+async def test_relationships_of_the_older_read_model_are_adopted_at_start(
+        psvc: PatientService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deploy ends nobody's access: each appointment of the older ``treatments`` model
+    becomes a relationship lasting the configured days from the move (a later completion
+    extends it, a cancellation ends it); the old collection goes; a second run makes
+    nothing twice."""
+    assert psvc.runtime.on_start is service.adopt_legacy  # the app runs it at every start
+    pid, now = await psvc.register(), datetime.now(UTC)
+    kept, dropped = f"doc-kept-{uuid.uuid4().hex[:4]}", f"doc-drop-{uuid.uuid4().hex[:4]}"
+    db = psvc.runtime.db
+    await db[service.LEGACY_TREATMENTS].insert_many([
+        {"_id": f"{doctor}:{pid}", "doctor_user_id": doctor, "patient_id": pid,
+         "appointments": [f"a-{doctor}"]} for doctor in (kept, dropped)])
+    await service.adopt_legacy(psvc.runtime)
+    await service.adopt_legacy(psvc.runtime)  # a restart during the move
+    assert await chart_status(psvc, pid, kept) == 200
+    assert service.LEGACY_TREATMENTS not in await db.list_collection_names()
+    assert await db["care_team"].count_documents({"patient_id": pid}) == 2
+    await send(psvc, "appointment.cancelled",
+               appointment(pid, dropped, f"a-{dropped}", cancelled=True), now)
+    assert await chart_status(psvc, pid, dropped) == 403
+    monkeypatch.setattr(service, "clock", lambda: now + 90 * DAY + timedelta(minutes=1))
+    assert await chart_status(psvc, pid, kept) == 403  # the configured days after the move

@@ -13,6 +13,12 @@ from healthflow.common.events.envelope import CloudEvent
 from healthflow.contracts import appointment as appt
 from healthflow.devkit.testing import eventually
 from healthflow.records import care
+from healthflow.records.domain import (
+    EncounterClass,
+    EncounterOpening,
+    EncounterStatus,
+    new_encounter,
+)
 
 from .conftest import Records, appointment_event
 
@@ -186,3 +192,51 @@ async def test_break_the_glass_reads_are_logged_until_the_grant_expires(
     assert await encounters_as(records, pid, doctor) == 200
     monkeypatch.setattr(care, "clock", lambda: expires)
     assert await encounters_as(records, pid, doctor) == 403
+
+
+async def test_relationships_of_the_older_read_model_are_adopted_at_start(
+        records: Records) -> None:
+    """A deploy ends nobody's access: the older ``care`` documents become ``care_team``
+    relationships (an appointment open-ended; a finished encounter its period after the
+    finish; a cancelled one nothing), the old collection goes, and a second run (a
+    restart during the move) makes nothing twice."""
+    assert records.runtime.on_start is care.adopt_legacy  # the app runs it at every start
+    pid = await records.register()
+    booked, recent, old, cancelled = (f"doc-{n}-{uuid.uuid4().hex[:4]}" for n in "brox")
+    now = datetime.now(UTC)
+    db = records.runtime.db
+
+    def encounter(doctor: str, status: EncounterStatus, days_ago: int) -> dict:
+        at = now - days_ago * DAY
+        doc = new_encounter(EncounterOpening(f"enc-{doctor}", pid, doctor, EncounterClass.AMB,
+                                             status, doctor, at))
+        finished = status is EncounterStatus.FINISHED
+        return doc | {"period": {"start": at, "end": at if finished else None}}
+
+    await db["encounters"].insert_many([
+        encounter(recent, EncounterStatus.FINISHED, 10),
+        encounter(old, EncounterStatus.FINISHED, 100),
+        encounter(cancelled, EncounterStatus.CANCELLED, 5)])
+    await db[care.LEGACY_CARE].insert_many([
+        {"_id": f"{doctor}:{pid}", "doctor_user_id": doctor, "patient_id": pid,
+         "appointments": appointments, "encounters": encounters}
+        for doctor, appointments, encounters in (
+            (booked, ["a-legacy"], []), (recent, [], [f"enc-{recent}"]),
+            (old, [], [f"enc-{old}"]), (cancelled, [], [f"enc-{cancelled}"]))])
+    await care.adopt_legacy(records.runtime)
+    assert await encounters_as(records, pid, booked) == 200
+    assert await encounters_as(records, pid, recent) == 200  # finished 10 days ago
+    assert await encounters_as(records, pid, old) == 403  # 100 days ago: past the 90
+    assert await encounters_as(records, pid, cancelled) == 403
+    assert care.LEGACY_CARE not in await db.list_collection_names()
+    made = await db["care_team"].count_documents({"patient_id": pid})
+    await db[care.LEGACY_CARE].insert_one({"_id": f"{booked}:{pid}", "doctor_user_id": booked,
+                                           "patient_id": pid, "appointments": ["a-legacy"],
+                                           "encounters": []})
+    await care.adopt_legacy(records.runtime)
+    assert await db["care_team"].count_documents({"patient_id": pid}) == made == 3
+    # a cancellation arriving after the move still ends the adopted relationship
+    cancel = appointment_event(appt.AppointmentCancelled, "a-legacy", pid, booked)
+    await records.send(cancel)
+    await applied(records, cancel)
+    assert await encounters_as(records, pid, booked) == 403

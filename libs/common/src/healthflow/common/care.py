@@ -12,9 +12,13 @@ finished, it lasts a configured period after that (judged at read time).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+BEFORE_ANY_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
+"""``as_of`` of a relationship adopted from an older read model: any appointment event,
+however late, applies after it."""
 
 
 class CareStatus(StrEnum):

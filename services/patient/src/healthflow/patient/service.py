@@ -10,13 +10,14 @@ no access goes unrecorded.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pymongo.errors import DuplicateKeyError
 
 from healthflow.common.auth import Principal
-from healthflow.common.care import CareStatus, in_care
+from healthflow.common.care import BEFORE_ANY_EVENT, CareStatus, in_care
 from healthflow.common.errors import Conflict, Forbidden
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
@@ -268,3 +269,31 @@ async def appointment_completed(uow: UnitOfWork, appointment: AppointmentEvent,
     elif current["status"] == CareStatus.ACTIVE:
         await store.update_care(uow.db, uow.session, appointment.appointment_id, {
             "encounter_finished_at": at, "as_of": max(at, current["as_of"])})
+
+
+LEGACY_TREATMENTS = "treatments"
+"""The read model before ``care_team``: ``{_id: "<doctor>:<patient>", doctor_user_id,
+patient_id, appointments: [ids not cancelled]}``."""
+
+
+async def adopt_legacy(runtime: ServiceRuntime) -> None:
+    """Carry the relationships of the older ``treatments`` read model into ``care_team``
+    at start (once: the old collection is dropped after), so a deploy ends nobody's
+    access. The old model kept neither booking nor completion times: each listed
+    appointment becomes an ``active`` relationship treated as finished now, so it lasts
+    ``care_after_encounter_days`` from the move, unless a later ``appointment.completed``
+    (a consultation still ahead) or a cancellation says otherwise. A relationship that
+    exists already is left alone, so a restart during the move repeats nothing.
+    """
+    db, at = runtime.db, clock()
+    async for old in db[LEGACY_TREATMENTS].find({}):
+        for appointment_id in old.get("appointments", []):
+            if await db[store.CARE].find_one({"_id": appointment_id}) is not None:
+                continue
+            with contextlib.suppress(DuplicateKeyError):
+                await db[store.CARE].insert_one({
+                    "_id": appointment_id, "doctor_user_id": old["doctor_user_id"],
+                    "patient_id": old["patient_id"], "status": CareStatus.ACTIVE.value,
+                    "period": {"start": at, "end": None}, "encounter_finished_at": at,
+                    "as_of": BEFORE_ANY_EVENT})
+    await db.drop_collection(LEGACY_TREATMENTS)

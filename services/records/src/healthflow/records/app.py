@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     settings = settings or load_settings(Settings)
     care.configure(settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
-                             transport=transport)
+                             transport=transport, on_start=care.adopt_legacy)
     blobs = BlobStore(settings)
     runtime.add_worker(Hooks("blobs", blobs.start, blobs.close))
     prescriptions = PrescriptionClient(settings.prescription_url, settings.prescription_timeout)

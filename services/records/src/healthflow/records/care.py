@@ -31,12 +31,14 @@ with purpose ``emergency`` and the grant's id. A grant never allows writing.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from healthflow.common.auth import Principal
+from healthflow.common.care import BEFORE_ANY_EVENT
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
@@ -44,6 +46,12 @@ from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.records import events, store
 from healthflow.records.domain import CareStatus, OwnRecord, UnknownPatient, in_care
 from healthflow.records.settings import Settings, settings_of
+
+log = logging.getLogger(__name__)
+
+LEGACY_CARE = "care"
+"""The read model before ``care_team``: ``{_id: "<doctor>:<patient>", doctor_user_id,
+patient_id, appointments: [ids not cancelled], encounters: [ids the doctor conducted]}``."""
 
 clock: Callable[[], datetime] = utcnow
 """Now, aware UTC (tests move it; everything here reads it through :func:`now`)."""
@@ -176,3 +184,50 @@ async def break_the_glass(runtime: ServiceRuntime, principal: Principal, patient
         return grant
 
     return await runtime.transact(write, actor=principal.actor)
+
+
+async def adopt_legacy(runtime: ServiceRuntime) -> None:
+    """Carry the relationships of the older ``care`` read model into ``care_team`` at
+    start (once: the old collection is dropped after), so a deploy ends nobody's access.
+
+    Each listed appointment becomes an ``active`` relationship from now (its booking time
+    was not kept) and each conducted encounter one resting on it, ended its
+    ``care_after_encounter_days`` after the encounter's ``period.end`` when finished
+    (cancelled encounters grant nothing). A relationship that exists already is left
+    alone, so a restart during the move repeats nothing.
+    """
+    db, at, made = runtime.db, now(), 0
+    async for old in db[LEGACY_CARE].find({}):
+        doctor, patient = old["doctor_user_id"], old["patient_id"]
+        for appointment_id in old.get("appointments", []):
+            doc = _new(_of(appointment_id), doctor, patient, at, appointment_id=appointment_id)
+            made += await _adopt(runtime, doc | {"as_of": BEFORE_ANY_EVENT})
+        for encounter_id in old.get("encounters", []):
+            encounter = await db[store.ENCOUNTERS].find_one({"_id": encounter_id})
+            if encounter is None or encounter["status"] == "cancelled":
+                continue
+            appointment_id = encounter.get("appointment_id")
+            care_id = _of(appointment_id) if appointment_id else f"encounter:{encounter_id}"
+            doc = _new(care_id, doctor, patient, at, appointment_id=appointment_id,
+                       encounter_id=encounter_id) | {"as_of": BEFORE_ANY_EVENT}
+            if encounter["status"] == "finished":
+                doc["encounter_finished_at"] = (encounter.get("period") or {}).get("end") or at
+            made += await _adopt(runtime, doc)
+    await db.drop_collection(LEGACY_CARE)
+    if made:
+        log.info("adopted care relationships of the older read model", extra={"made": made})
+
+
+async def _adopt(runtime: ServiceRuntime, doc: Document) -> int:
+    """Insert ``doc`` unless its relationship exists; an encounter adds to the
+    appointment's relationship adopted just before (1 if a document was made)."""
+    care = runtime.db[store.CARE]
+    existing = await care.find_one({"_id": doc["_id"]})
+    if existing is None:
+        await care.insert_one(doc)
+        return 1
+    if doc["encounter_id"] and existing["as_of"] == BEFORE_ANY_EVENT:
+        await care.update_one({"_id": doc["_id"]}, {"$set": {
+            "encounter_id": doc["encounter_id"],
+            "encounter_finished_at": doc["encounter_finished_at"]}})
+    return 0
