@@ -206,10 +206,8 @@ async def kept_key(collection: AsyncCollection[Any], record_id: str, wrapper: Ke
 async def protect_kept_key(collection: AsyncCollection[Any], record_id: str,
                            wrapper: KeyWrapper, context: Mapping[str, str], *,
                            clear_field: str = "seed") -> str | None:
-    """Wrap the clear key an older release kept (base64url text in ``clear_field``), or
-    re-wrap an envelope of a previous KEK with the current one; what was done
-    (``"wrapped"``, ``"rewrapped"``) or ``None``. The write is guarded by the stored
-    value, so replicas starting together do not overwrite each other.
+    """:func:`protect_record` for the one record ``record_id`` of :func:`kept_key` (its
+    envelope in ``private_key``, an older release's base64url text in ``clear_field``).
 
     Raises:
         KeyUnwrapError: the kept envelope does not open with the configured KEKs.
@@ -217,27 +215,53 @@ async def protect_kept_key(collection: AsyncCollection[Any], record_id: str,
     kept = await collection.find_one({"_id": record_id})
     if kept is None:
         return None
-    clear, current = kept.get(clear_field), kept.get("private_key")
-    update: dict[str, Any]
-    if isinstance(clear, str):
-        raw = base64.urlsafe_b64decode(clear + "=" * (-len(clear) % 4))
-        guard: dict[str, Any] = {clear_field: clear}
-        update = {"$set": {"private_key": await wrapper.wrap(raw, context)}}
-        if clear_field != "private_key":
-            update["$unset"] = {clear_field: ""}
-        done = "wrapped"
-    elif isinstance(current, Mapping) and stale(wrapper, current):
-        guard = {"private_key.kek_id": current["kek_id"],
-                 "private_key.wrapped_key": current["wrapped_key"]}
-        update = {"$set": {"private_key": await wrapper.rewrap(current, context)}}
-        done = "rewrapped"
-    else:
-        return None
-    result = await collection.update_one({"_id": record_id, **guard}, update)
-    if result.modified_count:
+    done = await protect_record(collection, kept, wrapper, context, field="private_key",
+                                clear_field=clear_field)
+    if done:
         log.info("protected %s", _describe(context),
                  extra={"done": done, "kek_id": wrapper.current_kek_id})
     return done
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def protect_record(collection: AsyncCollection[Any], doc: Mapping[str, Any],
+                         wrapper: KeyWrapper, context: Mapping[str, str], *, field: str,
+                         clear_field: str | None = None,
+                         decode: Callable[[str], bytes] = _unb64url) -> str | None:
+    """Bring one stored record ``doc`` (as read from ``collection``) under the current
+    KEK: wrap the clear key an older release kept as text in ``clear_field`` (default
+    ``field``; ``decode`` turns that text into the key's bytes, base64url by default)
+    into an envelope in ``field``, dropping ``clear_field``; or re-wrap an envelope in
+    ``field`` made with a previous KEK. The write is guarded by the stored value, so a
+    replica migrating at once, or a new key written meanwhile, is never overwritten.
+
+    Returns ``"wrapped"`` or ``"rewrapped"`` when this call wrote, else ``None`` (nothing
+    to do, or someone else wrote first).
+
+    Raises:
+        KeyUnwrapError: the stored envelope does not open with the configured KEKs.
+    """
+    clear_field = clear_field or field
+    clear, current = doc.get(clear_field), doc.get(field)
+    update: dict[str, Any]
+    if isinstance(clear, str):
+        guard: dict[str, Any] = {clear_field: clear}
+        update = {"$set": {field: await wrapper.wrap(decode(clear), context)}}
+        if clear_field != field:
+            update["$unset"] = {clear_field: ""}
+        done = "wrapped"
+    elif isinstance(current, Mapping) and stale(wrapper, current):
+        guard = {f"{field}.kek_id": current["kek_id"],
+                 f"{field}.wrapped_key": current["wrapped_key"]}
+        update = {"$set": {field: await wrapper.rewrap(current, context)}}
+        done = "rewrapped"
+    else:
+        return None
+    result = await collection.update_one({"_id": doc["_id"], **guard}, update)
+    return done if result.modified_count else None
 
 
 def new_kek() -> str:

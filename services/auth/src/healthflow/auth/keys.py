@@ -52,7 +52,7 @@ from healthflow.auth.domain import (
 )
 from healthflow.auth.settings import Settings
 from healthflow.common.auth import TokenVerifier
-from healthflow.common.keywrap import KeyWrapper, stale
+from healthflow.common.keywrap import KeyWrapper, protect_record
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.workers import cancel_and_wait
@@ -258,25 +258,22 @@ async def protect_keys(db: Any, wrapper: KeyWrapper) -> tuple[int, int]:
     """
     wrapped = rewrapped = 0
     for doc in await store.keys_to_protect(db, wrapper.current_kek_id):
-        kid, context = doc["_id"], key_context(doc["_id"])
-        pem = doc.get("private_pem")
-        if isinstance(pem, str):
-            key = serialization.load_pem_private_key(pem.encode(), password=None)
-            der = key.private_bytes(serialization.Encoding.DER,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-            await store.replace_private_key(db, kid, await wrapper.wrap(der, context),
-                                            expected=None)
-            wrapped += 1
-        elif stale(wrapper, doc.get("private_key")):
-            envelope = doc["private_key"]
-            await store.replace_private_key(db, kid, await wrapper.rewrap(envelope, context),
-                                            expected=envelope)
-            rewrapped += 1
+        done = await protect_record(db[store.SIGNING_KEYS], doc, wrapper,
+                                    key_context(doc["_id"]), field="private_key",
+                                    clear_field="private_pem", decode=_pem_to_der)
+        wrapped += done == "wrapped"
+        rewrapped += done == "rewrapped"
     if wrapped or rewrapped:
         log.info("protected signing keys", extra={"wrapped": wrapped, "rewrapped": rewrapped,
                                                   "kek_id": wrapper.current_kek_id})
     return wrapped, rewrapped
+
+
+def _pem_to_der(pem: str) -> bytes:
+    """A PEM private key (older releases kept it so) as PKCS#8 DER."""
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 async def check_keys(db: Any, wrapper: KeyWrapper) -> int:
@@ -308,16 +305,11 @@ async def protect_factors(db: Any, wrapper: KeyWrapper) -> tuple[int, int]:
     """
     wrapped = rewrapped = 0
     for doc in await store.factors_to_protect(db, wrapper.current_kek_id):
-        user_id, secret = doc["_id"], doc["secret"]
-        context = factor_context(user_id)
-        if isinstance(secret, str):
-            envelope = await wrapper.wrap(secret.encode("ascii"), context)
-            wrapped += await store.replace_factor_secret(db, user_id, envelope,
-                                                         expected=secret)
-        elif stale(wrapper, secret):
-            envelope = await wrapper.rewrap(secret, context)
-            rewrapped += await store.replace_factor_secret(db, user_id, envelope,
-                                                           expected=secret)
+        done = await protect_record(db[store.MFA_FACTORS], doc, wrapper,
+                                    factor_context(doc["_id"]), field="secret",
+                                    decode=lambda text: text.encode("ascii"))
+        wrapped += done == "wrapped"
+        rewrapped += done == "rewrapped"
     if wrapped or rewrapped:
         log.info("protected TOTP keys", extra={"wrapped": wrapped, "rewrapped": rewrapped,
                                                "kek_id": wrapper.current_kek_id})

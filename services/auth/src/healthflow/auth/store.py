@@ -264,22 +264,6 @@ async def keys_to_protect(db: Db, current_kek_id: str) -> list[Document]:
     ]}).to_list()
 
 
-async def replace_private_key(db: Db, kid: str, envelope: Document, *,
-                              expected: Document | None) -> bool:
-    """Store ``envelope`` as ``kid``'s private key and drop a clear ``private_pem``, if the
-    stored envelope is still ``expected`` (``None``: the clear one is still there), so
-    two replicas migrating at once do not overwrite each other. ``True`` if written."""
-    query: dict[str, Any] = {"_id": kid}
-    if expected is None:
-        query["private_pem"] = {"$type": "string"}
-    else:
-        query["private_key.kek_id"] = expected["kek_id"]
-        query["private_key.wrapped_key"] = expected["wrapped_key"]
-    result = await db[SIGNING_KEYS].update_one(
-        query, {"$set": {"private_key": envelope}, "$unset": {"private_pem": ""}})
-    return result.modified_count == 1
-
-
 async def insert_key(db: Db, doc: Document, *, session: Session) -> None:
     await db[SIGNING_KEYS].insert_one(doc, session=session)
 
@@ -437,21 +421,6 @@ async def factors_to_protect(db: Db, current_kek_id: str) -> list[Document]:
         {"secret": {"$type": "string"}},
         {"secret.kek_id": {"$exists": True, "$ne": current_kek_id}},
     ]}).to_list()
-
-
-async def replace_factor_secret(db: Db, user_id: str, envelope: Document, *,
-                                expected: str | Document) -> bool:
-    """Store ``envelope`` as ``user_id``'s TOTP key if the stored one is still ``expected``
-    (the clear base32, or the envelope it replaces), so a new enrolment or another
-    replica migrating at once is not overwritten. ``True`` if written."""
-    query: dict[str, Any] = {"_id": user_id}
-    if isinstance(expected, str):
-        query["secret"] = expected
-    else:
-        query["secret.kek_id"] = expected["kek_id"]
-        query["secret.wrapped_key"] = expected["wrapped_key"]
-    result = await db[MFA_FACTORS].update_one(query, {"$set": {"secret": envelope}})
-    return result.modified_count == 1
 
 
 async def delete_factor(db: Db, user_id: str, *, session: Session) -> bool:
