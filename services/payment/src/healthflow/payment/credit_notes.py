@@ -31,10 +31,8 @@ total_gross, total_net, total_tax, issued_at, pdf?: {key, sha256, size}}``.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -182,26 +180,8 @@ def pdf_key(note_id: str) -> str:
     return f"{PRINTED.name}/{note_id}.pdf"
 
 
-async def _keep_pdf(db: Any, blobs: BlobStore, doc: Document,
-                    session: Any = None) -> bytes:
-    """Render the note ``doc``'s PDF, put it in the blob store and record it on the
-    note (unless recorded meanwhile); the bytes.
-
-    Raises:
-        ServiceUnavailable: (503) object storage does not answer.
-    """
-    hospital = None
-    if doc.get("hospital_id"):
-        hospital = await db[store.HOSPITALS].find_one({"_id": doc["hospital_id"]},
-                                                      session=session)
-    data = await asyncio.to_thread(printing.render_credit_note_pdf,
-                                   printing.printed_credit_note(doc, hospital))
-    blob = await blobs.put_generated(pdf_key(doc["_id"]), data, "application/pdf")
-    await db[CREDIT_NOTES].update_one(
-        {"_id": doc["_id"], "pdf": {"$exists": False}},
-        {"$set": {"pdf": {"key": blob.key, "sha256": blob.sha256, "size": blob.size}}},
-        session=session)
-    return data
+def _render(doc: Document, hospital: Document | None) -> bytes:
+    return printing.render_credit_note_pdf(printing.printed_credit_note(doc, hospital))
 
 
 async def print_pdf(uow: UnitOfWork, blobs: BlobStore, note_id: str) -> bytes | None:
@@ -215,7 +195,8 @@ async def print_pdf(uow: UnitOfWork, blobs: BlobStore, note_id: str) -> bytes | 
     doc = await uow.db[CREDIT_NOTES].find_one({"_id": note_id}, session=uow.session)
     if doc is None or doc.get("pdf"):
         return None
-    return await _keep_pdf(uow.db, blobs, doc, uow.session)
+    return await invoices.printed_pdf(uow.db, blobs, CREDIT_NOTES, doc, pdf_key(note_id),
+                                      _render, uow.session)
 
 
 async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
@@ -227,6 +208,5 @@ async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
         NotFound (404); ServiceUnavailable (503) when object storage does not answer.
     """
     doc = await get(runtime, principal, invoice_id, note_id)
-    if doc.get("pdf"):
-        return b"".join([chunk async for chunk in blobs.stream(doc["pdf"]["key"])])
-    return await _keep_pdf(runtime.db, blobs, doc)
+    return await invoices.printed_pdf(runtime.db, blobs, CREDIT_NOTES, doc, pdf_key(note_id),
+                                      _render)

@@ -32,6 +32,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from healthflow.common import jobs
 from healthflow.common.auth import Principal
@@ -432,15 +433,36 @@ async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
         NotFound (404); ServiceUnavailable (503) when object storage does not answer.
     """
     doc = await get(runtime, principal, invoice_id)
+    return await printed_pdf(runtime.db, blobs, store.INVOICES, doc, pdf_key(invoice_id),
+                             _render_invoice)
+
+
+def _render_invoice(doc: Document, hospital: Document | None) -> bytes:
+    return printing.render_pdf(printing.printed(doc, hospital))
+
+
+async def printed_pdf(db: Any, blobs: BlobStore, collection: str, doc: Document, key: str,
+                      render: Callable[[Document, Document | None], bytes],
+                      session: Any = None) -> bytes:
+    """The PDF of ``doc`` (an invoice or a credit note in ``collection``): from the blob
+    store when recorded (``pdf``), else rendered (``render(doc, hospital)``, off the
+    event loop), put under ``key`` and recorded as ``pdf: {key, sha256, size}`` unless
+    a record was made meanwhile (rendering is deterministic: the same bytes).
+
+    Raises:
+        ServiceUnavailable: (503) object storage does not answer.
+    """
     if doc.get("pdf"):
         return b"".join([chunk async for chunk in blobs.stream(doc["pdf"]["key"])])
     hospital = None
     if doc.get("hospital_id"):
-        hospital = await runtime.db[store.HOSPITALS].find_one({"_id": doc["hospital_id"]})
-    data = await asyncio.to_thread(printing.render_pdf, printing.printed(doc, hospital))
-    blob = await blobs.put_generated(pdf_key(invoice_id), data, "application/pdf")
-    await runtime.db[store.INVOICES].update_one(
-        {"_id": invoice_id, "pdf": {"$exists": False}},
-        {"$set": {"pdf": {"key": blob.key, "sha256": blob.sha256, "size": blob.size}}})
+        hospital = await db[store.HOSPITALS].find_one({"_id": doc["hospital_id"]},
+                                                      session=session)
+    data = await asyncio.to_thread(render, doc, hospital)
+    blob = await blobs.put_generated(key, data, "application/pdf")
+    await db[collection].update_one(
+        {"_id": doc["_id"], "pdf": {"$exists": False}},
+        {"$set": {"pdf": {"key": blob.key, "sha256": blob.sha256, "size": blob.size}}},
+        session=session)
     return data
 
