@@ -48,7 +48,7 @@ $ctl set_topic_permissions -p "$vhost" 'healthflow-paramedic' 'healthflow.events
 pw="${RABBITMQ_PASSWORD_PATIENT:?set RABBITMQ_PASSWORD_PATIENT}"
 $ctl add_user 'healthflow-patient' "$pw" 2>/dev/null || $ctl change_password 'healthflow-patient' "$pw"
 $ctl set_permissions -p "$vhost" 'healthflow-patient' '^(healthflow\.events|healthflow\.patient(\.(retry\.[0-9]+ms|dlq))?|healthflow\.broadcast\.patient\..+)$' '^(healthflow\.events|amq\.default|healthflow\.patient|healthflow\.broadcast\.patient\..+)$' '^(healthflow\.events|healthflow\.patient(\.(retry\.[0-9]+ms|dlq))?|healthflow\.broadcast\.patient\..+)$'
-$ctl set_topic_permissions -p "$vhost" 'healthflow-patient' 'healthflow.events' '^(patient\.allergies_changed|patient\.consent_changed|patient\.record_accessed|patient\.registered|patient\.updated)$' '^(appointment\.booked|appointment\.cancelled|appointment\.completed|appointment\.no_show|auth\.session_revoked|auth\.signing_key_revoked|auth\.user_tokens_revoked|user\.registered)$'
+$ctl set_topic_permissions -p "$vhost" 'healthflow-patient' 'healthflow.events' '^(patient\.allergies_changed|patient\.consent_changed|patient\.record_accessed|patient\.registered|patient\.updated)$' '^(appointment\.booked|appointment\.cancelled|appointment\.completed|appointment\.no_show|appointment\.rescheduled|auth\.session_revoked|auth\.signing_key_revoked|auth\.user_tokens_revoked|user\.registered)$'
 
 pw="${RABBITMQ_PASSWORD_PAYMENT:?set RABBITMQ_PASSWORD_PAYMENT}"
 $ctl add_user 'healthflow-payment' "$pw" 2>/dev/null || $ctl change_password 'healthflow-payment' "$pw"

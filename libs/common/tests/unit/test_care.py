@@ -11,14 +11,25 @@ AFTER = timedelta(days=90)
 
 
 def relationship(status: CareStatus = CareStatus.ACTIVE, end: datetime | None = None,
-                 finished: datetime | None = None) -> dict[str, object]:
+                 finished: datetime | None = None, planned_end: datetime | None = None,
+                 as_of: datetime | None = None) -> dict[str, object]:
     return {"status": status.value, "period": {"start": T, "end": end},
-            "encounter_finished_at": finished, "as_of": end or finished or T}
+            "encounter_finished_at": finished, "planned_end": planned_end,
+            "as_of": as_of or end or finished or T}
 
 
-def test_an_open_relationship_has_no_end() -> None:
-    assert care_ends(relationship(), AFTER) is None
-    assert in_care(relationship(), T + timedelta(days=3650), AFTER)
+def test_a_booking_lasts_until_the_period_after_its_planned_end() -> None:
+    booked = relationship(planned_end=T + timedelta(days=200))
+    assert care_ends(booked, AFTER) == T + timedelta(days=200) + AFTER
+    assert in_care(booked, T + timedelta(days=250), AFTER)
+    assert not in_care(booked, T + timedelta(days=3650), AFTER)  # never completed
+
+
+def test_an_unfinished_encounter_lasts_the_period_after_its_newest_event() -> None:
+    walk_in = relationship(as_of=T + timedelta(days=10))  # no planned end
+    assert care_ends(walk_in, AFTER) == T + timedelta(days=10) + AFTER
+    stale_plan = relationship(planned_end=T, as_of=T + timedelta(days=30))
+    assert care_ends(stale_plan, AFTER) == T + timedelta(days=30) + AFTER
 
 
 def test_a_cancellation_ends_it_at_once() -> None:

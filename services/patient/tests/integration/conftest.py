@@ -51,7 +51,7 @@ class PatientService:
 
 def appointment_data(*, cancelled: bool = False, **fields: Any) -> dict[str, Any]:
     """A complete ``appointment.booked`` (or ``.cancelled``) payload per its contract."""
-    start = datetime(2027, 3, 1, 9, tzinfo=UTC)
+    start = (datetime.now(UTC) + timedelta(days=30)).replace(minute=0, second=0, microsecond=0)
     model = AppointmentCancelled if cancelled else AppointmentBooked
     extra = ({"cancelled_by": "u", "cancelled_by_role": "patient",
               "reason_code": "patient_request", "status": "cancelled"} if cancelled

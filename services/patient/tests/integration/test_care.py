@@ -11,7 +11,11 @@ from typing import Any
 import pytest
 
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.contracts.appointment import AppointmentCompleted, AppointmentNoShow
+from healthflow.contracts.appointment import (
+    AppointmentCompleted,
+    AppointmentNoShow,
+    AppointmentRescheduled,
+)
 from healthflow.devkit.testing import source_of
 from healthflow.patient import service
 
@@ -75,6 +79,29 @@ async def completed_days_ago(psvc: PatientService, days: float) -> tuple[str, st
     await send(psvc, "appointment.booked", appointment(pid, doctor, "a-c"), done - 7 * DAY)
     await send(psvc, "appointment.completed", completed(pid, doctor, "a-c"), done)
     return pid, doctor
+
+
+async def test_a_booking_never_completed_ends_the_period_after_its_planned_end(
+        psvc: PatientService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither completed, cancelled nor marked a no-show: chart access ends
+    ``care_after_encounter_days`` after the planned end, which a reschedule moves."""
+    pid, doctor, now = await psvc.register(), "doc-open", datetime.now(UTC)
+    booked = appointment(pid, doctor, "a-open")
+    await send(psvc, "appointment.booked", booked, now)
+    assert await chart_status(psvc, pid, doctor) == 200
+    end = datetime.fromisoformat(booked["end"])
+    monkeypatch.setattr(service, "clock", lambda: end + 90 * DAY)
+    assert await chart_status(psvc, pid, doctor) == 403
+    later = end + 200 * DAY
+    fields = {k: v for k, v in booked.items() if k in AppointmentRescheduled.model_fields}
+    moved = AppointmentRescheduled(**{**fields, "start": later - timedelta(minutes=30),
+                                      "end": later, "previous_start": booked["start"],
+                                      "previous_end": booked["end"],
+                                      "rescheduled_by_role": "patient"})
+    await send(psvc, "appointment.rescheduled", moved.model_dump(mode="json"), now + DAY)
+    assert await chart_status(psvc, pid, doctor) == 200  # the new end + 90 days
+    monkeypatch.setattr(service, "clock", lambda: later + 90 * DAY)
+    assert await chart_status(psvc, pid, doctor) == 403
 
 
 async def test_chart_access_ends_the_configured_days_after_completion(

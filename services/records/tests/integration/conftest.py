@@ -27,7 +27,9 @@ from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.records.app import create_app
 from healthflow.records.settings import Settings
 
-START = datetime(2027, 3, 1, 9, tzinfo=UTC)
+START = (datetime.now(UTC) + timedelta(days=30)).replace(minute=0, second=0, microsecond=0)
+"""The appointments' start: a whole hour a month ahead (relative, so a booking never
+completed is still inside its care period whenever the tests run)."""
 EXTRA: dict[type[EventPayload], dict[str, Any]] = {
     appt.AppointmentBooked: {"booked_by": "u", "booked_by_role": "patient", "status": "booked"},
     appt.AppointmentCancelled: {"cancelled_by": "u", "cancelled_by_role": "patient",

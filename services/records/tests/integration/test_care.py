@@ -20,7 +20,7 @@ from healthflow.records.domain import (
     new_encounter,
 )
 
-from .conftest import Records, appointment_event
+from .conftest import START, Records, appointment_event
 
 DAY = timedelta(days=1)
 
@@ -91,6 +91,30 @@ async def test_a_no_show_ends_the_care_too(records: Records) -> None:
     assert await encounters_as(records, pid, doctor) == 200
     await records.send(absent)
     await applied(records, absent)
+    assert await encounters_as(records, pid, doctor) == 403
+
+
+async def test_a_booking_never_completed_ends_the_period_after_its_planned_end(
+        records: Records, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither completed, cancelled nor marked a no-show, the relationship still ends:
+    ``care_after_encounter_days`` after the appointment's planned end, which a
+    reschedule moves."""
+    pid, doctor, aid = await records.register(), f"doc-{uuid.uuid4().hex[:6]}", "a-open"
+    booked = appointment_event(appt.AppointmentBooked, aid, pid, doctor)
+    await records.send(booked)
+    await applied(records, booked)
+    end = START + timedelta(minutes=30)
+    monkeypatch.setattr(care, "clock", lambda: end + 90 * DAY - timedelta(seconds=1))
+    assert await encounters_as(records, pid, doctor) == 200
+    monkeypatch.setattr(care, "clock", lambda: end + 90 * DAY)
+    assert await encounters_as(records, pid, doctor) == 403
+    later = START + 200 * DAY
+    moved = appointment_event(appt.AppointmentRescheduled, aid, pid, doctor, start=later,
+                              end=later + timedelta(minutes=30))
+    await records.send(moved)
+    await applied(records, moved)
+    assert await encounters_as(records, pid, doctor) == 200  # the new end + 90 days
+    monkeypatch.setattr(care, "clock", lambda: later + timedelta(minutes=30) + 90 * DAY)
     assert await encounters_as(records, pid, doctor) == 403
 
 
@@ -195,11 +219,12 @@ async def test_break_the_glass_reads_are_logged_until_the_grant_expires(
 
 
 async def test_relationships_of_the_older_read_model_are_adopted_at_start(
-        records: Records) -> None:
+        records: Records, monkeypatch: pytest.MonkeyPatch) -> None:
     """A deploy ends nobody's access: the older ``care`` documents become ``care_team``
-    relationships (an appointment open-ended; a finished encounter its period after the
-    finish; a cancelled one nothing), the old collection goes, and a second run (a
-    restart during the move) makes nothing twice."""
+    relationships (an appointment for the configured days from the move, as its planned
+    end was not kept and the old model never dropped no-shows; a finished encounter its
+    period after the finish; a cancelled one nothing), the old collection goes, and a
+    second run (a restart during the move) makes nothing twice."""
     assert records.runtime.on_start is care.adopt_legacy  # the app runs it at every start
     pid = await records.register()
     booked, recent, old, cancelled = (f"doc-{n}-{uuid.uuid4().hex[:4]}" for n in "brox")
@@ -235,6 +260,9 @@ async def test_relationships_of_the_older_read_model_are_adopted_at_start(
                                            "encounters": []})
     await care.adopt_legacy(records.runtime)
     assert await db["care_team"].count_documents({"patient_id": pid}) == made == 3
+    monkeypatch.setattr(care, "clock", lambda: now + 90 * DAY + timedelta(minutes=1))
+    assert await encounters_as(records, pid, booked) == 403  # never completed: ended
+    monkeypatch.undo()
     # a cancellation arriving after the move still ends the adopted relationship
     cancel = appointment_event(appt.AppointmentCancelled, "a-legacy", pid, booked)
     await records.send(cancel)

@@ -17,7 +17,7 @@ from healthflow.contracts.hospital import (
 )
 from healthflow.devkit.testing import eventually
 
-from .conftest import Records, appointment_event
+from .conftest import START, Records, appointment_event
 
 
 async def encounters(records: Records, patient_id: str) -> list[dict]:
@@ -44,7 +44,7 @@ async def test_an_appointment_plans_starts_at_check_in_and_finishes_at_completio
     await records.send(appointment_event(appt.AppointmentBooked, aid, pid, doctor))
     planned = await status_becomes(records, pid, "planned")
     assert planned["period"] == {"start": None, "end": None}
-    assert planned["planned"]["start"] == "2027-03-01T09:00:00Z"
+    assert planned["planned"]["start"] == START.strftime("%Y-%m-%dT%H:00:00Z")
     assert planned["class"] == "AMB" and planned["appointment_id"] == aid
     assert planned["hospital_id"] == "h1"  # the appointment's location
 

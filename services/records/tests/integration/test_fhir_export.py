@@ -10,7 +10,7 @@ from fhir.resources.R4B.bundle import Bundle
 from healthflow.contracts import appointment as appt
 from healthflow.devkit.testing import eventually
 
-from .conftest import Records, appointment_event
+from .conftest import START, Records, appointment_event
 from .test_entries import BLOOD_PRESSURE, DIAGNOSIS, MEDICATION
 
 FINDING = {"type": "Observation", "text": "Throat", "value_text": "red, swollen tonsils"}
@@ -79,7 +79,7 @@ async def test_the_export_is_a_valid_r4_bundle_of_the_whole_record(records: Reco
 
     encounters = {e["status"]: e for e in by_type(bundle, "Encounter")}
     assert encounters["planned"]["class"]["code"] == "VR"
-    assert encounters["planned"]["period"]["start"] == "2027-03-01T09:00:00.000Z"
+    assert encounters["planned"]["period"]["start"] == START.strftime("%Y-%m-%dT%H:00:00.000Z")
     assert encounters["in-progress"]["class"]["code"] == "AMB"
     assert encounters["in-progress"]["subject"] == {"reference": f"Patient/{pid}"}
 

@@ -3,10 +3,14 @@ and patient services share for when a doctor's relationship with a patient grant
 
 A relationship rests on one appointment (or, in the records service, one walk-in
 encounter) and is a mapping with ``status`` (:class:`CareStatus`), ``period``
-``{start, end | None}``, ``encounter_finished_at`` (aware UTC or ``None``) and ``as_of``
-(the time of the newest event applied to it). It is ``active`` from the booking,
-``inactive`` from the cancellation (``period.end``, for good); once its encounter
-finished, it lasts a configured period after that (judged at read time).
+``{start, end | None}``, ``encounter_finished_at`` (aware UTC or ``None``), ``planned_end``
+(the appointment's scheduled end, aware UTC, ``None`` for a walk-in or when unknown) and
+``as_of`` (the time of the newest event applied to it). It is ``active`` from the
+booking, ``inactive`` from the cancellation (``period.end``, for good); once its
+encounter finished, it lasts a configured period after that (judged at read time). One
+whose encounter never finishes (a booking never completed, cancelled nor marked a
+no-show; a walk-in left open) lasts the same period after the later of its planned end
+and its newest event, so an abandoned booking does not grant access for ever.
 """
 
 from __future__ import annotations
@@ -30,19 +34,22 @@ class CareStatus(StrEnum):
 
 
 def care_ends(relationship: Mapping[str, Any], after_encounter: timedelta) -> datetime | None:
-    """When a care relationship ends (FHIR ``CareTeam.period.end``), aware UTC; ``None``
-    while it is open-ended (its encounter is not finished).
+    """When a care relationship ends (FHIR ``CareTeam.period.end``), aware UTC.
 
     The cancellation's time for a cancelled one; else the finish of its encounter
-    (``encounter_finished_at``) plus ``after_encounter``.
+    (``encounter_finished_at``) plus ``after_encounter``; while the encounter is not
+    finished, ``after_encounter`` after the later of ``planned_end`` (else
+    ``period.start``) and ``as_of``.
     """
     if relationship["status"] != CareStatus.ACTIVE:
         return relationship["period"]["end"] or relationship["as_of"]
     finished = relationship.get("encounter_finished_at")
-    return None if finished is None else finished + after_encounter
+    if finished is not None:
+        return finished + after_encounter
+    planned = relationship.get("planned_end") or relationship["period"]["start"]
+    return max(planned, relationship["as_of"]) + after_encounter
 
 
 def in_care(relationship: Mapping[str, Any], now: datetime, after_encounter: timedelta) -> bool:
     """Whether the relationship grants access at ``now`` (aware UTC): it has not ended."""
-    ends = care_ends(relationship, after_encounter)
-    return ends is None or now < ends
+    return now < care_ends(relationship, after_encounter)

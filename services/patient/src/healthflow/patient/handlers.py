@@ -2,10 +2,11 @@
 
 * ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`):
   a profile is created when ``roles`` contains ``patient`` (idempotent).
-* ``appointment.booked`` / ``.cancelled`` / ``.no_show`` / ``.completed`` (appointment,
-  :mod:`healthflow.contracts.appointment`): the doctor↔patient care relationships
-  behind ``patients:read_treated`` (from the booking until a cancellation or no-show, or until
-  ``care_after_encounter_days`` after completion); ``event.time`` orders them.
+* ``appointment.booked`` / ``.rescheduled`` / ``.cancelled`` / ``.no_show`` /
+  ``.completed`` (appointment, :mod:`healthflow.contracts.appointment`): the
+  doctor↔patient care relationships behind ``patients:read_treated`` (from the booking
+  until a cancellation or no-show, or until ``care_after_encounter_days`` after
+  completion, or after the planned end when never completed); ``event.time`` orders them.
 
 Payloads arrive validated against their contracts; one that breaks its contract is
 dead-lettered by the consumer, never skipped here.
@@ -20,6 +21,7 @@ from healthflow.contracts.appointment import (
     AppointmentCancelled,
     AppointmentCompleted,
     AppointmentNoShow,
+    AppointmentRescheduled,
 )
 from healthflow.contracts.auth import UserRegistered
 from healthflow.patient import service
@@ -35,6 +37,11 @@ async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -
 
 async def on_appointment_booked(event: Received[AppointmentBooked], uow: UnitOfWork) -> None:
     await service.appointment_booked(uow, event.data, event.time)
+
+
+async def on_appointment_rescheduled(event: Received[AppointmentRescheduled],
+                                     uow: UnitOfWork) -> None:
+    await service.appointment_rescheduled(uow, event.data, event.time)
 
 
 async def on_appointment_cancelled(event: Received[AppointmentCancelled],
@@ -54,6 +61,7 @@ async def on_appointment_completed(event: Received[AppointmentCompleted],
 HANDLERS: Handlers = {
     "user.registered": on_user_registered,
     "appointment.booked": on_appointment_booked,
+    "appointment.rescheduled": on_appointment_rescheduled,
     "appointment.cancelled": on_appointment_cancelled,
     "appointment.completed": on_appointment_completed,
     "appointment.no_show": on_appointment_no_show,

@@ -221,7 +221,8 @@ def _new_care(appointment: AppointmentEvent, at: datetime,
     return {"_id": appointment.appointment_id, "doctor_user_id": appointment.doctor_user_id,
             "patient_id": appointment.patient_id, "status": status.value,
             "period": {"start": at, "end": at if status is CareStatus.INACTIVE else None},
-            "encounter_finished_at": at if finished else None, "as_of": at}
+            "encounter_finished_at": at if finished else None,
+            "planned_end": appointment.end, "as_of": at}
 
 
 async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
@@ -239,7 +240,19 @@ async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
     if current is None:
         await store.insert_care(uow.db, uow.session, _new_care(appointment, at))
     elif current["status"] == CareStatus.ACTIVE and current["as_of"] < at:
-        await store.update_care(uow.db, uow.session, appointment.appointment_id, {"as_of": at})
+        await store.update_care(uow.db, uow.session, appointment.appointment_id,
+                                {"as_of": at, "planned_end": appointment.end})
+
+
+async def appointment_rescheduled(uow: UnitOfWork, appointment: AppointmentEvent,
+                                  at: datetime) -> None:
+    """An active relationship follows the appointment's new planned end (an unfinished
+    one lasts ``care_after_encounter_days`` after it); older events change nothing."""
+    current = await store.get_care(uow.db, uow.session, appointment.appointment_id)
+    if current is not None and current["status"] == CareStatus.ACTIVE \
+            and current["as_of"] < at:
+        await store.update_care(uow.db, uow.session, appointment.appointment_id,
+                                {"as_of": at, "planned_end": appointment.end})
 
 
 async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,

@@ -10,7 +10,11 @@ encounter (a ``care_team`` document each, :mod:`.store`):
   event's time) and for good: no later or redelivered ``appointment.booked`` revives it;
 * once its encounter finishes (appointment completed, video consultation ended,
   or finished by the doctor) it lasts until that finish plus
-  ``care_after_encounter_days`` (a records setting, days of 24 h, 90 by default).
+  ``care_after_encounter_days`` (a records setting, days of 24 h, 90 by default);
+* one whose encounter never finishes lasts that period after the later of the
+  appointment's planned end (following reschedules) and its newest event
+  (:func:`healthflow.common.care.care_ends`), so an abandoned booking or an encounter
+  left open does not grant access for ever.
 
 Whether a relationship grants access is judged at read time with :func:`now`
 (:func:`healthflow.records.domain.in_care`), so it ends without any event.
@@ -86,12 +90,13 @@ async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
 
 def _new(care_id: str, doctor_user_id: str, patient_id: str, at: datetime, *,
          appointment_id: str | None = None, encounter_id: str | None = None,
-         status: CareStatus = CareStatus.ACTIVE) -> Document:
+         status: CareStatus = CareStatus.ACTIVE, planned_end: datetime | None = None
+         ) -> Document:
     return {"_id": care_id, "doctor_user_id": doctor_user_id, "patient_id": patient_id,
             "appointment_id": appointment_id, "encounter_id": encounter_id,
             "status": status.value,
             "period": {"start": at, "end": at if status is CareStatus.INACTIVE else None},
-            "encounter_finished_at": None, "as_of": at}
+            "encounter_finished_at": None, "planned_end": planned_end, "as_of": at}
 
 
 def _of(appointment_id: str) -> str:
@@ -109,9 +114,21 @@ async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
     if current is None:
         await store.insert_care(uow, _new(care_id, appointment.doctor_user_id,
                                           appointment.patient_id, at,
-                                          appointment_id=appointment.appointment_id))
+                                          appointment_id=appointment.appointment_id,
+                                          planned_end=appointment.end))
     elif current["status"] == CareStatus.ACTIVE and current["as_of"] < at:
-        await store.update_care(uow, care_id, {"as_of": at})
+        await store.update_care(uow, care_id, {"as_of": at, "planned_end": appointment.end})
+
+
+async def appointment_rescheduled(uow: UnitOfWork, appointment: AppointmentEvent,
+                                  at: datetime) -> None:
+    """The appointment's relationship (when active) follows its new planned end; an older
+    event than the newest applied changes nothing."""
+    current = await store.get_care(uow, _of(appointment.appointment_id))
+    if current is not None and current["status"] == CareStatus.ACTIVE \
+            and current["as_of"] < at:
+        await store.update_care(uow, current["_id"], {"as_of": at,
+                                                      "planned_end": appointment.end})
 
 
 async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
@@ -191,7 +208,9 @@ async def adopt_legacy(runtime: ServiceRuntime) -> None:
     start (once: the old collection is dropped after), so a deploy ends nobody's access.
 
     Each listed appointment becomes an ``active`` relationship from now (its booking time
-    was not kept) and each conducted encounter one resting on it, ended its
+    and planned end were not kept, so unless a later event says otherwise it lasts
+    ``care_after_encounter_days`` from the move: the old model never dropped no-shows)
+    and each conducted encounter one resting on it, ended its
     ``care_after_encounter_days`` after the encounter's ``period.end`` when finished
     (cancelled encounters grant nothing). A relationship that exists already is left
     alone, so a restart during the move repeats nothing.

@@ -51,7 +51,7 @@ async def on_booked(event: Received[AppointmentBooked], uow: UnitOfWork) -> None
 
 
 async def on_rescheduled(event: Received[AppointmentRescheduled], uow: UnitOfWork) -> None:
-    await service.appointment_rescheduled(uow, event.data)
+    await service.appointment_rescheduled(uow, event.data, event.time)
 
 
 async def on_cancelled(event: Received[AppointmentCancelled], uow: UnitOfWork) -> None:

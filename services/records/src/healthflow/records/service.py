@@ -327,8 +327,11 @@ async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
         await _insert_for(uow, appointment, EncounterStatus.PLANNED, at)
 
 
-async def appointment_rescheduled(uow: UnitOfWork, appointment: AppointmentEvent) -> None:
-    """A planned encounter follows its appointment to the new ``start``–``end``."""
+async def appointment_rescheduled(uow: UnitOfWork, appointment: AppointmentEvent,
+                                  at: datetime) -> None:
+    """A planned encounter, and the care relationship, follow the appointment to the new
+    ``start``–``end`` (``at``: the event's time)."""
+    await care.appointment_rescheduled(uow, appointment, at)
     doc = await store.encounter_of_appointment(uow, appointment.appointment_id)
     if doc is not None and doc["status"] == EncounterStatus.PLANNED:
         await store.update_encounter(uow, doc, {
