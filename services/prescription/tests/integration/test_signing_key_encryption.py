@@ -85,3 +85,25 @@ async def test_the_kek_rotates_and_a_wrong_one_refuses_to_start_naming_the_recor
     message = str(refused.value)
     assert "record=signing_keys/current" in message and "service=prescription" in message
     assert wrong not in message and new not in message
+
+
+async def test_a_configured_key_destroys_a_clear_seed_of_an_older_release(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory) -> None:
+    """With ``PRESCRIPTION_SIGNING_KEY`` set the kept seed signs nothing more: it is not
+    left in clear (it is destroyed, its public key kept so its signatures verify)."""
+    seed, configured = keys.new_seed(), keys.new_seed()
+    client: AsyncMongoClient[Any] = AsyncMongoClient(mongodb_url)
+    db = client[f"prescription_{unique_name}"]
+    try:
+        await db[store.SIGNING_KEYS].insert_one(
+            {"_id": store.SIGNING_KEY_ID, "seed": keys.b64url(seed), "created_at": utcnow()})
+        app = create_app(settings_for(mongodb_url, unique_name, transport="inprocess",
+                                      signing_key=keys.b64url(configured)))
+        app.state.verifier = tokens.verifier()
+        async with running_app(app) as http:
+            published = (await http.get("/api/v1/prescriptions/keys")).json()["keys"]
+        assert [k["kid"] for k in published] == [keys.from_seed(configured).kid,
+                                                 keys.from_seed(seed).kid]
+        assert await db[store.SIGNING_KEYS].count_documents({}) == 0
+    finally:
+        await client.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from typing import Any
 
 from healthflow.common.auth import Principal
@@ -25,6 +26,8 @@ from healthflow.prescription.domain import (
 from healthflow.prescription.service import ensure_reader, load, record_access
 from healthflow.prescription.settings import Settings
 
+log = logging.getLogger(__name__)
+
 KEY_CONTEXT = {"service": "prescription",
                "record": f"{store.SIGNING_KEYS}/{store.SIGNING_KEY_ID}"}
 
@@ -40,10 +43,12 @@ async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
     """The configured key (``PRESCRIPTION_SIGNING_KEY``, checked when the settings
     load), else the database's, made once. Its public JWK joins the key set.
 
-    Rotation: configure a new seed and restart; signatures carry their ``kid`` and the
-    old key's public part stays in the key set (``public_keys``), so what it signed
-    still verifies. A kept key is an envelope (:func:`~healthflow.common.keywrap.kept_key`,
-    bound to :data:`KEY_CONTEXT`); made or opened once per process.
+    A configured key retires a seed an older release kept in clear
+    (:func:`retire_clear_seed`). Rotation: configure a new seed and restart; signatures
+    carry their ``kid`` and the old key's public part stays in the key set
+    (``public_keys``), so what it signed still verifies. A kept key is an envelope
+    (:func:`~healthflow.common.keywrap.kept_key`, bound to :data:`KEY_CONTEXT`); made or
+    opened once per process.
 
     Raises:
         KeyUnwrapError: the kept key does not open with the configured KEKs.
@@ -54,6 +59,7 @@ async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
     configured = settings_of(runtime).signing_key
     if configured is not None:
         key = keys.from_seed(keys.unb64url(configured.get_secret_value()))
+        await retire_clear_seed(runtime)
     else:
         settings = settings_of(runtime)
         seed = await kept_key(runtime.db[store.SIGNING_KEYS], store.SIGNING_KEY_ID,
@@ -62,6 +68,25 @@ async def signing_key(runtime: ServiceRuntime) -> keys.SigningKey:
     await store.remember_public_key(runtime.db, key.kid, key.jwk(), utcnow())
     runtime.state["prescription_signing_key"] = key
     return key
+
+
+async def retire_clear_seed(runtime: ServiceRuntime) -> str | None:
+    """Destroy the seed an older release generated and kept in clear, now that a
+    configured key signs instead: nothing signs with it again, and no KEK need exist to
+    wrap it. Its public key stays in the key set first, so what it signed still
+    verifies. An envelope (a kept key of this release) is left alone. Returns the
+    retired key's ``kid``, or ``None`` when there was none."""
+    collection = runtime.db[store.SIGNING_KEYS]
+    kept = await collection.find_one({"_id": store.SIGNING_KEY_ID,
+                                      "seed": {"$type": "string"}})
+    if kept is None:
+        return None
+    old = keys.from_seed(keys.unb64url(kept["seed"]))
+    await store.remember_public_key(runtime.db, old.kid, old.jwk(), utcnow())
+    await collection.delete_one({"_id": kept["_id"], "seed": kept["seed"]})
+    log.warning("destroyed the signing key an older release kept in clear (a configured "
+                "key signs now); its public key stays published", extra={"kid": old.kid})
+    return old.kid
 
 
 async def key_set(runtime: ServiceRuntime) -> list[dict[str, Any]]:
