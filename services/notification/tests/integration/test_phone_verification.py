@@ -1,7 +1,8 @@
 """Phone verification: a one-time SMS code (through the Twilio sink) verifies the account's
 current number; wrong, expired, used-up and foreign codes get one constant 422; a new code
-waits for the cooldown (429); a changed number is unverified again; non-essential SMS
-waits for a verified number while ``require_verified_phone`` is on."""
+waits for the cooldown (429) and five a day are texted at most; a changed number is
+unverified again; non-essential SMS waits for a verified number while
+``require_verified_phone`` is on."""
 
 from __future__ import annotations
 
@@ -126,6 +127,25 @@ async def test_a_new_code_waits_for_the_cooldown_and_replaces_the_old_one(
     if second != first:  # one chance in a million that the new code is the same
         assert (await verify(notif, "pat-p4", first))[0] == 422
     assert (await verify(notif, "pat-p4", second))[0] == 200
+
+
+async def test_codes_a_day_are_capped_per_account_and_per_number(notif: Notif) -> None:
+    """Each new code brings fresh tries: five codes a day per account and per number
+    bound a guesser to 25 guesses a day; the 429 says when the day's window ends."""
+    phone = "+4915100000209"
+    await notif.deliver(user_registered("pat-p9", phone=phone))
+    await notif.deliver(user_registered("pat-p10", phone=phone))  # a second account
+    for _ in range(5):
+        await request_code(notif, "pat-p9", phone)
+        notif.clock.advance(seconds=60)
+    for user_id in ("pat-p9", "pat-p10"):  # the account's budget, then the number's
+        refused = await notif.client.post(SEND, headers=notif.headers(user_id))
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"] == str(24 * 3600 - 5 * 60)
+    assert len(notif.twilio.to(phone)) == 5
+    notif.clock.advance(seconds=24 * 3600 - 5 * 60)
+    code = await request_code(notif, "pat-p10", phone)
+    assert (await verify(notif, "pat-p10", code))[0] == 200
 
 
 async def test_a_changed_number_is_unverified_again(notif: Notif) -> None:

@@ -108,12 +108,15 @@ class Settings(KeyEncryptionSettings):
     # Phone verification by a one-time SMS code (healthflow.notification.verification):
     # 6 digits, stored only as HMAC-SHA256 under email_verification_secret, valid
     # phone_code_ttl seconds for phone_code_max_attempts tries, one new code per
-    # phone_code_cooldown seconds. Non-essential SMS (reminders, appointment notices) goes
-    # only to a verified number; the local runner turns it off like the e-mail gate
+    # phone_code_cooldown seconds and phone_codes_per_day a day (24 h from the first) per
+    # account and per number, so a guesser gets at most codes × tries a day.
+    # Non-essential SMS (reminders, appointment notices) goes only to a verified number;
+    # the local runner turns it off like the e-mail gate
     # (NOTIFICATION_REQUIRE_VERIFIED_PHONE=false).
     phone_code_ttl: float = Field(default=600.0, gt=0)
     phone_code_max_attempts: int = Field(default=5, ge=1, le=20)
     phone_code_cooldown: float = Field(default=60.0, ge=0)
+    phone_codes_per_day: int = Field(default=5, ge=1, le=100)
     require_verified_phone: bool = True
     # Shared with the auth service (platform-wide ACCOUNT_LINK_SECRET): the key of the
     # password-reset links' tokens (healthflow.common.links).

@@ -10,6 +10,8 @@ Collections (database ``healthflow_notification``), times aware UTC::
     phone_codes     {_id: user_id, number_hash (SHA-256), code_hash (HMAC-SHA256),
                      attempts, sent_at, expires_at, purge_at (TTL index)} — the live
                      one-time code of each user (healthflow.notification.verification)
+    phone_code_budgets {_id: "user:<id>" | "number:<SHA-256>", count, window_end,
+                     purge_at (TTL index)} — codes texted in the current 24 h window
     preferences     {_id: user_id, channels: {email, sms, push, in_app: bool}, locale,
                      timezone (IANA) | None, quiet_hours: "HH:MM-HH:MM" | "" , updated_at}
     directory       {_id: "doctor:<id>" | "hospital:<id>", name, time_zone, updated_at}
@@ -60,6 +62,7 @@ FEED = "feed"
 PUSH_SUBSCRIPTIONS = "push_subscriptions"
 SERVICE_KEYS = "service_keys"
 PHONE_CODES = "phone_codes"
+PHONE_CODE_BUDGETS = "phone_code_budgets"
 
 INDEXES: Indexes = {
     DELIVERIES: [
@@ -81,6 +84,8 @@ INDEXES: Indexes = {
     FEED: [IndexModel([("user_id", ASCENDING), ("created_at", DESCENDING)], name="by_user")],
     PUSH_SUBSCRIPTIONS: [IndexModel([("user_id", ASCENDING)], name="by_user")],
     PHONE_CODES: [IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge")],
+    PHONE_CODE_BUDGETS: [IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0,
+                                    name="purge")],
 }
 
 Session = AsyncClientSession | None

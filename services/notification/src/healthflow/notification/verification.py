@@ -19,7 +19,9 @@ delivery log and the Twilio sender, like every SMS); ``phone_codes`` keeps only 
 HMAC-SHA256 (RFC 2104, under ``email_verification_secret``) of the user id, the number's
 SHA-256 and the code, for ``phone_code_ttl`` seconds and ``phone_code_max_attempts``
 tries (then it is void), and a new code is texted at most once per
-``phone_code_cooldown`` seconds (429 with ``Retry-After``). ``POST …/phone/verify`` with
+``phone_code_cooldown`` seconds and ``phone_codes_per_day`` times in 24 hours per account
+and per number (``phone_code_budgets``; 429 with ``Retry-After``), so a guesser gets at
+most codes × tries guesses a day. ``POST …/phone/verify`` with
 the right code sets ``phone_verified_for`` (SHA-256 of the number) on the contact, so a
 later change of number is unverified again; the sent SMS's body is dropped from the
 delivery log (:data:`SECRET_TEMPLATES`).
@@ -179,7 +181,8 @@ async def send_phone_code(runtime: ServiceRuntime, ctx: Context, user_id: str) -
     Raises:
         Conflict: (409) the account has no number, or its number is already verified.
         TooManyRequests: (429, ``Retry-After`` seconds) a code was texted less than
-            ``phone_code_cooldown`` seconds ago.
+            ``phone_code_cooldown`` seconds ago, or ``phone_codes_per_day`` were texted to
+            the account or the number in the current 24 hours.
     """
     settings = ctx.settings
     code = f"{secrets.randbelow(10 ** 6):06d}"
@@ -202,6 +205,8 @@ async def send_phone_code(runtime: ServiceRuntime, ctx: Context, user_id: str) -
                                       "for another", retry_after=math.ceil(wait))
         expires = now + timedelta(seconds=settings.phone_code_ttl)
         number = number_hash(phone)
+        for budget in (f"user:{user_id}", f"number:{number}"):
+            await _spend_daily_code(uow, budget, now, settings.phone_codes_per_day)
         await uow.db[store.PHONE_CODES].replace_one(
             {"_id": user_id},
             {"number_hash": number, "code_hash": code_hash(secret, user_id, number, code),
@@ -216,6 +221,27 @@ async def send_phone_code(runtime: ServiceRuntime, ctx: Context, user_id: str) -
         return CodeSent(to=domain.mask_address(Channel.SMS, phone) or "", expires_at=expires)
 
     return await runtime.transact(write, actor=user_id)
+
+
+async def _spend_daily_code(uow: UnitOfWork, budget_id: str, now: datetime, cap: int) -> None:
+    """Count one code against ``budget_id``'s 24-hour window (opened by its first code).
+
+    Raises:
+        TooManyRequests: (429, ``Retry-After`` until the window ends) ``cap`` spent.
+    """
+    budgets = uow.db[store.PHONE_CODE_BUDGETS]
+    doc = await budgets.find_one({"_id": budget_id}, session=uow.session)
+    if doc is None or doc["window_end"] <= now:
+        end = now + timedelta(days=1)
+        await budgets.replace_one({"_id": budget_id},
+                                  {"count": 1, "window_end": end, "purge_at": end},
+                                  upsert=True, session=uow.session)
+        return
+    if doc["count"] >= cap:
+        raise TooManyRequests(
+            "the day's verification codes for this account or number are spent; try "
+            "again later", retry_after=math.ceil((doc["window_end"] - now).total_seconds()))
+    await budgets.update_one({"_id": budget_id}, {"$inc": {"count": 1}}, session=uow.session)
 
 
 async def verify_phone_code(runtime: ServiceRuntime, ctx: Context, user_id: str,
