@@ -8,6 +8,8 @@ server accepts one step either side), so no test waits for a 30 s boundary."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -77,6 +79,30 @@ def challenge_of(response: httpx.Response, *, enrolment: bool = False) -> str:
 
 async def second_step(auth: AuthClient, mfa_token: str, **proof: str) -> httpx.Response:
     return await auth.http.post("/api/v1/auth/token/mfa", json={"mfa_token": mfa_token} | proof)
+
+
+def amr_of(access_token: str) -> list[str]:
+    """The ``amr`` claim (RFC 8176) of an access token (the service checked its signature)."""
+    payload = access_token.split(".")[1]
+    return list(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["amr"])
+
+
+async def test_tokens_say_how_the_session_was_authenticated(auth: AuthClient) -> None:
+    """``amr`` (RFC 8176): ``pwd`` for a password alone, ``mfa otp pwd`` with the second
+    factor, kept by every token the session refreshes, and in ``auth.login_succeeded``."""
+    user, tokens = await auth.patient()
+    assert amr_of(tokens["access_token"]) == ["pwd"]
+    app, _ = await enrol(auth, tokens["access_token"])
+    done = await second_step(auth, challenge_of(await auth.login(user["email"])),
+                             code=app.code())
+    assert done.status_code == 200, done.text
+    assert amr_of(done.json()["access_token"]) == ["mfa", "otp", "pwd"]
+    refreshed = await auth.http.post("/api/v1/auth/refresh",
+                                     json={"refresh_token": done.json()["refresh_token"]})
+    assert refreshed.status_code == 200, refreshed.text
+    assert amr_of(refreshed.json()["access_token"]) == ["mfa", "otp", "pwd"]
+    logins = await auth.events("auth.login_succeeded", user["id"])
+    assert [e["data"]["amr"] for e in logins] == [["pwd"], ["mfa", "otp", "pwd"]]
 
 
 async def test_an_enrolled_patient_logs_in_with_a_code_used_once(auth: AuthClient) -> None:

@@ -82,12 +82,14 @@ class LoginFailed(EventPayload):
 
 @event_type("auth.login_succeeded", version=1, publisher=PUBLISHER)
 class LoginSucceeded(EventPayload):
-    """A session began (password grant)."""
+    """A session began (password grant); ``amr`` says how it was authenticated (RFC 8176
+    values, sorted: ``["pwd"]``, or ``["mfa", "otp", "pwd"]`` with a second factor)."""
 
     user_id: str
     session_id: str
     client_ip: str | None
     client_id: str
+    amr: list[str] = Field(default_factory=lambda: ["pwd"])
 
 
 @event_type("auth.token_refreshed", version=1, publisher=PUBLISHER)

@@ -160,6 +160,11 @@ def check_password(password: str, *, email: str | None = None) -> None:
 
 # --------------------------------------------------------------------------- access tokens
 
+AMR_PASSWORD = "pwd"  # noqa: S105 - RFC 8176 method name, not a password
+"""RFC 8176 §2 authentication method references: a password, ..."""
+AMR_SECOND_FACTOR = ("mfa", "otp", "pwd")
+"""... and a password with a one-time code (TOTP, or a single-use recovery code)."""
+
 
 def access_token_claims(
     *,
@@ -173,13 +178,15 @@ def access_token_claims(
     now: datetime,
     ttl: int,
     auth_time: datetime | None = None,
+    amr: Iterable[str] = (AMR_PASSWORD,),
 ) -> dict[str, Any]:
     """The JWT claims of an access token (RFC 9068 §2.2; times are NumericDate seconds).
 
     ``iss``, ``aud``, ``sub``, ``exp`` (``now`` + ``ttl`` seconds), ``iat``,
     ``jti`` (UUID4), ``client_id``, ``auth_time`` (when the session began),
-    ``roles`` and ``permissions`` (RFC 9068 §2.2.3.1, sorted) and ``sid``
-    (the session, so logout can name it).
+    ``amr`` (how the session was authenticated, RFC 8176 values, sorted: ``["pwd"]``
+    or ``["mfa", "otp", "pwd"]``; RFC 9068 §2.2.1), ``roles`` and ``permissions``
+    (RFC 9068 §2.2.3.1, sorted) and ``sid`` (the session, so logout can name it).
     """
     iat = int(now.timestamp())
     claims: dict[str, Any] = {
@@ -191,6 +198,7 @@ def access_token_claims(
         "jti": str(uuid.uuid4()),
         "client_id": client_id,
         "sid": session_id,
+        "amr": sorted(set(amr)),
         "roles": sorted(set(roles)),
         "permissions": sorted(set(permissions)),
     }

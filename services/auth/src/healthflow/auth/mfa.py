@@ -213,7 +213,7 @@ async def complete_login(auth: Auth, *, mfa_token: str, code: str | None,
     try:
         tokens = await service.open_session(
             auth, user, client_id=challenge["client_id"], client_ip=client_ip, new_hash=None,
-            also=second_factor)
+            also=second_factor, amr=domain.AMR_SECOND_FACTOR)
     except domain.InvalidGrant:
         await _count_failure(auth, digest, email_key, client_ip)
         raise

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -251,14 +251,15 @@ async def change_role(runtime: ServiceRuntime, user_id: str, role: Role, *, assi
 # --------------------------------------------------------------------------- sessions
 
 
-def _mint(auth: Auth, user: Document, session_id: str, client_id: str, auth_time: datetime,
-          now: datetime) -> str:
+def _mint(auth: Auth, user: Document, session_doc: Document, now: datetime) -> str:
+    """An access token of ``session_doc`` (its client, start and ``amr``) for ``user``."""
     roles = list(user.get("roles", []))
     claims = domain.access_token_claims(
         user_id=user["_id"], roles=roles, permissions=permissions_for(roles),
-        session_id=session_id, client_id=client_id, issuer=auth.settings.jwt_issuer,
-        audience=auth.settings.jwt_audience, now=now, ttl=auth.settings.access_token_ttl,
-        auth_time=auth_time)
+        session_id=session_doc["_id"], client_id=session_doc["client_id"],
+        issuer=auth.settings.jwt_issuer, audience=auth.settings.jwt_audience, now=now,
+        ttl=auth.settings.access_token_ttl, auth_time=session_doc["created_at"],
+        amr=session_doc.get("amr") or (domain.AMR_PASSWORD,))
     return auth.keys.sign(claims)
 
 
@@ -325,15 +326,19 @@ async def login(auth: Auth, *, email: str, password: str, client_id: str | None,
 async def open_session(auth: Auth, user: Document, *, client_id: str, client_ip: str | None,
                        new_hash: str | None,
                        also: Callable[[UnitOfWork, str], Awaitable[None]] | None = None,
+                       amr: Sequence[str] = (domain.AMR_PASSWORD,),
                        ) -> domain.IssuedTokens:
-    """Begin a session for ``user`` (publish ``auth.login_succeeded``); ``also(uow,
-    session_id)`` runs in the same transaction (the second factor's bookkeeping)."""
+    """Begin a session for ``user`` authenticated by ``amr`` (RFC 8176 values, kept with
+    the session for every token it issues; publish ``auth.login_succeeded``);
+    ``also(uow, session_id)`` runs in the same transaction (the second factor's
+    bookkeeping)."""
 
-    async def apply(uow: UnitOfWork) -> tuple[str, str, datetime]:
+    async def apply(uow: UnitOfWork) -> tuple[Document, str]:
         now = utcnow()
         session_doc = domain.new_session(user_id=user["_id"], client_id=client_id,
                                          client_ip=client_ip, now=now,
                                          max_age=auth.settings.session_max_age)
+        session_doc["amr"] = sorted(set(amr))
         await store.insert_session(auth.runtime.db, session_doc, session=uow.session)
         refresh_token = await _issue_refresh(auth, uow, session_doc, 1, now)
         if new_hash is not None:  # parameters changed since this hash was made
@@ -342,14 +347,16 @@ async def open_session(auth: Auth, user: Document, *, client_id: str, client_ip:
         if also is not None:
             await also(uow, session_doc["_id"])
         uow.publish(events.LoginSucceeded(user_id=user["_id"], session_id=session_doc["_id"],
-                                          client_ip=client_ip, client_id=client_id),
+                                          client_ip=client_ip, client_id=client_id,
+                                          amr=session_doc["amr"]),
                     subject=user["_id"])
-        return session_doc["_id"], refresh_token, now
+        return session_doc, refresh_token
 
-    session_id, refresh_token, now = await auth.runtime.transact(apply, actor=user["_id"])
-    access = _mint(auth, user, session_id, client_id, auth_time=now,
-                   now=await revocation.issue_time(auth.runtime, user["_id"], now))
-    return domain.IssuedTokens(access, refresh_token, auth.settings.access_token_ttl, session_id)
+    session_doc, refresh_token = await auth.runtime.transact(apply, actor=user["_id"])
+    access = _mint(auth, user, session_doc, now=await revocation.issue_time(
+        auth.runtime, user["_id"], session_doc["created_at"]))
+    return domain.IssuedTokens(access, refresh_token, auth.settings.access_token_ttl,
+                               session_doc["_id"])
 
 
 async def refresh(auth: Auth, *, refresh_token: str, client_ip: str | None) -> domain.IssuedTokens:
@@ -371,8 +378,7 @@ async def refresh(auth: Auth, *, refresh_token: str, client_ip: str | None) -> d
     if rotated is None:  # committed: a reuse revoked the family, an inactive user's session
         raise domain.InvalidGrant(domain.INVALID_REFRESH)
     user, session_doc, new_token, now = rotated
-    access = _mint(auth, user, session_doc["_id"], session_doc["client_id"],
-                   auth_time=session_doc["created_at"],
+    access = _mint(auth, user, session_doc,
                    now=await revocation.issue_time(auth.runtime, user["_id"], now))
     return domain.IssuedTokens(access, new_token, auth.settings.access_token_ttl,
                                session_doc["_id"])
