@@ -33,7 +33,7 @@ class CareStatus(StrEnum):
     INACTIVE = "inactive"
 
 
-def care_ends(relationship: Mapping[str, Any], after_encounter: timedelta) -> datetime | None:
+def care_ends(relationship: Mapping[str, Any], after_encounter: timedelta) -> datetime:
     """When a care relationship ends (FHIR ``CareTeam.period.end``), aware UTC.
 
     The cancellation's time for a cancelled one; else the finish of its encounter
@@ -41,13 +41,15 @@ def care_ends(relationship: Mapping[str, Any], after_encounter: timedelta) -> da
     finished, ``after_encounter`` after the later of ``planned_end`` (else
     ``period.start``) and ``as_of``.
     """
+    ends: datetime
     if relationship["status"] != CareStatus.ACTIVE:
-        return relationship["period"]["end"] or relationship["as_of"]
-    finished = relationship.get("encounter_finished_at")
-    if finished is not None:
-        return finished + after_encounter
-    planned = relationship.get("planned_end") or relationship["period"]["start"]
-    return max(planned, relationship["as_of"]) + after_encounter
+        ends = relationship["period"]["end"] or relationship["as_of"]
+    elif relationship.get("encounter_finished_at") is not None:
+        ends = relationship["encounter_finished_at"] + after_encounter
+    else:
+        planned = relationship.get("planned_end") or relationship["period"]["start"]
+        ends = max(planned, relationship["as_of"]) + after_encounter
+    return ends
 
 
 def in_care(relationship: Mapping[str, Any], now: datetime, after_encounter: timedelta) -> bool:
