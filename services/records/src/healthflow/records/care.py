@@ -41,14 +41,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from healthflow.common import careteam
 from healthflow.common.auth import Principal
 from healthflow.common.care import BEFORE_ANY_EVENT
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.records import events, store
-from healthflow.records.domain import CareStatus, OwnRecord, UnknownPatient, in_care
+from healthflow.records.domain import OwnRecord, UnknownPatient
 from healthflow.records.settings import Settings, settings_of
 
 log = logging.getLogger(__name__)
@@ -83,93 +83,8 @@ def configure(settings: Settings) -> None:
 
 async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
     """Whether the doctor is in a care relationship with the patient now."""
-    at, after = now(), POLICY.after_encounter
-    return any(in_care(r, at, after)
-               for r in await store.care_of(uow, doctor_user_id, patient_id))
-
-
-def _new(care_id: str, doctor_user_id: str, patient_id: str, at: datetime, *,
-         appointment_id: str | None = None, encounter_id: str | None = None,
-         status: CareStatus = CareStatus.ACTIVE, planned_end: datetime | None = None
-         ) -> Document:
-    return {"_id": care_id, "doctor_user_id": doctor_user_id, "patient_id": patient_id,
-            "appointment_id": appointment_id, "encounter_id": encounter_id,
-            "status": status.value,
-            "period": {"start": at, "end": at if status is CareStatus.INACTIVE else None},
-            "encounter_finished_at": None, "planned_end": planned_end, "as_of": at}
-
-
-def _of(appointment_id: str) -> str:
-    return f"appointment:{appointment_id}"
-
-
-async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
-                             at: datetime) -> None:
-    """The relationship the booking makes, from ``at``; nothing if it was cancelled or a
-    newer event of the appointment was applied already."""
-    if not appointment.doctor_user_id:
-        return
-    care_id = _of(appointment.appointment_id)
-    current = await store.get_care(uow, care_id)
-    if current is None:
-        await store.insert_care(uow, _new(care_id, appointment.doctor_user_id,
-                                          appointment.patient_id, at,
-                                          appointment_id=appointment.appointment_id,
-                                          planned_end=appointment.end))
-    elif current["status"] == CareStatus.ACTIVE and current["as_of"] < at:
-        await store.update_care(uow, care_id, {"as_of": at, "planned_end": appointment.end})
-
-
-async def appointment_rescheduled(uow: UnitOfWork, appointment: AppointmentEvent,
-                                  at: datetime) -> None:
-    """The appointment's relationship (when active) follows its new planned end; an older
-    event than the newest applied changes nothing."""
-    current = await store.get_care(uow, _of(appointment.appointment_id))
-    if current is not None and current["status"] == CareStatus.ACTIVE \
-            and current["as_of"] < at:
-        await store.update_care(uow, current["_id"], {"as_of": at,
-                                                      "planned_end": appointment.end})
-
-
-async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
-                                at: datetime) -> None:
-    """The appointment's relationship ends at ``at``, for good (kept ``inactive``, so a
-    booking delivered later or again grants nothing): cancelled, or a no-show."""
-    if not appointment.doctor_user_id:
-        return
-    care_id = _of(appointment.appointment_id)
-    current = await store.get_care(uow, care_id)
-    if current is None:
-        await store.insert_care(uow, _new(care_id, appointment.doctor_user_id,
-                                          appointment.patient_id, at,
-                                          appointment_id=appointment.appointment_id,
-                                          status=CareStatus.INACTIVE))
-    elif current["status"] == CareStatus.ACTIVE:
-        await store.update_care(uow, care_id, {
-            "status": CareStatus.INACTIVE.value, "period.end": at,
-            "as_of": max(at, current["as_of"])})
-
-
-async def encounter_started(uow: UnitOfWork, doctor_user_id: str, patient_id: str,
-                            encounter_id: str, at: datetime,
-                            appointment_id: str | None = None) -> None:
-    """The doctor conducts the encounter: the appointment's relationship rests on it (made
-    now if the booking has not arrived; a cancelled one stays ended), or, for a walk-in,
-    a relationship of its own starts at ``at``."""
-    care_id = _of(appointment_id) if appointment_id else f"encounter:{encounter_id}"
-    current = await store.get_care(uow, care_id)
-    if current is None:
-        await store.insert_care(uow, _new(care_id, doctor_user_id, patient_id, at,
-                                          appointment_id=appointment_id,
-                                          encounter_id=encounter_id))
-    elif current["status"] == CareStatus.ACTIVE:
-        await store.update_care(uow, care_id, {"encounter_id": encounter_id,
-                                               "as_of": max(at, current["as_of"])})
-
-
-async def encounter_finished(uow: UnitOfWork, encounter_id: str, at: datetime) -> None:
-    """The relationships resting on the encounter last until ``at`` + the policy's days."""
-    await store.care_encounter_finished(uow, encounter_id, at)
+    return await careteam.treats(uow, doctor_user_id, patient_id, now(),
+                                 POLICY.after_encounter)
 
 
 async def break_the_glass(runtime: ServiceRuntime, principal: Principal, patient_id: str,
@@ -219,34 +134,23 @@ async def adopt_legacy(runtime: ServiceRuntime) -> None:
     async for old in db[LEGACY_CARE].find({}):
         doctor, patient = old["doctor_user_id"], old["patient_id"]
         for appointment_id in old.get("appointments", []):
-            doc = _new(_of(appointment_id), doctor, patient, at, appointment_id=appointment_id)
-            made += await _adopt(runtime, doc | {"as_of": BEFORE_ANY_EVENT})
+            doc = careteam.new_relationship(careteam.appointment_key(appointment_id), doctor,
+                                           patient, at, appointment_id=appointment_id)
+            made += await careteam.adopt(db[store.CARE], doc | {"as_of": BEFORE_ANY_EVENT})
         for encounter_id in old.get("encounters", []):
             encounter = await db[store.ENCOUNTERS].find_one({"_id": encounter_id})
             if encounter is None or encounter["status"] == "cancelled":
                 continue
             appointment_id = encounter.get("appointment_id")
-            care_id = _of(appointment_id) if appointment_id else f"encounter:{encounter_id}"
-            doc = _new(care_id, doctor, patient, at, appointment_id=appointment_id,
-                       encounter_id=encounter_id) | {"as_of": BEFORE_ANY_EVENT}
+            care_id = (careteam.appointment_key(appointment_id) if appointment_id
+                       else f"encounter:{encounter_id}")
+            doc = careteam.new_relationship(care_id, doctor, patient, at,
+                                            appointment_id=appointment_id,
+                                            encounter_id=encounter_id) | {
+                "as_of": BEFORE_ANY_EVENT}
             if encounter["status"] == "finished":
                 doc["encounter_finished_at"] = (encounter.get("period") or {}).get("end") or at
-            made += await _adopt(runtime, doc)
+            made += await careteam.adopt(db[store.CARE], doc)
     await db.drop_collection(LEGACY_CARE)
     if made:
         log.info("adopted care relationships of the older read model", extra={"made": made})
-
-
-async def _adopt(runtime: ServiceRuntime, doc: Document) -> int:
-    """Insert ``doc`` unless its relationship exists; an encounter adds to the
-    appointment's relationship adopted just before (1 if a document was made)."""
-    care = runtime.db[store.CARE]
-    existing = await care.find_one({"_id": doc["_id"]})
-    if existing is None:
-        await care.insert_one(doc)
-        return 1
-    if doc["encounter_id"] and existing["as_of"] == BEFORE_ANY_EVENT:
-        await care.update_one({"_id": doc["_id"]}, {"$set": {
-            "encounter_id": doc["encounter_id"],
-            "encounter_finished_at": doc["encounter_finished_at"]}})
-    return 0

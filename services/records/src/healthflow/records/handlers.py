@@ -22,6 +22,7 @@ is dead-lettered by the consumer, never skipped here.
 
 from __future__ import annotations
 
+from healthflow.common import careteam
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.appointment import (
@@ -35,7 +36,7 @@ from healthflow.contracts.appointment import (
 from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.patient import PatientRegistered
 from healthflow.contracts.teleconference import TeleconsultEnded, TeleconsultStarted
-from healthflow.records import care, service
+from healthflow.records import service
 
 
 async def on_patient_registered(event: Received[PatientRegistered], uow: UnitOfWork) -> None:
@@ -59,7 +60,7 @@ async def on_cancelled(event: Received[AppointmentCancelled], uow: UnitOfWork) -
 
 
 async def on_no_show(event: Received[AppointmentNoShow], uow: UnitOfWork) -> None:
-    await care.appointment_cancelled(uow, event.data, event.time)
+    await careteam.appointment_ended(uow, event.data, event.time)
 
 
 async def on_checked_in(event: Received[AppointmentCheckedIn], uow: UnitOfWork) -> None:

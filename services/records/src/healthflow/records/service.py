@@ -27,6 +27,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from healthflow.common import careteam
 from healthflow.common.auth import Principal
 from healthflow.common.errors import Conflict, Forbidden, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
@@ -200,7 +201,7 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
             status=EncounterStatus.IN_PROGRESS, opened_by=principal.subject, now=now,
             reason=body.reason, hospital_id=body.hospital_id))
         await store.insert_encounter(uow, doc)
-        await care.encounter_started(uow, practitioner_id, body.patient_id, doc["_id"], now)
+        await careteam.encounter_started(uow, practitioner_id, body.patient_id, doc["_id"], now)
         _publish_started(uow, doc, now)
         return doc
 
@@ -232,7 +233,7 @@ async def _finish(uow: UnitOfWork, doc: Document, at: datetime) -> Document:
     if not await store.update_encounter(uow, doc, fields):
         raise Conflict("the encounter changed concurrently; reload and retry")
     after = await load_encounter(uow, doc["_id"])
-    await care.encounter_finished(uow, doc["_id"], after["period"]["end"])
+    await careteam.encounter_finished(uow, doc["_id"], after["period"]["end"])
     uow.publish(events.EncounterFinished(**_payload(after), started_at=after["period"]["start"],
                                          finished_at=after["period"]["end"]),
                 subject=f"encounter/{doc['_id']}", patientid=doc["patient_id"])
@@ -321,7 +322,7 @@ async def appointment_booked(uow: UnitOfWork, appointment: AppointmentEvent,
     already created the encounter, and nothing is planned again (nor, after a
     cancellation, is the care relationship restored: :mod:`.care`).
     """
-    await care.appointment_booked(uow, appointment, at)
+    await careteam.appointment_booked(uow, appointment, at)
     existing = await store.encounter_of_appointment(uow, appointment.appointment_id)
     if existing is None:
         await _insert_for(uow, appointment, EncounterStatus.PLANNED, at)
@@ -331,7 +332,7 @@ async def appointment_rescheduled(uow: UnitOfWork, appointment: AppointmentEvent
                                   at: datetime) -> None:
     """A planned encounter, and the care relationship, follow the appointment to the new
     ``start``–``end`` (``at``: the event's time)."""
-    await care.appointment_rescheduled(uow, appointment, at)
+    await careteam.appointment_rescheduled(uow, appointment, at)
     doc = await store.encounter_of_appointment(uow, appointment.appointment_id)
     if doc is not None and doc["status"] == EncounterStatus.PLANNED:
         await store.update_encounter(uow, doc, {
@@ -342,7 +343,7 @@ async def appointment_cancelled(uow: UnitOfWork, appointment: AppointmentEvent,
                                 at: datetime) -> None:
     """The planned encounter is ``cancelled`` (kept, so a late ``booked`` plans nothing),
     and the appointment no longer makes a care relationship."""
-    await care.appointment_cancelled(uow, appointment, at)
+    await careteam.appointment_ended(uow, appointment, at)
     doc = await store.encounter_of_appointment(uow, appointment.appointment_id)
     if doc is None:
         await _insert_for(uow, appointment, EncounterStatus.CANCELLED, at)
@@ -366,7 +367,7 @@ async def appointment_checked_in(uow: UnitOfWork, appointment: AppointmentEvent,
     else:
         return
     if appointment.doctor_user_id:
-        await care.encounter_started(uow, appointment.doctor_user_id, appointment.patient_id,
+        await careteam.encounter_started(uow, appointment.doctor_user_id, appointment.patient_id,
                                      doc["_id"], at, appointment.appointment_id)
     _publish_started(uow, await load_encounter(uow, doc["_id"]), at)
 
@@ -414,7 +415,7 @@ async def teleconsult_started(uow: UnitOfWork, consult: TeleconsultStarted) -> N
         return
     at = consult.started_at
     await store.update_encounter(uow, doc, transition(doc, EncounterStatus.IN_PROGRESS, at))
-    await care.encounter_started(uow, consult.doctor_user_id, consult.patient_id, doc["_id"],
+    await careteam.encounter_started(uow, consult.doctor_user_id, consult.patient_id, doc["_id"],
                                  at, consult.appointment_id)
     _publish_started(uow, await load_encounter(uow, doc["_id"]), at)
 

@@ -36,6 +36,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from healthflow.common import careteam
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
 from healthflow.common.pagination import keyset_page
@@ -43,7 +44,7 @@ from healthflow.common.pagination import keyset_page
 ENCOUNTERS = "encounters"
 ENTRIES = "entries"
 VERSIONS = "entry_versions"
-CARE = "care_team"
+CARE = careteam.CARE_TEAM
 EMERGENCY = "emergency_access"
 PATIENTS = "patients"
 HOSPITALS = "hospitals"
@@ -60,10 +61,7 @@ INDEXES: Indexes = {
         IndexModel([("patient_id", ASCENDING), ("recorded_at", ASCENDING)], name="patient"),
     ],
     VERSIONS: [IndexModel([("entry_id", ASCENDING), ("version", ASCENDING)], name="entry")],
-    CARE: [
-        IndexModel([("doctor_user_id", ASCENDING), ("patient_id", ASCENDING)], name="pair"),
-        IndexModel([("encounter_id", ASCENDING)], name="encounter"),
-    ],
+    CARE: careteam.INDEXES,
     EMERGENCY: [IndexModel([("doctor_user_id", ASCENDING), ("patient_id", ASCENDING),
                             ("expires_at", ASCENDING)], name="pair")],
     DOCUMENTS: [
@@ -163,32 +161,6 @@ async def versions_of(db: Db, entry_id: str, session: Any = None) -> list[Docume
 
 
 # ----------------------------------------------------------------------------- read models
-
-
-async def care_of(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> list[Document]:
-    """The doctor's ``active`` care relationships with the patient (one per appointment or
-    walk-in encounter; few)."""
-    return await uow.db[CARE].find(
-        {"doctor_user_id": doctor_user_id, "patient_id": patient_id, "status": "active"},
-        session=uow.session).to_list()
-
-
-async def get_care(uow: UnitOfWork, care_id: str) -> Document | None:
-    return await uow.db[CARE].find_one({"_id": care_id}, session=uow.session)
-
-
-async def insert_care(uow: UnitOfWork, doc: Document) -> None:
-    await uow.db[CARE].insert_one(doc, session=uow.session)
-
-
-async def update_care(uow: UnitOfWork, care_id: str, fields: Document) -> None:
-    await uow.db[CARE].update_one({"_id": care_id}, {"$set": fields}, session=uow.session)
-
-
-async def care_encounter_finished(uow: UnitOfWork, encounter_id: str, at: Any) -> None:
-    """The relationships resting on the encounter: it was completed at ``at``."""
-    await uow.db[CARE].update_many({"encounter_id": encounter_id},
-                                   {"$set": {"encounter_finished_at": at}}, session=uow.session)
 
 
 async def insert_grant(uow: UnitOfWork, grant: Document) -> None:
