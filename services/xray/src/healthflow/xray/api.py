@@ -345,9 +345,12 @@ async def qido_studies(runtime: Runtime,
                      response_class=JSONResponse,
                      responses={200: {"content": {DICOM_JSON: {}}}})
 async def qido_series(runtime: Runtime, study_uid: Uid,
+                      modality: Annotated[str | None, Query(alias="Modality",
+                                                            max_length=16)] = None,
                       principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """Match key ``Modality`` (e.g. ``SR``: the measurement report's series)."""
     found = await dicomweb.study_instances(runtime, principal, study_uid)
-    return _dicom_json(dicomweb.series_of(found))
+    return _dicom_json(dicomweb.series_of(found, modality))
 
 
 @dicomweb_router.get("/{study_uid}/instances", summary="QIDO-RS: the instances of a study",

@@ -15,7 +15,10 @@ of stored DICOM instances (DICOM PS3.18 §10.6 Search, §10.4 Retrieve).
   ``viewport`` query parameters (§8.3.5.1.3, §8.3.5.1.2: :func:`voi_window`,
   :func:`viewport_size`) choose the VOI window and scale it down to fit.
 
-Only DICOM instances take part: photographs of films (PNG/JPEG) are not DICOM objects.
+Only DICOM objects take part: the stored DICOM images and the TID 1500 measurement
+report the processing worker made of an image (:mod:`.measurements`: modality SR, in
+its own series of the image's study, :func:`report_instance`; it has no frames to
+render). Photographs of films (PNG/JPEG) are not DICOM objects.
 Access is the images' (:func:`healthflow.xray.service.viewer`): the patient their own
 studies, a doctor those of patients they treat (``xray.accessed``, scope ``dicomweb``);
 another patient's study is answered 404, like a missing one.
@@ -43,7 +46,7 @@ from healthflow.common.mongo import Document
 from healthflow.common.permissions import Permission
 from healthflow.common.problems import Problem
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import imaging, render, store
+from healthflow.xray import imaging, measurements, render, store
 from healthflow.xray.domain import FrameNotFound, StudyNotFound
 from healthflow.xray.service import viewer
 
@@ -90,9 +93,9 @@ def instance_json(study_uid: str, instance: Document) -> Json:
         "0020000D": attribute("UI", study_uid),
         "0020000E": attribute("UI", instance["series_uid"]),
         "00200013": attribute("IS", instance["number"]),
-        "00280010": attribute("US", instance["image"]["rows"]),
-        "00280011": attribute("US", instance["image"]["columns"]),
-    }
+    } | ({"00280010": attribute("US", instance["image"]["rows"]),
+          "00280011": attribute("US", instance["image"]["columns"])}
+         if instance["image"].get("rows") else {})
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,26 @@ class StudyInstances:
     accession_number: str | None = None
 
 
-def _dicom(instances: list[Document]) -> list[Document]:
-    return [i for i in instances if i["content_type"] == imaging.DICOM]
+def report_instance(result: Document) -> Document:
+    """The TID 1500 SR of a processed image (its ``results`` document with ``sr``) as
+    an instance document like the stored ones: modality SR, the UIDs of
+    :func:`measurements.report_uids`, the SR's blob, no rows or columns."""
+    series_uid, sop_uid = measurements.report_uids(result["_id"])
+    return {"_id": f"{result['_id']}:sr", "study_id": result["study_id"],
+            "series_uid": series_uid, "sop_instance_uid": sop_uid,
+            "sop_class_uid": measurements.SOP_CLASS_UID, "modality": "SR",
+            "number": measurements.INSTANCE_NUMBER, "content_type": imaging.DICOM,
+            "blob": result["sr"], "image": {
+                "rows": None, "columns": None,
+                "transfer_syntax": measurements.TRANSFER_SYNTAX_UID}}
+
+
+async def _dicom(uow: UnitOfWork, study_ids: list[str], instances: list[Document]
+                 ) -> list[Document]:
+    """The DICOM ones of the studies' stored ``instances``, then their SRs."""
+    reports = await store.measurement_reports_of(uow, study_ids)
+    return [i for i in instances if i["content_type"] == imaging.DICOM] + \
+        [report_instance(r) for r in reports]
 
 
 async def search_studies(runtime: ServiceRuntime, principal: Principal,
@@ -135,7 +156,8 @@ async def search_studies(runtime: ServiceRuntime, principal: Principal,
         await viewer(uow, principal, patient_id, SCOPE)
         studies = [s for s in await store.studies_of_patient(uow, patient_id)
                    if study_uid is None or s["study_uid"] == study_uid]
-        instances = _dicom(await store.instances_of(uow, [s["_id"] for s in studies]))
+        ids = [s["_id"] for s in studies]
+        instances = await _dicom(uow, ids, await store.instances_of(uow, ids))
         orders = await store.orders_by_id(uow, [s["order_id"] for s in studies])
         found = [StudyInstances(s, [i for i in instances if i["study_id"] == s["_id"]],
                                 orders.get(s["order_id"], {}).get("accession_number"))
@@ -161,7 +183,8 @@ async def study_instances(runtime: ServiceRuntime, principal: Principal, study_u
         if study is None:
             raise StudyNotFound("no imaging study with this Study Instance UID")
         await viewer(uow, principal, study["patient_id"], SCOPE, study["_id"])
-        instances = [i for i in _dicom(await store.instances_of(uow, [study["_id"]]))
+        stored = await store.instances_of(uow, [study["_id"]])
+        instances = [i for i in await _dicom(uow, [study["_id"]], stored)
                      if series_uid in (None, i["series_uid"])
                      and sop_uid in (None, i["sop_instance_uid"])]
         if not instances:
@@ -171,10 +194,14 @@ async def study_instances(runtime: ServiceRuntime, principal: Principal, study_u
     return await runtime.transact(read, actor=principal.actor)
 
 
-def series_of(found: StudyInstances) -> list[Json]:
-    """Series-level QIDO-RS answer of a study, in order of their first instance."""
+def series_of(found: StudyInstances, modality: str | None = None) -> list[Json]:
+    """Series-level QIDO-RS answer of a study, in order of their first instance; only
+    those of ``modality`` (the ``Modality`` match key, single value matching, PS3.18
+    §8.3.4.6.1) when given."""
     by_series: dict[str, list[Document]] = {}
     for instance in found.instances:
+        if modality not in (None, instance["modality"]):
+            continue
         by_series.setdefault(instance["series_uid"], []).append(instance)
     return [series_json(found.study["study_uid"], uid, docs)
             for uid, docs in by_series.items()]
@@ -217,10 +244,12 @@ async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: P
 
     Raises:
         StudyNotFound (404): no such instance (or another patient's); FrameNotFound (404):
-        the instance has fewer frames; NotTreating (403); PreviewFailed (500).
+        the instance has fewer frames (an SR has none); NotTreating (403); PreviewFailed (500).
     """
     found = await study_instances(runtime, principal, study_uid, series_uid, sop_uid)
     [instance] = found.instances
+    if instance["modality"] == "SR":
+        raise FrameNotFound("a structured report (modality SR) has no frames to render")
     with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
         path = Path(tmp) / "image"
         with path.open("wb") as file:
