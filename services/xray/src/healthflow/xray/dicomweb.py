@@ -12,8 +12,9 @@ of stored DICOM instances (DICOM PS3.18 §10.6 Search, §10.4 Retrieve).
 * WADO-RS rendered frames (PS3.18 §9.5, ``…/frames/{n}/rendered``): one frame as
   ``image/jpeg`` (the default) or ``image/png`` (by ``Accept``), windowed like the
   preview, at its own size up to 4096 px on its long side; ``window`` and
-  ``viewport`` query parameters (§8.3.5.1.3, §8.3.5.1.2: :func:`voi_window`,
-  :func:`viewport_size`) choose the VOI window and scale it down to fit.
+  ``viewport`` query parameters (§8.3.5.1.4, §8.3.5.1.3: :func:`voi_window`,
+  :func:`viewport_size`) choose the VOI window, and crop and scale it to fit. The
+  rendered instance (§9.5, ``…/instances/{sop}/rendered``) is its one frame.
 
 Only DICOM objects take part: the stored DICOM images and the TID 1500 measurement
 report the processing worker made of an image (:mod:`.measurements`: modality SR, in
@@ -236,15 +237,16 @@ def multipart(blobs: BlobStore, instances: list[Document]) -> Multipart:
 async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
                          study_uid: str, series_uid: str, sop_uid: str, frame: int,
                          media_type: str, chosen: tuple[float, float, str] | None = None,
-                         viewport: tuple[int, int] | None = None) -> bytes:
+                         viewport: render.Viewport | None = None) -> bytes:
     """Frame ``frame`` (1-based) of one instance, rendered (:func:`render.rendered_frame`)
     as ``media_type``, in the ``chosen`` window (:func:`voi_window`) and fitting the
-    ``viewport`` (:func:`viewport_size`) when given; the file is copied to local disk
-    in chunks and decoded in a thread.
+    ``viewport`` (:func:`viewport_size`; its region, when given) when given; the file
+    is copied to local disk in chunks and decoded in a thread.
 
     Raises:
         StudyNotFound (404): no such instance (or another patient's); FrameNotFound (404):
-        the instance has fewer frames (an SR has none); NotTreating (403); PreviewFailed (500).
+        the instance has fewer frames (an SR has none); BadRequest (400): the viewport's
+        region is not inside the image; NotTreating (403); PreviewFailed (500).
     """
     found = await study_instances(runtime, principal, study_uid, series_uid, sop_uid)
     [instance] = found.instances
@@ -255,10 +257,14 @@ async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: P
         with path.open("wb") as file:
             async for chunk in blobs.stream(instance["blob"]["key"]):
                 await asyncio.to_thread(file.write, chunk)
-        frames = await asyncio.to_thread(render.frame_count, path)
-        if frame > frames:
-            raise FrameNotFound(f"the instance has {frames} frame(s); there is no frame "
-                                f"{frame}")
+        shape = await asyncio.to_thread(render.geometry, path)
+        if frame > shape.frames:
+            raise FrameNotFound(f"the instance has {shape.frames} frame(s); there is no "
+                                f"frame {frame}")
+        if viewport is not None and viewport.region(shape.rows, shape.columns) is None:
+            raise BadRequest(f"the viewport's source region is not inside the image "
+                             f"({shape.columns} columns × {shape.rows} rows)",
+                             parameter="viewport")
         return await asyncio.to_thread(render.rendered_frame, path, frame, media_type,
                                        chosen, viewport)
 
@@ -283,14 +289,14 @@ def frame_number(frames: str) -> int:
 
 
 def voi_window(window: str | None) -> tuple[float, float, str] | None:
-    """A rendered frame's ``window`` query parameter (PS3.18 §8.3.5.1.3:
+    """A rendered frame's ``window`` query parameter (PS3.18 §8.3.5.1.4:
     ``center,width,function``, function one of :data:`render.VOI_FUNCTIONS`; the
     center and width in the Modality LUT's output units): (center, width, function),
     or None when absent.
 
     Raises:
-        BadRequest (400): not three values, not finite numbers, an unknown function, or
-        a width below 1 (``linear``) or not above 0 (the others).
+        BadRequest (400, ``parameter`` ``window``): not three values, not finite numbers,
+        an unknown function, or a width below 1 (``linear``) or not above 0 (the others).
     """
     if window is None:
         return None
@@ -304,28 +310,50 @@ def voi_window(window: str | None) -> tuple[float, float, str] | None:
             not (width >= 1 if parts[2] == "linear" else width > 0):
         raise BadRequest("window is center,width,function with finite numbers, function "
                          f"one of {', '.join(render.VOI_FUNCTIONS)} and a width ≥ 1 "
-                         f"(linear) or > 0 (got {window[:40]!r})")
+                         f"(linear) or > 0 (got {window[:40]!r})", parameter="window")
     return center, width, parts[2]
 
 
-def viewport_size(viewport: str | None) -> tuple[int, int] | None:
-    """A rendered frame's ``viewport`` query parameter (PS3.18 §8.3.5.1.2: ``vw,vh``,
-    the width and height in pixels the image is scaled down to fit, aspect kept):
-    (width, height), or None when absent. The cropping form (``vw,vh,sx,sy,sw,sh``) is
-    not served.
+def _pixels(value: str, *, negative: bool = False) -> int | None:
+    """An integer of a ``viewport`` (None when empty); raises ValueError otherwise."""
+    if value == "":
+        return None
+    digits = value[1:] if negative and value.startswith("-") else value
+    if not (digits.isascii() and digits.isdecimal()):
+        raise ValueError(value)
+    return int(value)
+
+
+def viewport_size(viewport: str | None) -> render.Viewport | None:
+    """A rendered frame's ``viewport`` query parameter (PS3.18 §8.3.5.1.3:
+    ``vw,vh[,sx,sy,sw,sh]``): the viewport's width and height in pixels (1 to
+    :data:`render.RENDERED_MAX_SIDE`), then optionally the source region — its top-left
+    corner (``sx``, ``sy`` ≥ 0, in image pixels, empty for 0) and size (``sw``, ``sh``
+    ≥ 1, empty for "to the image's edge"); None when absent. Whether the region lies
+    inside the image is checked once the image is read (:func:`rendered_frame`).
 
     Raises:
-        BadRequest (400): not two integers from 1 to :data:`render.RENDERED_MAX_SIDE`.
+        BadRequest (400, ``parameter`` ``viewport``): not 2 or 6 values, a value not an
+        integer, out of its range, or a negative ``sw``/``sh`` (flipping is not served).
     """
     if viewport is None:
         return None
     parts = [p.strip() for p in viewport.split(",")]
     top = render.RENDERED_MAX_SIDE
-    if len(parts) != 2 or not all(p.isascii() and p.isdecimal() for p in parts) or \
-            not all(1 <= int(p) <= top for p in parts):
-        raise BadRequest(f"viewport is width,height in pixels, each 1 to {top} (the "
-                         f"cropping form is not served; got {viewport[:40]!r})")
-    return int(parts[0]), int(parts[1])
+    try:
+        width, height, *region = (_pixels(p, negative=i >= 2) for i, p in enumerate(parts))
+        if width is None or height is None or not (1 <= width <= top and 1 <= height <= top) \
+                or len(region) not in (0, 4) or any(v is not None and v < 0 for v in region[:2]) \
+                or any(v is not None and v < 1 for v in region[2:]):
+            raise ValueError(viewport)
+    except ValueError:
+        raise BadRequest(f"viewport is vw,vh[,sx,sy,sw,sh]: the viewport's width and "
+                         f"height in pixels, each 1 to {top}, then optionally the source "
+                         "region's top-left column and row (≥ 0) and its width and height "
+                         f"(≥ 1; flipping is not served) in image pixels (got "
+                         f"{viewport[:40]!r})", parameter="viewport") from None
+    x, y, region_width, region_height = region or (None, None, None, None)
+    return render.Viewport(width, height, x or 0, y or 0, region_width, region_height)
 
 
 def rendered_type(accept: str | None, offered: tuple[str, ...]) -> str:
