@@ -48,6 +48,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.problems import Problem
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import imaging, measurements, render, store
+from healthflow.xray.checks import LABEL
 from healthflow.xray.domain import FrameNotFound, StudyNotFound
 from healthflow.xray.service import viewer
 
@@ -112,13 +113,15 @@ class StudyInstances:
 def report_instance(result: Document) -> Document:
     """The TID 1500 SR of a processed image (its ``results`` document with ``sr``) as
     an instance document like the stored ones: modality SR, the UIDs of
-    :func:`measurements.report_uids`, the SR's blob, no rows or columns."""
+    :func:`measurements.report_uids`, the SR's blob, stored when processed, titled
+    with the machine-generated label, no rows or columns."""
     series_uid, sop_uid = measurements.report_uids(result["_id"])
     return {"_id": f"{result['_id']}:sr", "study_id": result["study_id"],
             "series_uid": series_uid, "sop_instance_uid": sop_uid,
             "sop_class_uid": measurements.SOP_CLASS_UID, "modality": "SR",
             "number": measurements.INSTANCE_NUMBER, "content_type": imaging.DICOM,
-            "blob": result["sr"], "image": {
+            "blob": result["sr"], "uploaded_at": result["processed_at"],
+            "title": f"Measurement report (TID 1500): {LABEL}", "image": {
                 "rows": None, "columns": None,
                 "transfer_syntax": measurements.TRANSFER_SYNTAX_UID}}
 

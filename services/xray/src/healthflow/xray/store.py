@@ -302,9 +302,9 @@ async def derived_of(uow: UnitOfWork, study_id: str, instance_id: str, kind: str
 
 
 async def measurement_reports_of(uow: UnitOfWork, study_ids: list[str]) -> list[Document]:
-    """``{_id: instance id, study_id, sr}`` of the studies' results that have a TID 1500
-    SR (:mod:`.measurements`), by instance id."""
+    """``{_id: instance id, study_id, sr, processed_at}`` of the studies' results that
+    have a TID 1500 SR (:mod:`.measurements`), by instance id."""
     cursor = uow.db[RESULTS].find({"study_id": {"$in": study_ids}, "sr": {"$ne": None}},
-                                  {"study_id": 1, "sr": 1},
+                                  {"study_id": 1, "sr": 1, "processed_at": 1},
                                   session=uow.session).sort("_id", ASCENDING)
     return [doc async for doc in cursor]
