@@ -242,9 +242,9 @@ async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: P
                          media_type: str, chosen: tuple[float, float, str] | None = None,
                          viewport: render.Viewport | None = None) -> bytes:
     """Frame ``frame`` (1-based) of one instance, rendered (:func:`render.rendered_frame`)
-    as ``media_type``, in the ``chosen`` window (:func:`voi_window`) and fitting the
-    ``viewport`` (:func:`viewport_size`; its region, when given) when given; the file
-    is copied to local disk in chunks and decoded in a thread.
+    as ``media_type``, in the ``chosen`` window (:func:`voi_window`) and, when a
+    ``viewport`` is given (:func:`viewport_size`), its source region fitted to its box;
+    the file is copied to local disk in chunks and decoded in a thread.
 
     Raises:
         StudyNotFound (404): no such instance (or another patient's); FrameNotFound (404):
