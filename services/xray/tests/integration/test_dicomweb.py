@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
+from pydicom.pixels import apply_modality_lut
 from pydicom.uid import generate_uid
 
 from healthflow.common.events.outbox import recorded_events
@@ -224,6 +225,15 @@ async def test_wado_rs_renders_one_frame_as_jpeg_or_png(xray, tokens) -> None:
     assert np.abs(np.asarray(Image.open(io.BytesIO(jpeg.content)), dtype=np.int16)
                   - np.asarray(rendered, dtype=np.int16)).mean() < 3
 
+    # a window replaces the stored one; MONOCHROME1 is still inverted (high values dark)
+    values = apply_modality_lut(ds.pixel_array, ds).astype(np.float64)
+    center = float(np.median(values))
+    narrow = await http.get(url, params={"window": f"{center},1,linear"},
+                            headers=doctor | {"Accept": "image/png"})
+    assert ds.PhotometricInterpretation == "MONOCHROME1"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(narrow.content))),
+                          np.where(values > center - 0.5, 0, 255).astype(np.uint8))
+
     refusals = [
         (await http.get(url, headers=doctor | {"Accept": "application/pdf"}), 406,
          "not-acceptable"),
@@ -243,10 +253,13 @@ async def test_wado_rs_renders_one_frame_as_jpeg_or_png(xray, tokens) -> None:
 
 
 async def test_a_rendered_frame_takes_the_window_and_viewport_asked_for(xray, tokens) -> None:
-    """PS3.18 §8.3.5.1.3 ``window=center,width,function`` and §8.3.5.1.2
-    ``viewport=width,height`` on the devkit radiograph (a ramp 0…3000 left to right,
-    a disc of 4000): a 1-wide linear window splits it at the center, a sigmoid is smooth
-    around it, a viewport scales it down (never up); malformed values are 400 problems."""
+    """PS3.18 §8.3.5.1.4 ``window=center,width,function`` and §8.3.5.1.3
+    ``viewport=vw,vh[,sx,sy,sw,sh]`` on the devkit radiograph (a ramp 0…3000 left to
+    right, a disc of 4000 in the centre, 64 × 64): a 1-wide linear window splits it at the
+    center, a sigmoid is smooth around it; a viewport fits the image or its source region
+    into the box (aspect kept, up or down) and a region is the pixels it names; the
+    rendered instance is its frame; malformed or out-of-range values are 400 problems
+    naming the parameter."""
     http, app = xray
     order = await ordered(http, app, tokens)
     ds = dcmread(io.BytesIO(radiograph(PATIENT, accession_number=order["accession_number"])))
@@ -254,12 +267,13 @@ async def test_a_rendered_frame_takes_the_window_and_viewport_asked_for(xray, to
                          content=encoded(ds), headers=tokens.headers(
                              RADIOGRAPHER, ("radiographer",)) | DICOM)
     assert up.status_code == 201, up.text
-    url = (f"{BASE}/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
-           f"{ds.SOPInstanceUID}/frames/1/rendered")
+    instance = (f"{BASE}/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/"
+                f"{ds.SOPInstanceUID}")
+    url = f"{instance}/frames/1/rendered"
     doctor = tokens.headers(DOCTOR, ("doctor",)) | {"Accept": "image/png"}
 
-    async def shown(**params: str) -> np.ndarray:
-        answer = await http.get(url, params=params, headers=doctor)
+    async def shown(at: str = url, **params: str) -> np.ndarray:
+        answer = await http.get(at, params=params, headers=doctor)
         assert answer.status_code == 200, answer.text
         return np.asarray(Image.open(io.BytesIO(answer.content)))
 
@@ -271,15 +285,33 @@ async def test_a_rendered_frame_takes_the_window_and_viewport_asked_for(xray, to
     assert abs(row[32] - 128) < 8 and row[-1] < 255
     exact = (await shown(window="1500,3000,linear-exact")).astype(int)[0]
     assert exact[0] == 0 and exact[-1] == 255
+
+    whole = await shown()
     assert (await shown(viewport="32,16")).shape == (16, 16)
-    assert (await shown(viewport="128,128", window="2000,4000,linear")).shape == (64, 64)
+    assert (await shown(viewport="128,96", window="2000,4000,linear")).shape == (96, 96)
+    top_right = await shown(viewport="16,16,48,0,16,16")  # same size: the very pixels
+    assert np.array_equal(top_right, whole[0:16, 48:64])
+    assert (await shown(viewport="32,32,48,0,16,16", window="1500,1,linear") == 255).all()
+    assert (await shown(viewport="32,32,0,0,16,16", window="1500,1,linear") == 0).all()
+    assert (await shown(viewport="16,16,0,0,32,64")).shape == (16, 8)  # tall region
+    corner = await shown(viewport="64,64,32,32,,", window="3500,1,linear")
+    assert corner.shape == (64, 64) and corner[0, 0] == 255 and corner[-1, -1] == 0
+
+    assert np.array_equal(await shown(f"{instance}/rendered"), whole)
+    assert np.array_equal(await shown(f"{instance}/rendered", viewport="16,16,48,0,16,16"),
+                          top_right)
 
     for params in ({"window": "1500,1"}, {"window": "a,b,linear"},
                    {"window": "1500,0.5,linear"}, {"window": "1500,0,sigmoid"},
                    {"window": "1500,10,gamma"}, {"window": "nan,10,linear"},
-                   {"viewport": "0,10"}, {"viewport": "10"}, {"viewport": "1,2,0,0,1,2"},
-                   {"viewport": "x,y"}, {"viewport": "5000,10"}):
-        answer = await http.get(url, params=params, headers=doctor)
-        assert answer.status_code == 400, (params, answer.text)
-        assert answer.headers["content-type"].startswith("application/problem+json")
-        assert next(iter(params)) in answer.json()["detail"], answer.text
+                   {"viewport": "0,10"}, {"viewport": "10"}, {"viewport": "1,2,3"},
+                   {"viewport": "x,y"}, {"viewport": "5000,10"},
+                   {"viewport": "10,10,0,0,-16,16"}, {"viewport": "10,10,-1,0,16,16"},
+                   {"viewport": "10,10,60,0,16,16"}, {"viewport": "10,10,0,64,,"},
+                   {"viewport": "10,10,0,0,65,1"}):
+        for at in (url, f"{instance}/rendered"):
+            answer = await http.get(at, params=params, headers=doctor)
+            assert answer.status_code == 400, (params, answer.text)
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            name = next(iter(params))
+            assert answer.json()["parameter"] == name and name in answer.json()["detail"]

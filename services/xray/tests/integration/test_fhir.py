@@ -1,5 +1,6 @@
 """The real chest CR's study and its signed report as FHIR R4 (``ImagingStudy``,
-``DiagnosticReport``), checked with the ``fhir.resources`` R4B models: the report's
+``DiagnosticReport``), checked with the ``fhir.resources`` R4B models: the study lists
+the TID 1500 SR as a series of modality SR, labelled machine-generated; the report's
 conclusion is the doctor's impression, its PDF the presented form, and the automated
 results appear only as labelled machine-generated Observations."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.imagingstudy import ImagingStudy
+from pydicom.uid import Comprehensive3DSRStorage
 
 from healthflow.common.events.outbox import recorded_events
 from healthflow.xray.checks import LABEL
@@ -41,12 +43,17 @@ async def test_a_study_and_its_signed_report_are_valid_fhir_r4(worker, tokens) -
         ("urn:dicom:uid", f"urn:oid:{ds.StudyInstanceUID}")}
     assert [i.value for i in study.identifier if i.type] == [order["accession_number"]]
     assert study.basedOn[0].reference == f"ServiceRequest/{order['id']}"
-    [series] = study.series
+    [series, measured] = study.series  # the image's, then the TID 1500 SR's
     assert (series.uid, series.modality.code) == (ds.SeriesInstanceUID, "CR")
     assert series.bodySite.code == "51185008"  # SNOMED CT thoracic structure
     [instance] = series.instance
     assert instance.uid == ds.SOPInstanceUID
     assert instance.sopClass.code == f"urn:oid:{ds.SOPClassUID}"
+    assert measured.modality.code == "SR" and study.numberOfInstances == 2
+    [report_sr] = measured.instance
+    assert report_sr.sopClass.code == f"urn:oid:{Comprehensive3DSRStorage}"
+    assert LABEL in report_sr.title
+    assert [m.code for m in study.modality] == ["CR", "SR"]
     [endpoint] = study.contained
     assert endpoint.address.endswith(f"/api/v1/dicomweb/studies/{ds.StudyInstanceUID}")
 

@@ -1,21 +1,27 @@
 """The TID 1500 measurement report SR the processing worker makes (highdicom) of the
 real chest CR (``RG1_UNCR`` from pydicom-data): read back with ``highdicom.sr.srread``
-through its route, the lung boxes are planar ROIs on the source image; a radiograph
-that is not of the chest (``RG3_UNCR``, a tibia, on a chest order) and a photograph of
-the chest film get none."""
+through its route, the lung boxes are planar ROIs on the source image; DICOMweb lists
+it (QIDO-RS, a series of modality SR) and retrieves it (WADO-RS), through the
+``dicomweb-client`` library; a radiograph that is not of the chest (``RG3_UNCR``, a
+tibia, on a chest order) and a photograph of the chest film get none."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import uuid
 from pathlib import Path
 from typing import Any
 
 import highdicom as hd
+import httpx
 import numpy as np
 import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
 from pydicom.data import get_testdata_file
 from pydicom.sr.codedict import codes
+from pydicom.uid import Comprehensive3DSRStorage
 
 from healthflow.common.events.outbox import recorded_events
 from healthflow.xray import render
@@ -23,6 +29,7 @@ from healthflow.xray.checks import LABEL
 
 from .conftest import DICOM, DOCTOR, RADIOGRAPHER, ordered
 from .test_derived import processed_chest
+from .test_dicomweb import BASE
 from .test_processing import results_when_ready, worker  # noqa: F401 (fixture)
 from .test_real_radiographs import encoded, real
 
@@ -58,14 +65,16 @@ async def test_the_lung_boxes_are_a_tid_1500_measurement_report_on_the_image(
     names = {item.ConceptNameCodeSequence[0].CodeMeaning: item.get("TextValue")
              for item in sr.ContentSequence}
     assert names["Device Observer Manufacturer"] == "HealthFlow"
+    assert names["Device Observer Name"] == "HealthFlow automated check"
     boxes = one["checks"]["lung_fields"]["boxes"]
     rois = planar_rois(sr)
     assert len(boxes) == 2 and len(rois) == len(boxes)
     for roi, box in zip(rois, boxes, strict=True):
         assert roi.roi.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
         points = roi.roi.value
-        assert points.shape == (5, 2) and np.array_equal(points[0], points[-1])
-        assert points[:, 0].min() == box["x"] and points[:, 1].min() == box["y"]
+        x0, y0 = box["x"], box["y"]
+        x1, y1 = x0 + box["width"], y0 + box["height"]
+        assert np.array_equal(points, [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]])
         assert (points[:, 0] >= 0).all() and (points[:, 0] <= original.Columns).all()
         assert (points[:, 1] >= 0).all() and (points[:, 1] <= original.Rows).all()
         source = roi.roi.ContentSequence[0].ReferencedSOPSequence[0]
@@ -87,6 +96,88 @@ async def test_the_lung_boxes_are_a_tid_1500_measurement_report_on_the_image(
     assert stranger.status_code == 403
     accessed = await recorded_events(app.state.runtime.db, {"type": "xray.accessed"})
     assert "sr" in {(e.data or {})["scope"] for e in accessed}
+
+
+class InProcess(requests.adapters.BaseAdapter):
+    """A ``requests`` transport that sends each request to the in-process app through
+    ``http`` on the test's event loop (the client runs in a worker thread meanwhile)."""
+
+    def __init__(self, http: httpx.AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.http, self.loop = http, loop
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any
+             ) -> requests.Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        answer = asyncio.run_coroutine_threadsafe(self.http.request(
+            str(request.method), str(request.url), headers=headers,
+            content=request.body), self.loop).result(timeout=60)
+        response = requests.Response()
+        response.status_code, response.url, response.request = (
+            answer.status_code, str(request.url), request)
+        response.headers = requests.structures.CaseInsensitiveDict(answer.headers)
+        response.raw = io.BytesIO(answer.content)
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def dicomweb_client(http: httpx.AsyncClient, headers: dict[str, str]) -> DICOMwebClient:
+    session = requests.Session()
+    session.mount("http://", InProcess(http, asyncio.get_running_loop()))
+    return DICOMwebClient(url=f"{http.base_url}{BASE.removesuffix('/studies')}",
+                          session=session, headers=headers)
+
+
+async def test_dicomweb_lists_and_retrieves_the_measurement_report_beside_the_image(
+        worker, tokens) -> None:  # noqa: F811
+    """QIDO-RS finds the SR's series (modality SR) in the image's study and WADO-RS
+    retrieves it, through ``dicomweb-client``: its ROIs are the stored lung boxes on
+    the source image, its observer the device; it has no frame to render."""
+    http, app = worker
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    original, _, one = await processed_chest(http, app, tokens, patient)
+    client = dicomweb_client(http, tokens.headers(DOCTOR, ("doctor",)))
+    study_uid = original.StudyInstanceUID
+
+    [listed] = await asyncio.to_thread(client.search_for_series, study_uid,
+                                       search_filters={"Modality": "SR"})
+    assert listed["00080060"]["Value"] == ["SR"] and listed["00201209"]["Value"] == [1]
+    series_uid = listed["0020000E"]["Value"][0]
+    assert series_uid != original.SeriesInstanceUID
+    every = await asyncio.to_thread(client.search_for_series, study_uid)
+    assert sorted(s["00080060"]["Value"][0] for s in every) == ["CR", "SR"]
+    [entry] = await asyncio.to_thread(client.search_for_instances, study_uid, series_uid)
+    sop_uid = entry["00080018"]["Value"][0]
+    assert entry["00080016"]["Value"] == [Comprehensive3DSRStorage]
+    assert "00280010" not in entry  # no rows: not an image
+
+    dataset = await asyncio.to_thread(client.retrieve_instance, study_uid, series_uid,
+                                      sop_uid)
+    sr = hd.sr.Comprehensive3DSR.from_dataset(dataset)
+    assert (sr.SOPInstanceUID, sr.StudyInstanceUID) == (sop_uid, study_uid)
+    boxes = {b["side"]: b for b in one["checks"]["lung_fields"]["boxes"]}
+    for roi in planar_rois(sr):
+        box = boxes[roi.tracking_identifier.split()[0]]
+        xs, ys = sorted(set(roi.roi.value[:, 0])), sorted(set(roi.roi.value[:, 1]))
+        assert xs == [box["x"], box["x"] + box["width"]]
+        assert ys == [box["y"], box["y"] + box["height"]]
+        assert roi.roi.ContentSequence[0].ReferencedSOPSequence[0]\
+            .ReferencedSOPInstanceUID == original.SOPInstanceUID
+    observer = sr.content.get_observer_contexts()
+    assert [o.observer_type for o in observer] == [codes.DCM.Device]
+    whole = await asyncio.to_thread(client.retrieve_study, study_uid)
+    assert sorted(ds.Modality for ds in whole) == ["CR", "SR"]
+
+    rendered = await http.get(f"{BASE}/{study_uid}/series/{series_uid}/instances/"
+                              f"{sop_uid}/frames/1/rendered",
+                              headers=tokens.headers(DOCTOR, ("doctor",)))
+    assert rendered.status_code == 404 and "frame-not-found" in rendered.text
+    stranger = dicomweb_client(http, tokens.headers("dr-9", ("doctor",)))
+    with pytest.raises(requests.HTTPError) as refused:
+        await asyncio.to_thread(stranger.retrieve_instance, study_uid, series_uid, sop_uid)
+    assert refused.value.response.status_code == 403
 
 
 def chest_photograph() -> bytes:

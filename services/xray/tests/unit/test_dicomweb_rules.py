@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from healthflow.common.errors import BadRequest
-from healthflow.xray import dicomweb
+from healthflow.xray import dicomweb, render
 
 OFFERED = ("image/jpeg", "image/png")
 
@@ -42,16 +42,37 @@ def test_a_window_is_center_width_and_a_voi_function() -> None:
     assert dicomweb.voi_window("-600,0.5,sigmoid") == (-600.0, 0.5, "sigmoid")
     for window in ("40,400", "40,400,linear,1", "40,0.5,linear", "40,0,linear-exact",
                    "inf,400,linear", "40,400,LINEAR", ",,", ""):
-        with pytest.raises(BadRequest):
+        with pytest.raises(BadRequest) as refused:
             dicomweb.voi_window(window)
+        assert refused.value.extensions["parameter"] == "window"
 
 
-def test_a_viewport_is_width_and_height_in_pixels() -> None:
+def test_a_viewport_is_a_box_and_optionally_a_source_region_in_pixels() -> None:
+    """PS3.18 §8.3.5.1.3 ``vw,vh[,sx,sy,sw,sh]``; empty region values take defaults."""
     assert dicomweb.viewport_size(None) is None
-    assert dicomweb.viewport_size("512, 256") == (512, 256)
-    for viewport in ("512", "0,1", "4097,1", "1.5,2", "-1,2", "512,256,0,0,10,10", ""):
-        with pytest.raises(BadRequest):
+    assert dicomweb.viewport_size("512, 256") == render.Viewport(512, 256)
+    assert dicomweb.viewport_size("512,256,10,20,100,50") == render.Viewport(
+        512, 256, 10, 20, 100, 50)
+    assert dicomweb.viewport_size("64,64,,,10,10") == render.Viewport(64, 64, 0, 0, 10, 10)
+    assert dicomweb.viewport_size("64,64,5,6,,") == render.Viewport(64, 64, 5, 6)
+    for viewport in ("512", "0,1", "4097,1", "1.5,2", "-1,2", "1,2,3", "1,2,0,0,1",
+                     "1,2,0,0,1,2,3", "1,2,-1,0,1,1", "1,2,0,0,0,1", "1,2,0,0,-5,5",
+                     "1,2,a,0,1,1", ",2", ""):
+        with pytest.raises(BadRequest) as refused:
             dicomweb.viewport_size(viewport)
+        assert refused.value.extensions["parameter"] == "viewport"
+
+
+def test_a_viewport_region_lies_inside_the_image_and_fits_its_box() -> None:
+    assert render.Viewport(10, 10).region(64, 32) == (0, 0, 32, 64)
+    assert render.Viewport(10, 10, 8, 4).region(64, 32) == (8, 4, 24, 60)
+    assert render.Viewport(10, 10, 0, 0, 32, 64).region(64, 32) == (0, 0, 32, 64)
+    for outside in (render.Viewport(10, 10, 32, 0), render.Viewport(10, 10, 0, 0, 33, 1),
+                    render.Viewport(10, 10, 0, 60, None, 5)):
+        assert outside.region(64, 32) is None
+    assert render.Viewport(100, 100).fitted(32, 64) == (50, 100)  # scaled up
+    assert render.Viewport(16, 16).fitted(32, 64) == (8, 16)  # down
+    assert render.Viewport(300, 10).fitted(1000, 1) == (300, 1)  # at least a pixel
 
 
 ELE, J2K = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90"

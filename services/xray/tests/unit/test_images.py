@@ -284,6 +284,17 @@ def test_without_a_window_the_voi_lut_sequence_is_applied(tmp_path) -> None:
         with_lut("MONOCHROME2", entries=10)))))  # malformed: the full range instead
     assert short[0, 0] == 0 and short[32, 32] == 255
 
+    # a WADO-RS window (PS3.18 §8.3.5.1.4) replaces the LUT: the disc white, the ramp
+    # black (the LUT's opposite); MONOCHROME1 still inverted
+    for photometric, disc, ramp in (("MONOCHROME2", 255, 0), ("MONOCHROME1", 0, 255)):
+        windowed = np.asarray(Image.open(io.BytesIO(render.rendered_frame(
+            with_lut(photometric), 1, "image/png", (3500.0, 1.0, "linear")))))
+        assert windowed[32, 32] == disc and (windowed[:, :8] == ramp).all()
+        cropped = np.asarray(Image.open(io.BytesIO(render.rendered_frame(
+            with_lut(photometric), 1, "image/png", (3500.0, 1.0, "linear"),
+            render.Viewport(32, 32, 24, 24, 16, 16)))))  # inside the disc, scaled up
+        assert cropped.shape == (32, 32) and (cropped == disc).all()
+
 
 def nested_sequences(data: bytes, depth: int) -> bytes:
     """``data`` (a radiograph) with a Request Attributes Sequence (0040,0275) nested

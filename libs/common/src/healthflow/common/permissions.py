@@ -95,7 +95,7 @@ class Permission(StrEnum):
     EMERGENCIES_READ_OWN = "emergencies:read_own"
     EMERGENCIES_DISPATCH = "emergencies:dispatch"  # raise for a caller, list, read, status, cancel
     EMERGENCIES_UPDATE_ASSIGNED = "emergencies:update_assigned"  # the unit that accepted it
-    PARAMEDICS_MANAGE_OWN = "paramedics:manage_own"  # profile, duty status, position, tasks
+    PARAMEDICS_MANAGE_OWN = "paramedics:manage_own"  # unit profile, duty, position, tasks
     PARAMEDICS_READ_ANY = "paramedics:read_any"  # units with status and position
     # payments (Stripe PaymentIntents for appointments; healthflow.payment)
     PAYMENTS_READ_OWN = "payments:read_own"  # the patient's own payments and checkout secret
@@ -228,7 +228,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         | {P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY, P.APPOINTMENTS_MANAGE_ANY,
            P.ENCOUNTERS_OPEN_ANY}
     ),
-    Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD}),
+    Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD,
+                                              P.PARAMEDICS_MANAGE_OWN}),
     Role.ACCOUNTANT: frozenset(_EVERYONE | {P.PAYMENTS_READ_ANY, P.INVOICES_MANAGE_HOSPITAL,
                                             P.CHARGE_ITEMS_WRITE, P.FINANCE_READ,
                                             P.FINANCE_WRITE}),

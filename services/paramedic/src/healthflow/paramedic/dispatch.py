@@ -54,6 +54,9 @@ async def _ranked(runtime: ServiceRuntime, ctx: Context, emergency_id: str, unit
                                    else " but its position is stale"))
     if not is_on_shift(ctx, unit):
         raise UnitNotAssignable(f"unit {unit_id} is off shift")
+    if unit.get("takes_emergencies") is False:
+        raise UnitNotAssignable(f"unit {unit_id} is a radiographer's: it takes X-ray "
+                                "orders, never emergencies")
     lon, lat = assignment["location"]["coordinates"]
     ulon, ulat = unit["location"]["coordinates"]
     [eta] = await ctx.roads.rank((lat, lon), [(unit_id, ulat, ulon)])

@@ -115,6 +115,8 @@ class UnitOut(BaseModel):
     time_zone: str
     on_shift: bool
     assignable: bool
+    takes_emergencies: bool = True
+    """False for a radiographer's unit: offered X-ray orders only."""
 
     @classmethod
     def from_document(cls, doc: Document, *, assignable: bool, on_shift: bool = True
@@ -131,7 +133,8 @@ class UnitOut(BaseModel):
                                    end=format_minutes(s["end"]))
                            for s in doc.get("shifts") or []],
                    time_zone=doc.get("time_zone") or "Europe/Helsinki",
-                   on_shift=on_shift, assignable=assignable)
+                   on_shift=on_shift, assignable=assignable,
+                   takes_emergencies=doc.get("takes_emergencies") is not False)
 
 
 class TaskOut(BaseModel):

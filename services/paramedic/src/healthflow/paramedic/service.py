@@ -22,6 +22,7 @@ from healthflow.common.auth import Principal
 from healthflow.common.errors import Conflict
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
+from healthflow.common.permissions import Permission
 from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.emergency import EmergencyRaised
@@ -32,6 +33,7 @@ from healthflow.paramedic.domain import (
     ON_THE_WAY,
     DutyStatus,
     EtaThrottle,
+    Qualification,
     TaskKind,
     TaskNotFound,
     TaskNotOffered,
@@ -100,11 +102,15 @@ def is_assignable(ctx: Context, doc: Document) -> bool:
 
 async def put_profile(runtime: ServiceRuntime, principal: Principal, body: ProfileIn
                       ) -> Document:
-    """Create or replace the caller's unit profile; a new unit starts ``off_duty``.
+    """Create or replace the caller's unit profile; a new unit starts ``off_duty``. It
+    ``takes_emergencies`` when the caller may work emergencies
+    (``emergencies:update_assigned``: paramedics); otherwise (radiographers) it is
+    offered X-ray orders only, so it must be qualified in radiography.
 
     Raises:
         UnprocessableContent (422): shifts that overlap or leave the 15-minute grid,
-            ``errors`` ``[{location: "body.shifts.<i>", message}]``.
+            ``errors`` ``[{location: "body.shifts.<i>", message}]``; a unit that takes
+            no emergencies without ``radiography`` (``body.qualifications``).
     """
     now = utcnow()
     rules = [shift.rule() for shift in body.shifts]
@@ -112,7 +118,14 @@ async def put_profile(runtime: ServiceRuntime, principal: Principal, body: Profi
         raise UnprocessableContent("the shifts cannot be read unambiguously", errors=[
             {**p, "location": p["location"].replace("weekly", "body.shifts")}
             for p in found])
-    profile = body.model_dump(mode="json") | {"shifts": rules}
+    takes_emergencies = principal.has(Permission.EMERGENCIES_UPDATE_ASSIGNED)
+    if not takes_emergencies and Qualification.RADIOGRAPHY not in body.qualifications:
+        raise UnprocessableContent(
+            "a unit whose account cannot work emergencies (a radiographer's) only takes "
+            "X-ray orders: it must be qualified in radiography", errors=[{
+                "location": "body.qualifications", "message": "must include radiography"}])
+    profile = body.model_dump(mode="json") | {"shifts": rules,
+                                              "takes_emergencies": takes_emergencies}
     await runtime.db[store.UNITS].update_one(
         {"_id": principal.subject},
         {"$set": {**profile, "updated_at": now},

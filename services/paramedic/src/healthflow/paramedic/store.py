@@ -2,8 +2,10 @@
 
 Collections (database ``healthflow_paramedic``), times aware UTC, distances metres::
 
-    units        {_id: paramedic user id, call_sign, vehicle, qualifications[], base{name,
-                  latitude, longitude}, status (domain.DutyStatus), location: GeoJSON Point
+    units        {_id: paramedic's or radiographer's user id, call_sign, vehicle,
+                  qualifications[], base{name, latitude, longitude}, takes_emergencies
+                  (false: a radiographer's, X-ray orders only; absent on older units:
+                  true), status (domain.DutyStatus), location: GeoJSON Point
                   [lon, lat] | None, accuracy_m, position_at, task_id | None, created_at,
                   updated_at}
     tasks        {_id, kind (domain.TaskKind), assignment_id, emergency_id | None,
@@ -101,7 +103,9 @@ async def get_assignment(db: Db, emergency_id: str, session: Session = None
 async def candidates(db: Db, session: Session, location: Document, *, fresh_since: datetime,
                      exclude: list[str], max_distance_m: float, limit: int
                      ) -> list[Document]:
-    """Available units with a position reported at or after ``fresh_since``, within
+    """Available units that take emergencies (not a radiographer's: ``takes_emergencies``
+    false; units put before it existed take them) with a position reported at or after
+    ``fresh_since``, within
     ``max_distance_m`` metres of ``location`` (GeoJSON Point), nearest first, each with
     ``distance_m`` (great-circle metres, from ``$geoNear``) and ``location``."""
     pipeline: list[Document] = [
@@ -109,6 +113,7 @@ async def candidates(db: Db, session: Session, location: Document, *, fresh_sinc
                       "key": "location", "maxDistance": max_distance_m,
                       "query": {"status": DutyStatus.AVAILABLE.value,
                                 "position_at": {"$gte": fresh_since},
+                                "takes_emergencies": {"$ne": False},
                                 "_id": {"$nin": exclude}}}},
         {"$limit": limit},
         {"$project": {"_id": 1, "distance_m": 1, "location": 1, "call_sign": 1,

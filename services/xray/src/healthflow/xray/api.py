@@ -345,9 +345,12 @@ async def qido_studies(runtime: Runtime,
                      response_class=JSONResponse,
                      responses={200: {"content": {DICOM_JSON: {}}}})
 async def qido_series(runtime: Runtime, study_uid: Uid,
+                      modality: Annotated[str | None, Query(alias="Modality",
+                                                            max_length=16)] = None,
                       principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """Match key ``Modality`` (e.g. ``SR``: the measurement report's series)."""
     found = await dicomweb.study_instances(runtime, principal, study_uid)
-    return _dicom_json(dicomweb.series_of(found))
+    return _dicom_json(dicomweb.series_of(found, modality))
 
 
 @dicomweb_router.get("/{study_uid}/instances", summary="QIDO-RS: the instances of a study",
@@ -386,28 +389,57 @@ async def wado(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
     return _wado(found, blobs)
 
 
+RENDERED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {t: {} for t in render.RENDERED_FORMATS}}}
+WindowParam = Annotated[str | None, Query(max_length=100, description=(
+    "center,width,function (linear, linear-exact, sigmoid): PS3.18 §8.3.5.1.4"))]
+ViewportParam = Annotated[str | None, Query(max_length=100, description=(
+    "vw,vh[,sx,sy,sw,sh]: PS3.18 §8.3.5.1.3"))]
+
+
+async def _rendered(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
+                    request: Request, uids: tuple[str, str, str], frame: int,
+                    window: str | None, viewport: str | None) -> Response:
+    chosen, fit = dicomweb.voi_window(window), dicomweb.viewport_size(viewport)
+    media_type = rendered_type(request.headers.get("accept"), tuple(render.RENDERED_FORMATS))
+    image = await dicomweb.rendered_frame(runtime, blobs, principal, *uids, frame,
+                                          media_type, chosen, fit)
+    return Response(image, media_type=media_type, headers={
+        "Cache-Control": "private, no-store", "Vary": "Accept"})
+
+
 @dicomweb_router.get(
     "/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}/rendered",
     summary="WADO-RS: one frame rendered (JPEG or PNG)", response_class=Response,
-    responses={200: {"content": {t: {} for t in render.RENDERED_FORMATS}}})
+    responses=RENDERED)
 async def rendered_frame(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
                          series_uid: Uid, sop_uid: Uid,
                          frames: Annotated[str, Path(max_length=32)],
-                         window: Annotated[str | None, Query(max_length=100)] = None,
-                         viewport: Annotated[str | None, Query(max_length=100)] = None,
+                         window: WindowParam = None, viewport: ViewportParam = None,
                          principal: Principal = require_any(*VIEWERS)) -> Response:
     """``image/jpeg`` unless ``Accept`` prefers ``image/png``: 406 ``not-acceptable`` for
     anything else; 400 for a frame list or number below 1, a malformed ``window``
     (``center,width,function``: ``linear``, ``linear-exact``, ``sigmoid``) or
-    ``viewport`` (``width,height``); 404 ``frame-not-found`` beyond the instance's
-    frames, ``study-not-found`` for no such instance."""
-    frame = frame_number(frames)
-    chosen, fit = dicomweb.voi_window(window), dicomweb.viewport_size(viewport)
-    media_type = rendered_type(request.headers.get("accept"), tuple(render.RENDERED_FORMATS))
-    image = await dicomweb.rendered_frame(runtime, blobs, principal, study_uid, series_uid,
-                                          sop_uid, frame, media_type, chosen, fit)
-    return Response(image, media_type=media_type, headers={
-        "Cache-Control": "private, no-store", "Vary": "Accept"})
+    ``viewport`` (``vw,vh[,sx,sy,sw,sh]``, the region inside the image), the problem's
+    ``parameter`` naming which; 404 ``frame-not-found`` beyond the instance's frames (an
+    SR has none), ``study-not-found`` for no such instance."""
+    return await _rendered(runtime, blobs, principal, request,
+                           (study_uid, series_uid, sop_uid), frame_number(frames), window,
+                           viewport)
+
+
+@dicomweb_router.get(
+    "/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
+    summary="WADO-RS: an instance rendered (JPEG or PNG)", response_class=Response,
+    responses=RENDERED)
+async def rendered_instance(runtime: Runtime, blobs: Blobs, request: Request,
+                            study_uid: Uid, series_uid: Uid, sop_uid: Uid,
+                            window: WindowParam = None, viewport: ViewportParam = None,
+                            principal: Principal = require_any(*VIEWERS)) -> Response:
+    """PS3.18 §9.5: the images here are single-frame, so this is its frame 1, answered
+    as ``…/frames/1/rendered`` is."""
+    return await _rendered(runtime, blobs, principal, request,
+                           (study_uid, series_uid, sop_uid), 1, window, viewport)
 
 
 @dicomweb_router.post(

@@ -12,10 +12,14 @@ of stored DICOM instances (DICOM PS3.18 §10.6 Search, §10.4 Retrieve).
 * WADO-RS rendered frames (PS3.18 §9.5, ``…/frames/{n}/rendered``): one frame as
   ``image/jpeg`` (the default) or ``image/png`` (by ``Accept``), windowed like the
   preview, at its own size up to 4096 px on its long side; ``window`` and
-  ``viewport`` query parameters (§8.3.5.1.3, §8.3.5.1.2: :func:`voi_window`,
-  :func:`viewport_size`) choose the VOI window and scale it down to fit.
+  ``viewport`` query parameters (§8.3.5.1.4, §8.3.5.1.3: :func:`voi_window`,
+  :func:`viewport_size`) choose the VOI window, and crop and scale it to fit. The
+  rendered instance (§9.5, ``…/instances/{sop}/rendered``) is its one frame.
 
-Only DICOM instances take part: photographs of films (PNG/JPEG) are not DICOM objects.
+Only DICOM objects take part: the stored DICOM images and the TID 1500 measurement
+report the processing worker made of an image (:mod:`.measurements`: modality SR, in
+its own series of the image's study, :func:`report_instance`; it has no frames to
+render). Photographs of films (PNG/JPEG) are not DICOM objects.
 Access is the images' (:func:`healthflow.xray.service.viewer`): the patient their own
 studies, a doctor those of patients they treat (``xray.accessed``, scope ``dicomweb``);
 another patient's study is answered 404, like a missing one.
@@ -43,7 +47,8 @@ from healthflow.common.mongo import Document
 from healthflow.common.permissions import Permission
 from healthflow.common.problems import Problem
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import imaging, render, store
+from healthflow.xray import imaging, measurements, render, store
+from healthflow.xray.checks import LABEL
 from healthflow.xray.domain import FrameNotFound, StudyNotFound
 from healthflow.xray.service import viewer
 
@@ -90,9 +95,9 @@ def instance_json(study_uid: str, instance: Document) -> Json:
         "0020000D": attribute("UI", study_uid),
         "0020000E": attribute("UI", instance["series_uid"]),
         "00200013": attribute("IS", instance["number"]),
-        "00280010": attribute("US", instance["image"]["rows"]),
-        "00280011": attribute("US", instance["image"]["columns"]),
-    }
+    } | ({"00280010": attribute("US", instance["image"]["rows"]),
+          "00280011": attribute("US", instance["image"]["columns"])}
+         if instance["image"].get("rows") else {})
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,28 @@ class StudyInstances:
     accession_number: str | None = None
 
 
-def _dicom(instances: list[Document]) -> list[Document]:
-    return [i for i in instances if i["content_type"] == imaging.DICOM]
+def report_instance(result: Document) -> Document:
+    """The TID 1500 SR of a processed image (its ``results`` document with ``sr``) as
+    an instance document like the stored ones: modality SR, the UIDs of
+    :func:`measurements.report_uids`, the SR's blob, stored when processed, titled
+    with the machine-generated label, no rows or columns."""
+    series_uid, sop_uid = measurements.report_uids(result["_id"])
+    return {"_id": f"{result['_id']}:sr", "study_id": result["study_id"],
+            "series_uid": series_uid, "sop_instance_uid": sop_uid,
+            "sop_class_uid": measurements.SOP_CLASS_UID, "modality": "SR",
+            "number": measurements.INSTANCE_NUMBER, "content_type": imaging.DICOM,
+            "blob": result["sr"], "uploaded_at": result["processed_at"],
+            "title": f"Measurement report (TID 1500): {LABEL}", "image": {
+                "rows": None, "columns": None,
+                "transfer_syntax": measurements.TRANSFER_SYNTAX_UID}}
+
+
+async def _dicom(uow: UnitOfWork, study_ids: list[str], instances: list[Document]
+                 ) -> list[Document]:
+    """The DICOM ones of the studies' stored ``instances``, then their SRs."""
+    reports = await store.measurement_reports_of(uow, study_ids)
+    return [i for i in instances if i["content_type"] == imaging.DICOM] + \
+        [report_instance(r) for r in reports]
 
 
 async def search_studies(runtime: ServiceRuntime, principal: Principal,
@@ -135,7 +160,8 @@ async def search_studies(runtime: ServiceRuntime, principal: Principal,
         await viewer(uow, principal, patient_id, SCOPE)
         studies = [s for s in await store.studies_of_patient(uow, patient_id)
                    if study_uid is None or s["study_uid"] == study_uid]
-        instances = _dicom(await store.instances_of(uow, [s["_id"] for s in studies]))
+        ids = [s["_id"] for s in studies]
+        instances = await _dicom(uow, ids, await store.instances_of(uow, ids))
         orders = await store.orders_by_id(uow, [s["order_id"] for s in studies])
         found = [StudyInstances(s, [i for i in instances if i["study_id"] == s["_id"]],
                                 orders.get(s["order_id"], {}).get("accession_number"))
@@ -161,7 +187,8 @@ async def study_instances(runtime: ServiceRuntime, principal: Principal, study_u
         if study is None:
             raise StudyNotFound("no imaging study with this Study Instance UID")
         await viewer(uow, principal, study["patient_id"], SCOPE, study["_id"])
-        instances = [i for i in _dicom(await store.instances_of(uow, [study["_id"]]))
+        stored = await store.instances_of(uow, [study["_id"]])
+        instances = [i for i in await _dicom(uow, [study["_id"]], stored)
                      if series_uid in (None, i["series_uid"])
                      and sop_uid in (None, i["sop_instance_uid"])]
         if not instances:
@@ -171,10 +198,14 @@ async def study_instances(runtime: ServiceRuntime, principal: Principal, study_u
     return await runtime.transact(read, actor=principal.actor)
 
 
-def series_of(found: StudyInstances) -> list[Json]:
-    """Series-level QIDO-RS answer of a study, in order of their first instance."""
+def series_of(found: StudyInstances, modality: str | None = None) -> list[Json]:
+    """Series-level QIDO-RS answer of a study, in order of their first instance; only
+    those of ``modality`` (the ``Modality`` match key, single value matching, PS3.18
+    §8.3.4.6.1) when given."""
     by_series: dict[str, list[Document]] = {}
     for instance in found.instances:
+        if modality not in (None, instance["modality"]):
+            continue
         by_series.setdefault(instance["series_uid"], []).append(instance)
     return [series_json(found.study["study_uid"], uid, docs)
             for uid, docs in by_series.items()]
@@ -209,27 +240,34 @@ def multipart(blobs: BlobStore, instances: list[Document]) -> Multipart:
 async def rendered_frame(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
                          study_uid: str, series_uid: str, sop_uid: str, frame: int,
                          media_type: str, chosen: tuple[float, float, str] | None = None,
-                         viewport: tuple[int, int] | None = None) -> bytes:
+                         viewport: render.Viewport | None = None) -> bytes:
     """Frame ``frame`` (1-based) of one instance, rendered (:func:`render.rendered_frame`)
-    as ``media_type``, in the ``chosen`` window (:func:`voi_window`) and fitting the
-    ``viewport`` (:func:`viewport_size`) when given; the file is copied to local disk
-    in chunks and decoded in a thread.
+    as ``media_type``, in the ``chosen`` window (:func:`voi_window`) and, when a
+    ``viewport`` is given (:func:`viewport_size`), its source region fitted to its box;
+    the file is copied to local disk in chunks and decoded in a thread.
 
     Raises:
         StudyNotFound (404): no such instance (or another patient's); FrameNotFound (404):
-        the instance has fewer frames; NotTreating (403); PreviewFailed (500).
+        the instance has fewer frames (an SR has none); BadRequest (400): the viewport's
+        region is not inside the image; NotTreating (403); PreviewFailed (500).
     """
     found = await study_instances(runtime, principal, study_uid, series_uid, sop_uid)
     [instance] = found.instances
+    if instance["modality"] == "SR":
+        raise FrameNotFound("a structured report (modality SR) has no frames to render")
     with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
         path = Path(tmp) / "image"
         with path.open("wb") as file:
             async for chunk in blobs.stream(instance["blob"]["key"]):
                 await asyncio.to_thread(file.write, chunk)
-        frames = await asyncio.to_thread(render.frame_count, path)
-        if frame > frames:
-            raise FrameNotFound(f"the instance has {frames} frame(s); there is no frame "
-                                f"{frame}")
+        shape = await asyncio.to_thread(render.geometry, path)
+        if frame > shape.frames:
+            raise FrameNotFound(f"the instance has {shape.frames} frame(s); there is no "
+                                f"frame {frame}")
+        if viewport is not None and viewport.region(shape.rows, shape.columns) is None:
+            raise BadRequest(f"the viewport's source region is not inside the image "
+                             f"({shape.columns} columns × {shape.rows} rows)",
+                             parameter="viewport")
         return await asyncio.to_thread(render.rendered_frame, path, frame, media_type,
                                        chosen, viewport)
 
@@ -254,14 +292,14 @@ def frame_number(frames: str) -> int:
 
 
 def voi_window(window: str | None) -> tuple[float, float, str] | None:
-    """A rendered frame's ``window`` query parameter (PS3.18 §8.3.5.1.3:
+    """A rendered frame's ``window`` query parameter (PS3.18 §8.3.5.1.4:
     ``center,width,function``, function one of :data:`render.VOI_FUNCTIONS`; the
     center and width in the Modality LUT's output units): (center, width, function),
     or None when absent.
 
     Raises:
-        BadRequest (400): not three values, not finite numbers, an unknown function, or
-        a width below 1 (``linear``) or not above 0 (the others).
+        BadRequest (400, ``parameter`` ``window``): not three values, not finite numbers,
+        an unknown function, or a width below 1 (``linear``) or not above 0 (the others).
     """
     if window is None:
         return None
@@ -275,28 +313,50 @@ def voi_window(window: str | None) -> tuple[float, float, str] | None:
             not (width >= 1 if parts[2] == "linear" else width > 0):
         raise BadRequest("window is center,width,function with finite numbers, function "
                          f"one of {', '.join(render.VOI_FUNCTIONS)} and a width ≥ 1 "
-                         f"(linear) or > 0 (got {window[:40]!r})")
+                         f"(linear) or > 0 (got {window[:40]!r})", parameter="window")
     return center, width, parts[2]
 
 
-def viewport_size(viewport: str | None) -> tuple[int, int] | None:
-    """A rendered frame's ``viewport`` query parameter (PS3.18 §8.3.5.1.2: ``vw,vh``,
-    the width and height in pixels the image is scaled down to fit, aspect kept):
-    (width, height), or None when absent. The cropping form (``vw,vh,sx,sy,sw,sh``) is
-    not served.
+def _pixels(value: str, *, negative: bool = False) -> int | None:
+    """An integer of a ``viewport`` (None when empty); raises ValueError otherwise."""
+    if value == "":
+        return None
+    digits = value[1:] if negative and value.startswith("-") else value
+    if not (digits.isascii() and digits.isdecimal()):
+        raise ValueError(value)
+    return int(value)
+
+
+def viewport_size(viewport: str | None) -> render.Viewport | None:
+    """A rendered frame's ``viewport`` query parameter (PS3.18 §8.3.5.1.3:
+    ``vw,vh[,sx,sy,sw,sh]``): the viewport's width and height in pixels (1 to
+    :data:`render.RENDERED_MAX_SIDE`), then optionally the source region — its top-left
+    corner (``sx``, ``sy`` ≥ 0, in image pixels, empty for 0) and size (``sw``, ``sh``
+    ≥ 1, empty for "to the image's edge"); None when absent. Whether the region lies
+    inside the image is checked once the image is read (:func:`rendered_frame`).
 
     Raises:
-        BadRequest (400): not two integers from 1 to :data:`render.RENDERED_MAX_SIDE`.
+        BadRequest (400, ``parameter`` ``viewport``): not 2 or 6 values, a value not an
+        integer, out of its range, or a negative ``sw``/``sh`` (flipping is not served).
     """
     if viewport is None:
         return None
     parts = [p.strip() for p in viewport.split(",")]
     top = render.RENDERED_MAX_SIDE
-    if len(parts) != 2 or not all(p.isascii() and p.isdecimal() for p in parts) or \
-            not all(1 <= int(p) <= top for p in parts):
-        raise BadRequest(f"viewport is width,height in pixels, each 1 to {top} (the "
-                         f"cropping form is not served; got {viewport[:40]!r})")
-    return int(parts[0]), int(parts[1])
+    try:
+        width, height, *region = (_pixels(p, negative=i >= 2) for i, p in enumerate(parts))
+        if width is None or height is None or not (1 <= width <= top and 1 <= height <= top) \
+                or len(region) not in (0, 4) or any(v is not None and v < 0 for v in region[:2]) \
+                or any(v is not None and v < 1 for v in region[2:]):
+            raise ValueError(viewport)
+    except ValueError:
+        raise BadRequest(f"viewport is vw,vh[,sx,sy,sw,sh]: the viewport's width and "
+                         f"height in pixels, each 1 to {top}, then optionally the source "
+                         "region's top-left column and row (≥ 0) and its width and height "
+                         f"(≥ 1; flipping is not served) in image pixels (got "
+                         f"{viewport[:40]!r})", parameter="viewport") from None
+    x, y, region_width, region_height = region or (None, None, None, None)
+    return render.Viewport(width, height, x or 0, y or 0, region_width, region_height)
 
 
 def rendered_type(accept: str | None, offered: tuple[str, ...]) -> str:

@@ -7,7 +7,9 @@ dicts out; shapes of the documents in :mod:`.store`).
   order (``ServiceRequest``), its ``encounter``, ``subject``, ``referrer`` (the ordering
   doctor); ``series`` grouped by Series Instance UID, each with its modality (DICOM
   ``DCM`` code system), the order's body site (SNOMED CT) and its instances (SOP Class
-  as ``urn:oid:<uid>``; a photograph of a film, which has none, as Secondary Capture);
+  as ``urn:oid:<uid>``; a photograph of a film, which has none, as Secondary Capture;
+  the processing worker's TID 1500 SR, when the caller passes it, as a series of
+  modality SR whose instance's ``title`` carries the machine-generated label);
   a contained ``Endpoint`` (``dicom-wado-rs``) where viewers retrieve it over DICOMweb.
 * ``DiagnosticReport`` (http://hl7.org/fhir/R4/diagnosticreport.html), of a signed
   report only: ``final`` (a signed report never changes here, so ``amended`` is not
@@ -44,7 +46,8 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 """Secondary Capture Image Storage (PS3.4 B.5): the class a photograph of a film has."""
 MODALITY_DISPLAY = {"CR": "Computed Radiography", "DX": "Digital Radiography",
                     "RG": "Radiographic imaging", "PX": "Panoramic X-Ray",
-                    "IO": "Intra-oral Radiography", "XC": "External-camera Photography"}
+                    "IO": "Intra-oral Radiography", "XC": "External-camera Photography",
+                    "SR": "SR Document"}
 CHECKS = ("exposure", "view", "body_part", "laterality", "resolution", "lung_fields")
 """The automated checks a result carries, in the order they are listed."""
 
@@ -66,7 +69,8 @@ def imaging_study(study: Json, instances: Sequence[Json], order: Json, *,
         one["instance"].append({
             "uid": doc["sop_instance_uid"], "number": doc["number"],
             "sopClass": {"system": "urn:ietf:rfc:3986",
-                         "code": f"urn:oid:{doc['sop_class_uid'] or SECONDARY_CAPTURE}"}})
+                         "code": f"urn:oid:{doc['sop_class_uid'] or SECONDARY_CAPTURE}"},
+            "title": doc.get("title")})
     for one in series.values():
         one["numberOfInstances"] = len(one["instance"])
     dicom = [i for i in instances if i["modality"] != "XC"]
@@ -84,7 +88,8 @@ def imaging_study(study: Json, instances: Sequence[Json], order: Json, *,
             {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
              "value": order["accession_number"]}],
         "status": "available" if instances else "registered",
-        "modality": [_modality(m) for m in study["modalities"]],
+        "modality": [_modality(m) for m in dict.fromkeys(
+            [*study["modalities"], *(i["modality"] for i in instances)])],
         "subject": {"reference": f"Patient/{study['patient_id']}"},
         "encounter": {"reference": f"Encounter/{study['encounter_id']}"},
         "started": instant(study["created_at"]),

@@ -19,7 +19,8 @@ a machine-generated suggestion, not a diagnosis.
   ``PRELIMINARY``.
 
 The SR is in the source image's study, in its own series; its UIDs derive from the
-instance id (a job run again makes the same SR). The doctor's signed report stays the
+instance id (:func:`report_uids`: a job run again makes the same SR), and DICOMweb
+lists and retrieves it beside the image (:mod:`.dicomweb`). The doctor's signed report stays the
 Basic Text SR of :mod:`.documents`: TID 1500 holds coded evaluations, not free text.
 """
 
@@ -36,7 +37,7 @@ import highdicom as hd
 import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import Comprehensive3DSRStorage, ExplicitVRLittleEndian, generate_uid
 
 from healthflow.xray.checks import LABEL
 
@@ -45,6 +46,9 @@ logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO lines name 
 SCHEME = "99HEALTHFLOW"
 """The private coding scheme (PS3.16 8.2: private schemes begin ``99``) of the checks."""
 SERIES_NUMBER = 901
+INSTANCE_NUMBER = 1
+SOP_CLASS_UID = str(Comprehensive3DSRStorage)
+TRANSFER_SYNTAX_UID = str(ExplicitVRLittleEndian)
 SERIES_DESCRIPTION = f"{LABEL[0].upper()}{LABEL[1:]}: lung fields"
 """58 characters (LO allows 64)."""
 DEVICE_NAME = "HealthFlow automated check"
@@ -131,6 +135,14 @@ def _checks(source: Dataset, found: dict[str, Any], instance_id: str
                                                              source.SOPInstanceUID)])
 
 
+def report_uids(instance_id: str) -> tuple[str, str]:
+    """(Series Instance UID, SOP Instance UID) of the SR of the image ``instance_id``:
+    derived from the id (pydicom's UID root, PS3.5 §B.2), so the SR made again and its
+    DICOMweb listing (:mod:`.dicomweb`) name the same object."""
+    return (generate_uid(entropy_srcs=[instance_id, "tid1500-series"]),
+            generate_uid(entropy_srcs=[instance_id, "tid1500-instance"]))
+
+
 def measurement_report(path: Path, found: dict[str, Any], instance_id: str) -> bytes | None:
     """The TID 1500 SR (DICOM Part 10 bytes) of the DICOM image at ``path`` and its
     results ``found`` (:func:`healthflow.xray.checks.run` plus ``lung_fields``), or
@@ -146,13 +158,13 @@ def measurement_report(path: Path, found: dict[str, Any], instance_id: str) -> b
         observation_context=_observation(), procedure_reported=PLAIN_CHEST_XRAY,
         imaging_measurements=[*(_roi(source, b, instance_id) for b in boxes),
                               _checks(source, found, instance_id)])
+    series_uid, sop_uid = report_uids(instance_id)
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[source], content=report[0],
-        series_instance_uid=generate_uid(entropy_srcs=[instance_id, "tid1500-series"]),
-        series_number=SERIES_NUMBER,
-        sop_instance_uid=generate_uid(entropy_srcs=[instance_id, "tid1500-instance"]),
-        instance_number=1, manufacturer="HealthFlow", is_complete=True, is_final=False,
-        is_verified=False, performed_procedure_codes=[PLAIN_CHEST_XRAY])
+        evidence=[source], content=report[0], series_instance_uid=series_uid,
+        series_number=SERIES_NUMBER, sop_instance_uid=sop_uid,
+        instance_number=INSTANCE_NUMBER, manufacturer="HealthFlow", is_complete=True,
+        is_final=False, is_verified=False, performed_procedure_codes=[PLAIN_CHEST_XRAY],
+        transfer_syntax_uid=TRANSFER_SYNTAX_UID)
     sr.SeriesDescription = SERIES_DESCRIPTION
     out = io.BytesIO()
     sr.save_as(out, enforce_file_format=True)

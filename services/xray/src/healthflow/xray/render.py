@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -241,23 +242,65 @@ def lung_overlay(preview_png: bytes, boxes: list[dict[str, Any]], columns: int,
     return out.getvalue()
 
 
-def frame_count(path: Path) -> int:
-    """Number of Frames (0028,0008) of the DICOM file at ``path`` (1 when absent)."""
+@dataclass(frozen=True)
+class Geometry:
+    """Number of Frames (0028,0008; 1 when absent), Rows and Columns of a DICOM file."""
+
+    frames: int
+    rows: int
+    columns: int
+
+
+def geometry(path: Path) -> Geometry:
+    """The :class:`Geometry` of the DICOM file at ``path`` (its header alone)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = dcmread(path, stop_before_pixels=True)
-    return int(ds.get("NumberOfFrames", 1) or 1)
+    return Geometry(int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows", 0) or 0),
+                    int(ds.get("Columns", 0) or 0))
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """A WADO-RS ``viewport=vw,vh[,sx,sy,sw,sh]`` (PS3.18 §8.3.5.1.3): the rendered
+    image is the source region — ``sx``, ``sy`` its top-left corner in image pixels
+    (column, row; default 0), ``sw`` × ``sh`` its size (default: to the image's right
+    and bottom edges) — scaled up or down to fit ``width`` × ``height`` pixels, aspect
+    kept."""
+
+    width: int
+    height: int
+    x: int = 0
+    y: int = 0
+    region_width: int | None = None
+    region_height: int | None = None
+
+    def region(self, rows: int, columns: int) -> tuple[int, int, int, int] | None:
+        """(x, y, width, height) of the source region in an image ``rows`` × ``columns``,
+        or None when it does not lie inside the image (or is empty)."""
+        width = columns - self.x if self.region_width is None else self.region_width
+        height = rows - self.y if self.region_height is None else self.region_height
+        inside = min(self.x, self.y) >= 0 and min(width, height) > 0 and \
+            self.x + width <= columns and self.y + height <= rows
+        return (self.x, self.y, width, height) if inside else None
+
+    def fitted(self, width: int, height: int) -> tuple[int, int]:
+        """The size a region ``width`` × ``height`` is shown at: scaled by one factor
+        (up or down) to touch the viewport's sides, at least 1 pixel each."""
+        scale = min(self.width / width, self.height / height)
+        return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def rendered_frame(path: Path, frame: int, media_type: str,
                    chosen: tuple[float, float, str] | None = None,
-                   viewport: tuple[int, int] | None = None) -> bytes:
+                   viewport: Viewport | None = None) -> bytes:
     """Frame ``frame`` (1-based) of the DICOM file at ``path`` rendered as the preview is
     (Modality LUT, VOI window — the ``chosen`` (center, width, function) of a WADO-RS
-    ``window`` when given — MONOCHROME1 inverted) at its own size up to
-    :data:`RENDERED_MAX_SIDE`, or scaled down to fit the ``viewport`` (width, height;
-    aspect kept), encoded as ``media_type`` (a key of :data:`RENDERED_FORMATS`). The
-    caller checks ``frame`` against :func:`frame_count`.
+    ``window`` when given, in place of the stored window or VOI LUT — MONOCHROME1
+    inverted) at its own size up to :data:`RENDERED_MAX_SIDE`, or its ``viewport``
+    region fitted to the viewport, encoded as ``media_type`` (a key of
+    :data:`RENDERED_FORMATS`). The caller checks ``frame`` and the viewport's region
+    against :func:`geometry`.
 
     Raises:
         PreviewFailed (500): the file does not render (logged by the error's type).
@@ -269,11 +312,18 @@ def rendered_frame(path: Path, frame: int, media_type: str,
             pixels = ds.pixel_array
         if int(ds.get("NumberOfFrames", 1) or 1) > 1:
             pixels = pixels[frame - 1]
-        side = min(RENDERED_MAX_SIDE, max(int(ds.Rows), int(ds.Columns)))
-        if viewport is not None:
-            side = min(side, max(viewport))
-        return _encode(_windowed(ds, pixels, side, chosen), side,
-                       RENDERED_FORMATS[media_type], viewport)
+        image_format = RENDERED_FORMATS[media_type]
+        if viewport is None:
+            side = min(RENDERED_MAX_SIDE, max(pixels.shape[:2]))
+            return _encode(_windowed(ds, pixels, side, chosen), side, image_format)
+        region = viewport.region(*pixels.shape[:2])
+        if region is None:
+            raise ValueError("the viewport's region is outside the image")
+        x, y, width, height = region
+        size = viewport.fitted(width, height)
+        grey = _windowed(ds, pixels[y:y + height, x:x + width], max(size), chosen)
+        return _encode(np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.LANCZOS)),
+                       max(size), image_format)
     except Exception as exc:  # a stored file passed every check; anything here is a bug
         log.error("rendering failed", extra={"error": type(exc).__name__})
         raise PreviewFailed("the frame could not be rendered; it has been logged") from None

@@ -26,8 +26,9 @@ Collections (database ``healthflow_xray``), times aware UTC::
                  study_id, patient_id, order_id, label ("machine-generated suggestion, not
                  a diagnosis"), checks {exposure, view, body_part, laterality, resolution:
                  {code, ...}} (:mod:`.checks`), thumbnail (PNG bytes, ≤ 256 px), overlay
-                 (the lung-field overlay PNG) and deidentified (the de-identified DICOM
-                 copy): {key, sha256, size} of a blob or None, processed_at}
+                 (the lung-field overlay PNG), deidentified (the de-identified DICOM
+                 copy) and sr (the TID 1500 measurement report): {key, sha256, size} of a
+                 blob or None, processed_at}
     jobs        the processing queue (:mod:`healthflow.common.jobs`)
 """
 
@@ -298,3 +299,12 @@ async def derived_of(uow: UnitOfWork, study_id: str, instance_id: str, kind: str
     doc = await uow.db[RESULTS].find_one({"_id": instance_id, "study_id": study_id},
                                          {kind: 1}, session=uow.session)
     return dict(doc[kind]) if doc and doc.get(kind) else None
+
+
+async def measurement_reports_of(uow: UnitOfWork, study_ids: list[str]) -> list[Document]:
+    """``{_id: instance id, study_id, sr, processed_at}`` of the studies' results that
+    have a TID 1500 SR (:mod:`.measurements`), by instance id."""
+    cursor = uow.db[RESULTS].find({"study_id": {"$in": study_ids}, "sr": {"$ne": None}},
+                                  {"study_id": 1, "sr": 1, "processed_at": 1},
+                                  session=uow.session).sort("_id", ASCENDING)
+    return [doc async for doc in cursor]

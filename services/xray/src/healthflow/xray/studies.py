@@ -28,7 +28,7 @@ from healthflow.common.blobs import XRAY, BlobStore, BlobTypeRefused, StoredBlob
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import events, fhir, imaging, processing, render, store
+from healthflow.xray import dicomweb, events, fhir, imaging, processing, render, store
 from healthflow.xray.domain import (
     InstanceNotFound,
     InvalidImage,
@@ -229,9 +229,10 @@ async def read_study(runtime: ServiceRuntime, principal: Principal, study_id: st
 
 async def study_fhir(runtime: ServiceRuntime, principal: Principal, study_id: str,
                      dicomweb_url: str) -> dict[str, Any]:
-    """The study as a FHIR R4 ``ImagingStudy`` (:func:`.fhir.imaging_study`;
-    ``dicomweb_url`` the public DICOMweb base), for its viewers (``xray.accessed`` scope
-    ``fhir`` for a doctor). Raises StudyNotFound (404), NotTreating (403)."""
+    """The study as a FHIR R4 ``ImagingStudy`` (:func:`.fhir.imaging_study`, with the
+    TID 1500 SRs DICOMweb lists; ``dicomweb_url`` the public DICOMweb base), for its
+    viewers (``xray.accessed`` scope ``fhir`` for a doctor). Raises StudyNotFound (404),
+    NotTreating (403)."""
 
     async def read(uow: UnitOfWork) -> dict[str, Any]:
         study = await store.get_study(uow, study_id)
@@ -241,8 +242,11 @@ async def study_fhir(runtime: ServiceRuntime, principal: Principal, study_id: st
         order = await store.get_order(uow, study["order_id"])
         if order is None:  # a study is made for an order, and orders are never deleted
             raise StudyNotFound(f"no imaging study {study_id}")
-        return fhir.imaging_study(study, await store.instances_of(uow, [study_id]), order,
-                                  dicomweb_url=dicomweb_url)
+        reports = await store.measurement_reports_of(uow, [study_id])
+        return fhir.imaging_study(
+            study, [*await store.instances_of(uow, [study_id]),
+                    *(dicomweb.report_instance(r) for r in reports)], order,
+            dicomweb_url=dicomweb_url)
 
     return await runtime.transact(read, actor=principal.actor)
 
