@@ -6,14 +6,16 @@ Its permissions follow the topology of :mod:`healthflow.common.events.rabbit.top
 (RabbitMQ "Access Control": configure = declare/delete, write = publish to an exchange or
 bind a queue, read = consume a queue or bind from an exchange):
 
-* configure: the ``healthflow.events`` exchange (declared by every publisher), its queue
-  ``healthflow.<service>``, its retry queues ``healthflow.<service>.retry.<ms>ms``, its DLQ
-  ``healthflow.<service>.dlq`` and its per-process broadcast queues
-  ``healthflow.broadcast.<service>.<…>`` (revocations).
-* write: ``healthflow.events``; ``amq.default`` (the default exchange: retries and parking
-  are confirmed publishes to a queue by name, and a retry queue's dead-letter exchange is
-  ``""``); its own queue and broadcast queues (``queue.bind``).
-* read: ``healthflow.events`` (``queue.bind``) and its own queues (``basic.consume``).
+* configure: the ``healthflow.events`` exchange (declared by every publisher), its own
+  direct exchange ``healthflow.<service>.direct``, its queue ``healthflow.<service>``, its
+  retry queues ``healthflow.<service>.delay.<ms>ms``, its DLQ ``healthflow.<service>.dlq``
+  and its per-process broadcast queues ``healthflow.broadcast.<service>.<…>`` (revocations).
+* write: ``healthflow.events`` and its direct exchange (retries, parking and replay
+  publish there, by queue name; a retry queue dead-letters there); its own queues
+  (``queue.bind``). Never ``amq.default``: publishing to the default exchange, which
+  reaches any queue by name, is refused with ``ACCESS_REFUSED`` (403), and so is
+  declaring a queue whose dead-letter exchange is the default one.
+* read: both exchanges (``queue.bind``) and its own queues (``basic.consume``).
 * topic permissions on ``healthflow.events``: write = exactly the event types the contracts
   (``libs/contracts``) say it publishes, so publishing another service's type is refused
   with ``ACCESS_REFUSED`` (403); read = exactly the binding keys it subscribes with (its
@@ -73,12 +75,14 @@ def service_access(service: str, publishes: Sequence[str], binds: Sequence[str])
     own = re.escape(f"healthflow.{service}")
     broadcast = re.escape(f"healthflow.broadcast.{service}.") + ".+"
     exchange = re.escape(EXCHANGE)
-    queues = rf"{own}(\.(retry\.[0-9]+ms|dlq))?"
+    direct = own + re.escape(".direct")
+    queues = rf"{own}(\.(delay\.[0-9]+ms|dlq))?"
+    everything = f"^({exchange}|{direct}|{queues}|{broadcast})$"
     return ServiceAccess(
         service=service,
-        configure=f"^({exchange}|{queues}|{broadcast})$",
-        write=rf"^({exchange}|amq\.default|{own}|{broadcast})$",
-        read=f"^({exchange}|{queues}|{broadcast})$",
+        configure=everything,
+        write=everything,
+        read=everything,
         topic_write=_alternatives(publishes),
         topic_read=_alternatives(binds),
     )
