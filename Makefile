@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help deps install run check demo fuzz drill test test-fast lint fmt bench deadletters jobs docs new-service clean
+.PHONY: help deps install run check demo fuzz drill test test-fast lint fmt bench deadletters jobs docs compose-secrets new-service clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ deadletters: install ## inspect and replay dead letters: make deadletters ARGS="
 
 jobs: install ## list and replay a service's dead background jobs: make jobs ARGS="list notification"
 	@$(UV) run --frozen healthflow-jobs $(ARGS)
+
+compose-secrets: install ## write docker-compose.yml's secret files (deploy/compose/secrets/, kept once written)
+	@$(UV) run --frozen python -m healthflow.devkit.composesecrets
 
 docs: install ## regenerate what is generated (permissions, event catalog, AsyncAPI, contract schemas, compose, Kubernetes, RabbitMQ users)
 	@$(UV) run --frozen python -m healthflow.common.permissions > docs/permissions.md

@@ -133,26 +133,134 @@ def test_infrastructure_is_there_with_the_rabbitmq_management_plugin(
     assert services["minio"]["image"].startswith("minio/")
 
 
+def secret_targets(spec: dict[str, Any]) -> dict[str, str]:
+    """``{path in the container: secret}`` of a container's ``secrets:`` (short and long
+    syntax; a relative target is under /run/secrets, as Compose mounts it)."""
+    targets = {}
+    for entry in spec.get("secrets") or []:
+        source, target = (entry, entry) if isinstance(entry, str) else (
+            entry["source"], entry.get("target", entry["source"]))
+        targets[target if target.startswith("/") else f"/run/secrets/{target}"] = source
+    return targets
+
+
+@pytest.fixture(scope="module")
+def secret_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files ``make compose-secrets`` writes, from an empty environment."""
+    from healthflow.devkit import composesecrets
+
+    directory = tmp_path_factory.mktemp("secrets")
+    composesecrets.ensure(directory, list(SERVICES), env={})
+    return directory
+
+
+def effective_env(spec: dict[str, Any], secret_files: Path) -> dict[str, str]:
+    """A container's environment as the apps' settings see it: each ``X_FILE`` naming a
+    mounted secret read into ``X`` (:class:`healthflow.common.settings.FileVariablesSource`)."""
+    env = dict(spec["environment"])
+    targets = secret_targets(spec)
+    for key, value in list(env.items()):
+        if key.endswith("_FILE") and value in targets:
+            text = (secret_files / targets[value]).read_text().removesuffix("\n")
+            env[key.removesuffix("_FILE")] = text
+    return env
+
+
 def test_every_app_service_has_the_environment_it_needs(
-    services: dict[str, dict[str, Any]],
+    services: dict[str, dict[str, Any]], secret_files: Path,
 ) -> None:
     auth_jwks = f"http://auth:{SERVICES['auth'].port}/.well-known/jwks.json"
+    minio = effective_env(services["minio"], secret_files)
+    minio_password = (secret_files / secret_targets(services["minio"])[
+        "/run/secrets/" + minio["MINIO_ROOT_PASSWORD_FILE"]]).read_text().strip()
     for name in APPS:
-        env = services[name]["environment"]
-        assert isinstance(env, dict), f"{name}: environment must be a mapping"
-        mongo = urlsplit(env["MONGODB_URL"])
-        assert mongo.scheme == "mongodb" and mongo.hostname == "mongo"
-        assert parse_qs(mongo.query).get("replicaSet") == ["rs0"], env["MONGODB_URL"]
-        amqp = urlsplit(env["AMQP_URL"].replace("${", "").replace("}", ""))
-        assert amqp.scheme == "amqp" and amqp.hostname == "rabbitmq"
+        env = effective_env(services[name], secret_files)
+        assert isinstance(services[name]["environment"], dict), f"{name}: not a mapping"
         assert env["TRANSPORT"] == "rabbitmq"
         assert env["JWKS_URL"] == auth_jwks
         assert urlsplit(env["REDIS_URL"]).hostname == "redis"
         assert urlsplit(env["S3_ENDPOINT_URL"]).hostname == "minio"
-        assert env["S3_SECRET_KEY"] == services["minio"]["environment"]["MINIO_ROOT_PASSWORD"]
         assert env["HOST"] == "0.0.0.0", f"{name} would listen on loopback only"
         prefix = "GATEWAY_" if name == "gateway" else SERVICES[name].env_prefix
         assert int(env.get(f"{prefix}PORT") or env.get("PORT") or 0) == port_of(name)
+        if name == "gateway":  # no database, broker nor bucket: none of their secrets
+            assert not {"MONGODB_URL", "S3_SECRET_KEY", "AMQP_URL"} & set(env), env
+            continue
+        mongo = urlsplit(env["MONGODB_URL"])
+        assert mongo.scheme == "mongodb" and mongo.hostname == "mongo"
+        assert parse_qs(mongo.query).get("replicaSet") == ["rs0"], env["MONGODB_URL"]
+        amqp = urlsplit(env[f"{prefix}AMQP_URL"])
+        assert amqp.scheme == "amqp" and amqp.hostname == "rabbitmq"
+        assert amqp.username == f"healthflow-{name}"  # its own RabbitMQ user
+        assert amqp.password == (secret_files / f"rabbitmq_password_{name}").read_text().strip()
+        assert env["S3_SECRET_KEY"] == minio_password
+
+
+SECRET_LOOKING = re.compile(r"(PASSWORD|PASS|SECRET|TOKEN|_KEYS?)$|PASSWORD|SECRET|TOKEN")
+NOT_SECRET = re.compile(r"^AUDIT_ALLOW_GENERATED_SIGNING_KEY$")
+"""A flag whose name looks like one (URLs are checked by value: no ``user:password@``)."""
+
+
+def test_no_container_gets_a_secret_as_an_environment_value(
+        compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
+    """Secrets are Compose secrets, mounted files (``<VARIABLE>_FILE``), never environment
+    values (``docker inspect``, ``/proc/<pid>/environ`` and every child process see those),
+    nor command-line arguments (``ps``)."""
+    credentials = re.compile(r"://[^/@\s]*:[^/@\s]*@")  # user:password@ in a URL
+    for name, spec in services.items():
+        for key, value in (spec.get("environment") or {}).items():
+            value = str(value)
+            assert not credentials.search(value), f"{name}: {key} carries credentials"
+            if key.endswith("_FILE"):
+                continue
+            looks_secret = SECRET_LOOKING.search(key) and not NOT_SECRET.search(key)
+            assert not looks_secret, f"{name}: {key} is a secret-looking environment value"
+        command = " ".join(map(str, spec.get("command") or []))
+        assert not re.search(r"secret=|password=|token=", command, re.I), (name, command)
+    # the variables compose read secrets from before are not interpolated anywhere
+    text = (ROOT / "docker-compose.yml").read_text()
+    for variable in ("RABBITMQ_PASSWORD", "MINIO_ROOT_PASSWORD", "JANUS_API_SECRET",
+                     "TURN_SECRET", "KEY_ENCRYPTION_KEYS:-"):
+        assert "${" + variable not in text, variable
+
+
+def test_every_file_variable_names_a_secret_granted_to_its_container(
+        compose: dict[str, Any], services: dict[str, dict[str, Any]],
+        secret_files: Path) -> None:
+    declared = compose["secrets"]
+    for name, spec in services.items():
+        targets = secret_targets(spec)
+        for source in targets.values():
+            assert source in declared, f"{name}: secret {source} is not declared"
+        for key, value in (spec.get("environment") or {}).items():
+            if not key.endswith("_FILE") or name == "minio":
+                continue
+            assert value in targets, f"{name}: {key} names {value}, which is not mounted"
+        if name == "minio":  # the image reads MINIO_ROOT_*_FILE relative to /run/secrets
+            for key in ("MINIO_ROOT_USER_FILE", "MINIO_ROOT_PASSWORD_FILE"):
+                assert "/run/secrets/" + spec["environment"][key] in targets
+    for secret, spec in declared.items():
+        assert spec["file"] == f"./deploy/compose/secrets/{secret}", spec
+        assert (secret_files / secret).exists(), f"make compose-secrets writes no {secret}"
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "deploy/compose/secrets/" in ignored  # never committed
+
+
+def test_only_the_services_that_need_a_secret_get_it(services: dict[str, dict[str, Any]]) -> None:
+    granted = {name: set(secret_targets(spec).values()) for name, spec in services.items()}
+    holders = {secret: {n for n, have in granted.items() if secret in have}
+               for secret in {s for have in granted.values() for s in have}}
+    assert holders["account_link_secret"] == {"auth", "notification"}
+    assert holders["stripe_api_key"] == {"payment"}
+    assert holders["twilio_auth_token"] == {"notification"}
+    assert holders["janus_api_secret"] == {"teleconference", "janus"}
+    assert holders["turn_secret"] == {"teleconference"}
+    assert holders["coturn_conf"] == {"coturn"}
+    assert holders["key_encryption_keys"] == {"auth", "notification", "prescription", "audit"}
+    for name in SERVICES:
+        assert holders[f"amqp_url_{name}"] == {name}
+        assert holders[f"rabbitmq_password_{name}"] == {"rabbitmq-users"}
+    assert granted["gateway"] == {"gateway_metrics_token"}
 
 
 def test_the_gateway_knows_every_upstream(services: dict[str, dict[str, Any]]) -> None:

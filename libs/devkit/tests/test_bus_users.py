@@ -6,8 +6,9 @@ platform start makes them; the broker, not our code, refuses what a user may not
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aio_pika
@@ -15,8 +16,10 @@ import aiormq.exceptions
 import pytest
 
 from healthflow.common.events.envelope import EXCHANGE, CloudEvent
+from healthflow.common.events.rabbit.messages import CONTENT_TYPE
+from healthflow.common.events.rabbit.topology import declare_direct_exchange, direct_exchange_name
 from healthflow.common.events.rabbit.transport import RabbitTransport
-from healthflow.common.events.transport import PublishError
+from healthflow.common.events.transport import PublishError, Subscription
 from healthflow.devkit import busaccess, bususers
 from healthflow.devkit.testing import rabbitmq_vhost
 
@@ -105,6 +108,126 @@ async def test_a_service_may_not_consume_or_bind_another_services_queue(
         own = await channel.declare_queue("healthflow.patient", durable=True)
         with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
             await own.bind(exchange, routing_key="prescription.issued")
+
+
+async def _depth(admin: str, queue: str) -> int:
+    connection = await aio_pika.connect(admin)
+    async with connection:
+        declared = await (await connection.channel()).declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+async def test_a_service_may_not_put_a_message_into_another_services_queue_by_name(
+        bus: tuple[str, dict[str, str]]) -> None:
+    """Not through the default exchange, another's direct exchange or a dead-letter route."""
+    admin, urls = bus
+    connection = await aio_pika.connect(admin)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue("healthflow.audit", durable=True)
+        await declare_direct_exchange(channel, "audit")
+    before = await _depth(admin, "healthflow.audit")
+    connection = await aio_pika.connect(urls["patient"])
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused, match=r"amq\.default"):
+            await channel.default_exchange.publish(aio_pika.Message(b"{}"),
+                                                   routing_key="healthflow.audit")
+        channel = await connection.channel(publisher_confirms=True)
+        theirs = await channel.get_exchange(direct_exchange_name("audit"), ensure=False)
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await theirs.publish(aio_pika.Message(b"{}"), routing_key="healthflow.audit")
+        channel = await connection.channel()
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused, match=r"amq\.default"):
+            await channel.declare_queue(  # a retry queue of its own dead-lettering into theirs
+                "healthflow.patient.delay.1ms", durable=True,
+                arguments={"x-message-ttl": 1, "x-dead-letter-exchange": "",
+                           "x-dead-letter-routing-key": "healthflow.audit"})
+    assert await _depth(admin, "healthflow.audit") == before  # nothing delivered
+
+
+class _FlakyHandler:
+    """Fails while ``failing``; records every event it is handed."""
+
+    def __init__(self) -> None:
+        self.failing = True
+        self.seen: list[str] = []
+
+    async def __call__(self, event: CloudEvent) -> None:
+        self.seen.append(event.id)
+        if self.failing:
+            raise RuntimeError("not yet")
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, within: float = 15) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_retries_parking_and_replay_work_under_the_services_own_user(
+        bus: tuple[str, dict[str, str]]) -> None:
+    _, urls = bus
+    handler = _FlakyHandler()
+    consumer = RabbitTransport(urls["patient"])
+    publisher = RabbitTransport(urls["auth"])
+    await consumer.connect()
+    await publisher.connect()
+    try:
+        await consumer.subscribe(Subscription("patient", ["user.registered"], handler,
+                                              retry_delays=(0.1, 0.2)))
+        event = _event("user.registered", "/healthflow/auth")
+        await publisher.publish(event)
+
+        async def parked() -> bool:
+            return (await consumer.queue_depths("patient"))["dlq"] == 1
+        await _until(parked, "the event parked after two retries")
+        assert handler.seen == [event.id] * 3
+        [letter] = await consumer.dead_letters("patient")
+        assert letter.id == event.id and letter.attempts == 2
+        handler.failing = False
+        assert await consumer.replay("patient") == 1
+
+        async def handled() -> bool:
+            return len(handler.seen) == 4
+        await _until(handled, "the replayed event handled")
+        assert await consumer.queue_depths("patient") == {"queue": 0, "dlq": 0}
+    finally:
+        await publisher.close()
+        await consumer.close()
+
+
+async def test_a_retry_queue_of_the_earlier_release_still_returns_what_it_holds(
+        bus: tuple[str, dict[str, str]]) -> None:
+    """Queues declared before the direct exchange dead-letter through the default exchange:
+    the broker does that itself, so messages in flight across the upgrade come back."""
+    admin, urls = bus
+    old = "healthflow.patient.retry.100ms"
+    event = _event("user.registered", "/healthflow/auth")
+    connection = await aio_pika.connect(admin)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue("healthflow.patient", durable=True)
+        await channel.declare_queue(old, durable=True, arguments={
+            "x-message-ttl": 100, "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": "healthflow.patient"})
+        await channel.default_exchange.publish(
+            aio_pika.Message(event.to_json_bytes(), message_id=event.id,
+                             content_type=CONTENT_TYPE), routing_key=old)
+    handler = _FlakyHandler()
+    handler.failing = False
+    consumer = RabbitTransport(urls["patient"])
+    await consumer.connect()
+    try:
+        await consumer.subscribe(Subscription("patient", ["user.registered"], handler))
+
+        async def handled() -> bool:
+            return handler.seen == [event.id]
+        await _until(handled, "the message of the old retry queue handled")
+    finally:
+        await consumer.close()
 
 
 async def test_a_service_user_may_not_open_another_vhost(

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from healthflow.common.topology import GATEWAY_PORT, SERVICES
-from healthflow.devkit.scaffold import compose_apps, render_service
+from healthflow.devkit.scaffold import compose_apps, compose_secrets, render_service
 
 ROOT = Path(__file__).resolve().parents[3]
 UV = shutil.which("uv") or f"{sys.executable} -m uv"
@@ -25,6 +25,8 @@ def test_the_compose_services_are_the_ones_the_manifests_generate() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     assert compose_apps(SERVICES.values(), GATEWAY_PORT) in text, (
         "docker-compose.yml is out of date: run `make docs`")
+    assert compose_secrets(SERVICES.values()) in text, (
+        "docker-compose.yml's secrets are out of date: run `make docs`")
 
 
 def test_bad_names_are_refused(tmp_path: Path) -> None:

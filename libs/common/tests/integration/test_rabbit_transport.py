@@ -592,5 +592,5 @@ async def test_cli_list_show_and_replay(
 
 def test_queue_names() -> None:
     assert queue_name("audit") == "healthflow.audit"
-    assert retry_queue_name("audit", 1.0) == "healthflow.audit.retry.1000ms"
-    assert retry_queue_name("audit", 0.25) == "healthflow.audit.retry.250ms"
+    assert retry_queue_name("audit", 1.0) == "healthflow.audit.delay.1000ms"
+    assert retry_queue_name("audit", 0.25) == "healthflow.audit.delay.250ms"

@@ -14,14 +14,25 @@ also refuses (:func:`production_problems`) every secret still at its built-in
 default, every setting still pointing at a development stand-in (the embedded
 database, s3rver, the local mailbox; a class lists them in ``stand_in_fields``),
 a MongoDB URL without credentials and RabbitMQ's ``guest`` account.
+
+Any field may instead come from a file: ``<VARIABLE>_FILE`` names a file whose content
+(one trailing newline dropped) is the value, as a Docker or Compose secret mounted under
+``/run/secrets`` is read (:class:`FileVariablesSource`). ``AUTH_ACCOUNT_LINK_SECRET_FILE``
+stands for ``AUTH_ACCOUNT_LINK_SECRET`` and ``AMQP_URL_FILE`` for ``AMQP_URL``, with the
+same precedence; setting a variable and its ``_FILE`` both is an error, an empty file
+counts as unset (an optional secret left out), an unreadable one is an error naming the
+variable and the path.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -137,9 +148,62 @@ class ServiceSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Prefixed variables win; the unprefixed platform-wide ones are the fallback.
+        # Prefixed variables win; the unprefixed platform-wide ones are the fallback. Each
+        # variable's <VARIABLE>_FILE comes right after it.
+        prefix = settings_cls.model_config.get("env_prefix", "") or ""
         shared_env = EnvSettingsSource(settings_cls, env_prefix="")
-        return (init_settings, env_settings, dotenv_settings, shared_env, file_secret_settings)
+        return (init_settings, env_settings, FileVariablesSource(settings_cls, prefix),
+                dotenv_settings, shared_env, FileVariablesSource(settings_cls, ""),
+                file_secret_settings)
+
+
+class FileVariablesSource(PydanticBaseSettingsSource):
+    """Fields read from the files ``<env_prefix><FIELD>_FILE`` names (Docker secrets).
+
+    A field whose class also has a ``<field>_file`` field (``key_encryption_keys_file``)
+    is left to the class, which reads that file itself.
+
+    Raises (when called):
+        ConfigurationError: a variable and its ``_FILE`` are both set, the file cannot be
+            read, or a list/mapping field's file is not JSON; naming the variable.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], env_prefix: str) -> None:
+        super().__init__(settings_cls)
+        self.env_prefix = env_prefix
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        values: dict[str, Any] = {}
+        for name, field in fields.items():
+            if f"{name}_file" in fields:
+                continue
+            variable = f"{self.env_prefix}{name}".upper()
+            path = os.environ.get(f"{variable}_FILE", "").strip()
+            if not path:
+                continue
+            if variable in os.environ:
+                raise ConfigurationError(f"{variable} and {variable}_FILE are both set: "
+                                         "set one of them")
+            try:
+                text = Path(path).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"{variable}_FILE: cannot read {path} ({exc.strerror or exc})") from None
+            if not text.strip():
+                continue
+            if self.field_is_complex(field):
+                try:
+                    values[name] = self.decode_complex_value(name, field, text)
+                except ValueError:
+                    raise ConfigurationError(
+                        f"{variable}_FILE: {path} does not hold JSON") from None
+            else:
+                values[name] = text
+        return values
 
 
 def env_name(settings_cls: type[BaseSettings], field: str) -> str:

@@ -23,11 +23,14 @@ from pathlib import Path
 from string import Template
 
 from healthflow.common.manifest import ServiceManifest
+from healthflow.devkit import composesecrets
 
 TEMPLATES = Path(__file__).with_name("templates") / "service"
 CONTRACT = Path(__file__).with_name("templates") / "contracts" / "contract.py.tmpl"
 NAME = re.compile(r"^[a-z][a-z0-9]{1,30}$")
 BEGIN, END = "  # BEGIN generated from the service manifests", "  # END generated"
+SECRETS_BEGIN = "  # BEGIN generated secrets (their files: make compose-secrets)"
+SECRETS_END = "  # END generated secrets"
 COMPOSE_GATEWAY_ADDRESS = "172.31.250.10"
 """The gateway's fixed address on compose's ``backend`` network (its subnet,
 172.31.250.0/24, is set in the hand-written part): the auth service trusts this peer's
@@ -87,17 +90,18 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
     upstreams and health dependencies (YAML, two-space indented)."""
     manifests = list(manifests)
     ports = {m.name: m.port for m in manifests}
+    names = [m.name for m in manifests]
     lines = [BEGIN]
     for m in manifests:
         lines += [f"  {m.name}:", "    <<: *app",
                   f"    build: {{context: ., dockerfile: deploy/Dockerfile, "
                   f"args: {{SERVICE: {m.name}}}}}",
                   f"    image: healthflow/{m.name}:${{HEALTHFLOW_TAG:-dev}}",
+                  *_secrets(m.name, m.env_prefix, names),
                   "    environment:", "      <<: *app-env",
                   f'      {m.env_prefix}PORT: "{m.port}"',
                   # its own RabbitMQ user (healthflow.devkit.busaccess; rabbitmq-users below)
-                  f"      {m.env_prefix}AMQP_URL: amqp://healthflow-{m.name}:"
-                  f"${{{_bus_password(m.name)}}}@rabbitmq:5672/"]
+                  *_secret_files(m.name, m.env_prefix, names)]
         # environment first: _listeners ends in the ports and networks blocks
         lines += [f"      {c.upper()}_URL: http://{c}:{ports[c]}" for c in m.calls if c in ports]
         if m.name == "auth":  # the gateway's X-Forwarded-For names the client
@@ -109,7 +113,9 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
     lines += ["  gateway:", "    <<: *app",
               "    build: {context: ., dockerfile: deploy/Dockerfile, args: {SERVICE: gateway}}",
               "    image: healthflow/gateway:${HEALTHFLOW_TAG:-dev}",
-              "    environment:", "      <<: *app-env", f'      GATEWAY_PORT: "{gateway_port}"']
+              *_secrets("gateway", "GATEWAY_", names),
+              "    environment:", "      <<: *app-env", f'      GATEWAY_PORT: "{gateway_port}"',
+              *_secret_files("gateway", "GATEWAY_", names)]
     lines += [f"      GATEWAY_UPSTREAM_{m.name.upper()}: http://{m.name}:{m.port}"
               for m in manifests]
     lines += ["    ports:", f'      - "${{GATEWAY_PUBLISH:-127.0.0.1:{gateway_port}}}:'
@@ -122,9 +128,25 @@ def compose_apps(manifests: Iterable[ServiceManifest], gateway_port: int) -> str
     return "\n".join(lines) + "\n"
 
 
-def _bus_password(service: str) -> str:
-    """``RABBITMQ_PASSWORD_<SERVICE>`` with a laptop default, as compose interpolates it."""
-    return f"RABBITMQ_PASSWORD_{service.upper()}:-healthflow-{service}"
+def _secrets(name: str, prefix: str, services: list[str]) -> list[str]:
+    """The ``secrets:`` an app is granted (:func:`composesecrets.app_secrets`)."""
+    granted = dict.fromkeys(composesecrets.app_secrets(name, prefix, services).values())
+    return ["    secrets:", *[f"      - {secret}" for secret in granted]]
+
+
+def _secret_files(name: str, prefix: str, services: list[str]) -> list[str]:
+    """``<VARIABLE>_FILE: /run/secrets/<secret>`` of an app's secrets (never the values)."""
+    return [f"      {variable}: {composesecrets.RUN}/{secret}"
+            for variable, secret in composesecrets.app_secrets(name, prefix, services).items()]
+
+
+def compose_secrets(manifests: Iterable[ServiceManifest]) -> str:
+    """The generated part of the top-level ``secrets:``: each a file of
+    ``deploy/compose/secrets/`` (written by :func:`composesecrets.ensure`)."""
+    lines = [SECRETS_BEGIN]
+    lines += [f"  {name}: {{file: ./{composesecrets.SECRETS_DIR}/{name}}}"
+              for name in composesecrets.names(m.name for m in manifests)]
+    return "\n".join([*lines, SECRETS_END]) + "\n"
 
 
 def _bus_users(manifests: list[ServiceManifest]) -> list[str]:
@@ -137,18 +159,25 @@ def _bus_users(manifests: list[ServiceManifest]) -> list[str]:
              "    depends_on:", "      rabbitmq: {condition: service_healthy}",
              "    volumes:", "      - rabbitmq-data:/var/lib/rabbitmq:ro",
              "      - ./deploy/rabbitmq/users.sh:/users.sh:ro",
-             "    environment:", "      HOME: /var/lib/rabbitmq",
-             "      RABBITMQ_NODE: rabbit@rabbitmq"]
-    lines += [f"      RABBITMQ_PASSWORD_{m.name.upper()}: ${{{_bus_password(m.name)}}}"
+             "    secrets:"]
+    lines += [f"      - {composesecrets.bus_password_secret(m.name)}" for m in manifests]
+    lines += ["    environment:", "      HOME: /var/lib/rabbitmq",
+              "      RABBITMQ_NODE: rabbit@rabbitmq"]
+    lines += [f"      RABBITMQ_PASSWORD_{m.name.upper()}_FILE: "
+              f"{composesecrets.RUN}/{composesecrets.bus_password_secret(m.name)}"
               for m in manifests]
     return [*lines, ""]
 
 
 def write_compose(path: Path, manifests: Iterable[ServiceManifest], gateway_port: int) -> bool:
-    """Replace the generated part of the compose file; True when it changed."""
+    """Replace the generated parts of the compose file (the apps, the secrets); True when
+    it changed."""
+    manifests = list(manifests)
     text = path.read_text()
     start, end = text.index(BEGIN), text.index(END) + len(END) + 1
     new = text[:start] + compose_apps(manifests, gateway_port) + text[end:]
+    start, end = new.index(SECRETS_BEGIN), new.index(SECRETS_END) + len(SECRETS_END) + 1
+    new = new[:start] + compose_secrets(manifests) + new[end:]
     if new == text:
         return False
     path.write_text(new)

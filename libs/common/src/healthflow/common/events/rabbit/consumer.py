@@ -50,9 +50,11 @@ from healthflow.common.events.transport import (
 
 log = logging.getLogger(__name__)
 
-Forward = Callable[[aio_pika.Message, str], Awaitable[None]]
-"""Confirmed, ``mandatory`` publish of a message to a queue through the default
-exchange; raises :class:`PublishError` when the broker does not confirm it."""
+Forward = Callable[[aio_pika.Message, str, str], Awaitable[None]]
+"""Confirmed, ``mandatory`` publish of a message (first argument) to one of a service's
+(second) own queues by name (third), through the service's direct exchange
+(:func:`~healthflow.common.events.rabbit.topology.direct_exchange_name`); raises
+:class:`PublishError` when the broker does not confirm it."""
 
 
 class QueueConsumer:
@@ -223,8 +225,9 @@ class QueueConsumer:
         *,
         message_id: str,
     ) -> None:
-        """Confirmed publish of a copy of ``message`` to ``queue`` via the default exchange."""
-        await self._forward_copy(copy_message(message, headers, message_id), queue)
+        """Confirmed publish of a copy of ``message`` to the service's own ``queue``."""
+        await self._forward_copy(copy_message(message, headers, message_id),
+                                 self.subscription.service, queue)
 
 
 async def _settle(

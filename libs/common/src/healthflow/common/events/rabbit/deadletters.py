@@ -29,6 +29,7 @@ from healthflow.common.events.rabbit.messages import (
     as_text,
     copy_message,
 )
+from healthflow.common.events.rabbit.topology import declare_direct_exchange
 from healthflow.common.events.transport import (
     DeadLetter,
     PublishError,
@@ -133,8 +134,10 @@ async def replay(
     """Send parked messages of ``service`` (all, or those whose id is in ``ids``) back.
 
     Each is published (confirmed, ``mandatory``, through ``publish``) via the
-    default exchange straight to ``healthflow.<service>`` — other services bound to
-    the same type do not get it again — with ``x-attempts`` reset to 0 and
+    service's direct exchange ``healthflow.<service>.direct`` straight to
+    ``healthflow.<service>`` — other services bound to the same type do not get it
+    again; the exchange and that binding are declared first, as the consumer does —
+    with ``x-attempts`` reset to 0 and
     the parking headers replaced by ``x-replayed-at``; only then is it
     acknowledged (removed) from the DLQ. Only the messages present when the
     replay starts are considered, so one that fails again and is re-parked
@@ -157,6 +160,9 @@ async def replay(
         except aio_pika.exceptions.ChannelNotFoundEntity:
             return 0
         available = queue.declaration_result.message_count or 0
+        if not available:
+            return 0
+        exchange = await _route_to_queue(channel, service)
         for _ in range(available):
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
@@ -170,9 +176,7 @@ async def replay(
             headers[HEADER_ATTEMPTS] = 0
             headers[HEADER_REPLAYED_AT] = datetime.now(UTC).isoformat()
             try:
-                await publish(
-                    channel.default_exchange, copy_message(message, headers, letter_id), target
-                )
+                await publish(exchange, copy_message(message, headers, letter_id), target)
             except PublishError as exc:
                 raise PublishError(f"replay stopped after {replayed}: {exc}") from exc
             await message.ack()
@@ -180,6 +184,23 @@ async def replay(
     if replayed:
         log.info("replayed %d dead letter(s) to %s", replayed, target)
     return replayed
+
+
+async def _route_to_queue(
+    channel: aio_pika.abc.AbstractChannel, service: str
+) -> aio_pika.abc.AbstractExchange:
+    """The service's direct exchange, with its queue bound by name (idempotent).
+
+    Raises:
+        PublishError: when the service's queue does not exist.
+    """
+    exchange = await declare_direct_exchange(channel, service)
+    try:
+        target = await channel.declare_queue(queue_name(service), passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity as exc:
+        raise PublishError(f"replay stopped after 0: no queue {queue_name(service)}") from exc
+    await target.bind(exchange, routing_key=queue_name(service))
+    return exchange
 
 
 def _dead_letter_id(message: aio_pika.abc.AbstractIncomingMessage) -> str:

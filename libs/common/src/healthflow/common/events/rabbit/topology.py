@@ -5,9 +5,15 @@ Topology (AMQP 0-9-1 as RabbitMQ implements it), for a service ``svc``:
 * ``healthflow.events``: durable **topic** exchange; the routing key is the
   CloudEvents ``type``.
 * ``healthflow.svc``: the service's durable queue, bound to each of its patterns.
-* ``healthflow.svc.retry.<ms>ms``: one durable queue per entry of
+* ``healthflow.svc.direct``: the service's durable **direct** exchange, through which
+  copies reach its own queues by name: each of them is bound to it with its own name
+  as the binding key. Retries, parking and replay publish there, never to the default
+  exchange: the service's RabbitMQ user may write this exchange and not ``amq.default``
+  (``healthflow.devkit.busaccess``), so it cannot put a message into another
+  service's queue by name, and nobody else may write or bind to it.
+* ``healthflow.svc.delay.<ms>ms``: one durable queue per entry of
   ``retry_delays``, named by and with ``x-message-ttl`` = that delay in milliseconds,
-  ``x-dead-letter-exchange`` = ``""`` (the default exchange) and
+  ``x-dead-letter-exchange`` = ``healthflow.svc.direct`` and
   ``x-dead-letter-routing-key`` = ``healthflow.svc``. Nobody consumes it: when
   the TTL expires RabbitMQ dead-letters the message back to ``healthflow.svc``
   alone (RabbitMQ docs "Time-To-Live and Expiration" and "Dead Letter
@@ -20,6 +26,14 @@ Retry queues are named by their delay, so deploying new ``retry_delays``
 declares new queues rather than changing the ``x-message-ttl`` of existing ones
 (which RabbitMQ refuses with ``PRECONDITION_FAILED``, channel error 406); a queue
 of an old delay still returns what it holds and can be deleted once empty.
+
+Releases before the ``.direct`` exchange named their retry queues
+``healthflow.svc.retry.<ms>ms`` with the default exchange as dead-letter exchange.
+RabbitMQ refuses to create such a queue for a user without write on ``amq.default``
+and would refuse redeclaring it with the new arguments (406), hence the new names.
+The old queues are left alone: the broker dead-letters what they hold back to
+``healthflow.svc`` (dead-lettering is the broker's own publish, not the user's), and
+an operator deletes them once empty (``rabbitmqctl delete_queue --if-empty``).
 """
 
 from __future__ import annotations
@@ -30,8 +44,13 @@ from aio_pika import ExchangeType
 from healthflow.common.events.transport import Subscription, queue_name
 
 
+def direct_exchange_name(service: str) -> str:
+    """``healthflow.<service>.direct``: the exchange to the service's own queues by name."""
+    return f"{queue_name(service)}.direct"
+
+
 def retry_queue_name(service: str, delay: float) -> str:
-    """``healthflow.<service>.retry.<delay in ms>ms``.
+    """``healthflow.<service>.delay.<delay in ms>ms``.
 
     Named by its delay, not its position, so that changing a service's
     ``retry_delays`` declares new queues instead of redeclaring an existing one
@@ -39,7 +58,7 @@ def retry_queue_name(service: str, delay: float) -> str:
     PRECONDITION_FAILED); an old queue keeps returning what it holds to the
     service's queue and can be deleted once empty.
     """
-    return f"{queue_name(service)}.retry.{_delay_ms(delay)}ms"
+    return f"{queue_name(service)}.delay.{_delay_ms(delay)}ms"
 
 
 def _delay_ms(delay: float) -> int:
@@ -56,7 +75,7 @@ async def declare_exchange(
 async def declare_service_queues(
     channel: aio_pika.abc.AbstractRobustChannel, exchange_name: str, subscription: Subscription
 ) -> aio_pika.abc.AbstractRobustQueue:
-    """Declare the exchange, the service's queue and bindings, retry queues and DLQ.
+    """Declare the exchanges, the service's queue and bindings, retry queues and DLQ.
 
     Returns the service's queue, bound to each of ``subscription.patterns``.
 
@@ -65,18 +84,32 @@ async def declare_service_queues(
             was declared with other arguments (e.g. changed retry delays).
     """
     exchange = await declare_exchange(channel, exchange_name)
+    direct = await declare_direct_exchange(channel, subscription.service)
     queue = await channel.declare_queue(subscription.queue, durable=True)
     for pattern in subscription.patterns:
         await queue.bind(exchange, routing_key=pattern)
+    await queue.bind(direct, routing_key=subscription.queue)
     for delay in subscription.retry_delays:
-        await channel.declare_queue(
-            retry_queue_name(subscription.service, delay),
+        name = retry_queue_name(subscription.service, delay)
+        retry = await channel.declare_queue(
+            name,
             durable=True,
             arguments={
                 "x-message-ttl": _delay_ms(delay),
-                "x-dead-letter-exchange": "",
+                "x-dead-letter-exchange": direct.name,
                 "x-dead-letter-routing-key": subscription.queue,
             },
         )
-    await channel.declare_queue(subscription.dead_letter_queue, durable=True)
+        await retry.bind(direct, routing_key=name)
+    dlq = await channel.declare_queue(subscription.dead_letter_queue, durable=True)
+    await dlq.bind(direct, routing_key=subscription.dead_letter_queue)
     return queue
+
+
+async def declare_direct_exchange(
+    channel: aio_pika.abc.AbstractChannel, service: str
+) -> aio_pika.abc.AbstractExchange:
+    """The durable direct exchange ``healthflow.<service>.direct`` (declared if absent)."""
+    return await channel.declare_exchange(
+        direct_exchange_name(service), ExchangeType.DIRECT, durable=True
+    )

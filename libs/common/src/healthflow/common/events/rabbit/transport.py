@@ -27,7 +27,11 @@ from healthflow.common.events.envelope import EXCHANGE, CloudEvent
 from healthflow.common.events.rabbit import deadletters
 from healthflow.common.events.rabbit.consumer import QueueConsumer
 from healthflow.common.events.rabbit.messages import CONTENT_TYPE, MESSAGING_SYSTEM
-from healthflow.common.events.rabbit.topology import declare_exchange, declare_service_queues
+from healthflow.common.events.rabbit.topology import (
+    declare_exchange,
+    declare_service_queues,
+    direct_exchange_name,
+)
 from healthflow.common.events.transport import (
     DeadLetter,
     EventHandler,
@@ -355,12 +359,14 @@ class RabbitTransport(Transport):
         await queue.consume(deliver, no_ack=True)
         self._broadcast_channels.append(channel)
 
-    async def _forward(self, message: aio_pika.Message, queue: str) -> None:
-        """Confirmed publish of ``message`` to ``queue`` via the default exchange."""
+    async def _forward(self, message: aio_pika.Message, service: str, queue: str) -> None:
+        """Confirmed publish of ``message`` to ``service``'s own ``queue`` through its direct
+        exchange (declared by :meth:`subscribe`); never through the default exchange."""
         channel = self._publish_channel
         if channel is None:
             raise PublishError("RabbitTransport is not connected")
-        await self._confirmed_publish(channel.default_exchange, message, queue)
+        exchange = await channel.get_exchange(direct_exchange_name(service), ensure=False)
+        await self._confirmed_publish(exchange, message, queue)
 
     # ------------------------------------------------------------------ operations
 
