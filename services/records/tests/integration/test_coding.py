@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from fhir.resources.R4B.procedure import Procedure
 
 from .conftest import Records
 
@@ -111,3 +112,4 @@ async def test_a_bad_procedure_code_is_refused_and_a_good_one_is_in_the_export(
     [resource] = [e["resource"] for e in served.json()["entry"]
                   if e["resource"]["resourceType"] == "Procedure"]
     assert resource["code"] == {"coding": [pcs["content"]["code"]], "text": "Appendectomy"}
+    Procedure.model_validate(resource)
