@@ -1,9 +1,11 @@
-"""Insurance end to end through the gateway: a checked-in patient's lab test is charged
-by the doctor, invoiced by the hospital's accountant, claimed by the patient under their
-coverage, adjudicated by the payer sandbox (the platform's clearinghouse, its default
-``standard`` plan: 80 % rounded down, less a 1000 copay), and the remainder paid partly
-at the desk and the rest by the patient's card (the invoice's checkout, localstripe);
-the claim as FHIR R4 validates with the R4B models.
+"""Insurance end to end through the gateway: a checked-in patient is diagnosed (ICD-10)
+and their lab test charged by the doctor, invoiced by the hospital's accountant, claimed
+by the patient under their coverage once the encounter is finished and its codes reached
+the payment service (409 ``encounter-not-coded`` before; the claim lists the code),
+adjudicated by the payer sandbox (the platform's clearinghouse, its default ``standard``
+plan: 80 % rounded down, less a 1000 copay), and the remainder paid partly at the desk
+and the rest by the patient's card (the invoice's checkout, localstripe); the claim as
+FHIR R4 validates with the R4B models.
 
 A platform of its own with the services this needs.
 """
@@ -19,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.claim import Claim
 from fhir.resources.R4B.claimresponse import ClaimResponse
 
 from healthflow.devkit.testing import RunningPlatform, eventually, platform_process, rabbitmq_vhost
@@ -91,6 +94,11 @@ async def test_a_claim_is_adjudicated_by_the_sandbox_and_the_remainder_paid(
             "/api/v1/encounters", headers=patient.headers,
             params={"patient_id": patient.id}), 200, "no encounter at check-in")
         encounter_id = encounters["items"][0]["id"]
+        # the doctor diagnoses (ICD-10): the claim will carry the code, never the note
+        ok(await api.post(f"/api/v1/records/encounters/{encounter_id}/entries",
+                          headers=doctor.headers, json={"entry": {
+                              "type": "Condition", "code": "J06.9",
+                              "note": "scratchy throat"}}), 201)
 
         # the doctor charges two lab tests once the encounter has reached the payment
         item = {"encounter_id": encounter_id, "code": "2345-7", "description": "Glucose",
@@ -110,7 +118,19 @@ async def test_a_claim_is_adjudicated_by_the_sandbox_and_the_remainder_paid(
         body = {"invoice_id": invoice["id"], "coverage_id": coverage["id"]}
         assert_problem(await api.post("/api/v1/claims", headers=stranger.headers, json=body),
                        404)
-        claim = ok(await api.post("/api/v1/claims", headers=patient.headers, json=body), 201)
+        # the encounter is still in progress: not coded yet, so the claim waits
+        early = await api.post("/api/v1/claims", headers=patient.headers, json=body)
+        assert_problem(early, 409)
+        assert early.json()["type"].endswith("/encounter-not-coded")
+        ok(await api.post(f"/api/v1/encounters/{encounter_id}/finish",
+                          headers=doctor.headers))
+        claim = await until_ok(lambda: api.post("/api/v1/claims", headers=patient.headers,
+                                                json=body), 201,
+                               "the encounter's codes never reached the payment")
+        assert claim["diagnoses"] == [{
+            "sequence": 1, "system": "http://hl7.org/fhir/sid/icd-10", "code": "J06.9",
+            "display": "Acute upper respiratory infection, unspecified"}]
+        assert [i["diagnosis_sequence"] for i in claim["items"]] == [[1]]
         # 80 % of 4300 = 3440, less the 1000 copay: the payer covers 2440, the patient 1860
         assert (claim["response"]["outcome"], claim["response"]["benefit"],
                 claim["response"]["patient_share"]) == ("complete", 2440, 1860)
@@ -159,6 +179,11 @@ async def test_a_claim_is_adjudicated_by_the_sandbox_and_the_remainder_paid(
         assert served.headers["content-type"] == "application/fhir+json"
         raw = served.json()
         Bundle.model_validate(raw)
+        fhir_claim = next(e["resource"] for e in raw["entry"]
+                          if e["resource"]["resourceType"] == "Claim")
+        assert Claim.model_validate(fhir_claim).diagnosis[0].diagnosisCodeableConcept.coding[
+            0].code == "J06.9"
+        assert "scratchy" not in served.text
         response = next(e["resource"] for e in raw["entry"]
                         if e["resource"]["resourceType"] == "ClaimResponse")
         assert ClaimResponse.model_validate(response).outcome == "complete"

@@ -70,9 +70,14 @@ def test_the_official_example_claims_are_read_and_adjudicated(
             skipped[name] = str(exc)
             continue
         read += 1
-        # every item read, exactly, in minor units
+        # every item read, exactly, in minor units; the coded diagnoses and the links
         assert [line.sequence for line in claim.lines] == [
             i["sequence"] for i in resource["item"]]
+        assert [(d.sequence, d.code) for d in claim.diagnoses] == [
+            (d["sequence"], d["diagnosisCodeableConcept"]["coding"][0]["code"])
+            for d in resource.get("diagnosis", [])]
+        assert [line.diagnosis_sequences for line in claim.lines] == [
+            tuple(i.get("diagnosisSequence", ())) for i in resource["item"]]
         if "total" in resource:
             assert sum(line.net for line in claim.lines) == int(
                 Decimal(str(resource["total"]["value"])) * 100)
@@ -89,7 +94,7 @@ def test_the_official_example_claims_are_read_and_adjudicated(
             continue
         assert settled.outcome is ClaimOutcome.COMPLETE, (name, settled.errors)
         eligible = [0 if line.code in rule.excluded_codes else line.net
-                    for line in in_force.lines]
+                    for line in in_force.lines]  # these plans exclude no diagnosis
         assert [line.eligible for line in settled.lines] == eligible
         floor = sum(e * rule.covered_basis_points // 10_000 for e in eligible)
         assert settled.benefit == max(0, floor - rule.copay)
@@ -103,6 +108,29 @@ def test_the_official_example_claims_are_read_and_adjudicated(
     assert outcomes["Claim-100151"] == ("coverage-not-in-force",)  # the example's own dates
     assert outcomes["Claim-100152"] == ()  # its contained coverage has no end: complete
     assert outcomes["Claim-MED-00050"] == ("plan-unknown",)  # a group, no plan class
+
+
+def test_an_example_claims_diagnoses_drive_a_plan_that_excludes_them(
+        examples: tarfile.TarFile) -> None:
+    """Claim-MED-00050 (ICD-10 M96.1, G89.4, M53.88, M47.816; its one item for the 2nd and
+    4th): a plan excluding the category M47 covers nothing of it, and says why."""
+    resource = example(examples, "Claim-MED-00050")
+    coverage = focal_coverage(examples, resource)
+    assert coverage is not None
+    claim = fhir.submission(resource, {**coverage, "period": {"start": "2000-01-01"}})
+    assert [d.code for d in claim.diagnoses] == ["M96.1", "G89.4", "M53.88", "M47.816"]
+    assert {d.system for d in claim.diagnoses} == {"http://hl7.org/fhir/sid/icd-10"}
+    assert [line.diagnosis_sequences for line in claim.lines] == [(2, 4)]
+    rule = PlanRule(covered_basis_points=10_000, currency=claim.currency)
+    paid = adjudicate(claim, {claim.plan: rule})
+    assert paid.benefit == sum(line.net for line in claim.lines) > 0
+    excluding = rule.model_copy(update={"excluded_diagnoses": frozenset({"M47"})})
+    refused = adjudicate(claim, {claim.plan: excluding})
+    assert [(line.eligible, line.reasons) for line in refused.lines] == [
+        (0, ("diagnosis-excluded:M47.816",))]
+    # M96 is excluded too, but the item is not for diagnosis 1: it stays covered
+    other = rule.model_copy(update={"excluded_diagnoses": frozenset({"M96"})})
+    assert adjudicate(claim, {claim.plan: other}).benefit == paid.benefit
 
 
 def test_amounts_finer_than_a_minor_unit_and_mixed_currencies_are_refused() -> None:

@@ -24,7 +24,7 @@ from healthflow.devkit.testing import TokenFactory
 from healthflow.payment.clearinghouse import PlanRule
 
 from .test_api import Client, payment_app
-from .test_invoices import LAB, accountant_at, encounter, is_problem, pdf_text
+from .test_invoices import LAB, accountant_at, coded, encounter, is_problem, pdf_text
 
 PLANS = {"basic": PlanRule(covered_basis_points=8000, copay=1000,
                            excluded_codes=frozenset({"cosmetic"})),
@@ -52,12 +52,23 @@ def a_coverage(plan: str = "basic", **more: Any) -> dict[str, Any]:
             "period_end": (now + timedelta(days=30)).date().isoformat(), **more}
 
 
+SNOMED = "http://snomed.info/sct"
+
+
 async def invoice_of(http: httpx.AsyncClient, app: Any, tokens: TokenFactory, patient: str,
                      lines: list[tuple[str, int, int]]) -> dict[str, Any]:
-    """An issued invoice at LAB of charge items ``[(code, quantity, unit price)]``."""
+    """An issued invoice at LAB of charge items ``[(code, quantity, unit price)]`` in one
+    encounter, coded J06.9."""
     enc = await encounter(app, patient, "doc-lab", LAB)
+    await coded(app, enc, patient)
+    return await invoice_in(http, tokens, patient, [(enc, *line) for line in lines])
+
+
+async def invoice_in(http: httpx.AsyncClient, tokens: TokenFactory, patient: str,
+                     lines: list[tuple[str, str, int, int]]) -> dict[str, Any]:
+    """An issued invoice at LAB of charge items ``[(encounter, code, quantity, price)]``."""
     doctor = tokens.headers("doc-lab", ("doctor",))
-    for code, quantity, price in lines:
+    for enc, code, quantity, price in lines:
         assert (await http.post("/api/v1/charge-items", headers=doctor, json={
             "encounter_id": enc, "code": code, "description": code.title(),
             "quantity": quantity, "unit_price": price, "currency": "EUR"})).status_code == 201

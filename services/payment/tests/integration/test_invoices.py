@@ -16,6 +16,7 @@ import pypdf
 import pytest
 
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.contracts.records import EncounterCoded
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import (
     TokenFactory,
@@ -81,6 +82,35 @@ async def encounter(app: Any, patient_id: str, doctor: str, hospital_id: str) ->
 
     await eventually(known, within=10, interval=0.05, message="encounter not applied")
     return encounter_id
+
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+FLU = {"system": ICD10, "code": "J06.9",
+       "display": "Acute upper respiratory infection, unspecified"}
+
+
+async def coded(app: Any, encounter_id: str, patient: str, revision: int = 1,
+                diagnoses: list[dict[str, str]] | None = None,
+                procedures: list[dict[str, str]] | None = None,
+                appointment_id: str | None = None, event_id: str | None = None) -> str:
+    """Records' ``encounter.coded`` for the encounter delivered (default: J06.9, no
+    procedure; ``event_id`` to deliver one again) and handled by the consumer (its id in
+    the inbox); the event id."""
+    event_id = event_id or str(uuid.uuid4())
+    await app.state.runtime.transport.publish(CloudEvent(
+        id=event_id, source="/healthflow/records", type="encounter.coded",
+        subject=f"encounter/{encounter_id}", time=datetime.now(UTC),
+        data=EncounterCoded(
+            encounter_id=encounter_id, patient_id=patient, appointment_id=appointment_id,
+            hospital_id=LAB, revision=revision,
+            diagnoses=[FLU] if diagnoses is None else diagnoses,
+            procedures=procedures or [], coded_at=datetime.now(UTC)).model_dump(mode="json")))
+
+    async def applied() -> bool:
+        return bool(await app.state.runtime.db["inbox"].find_one({"_id": event_id}))
+
+    await eventually(applied, within=10, interval=0.05, message="encounter.coded not applied")
+    return event_id
 
 
 async def paid_consultation(http: httpx.AsyncClient, app: Any, stripe_server: EmbeddedStripe,
@@ -404,6 +434,7 @@ async def test_every_ledger_adds_up_to_the_cent(
         for patient, price, qty in (("p-c", 1333, 3), ("p-d", 777, 1), ("p-e", 501, 2),
                                     ("p-f", 4321, 2)):
             enc = await encounter(app, patient, "doc-lab", LAB)
+            await coded(app, enc, patient)
             assert (await http.post("/api/v1/charge-items", headers=doctor, json={
                 "encounter_id": enc, "code": "lab", "description": "Lab test",
                 "quantity": qty, "unit_price": price, "currency": "EUR"})).status_code == 201

@@ -8,6 +8,7 @@ import pytest
 
 from healthflow.common.problems import UnprocessableContent
 from healthflow.payment.clearinghouse import (
+    ClaimDiagnosis,
     ClaimLine,
     ClaimSubmission,
     Eligibility,
@@ -15,6 +16,7 @@ from healthflow.payment.clearinghouse import (
     PlanRule,
     adjudicate,
     eligibility,
+    line_reasons,
 )
 from healthflow.payment.domain import (
     ClaimConflict,
@@ -127,3 +129,36 @@ def test_the_sandbox_payer_answers_eligibility_by_plan_and_period() -> None:
     unknown = eligibility(inquiry(plan="gold"), PLANS)
     assert (unknown.outcome, unknown.inforce, unknown.reasons) == (
         ClaimOutcome.ERROR, False, ("plan-unknown",))
+
+
+def test_a_plan_excludes_diagnoses_by_code_or_category_and_may_require_one() -> None:
+    """A line's diagnoses are those it points to, else all the claim's; an excluded one
+    (a code, or a prefix such as a category) makes the line ineligible, naming it."""
+    rule = PlanRule(covered_basis_points=10_000, excluded_diagnoses=frozenset({"Z41", "L90.5"}),
+                    diagnosis_required=True)
+    diagnoses = {1: ClaimDiagnosis(1, "J06.9"), 2: ClaimDiagnosis(2, "Z41.1"),
+                 3: ClaimDiagnosis(3, "L90.4")}
+
+    def line(*sequences: int, code: str = "lab") -> ClaimLine:
+        return ClaimLine(1, code, DAY, 100, sequences)
+
+    assert line_reasons(line(1), diagnoses, rule) == ()
+    assert line_reasons(line(1, 2), diagnoses, rule) == ("diagnosis-excluded:Z41.1",)
+    assert line_reasons(line(3), diagnoses, rule) == ()  # L90.4 is not L90.5
+    assert line_reasons(line(), diagnoses, rule) == ("diagnosis-excluded:Z41.1",)  # all
+    assert line_reasons(line(9), diagnoses, rule) == ("diagnosis-required",)  # unknown
+    assert line_reasons(line(), {}, rule) == ("diagnosis-required",)
+    assert line_reasons(line(), {}, PlanRule(covered_basis_points=1)) == ()
+    cosmetic = PlanRule(covered_basis_points=1, excluded_codes=frozenset({"cosmetic"}),
+                        excluded_diagnoses=frozenset({"Z41"}))
+    assert line_reasons(line(2, code="cosmetic"), diagnoses, cosmetic) == (
+        "service-excluded:cosmetic", "diagnosis-excluded:Z41.1")
+    claim = ClaimSubmission(
+        claim_id="c1", payer_id="payer", plan="p", subscriber_id="M1", coverage_active=True,
+        coverage_start=date(2026, 1, 1), coverage_end=None, currency="EUR",
+        lines=(ClaimLine(1, "lab", DAY, 1000, (1,)), ClaimLine(2, "lab", DAY, 500, (2,))),
+        diagnoses=tuple(diagnoses.values()))
+    answer = adjudicate(claim, {"p": rule})
+    assert [(li.eligible, li.benefit, li.reasons) for li in answer.lines] == [
+        (1000, 1000, ()), (0, 0, ("diagnosis-excluded:Z41.1",))]
+    assert (answer.outcome, answer.benefit) == (ClaimOutcome.COMPLETE, 1000)

@@ -2,14 +2,19 @@
 
 Payloads carry ids, FHIR codes of kinds and states, version numbers and times
 (aware UTC): never a diagnosis, a measurement, a medication or the free-text
-reason of a correction, which stay in the records service. The routing key is
-the type; the envelope's ``subject`` is ``encounter/<id>``, ``entry/<id>``,
-``careplan/<id>`` or ``procedure/<id>``.
+reason of a correction, which stay in the records service. The one exception is
+``encounter.coded``: the encounter's billing codes (ICD-10 diagnosis codes with their
+WHO titles, procedure codes), for the payment service's claims (payment purpose; codes
+only, in the payload only, never in a routing key or a log; see docs/decisions.md).
+The routing key is the type; the envelope's ``subject`` is ``encounter/<id>``,
+``entry/<id>``, ``careplan/<id>`` or ``procedure/<id>``.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
 
 from healthflow.contracts.base import EventPayload, event_type
 
@@ -48,6 +53,54 @@ class EncounterFinished(EncounterEvent):
 
     started_at: datetime
     finished_at: datetime
+
+
+class CodedDiagnosis(BaseModel):
+    """One coded diagnosis (a current, not refuted FHIR ``Condition`` of the encounter):
+    ``system`` ``http://hl7.org/fhir/sid/icd-10``, ``code`` the WHO ICD-10 leaf code in
+    dotted form (``J06.9``), ``display`` its WHO title (from the classification, never
+    the clinician's text)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: str
+    code: str
+    display: str
+
+
+class CodedProcedure(BaseModel):
+    """One coded procedure (a current FHIR ``Procedure`` of the encounter that was done,
+    ``completed`` or ``stopped``, and carries a code): ``system`` the code system's URI
+    (SNOMED CT ``http://snomed.info/sct``, ICD-10-PCS
+    ``http://www.cms.gov/Medicare/Coding/ICD10``), ``code``; no text."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: str
+    code: str
+
+
+@event_type("encounter.coded", version=1, publisher=PUBLISHER)
+class EncounterCoded(EventPayload):
+    """The billing codes of a finished encounter, complete as of ``revision``.
+
+    Published when the encounter finishes and again whenever a diagnosis or a procedure
+    of it is added, corrected or withdrawn afterwards; each carries the **full current
+    lists** (in the order they were first recorded; the first diagnosis is the one
+    recorded first, nothing more is known of its rank) and a ``revision`` that grows by
+    one per publication of that encounter, so a consumer keeps the highest and ignores
+    older or redelivered ones. Empty lists: finished with nothing coded. Subject
+    ``encounter/<id>``; ``coded_at`` aware UTC.
+    """
+
+    encounter_id: str
+    patient_id: str
+    appointment_id: str | None
+    hospital_id: str | None
+    revision: int
+    diagnoses: list[CodedDiagnosis]
+    procedures: list[CodedProcedure]
+    coded_at: datetime
 
 
 @event_type("record.entry_added", version=1, publisher=PUBLISHER)

@@ -51,14 +51,11 @@ from healthflow.payment import (
     store,
 )
 from healthflow.payment.domain import ChargeItemStatus
+from healthflow.payment.insurance_schemas import ClaimIn, ClaimOut, CoverageIn, CoverageOut
 from healthflow.payment.schemas import (
     BillingSummaryOut,
     ChargeItemIn,
     ChargeItemOut,
-    ClaimIn,
-    ClaimOut,
-    CoverageIn,
-    CoverageOut,
     InvoiceCheckoutOut,
     InvoiceIssueIn,
     InvoiceOut,

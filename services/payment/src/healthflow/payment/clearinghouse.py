@@ -24,12 +24,25 @@ from healthflow.payment.domain import BASIS_POINTS, ClaimOutcome
 
 @dataclass(frozen=True)
 class ClaimLine:
-    """One ``Claim.item``: ``net`` (quantity × unit price, tax included) in minor units."""
+    """One ``Claim.item``: ``net`` (quantity × unit price, tax included) in minor units;
+    ``diagnosis_sequences`` the ``Claim.diagnosis`` it is for (``item.diagnosisSequence``;
+    none: the claim's diagnoses all apply)."""
 
     sequence: int
     code: str
     service_date: date
     net: int
+    diagnosis_sequences: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClaimDiagnosis:
+    """One ``Claim.diagnosis``: ``sequence``, the code (ICD-10 in dotted form, ``J06.9``,
+    when ``system`` is ``http://hl7.org/fhir/sid/icd-10``) and its ``system``."""
+
+    sequence: int
+    code: str
+    system: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,17 +60,22 @@ class ClaimSubmission:
     coverage_end: date | None
     currency: str
     lines: tuple[ClaimLine, ...]
+    diagnoses: tuple[ClaimDiagnosis, ...] = ()
 
 
 @dataclass(frozen=True)
 class LineAdjudication:
     """``ClaimResponse.item.adjudication`` of one line: ``submitted`` (asked),
-    ``eligible`` (0 for an excluded service), ``benefit`` (what the payer pays)."""
+    ``eligible`` (0 for an excluded service), ``benefit`` (what the payer pays);
+    ``reasons`` why it is not eligible, each ``<code>`` or ``<code>:<what>``
+    (``service-excluded:cosmetic``, ``diagnosis-excluded:L90.5``, ``diagnosis-required``).
+    """
 
     sequence: int
     submitted: int
     eligible: int
     benefit: int
+    reasons: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,7 +162,10 @@ def eligibility(inquiry: EligibilityInquiry, rules: dict[str, PlanRule]) -> Elig
 class PlanRule(BaseModel):
     """How the sandbox payer pays a plan: ``covered_basis_points`` of each eligible line
     (8000 = 80 %), less a ``copay`` per claim (minor units of ``currency``); services
-    whose code is in ``excluded_codes`` are not covered."""
+    whose code is in ``excluded_codes`` are not covered, nor services for a diagnosis
+    whose code starts with one of ``excluded_diagnoses`` (ICD-10 codes or category
+    prefixes: ``L90.5`` one code, ``Z41`` the whole category); with
+    ``diagnosis_required`` a service without any diagnosis is not covered."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -152,6 +173,25 @@ class PlanRule(BaseModel):
     copay: Annotated[int, Field(ge=0)] = 0
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "EUR"
     excluded_codes: frozenset[str] = frozenset()
+    excluded_diagnoses: frozenset[str] = frozenset()
+    diagnosis_required: bool = False
+
+
+def line_reasons(line: ClaimLine, diagnoses: dict[int, ClaimDiagnosis],
+                 rule: PlanRule) -> tuple[str, ...]:
+    """Why the plan does not cover ``line`` (empty: it does). Its diagnoses are the ones
+    it points to, or all of the claim's (``diagnoses`` by sequence) when it points to
+    none; an unknown sequence points to nothing."""
+    reasons = []
+    if line.code in rule.excluded_codes:
+        reasons.append(f"service-excluded:{line.code}")
+    linked = ([diagnoses[n] for n in line.diagnosis_sequences if n in diagnoses]
+              if line.diagnosis_sequences else list(diagnoses.values()))
+    reasons += [f"diagnosis-excluded:{d.code}" for d in linked
+                if any(d.code.startswith(prefix) for prefix in rule.excluded_diagnoses)]
+    if rule.diagnosis_required and not linked:
+        reasons.append("diagnosis-required")
+    return tuple(reasons)
 
 
 def adjudicate(claim: ClaimSubmission, rules: dict[str, PlanRule]) -> Adjudication:
@@ -162,7 +202,9 @@ def adjudicate(claim: ClaimSubmission, rules: dict[str, PlanRule]) -> Adjudicati
     (``coverage-inactive``) or a service date lies outside its period
     (``coverage-not-in-force``). Otherwise ``complete``:
 
-    * ``eligible`` = the line's ``net``, or 0 when its code is excluded;
+    * ``eligible`` = the line's ``net``, or 0 when the plan does not cover it
+      (:func:`line_reasons`: an excluded service, an excluded diagnosis, no diagnosis
+      where the plan requires one; the reasons name the codes);
     * line benefit = ``eligible * covered_basis_points // 10000``: rounded **down** to a
       whole minor unit (integers only), so the payer never pays more than the plan's
       percentage and the patient pays the fraction;
@@ -187,14 +229,16 @@ def adjudicate(claim: ClaimSubmission, rules: dict[str, PlanRule]) -> Adjudicati
             outcome=ClaimOutcome.ERROR, disposition="Not adjudicated: " + ", ".join(errors),
             lines=tuple(LineAdjudication(li.sequence, li.net, 0, 0) for li in claim.lines),
             copay=0, benefit=0, reference=reference, errors=tuple(errors))
-    eligible = [0 if li.code in rule.excluded_codes else li.net for li in claim.lines]
+    by_sequence = {d.sequence: d for d in claim.diagnoses}
+    reasons = [line_reasons(li, by_sequence, rule) for li in claim.lines]
+    eligible = [0 if why else li.net for li, why in zip(claim.lines, reasons, strict=True)]
     benefits = [e * rule.covered_basis_points // BASIS_POINTS for e in eligible]
     copay = left = min(rule.copay, sum(benefits))
     for n, benefit in enumerate(benefits):
         taken = min(benefit, left)
         benefits[n], left = benefit - taken, left - taken
-    lines = tuple(LineAdjudication(li.sequence, li.net, e, b)
-                  for li, e, b in zip(claim.lines, eligible, benefits, strict=True))
+    lines = tuple(LineAdjudication(li.sequence, li.net, e, b, why) for li, e, b, why
+                  in zip(claim.lines, eligible, benefits, reasons, strict=True))
     return Adjudication(outcome=ClaimOutcome.COMPLETE, disposition="Claim settled as per "
                         f"plan {claim.plan}", lines=lines, copay=copay, benefit=sum(benefits),
                         reference=reference)

@@ -347,6 +347,13 @@ class ClaimConflict(Conflict):
     title, slug = "Claim Conflict", "claim-conflict"
 
 
+class EncounterNotCoded(Conflict):
+    """409: an encounter billed on the invoice has no billing codes here yet (records
+    publishes ``encounter.coded`` when it finishes); retry after ``Retry-After``."""
+
+    title, slug = "Encounter Not Coded", "encounter-not-coded"
+
+
 def ensure_claimable(status: InvoiceStatus, paid: int, claimed: bool) -> None:
     """An invoice may be claimed while ``issued`` with nothing paid on it and no claim
     adjudicated ``complete`` on it yet (one payer share per invoice; a claim answered

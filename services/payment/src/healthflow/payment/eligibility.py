@@ -8,7 +8,7 @@ coverage_id, patient_id, payer_id, plan, service_date (ISO date), clearinghouse,
 outcome (complete|error), inforce, reasons, disposition, reference, created_at,
 created_by}``) so that a booking can ask whether the patient holds a coverage
 verified in force on its day (:func:`verified_on`). Request and response bodies are
-here rather than in :mod:`.schemas` (which is at its size limit).
+here rather than in :mod:`.schemas`.
 """
 
 from __future__ import annotations

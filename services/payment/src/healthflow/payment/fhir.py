@@ -22,7 +22,7 @@ from typing import Any
 from babel.numbers import get_currency_precision
 
 from healthflow.common.mongo import Document
-from healthflow.payment.clearinghouse import ClaimLine, ClaimSubmission
+from healthflow.payment.clearinghouse import ClaimDiagnosis, ClaimLine, ClaimSubmission
 from healthflow.payment.domain import CURRENCY
 
 CLAIM_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type",
@@ -37,6 +37,8 @@ SERVICE_CODES = "urn:healthflow:charge-item-code"
 """The code system of HealthFlow's charge item codes (the hospitals' service codes)."""
 ERROR_CODES = "urn:healthflow:payer-sandbox:error"
 """The code system of the payer sandbox's error codes (``coverage-inactive``...)."""
+REASON_CODES = "urn:healthflow:payer-sandbox:reason"
+"""The code system of the payer sandbox's adjudication reasons (``diagnosis-excluded``...)."""
 
 
 def money(minor: int, currency: str) -> dict[str, Any]:
@@ -79,12 +81,43 @@ def _provider(claim: Document) -> dict[str, Any]:
     return {"display": "HealthFlow"}
 
 
+def _item(item: Document, currency: str) -> dict[str, Any]:
+    resource = {"sequence": item["sequence"],
+                "productOrService": {"coding": [{"system": SERVICE_CODES,
+                                                 "code": item["code"]}],
+                                     "text": item["description"]},
+                "servicedDate": item["service_date"], "quantity": {"value": item["quantity"]},
+                "unitPrice": money(item["unit_price"], currency),
+                "net": money(item["net"], currency)}
+    if item.get("diagnosis_sequence"):
+        resource["diagnosisSequence"] = item["diagnosis_sequence"]
+    return resource
+
+
+def _coded(doc: Document) -> dict[str, Any]:
+    """``diagnosis`` and ``procedure`` of a claim, when it has any (FHIR: no empty
+    arrays)."""
+    coded: dict[str, Any] = {}
+    if doc.get("diagnoses"):
+        coded["diagnosis"] = [
+            {"sequence": d["sequence"], "diagnosisCodeableConcept": {"coding": [
+                {"system": d["system"], "code": d["code"], "display": d["display"]}]}}
+            for d in doc["diagnoses"]]
+    if doc.get("procedures"):
+        coded["procedure"] = [
+            {"sequence": p["sequence"], "procedureCodeableConcept": {"coding": [
+                {"system": p["system"], "code": p["code"]}]}} for p in doc["procedures"]]
+    return coded
+
+
 def claim(doc: Document) -> dict[str, Any]:
     """``Claim`` (``use`` claim, type professional): the invoice's lines as items (the
-    service code, quantity, unit price, net), the coverage as the one focal insurance,
-    the hospital as provider, the invoice number as identifier, ``total`` their sum."""
+    service code, quantity, unit price, net, ``diagnosisSequence`` its encounter's
+    diagnoses), the encounters' ICD-10 ``diagnosis`` and coded ``procedure`` entries,
+    the coverage as the one focal insurance, the hospital as provider, the invoice
+    number as identifier, ``total`` the items' sum."""
     cur = doc["currency"]
-    return {
+    return {**_coded(doc),
         "resourceType": "Claim", "id": doc["_id"], "status": "active", "type": CLAIM_TYPE,
         "use": "claim", "patient": _patient(doc["patient_id"]),
         "identifier": [{"system": "urn:healthflow:invoice-number",
@@ -93,24 +126,26 @@ def claim(doc: Document) -> dict[str, Any]:
         "priority": PRIORITY, "insurer": _payer(doc["payer_id"]),
         "insurance": [{"sequence": 1, "focal": True,
                        "coverage": {"reference": f"Coverage/{doc['coverage_id']}"}}],
-        "item": [{"sequence": i["sequence"],
-                  "productOrService": {"coding": [{"system": SERVICE_CODES,
-                                                   "code": i["code"]}],
-                                       "text": i["description"]},
-                  "servicedDate": i["service_date"], "quantity": {"value": i["quantity"]},
-                  "unitPrice": money(i["unit_price"], cur), "net": money(i["net"], cur)}
-                 for i in doc["items"]],
+        "item": [_item(i, cur) for i in doc["items"]],
         "total": money(doc["total"], cur)}
 
 
-def _adjudication(code: str, amount: int, currency: str) -> dict[str, Any]:
-    return {"category": {"coding": [{"system": ADJUDICATION, "code": code}]},
-            "amount": money(amount, currency)}
+def _adjudication(code: str, amount: int, currency: str,
+                  reasons: list[str] | None = None) -> dict[str, Any]:
+    resource = {"category": {"coding": [{"system": ADJUDICATION, "code": code}]},
+                "amount": money(amount, currency)}
+    if reasons:  # R4 has one reason per adjudication: the codes, the first as its coding
+        resource["reason"] = {"coding": [{"system": REASON_CODES,
+                                          "code": reasons[0].split(":")[0]}],
+                              "text": ", ".join(reasons)}
+    return resource
 
 
 def claim_response(doc: Document) -> dict[str, Any]:
     """``ClaimResponse`` of the claim: outcome, disposition, per item the ``submitted``,
-    ``eligible`` and ``benefit`` adjudications, totals ``submitted``, ``copay`` and
+    ``eligible`` (with a ``reason`` when not covered: the first reason's code of
+    :data:`REASON_CODES`, all of them naming the codes as text) and ``benefit``
+    adjudications, totals ``submitted``, ``copay`` and
     ``benefit``; errors (``error`` outcome) as codes of :data:`ERROR_CODES`. What remains
     for the patient is ``submitted − benefit``."""
     response, cur = doc["response"], doc["currency"]
@@ -124,7 +159,7 @@ def claim_response(doc: Document) -> dict[str, Any]:
         "disposition": response["disposition"],
         "item": [{"itemSequence": i["sequence"], "adjudication": [
             _adjudication("submitted", i["submitted"], cur),
-            _adjudication("eligible", i["eligible"], cur),
+            _adjudication("eligible", i["eligible"], cur, i.get("reasons")),
             _adjudication("benefit", i["benefit"], cur)]} for i in response["items"]],
         "total": [_adjudication("submitted", doc["total"], cur),
                   _adjudication("copay", response["copay"], cur),
@@ -201,6 +236,8 @@ def submission(claim_resource: dict[str, Any],
       the service day (``servicedDate``, ``servicedPeriod.start``, else the claim's
       ``billablePeriod.start``, else its ``created`` day), ``net`` (else
       ``unitPrice × quantity × factor``) in minor units;
+    * ``diagnosis`` given as codes (:func:`_diagnoses`) and each item's
+      ``diagnosisSequence``;
     * the coverage: ``status``, ``period`` (days; no start: from any day), the payer
       (``payor[0]``: identifier value, else reference, else display), the ``class`` of
       type ``plan`` (none: ``""``, which no plan rule matches), ``subscriberId``.
@@ -234,7 +271,8 @@ def submission(claim_resource: dict[str, Any],
         if day is None:
             raise NotImportable(f"item {item.get('sequence')} has no service date")
         lines.append(ClaimLine(int(item["sequence"]), _code(item["productOrService"]), day,
-                               minor_units(net["value"], currency)))
+                               minor_units(net["value"], currency),
+                               tuple(int(n) for n in item.get("diagnosisSequence") or ())))
     if len(currencies) != 1 or not CURRENCY.match(next(iter(currencies))):
         raise NotImportable(f"one claim has one ISO 4217 currency, not {sorted(currencies)}")
     payor = (coverage_resource.get("payor") or [{}])[0]
@@ -249,4 +287,17 @@ def submission(claim_resource: dict[str, Any],
         subscriber_id=str(coverage_resource.get("subscriberId") or ""),
         coverage_active=coverage_resource.get("status") == "active",
         coverage_start=_day(period.get("start")) or date.min,
-        coverage_end=_day(period.get("end")), currency=currencies.pop(), lines=tuple(lines))
+        coverage_end=_day(period.get("end")), currency=currencies.pop(), lines=tuple(lines),
+        diagnoses=_diagnoses(claim_resource))
+
+
+def _diagnoses(claim_resource: dict[str, Any]) -> tuple[ClaimDiagnosis, ...]:
+    """``Claim.diagnosis`` given as codes (``diagnosisCodeableConcept``: its first
+    coding); one given only as a reference to a Condition is not read."""
+    found = []
+    for diagnosis in claim_resource.get("diagnosis") or []:
+        codings = (diagnosis.get("diagnosisCodeableConcept") or {}).get("coding") or []
+        if codings and codings[0].get("code"):
+            found.append(ClaimDiagnosis(int(diagnosis["sequence"]), str(codings[0]["code"]),
+                                        str(codings[0].get("system") or "")))
+    return tuple(found)

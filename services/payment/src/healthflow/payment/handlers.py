@@ -14,6 +14,8 @@ id and version so redelivery and any order give the same state:
 
 * ``encounter.started`` (records): patient, doctor and hospital of an encounter, for
   the charge items added to it;
+* ``encounter.coded`` (records): an encounter's ICD-10 diagnoses and coded procedures,
+  the newest ``revision`` kept, for the claims (:mod:`~healthflow.payment.coding`);
 * ``staff.assigned`` (hospital): who works where as what (the accountants of a
   hospital are its finance staff);
 * ``doctor.schedule_changed`` (doctor): the doctor's affiliated hospitals, in the
@@ -29,7 +31,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
 from healthflow.contracts.doctor import DoctorScheduleChanged
 from healthflow.contracts.hospital import HospitalSnapshot, StaffAssigned
-from healthflow.contracts.records import EncounterStarted
+from healthflow.contracts.records import EncounterCoded, EncounterStarted
 from healthflow.payment import refunds, service, store
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
@@ -52,6 +54,7 @@ def make_handlers(stripe: Stripe, settings: Settings) -> Handlers:
     return {"appointment.booked": on_appointment_booked,
             "appointment.cancelled": on_appointment_cancelled,
             "encounter.started": on_encounter_started,
+            "encounter.coded": on_encounter_coded,
             "staff.assigned": on_staff_assigned,
             "doctor.schedule_changed": on_schedule_changed,
             "hospital.registered": on_hospital,
@@ -65,6 +68,17 @@ async def on_encounter_started(event: Received[EncounterStarted], uow: UnitOfWor
         {"_id": data.encounter_id},
         {"$set": {"patient_id": data.patient_id, "practitioner_id": data.practitioner_id,
                   "hospital_id": data.hospital_id}}, upsert=True, session=uow.session)
+
+
+async def on_encounter_coded(event: Received[EncounterCoded], uow: UnitOfWork) -> None:
+    data = event.data
+    await store.put_versioned(uow.db, store.ENCOUNTER_CODES, data.encounter_id, data.revision,
+                              {"patient_id": data.patient_id,
+                               "appointment_id": data.appointment_id,
+                               "hospital_id": data.hospital_id,
+                               "diagnoses": [d.model_dump() for d in data.diagnoses],
+                               "procedures": [p.model_dump() for p in data.procedures],
+                               "coded_at": data.coded_at}, uow.session)
 
 
 async def on_staff_assigned(event: Received[StaffAssigned], uow: UnitOfWork) -> None:

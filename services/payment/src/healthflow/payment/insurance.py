@@ -4,14 +4,15 @@
 * A patient records the coverages on their insurance cards (:func:`add_coverage`: payer,
   member id, plan, period) and cancels one (:func:`cancel_coverage`).
 * A claim (:func:`submit_claim`) is built from an invoice's lines (its charge items:
-  code, quantity, price, service date), for the invoice's patient under one of their
+  code, quantity, price, service date) and the ICD-10 diagnoses and coded procedures of
+  their encounters (:mod:`.coding`, from records' ``encounter.coded``; each line points
+  to its encounter's diagnoses), for the invoice's patient under one of their
   coverages, and submitted through the clearinghouse (:mod:`.clearinghouse`) as its
   FHIR Claim and Coverage read back (:func:`healthflow.payment.fhir.submission`); the
   payer's adjudication is recorded on the claim as its response, and in the same
   transaction the invoice's ``insurance_share`` is set to what the payer covers, so the
-  patient pays the remainder through the invoice's usual payment paths. Diagnoses are
-  not on the claim: the payment service holds no diagnosis (its encounter read model
-  has patient, doctor and hospital only).
+  patient pays the remainder through the invoice's usual payment paths. A line whose
+  encounter has no codes here yet is refused (409 ``encounter-not-coded``, retry).
 * ``claim.submitted`` and ``claim.adjudicated`` are published (ids and amounts).
 
 Who: the patient their own coverages and the claims on their own invoices
@@ -34,7 +35,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.problems import ServiceUnavailable, UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.payment import ClaimAdjudicated, ClaimSubmitted
-from healthflow.payment import fhir, invoices, store
+from healthflow.payment import coding, fhir, invoices, store
 from healthflow.payment.clearinghouse import Adjudication, Clearinghouse
 from healthflow.payment.domain import (
     ClaimConflict,
@@ -162,7 +163,8 @@ async def _may_act_on(runtime: ServiceRuntime, principal: Principal, doc: Docume
 def claim_items(invoice: Document, items: dict[str, Document]) -> list[Document]:
     """``Claim.item`` of the invoice's lines, in order: ``{sequence, charge_item_id, code,
     description, quantity, unit_price, net (= the line's gross, tax included),
-    service_date (the charge item's entry day, UTC, "YYYY-MM-DD")}``."""
+    service_date (the charge item's entry day, UTC, "YYYY-MM-DD")}`` (their encounters
+    and diagnoses: :func:`.coding.coded_claim`)."""
     return [{"sequence": li["sequence"], "charge_item_id": li["charge_item_id"],
              "code": li["code"], "description": li["description"],
              "quantity": li["quantity"], "unit_price": li["unit_price"], "net": li["gross"],
@@ -180,7 +182,8 @@ def response_of(adjudication: Adjudication, total: int) -> Document:
     return {"id": str(uuid.uuid4()), "outcome": adjudication.outcome.value,
             "disposition": adjudication.disposition, "reference": adjudication.reference,
             "items": [{"sequence": li.sequence, "submitted": li.submitted,
-                       "eligible": li.eligible, "benefit": li.benefit}
+                       "eligible": li.eligible, "benefit": li.benefit,
+                       "reasons": list(li.reasons)}
                       for li in adjudication.lines],
             "copay": adjudication.copay, "benefit": adjudication.benefit,
             "patient_share": total - adjudication.benefit,
@@ -237,6 +240,8 @@ async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice
         NotFound: (404) the invoice is unknown or not the caller's to act on.
         UnprocessableContent: (422) the coverage is unknown or not the invoice's patient's.
         ClaimConflict: (409) the invoice is paid on, cancelled or claimed already.
+        EncounterNotCoded: (409, ``Retry-After``) a line's encounter has no codes here
+            yet (not finished, or its ``encounter.coded`` is on its way).
         ServiceUnavailable: (503) no clearinghouse is configured.
     """
     invoice = await store.get_invoice(runtime.db, invoice_id)
@@ -261,8 +266,10 @@ async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice
             "hospital_id": current.get("hospital_id"), "coverage_id": coverage_id,
             "payer_id": coverage["payer_id"], "plan": coverage["plan"],
             "clearinghouse": house.name, "currency": current["currency"],
-            "total": current["total_gross"], "items": claim_items(current, items),
-            "created_at": utcnow(), "created_by": principal.subject}
+            "total": current["total_gross"], "created_at": utcnow(),
+            "created_by": principal.subject,
+            **coding.coded_claim(claim_items(current, items), await coding.codes_of_items(
+                uow, list(items.values())))}
         uow.publish(ClaimSubmitted(
             claim_id=claim["_id"], invoice_id=invoice_id, coverage_id=coverage_id,
             patient_id=claim["patient_id"], hospital_id=claim["hospital_id"],

@@ -32,7 +32,8 @@ class Settings(ServiceSettings):
     :class:`healthflow.payment.clearinghouse.PayerSandbox`, adjudicating by
     ``payer_sandbox_plans``, JSON per plan code, e.g.
     ``PAYMENT_PAYER_SANDBOX_PLANS='{"basic": {"covered_basis_points": 7000, "copay": 500,
-    "currency": "EUR", "excluded_codes": ["cosmetic"]}}'``) or ``none`` (claims are
+    "currency": "EUR", "excluded_codes": ["cosmetic"], "excluded_diagnoses": ["Z41"],
+    "diagnosis_required": true}}'``) or ``none`` (claims are
     refused with 503: what production sets until a real clearinghouse is built).
 
     ``HEALTHFLOW_ENV=production`` also refuses (:meth:`own_production_problems`) an unset

@@ -34,6 +34,10 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
                     rolls both back and the series has no gap
     encounters      read model of ``encounter.started`` {_id, patient_id,
                     practitioner_id, hospital_id}
+    encounter_codes read model of ``encounter.coded`` {_id: encounter id, version (the
+                    event's revision: a lower or equal one changes nothing), patient_id,
+                    appointment_id | None, hospital_id | None, diagnoses: [{system,
+                    code, display}], procedures: [{system, code}], coded_at}
     staff           read model of ``staff.assigned`` {_id: membership id, hospital_id,
                     user_id, staff_role}
     doctors         read model of ``doctor.schedule_changed`` {_id: doctor id, version,
@@ -61,8 +65,12 @@ Insurance (FHIR R4 Coverage / Claim / ClaimResponse; :mod:`.insurance`)::
                      as "YYYY-MM-DD"), period_end | None, created_at, updated_at}
     claims          {_id, invoice_id, invoice_number, patient_id, hospital_id | None,
                      coverage_id, payer_id, plan, clearinghouse, currency, total,
-                     items: [{sequence, charge_item_id, code, description, quantity,
-                     unit_price, net, service_date}], created_at, created_by,
+                     items: [{sequence, charge_item_id, encounter_id | None, code,
+                     description, quantity, unit_price, net, service_date,
+                     diagnosis_sequence: [int]}], diagnoses: [{sequence, system, code,
+                     display}], procedures: [{sequence, system, code}], coding:
+                     [{encounter_id, revision}] (the codes as they were), created_at,
+                     created_by,
                      response: {id, outcome (ClaimOutcome), disposition, reference,
                      items: [{sequence, submitted, eligible, benefit}], copay, benefit,
                      patient_share, errors: [code], created_at}}
@@ -86,6 +94,7 @@ CHARGE_ITEMS = "charge_items"
 INVOICES = "invoices"
 COUNTERS = "counters"
 ENCOUNTERS = "encounters"
+ENCOUNTER_CODES = "encounter_codes"
 STAFF = "staff"
 DOCTORS = "doctors"
 HOSPITALS = "hospitals"
@@ -130,6 +139,7 @@ INDEXES: Indexes = {
     LEDGER: [IndexModel([("hospital_id", ASCENDING), ("kind", ASCENDING),
                          ("date", DESCENDING), ("_id", DESCENDING)], name="books")],
     STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
+    ENCOUNTER_CODES: [IndexModel([("appointment_id", ASCENDING)], name="appointment")],
     INVOICE_CHECKOUTS: [IndexModel([("intent_id", ASCENDING)], name="intent", unique=True)],
     CREDIT_NOTES: [IndexModel([("issuer", ASCENDING), ("sequence", ASCENDING)],
                               name="number", unique=True),

@@ -25,6 +25,7 @@ from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import care, documents, entries, export, plans, service
+from healthflow.records.document_schemas import DocumentOut, DocumentWithdrawalIn, LinkOut
 from healthflow.records.domain import DocumentCategory, ResourceType
 from healthflow.records.prescriptions import PrescriptionClient
 from healthflow.records.schemas import (
@@ -32,14 +33,11 @@ from healthflow.records.schemas import (
     CarePlanCorrectionIn,
     CarePlanIn,
     CorrectionIn,
-    DocumentOut,
-    DocumentWithdrawalIn,
     EmergencyAccessOut,
     EncounterIn,
     EncounterOut,
     EntryOut,
     EntryVersionOut,
-    LinkOut,
     NewEntryIn,
     PlanStatusIn,
     ProcedureCorrectionIn,

@@ -17,7 +17,7 @@ from healthflow.common.errors import UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.records import events, store
+from healthflow.records import coding, events, store
 from healthflow.records.domain import (
     Authored,
     EncounterNotFound,
@@ -70,6 +70,8 @@ async def add_entry(runtime: ServiceRuntime, principal: Principal, encounter_id:
             entry_id=head["_id"], encounter_id=encounter_id, patient_id=head["patient_id"],
             resource_type=resource_type.value, recorded_by=principal.subject, recorded_at=now),
             subject=f"entry/{head['_id']}", patientid=head["patient_id"])
+        if resource_type in coding.CODED:  # a diagnosis added after the end
+            await coding.announce(uow, encounter)
         return head
 
     return await runtime.transact(write, actor=principal.actor)
@@ -115,7 +117,8 @@ async def supersede(runtime: ServiceRuntime, principal: Principal, entry_id: str
 async def save_successor(uow: UnitOfWork, head: Document, new_head: Document,
                          version: Document) -> None:
     """Store a new version of ``head``; ``record.entry_corrected`` (and, for a plan,
-    ``careplan.updated``).
+    ``careplan.updated``; for a diagnosis or procedure of a finished encounter,
+    ``encounter.coded``).
 
     Raises:
         VersionConflict (409): another version was written meanwhile.
@@ -130,6 +133,7 @@ async def save_successor(uow: UnitOfWork, head: Document, new_head: Document,
         subject=f"entry/{head['_id']}", patientid=head["patient_id"])
     if head["resource_type"] == ResourceType.CARE_PLAN:
         announce_plan(uow, new_head)
+    await coding.entry_changed(uow, head["encounter_id"], head["resource_type"])
 
 
 def announce_plan(uow: UnitOfWork, head: Document) -> None:

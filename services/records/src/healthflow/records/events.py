@@ -8,6 +8,7 @@ from healthflow.contracts.records import (
     DocumentEnteredInError,
     DocumentUploaded,
     EmergencyAccessGranted,
+    EncounterCoded,
     EncounterFinished,
     EncounterStarted,
     ProcedureRecorded,
@@ -17,5 +18,5 @@ from healthflow.contracts.records import (
 )
 
 __all__ = ["CarePlanUpdated", "DocumentEnteredInError", "DocumentUploaded",
-           "EmergencyAccessGranted", "EncounterFinished", "EncounterStarted",
+           "EmergencyAccessGranted", "EncounterCoded", "EncounterFinished", "EncounterStarted",
            "ProcedureRecorded", "RecordAccessed", "RecordEntryAdded", "RecordEntryCorrected"]

@@ -203,13 +203,14 @@ def care_plan(head: Json) -> Json:
 
 
 def procedure(head: Json) -> Json:
-    """A ``Procedure``: what (text), performer, when, outcome, ``basedOn`` its plan."""
+    """A ``Procedure``: what (text, and its SNOMED CT or ICD-10-PCS coding when given),
+    performer, when, outcome, ``basedOn`` its plan."""
     c = head["content"]
     withdrawn = head["status"] == EntryStatus.ENTERED_IN_ERROR
     return drop_empty({
         **_entry_base(head), "status": "entered-in-error" if withdrawn else c["status"],
         "statusReason": {"text": c["status_reason"]} if c.get("status_reason") else None,
-        "code": {"text": c["code_text"]},
+        "code": {"coding": [c["code"]] if c.get("code") else None, "text": c["code_text"]},
         "encounter": _ref("Encounter", head["encounter_id"]),
         "basedOn": [_ref("CarePlan", c.get("care_plan_id"))],
         "performedDateTime": instant(c.get("performed")),

@@ -23,7 +23,7 @@ from healthflow.common.auth import Principal
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.records import entries, events, store
+from healthflow.records import coding, entries, events, store
 from healthflow.records.domain import (
     Authored,
     EntryNotFound,
@@ -185,6 +185,7 @@ async def record_procedure(runtime: ServiceRuntime, principal: Principal, body: 
             status=content["status"], performed_at=content["performed"],
             recorded_by=principal.subject, recorded_at=head["recorded_at"]),
             subject=f"procedure/{head['_id']}", patientid=head["patient_id"])
+        await coding.announce(uow, encounter)  # recorded after the end: codes changed
         return head
 
     return await runtime.transact(write, actor=principal.actor)

