@@ -99,6 +99,23 @@ def test_entry_copies_envelope_attributes(make_event: Callable[..., CloudEvent])
     assert entry.envelope["time"] == "2026-01-02T03:04:05.678901Z"
 
 
+def test_clinical_content_is_kept_as_a_digest_only(
+        make_event: Callable[..., CloudEvent]) -> None:
+    """``encounter.coded`` (contract ``audit_data = "digest"``) is chained with its data
+    replaced by the SHA-256 of the data's RFC 8785 bytes: no diagnosis code in the log,
+    and whoever holds the event can show it is the one logged."""
+    data = {"encounter_id": "e-1", "patient_id": "p-1", "diagnoses": [
+        {"system": "http://hl7.org/fhir/sid/icd-10", "code": "F32.1", "display": "x"}]}
+    coded = make_event("encounter.coded", **data)
+    (entry,) = domain.chain(ChainHead.genesis(), [coded], APPENDED)
+    digest = hashlib.sha256(rfc8785.dumps(coded.model_dump(mode="json")["data"])).hexdigest()
+    assert entry.envelope["data"] == {"sha256": digest}
+    assert "F32.1" not in str(vars(entry))
+    assert verify_chain(views([entry])).ok
+    other = make_event("encounter.started", **data)  # full data for every other type
+    assert domain.envelope_json(other)["data"]["diagnoses"][0]["code"] == "F32.1"
+
+
 def test_unhashable_event_is_refused(make_event: Callable[..., CloudEvent]) -> None:
     with pytest.raises(domain.UnhashableEvent):
         domain.chain(ChainHead.genesis(), [make_event(big=2**60)], APPENDED)

@@ -14,7 +14,7 @@ import the contracts without a web framework, a database driver or a broker.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,6 +34,10 @@ class EventPayload(BaseModel):
     event_type: ClassVar[str]
     event_version: ClassVar[int]
     event_publisher: ClassVar[str | None] = None
+    audit_data: ClassVar[Literal["full", "digest"]] = "full"
+    """What the audit log keeps of ``data``: all of it, or (``"digest"``, for clinical
+    content such as diagnosis codes) only its SHA-256, so the unalterable log proves
+    the event without holding what it said."""
 
 
 _registry: dict[str, type[EventPayload]] = {}

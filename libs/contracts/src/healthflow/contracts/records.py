@@ -90,8 +90,11 @@ class EncounterCoded(EventPayload):
     recorded first, nothing more is known of its rank) and a ``revision`` that grows by
     one per publication of that encounter, so a consumer keeps the highest and ignores
     older or redelivered ones. Empty lists: finished with nothing coded. Subject
-    ``encounter/<id>``; ``coded_at`` aware UTC.
+    ``encounter/<id>``; ``coded_at`` aware UTC. Clinical content: the audit log keeps
+    only a digest of the payload (``audit_data``).
     """
+
+    audit_data = "digest"
 
     encounter_id: str
     patient_id: str

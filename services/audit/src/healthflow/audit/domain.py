@@ -14,7 +14,11 @@ Definitions (the contract a third party needs to re-verify an exported log):
   exclude_none=True)``: ``time`` an RFC 3339 UTC string with ``Z``, null or
   absent optional attributes omitted, ``data`` as parsed). This exact object is
   what the entry stores as ``envelope``, so the hash can be recomputed from the
-  stored entry alone.
+  stored entry alone. For an event type whose contract says ``audit_data = "digest"``
+  (clinical content, e.g. ``encounter.coded``) the stored envelope's ``data`` is
+  ``{"sha256": <hex SHA-256 of the data's RFC 8785 bytes>}`` instead: the log proves
+  what was published, a holder of the event can show it matches, and the log holds no
+  diagnosis.
 * Its **canonical bytes** are the RFC 8785 JSON Canonicalization Scheme (JCS)
   serialization of the hash view (``rfc8785.dumps``: UTF-8, keys sorted by
   UTF-16 code units, ECMAScript number formatting). JCS admits only numbers an
@@ -43,6 +47,9 @@ from typing import Any
 import rfc8785
 
 from healthflow.common.events.envelope import CloudEvent
+from healthflow.contracts import load_all, payload_model
+
+load_all()  # every contract, for each type's ``audit_data``
 
 GENESIS_HASH = "0" * 64
 """``prev_hash`` of entry 0."""
@@ -127,13 +134,19 @@ class PreparedEvent:
 
 
 def prepare(event: CloudEvent) -> PreparedEvent:
-    """The event's envelope and its RFC 8785 bytes.
+    """The event's envelope and its RFC 8785 bytes; for a type whose contract keeps its
+    payload out of the log (``audit_data = "digest"``: clinical content) the envelope's
+    ``data`` is ``{"sha256": <lowercase hex SHA-256 of the data's RFC 8785 bytes>}``.
 
     Raises:
         UnhashableEvent: when RFC 8785 cannot canonicalize it.
     """
     envelope = event.model_dump(mode="json", exclude_none=True)
     try:
+        model = payload_model(event.type)
+        if model is not None and model.audit_data == "digest" and "data" in envelope:
+            digest = hashlib.sha256(rfc8785.dumps(envelope["data"])).hexdigest()
+            envelope["data"] = {"sha256": digest}
         canonical = rfc8785.dumps(envelope)
     except rfc8785.CanonicalizationError as exc:
         raise UnhashableEvent(f"event {event.id} cannot be canonicalized: {exc}") from None
