@@ -19,6 +19,7 @@ from healthflow.records.domain import (
     EncounterStatus,
     new_encounter,
 )
+from healthflow.records.settings import settings_of
 
 from .conftest import START, Records, appointment_event
 
@@ -135,7 +136,7 @@ async def completed_days_ago(records: Records, days: float) -> tuple[str, str]:
 async def test_care_ends_the_configured_days_after_the_encounter_was_completed(
         records: Records) -> None:
     """On the real clock: 90 days (the default) after completion, not before."""
-    assert care.POLICY.after_encounter == timedelta(days=90)
+    assert settings_of(records.runtime).care_after_encounter_days == 90
     recent_patient, recent_doctor = await completed_days_ago(records, 89)
     old_patient, old_doctor = await completed_days_ago(records, 91)
     assert await encounters_as(records, recent_patient, recent_doctor) == 200

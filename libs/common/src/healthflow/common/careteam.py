@@ -146,13 +146,28 @@ async def encounter_finished(uow: UnitOfWork, encounter_id: str, at: datetime) -
                                         session=uow.session)
 
 
-async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str, now: datetime,
-                 after_encounter: timedelta) -> bool:
-    """Whether the doctor is in a care relationship with the patient at ``now``."""
+def care_period(uow: UnitOfWork) -> timedelta:
+    """How long a relationship outlives its finished encounter: the running service's
+    ``care_after_encounter_days`` setting (days of 24 h).
+
+    Raises:
+        RuntimeError: the service's settings declare no such setting.
+    """
+    days = getattr(uow.settings, "care_after_encounter_days", None)
+    if not isinstance(days, int):
+        raise RuntimeError("the service's settings declare no care_after_encounter_days")
+    return timedelta(days=days)
+
+
+async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str,
+                 now: datetime) -> bool:
+    """Whether the doctor is in a care relationship with the patient at ``now`` (aware
+    UTC), with the service's :func:`care_period`."""
     relationships = await uow.db[CARE_TEAM].find(
         {"doctor_user_id": doctor_user_id, "patient_id": patient_id, "status": "active"},
         session=uow.session).to_list()
-    return any(in_care(r, now, after_encounter) for r in relationships)
+    after = care_period(uow)
+    return any(in_care(r, now, after) for r in relationships)
 
 
 async def adopt(collection: AsyncCollection[Any], doc: Document) -> int:

@@ -242,7 +242,7 @@ class ServiceRuntime:
         async def body(session: Any) -> T:
             uow = UnitOfWork(
                 session, self.db, source=self.source, actor=actor, trace_context=trace_context,
-                lease=self.relay.commit_lease(),
+                lease=self.relay.commit_lease(), settings=self.settings,
             )
             result = await fn(uow)
             await uow.flush()

@@ -22,7 +22,6 @@ from healthflow.records.settings import Settings
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The records service app (settings from ``RECORDS_*`` when not given)."""
     settings = settings or load_settings(Settings)
-    care.configure(settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
                              transport=transport, on_start=care.adopt_legacy)
     blobs = BlobStore(settings)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from healthflow.common import careteam
@@ -49,7 +48,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.records import events, store
 from healthflow.records.domain import OwnRecord, UnknownPatient
-from healthflow.records.settings import Settings, settings_of
+from healthflow.records.settings import settings_of
 
 log = logging.getLogger(__name__)
 
@@ -65,26 +64,9 @@ def now() -> datetime:
     return clock()
 
 
-@dataclass
-class Policy:
-    """How long a relationship outlives its finished encounter (from the settings)."""
-
-    after_encounter: timedelta = timedelta(days=90)
-
-
-POLICY = Policy()
-"""The process's policy: one records app a process; :func:`configure` sets it."""
-
-
-def configure(settings: Settings) -> None:
-    """Take ``care_after_encounter_days`` from the app's settings."""
-    POLICY.after_encounter = timedelta(days=settings.care_after_encounter_days)
-
-
 async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
     """Whether the doctor is in a care relationship with the patient now."""
-    return await careteam.treats(uow, doctor_user_id, patient_id, now(),
-                                 POLICY.after_encounter)
+    return await careteam.treats(uow, doctor_user_id, patient_id, now())
 
 
 async def break_the_glass(runtime: ServiceRuntime, principal: Principal, patient_id: str,

@@ -14,7 +14,7 @@ from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
-from healthflow.xray import api, handlers, processing, store
+from healthflow.xray import api, care, handlers, processing, store
 from healthflow.xray.dicom_scp import StorageScp
 from healthflow.xray.settings import Settings
 
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     """The xray service app (settings from ``XRAY_*`` when not given)."""
     settings = settings or load_settings(Settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
-                             transport=transport)
+                             transport=transport, on_start=care.adopt_legacy)
     blobs = BlobStore(settings)
     runtime.add_worker(Hooks("blobs", blobs.start, blobs.close))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from healthflow.common import careteam
 from healthflow.common.auth import Principal
 from healthflow.common.errors import Conflict
 from healthflow.common.events.outbox import UnitOfWork
@@ -42,7 +43,7 @@ async def _reported_study(uow: UnitOfWork, principal: Principal, study_id: str
     order = await store.get_order(uow, study["order_id"])
     if order is None:  # a study is made for an order, and orders are never deleted
         raise StudyNotFound(f"no imaging study {study_id}")
-    treats = await store.treats(uow, principal.subject, study["patient_id"])
+    treats = await careteam.treats(uow, principal.subject, study["patient_id"], utcnow())
     check_may_report(order, principal.subject, treats=treats)
     return study
 

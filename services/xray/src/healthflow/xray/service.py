@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import uuid
 
+from healthflow.common import careteam
 from healthflow.common.auth import Principal
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
-from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.records import EncounterFinished, EncounterStarted
 from healthflow.xray import events, store
 from healthflow.xray.domain import (
@@ -45,7 +45,8 @@ async def viewer(uow: UnitOfWork, principal: Principal, patient_id: str, scope: 
         StudyNotFound (404), NotTreating (403).
     """
     reads_treated = principal.has(Permission.IMAGING_READ_TREATED)
-    treats = reads_treated and await store.treats(uow, principal.subject, patient_id)
+    treats = reads_treated and await careteam.treats(uow, principal.subject, patient_id,
+                                                     utcnow())
     role = viewer_of(principal.subject, patient_id,
                      reads_own=principal.has(Permission.IMAGING_READ_OWN),
                      reads_treated=reads_treated, treats=treats)
@@ -170,28 +171,20 @@ async def worklist(runtime: ServiceRuntime, principal: Principal, status: OrderS
 
 
 async def encounter_started(uow: UnitOfWork, data: EncounterStarted) -> None:
-    """Remember the encounter (in progress) and the care relationship it makes."""
+    """Remember the encounter (in progress) and the care relationship it rests on."""
     await store.encounter_started(uow, data.encounter_id, {
         "patient_id": data.patient_id, "practitioner_id": data.practitioner_id,
         "started_at": data.started_at})
-    await store.add_care(uow, data.practitioner_id, data.patient_id, "encounters",
-                         data.encounter_id)
+    await careteam.encounter_started(uow, data.practitioner_id, data.patient_id,
+                                     data.encounter_id, data.started_at, data.appointment_id)
 
 
 async def encounter_finished(uow: UnitOfWork, data: EncounterFinished) -> None:
-    """The encounter is finished: no more orders in it (its care relationship stays)."""
+    """The encounter is finished: no more orders in it; its care relationship lasts
+    ``care_after_encounter_days`` more (made now if the start has not arrived)."""
     await store.encounter_finished(uow, data.encounter_id, {
         "patient_id": data.patient_id, "practitioner_id": data.practitioner_id,
         "started_at": data.started_at, "finished_at": data.finished_at})
-    await store.add_care(uow, data.practitioner_id, data.patient_id, "encounters",
-                         data.encounter_id)
-
-
-async def appointment_changed(uow: UnitOfWork, appointment: AppointmentEvent, *,
-                              cancelled: bool) -> None:
-    """A booked (or cancelled) appointment makes (or no longer makes) a care
-    relationship; a cancellation that overtakes its booking still wins."""
-    if appointment.doctor_user_id:
-        await store.add_care(uow, appointment.doctor_user_id, appointment.patient_id,
-                             "cancelled" if cancelled else "appointments",
-                             appointment.appointment_id)
+    await careteam.encounter_started(uow, data.practitioner_id, data.patient_id,
+                                     data.encounter_id, data.started_at, data.appointment_id)
+    await careteam.encounter_finished(uow, data.encounter_id, data.finished_at)

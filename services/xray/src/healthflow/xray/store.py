@@ -18,10 +18,8 @@ Collections (database ``healthflow_xray``), times aware UTC::
     reports     FHIR DiagnosticReport, one per study: {_id, study_id (unique), order_id,
                  encounter_id, patient_id, status (preliminary | final), findings, impression,
                  author_id, version, created_at, updated_at, issued_at}
-    care        doctor↔patient read model: {_id: "<doctor>:<patient>", doctor_user_id,
-                 patient_id, appointments: [ids booked], cancelled: [ids cancelled],
-                 encounters: [ids conducted]}; care exists while an appointment is booked
-                 and not cancelled, or an encounter was conducted
+    care_team   the doctor↔patient care relationships (FHIR CareTeam terms), kept and
+                 judged as in the records service (healthflow.common.careteam)
     results     the processing worker's output, one per instance: {_id: instance id,
                  study_id, patient_id, order_id, label ("machine-generated suggestion, not
                  a diagnosis"), checks {exposure, view, body_part, laterality, resolution:
@@ -35,12 +33,12 @@ Collections (database ``healthflow_xray``), times aware UTC::
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from healthflow.common import jobs
+from healthflow.common import careteam, jobs
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
 from healthflow.common.pagination import keyset_page
@@ -49,7 +47,10 @@ ORDERS = "orders"
 STUDIES = "studies"
 INSTANCES = "instances"
 ENCOUNTERS = "encounters"
-CARE = "care"
+CARE = careteam.CARE_TEAM
+LEGACY_CARE = "care"
+"""The read model before ``care_team``: ``{_id: "<doctor>:<patient>", doctor_user_id,
+patient_id, appointments: [ids booked], cancelled: [ids], encounters: [ids conducted]}``."""
 REPORTS = "reports"
 RESULTS = "results"
 DERIVED = ("overlay", "deidentified", "sr")
@@ -74,6 +75,7 @@ INDEXES: Indexes = {
         IndexModel([("blob.key", ASCENDING)], name="blob"),
     ],
     REPORTS: [IndexModel([("study_id", ASCENDING)], name="study", unique=True)],
+    CARE: careteam.INDEXES,
     RESULTS: [IndexModel([("study_id", ASCENDING)], name="study"),
               IndexModel([("overlay.key", ASCENDING)], name="overlay"),
               IndexModel([("deidentified.key", ASCENDING)], name="deidentified")],
@@ -237,31 +239,6 @@ async def encounter_finished(uow: UnitOfWork, encounter_id: str, fields: Documen
     await uow.db[ENCOUNTERS].update_one(
         {"_id": encounter_id}, {"$set": {**fields, "status": "finished"}},
         upsert=True, session=uow.session)
-
-
-def _care_id(doctor_user_id: str, patient_id: str) -> str:
-    return f"{doctor_user_id}:{patient_id}"
-
-
-async def add_care(uow: UnitOfWork, doctor_user_id: str, patient_id: str, field: str,
-                   value: str) -> None:
-    """Add ``value`` to the care document's ``field`` (``appointments``, ``cancelled``
-    or ``encounters``)."""
-    await uow.db[CARE].update_one(
-        {"_id": _care_id(doctor_user_id, patient_id)},
-        {"$set": {"doctor_user_id": doctor_user_id, "patient_id": patient_id},
-         "$addToSet": {field: value}}, upsert=True, session=uow.session)
-
-
-async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
-    """Whether the doctor conducted an encounter with the patient or has a booked,
-    not cancelled, appointment with them."""
-    doc: dict[str, Any] | None = await uow.db[CARE].find_one(
-        {"_id": _care_id(doctor_user_id, patient_id)}, session=uow.session)
-    if doc is None:
-        return False
-    booked = set(doc.get("appointments", [])) - set(doc.get("cancelled", []))
-    return bool(booked or doc.get("encounters"))
 
 
 # ----------------------------------------------------------------------------- results

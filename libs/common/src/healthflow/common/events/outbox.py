@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -30,6 +31,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common.events.envelope import CloudEvent, EventPayload
 from healthflow.common.mongo import Document, utcnow
+
+if TYPE_CHECKING:
+    from healthflow.common.settings import ServiceSettings
 
 OUTBOX = "outbox"
 OUTBOX_SENT = "outbox_sent"
@@ -82,9 +86,13 @@ class UnitOfWork:
         actor: str | None = None,
         trace_context: Mapping[str, str] | None = None,
         lease: tuple[str, datetime] | None = None,
+        settings: ServiceSettings | None = None,
     ) -> None:
         self.session = session
         self.db = db
+        self.settings = settings
+        """The service's settings (rules read inside a transaction, e.g. a care period);
+        ``None`` outside a service runtime."""
         self.source = source
         self.actor = actor
         self.trace_context = dict(trace_context or {})
