@@ -22,6 +22,7 @@ from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.paramedic import acks, dispatch, service, store
 from healthflow.paramedic.assigner import Assigner
+from healthflow.paramedic.domain import assignment_of
 from healthflow.paramedic.schemas import (
     AssignIn,
     DeclineIn,
@@ -193,5 +194,5 @@ async def decline(runtime: Runtime, ctx: Ctx, assigner: AssignerDep, task_id: Ta
     """The next unit is offered the emergency at once (after the decline commits)."""
     task = await service.decline(runtime, ctx, principal, task_id,
                                  body.reason if body else None)
-    await assigner.after_commit(service.assignment_of(task))
+    await assigner.after_commit(assignment_of(task))
     return TaskOut.from_document(task)

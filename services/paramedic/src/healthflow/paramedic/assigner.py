@@ -39,7 +39,7 @@ from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.workers import Loop
 from healthflow.paramedic import service, store, xraytasks
-from healthflow.paramedic.domain import emergency_of, fresh_since, slot_id, slot_of
+from healthflow.paramedic.domain import emergency_of, fresh_since, is_xray, slot_id, slot_of
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class Assigner:
         has no position (``xray.requested`` carries none): its candidates are the
         radiography-qualified units, longest idle first."""
         ctx = self.ctx
-        if service.is_xray(assignment):
+        if is_xray(assignment):
             return [c for c in await store.xray_candidates(
                 self.runtime.db, fresh_since=fresh_since(ctx.clock(), ctx.max_age),
                 exclude=assignment["tried"], limit=ctx.settings.candidates)

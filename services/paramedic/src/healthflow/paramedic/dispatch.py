@@ -29,9 +29,10 @@ from healthflow.paramedic.domain import (
     UnitNotFound,
     fresh_since,
     haversine_m,
+    ids,
 )
 from healthflow.paramedic.schemas import AssignIn
-from healthflow.paramedic.service import Context, free_unit, ids, is_on_shift, offer
+from healthflow.paramedic.service import Context, free_unit, is_on_shift, offer
 
 
 async def _ranked(runtime: ServiceRuntime, ctx: Context, emergency_id: str, unit_id: str

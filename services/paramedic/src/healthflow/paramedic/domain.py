@@ -247,3 +247,26 @@ class EtaThrottle:
         if abs(travel_s - last_s) >= max(self.change_s, self.change_ratio * last_s):
             return True
         return (reported_at - last_at).total_seconds() >= self.interval_s
+
+
+def ids(task: Mapping[str, Any]) -> dict[str, Any]:
+    return {"task_id": task["_id"], "emergency_id": task["emergency_id"],
+            "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"],
+            "slot": slot_of(task)}
+
+
+def xray_ids(task: Mapping[str, Any]) -> dict[str, str]:
+    return {"task_id": task["_id"], "order_id": task["order_id"],
+            "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"]}
+
+
+def is_xray(doc: Mapping[str, Any]) -> bool:
+    """Whether a task or assignment is about an X-ray order (older documents have no
+    ``kind``: emergencies)."""
+    return doc.get("kind") == TaskKind.XRAY
+
+
+def assignment_of(task: Mapping[str, Any]) -> str:
+    """The id of the assignment a task was offered from (the emergency id for tasks
+    written before X-ray tasks existed)."""
+    return str(task.get("assignment_id") or task["emergency_id"])

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from healthflow.common import jobs
 from healthflow.common.auth import Principal
@@ -40,16 +39,20 @@ from healthflow.paramedic.domain import (
     TaskStatus,
     UnitNotFound,
     assignable,
+    assignment_of,
     check_reported_at,
     emergency_of,
     fresh_since,
     haversine_m,
+    ids,
+    is_xray,
     point,
     self_status_change,
     slot_id,
     slot_of,
     steps_forward,
     units_wanted,
+    xray_ids,
 )
 from healthflow.paramedic.schemas import PositionIn, ProfileIn
 from healthflow.paramedic.settings import Settings
@@ -286,29 +289,6 @@ async def free_unit(uow: UnitOfWork, task: Document, now: datetime) -> None:
                                        DutyStatus.AVAILABLE, now):
         log.warning("unit no longer on the task it is freed from",
                     extra={"unit_id": task["unit_id"], "task_id": task["_id"]})
-
-
-def ids(task: Document) -> dict[str, Any]:
-    return {"task_id": task["_id"], "emergency_id": task["emergency_id"],
-            "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"],
-            "slot": slot_of(task)}
-
-
-def xray_ids(task: Document) -> dict[str, str]:
-    return {"task_id": task["_id"], "order_id": task["order_id"],
-            "unit_id": task["unit_id"], "paramedic_id": task["paramedic_id"]}
-
-
-def is_xray(doc: Document) -> bool:
-    """Whether a task or assignment is about an X-ray order (older documents have no
-    ``kind``: emergencies)."""
-    return doc.get("kind") == TaskKind.XRAY
-
-
-def assignment_of(task: Document) -> str:
-    """The id of the assignment a task was offered from (the emergency id for tasks
-    written before X-ray tasks existed)."""
-    return str(task.get("assignment_id") or task["emergency_id"])
 
 
 def publish_xray_ended(uow: UnitOfWork, task: Document, reason: str, now: datetime

@@ -226,6 +226,21 @@ def _code(concept: dict[str, Any]) -> str:
     return str(codings[0].get("code") if codings else concept.get("text") or "")
 
 
+def _net(item: dict[str, Any]) -> dict[str, Any]:
+    """A claim item's ``net`` (``{value, currency}``), else ``unitPrice × quantity ×
+    factor``. Raises NotImportable: neither is given."""
+    net = item.get("net")
+    if net is not None:
+        return dict(net)
+    unit = item.get("unitPrice") or {}
+    if "value" not in unit:
+        raise NotImportable(f"item {item.get('sequence')} has no price")
+    factor = Decimal(str(item.get("factor", 1)))
+    quantity = Decimal(str((item.get("quantity") or {}).get("value", 1)))
+    return {"value": Decimal(str(unit["value"])) * quantity * factor,
+            "currency": unit.get("currency")}
+
+
 def submission(claim_resource: dict[str, Any],
                coverage_resource: dict[str, Any]) -> ClaimSubmission:
     """What the clearinghouse is sent for a FHIR R4 ``Claim`` (``use`` ``claim``) under
@@ -255,15 +270,7 @@ def submission(claim_resource: dict[str, Any],
                    or _day(claim_resource.get("created")))
     lines, currencies = [], set()
     for item in items:
-        net = item.get("net")
-        if net is None:
-            unit = item.get("unitPrice") or {}
-            if "value" not in unit:
-                raise NotImportable(f"item {item.get('sequence')} has no price")
-            factor = Decimal(str(item.get("factor", 1)))
-            quantity = Decimal(str((item.get("quantity") or {}).get("value", 1)))
-            net = {"value": Decimal(str(unit["value"])) * quantity * factor,
-                   "currency": unit.get("currency")}
+        net = _net(item)
         currency = str(net.get("currency") or "")
         currencies.add(currency)
         day = (_day(item.get("servicedDate"))
