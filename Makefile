@@ -6,10 +6,10 @@ UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 export UV_LINK_MODE ?= copy
 
-.PHONY: help deps install run check demo fuzz drill test test-fast lint fmt bench deadletters jobs docs compose-secrets new-service clean
+.PHONY: help deps install run check demo fuzz drill drill-emergencies test test-fast lint fmt bench deadletters jobs docs compose-secrets new-service clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-17s %s\n", $$1, $$2}'
 
 deps: ## install uv, RabbitMQ and Redis when missing, and start them
 	@bash deploy/scripts/deps.sh
@@ -31,6 +31,9 @@ fuzz: install ## Schemathesis against the gateway's OpenAPI, every role (FUZZ_EX
 
 drill: install ## fault drill on a platform of its own: restarts RabbitMQ (the machine's!), kills a service, stops MongoDB
 	@HEALTHFLOW_DRILL_PATIENTS=$(or $(DRILL_PATIENTS),60) $(UV) run --frozen pytest -s -p no:cacheprovider libs/client/tests/test_drill.py $(PYTEST_ARGS)
+
+drill-emergencies: install ## dispatch drill: EMERGENCIES (200) raised over HTTP via 2 emergency processes (one killed), 30 units
+	@HEALTHFLOW_DRILL_EMERGENCIES=$(or $(EMERGENCIES),200) $(UV) run --frozen pytest -s -p no:cacheprovider services/paramedic/tests/integration/test_emergency_drill.py services/paramedic/tests/integration/test_drill.py $(PYTEST_ARGS)
 
 test: install ## the whole test suite against real MongoDB-protocol, RabbitMQ and Redis servers
 	@$(UV) run --frozen pytest $(PYTEST_ARGS)

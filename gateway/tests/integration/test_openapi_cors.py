@@ -55,10 +55,11 @@ def test_swagger_ui_is_served(gateway):
 def test_cors_preflight_for_an_allowed_origin(gateway):
     response = httpx.options(gateway.url + "/api/v1/patients/echo", headers={
         "Origin": ALLOWED, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type",
+        "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
     })
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     assert response.headers["access-control-allow-origin"] == ALLOWED
+    assert "Idempotency-Key" in response.headers["access-control-allow-headers"]
     assert "POST" in response.headers["access-control-allow-methods"]
     assert response.headers["access-control-allow-credentials"] == "true"
 

@@ -17,12 +17,19 @@ returned) are taken where each step ends, by wrapping the functions that do it:
   app's task stream reads);
 * ``assigned``  the emergency service applied ``paramedic.task_offered``.
 
-``BENCH_EMERGENCIES`` one at a time (an idle platform), then ``BENCH_BURST`` at once.
+Four phases, each on units of its own (offers are never answered; ``offer_timeout_s`` is
+an hour, so no offer expires mid-run): ``BENCH_EMERGENCIES`` one at a time (an idle
+platform); ``BENCH_BURST`` at once; a steady rate, ``BENCH_RATE`` raises a second for
+``BENCH_SECONDS`` seconds (raise → assigned p50/p99 per step); then ``BENCH_SUSTAIN`` at
+once, timed from the first raise until the emergency service has applied every offer or
+escalation: the assignment rate the platform sustains (emergencies a second). Road-ETA
+time per candidate: ``bench_road_eta.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections import defaultdict
@@ -44,8 +51,13 @@ from healthflow.paramedic.settings import Settings as ParamedicSettings
 
 SINGLE = int(os.environ.get("BENCH_EMERGENCIES", "10"))
 BURST = int(os.environ.get("BENCH_BURST", "30"))
-UNITS = int(os.environ.get("BENCH_UNITS", str(SINGLE + BURST + 10)))
+RATE = float(os.environ.get("BENCH_RATE", "5"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+STEADY = round(RATE * SECONDS)
+SUSTAIN = int(os.environ.get("BENCH_SUSTAIN", "100"))
+UNITS = int(os.environ.get("BENCH_UNITS", str(SINGLE + BURST + STEADY + SUSTAIN + 10)))
 STEPS = ("relayed", "consumed", "recorded", "ranked", "offered", "pushed", "assigned")
+"""The steps of an offered emergency (an escalated one ends at ``escalated``)."""
 HELSINKI = (60.1699, 24.9384)
 
 marks: dict[str, dict[str, float]] = defaultdict(dict)
@@ -126,6 +138,14 @@ def instrument(emergency_runtime: Any) -> None:
 
     emergency_service.on_task_offered = timed_offered  # type: ignore[assignment]
 
+    on_escalated = emergency_service.on_escalated
+
+    async def timed_escalated(uow: Any, data: Any) -> None:
+        await on_escalated(uow, data)
+        mark(data.emergency_id, "escalated")
+
+    emergency_service.on_escalated = timed_escalated  # type: ignore[assignment]
+
 
 def dispatcher() -> Principal:
     return Principal(subject="disp-bench", roles=frozenset({"dispatcher"}),
@@ -136,9 +156,10 @@ def dispatcher() -> Principal:
 async def add_units(db: Any, n: int) -> None:
     now = datetime.now(UTC)
     docs = []
+    side = max(7, math.ceil(math.sqrt(n)))
     for i in range(n):  # a grid about 150 m apart around central Helsinki
-        lat = HELSINKI[0] + (i % 7 - 3) * 0.0014
-        lon = HELSINKI[1] + (i // 7 - 3) * 0.0028
+        lat = HELSINKI[0] + (i % side - side // 2) * 0.0014
+        lon = HELSINKI[1] + (i // side - side // 2) * 0.0028
         docs.append({"_id": f"bench-unit-{i}", "call_sign": f"HKI {i:03d}",
                      "vehicle": "bench", "qualifications": ["advanced_life_support"],
                      "base": None, "status": "available",
@@ -182,6 +203,52 @@ def table(title: str, ids: list[str], started: dict[str, float]) -> None:
               f"{percentile(delta, 50):>10.1f}{percentile(delta, 99):>10.1f}")
 
 
+def settled(emergency_id: str) -> bool:
+    return "assigned" in marks[emergency_id] or "escalated" in marks[emergency_id]
+
+
+async def one_at_a_time(emergency: Any, started: dict[str, float]) -> list[str]:
+    single = []
+    for i in range(SINGLE):
+        eid = await raise_one(emergency, started, i)
+        single.append(eid)
+        await eventually(lambda eid=eid: settled(eid), within=60, interval=0.01)
+        await asyncio.sleep(0.2)
+    print(f"one at a time: {dict(attempts)}")
+    attempts.clear()
+    return single
+
+
+async def at_once(emergency: Any, started: dict[str, float], n: int, offset: int
+                  ) -> tuple[list[str], float]:
+    """``n`` raised at once; their ids and the seconds from the first raise until the
+    emergency service applied the last offer or escalation."""
+    first = time.perf_counter()
+    ids = list(await asyncio.gather(*(raise_one(emergency, started, offset + i)
+                                      for i in range(n))))
+    await eventually(lambda: all(settled(e) for e in ids), within=600, interval=0.02)
+    last = max(min(marks[e].get("assigned", math.inf), marks[e].get("escalated", math.inf))
+               for e in ids)
+    print(f"{n} at once: {dict(attempts)}")
+    attempts.clear()
+    return ids, last - first
+
+
+async def steady(emergency: Any, started: dict[str, float]) -> list[str]:
+    """``RATE`` raises a second for ``SECONDS`` seconds, each started on its tick."""
+    begin = time.perf_counter()
+
+    async def on_tick(i: int) -> str:
+        await asyncio.sleep(max(0.0, begin + i / RATE - time.perf_counter()))
+        return await raise_one(emergency, started, 1_000 + i)
+
+    ids = list(await asyncio.gather(*(on_tick(i) for i in range(STEADY))))
+    await eventually(lambda: all(settled(e) for e in ids), within=300, interval=0.02)
+    print(f"{RATE:g}/s for {SECONDS:g} s: {dict(attempts)}")
+    attempts.clear()
+    return ids
+
+
 async def main() -> None:
     with rabbitmq_vhost() as amqp_url:
         server = EmbeddedMongo().start()
@@ -191,7 +258,7 @@ async def main() -> None:
             ).state.runtime
             paramedic_settings = ParamedicSettings(
                 mongodb_url=server.url, amqp_url=amqp_url, transport="rabbitmq",
-                road_graph="helsinki")
+                road_graph="helsinki", offer_timeout_s=3_600.0)
             paramedic = paramedic_app(paramedic_settings).state.runtime
             instrument(emergency)
             await emergency.start()
@@ -203,23 +270,10 @@ async def main() -> None:
             watcher = asyncio.create_task(watch_pushes(paramedic.db))
             await asyncio.sleep(0.5)
             started: dict[str, float] = {}
-            single = []
-            for i in range(SINGLE):
-                eid = await raise_one(emergency, started, i)
-                single.append(eid)
-                await eventually(lambda eid=eid: "assigned" in marks[eid], within=60,
-                                 interval=0.01)
-                await asyncio.sleep(0.2)
-            print(f"one at a time: {dict(attempts)}")
-            attempts.clear()
-            burst = await asyncio.gather(*(raise_one(emergency, started, i)
-                                           for i in range(BURST)))
-
-            async def all_assigned() -> bool:
-                return all("assigned" in marks[e] for e in burst)
-
-            await eventually(all_assigned, within=300, interval=0.05)
-            print(f"{BURST} at once: {dict(attempts)}")
+            single = await one_at_a_time(emergency, started)
+            burst, _ = await at_once(emergency, started, BURST, 100)
+            steady_ids = await steady(emergency, started)
+            sustain, sustain_s = await at_once(emergency, started, SUSTAIN, 10_000)
             watcher.cancel()
             await paramedic.stop()
             await emergency.stop()
@@ -231,6 +285,11 @@ async def main() -> None:
     print(f"load average at the end: {os.getloadavg()}")
     table("one at a time", single, started)
     table(f"{BURST} at once", burst, started)
+    table(f"steady {RATE:g}/s for {SECONDS:g} s", steady_ids, started)
+    escalated = sum("assigned" not in marks[e] for e in sustain)
+    print(f"\n== sustained: {SUSTAIN} raised at once, every offer or escalation applied in "
+          f"{sustain_s:.2f} s: {SUSTAIN / sustain_s:.1f} emergencies/s assigned "
+          f"({escalated} escalated) on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -415,7 +415,8 @@ def _middleware(app: FastAPI, settings: GatewaySettings, edge_caps: ConcurrencyC
         allow_credentials=True,
         allow_methods=PROXY_METHODS,
         allow_headers=["Authorization", "Content-Type", "X-Request-ID", "traceparent",
-                       "tracestate", "Accept", "Last-Event-ID"],
+                       "tracestate", "Accept", "Last-Event-ID",
+                       "Idempotency-Key"],  # a dispatcher app's retried raise
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )

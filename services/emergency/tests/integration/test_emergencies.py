@@ -150,6 +150,42 @@ async def test_a_patient_has_one_open_emergency_at_a_time(emg: Emergencies) -> N
         assert (await emg.raise_("disp-1", "dispatcher")).status_code == 201
 
 
+async def test_a_raise_retried_with_its_idempotency_key_raises_nothing_again(
+        emg: Emergencies) -> None:
+    """A dispatcher's app that lost the answer (a timeout, a process killed) raises again
+    with the same Idempotency-Key: the same emergency, one ``emergency.raised``, even
+    when the retries race; another body under that key is refused; another raiser's
+    same key is another emergency; a patient's retry is not their "second" emergency."""
+    call = {"position": {"latitude": 60.17, "longitude": 24.94, "accuracy_m": 10.0},
+            "what_happened": "Fell from a ladder", "triage": {
+                "conscious": True, "breathing_normally": True, "can_walk": False}}
+
+    async def raise_(sub: str, role: str, key: str, body: dict[str, Any] = call
+                     ) -> httpx.Response:
+        return await emg.client.post("/api/v1/emergencies", json=body, headers={
+            **emg.as_(sub, role), "Idempotency-Key": key})
+
+    first = await raise_("disp-1", "dispatcher", "call-7f3a")
+    assert first.status_code == 201, first.text
+    raced = await asyncio.gather(*(raise_("disp-1", "dispatcher", "call-7f3a")
+                                   for _ in range(4)))
+    assert {(r.status_code, r.json()["id"]) for r in raced} == {(201, first.json()["id"])}
+    assert raced[0].headers["location"] == first.headers["location"]
+    assert await emg.runtime.db["emergencies"].count_documents({}) == 1
+    assert len(await emg.outbox("emergency.raised")) == 1
+    problem(await raise_("disp-1", "dispatcher", "call-7f3a", call | {
+        "what_happened": "Another call"}), 422, "idempotency-key-reused")
+    other = await raise_("disp-2", "dispatcher", "call-7f3a")
+    assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
+    mine = await raise_("pat-1", "patient", "k1")
+    again = await raise_("pat-1", "patient", "k1")
+    assert again.status_code == 201 and again.json()["id"] == mine.json()["id"]
+    for bad in ("", "has space", "x" * 256):
+        problem(await raise_("disp-1", "dispatcher", bad), 422)
+    assert await emg.runtime.db["emergencies"].count_documents({}) == 3
+    assert len(await emg.outbox("emergency.raised")) == 3
+
+
 async def test_dispatchers_reprioritise_with_a_reason_published_for_the_audit_log(
         emg: Emergencies) -> None:
     eid = (await emg.raise_()).json()["id"]

@@ -38,8 +38,10 @@ EMERGENCIES = int(os.environ.get("HEALTHFLOW_DRILL_EMERGENCIES", "60"))
 
 
 async def replica(stack: AsyncExitStack, i: int, mongodb_url: str, database: str,
-                  amqp_url: str, tokens: TokenFactory) -> tuple[Paramedics, AsyncExitStack]:
-    """A paramedic app on RabbitMQ with an exit stack of its own (to kill it alone)."""
+                  amqp_url: str, tokens: TokenFactory, **settings: Any
+                  ) -> tuple[Paramedics, AsyncExitStack]:
+    """A paramedic app on RabbitMQ with an exit stack of its own (to kill it alone);
+    ``settings`` override the drill's."""
     own = AsyncExitStack()
     stack.push_async_callback(own.aclose)
     transport = RabbitTransport(amqp_url, connection_name=f"paramedic-drill-{i}")
@@ -47,7 +49,7 @@ async def replica(stack: AsyncExitStack, i: int, mongodb_url: str, database: str
     app = create_app(Settings(
         mongodb_url=mongodb_url, mongodb_database=database, transport="rabbitmq",
         amqp_url=amqp_url, road_graph="", outbox_poll_interval=0.2,
-        escalation_retry_s=3_600.0, timer_interval_s=0.2), transport=transport)
+        escalation_retry_s=3_600.0, timer_interval_s=0.2, **settings), transport=transport)
     app.state.verifier = tokens.verifier()
     client = await own.enter_async_context(running_app(app))
     return Paramedics(client, app.state.runtime, tokens), own

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from healthflow.common.auth import Principal, require, require_any, while_authorized
@@ -18,6 +18,10 @@ from healthflow.emergency.settings import Settings
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 EmergencyId = Annotated[str, Path(max_length=64)]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    description="A fresh random value per raise (a UUID): a retry with the same key and "
+                "body returns the first raise's emergency instead of raising another")]
 
 router = APIRouter(prefix="/api/v1/emergencies", tags=["emergencies"])
 
@@ -26,10 +30,13 @@ router = APIRouter(prefix="/api/v1/emergencies", tags=["emergencies"])
 async def raise_emergency(
     runtime: Runtime, body: RaiseIn, response: Response,
     principal: Principal = require_any(P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_DISPATCH),
+    idempotency_key: IdempotencyKey = None,
 ) -> EmergencyOut:
     """Triaged P1–P4 from ``triage``; 422 ``no-location`` without a position (or, for a
-    dispatcher, an address)."""
-    doc = await service.raise_emergency(runtime, principal, body)
+    dispatcher, an address). ``Idempotency-Key`` (1–255 visible ASCII characters): a
+    retry with the same key and body, on any process, answers 201 with the emergency the
+    first one created; with another body 422 ``idempotency-key-reused``."""
+    doc = await service.raise_emergency(runtime, principal, body, idempotency_key)
     response.headers["Location"] = f"{router.prefix}/{doc['_id']}"
     return EmergencyOut.from_document(doc)
 

@@ -83,6 +83,13 @@ class NoLocation(UnprocessableContent):
     title, slug = "No Location", "no-location"
 
 
+class IdempotencyKeyReused(UnprocessableContent):
+    """An ``Idempotency-Key`` sent again with another body (draft-ietf-httpapi-
+    idempotency-key-header §2.7: 422)."""
+
+    title, slug = "Idempotency Key Reused", "idempotency-key-reused"
+
+
 @dataclass(frozen=True)
 class Triage:
     """The structured questions a patient's app or a dispatcher asks (yes/no)."""

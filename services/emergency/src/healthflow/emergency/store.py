@@ -13,7 +13,9 @@ Collections (database ``healthflow_emergency``), times aware UTC::
                  department, distance_m, chosen_at} | None, timeline[{status, at,
                  by_role, by}], sequence (orders the paramedic service's offers and
                  escalations; service.py), ended_tasks[task ids declined or timed
-                 out], version, created_at, updated_at}
+                 out], request_fingerprint (SHA-256 of a raise with an Idempotency-Key,
+                 whose id is then derived from it: service.raise_id) | None, version,
+                 created_at, updated_at}
     raisers     {_id: user id, raises: n}: written by every patient's raise, so two
                  concurrent raises by one patient conflict and see each other
     hospitals   read model of ``hospital.*`` {_id: hospital id, version (0 while only
