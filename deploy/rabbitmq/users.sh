@@ -8,7 +8,7 @@ vhost="${RABBITMQ_VHOST:-/}"
 pw="${RABBITMQ_PASSWORD_APPOINTMENT:?set RABBITMQ_PASSWORD_APPOINTMENT}"
 $ctl add_user 'healthflow-appointment' "$pw" 2>/dev/null || $ctl change_password 'healthflow-appointment' "$pw"
 $ctl set_permissions -p "$vhost" 'healthflow-appointment' '^(healthflow\.events|healthflow\.appointment(\.(retry\.[0-9]+ms|dlq))?|healthflow\.broadcast\.appointment\..+)$' '^(healthflow\.events|amq\.default|healthflow\.appointment|healthflow\.broadcast\.appointment\..+)$' '^(healthflow\.events|healthflow\.appointment(\.(retry\.[0-9]+ms|dlq))?|healthflow\.broadcast\.appointment\..+)$'
-$ctl set_topic_permissions -p "$vhost" 'healthflow-appointment' 'healthflow.events' '^(appointment\.booked|appointment\.cancelled|appointment\.checked_in|appointment\.completed|appointment\.confirmed|appointment\.no_show|appointment\.rescheduled)$' '^(auth\.session_revoked|auth\.signing_key_revoked|auth\.user_tokens_revoked|doctor\.schedule_changed|payment\.expired|payment\.succeeded)$'
+$ctl set_topic_permissions -p "$vhost" 'healthflow-appointment' 'healthflow.events' '^(appointment\.booked|appointment\.cancelled|appointment\.checked_in|appointment\.completed|appointment\.confirmed|appointment\.no_show|appointment\.rescheduled)$' '^(auth\.session_revoked|auth\.signing_key_revoked|auth\.user_tokens_revoked|doctor\.schedule_changed|payment\.expired|payment\.succeeded|staff\.assigned|staff\.removed)$'
 
 pw="${RABBITMQ_PASSWORD_AUDIT:?set RABBITMQ_PASSWORD_AUDIT}"
 $ctl add_user 'healthflow-audit' "$pw" 2>/dev/null || $ctl change_password 'healthflow-audit' "$pw"
@@ -33,7 +33,7 @@ $ctl set_topic_permissions -p "$vhost" 'healthflow-emergency' 'healthflow.events
 pw="${RABBITMQ_PASSWORD_HOSPITAL:?set RABBITMQ_PASSWORD_HOSPITAL}"
 $ctl add_user 'healthflow-hospital' "$pw" 2>/dev/null || $ctl change_password 'healthflow-hospital' "$pw"
 $ctl set_permissions -p "$vhost" 'healthflow-hospital' '^(healthflow\.events|healthflow\.hospital(\.(retry\.[0-9]+ms|dlq))?|healthflow\.broadcast\.hospital\..+)$' '^(healthflow\.events|amq\.default|healthflow\.hospital|healthflow\.broadcast\.hospital\..+)$' '^(healthflow\.events|healthflow\.hospital(\.(retry\.[0-9]+ms|dlq))?|healthflow\.broadcast\.hospital\..+)$'
-$ctl set_topic_permissions -p "$vhost" 'healthflow-hospital' 'healthflow.events' '^(department\.created|hospital\.registered|hospital\.rejected|hospital\.verified|staff\.assigned)$' '^(auth\.session_revoked|auth\.signing_key_revoked|auth\.user_tokens_revoked)$'
+$ctl set_topic_permissions -p "$vhost" 'healthflow-hospital' 'healthflow.events' '^(department\.created|hospital\.registered|hospital\.rejected|hospital\.verified|staff\.assigned|staff\.removed)$' '^(auth\.session_revoked|auth\.signing_key_revoked|auth\.user_tokens_revoked)$'
 
 pw="${RABBITMQ_PASSWORD_NOTIFICATION:?set RABBITMQ_PASSWORD_NOTIFICATION}"
 $ctl add_user 'healthflow-notification' "$pw" 2>/dev/null || $ctl change_password 'healthflow-notification' "$pw"
