@@ -150,7 +150,8 @@ SCOPES: dict[Permission, tuple[Scope, ...]] = {
     P.APPOINTMENTS_BOOK_OWN: (S.OWN,), P.APPOINTMENTS_BOOK_ANY: (S.HOSPITAL,),
     P.APPOINTMENTS_READ_OWN: (S.OWN,), P.APPOINTMENTS_READ_ANY: (S.HOSPITAL,),
     P.APPOINTMENTS_MANAGE_OWN: (S.OWN,), P.APPOINTMENTS_MANAGE_ANY: (S.HOSPITAL,),
-    P.NOTIFICATIONS_READ_OWN: (S.OWN,), P.NOTIFICATIONS_SEARCH: (S.PLATFORM,),
+    # staff: deliveries about their hospitals' appointments; admins every delivery
+    P.NOTIFICATIONS_READ_OWN: (S.OWN,), P.NOTIFICATIONS_SEARCH: (S.HOSPITAL,),
     P.RECORDS_READ_OWN: (S.OWN,), P.RECORDS_READ_TREATED: (S.CARE_RELATIONSHIP,),
     P.RECORDS_WRITE_TREATED: (S.CARE_RELATIONSHIP,), P.RECORDS_READ_ANY: (S.PLATFORM,),
     P.ENCOUNTERS_OPEN_ANY: (S.PLATFORM,),
@@ -258,8 +259,8 @@ def render_markdown() -> str:
              "Generated from `healthflow.common.permissions` by `make docs`; do not edit.", "",
              "Scope: `platform` (every resource of its kind), `hospital` (the resources of "
              "the hospitals where the caller holds a staff membership; admins and compliance "
-             "officers every hospital's), `own` (the caller's own), `care relationship` (patients the caller "
-             "treats: an encounter or appointment with them).", "",
+             "officers every hospital's), `own` (the caller's own), `care relationship` "
+             "(patients the caller treats: an encounter or appointment with them).", "",
              "| permission | scope | " + " | ".join(r.value for r in roles) + " |",
              "|---|---|" + "---|" * len(roles)]
     for perm in Permission:

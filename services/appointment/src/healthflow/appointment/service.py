@@ -99,6 +99,7 @@ def event_fields(doc: Document) -> dict[str, Any]:
         "doctor_id": doc["doctor_id"], "doctor_user_id": doc.get("doctor_user_id"),
         "location_id": doc.get("location_id"), "start": doc["start"], "end": doc["end"],
         "timezone": doc["timezone"], "mode": doc["mode"], "status": doc["status"],
+        "hospital_ids": list(doc.get("hospital_ids") or []),
     }
 
 
