@@ -102,29 +102,44 @@ async def reach_of(db: AsyncDatabase[Document], principal: Principal) -> Reach:
                  departments=frozenset(departments))
 
 
+async def hospitals_where(db: AsyncDatabase[Document], user_id: str, staff_role: str, *,
+                          collection: str = MEMBERSHIPS) -> list[str]:
+    """The hospitals where ``user_id`` holds an active membership as ``staff_role`` (sorted)."""
+    docs = await db[collection].find({"user_id": user_id, "staff_role": staff_role,
+                                      "removed_at": None}, {"hospital_id": 1}).to_list()
+    return sorted({d["hospital_id"] for d in docs})
+
+
 def _fields(data: StaffAssigned | StaffRemoved) -> Document:
     return {"hospital_id": data.hospital_id, "department_id": data.department_id,
             "user_id": data.user_id, "staff_role": data.staff_role}
 
 
-async def on_staff_assigned(event: Received[StaffAssigned], uow: UnitOfWork) -> None:
-    """Record the membership unless it is known already (active, or ended by an earlier
-    ``staff.removed``: an ended membership never comes back)."""
-    data = event.data
-    await uow.db[MEMBERSHIPS].update_one(
-        {"_id": data.membership_id},
-        {"$setOnInsert": {**_fields(data), "removed_at": None}},
-        upsert=True, session=uow.session)
+def handlers(collection: str = MEMBERSHIPS) -> Handlers:
+    """The consumer's handlers that keep the read model in ``collection``: merge them into a
+    service's handlers (and :data:`INDEXES`, or the same index on ``collection``, into its
+    indexes)."""
+
+    async def on_staff_assigned(event: Received[StaffAssigned], uow: UnitOfWork) -> None:
+        """Record the membership unless it is known already (active, or ended by an earlier
+        ``staff.removed``: an ended membership never comes back)."""
+        data = event.data
+        await uow.db[collection].update_one(
+            {"_id": data.membership_id},
+            {"$setOnInsert": {**_fields(data), "removed_at": None}},
+            upsert=True, session=uow.session)
+
+    async def on_staff_removed(event: Received[StaffRemoved], uow: UnitOfWork) -> None:
+        """End the membership for good (recorded ended when the assignment is still to
+        come)."""
+        data = event.data
+        await uow.db[collection].update_one(
+            {"_id": data.membership_id},
+            {"$set": {**_fields(data), "removed_at": data.removed_at}},
+            upsert=True, session=uow.session)
+
+    return {"staff.assigned": on_staff_assigned, "staff.removed": on_staff_removed}
 
 
-async def on_staff_removed(event: Received[StaffRemoved], uow: UnitOfWork) -> None:
-    """End the membership for good (recorded ended when the assignment is still to come)."""
-    data = event.data
-    await uow.db[MEMBERSHIPS].update_one(
-        {"_id": data.membership_id},
-        {"$set": {**_fields(data), "removed_at": data.removed_at}},
-        upsert=True, session=uow.session)
-
-
-HANDLERS: Handlers = {"staff.assigned": on_staff_assigned, "staff.removed": on_staff_removed}
-"""Merge into a service's handlers (and :data:`INDEXES` into its indexes) to keep the model."""
+HANDLERS: Handlers = handlers()
+"""The handlers of the default collection :data:`MEMBERSHIPS`."""

@@ -14,8 +14,9 @@ id and version so redelivery and any order give the same state:
 
 * ``encounter.started`` (records): patient, doctor and hospital of an encounter, for
   the charge items added to it;
-* ``staff.assigned`` (hospital): who works where as what (the accountants of a
-  hospital are its finance staff);
+* ``staff.assigned`` / ``staff.removed`` (hospital): who works where as what (the
+  accountants of a hospital are its finance staff; :mod:`healthflow.common.tenancy`, a
+  removal ends it in any order);
 * ``doctor.schedule_changed`` (doctor): the doctor's affiliated hospitals, in the
   doctor's order (an online consultation is invoiced by the first);
 * ``hospital.registered|verified|rejected`` (hospital): the issuer's name printed on
@@ -24,11 +25,12 @@ id and version so redelivery and any order give the same state:
 
 from __future__ import annotations
 
+from healthflow.common import tenancy
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
 from healthflow.contracts.doctor import DoctorScheduleChanged
-from healthflow.contracts.hospital import HospitalSnapshot, StaffAssigned
+from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.records import EncounterStarted
 from healthflow.payment import refunds, service, store
 from healthflow.payment.provider import Stripe
@@ -52,7 +54,7 @@ def make_handlers(stripe: Stripe, settings: Settings) -> Handlers:
     return {"appointment.booked": on_appointment_booked,
             "appointment.cancelled": on_appointment_cancelled,
             "encounter.started": on_encounter_started,
-            "staff.assigned": on_staff_assigned,
+            **tenancy.handlers(collection=store.STAFF),
             "doctor.schedule_changed": on_schedule_changed,
             "hospital.registered": on_hospital,
             "hospital.verified": on_hospital,
@@ -65,14 +67,6 @@ async def on_encounter_started(event: Received[EncounterStarted], uow: UnitOfWor
         {"_id": data.encounter_id},
         {"$set": {"patient_id": data.patient_id, "practitioner_id": data.practitioner_id,
                   "hospital_id": data.hospital_id}}, upsert=True, session=uow.session)
-
-
-async def on_staff_assigned(event: Received[StaffAssigned], uow: UnitOfWork) -> None:
-    data = event.data
-    await uow.db[store.STAFF].update_one(
-        {"_id": data.membership_id},
-        {"$set": {"hospital_id": data.hospital_id, "user_id": data.user_id,
-                  "staff_role": data.staff_role}}, upsert=True, session=uow.session)
 
 
 async def on_schedule_changed(event: Received[DoctorScheduleChanged],
