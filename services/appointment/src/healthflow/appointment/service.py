@@ -187,6 +187,41 @@ def _booking_for(principal: Principal, request: BookingRequest) -> tuple[str, Ac
     raise UnprocessableContent("patient_id is required when staff book for a patient")
 
 
+def _new_appointment(availability: Availability, slot: BookableSlot, request: BookingRequest,
+                     *, patient_id: str, hospital_ids: list[str], by: str, role: Actor,
+                     now: datetime) -> Document:
+    """The document of a new appointment in ``slot`` (its initial status from the fee and
+    the mode: :func:`~healthflow.appointment.domain.initial_status`)."""
+    fee = availability.fee_for(slot.mode)
+    status = initial_status(fee_amount=fee.amount if fee else None,
+                            online=slot.mode.value == "online")
+    return {
+        "_id": str(uuid.uuid4()),
+        "doctor_id": availability.doctor_id,
+        "doctor_user_id": availability.doctor_user_id,
+        "patient_id": patient_id,
+        "location_id": slot.location_id,
+        "hospital_ids": hospital_ids,
+        "timezone": slot.timezone,
+        "start": slot.start,
+        "end": slot.end,
+        "mode": slot.mode.value,
+        "status": status.value,
+        "reason": request.reason,
+        "preferences": request.preferences.model_dump(mode="json"),
+        "fee_amount": fee.amount if fee else None,
+        "fee_currency": fee.currency if fee else None,
+        "booked_by": by,
+        "booked_by_role": role.value,
+        "created_at": now,
+        "updated_at": now,
+        "status_history": [{"status": status.value, "at": now, "by": by}],
+        "reschedules": [],
+        "cancellation": None,
+        "version": 1,
+    }
+
+
 async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRequest
                ) -> Document:
     """Book a slot for the caller (patient) or for ``request.patient_id`` (staff).
@@ -208,34 +243,8 @@ async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRe
     hospital_ids = hospitals_of(availability, slot.mode, slot.location_id)
     if role is Actor.STAFF:
         ensure_books_within(await staff_reach(runtime.db, principal), hospital_ids)
-    fee = availability.fee_for(slot.mode)
-    status = initial_status(fee_amount=fee.amount if fee else None,
-                            online=slot.mode.value == "online")
-    doc: Document = {
-        "_id": str(uuid.uuid4()),
-        "doctor_id": availability.doctor_id,
-        "doctor_user_id": availability.doctor_user_id,
-        "patient_id": patient_id,
-        "location_id": slot.location_id,
-        "hospital_ids": hospital_ids,
-        "timezone": slot.timezone,
-        "start": slot.start,
-        "end": slot.end,
-        "mode": slot.mode.value,
-        "status": status.value,
-        "reason": request.reason,
-        "preferences": request.preferences.model_dump(mode="json"),
-        "fee_amount": fee.amount if fee else None,
-        "fee_currency": fee.currency if fee else None,
-        "booked_by": principal.subject,
-        "booked_by_role": role.value,
-        "created_at": now,
-        "updated_at": now,
-        "status_history": [{"status": status.value, "at": now, "by": principal.subject}],
-        "reschedules": [],
-        "cancellation": None,
-        "version": 1,
-    }
+    doc = _new_appointment(availability, slot, request, patient_id=patient_id,
+                           hospital_ids=hospital_ids, by=principal.subject, role=role, now=now)
 
     async def write(uow: UnitOfWork) -> None:
         if role is Actor.PATIENT:

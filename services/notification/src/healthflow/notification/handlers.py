@@ -69,6 +69,12 @@ OfferEvent = TaskOffered | XrayTaskOffered | TaskUnacknowledged
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
+    """Every handler of the service: those over ``ctx`` and the staff-membership read model
+    (:mod:`healthflow.common.tenancy`)."""
+    return {**_context_handlers(ctx), **tenancy.HANDLERS}
+
+
+def _context_handlers(ctx: service.Context) -> Handlers:
     """``{pattern: handler}`` over ``ctx``; each passes the validated contract model's
     fields as a plain dict (``model_dump()``, datetimes kept as aware datetimes)."""
 
@@ -127,7 +133,6 @@ def make_handlers(ctx: service.Context) -> Handlers:
         "doctor.registered": directory("doctor"),
         "hospital.registered": directory("hospital"),
         "hospital.verified": directory("hospital"),
-        **tenancy.HANDLERS,
     }
 
 
