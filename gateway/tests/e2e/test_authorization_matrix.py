@@ -249,7 +249,7 @@ async def test_public_operations_are_public_at_the_edge(platform: RunningPlatfor
 # --------------------------------------------------------------------------- two hospitals
 
 PER_HOSPITAL = frozenset({Permission.APPOINTMENTS_BOOK_ANY, Permission.APPOINTMENTS_READ_ANY,
-                          Permission.APPOINTMENTS_MANAGE_ANY})
+                          Permission.APPOINTMENTS_MANAGE_ANY, Permission.NOTIFICATIONS_SEARCH})
 """The ``*_any`` permissions enforced per hospital so far (issue 16; the others are still
 platform-wide: docs/architecture.md, security)."""
 
@@ -320,6 +320,24 @@ async def _reads(api: httpx.AsyncClient, user: User, appointment_id: str) -> boo
     return response.status_code == 200
 
 
+async def _deliveries_refused(api: httpx.AsyncClient, user: User, h: dict[str, Any],
+                              where: str) -> list[str]:
+    """The delivery log shows A's staff the messages about A's appointment (once the
+    notification service has sent them), never those about B's."""
+    async def about(appointment_id: str) -> list[Any]:
+        page = ok(await api.get("/api/v1/notifications/deliveries", headers=user.headers,
+                                params={"appointment_id": appointment_id}))
+        return list(page["items"])
+
+    async def shown_for_a() -> bool:
+        return bool(await about(h["a"]["id"]))
+
+    await eventually(shown_for_a, within=30, interval=0.3,
+                     message=f"{where}: the messages about A's appointment never showed")
+    b_items = await about(h["b"]["id"])
+    return [f"{where}: {len(b_items)} deliveries about B's appointment"] if b_items else []
+
+
 BODIES = {"cancel": {"reason_code": "other"}}
 """Valid bodies, so the answer is the lookup's and not validation's."""
 
@@ -363,6 +381,8 @@ async def test_any_routes_stop_at_the_callers_hospitals(
                     ids = {i["id"] for i in items}
                     if b_id in ids or h["a"]["id"] not in ids:
                         failures.append(f"{where}: listed {sorted(ids)}")
+                elif operation.name == "GET /api/v1/notifications/deliveries":
+                    failures += await _deliveries_refused(api, user, h, where)
                 elif operation.name == "POST /api/v1/appointments":
                     response = await api.post("/api/v1/appointments", headers=user.headers, json={
                         "doctor_id": h["doctor"].id, "start": at(h["tuesday"], 11),
