@@ -154,6 +154,16 @@ async def create_staff(client: httpx.AsyncClient, admin: User, roles: Sequence[s
                 tokens["refresh_token"])
 
 
+async def assign_staff(client: httpx.AsyncClient, admin: User, hospital_id: str, user: User,
+                       staff_role: str, department_id: str | None = None) -> dict[str, Any]:
+    """The admin gives ``user`` a staff membership at ``hospital_id`` (``staff.assigned``):
+    staff use their ``*_any`` permissions only where they work (issue 16). The services
+    learn of it through the bus; callers retry their first action until it has arrived."""
+    return ok(await client.post(f"/api/v1/hospitals/{hospital_id}/staff", headers=admin.headers,
+                                json={"user_id": user.id, "staff_role": staff_role,
+                                      "department_id": department_id}), 201)
+
+
 async def as_admin(client: httpx.AsyncClient, platform: RunningPlatform) -> User:
     tokens = await login(client, platform.admin_email, platform.admin_password)
     account = await me(client, tokens["access_token"])

@@ -7,6 +7,11 @@ from a second, hand-written table; what each role holds comes from
 :data:`healthflow.common.permissions.ROLE_PERMISSIONS`. Path parameters are random
 UUIDs and bodies are ``{}``: the permission check comes before any lookup or
 validation, so a role lacking the permission must get 403, not 404 or 422.
+
+A second hospital (issue 16): every route of a ``*_any`` permission enforced per hospital
+(:data:`PER_HOSPITAL`), called by the staff of hospital A on an appointment of hospital B,
+answers exactly as for one that does not exist, and B's appointment is in none of their
+listings and takes none of their bookings.
 """
 
 from __future__ import annotations
@@ -14,16 +19,32 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
 from healthflow.common.errors import PROBLEM_JSON
-from healthflow.common.permissions import STAFF_ROLES, Role, permissions_for
-from healthflow.devkit.testing import RunningPlatform
+from healthflow.common.permissions import STAFF_ROLES, Permission, Role, permissions_for
+from healthflow.common.tenancy import PLATFORM_ROLES
+from healthflow.devkit.testing import RunningPlatform, eventually
 
-from .conftest import User, create_staff, gather_limited, login, ok, register_patient
+from .conftest import (
+    BERLIN,
+    User,
+    assign_staff,
+    create_doctor,
+    create_staff,
+    gather_limited,
+    login,
+    ok,
+    publish_availability,
+    register_hospital,
+    register_patient,
+    weekly_hours,
+)
 
 SESSION_ENDING = {"POST /api/v1/auth/logout"}
 """Operations that end the calling token's session everywhere: each role calls them with
@@ -223,3 +244,155 @@ async def test_public_operations_are_public_at_the_edge(platform: RunningPlatfor
             if outcome.status == 401:
                 refused.append(f"{operation.name}: {outcome.text}")
     assert not refused, "public operations refused without a token:\n  " + "\n  ".join(refused)
+
+
+# --------------------------------------------------------------------------- two hospitals
+
+PER_HOSPITAL = frozenset({Permission.APPOINTMENTS_BOOK_ANY, Permission.APPOINTMENTS_READ_ANY,
+                          Permission.APPOINTMENTS_MANAGE_ANY, Permission.NOTIFICATIONS_SEARCH})
+"""The ``*_any`` permissions enforced per hospital so far (issue 16; the others are still
+platform-wide: docs/architecture.md, security)."""
+
+HOSPITAL_STAFF = sorted(r for r in STAFF_ROLES
+                        if r.value not in PLATFORM_ROLES and permissions_for([r]) & PER_HOSPITAL)
+"""Roles holding a per-hospital permission and reaching only their hospitals."""
+
+
+def monday_and_tuesday() -> tuple[date, date]:
+    """A Berlin Monday at least a week ahead, and the day after."""
+    day = datetime.now(ZoneInfo(BERLIN)).date() + timedelta(days=7)
+    while day.isoweekday() != 1:
+        day += timedelta(days=1)
+    return day, day + timedelta(days=1)
+
+
+def at(day: date, hour: int) -> str:
+    return datetime(day.year, day.month, day.day, hour, tzinfo=ZoneInfo(BERLIN)).isoformat()
+
+
+@pytest.fixture(scope="module")
+async def two_hospitals(platform: RunningPlatform, admin: User,
+                        accounts: dict[Role, User]) -> dict[str, Any]:
+    """Hospitals A and B; one doctor at both (Mondays at A, Tuesdays at B); an appointment at
+    each; every :data:`HOSPITAL_STAFF` account of the matrix a member of A, a patient-care
+    agent a member of B; returned once every membership reached the appointment service."""
+    tag = uuid.uuid4().hex[:6]
+    monday, tuesday = monday_and_tuesday()
+    async with platform.client() as api:
+        a = await register_hospital(api, admin, f"Tenancy A {tag}")
+        b = await register_hospital(api, admin, f"Tenancy B {tag}")
+        doctor, _ = await create_doctor(api, admin, family=f"Zwei{tag}", affiliations=[
+            {"hospital_id": a["id"]}, {"hospital_id": b["id"]}])
+        await publish_availability(api, doctor, weekly_hours(a["id"], days=("mon",))
+                                   + weekly_hours(b["id"], days=("tue",)))
+        patient = await register_patient(api, "tenancy")
+        booked: dict[str, dict[str, Any]] = {}
+
+        async def book_both() -> bool:
+            for name, day in (("a", monday), ("b", tuesday)):
+                if name not in booked:
+                    response = await api.post("/api/v1/appointments", headers=patient.headers,
+                                              json={"doctor_id": doctor.id, "start": at(day, 9),
+                                                    "mode": "in_person"})
+                    if response.status_code == 404:  # the schedule has not arrived yet
+                        return False
+                    booked[name] = ok(response, 201)
+            return True
+
+        await eventually(book_both, within=30, interval=0.3,
+                         message="the doctor's schedule never reached the appointment service")
+        for role in HOSPITAL_STAFF:
+            await assign_staff(api, admin, a["id"], accounts[role], role.value)
+        agent_b = await create_staff(api, admin, ["patient_care"], label="agent-b")
+        await assign_staff(api, admin, b["id"], agent_b, "patient_care")
+        readers = [(accounts[r], booked["a"]["id"]) for r in HOSPITAL_STAFF]
+        readers.append((agent_b, booked["b"]["id"]))
+        for user, appointment_id in readers:
+            await eventually(
+                lambda u=user, i=appointment_id: _reads(api, u, i), within=30, interval=0.3,
+                message=f"{user.roles} never reached their hospital's appointment")
+    return {"a": booked["a"], "b": booked["b"], "doctor": doctor, "patient": patient,
+            "agent_b": agent_b, "tuesday": tuesday}
+
+
+async def _reads(api: httpx.AsyncClient, user: User, appointment_id: str) -> bool:
+    response = await api.get(f"/api/v1/appointments/{appointment_id}", headers=user.headers)
+    return response.status_code == 200
+
+
+async def _deliveries_refused(api: httpx.AsyncClient, user: User, h: dict[str, Any],
+                              where: str) -> list[str]:
+    """The delivery log shows A's staff the messages about A's appointment (once the
+    notification service has sent them), never those about B's."""
+    async def about(appointment_id: str) -> list[Any]:
+        page = ok(await api.get("/api/v1/notifications/deliveries", headers=user.headers,
+                                params={"appointment_id": appointment_id}))
+        return list(page["items"])
+
+    async def shown_for_a() -> bool:
+        return bool(await about(h["a"]["id"]))
+
+    await eventually(shown_for_a, within=30, interval=0.3,
+                     message=f"{where}: the messages about A's appointment never showed")
+    b_items = await about(h["b"]["id"])
+    return [f"{where}: {len(b_items)} deliveries about B's appointment"] if b_items else []
+
+
+BODIES = {"cancel": {"reason_code": "other"}}
+"""Valid bodies, so the answer is the lookup's and not validation's."""
+
+
+async def test_any_routes_stop_at_the_callers_hospitals(
+        platform: RunningPlatform, accounts: dict[Role, User],
+        two_hospitals: dict[str, Any]) -> None:
+    h = two_hospitals
+    b_id, missing = h["b"]["id"], str(uuid.uuid4())
+    bodies = {**BODIES, "reschedule": {"start": at(h["tuesday"], 10)}}
+    failures: list[str] = []
+    checked = 0
+    async with platform.client() as api:
+        operations, _ = operations_of(ok(await api.get("/openapi.json")))
+        scoped = [o for o in operations
+                  if PER_HOSPITAL & {*o.access["all"], *o.access["any"]}]
+        assert len(scoped) >= 9, [o.name for o in scoped]
+        for operation in scoped:
+            for role in (r for r in HOSPITAL_STAFF if operation.allows(r)):
+                user, where = accounts[role], f"{operation.name} as {role.value}"
+                checked += 1
+                if operation.path.endswith("/{appointment_id}") or "{appointment_id}/" in \
+                        operation.path:
+                    action = operation.path.rsplit("/", 1)[-1]
+                    answers = []
+                    for target in (b_id, missing):
+                        path = operation.path.replace("{appointment_id}", target)
+                        kwargs: dict[str, Any] = ({"json": bodies.get(action, {})}
+                                                  if operation.has_body else {})
+                        answers.append(await api.request(operation.method.upper(), path,
+                                                         headers=user.headers, **kwargs))
+                    there, absent = answers
+                    if there.status_code not in (403, 404) or \
+                            there.status_code != absent.status_code or \
+                            there.json().get("type") != absent.json().get("type"):
+                        failures.append(f"{where}: B's {there.status_code} {there.text[:120]} "
+                                        f"vs missing {absent.status_code}")
+                elif operation.name == "GET /api/v1/appointments":
+                    items = ok(await api.get("/api/v1/appointments", headers=user.headers,
+                                             params={"doctor_id": h["doctor"].id}))["items"]
+                    ids = {i["id"] for i in items}
+                    if b_id in ids or h["a"]["id"] not in ids:
+                        failures.append(f"{where}: listed {sorted(ids)}")
+                elif operation.name == "GET /api/v1/notifications/deliveries":
+                    failures += await _deliveries_refused(api, user, h, where)
+                elif operation.name == "POST /api/v1/appointments":
+                    response = await api.post("/api/v1/appointments", headers=user.headers, json={
+                        "doctor_id": h["doctor"].id, "start": at(h["tuesday"], 11),
+                        "mode": "in_person", "patient_id": h["patient"].id})
+                    if response.status_code != 403:
+                        failures.append(f"{where}: booked at B: {response.status_code}")
+                else:
+                    failures.append(f"{where}: a per-hospital route this test does not know")
+        after = ok(await api.get(f"/api/v1/appointments/{b_id}", headers=h["agent_b"].headers))
+    assert after["status"] == "booked" and len(after["status_history"]) == 1, after
+    print(f"\n[e2e] two hospitals: {len(scoped)} per-hospital operations, {checked} "
+          f"(operation, role) cells of hospital A's staff on hospital B's data refused")
+    assert not failures, "\n  ".join(failures)

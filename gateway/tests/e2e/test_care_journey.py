@@ -22,6 +22,7 @@ from .conftest import (
     User,
     assert_chain_ok,
     assert_problem,
+    assign_staff,
     audit_events,
     create_doctor,
     create_staff,
@@ -225,12 +226,25 @@ async def test_care_journey(platform: RunningPlatform, admin: User, compliance: 
 
         # --- patient-care staff book for the other patient, with special requests
         care = await create_staff(api, admin, ["patient_care"])
+        await assign_staff(api, admin, charite["id"], care, "patient_care")
         preferences = {"interpreter_language": "ar", "accessibility_needs": ["wheelchair"],
                        "preferred_practitioner_gender": "female",
                        "notes_for_staff": "arrives with a carer; quiet room please"}
-        on_behalf = ok(await book(api, care, doctor.id, local(tuesday, 10),
+        booked: dict[str, Any] = {}
+
+        async def booked_by_staff() -> bool:
+            # staff book only where they work: retried until the membership has arrived
+            response = await book(api, care, doctor.id, local(tuesday, 10),
                                   patient_id=other_patient.id, preferences=preferences,
-                                  reason="follow-up"), 201)
+                                  reason="follow-up")
+            if response.status_code == 403 and "staff membership" in response.text:
+                return False
+            booked.update(ok(response, 201))
+            return True
+
+        await eventually(booked_by_staff, within=20, interval=0.2,
+                         message="the staff membership never reached the appointment service")
+        on_behalf = booked
         assert on_behalf["patient_id"] == other_patient.id
         assert on_behalf["booked_by"] == care.id and on_behalf["booked_by_role"] == "staff"
         assert on_behalf["preferences"] == preferences

@@ -56,6 +56,23 @@ class Service:
     def as_role(self, role: str, sub: str | None = None) -> dict[str, str]:
         return self.tokens.headers(sub or f"{role}-{uuid.uuid4().hex[:8]}", roles=[role])
 
+    async def staff_event(self, type_: str, membership: dict[str, Any], **extra: Any) -> None:
+        """Deliver ``staff.assigned`` / ``staff.removed`` of ``membership`` as the hospital
+        service publishes it (returns once it is handled)."""
+        await self.runtime.transport.publish(CloudEvent(
+            source="/healthflow/hospital", type=type_,
+            subject=f"hospital/{membership['hospital_id']}", data={**membership, **extra}))
+
+    async def staff(self, role: str, hospital: str = "h1", *, sub: str | None = None,
+                    department: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+        """A user of platform ``role`` assigned to ``hospital`` (``staff.assigned``): the
+        membership and the user's headers."""
+        sub = sub or f"{role}-{uuid.uuid4().hex[:8]}"
+        membership = {"hospital_id": hospital, "department_id": department, "user_id": sub,
+                      "staff_role": role, "membership_id": str(uuid.uuid4())}
+        await self.staff_event("staff.assigned", membership)
+        return membership, self.tokens.headers(sub, roles=[role])
+
     async def outbox(self, type_: str, subject: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"type": type_}
         if subject is not None:

@@ -99,7 +99,7 @@ async def test_full_lifecycle_with_reschedule_history_and_events(svc: Service) -
     # Check in, complete; then nothing more.
     assert_problem(await svc.client.post(f"/api/v1/appointments/{aid}/complete",
                                          headers=doctor), 409, "invalid-transition")
-    staff = svc.as_role("patient_care")
+    staff = (await svc.staff("patient_care"))[1]
     assert (await svc.client.post(f"/api/v1/appointments/{aid}/check-in",
                                   headers=staff)).json()["status"] == "checked_in"
     done = await svc.client.post(f"/api/v1/appointments/{aid}/complete", headers=doctor)
@@ -213,7 +213,7 @@ async def test_a_payment_confirms_a_pending_appointment_once(svc: Service) -> No
     assert held["status"] == "pending_payment"
     # staff cannot confirm an appointment that waits for its payment
     assert_problem(await svc.client.post(f"/api/v1/appointments/{held['id']}/confirm",
-                                         headers=svc.as_role("patient_care")),
+                                         headers=(await svc.staff("patient_care"))[1]),
                    409, "invalid-transition")
     await svc.runtime.transport.publish(paid(held["id"], patient_id))
     await svc.runtime.transport.publish(paid(held["id"], patient_id))  # redelivered
@@ -282,7 +282,7 @@ async def test_roles_and_owners_are_enforced(svc: Service) -> None:
     patient_id, patient = svc.patient()
     assert_problem(await book(svc, patient, "dr-roles", berlin(tuesday, 9),
                               patient_id="someone-else"), 403, "forbidden")
-    staff = svc.as_role("patient_care")
+    staff = (await svc.staff("patient_care"))[1]
     assert_problem(await book(svc, staff, "dr-roles", berlin(tuesday, 9)), 422, "validation")
     by_staff = await book(svc, staff, "dr-roles", berlin(tuesday, 9), patient_id=patient_id)
     assert by_staff.status_code == 201 and by_staff.json()["booked_by_role"] == "staff"
@@ -290,7 +290,7 @@ async def test_roles_and_owners_are_enforced(svc: Service) -> None:
     # The patient sees it; a nurse reads but cannot manage; an admin sees all.
     assert (await svc.client.get(f"/api/v1/appointments/{aid}", headers=patient)
             ).status_code == 200
-    nurse = svc.as_role("nurse")
+    nurse = (await svc.staff("nurse"))[1]
     assert (await svc.client.get(f"/api/v1/appointments/{aid}", headers=nurse)
             ).status_code == 200
     assert_problem(await svc.client.post(f"/api/v1/appointments/{aid}/check-in",
@@ -322,7 +322,7 @@ async def test_patients_cannot_cancel_or_reschedule_inside_the_window(svc: Servi
                               json={"start": (soon + timedelta(days=1)).isoformat()},
                               headers=patient),
         409, "change-window-closed")
-    staff = svc.as_role("receptionist")
+    staff = (await svc.staff("receptionist"))[1]
     overridden = await svc.client.post(f"/api/v1/appointments/{aid}/cancel",
                                        json={"reason_code": "scheduling_error"}, headers=staff)
     assert overridden.status_code == 200 and overridden.json()["status"] == "cancelled"

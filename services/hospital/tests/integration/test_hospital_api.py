@@ -322,6 +322,29 @@ async def test_departments_and_staff(hospital_app: HospitalApp):
     assert len(await h.outbox("department.created")) == 2
 
 
+async def test_removing_staff_ends_the_membership_with_staff_removed(hospital_app: HospitalApp):
+    h = hospital_app
+    rep = h.as_(REP, "doctor")
+    hid = (await register(h))["id"]
+    staff = {"user_id": "nurse-7", "staff_role": "nurse"}
+    first = (await h.client.post(f"/api/v1/hospitals/{hid}/staff", json=staff,
+                                 headers=rep)).json()
+    url = f"/api/v1/hospitals/{hid}/staff/{first['id']}"
+    # a pending hospital is hidden from a stranger: 404, as for the other staff routes
+    assert_problem(await h.client.delete(url, headers=h.as_("stranger", "doctor")), 404)
+    assert (await h.client.delete(url, headers=rep)).status_code == 204
+    assert_problem(await h.client.delete(url, headers=rep), 404)
+    assert (await h.client.get(f"/api/v1/hospitals/{hid}/staff", headers=rep)).json() == []
+    [removed] = await h.outbox("staff.removed")
+    data = removed["envelope"]["data"]
+    assert {k: v for k, v in data.items() if k != "removed_at"} == {
+        "hospital_id": hid, "department_id": None, "user_id": "nurse-7",
+        "staff_role": "nurse", "membership_id": first["id"]}
+    # assigned again: a new membership, never the removed one's id
+    again = await h.client.post(f"/api/v1/hospitals/{hid}/staff", json=staff, headers=rep)
+    assert again.status_code == 201 and again.json()["id"] != first["id"]
+
+
 async def test_rejected_hospital_takes_no_departments(hospital_app: HospitalApp):
     h = hospital_app
     hid = (await register(h))["id"]

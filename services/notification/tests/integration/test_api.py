@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
+from typing import Any
+
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.notification import store
 
 from ..conftest import Notif, appointment, event, user_registered
 
@@ -56,6 +61,7 @@ async def test_staff_search_the_delivery_log_patients_cannot(notif: Notif) -> No
     patient = await notif.client.get(url, headers=notif.headers("pat-a"))
     assert patient.status_code == 403
     assert patient.headers["content-type"] == "application/problem+json"
+    await notif.deliver(staff_event("staff.assigned", "staff-1", "hosp-1"))
     for role in ("admin", "patient_care"):
         staff = notif.headers("staff-1", (role,))
         page = (await notif.client.get(url, headers=staff, params={
@@ -75,6 +81,62 @@ async def test_staff_search_the_delivery_log_patients_cannot(notif: Notif) -> No
     assert bad.status_code == 400
     assert (await notif.client.get(url, headers=staff, params={"status": "lost"})).status_code \
         == 422
+
+
+def staff_event(type_: str, user_id: str, hospital_id: str, membership_id: str | None = None,
+                **extra: Any) -> CloudEvent:
+    """``staff.assigned`` / ``staff.removed`` as the hospital service publishes them."""
+    return event(type_, {"hospital_id": hospital_id, "department_id": None,
+                         "user_id": user_id, "staff_role": "patient_care",
+                         "membership_id": membership_id or str(uuid.uuid4()), **extra},
+                 subject=f"hospital/{hospital_id}")
+
+
+async def test_staff_search_only_their_hospitals_deliveries(notif: Notif) -> None:
+    """Issue 16: a delivery about an appointment shows to the staff of its hospitals (the
+    location's in person, every hospital of the doctor online); one about no appointment
+    to admins only; a removed membership shows nothing more."""
+    await notif.deliver(user_registered("pat-h", phone="+4915100000701"))
+    await notif.deliver(
+        appointment("appointment.booked", "appt-1", "pat-h", START, hospital_ids=["hosp-1"]),
+        appointment("appointment.booked", "appt-2", "pat-h", START, location_id="hosp-2",
+                    hospital_ids=["hosp-2"]),
+        appointment("appointment.booked", "appt-3", "pat-h", START, location_id=None,
+                    mode="online", hospital_ids=["hosp-2", "hosp-3"]))
+    await notif.settle()
+    membership = str(uuid.uuid4())
+    await notif.deliver(staff_event("staff.assigned", "care-2", "hosp-2", membership))
+    url, care = f"{BASE}/deliveries", notif.headers("care-2", ("patient_care",))
+
+    async def seen(headers: dict[str, str]) -> set[str | None]:
+        page = (await notif.client.get(url, headers=headers, params={"limit": 100})).json()
+        ids = {i["id"] for i in page["items"]}
+        return {d.get("appointment_id") for d in await notif.deliveries() if d["_id"] in ids}
+
+    assert await seen(care) == {"appt-2", "appt-3"}
+    assert await seen(notif.headers("care-x", ("patient_care",))) == set()  # no membership
+    assert await seen(notif.headers("adm", ("admin",))) == {None, "appt-1", "appt-2", "appt-3"}
+    await notif.deliver(staff_event("staff.removed", "care-2", "hosp-2", membership,
+                                    removed_at=datetime.now(UTC).isoformat()))
+    assert await seen(care) == set()
+
+
+async def test_deliveries_from_before_tenancy_are_adopted_into_their_hospitals(notif: Notif
+                                                                               ) -> None:
+    await notif.deliver(user_registered("pat-o", phone="+4915100000801"),
+                        appointment("appointment.booked", "appt-old", "pat-o", START))
+    await notif.settle()
+    await notif.db["deliveries"].update_many({}, {"$unset": {"hospital_ids": ""}})
+    await notif.deliver(staff_event("staff.assigned", "care-1", "hosp-1"))
+    url, care = f"{BASE}/deliveries", notif.headers("care-1", ("patient_care",))
+    assert (await notif.client.get(url, headers=care)).json()["items"] == []
+    adopted = await store.adopt_delivery_hospitals(notif.db)
+    assert adopted == len(await notif.deliveries(appointment_id="appt-old")) > 0
+    assert await store.adopt_delivery_hospitals(notif.db) == 0
+    items = (await notif.client.get(url, headers=care)).json()["items"]
+    assert items and {i["user_id"] for i in items} == {"pat-o"}
+    assert all(d["hospital_ids"] == ["hosp-1"]
+               for d in await notif.deliveries(appointment_id="appt-old"))
 
 
 async def test_users_read_and_mark_only_their_own_feed(notif: Notif) -> None:

@@ -168,6 +168,42 @@ async def test_the_monthly_pnl_sums_payments_incomes_refunds_and_expenses_to_the
     assert "ACME" not in str(one["envelope"]["data"])
 
 
+async def test_a_removed_membership_ends_the_accountants_books_in_any_order(
+        client: Client, tokens: TokenFactory) -> None:
+    """Issue 16: ``staff.removed`` ends an accountant's access to the hospital's books, also
+    when it arrives before the assignment it ends (which then brings nothing back)."""
+    http, app = client
+    acc = tokens.headers("acc-r", ("accountant",))
+    today = date.today().isoformat()
+    body = {"hospital_id": HA, "date": today, "currency": "EUR", "reason": "x",
+            "supplier": "ACME", "category": "supplies", "amount_minor": 100}
+    membership = {"hospital_id": HA, "department_id": None, "user_id": "acc-r",
+                  "staff_role": "accountant", "membership_id": "m-acc-r"}
+    removed = {**membership, "removed_at": datetime.now(UTC).isoformat()}
+    await deliver(app, "staff.assigned", membership, "hospital")
+    db = app.state.runtime.db
+
+    async def applied(removed_too: bool) -> bool:
+        doc = await db["staff"].find_one({"_id": "m-acc-r"})
+        return bool(doc) and (doc.get("removed_at") is not None) == removed_too
+
+    await eventually(lambda: applied(False), within=10, interval=0.05, message="not assigned")
+    assert (await http.post("/api/v1/expenses", headers=acc, json=body)).status_code == 201
+    await deliver(app, "staff.removed", removed, "hospital")
+    await eventually(lambda: applied(True), within=10, interval=0.05, message="not removed")
+    assert is_problem(await http.post("/api/v1/expenses", headers=acc, json=body), 403)
+    await deliver(app, "staff.assigned", membership, "hospital")  # a late redelivery
+    await deliver(app, "staff.removed", {**removed, "membership_id": "m-acc-r2"}, "hospital")
+    await deliver(app, "staff.assigned", {**membership, "membership_id": "m-acc-r2"},
+                  "hospital")
+
+    async def both_known() -> bool:
+        return await db["staff"].count_documents({"user_id": "acc-r"}) == 2
+
+    await eventually(both_known, within=10, interval=0.05, message="not applied")
+    assert is_problem(await http.post("/api/v1/expenses", headers=acc, json=body), 403)
+
+
 async def test_entries_are_checked_corrected_and_voided_never_deleted(
         client: Client, tokens: TokenFactory) -> None:
     http, app = client

@@ -222,6 +222,16 @@ class Session:
             json={"name": name, "services": list(services)})
         return department
 
+    async def assign_staff(self, hospital_id: str, user_id: str, staff_role: str,
+                           department_id: str | None = None) -> JSON:
+        """``POST /api/v1/hospitals/{id}/staff``: ``user_id`` works there as ``staff_role``
+        (staff use their ``*_any`` permissions only at hospitals where they work)."""
+        membership: JSON = await self.call(
+            "POST", f"/api/v1/hospitals/{hospital_id}/staff",
+            json={"user_id": user_id, "staff_role": staff_role,
+                  "department_id": department_id})
+        return membership
+
     # ----- doctors
 
     async def register_doctor(self, body: JSON) -> JSON:

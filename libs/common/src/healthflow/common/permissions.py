@@ -8,7 +8,9 @@ never written twice.
 
 Permissions are ``<resource>:<action>``. ``*:own`` permissions are limited to
 the caller's own resources by an ownership check in the service
-(:func:`healthflow.common.auth.ensure_owner`).
+(:func:`healthflow.common.auth.ensure_owner`); ``hospital``-scoped ones to the hospitals
+where the caller holds a staff membership (:mod:`healthflow.common.tenancy`; admins and
+compliance officers reach every hospital).
 """
 
 from __future__ import annotations
@@ -143,10 +145,13 @@ SCOPES: dict[Permission, tuple[Scope, ...]] = {
     P.SCHEDULE_MANAGE_OWN: (S.OWN,), P.SCHEDULE_MANAGE_ANY: (S.PLATFORM,),
     P.PATIENTS_READ_OWN: (S.OWN,), P.PATIENTS_WRITE_OWN: (S.OWN,),
     P.PATIENTS_READ_ANY: (S.PLATFORM,), P.PATIENTS_READ_TREATED: (S.CARE_RELATIONSHIP,),
-    P.APPOINTMENTS_BOOK_OWN: (S.OWN,), P.APPOINTMENTS_BOOK_ANY: (S.PLATFORM,),
-    P.APPOINTMENTS_READ_OWN: (S.OWN,), P.APPOINTMENTS_READ_ANY: (S.PLATFORM,),
-    P.APPOINTMENTS_MANAGE_OWN: (S.OWN,), P.APPOINTMENTS_MANAGE_ANY: (S.PLATFORM,),
-    P.NOTIFICATIONS_READ_OWN: (S.OWN,), P.NOTIFICATIONS_SEARCH: (S.PLATFORM,),
+    # staff: the appointments of the hospitals where they work (healthflow.common.tenancy);
+    # admins every hospital's
+    P.APPOINTMENTS_BOOK_OWN: (S.OWN,), P.APPOINTMENTS_BOOK_ANY: (S.HOSPITAL,),
+    P.APPOINTMENTS_READ_OWN: (S.OWN,), P.APPOINTMENTS_READ_ANY: (S.HOSPITAL,),
+    P.APPOINTMENTS_MANAGE_OWN: (S.OWN,), P.APPOINTMENTS_MANAGE_ANY: (S.HOSPITAL,),
+    # staff: deliveries about their hospitals' appointments; admins every delivery
+    P.NOTIFICATIONS_READ_OWN: (S.OWN,), P.NOTIFICATIONS_SEARCH: (S.HOSPITAL,),
     P.RECORDS_READ_OWN: (S.OWN,), P.RECORDS_READ_TREATED: (S.CARE_RELATIONSHIP,),
     P.RECORDS_WRITE_TREATED: (S.CARE_RELATIONSHIP,), P.RECORDS_READ_ANY: (S.PLATFORM,),
     P.ENCOUNTERS_OPEN_ANY: (S.PLATFORM,),
@@ -253,9 +258,10 @@ def render_markdown() -> str:
     roles = list(Role)
     lines = ["# Roles and permissions", "",
              "Generated from `healthflow.common.permissions` by `make docs`; do not edit.", "",
-             "Scope: `platform` (every resource of its kind), `hospital` (the caller's "
-             "hospitals'), `own` (the caller's own), `care relationship` (patients the caller "
-             "treats: an encounter or appointment with them).", "",
+             "Scope: `platform` (every resource of its kind), `hospital` (the resources of "
+             "the hospitals where the caller holds a staff membership; admins and compliance "
+             "officers every hospital's), `own` (the caller's own), `care relationship` "
+             "(patients the caller treats: an encounter or appointment with them).", "",
              "| permission | scope | " + " | ".join(r.value for r in roles) + " |",
              "|---|---|" + "---|" * len(roles)]
     for perm in Permission:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from healthflow.contracts.base import EventPayload, event_type
 
 PUBLISHER = "appointment"
@@ -27,6 +29,10 @@ class AppointmentEvent(EventPayload):
     timezone: str  # IANA zone of the hospital (or the doctor, online)
     mode: str  # in_person | online
     status: str  # see healthflow.appointment.domain.Status
+    # the hospitals it belongs to (its location's in person; every hospital of the doctor
+    # online), for consumers that limit staff to their hospitals (issue 16); added in a
+    # compatible change, so older events lack it
+    hospital_ids: list[str] = Field(default_factory=list)
 
 
 @event_type("appointment.booked", version=1, publisher=PUBLISHER)

@@ -75,10 +75,32 @@ class DepartmentCreated(EventPayload):
 
 @event_type("staff.assigned", version=1, publisher=PUBLISHER)
 class StaffAssigned(EventPayload):
-    """User ``user_id`` works at ``hospital_id`` as ``staff_role`` (in ``department_id`` if set)."""
+    """User ``user_id`` works at ``hospital_id`` as ``staff_role`` (in ``department_id`` if set).
+
+    ``membership_id`` names this membership for good: it is never reused, so a consumer
+    keeps memberships by it and a later ``staff.removed`` of the same id ends it, in
+    whichever order the two arrive. Re-assigning a removed user makes a new membership.
+    """
 
     hospital_id: str
     department_id: str | None
     user_id: str
     staff_role: str
     membership_id: str
+
+
+@event_type("staff.removed", version=1, publisher=PUBLISHER)
+class StaffRemoved(EventPayload):
+    """Membership ``membership_id`` (user ``user_id`` at ``hospital_id``, in ``department_id``
+    if set, as ``staff_role``) ended at ``removed_at`` (aware UTC); it never comes back.
+
+    Carries the same fields as the ``staff.assigned`` it ends, so a consumer that sees the
+    removal first can record the membership as ended and ignore the assignment later.
+    """
+
+    hospital_id: str
+    department_id: str | None
+    user_id: str
+    staff_role: str
+    membership_id: str
+    removed_at: datetime

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from healthflow.appointment import service
+from healthflow.appointment.access import listing_scope, staff_reach
 from healthflow.appointment.availability import zone
 from healthflow.appointment.domain import Status
 from healthflow.appointment.schemas import (
@@ -113,13 +114,13 @@ async def list_(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[AppointmentOut]:
     """Patients see their own, doctors the ones they give (``date`` in their time
-    zone), staff with ``appointments:read_any`` any (``date`` in the filtered
-    doctor's time zone, else UTC). Ordered by start."""
-    query: dict[str, Any] = {}
+    zone), staff with ``appointments:read_any`` those of the hospitals where they work
+    (admins every one; ``date`` in the filtered doctor's time zone, else UTC). Ordered
+    by start."""
+    reach = await staff_reach(runtime.db, principal)
+    query: dict[str, Any] = listing_scope(principal, reach)
     tz_name = "UTC"
-    if not principal.has(P.APPOINTMENTS_READ_ANY):
-        query["$or"] = [{"patient_id": principal.subject},
-                        {"doctor_user_id": principal.subject}]
+    if reach is None or not principal.has(P.APPOINTMENTS_READ_ANY):
         own = await get_schedule_by_user(runtime.db, principal.subject)
         if own is not None:
             tz_name = own.timezone

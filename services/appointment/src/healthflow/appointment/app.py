@@ -12,11 +12,16 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 
 
+async def _adopt(runtime: ServiceRuntime) -> None:
+    """Older appointments get the hospitals they belong to (:func:`store.adopt_hospitals`)."""
+    await store.adopt_hospitals(runtime.db)
+
+
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The appointment service app (settings from ``APPOINTMENT_*`` when not given)."""
     settings = settings or load_settings(Settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
-                             transport=transport)
+                             transport=transport, on_start=_adopt)
     return create_service_app(
         runtime, routers=[api.slots_router, api.router], title="HealthFlow appointments",
         description="Free slots, bookings and their lifecycle; no double booking.",

@@ -95,6 +95,8 @@ class Availability:
 
     ``as_of`` is the time (aware UTC) of the event it came from; older events
     are ignored. ``leave`` holds absolute intervals (leave, holidays).
+    ``hospital_ids`` are the doctor's affiliated hospitals (an online appointment belongs
+    to them all; an in-person one to its location's hospital).
     """
 
     doctor_id: str
@@ -109,6 +111,7 @@ class Availability:
     fees: Mapping[Mode, Fee] = field(default_factory=dict)
     as_of: datetime | None = None
     version: int | None = None
+    hospital_ids: tuple[str, ...] = ()
 
     @property
     def slot_length(self) -> timedelta:
@@ -227,6 +230,8 @@ def availability_from_event(data: DoctorScheduleChanged, *, as_of: datetime | No
         fees=dict.fromkeys(modes, fee) if fee is not None else {},
         as_of=as_of,
         version=data.version,
+        hospital_ids=tuple(dict.fromkeys(loc.hospital_id for loc in data.locations
+                                         if loc.hospital_id)),
     )
 
 
@@ -260,6 +265,7 @@ def availability_to_document(av: Availability) -> dict[str, Any]:
                  for m, f in av.fees.items()},
         "as_of": av.as_of,
         "version": av.version,
+        "hospital_ids": list(av.hospital_ids),
     }
 
 
@@ -290,4 +296,7 @@ def availability_from_document(doc: Mapping[str, Any]) -> Availability:
         fees={Mode(m): Fee(f["amount"], f["currency"]) for m, f in doc.get("fees", {}).items()},
         as_of=doc.get("as_of"),
         version=doc.get("version"),
+        # stored before issue 16 without affiliations: the hospitals of its weekly hours
+        hospital_ids=tuple(doc.get("hospital_ids") or dict.fromkeys(
+            r["location_id"] for r in doc.get("rules", []) if r.get("location_id"))),
     )

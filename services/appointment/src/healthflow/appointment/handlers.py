@@ -8,6 +8,8 @@
   service publishes it on every change that matters here, verification included, so it
   is the only doctor event consumed; a payload whose ``version`` is not newer than the
   stored one is ignored (delivery is at-least-once and unordered).
+* ``staff.assigned`` / ``staff.removed`` (hospital) — who works where, the read model
+  of :mod:`healthflow.common.tenancy` that limits staff to their hospitals.
 * ``payment.succeeded`` (:class:`healthflow.contracts.payment.PaymentSucceeded`) — a
   ``pending_payment`` appointment is confirmed
   (:func:`~healthflow.appointment.payments.confirm_paid`).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from healthflow.appointment import payments, service
 from healthflow.appointment.availability import availability_from_event
+from healthflow.common import tenancy
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.doctor import DoctorScheduleChanged
@@ -42,4 +45,5 @@ HANDLERS: Handlers = {
     "doctor.schedule_changed": on_schedule_changed,
     "payment.succeeded": on_payment_succeeded,
     "payment.expired": on_payment_expired,
+    **tenancy.HANDLERS,
 }

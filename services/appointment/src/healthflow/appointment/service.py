@@ -3,7 +3,8 @@
 Routes and event handlers call these; every write runs in
 ``runtime.transact`` so the appointment, its slot locks and its outbox event
 commit together. The caller's capacity (patient, doctor, staff) is decided in
-one place, :func:`capacity`.
+one place, :func:`healthflow.appointment.access.capacity`; staff act only at the
+hospitals where they work (:mod:`healthflow.appointment.access`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ from typing import Any
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from healthflow.appointment import events, store
+from healthflow.appointment.access import (
+    capacity,
+    ensure_books_within,
+    hospitals_of,
+    not_found,
+    staff_reach,
+)
 from healthflow.appointment.availability import Availability, Mode
 from healthflow.appointment.domain import (
     Actor,
-    AppointmentNotFound,
     ChangePolicy,
     DoctorNotBookable,
     PatientAlreadyBooked,
@@ -78,31 +85,6 @@ def policy(runtime: ServiceRuntime) -> ChangePolicy:
     )
 
 
-def capacity(principal: Principal, appointment: Document, *, write: bool) -> Actor:
-    """In what capacity ``principal`` may read (or, ``write``, change) ``appointment``.
-
-    Staff hold ``appointments:manage_any`` (reads: ``appointments:read_any``);
-    the doctor is the appointment's ``doctor_user_id`` with
-    ``appointments:manage_own`` (reads: ``read_own``); the patient is its
-    ``patient_id`` with ``appointments:book_own`` (reads: ``read_own``).
-
-    Raises:
-        Forbidden: (403) none of these holds.
-    """
-    subject = principal.subject
-    if principal.has(Permission.APPOINTMENTS_MANAGE_ANY) or (
-        not write and principal.has(Permission.APPOINTMENTS_READ_ANY)
-    ):
-        return Actor.STAFF
-    doctor_perm = Permission.APPOINTMENTS_MANAGE_OWN if write else Permission.APPOINTMENTS_READ_OWN
-    if appointment.get("doctor_user_id") == subject and principal.has(doctor_perm):
-        return Actor.DOCTOR
-    patient_perm = Permission.APPOINTMENTS_BOOK_OWN if write else Permission.APPOINTMENTS_READ_OWN
-    if appointment.get("patient_id") == subject and principal.has(patient_perm):
-        return Actor.PATIENT
-    raise Forbidden("you may only act on your own appointments")
-
-
 def _ensure_actor(action: str, actor: Actor) -> None:
     if actor not in ALLOWED_ACTORS[action]:
         label = (f"mark appointments as {action.value}" if isinstance(action, Status)
@@ -117,6 +99,7 @@ def event_fields(doc: Document) -> dict[str, Any]:
         "doctor_id": doc["doctor_id"], "doctor_user_id": doc.get("doctor_user_id"),
         "location_id": doc.get("location_id"), "start": doc["start"], "end": doc["end"],
         "timezone": doc["timezone"], "mode": doc["mode"], "status": doc["status"],
+        "hospital_ids": list(doc.get("hospital_ids") or []),
     }
 
 
@@ -204,12 +187,48 @@ def _booking_for(principal: Principal, request: BookingRequest) -> tuple[str, Ac
     raise UnprocessableContent("patient_id is required when staff book for a patient")
 
 
+def _new_appointment(availability: Availability, slot: BookableSlot, request: BookingRequest,
+                     *, patient_id: str, hospital_ids: list[str], by: str, role: Actor,
+                     now: datetime) -> Document:
+    """The document of a new appointment in ``slot`` (its initial status from the fee and
+    the mode: :func:`~healthflow.appointment.domain.initial_status`)."""
+    fee = availability.fee_for(slot.mode)
+    status = initial_status(fee_amount=fee.amount if fee else None,
+                            online=slot.mode.value == "online")
+    return {
+        "_id": str(uuid.uuid4()),
+        "doctor_id": availability.doctor_id,
+        "doctor_user_id": availability.doctor_user_id,
+        "patient_id": patient_id,
+        "location_id": slot.location_id,
+        "hospital_ids": hospital_ids,
+        "timezone": slot.timezone,
+        "start": slot.start,
+        "end": slot.end,
+        "mode": slot.mode.value,
+        "status": status.value,
+        "reason": request.reason,
+        "preferences": request.preferences.model_dump(mode="json"),
+        "fee_amount": fee.amount if fee else None,
+        "fee_currency": fee.currency if fee else None,
+        "booked_by": by,
+        "booked_by_role": role.value,
+        "created_at": now,
+        "updated_at": now,
+        "status_history": [{"status": status.value, "at": now, "by": by}],
+        "reschedules": [],
+        "cancellation": None,
+        "version": 1,
+    }
+
+
 async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRequest
                ) -> Document:
     """Book a slot for the caller (patient) or for ``request.patient_id`` (staff).
 
     Raises:
-        Forbidden: (403) booking for another patient without ``appointments:book_any``.
+        Forbidden: (403) booking for another patient without ``appointments:book_any``, or
+            at a hospital where the caller holds no staff membership.
         UnprocessableContent: (422) staff booking without a ``patient_id``.
         UnknownDoctor, DoctorNotBookable, SlotInPast, OutsideAvailability, OffSlotGrid:
             see :func:`~healthflow.appointment.domain.resolve_slot`.
@@ -221,33 +240,11 @@ async def book(runtime: ServiceRuntime, principal: Principal, request: BookingRe
     availability = await schedule_of(runtime, request.doctor_id)
     now = utcnow()
     slot = resolve_slot(availability, request.start, request.mode, request.location_id, now)
-    fee = availability.fee_for(slot.mode)
-    status = initial_status(fee_amount=fee.amount if fee else None,
-                            online=slot.mode.value == "online")
-    doc: Document = {
-        "_id": str(uuid.uuid4()),
-        "doctor_id": availability.doctor_id,
-        "doctor_user_id": availability.doctor_user_id,
-        "patient_id": patient_id,
-        "location_id": slot.location_id,
-        "timezone": slot.timezone,
-        "start": slot.start,
-        "end": slot.end,
-        "mode": slot.mode.value,
-        "status": status.value,
-        "reason": request.reason,
-        "preferences": request.preferences.model_dump(mode="json"),
-        "fee_amount": fee.amount if fee else None,
-        "fee_currency": fee.currency if fee else None,
-        "booked_by": principal.subject,
-        "booked_by_role": role.value,
-        "created_at": now,
-        "updated_at": now,
-        "status_history": [{"status": status.value, "at": now, "by": principal.subject}],
-        "reschedules": [],
-        "cancellation": None,
-        "version": 1,
-    }
+    hospital_ids = hospitals_of(availability, slot.mode, slot.location_id)
+    if role is Actor.STAFF:
+        ensure_books_within(await staff_reach(runtime.db, principal), hospital_ids)
+    doc = _new_appointment(availability, slot, request, patient_id=patient_id,
+                           hospital_ids=hospital_ids, by=principal.subject, role=role, now=now)
 
     async def write(uow: UnitOfWork) -> None:
         if role is Actor.PATIENT:
@@ -280,20 +277,27 @@ async def _within_cap(runtime: ServiceRuntime, uow: UnitOfWork, patient_id: str,
 
 
 async def get(runtime: ServiceRuntime, principal: Principal, appointment_id: str) -> Document:
-    """One appointment the caller may read. Raises AppointmentNotFound (404), Forbidden (403)."""
+    """One appointment the caller may read.
+
+    Raises:
+        AppointmentNotFound: (404) missing, or (to staff) of a hospital where they do not work.
+        Forbidden: (403) another patient's or doctor's appointment.
+    """
+    reach = await staff_reach(runtime.db, principal)
     doc = await store.get_appointment(runtime.db, appointment_id)
     if doc is None:
-        raise AppointmentNotFound(f"appointment {appointment_id} does not exist")
-    capacity(principal, doc, write=False)
+        raise not_found(appointment_id)
+    capacity(principal, doc, reach, write=False)
     return doc
 
 
 async def _load_for_change(uow: UnitOfWork, principal: Principal, appointment_id: str,
                            action: str) -> tuple[Document, Actor]:
+    reach = await staff_reach(uow.db, principal)
     doc = await store.get_appointment(uow.db, appointment_id, session=uow.session)
     if doc is None:
-        raise AppointmentNotFound(f"appointment {appointment_id} does not exist")
-    actor = capacity(principal, doc, write=True)
+        raise not_found(appointment_id)
+    actor = capacity(principal, doc, reach, write=True)
     _ensure_actor(action, actor)
     return doc, actor
 
@@ -402,6 +406,9 @@ async def reschedule(runtime: ServiceRuntime, principal: Principal, appointment_
                             request.location_id or doc.get("location_id"), now)
         if slot.start == doc["start"]:
             raise UnprocessableContent("the new start is the appointment's current start")
+        hospital_ids = hospitals_of(availability, slot.mode, slot.location_id)
+        if actor is Actor.STAFF:
+            ensure_books_within(await staff_reach(uow.db, principal), hospital_ids)
         status = Status.BOOKED if current is Status.CONFIRMED else current
         entry = {"previous_start": doc["start"], "previous_end": doc["end"],
                  "start": slot.start, "end": slot.end, "by": principal.subject,
@@ -410,7 +417,8 @@ async def reschedule(runtime: ServiceRuntime, principal: Principal, appointment_
         after = await _save(
             uow, doc,
             {"start": slot.start, "end": slot.end, "location_id": slot.location_id,
-             "timezone": slot.timezone, "status": status.value, "updated_at": now},
+             "hospital_ids": hospital_ids, "timezone": slot.timezone, "status": status.value,
+             "updated_at": now},
             {"reschedules": entry},
         )
         await store.take_locks(uow.db, uow.session, after)

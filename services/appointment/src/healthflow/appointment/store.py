@@ -10,6 +10,7 @@
   would need two equal keys, which the index refuses (``DuplicateKeyError``),
   whatever the interleaving of requests or processes.
 * ``doctor_schedules`` — the local availability read model (``_id`` = doctor id).
+* ``staff_memberships`` — who works where (:mod:`healthflow.common.tenancy`).
 * ``patient_booking_guards`` — ``{_id: patient_id, bookings}``: a patient's booking
   transaction writes it before counting their upcoming appointments
   (:func:`count_upcoming`), so two concurrent bookings of one patient conflict (one is
@@ -31,6 +32,7 @@ from healthflow.appointment.availability import (
     availability_to_document,
 )
 from healthflow.appointment.domain import ACTIVE, lock_units
+from healthflow.common import tenancy
 from healthflow.common.mongo import Document
 from healthflow.common.pagination import keyset_page
 
@@ -53,8 +55,10 @@ INDEXES = {
         IndexModel([("doctor_user_id", ASCENDING), ("start", ASCENDING)]),
         IndexModel([("patient_id", ASCENDING), ("start", ASCENDING)]),
         IndexModel([("start", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("hospital_ids", ASCENDING), ("start", ASCENDING)]),
     ],
     DOCTOR_SCHEDULES: [IndexModel([("doctor_user_id", ASCENDING)])],
+    **tenancy.INDEXES,
 }
 
 Db = AsyncDatabase[Document]
@@ -159,3 +163,23 @@ async def list_appointments(db: Db, query: Document, *, cursor: str | None,
     """
     return await keyset_page(db[APPOINTMENTS], query, sort=["start", "_id"], cursor=cursor,
                              limit=limit)
+
+
+async def adopt_hospitals(db: Db) -> int:
+    """Give appointments booked before issue 16 their ``hospital_ids`` (the location's
+    hospital in person, else the doctor's hospitals as the stored schedule knows them), so
+    the staff of those hospitals keep seeing them. Returns how many it changed; run at start
+    (a no-op once every appointment has the field)."""
+    changed = 0
+    async for doc in db[APPOINTMENTS].find({"hospital_ids": {"$exists": False}},
+                                           {"doctor_id": 1, "location_id": 1, "mode": 1}):
+        if doc.get("mode") == "in_person" and doc.get("location_id"):
+            hospital_ids = [doc["location_id"]]
+        else:
+            schedule = await get_schedule(db, doc["doctor_id"])
+            hospital_ids = list(schedule.hospital_ids) if schedule else []
+        result = await db[APPOINTMENTS].update_one(
+            {"_id": doc["_id"], "hospital_ids": {"$exists": False}},
+            {"$set": {"hospital_ids": hospital_ids}})
+        changed += result.modified_count
+    return changed

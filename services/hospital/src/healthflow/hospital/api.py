@@ -12,6 +12,7 @@ checked in :mod:`healthflow.hospital.service`):
 ``GET  /{id}/departments``                   as ``GET /{id}``
 ``POST /{id}/departments``, ``/{id}/staff``  registrant, or ``hospitals:manage`` (admins)
 ``GET  /{id}/staff``                         registrant, or ``hospitals:manage``
+``DELETE /{id}/staff/{membership_id}``       registrant, or ``hospitals:manage``
 ==========================================  ==============================================
 """
 
@@ -169,3 +170,15 @@ async def assign_staff(
     """Add a membership (the registrant or an admin; 422 unknown department, 409 duplicate)."""
 
     return staff_out(await service.assign_staff(runtime, principal, hospital_id, body))
+
+
+@router.delete("/{hospital_id}/staff/{membership_id}", status_code=204,
+               summary="End a staff membership")
+async def remove_staff(
+    hospital_id: str, membership_id: str, runtime: Runtime,
+    principal: Principal = Manager,
+) -> Response:
+    """Remove a membership (the registrant or an admin; 404 unknown membership);
+    ``staff.removed`` ends the user's access to the hospital's resources."""
+    await service.remove_staff(runtime, principal, hospital_id, membership_id)
+    return Response(status_code=204)

@@ -14,6 +14,7 @@ from healthflow.contracts.hospital import (
     HospitalSnapshot,
     HospitalVerified,
     StaffAssigned,
+    StaffRemoved,
 )
 
 __all__ = [
@@ -23,4 +24,5 @@ __all__ = [
     "HospitalSnapshot",
     "HospitalVerified",
     "StaffAssigned",
+    "StaffRemoved",
 ]

@@ -247,3 +247,30 @@ async def assign_staff(runtime: ServiceRuntime, principal: Principal, hospital_i
         return doc
 
     return await runtime.transact(write, actor=principal.actor)
+
+
+async def remove_staff(runtime: ServiceRuntime, principal: Principal, hospital_id: str,
+                       membership_id: str) -> Document:
+    """End a staff membership; ``staff.removed`` (the services that check where staff work
+    drop it from their read models).
+
+    Raises:
+        NotFound, Forbidden: see :func:`_manageable`; NotFound (404) also when the hospital
+            has no membership ``membership_id``.
+    """
+
+    async def write(uow: UnitOfWork) -> Document:
+        doc = visible_or_404(await store.get_hospital(uow.db, hospital_id, session=uow.session),
+                             principal, hospital_id)
+        ensure_owner(principal, doc["registered_by"], unless=Permission.HOSPITALS_MANAGE)
+        removed = await store.delete_staff(uow, hospital_id, membership_id)
+        if removed is None:
+            raise NotFound(f"hospital {hospital_id} has no staff membership {membership_id}")
+        uow.publish(events.StaffRemoved(
+            hospital_id=hospital_id, department_id=removed["department_id"],
+            user_id=removed["user_id"], staff_role=removed["staff_role"],
+            membership_id=membership_id, removed_at=utcnow()),
+            subject=_subject(hospital_id))
+        return removed
+
+    return await runtime.transact(write, actor=principal.actor)

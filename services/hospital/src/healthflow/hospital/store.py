@@ -163,3 +163,11 @@ async def insert_staff(uow: UnitOfWork, doc: Document) -> bool:
     except DuplicateKeyError:
         return False
     return True
+
+
+async def delete_staff(uow: UnitOfWork, hospital_id: str, membership_id: str) -> Document | None:
+    """Remove membership ``membership_id`` of ``hospital_id``; the removed document, or
+    None when there is none (the user may then be assigned again: a new membership)."""
+    removed: Document | None = await uow.db[STAFF].find_one_and_delete(
+        {"_id": membership_id, "hospital_id": hospital_id}, session=uow.session)
+    return removed

@@ -34,6 +34,7 @@ from healthflow.common.pagination import (
 )
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
+from healthflow.common.tenancy import reach_of
 from healthflow.notification import dispatch, domain, messages, service, store, verification
 from healthflow.notification.domain import Channel, Status
 from healthflow.notification.schemas import (
@@ -269,9 +270,13 @@ async def search_deliveries(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
 ) -> Page[DeliveryOut]:
     """Deliveries matching every given filter, newest first; bodies are never returned and
-    addresses are masked. Raises: BadRequest (400) for a foreign cursor; 422 for an
-    unknown status or channel."""
+    addresses are masked. Staff see the deliveries about appointments of the hospitals
+    where they work; admins every delivery (issue 16). Raises: BadRequest (400) for a
+    foreign cursor; 422 for an unknown status or channel."""
     where: dict[str, Any] = {}
+    reach = await reach_of(runtime.db, principal)
+    if not reach.platform:
+        where["hospital_ids"] = {"$in": sorted(reach.member_of)}
     if user_id:
         where["user_id"] = user_id
     if status is not None:

@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     wrapper = settings.key_wrapper()
 
     async def on_start(runtime: ServiceRuntime) -> None:
+        await store.adopt_delivery_hospitals(runtime.db)
         private, public = await vapid.vapid_keys(runtime.db, settings, wrapper)
         senders.push = PushSender(settings, private)
         runtime.state["vapid_public_key"] = public

@@ -24,6 +24,8 @@
   emergency" (break-the-glass; feed, e-mail and push: :mod:`.access`).
 * ``doctor.registered``, ``hospital.registered`` / ``hospital.verified`` — names
   shown in messages (doctor's display name, hospital name and city).
+* ``staff.assigned`` / ``staff.removed`` — who works where
+  (:mod:`healthflow.common.tenancy`): staff search the delivery log of their hospitals.
 
 Handlers need the service's :class:`~healthflow.notification.service.Context`
 (clock, settings, templates), so the table is built by :func:`make_handlers`.
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from healthflow.common import tenancy
 from healthflow.common.events.consumer import Consumer, Handler, Handlers, Received
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.outbox import UnitOfWork
@@ -66,6 +69,12 @@ OfferEvent = TaskOffered | XrayTaskOffered | TaskUnacknowledged
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
+    """Every handler of the service: those over ``ctx`` and the staff-membership read model
+    (:mod:`healthflow.common.tenancy`)."""
+    return {**_context_handlers(ctx), **tenancy.HANDLERS}
+
+
+def _context_handlers(ctx: service.Context) -> Handlers:
     """``{pattern: handler}`` over ``ctx``; each passes the validated contract model's
     fields as a plain dict (``model_dump()``, datetimes kept as aware datetimes)."""
 

@@ -84,6 +84,7 @@ async def plan_message(
     Returns the delivery ids queued.
     """
     now = ctx.clock.now()
+    hospital_ids = await _hospitals_of(uow, appointment_id)
     contact = await store.get(uow.db, store.CONTACTS, user_id, uow.session)
     if prefs is None:
         prefs = await store.get(uow.db, store.PREFERENCES, user_id, uow.session)
@@ -94,7 +95,8 @@ async def plan_message(
     consent, preference = consents(contact), channel_preferences(prefs)
     base: Document = {
         "user_id": user_id, "template": kind.template, "trigger": trigger,
-        "source_id": source_id, "appointment_id": appointment_id, "locale": locale,
+        "source_id": source_id, "appointment_id": appointment_id,
+        "hospital_ids": hospital_ids, "locale": locale,
         "urgent": kind.urgent, "timezone": timezone, "expires_at": expires_at, "attempts": 0,
         "next_attempt_at": now, "lease_owner": None, "lease_until": store.UNLEASED,
         "provider_id": None, "last_error": None, "reason": None, "created_at": now,
@@ -115,6 +117,16 @@ async def plan_message(
                                         reason))
     inserted = await store.upsert_many_once(uow.db, store.DELIVERIES, deliveries, uow.session)
     return [d["_id"] for d in deliveries if d["_id"] in inserted and d["status"] == "queued"]
+
+
+async def _hospitals_of(uow: UnitOfWork, appointment_id: str | None) -> list[str]:
+    """The hospitals of the appointment a message is about (none for a message about no
+    appointment): the delivery log shows a delivery to the staff of these hospitals only
+    (issue 16; :func:`store.appointment_hospitals`)."""
+    if appointment_id is None:
+        return []
+    return store.appointment_hospitals(
+        await store.get(uow.db, store.APPOINTMENTS, appointment_id, uow.session))
 
 
 async def _feed_item(uow: UnitOfWork, user_id: str, kind: MessageKind, source_id: str,

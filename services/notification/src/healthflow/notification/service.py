@@ -64,6 +64,7 @@ class AppointmentData(BaseModel):
     mode: str | None = None
     status: str | None = None
     previous_start: datetime | None = None
+    hospital_ids: list[str] = []
 
 
 class UserData(BaseModel):

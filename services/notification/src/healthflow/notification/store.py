@@ -26,14 +26,16 @@ Collections (database ``healthflow_notification``), times aware UTC::
                      fired_at, updated_at}
     deliveries      {_id: delivery id, user_id, channel: email|sms|push, template, trigger
                      (event type | None), source_id (event id | "reminder:<id>@<due>"),
-                     appointment_id, locale, to (email/SMS: the address used, set when
-                     sent; push: the subscription id), content{subject, text, html} |
+                     appointment_id, hospital_ids[] (the appointment's: whose staff find
+                     it in the log, issue 16), locale, to (email/SMS: the address used,
+                     set when sent; push: the subscription id), content{subject, text, html} |
                      {body} | {payload}, urgent, timezone (IANA, for quiet hours),
                      expires_at, status: queued|sent|delivered|failed|suppressed|cancelled,
                      reason, attempts, next_attempt_at, lease_owner, lease_until,
                      provider_id, last_error, created_at, updated_at, sent_at,
                      delivered_at, failed_at}
     feed            {_id, user_id, template, title, body, appointment_id, created_at, read_at}
+    staff_memberships  who works where (healthflow.common.tenancy, from staff.assigned/removed)
     push_subscriptions {_id: sha256(endpoint), user_id, endpoint, keys{p256dh, auth},
                      created_at}
     service_keys    {_id: "vapid", private_key (envelope of the PKCS#8 DER,
@@ -49,7 +51,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
-from healthflow.common import jobs
+from healthflow.common import jobs, tenancy
 from healthflow.common.mongo import Document, Indexes
 
 CONTACTS = "contacts"
@@ -74,6 +76,8 @@ INDEXES: Indexes = {
         IndexModel([("created_at", DESCENDING)], name="by_time"),
         IndexModel([("provider_id", ASCENDING)], name="provider_id", sparse=True),
         IndexModel([("appointment_id", ASCENDING)], name="by_appointment", sparse=True),
+        IndexModel([("hospital_ids", ASCENDING), ("created_at", DESCENDING)],
+                   name="by_hospital"),
         IndexModel([("to", ASCENDING), ("channel", ASCENDING), ("sent_at", DESCENDING)],
                    name="by_destination", sparse=True),
     ],
@@ -86,6 +90,7 @@ INDEXES: Indexes = {
     PHONE_CODES: [IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge")],
     PHONE_CODE_BUDGETS: [IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0,
                                     name="purge")],
+    **tenancy.INDEXES,
 }
 
 Session = AsyncClientSession | None
@@ -187,3 +192,32 @@ async def sent_to(db: AsyncDatabase[Document], channel: str, address: str,
     ``since``: what a destination's sending cap counts."""
     return await db[DELIVERIES].count_documents(
         {"to": address, "channel": channel, "sent_at": {"$gte": since}})
+
+
+def appointment_hospitals(appointment: Document | None) -> list[str]:
+    """The hospitals of an ``appointments`` read-model document: its last event's
+    ``hospital_ids``, else (an event from before issue 16) its in-person ``location_id``."""
+    data = (appointment or {}).get("data") or {}
+    if data.get("hospital_ids"):
+        return list(data["hospital_ids"])
+    return [data["location_id"]] if data.get("location_id") else []
+
+
+async def adopt_delivery_hospitals(db: AsyncDatabase[Document]) -> int:
+    """Give deliveries queued before issue 16 the hospitals of their appointment, so their
+    hospitals' staff still find them in the log; run at start (a no-op once done). Returns
+    how many it changed."""
+    changed = 0
+    found: dict[str, list[str]] = {}
+    async for doc in db[DELIVERIES].find(
+            {"hospital_ids": {"$exists": False}, "appointment_id": {"$ne": None}},
+            {"appointment_id": 1}):
+        appointment_id = doc["appointment_id"]
+        if appointment_id not in found:
+            found[appointment_id] = appointment_hospitals(
+                await get(db, APPOINTMENTS, appointment_id))
+        result = await db[DELIVERIES].update_one(
+            {"_id": doc["_id"], "hospital_ids": {"$exists": False}},
+            {"$set": {"hospital_ids": found[appointment_id]}})
+        changed += result.modified_count
+    return changed

@@ -16,8 +16,9 @@ id and version so redelivery and any order give the same state:
   the charge items added to it;
 * ``encounter.coded`` (records): an encounter's ICD-10 diagnoses and coded procedures,
   the newest ``revision`` kept, for the claims (:mod:`~healthflow.payment.coding`);
-* ``staff.assigned`` (hospital): who works where as what (the accountants of a
-  hospital are its finance staff);
+* ``staff.assigned`` / ``staff.removed`` (hospital): who works where as what (the
+  accountants of a hospital are its finance staff; :mod:`healthflow.common.tenancy`, a
+  removal ends it in any order);
 * ``doctor.schedule_changed`` (doctor): the doctor's affiliated hospitals, in the
   doctor's order (an online consultation is invoiced by the first);
 * ``hospital.registered|verified|rejected`` (hospital): the issuer's name printed on
@@ -26,11 +27,12 @@ id and version so redelivery and any order give the same state:
 
 from __future__ import annotations
 
+from healthflow.common import tenancy
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
 from healthflow.contracts.doctor import DoctorScheduleChanged
-from healthflow.contracts.hospital import HospitalSnapshot, StaffAssigned
+from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.records import EncounterCoded, EncounterStarted
 from healthflow.payment import refunds, service, store
 from healthflow.payment.provider import Stripe
@@ -55,7 +57,7 @@ def make_handlers(stripe: Stripe, settings: Settings) -> Handlers:
             "appointment.cancelled": on_appointment_cancelled,
             "encounter.started": on_encounter_started,
             "encounter.coded": on_encounter_coded,
-            "staff.assigned": on_staff_assigned,
+            **tenancy.handlers(collection=store.STAFF),
             "doctor.schedule_changed": on_schedule_changed,
             "hospital.registered": on_hospital,
             "hospital.verified": on_hospital,
@@ -79,14 +81,6 @@ async def on_encounter_coded(event: Received[EncounterCoded], uow: UnitOfWork) -
                                "diagnoses": [d.model_dump() for d in data.diagnoses],
                                "procedures": [p.model_dump() for p in data.procedures],
                                "coded_at": data.coded_at}, uow.session)
-
-
-async def on_staff_assigned(event: Received[StaffAssigned], uow: UnitOfWork) -> None:
-    data = event.data
-    await uow.db[store.STAFF].update_one(
-        {"_id": data.membership_id},
-        {"$set": {"hospital_id": data.hospital_id, "user_id": data.user_id,
-                  "staff_role": data.staff_role}}, upsert=True, session=uow.session)
 
 
 async def on_schedule_changed(event: Received[DoctorScheduleChanged],

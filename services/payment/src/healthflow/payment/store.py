@@ -38,8 +38,9 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
                     event's revision: a lower or equal one changes nothing), patient_id,
                     appointment_id | None, hospital_id | None, diagnoses: [{system,
                     code, display}], procedures: [{system, code}], coded_at}
-    staff           read model of ``staff.assigned`` {_id: membership id, hospital_id,
-                    user_id, staff_role}
+    staff           read model of ``staff.assigned``/``staff.removed`` (healthflow.common.
+                    tenancy) {_id: membership id, hospital_id, department_id, user_id,
+                    staff_role, removed_at | None}
     doctors         read model of ``doctor.schedule_changed`` {_id: doctor id, version,
                     hospital_ids: affiliated hospitals in the doctor's order}
     hospitals       read model of ``hospital.*`` {_id, version, name, city, country,
@@ -83,7 +84,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from healthflow.common import jobs
+from healthflow.common import jobs, tenancy
 from healthflow.common.mongo import Document, Indexes, utcnow
 from healthflow.common.pagination import keyset_page
 
@@ -253,9 +254,9 @@ async def billable_items(db: AsyncDatabase[Document], patient_id: str,
 
 async def hospitals_of(db: AsyncDatabase[Document], user_id: str, staff_role: str
                        ) -> list[str]:
-    """The hospitals where ``user_id`` works as ``staff_role`` (``staff.assigned``)."""
-    docs = await db[STAFF].find({"user_id": user_id, "staff_role": staff_role}).to_list()
-    return sorted({d["hospital_id"] for d in docs})
+    """The hospitals where ``user_id`` works as ``staff_role`` (``staff.assigned``, not
+    ended by ``staff.removed``)."""
+    return await tenancy.hospitals_where(db, user_id, staff_role, collection=STAFF)
 
 
 async def put_versioned(db: AsyncDatabase[Document], collection: str, key: str,
