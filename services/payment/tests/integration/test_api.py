@@ -125,8 +125,10 @@ async def test_a_pending_booking_opens_one_checkout_seen_by_its_patient_and_fina
     other = await http.get(url, headers=tokens.headers("patient-2", ("patient",)))
     assert other.status_code == 404
     assert other.headers["content-type"].startswith("application/problem+json")
-    finance = await http.get(url, headers=tokens.headers("acc-1", ("accountant",)))
+    finance = await http.get(url, headers=tokens.headers("admin-1", ("admin",)))
     assert finance.status_code == 200 and finance.json()["client_secret"] is None
+    stranger = await http.get(url, headers=tokens.headers("acc-1", ("accountant",)))
+    assert stranger.status_code == 404  # keeps the books of no hospital
     assert (await http.get(url)).status_code == 401
     assert (await http.get(url, headers=tokens.headers("doc", ("doctor",)))).status_code == 403
     listed = await http.get("/api/v1/payments", headers=tokens.headers("patient-2",

@@ -49,6 +49,14 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
 
     runtime.add_worker(JobWorker(runtime, service.HOLD_EXPIRY, expire, lease=30.0).loop())
 
+    async def backfill() -> None:
+        await service.backfill_hospitals(runtime)
+
+    async def nothing() -> None:
+        return None
+
+    runtime.add_worker(Hooks("payment-hospitals", backfill, nothing))
+
     async def bill(uow: UnitOfWork, job: Job) -> None:
         await invoices.bill_payment(uow, job.payload["payment_id"], settings.tax_rate)
 

@@ -85,7 +85,10 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
         return
     amount, currency = check_money(booked.fee_amount, booked.fee_currency)
-    if eligibility_required and not await _eligible(uow, booked, eligibility_required):
+    hospital = await invoices.consultation_hospital(
+        uow, {"location_id": booked.location_id, "doctor_id": booked.doctor_id})
+    if hospital in eligibility_required and not await eligibility.verified_on(
+            uow.db, booked.patient_id, booked.start.astimezone(UTC).date(), uow.session):
         await _refuse(uow, booked, amount, currency)
         return
     request = intent_request(booked.appointment_id, amount, currency)
@@ -96,23 +99,13 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     await uow.db[store.PAYMENTS].insert_one({
         "_id": payment_id, "appointment_id": booked.appointment_id,
         "patient_id": booked.patient_id, "doctor_id": booked.doctor_id,
-        "location_id": booked.location_id,
+        "location_id": booked.location_id, "hospital_id": hospital,
         "amount": amount, "currency": currency, "status": status, "intent_id": intent.id,
         "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
         "history": [{"status": status, "at": now, "stripe_event_id": None}],
     }, session=uow.session)
     await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
                        key=f"hold-{payment_id}", session=uow.session, now=now)
-
-
-async def _eligible(uow: UnitOfWork, booked: AppointmentBooked,
-                    required: frozenset[str]) -> bool:
-    hospital = await invoices.consultation_hospital(
-        uow, {"location_id": booked.location_id, "doctor_id": booked.doctor_id})
-    if hospital not in required:
-        return True
-    return await eligibility.verified_on(uow.db, booked.patient_id,
-                                         booked.start.astimezone(UTC).date(), uow.session)
 
 
 async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,
@@ -159,43 +152,81 @@ def hold_of(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.hold_seconds)
 
 
-def _may_read(principal: Principal, doc: Document) -> bool:
+async def readable(runtime: ServiceRuntime, principal: Principal) -> Document | None:
+    """The one access rule of payments as a MongoDB filter: ``{}`` for
+    ``payments:read_any`` (platform), the payments of the hospitals whose books the
+    caller keeps for ``payments:read_hospital`` (a ``staff.assigned`` membership as
+    accountant, :func:`healthflow.payment.store.hospitals_of`), else None (only the
+    caller's own, ``payments:read_own``)."""
     if principal.has(Permission.PAYMENTS_READ_ANY):
+        return {}
+    if principal.has(Permission.PAYMENTS_READ_HOSPITAL):
+        mine = await store.hospitals_of(runtime.db, principal.subject, invoices.ACCOUNTANT)
+        return {"hospital_id": {"$in": mine}}
+    return None
+
+
+async def _may_read(runtime: ServiceRuntime, principal: Principal, doc: Document) -> bool:
+    if doc["patient_id"] == principal.subject and principal.has(Permission.PAYMENTS_READ_OWN):
         return True
-    return doc["patient_id"] == principal.subject and principal.has(Permission.PAYMENTS_READ_OWN)
+    staff = await readable(runtime, principal)
+    if staff is None:
+        return False
+    hospitals = staff.get("hospital_id", {}).get("$in")
+    return hospitals is None or doc.get("hospital_id") in hospitals
 
 
 async def checkout(runtime: ServiceRuntime, principal: Principal,
                    appointment_id: str) -> Document:
-    """The payment of ``appointment_id`` for its patient (client secret included) or for
-    finance (``payments:read_any``; the secret is left out by the route).
+    """The payment of ``appointment_id`` for its patient (client secret included), for
+    the accountants of its hospital (``payments:read_hospital``) or the platform
+    (``payments:read_any``; the secret is left out by the route).
 
     Raises:
         NotFound: (404) no payment yet (the booking event may still be on its way: retry),
-            or another patient's (existence is not revealed).
+            or one the caller may not read (existence is not revealed).
     """
     doc = await store.by_appointment(runtime.db, appointment_id)
-    if doc is None or not _may_read(principal, doc):
+    if doc is None or not await _may_read(runtime, principal, doc):
         raise NotFound(f"no payment for appointment {appointment_id} (yet)")
     return doc
 
 
 async def list_payments(runtime: ServiceRuntime, principal: Principal,
                         patient_id: str | None, limit: int) -> list[Document]:
-    """The caller's own payments, newest first; finance may name any ``patient_id``.
+    """The caller's own payments, newest first; staff (:func:`readable`) those they may
+    read, of ``patient_id`` when given.
 
     Raises:
         Forbidden: (403) a patient naming another patient.
     """
-    where: Document = {}
-    if principal.has(Permission.PAYMENTS_READ_ANY):
+    where = await readable(runtime, principal)
+    if where is not None:
         if patient_id:
             where["patient_id"] = patient_id
     elif patient_id and patient_id != principal.subject:
         raise Forbidden("patients may only list their own payments")
     else:
-        where["patient_id"] = principal.subject
+        where = {"patient_id": principal.subject}
     return await store.find_payments(runtime.db, where, limit)
+
+
+async def backfill_hospitals(runtime: ServiceRuntime) -> int:
+    """Give payments stored before ``hospital_id`` existed their consultation's hospital
+    (:func:`healthflow.payment.invoices.consultation_hospital`; run at start); how many.
+    One the doctor read model cannot place yet gets ``None`` (platform readers only)."""
+    done = 0
+    async for doc in runtime.db[store.PAYMENTS].find({"hospital_id": {"$exists": False}}):
+        async def place(uow: UnitOfWork, doc: Document = doc) -> None:
+            hospital = await invoices.consultation_hospital(uow, doc)
+            await uow.db[store.PAYMENTS].update_one(
+                {"_id": doc["_id"], "hospital_id": {"$exists": False}},
+                {"$set": {"hospital_id": hospital}}, session=uow.session)
+        await runtime.transact(place, actor="system:payment")
+        done += 1
+    if done:
+        log.info("payments given their hospital", extra={"count": done})
+    return done
 
 
 async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
