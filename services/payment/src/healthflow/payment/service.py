@@ -41,7 +41,12 @@ from healthflow.payment.settings import Settings
 log = logging.getLogger(__name__)
 
 HOLD_EXPIRY = "hold-expiry"
-"""The job queue of hold deadlines (payload ``{payment_id}``)."""
+"""The job queue of hold deadlines (payload ``{payment_id, booked?}``, key
+``hold-<payment id>``)."""
+
+CHECKOUT = "checkout"
+"""The job queue of checkouts to open at Stripe (payload ``{booked}``: the
+``appointment.booked`` data; key ``checkout-<appointment id>``)."""
 
 
 class HoldNotReleasable(RuntimeError):
@@ -52,6 +57,31 @@ def provider(runtime: ServiceRuntime) -> Stripe:
     """The runtime's Stripe adapter (``create_app`` puts it there)."""
     stripe: Stripe = runtime.state["stripe"]
     return stripe
+
+
+async def request_checkout(uow: UnitOfWork, booked: AppointmentBooked,
+                           hold: timedelta) -> None:
+    """What ``appointment.booked`` does, without calling Stripe: for a
+    ``pending_payment`` booking with a fee, the ``checkout-<appointment id>`` job
+    (:func:`open_checkout`, retried with backoff while Stripe is unreachable) and the
+    hold's end ``hold-<payment id>`` ``hold`` from now (:func:`expire_hold`, whether or
+    not a checkout ever opened), both in the consumer's transaction. A booking whose
+    cancellation overtook it is ignored; a redelivery enqueues nothing new."""
+    if booked.status != "pending_payment" or not booked.fee_amount or not booked.fee_currency:
+        return
+    check_money(booked.fee_amount, booked.fee_currency)  # a malformed fee is refused here
+    now = utcnow()
+    claim = await store.claim_appointment(uow.db, booked.appointment_id, {"booked_at": now},
+                                          uow.session)
+    if claim.get("cancelled_at") or claim.get("refused"):
+        return
+    data = booked.model_dump(mode="json")
+    payment_id = payment_id_of(booked.appointment_id)
+    await jobs.enqueue(uow.db, CHECKOUT, {"booked": data},
+                       key=f"checkout-{booked.appointment_id}", session=uow.session, now=now)
+    await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id, "booked": data},
+                       run_at=now + hold, key=f"hold-{payment_id}", session=uow.session,
+                       now=now)
 
 
 async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBooked,
@@ -80,8 +110,8 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
         return
     claim = await store.claim_appointment(uow.db, booked.appointment_id,
                                           {"checkout_at": utcnow()}, uow.session)
-    if claim.get("cancelled_at") or claim.get("refused"):
-        return  # its cancellation overtook this event, or it was refused: nothing to pay
+    if claim.get("cancelled_at") or claim.get("refused") or claim.get("expired_at"):
+        return  # cancelled, refused, or its hold ended before Stripe answered: nothing to pay
     if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
         return
     amount, currency = check_money(booked.fee_amount, booked.fee_currency)
@@ -120,16 +150,21 @@ async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,
         patientid=booked.patient_id)
 
 
-async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
+async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str,
+                      booked: AppointmentBooked | None = None) -> bool:
     """End an unpaid hold: cancel the PaymentIntent at Stripe first (so that no card can
     succeed on it later), then mark the payment ``expired`` and publish
     ``payment.expired`` (the appointment service cancels the appointment, releasing the
     slot). A payment already succeeded or expired is left alone; whether it expired.
+    A booking (``booked``) whose checkout never opened (Stripe unreachable all along)
+    expires without Stripe: its checkout job will not open one afterwards.
 
     Raises:
         HoldNotReleasable: Stripe is still processing a payment (the job is retried).
     """
     doc = await store.get_payment(uow.db, payment_id, session=uow.session)
+    if doc is None and booked is not None:
+        return await _expire_unopened(uow, booked)
     if doc is None or PaymentStatus(doc["status"]) not in EXPIRABLE:
         return False
     at_stripe = await stripe.cancel_intent(doc["intent_id"])
@@ -138,6 +173,25 @@ async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
     if at_stripe != "canceled":
         raise HoldNotReleasable(f"PaymentIntent {doc['intent_id']} is {at_stripe}")
     await move(uow, doc, PaymentStatus.EXPIRED, None)
+    return True
+
+
+async def _expire_unopened(uow: UnitOfWork, booked: AppointmentBooked) -> bool:
+    claim = await store.claim_appointment(uow.db, booked.appointment_id,
+                                          {"hold_ended_at": utcnow()}, uow.session)
+    if claim.get("cancelled_at") or claim.get("refused") or claim.get("expired_at"):
+        return False
+    if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
+        return False  # the checkout opened meanwhile: its payment expires as usual
+    await uow.db[store.APPOINTMENTS].update_one(
+        {"_id": booked.appointment_id}, {"$set": {"expired_at": utcnow()}},
+        session=uow.session)
+    payment_id = payment_id_of(booked.appointment_id)
+    amount, currency = check_money(booked.fee_amount or 0, booked.fee_currency or "")
+    uow.publish(events.PaymentExpired(
+        payment_id=payment_id, appointment_id=booked.appointment_id,
+        patient_id=booked.patient_id, amount=amount, currency=currency, status="expired"),
+        subject=payment_id, patientid=booked.patient_id)
     return True
 
 
