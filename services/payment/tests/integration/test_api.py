@@ -451,14 +451,32 @@ async def test_a_refund_stripe_already_has_is_recorded_not_made_again(
     event, doc = await paid_booking(http, app, stripe_server, "p-retry")
     api = stripe.StripeClient(stripe_server.api_key,
                               base_addresses={"api": stripe_server.url}).v1
-    # a first attempt refunded 1000, then its transaction was rolled back and retried
-    first = api.refunds.create(params={"payment_intent": doc["intent_id"], "amount": 1000})
-    await deliver_cancel(app, event, "doctor", timedelta(days=2))  # would decide 4000
+    # a first attempt refunded the decided 4000, then its transaction was rolled back
+    first = api.refunds.create(params={"payment_intent": doc["intent_id"], "amount": 4000})
+    await deliver_cancel(app, event, "doctor", timedelta(days=2))  # decides 4000 again
     after = await db["payments"].find_one({"_id": doc["_id"]})
-    assert (after["refund"]["id"], after["refund"]["amount"]) == (first.id, 1000)
-    assert after["status"] == "partially_refunded"
+    assert (after["refund"]["id"], after["refund"]["amount"]) == (first.id, 4000)
+    assert after["status"] == "refunded"
     at_stripe = api.refunds.list(params={"payment_intent": doc["intent_id"]}).data
     assert [r.id for r in at_stripe] == [first.id]
+
+
+async def test_a_goodwill_refund_in_the_dashboard_counts_towards_the_cancellation(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    db = app.state.runtime.db
+    event, doc = await paid_booking(http, app, stripe_server, "p-goodwill")
+    api = stripe.StripeClient(stripe_server.api_key,
+                              base_addresses={"api": stripe_server.url}).v1
+    api.refunds.create(params={"payment_intent": doc["intent_id"], "amount": 1000})
+    await deliver_cancel(app, event, "doctor", timedelta(days=2))  # decides all 4000
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert (after["status"], after["refund"]["amount"]) == ("refunded", 4000)
+    at_stripe = api.refunds.list(params={"payment_intent": doc["intent_id"]}).data
+    assert sorted(r.amount for r in at_stripe) == [1000, 3000]  # 3000 more, 4000 in all
+    assert after["refund"]["id"] in {r.id for r in at_stripe if r.amount == 3000}
+    published = await db[OUTBOX].find({"type": "payment.refunded"}).to_list()
+    assert [e["envelope"]["data"]["refund_amount"] for e in published] == [4000]
 
 
 async def test_a_success_for_an_already_cancelled_appointment_is_refunded_in_full(
