@@ -10,7 +10,7 @@ import pytest
 from healthflow.contracts.appointment import AppointmentBooked
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import TokenFactory
-from healthflow.payment import service
+from healthflow.payment import service, store
 
 from .test_api import Client, booked, deliver_booking, payment_app
 from .test_invoices import accountant_at
@@ -72,3 +72,26 @@ async def test_payments_stored_without_a_hospital_are_placed_at_start(
     assert await service.backfill_hospitals(runtime) == 1
     assert await service.backfill_hospitals(runtime) == 0  # once
     assert (await http.get(url, headers=acc_a)).status_code == 200
+
+
+async def test_payments_flagged_for_review_are_shown_and_listed_for_finance(
+        client: Client, tokens: TokenFactory) -> None:
+    http, app = client
+    runtime = app.state.runtime
+    flagged, fine = at(HA, "patient-a"), at(HA, "patient-b")
+    for event in (flagged, fine):
+        await deliver_booking(app, event)
+    doc = await runtime.db["payments"].find_one({"appointment_id": flagged.appointment_id})
+    await store.flag_for_review(runtime.db, doc["_id"], "webhook:amount_mismatch")
+    await accountant_at(app, "acc-a", HA)
+    for who in (tokens.headers("acc-a", ("accountant",)), tokens.headers("admin", ("admin",))):
+        listed = await http.get("/api/v1/payments", params={"review": "true"}, headers=who)
+        assert listed.status_code == 200, listed.text
+        assert [(p["appointment_id"], p["review"]["reason"], p["hospital_id"])
+                for p in listed.json()] == [
+            (flagged.appointment_id, "webhook:amount_mismatch", HA)]
+        others = await http.get("/api/v1/payments", params={"review": "false"}, headers=who)
+        assert [p["appointment_id"] for p in others.json()] == [fine.appointment_id]
+    other = await http.get("/api/v1/payments", params={"review": "true"},
+                           headers=tokens.headers("acc-b", ("accountant",)))
+    assert other.status_code == 200 and other.json() == []  # not their hospital's

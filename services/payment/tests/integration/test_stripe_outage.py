@@ -172,3 +172,17 @@ async def test_reconciliation_refunds_a_cancelled_payment_left_unrefunded(
         left = await db["payments"].find_one({"_id": docs[1]["_id"]})
         assert left["status"] == "succeeded"
         assert left["review"]["reason"] == "reconcile:cancelled_unrefunded"
+
+
+async def test_reconciliation_during_an_outage_flags_nothing(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory,
+        stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
+                           s3_env, stripe_max_retries=0) as (_http, app):
+        runtime = app.state.runtime
+        await deliver_booking(app, booked())
+        with stripe_down(app):
+            assert await reconcile.reconcile(runtime, service.provider(runtime),
+                                             window=timedelta(hours=1)) == 0
+        doc = await runtime.db["payments"].find_one({})
+        assert "review" not in doc  # transient: the next pass checks it again

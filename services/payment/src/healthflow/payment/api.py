@@ -52,6 +52,7 @@ from healthflow.payment import (
     store,
 )
 from healthflow.payment.domain import ChargeItemStatus
+from healthflow.payment.payment_schemas import PaymentOut, WebhookAck
 from healthflow.payment.schemas import (
     BillingSummaryOut,
     ChargeItemIn,
@@ -64,9 +65,7 @@ from healthflow.payment.schemas import (
     InvoiceIssueIn,
     InvoiceOut,
     InvoicePaymentIn,
-    PaymentOut,
     RevenueOut,
-    WebhookAck,
 )
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
@@ -106,8 +105,10 @@ async def checkout(runtime: Runtime,
 @router.get("", summary="Payments, newest first (own; finance: their hospitals'; admin: any)")
 async def list_payments(runtime: Runtime, principal: Principal = Reader,
                         patient_id: Annotated[str | None, Query(max_length=64)] = None,
+                        review: Annotated[bool | None, Query(
+                            description="only those flagged for review (true) or not")] = None,
                         limit: Annotated[int, Query(ge=1, le=100)] = 50) -> list[PaymentOut]:
-    docs = await service.list_payments(runtime, principal, patient_id, limit)
+    docs = await service.list_payments(runtime, principal, patient_id, limit, review=review)
     return [PaymentOut.from_document(d) for d in docs]
 
 

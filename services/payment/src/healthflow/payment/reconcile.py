@@ -26,6 +26,7 @@ from functools import partial
 from healthflow.common import jobs
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import utcnow
+from healthflow.common.problems import ServiceUnavailable
 from healthflow.common.service import ServiceRuntime
 from healthflow.payment import checkouts, invoices, refunds, store
 from healthflow.payment.domain import (
@@ -44,8 +45,10 @@ log = logging.getLogger(__name__)
 async def reconcile(runtime: ServiceRuntime, stripe: Stripe, *, window: timedelta,
                     limit: int = 200) -> int:
     """One pass over up to ``limit`` unpaid payments opened within ``window`` (newest
-    first); how many it repaired. A payment that cannot be checked (Stripe unreachable
-    for it, an amount mismatch) is logged (ids and error class only), flagged for review
+    first); how many it repaired. Stripe being unavailable (a transient 503,
+    :mod:`~healthflow.payment.provider`) is logged and left to the next pass; a payment
+    that cannot be checked otherwise (an amount mismatch, an intent Stripe does not
+    know) is logged (ids and error class only), flagged for review
     (:func:`~healthflow.payment.store.flag_for_review`) and skipped: the others are
     still repaired."""
     since = utcnow() - window
@@ -56,6 +59,9 @@ async def reconcile(runtime: ServiceRuntime, stripe: Stripe, *, window: timedelt
     for doc in docs:
         try:
             repaired += await _repair(runtime, stripe, doc["_id"], doc["intent_id"])
+        except ServiceUnavailable:  # Stripe out for now: the next pass checks it again
+            log.warning("payment not reconciled: Stripe unavailable",
+                        extra={"payment_id": doc["_id"]})
         except Exception as exc:  # one bad payment must not stop the others' repair
             log.error("payment not reconciled: flagged for review",
                       extra={"payment_id": doc["_id"], "error": type(exc).__name__})

@@ -247,9 +247,11 @@ async def checkout(runtime: ServiceRuntime, principal: Principal,
 
 
 async def list_payments(runtime: ServiceRuntime, principal: Principal,
-                        patient_id: str | None, limit: int) -> list[Document]:
+                        patient_id: str | None, limit: int,
+                        review: bool | None = None) -> list[Document]:
     """The caller's own payments, newest first; staff (:func:`readable`) those they may
-    read, of ``patient_id`` when given.
+    read, of ``patient_id`` when given; with ``review``, only those flagged for review
+    (``True``) or not (``False``).
 
     Raises:
         Forbidden: (403) a patient naming another patient.
@@ -262,6 +264,8 @@ async def list_payments(runtime: ServiceRuntime, principal: Principal,
         raise Forbidden("patients may only list their own payments")
     else:
         where = {"patient_id": principal.subject}
+    if review is not None:
+        where["review"] = {"$exists": review}
     return await store.find_payments(runtime.db, where, limit)
 
 
