@@ -125,8 +125,10 @@ async def test_a_pending_booking_opens_one_checkout_seen_by_its_patient_and_fina
     other = await http.get(url, headers=tokens.headers("patient-2", ("patient",)))
     assert other.status_code == 404
     assert other.headers["content-type"].startswith("application/problem+json")
-    finance = await http.get(url, headers=tokens.headers("acc-1", ("accountant",)))
+    finance = await http.get(url, headers=tokens.headers("admin-1", ("admin",)))
     assert finance.status_code == 200 and finance.json()["client_secret"] is None
+    stranger = await http.get(url, headers=tokens.headers("acc-1", ("accountant",)))
+    assert stranger.status_code == 404  # keeps the books of no hospital
     assert (await http.get(url)).status_code == 401
     assert (await http.get(url, headers=tokens.headers("doc", ("doctor",)))).status_code == 403
     listed = await http.get("/api/v1/payments", headers=tokens.headers("patient-2",
@@ -449,14 +451,32 @@ async def test_a_refund_stripe_already_has_is_recorded_not_made_again(
     event, doc = await paid_booking(http, app, stripe_server, "p-retry")
     api = stripe.StripeClient(stripe_server.api_key,
                               base_addresses={"api": stripe_server.url}).v1
-    # a first attempt refunded 1000, then its transaction was rolled back and retried
-    first = api.refunds.create(params={"payment_intent": doc["intent_id"], "amount": 1000})
-    await deliver_cancel(app, event, "doctor", timedelta(days=2))  # would decide 4000
+    # a first attempt refunded the decided 4000, then its transaction was rolled back
+    first = api.refunds.create(params={"payment_intent": doc["intent_id"], "amount": 4000})
+    await deliver_cancel(app, event, "doctor", timedelta(days=2))  # decides 4000 again
     after = await db["payments"].find_one({"_id": doc["_id"]})
-    assert (after["refund"]["id"], after["refund"]["amount"]) == (first.id, 1000)
-    assert after["status"] == "partially_refunded"
+    assert (after["refund"]["id"], after["refund"]["amount"]) == (first.id, 4000)
+    assert after["status"] == "refunded"
     at_stripe = api.refunds.list(params={"payment_intent": doc["intent_id"]}).data
     assert [r.id for r in at_stripe] == [first.id]
+
+
+async def test_a_goodwill_refund_in_the_dashboard_counts_towards_the_cancellation(
+        client: Client, stripe_server: EmbeddedStripe) -> None:
+    http, app = client
+    db = app.state.runtime.db
+    event, doc = await paid_booking(http, app, stripe_server, "p-goodwill")
+    api = stripe.StripeClient(stripe_server.api_key,
+                              base_addresses={"api": stripe_server.url}).v1
+    api.refunds.create(params={"payment_intent": doc["intent_id"], "amount": 1000})
+    await deliver_cancel(app, event, "doctor", timedelta(days=2))  # decides all 4000
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert (after["status"], after["refund"]["amount"]) == ("refunded", 4000)
+    at_stripe = api.refunds.list(params={"payment_intent": doc["intent_id"]}).data
+    assert sorted(r.amount for r in at_stripe) == [1000, 3000]  # 3000 more, 4000 in all
+    assert after["refund"]["id"] in {r.id for r in at_stripe if r.amount == 3000}
+    published = await db[OUTBOX].find({"type": "payment.refunded"}).to_list()
+    assert [e["envelope"]["data"]["refund_amount"] for e in published] == [4000]
 
 
 async def test_a_success_for_an_already_cancelled_appointment_is_refunded_in_full(

@@ -3,14 +3,25 @@ MongoDB-protocol server and a real localstripe (stripe library)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+from healthflow.common import jobs
 from healthflow.devkit.embedded import EmbeddedStripe
 from healthflow.devkit.testing import TokenFactory, doctor_schedule, eventually, schedule_window
-from healthflow.payment import credit_notes
+from healthflow.payment import credit_notes, invoices
 from healthflow.payment.domain import split_tax
 
-from .test_api import deliver_cancel, payment_app
+from .test_api import (
+    booked,
+    deliver_booking,
+    deliver_cancel,
+    intent_event,
+    pay,
+    payment_app,
+    signed,
+    webhook,
+)
 from .test_invoices import (
     TELE,
     accountant_at,
@@ -138,3 +149,47 @@ async def test_a_credit_note_is_printed_at_issue_once_and_served_to_its_readers(
         assert await runtime.transact(
             lambda uow: credit_notes.print_pdf(uow, blobs, note["_id"])) is None
         assert not await blobs.exists(note["pdf"]["key"])
+
+
+async def test_a_credit_note_job_running_before_the_billing_job_waits_for_the_invoice(
+        mongodb_url: str, unique_name: str, tokens: TokenFactory,
+        stripe_server: EmbeddedStripe, s3_env: dict[str, str]) -> None:
+    async with payment_app(mongodb_url, f"payment_{unique_name}", tokens, stripe_server,
+                           s3_env) as (http, app):
+        db = app.state.runtime.db
+        event = booked(patient_id="p-early")
+        await deliver_booking(app, event)
+        doc = await db["payments"].find_one({"appointment_id": event.appointment_id})
+        # the billing job is late (a busy worker): put it off before the success enqueues it
+        await jobs.enqueue(db, invoices.BILLING, {"payment_id": doc["_id"]},
+                           run_at=datetime.now(UTC) + timedelta(hours=1),
+                           key=f"bill-{doc['_id']}")
+        intent = await asyncio.to_thread(pay, stripe_server, doc["intent_id"],
+                                         "4242424242424242")
+        answer = await webhook(http, *signed(stripe_server.webhook_secret,
+                                             intent_event(intent, "payment_intent.succeeded")))
+        assert answer.json()["outcome"] == "applied"
+        # cancelled before the success was recorded (the reason the old rule skipped)
+        await deliver_cancel(app, event, "patient", timedelta(days=4))
+        refunded = await db["payments"].find_one({"_id": doc["_id"]})
+        assert refunded["refund"]["reason"] == "cancelled_before_recorded"
+        credit_job = f"credit-{refunded['refund']['id']}"
+
+        async def tried() -> bool:
+            job = await db["jobs"].find_one({"_id": credit_job})
+            return bool(job and job["attempts"] >= 1)
+
+        await eventually(tried, within=15, interval=0.1, message="credit job never ran")
+        job = await db["jobs"].find_one({"_id": credit_job})
+        assert job["status"] == "queued" and "NotInvoicedYet" in job["last_error"]
+        assert await db["credit_notes"].count_documents({}) == 0
+        await db["jobs"].update_one({"_id": f"bill-{doc['_id']}"},
+                                    {"$set": {"run_at": datetime.now(UTC)}})
+
+        async def credited() -> bool:
+            return await db["credit_notes"].count_documents({}) == 1
+
+        await eventually(credited, within=30, interval=0.1, message="no credit note")
+        note = await db["credit_notes"].find_one({})
+        invoice = await db["invoices"].find_one({"payments.payment_id": doc["_id"]})
+        assert (note["invoice_id"], note["total_gross"]) == (invoice["_id"], -4000)

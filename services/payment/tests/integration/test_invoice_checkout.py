@@ -19,6 +19,7 @@ from healthflow.payment.clearinghouse import PlanRule
 from .test_api import Client, intent_event, pay, payment_app, signed, webhook
 from .test_insurance import a_coverage, invoice_of
 from .test_invoices import LAB, accountant_at, is_problem
+from .test_stripe_outage import stripe_down
 
 DECLINED = "4000000000000341"  # attaches, then declines on confirm
 GOOD = "4242424242424242"
@@ -107,7 +108,7 @@ async def test_a_card_success_after_the_desk_took_the_share_is_given_back(
     after = (await http.get(f"/api/v1/invoices/{invoice['id']}", headers=patient)).json()
     assert (after["paid"], after["status"]) == (2500, "balanced")  # not 5000
     refunds = await app.state.runtime.state["stripe"].refunds_of(checkout["intent_id"])
-    assert [amount for _, amount in refunds] == [2500]
+    assert [amount for _, amount, _ in refunds] == [2500]
     assert await app.state.runtime.db[OUTBOX].count_documents({"type": "invoice.paid"}) == 0
 
 
@@ -152,3 +153,20 @@ async def test_a_card_payment_whose_webhook_was_lost_is_recorded_by_reconciliati
     late = signed(stripe_server.webhook_secret, intent_event(intent, "payment_intent.succeeded"))
     assert (await webhook(http, *late)).json()["outcome"] == "ignored"
     assert await runtime.db[OUTBOX].count_documents({"type": "invoice.paid"}) == 1
+
+
+async def test_a_checkout_while_stripe_is_unreachable_answers_503_with_retry_after(
+        client: Client, tokens: TokenFactory) -> None:
+    http, app = client
+    await accountant_at(app, "acc-lab", LAB)
+    invoice = await invoice_of(http, app, tokens, "p-down", [("lab", 1, 1500)])
+    url = f"/api/v1/invoices/{invoice['id']}/checkout"
+    patient = tokens.headers("p-down", ("patient",))
+    with stripe_down(app):
+        refused = await http.post(url, headers=patient)
+    assert is_problem(refused, 503), refused.text
+    assert refused.headers["retry-after"] == "30"
+    assert "payment provider is unavailable" in refused.json()["detail"]
+    assert await app.state.runtime.db["invoice_checkouts"].count_documents({}) == 0
+    opened = await http.post(url, headers=patient)  # Stripe back: the retry works
+    assert opened.status_code == 201, opened.text

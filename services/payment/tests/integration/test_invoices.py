@@ -481,7 +481,7 @@ async def test_every_ledger_adds_up_to_the_cent(
             intent = await stripe.retrieve_intent(payment["intent_id"])
             assert intent.status == "succeeded" and intent.amount == payment["amount"]
             taken += intent.amount
-            refunded += sum(a for _, a in await stripe.refunds_of(payment["intent_id"]))
+            refunded += sum(a for _, a, _ in await stripe.refunds_of(payment["intent_id"]))
         assert taken == sum(p["amount"] for p in payments) == 4000 + 6500 + 2999
         assert refunded == sum((p.get("refund") or {}).get("amount", 0) for p in payments) \
             == 4000 + 1950

@@ -9,6 +9,7 @@ import time
 import pytest
 import stripe
 
+from healthflow.common.problems import ServiceUnavailable
 from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
@@ -27,8 +28,9 @@ async def test_a_silent_stripe_times_out_after_bounded_retries() -> None:
     adapter = Stripe(Settings(stripe_api_base=f"http://127.0.0.1:{port}",
                               stripe_timeout_seconds=0.5, stripe_max_retries=1))
     began = time.monotonic()
-    with pytest.raises(stripe.APIConnectionError):
+    with pytest.raises(ServiceUnavailable) as raised:  # a 503 with Retry-After
         await adapter.retrieve_intent("pi_silent")
+    assert isinstance(raised.value.__cause__, stripe.APIConnectionError)
     elapsed = time.monotonic() - began
     server.close()
     assert connections == 2  # the call and one retry

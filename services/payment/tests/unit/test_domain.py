@@ -26,6 +26,7 @@ from healthflow.payment.domain import (
     payment_id_of,
     payment_state,
     record_invoice_payment,
+    refund_due,
     refunded_status,
     split_tax,
 )
@@ -198,3 +199,13 @@ def test_a_hospitals_month_starts_at_its_own_midnight() -> None:
     assert (start, end) == (datetime(2026, 2, 28, 23, tzinfo=UTC),
                             datetime(2026, 3, 31, 22, tzinfo=UTC))
     assert month_bounds("2026-03", "UTC")[2] == datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_a_refund_counts_only_what_stripe_returned_or_is_returning() -> None:
+    assert refund_due(4000, []) == (4000, 0)
+    assert refund_due(4000, [("re_1", 1000, "succeeded")]) == (3000, 1000)  # goodwill
+    assert refund_due(4000, [("re_2", 500, "pending"), ("re_1", 1000, "succeeded")]) \
+        == (2500, 1500)
+    assert refund_due(4000, [("re_1", 4000, "failed"), ("re_0", 4000, "canceled")]) \
+        == (4000, 0)  # nothing went back: all of it is still owed
+    assert refund_due(1000, [("re_1", 4000, "succeeded")]) == (0, 4000)  # never less

@@ -101,7 +101,8 @@ class Permission(StrEnum):
     PARAMEDICS_READ_ANY = "paramedics:read_any"  # units with status and position
     # payments (Stripe PaymentIntents for appointments; healthflow.payment)
     PAYMENTS_READ_OWN = "payments:read_own"  # the patient's own payments and checkout secret
-    PAYMENTS_READ_ANY = "payments:read_any"  # finance: every payment, never a client secret
+    PAYMENTS_READ_ANY = "payments:read_any"  # platform: every payment, never a client secret
+    PAYMENTS_READ_HOSPITAL = "payments:read_hospital"  # finance: their hospitals' payments
     # an online consultation's own patient or doctor joins its room (and sends media)
     TELECONSULTATIONS_JOIN = "teleconsultations:join"
     # the consultation's doctor admits, removes and ends (their own consultations only)
@@ -167,6 +168,7 @@ SCOPES: dict[Permission, tuple[Scope, ...]] = {
     P.EMERGENCIES_UPDATE_ASSIGNED: (S.OWN,),  # the emergencies assigned to the caller's unit
     P.PARAMEDICS_MANAGE_OWN: (S.OWN,), P.PARAMEDICS_READ_ANY: (S.PLATFORM,),
     P.PAYMENTS_READ_OWN: (S.OWN,), P.PAYMENTS_READ_ANY: (S.PLATFORM,),
+    P.PAYMENTS_READ_HOSPITAL: (S.HOSPITAL,),
     P.TELECONSULTATIONS_JOIN: (S.OWN,), P.TELECONSULTATIONS_HOST: (S.OWN,),
     P.INVOICES_READ_OWN: (S.OWN,), P.INVOICES_MANAGE_HOSPITAL: (S.HOSPITAL,),
     # an accountant the books of the hospitals they keep (admins too, where they do)
@@ -235,7 +237,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     ),
     Role.RADIOGRAPHER: frozenset(_EVERYONE | {P.IMAGING_WORKLIST, P.IMAGING_UPLOAD,
                                               P.PARAMEDICS_MANAGE_OWN}),
-    Role.ACCOUNTANT: frozenset(_EVERYONE | {P.PAYMENTS_READ_ANY, P.INVOICES_MANAGE_HOSPITAL,
+    Role.ACCOUNTANT: frozenset(_EVERYONE | {P.PAYMENTS_READ_HOSPITAL, P.INVOICES_MANAGE_HOSPITAL,
                                             P.CHARGE_ITEMS_WRITE, P.FINANCE_READ,
                                             P.FINANCE_WRITE}),
     Role.PHARMACIST: frozenset(_EVERYONE | {P.PRESCRIPTIONS_DISPENSE}),

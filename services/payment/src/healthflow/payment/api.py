@@ -1,8 +1,9 @@
 """HTTP routes of the payment service under ``/api/v1/payments``.
 
 * ``GET /checkout/{appointment_id}``: the appointment's payment with its client secret
-  (the paying patient) or without (``payments:read_any``).
-* ``GET ""``: the caller's payments (finance: anyone's, ``?patient_id=``).
+  (the paying patient) or without (the accountants of its hospital,
+  ``payments:read_hospital``; the platform, ``payments:read_any``).
+* ``GET ""``: the caller's payments (staff: those they may read, ``?patient_id=``).
 * ``POST /webhooks/stripe``: public, accepted only with a valid ``Stripe-Signature``.
 
 Billing (:mod:`.invoices`, :mod:`.billing`), FHIR names in the paths:
@@ -52,6 +53,7 @@ from healthflow.payment import (
 )
 from healthflow.payment.domain import ChargeItemStatus
 from healthflow.payment.insurance_schemas import ClaimIn, ClaimOut, CoverageIn, CoverageOut
+from healthflow.payment.payment_schemas import PaymentOut, WebhookAck
 from healthflow.payment.schemas import (
     BillingSummaryOut,
     ChargeItemIn,
@@ -60,9 +62,7 @@ from healthflow.payment.schemas import (
     InvoiceIssueIn,
     InvoiceOut,
     InvoicePaymentIn,
-    PaymentOut,
     RevenueOut,
-    WebhookAck,
 )
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
@@ -83,7 +83,7 @@ def get_blobs(request: Request) -> BlobStore:
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
 Blobs = Annotated[BlobStore, Depends(get_blobs)]
 Id = Annotated[str, Path(max_length=64)]
-Reader = require_any(P.PAYMENTS_READ_OWN, P.PAYMENTS_READ_ANY)
+Reader = require_any(P.PAYMENTS_READ_OWN, P.PAYMENTS_READ_HOSPITAL, P.PAYMENTS_READ_ANY)
 BillingReader = require_any(P.INVOICES_READ_OWN, P.INVOICES_MANAGE_HOSPITAL)
 Finance = require(P.INVOICES_MANAGE_HOSPITAL)
 Insured = require(P.COVERAGES_MANAGE_OWN)
@@ -99,11 +99,13 @@ async def checkout(runtime: Runtime,
     return PaymentOut.from_document(doc, with_secret=doc["patient_id"] == principal.subject)
 
 
-@router.get("", summary="Payments, newest first (own; finance: any)")
+@router.get("", summary="Payments, newest first (own; finance: their hospitals'; admin: any)")
 async def list_payments(runtime: Runtime, principal: Principal = Reader,
                         patient_id: Annotated[str | None, Query(max_length=64)] = None,
+                        review: Annotated[bool | None, Query(
+                            description="only those flagged for review (true) or not")] = None,
                         limit: Annotated[int, Query(ge=1, le=100)] = 50) -> list[PaymentOut]:
-    docs = await service.list_payments(runtime, principal, patient_id, limit)
+    docs = await service.list_payments(runtime, principal, patient_id, limit, review=review)
     return [PaymentOut.from_document(d) for d in docs]
 
 

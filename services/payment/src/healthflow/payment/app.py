@@ -13,10 +13,11 @@ from healthflow.common.blobs import BlobStore
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
-from healthflow.common.jobs import Job, JobWorker
+from healthflow.common.jobs import Handler, Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
+from healthflow.contracts.appointment import AppointmentBooked
 from healthflow.payment import (
     api,
     credit_notes,
@@ -24,6 +25,7 @@ from healthflow.payment import (
     handlers,
     invoices,
     reconcile,
+    refunds,
     service,
     store,
 )
@@ -37,17 +39,14 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     settings = settings or load_settings(Settings)
     stripe = Stripe(settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES,
-                             handlers=handlers.make_handlers(stripe, settings),
+                             handlers=handlers.make_handlers(settings),
                              transport=transport)
     runtime.state["stripe"] = stripe
     # the only clearinghouse built: production refuses it (Settings.own_production_problems)
     runtime.state["clearinghouse"] = (PayerSandbox(settings.payer_sandbox_plans)
                                       if settings.clearinghouse == "sandbox" else None)
 
-    async def expire(uow: UnitOfWork, job: Job) -> None:
-        await service.expire_hold(uow, stripe, job.payload["payment_id"])
-
-    runtime.add_worker(JobWorker(runtime, service.HOLD_EXPIRY, expire, lease=30.0).loop())
+    add_stripe_jobs(runtime, stripe, settings)
 
     async def bill(uow: UnitOfWork, job: Job) -> None:
         await invoices.bill_payment(uow, job.payload["payment_id"], settings.tax_rate)
@@ -89,3 +88,43 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                              "(expenses, other incomes, monthly profit and loss).")
     app.state.blobs = blobs
     return app
+
+
+def add_stripe_jobs(runtime: ServiceRuntime, stripe: Stripe, settings: Settings) -> None:
+    """The workers of the jobs that call Stripe (checkout, hold expiry, refund), retried
+    with backoff through an outage and then dead (``make jobs``), and the start-up
+    placing of older payments in their hospital."""
+    def stripe_jobs(queue: str, handler: Handler, interval: float) -> Loop:
+        return JobWorker(runtime, queue, handler, lease=60.0, interval=interval,
+                         retry_base=settings.stripe_job_retry_base_seconds,
+                         max_attempts=settings.stripe_job_max_attempts).loop()
+
+    hold = service.hold_of(settings)
+
+    async def open_checkout(uow: UnitOfWork, job: Job) -> None:
+        await service.open_checkout(uow, stripe,
+                                    AppointmentBooked.model_validate(job.payload["booked"]),
+                                    hold, settings.eligibility_required_hospitals)
+
+    runtime.add_worker(stripe_jobs(service.CHECKOUT, open_checkout, 0.25))
+
+    async def expire(uow: UnitOfWork, job: Job) -> None:
+        booked = job.payload.get("booked")
+        await service.expire_hold(uow, stripe, job.payload["payment_id"],
+                                  AppointmentBooked.model_validate(booked) if booked else None)
+
+    runtime.add_worker(stripe_jobs(service.HOLD_EXPIRY, expire, 1.0))
+    policy = refunds.policy_of(settings)
+
+    async def refund(uow: UnitOfWork, job: Job) -> None:
+        await refunds.run_refund_job(uow, stripe, policy, job.payload)
+
+    runtime.add_worker(stripe_jobs(refunds.REFUND, refund, 0.25))
+
+    async def backfill() -> None:
+        await service.backfill_hospitals(runtime)
+
+    async def nothing() -> None:
+        return None
+
+    runtime.add_worker(Hooks("payment-hospitals", backfill, nothing))

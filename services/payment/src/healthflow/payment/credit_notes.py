@@ -45,7 +45,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.payment import invoices, printing, store
-from healthflow.payment.domain import COLLECTED, PaymentStatus, split_tax
+from healthflow.payment.domain import paid_at, split_tax
 
 CREDIT_NOTES = store.CREDIT_NOTES
 CREDIT = "credit-note"
@@ -107,10 +107,12 @@ async def schedule(uow: UnitOfWork, payment_id: str, refund_id: str) -> None:
 async def issue_for_refund(uow: UnitOfWork, payment_id: str, refund_id: str
                            ) -> Document | None:
     """The ``credit-note`` job: the refund's credit note, once; None when there is
-    nothing to document (no refund recorded, or the payment was never invoiced).
+    nothing to document (no refund recorded, or the payment never reached ``succeeded``
+    here, so it is never invoiced: its history says so, whatever the refund's reason).
 
     Raises:
-        NotInvoicedYet: the payment's invoice is not issued yet (the job is retried).
+        NotInvoicedYet: the payment succeeded here but its billing job has not issued
+            the invoice yet (the job is retried).
     """
     note_id = str(uuid.uuid5(NAMESPACE, refund_id))
     if await uow.db[CREDIT_NOTES].find_one({"_id": note_id}, session=uow.session):
@@ -124,8 +126,8 @@ async def issue_for_refund(uow: UnitOfWork, payment_id: str, refund_id: str
     if invoice is None:
         billed = await uow.db[store.CHARGE_ITEMS].find_one(
             {"_id": invoices.consultation_item_id(payment_id)}, session=uow.session)
-        if billed is None and PaymentStatus(payment["status"]) in COLLECTED \
-                and refund.get("reason") != "cancelled_before_recorded":
+        if billed is None and paid_at(payment.get("history") or []) is not None:
+            # it reached succeeded here, so its billing job exists: wait for the invoice
             raise NotInvoicedYet(f"payment {payment_id} is not invoiced yet")
         return None
     amount = int(refund["amount"])

@@ -176,6 +176,21 @@ def paid_at(history: list[dict[str, Any]]) -> datetime | None:
     return max(times) if times else None
 
 
+REFUND_COUNTED = frozenset({"succeeded", "pending"})
+"""Stripe refund statuses whose money is gone or on its way back (``failed`` and
+``canceled`` refunds returned nothing; https://docs.stripe.com/api/refunds/object)."""
+
+
+def refund_due(decided: int, at_stripe: list[tuple[str, int, str]]) -> tuple[int, int]:
+    """``(minor units to refund now, minor units already refunded)`` for a decision to
+    refund ``decided`` in total, given the intent's refunds at Stripe
+    ``[(refund id, minor units, status)]``: only ``succeeded`` and ``pending`` ones
+    count (:data:`REFUND_COUNTED`), so a refund made in the dashboard is neither
+    repeated nor allowed to replace the decision, and a failed one is made again."""
+    already = sum(amount for _, amount, status in at_stripe if status in REFUND_COUNTED)
+    return max(0, decided - already), already
+
+
 def refunded_status(amount: int, refunded: int) -> PaymentStatus | None:
     """The status after refunding ``refunded`` of ``amount`` minor units (``None``: 0)."""
     if refunded <= 0:

@@ -2,12 +2,16 @@
 
 * ``appointment.booked`` (appointment,
   :class:`~healthflow.contracts.appointment.AppointmentBooked`):
-  a ``pending_payment`` booking with a fee opens its checkout (a Stripe PaymentIntent);
-  see :func:`~healthflow.payment.service.open_checkout`.
+  a ``pending_payment`` booking with a fee enqueues its checkout (a Stripe
+  PaymentIntent, opened by a job) and its hold's end;
+  see :func:`~healthflow.payment.service.request_checkout`.
 * ``appointment.cancelled`` (appointment,
-  :class:`~healthflow.contracts.appointment.AppointmentCancelled`): the payment is
-  refunded by the refund policy, or its unpaid intent cancelled
-  (:func:`~healthflow.payment.refunds.on_cancelled`).
+  :class:`~healthflow.contracts.appointment.AppointmentCancelled`): recorded, and a
+  job refunds the payment by the refund policy, or cancels its unpaid intent
+  (:func:`~healthflow.payment.refunds.record_cancellation`).
+
+No handler calls Stripe: a consumer gives up after a few retries (then dead-letters),
+a job retries with backoff for hours (``Settings.stripe_job_*``).
 
 Read models for billing (:mod:`~healthflow.payment.invoices`), each kept by its own
 id and version so redelivery and any order give the same state:
@@ -35,23 +39,19 @@ from healthflow.contracts.doctor import DoctorScheduleChanged
 from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.records import EncounterCoded, EncounterStarted
 from healthflow.payment import refunds, service, store
-from healthflow.payment.provider import Stripe
 from healthflow.payment.settings import Settings
 
 
-def make_handlers(stripe: Stripe, settings: Settings) -> Handlers:
-    """``{event type: handler}`` calling Stripe through ``stripe``."""
+def make_handlers(settings: Settings) -> Handlers:
+    """``{event type: handler}``."""
 
     async def on_appointment_booked(event: Received[AppointmentBooked],
                                     uow: UnitOfWork) -> None:
-        await service.open_checkout(uow, stripe, event.data, service.hold_of(settings),
-                                    settings.eligibility_required_hospitals)
-
-    policy = refunds.policy_of(settings)
+        await service.request_checkout(uow, event.data, service.hold_of(settings))
 
     async def on_appointment_cancelled(event: Received[AppointmentCancelled],
                                        uow: UnitOfWork) -> None:
-        await refunds.on_cancelled(uow, stripe, policy, event.data, event.time)
+        await refunds.record_cancellation(uow, event.data, event.time)
 
     return {"appointment.booked": on_appointment_booked,
             "appointment.cancelled": on_appointment_cancelled,

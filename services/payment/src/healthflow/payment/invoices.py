@@ -81,7 +81,10 @@ def consultation_item_id(payment_id: str) -> str:
 
 async def consultation_hospital(uow: UnitOfWork, payment: Document) -> str | None:
     """The hospital of the appointment (in person), else the doctor's first affiliated
-    hospital (in the doctor's order, ``doctor.schedule_changed``), else None."""
+    hospital (in the doctor's order, ``doctor.schedule_changed``), else None. A payment
+    placed at its checkout (``hospital_id``) keeps that hospital."""
+    if payment.get("hospital_id"):
+        return str(payment["hospital_id"])
     if payment.get("location_id"):
         return str(payment["location_id"])
     doctor = await uow.db[store.DOCTORS].find_one({"_id": payment["doctor_id"]},

@@ -7,7 +7,12 @@ from __future__ import annotations
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.payment import credit_notes, events, store
-from healthflow.payment.domain import PaymentStatus, refunded_status
+from healthflow.payment.domain import (
+    REFUND_COUNTED,
+    PaymentStatus,
+    refund_due,
+    refunded_status,
+)
 from healthflow.payment.provider import Stripe
 
 
@@ -34,20 +39,25 @@ async def move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
 
 async def refund(uow: UnitOfWork, stripe: Stripe, doc: Document, amount: int,
                  reason: str) -> None:
-    """Refund ``amount`` minor units of the payment ``doc`` (0: record the decision only)
-    and publish ``payment.refunded``.
+    """Refund ``amount`` minor units of the payment ``doc`` in total (0: record the
+    decision only) and publish ``payment.refunded``.
 
-    Stripe is asked for the intent's refunds first: when a refund exists already (a
-    first attempt refunded, then its transaction was retried or died), what Stripe has
-    is recorded and no second refund is created, so a retry that decides differently
-    can neither refund twice nor reuse the idempotency key with other parameters."""
+    Refunds Stripe already has for the intent count towards ``amount``
+    (:func:`~healthflow.payment.domain.refund_due`: succeeded or pending ones only): a
+    goodwill refund made in the dashboard, or a first attempt whose transaction rolled
+    back. Only the rest is refunded, with the idempotency key
+    ``refund-<payment id>-<amount>`` (the same decision: the same key and parameters).
+    What is recorded is the total refunded (never less than Stripe has)."""
     refund_id = None
     if amount > 0:
-        done = await stripe.refunds_of(doc["intent_id"])
-        if done:  # an earlier attempt refunded before its transaction rolled back
-            refund_id, amount = done[0][0], sum(a for _, a in done)
-        else:
-            refund_id = await stripe.refund(doc["intent_id"], amount, f"refund-{doc['_id']}")
+        at_stripe = await stripe.refunds_of(doc["intent_id"])
+        more, already = refund_due(amount, at_stripe)
+        if more:
+            refund_id = await stripe.refund(doc["intent_id"], more,
+                                            f"refund-{doc['_id']}-{amount}")
+        else:  # all of it refunded already: the newest counted refund stands for it
+            refund_id = next(i for i, _, st in at_stripe if st in REFUND_COUNTED)
+        amount = already + more
     record = {"refund": {"id": refund_id, "amount": amount, "currency": doc["currency"],
                          "reason": reason, "at": utcnow()}}
     target = refunded_status(doc["amount"], amount)

@@ -2,11 +2,17 @@
 
 :class:`Stripe` holds one ``StripeClient`` on the HTTPX transport (async calls) pointed at
 ``Settings.stripe_api_base`` when set (localstripe in development and tests) or at
-Stripe itself. Nothing here logs a client secret or card data.
+Stripe itself. Nothing here logs a client secret or card data. Stripe being
+unreachable, rate limiting or failing (``APIConnectionError``, ``RateLimitError``,
+``APIError``, once the library's own retries are spent) raises
+:class:`~healthflow.common.problems.ServiceUnavailable` (503 problem+json with
+``Retry-After``); a job that meets it is retried later.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +20,20 @@ import stripe
 
 from healthflow.common.problems import BadRequest, ServiceUnavailable
 from healthflow.payment.settings import Settings
+
+STRIPE_RETRY_AFTER = 30
+"""Seconds a caller is asked to wait after Stripe failed (``Retry-After``)."""
+
+
+@contextmanager
+def _stripe_call() -> Iterator[None]:
+    """Stripe's transient failures as a 503 (error class only in the detail)."""
+    try:
+        yield
+    except (stripe.APIConnectionError, stripe.RateLimitError, stripe.APIError) as exc:
+        raise ServiceUnavailable(
+            f"the payment provider is unavailable ({type(exc).__name__}); try again later",
+            retry_after=STRIPE_RETRY_AFTER) from exc
 
 
 @dataclass(frozen=True)
@@ -47,39 +67,46 @@ class Stripe:
         ``idempotency_key`` makes a retried call return the first intent at Stripe
         (https://docs.stripe.com/api/idempotent_requests, kept 24 hours).
         """
-        intent = await self.client.v1.payment_intents.create_async(
-            params={"amount": amount, "currency": currency.lower(), "metadata": metadata},
-            options={"idempotency_key": idempotency_key})
+        with _stripe_call():
+            intent = await self.client.v1.payment_intents.create_async(
+                params={"amount": amount, "currency": currency.lower(), "metadata": metadata},
+                options={"idempotency_key": idempotency_key})
         return _intent(intent)
 
     async def retrieve_intent(self, intent_id: str) -> Intent:
         """The PaymentIntent as Stripe has it now."""
-        return _intent(await self.client.v1.payment_intents.retrieve_async(intent_id))
+        with _stripe_call():
+            return _intent(await self.client.v1.payment_intents.retrieve_async(intent_id))
 
     async def cancel_intent(self, intent_id: str) -> str:
         """Cancel a PaymentIntent; its status afterwards: ``canceled``, or the status that
         kept Stripe from cancelling it (``succeeded``, ``processing``). Repeatable: an
         intent already cancelled answers ``canceled``
         (https://docs.stripe.com/api/payment_intents/cancel)."""
-        try:
-            return str((await self.client.v1.payment_intents.cancel_async(intent_id)).status)
-        except stripe.InvalidRequestError:
-            intent = await self.client.v1.payment_intents.retrieve_async(intent_id)
-            return str(intent.status)
+        with _stripe_call():
+            try:
+                return str((await self.client.v1.payment_intents.cancel_async(intent_id)).status)
+            except stripe.InvalidRequestError:
+                intent = await self.client.v1.payment_intents.retrieve_async(intent_id)
+                return str(intent.status)
 
     async def refund(self, intent_id: str, amount: int, idempotency_key: str) -> str:
         """Refund ``amount`` minor units of a succeeded PaymentIntent; the refund id
         (https://docs.stripe.com/api/refunds/create)."""
-        refund = await self.client.v1.refunds.create_async(
-            params={"payment_intent": intent_id, "amount": amount},
-            options={"idempotency_key": idempotency_key})
+        with _stripe_call():
+            refund = await self.client.v1.refunds.create_async(
+                params={"payment_intent": intent_id, "amount": amount},
+                options={"idempotency_key": idempotency_key})
         return str(refund.id)
 
-    async def refunds_of(self, intent_id: str) -> list[tuple[str, int]]:
-        """The refunds of a PaymentIntent as ``[(refund id, minor units)]``, newest first
-        (https://docs.stripe.com/api/refunds/list)."""
-        page = await self.client.v1.refunds.list_async(params={"payment_intent": intent_id})
-        return [(str(r.id), int(r.amount)) for r in page.data]
+    async def refunds_of(self, intent_id: str) -> list[tuple[str, int, str]]:
+        """The refunds of a PaymentIntent as ``[(refund id, minor units, status)]``, newest
+        first, whatever their status (``pending``, ``succeeded``, ``failed``,
+        ``canceled``, ...; https://docs.stripe.com/api/refunds/list)."""
+        with _stripe_call():
+            page = await self.client.v1.refunds.list_async(
+                params={"payment_intent": intent_id, "limit": 100})
+        return [(str(r.id), int(r.amount), str(r.status)) for r in page.data]
 
     def verify(self, payload: bytes, signature: str | None) -> stripe.Event:
         """The event of a webhook delivery, verified by ``stripe.Webhook.construct_event``

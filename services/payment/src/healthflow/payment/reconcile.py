@@ -9,6 +9,12 @@ would (``payment.succeeded``, the appointment confirmed; ``invoice.paid``). The 
 monotone rule as the webhook (:func:`~healthflow.payment.domain.next_status`; for a
 checkout, its status) makes it safe beside a late webhook,
 another replica's pass, or a repeat: one effect.
+
+It also finds appointments cancelled within the window whose payment succeeded and was
+never refunded (a refund job that died, a cancellation of an older release) and
+enqueues their ``refund-<payment id>`` job (:func:`~healthflow.payment.refunds.enqueue_refund`;
+the key makes it once). One cancelled before the cancellation was recorded in full
+cannot be decided by the policy: it is flagged ``reconcile:cancelled_unrefunded``.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ import logging
 from datetime import datetime, timedelta
 from functools import partial
 
+from healthflow.common import jobs
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import utcnow
+from healthflow.common.problems import ServiceUnavailable
 from healthflow.common.service import ServiceRuntime
-from healthflow.payment import checkouts, invoices, store
+from healthflow.payment import checkouts, invoices, refunds, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     PaymentStatus,
@@ -37,8 +45,10 @@ log = logging.getLogger(__name__)
 async def reconcile(runtime: ServiceRuntime, stripe: Stripe, *, window: timedelta,
                     limit: int = 200) -> int:
     """One pass over up to ``limit`` unpaid payments opened within ``window`` (newest
-    first); how many it repaired. A payment that cannot be checked (Stripe unreachable
-    for it, an amount mismatch) is logged (ids and error class only), flagged for review
+    first); how many it repaired. Stripe being unavailable (a transient 503,
+    :mod:`~healthflow.payment.provider`) is logged and left to the next pass; a payment
+    that cannot be checked otherwise (an amount mismatch, an intent Stripe does not
+    know) is logged (ids and error class only), flagged for review
     (:func:`~healthflow.payment.store.flag_for_review`) and skipped: the others are
     still repaired."""
     since = utcnow() - window
@@ -49,11 +59,43 @@ async def reconcile(runtime: ServiceRuntime, stripe: Stripe, *, window: timedelt
     for doc in docs:
         try:
             repaired += await _repair(runtime, stripe, doc["_id"], doc["intent_id"])
+        except ServiceUnavailable:  # Stripe out for now: the next pass checks it again
+            log.warning("payment not reconciled: Stripe unavailable",
+                        extra={"payment_id": doc["_id"]})
         except Exception as exc:  # one bad payment must not stop the others' repair
             log.error("payment not reconciled: flagged for review",
                       extra={"payment_id": doc["_id"], "error": type(exc).__name__})
             await flag_for_review(runtime.db, doc["_id"], f"reconcile:{type(exc).__name__}")
-    return repaired + await _reconcile_checkouts(runtime, stripe, since, limit)
+    repaired += await _reconcile_checkouts(runtime, stripe, since, limit)
+    return repaired + await _refund_cancelled(runtime, since, limit)
+
+
+async def _refund_cancelled(runtime: ServiceRuntime, since: datetime, limit: int) -> int:
+    """Enqueue the refund of each succeeded, unrefunded payment whose appointment was
+    cancelled since ``since``; how many."""
+    claims = await runtime.db[store.APPOINTMENTS].find(
+        {"cancelled_at": {"$gte": since}}).sort("cancelled_at", -1).limit(limit).to_list()
+    found = 0
+    for claim in claims:
+        doc = await store.by_appointment(runtime.db, claim["_id"])
+        if doc is None or doc["status"] != PaymentStatus.SUCCEEDED.value or "refund" in doc:
+            continue
+        if await runtime.db[jobs.JOBS].find_one({"_id": refunds.refund_key(claim["_id"])}):
+            continue  # queued (Stripe still out), or dead and listed by make jobs
+        payload = claim.get("cancellation")
+        if payload is None:
+            await flag_for_review(runtime.db, doc["_id"], "reconcile:cancelled_unrefunded")
+            continue
+
+        async def enqueue(uow: UnitOfWork, appointment_id: str = claim["_id"],
+                          payload: dict[str, object] = payload) -> None:
+            await refunds.enqueue_refund(uow, appointment_id, payload)
+
+        await runtime.transact(enqueue, actor="reconciliation")
+        log.warning("cancelled appointment's payment unrefunded: refund job enqueued",
+                    extra={"payment_id": doc["_id"]})
+        found += 1
+    return found
 
 
 async def _reconcile_checkouts(runtime: ServiceRuntime, stripe: Stripe, since: datetime,

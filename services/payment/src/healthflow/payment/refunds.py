@@ -9,18 +9,24 @@
   Stripe so that nobody pays for an appointment that no longer exists (``cancelled``);
   if Stripe took the money in the meantime, all of it goes back.
 
-A cancellation that arrives before its booking (delivery is unordered) is remembered,
-so that no checkout opens for that appointment afterwards. Each Stripe call carries an
-idempotency key (``refund-<payment id>``), and a refund Stripe already has for the intent
-is recorded rather than decided again (:func:`~healthflow.payment.ledger.refund`); a
-redelivered event finds the payment already moved and changes nothing.
+The consumer only records the cancellation (:func:`record_cancellation`) and enqueues
+the ``refund-<payment id>`` job in its transaction; the job (:func:`on_cancelled`) calls
+Stripe and is retried with backoff while Stripe is unreachable (dead jobs: ``make
+jobs``), so an outage delays a refund but never loses it. A cancellation that arrives
+before its booking (delivery is unordered) is remembered, so that no checkout opens for
+that appointment afterwards. Each refund carries an idempotency key
+(``refund-<payment id>-<decided amount>``) and refunds Stripe already has for the intent
+count towards the decision (:func:`~healthflow.payment.ledger.refund`); a repeated job
+finds the payment already moved and changes nothing.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from healthflow.common import jobs
 from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.mongo import Document
 from healthflow.contracts.appointment import AppointmentCancelled
 from healthflow.payment import store
 from healthflow.payment.domain import (
@@ -28,11 +34,47 @@ from healthflow.payment.domain import (
     PaymentStatus,
     RefundPolicy,
     paid_at,
+    payment_id_of,
 )
 from healthflow.payment.ledger import move, refund
 from healthflow.payment.provider import Stripe
 from healthflow.payment.service import HoldNotReleasable
 from healthflow.payment.settings import Settings
+
+REFUND = "refund"
+"""The job queue of cancellations to apply to their payment (payload ``{cancelled, at}``:
+the ``appointment.cancelled`` data and its time, ISO 8601; key ``refund-<payment id>``)."""
+
+
+async def record_cancellation(uow: UnitOfWork, cancelled: AppointmentCancelled,
+                              at: datetime) -> None:
+    """What ``appointment.cancelled`` (at ``at``, aware UTC) does, without calling
+    Stripe: the cancellation written on the appointment's document (so that no
+    checkout opens afterwards, and reconciliation can find a payment left unrefunded)
+    and the ``refund-<payment id>`` job (:func:`on_cancelled`) in the same transaction."""
+    payload = {"cancelled": cancelled.model_dump(mode="json"), "at": at.isoformat()}
+    await store.claim_appointment(uow.db, cancelled.appointment_id,
+                                  {"cancelled_at": at, "cancellation": payload}, uow.session)
+    await enqueue_refund(uow, cancelled.appointment_id, payload)
+
+
+def refund_key(appointment_id: str) -> str:
+    """The id of the refund job of an appointment's payment: ``refund-<payment id>``."""
+    return f"refund-{payment_id_of(appointment_id)}"
+
+
+async def enqueue_refund(uow: UnitOfWork, appointment_id: str, payload: Document) -> None:
+    """The ``refund-<payment id>`` job of a cancellation (once per payment)."""
+    await jobs.enqueue(uow.db, REFUND, payload, key=refund_key(appointment_id),
+                       session=uow.session)
+
+
+async def run_refund_job(uow: UnitOfWork, stripe: Stripe, policy: RefundPolicy,
+                         payload: Document) -> None:
+    """The ``refund`` job: :func:`on_cancelled` with the recorded cancellation."""
+    await on_cancelled(uow, stripe, policy,
+                       AppointmentCancelled.model_validate(payload["cancelled"]),
+                       datetime.fromisoformat(payload["at"]))
 
 
 def policy_of(settings: Settings) -> RefundPolicy:
@@ -42,10 +84,11 @@ def policy_of(settings: Settings) -> RefundPolicy:
 
 async def on_cancelled(uow: UnitOfWork, stripe: Stripe, policy: RefundPolicy,
                        cancelled: AppointmentCancelled, at: datetime) -> None:
-    """Apply the cancellation (at ``at``, aware UTC) of an appointment to its payment.
+    """Apply the cancellation (at ``at``, aware UTC) of an appointment to its payment
+    (the ``refund`` job's work; Stripe calls here).
 
     Raises:
-        HoldNotReleasable: Stripe is still processing a payment (the event is retried).
+        HoldNotReleasable: Stripe is still processing a payment (the job is retried).
     """
     await store.claim_appointment(uow.db, cancelled.appointment_id, {"cancelled_at": at},
                                   uow.session)  # a checkout running now conflicts: one waits

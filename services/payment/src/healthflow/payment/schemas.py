@@ -1,6 +1,7 @@
-"""Request and response bodies of ``/api/v1/payments``, ``/api/v1/charge-items``,
+"""Request and response bodies of ``/api/v1/charge-items``,
 ``/api/v1/invoices``, ``/api/v1/billing``, ``/api/v1/coverages``, ``/api/v1/claims``,
-``/api/v1/expenses``, ``/api/v1/incomes`` and ``/api/v1/finance``."""
+``/api/v1/expenses``, ``/api/v1/incomes`` and ``/api/v1/finance`` (those of
+``/api/v1/payments``: :mod:`.payment_schemas`)."""
 
 from __future__ import annotations
 
@@ -11,60 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 from healthflow.common.mongo import Document
 from healthflow.payment.domain import (
-    EXPIRABLE,
     ChargeItemStatus,
     EntryStatus,
     ExpenseCategory,
     IncomeCategory,
     InvoiceStatus,
-    PaymentStatus,
     payment_state,
 )
-
-
-class RefundOut(BaseModel):
-    """What went back (``amount`` minor units of ``currency``; 0: the policy refunds
-    nothing) and why (``reason``: see ``payment.refunded``); ``at`` aware UTC."""
-
-    id: str | None
-    amount: int
-    currency: str
-    reason: str
-    at: datetime
-
-
-class PaymentOut(BaseModel):
-    """One appointment's payment. ``amount`` is an integer in minor units of ``currency``
-    (ISO 4217); ``client_secret`` (the PaymentIntent's, for Stripe.js / the stripe
-    library to confirm with a card) is shown to the paying patient only, and only
-    while payment is still possible; times aware UTC."""
-
-    id: str
-    appointment_id: str
-    patient_id: str
-    amount: int
-    currency: str
-    status: PaymentStatus
-    intent_id: str
-    client_secret: str | None = None
-    refund: RefundOut | None = None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_document(cls, doc: Document, *, with_secret: bool = False) -> PaymentOut:
-        payable = PaymentStatus(doc["status"]) in EXPIRABLE
-        return cls.model_validate({
-            **doc, "id": doc["_id"],
-            "client_secret": doc["client_secret"] if with_secret and payable else None})
-
-
-class WebhookAck(BaseModel):
-    """What the webhook route answers Stripe: ``applied``, ``duplicate`` or ``ignored``."""
-
-    received: bool = True
-    outcome: str
-
 
 # --------------------------------------------------------------------------- billing
 

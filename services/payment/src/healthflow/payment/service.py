@@ -41,7 +41,12 @@ from healthflow.payment.settings import Settings
 log = logging.getLogger(__name__)
 
 HOLD_EXPIRY = "hold-expiry"
-"""The job queue of hold deadlines (payload ``{payment_id}``)."""
+"""The job queue of hold deadlines (payload ``{payment_id, booked?}``, key
+``hold-<payment id>``)."""
+
+CHECKOUT = "checkout"
+"""The job queue of checkouts to open at Stripe (payload ``{booked}``: the
+``appointment.booked`` data; key ``checkout-<appointment id>``)."""
 
 
 class HoldNotReleasable(RuntimeError):
@@ -52,6 +57,31 @@ def provider(runtime: ServiceRuntime) -> Stripe:
     """The runtime's Stripe adapter (``create_app`` puts it there)."""
     stripe: Stripe = runtime.state["stripe"]
     return stripe
+
+
+async def request_checkout(uow: UnitOfWork, booked: AppointmentBooked,
+                           hold: timedelta) -> None:
+    """What ``appointment.booked`` does, without calling Stripe: for a
+    ``pending_payment`` booking with a fee, the ``checkout-<appointment id>`` job
+    (:func:`open_checkout`, retried with backoff while Stripe is unreachable) and the
+    hold's end ``hold-<payment id>`` ``hold`` from now (:func:`expire_hold`, whether or
+    not a checkout ever opened), both in the consumer's transaction. A booking whose
+    cancellation overtook it is ignored; a redelivery enqueues nothing new."""
+    if booked.status != "pending_payment" or not booked.fee_amount or not booked.fee_currency:
+        return
+    check_money(booked.fee_amount, booked.fee_currency)  # a malformed fee is refused here
+    now = utcnow()
+    claim = await store.claim_appointment(uow.db, booked.appointment_id, {"booked_at": now},
+                                          uow.session)
+    if claim.get("cancelled_at") or claim.get("refused"):
+        return
+    data = booked.model_dump(mode="json")
+    payment_id = payment_id_of(booked.appointment_id)
+    await jobs.enqueue(uow.db, CHECKOUT, {"booked": data},
+                       key=f"checkout-{booked.appointment_id}", session=uow.session, now=now)
+    await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id, "booked": data},
+                       run_at=now + hold, key=f"hold-{payment_id}", session=uow.session,
+                       now=now)
 
 
 async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBooked,
@@ -80,12 +110,15 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
         return
     claim = await store.claim_appointment(uow.db, booked.appointment_id,
                                           {"checkout_at": utcnow()}, uow.session)
-    if claim.get("cancelled_at") or claim.get("refused"):
-        return  # its cancellation overtook this event, or it was refused: nothing to pay
+    if claim.get("cancelled_at") or claim.get("refused") or claim.get("expired_at"):
+        return  # cancelled, refused, or its hold ended before Stripe answered: nothing to pay
     if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
         return
     amount, currency = check_money(booked.fee_amount, booked.fee_currency)
-    if eligibility_required and not await _eligible(uow, booked, eligibility_required):
+    hospital = await invoices.consultation_hospital(
+        uow, {"location_id": booked.location_id, "doctor_id": booked.doctor_id})
+    if hospital in eligibility_required and not await eligibility.verified_on(
+            uow.db, booked.patient_id, booked.start.astimezone(UTC).date(), uow.session):
         await _refuse(uow, booked, amount, currency)
         return
     request = intent_request(booked.appointment_id, amount, currency)
@@ -96,23 +129,13 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     await uow.db[store.PAYMENTS].insert_one({
         "_id": payment_id, "appointment_id": booked.appointment_id,
         "patient_id": booked.patient_id, "doctor_id": booked.doctor_id,
-        "location_id": booked.location_id,
+        "location_id": booked.location_id, "hospital_id": hospital,
         "amount": amount, "currency": currency, "status": status, "intent_id": intent.id,
         "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
         "history": [{"status": status, "at": now, "stripe_event_id": None}],
     }, session=uow.session)
     await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
                        key=f"hold-{payment_id}", session=uow.session, now=now)
-
-
-async def _eligible(uow: UnitOfWork, booked: AppointmentBooked,
-                    required: frozenset[str]) -> bool:
-    hospital = await invoices.consultation_hospital(
-        uow, {"location_id": booked.location_id, "doctor_id": booked.doctor_id})
-    if hospital not in required:
-        return True
-    return await eligibility.verified_on(uow.db, booked.patient_id,
-                                         booked.start.astimezone(UTC).date(), uow.session)
 
 
 async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,
@@ -127,16 +150,21 @@ async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,
         patientid=booked.patient_id)
 
 
-async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
+async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str,
+                      booked: AppointmentBooked | None = None) -> bool:
     """End an unpaid hold: cancel the PaymentIntent at Stripe first (so that no card can
     succeed on it later), then mark the payment ``expired`` and publish
     ``payment.expired`` (the appointment service cancels the appointment, releasing the
     slot). A payment already succeeded or expired is left alone; whether it expired.
+    A booking (``booked``) whose checkout never opened (Stripe unreachable all along)
+    expires without Stripe: its checkout job will not open one afterwards.
 
     Raises:
         HoldNotReleasable: Stripe is still processing a payment (the job is retried).
     """
     doc = await store.get_payment(uow.db, payment_id, session=uow.session)
+    if doc is None and booked is not None:
+        return await _expire_unopened(uow, booked)
     if doc is None or PaymentStatus(doc["status"]) not in EXPIRABLE:
         return False
     at_stripe = await stripe.cancel_intent(doc["intent_id"])
@@ -145,6 +173,25 @@ async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str) -> bool:
     if at_stripe != "canceled":
         raise HoldNotReleasable(f"PaymentIntent {doc['intent_id']} is {at_stripe}")
     await move(uow, doc, PaymentStatus.EXPIRED, None)
+    return True
+
+
+async def _expire_unopened(uow: UnitOfWork, booked: AppointmentBooked) -> bool:
+    claim = await store.claim_appointment(uow.db, booked.appointment_id,
+                                          {"hold_ended_at": utcnow()}, uow.session)
+    if claim.get("cancelled_at") or claim.get("refused") or claim.get("expired_at"):
+        return False
+    if await store.by_appointment(uow.db, booked.appointment_id, session=uow.session):
+        return False  # the checkout opened meanwhile: its payment expires as usual
+    await uow.db[store.APPOINTMENTS].update_one(
+        {"_id": booked.appointment_id}, {"$set": {"expired_at": utcnow()}},
+        session=uow.session)
+    payment_id = payment_id_of(booked.appointment_id)
+    amount, currency = check_money(booked.fee_amount or 0, booked.fee_currency or "")
+    uow.publish(events.PaymentExpired(
+        payment_id=payment_id, appointment_id=booked.appointment_id,
+        patient_id=booked.patient_id, amount=amount, currency=currency, status="expired"),
+        subject=payment_id, patientid=booked.patient_id)
     return True
 
 
@@ -159,43 +206,85 @@ def hold_of(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.hold_seconds)
 
 
-def _may_read(principal: Principal, doc: Document) -> bool:
+async def readable(runtime: ServiceRuntime, principal: Principal) -> Document | None:
+    """The one access rule of payments as a MongoDB filter: ``{}`` for
+    ``payments:read_any`` (platform), the payments of the hospitals whose books the
+    caller keeps for ``payments:read_hospital`` (a ``staff.assigned`` membership as
+    accountant, :func:`healthflow.payment.store.hospitals_of`), else None (only the
+    caller's own, ``payments:read_own``)."""
     if principal.has(Permission.PAYMENTS_READ_ANY):
+        return {}
+    if principal.has(Permission.PAYMENTS_READ_HOSPITAL):
+        mine = await store.hospitals_of(runtime.db, principal.subject, invoices.ACCOUNTANT)
+        return {"hospital_id": {"$in": mine}}
+    return None
+
+
+async def _may_read(runtime: ServiceRuntime, principal: Principal, doc: Document) -> bool:
+    if doc["patient_id"] == principal.subject and principal.has(Permission.PAYMENTS_READ_OWN):
         return True
-    return doc["patient_id"] == principal.subject and principal.has(Permission.PAYMENTS_READ_OWN)
+    staff = await readable(runtime, principal)
+    if staff is None:
+        return False
+    hospitals = staff.get("hospital_id", {}).get("$in")
+    return hospitals is None or doc.get("hospital_id") in hospitals
 
 
 async def checkout(runtime: ServiceRuntime, principal: Principal,
                    appointment_id: str) -> Document:
-    """The payment of ``appointment_id`` for its patient (client secret included) or for
-    finance (``payments:read_any``; the secret is left out by the route).
+    """The payment of ``appointment_id`` for its patient (client secret included), for
+    the accountants of its hospital (``payments:read_hospital``) or the platform
+    (``payments:read_any``; the secret is left out by the route).
 
     Raises:
         NotFound: (404) no payment yet (the booking event may still be on its way: retry),
-            or another patient's (existence is not revealed).
+            or one the caller may not read (existence is not revealed).
     """
     doc = await store.by_appointment(runtime.db, appointment_id)
-    if doc is None or not _may_read(principal, doc):
+    if doc is None or not await _may_read(runtime, principal, doc):
         raise NotFound(f"no payment for appointment {appointment_id} (yet)")
     return doc
 
 
 async def list_payments(runtime: ServiceRuntime, principal: Principal,
-                        patient_id: str | None, limit: int) -> list[Document]:
-    """The caller's own payments, newest first; finance may name any ``patient_id``.
+                        patient_id: str | None, limit: int,
+                        review: bool | None = None) -> list[Document]:
+    """The caller's own payments, newest first; staff (:func:`readable`) those they may
+    read, of ``patient_id`` when given; with ``review``, only those flagged for review
+    (``True``) or not (``False``).
 
     Raises:
         Forbidden: (403) a patient naming another patient.
     """
-    where: Document = {}
-    if principal.has(Permission.PAYMENTS_READ_ANY):
+    where = await readable(runtime, principal)
+    if where is not None:
         if patient_id:
             where["patient_id"] = patient_id
     elif patient_id and patient_id != principal.subject:
         raise Forbidden("patients may only list their own payments")
     else:
-        where["patient_id"] = principal.subject
+        where = {"patient_id": principal.subject}
+    if review is not None:
+        where["review"] = {"$exists": review}
     return await store.find_payments(runtime.db, where, limit)
+
+
+async def backfill_hospitals(runtime: ServiceRuntime) -> int:
+    """Give payments stored before ``hospital_id`` existed their consultation's hospital
+    (:func:`healthflow.payment.invoices.consultation_hospital`; run at start); how many.
+    One the doctor read model cannot place yet gets ``None`` (platform readers only)."""
+    done = 0
+    async for doc in runtime.db[store.PAYMENTS].find({"hospital_id": {"$exists": False}}):
+        async def place(uow: UnitOfWork, doc: Document = doc) -> None:
+            hospital = await invoices.consultation_hospital(uow, doc)
+            await uow.db[store.PAYMENTS].update_one(
+                {"_id": doc["_id"], "hospital_id": {"$exists": False}},
+                {"$set": {"hospital_id": hospital}}, session=uow.session)
+        await runtime.transact(place, actor="system:payment")
+        done += 1
+    if done:
+        log.info("payments given their hospital", extra={"count": done})
+    return done
 
 
 async def apply_webhook(runtime: ServiceRuntime, payload: bytes,

@@ -67,6 +67,11 @@ class Settings(ServiceSettings):
     # stripe library retries one (network errors, 409/429/5xx; exponential backoff).
     stripe_timeout_seconds: float = Field(default=10.0, gt=0, le=80)
     stripe_max_retries: int = Field(default=2, ge=0, le=5)
+    # The jobs that call Stripe (checkout, refund, hold expiry) retry after
+    # ``stripe_job_retry_base_seconds`` · 2^(attempt-1) (at most an hour) and are dead
+    # (``make jobs``) after ``stripe_job_max_attempts``: 12 outlast a ~2.4 h outage.
+    stripe_job_retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
+    stripe_job_max_attempts: int = Field(default=12, ge=1, le=50)
 
     # Invoices (healthflow.payment.domain.split_tax): the tax contained in prices, in
     # basis points (700 = 7 %), per issuing hospital id (JSON, e.g.
