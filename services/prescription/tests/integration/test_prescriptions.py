@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+
+from healthflow.common.events.envelope import CloudEvent
+from healthflow.contracts.records import EncounterFinished
+from healthflow.devkit.testing import eventually
 
 from .conftest import Pharmacy, allergies_changed
 
@@ -230,3 +235,34 @@ async def test_the_list_pages_past_a_page_with_the_patients_filter_kept(
     problem(await pharmacy.client.get("/api/v1/prescriptions", params={
         "patient_id": "pat-7", "cursor": "!!"}, headers=pharmacy.as_("pat-7", "patient")),
         400, "bad-request")
+
+
+async def test_a_doctor_reads_them_until_the_period_after_their_encounter(
+        pharmacy: Pharmacy) -> None:
+    """The records service's care rule (90 days by default, on the real clock): a doctor
+    whose encounter with the patient finished 89 days ago reads the prescriptions, one
+    whose encounter finished 91 days ago no longer does (not for ever after one visit)."""
+    encounter = await pharmacy.encounter("pat-9", "doc-9")
+    assert (await pharmacy.prescribe("doc-9", encounter)).status_code == 201
+    for doctor, days in (("doc-recent", 89), ("doc-long-ago", 91)):
+        done = datetime.now(UTC) - timedelta(days=days)
+        finished = EncounterFinished(
+            encounter_id=f"enc-{doctor}", patient_id="pat-9", practitioner_id=doctor,
+            appointment_id=None, encounter_class="AMB", started_at=done - timedelta(hours=1),
+            finished_at=done)
+        await pharmacy.send(CloudEvent(
+            source="/healthflow/records", type=EncounterFinished.event_type,
+            subject=f"encounter/enc-{doctor}", data=finished.model_dump(mode="json")))
+
+    async def known() -> bool:
+        return await pharmacy.runtime.db["encounters"].count_documents(
+            {"_id": {"$in": ["enc-doc-recent", "enc-doc-long-ago"]}}) == 2
+
+    await eventually(known, message="encounter.finished never applied")
+
+    async def listed(doctor: str) -> httpx.Response:
+        return await pharmacy.client.get("/api/v1/prescriptions", params={
+            "patient_id": "pat-9"}, headers=pharmacy.as_(doctor, "doctor"))
+
+    assert (await listed("doc-recent")).status_code == 200
+    problem(await listed("doc-long-ago"), 403, "not-treating")

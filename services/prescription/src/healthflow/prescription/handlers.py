@@ -2,7 +2,8 @@
 
 * ``encounter.started`` / ``encounter.finished`` (records,
   :mod:`healthflow.contracts.records`): the encounters doctors prescribe in, their
-  patient and practitioner; a doctor who conducted one with a patient treats them.
+  patient and practitioner; a doctor treats the patient of one until
+  ``care_after_encounter_days`` after it finished (the records service's care rule).
 * ``hospital.registered`` / ``.verified`` / ``.rejected`` (hospital,
   :class:`~healthflow.contracts.hospital.HospitalSnapshot`): the name, city and
   country printed on a prescription of an encounter at that hospital (newest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.keywrap import KeyEncryptionSettings
@@ -25,6 +26,9 @@ class Settings(KeyEncryptionSettings):
 
     service_name: str = "prescription"
     port: int = SERVICES["prescription"].port
+    # Days (of 24 h) a doctor reads a patient's prescriptions after the last encounter
+    # they conducted finished (the records service's care rule, healthflow.common.care).
+    care_after_encounter_days: int = Field(default=90, ge=0, le=3650)
     signing_key: Ed25519Seed | None = None
     """The Ed25519 seed that signs printed prescriptions (32 bytes, base64url); unset:
     one is made on first use and kept in the database (development). A secret: never

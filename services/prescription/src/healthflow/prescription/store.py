@@ -36,8 +36,10 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from healthflow.common import careteam
+from healthflow.common.care import CareStatus, in_care
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.common.mongo import Document, Indexes
+from healthflow.common.mongo import Document, Indexes, utcnow
 from healthflow.common.pagination import keyset_page
 
 PRESCRIPTIONS = "prescriptions"
@@ -138,11 +140,23 @@ async def get_hospital(uow: UnitOfWork, hospital_id: str) -> Document | None:
 
 
 async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
-    """Whether the doctor conducted an encounter with the patient."""
-    found = await uow.db[ENCOUNTERS].find_one(
-        {"practitioner_id": doctor_user_id, "patient_id": patient_id}, {"_id": 1},
-        session=uow.session)
-    return found is not None
+    """Whether the doctor is in a care relationship with the patient now: an encounter
+    they conduct, or one that finished less than ``care_after_encounter_days`` ago (the
+    records service's rule, :func:`healthflow.common.care.in_care`; an encounter left
+    open lasts that period from its start)."""
+    now, after = utcnow(), careteam.care_period(uow)
+    async for encounter in uow.db[ENCOUNTERS].find(
+            {"practitioner_id": doctor_user_id, "patient_id": patient_id},
+            {"status": 1, "started_at": 1, "finished_at": 1}, session=uow.session):
+        started = encounter.get("started_at") or now
+        finished = encounter.get("finished_at") if encounter.get("status") == "finished" \
+            else None
+        relationship = {"status": CareStatus.ACTIVE, "period": {"start": started, "end": None},
+                        "encounter_finished_at": finished, "planned_end": None,
+                        "as_of": started}
+        if in_care(relationship, now, after):
+            return True
+    return False
 
 
 async def allergies_of(uow: UnitOfWork, patient_id: str) -> Document | None:
