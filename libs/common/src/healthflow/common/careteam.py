@@ -81,6 +81,14 @@ async def _set(uow: UnitOfWork, care_id: str, fields: Document) -> None:
                                        session=uow.session)
 
 
+def _of_appointment(appointment: Appointment, doctor_user_id: str, at: datetime,
+                    status: CareStatus) -> Document:
+    return new_relationship(appointment_key(appointment.appointment_id), doctor_user_id,
+                            appointment.patient_id, at, status=status,
+                            appointment_id=appointment.appointment_id,
+                            planned_end=appointment.end)
+
+
 async def appointment_booked(uow: UnitOfWork, appointment: Appointment, at: datetime) -> None:
     """The relationship the booking makes, from ``at``; nothing if it was cancelled or a
     newer event of the appointment was applied already."""
@@ -89,9 +97,8 @@ async def appointment_booked(uow: UnitOfWork, appointment: Appointment, at: date
     care_id = appointment_key(appointment.appointment_id)
     current = await _get(uow, care_id)
     if current is None:
-        await _insert(uow, new_relationship(
-            care_id, appointment.doctor_user_id, appointment.patient_id, at,
-            appointment_id=appointment.appointment_id, planned_end=appointment.end))
+        await _insert(uow, _of_appointment(appointment, appointment.doctor_user_id, at,
+                                           CareStatus.ACTIVE))
     elif current["status"] == CareStatus.ACTIVE and current["as_of"] < at:
         await _set(uow, care_id, {"as_of": at, "planned_end": appointment.end})
 
@@ -114,9 +121,8 @@ async def appointment_ended(uow: UnitOfWork, appointment: Appointment, at: datet
     care_id = appointment_key(appointment.appointment_id)
     current = await _get(uow, care_id)
     if current is None:
-        await _insert(uow, new_relationship(
-            care_id, appointment.doctor_user_id, appointment.patient_id, at,
-            appointment_id=appointment.appointment_id, status=CareStatus.INACTIVE))
+        await _insert(uow, _of_appointment(appointment, appointment.doctor_user_id, at,
+                                           CareStatus.INACTIVE))
     elif current["status"] == CareStatus.ACTIVE:
         await _set(uow, care_id, {"status": CareStatus.INACTIVE.value, "period.end": at,
                                   "as_of": max(at, current["as_of"])})
