@@ -70,6 +70,8 @@ async def test_erasure_destroys_the_key_and_anonymises_the_account(auth) -> None
 
     again = await auth.http.post(f"/api/v1/users/{user['id']}/erasure", headers=auth.admin)
     assert again.status_code == 200 and len(await auth.events("user.erased", user["id"])) == 1
+    revived = await auth.http.post(f"/api/v1/users/{user['id']}/activate", headers=auth.admin)
+    assert revived.status_code == 409 and "erased" in revived.json()["detail"]
     # the address is free again
     assert (await auth.register(email=user["email"]))["id"] != user["id"]
 

@@ -196,12 +196,18 @@ async def deactivate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Do
 
 
 async def activate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Document:
-    """Let ``user_id`` log in again; publish ``user.activated`` (idempotent). Raises NotFound."""
+    """Let ``user_id`` log in again; publish ``user.activated`` (idempotent).
+
+    Raises:
+        NotFound (404); Conflict (409): the account was erased (it has no address left).
+    """
 
     async def apply(uow: UnitOfWork) -> Document:
         user = await _get_for_update(runtime, uow, user_id)
         if user["status"] == "active":
             return user
+        if user.get("erased_at") is not None:
+            raise Conflict("this account was erased; it cannot be activated again")
         updated = await store.update_user(
             runtime.db, user_id,
             {"$set": {"status": "active", "deactivated_at": None, "updated_at": utcnow()}},
