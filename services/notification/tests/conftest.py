@@ -18,6 +18,7 @@ from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.keywrap import new_kek
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
+from healthflow.devkit.personkeys import PersonKeyStandIn
 from healthflow.devkit.sandbox import PushSink, SmtpSink, TwilioSink
 from healthflow.devkit.testing import TokenFactory, eventually, running_app, source_of
 from healthflow.notification.app import WORKERS, create_app
@@ -57,6 +58,19 @@ async def push_sink() -> AsyncIterator[PushSink]:
         await sink.stop()
 
 
+PERSON_KEYS = PersonKeyStandIn()
+"""Auth's person keys for the whole session: :func:`user_registered` seals under them."""
+
+
+@pytest.fixture(scope="session")
+async def person_keys() -> AsyncIterator[PersonKeyStandIn]:
+    await PERSON_KEYS.start()
+    try:
+        yield PERSON_KEYS
+    finally:
+        await PERSON_KEYS.stop()
+
+
 @pytest.fixture
 def clock() -> SettableClock:
     return SettableClock(NOW)
@@ -64,8 +78,9 @@ def clock() -> SettableClock:
 
 @pytest.fixture
 def settings(mongodb_url: str, unique_name: str, smtp: SmtpSink,
-             twilio: TwilioSink) -> Settings:
+             twilio: TwilioSink, person_keys: PersonKeyStandIn) -> Settings:
     return Settings(
+        person_keys_url=person_keys.url,
         mongodb_url=mongodb_url, mongodb_database=f"notification_{unique_name}",
         transport="inprocess", retry_delays=[0.05, 0.1],
         smtp_port=smtp.port, smtp_timeout=2.0,
@@ -96,9 +111,11 @@ def event(type_: str, data: dict[str, Any], *, when: datetime | None = None,
 
 def user_registered(user_id: str, *, email: str | None = None, phone: str | None = "+4915112345678",
                     name: str = "Eve Example") -> CloudEvent:
-    return event("user.registered", {
-        "user_id": user_id, "email": email or f"{user_id}@patients.test", "full_name": name,
-        "phone": phone, "roles": ["patient"], "self_registered": True}, subject=user_id)
+    """``user.registered`` as auth publishes it: the values sealed under the person key
+    :data:`PERSON_KEYS` serves."""
+    return event("user.registered", PERSON_KEYS.registered(
+        user_id, email=email or f"{user_id}@patients.test", full_name=name, phone=phone,
+        roles=["patient"]), subject=user_id)
 
 
 def appointment(type_: str, appointment_id: str, patient_id: str, start: datetime, *,

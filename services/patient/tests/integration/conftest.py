@@ -14,6 +14,7 @@ import pytest
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
 from healthflow.contracts.appointment import AppointmentBooked, AppointmentCancelled
+from healthflow.devkit.personkeys import PersonKeyStandIn
 from healthflow.devkit.testing import TokenFactory, running_app, source_of
 from healthflow.patient.app import create_app
 from healthflow.patient.settings import Settings
@@ -35,10 +36,9 @@ class PatientService:
 
     async def register(self, user_id: str | None = None, **data: Any) -> str:
         user_id = user_id or f"pat-{uuid.uuid4().hex[:8]}"
-        await self.deliver("user.registered", {
-            "user_id": user_id, "roles": ["patient"], "email": f"{user_id}@example.org",
-            "phone": "+4930123456", "full_name": "Grace Hopper", "self_registered": True,
-            **data})
+        values = {"email": f"{user_id}@example.org", "phone": "+4930123456",
+                  "full_name": "Grace Hopper", "roles": ["patient"]} | data
+        await self.deliver("user.registered", PERSON_KEYS.registered(user_id, **values))
         return user_id
 
     async def outbox(self, type_: str, patient_id: str | None = None) -> list[dict[str, Any]]:
@@ -60,11 +60,24 @@ def appointment_data(*, cancelled: bool = False, **fields: Any) -> dict[str, Any
             "end": start + timedelta(minutes=30), "timezone": "UTC", "mode": "in_person"}
     return model(**{**base, **extra, **fields}).model_dump(mode="json")
 
+PERSON_KEYS = PersonKeyStandIn()
+"""Auth's person keys for the session (``user.registered`` is sealed under them)."""
+
+
+@pytest.fixture(scope="session")
+async def person_keys() -> AsyncIterator[PersonKeyStandIn]:
+    await PERSON_KEYS.start()
+    try:
+        yield PERSON_KEYS
+    finally:
+        await PERSON_KEYS.stop()
+
+
 @pytest.fixture
-async def psvc(mongodb_url: str, unique_name: str, tokens: TokenFactory
-               ) -> AsyncIterator[PatientService]:
+async def psvc(mongodb_url: str, unique_name: str, tokens: TokenFactory,
+               person_keys: PersonKeyStandIn) -> AsyncIterator[PatientService]:
     settings = Settings(mongodb_url=mongodb_url, mongodb_database=unique_name,
-                        transport="inprocess")
+                        transport="inprocess", person_keys_url=person_keys.url)
     app = create_app(settings, transport=shared_inprocess_transport(mongodb_url))
     app.state.verifier = tokens.verifier()
     async with running_app(app) as client:

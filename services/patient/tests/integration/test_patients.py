@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from .conftest import PatientService, appointment_data
+from .conftest import PERSON_KEYS, PatientService, appointment_data
 
 PROBLEM = "application/problem+json"
 
@@ -21,12 +21,14 @@ def problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
 
 async def test_registration_creates_one_profile_and_ignores_other_roles(
         psvc: PatientService) -> None:
-    data = {"user_id": "pat-reg", "roles": ["patient"], "email": "reg@example.org",
-            "phone": "+4930111111", "full_name": "Grace Hopper", "self_registered": True}
+    data = PERSON_KEYS.registered("pat-reg", roles=["patient"], email="reg@example.org",
+                                  phone="+4930111111", full_name="Grace Hopper")
     await psvc.deliver("user.registered", data, event_id="evt-reg-1")
     await psvc.deliver("user.registered", data, event_id="evt-reg-1")  # redelivery
     await psvc.deliver("user.registered", data, event_id="evt-reg-2")  # a second event
-    await psvc.deliver("user.registered", {**data, "user_id": "doc-1", "roles": ["doctor"]})
+    await psvc.deliver("user.registered", PERSON_KEYS.registered(
+        "doc-1", roles=["doctor"], email="doc@example.org", phone=None, full_name="Dr One",
+        self_registered=False))
     assert await psvc.runtime.db["patients"].count_documents({}) == 1
     [registered] = await psvc.outbox("patient.registered")
     assert registered["envelope"]["patientid"] == "pat-reg"

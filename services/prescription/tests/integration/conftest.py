@@ -20,6 +20,7 @@ from healthflow.common.events.transport import Transport
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
 from healthflow.contracts.patient import AllergySubstance, PatientAllergiesChanged
 from healthflow.contracts.records import EncounterStarted
+from healthflow.devkit.personkeys import PersonKeyStandIn
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.prescription.app import create_app
 from healthflow.prescription.settings import Settings
@@ -101,9 +102,23 @@ class Pharmacy:
         return [d["envelope"] for d in docs]
 
 
+PERSON_KEYS = PersonKeyStandIn()
+"""Auth's person keys for the session (``user.registered`` is sealed under them)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def person_keys() -> AsyncIterator[PersonKeyStandIn]:
+    await PERSON_KEYS.start()
+    try:
+        yield PERSON_KEYS
+    finally:
+        await PERSON_KEYS.stop()
+
+
 def settings_for(mongodb_url: str, unique_name: str, **more: Any) -> Settings:
     return Settings(mongodb_url=mongodb_url, mongodb_database=f"prescription_{unique_name}",
-                    outbox_poll_interval=0.2, retry_delays=[0.2, 0.5, 1.0], **more)
+                    outbox_poll_interval=0.2, retry_delays=[0.2, 0.5, 1.0],
+                    person_keys_url=PERSON_KEYS.url, **more)
 
 
 @pytest.fixture

@@ -23,15 +23,14 @@ from healthflow.prescription import keys
 from healthflow.prescription.app import create_app
 from healthflow.prescription.domain import signed_message
 
-from .conftest import Pharmacy, settings_for
+from .conftest import PERSON_KEYS, Pharmacy, settings_for
 
 
 async def registered(pharmacy: Pharmacy, user_id: str, name: str, role: str) -> None:
-    data = UserRegistered(user_id=user_id, email=f"{user_id}@example.org", full_name=name,
-                          phone=None, roles=[role], self_registered=role == "patient")
+    data = PERSON_KEYS.registered(user_id, email=f"{user_id}@example.org", full_name=name,
+                                  phone=None, roles=[role], self_registered=role == "patient")
     await pharmacy.send(CloudEvent(source="/healthflow/auth", type=UserRegistered.event_type,
-                                   subject=user_id, data=data.model_dump(mode="json"),
-                                   time=datetime.now(UTC)))
+                                   subject=user_id, data=data, time=datetime.now(UTC)))
 
     async def known() -> bool:
         return await pharmacy.runtime.db["people"].count_documents({"_id": user_id}) == 1
@@ -213,3 +212,39 @@ async def test_a_pending_or_rejected_hospital_is_not_printed(pharmacy: Pharmacy)
         assert pdf.status_code == 200, pdf.text
         text = pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
         assert "Klinik" not in text, (hospital_id, text)
+
+
+async def test_an_erased_persons_name_is_deleted_and_no_longer_printed(
+        pharmacy: Pharmacy) -> None:
+    """Issue 17: the name came sealed; ``user.erased`` deletes the clear copy, and a late
+    ``user.registered`` whose key is gone keeps nothing."""
+    await registered(pharmacy, "pat-e", "Ottilie Farnsworth", "patient")
+    await registered(pharmacy, "doc-e", "Dr. Ada Lovelace", "doctor")
+    encounter = await pharmacy.encounter("pat-e", "doc-e")
+    rx = (await pharmacy.prescribe("doc-e", encounter)).json()
+    PERSON_KEYS.erase("pat-e")
+    await pharmacy.send(CloudEvent(source="/healthflow/auth", type="user.erased",
+                                   subject="pat-e", time=datetime.now(UTC),
+                                   data={"user_id": "pat-e", "erased_by": "admin-1"}))
+
+    async def forgotten() -> bool:
+        return await pharmacy.runtime.db["people"].count_documents({"_id": "pat-e"}) == 0
+
+    await eventually(forgotten, message="user.erased never applied")
+    printed = await pharmacy.client.get(f"/api/v1/prescriptions/{rx['id']}/pdf",
+                                        headers=pharmacy.as_("pat-e", "patient"))
+    text = pypdf.PdfReader(io.BytesIO(printed.content)).pages[0].extract_text()
+    assert "Ottilie Farnsworth" not in text and "pat-e" in text
+
+    late = PERSON_KEYS.registered("pat-e", email="e@example.org", full_name="Ottilie Farnsworth",
+                                  phone=None, roles=["patient"])
+    PERSON_KEYS.erase("pat-e")  # registered() made a fresh key: gone before delivery
+    event = CloudEvent(source="/healthflow/auth", type=UserRegistered.event_type,
+                       subject="pat-e", data=late, time=datetime.now(UTC))
+    await pharmacy.send(event)
+
+    async def handled() -> bool:
+        return await pharmacy.runtime.db["inbox"].count_documents({"_id": event.id}) == 1
+
+    await eventually(handled, message="the late user.registered was not handled")
+    assert await pharmacy.runtime.db["people"].count_documents({"_id": "pat-e"}) == 0

@@ -43,6 +43,7 @@ class Permission(StrEnum):
     CREDENTIALS_MANAGE_OWN = "credentials:manage_own"  # change one's own password
     USERS_READ = "users:read"
     USERS_MANAGE = "users:manage"
+    USERS_ERASE = "users:erase"  # execute a person's request for erasure (crypto-shredding)
     KEYS_MANAGE = "keys:manage"  # rotate and inspect the token signing keys
     # audit
     AUDIT_READ = "audit:read"
@@ -137,6 +138,7 @@ S = Scope
 SCOPES: dict[Permission, tuple[Scope, ...]] = {
     P.PROFILE_READ_OWN: (S.OWN,), P.CREDENTIALS_MANAGE_OWN: (S.OWN,),
     P.USERS_READ: (S.PLATFORM,), P.USERS_MANAGE: (S.PLATFORM,), P.KEYS_MANAGE: (S.PLATFORM,),
+    P.USERS_ERASE: (S.PLATFORM,),
     P.AUDIT_READ: (S.PLATFORM,), P.AUDIT_CHECKPOINT: (S.PLATFORM,),
     P.PLATFORM_STATUS: (S.PLATFORM,), P.DEADLETTERS_MANAGE: (S.PLATFORM,),
     # a registrant manages the hospitals they registered; admins every one
@@ -186,7 +188,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(
         _EVERYONE
         | {
-            P.USERS_READ, P.USERS_MANAGE, P.KEYS_MANAGE, P.AUDIT_READ, P.AUDIT_CHECKPOINT,
+            P.USERS_READ, P.USERS_MANAGE, P.USERS_ERASE, P.KEYS_MANAGE, P.AUDIT_READ,
+            P.AUDIT_CHECKPOINT,
             P.PLATFORM_STATUS,
             P.DEADLETTERS_MANAGE, P.HOSPITALS_REGISTER, P.HOSPITALS_VERIFY, P.HOSPITALS_MANAGE,
             P.DOCTORS_VERIFY, P.SCHEDULE_MANAGE_ANY, P.APPOINTMENTS_READ_ANY,

@@ -94,6 +94,9 @@ class ServiceSettings(BaseSettings):
     # /internal/revocations), read at start and every revocation_sync_interval seconds.
     revocations_url: str | None = None
     revocation_sync_interval: float = Field(default=60.0, gt=0)
+    # The auth service's person keys (healthflow.common.personaldata; default: the JWKS
+    # URL's origin + /internal/person-keys), read by consumers of sealed personal values.
+    person_keys_url: str | None = None
     # HTTP
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # The gateway's public address (scheme, host, port; ``<SERVICE>_PUBLIC_BASE_URL`` or the

@@ -21,7 +21,7 @@ from healthflow.contracts.base import (
     schema_uri,
 )
 
-_NOT_CONTRACTS = frozenset({"base", "compat", "asyncapi"})
+_NOT_CONTRACTS = frozenset({"base", "compat", "asyncapi", "sealed"})
 MODULES = tuple(sorted(m.name for m in pkgutil.iter_modules(__path__)
                        if m.name not in _NOT_CONTRACTS and not m.name.startswith("_")))
 """The publishing services, each with a module of the same name here (audit publishes

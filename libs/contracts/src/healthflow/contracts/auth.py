@@ -1,9 +1,11 @@
 """Events the auth service publishes (through the outbox; CloudEvents ``data`` payloads).
 
 Subjects are the user id (or the key id for key events); the actor is the
-caller (a user id, or ``system:auth``). Security events carry no password and
-no email in clear: ``auth.login_failed`` names the account only by id, when
-one matched.
+caller (a user id, or ``system:auth``). No event carries a password, and no
+e-mail address, phone number or name in clear: ``user.registered`` seals them
+under the person's key (:class:`~healthflow.contracts.sealed.SealedValue`,
+crypto-shredding: ``user.erased`` follows the key's destruction), the others name
+accounts by id only.
 """
 
 from __future__ import annotations
@@ -14,24 +16,39 @@ from typing import Literal
 from pydantic import Field
 
 from healthflow.contracts.base import EventPayload, event_type
+from healthflow.contracts.sealed import SealedValue
 
 PUBLISHER = "auth"
 
 
-@event_type("user.registered", version=1, publisher=PUBLISHER)
+@event_type("user.registered", version=2, publisher=PUBLISHER)
 class UserRegistered(EventPayload):
     """A new account exists (self-registered patient or admin-created staff).
 
-    Carries the contact data the notification and patient services build their
-    read models from; ``phone`` is E.164 or ``None``.
+    Carries the contact data the notification, patient and prescription services
+    build their read models from, each value sealed under the person key of
+    ``user_id`` (fields ``email``, ``full_name``, ``phone``: E.164, or ``None`` when
+    the account has none); opened with the key from auth's
+    ``GET /internal/person-keys/{user_id}``. v2: v1 carried them in clear.
     """
 
     user_id: str
-    email: str
-    full_name: str
-    phone: str | None
+    email: SealedValue
+    full_name: SealedValue
+    phone: SealedValue | None
     roles: list[str]
     self_registered: bool
+
+
+@event_type("user.erased", version=1, publisher=PUBLISHER)
+class UserErased(EventPayload):
+    """``user_id``'s personal data was erased at their request (GDPR art. 17), executed
+    by the admin ``erased_by``: the person key is destroyed (every sealed value of
+    theirs, in any event, no longer opens), the account is anonymised and deactivated
+    and its sessions ended. Every service holding a clear copy deletes it."""
+
+    user_id: str
+    erased_by: str
 
 
 @event_type("user.role_changed", version=1, publisher=PUBLISHER)

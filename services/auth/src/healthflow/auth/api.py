@@ -7,7 +7,8 @@ Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 ``POST /api/v1/auth/token/mfa`` and ``…/token/mfa/enrolment`` (they carry a challenge),
 ``GET /.well-known/jwks.json``. Internal (no principal, and not routed by the
 gateway: reachable on the services' network only, like the JWKS services fetch):
-``GET /internal/revocations``. Everything else states the permission it needs.
+``GET /internal/revocations``, ``GET /internal/person-keys/{user_id}``. Everything else
+states the permission it needs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from healthflow.auth import credentials, mfa, revocation, service, signing
+from healthflow.auth import credentials, mfa, personal, revocation, service, signing
 from healthflow.auth.domain import IssuedTokens
 from healthflow.auth.keys import key_summary
 from healthflow.auth.schemas import (
@@ -47,6 +48,7 @@ from healthflow.auth.service import Auth
 from healthflow.common.auth import Principal, require
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission, Role, permissions_for
+from healthflow.common.personaldata import person_key_json
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -230,6 +232,15 @@ async def revocations(
         auth.runtime, None if since is None else datetime.fromtimestamp(since, UTC))
 
 
+@internal_router.get("/person-keys/{user_id}")
+async def person_key(user_id: str, auth: AuthService, response: Response) -> dict[str, str]:
+    """``user_id``'s person key ``{key_id, key: base64url of 32 bytes}`` for the services
+    that open sealed personal values (:mod:`healthflow.common.personaldata`); 404 once
+    the person was erased."""
+    response.headers.update(NO_STORE)
+    return person_key_json(await personal.person_key(auth.runtime, auth.keys.wrapper, user_id))
+
+
 # --------------------------------------------------------------------------- /.well-known
 
 
@@ -248,9 +259,9 @@ async def jwks(auth: AuthService, response: Response) -> JWKS:
 async def create_user(body: CreateUserRequest, auth: AuthService,
                       principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
     user = await service.create_account(
-        auth.runtime, auth.hasher, email=body.email, password=body.password.get_secret_value(),
-        full_name=body.full_name, phone=body.phone, roles=body.roles, actor=principal.actor,
-        self_registered=False,
+        auth.runtime, auth.hasher, auth.keys.wrapper, email=body.email,
+        password=body.password.get_secret_value(), full_name=body.full_name, phone=body.phone,
+        roles=body.roles, actor=principal.actor, self_registered=False,
     )
     return UserOut.of(user)
 
@@ -285,6 +296,16 @@ async def get_user(user_id: str, auth: AuthService,
 async def deactivate_user(user_id: str, auth: AuthService,
                           principal: Principal = require(Permission.USERS_MANAGE)) -> UserOut:
     return UserOut.of(await service.deactivate(auth.runtime, user_id, actor=principal.actor))
+
+
+@users_router.post("/{user_id}/erasure", response_model=UserOut,
+                   summary="Erase a person's personal data (crypto-shredding)")
+async def erase_user(user_id: str, auth: AuthService,
+                     principal: Principal = require(Permission.USERS_ERASE)) -> UserOut:
+    """Executes the person's request for erasure (GDPR art. 17): destroys their person
+    key, anonymises and deactivates the account, ends its sessions and publishes
+    ``user.erased``; the answer is the anonymised account. Idempotent."""
+    return UserOut.of(await personal.erase(auth.runtime, user_id, actor=principal.actor))
 
 
 @users_router.post("/{user_id}/activate", response_model=UserOut,

@@ -92,8 +92,8 @@ async def ensure_first_admin_async(settings: Settings, email: str, password: str
         raise ValueError(f"the admin email is not valid: {exc}") from None
     async with _OfflineRuntime(settings) as runtime:
         user, created = await service.ensure_first_admin(
-            runtime, PasswordHasher(settings), email=email, password=password,
-            full_name=full_name)
+            runtime, PasswordHasher(settings), settings.key_wrapper(), email=email,
+            password=password, full_name=full_name)
     if not created:
         kind = "an admin" if Role.ADMIN in user["roles"] else "NOT an admin"
         print(f"first admin: the account {email} already exists ({kind}, id "

@@ -184,8 +184,9 @@ async def register(auth: Auth, *, email: str, password: str, full_name: str,
     """
     try:
         return await service.create_account(
-            auth.runtime, auth.hasher, email=email, password=password, full_name=full_name,
-            phone=phone, roles=[Role.PATIENT], actor=None, self_registered=True)
+            auth.runtime, auth.hasher, auth.keys.wrapper, email=email, password=password,
+            full_name=full_name, phone=phone, roles=[Role.PATIENT], actor=None,
+            self_registered=True)
     except service.EmailTaken:
         await _registration_attempted(auth, email)
         decoy_id = str(uuid.uuid4())

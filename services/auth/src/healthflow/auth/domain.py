@@ -45,6 +45,11 @@ def normalize_email(email: str) -> str:
     return email.strip().casefold()
 
 
+def erased_email_key(user_id: str) -> str:
+    """The ``email_normalized`` of an erased account: unique, and no address (no ``@``)."""
+    return f"erased:{user_id}"
+
+
 def new_user(*, user_id: str, email: str, full_name: str, phone: str | None,
              roles: Iterable[str], password_hash: str, created_by: str,
              now: datetime) -> dict[str, Any]:

@@ -108,6 +108,8 @@ class UserOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     deactivated_at: datetime | None = None
+    erased_at: datetime | None = None
+    """When the person's data was erased (the address, name and phone are then empty)."""
 
     @classmethod
     def of(cls, doc: Document) -> UserOut:
@@ -115,7 +117,7 @@ class UserOut(BaseModel):
             id=doc["_id"], email=doc["email"], full_name=doc["full_name"],
             phone=doc.get("phone"), roles=sorted(doc.get("roles", [])), status=doc["status"],
             created_at=doc["created_at"], updated_at=doc["updated_at"],
-            deactivated_at=doc.get("deactivated_at"),
+            deactivated_at=doc.get("deactivated_at"), erased_at=doc.get("erased_at"),
         )
 
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, events, failures, mfa, revocation, store, throttle
+from healthflow.auth import domain, events, failures, mfa, personal, revocation, store, throttle
 from healthflow.auth.keys import KeyRing
 from healthflow.auth.passwords import PasswordHasher
 from healthflow.auth.settings import Settings
@@ -45,6 +45,7 @@ from healthflow.common.errors import (
     UnprocessableContent,
 )
 from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.keywrap import KeyWrapper
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import STAFF_ROLES, Role, permissions_for
 from healthflow.common.service import ServiceRuntime
@@ -76,11 +77,12 @@ class EmailTaken(Conflict):
     """An account with this email exists (409 for admins creating staff)."""
 
 
-async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,
-                         password: str, full_name: str, phone: str | None,
-                         roles: Iterable[str], actor: str | None,
+async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher,
+                         wrapper: KeyWrapper, *, email: str, password: str, full_name: str,
+                         phone: str | None, roles: Iterable[str], actor: str | None,
                          self_registered: bool) -> Document:
-    """Create an active account and publish ``user.registered``; the stored document.
+    """Create an active account with its person key (wrapped by ``wrapper``) and publish
+    ``user.registered`` (personal values sealed under that key); the stored document.
 
     The password must already satisfy the policy (the request models check
     it); it is hashed here. ``actor`` ``None`` means the new user acts.
@@ -92,23 +94,24 @@ async def create_account(runtime: ServiceRuntime, hasher: PasswordHasher, *, ema
     user = domain.new_user(user_id=user_id, email=email, full_name=full_name, phone=phone,
                            roles=roles, password_hash=await hasher.hash(password),
                            created_by=actor or user_id, now=utcnow())
+    key, key_doc = await personal.new_person_key_document(wrapper, user_id)
 
     async def apply(uow: UnitOfWork) -> None:
         try:
             await store.insert_user(runtime.db, user, session=uow.session)
         except DuplicateKeyError:
             raise EmailTaken("an account with this email already exists") from None
-        uow.publish(events.UserRegistered(user_id=user_id, email=user["email"],
-                                          full_name=full_name, phone=phone, roles=user["roles"],
-                                          self_registered=self_registered),
+        await store.insert_person_key(runtime.db, key_doc, session=uow.session)
+        uow.publish(personal.registered_event(key, user, self_registered=self_registered),
                     subject=user_id, actor=actor or user_id)
 
     await runtime.transact(apply, actor=actor or user_id)
     return user
 
 
-async def ensure_first_admin(runtime: ServiceRuntime, hasher: PasswordHasher, *, email: str,
-                             password: str, full_name: str) -> tuple[Document, bool]:
+async def ensure_first_admin(runtime: ServiceRuntime, hasher: PasswordHasher,
+                             wrapper: KeyWrapper, *, email: str, password: str,
+                             full_name: str) -> tuple[Document, bool]:
     """The account ``email`` and whether it was created now (as an admin).
 
     An existing account (any roles) is returned unchanged.
@@ -120,7 +123,7 @@ async def ensure_first_admin(runtime: ServiceRuntime, hasher: PasswordHasher, *,
     if existing is not None:
         return existing, False
     domain.check_password(password, email=email)
-    user = await create_account(runtime, hasher, email=email, password=password,
+    user = await create_account(runtime, hasher, wrapper, email=email, password=password,
                                 full_name=full_name, phone=None, roles=[Role.ADMIN],
                                 actor="system:auth", self_registered=False)
     return user, True
@@ -193,12 +196,18 @@ async def deactivate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Do
 
 
 async def activate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Document:
-    """Let ``user_id`` log in again; publish ``user.activated`` (idempotent). Raises NotFound."""
+    """Let ``user_id`` log in again; publish ``user.activated`` (idempotent).
+
+    Raises:
+        NotFound (404); Conflict (409): the account was erased (it has no address left).
+    """
 
     async def apply(uow: UnitOfWork) -> Document:
         user = await _get_for_update(runtime, uow, user_id)
         if user["status"] == "active":
             return user
+        if user.get("erased_at") is not None:
+            raise Conflict("this account was erased; it cannot be activated again")
         updated = await store.update_user(
             runtime.db, user_id,
             {"$set": {"status": "active", "deactivated_at": None, "updated_at": utcnow()}},

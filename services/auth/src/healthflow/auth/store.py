@@ -55,6 +55,12 @@ Documents (all times aware UTC):
      private_key: envelope of the PKCS#8 DER (healthflow.common.keywrap) | None
      (dropped on removal), public_jwk: {...},
      created_at, activated_at, retired_at, remove_after, removed_at}
+
+``person_keys`` (one per account; crypto-shredding, :mod:`healthflow.auth.personal`)::
+
+    {_id: user_id, key_id: "pk-<16 hex>", key: envelope of the 32-byte AES-256 key
+     (healthflow.common.keywrap, bound to ``person_keys/<user_id>``), created_at}
+    — hard-deleted on erasure, after which nothing sealed under it opens
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ REVOCATIONS = "revocations"
 PASSWORD_RESETS = "password_resets"  # noqa: S105 - a collection name
 MFA_FACTORS = "mfa_factors"
 MFA_CHALLENGES = "mfa_challenges"
+PERSON_KEYS = "person_keys"
 
 INDEXES = {
     USERS: [
@@ -444,4 +451,21 @@ async def count_challenge_attempt(db: Db, token_hash: str) -> None:
 async def take_challenge(db: Db, token_hash: str, *, session: Session) -> bool:
     """Remove the challenge (it serves one login); ``False`` when another request did."""
     result = await db[MFA_CHALLENGES].delete_one({"_id": token_hash}, session=session)
+    return result.deleted_count == 1
+
+
+# --------------------------------------------------------------------------- person keys
+
+
+async def insert_person_key(db: Db, doc: Document, *, session: Session) -> None:
+    await db[PERSON_KEYS].insert_one(doc, session=session)
+
+
+async def get_person_key(db: Db, user_id: str) -> Document | None:
+    return await db[PERSON_KEYS].find_one({"_id": user_id})
+
+
+async def delete_person_key(db: Db, user_id: str, *, session: Session) -> bool:
+    """Hard-delete ``user_id``'s person key; whether there was one."""
+    result = await db[PERSON_KEYS].delete_one({"_id": user_id}, session=session)
     return result.deleted_count == 1

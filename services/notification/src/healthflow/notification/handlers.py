@@ -3,7 +3,9 @@
 * ``appointment.*`` — booked, confirmed, rescheduled, cancelled, no_show queue a
   message; every appointment event updates the read model and the reminders
   (checked_in and completed end them).
-* ``user.*`` — registered (contacts + welcome email with a verification link),
+* ``user.*`` — registered (contacts + welcome email with a verification link; the
+  sealed address, name and phone opened with the person key from auth:
+  :mod:`.personal`), erased (every clear copy of the person's values deleted),
   role_changed, deactivated, activated; other user events are ignored.
 * ``patient.consent_changed`` — consent per channel (sms | email | push).
 * ``prescription.issued`` — the patient's "new prescription ready".
@@ -48,6 +50,7 @@ from healthflow.contracts.auth import (
     RegistrationAttempted,
     UserActivated,
     UserDeactivated,
+    UserErased,
     UserRegistered,
     UserRoleChanged,
 )
@@ -58,14 +61,26 @@ from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.contracts.xray import XrayReported
-from healthflow.notification import access, accounts, service
+from healthflow.notification import access, accounts, personal, service
 
-UserEvent = UserRegistered | UserRoleChanged | UserDeactivated | UserActivated
+UserEvent = UserRoleChanged | UserDeactivated | UserActivated
 AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
 
 
 OfferEvent = TaskOffered | XrayTaskOffered | TaskUnacknowledged
 """An offer to push or text to the paramedic (see :func:`service.apply_task_offered`)."""
+
+
+def _personal_handlers(ctx: service.Context) -> Handlers:
+    """``user.registered`` (sealed contact details) and ``user.erased``: :mod:`.personal`."""
+
+    async def on_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
+        await personal.apply_registered(uow, event.data, ctx, event.id)
+
+    async def on_erased(event: Received[UserErased], uow: UnitOfWork) -> None:
+        await personal.apply_erased(uow, event.data, ctx)
+
+    return {"user.registered": on_registered, "user.erased": on_erased}
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -75,7 +90,7 @@ def make_handlers(ctx: service.Context) -> Handlers:
 
 
 def _context_handlers(ctx: service.Context) -> Handlers:
-    """``{pattern: handler}`` over ``ctx``; each passes the validated contract model's
+    """``{pattern: handler}`` over ``ctx``; most pass the validated contract model's
     fields as a plain dict (``model_dump()``, datetimes kept as aware datetimes)."""
 
     async def on_appointment(event: Received[AppointmentEvent], uow: UnitOfWork) -> None:
@@ -117,6 +132,7 @@ def _context_handlers(ctx: service.Context) -> Handlers:
 
     return {
         "appointment.*": on_appointment,
+        **_personal_handlers(ctx),
         "user.*": on_user,
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,

@@ -63,6 +63,14 @@ def new_profile(user_id: str, *, full_name: str | None, email: str | None,
     }
 
 
+ERASED_DEMOGRAPHICS: dict[str, Any] = {
+    "name": {"text": None, "given": [], "family": None}, "name_key": "", "birth_date": None,
+    "gender": None, "telecom": {"email": None, "phone": None}, "emergency_contacts": []}
+"""What an erased patient's profile keeps of the sections that identify a person (or
+their contacts): nothing. Allergies, conditions and consents stay, keyed by the id only
+(GDPR art. 17(3)(c): health data kept for care)."""
+
+
 def with_ids(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """List items (allergies, conditions) with an ``id`` each (kept if given)."""
     return [{**item, "id": item.get("id") or str(uuid.uuid4())} for item in items]

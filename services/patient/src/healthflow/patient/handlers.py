@@ -1,7 +1,11 @@
 """Events the patient service consumes.
 
 * ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`):
-  a profile is created when ``roles`` contains ``patient`` (idempotent).
+  a profile is created when ``roles`` contains ``patient`` (idempotent), with the name
+  and contact details opened with the person key auth serves
+  (:mod:`healthflow.common.personaldata`); none when the key is gone (erased).
+* ``user.erased`` (auth): the profile forgets the person's demographics
+  (:func:`~healthflow.patient.service.erase`).
 * ``appointment.booked`` / ``.rescheduled`` / ``.cancelled`` / ``.no_show`` /
   ``.completed`` (appointment, :mod:`healthflow.contracts.appointment`): the
   doctor↔patient care relationships behind ``patients:read_treated`` (from the booking
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.personaldata import person_keys_for
+from healthflow.common.settings import ServiceSettings
 from healthflow.contracts.appointment import (
     AppointmentBooked,
     AppointmentCancelled,
@@ -23,16 +29,28 @@ from healthflow.contracts.appointment import (
     AppointmentNoShow,
     AppointmentRescheduled,
 )
-from healthflow.contracts.auth import UserRegistered
+from healthflow.contracts.auth import UserErased, UserRegistered
 from healthflow.patient import service
 
 
-async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
-    data = event.data
-    if "patient" not in data.roles:
-        return  # staff accounts have no patient profile
-    await service.register(uow, data.user_id, full_name=data.full_name, email=data.email,
-                           phone=data.phone)
+def make_handlers(settings: ServiceSettings) -> Handlers:
+    """The handlers, opening sealed personal values with the keys ``settings`` point at."""
+    keys = person_keys_for(settings)
+
+    async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
+        data = event.data
+        if "patient" not in data.roles:
+            return  # staff accounts have no patient profile
+        opened = await keys.open_fields(data.user_id, {
+            "full_name": data.full_name, "email": data.email, "phone": data.phone}) or {}
+        await service.register(uow, data.user_id, full_name=opened.get("full_name"),
+                               email=opened.get("email"), phone=opened.get("phone"))
+
+    return {"user.registered": on_user_registered, "user.erased": on_user_erased, **HANDLERS}
+
+
+async def on_user_erased(event: Received[UserErased], uow: UnitOfWork) -> None:
+    await service.erase(uow, event.data.user_id)
 
 
 async def on_appointment_booked(event: Received[AppointmentBooked], uow: UnitOfWork) -> None:
@@ -59,7 +77,6 @@ async def on_appointment_completed(event: Received[AppointmentCompleted],
 
 
 HANDLERS: Handlers = {
-    "user.registered": on_user_registered,
     "appointment.booked": on_appointment_booked,
     "appointment.rescheduled": on_appointment_rescheduled,
     "appointment.cancelled": on_appointment_cancelled,

@@ -24,7 +24,7 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
-from healthflow.patient import events, store
+from healthflow.patient import domain, events, store
 from healthflow.patient.domain import (
     AccessorRole,
     NotTreating,
@@ -56,6 +56,17 @@ async def register(uow: UnitOfWork, user_id: str, *, full_name: str | None,
     uow.publish(events.PatientRegistered(patient_id=user_id, registered_at=now),
                 subject=user_id, patientid=user_id)
     return True
+
+
+async def erase(uow: UnitOfWork, user_id: str) -> None:
+    """``user.erased``: the profile forgets the person's name, birth date, gender, contact
+    details and emergency contacts (:data:`~healthflow.patient.domain.ERASED_DEMOGRAPHICS`);
+    ``erased_at`` is set. Idempotent; no profile, nothing to do."""
+    now = utcnow()
+    await uow.db[store.PATIENTS].update_one(
+        {"_id": user_id},
+        {"$set": domain.ERASED_DEMOGRAPHICS | {"erased_at": now, "updated_at": now}},
+        session=uow.session)
 
 
 async def get_own(runtime: ServiceRuntime, principal: Principal) -> Document:

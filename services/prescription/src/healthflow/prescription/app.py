@@ -19,8 +19,9 @@ async def _on_start(runtime: ServiceRuntime) -> None:
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The prescription service app (settings from ``PRESCRIPTION_*`` when not given)."""
     settings = settings or load_settings(Settings)
-    runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
-                             transport=transport, on_start=_on_start)
+    runtime = ServiceRuntime(settings, indexes=store.INDEXES,
+                             handlers=handlers.make_handlers(settings), transport=transport,
+                             on_start=_on_start)
     return create_service_app(runtime, routers=api.routers, title="HealthFlow prescription",
                               description="Prescriptions (FHIR R4 MedicationRequest) in "
                               "encounters: allergy and duplicate checks, overrides, "

@@ -9,7 +9,9 @@
   country printed on a prescription of an encounter at that hospital (newest
   ``version`` kept).
 * ``user.registered`` (auth, :class:`~healthflow.contracts.auth.UserRegistered`): the
-  full names printed on a prescription (nothing else of the account is kept).
+  full names printed on a prescription (nothing else of the account is kept), opened
+  with the person key auth serves (:mod:`healthflow.common.personaldata`); none is kept
+  when the key is gone. ``user.erased``: the name is deleted.
 * ``patient.allergies_changed`` (patient,
   :class:`~healthflow.contracts.patient.PatientAllergiesChanged`): the allergy list
   the safety checks read, newest profile version kept.
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.contracts.auth import UserRegistered
+from healthflow.common.personaldata import person_keys_for
+from healthflow.common.settings import ServiceSettings
+from healthflow.contracts.auth import UserErased, UserRegistered
 from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.patient import PatientAllergiesChanged
 from healthflow.contracts.records import EncounterFinished, EncounterStarted
@@ -46,12 +50,24 @@ async def on_hospital(event: Received[HospitalSnapshot], uow: UnitOfWork) -> Non
     await service.hospital_changed(uow, event.data)
 
 
-async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
-    await service.person_registered(uow, event.data.user_id, event.data.full_name)
+def make_handlers(settings: ServiceSettings) -> Handlers:
+    """The handlers, opening sealed names with the person keys ``settings`` point at."""
+    keys = person_keys_for(settings)
+
+    async def on_user_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
+        data = event.data
+        opened = await keys.open_fields(data.user_id, {"full_name": data.full_name})
+        if opened is not None and opened["full_name"] is not None:
+            await service.person_registered(uow, data.user_id, opened["full_name"])
+
+    return {"user.registered": on_user_registered, "user.erased": on_user_erased, **HANDLERS}
+
+
+async def on_user_erased(event: Received[UserErased], uow: UnitOfWork) -> None:
+    await service.person_erased(uow, event.data.user_id)
 
 
 HANDLERS: Handlers = {
-    "user.registered": on_user_registered,
     "encounter.started": on_encounter_started,
     "encounter.finished": on_encounter_finished,
     "patient.allergies_changed": on_allergies_changed,

@@ -354,6 +354,11 @@ async def person_registered(uow: UnitOfWork, user_id: str, full_name: str) -> No
     await store.put_person(uow, user_id, full_name)
 
 
+async def person_erased(uow: UnitOfWork, user_id: str) -> None:
+    """``user.erased``: the name of ``user_id`` is deleted (printed as unknown after)."""
+    await store.delete_person(uow, user_id)
+
+
 async def encounter_started(uow: UnitOfWork, data: EncounterStarted) -> None:
     """Know the encounter (in progress unless its finish came first) and its hospital;
     idempotent."""

@@ -173,6 +173,10 @@ async def put_person(uow: UnitOfWork, user_id: str, full_name: str) -> None:
                                     upsert=True, session=uow.session)
 
 
+async def delete_person(uow: UnitOfWork, user_id: str) -> None:
+    await uow.db[PEOPLE].delete_one({"_id": user_id}, session=uow.session)
+
+
 async def names(uow: UnitOfWork, user_ids: list[str]) -> dict[str, str]:
     """``{user_id: full_name}`` of those known."""
     found = uow.db[PEOPLE].find({"_id": {"$in": user_ids}}, session=uow.session)
