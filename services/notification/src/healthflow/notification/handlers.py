@@ -84,9 +84,10 @@ def _personal_handlers(ctx: service.Context) -> Handlers:
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
-    """Every handler of the service: those over ``ctx`` and the staff-membership read model
-    (:mod:`healthflow.common.tenancy`)."""
-    return {**_context_handlers(ctx), **tenancy.HANDLERS}
+    """Every handler of the service: those over ``ctx`` (the personal ones first: the first
+    matching pattern wins, and ``user.*`` would take ``user.registered``) and the
+    staff-membership read model (:mod:`healthflow.common.tenancy`)."""
+    return {**_personal_handlers(ctx), **_context_handlers(ctx), **tenancy.HANDLERS}
 
 
 def _context_handlers(ctx: service.Context) -> Handlers:
@@ -132,7 +133,6 @@ def _context_handlers(ctx: service.Context) -> Handlers:
 
     return {
         "appointment.*": on_appointment,
-        **_personal_handlers(ctx),
         "user.*": on_user,
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,
