@@ -23,13 +23,17 @@ from .test_processing import results_when_ready, worker  # noqa: F401 (fixture)
 from .test_real_radiographs import encoded, real
 
 
-async def processed_chest(http: Any, app: Any, tokens: Any, patient: str
+async def processed_chest(http: Any, app: Any, tokens: Any, patient: str,
+                          burned_in: str | None = "NO"
                           ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The chest CR of a fresh ``patient`` uploaded and processed: (the dataset as sent,
-    the upload's study, the instance's results)."""
+    the upload's study, the instance's results). ``burned_in``: its Burned In
+    Annotation (RG1_UNCR states none; None leaves it out)."""
     order = await ordered(http, app, tokens, patient=patient)
     ds = real("RG1_UNCR.dcm", order)
     ds.PatientID = patient
+    if burned_in is not None:
+        ds.BurnedInAnnotation = burned_in
     up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
                          content=encoded(ds),
                          headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
@@ -94,7 +98,7 @@ IDENTIFIERS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate"
                "StationName")
 
 
-async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads_it(
+async def test_a_deidentified_copy_keeps_no_identifier_and_only_a_treating_doctor_exports_it(
         worker, tokens) -> None:  # noqa: F811
     http, app = worker
     patient = f"patient-{uuid.uuid4().hex[:8]}"
@@ -103,10 +107,13 @@ async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads
     assert url.endswith(f"/instances/{one['instance_id']}/deidentified")
 
     for who, roles in ((patient, ("patient",)), (RADIOGRAPHER, ("radiographer",)),
-                       ("admin-1", ("admin",))):
+                       ("admin-1", ("admin",)), ("dr-teach", ("doctor",))):
         refused = await http.get(url, headers=tokens.headers(who, roles))
         assert refused.status_code == 403, (who, refused.text)
-    answer = await http.get(url, headers=tokens.headers("dr-teach", ("doctor",)))
+    # a doctor with the permission but no care relationship: another patient's image
+    # must not open by its ids (imaging:export_deidentified is scoped care-relationship)
+    assert "not-treating" in refused.text
+    answer = await http.get(url, headers=tokens.headers(DOCTOR, ("doctor",)))
     assert answer.status_code == 200 and answer.headers["content-type"] == "application/dicom"
     copy = dcmread(io.BytesIO(answer.content))
 
@@ -114,7 +121,11 @@ async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads
         assert copy.get(name) != original.get(name), name
     assert (copy.Rows, copy.Columns, copy.Modality) == (1955, 1841, "CR")
     assert np.array_equal(copy.pixel_array, original.pixel_array)  # the image kept
-    assert "DICOGNITO" in copy.DeidentificationMethod
+    assert "DICOGNITO" in copy.DeidentificationMethod and copy.PatientIdentityRemoved == "YES"
+    for name in ("InstitutionName", "StationName", "DeviceSerialNumber", "ImageComments",
+                 "StudyDescription", "OtherPatientIDs", "PatientSex"):
+        assert not copy.get(name), name
+    assert "SourceApplicationEntityTitle" not in copy.file_meta  # CLUNIE1 in the original
     for name in IDENTIFIERS:
         for text in strings(original.get(name)):
             if len(text) >= 4:  # shorter strings occur in any pixel data by chance
@@ -138,5 +149,18 @@ async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads
     exported = [e.data or {} for e in await recorded_events(db, {"type": "xray.accessed"})
                 if (e.data or {}).get("scope") == "deidentified"]
     assert [(e["accessor_id"], e["accessor_role"]) for e in exported] == [
-        ("dr-teach", "export")]
+        (DOCTOR, "export")]
     assert study["patient_id"] == patient
+
+
+async def test_an_image_not_stated_free_of_burned_in_text_gets_no_copy(
+        worker, tokens) -> None:  # noqa: F811
+    """RG1_UNCR as shipped states no Burned In Annotation: CR plates routinely carry name
+    and date in the pixels, so no copy is made and the download says why."""
+    http, app = worker
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    _, study, one = await processed_chest(http, app, tokens, patient, burned_in=None)
+    assert one["deidentified"] is None
+    url = f"/api/v1/imaging/studies/{study['id']}/instances/{one['instance_id']}/deidentified"
+    answer = await http.get(url, headers=tokens.headers(DOCTOR, ("doctor",)))
+    assert answer.status_code == 404 and "burned-in text possible" in answer.text

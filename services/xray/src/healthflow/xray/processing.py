@@ -35,14 +35,14 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 
-from healthflow.common import jobs
+from healthflow.common import careteam, jobs
 from healthflow.common.auth import Principal
 from healthflow.common.blobs import XRAY, BlobStore, BlobUse, StoredBlob
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import checks, deidentify, events, lungs, measurements, render, store
-from healthflow.xray.domain import InstanceNotFound, StudyNotFound
+from healthflow.xray.domain import InstanceNotFound, NotTreating, StudyNotFound
 from healthflow.xray.imaging import DEFER_SIZE, DICOM
 from healthflow.xray.service import record_access, viewer
 
@@ -55,7 +55,8 @@ VIEWED = frozenset({"overlay", "sr"})
 NAMES = {"overlay": "lung-field overlay", "deidentified": "de-identified copy",
          "sr": "measurement report SR (TID 1500)"}
 MADE_WHEN = {"overlay": "only when lung fields were found in a chest image",
-             "deidentified": "only for a DICOM file",
+             "deidentified": "only for a DICOM file whose header states Burned In "
+             "Annotation NO; " + deidentify.NOT_MADE,
              "sr": "only when lung fields were found in a DICOM chest image"}
 EXPORT = "export"
 """``accessor_role`` of a de-identified copy's download (``imaging:export_deidentified``)."""
@@ -232,12 +233,14 @@ async def derived_blob(runtime: ServiceRuntime, principal: Principal, study_id: 
                        instance_id: str, kind: str) -> dict[str, Any]:
     """``{key, sha256, size}`` of an image's ``overlay`` or ``sr`` (for whoever may view
     its preview, ``xray.accessed`` scope ``overlay`` / ``sr`` for a doctor) or ``deidentified``
-    copy (the route demands ``imaging:export_deidentified``; every download is
-    recorded as ``xray.accessed`` scope ``deidentified``, role ``export``).
+    copy (the route demands ``imaging:export_deidentified``, scoped like the images: the
+    doctor must be in a care relationship with the patient; every download is recorded
+    as ``xray.accessed`` scope ``deidentified``, role ``export``).
 
     Raises:
         StudyNotFound / InstanceNotFound (404: also while not processed, or when the
-        image has none: no lung boxes found, or not DICOM), NotTreating (403).
+        image has none: no lung boxes found, not DICOM, burned-in text possible),
+        NotTreating (403).
     """
 
     async def read(uow: UnitOfWork) -> dict[str, Any]:
@@ -246,6 +249,9 @@ async def derived_blob(runtime: ServiceRuntime, principal: Principal, study_id: 
             raise StudyNotFound(f"no imaging study {study_id}")
         if kind in VIEWED:
             await viewer(uow, principal, study["patient_id"], kind, study_id)
+        elif not await careteam.treats(uow, principal.subject, study["patient_id"],
+                                       utcnow()):
+            raise NotTreating("you may only export the images of your own patients")
         else:
             record_access(uow, principal, study["patient_id"], EXPORT, kind, study_id)
         ref = await store.derived_of(uow, study_id, instance_id, kind)
