@@ -39,7 +39,7 @@ async def processed_chest(http: Any, app: Any, tokens: Any, patient: str,
                          headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
     assert up.status_code == 201, up.text
     found = await results_when_ready(http, up.json()["id"],
-                                     tokens.headers(patient, ("patient",)))
+                                     tokens.headers(DOCTOR, ("doctor",)))
     return ds, up.json(), found["instances"][0]
 
 
@@ -164,3 +164,33 @@ async def test_an_image_not_stated_free_of_burned_in_text_gets_no_copy(
     url = f"/api/v1/imaging/studies/{study['id']}/instances/{one['instance_id']}/deidentified"
     answer = await http.get(url, headers=tokens.headers(DOCTOR, ("doctor",)))
     assert answer.status_code == 404 and "burned-in text possible" in answer.text
+
+
+async def test_the_patient_sees_the_automated_results_once_the_report_is_signed(
+        worker, tokens) -> None:  # noqa: F811
+    """As with the report itself: results, overlay and measurement SR are 404 to the
+    patient while the report is missing or a draft, the treating doctor reads them all
+    along; once the report is signed the patient reads the same bytes."""
+    http, app = worker
+    patient_id = f"patient-{uuid.uuid4().hex[:8]}"
+    _, study, one = await processed_chest(http, app, tokens, patient_id)
+    patient, doctor = tokens.headers(patient_id, ("patient",)), tokens.headers(
+        DOCTOR, ("doctor",))
+    paths = (f"/api/v1/imaging/studies/{study['id']}/results", one["overlay"], one["sr"])
+    report = f"/api/v1/imaging/studies/{study['id']}/report"
+
+    async def patient_reads() -> list[int]:
+        return [(await http.get(path, headers=patient)).status_code for path in paths]
+
+    assert await patient_reads() == [404, 404, 404]
+    withheld = await http.get(paths[0], headers=patient)
+    assert "report-not-found" in withheld.text and "once" in withheld.json()["detail"]
+    assert (await http.put(report, headers=doctor, json={
+        "findings": "Clear lungs.", "impression": "Normal."})).status_code == 200
+    assert await patient_reads() == [404, 404, 404]  # a draft is not the reading
+    seen = [await http.get(path, headers=doctor) for path in paths]
+    assert [answer.status_code for answer in seen] == [200, 200, 200]
+    assert (await http.post(f"{report}/sign", headers=doctor)).status_code == 200
+    released = [await http.get(path, headers=patient) for path in paths]
+    assert [answer.status_code for answer in released] == [200, 200, 200]
+    assert [a.content for a in released[1:]] == [a.content for a in seen[1:]]
