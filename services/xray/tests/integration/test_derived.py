@@ -183,6 +183,7 @@ async def test_the_patient_sees_the_automated_results_once_the_report_is_signed(
         return [(await http.get(path, headers=patient)).status_code for path in paths]
 
     assert await patient_reads() == [404, 404, 404]
+    assert await dicomweb_modalities(http, patient, study) == ["CR"]  # no SR listed
     withheld = await http.get(paths[0], headers=patient)
     assert "report-not-found" in withheld.text and "once" in withheld.json()["detail"]
     assert (await http.put(report, headers=doctor, json={
@@ -194,3 +195,13 @@ async def test_the_patient_sees_the_automated_results_once_the_report_is_signed(
     released = [await http.get(path, headers=patient) for path in paths]
     assert [answer.status_code for answer in released] == [200, 200, 200]
     assert [a.content for a in released[1:]] == [a.content for a in seen[1:]]
+    assert await dicomweb_modalities(http, patient, study) == ["CR", "SR"]
+
+
+async def dicomweb_modalities(http: Any, headers: dict[str, str], study: dict[str, Any]
+                              ) -> list[str]:
+    """The modalities of the study's series as QIDO-RS lists them to ``headers``."""
+    listed = await http.get(f"/api/v1/dicomweb/studies/{study['study_instance_uid']}/series",
+                            headers=headers)
+    assert listed.status_code == 200, listed.text
+    return sorted(s["00080060"]["Value"][0] for s in listed.json())
