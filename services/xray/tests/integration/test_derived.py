@@ -23,19 +23,23 @@ from .test_processing import results_when_ready, worker  # noqa: F401 (fixture)
 from .test_real_radiographs import encoded, real
 
 
-async def processed_chest(http: Any, app: Any, tokens: Any, patient: str
+async def processed_chest(http: Any, app: Any, tokens: Any, patient: str,
+                          burned_in: str | None = "NO"
                           ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """The chest CR of a fresh ``patient`` uploaded and processed: (the dataset as sent,
-    the upload's study, the instance's results)."""
+    the upload's study, the instance's results). ``burned_in``: its Burned In
+    Annotation (RG1_UNCR states none; None leaves it out)."""
     order = await ordered(http, app, tokens, patient=patient)
     ds = real("RG1_UNCR.dcm", order)
     ds.PatientID = patient
+    if burned_in is not None:
+        ds.BurnedInAnnotation = burned_in
     up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
                          content=encoded(ds),
                          headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
     assert up.status_code == 201, up.text
     found = await results_when_ready(http, up.json()["id"],
-                                     tokens.headers(patient, ("patient",)))
+                                     tokens.headers(DOCTOR, ("doctor",)))
     return ds, up.json(), found["instances"][0]
 
 
@@ -94,7 +98,7 @@ IDENTIFIERS = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate"
                "StationName")
 
 
-async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads_it(
+async def test_a_deidentified_copy_keeps_no_identifier_and_only_a_treating_doctor_exports_it(
         worker, tokens) -> None:  # noqa: F811
     http, app = worker
     patient = f"patient-{uuid.uuid4().hex[:8]}"
@@ -103,10 +107,13 @@ async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads
     assert url.endswith(f"/instances/{one['instance_id']}/deidentified")
 
     for who, roles in ((patient, ("patient",)), (RADIOGRAPHER, ("radiographer",)),
-                       ("admin-1", ("admin",))):
+                       ("admin-1", ("admin",)), ("dr-teach", ("doctor",))):
         refused = await http.get(url, headers=tokens.headers(who, roles))
         assert refused.status_code == 403, (who, refused.text)
-    answer = await http.get(url, headers=tokens.headers("dr-teach", ("doctor",)))
+    # a doctor with the permission but no care relationship: another patient's image
+    # must not open by its ids (imaging:export_deidentified is scoped care-relationship)
+    assert "not-treating" in refused.text
+    answer = await http.get(url, headers=tokens.headers(DOCTOR, ("doctor",)))
     assert answer.status_code == 200 and answer.headers["content-type"] == "application/dicom"
     copy = dcmread(io.BytesIO(answer.content))
 
@@ -114,7 +121,11 @@ async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads
         assert copy.get(name) != original.get(name), name
     assert (copy.Rows, copy.Columns, copy.Modality) == (1955, 1841, "CR")
     assert np.array_equal(copy.pixel_array, original.pixel_array)  # the image kept
-    assert "DICOGNITO" in copy.DeidentificationMethod
+    assert "DICOGNITO" in copy.DeidentificationMethod and copy.PatientIdentityRemoved == "YES"
+    for name in ("InstitutionName", "StationName", "DeviceSerialNumber", "ImageComments",
+                 "StudyDescription", "OtherPatientIDs", "PatientSex"):
+        assert not copy.get(name), name
+    assert "SourceApplicationEntityTitle" not in copy.file_meta  # CLUNIE1 in the original
     for name in IDENTIFIERS:
         for text in strings(original.get(name)):
             if len(text) >= 4:  # shorter strings occur in any pixel data by chance
@@ -138,5 +149,59 @@ async def test_a_deidentified_copy_keeps_no_identifier_and_only_export_downloads
     exported = [e.data or {} for e in await recorded_events(db, {"type": "xray.accessed"})
                 if (e.data or {}).get("scope") == "deidentified"]
     assert [(e["accessor_id"], e["accessor_role"]) for e in exported] == [
-        ("dr-teach", "export")]
+        (DOCTOR, "export")]
     assert study["patient_id"] == patient
+
+
+async def test_an_image_not_stated_free_of_burned_in_text_gets_no_copy(
+        worker, tokens) -> None:  # noqa: F811
+    """RG1_UNCR as shipped states no Burned In Annotation: CR plates routinely carry name
+    and date in the pixels, so no copy is made and the download says why."""
+    http, app = worker
+    patient = f"patient-{uuid.uuid4().hex[:8]}"
+    _, study, one = await processed_chest(http, app, tokens, patient, burned_in=None)
+    assert one["deidentified"] is None
+    url = f"/api/v1/imaging/studies/{study['id']}/instances/{one['instance_id']}/deidentified"
+    answer = await http.get(url, headers=tokens.headers(DOCTOR, ("doctor",)))
+    assert answer.status_code == 404 and "burned-in text possible" in answer.text
+
+
+async def test_the_patient_sees_the_automated_results_once_the_report_is_signed(
+        worker, tokens) -> None:  # noqa: F811
+    """As with the report itself: results, overlay and measurement SR are 404 to the
+    patient while the report is missing or a draft, the treating doctor reads them all
+    along; once the report is signed the patient reads the same bytes."""
+    http, app = worker
+    patient_id = f"patient-{uuid.uuid4().hex[:8]}"
+    _, study, one = await processed_chest(http, app, tokens, patient_id)
+    patient, doctor = tokens.headers(patient_id, ("patient",)), tokens.headers(
+        DOCTOR, ("doctor",))
+    paths = (f"/api/v1/imaging/studies/{study['id']}/results", one["overlay"], one["sr"])
+    report = f"/api/v1/imaging/studies/{study['id']}/report"
+
+    async def patient_reads() -> list[int]:
+        return [(await http.get(path, headers=patient)).status_code for path in paths]
+
+    assert await patient_reads() == [404, 404, 404]
+    assert await dicomweb_modalities(http, patient, study) == ["CR"]  # no SR listed
+    withheld = await http.get(paths[0], headers=patient)
+    assert "report-not-found" in withheld.text and "once" in withheld.json()["detail"]
+    assert (await http.put(report, headers=doctor, json={
+        "findings": "Clear lungs.", "impression": "Normal."})).status_code == 200
+    assert await patient_reads() == [404, 404, 404]  # a draft is not the reading
+    seen = [await http.get(path, headers=doctor) for path in paths]
+    assert [answer.status_code for answer in seen] == [200, 200, 200]
+    assert (await http.post(f"{report}/sign", headers=doctor)).status_code == 200
+    released = [await http.get(path, headers=patient) for path in paths]
+    assert [answer.status_code for answer in released] == [200, 200, 200]
+    assert [a.content for a in released[1:]] == [a.content for a in seen[1:]]
+    assert await dicomweb_modalities(http, patient, study) == ["CR", "SR"]
+
+
+async def dicomweb_modalities(http: Any, headers: dict[str, str], study: dict[str, Any]
+                              ) -> list[str]:
+    """The modalities of the study's series as QIDO-RS lists them to ``headers``."""
+    listed = await http.get(f"/api/v1/dicomweb/studies/{study['study_instance_uid']}/series",
+                            headers=headers)
+    assert listed.status_code == 200, listed.text
+    return sorted(s["00080060"]["Value"][0] for s in listed.json())

@@ -31,7 +31,7 @@ async def test_a_study_and_its_signed_report_are_valid_fhir_r4(worker, tokens) -
     assert up.status_code == 201, up.text
     study_id = up.json()["id"]
     doctor, patient = tokens.headers(DOCTOR, ("doctor",)), tokens.headers(PATIENT, ("patient",))
-    await results_when_ready(http, study_id, patient)
+    await results_when_ready(http, study_id, doctor)
 
     base = f"/api/v1/imaging/studies/{study_id}"
     answer = await http.get(f"{base}/fhir", headers=doctor)

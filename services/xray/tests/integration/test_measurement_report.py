@@ -89,8 +89,9 @@ async def test_the_lung_boxes_are_a_tid_1500_measurement_report_on_the_image(
                  for e in image_level[0].get_qualitative_evaluations()}
     assert evaluated["lung_fields"] == "ok" and evaluated["body_part"] == "ok"
 
-    # read like the preview: the patient, not a doctor who does not treat them
-    own = await http.get(one["sr"], headers=tokens.headers(patient, ("patient",)))
+    # read like the preview by doctors (the patient once the report is signed:
+    # test_derived), not by a doctor who does not treat them
+    own = await http.get(one["sr"], headers=tokens.headers(DOCTOR, ("doctor",)))
     assert own.status_code == 200 and own.content == answer.content
     stranger = await http.get(one["sr"], headers=tokens.headers("dr-9", ("doctor",)))
     assert stranger.status_code == 403
@@ -205,7 +206,7 @@ async def test_an_image_not_of_the_chest_or_not_dicom_gets_no_measurement_report
                          headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | kind)
     assert up.status_code == 201, up.text
     found = await results_when_ready(http, up.json()["id"],
-                                     tokens.headers(patient, ("patient",)))
+                                     tokens.headers(DOCTOR, ("doctor",)))
     one = found["instances"][0]
     assert one["sr"] is None
     if image == "photograph":  # lungs seen on the film, but no DICOM image to refer to

@@ -161,3 +161,66 @@ async def test_the_report_of_a_revoked_order_is_not_signed(xray, tokens) -> None
     after = await http.get(f"{ORDERS}/{order['id']}", headers=doctor)
     assert after.json()["status"] == "revoked"
     assert await outbox(app, "xray.reported") == []
+
+
+async def test_every_study_of_one_order_is_signed_and_each_patient_notice_sent(
+        xray, tokens) -> None:
+    """One order may hold several studies (here two Study Instance UIDs from the
+    modality). Signing the first completes the order; the second is signed too (it was
+    409 order-closed for ever) and each sends its own xray.reported."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    first, second = [(await upload(http, tokens, order)).json() for _ in range(2)]
+    assert first["id"] != second["id"]
+    doctor = tokens.headers(DOCTOR, ("doctor",))
+    text = {"findings": "Clear lungs.", "impression": "Normal."}
+    for study in (first, second):
+        url = f"/api/v1/imaging/studies/{study['id']}/report"
+        assert (await http.put(url, headers=doctor, json=text)).status_code == 200
+        signed = await http.post(f"{url}/sign", headers=doctor)
+        assert signed.status_code == 200, signed.text
+        assert signed.json()["status"] == "final"
+        after = await http.get(f"{ORDERS}/{order['id']}", headers=doctor)
+        assert after.json()["status"] == "completed"
+    reported = await outbox(app, "xray.reported")
+    assert [(e["study_id"], e["order_id"]) for e in reported] == [
+        (first["id"], order["id"]), (second["id"], order["id"])]
+
+
+async def test_the_ordering_doctor_takes_over_a_colleagues_draft_audited(
+        xray, tokens) -> None:
+    """A treating colleague drafting first no longer locks the ordering doctor out: the
+    requester's write takes the draft over (xray.report_draft_replaced for the audit
+    log), the colleague may then no longer edit it, and a third doctor never may."""
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    study = (await upload(http, tokens, order)).json()
+    url = f"/api/v1/imaging/studies/{study['id']}/report"
+    for colleague in ("dr-3", "dr-4"):
+        started = EncounterStarted(encounter_id=str(uuid.uuid4()), patient_id=PATIENT,
+                                   practitioner_id=colleague, appointment_id=None,
+                                   encounter_class="AMB", started_at=datetime.now(UTC))
+        await app.state.runtime.transact(
+            lambda uow, s=started: service.encounter_started(uow, s))
+    colleague = tokens.headers("dr-3", ("doctor",))
+    drafted = await http.put(url, headers=colleague, json={
+        "findings": "Colleague's words.", "impression": "Maybe."})
+    assert drafted.status_code == 200 and drafted.json()["author_id"] == "dr-3"
+    third = await http.put(url, headers=tokens.headers("dr-4", ("doctor",)), json={
+        "findings": "Third.", "impression": "Third."})
+    assert third.status_code == 403 and "not-the-author" in third.text
+    assert await outbox(app, "xray.report_draft_replaced") == []
+
+    doctor = tokens.headers(DOCTOR, ("doctor",))
+    taken = await http.put(url, headers=doctor, json={"findings": "Clear lungs.",
+                                                      "impression": "Normal."})
+    assert taken.status_code == 200, taken.text
+    assert (taken.json()["author_id"], taken.json()["findings"]) == (DOCTOR, "Clear lungs.")
+    replaced = await outbox(app, "xray.report_draft_replaced")
+    assert [(e["replaced_author_id"], e["author_id"], e["report_id"]) for e in replaced] == [
+        ("dr-3", DOCTOR, drafted.json()["id"])]
+    again = await http.put(url, headers=colleague, json={"findings": "Mine.",
+                                                         "impression": "Mine."})
+    assert again.status_code == 403 and "not-the-author" in again.text
+    assert (await http.post(f"{url}/sign", headers=doctor)).status_code == 200
+    assert len(await outbox(app, "xray.report_draft_replaced")) == 1

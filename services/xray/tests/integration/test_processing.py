@@ -58,7 +58,7 @@ async def test_the_chest_cr_is_processed_and_its_results_read_like_previews(
                          headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
     assert up.status_code == 201, up.text
     study_id = up.json()["id"]
-    found = await results_when_ready(http, study_id, tokens.headers(PATIENT, ("patient",)))
+    found = await results_when_ready(http, study_id, tokens.headers(DOCTOR, ("doctor",)))
     assert found["label"] == LABEL == "machine-generated suggestion, not a diagnosis"
     [one] = found["instances"]
     checks = one["checks"]
@@ -122,7 +122,7 @@ async def test_a_processing_job_run_again_publishes_xray_processed_once(
                          headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
     assert up.status_code == 201, up.text
     found = await results_when_ready(http, up.json()["id"],
-                                     tokens.headers(PATIENT, ("patient",)))
+                                     tokens.headers(DOCTOR, ("doctor",)))
     [one] = found["instances"]
     job = jobs.Job("again", processing.QUEUE, {"instance_id": one["instance_id"]}, 1,
                    datetime.now(UTC), "test")

@@ -161,3 +161,26 @@ def test_the_requester_or_a_treating_doctor_reports_and_nobody_else() -> None:
 def test_the_work_list_rank_follows_fhir_request_priority() -> None:
     assert sorted(Priority, key=PRIORITY_RANK.__getitem__) == [
         Priority.STAT, Priority.ASAP, Priority.URGENT, Priority.ROUTINE]
+
+
+def test_the_requester_takes_over_a_colleagues_draft_and_nobody_else_does() -> None:
+    from healthflow.xray.domain import NotTheAuthor, ReportFinal, takes_over
+
+    draft = {"status": "preliminary", "author_id": "dr-3"}
+    assert takes_over(None, "dr-1", "dr-1") is False
+    assert takes_over(draft, "dr-3", "dr-1") is False  # its author rewrites it
+    assert takes_over(draft, "dr-1", "dr-1") is True  # the requester takes it over
+    with pytest.raises(NotTheAuthor):
+        takes_over(draft, "dr-4", "dr-1")
+    with pytest.raises(ReportFinal):
+        takes_over({**draft, "status": "final"}, "dr-1", "dr-1")
+
+
+def test_signing_completes_an_active_order_keeps_a_completed_one_refuses_a_revoked_one(
+        ) -> None:
+    from healthflow.xray.domain import completes_order
+
+    assert completes_order({"status": "active"}) is True
+    assert completes_order({"status": "completed"}) is False  # another study signed first
+    with pytest.raises(OrderClosed):
+        completes_order({"status": "revoked"})

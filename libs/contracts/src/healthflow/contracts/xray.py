@@ -93,6 +93,21 @@ class XrayReported(EventPayload):
     issued_at: datetime
 
 
+@event_type("xray.report_draft_replaced", version=1, publisher=PUBLISHER)
+class XrayReportDraftReplaced(EventPayload):
+    """The ordering doctor (``author_id``, FHIR ``ServiceRequest.requester``) took over the
+    draft (``preliminary``) report another doctor (``replaced_author_id``) had started,
+    discarding its text, at ``replaced_at`` (for the audit log; no text in the event)."""
+
+    report_id: str
+    study_id: str
+    order_id: str
+    patient_id: str
+    replaced_author_id: str
+    author_id: str
+    replaced_at: datetime
+
+
 @event_type("xray.accessed", version=1, publisher=PUBLISHER)
 class XrayAccessed(EventPayload):
     """Someone other than the patient viewed a patient's orders, images or reports (for

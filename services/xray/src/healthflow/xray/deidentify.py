@@ -1,19 +1,29 @@
-"""De-identified copies of stored DICOM images, for teaching and export, made with
-``dicognito``: patient names, ids and birth date, accession number, institution and
-staff names, study id and station replaced; dates and times shifted into the past
-(order kept); every UID replaced; De-identification Method (0012,0063) ``DICOGNITO``;
-Patient Identity Removed (0012,0062) ``YES`` only where the header says there is no
-burned-in annotation (dicognito's rule: it does not look at pixels).
+"""De-identified copies of stored DICOM images, for teaching and export, per the Basic
+Application Level Confidentiality Profile (DICOM PS3.15 Annex E, Table E.1-1) with the
+Retain Longitudinal Temporal Information Modified Dates Option:
 
-dicognito leaves free text, descriptions, device identity and private elements as they
-were; those are removed after it (:data:`REMOVED`, and every private element), as the
-Basic Application Level Confidentiality Profile does (PS3.15 Annex E, Table E.1-1,
-action X), in nested sequences too.
+1. ``dicognito`` replaces names, ids, birth date, accession number and study id with
+   invented ones, shifts dates and times into the past (order kept) and gives every UID
+   a new value; a fresh anonymizer (random seed) per copy, so copies of different images
+   cannot be linked by their replaced identifiers.
+2. Then an allow-list (:data:`KEPT`) keeps only attributes known to be safe — the
+   replaced identifiers and dates, the SOP class, the image pixel, LUT and acquisition
+   geometry attributes, body part and view — at every nesting level. Everything else
+   goes, whatever its name: free text and descriptions, institution and device identity,
+   private elements, overlay planes (groups 60xx) and curves (50xx) that may draw the
+   patient's name, the icon image (0088,0200), the processing description, and the
+   patient characteristics Age, Size and Weight (the Retain Patient Characteristics
+   Option is not declared; Patient's Sex is emptied, action Z). The File Meta is built
+   anew, so its Source/Sending Application Entity Title do not survive.
+3. Patient Identity Removed (0012,0062) ``YES``; De-identification Method (0012,0063)
+   names both steps; De-identification Method Code Sequence (0012,0064) holds the CID
+   7050 codes of what was applied: 113100 (Basic Application Confidentiality Profile)
+   and 113107 (Retain Longitudinal Temporal Information Modified Dates Option).
 
-Each copy is made by a fresh anonymizer (a random seed), so copies of different
-images cannot be linked by their replaced identifiers. An image whose header says its
-pixels carry burned-in annotation gets no copy either. Photographs of films are not
-DICOM and get no copy (what a photograph shows is not checked).
+Pixels are not changed (no Clean Pixel Data Option), so a copy is made only of an image
+whose header states Burned In Annotation (0028,0301) ``NO``; absent, empty or ``YES``
+(computed radiography plates routinely carry name and date in the pixels): no copy.
+Photographs of films are not DICOM and get no copy.
 """
 
 from __future__ import annotations
@@ -25,56 +35,102 @@ from typing import Any
 from dicognito.anonymizer import Anonymizer
 from pydicom import dcmread
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
 
-REMOVED = frozenset(tag_for_keyword(keyword) for keyword in (
-    "PatientComments", "AdditionalPatientHistory", "ImageComments", "FrameComments",
-    "StudyDescription", "SeriesDescription", "StudyComments", "VisitComments",
-    "InstitutionAddress", "InstitutionalDepartmentName", "DeviceSerialNumber",
-    "ProtocolName", "AcquisitionComments", "DerivationDescription",
-    "RequestAttributesSequence", "RequestedProcedureDescription",
-    "RequestedProcedureComments", "ReasonForTheRequestedProcedure", "ReasonForStudy",
-    "ImagingServiceRequestComments", "ScheduledProcedureStepDescription",
-    "PerformedProcedureStepDescription", "CommentsOnThePerformedProcedureStep",
-    "AdmittingDiagnosesDescription", "ServiceEpisodeDescription", "InterpretationText",
-    "TextComments", "TextString", "Occupation", "MedicalAlerts", "Allergies",
-    "PatientTelephoneNumbers", "PatientAddress", "EthnicGroup", "MilitaryRank",
-    "BranchOfService", "CountryOfResidence", "RegionOfResidence",
-    "PatientReligiousPreference", "OtherPatientNames", "PatientBirthName",
-    "PatientMotherBirthName", "ResponsibleOrganization", "ResponsiblePerson",
-    "ReferencedPatientSequence", "MedicalRecordLocator", "SpecialNeeds", "PatientState",
-    "CurrentPatientLocation", "PatientInstitutionResidence", "AdmissionID",
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers",
-    "OrderCallbackPhoneNumber", "OrderEnteredBy", "OrderEntererLocation",
-    "ModifiedAttributesSequence", "OriginalAttributesSequence"))
-"""Attributes the Basic Profile removes (PS3.15 Table E.1-1, X) that dicognito keeps:
-free text, descriptions and comments (they often name the patient), addresses and
-phone numbers, device identity, the request's details."""
+KEPT = frozenset(tag_for_keyword(keyword) for keyword in (
+    # SOP Common, General Study/Series/Image (identifiers and dates as dicognito left them)
+    "SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "ImageType",
+    "InstanceCreationDate", "InstanceCreationTime", "StudyInstanceUID",
+    "SeriesInstanceUID", "FrameOfReferenceUID", "StudyDate", "StudyTime", "SeriesDate",
+    "SeriesTime", "ContentDate", "ContentTime", "AcquisitionDate", "AcquisitionTime",
+    "AcquisitionDateTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+    "Modality", "Manufacturer", "ManufacturerModelName", "SeriesNumber", "InstanceNumber",
+    "PatientOrientation", "Laterality", "ImageLaterality", "BodyPartExamined",
+    "ViewPosition", "PatientPosition", "QualityControlImage", "BurnedInAnnotation",
+    "RecognizableVisualFeatures", "LossyImageCompression", "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod", "PresentationIntentType",
+    # Patient (replaced), and this profile's own attributes
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientIdentityRemoved",
+    "DeidentificationMethod", "DeidentificationMethodCodeSequence",
+    # Code Sequence items (DX View Code, Anatomic Region, the method codes)
+    "ViewCodeSequence", "AnatomicRegionSequence", "CodeValue", "CodingSchemeDesignator",
+    "CodingSchemeVersion", "CodeMeaning", "LongCodeValue", "URNCodeValue",
+    # CR/DX acquisition and geometry
+    "KVP", "DistanceSourceToDetector", "DistanceSourceToPatient",
+    "EstimatedRadiographicMagnificationFactor", "ExposureTime", "XRayTubeCurrent",
+    "Exposure", "ExposureInuAs", "ImageAndFluoroscopyAreaDoseProduct", "FilterType",
+    "FocalSpots", "Sensitivity", "RelativeXRayExposure", "ExposureIndex",
+    "TargetExposureIndex", "DeviationIndex", "ImagerPixelSpacing", "PixelSpacing",
+    "PixelSpacingCalibrationType", "DetectorType",
+    # Image Pixel, Modality LUT, VOI LUT, Presentation LUT
+    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated",
+    "BitsStored", "HighBit", "PixelRepresentation", "PlanarConfiguration",
+    "PixelAspectRatio", "SmallestImagePixelValue", "LargestImagePixelValue",
+    "NumberOfFrames", "FrameIncrementPointer", "PixelIntensityRelationship",
+    "PixelIntensityRelationshipSign", "RescaleIntercept", "RescaleSlope", "RescaleType",
+    "ModalityLUTSequence", "ModalityLUTType", "LUTDescriptor", "LUTData", "WindowCenter",
+    "WindowWidth", "VOILUTFunction", "VOILUTSequence", "PresentationLUTShape", "PixelData"))
+"""The allow-list: attributes kept in a copy (PS3.15 Table E.1-1 actions K, or D/Z/U
+after dicognito's replacement); anything else, at any nesting level, is removed."""
+EMPTIED = frozenset({tag_for_keyword("PatientSex")})
+"""Kept as zero-length (action Z): Type 2 in the Patient Module."""
+METHOD = "DICOGNITO; HEALTHFLOW PS3.15 BASIC PROFILE ALLOW-LIST"
+OPTIONS = (codes.DCM.BasicApplicationConfidentialityProfile,
+           codes.DCM.RetainLongitudinalTemporalInformationModifiedDatesOption)
+"""CID 7050 codes of what a copy has been through."""
+NOT_MADE = "not made: burned-in text possible (Burned In Annotation is not stated NO)"
 
 
-def _remove_identifying(ds: Dataset) -> None:
-    """Delete :data:`REMOVED` and every private element, at every nesting level."""
+def _keep_allowed(ds: Dataset) -> None:
+    """Delete every element not in :data:`KEPT`, at every nesting level; empty
+    :data:`EMPTIED`."""
     def callback(dataset: Dataset, element: Any) -> None:
-        if element.tag in REMOVED or element.tag.is_private:
+        if element.tag not in KEPT:
             del dataset[element.tag]
+        elif element.tag in EMPTIED:
+            element.value = ""
 
     ds.walk(callback)
+
+
+def _method_codes() -> list[Dataset]:
+    items = []
+    for code in OPTIONS:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator = code.value, code.scheme_designator
+        item.CodeMeaning = code.meaning
+        items.append(item)
+    return items
+
+
+def burned_in_excluded(ds: Dataset) -> bool:
+    """True unless Burned In Annotation (0028,0301) is stated ``NO``: the pixels may
+    show identity, which only the pixels' removal (PS3.15 E.3.1, Clean Pixel Data
+    Option, not done here) would take away."""
+    return str(ds.get("BurnedInAnnotation", "") or "").strip().upper() != "NO"
 
 
 def deidentified_copy(source: Path, target: Path) -> bool:
     """Write a de-identified copy of the DICOM Part 10 file ``source`` to ``target``
     (blocking: run it in a thread; the whole dataset is read into memory) and return
-    True; or write nothing and return False when Burned In Annotation (0028,0301) is
-    ``YES``: the pixels themselves show identity, which only the pixels' removal
-    (PS3.15 E.3.1, Clean Pixel Data Option, not done here) would take away. The File
-    Meta's Media Storage SOP Instance UID follows the replaced SOP Instance UID."""
+    True; or write nothing and return False (:data:`NOT_MADE`) when
+    :func:`burned_in_excluded`. The File Meta is new: SOP Class, the replaced SOP
+    Instance UID and the transfer syntax (pydicom adds its implementation ids)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = dcmread(source)
-        if str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        if burned_in_excluded(ds):
             return False
         Anonymizer().anonymize(ds)
-        _remove_identifying(ds)
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        _keep_allowed(ds)
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = METHOD
+        ds.DeidentificationMethodCodeSequence = _method_codes()
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+        ds.file_meta = meta
         ds.save_as(target, enforce_file_format=True)
     return True

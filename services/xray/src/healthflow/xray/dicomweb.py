@@ -49,7 +49,7 @@ from healthflow.common.problems import Problem
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import imaging, measurements, render, store
 from healthflow.xray.checks import LABEL
-from healthflow.xray.domain import FrameNotFound, StudyNotFound
+from healthflow.xray.domain import FrameNotFound, StudyNotFound, Viewer
 from healthflow.xray.service import viewer
 
 SCOPE = "dicomweb"
@@ -126,10 +126,15 @@ def report_instance(result: Document) -> Document:
                 "transfer_syntax": measurements.TRANSFER_SYNTAX_UID}}
 
 
-async def _dicom(uow: UnitOfWork, study_ids: list[str], instances: list[Document]
-                 ) -> list[Document]:
-    """The DICOM ones of the studies' stored ``instances``, then their SRs."""
+async def _dicom(uow: UnitOfWork, study_ids: list[str], instances: list[Document],
+                 role: Viewer) -> list[Document]:
+    """The DICOM ones of the studies' stored ``instances``, then their SRs (for the
+    patient only those of studies whose report is signed, as for the SR's own route:
+    :func:`.service.results_viewer`)."""
     reports = await store.measurement_reports_of(uow, study_ids)
+    if role is Viewer.PATIENT:
+        signed = await store.signed_studies(uow, study_ids)
+        reports = [r for r in reports if r["study_id"] in signed]
     return [i for i in instances if i["content_type"] == imaging.DICOM] + \
         [report_instance(r) for r in reports]
 
@@ -157,11 +162,11 @@ async def search_studies(runtime: ServiceRuntime, principal: Principal,
         return []  # a patient's own studies only: nothing else matches
 
     async def read(uow: UnitOfWork) -> list[StudyInstances]:
-        await viewer(uow, principal, patient_id, SCOPE)
+        role = await viewer(uow, principal, patient_id, SCOPE)
         studies = [s for s in await store.studies_of_patient(uow, patient_id)
                    if study_uid is None or s["study_uid"] == study_uid]
         ids = [s["_id"] for s in studies]
-        instances = await _dicom(uow, ids, await store.instances_of(uow, ids))
+        instances = await _dicom(uow, ids, await store.instances_of(uow, ids), role)
         orders = await store.orders_by_id(uow, [s["order_id"] for s in studies])
         found = [StudyInstances(s, [i for i in instances if i["study_id"] == s["_id"]],
                                 orders.get(s["order_id"], {}).get("accession_number"))
@@ -186,9 +191,9 @@ async def study_instances(runtime: ServiceRuntime, principal: Principal, study_u
         study = await store.study_by_uid(uow, study_uid)
         if study is None:
             raise StudyNotFound("no imaging study with this Study Instance UID")
-        await viewer(uow, principal, study["patient_id"], SCOPE, study["_id"])
+        role = await viewer(uow, principal, study["patient_id"], SCOPE, study["_id"])
         stored = await store.instances_of(uow, [study["_id"]])
-        instances = [i for i in await _dicom(uow, [study["_id"]], stored)
+        instances = [i for i in await _dicom(uow, [study["_id"]], stored, role)
                      if series_uid in (None, i["series_uid"])
                      and sop_uid in (None, i["sop_instance_uid"])]
         if not instances:

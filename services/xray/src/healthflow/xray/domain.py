@@ -438,6 +438,41 @@ def check_editable(report: dict[str, Any] | None, author_id: str) -> None:
         raise NotTheAuthor("only the author edits a draft report")
 
 
+def takes_over(report: dict[str, Any] | None, doctor_id: str, requester_id: str) -> bool:
+    """Whether ``doctor_id`` writing ``report`` takes over another doctor's draft: the
+    ordering doctor (FHIR ``ServiceRequest.requester``, who answers for the order) has
+    precedence over a draft a treating colleague started, which their write discards.
+
+    Raises:
+        ReportFinal (409): signed already; NotTheAuthor (403): neither its author nor
+        the ordering doctor.
+    """
+    if report is None:
+        return False
+    try:
+        check_editable(report, doctor_id)
+    except NotTheAuthor:
+        if doctor_id != requester_id:
+            raise NotTheAuthor("only the author or the ordering doctor edits a draft "
+                               "report") from None
+        return True
+    return False
+
+
+def completes_order(order: dict[str, Any]) -> bool:
+    """Whether signing a report of ``order``'s studies moves it ``active → completed``.
+    One order may hold several studies (a photograph's plus the modality's, or a
+    modality splitting Study Instance UIDs), each reported and signed: the first
+    signature completes it, later ones find it completed and leave it so.
+
+    Raises:
+        OrderClosed (409): the order was revoked; its reports are not signed.
+    """
+    if order["status"] == OrderStatus.REVOKED:
+        raise OrderClosed("the order was revoked; its report is not signed")
+    return bool(order["status"] == OrderStatus.ACTIVE)
+
+
 def check_signable(report: dict[str, Any] | None, doctor_id: str) -> dict[str, Any]:
     """preliminary → final, by the author. Returns the report.
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from healthflow.contracts.xray import (
     XrayAccessed,
     XrayProcessed,
+    XrayReportDraftReplaced,
     XrayReported,
     XrayRequested,
     XrayRevoked,
     XrayUploaded,
 )
 
-__all__ = ["XrayAccessed", "XrayProcessed", "XrayReported", "XrayRequested", "XrayRevoked",
-           "XrayUploaded"]
+__all__ = ["XrayAccessed", "XrayProcessed", "XrayReportDraftReplaced", "XrayReported",
+           "XrayRequested", "XrayRevoked", "XrayUploaded"]

@@ -35,16 +35,16 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 
-from healthflow.common import jobs
+from healthflow.common import careteam, jobs
 from healthflow.common.auth import Principal
 from healthflow.common.blobs import XRAY, BlobStore, BlobUse, StoredBlob
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import checks, deidentify, events, lungs, measurements, render, store
-from healthflow.xray.domain import InstanceNotFound, StudyNotFound
+from healthflow.xray.domain import InstanceNotFound, NotTreating, StudyNotFound
 from healthflow.xray.imaging import DEFER_SIZE, DICOM
-from healthflow.xray.service import record_access, viewer
+from healthflow.xray.service import record_access, results_viewer, viewer
 
 QUEUE = "xray-process"
 DERIVED = BlobUse("xray-derived", frozenset({"application/dicom", "image/png"}),
@@ -55,7 +55,8 @@ VIEWED = frozenset({"overlay", "sr"})
 NAMES = {"overlay": "lung-field overlay", "deidentified": "de-identified copy",
          "sr": "measurement report SR (TID 1500)"}
 MADE_WHEN = {"overlay": "only when lung fields were found in a chest image",
-             "deidentified": "only for a DICOM file",
+             "deidentified": "only for a DICOM file whose header states Burned In "
+             "Annotation NO; " + deidentify.NOT_MADE,
              "sr": "only when lung fields were found in a DICOM chest image"}
 EXPORT = "export"
 """``accessor_role`` of a de-identified copy's download (``imaging:export_deidentified``)."""
@@ -193,18 +194,19 @@ async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
 async def results(runtime: ServiceRuntime, principal: Principal, study_id: str
                   ) -> list[Document]:
     """The automated results of a study's images (those processed so far), for whoever
-    may view its previews; a treating doctor's read publishes ``xray.accessed``
-    (scope ``results``).
+    may view its previews (the patient once the report is signed:
+    :func:`.service.results_viewer`); a treating doctor's read publishes
+    ``xray.accessed`` (scope ``results``).
 
     Raises:
-        StudyNotFound (404), NotTreating (403).
+        StudyNotFound / ReportNotFound (404), NotTreating (403).
     """
 
     async def read(uow: UnitOfWork) -> list[Document]:
         study = await store.get_study(uow, study_id)
         if study is None:
             raise StudyNotFound(f"no imaging study {study_id}")
-        await viewer(uow, principal, study["patient_id"], "results", study_id)
+        await results_viewer(uow, principal, study["patient_id"], "results", study_id)
         return await store.results_of_study(uow, study_id)
 
     return await runtime.transact(read, actor=principal.actor)
@@ -231,13 +233,16 @@ async def thumbnail(runtime: ServiceRuntime, principal: Principal, study_id: str
 async def derived_blob(runtime: ServiceRuntime, principal: Principal, study_id: str,
                        instance_id: str, kind: str) -> dict[str, Any]:
     """``{key, sha256, size}`` of an image's ``overlay`` or ``sr`` (for whoever may view
-    its preview, ``xray.accessed`` scope ``overlay`` / ``sr`` for a doctor) or ``deidentified``
-    copy (the route demands ``imaging:export_deidentified``; every download is
-    recorded as ``xray.accessed`` scope ``deidentified``, role ``export``).
+    its preview, the patient once the report is signed; ``xray.accessed`` scope
+    ``overlay`` / ``sr`` for a doctor) or ``deidentified``
+    copy (the route demands ``imaging:export_deidentified``, scoped like the images: the
+    doctor must be in a care relationship with the patient; every download is recorded
+    as ``xray.accessed`` scope ``deidentified``, role ``export``).
 
     Raises:
         StudyNotFound / InstanceNotFound (404: also while not processed, or when the
-        image has none: no lung boxes found, or not DICOM), NotTreating (403).
+        image has none: no lung boxes found, not DICOM, burned-in text possible),
+        ReportNotFound (404: the patient, before the report is signed), NotTreating (403).
     """
 
     async def read(uow: UnitOfWork) -> dict[str, Any]:
@@ -245,7 +250,10 @@ async def derived_blob(runtime: ServiceRuntime, principal: Principal, study_id: 
         if study is None:
             raise StudyNotFound(f"no imaging study {study_id}")
         if kind in VIEWED:
-            await viewer(uow, principal, study["patient_id"], kind, study_id)
+            await results_viewer(uow, principal, study["patient_id"], kind, study_id)
+        elif not await careteam.treats(uow, principal.subject, study["patient_id"],
+                                       utcnow()):
+            raise NotTreating("you may only export the images of your own patients")
         else:
             record_access(uow, principal, study["patient_id"], EXPORT, kind, study_id)
         ref = await store.derived_of(uow, study_id, instance_id, kind)

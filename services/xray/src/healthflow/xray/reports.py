@@ -19,24 +19,24 @@ from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import documents, events, fhir, store
 from healthflow.xray.domain import (
-    OrderClosed,
     OrderStatus,
     ReportNotFound,
     ReportStatus,
     StudyNotFound,
-    check_editable,
     check_may_report,
     check_signable,
+    completes_order,
     report_visible,
+    takes_over,
 )
 from healthflow.xray.service import viewer
 
 
 async def _reported_study(uow: UnitOfWork, principal: Principal, study_id: str
-                          ) -> Document:
-    """The study, if the caller may report it (:func:`domain.check_may_report`: its
-    order's requester or a doctor treating the patient). Raises StudyNotFound (404),
-    NotTreating (403)."""
+                          ) -> tuple[Document, Document]:
+    """(study, order), if the caller may report the study
+    (:func:`domain.check_may_report`: its order's requester or a doctor treating the
+    patient). Raises StudyNotFound (404), NotTreating (403)."""
     study = await store.get_study(uow, study_id)
     if study is None:
         raise StudyNotFound(f"no imaging study {study_id}")
@@ -45,12 +45,14 @@ async def _reported_study(uow: UnitOfWork, principal: Principal, study_id: str
         raise StudyNotFound(f"no imaging study {study_id}")
     treats = await careteam.treats(uow, principal.subject, study["patient_id"], utcnow())
     check_may_report(order, principal.subject, treats=treats)
-    return study
+    return study, order
 
 
 async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: str,
                        findings: str, impression: str) -> Document:
-    """Create or rewrite the draft (``preliminary``) report of a study.
+    """Create or rewrite the draft (``preliminary``) report of a study. The ordering
+    doctor's write over another doctor's draft takes it over (:func:`domain.takes_over`:
+    author now the requester, the other text discarded), ``xray.report_draft_replaced``.
 
     Raises:
         StudyNotFound (404), NotTreating / NotTheAuthor (403), ReportFinal (409),
@@ -58,9 +60,9 @@ async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: 
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        study = await _reported_study(uow, principal, study_id)
+        study, order = await _reported_study(uow, principal, study_id)
         report = await store.report_of_study(uow, study_id)
-        check_editable(report, principal.subject)
+        takeover = takes_over(report, principal.subject, order["requester_id"])
         now = utcnow()
         if report is None:
             doc: Document = {
@@ -74,8 +76,15 @@ async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: 
             except DuplicateKeyError as exc:
                 raise Conflict("a report of this study was just started; reload") from exc
             return doc
-        if not await store.update_report(uow, report, {
-                "findings": findings, "impression": impression, "updated_at": now}):
+        fields = {"findings": findings, "impression": impression, "updated_at": now}
+        if takeover:
+            fields["author_id"] = principal.subject
+            uow.publish(events.XrayReportDraftReplaced(
+                report_id=report["_id"], study_id=study_id, order_id=report["order_id"],
+                patient_id=report["patient_id"], replaced_author_id=report["author_id"],
+                author_id=principal.subject, replaced_at=now),
+                subject=f"imaging-study/{study_id}", patientid=report["patient_id"])
+        if not await store.update_report(uow, report, fields):
             raise Conflict("the report changed concurrently; reload and retry")
         return await store.report_of_study(uow, study_id) or report
 
@@ -85,22 +94,24 @@ async def write_report(runtime: ServiceRuntime, principal: Principal, study_id: 
 async def sign_report(runtime: ServiceRuntime, principal: Principal, study_id: str
                       ) -> Document:
     """preliminary → final by its author, issued now; the order becomes ``completed``
-    (FHIR request-status: the service was performed and reported); ``xray.reported``.
+    (FHIR request-status: the service was performed and reported) unless another of its
+    studies' reports completed it already (:func:`domain.completes_order`);
+    ``xray.reported`` for each signed report.
 
     Raises:
         StudyNotFound / ReportNotFound (404), NotTreating / NotTheAuthor (403),
-        ReportFinal / Conflict (409); OrderClosed (409) when the order is not ``active``
-        (revoked: a cancelled order's report is never signed); nothing is changed then.
+        ReportFinal / Conflict (409); OrderClosed (409) when the order was revoked (a
+        cancelled order's report is never signed); nothing is changed then.
     """
 
     async def write(uow: UnitOfWork) -> Document:
-        await _reported_study(uow, principal, study_id)
+        _, order = await _reported_study(uow, principal, study_id)
         report = check_signable(await store.report_of_study(uow, study_id), principal.subject)
         now = utcnow()
-        if not await store.move_order(uow, report["order_id"], OrderStatus.ACTIVE.value,
-                                      OrderStatus.COMPLETED.value, now):
-            raise OrderClosed("the order is no longer active (revoked or completed); "
-                              "its report is not signed")
+        if completes_order(order) and not await store.move_order(
+                uow, report["order_id"], OrderStatus.ACTIVE.value,
+                OrderStatus.COMPLETED.value, now):
+            raise Conflict("the order changed concurrently; reload and retry")
         if not await store.update_report(uow, report, {
                 "status": ReportStatus.FINAL.value, "issued_at": now, "updated_at": now}):
             raise Conflict("the report changed concurrently; reload and retry")

@@ -21,11 +21,13 @@ from healthflow.xray.domain import (
     OrderNotFound,
     OrderRequest,
     OrderStatus,
+    ReportNotFound,
     StudyNotFound,
     Viewer,
     check_cancellable,
     check_may_order,
     new_order,
+    report_visible,
     viewer_of,
 )
 
@@ -52,6 +54,27 @@ async def viewer(uow: UnitOfWork, principal: Principal, patient_id: str, scope: 
                      reads_treated=reads_treated, treats=treats)
     if role is Viewer.TREATING_DOCTOR:
         record_access(uow, principal, patient_id, role.value, scope, study_id)
+    return role
+
+
+async def results_viewer(uow: UnitOfWork, principal: Principal, patient_id: str,
+                         scope: str, study_id: str) -> Viewer:
+    """:func:`viewer` for the automated results of a study (results, overlay, TID 1500
+    SR): doctors as for the images; the patient, like the report
+    (:func:`domain.report_visible`), only once the study's report is signed, so that a
+    machine's suggestion never reaches them before their doctor's reading.
+
+    Raises:
+        StudyNotFound / ReportNotFound (404: the patient, before the report is final),
+        NotTreating (403).
+    """
+    role = await viewer(uow, principal, patient_id, scope, study_id)
+    if role is Viewer.PATIENT:
+        try:
+            report_visible(await store.report_of_study(uow, study_id), role)
+        except ReportNotFound as exc:
+            raise ReportNotFound("the automated results are shown to the patient once "
+                                 "the study's report is signed") from exc
     return role
 
 

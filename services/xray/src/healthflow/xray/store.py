@@ -207,6 +207,13 @@ async def report_of_study(uow: UnitOfWork, study_id: str) -> Document | None:
     return await uow.db[REPORTS].find_one({"study_id": study_id}, session=uow.session)
 
 
+async def signed_studies(uow: UnitOfWork, study_ids: list[str]) -> set[str]:
+    """The ids among ``study_ids`` whose report is signed (``final``)."""
+    cursor = uow.db[REPORTS].find({"study_id": {"$in": study_ids}, "status": "final"},
+                                  {"study_id": 1}, session=uow.session)
+    return {doc["study_id"] async for doc in cursor}
+
+
 async def insert_report(uow: UnitOfWork, doc: Document) -> None:
     """Raises DuplicateKeyError when the study has a report already (a concurrent draft)."""
     await uow.db[REPORTS].insert_one(doc, session=uow.session)
