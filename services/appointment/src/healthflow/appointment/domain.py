@@ -5,7 +5,7 @@ Statuses follow FHIR R4 ``Appointment.status`` where it has a term and say so:
 =================  ======================  ===========================================
 status             FHIR                    meaning
 =================  ======================  ===========================================
-pending_payment    ``pending``             held for an online consultation with a fee
+pending_payment    ``pending``             held until paid (online, or prepaid doctor)
 booked             ``booked``              the slot is the patient's
 confirmed          ``booked`` (confirmed)  the practice confirmed it
 checked_in         ``checked-in``          the patient has arrived / joined
