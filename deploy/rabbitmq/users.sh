@@ -13,7 +13,7 @@ secret() {  # the value of $1, or the content of the file ${1}_FILE names
 pw="$(secret RABBITMQ_PASSWORD_APPOINTMENT)"
 $ctl add_user 'healthflow-appointment' "$pw" 2>/dev/null || $ctl change_password 'healthflow-appointment' "$pw"
 $ctl set_permissions -p "$vhost" 'healthflow-appointment' '^(healthflow\.events|healthflow\.appointment\.direct|healthflow\.appointment(\.(delay\.[0-9]+ms|dlq))?|healthflow\.broadcast\.appointment\..+)$' '^(healthflow\.events|healthflow\.appointment\.direct|healthflow\.appointment(\.(delay\.[0-9]+ms|dlq))?|healthflow\.broadcast\.appointment\..+)$' '^(healthflow\.events|healthflow\.appointment\.direct|healthflow\.appointment(\.(delay\.[0-9]+ms|dlq))?|healthflow\.broadcast\.appointment\..+)$'
-$ctl set_topic_permissions -p "$vhost" 'healthflow-appointment' 'healthflow.events' '^(appointment\.booked|appointment\.cancelled|appointment\.checked_in|appointment\.completed|appointment\.confirmed|appointment\.no_show|appointment\.rescheduled)$' '^(auth\.session_revoked|auth\.signing_key_revoked|auth\.user_tokens_revoked|doctor\.schedule_changed|payment\.expired|payment\.succeeded|staff\.assigned|staff\.removed)$'
+$ctl set_topic_permissions -p "$vhost" 'healthflow-appointment' 'healthflow.events' '^(appointment\.booked|appointment\.cancelled|appointment\.checked_in|appointment\.completed|appointment\.confirmed|appointment\.no_show|appointment\.rescheduled)$' '^(auth\.session_revoked|auth\.signing_key_revoked|auth\.user_tokens_revoked|doctor\.schedule_changed|payment\.expired|payment\.refunded|payment\.succeeded|staff\.assigned|staff\.removed)$'
 
 pw="$(secret RABBITMQ_PASSWORD_AUDIT)"
 $ctl add_user 'healthflow-audit' "$pw" 2>/dev/null || $ctl change_password 'healthflow-audit' "$pw"

@@ -146,6 +146,8 @@ async def test_an_online_consultation_is_confirmed_once_paid_and_an_unpaid_hold_
         assert_problem(await api.get(f"/api/v1/payments/checkout/{held['id']}",
                                      headers=stranger.headers), 404)
         assert_problem(await api.get(f"/api/v1/payments/checkout/{held['id']}"), 401)
+        assert held["payment"] == {"status": "pending", "amount": 6000, "currency": "EUR",
+                                   "refunded_amount": 0}
 
         intent = await asyncio.to_thread(pay, platform, payment["client_secret"],
                                          "4242424242424242")
@@ -247,6 +249,16 @@ async def test_an_online_consultation_is_confirmed_once_paid_and_an_unpaid_hold_
         at_stripe = await asyncio.to_thread(
             lambda: stripe_api(platform).refunds.retrieve(refund["id"]))
         assert at_stripe.amount == 6000 and at_stripe.payment_intent == intent.id
+
+        # the appointment shows its payment (payment.refunded → the appointment service)
+        async def shown_refunded() -> bool:
+            got = ok(await api.get(f"/api/v1/appointments/{held['id']}",
+                                   headers=patient.headers))
+            return bool(got["payment"] == {"status": "refunded", "amount": 6000,
+                                           "currency": "EUR", "refunded_amount": 6000})
+
+        await eventually(shown_refunded, within=30, interval=0.3,
+                         message="the appointment never showed its refund")
 
 
 async def test_a_paid_consultation_gets_a_numbered_invoice_with_a_pdf_and_a_summary(

@@ -23,6 +23,7 @@ from healthflow.appointment.domain import (
     ensure_transition,
     initial_status,
     lock_units,
+    payment_supersedes,
     resolve_slot,
 )
 
@@ -130,3 +131,20 @@ def test_resolve_slot_errors_are_precise() -> None:
     unverified = Availability(**{**AV.__dict__, "verified": False})
     with pytest.raises(DoctorNotBookable):
         resolve_slot(unverified, NINE_BERLIN, Mode.IN_PERSON, None, NOW)
+
+
+def test_the_newest_payment_state_wins_in_any_order() -> None:
+    t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+    def state(status: str, minutes: int) -> dict[str, object]:
+        return {"status": status, "at": t0 + timedelta(minutes=minutes)}
+
+    assert payment_supersedes(None, state("pending", 0))
+    assert payment_supersedes(state("pending", 5), state("succeeded", 0))  # rank, not clock
+    assert not payment_supersedes(state("refunded", 0), state("succeeded", 9))
+    assert not payment_supersedes(state("partially_refunded", 9),
+                                  state("partially_refunded", 9))  # a repeat
+    assert payment_supersedes(state("partially_refunded", 1), state("partially_refunded", 2))
+    assert not payment_supersedes({"amount": 4000}, state("pending", 0))  # kept before: paid
+    naive = {"status": "succeeded", "at": datetime(2026, 11, 2, 9, 1)}  # as Mongo returns
+    assert payment_supersedes(naive, state("succeeded", 2))

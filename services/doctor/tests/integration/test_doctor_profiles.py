@@ -46,7 +46,7 @@ async def test_registration_and_licence_verification(platform):
     [schedule] = await p.outbox("doctor.schedule_changed")
     assert schedule["verified"] is True and schedule["bookable"] is True
     assert schedule["weekly"] == [] and schedule["slot_minutes"] is None
-    assert schedule["fee"] == {"amount": 6000, "currency": "EUR"}
+    assert schedule["fee"] == {"amount": 6000, "currency": "EUR", "requires_prepayment": False}
     assert [loc["key"] for loc in schedule["locations"]] == ["online", f"hospital:{hid}"]
 
     again = problem(await p.client.post("/api/v1/doctors/doc-1/verify",
@@ -59,6 +59,21 @@ async def test_registration_and_licence_verification(platform):
     # registering twice is a conflict
     problem(await p.client.post("/api/v1/doctors", json={**p.body(), "affiliations": []},
                                 headers=p.as_("doc-1", "doctor")), 409)
+
+
+async def test_a_doctor_can_require_prepayment_and_it_is_published(platform):
+    """Issue 15: "any consultation whose doctor requires prepayment" — the doctor's fee
+    says so, and ``doctor.schedule_changed`` carries it to the appointment service."""
+    p = platform
+    await p.add_doctor("doc-pre")
+    r = await p.client.patch("/api/v1/doctors/doc-pre",
+                             json={"fee": {"amount": 5000, "currency": "EUR",
+                                           "requires_prepayment": True}},
+                             headers=p.as_("doc-pre", "doctor"))
+    assert r.status_code == 200, r.text
+    assert r.json()["fee"] == {"amount": 5000, "currency": "EUR", "requires_prepayment": True}
+    last = (await p.outbox("doctor.schedule_changed"))[-1]
+    assert last["fee"] == {"amount": 5000, "currency": "EUR", "requires_prepayment": True}
 
 
 async def test_rejection_and_licence_change_returns_to_pending(platform):

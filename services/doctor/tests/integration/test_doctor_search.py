@@ -257,7 +257,7 @@ async def test_availability_round_trip_and_schedule_changed_payload(platform, di
     assert event["verified"] is True and event["bookable"] is True
     assert event["timezone"] == "Asia/Kolkata" and event["slot_minutes"] == 30
     assert event["modes"] == ["in_person", "online"]
-    assert event["fee"] == {"amount": 6000, "currency": "EUR"}
+    assert event["fee"] == {"amount": 6000, "currency": "EUR", "requires_prepayment": False}
     assert event["weekly"] == [
         {"location": hospital, "hospital_id": h["h1"], "mode": "in_person", "day": 1,
          "start": "09:00", "end": "10:00", "timezone": "Europe/Berlin"},

@@ -116,10 +116,13 @@ class ScheduleLeaveDates(_Part):
 
 
 class Fee(_Part):
-    """A consultation fee: ``amount`` in minor units (≥ 0) of ISO 4217 ``currency``."""
+    """A consultation fee: ``amount`` in minor units (≥ 0) of ISO 4217 ``currency``;
+    ``requires_prepayment``: every consultation with this doctor, in person too, is paid
+    before it is booked (online consultations always are; issue 15)."""
 
     amount: int
     currency: str
+    requires_prepayment: bool = False
 
 
 @event_type("doctor.schedule_changed", version=1, publisher=PUBLISHER)

@@ -32,10 +32,13 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class Fee:
-    """A consultation fee: ``amount`` in minor units of ISO 4217 ``currency``."""
+    """A consultation fee: ``amount`` in minor units of ISO 4217 ``currency``;
+    ``requires_prepayment``: the doctor wants it paid before the consultation is booked,
+    in person too (online consultations always are)."""
 
     amount: int
     currency: str
+    requires_prepayment: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,8 +198,9 @@ def availability_from_event(data: DoctorScheduleChanged, *, as_of: datetime | No
     ``data`` is :class:`healthflow.contracts.doctor.DoctorScheduleChanged` (v1), already
     validated by the consumer: ``doctor_id`` and ``user_id`` (the doctor's user id),
     ``version`` (newer wins), ``bookable`` (verified licence and a bookable location; else
-    no slots), ``timezone``, ``modes``, ``fee`` ``{amount, currency}`` (the same for every
-    mode), ``slot_minutes``, ``locations`` (``key``, ``bookable``, …), ``weekly`` windows
+    no slots), ``timezone``, ``modes``, ``fee`` ``{amount, currency,
+    requires_prepayment}`` (the same for every mode), ``slot_minutes``, ``locations``
+    (``key``, ``bookable``, …), ``weekly`` windows
     (``location``, ``hospital_id``, ``mode``, ISO ``day``, local ``start``/``end``
     ``"HH:MM"``, ``timezone``; breaks already cut out; windows at locations not bookable
     are dropped), ``breaks`` (display only: location breaks are already cut out) and
@@ -216,7 +220,8 @@ def availability_from_event(data: DoctorScheduleChanged, *, as_of: datetime | No
                   for item in data.leave
                   if item.start.tzinfo is not None and item.end.tzinfo is not None
                   and item.start < item.end)
-    fee = Fee(data.fee.amount, data.fee.currency.upper()) if data.fee.amount >= 0 else None
+    fee = (Fee(data.fee.amount, data.fee.currency.upper(), data.fee.requires_prepayment)
+           if data.fee.amount >= 0 else None)
     return Availability(
         doctor_id=data.doctor_id,
         doctor_user_id=data.user_id,
@@ -261,7 +266,8 @@ def availability_to_document(av: Availability) -> dict[str, Any]:
         ],
         "leave": [{"start": i.start, "end": i.end, "location_key": i.location_key}
                   for i in av.leave],
-        "fees": {m.value: {"amount": f.amount, "currency": f.currency}
+        "fees": {m.value: {"amount": f.amount, "currency": f.currency,
+                           "requires_prepayment": f.requires_prepayment}
                  for m, f in av.fees.items()},
         "as_of": av.as_of,
         "version": av.version,
@@ -293,7 +299,8 @@ def availability_from_document(doc: Mapping[str, Any]) -> Availability:
         ),
         leave=tuple(Interval(i["start"], i["end"], i.get("location_key"))
                     for i in doc.get("leave", [])),
-        fees={Mode(m): Fee(f["amount"], f["currency"]) for m, f in doc.get("fees", {}).items()},
+        fees={Mode(m): Fee(f["amount"], f["currency"], bool(f.get("requires_prepayment")))
+              for m, f in doc.get("fees", {}).items()},
         as_of=doc.get("as_of"),
         version=doc.get("version"),
         # stored before issue 16 without affiliations: the hospitals of its weekly hours

@@ -5,7 +5,7 @@ Statuses follow FHIR R4 ``Appointment.status`` where it has a term and say so:
 =================  ======================  ===========================================
 status             FHIR                    meaning
 =================  ======================  ===========================================
-pending_payment    ``pending``             held for an online consultation with a fee
+pending_payment    ``pending``             held until paid (online, or prepaid doctor)
 booked             ``booked``              the slot is the patient's
 confirmed          ``booked`` (confirmed)  the practice confirmed it
 checked_in         ``checked-in``          the patient has arrived / joined
@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from healthflow.appointment.availability import Availability, Mode
 from healthflow.appointment.slots import (
@@ -206,11 +207,57 @@ class ChangePolicy:
             )
 
 
-def initial_status(*, fee_amount: int | None, online: bool) -> Status:
-    """``pending_payment`` for an online consultation with a fee above zero, else ``booked``."""
-    if online and fee_amount:
+def initial_status(*, fee_amount: int | None, online: bool,
+                   requires_prepayment: bool = False) -> Status:
+    """``pending_payment`` for a consultation with a fee above zero that is paid ahead
+    (issue 15: every online consultation, and any consultation whose doctor requires
+    prepayment), else ``booked``."""
+    if fee_amount and (online or requires_prepayment):
         return Status.PENDING_PAYMENT
     return Status.BOOKED
+
+
+class PaymentState(StrEnum):
+    """The payment of an appointment as the appointment service last heard of it: the
+    payment service's ``PaymentStatus`` from its events, or ``pending`` (booked into
+    ``pending_payment``, no outcome heard yet)."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    EXPIRED = "expired"
+    REFUSED = "refused"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+PAYMENT_RANK = {PaymentState.PENDING: 0, PaymentState.SUCCEEDED: 1, PaymentState.EXPIRED: 1,
+                PaymentState.REFUSED: 1, PaymentState.PARTIALLY_REFUNDED: 2,
+                PaymentState.REFUNDED: 3}
+"""A payment's states only move forward in this order (the payment service's own rule:
+a success is never undone, refunds only grow); equal ranks are ordered by time."""
+
+
+def payment_supersedes(current: dict[str, Any] | None, incoming: dict[str, Any]) -> bool:
+    """Whether the payment state ``incoming`` (``{status, at, ...}``, ``at`` the event's
+    aware UTC time) replaces ``current`` (``None``: nothing heard yet). Deliveries are
+    at least once and unordered, so the newest wins: a higher rank
+    (:data:`PAYMENT_RANK`), or the same rank and a later ``at``; a repeat changes
+    nothing. A stored state without ``status`` (kept before this read model) was a
+    success."""
+    if current is None:
+        return True
+    ranks = {str(k): v for k, v in PAYMENT_RANK.items()}
+    old = ranks.get(current.get("status") or PaymentState.SUCCEEDED.value, 1)
+    new = ranks.get(incoming["status"], 1)
+    if new != old:
+        return new > old
+    before = current.get("at")
+    return before is None or _aware(incoming["at"]) > _aware(before)
+
+
+def _aware(at: datetime) -> datetime:
+    """``at`` as aware UTC (the database hands back naive UTC)."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def lock_units(start: datetime, end: datetime) -> Iterator[datetime]:

@@ -16,6 +16,10 @@
 * ``payment.expired`` (:class:`healthflow.contracts.payment.PaymentExpired`) — an unpaid
   hold ends: the appointment is cancelled and its slot released
   (:func:`~healthflow.appointment.payments.release_unpaid`).
+* ``payment.refunded`` (:class:`healthflow.contracts.payment.PaymentRefunded`) — only
+  the read model. All three keep the appointment's ``payment``
+  (:func:`~healthflow.appointment.payments.record_payment`, the newest by status order
+  and event time).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from healthflow.common import tenancy
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.doctor import DoctorScheduleChanged
-from healthflow.contracts.payment import PaymentExpired, PaymentSucceeded
+from healthflow.contracts.payment import PaymentExpired, PaymentRefunded, PaymentSucceeded
 
 
 async def on_schedule_changed(event: Received[DoctorScheduleChanged], uow: UnitOfWork) -> None:
@@ -35,15 +39,22 @@ async def on_schedule_changed(event: Received[DoctorScheduleChanged], uow: UnitO
 
 async def on_payment_succeeded(event: Received[PaymentSucceeded], uow: UnitOfWork) -> None:
     await payments.confirm_paid(uow, event.data)
+    await payments.record_payment(uow, event.data, event.time)
 
 
 async def on_payment_expired(event: Received[PaymentExpired], uow: UnitOfWork) -> None:
     await payments.release_unpaid(uow, event.data)
+    await payments.record_payment(uow, event.data, event.time)
+
+
+async def on_payment_refunded(event: Received[PaymentRefunded], uow: UnitOfWork) -> None:
+    await payments.record_payment(uow, event.data, event.time, event.data.refund_amount)
 
 
 HANDLERS: Handlers = {
     "doctor.schedule_changed": on_schedule_changed,
     "payment.succeeded": on_payment_succeeded,
     "payment.expired": on_payment_expired,
+    "payment.refunded": on_payment_refunded,
     **tenancy.HANDLERS,
 }

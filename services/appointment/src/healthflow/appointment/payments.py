@@ -11,22 +11,51 @@ the payment service's business).
 ``payment.expired`` cancels a ``pending_payment`` appointment (reason
 ``payment_not_received``, by ``payment:<payment id>`` in the role ``system``) and
 releases its slot locks in the same transaction; ``appointment.cancelled`` follows.
+
+Every payment event (those two and ``payment.refunded``) also updates the appointment's
+``payment`` read model (:func:`record_payment`), which the API returns with each
+appointment: ``{status, amount, currency, refunded_amount}``.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from healthflow.appointment import events, store
-from healthflow.appointment.domain import CancelReason, Status, ensure_transition
+from healthflow.appointment.domain import (
+    CancelReason,
+    Status,
+    ensure_transition,
+    payment_supersedes,
+)
 from healthflow.appointment.service import _save, event_fields
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import utcnow
-from healthflow.contracts.payment import PaymentExpired, PaymentSucceeded
+from healthflow.contracts.payment import PaymentEvent, PaymentExpired, PaymentSucceeded
 
 log = logging.getLogger(__name__)
 
 PAID_PATH = (Status.BOOKED, Status.CONFIRMED)
+
+
+async def record_payment(uow: UnitOfWork, event: PaymentEvent, at: datetime,
+                         refunded_amount: int = 0) -> bool:
+    """Keep ``event`` (published at ``at``, aware UTC) as the appointment's ``payment``
+    — ``{payment_id, status, amount, currency, refunded_amount, at}``, money in minor
+    units of the ISO 4217 ``currency``, ``refunded_amount`` the total given back — when
+    it is newer than the one kept (:func:`~healthflow.appointment.domain.payment_supersedes`:
+    redelivered or overtaken events change nothing); whether it did. It does not change
+    the appointment's ``version`` (a read model beside the patient's own changes)."""
+    doc = await store.get_appointment(uow.db, event.appointment_id, session=uow.session)
+    state = {"payment_id": event.payment_id, "status": event.status, "amount": event.amount,
+             "currency": event.currency.upper(), "refunded_amount": refunded_amount,
+             "at": at}
+    if doc is None or not payment_supersedes(doc.get("payment"), state):
+        return False
+    await uow.db[store.APPOINTMENTS].update_one(
+        {"_id": doc["_id"]}, {"$set": {"payment": state}}, session=uow.session)
+    return True
 
 
 async def confirm_paid(uow: UnitOfWork, paid: PaymentSucceeded) -> bool:
@@ -41,9 +70,7 @@ async def confirm_paid(uow: UnitOfWork, paid: PaymentSucceeded) -> bool:
         ensure_transition(current, target)
         current = target
     after = await _save(
-        uow, doc, {"status": Status.CONFIRMED.value, "updated_at": now,
-                   "payment": {"payment_id": paid.payment_id, "amount": paid.amount,
-                               "currency": paid.currency}},
+        uow, doc, {"status": Status.CONFIRMED.value, "updated_at": now},
         {"status_history": {"$each": [{"status": s.value, "at": now, "by": by}
                                       for s in PAID_PATH]}})
     uow.publish(events.AppointmentConfirmed(**event_fields(after)),

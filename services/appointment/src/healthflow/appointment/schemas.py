@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from healthflow.appointment.availability import Mode
-from healthflow.appointment.domain import CancelReason, Status
+from healthflow.appointment.domain import CancelReason, PaymentState, Status
 from healthflow.common.types import AdministrativeGender
 
 AWARE_HINT = "include a time-zone offset (RFC 3339), e.g. 2026-11-23T09:00:00+01:00 or ...Z"
@@ -124,6 +124,17 @@ class Cancellation(BaseModel):
     at: datetime
 
 
+class PaymentOut(BaseModel):
+    """The appointment's payment as last heard from the payment service (issue 15:
+    "payment status shown with each appointment"): ``amount`` and ``refunded_amount``
+    (the total given back) in minor units of the ISO 4217 ``currency``."""
+
+    status: PaymentState
+    amount: int
+    currency: str
+    refunded_amount: int = 0
+
+
 class AppointmentOut(BaseModel):
     """An appointment as its patient, doctor or staff see it."""
 
@@ -141,6 +152,8 @@ class AppointmentOut(BaseModel):
     preferences: Preferences
     fee_amount: int | None
     fee_currency: str | None
+    payment: PaymentOut | None = Field(
+        default=None, description="null: nothing to pay ahead (no fee, or paid at the desk)")
     booked_by: str
     booked_by_role: str
     created_at: datetime
@@ -151,4 +164,7 @@ class AppointmentOut(BaseModel):
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> AppointmentOut:
-        return cls.model_validate({**doc, "id": doc["_id"]})
+        payment = doc.get("payment")
+        if payment is not None and "status" not in payment:  # kept before the read model
+            payment = {**payment, "status": PaymentState.SUCCEEDED}
+        return cls.model_validate({**doc, "id": doc["_id"], "payment": payment})

@@ -29,6 +29,7 @@ from healthflow.appointment.domain import (
     ChangePolicy,
     DoctorNotBookable,
     PatientAlreadyBooked,
+    PaymentState,
     SlotAlreadyBooked,
     Status,
     TooManyFutureAppointments,
@@ -194,7 +195,13 @@ def _new_appointment(availability: Availability, slot: BookableSlot, request: Bo
     the mode: :func:`~healthflow.appointment.domain.initial_status`)."""
     fee = availability.fee_for(slot.mode)
     status = initial_status(fee_amount=fee.amount if fee else None,
-                            online=slot.mode.value == "online")
+                            online=slot.mode.value == "online",
+                            requires_prepayment=bool(fee and fee.requires_prepayment))
+    payment = None
+    if fee is not None and status is Status.PENDING_PAYMENT:
+        payment = {"payment_id": None, "status": PaymentState.PENDING.value,
+                   "amount": fee.amount, "currency": fee.currency, "refunded_amount": 0,
+                   "at": now}
     return {
         "_id": str(uuid.uuid4()),
         "doctor_id": availability.doctor_id,
@@ -211,6 +218,7 @@ def _new_appointment(availability: Availability, slot: BookableSlot, request: Bo
         "preferences": request.preferences.model_dump(mode="json"),
         "fee_amount": fee.amount if fee else None,
         "fee_currency": fee.currency if fee else None,
+        "payment": payment,
         "booked_by": by,
         "booked_by_role": role.value,
         "created_at": now,

@@ -104,10 +104,13 @@ class Affiliation(_Request):
 
 
 class Fee(_Request):
-    """A consultation fee: ``amount`` in minor units (cents, paise; ≥ 0), ISO 4217 ``currency``."""
+    """A consultation fee: ``amount`` in minor units (cents, paise; ≥ 0), ISO 4217
+    ``currency``; ``requires_prepayment``: in-person consultations too are paid before
+    they are booked (online ones always are)."""
 
     amount: int = Field(ge=0, le=100_000_000)
     currency: Currency
+    requires_prepayment: bool = False
 
 
 class _ProfileFields(_Request):
