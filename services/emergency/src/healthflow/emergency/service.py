@@ -31,6 +31,8 @@ from healthflow.contracts.paramedic import (
 from healthflow.emergency import crews, destination, events, store
 from healthflow.emergency.domain import (
     FINAL,
+    LOCATABLE,
+    CannotLocate,
     CannotReprioritise,
     EmergencyNotFound,
     EmergencyOpen,
@@ -43,7 +45,7 @@ from healthflow.emergency.domain import (
     check_step,
     triage,
 )
-from healthflow.emergency.schemas import RaiseIn
+from healthflow.emergency.schemas import PositionIn, RaiseIn
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +264,39 @@ async def reprioritise(runtime: ServiceRuntime, principal: Principal, emergency_
             emergency_id=doc["_id"], priority=priority.value,
             previous_priority=doc["priority"], reason=reason.value,
             reprioritised_by=principal.subject, reprioritised_at=now),
+            subject=f"emergency/{doc['_id']}", patientid=doc.get("patient_id"))
+        after = await store.get(uow.db, emergency_id, session=uow.session)
+        assert after is not None
+        return after
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
+async def locate(runtime: ServiceRuntime, principal: Principal, emergency_id: str,
+                 position: PositionIn) -> Document:
+    """A dispatcher sets the incident's position (WGS84 degrees, accuracy in metres):
+    one raised from an address only, which no unit could be found for, or a
+    correction; ``emergency.located`` (the paramedic service assigns it then).
+
+    Raises:
+        EmergencyNotFound (404); CannotLocate (409): a crew is on scene, or it ended;
+        Conflict (409): changed concurrently.
+    """
+    async def write(uow: UnitOfWork) -> Document:
+        doc = await store.get(uow.db, emergency_id, session=uow.session)
+        if doc is None:
+            raise EmergencyNotFound(f"no emergency {emergency_id}")
+        if doc["status"] not in LOCATABLE:
+            raise CannotLocate(f"the emergency is {doc['status']}: its position is final")
+        now, fields = utcnow(), position.model_dump()
+        await _set(uow, doc, {"$set": {
+            "position": fields, "updated_at": now,
+            "location": {"type": "Point",
+                         "coordinates": [fields["longitude"], fields["latitude"]]}}})
+        uow.publish(events.EmergencyLocated(
+            emergency_id=doc["_id"], latitude=position.latitude,
+            longitude=position.longitude, accuracy_m=position.accuracy_m,
+            located_by=principal.subject, located_at=now),
             subject=f"emergency/{doc['_id']}", patientid=doc.get("patient_id"))
         after = await store.get(uow.db, emergency_id, session=uow.session)
         assert after is not None
