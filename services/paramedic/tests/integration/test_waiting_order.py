@@ -61,3 +61,25 @@ async def test_pending_work_is_ordered_emergencies_then_priority_then_age(
         order.append(nxt["_id"])
         await db["assignments"].update_one({"_id": nxt["_id"]}, {"$set": {"status": "done"}})
     assert order == ["e-p1-old", "e-p1-new", "e-p2", "e-p3-old", "xray:o-1"]
+
+
+async def test_a_unit_going_available_takes_an_escalated_emergency_at_once(
+        replicas: Any) -> None:
+    [para] = await replicas(1, escalation_retry_s=600.0, timer_interval_s=5.0)
+    unit = await para.unit(*offset(*HELSINKI, north_m=500), available=False)
+    far = await para.unit(*offset(*HELSINKI, north_m=500), available=False)
+    await para.runtime.db["units"].update_one(  # 80 km away: outside SEARCH_RADIUS_M
+        {"_id": far}, {"$set": {"location": {"type": "Point", "coordinates": [
+            HELSINKI[1], HELSINKI[0] + 0.72]}}})
+    emergency = await para.raise_emergency(*HELSINKI, priority="P2")
+    assert await status(para, emergency) == "escalated"
+    for who in (far, unit):
+        on = await para.client.put("/api/v1/paramedics/me/status", headers=para.me(who),
+                                   json={"status": "available"})
+        assert on.status_code == 200, on.text
+
+    async def offered() -> bool:
+        return bool(await para.tasks(unit))
+
+    await eventually(offered, within=4, message="the unit going available was not offered it")
+    assert (await para.tasks(unit))[0]["emergency_id"] == emergency
