@@ -98,3 +98,79 @@ async def test_either_accepted_crew_moves_the_lifecycle_and_the_first_step_wins(
                                      headers=emg.as_("para-9", "paramedic"))
     assert stranger.status_code in (403, 404)
     assert (await read(emg, eid))["status"] == "en_route"
+
+
+async def test_only_the_second_unit_accepted_it_assigns_the_emergency(
+        emg: Emergencies) -> None:
+    """The probe's case: A (slot 1) declines, slot 1 escalates (A and B are excluded),
+    B (slot 2) accepts: the emergency is B's to move, with B's ETA."""
+    eid = (await emg.raise_()).json()["id"]
+    first = await emg.offer(eid, "para-a", slot=1)
+    second = await emg.offer(eid, "para-b", task_id="t-b", slot=2)
+    await emg.answer("paramedic.task_declined", eid, "para-a", first, reason="declined",
+                     declined_at=now(), slot=1)
+    await emg.deliver("paramedic.assignment_escalated", {
+        "emergency_id": eid, "reason": "no_unit_available", "attempts": 1,
+        "escalated_at": now(), "slot": 1})
+    assert (await read(emg, eid))["status"] == "raised"
+    await emg.answer("paramedic.task_accepted", eid, "para-b", second, accepted_at=now(),
+                     slot=2)
+    doc = await read(emg, eid)
+    assert doc["status"] == "assigned" and units(doc) == ["para-b"]
+    await emg.answer("paramedic.eta_updated", eid, "para-b", second, call_sign="HKI 122",
+                     travel_s=75.0, by_road=True, distance_m=600.0, reported_at=now())
+    coming = (await read(emg, eid, "pat-1", "patient"))["responder"]
+    assert (coming["unit_id"], coming["call_sign"], coming["travel_s"], coming["accepted"]
+            ) == ("para-b", "HKI 122", 75.0, True)
+    moved = await emg.client.post(f"/api/v1/emergencies/{eid}/status",
+                                  json={"status": "en_route"},
+                                  headers=emg.as_("para-b", "paramedic"))
+    assert moved.status_code == 200, moved.text
+    [*_, changed] = [e for e in await emg.outbox("emergency.status_changed")
+                     if e["data"]["status"] == "assigned"]
+    assert changed["data"]["unit_id"] == "para-b"
+    late = await emg.offer(eid, "para-c", task_id="t-c", attempt=2, slot=1)  # slot 1 retried
+    doc = await read(emg, eid)
+    assert doc["status"] == "en_route" and units(doc) == ["para-c", "para-b"]
+    await emg.answer("paramedic.task_declined", eid, "para-c", late, reason="timeout",
+                     declined_at=now(), slot=1)
+    doc = await read(emg, eid)
+    assert doc["status"] == "en_route" and units(doc) == ["para-b"]
+
+
+async def test_a_crew_only_offered_a_p1_cannot_move_it_while_the_other_accepted(
+        emg: Emergencies) -> None:
+    eid = (await emg.raise_()).json()["id"]
+    await emg.offer(eid, "para-1", slot=1)
+    second = await emg.offer(eid, "para-2", task_id="t-2", slot=2)
+    await emg.answer("paramedic.task_accepted", eid, "para-2", second, accepted_at=now(),
+                     slot=2)
+    status = f"/api/v1/emergencies/{eid}/status"
+    early = await emg.client.post(status, json={"status": "en_route"},
+                                  headers=emg.as_("para-1", "paramedic"))
+    assert early.status_code == 409 and early.json()["type"].endswith("status-out-of-order")
+    assert (await read(emg, eid))["status"] == "assigned"
+    dispatcher = await emg.client.post(status, json={"status": "en_route"},
+                                       headers=emg.as_("disp-1", "dispatcher"))
+    assert dispatcher.status_code == 200, dispatcher.text
+
+
+async def test_of_two_accepted_crews_the_one_arriving_first_is_shown(
+        emg: Emergencies) -> None:
+    eid = (await emg.raise_()).json()["id"]
+    first = await emg.offer(eid, "para-1", slot=1)
+    second = await emg.offer(eid, "para-2", task_id="t-2", slot=2)
+    for unit, task, slot in (("para-1", first, 1), ("para-2", second, 2)):
+        await emg.answer("paramedic.task_accepted", eid, unit, task, accepted_at=now(),
+                         slot=slot)
+
+    async def eta(unit: str, task: str, travel_s: float) -> Any:
+        await emg.answer("paramedic.eta_updated", eid, unit, task, call_sign=unit.upper(),
+                         travel_s=travel_s, by_road=True, distance_m=500.0,
+                         reported_at=now())
+        return (await read(emg, eid))["responder"]
+
+    assert (await eta("para-1", first, 300.0))["unit_id"] == "para-1"
+    assert (await eta("para-2", second, 60.0))["unit_id"] == "para-2"  # arrives first
+    shown = await eta("para-1", first, 200.0)  # still later than para-2
+    assert (shown["unit_id"], shown["travel_s"]) == ("para-2", 60.0)

@@ -82,3 +82,17 @@ async def test_dispatchers_see_every_unit_and_stale_ones_are_not_assignable(
     by_id = {u["id"]: u for u in listing.json()}
     assert by_id[fresh]["assignable"] is True and by_id[stale]["assignable"] is False
     problem(await para.client.get("/api/v1/paramedics", headers=para.me(fresh)), 403)
+
+
+async def test_a_report_from_a_clock_ahead_is_stored_at_now(para: Paramedics) -> None:
+    """Up to 30 s ahead is accepted (phone clocks drift) but stored as the server's now:
+    kept as given it would outrank every true report until that time came."""
+    unit = await para.unit(*HELSINKI)
+    url, me = "/api/v1/paramedics/me/position", para.me(unit)
+    before = datetime.now(UTC)
+    ahead = await para.client.put(url, headers=me, json=position(61.0, 25.0, age_s=-25))
+    assert ahead.status_code == 200, ahead.text
+    doc = await para.runtime.db["units"].find_one({"_id": unit})
+    assert doc is not None and before <= doc["position_at"] <= datetime.now(UTC)
+    moved = await para.client.put(url, headers=me, json=position(60.5, 25.0, age_s=-1))
+    assert moved.status_code == 200 and moved.json()["position"]["latitude"] == 60.5

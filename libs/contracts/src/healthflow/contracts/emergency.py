@@ -23,8 +23,9 @@ class EmergencyRaised(EventPayload):
     ``latitude``/``longitude`` are WGS84 degrees and ``accuracy_m`` the radius of
     the reported position in metres; all three are ``None`` when a dispatcher took
     an address only (the paramedic service then escalates at once: there is no
-    geocoder yet). ``raised_by_role`` is ``patient``, ``dispatcher`` or another staff
-    role; ``patient_id`` the raising patient's user id, else ``None``.
+    geocoder yet; a dispatcher sets the position later, ``emergency.located``).
+    ``raised_by_role`` is ``patient``, ``dispatcher`` or another staff role;
+    ``patient_id`` the raising patient's user id, else ``None``.
     """
 
     emergency_id: str
@@ -106,3 +107,18 @@ class EmergencyReprioritised(EventPayload):
     reason: str
     reprioritised_by: str
     reprioritised_at: datetime
+
+
+@event_type("emergency.located", version=1, publisher=PUBLISHER)
+class EmergencyLocated(EventPayload):
+    """A dispatcher (``located_by``, a user id) set the incident's position at
+    ``located_at``: ``latitude``/``longitude`` WGS84 degrees, ``accuracy_m`` its radius
+    in metres (an emergency raised from an address only, or a corrected position). The
+    paramedic service assigns a unit to it as to a raised one."""
+
+    emergency_id: str
+    latitude: float
+    longitude: float
+    accuracy_m: float
+    located_by: str
+    located_at: datetime

@@ -13,7 +13,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.emergency import service, store
-from healthflow.emergency.schemas import EmergencyOut, PriorityIn, RaiseIn, StatusIn
+from healthflow.emergency.schemas import EmergencyOut, PositionIn, PriorityIn, RaiseIn, StatusIn
 from healthflow.emergency.settings import Settings
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
@@ -150,3 +150,13 @@ async def reprioritise(runtime: Runtime, emergency_id: EmergencyId, body: Priori
     that priority; 422 for an unknown priority or reason code."""
     return EmergencyOut.from_document(await service.reprioritise(
         runtime, principal, emergency_id, body.priority, body.reason))
+
+
+@router.put("/{emergency_id}/position", summary="Set the incident's position (WGS84)")
+async def locate(runtime: Runtime, emergency_id: EmergencyId, body: PositionIn,
+                 principal: Principal = require(P.EMERGENCIES_DISPATCH)) -> EmergencyOut:
+    """Dispatchers only: an emergency raised from an address gets a unit once it has a
+    position (``emergency.located``). 409 ``cannot-locate`` once a crew is on scene or
+    it ended; 422 for coordinates out of range."""
+    return EmergencyOut.from_document(await service.locate(
+        runtime, principal, emergency_id, body))

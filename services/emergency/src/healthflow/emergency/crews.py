@@ -11,11 +11,15 @@ displaced. Every write goes through the emergency's ``version`` (a revision), so
 concurrent deliveries for the two slots cannot overwrite each other.
 
 The lifecycle rule: the emergency has one status. Whichever of its accepted crews
-reports a step first moves it (either may; the other crew's later report of the
-same step is 409 ``status-out-of-order``, its app then shows the current status);
-the units' duty statuses follow the emergency in the paramedic service. Slot 2
-changes no status on its own: its offers, declines and escalations only update
-``second`` (the board shows it; the dispatchers see ``second.escalated``).
+reports a step first moves it (either may, each only once it accepted itself; the
+other crew's later report of the same step is 409 ``status-out-of-order``, its app
+then shows the current status); the units' duty statuses follow the emergency in the
+paramedic service. Slot 2's offers, declines and escalations only update ``second``
+(the board shows it; the dispatchers see ``second.escalated``); its acceptance moves
+a ``raised`` emergency to ``assigned`` (slot 1 may have lost its unit and escalated
+meanwhile), and while it holds, slot 1 losing its offer does not send the emergency
+back to ``raised``. The responder shown with its ETA is an accepted crew (the one
+arriving first when both did), else slot 1's offered unit (:func:`responder`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,55 @@ def accepted(doc: Document) -> bool:
 
 def is_crew(doc: Document, paramedic_id: str) -> bool:
     return any(a.get("paramedic_id") == paramedic_id for a in crews(doc))
+
+
+def accepted_by(doc: Document, paramedic_id: str) -> bool:
+    """Whether ``paramedic_id``'s own assignment on the emergency is accepted (a crew
+    only offered a P1 does not move it, even when the other crew accepted)."""
+    return any(a.get("paramedic_id") == paramedic_id and a.get("accepted_at")
+               for a in crews(doc))
+
+
+def second_accepted(doc: Document) -> bool:
+    """Whether a P1's second crew accepted (then the emergency stays ``assigned`` or
+    beyond whatever slot 1 does)."""
+    return bool((_slot(doc).get("assignment") or {}).get("accepted_at"))
+
+
+def responder(doc: Document) -> Document | None:
+    """The crew shown as coming: the one the held ``eta`` is for when it is a crew of
+    the emergency, else the first accepted crew, else slot 1's assignment."""
+    task_id = (doc.get("eta") or {}).get("task_id")
+    on_it = crews(doc)
+    for crew in on_it:
+        if task_id is not None and crew.get("task_id") == task_id:
+            return crew
+    return next((a for a in on_it if a.get("accepted_at")), doc.get("assignment"))
+
+
+def eta_applies(doc: Document, task_id: str, eta: Document) -> str | None:
+    """Where the call sign of ``task_id``'s crew is kept (``assignment`` or
+    ``second.assignment``) when its ``eta`` (``travel_s``, ``computed_at``) should
+    replace the held one, else None: the task is none of the emergency's crews, the held
+    ETA is its own from a later report, or it is the other accepted crew's and that
+    crew arrives first."""
+    paths = {"assignment": doc.get("assignment") or {},
+             "second.assignment": _slot(doc).get("assignment") or {}}
+    path = next((p for p, a in paths.items() if a.get("task_id") == task_id), None)
+    held = doc.get("eta")
+    if path is None or not held:
+        return path
+    if held.get("task_id") == task_id:
+        return path if held["computed_at"] < eta["computed_at"] else None
+    other = next((a for a in paths.values() if a.get("task_id") == held.get("task_id")),
+                 None)
+    if other is None or not other.get("accepted_at"):
+        return path
+    return path if _arrival(eta) < _arrival(held) else None
+
+
+def _arrival(eta: Document) -> float:
+    return float(eta["computed_at"].timestamp()) + float(eta["travel_s"])
 
 
 async def _set(uow: UnitOfWork, doc: Document, fields: Document,
@@ -99,23 +152,26 @@ async def on_offered(uow: UnitOfWork, data: TaskOffered) -> None:
         "sequence": 2 * data.attempt, "escalated": None})
 
 
-async def on_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
-    """The second crew accepted (taken even before its offer arrives)."""
+async def on_accepted(uow: UnitOfWork, data: TaskAccepted) -> bool:
+    """The second crew accepted (taken even before its offer arrives). True when the
+    emergency is ``raised`` with this crew now accepted: the caller moves it to
+    ``assigned``."""
     doc = await _open(uow, data.emergency_id)
     if doc is None:
-        return
+        return False
     current = _slot(doc).get("assignment") or {}
     if current.get("task_id") == data.task_id:
         if current.get("accepted_at") is None:
             await _set(uow, doc, {"assignment.accepted_at": data.accepted_at})
-        return
+        return doc["status"] == "raised"
     if current.get("accepted_at"):
         await _set(uow, doc, {f"early_acceptances.{data.task_id}": data.accepted_at})
-        return
+        return False
     await _set(uow, doc, {"assignment": {
         "task_id": data.task_id, "unit_id": data.unit_id, "paramedic_id": data.paramedic_id,
         "call_sign": None, "offered_at": None, "accepted_at": data.accepted_at},
         "escalated": None})
+    return doc["status"] == "raised"
 
 
 async def on_declined(uow: UnitOfWork, data: TaskDeclined) -> None:

@@ -60,6 +60,17 @@ class CannotReprioritise(Conflict):
     title, slug = "Cannot Reprioritise", "cannot-reprioritise"
 
 
+LOCATABLE = frozenset({Status.RAISED, Status.ASSIGNED, Status.EN_ROUTE})
+"""While a dispatcher may set the incident's position (no crew on scene yet)."""
+
+
+class CannotLocate(Conflict):
+    """The emergency's crew is on scene, or it is closed or cancelled: its position no
+    longer guides anyone."""
+
+    title, slug = "Cannot Locate", "cannot-locate"
+
+
 class EmergencyNotFound(NotFound):
     title, slug = "Emergency Not Found", "emergency-not-found"
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 from healthflow.contracts.emergency import (
     EmergencyAssigned,
     EmergencyDestinationChosen,
+    EmergencyLocated,
     EmergencyRaised,
     EmergencyReprioritised,
     EmergencyStatusChanged,
 )
 
-__all__ = ["EmergencyAssigned", "EmergencyDestinationChosen", "EmergencyRaised",
+__all__ = ["EmergencyAssigned", "EmergencyDestinationChosen", "EmergencyLocated",
+           "EmergencyRaised",
            "EmergencyReprioritised", "EmergencyStatusChanged"]

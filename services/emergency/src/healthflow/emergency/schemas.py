@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from healthflow.common.mongo import Document
+from healthflow.emergency import crews
 from healthflow.emergency.domain import Priority, ReprioritiseReason, Status, Triage
 
 
@@ -93,7 +94,7 @@ class ResponderOut(BaseModel):
 
     @classmethod
     def from_document(cls, doc: Document) -> ResponderOut | None:
-        assignment, eta = doc.get("assignment") or {}, doc.get("eta") or {}
+        assignment, eta = crews.responder(doc) or {}, doc.get("eta") or {}
         if (doc["status"] not in (Status.ASSIGNED, Status.EN_ROUTE) or not eta
                 or eta.get("task_id") != assignment.get("task_id")):
             return None

@@ -31,6 +31,8 @@ from healthflow.contracts.paramedic import (
 from healthflow.emergency import crews, destination, events, store
 from healthflow.emergency.domain import (
     FINAL,
+    LOCATABLE,
+    CannotLocate,
     CannotReprioritise,
     EmergencyNotFound,
     EmergencyOpen,
@@ -43,7 +45,7 @@ from healthflow.emergency.domain import (
     check_step,
     triage,
 )
-from healthflow.emergency.schemas import RaiseIn
+from healthflow.emergency.schemas import PositionIn, RaiseIn
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +197,7 @@ async def _move(uow: UnitOfWork, doc: Document, target: Status, role: str, by: s
             **(also or {}),
             "$set": fields, "$push": {"timeline": _step(target, now, role, by)}}):
         raise Conflict("the emergency changed concurrently; reload and retry")
-    unit = (fields.get("assignment") or doc.get("assignment") or {}).get("unit_id")
+    unit = (fields.get("assignment") or crews.responder(doc) or {}).get("unit_id")
     uow.publish(events.EmergencyStatusChanged(
         emergency_id=doc["_id"], status=target.value, previous_status=doc["status"],
         unit_id=unit, changed_by_role=role, changed_at=now),
@@ -219,8 +221,10 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
         role = _role(principal)
         if role != "dispatcher" and (role != "paramedic" or target is Status.CANCELLED):
             raise NotAssigned("only the dispatchers and the unit on it change its status")
-        check_step(Status(doc["status"]), target, accepted=crews.accepted(doc),
-                   reason=reason)  # either crew of a P1 moves it: the first step wins
+        accepted = (crews.accepted(doc) if role == "dispatcher"
+                    else crews.accepted_by(doc, principal.subject))
+        check_step(Status(doc["status"]), target, accepted=accepted,
+                   reason=reason)  # either accepted crew of a P1 moves it: first step wins
         extra: Document | None = ({"cancel_reason": reason} if target is Status.CANCELLED
                                   else None)
         if target is Status.TRANSPORTING:
@@ -268,6 +272,39 @@ async def reprioritise(runtime: ServiceRuntime, principal: Principal, emergency_
     return await runtime.transact(write, actor=principal.actor)
 
 
+async def locate(runtime: ServiceRuntime, principal: Principal, emergency_id: str,
+                 position: PositionIn) -> Document:
+    """A dispatcher sets the incident's position (WGS84 degrees, accuracy in metres):
+    one raised from an address only, which no unit could be found for, or a
+    correction; ``emergency.located`` (the paramedic service assigns it then).
+
+    Raises:
+        EmergencyNotFound (404); CannotLocate (409): a crew is on scene, or it ended;
+        Conflict (409): changed concurrently.
+    """
+    async def write(uow: UnitOfWork) -> Document:
+        doc = await store.get(uow.db, emergency_id, session=uow.session)
+        if doc is None:
+            raise EmergencyNotFound(f"no emergency {emergency_id}")
+        if doc["status"] not in LOCATABLE:
+            raise CannotLocate(f"the emergency is {doc['status']}: its position is final")
+        now, fields = utcnow(), position.model_dump()
+        await _set(uow, doc, {"$set": {
+            "position": fields, "updated_at": now,
+            "location": {"type": "Point",
+                         "coordinates": [fields["longitude"], fields["latitude"]]}}})
+        uow.publish(events.EmergencyLocated(
+            emergency_id=doc["_id"], latitude=position.latitude,
+            longitude=position.longitude, accuracy_m=position.accuracy_m,
+            located_by=principal.subject, located_at=now),
+            subject=f"emergency/{doc['_id']}", patientid=doc.get("patient_id"))
+        after = await store.get(uow.db, emergency_id, session=uow.session)
+        assert after is not None
+        return after
+
+    return await runtime.transact(write, actor=principal.actor)
+
+
 # --------------------------------------------------------------------------- from paramedic
 #
 # The paramedic service's events arrive in any order: the broker delivers up to
@@ -305,7 +342,7 @@ async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
     if eta is not None:
         extra["eta"] = eta
     by = assignment.get("assigned_by")
-    if doc["status"] != Status.ASSIGNED or by:
+    if doc["status"] == Status.RAISED or by:
         await _move(uow, doc, Status.ASSIGNED, "dispatcher" if by else SYSTEM, by or SYSTEM,
                     extra)
     else:
@@ -327,9 +364,11 @@ async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
         return await crews.on_offered(uow, data)
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     manual = data.assigned_by is not None
-    if doc is None or doc["status"] not in (
-            (Status.RAISED, Status.ASSIGNED) + ((Status.EN_ROUTE,) if manual else ())):
-        return
+    if doc is None or doc["status"] in FINAL or (
+            doc["status"] not in ((Status.RAISED, Status.ASSIGNED)
+                                  + ((Status.EN_ROUTE,) if manual else ()))
+            and not (crews.second_accepted(doc) and not manual)):
+        return  # (slot 1 still joins a P1 the second crew has moved on)
     current = doc.get("assignment") or {}
     if current.get("task_id") == data.task_id:  # its acceptance came first
         if current.get("offered_at") is None:
@@ -352,7 +391,11 @@ async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
     """The crew accepted: it may now set off. Taken even before its offer arrives (kept
     aside when a dispatcher's reassignment will displace the current unit)."""
     if crews.is_second(data):
-        return await crews.on_accepted(uow, data)
+        if await crews.on_accepted(uow, data):  # slot 1 has no unit: the second is it
+            doc = await store.get(uow.db, data.emergency_id, session=uow.session)
+            assert doc is not None
+            await _move(uow, doc, Status.ASSIGNED, SYSTEM, SYSTEM)
+        return None
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     if doc is None:
         return
@@ -361,7 +404,8 @@ async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
         if current.get("accepted_at") is None:
             await _set(uow, doc, {"$set": {"assignment.accepted_at": data.accepted_at}})
         return
-    if doc["status"] not in (Status.RAISED, Status.ASSIGNED) or current.get("accepted_at"):
+    joinable = doc["status"] in (Status.RAISED, Status.ASSIGNED) or crews.second_accepted(doc)
+    if not joinable or current.get("accepted_at"):
         if doc["status"] not in FINAL:  # a reassignment's, ahead of its offer
             await _set(uow, doc, {"$set": {f"early_acceptances.{data.task_id}":
                                            data.accepted_at}})
@@ -381,10 +425,12 @@ async def on_task_declined(uow: UnitOfWork, data: TaskDeclined) -> None:
         return
     remember = {"$addToSet": {"ended_tasks": data.task_id}}
     current = doc.get("assignment") or {}
-    if (doc["status"] == Status.ASSIGNED and current.get("task_id") == data.task_id
-            and not current.get("accepted_at")):
+    mine = current.get("task_id") == data.task_id and not current.get("accepted_at")
+    if doc["status"] == Status.ASSIGNED and mine and not crews.second_accepted(doc):
         await _move(uow, doc, Status.RAISED, SYSTEM, SYSTEM, {"assignment": None},
                     also=remember)
+    elif mine and doc["status"] not in FINAL:  # the second crew holds the emergency
+        await _set(uow, doc, {**remember, "$set": {"assignment": None}})
     elif doc["status"] in (Status.RAISED, Status.ASSIGNED):
         await _set(uow, doc, remember)
 
@@ -396,27 +442,31 @@ async def on_escalated(uow: UnitOfWork, data: AssignmentEscalated) -> None:
         return await crews.on_escalated(uow, data)
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     sequence = 2 * data.attempts + 1
-    if (doc is None or doc["status"] not in (Status.RAISED, Status.ASSIGNED)
-            or sequence <= _sequence(doc)
+    if (doc is None or doc["status"] in FINAL or sequence <= _sequence(doc)
             or (doc.get("assignment") or {}).get("accepted_at")):
         return
     flag = {"escalated": {"reason": data.reason, "at": data.escalated_at},
             "sequence": sequence}
-    if doc["status"] == Status.ASSIGNED:
+    if crews.second_accepted(doc):  # slot 1 waits on; the second crew holds it
+        await _set(uow, doc, {"$set": {"assignment": None, **flag}})
+    elif doc["status"] == Status.ASSIGNED:
         await _move(uow, doc, Status.RAISED, SYSTEM, SYSTEM, {"assignment": None, **flag})
-    else:
+    elif doc["status"] == Status.RAISED:
         await _set(uow, doc, {"$set": flag})
 
 
 async def on_eta_updated(uow: UnitOfWork, data: EtaUpdated) -> None:
-    """The unit on its way reported a position: its new ETA (and call sign) replace the
-    held one. Ignored when the task is no longer the emergency's, the crew is past
-    ``en_route``, or the held ETA is from a later position report."""
-    if not await store.set_eta(uow.db, uow.session, data.emergency_id, data.task_id,
-                               data.call_sign, {"task_id": data.task_id,
-                                                "travel_s": data.travel_s,
-                                                "by_road": data.by_road,
-                                                "distance_m": data.distance_m,
-                                                "computed_at": data.reported_at}):
-        log.debug("eta not applied (stale, or not the current task)",
+    """A crew on its way reported a position: its new ETA (and call sign) replace the
+    held one. Ignored when the task is none of the emergency's crews, the crew is past
+    ``en_route``, the held ETA is its own from a later position report, or it is the
+    other accepted crew's of a P1 and that one arrives first (:func:`.crews.eta_applies`)."""
+    eta = {"task_id": data.task_id, "travel_s": data.travel_s, "by_road": data.by_road,
+           "distance_m": data.distance_m, "computed_at": data.reported_at}
+    doc = await store.get(uow.db, data.emergency_id, session=uow.session)
+    path = (crews.eta_applies(doc, data.task_id, eta) if doc is not None
+            and doc["status"] in (Status.ASSIGNED, Status.EN_ROUTE) else None)
+    if path is None or not await store.set_eta(
+            uow.db, uow.session, data.emergency_id, path, data.task_id, data.call_sign,
+            (doc or {}).get("eta"), eta):
+        log.debug("eta not applied (stale, or not a crew's task)",
                   extra={"emergency_id": data.emergency_id, "task_id": data.task_id})

@@ -100,17 +100,18 @@ async def update(db: Db, session: AsyncClientSession, doc: Document, update: Doc
     return result.matched_count == 1
 
 
-async def set_eta(db: Db, session: AsyncClientSession, emergency_id: str, task_id: str,
-                  call_sign: str, eta: Document) -> bool:
-    """Set the ETA of the current task while the unit is on its way, unless the held
-    one is from a later report; False when not applied. (No version bump: the ETA
-    changes every few seconds and must not make the crew's status change conflict.)"""
+async def set_eta(db: Db, session: AsyncClientSession, emergency_id: str, path: str,
+                  task_id: str, call_sign: str, held: Document | None, eta: Document
+                  ) -> bool:
+    """Replace the ETA ``held`` (as read) by ``eta``, and the call sign of the crew at
+    ``path`` (``assignment`` or ``second.assignment``, whose task must still be
+    ``task_id``), while the emergency is assigned or en route; False when not applied.
+    (No version bump: the ETA changes every few seconds and must not make the crew's
+    status change conflict; the update is conditional on the held ETA instead.)"""
     result = await db[EMERGENCIES].update_one(
-        {"_id": emergency_id, "assignment.task_id": task_id,
-         "status": {"$in": [Status.ASSIGNED.value, Status.EN_ROUTE.value]},
-         "$or": [{"eta": None}, {"eta.task_id": {"$ne": task_id}},
-                 {"eta.computed_at": {"$lt": eta["computed_at"]}}]},
-        {"$set": {"eta": eta, "assignment.call_sign": call_sign}}, session=session)
+        {"_id": emergency_id, "eta": held, f"{path}.task_id": task_id,
+         "status": {"$in": [Status.ASSIGNED.value, Status.EN_ROUTE.value]}},
+        {"$set": {"eta": eta, f"{path}.call_sign": call_sign}}, session=session)
     return result.matched_count == 1
 
 

@@ -105,10 +105,11 @@ async def put_me(runtime: Runtime, ctx: Ctx, body: ProfileIn,
 
 
 @router.put("/me/status", summary="Go off duty or available")
-async def put_status(runtime: Runtime, ctx: Ctx, body: StatusIn,
+async def put_status(runtime: Runtime, ctx: Ctx, assigner: AssignerDep, body: StatusIn,
                      principal: Principal = Own) -> UnitOut:
     """409 ``unit-busy`` while the unit works a task."""
-    doc = await service.set_status(runtime, principal, body.status)
+    doc = await service.set_status(runtime, ctx, principal, body.status)
+    assigner.wakeup.set()  # escalated emergencies it could serve may be pending now
     return _unit(ctx, doc)
 
 

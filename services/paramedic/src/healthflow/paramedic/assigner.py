@@ -38,7 +38,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.workers import Loop
-from healthflow.paramedic import service, store, xraytasks
+from healthflow.paramedic import service, store, waiting, xraytasks
 from healthflow.paramedic.domain import emergency_of, fresh_since, is_xray, slot_id, slot_of
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,9 @@ class Assigner:
             return await self.runtime.transact(write, actor="system:paramedic")
 
     async def sweep(self) -> bool:
-        """One step of the loop: the oldest ``pending`` emergency (True: look again)."""
-        pending = await store.oldest_pending(self.runtime.db)
+        """One step of the loop: the ``pending`` assignment first in
+        :data:`.waiting.WAITING_ORDER` (True: look again)."""
+        pending = await waiting.next_pending(self.runtime.db)
         if pending is None:
             return False
         await self.assign(pending["_id"])
@@ -174,13 +175,16 @@ class AssigningConsumer(Consumer):
         await super().__call__(event)
         if not isinstance(event.data, dict):
             return
-        if event.type == "emergency.raised":  # a P1's second unit too (if none: no-op)
+        if event.type in ("emergency.raised", "emergency.located"):  # (located: it
+            # waited for want of a position); a P1's second unit too (if none: no-op)
             emergency_id = str(event.data.get("emergency_id"))
             await self.assigner.after_commit(emergency_id)
             await self.assigner.after_commit(slot_id(emergency_id, 2))
         elif event.type == "emergency.reprioritised":  # raised to P1: a second unit
             await self.assigner.after_commit(
                 slot_id(str(event.data.get("emergency_id")), 2))
+        elif event.type in ("emergency.status_changed", "xray.revoked", "xray.uploaded"):
+            self.assigner.wakeup.set()  # a freed unit may have woken escalated ones
         elif event.type == "xray.requested":
             await self.assigner.after_commit(
                 xraytasks.xray_assignment_id(str(event.data.get("order_id"))))

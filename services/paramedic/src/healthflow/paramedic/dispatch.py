@@ -79,7 +79,7 @@ async def _withdraw(uow: UnitOfWork, ctx: Context, assignment: Document) -> None
             "status": TaskStatus.WITHDRAWN.value, "answered_at": task.get("answered_at") or now,
             "updated_at": now}):
         raise CannotReassign("the task changed meanwhile; retry")
-    await free_unit(uow, task, now)
+    await free_unit(uow, ctx, task, now)
     uow.publish(events.TaskDeclined(reason="reassigned", declined_at=now, **ids(task)),
                 subject=f"emergency/{task['emergency_id']}")
 

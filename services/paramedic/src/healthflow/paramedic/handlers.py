@@ -4,6 +4,8 @@
   start assigning the nearest available unit (:func:`service.on_emergency_raised`).
 * ``emergency.status_changed``: the working unit's duty status follows the
   emergency; closed or cancelled frees it (:func:`service.on_emergency_status`).
+* ``emergency.located``: a dispatcher set the incident's position; an emergency
+  waiting for want of one is assigned as a raised one (:func:`locating.on_located`).
 * ``emergency.reprioritised``: the emergency's assignments and open tasks take the
   new priority (pushed on the task stream); raised to P1, a second unit is sought
   (:func:`priorities.on_reprioritised`).
@@ -22,12 +24,13 @@ from __future__ import annotations
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.emergency import (
+    EmergencyLocated,
     EmergencyRaised,
     EmergencyReprioritised,
     EmergencyStatusChanged,
 )
 from healthflow.contracts.xray import XrayRequested, XrayRevoked, XrayUploaded
-from healthflow.paramedic import priorities, service, xraytasks
+from healthflow.paramedic import locating, priorities, service, xraytasks
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -40,6 +43,9 @@ def make_handlers(ctx: service.Context) -> Handlers:
                                 uow: UnitOfWork) -> None:
         await service.on_emergency_status(uow, ctx, event.data.emergency_id,
                                           event.data.status)
+
+    async def on_located(event: Received[EmergencyLocated], uow: UnitOfWork) -> None:
+        await locating.on_located(uow, ctx, event.data)
 
     async def on_reprioritised(event: Received[EmergencyReprioritised],
                                uow: UnitOfWork) -> None:
@@ -55,6 +61,6 @@ def make_handlers(ctx: service.Context) -> Handlers:
         await xraytasks.on_xray_ended(uow, ctx, event.data.order_id, "completed")
 
     return {"emergency.raised": on_raised, "emergency.status_changed": on_status_changed,
-            "emergency.reprioritised": on_reprioritised,
+            "emergency.reprioritised": on_reprioritised, "emergency.located": on_located,
             "xray.requested": on_xray_requested, "xray.revoked": on_xray_revoked,
             "xray.uploaded": on_xray_uploaded}

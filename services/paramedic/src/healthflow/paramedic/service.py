@@ -25,7 +25,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.emergency import EmergencyRaised
-from healthflow.paramedic import acks, events, roads, shifts, store
+from healthflow.paramedic import acks, events, roads, shifts, store, waiting
 from healthflow.paramedic.domain import (
     FINAL_EMERGENCY,
     FOLLOWS_EMERGENCY,
@@ -138,9 +138,10 @@ async def put_profile(runtime: ServiceRuntime, principal: Principal, body: Profi
     return await own_unit(runtime, principal)
 
 
-async def set_status(runtime: ServiceRuntime, principal: Principal, wanted: DutyStatus
-                     ) -> Document:
-    """Go ``off_duty`` or ``available``. Raises UnitNotFound (404), UnitBusy (409)."""
+async def set_status(runtime: ServiceRuntime, ctx: Context, principal: Principal,
+                     wanted: DutyStatus) -> Document:
+    """Go ``off_duty`` or ``available`` (then escalated emergencies it could serve are
+    retried at once, :func:`.waiting.unit_available`). Raises UnitNotFound, UnitBusy."""
     doc = await own_unit(runtime, principal)
     self_status_change(doc["status"], wanted)
     result = await runtime.db[store.UNITS].update_one(
@@ -148,6 +149,9 @@ async def set_status(runtime: ServiceRuntime, principal: Principal, wanted: Duty
         {"$set": {"status": wanted.value, "updated_at": utcnow()}})
     if result.matched_count != 1:  # offered a task meanwhile
         self_status_change(DutyStatus.ASSIGNED, wanted)
+    if wanted is DutyStatus.AVAILABLE and doc["status"] != wanted:
+        await waiting.unit_available(runtime.db, None, doc["_id"],
+                                     ctx.settings.search_radius_m, ctx.clock())
     return await own_unit(runtime, principal)
 
 
@@ -158,10 +162,12 @@ async def report_position(runtime: ServiceRuntime, ctx: Context, principal: Prin
     time to the incident (``paramedic.eta_updated``; by road, else the straight line,
     :mod:`.roads`) in the same transaction — when it changed enough or the last one is
     old enough (:class:`.domain.EtaThrottle`), since each one stays in the audit log.
+    A report up to ``position_max_skew_s`` ahead (the phone's clock) is stored at now.
     Raises UnitNotFound (404), StalePosition (422)."""
     now = ctx.clock()
     check_reported_at(body.reported_at, now, max_age=ctx.max_age,
                       max_skew=timedelta(seconds=ctx.settings.position_max_skew_s))
+    body = body.model_copy(update={"reported_at": min(body.reported_at, now)})
     doc = await own_unit(runtime, principal)
     task, eta = await _eta_event(runtime, ctx, doc, body)
 
@@ -265,7 +271,7 @@ async def _end_offer(uow: UnitOfWork, ctx: Context, task: Document, status: Task
     if not await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED,
                                    fields):
         raise TaskNotOffered("the task was answered or withdrawn meanwhile")
-    await free_unit(uow, task, now)
+    await free_unit(uow, ctx, task, now)
     if is_xray(task):
         publish_xray_ended(uow, task, reason, now)
     else:
@@ -282,13 +288,17 @@ def must(changed: bool, what: str) -> None:
         raise Conflict(f"{what} changed concurrently; retry")
 
 
-async def free_unit(uow: UnitOfWork, task: Document, now: datetime) -> None:
+async def free_unit(uow: UnitOfWork, ctx: Context, task: Document, now: datetime) -> None:
     """Make the task's unit available, if it still works that task (a unit reassigned
-    meanwhile is left alone, and logged)."""
+    meanwhile is left alone, and logged), and retry at once the escalated emergencies
+    it could serve (:func:`.waiting.unit_available`)."""
     if not await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
                                        DutyStatus.AVAILABLE, now):
         log.warning("unit no longer on the task it is freed from",
                     extra={"unit_id": task["unit_id"], "task_id": task["_id"]})
+        return
+    await waiting.unit_available(uow.db, uow.session, task["unit_id"],
+                                 ctx.settings.search_radius_m, now)
 
 
 def publish_xray_ended(uow: UnitOfWork, task: Document, reason: str, now: datetime
@@ -458,13 +468,13 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
         second = await store.get_assignment(uow.db, slot_id(emergency_id, 2),
                                             session=uow.session)
         if second is not None:
-            await _follow(uow, second, status, now)
+            await _follow(uow, ctx, second, status, now)
     if assignment is not None:
-        await _follow(uow, assignment, status, now)
+        await _follow(uow, ctx, assignment, status, now)
 
 
-async def _follow(uow: UnitOfWork, assignment: Document, status: str, now: datetime
-                  ) -> None:
+async def _follow(uow: UnitOfWork, ctx: Context, assignment: Document, status: str,
+                  now: datetime) -> None:
     """One assignment (slot) follows the emergency's ``status``."""
     final = status in FINAL_EMERGENCY
     if assignment["status"] == "ended":
@@ -481,7 +491,7 @@ async def _follow(uow: UnitOfWork, assignment: Document, status: str, now: datet
         fields["status"] = (TaskStatus.DONE if status == "closed" else TaskStatus.CANCELLED).value
     must(await store.update_task(uow.db, uow.session, task["_id"], None, fields), "the task")
     if final:
-        await free_unit(uow, task, now)
+        await free_unit(uow, ctx, task, now)
     elif (duty := FOLLOWS_EMERGENCY.get(status)) is not None and not (
             await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
                                         duty, now)):

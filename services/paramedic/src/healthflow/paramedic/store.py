@@ -49,7 +49,10 @@ INDEXES: Indexes = {
                        name="paramedic"),
             IndexModel([("emergency_id", ASCENDING)], name="emergency")],
     ASSIGNMENTS: [IndexModel([("status", ASCENDING), ("updated_at", ASCENDING)],
-                             name="status")],
+                             name="status"),
+                  IndexModel([("status", ASCENDING), ("kind", ASCENDING),
+                              ("priority", ASCENDING), ("created_at", ASCENDING)],
+                             name="waiting")],  # waiting.WAITING_ORDER
     **jobs.INDEXES,
 }
 
@@ -229,11 +232,6 @@ async def start_assigning(db: Db, session: Session, emergency_id: str, attempts:
         {"_id": emergency_id, "status": "pending", "attempts": attempts},
         {"$set": {"status": "assigning", "updated_at": now}}, session=session,
         return_document=ReturnDocument.AFTER)
-
-
-async def oldest_pending(db: Db) -> Document | None:
-    return await db[ASSIGNMENTS].find_one({"status": "pending"},
-                                          sort=[("updated_at", ASCENDING)])
 
 
 async def update_assignment(db: Db, session: Session, emergency_id: str, update: Document

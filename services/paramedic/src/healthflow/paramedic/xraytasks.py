@@ -69,5 +69,5 @@ async def on_xray_ended(uow: UnitOfWork, ctx: Context, order_id: str, reason: st
     status = TaskStatus.DONE if reason == "completed" else TaskStatus.CANCELLED
     must(await store.update_task(uow.db, uow.session, task["_id"], task["status"], {
         "status": status.value, "updated_at": now}), "the task")
-    await free_unit(uow, task, now)
+    await free_unit(uow, ctx, task, now)
     publish_xray_ended(uow, task, reason, now)
