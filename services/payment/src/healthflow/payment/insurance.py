@@ -251,6 +251,7 @@ async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice
     if coverage is None or coverage["patient_id"] != invoice["patient_id"]:
         raise UnprocessableContent(f"no coverage {coverage_id} of the invoice's patient")
     house = clearinghouse(runtime)
+    claim_id = str(uuid.uuid4())  # once: a transaction rerun resubmits the same claim
 
     async def write(uow: UnitOfWork) -> Document:
         current = await store.get_invoice(uow.db, invoice_id, session=uow.session)
@@ -261,7 +262,7 @@ async def submit_claim(runtime: ServiceRuntime, principal: Principal, *, invoice
         items = {i["_id"]: i for i in await uow.db[store.CHARGE_ITEMS].find(
             {"_id": {"$in": ids}}, session=uow.session).to_list()}
         claim: Document = {
-            "_id": str(uuid.uuid4()), "invoice_id": invoice_id,
+            "_id": claim_id, "invoice_id": invoice_id,
             "invoice_number": current["number"], "patient_id": current["patient_id"],
             "hospital_id": current.get("hospital_id"), "coverage_id": coverage_id,
             "payer_id": coverage["payer_id"], "plan": coverage["plan"],
