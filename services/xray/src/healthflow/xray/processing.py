@@ -5,8 +5,13 @@ automated checks (:mod:`.checks`), draws the lung boxes of a chest image on a co
 its preview (the overlay PNG), makes a de-identified copy of a DICOM file
 (:mod:`.deidentify`), stores the results labelled
 "machine-generated suggestion, not a diagnosis" and publishes ``xray.processed``
-(codes only) — all in the job's own transaction, so a job that dies commits nothing
-and is run again.
+(codes only). The long part — download, decoding, lung finder, de-identification,
+the derived blobs' puts — runs outside any transaction (:func:`prepare`, the worker's
+``prepare`` step); the job's transaction (:func:`process`) only stores the results and
+marks the job done while it still holds its lease, so a job that dies commits nothing
+and is run again. Each optional output (overlay, SR, de-identified copy) is made on its
+own: one that fails is recorded in the result's ``not_made`` (``{kind: "error"}``) and
+the rest of the job goes on.
 
 A DICOM image whose lung fields were found also gets a TID 1500 measurement report
 (:mod:`.measurements`, a Comprehensive 3D SR in the image's study, in its own series).
@@ -25,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import tempfile
 import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +52,8 @@ from healthflow.xray import checks, deidentify, events, lungs, measurements, ren
 from healthflow.xray.domain import InstanceNotFound, StudyNotFound
 from healthflow.xray.imaging import DEFER_SIZE, DICOM
 from healthflow.xray.service import record_access, viewer
+
+_log = logging.getLogger(__name__)
 
 QUEUE = "xray-process"
 DERIVED = BlobUse("xray-derived", frozenset({"application/dicom", "image/png"}),
@@ -132,53 +141,118 @@ def _ref(blob: StoredBlob | None) -> dict[str, Any] | None:
     return {"key": blob.key, "sha256": blob.sha256, "size": blob.size} if blob else None
 
 
+Made = dict[str, StoredBlob | None]
+NotMade = dict[str, str]
+"""Why an optional output was not made, by kind: ``error`` (making it raised; logged
+with the exception's class, never an element value)."""
+
+
+async def _one(kind: str, instance_id: str, make: Callable[[], Awaitable[StoredBlob | None]],
+               made: Made, not_made: NotMade) -> None:
+    """Make one optional output; its failure is recorded, not the job's."""
+    try:
+        made[kind] = await make()
+    except Exception as exc:  # an odd but accepted file: the other outputs still count
+        not_made[kind] = "error"
+        _log.warning("derived output not made", extra={
+            "instance_id": instance_id, "kind": kind, "error": type(exc).__name__})
+
+
 async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analysis,
-                   instance_id: str) -> dict[str, StoredBlob | None]:
+                   instance_id: str) -> tuple[Made, NotMade]:
     """Store the overlay and, for a DICOM file, when lung boxes were found, the TID 1500
     measurement report (:mod:`.measurements`) and, without burned-in annotation, a
     de-identified copy (made next to ``path`` on local disk, streamed from there):
-    ``{overlay, deidentified, sr}``."""
-    made: dict[str, StoredBlob | None] = {"overlay": None, "deidentified": None, "sr": None}
-    if found.overlay:
-        made["overlay"] = await blobs.put(DERIVED, found.overlay, declared_type="image/png")
-    if content_type != DICOM:
-        return made
-    sr = await asyncio.to_thread(measurements.measurement_report, path, found.checks,
-                                 instance_id)
-    if sr is not None:
-        made["sr"] = await blobs.put(DERIVED, sr, declared_type=DICOM)
-    copy = path.with_name("deidentified")
-    if not await asyncio.to_thread(deidentify.deidentified_copy, path, copy):
-        return made  # burned-in annotation: no copy is made
-    with copy.open("rb") as file:
-        made["deidentified"] = await blobs.put(DERIVED, file, declared_type=DICOM)
-    return made
+    ``{overlay, deidentified, sr}``, and each one whose making failed with its reason
+    (:data:`NotMade`). Each is made on its own: one failing leaves the others."""
+    made: Made = {"overlay": None, "deidentified": None, "sr": None}
+    not_made: NotMade = {}
+
+    async def overlay() -> StoredBlob | None:
+        if not found.overlay:
+            return None
+        return await blobs.put(DERIVED, found.overlay, declared_type="image/png")
+
+    async def sr() -> StoredBlob | None:
+        report = await asyncio.to_thread(measurements.measurement_report, path,
+                                         found.checks, instance_id)
+        return None if report is None else await blobs.put(DERIVED, report,
+                                                             declared_type=DICOM)
+
+    async def copy() -> StoredBlob | None:
+        target = path.with_name("deidentified")
+        if not await asyncio.to_thread(deidentify.deidentified_copy, path, target):
+            return None  # burned-in annotation: no copy is made
+        with target.open("rb") as file:
+            return await blobs.put(DERIVED, file, declared_type=DICOM)
+
+    await _one("overlay", instance_id, overlay, made, not_made)
+    if content_type == DICOM:
+        await _one("sr", instance_id, sr, made, not_made)
+        await _one("deidentified", instance_id, copy, made, not_made)
+    return made, not_made
 
 
-async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
-    """The job: analyse one instance, store its results, publish ``xray.processed``.
-    An instance or order gone since (none is deleted today) ends the job quietly. Run
-    again (a retry after a lost lease), it replaces the results but publishes nothing:
-    ``xray.processed`` goes out once per instance, in the transaction that first
-    stores its results."""
-    instance = await store.get_instance_by_id(uow, job.payload["instance_id"])
-    study = instance and await store.get_study(uow, instance["study_id"])
-    order = study and await store.get_order(uow, study["order_id"])
-    if not (instance and study and order):
-        return
+@dataclass(frozen=True)
+class Processed:
+    """What :func:`prepare` found and made for one instance, for :func:`process` to store."""
+
+    instance: Document
+    study: Document
+    order: Document
+    found: Analysis
+    made: Made
+    not_made: NotMade
+
+
+async def prepare(runtime: ServiceRuntime, blobs: BlobStore, job: jobs.Job
+                  ) -> Processed | None:
+    """The job's long part, outside any transaction (the worker's ``prepare``): read
+    the instance, its study and order in a short transaction, download the file,
+    analyse it and store what is derived from it. None when the instance or order is
+    gone (none is deleted today: the job then ends quietly).
+
+    Raises:
+        PreviewFailed: the file does not render (the job is retried, then dead).
+    """
+
+    async def read(uow: UnitOfWork) -> tuple[Document, Document, Document] | None:
+        instance = await store.get_instance_by_id(uow, job.payload["instance_id"])
+        study = instance and await store.get_study(uow, instance["study_id"])
+        order = study and await store.get_order(uow, study["order_id"])
+        return (instance, study, order) if instance and study and order else None
+
+    got = await runtime.transact(read, actor=f"system:{runtime.name}")
+    if got is None:
+        return None
+    instance, study, order = got
     with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
         path = Path(tmp) / "image"
         with path.open("wb") as file:
             async for chunk in blobs.stream(instance["blob"]["key"]):
                 await asyncio.to_thread(file.write, chunk)
         found = await asyncio.to_thread(analyse, path, instance["content_type"], order)
-        made = await _derived(blobs, path, instance["content_type"], found, instance["_id"])
+        made, not_made = await _derived(blobs, path, instance["content_type"], found,
+                                        instance["_id"])
+    return Processed(instance, study, order, found, made, not_made)
+
+
+async def process(uow: UnitOfWork, job: jobs.Job) -> None:
+    """The job's transaction (the worker's handler, after :func:`prepare`): store the
+    results ``job.prepared`` carries and publish ``xray.processed``. Run again (a retry
+    after a lost lease), it replaces the results but publishes nothing:
+    ``xray.processed`` goes out once per instance, in the transaction that first
+    stores its results."""
+    done: Processed | None = job.prepared
+    if done is None:
+        return
+    instance, study, order, found = done.instance, done.study, done.order, done.found
     now = utcnow()
     first = await store.put_result(uow, {
         "_id": instance["_id"], "study_id": study["_id"], "patient_id": order["patient_id"],
         "order_id": order["_id"], "label": checks.LABEL, "checks": found.checks,
-        "thumbnail": found.thumbnail, **{kind: _ref(blob) for kind, blob in made.items()},
-        "processed_at": now})
+        "thumbnail": found.thumbnail, **{kind: _ref(blob) for kind, blob in done.made.items()},
+        "not_made": done.not_made, "processed_at": now})
     if not first:
         return
     uow.publish(events.XrayProcessed(
