@@ -177,8 +177,9 @@ async def test_concurrent_uploads_to_one_new_study_are_all_stored_numbered_apart
 
 async def test_a_uid_stored_for_another_patient_is_refused_without_saying_so(
         xray, tokens) -> None:
-    """Re-sending a stored image answers 409 ``duplicate-instance`` within its order, but
-    the same UIDs under another patient's order (the Patient ID rewritten to match)
+    """Re-sending a stored image is 200 with its study (stored once), another file under
+    its SOP Instance UID 409 ``duplicate-instance`` within its order, but the same UIDs
+    under another patient's order (the Patient ID rewritten to match)
     answer a generic 422 that does not confirm they are stored, whether the study UID
     or only the SOP Instance UID is the stored one."""
     http, app = xray
@@ -190,9 +191,18 @@ async def test_a_uid_stored_for_another_patient_is_refused_without_saying_so(
         return await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
                                content=data, headers=radiographer)
 
-    assert (await send(mine, image)).status_code == 201
-    again = await send(mine, image)
-    assert again.status_code == 409 and again.json()["type"].endswith("/duplicate-instance")
+    first = await send(mine, image)
+    assert first.status_code == 201
+    again = await send(mine, image)  # the same file: 200 with its study, stored once
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert again.headers["location"] == first.headers["location"]
+    changed = dcmread(io.BytesIO(image))
+    changed.PatientName = "Other^Name"
+    out = io.BytesIO()
+    changed.save_as(out, enforce_file_format=True)
+    another = await send(mine, out.getvalue())  # another file under the stored UID
+    assert another.status_code == 409
+    assert another.json()["type"].endswith("/duplicate-instance")
     study_uid = dcmread(io.BytesIO(image)).StudyInstanceUID
     for data in (in_study(image, study_uid, "p-2"), in_study(image, generate_uid(), "p-2")):
         answer = await send(theirs, data)
