@@ -145,6 +145,31 @@ async def test_prepare_runs_outside_the_transaction_and_hands_its_result_to_the_
     assert (await runtime.db[jobs.JOBS].find_one({"_id": job_id}))["status"] == "done"
 
 
+async def test_a_long_prepare_keeps_its_lease_so_no_other_worker_runs_the_job(
+        runtime: ServiceRuntime) -> None:
+    """A live run longer than its lease renews it: another replica claims nothing, and
+    the job is done once, at its first attempt."""
+    job_id = await jobs.enqueue(runtime.db, "long", {})
+    other_claimed: list[int] = []
+
+    async def handle(uow: UnitOfWork, job: jobs.Job) -> None:
+        await uow.db.effects.insert_one({"by": "long"}, session=uow.session)
+
+    other = jobs.JobWorker(runtime, "long", handle, lease=0.6)
+
+    async def prepare(job: jobs.Job) -> None:
+        for _ in range(3):  # 1.5 s in all, 2.5 leases
+            await asyncio.sleep(0.5)
+            other_claimed.append(await other.run_once())
+
+    worker = jobs.JobWorker(runtime, "long", handle, prepare=prepare, lease=0.6)
+    assert await worker.run_once() == 1
+    assert other_claimed == [0, 0, 0]
+    doc = await runtime.db[jobs.JOBS].find_one({"_id": job_id})
+    assert (doc["status"], doc["attempts"]) == ("done", 1)
+    assert await effects(runtime) == ["long"]
+
+
 async def test_a_run_that_loses_its_lease_counts_as_an_attempt_until_the_job_is_dead(
         runtime: ServiceRuntime) -> None:
     """A run that outlives its lease (another worker claims the job meanwhile) commits

@@ -21,7 +21,8 @@ Collection ``jobs`` (times aware UTC)::
   makes) goes in ``prepare``: it runs before the transaction, outside it (it may run
   short transactions of its own), and its result reaches the handler as
   ``job.prepared``; the handler then only writes. Effects of ``prepare`` are
-  at-least-once like any outside the database.
+  at-least-once like any outside the database. While it runs, the worker renews the
+  job's lease every third of ``lease``.
 * A run that lost its lease (it outlived ``lease`` and another worker claimed the job)
   commits nothing and counts as an attempt, so a job that always outlives its
   lease ends ``dead`` rather than running for ever.
@@ -40,10 +41,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -214,7 +216,8 @@ class JobWorker:
 
         try:
             if self.prepare is not None:
-                job = replace(job, prepared=await self.prepare(job))
+                async with self._renewing(job):
+                    job = replace(job, prepared=await self.prepare(job))
             await self.runtime.transact(work, actor=f"system:{self.runtime.name}")
         except _LeaseLost:
             log.warning("job lease lost; its effect was rolled back", extra={"job_id": job.id})
@@ -224,6 +227,31 @@ class JobWorker:
             await self._retry_or_park(job, exc)
             return 0
         return 1
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, job: Job) -> AsyncIterator[None]:
+        """Renew the job's lease every third of ``lease`` while the block (``prepare``)
+        runs, so a long but live run is not claimed by another worker; a dead one stops
+        renewing and its lease expires as before."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                try:
+                    await self.runtime.db[JOBS].update_one(
+                        {"_id": job.id, "lease_owner": self.owner, "status": "queued"},
+                        {"$set": {"lease_until": self.clock()
+                                  + timedelta(seconds=self.lease)}})
+                except Exception:  # the next renewal, or the lease check, will tell
+                    log.warning("job lease not renewed", extra={"job_id": job.id})
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
 
     async def _count_lost_lease(self, job: Job) -> None:
         """Count the run that lost its lease as an attempt (the job stays with the worker
