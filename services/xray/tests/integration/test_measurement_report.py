@@ -223,15 +223,16 @@ async def test_an_image_not_of_the_chest_or_not_dicom_gets_no_measurement_report
 async def test_a_chest_cr_without_type_2_attributes_is_processed_with_its_report(
         worker, tokens, caplog) -> None:  # noqa: F811
     """The real chest CR without Accession Number, Study Date and Patient's Name (type 2:
-    present but possibly empty, yet uploads take files that leave them out): highdicom
+    present but possibly empty, yet uploads take files that leave them out) and SOP
+    Class UID in its dataset: highdicom
     refused such a source, and the SR was made inside the job, so the whole job died
     (no thumbnail, results, overlay or ``xray.processed``). Now the SR is made from a
     copy with the empty type-2 values, and the results are there."""
     http, app = worker
     order = await ordered(http, app, tokens)
     ds = real("RG1_UNCR.dcm", order)
-    for keyword in ("AccessionNumber", "StudyDate", "PatientName"):
-        delattr(ds, keyword)
+    for keyword in ("AccessionNumber", "StudyDate", "PatientName", "SOPClassUID"):
+        delattr(ds, keyword)  # SOP Class UID: the file meta's Media Storage one stays
     up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
                          content=encoded(ds),
                          headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
