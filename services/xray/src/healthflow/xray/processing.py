@@ -33,10 +33,10 @@ import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -54,6 +54,7 @@ from healthflow.xray.imaging import DEFER_SIZE, DICOM
 from healthflow.xray.service import record_access, viewer
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUE = "xray-process"
 DERIVED = BlobUse("xray-derived", frozenset({"application/dicom", "image/png"}),
@@ -82,6 +83,8 @@ class Analysis:
     thumbnail: bytes
     overlay: bytes | None
     """The lung-field overlay PNG (:func:`render.lung_overlay`), when boxes were found."""
+    overlay_failed: bool = False
+    """Drawing the overlay raised (recorded as not made; the checks stand)."""
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:
@@ -132,8 +135,13 @@ def analyse(path: Path, content_type: str, order: Document) -> Analysis:
         grey = np.zeros((1, 1), dtype=np.uint8)
     found["lung_fields"] = lungs.lung_fields(grey, header.columns, order["body_part"])
     boxes = found["lung_fields"]["boxes"]
-    overlay = render.lung_overlay(preview, boxes, header.columns, checks.LABEL) \
-        if preview is not None and boxes else None
+    if preview is None or not boxes:
+        return Analysis(found, thumbnail, None)
+    try:
+        overlay = render.lung_overlay(preview, boxes, header.columns, checks.LABEL)
+    except Exception as exc:  # an optional output: its failure is not the job's
+        _not_made_log("overlay", type(exc).__name__)
+        return Analysis(found, thumbnail, None, overlay_failed=True)
     return Analysis(found, thumbnail, overlay)
 
 
@@ -147,15 +155,23 @@ NotMade = dict[str, str]
 with the exception's class, never an element value)."""
 
 
-async def _one(kind: str, instance_id: str, make: Callable[[], Awaitable[StoredBlob | None]],
-               made: Made, not_made: NotMade) -> None:
-    """Make one optional output; its failure is recorded, not the job's."""
+def _not_made_log(kind: str, error: str, instance_id: str | None = None) -> None:
+    _log.warning("derived output not made", extra={
+        "instance_id": instance_id, "kind": kind, "error": error})
+
+
+async def _built(kind: str, instance_id: str, not_made: NotMade,
+                 build: Callable[..., T | None], *args: Any) -> T | None:
+    """``build(*args)`` in a thread: one optional output made from the file. When it
+    raises (an odd but accepted file) the failure is recorded in ``not_made`` and
+    logged by class, and None returned: it is not the job's failure. Storing what was
+    built is outside this, so a blob store outage still fails (and retries) the job."""
     try:
-        made[kind] = await make()
-    except Exception as exc:  # an odd but accepted file: the other outputs still count
+        return await asyncio.to_thread(build, *args)
+    except Exception as exc:
         not_made[kind] = "error"
-        _log.warning("derived output not made", extra={
-            "instance_id": instance_id, "kind": kind, "error": type(exc).__name__})
+        _not_made_log(kind, type(exc).__name__, instance_id)
+        return None
 
 
 async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analysis,
@@ -166,30 +182,20 @@ async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analy
     ``{overlay, deidentified, sr}``, and each one whose making failed with its reason
     (:data:`NotMade`). Each is made on its own: one failing leaves the others."""
     made: Made = {"overlay": None, "deidentified": None, "sr": None}
-    not_made: NotMade = {}
-
-    async def overlay() -> StoredBlob | None:
-        if not found.overlay:
-            return None
-        return await blobs.put(DERIVED, found.overlay, declared_type="image/png")
-
-    async def sr() -> StoredBlob | None:
-        report = await asyncio.to_thread(measurements.measurement_report, path,
-                                         found.checks, instance_id)
-        return None if report is None else await blobs.put(DERIVED, report,
-                                                             declared_type=DICOM)
-
-    async def copy() -> StoredBlob | None:
-        target = path.with_name("deidentified")
-        if not await asyncio.to_thread(deidentify.deidentified_copy, path, target):
-            return None  # burned-in annotation: no copy is made
-        with target.open("rb") as file:
-            return await blobs.put(DERIVED, file, declared_type=DICOM)
-
-    await _one("overlay", instance_id, overlay, made, not_made)
-    if content_type == DICOM:
-        await _one("sr", instance_id, sr, made, not_made)
-        await _one("deidentified", instance_id, copy, made, not_made)
+    not_made: NotMade = {"overlay": "error"} if found.overlay_failed else {}
+    if found.overlay:
+        made["overlay"] = await blobs.put(DERIVED, found.overlay, declared_type="image/png")
+    if content_type != DICOM:
+        return made, not_made
+    sr = await _built("sr", instance_id, not_made, measurements.measurement_report, path,
+                      found.checks, instance_id)
+    if sr is not None:
+        made["sr"] = await blobs.put(DERIVED, sr, declared_type=DICOM)
+    copy = path.with_name("deidentified")
+    if await _built("deidentified", instance_id, not_made, deidentify.deidentified_copy,
+                    path, copy):  # False: burned-in annotation, no copy is made
+        with copy.open("rb") as file:
+            made["deidentified"] = await blobs.put(DERIVED, file, declared_type=DICOM)
     return made, not_made
 
 
