@@ -117,6 +117,90 @@ async def test_failures_back_off_then_the_job_is_dead_listed_and_replayable(
     assert await jobs.dead_jobs(runtime.db) == []
 
 
+async def test_prepare_runs_outside_the_transaction_and_hands_its_result_to_the_handler(
+        runtime: ServiceRuntime) -> None:
+    """Long work (a download, an analysis) goes in ``prepare``: its own writes commit even
+    when the handler's transaction then fails, and the handler gets what it returned."""
+    job_id = await jobs.enqueue(runtime.db, "two-phase", {"n": 2})
+    failing = [True]
+
+    async def prepare(job: jobs.Job) -> int:
+        await runtime.transact(lambda uow: uow.db.effects.insert_one(
+            {"by": "prepare"}, session=uow.session))
+        return int(job.payload["n"]) * 21
+
+    async def handle(uow: UnitOfWork, job: jobs.Job) -> None:
+        await uow.db.effects.insert_one({"by": f"handler:{job.prepared}"}, session=uow.session)
+        if failing[0]:
+            raise RuntimeError("no")
+
+    clock = [utcnow()]
+    worker = jobs.JobWorker(runtime, "two-phase", handle, prepare=prepare, retry_base=1,
+                            clock=lambda: clock[0])
+    assert await worker.run_once() == 0
+    assert await effects(runtime) == ["prepare"]  # outside the rolled-back transaction
+    failing[0], clock[0] = False, clock[0] + timedelta(seconds=5)
+    assert await worker.run_once() == 1
+    assert sorted(await effects(runtime)) == ["handler:42", "prepare", "prepare"]
+    assert (await runtime.db[jobs.JOBS].find_one({"_id": job_id}))["status"] == "done"
+
+
+async def test_a_long_prepare_keeps_its_lease_so_no_other_worker_runs_the_job(
+        runtime: ServiceRuntime) -> None:
+    """A live run longer than its lease renews it: another replica claims nothing, and
+    the job is done once, at its first attempt."""
+    job_id = await jobs.enqueue(runtime.db, "long", {})
+    other_claimed: list[int] = []
+
+    async def handle(uow: UnitOfWork, job: jobs.Job) -> None:
+        await uow.db.effects.insert_one({"by": "long"}, session=uow.session)
+
+    other = jobs.JobWorker(runtime, "long", handle, lease=0.6)
+
+    async def prepare(job: jobs.Job) -> None:
+        for _ in range(3):  # 1.5 s in all, 2.5 leases
+            await asyncio.sleep(0.5)
+            other_claimed.append(await other.run_once())
+
+    worker = jobs.JobWorker(runtime, "long", handle, prepare=prepare, lease=0.6)
+    assert await worker.run_once() == 1
+    assert other_claimed == [0, 0, 0]
+    doc = await runtime.db[jobs.JOBS].find_one({"_id": job_id})
+    assert (doc["status"], doc["attempts"]) == ("done", 1)
+    assert await effects(runtime) == ["long"]
+
+
+async def test_a_run_that_loses_its_lease_counts_as_an_attempt_until_the_job_is_dead(
+        runtime: ServiceRuntime) -> None:
+    """A run that outlives its lease (another worker claims the job meanwhile) commits
+    nothing and is counted, so a job that always does ends dead instead of running (and
+    leaking what it makes outside the database) for ever."""
+    now = utcnow()
+    clock = [now]
+    job_id = await jobs.enqueue(runtime.db, "slow", {}, now=now)
+
+    async def prepare(job: jobs.Job) -> None:  # takes longer than the lease: another
+        clock[0] += timedelta(seconds=61)       # worker claims the job meanwhile
+        doc = await runtime.db[jobs.JOBS].find_one({"_id": job.id})
+        assert await jobs.claim(runtime.db, jobs.JOBS, doc, due_field="run_at", now=clock[0],
+                                owner="other", lease_until=clock[0] + timedelta(seconds=60))
+
+    async def handle(uow: UnitOfWork, job: jobs.Job) -> None:
+        await uow.db.effects.insert_one({"by": "slow"}, session=uow.session)
+
+    worker = jobs.JobWorker(runtime, "slow", handle, prepare=prepare, lease=60,
+                            max_attempts=2, clock=lambda: clock[0])
+    assert await worker.run_once() == 0
+    doc = await runtime.db[jobs.JOBS].find_one({"_id": job_id})
+    assert (doc["status"], doc["attempts"], doc["lease_owner"]) == ("queued", 1, "other")
+    assert "lease lost" in doc["last_error"]
+    clock[0] += timedelta(seconds=61)  # the other worker's lease ran out too
+    assert await worker.run_once() == 0
+    doc = await runtime.db[jobs.JOBS].find_one({"_id": job_id})
+    assert (doc["status"], doc["attempts"]) == ("dead", 2)
+    assert await effects(runtime) == []
+
+
 async def test_a_worker_killed_mid_job_is_taken_over_after_its_lease_and_done_once(
         runtime: ServiceRuntime, mongodb_url: str) -> None:
     job_id = await jobs.enqueue(runtime.db, "crash", {"n": 1})

@@ -177,8 +177,9 @@ async def test_concurrent_uploads_to_one_new_study_are_all_stored_numbered_apart
 
 async def test_a_uid_stored_for_another_patient_is_refused_without_saying_so(
         xray, tokens) -> None:
-    """Re-sending a stored image answers 409 ``duplicate-instance`` within its order, but
-    the same UIDs under another patient's order (the Patient ID rewritten to match)
+    """Re-sending a stored image is 200 with its study (stored once), another file under
+    its SOP Instance UID 409 ``duplicate-instance`` within its order, but the same UIDs
+    under another patient's order (the Patient ID rewritten to match)
     answer a generic 422 that does not confirm they are stored, whether the study UID
     or only the SOP Instance UID is the stored one."""
     http, app = xray
@@ -190,9 +191,18 @@ async def test_a_uid_stored_for_another_patient_is_refused_without_saying_so(
         return await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
                                content=data, headers=radiographer)
 
-    assert (await send(mine, image)).status_code == 201
-    again = await send(mine, image)
-    assert again.status_code == 409 and again.json()["type"].endswith("/duplicate-instance")
+    first = await send(mine, image)
+    assert first.status_code == 201
+    again = await send(mine, image)  # the same file: 200 with its study, stored once
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert again.headers["location"] == first.headers["location"]
+    changed = dcmread(io.BytesIO(image))
+    changed.PatientName = "Other^Name"
+    out = io.BytesIO()
+    changed.save_as(out, enforce_file_format=True)
+    another = await send(mine, out.getvalue())  # another file under the stored UID
+    assert another.status_code == 409
+    assert another.json()["type"].endswith("/duplicate-instance")
     study_uid = dcmread(io.BytesIO(image)).StudyInstanceUID
     for data in (in_study(image, study_uid, "p-2"), in_study(image, generate_uid(), "p-2")):
         answer = await send(theirs, data)
@@ -255,3 +265,40 @@ async def test_a_photograph_claiming_too_many_pixels_is_422_and_nothing_is_store
     assert answer.json()["problem"] == "pixel-data"
     assert await stored_keys(app) == []
     assert await app.state.runtime.db["instances"].count_documents({}) == 0
+
+
+async def test_an_upload_whose_body_takes_longer_than_the_database_budget_is_stored(
+        xray, tokens, monkeypatch) -> None:
+    """A radiographer's slow link: the body arrives over more than the database budget
+    (lowered here from 8 s to keep the test fast), and the upload and the STOW-RS request
+    are still stored, because each transaction has its own budget on streamed routes
+    rather than one counted from the request's start."""
+    from healthflow.common import mongo
+
+    from .test_dicomweb import BASE, multipart_related
+
+    http, app = xray
+    order = await ordered(http, app, tokens)
+    radiographer = tokens.headers(RADIOGRAPHER, ("radiographer",))
+    monkeypatch.setattr(mongo, "TRANSACTION_BUDGET", 1.5)
+
+    def slowly(data: bytes) -> Any:
+        async def chunks() -> Any:
+            yield data[:1024]
+            await asyncio.sleep(2.0)  # longer than the budget
+            yield data[1024:]
+        return chunks()
+
+    up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                         content=slowly(radiograph(PATIENT)), headers=radiographer | DICOM)
+    assert up.status_code == 201, up.text
+    body, content_type = multipart_related(
+        radiograph(PATIENT, accession_number=order["accession_number"]))
+    stow = await http.post(BASE, content=slowly(body),
+                           headers=radiographer | {"Content-Type": content_type})
+    assert stow.status_code == 200, stow.text
+    late_json = await http.post("/api/v1/imaging/orders", content=slowly(
+        b'{"encounter_id": "' + order["encounter_id"].encode() + b'", "body_part": "CHEST",'
+        + b' ' * 1024 + b'"view": "PA", "question": "x"}'),
+        headers=tokens.headers(DOCTOR, ("doctor",)) | {"Content-Type": "application/json"})
+    assert late_json.status_code == 503  # a JSON route keeps the request-wide budget

@@ -56,9 +56,18 @@ async def test_a_modality_stores_an_order_s_image_over_c_store(pacs, tokens) -> 
     assert len(await app.state.blobs.keys()) == 1
     [uploaded] = await recorded_events(db, {"type": "xray.uploaded"})
     assert (uploaded.data or {})["order_id"] == order["id"]
-    again = await asyncio.to_thread(c_store, port, [good])
-    assert again == [0xC002]  # stored already: refused, not stored twice
+    # the same instance again (a modality that lost the answer): success, stored once;
+    # another file under its SOP Instance UID: refused
+    other = dcmread(io.BytesIO(radiograph(PATIENT, accession_number=order["accession_number"])))
+    other.SOPInstanceUID = good.SOPInstanceUID
+    other.file_meta.MediaStorageSOPInstanceUID = good.SOPInstanceUID
+    again = await asyncio.to_thread(c_store, port, [good, other])
+    assert again == [0x0000, 0xC002]
     assert await db["instances"].count_documents({}) == 1
+    # the copy received again is deleted
+    assert len(await app.state.blobs.keys(prefix="xray/")) == 1
+    assert len(await recorded_events(db, {"type": "xray.uploaded"})) == 1
+    assert (await db["studies"].find_one())["last_number"] == 1
 
 
 async def test_an_unknown_calling_ae_title_is_rejected_at_association(pacs, tokens) -> None:

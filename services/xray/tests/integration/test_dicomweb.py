@@ -172,7 +172,17 @@ async def test_stow_rs_stores_each_part_and_reports_the_refused_ones(xray, token
 
     again = await http.post(BASE, content=multipart_related(good)[0],
                             headers=radiographer | {"Content-Type": content_type})
-    assert again.status_code == 409  # none stored: the instance is stored already
+    assert again.status_code == 200  # the same file again: listed as stored, kept once
+    assert again.json()["00081199"]["Value"] == [stored]
+    assert await app.state.runtime.db["instances"].count_documents({}) == 1
+    assert len(await app.state.blobs.keys(prefix="xray/")) == 1
+    changed = dcmread(io.BytesIO(good))
+    changed.PatientName = "Other^Name"
+    other = io.BytesIO()
+    changed.save_as(other, enforce_file_format=True)
+    refused = await http.post(BASE, content=multipart_related(other.getvalue())[0],
+                              headers=radiographer | {"Content-Type": content_type})
+    assert refused.status_code == 409  # another file under a stored SOP Instance UID
     wrong = await http.post(BASE, content=good, headers=radiographer | DICOM)
     assert wrong.status_code == 415
     garbage = await http.post(BASE, content=b"no parts here",

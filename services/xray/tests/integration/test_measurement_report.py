@@ -219,3 +219,63 @@ async def test_an_image_not_of_the_chest_or_not_dicom_gets_no_measurement_report
     assert missing.headers["content-type"].startswith("application/problem+json")
     assert "instance-not-found" in missing.text
     assert "lung fields were found" in missing.json()["detail"]
+
+
+async def test_a_chest_cr_without_type_2_attributes_is_processed_with_its_report(
+        worker, tokens, caplog) -> None:  # noqa: F811
+    """The real chest CR without Accession Number, Study Date and Patient's Name (type 2:
+    present but possibly empty, yet uploads take files that leave them out) and SOP
+    Class UID in its dataset: highdicom
+    refused such a source, and the SR was made inside the job, so the whole job died
+    (no thumbnail, results, overlay or ``xray.processed``). Now the SR is made from a
+    copy with the empty type-2 values, and the results are there."""
+    http, app = worker
+    order = await ordered(http, app, tokens)
+    ds = real("RG1_UNCR.dcm", order)
+    for keyword in ("AccessionNumber", "StudyDate", "PatientName", "SOPClassUID"):
+        delattr(ds, keyword)  # SOP Class UID: the file meta's Media Storage one stays
+    up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                         content=encoded(ds),
+                         headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
+    assert up.status_code == 201, up.text
+    found = await results_when_ready(http, up.json()["id"],
+                                     tokens.headers(DOCTOR, ("doctor",)))
+    [one] = found["instances"]
+    assert one["checks"]["lung_fields"]["boxes"] and one["overlay"]
+    answer = await http.get(one["sr"], headers=tokens.headers(DOCTOR, ("doctor",)))
+    assert answer.status_code == 200, answer.text
+    sr = hd.sr.srread(io.BytesIO(answer.content))
+    assert (sr.AccessionNumber, sr.PatientName, sr.StudyDate) == ("", "", "")
+    assert sr.PatientID == ds.PatientID
+    [result] = await app.state.runtime.db["results"].find({}).to_list()
+    assert result["not_made"] == {}
+    assert await recorded_events(app.state.runtime.db, {"type": "xray.processed"})
+
+
+async def test_an_output_that_fails_is_recorded_as_not_made_and_the_rest_is_stored(
+        worker, tokens, monkeypatch, caplog) -> None:  # noqa: F811
+    """Each optional output is made on its own: an SR that cannot be made (a fault
+    injected into its builder, whose message carries an element value as highdicom's
+    do) leaves the results, thumbnail, overlay and de-identified copy, is recorded as
+    ``not_made`` and logged by its exception's class alone."""
+    from healthflow.xray import measurements
+
+    def refuse(*_: Any) -> bytes:
+        raise AttributeError("PatientName 'Doe^Jane' is not what was expected")
+
+    monkeypatch.setattr(measurements, "measurement_report", refuse)
+    http, app = worker
+    order = await ordered(http, app, tokens)
+    up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
+                         content=encoded(real("RG1_UNCR.dcm", order)),
+                         headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
+    assert up.status_code == 201, up.text
+    found = await results_when_ready(http, up.json()["id"],
+                                     tokens.headers(DOCTOR, ("doctor",)))
+    [one] = found["instances"]
+    assert one["sr"] is None and one["overlay"] and one["thumbnail"]
+    [result] = await app.state.runtime.db["results"].find({}).to_list()
+    assert result["not_made"] == {"sr": "error"} and result["deidentified"] is not None
+    [logged] = [r for r in caplog.records if r.getMessage() == "derived output not made"]
+    assert (logged.kind, logged.error) == ("sr", "AttributeError")  # type: ignore[attr-defined]
+    assert "Doe" not in caplog.text and logged.exc_info is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -127,8 +128,9 @@ async def test_a_processing_job_run_again_publishes_xray_processed_once(
     job = jobs.Job("again", processing.QUEUE, {"instance_id": one["instance_id"]}, 1,
                    datetime.now(UTC), "test")
     for _ in range(2):
-        await app.state.runtime.transact(
-            lambda uow: processing.process(uow, app.state.blobs, job))
+        prepared = replace(job, prepared=await processing.prepare(
+            app.state.runtime, app.state.blobs, job))
+        await app.state.runtime.transact(lambda uow, run=prepared: processing.process(uow, run))
     db = app.state.runtime.db
     [event] = await recorded_events(db, {"type": "xray.processed"})
     assert (event.data or {})["instance_id"] == one["instance_id"]

@@ -87,12 +87,16 @@ def test_a_study_uid_belongs_to_one_order() -> None:
 
 def test_a_sop_instance_uid_is_stored_once_and_another_patients_is_not_confirmed() -> None:
     order = {"_id": "o-1", "patient_id": "p-1"}
-    check_new_instance(None, order)
+    assert check_new_instance(None, order, "aa") is False
+    assert check_new_instance({"patient_id": "p-1", "blob": {"sha256": "aa"}}, order,
+                              "aa") is True  # the same file again
     with pytest.raises(DuplicateInstance):
-        check_new_instance({"patient_id": "p-1"}, order)
-    with pytest.raises(UidNotAccepted) as caught:
-        check_new_instance({"patient_id": "p-2"}, order)
-    assert "stored" not in caught.value.detail
+        check_new_instance({"patient_id": "p-1", "blob": {"sha256": "bb"}}, order, "aa")
+    for same_file in ("aa", "bb"):  # another patient's: refused whatever the file
+        with pytest.raises(UidNotAccepted) as caught:
+            check_new_instance({"patient_id": "p-2", "blob": {"sha256": "aa"}}, order,
+                               same_file)
+        assert "stored" not in caught.value.detail
 
 
 def test_the_patient_and_treating_doctors_view_others_do_not() -> None:

@@ -20,9 +20,9 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pymongo
 from fastapi import APIRouter, FastAPI, Request
@@ -40,6 +40,7 @@ from healthflow.common.settings import ConfigurationError
 from healthflow.common.settings import ServiceSettings as ServiceSettingsLike
 
 _log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -54,11 +55,20 @@ def valid_request_id(value: str | None) -> str:
 
 
 class RequestContextMiddleware:
-    """Request id, database budget, latency metrics (pure ASGI: streaming-safe)."""
+    """Request id, database budget, latency metrics (pure ASGI: streaming-safe).
 
-    def __init__(self, app: ASGIApp, service: str) -> None:
+    A write (every method but GET and HEAD) shares one budget of
+    :data:`healthflow.common.mongo.TRANSACTION_BUDGET` for all its database work, except
+    on ``streamed`` routes (keyed ``(method, path)`` as :class:`BodyLimitMiddleware`'s):
+    an upload's body may take longer than the budget to arrive, so there each
+    transaction gets the budget of its own, counted from its start.
+    """
+
+    def __init__(self, app: ASGIApp, service: str,
+                 streamed: Iterable[tuple[str, str]] = ()) -> None:
         self.app = app
         self.service = service
+        self.streamed = RouteTable({key: True for key in streamed})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,9 +94,12 @@ class RequestContextMiddleware:
         method = scope["method"]
         try:
             # A write's database work, reads included, shares one budget; reads
-            # (GET, and Server-Sent Events streams) only bound their transactions.
-            with (pymongo.timeout(mongo.TRANSACTION_BUDGET)
-                  if method not in ("GET", "HEAD") else contextlib.nullcontext()):
+            # (GET, and Server-Sent Events streams) and streamed uploads only bound
+            # their transactions (pymongo fixes a deadline on entering the timeout).
+            shared = method not in ("GET", "HEAD") and \
+                not self.streamed.get(method, scope.get("path", ""), False)
+            with pymongo.timeout(mongo.TRANSACTION_BUDGET) if shared \
+                    else contextlib.nullcontext():
                 await self.app(scope, receive, send_wrapper)
         finally:
             request_id_var.reset(token)
@@ -96,6 +109,37 @@ class RequestContextMiddleware:
                 metrics.HTTP_LATENCY.labels(self.service, method).observe(
                     time.perf_counter() - started
                 )
+
+
+class RouteTable(Generic[V]):
+    """Values keyed ``(method, path)``; a path is exact or a pattern whose ``*`` or
+    ``{name}`` segments stand for one segment each
+    (:func:`healthflow.common.manifest.path_matches`).
+
+    Raises:
+        ValueError: a pattern :func:`healthflow.common.manifest.check_pattern` refuses.
+    """
+
+    def __init__(self, values: Mapping[tuple[str, str], V]) -> None:
+        self.exact: dict[tuple[str, str], V] = {}
+        self.patterns: list[tuple[str, str, V]] = []
+        for (method, path), value in values.items():
+            if any(is_wildcard(segment) for segment in path.split("/")):
+                check_pattern(path)
+                self.patterns.append((method, path, value))
+            else:
+                self.exact[(method, path)] = value
+
+    def get(self, method: str, path: str, default: V) -> V:
+        """The value of ``method`` on ``path`` (an exact key first, then patterns in the
+        order given, then ``default``)."""
+        path = path.rstrip("/") or "/"
+        if (method, path) in self.exact:
+            return self.exact[(method, path)]
+        for want, pattern, value in self.patterns:
+            if want == method and path_matches(pattern, path):
+                return value
+        return default
 
 
 class BodyLimitMiddleware:
@@ -116,25 +160,12 @@ class BodyLimitMiddleware:
                  larger: Mapping[tuple[str, str], int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.larger: dict[tuple[str, str], int] = {}
-        self.patterns: list[tuple[str, str, int]] = []
-        for (method, path), limit in (larger or {}).items():
-            if any(is_wildcard(segment) for segment in path.split("/")):
-                check_pattern(path)
-                self.patterns.append((method, path, limit))
-            else:
-                self.larger[(method, path)] = limit
+        self.larger = RouteTable(larger or {})
 
     def limit_of(self, method: str, path: str) -> int:
         """The body limit of ``method`` on ``path`` (an exact key first, then patterns
         in the order given, then ``max_bytes``)."""
-        path = path.rstrip("/") or "/"
-        if (method, path) in self.larger:
-            return self.larger[(method, path)]
-        for want, pattern, limit in self.patterns:
-            if want == method and path_matches(pattern, path):
-                return limit
-        return self.max_bytes
+        return self.larger.get(method, path, self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -258,7 +289,9 @@ def create_service_app(
 
     Request bodies are limited to ``settings.max_body_bytes``; ``body_limits`` gives
     single streaming routes, keyed ``(method, path)`` (exact, or a pattern with ``*`` or
-    ``{name}`` segments: :class:`BodyLimitMiddleware`), a limit of their own."""
+    ``{name}`` segments: :class:`BodyLimitMiddleware`), a limit of their own; their
+    transactions each get the database budget rather than sharing one from the
+    request's start (:class:`RequestContextMiddleware`)."""
     settings = runtime.settings
     setup_logging(runtime.name, settings.log_level)
     tracing.setup_tracing(runtime.name, settings.otel_exporter, settings.traces_file)
@@ -288,7 +321,8 @@ def create_service_app(
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        larger=body_limits)
-    app.add_middleware(RequestContextMiddleware, service=runtime.name)
+    app.add_middleware(RequestContextMiddleware, service=runtime.name,
+                       streamed=tuple(body_limits or ()))
     tracing.instrument_app(app)
     return app
 

@@ -17,6 +17,15 @@ Collection ``jobs`` (times aware UTC)::
   nothing; its lease expires (``lease`` seconds) and another worker takes the
   job over, so the job's database effect happens once. Effects outside the
   database (an SMS, a Stripe call) are at-least-once: give them an idempotency key.
+* Work too long for a transaction (downloads, image analysis, uploads of what it
+  makes) goes in ``prepare``: it runs before the transaction, outside it (it may run
+  short transactions of its own), and its result reaches the handler as
+  ``job.prepared``; the handler then only writes. Effects of ``prepare`` are
+  at-least-once like any outside the database. While it runs, the worker renews the
+  job's lease every third of ``lease``.
+* A run that lost its lease (it outlived ``lease`` and another worker claimed the job)
+  commits nothing and counts as an attempt, so a job that always outlives its
+  lease ends ``dead`` rather than running for ever.
 * A handler that raises is retried after ``backoff(attempts)`` seconds (the time
   is stored, so a restart keeps the schedule); after ``max_attempts`` the job is
   ``dead``: listed by :func:`dead_jobs`, put back by :func:`replay`
@@ -32,15 +41,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -65,11 +75,13 @@ INDEXES: Indexes = {
 
 Clock = Callable[[], datetime]
 Handler = Callable[[UnitOfWork, "Job"], Awaitable[None]]
+Prepare = Callable[["Job"], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One claimed job: ``payload`` as enqueued, ``attempts`` before this one."""
+    """One claimed job: ``payload`` as enqueued, ``attempts`` before this one, and what
+    the worker's ``prepare`` returned (``None`` without one)."""
 
     id: str
     queue: str
@@ -77,6 +89,7 @@ class Job:
     attempts: int
     run_at: datetime
     lease_owner: str
+    prepared: Any = None
 
     @classmethod
     def from_doc(cls, doc: Document) -> Job:
@@ -142,18 +155,22 @@ def backoff(attempts: int, *, base: float, cap: float) -> timedelta:
 class JobWorker:
     """Runs the jobs of one queue with ``handler`` (see the module docstring).
 
-    ``lease``, ``retry_base`` and ``retry_max`` are seconds; ``batch`` jobs are
-    claimed per pass and run ``concurrency`` at a time. Use :meth:`run_once` as a
-    :class:`~healthflow.common.workers.Loop` step (``runtime.add_worker(worker.loop())``).
+    ``prepare`` (optional) runs before each run's transaction, outside it; its result is
+    the handler's ``job.prepared``. ``lease``, ``retry_base`` and ``retry_max`` are
+    seconds; ``batch`` jobs are claimed per pass and run ``concurrency`` at a time. Use
+    :meth:`run_once` as a :class:`~healthflow.common.workers.Loop` step
+    (``runtime.add_worker(worker.loop())``).
     """
 
     def __init__(self, runtime: Any, queue: str, handler: Handler, *, lease: float = 60.0,
                  batch: int = 50, concurrency: int = 8, max_attempts: int = 8,
                  retry_base: float = 5.0, retry_max: float = 3600.0,
-                 clock: Clock = utcnow, interval: float = 1.0) -> None:
+                 clock: Clock = utcnow, interval: float = 1.0,
+                 prepare: Prepare | None = None) -> None:
         self.runtime = runtime
         self.queue = queue
         self.handler = handler
+        self.prepare = prepare
         self.lease = lease
         self.batch = batch
         self.gate = asyncio.Semaphore(concurrency)
@@ -198,14 +215,60 @@ class JobWorker:
             return True
 
         try:
+            if self.prepare is not None:
+                async with self._renewing(job):
+                    job = replace(job, prepared=await self.prepare(job))
             await self.runtime.transact(work, actor=f"system:{self.runtime.name}")
         except _LeaseLost:
             log.warning("job lease lost; its effect was rolled back", extra={"job_id": job.id})
+            await self._count_lost_lease(job)
             return 0
         except Exception as exc:
             await self._retry_or_park(job, exc)
             return 0
         return 1
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, job: Job) -> AsyncIterator[None]:
+        """Renew the job's lease every third of ``lease`` while the block (``prepare``)
+        runs, so a long but live run is not claimed by another worker; a dead one stops
+        renewing and its lease expires as before."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                try:
+                    await self.runtime.db[JOBS].update_one(
+                        {"_id": job.id, "lease_owner": self.owner, "status": "queued"},
+                        {"$set": {"lease_until": self.clock()
+                                  + timedelta(seconds=self.lease)}})
+                except Exception:  # the next renewal, or the lease check, will tell
+                    log.warning("job lease not renewed", extra={"job_id": job.id})
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _count_lost_lease(self, job: Job) -> None:
+        """Count the run that lost its lease as an attempt (the job stays with the worker
+        that holds it now); at ``max_attempts`` the job is dead."""
+        now = self.clock()
+        doc = await self.runtime.db[JOBS].find_one_and_update(
+            {"_id": job.id, "status": "queued"},
+            {"$inc": {"attempts": 1}, "$set": {"last_error": "lease lost: the run outlived "
+                                               f"its {self.lease:g} s lease",
+                                               "updated_at": now}},
+            return_document=ReturnDocument.AFTER)
+        if doc is not None and doc["attempts"] >= self.max_attempts:
+            await self.runtime.db[JOBS].update_one(
+                {"_id": job.id, "status": "queued", "attempts": doc["attempts"]},
+                {"$set": {"status": "dead", "lease_owner": None, "lease_until": UNLEASED}})
+            log.error("job is dead after %d attempts", doc["attempts"],
+                      extra={"job_id": job.id, "queue": self.queue, "error": "lease lost"})
 
     async def _retry_or_park(self, job: Job, exc: Exception) -> None:
         attempts, now = job.attempts + 1, self.clock()

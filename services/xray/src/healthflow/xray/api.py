@@ -103,10 +103,13 @@ async def upload(runtime: Runtime, blobs: Blobs, request: Request, response: Res
                  principal: Principal = require(P.IMAGING_UPLOAD)) -> StudyOut:
     """The body is streamed into storage. 422 ``invalid-image`` (its ``problem`` member
     says why), ``patient-mismatch``, ``accession-mismatch``, ``uid-not-accepted`` (a UID of
-    another patient's image); 409 ``duplicate-instance``, ``study-of-another-order`` (of
-    this patient); 413 too large; nothing is kept on any refusal."""
+    another patient's image); 409 ``duplicate-instance`` (another file under a stored
+    SOP Instance UID), ``study-of-another-order`` (of this patient); 413 too large;
+    nothing is kept on any refusal. The same file sent again is 200 with its study."""
     stored = await studies.upload(runtime, blobs, principal, order_id, request.stream(),
                                   request.headers.get("content-type"))
+    if stored.resent:  # the same file again: stored once, answered with its study
+        response.status_code = 200
     response.headers["Location"] = f"{studies_router.prefix}/{stored.study['_id']}"
     return StudyOut.from_documents(stored.study, stored.instances, studies_router.prefix)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from healthflow.common.blobs import XRAY, BlobStore
-from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
 from healthflow.common.jobs import Job, JobWorker
@@ -36,12 +35,13 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
 
     runtime.add_worker(Loop("blob-sweeper", sweep, interval=settings.sweep_interval))
 
-    async def process(uow: UnitOfWork, job: Job) -> None:
-        await processing.process(uow, blobs, job)
+    async def prepare(job: Job) -> processing.Processed | None:
+        return await processing.prepare(runtime, blobs, job)
 
-    runtime.add_worker(JobWorker(runtime, processing.QUEUE, process, lease=120.0,
+    runtime.add_worker(JobWorker(runtime, processing.QUEUE, processing.process, lease=120.0,
                                  concurrency=settings.processing_concurrency,
-                                 interval=settings.processing_interval).loop())
+                                 interval=settings.processing_interval,
+                                 prepare=prepare).loop())
     scp = StorageScp(runtime, blobs, settings)
     runtime.add_worker(scp)
     app = create_service_app(runtime, routers=api.routers, title="HealthFlow xray",

@@ -71,7 +71,7 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # Refused: Out of Resources (PS3.4 B.2.3)
 CANNOT_UNDERSTAND = 0xC000  # Error: Cannot understand — the file fails a check
 NO_ORDER = 0xC001  # Error (C000-CFFF, SCP-specific): no active order of its Accession Number
-REFUSED = 0xC002  # Error: the order's rules refuse it (patient, closed, UID stored)
+REFUSED = 0xC002  # Error: the order's rules refuse it (patient, closed, UID of another file)
 RECEIVE_TIMEOUT = 120.0
 """Seconds a C-STORE waits for the instance to be checked and stored; past it the store
 is cancelled (nothing kept) and the status is ``OUT_OF_RESOURCES``."""
@@ -105,7 +105,8 @@ def status_of(error: BaseException | None) -> int:
     ``CANNOT_UNDERSTAND`` (0xC000) for a file that fails the upload's checks
     (:class:`InvalidImage`); ``NO_ORDER`` (0xC001) when no order has its Accession
     Number; ``REFUSED`` (0xC002) for any other client error (patient mismatch, order
-    closed, UID stored); ``OUT_OF_RESOURCES`` (0xA700) for anything else."""
+    closed, another file under a stored UID; the same file again is a success);
+    ``OUT_OF_RESOURCES`` (0xA700) for anything else."""
     if error is None:
         return SUCCESS
     if isinstance(error, InvalidImage):

@@ -329,19 +329,26 @@ def check_study_order(study: dict[str, Any] | None, order: dict[str, Any]) -> No
                               "this patient")
 
 
-def check_new_instance(stored: dict[str, Any] | None, order: dict[str, Any]) -> None:
-    """A SOP Instance UID is stored once. ``stored`` is the instance already stored under
-    the UID, or None.
+def check_new_instance(stored: dict[str, Any] | None, order: dict[str, Any], sha256: str
+                       ) -> bool:
+    """A SOP Instance UID is stored once; whether this is the stored file sent again.
+    ``stored`` is the instance already stored under the UID, or None; ``sha256`` is the
+    hex SHA-256 of the file being stored. The same file again for the same patient (a
+    modality or viewer re-sending after a lost answer) is not an error: True, and the
+    caller stores nothing and answers as it did the first time (PS3.4 C.4.2.1.4 leaves
+    duplicate handling to the SCP).
 
     Raises:
-        DuplicateInstance (409): stored for the order's patient (re-sent);
+        DuplicateInstance (409): another file under a UID stored for the order's patient;
         UidNotAccepted (422): stored for another patient.
     """
     if stored is None:
-        return
+        return False
     if stored["patient_id"] != order["patient_id"]:
         raise UidNotAccepted
-    raise DuplicateInstance("this SOP Instance UID is stored already")
+    if stored["blob"]["sha256"] == sha256:
+        return True
+    raise DuplicateInstance("another file is stored under this SOP Instance UID")
 
 
 # ----------------------------------------------------------------------------- viewing

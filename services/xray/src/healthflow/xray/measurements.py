@@ -143,6 +143,25 @@ def report_uids(instance_id: str) -> tuple[str, str]:
             generate_uid(entropy_srcs=[instance_id, "tid1500-instance"]))
 
 
+TYPE_2 = ("PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+          "StudyDate", "StudyTime", "ReferringPhysicianName")
+"""Patient and study attributes the SR copies from its evidence: type 2 (PS3.3 C.7.1.1,
+C.7.2.1: present, possibly empty); highdicom reads them, and uploads accept files that
+leave them out."""
+
+
+def _with_type_2(source: Dataset) -> Dataset:
+    """``source`` (a copy read for the SR alone) with each absent :data:`TYPE_2`
+    attribute present and empty, and its SOP Class UID from the file meta information
+    (Media Storage SOP Class UID, PS3.10 §7.1) when the dataset leaves it out."""
+    for keyword in TYPE_2:
+        if keyword not in source:
+            setattr(source, keyword, "")
+    if "SOPClassUID" not in source and "MediaStorageSOPClassUID" in source.file_meta:
+        source.SOPClassUID = source.file_meta.MediaStorageSOPClassUID
+    return source
+
+
 def measurement_report(path: Path, found: dict[str, Any], instance_id: str) -> bytes | None:
     """The TID 1500 SR (DICOM Part 10 bytes) of the DICOM image at ``path`` and its
     results ``found`` (:func:`healthflow.xray.checks.run` plus ``lung_fields``), or
@@ -153,7 +172,7 @@ def measurement_report(path: Path, found: dict[str, Any], instance_id: str) -> b
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = dcmread(path, stop_before_pixels=True)
+        source = _with_type_2(dcmread(path, stop_before_pixels=True))
     report = hd.sr.MeasurementReport(
         observation_context=_observation(), procedure_reported=PLAIN_CHEST_XRAY,
         imaging_measurements=[*(_roi(source, b, instance_id) for b in boxes),

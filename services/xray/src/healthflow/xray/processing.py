@@ -5,8 +5,13 @@ automated checks (:mod:`.checks`), draws the lung boxes of a chest image on a co
 its preview (the overlay PNG), makes a de-identified copy of a DICOM file
 (:mod:`.deidentify`), stores the results labelled
 "machine-generated suggestion, not a diagnosis" and publishes ``xray.processed``
-(codes only) — all in the job's own transaction, so a job that dies commits nothing
-and is run again.
+(codes only). The long part — download, decoding, lung finder, de-identification,
+the derived blobs' puts — runs outside any transaction (:func:`prepare`, the worker's
+``prepare`` step); the job's transaction (:func:`process`) only stores the results and
+marks the job done while it still holds its lease, so a job that dies commits nothing
+and is run again. Each optional output (overlay, SR, de-identified copy) is made on its
+own: one that fails is recorded in the result's ``not_made`` (``{kind: "error"}``) and
+the rest of the job goes on.
 
 A DICOM image whose lung fields were found also gets a TID 1500 measurement report
 (:mod:`.measurements`, a Comprehensive 3D SR in the image's study, in its own series).
@@ -25,11 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -45,6 +52,9 @@ from healthflow.xray import checks, deidentify, events, lungs, measurements, ren
 from healthflow.xray.domain import InstanceNotFound, NotTreating, StudyNotFound
 from healthflow.xray.imaging import DEFER_SIZE, DICOM
 from healthflow.xray.service import record_access, results_viewer, viewer
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUEUE = "xray-process"
 DERIVED = BlobUse("xray-derived", frozenset({"application/dicom", "image/png"}),
@@ -74,6 +84,8 @@ class Analysis:
     thumbnail: bytes
     overlay: bytes | None
     """The lung-field overlay PNG (:func:`render.lung_overlay`), when boxes were found."""
+    overlay_failed: bool = False
+    """Drawing the overlay raised (recorded as not made; the checks stand)."""
 
 
 def _spacing(ds: Any) -> tuple[float, float] | None:
@@ -124,8 +136,13 @@ def analyse(path: Path, content_type: str, order: Document) -> Analysis:
         grey = np.zeros((1, 1), dtype=np.uint8)
     found["lung_fields"] = lungs.lung_fields(grey, header.columns, order["body_part"])
     boxes = found["lung_fields"]["boxes"]
-    overlay = render.lung_overlay(preview, boxes, header.columns, checks.LABEL) \
-        if preview is not None and boxes else None
+    if preview is None or not boxes:
+        return Analysis(found, thumbnail, None)
+    try:
+        overlay = render.lung_overlay(preview, boxes, header.columns, checks.LABEL)
+    except Exception as exc:  # an optional output: its failure is not the job's
+        _not_made_log("overlay", type(exc).__name__)
+        return Analysis(found, thumbnail, None, overlay_failed=True)
     return Analysis(found, thumbnail, overlay)
 
 
@@ -133,53 +150,116 @@ def _ref(blob: StoredBlob | None) -> dict[str, Any] | None:
     return {"key": blob.key, "sha256": blob.sha256, "size": blob.size} if blob else None
 
 
+Made = dict[str, StoredBlob | None]
+NotMade = dict[str, str]
+"""Why an optional output was not made, by kind: ``error`` (making it raised; logged
+with the exception's class, never an element value)."""
+
+
+def _not_made_log(kind: str, error: str, instance_id: str | None = None) -> None:
+    _log.warning("derived output not made", extra={
+        "instance_id": instance_id, "kind": kind, "error": error})
+
+
+async def _built(kind: str, instance_id: str, not_made: NotMade,
+                 build: Callable[..., T | None], *args: Any) -> T | None:
+    """``build(*args)`` in a thread: one optional output made from the file. When it
+    raises (an odd but accepted file) the failure is recorded in ``not_made`` and
+    logged by class, and None returned: it is not the job's failure. Storing what was
+    built is outside this, so a blob store outage still fails (and retries) the job."""
+    try:
+        return await asyncio.to_thread(build, *args)
+    except Exception as exc:
+        not_made[kind] = "error"
+        _not_made_log(kind, type(exc).__name__, instance_id)
+        return None
+
+
 async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analysis,
-                   instance_id: str) -> dict[str, StoredBlob | None]:
+                   instance_id: str) -> tuple[Made, NotMade]:
     """Store the overlay and, for a DICOM file, when lung boxes were found, the TID 1500
     measurement report (:mod:`.measurements`) and, without burned-in annotation, a
     de-identified copy (made next to ``path`` on local disk, streamed from there):
-    ``{overlay, deidentified, sr}``."""
-    made: dict[str, StoredBlob | None] = {"overlay": None, "deidentified": None, "sr": None}
+    ``{overlay, deidentified, sr}``, and each one whose making failed with its reason
+    (:data:`NotMade`). Each is made on its own: one failing leaves the others."""
+    made: Made = {"overlay": None, "deidentified": None, "sr": None}
+    not_made: NotMade = {"overlay": "error"} if found.overlay_failed else {}
     if found.overlay:
         made["overlay"] = await blobs.put(DERIVED, found.overlay, declared_type="image/png")
     if content_type != DICOM:
-        return made
-    sr = await asyncio.to_thread(measurements.measurement_report, path, found.checks,
-                                 instance_id)
+        return made, not_made
+    sr = await _built("sr", instance_id, not_made, measurements.measurement_report, path,
+                      found.checks, instance_id)
     if sr is not None:
         made["sr"] = await blobs.put(DERIVED, sr, declared_type=DICOM)
     copy = path.with_name("deidentified")
-    if not await asyncio.to_thread(deidentify.deidentified_copy, path, copy):
-        return made  # burned-in annotation: no copy is made
-    with copy.open("rb") as file:
-        made["deidentified"] = await blobs.put(DERIVED, file, declared_type=DICOM)
-    return made
+    if await _built("deidentified", instance_id, not_made, deidentify.deidentified_copy,
+                    path, copy):  # False: burned-in annotation, no copy is made
+        with copy.open("rb") as file:
+            made["deidentified"] = await blobs.put(DERIVED, file, declared_type=DICOM)
+    return made, not_made
 
 
-async def process(uow: UnitOfWork, blobs: BlobStore, job: jobs.Job) -> None:
-    """The job: analyse one instance, store its results, publish ``xray.processed``.
-    An instance or order gone since (none is deleted today) ends the job quietly. Run
-    again (a retry after a lost lease), it replaces the results but publishes nothing:
-    ``xray.processed`` goes out once per instance, in the transaction that first
-    stores its results."""
-    instance = await store.get_instance_by_id(uow, job.payload["instance_id"])
-    study = instance and await store.get_study(uow, instance["study_id"])
-    order = study and await store.get_order(uow, study["order_id"])
-    if not (instance and study and order):
-        return
+@dataclass(frozen=True)
+class Processed:
+    """What :func:`prepare` found and made for one instance, for :func:`process` to store."""
+
+    instance: Document
+    study: Document
+    order: Document
+    found: Analysis
+    made: Made
+    not_made: NotMade
+
+
+async def prepare(runtime: ServiceRuntime, blobs: BlobStore, job: jobs.Job
+                  ) -> Processed | None:
+    """The job's long part, outside any transaction (the worker's ``prepare``): read
+    the instance, its study and order in a short transaction, download the file,
+    analyse it and store what is derived from it. None when the instance or order is
+    gone (none is deleted today: the job then ends quietly).
+
+    Raises:
+        PreviewFailed: the file does not render (the job is retried, then dead).
+    """
+
+    async def read(uow: UnitOfWork) -> tuple[Document, Document, Document] | None:
+        instance = await store.get_instance_by_id(uow, job.payload["instance_id"])
+        study = instance and await store.get_study(uow, instance["study_id"])
+        order = study and await store.get_order(uow, study["order_id"])
+        return (instance, study, order) if instance and study and order else None
+
+    got = await runtime.transact(read, actor=f"system:{runtime.name}")
+    if got is None:
+        return None
+    instance, study, order = got
     with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
         path = Path(tmp) / "image"
         with path.open("wb") as file:
             async for chunk in blobs.stream(instance["blob"]["key"]):
                 await asyncio.to_thread(file.write, chunk)
         found = await asyncio.to_thread(analyse, path, instance["content_type"], order)
-        made = await _derived(blobs, path, instance["content_type"], found, instance["_id"])
+        made, not_made = await _derived(blobs, path, instance["content_type"], found,
+                                        instance["_id"])
+    return Processed(instance, study, order, found, made, not_made)
+
+
+async def process(uow: UnitOfWork, job: jobs.Job) -> None:
+    """The job's transaction (the worker's handler, after :func:`prepare`): store the
+    results ``job.prepared`` carries and publish ``xray.processed``. Run again (a retry
+    after a lost lease), it replaces the results but publishes nothing:
+    ``xray.processed`` goes out once per instance, in the transaction that first
+    stores its results."""
+    done: Processed | None = job.prepared
+    if done is None:
+        return
+    instance, study, order, found = done.instance, done.study, done.order, done.found
     now = utcnow()
     first = await store.put_result(uow, {
         "_id": instance["_id"], "study_id": study["_id"], "patient_id": order["patient_id"],
         "order_id": order["_id"], "label": checks.LABEL, "checks": found.checks,
-        "thumbnail": found.thumbnail, **{kind: _ref(blob) for kind, blob in made.items()},
-        "processed_at": now})
+        "thumbnail": found.thumbnail, **{kind: _ref(blob) for kind, blob in done.made.items()},
+        "not_made": done.not_made, "processed_at": now})
     if not first:
         return
     uow.publish(events.XrayProcessed(

@@ -45,11 +45,21 @@ from healthflow.xray.service import viewer
 
 @dataclass(frozen=True)
 class Upload:
-    """A stored image: its study, the new instance and every instance of the study."""
+    """A stored image: its study, the new instance and every instance of the study;
+    ``resent`` when the instance was stored already, the same file (nothing new stored)."""
 
     study: Document
     instance: Document
     instances: list[Document]
+    resent: bool = False
+
+
+class _Resent(Exception):
+    """Leaves the staging block so that the copy just staged is deleted."""
+
+    def __init__(self, upload: Upload) -> None:
+        super().__init__("resent")
+        self.upload = upload
 
 
 async def _tee(body: AsyncIterable[bytes], spool: IO[bytes]) -> AsyncIterator[bytes]:
@@ -82,7 +92,8 @@ async def upload(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal
         (422: unreadable, missing-uid, unsupported-modality, transfer-syntax,
         pixel-data, type-mismatch, not-an-image);
         PatientMismatch / AccessionMismatch (422); StudyOfAnotherOrder /
-        DuplicateInstance (409: a Study or SOP Instance UID stored for this patient);
+        DuplicateInstance (409: another file under a SOP Instance UID stored for this
+        patient; the same file again is stored once and answered ``resent``);
         UidNotAccepted (422: stored for another patient, not confirmed as such);
         BlobTooLarge (413). Nothing stays stored on any of them.
     """
@@ -124,9 +135,14 @@ async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
                                         declared_type=declared_type) as blob:
                     spool.close()
                     facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type)
-                    return await runtime.transact(
+                    stored = await runtime.transact(
                         lambda uow: _store(uow, uploaded_by, order["_id"], blob, facts),
                         actor=uploaded_by)
+                    if stored.resent:
+                        raise _Resent(stored)
+                    return stored
+            except _Resent as again:
+                return again.upload
             except BlobTypeRefused as exc:
                 mismatch = exc.extensions.get("declared_type") is not None and \
                     exc.extensions.get("detected_type") is not None
@@ -156,9 +172,14 @@ async def _store(uow: UnitOfWork, uploaded_by: str, order_id: str, blob: StoredB
     if facts.patient_id is not None:
         check_identity(order, facts.patient_id, facts.accession_number)
     study_uid, series_uid, sop_uid = _uids(order_id, facts)
+    earlier = await store.instance_by_sop_uid(uow, sop_uid)
+    if check_new_instance(earlier, order, blob.sha256) and earlier is not None:
+        study = await store.get_study(uow, earlier["study_id"])
+        if study is not None:
+            return Upload(study, earlier, await store.instances_of(uow, [study["_id"]]),
+                          resent=True)
     now = utcnow()
     study = await _study_for(uow, order, study_uid, facts.modality, now)
-    check_new_instance(await store.instance_by_sop_uid(uow, sop_uid), order)
     instance: Document = {
         "_id": str(uuid.uuid4()), "study_id": study["_id"], "patient_id": order["patient_id"],
         "series_uid": series_uid, "sop_instance_uid": sop_uid,
