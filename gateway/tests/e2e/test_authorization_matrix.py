@@ -11,7 +11,8 @@ validation, so a role lacking the permission must get 403, not 404 or 422.
 A second hospital (issue 16): every route of a ``*_any`` permission enforced per hospital
 (:data:`PER_HOSPITAL`), called by the staff of hospital A on an appointment of hospital B,
 answers exactly as for one that does not exist, and B's appointment is in none of their
-listings and takes none of their bookings.
+listings and takes none of their bookings; so do the patient and record routes
+(:data:`PER_HOSPITAL_PATIENTS`) on a patient seen only at B.
 """
 
 from __future__ import annotations
@@ -250,8 +251,8 @@ async def test_public_operations_are_public_at_the_edge(platform: RunningPlatfor
 
 PER_HOSPITAL = frozenset({Permission.APPOINTMENTS_BOOK_ANY, Permission.APPOINTMENTS_READ_ANY,
                           Permission.APPOINTMENTS_MANAGE_ANY, Permission.NOTIFICATIONS_SEARCH})
-"""The ``*_any`` permissions enforced per hospital so far (issue 16; the others are still
-platform-wide: docs/architecture.md, security)."""
+"""The appointment ``*_any`` permissions enforced per hospital (issue 16; patients and
+records: :data:`PER_HOSPITAL_PATIENTS`; the rest: docs/architecture.md, security)."""
 
 HOSPITAL_STAFF = sorted(r for r in STAFF_ROLES
                         if r.value not in PLATFORM_ROLES and permissions_for([r]) & PER_HOSPITAL)
@@ -395,4 +396,105 @@ async def test_any_routes_stop_at_the_callers_hospitals(
     assert after["status"] == "booked" and len(after["status_history"]) == 1, after
     print(f"\n[e2e] two hospitals: {len(scoped)} per-hospital operations, {checked} "
           f"(operation, role) cells of hospital A's staff on hospital B's data refused")
+    assert not failures, "\n  ".join(failures)
+
+
+PER_HOSPITAL_PATIENTS = frozenset({Permission.PATIENTS_READ_ANY, Permission.RECORDS_READ_ANY,
+                                   Permission.ENCOUNTERS_OPEN_ANY})
+
+
+async def _reads_path(api: httpx.AsyncClient, user: User, path: str) -> bool:
+    return (await api.get(path, headers=user.headers)).status_code == 200
+
+
+def _same_as_missing(where: str, there: httpx.Response, absent: httpx.Response) -> list[str]:
+    same = (there.status_code, there.json().get("type")) == (absent.status_code,
+                                                             absent.json().get("type"))
+    return [] if same and there.status_code in (403, 404) else [
+        f"{where}: B's {there.status_code} {there.text[:120]} vs {absent.status_code}"]
+
+
+async def _walk_in_at_b(api: httpx.AsyncClient, admin: User, h: dict[str, Any]
+                        ) -> tuple[User, dict[str, Any]]:
+    """A patient seen only at B: a walk-in by a nurse of B, once B's nurse reads the chart."""
+    b_hospital = h["b"]["location_id"]
+    nurse_b = await create_staff(api, admin, ["nurse"], label="nurse-b")
+    await assign_staff(api, admin, b_hospital, nurse_b, "nurse")
+    patient = await register_patient(api, "tenancy-b-only")
+    opened: dict[str, Any] = {}
+
+    async def walk_in() -> bool:
+        response = await api.post("/api/v1/encounters", headers=nurse_b.headers, json={
+            "patient_id": patient.id, "practitioner_id": h["doctor"].id,
+            "hospital_id": b_hospital})
+        if response.status_code not in (403, 422):  # membership, registration to come
+            opened.update(ok(response, 201))
+        return bool(opened)
+
+    await eventually(walk_in, within=30, interval=0.3,
+                     message="B's nurse never opened a walk-in at B")
+    await eventually(lambda: _reads_path(api, nurse_b, f"/api/v1/patients/{patient.id}"),
+                     within=30, interval=0.3,
+                     message="the walk-in never made the patient one of B's")
+    return patient, opened
+
+
+async def test_patient_and_record_routes_stop_at_the_callers_hospitals(
+        platform: RunningPlatform, admin: User, accounts: dict[Role, User],
+        two_hospitals: dict[str, Any]) -> None:
+    """Staff of A on a patient seen only at B: the chart, the search, the record's reads,
+    a walk-in at B and finishing B's encounter answer as for missing ones (403 for the
+    walk-in: which hospitals exist is public); A's patient stays readable to them."""
+    h = two_hospitals
+    staff = [r for r in HOSPITAL_STAFF if permissions_for([r]) & PER_HOSPITAL_PATIENTS]
+    assert {Role.NURSE, Role.PATIENT_CARE, Role.RECEPTIONIST} <= set(staff), staff
+    failures: list[str] = []
+    missing = str(uuid.uuid4())
+    async with platform.client() as api:
+        patient_b, encounter_b = await _walk_in_at_b(api, admin, h)
+        pid, eid = patient_b.id, encounter_b["id"]
+        reads = {Permission.PATIENTS_READ_ANY: ["/api/v1/patients/{p}"],
+                 Permission.RECORDS_READ_ANY: [
+                     "/api/v1/encounters/{e}", "/api/v1/encounters?patient_id={p}",
+                     "/api/v1/records/encounters/{e}/entries",
+                     "/api/v1/care-plans?patient_id={p}", "/api/v1/procedures?patient_id={p}",
+                     "/api/v1/documents?patient_id={p}", "/api/v1/fhir/Patient/{p}/$everything"]}
+        controls = {Permission.PATIENTS_READ_ANY: f"/api/v1/patients/{h['patient'].id}",
+                    Permission.RECORDS_READ_ANY: f"/api/v1/encounters?patient_id="
+                                                 f"{h['patient'].id}"}
+        checked = 0
+        for role in staff:
+            user, held = accounts[role], permissions_for([role])
+            for permission, paths in reads.items():
+                if permission not in held:
+                    continue
+                await eventually(lambda u=user, p=controls[permission]: _reads_path(api, u, p),
+                                 within=30, interval=0.3,
+                                 message=f"{role.value} never read A's patient ({permission})")
+                for path in paths:
+                    checked += 1
+                    there = await api.get(path.format(p=pid, e=eid), headers=user.headers)
+                    absent = await api.get(path.format(p=missing, e=missing),
+                                           headers=user.headers)
+                    failures += _same_as_missing(f"GET {path} as {role.value}", there, absent)
+            if Permission.PATIENTS_READ_ANY in held:
+                checked += 1
+                found = ok(await api.get("/api/v1/patients", headers=user.headers,
+                                         params={"email": patient_b.email}))["items"]
+                if found:
+                    failures.append(f"search as {role.value}: found B's patient")
+            if Permission.ENCOUNTERS_OPEN_ANY in held:
+                checked += 2
+                walk_in = await api.post("/api/v1/encounters", headers=user.headers, json={
+                    "patient_id": pid, "practitioner_id": h["doctor"].id,
+                    "hospital_id": h["b"]["location_id"]})
+                if walk_in.status_code != 403:
+                    failures.append(f"walk-in at B as {role.value}: {walk_in.status_code}")
+                failures += _same_as_missing(
+                    f"finish B's encounter as {role.value}",
+                    await api.post(f"/api/v1/encounters/{eid}/finish", headers=user.headers),
+                    await api.post(f"/api/v1/encounters/{missing}/finish",
+                                   headers=user.headers))
+    print(f"\n[e2e] two hospitals, patients and records: {checked} (route, role) cells of "
+          f"hospital A's staff on a patient of hospital B refused")
     assert not failures, "\n  ".join(failures)

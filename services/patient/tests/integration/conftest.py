@@ -41,6 +41,24 @@ class PatientService:
         await self.deliver("user.registered", PERSON_KEYS.registered(user_id, **values))
         return user_id
 
+    async def staff(self, role: str, hospital: str, *, sub: str | None = None
+                    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """A user of platform ``role`` assigned to ``hospital`` (``staff.assigned``, as the
+        hospital service publishes it): the membership and the user's headers."""
+        sub = sub or f"{role}-{uuid.uuid4().hex[:8]}"
+        membership = {"hospital_id": hospital, "department_id": None, "user_id": sub,
+                      "staff_role": role, "membership_id": str(uuid.uuid4())}
+        await self.deliver("staff.assigned", membership)
+        return membership, self.tokens.headers(sub, roles=[role])
+
+    async def encounter_started(self, patient_id: str, hospital_id: str | None) -> None:
+        """``encounter.started`` of a walk-in of ``patient_id`` at ``hospital_id``."""
+        await self.deliver("encounter.started", {
+            "encounter_id": str(uuid.uuid4()), "patient_id": patient_id,
+            "practitioner_id": "doc-walk-in", "appointment_id": None,
+            "encounter_class": "AMB", "hospital_id": hospital_id,
+            "started_at": datetime.now(UTC).isoformat()})
+
     async def outbox(self, type_: str, patient_id: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"type": type_}
         if patient_id is not None:

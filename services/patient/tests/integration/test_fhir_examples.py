@@ -89,9 +89,10 @@ async def test_official_patients_import_their_name_gender_and_birth_date(
     skipped = {name: why for name, s in sources.items() if (why := skip_reason(s))}
     todo = [name for name in sources if name not in skipped]
     assert len(todo) >= MIN_IMPORTED, (len(todo), skipped)
-    nurse = psvc.tokens.headers("n-1", roles=["nurse"])
+    _, nurse = await psvc.staff("nurse", "hosp-1", sub="n-1")
     for name in todo:
         pid = await psvc.register(f"pat-{name.lower()}")
+        await psvc.encounter_started(pid, "hosp-1")
         sent = patient_patch(sources[name])
         written = await psvc.client.patch("/api/v1/patients/me", json=sent,
                                           headers=psvc.tokens.headers(pid, roles=["patient"]))

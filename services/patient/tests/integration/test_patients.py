@@ -145,7 +145,8 @@ async def test_who_may_read_a_chart_and_every_read_is_recorded(psvc: PatientServ
     other = psvc.tokens.headers("pat-other", roles=["patient"])
     problem(await psvc.client.get(f"/api/v1/patients/{pid}", headers=other), 403, "forbidden")
 
-    staff = psvc.tokens.headers("care-1", roles=["patient_care"])
+    _, staff = await psvc.staff("patient_care", "hosp-1", sub="care-1")
+    await psvc.encounter_started(pid, "hosp-1")
     assert (await psvc.client.get(f"/api/v1/patients/{pid}", headers=staff)).status_code == 200
     [staff_read] = await psvc.outbox("patient.record_accessed", pid)
     envelope = staff_read["envelope"]
@@ -179,7 +180,9 @@ async def test_who_may_read_a_chart_and_every_read_is_recorded(psvc: PatientServ
 async def test_staff_search_is_indexed_paged_and_recorded(psvc: PatientService) -> None:
     ids = [await psvc.register(full_name=f"Searchable Person {i}") for i in range(3)]
     await psvc.register(full_name="Someone Else")
-    staff = psvc.tokens.headers("care-2", roles=["patient_care"])
+    _, staff = await psvc.staff("patient_care", "hosp-1", sub="care-2")
+    for pid in ids:
+        await psvc.encounter_started(pid, "hosp-1")
     first = await psvc.client.get("/api/v1/patients", params={"name": "searchable", "limit": 2},
                                   headers=staff)
     assert first.status_code == 200, first.text

@@ -22,6 +22,7 @@ from healthflow.common.events.transport import Transport
 from healthflow.common.service import ServiceRuntime, shared_inprocess_transport
 from healthflow.contracts import appointment as appt
 from healthflow.contracts.base import EventPayload
+from healthflow.contracts.hospital import HospitalSnapshot, HospitalVerified
 from healthflow.contracts.patient import PatientRegistered
 from healthflow.devkit.testing import TokenFactory, eventually, running_app
 from healthflow.records.app import create_app
@@ -52,6 +53,24 @@ def appointment_event(model: type[EventPayload], appointment_id: str, patient_id
     payload = model(**data).model_dump(mode="json")
     return CloudEvent(source="/healthflow/appointment", type=model.event_type,
                       subject=f"appointment/{appointment_id}", data=payload,
+                      time=datetime.now(UTC))
+
+
+STAFF_OF_H1 = (("nurse-desk", "nurse"), ("n-1", "nurse"), ("n-2", "nurse"),
+               ("nurse-n", "nurse"), ("nurse-1", "nurse"), ("nurse-r", "nurse"),
+               ("nurse-s", "nurse"), ("nurse-h", "nurse"), ("recep", "receptionist"),
+               ("r-1", "receptionist"))
+"""The staff the tests use, given a membership at ``h1`` (the appointments' location) by
+the fixture: ``records:read_any`` and ``encounters:open_any`` reach only where staff work."""
+
+
+def hospital_event(model: type[HospitalSnapshot], hospital_id: str, version: int,
+                   **more: Any) -> CloudEvent:
+    """A ``hospital.*`` event of ``model`` as the hospital service publishes it."""
+    data = model(hospital_id=hospital_id, version=version, name="Klinik", city="Berlin",
+                 country="DE", time_zone="Europe/Berlin", services=["general"], **more)
+    return CloudEvent(source="/healthflow/hospital", type=model.event_type,
+                      subject=f"hospital/{hospital_id}", data=data.model_dump(mode="json"),
                       time=datetime.now(UTC))
 
 
@@ -87,12 +106,22 @@ class Records:
         docs = await self.runtime.db["outbox"].find({"type": type_}).to_list()
         return [d["envelope"] for d in docs]
 
+    async def staff(self, user: str, role: str, hospital: str = "h1") -> dict[str, Any]:
+        """``user`` (of platform ``role``) works at ``hospital`` (``staff.assigned``, as the
+        hospital service publishes it); the membership."""
+        membership = {"hospital_id": hospital, "department_id": None, "user_id": user,
+                      "staff_role": role, "membership_id": str(uuid.uuid4())}
+        await self.send(CloudEvent(source="/healthflow/hospital", type="staff.assigned",
+                                   subject=f"hospital/{hospital}", data=membership))
+        return membership
+
     def as_(self, user: str, role: str) -> dict[str, str]:
         return self.tokens.headers(user, roles=[role])
 
     async def walk_in(self, patient_id: str, doctor: str, **more: Any) -> dict[str, Any]:
-        """A walk-in encounter of ``doctor`` opened at the front desk (a nurse names the
-        doctor, who gains the care relationship); its JSON."""
+        """A walk-in encounter of ``doctor`` opened at the front desk of ``h1`` (a nurse
+        names the doctor, who gains the care relationship); its JSON."""
+        more.setdefault("hospital_id", "h1")
         opened = await self.client.post(
             "/api/v1/encounters", headers=self.as_("nurse-desk", "nurse"),
             json={"patient_id": patient_id, "practitioner_id": doctor, **more})
@@ -129,5 +158,10 @@ async def records(mongodb_url: str, unique_name: str, s3_env: dict[str, str],
                      transport=transport)
     app.state.verifier = tokens.verifier()
     async with running_app(app) as client:
-        yield Records(client, app.state.runtime, tokens, app.state.runtime.transport,
-                      app.state.blobs)
+        records = Records(client, app.state.runtime, tokens, app.state.runtime.transport,
+                          app.state.blobs)
+        await records.send(hospital_event(HospitalVerified, "h1", 1, status="verified",
+                                          verified_at=datetime.now(UTC)))
+        for user, role in STAFF_OF_H1:
+            await records.staff(user, role)
+        yield records

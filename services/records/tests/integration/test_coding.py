@@ -67,7 +67,7 @@ async def test_the_codes_go_out_at_the_end_and_again_after_every_correction(
     assert first["patientid"] == visit["patient"]
     assert first["data"] | {"coded_at": None} == {
         "encounter_id": visit["encounter"], "patient_id": visit["patient"],
-        "appointment_id": None, "hospital_id": None, "revision": 1,
+        "appointment_id": None, "hospital_id": "h1", "revision": 1,
         "diagnoses": [{"system": ICD10, "code": "J06.9",
                        "display": "Acute upper respiratory infection, unspecified"}],
         "procedures": [{"system": SNOMED, "code": "472881004"}], "coded_at": None}

@@ -12,12 +12,11 @@ from healthflow.contracts import teleconference as tele
 from healthflow.contracts.hospital import (
     HospitalRegistered,
     HospitalRejected,
-    HospitalSnapshot,
     HospitalVerified,
 )
 from healthflow.devkit.testing import eventually
 
-from .conftest import START, Records, appointment_event
+from .conftest import START, Records, appointment_event, hospital_event
 
 
 async def encounters(records: Records, patient_id: str) -> list[dict]:
@@ -215,15 +214,6 @@ async def test_no_one_documents_their_own_record(records: Records) -> None:
     assert await records.runtime.db["entries"].count_documents({}) == 0
 
 
-def hospital_event(model: type[HospitalSnapshot], hospital_id: str, version: int,
-                   **more: Any) -> CloudEvent:
-    data = model(hospital_id=hospital_id, version=version, name="Klinik", city="Berlin",
-                 country="DE", time_zone="Europe/Berlin", services=["general"], **more)
-    return CloudEvent(source="/healthflow/hospital", type=model.event_type,
-                      subject=f"hospital/{hospital_id}", data=data.model_dump(mode="json"),
-                      time=datetime.now(UTC))
-
-
 async def test_a_walk_in_names_only_a_verified_hospital(records: Records) -> None:
     pid, now = await records.register(), datetime.now(UTC)
     await records.send(hospital_event(HospitalRegistered, "h-pend", 1, status="pending",
@@ -240,6 +230,7 @@ async def test_a_walk_in_names_only_a_verified_hospital(records: Records) -> Non
             {"_id": "h-gone", "version": 2}) == 1
 
     await eventually(applied, message="hospital events never applied")
+    await records.staff("nurse-h", "nurse", "h-ok")
     nurse = records.as_("nurse-h", "nurse")
     for hospital_id in ("h-pend", "h-gone", "h-never"):
         refused = await records.client.post("/api/v1/encounters", headers=nurse, json={

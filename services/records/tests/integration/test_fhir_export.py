@@ -22,7 +22,7 @@ async def a_record(records: Records) -> tuple[str, list[dict[str, Any]]]:
     one corrected and one withdrawn."""
     pid = await records.register()
     await records.send(appointment_event(appt.AppointmentBooked, f"a-{pid}", pid, "doc-f",
-                                         mode="online"))
+                                         mode="online", hospital_ids=["h1"]))
     doctor = records.as_("doc-f", "doctor")
     opened = (await records.client.post("/api/v1/encounters", headers=doctor,
                                         json={"patient_id": pid})).json()

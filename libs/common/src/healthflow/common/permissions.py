@@ -147,7 +147,8 @@ SCOPES: dict[Permission, tuple[Scope, ...]] = {
     P.DOCTORS_REGISTER_OWN: (S.OWN,), P.DOCTORS_VERIFY: (S.PLATFORM,),
     P.SCHEDULE_MANAGE_OWN: (S.OWN,), P.SCHEDULE_MANAGE_ANY: (S.PLATFORM,),
     P.PATIENTS_READ_OWN: (S.OWN,), P.PATIENTS_WRITE_OWN: (S.OWN,),
-    P.PATIENTS_READ_ANY: (S.PLATFORM,), P.PATIENTS_READ_TREATED: (S.CARE_RELATIONSHIP,),
+    # staff: the patients of the hospitals where they work (their appointments'/encounters')
+    P.PATIENTS_READ_ANY: (S.HOSPITAL,), P.PATIENTS_READ_TREATED: (S.CARE_RELATIONSHIP,),
     # staff: the appointments of the hospitals where they work (healthflow.common.tenancy);
     # admins every hospital's
     P.APPOINTMENTS_BOOK_OWN: (S.OWN,), P.APPOINTMENTS_BOOK_ANY: (S.HOSPITAL,),
@@ -156,8 +157,9 @@ SCOPES: dict[Permission, tuple[Scope, ...]] = {
     # staff: deliveries about their hospitals' appointments; admins every delivery
     P.NOTIFICATIONS_READ_OWN: (S.OWN,), P.NOTIFICATIONS_SEARCH: (S.HOSPITAL,),
     P.RECORDS_READ_OWN: (S.OWN,), P.RECORDS_READ_TREATED: (S.CARE_RELATIONSHIP,),
-    P.RECORDS_WRITE_TREATED: (S.CARE_RELATIONSHIP,), P.RECORDS_READ_ANY: (S.PLATFORM,),
-    P.ENCOUNTERS_OPEN_ANY: (S.PLATFORM,),
+    # staff: their hospitals' patients' records, walk-ins at their hospitals
+    P.RECORDS_WRITE_TREATED: (S.CARE_RELATIONSHIP,), P.RECORDS_READ_ANY: (S.HOSPITAL,),
+    P.ENCOUNTERS_OPEN_ANY: (S.HOSPITAL,),
     P.PRESCRIPTIONS_READ_OWN: (S.OWN,), P.PRESCRIPTIONS_READ_TREATED: (S.CARE_RELATIONSHIP,),
     P.PRESCRIPTIONS_WRITE_TREATED: (S.CARE_RELATIONSHIP,),
     P.PRESCRIPTIONS_DISPENSE: (S.PLATFORM,),

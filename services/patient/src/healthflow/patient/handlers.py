@@ -11,6 +11,12 @@
   doctor↔patient care relationships behind ``patients:read_treated`` (from the booking
   until a cancellation or no-show, or until ``care_after_encounter_days`` after
   completion, or after the planned end when never completed); ``event.time`` orders them.
+  Their ``hospital_ids`` are the hospitals the patient belongs to (issue 16).
+* ``encounter.started`` (records, :class:`~healthflow.contracts.records.EncounterStarted`):
+  its ``hospital_id`` (a walk-in's) is one of the patient's hospitals too.
+* ``staff.assigned`` / ``staff.removed`` (hospital): the membership read model of
+  :mod:`healthflow.common.tenancy` that limits ``patients:read_any`` to the caller's
+  hospitals.
 
 Payloads arrive validated against their contracts; one that breaks its contract is
 dead-lettered by the consumer, never skipped here.
@@ -18,6 +24,7 @@ dead-lettered by the consumer, never skipped here.
 
 from __future__ import annotations
 
+from healthflow.common import tenancy
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.personaldata import person_keys_for
@@ -30,6 +37,7 @@ from healthflow.contracts.appointment import (
     AppointmentRescheduled,
 )
 from healthflow.contracts.auth import UserErased, UserRegistered
+from healthflow.contracts.records import EncounterStarted
 from healthflow.patient import service
 
 
@@ -54,26 +62,36 @@ async def on_user_erased(event: Received[UserErased], uow: UnitOfWork) -> None:
 
 
 async def on_appointment_booked(event: Received[AppointmentBooked], uow: UnitOfWork) -> None:
+    await service.belongs_to(uow, event.data.patient_id, event.data.hospital_ids)
     await service.appointment_booked(uow, event.data, event.time)
 
 
 async def on_appointment_rescheduled(event: Received[AppointmentRescheduled],
                                      uow: UnitOfWork) -> None:
+    await service.belongs_to(uow, event.data.patient_id, event.data.hospital_ids)
     await service.appointment_rescheduled(uow, event.data, event.time)
 
 
 async def on_appointment_cancelled(event: Received[AppointmentCancelled],
                                    uow: UnitOfWork) -> None:
+    await service.belongs_to(uow, event.data.patient_id, event.data.hospital_ids)
     await service.appointment_cancelled(uow, event.data, event.time)
 
 
 async def on_appointment_no_show(event: Received[AppointmentNoShow], uow: UnitOfWork) -> None:
+    await service.belongs_to(uow, event.data.patient_id, event.data.hospital_ids)
     await service.appointment_cancelled(uow, event.data, event.time)
 
 
 async def on_appointment_completed(event: Received[AppointmentCompleted],
                                    uow: UnitOfWork) -> None:
+    await service.belongs_to(uow, event.data.patient_id, event.data.hospital_ids)
     await service.appointment_completed(uow, event.data, event.time)
+
+
+async def on_encounter_started(event: Received[EncounterStarted], uow: UnitOfWork) -> None:
+    if event.data.hospital_id:
+        await service.belongs_to(uow, event.data.patient_id, [event.data.hospital_id])
 
 
 HANDLERS: Handlers = {
@@ -82,4 +100,6 @@ HANDLERS: Handlers = {
     "appointment.cancelled": on_appointment_cancelled,
     "appointment.completed": on_appointment_completed,
     "appointment.no_show": on_appointment_no_show,
+    "encounter.started": on_encounter_started,
+    **tenancy.HANDLERS,
 }

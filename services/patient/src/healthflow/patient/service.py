@@ -6,6 +6,13 @@ list, for the prescription service's safety checks) in the same transaction.
 Reads of a chart by anyone but the patient run in a transaction so that the
 ``patient.record_accessed`` event is committed to the outbox with the read:
 no access goes unrecorded.
+
+Staff's ``patients:read_any`` reaches the patients of the hospitals where they hold a
+staff membership (issue 16, :mod:`healthflow.common.tenancy`): a patient belongs to every
+hospital where they have (had) an appointment or an encounter. A patient of no hospital
+yet (registered, never booked) is reached by platform roles only; staff book a first
+appointment with the patient's id, which the appointment service takes without asking
+this one. Another hospital's patient answers 404 exactly like a missing one.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
 from healthflow.common.service import ServiceRuntime
+from healthflow.common.tenancy import Reach, reach_of
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.patient import domain, events, store
 from healthflow.patient.domain import (
@@ -49,6 +57,7 @@ async def register(uow: UnitOfWork, user_id: str, *, full_name: str | None,
     now = utcnow()
     doc = new_profile(user_id, full_name=full_name, email=email, phone=phone, now=now)
     doc["name_key"] = store.name_key(doc["name"])
+    doc["hospital_ids"] = await store.hospitals_known(uow.db, uow.session, user_id)
     try:
         await uow.db[store.PATIENTS].insert_one(doc, session=uow.session)
     except DuplicateKeyError:
@@ -146,20 +155,33 @@ async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str,
         uow.db, doctor_user_id, patient_id, session=uow.session))
 
 
+def not_found(patient_id: str) -> ProfileNotFound:
+    """The one answer for a patient who is missing or out of the caller's reach."""
+    return ProfileNotFound(f"patient {patient_id} does not exist")
+
+
 async def accessor_role(uow: UnitOfWork, principal: Principal, patient_id: str,
                         after_encounter: timedelta) -> AccessorRole:
     """In what capacity a non-owner reads ``patient_id``'s chart.
 
-    Staff hold ``patients:read_any``; a doctor holds ``patients:read_treated``
-    and is in a care relationship with the patient: from a booking until its
-    cancellation, or until ``after_encounter`` after the appointment was completed.
+    Staff hold ``patients:read_any`` at one of the patient's hospitals (admins and
+    compliance officers everywhere); a doctor holds ``patients:read_treated`` and is in a
+    care relationship with the patient: from a booking until its cancellation, or until
+    ``after_encounter`` after the appointment was completed.
 
     Raises:
+        ProfileNotFound (404): staff whose hospitals the patient does not belong to.
         NotTreating (403): a doctor without such a relationship.
         Forbidden (403): anyone else.
     """
     if principal.has(Permission.PATIENTS_READ_ANY):
-        return AccessorRole.STAFF
+        reach = await reach_of(uow.db, principal)
+        known = await uow.db[store.PATIENT_HOSPITALS].find_one(
+            {"_id": patient_id}, {"hospital_ids": 1}, session=uow.session)
+        if reach.platform or reach.covers_any((known or {}).get("hospital_ids") or []):
+            return AccessorRole.STAFF
+        if not principal.has(Permission.PATIENTS_READ_TREATED):
+            raise not_found(patient_id)
     if principal.has(Permission.PATIENTS_READ_TREATED):
         if await treats(uow, principal.subject, patient_id, after_encounter):
             return AccessorRole.TREATING_DOCTOR
@@ -195,7 +217,7 @@ async def read_chart(runtime: ServiceRuntime, principal: Principal, patient_id: 
         role = await accessor_role(uow, principal, patient_id, after)
         doc = await store.get(uow.db, patient_id, session=uow.session)
         if doc is None:
-            raise ProfileNotFound(f"patient {patient_id} does not exist")
+            raise not_found(patient_id)
         uow.publish(_accessed(principal, patient_id, role, purpose or default_purpose(role),
                               "chart"), subject=patient_id, patientid=patient_id)
         return doc
@@ -207,7 +229,8 @@ async def read_chart(runtime: ServiceRuntime, principal: Principal, patient_id: 
 async def search(runtime: ServiceRuntime, principal: Principal, query: Document,
                  cursor: str | None, limit: int, purpose: Purpose | None
                  ) -> tuple[list[Document], str | None]:
-    """Staff search: one page of rows and the next cursor.
+    """Staff search: one page of rows and the next cursor, limited to the patients of the
+    caller's hospitals (every patient for platform roles).
 
     One ``patient.record_accessed`` (scope ``search_result``) per returned row.
 
@@ -217,13 +240,26 @@ async def search(runtime: ServiceRuntime, principal: Principal, query: Document,
     chosen = purpose or default_purpose(AccessorRole.STAFF)
 
     async def read(uow: UnitOfWork) -> tuple[list[Document], str | None]:
-        docs, next_cursor = await store.search(uow.db, uow.session, query, cursor, limit)
+        scoped = _within(query, await reach_of(uow.db, principal))
+        docs, next_cursor = await store.search(uow.db, uow.session, scoped, cursor, limit)
         for doc in docs:
             uow.publish(_accessed(principal, doc["_id"], AccessorRole.STAFF, chosen,
                                   "search_result"), subject=doc["_id"], patientid=doc["_id"])
         return docs, next_cursor
 
     return await runtime.transact(read, actor=principal.actor)
+
+
+def _within(query: Document, reach: Reach) -> Document:
+    """``query`` limited to the patients of ``reach``'s hospitals."""
+    if reach.platform:
+        return query
+    return {**query, "hospital_ids": {"$in": sorted(reach.member_of)}}
+
+
+async def belongs_to(uow: UnitOfWork, patient_id: str, hospital_ids: list[str]) -> None:
+    """The patient belongs to ``hospital_ids`` too (an appointment or encounter there)."""
+    await store.attach_hospitals(uow.db, uow.session, patient_id, hospital_ids)
 
 
 def _new_care(appointment: AppointmentEvent, at: datetime,

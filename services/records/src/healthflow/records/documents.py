@@ -56,7 +56,13 @@ from healthflow.records.domain import (
     DocumentWithdrawn,
     accepts_entries,
 )
-from healthflow.records.service import accessor, another_patients, load_encounter, record_access
+from healthflow.records.service import (
+    accessor,
+    another_patients,
+    hidden,
+    load_encounter,
+    record_access,
+)
 
 FILE_SCOPE = "document-file"
 """The ``record.accessed`` scope of a file read (download or link)."""
@@ -213,7 +219,7 @@ async def read_document(runtime: ServiceRuntime, principal: Principal, document_
 
     async def read(uow: UnitOfWork) -> Document:
         doc = await store.get_document(uow.db, document_id, session=uow.session)
-        if doc is None or another_patients(principal, doc["patient_id"]):
+        if doc is None or await hidden(uow, principal, doc["patient_id"]):
             raise DocumentNotFound(f"no document {document_id}")
         role = await accessor(uow, principal, doc["patient_id"])
         if scope == FILE_SCOPE:

@@ -125,6 +125,13 @@ class EncounterNotFound(NotFound):
     title, slug = "Encounter Not Found", "encounter-not-found"
 
 
+class RecordNotFound(NotFound):
+    """No record of the patient for this caller: none exists, or (staff) the patient is
+    not one of the caller's hospitals' (the same answer: issue 16)."""
+
+    title, slug = "Record Not Found", "record-not-found"
+
+
 class EntryNotFound(NotFound):
     title, slug = "Record Entry Not Found", "entry-not-found"
 

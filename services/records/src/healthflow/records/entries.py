@@ -32,7 +32,7 @@ from healthflow.records.domain import (
 from healthflow.records.schemas import CorrectionIn, NewEntryIn, WithdrawalIn
 from healthflow.records.service import (
     accessor,
-    another_patients,
+    hidden,
     load_encounter,
     record_access,
 )
@@ -175,7 +175,7 @@ async def withdraw_entry(runtime: ServiceRuntime, principal: Principal, entry_id
 async def _readable_entry(uow: UnitOfWork, principal: Principal, entry_id: str, scope: str
                           ) -> Document:
     head = await store.get_entry(uow.db, entry_id, session=uow.session)
-    if head is None or another_patients(principal, head["patient_id"]):
+    if head is None or await hidden(uow, principal, head["patient_id"]):
         raise EntryNotFound(f"no record entry {entry_id}")
     record_access(uow, principal, head["patient_id"],
                   await accessor(uow, principal, head["patient_id"]), scope)
@@ -210,7 +210,7 @@ async def entries_of_encounter(runtime: ServiceRuntime, principal: Principal,
 
     async def read(uow: UnitOfWork) -> tuple[list[Document], str | None]:
         encounter = await load_encounter(uow, encounter_id)
-        if another_patients(principal, encounter["patient_id"]):
+        if await hidden(uow, principal, encounter["patient_id"]):
             raise EncounterNotFound(f"no encounter {encounter_id}")
         record_access(uow, principal, encounter["patient_id"],
                       await accessor(uow, principal, encounter["patient_id"]), "entries")

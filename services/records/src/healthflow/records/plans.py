@@ -43,7 +43,12 @@ from healthflow.records.schemas import (
     ProcedureCorrectionIn,
     ProcedureIn,
 )
-from healthflow.records.service import accessor, another_patients, load_encounter, record_access
+from healthflow.records.service import (
+    accessor,
+    hidden,
+    load_encounter,
+    record_access,
+)
 
 # ----------------------------------------------------------------------------- references
 
@@ -232,7 +237,7 @@ async def read_one(runtime: ServiceRuntime, principal: Principal, entry_id: str,
 
     async def read(uow: UnitOfWork) -> Document:
         head = await _of_type(uow, entry_id, resource_type)
-        if another_patients(principal, head["patient_id"]):
+        if await hidden(uow, principal, head["patient_id"]):
             raise EntryNotFound(f"no {resource_type} {entry_id}")
         record_access(uow, principal, head["patient_id"],
                       await accessor(uow, principal, head["patient_id"]), "entries")

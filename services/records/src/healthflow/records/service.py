@@ -13,7 +13,8 @@ Access to a patient's record (:func:`accessor`):
   or until ``care_after_encounter_days`` after the encounter finished);
 * a doctor without one reads (never writes) under a break-the-glass grant
   (:func:`healthflow.records.care.break_the_glass`) until it expires;
-* clinical staff read (``records:read_any``).
+* clinical staff read (``records:read_any``) the records of their hospitals' patients
+  (:mod:`.reach`; issue 16); others' answer as missing ones do.
 
 Every read by someone other than the patient publishes ``record.accessed``,
 committed with the read: no access goes unrecorded.
@@ -37,7 +38,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.hospital import HospitalSnapshot
 from healthflow.contracts.teleconference import TeleconsultEnded, TeleconsultStarted
-from healthflow.records import care, coding, events, store
+from healthflow.records import care, coding, events, reach, store
 from healthflow.records.domain import (
     Access,
     AccessorRole,
@@ -46,6 +47,7 @@ from healthflow.records.domain import (
     EncounterStatus,
     NotTreating,
     OwnRecord,
+    RecordNotFound,
     UnknownHospital,
     UnknownPatient,
     class_for_mode,
@@ -68,6 +70,8 @@ async def accessor(uow: UnitOfWork, principal: Principal, patient_id: str, *,
         OwnRecord (403): writing into one's own record (a doctor who is also a patient).
         NotTreating (403): a doctor without a care relationship (or, reading, a live
             grant) with the patient.
+        RecordNotFound (404): staff (``records:read_any``) of none of the patient's
+            hospitals: as for a patient who does not exist.
         Forbidden (403): anyone else.
     """
     if principal.subject == patient_id:
@@ -87,6 +91,8 @@ async def accessor(uow: UnitOfWork, principal: Principal, patient_id: str, *,
             raise NotTreating("you may only see and write the records of your own patients "
                               "(in an emergency: POST …/records/patients/{id}/break-the-glass)")
     if not write and principal.has(Permission.RECORDS_READ_ANY):
+        if not await reach.reaches_patient(uow, principal, patient_id):
+            raise RecordNotFound(f"no record of patient {patient_id}")
         return Access(AccessorRole.STAFF)
     raise Forbidden("you may only read your own record" if not write
                     else "only a treating doctor writes a record")
@@ -101,6 +107,14 @@ def another_patients(principal: Principal, patient_id: str) -> bool:
     return (principal.has(Permission.RECORDS_READ_OWN) and principal.subject != patient_id
             and not principal.has(Permission.RECORDS_READ_TREATED)
             and not principal.has(Permission.RECORDS_READ_ANY))
+
+
+async def hidden(uow: UnitOfWork, principal: Principal, patient_id: str) -> bool:
+    """Whether a resource of ``patient_id`` is answered as missing (404) to ``principal``:
+    a patient asking for another's (:func:`another_patients`), or staff whose hospitals
+    the patient does not belong to (:func:`.reach.staff_out_of_reach`)."""
+    return another_patients(principal, patient_id) or await reach.staff_out_of_reach(
+        uow, principal, patient_id)
 
 
 def record_access(uow: UnitOfWork, principal: Principal, patient_id: str,
@@ -172,14 +186,14 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
     ``encounter.started`` event records who opened it, for the audit log).
 
     ``hospital_id``, when given, must be a hospital whose newest ``hospital.*`` event
-    says ``verified``. Whether the caller works at that hospital (staff-membership
-    tenancy) is not checked here yet: issue 16.
+    says ``verified``; staff (``encounters:open_any``) must work there
+    (:func:`.reach.ensure_opens_at`: issue 16), and the patient then belongs to it.
 
     Raises:
         UnknownPatient (422): no such patient has registered; UnknownHospital (422):
         ``hospital_id`` is not a verified hospital known to the records; NotTreating
-        (403): a doctor without ``encounters:open_any`` does not treat the patient; see
-        :func:`_practitioner`.
+        (403): a doctor without ``encounters:open_any`` does not treat the patient;
+        Forbidden (403): staff of another hospital; see :func:`_practitioner`.
     """
     practitioner_id = _practitioner(principal, body)
 
@@ -190,6 +204,8 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
                 uow, body.hospital_id):
             raise UnknownHospital(f"no verified hospital {body.hospital_id} is known to "
                                   "the records")
+        if principal.has(Permission.ENCOUNTERS_OPEN_ANY):
+            await reach.ensure_opens_at(uow, principal, body.hospital_id)
         if not principal.has(Permission.ENCOUNTERS_OPEN_ANY) and not await care.treats(
                 uow, practitioner_id, body.patient_id):
             raise NotTreating("a doctor opens encounters only for their own patients; "
@@ -201,6 +217,8 @@ async def open_encounter(runtime: ServiceRuntime, principal: Principal, body: En
             status=EncounterStatus.IN_PROGRESS, opened_by=principal.subject, now=now,
             reason=body.reason, hospital_id=body.hospital_id))
         await store.insert_encounter(uow, doc)
+        if body.hospital_id is not None:
+            await reach.belongs_to(uow, body.patient_id, [body.hospital_id])
         await careteam.encounter_started(uow, practitioner_id, body.patient_id, doc["_id"], now)
         _publish_started(uow, doc, now)
         return doc
@@ -213,10 +231,11 @@ async def finish_encounter(runtime: ServiceRuntime, principal: Principal, encoun
     """End an in-progress encounter now (``period.end``); ``encounter.finished`` and
     ``encounter.coded`` (:mod:`.coding`).
 
-    By a treating doctor, or staff holding ``encounters:open_any``.
+    By a treating doctor, or staff holding ``encounters:open_any`` at the encounter's
+    hospital (:func:`.reach.encounter_within`).
 
     Raises:
-        EncounterNotFound (404), NotTreating / Forbidden (403),
+        EncounterNotFound (404; also staff of another hospital), NotTreating / Forbidden (403),
         EncounterStateConflict (409): not in progress; Conflict (409): concurrent change.
     """
 
@@ -224,6 +243,8 @@ async def finish_encounter(runtime: ServiceRuntime, principal: Principal, encoun
         doc = await load_encounter(uow, encounter_id)
         if not principal.has(Permission.ENCOUNTERS_OPEN_ANY):
             await accessor(uow, principal, doc["patient_id"], write=True)
+        elif not await reach.encounter_within(uow, principal, doc):
+            raise EncounterNotFound(f"no encounter {encounter_id}")
         return await _finish(uow, doc, utcnow())
 
     return await runtime.transact(write, actor=principal.actor)
@@ -253,7 +274,7 @@ async def read_encounter(runtime: ServiceRuntime, principal: Principal, encounte
 
     async def read(uow: UnitOfWork) -> Document:
         doc = await load_encounter(uow, encounter_id)
-        if another_patients(principal, doc["patient_id"]):
+        if await hidden(uow, principal, doc["patient_id"]):
             raise EncounterNotFound(f"no encounter {encounter_id}")
         record_access(uow, principal, doc["patient_id"],
                       await accessor(uow, principal, doc["patient_id"]), "encounter")

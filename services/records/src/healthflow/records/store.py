@@ -22,6 +22,9 @@ Collections (database ``healthflow_records``), times aware UTC::
     patients        patient ids from ``patient.registered``: {_id, registered_at}
     hospitals       read model from ``hospital.*``: {_id: hospital_id, version, status};
                      an event older than the kept ``version`` changes nothing
+    patient_hospitals  the hospitals each patient belongs to: {_id: patient_id,
+                     hospital_ids} (:mod:`.reach`)
+    staff_memberships  who works where (:mod:`healthflow.common.tenancy`)
     documents       uploaded files: {_id, encounter_id, patient_id, category,
                      content_type, blob: {key, sha256, size}, pages | None,
                      width | None, height | None, uploaded_by, uploaded_at,
@@ -36,7 +39,7 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from healthflow.common import careteam
+from healthflow.common import careteam, tenancy
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes
 from healthflow.common.pagination import keyset_page
@@ -62,6 +65,7 @@ INDEXES: Indexes = {
     ],
     VERSIONS: [IndexModel([("entry_id", ASCENDING), ("version", ASCENDING)], name="entry")],
     CARE: careteam.INDEXES,
+    **tenancy.INDEXES,
     EMERGENCY: [IndexModel([("doctor_user_id", ASCENDING), ("patient_id", ASCENDING),
                             ("expires_at", ASCENDING)], name="pair")],
     DOCUMENTS: [
