@@ -266,8 +266,10 @@ async def test_an_output_that_fails_is_recorded_as_not_made_and_the_rest_is_stor
     monkeypatch.setattr(measurements, "measurement_report", refuse)
     http, app = worker
     order = await ordered(http, app, tokens)
+    image = real("RG1_UNCR.dcm", order)
+    image.BurnedInAnnotation = "NO"  # stated, so a de-identified copy is made too
     up = await http.post("/api/v1/imaging/studies", params={"order_id": order["id"]},
-                         content=encoded(real("RG1_UNCR.dcm", order)),
+                         content=encoded(image),
                          headers=tokens.headers(RADIOGRAPHER, ("radiographer",)) | DICOM)
     assert up.status_code == 201, up.text
     found = await results_when_ready(http, up.json()["id"],

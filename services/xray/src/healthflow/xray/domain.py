@@ -481,11 +481,8 @@ def completes_order(order: dict[str, Any]) -> bool:
 
 
 def check_signable(report: dict[str, Any] | None, doctor_id: str) -> dict[str, Any]:
-    """preliminary → final, by the author. Returns the report.
-
-    Raises:
-        ReportNotFound (404), ReportFinal (409), NotTheAuthor (403).
-    """
+    """preliminary → final, by the author. Returns the report. Raises ReportNotFound
+    (404), ReportFinal (409), NotTheAuthor (403)."""
     if report is None:
         raise ReportNotFound("the study has no report to sign")
     check_editable(report, doctor_id)
@@ -494,10 +491,7 @@ def check_signable(report: dict[str, Any] | None, doctor_id: str) -> dict[str, A
 
 def report_visible(report: dict[str, Any] | None, viewer: Viewer) -> dict[str, Any]:
     """What a viewer sees: treating doctors every state, the patient the final report.
-
-    Raises:
-        ReportNotFound (404): none, or a draft asked for by the patient.
-    """
+    Raises ReportNotFound (404): none, or a draft asked for by the patient."""
     if report is None or (viewer is Viewer.PATIENT and report["status"] != ReportStatus.FINAL):
         raise ReportNotFound("the study has no report yet")
     return report
