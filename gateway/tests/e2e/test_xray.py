@@ -171,6 +171,7 @@ async def test_the_real_chest_cr_gets_a_lung_overlay_and_a_deidentified_copy(
         assert path is not None, "pydicom-data does not ship RG1_UNCR.dcm"
         ds = dcmread(path)  # as the modality sends it: the order's patient and accession
         ds.PatientID, ds.AccessionNumber = patient.id, order["accession_number"]
+        ds.BurnedInAnnotation = "NO"  # stated, so a de-identified copy may be made
         sent = io.BytesIO()
         ds.save_as(sent, enforce_file_format=True)
         study = ok(await api.post("/api/v1/imaging/studies", content=sent.getvalue(),
@@ -182,10 +183,13 @@ async def test_the_real_chest_cr_gets_a_lung_overlay_and_a_deidentified_copy(
         async def processed() -> bool:
             nonlocal results
             results = ok(await api.get(f"/api/v1/imaging/studies/{study['id']}/results",
-                                       headers=patient.headers))
+                                       headers=doctor.headers))
             return bool(results["instances"])
 
         await eventually(processed, within=60, message="the chest CR was never processed")
+        # machine suggestions reach the patient only with the signed report
+        assert_problem(await api.get(f"/api/v1/imaging/studies/{study['id']}/results",
+                                     headers=patient.headers), 404)
         [one] = results["instances"]
         assert one["checks"]["lung_fields"]["code"] == "ok"
         overlay = await api.get(one["overlay"], headers=doctor.headers)
