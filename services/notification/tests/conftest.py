@@ -64,11 +64,8 @@ PERSON_KEYS = PersonKeyStandIn()
 
 @pytest.fixture(scope="session")
 async def person_keys() -> AsyncIterator[PersonKeyStandIn]:
-    await PERSON_KEYS.start()
-    try:
+    async with PERSON_KEYS:
         yield PERSON_KEYS
-    finally:
-        await PERSON_KEYS.stop()
 
 
 @pytest.fixture

@@ -108,11 +108,8 @@ PERSON_KEYS = PersonKeyStandIn()
 
 @pytest.fixture(scope="session", autouse=True)
 async def person_keys() -> AsyncIterator[PersonKeyStandIn]:
-    await PERSON_KEYS.start()
-    try:
+    async with PERSON_KEYS:
         yield PERSON_KEYS
-    finally:
-        await PERSON_KEYS.stop()
 
 
 def settings_for(mongodb_url: str, unique_name: str, **more: Any) -> Settings:

@@ -50,6 +50,12 @@ class PersonKeyStandIn:
             await self._runner.cleanup()
             self._runner = None
 
+    async def __aenter__(self) -> PersonKeyStandIn:
+        return await self.start()
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
     def key(self, user_id: str) -> PersonKey:
         """``user_id``'s key, made on first use."""
         return self.keys.setdefault(user_id, new_person_key())

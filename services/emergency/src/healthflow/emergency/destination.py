@@ -16,7 +16,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot, StaffAssigned
 from healthflow.emergency import events, store
-from healthflow.emergency.domain import Triage, destination_departments
+from healthflow.emergency.domain import Triage, destination_departments, geo_point
 
 SEARCH_RADIUS_M = 100_000.0
 """How far from the incident a destination is looked for (metres)."""
@@ -25,7 +25,7 @@ SEARCH_RADIUS_M = 100_000.0
 async def on_hospital(uow: UnitOfWork, data: HospitalSnapshot) -> None:
     """``hospital.registered|verified|rejected``: the hospital's status and position
     (applied only when newer than the one held, by ``version``)."""
-    location = ({"type": "Point", "coordinates": [data.longitude, data.latitude]}
+    location = (geo_point(data.latitude, data.longitude)
                 if data.latitude is not None and data.longitude is not None else None)
     await store.put_hospital(uow.db, uow.session, data.hospital_id, data.version,
                              {"name": data.name, "status": data.status,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from healthflow.common.problems import Conflict, Forbidden, NotFound, UnprocessableContent
 
@@ -173,3 +174,9 @@ docs/architecture.md). Illustrative, like the triage table."""
 def destination_departments(answers: Triage) -> tuple[str, ...]:
     """The department codes of :data:`DESTINATION_RULES` for ``answers``, preferred first."""
     return DESTINATION_RULES[0][1] if answers.major_trauma else DESTINATION_RULES[1][1]
+
+
+def geo_point(latitude: float, longitude: float) -> dict[str, Any]:
+    """A GeoJSON ``Point`` (RFC 7946 §3.1.2: longitude first, WGS84 degrees), what the
+    2dsphere indexes hold."""
+    return {"type": "Point", "coordinates": [longitude, latitude]}

@@ -43,6 +43,7 @@ from healthflow.emergency.domain import (
     ReprioritiseReason,
     Status,
     check_step,
+    geo_point,
     triage,
 )
 from healthflow.emergency.schemas import PositionIn, RaiseIn
@@ -91,8 +92,7 @@ def new_emergency(principal: Principal, body: RaiseIn, now: datetime,
         "_id": emergency_id or str(uuid.uuid4()), "status": Status.RAISED.value,
         "priority": triage(body.triage.answers()).value, "triage": body.triage.model_dump(),
         "position": position,
-        "location": ({"type": "Point", "coordinates": [position["longitude"],
-                                                       position["latitude"]]}
+        "location": (geo_point(position["latitude"], position["longitude"])
                      if position else None),
         "address": body.address, "what_happened": body.what_happened,
         "caller_phone": body.caller_phone if dispatcher else None,
@@ -288,11 +288,10 @@ async def locate(runtime: ServiceRuntime, principal: Principal, emergency_id: st
             raise EmergencyNotFound(f"no emergency {emergency_id}")
         if doc["status"] not in LOCATABLE:
             raise CannotLocate(f"the emergency is {doc['status']}: its position is final")
-        now, fields = utcnow(), position.model_dump()
+        now = utcnow()
         await _set(uow, doc, {"$set": {
-            "position": fields, "updated_at": now,
-            "location": {"type": "Point",
-                         "coordinates": [fields["longitude"], fields["latitude"]]}}})
+            "position": position.model_dump(), "updated_at": now,
+            "location": geo_point(position.latitude, position.longitude)}})
         uow.publish(events.EmergencyLocated(
             emergency_id=doc["_id"], latitude=position.latitude,
             longitude=position.longitude, accuracy_m=position.accuracy_m,

@@ -37,7 +37,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from healthflow.common import careteam
-from healthflow.common.care import CareStatus, in_care
+from healthflow.common.care import in_care
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, Indexes, utcnow
 from healthflow.common.pagination import keyset_page
@@ -151,9 +151,9 @@ async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str) -> bool:
         started = encounter.get("started_at") or now
         finished = encounter.get("finished_at") if encounter.get("status") == "finished" \
             else None
-        relationship = {"status": CareStatus.ACTIVE, "period": {"start": started, "end": None},
-                        "encounter_finished_at": finished, "planned_end": None,
-                        "as_of": started}
+        relationship = careteam.new_relationship(
+            encounter["_id"], doctor_user_id, patient_id, started,
+            encounter_id=encounter["_id"]) | {"encounter_finished_at": finished}
         if in_care(relationship, now, after):
             return True
     return False
