@@ -84,3 +84,22 @@ async def test_the_owner_is_told_someone_tried_to_sign_up_with_their_address(
     mail = notif.smtp.to("sg@patients.test")[-1]
     assert mail.message["Subject"] == "Someone tried to sign up with your email address"
     assert [d["channel"] for d in await notif.deliveries(source_id=attempt.id)] == ["email"]
+
+
+async def test_a_message_consumed_before_its_user_is_sent_when_the_user_arrives(
+        notif: Notif) -> None:
+    """The owner's ``user.registered`` (opened with a key from auth) can land after
+    another event about them: the message waits for it and goes at once, not after the
+    retry backoff (the fake clock never reaches it here)."""
+    attempt = event("auth.registration_attempted",
+                    RegistrationAttempted(user_id="pat-late-reg").model_dump(mode="json"),
+                    subject="pat-late-reg")
+    await notif.deliver(attempt)
+    await notif.dispatcher.run_due()
+    [waiting] = await notif.deliveries(source_id=attempt.id)
+    assert (waiting["status"], waiting["awaiting_contact"]) == ("queued", True), waiting
+    await notif.deliver(user_registered("pat-late-reg", email="late-reg@patients.test"))
+    await eventually(lambda: len(notif.smtp.to("late-reg@patients.test")) == 2,
+                     message="the sign-up attempt waited for the retry backoff")
+    subjects = {m.message["Subject"] for m in notif.smtp.to("late-reg@patients.test")}
+    assert "Someone tried to sign up with your email address" in subjects

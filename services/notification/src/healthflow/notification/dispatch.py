@@ -155,7 +155,7 @@ class Dispatcher:
         if channel in messages.ADDRESS_FIELDS:
             if contact is None:  # user.registered not consumed yet: wait for it
                 await self._retry_or_fail(doc, "the user's contact details are not known yet",
-                                          exhausted="no_address")
+                                          exhausted="no_address", awaiting_contact=True)
                 return
             address = contact.get(messages.ADDRESS_FIELDS[channel])
         reason = domain.suppression(
@@ -272,7 +272,13 @@ class Dispatcher:
                       "lease_until": store.UNLEASED, "updated_at": self.ctx.clock.now()}})
 
     async def _retry_or_fail(self, doc: Document, error: str, *,
-                             exhausted: str = "retries_exhausted") -> None:
+                             exhausted: str = "retries_exhausted",
+                             awaiting_contact: bool = False) -> None:
+        """Queue ``doc`` again after the backoff, or fail it as ``exhausted``.
+
+        ``awaiting_contact``: it waits for the user's ``user.registered``, which wakes it
+        at once (:func:`~healthflow.notification.service.apply_user`), not after the backoff.
+        """
         settings = self.ctx.settings
         attempts = int(doc.get("attempts", 0)) + 1
         if attempts >= settings.max_attempts:
@@ -284,7 +290,7 @@ class Dispatcher:
             {"_id": doc["_id"], "lease_owner": self.owner},
             {"$set": {"attempts": attempts, "next_attempt_at": now + delay,
                       "last_error": error[:300], "lease_owner": None, "lease_until": store.UNLEASED,
-                      "updated_at": now}})
+                      "awaiting_contact": awaiting_contact, "updated_at": now}})
         log.info("delivery will be retried", extra={
             "delivery_id": doc["_id"], "attempts": attempts, "delay_s": delay.total_seconds()})
 
