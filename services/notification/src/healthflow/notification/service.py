@@ -91,10 +91,9 @@ class ConsentData(BaseModel):
 
 async def apply_user(uow: UnitOfWork, event_type: str, raw: dict[str, Any], ctx: Context,
                      event_id: str) -> None:
-    """``user.registered``: contact + welcome email, and the user's deliveries that were
-    waiting for the contact (an event consumed before it) are due at once;
-    ``user.role_changed``, ``user.deactivated`` / ``user.activated``: roles and the
-    active flag."""
+    """``user.registered``: contact + welcome email (and messages waiting for the contact
+    are due); ``user.role_changed``, ``user.deactivated`` / ``user.activated``: roles and
+    the active flag."""
     data = UserData.model_validate(raw)
     now = ctx.clock.now()
     contacts = uow.db[store.CONTACTS]
@@ -110,12 +109,8 @@ async def apply_user(uow: UnitOfWork, event_type: str, raw: dict[str, Any], ctx:
         return
     await contacts.update_one({"_id": data.user_id}, {"$set": update}, upsert=True,
                               session=uow.session)
-    if event_type == "user.registered":  # messages that came first are due now
-        await uow.db[store.DELIVERIES].update_many(
-            {"user_id": data.user_id, "status": domain.Status.QUEUED.value,
-             "awaiting_contact": True},
-            {"$set": {"next_attempt_at": now, "awaiting_contact": False}},
-            session=uow.session)
+    if event_type == "user.registered":
+        await store.wake_awaiting_contact(uow.db, uow.session, data.user_id, now)
     if event_type == "user.registered" and data.email:
         expires = now + timedelta(seconds=ctx.settings.email_verification_ttl)
         token = domain.verification_token(

@@ -204,6 +204,16 @@ def appointment_hospitals(appointment: Document | None) -> list[str]:
     return [data["location_id"]] if data.get("location_id") else []
 
 
+async def wake_awaiting_contact(db: AsyncDatabase[Document], session: AsyncClientSession,
+                                user_id: str,
+                                now: datetime) -> None:
+    """Make ``user_id``'s queued deliveries that waited for their contact (an event about
+    them consumed before their ``user.registered``) due at ``now`` (aware UTC)."""
+    await db[DELIVERIES].update_many(
+        {"user_id": user_id, "status": "queued", "awaiting_contact": True},
+        {"$set": {"next_attempt_at": now, "awaiting_contact": False}}, session=session)
+
+
 async def adopt_delivery_hospitals(db: AsyncDatabase[Document]) -> int:
     """Give deliveries queued before issue 16 the hospitals of their appointment, so their
     hospitals' staff still find them in the log; run at start (a no-op once done). Returns

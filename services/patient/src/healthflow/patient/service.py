@@ -211,7 +211,7 @@ async def read_chart(runtime: ServiceRuntime, principal: Principal, patient_id: 
 
     settings = runtime.settings
     assert isinstance(settings, Settings)
-    after = timedelta(days=settings.care_after_encounter_days)
+    after = settings.care_period
 
     async def read(uow: UnitOfWork) -> Document:
         role = await accessor_role(uow, principal, patient_id, after)

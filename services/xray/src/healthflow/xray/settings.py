@@ -5,13 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from healthflow.common.settings import ServiceSettings
+from healthflow.common.care import CareSettings
 from healthflow.common.topology import SERVICES
 
 MiB = 1024 * 1024
 
 
-class Settings(ServiceSettings):
+class Settings(CareSettings):
     model_config = SettingsConfigDict(
         env_prefix="XRAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
@@ -38,7 +38,3 @@ class Settings(ServiceSettings):
     # (each decodes a full image in a thread) and seconds between looks at its queue.
     processing_concurrency: int = Field(default=2, ge=1)
     processing_interval: float = Field(default=1.0, gt=0)
-    # Days (of 24 h) a doctor's care relationship outlives the encounter it rests on (the
-    # records service's rule, healthflow.common.care): a doctor sees a patient's images
-    # from the booking until this long after the encounter finished.
-    care_after_encounter_days: int = Field(default=90, ge=0, le=3650)
