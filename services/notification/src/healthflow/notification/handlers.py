@@ -84,9 +84,9 @@ def _personal_handlers(ctx: service.Context) -> Handlers:
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
-    """Every handler of the service: those over ``ctx`` (the personal ones first: the first
-    matching pattern wins, and ``user.*`` would take ``user.registered``) and the
-    staff-membership read model (:mod:`healthflow.common.tenancy`)."""
+    """Every handler of the service: those over ``ctx`` (each event type named, so no
+    pattern takes another's event whatever the order) and the staff-membership read
+    model (:mod:`healthflow.common.tenancy`)."""
     return {**_personal_handlers(ctx), **_context_handlers(ctx), **tenancy.HANDLERS}
 
 
@@ -133,7 +133,9 @@ def _context_handlers(ctx: service.Context) -> Handlers:
 
     return {
         "appointment.*": on_appointment,
-        "user.*": on_user,
+        "user.role_changed": on_user,
+        "user.deactivated": on_user,
+        "user.activated": on_user,
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,
         "emergency.destination_chosen": on_inbound,
