@@ -55,7 +55,7 @@ async def change_contact(auth: Auth, *, user_id: str, current_password: str,
         changes |= {"email": email.strip(), "email_normalized": domain.normalize_email(email)}
     if phone is not None and phone != user.get("phone"):
         changes["phone"] = phone
-    changed = [k for k in ("email", "phone") if k in changes]
+    changed: list[str] = [k for k in ("email", "phone") if k in changes]
     if not changed:
         return []
     key = await personal.person_key(auth.runtime, auth.keys.wrapper, user_id)
@@ -76,6 +76,7 @@ async def change_contact(auth: Auth, *, user_id: str, current_password: str,
     try:
         await auth.runtime.transact(apply, actor=user_id)
     except _AddressTaken:
-        log.info("contact change not applied: address taken or account erased", extra={"user_id": user_id})
+        log.info("contact change not applied: address taken or account erased",
+                 extra={"user_id": user_id})
         return []
     return changed

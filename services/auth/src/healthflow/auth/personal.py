@@ -63,7 +63,7 @@ def contact_changed_event(key: PersonKey, user: Document,
     number sealed like :func:`registered_event`'s."""
     user_id = user["_id"]
     return events.UserContactChanged(
-        user_id=user_id, changed=sorted(changed),  # type: ignore[arg-type]
+        user_id=user_id, changed=sorted(changed),  # type: ignore[arg-type]  # email|phone
         email=seal(key, user_id, "email", user["email"]),
         phone=seal_optional(key, user_id, "phone", user.get("phone")))
 
