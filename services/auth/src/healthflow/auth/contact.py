@@ -61,10 +61,11 @@ async def change_contact(auth: Auth, *, user_id: str, current_password: str,
     key = await personal.person_key(auth.runtime, auth.keys.wrapper, user_id)
 
     async def apply(uow: UnitOfWork) -> None:
+        now = utcnow()
         try:
             updated = await store.update_user(
                 auth.runtime.db, user_id,
-                {"$set": changes | {"updated_at": utcnow(), "contact_changed_at": utcnow()}},
+                {"$set": changes | {"updated_at": now, "contact_changed_at": now}},
                 session=uow.session)
         except DuplicateKeyError:
             raise _AddressTaken from None
