@@ -14,6 +14,7 @@ from healthflow.gateway.settings import GatewaySettings
     ("/api/v1/auth/register", "auth", "register"),
     ("/api/v1/auth/refresh", "auth", "refresh"),
     ("/api/v1/auth/me", "auth", "account"),
+    ("/api/v1/auth/me/contact", "auth", "account"),
     ("/api/v1/auth/logout", "auth", "account"),
     ("/api/v1/users", "auth", "account"),
     ("/api/v1/users/42/roles", "auth", "account"),

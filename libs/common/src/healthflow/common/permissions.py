@@ -40,7 +40,7 @@ STAFF_ROLES = frozenset(Role) - {Role.PATIENT}
 class Permission(StrEnum):
     # identity
     PROFILE_READ_OWN = "profile:read_own"
-    CREDENTIALS_MANAGE_OWN = "credentials:manage_own"  # change one's own password
+    CREDENTIALS_MANAGE_OWN = "credentials:manage_own"  # own password, address, phone, MFA
     USERS_READ = "users:read"
     USERS_MANAGE = "users:manage"
     USERS_ERASE = "users:erase"  # execute a person's request for erasure (crypto-shredding)

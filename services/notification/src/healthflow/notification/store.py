@@ -6,6 +6,7 @@ Collections (database ``healthflow_notification``), times aware UTC::
                      consent: {email|sms|push: {granted: bool, at}}, updated_at,
                      email_verified, email_verified_for, email_verified_at,
                      phone_verified_for (SHA-256 of the number), phone_verified_at,
+                     contact_changed_at (time of the newest user.contact_changed applied),
                      erased_at (user.erased: email, phone, full_name removed)}
                     — the read model built from user.* and patient.consent_changed
     phone_codes     {_id: user_id, number_hash (SHA-256), code_hash (HMAC-SHA256),
