@@ -261,3 +261,34 @@ async def test_the_scp_takes_its_limits_from_the_settings(
                 first.release()
 
         assert await asyncio.to_thread(two_at_once, app.state.dicom_scp.port) == (True, True)
+
+
+async def test_a_c_store_image_over_the_pixel_limit_is_refused_before_decoding(
+        mongodb_url, s3_env, unique_name, tokens, monkeypatch) -> None:
+    """XRAY_MAX_IMAGE_PIXELS: an instance declaring more pixels is 0xC000 (cannot
+    understand), nothing stored; its pixels are not decoded."""
+    from PIL import Image
+
+    from healthflow.xray import imaging
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+
+    decoded: list[object] = []  # a raise here would be caught as "unreadable"
+
+    def no_decoding(*args: object) -> None:
+        decoded.append(args)
+
+    monkeypatch.setattr(imaging, "_check_native_length", no_decoding)
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
+                                  dicom_calling_ae_titles=[MODALITY],
+                                  max_image_pixels=64 * 64 - 1))
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        order = await ordered(http, app, tokens)
+        image = dcmread(io.BytesIO(radiograph(PATIENT,
+                                              accession_number=order["accession_number"])))
+        statuses = await asyncio.to_thread(c_store, app.state.dicom_scp.port, [image])
+        assert statuses == [dicom_scp.CANNOT_UNDERSTAND]
+        assert decoded == []
+        assert await app.state.runtime.db["instances"].count_documents({}) == 0
+        assert await app.state.blobs.keys() == []

@@ -41,6 +41,7 @@ from healthflow.xray.domain import (
     check_study_order,
 )
 from healthflow.xray.service import viewer
+from healthflow.xray.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,12 @@ async def receive(runtime: ServiceRuntime, blobs: BlobStore, body: AsyncIterable
     return await _ingest(runtime, blobs, order, body, imaging.DICOM, uploaded_by)
 
 
+def max_pixels(runtime: ServiceRuntime) -> int:
+    """The configured pixel limit (``XRAY_MAX_IMAGE_PIXELS``) of the runtime's settings."""
+    settings = runtime.settings
+    return settings.max_image_pixels if isinstance(settings, Settings) else imaging.MAX_PIXELS
+
+
 async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
                   body: AsyncIterable[bytes], declared_type: str | None, uploaded_by: str
                   ) -> Upload:
@@ -134,7 +141,8 @@ async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
                 async with blobs.staged(XRAY, _tee(body, spool),
                                         declared_type=declared_type) as blob:
                     spool.close()
-                    facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type)
+                    facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type,
+                                                    max_pixels(runtime))
                     stored = await runtime.transact(
                         lambda uow: _store(uow, uploaded_by, order["_id"], blob, facts),
                         actor=uploaded_by)
