@@ -259,22 +259,22 @@ async def read_study(runtime: ServiceRuntime, principal: Principal, study_id: st
 async def study_fhir(runtime: ServiceRuntime, principal: Principal, study_id: str,
                      dicomweb_url: str) -> dict[str, Any]:
     """The study as a FHIR R4 ``ImagingStudy`` (:func:`.fhir.imaging_study`, with the
-    TID 1500 SRs DICOMweb lists; ``dicomweb_url`` the public DICOMweb base), for its
-    viewers (``xray.accessed`` scope ``fhir`` for a doctor). Raises StudyNotFound (404),
-    NotTreating (403)."""
+    TID 1500 SRs DICOMweb lists: to the patient only once the study's report is signed,
+    :func:`.dicomweb.visible_reports`; ``dicomweb_url`` the public DICOMweb base), for
+    its viewers (``xray.accessed`` scope ``fhir`` for a doctor). Raises StudyNotFound
+    (404), NotTreating (403)."""
 
     async def read(uow: UnitOfWork) -> dict[str, Any]:
         study = await store.get_study(uow, study_id)
         if study is None:
             raise StudyNotFound(f"no imaging study {study_id}")
-        await viewer(uow, principal, study["patient_id"], "fhir", study_id)
+        role = await viewer(uow, principal, study["patient_id"], "fhir", study_id)
         order = await store.get_order(uow, study["order_id"])
         if order is None:  # a study is made for an order, and orders are never deleted
             raise StudyNotFound(f"no imaging study {study_id}")
-        reports = await store.measurement_reports_of(uow, [study_id])
         return fhir.imaging_study(
             study, [*await store.instances_of(uow, [study_id]),
-                    *(dicomweb.report_instance(r) for r in reports)], order,
+                    *await dicomweb.visible_reports(uow, [study_id], role)], order,
             dicomweb_url=dicomweb_url)
 
     return await runtime.transact(read, actor=principal.actor)
