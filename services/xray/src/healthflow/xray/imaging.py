@@ -37,8 +37,9 @@ A photograph is accepted when Pillow recognises the same format as declared, its
 header's width × height is within the pixel limit (``too-many-pixels``; Pillow's own
 ``DecompressionBombError``, raised by ``Image.open`` from the header past twice
 ``Image.MAX_IMAGE_PIXELS``, which :func:`guard_pillow` sets to the limit, is the
-same refusal) and it decodes whole. Anything else raises :class:`~healthflow.xray.domain.InvalidImage`
-(422) whose ``problem`` member says which rule failed.
+same refusal) and it decodes whole. Anything else raises
+:class:`~healthflow.xray.domain.InvalidImage` (422) whose ``problem`` member says which
+rule failed.
 """
 
 from __future__ import annotations

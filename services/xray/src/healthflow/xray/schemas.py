@@ -10,7 +10,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from healthflow.common.mongo import Document
 from healthflow.xray.checks import LABEL
-from healthflow.xray.processing import NAMES, NOT_MADE_REASONS
 from healthflow.xray.domain import (
     BodyPart,
     OrderRequest,
@@ -19,6 +18,7 @@ from healthflow.xray.domain import (
     clean_question,
     clean_report_text,
 )
+from healthflow.xray.processing import NAMES, NOT_MADE_REASONS
 
 
 class OrderIn(BaseModel):
