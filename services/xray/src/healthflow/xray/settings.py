@@ -33,7 +33,17 @@ class Settings(CareSettings):
     dicom_port: int = Field(default=SERVICES["xray"].listeners["dicom"], ge=0, le=65535)
     dicom_ae_title: str = Field(default="HEALTHFLOW", min_length=1, max_length=16)
     dicom_calling_ae_titles: list[str] = Field(default_factory=list)
-    dicom_max_associations: int = Field(default=4, ge=1)
+    dicom_max_associations: int = Field(default=4, ge=1)  # associations at once, all peers
+    # Seconds the SCP waits: for an association request or release answer (ACSE), for a
+    # DIMSE message's next part (DIMSE), and on an idle connection before it aborts it
+    # (network; pynetdicom's ARTIM). A peer that stalls holds a thread only this long.
+    dicom_acse_timeout: float = Field(default=30.0, gt=0)
+    dicom_dimse_timeout: float = Field(default=30.0, gt=0)
+    dicom_network_timeout: float = Field(default=60.0, gt=0)
+    # Pixels (Rows × Columns × frames, or a photograph's width × height, from the header)
+    # above which an image is refused before any pixel is decoded (decompression bombs;
+    # a 43 × 43 cm detector at 0.1 mm is 18.5 M). Pillow's own guard is set to it too.
+    max_image_pixels: int = Field(default=60_000_000, ge=1)
     # The processing worker (:mod:`healthflow.xray.processing`): images analysed at once
     # (each decodes a full image in a thread) and seconds between looks at its queue.
     processing_concurrency: int = Field(default=2, ge=1)
