@@ -4,7 +4,8 @@ Payloads carry ids, the triage priority (``P1`` … ``P4``), the incident's
 position (WGS84 degrees) and times (aware UTC): never a name, a phone number,
 an address or what the caller said, which stay in the emergency service. The
 routing key is the type; the envelope's ``subject`` is ``emergency/<id>`` and
-``patientid`` is set when a patient raised it from the app.
+``patientid`` is set when a patient raised it from the app or a clinician named
+the patient.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ class EmergencyRaised(EventPayload):
     the reported position in metres; all three are ``None`` when a dispatcher took
     an address only (the paramedic service then escalates at once: there is no
     geocoder yet; a dispatcher sets the position later, ``emergency.located``).
-    ``raised_by_role`` is ``patient``, ``dispatcher`` or another staff role;
-    ``patient_id`` the raising patient's user id, else ``None``.
+    ``raised_by_role`` is the capacity it was raised in: ``patient``, ``dispatcher``,
+    or a clinician's role (``doctor``, ``nurse``, ``patient_care``); ``patient_id``
+    the raising patient's user id, or the patient a clinician named, else ``None``.
     """
 
     emergency_id: str

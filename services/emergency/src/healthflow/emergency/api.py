@@ -26,14 +26,17 @@ IdempotencyKey = Annotated[str | None, Header(
 router = APIRouter(prefix="/api/v1/emergencies", tags=["emergencies"])
 
 
-@router.post("", status_code=201, summary="Raise an emergency (a patient, or a dispatcher)")
+@router.post("", status_code=201,
+             summary="Raise an emergency (a patient, a dispatcher, or a clinician)")
 async def raise_emergency(
     runtime: Runtime, body: RaiseIn, response: Response,
-    principal: Principal = require_any(P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_DISPATCH),
+    principal: Principal = require_any(P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_DISPATCH,
+                                       P.EMERGENCIES_RAISE_CLINICAL),
     idempotency_key: IdempotencyKey = None,
 ) -> EmergencyOut:
     """Triaged P1–P4 from ``triage``; 422 ``no-location`` without a position (or, for a
-    dispatcher, an address). ``Idempotency-Key`` (1–255 visible ASCII characters): a
+    dispatcher or clinician, an address); 422 for a ``patient_id`` from a non-clinician.
+    ``Idempotency-Key`` (1–255 visible ASCII characters): a
     retry with the same key and body, on any process, answers 201 with the emergency the
     first one created; with another body 422 ``idempotency-key-reused``."""
     doc = await service.raise_emergency(runtime, principal, body, idempotency_key)

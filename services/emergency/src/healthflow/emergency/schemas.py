@@ -42,9 +42,11 @@ class TriageIn(BaseModel):
 
 
 class RaiseIn(BaseModel):
-    """``POST /api/v1/emergencies``. A patient gives a position; a dispatcher a position or
-    an address (an address alone is escalated to the dispatchers: no geocoder yet) and
-    may give the caller's number (E.164)."""
+    """``POST /api/v1/emergencies``. A patient gives a position; a dispatcher or a
+    clinician a position or an address (an address alone is escalated to the
+    dispatchers: no geocoder yet) and may give a number to call back (E.164); a
+    clinician may name the patient (``patient_id``, their user id; 422 from anyone
+    else)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +54,7 @@ class RaiseIn(BaseModel):
     address: Annotated[str | None, Field(min_length=3, max_length=300)] = None
     what_happened: Annotated[str, Field(min_length=1, max_length=1000)]
     caller_phone: Annotated[str | None, Field(pattern=r"^\+[1-9][0-9]{6,14}$")] = None
+    patient_id: Annotated[str | None, Field(min_length=1, max_length=64)] = None
     triage: TriageIn
 
 
@@ -152,7 +155,11 @@ class EmergencyOut(BaseModel):
     address: str | None
     what_happened: str
     caller_phone: str | None
+    raised_by: str
+    """The raiser's user id."""
     raised_by_role: str
+    """The capacity they raised it in: ``patient``, ``dispatcher``, or the clinician's
+    role (``doctor``, ``nurse``, ``patient_care``)."""
     patient_id: str | None
     assignment: AssignmentOut | None
     crews: list[AssignmentOut] = []
