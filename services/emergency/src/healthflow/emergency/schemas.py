@@ -145,6 +145,27 @@ class DestinationOut(BaseModel):
     chosen_at: datetime
 
 
+class PhotoOut(BaseModel):
+    """A photo of the emergency (PNG or JPEG, checked by content); ``size`` in bytes,
+    ``width`` × ``height`` pixels; ``file`` the path that serves it to the emergency's
+    readers."""
+
+    id: str
+    content_type: str
+    width: int
+    height: int
+    size: int
+    uploaded_at: datetime
+    file: str
+
+    @classmethod
+    def from_document(cls, emergency_id: str, photo: Document) -> PhotoOut:
+        return cls(id=photo["id"], content_type=photo["content_type"], width=photo["width"],
+                   height=photo["height"], size=photo["blob"]["size"],
+                   uploaded_at=photo["uploaded_at"],
+                   file=f"/api/v1/emergencies/{emergency_id}/photos/{photo['id']}")
+
+
 class EmergencyOut(BaseModel):
     """An emergency as the patient who raised it, dispatchers and its crew see it."""
 
@@ -172,6 +193,7 @@ class EmergencyOut(BaseModel):
     destination: DestinationOut | None = None
     timeline: list[StepOut]
     priority_changes: list[PriorityChangeOut] = []
+    photos: list[PhotoOut] = []
     created_at: datetime
     updated_at: datetime
 
@@ -179,10 +201,12 @@ class EmergencyOut(BaseModel):
     def from_document(cls, doc: Document) -> EmergencyOut:
         fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields
                                   if k not in ("id", "responder", "crews",
-                                               "second_escalated")}
+                                               "second_escalated", "photos")}
         second = doc.get("second") or {}
         fields["crews"] = [a for a in (doc.get("assignment"), second.get("assignment")) if a]
         fields["second_escalated"] = second.get("escalated")
         fields["priority_changes"] = doc.get("priority_changes") or []
+        fields["photos"] = [PhotoOut.from_document(doc["_id"], p)
+                            for p in doc.get("photos") or []]
         return cls.model_validate({**fields, "id": doc["_id"],
                                    "responder": ResponderOut.from_document(doc)})
