@@ -57,13 +57,15 @@ def _role(principal: Principal) -> str:
 
 
 def visible(principal: Principal, doc: Document) -> bool:
-    """Whether ``principal`` may read ``doc``: a dispatcher, its current crews, its raiser."""
+    """Whether ``principal`` may read ``doc``: a dispatcher, its current crews, its raiser,
+    and the patient it is for (a clinician named them: they see who is coming too)."""
     if principal.has(Permission.EMERGENCIES_DISPATCH):
         return True
     if (principal.has(Permission.EMERGENCIES_UPDATE_ASSIGNED)
             and crews.is_crew(doc, principal.subject)):  # a P1's two crews
         return True
-    return principal.has(Permission.EMERGENCIES_READ_OWN) and doc["raised_by"] == principal.subject
+    return principal.has(Permission.EMERGENCIES_READ_OWN) and principal.subject in (
+        doc["raised_by"], doc.get("patient_id"))
 
 
 async def get(runtime: ServiceRuntime, principal: Principal, emergency_id: str) -> Document:
