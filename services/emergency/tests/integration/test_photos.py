@@ -4,6 +4,7 @@ checked by content with Pillow, read by the dispatchers, its crew and the raiser
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,8 +86,12 @@ async def test_the_raiser_adds_a_photo_its_readers_see_it_and_no_one_else(
     problem(await emg.client.get(f"/api/v1/emergencies/{eid}/photos/nope",
                                  headers=emg.as_("disp-1", "dispatcher")), 404,
             "photo-not-found")
-    png = await upload(emg, eid, image("PNG"), "image/png")
-    assert png.status_code == 201 and png.json()["content_type"] == "image/png"
+    noise = io.BytesIO()  # a photo over the platform's 1 MiB default body limit
+    Image.frombytes("RGB", (1000, 1000), os.urandom(3_000_000)).save(noise, "PNG")
+    assert len(noise.getvalue()) > 2 * 1024 * 1024
+    png = await upload(emg, eid, noise.getvalue(), "image/png")
+    assert png.status_code == 201, png.text
+    assert png.json() | {"content_type": "image/png", "width": 1000} == png.json()
 
 
 async def test_bad_photos_are_refused_by_content_and_nothing_is_stored(
