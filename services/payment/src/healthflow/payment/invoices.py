@@ -166,11 +166,20 @@ async def bill_payment(uow: UnitOfWork, payment_id: str, tax_rate: TaxRate) -> N
     await bill_consultation(uow, payment, tax_rate)
 
 
+def performer_of(payment: Document) -> str:
+    """The Practitioner id of a payment's doctor (``practitioner_id``, the doctor's user
+    id, the id encounters and their charge items carry), else its appointment's
+    ``doctor_id`` (payments stored before it was kept)."""
+    return str(payment.get("practitioner_id") or payment["doctor_id"])
+
+
 async def bill_consultation(uow: UnitOfWork, payment: Document, tax_rate: TaxRate
                             ) -> Document | None:
     """Bill a payment that just succeeded: its consultation as a charge item
-    (``consultation``, quantity 1, the fee), invoiced by the appointment's hospital
-    and balanced by the payment; None when it was billed before (a repeat)."""
+    (``consultation``, quantity 1, the fee, performed by the doctor's Practitioner id
+    (:func:`performer_of`) on the appointment's start, ``occurrence``), invoiced by the
+    appointment's hospital and balanced by the payment; None when it was billed before
+    (a repeat)."""
     item_id = consultation_item_id(payment["_id"])
     if await uow.db[store.CHARGE_ITEMS].find_one({"_id": item_id}, session=uow.session):
         return None
@@ -179,10 +188,11 @@ async def bill_consultation(uow: UnitOfWork, payment: Document, tax_rate: TaxRat
     item: Document = {
         "_id": item_id, "patient_id": payment["patient_id"], "hospital_id": hospital_id,
         "encounter_id": None, "appointment_id": payment["appointment_id"],
-        "payment_id": payment["_id"], "performer_id": payment["doctor_id"],
+        "payment_id": payment["_id"], "performer_id": performer_of(payment),
         "code": CONSULTATION_CODE, "description": "Consultation", "quantity": 1,
         "unit_price": payment["amount"], "currency": payment["currency"],
-        "status": ChargeItemStatus.BILLABLE.value, "entered_by": "stripe", "entered_at": now}
+        "status": ChargeItemStatus.BILLABLE.value, "entered_by": "stripe", "entered_at": now,
+        "occurrence": payment.get("start")}
     await uow.db[store.CHARGE_ITEMS].insert_one(item, session=uow.session)
     invoice = await issue(uow, patient_id=payment["patient_id"], hospital_id=hospital_id,
                           items=[item], basis_points=tax_rate(hospital_id), actor="stripe",
@@ -297,7 +307,8 @@ async def add_charge_item(runtime: ServiceRuntime, principal: Principal, *,
                           unit_price: int, currency: str) -> Document:
     """A ``billable`` charge item for the encounter (``unit_price`` minor units of ISO 4217
     ``currency``, tax included), by the doctor conducting it or the finance of its
-    hospital; patient and hospital are the encounter's.
+    hospital; patient, hospital, performer (``practitioner_id``) and date of service
+    (``occurrence``: the encounter's start) are the encounter's.
 
     Raises:
         NotFound: (404) the encounter is not known here (yet: ``encounter.started``).
@@ -320,7 +331,8 @@ async def add_charge_item(runtime: ServiceRuntime, principal: Principal, *,
         "performer_id": encounter["practitioner_id"], "code": code,
         "description": description, "quantity": quantity, "unit_price": amount,
         "currency": cur, "status": ChargeItemStatus.BILLABLE.value,
-        "entered_by": principal.subject, "entered_at": utcnow()}
+        "entered_by": principal.subject, "entered_at": utcnow(),
+        "occurrence": encounter.get("started_at")}
 
     async def write(uow: UnitOfWork) -> Document:
         await uow.db[store.CHARGE_ITEMS].insert_one(doc, session=uow.session)

@@ -129,6 +129,7 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     await uow.db[store.PAYMENTS].insert_one({
         "_id": payment_id, "appointment_id": booked.appointment_id,
         "patient_id": booked.patient_id, "doctor_id": booked.doctor_id,
+        "practitioner_id": practitioner_of(booked), "start": booked.start,
         "location_id": booked.location_id, "hospital_id": hospital,
         "amount": amount, "currency": currency, "status": status, "intent_id": intent.id,
         "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
@@ -136,6 +137,13 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     }, session=uow.session)
     await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
                        key=f"hold-{payment_id}", session=uow.session, now=now)
+
+
+def practitioner_of(booked: AppointmentBooked) -> str:
+    """The doctor's Practitioner id (their user id, as ``encounter.started`` names them
+    in ``practitioner_id``): the appointment's ``doctor_user_id``, else its
+    ``doctor_id`` (the same id by the doctor contract; older events lack the former)."""
+    return booked.doctor_user_id or booked.doctor_id
 
 
 async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,

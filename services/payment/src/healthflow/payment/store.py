@@ -3,7 +3,8 @@
 Collections (database ``healthflow_payment``), times aware UTC, amounts integer minor
 units of an ISO 4217 ``currency``::
 
-    payments        {_id, appointment_id (unique), patient_id, doctor_id, amount, currency,
+    payments        {_id, appointment_id (unique), patient_id, doctor_id, practitioner_id?
+                     (the doctor's user id), start? (the appointment's), amount, currency,
                      status, intent_id (unique), client_secret, created_at, updated_at,
                      history: [{status, at, stripe_event_id}],
                      review?: {reason, at}: set when it needs a person (a mismatch...)}
@@ -20,9 +21,11 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
 
     charge_items    {_id, patient_id, hospital_id | None, encounter_id | None,
                      appointment_id | None, payment_id | None, performer_id | None (the
-                     doctor's user id), code, description, quantity (int >= 1),
-                     unit_price (minor units, tax included), currency, status
-                     (ChargeItemStatus), entered_by, entered_at, invoice_id?}
+                     doctor's Practitioner id = user id), code, description, quantity
+                     (int >= 1), unit_price (minor units, tax included), currency, status
+                     (ChargeItemStatus), entered_by, entered_at, occurrence | None (FHIR
+                     ChargeItem.occurrence: the encounter's start or the appointment's;
+                     None on items entered before it was kept), invoice_id?}
     invoices        {_id, issuer ("hospital:<id>" | "platform"), sequence, number,
                      hospital_id | None, patient_id, currency, status (InvoiceStatus),
                      tax_basis_points, lines: [domain.invoice_lines], total_net,
@@ -33,7 +36,7 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
                     in the transaction that inserts the invoice, so a failed issue
                     rolls both back and the series has no gap
     encounters      read model of ``encounter.started`` {_id, patient_id,
-                    practitioner_id, hospital_id}
+                    practitioner_id, hospital_id, started_at?}
     encounter_codes read model of ``encounter.coded`` {_id: encounter id, version (the
                     event's revision: a lower or equal one changes nothing), patient_id,
                     appointment_id | None, hospital_id | None, diagnoses: [{system,
