@@ -7,8 +7,11 @@ units of an ISO 4217 ``currency``::
                      (the doctor's user id), start? (the appointment's), amount, currency,
                      status, intent_id (unique), client_secret, created_at, updated_at,
                      history: [{status, at, stripe_event_id}],
+                     refund?: {id, amount, currency, reason, at, status? ("failed")},
+                     dispute?, refund_failures? (:mod:`.disputes`),
                      review?: {reason, at}: set when it needs a person (a mismatch...)}
-    webhook_events  {_id: Stripe event id, type, intent_id, received_at}  (dedupe)
+    webhook_events  {_id: Stripe event id, type, intent_id (the object's payment_intent,
+                     else its id), received_at}  (dedupe)
     appointments    {_id: appointment id, checkout_at?, cancelled_at?}: the one document
                     both the checkout and the cancellation of an appointment write
                     first (:func:`claim_appointment`), so that when they run at once
