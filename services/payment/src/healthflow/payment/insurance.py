@@ -212,9 +212,9 @@ async def record_adjudication(uow: UnitOfWork, claim: Document, invoice: Documen
     share = adjudication.benefit if complete else 0
     update: Document = {"$set": {"last_claim_id": claim["_id"]}}
     if complete:
-        update = {"$set": {"insurance_share": share, "claim_id": claim["_id"],
-                           "status": status_after_claim(invoice["total_gross"], share).value},
-                  "$unset": {"pdf": ""}}  # printed again, with the shares
+        update = invoices.revised({  # printed again, with the shares
+            "$set": {"insurance_share": share, "claim_id": claim["_id"],
+                     "status": status_after_claim(invoice["total_gross"], share).value}})
     await uow.db[store.INVOICES].update_one({"_id": invoice["_id"]}, update,
                                             session=uow.session)
     uow.publish(ClaimAdjudicated(

@@ -416,10 +416,9 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
                                   f"cancelled; this one is {current['status']} with "
                                   f"{current['paid']} paid")
         now = utcnow()
-        await uow.db[store.INVOICES].update_one(
-            {"_id": invoice_id}, {"$set": {"status": InvoiceStatus.CANCELLED.value,
-                                           "cancelled_at": now},
-                                  "$unset": {"pdf": ""}},  # printed again, marked void
+        await uow.db[store.INVOICES].update_one(  # printed again, marked void
+            {"_id": invoice_id}, revised({"$set": {"status": InvoiceStatus.CANCELLED.value,
+                                                   "cancelled_at": now}}),
             session=uow.session)
         await uow.db[store.CHARGE_ITEMS].update_many(
             {"invoice_id": invoice_id}, {"$set": {"status": ChargeItemStatus.ABORTED.value}},
@@ -432,10 +431,26 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
 # --------------------------------------------------------------------------- the PDF
 
 
-def pdf_key(invoice_id: str) -> str:
-    """The blob key of an invoice's PDF (a function of the id: a second rendering of
-    the same invoice, deterministic, replaces the first with the same bytes)."""
-    return f"{INVOICE.name}/{invoice_id}.pdf"
+def pdf_key(invoice_id: str, revision: int = 0) -> str:
+    """The blob key of the PDF of an invoice's ``revision`` (a function of both: a second
+    rendering of the same revision, deterministic, replaces the first with the same
+    bytes; one of an older revision never replaces a newer one's)."""
+    suffix = f".r{revision}" if revision else ""
+    return f"{INVOICE.name}/{invoice_id}{suffix}.pdf"
+
+
+def revision_of(doc: Document) -> int:
+    """An invoice's (or credit note's) revision: 0 until something printed on it changed
+    (``revision`` is incremented with the kept PDF dropped; absent on older ones)."""
+    return int(doc.get("revision") or 0)
+
+
+def revised(update: Document) -> Document:
+    """``update`` (a MongoDB update of an invoice changing what its PDF prints) that also
+    drops the kept PDF and increments ``revision``, so a rendering of the invoice as it
+    was is not recorded as its PDF (:func:`printed_pdf`)."""
+    return {**update, "$unset": {**update.get("$unset", {}), "pdf": ""},
+            "$inc": {**update.get("$inc", {}), "revision": 1}}
 
 
 async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
@@ -448,8 +463,8 @@ async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
         NotFound (404); ServiceUnavailable (503) when object storage does not answer.
     """
     doc = await get(runtime, principal, invoice_id)
-    return await printed_pdf(runtime.db, blobs, store.INVOICES, doc, pdf_key(invoice_id),
-                             _render_invoice)
+    return await printed_pdf(runtime.db, blobs, store.INVOICES, doc,
+                             pdf_key(invoice_id, revision_of(doc)), _render_invoice)
 
 
 def _render_invoice(doc: Document, hospital: Document | None) -> bytes:
@@ -461,8 +476,11 @@ async def printed_pdf(db: Any, blobs: BlobStore, collection: str, doc: Document,
                       session: Any = None) -> bytes:
     """The PDF of ``doc`` (an invoice or a credit note in ``collection``): from the blob
     store when recorded (``pdf``), else rendered (``render(doc, hospital)``, off the
-    event loop), put under ``key`` and recorded as ``pdf: {key, sha256, size}`` unless
-    a record was made meanwhile (rendering is deterministic: the same bytes).
+    event loop), put under ``key`` (the revision's own, :func:`pdf_key`) and recorded as
+    ``pdf: {key, sha256, size}`` only if no record was made meanwhile (rendering is
+    deterministic: the same bytes) and the document is still at the revision rendered
+    (:func:`revision_of`): a rendering that an invoice change overtook is returned to
+    its caller but never kept as the invoice's PDF.
 
     Raises:
         ServiceUnavailable: (503) object storage does not answer.
@@ -475,8 +493,10 @@ async def printed_pdf(db: Any, blobs: BlobStore, collection: str, doc: Document,
                                                       session=session)
     data = await asyncio.to_thread(render, doc, hospital)
     blob = await blobs.put_generated(key, data, "application/pdf")
+    revision = revision_of(doc)
     await db[collection].update_one(
-        {"_id": doc["_id"], "pdf": {"$exists": False}},
+        {"_id": doc["_id"], "pdf": {"$exists": False},
+         "revision": {"$in": [revision, None]} if revision == 0 else revision},
         {"$set": {"pdf": {"key": blob.key, "sha256": blob.sha256, "size": blob.size}}},
         session=session)
     return data

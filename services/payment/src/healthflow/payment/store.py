@@ -34,7 +34,9 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
                      tax_basis_points, lines: [domain.invoice_lines], total_net,
                      total_tax, total_gross, paid, payments: [{amount, at, source
                      ("stripe" | "card" | "desk"), payment_id?, recorded_by}], issued_at,
-                     issued_by, cancelled_at?, pdf?: {key, sha256, size}}
+                     issued_by, cancelled_at?, revision? (+1 at each change its PDF
+                     prints: cancelled, claim adjudicated; absent = 0),
+                     pdf?: {key (the revision's), sha256, size}}
     counters        {_id: "invoice:<issuer>", value: the last sequence used}: incremented
                     in the transaction that inserts the invoice, so a failed issue
                     rolls both back and the series has no gap
