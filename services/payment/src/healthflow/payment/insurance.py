@@ -212,7 +212,7 @@ async def record_adjudication(uow: UnitOfWork, claim: Document, invoice: Documen
     share = adjudication.benefit if complete else 0
     update: Document = {"$set": {"last_claim_id": claim["_id"]}}
     if complete:
-        update = invoices.revised({  # printed again, with the shares
+        update = store.revised({  # printed again, with the shares
             "$set": {"insurance_share": share, "claim_id": claim["_id"],
                      "status": status_after_claim(invoice["total_gross"], share).value}})
     await uow.db[store.INVOICES].update_one({"_id": invoice["_id"]}, update,

@@ -416,10 +416,9 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
                                   f"cancelled; this one is {current['status']} with "
                                   f"{current['paid']} paid")
         now = utcnow()
+        void = {"$set": {"status": InvoiceStatus.CANCELLED.value, "cancelled_at": now}}
         await uow.db[store.INVOICES].update_one(  # printed again, marked void
-            {"_id": invoice_id}, revised({"$set": {"status": InvoiceStatus.CANCELLED.value,
-                                                   "cancelled_at": now}}),
-            session=uow.session)
+            {"_id": invoice_id}, store.revised(void), session=uow.session)
         await uow.db[store.CHARGE_ITEMS].update_many(
             {"invoice_id": invoice_id}, {"$set": {"status": ChargeItemStatus.ABORTED.value}},
             session=uow.session)
@@ -439,20 +438,6 @@ def pdf_key(invoice_id: str, revision: int = 0) -> str:
     return f"{INVOICE.name}/{invoice_id}{suffix}.pdf"
 
 
-def revision_of(doc: Document) -> int:
-    """An invoice's (or credit note's) revision: 0 until something printed on it changed
-    (``revision`` is incremented with the kept PDF dropped; absent on older ones)."""
-    return int(doc.get("revision") or 0)
-
-
-def revised(update: Document) -> Document:
-    """``update`` (a MongoDB update of an invoice changing what its PDF prints) that also
-    drops the kept PDF and increments ``revision``, so a rendering of the invoice as it
-    was is not recorded as its PDF (:func:`printed_pdf`)."""
-    return {**update, "$unset": {**update.get("$unset", {}), "pdf": ""},
-            "$inc": {**update.get("$inc", {}), "revision": 1}}
-
-
 async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
               invoice_id: str) -> bytes:
     """The invoice's PDF for whoever may read it: rendered once (Typst,
@@ -464,7 +449,7 @@ async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
     """
     doc = await get(runtime, principal, invoice_id)
     return await printed_pdf(runtime.db, blobs, store.INVOICES, doc,
-                             pdf_key(invoice_id, revision_of(doc)), _render_invoice)
+                             pdf_key(invoice_id, store.revision_of(doc)), _render_invoice)
 
 
 def _render_invoice(doc: Document, hospital: Document | None) -> bytes:
@@ -479,8 +464,8 @@ async def printed_pdf(db: Any, blobs: BlobStore, collection: str, doc: Document,
     event loop), put under ``key`` (the revision's own, :func:`pdf_key`) and recorded as
     ``pdf: {key, sha256, size}`` only if no record was made meanwhile (rendering is
     deterministic: the same bytes) and the document is still at the revision rendered
-    (:func:`revision_of`): a rendering that an invoice change overtook is returned to
-    its caller but never kept as the invoice's PDF.
+    (:func:`.store.revision_of`): a rendering that an invoice change overtook is returned
+    to its caller but never kept as the invoice's PDF.
 
     Raises:
         ServiceUnavailable: (503) object storage does not answer.
@@ -493,7 +478,7 @@ async def printed_pdf(db: Any, blobs: BlobStore, collection: str, doc: Document,
                                                       session=session)
     data = await asyncio.to_thread(render, doc, hospital)
     blob = await blobs.put_generated(key, data, "application/pdf")
-    revision = revision_of(doc)
+    revision = store.revision_of(doc)
     await db[collection].update_one(
         {"_id": doc["_id"], "pdf": {"$exists": False},
          "revision": {"$in": [revision, None]} if revision == 0 else revision},

@@ -222,6 +222,20 @@ async def next_sequence(db: AsyncDatabase[Document], issuer: str, session: Any,
     return int(doc["value"])
 
 
+def revision_of(doc: Document) -> int:
+    """An invoice's (or credit note's) revision: 0 until something printed on it changed
+    (``revision`` is incremented with the kept PDF dropped; absent on older ones)."""
+    return int(doc.get("revision") or 0)
+
+
+def revised(update: Document) -> Document:
+    """``update`` (a MongoDB update of an invoice changing what its PDF prints) that also
+    drops the kept PDF and increments ``revision``, so a rendering of the invoice as it
+    was is not recorded as its PDF (:func:`.invoices.printed_pdf`)."""
+    return {**update, "$unset": {**update.get("$unset", {}), "pdf": ""},
+            "$inc": {**update.get("$inc", {}), "revision": 1}}
+
+
 async def get_invoice(db: AsyncDatabase[Document], invoice_id: str,
                       session: Any = None) -> Document | None:
     return await db[INVOICES].find_one({"_id": invoice_id}, session=session)
