@@ -141,9 +141,7 @@ def _context_handlers(ctx: service.Context) -> Handlers:
 
     return {
         "appointment.*": on_appointment,
-        "user.role_changed": on_user,
-        "user.deactivated": on_user,
-        "user.activated": on_user,
+        **dict.fromkeys(("user.role_changed", "user.deactivated", "user.activated"), on_user),
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,
         "emergency.destination_chosen": on_inbound,
