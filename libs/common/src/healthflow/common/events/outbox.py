@@ -15,7 +15,7 @@ Outbox document (collection ``outbox`` of the service's database)::
 ``lease_until`` is the Unix epoch while nobody holds the record. Once the broker
 has confirmed it, the relay marks the record in place (``status: "sent"``,
 ``sent_at``, lease cleared): one write per record, one ``update_many`` per batch.
-The TTL index ``sent_ttl`` on ``sent_at`` (partial: sent records only; its
+The TTL index ``sent_ttl`` on ``sent_at`` (sparse: sent records only; its
 ``expireAfterSeconds`` is the relay's retention) deletes it after the retention;
 MongoDB and SecantusDB both run the TTL monitor every 60 s. Pending work is found
 through indexes partial on ``status: "pending"`` (``pending_due``, ``pending_age``),
@@ -64,9 +64,9 @@ def outbox_indexes(retention: float = DEFAULT_RETENTION) -> dict[str, list[Index
                        partialFilterExpression=PENDING),
             IndexModel([("created_at", ASCENDING)], name="pending_age",
                        partialFilterExpression=PENDING),
+            # Sparse, not partial: the purge's {sent_at: {$lt: …}} can use it.
             IndexModel([("sent_at", ASCENDING)], name="sent_ttl",
-                       expireAfterSeconds=int(retention),
-                       partialFilterExpression={"status": "sent"}),
+                       expireAfterSeconds=int(retention), sparse=True),
         ],
         OUTBOX_SENT: [IndexModel([("sent_at", ASCENDING)]), IndexModel([("type", ASCENDING)])],
         # The inbox's unique key is its _id (the event id); received_at serves the purge.

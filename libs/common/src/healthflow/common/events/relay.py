@@ -26,7 +26,8 @@ failure is retried later. A crash between the broker's confirm and the mark leav
 the record pending and leased: republished once the lease lapses (a duplicate the
 consumers' inboxes absorb). Failures are rescheduled with exponential back-off and
 jitter capped at ``max_backoff`` seconds. Sent records are deleted ``retention``
-seconds after ``sent_at`` by the TTL index of :func:`~healthflow.common.events.outbox.outbox_indexes`;
+seconds after ``sent_at`` by the TTL index of
+:func:`~healthflow.common.events.outbox.outbox_indexes`;
 :meth:`OutboxRelay.purge` (once a minute) does the same for databases whose indexes
 were not ensured and empties the ``outbox_sent`` archive of earlier versions.
 """
@@ -200,18 +201,27 @@ class OutboxRelay:
         return await self.claim_ids(ids)
 
     async def claim_ids(self, ids: list[Any]) -> list[Document]:
-        """Lease those of ``ids`` that are due and free; returns the leased records."""
+        """Lease those of ``ids`` that are due and free; returns the leased records.
+
+        The statement filters on ``_id`` alone and tests "due and free" per document
+        inside the (atomic) update: SecantusDB's writes and reads use the ``_id``
+        index only for a filter on ``_id`` alone, and scan the whole collection —
+        sent records kept for the retention included — for anything more.
+        """
         if not ids:
             return []
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-        until = utcnow() + timedelta(seconds=self.lease)
+        now = utcnow()
+        due = {"$and": [{"$eq": ["$status", "pending"]}, {"$lte": ["$next_attempt_at", now]},
+                        {"$lte": ["$lease_until", now]}]}
         result = await self.outbox.update_many(
-            {"_id": {"$in": ids}, **self._due()},
-            {"$set": {"lease_owner": token, "lease_until": until}},
+            {"_id": {"$in": ids}},
+            [_set_where(due, lease_owner=token, lease_until=now + timedelta(seconds=self.lease))],
         )
         if result.modified_count == 0:
             return []
-        return await self.outbox.find({"_id": {"$in": ids}, "lease_owner": token}).to_list()
+        found = await self.outbox.find({"_id": {"$in": ids}}).to_list()
+        return [r for r in found if r.get("lease_owner") == token]
 
     async def claim(self) -> list[Document]:
         """The polling path: lease up to ``batch_size`` due records, whatever their origin."""
@@ -242,7 +252,7 @@ class OutboxRelay:
                 await self._reschedule(record, res)
         if sent:
             await self._settle()  # one move in flight at a time
-            self._settling = asyncio.create_task(self._mark_sent(sent))
+            self._settling = asyncio.create_task(self.mark_sent(sent))
             metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(sent))
         return len(sent)
 
@@ -263,14 +273,14 @@ class OutboxRelay:
         with tracing.publishing(event, self.transport.messaging_system):
             await self.transport.publish(event)
 
-    async def _mark_sent(self, records: list[Document]) -> None:
+    async def mark_sent(self, records: list[Document]) -> None:
         """One write for the whole batch: the broker confirmed every one of ``records``.
 
         Whoever holds the lease now (ours may have lapsed and another replica's
         publish be under way), the event reached the broker: the record is sent.
         """
-        await self.outbox.update_many(
-            {"_id": {"$in": [r["_id"] for r in records]}, **PENDING},
+        await self.outbox.update_many(  # on _id alone: see claim_ids
+            {"_id": {"$in": [r["_id"] for r in records]}},
             {"$set": {"status": "sent", "sent_at": utcnow(),
                       "lease_owner": None, "lease_until": UNLEASED}},
         )
@@ -285,12 +295,13 @@ class OutboxRelay:
                    "error": type(error).__name__},
         )
         metrics.OUTBOX_PUBLISH_FAILURES.labels(self.service).inc()
-        await self.outbox.update_one(
-            {"_id": record["_id"], "lease_owner": record.get("lease_owner")},
-            {"$set": {"attempts": attempts,
-                      "next_attempt_at": utcnow() + timedelta(seconds=delay),
-                      "lease_owner": None, "lease_until": UNLEASED,
-                      "last_error": f"{type(error).__name__}: {str(error)[:300]}"}},
+        await self.outbox.update_one(  # on _id alone: see claim_ids
+            {"_id": record["_id"]},
+            [_set_where({"$eq": ["$lease_owner", record.get("lease_owner")]},
+                        attempts=attempts,
+                        next_attempt_at=utcnow() + timedelta(seconds=delay),
+                        lease_owner=None, lease_until=UNLEASED,
+                        last_error=f"{type(error).__name__}: {str(error)[:300]}")],
         )
 
     async def purge(self) -> int:
@@ -298,7 +309,7 @@ class OutboxRelay:
         index normally got there first) and in the legacy ``outbox_sent`` archive.
         Returns how many."""
         old = {"sent_at": {"$lt": utcnow() - timedelta(seconds=self.retention)}}
-        kept = await self.outbox.delete_many({"status": "sent", **old})
+        kept = await self.outbox.delete_many(old)  # only sent records have a sent_at
         archived = await self.db[OUTBOX_SENT].delete_many(old)
         return kept.deleted_count + archived.deleted_count
 
@@ -310,3 +321,10 @@ class OutboxRelay:
         oldest = await self.outbox.find_one(PENDING, {"created_at": 1}, sort=[("created_at", 1)])
         age = (utcnow() - oldest["created_at"]).total_seconds() if oldest else 0.0
         return pending, max(0.0, age)
+
+
+def _set_where(condition: Document, **values: Any) -> Document:
+    """An update pipeline stage setting ``values`` where ``condition`` (an aggregation
+    expression) holds for the document, and leaving it unchanged elsewhere."""
+    return {"$set": {field: {"$cond": [condition, {"$literal": value}, f"${field}"]}
+                     for field, value in values.items()}}
