@@ -1,14 +1,18 @@
 """Issue 16, account lifecycle: the owner changes their e-mail address or phone number with
-the current password (and a fresh authenticator code when they have one);
-``user.contact_changed`` carries the new values sealed under the person key, an address
-that is taken gets the same answer, and nothing is published after an erasure."""
+the current password (and a fresh authenticator code when they have one); a new address
+changes only once the link sent to it is redeemed; ``user.contact_changed`` carries the
+new values sealed under the person key, an address that is taken gets the same answer
+(and its owner a notice), code guesses spend the failed-login budget, requests are
+capped, and nothing is published after an erasure."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from healthflow.auth.store import USERS
+from healthflow.auth.store import CONTACT_LINKS, USERS
+from healthflow.common.links import account_link_token, token_digest
 from healthflow.common.personaldata import open_sealed, person_key_from_json
+from healthflow.contracts.auth import EMAIL_CHANGE_PURPOSE
 from healthflow.contracts.sealed import SealedValue
 
 from .test_mfa import enrol
@@ -21,6 +25,21 @@ async def change(auth: Any, access_token: str, **body: Any) -> Any:
                                  json={"current_password": auth.password} | body)
 
 
+def confirm_token(auth: Any, change_id: str) -> str:
+    """What the notification service puts in the link it mails to the new address."""
+    secret = auth.settings.account_link_secret.get_secret_value().encode()
+    return account_link_token(secret, EMAIL_CHANGE_PURPOSE, change_id)
+
+
+async def confirm(auth: Any, token: str) -> Any:
+    return await auth.http.post("/api/v1/auth/contact/confirm", json={"token": token})
+
+
+async def me(auth: Any, tokens: dict[str, Any]) -> dict[str, Any]:
+    return (await auth.http.get("/api/v1/auth/me",
+                                headers=auth.bearer(tokens["access_token"]))).json()
+
+
 async def test_changing_the_address_and_number_publishes_them_sealed(auth: Any) -> None:
     user, tokens = await auth.patient()
     new_email = auth.email("moved")
@@ -28,15 +47,27 @@ async def test_changing_the_address_and_number_publishes_them_sealed(auth: Any) 
     done = await change(auth, tokens["access_token"], email=new_email, phone="+44 7911 123999")
     assert done.status_code == 202, done.text
     assert done.headers["cache-control"] == "no-store"
-
-    me = (await auth.http.get("/api/v1/auth/me",
-                              headers=auth.bearer(tokens["access_token"]))).json()
-    assert me["email"] == new_email and me["phone"] == NEW_PHONE
-    [event] = await auth.events("user.contact_changed", user["id"])
-    data = event["data"]
-    assert data["changed"] == ["email", "phone"]
-    assert new_email not in repr(data) and "123999" not in repr(data)
+    # the number changes now; the address only once the link sent there is redeemed
+    assert (await me(auth, tokens))["email"] == user["email"]
+    [number] = await auth.events("user.contact_changed", user["id"])
+    assert number["data"]["changed"] == ["phone"]
+    [requested] = await auth.events("auth.email_change_requested", user["id"])
+    data = requested["data"]
+    assert new_email not in repr(data)
     key = person_key_from_json((await auth.http.get(f"/internal/person-keys/{user['id']}")).json())
+    assert open_sealed(key, user["id"], "email", SealedValue(**data["email"])) == new_email
+    token = confirm_token(auth, data["change_id"])
+    stored = await auth.db[CONTACT_LINKS].find_one({"link_id": data["change_id"]})
+    assert stored["_id"] == token_digest(token) and token not in repr(stored)
+
+    assert (await confirm(auth, token)).status_code == 204
+    assert (await confirm(auth, token)).status_code == 400  # once
+    me_after = await me(auth, tokens)
+    assert me_after["email"] == new_email and me_after["phone"] == NEW_PHONE
+    [_, event] = await auth.events("user.contact_changed", user["id"])
+    data = event["data"]
+    assert data["changed"] == ["email"]
+    assert new_email not in repr(data) and "123999" not in repr(data)
     assert open_sealed(key, user["id"], "email", SealedValue(**data["email"])) == new_email
     assert open_sealed(key, user["id"], "phone", SealedValue(**data["phone"])) == NEW_PHONE
     # the new address logs in; the old one no longer does; the session goes on
@@ -66,12 +97,51 @@ async def test_a_taken_address_gets_the_same_answer_and_changes_nothing(auth: An
     other = await auth.register()
     user, tokens = await auth.patient()
     free = await change(auth, tokens["access_token"], email=auth.email("free"))
+    assert (await me(auth, tokens))["email"] == user["email"]  # pending, nothing shown
     taken = await change(auth, tokens["access_token"], email=other["email"].upper())
     assert taken.status_code == free.status_code == 202, taken.text
     assert taken.json() == free.json()
-    assert len(await auth.events("user.contact_changed", user["id"])) == 1
+    assert (await me(auth, tokens))["email"] == user["email"]
+    assert await auth.events("user.contact_changed", user["id"]) == []
+    assert len(await auth.events("auth.email_change_requested", user["id"])) == 1
+    # the taken address's owner is told someone tried
+    assert len(await auth.events("auth.registration_attempted", other["id"])) == 1
     stored = await auth.db[USERS].find_one({"_id": user["id"]})
     assert stored["email_normalized"] != other["email"].casefold()
+
+
+async def test_an_address_taken_before_the_link_is_redeemed_changes_nothing(
+        auth: Any) -> None:
+    user, tokens = await auth.patient()
+    wanted = auth.email("wanted")
+    assert (await change(auth, tokens["access_token"], email=wanted)).status_code == 202
+    [requested] = await auth.events("auth.email_change_requested", user["id"])
+    squatter = await auth.register(email=wanted)
+
+    assert (await confirm(auth, confirm_token(auth, requested["data"]["change_id"]))
+            ).status_code == 204
+    assert (await me(auth, tokens))["email"] == user["email"]
+    assert await auth.events("user.contact_changed", user["id"]) == []
+    assert len(await auth.events("auth.registration_attempted", squatter["id"])) == 1
+
+
+async def test_a_newer_request_voids_the_older_link_and_requests_are_capped(
+        auth: Any) -> None:
+    user, tokens = await auth.patient()
+    wanted = [auth.email(f"try{n}") for n in range(4)]
+    for address in wanted[:3]:
+        done = await change(auth, tokens["access_token"], email=address)
+        assert done.status_code == 202, done.text
+    capped = await change(auth, tokens["access_token"], email=wanted[3])
+    assert capped.status_code == 429, capped.text
+    assert capped.headers["content-type"] == "application/problem+json"
+    assert int(capped.headers["retry-after"]) > 0
+    first, *_, last = await auth.events("auth.email_change_requested", user["id"])
+    assert (await confirm(auth, confirm_token(auth, first["data"]["change_id"]))
+            ).status_code == 400
+    assert (await confirm(auth, confirm_token(auth, last["data"]["change_id"]))
+            ).status_code == 204
+    assert (await me(auth, tokens))["email"] == wanted[2]
 
 
 async def test_an_account_with_an_authenticator_needs_a_fresh_code(auth: Any) -> None:
@@ -90,6 +160,19 @@ async def test_an_account_with_an_authenticator_needs_a_fresh_code(auth: Any) ->
                             code=app.used_code())
     assert replayed.status_code == 403, replayed.text
     assert len(await auth.events("user.contact_changed", user["id"])) == 1
+
+
+async def test_authenticator_codes_cannot_be_guessed_with_the_right_password(
+        auth: Any) -> None:
+    user, tokens = await auth.patient()
+    app, _ = await enrol(auth, tokens["access_token"])
+    answers = [(await change(auth, tokens["access_token"], phone=NEW_PHONE,
+                             code=app.wrong_code())).status_code for _ in range(6)]
+    assert answers == [403] * 5 + [429], answers
+    # the right code is refused too until the client's budget recovers
+    late = await change(auth, tokens["access_token"], phone=NEW_PHONE, code=app.code())
+    assert late.status_code == 429, late.text
+    assert await auth.events("user.contact_changed", user["id"]) == []
 
 
 async def test_nothing_is_published_for_an_erased_account(auth: Any) -> None:

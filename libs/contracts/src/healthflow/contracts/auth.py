@@ -235,6 +235,31 @@ class PasswordResetRequested(EventPayload):
     expires_at: datetime
 
 
+EMAIL_CHANGE_PURPOSE = "email-change"
+"""The ``purpose`` under which an e-mail change's confirmation token is derived from its
+``change_id``."""
+
+
+@event_type("auth.email_change_requested", version=1, publisher=PUBLISHER)
+class EmailChangeRequested(EventPayload):
+    """``user_id`` asked to move their account to a new e-mail address (current password,
+    and a fresh authenticator code where they have one). Nothing changes until the link
+    sent to the new address is redeemed; then ``user.contact_changed`` follows.
+
+    ``email`` is the new address sealed under the person key of ``user_id`` (the
+    notification service opens it to send the link there). ``change_id`` names the
+    request, never the link: the token is :func:`healthflow.common.links.account_link_token`
+    of ``change_id`` under ``ACCOUNT_LINK_SECRET`` (purpose ``email-change``); auth keeps
+    only its SHA-256. The link is void after ``expires_at`` (aware UTC), its first use, or
+    a newer request. Not published when the address already has an account (its owner is
+    told instead, ``auth.registration_attempted``)."""
+
+    user_id: str
+    change_id: str
+    email: SealedValue
+    expires_at: datetime
+
+
 PasswordChangeMethod = Literal["change", "reset"]
 
 

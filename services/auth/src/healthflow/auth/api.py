@@ -28,6 +28,7 @@ from healthflow.auth.schemas import (
     ChangePasswordRequest,
     ContactChangeAccepted,
     ContactChangeRequest,
+    ContactLinkRedeem,
     CreateUserRequest,
     EnrolmentOut,
     KeyOut,
@@ -186,9 +187,9 @@ async def me(auth: AuthService,
     return MeOut(**out.model_dump(), permissions=sorted(permissions_for(out.roles)))
 
 
-CONTACT_ACCEPTED = ("the account's contact details are changed unless the new address "
-                    "belongs to another account; a new address or number must be verified "
-                    "again (see GET /api/v1/auth/me)")
+CONTACT_ACCEPTED = ("a new number is changed at once and must be verified again; a new "
+                    "e-mail address changes only once the link sent to it is opened, unless "
+                    "it belongs to another account")
 
 
 @auth_router.patch("/me/contact", status_code=status.HTTP_202_ACCEPTED,
@@ -197,20 +198,32 @@ CONTACT_ACCEPTED = ("the account's contact details are changed unless the new ad
                    responses=_problems(**{
                        "403": "the current password is incorrect, or the authenticator's "
                               "code is missing or wrong (accounts with one)",
-                       "429": "too many failed attempts; see Retry-After"}))
+                       "429": "too many failed attempts, or too many contact changes; see "
+                              "Retry-After"}))
 async def change_contact(
     body: ContactChangeRequest, request: Request, response: Response, auth: AuthService,
     principal: Principal = require(Permission.CREDENTIALS_MANAGE_OWN),
 ) -> ContactChangeAccepted:
-    """202 with one body whether or not the address was free (no account enumeration).
-    The old address is told, and the new one gets a verification link
-    (``user.contact_changed``)."""
+    """202 with one body whether or not the address is free (no account enumeration). A
+    new address gets a confirmation link (``auth.email_change_requested``) and changes
+    when it is redeemed; a new number changes now (``user.contact_changed``)."""
     await contact.change_contact(
         auth, user_id=principal.subject, current_password=body.current_password.get_secret_value(),
         email=body.email, phone=body.phone, code=body.code,
         client_ip=client_ip(request, auth.settings.trusted_proxies))
     response.headers.update(NO_STORE)
     return ContactChangeAccepted(detail=CONTACT_ACCEPTED)
+
+
+@auth_router.post("/contact/confirm", status_code=status.HTTP_204_NO_CONTENT,
+                  summary="Confirm a new e-mail address with the e-mailed link (public)",
+                  responses=_problems(**{"400": "the link is invalid, expired or already "
+                                                "used"}))
+async def confirm_email_change(body: ContactLinkRedeem, auth: AuthService) -> Response:
+    """Uses up the link; the account moves to the new address (``user.contact_changed``)
+    unless another account has it by now (its owner is told; the same answer)."""
+    await contact.confirm_email_change(auth, token=body.token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 
 @auth_router.get("/keys", response_model=list[KeyOut], summary="Signing keys (no key material)")

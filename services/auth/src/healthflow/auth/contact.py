@@ -1,32 +1,65 @@
 """Use case of a user's own contact details: changing the e-mail address or phone number.
 
-The owner gives the current password (:func:`healthflow.auth.credentials.check_current_password`,
-on the failed-login budgets) and, when they have an active authenticator, a fresh code from
-it (:func:`healthflow.auth.mfa.step_up`). The account is updated and
-``user.contact_changed`` published in one transaction, the address and number after the
-change sealed under the person key (:func:`healthflow.auth.personal.contact_changed_event`),
-so a copy of the event outliving an erasure opens to nothing. The notification service
-tells the old address and asks for the new address (or number) to be verified again;
-sessions stay (the password did not change).
+The owner gives the current password and, when they have an active authenticator, a
+fresh code from it (:func:`healthflow.auth.mfa.step_up`), both on the failed-login
+budgets (:func:`healthflow.auth.credentials.check_current_password`: the attempt is
+counted before either is checked). At most ``settings.contact_changes`` requests per
+account are taken (429 past them).
 
-An address that another account has gets the same answer as a free one (nothing changes,
-no event; like sign-up, the answer does not tell whether the address is registered); the
-account's ``GET /api/v1/auth/me`` shows the outcome to its owner only.
+* **A new e-mail address** changes nothing at once (:func:`change_contact`): a
+  confirmation link goes to the new address (``auth.email_change_requested``; the token is
+  :func:`healthflow.common.links.account_link_token` of the request id, stored only as
+  its SHA-256 in ``contact_links``, valid ``settings.email_change_ttl`` seconds, used
+  once, voided by a newer request). Redeeming it (:func:`confirm_email_change`, public)
+  moves the account and publishes ``user.contact_changed``; the notification service
+  tells the old address. An address another account has gets no link; its owner is told
+  someone tried (``auth.registration_attempted``), at the request or, when the address
+  was registered meanwhile, at the redemption, and nothing changes. The answer, and the
+  account's ``GET /api/v1/auth/me``, are the same whether or not the address is taken.
+* **A new phone number** is applied at once and published (``user.contact_changed``);
+  the notification service makes it unverified again (no SMS before the code texted to
+  it is typed back: :mod:`healthflow.notification.verification`).
+
+The new values travel sealed under the person key
+(:func:`healthflow.auth.personal.contact_changed_event`), so a copy of an event outliving
+an erasure opens to nothing; sessions stay (the password did not change).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import timedelta
+from typing import Any, ClassVar
 
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, mfa, personal, store
-from healthflow.auth.credentials import check_current_password
+from healthflow.auth import domain, events, mfa, personal, store
+from healthflow.auth.credentials import check_current_password, notify_address_owner
 from healthflow.auth.service import Auth, get_own
+from healthflow.common.errors import BadRequest, TooManyRequests
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.common.mongo import utcnow
+from healthflow.common.links import account_link_token, token_digest
+from healthflow.common.mongo import Document, utcnow
+from healthflow.common.personaldata import seal
+from healthflow.contracts.auth import EMAIL_CHANGE_PURPOSE
 
 log = logging.getLogger(__name__)
+
+TOO_MANY_CHANGES = "too many contact changes for this account; try again later"
+INVALID_CONTACT_LINK = "the link is invalid, expired or already used"
+
+
+class InvalidContactLink(BadRequest):
+    """A contact-change link's token that names no usable link (unknown, used, superseded,
+    expired, or its account inactive): one answer for all (400)."""
+
+    title: ClassVar[str] = "Invalid Contact Link"
+    slug: ClassVar[str] = "invalid-contact-link"
+
+    def __init__(self) -> None:
+        super().__init__(INVALID_CONTACT_LINK)
 
 
 class _AddressTaken(Exception):
@@ -36,28 +69,121 @@ class _AddressTaken(Exception):
 async def change_contact(auth: Auth, *, user_id: str, current_password: str,
                          email: str | None, phone: str | None, code: str | None,
                          client_ip: str | None) -> list[str]:
-    """The owner ``user_id`` replaces their e-mail address (``email``) and/or phone number
-    (``phone``, E.164, already normalised); returns what changed (``"email"``,
-    ``"phone"``, sorted; empty when nothing did, the address being taken included).
+    """The owner ``user_id`` asks to replace their e-mail address (``email``: a link goes
+    there first) and/or phone number (``phone``, E.164, already normalised: at once);
+    returns what was applied now (``["phone"]`` or empty; an address change never is).
 
     Raises:
         Unauthorized: (401) the account is gone or inactive.
-        TooManyRequests: (429, ``Retry-After``) the failed-login budget is spent.
+        TooManyRequests: (429, ``Retry-After``) the failed-login budget is spent, or
+            ``settings.contact_changes`` requests were made already.
         Forbidden: (403) ``current_password`` is wrong, or the account has an
             authenticator and ``code`` is missing, wrong or reused.
         NotFound: (404) the person key is gone (the account was erased meanwhile).
     """
     user = await get_own(auth.runtime, user_id)
-    await check_current_password(auth, user, current_password, client_ip)
-    await mfa.step_up(auth, user, code, client_ip)
-    changes: dict[str, object] = {}
-    if email is not None and email.strip() != user["email"]:
-        changes |= {"email": email.strip(), "email_normalized": domain.normalize_email(email)}
-    if phone is not None and phone != user.get("phone"):
-        changes["phone"] = phone
-    changed: list[str] = [k for k in ("email", "phone") if k in changes]
-    if not changed:
+
+    async def second_factor() -> None:
+        await mfa.step_up(auth, user, code)
+
+    await check_current_password(auth, user, current_password, client_ip,
+                                 second_factor=second_factor)
+    new_email = email.strip() if email is not None else None
+    if new_email is not None and domain.normalize_email(new_email) == user["email_normalized"]:
+        new_email = None
+    new_phone = phone if phone is not None and phone != user.get("phone") else None
+    if new_email is None and new_phone is None:
         return []
+    wait = await auth.throttle.spend(auth.settings.contact_changes, "contact-change", user_id)
+    if wait is not None:
+        raise TooManyRequests(TOO_MANY_CHANGES, retry_after=wait)
+    if new_email is not None:
+        await _request_email_change(auth, user, new_email)
+    if new_phone is None:
+        return []
+    return await _apply(auth, user_id, {"phone": new_phone}, ["phone"])
+
+
+async def _request_email_change(auth: Auth, user: Document, email: str) -> None:
+    email_key = domain.normalize_email(email)
+    if await store.find_user_by_email(auth.runtime.db, email_key) is not None:
+        await notify_address_owner(auth, email)
+        return
+    key = await personal.person_key(auth.runtime, auth.keys.wrapper, user["_id"])
+    change_id, now = str(uuid.uuid4()), utcnow()
+    doc = _new_link(auth, EMAIL_CHANGE_PURPOSE, change_id, user["_id"], email, now=now,
+                    ttl=auth.settings.email_change_ttl)
+
+    async def apply(uow: UnitOfWork) -> None:
+        await _insert_link(auth, doc, uow)
+        uow.publish(events.EmailChangeRequested(
+            user_id=user["_id"], change_id=change_id,
+            email=seal(key, user["_id"], "email", email),
+            expires_at=doc["expires_at"]), subject=user["_id"])
+
+    await auth.runtime.transact(apply, actor=user["_id"])
+
+
+def _new_link(auth: Auth, purpose: str, link_id: str, user_id: str, email: str, *,
+              now: Any, ttl: int) -> Document:
+    token = account_link_token(auth.settings.account_link_secret.get_secret_value().encode(),
+                               purpose, link_id)
+    expires_at = now + timedelta(seconds=ttl)
+    return {"_id": token_digest(token), "link_id": link_id, "purpose": purpose,
+            "user_id": user_id, "email": email,
+            "email_normalized": domain.normalize_email(email), "created_at": now,
+            "expires_at": expires_at, "used_at": None, "outcome": None,
+            "purge_at": expires_at + timedelta(days=1)}
+
+
+async def _insert_link(auth: Auth, doc: Document, uow: UnitOfWork) -> None:
+    """Store ``doc``; earlier unused links of its user and purpose are void from now."""
+    links = auth.runtime.db[store.CONTACT_LINKS]
+    await links.update_many(
+        {"user_id": doc["user_id"], "purpose": doc["purpose"], "used_at": None},
+        {"$set": {"used_at": doc["created_at"], "outcome": "superseded"}}, session=uow.session)
+    await links.insert_one(doc, session=uow.session)
+
+
+async def _use_link(auth: Auth, token: str, purpose: str) -> tuple[Document, Document]:
+    """Mark the unused, unexpired ``purpose`` link of ``token`` used; it and its active
+    account.
+
+    Raises:
+        InvalidContactLink: (400) no such link, or its account is gone or inactive.
+    """
+    now = utcnow()
+    link = await auth.runtime.db[store.CONTACT_LINKS].find_one_and_update(
+        {"_id": token_digest(token), "purpose": purpose, "used_at": None,
+         "expires_at": {"$gt": now}},
+        {"$set": {"used_at": now, "outcome": "used"}}, return_document=ReturnDocument.AFTER)
+    user = await store.get_user(auth.runtime.db, link["user_id"]) if link else None
+    if link is None or user is None or user["status"] != "active" or user.get("erased_at"):
+        raise InvalidContactLink()
+    return link, user
+
+
+async def confirm_email_change(auth: Auth, *, token: str) -> None:
+    """Redeem the confirmation link ``token`` sent to a new address: the account moves to
+    it and ``user.contact_changed`` is published. When the address has an account by now,
+    nothing changes and its owner is told (the same answer).
+
+    Raises:
+        InvalidContactLink: (400) the token names no unused, unexpired link of an
+            active account.
+    """
+    link, user = await _use_link(auth, token, EMAIL_CHANGE_PURPOSE)
+    changes = {"email": link["email"], "email_normalized": link["email_normalized"]}
+    if await _apply(auth, user["_id"], changes, ["email"]) == []:
+        await auth.runtime.db[store.CONTACT_LINKS].update_one(
+            {"_id": link["_id"]}, {"$set": {"outcome": "taken"}})
+        await notify_address_owner(auth, link["email"])
+
+
+async def _apply(auth: Auth, user_id: str, changes: dict[str, Any],
+                 changed: list[str]) -> list[str]:
+    """Write ``changes`` to the account and publish ``user.contact_changed`` in one
+    transaction; ``changed``, or empty when the address is taken or the account erased."""
     key = await personal.person_key(auth.runtime, auth.keys.wrapper, user_id)
 
     async def apply(uow: UnitOfWork) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from healthflow.auth import domain, events, revocation, service, store
@@ -76,14 +77,24 @@ async def _store_new_password(auth: Auth, uow: UnitOfWork, user: Document, new_h
 
 
 async def check_current_password(auth: Auth, user: Document, password: str,
-                                 client_ip: str | None) -> None:
-    """Check the account owner's ``password`` before a change to the account, against the
-    same failed-login budgets as a login (a stolen access token cannot guess it).
+                                 client_ip: str | None, *,
+                                 second_factor: Callable[[], Awaitable[None]] | None = None
+                                 ) -> None:
+    """Check the account owner's ``password`` (and then ``second_factor``, e.g. an
+    authenticator code: :func:`healthflow.auth.mfa.step_up`) before a change to the
+    account, against the same failed-login budgets as a login (a stolen access token
+    cannot guess either).
+
+    The attempt is counted against this client's budget at the account on entry, before
+    anything is checked; it is forgotten only when the password *and* the second factor
+    pass, so a known password does not buy unlimited guesses at the code. A wrong one
+    counts against the address and the account's ceiling as well.
 
     Raises:
         TooManyRequests: (429, ``Retry-After``) this client's failed-login budget at
             the account, or the address's, is spent (:mod:`healthflow.auth.throttle`).
-        Forbidden: (403) the password is wrong (counted as a failed login).
+        Forbidden: (403) the password is wrong, or ``second_factor`` refused (counted as
+            a failed login).
     """
     email_key = user["email_normalized"]
     throttled = await auth.throttle.admit(email_key, client_ip)
@@ -92,6 +103,12 @@ async def check_current_password(auth: Auth, user: Document, password: str,
     if not await auth.hasher.verify(user["password_hash"], password):
         await auth.throttle.failed(email_key, client_ip)
         raise Forbidden(WRONG_CURRENT_PASSWORD)
+    if second_factor is not None:
+        try:
+            await second_factor()
+        except Forbidden:
+            await auth.throttle.failed(email_key, client_ip)
+            raise
     await auth.throttle.succeeded(email_key, client_ip)
 
 
@@ -201,14 +218,17 @@ async def register(auth: Auth, *, email: str, password: str, full_name: str,
             full_name=full_name, phone=phone, roles=[Role.PATIENT], actor=None,
             self_registered=True)
     except service.EmailTaken:
-        await _registration_attempted(auth, email)
+        await notify_address_owner(auth, email)
         decoy_id = str(uuid.uuid4())
         return domain.new_user(user_id=decoy_id, email=email, full_name=full_name,
                                phone=phone, roles=[Role.PATIENT], password_hash="",
                                created_by=decoy_id, now=utcnow())
 
 
-async def _registration_attempted(auth: Auth, email: str) -> None:
+async def notify_address_owner(auth: Auth, email: str) -> None:
+    """Tell the owner of the account that has ``email`` (if any) that someone tried to
+    take their address (``auth.registration_attempted``, at most
+    ``settings.registration_notices``): a sign-up, or another account's contact change."""
     email_key = domain.normalize_email(email)
     owner = await store.find_user_by_email(auth.runtime.db, email_key)
     if owner is None or not await auth.throttle.allow_notice(

@@ -8,6 +8,7 @@ call sites keep writing ``events.<Model>(...)``.
 from __future__ import annotations
 
 from healthflow.contracts.auth import (
+    EmailChangeRequested,
     LoggedOut,
     LoginFailed,
     LoginFailureReason,
@@ -35,6 +36,7 @@ from healthflow.contracts.auth import (
 )
 
 __all__ = [
+    "EmailChangeRequested",
     "LoggedOut",
     "LoginFailed",
     "LoginFailureReason",

@@ -14,6 +14,7 @@ MANIFEST = ServiceManifest(
         RouteDecl("/api/v1/auth/refresh", policy="refresh"),
         # public, and as tightly limited per address as sign-ups (mail-bombing, guessing)
         RouteDecl("/api/v1/auth/password/reset", policy="register"),
+        RouteDecl("/api/v1/auth/contact", policy="register"),  # e-mailed links
         RouteDecl("/api/v1/auth", policy="account"),
         RouteDecl("/api/v1/users", policy="account"),
         RouteDecl("/.well-known/jwks.json", policy="jwks"),

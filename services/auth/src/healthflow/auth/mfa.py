@@ -230,15 +230,16 @@ async def _count_failure(auth: Auth, digest: str, email_key: str,
 STEP_UP_REQUIRED = "a current code of your authenticator app is required for this change"
 
 
-async def step_up(auth: Auth, user: Document, code: str | None,
-                  client_ip: str | None) -> bool:
+async def step_up(auth: Auth, user: Document, code: str | None) -> bool:
     """Ask an account with an active authenticator for a fresh ``code`` (RFC 6238) before a
     sensitive change made with an access token (the contact details); whether one was
     checked (``False``: the account has no active authenticator). The code's step is used
-    up, so it cannot be replayed (here or at a login).
+    up, so it cannot be replayed (here or at a login). The caller counts the attempt
+    against the failed-login budgets
+    (:func:`healthflow.auth.credentials.check_current_password`).
 
     Raises:
-        Forbidden: (403) no code, or a wrong or reused one (counted as a failed login).
+        Forbidden: (403) no code, or a wrong or reused one.
     """
     factor = await store.get_factor(auth.runtime.db, user["_id"])
     if factor is None or factor["status"] != "active":
@@ -246,7 +247,6 @@ async def step_up(auth: Auth, user: Document, code: str | None,
     step = await _match(auth, factor, code) if code else None
     if step is None or not await store.advance_step(auth.runtime.db, user["_id"], step,
                                                     session=None):
-        await auth.throttle.failed(user["email_normalized"], client_ip)
         raise Forbidden(STEP_UP_REQUIRED)
     return True
 

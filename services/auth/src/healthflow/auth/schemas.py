@@ -215,6 +215,13 @@ class ContactChangeAccepted(BaseModel):
     detail: str
 
 
+class ContactLinkRedeem(Request):
+    """The token of an e-mailed contact-change link (confirm a new address, or undo a
+    change one did not make)."""
+
+    token: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class EnrolmentOut(BaseModel):
     """A new authenticator key: ``secret`` (base32) to type in, or ``otpauth_uri`` to show
     as a QR code. Confirm it with a first code."""

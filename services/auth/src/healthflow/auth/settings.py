@@ -84,6 +84,14 @@ class Settings(KeyEncryptionSettings):
     """``limits`` notation: e-mails per account telling its owner that someone tried to
     register with their address (the answer to the registration is the same anyway)."""
 
+    # Contact changes (healthflow.auth.contact)
+    email_change_ttl: int = Field(default=60 * 60, ge=60, le=24 * 3600)
+    """Seconds the confirmation link sent to a new e-mail address stays valid (void after
+    its first use, or a newer request)."""
+    contact_changes: str = "3/day"
+    """``limits`` notation: contact-change requests one account may make (past them 429);
+    each sends mail to addresses the requester chooses."""
+
     # Second factor: TOTP (RFC 6238) and recovery codes (healthflow.auth.mfa)
     mfa_required_roles: list[str] = Field(
         default_factory=lambda: ["admin", "compliance_officer", "doctor"])
@@ -104,7 +112,7 @@ class Settings(KeyEncryptionSettings):
     def _limits_parse(self) -> Settings:
         for text in [*self.login_failures_per_client, self.login_failures_account_ceiling,
                      self.login_failures_over_ceiling, self.login_failures_per_ip,
-                     self.registration_notices]:
+                     self.registration_notices, self.contact_changes]:
             parse(text)  # ValueError names the text
         return self
 

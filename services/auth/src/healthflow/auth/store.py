@@ -36,6 +36,13 @@ Documents (all times aware UTC):
      created_at, expires_at, used_at | None, outcome: None | "used" | "superseded",
      purge_at}
 
+``contact_links`` (links of a contact change: :mod:`healthflow.auth.contact`)::
+
+    {_id: sha256-hex of the link's token, link_id, purpose: "email-change" | "contact-revert",
+     user_id, email, email_normalized (the address the link moves the account to),
+     created_at, expires_at, used_at | None, outcome: None | "used" | "superseded" | "taken",
+     purge_at}
+
 ``mfa_factors`` (one second factor per user)::
 
     {_id: user_id, method: "totp", secret: envelope of the base32 TOTP key
@@ -86,6 +93,7 @@ REFUSED_LOGINS = "refused_logins"
 REVOCATIONS = "revocations"
 PASSWORD_RESETS = "password_resets"  # noqa: S105 - a collection name
 MFA_FACTORS = "mfa_factors"
+CONTACT_LINKS = "contact_links"
 MFA_CHALLENGES = "mfa_challenges"
 PERSON_KEYS = "person_keys"
 
@@ -109,6 +117,10 @@ INDEXES = {
     REVOCATIONS: [IndexModel([("until", ASCENDING)], expireAfterSeconds=0, name="purge")],
     PASSWORD_RESETS: [
         IndexModel([("user_id", ASCENDING), ("created_at", ASCENDING)], name="user_created"),
+        IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
+    ],
+    CONTACT_LINKS: [
+        IndexModel([("user_id", ASCENDING), ("purpose", ASCENDING)], name="user_purpose"),
         IndexModel([("purge_at", ASCENDING)], expireAfterSeconds=0, name="purge"),
     ],
     MFA_CHALLENGES: [

@@ -147,3 +147,12 @@ class LoginThrottle:
         whether it is still within the budget (e-mails an attacker can trigger)."""
         return await self.limiter.hit(parse(limit), self.namespace, kind,
                                       self.account_key(email_normalized))
+
+
+    async def spend(self, limit: str, kind: str, key: str) -> int | None:
+        """Count one ``kind`` action of ``key`` (an id, hashed here) against ``limit``
+        (``limits`` notation); ``None`` while within it, else the seconds to wait."""
+        item, hashed = parse(limit), self.account_key(key)
+        if await self.limiter.hit(item, self.namespace, kind, hashed):
+            return None
+        return await self._retry_after(item, kind, hashed)
