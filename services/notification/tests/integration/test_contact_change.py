@@ -12,6 +12,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from healthflow.common.links import account_link_token
+from healthflow.contracts.auth import EMAIL_CHANGE_PURPOSE
 from healthflow.devkit.testing import eventually
 from healthflow.notification import store
 from healthflow.notification.settings import Settings
@@ -122,3 +124,25 @@ async def test_a_change_consumed_after_the_erasure_resurrects_nothing(notif: Not
     await notif.settle()
     assert notif.smtp.to(f"late-{user_id}@patients.test") == []
     assert len(notif.smtp.to(old)) == 1  # the welcome only
+
+
+async def test_a_requested_address_gets_only_the_confirmation_link(notif: Notif) -> None:
+    user_id, old = await verified_user(notif, "+4915100000091")
+    new = f"wanted-{user_id}@patients.test"
+    expires = notif.clock.now() + timedelta(hours=1)
+    await notif.deliver(event("auth.email_change_requested",
+                              PERSON_KEYS.email_change_requested(
+                                  user_id, change_id="chg-1", email=new,
+                                  expires_at=expires.isoformat()), subject=user_id))
+    await notif.settle()
+    [mail] = notif.smtp.to(new)
+    text = mail.part("text/plain")
+    assert "confirm-email-change?token=" in text and "60 minutes" in " ".join(text.split())
+    link = next(w for w in text.split() if "confirm-email-change" in w)
+    assert parse_qs(urlparse(link).query)["token"][0] == account_link_token(
+        notif.runtime.settings.account_link_secret  # type: ignore[attr-defined]
+        .get_secret_value().encode(),
+        EMAIL_CHANGE_PURPOSE, "chg-1")
+    assert len(notif.smtp.to(old)) == 1  # the welcome only: nothing changed yet
+    contact = await store.get(notif.db, store.CONTACTS, user_id)
+    assert contact is not None and contact["email"] == old

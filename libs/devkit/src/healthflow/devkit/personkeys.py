@@ -84,6 +84,13 @@ class PersonKeyStandIn:
                 "phone": (None if phone is None
                           else seal(key, user_id, "phone", phone).model_dump())}
 
+    def email_change_requested(self, user_id: str, *, change_id: str, email: str,
+                               expires_at: str) -> dict[str, Any]:
+        """The ``auth.email_change_requested`` payload auth publishes for a new address."""
+        key = self.key(user_id)
+        return {"user_id": user_id, "change_id": change_id, "expires_at": expires_at,
+                "email": seal(key, user_id, "email", email).model_dump()}
+
     async def _get(self, request: web.Request) -> web.Response:
         self.requests += 1
         key = self.keys.get(request.match_info["user_id"])

@@ -134,6 +134,9 @@ REGISTRATION_ATTEMPTED = MessageKind("registration_attempted", channels=(Channel
 CONTACT_CHANGED = MessageKind("contact_changed", channels=(Channel.EMAIL, Channel.IN_APP))
 """``user.contact_changed``: the owner is told their address or number changed, by e-mail to
 the address the account had before (the one a hijacker would not read) and in the feed."""
+EMAIL_CHANGE = MessageKind("email_change", channels=(Channel.EMAIL,))
+"""``auth.email_change_requested``: the link that moves the account to a new address, sent
+to that address only (pinned); nothing changes until it is opened."""
 EMAIL_VERIFICATION = MessageKind("email_verification", channels=(Channel.EMAIL,))
 """``user.contact_changed`` with a new address: the verification link, to that address."""
 PHONE_VERIFICATION = MessageKind("phone_verification", channels=(Channel.SMS,), urgent=True)

@@ -24,7 +24,9 @@
 * ``auth.password_reset_requested`` — the reset link by e-mail (its token derived from
   the request id under the secret shared with auth); ``auth.password_changed`` — the
   owner is told their password changed; ``auth.registration_attempted`` — the owner is
-  told someone tried to sign up with their address.
+  told someone tried to sign up with their address (or to move another account to it);
+  ``auth.email_change_requested`` — the link confirming a new address, to that address
+  (:mod:`.personal`).
 * ``xray.reported`` — the patient's "your X-ray report is ready" (a doctor signed it).
 * ``record.emergency_access_granted`` — the patient's "your record was opened in an
   emergency" (break-the-glass; feed, e-mail and push: :mod:`.access`).
@@ -49,6 +51,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentEvent
 from healthflow.contracts.auth import (
+    EmailChangeRequested,
     PasswordChanged,
     PasswordResetRequested,
     RegistrationAttempted,
@@ -89,8 +92,12 @@ def _personal_handlers(ctx: service.Context) -> Handlers:
     async def on_contact_changed(event: Received[UserContactChanged], uow: UnitOfWork) -> None:
         await personal.apply_contact_changed(uow, event.data, event.time, ctx, event.id)
 
+    async def on_email_change(event: Received[EmailChangeRequested], uow: UnitOfWork) -> None:
+        await personal.apply_email_change_requested(uow, event.data, ctx, event.id)
+
     return {"user.registered": on_registered, "user.erased": on_erased,
-            "user.contact_changed": on_contact_changed}
+            "user.contact_changed": on_contact_changed,
+            "auth.email_change_requested": on_email_change}
 
 
 def _payment_handlers(ctx: service.Context) -> Handlers:

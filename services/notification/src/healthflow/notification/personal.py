@@ -22,9 +22,17 @@ import logging
 from datetime import datetime
 
 from healthflow.common.events.outbox import UnitOfWork
+from healthflow.common.links import account_link_token
 from healthflow.common.personaldata import person_keys_for
-from healthflow.contracts.auth import UserContactChanged, UserErased, UserRegistered
+from healthflow.contracts.auth import (
+    EMAIL_CHANGE_PURPOSE,
+    EmailChangeRequested,
+    UserContactChanged,
+    UserErased,
+    UserRegistered,
+)
 from healthflow.notification import contacts, domain, store
+from healthflow.notification.messages import plan_message
 from healthflow.notification.service import Context
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,34 @@ async def apply_contact_changed(uow: UnitOfWork, data: UserContactChanged, at: d
     await contacts.apply_contact_changed(uow, data.user_id, email=email,
                                          phone=opened.get("phone"), at=at, ctx=ctx,
                                          event_id=event_id)
+
+
+async def apply_email_change_requested(uow: UnitOfWork, data: EmailChangeRequested,
+                                      ctx: Context, event_id: str) -> None:
+    """``auth.email_change_requested``: e-mail the confirmation link
+    ``<app_base_url>/confirm-email-change?token=…`` to the new address (opened here; a
+    pinned delivery, never to the contact's current address), valid until the event's
+    ``expires_at``; the token is :func:`~healthflow.common.links.account_link_token` of
+    ``change_id`` under ``ACCOUNT_LINK_SECRET``. Nothing when the person was erased.
+
+    Raises:
+        httpx.HTTPError: auth cannot answer (the delivery is retried).
+    """
+    opened = await person_keys_for(ctx.settings).open_fields(data.user_id,
+                                                             {"email": data.email})
+    email = (opened or {}).get("email")
+    if email is None:
+        log.info("auth.email_change_requested of an erased person: nothing sent",
+                 extra={"user_id": data.user_id})
+        return
+    token = account_link_token(ctx.settings.account_link_secret.get_secret_value().encode(),
+                               EMAIL_CHANGE_PURPOSE, data.change_id)
+    minutes = max(1, int((data.expires_at - ctx.clock.now()).total_seconds() // 60))
+    link = f"{ctx.settings.app_base_url.rstrip('/')}/confirm-email-change?token={token}"
+    await plan_message(uow, ctx, user_id=data.user_id, kind=domain.EMAIL_CHANGE,
+                       source_id=event_id, trigger=EmailChangeRequested.event_type,
+                       context={"confirm_link": link, "valid_minutes": minutes},
+                       expires_at=data.expires_at, to=email)
 
 
 async def apply_erased(uow: UnitOfWork, data: UserErased, ctx: Context) -> None:

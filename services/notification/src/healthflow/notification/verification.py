@@ -60,6 +60,7 @@ ESSENTIAL_EMAIL_TEMPLATES = frozenset({
     domain.REGISTRATION_ATTEMPTED.template,  # security notice
     domain.CONTACT_CHANGED.template,  # security notice, to the address the account left
     domain.EMAIL_VERIFICATION.template,  # a changed address's verification link
+    domain.EMAIL_CHANGE.template,  # the link confirming a new address, sent to it
 })
 """E-mail sent whether or not the address is verified: the verification mail and the
 account's security messages (they must reach the registered owner)."""
