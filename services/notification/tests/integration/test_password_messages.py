@@ -15,7 +15,7 @@ from healthflow.contracts.auth import (
 )
 from healthflow.devkit.testing import eventually
 
-from ..conftest import NOW, Notif, event, user_registered
+from ..conftest import NOW, PERSON_KEYS, Notif, event, user_registered
 
 
 async def test_the_reset_link_is_emailed_once_and_only_by_email(notif: Notif) -> None:
@@ -107,3 +107,30 @@ async def test_a_message_consumed_before_its_user_is_sent_when_the_user_arrives(
                      message="the sign-up attempt waited for the retry backoff")
     subjects = {m.message["Subject"] for m in notif.smtp.to("late-reg@patients.test")}
     assert "Someone tried to sign up with your email address" in subjects
+
+
+async def test_security_mail_ignores_the_owners_email_opt_out_and_consent(
+        notif: Notif) -> None:
+    """A withdrawn e-mail consent and an e-mail opt-out hold back ordinary mail, never the
+    reset link or the notice to the address the account left (a hijacker who turned
+    e-mail off must not hide the takeover)."""
+    await notif.deliver(user_registered("pat-off", email="off@patients.test"),
+                        event("patient.consent_changed", {
+                            "patient_id": "pat-off", "channel": "email", "granted": False,
+                            "at": NOW.isoformat()}))
+    off = await notif.client.put("/api/v1/notifications/preferences",
+                                 headers=notif.headers("pat-off"),
+                                 json={"channels": {"email": False}})
+    assert off.status_code == 200, off.text
+    notif.clock.advance(seconds=1)
+    requested = event("auth.password_reset_requested", PasswordResetRequested(
+        user_id="pat-off", reset_id="reset-off",
+        expires_at=NOW + timedelta(minutes=30)).model_dump(mode="json"), subject="pat-off")
+    moved = event("user.contact_changed", PERSON_KEYS.contact_changed(
+        "pat-off", email="moved-off@patients.test", phone=None, changed=["email"]),
+        subject="pat-off")
+    await notif.deliver(requested, moved)
+    await notif.settle()
+    subjects = [m.message["Subject"] for m in notif.smtp.to("off@patients.test")]
+    assert "Reset your HealthFlow password" in subjects, subjects
+    assert "Your HealthFlow contact details were changed" in subjects, subjects

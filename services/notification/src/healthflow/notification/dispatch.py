@@ -161,7 +161,7 @@ class Dispatcher:
         reason = domain.suppression(
             channel, consent=messages.consents(contact),
             preferences=messages.channel_preferences(prefs), address=address,
-            active=bool((contact or {}).get("active", True)))
+            active=bool((contact or {}).get("active", True)), template=doc["template"])
         if reason is None:  # e-mail to an unverified address, SMS to an unverified number
             reason = verification.unverified_reason(self.ctx.settings, doc["template"],
                                                     contact, channel)

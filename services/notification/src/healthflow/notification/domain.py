@@ -139,6 +139,11 @@ EMAIL_CHANGE = MessageKind("email_change", channels=(Channel.EMAIL,))
 to that address only (pinned); nothing changes until it is opened."""
 EMAIL_VERIFICATION = MessageKind("email_verification", channels=(Channel.EMAIL,))
 """``user.contact_changed`` with a new address: the verification link, to that address."""
+SECURITY_EMAIL_TEMPLATES = frozenset({
+    PASSWORD_RESET.template, PASSWORD_CHANGED.template, REGISTRATION_ATTEMPTED.template,
+    CONTACT_CHANGED.template, EMAIL_VERIFICATION.template, EMAIL_CHANGE.template})
+"""The account's security e-mails: sent whatever the user's e-mail consent and preference
+say (:func:`suppression`), though never to a deactivated account."""
 PHONE_VERIFICATION = MessageKind("phone_verification", channels=(Channel.SMS,), urgent=True)
 """The one-time code of ``POST …/phone/verification``, by SMS only, at once (urgent: the
 user is waiting for it, quiet hours do not hold it back)."""
@@ -265,18 +270,23 @@ def suppression(
     preferences: Mapping[str, bool],
     address: str | None,
     active: bool = True,
+    template: str | None = None,
 ) -> str | None:
     """Why ``channel`` must not be used, or ``None`` when it may.
 
     Reasons: ``inactive`` (account deactivated), ``no_consent`` (withdrawn;
     urgency never overrides it), ``opted_out`` (the user's preference),
-    ``no_address``.
+    ``no_address``. An e-mail of a :data:`SECURITY_EMAIL_TEMPLATES` ``template`` skips
+    consent and preference (a reset link or a "your address changed" notice is not
+    marketing, and an opt-out must not hide a takeover from the owner).
     """
     if not active:
         return "inactive"
-    if channel in CONSENT_CHANNELS and not consent.get(channel, DEFAULT_CONSENT[channel]):
+    security = channel is Channel.EMAIL and template in SECURITY_EMAIL_TEMPLATES
+    if not security and channel in CONSENT_CHANNELS and not consent.get(
+            channel, DEFAULT_CONSENT[channel]):
         return "no_consent"
-    if not preferences.get(channel, True):
+    if not security and not preferences.get(channel, True):
         return "opted_out"
     if channel is not Channel.IN_APP and not address:
         return "no_address"
