@@ -12,7 +12,7 @@ from typing import Any
 from healthflow.auth.store import CONTACT_LINKS, USERS
 from healthflow.common.links import account_link_token, token_digest
 from healthflow.common.personaldata import open_sealed, person_key_from_json
-from healthflow.contracts.auth import EMAIL_CHANGE_PURPOSE
+from healthflow.contracts.auth import CONTACT_REVERT_PURPOSE, EMAIL_CHANGE_PURPOSE
 from healthflow.contracts.sealed import SealedValue
 
 from .test_mfa import enrol
@@ -182,3 +182,46 @@ async def test_nothing_is_published_for_an_erased_account(auth: Any) -> None:
     refused = await change(auth, tokens["access_token"], email=auth.email("ghost"))
     assert refused.status_code == 401, refused.text
     assert await auth.events("user.contact_changed", user["id"]) == []
+
+
+def revert_token(auth: Any, revert_id: str) -> str:
+    """What the notification service puts in the notice to the old address."""
+    secret = auth.settings.account_link_secret.get_secret_value().encode()
+    return account_link_token(secret, CONTACT_REVERT_PURPOSE, revert_id)
+
+
+async def test_the_old_address_undoes_the_change_and_every_session_ends(auth: Any) -> None:
+    user, tokens = await auth.patient()
+    other_device = await auth.tokens(user["email"])
+    new_email = auth.email("hijack")
+    assert (await change(auth, tokens["access_token"], email=new_email)).status_code == 202
+    [requested] = await auth.events("auth.email_change_requested", user["id"])
+    assert (await confirm(auth, confirm_token(auth, requested["data"]["change_id"]))
+            ).status_code == 204
+    [moved] = await auth.events("user.contact_changed", user["id"])
+    revert_id = moved["data"]["revert_id"]
+    stored = await auth.db[CONTACT_LINKS].find_one({"link_id": revert_id})
+    assert stored["_id"] == token_digest(revert_token(auth, revert_id))
+    forged = await auth.http.post("/api/v1/auth/contact/revert",
+                                  json={"token": confirm_token(auth, revert_id)})
+    assert forged.status_code == 400, forged.text  # another purpose's token
+
+    undone = await auth.http.post("/api/v1/auth/contact/revert",
+                                  json={"token": revert_token(auth, revert_id)})
+    assert undone.status_code == 204, undone.text
+    again = await auth.http.post("/api/v1/auth/contact/revert",
+                                 json={"token": revert_token(auth, revert_id)})
+    assert again.status_code == 400 and again.headers["content-type"] == (
+        "application/problem+json")
+    back = await auth.db[USERS].find_one({"_id": user["id"]})
+    assert back["email"] == user["email"]
+    [_, restored] = await auth.events("user.contact_changed", user["id"])
+    assert restored["data"]["changed"] == ["email"] and restored["data"]["revert_id"] is None
+    [revoked] = await auth.events("auth.user_tokens_revoked", user["id"])
+    assert revoked["data"]["reason"] == "logout"
+    for device in (tokens, other_device):
+        refreshed = await auth.http.post("/api/v1/auth/refresh",
+                                         json={"refresh_token": device["refresh_token"]})
+        assert refreshed.status_code == 400, refreshed.text
+    assert (await auth.login(new_email)).status_code == 400
+    assert (await auth.login(user["email"])).status_code == 200

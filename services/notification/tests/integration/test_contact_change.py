@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from healthflow.common.links import account_link_token
-from healthflow.contracts.auth import EMAIL_CHANGE_PURPOSE
+from healthflow.contracts.auth import CONTACT_REVERT_PURPOSE, EMAIL_CHANGE_PURPOSE
 from healthflow.devkit.testing import eventually
 from healthflow.notification import store
 from healthflow.notification.settings import Settings
@@ -146,3 +146,25 @@ async def test_a_requested_address_gets_only_the_confirmation_link(notif: Notif)
     assert len(notif.smtp.to(old)) == 1  # the welcome only: nothing changed yet
     contact = await store.get(notif.db, store.CONTACTS, user_id)
     assert contact is not None and contact["email"] == old
+
+
+async def test_the_old_address_gets_a_link_to_undo_the_change(notif: Notif) -> None:
+    user_id, old = await verified_user(notif, "+4915100000093")
+    new = f"taken-over-{user_id}@patients.test"
+    until = notif.clock.now() + timedelta(days=7)
+    await notif.deliver(event("user.contact_changed", PERSON_KEYS.contact_changed(
+        user_id, email=new, phone="+4915100000093", changed=["email"],
+        revert_id="rev-1", revert_expires_at=until.isoformat()), subject=user_id))
+    await notif.settle()
+    [notice] = notif.smtp.to(old)[1:]
+    text = notice.part("text/plain")
+    link = next(w for w in text.split() if "revert-contact-change" in w)
+    assert parse_qs(urlparse(link).query)["token"][0] == account_link_token(
+        notif.runtime.settings.account_link_secret  # type: ignore[attr-defined]
+        .get_secret_value().encode(), CONTACT_REVERT_PURPOSE, "rev-1")
+    assert "revert-contact-change" in notice.part("text/html")
+    # only the old address gets it: not the new one, not the feed
+    assert all("revert-contact-change" not in m.part("text/plain") for m in notif.smtp.to(new))
+    feed = await notif.db[store.FEED].find_one({"user_id": user_id,
+                                                "template": "contact_changed"})
+    assert feed is not None and "revert" not in repr(feed)

@@ -51,12 +51,21 @@ class UserContactChanged(EventPayload):
     erased they no longer open, so a late or redelivered event resurrects nothing.
     Consumers holding a clear copy replace it; the notification service tells the old
     address and asks for the new one (or number) to be verified again. Ordered by the
-    event's ``time``."""
+    event's ``time``.
+
+    A new e-mail address (confirmed through the link sent to it) comes with
+    ``revert_id``: the notice to the old address carries a "this wasn't me" link whose
+    token is :func:`healthflow.common.links.account_link_token` of ``revert_id`` under
+    ``ACCOUNT_LINK_SECRET`` (purpose ``contact-revert``), void after
+    ``revert_expires_at`` or its first use; redeeming it restores the old address and
+    ends every session. ``None`` for a new number alone and for the restoring change."""
 
     user_id: str
     changed: list[Literal["email", "phone"]] = Field(min_length=1, max_length=2)
     email: SealedValue
     phone: SealedValue | None
+    revert_id: str | None = None
+    revert_expires_at: datetime | None = None
 
 
 @event_type("user.erased", version=1, publisher=PUBLISHER)
@@ -238,6 +247,11 @@ class PasswordResetRequested(EventPayload):
 EMAIL_CHANGE_PURPOSE = "email-change"
 """The ``purpose`` under which an e-mail change's confirmation token is derived from its
 ``change_id``."""
+
+
+CONTACT_REVERT_PURPOSE = "contact-revert"
+"""The ``purpose`` under which a "this wasn't me" link's token is derived from its
+``revert_id`` (:class:`UserContactChanged`)."""
 
 
 @event_type("auth.email_change_requested", version=1, publisher=PUBLISHER)

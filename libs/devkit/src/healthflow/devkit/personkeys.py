@@ -75,11 +75,13 @@ class PersonKeyStandIn:
                 "roles": roles, "self_registered": self_registered}
 
     def contact_changed(self, user_id: str, *, email: str, phone: str | None,
-                        changed: list[str]) -> dict[str, Any]:
+                        changed: list[str], revert_id: str | None = None,
+                        revert_expires_at: str | None = None) -> dict[str, Any]:
         """The ``user.contact_changed`` payload auth publishes for the values after a
-        change."""
+        change (``revert_id``: the "this wasn't me" link of a new address)."""
         key = self.key(user_id)
-        return {"user_id": user_id, "changed": sorted(changed),
+        return {"user_id": user_id, "changed": sorted(changed), "revert_id": revert_id,
+                "revert_expires_at": revert_expires_at,
                 "email": seal(key, user_id, "email", email).model_dump(),
                 "phone": (None if phone is None
                           else seal(key, user_id, "phone", phone).model_dump())}

@@ -187,11 +187,6 @@ async def me(auth: AuthService,
     return MeOut(**out.model_dump(), permissions=sorted(permissions_for(out.roles)))
 
 
-CONTACT_ACCEPTED = ("a new number is changed at once and must be verified again; a new "
-                    "e-mail address changes only once the link sent to it is opened, unless "
-                    "it belongs to another account")
-
-
 @auth_router.patch("/me/contact", status_code=status.HTTP_202_ACCEPTED,
                    response_model=ContactChangeAccepted,
                    summary="Change one's own e-mail address or phone number",
@@ -212,17 +207,26 @@ async def change_contact(
         email=body.email, phone=body.phone, code=body.code,
         client_ip=client_ip(request, auth.settings.trusted_proxies))
     response.headers.update(NO_STORE)
-    return ContactChangeAccepted(detail=CONTACT_ACCEPTED)
+    return ContactChangeAccepted(detail=contact.CONTACT_ACCEPTED)
 
 
 @auth_router.post("/contact/confirm", status_code=status.HTTP_204_NO_CONTENT,
                   summary="Confirm a new e-mail address with the e-mailed link (public)",
-                  responses=_problems(**{"400": "the link is invalid, expired or already "
-                                                "used"}))
+                  responses=_problems(**{"400": contact.INVALID_CONTACT_LINK}))
 async def confirm_email_change(body: ContactLinkRedeem, auth: AuthService) -> Response:
     """Uses up the link; the account moves to the new address (``user.contact_changed``)
     unless another account has it by now (its owner is told; the same answer)."""
     await contact.confirm_email_change(auth, token=body.token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
+
+
+@auth_router.post("/contact/revert", status_code=status.HTTP_204_NO_CONTENT,
+                  summary="Undo an e-mail change with the link sent to the old address "
+                          "(public)", responses=_problems(**{"400": contact.INVALID_CONTACT_LINK}))
+async def revert_contact_change(body: ContactLinkRedeem, auth: AuthService) -> Response:
+    """Uses up the link, restores the old address (``user.contact_changed``) and ends every
+    session of the account (``auth.user_tokens_revoked``); reset the password next."""
+    await contact.revert_contact_change(auth, token=body.token)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
 

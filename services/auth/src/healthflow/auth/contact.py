@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.auth import domain, events, mfa, personal, store
+from healthflow.auth import domain, events, mfa, personal, revocation, store
 from healthflow.auth.credentials import check_current_password, notify_address_owner
 from healthflow.auth.service import Auth, get_own
 from healthflow.common.errors import BadRequest, TooManyRequests
@@ -43,12 +43,16 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.links import account_link_token, token_digest
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.personaldata import seal
-from healthflow.contracts.auth import EMAIL_CHANGE_PURPOSE
+from healthflow.contracts.auth import CONTACT_REVERT_PURPOSE, EMAIL_CHANGE_PURPOSE
 
 log = logging.getLogger(__name__)
 
 TOO_MANY_CHANGES = "too many contact changes for this account; try again later"
 INVALID_CONTACT_LINK = "the link is invalid, expired or already used"
+CONTACT_ACCEPTED = ("a new number is changed at once and must be verified again; a new "
+                    "e-mail address changes only once the link sent to it is opened, unless "
+                    "it belongs to another account")
+"""The one answer to a contact change, whether or not the new address is taken."""
 
 
 class InvalidContactLink(BadRequest):
@@ -137,11 +141,14 @@ def _new_link(auth: Auth, purpose: str, link_id: str, user_id: str, email: str, 
 
 
 async def _insert_link(auth: Auth, doc: Document, uow: UnitOfWork) -> None:
-    """Store ``doc``; earlier unused links of its user and purpose are void from now."""
+    """Store ``doc``; earlier unused confirmation links of its user are void from now
+    ("this wasn't me" links stay: a second change must not void the first one's)."""
     links = auth.runtime.db[store.CONTACT_LINKS]
-    await links.update_many(
-        {"user_id": doc["user_id"], "purpose": doc["purpose"], "used_at": None},
-        {"$set": {"used_at": doc["created_at"], "outcome": "superseded"}}, session=uow.session)
+    if doc["purpose"] == EMAIL_CHANGE_PURPOSE:
+        await links.update_many(
+            {"user_id": doc["user_id"], "purpose": doc["purpose"], "used_at": None},
+            {"$set": {"used_at": doc["created_at"], "outcome": "superseded"}},
+            session=uow.session)
     await links.insert_one(doc, session=uow.session)
 
 
@@ -165,7 +172,8 @@ async def _use_link(auth: Auth, token: str, purpose: str) -> tuple[Document, Doc
 
 async def confirm_email_change(auth: Auth, *, token: str) -> None:
     """Redeem the confirmation link ``token`` sent to a new address: the account moves to
-    it and ``user.contact_changed`` is published. When the address has an account by now,
+    it and ``user.contact_changed`` is published with a "this wasn't me" link for the old
+    address (:func:`revert_contact_change`). When the address has an account by now,
     nothing changes and its owner is told (the same answer).
 
     Raises:
@@ -174,16 +182,56 @@ async def confirm_email_change(auth: Auth, *, token: str) -> None:
     """
     link, user = await _use_link(auth, token, EMAIL_CHANGE_PURPOSE)
     changes = {"email": link["email"], "email_normalized": link["email_normalized"]}
-    if await _apply(auth, user["_id"], changes, ["email"]) == []:
+    revert = _new_link(auth, CONTACT_REVERT_PURPOSE, str(uuid.uuid4()), user["_id"],
+                       user["email"], now=utcnow(), ttl=auth.settings.contact_revert_ttl)
+    if await _apply(auth, user["_id"], changes, ["email"], revert=revert) == []:
         await auth.runtime.db[store.CONTACT_LINKS].update_one(
             {"_id": link["_id"]}, {"$set": {"outcome": "taken"}})
         await notify_address_owner(auth, link["email"])
 
 
-async def _apply(auth: Auth, user_id: str, changes: dict[str, Any],
-                 changed: list[str]) -> list[str]:
-    """Write ``changes`` to the account and publish ``user.contact_changed`` in one
-    transaction; ``changed``, or empty when the address is taken or the account erased."""
+async def revert_contact_change(auth: Auth, *, token: str) -> int:
+    """Redeem the "this wasn't me" link ``token`` of a notice to an old address: the
+    account gets that address back (``user.contact_changed``), pending address changes
+    are void and every session ends (``auth.user_tokens_revoked``, reason ``logout``:
+    the owner signs out everywhere); the sessions ended. Whoever changed it must not
+    keep the account, so the owner should reset the password next (the notice says so).
+    When the old address has another account by now, only the sessions end.
+
+    Raises:
+        InvalidContactLink: (400) the token names no unused, unexpired link of an
+            active account.
+    """
+    link, user = await _use_link(auth, token, CONTACT_REVERT_PURPOSE)
+    user_id = user["_id"]
+    key = await personal.person_key(auth.runtime, auth.keys.wrapper, user_id)
+    changes = {"email": link["email"], "email_normalized": link["email_normalized"]}
+
+    async def apply(uow: UnitOfWork) -> int:
+        now = utcnow()
+        await auth.runtime.db[store.CONTACT_LINKS].update_many(
+            {"user_id": user_id, "used_at": None},
+            {"$set": {"used_at": now, "outcome": "superseded"}}, session=uow.session)
+        if await store.find_user_by_email(auth.runtime.db, link["email_normalized"],
+                                          session=uow.session) is None:
+            updated = await store.update_user(
+                auth.runtime.db, user_id,
+                {"$set": changes | {"updated_at": now, "contact_changed_at": now}},
+                session=uow.session)
+            if updated is not None:
+                uow.publish(personal.contact_changed_event(key, updated, ["email"]),
+                            subject=user_id, actor=user_id)
+        return await revocation.revoke_all_sessions(auth.runtime, user_id, reason="logout",
+                                                    actor=user_id, uow=uow)
+
+    return await auth.runtime.transact(apply, actor=user_id)
+
+
+async def _apply(auth: Auth, user_id: str, changes: dict[str, Any], changed: list[str], *,
+                 revert: Document | None = None) -> list[str]:
+    """Write ``changes`` to the account and publish ``user.contact_changed`` (with the
+    ``revert`` link stored, when given) in one transaction; ``changed``, or empty when the
+    address is taken or the account erased."""
     key = await personal.person_key(auth.runtime, auth.keys.wrapper, user_id)
 
     async def apply(uow: UnitOfWork) -> None:
@@ -197,8 +245,10 @@ async def _apply(auth: Auth, user_id: str, changes: dict[str, Any],
             raise _AddressTaken from None
         if updated is None or updated.get("erased_at") is not None:
             raise _AddressTaken  # erased meanwhile: nothing to change
-        uow.publish(personal.contact_changed_event(key, updated, changed), subject=user_id,
-                    actor=user_id)
+        if revert is not None:
+            await _insert_link(auth, revert, uow)
+        uow.publish(personal.contact_changed_event(key, updated, changed, revert=revert),
+                    subject=user_id, actor=user_id)
 
     try:
         await auth.runtime.transact(apply, actor=user_id)

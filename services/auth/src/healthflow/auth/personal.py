@@ -57,15 +57,18 @@ def registered_event(key: PersonKey, user: Document, *,
         roles=user["roles"], self_registered=self_registered)
 
 
-def contact_changed_event(key: PersonKey, user: Document,
-                          changed: list[str]) -> events.UserContactChanged:
+def contact_changed_event(key: PersonKey, user: Document, changed: list[str], *,
+                          revert: Document | None = None) -> events.UserContactChanged:
     """``user.contact_changed`` for ``user`` as it is after the change, its address and
-    number sealed like :func:`registered_event`'s."""
+    number sealed like :func:`registered_event`'s; ``revert``: the "this wasn't me" link
+    (``contact_links`` document) for the old address's notice."""
     user_id = user["_id"]
     return events.UserContactChanged(
         user_id=user_id, changed=sorted(changed),  # type: ignore[arg-type]  # email|phone
         email=seal(key, user_id, "email", user["email"]),
-        phone=seal_optional(key, user_id, "phone", user.get("phone")))
+        phone=seal_optional(key, user_id, "phone", user.get("phone")),
+        revert_id=revert["link_id"] if revert else None,
+        revert_expires_at=revert["expires_at"] if revert else None)
 
 
 async def person_key(runtime: ServiceRuntime, wrapper: KeyWrapper,

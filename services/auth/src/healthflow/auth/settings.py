@@ -88,6 +88,8 @@ class Settings(KeyEncryptionSettings):
     email_change_ttl: int = Field(default=60 * 60, ge=60, le=24 * 3600)
     """Seconds the confirmation link sent to a new e-mail address stays valid (void after
     its first use, or a newer request)."""
+    contact_revert_ttl: int = Field(default=7 * 24 * 3600, ge=3600, le=30 * 24 * 3600)
+    """Seconds the "this wasn't me" link in the notice to the old address stays valid."""
     contact_changes: str = "3/day"
     """``limits`` notation: contact-change requests one account may make (past them 429);
     each sends mail to addresses the requester chooses."""

@@ -85,9 +85,10 @@ async def apply_user(uow: UnitOfWork, event_type: str, raw: dict[str, Any], ctx:
 
 async def apply_contact_changed(uow: UnitOfWork, user_id: str, *, email: str,
                                 phone: str | None, at: datetime, ctx: Context,
-                                event_id: str) -> None:
+                                event_id: str, revert_link: str | None = None) -> None:
     """``user.contact_changed`` of ``user_id`` at ``at`` (the event's time), its values
-    opened: see the module's description."""
+    opened: see the module's description. ``revert_link``: the "this wasn't me" link the
+    notice to the old address carries."""
     contact = await store.get(uow.db, store.CONTACTS, user_id, uow.session) or {}
     if contact.get("erased_at") is not None or (
             contact.get("contact_changed_at") is not None
@@ -114,7 +115,8 @@ async def apply_contact_changed(uow: UnitOfWork, user_id: str, *, email: str,
     trigger = "user.contact_changed"
     await plan_message(uow, ctx, user_id=user_id, kind=domain.CONTACT_CHANGED,
                        source_id=event_id, trigger=trigger,
-                       context={"email_changed": email_changed, "phone_changed": phone_changed},
+                       context={"email_changed": email_changed, "phone_changed": phone_changed,
+                                "revert_link": revert_link if email_changed else None},
                        to=old_email if email_changed else None)
     if email_changed:
         await plan_message(uow, ctx, user_id=user_id, kind=domain.EMAIL_VERIFICATION,

@@ -113,8 +113,7 @@ async def plan_message(
                                                           contact, kind, rendered,
                                                           push or PushOptions(), to):
             reason = domain.suppression(channel, consent=consent, preferences=preference,
-                                        address=address, active=active,
-                                        template=kind.template)
+                                        address=address, active=active, template=kind.template)
             deliveries.append(_delivery(base, channel, source_id, recipient, kind, content,
                                         reason, address))
     inserted = await store.upsert_many_once(uow.db, store.DELIVERIES, deliveries, uow.session)

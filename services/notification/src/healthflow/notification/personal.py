@@ -25,6 +25,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.links import account_link_token
 from healthflow.common.personaldata import person_keys_for
 from healthflow.contracts.auth import (
+    CONTACT_REVERT_PURPOSE,
     EMAIL_CHANGE_PURPOSE,
     EmailChangeRequested,
     UserContactChanged,
@@ -73,7 +74,18 @@ async def apply_contact_changed(uow: UnitOfWork, data: UserContactChanged, at: d
         return
     await contacts.apply_contact_changed(uow, data.user_id, email=email,
                                          phone=opened.get("phone"), at=at, ctx=ctx,
-                                         event_id=event_id)
+                                         event_id=event_id, revert_link=_revert_link(data, ctx))
+
+
+def _revert_link(data: UserContactChanged, ctx: Context) -> str | None:
+    """The "this wasn't me" link ``<app_base_url>/revert-contact-change?token=…`` of a new
+    address (its token derived from ``revert_id``), ``None`` without one or once expired."""
+    if data.revert_id is None or (data.revert_expires_at is not None
+                                  and data.revert_expires_at <= ctx.clock.now()):
+        return None
+    token = account_link_token(ctx.settings.account_link_secret.get_secret_value().encode(),
+                               CONTACT_REVERT_PURPOSE, data.revert_id)
+    return f"{ctx.settings.app_base_url.rstrip('/')}/revert-contact-change?token={token}"
 
 
 async def apply_email_change_requested(uow: UnitOfWork, data: EmailChangeRequested,
