@@ -15,6 +15,9 @@ from healthflow.gateway.settings import GatewaySettings
     ("/api/v1/auth/refresh", "auth", "refresh"),
     ("/api/v1/auth/me", "auth", "account"),
     ("/api/v1/auth/me/contact", "auth", "account"),
+    # e-mailed links, opened without a token: public, the sign-up edge budget
+    ("/api/v1/auth/contact/confirm", "auth", "register"),
+    ("/api/v1/auth/contact/revert", "auth", "register"),
     ("/api/v1/auth/logout", "auth", "account"),
     ("/api/v1/users", "auth", "account"),
     ("/api/v1/users/42/roles", "auth", "account"),
