@@ -47,6 +47,10 @@ FINAL_EMERGENCY = frozenset({"closed", "cancelled"})
 ON_THE_WAY = frozenset({"assigned", "en_route"})
 """The emergency's statuses in which the unit working it reports an ETA."""
 
+PATIENT_LEFT_SCENE = frozenset({"transporting", "at_hospital"})
+"""The emergency's statuses once a crew has the patient: a second unit would find an
+empty scene, so none is sought then (:mod:`.lifecycle`, :mod:`.priorities`)."""
+
 CREW_STEPS = ("assigned", "en_route", "on_scene", "transporting", "at_hospital")
 """The emergency's statuses while a unit works it, in lifecycle order."""
 

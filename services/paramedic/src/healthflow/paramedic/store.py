@@ -177,6 +177,28 @@ async def set_unit_status(db: Db, session: Session, unit_id: str, task_id: str,
     return result.modified_count == 1
 
 
+async def retake_unit(db: Db, session: Session, unit_id: str, task_id: str,
+                      status: DutyStatus, now: datetime) -> bool:
+    """Give the unit back ``task_id`` at duty ``status`` if it is still available (a
+    reassignment it won after all, :mod:`.lifecycle`); False when it is not."""
+    result = await db[UNITS].update_one(
+        {"_id": unit_id, "status": DutyStatus.AVAILABLE.value},
+        {"$set": {"status": status.value, "task_id": task_id, "updated_at": now}},
+        session=session)
+    return result.modified_count == 1
+
+
+async def withdraw_task(db: Db, session: Session, task_id: str, expected: str,
+                        on_the_way: list[str], fields: Document) -> bool:
+    """Set ``fields`` on the task if it is still ``expected`` and its emergency still
+    ``on_the_way`` (a crew step that moved it on first wins: False)."""
+    result = await db[TASKS].update_one(
+        {"_id": task_id, "status": expected,
+         "$or": [{"emergency_status": {"$in": on_the_way}}, {"emergency_status": None}]},
+        {"$set": fields}, session=session)
+    return result.matched_count == 1
+
+
 async def update_task(db: Db, session: Session, task_id: str, expected: str | None,
                       fields: Document) -> bool:
     """Set ``fields`` on the task if its status is ``expected`` (any when ``None``)."""
