@@ -60,6 +60,17 @@ UNITS_FOR_PRIORITY = {"P1": 2}
 may take two units". Each is a *slot* with an assignment of its own."""
 
 
+PREEMPTS_XRAY = frozenset({"P1"})
+"""Priorities that may take a unit busy with an X-ray task (the task ends ``preempted``
+and its order is offered again): a P1 gets the nearest unit by road even when it is
+taking a radiograph; lower priorities wait for free units or are escalated."""
+
+
+def preempts_xray(assignment: Mapping[str, Any]) -> bool:
+    """Whether an emergency assignment may take a unit off an X-ray task."""
+    return not is_xray(assignment) and assignment.get("priority") in PREEMPTS_XRAY
+
+
 def units_wanted(priority: str | None) -> int:
     return UNITS_FOR_PRIORITY.get(priority or "", 1)
 

@@ -344,12 +344,37 @@ async def claim_and_offer(uow: UnitOfWork, ctx: Context, assignment: Document,
     since = fresh_since(now, ctx.max_age)
     for candidate in ranked:
         task_id = str(uuid.uuid4())
-        if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
-                                  task_id=task_id, now=now):
+        if candidate.get("task_kind") == TaskKind.XRAY and candidate.get("task_id"):
+            if await store.preempt_unit(uow.db, uow.session, candidate["_id"],
+                                        xray_task_id=candidate["task_id"],
+                                        fresh_since=since, task_id=task_id, now=now):
+                await _preempted(uow, candidate["task_id"], now)
+                return await offer(uow, ctx, assignment, candidate, task_id)
+        elif await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
+                                    task_id=task_id, now=now,
+                                    kind=assignment.get("kind", TaskKind.EMERGENCY.value)):
             return await offer(uow, ctx, assignment, candidate, task_id)
     if or_escalate:
         await escalate(uow, ctx, assignment, "no_unit_available")
     return None
+
+
+async def _preempted(uow: UnitOfWork, xray_task_id: str, now: datetime) -> None:
+    """A P1 took the unit working the X-ray task ``xray_task_id``: the task ends
+    (``withdrawn``; ``paramedic.xray_task_ended`` ``preempted``, on the dispatchers' X-ray
+    queue and in the audit log) and its order waits for the next unit (``pending``)."""
+    task = await store.get_task(uow.db, xray_task_id, session=uow.session)
+    if task is None or task["status"] not in (TaskStatus.OFFERED, TaskStatus.ACCEPTED):
+        return
+    must(await store.update_task(uow.db, uow.session, xray_task_id, task["status"], {
+        "status": TaskStatus.WITHDRAWN.value, "answered_at": task.get("answered_at") or now,
+        "updated_at": now}), "the X-ray task")
+    publish_xray_ended(uow, task, "preempted", now)
+    await uow.db[store.ASSIGNMENTS].update_one(
+        {"_id": assignment_of(task), "task_id": xray_task_id,
+         "status": {"$in": ["offered", "accepted"]}},
+        {"$set": {"status": "pending", "task_id": None, "updated_at": now},
+         "$addToSet": {"tried": task["unit_id"]}}, session=uow.session)
 
 
 async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
