@@ -14,6 +14,7 @@ from healthflow.gateway.settings import GatewaySettings
     ("/api/v1/auth/register", "auth", "register"),
     ("/api/v1/auth/refresh", "auth", "refresh"),
     ("/api/v1/auth/me", "auth", "account"),
+    ("/api/v1/auth/me/contact", "auth", "account"),
     ("/api/v1/auth/logout", "auth", "account"),
     ("/api/v1/users", "auth", "account"),
     ("/api/v1/users/42/roles", "auth", "account"),
@@ -160,6 +161,19 @@ def test_only_putting_a_receipt_gets_the_document_group(kind):
     document = table.policy("document")
     assert (document.auth_required, document.subject_limit, document.timeout,
             document.max_body_bytes) == (True, "120/minute", 60.0, 25 * 1024 * 1024)
+
+
+def test_only_posting_an_emergency_photo_gets_the_document_group():
+    """The emergency manifest: ``POST …/{id}/photos`` is streamed as a ``document``
+    (25 MiB); reading a photo, raising and the rest stay ``default`` (1 MiB)."""
+    table = RouteTable()
+    base = "/api/v1/emergencies"
+    route = table.match(f"{base}/e1/photos")
+    assert route is not None and route.service == "emergency"
+    assert policy_of(table, "POST", f"{base}/e1/photos") == "document"
+    for method, path in (("GET", f"{base}/e1/photos/p1"), ("POST", base),
+                         ("GET", f"{base}/e1/photos"), ("POST", f"{base}/e1/status")):
+        assert policy_of(table, method, path) == "default", (method, path)
 
 
 def test_sub_path_patterns_match_segment_by_segment_and_a_longer_prefix_still_wins():

@@ -1,8 +1,14 @@
-"""Raw confirmed publish rate of aio-pika vs the outbox relay's publish rate.
+"""Raw confirmed publish rate of aio-pika vs the outbox relay's publish rate, and vs
+the raw rate of the database operations one relayed record needs.
 
-Both publish the same CloudEvents to the same broker with publisher confirms
-and ``mandatory``; both keep up to 100 publishes in flight (the relay's batch).
-Run by ``make bench``.
+Both publishers send the same CloudEvents to the same broker with publisher
+confirms and ``mandatory``; both keep up to 100 publishes in flight (the relay's
+batch). The database ceiling is timed on the same server with the same indexes
+and the same records: exactly the relay's statements, one batch after another,
+without a broker (records committed here: one ``update_many`` marking a batch
+sent; records claimed: the lease ``update_many``, the ``find`` of the leased
+records, then the mark). Run by ``make bench``; alone: ``uv run python
+libs/common/benchmarks/bench_events.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from healthflow.common.events.envelope import EXCHANGE, CloudEvent
 from healthflow.common.events.outbox import (
     OUTBOX,
     OUTBOX_INDEXES,
+    PENDING,
     UNLEASED,
     outbox_document,
 )
@@ -77,7 +84,7 @@ async def raw_publish_rate(amqp_url: str) -> float:
 
 
 async def relay_rate(amqp_url: str, mongodb_url: str, *, committed_here: bool) -> float:
-    """Events/s from outbox record to confirmed publish and record moved to outbox_sent.
+    """Events/s from outbox record to confirmed publish and record marked sent.
 
     ``committed_here``: records are born leased to the running relay and handed to
     it after each commit (what ``ServiceRuntime.transact`` does); otherwise they
@@ -96,8 +103,8 @@ async def relay_rate(amqp_url: str, mongodb_url: str, *, committed_here: bool) -
     for start in range(0, N, 50):
         await db[OUTBOX].insert_many(records[start:start + 50])
 
-    async def all_sent() -> bool:  # cheap: the outbox only holds what is left
-        return await db[OUTBOX].count_documents({}) == 0
+    async def all_sent() -> bool:  # cheap: a partial index holds only what is left
+        return await db[OUTBOX].count_documents(PENDING) == 0
 
     await relay.start()  # after the inserts: nothing is relayed before the clock starts
 
@@ -114,6 +121,26 @@ async def relay_rate(amqp_url: str, mongodb_url: str, *, committed_here: bool) -
     return N / elapsed[0]
 
 
+async def database_rate(mongodb_url: str, *, claimed: bool) -> float:
+    """Records/s through exactly the database statements the relay spends on them
+    (its own methods, one batch after another, nothing published)."""
+    db = mongo.get_database(mongodb_url, f"bench_relay_db_{int(claimed)}")
+    await mongo.ensure_indexes(db, OUTBOX_INDEXES)
+    relay = OutboxRelay(db, RabbitTransport("amqp://unused"), service="bench",
+                        batch_size=WINDOW)
+    records = [outbox_document(e) for e in events(N)]
+    for start in range(0, N, 50):
+        await db[OUTBOX].insert_many(records[start:start + 50])
+    with stopwatch() as elapsed:
+        for start in range(0, N, WINDOW):
+            batch = records[start:start + WINDOW]
+            if claimed:  # the lease, then the leased records read back
+                batch = await relay.claim_ids([r["_id"] for r in batch])
+            await relay.mark_sent(batch)
+    assert await db[OUTBOX].count_documents(PENDING) == 0
+    return N / elapsed[0]
+
+
 async def main() -> None:
     with rabbitmq_vhost() as amqp_url:
         server = EmbeddedMongo().start()
@@ -121,7 +148,9 @@ async def main() -> None:
             await sink(amqp_url)
             raw = await raw_publish_rate(amqp_url)
             relayed = await relay_rate(amqp_url, server.url, committed_here=True)
+            db_marked = await database_rate(server.url, claimed=False)
             claimed = await relay_rate(amqp_url, server.url, committed_here=False)
+            db_claimed = await database_rate(server.url, claimed=True)
         finally:
             await mongo.close_clients()
             server.stop()
@@ -129,7 +158,11 @@ async def main() -> None:
         ("raw aio-pika publish", f"{raw:,.0f} events/s"),
         ("outbox relay, commits of its process", f"{relayed:,.0f} events/s"),
         ("relay / raw", goal(relayed / raw, 0.70)),
+        ("its database ops alone (1 update_many / batch)", f"{db_marked:,.0f} records/s"),
+        ("relay / its database ops", goal(relayed / db_marked, 0.70)),
         ("outbox relay, claiming others' records", f"{claimed:,.0f} events/s"),
+        ("its database ops alone (lease, find, mark)", f"{db_claimed:,.0f} records/s"),
+        ("claiming relay / its database ops", goal(claimed / db_claimed, 0.70)),
     ])
 
 

@@ -61,7 +61,7 @@ async def test_killed_between_commit_and_publish_loses_nothing(
 
     db = mongo.get_database(mongodb_url, f"healthflow_{unique_name}")
     committed = {e.id for e in await recorded_events(db)}
-    pending_at_kill = await db[OUTBOX].count_documents({})
+    pending_at_kill = await db[OUTBOX].count_documents({"status": "pending"})
     assert len(committed) >= 200
     assert pending_at_kill > 0, "the kill should have left committed-but-unpublished events"
 
@@ -81,7 +81,7 @@ async def test_killed_between_commit_and_publish_loses_nothing(
         async def none_pending() -> bool:
             # Records the killed process published but never marked are re-sent once
             # its leases expire: duplicates, which consumers' inboxes absorb.
-            return await db[OUTBOX].count_documents({}) == 0
+            return await db[OUTBOX].count_documents({"status": "pending"}) == 0
 
         await eventually(none_pending, within=30, message="records stuck pending")
         print(f"committed={len(committed)} pending_at_kill={pending_at_kill} "

@@ -116,6 +116,23 @@ def test_clinical_content_is_kept_as_a_digest_only(
     assert domain.envelope_json(other)["data"]["diagnoses"][0]["code"] == "F32.1"
 
 
+@pytest.mark.parametrize("type_", ["emergency.raised", "emergency.located"])
+def test_where_a_named_person_fell_ill_is_kept_as_a_digest_only(
+        make_event: Callable[..., CloudEvent], type_: str) -> None:
+    """An emergency's coordinates beside its patient's id would sit in the permanent log
+    for good: ``emergency.raised`` and ``emergency.located`` are chained as a digest,
+    with the patient, actor and subject still there to answer "what happened to whom"."""
+    data = {"emergency_id": "em-1", "latitude": 60.171234, "longitude": 24.941567,
+            "accuracy_m": 8.0, "priority": "P1", "patient_id": "p-1"}
+    event = make_event(type_, subject="emergency/em-1", patientid="p-1", **data)
+    (entry,) = domain.chain(ChainHead.genesis(), [event], APPENDED)
+    digest = hashlib.sha256(rfc8785.dumps(event.model_dump(mode="json")["data"])).hexdigest()
+    assert entry.envelope["data"] == {"sha256": digest}
+    assert "60.17" not in str(vars(entry)) and "24.94" not in str(vars(entry))
+    assert (entry.patientid, entry.subject, entry.type) == ("p-1", "emergency/em-1", type_)
+    assert verify_chain(views([entry])).ok
+
+
 def test_unhashable_event_is_refused(make_event: Callable[..., CloudEvent]) -> None:
     with pytest.raises(domain.UnhashableEvent):
         domain.chain(ChainHead.genesis(), [make_event(big=2**60)], APPENDED)

@@ -51,7 +51,9 @@ async def test_bad_raises_are_refused_and_write_nothing(emg: Emergencies) -> Non
     problem(await emg.raise_(position=None, address="Mannerheimintie 1"), 422, "no-location")
     problem(await emg.raise_(position={"latitude": 95, "longitude": 0, "accuracy_m": 5}), 422)
     problem(await emg.raise_(triage={"conscious": True}), 422)
-    problem(await emg.raise_(role="doctor"), 403)
+    problem(await emg.raise_(role="accountant"), 403)
+    problem(await emg.raise_(patient_id="pat-9"), 422)  # only a clinician names a patient
+    problem(await emg.raise_("disp-1", "dispatcher", patient_id="pat-9"), 422)
     assert await emg.runtime.db["emergencies"].count_documents({}) == 0
 
 
@@ -218,3 +220,40 @@ async def test_dispatchers_reprioritise_with_a_reason_published_for_the_audit_lo
     problem(await emg.client.put(url, json={"priority": "P2", "reason": "caller_update"},
                                  headers=dispatcher), 409, "cannot-reprioritise")
     assert len(await emg.outbox("emergency.reprioritised")) == 1
+
+
+async def test_clinicians_raise_for_a_patient_recorded_as_who_and_in_which_capacity(
+        emg: Emergencies) -> None:
+    """A doctor, a nurse or patient-care staff raise (issue 14): naming the patient or
+    not, from a position or an address like a dispatcher; who raised it and as what is
+    recorded and published; as many as they are told of (no one-open-per-raiser rule);
+    they follow what they raised, and nothing else."""
+    named = await emg.raise_("doc-1", "doctor", patient_id="pat-7", position=None,
+                             address="Haartmaninkatu 4, Helsinki",
+                             caller_phone="+358401234567")
+    assert named.status_code == 201, named.text
+    body = named.json()
+    assert body | {"raised_by": "doc-1", "raised_by_role": "doctor", "patient_id": "pat-7",
+                   "caller_phone": "+358401234567"} == body
+    [raised] = await emg.outbox("emergency.raised")
+    assert raised["patientid"] == "pat-7" and raised["actor"] == "doc-1"
+    assert raised["data"] | {"raised_by_role": "doctor", "patient_id": "pat-7"} \
+        == raised["data"]
+    unnamed = await emg.raise_("doc-1", "doctor")  # a second one: a stranger in the lobby
+    assert unnamed.status_code == 201 and unnamed.json()["patient_id"] is None
+    for sub, role in (("nurse-1", "nurse"), ("care-1", "patient_care")):
+        made = await emg.raise_(sub, role, patient_id="pat-8")
+        assert made.status_code == 201, made.text
+        assert made.json()["raised_by_role"] == role
+    problem(await emg.raise_("doc-2", "doctor", position=None), 422, "no-location")
+
+    mine = await emg.client.get(f"/api/v1/emergencies/{body['id']}",
+                                headers=emg.as_("doc-1", "doctor"))
+    assert mine.status_code == 200 and mine.json()["timeline"][0]["by_role"] == "doctor"
+    problem(await emg.client.get(f"/api/v1/emergencies/{body['id']}",
+                                 headers=emg.as_("doc-2", "doctor")), 404)
+    problem(await emg.client.get("/api/v1/emergencies", headers=emg.as_("doc-1", "doctor")),
+            403)
+    problem(await emg.client.post(f"/api/v1/emergencies/{body['id']}/status",
+                                  json={"status": "cancelled", "reason": "x"},
+                                  headers=emg.as_("doc-1", "doctor")), 403)

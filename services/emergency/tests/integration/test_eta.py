@@ -68,3 +68,15 @@ async def test_the_live_stream_pushes_each_new_eta_to_the_patient(
     stranger = await emg.client.get(f"/api/v1/emergencies/{eid}/stream",
                                     headers=emg.as_(f"pat-{uuid.uuid4().hex[:6]}", "patient"))
     assert stranger.status_code == 404
+
+
+async def test_the_patient_a_clinician_named_sees_who_is_coming_too(emg: Emergencies) -> None:
+    """Raised by a doctor for ``pat-7``: the patient follows it as if they had raised it
+    (the responder and its ETA); another patient still gets 404."""
+    eid = (await emg.raise_("doc-1", "doctor", patient_id="pat-7")).json()["id"]
+    await emg.offer(eid, "para-1")
+    seen = await responder(emg, eid, "pat-7")
+    assert seen is not None and seen["unit_id"] == "para-1", seen
+    other = await emg.client.get(f"/api/v1/emergencies/{eid}",
+                                 headers=emg.as_("pat-8", "patient"))
+    assert other.status_code == 404

@@ -178,7 +178,7 @@ async def test_a_paid_consultation_is_invoiced_numbered_balanced_and_printed(
         ("stripe", 4000, payment["_id"])]
     line = invoice["lines"][0]
     assert (line["code"], line["performer_id"], line["quantity"], line["unit_price"]) == (
-        "consultation", "doc-1", 1, 4000)
+        "consultation", "user-doc-1", 1, 4000)  # the Practitioner (user) id
     item = (await http.get(f"/api/v1/charge-items/{line['charge_item_id']}",
                            headers=patient)).json()
     assert (item["status"], item["invoice_id"], item["appointment_id"]) == (

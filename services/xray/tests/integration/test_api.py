@@ -20,8 +20,11 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 from healthflow.common.blobs import XRAY
 from healthflow.common.events.outbox import OUTBOX
 from healthflow.devkit.dicom import radiograph
+from healthflow.devkit.testing import running_app
+from healthflow.xray import imaging
+from healthflow.xray.app import create_app
 
-from .conftest import DICOM, DOCTOR, PATIENT, RADIOGRAPHER, ordered
+from .conftest import DICOM, DOCTOR, PATIENT, RADIOGRAPHER, ordered, settings_for
 
 
 async def stored_keys(app: Any) -> list[str]:
@@ -262,9 +265,46 @@ async def test_a_photograph_claiming_too_many_pixels_is_422_and_nothing_is_store
                                  RADIOGRAPHER, ("radiographer",)) | {"Content-Type": "image/png"})
     assert answer.status_code == 422, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
-    assert answer.json()["problem"] == "pixel-data"
+    assert answer.json()["problem"] == "too-many-pixels"
     assert await stored_keys(app) == []
     assert await app.state.runtime.db["instances"].count_documents({}) == 0
+
+
+async def test_an_image_over_the_configured_pixel_limit_is_422_before_decoding(
+        mongodb_url, s3_env, unique_name, tokens, monkeypatch) -> None:
+    """XRAY_MAX_IMAGE_PIXELS bounds what an upload may declare (Rows × Columns × frames,
+    or a photograph's header): over it, 422 ``too-many-pixels`` naming both numbers,
+    nothing stored, and no pixel decoded; Pillow's guard is set to it."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    photo = io.BytesIO()
+    Image.new("L", (80, 60)).save(photo, format="PNG")
+
+    decoded: list[object] = []  # a raise here would be caught as "unreadable"
+
+    def no_decoding(*args: object) -> None:
+        decoded.append(args)
+
+    monkeypatch.setattr(imaging, "_check_decodes", no_decoding)
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name,
+                                  max_image_pixels=64 * 64 - 1))
+    app.state.verifier = tokens.verifier()
+    assert Image.MAX_IMAGE_PIXELS == 64 * 64 - 1
+    async with running_app(app) as http:
+        order = await ordered(http, app, tokens)
+        for body, content_type in ((radiograph(PATIENT), imaging.DICOM),
+                                   (radiograph(PATIENT, transfer_syntax=JPEG2000Lossless),
+                                    imaging.DICOM), (photo.getvalue(), "image/png")):
+            answer = await http.post(
+                "/api/v1/imaging/studies", params={"order_id": order["id"]}, content=body,
+                headers=tokens.headers(RADIOGRAPHER, ("radiographer",))
+                | {"Content-Type": content_type})
+            assert answer.status_code == 422, answer.text
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert answer.json()["problem"] == "too-many-pixels"
+            assert answer.json()["max_pixels"] == 64 * 64 - 1
+        assert decoded == []
+        assert await stored_keys(app) == []
+        assert await app.state.runtime.db["instances"].count_documents({}) == 0
 
 
 async def test_an_upload_whose_body_takes_longer_than_the_database_budget_is_stored(

@@ -161,6 +161,11 @@ async def test_an_image_not_stated_free_of_burned_in_text_gets_no_copy(
     patient = f"patient-{uuid.uuid4().hex[:8]}"
     _, study, one = await processed_chest(http, app, tokens, patient, burned_in=None)
     assert one["deidentified"] is None
+    # the results route says the copy was not made, and why (the doctor knows it did not run)
+    assert one["not_made"] == [{
+        "output": "deidentified", "name": "de-identified copy",
+        "reason": "burned-in-annotation",
+        "detail": "not made: burned-in text possible (Burned In Annotation is not stated NO)"}]
     url = f"/api/v1/imaging/studies/{study['id']}/instances/{one['instance_id']}/deidentified"
     answer = await http.get(url, headers=tokens.headers(DOCTOR, ("doctor",)))
     assert answer.status_code == 404 and "burned-in text possible" in answer.text

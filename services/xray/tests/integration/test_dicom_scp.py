@@ -7,11 +7,16 @@ from __future__ import annotations
 import asyncio
 import io
 import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
 
 from healthflow.common.events.outbox import recorded_events
@@ -140,3 +145,150 @@ async def test_a_c_store_dataset_over_the_maximum_is_refused_and_its_file_remove
         assert len(await recorded_events(app.state.runtime.db,
                                          {"type": "xray.uploaded"})) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def partial_c_store(port: int, ds: Dataset, *, abort: bool) -> None:
+    """Send all but the last P-DATA of a C-STORE of ``ds`` as MODALITY, then abort the
+    association (``abort``) or stall, leaving the SCP to time the association out."""
+    ae = AE(ae_title=MODALITY)
+    ae.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="HEALTHFLOW")
+    assert assoc.is_established
+    request = C_STORE()
+    request.MessageID, request.Priority = 1, 2
+    request.AffectedSOPClassUID = ds.SOPClassUID
+    request.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    request.DataSet = io.BytesIO(encode(ds, False, True))
+    message = C_STORE_RQ()
+    message.primitive_to_message(request)
+    context_id = assoc.accepted_contexts[0].context_id
+    parts = list(message.encode_msg(context_id, assoc.acceptor.maximum_length))
+    assert len(parts) > 3
+    for part in parts[:-1]:
+        assoc.dul.send_pdu(part)
+    time.sleep(0.5)  # the SCP has written what it received to its temporary file
+    if abort:
+        assoc.abort()
+    else:
+        deadline = time.monotonic() + 10
+        while assoc.is_established and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert assoc.is_aborted, "the SCP did not time the stalled association out"
+
+
+async def _no_file_left(path: Any) -> None:
+    for _ in range(50):
+        if not list(path.iterdir()):
+            return
+        await asyncio.sleep(0.1)
+    assert list(path.iterdir()) == []
+
+
+async def test_a_dataset_half_received_leaves_no_temporary_file(
+        mongodb_url, s3_env, unique_name, tokens, tmp_path, monkeypatch) -> None:
+    """A modality that aborts in the middle of a C-STORE, or stalls until the SCP's
+    XRAY_DICOM_NETWORK_TIMEOUT aborts it, leaves no temporary file and nothing stored
+    (pynetdicom itself removes the file only once the C-STORE has been handled)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where pynetdicom spools
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
+                                  dicom_calling_ae_titles=[MODALITY],
+                                  dicom_network_timeout=1.0))
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        order = await ordered(http, app, tokens)
+        image = dcmread(io.BytesIO(radiograph(PATIENT, rows=512, columns=512,
+                                              accession_number=order["accession_number"])))
+        port = app.state.dicom_scp.port
+        await asyncio.to_thread(partial_c_store, port, image, abort=True)
+        await _no_file_left(tmp_path)
+        await asyncio.to_thread(partial_c_store, port, image, abort=False)
+        await _no_file_left(tmp_path)
+        assert await app.state.runtime.db["instances"].count_documents({}) == 0
+        assert await app.state.blobs.keys() == []
+
+
+async def test_past_the_maximum_a_dataset_is_dropped_as_it_arrives(
+        mongodb_url, s3_env, unique_name, tokens, tmp_path, monkeypatch) -> None:
+    """The temporary file of an instance larger than XRAY_UPLOAD_MAX_BYTES never grows
+    past that size (the rest is read and dropped), and the instance is refused 0xA700."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sizes: list[int] = []
+    real_on_store = dicom_scp.StorageScp._on_store
+
+    def measured(self: dicom_scp.StorageScp, event: Any) -> int:
+        sizes.append(Path(event.dataset_path).stat().st_size)
+        return real_on_store(self, event)
+
+    monkeypatch.setattr(dicom_scp.StorageScp, "_on_store", measured)
+    limit = 256 * 1024
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
+                                  dicom_calling_ae_titles=[MODALITY], upload_max_bytes=limit))
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        order = await ordered(http, app, tokens)
+        large = dcmread(io.BytesIO(radiograph(PATIENT, rows=1024, columns=1024,
+                                              accession_number=order["accession_number"])))
+        statuses = await asyncio.to_thread(c_store, app.state.dicom_scp.port, [large])
+        assert statuses == [dicom_scp.OUT_OF_RESOURCES]
+        assert sizes and max(sizes) <= limit
+        assert await app.state.runtime.db["instances"].count_documents({}) == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_the_scp_takes_its_limits_from_the_settings(
+        mongodb_url, s3_env, unique_name, tokens) -> None:
+    """At most XRAY_DICOM_MAX_ASSOCIATIONS associations at once: one more is rejected
+    while the others last; the ACSE and DIMSE timeouts are the configured ones."""
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
+                                  dicom_calling_ae_titles=[MODALITY],
+                                  dicom_max_associations=1, dicom_acse_timeout=7.0,
+                                  dicom_dimse_timeout=9.0))
+    app.state.verifier = tokens.verifier()
+    async with running_app(app):
+        server = app.state.dicom_scp.server
+        assert (server.ae.acse_timeout, server.ae.dimse_timeout) == (7.0, 9.0)
+
+        def two_at_once(port: int) -> tuple[bool, bool]:
+            ae = AE(ae_title=MODALITY)
+            ae.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+            first = ae.associate("127.0.0.1", port, ae_title="HEALTHFLOW")
+            try:
+                second = ae.associate("127.0.0.1", port, ae_title="HEALTHFLOW")
+                if second.is_established:
+                    second.release()
+                return first.is_established, second.is_rejected
+            finally:
+                first.release()
+
+        assert await asyncio.to_thread(two_at_once, app.state.dicom_scp.port) == (True, True)
+
+
+async def test_a_c_store_image_over_the_pixel_limit_is_refused_before_decoding(
+        mongodb_url, s3_env, unique_name, tokens, monkeypatch) -> None:
+    """XRAY_MAX_IMAGE_PIXELS: an instance declaring more pixels is 0xC000 (cannot
+    understand), nothing stored; its pixels are not decoded."""
+    from PIL import Image
+
+    from healthflow.xray import imaging
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+
+    decoded: list[object] = []  # a raise here would be caught as "unreadable"
+
+    def no_decoding(*args: object) -> None:
+        decoded.append(args)
+
+    monkeypatch.setattr(imaging, "_check_native_length", no_decoding)
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
+                                  dicom_calling_ae_titles=[MODALITY],
+                                  max_image_pixels=64 * 64 - 1))
+    app.state.verifier = tokens.verifier()
+    async with running_app(app) as http:
+        order = await ordered(http, app, tokens)
+        image = dcmread(io.BytesIO(radiograph(PATIENT,
+                                              accession_number=order["accession_number"])))
+        statuses = await asyncio.to_thread(c_store, app.state.dicom_scp.port, [image])
+        assert statuses == [dicom_scp.CANNOT_UNDERSTAND]
+        assert decoded == []
+        assert await app.state.runtime.db["instances"].count_documents({}) == 0
+        assert await app.state.blobs.keys() == []

@@ -325,3 +325,55 @@ async def test_a_rendered_frame_takes_the_window_and_viewport_asked_for(xray, to
             assert answer.headers["content-type"].startswith("application/problem+json")
             name = next(iter(params))
             assert answer.json()["parameter"] == name and name in answer.json()["detail"]
+
+
+async def test_wado_rs_metadata_is_each_instance_s_header_in_dicom_json(xray, tokens) -> None:
+    """PS3.18 §10.4.1.1.2 (what OHIF loads a study by): the study's, a series' and an
+    instance's metadata in the DICOM JSON Model, read by dicomweb-client as datasets;
+    everything up to Pixel Data, which is left out; the images' access rules."""
+    import asyncio
+
+    from pydicom import Dataset
+
+    from .test_measurement_report import dicomweb_client
+
+    http, app = xray
+    study_uid, sops = await stored_study(http, app, tokens)
+    patient = tokens.headers(PATIENT, ("patient",))
+    answer = await http.get(f"{BASE}/{study_uid}/metadata", headers=patient)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/dicom+json"
+    study = answer.json()
+    assert sorted(m["00080018"]["Value"][0] for m in study) == sorted(sops)
+    first = study[0]
+    assert first["0020000D"]["Value"] == [study_uid] and first["00100020"]["Value"] == [PATIENT]
+    assert (first["00280010"]["Value"], first["00280011"]["Value"]) == ([64], [64])
+    assert first["00280004"]["Value"] == ["MONOCHROME2"] and first["00280100"]["Value"] == [16]
+    assert first["00100010"]["Value"] == [{"Alphabetic": "Test^Patient"}]  # PN, F.2.2
+    assert first["00083002"]["Value"] == ["1.2.840.10008.1.2.1"]
+    assert "7FE00010" not in first and not any(k.startswith("0002") for k in first)
+    series_uid = first["0020000E"]["Value"][0]
+    [series] = (await http.get(f"{BASE}/{study_uid}/series/{series_uid}/metadata",
+                               headers=patient)).json()
+    sop = series["00080018"]["Value"][0]
+    one = await http.get(f"{BASE}/{study_uid}/series/{series_uid}/instances/{sop}/metadata",
+                         headers=patient | {"Accept": "application/dicom+json"})
+    assert one.json() == [series]
+    client = dicomweb_client(http, tokens.headers(DOCTOR, ("doctor",)))
+    datasets = [Dataset.from_json(m) for m in await asyncio.to_thread(
+        client.retrieve_study_metadata, study_uid)]
+    assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(sops)
+    assert all(ds.Rows == 64 and "PixelData" not in ds for ds in datasets)
+    wrong = await http.get(f"{BASE}/{study_uid}/metadata", headers=patient | {
+        "Accept": 'multipart/related; type="application/dicom"'})
+    assert wrong.status_code == 406 and "not-acceptable" in wrong.text
+    stranger = await http.get(f"{BASE}/{study_uid}/metadata",
+                              headers=tokens.headers("dr-9", ("doctor",)))
+    other = await http.get(f"{BASE}/{study_uid}/metadata",
+                           headers=tokens.headers("p-2", ("patient",)))
+    assert (stranger.status_code, other.status_code) == (403, 404)
+    missing = await http.get(f"{BASE}/{study_uid}/series/1.2.3/metadata", headers=patient)
+    assert missing.status_code == 404
+    accessed = await recorded_events(app.state.runtime.db, {"type": "xray.accessed"})
+    assert any((e.data or {}).get("scope") == "dicomweb"
+               and (e.data or {}).get("accessor_id") == DOCTOR for e in accessed)

@@ -61,7 +61,16 @@ async def test_a_study_and_its_signed_report_are_valid_fhir_r4(worker, tokens) -
     assert (await http.put(report, headers=doctor, json=TEXT)).status_code == 200
     unsigned = await http.get(f"{report}/fhir", headers=doctor)
     assert unsigned.status_code == 404 and "report-not-found" in unsigned.text
+    # the patient's ImagingStudy lists the machine's SR only once the report is signed
+    early = ImagingStudy.model_validate((await http.get(f"{base}/fhir",
+                                                        headers=patient)).json())
+    assert [(s.modality.code, s.numberOfInstances) for s in early.series] == [("CR", 1)]
+    assert early.numberOfInstances == 1 and [m.code for m in early.modality] == ["CR"]
+    assert LABEL not in str(early.model_dump())
     assert (await http.post(f"{report}/sign", headers=doctor)).status_code == 200
+    signed = ImagingStudy.model_validate((await http.get(f"{base}/fhir",
+                                                         headers=patient)).json())
+    assert [s.modality.code for s in signed.series] == ["CR", "SR"]
 
     answer = await http.get(f"{report}/fhir", headers=patient)
     assert answer.status_code == 200, answer.text

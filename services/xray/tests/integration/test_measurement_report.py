@@ -248,7 +248,7 @@ async def test_a_chest_cr_without_type_2_attributes_is_processed_with_its_report
     assert (sr.AccessionNumber, sr.PatientName, sr.StudyDate) == ("", "", "")
     assert sr.PatientID == ds.PatientID
     [result] = await app.state.runtime.db["results"].find({}).to_list()
-    assert result["not_made"] == {}
+    assert result["not_made"] == {"deidentified": "burned-in-annotation"}  # none stated
     assert await recorded_events(app.state.runtime.db, {"type": "xray.processed"})
 
 
@@ -276,6 +276,9 @@ async def test_an_output_that_fails_is_recorded_as_not_made_and_the_rest_is_stor
                                      tokens.headers(DOCTOR, ("doctor",)))
     [one] = found["instances"]
     assert one["sr"] is None and one["overlay"] and one["thumbnail"]
+    assert one["not_made"] == [{  # shown with its reason: the doctor knows it did not run
+        "output": "sr", "name": "measurement report SR (TID 1500)", "reason": "error",
+        "detail": "making it failed (an odd file); the checks and the other outputs stand"}]
     [result] = await app.state.runtime.db["results"].find({}).to_list()
     assert result["not_made"] == {"sr": "error"} and result["deidentified"] is not None
     [logged] = [r for r in caplog.records if r.getMessage() == "derived output not made"]

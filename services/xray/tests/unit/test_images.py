@@ -330,3 +330,68 @@ def test_an_element_that_does_not_parse_as_its_vr_is_refused(tmp_path) -> None:
     assert modality in data
     assert refused(write(tmp_path, data.replace(modality, b"\x08\x00\x60\x00C2"))) \
         == "unreadable"
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares ``width`` × ``height`` 8-bit grey pixels followed by a
+    few bytes of IDAT: a decompression bomb's header (PNG spec §11.2.2)."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + \
+            struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                             8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(bytes(1024))) + chunk(b"IEND", b"")
+
+
+def too_many(path: Path, content_type: str = imaging.DICOM, max_pixels: int = 1000) -> int:
+    """The declared pixels of a refusal ``too-many-pixels`` under ``max_pixels``."""
+    with pytest.raises(InvalidImage) as caught:
+        imaging.inspect(path, content_type, max_pixels)
+    assert caught.value.extensions["problem"] == "too-many-pixels", caught.value.detail
+    assert caught.value.extensions["max_pixels"] == max_pixels
+    return int(caught.value.extensions.get("pixels") or 0)
+
+
+def test_an_image_declaring_more_pixels_than_the_limit_is_refused_before_decoding(
+        tmp_path, monkeypatch) -> None:
+    """Rows × Columns × Number of Frames (DICOM) or the header's width × height (PNG,
+    JPEG) over the configured limit is ``too-many-pixels``; no decoder is called."""
+    def no_decoding(*_: object) -> None:
+        raise AssertionError("decoded before the pixel limit was checked")
+
+    photo, jpeg = write(tmp_path, png(), "small.png"), write(tmp_path, png(fmt="JPEG"), "j")
+    monkeypatch.setattr(imaging, "_check_decodes", no_decoding)
+    monkeypatch.setattr(imaging, "_check_codestream", no_decoding)
+    monkeypatch.setattr(imaging, "_check_native_length", no_decoding)
+    monkeypatch.setattr(Image.Image, "load", no_decoding)
+    for syntax in (imaging.ExplicitVRLittleEndian, JPEG2000Lossless):
+        path = write(tmp_path, radiograph("p-1", transfer_syntax=syntax), str(syntax))
+        assert too_many(path, max_pixels=64 * 64 - 1) == 64 * 64
+    frames = dcmread(io.BytesIO(radiograph("p-1", rows=1024, columns=1024)))
+    frames.NumberOfFrames = 100  # 100 M pixels declared, 2 MiB present
+    out = io.BytesIO()
+    frames.save_as(out, enforce_file_format=True)
+    path = write(tmp_path, out.getvalue(), "frames")
+    assert too_many(path, max_pixels=imaging.MAX_PIXELS) == 100 * 1024 * 1024
+    huge = dcmread(io.BytesIO(radiograph("p-1")))
+    huge.Rows = huge.Columns = 65535  # 4.3 G pixels declared, 8 KiB present
+    out = io.BytesIO()
+    huge.save_as(out, enforce_file_format=True)
+    assert too_many(write(tmp_path, out.getvalue(), "huge"),
+                    max_pixels=imaging.MAX_PIXELS) == 65535 * 65535
+    assert too_many(photo, "image/png") == too_many(jpeg, "image/jpeg") == 40 * 30
+    bomb = write(tmp_path, png_declaring(20_000, 20_000), "bomb.png")  # 400 M pixels
+    too_many(bomb, "image/png", max_pixels=imaging.MAX_PIXELS)
+
+
+def test_pillows_decompression_bomb_guard_is_the_service_limit(tmp_path, monkeypatch) -> None:
+    """guard_pillow sets Image.MAX_IMAGE_PIXELS; Pillow's DecompressionBombError (past
+    twice it, from the header) is answered ``too-many-pixels`` as well."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    imaging.guard_pillow(500)
+    assert Image.MAX_IMAGE_PIXELS == 500
+    path = write(tmp_path, png(), "photo.png")  # 1200 pixels: past twice 500
+    too_many(path, "image/png", max_pixels=imaging.MAX_PIXELS)

@@ -20,9 +20,28 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from pydantic import Field
+
+from healthflow.common.settings import ServiceSettings
+
 BEFORE_ANY_EVENT = datetime(1970, 1, 1, tzinfo=UTC)
 """``as_of`` of a relationship adopted from an older read model: any appointment event,
 however late, applies after it."""
+
+
+class CareSettings(ServiceSettings):
+    """Settings of a service that grants a doctor access by care relationship (records,
+    patient, prescription, xray): ``<SERVICE>_CARE_AFTER_ENCOUNTER_DAYS``."""
+
+    care_after_encounter_days: int = Field(default=90, ge=0, le=3650)
+    """Days (of 24 h) a relationship outlives its finished encounter (FHIR CareTeam
+    ``period.end`` = completion + this; 0 ends it at completion). Judged at read time,
+    so a change applies to past encounters too."""
+
+    @property
+    def care_period(self) -> timedelta:
+        """``care_after_encounter_days`` as a duration."""
+        return timedelta(days=self.care_after_encounter_days)
 
 
 class CareStatus(StrEnum):

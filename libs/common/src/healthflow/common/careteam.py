@@ -24,7 +24,7 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from healthflow.common.care import BEFORE_ANY_EVENT, CareStatus, in_care
+from healthflow.common.care import BEFORE_ANY_EVENT, CareSettings, CareStatus, in_care
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 
@@ -157,12 +157,11 @@ def care_period(uow: UnitOfWork) -> timedelta:
     ``care_after_encounter_days`` setting (days of 24 h).
 
     Raises:
-        RuntimeError: the service's settings declare no such setting.
+        RuntimeError: the service's settings are not :class:`~healthflow.common.care.CareSettings`.
     """
-    days = getattr(uow.settings, "care_after_encounter_days", None)
-    if not isinstance(days, int):
-        raise RuntimeError("the service's settings declare no care_after_encounter_days")
-    return timedelta(days=days)
+    if not isinstance(uow.settings, CareSettings):
+        raise RuntimeError("the service's settings are not CareSettings")
+    return uow.settings.care_period
 
 
 async def treats(uow: UnitOfWork, doctor_user_id: str, patient_id: str,

@@ -80,10 +80,32 @@ def geo_index(field: str, name: str | None = None) -> IndexModel:
     return IndexModel([(field, GEOSPHERE)], name=name or field, **{"2dsphereIndexVersion": 3})
 
 
+INDEX_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+
+
 async def ensure_indexes(db: AsyncDatabase[Document], indexes: Indexes) -> None:
-    """Create the declared indexes (idempotent; run at start-up)."""
+    """Create the declared indexes (idempotent; run at start-up).
+
+    A TTL index declared with another ``expireAfterSeconds`` than it has (a changed
+    retention setting) is retuned in place with ``collMod`` rather than refused.
+
+    Raises:
+        pymongo.errors.OperationFailure: an index exists with other options than a
+            TTL period (e.g. another key under the same name).
+    """
     for collection, models in indexes.items():
-        if models:
+        if not models:
+            continue
+        try:
+            await db[collection].create_indexes(list(models))
+        except pymongo.errors.OperationFailure as exc:
+            ttl = [m.document for m in models if "expireAfterSeconds" in m.document]
+            if exc.code not in INDEX_CONFLICTS or not ttl:
+                raise
+            for spec in ttl:
+                with contextlib.suppress(pymongo.errors.OperationFailure):  # not there yet
+                    await db.command({"collMod": collection, "index": {
+                        "name": spec["name"], "expireAfterSeconds": spec["expireAfterSeconds"]}})
             await db[collection].create_indexes(list(models))
 
 

@@ -40,7 +40,7 @@ STAFF_ROLES = frozenset(Role) - {Role.PATIENT}
 class Permission(StrEnum):
     # identity
     PROFILE_READ_OWN = "profile:read_own"
-    CREDENTIALS_MANAGE_OWN = "credentials:manage_own"  # change one's own password
+    CREDENTIALS_MANAGE_OWN = "credentials:manage_own"  # own password, address, phone, MFA
     USERS_READ = "users:read"
     USERS_MANAGE = "users:manage"
     USERS_ERASE = "users:erase"  # execute a person's request for erasure (crypto-shredding)
@@ -95,6 +95,7 @@ class Permission(StrEnum):
     IMAGING_EXPORT_DEIDENTIFIED = "imaging:export_deidentified"  # de-identified copies (teaching)
     # emergencies and paramedic units (healthflow.emergency, healthflow.paramedic)
     EMERGENCIES_RAISE_OWN = "emergencies:raise_own"  # a patient, for themselves
+    EMERGENCIES_RAISE_CLINICAL = "emergencies:raise_clinical"  # a clinician, for a patient
     EMERGENCIES_READ_OWN = "emergencies:read_own"
     EMERGENCIES_DISPATCH = "emergencies:dispatch"  # raise for a caller, list, read, status, cancel
     EMERGENCIES_UPDATE_ASSIGNED = "emergencies:update_assigned"  # the unit that accepted it
@@ -168,6 +169,8 @@ SCOPES: dict[Permission, tuple[Scope, ...]] = {
     P.IMAGING_READ_TREATED: (S.CARE_RELATIONSHIP,), P.IMAGING_REPORT: (S.CARE_RELATIONSHIP,),
     P.IMAGING_EXPORT_DEIDENTIFIED: (S.CARE_RELATIONSHIP,),
     P.EMERGENCIES_RAISE_OWN: (S.OWN,), P.EMERGENCIES_READ_OWN: (S.OWN,),
+    # anywhere, for anyone: an emergency is not refused for want of a care relationship
+    P.EMERGENCIES_RAISE_CLINICAL: (S.PLATFORM,),
     P.EMERGENCIES_DISPATCH: (S.PLATFORM,),
     P.EMERGENCIES_UPDATE_ASSIGNED: (S.OWN,),  # the emergencies assigned to the caller's unit
     P.PARAMEDICS_MANAGE_OWN: (S.OWN,), P.PARAMEDICS_READ_ANY: (S.PLATFORM,),
@@ -214,12 +217,14 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
            P.RECORDS_READ_TREATED, P.RECORDS_WRITE_TREATED, P.PRESCRIPTIONS_READ_TREATED,
            P.PRESCRIPTIONS_WRITE_TREATED, P.IMAGING_ORDER, P.IMAGING_READ_TREATED,
            P.IMAGING_REPORT, P.IMAGING_EXPORT_DEIDENTIFIED, P.TELECONSULTATIONS_JOIN,
-           P.TELECONSULTATIONS_HOST, P.CHARGE_ITEMS_WRITE}
+           P.TELECONSULTATIONS_HOST, P.CHARGE_ITEMS_WRITE, P.EMERGENCIES_RAISE_CLINICAL,
+           P.EMERGENCIES_READ_OWN}
     ),
     Role.PATIENT_CARE: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_BOOK_ANY, P.APPOINTMENTS_READ_ANY,
-           P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH}
+           P.APPOINTMENTS_MANAGE_ANY, P.NOTIFICATIONS_SEARCH, P.EMERGENCIES_RAISE_CLINICAL,
+           P.EMERGENCIES_READ_OWN}
     ),
     Role.PARAMEDIC: frozenset(
         _EVERYONE | {P.PARAMEDICS_MANAGE_OWN, P.EMERGENCIES_UPDATE_ASSIGNED,
@@ -233,7 +238,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.NURSE: frozenset(
         _EVERYONE
         | {P.PATIENTS_READ_ANY, P.APPOINTMENTS_READ_ANY, P.RECORDS_READ_ANY,
-           P.ENCOUNTERS_OPEN_ANY}
+           P.ENCOUNTERS_OPEN_ANY, P.EMERGENCIES_RAISE_CLINICAL, P.EMERGENCIES_READ_OWN}
     ),
     Role.RECEPTIONIST: frozenset(
         _EVERYONE

@@ -28,7 +28,7 @@ from tenacity import (
 from healthflow.common import mongo, tracing
 from healthflow.common.events.consumer import Consumer, Handlers
 from healthflow.common.events.inprocess import InProcessTransport
-from healthflow.common.events.outbox import OUTBOX_INDEXES, UnitOfWork
+from healthflow.common.events.outbox import UnitOfWork, outbox_indexes
 from healthflow.common.events.relay import OutboxRelay
 from healthflow.common.events.transport import Subscription, Transport
 from healthflow.common.mongo import Document, Indexes
@@ -100,7 +100,8 @@ class ServiceRuntime:
         self.settings = settings
         self.name = settings.service_name
         self.source = f"/healthflow/{self.name}"
-        self.indexes: dict[str, Any] = {**OUTBOX_INDEXES, **(indexes or {})}
+        self.indexes: dict[str, Any] = {
+            **outbox_indexes(settings.outbox_retention), **(indexes or {})}
         self.client = mongo.get_client(settings.mongodb_url)
         self.db: AsyncDatabase[Document] = mongo.get_database(
             settings.mongodb_url, settings.database_name

@@ -4,7 +4,8 @@ Subjects are the user id (or the key id for key events); the actor is the
 caller (a user id, or ``system:auth``). No event carries a password, and no
 e-mail address, phone number or name in clear: ``user.registered`` seals them
 under the person's key (:class:`~healthflow.contracts.sealed.SealedValue`,
-crypto-shredding: ``user.erased`` follows the key's destruction), the others name
+crypto-shredding: ``user.erased`` follows the key's destruction), and so does
+``user.contact_changed``; the others name
 accounts by id only.
 """
 
@@ -38,6 +39,24 @@ class UserRegistered(EventPayload):
     phone: SealedValue | None
     roles: list[str]
     self_registered: bool
+
+
+@event_type("user.contact_changed", version=1, publisher=PUBLISHER)
+class UserContactChanged(EventPayload):
+    """``user_id`` changed their own e-mail address or phone number (``changed`` names
+    which, sorted), giving their current password (and a second-factor code when they
+    have an authenticator). ``email`` and ``phone`` are the account's contact details
+    *after* the change (``phone`` ``None`` when it has none), sealed like
+    :class:`UserRegistered`'s under the person key of ``user_id``: once the person is
+    erased they no longer open, so a late or redelivered event resurrects nothing.
+    Consumers holding a clear copy replace it; the notification service tells the old
+    address and asks for the new one (or number) to be verified again. Ordered by the
+    event's ``time``."""
+
+    user_id: str
+    changed: list[Literal["email", "phone"]] = Field(min_length=1, max_length=2)
+    email: SealedValue
+    phone: SealedValue | None
 
 
 @event_type("user.erased", version=1, publisher=PUBLISHER)

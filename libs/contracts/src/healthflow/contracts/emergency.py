@@ -4,7 +4,17 @@ Payloads carry ids, the triage priority (``P1`` … ``P4``), the incident's
 position (WGS84 degrees) and times (aware UTC): never a name, a phone number,
 an address or what the caller said, which stay in the emergency service. The
 routing key is the type; the envelope's ``subject`` is ``emergency/<id>`` and
-``patientid`` is set when a patient raised it from the app.
+``patientid`` is set when a patient raised it from the app or a clinician named
+the patient.
+
+Where a named person was at a given time is personal data of the most sensitive kind
+(it says where they fell ill). The audit log is permanent and append-only (no erasure),
+and it keeps every envelope's ``patientid`` and actor; so the two events that carry
+the incident's coordinates, ``emergency.raised`` and ``emergency.located``, are kept
+there as a digest of their payload only (``audit_data = "digest"``): the log proves
+what was published and when, for whom and by whom, and a holder of the event (the
+emergency service's own record) can show it matches, while the coordinates (and the
+triage priority) stay out of the log.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ class EmergencyRaised(EventPayload):
     the reported position in metres; all three are ``None`` when a dispatcher took
     an address only (the paramedic service then escalates at once: there is no
     geocoder yet; a dispatcher sets the position later, ``emergency.located``).
-    ``raised_by_role`` is ``patient``, ``dispatcher`` or another staff role;
-    ``patient_id`` the raising patient's user id, else ``None``.
+    ``raised_by_role`` is the capacity it was raised in: ``patient``, ``dispatcher``,
+    or a clinician's role (``doctor``, ``nurse``, ``patient_care``); ``patient_id``
+    the raising patient's user id, or the patient a clinician named, else ``None``.
     """
 
     emergency_id: str
@@ -36,6 +47,8 @@ class EmergencyRaised(EventPayload):
     raised_by_role: str
     patient_id: str | None
     raised_at: datetime
+
+    audit_data = "digest"  # coordinates of a named person: see the module docstring
 
 
 @event_type("emergency.assigned", version=1, publisher=PUBLISHER)
@@ -122,3 +135,5 @@ class EmergencyLocated(EventPayload):
     accuracy_m: float
     located_by: str
     located_at: datetime
+
+    audit_data = "digest"  # coordinates of a (possibly named) person: module docstring

@@ -47,6 +47,36 @@ class PaymentExpired(PaymentEvent):
     and the patient had none; the appointment is cancelled the same way."""
 
 
+@event_type("payment.disputed", version=1, publisher=PUBLISHER)
+class PaymentDisputed(PaymentEvent):
+    """The patient's card issuer disputed the charge (a chargeback; Stripe
+    ``charge.dispute.created``), or the dispute ``dispute_id`` closed
+    (``charge.dispute.closed``). ``dispute_status`` is Stripe's (``needs_response``,
+    ``under_review``, ... while open; ``won``, ``lost`` or ``warning_closed`` once
+    closed), ``dispute_amount`` the minor units of ``currency`` in dispute, ``reason``
+    Stripe's code (``fraudulent``, ``duplicate``, ...). ``status`` is the payment's
+    afterwards: ``disputed`` while open or lost, its earlier status once won. Finance
+    reviews every dispute."""
+
+    dispute_id: str
+    dispute_status: str
+    dispute_amount: int  # minor units of ``currency``
+    reason: str
+
+
+@event_type("payment.refund_failed", version=1, publisher=PUBLISHER)
+class PaymentRefundFailed(PaymentEvent):
+    """Stripe reported the refund ``refund_id`` of ``refund_amount`` (minor units of
+    ``currency``) failed (``charge.refund.updated`` / ``refund.failed``;
+    ``failure_reason`` Stripe's code, e.g. ``expired_or_canceled_card``): the money did
+    not go back. The payment no longer counts it as refunded (``status`` afterwards) and
+    is flagged for finance to review; an earlier ``payment.refunded`` for it is void."""
+
+    refund_id: str
+    refund_amount: int  # minor units of ``currency``
+    failure_reason: str
+
+
 @event_type("invoice.issued", version=1, publisher=PUBLISHER)
 class InvoiceIssued(EventPayload):
     """The invoice ``invoice_id`` (FHIR R4 ``Invoice``) was issued with ``number``, the

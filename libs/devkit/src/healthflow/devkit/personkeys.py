@@ -74,6 +74,16 @@ class PersonKeyStandIn:
                           else seal(key, user_id, "phone", phone).model_dump()),
                 "roles": roles, "self_registered": self_registered}
 
+    def contact_changed(self, user_id: str, *, email: str, phone: str | None,
+                        changed: list[str]) -> dict[str, Any]:
+        """The ``user.contact_changed`` payload auth publishes for the values after a
+        change."""
+        key = self.key(user_id)
+        return {"user_id": user_id, "changed": sorted(changed),
+                "email": seal(key, user_id, "email", email).model_dump(),
+                "phone": (None if phone is None
+                          else seal(key, user_id, "phone", phone).model_dump())}
+
     async def _get(self, request: web.Request) -> web.Response:
         self.requests += 1
         key = self.keys.get(request.match_info["user_id"])

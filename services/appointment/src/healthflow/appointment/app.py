@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from healthflow.appointment import api, handlers, store
 from healthflow.appointment.settings import Settings
+from healthflow.common import migrations
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
 from healthflow.common.service import ServiceRuntime
@@ -13,8 +14,10 @@ from healthflow.common.settings import load_settings
 
 
 async def _adopt(runtime: ServiceRuntime) -> None:
-    """Older appointments get the hospitals they belong to (:func:`store.adopt_hospitals`)."""
-    await store.adopt_hospitals(runtime.db)
+    """Older appointments get the hospitals they belong to (:func:`store.adopt_hospitals`),
+    once per database (:func:`healthflow.common.migrations.apply_once`)."""
+    await migrations.apply_once(runtime.db, "appointments.hospital_ids",
+                                lambda: store.adopt_hospitals(runtime.db))
 
 
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:

@@ -20,12 +20,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from healthflow.auth import credentials, mfa, personal, revocation, service, signing
+from healthflow.auth import contact, credentials, mfa, personal, revocation, service, signing
 from healthflow.auth.domain import IssuedTokens
 from healthflow.auth.keys import key_summary
 from healthflow.auth.schemas import (
     JWKS,
     ChangePasswordRequest,
+    ContactChangeAccepted,
+    ContactChangeRequest,
     CreateUserRequest,
     EnrolmentOut,
     KeyOut,
@@ -182,6 +184,33 @@ async def me(auth: AuthService,
              principal: Principal = require(Permission.PROFILE_READ_OWN)) -> MeOut:
     out = UserOut.of(await service.get_own(auth.runtime, principal.subject))
     return MeOut(**out.model_dump(), permissions=sorted(permissions_for(out.roles)))
+
+
+CONTACT_ACCEPTED = ("the account's contact details are changed unless the new address "
+                    "belongs to another account; a new address or number must be verified "
+                    "again (see GET /api/v1/auth/me)")
+
+
+@auth_router.patch("/me/contact", status_code=status.HTTP_202_ACCEPTED,
+                   response_model=ContactChangeAccepted,
+                   summary="Change one's own e-mail address or phone number",
+                   responses=_problems(**{
+                       "403": "the current password is incorrect, or the authenticator's "
+                              "code is missing or wrong (accounts with one)",
+                       "429": "too many failed attempts; see Retry-After"}))
+async def change_contact(
+    body: ContactChangeRequest, request: Request, response: Response, auth: AuthService,
+    principal: Principal = require(Permission.CREDENTIALS_MANAGE_OWN),
+) -> ContactChangeAccepted:
+    """202 with one body whether or not the address was free (no account enumeration).
+    The old address is told, and the new one gets a verification link
+    (``user.contact_changed``)."""
+    await contact.change_contact(
+        auth, user_id=principal.subject, current_password=body.current_password.get_secret_value(),
+        email=body.email, phone=body.phone, code=body.code,
+        client_ip=client_ip(request, auth.settings.trusted_proxies))
+    response.headers.update(NO_STORE)
+    return ContactChangeAccepted(detail=CONTACT_ACCEPTED)
 
 
 @auth_router.get("/keys", response_model=list[KeyOut], summary="Signing keys (no key material)")

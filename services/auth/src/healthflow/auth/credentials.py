@@ -75,6 +75,26 @@ async def _store_new_password(auth: Auth, uow: UnitOfWork, user: Document, new_h
     return revoked
 
 
+async def check_current_password(auth: Auth, user: Document, password: str,
+                                 client_ip: str | None) -> None:
+    """Check the account owner's ``password`` before a change to the account, against the
+    same failed-login budgets as a login (a stolen access token cannot guess it).
+
+    Raises:
+        TooManyRequests: (429, ``Retry-After``) this client's failed-login budget at
+            the account, or the address's, is spent (:mod:`healthflow.auth.throttle`).
+        Forbidden: (403) the password is wrong (counted as a failed login).
+    """
+    email_key = user["email_normalized"]
+    throttled = await auth.throttle.admit(email_key, client_ip)
+    if throttled is not None:
+        raise refusal(throttled)
+    if not await auth.hasher.verify(user["password_hash"], password):
+        await auth.throttle.failed(email_key, client_ip)
+        raise Forbidden(WRONG_CURRENT_PASSWORD)
+    await auth.throttle.succeeded(email_key, client_ip)
+
+
 async def change_password(auth: Auth, *, user_id: str, current_password: str,
                           new_password: str, client_ip: str | None) -> int:
     """The owner ``user_id`` replaces their password; returns the sessions ended (all,
@@ -89,14 +109,7 @@ async def change_password(auth: Auth, *, user_id: str, current_password: str,
             (:func:`healthflow.auth.domain.password_violations`) or equals the current one.
     """
     user = await get_own(auth.runtime, user_id)
-    email_key = user["email_normalized"]
-    throttled = await auth.throttle.admit(email_key, client_ip)
-    if throttled is not None:
-        raise refusal(throttled)
-    if not await auth.hasher.verify(user["password_hash"], current_password):
-        await auth.throttle.failed(email_key, client_ip)
-        raise Forbidden(WRONG_CURRENT_PASSWORD)
-    await auth.throttle.succeeded(email_key, client_ip)
+    await check_current_password(auth, user, current_password, client_ip)
     if domain.normalize_password(new_password) == domain.normalize_password(current_password):
         raise UnprocessableContent("new_password: must differ from the current password")
     _check_new_password(new_password, user["email"])

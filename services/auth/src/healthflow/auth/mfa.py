@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from healthflow.auth import domain, events, otp, service, store
 from healthflow.auth.keys import factor_context, totp_secret
 from healthflow.auth.throttle import refusal
-from healthflow.common.errors import Conflict, UnprocessableContent
+from healthflow.common.errors import Conflict, Forbidden, UnprocessableContent
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 
@@ -225,6 +225,30 @@ async def _count_failure(auth: Auth, digest: str, email_key: str,
                          client_ip: str | None) -> None:
     await store.count_challenge_attempt(auth.runtime.db, digest)
     await auth.throttle.failed(email_key, client_ip)
+
+
+STEP_UP_REQUIRED = "a current code of your authenticator app is required for this change"
+
+
+async def step_up(auth: Auth, user: Document, code: str | None,
+                  client_ip: str | None) -> bool:
+    """Ask an account with an active authenticator for a fresh ``code`` (RFC 6238) before a
+    sensitive change made with an access token (the contact details); whether one was
+    checked (``False``: the account has no active authenticator). The code's step is used
+    up, so it cannot be replayed (here or at a login).
+
+    Raises:
+        Forbidden: (403) no code, or a wrong or reused one (counted as a failed login).
+    """
+    factor = await store.get_factor(auth.runtime.db, user["_id"])
+    if factor is None or factor["status"] != "active":
+        return False
+    step = await _match(auth, factor, code) if code else None
+    if step is None or not await store.advance_step(auth.runtime.db, user["_id"], step,
+                                                    session=None):
+        await auth.throttle.failed(user["email_normalized"], client_ip)
+        raise Forbidden(STEP_UP_REQUIRED)
+    return True
 
 
 async def reset_factor(auth: Auth, *, user_id: str, actor: str) -> bool:

@@ -2,7 +2,8 @@
 
 Every account gets a *person key* when it is created (:func:`new_person_key_document`,
 stored in ``person_keys`` as a KEK envelope, :mod:`healthflow.common.keywrap`); the
-e-mail address, name and phone number in ``user.registered`` are sealed under it
+e-mail address, name and phone number in ``user.registered`` (and the address and number
+in ``user.contact_changed``) are sealed under it
 (:mod:`healthflow.common.personaldata`). Services that keep a clear copy read the key
 from ``GET /internal/person-keys/{user_id}`` (:func:`person_key`).
 
@@ -54,6 +55,17 @@ def registered_event(key: PersonKey, user: Document, *,
         full_name=seal(key, user_id, "full_name", user["full_name"]),
         phone=seal_optional(key, user_id, "phone", user.get("phone")),
         roles=user["roles"], self_registered=self_registered)
+
+
+def contact_changed_event(key: PersonKey, user: Document,
+                          changed: list[str]) -> events.UserContactChanged:
+    """``user.contact_changed`` for ``user`` as it is after the change, its address and
+    number sealed like :func:`registered_event`'s."""
+    user_id = user["_id"]
+    return events.UserContactChanged(
+        user_id=user_id, changed=sorted(changed),  # type: ignore[arg-type]  # email|phone
+        email=seal(key, user_id, "email", user["email"]),
+        phone=seal_optional(key, user_id, "phone", user.get("phone")))
 
 
 async def person_key(runtime: ServiceRuntime, wrapper: KeyWrapper,

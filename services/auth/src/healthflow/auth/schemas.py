@@ -193,6 +193,28 @@ class TotpCode(Request):
     code: Code
 
 
+class ContactChangeRequest(Request):
+    """The caller's new e-mail address and/or phone number (E.164), their current password
+    and, when they have an authenticator, its current ``code`` (RFC 6238)."""
+
+    current_password: Password
+    email: EmailStr | None = None
+    phone: Phone | None = None
+    code: Code | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ContactChangeRequest:
+        if self.email is None and self.phone is None:
+            raise ValueError("give a new email, a new phone, or both")
+        return self
+
+
+class ContactChangeAccepted(BaseModel):
+    """The one answer to a contact change, whether or not the new address was free."""
+
+    detail: str
+
+
 class EnrolmentOut(BaseModel):
     """A new authenticator key: ``secret`` (base32) to type in, or ``otpauth_uri`` to show
     as a QR code. Confirm it with a first code."""

@@ -6,14 +6,22 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from healthflow.common.auth import Principal, require, require_any, while_authorized
 from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.emergency import service, store
-from healthflow.emergency.schemas import EmergencyOut, PositionIn, PriorityIn, RaiseIn, StatusIn
+from healthflow.emergency import photos, service, store
+from healthflow.emergency.schemas import (
+    EmergencyOut,
+    PhotoOut,
+    PositionIn,
+    PriorityIn,
+    RaiseIn,
+    StatusIn,
+)
 from healthflow.emergency.settings import Settings
 
 Runtime = Annotated[ServiceRuntime, Depends(get_runtime)]
@@ -23,17 +31,34 @@ IdempotencyKey = Annotated[str | None, Header(
     description="A fresh random value per raise (a UUID): a retry with the same key and "
                 "body returns the first raise's emergency instead of raising another")]
 
+PhotoId = Annotated[str, Path(max_length=64)]
+READERS = (P.EMERGENCIES_READ_OWN, P.EMERGENCIES_DISPATCH, P.EMERGENCIES_UPDATE_ASSIGNED)
+RAISERS = (P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_DISPATCH, P.EMERGENCIES_RAISE_CLINICAL)
+
+
+def get_photos(request: Request) -> photos.PhotoStore:
+    store_: photos.PhotoStore = request.app.state.photos
+    return store_
+
+
+Photos = Annotated[photos.PhotoStore, Depends(get_photos)]
+
 router = APIRouter(prefix="/api/v1/emergencies", tags=["emergencies"])
+PHOTOS_PATH = router.prefix + "/{emergency_id}/photos"
+"""The one route whose body may be large (streamed into storage, never parsed whole)."""
 
 
-@router.post("", status_code=201, summary="Raise an emergency (a patient, or a dispatcher)")
+@router.post("", status_code=201,
+             summary="Raise an emergency (a patient, a dispatcher, or a clinician)")
 async def raise_emergency(
     runtime: Runtime, body: RaiseIn, response: Response,
-    principal: Principal = require_any(P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_DISPATCH),
+    principal: Principal = require_any(P.EMERGENCIES_RAISE_OWN, P.EMERGENCIES_DISPATCH,
+                                       P.EMERGENCIES_RAISE_CLINICAL),
     idempotency_key: IdempotencyKey = None,
 ) -> EmergencyOut:
     """Triaged P1–P4 from ``triage``; 422 ``no-location`` without a position (or, for a
-    dispatcher, an address). ``Idempotency-Key`` (1–255 visible ASCII characters): a
+    dispatcher or clinician, an address); 422 for a ``patient_id`` from a non-clinician.
+    ``Idempotency-Key`` (1–255 visible ASCII characters): a
     retry with the same key and body, on any process, answers 201 with the emergency the
     first one created; with another body 422 ``idempotency-key-reused``."""
     doc = await service.raise_emergency(runtime, principal, body, idempotency_key)
@@ -160,3 +185,39 @@ async def locate(runtime: Runtime, emergency_id: EmergencyId, body: PositionIn,
     it ended; 422 for coordinates out of range."""
     return EmergencyOut.from_document(await service.locate(
         runtime, principal, emergency_id, body))
+
+
+@router.post(
+    "/{emergency_id}/photos", status_code=201, summary="Add a photo (the raiser; PNG, JPEG)",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        t: {"schema": {"type": "string", "format": "binary"}}
+        for t in sorted(photos.PHOTO.allowed_types)}}})
+async def add_photo(runtime: Runtime, store_: Photos, request: Request, response: Response,
+                    emergency_id: EmergencyId,
+                    principal: Principal = require_any(*RAISERS)) -> PhotoOut:
+    """The raw image is the body, its type the ``Content-Type``; streamed into storage
+    and checked by content (:mod:`healthflow.emergency.photos`). 422 ``invalid-photo``
+    (``problem``: ``not-accepted``, ``unreadable-image``, ``too-many-pixels``); 413 over
+    ``photo_max_bytes``; 415 without a ``Content-Type``; 403 ``not-raiser``; 409
+    ``cannot-add-photo`` (ended, or ``max_photos`` already); nothing is kept on any."""
+    photo = await photos.add(runtime, store_, principal, emergency_id, request.stream(),
+                             request.headers.get("content-type"))
+    out = PhotoOut.from_document(emergency_id, photo)
+    response.headers["Location"] = out.file
+    return out
+
+
+@router.get("/{emergency_id}/photos/{photo_id}", summary="A photo of the emergency, streamed",
+            response_class=StreamingResponse,
+            responses={200: {"content": {t: {} for t in sorted(photos.PHOTO.allowed_types)}}})
+async def read_photo(runtime: Runtime, store_: Photos, emergency_id: EmergencyId,
+                     photo_id: PhotoId, principal: Principal = require_any(*READERS)
+                     ) -> StreamingResponse:
+    """For whoever may read the emergency (its dispatchers, current crews, raiser; 404
+    for anyone else), checked on every read; never cached (``no-store``) nor
+    type-sniffed (``nosniff``)."""
+    photo, chunks = await photos.read(runtime, store_, principal, emergency_id, photo_id)
+    return StreamingResponse(chunks, media_type=photo["content_type"], headers={
+        "Content-Length": str(photo["blob"]["size"]), "Cache-Control": "no-store",
+        "Content-Disposition": f'inline; filename="{photo_id}"',
+        "X-Content-Type-Options": "nosniff"})

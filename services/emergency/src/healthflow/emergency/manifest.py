@@ -8,5 +8,6 @@ MANIFEST = ServiceManifest(
     name="emergency",
     port=8111,
     summary="Emergencies: raise, triage (P1–P4), lifecycle to hand-over.",
-    routes=(RouteDecl("/api/v1/emergencies"),),
+    # a photo (a few MiB) is a raw body: the gateway's ``document`` group streams it
+    routes=(RouteDecl("/api/v1/emergencies", paths={"/{id}/photos": {"POST": "document"}}),),
 )

@@ -42,9 +42,11 @@ class TriageIn(BaseModel):
 
 
 class RaiseIn(BaseModel):
-    """``POST /api/v1/emergencies``. A patient gives a position; a dispatcher a position or
-    an address (an address alone is escalated to the dispatchers: no geocoder yet) and
-    may give the caller's number (E.164)."""
+    """``POST /api/v1/emergencies``. A patient gives a position; a dispatcher or a
+    clinician a position or an address (an address alone is escalated to the
+    dispatchers: no geocoder yet) and may give a number to call back (E.164); a
+    clinician may name the patient (``patient_id``, their user id; 422 from anyone
+    else)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -52,6 +54,7 @@ class RaiseIn(BaseModel):
     address: Annotated[str | None, Field(min_length=3, max_length=300)] = None
     what_happened: Annotated[str, Field(min_length=1, max_length=1000)]
     caller_phone: Annotated[str | None, Field(pattern=r"^\+[1-9][0-9]{6,14}$")] = None
+    patient_id: Annotated[str | None, Field(min_length=1, max_length=64)] = None
     triage: TriageIn
 
 
@@ -142,6 +145,27 @@ class DestinationOut(BaseModel):
     chosen_at: datetime
 
 
+class PhotoOut(BaseModel):
+    """A photo of the emergency (PNG or JPEG, checked by content); ``size`` in bytes,
+    ``width`` × ``height`` pixels; ``file`` the path that serves it to the emergency's
+    readers."""
+
+    id: str
+    content_type: str
+    width: int
+    height: int
+    size: int
+    uploaded_at: datetime
+    file: str
+
+    @classmethod
+    def from_document(cls, emergency_id: str, photo: Document) -> PhotoOut:
+        return cls(id=photo["id"], content_type=photo["content_type"], width=photo["width"],
+                   height=photo["height"], size=photo["blob"]["size"],
+                   uploaded_at=photo["uploaded_at"],
+                   file=f"/api/v1/emergencies/{emergency_id}/photos/{photo['id']}")
+
+
 class EmergencyOut(BaseModel):
     """An emergency as the patient who raised it, dispatchers and its crew see it."""
 
@@ -152,7 +176,11 @@ class EmergencyOut(BaseModel):
     address: str | None
     what_happened: str
     caller_phone: str | None
+    raised_by: str
+    """The raiser's user id."""
     raised_by_role: str
+    """The capacity they raised it in: ``patient``, ``dispatcher``, or the clinician's
+    role (``doctor``, ``nurse``, ``patient_care``)."""
     patient_id: str | None
     assignment: AssignmentOut | None
     crews: list[AssignmentOut] = []
@@ -165,6 +193,7 @@ class EmergencyOut(BaseModel):
     destination: DestinationOut | None = None
     timeline: list[StepOut]
     priority_changes: list[PriorityChangeOut] = []
+    photos: list[PhotoOut] = []
     created_at: datetime
     updated_at: datetime
 
@@ -172,10 +201,12 @@ class EmergencyOut(BaseModel):
     def from_document(cls, doc: Document) -> EmergencyOut:
         fields: dict[str, Any] = {k: doc.get(k) for k in cls.model_fields
                                   if k not in ("id", "responder", "crews",
-                                               "second_escalated")}
+                                               "second_escalated", "photos")}
         second = doc.get("second") or {}
         fields["crews"] = [a for a in (doc.get("assignment"), second.get("assignment")) if a]
         fields["second_escalated"] = second.get("escalated")
         fields["priority_changes"] = doc.get("priority_changes") or []
+        fields["photos"] = [PhotoOut.from_document(doc["_id"], p)
+                            for p in doc.get("photos") or []]
         return cls.model_validate({**fields, "id": doc["_id"],
                                    "responder": ResponderOut.from_document(doc)})

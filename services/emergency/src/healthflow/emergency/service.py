@@ -8,12 +8,8 @@ caller said stay in this database; events carry ids, priority and coordinates.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from datetime import datetime
-
-from pymongo.errors import DuplicateKeyError
 
 from healthflow.common.auth import Principal
 from healthflow.common.errors import Conflict
@@ -36,18 +32,17 @@ from healthflow.emergency.domain import (
     CannotReprioritise,
     CrewReassigned,
     EmergencyNotFound,
-    EmergencyOpen,
-    IdempotencyKeyReused,
-    NoLocation,
     NotAssigned,
     Priority,
     ReprioritiseReason,
     Status,
     check_step,
     geo_point,
-    triage,
 )
-from healthflow.emergency.schemas import PositionIn, RaiseIn
+from healthflow.emergency.raising import (  # the raise is raising.py's; re-exported
+    raise_emergency as raise_emergency,
+)
+from healthflow.emergency.schemas import PositionIn
 
 log = logging.getLogger(__name__)
 
@@ -62,112 +57,16 @@ def _role(principal: Principal) -> str:
     return "patient" if principal.has_role("patient") else sorted(principal.roles)[0]
 
 
-RAISE_KEYS = uuid.UUID("5c1f3e0a-8b57-4d0e-9a57-2f4f6b1c9e21")
-"""The namespace of :func:`raise_id` (fixed: ids must not change between releases)."""
-
-
-def raise_id(raiser: str, idempotency_key: str) -> str:
-    """The id of the emergency a raise with ``Idempotency-Key`` creates: a UUIDv5 (RFC
-    9562 §5.5) of the raiser's id and the key, so a retry on any process of the service
-    names the same emergency, and two raisers' keys never meet."""
-    return str(uuid.uuid5(RAISE_KEYS, f"{raiser}\n{idempotency_key}"))
-
-
-def fingerprint(body: RaiseIn) -> str:
-    """SHA-256 (hex) of the raise's body as validated: a key sent again with another
-    body is refused rather than answered with the first emergency."""
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
-
-
-def new_emergency(principal: Principal, body: RaiseIn, now: datetime,
-                  emergency_id: str | None = None) -> Document:
-    """The document of a raised emergency (triaged; ``emergency_id`` or a random UUID).
-    Raises NoLocation (422): a patient without a position, a dispatcher with neither
-    position nor address."""
-    dispatcher = principal.has(Permission.EMERGENCIES_DISPATCH)
-    if body.position is None and (not dispatcher or body.address is None):
-        raise NoLocation("give the position" + (" or the address" if dispatcher else ""))
-    position = body.position.model_dump() if body.position else None
-    role = _role(principal)
-    return {
-        "_id": emergency_id or str(uuid.uuid4()), "status": Status.RAISED.value,
-        "priority": triage(body.triage.answers()).value, "triage": body.triage.model_dump(),
-        "position": position,
-        "location": (geo_point(position["latitude"], position["longitude"])
-                     if position else None),
-        "address": body.address, "what_happened": body.what_happened,
-        "caller_phone": body.caller_phone if dispatcher else None,
-        "raised_by": principal.subject, "raised_by_role": role,
-        "patient_id": principal.subject if role == "patient" else None,
-        "assignment": None, "escalated": None, "cancel_reason": None, "destination": None,
-        "timeline": [{"status": Status.RAISED.value, "at": now, "by_role": role,
-                      "by": principal.subject}],
-        "version": 1, "created_at": now, "updated_at": now}
-
-
-async def raise_emergency(runtime: ServiceRuntime, principal: Principal, body: RaiseIn,
-                          idempotency_key: str | None = None) -> Document:
-    """Raise an emergency (a patient for themselves, a dispatcher for a caller);
-    ``emergency.raised``. With ``idempotency_key`` (the ``Idempotency-Key`` header,
-    draft-ietf-httpapi-idempotency-key-header) a retry of the same raise by the same
-    raiser — after a timeout, or on another process after this one died — returns the
-    emergency the first one created (as it is now) and publishes nothing again.
-
-    Raises:
-        EmergencyOpen (409): a patient's earlier emergency is still open (a second
-        one would claim a second unit; they follow the first or call the dispatcher).
-        IdempotencyKeyReused (422): the key came before with another body.
-    """
-    emergency_id = raise_id(principal.subject, idempotency_key) if idempotency_key else None
-    digest = fingerprint(body) if idempotency_key else None
-
-    async def write(uow: UnitOfWork) -> Document:
-        if emergency_id is not None and (held := await store.get(
-                uow.db, emergency_id, session=uow.session)) is not None:
-            return _replayed(held, digest)
-        doc = new_emergency(principal, body, utcnow(), emergency_id)
-        doc["request_fingerprint"] = digest
-        if doc["patient_id"] is not None:
-            await store.serialise_raiser(uow.db, uow.session, principal.subject)
-            if (open_ := await store.open_raised_by(uow.db, uow.session,
-                                                     principal.subject)) is not None:
-                raise EmergencyOpen(f"your emergency {open_['_id']} is still open: follow it "
-                                    "there, or call the dispatcher",
-                                    emergency_id=open_["_id"])
-        await store.insert(uow.db, uow.session, doc)
-        position = doc["position"] or {}
-        uow.publish(events.EmergencyRaised(
-            emergency_id=doc["_id"], priority=doc["priority"],
-            latitude=position.get("latitude"), longitude=position.get("longitude"),
-            accuracy_m=position.get("accuracy_m"), raised_by_role=doc["raised_by_role"],
-            patient_id=doc["patient_id"], raised_at=doc["created_at"]),
-            subject=f"emergency/{doc['_id']}", patientid=doc["patient_id"])
-        return doc
-
-    try:
-        return await runtime.transact(write, actor=principal.actor)
-    except DuplicateKeyError:  # the same raise committed meanwhile (another process)
-        held = await store.get(runtime.db, emergency_id) if emergency_id else None
-        if held is None:
-            raise
-        return _replayed(held, digest)
-
-
-def _replayed(held: Document, digest: str | None) -> Document:
-    if held.get("request_fingerprint") != digest:
-        raise IdempotencyKeyReused("this Idempotency-Key was sent before with another "
-                                   "body: use a new key for a new emergency")
-    return held
-
-
 def visible(principal: Principal, doc: Document) -> bool:
-    """Whether ``principal`` may read ``doc``: a dispatcher, its current crews, its raiser."""
+    """Whether ``principal`` may read ``doc``: a dispatcher, its current crews, its raiser,
+    and the patient it is for (a clinician named them: they see who is coming too)."""
     if principal.has(Permission.EMERGENCIES_DISPATCH):
         return True
     if (principal.has(Permission.EMERGENCIES_UPDATE_ASSIGNED)
             and crews.is_crew(doc, principal.subject)):  # a P1's two crews
         return True
-    return principal.has(Permission.EMERGENCIES_READ_OWN) and doc["raised_by"] == principal.subject
+    return principal.has(Permission.EMERGENCIES_READ_OWN) and principal.subject in (
+        doc["raised_by"], doc.get("patient_id"))
 
 
 def reassigned_away(principal: Principal, doc: Document) -> bool:

@@ -20,3 +20,17 @@ class Settings(ServiceSettings):
     stream_heartbeat_s: float = Field(15.0, gt=0)
     """Seconds between ``: ping`` comments on the live streams (keeps proxies from
     closing them)."""
+
+    photo_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1, le=20 * 1024 * 1024)
+    """The largest photo, bytes (a phone's JPEG is a few MiB); more is 413."""
+    photo_max_pixels: int = Field(default=40_000_000, ge=1)
+    """The most pixels a photo may have (a 12 MP phone photo has 12 000 000), checked
+    from its header before it is decoded: more is 422 ``too-many-pixels``."""
+    max_photos: int = Field(default=3, ge=1, le=20)
+    """Photos per emergency."""
+    inspect_concurrency: int = Field(default=2, ge=1, le=16)
+    """Photos decoded (Pillow, in worker threads) at once; more uploads wait."""
+    sweep_interval: float = Field(default=3600.0, gt=0)
+    """Seconds between sweeps of stored photos no emergency references."""
+    sweep_older_than: float = Field(default=3600.0, gt=0)
+    """An unreferenced photo's minimum age before the sweep deletes it, seconds."""

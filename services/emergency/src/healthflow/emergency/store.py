@@ -14,7 +14,9 @@ Collections (database ``healthflow_emergency``), times aware UTC::
                  by_role, by}], sequence (orders the paramedic service's offers and
                  escalations; service.py), ended_tasks[task ids declined or timed
                  out], request_fingerprint (SHA-256 of a raise with an Idempotency-Key,
-                 whose id is then derived from it: service.raise_id) | None, version,
+                 whose id is then derived from it: raising.raise_id) | None,
+                 photos[{id, content_type, width, height, blob{key, sha256, size},
+                 uploaded_by, uploaded_at}] (photos.py; absent: none), version,
                  created_at, updated_at}
     raisers     {_id: user id, raises: n}: written by every patient's raise, so two
                  concurrent raises by one patient conflict and see each other
@@ -113,6 +115,13 @@ async def set_eta(db: Db, session: AsyncClientSession, emergency_id: str, path: 
          "status": {"$in": [Status.ASSIGNED.value, Status.EN_ROUTE.value]}},
         {"$set": {"eta": eta, f"{path}.call_sign": call_sign}}, session=session)
     return result.matched_count == 1
+
+
+async def photo_keys(db: Db, keys: list[str]) -> set[str]:
+    """Those of the blob ``keys`` some emergency's photo references (the orphan sweep)."""
+    docs = await db[EMERGENCIES].find({"photos.blob.key": {"$in": keys}},
+                                      {"photos.blob.key": 1}).to_list()
+    return {p["blob"]["key"] for d in docs for p in d.get("photos") or []} & set(keys)
 
 
 def watch(db: Db, emergency_id: str) -> Any:

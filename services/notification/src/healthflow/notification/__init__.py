@@ -1,6 +1,6 @@
 """HealthFlow notification service: email, SMS, Web Push and the in-app feed.
 
-Consumes ``appointment.*``, ``user.*``, ``patient.consent_changed`` and the
+Consumes ``appointment.*``, ``user.*`` (each type named), ``patient.consent_changed`` and the
 doctor/hospital names; keeps its own read model of contacts and consents;
 queues one delivery per message and channel under a deterministic id (so a
 redelivered event sends nothing twice); sends through aiosmtplib, Twilio's

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from healthflow.common import migrations
 from healthflow.common.events.transport import Transport
 from healthflow.common.http import create_service_app
 from healthflow.common.service import ServiceRuntime
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
     wrapper = settings.key_wrapper()
 
     async def on_start(runtime: ServiceRuntime) -> None:
-        await store.adopt_delivery_hospitals(runtime.db)
+        await migrations.apply_once(runtime.db, "deliveries.hospital_ids",
+                                    lambda: store.adopt_delivery_hospitals(runtime.db))
         private, public = await vapid.vapid_keys(runtime.db, settings, wrapper)
         senders.push = PushSender(settings, private)
         runtime.state["vapid_public_key"] = public

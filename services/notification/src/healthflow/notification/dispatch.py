@@ -152,7 +152,7 @@ class Dispatcher:
             await self._finish(doc, Status.CANCELLED, reason="expired")
             return
         address = doc.get("to")
-        if channel in messages.ADDRESS_FIELDS:
+        if channel in messages.ADDRESS_FIELDS and not doc.get("pinned"):
             if contact is None:  # user.registered not consumed yet: wait for it
                 await self._retry_or_fail(doc, "the user's contact details are not known yet",
                                           exhausted="no_address", awaiting_contact=True)
@@ -277,7 +277,7 @@ class Dispatcher:
         """Queue ``doc`` again after the backoff, or fail it as ``exhausted``.
 
         ``awaiting_contact``: it waits for the user's ``user.registered``, which wakes it
-        at once (:func:`~healthflow.notification.service.apply_user`), not after the backoff.
+        at once (:func:`~healthflow.notification.contacts.apply_user`), not after the backoff.
         """
         settings = self.ctx.settings
         attempts = int(doc.get("attempts", 0)) + 1

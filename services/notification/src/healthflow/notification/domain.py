@@ -131,6 +131,11 @@ PASSWORD_CHANGED = MessageKind("password_changed", channels=(Channel.EMAIL, Chan
 REGISTRATION_ATTEMPTED = MessageKind("registration_attempted", channels=(Channel.EMAIL,))
 """``auth.registration_attempted``: someone tried to sign up with the owner's address."""
 """``auth.password_changed``: the owner is told, so a change they did not make is noticed."""
+CONTACT_CHANGED = MessageKind("contact_changed", channels=(Channel.EMAIL, Channel.IN_APP))
+"""``user.contact_changed``: the owner is told their address or number changed, by e-mail to
+the address the account had before (the one a hijacker would not read) and in the feed."""
+EMAIL_VERIFICATION = MessageKind("email_verification", channels=(Channel.EMAIL,))
+"""``user.contact_changed`` with a new address: the verification link, to that address."""
 PHONE_VERIFICATION = MessageKind("phone_verification", channels=(Channel.SMS,), urgent=True)
 """The one-time code of ``POST …/phone/verification``, by SMS only, at once (urgent: the
 user is waiting for it, quiet hours do not hold it back)."""

@@ -5,7 +5,9 @@
   (checked_in and completed end them).
 * ``user.*`` — registered (contacts + welcome email with a verification link; the
   sealed address, name and phone opened with the person key from auth:
-  :mod:`.personal`), erased (every clear copy of the person's values deleted),
+  :mod:`.personal`), contact_changed (the new address and number replace the old, are
+  verified again; the old address is told: :mod:`.contacts`), erased (every clear copy of
+  the person's values deleted),
   role_changed, deactivated, activated; other user events are ignored.
 * ``patient.consent_changed`` — consent per channel (sms | email | push).
 * ``prescription.issued`` — the patient's "new prescription ready".
@@ -49,6 +51,7 @@ from healthflow.contracts.auth import (
     PasswordResetRequested,
     RegistrationAttempted,
     UserActivated,
+    UserContactChanged,
     UserDeactivated,
     UserErased,
     UserRegistered,
@@ -61,7 +64,7 @@ from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.contracts.xray import XrayReported
-from healthflow.notification import access, accounts, emergencies, personal, service
+from healthflow.notification import access, accounts, contacts, emergencies, personal, service
 
 UserEvent = UserRoleChanged | UserDeactivated | UserActivated
 AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
@@ -72,7 +75,8 @@ OfferEvent = TaskOffered | XrayTaskOffered | TaskUnacknowledged
 
 
 def _personal_handlers(ctx: service.Context) -> Handlers:
-    """``user.registered`` (sealed contact details) and ``user.erased``: :mod:`.personal`."""
+    """``user.registered``, ``user.contact_changed`` (sealed contact details) and
+    ``user.erased``: :mod:`.personal`."""
 
     async def on_registered(event: Received[UserRegistered], uow: UnitOfWork) -> None:
         await personal.apply_registered(uow, event.data, ctx, event.id)
@@ -80,13 +84,17 @@ def _personal_handlers(ctx: service.Context) -> Handlers:
     async def on_erased(event: Received[UserErased], uow: UnitOfWork) -> None:
         await personal.apply_erased(uow, event.data, ctx)
 
-    return {"user.registered": on_registered, "user.erased": on_erased}
+    async def on_contact_changed(event: Received[UserContactChanged], uow: UnitOfWork) -> None:
+        await personal.apply_contact_changed(uow, event.data, event.time, ctx, event.id)
+
+    return {"user.registered": on_registered, "user.erased": on_erased,
+            "user.contact_changed": on_contact_changed}
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
-    """Every handler of the service: those over ``ctx`` (the personal ones first: the first
-    matching pattern wins, and ``user.*`` would take ``user.registered``) and the
-    staff-membership read model (:mod:`healthflow.common.tenancy`)."""
+    """Every handler of the service: those over ``ctx`` (each event type named, so no
+    pattern takes another's event whatever the order) and the staff-membership read
+    model (:mod:`healthflow.common.tenancy`)."""
     return {**_personal_handlers(ctx), **_context_handlers(ctx), **tenancy.HANDLERS}
 
 
@@ -99,7 +107,7 @@ def _context_handlers(ctx: service.Context) -> Handlers:
                                         event.time, event.id, ctx)
 
     async def on_user(event: Received[UserEvent], uow: UnitOfWork) -> None:
-        await service.apply_user(uow, event.type, event.data.model_dump(), ctx, event.id)
+        await contacts.apply_user(uow, event.type, event.data.model_dump(), ctx, event.id)
 
     async def on_consent(event: Received[PatientConsentChanged], uow: UnitOfWork) -> None:
         await service.apply_consent(uow, event.data.model_dump(), ctx)
@@ -133,7 +141,7 @@ def _context_handlers(ctx: service.Context) -> Handlers:
 
     return {
         "appointment.*": on_appointment,
-        "user.*": on_user,
+        **dict.fromkeys(("user.role_changed", "user.deactivated", "user.activated"), on_user),
         "patient.consent_changed": on_consent,
         "prescription.issued": on_prescription,
         "emergency.destination_chosen": on_inbound,

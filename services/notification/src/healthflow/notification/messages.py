@@ -72,6 +72,7 @@ async def plan_message(
     expires_at: datetime | None = None,
     prefs: Document | None = None,
     push: PushOptions | None = None,
+    to: str | None = None,
 ) -> list[str]:
     """Render ``kind`` for ``user_id`` and queue one delivery per usable channel.
 
@@ -81,26 +82,26 @@ async def plan_message(
     Web Push ones by subscription. The in-app feed item is written at once.
     ``expires_at`` (aware UTC): after it the delivery is cancelled unsent (and a push's
     ``TTL`` ends there). ``push``: extra payload fields and ``Topic`` of the Web Push.
-    Returns the delivery ids queued.
+    ``to``: the address (number) instead of the contact's, kept in the delivery
+    (``pinned``: a notice to an address the account left). Returns the ids queued.
     """
     now = ctx.clock.now()
     hospital_ids = await _hospitals_of(uow, appointment_id)
     contact = await store.get(uow.db, store.CONTACTS, user_id, uow.session)
-    if prefs is None:
-        prefs = await store.get(uow.db, store.PREFERENCES, user_id, uow.session)
+    prefs = prefs or await store.get(uow.db, store.PREFERENCES, user_id, uow.session)
     locale = locale_of(prefs, ctx)
     rendered = ctx.renderer.render(kind.template, locale, {
         "link": ctx.settings.app_base_url, "name": (contact or {}).get("full_name")} | context)
-    active = bool((contact or {}).get("active", True))
-    consent, preference = consents(contact), channel_preferences(prefs)
+    active, consent = bool((contact or {}).get("active", True)), consents(contact)
+    preference = channel_preferences(prefs)
     base: Document = {
         "user_id": user_id, "template": kind.template, "trigger": trigger,
-        "source_id": source_id, "appointment_id": appointment_id,
-        "hospital_ids": hospital_ids, "locale": locale,
-        "urgent": kind.urgent, "timezone": timezone, "expires_at": expires_at, "attempts": 0,
-        "next_attempt_at": now, "lease_owner": None, "lease_until": store.UNLEASED,
-        "provider_id": None, "last_error": None, "reason": None, "created_at": now,
-        "updated_at": now, "sent_at": None, "delivered_at": None, "failed_at": None}
+        "source_id": source_id, "appointment_id": appointment_id, "hospital_ids": hospital_ids,
+        "locale": locale, "pinned": to is not None, "urgent": kind.urgent,
+        "timezone": timezone, "expires_at": expires_at, "attempts": 0, "next_attempt_at": now,
+        "lease_owner": None, "lease_until": store.UNLEASED, "provider_id": None,
+        "last_error": None, "reason": None, "created_at": now, "updated_at": now,
+        "sent_at": None, "delivered_at": None, "failed_at": None}
     deliveries: list[Document] = []
     for channel in kind.channels:
         if channel is Channel.IN_APP:
@@ -110,11 +111,11 @@ async def plan_message(
             continue
         for recipient, address, content in await _targets(uow, ctx, channel, user_id,
                                                           contact, kind, rendered,
-                                                          push or PushOptions()):
+                                                          push or PushOptions(), to):
             reason = domain.suppression(channel, consent=consent, preferences=preference,
                                         address=address, active=active)
             deliveries.append(_delivery(base, channel, source_id, recipient, kind, content,
-                                        reason))
+                                        reason, address))
     inserted = await store.upsert_many_once(uow.db, store.DELIVERIES, deliveries, uow.session)
     return [d["_id"] for d in deliveries if d["_id"] in inserted and d["status"] == "queued"]
 
@@ -140,14 +141,16 @@ async def _feed_item(uow: UnitOfWork, user_id: str, kind: MessageKind, source_id
 
 async def _targets(uow: UnitOfWork, ctx: Context, channel: Channel, user_id: str,
                    contact: Document | None, kind: MessageKind,
-                   rendered: Rendered, push: PushOptions) -> list[Target]:
-    """Who gets ``channel``: the user's address (email, SMS) or each browser (push)."""
+                   rendered: Rendered, push: PushOptions,
+                   to: str | None = None) -> list[Target]:
+    """Who gets ``channel``: the user's address (email, SMS; ``to`` when pinned) or each
+    browser (push)."""
     if channel in (Channel.EMAIL, Channel.SMS):
         # The address is read again when sending (it may change before a reminder
         # fires). A user the contact read model does not know yet (user.registered
         # consumed concurrently with this event) is resolved then, not refused now.
-        address = ((contact or {}).get(ADDRESS_FIELDS[channel]) if contact is not None
-                   else "(at send time)")
+        address = to or ((contact or {}).get(ADDRESS_FIELDS[channel]) if contact is not None
+                         else "(at send time)")
         content: dict[str, Any] = (
             {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
             if channel is Channel.EMAIL else {"body": rendered.sms})
@@ -164,13 +167,16 @@ async def _targets(uow: UnitOfWork, ctx: Context, channel: Channel, user_id: str
 
 
 def _delivery(base: Document, channel: Channel, source_id: str, recipient: str,
-              kind: MessageKind, content: dict[str, Any], reason: str | None) -> Document:
+              kind: MessageKind, content: dict[str, Any], reason: str | None,
+              address: str | None = None) -> Document:
     """One delivery document: ``queued`` with its content, or ``suppressed`` with why."""
     doc = base | {"_id": domain.delivery_id(source_id, channel, recipient, kind.template),
                   "channel": channel.value, "to": None}
     if reason is None:
         if channel is Channel.PUSH:
             doc["to"] = recipient  # the subscription id
+        elif base.get("pinned"):
+            doc["to"] = address  # sent here, whatever the contact's address is then
         return doc | {"content": content, "status": Status.QUEUED.value}
     return doc | {"content": None, "status": Status.SUPPRESSED.value, "reason": reason,
                   "next_attempt_at": None}

@@ -1,11 +1,14 @@
-"""Personal data in the notification service: opened from ``user.registered``, erased on
-``user.erased`` (crypto-shredding, :mod:`healthflow.common.personaldata`).
+"""Personal data in the notification service: opened from ``user.registered`` and
+``user.contact_changed``, erased on ``user.erased`` (crypto-shredding,
+:mod:`healthflow.common.personaldata`).
 
 ``user.registered`` carries the address, name and phone sealed under the person's key;
 :func:`apply_registered` asks auth for the key, opens them once and hands them to
-:func:`healthflow.notification.service.apply_user` (the contact read model and the
-welcome e-mail). A key that is gone (the person was erased meanwhile) leaves nothing
-written: the contact stays unknown and nothing is sent.
+:func:`healthflow.notification.contacts.apply_user` (the contact read model and the
+welcome e-mail). ``user.contact_changed`` (:func:`apply_contact_changed`) likewise hands
+the new address and number to :func:`healthflow.notification.contacts.apply_contact_changed`.
+A key that is gone (the person was erased meanwhile) leaves nothing written: the contact
+stays unknown (or erased) and nothing is sent.
 
 :func:`apply_erased` deletes every clear copy the service holds of the person: the
 address, name and phone of the contact (which stays, inactive, with ``erased_at``),
@@ -16,11 +19,12 @@ their feed, their pending phone code and their push subscriptions.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.personaldata import person_keys_for
-from healthflow.contracts.auth import UserErased, UserRegistered
-from healthflow.notification import domain, service, store
+from healthflow.contracts.auth import UserContactChanged, UserErased, UserRegistered
+from healthflow.notification import contacts, domain, store
 from healthflow.notification.service import Context
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,27 @@ async def apply_registered(uow: UnitOfWork, data: UserRegistered, ctx: Context,
                  extra={"user_id": data.user_id})
         return
     raw = {"user_id": data.user_id, "roles": data.roles} | opened
-    await service.apply_user(uow, UserRegistered.event_type, raw, ctx, event_id)
+    await contacts.apply_user(uow, UserRegistered.event_type, raw, ctx, event_id)
+
+
+async def apply_contact_changed(uow: UnitOfWork, data: UserContactChanged, at: datetime,
+                                ctx: Context, event_id: str) -> None:
+    """``user.contact_changed`` (the event's ``time`` ``at``): open the new address and
+    number and apply them (see above); nothing when the person was erased.
+
+    Raises:
+        httpx.HTTPError: auth cannot answer (the delivery is retried).
+    """
+    opened = await person_keys_for(ctx.settings).open_fields(
+        data.user_id, {"email": data.email, "phone": data.phone})
+    email = (opened or {}).get("email")
+    if opened is None or email is None:
+        log.info("user.contact_changed of an erased person: nothing kept",
+                 extra={"user_id": data.user_id})
+        return
+    await contacts.apply_contact_changed(uow, data.user_id, email=email,
+                                         phone=opened.get("phone"), at=at, ctx=ctx,
+                                         event_id=event_id)
 
 
 async def apply_erased(uow: UnitOfWork, data: UserErased, ctx: Context) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -67,16 +67,6 @@ class AppointmentData(BaseModel):
     hospital_ids: list[str] = []
 
 
-class UserData(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    user_id: str
-    email: str | None = None
-    full_name: str | None = None
-    phone: str | None = None
-    roles: list[str] | None = None
-
-
 class ConsentData(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -87,47 +77,6 @@ class ConsentData(BaseModel):
 
 
 # --- read models ---------------------------------------------------------------------
-
-
-async def apply_user(uow: UnitOfWork, event_type: str, raw: dict[str, Any], ctx: Context,
-                     event_id: str) -> None:
-    """``user.registered``: contact + welcome email, and the user's deliveries that were
-    waiting for the contact (an event consumed before it) are due at once;
-    ``user.role_changed``, ``user.deactivated`` / ``user.activated``: roles and the
-    active flag."""
-    data = UserData.model_validate(raw)
-    now = ctx.clock.now()
-    contacts = uow.db[store.CONTACTS]
-    update: dict[str, Any] = {"updated_at": now}
-    if event_type == "user.registered":
-        update |= {"email": data.email, "phone": data.phone, "full_name": data.full_name,
-                   "roles": data.roles or [], "active": True}
-    elif event_type == "user.role_changed" and data.roles is not None:
-        update["roles"] = data.roles
-    elif event_type in ("user.deactivated", "user.activated"):
-        update["active"] = event_type == "user.activated"
-    else:
-        return
-    await contacts.update_one({"_id": data.user_id}, {"$set": update}, upsert=True,
-                              session=uow.session)
-    if event_type == "user.registered":  # messages that came first are due now
-        await uow.db[store.DELIVERIES].update_many(
-            {"user_id": data.user_id, "status": domain.Status.QUEUED.value,
-             "awaiting_contact": True},
-            {"$set": {"next_attempt_at": now, "awaiting_contact": False}},
-            session=uow.session)
-    if event_type == "user.registered" and data.email:
-        expires = now + timedelta(seconds=ctx.settings.email_verification_ttl)
-        token = domain.verification_token(
-            ctx.settings.email_verification_secret.get_secret_value().encode(),
-            data.user_id, data.email, expires)
-        context = {
-            "name": data.full_name,
-            "verify_link": f"{ctx.settings.app_base_url.rstrip('/')}/verify-email?token={token}",
-            "valid_hours": int(ctx.settings.email_verification_ttl // 3600),
-        }
-        await plan_message(uow, ctx, user_id=data.user_id, kind=domain.WELCOME,
-                           source_id=event_id, trigger=event_type, context=context)
 
 
 async def apply_consent(uow: UnitOfWork, raw: dict[str, Any], ctx: Context) -> None:

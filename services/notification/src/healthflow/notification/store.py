@@ -6,6 +6,7 @@ Collections (database ``healthflow_notification``), times aware UTC::
                      consent: {email|sms|push: {granted: bool, at}}, updated_at,
                      email_verified, email_verified_for, email_verified_at,
                      phone_verified_for (SHA-256 of the number), phone_verified_at,
+                     contact_changed_at (time of the newest user.contact_changed applied),
                      erased_at (user.erased: email, phone, full_name removed)}
                     — the read model built from user.* and patient.consent_changed
     phone_codes     {_id: user_id, number_hash (SHA-256), code_hash (HMAC-SHA256),
@@ -202,6 +203,16 @@ def appointment_hospitals(appointment: Document | None) -> list[str]:
     if data.get("hospital_ids"):
         return list(data["hospital_ids"])
     return [data["location_id"]] if data.get("location_id") else []
+
+
+async def wake_awaiting_contact(db: AsyncDatabase[Document], session: AsyncClientSession,
+                                user_id: str,
+                                now: datetime) -> None:
+    """Make ``user_id``'s queued deliveries that waited for their contact (an event about
+    them consumed before their ``user.registered``) due at ``now`` (aware UTC)."""
+    await db[DELIVERIES].update_many(
+        {"user_id": user_id, "status": "queued", "awaiting_contact": True},
+        {"$set": {"next_attempt_at": now, "awaiting_contact": False}}, session=session)
 
 
 async def adopt_delivery_hospitals(db: AsyncDatabase[Document]) -> int:

@@ -58,6 +58,8 @@ ESSENTIAL_EMAIL_TEMPLATES = frozenset({
     domain.PASSWORD_RESET.template,
     domain.PASSWORD_CHANGED.template,  # security notice
     domain.REGISTRATION_ATTEMPTED.template,  # security notice
+    domain.CONTACT_CHANGED.template,  # security notice, to the address the account left
+    domain.EMAIL_VERIFICATION.template,  # a changed address's verification link
 })
 """E-mail sent whether or not the address is verified: the verification mail and the
 account's security messages (they must reach the registered owner)."""

@@ -4,6 +4,9 @@
   a profile is created when ``roles`` contains ``patient`` (idempotent), with the name
   and contact details opened with the person key auth serves
   (:mod:`healthflow.common.personaldata`); none when the key is gone (erased).
+* ``user.contact_changed`` (auth, sealed the same way): the profile's ``telecom`` gets the
+  account's new address and number (newest by ``event.time``; never after an erasure:
+  :func:`~healthflow.patient.service.contact_changed`).
 * ``user.erased`` (auth): the profile forgets the person's demographics
   (:func:`~healthflow.patient.service.erase`).
 * ``appointment.booked`` / ``.rescheduled`` / ``.cancelled`` / ``.no_show`` /
@@ -36,7 +39,7 @@ from healthflow.contracts.appointment import (
     AppointmentNoShow,
     AppointmentRescheduled,
 )
-from healthflow.contracts.auth import UserErased, UserRegistered
+from healthflow.contracts.auth import UserContactChanged, UserErased, UserRegistered
 from healthflow.contracts.records import EncounterStarted
 from healthflow.patient import service
 
@@ -54,7 +57,16 @@ def make_handlers(settings: ServiceSettings) -> Handlers:
         await service.register(uow, data.user_id, full_name=opened.get("full_name"),
                                email=opened.get("email"), phone=opened.get("phone"))
 
-    return {"user.registered": on_user_registered, "user.erased": on_user_erased, **HANDLERS}
+    async def on_contact_changed(event: Received[UserContactChanged], uow: UnitOfWork) -> None:
+        data = event.data
+        opened = await keys.open_fields(data.user_id, {"email": data.email,
+                                                       "phone": data.phone})
+        if opened is not None:  # None: the person was erased, nothing comes back
+            await service.contact_changed(uow, data.user_id, email=opened.get("email"),
+                                          phone=opened.get("phone"), at=event.time)
+
+    return {"user.registered": on_user_registered, "user.erased": on_user_erased,
+            "user.contact_changed": on_contact_changed, **HANDLERS}
 
 
 async def on_user_erased(event: Received[UserErased], uow: UnitOfWork) -> None:

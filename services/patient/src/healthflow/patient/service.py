@@ -78,6 +78,25 @@ async def erase(uow: UnitOfWork, user_id: str) -> None:
         session=uow.session)
 
 
+async def contact_changed(uow: UnitOfWork, user_id: str, *, email: str | None,
+                          phone: str | None, at: datetime) -> bool:
+    """``user.contact_changed`` at ``at`` (the event's time): the profile's ``telecom`` gets
+    the account's new address and number and ``patient.updated`` (``["telecom"]``) is
+    published; ``False`` (nothing written) when there is no profile, it was erased, or a
+    newer change is applied already."""
+    now = utcnow()
+    result = await uow.db[store.PATIENTS].update_one(
+        {"_id": user_id, "erased_at": None,
+         "$or": [{"contact_changed_at": None}, {"contact_changed_at": {"$lt": at}}]},
+        {"$set": {"telecom.email": email, "telecom.phone": phone, "contact_changed_at": at,
+                  "updated_at": now}, "$inc": {"version": 1}}, session=uow.session)
+    if result.modified_count != 1:
+        return False
+    uow.publish(events.PatientUpdated(patient_id=user_id, sections=["telecom"]),
+                subject=user_id, patientid=user_id)
+    return True
+
+
 async def get_own(runtime: ServiceRuntime, principal: Principal) -> Document:
     """The caller's own profile. Raises ProfileNotFound (404) before registration lands."""
     doc = await store.get(runtime.db, principal.subject)
@@ -211,7 +230,7 @@ async def read_chart(runtime: ServiceRuntime, principal: Principal, patient_id: 
 
     settings = runtime.settings
     assert isinstance(settings, Settings)
-    after = timedelta(days=settings.care_after_encounter_days)
+    after = settings.care_period
 
     async def read(uow: UnitOfWork) -> Document:
         role = await accessor_role(uow, principal, patient_id, after)

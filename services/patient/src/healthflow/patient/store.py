@@ -1,7 +1,8 @@
 """Collections, indexes and queries of the patient service.
 
 * ``patients`` — one profile per patient, ``_id`` = the patient's user id; after
-  ``user.erased`` its demographics are empty and ``erased_at`` is set.
+  ``user.erased`` its demographics are empty and ``erased_at`` is set; ``contact_changed_at``
+  is the time of the newest ``user.contact_changed`` applied to its ``telecom``.
 * ``care_team`` — the doctor↔patient care relationships from appointment events
   (FHIR ``CareTeam`` terms; the rule: :mod:`healthflow.common.care`), one per
   appointment: ``{_id: appointment_id, doctor_user_id, patient_id, status: active |

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from healthflow.common import migrations
 from healthflow.common.blobs import BlobStore
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.events.transport import Transport
@@ -122,7 +123,8 @@ def add_stripe_jobs(runtime: ServiceRuntime, stripe: Stripe, settings: Settings)
     runtime.add_worker(stripe_jobs(refunds.REFUND, refund, 0.25))
 
     async def backfill() -> None:
-        await service.backfill_hospitals(runtime)
+        await migrations.apply_once(runtime.db, "payments.hospital_id",
+                                    lambda: service.backfill_hospitals(runtime))
 
     async def nothing() -> None:
         return None

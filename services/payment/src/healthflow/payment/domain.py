@@ -16,7 +16,12 @@ cancelled          the appointment was cancelled before it was paid (the intent
                    cancelled at Stripe likewise)
 refunded           all of it went back (:class:`RefundPolicy`)
 partially_refunded part of it went back
+disputed           the card issuer disputed the charge (a chargeback): open, or
+                   lost; a dispute won restores the status it had before
 =================  =========================================================
+
+A refund Stripe reports ``failed`` later is taken off again (the status it gave
+is undone) and the payment flagged for finance to review.
 
 Stripe delivers webhooks at least once and in no guaranteed order
 (https://docs.stripe.com/webhooks#event-ordering), so :func:`next_status` is a
@@ -44,6 +49,7 @@ class PaymentStatus(StrEnum):
     CANCELLED = "cancelled"
     REFUNDED = "refunded"
     PARTIALLY_REFUNDED = "partially_refunded"
+    DISPUTED = "disputed"
 
 
 FINAL = frozenset(PaymentStatus) - {PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.DECLINED}
@@ -51,14 +57,23 @@ FINAL = frozenset(PaymentStatus) - {PaymentStatus.REQUIRES_PAYMENT, PaymentStatu
 EXPIRABLE = frozenset({PaymentStatus.REQUIRES_PAYMENT, PaymentStatus.DECLINED})
 """Statuses whose hold ends at its deadline."""
 COLLECTED = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED,
-                       PaymentStatus.PARTIALLY_REFUNDED})
-"""Statuses of a payment whose money Stripe took (some may have gone back since)."""
+                       PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.DISPUTED})
+"""Statuses of a payment whose money Stripe took (some may have gone back since, or be
+held in a dispute)."""
 
 INTENT_EVENTS: dict[str, PaymentStatus] = {
     "payment_intent.succeeded": PaymentStatus.SUCCEEDED,
     "payment_intent.payment_failed": PaymentStatus.DECLINED,
 }
 """The Stripe event types this service acts on, and the status each reports."""
+
+DISPUTE_EVENTS = frozenset({"charge.dispute.created", "charge.dispute.closed"})
+"""Stripe's dispute (chargeback) events this service records (object: a Dispute)."""
+REFUND_EVENTS = frozenset({"charge.refund.updated", "refund.updated", "refund.failed"})
+"""Stripe's refund events this service reads (object: a Refund); only a ``failed`` one
+changes anything."""
+DISPUTE_RESOLVED = frozenset({"won", "warning_closed"})
+"""Closed dispute statuses that leave the money with the hospital."""
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 

@@ -10,11 +10,13 @@ from healthflow.contracts.payment import (
     IncomeCorrected,
     IncomeRecorded,
     IncomeVoided,
+    PaymentDisputed,
     PaymentExpired,
     PaymentRefunded,
+    PaymentRefundFailed,
     PaymentSucceeded,
 )
 
 __all__ = ["ExpenseCorrected", "ExpenseRecorded", "ExpenseVoided", "IncomeCorrected",
-           "IncomeRecorded", "IncomeVoided", "PaymentExpired", "PaymentRefunded",
-           "PaymentSucceeded"]
+           "IncomeRecorded", "IncomeVoided", "PaymentDisputed", "PaymentExpired",
+           "PaymentRefundFailed", "PaymentRefunded", "PaymentSucceeded"]

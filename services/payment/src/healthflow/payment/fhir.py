@@ -115,9 +115,12 @@ def claim(doc: Document) -> dict[str, Any]:
     service code, quantity, unit price, net, ``diagnosisSequence`` its encounter's
     diagnoses), the encounters' ICD-10 ``diagnosis`` and coded ``procedure`` entries,
     the coverage as the one focal insurance, the hospital as provider, the invoice
-    number as identifier, ``total`` the items' sum."""
+    number as identifier, ``total`` the items' sum, ``billablePeriod`` the first to the
+    last day of service of its items."""
     cur = doc["currency"]
-    return {**_coded(doc),
+    days = sorted(i["service_date"] for i in doc["items"])
+    period = {"billablePeriod": {"start": days[0], "end": days[-1]}} if days else {}
+    return {**_coded(doc), **period,
         "resourceType": "Claim", "id": doc["_id"], "status": "active", "type": CLAIM_TYPE,
         "use": "claim", "patient": _patient(doc["patient_id"]),
         "identifier": [{"system": "urn:healthflow:invoice-number",

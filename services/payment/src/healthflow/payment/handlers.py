@@ -16,8 +16,8 @@ a job retries with backoff for hours (``Settings.stripe_job_*``).
 Read models for billing (:mod:`~healthflow.payment.invoices`), each kept by its own
 id and version so redelivery and any order give the same state:
 
-* ``encounter.started`` (records): patient, doctor and hospital of an encounter, for
-  the charge items added to it;
+* ``encounter.started`` (records): patient, doctor, hospital and start of an encounter,
+  for the charge items added to it (the start is their date of service);
 * ``encounter.coded`` (records): an encounter's ICD-10 diagnoses and coded procedures,
   the newest ``revision`` kept, for the claims (:mod:`~healthflow.payment.coding`);
 * ``staff.assigned`` / ``staff.removed`` (hospital): who works where as what (the
@@ -69,7 +69,8 @@ async def on_encounter_started(event: Received[EncounterStarted], uow: UnitOfWor
     await uow.db[store.ENCOUNTERS].update_one(
         {"_id": data.encounter_id},
         {"$set": {"patient_id": data.patient_id, "practitioner_id": data.practitioner_id,
-                  "hospital_id": data.hospital_id}}, upsert=True, session=uow.session)
+                  "hospital_id": data.hospital_id, "started_at": data.started_at}},
+        upsert=True, session=uow.session)
 
 
 async def on_encounter_coded(event: Received[EncounterCoded], uow: UnitOfWork) -> None:

@@ -163,12 +163,15 @@ async def _may_act_on(runtime: ServiceRuntime, principal: Principal, doc: Docume
 def claim_items(invoice: Document, items: dict[str, Document]) -> list[Document]:
     """``Claim.item`` of the invoice's lines, in order: ``{sequence, charge_item_id, code,
     description, quantity, unit_price, net (= the line's gross, tax included),
-    service_date (the charge item's entry day, UTC, "YYYY-MM-DD")}`` (their encounters
-    and diagnoses: :func:`.coding.coded_claim`)."""
+    service_date (the day of service, UTC, "YYYY-MM-DD": the charge item's
+    ``occurrence``, i.e. its encounter's start or its appointment's; its entry day only
+    for items stored before that was kept)}`` (their encounters and diagnoses:
+    :func:`.coding.coded_claim`)."""
     return [{"sequence": li["sequence"], "charge_item_id": li["charge_item_id"],
              "code": li["code"], "description": li["description"],
              "quantity": li["quantity"], "unit_price": li["unit_price"], "net": li["gross"],
-             "service_date": _day(items[li["charge_item_id"]]["entered_at"])}
+             "service_date": _day(items[li["charge_item_id"]].get("occurrence")
+                                  or items[li["charge_item_id"]]["entered_at"])}
             for li in invoice["lines"]]
 
 
@@ -209,9 +212,9 @@ async def record_adjudication(uow: UnitOfWork, claim: Document, invoice: Documen
     share = adjudication.benefit if complete else 0
     update: Document = {"$set": {"last_claim_id": claim["_id"]}}
     if complete:
-        update = {"$set": {"insurance_share": share, "claim_id": claim["_id"],
-                           "status": status_after_claim(invoice["total_gross"], share).value},
-                  "$unset": {"pdf": ""}}  # printed again, with the shares
+        update = store.revised({  # printed again, with the shares
+            "$set": {"insurance_share": share, "claim_id": claim["_id"],
+                     "status": status_after_claim(invoice["total_gross"], share).value}})
     await uow.db[store.INVOICES].update_one({"_id": invoice["_id"]}, update,
                                             session=uow.session)
     uow.publish(ClaimAdjudicated(

@@ -166,11 +166,20 @@ async def bill_payment(uow: UnitOfWork, payment_id: str, tax_rate: TaxRate) -> N
     await bill_consultation(uow, payment, tax_rate)
 
 
+def performer_of(payment: Document) -> str:
+    """The Practitioner id of a payment's doctor (``practitioner_id``, the doctor's user
+    id, the id encounters and their charge items carry), else its appointment's
+    ``doctor_id`` (payments stored before it was kept)."""
+    return str(payment.get("practitioner_id") or payment["doctor_id"])
+
+
 async def bill_consultation(uow: UnitOfWork, payment: Document, tax_rate: TaxRate
                             ) -> Document | None:
     """Bill a payment that just succeeded: its consultation as a charge item
-    (``consultation``, quantity 1, the fee), invoiced by the appointment's hospital
-    and balanced by the payment; None when it was billed before (a repeat)."""
+    (``consultation``, quantity 1, the fee, performed by the doctor's Practitioner id
+    (:func:`performer_of`) on the appointment's start, ``occurrence``), invoiced by the
+    appointment's hospital and balanced by the payment; None when it was billed before
+    (a repeat)."""
     item_id = consultation_item_id(payment["_id"])
     if await uow.db[store.CHARGE_ITEMS].find_one({"_id": item_id}, session=uow.session):
         return None
@@ -179,10 +188,11 @@ async def bill_consultation(uow: UnitOfWork, payment: Document, tax_rate: TaxRat
     item: Document = {
         "_id": item_id, "patient_id": payment["patient_id"], "hospital_id": hospital_id,
         "encounter_id": None, "appointment_id": payment["appointment_id"],
-        "payment_id": payment["_id"], "performer_id": payment["doctor_id"],
+        "payment_id": payment["_id"], "performer_id": performer_of(payment),
         "code": CONSULTATION_CODE, "description": "Consultation", "quantity": 1,
         "unit_price": payment["amount"], "currency": payment["currency"],
-        "status": ChargeItemStatus.BILLABLE.value, "entered_by": "stripe", "entered_at": now}
+        "status": ChargeItemStatus.BILLABLE.value, "entered_by": "stripe", "entered_at": now,
+        "occurrence": payment.get("start")}
     await uow.db[store.CHARGE_ITEMS].insert_one(item, session=uow.session)
     invoice = await issue(uow, patient_id=payment["patient_id"], hospital_id=hospital_id,
                           items=[item], basis_points=tax_rate(hospital_id), actor="stripe",
@@ -297,7 +307,8 @@ async def add_charge_item(runtime: ServiceRuntime, principal: Principal, *,
                           unit_price: int, currency: str) -> Document:
     """A ``billable`` charge item for the encounter (``unit_price`` minor units of ISO 4217
     ``currency``, tax included), by the doctor conducting it or the finance of its
-    hospital; patient and hospital are the encounter's.
+    hospital; patient, hospital, performer (``practitioner_id``) and date of service
+    (``occurrence``: the encounter's start) are the encounter's.
 
     Raises:
         NotFound: (404) the encounter is not known here (yet: ``encounter.started``).
@@ -320,7 +331,8 @@ async def add_charge_item(runtime: ServiceRuntime, principal: Principal, *,
         "performer_id": encounter["practitioner_id"], "code": code,
         "description": description, "quantity": quantity, "unit_price": amount,
         "currency": cur, "status": ChargeItemStatus.BILLABLE.value,
-        "entered_by": principal.subject, "entered_at": utcnow()}
+        "entered_by": principal.subject, "entered_at": utcnow(),
+        "occurrence": encounter.get("started_at")}
 
     async def write(uow: UnitOfWork) -> Document:
         await uow.db[store.CHARGE_ITEMS].insert_one(doc, session=uow.session)
@@ -404,11 +416,9 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
                                   f"cancelled; this one is {current['status']} with "
                                   f"{current['paid']} paid")
         now = utcnow()
-        await uow.db[store.INVOICES].update_one(
-            {"_id": invoice_id}, {"$set": {"status": InvoiceStatus.CANCELLED.value,
-                                           "cancelled_at": now},
-                                  "$unset": {"pdf": ""}},  # printed again, marked void
-            session=uow.session)
+        void = {"$set": {"status": InvoiceStatus.CANCELLED.value, "cancelled_at": now}}
+        await uow.db[store.INVOICES].update_one(  # printed again, marked void
+            {"_id": invoice_id}, store.revised(void), session=uow.session)
         await uow.db[store.CHARGE_ITEMS].update_many(
             {"invoice_id": invoice_id}, {"$set": {"status": ChargeItemStatus.ABORTED.value}},
             session=uow.session)
@@ -420,10 +430,12 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
 # --------------------------------------------------------------------------- the PDF
 
 
-def pdf_key(invoice_id: str) -> str:
-    """The blob key of an invoice's PDF (a function of the id: a second rendering of
-    the same invoice, deterministic, replaces the first with the same bytes)."""
-    return f"{INVOICE.name}/{invoice_id}.pdf"
+def pdf_key(invoice_id: str, revision: int = 0) -> str:
+    """The blob key of the PDF of an invoice's ``revision`` (a function of both: a second
+    rendering of the same revision, deterministic, replaces the first with the same
+    bytes; one of an older revision never replaces a newer one's)."""
+    suffix = f".r{revision}" if revision else ""
+    return f"{INVOICE.name}/{invoice_id}{suffix}.pdf"
 
 
 async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
@@ -436,8 +448,8 @@ async def pdf(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
         NotFound (404); ServiceUnavailable (503) when object storage does not answer.
     """
     doc = await get(runtime, principal, invoice_id)
-    return await printed_pdf(runtime.db, blobs, store.INVOICES, doc, pdf_key(invoice_id),
-                             _render_invoice)
+    return await printed_pdf(runtime.db, blobs, store.INVOICES, doc,
+                             pdf_key(invoice_id, store.revision_of(doc)), _render_invoice)
 
 
 def _render_invoice(doc: Document, hospital: Document | None) -> bytes:
@@ -449,8 +461,11 @@ async def printed_pdf(db: Any, blobs: BlobStore, collection: str, doc: Document,
                       session: Any = None) -> bytes:
     """The PDF of ``doc`` (an invoice or a credit note in ``collection``): from the blob
     store when recorded (``pdf``), else rendered (``render(doc, hospital)``, off the
-    event loop), put under ``key`` and recorded as ``pdf: {key, sha256, size}`` unless
-    a record was made meanwhile (rendering is deterministic: the same bytes).
+    event loop), put under ``key`` (the revision's own, :func:`pdf_key`) and recorded as
+    ``pdf: {key, sha256, size}`` only if no record was made meanwhile (rendering is
+    deterministic: the same bytes) and the document is still at the revision rendered
+    (:func:`.store.revision_of`): a rendering that an invoice change overtook is returned
+    to its caller but never kept as the invoice's PDF.
 
     Raises:
         ServiceUnavailable: (503) object storage does not answer.
@@ -463,8 +478,10 @@ async def printed_pdf(db: Any, blobs: BlobStore, collection: str, doc: Document,
                                                       session=session)
     data = await asyncio.to_thread(render, doc, hospital)
     blob = await blobs.put_generated(key, data, "application/pdf")
+    revision = store.revision_of(doc)
     await db[collection].update_one(
-        {"_id": doc["_id"], "pdf": {"$exists": False}},
+        {"_id": doc["_id"], "pdf": {"$exists": False},
+         "revision": {"$in": [revision, None]} if revision == 0 else revision},
         {"$set": {"pdf": {"key": blob.key, "sha256": blob.sha256, "size": blob.size}}},
         session=session)
     return data

@@ -20,11 +20,28 @@ class RefundOut(BaseModel):
     currency: str
     reason: str
     at: datetime
+    status: str | None = None  # "failed": Stripe reported it failed; ``amount`` excludes it
+
+
+class DisputeOut(BaseModel):
+    """A chargeback of the payment: Stripe's dispute ``id`` and ``status``
+    (``needs_response`` ... while open; ``won``, ``lost``, ``warning_closed``), the
+    ``amount`` in dispute (minor units of ``currency``), Stripe's ``reason`` code; times
+    aware UTC (``closed_at`` None while open)."""
+
+    id: str
+    status: str
+    amount: int
+    currency: str
+    reason: str
+    opened_at: datetime
+    closed_at: datetime | None = None
 
 
 class ReviewOut(BaseModel):
     """Why a person must look at a payment: ``reason`` a code (``webhook:amount_mismatch``,
-    ``reconcile:<error class>``, ``reconcile:cancelled_unrefunded``), ``at`` aware UTC."""
+    ``reconcile:<error class>``, ``reconcile:cancelled_unrefunded``,
+    ``dispute:<Stripe dispute status>``, ``refund:failed``), ``at`` aware UTC."""
 
     reason: str
     at: datetime
@@ -45,6 +62,7 @@ class PaymentOut(BaseModel):
     intent_id: str
     client_secret: str | None = None
     refund: RefundOut | None = None
+    dispute: DisputeOut | None = None
     hospital_id: str | None = None  # the consultation's hospital (None: not placed)
     review: ReviewOut | None = None  # flagged for a person to look at
     created_at: datetime
@@ -59,7 +77,8 @@ class PaymentOut(BaseModel):
 
 
 class WebhookAck(BaseModel):
-    """What the webhook route answers Stripe: ``applied``, ``duplicate`` or ``ignored``."""
+    """What the webhook route answers Stripe: ``applied``, ``duplicate``, ``ignored``,
+    ``mismatch``, ``refunded``, ``disputed`` or ``refund_failed``."""
 
     received: bool = True
     outcome: str

@@ -62,6 +62,7 @@ class ChargeItemOut(BaseModel):
     status: ChargeItemStatus
     invoice_id: str | None = None
     entered_at: datetime
+    occurrence: datetime | None = None  # FHIR ChargeItem.occurrence: when it was done
 
     @classmethod
     def from_document(cls, doc: Document) -> ChargeItemOut:

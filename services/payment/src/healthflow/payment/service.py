@@ -20,9 +20,10 @@ from healthflow.common.errors import Forbidden, NotFound
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Permission
+from healthflow.common.problems import Problem
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.appointment import AppointmentBooked
-from healthflow.payment import checkouts, eligibility, events, invoices, store
+from healthflow.payment import checkouts, disputes, eligibility, events, invoices, store
 from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
@@ -129,6 +130,7 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     await uow.db[store.PAYMENTS].insert_one({
         "_id": payment_id, "appointment_id": booked.appointment_id,
         "patient_id": booked.patient_id, "doctor_id": booked.doctor_id,
+        "practitioner_id": practitioner_of(booked), "start": booked.start,
         "location_id": booked.location_id, "hospital_id": hospital,
         "amount": amount, "currency": currency, "status": status, "intent_id": intent.id,
         "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
@@ -136,6 +138,13 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
     }, session=uow.session)
     await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
                        key=f"hold-{payment_id}", session=uow.session, now=now)
+
+
+def practitioner_of(booked: AppointmentBooked) -> str:
+    """The doctor's Practitioner id (their user id, as ``encounter.started`` names them
+    in ``practitioner_id``): the appointment's ``doctor_user_id``, else its
+    ``doctor_id`` (the same id by the doctor contract; older events lack the former)."""
+    return booked.doctor_user_id or booked.doctor_id
 
 
 async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,
@@ -290,7 +299,7 @@ async def backfill_hospitals(runtime: ServiceRuntime) -> int:
 async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
                         signature: str | None) -> str:
     """Apply one Stripe webhook delivery: ``"applied"``, ``"duplicate"``, ``"ignored"``,
-    ``"mismatch"`` or ``"refunded"``.
+    ``"mismatch"``, ``"refunded"``, ``"disputed"`` or ``"refund_failed"``.
 
     Verified first (:meth:`Stripe.verify`); deduplicated by the Stripe event id in the
     same transaction as its effect; ``payment_intent.succeeded`` and
@@ -299,14 +308,22 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     success); any other type or an intent not ours is recorded and ignored. A success
     for an appointment already cancelled (its payment not refunded yet) is refunded in
     full at once (``"refunded"``, ``payment.refunded``; no ``payment.succeeded``).
+    Disputes (``charge.dispute.created|closed``) and failed refunds
+    (``charge.refund.updated``, ``refund.updated``, ``refund.failed``) of a payment are
+    recorded and flagged for review (:mod:`healthflow.payment.disputes`).
 
     An intent whose amount (``amount_received`` for a success) or currency is not the
     payment's answers ``"mismatch"`` (200, so Stripe stops retrying): the event is
     recorded with that outcome, the payment flagged for review and left as it was, and an
     error logged (ids only).
 
+    Only the dedup insert's own duplicate key means "already applied"; any other error
+    rolls the transaction back and surfaces as a 500 problem without detail, so Stripe
+    delivers the event again.
+
     Raises:
         BadRequest: (400) the signature or the body does not verify.
+        WebhookFailed: (500) a unique key other than the event id refused a write.
     """
     stripe = provider(runtime)
     event = stripe.verify(payload, signature)
@@ -315,38 +332,67 @@ async def apply_webhook(runtime: ServiceRuntime, payload: bytes,
     async def write(uow: UnitOfWork) -> str:
         if await store.seen_event(uow.db, event.id, uow.session):
             return "duplicate"
-        await uow.db[store.WEBHOOK_EVENTS].insert_one(
-            {"_id": event.id, "type": event.type, "intent_id": intent.get("id"),
-             "received_at": utcnow()}, session=uow.session)
-        reported = INTENT_EVENTS.get(event.type)
-        doc = await store.by_intent(uow.db, intent.get("id") or "", session=uow.session)
-        if reported is not None and doc is None:
-            invoice_checkout = await checkouts.by_intent(uow, intent.get("id") or "")
-            if invoice_checkout is not None:
-                return await checkouts.apply_intent_event(uow, stripe, invoice_checkout,
-                                                          reported, intent)
-        if reported is None or doc is None:
-            return "ignored"
-        if await _mismatch(uow, doc, intent, reported, event.id):
-            return "mismatch"
-        if reported is PaymentStatus.SUCCEEDED and await _cancelled_unrefunded(uow, doc):
-            await refund(uow, stripe, doc, doc["amount"], "cancelled_before_recorded")
-            return "refunded"
-        target = next_status(PaymentStatus(doc["status"]), reported)
-        if target is None:
-            return "ignored"
-        await move(uow, doc, target, event.id)
-        if target is PaymentStatus.SUCCEEDED:
-            await invoices.schedule_billing(uow, doc["_id"])
-        return "applied"
+        try:
+            await uow.db[store.WEBHOOK_EVENTS].insert_one(
+                {"_id": event.id, "type": event.type,
+                 "intent_id": intent.get("payment_intent") or intent.get("id"),
+                 "received_at": utcnow()}, session=uow.session)
+        except DuplicateKeyError:  # the same event delivered concurrently: one effect
+            raise _SeenConcurrently from None
+        after = await disputes.apply(uow, event.type, intent, event.id)
+        if after is not None:
+            return after
+        return await _apply_intent_event(uow, stripe, event.id, event.type, intent)
 
     try:
         outcome: str = await runtime.transact(write, actor="stripe")
-    except DuplicateKeyError:  # the same event delivered concurrently: one effect
+    except _SeenConcurrently:
         outcome = "duplicate"
+    except DuplicateKeyError as exc:  # another unique key: a fault, not a repeat
+        log.error("stripe webhook failed on a unique key; Stripe retries it",
+                  extra={"stripe_event": event.id, "type": event.type,
+                         "index": (exc.details or {}).get("keyPattern")})
+        raise WebhookFailed("the webhook could not be applied; it has been logged") from None
     log.info("stripe webhook", extra={"stripe_event": event.id, "type": event.type,
                                       "outcome": outcome})
     return outcome
+
+
+async def _apply_intent_event(uow: UnitOfWork, stripe: Stripe, event_id: str,
+                              event_type: str, intent: dict[str, Any]) -> str:
+    """The effect of a PaymentIntent event on its payment or invoice checkout (see
+    :func:`apply_webhook`), inside the webhook's transaction; the outcome."""
+    reported = INTENT_EVENTS.get(event_type)
+    doc = await store.by_intent(uow.db, intent.get("id") or "", session=uow.session)
+    if reported is not None and doc is None:
+        invoice_checkout = await checkouts.by_intent(uow, intent.get("id") or "")
+        if invoice_checkout is not None:
+            return await checkouts.apply_intent_event(uow, stripe, invoice_checkout,
+                                                      reported, intent)
+    if reported is None or doc is None:
+        return "ignored"
+    if await _mismatch(uow, doc, intent, reported, event_id):
+        return "mismatch"
+    if reported is PaymentStatus.SUCCEEDED and await _cancelled_unrefunded(uow, doc):
+        await refund(uow, stripe, doc, doc["amount"], "cancelled_before_recorded")
+        return "refunded"
+    target = next_status(PaymentStatus(doc["status"]), reported)
+    if target is None:
+        return "ignored"
+    await move(uow, doc, target, event_id)
+    if target is PaymentStatus.SUCCEEDED:
+        await invoices.schedule_billing(uow, doc["_id"])
+    return "applied"
+
+
+class _SeenConcurrently(Exception):
+    """The dedup insert of a webhook's event id met the same id committed meanwhile."""
+
+
+class WebhookFailed(Problem):
+    """500: a webhook could not be applied (nothing of it was kept); Stripe retries it."""
+
+    title, slug = "Webhook Failed", "webhook-failed"
 
 
 async def _cancelled_unrefunded(uow: UnitOfWork, doc: Document) -> bool:

@@ -3,11 +3,15 @@
 Collections (database ``healthflow_payment``), times aware UTC, amounts integer minor
 units of an ISO 4217 ``currency``::
 
-    payments        {_id, appointment_id (unique), patient_id, doctor_id, amount, currency,
+    payments        {_id, appointment_id (unique), patient_id, doctor_id, practitioner_id?
+                     (the doctor's user id), start? (the appointment's), amount, currency,
                      status, intent_id (unique), client_secret, created_at, updated_at,
                      history: [{status, at, stripe_event_id}],
+                     refund?: {id, amount, currency, reason, at, status? ("failed")},
+                     dispute?, refund_failures? (:mod:`.disputes`),
                      review?: {reason, at}: set when it needs a person (a mismatch...)}
-    webhook_events  {_id: Stripe event id, type, intent_id, received_at}  (dedupe)
+    webhook_events  {_id: Stripe event id, type, intent_id (the object's payment_intent,
+                     else its id), received_at}  (dedupe)
     appointments    {_id: appointment id, checkout_at?, cancelled_at?}: the one document
                     both the checkout and the cancellation of an appointment write
                     first (:func:`claim_appointment`), so that when they run at once
@@ -20,20 +24,24 @@ Billing (FHIR R4 ChargeItem / Invoice; rules in :mod:`.domain`)::
 
     charge_items    {_id, patient_id, hospital_id | None, encounter_id | None,
                      appointment_id | None, payment_id | None, performer_id | None (the
-                     doctor's user id), code, description, quantity (int >= 1),
-                     unit_price (minor units, tax included), currency, status
-                     (ChargeItemStatus), entered_by, entered_at, invoice_id?}
+                     doctor's Practitioner id = user id), code, description, quantity
+                     (int >= 1), unit_price (minor units, tax included), currency, status
+                     (ChargeItemStatus), entered_by, entered_at, occurrence | None (FHIR
+                     ChargeItem.occurrence: the encounter's start or the appointment's;
+                     None on items entered before it was kept), invoice_id?}
     invoices        {_id, issuer ("hospital:<id>" | "platform"), sequence, number,
                      hospital_id | None, patient_id, currency, status (InvoiceStatus),
                      tax_basis_points, lines: [domain.invoice_lines], total_net,
                      total_tax, total_gross, paid, payments: [{amount, at, source
                      ("stripe" | "card" | "desk"), payment_id?, recorded_by}], issued_at,
-                     issued_by, cancelled_at?, pdf?: {key, sha256, size}}
+                     issued_by, cancelled_at?, revision? (+1 at each change its PDF
+                     prints: cancelled, claim adjudicated; absent = 0),
+                     pdf?: {key (the revision's), sha256, size}}
     counters        {_id: "invoice:<issuer>", value: the last sequence used}: incremented
                     in the transaction that inserts the invoice, so a failed issue
                     rolls both back and the series has no gap
     encounters      read model of ``encounter.started`` {_id, patient_id,
-                    practitioner_id, hospital_id}
+                    practitioner_id, hospital_id, started_at?}
     encounter_codes read model of ``encounter.coded`` {_id: encounter id, version (the
                     event's revision: a lower or equal one changes nothing), patient_id,
                     appointment_id | None, hospital_id | None, diagnoses: [{system,
@@ -212,6 +220,20 @@ async def next_sequence(db: AsyncDatabase[Document], issuer: str, session: Any,
         return_document=ReturnDocument.AFTER, session=session)
     assert doc is not None
     return int(doc["value"])
+
+
+def revision_of(doc: Document) -> int:
+    """An invoice's (or credit note's) revision: 0 until something printed on it changed
+    (``revision`` is incremented with the kept PDF dropped; absent on older ones)."""
+    return int(doc.get("revision") or 0)
+
+
+def revised(update: Document) -> Document:
+    """``update`` (a MongoDB update of an invoice changing what its PDF prints) that also
+    drops the kept PDF and increments ``revision``, so a rendering of the invoice as it
+    was is not recorded as its PDF (:func:`.invoices.printed_pdf`)."""
+    return {**update, "$unset": {**update.get("$unset", {}), "pdf": ""},
+            "$inc": {**update.get("$inc", {}), "revision": 1}}
 
 
 async def get_invoice(db: AsyncDatabase[Document], invoice_id: str,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from healthflow.common.care import CareSettings
 from healthflow.common.keywrap import KeyEncryptionSettings
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
 from healthflow.common.types import Ed25519Seed
 
 
-class Settings(KeyEncryptionSettings):
+class Settings(KeyEncryptionSettings, CareSettings):
     """Prescription settings; see :class:`~healthflow.common.settings.ServiceSettings`.
 
     A generated signing key (no ``PRESCRIPTION_SIGNING_KEY``) is kept wrapped with the
@@ -26,9 +26,6 @@ class Settings(KeyEncryptionSettings):
 
     service_name: str = "prescription"
     port: int = SERVICES["prescription"].port
-    # Days (of 24 h) a doctor reads a patient's prescriptions after the last encounter
-    # they conducted finished (the records service's care rule, healthflow.common.care).
-    care_after_encounter_days: int = Field(default=90, ge=0, le=3650)
     signing_key: Ed25519Seed | None = None
     """The Ed25519 seed that signs printed prescriptions (32 bytes, base64url); unset:
     one is made on first use and kept in the database (development). A secret: never

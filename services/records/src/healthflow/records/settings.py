@@ -5,14 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from healthflow.common.care import CareSettings
 from healthflow.common.service import ServiceRuntime
-from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
 
 PRESCRIPTION_PORT = SERVICES["prescription"].port if "prescription" in SERVICES else 8109
 
 
-class Settings(ServiceSettings):
+class Settings(CareSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECORDS_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
@@ -37,10 +37,6 @@ class Settings(ServiceSettings):
     # caller's token, giving up after ``prescription_timeout`` seconds.
     prescription_url: str = f"http://127.0.0.1:{PRESCRIPTION_PORT}"
     prescription_timeout: float = Field(default=3.0, gt=0, le=30)
-    # Days (of 24 h) a doctor's care relationship outlives the encounter it rests on, from
-    # the encounter's completion (FHIR CareTeam ``period.end`` = completion + this); 0
-    # ends it at completion. Judged at read time, so a change applies to past encounters.
-    care_after_encounter_days: int = Field(default=90, ge=0, le=3650)
     # Minutes a break-the-glass grant (emergency access without a care relationship) lasts.
     break_glass_minutes: int = Field(default=60, ge=1, le=24 * 60)
 

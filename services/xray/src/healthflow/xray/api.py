@@ -26,6 +26,7 @@ from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.xray import dicomweb, processing, render, reports, service, stow, studies
+from healthflow.xray import wado_metadata as wado_metadata_
 from healthflow.xray.dicomweb import frame_number, rendered_type
 from healthflow.xray.domain import OrderStatus
 from healthflow.xray.schemas import (
@@ -390,6 +391,24 @@ async def wado(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
                                            sop_uid)
     dicomweb.check_retrievable(request.headers.get("accept"), found.instances)
     return _wado(found, blobs)
+
+
+@dicomweb_router.get("/{study_uid}/metadata", summary="WADO-RS: a study's metadata",
+                     response_class=JSONResponse, responses={200: {"content": {DICOM_JSON: {}}}})
+@dicomweb_router.get("/{study_uid}/series/{series_uid}/metadata",
+                     summary="WADO-RS: a series' metadata", response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+@dicomweb_router.get("/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
+                     summary="WADO-RS: an instance's metadata", response_class=JSONResponse,
+                     responses={200: {"content": {DICOM_JSON: {}}}})
+async def wado_metadata(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
+                        series_uid: Uid | None = None, sop_uid: Uid | None = None,
+                        principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
+    """Each DICOM instance's header in the DICOM JSON Model (:mod:`.wado_metadata`);
+    404 ``study-not-found``, 403 ``not-treating``, 406 for an ``Accept`` without it."""
+    wado_metadata_.check_accept(request.headers.get("accept"))
+    return _dicom_json(await wado_metadata_.metadata(runtime, blobs, principal, study_uid,
+                                                     series_uid, sop_uid))
 
 
 RENDERED: dict[int | str, dict[str, Any]] = {

@@ -13,7 +13,7 @@ from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
-from healthflow.xray import api, care, handlers, processing, store
+from healthflow.xray import api, care, handlers, imaging, processing, store
 from healthflow.xray.dicom_scp import StorageScp
 from healthflow.xray.settings import Settings
 
@@ -21,6 +21,7 @@ from healthflow.xray.settings import Settings
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The xray service app (settings from ``XRAY_*`` when not given)."""
     settings = settings or load_settings(Settings)
+    imaging.guard_pillow(settings.max_image_pixels)  # process-wide: Pillow's own guard
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
                              transport=transport, on_start=care.adopt_legacy)
     blobs = BlobStore(settings)

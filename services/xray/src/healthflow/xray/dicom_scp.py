@@ -12,12 +12,25 @@ pynetdicom Application Entity on ``XRAY_DICOM_PORT`` under ``XRAY_DICOM_AE_TITLE
   (:data:`SOP_CLASSES`) in the transfer syntaxes the upload accepts;
 * each received instance is written by pynetdicom straight to a temporary Part 10 file
   as its P-DATA fragments arrive (``_config.STORE_RECV_CHUNKED_DATASET``), so memory
-  stays bounded whatever its size; one larger than ``XRAY_UPLOAD_MAX_BYTES`` is refused
-  ``OUT_OF_RESOURCES`` (0xA700) before anything is stored; any other is streamed from
-  that file by :func:`healthflow.xray.studies.receive` (the upload's checks
+  stays bounded whatever its size; the disk it takes is bounded too: past
+  ``XRAY_UPLOAD_MAX_BYTES`` the rest of the dataset is read off the connection and
+  dropped (:class:`Bounded`), and the instance is refused ``OUT_OF_RESOURCES`` (0xA700)
+  once it has arrived, before anything is stored; any other is streamed from that file
+  by :func:`healthflow.xray.studies.receive` (the upload's checks
   :func:`healthflow.xray.imaging.inspect`, blob store, ``ImagingStudy``,
   ``xray.uploaded``), linked to its order by Accession Number. The file is removed once
-  the handler returns (pynetdicom, and the handler itself).
+  the handler returns (pynetdicom, and the handler itself), and when the association
+  ends with a dataset half received (an abort, a lost connection, the network timeout:
+  :meth:`StorageScp._on_close`; pynetdicom leaves those files behind);
+* at most ``XRAY_DICOM_MAX_ASSOCIATIONS`` associations at once (any more are rejected,
+  transient), each waiting at most ``XRAY_DICOM_ACSE_TIMEOUT`` /
+  ``XRAY_DICOM_DIMSE_TIMEOUT`` / ``XRAY_DICOM_NETWORK_TIMEOUT`` seconds for its peer
+  (a stalled peer is aborted and its half-received dataset removed).
+
+:class:`Bounded` and :meth:`StorageScp._on_close` reach into pynetdicom 3.0's receiving
+message (``Association.dimse.message._data_set_file``, ``dimse.msg_queue``): it offers
+no public hook to bound or clean up a dataset being received; the tests of this module
+pin that behaviour.
 
 ``_config.STORE_RECV_CHUNKED_DATASET`` is process-global: :meth:`StorageScp.start`
 sets it, which also makes any other pynetdicom SCP in the process receive to files
@@ -118,6 +131,38 @@ def status_of(error: BaseException | None) -> int:
     return OUT_OF_RESOURCES
 
 
+class Bounded:
+    """Stands in for pynetdicom's temporary file of a C-STORE dataset being received
+    (``DIMSEMessage._data_set_file``, a ``NamedTemporaryFile``): writes reach the file
+    until it holds ``limit`` bytes; past that they are counted and dropped and
+    ``overflowed`` is set, so a peer sending more can take neither memory nor disk.
+    ``name``, ``file`` (flushed by pynetdicom) and :meth:`close` are the file's."""
+
+    def __init__(self, file: Any, limit: int) -> None:
+        self._file, self.limit = file, limit
+        self.name, self.file = file.name, file.file
+        self.size = int(file.tell())
+        self.overflowed = self.size > limit
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.overflowed or self.size > self.limit:
+            self.overflowed = True
+            return len(data)
+        return int(self._file.write(data))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _remove(file: Any) -> None:
+    """Close and delete a received dataset's temporary file (best effort)."""
+    with contextlib.suppress(Exception):
+        file.close()
+    with contextlib.suppress(Exception):
+        Path(file.name).unlink(missing_ok=True)
+
+
 class StorageScp:
     """The storage SCP as a service worker (:mod:`healthflow.common.workers`)."""
 
@@ -144,6 +189,9 @@ class StorageScp:
         ae = AE(ae_title=self.settings.dicom_ae_title)
         ae.require_calling_aet = list(titles)
         ae.maximum_associations = self.settings.dicom_max_associations
+        ae.acse_timeout = self.settings.dicom_acse_timeout
+        ae.dimse_timeout = self.settings.dicom_dimse_timeout
+        ae.network_timeout = self.settings.dicom_network_timeout
         syntaxes = sorted(imaging.TRANSFER_SYNTAXES)
         for sop_class in SOP_CLASSES:
             ae.add_supported_context(sop_class, syntaxes)
@@ -151,7 +199,9 @@ class StorageScp:
         self.server = await asyncio.to_thread(
             ae.start_server, (self.settings.dicom_host or self.settings.host,
                               self.settings.dicom_port),
-            block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+            block=False, evt_handlers=[
+                (evt.EVT_C_STORE, self._on_store), (evt.EVT_PDU_RECV, self._on_pdu),
+                (evt.EVT_ABORTED, self._on_close), (evt.EVT_CONN_CLOSE, self._on_close)])
         log.info("DICOM storage SCP listening", extra={"port": self.port})
 
     async def stop(self) -> None:
@@ -159,12 +209,41 @@ class StorageScp:
             server, self.server = self.server, None
             await asyncio.to_thread(server.shutdown)
 
+    def _on_pdu(self, event: Any) -> None:
+        """EVT_PDU_RECV, in the association's DUL thread before the PDU is decoded: once
+        pynetdicom has opened the temporary file of a C-STORE dataset, put
+        :class:`Bounded` in front of it (at most one PDU is written before)."""
+        message = getattr(event.assoc.dimse, "message", None)
+        file = getattr(message, "_data_set_file", None)
+        if file is not None and not isinstance(file, Bounded):
+            message._data_set_file = Bounded(  # type: ignore[union-attr]
+                file, self.settings.upload_max_bytes)
+
+    def _on_close(self, event: Any) -> None:
+        """EVT_ABORTED / EVT_CONN_CLOSE: delete the temporary file of a dataset still
+        being received, or received and not yet handled, when the association ends."""
+        dimse = event.assoc.dimse
+        message = getattr(dimse, "message", None)
+        files = [getattr(message, "_data_set_file", None)]
+        with contextlib.suppress(Exception):
+            files += [getattr(primitive, "_dataset_file", None)
+                      for _, primitive in list(dimse.msg_queue.queue)]
+        for file in files:
+            if file is not None:
+                _remove(file)
+
     def _on_store(self, event: Any) -> int:
         """EVT_C_STORE, in pynetdicom's association thread: store on the service's loop.
         The dataset is the file at ``event.dataset_path`` (module docstring)."""
         path = Path(event.dataset_path)
+        calling = str(event.assoc.requestor.ae_title).strip()
         try:
-            return self._store_file(path, str(event.assoc.requestor.ae_title).strip())
+            if getattr(event.request, "_dataset_file", None) is not None and \
+                    getattr(event.request._dataset_file, "overflowed", False):
+                log.info("C-STORE refused: larger than the maximum", extra={
+                    "status": OUT_OF_RESOURCES, "calling_ae_title": calling})
+                return OUT_OF_RESOURCES
+            return self._store_file(path, calling)
         finally:
             with contextlib.suppress(OSError):
                 path.unlink()  # pynetdicom removes it too; this one holds on any path

@@ -126,17 +126,25 @@ def report_instance(result: Document) -> Document:
                 "transfer_syntax": measurements.TRANSFER_SYNTAX_UID}}
 
 
-async def _dicom(uow: UnitOfWork, study_ids: list[str], instances: list[Document],
-                 role: Viewer) -> list[Document]:
-    """The DICOM ones of the studies' stored ``instances``, then their SRs (for the
-    patient only those of studies whose report is signed, as for the SR's own route:
-    :func:`.service.results_viewer`)."""
+async def visible_reports(uow: UnitOfWork, study_ids: list[str], role: Viewer
+                          ) -> list[Document]:
+    """The TID 1500 SRs of the studies as instance documents (:func:`report_instance`):
+    for the patient only those of studies whose report is signed, as for the SR's own
+    route (:func:`.service.results_viewer`): a machine's suggestion never reaches them
+    before their doctor's reading; doctors see them all along."""
     reports = await store.measurement_reports_of(uow, study_ids)
     if role is Viewer.PATIENT:
         signed = await store.signed_studies(uow, study_ids)
         reports = [r for r in reports if r["study_id"] in signed]
+    return [report_instance(r) for r in reports]
+
+
+async def _dicom(uow: UnitOfWork, study_ids: list[str], instances: list[Document],
+                 role: Viewer) -> list[Document]:
+    """The DICOM ones of the studies' stored ``instances``, then their SRs
+    (:func:`visible_reports`)."""
     return [i for i in instances if i["content_type"] == imaging.DICOM] + \
-        [report_instance(r) for r in reports]
+        await visible_reports(uow, study_ids, role)
 
 
 async def search_studies(runtime: ServiceRuntime, principal: Principal,

@@ -153,7 +153,7 @@ class OrderClosed(Conflict):
 class InvalidImage(UnprocessableContent):
     """The file is not an image this service accepts; ``problem`` names what is wrong
     (``unreadable``, ``truncated``, ``missing-uid``, ``unsupported-modality``, ``transfer-syntax``,
-    ``pixel-data``, ``type-mismatch``, ``not-an-image``)."""
+    ``pixel-data``, ``too-many-pixels``, ``type-mismatch``, ``not-an-image``)."""
 
     title, slug = "Invalid Image", "invalid-image"
 

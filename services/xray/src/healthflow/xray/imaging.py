@@ -11,9 +11,12 @@ A DICOM file is accepted when (DICOM PS3.10, PS3.3):
 * its Modality (0008,0060) is a projection radiograph: :data:`MODALITIES`;
 * its Transfer Syntax is one we decode: :data:`TRANSFER_SYNTAXES` (uncompressed
   little endian, JPEG 2000 via pylibjpeg-openjpeg);
+* Rows × Columns × Number of Frames is at most the pixel limit (``max_pixels``,
+  ``XRAY_MAX_IMAGE_PIXELS``, :data:`MAX_PIXELS` by default; ``too-many-pixels``
+  otherwise: a decompression bomb is refused by what it declares);
 * it is one frame (Number of Frames absent or 1: CR and DX images are single-frame),
-  one or three samples per pixel, 8 or 16 bits allocated, at most
-  :data:`MAX_PIXELS` pixels — all checked from the header before any pixel is read;
+  one or three samples per pixel, 8 or 16 bits allocated — all checked from the
+  header before any pixel is read;
 * a JPEG 2000 frame's own header (ISO/IEC 15444-1 A.5.1 SIZ, or a JP2 wrapper's
   ``ihdr`` box) declares the same Rows, Columns and Samples per Pixel: the decoder
   allocates by what the codestream declares, so this too is read (openjpeg
@@ -30,9 +33,13 @@ Every refusal has a fixed ``detail``: pydicom's and the decoders' messages quote
 element values (a name in a malformed element), so they are neither answered nor
 logged; the log names the exception's type.
 
-A photograph is accepted when Pillow recognises the same format as declared and
-decodes it whole. Anything else raises :class:`~healthflow.xray.domain.InvalidImage`
-(422) whose ``problem`` member says which rule failed.
+A photograph is accepted when Pillow recognises the same format as declared, its
+header's width × height is within the pixel limit (``too-many-pixels``; Pillow's own
+``DecompressionBombError``, raised by ``Image.open`` from the header past twice
+``Image.MAX_IMAGE_PIXELS``, which :func:`guard_pillow` sets to the limit, is the
+same refusal) and it decodes whole. Anything else raises
+:class:`~healthflow.xray.domain.InvalidImage` (422) whose ``problem`` member says which
+rule failed.
 """
 
 from __future__ import annotations
@@ -85,8 +92,23 @@ TRANSFER_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, *JPEG2000_S
 DEFER_SIZE = "256 KB"
 """Elements above this size are read from the file only when used (pydicom ``defer_size``)."""
 MAX_PIXELS = 60_000_000
-"""More than this many pixels is refused (decompression bombs; a 43 × 43 cm detector
-at 0.1 mm is 18.5 M)."""
+"""The default pixel limit (``XRAY_MAX_IMAGE_PIXELS``): more is refused (decompression
+bombs; a 43 × 43 cm detector at 0.1 mm is 18.5 M)."""
+
+
+def guard_pillow(max_pixels: int) -> None:
+    """Set Pillow's process-wide decompression-bomb guard (``Image.MAX_IMAGE_PIXELS``:
+    ``Image.open`` warns past it and raises ``DecompressionBombError`` past twice it,
+    from the header) to the service's pixel limit, so every image the service opens
+    with Pillow is bounded, not only the uploads :func:`inspect_photo` checks."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def too_many_pixels(pixels: int, max_pixels: int) -> InvalidImage:
+    """The refusal of an image declaring ``pixels`` pixels (422 ``too-many-pixels``)."""
+    return InvalidImage(f"the image declares {pixels} pixels, more than the {max_pixels} "
+                        "accepted", problem="too-many-pixels", pixels=pixels,
+                        max_pixels=max_pixels)
 
 
 @dataclass(frozen=True)
@@ -112,15 +134,16 @@ class ImageFacts:
     window: tuple[float, float] | None = None
 
 
-def inspect(path: Path, content_type: str) -> ImageFacts:
-    """Check the file at ``path`` whose bytes were detected as ``content_type``.
+def inspect(path: Path, content_type: str, max_pixels: int = MAX_PIXELS) -> ImageFacts:
+    """Check the file at ``path`` whose bytes were detected as ``content_type``; an
+    image declaring more than ``max_pixels`` pixels is refused before it is decoded.
 
     Raises:
         InvalidImage (422): see the module docstring.
     """
     if content_type == DICOM:
         try:
-            return inspect_dicom(path)
+            return inspect_dicom(path, max_pixels)
         except InvalidImage:
             raise
         except Exception as exc:  # pydicom converts values when read: a malformed element
@@ -129,7 +152,7 @@ def inspect(path: Path, content_type: str) -> ImageFacts:
             raise InvalidImage("an element of the file does not parse as its VR says",
                                problem="unreadable") from None
     if content_type in PHOTO_TYPES:
-        return inspect_photo(path, content_type)
+        return inspect_photo(path, content_type, max_pixels)
     raise InvalidImage(f"{content_type} is not an X-ray image", problem="not-an-image")
 
 
@@ -183,7 +206,7 @@ def stored_window(ds: Dataset) -> tuple[float, float] | None:
     return (c, w) if w >= 1 else None
 
 
-def _check_encoding(ds: FileDataset) -> str:
+def _check_encoding(ds: FileDataset, max_pixels: int) -> str:
     modality = str(ds.get("Modality", "") or "")
     if modality not in MODALITIES:
         raise InvalidImage(f"modality {modality or 'none'} is not accepted; X-ray images are "
@@ -196,10 +219,12 @@ def _check_encoding(ds: FileDataset) -> str:
     if "PixelData" not in ds:
         raise InvalidImage("the DICOM file has no pixel data", problem="pixel-data")
     rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    if not 0 < rows * columns <= MAX_PIXELS:
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows <= 0 or columns <= 0 or frames <= 0:
         raise InvalidImage(f"{rows} × {columns} pixels is not an image we accept",
                            problem="pixel-data")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if rows * columns * frames > max_pixels:
+        raise too_many_pixels(rows * columns * frames, max_pixels)
     samples, bits = int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 0) or 0)
     if frames != 1 or samples not in (1, 3) or bits not in (8, 16):
         raise InvalidImage(f"{frames} frame(s) of {samples} sample(s) at {bits} bits is not "
@@ -313,7 +338,7 @@ def check_complete(ds: FileDataset, path: Path) -> None:
                            problem="truncated")
 
 
-def inspect_dicom(path: Path) -> ImageFacts:
+def inspect_dicom(path: Path, max_pixels: int = MAX_PIXELS) -> ImageFacts:
     """Parse, check and decode a DICOM Part 10 file (see the module docstring)."""
     ds = read_dicom(path)
     check_complete(ds, path)
@@ -322,7 +347,7 @@ def inspect_dicom(path: Path) -> ImageFacts:
     if not patient_id:
         raise InvalidImage("the DICOM file has no Patient ID", problem="missing-uid",
                            element="PatientID")
-    modality = _check_encoding(ds)
+    modality = _check_encoding(ds, max_pixels)
     if ds.file_meta.get("TransferSyntaxUID") in JPEG2000_SYNTAXES:
         _check_codestream(ds)
         _check_decodes(ds)
@@ -339,12 +364,14 @@ def inspect_dicom(path: Path) -> ImageFacts:
         view_position=str(ds.get("ViewPosition", "") or "") or None, window=stored_window(ds))
 
 
-def inspect_photo(path: Path, content_type: str) -> ImageFacts:
+def inspect_photo(path: Path, content_type: str, max_pixels: int = MAX_PIXELS
+                  ) -> ImageFacts:
     """Decode a PNG or JPEG photograph of a film whole (Pillow), in the declared format,
-    after checking its header's width × height against :data:`MAX_PIXELS`.
+    after checking its header's width × height against ``max_pixels``.
 
     Raises:
-        InvalidImage (422): ``pixel-data`` (too many pixels, or does not decode),
+        InvalidImage (422): ``too-many-pixels`` (from the header, before decoding; also
+            Pillow's ``DecompressionBombError``), ``pixel-data`` (does not decode),
             ``type-mismatch`` (another format than ``content_type``).
     """
     try:
@@ -353,13 +380,13 @@ def inspect_photo(path: Path, content_type: str) -> ImageFacts:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 fmt = image.format
-                if image.width * image.height > MAX_PIXELS:
-                    raise InvalidImage("the photograph has too many pixels",
-                                       problem="pixel-data")
+                if image.width * image.height > max_pixels:
+                    raise too_many_pixels(image.width * image.height, max_pixels)
                 image.load()
                 size, mode = image.size, image.mode
     except Image.DecompressionBombError:  # raised by Image.open from the header alone
-        raise InvalidImage("the photograph has too many pixels", problem="pixel-data") from None
+        raise InvalidImage("the photograph declares more pixels than accepted",
+                           problem="too-many-pixels", max_pixels=max_pixels) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         log.info("photograph refused", extra={"error": type(exc).__name__})
         raise InvalidImage("the photograph does not decode", problem="pixel-data") from None

@@ -68,6 +68,12 @@ MADE_WHEN = {"overlay": "only when lung fields were found in a chest image",
              "deidentified": "only for a DICOM file whose header states Burned In "
              "Annotation NO; " + deidentify.NOT_MADE,
              "sr": "only when lung fields were found in a DICOM chest image"}
+BURNED_IN = "burned-in-annotation"
+NOT_MADE_REASONS = {
+    "error": "making it failed (an odd file); the checks and the other outputs stand",
+    BURNED_IN: deidentify.NOT_MADE}
+"""Why an optional output was not made (a result's ``not_made`` values), shown with it on
+the results route so the doctor knows what did not run."""
 EXPORT = "export"
 """``accessor_role`` of a de-identified copy's download (``imaging:export_deidentified``)."""
 
@@ -153,7 +159,9 @@ def _ref(blob: StoredBlob | None) -> dict[str, Any] | None:
 Made = dict[str, StoredBlob | None]
 NotMade = dict[str, str]
 """Why an optional output was not made, by kind: ``error`` (making it raised; logged
-with the exception's class, never an element value)."""
+with the exception's class, never an element value), ``burned-in-annotation`` (the
+de-identified copy of a DICOM image whose Burned In Annotation is not stated NO):
+:data:`NOT_MADE_REASONS`."""
 
 
 def _not_made_log(kind: str, error: str, instance_id: str | None = None) -> None:
@@ -193,10 +201,13 @@ async def _derived(blobs: BlobStore, path: Path, content_type: str, found: Analy
     if sr is not None:
         made["sr"] = await blobs.put(DERIVED, sr, declared_type=DICOM)
     copy = path.with_name("deidentified")
-    if await _built("deidentified", instance_id, not_made, deidentify.deidentified_copy,
-                    path, copy):  # False: burned-in annotation, no copy is made
+    copied = await _built("deidentified", instance_id, not_made,
+                          deidentify.deidentified_copy, path, copy)
+    if copied:
         with copy.open("rb") as file:
             made["deidentified"] = await blobs.put(DERIVED, file, declared_type=DICOM)
+    elif copied is False:  # burned-in annotation possible: no copy is made
+        not_made["deidentified"] = BURNED_IN
     return made, not_made
 
 

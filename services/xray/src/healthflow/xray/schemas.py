@@ -18,6 +18,7 @@ from healthflow.xray.domain import (
     clean_question,
     clean_report_text,
 )
+from healthflow.xray.processing import NAMES, NOT_MADE_REASONS
 
 
 class OrderIn(BaseModel):
@@ -187,6 +188,25 @@ class CheckOut(BaseModel):
     code: str
 
 
+class NotMadeOut(BaseModel):
+    """An optional output the worker could not make for an image, so the doctor knows
+    that part of the automated processing did not run: ``output`` ``overlay`` | ``sr``
+    | ``deidentified``, ``name`` what it is, ``reason`` ``error`` |
+    ``burned-in-annotation`` and ``detail`` the reason in words
+    (:data:`healthflow.xray.processing.NOT_MADE_REASONS`)."""
+
+    output: str
+    name: str
+    reason: str
+    detail: str
+
+    @classmethod
+    def from_result(cls, doc: Document) -> list[NotMadeOut]:
+        return [cls(output=kind, name=NAMES.get(kind, kind), reason=reason,
+                    detail=NOT_MADE_REASONS.get(reason, reason))
+                for kind, reason in sorted((doc.get("not_made") or {}).items())]
+
+
 class InstanceResultsOut(BaseModel):
     """The processing worker's results for one image; ``label`` says they are
     machine-generated suggestions, not a diagnosis; ``thumbnail`` the PNG's path;
@@ -194,7 +214,8 @@ class InstanceResultsOut(BaseModel):
     lungs were found, else None); ``deidentified`` the path of the de-identified DICOM
     copy (for ``imaging:export_deidentified`` only; None for a photograph); ``sr`` the
     path of the TID 1500 measurement report SR (a DICOM chest image whose lungs were
-    found, else None)."""
+    found, else None); ``not_made`` the optional outputs that could not be made, with
+    why (empty when all that applies was made)."""
 
     instance_id: str
     label: str
@@ -203,6 +224,7 @@ class InstanceResultsOut(BaseModel):
     overlay: str | None = None
     deidentified: str | None = None
     sr: str | None = None
+    not_made: list[NotMadeOut] = Field(default_factory=list)
     processed_at: datetime
 
 
@@ -224,5 +246,5 @@ class ResultsOut(BaseModel):
             instance_id=d["_id"], label=d["label"], checks=d["checks"],
             thumbnail=f"{base}/{study_id}/instances/{d['_id']}/thumbnail",
             overlay=url(d, "overlay"), deidentified=url(d, "deidentified"),
-            sr=url(d, "sr"),
+            sr=url(d, "sr"), not_made=NotMadeOut.from_result(d),
             processed_at=d["processed_at"]) for d in docs])

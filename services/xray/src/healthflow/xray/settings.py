@@ -5,13 +5,13 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from healthflow.common.settings import ServiceSettings
+from healthflow.common.care import CareSettings
 from healthflow.common.topology import SERVICES
 
 MiB = 1024 * 1024
 
 
-class Settings(ServiceSettings):
+class Settings(CareSettings):
     model_config = SettingsConfigDict(
         env_prefix="XRAY_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
@@ -33,12 +33,18 @@ class Settings(ServiceSettings):
     dicom_port: int = Field(default=SERVICES["xray"].listeners["dicom"], ge=0, le=65535)
     dicom_ae_title: str = Field(default="HEALTHFLOW", min_length=1, max_length=16)
     dicom_calling_ae_titles: list[str] = Field(default_factory=list)
-    dicom_max_associations: int = Field(default=4, ge=1)
+    dicom_max_associations: int = Field(default=4, ge=1)  # associations at once, all peers
+    # Seconds the SCP waits: for an association request or release answer (ACSE), for a
+    # DIMSE message's next part (DIMSE), and on an idle connection before it aborts it
+    # (network; pynetdicom's ARTIM). A peer that stalls holds a thread only this long.
+    dicom_acse_timeout: float = Field(default=30.0, gt=0)
+    dicom_dimse_timeout: float = Field(default=30.0, gt=0)
+    dicom_network_timeout: float = Field(default=60.0, gt=0)
+    # Pixels (Rows × Columns × frames, or a photograph's width × height, from the header)
+    # above which an image is refused before any pixel is decoded (decompression bombs;
+    # a 43 × 43 cm detector at 0.1 mm is 18.5 M). Pillow's own guard is set to it too.
+    max_image_pixels: int = Field(default=60_000_000, ge=1)
     # The processing worker (:mod:`healthflow.xray.processing`): images analysed at once
     # (each decodes a full image in a thread) and seconds between looks at its queue.
     processing_concurrency: int = Field(default=2, ge=1)
     processing_interval: float = Field(default=1.0, gt=0)
-    # Days (of 24 h) a doctor's care relationship outlives the encounter it rests on (the
-    # records service's rule, healthflow.common.care): a doctor sees a patient's images
-    # from the booking until this long after the encounter finished.
-    care_after_encounter_days: int = Field(default=90, ge=0, le=3650)

@@ -41,6 +41,7 @@ from healthflow.xray.domain import (
     check_study_order,
 )
 from healthflow.xray.service import viewer
+from healthflow.xray.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,12 @@ async def receive(runtime: ServiceRuntime, blobs: BlobStore, body: AsyncIterable
     return await _ingest(runtime, blobs, order, body, imaging.DICOM, uploaded_by)
 
 
+def max_pixels(runtime: ServiceRuntime) -> int:
+    """The configured pixel limit (``XRAY_MAX_IMAGE_PIXELS``) of the runtime's settings."""
+    settings = runtime.settings
+    return settings.max_image_pixels if isinstance(settings, Settings) else imaging.MAX_PIXELS
+
+
 async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
                   body: AsyncIterable[bytes], declared_type: str | None, uploaded_by: str
                   ) -> Upload:
@@ -134,7 +141,8 @@ async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
                 async with blobs.staged(XRAY, _tee(body, spool),
                                         declared_type=declared_type) as blob:
                     spool.close()
-                    facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type)
+                    facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type,
+                                                    max_pixels(runtime))
                     stored = await runtime.transact(
                         lambda uow: _store(uow, uploaded_by, order["_id"], blob, facts),
                         actor=uploaded_by)
@@ -251,22 +259,22 @@ async def read_study(runtime: ServiceRuntime, principal: Principal, study_id: st
 async def study_fhir(runtime: ServiceRuntime, principal: Principal, study_id: str,
                      dicomweb_url: str) -> dict[str, Any]:
     """The study as a FHIR R4 ``ImagingStudy`` (:func:`.fhir.imaging_study`, with the
-    TID 1500 SRs DICOMweb lists; ``dicomweb_url`` the public DICOMweb base), for its
-    viewers (``xray.accessed`` scope ``fhir`` for a doctor). Raises StudyNotFound (404),
-    NotTreating (403)."""
+    TID 1500 SRs DICOMweb lists: to the patient only once the study's report is signed,
+    :func:`.dicomweb.visible_reports`; ``dicomweb_url`` the public DICOMweb base), for
+    its viewers (``xray.accessed`` scope ``fhir`` for a doctor). Raises StudyNotFound
+    (404), NotTreating (403)."""
 
     async def read(uow: UnitOfWork) -> dict[str, Any]:
         study = await store.get_study(uow, study_id)
         if study is None:
             raise StudyNotFound(f"no imaging study {study_id}")
-        await viewer(uow, principal, study["patient_id"], "fhir", study_id)
+        role = await viewer(uow, principal, study["patient_id"], "fhir", study_id)
         order = await store.get_order(uow, study["order_id"])
         if order is None:  # a study is made for an order, and orders are never deleted
             raise StudyNotFound(f"no imaging study {study_id}")
-        reports = await store.measurement_reports_of(uow, [study_id])
         return fhir.imaging_study(
             study, [*await store.instances_of(uow, [study_id]),
-                    *(dicomweb.report_instance(r) for r in reports)], order,
+                    *await dicomweb.visible_reports(uow, [study_id], role)], order,
             dicomweb_url=dicomweb_url)
 
     return await runtime.transact(read, actor=principal.actor)

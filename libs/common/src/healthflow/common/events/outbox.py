@@ -13,9 +13,17 @@ Outbox document (collection ``outbox`` of the service's database)::
      last_error}
 
 ``lease_until`` is the Unix epoch while nobody holds the record. Once the broker
-has confirmed it, the relay moves the record to ``outbox_sent`` (with
-``status: "sent"`` and ``sent_at``) and purges it from there after the
-retention, so the working collection only ever holds what is still to do.
+has confirmed it, the relay marks the record in place (``status: "sent"``,
+``sent_at``, lease cleared): one write per record, one ``update_many`` per batch.
+The TTL index ``sent_ttl`` on ``sent_at`` (sparse: sent records only; its
+``expireAfterSeconds`` is the relay's retention) deletes it after the retention;
+MongoDB and SecantusDB both run the TTL monitor every 60 s. Pending work is found
+through indexes partial on ``status: "pending"`` (``pending_due``, ``pending_age``),
+so sent records kept for the retention cost the relay's queries nothing.
+
+``outbox_sent`` is where earlier versions archived sent records (insert there,
+then delete here); it is still read by :func:`recorded_events` and purged by the
+relay until its last record is past the retention.
 All times are aware UTC.
 """
 
@@ -39,16 +47,34 @@ OUTBOX = "outbox"
 OUTBOX_SENT = "outbox_sent"
 INBOX = "inbox"
 UNLEASED = datetime(1970, 1, 1, tzinfo=UTC)
+PENDING: dict[str, str] = {"status": "pending"}
+"""What a pending record matches; the partial filter of the ``pending_*`` indexes."""
+PENDING_DUE_INDEX = "pending_due"
+"""The index the relay's polling pass reads (pending records by ``next_attempt_at``)."""
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+"""Seconds a sent record is kept (``outbox_retention`` in the service settings)."""
 
-OUTBOX_INDEXES = {
-    OUTBOX: [
-        IndexModel([("next_attempt_at", ASCENDING)]),
-        IndexModel([("created_at", ASCENDING)]),
-    ],
-    OUTBOX_SENT: [IndexModel([("sent_at", ASCENDING)]), IndexModel([("type", ASCENDING)])],
-    # The inbox's unique key is its _id (the event id); received_at serves the purge.
-    INBOX: [IndexModel([("received_at", ASCENDING)])],
-}
+
+def outbox_indexes(retention: float = DEFAULT_RETENTION) -> dict[str, list[IndexModel]]:
+    """The indexes of ``outbox``, ``outbox_sent`` and ``inbox``; sent records expire
+    ``retention`` seconds after ``sent_at`` (a TTL index)."""
+    return {
+        OUTBOX: [
+            IndexModel([("next_attempt_at", ASCENDING)], name=PENDING_DUE_INDEX,
+                       partialFilterExpression=PENDING),
+            IndexModel([("created_at", ASCENDING)], name="pending_age",
+                       partialFilterExpression=PENDING),
+            # Sparse, not partial: the purge's {sent_at: {$lt: …}} can use it.
+            IndexModel([("sent_at", ASCENDING)], name="sent_ttl",
+                       expireAfterSeconds=int(retention), sparse=True),
+        ],
+        OUTBOX_SENT: [IndexModel([("sent_at", ASCENDING)]), IndexModel([("type", ASCENDING)])],
+        # The inbox's unique key is its _id (the event id); received_at serves the purge.
+        INBOX: [IndexModel([("received_at", ASCENDING)])],
+    }
+
+
+OUTBOX_INDEXES = outbox_indexes()
 
 
 def outbox_document(
@@ -144,13 +170,13 @@ class UnitOfWork:
 async def recorded_events(
     db: AsyncDatabase[Document], query: Document | None = None
 ) -> list[CloudEvent]:
-    """Every event this service recorded (pending or sent), oldest first.
+    """Every event this service recorded (pending or sent, within the retention), oldest first.
 
     ``query`` filters outbox documents (e.g. ``{"type": "user.registered"}``).
     Meant for tests and operators; services never read their outbox back.
     """
-    found: list[Document] = []
+    found: dict[str, Document] = {}  # by id: a legacy archive copy may also be in outbox
     for name in (OUTBOX_SENT, OUTBOX):
-        found += await db[name].find(query or {}).to_list()
-    found.sort(key=lambda d: d["created_at"])
-    return [CloudEvent.model_validate(d["envelope"]) for d in found]
+        found |= {d["_id"]: d for d in await db[name].find(query or {}).to_list()}
+    ordered = sorted(found.values(), key=lambda d: d["created_at"])
+    return [CloudEvent.model_validate(d["envelope"]) for d in ordered]

@@ -16,11 +16,20 @@ Each claim leases up to ``batch_size`` due records to this relay for ``lease``
 seconds (so replicas never publish the same record at the same time, and a
 crashed replica's records are taken over once the lease lapses). Claimed
 records are published concurrently through the
-:class:`~healthflow.common.events.transport.Transport` (confirmed); only those
-the broker acknowledged are moved to ``outbox_sent`` — in the background while
-the next batch is being published (one such move in flight at a time). Failures are rescheduled
-with exponential back-off and jitter capped at ``max_backoff`` seconds. Sent
-records are purged after ``retention`` seconds.
+:class:`~healthflow.common.events.transport.Transport` (publisher confirms awaited
+together); those the broker acknowledged are marked sent in place by ONE
+``update_many`` per batch — in the background while the next batch is being
+published (one such mark in flight at a time). So a relayed record costs one
+database write (two when it had to be claimed: the lease, then the mark). No order
+is promised, not even per subject: a batch is published concurrently and a
+failure is retried later. A crash between the broker's confirm and the mark leaves
+the record pending and leased: republished once the lease lapses (a duplicate the
+consumers' inboxes absorb). Failures are rescheduled with exponential back-off and
+jitter capped at ``max_backoff`` seconds. Sent records are deleted ``retention``
+seconds after ``sent_at`` by the TTL index of
+:func:`~healthflow.common.events.outbox.outbox_indexes`;
+:meth:`OutboxRelay.purge` (once a minute) does the same for databases whose indexes
+were not ensured and empties the ``outbox_sent`` archive of earlier versions.
 """
 
 from __future__ import annotations
@@ -36,17 +45,22 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
 from healthflow.common import metrics, tracing
 from healthflow.common.events.envelope import CloudEvent
-from healthflow.common.events.outbox import OUTBOX, OUTBOX_SENT, UNLEASED
+from healthflow.common.events.outbox import (
+    DEFAULT_RETENTION,
+    OUTBOX,
+    OUTBOX_SENT,
+    PENDING,
+    PENDING_DUE_INDEX,
+    UNLEASED,
+)
 from healthflow.common.events.transport import Transport
 from healthflow.common.mongo import Document, utcnow
 
 log = logging.getLogger(__name__)
-
-DUPLICATE_KEY = 11000
 
 
 class OutboxRelay:
@@ -61,7 +75,7 @@ class OutboxRelay:
         batch_size: int = 100,
         poll_interval: float = 1.0,
         lease: float = 30.0,
-        retention: float = 7 * 24 * 3600.0,
+        retention: float = DEFAULT_RETENTION,
         max_backoff: float = 60.0,
     ) -> None:
         self.db = db
@@ -75,7 +89,7 @@ class OutboxRelay:
         self.owner = f"{service}-{uuid.uuid4().hex[:12]}"
         self._hints: dict[str, None] = {}  # ids to try first, in arrival order
         self._ready: list[Document] = []  # records leased to us at their commit
-        self._settling: asyncio.Task[None] | None = None  # the move to outbox_sent in flight
+        self._settling: asyncio.Task[None] | None = None  # the mark as sent in flight
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -178,8 +192,7 @@ class OutboxRelay:
 
     def _due(self) -> Document:
         now = utcnow()
-        return {"status": "pending", "next_attempt_at": {"$lte": now},
-                "lease_until": {"$lte": now}}
+        return {**PENDING, "next_attempt_at": {"$lte": now}, "lease_until": {"$lte": now}}
 
     async def _claim_hinted(self) -> list[Document]:
         ids = list(self._hints)[: self.batch_size]
@@ -188,24 +201,37 @@ class OutboxRelay:
         return await self.claim_ids(ids)
 
     async def claim_ids(self, ids: list[Any]) -> list[Document]:
-        """Lease those of ``ids`` that are due and free; returns the leased records."""
+        """Lease those of ``ids`` that are due and free; returns the leased records.
+
+        The statement filters on ``_id`` alone and tests "due and free" per document
+        inside the (atomic) update: SecantusDB's writes and reads use the ``_id``
+        index only for a filter on ``_id`` alone, and scan the whole collection —
+        sent records kept for the retention included — for anything more.
+        """
         if not ids:
             return []
         token = f"{self.owner}:{uuid.uuid4().hex[:8]}"
-        until = utcnow() + timedelta(seconds=self.lease)
+        now = utcnow()
+        due = {"$and": [{"$eq": ["$status", "pending"]}, {"$lte": ["$next_attempt_at", now]},
+                        {"$lte": ["$lease_until", now]}]}
         result = await self.outbox.update_many(
-            {"_id": {"$in": ids}, **self._due()},
-            {"$set": {"lease_owner": token, "lease_until": until}},
+            {"_id": {"$in": ids}},
+            [_set_where(due, lease_owner=token, lease_until=now + timedelta(seconds=self.lease))],
         )
         if result.modified_count == 0:
             return []
-        return await self.outbox.find({"_id": {"$in": ids}, "lease_owner": token}).to_list()
+        found = await self.outbox.find({"_id": {"$in": ids}}).to_list()
+        return [r for r in found if r.get("lease_owner") == token]
 
     async def claim(self) -> list[Document]:
         """The polling path: lease up to ``batch_size`` due records, whatever their origin."""
-        candidates = await self.outbox.find(self._due(), {"_id": 1}).limit(
-            self.batch_size
-        ).to_list()
+        due = self._due()
+        try:  # SecantusDB's planner scans for this shape unless told the partial index
+            candidates = await self.outbox.find(due, {"_id": 1}).hint(
+                PENDING_DUE_INDEX).limit(self.batch_size).to_list()
+        except OperationFailure:  # the index is not there (indexes never ensured)
+            candidates = await self.outbox.find(due, {"_id": 1}).limit(
+                self.batch_size).to_list()
         return await self.claim_ids([c["_id"] for c in candidates])
 
     async def relay_once(self) -> int:
@@ -226,12 +252,12 @@ class OutboxRelay:
                 await self._reschedule(record, res)
         if sent:
             await self._settle()  # one move in flight at a time
-            self._settling = asyncio.create_task(self._mark_sent(sent))
+            self._settling = asyncio.create_task(self.mark_sent(sent))
             metrics.OUTBOX_PUBLISHED.labels(self.service).inc(len(sent))
         return len(sent)
 
     async def _settle(self) -> None:
-        """Wait for the move to ``outbox_sent`` in flight, if any."""
+        """Wait for the mark as sent in flight, if any."""
         task, self._settling = self._settling, None
         if task is not None:
             try:
@@ -247,19 +273,17 @@ class OutboxRelay:
         with tracing.publishing(event, self.transport.messaging_system):
             await self.transport.publish(event)
 
-    async def _mark_sent(self, records: list[Document]) -> None:
-        now = utcnow()
-        archived = [
-            r | {"status": "sent", "sent_at": now, "lease_owner": None, "lease_until": UNLEASED}
-            for r in records
-        ]
-        try:
-            await self.db[OUTBOX_SENT].insert_many(archived, ordered=False)
-        except BulkWriteError as exc:
-            # Already archived by an earlier attempt that died before deleting.
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
-        await self.outbox.delete_many({"_id": {"$in": [r["_id"] for r in records]}})
+    async def mark_sent(self, records: list[Document]) -> None:
+        """One write for the whole batch: the broker confirmed every one of ``records``.
+
+        Whoever holds the lease now (ours may have lapsed and another replica's
+        publish be under way), the event reached the broker: the record is sent.
+        """
+        await self.outbox.update_many(  # on _id alone: see claim_ids
+            {"_id": {"$in": [r["_id"] for r in records]}},
+            {"$set": {"status": "sent", "sent_at": utcnow(),
+                      "lease_owner": None, "lease_until": UNLEASED}},
+        )
 
     async def _reschedule(self, record: Document, error: BaseException) -> None:
         attempts = int(record.get("attempts", 0)) + 1
@@ -271,25 +295,36 @@ class OutboxRelay:
                    "error": type(error).__name__},
         )
         metrics.OUTBOX_PUBLISH_FAILURES.labels(self.service).inc()
-        await self.outbox.update_one(
-            {"_id": record["_id"], "lease_owner": record.get("lease_owner")},
-            {"$set": {"attempts": attempts,
-                      "next_attempt_at": utcnow() + timedelta(seconds=delay),
-                      "lease_owner": None, "lease_until": UNLEASED,
-                      "last_error": f"{type(error).__name__}: {str(error)[:300]}"}},
+        await self.outbox.update_one(  # on _id alone: see claim_ids
+            {"_id": record["_id"]},
+            [_set_where({"$eq": ["$lease_owner", record.get("lease_owner")]},
+                        attempts=attempts,
+                        next_attempt_at=utcnow() + timedelta(seconds=delay),
+                        lease_owner=None, lease_until=UNLEASED,
+                        last_error=f"{type(error).__name__}: {str(error)[:300]}")],
         )
 
     async def purge(self) -> int:
-        """Delete sent records older than the retention. Returns how many."""
-        cutoff = utcnow() - timedelta(seconds=self.retention)
-        result = await self.db[OUTBOX_SENT].delete_many({"sent_at": {"$lt": cutoff}})
-        return result.deleted_count
+        """Delete sent records older than the retention, in ``outbox`` (where the TTL
+        index normally got there first) and in the legacy ``outbox_sent`` archive.
+        Returns how many."""
+        old = {"sent_at": {"$lt": utcnow() - timedelta(seconds=self.retention)}}
+        kept = await self.outbox.delete_many(old)  # only sent records have a sent_at
+        archived = await self.db[OUTBOX_SENT].delete_many(old)
+        return kept.deleted_count + archived.deleted_count
 
     async def lag(self) -> tuple[int, float]:
         """(pending record count, age in seconds of the oldest pending record)."""
-        pending = await self.outbox.count_documents({})
+        pending = await self.outbox.count_documents(PENDING)
         if not pending:
             return 0, 0.0
-        oldest = await self.outbox.find_one({}, {"created_at": 1}, sort=[("created_at", 1)])
+        oldest = await self.outbox.find_one(PENDING, {"created_at": 1}, sort=[("created_at", 1)])
         age = (utcnow() - oldest["created_at"]).total_seconds() if oldest else 0.0
         return pending, max(0.0, age)
+
+
+def _set_where(condition: Document, **values: Any) -> Document:
+    """An update pipeline stage setting ``values`` where ``condition`` (an aggregation
+    expression) holds for the document, and leaving it unchanged elsewhere."""
+    return {"$set": {field: {"$cond": [condition, {"$literal": value}, f"${field}"]}
+                     for field, value in values.items()}}
