@@ -174,6 +174,9 @@ TASK_APP_PATH = "/paramedic/tasks/{task_id}"
 in ``url``)."""
 PAYMENT_REFUNDED = MessageKind("payment_refunded")
 """``payment.refunded``: how much of a consultation's payment went back to the patient."""
+PAYMENT_REFUND_FAILED = MessageKind("payment_refund_failed",
+                                    channels=(Channel.EMAIL, Channel.PUSH, Channel.IN_APP))
+"""``payment.refund_failed``: a refund the patient was told of did not reach their card."""
 
 ENDED_STATUSES = frozenset({"cancelled", "no_show", "completed"})
 """Appointment statuses after which a late booking confirmation is no longer sent."""

@@ -18,7 +18,9 @@
   stream was not open; ``paramedic.task_unacknowledged`` — the same SMS (the fallback)
   when the open stream carried the offer but the app did not acknowledge it in time.
 * ``payment.refunded`` — the patient is told how much went back (amount in minor units
-  and the ISO 4217 currency, formatted per locale in the template).
+  and the ISO 4217 currency, formatted per locale in the template);
+  ``payment.refund_failed`` — that it did not reach their card (e-mail, push and feed, no
+  SMS) and finance will contact them.
 * ``auth.password_reset_requested`` — the reset link by e-mail (its token derived from
   the request id under the secret shared with auth); ``auth.password_changed`` — the
   owner is told their password changed; ``auth.registration_attempted`` — the owner is
@@ -61,7 +63,7 @@ from healthflow.contracts.base import EventPayload
 from healthflow.contracts.emergency import EmergencyDestinationChosen
 from healthflow.contracts.paramedic import TaskOffered, TaskUnacknowledged, XrayTaskOffered
 from healthflow.contracts.patient import PatientConsentChanged
-from healthflow.contracts.payment import PaymentRefunded
+from healthflow.contracts.payment import PaymentRefunded, PaymentRefundFailed
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.contracts.xray import XrayReported
 from healthflow.notification import access, accounts, contacts, emergencies, personal, service
@@ -91,11 +93,26 @@ def _personal_handlers(ctx: service.Context) -> Handlers:
             "user.contact_changed": on_contact_changed}
 
 
+def _payment_handlers(ctx: service.Context) -> Handlers:
+    """What the patient is told of a refund: ``payment.refunded`` (what goes back) and
+    ``payment.refund_failed`` (it did not reach the card; finance will contact them)."""
+
+    async def on_refund(event: Received[PaymentRefunded], uow: UnitOfWork) -> None:
+        await service.apply_payment_refunded(uow, event.data.model_dump(), event.id, ctx)
+
+    async def on_refund_failed(event: Received[PaymentRefundFailed], uow: UnitOfWork) -> None:
+        await service.apply_payment_refund_failed(uow, event.data.model_dump(), event.id,
+                                                  ctx)
+
+    return {"payment.refunded": on_refund, "payment.refund_failed": on_refund_failed}
+
+
 def make_handlers(ctx: service.Context) -> Handlers:
     """Every handler of the service: those over ``ctx`` (each event type named, so no
     pattern takes another's event whatever the order) and the staff-membership read
     model (:mod:`healthflow.common.tenancy`)."""
-    return {**_personal_handlers(ctx), **_context_handlers(ctx), **tenancy.HANDLERS}
+    return {**_personal_handlers(ctx), **_payment_handlers(ctx), **_context_handlers(ctx),
+            **tenancy.HANDLERS}
 
 
 def _context_handlers(ctx: service.Context) -> Handlers:
@@ -123,9 +140,6 @@ def _context_handlers(ctx: service.Context) -> Handlers:
         await emergencies.apply_task_offered(uow, event.data.model_dump(), event.id, ctx,
                                          trigger=event.type)
 
-    async def on_refund(event: Received[PaymentRefunded], uow: UnitOfWork) -> None:
-        await service.apply_payment_refunded(uow, event.data.model_dump(), event.id, ctx)
-
     async def on_xray_report(event: Received[XrayReported], uow: UnitOfWork) -> None:
         await service.apply_xray_reported(uow, event.data.model_dump(), event.id, ctx)
 
@@ -148,7 +162,6 @@ def _context_handlers(ctx: service.Context) -> Handlers:
         "paramedic.task_offered": on_task_offered,
         "paramedic.xray_task_offered": on_task_offered,
         "paramedic.task_unacknowledged": on_task_offered,
-        "payment.refunded": on_refund,
         "xray.reported": on_xray_report,
         "record.emergency_access_granted": access.handler(ctx),
         "auth.password_reset_requested": on_account,

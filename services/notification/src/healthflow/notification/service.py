@@ -134,6 +134,17 @@ async def apply_payment_refunded(uow: UnitOfWork, raw: dict[str, Any], event_id:
                        appointment_id=raw["appointment_id"])
 
 
+async def apply_payment_refund_failed(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
+                                      ctx: Context) -> None:
+    """``payment.refund_failed``: tell the patient the refund they were told of did not
+    reach their card and finance will contact them (integer minor units, ISO 4217)."""
+    await plan_message(uow, ctx, user_id=raw["patient_id"], kind=domain.PAYMENT_REFUND_FAILED,
+                       source_id=event_id, trigger="payment.refund_failed",
+                       context={"refund_amount": raw["refund_amount"],
+                                "currency": raw["currency"]},
+                       appointment_id=raw["appointment_id"])
+
+
 async def apply_xray_reported(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
                               ctx: Context) -> None:
     """``xray.reported``: tell the patient their X-ray report is signed and ready (once
