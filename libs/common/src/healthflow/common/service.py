@@ -64,7 +64,8 @@ def make_transport(settings: ServiceSettings) -> Transport:
         return shared_inprocess_transport(settings.mongodb_url)
     from healthflow.common.events.rabbit.transport import RabbitTransport
 
-    return RabbitTransport(settings.amqp_url)
+    return RabbitTransport(settings.amqp_url,
+                           platform_topology=settings.amqp_platform_topology)
 
 
 START_RETRY_SECONDS = 60.0

@@ -71,6 +71,9 @@ class ServiceSettings(BaseSettings):
     mongodb_database: str | None = None  # default: healthflow_<service>
     transport: Literal["rabbitmq", "inprocess"] = "rabbitmq"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # The platform declared the exchanges, queues and direct bindings (a service's own
+    # RabbitMQ user may not, healthflow.devkit.busaccess): the transport only checks them.
+    amqp_platform_topology: bool = False
     # Consumer behaviour
     prefetch: int = Field(default=32, ge=1, le=10_000)
     retry_delays: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0])
