@@ -129,9 +129,7 @@ async def replay(
     connection: aio_pika.abc.AbstractConnection | None,
     publish: ConfirmedPublish,
     service: str,
-    ids: Sequence[str] | None = None,
-    *,
-    platform: bool = False,
+    ids: Sequence[str] | None = None, *, platform: bool = False,
 ) -> int:
     """Send parked messages of ``service`` (all, or those whose id is in ``ids``) back.
 
@@ -139,8 +137,8 @@ async def replay(
     service's direct exchange ``healthflow.<service>.direct`` straight to
     ``healthflow.<service>`` — other services bound to the same type do not get it
     again; the exchange and that binding are declared first, as the consumer does —
-    with ``x-attempts`` reset to 0 and
-    the parking headers replaced by ``x-replayed-at``; only then is it
+    with ``x-attempts`` reset to 0 and the parking headers replaced by ``x-replayed-at``
+    (``platform``: see :mod:`.topology`); only then is it
     acknowledged (removed) from the DLQ. Only the messages present when the
     replay starts are considered, so one that fails again and is re-parked
     meanwhile is not replayed twice. Returns how many were replayed.
