@@ -47,6 +47,11 @@ class ConfigurationError(RuntimeError):
     """A setting is missing or invalid; the message names the variable."""
 
 
+DEVELOPMENT_INTERNAL_KEY = "embedded-internal-service-key"
+"""The built-in ``INTERNAL_SERVICE_KEY`` (healthflow.common.servicecredentials): for
+development and tests only; production refuses it like every default secret."""
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service shares.
 
@@ -100,6 +105,9 @@ class ServiceSettings(BaseSettings):
     # The auth service's person keys (healthflow.common.personaldata; default: the JWKS
     # URL's origin + /internal/person-keys), read by consumers of sealed personal values.
     person_keys_url: str | None = None
+    # Proves this service to the /internal routes and checks their callers
+    # (healthflow.common.servicecredentials); platform-wide, refused in production.
+    internal_service_key: SecretStr = SecretStr(DEVELOPMENT_INTERNAL_KEY)
     # HTTP
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # The gateway's public address (scheme, host, port; ``<SERVICE>_PUBLIC_BASE_URL`` or the

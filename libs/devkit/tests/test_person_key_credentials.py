@@ -1,0 +1,39 @@
+"""The person-key client (:func:`healthflow.common.personaldata.person_keys_for`) calls as
+its service, with the credential of ``INTERNAL_SERVICE_KEY``; the stand-in answers as
+auth does (401 without a valid one, 403 for a service that is no person-key reader)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from healthflow.common.personaldata import person_keys_for
+from healthflow.common.settings import ServiceSettings
+from healthflow.devkit.personkeys import PersonKeyStandIn
+
+
+def _settings(service: str, stand_in: PersonKeyStandIn, key: str | None = None
+              ) -> ServiceSettings:
+    settings = ServiceSettings(service_name=service, person_keys_url=stand_in.url)
+    if key is not None:
+        settings.internal_service_key = SecretStr(key)
+    return settings
+
+
+async def test_a_reader_gets_the_key_as_itself() -> None:
+    async with PersonKeyStandIn() as stand_in:
+        made = stand_in.key("u-1")
+        assert await person_keys_for(_settings("patient", stand_in)).get("u-1") == made
+        assert stand_in.callers == ["patient"]
+
+
+@pytest.mark.parametrize(("service", "key", "status"), [
+    ("appointment", None, 403), ("patient", "not-the-platforms-key", 401)])
+async def test_others_are_refused(service: str, key: str | None, status: int) -> None:
+    async with PersonKeyStandIn() as stand_in:
+        stand_in.key("u-1")
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await person_keys_for(_settings(service, stand_in, key)).get("u-1")
+        assert refused.value.response.status_code == status
+        assert stand_in.callers == []
