@@ -260,7 +260,8 @@ def test_only_the_services_that_need_a_secret_get_it(services: dict[str, dict[st
     for name in SERVICES:
         assert holders[f"amqp_url_{name}"] == {name}
         assert holders[f"rabbitmq_password_{name}"] == {"rabbitmq-users"}
-    assert granted["gateway"] == {"gateway_metrics_token"}
+    assert granted["gateway"] == {"gateway_metrics_token", "internal_service_key"}
+    assert holders["internal_service_key"] == {*SERVICES, "gateway"}  # /internal callers
 
 
 def test_the_gateway_knows_every_upstream(services: dict[str, dict[str, Any]]) -> None:

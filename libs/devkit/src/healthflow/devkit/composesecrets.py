@@ -33,9 +33,12 @@ PLATFORM: dict[str, str] = {
     "MONGODB_URL": "mongodb_url",
     "S3_ACCESS_KEY": "s3_access_key",
     "S3_SECRET_KEY": "s3_secret_key",
+    "INTERNAL_SERVICE_KEY": "internal_service_key",
 }
-"""Every service's secrets (not the gateway's, which has no database nor bucket):
-unprefixed variable → secret (``<VARIABLE>_FILE``)."""
+"""Every service's secrets (not the gateway's, which has no database nor bucket, and
+gets ``INTERNAL_SERVICE_KEY`` as its own): unprefixed variable → secret
+(``<VARIABLE>_FILE``). ``INTERNAL_SERVICE_KEY`` proves a caller of auth's ``/internal``
+routes (:mod:`healthflow.common.servicecredentials`)."""
 
 KEK = ("KEY_ENCRYPTION_KEYS", "key_encryption_keys")
 KEK_SERVICES = frozenset({"auth", "notification", "prescription", "audit"})
@@ -54,7 +57,8 @@ OWN: dict[str, dict[str, str]] = {
                        "JANUS_ADMIN_SECRET": "janus_admin_secret",
                        "JANUS_ROOM_ADMIN_KEY": "janus_room_admin_key",
                        "TURN_SECRET": "turn_secret"},
-    "gateway": {"METRICS_TOKEN": "gateway_metrics_token"},
+    "gateway": {"METRICS_TOKEN": "gateway_metrics_token",
+                "INTERNAL_SERVICE_KEY": "internal_service_key"},
 }
 """A component's own secrets: variable after its prefix → secret (``AUTH_…_FILE``)."""
 
@@ -72,6 +76,7 @@ SEED: dict[str, str] = {
     "twilio_auth_token": "TWILIO_AUTH_TOKEN", "smtp_password": "SMTP_PASSWORD",
     "stripe_api_key": "STRIPE_API_KEY", "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
     "gateway_metrics_token": "GATEWAY_METRICS_TOKEN", "rabbitmq_password": "RABBITMQ_PASSWORD",
+    "internal_service_key": "INTERNAL_SERVICE_KEY",
 }
 """Secret → the environment variable whose value it takes when set (see the module)."""
 
@@ -106,8 +111,8 @@ def names(services: Iterable[str]) -> list[str]:
     """Every secret the compose file declares, in its order."""
     services = list(services)
     own = [s for table in OWN.values() for s in table.values()]
-    result = [*PLATFORM.values(), KEK[1], *dict.fromkeys(own), "rabbitmq_admin_conf",
-              "coturn_conf"]
+    result = list(dict.fromkeys([*PLATFORM.values(), KEK[1], *own, "rabbitmq_admin_conf",
+                                 "coturn_conf"]))
     for service in services:
         result += [amqp_url_secret(service), bus_password_secret(service)]
     return result
