@@ -4,9 +4,9 @@ the local database is, so the keys it wrapped still open on the next run."""
 from __future__ import annotations
 
 import stat
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from healthflow.common.keywrap import parse_keks
 from healthflow.devkit.supervisor import local_kek_file, platform_env
