@@ -37,3 +37,16 @@ async def test_others_are_refused(service: str, key: str | None, status: int) ->
             await person_keys_for(_settings(service, stand_in, key)).get("u-1")
         assert refused.value.response.status_code == status
         assert stand_in.callers == []
+
+
+def test_the_readers_are_exactly_the_services_that_open_sealed_values() -> None:
+    """:data:`PERSON_KEY_READERS` names every service whose code asks for person keys, and
+    no other (a new reader is refused with 403 until it is added there)."""
+    from pathlib import Path
+
+    from healthflow.common.servicecredentials import PERSON_KEY_READERS
+
+    root = Path(__file__).resolve().parents[3] / "services"
+    readers = {path.relative_to(root).parts[0] for path in root.glob("*/src/**/*.py")
+               if "person_keys_for(" in path.read_text(encoding="utf-8")}
+    assert readers == PERSON_KEY_READERS
