@@ -9,15 +9,18 @@ import pytest
 from pydantic import SecretStr
 
 from healthflow.common.personaldata import person_keys_for
+from healthflow.common.servicecredentials import service_token
 from healthflow.common.settings import ServiceSettings
 from healthflow.devkit.personkeys import PersonKeyStandIn
 
 
-def _settings(service: str, stand_in: PersonKeyStandIn, key: str | None = None
-              ) -> ServiceSettings:
+def _settings(service: str, stand_in: PersonKeyStandIn, key: str | None = None,
+              token: str | None = None) -> ServiceSettings:
     settings = ServiceSettings(service_name=service, person_keys_url=stand_in.url)
     if key is not None:
         settings.internal_service_key = SecretStr(key)
+    if token is not None:
+        settings.internal_token = SecretStr(token)
     return settings
 
 
@@ -26,6 +29,19 @@ async def test_a_reader_gets_the_key_as_itself() -> None:
         made = stand_in.key("u-1")
         assert await person_keys_for(_settings("patient", stand_in)).get("u-1") == made
         assert stand_in.callers == ["patient"]
+
+
+async def test_a_deployment_gives_the_caller_only_its_own_token() -> None:
+    async with PersonKeyStandIn(service_key="the-platforms-key") as stand_in:
+        made = stand_in.key("u-1")
+        own = service_token("the-platforms-key", "prescription")
+        keys = person_keys_for(_settings("prescription", stand_in, token=own))
+        assert await keys.get("u-1") == made
+        theirs = service_token("the-platforms-key", "appointment")  # naming itself another
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await person_keys_for(_settings("notification", stand_in, token=theirs)).get("u-1")
+        assert refused.value.response.status_code == 401
+        assert stand_in.callers == ["prescription"]
 
 
 @pytest.mark.parametrize(("service", "key", "status"), [

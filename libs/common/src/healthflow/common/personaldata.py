@@ -30,7 +30,7 @@ import httpx
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from healthflow.common.servicecredentials import authorization
+from healthflow.common.servicecredentials import caller_authorization
 from healthflow.common.settings import ServiceSettings
 from healthflow.contracts.sealed import SealedValue
 
@@ -176,7 +176,6 @@ class PersonKeys:
 
 def person_keys_for(settings: ServiceSettings) -> PersonKeys:
     """The :class:`PersonKeys` of ``settings`` (``PERSON_KEYS_URL``, else next to the JWKS),
-    calling as ``settings.service_name`` with its ``INTERNAL_SERVICE_KEY``."""
+    calling as ``settings.service_name`` with its credential (``INTERNAL_TOKEN``)."""
     return PersonKeys(settings.person_keys_url or person_keys_url(settings.jwks_url),
-                      headers=authorization(settings.internal_service_key.get_secret_value(),
-                                            settings.service_name))
+                      headers=caller_authorization(settings))

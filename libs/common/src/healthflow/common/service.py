@@ -38,7 +38,7 @@ from healthflow.common.revocation import (
     http_snapshot,
     snapshot_url,
 )
-from healthflow.common.servicecredentials import authorization
+from healthflow.common.servicecredentials import caller_authorization
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.workers import Worker
 
@@ -133,8 +133,7 @@ class ServiceRuntime:
         self.revocation_feed = RevocationFeed(
             self.name, self.revocations, self.transport,
             http_snapshot(settings.revocations_url or snapshot_url(settings.jwks_url),
-                          headers=authorization(settings.internal_service_key
-                                                .get_secret_value(), settings.service_name)),
+                          headers=caller_authorization(settings)),
             sync_interval=settings.revocation_sync_interval)
         """Fills :attr:`revocations` (broadcast events and auth's snapshot); started by
         every service after its consumers. The auth service replaces its snapshot source."""

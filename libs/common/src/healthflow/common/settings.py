@@ -105,9 +105,12 @@ class ServiceSettings(BaseSettings):
     # The auth service's person keys (healthflow.common.personaldata; default: the JWKS
     # URL's origin + /internal/person-keys), read by consumers of sealed personal values.
     person_keys_url: str | None = None
-    # Proves this service to the /internal routes and checks their callers
-    # (healthflow.common.servicecredentials); platform-wide, refused in production.
-    internal_service_key: SecretStr = SecretStr(DEVELOPMENT_INTERNAL_KEY)
+    # The /internal routes' credentials (healthflow.common.servicecredentials): the key
+    # auth checks callers with (auth only, in a deployment; unset = the built-in
+    # development key, refused in production), and this service's own token, derived
+    # from that key for its name (a deployment gives each caller only its own).
+    internal_service_key: SecretStr | None = None
+    internal_token: SecretStr | None = None
     # HTTP
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # The gateway's public address (scheme, host, port; ``<SERVICE>_PUBLIC_BASE_URL`` or the
@@ -252,6 +255,9 @@ def production_problems(settings: ServiceSettings) -> list[str]:
     if "amqp_url" not in cls.unused_fields and urlsplit(
             settings.amqp_url).username in (None, "", "guest"):
         problems.append(f"{env_name(cls, 'amqp_url')}: uses no or RabbitMQ's guest account")
+    if settings.internal_service_key is None and settings.internal_token is None:
+        problems.append(f"{env_name(cls, 'internal_token')} (or INTERNAL_SERVICE_KEY): "
+                        "unset, the built-in development key would prove this service")
     return problems + settings.own_production_problems()
 
 

@@ -33,12 +33,14 @@ PLATFORM: dict[str, str] = {
     "MONGODB_URL": "mongodb_url",
     "S3_ACCESS_KEY": "s3_access_key",
     "S3_SECRET_KEY": "s3_secret_key",
-    "INTERNAL_SERVICE_KEY": "internal_service_key",
 }
-"""Every service's secrets (not the gateway's, which has no database nor bucket, and
-gets ``INTERNAL_SERVICE_KEY`` as its own): unprefixed variable → secret
-(``<VARIABLE>_FILE``). ``INTERNAL_SERVICE_KEY`` proves a caller of auth's ``/internal``
-routes (:mod:`healthflow.common.servicecredentials`)."""
+"""Every service's secrets (not the gateway's, which has no database nor bucket):
+unprefixed variable → secret (``<VARIABLE>_FILE``)."""
+
+INTERNAL_KEY = "internal_service_key"
+"""Auth's key for the ``/internal`` callers' tokens (``INTERNAL_SERVICE_KEY``); every
+other app gets only its own token, :func:`internal_token_secret`, derived from it
+(:mod:`healthflow.common.servicecredentials`)."""
 
 KEK = ("KEY_ENCRYPTION_KEYS", "key_encryption_keys")
 KEK_SERVICES = frozenset({"auth", "notification", "prescription", "audit"})
@@ -57,8 +59,7 @@ OWN: dict[str, dict[str, str]] = {
                        "JANUS_ADMIN_SECRET": "janus_admin_secret",
                        "JANUS_ROOM_ADMIN_KEY": "janus_room_admin_key",
                        "TURN_SECRET": "turn_secret"},
-    "gateway": {"METRICS_TOKEN": "gateway_metrics_token",
-                "INTERNAL_SERVICE_KEY": "internal_service_key"},
+    "gateway": {"METRICS_TOKEN": "gateway_metrics_token"},
 }
 """A component's own secrets: variable after its prefix → secret (``AUTH_…_FILE``)."""
 
@@ -76,7 +77,7 @@ SEED: dict[str, str] = {
     "twilio_auth_token": "TWILIO_AUTH_TOKEN", "smtp_password": "SMTP_PASSWORD",
     "stripe_api_key": "STRIPE_API_KEY", "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
     "gateway_metrics_token": "GATEWAY_METRICS_TOKEN", "rabbitmq_password": "RABBITMQ_PASSWORD",
-    "internal_service_key": "INTERNAL_SERVICE_KEY",
+    INTERNAL_KEY: "INTERNAL_SERVICE_KEY",
 }
 """Secret → the environment variable whose value it takes when set (see the module)."""
 
@@ -93,6 +94,10 @@ def bus_password_secret(service: str) -> str:
     return f"rabbitmq_password_{service}"
 
 
+def internal_token_secret(app: str) -> str:
+    return f"internal_token_{app}"
+
+
 def app_secrets(name: str, prefix: str, services: Sequence[str]) -> dict[str, str]:
     """``{variable: secret}`` of the app ``name`` (a service of ``services`` or
     ``gateway``), whose own variables start with ``prefix`` (``AUTH_``)."""
@@ -100,6 +105,10 @@ def app_secrets(name: str, prefix: str, services: Sequence[str]) -> dict[str, st
     if name in services:
         variables.update({f"{variable}_FILE": secret for variable, secret in PLATFORM.items()})
         variables[f"{prefix}AMQP_URL_FILE"] = amqp_url_secret(name)
+    if name == "auth":
+        variables["INTERNAL_SERVICE_KEY_FILE"] = INTERNAL_KEY
+    elif name in services or name == "gateway":
+        variables[f"{prefix}INTERNAL_TOKEN_FILE"] = internal_token_secret(name)
     if name in KEK_SERVICES:
         variables[f"{KEK[0]}_FILE"] = KEK[1]
     variables.update({f"{prefix}{variable}_FILE": secret
@@ -112,9 +121,10 @@ def names(services: Iterable[str]) -> list[str]:
     services = list(services)
     own = [s for table in OWN.values() for s in table.values()]
     result = list(dict.fromkeys([*PLATFORM.values(), KEK[1], *own, "rabbitmq_admin_conf",
-                                 "coturn_conf"]))
+                                 "coturn_conf", INTERNAL_KEY]))
     for service in services:
         result += [amqp_url_secret(service), bus_password_secret(service)]
+    result += [internal_token_secret(app) for app in [*services, "gateway"] if app != "auth"]
     return result
 
 
@@ -159,6 +169,10 @@ def ensure(directory: Path, services: Sequence[str],
                     f"default_pass = {_generate('rabbitmq_password', env)}")
         elif name == "coturn_conf":
             text = f"static-auth-secret={value('turn_secret')}"
+        elif name.startswith("internal_token_"):
+            from healthflow.common.servicecredentials import service_token
+
+            text = service_token(value(INTERNAL_KEY), name.removeprefix("internal_token_"))
         elif name.startswith("amqp_url_"):
             service = name.removeprefix("amqp_url_")
             text = (f"amqp://healthflow-{service}:{value(bus_password_secret(service))}"
