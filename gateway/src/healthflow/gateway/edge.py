@@ -26,6 +26,7 @@ from healthflow.common.revocation import (
     http_snapshot,
     snapshot_url,
 )
+from healthflow.common.servicecredentials import caller_authorization
 from healthflow.gateway import proxy, status
 from healthflow.gateway.breaker import Breakers
 from healthflow.gateway.caps import ConcurrencyCaps
@@ -76,7 +77,7 @@ class Edge:
         self.revocation_feed = RevocationFeed(
             settings.service_name, self.revocations, None,
             http_snapshot(settings.revocations_url or snapshot_url(settings.jwks_url),
-                          incremental=True),
+                          incremental=True, headers=caller_authorization(settings)),
             sync_interval=settings.revocation_sync_interval)
         self.verifier = TokenVerifier(
             issuer=settings.jwt_issuer, audience=settings.jwt_audience,
