@@ -17,7 +17,7 @@ from healthflow.common.blobs import BlobStore
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import dicomweb, render, stow
+from healthflow.xray import dicomweb, render, stow, wado_frames
 from healthflow.xray import wado_metadata as wado_metadata_
 from healthflow.xray.api import VIEWERS, Blobs, Runtime, studies_router
 from healthflow.xray.dicomweb import frame_number, rendered_type
@@ -124,8 +124,27 @@ async def wado_metadata(runtime: Runtime, blobs: Blobs, request: Request, study_
     """Each DICOM instance's header in the DICOM JSON Model (:mod:`.wado_metadata`);
     404 ``study-not-found``, 403 ``not-treating``, 406 for an ``Accept`` without it."""
     wado_metadata_.check_accept(request.headers.get("accept"))
+    base = f"{runtime.settings.public_base_url}{router.prefix}"
     return _dicom_json(await wado_metadata_.metadata(runtime, blobs, principal, study_uid,
-                                                     series_uid, sop_uid))
+                                                     series_uid, sop_uid, base))
+
+
+@router.get("/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}",
+            summary="WADO-RS: frames' pixel data (multipart/related)",
+            response_class=StreamingResponse, responses={200: {"content": {
+                wado_frames.OCTET_STREAM: {}, wado_frames.JP2: {}}}})
+async def frames(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
+                 series_uid: Uid, sop_uid: Uid, frames: Annotated[str, Path(max_length=200)],
+                 principal: Principal = require_any(*VIEWERS)) -> StreamingResponse:
+    """The frames (``1,2,…``) of one instance, one part each (:mod:`.wado_frames`):
+    uncompressed ``application/octet-stream`` unless ``Accept`` asks for a JPEG 2000
+    instance's own codestreams (``image/jp2``); 400 for a malformed frame list, 404
+    ``frame-not-found`` beyond the instance's frames (an SR has none), 406 otherwise."""
+    answer = await wado_frames.frames(runtime, blobs, principal, (study_uid, series_uid,
+                                      sop_uid), wado_frames.frame_list(frames),
+                                      request.headers.get("accept"))
+    return StreamingResponse(answer.body, media_type=answer.content_type,
+                             headers={"Cache-Control": "private, no-store", "Vary": "Accept"})
 
 
 RENDERED: dict[int | str, dict[str, Any]] = {
