@@ -135,6 +135,7 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
         "amount": amount, "currency": currency, "status": status, "intent_id": intent.id,
         "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
         "history": [{"status": status, "at": now, "stripe_event_id": None}],
+        "revision": 0,
     }, session=uow.session)
     await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
                        key=f"hold-{payment_id}", session=uow.session, now=now)
@@ -155,8 +156,8 @@ async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,
     uow.publish(events.PaymentExpired(
         payment_id=payment_id_of(booked.appointment_id),
         appointment_id=booked.appointment_id, patient_id=booked.patient_id, amount=amount,
-        currency=currency, status="refused"), subject=payment_id_of(booked.appointment_id),
-        patientid=booked.patient_id)
+        currency=currency, status="refused", revision=1, refunded_amount=0),
+        subject=payment_id_of(booked.appointment_id), patientid=booked.patient_id)
 
 
 async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str,
@@ -199,7 +200,8 @@ async def _expire_unopened(uow: UnitOfWork, booked: AppointmentBooked) -> bool:
     amount, currency = check_money(booked.fee_amount or 0, booked.fee_currency or "")
     uow.publish(events.PaymentExpired(
         payment_id=payment_id, appointment_id=booked.appointment_id,
-        patient_id=booked.patient_id, amount=amount, currency=currency, status="expired"),
+        patient_id=booked.patient_id, amount=amount, currency=currency, status="expired",
+        revision=1, refunded_amount=0),  # its only event: no checkout opens after it
         subject=payment_id, patientid=booked.patient_id)
     return True
 

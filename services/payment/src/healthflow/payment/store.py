@@ -7,6 +7,8 @@ units of an ISO 4217 ``currency``::
                      (the doctor's user id), start? (the appointment's), amount, currency,
                      status, intent_id (unique), client_secret, created_at, updated_at,
                      history: [{status, at, stripe_event_id}],
+                     revision (0 at the checkout, +1 with each published change;
+                     :func:`healthflow.payment.ledger.bump`),
                      refund?: {id, amount, currency, reason, at, status? ("failed")},
                      dispute?, refund_failures? (:mod:`.disputes`),
                      review?: {reason, at}: set when it needs a person (a mismatch...)}
