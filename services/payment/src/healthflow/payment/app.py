@@ -125,6 +125,8 @@ def add_stripe_jobs(runtime: ServiceRuntime, stripe: Stripe, settings: Settings)
     async def backfill() -> None:
         await migrations.apply_once(runtime.db, "payments.hospital_id",
                                     lambda: service.backfill_hospitals(runtime))
+        await migrations.apply_once(runtime.db, "charge_items.online_hospital",
+                                    lambda: service.backfill_charge_item_hospitals(runtime))
 
     async def nothing() -> None:
         return None

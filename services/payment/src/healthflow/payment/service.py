@@ -28,6 +28,7 @@ from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
     AmountMismatch,
+    ChargeItemStatus,
     PaymentStatus,
     check_money,
     ensure_reported_money,
@@ -295,6 +296,24 @@ async def backfill_hospitals(runtime: ServiceRuntime) -> int:
         done += 1
     if done:
         log.info("payments given their hospital", extra={"count": done})
+    return done
+
+
+async def backfill_charge_item_hospitals(runtime: ServiceRuntime) -> int:
+    """Give billable charge items of encounters without a hospital (online consultations,
+    entered before the rule) their doctor's first affiliated hospital
+    (:func:`healthflow.payment.store.first_hospital`; run at start), so that its finance
+    can invoice them; how many. One whose doctor is not known yet stays as it is."""
+    done = 0
+    where = {"hospital_id": None, "status": ChargeItemStatus.BILLABLE.value}
+    async for doc in runtime.db[store.CHARGE_ITEMS].find(where):
+        hospital = await store.first_hospital(runtime.db, doc["performer_id"])
+        if hospital is not None:
+            await runtime.db[store.CHARGE_ITEMS].update_one(
+                {"_id": doc["_id"], **where}, {"$set": {"hospital_id": hospital}})
+            done += 1
+    if done:
+        log.info("charge items given their hospital", extra={"count": done})
     return done
 
 

@@ -166,6 +166,17 @@ async def by_appointment(db: AsyncDatabase[Document], appointment_id: str,
     return await db[PAYMENTS].find_one({"appointment_id": appointment_id}, session=session)
 
 
+async def first_hospital(db: AsyncDatabase[Document], doctor_id: str,
+                         session: Any = None) -> str | None:
+    """The doctor's first affiliated hospital (in the doctor's order, from
+    ``doctor.schedule_changed``; a doctor's id is their user id, the Practitioner id),
+    None when none is known: the platform's rule for what has no place of its own (an
+    online consultation, its payment, invoice and charge items)."""
+    doctor = await db[DOCTORS].find_one({"_id": doctor_id}, session=session)
+    hospitals = (doctor or {}).get("hospital_ids") or []
+    return str(hospitals[0]) if hospitals else None
+
+
 async def get_payment(db: AsyncDatabase[Document], payment_id: str,
                       session: Any = None) -> Document | None:
     return await db[PAYMENTS].find_one({"_id": payment_id}, session=session)
