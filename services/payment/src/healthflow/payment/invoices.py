@@ -44,7 +44,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.payment import InvoiceIssued
-from healthflow.payment import printing, store
+from healthflow.payment import checkout_closing, printing, store
 from healthflow.payment.domain import (
     COLLECTED,
     CONSULTATION_CODE,
@@ -140,8 +140,10 @@ async def receive(uow: UnitOfWork, doc: Document, amount: int, *, source: str,
     await uow.db[store.INVOICES].update_one(
         {"_id": doc["_id"]}, {"$set": {"paid": paid, "status": status.value},
                               "$push": {"payments": entry}}, session=uow.session)
-    return {**doc, "paid": paid, "status": status.value,
-            "payments": [*doc["payments"], entry]}
+    after = {**doc, "paid": paid, "status": status.value,
+             "payments": [*doc["payments"], entry]}
+    await checkout_closing.schedule_close(uow, after, paying=payment_id)  # stale ones
+    return after
 
 
 BILLING = "billing"
@@ -423,7 +425,9 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
         await uow.db[store.CHARGE_ITEMS].update_many(
             {"invoice_id": invoice_id}, {"$set": {"status": ChargeItemStatus.ABORTED.value}},
             session=uow.session)
-        return {**current, "status": InvoiceStatus.CANCELLED.value, "cancelled_at": now}
+        after = {**current, "status": InvoiceStatus.CANCELLED.value, "cancelled_at": now}
+        await checkout_closing.schedule_close(uow, after)  # its open card checkouts
+        return after
 
     return await runtime.transact(write, actor=principal.actor)
 
