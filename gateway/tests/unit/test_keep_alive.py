@@ -46,3 +46,9 @@ def test_every_upstream_pool_of_the_gateway_expires_idle_connections_first() -> 
             await proxy.close()
 
     asyncio.run(check())
+
+
+def test_the_runners_in_process_servers_use_the_same_keep_alive(tmp_path: Path) -> None:
+    component = Component(name="auth", port=0)
+    server = _EmbeddedServer(FastAPI(), component, grace=5.0, log_file=tmp_path / "x.log")
+    assert server.server.config.timeout_keep_alive == SERVER_KEEP_ALIVE_SECONDS
