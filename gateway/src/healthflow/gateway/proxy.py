@@ -194,6 +194,7 @@ class Proxy:
     def __init__(self, settings: GatewaySettings, breakers: Breakers) -> None:
         self.settings = settings
         self.breakers = breakers
+        self.tracer = tracing.tracer()  # once: the SDK builds a new Tracer on every call
         self.client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max(4, len(settings.upstreams)),
                                 keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS),
@@ -224,8 +225,7 @@ class Proxy:
         response headers; raises the private failure types."""
         async with self.breakers.guard(upstream):
             started = time.perf_counter()
-            with tracing.tracer().start_as_current_span(out.method, kind=SpanKind.CLIENT) \
-                    as span:
+            with self.tracer.start_as_current_span(out.method, kind=SpanKind.CLIENT) as span:
                 span.set_attribute("http.request.method", out.method)
                 span.set_attribute("server.address", out.url.host or "")
                 headers = [*out.headers, *tracing.inject({}).items()]
