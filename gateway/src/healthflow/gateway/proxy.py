@@ -197,6 +197,7 @@ class Proxy:
         self.tracer = tracing.tracer()  # once: the SDK builds a new Tracer on every call
         self.client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=max(4, len(settings.upstreams)),
+                                max_keepalive_connections=settings.max_keepalive_connections,
                                 keepalive_expiry=UPSTREAM_KEEPALIVE_SECONDS),
             follow_redirects=False, trust_env=False)
         self.pools = {name: self._pool(settings.max_connections) for name in settings.upstreams}
