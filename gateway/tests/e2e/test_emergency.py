@@ -10,6 +10,11 @@ paramedic acting on another's task or emergency is refused; the second unit acce
 and walks the lifecycle to closed (either accepted crew may; a step out of order is
 a 409); the patient sees both crews, every unit is available again and the audit log
 holds the emergency's events.
+
+A dispatcher reassigns through the emergencies contract
+(``PUT /api/v1/emergencies/{id}/assignment``, done by the paramedic service): the
+offered unit's task is withdrawn and the unit the dispatcher chose gets the offer on
+its open stream; a patient may not reassign.
 """
 
 from __future__ import annotations
@@ -206,3 +211,38 @@ async def test_a_patient_raises_an_emergency_and_the_fastest_unit_by_road_takes_
                     "emergency.status_changed"} <= types
 
         await eventually(audited, within=20, message="the emergency's events never reached audit")
+
+
+async def test_a_dispatcher_reassigns_through_the_emergencies_contract(
+        platform: RunningPlatform, admin: User) -> None:
+    async with platform.client() as api:
+        first = await on_duty(api, admin, "HKI 131", FAR_FAST)
+        chosen = await on_duty(api, admin, "HKI 132", FARTHER)
+        dispatcher = await create_staff(api, admin, ["dispatcher"])
+        patient = await register_patient(api, "reassigned")
+        eid = ok(await api.post("/api/v1/emergencies", headers=patient.headers, json={
+            "position": {"latitude": SCENE[0], "longitude": SCENE[1], "accuracy_m": 15},
+            "what_happened": "Fell down the stairs",
+            "triage": {"conscious": True, "breathing_normally": True}}), 201)["id"]
+        offered = await offered_task(api, first, eid)
+        assert offered["status"] == "offered", offered
+        assignment = f"/api/v1/emergencies/{eid}/assignment"
+        body = {"unit_id": chosen.id, "reason": "crew_request"}
+        assert_problem(await api.put(assignment, headers=patient.headers, json=body), 403)
+        assert_problem(await api.put(assignment, headers=dispatcher.headers,
+                                     json=body | {"unit_id": first.id}), 409,
+                       "unit-not-assignable")
+        async with task_stream(api, chosen) as pushed:
+            moved = ok(await api.put(assignment, headers=dispatcher.headers, json=body))
+            assert (moved["unit_id"], moved["status"]) == (chosen.id, "offered"), moved
+            await eventually(lambda: any(t["id"] == moved["id"] for t in pushed), within=20,
+                             message="the chosen unit's offer was never pushed")
+        [old] = [t for t in ok(await api.get("/api/v1/paramedics/me/tasks",
+                                             headers=first.headers))
+                 if t["id"] == offered["id"]]
+        assert old["status"] == "withdrawn", old
+        unit = ok(await api.get("/api/v1/paramedics/me", headers=first.headers))
+        assert unit["status"] == "available" and unit["task_id"] is None, unit
+        # done: cancelled, so no later test's unit is offered this emergency
+        ok(await api.post(f"/api/v1/emergencies/{eid}/status", headers=dispatcher.headers,
+                          json={"status": "cancelled", "reason": "test over"}))

@@ -38,7 +38,8 @@ def test_longest_prefix_wins(path, service, policy):
 
 
 @pytest.mark.parametrize("path", ["/api/v1/usersX", "/api/v1/auth-token", "/api/v2/patients",
-                                  "/", "/api/v1", "/api/v1/platformz"])
+                                  "/", "/api/v1", "/api/v1/platformz",
+                                  "/internal/revocations", "/internal/person-keys/u-1"])
 def test_unrouted_paths(path):
     assert RouteTable().match(path) is None
 

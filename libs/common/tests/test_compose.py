@@ -260,7 +260,10 @@ def test_only_the_services_that_need_a_secret_get_it(services: dict[str, dict[st
     for name in SERVICES:
         assert holders[f"amqp_url_{name}"] == {name}
         assert holders[f"rabbitmq_password_{name}"] == {"rabbitmq-users"}
-    assert granted["gateway"] == {"gateway_metrics_token"}
+    assert granted["gateway"] == {"gateway_metrics_token", "internal_token_gateway"}
+    assert holders["internal_service_key"] == {"auth"}  # checks the /internal callers
+    for name in [*SERVICES, "gateway"]:  # each caller holds only its own token
+        assert holders.get(f"internal_token_{name}") == (None if name == "auth" else {name})
 
 
 def test_the_gateway_knows_every_upstream(services: dict[str, dict[str, Any]]) -> None:

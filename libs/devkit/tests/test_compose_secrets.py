@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from healthflow.common.keywrap import parse_keks
+from healthflow.common.servicecredentials import service_token
 from healthflow.common.settings import ServiceSettings, load_settings
 from healthflow.devkit import busaccess, composesecrets
 
@@ -32,6 +33,10 @@ def test_the_platforms_secrets_are_generated_once_and_kept(tmp_path: Path) -> No
         "healthflow-payment", files["rabbitmq_password_payment"].strip(), "rabbitmq")
     assert files["coturn_conf"].strip() == "static-auth-secret=" + files["turn_secret"].strip()
     assert files["stripe_api_key"] == "" and files["twilio_auth_token"] == ""  # not ours
+    key = files["internal_service_key"].strip()  # auth's; each other app its own token
+    assert len(key) >= 40 and "internal_token_auth" not in files
+    assert files["internal_token_payment"].strip() == service_token(key, "payment")
+    assert files["internal_token_gateway"].strip() == service_token(key, "gateway")
     (directory / "turn_secret").write_text("kept\n")
     (directory / "coturn_conf").unlink()
     assert composesecrets.ensure(directory, SERVICES, env={}) == ["coturn_conf"]

@@ -26,9 +26,11 @@ from healthflow.common.revocation import (
     http_snapshot,
     snapshot_url,
 )
+from healthflow.common.servicecredentials import caller_authorization
 from healthflow.gateway import proxy, status
 from healthflow.gateway.breaker import Breakers
 from healthflow.gateway.caps import ConcurrencyCaps
+from healthflow.gateway.headers import client_address
 from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitScope, LimitState
 from healthflow.gateway.routes import EDGE_POLICY, Policy, RouteTable
 from healthflow.gateway.settings import GatewaySettings
@@ -76,7 +78,7 @@ class Edge:
         self.revocation_feed = RevocationFeed(
             settings.service_name, self.revocations, None,
             http_snapshot(settings.revocations_url or snapshot_url(settings.jwks_url),
-                          incremental=True),
+                          incremental=True, headers=caller_authorization(settings)),
             sync_interval=settings.revocation_sync_interval)
         self.verifier = TokenVerifier(
             issuer=settings.jwt_issuer, audience=settings.jwt_audience,
@@ -95,7 +97,7 @@ class Edge:
 
     def ip_of(self, request: Request | WebSocket) -> str:
         """The client's address (``X-Forwarded-For`` trusted for the configured hops)."""
-        return proxy.client_address(request.scope.get("client"),
+        return client_address(request.scope.get("client"),
                                     request.headers.get("x-forwarded-for"),
                                     self.settings.trusted_proxy_hops)
 

@@ -14,6 +14,7 @@ PRODUCTION = {
     "S3_ENDPOINT_URL": "https://s3.internal",
     "S3_ACCESS_KEY": "svc",
     "S3_SECRET_KEY": "not-the-default",
+    "INTERNAL_SERVICE_KEY": "not-the-default-internal-key",
 }
 
 
@@ -35,6 +36,7 @@ def test_production_names_every_default_secret_stand_in_and_bare_url(
         load_settings(ServiceSettings)
     message = str(refused.value)
     for variable in ("S3_SECRET_KEY: is the built-in default secret",
+                     "INTERNAL_TOKEN (or INTERNAL_SERVICE_KEY): unset",
                      "MONGODB_URL: is the development stand-in", "MONGODB_URL: has no credentials",
                      "AMQP_URL: is the development stand-in", "S3_ENDPOINT_URL"):
         assert variable in message, message

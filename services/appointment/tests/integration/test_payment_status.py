@@ -111,3 +111,48 @@ async def test_a_doctor_requiring_prepayment_holds_in_person_bookings(svc: Servi
     assert [h["status"] for h in after["status_history"]] == [
         "pending_payment", "booked", "confirmed"]
     assert after["payment"]["status"] == "succeeded"
+
+
+async def test_a_failed_refund_and_a_dispute_show_in_revision_order_whatever_arrives_first(
+        svc: Service) -> None:
+    """The payment's status goes back (refunded → the refund failed → succeeded; disputed
+    → won → succeeded): delivered out of order and twice, the highest revision stands."""
+    await svc.publish_doctor(schedule("dr-revision"))
+    patient_id, patient = svc.patient()
+    aid = (await book(svc, patient, "dr-revision", berlin(next_weekday(1), 14),
+                      mode="online")).json()["id"]
+
+    def at(revision: int, type_: str, status: str, refunded_amount: int,
+           **extra: Any) -> CloudEvent:
+        return payment_event(aid, patient_id, type_, status, revision=revision,
+                             refunded_amount=refunded_amount,
+                             at=T0 + timedelta(hours=revision), **extra)
+
+    paid = at(1, "payment.succeeded", "succeeded", 0, intent_id="pi_1")
+    back = at(2, "payment.refunded", "refunded", 4000, refund_amount=4000,
+              refund_id="re_1", reason="cancelled_by_provider")
+    failed = at(3, "payment.refund_failed", "succeeded", 0, refund_id="re_1",
+                refund_amount=4000, failure_reason="expired_or_canceled_card")
+    disputed = at(4, "payment.disputed", "disputed", 0, dispute_id="dp_1",
+                  dispute_status="needs_response", dispute_amount=4000, reason="fraudulent")
+    won = at(5, "payment.disputed", "succeeded", 0, dispute_id="dp_1",
+             dispute_status="won", dispute_amount=4000, reason="fraudulent")
+    publish = svc.runtime.transport.publish
+
+    async def shown() -> tuple[str, int]:
+        payment = (await read(svc, patient, aid))["payment"]
+        return payment["status"], payment["refunded_amount"]
+
+    await publish(back)
+    assert await shown() == ("refunded", 4000)
+    await publish(failed)
+    assert await shown() == ("succeeded", 0)  # no money went back after all
+    await publish(paid)
+    await publish(back)  # redelivered late: older
+    assert await shown() == ("succeeded", 0)
+    assert (await read(svc, patient, aid))["status"] == "confirmed"
+    await publish(disputed)
+    assert await shown() == ("disputed", 0)
+    await publish(won)
+    await publish(disputed)  # again, late
+    assert await shown() == ("succeeded", 0)

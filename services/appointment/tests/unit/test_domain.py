@@ -148,3 +148,22 @@ def test_the_newest_payment_state_wins_in_any_order() -> None:
     assert not payment_supersedes({"amount": 4000}, state("pending", 0))  # kept before: paid
     naive = {"status": "succeeded", "at": datetime(2026, 11, 2, 9, 1)}  # as Mongo returns
     assert payment_supersedes(naive, state("succeeded", 2))
+
+
+def test_a_payment_revision_orders_its_events_even_when_its_status_goes_back() -> None:
+    """A failed refund (``succeeded`` again) and a won dispute come after the refund and
+    the dispute: the revision decides, not the status rank; an event with a revision is
+    newer than one without (published before revisions existed, or ``pending``)."""
+    t0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+    def state(status: str, revision: int | None, minutes: int = 0) -> dict[str, object]:
+        return {"status": status, "revision": revision, "at": t0 + timedelta(minutes=minutes)}
+
+    assert payment_supersedes(state("refunded", 2), state("succeeded", 3))  # refund failed
+    assert not payment_supersedes(state("succeeded", 3), state("refunded", 2, 9))  # late
+    assert payment_supersedes(state("disputed", 4), state("succeeded", 5))  # dispute won
+    assert not payment_supersedes(state("succeeded", 5), state("succeeded", 5))  # repeat
+    assert payment_supersedes(state("pending", None), state("succeeded", 1))
+    assert payment_supersedes(state("refunded", None, 9), state("succeeded", 1))
+    assert not payment_supersedes(state("succeeded", 1), state("refunded", None, 9))
+    assert payment_supersedes(state("succeeded", None), state("refunded", None))  # by rank

@@ -12,9 +12,11 @@ from healthflow.common.personaldata import (
     open_sealed,
     person_key_from_json,
 )
+from healthflow.common.servicecredentials import DEVELOPMENT_KEY, authorization
 from healthflow.contracts.sealed import SealedValue
 
 NAME = "Pat Example"
+AS_NOTIFICATION = authorization(DEVELOPMENT_KEY, "notification")
 
 
 async def raw_bson(db, collection: str) -> bytes:
@@ -29,7 +31,7 @@ async def test_registration_seals_the_personal_values_under_the_person_key(auth)
     text = repr(data)
     assert user["email"] not in text and NAME not in text and "7911123456" not in text
 
-    answer = await auth.http.get(f"/internal/person-keys/{user['id']}")
+    answer = await auth.http.get(f"/internal/person-keys/{user['id']}", headers=AS_NOTIFICATION)
     assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
     key = person_key_from_json(answer.json())
     assert open_sealed(key, user["id"], "email", SealedValue(**data["email"])) == user["email"]
@@ -56,7 +58,7 @@ async def test_erasure_destroys_the_key_and_anonymises_the_account(auth) -> None
     assert body["email"] == "" and body["full_name"] == "" and body["phone"] is None
     assert body["status"] == "inactive" and body["erased_at"]
 
-    gone = await auth.http.get(f"/internal/person-keys/{user['id']}")
+    gone = await auth.http.get(f"/internal/person-keys/{user['id']}", headers=AS_NOTIFICATION)
     assert gone.status_code == 404
     assert gone.headers["content-type"] == "application/problem+json"
     assert await auth.db[PERSON_KEYS].count_documents({"_id": user["id"]}) == 0

@@ -13,7 +13,10 @@ import pytest
 from healthflow.common.auth import TokenVerifier
 from healthflow.common.errors import Unauthorized
 from healthflow.common.revocation import RevocationFeed, RevocationState
+from healthflow.common.servicecredentials import DEVELOPMENT_KEY, authorization
 from healthflow.devkit.testing import eventually
+
+AS_PATIENT = authorization(DEVELOPMENT_KEY, "patient")  # the caller's service credential
 
 
 def claims(user_id: str, *, iat: int, exp: int) -> dict[str, Any]:
@@ -60,7 +63,7 @@ async def test_logout_ends_the_access_token_at_once_and_is_in_the_snapshot(auth)
     assert event["data"]["reason"] == "logout" and event["data"]["user_id"] == user["id"]
     assert set(event["data"]) == {"session_id", "user_id", "reason", "until"}  # ids only
 
-    snapshot = (await auth.http.get("/internal/revocations")).json()
+    snapshot = (await auth.http.get("/internal/revocations", headers=AS_PATIENT)).json()
     assert session_id in {s["id"] for s in snapshot["sessions"]}
     assert all(s["until"] > time.time() for s in snapshot["sessions"])
 
@@ -72,7 +75,7 @@ async def test_logout_ends_the_access_token_at_once_and_is_in_the_snapshot(auth)
     assert (await late.verify(access)).subject == user["id"]  # nothing known yet
 
     async def fetch() -> dict[str, Any]:
-        return dict((await auth.http.get("/internal/revocations")).json())
+        return dict((await auth.http.get("/internal/revocations", headers=AS_PATIENT)).json())
 
     feed = RevocationFeed("late", state, auth.app.state.runtime.transport, fetch,
                           sync_interval=60)
@@ -143,7 +146,7 @@ async def test_a_revoked_signing_key_ends_its_tokens_and_leaves_the_jwks(auth) -
     assert await me_status(auth, fresh["access_token"]) == 200
     [event] = await auth.events("auth.signing_key_revoked", subject=kid)
     assert event["data"]["kid"] == kid and event["data"]["reason"] == "key_compromised"
-    snapshot = (await auth.http.get("/internal/revocations")).json()
+    snapshot = (await auth.http.get("/internal/revocations", headers=AS_PATIENT)).json()
     assert kid in {k["kid"] for k in snapshot["keys"]}
 
 

@@ -174,3 +174,22 @@ async def test_of_two_accepted_crews_the_one_arriving_first_is_shown(
     assert (await eta("para-2", second, 60.0))["unit_id"] == "para-2"  # arrives first
     shown = await eta("para-1", first, 200.0)  # still later than para-2
     assert (shown["unit_id"], shown["travel_s"]) == ("para-2", 60.0)
+
+
+async def test_once_the_patient_is_transported_a_missing_second_unit_is_no_longer_flagged(
+        emg: Emergencies) -> None:
+    eid = (await emg.raise_()).json()["id"]
+    task = await emg.offer(eid, "para-1", slot=1)
+    await emg.answer("paramedic.task_accepted", eid, "para-1", task, accepted_at=now(),
+                     slot=1)
+    await emg.deliver("paramedic.assignment_escalated", {
+        "emergency_id": eid, "reason": "no_unit_available", "attempts": 0,
+        "escalated_at": now(), "slot": 2})
+    for status in ("en_route", "on_scene", "transporting"):
+        moved = await emg.client.post(f"/api/v1/emergencies/{eid}/status",
+                                      json={"status": status},
+                                      headers=emg.as_("para-1", "paramedic"))
+        assert moved.status_code == 200, moved.text
+    doc = await read(emg, eid)
+    assert doc["status"] == "transporting" and doc["second_escalated"] is None
+    assert units(doc) == ["para-1"]

@@ -10,6 +10,7 @@ from healthflow.devkit.sandbox import PushSink, browser_subscription
 from healthflow.devkit.testing import eventually
 
 from ..conftest import NOW, Notif, event, user_registered
+from .test_api import staff_event
 
 
 async def test_the_receiving_staff_are_told_an_ambulance_is_inbound(notif: Notif) -> None:
@@ -20,7 +21,9 @@ async def test_the_receiving_staff_are_told_an_ambulance_is_inbound(notif: Notif
                             "city": "Helsinki", "country": "FI",
                             "time_zone": "Europe/Helsinki", "status": "verified",
                             "services": [], "verified_at": NOW.isoformat()},
-                            subject="hospital/hosp-er"))
+                            subject="hospital/hosp-er"),
+                        staff_event("staff.assigned", "doc-er", "hosp-er"),
+                        staff_event("staff.assigned", "nurse-er", "hosp-er"))
     notif.clock.advance(seconds=1)
     chosen = event("emergency.destination_chosen", EmergencyDestinationChosen(
         emergency_id="em-1", priority="P1", hospital_id="hosp-er", department_id="dep-er",
@@ -49,7 +52,8 @@ async def test_the_inbound_push_is_sent_with_high_urgency(notif: Notif,
                                       json=browser.to_json(),
                                       headers=notif.headers("doc-er2", ("doctor",)))
     assert created.status_code == 201, created.text
-    await notif.deliver(user_registered("doc-er2", phone=None))
+    await notif.deliver(user_registered("doc-er2", phone=None),
+                        staff_event("staff.assigned", "doc-er2", "hosp-x"))
     notif.clock.advance(seconds=1)
     await notif.deliver(event("emergency.destination_chosen", EmergencyDestinationChosen(
         emergency_id="em-2", priority="P2", hospital_id="hosp-x", department_id="dep-x",
@@ -61,3 +65,33 @@ async def test_the_inbound_push_is_sent_with_high_urgency(notif: Notif,
     headers = {name.lower(): value for name, value in push.headers.items()}
     assert headers["urgency"] == "high"  # RFC 8030 §5.3: an urgent kind
     assert json.loads(browser.decrypt(push.body))["tag"] == "emergency_inbound"
+
+
+
+async def test_staff_removed_from_the_hospital_are_not_told(notif: Notif) -> None:
+    """``staff.removed`` ends the membership here: the emergency service's
+    ``receiving_staff`` may still name them (its list predates the removal), nobody
+    without a current membership at that hospital gets the notice."""
+    gone, other = "mem-gone", "mem-other"
+    await notif.deliver(user_registered("doc-stay", phone="+4915100000911"),
+                        user_registered("doc-gone", phone="+4915100000912"),
+                        user_registered("doc-else", phone="+4915100000913"),
+                        staff_event("staff.assigned", "doc-stay", "hosp-r"),
+                        staff_event("staff.assigned", "doc-gone", "hosp-r", gone),
+                        staff_event("staff.assigned", "doc-else", "hosp-other", other),
+                        staff_event("staff.removed", "doc-gone", "hosp-r", gone,
+                                    removed_at=NOW.isoformat()))
+    notif.clock.advance(seconds=1)
+    chosen = event("emergency.destination_chosen", EmergencyDestinationChosen(
+        emergency_id="em-3", priority="P1", hospital_id="hosp-r", department_id="dep-r",
+        department="emergency", distance_m=900.0, unit_id="unit-3",
+        receiving_staff=["doc-stay", "doc-gone", "doc-else"], chosen_at=NOW
+    ).model_dump(mode="json"), subject="emergency/em-3")
+    await notif.deliver(chosen)
+    await eventually(lambda: len(notif.twilio.to("+4915100000911")) == 1,
+                     message="the current staff member was not told")
+    await notif.settle()
+    assert notif.twilio.to("+4915100000912") == []
+    assert notif.twilio.to("+4915100000913") == []
+    deliveries = await notif.deliveries(source_id=chosen.id)
+    assert {d["user_id"] for d in deliveries} == {"doc-stay"}

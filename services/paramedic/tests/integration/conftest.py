@@ -89,12 +89,14 @@ class Paramedics:
             data=data, time=datetime.now(UTC)))
         return emergency_id
 
-    async def emergency_status(self, emergency_id: str, status: str) -> None:
+    async def emergency_status(self, emergency_id: str, status: str,
+                               unit_id: str | None = None) -> None:
+        """Deliver ``emergency.status_changed`` (``unit_id``: the crew it names)."""
         await self.runtime.transport.publish(CloudEvent(
             id=str(uuid.uuid4()), source="/healthflow/emergency",
             type="emergency.status_changed", time=datetime.now(UTC), data={
                 "emergency_id": emergency_id, "status": status, "previous_status": "x",
-                "unit_id": None, "changed_by_role": "paramedic",
+                "unit_id": unit_id, "changed_by_role": "paramedic",
                 "changed_at": datetime.now(UTC).isoformat()}))
 
     async def outbox(self, type_: str) -> list[dict[str, Any]]:

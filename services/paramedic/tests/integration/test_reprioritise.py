@@ -67,3 +67,51 @@ async def test_raised_to_p1_the_emergency_is_offered_to_a_second_unit(
 
 async def _two(read: Any) -> bool:
     return len(await read()) == 2
+
+
+async def test_raised_to_p1_once_the_crew_transports_no_second_unit_is_sent(
+        para: Paramedics) -> None:
+    first = await para.unit(*offset(*HELSINKI, north_m=200))
+    emergency = await para.raise_emergency(*HELSINKI, priority="P2")
+    [task] = await para.tasks(first)
+    ok = await para.client.post(f"/api/v1/paramedics/me/tasks/{task['id']}/accept",
+                                headers=para.me(first))
+    assert ok.status_code == 200, ok.text
+    for status in ("en_route", "on_scene", "transporting"):
+        await para.emergency_status(emergency, status, unit_id=first)
+    spare = await para.unit(*offset(*HELSINKI, north_m=400))
+    await reprioritise(para, emergency, "P1", "P2", datetime.now(UTC))
+    assert await para.runtime.db["assignments"].find_one({"_id": f"{emergency}:2"}) is None
+    assert await para.tasks(spare) == []
+    [offer] = await para.outbox("paramedic.task_offered")
+    assert offer["unit_id"] == first
+
+
+async def test_a_second_unit_not_yet_accepted_is_stood_down_when_the_crew_transports(
+        para: Paramedics) -> None:
+    first = await para.unit(*offset(*HELSINKI, north_m=200))
+    emergency = await para.raise_emergency(*HELSINKI, priority="P2")
+    [task] = await para.tasks(first)
+    await para.client.post(f"/api/v1/paramedics/me/tasks/{task['id']}/accept",
+                           headers=para.me(first))
+    await para.emergency_status(emergency, "en_route", unit_id=first)
+    await para.emergency_status(emergency, "on_scene", unit_id=first)
+    spare = await para.unit(*offset(*HELSINKI, north_m=400))
+    await reprioritise(para, emergency, "P1", "P2", datetime.now(UTC))  # still on scene
+    await eventually(lambda: _offered(para, spare), within=10, message="no second unit")
+    await para.emergency_status(emergency, "transporting", unit_id=first)
+    [second] = await para.tasks(spare)
+    unit = await para.runtime.db["units"].find_one({"_id": spare})
+    assert second["status"] == "withdrawn" and unit is not None
+    assert unit["status"] == "available" and unit["task_id"] is None
+    slot = await para.runtime.db["assignments"].find_one({"_id": f"{emergency}:2"})
+    assert slot is not None and slot["status"] == "ended"
+    [declined] = await para.outbox("paramedic.task_declined")
+    assert (declined["unit_id"], declined["reason"], declined["slot"]) == (
+        spare, "stood_down", 2)
+    mine = await para.runtime.db["units"].find_one({"_id": first})
+    assert mine is not None and mine["status"] == "transporting"
+
+
+async def _offered(para: Paramedics, unit: str) -> bool:
+    return len(await para.tasks(unit)) == 1

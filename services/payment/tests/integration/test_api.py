@@ -160,7 +160,8 @@ async def test_a_paid_intent_succeeds_once_whatever_the_order_and_repeats(
     assert [e["envelope"]["data"] for e in published] == [{
         "payment_id": doc["_id"], "appointment_id": event.appointment_id,
         "patient_id": "patient-1", "amount": 4000, "currency": "EUR",
-        "status": "succeeded", "intent_id": doc["intent_id"]}]
+        "status": "succeeded", "revision": 1, "refunded_amount": 0,
+        "intent_id": doc["intent_id"]}]
 
 
 async def test_a_declined_card_keeps_the_hold_with_a_declined_status(

@@ -149,3 +149,37 @@ async def test_a_failed_refund_is_taken_off_flagged_and_not_shown_as_refunded(
     flagged = (await http.get("/api/v1/payments", headers=tokens.headers(
         "admin-1", ("admin",)), params={"review": True})).json()
     assert doc["_id"] in [p["id"] for p in flagged]
+
+
+async def test_every_payment_event_carries_the_next_revision_of_its_payment(
+        client: Client, stripe_server: EmbeddedStripe,  # noqa: F811
+) -> None:
+    """A status goes back (a failed refund, a won dispute): consumers order a payment's
+    events by ``revision``, one up with each change, with the total refunded after it."""
+    http, app = client
+    secret = stripe_server.webhook_secret
+    event, doc = await paid_booking(http, app, stripe_server, "p-revision")
+    await deliver_cancel(app, event, "doctor", timedelta(hours=1))  # refunded in full
+    refund_id = (await app.state.runtime.db["payments"].find_one({"_id": doc["_id"]})
+                 )["refund"]["id"]
+    failure = {"id": refund_id, "object": "refund", "amount": 4000, "currency": "eur",
+               "payment_intent": doc["intent_id"], "status": "failed",
+               "failure_reason": "expired_or_canceled_card"}
+    for delivery in (stripe_event("refund.failed", failure),
+                     stripe_event("charge.dispute.created",
+                                  dispute(doc["intent_id"], "needs_response", "dp_r")),
+                     stripe_event("charge.dispute.closed",
+                                  dispute(doc["intent_id"], "won", "dp_r"))):
+        assert (await webhook(http, *signed(secret, delivery))).status_code == 200
+    seen = [(e["type"], e["envelope"]["data"]) for e in
+            await app.state.runtime.db[OUTBOX].find(
+                {"type": {"$regex": "^payment[.]"}}).to_list()
+            if e["envelope"]["data"]["payment_id"] == doc["_id"]]
+    assert sorted((d["revision"], t, d["status"], d["refunded_amount"]) for t, d in seen) == [
+        (1, "payment.succeeded", "succeeded", 0),
+        (2, "payment.refunded", "refunded", 4000),
+        (3, "payment.refund_failed", "succeeded", 0),
+        (4, "payment.disputed", "disputed", 0),
+        (5, "payment.disputed", "succeeded", 0)]
+    assert (await app.state.runtime.db["payments"].find_one({"_id": doc["_id"]})
+            )["revision"] == 5

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from healthflow.common.events.outbox import OUTBOX
 from healthflow.devkit.embedded import EmbeddedStripe
-from healthflow.devkit.testing import TokenFactory
+from healthflow.devkit.testing import TokenFactory, eventually
 from healthflow.payment import reconcile
 from healthflow.payment.clearinghouse import PlanRule
 
@@ -98,10 +99,12 @@ async def test_a_card_success_after_the_desk_took_the_share_is_given_back(
     checkout = (await http.post(f"/api/v1/invoices/{invoice['id']}/checkout",
                                 headers=patient)).json()
     assert checkout["amount"] == 2500
+    # the card is charged at Stripe, its webhook comes after the desk took the share (the
+    # stale checkout's closing finds the intent succeeded and leaves it to the webhook)
+    intent = await asyncio.to_thread(pay, stripe_server, checkout["intent_id"], GOOD)
     desk = await http.post(f"/api/v1/invoices/{invoice['id']}/payments", headers=tokens.headers(
         "acc-lab", ("accountant",)), json={"amount": 2500})
     assert desk.status_code == 200, desk.text
-    intent = await asyncio.to_thread(pay, stripe_server, checkout["intent_id"], GOOD)
     succeeded = signed(stripe_server.webhook_secret,
                        intent_event(intent, "payment_intent.succeeded"))
     assert (await webhook(http, *succeeded)).json()["outcome"] == "refunded"
@@ -170,3 +173,60 @@ async def test_a_checkout_while_stripe_is_unreachable_answers_503_with_retry_aft
     assert await app.state.runtime.db["invoice_checkouts"].count_documents({}) == 0
     opened = await http.post(url, headers=patient)  # Stripe back: the retry works
     assert opened.status_code == 201, opened.text
+
+
+async def checkout_status(app: Any, checkout_id: str, status: str) -> dict[str, Any]:
+    """The checkout once the close job brought it to ``status``."""
+    db = app.state.runtime.db
+
+    async def reached() -> bool:
+        doc = await db["invoice_checkouts"].find_one({"_id": checkout_id})
+        return bool(doc and doc["status"] == status)
+
+    await eventually(reached, within=15, interval=0.1, message=f"checkout not {status}")
+    doc: dict[str, Any] = await db["invoice_checkouts"].find_one({"_id": checkout_id})
+    return doc
+
+
+async def test_checkouts_of_a_voided_or_otherwise_paid_invoice_are_cancelled_at_stripe(
+        client: Client, tokens: TokenFactory, stripe_server: EmbeddedStripe) -> None:
+    """A card checkout the invoice no longer matches is closed at Stripe through the
+    keyed Stripe job queue: the invoice voided, or paid in part at the desk (a new
+    checkout for the rest stays open)."""
+    http, app = client
+    stripe = app.state.runtime.state["stripe"]
+    accountant = tokens.headers("acc-lab", ("accountant",))
+    await accountant_at(app, "acc-lab", LAB)
+    patient = tokens.headers("p-stale", ("patient",))
+    voided = await invoice_of(http, app, tokens, "p-stale", [("lab", 1, 3000)])
+    first = (await http.post(f"/api/v1/invoices/{voided['id']}/checkout",
+                             headers=patient)).json()
+    cancelled = await http.post(f"/api/v1/invoices/{voided['id']}/cancel", headers=accountant)
+    assert cancelled.status_code == 200, cancelled.text
+    closed = await checkout_status(app, first["id"], "cancelled")
+    assert closed["client_secret"] is None
+    assert (await stripe.retrieve_intent(first["intent_id"])).status == "canceled"
+    assert await app.state.runtime.db["jobs"].find_one(
+        {"_id": f"close-checkout-{first['id']}", "status": "done"})
+    # a late failure webhook of the closed intent changes nothing
+    late = await stripe.client.v1.payment_intents.retrieve_async(first["intent_id"])
+    assert (await webhook(http, *signed(stripe_server.webhook_secret, intent_event(
+        late, "payment_intent.payment_failed")))).json()["outcome"] == "ignored"
+
+    part = await invoice_of(http, app, tokens, "p-stale", [("lab", 1, 4000)])
+    url = f"/api/v1/invoices/{part['id']}/checkout"
+    whole = (await http.post(url, headers=patient)).json()
+    desk = await http.post(f"/api/v1/invoices/{part['id']}/payments", headers=accountant,
+                           json={"amount": 1500})
+    assert desk.status_code == 200, desk.text
+    await checkout_status(app, whole["id"], "cancelled")
+    assert (await stripe.retrieve_intent(whole["intent_id"])).status == "canceled"
+    rest = (await http.post(url, headers=patient)).json()
+    assert (rest["amount"], rest["status"]) == (2500, "requires_payment")
+    paid = await asyncio.to_thread(pay, stripe_server, rest["intent_id"], GOOD)
+    assert (await webhook(http, *signed(stripe_server.webhook_secret, intent_event(
+        paid, "payment_intent.succeeded")))).json()["outcome"] == "applied"
+    after = (await http.get(f"/api/v1/invoices/{part['id']}", headers=patient)).json()
+    assert (after["paid"], after["status"]) == (4000, "balanced")
+    assert await app.state.runtime.db["jobs"].count_documents(
+        {"_id": f"close-checkout-{rest['id']}"}) == 0  # the paying one is not closed

@@ -292,3 +292,53 @@ async def test_a_c_store_image_over_the_pixel_limit_is_refused_before_decoding(
         assert decoded == []
         assert await app.state.runtime.db["instances"].count_documents({}) == 0
         assert await app.state.blobs.keys() == []
+
+
+def hold(port: int, calling: str, held: list[Any]) -> bool:
+    """Open an association as ``calling`` and keep it in ``held`` if established;
+    whether it was rejected (A-ASSOCIATE-RJ)."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(ComputedRadiographyImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="HEALTHFLOW")
+    if assoc.is_established:
+        held.append(assoc)
+    else:
+        assert assoc.is_rejected
+        assert (assoc.acceptor.primitive.result, assoc.acceptor.primitive.result_source,
+                assoc.acceptor.primitive.diagnostic) == dicom_scp.REJECT_BUSY
+    return bool(assoc.is_rejected)
+
+
+async def test_one_calling_ae_title_or_peer_takes_a_few_associations_only(
+        mongodb_url, s3_env, unique_name, tokens) -> None:
+    """Past XRAY_DICOM_MAX_ASSOCIATIONS_PER_CALLING_AE associations of one calling AE
+    title, or XRAY_DICOM_MAX_ASSOCIATIONS_PER_PEER from one address, the next is
+    rejected (transient) while the others last; other titles are still taken, and a
+    slot is free again once an association is released."""
+    titles = [MODALITY, "CR_ROOM_2", "CR_ROOM_3"]
+    app = create_app(settings_for(mongodb_url, s3_env, unique_name, dicom_port=0,
+                                  dicom_calling_ae_titles=titles, dicom_max_associations=8,
+                                  dicom_max_associations_per_calling_ae=1,
+                                  dicom_max_associations_per_peer=2))
+    app.state.verifier = tokens.verifier()
+    held: list[Any] = []
+    async with running_app(app):
+        port = app.state.dicom_scp.port
+
+        def scenario() -> list[bool]:
+            try:
+                return [hold(port, MODALITY, held), hold(port, MODALITY, held),
+                        hold(port, "CR_ROOM_2", held), hold(port, "CR_ROOM_3", held)]
+            finally:
+                for assoc in held:
+                    assoc.release()
+
+        # the second of one title; the third from one address (127.0.0.1)
+        assert await asyncio.to_thread(scenario) == [False, True, False, True]
+        held.clear()
+        for _ in range(100):  # the SCP's released associations' threads end
+            if not app.state.dicom_scp.server.ae.active_associations:
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(hold, port, MODALITY, held) is False
+        held[0].release()

@@ -330,7 +330,8 @@ async def test_a_rendered_frame_takes_the_window_and_viewport_asked_for(xray, to
 async def test_wado_rs_metadata_is_each_instance_s_header_in_dicom_json(xray, tokens) -> None:
     """PS3.18 §10.4.1.1.2 (what OHIF loads a study by): the study's, a series' and an
     instance's metadata in the DICOM JSON Model, read by dicomweb-client as datasets;
-    everything up to Pixel Data, which is left out; the images' access rules."""
+    everything up to Pixel Data, which is a BulkDataURI (the frames); the images'
+    access rules."""
     import asyncio
 
     from pydicom import Dataset
@@ -351,7 +352,8 @@ async def test_wado_rs_metadata_is_each_instance_s_header_in_dicom_json(xray, to
     assert first["00280004"]["Value"] == ["MONOCHROME2"] and first["00280100"]["Value"] == [16]
     assert first["00100010"]["Value"] == [{"Alphabetic": "Test^Patient"}]  # PN, F.2.2
     assert first["00083002"]["Value"] == ["1.2.840.10008.1.2.1"]
-    assert "7FE00010" not in first and not any(k.startswith("0002") for k in first)
+    assert set(first["7FE00010"]) == {"vr", "BulkDataURI"}
+    assert not any(k.startswith("0002") for k in first)
     series_uid = first["0020000E"]["Value"][0]
     [series] = (await http.get(f"{BASE}/{study_uid}/series/{series_uid}/metadata",
                                headers=patient)).json()
@@ -360,10 +362,14 @@ async def test_wado_rs_metadata_is_each_instance_s_header_in_dicom_json(xray, to
                          headers=patient | {"Accept": "application/dicom+json"})
     assert one.json() == [series]
     client = dicomweb_client(http, tokens.headers(DOCTOR, ("doctor",)))
-    datasets = [Dataset.from_json(m) for m in await asyncio.to_thread(
-        client.retrieve_study_metadata, study_uid)]
+    bulk: list[str] = []
+    datasets = [Dataset.from_json(m, bulk_data_uri_handler=lambda _t, _v, uri: bulk.append(
+        uri) or b"") for m in await asyncio.to_thread(client.retrieve_study_metadata,
+                                                      study_uid)]
+    assert all(uri.split("/instances/")[1].endswith("/frames/1") for uri in bulk)
+    assert len(bulk) == 2
     assert sorted(ds.SOPInstanceUID for ds in datasets) == sorted(sops)
-    assert all(ds.Rows == 64 and "PixelData" not in ds for ds in datasets)
+    assert all(ds.Rows == 64 for ds in datasets)
     wrong = await http.get(f"{BASE}/{study_uid}/metadata", headers=patient | {
         "Accept": 'multipart/related; type="application/dicom"'})
     assert wrong.status_code == 406 and "not-acceptable" in wrong.text

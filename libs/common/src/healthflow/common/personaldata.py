@@ -30,6 +30,7 @@ import httpx
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from healthflow.common.servicecredentials import caller_authorization
 from healthflow.common.settings import ServiceSettings
 from healthflow.contracts.sealed import SealedValue
 
@@ -137,14 +138,17 @@ class PersonKeys:
     consumer's delivery is retried, then dead-lettered).
     """
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 5.0,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.headers = dict(headers or {})  # the service credential (servicecredentials)
 
     async def get(self, user_id: str) -> PersonKey | None:
         async with httpx.AsyncClient(timeout=self.timeout) as client:
             response = await client.get(f"{self.url}/{quote(user_id, safe='')}",
-                                        headers={"Accept": "application/json"})
+                                        headers={"Accept": "application/json",
+                                                 **self.headers})
         if response.status_code == httpx.codes.NOT_FOUND:
             return None
         response.raise_for_status()
@@ -171,5 +175,7 @@ class PersonKeys:
 
 
 def person_keys_for(settings: ServiceSettings) -> PersonKeys:
-    """The :class:`PersonKeys` of ``settings`` (``PERSON_KEYS_URL``, else next to the JWKS)."""
-    return PersonKeys(settings.person_keys_url or person_keys_url(settings.jwks_url))
+    """The :class:`PersonKeys` of ``settings`` (``PERSON_KEYS_URL``, else next to the JWKS),
+    calling as ``settings.service_name`` with its credential (``INTERNAL_TOKEN``)."""
+    return PersonKeys(settings.person_keys_url or person_keys_url(settings.jwks_url),
+                      headers=caller_authorization(settings))

@@ -38,6 +38,7 @@ from healthflow.common.revocation import (
     http_snapshot,
     snapshot_url,
 )
+from healthflow.common.servicecredentials import caller_authorization
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.workers import Worker
 
@@ -64,7 +65,8 @@ def make_transport(settings: ServiceSettings) -> Transport:
         return shared_inprocess_transport(settings.mongodb_url)
     from healthflow.common.events.rabbit.transport import RabbitTransport
 
-    return RabbitTransport(settings.amqp_url)
+    return RabbitTransport(settings.amqp_url,
+                           platform_topology=settings.amqp_platform_topology)
 
 
 START_RETRY_SECONDS = 60.0
@@ -131,7 +133,8 @@ class ServiceRuntime:
         verifier of this service (:mod:`healthflow.common.revocation`)."""
         self.revocation_feed = RevocationFeed(
             self.name, self.revocations, self.transport,
-            http_snapshot(settings.revocations_url or snapshot_url(settings.jwks_url)),
+            http_snapshot(settings.revocations_url or snapshot_url(settings.jwks_url),
+                          headers=caller_authorization(settings)),
             sync_interval=settings.revocation_sync_interval)
         """Fills :attr:`revocations` (broadcast events and auth's snapshot); started by
         every service after its consumers. The auth service replaces its snapshot source."""

@@ -47,6 +47,11 @@ class ConfigurationError(RuntimeError):
     """A setting is missing or invalid; the message names the variable."""
 
 
+DEVELOPMENT_INTERNAL_KEY = "embedded-internal-service-key"
+"""The built-in ``INTERNAL_SERVICE_KEY`` (healthflow.common.servicecredentials): for
+development and tests only; production refuses it like every default secret."""
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service shares.
 
@@ -71,6 +76,9 @@ class ServiceSettings(BaseSettings):
     mongodb_database: str | None = None  # default: healthflow_<service>
     transport: Literal["rabbitmq", "inprocess"] = "rabbitmq"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # The platform declared the exchanges, queues and direct bindings (a service's own
+    # RabbitMQ user may not, healthflow.devkit.busaccess): the transport only checks them.
+    amqp_platform_topology: bool = False
     # Consumer behaviour
     prefetch: int = Field(default=32, ge=1, le=10_000)
     retry_delays: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0])
@@ -97,6 +105,12 @@ class ServiceSettings(BaseSettings):
     # The auth service's person keys (healthflow.common.personaldata; default: the JWKS
     # URL's origin + /internal/person-keys), read by consumers of sealed personal values.
     person_keys_url: str | None = None
+    # The /internal routes' credentials (healthflow.common.servicecredentials): the key
+    # auth checks callers with (auth only, in a deployment; unset = the built-in
+    # development key, refused in production), and this service's own token, derived
+    # from that key for its name (a deployment gives each caller only its own).
+    internal_service_key: SecretStr | None = None
+    internal_token: SecretStr | None = None
     # HTTP
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     # The gateway's public address (scheme, host, port; ``<SERVICE>_PUBLIC_BASE_URL`` or the
@@ -241,6 +255,9 @@ def production_problems(settings: ServiceSettings) -> list[str]:
     if "amqp_url" not in cls.unused_fields and urlsplit(
             settings.amqp_url).username in (None, "", "guest"):
         problems.append(f"{env_name(cls, 'amqp_url')}: uses no or RabbitMQ's guest account")
+    if settings.internal_service_key is None and settings.internal_token is None:
+        problems.append(f"{env_name(cls, 'internal_token')} (or INTERNAL_SERVICE_KEY): "
+                        "unset, the built-in development key would prove this service")
     return problems + settings.own_production_problems()
 
 

@@ -105,7 +105,9 @@ class TaskDeclined(TaskEvent):
     """The task ended without the crew finishing it at ``declined_at``: ``reason`` is
     ``declined`` (the paramedic said no), ``timeout`` (no answer in time) or
     ``reassigned`` (a dispatcher gave the emergency to another unit, also after
-    acceptance)."""
+    acceptance; or such a reassignment undone because the crew it took the emergency
+    from reached the patient first) or ``stood_down`` (a P1's second unit not needed:
+    the patient left the scene before it accepted)."""
 
     reason: str
     declined_at: datetime
@@ -165,8 +167,9 @@ class XrayTaskAccepted(XrayTaskEvent):
 class XrayTaskEnded(XrayTaskEvent):
     """The X-ray task ended at ``ended_at``: ``reason`` is ``declined`` (the paramedic
     said no; the next unit is offered it), ``timeout`` (no answer in time; likewise),
-    ``revoked`` (the order was cancelled, ``xray.revoked``) or ``completed`` (an image
-    was stored for the order, ``xray.uploaded``)."""
+    ``revoked`` (the order was cancelled, ``xray.revoked``), ``completed`` (an image
+    was stored for the order, ``xray.uploaded``) or ``preempted`` (a P1 took the unit;
+    the order is offered to the next unit)."""
 
     reason: str
     ended_at: datetime

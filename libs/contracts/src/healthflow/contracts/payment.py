@@ -18,6 +18,13 @@ class PaymentEvent(EventPayload):
     amount: int  # minor units of ``currency``
     currency: str  # ISO 4217
     status: str  # see healthflow.payment.domain.PaymentStatus
+    # the payment's revision: 1, 2, ... one up with each change the payment service
+    # publishes (in the transaction of the change), so consumers order a payment's events
+    # by it (a status can go back: a failed refund, a won dispute), and the total
+    # refunded afterwards (minor units of ``currency``; 0 when nothing is, a failed
+    # refund taken off); both added in a compatible change, so older events lack them
+    revision: int | None = None
+    refunded_amount: int | None = None
 
 
 @event_type("payment.succeeded", version=1, publisher=PUBLISHER)

@@ -6,16 +6,24 @@ Its permissions follow the topology of :mod:`healthflow.common.events.rabbit.top
 (RabbitMQ "Access Control": configure = declare/delete, write = publish to an exchange or
 bind a queue, read = consume a queue or bind from an exchange):
 
-* configure: the ``healthflow.events`` exchange (declared by every publisher), its own
-  direct exchange ``healthflow.<service>.direct``, its queue ``healthflow.<service>``, its
-  retry queues ``healthflow.<service>.delay.<ms>ms``, its DLQ ``healthflow.<service>.dlq``
-  and its per-process broadcast queues ``healthflow.broadcast.<service>.<…>`` (revocations).
+* configure: only its per-process broadcast queues ``healthflow.broadcast.<service>.<…>``
+  (revocations). Not ``healthflow.events`` (so it can neither delete nor redeclare the
+  shared exchange), not its direct exchange ``healthflow.<service>.direct``, not its
+  queue ``healthflow.<service>``, retry queues ``healthflow.<service>.delay.<ms>ms`` or DLQ
+  ``healthflow.<service>.dlq``: the platform declares those and the direct exchange's
+  bindings (:func:`topology`), and the service only checks they exist (passive
+  declarations need no permission; ``AMQP_PLATFORM_TOPOLOGY``). So it cannot give its
+  own queue a dead-letter exchange of its choosing either.
 * write: ``healthflow.events`` and its direct exchange (retries, parking and replay
-  publish there, by queue name; a retry queue dead-letters there); its own queues
-  (``queue.bind``). Never ``amq.default``: publishing to the default exchange, which
-  reaches any queue by name, is refused with ``ACCESS_REFUSED`` (403), and so is
-  declaring a queue whose dead-letter exchange is the default one.
-* read: both exchanges (``queue.bind``) and its own queues (``basic.consume``).
+  publish there, by queue name); its own queues (``queue.bind`` to ``healthflow.events``).
+  Never ``amq.default``: publishing to the default exchange, which reaches any queue by
+  name, is refused with ``ACCESS_REFUSED`` (403).
+* read: ``healthflow.events`` (``queue.bind``) and its own queues (``basic.consume``,
+  ``basic.get``). Not its direct exchange: ``exchange.bind`` needs write on the
+  destination and read on the source, so a service that could read the exchange it
+  publishes to without topic permissions could bind it to ``healthflow.events`` and
+  inject any event type under any routing key; another's queue or exchange it can
+  neither read nor write, so no binding reaches them.
 * topic permissions on ``healthflow.events``: write = exactly the event types the contracts
   (``libs/contracts``) say it publishes, so publishing another service's type is refused
   with ``ACCESS_REFUSED`` (403); read = exactly the binding keys it subscribes with (its
@@ -52,6 +60,7 @@ class ServiceAccess:
     read: str
     topic_write: str
     topic_read: str
+    consumes: bool = True  # has a queue (and retry queues, DLQ) the platform declares
 
     def user(self, vhost: str = "/") -> str:
         """``healthflow-<service>`` on ``/``, ``healthflow-<service>.<vhost>`` elsewhere."""
@@ -69,22 +78,23 @@ def _alternatives(items: Iterable[str]) -> str:
     return f"^({'|'.join(escaped)})$" if escaped else "^$"
 
 
-def service_access(service: str, publishes: Sequence[str], binds: Sequence[str]) -> ServiceAccess:
+def service_access(service: str, publishes: Sequence[str], binds: Sequence[str],
+                   consumes: bool = True) -> ServiceAccess:
     """The permissions of ``service``, which publishes the event types ``publishes`` and
-    binds its queues with the topic patterns ``binds``."""
+    binds its queues with the topic patterns ``binds`` (its own queue when ``consumes``)."""
     own = re.escape(f"healthflow.{service}")
     broadcast = re.escape(f"healthflow.broadcast.{service}.") + ".+"
     exchange = re.escape(EXCHANGE)
     direct = own + re.escape(".direct")
     queues = rf"{own}(\.(delay\.[0-9]+ms|dlq))?"
-    everything = f"^({exchange}|{direct}|{queues}|{broadcast})$"
     return ServiceAccess(
         service=service,
-        configure=everything,
-        write=everything,
-        read=everything,
+        configure=f"^({broadcast})$",
+        write=f"^({exchange}|{direct}|{queues}|{broadcast})$",
+        read=f"^({exchange}|{queues}|{broadcast})$",
         topic_write=_alternatives(publishes),
         topic_read=_alternatives(binds),
+        consumes=consumes,
     )
 
 
@@ -99,6 +109,7 @@ def policy(services: Iterable[str], publishers: Mapping[str, str],
             name,
             [type_ for type_, publisher in publishers.items() if publisher == name],
             [*consumers.get(name, ()), *broadcast],
+            consumes=bool(consumers.get(name)),
         )
         for name in sorted(services)
     }
@@ -150,6 +161,43 @@ def definitions(access: Mapping[str, ServiceAccess], vhost: str,
     return document
 
 
+RETRY_DELAYS = (1.0, 5.0, 30.0)  # seconds: the services' default ``retry_delays``
+
+
+def topology(access: Mapping[str, ServiceAccess], vhost: str,
+             retry_delays: Sequence[float] = RETRY_DELAYS) -> dict[str, object]:
+    """A RabbitMQ definitions document declaring what the services' users may not (see the
+    module docstring): ``healthflow.events``, and for each service that ``consumes`` its
+    direct exchange, queue, DLQ and one retry queue per entry of ``retry_delays``
+    (seconds; the services' ``RETRY_DELAYS`` must be among them), each bound to the
+    direct exchange by its own name (:mod:`healthflow.common.events.rabbit.topology`)."""
+    from healthflow.common.events.rabbit.topology import (
+        direct_exchange_name,
+        retry_queue_arguments,
+        retry_queue_name,
+    )
+    from healthflow.common.events.transport import dead_letter_queue_name, queue_name
+
+    def exchange(name: str, kind: str) -> dict[str, object]:
+        return {"name": name, "vhost": vhost, "type": kind, "durable": True,
+                "auto_delete": False, "internal": False, "arguments": {}}
+
+    exchanges, queues, bindings = [exchange(EXCHANGE, "topic")], [], []
+    for name in sorted(n for n, a in access.items() if a.consumes):
+        exchanges.append(exchange(direct_exchange_name(name), "direct"))
+        own: list[tuple[str, Mapping[str, object]]] = [
+            (queue_name(name), {}), (dead_letter_queue_name(name), {})]
+        own += [(retry_queue_name(name, d), retry_queue_arguments(name, d))
+                for d in sorted(set(retry_delays))]
+        for queue, arguments in own:
+            queues.append({"name": queue, "vhost": vhost, "durable": True,
+                           "auto_delete": False, "arguments": dict(arguments)})
+            bindings.append({"source": direct_exchange_name(name), "vhost": vhost,
+                             "destination": queue, "destination_type": "queue",
+                             "routing_key": queue, "arguments": {}})
+    return {"exchanges": exchanges, "queues": queues, "bindings": bindings}
+
+
 def password_hash(password: str, salt: bytes) -> str:
     """RabbitMQ's ``rabbit_password_hashing_sha256``: base64(salt + SHA-256(salt + password)),
     ``salt`` 4 random bytes (RabbitMQ "Credentials and Passwords", computing a hash)."""
@@ -165,7 +213,8 @@ def password_hash(password: str, salt: bytes) -> str:
 def init_script(access: Mapping[str, ServiceAccess]) -> str:
     """``deploy/rabbitmq/users.sh``: creates or updates each user with the password in
     the file ``RABBITMQ_PASSWORD_<SERVICE>_FILE`` names (compose's secrets) or in
-    ``RABBITMQ_PASSWORD_<SERVICE>`` (a Kubernetes Secret), and sets its permissions,
+    ``RABBITMQ_PASSWORD_<SERVICE>`` (a Kubernetes Secret), and sets its permissions, after
+    declaring the :func:`topology` (services then set ``AMQP_PLATFORM_TOPOLOGY=true``),
     through ``rabbitmqctl`` (compose's ``rabbitmq-users`` one-shot; a Kubernetes Job)."""
     lines = ["#!/bin/sh", "# Generated by `make docs` (healthflow.devkit.busaccess); do not edit.",
              "# Each service's RabbitMQ user, password from the file RABBITMQ_PASSWORD_<SERVICE>"
@@ -176,7 +225,13 @@ def init_script(access: Mapping[str, ServiceAccess]) -> str:
              '  eval "file=\\${${1}_FILE:-}"',
              '  if [ -n "$file" ]; then cat "$file"; '
              'else eval "printf %s \\"\\${$1:?set $1 or ${1}_FILE}\\""; fi',
-             "}", ""]
+             "}", "",
+             "# The exchanges, queues and bindings the users may not declare (busaccess.topology,",
+             f"# retry delays {', '.join(f'{d:g}' for d in RETRY_DELAYS)} s: the services' "
+             "RETRY_DELAYS must be among them).",
+             "$ctl import_definitions --format json <<EOF",
+             json.dumps(topology(access, "${vhost}"), sort_keys=True),
+             "EOF", ""]
     for name, a in access.items():
         var = f"RABBITMQ_PASSWORD_{name.upper()}"
         user = a.user()

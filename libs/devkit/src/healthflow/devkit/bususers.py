@@ -94,10 +94,14 @@ def _passwords(path: Path, users: list[str]) -> dict[str, str]:
     return wanted
 
 
-def ensure_service_users(amqp_url: str, var_dir: Path,
-                         services: list[str] | None = None) -> dict[str, str]:
+def ensure_service_users(amqp_url: str, var_dir: Path, services: list[str] | None = None,
+                         retry_delays: Sequence[float] = busaccess.RETRY_DELAYS,
+                         ) -> dict[str, str]:
     """Create or update the users of ``services`` (default: all) on ``amqp_url``'s virtual
-    host of the local broker; returns service → that service's own AMQP URL.
+    host of the local broker, and the exchanges, queues (one retry queue per entry of
+    ``retry_delays``, seconds) and bindings their users may not declare
+    (:func:`healthflow.devkit.busaccess.topology`; the services then run with
+    ``AMQP_PLATFORM_TOPOLOGY=true``); returns service → that service's own AMQP URL.
 
     Raises:
         BusUsersError: ``rabbitmqctl`` missing or refusing (its message says what to do).
@@ -117,7 +121,8 @@ def ensure_service_users(amqp_url: str, var_dir: Path,
     passwords = _passwords(var_dir / CREDENTIALS_FILE, [a.user(vhost) for a in access.values()])
     hashes = {n: busaccess.password_hash(passwords[a.user(vhost)], secrets.token_bytes(4))
               for n, a in access.items()}
-    document = busaccess.definitions(access, vhost, hashes)
+    document = busaccess.definitions(access, vhost, hashes) | busaccess.topology(
+        access, vhost, retry_delays)
     # on standard input: rabbitmqctl runs as the rabbitmq user, who may not read var_dir
     _rabbitmqctl("import_definitions", "--format", "json", stdin=json.dumps(document))
     return {n: service_url(amqp_url, a.user(vhost), passwords[a.user(vhost)])

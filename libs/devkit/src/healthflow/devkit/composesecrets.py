@@ -37,6 +37,11 @@ PLATFORM: dict[str, str] = {
 """Every service's secrets (not the gateway's, which has no database nor bucket):
 unprefixed variable → secret (``<VARIABLE>_FILE``)."""
 
+INTERNAL_KEY = "internal_service_key"
+"""Auth's key for the ``/internal`` callers' tokens (``INTERNAL_SERVICE_KEY``); every
+other app gets only its own token, :func:`internal_token_secret`, derived from it
+(:mod:`healthflow.common.servicecredentials`)."""
+
 KEK = ("KEY_ENCRYPTION_KEYS", "key_encryption_keys")
 KEK_SERVICES = frozenset({"auth", "notification", "prescription", "audit"})
 """The services storing wrapped private keys (Kubernetes' ``KEK_SERVICES``, and audit,
@@ -72,6 +77,7 @@ SEED: dict[str, str] = {
     "twilio_auth_token": "TWILIO_AUTH_TOKEN", "smtp_password": "SMTP_PASSWORD",
     "stripe_api_key": "STRIPE_API_KEY", "stripe_webhook_secret": "STRIPE_WEBHOOK_SECRET",
     "gateway_metrics_token": "GATEWAY_METRICS_TOKEN", "rabbitmq_password": "RABBITMQ_PASSWORD",
+    INTERNAL_KEY: "INTERNAL_SERVICE_KEY",
 }
 """Secret → the environment variable whose value it takes when set (see the module)."""
 
@@ -88,6 +94,10 @@ def bus_password_secret(service: str) -> str:
     return f"rabbitmq_password_{service}"
 
 
+def internal_token_secret(app: str) -> str:
+    return f"internal_token_{app}"
+
+
 def app_secrets(name: str, prefix: str, services: Sequence[str]) -> dict[str, str]:
     """``{variable: secret}`` of the app ``name`` (a service of ``services`` or
     ``gateway``), whose own variables start with ``prefix`` (``AUTH_``)."""
@@ -95,6 +105,10 @@ def app_secrets(name: str, prefix: str, services: Sequence[str]) -> dict[str, st
     if name in services:
         variables.update({f"{variable}_FILE": secret for variable, secret in PLATFORM.items()})
         variables[f"{prefix}AMQP_URL_FILE"] = amqp_url_secret(name)
+    if name == "auth":
+        variables["INTERNAL_SERVICE_KEY_FILE"] = INTERNAL_KEY
+    elif name in services or name == "gateway":
+        variables[f"{prefix}INTERNAL_TOKEN_FILE"] = internal_token_secret(name)
     if name in KEK_SERVICES:
         variables[f"{KEK[0]}_FILE"] = KEK[1]
     variables.update({f"{prefix}{variable}_FILE": secret
@@ -106,10 +120,11 @@ def names(services: Iterable[str]) -> list[str]:
     """Every secret the compose file declares, in its order."""
     services = list(services)
     own = [s for table in OWN.values() for s in table.values()]
-    result = [*PLATFORM.values(), KEK[1], *dict.fromkeys(own), "rabbitmq_admin_conf",
-              "coturn_conf"]
+    result = list(dict.fromkeys([*PLATFORM.values(), KEK[1], *own, "rabbitmq_admin_conf",
+                                 "coturn_conf", INTERNAL_KEY]))
     for service in services:
         result += [amqp_url_secret(service), bus_password_secret(service)]
+    result += [internal_token_secret(app) for app in [*services, "gateway"] if app != "auth"]
     return result
 
 
@@ -154,6 +169,10 @@ def ensure(directory: Path, services: Sequence[str],
                     f"default_pass = {_generate('rabbitmq_password', env)}")
         elif name == "coturn_conf":
             text = f"static-auth-secret={value('turn_secret')}"
+        elif name.startswith("internal_token_"):
+            from healthflow.common.servicecredentials import service_token
+
+            text = service_token(value(INTERNAL_KEY), name.removeprefix("internal_token_"))
         elif name.startswith("amqp_url_"):
             service = name.removeprefix("amqp_url_")
             text = (f"amqp://healthflow-{service}:{value(bus_password_secret(service))}"

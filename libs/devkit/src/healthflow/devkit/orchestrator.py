@@ -285,6 +285,7 @@ class Platform:
                 own_port |= {key: "0" for key in listeners}
             if component.package in bus_urls:
                 own_port["AMQP_URL"] = bus_urls[component.package]
+                own_port["AMQP_PLATFORM_TOPOLOGY"] = "true"  # bususers declared it
             child = Supervised(component, child_env | own_port, log_file,
                                self.console, self.config.grace, self.config.ready_timeout)
             self.children[component.name] = child

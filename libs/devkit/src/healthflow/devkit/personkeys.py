@@ -2,7 +2,9 @@
 
 :class:`PersonKeyStandIn` serves ``GET /internal/person-keys/{user_id}`` on loopback
 (aiohttp) exactly as auth answers it (``{key_id, key}``, 404 problem+json once the
-person is erased), from keys it makes on demand; :meth:`PersonKeyStandIn.registered`
+person is erased; 401/403 problem+json, as auth, without the credential of a person-key
+reader under :attr:`PersonKeyStandIn.service_key`, :mod:`healthflow.common.servicecredentials`),
+from keys it makes on demand; :meth:`PersonKeyStandIn.registered`
 builds the sealed ``user.registered`` payload auth would publish. A consumer's
 settings point ``PERSON_KEYS_URL`` at :attr:`PersonKeyStandIn.url`.
 """
@@ -21,6 +23,8 @@ from healthflow.common.personaldata import (
     person_key_json,
     seal,
 )
+from healthflow.common.problems import Problem
+from healthflow.common.servicecredentials import DEVELOPMENT_KEY, PERSON_KEY_READERS, caller
 from healthflow.devkit.embedded import free_port
 
 
@@ -31,6 +35,8 @@ class PersonKeyStandIn:
     port: int = field(default_factory=free_port)
     keys: dict[str, PersonKey] = field(default_factory=dict)
     requests: int = 0
+    service_key: str = DEVELOPMENT_KEY  # the INTERNAL_SERVICE_KEY its callers hold
+    callers: list[str] = field(default_factory=list)  # the services that asked, in order
     _runner: web.AppRunner | None = None
 
     @property
@@ -95,6 +101,13 @@ class PersonKeyStandIn:
 
     async def _get(self, request: web.Request) -> web.Response:
         self.requests += 1
+        try:
+            service = caller(request.headers.get("Authorization"), self.service_key)
+            if service not in PERSON_KEY_READERS:
+                return _problem(403, "Forbidden", f"the {service} service may not call this")
+        except Problem as problem:
+            return _problem(problem.status, problem.title, problem.detail)
+        self.callers.append(service)
         key = self.keys.get(request.match_info["user_id"])
         if key is None:
             return web.json_response(
@@ -102,3 +115,9 @@ class PersonKeyStandIn:
                  "detail": "no person key (erased, or never made)"},
                 status=404, content_type="application/problem+json")
         return web.json_response(person_key_json(key), headers={"Cache-Control": "no-store"})
+
+
+def _problem(status: int, title: str, detail: str) -> web.Response:
+    return web.json_response({"type": "about:blank", "title": title, "status": status,
+                              "detail": detail},
+                             status=status, content_type="application/problem+json")

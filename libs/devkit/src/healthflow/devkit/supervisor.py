@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from healthflow.devkit.restart import Backoff
 
 JWKS_PATH = "/.well-known/jwks.json"
 KEK_FILE = "secrets/key-encryption-keys"  # under the var directory, mode 0600
+INTERNAL_KEY_FILE = "secrets/internal-service-key"  # the same
 MONGO_WATCH_INTERVAL = 1.0  # seconds between two checks that the embedded SecantusDB lives
 
 
@@ -63,6 +64,11 @@ def platform_env(config: Config, mongodb_url: str, transport: str,
         # audit's generated checkpoint key) are wrapped with a KEK generated once and
         # kept beside the local database
         env["KEY_ENCRYPTION_KEYS_FILE"] = str(local_kek_file(config.var_dir))
+    if not (os.environ.get("INTERNAL_SERVICE_KEY")
+            or os.environ.get("INTERNAL_SERVICE_KEY_FILE")):
+        # local runs: the services prove themselves to auth's /internal routes with a key
+        # generated once and kept beside the local database, not the built-in one
+        env["INTERNAL_SERVICE_KEY_FILE"] = str(local_internal_key_file(config.var_dir))
     called = {callee for manifest in SERVICES.values() for callee in manifest.calls}
     for name, port in config.ports.items():
         env[f"{name.upper()}_PORT"] = str(port)
@@ -87,13 +93,25 @@ def local_kek_file(var_dir: Path) -> Path:
 
     from healthflow.common.keywrap import new_kek
 
-    path = var_dir / KEK_FILE
+    return _kept_secret(var_dir / KEK_FILE, lambda: f"local-{datetime.now(UTC):%Y%m%d}:{new_kek()}")
+
+
+def local_internal_key_file(var_dir: Path) -> Path:
+    """``<var>/secrets/internal-service-key`` (0600): the ``INTERNAL_SERVICE_KEY`` of local
+    runs (:mod:`healthflow.common.servicecredentials`), generated once and kept."""
+    import secrets
+
+    return _kept_secret(var_dir / INTERNAL_KEY_FILE, lambda: secrets.token_urlsafe(32))
+
+
+def _kept_secret(path: Path, make: Callable[[], str]) -> Path:
+    """``path``, holding ``make()`` and a newline written once (mode 0600), then kept."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(f"local-{datetime.now(UTC):%Y%m%d}:{new_kek()}\n")
+                out.write(make() + "\n")
     return path
 
 

@@ -276,6 +276,7 @@ PRODUCTION_ENV = {
     "AMQP_URL": "amqp://svc:s3cret@rabbitmq.internal:5672/",
     "S3_ENDPOINT_URL": "https://s3.internal",
     "S3_SECRET_KEY": "not-the-default",
+    "INTERNAL_SERVICE_KEY": "not-the-default-internal-key",
 }
 """The shared settings of a production deployment that passes the platform-wide checks
 (:func:`healthflow.common.settings.production_problems`), so a service's test of its own

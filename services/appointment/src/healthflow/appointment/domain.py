@@ -228,24 +228,32 @@ class PaymentState(StrEnum):
     REFUSED = "refused"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
+    DISPUTED = "disputed"
 
 
 PAYMENT_RANK = {PaymentState.PENDING: 0, PaymentState.SUCCEEDED: 1, PaymentState.EXPIRED: 1,
-                PaymentState.REFUSED: 1, PaymentState.PARTIALLY_REFUNDED: 2,
-                PaymentState.REFUNDED: 3}
-"""A payment's states only move forward in this order (the payment service's own rule:
-a success is never undone, refunds only grow); equal ranks are ordered by time."""
+                PaymentState.REFUSED: 1, PaymentState.DISPUTED: 1,
+                PaymentState.PARTIALLY_REFUNDED: 2, PaymentState.REFUNDED: 3}
+"""The order of a payment's states for events without a ``revision`` (published before
+it existed): a success is not undone and refunds only grow; equal ranks are ordered by
+time (a dispute and its close)."""
 
 
 def payment_supersedes(current: dict[str, Any] | None, incoming: dict[str, Any]) -> bool:
-    """Whether the payment state ``incoming`` (``{status, at, ...}``, ``at`` the event's
-    aware UTC time) replaces ``current`` (``None``: nothing heard yet). Deliveries are
-    at least once and unordered, so the newest wins: a higher rank
-    (:data:`PAYMENT_RANK`), or the same rank and a later ``at``; a repeat changes
-    nothing. A stored state without ``status`` (kept before this read model) was a
-    success."""
+    """Whether the payment state ``incoming`` (``{status, at, revision?, ...}``, ``at``
+    the event's aware UTC time, ``revision`` the payment service's per-payment counter)
+    replaces ``current`` (``None``: nothing heard yet). Deliveries are at least once and
+    unordered, so the newest wins: when both carry a ``revision``, the higher one (a
+    status can go back: a failed refund, a won dispute); when one does, that one (the
+    payment service publishes it since a release: an event without one is older, and
+    so is the ``pending`` kept at booking); else a higher rank (:data:`PAYMENT_RANK`),
+    or the same rank and a later ``at``. A repeat changes nothing. A stored state
+    without ``status`` (kept before this read model) was a success."""
     if current is None:
         return True
+    old_rev, new_rev = current.get("revision"), incoming.get("revision")
+    if old_rev is not None or new_rev is not None:
+        return new_rev is not None and (old_rev is None or int(new_rev) > int(old_rev))
     ranks = {str(k): v for k, v in PAYMENT_RANK.items()}
     old = ranks.get(current.get("status") or PaymentState.SUCCEEDED.value, 1)
     new = ranks.get(incoming["status"], 1)

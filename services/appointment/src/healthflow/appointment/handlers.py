@@ -16,10 +16,14 @@
 * ``payment.expired`` (:class:`healthflow.contracts.payment.PaymentExpired`) — an unpaid
   hold ends: the appointment is cancelled and its slot released
   (:func:`~healthflow.appointment.payments.release_unpaid`).
-* ``payment.refunded`` (:class:`healthflow.contracts.payment.PaymentRefunded`) — only
-  the read model. All three keep the appointment's ``payment``
-  (:func:`~healthflow.appointment.payments.record_payment`, the newest by status order
-  and event time).
+* ``payment.refunded`` (:class:`healthflow.contracts.payment.PaymentRefunded`),
+  ``payment.refund_failed`` (:class:`~healthflow.contracts.payment.PaymentRefundFailed`:
+  the money did not go back, the payment is ``succeeded`` again or as refunded as
+  before) and ``payment.disputed`` (:class:`~healthflow.contracts.payment.PaymentDisputed`:
+  ``disputed``, or its earlier status once the dispute was won) — only the read model.
+  All five keep the appointment's ``payment``
+  (:func:`~healthflow.appointment.payments.record_payment`, the newest by the payment's
+  ``revision``; by status order and event time for events without one).
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ from healthflow.common import tenancy
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.contracts.doctor import DoctorScheduleChanged
-from healthflow.contracts.payment import PaymentExpired, PaymentRefunded, PaymentSucceeded
+from healthflow.contracts.payment import (
+    PaymentDisputed,
+    PaymentExpired,
+    PaymentRefunded,
+    PaymentRefundFailed,
+    PaymentSucceeded,
+)
 
 
 async def on_schedule_changed(event: Received[DoctorScheduleChanged], uow: UnitOfWork) -> None:
@@ -51,10 +61,23 @@ async def on_payment_refunded(event: Received[PaymentRefunded], uow: UnitOfWork)
     await payments.record_payment(uow, event.data, event.time, event.data.refund_amount)
 
 
+async def on_payment_refund_failed(event: Received[PaymentRefundFailed],
+                                   uow: UnitOfWork) -> None:
+    # without the total (an older event): nothing counts as refunded once it is succeeded
+    fallback = 0 if event.data.status == "succeeded" else None
+    await payments.record_payment(uow, event.data, event.time, fallback)
+
+
+async def on_payment_disputed(event: Received[PaymentDisputed], uow: UnitOfWork) -> None:
+    await payments.record_payment(uow, event.data, event.time, None)
+
+
 HANDLERS: Handlers = {
     "doctor.schedule_changed": on_schedule_changed,
     "payment.succeeded": on_payment_succeeded,
     "payment.expired": on_payment_expired,
     "payment.refunded": on_payment_refunded,
+    "payment.refund_failed": on_payment_refund_failed,
+    "payment.disputed": on_payment_disputed,
     **tenancy.HANDLERS,
 }

@@ -12,9 +12,12 @@ the payment service's business).
 ``payment_not_received``, by ``payment:<payment id>`` in the role ``system``) and
 releases its slot locks in the same transaction; ``appointment.cancelled`` follows.
 
-Every payment event (those two and ``payment.refunded``) also updates the appointment's
-``payment`` read model (:func:`record_payment`), which the API returns with each
-appointment: ``{status, amount, currency, refunded_amount}``.
+Every payment event (those two, ``payment.refunded``, ``payment.refund_failed`` and
+``payment.disputed``) also updates the appointment's ``payment`` read model
+(:func:`record_payment`), which the API returns with each appointment: ``{status,
+amount, currency, refunded_amount}``. The newest event wins by the payment's
+``revision`` (a failed refund brings a payment back to ``succeeded``, a won dispute to
+its earlier status), by status rank and time for events without one.
 """
 
 from __future__ import annotations
@@ -40,18 +43,27 @@ PAID_PATH = (Status.BOOKED, Status.CONFIRMED)
 
 
 async def record_payment(uow: UnitOfWork, event: PaymentEvent, at: datetime,
-                         refunded_amount: int = 0) -> bool:
+                         refunded_amount: int | None = 0) -> bool:
     """Keep ``event`` (published at ``at``, aware UTC) as the appointment's ``payment``
-    — ``{payment_id, status, amount, currency, refunded_amount, at}``, money in minor
-    units of the ISO 4217 ``currency``, ``refunded_amount`` the total given back — when
-    it is newer than the one kept (:func:`~healthflow.appointment.domain.payment_supersedes`:
-    redelivered or overtaken events change nothing); whether it did. It does not change
-    the appointment's ``version`` (a read model beside the patient's own changes)."""
+    — ``{payment_id, status, amount, currency, refunded_amount, revision, at}``, money in
+    minor units of the ISO 4217 ``currency``, ``refunded_amount`` the total given back:
+    the event's own, else ``refunded_amount`` (None: the one kept) for events published
+    before they carried it — when it is newer than the one kept
+    (:func:`~healthflow.appointment.domain.payment_supersedes`: redelivered or overtaken
+    events change nothing); whether it did. It does not change the appointment's
+    ``version`` (a read model beside the patient's own changes)."""
     doc = await store.get_appointment(uow.db, event.appointment_id, session=uow.session)
+    if doc is None:
+        return False
+    kept = doc.get("payment")
+    if event.refunded_amount is not None:
+        refunded_amount = event.refunded_amount
+    elif refunded_amount is None:
+        refunded_amount = int((kept or {}).get("refunded_amount") or 0)
     state = {"payment_id": event.payment_id, "status": event.status, "amount": event.amount,
              "currency": event.currency.upper(), "refunded_amount": refunded_amount,
-             "at": at}
-    if doc is None or not payment_supersedes(doc.get("payment"), state):
+             "revision": event.revision, "at": at}
+    if not payment_supersedes(kept, state):
         return False
     await uow.db[store.APPOINTMENTS].update_one(
         {"_id": doc["_id"]}, {"$set": {"payment": state}}, session=uow.session)

@@ -5,9 +5,11 @@ Public (visibly: no principal parameter): ``POST /api/v1/auth/register``,
 ``POST /api/v1/auth/token``, ``POST /api/v1/auth/refresh``,
 ``POST /api/v1/auth/password/reset`` and ``…/reset/complete``,
 ``POST /api/v1/auth/token/mfa`` and ``…/token/mfa/enrolment`` (they carry a challenge),
-``GET /.well-known/jwks.json``. Internal (no principal, and not routed by the
-gateway: reachable on the services' network only, like the JWKS services fetch):
-``GET /internal/revocations``, ``GET /internal/person-keys/{user_id}``. Everything else
+``GET /.well-known/jwks.json``. Internal (not routed by the gateway, and each states
+the services it serves, :mod:`healthflow.common.servicecredentials`: 401/403
+problem+json without a valid ``Authorization: Service`` credential):
+``GET /internal/revocations`` (any service, the gateway),
+``GET /internal/person-keys/{user_id}`` (the person-key readers). Everything else
 states the permission it needs.
 """
 
@@ -52,6 +54,7 @@ from healthflow.common.auth import Principal, require
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission, Role, permissions_for
 from healthflow.common.personaldata import person_key_json
+from healthflow.common.servicecredentials import PERSON_KEY_READERS, require_service
 
 auth_router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/v1/users", tags=["users"])
@@ -262,7 +265,7 @@ async def revoke_key(kid: str, auth: AuthService,
 # --------------------------------------------------------------------------- /internal
 
 
-@internal_router.get("/revocations")
+@internal_router.get("/revocations", dependencies=[Depends(require_service())])
 async def revocations(
     auth: AuthService, response: Response,
     since: Annotated[float | None, Query(ge=0, le=1e11,
@@ -278,7 +281,8 @@ async def revocations(
         auth.runtime, None if since is None else datetime.fromtimestamp(since, UTC))
 
 
-@internal_router.get("/person-keys/{user_id}")
+@internal_router.get("/person-keys/{user_id}",
+                     dependencies=[Depends(require_service(PERSON_KEY_READERS))])
 async def person_key(user_id: str, auth: AuthService, response: Response) -> dict[str, str]:
     """``user_id``'s person key ``{key_id, key: base64url of 32 bytes}`` for the services
     that open sealed personal values (:mod:`healthflow.common.personaldata`); 404 once

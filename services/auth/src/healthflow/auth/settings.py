@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from healthflow.common.keywrap import KeyEncryptionSettings
+from healthflow.common.settings import env_name
 
 
 class Settings(KeyEncryptionSettings):
@@ -109,6 +110,14 @@ class Settings(KeyEncryptionSettings):
     mfa_valid_window: int = Field(default=1, ge=0, le=2)
     """Time steps (30 s) a code may lag or lead the server's clock (RFC 6238 §5.2)."""
     mfa_recovery_codes: int = Field(default=10, ge=1, le=20)
+
+    def own_production_problems(self) -> list[str]:
+        problems = super().own_production_problems()
+        if self.internal_service_key is None:  # auth checks every /internal caller with it
+            problems.append(f"{env_name(type(self), 'internal_service_key')} (or "
+                            "INTERNAL_SERVICE_KEY): production needs the key the /internal "
+                            "routes check their callers' tokens with")
+        return problems
 
     @model_validator(mode="after")
     def _limits_parse(self) -> Settings:

@@ -14,6 +14,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
 from healthflow.emergency import photos, service, store
+from healthflow.emergency.assignment import ParamedicClient
 from healthflow.emergency.schemas import (
     EmergencyOut,
     PhotoOut,
@@ -42,6 +43,19 @@ def get_photos(request: Request) -> photos.PhotoStore:
 
 
 Photos = Annotated[photos.PhotoStore, Depends(get_photos)]
+
+
+def get_paramedics(request: Request) -> ParamedicClient:
+    client: ParamedicClient = request.app.state.paramedics
+    return client
+
+
+Paramedics = Annotated[ParamedicClient, Depends(get_paramedics)]
+ASSIGN_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False, "required": ["unit_id", "reason"],
+    "properties": {"unit_id": {"type": "string", "minLength": 1, "maxLength": 128},
+                   "reason": {"type": "string", "description": "a reassignment reason code "
+                              "of the paramedic service (e.g. nearer_unit)"}}}}}}}
 
 router = APIRouter(prefix="/api/v1/emergencies", tags=["emergencies"])
 PHOTOS_PATH = router.prefix + "/{emergency_id}/photos"
@@ -185,6 +199,18 @@ async def locate(runtime: Runtime, emergency_id: EmergencyId, body: PositionIn,
     it ended; 422 for coordinates out of range."""
     return EmergencyOut.from_document(await service.locate(
         runtime, principal, emergency_id, body))
+
+
+@router.put("/{emergency_id}/assignment", response_class=Response, openapi_extra=ASSIGN_BODY,
+            summary="Assign or reassign the emergency to a unit by hand (dispatchers)")
+async def assign(request: Request, paramedics: Paramedics, emergency_id: EmergencyId,
+                 principal: Principal = require(P.EMERGENCIES_DISPATCH)) -> Response:
+    """Done by the paramedic service (``PUT /api/v1/paramedics/assignments/{id}``, the
+    same body and answers; :mod:`healthflow.emergency.assignment`): 200 its task JSON (the
+    unit is offered the task, a unit that had it loses it); its problem+json unchanged
+    (404 ``assignment-not-found``, ``unit-not-found``; 409 ``unit-not-assignable``,
+    ``cannot-reassign``; 422); 503 when it cannot be reached, 504 when it is too slow."""
+    return await paramedics.assign(principal.token, emergency_id, await request.body())
 
 
 @router.post(

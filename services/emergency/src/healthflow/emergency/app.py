@@ -11,6 +11,7 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
 from healthflow.emergency import api, handlers, store
+from healthflow.emergency.assignment import ParamedicClient
 from healthflow.emergency.photos import PhotoStore
 from healthflow.emergency.settings import Settings
 
@@ -18,7 +19,8 @@ from healthflow.emergency.settings import Settings
 def create_app(settings: Settings | None = None, transport: Transport | None = None) -> FastAPI:
     """The emergency service app (settings from ``EMERGENCY_*`` when not given); the
     photos' blob store is closed with it (its bucket is made on first use) and swept of
-    orphans every ``sweep_interval`` seconds."""
+    orphans every ``sweep_interval`` seconds; the paramedic service's client (manual
+    assignment is forwarded there) is started and closed with it."""
     settings = settings or load_settings(Settings)
     runtime = ServiceRuntime(settings, indexes=store.INDEXES, handlers=handlers.HANDLERS,
                              transport=transport)
@@ -28,6 +30,8 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
         return None
 
     runtime.add_worker(Hooks("blobs", nothing, photos.blobs.close))
+    paramedics = ParamedicClient(settings.paramedic_url, settings.paramedic_timeout)
+    runtime.add_worker(Hooks("paramedics", paramedics.start, paramedics.close))
     runtime.add_worker(Loop("photo-sweeper",
                             lambda: photos.sweep(runtime.db, settings.sweep_older_than),
                             interval=settings.sweep_interval))
@@ -36,4 +40,5 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                              description="Emergencies: raise, triage, lifecycle, "
                                          "assignment state from the paramedic service.")
     app.state.photos = photos
+    app.state.paramedics = paramedics
     return app

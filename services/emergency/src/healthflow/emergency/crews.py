@@ -74,6 +74,16 @@ def second_accepted(doc: Document) -> bool:
     return bool((_slot(doc).get("assignment") or {}).get("accepted_at"))
 
 
+def stood_down(doc: Document) -> Document:
+    """The fields that end a P1's second slot when the patient leaves the scene
+    (``transporting``) without a second crew that accepted: nobody is sought for an
+    empty scene, so the board stops flagging it (the paramedic service stands the slot
+    down on the same status change)."""
+    if not doc.get("second") or second_accepted(doc):
+        return {}
+    return {"second.assignment": None, "second.escalated": None}
+
+
 def responder(doc: Document) -> Document | None:
     """The crew shown as coming: the one the held ``eta`` is for when it is a crew of
     the emergency, else the first accepted crew, else slot 1's assignment."""

@@ -87,6 +87,13 @@ class StatusOutOfOrder(Conflict):
     title, slug = "Status Out Of Order", "status-out-of-order"
 
 
+class CrewReassigned(Conflict):
+    """A dispatcher gave the emergency to another unit before this crew's step reached
+    it (the crew's app reloads its tasks)."""
+
+    title, slug = "Crew Reassigned", "crew-reassigned"
+
+
 class NotAssigned(Forbidden):
     title, slug = "Not Assigned", "not-assigned"
 

@@ -9,5 +9,8 @@ MANIFEST = ServiceManifest(
     port=8111,
     summary="Emergencies: raise, triage (P1–P4), lifecycle to hand-over.",
     # a photo (a few MiB) is a raw body: the gateway's ``document`` group streams it
+    # a dispatcher's PUT /api/v1/emergencies/{id}/assignment is done by the paramedic
+    # service's route (healthflow.emergency.assignment)
+    calls=("paramedic",),
     routes=(RouteDecl("/api/v1/emergencies", paths={"/{id}/photos": {"POST": "document"}}),),
 )

@@ -30,6 +30,7 @@ from healthflow.emergency.domain import (
     LOCATABLE,
     CannotLocate,
     CannotReprioritise,
+    CrewReassigned,
     EmergencyNotFound,
     NotAssigned,
     Priority,
@@ -66,6 +67,13 @@ def visible(principal: Principal, doc: Document) -> bool:
         return True
     return principal.has(Permission.EMERGENCIES_READ_OWN) and principal.subject in (
         doc["raised_by"], doc.get("patient_id"))
+
+
+def reassigned_away(principal: Principal, doc: Document) -> bool:
+    """Whether ``principal`` is a crew a dispatcher's reassignment took the emergency
+    from (and not on it again)."""
+    return (principal.subject in (doc.get("withdrawn_crews") or [])
+            and not crews.is_crew(doc, principal.subject))
 
 
 async def get(runtime: ServiceRuntime, principal: Principal, emergency_id: str) -> Document:
@@ -111,10 +119,16 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
 
     Raises:
         EmergencyNotFound (404); NotAssigned (403): a paramedic not on it, or a
-        paramedic cancelling; StatusOutOfOrder (409); UnprocessableContent (422).
+        paramedic cancelling; StatusOutOfOrder (409); CrewReassigned (409): a crew a
+        dispatcher's reassignment took it from (known here from the reassignment's
+        ``paramedic.task_declined``/``task_offered``; a step that came first stands and
+        the paramedic service undoes the reassignment past en route); Conflict (409):
+        changed concurrently; UnprocessableContent (422).
     """
     async def write(uow: UnitOfWork) -> Document:
         doc = await store.get(uow.db, emergency_id, session=uow.session)
+        if doc is not None and reassigned_away(principal, doc):
+            raise CrewReassigned("a dispatcher gave this emergency to another unit")
         if doc is None or not visible(principal, doc):
             raise EmergencyNotFound(f"no emergency {emergency_id}")
         role = _role(principal)
@@ -127,7 +141,8 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
         extra: Document | None = ({"cancel_reason": reason} if target is Status.CANCELLED
                                   else None)
         if target is Status.TRANSPORTING:
-            extra = {"destination": await destination.choose(uow, doc, utcnow())}
+            extra = {"destination": await destination.choose(uow, doc, utcnow()),
+                     **crews.stood_down(doc)}
         await _move(uow, doc, target, role, principal.subject, extra)
         after = await store.get(uow.db, emergency_id, session=uow.session)
         assert after is not None
@@ -230,7 +245,8 @@ async def _set(uow: UnitOfWork, doc: Document, update: Document) -> None:
 
 
 async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
-                  sequence: int | None = None, eta: Document | None = None) -> None:
+                  sequence: int | None = None, eta: Document | None = None,
+                  also: Document | None = None) -> None:
     """Record ``assignment`` (``raised`` → ``assigned``, with the offer's ``eta``; a
     dispatcher's (re)assignment is always a timeline step, in their name);
     ``emergency.assigned``."""
@@ -242,9 +258,9 @@ async def _assign(uow: UnitOfWork, doc: Document, assignment: Document,
     by = assignment.get("assigned_by")
     if doc["status"] == Status.RAISED or by:
         await _move(uow, doc, Status.ASSIGNED, "dispatcher" if by else SYSTEM, by or SYSTEM,
-                    extra)
+                    extra, also)
     else:
-        await _set(uow, doc, {"$set": extra})
+        await _set(uow, doc, {**(also or {}), "$set": extra})
     uow.publish(events.EmergencyAssigned(
         emergency_id=doc["_id"], priority=doc["priority"], task_id=assignment["task_id"],
         unit_id=assignment["unit_id"], paramedic_id=assignment["paramedic_id"],
@@ -275,6 +291,9 @@ async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
     if (2 * data.attempt <= _sequence(doc) or (current.get("accepted_at") and not manual)
             or data.task_id in (doc.get("ended_tasks") or [])):
         return
+    displaced = current.get("paramedic_id")
+    also = ({"$addToSet": {"withdrawn_crews": displaced}} if manual and displaced
+            and displaced != data.paramedic_id else None)
     await _assign(uow, doc, {
         "task_id": data.task_id, "unit_id": data.unit_id, "paramedic_id": data.paramedic_id,
         "call_sign": data.call_sign, "offered_at": data.offered_at,
@@ -282,7 +301,7 @@ async def on_task_offered(uow: UnitOfWork, data: TaskOffered) -> None:
         "assigned_by": data.assigned_by, "reason": data.reason},
         sequence=2 * data.attempt,
         eta={"task_id": data.task_id, "travel_s": data.travel_s, "by_road": data.by_road,
-             "distance_m": data.distance_m, "computed_at": data.offered_at})
+             "distance_m": data.distance_m, "computed_at": data.offered_at}, also=also)
 
 
 async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
@@ -315,16 +334,24 @@ async def on_task_accepted(uow: UnitOfWork, data: TaskAccepted) -> None:
 
 async def on_task_declined(uow: UnitOfWork, data: TaskDeclined) -> None:
     """The offered unit declined or did not answer: back to ``raised`` if it was the
-    current offer; remembered, so that its offer arriving later changes nothing."""
+    current offer; remembered, so that its offer arriving later changes nothing. A
+    dispatcher's reassignment (``reassigned``) takes it from an accepted crew too while
+    assigned or en route (that crew's later steps are 409 ``crew-reassigned``); past en
+    route the crew's step came first and keeps it."""
     if crews.is_second(data):
         return await crews.on_declined(uow, data)
     doc = await store.get(uow.db, data.emergency_id, session=uow.session)
     if doc is None:
         return
-    remember = {"$addToSet": {"ended_tasks": data.task_id}}
     current = doc.get("assignment") or {}
-    mine = current.get("task_id") == data.task_id and not current.get("accepted_at")
-    if doc["status"] == Status.ASSIGNED and mine and not crews.second_accepted(doc):
+    reassigned = (data.reason == "reassigned" and current.get("task_id") == data.task_id
+                  and doc["status"] in (Status.ASSIGNED, Status.EN_ROUTE))
+    remember = {"$addToSet": {"ended_tasks": data.task_id} | (
+        {"withdrawn_crews": data.paramedic_id} if reassigned else {})}
+    mine = current.get("task_id") == data.task_id and (
+        not current.get("accepted_at") or reassigned)
+    if (doc["status"] in (Status.ASSIGNED, Status.EN_ROUTE) and mine
+            and not crews.second_accepted(doc)):
         await _move(uow, doc, Status.RAISED, SYSTEM, SYSTEM, {"assignment": None},
                     also=remember)
     elif mine and doc["status"] not in FINAL:  # the second crew holds the emergency

@@ -8,6 +8,8 @@ from pydantic_settings import SettingsConfigDict
 from healthflow.common.settings import ServiceSettings
 from healthflow.common.topology import SERVICES
 
+PARAMEDIC_PORT = SERVICES["paramedic"].port if "paramedic" in SERVICES else 8112
+
 
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(
@@ -34,3 +36,10 @@ class Settings(ServiceSettings):
     """Seconds between sweeps of stored photos no emergency references."""
     sweep_older_than: float = Field(default=3600.0, gt=0)
     """An unreferenced photo's minimum age before the sweep deletes it, seconds."""
+    paramedic_url: str = f"http://127.0.0.1:{PARAMEDIC_PORT}"
+    """The paramedic service's internal address (``EMERGENCY_PARAMEDIC_URL`` or the
+    platform-wide ``PARAMEDIC_URL`` the runner, compose and Kubernetes set from the
+    manifests' ``calls``): a dispatcher's ``PUT …/{id}/assignment`` is forwarded there,
+    with the caller's token."""
+    paramedic_timeout: float = Field(default=5.0, gt=0, le=30)
+    """Seconds the whole forwarded exchange may take before the answer is 504."""

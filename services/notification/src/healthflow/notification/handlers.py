@@ -69,14 +69,14 @@ from healthflow.contracts.patient import PatientConsentChanged
 from healthflow.contracts.payment import PaymentRefunded, PaymentRefundFailed
 from healthflow.contracts.prescription import PrescriptionIssued
 from healthflow.contracts.xray import XrayReported
-from healthflow.notification import access, accounts, contacts, personal, service
+from healthflow.notification import access, accounts, contacts, emergencies, personal, service
 
 UserEvent = UserRoleChanged | UserDeactivated | UserActivated
 AccountEvent = PasswordResetRequested | PasswordChanged | RegistrationAttempted
 
 
 OfferEvent = TaskOffered | XrayTaskOffered | TaskUnacknowledged
-"""An offer to push or text to the paramedic (see :func:`service.apply_task_offered`)."""
+"""An offer to push or text to the paramedic (see :func:`emergencies.apply_task_offered`)."""
 
 
 def _personal_handlers(ctx: service.Context) -> Handlers:
@@ -141,10 +141,10 @@ def _context_handlers(ctx: service.Context) -> Handlers:
 
     async def on_inbound(event: Received[EmergencyDestinationChosen], uow: UnitOfWork
                          ) -> None:
-        await service.apply_emergency_inbound(uow, event.data.model_dump(), event.id, ctx)
+        await emergencies.apply_emergency_inbound(uow, event.data.model_dump(), event.id, ctx)
 
     async def on_task_offered(event: Received[OfferEvent], uow: UnitOfWork) -> None:
-        await service.apply_task_offered(uow, event.data.model_dump(), event.id, ctx,
+        await emergencies.apply_task_offered(uow, event.data.model_dump(), event.id, ctx,
                                          trigger=event.type)
 
     async def on_xray_report(event: Received[XrayReported], uow: UnitOfWork) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from healthflow.common.outbound import check_url
 from healthflow.common.service import ServiceRuntime
 from healthflow.notification import domain, store
 from healthflow.notification.domain import Clock
-from healthflow.notification.messages import PushOptions, locale_of, plan_message
+from healthflow.notification.messages import locale_of, plan_message
 from healthflow.notification.rendering import Renderer
 from healthflow.notification.schemas import PreferencesIn, PushSubscriptionIn
 from healthflow.notification.settings import Settings
@@ -120,42 +120,6 @@ async def apply_prescription_issued(uow: UnitOfWork, raw: dict[str, Any], event_
     event; the content names no medication, the app shows it after sign-in)."""
     await plan_message(uow, ctx, user_id=raw["patient_id"], kind=domain.PRESCRIPTION_ISSUED,
                        source_id=event_id, trigger="prescription.issued", context={})
-
-
-async def apply_emergency_inbound(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
-                                  ctx: Context) -> None:
-    """``emergency.destination_chosen``: tell each of the receiving hospital's staff
-    (``receiving_staff`` user ids) that an ambulance is bringing a ``priority`` patient
-    to ``department``; once per event and person."""
-    hospital = await store.get(uow.db, store.DIRECTORY, f"hospital:{raw['hospital_id']}",
-                               uow.session)
-    context = {"priority": raw["priority"], "department": raw["department"],
-               "hospital": (hospital or {}).get("name")}
-    for user_id in raw["receiving_staff"]:
-        await plan_message(uow, ctx, user_id=user_id, kind=domain.EMERGENCY_INBOUND,
-                           source_id=event_id, trigger="emergency.destination_chosen",
-                           context=context)
-
-
-async def apply_task_offered(uow: UnitOfWork, raw: dict[str, Any], event_id: str,
-                             ctx: Context, trigger: str = "paramedic.task_offered") -> None:
-    """``paramedic.task_offered`` (or ``trigger``: ``paramedic.xray_task_offered``, or
-    ``paramedic.task_unacknowledged`` — an offer the open stream carried but the app
-    never acknowledged —, same fields used): tell the paramedic (``paramedic_id``) on
-    the channels :func:`domain.task_offer_channels` names — an offer is pushed at once to
-    every browser they subscribed (``Urgency: high``, ``TTL`` up to ``expires_at``, a
-    ``Topic`` per task; payload :func:`domain.task_push_data`), and texted when the unit's
-    app had no task stream open (``stream_connected`` False) or never acknowledged it.
-    Both are cancelled unsent after ``expires_at``; once per event, channel and browser."""
-    channels = domain.task_offer_channels(trigger, raw.get("stream_connected"))
-    push = PushOptions(data=domain.task_push_data(raw),
-                       topic=domain.push_topic(f"task:{raw['task_id']}"))
-    await plan_message(uow, ctx, user_id=raw["paramedic_id"],
-                       kind=replace(domain.TASK_OFFERED, channels=channels),
-                       source_id=event_id, trigger=trigger,
-                       context={"call_sign": raw.get("call_sign") or raw["unit_id"],
-                                "xray": raw.get("order_id") is not None},
-                       expires_at=raw["expires_at"], push=push)
 
 
 async def apply_payment_refunded(uow: UnitOfWork, raw: dict[str, Any], event_id: str,

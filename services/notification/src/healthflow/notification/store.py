@@ -233,3 +233,12 @@ async def adopt_delivery_hospitals(db: AsyncDatabase[Document]) -> int:
             {"$set": {"hospital_ids": found[appointment_id]}})
         changed += result.modified_count
     return changed
+
+
+async def current_staff(db: AsyncDatabase[Document], session: AsyncClientSession | None,
+                        hospital_id: str, user_ids: list[str]) -> set[str]:
+    """Which of ``user_ids`` have a membership at ``hospital_id`` that has not ended
+    (``removed_at`` None in :data:`tenancy.MEMBERSHIPS`)."""
+    return {d["user_id"] async for d in db[tenancy.MEMBERSHIPS].find(
+        {"hospital_id": hospital_id, "user_id": {"$in": user_ids}, "removed_at": None},
+        {"user_id": 1}, session=session)}

@@ -39,7 +39,14 @@ from healthflow.common.mongo import Document
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.workers import Loop
 from healthflow.paramedic import service, store, waiting, xraytasks
-from healthflow.paramedic.domain import emergency_of, fresh_since, is_xray, slot_id, slot_of
+from healthflow.paramedic.domain import (
+    emergency_of,
+    fresh_since,
+    is_xray,
+    preempts_xray,
+    slot_id,
+    slot_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,8 @@ class Assigner:
             self.runtime.db, None, assignment["location"],
             fresh_since=fresh_since(ctx.clock(), ctx.max_age),
             exclude=await self.excluded(assignment),
-            max_distance_m=ctx.settings.search_radius_m, limit=ctx.settings.candidates)
+            max_distance_m=ctx.settings.search_radius_m, limit=ctx.settings.candidates,
+            preempt_xray=preempts_xray(assignment))
             if service.is_on_shift(ctx, c)]
         lon, lat = assignment["location"]["coordinates"]
         by_id = {c["_id"]: c for c in found}
@@ -132,7 +140,8 @@ class Assigner:
             if ranked:  # skip the units claimed since the ranking (committed: no conflict)
                 free = await store.still_available(
                     self.runtime.db, [c["_id"] for c in ranked],
-                    fresh_since=fresh_since(self.ctx.clock(), self.ctx.max_age))
+                    fresh_since=fresh_since(self.ctx.clock(), self.ctx.max_age),
+                    preempt_xray=preempts_xray(assignment))
                 ranked = [c for c in ranked if c["_id"] in free]
                 if not ranked and not escalate:
                     raise _AllTaken

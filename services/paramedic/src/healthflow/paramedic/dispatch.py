@@ -75,10 +75,11 @@ async def _withdraw(uow: UnitOfWork, ctx: Context, assignment: Document) -> None
     if task.get("emergency_status") not in ON_THE_WAY:
         raise CannotReassign(f"the crew is {task['emergency_status']}: too late to swap units")
     now = ctx.clock()
-    if not await store.update_task(uow.db, uow.session, task["_id"], task["status"], {
+    if not await store.withdraw_task(uow.db, uow.session, task["_id"], task["status"],
+                                     sorted(ON_THE_WAY), {
             "status": TaskStatus.WITHDRAWN.value, "answered_at": task.get("answered_at") or now,
             "updated_at": now}):
-        raise CannotReassign("the task changed meanwhile; retry")
+        raise CannotReassign("the crew moved on meanwhile: too late to swap units")
     await free_unit(uow, ctx, task, now)
     uow.publish(events.TaskDeclined(reason="reassigned", declined_at=now, **ids(task)),
                 subject=f"emergency/{task['emergency_id']}")

@@ -47,6 +47,10 @@ FINAL_EMERGENCY = frozenset({"closed", "cancelled"})
 ON_THE_WAY = frozenset({"assigned", "en_route"})
 """The emergency's statuses in which the unit working it reports an ETA."""
 
+PATIENT_LEFT_SCENE = frozenset({"transporting", "at_hospital"})
+"""The emergency's statuses once a crew has the patient: a second unit would find an
+empty scene, so none is sought then (:mod:`.lifecycle`, :mod:`.priorities`)."""
+
 CREW_STEPS = ("assigned", "en_route", "on_scene", "transporting", "at_hospital")
 """The emergency's statuses while a unit works it, in lifecycle order."""
 
@@ -54,6 +58,17 @@ CREW_STEPS = ("assigned", "en_route", "on_scene", "transporting", "at_hospital")
 UNITS_FOR_PRIORITY = {"P1": 2}
 """How many units an emergency of a priority asks for (others: one). Issue 14: "P1
 may take two units". Each is a *slot* with an assignment of its own."""
+
+
+PREEMPTS_XRAY = frozenset({"P1"})
+"""Priorities that may take a unit busy with an X-ray task (the task ends ``preempted``
+and its order is offered again): a P1 gets the nearest unit by road even when it is
+taking a radiograph; lower priorities wait for free units or are escalated."""
+
+
+def preempts_xray(assignment: Mapping[str, Any]) -> bool:
+    """Whether an emergency assignment may take a unit off an X-ray task."""
+    return not is_xray(assignment) and assignment.get("priority") in PREEMPTS_XRAY
 
 
 def units_wanted(priority: str | None) -> int:

@@ -3,7 +3,7 @@
 * ``emergency.raised`` (:class:`~healthflow.contracts.emergency.EmergencyRaised`):
   start assigning the nearest available unit (:func:`service.on_emergency_raised`).
 * ``emergency.status_changed``: the working unit's duty status follows the
-  emergency; closed or cancelled frees it (:func:`service.on_emergency_status`).
+  emergency; closed or cancelled frees it (:func:`lifecycle.on_emergency_status`).
 * ``emergency.located``: a dispatcher set the incident's position; an emergency
   waiting for want of one is assigned as a raised one (:func:`locating.on_located`).
 * ``emergency.reprioritised``: the emergency's assignments and open tasks take the
@@ -30,7 +30,7 @@ from healthflow.contracts.emergency import (
     EmergencyStatusChanged,
 )
 from healthflow.contracts.xray import XrayRequested, XrayRevoked, XrayUploaded
-from healthflow.paramedic import locating, priorities, service, xraytasks
+from healthflow.paramedic import lifecycle, locating, priorities, service, xraytasks
 
 
 def make_handlers(ctx: service.Context) -> Handlers:
@@ -41,8 +41,8 @@ def make_handlers(ctx: service.Context) -> Handlers:
 
     async def on_status_changed(event: Received[EmergencyStatusChanged],
                                 uow: UnitOfWork) -> None:
-        await service.on_emergency_status(uow, ctx, event.data.emergency_id,
-                                          event.data.status)
+        await lifecycle.on_emergency_status(uow, ctx, event.data.emergency_id,
+                                            event.data.status, event.data.unit_id)
 
     async def on_located(event: Received[EmergencyLocated], uow: UnitOfWork) -> None:
         await locating.on_located(uow, ctx, event.data)

@@ -9,8 +9,9 @@ order: each one carries ``reprioritised_at`` and an older one than the last appl
 changes nothing. One that overtakes its ``emergency.raised`` is retried (409 to the
 consumer: the delivery is retried after a delay). Raised to P1, an emergency that had
 one slot gets its second (:data:`.domain.UNITS_FOR_PRIORITY`), which the assigner then
-offers; lowered from P1, a second unit already on it stays (the dispatchers may stand
-it down by hand).
+offers — unless the crew is already transporting or at hospital (the scene is empty:
+:data:`.domain.PATIENT_LEFT_SCENE`); lowered from P1, a second unit already on it stays
+(the dispatchers may stand it down by hand).
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
 from healthflow.contracts.emergency import EmergencyReprioritised
 from healthflow.paramedic import store
-from healthflow.paramedic.domain import TaskStatus, slot_id, units_wanted
+from healthflow.paramedic.domain import (
+    PATIENT_LEFT_SCENE,
+    TaskStatus,
+    slot_id,
+    units_wanted,
+)
 from healthflow.paramedic.service import Context
 
 
@@ -45,7 +51,8 @@ async def on_reprioritised(uow: UnitOfWork, ctx: Context, data: EmergencyReprior
          "status": {"$in": [TaskStatus.OFFERED.value, TaskStatus.ACCEPTED.value]}},
         {"$set": {"priority": data.priority, "updated_at": now}}, session=uow.session)
     if (units_wanted(data.priority) < 2 or primary.get("units", 1) >= 2
-            or primary["status"] == "ended" or primary.get("location") is None):
+            or primary["status"] == "ended" or primary.get("location") is None
+            or await _patient_left_scene(uow, primary)):
         return None
     second: Document = {
         "_id": slots[1], "emergency_id": data.emergency_id, "slot": 2, "units": 2,
@@ -55,3 +62,12 @@ async def on_reprioritised(uow: UnitOfWork, ctx: Context, data: EmergencyReprior
     await uow.db[store.ASSIGNMENTS].insert_one(second, session=uow.session)
     await store.update_assignment(uow.db, uow.session, slots[0], {"$set": {"units": 2}})
     return slots[1]
+
+
+async def _patient_left_scene(uow: UnitOfWork, primary: Document) -> bool:
+    """Whether the emergency's crew is transporting or at hospital, as far as its
+    ``emergency.status_changed`` has reached this service (a later one stands the
+    second slot down, :mod:`.lifecycle`)."""
+    task = (await store.get_task(uow.db, primary["task_id"], session=uow.session)
+            if primary.get("task_id") else None)
+    return task is not None and task.get("emergency_status") in PATIENT_LEFT_SCENE

@@ -27,8 +27,6 @@ from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.emergency import EmergencyRaised
 from healthflow.paramedic import acks, events, roads, shifts, store, waiting
 from healthflow.paramedic.domain import (
-    FINAL_EMERGENCY,
-    FOLLOWS_EMERGENCY,
     ON_THE_WAY,
     DutyStatus,
     EtaThrottle,
@@ -50,7 +48,6 @@ from healthflow.paramedic.domain import (
     self_status_change,
     slot_id,
     slot_of,
-    steps_forward,
     units_wanted,
     xray_ids,
 )
@@ -347,12 +344,37 @@ async def claim_and_offer(uow: UnitOfWork, ctx: Context, assignment: Document,
     since = fresh_since(now, ctx.max_age)
     for candidate in ranked:
         task_id = str(uuid.uuid4())
-        if await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
-                                  task_id=task_id, now=now):
+        if candidate.get("task_kind") == TaskKind.XRAY and candidate.get("task_id"):
+            if await store.preempt_unit(uow.db, uow.session, candidate["_id"],
+                                        xray_task_id=candidate["task_id"],
+                                        fresh_since=since, task_id=task_id, now=now):
+                await _preempted(uow, candidate["task_id"], now)
+                return await offer(uow, ctx, assignment, candidate, task_id)
+        elif await store.claim_unit(uow.db, uow.session, candidate["_id"], fresh_since=since,
+                                    task_id=task_id, now=now,
+                                    kind=assignment.get("kind", TaskKind.EMERGENCY.value)):
             return await offer(uow, ctx, assignment, candidate, task_id)
     if or_escalate:
         await escalate(uow, ctx, assignment, "no_unit_available")
     return None
+
+
+async def _preempted(uow: UnitOfWork, xray_task_id: str, now: datetime) -> None:
+    """A P1 took the unit working the X-ray task ``xray_task_id``: the task ends
+    (``withdrawn``; ``paramedic.xray_task_ended`` ``preempted``, on the dispatchers' X-ray
+    queue and in the audit log) and its order waits for the next unit (``pending``)."""
+    task = await store.get_task(uow.db, xray_task_id, session=uow.session)
+    if task is None or task["status"] not in (TaskStatus.OFFERED, TaskStatus.ACCEPTED):
+        return
+    must(await store.update_task(uow.db, uow.session, xray_task_id, task["status"], {
+        "status": TaskStatus.WITHDRAWN.value, "answered_at": task.get("answered_at") or now,
+        "updated_at": now}), "the X-ray task")
+    publish_xray_ended(uow, task, "preempted", now)
+    await uow.db[store.ASSIGNMENTS].update_one(
+        {"_id": assignment_of(task), "task_id": xray_task_id,
+         "status": {"$in": ["offered", "accepted"]}},
+        {"$set": {"status": "pending", "task_id": None, "updated_at": now},
+         "$addToSet": {"tried": task["unit_id"]}}, session=uow.session)
 
 
 async def offer(uow: UnitOfWork, ctx: Context, assignment: Document, unit: Document,
@@ -449,51 +471,3 @@ async def on_assignment_retry(uow: UnitOfWork, ctx: Context, job: jobs.Job) -> N
     must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
         "$set": {"tried": [], "status": "pending", "updated_at": ctx.clock()}}),
          "the assignment")
-
-
-async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
-                              status: str) -> None:
-    """Follow the emergency's lifecycle: the duty status of each accepted unit on it (a
-    P1's two) tracks it (en route … at hospital); closed or cancelled ends the tasks
-    and frees the units."""
-    assignment = await store.get_assignment(uow.db, emergency_id, session=uow.session)
-    now = ctx.clock()
-    if assignment is None and status in FINAL_EMERGENCY:  # overtook its emergency.raised
-        await uow.db[store.ASSIGNMENTS].insert_one(
-            {"_id": emergency_id, "priority": None, "location": None, "status": "ended",
-             "tried": [], "attempts": 0, "task_id": None, "created_at": now,
-             "updated_at": now}, session=uow.session)
-        return
-    if assignment is not None and assignment.get("units") == 2:
-        second = await store.get_assignment(uow.db, slot_id(emergency_id, 2),
-                                            session=uow.session)
-        if second is not None:
-            await _follow(uow, ctx, second, status, now)
-    if assignment is not None:
-        await _follow(uow, ctx, assignment, status, now)
-
-
-async def _follow(uow: UnitOfWork, ctx: Context, assignment: Document, status: str,
-                  now: datetime) -> None:
-    """One assignment (slot) follows the emergency's ``status``."""
-    final = status in FINAL_EMERGENCY
-    if assignment["status"] == "ended":
-        return
-    if final:
-        must(await store.update_assignment(uow.db, uow.session, assignment["_id"], {
-            "$set": {"status": "ended", "updated_at": now}}), "the assignment")
-    task = (await store.get_task(uow.db, assignment["task_id"], session=uow.session)
-            if assignment.get("task_id") else None)
-    if task is None or not steps_forward(task.get("emergency_status") or "assigned", status):
-        return
-    fields: Document = {"emergency_status": status, "updated_at": now}
-    if final and task["status"] in (TaskStatus.OFFERED, TaskStatus.ACCEPTED):
-        fields["status"] = (TaskStatus.DONE if status == "closed" else TaskStatus.CANCELLED).value
-    must(await store.update_task(uow.db, uow.session, task["_id"], None, fields), "the task")
-    if final:
-        await free_unit(uow, ctx, task, now)
-    elif (duty := FOLLOWS_EMERGENCY.get(status)) is not None and not (
-            await store.set_unit_status(uow.db, uow.session, task["unit_id"], task["_id"],
-                                        duty, now)):
-        log.warning("unit no longer on the task whose emergency moved",
-                    extra={"unit_id": task["unit_id"], "task_id": task["_id"]})

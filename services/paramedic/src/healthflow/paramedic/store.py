@@ -7,7 +7,7 @@ Collections (database ``healthflow_paramedic``), times aware UTC, distances metr
                   (false: a radiographer's, X-ray orders only; absent on older units:
                   true), status (domain.DutyStatus), location: GeoJSON Point
                   [lon, lat] | None, accuracy_m, position_at, task_id | None, created_at,
-                  updated_at}
+                  updated_at, task_kind: the task's kind (emergency | xray) | None}
     tasks        {_id, kind (domain.TaskKind), assignment_id, emergency_id | None,
                   unit_id, paramedic_id, priority, location (Point) | None, distance_m,
                   attempt, status (domain.TaskStatus), emergency_status, offered_at,
@@ -104,23 +104,29 @@ async def get_assignment(db: Db, emergency_id: str, session: Session = None
 
 
 async def candidates(db: Db, session: Session, location: Document, *, fresh_since: datetime,
-                     exclude: list[str], max_distance_m: float, limit: int
-                     ) -> list[Document]:
+                     exclude: list[str], max_distance_m: float, limit: int,
+                     preempt_xray: bool = False) -> list[Document]:
     """Available units that take emergencies (not a radiographer's: ``takes_emergencies``
     false; units put before it existed take them) with a position reported at or after
     ``fresh_since``, within
     ``max_distance_m`` metres of ``location`` (GeoJSON Point), nearest first, each with
-    ``distance_m`` (great-circle metres, from ``$geoNear``) and ``location``."""
+    ``distance_m`` (great-circle metres, from ``$geoNear``) and ``location``.
+    ``preempt_xray`` (a P1): units busy with an X-ray task count too (``task_kind``
+    ``xray``; :func:`preempt_unit` takes them)."""
+    status: Document = ({"$or": [{"status": DutyStatus.AVAILABLE.value},
+                                 {"task_kind": "xray"}]} if preempt_xray
+                        else {"status": DutyStatus.AVAILABLE.value})
     pipeline: list[Document] = [
         {"$geoNear": {"near": location, "distanceField": "distance_m", "spherical": True,
                       "key": "location", "maxDistance": max_distance_m,
-                      "query": {"status": DutyStatus.AVAILABLE.value,
+                      "query": {**status,
                                 "position_at": {"$gte": fresh_since},
                                 "takes_emergencies": {"$ne": False},
                                 "_id": {"$nin": exclude}}}},
         {"$limit": limit},
         {"$project": {"_id": 1, "distance_m": 1, "location": 1, "call_sign": 1,
-                      "shifts": 1, "time_zone": 1, "stream_seen_at": 1}},
+                      "shifts": 1, "time_zone": 1, "stream_seen_at": 1, "status": 1,
+                      "task_id": 1, "task_kind": 1}},
     ]
     cursor = await db[UNITS].aggregate(pipeline, session=session)
     return await cursor.to_list()
@@ -144,25 +150,42 @@ async def xray_queue(db: Db, limit: int = 200) -> list[Document]:
         "created_at", ASCENDING).limit(limit).to_list()
 
 
-async def still_available(db: Db, unit_ids: list[str], *, fresh_since: datetime
-                          ) -> set[str]:
-    """Which of ``unit_ids`` are still available with a position reported at or after
-    ``fresh_since`` (read outside any transaction: a hint; the claim decides)."""
+async def still_available(db: Db, unit_ids: list[str], *, fresh_since: datetime,
+                          preempt_xray: bool = False) -> set[str]:
+    """Which of ``unit_ids`` are still available (or, ``preempt_xray``, on an X-ray
+    task) with a position reported at or after ``fresh_since`` (read outside any
+    transaction: a hint; the claim decides)."""
+    status: Document = ({"$or": [{"status": DutyStatus.AVAILABLE.value},
+                                 {"task_kind": "xray"}]} if preempt_xray
+                        else {"status": DutyStatus.AVAILABLE.value})
     return {d["_id"] async for d in db[UNITS].find(
-        {"_id": {"$in": unit_ids}, "status": DutyStatus.AVAILABLE.value,
-         "position_at": {"$gte": fresh_since}}, {"_id": 1})}
+        {"_id": {"$in": unit_ids}, **status, "position_at": {"$gte": fresh_since}},
+        {"_id": 1})}
 
 
 async def claim_unit(db: Db, session: Session, unit_id: str, *, fresh_since: datetime,
-                     task_id: str, now: datetime) -> bool:
-    """Make the unit ``assigned`` to ``task_id`` if it is still available with a fresh
-    position: one conditional update, so of any number of concurrent claims (on any
-    replica) exactly one matches."""
+                     task_id: str, now: datetime, kind: str = "emergency") -> bool:
+    """Make the unit ``assigned`` to ``task_id`` (of ``kind``, kept as ``task_kind``) if
+    it is still available with a fresh position: one conditional update, so of any
+    number of concurrent claims (on any replica) exactly one matches."""
     result = await db[UNITS].update_one(
         {"_id": unit_id, "status": DutyStatus.AVAILABLE.value,
          "position_at": {"$gte": fresh_since}},
         {"$set": {"status": DutyStatus.ASSIGNED.value, "task_id": task_id,
-                  "updated_at": now}}, session=session)
+                  "task_kind": kind, "updated_at": now}}, session=session)
+    return result.modified_count == 1
+
+
+async def preempt_unit(db: Db, session: Session, unit_id: str, *, xray_task_id: str,
+                       fresh_since: datetime, task_id: str, now: datetime) -> bool:
+    """Give a P1's ``task_id`` to the unit if it still works the X-ray task
+    ``xray_task_id`` with a fresh position (the same single conditional update as
+    :func:`claim_unit`); the caller ends the X-ray task."""
+    result = await db[UNITS].update_one(
+        {"_id": unit_id, "task_id": xray_task_id, "task_kind": "xray",
+         "position_at": {"$gte": fresh_since}},
+        {"$set": {"status": DutyStatus.ASSIGNED.value, "task_id": task_id,
+                  "task_kind": "emergency", "updated_at": now}}, session=session)
     return result.modified_count == 1
 
 
@@ -171,10 +194,32 @@ async def set_unit_status(db: Db, session: Session, unit_id: str, task_id: str,
     """Move the unit working ``task_id`` to ``status`` (``available`` frees it)."""
     fields: dict[str, Any] = {"status": status.value, "updated_at": now}
     if status is DutyStatus.AVAILABLE:
-        fields["task_id"] = None
+        fields["task_id"] = fields["task_kind"] = None
     result = await db[UNITS].update_one({"_id": unit_id, "task_id": task_id},
                                         {"$set": fields}, session=session)
     return result.modified_count == 1
+
+
+async def retake_unit(db: Db, session: Session, unit_id: str, task_id: str,
+                      status: DutyStatus, now: datetime) -> bool:
+    """Give the unit back ``task_id`` at duty ``status`` if it is still available (a
+    reassignment it won after all, :mod:`.lifecycle`); False when it is not."""
+    result = await db[UNITS].update_one(
+        {"_id": unit_id, "status": DutyStatus.AVAILABLE.value},
+        {"$set": {"status": status.value, "task_id": task_id, "task_kind": "emergency",
+                  "updated_at": now}}, session=session)
+    return result.modified_count == 1
+
+
+async def withdraw_task(db: Db, session: Session, task_id: str, expected: str,
+                        on_the_way: list[str], fields: Document) -> bool:
+    """Set ``fields`` on the task if it is still ``expected`` and its emergency still
+    ``on_the_way`` (a crew step that moved it on first wins: False)."""
+    result = await db[TASKS].update_one(
+        {"_id": task_id, "status": expected,
+         "$or": [{"emergency_status": {"$in": on_the_way}}, {"emergency_status": None}]},
+        {"$set": fields}, session=session)
+    return result.matched_count == 1
 
 
 async def update_task(db: Db, session: Session, task_id: str, expected: str | None,

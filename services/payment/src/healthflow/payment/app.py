@@ -21,6 +21,7 @@ from healthflow.common.workers import Hooks, Loop
 from healthflow.contracts.appointment import AppointmentBooked
 from healthflow.payment import (
     api,
+    checkout_closing,
     credit_notes,
     finance_api,
     handlers,
@@ -92,7 +93,8 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
 
 
 def add_stripe_jobs(runtime: ServiceRuntime, stripe: Stripe, settings: Settings) -> None:
-    """The workers of the jobs that call Stripe (checkout, hold expiry, refund), retried
+    """The workers of the jobs that call Stripe (checkout, hold expiry, refund, closing a
+    stale invoice checkout), retried
     with backoff through an outage and then dead (``make jobs``), and the start-up
     placing of older payments in their hospital."""
     def stripe_jobs(queue: str, handler: Handler, interval: float) -> Loop:
@@ -122,9 +124,16 @@ def add_stripe_jobs(runtime: ServiceRuntime, stripe: Stripe, settings: Settings)
 
     runtime.add_worker(stripe_jobs(refunds.REFUND, refund, 0.25))
 
+    async def close_checkout(uow: UnitOfWork, job: Job) -> None:
+        await checkout_closing.close_checkout(uow, stripe, job.payload["checkout_id"])
+
+    runtime.add_worker(stripe_jobs(checkout_closing.CLOSE, close_checkout, 0.5))
+
     async def backfill() -> None:
         await migrations.apply_once(runtime.db, "payments.hospital_id",
                                     lambda: service.backfill_hospitals(runtime))
+        await migrations.apply_once(runtime.db, "charge_items.online_hospital",
+                                    lambda: service.backfill_charge_item_hospitals(runtime))
 
     async def nothing() -> None:
         return None

@@ -11,7 +11,9 @@ webhook (:func:`apply_intent_event`): a success records the money on the invoice
 (:func:`healthflow.payment.invoices.receive`, source ``card``) and publishes
 ``invoice.paid``; a decline leaves the intent open for another card. A success that
 would overpay (the share was paid meanwhile by another checkout or at the desk) is
-refunded in full at once (``overpaid``), so the patient never pays twice.
+refunded in full at once (``overpaid``), so the patient never pays twice. A
+checkout the invoice no longer matches (voided, paid another way, its share changed)
+is cancelled at Stripe (:mod:`.checkout_closing`).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.payment import InvoicePaid
 from healthflow.payment import invoices, store
+from healthflow.payment.checkout_closing import CANCELLED, outstanding
 from healthflow.payment.domain import (
     AmountMismatch,
     InvoiceConflict,
-    InvoiceStatus,
     PaymentStatus,
     ensure_reported_money,
 )
@@ -39,17 +41,11 @@ from healthflow.payment.provider import Stripe
 
 CHECKOUTS = store.INVOICE_CHECKOUTS
 """Card checkouts of invoices: ``{_id, invoice_id, patient_id, amount, currency,
-intent_id, client_secret, status (requires_payment|declined|succeeded|refunded),
-created_at, updated_at, refund_id?}``."""
+intent_id, client_secret, status (requires_payment|declined|succeeded|refunded|
+cancelled: stale, closed at Stripe by :mod:`.checkout_closing`), created_at, updated_at,
+refund_id?}``."""
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://healthflow/payment/invoice-checkout")
-
-
-def outstanding(invoice: Document) -> int:
-    """The patient's share still owed, in minor units (0 for a cancelled invoice)."""
-    if invoice["status"] != InvoiceStatus.ISSUED.value:
-        return 0
-    return int(invoice["total_gross"] - invoice.get("insurance_share", 0) - invoice["paid"])
 
 
 async def open_invoice_checkout(runtime: ServiceRuntime, stripe: Stripe,
@@ -101,7 +97,8 @@ async def apply_intent_event(uow: UnitOfWork, stripe: Stripe, checkout: Document
     checkout (in the webhook's transaction): ``applied``, ``ignored`` (already paid or
     refunded: a late failure never undoes a success), ``mismatch`` (the intent's money is
     not the checkout's: nothing recorded) or ``refunded`` (it would overpay)."""
-    if checkout["status"] in (PaymentStatus.SUCCEEDED.value, PaymentStatus.REFUNDED.value):
+    if checkout["status"] in (PaymentStatus.SUCCEEDED.value, PaymentStatus.REFUNDED.value,
+                              CANCELLED):
         return "ignored"
     if reported is not PaymentStatus.SUCCEEDED:
         await _set(uow, checkout, PaymentStatus.DECLINED.value)

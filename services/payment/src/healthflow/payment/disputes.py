@@ -24,7 +24,7 @@ from typing import Any
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
-from healthflow.payment import events, store
+from healthflow.payment import events, ledger, store
 from healthflow.payment.domain import (
     DISPUTE_EVENTS,
     DISPUTE_RESOLVED,
@@ -51,22 +51,18 @@ async def apply(uow: UnitOfWork, event_type: str, obj: dict[str, Any],
 
 
 async def _set_status(uow: UnitOfWork, doc: Document, target: PaymentStatus,
-                      event_id: str, fields: Document) -> None:
+                      event_id: str, fields: Document) -> dict[str, Any]:
     """Write ``fields`` and, when it changes, the status with a history entry (no
-    ``payment.succeeded`` again when a won dispute restores ``succeeded``)."""
+    ``payment.succeeded`` again when a won dispute restores ``succeeded``), raising the
+    payment's revision; the shared fields of the event to publish
+    (:func:`~.ledger.event_fields`)."""
     now = utcnow()
     update: Document = {"$set": {**fields, "updated_at": now}}
     if target.value != doc["status"]:
         update["$set"]["status"] = target.value
         update["$push"] = {"history": {"status": target.value, "at": now,
                                        "stripe_event_id": event_id}}
-    await uow.db[store.PAYMENTS].update_one({"_id": doc["_id"]}, update, session=uow.session)
-
-
-def _base(doc: Document, status: PaymentStatus) -> dict[str, Any]:
-    return {"payment_id": doc["_id"], "appointment_id": doc["appointment_id"],
-            "patient_id": doc["patient_id"], "amount": doc["amount"],
-            "currency": doc["currency"], "status": status.value}
+    return ledger.event_fields(await ledger.bump(uow, doc, update))
 
 
 async def apply_dispute(uow: UnitOfWork, doc: Document, event_type: str,
@@ -96,12 +92,12 @@ async def apply_dispute(uow: UnitOfWork, doc: Document, event_type: str,
         record["closed_at"] = now
         if record["status"] in DISPUTE_RESOLVED:
             target = previous
-    await _set_status(uow, doc, target, event_id, {"dispute": record})
+    base = await _set_status(uow, doc, target, event_id, {"dispute": record})
     if target is PaymentStatus.DISPUTED:
         await store.flag_for_review(uow.db, doc["_id"], f"dispute:{record['status']}",
                                     session=uow.session)
     uow.publish(events.PaymentDisputed(
-        **_base(doc, target), dispute_id=record["id"], dispute_status=record["status"],
+        **base, dispute_id=record["id"], dispute_status=record["status"],
         dispute_amount=record["amount"], reason=record["reason"]),
         subject=doc["_id"], patientid=doc["patient_id"])
     return "disputed"
@@ -134,9 +130,9 @@ async def apply_refund_failure(uow: UnitOfWork, doc: Document, refund: dict[str,
         fields["refund"] = {**recorded, "amount": left, "status": "failed"}
         if current is not PaymentStatus.DISPUTED:
             target = refunded_status(doc["amount"], left) or PaymentStatus.SUCCEEDED
-    await _set_status(uow, doc, target, event_id, fields)
+    base = await _set_status(uow, doc, target, event_id, fields)
     await store.flag_for_review(uow.db, doc["_id"], "refund:failed", session=uow.session)
     uow.publish(events.PaymentRefundFailed(
-        **_base(doc, target), refund_id=refund_id, refund_amount=amount,
+        **base, refund_id=refund_id, refund_amount=amount,
         failure_reason=reason), subject=doc["_id"], patientid=doc["patient_id"])
     return "refund_failed"

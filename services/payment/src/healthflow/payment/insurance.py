@@ -35,7 +35,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.problems import ServiceUnavailable, UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.payment import ClaimAdjudicated, ClaimSubmitted
-from healthflow.payment import coding, fhir, invoices, store
+from healthflow.payment import checkout_closing, coding, fhir, invoices, store
 from healthflow.payment.clearinghouse import Adjudication, Clearinghouse
 from healthflow.payment.domain import (
     ClaimConflict,
@@ -211,12 +211,15 @@ async def record_adjudication(uow: UnitOfWork, claim: Document, invoice: Documen
     complete = adjudication.outcome is ClaimOutcome.COMPLETE
     share = adjudication.benefit if complete else 0
     update: Document = {"$set": {"last_claim_id": claim["_id"]}}
+    shares = {"insurance_share": share,
+              "status": status_after_claim(invoice["total_gross"], share).value}
     if complete:
         update = store.revised({  # printed again, with the shares
-            "$set": {"insurance_share": share, "claim_id": claim["_id"],
-                     "status": status_after_claim(invoice["total_gross"], share).value}})
+            "$set": {**shares, "claim_id": claim["_id"]}})
     await uow.db[store.INVOICES].update_one({"_id": invoice["_id"]}, update,
                                             session=uow.session)
+    if complete:  # the patient's share changed: a card checkout of the old one is stale
+        await checkout_closing.schedule_close(uow, {**invoice, **shares})
     uow.publish(ClaimAdjudicated(
         claim_id=claim["_id"], claim_response_id=claim["response"]["id"],
         invoice_id=invoice["_id"], patient_id=claim["patient_id"],

@@ -44,7 +44,7 @@ from healthflow.common.permissions import Permission
 from healthflow.common.problems import UnprocessableContent
 from healthflow.common.service import ServiceRuntime
 from healthflow.contracts.payment import InvoiceIssued
-from healthflow.payment import printing, store
+from healthflow.payment import checkout_closing, printing, store
 from healthflow.payment.domain import (
     COLLECTED,
     CONSULTATION_CODE,
@@ -87,10 +87,7 @@ async def consultation_hospital(uow: UnitOfWork, payment: Document) -> str | Non
         return str(payment["hospital_id"])
     if payment.get("location_id"):
         return str(payment["location_id"])
-    doctor = await uow.db[store.DOCTORS].find_one({"_id": payment["doctor_id"]},
-                                                  session=uow.session)
-    hospitals = (doctor or {}).get("hospital_ids") or []
-    return str(hospitals[0]) if hospitals else None
+    return await store.first_hospital(uow.db, payment["doctor_id"], uow.session)
 
 
 async def issue(uow: UnitOfWork, *, patient_id: str, hospital_id: str | None,
@@ -143,8 +140,10 @@ async def receive(uow: UnitOfWork, doc: Document, amount: int, *, source: str,
     await uow.db[store.INVOICES].update_one(
         {"_id": doc["_id"]}, {"$set": {"paid": paid, "status": status.value},
                               "$push": {"payments": entry}}, session=uow.session)
-    return {**doc, "paid": paid, "status": status.value,
-            "payments": [*doc["payments"], entry]}
+    after = {**doc, "paid": paid, "status": status.value,
+             "payments": [*doc["payments"], entry]}
+    await checkout_closing.schedule_close(uow, after, paying=payment_id)  # stale ones
+    return after
 
 
 BILLING = "billing"
@@ -308,7 +307,9 @@ async def add_charge_item(runtime: ServiceRuntime, principal: Principal, *,
     """A ``billable`` charge item for the encounter (``unit_price`` minor units of ISO 4217
     ``currency``, tax included), by the doctor conducting it or the finance of its
     hospital; patient, hospital, performer (``practitioner_id``) and date of service
-    (``occurrence``: the encounter's start) are the encounter's.
+    (``occurrence``: the encounter's start) are the encounter's. An encounter without a
+    hospital (an online consultation) belongs to its doctor's first affiliated one
+    (:func:`~.store.first_hospital`), as its consultation's payment and invoice do.
 
     Raises:
         NotFound: (404) the encounter is not known here (yet: ``encounter.started``).
@@ -318,15 +319,17 @@ async def add_charge_item(runtime: ServiceRuntime, principal: Principal, *,
     encounter = await runtime.db[store.ENCOUNTERS].find_one({"_id": encounter_id})
     if encounter is None:
         raise NotFound(f"no encounter {encounter_id} (yet)")
+    hospital_id = encounter.get("hospital_id") or await store.first_hospital(
+        runtime.db, encounter["practitioner_id"])
     if encounter["practitioner_id"] != principal.subject:
-        await ensure_finance(runtime, principal, encounter.get("hospital_id"))
+        await ensure_finance(runtime, principal, hospital_id)
     try:
         amount, cur = check_money(unit_price, currency)
     except ValueError as exc:
         raise UnprocessableContent(str(exc)) from None
     doc: Document = {
         "_id": str(uuid.uuid4()), "patient_id": encounter["patient_id"],
-        "hospital_id": encounter.get("hospital_id"), "encounter_id": encounter_id,
+        "hospital_id": hospital_id, "encounter_id": encounter_id,
         "appointment_id": None, "payment_id": None,
         "performer_id": encounter["practitioner_id"], "code": code,
         "description": description, "quantity": quantity, "unit_price": amount,
@@ -422,7 +425,9 @@ async def cancel(runtime: ServiceRuntime, principal: Principal, invoice_id: str)
         await uow.db[store.CHARGE_ITEMS].update_many(
             {"invoice_id": invoice_id}, {"$set": {"status": ChargeItemStatus.ABORTED.value}},
             session=uow.session)
-        return {**current, "status": InvoiceStatus.CANCELLED.value, "cancelled_at": now}
+        after = {**current, "status": InvoiceStatus.CANCELLED.value, "cancelled_at": now}
+        await checkout_closing.schedule_close(uow, after)  # its open card checkouts
+        return after
 
     return await runtime.transact(write, actor=principal.actor)
 

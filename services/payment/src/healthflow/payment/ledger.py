@@ -1,8 +1,17 @@
 """The payment record's writes shared by the use cases: status moves and refunds, each
 with the event it publishes (``payment.succeeded``, ``payment.expired``,
-``payment.refunded``)."""
+``payment.refunded``).
+
+Every write that publishes a payment event raises the payment's ``revision`` by one in
+the same transaction (:func:`bump`) and the event carries it, so that consumers order
+a payment's events by it even when its status goes back (a failed refund, a won
+dispute)."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ReturnDocument
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
@@ -16,25 +25,44 @@ from healthflow.payment.domain import (
 from healthflow.payment.provider import Stripe
 
 
+async def bump(uow: UnitOfWork, doc: Document, update: Document) -> Document:
+    """Apply ``update`` (a MongoDB update) to the payment ``doc`` and raise its
+    ``revision`` by one, in the transaction; the payment afterwards."""
+    after: Document | None = await uow.db[store.PAYMENTS].find_one_and_update(
+        {"_id": doc["_id"]}, {**update, "$inc": {"revision": 1}},
+        return_document=ReturnDocument.AFTER, session=uow.session)
+    assert after is not None, doc["_id"]
+    return after
+
+
+def event_fields(after: Document) -> dict[str, Any]:
+    """The fields every payment event shares (:class:`~healthflow.contracts.payment.PaymentEvent`)
+    from the payment ``after`` a change: its status, ``revision`` and the total refunded
+    (``refund.amount``, a failed refund already taken off)."""
+    return {"payment_id": after["_id"], "appointment_id": after["appointment_id"],
+            "patient_id": after["patient_id"], "amount": after["amount"],
+            "currency": after["currency"], "status": after["status"],
+            "revision": int(after.get("revision") or 0),
+            "refunded_amount": int((after.get("refund") or {}).get("amount") or 0)}
+
+
 async def move(uow: UnitOfWork, doc: Document, target: PaymentStatus,
-               event_id: str | None, extra: Document | None = None) -> None:
-    """Set the payment's status (and ``extra`` fields), append to its history, and publish
-    ``payment.succeeded`` or ``payment.expired`` when it reaches those."""
+               event_id: str | None, extra: Document | None = None) -> Document:
+    """Set the payment's status (and ``extra`` fields), append to its history, raise its
+    revision (:func:`bump`), and publish ``payment.succeeded`` or ``payment.expired``
+    when it reaches those; the payment afterwards."""
     now = utcnow()
-    await uow.db[store.PAYMENTS].update_one(
-        {"_id": doc["_id"]},
-        {"$set": {"status": target.value, "updated_at": now, **(extra or {})},
-         "$push": {"history": {"status": target.value, "at": now, "stripe_event_id": event_id}}},
-        session=uow.session)
-    fields = {"payment_id": doc["_id"], "appointment_id": doc["appointment_id"],
-              "patient_id": doc["patient_id"], "amount": doc["amount"],
-              "currency": doc["currency"], "status": target.value}
+    after = await bump(uow, doc, {
+        "$set": {"status": target.value, "updated_at": now, **(extra or {})},
+        "$push": {"history": {"status": target.value, "at": now, "stripe_event_id": event_id}}})
+    fields = event_fields(after)
     if target is PaymentStatus.SUCCEEDED:
         uow.publish(events.PaymentSucceeded(**fields, intent_id=doc["intent_id"]),
                     subject=doc["_id"], patientid=doc["patient_id"])
     elif target is PaymentStatus.EXPIRED:
         uow.publish(events.PaymentExpired(**fields), subject=doc["_id"],
                     patientid=doc["patient_id"])
+    return after
 
 
 async def refund(uow: UnitOfWork, stripe: Stripe, doc: Document, amount: int,
@@ -65,10 +93,8 @@ async def refund(uow: UnitOfWork, stripe: Stripe, doc: Document, amount: int,
         await uow.db[store.PAYMENTS].update_one({"_id": doc["_id"]}, {"$set": record},
                                                 session=uow.session)
         return
-    await move(uow, doc, target, None, record)
+    after = await move(uow, doc, target, None, record)
     await credit_notes.schedule(uow, doc["_id"], refund_id)  # documents it on the invoice
     uow.publish(events.PaymentRefunded(
-        payment_id=doc["_id"], appointment_id=doc["appointment_id"],
-        patient_id=doc["patient_id"], amount=doc["amount"], currency=doc["currency"],
-        status=target.value, refund_amount=amount, refund_id=refund_id, reason=reason),
+        **event_fields(after), refund_amount=amount, refund_id=refund_id, reason=reason),
         subject=doc["_id"], patientid=doc["patient_id"])

@@ -28,6 +28,7 @@ from healthflow.payment.domain import (
     EXPIRABLE,
     INTENT_EVENTS,
     AmountMismatch,
+    ChargeItemStatus,
     PaymentStatus,
     check_money,
     ensure_reported_money,
@@ -135,6 +136,7 @@ async def open_checkout(uow: UnitOfWork, stripe: Stripe, booked: AppointmentBook
         "amount": amount, "currency": currency, "status": status, "intent_id": intent.id,
         "client_secret": intent.client_secret, "created_at": now, "updated_at": now,
         "history": [{"status": status, "at": now, "stripe_event_id": None}],
+        "revision": 0,
     }, session=uow.session)
     await jobs.enqueue(uow.db, HOLD_EXPIRY, {"payment_id": payment_id}, run_at=now + hold,
                        key=f"hold-{payment_id}", session=uow.session, now=now)
@@ -155,8 +157,8 @@ async def _refuse(uow: UnitOfWork, booked: AppointmentBooked, amount: int,
     uow.publish(events.PaymentExpired(
         payment_id=payment_id_of(booked.appointment_id),
         appointment_id=booked.appointment_id, patient_id=booked.patient_id, amount=amount,
-        currency=currency, status="refused"), subject=payment_id_of(booked.appointment_id),
-        patientid=booked.patient_id)
+        currency=currency, status="refused", revision=1, refunded_amount=0),
+        subject=payment_id_of(booked.appointment_id), patientid=booked.patient_id)
 
 
 async def expire_hold(uow: UnitOfWork, stripe: Stripe, payment_id: str,
@@ -199,7 +201,8 @@ async def _expire_unopened(uow: UnitOfWork, booked: AppointmentBooked) -> bool:
     amount, currency = check_money(booked.fee_amount or 0, booked.fee_currency or "")
     uow.publish(events.PaymentExpired(
         payment_id=payment_id, appointment_id=booked.appointment_id,
-        patient_id=booked.patient_id, amount=amount, currency=currency, status="expired"),
+        patient_id=booked.patient_id, amount=amount, currency=currency, status="expired",
+        revision=1, refunded_amount=0),  # its only event: no checkout opens after it
         subject=payment_id, patientid=booked.patient_id)
     return True
 
@@ -293,6 +296,24 @@ async def backfill_hospitals(runtime: ServiceRuntime) -> int:
         done += 1
     if done:
         log.info("payments given their hospital", extra={"count": done})
+    return done
+
+
+async def backfill_charge_item_hospitals(runtime: ServiceRuntime) -> int:
+    """Give billable charge items of encounters without a hospital (online consultations,
+    entered before the rule) their doctor's first affiliated hospital
+    (:func:`healthflow.payment.store.first_hospital`; run at start), so that its finance
+    can invoice them; how many. One whose doctor is not known yet stays as it is."""
+    done = 0
+    where = {"hospital_id": None, "status": ChargeItemStatus.BILLABLE.value}
+    async for doc in runtime.db[store.CHARGE_ITEMS].find(where):
+        hospital = await store.first_hospital(runtime.db, doc["performer_id"])
+        if hospital is not None:
+            await runtime.db[store.CHARGE_ITEMS].update_one(
+                {"_id": doc["_id"], **where}, {"$set": {"hospital_id": hospital}})
+            done += 1
+    if done:
+        log.info("charge items given their hospital", extra={"count": done})
     return done
 
 

@@ -7,6 +7,8 @@ units of an ISO 4217 ``currency``::
                      (the doctor's user id), start? (the appointment's), amount, currency,
                      status, intent_id (unique), client_secret, created_at, updated_at,
                      history: [{status, at, stripe_event_id}],
+                     revision (0 at the checkout, +1 with each published change;
+                     :func:`healthflow.payment.ledger.bump`),
                      refund?: {id, amount, currency, reason, at, status? ("failed")},
                      dispute?, refund_failures? (:mod:`.disputes`),
                      review?: {reason, at}: set when it needs a person (a mismatch...)}
@@ -149,7 +151,9 @@ INDEXES: Indexes = {
                          ("date", DESCENDING), ("_id", DESCENDING)], name="books")],
     STAFF: [IndexModel([("user_id", ASCENDING)], name="user")],
     ENCOUNTER_CODES: [IndexModel([("appointment_id", ASCENDING)], name="appointment")],
-    INVOICE_CHECKOUTS: [IndexModel([("intent_id", ASCENDING)], name="intent", unique=True)],
+    INVOICE_CHECKOUTS: [IndexModel([("intent_id", ASCENDING)], name="intent", unique=True),
+                        IndexModel([("invoice_id", ASCENDING), ("status", ASCENDING)],
+                                   name="invoice_open")],
     CREDIT_NOTES: [IndexModel([("issuer", ASCENDING), ("sequence", ASCENDING)],
                               name="number", unique=True),
                    IndexModel([("invoice_id", ASCENDING)], name="invoice")],
@@ -162,6 +166,17 @@ INDEXES: Indexes = {
 async def by_appointment(db: AsyncDatabase[Document], appointment_id: str,
                          session: Any = None) -> Document | None:
     return await db[PAYMENTS].find_one({"appointment_id": appointment_id}, session=session)
+
+
+async def first_hospital(db: AsyncDatabase[Document], doctor_id: str,
+                         session: Any = None) -> str | None:
+    """The doctor's first affiliated hospital (in the doctor's order, from
+    ``doctor.schedule_changed``; a doctor's id is their user id, the Practitioner id),
+    None when none is known: the platform's rule for what has no place of its own (an
+    online consultation, its payment, invoice and charge items)."""
+    doctor = await db[DOCTORS].find_one({"_id": doctor_id}, session=session)
+    hospitals = (doctor or {}).get("hospital_ids") or []
+    return str(hospitals[0]) if hospitals else None
 
 
 async def get_payment(db: AsyncDatabase[Document], payment_id: str,

@@ -8,13 +8,14 @@
   (streamed through the gateway) and a link to it; the automated results and
   thumbnails, the lung overlay and the TID 1500 measurement report SR
   (:mod:`.processing`); its report (``DiagnosticReport``: draft, sign, read).
+* DICOMweb (``/api/v1/dicomweb/studies``): :mod:`.dicomweb_api`.
 
 Who sees a patient's images is decided in :mod:`.service` (``viewer``).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -25,9 +26,7 @@ from healthflow.common.http import get_runtime
 from healthflow.common.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page
 from healthflow.common.permissions import Permission as P
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import dicomweb, processing, render, reports, service, stow, studies
-from healthflow.xray import wado_metadata as wado_metadata_
-from healthflow.xray.dicomweb import frame_number, rendered_type
+from healthflow.xray import processing, reports, service, studies
 from healthflow.xray.domain import OrderStatus
 from healthflow.xray.schemas import (
     LinkOut,
@@ -53,11 +52,8 @@ UPLOAD_TYPES = ("application/dicom", "image/png", "image/jpeg")
 
 orders = APIRouter(prefix="/api/v1/imaging/orders", tags=["imaging"])
 studies_router = APIRouter(prefix="/api/v1/imaging/studies", tags=["imaging"])
-dicomweb_router = APIRouter(prefix="/api/v1/dicomweb/studies", tags=["dicomweb"])
-routers = [orders, studies_router, dicomweb_router]
-UPLOAD_PATHS = (studies_router.prefix, dicomweb_router.prefix)
-"""The routes (POST) whose body may be large (streamed into storage, never parsed whole):
-the upload and STOW-RS."""
+routers = [orders, studies_router]
+"""These routes; the DICOMweb ones are :mod:`.dicomweb_api`'s."""
 
 
 @orders.post("", status_code=201, summary="Order an X-ray in an encounter you conduct")
@@ -306,179 +302,3 @@ async def report_sr(runtime: Runtime, study_id: Id,
     sr = await reports.report_document(runtime, principal, study_id, "sr")
     return Response(sr, media_type="application/dicom",
                     headers={"Cache-Control": "private, no-store"})
-
-# ----------------------------------------------------------------------------- DICOMweb
-
-DICOM_JSON = "application/dicom+json"
-Uid = Annotated[str, Path(max_length=64, pattern=r"^[0-9.]+$")]
-
-
-def _dicom_json(items: list[dict[str, object]]) -> JSONResponse:
-    return JSONResponse(items, media_type=DICOM_JSON,
-                        headers={"Cache-Control": "private, no-store"})
-
-
-def _wado(found: dicomweb.StudyInstances, blobs: BlobStore) -> StreamingResponse:
-    answer = dicomweb.multipart(blobs, found.instances)
-    return StreamingResponse(answer.body, media_type=answer.content_type,
-                             headers={"Cache-Control": "private, no-store"})
-
-
-@dicomweb_router.get("", summary="QIDO-RS: search for studies",
-                     response_class=JSONResponse,
-                     responses={200: {"content": {DICOM_JSON: {}}}})
-async def qido_studies(runtime: Runtime,
-                       patient_id: Annotated[str | None, Query(alias="PatientID",
-                                                               max_length=64)] = None,
-                       study_uid: Annotated[str | None, Query(alias="StudyInstanceUID",
-                                                              max_length=64)] = None,
-                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-                       offset: Annotated[int, Query(ge=0)] = 0,
-                       principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
-    """Match keys ``PatientID`` (required of doctors) and ``StudyInstanceUID``; other
-    keys are ignored. 400 without ``PatientID`` for a doctor; 403 ``not-treating``.
-    A patient matches their own studies only (another ``PatientID``: 200 ``[]``)."""
-    found = await dicomweb.search_studies(runtime, principal, patient_id, study_uid)
-    base = f"{runtime.settings.public_base_url}{dicomweb_router.prefix}"
-    return _dicom_json([dicomweb.study_json(f.study, f.instances, f.accession_number,
-                                            f"{base}/{f.study['study_uid']}")
-                        for f in found[offset:offset + limit]])
-
-
-@dicomweb_router.get("/{study_uid}/series", summary="QIDO-RS: the series of a study",
-                     response_class=JSONResponse,
-                     responses={200: {"content": {DICOM_JSON: {}}}})
-async def qido_series(runtime: Runtime, study_uid: Uid,
-                      modality: Annotated[str | None, Query(alias="Modality",
-                                                            max_length=16)] = None,
-                      principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
-    """Match key ``Modality`` (e.g. ``SR``: the measurement report's series)."""
-    found = await dicomweb.study_instances(runtime, principal, study_uid)
-    return _dicom_json(dicomweb.series_of(found, modality))
-
-
-@dicomweb_router.get("/{study_uid}/instances", summary="QIDO-RS: the instances of a study",
-                     response_class=JSONResponse,
-                     responses={200: {"content": {DICOM_JSON: {}}}})
-@dicomweb_router.get("/{study_uid}/series/{series_uid}/instances",
-                     summary="QIDO-RS: the instances of a series",
-                     response_class=JSONResponse,
-                     responses={200: {"content": {DICOM_JSON: {}}}})
-async def qido_instances(runtime: Runtime, study_uid: Uid, series_uid: Uid | None = None,
-                         principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
-    found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid)
-    return _dicom_json([dicomweb.instance_json(study_uid, i) for i in found.instances])
-
-
-WADO: dict[int | str, dict[str, Any]] = {
-    200: {"content": {'multipart/related; type="application/dicom"': {}}}}
-
-
-@dicomweb_router.get("/{study_uid}", summary="WADO-RS: the instances of a study",
-                     response_class=StreamingResponse, responses=WADO)
-@dicomweb_router.get("/{study_uid}/series/{series_uid}",
-                     summary="WADO-RS: the instances of a series",
-                     response_class=StreamingResponse, responses=WADO)
-@dicomweb_router.get("/{study_uid}/series/{series_uid}/instances/{sop_uid}",
-                     summary="WADO-RS: one instance",
-                     response_class=StreamingResponse, responses=WADO)
-async def wado(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
-               series_uid: Uid | None = None, sop_uid: Uid | None = None,
-               principal: Principal = require_any(*VIEWERS)) -> StreamingResponse:
-    """Each stored file as one ``application/dicom`` part; 404 ``study-not-found``; 406
-    ``not-acceptable`` when ``Accept`` does not take that (:func:`dicomweb.check_retrievable`)."""
-    found = await dicomweb.study_instances(runtime, principal, study_uid, series_uid,
-                                           sop_uid)
-    dicomweb.check_retrievable(request.headers.get("accept"), found.instances)
-    return _wado(found, blobs)
-
-
-@dicomweb_router.get("/{study_uid}/metadata", summary="WADO-RS: a study's metadata",
-                     response_class=JSONResponse, responses={200: {"content": {DICOM_JSON: {}}}})
-@dicomweb_router.get("/{study_uid}/series/{series_uid}/metadata",
-                     summary="WADO-RS: a series' metadata", response_class=JSONResponse,
-                     responses={200: {"content": {DICOM_JSON: {}}}})
-@dicomweb_router.get("/{study_uid}/series/{series_uid}/instances/{sop_uid}/metadata",
-                     summary="WADO-RS: an instance's metadata", response_class=JSONResponse,
-                     responses={200: {"content": {DICOM_JSON: {}}}})
-async def wado_metadata(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
-                        series_uid: Uid | None = None, sop_uid: Uid | None = None,
-                        principal: Principal = require_any(*VIEWERS)) -> JSONResponse:
-    """Each DICOM instance's header in the DICOM JSON Model (:mod:`.wado_metadata`);
-    404 ``study-not-found``, 403 ``not-treating``, 406 for an ``Accept`` without it."""
-    wado_metadata_.check_accept(request.headers.get("accept"))
-    return _dicom_json(await wado_metadata_.metadata(runtime, blobs, principal, study_uid,
-                                                     series_uid, sop_uid))
-
-
-RENDERED: dict[int | str, dict[str, Any]] = {
-    200: {"content": {t: {} for t in render.RENDERED_FORMATS}}}
-WindowParam = Annotated[str | None, Query(max_length=100, description=(
-    "center,width,function (linear, linear-exact, sigmoid): PS3.18 §8.3.5.1.4"))]
-ViewportParam = Annotated[str | None, Query(max_length=100, description=(
-    "vw,vh[,sx,sy,sw,sh]: PS3.18 §8.3.5.1.3"))]
-
-
-async def _rendered(runtime: ServiceRuntime, blobs: BlobStore, principal: Principal,
-                    request: Request, uids: tuple[str, str, str], frame: int,
-                    window: str | None, viewport: str | None) -> Response:
-    chosen, fit = dicomweb.voi_window(window), dicomweb.viewport_size(viewport)
-    media_type = rendered_type(request.headers.get("accept"), tuple(render.RENDERED_FORMATS))
-    image = await dicomweb.rendered_frame(runtime, blobs, principal, *uids, frame,
-                                          media_type, chosen, fit)
-    return Response(image, media_type=media_type, headers={
-        "Cache-Control": "private, no-store", "Vary": "Accept"})
-
-
-@dicomweb_router.get(
-    "/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}/rendered",
-    summary="WADO-RS: one frame rendered (JPEG or PNG)", response_class=Response,
-    responses=RENDERED)
-async def rendered_frame(runtime: Runtime, blobs: Blobs, request: Request, study_uid: Uid,
-                         series_uid: Uid, sop_uid: Uid,
-                         frames: Annotated[str, Path(max_length=32)],
-                         window: WindowParam = None, viewport: ViewportParam = None,
-                         principal: Principal = require_any(*VIEWERS)) -> Response:
-    """``image/jpeg`` unless ``Accept`` prefers ``image/png``: 406 ``not-acceptable`` for
-    anything else; 400 for a frame list or number below 1, a malformed ``window``
-    (``center,width,function``: ``linear``, ``linear-exact``, ``sigmoid``) or
-    ``viewport`` (``vw,vh[,sx,sy,sw,sh]``, the region inside the image), the problem's
-    ``parameter`` naming which; 404 ``frame-not-found`` beyond the instance's frames (an
-    SR has none), ``study-not-found`` for no such instance."""
-    return await _rendered(runtime, blobs, principal, request,
-                           (study_uid, series_uid, sop_uid), frame_number(frames), window,
-                           viewport)
-
-
-@dicomweb_router.get(
-    "/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered",
-    summary="WADO-RS: an instance rendered (JPEG or PNG)", response_class=Response,
-    responses=RENDERED)
-async def rendered_instance(runtime: Runtime, blobs: Blobs, request: Request,
-                            study_uid: Uid, series_uid: Uid, sop_uid: Uid,
-                            window: WindowParam = None, viewport: ViewportParam = None,
-                            principal: Principal = require_any(*VIEWERS)) -> Response:
-    """PS3.18 §9.5: the images here are single-frame, so this is its frame 1, answered
-    as ``…/frames/1/rendered`` is."""
-    return await _rendered(runtime, blobs, principal, request,
-                           (study_uid, series_uid, sop_uid), 1, window, viewport)
-
-
-@dicomweb_router.post(
-    "", summary="STOW-RS: store DICOM instances (multipart/related)",
-    response_class=JSONResponse, responses={
-        200: {"content": {DICOM_JSON: {}}}, 202: {"content": {DICOM_JSON: {}}},
-        409: {"content": {DICOM_JSON: {}}}},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        'multipart/related; type="application/dicom"': {
-            "schema": {"type": "string", "format": "binary"}}}}})
-async def stow_rs(runtime: Runtime, blobs: Blobs, request: Request,
-                  principal: Principal = require(P.IMAGING_UPLOAD)) -> JSONResponse:
-    """Each part is stored like a C-STORE instance (its order by Accession Number):
-    200 all stored, 202 some, 409 none (Failed SOP Sequence says why); 415 not
-    multipart/related DICOM; 400 malformed."""
-    base = f"{runtime.settings.public_base_url}{dicomweb_router.prefix}"
-    result = await stow.store_instances(runtime, blobs, principal,
-                                        request.headers.get("content-type"),
-                                        request.stream(), base)
-    return JSONResponse(result.body, status_code=result.status, media_type=DICOM_JSON)

@@ -13,7 +13,7 @@ from healthflow.common.jobs import Job, JobWorker
 from healthflow.common.service import ServiceRuntime
 from healthflow.common.settings import load_settings
 from healthflow.common.workers import Hooks, Loop
-from healthflow.xray import api, care, handlers, imaging, processing, store
+from healthflow.xray import api, care, dicomweb_api, handlers, imaging, processing, store
 from healthflow.xray.dicom_scp import StorageScp
 from healthflow.xray.settings import Settings
 
@@ -45,9 +45,10 @@ def create_app(settings: Settings | None = None, transport: Transport | None = N
                                  prepare=prepare).loop())
     scp = StorageScp(runtime, blobs, settings)
     runtime.add_worker(scp)
-    app = create_service_app(runtime, routers=api.routers, title="HealthFlow xray",
+    app = create_service_app(runtime, routers=[*api.routers, dicomweb_api.router],
+                             title="HealthFlow xray",
                              body_limits={("POST", path): settings.upload_max_bytes
-                                          for path in api.UPLOAD_PATHS},
+                                          for path in dicomweb_api.UPLOAD_PATHS},
                              description="X-ray orders (FHIR ServiceRequest), images "
                              "(DICOM Part 10, photographs of films) as FHIR ImagingStudy, "
                              "previews and downloads.")

@@ -23,9 +23,14 @@ pynetdicom Application Entity on ``XRAY_DICOM_PORT`` under ``XRAY_DICOM_AE_TITLE
   ends with a dataset half received (an abort, a lost connection, the network timeout:
   :meth:`StorageScp._on_close`; pynetdicom leaves those files behind);
 * at most ``XRAY_DICOM_MAX_ASSOCIATIONS`` associations at once (any more are rejected,
-  transient), each waiting at most ``XRAY_DICOM_ACSE_TIMEOUT`` /
-  ``XRAY_DICOM_DIMSE_TIMEOUT`` / ``XRAY_DICOM_NETWORK_TIMEOUT`` seconds for its peer
-  (a stalled peer is aborted and its half-received dataset removed).
+  transient), of which at most ``XRAY_DICOM_MAX_ASSOCIATIONS_PER_CALLING_AE`` from one
+  calling AE title and ``XRAY_DICOM_MAX_ASSOCIATIONS_PER_PEER`` from one peer address
+  (:func:`over_peer_limit`, checked when the A-ASSOCIATE-RQ arrives: any more are
+  rejected transient, service-user, no reason given, so one modality or host that
+  opens associations in a loop cannot take every slot from the others), each waiting
+  at most ``XRAY_DICOM_ACSE_TIMEOUT`` / ``XRAY_DICOM_DIMSE_TIMEOUT`` /
+  ``XRAY_DICOM_NETWORK_TIMEOUT`` seconds for its peer (a stalled peer is aborted and
+  its half-received dataset removed).
 
 :class:`Bounded` and :meth:`StorageScp._on_close` reach into pynetdicom 3.0's receiving
 message (``Association.dimse.message._data_set_file``, ``dimse.msg_queue``): it offers
@@ -90,6 +95,35 @@ RECEIVE_TIMEOUT = 120.0
 is cancelled (nothing kept) and the status is ``OUT_OF_RESOURCES``."""
 CHUNK = 256 * 1024
 """Bytes read from a received file at a time."""
+REJECT_BUSY = (0x02, 0x01, 0x01)
+"""A-ASSOCIATE-RJ result, source, reason: rejected-transient, DUL service-user, no reason
+given (PS3.8 §7.1.1.9, Table 9-21): the peer may try again later."""
+
+
+def _peer(assoc: Any) -> tuple[str, str | None]:
+    """(calling AE title, peer IP address) of an acceptor association; the title is
+    empty while its A-ASSOCIATE-RQ has not arrived."""
+    primitive = assoc.requestor.primitive
+    title = str(primitive.calling_ae_title).strip() if primitive is not None else ""
+    info = assoc.requestor.address_info
+    return title, None if info is None else str(info.address)
+
+
+def over_peer_limit(assoc: Any, per_title: int, per_address: int) -> str | None:
+    """Which per-peer limit the association ``assoc`` being requested would pass —
+    ``calling-ae-title`` (``per_title`` others of its calling AE title) or
+    ``peer-address`` (``per_address`` others from its IP address) — or None. Counts the
+    AE's other live acceptor associations (pynetdicom's threads: an association that
+    ended is gone, so nothing is to be released by hand)."""
+    title, address = _peer(assoc)
+    others = [_peer(a) for a in assoc.ae.active_associations
+              if a is not assoc and a.is_acceptor
+              and not (a.is_rejected or a.is_aborted or a.is_released)]
+    if title and sum(t == title for t, _ in others) >= per_title:
+        return "calling-ae-title"
+    if address is not None and sum(a == address for _, a in others) >= per_address:
+        return "peer-address"
+    return None
 
 
 def identity(path: Path) -> tuple[str, str, str]:
@@ -200,6 +234,7 @@ class StorageScp:
             ae.start_server, (self.settings.dicom_host or self.settings.host,
                               self.settings.dicom_port),
             block=False, evt_handlers=[
+                (evt.EVT_REQUESTED, self._on_requested),
                 (evt.EVT_C_STORE, self._on_store), (evt.EVT_PDU_RECV, self._on_pdu),
                 (evt.EVT_ABORTED, self._on_close), (evt.EVT_CONN_CLOSE, self._on_close)])
         log.info("DICOM storage SCP listening", extra={"port": self.port})
@@ -208,6 +243,21 @@ class StorageScp:
         if self.server is not None:
             server, self.server = self.server, None
             await asyncio.to_thread(server.shutdown)
+
+    def _on_requested(self, event: Any) -> None:
+        """EVT_REQUESTED, in the association's thread once its A-ASSOCIATE-RQ arrived and
+        before pynetdicom negotiates it: reject it (:data:`REJECT_BUSY`) past a
+        per-peer limit (:func:`over_peer_limit`); pynetdicom then skips the negotiation
+        and closes the connection."""
+        settings = self.settings
+        limit = over_peer_limit(event.assoc, settings.dicom_max_associations_per_calling_ae,
+                                settings.dicom_max_associations_per_peer)
+        if limit is None:
+            return
+        log.warning("DICOM association rejected: per-peer limit reached", extra={
+            "limit": limit, "calling_ae_title": _peer(event.assoc)[0]})
+        event.assoc.acse.send_reject(*REJECT_BUSY)
+        event.assoc.kill()
 
     def _on_pdu(self, event: Any) -> None:
         """EVT_PDU_RECV, in the association's DUL thread before the PDU is decoded: once

@@ -9,6 +9,8 @@ of stored DICOM instances (DICOM PS3.18 §10.6 Search, §10.4 Retrieve).
   SOP Class and Instance UIDs, Instance Number, Rows, Columns.
 * WADO-RS answers ``multipart/related; type="application/dicom"`` (PS3.18 §8.7.1.1):
   each stored file, as it was received, one part each, streamed from the blob store.
+* WADO-RS metadata (:mod:`.wado_metadata`) and frames' pixel data (:mod:`.wado_frames`);
+  the routes are :mod:`.dicomweb_api`'s.
 * WADO-RS rendered frames (PS3.18 §9.5, ``…/frames/{n}/rendered``): one frame as
   ``image/jpeg`` (the default) or ``image/png`` (by ``Accept``), windowed like the
   preview, at its own size up to 4096 px on its long side; ``window`` and

@@ -34,6 +34,10 @@ class Settings(CareSettings):
     dicom_ae_title: str = Field(default="HEALTHFLOW", min_length=1, max_length=16)
     dicom_calling_ae_titles: list[str] = Field(default_factory=list)
     dicom_max_associations: int = Field(default=4, ge=1)  # associations at once, all peers
+    # Of those, at most this many from one calling AE title / one peer IP address (more
+    # are rejected, transient), so one modality or host cannot hold every slot.
+    dicom_max_associations_per_calling_ae: int = Field(default=2, ge=1)
+    dicom_max_associations_per_peer: int = Field(default=2, ge=1)
     # Seconds the SCP waits: for an association request or release answer (ACSE), for a
     # DIMSE message's next part (DIMSE), and on an idle connection before it aborts it
     # (network; pynetdicom's ARTIM). A peer that stalls holds a thread only this long.

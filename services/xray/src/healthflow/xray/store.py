@@ -27,6 +27,12 @@ Collections (database ``healthflow_xray``), times aware UTC::
                  (the lung-field overlay PNG), deidentified (the de-identified DICOM
                  copy) and sr (the TID 1500 measurement report): {key, sha256, size} of a
                  blob or None, processed_at}
+    headers     the WADO-RS metadata of each DICOM instance (:mod:`.wado_metadata`):
+                 {_id: the instance document's _id (a measurement SR's ``<result
+                 id>:sr``), json (its DICOM JSON object as text, PS3.18 F.2, without
+                 Pixel Data's value and large binary values), stored_at}; written
+                 with the instance, or on its first metadata read for those stored
+                 before, never changed
     jobs        the processing queue (:mod:`healthflow.common.jobs`)
 """
 
@@ -53,6 +59,7 @@ LEGACY_CARE = "care"
 patient_id, appointments: [ids booked], cancelled: [ids], encounters: [ids conducted]}``."""
 REPORTS = "reports"
 RESULTS = "results"
+HEADERS = "headers"
 DERIVED = ("overlay", "deidentified", "sr")
 """The blobs a result references besides the original (:mod:`.processing`)."""
 MAX_LISTED = 1000
@@ -292,3 +299,26 @@ async def measurement_reports_of(uow: UnitOfWork, study_ids: list[str]) -> list[
                                   {"study_id": 1, "sr": 1, "processed_at": 1},
                                   session=uow.session).sort("_id", ASCENDING)
     return [doc async for doc in cursor]
+
+
+# ----------------------------------------------------------------------------- headers
+
+
+async def insert_header(uow: UnitOfWork, instance_id: str, text: str, at: datetime) -> None:
+    """The DICOM JSON header (text) of an instance being stored, in its transaction."""
+    await uow.db[HEADERS].insert_one({"_id": instance_id, "json": text, "stored_at": at},
+                                     session=uow.session)
+
+
+async def keep_header(db: Db, instance_id: str, text: str, at: datetime) -> None:
+    """Keep the header of an instance stored before headers were (idempotent: a
+    concurrent reader may have kept the same one first)."""
+    await db[HEADERS].update_one({"_id": instance_id},
+                                 {"$setOnInsert": {"json": text, "stored_at": at}},
+                                 upsert=True)
+
+
+async def headers_of(db: Db, instance_ids: list[str]) -> dict[str, str]:
+    """``{instance id: DICOM JSON text}`` of those of ``instance_ids`` that have one."""
+    cursor = db[HEADERS].find({"_id": {"$in": instance_ids}}, {"json": 1})
+    return {doc["_id"]: doc["json"] async for doc in cursor}

@@ -28,7 +28,16 @@ from healthflow.common.blobs import XRAY, BlobStore, BlobTypeRefused, StoredBlob
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.service import ServiceRuntime
-from healthflow.xray import dicomweb, events, fhir, imaging, processing, render, store
+from healthflow.xray import (
+    dicomweb,
+    events,
+    fhir,
+    imaging,
+    processing,
+    render,
+    store,
+    wado_metadata,
+)
 from healthflow.xray.domain import (
     InstanceNotFound,
     InvalidImage,
@@ -143,9 +152,11 @@ async def _ingest(runtime: ServiceRuntime, blobs: BlobStore, order: Document,
                     spool.close()
                     facts = await asyncio.to_thread(imaging.inspect, path, blob.content_type,
                                                     max_pixels(runtime))
+                    header = await asyncio.to_thread(wado_metadata.header_json, path) \
+                        if blob.content_type == imaging.DICOM else None
                     stored = await runtime.transact(
-                        lambda uow: _store(uow, uploaded_by, order["_id"], blob, facts),
-                        actor=uploaded_by)
+                        lambda uow: _store(uow, uploaded_by, order["_id"], blob, facts,
+                                           header), actor=uploaded_by)
                     if stored.resent:
                         raise _Resent(stored)
                     return stored
@@ -172,7 +183,10 @@ async def _study_for(uow: UnitOfWork, order: Document, study_uid: str, modality:
 
 
 async def _store(uow: UnitOfWork, uploaded_by: str, order_id: str, blob: StoredBlob,
-                 facts: imaging.ImageFacts) -> Upload:
+                 facts: imaging.ImageFacts, header: str | None = None) -> Upload:
+    """Store the checked file's instance (and ``header``, its WADO-RS metadata, for a
+    DICOM file: :func:`.wado_metadata.header_json`), enqueue its processing,
+    ``xray.uploaded``."""
     order = await store.get_order(uow, order_id)
     if order is None:
         raise OrderNotFound(f"no X-ray order {order_id}")
@@ -204,6 +218,8 @@ async def _store(uow: UnitOfWork, uploaded_by: str, order_id: str, blob: StoredB
         await store.insert_instance(uow, instance)
     except DuplicateKeyError:  # stored since the look above (a concurrent upload): whose
         raise UidNotAccepted from None  # is not known here, so nothing is confirmed
+    if header is not None:
+        await store.insert_header(uow, instance["_id"], header, now)
     await processing.enqueue(uow, instance["_id"])
     uow.publish(events.XrayUploaded(
         study_id=study["_id"], instance_id=instance["_id"], order_id=order_id,

@@ -55,7 +55,8 @@ class DeadLetterSettings(ServiceSettings):
 def _rabbitmq(settings: ServiceSettings) -> Transport:
     from healthflow.common.events.rabbit.transport import RabbitTransport
 
-    return RabbitTransport(settings.amqp_url, connection_name="healthflow-deadletters")
+    return RabbitTransport(settings.amqp_url, connection_name="healthflow-deadletters",
+                           platform_topology=settings.amqp_platform_topology)
 
 
 def _inprocess(settings: ServiceSettings) -> Transport:

@@ -29,7 +29,7 @@ from healthflow.common.events.rabbit.messages import (
     as_text,
     copy_message,
 )
-from healthflow.common.events.rabbit.topology import declare_direct_exchange
+from healthflow.common.events.rabbit.topology import declare_direct_exchange, direct_exchange_name
 from healthflow.common.events.transport import (
     DeadLetter,
     PublishError,
@@ -129,7 +129,7 @@ async def replay(
     connection: aio_pika.abc.AbstractConnection | None,
     publish: ConfirmedPublish,
     service: str,
-    ids: Sequence[str] | None = None,
+    ids: Sequence[str] | None = None, *, platform: bool = False,
 ) -> int:
     """Send parked messages of ``service`` (all, or those whose id is in ``ids``) back.
 
@@ -137,8 +137,8 @@ async def replay(
     service's direct exchange ``healthflow.<service>.direct`` straight to
     ``healthflow.<service>`` — other services bound to the same type do not get it
     again; the exchange and that binding are declared first, as the consumer does —
-    with ``x-attempts`` reset to 0 and
-    the parking headers replaced by ``x-replayed-at``; only then is it
+    with ``x-attempts`` reset to 0 and the parking headers replaced by ``x-replayed-at``
+    (``platform``: see :mod:`.topology`); only then is it
     acknowledged (removed) from the DLQ. Only the messages present when the
     replay starts are considered, so one that fails again and is re-parked
     meanwhile is not replayed twice. Returns how many were replayed.
@@ -162,7 +162,7 @@ async def replay(
         available = queue.declaration_result.message_count or 0
         if not available:
             return 0
-        exchange = await _route_to_queue(channel, service)
+        exchange = await _route_to_queue(channel, service, platform=platform)
         for _ in range(available):
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
@@ -187,19 +187,25 @@ async def replay(
 
 
 async def _route_to_queue(
-    channel: aio_pika.abc.AbstractChannel, service: str
+    channel: aio_pika.abc.AbstractChannel, service: str, *, platform: bool = False
 ) -> aio_pika.abc.AbstractExchange:
-    """The service's direct exchange, with its queue bound by name (idempotent).
+    """The service's direct exchange, with its queue bound by name (idempotent; with
+    ``platform`` the platform declared both and the binding, :mod:`.topology`).
 
     Raises:
         PublishError: when the service's queue does not exist.
     """
-    exchange = await declare_direct_exchange(channel, service)
     try:
+        if platform:
+            exchange = await channel.declare_exchange(direct_exchange_name(service),
+                                                      passive=True)
+        else:
+            exchange = await declare_direct_exchange(channel, service)
         target = await channel.declare_queue(queue_name(service), passive=True)
     except aio_pika.exceptions.ChannelNotFoundEntity as exc:
         raise PublishError(f"replay stopped after 0: no queue {queue_name(service)}") from exc
-    await target.bind(exchange, routing_key=queue_name(service))
+    if not platform:
+        await target.bind(exchange, routing_key=queue_name(service))
     return exchange
 
 

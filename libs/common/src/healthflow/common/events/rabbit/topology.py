@@ -34,14 +34,46 @@ and would refuse redeclaring it with the new arguments (406), hence the new name
 The old queues are left alone: the broker dead-letters what they hold back to
 ``healthflow.svc`` (dead-lettering is the broker's own publish, not the user's), and
 an operator deletes them once empty (``rabbitmqctl delete_queue --if-empty``).
+
+**Platform-declared topology** (``platform=True``, setting ``AMQP_PLATFORM_TOPOLOGY``):
+with its own RabbitMQ user (``healthflow.devkit.busaccess``) a service may not configure
+``healthflow.events``, its direct exchange or its durable queues, nor read its direct
+exchange: the platform declares all of them and the direct exchange's bindings
+(``healthflow.devkit.bususers``, ``deploy/rabbitmq/users.sh``), and the transport only
+checks they exist (passive ``exchange.declare``/``queue.declare``, which need no
+permission) and binds its queue to ``healthflow.events`` (topic-read-checked). A missing
+one (e.g. a ``retry_delays`` entry the platform was not told about) is
+:class:`TopologyMissing`. Without read on its direct exchange a service cannot bind that
+exchange to ``healthflow.events`` (``exchange.bind`` needs read on the source), which would
+forward whatever it publishes there, under any routing key, past the topic permissions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 import aio_pika.abc
+import aio_pika.exceptions
 from aio_pika import ExchangeType
 
 from healthflow.common.events.transport import Subscription, queue_name
+
+_T = TypeVar("_T")
+
+
+class TopologyMissing(RuntimeError):
+    """An exchange or queue the platform should have declared does not exist."""
+
+
+async def _passive(declaration: Awaitable[_T], what: str) -> _T:
+    """``declaration`` (a passive declare), its 404 turned into :class:`TopologyMissing`."""
+    try:
+        return await declaration
+    except aio_pika.exceptions.ChannelNotFoundEntity as exc:
+        raise TopologyMissing(
+            f"{what} does not exist: the platform declares it with the services' RabbitMQ "
+            "users (make run; deploy/rabbitmq/users.sh with the same retry delays)") from exc
 
 
 def direct_exchange_name(service: str) -> str:
@@ -65,25 +97,46 @@ def _delay_ms(delay: float) -> int:
     return max(0, round(delay * 1000))
 
 
+def retry_queue_arguments(service: str, delay: float) -> dict[str, str | int]:
+    """The arguments of a retry queue: TTL ``delay`` in ms, dead-lettered to the service's
+    queue through its direct exchange."""
+    return {"x-message-ttl": _delay_ms(delay),
+            "x-dead-letter-exchange": direct_exchange_name(service),
+            "x-dead-letter-routing-key": queue_name(service)}
+
+
 async def declare_exchange(
-    channel: aio_pika.abc.AbstractChannel, name: str
+    channel: aio_pika.abc.AbstractChannel, name: str, *, platform: bool = False
 ) -> aio_pika.abc.AbstractExchange:
-    """The durable topic exchange ``name`` (declared if absent)."""
+    """The durable topic exchange ``name`` (declared if absent; only checked when
+    ``platform``).
+
+    Raises:
+        TopologyMissing: ``platform`` and the exchange does not exist.
+    """
+    if platform:
+        return await _passive(channel.declare_exchange(name, passive=True),
+                              f"the exchange {name}")
     return await channel.declare_exchange(name, ExchangeType.TOPIC, durable=True)
 
 
 async def declare_service_queues(
-    channel: aio_pika.abc.AbstractRobustChannel, exchange_name: str, subscription: Subscription
+    channel: aio_pika.abc.AbstractRobustChannel, exchange_name: str, subscription: Subscription,
+    *, platform: bool = False,
 ) -> aio_pika.abc.AbstractRobustQueue:
-    """Declare the exchanges, the service's queue and bindings, retry queues and DLQ.
+    """Declare the exchanges, the service's queue and bindings, retry queues and DLQ
+    (with ``platform``, check them and bind the queue to ``exchange_name`` only).
 
     Returns the service's queue, bound to each of ``subscription.patterns``.
 
     Raises:
         aio_pika.exceptions.ChannelPreconditionFailed: when an existing queue
             was declared with other arguments (e.g. changed retry delays).
+        TopologyMissing: ``platform`` and one of them does not exist.
     """
-    exchange = await declare_exchange(channel, exchange_name)
+    exchange = await declare_exchange(channel, exchange_name, platform=platform)
+    if platform:
+        return await _check_service_queues(channel, exchange, subscription)
     direct = await declare_direct_exchange(channel, subscription.service)
     queue = await channel.declare_queue(subscription.queue, durable=True)
     for pattern in subscription.patterns:
@@ -92,14 +145,7 @@ async def declare_service_queues(
     for delay in subscription.retry_delays:
         name = retry_queue_name(subscription.service, delay)
         retry = await channel.declare_queue(
-            name,
-            durable=True,
-            arguments={
-                "x-message-ttl": _delay_ms(delay),
-                "x-dead-letter-exchange": direct.name,
-                "x-dead-letter-routing-key": subscription.queue,
-            },
-        )
+            name, durable=True, arguments=retry_queue_arguments(subscription.service, delay))
         await retry.bind(direct, routing_key=name)
     dlq = await channel.declare_queue(subscription.dead_letter_queue, durable=True)
     await dlq.bind(direct, routing_key=subscription.dead_letter_queue)
@@ -113,3 +159,23 @@ async def declare_direct_exchange(
     return await channel.declare_exchange(
         direct_exchange_name(service), ExchangeType.DIRECT, durable=True
     )
+
+
+async def _check_service_queues(
+    channel: aio_pika.abc.AbstractRobustChannel, exchange: aio_pika.abc.AbstractExchange,
+    subscription: Subscription,
+) -> aio_pika.abc.AbstractRobustQueue:
+    """The platform-declared topology of ``subscription``: each exchange and queue must
+    exist; the queue is bound to ``exchange`` with the subscription's patterns."""
+    await _passive(channel.declare_exchange(
+        direct_exchange_name(subscription.service), passive=True),
+        f"the exchange {direct_exchange_name(subscription.service)}")
+    names = [retry_queue_name(subscription.service, d) for d in subscription.retry_delays]
+    for name in [*names, subscription.dead_letter_queue]:
+        await _passive(channel.declare_queue(name, passive=True),
+                       f"the queue {name}")
+    queue = await _passive(channel.declare_queue(subscription.queue, passive=True),
+                           f"the queue {subscription.queue}")
+    for pattern in subscription.patterns:
+        await queue.bind(exchange, routing_key=pattern)
+    return queue

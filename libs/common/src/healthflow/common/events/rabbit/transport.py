@@ -65,6 +65,10 @@ class RabbitTransport(Transport):
             connection is lost (aio-pika's default, 5 s, when ``None``).
         connect_timeout: seconds the first connection attempt may take.
         connection_name: shown in the RabbitMQ management UI.
+        platform_topology: the platform declared the exchanges, the queues and the
+            direct exchange's bindings (a service's own RabbitMQ user may not): only
+            check they exist and bind the queues to ``exchange``
+            (:mod:`.topology`); a missing one raises ``TopologyMissing``.
 
     One instance holds one connection: a publisher channel (publisher confirms
     on, returned ``mandatory`` messages raise) and one channel per
@@ -85,6 +89,7 @@ class RabbitTransport(Transport):
         reconnect_interval: float | None = None,
         connect_timeout: float = 10.0,
         connection_name: str | None = None,
+        platform_topology: bool = False,
     ) -> None:
         self.amqp_url = amqp_url
         self.exchange_name = exchange
@@ -93,6 +98,7 @@ class RabbitTransport(Transport):
         self.reconnect_interval = reconnect_interval
         self.connect_timeout = connect_timeout
         self.connection_name = connection_name
+        self.platform_topology = platform_topology
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._publish_channel: aio_pika.abc.AbstractRobustChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
@@ -124,7 +130,8 @@ class RabbitTransport(Transport):
         )
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._exchange = await declare_exchange(channel, self.exchange_name)
+            self._exchange = await declare_exchange(channel, self.exchange_name,
+                                                    platform=self.platform_topology)
         except BaseException:
             await connection.close()
             raise
@@ -303,7 +310,8 @@ class RabbitTransport(Transport):
         channel = await connection.channel(publisher_confirms=False)
         try:
             await channel.set_qos(prefetch_count=subscription.prefetch)
-            queue = await declare_service_queues(channel, self.exchange_name, subscription)
+            queue = await declare_service_queues(channel, self.exchange_name, subscription,
+                                                 platform=self.platform_topology)
             consumer = QueueConsumer(
                 subscription,
                 channel,
@@ -342,7 +350,8 @@ class RabbitTransport(Transport):
         if connection is None or self._closing:
             raise RuntimeError("RabbitTransport is not connected")
         channel = await connection.channel(publisher_confirms=False)
-        exchange = await declare_exchange(channel, self.exchange_name)
+        exchange = await declare_exchange(channel, self.exchange_name,
+                                          platform=self.platform_topology)
         queue = await channel.declare_queue(
             f"healthflow.broadcast.{name}.{uuid.uuid4().hex[:12]}", exclusive=True,
             auto_delete=True, durable=False)
@@ -380,4 +389,5 @@ class RabbitTransport(Transport):
 
     async def replay(self, service: str, ids: Sequence[str] | None = None) -> int:
         """Send parked messages back to ``service`` only; see :func:`.deadletters.replay`."""
-        return await deadletters.replay(self._connection, self._confirmed_publish, service, ids)
+        return await deadletters.replay(self._connection, self._confirmed_publish, service, ids,
+                                        platform=self.platform_topology)
