@@ -12,6 +12,7 @@ from typing import Any
 from healthflow.auth.store import CONTACT_LINKS, USERS
 from healthflow.common.links import account_link_token, token_digest
 from healthflow.common.personaldata import open_sealed, person_key_from_json
+from healthflow.common.servicecredentials import DEVELOPMENT_KEY, authorization
 from healthflow.contracts.auth import CONTACT_REVERT_PURPOSE, EMAIL_CHANGE_PURPOSE
 from healthflow.contracts.sealed import SealedValue
 
@@ -54,7 +55,9 @@ async def test_changing_the_address_and_number_publishes_them_sealed(auth: Any) 
     [requested] = await auth.events("auth.email_change_requested", user["id"])
     data = requested["data"]
     assert new_email not in repr(data)
-    key = person_key_from_json((await auth.http.get(f"/internal/person-keys/{user['id']}")).json())
+    key = person_key_from_json((await auth.http.get(
+        f"/internal/person-keys/{user['id']}",
+        headers=authorization(DEVELOPMENT_KEY, "notification"))).json())
     assert open_sealed(key, user["id"], "email", SealedValue(**data["email"])) == new_email
     token = confirm_token(auth, data["change_id"])
     stored = await auth.db[CONTACT_LINKS].find_one({"link_id": data["change_id"]})
