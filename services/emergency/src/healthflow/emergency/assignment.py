@@ -12,10 +12,9 @@ See docs/decisions.md, "The emergencies contract's reassignment, forwarded".
 
 Its answer — the ``TaskOut`` JSON on 200, or its problem+json (404 ``assignment-not-found``,
 ``unit-not-found``; 409 ``unit-not-assignable``, ``cannot-reassign``; 422 …) — is
-handed back unchanged: status, ``Content-Type`` and body. The client goes straight to
-``paramedic_url`` (``trust_env=False``: the caller's token must not pass through a proxy
-from the environment; no redirect followed). ``paramedic_timeout`` bounds the whole
-exchange (``asyncio.timeout``), not each read.
+handed back unchanged: status, ``Content-Type`` and body. The client is a
+:class:`~healthflow.common.peers.PeerClient` to ``paramedic_url`` (no proxy, no redirect,
+``paramedic_timeout`` seconds for the whole exchange).
 
 Failures of the exchange itself: unreachable → :class:`ServiceUnavailable` (503, nothing
 happened: safe to retry); slower than the timeout → :class:`GatewayTimeout` (504: the
@@ -24,38 +23,22 @@ request was sent, its outcome is unknown — read the emergency before trying ag
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import quote
 
-import httpx
 from starlette.responses import Response
 
 from healthflow.common.errors import PROBLEM_JSON, GatewayTimeout, ServiceUnavailable
+from healthflow.common.peers import PeerClient, PeerTimedOut, PeerUnreachable
 
 PATH = "/api/v1/paramedics/assignments/{emergency_id}"
 PASSED_HEADERS = ("content-type", "retry-after")
 """The headers of the paramedic service's answer handed back with it."""
 
 
-class ParamedicClient:
-    """One pooled HTTP client to the paramedic service (started and closed with the
-    service's runtime). ``base_url``: its internal address (``http://host:port``);
-    ``timeout``: seconds for the whole exchange (connect, write, read, together)."""
-
-    def __init__(self, base_url: str, timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self._client: httpx.AsyncClient | None = None
-
-    async def start(self) -> None:
-        self._client = httpx.AsyncClient(base_url=self.base_url,
-                                         timeout=httpx.Timeout(self.timeout),
-                                         trust_env=False, follow_redirects=False)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+class ParamedicClient(PeerClient):
+    """One pooled HTTP client to the paramedic service
+    (:class:`~healthflow.common.peers.PeerClient`: started and closed with the service's
+    runtime; ``timeout`` seconds for the whole exchange)."""
 
     async def assign(self, token: str, emergency_id: str, body: bytes) -> Response:
         """The paramedic service's answer to ``PUT …/assignments/{emergency_id}`` with
@@ -65,19 +48,16 @@ class ParamedicClient:
             ServiceUnavailable: the paramedic service cannot be reached (503).
             GatewayTimeout: it did not answer within ``timeout`` seconds (504).
         """
-        if self._client is None:
-            raise ServiceUnavailable("the paramedic service client is not started")
         path = PATH.format(emergency_id=quote(emergency_id, safe=""))
         try:
-            async with asyncio.timeout(self.timeout):
-                answer = await self._client.put(path, content=body, headers={
-                    "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        except (httpx.TimeoutException, TimeoutError):
+            answer = await self.call("PUT", path, token, content=body,
+                                     content_type="application/json")
+        except PeerTimedOut:
             raise GatewayTimeout("the paramedic service did not answer in time; the "
                                  "assignment may or may not have been made") from None
-        except httpx.HTTPError as exc:
+        except PeerUnreachable as exc:
             raise ServiceUnavailable(f"the paramedic service cannot be reached "
-                                     f"({type(exc).__name__})") from None
+                                     f"({exc})") from None
         headers = {name: answer.headers[name] for name in PASSED_HEADERS
                    if name in answer.headers}
         headers.setdefault("content-type", "application/json" if answer.is_success
