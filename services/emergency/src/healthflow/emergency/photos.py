@@ -30,10 +30,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO
 
-from PIL import Image
-
 from healthflow.common.auth import Principal
 from healthflow.common.blobs import BlobStore, BlobTypeRefused, BlobUse, StoredBlob
+from healthflow.common.blobs.images import PIL_FORMATS, ImageRefused, decode_whole
 from healthflow.common.blobs.kinds import MiB
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
@@ -49,7 +48,6 @@ log = logging.getLogger(__name__)
 
 PHOTO = BlobUse("photo", frozenset({"image/png", "image/jpeg"}), 20 * MiB)
 """PNG or JPEG; the settings' ``photo_max_bytes`` lowers the size limit."""
-PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG"}
 
 
 class InvalidPhoto(UnprocessableContent):
@@ -84,22 +82,13 @@ def inspect(path: Path, content_type: str, max_pixels: int) -> tuple[int, int]:
         so they are neither answered nor logged).
     """
     try:
-        with Image.open(path, formats=[PIL_FORMATS[content_type]]) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InvalidPhoto(f"the image has more than {max_pixels} pixels",
-                                   problem="too-many-pixels")
-            image.load()
-    except InvalidPhoto:
-        raise
-    except Image.DecompressionBombError:
-        raise InvalidPhoto(f"the image has more than {max_pixels} pixels",
-                           problem="too-many-pixels") from None
-    except Exception as exc:
-        log.info("refused a photo that does not decode (%s)", type(exc).__name__)
-        raise InvalidPhoto("the image does not decode (truncated or damaged)",
-                           problem="unreadable-image") from None
-    return width, height
+        image = decode_whole(path, max_pixels, pil_format=PIL_FORMATS[content_type])
+    except ImageRefused as refused:
+        if refused.problem == "too-many-pixels":
+            raise InvalidPhoto(str(refused), problem="too-many-pixels") from None
+        log.info("refused a photo that does not decode (%s)", refused.error)
+        raise InvalidPhoto(str(refused), problem="unreadable-image") from None
+    return image.width, image.height
 
 
 class PhotoStore:

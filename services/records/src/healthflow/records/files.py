@@ -25,9 +25,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
 from pypdf import PdfReader
 
+from healthflow.common.blobs.images import PIL_FORMATS, ImageRefused, decode_whole
 from healthflow.common.problems import UnprocessableContent
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ logging.getLogger("pypdf").setLevel(logging.CRITICAL + 1)
 
 MAX_PAGES = 2000
 MAX_PIXELS = 60_000_000
-PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 
 
 class InvalidDocument(UnprocessableContent):
@@ -93,16 +92,10 @@ def inspect_pdf(path: Path) -> FileFacts:
 def inspect_image(path: Path, content_type: str) -> FileFacts:
     """Raises InvalidDocument unless Pillow decodes the image whole, as the declared format."""
     try:
-        with Image.open(path, formats=[PIL_FORMATS[content_type]]) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise InvalidDocument(f"the image has more than {MAX_PIXELS} pixels",
-                                      problem="too-many-pixels")
-            image.load()
-    except InvalidDocument:
-        raise
-    except Exception as exc:
-        log.info("refused an image that does not decode (%s)", type(exc).__name__)
-        raise InvalidDocument("the image does not decode (truncated or damaged)",
-                              problem="unreadable-image") from None
-    return FileFacts(width=width, height=height)
+        image = decode_whole(path, MAX_PIXELS, pil_format=PIL_FORMATS[content_type])
+    except ImageRefused as refused:
+        if refused.problem == "too-many-pixels":
+            raise InvalidDocument(str(refused), problem="too-many-pixels") from None
+        log.info("refused an image that does not decode (%s)", refused.error)
+        raise InvalidDocument(str(refused), problem="unreadable-image") from None
+    return FileFacts(width=image.width, height=image.height)

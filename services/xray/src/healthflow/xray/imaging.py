@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import openjpeg
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -67,6 +67,7 @@ from pydicom.uid import (
     JPEG2000Lossless,
 )
 
+from healthflow.common.blobs.images import ImageRefused, decode_whole
 from healthflow.xray.domain import InvalidImage
 
 log = logging.getLogger(__name__)
@@ -375,21 +376,15 @@ def inspect_photo(path: Path, content_type: str, max_pixels: int = MAX_PIXELS
             ``type-mismatch`` (another format than ``content_type``).
     """
     try:
-        with warnings.catch_warnings():
-            # Pillow warns above its own limit and refuses at twice it: both are ours
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                fmt = image.format
-                if image.width * image.height > max_pixels:
-                    raise too_many_pixels(image.width * image.height, max_pixels)
-                image.load()
-                size, mode = image.size, image.mode
-    except Image.DecompressionBombError:  # raised by Image.open from the header alone
-        raise InvalidImage("the photograph declares more pixels than accepted",
-                           problem="too-many-pixels", max_pixels=max_pixels) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        log.info("photograph refused", extra={"error": type(exc).__name__})
+        image = decode_whole(path, max_pixels)
+    except ImageRefused as refused:
+        if refused.problem == "too-many-pixels":
+            raise (too_many_pixels(refused.pixels, max_pixels) if refused.pixels else
+                   InvalidImage("the photograph declares more pixels than accepted",
+                                problem="too-many-pixels", max_pixels=max_pixels)) from None
+        log.info("photograph refused", extra={"error": refused.error})
         raise InvalidImage("the photograph does not decode", problem="pixel-data") from None
+    fmt, size, mode = image.format, (image.width, image.height), image.mode
     if fmt != PHOTO_TYPES[content_type]:
         raise InvalidImage(f"the bytes are {fmt}, not {content_type}", problem="type-mismatch")
     photometric = "MONOCHROME2" if mode in ("L", "I", "I;16") else "RGB"
