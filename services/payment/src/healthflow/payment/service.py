@@ -417,7 +417,12 @@ class WebhookFailed(Problem):
 
 
 async def _cancelled_unrefunded(uow: UnitOfWork, doc: Document) -> bool:
-    if "refund" in doc or doc["status"] in (PaymentStatus.REFUNDED.value,
+    """Whether a success reported now is of an appointment cancelled while its payment was
+    still unpaid (then all of it goes back at once). A payment already recorded paid is
+    refunded by the cancellation policy (its refund job, or reconciliation's sweep), never
+    in full by a repeated success report."""
+    if "refund" in doc or doc["status"] in (PaymentStatus.SUCCEEDED.value,
+                                            PaymentStatus.REFUNDED.value,
                                             PaymentStatus.PARTIALLY_REFUNDED.value):
         return False
     claim = await uow.db[store.APPOINTMENTS].find_one({"_id": doc["appointment_id"]},
