@@ -153,6 +153,15 @@ async def test_a_crew_only_offered_a_p1_cannot_move_it_while_the_other_accepted(
     dispatcher = await emg.client.post(status, json={"status": "en_route"},
                                        headers=emg.as_("disp-1", "dispatcher"))
     assert dispatcher.status_code == 200, dispatcher.text
+    for later in ("on_scene", "transporting"):  # past assigned too: never an offered crew's
+        moved = await emg.client.post(status, json={"status": later},
+                                      headers=emg.as_("para-1", "paramedic"))
+        assert moved.status_code == 409, moved.text
+        assert moved.json()["type"].endswith("status-out-of-order")
+    assert (await read(emg, eid))["status"] == "en_route"
+    on_scene = await emg.client.post(status, json={"status": "on_scene"},
+                                     headers=emg.as_("para-2", "paramedic"))
+    assert on_scene.status_code == 200, on_scene.text
 
 
 async def test_of_two_accepted_crews_the_one_arriving_first_is_shown(

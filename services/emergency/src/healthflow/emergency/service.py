@@ -36,6 +36,7 @@ from healthflow.emergency.domain import (
     Priority,
     ReprioritiseReason,
     Status,
+    StatusOutOfOrder,
     check_step,
     geo_point,
 )
@@ -136,6 +137,8 @@ async def change_status(runtime: ServiceRuntime, principal: Principal, emergency
             raise NotAssigned("only the dispatchers and the unit on it change its status")
         accepted = (crews.accepted(doc) if role == "dispatcher"
                     else crews.accepted_by(doc, principal.subject))
+        if role == "paramedic" and not accepted:  # only offered: not theirs to move
+            raise StatusOutOfOrder("this unit has not accepted the task")
         check_step(Status(doc["status"]), target, accepted=accepted,
                    reason=reason)  # either accepted crew of a P1 moves it: first step wins
         extra: Document | None = ({"cancel_reason": reason} if target is Status.CANCELLED
