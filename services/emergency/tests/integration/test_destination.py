@@ -95,3 +95,22 @@ async def test_without_a_fitting_hospital_the_crew_still_transports(
     doc = await transport(emg, "pat-3")
     assert doc["status"] == "transporting" and doc["destination"] is None
     assert await emg.outbox("emergency.destination_chosen") == []
+
+
+async def test_staff_who_left_are_not_the_receiving_team_the_rest_of_the_hospital_is(
+        emg: Emergencies) -> None:
+    """A removed membership (``staff.removed``, in either order with its assignment) no
+    longer counts: with the department's only doctor gone, the hospital-wide staff are
+    told instead of nobody (notification drops former staff)."""
+    await hospital(emg, "h-left", (60.1800, 24.9500), {"d-left": ["emergency"]})
+    await staff(emg, "h-left", "d-left", "u-gone", "doctor")
+    await staff(emg, "h-left", None, "u-house", "nurse")
+    removed = {"hospital_id": "h-left", "department_id": "d-left", "user_id": "u-gone",
+               "staff_role": "doctor", "membership_id": "m-u-gone",
+               "removed_at": datetime.now(UTC).isoformat()}
+    await hospital_event(emg, "staff.removed", removed)
+    await hospital_event(emg, "staff.assigned", {  # a late redelivery of the assignment
+        k: v for k, v in removed.items() if k != "removed_at"})
+    await transport(emg, "pat-left")
+    [told] = await emg.outbox("emergency.destination_chosen")
+    assert told["data"]["receiving_staff"] == ["u-house"]

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document
-from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot, StaffAssigned
+from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot
 from healthflow.emergency import events, store
 from healthflow.emergency.domain import Triage, destination_departments, geo_point
 
@@ -36,14 +36,6 @@ async def on_department(uow: UnitOfWork, data: DepartmentCreated) -> None:
     """``department.created``: what the department offers (its service codes)."""
     await store.put_department(uow.db, uow.session, data.department_id, data.hospital_id,
                                list(data.services))
-
-
-async def on_staff(uow: UnitOfWork, data: StaffAssigned) -> None:
-    """``staff.assigned``: who works where (to tell the receiving team)."""
-    await store.put_staff(uow.db, uow.session, {
-        "_id": data.membership_id, "hospital_id": data.hospital_id,
-        "department_id": data.department_id, "user_id": data.user_id,
-        "staff_role": data.staff_role})
 
 
 async def choose(uow: UnitOfWork, doc: Document, now: datetime) -> Document | None:

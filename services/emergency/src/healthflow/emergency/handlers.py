@@ -7,7 +7,8 @@ service call:
 * ``paramedic.assignment_escalated`` — flagged on the dispatchers' board;
 * ``paramedic.eta_updated`` — the live ETA the patient or caller sees;
 * ``hospital.registered|verified|rejected``, ``department.created``,
-  ``staff.assigned`` — the read model the destination hospital is chosen from.
+  ``staff.assigned`` / ``staff.removed`` — who works where now (:mod:`healthflow.common.tenancy`
+  in the ``staff`` collection): the receiving team told of an inbound patient.
 
 Each handler checks the task id it is about, so a decline that arrives after the
 next unit's offer changes nothing. The consumer's inbox makes each event count once.
@@ -15,9 +16,10 @@ next unit's offer changes nothing. The consumer's inbox makes each event count o
 
 from __future__ import annotations
 
+from healthflow.common import tenancy
 from healthflow.common.events.consumer import Handlers, Received
 from healthflow.common.events.outbox import UnitOfWork
-from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot, StaffAssigned
+from healthflow.contracts.hospital import DepartmentCreated, HospitalSnapshot
 from healthflow.contracts.paramedic import (
     AssignmentEscalated,
     EtaUpdated,
@@ -25,7 +27,7 @@ from healthflow.contracts.paramedic import (
     TaskDeclined,
     TaskOffered,
 )
-from healthflow.emergency import destination, service
+from healthflow.emergency import destination, service, store
 
 
 async def on_offered(event: Received[TaskOffered], uow: UnitOfWork) -> None:
@@ -56,10 +58,6 @@ async def on_department(event: Received[DepartmentCreated], uow: UnitOfWork) -> 
     await destination.on_department(uow, event.data)
 
 
-async def on_staff(event: Received[StaffAssigned], uow: UnitOfWork) -> None:
-    await destination.on_staff(uow, event.data)
-
-
 HANDLERS: Handlers = {
     "paramedic.task_offered": on_offered,
     "paramedic.task_accepted": on_accepted,
@@ -70,5 +68,5 @@ HANDLERS: Handlers = {
     "hospital.verified": on_hospital,
     "hospital.rejected": on_hospital,
     "department.created": on_department,
-    "staff.assigned": on_staff,
+    **tenancy.handlers(store.STAFF),  # staff.assigned / staff.removed: who works where
 }

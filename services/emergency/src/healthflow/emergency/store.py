@@ -170,11 +170,6 @@ async def put_department(db: Db, session: AsyncClientSession, department_id: str
         upsert=True, session=session)
 
 
-async def put_staff(db: Db, session: AsyncClientSession, membership: Document) -> None:
-    await db[STAFF].update_one({"_id": membership["_id"]}, {"$set": membership}, upsert=True,
-                               session=session)
-
-
 async def nearest_hospital(db: Db, session: AsyncClientSession, location: Document,
                            department: str, max_distance_m: float) -> Document | None:
     """The nearest verified hospital within ``max_distance_m`` metres of ``location``
@@ -196,11 +191,12 @@ async def department_offering(db: Db, session: AsyncClientSession, hospital_id: 
 
 async def receiving_staff(db: Db, session: AsyncClientSession, hospital_id: str,
                           department_id: str) -> list[str]:
-    """User ids of the department's doctors and nurses, else the hospital's."""
+    """User ids of the department's doctors and nurses, else the hospital's (current
+    memberships only: :mod:`healthflow.common.tenancy`'s model, kept in :data:`STAFF`)."""
     for scope in ({"department_id": department_id}, {}):
         docs = await db[STAFF].find(
             {"hospital_id": hospital_id, "staff_role": {"$in": list(RECEIVING_ROLES)},
-             **scope}, {"user_id": 1}, session=session).to_list()
+             "removed_at": None, **scope}, {"user_id": 1}, session=session).to_list()
         if docs:
             return sorted({d["user_id"] for d in docs})
     return []
