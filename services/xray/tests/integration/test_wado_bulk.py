@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 
 from healthflow.common.events.outbox import recorded_events
 from healthflow.devkit.dicom import radiograph
+from healthflow.xray import wado_frames
 
 from .conftest import DICOM, DOCTOR, PATIENT, RADIOGRAPHER, ordered
 from .test_dicom_scp import c_store
@@ -90,7 +91,8 @@ def frame_parts(response: httpx.Response) -> list[tuple[str, bytes]]:
             for p in message.get_payload()]
 
 
-async def test_frames_are_each_frame_s_pixels_uncompressed(xray, tokens) -> None:
+async def test_frames_are_each_frame_s_pixels_uncompressed(xray, tokens, monkeypatch
+                                                            ) -> None:
     """The BulkDataURI of Pixel Data names the frames; they are the stored pixels,
     uncompressed, as dicomweb-client retrieves them; the images' access rules."""
     http, app = xray
@@ -119,10 +121,15 @@ async def test_frames_are_each_frame_s_pixels_uncompressed(xray, tokens) -> None
         [frame] = await asyncio.to_thread(client.retrieve_instance_frames, *uids, [1],
                                           media_types=media_types)
         assert frame == original.PixelData
-    refused = {"0": 400, "1,x": 400, "2": 404, "1,2": 404}
+    refused = {"0": 400, "1,x": 400, "1,1": 400, "2": 404, "1,2": 404}  # 1,1: decoded twice
     for frames, status in refused.items():
         got = await http.get(url.removesuffix("/1") + f"/{frames}", headers=patient)
         assert got.status_code == status, (frames, got.text)
+    # a request's frames are held whole: over the budget (from the header) it is refused
+    monkeypatch.setattr(wado_frames, "MAX_RESPONSE_BYTES", len(original.PixelData) - 1)
+    too_big = await http.get(url, headers=patient)
+    assert too_big.status_code == 400 and "fewer frames" in too_big.text, too_big.text
+    monkeypatch.undo()
     jp2 = await http.get(url, headers=patient | {"Accept": 'multipart/related; type="image/jp2"'})
     assert jp2.status_code == 406 and "not-acceptable" in jp2.text
     stranger = await http.get(url, headers=tokens.headers("dr-9", ("doctor",)))

@@ -49,6 +49,9 @@ JP2 = "image/jp2"
 UNCOMPRESSED = str(ExplicitVRLittleEndian)
 MAX_FRAMES = 64
 """Most frames one request lists."""
+MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+"""Most decoded pixel bytes one request returns (the frames are held whole while the
+answer is built): a viewer asks for fewer frames per request above it."""
 
 
 def frame_list(frames: str) -> list[int]:
@@ -57,13 +60,14 @@ def frame_list(frames: str) -> list[int]:
 
     Raises:
         BadRequest (400, ``parameter`` ``frames``): empty, a number below 1 or not an
-        integer, or more than :data:`MAX_FRAMES` numbers.
+        integer, a number listed twice (each would be decoded again), or more than
+        :data:`MAX_FRAMES` numbers.
     """
     parts = frames.split(",")
-    if len(parts) > MAX_FRAMES or not all(
+    if len(parts) > MAX_FRAMES or len(set(parts)) != len(parts) or not all(
             p.isascii() and p.isdecimal() and int(p) >= 1 for p in parts):
-        raise BadRequest(f"frames is a comma separated list of at most {MAX_FRAMES} frame "
-                         f"numbers, each 1 or more (got {frames[:20]!r})",
+        raise BadRequest(f"frames is a comma separated list of at most {MAX_FRAMES} distinct "
+                         f"frame numbers, each 1 or more (got {frames[:20]!r})",
                          parameter="frames")
     return [int(p) for p in parts]
 
@@ -113,6 +117,8 @@ def read_frames(path: Path, numbers: list[int], media_type: str) -> list[bytes]:
 
     Raises:
         FrameNotFound (404): no Pixel Data, or a number past Number of Frames.
+        BadRequest (400): the frames' decoded size is over :data:`MAX_RESPONSE_BYTES`
+            (checked from the header, before any is decoded).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -123,13 +129,17 @@ def read_frames(path: Path, numbers: list[int], media_type: str) -> list[bytes]:
         if max(numbers) > count:
             raise FrameNotFound(f"the instance has {count} frame(s); there is no frame "
                                 f"{max(numbers)}")
+        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * \
+            int(ds.BitsAllocated) // 8
+        if size * len(numbers) > MAX_RESPONSE_BYTES:
+            raise BadRequest(f"the {len(numbers)} frames hold {size * len(numbers)} bytes, "
+                             f"more than the {MAX_RESPONSE_BYTES} one request returns; ask "
+                             "for fewer frames at a time", parameter="frames")
         if ds.file_meta.TransferSyntaxUID.is_encapsulated:
             if media_type == JP2:
                 return [get_frame(ds.PixelData, n - 1, number_of_frames=count)
                         for n in numbers]
             return [_little_endian(pixel_array(ds, index=n - 1, raw=True)) for n in numbers]
-        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * \
-            int(ds.BitsAllocated) // 8
         data = ds.PixelData
         return [bytes(data[(n - 1) * size:n * size]) for n in numbers]
 
