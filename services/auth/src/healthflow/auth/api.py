@@ -228,8 +228,7 @@ async def confirm_email_change(body: ContactLinkRedeem, auth: AuthService) -> Re
                   responses=_problems(**{"400": contact.INVALID_CONTACT_LINK,
                                          "409": contact.OLD_ADDRESS_TAKEN}))
 async def revert_contact_change(body: ContactLinkRedeem, auth: AuthService) -> Response:
-    """Uses up the link, restores the old address (``user.contact_changed``; 409 when another
-    account has it now) and ends every session (``auth.user_tokens_revoked``)."""
+    """Uses up the link, restores the old address (409 when taken) and ends every session."""
     await contact.revert_contact_change(auth, token=body.token)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 
