@@ -10,12 +10,14 @@ account are taken (429 past them).
   confirmation link goes to the new address (``auth.email_change_requested``; the token is
   :func:`healthflow.common.links.account_link_token` of the request id, stored only as
   its SHA-256 in ``contact_links``, valid ``settings.email_change_ttl`` seconds, used
-  once, voided by a newer request). Redeeming it (:func:`confirm_email_change`, public)
-  moves the account and publishes ``user.contact_changed``; the notification service
-  tells the old address. An address another account has gets no link; its owner is told
-  someone tried (``auth.registration_attempted``), at the request or, when the address
-  was registered meanwhile, at the redemption, and nothing changes. The answer, and the
-  account's ``GET /api/v1/auth/me``, are the same whether or not the address is taken.
+  once, voided by a newer request, a password change or reset, a deactivation or a
+  "this wasn't me" revert; deleted by an erasure). Redeeming it
+  (:func:`confirm_email_change`, public) moves the account and publishes
+  ``user.contact_changed``; the notification service tells the old address. An address
+  another account has gets no link; its owner is told someone tried
+  (``auth.registration_attempted``), at the request or, when the address was registered
+  meanwhile, at the redemption, and nothing changes. The answer, and the account's
+  ``GET /api/v1/auth/me``, are the same whether or not the address is taken.
 * **A new phone number** is applied at once and published (``user.contact_changed``);
   the notification service makes it unverified again (no SMS before the code texted to
   it is typed back: :mod:`healthflow.notification.verification`).
