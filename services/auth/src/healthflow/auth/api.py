@@ -224,11 +224,11 @@ async def confirm_email_change(body: ContactLinkRedeem, auth: AuthService) -> Re
 
 
 @auth_router.post("/contact/revert", status_code=status.HTTP_204_NO_CONTENT,
-                  summary="Undo an e-mail change with the link sent to the old address "
-                          "(public)", responses=_problems(**{"400": contact.INVALID_CONTACT_LINK}))
+                  summary="Undo an e-mail change with the link sent to the old address (public)",
+                  responses=_problems(**{"400": contact.INVALID_CONTACT_LINK,
+                                         "409": contact.OLD_ADDRESS_TAKEN}))
 async def revert_contact_change(body: ContactLinkRedeem, auth: AuthService) -> Response:
-    """Uses up the link, restores the old address (``user.contact_changed``) and ends every
-    session of the account (``auth.user_tokens_revoked``); reset the password next."""
+    """Uses up the link, restores the old address (409 when taken) and ends every session."""
     await contact.revert_contact_change(auth, token=body.token)
     return Response(status_code=status.HTTP_204_NO_CONTENT, headers=NO_STORE)
 

@@ -10,12 +10,14 @@ account are taken (429 past them).
   confirmation link goes to the new address (``auth.email_change_requested``; the token is
   :func:`healthflow.common.links.account_link_token` of the request id, stored only as
   its SHA-256 in ``contact_links``, valid ``settings.email_change_ttl`` seconds, used
-  once, voided by a newer request). Redeeming it (:func:`confirm_email_change`, public)
-  moves the account and publishes ``user.contact_changed``; the notification service
-  tells the old address. An address another account has gets no link; its owner is told
-  someone tried (``auth.registration_attempted``), at the request or, when the address
-  was registered meanwhile, at the redemption, and nothing changes. The answer, and the
-  account's ``GET /api/v1/auth/me``, are the same whether or not the address is taken.
+  once, voided by a newer request, a password change or reset, a deactivation or a
+  "this wasn't me" revert; deleted by an erasure). Redeeming it
+  (:func:`confirm_email_change`, public) moves the account and publishes
+  ``user.contact_changed``; the notification service tells the old address. An address
+  another account has gets no link; its owner is told someone tried
+  (``auth.registration_attempted``), at the request or, when the address was registered
+  meanwhile, at the redemption, and nothing changes. The answer, and the account's
+  ``GET /api/v1/auth/me``, are the same whether or not the address is taken.
 * **A new phone number** is applied at once and published (``user.contact_changed``);
   the notification service makes it unverified again (no SMS before the code texted to
   it is typed back: :mod:`healthflow.notification.verification`).
@@ -32,13 +34,12 @@ import uuid
 from datetime import timedelta
 from typing import Any, ClassVar
 
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from healthflow.auth import domain, events, mfa, personal, revocation, store
 from healthflow.auth.credentials import check_current_password, notify_address_owner
 from healthflow.auth.service import Auth, get_own
-from healthflow.common.errors import BadRequest, TooManyRequests
+from healthflow.common.errors import BadRequest, Conflict, TooManyRequests
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.links import account_link_token, token_digest
 from healthflow.common.mongo import Document, utcnow
@@ -53,6 +54,9 @@ CONTACT_ACCEPTED = ("a new number is changed at once and must be verified again;
                     "e-mail address changes only once the link sent to it is opened, unless "
                     "it belongs to another account")
 """The one answer to a contact change, whether or not the new address is taken."""
+OLD_ADDRESS_TAKEN = ("the old address belongs to another account by now: every session "
+                     "has ended and the account keeps its current address; reset the "
+                     "password")
 
 
 class InvalidContactLink(BadRequest):
@@ -152,90 +156,130 @@ async def _insert_link(auth: Auth, doc: Document, uow: UnitOfWork) -> None:
     await links.insert_one(doc, session=uow.session)
 
 
-async def _use_link(auth: Auth, token: str, purpose: str) -> tuple[Document, Document]:
-    """Mark the unused, unexpired ``purpose`` link of ``token`` used; it and its active
-    account.
+async def _find_link(auth: Auth, token: str, purpose: str) -> tuple[Document, Document]:
+    """The unused, unexpired ``purpose`` link of ``token`` and its active account (not
+    marked: :func:`_mark_used` does, in the transaction that applies it).
 
     Raises:
         InvalidContactLink: (400) no such link, or its account is gone or inactive.
     """
-    now = utcnow()
-    link = await auth.runtime.db[store.CONTACT_LINKS].find_one_and_update(
+    link = await auth.runtime.db[store.CONTACT_LINKS].find_one(
         {"_id": token_digest(token), "purpose": purpose, "used_at": None,
-         "expires_at": {"$gt": now}},
-        {"$set": {"used_at": now, "outcome": "used"}}, return_document=ReturnDocument.AFTER)
+         "expires_at": {"$gt": utcnow()}})
     user = await store.get_user(auth.runtime.db, link["user_id"]) if link else None
     if link is None or user is None or user["status"] != "active" or user.get("erased_at"):
         raise InvalidContactLink()
     return link, user
 
 
+async def _mark_used(auth: Auth, link: Document, uow: UnitOfWork, *, now: Any,
+                     outcome: str = "used") -> None:
+    """Mark ``link`` used inside ``uow`` (rolled back with it).
+
+    Raises:
+        InvalidContactLink: (400) it was used, voided or expired meanwhile.
+    """
+    marked = await auth.runtime.db[store.CONTACT_LINKS].find_one_and_update(
+        {"_id": link["_id"], "used_at": None, "expires_at": {"$gt": now}},
+        {"$set": {"used_at": now, "outcome": outcome}}, session=uow.session)
+    if marked is None:
+        raise InvalidContactLink()
+
+
 async def confirm_email_change(auth: Auth, *, token: str) -> None:
     """Redeem the confirmation link ``token`` sent to a new address: the account moves to
     it and ``user.contact_changed`` is published with a "this wasn't me" link for the old
-    address (:func:`revert_contact_change`). When the address has an account by now,
-    nothing changes and its owner is told (the same answer).
+    address (:func:`revert_contact_change`), in the transaction that marks the link used
+    (a failure leaves it usable). When the address has an account by now, nothing
+    changes, the link is used up and the address's owner is told (the same answer).
 
     Raises:
         InvalidContactLink: (400) the token names no unused, unexpired link of an
             active account.
     """
-    link, user = await _use_link(auth, token, EMAIL_CHANGE_PURPOSE)
+    link, user = await _find_link(auth, token, EMAIL_CHANGE_PURPOSE)
     changes = {"email": link["email"], "email_normalized": link["email_normalized"]}
     revert = _new_link(auth, CONTACT_REVERT_PURPOSE, str(uuid.uuid4()), user["_id"],
                        user["email"], now=utcnow(), ttl=auth.settings.contact_revert_ttl)
-    if await _apply(auth, user["_id"], changes, ["email"], revert=revert) == []:
-        await auth.runtime.db[store.CONTACT_LINKS].update_one(
-            {"_id": link["_id"]}, {"$set": {"outcome": "taken"}})
+    if await _apply(auth, user["_id"], changes, ["email"], revert=revert, used=link) == []:
+        await auth.runtime.transact(
+            lambda uow: _mark_used(auth, link, uow, now=utcnow(), outcome="taken"),
+            actor=user["_id"])
         await notify_address_owner(auth, link["email"])
 
 
 async def revert_contact_change(auth: Auth, *, token: str) -> int:
     """Redeem the "this wasn't me" link ``token`` of a notice to an old address: the
-    account gets that address back (``user.contact_changed``), pending address changes
-    are void and every session ends (``auth.user_tokens_revoked``, reason ``logout``:
-    the owner signs out everywhere); the sessions ended. Whoever changed it must not
-    keep the account, so the owner should reset the password next (the notice says so).
-    When the old address has another account by now, only the sessions end.
+    account gets that address back (``user.contact_changed``), every session ends
+    (``auth.user_tokens_revoked``, reason ``logout``: the owner signs out everywhere),
+    pending password resets are void (their link may have gone to the new address) and
+    so are the pending address change and the "this wasn't me" links created *after*
+    this one (older ones stay: a hijacker who moved the account on again must not void
+    the owner's link with the link of their own first address); the sessions ended. All
+    of it commits with the link marked used. Whoever changed it must not keep the
+    account, so the owner should reset the password next (the notice says so).
 
     Raises:
         InvalidContactLink: (400) the token names no unused, unexpired link of an
             active account.
+        Conflict: (409) the old address has another account by now: the link is used
+            up and every session ended, but the account keeps its current address.
     """
-    link, user = await _use_link(auth, token, CONTACT_REVERT_PURPOSE)
+    link, user = await _find_link(auth, token, CONTACT_REVERT_PURPOSE)
     user_id = user["_id"]
     key = await personal.person_key(auth.runtime, auth.keys.wrapper, user_id)
     changes = {"email": link["email"], "email_normalized": link["email_normalized"]}
 
-    async def apply(uow: UnitOfWork) -> int:
+    async def apply(uow: UnitOfWork, restore: bool) -> int:
         now = utcnow()
-        await auth.runtime.db[store.CONTACT_LINKS].update_many(
+        await _mark_used(auth, link, uow, now=now)
+        await store.cancel_contact_links(
+            auth.runtime.db, user_id, [EMAIL_CHANGE_PURPOSE], now=now, session=uow.session)
+        await store.cancel_contact_links(
+            auth.runtime.db, user_id, [CONTACT_REVERT_PURPOSE], now=now,
+            after=link["created_at"], session=uow.session)
+        await auth.runtime.db[store.PASSWORD_RESETS].update_many(
             {"user_id": user_id, "used_at": None},
-            {"$set": {"used_at": now, "outcome": "superseded"}}, session=uow.session)
-        if await store.find_user_by_email(auth.runtime.db, link["email_normalized"],
-                                          session=uow.session) is None:
-            updated = await store.update_user(
-                auth.runtime.db, user_id,
-                {"$set": changes | {"updated_at": now, "contact_changed_at": now}},
-                session=uow.session)
+            {"$set": {"used_at": now, "outcome": "cancelled"}}, session=uow.session)
+        if restore:
+            if await store.find_user_by_email(auth.runtime.db, link["email_normalized"],
+                                              session=uow.session) is not None:
+                raise _AddressTaken
+            try:
+                updated = await store.update_user(
+                    auth.runtime.db, user_id,
+                    {"$set": changes | {"updated_at": now, "contact_changed_at": now}},
+                    session=uow.session)
+            except DuplicateKeyError:
+                raise _AddressTaken from None
             if updated is not None:
                 uow.publish(personal.contact_changed_event(key, updated, ["email"]),
                             subject=user_id, actor=user_id)
         return await revocation.revoke_all_sessions(auth.runtime, user_id, reason="logout",
                                                     actor=user_id, uow=uow)
 
-    return await auth.runtime.transact(apply, actor=user_id)
+    try:
+        return await auth.runtime.transact(lambda uow: apply(uow, True), actor=user_id)
+    except _AddressTaken:
+        await auth.runtime.transact(lambda uow: apply(uow, False), actor=user_id)
+        raise Conflict(OLD_ADDRESS_TAKEN) from None
 
 
 async def _apply(auth: Auth, user_id: str, changes: dict[str, Any], changed: list[str], *,
-                 revert: Document | None = None) -> list[str]:
+                 revert: Document | None = None, used: Document | None = None) -> list[str]:
     """Write ``changes`` to the account and publish ``user.contact_changed`` (with the
-    ``revert`` link stored, when given) in one transaction; ``changed``, or empty when the
-    address is taken or the account erased."""
+    ``revert`` link stored, and the ``used`` link marked used, when given) in one
+    transaction; ``changed``, or empty when the address is taken or the account erased.
+
+    Raises:
+        InvalidContactLink: (400) ``used`` was used, voided or expired meanwhile.
+    """
     key = await personal.person_key(auth.runtime, auth.keys.wrapper, user_id)
 
     async def apply(uow: UnitOfWork) -> None:
         now = utcnow()
+        if used is not None:
+            await _mark_used(auth, used, uow, now=now)
         try:
             updated = await store.update_user(
                 auth.runtime.db, user_id,

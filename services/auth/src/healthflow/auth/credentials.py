@@ -15,8 +15,9 @@
   notification service derives the token under the secret both hold
   (:mod:`healthflow.common.links`) and e-mails the link.
 * Either way the new password is stored (Argon2id), every session of the user is
-  ended (:func:`end_sessions_after_password_change`) and ``auth.password_changed`` is
-  published, in one transaction.
+  ended (:func:`end_sessions_after_password_change`), a pending e-mail change's
+  confirmation link is voided and ``auth.password_changed`` is published, in one
+  transaction.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.links import account_link_token, token_digest
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import Role
+from healthflow.contracts.auth import EMAIL_CHANGE_PURPOSE
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,9 @@ async def _store_new_password(auth: Auth, uow: UnitOfWork, user: Document, new_h
                             {"$set": {"password_hash": new_hash, "password_changed_at": now,
                                       "updated_at": now}},
                             session=uow.session)
+    # a pending address change must not outlive the password that asked for it
+    await store.cancel_contact_links(auth.runtime.db, user["_id"], [EMAIL_CHANGE_PURPOSE],
+                                     now=now, session=uow.session)
     revoked = await end_sessions_after_password_change(
         auth, uow, user["_id"], reason="password_changed" if method == "change"
         else "password_reset")

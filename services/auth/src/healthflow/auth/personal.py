@@ -93,7 +93,8 @@ ANONYMISED: dict[str, Any] = {"email": "", "full_name": "", "name_folded": "", "
 async def erase(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Document:
     """Erase ``user_id``'s personal data; the anonymised account.
 
-    In one transaction: hard-delete the person key, replace the address, name and phone
+    In one transaction: hard-delete the person key and the account's contact-change links
+    (they hold addresses in clear), replace the address, name and phone
     of the account with empty values (``email_normalized`` becomes ``erased:<user_id>``,
     so the address may register again), deactivate it (``erased_at`` set), end every
     session and refuse its access tokens everywhere (``auth.user_tokens_revoked``) and
@@ -116,6 +117,8 @@ async def erase(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Documen
             raise Conflict("this is the last active admin; make another admin first")
         now = utcnow()
         await store.delete_person_key(runtime.db, user_id, session=uow.session)
+        await runtime.db[store.CONTACT_LINKS].delete_many({"user_id": user_id},
+                                                          session=uow.session)
         updated = await store.update_user(runtime.db, user_id, {"$set": ANONYMISED | {
             "email_normalized": domain.erased_email_key(user_id), "status": "inactive",
             "deactivated_at": user.get("deactivated_at") or now, "erased_at": now,

@@ -49,6 +49,7 @@ from healthflow.common.keywrap import KeyWrapper
 from healthflow.common.mongo import Document, utcnow
 from healthflow.common.permissions import STAFF_ROLES, Role, permissions_for
 from healthflow.common.service import ServiceRuntime
+from healthflow.contracts.auth import EMAIL_CHANGE_PURPOSE
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ async def _get_for_update(runtime: ServiceRuntime, uow: UnitOfWork, user_id: str
 
 
 async def deactivate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Document:
-    """Deactivate ``user_id`` and revoke all their sessions; publish ``user.deactivated``.
+    """Deactivate ``user_id``, revoke all their sessions and void their pending e-mail
+    change links; publish ``user.deactivated``.
 
     Idempotent: an inactive user is returned unchanged, without an event.
 
@@ -185,6 +187,8 @@ async def deactivate(runtime: ServiceRuntime, user_id: str, *, actor: str) -> Do
             runtime.db, user_id,
             {"$set": {"status": "inactive", "deactivated_at": now, "updated_at": now}},
             session=uow.session)
+        await store.cancel_contact_links(runtime.db, user_id, [EMAIL_CHANGE_PURPOSE], now=now,
+                                         session=uow.session)
         revoked = await revoke_all_sessions(runtime, user_id, reason="user_deactivated",
                                             actor=actor, uow=uow)
         uow.publish(events.UserDeactivated(user_id=user_id, sessions_revoked=revoked),

@@ -386,6 +386,19 @@ async def find_usable_reset(db: Db, token_hash: str, *, now: datetime) -> Docume
         {"_id": token_hash, "used_at": None, "expires_at": {"$gt": now}})
 
 
+# --------------------------------------------------------------------------- contact links
+
+
+async def cancel_contact_links(db: Db, user_id: str, purposes: list[str], *, now: datetime,
+                               session: Session, after: datetime | None = None) -> None:
+    """Void ``user_id``'s unused ``purposes`` contact links (created after ``after``)."""
+    query: Document = {"user_id": user_id, "purpose": {"$in": purposes}, "used_at": None}
+    if after is not None:
+        query["created_at"] = {"$gt": after}
+    await db[CONTACT_LINKS].update_many(
+        query, {"$set": {"used_at": now, "outcome": "cancelled"}}, session=session)
+
+
 # --------------------------------------------------------------------------- second factor
 
 

@@ -209,11 +209,14 @@ class Dispatcher:
     async def _over_cap(self, channel: Channel, doc: Document, now: datetime) -> bool:
         """Whether ``doc``'s phone number or e-mail address has had its cap of messages in
         the window (``sms_per_number_cap`` / ``email_per_address_cap``); counted in
-        :data:`DESTINATION_CAPPED` and logged without the address."""
+        :data:`DESTINATION_CAPPED` and logged without the address. Security e-mails
+        (:data:`domain.SECURITY_EMAIL_TEMPLATES`) are never capped here: auth limits them
+        per account, and dropping a reset link or a takeover notice is worse than a flood."""
         settings = self.ctx.settings
         cap = {Channel.SMS: settings.sms_per_number_cap,
                Channel.EMAIL: settings.email_per_address_cap}.get(channel)
-        if cap is None or not doc.get("to"):
+        if cap is None or not doc.get("to") or (
+                channel is Channel.EMAIL and doc["template"] in domain.SECURITY_EMAIL_TEMPLATES):
             return False
         since = now - timedelta(seconds=settings.destination_cap_window)
         if await store.sent_to(self.runtime.db, channel.value, doc["to"], since) < cap:

@@ -37,8 +37,9 @@ class Settings(KeyEncryptionSettings):
 
     # Sending caps per destination (issue 16: no SMS pumping to premium numbers one
     # registers, no mail-bombing): messages sent to one phone number / e-mail address
-    # within ``destination_cap_window`` seconds, verification codes and reset links
-    # included; past it a message is dropped (suppressed, ``destination_capped``).
+    # within ``destination_cap_window`` seconds, SMS verification codes included; past it
+    # a message is dropped (suppressed, ``destination_capped``). Security e-mails
+    # (``domain.SECURITY_EMAIL_TEMPLATES``) count but are never dropped (auth caps them).
     sms_per_number_cap: int = Field(default=10, ge=1)
     email_per_address_cap: int = Field(default=30, ge=1)
     destination_cap_window: float = Field(default=3600.0, gt=0)
