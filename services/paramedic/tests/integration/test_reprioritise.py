@@ -115,3 +115,38 @@ async def test_a_second_unit_not_yet_accepted_is_stood_down_when_the_crew_transp
 
 async def _offered(para: Paramedics, unit: str) -> bool:
     return len(await para.tasks(unit)) == 1
+
+
+async def test_a_p1_s_first_slot_not_yet_accepted_is_stood_down_when_the_other_transports(
+        para: Paramedics) -> None:
+    """A P1's slot 1 still offered (or retried) when the second crew leaves the scene with
+    the patient is stood down too: no unit is sent to an empty scene."""
+    for metres in (200, 400):
+        await para.unit(*offset(*HELSINKI, north_m=metres))
+    emergency = await para.raise_emergency(*HELSINKI, priority="P1")
+
+    async def offers() -> list[dict[str, Any]]:
+        return [o for o in await para.outbox("paramedic.task_offered")
+                if o["emergency_id"] == emergency]
+
+    await eventually(lambda: _two(offers), within=10, message="the P1 has no two offers")
+    by_slot = {o["slot"]: o for o in await offers()}
+    crew, idle = by_slot[2]["unit_id"], by_slot[1]["unit_id"]
+    ok = await para.client.post(f"/api/v1/paramedics/me/tasks/{by_slot[2]['task_id']}/accept",
+                                headers=para.me(crew))
+    assert ok.status_code == 200, ok.text
+    for status in ("en_route", "on_scene", "transporting"):
+        await para.emergency_status(emergency, status, unit_id=crew)
+    [offered] = await para.tasks(idle)
+    unit = await para.runtime.db["units"].find_one({"_id": idle})
+    assert offered["status"] == "withdrawn" and unit is not None
+    assert unit["status"] == "available" and unit["task_id"] is None
+    slot = await para.runtime.db["assignments"].find_one({"_id": emergency})
+    assert slot is not None and (slot["status"], slot.get("ended_reason")) == (
+        "ended", "stood_down")
+    [declined] = [d for d in await para.outbox("paramedic.task_declined")
+                  if d["emergency_id"] == emergency]
+    assert (declined["unit_id"], declined["reason"], declined["slot"]) == (
+        idle, "stood_down", 1)
+    mine = await para.runtime.db["units"].find_one({"_id": crew})
+    assert mine is not None and mine["status"] == "transporting"

@@ -76,11 +76,11 @@ async def on_emergency_status(uow: UnitOfWork, ctx: Context, emergency_id: str,
             if status not in ON_THE_WAY:
                 await _undo_reassignment(uow, ctx, assignment, withdrawn, status, now)
             return
-    if second is not None and status in PATIENT_LEFT_SCENE:
-        await _stand_down(uow, ctx, second, now)
-    if second is not None:
-        await _follow(uow, ctx, second, status, now)
-    await _follow(uow, ctx, assignment, status, now)
+    slots = [s for s in (second, assignment) if s is not None]
+    if status in PATIENT_LEFT_SCENE:  # a slot still without an accepted crew ends
+        slots = [s for s in slots if not await _stand_down(uow, ctx, s, now)]
+    for slot in slots:
+        await _follow(uow, ctx, slot, status, now)
 
 
 async def _withdrawn_crew(uow: UnitOfWork, emergency_id: str, unit_id: str,
@@ -123,24 +123,26 @@ async def _undo_reassignment(uow: UnitOfWork, ctx: Context, assignment: Document
                     extra={"unit_id": crew["unit_id"], "task_id": crew["_id"]})
 
 
-async def _stand_down(uow: UnitOfWork, ctx: Context, second: Document, now: datetime
-                      ) -> None:
-    """The patient left the scene: a second slot without an accepted crew ends."""
-    if second["status"] in ("accepted", "ended"):
-        return
-    must(await store.update_assignment(uow.db, uow.session, second["_id"], {
+async def _stand_down(uow: UnitOfWork, ctx: Context, slot: Document, now: datetime
+                      ) -> bool:
+    """The patient left the scene: a slot (a P1's first or second) without an accepted
+    crew ends, its offer withdrawn and its unit freed (``stood_down``); whether it did."""
+    if slot["status"] in ("accepted", "ended"):
+        return False
+    must(await store.update_assignment(uow.db, uow.session, slot["_id"], {
         "$set": {"status": "ended", "ended_reason": "stood_down", "updated_at": now}}),
          "the assignment")
-    task = (await store.get_task(uow.db, second["task_id"], session=uow.session)
-            if second.get("task_id") else None)
+    task = (await store.get_task(uow.db, slot["task_id"], session=uow.session)
+            if slot.get("task_id") else None)
     if task is None or task["status"] != TaskStatus.OFFERED:
-        return
+        return True
     must(await store.update_task(uow.db, uow.session, task["_id"], TaskStatus.OFFERED, {
         "status": TaskStatus.WITHDRAWN.value, "answered_at": now, "updated_at": now}),
          "the task")
     await free_unit(uow, ctx, task, now)
     uow.publish(events.TaskDeclined(reason="stood_down", declined_at=now, **ids(task)),
                 subject=f"emergency/{task['emergency_id']}")
+    return True
 
 
 async def _follow(uow: UnitOfWork, ctx: Context, assignment: Document, status: str,
