@@ -202,3 +202,26 @@ async def test_once_the_patient_is_transported_a_missing_second_unit_is_no_longe
     doc = await read(emg, eid)
     assert doc["status"] == "transporting" and doc["second_escalated"] is None
     assert units(doc) == ["para-1"]
+
+
+async def test_once_the_second_crew_transports_a_slot_one_still_sought_is_no_longer_flagged(
+        emg: Emergencies) -> None:
+    eid = (await emg.raise_()).json()["id"]
+    first = await emg.offer(eid, "para-1", slot=1)
+    second = await emg.offer(eid, "para-2", task_id="t-2", slot=2)
+    await emg.answer("paramedic.task_accepted", eid, "para-2", second, accepted_at=now(),
+                     slot=2)
+    await emg.answer("paramedic.task_declined", eid, "para-1", first, reason="timeout",
+                     declined_at=now(), slot=1)
+    await emg.deliver("paramedic.assignment_escalated", {
+        "emergency_id": eid, "reason": "no_unit_available", "attempts": 1,
+        "escalated_at": now(), "slot": 1})
+    assert (await read(emg, eid))["escalated"] is not None
+    for status in ("en_route", "on_scene", "transporting"):
+        moved = await emg.client.post(f"/api/v1/emergencies/{eid}/status",
+                                      json={"status": status},
+                                      headers=emg.as_("para-2", "paramedic"))
+        assert moved.status_code == 200, moved.text
+    doc = await read(emg, eid)
+    assert doc["status"] == "transporting" and doc["escalated"] is None
+    assert units(doc) == ["para-2"]

@@ -75,13 +75,16 @@ def second_accepted(doc: Document) -> bool:
 
 
 def stood_down(doc: Document) -> Document:
-    """The fields that end a P1's second slot when the patient leaves the scene
-    (``transporting``) without a second crew that accepted: nobody is sought for an
-    empty scene, so the board stops flagging it (the paramedic service stands the slot
-    down on the same status change)."""
-    if not doc.get("second") or second_accepted(doc):
-        return {}
-    return {"second.assignment": None, "second.escalated": None}
+    """The fields that end a P1's slot without an accepted crew when the patient leaves
+    the scene (``transporting``): the second slot, or slot 1 while the second crew
+    carries the patient. Nobody is sought for an empty scene, so the board stops
+    flagging it (the paramedic service stands the slot down on the same status change)."""
+    fields: Document = {}
+    if doc.get("second") and not second_accepted(doc):
+        fields |= {"second.assignment": None, "second.escalated": None}
+    if second_accepted(doc) and not (doc.get("assignment") or {}).get("accepted_at"):
+        fields |= {"assignment": None, "escalated": None}
+    return fields
 
 
 def responder(doc: Document) -> Document | None:
