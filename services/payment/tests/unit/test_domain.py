@@ -53,7 +53,7 @@ def test_money_is_a_positive_integer_of_minor_units_and_an_iso_4217_code() -> No
     for amount in (0, -1, 40.0, True):
         with pytest.raises(ValueError, match="minor units"):
             check_money(amount, "EUR")  # type: ignore[arg-type]
-    for currency in ("EURO", "€", "E1R"):
+    for currency in ("EURO", "€", "E1R", "ZZZ", "XYZ"):  # three letters, not ISO 4217
         with pytest.raises(ValueError, match="ISO 4217"):
             check_money(100, currency)
 

@@ -38,6 +38,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypedDict
 
+import pycountry
+
 from healthflow.common.problems import Conflict, UnprocessableContent
 
 
@@ -75,7 +77,11 @@ changes anything."""
 DISPUTE_RESOLVED = frozenset({"won", "warning_closed"})
 """Closed dispute statuses that leave the money with the hospital."""
 
-CURRENCY = re.compile(r"^[A-Z]{3}$")
+def is_currency(code: str) -> bool:
+    """Whether ``code`` is an ISO 4217 alphabetic currency code, upper case (``pycountry``'s
+    table: ``ZZZ`` is three letters and no currency)."""
+    return (len(code) == 3 and code.isascii() and code.isupper()
+            and pycountry.currencies.get(alpha_3=code) is not None)
 
 
 class AmountMismatch(UnprocessableContent):
@@ -102,7 +108,7 @@ def check_money(amount: int, currency: str) -> tuple[int, str]:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise ValueError(f"the amount must be a positive integer of minor units, not {amount!r}")
     code = currency.upper()
-    if not CURRENCY.match(code):
+    if not is_currency(code):
         raise ValueError(f"{currency!r} is not an ISO 4217 currency code")
     return amount, code
 

@@ -23,7 +23,7 @@ from babel.numbers import get_currency_precision
 
 from healthflow.common.mongo import Document
 from healthflow.payment.clearinghouse import ClaimDiagnosis, ClaimLine, ClaimSubmission
-from healthflow.payment.domain import CURRENCY
+from healthflow.payment.domain import is_currency
 
 CLAIM_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type",
                           "code": "professional"}]}
@@ -283,7 +283,7 @@ def submission(claim_resource: dict[str, Any],
         lines.append(ClaimLine(int(item["sequence"]), _code(item["productOrService"]), day,
                                minor_units(net["value"], currency),
                                tuple(int(n) for n in item.get("diagnosisSequence") or ())))
-    if len(currencies) != 1 or not CURRENCY.match(next(iter(currencies))):
+    if len(currencies) != 1 or not is_currency(next(iter(currencies))):
         raise NotImportable(f"one claim has one ISO 4217 currency, not {sorted(currencies)}")
     payor = (coverage_resource.get("payor") or [{}])[0]
     plans = [c.get("value", "") for c in coverage_resource.get("class") or []
