@@ -5,12 +5,14 @@ tell the user.
   a verification link; deliveries that were waiting for the contact are due at once.
 * ``user.role_changed``, ``user.deactivated`` / ``user.activated``: roles, the active flag.
 * ``user.contact_changed`` (opened by :mod:`.personal`, :func:`apply_contact_changed`): the
-  new address and number replace the old ones, each unverified again when it differs
-  (``email_verified_for`` / ``phone_verified_for`` no longer match, and a pending phone code
-  is void); the account's old address is told (``contact_changed``, an e-mail *pinned* to
-  the old address: the dispatcher sends it there, not to the contact's current one) or, for
-  a new number alone, the current address; a new address gets a verification link
-  (``email_verification``). Events of one user apply in the order of their ``time``: an
+  new address and number replace the old ones. A new address is verified by the change
+  itself (auth applies it only once the link mailed to that address was opened, and a
+  revert only by the link mailed to the old one), so it gets no second verification
+  mail; a new number is unverified again (``phone_verified_for`` no longer matches, and a
+  pending phone code is void) until its texted code is typed back. The account's old
+  address is told (``contact_changed``, an e-mail *pinned* to the old address: the
+  dispatcher sends it there, not to the contact's current one) or, for a new number
+  alone, the current address. Events of one user apply in the order of their ``time``: an
   older change, and a ``user.registered`` consumed after a change, do not overwrite a
   newer one. An erased contact is never written again.
 """
@@ -100,10 +102,11 @@ async def apply_contact_changed(uow: UnitOfWork, user_id: str, *, email: str,
     now = ctx.clock.now()
     update: dict[str, Any] = {"$set": {"email": email, "phone": phone,
                                        "contact_changed_at": at, "updated_at": now}}
-    unset = ({"email_verified_for": ""} if email_changed else {}) | (
-        {"phone_verified_for": ""} if phone_changed else {})
+    # the address is proven: auth applies an e-mail change only once the link mailed to
+    # it was opened (and a revert only by the link mailed to the old one)
+    unset = {"phone_verified_for": ""} if phone_changed else {}
     if email_changed:
-        update["$set"]["email_verified"] = False
+        update["$set"] |= {"email_verified": True, "email_verified_for": address_hash(email)}
     if unset:
         update["$unset"] = unset
     await uow.db[store.CONTACTS].update_one({"_id": user_id}, update, upsert=True,
@@ -118,7 +121,3 @@ async def apply_contact_changed(uow: UnitOfWork, user_id: str, *, email: str,
                        context={"email_changed": email_changed, "phone_changed": phone_changed,
                                 "revert_link": revert_link if email_changed else None},
                        to=old_email if email_changed else None)
-    if email_changed:
-        await plan_message(uow, ctx, user_id=user_id, kind=domain.EMAIL_VERIFICATION,
-                           source_id=event_id, trigger=trigger,
-                           context=verify_link(ctx, user_id, email))
