@@ -13,9 +13,10 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from healthflow.common.events.outbox import OUTBOX
+from healthflow.contracts.appointment import AppointmentCancelled
 from healthflow.devkit.embedded import EmbeddedStripe
-from healthflow.devkit.testing import TokenFactory
-from healthflow.payment import invoices
+from healthflow.devkit.testing import TokenFactory, eventually
+from healthflow.payment import invoices, refunds
 
 from .test_api import (
     Client,
@@ -183,3 +184,41 @@ async def test_every_payment_event_carries_the_next_revision_of_its_payment(
         (5, "payment.disputed", "succeeded", 0)]
     assert (await app.state.runtime.db["payments"].find_one({"_id": doc["_id"]})
             )["revision"] == 5
+
+
+async def test_an_appointment_cancelled_during_a_dispute_is_refunded_once_it_is_won(
+        client: Client, stripe_server: EmbeddedStripe,  # noqa: F811
+) -> None:
+    """Cancelled (by the doctor: a full refund) while its payment was disputed, the
+    refund job found nothing paid; the won dispute runs the cancellation's refund again."""
+    http, app = client
+    db, secret = app.state.runtime.db, stripe_server.webhook_secret
+    event, doc = await paid_booking(http, app, stripe_server, "p-dispute-cancel")
+    opened = stripe_event("charge.dispute.created",
+                          dispute(doc["intent_id"], "needs_response", "dp_c"))
+    assert (await webhook(http, *signed(secret, opened))).json()["outcome"] == "disputed"
+    shared = event.model_dump(exclude={"booked_by", "booked_by_role", "fee_amount",
+                                       "fee_currency"})
+    cancelled = AppointmentCancelled(**{
+        **shared, "status": "cancelled", "cancelled_by": "dr-1",
+        "cancelled_by_role": "doctor", "reason_code": "doctor_unavailable"})
+    await app.state.runtime.transact(lambda uow: refunds.record_cancellation(
+        uow, cancelled, event.start - timedelta(days=2)))
+
+    async def job_done(key: str) -> bool:
+        job = await db["jobs"].find_one({"_id": key})
+        return job is not None and job["status"] == "done"
+
+    await eventually(lambda: job_done(refunds.refund_key(event.appointment_id)),
+                     message="the cancellation's refund job did not run")
+    assert "refund" not in await db["payments"].find_one({"_id": doc["_id"]})
+    won = stripe_event("charge.dispute.closed", dispute(doc["intent_id"], "won", "dp_c"))
+    assert (await webhook(http, *signed(secret, won))).json()["outcome"] == "disputed"
+
+    async def refunded() -> bool:
+        after = await db["payments"].find_one({"_id": doc["_id"]})
+        return after["status"] == "refunded"
+
+    await eventually(refunded, within=20, message="the won dispute's payment was not refunded")
+    after = await db["payments"].find_one({"_id": doc["_id"]})
+    assert after["refund"]["amount"] == after["amount"]

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from healthflow.common import jobs
 from healthflow.common.events.outbox import UnitOfWork
 from healthflow.common.mongo import Document, utcnow
-from healthflow.payment import events, ledger, store
+from healthflow.payment import events, ledger, refunds, store
 from healthflow.payment.domain import (
     DISPUTE_EVENTS,
     DISPUTE_RESOLVED,
@@ -96,11 +97,28 @@ async def apply_dispute(uow: UnitOfWork, doc: Document, event_type: str,
     if target is PaymentStatus.DISPUTED:
         await store.flag_for_review(uow.db, doc["_id"], f"dispute:{record['status']}",
                                     session=uow.session)
+    elif target is PaymentStatus.SUCCEEDED and "refund" not in doc:
+        await _refund_cancelled_meanwhile(uow, doc, record["id"])
     uow.publish(events.PaymentDisputed(
         **base, dispute_id=record["id"], dispute_status=record["status"],
         dispute_amount=record["amount"], reason=record["reason"]),
         subject=doc["_id"], patientid=doc["patient_id"])
     return "disputed"
+
+
+async def _refund_cancelled_meanwhile(uow: UnitOfWork, doc: Document, dispute_id: str
+                                      ) -> None:
+    """A won dispute gave the payment back its ``succeeded``: an appointment cancelled
+    while it was disputed got no refund then (nothing was paid as far as the refund job
+    could tell), so its cancellation's refund job runs again now, by the same policy
+    (key ``refund-<payment id>-after-<dispute id>``: once per dispute)."""
+    claim = await uow.db[store.APPOINTMENTS].find_one({"_id": doc["appointment_id"]},
+                                                      session=uow.session)
+    if not claim or not claim.get("cancellation"):
+        return
+    await jobs.enqueue(uow.db, refunds.REFUND, claim["cancellation"],
+                       key=f"{refunds.refund_key(doc['appointment_id'])}-after-{dispute_id}",
+                       session=uow.session)
 
 
 async def apply_refund_failure(uow: UnitOfWork, doc: Document, refund: dict[str, Any],

@@ -84,6 +84,10 @@ def is_currency(code: str) -> bool:
             and pycountry.currencies.get(alpha_3=code) is not None)
 
 
+class HoldNotReleasable(RuntimeError):
+    """Stripe is still processing the intent: the expiry (or refund) job runs again later."""
+
+
 class AmountMismatch(UnprocessableContent):
     """422: Stripe reports another amount or currency than the payment asked for."""
 

@@ -31,6 +31,7 @@ from healthflow.contracts.appointment import AppointmentCancelled
 from healthflow.payment import store
 from healthflow.payment.domain import (
     EXPIRABLE,
+    HoldNotReleasable,
     PaymentStatus,
     RefundPolicy,
     paid_at,
@@ -38,7 +39,6 @@ from healthflow.payment.domain import (
 )
 from healthflow.payment.ledger import move, refund
 from healthflow.payment.provider import Stripe
-from healthflow.payment.service import HoldNotReleasable
 from healthflow.payment.settings import Settings
 
 REFUND = "refund"

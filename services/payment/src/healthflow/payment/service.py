@@ -29,6 +29,7 @@ from healthflow.payment.domain import (
     INTENT_EVENTS,
     AmountMismatch,
     ChargeItemStatus,
+    HoldNotReleasable,
     PaymentStatus,
     check_money,
     ensure_reported_money,
@@ -49,10 +50,6 @@ HOLD_EXPIRY = "hold-expiry"
 CHECKOUT = "checkout"
 """The job queue of checkouts to open at Stripe (payload ``{booked}``: the
 ``appointment.booked`` data; key ``checkout-<appointment id>``)."""
-
-
-class HoldNotReleasable(RuntimeError):
-    """Stripe is still processing the intent: the expiry job runs again later."""
 
 
 def provider(runtime: ServiceRuntime) -> Stripe:
