@@ -71,9 +71,15 @@ def check_accept(accept: str | None) -> None:
 
 
 def _without_bulk(ds: Dataset) -> None:
-    """Delete binary values larger than :data:`BULK_LIMIT`, at every nesting level."""
+    """Delete binary values, and text values (UT, LT, … can hold up to 4 GiB), larger than
+    :data:`BULK_LIMIT`, at every nesting level: the stored header stays far below the
+    database's 16 MiB document limit whatever a modality sends."""
     def callback(dataset: Dataset, element: Any) -> None:
-        if element.VR in BINARY_VRS and len(element.value or b"") > BULK_LIMIT:
+        if element.VR == "SQ":
+            return
+        value = element.value
+        binary = element.VR in BINARY_VRS or isinstance(value, str | bytes)
+        if binary and len(value or b"") > BULK_LIMIT:
             del dataset[element.tag]
 
     ds.walk(callback)
