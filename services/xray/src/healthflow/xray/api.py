@@ -191,9 +191,10 @@ async def overlay(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
 async def measurement_sr(runtime: Runtime, blobs: Blobs, study_id: Id, instance_id: Id,
                          principal: Principal = require_any(*VIEWERS)) -> Response:
     """DICOM Part 10 Comprehensive 3D SR (:mod:`healthflow.xray.measurements`): the lung
-    boxes as planar ROIs on the image and the checks as coded evaluations; for whoever
-    may view the preview. 404 ``instance-not-found`` before processing, for a
-    photograph and when no lung was found (not a chest image)."""
+    boxes as planar ROIs on the image and the checks as coded evaluations; for the
+    clinicians who may view the preview, and for the patient once the report is signed.
+    404 ``instance-not-found`` before processing, for a photograph and when no lung was
+    found (not a chest image)."""
     ref = await processing.derived_blob(runtime, principal, study_id, instance_id, "sr")
     sr = b"".join([chunk async for chunk in blobs.stream(ref["key"])])
     return Response(sr, media_type="application/dicom", headers={
