@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from pymongo.errors import DuplicateKeyError
@@ -245,13 +245,7 @@ async def revert_contact_change(auth: Auth, *, token: str) -> int:
             if await store.find_user_by_email(auth.runtime.db, link["email_normalized"],
                                               session=uow.session) is not None:
                 raise _AddressTaken
-            try:
-                updated = await store.update_user(
-                    auth.runtime.db, user_id,
-                    {"$set": changes | {"updated_at": now, "contact_changed_at": now}},
-                    session=uow.session)
-            except DuplicateKeyError:
-                raise _AddressTaken from None
+            updated = await _write_contact(auth, uow, user_id, changes, now)
             if updated is not None:
                 uow.publish(personal.contact_changed_event(key, updated, ["email"]),
                             subject=user_id, actor=user_id)
@@ -263,6 +257,20 @@ async def revert_contact_change(auth: Auth, *, token: str) -> int:
     except _AddressTaken:
         await auth.runtime.transact(lambda uow: apply(uow, False), actor=user_id)
         raise Conflict(OLD_ADDRESS_TAKEN) from None
+
+
+async def _write_contact(auth: Auth, uow: UnitOfWork, user_id: str,
+                         changes: dict[str, Any], now: datetime) -> Document | None:
+    """Set ``changes`` (address, number) on the account in ``uow``'s transaction; the
+    account after, or ``None`` when there is none. Raises :class:`_AddressTaken` when
+    another account has the address (the unique index)."""
+    try:
+        return await store.update_user(
+            auth.runtime.db, user_id,
+            {"$set": changes | {"updated_at": now, "contact_changed_at": now}},
+            session=uow.session)
+    except DuplicateKeyError:
+        raise _AddressTaken from None
 
 
 async def _apply(auth: Auth, user_id: str, changes: dict[str, Any], changed: list[str], *,
@@ -280,13 +288,7 @@ async def _apply(auth: Auth, user_id: str, changes: dict[str, Any], changed: lis
         now = utcnow()
         if used is not None:
             await _mark_used(auth, used, uow, now=now)
-        try:
-            updated = await store.update_user(
-                auth.runtime.db, user_id,
-                {"$set": changes | {"updated_at": now, "contact_changed_at": now}},
-                session=uow.session)
-        except DuplicateKeyError:
-            raise _AddressTaken from None
+        updated = await _write_contact(auth, uow, user_id, changes, now)
         if updated is None or updated.get("erased_at") is not None:
             raise _AddressTaken  # erased meanwhile: nothing to change
         if revert is not None:
