@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from healthflow.common.auth import Principal
-from healthflow.gateway.headers import client_address, forward_headers, response_headers
 from healthflow.gateway.openapi import merge_documents
+from healthflow.gateway.proxy import client_address, forward_headers, response_headers
 from healthflow.gateway.ratelimit import LimitState, fields, storage_uri
 from healthflow.gateway.routes import RouteTable
 

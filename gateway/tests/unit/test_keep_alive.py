@@ -33,19 +33,14 @@ def test_services_keep_idle_connections_longer_than_the_gateways_pools() -> None
 
 
 def test_every_upstream_pool_of_the_gateway_expires_idle_connections_first() -> None:
-    async def check() -> None:
-        proxy = Proxy(GatewaySettings(), Breakers(threshold=5, reset_seconds=5.0))
-        try:
-            own = proxy.client._transport._pool._keepalive_expiry  # type: ignore[attr-defined]
-            assert own == UPSTREAM_KEEPALIVE_SECONDS < SERVER_KEEP_ALIVE_SECONDS
-            assert proxy.pools
-            for pool in proxy.pools.values():  # aiohttp sessions
-                expiry = pool.connector._keepalive_timeout  # type: ignore[union-attr]
-                assert expiry == UPSTREAM_KEEPALIVE_SECONDS < SERVER_KEEP_ALIVE_SECONDS
-        finally:
-            await proxy.close()
-
-    asyncio.run(check())
+    settings = GatewaySettings()
+    proxy = Proxy(settings, Breakers(threshold=5, reset_seconds=5.0))
+    try:
+        for pool in [proxy.client, *proxy.pools.values()]:
+            expiry = pool._transport._pool._keepalive_expiry  # type: ignore[attr-defined]
+            assert expiry == UPSTREAM_KEEPALIVE_SECONDS < SERVER_KEEP_ALIVE_SECONDS
+    finally:
+        asyncio.run(proxy.close())
 
 
 def test_the_runners_in_process_servers_use_the_same_keep_alive(tmp_path: Path) -> None:

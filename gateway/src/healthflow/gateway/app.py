@@ -52,7 +52,6 @@ from healthflow.contracts import asyncapi
 from healthflow.gateway import caps, proxy, status
 from healthflow.gateway.caps import ConcurrencyCaps, ConcurrencyMiddleware, kind_of
 from healthflow.gateway.edge import Edge, bearer, reject_dot_segments
-from healthflow.gateway.headers import forward_headers
 from healthflow.gateway.openapi import OpenAPIAggregator
 from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitState, fields
 from healthflow.gateway.routes import Policy, Route
@@ -321,7 +320,7 @@ async def _relay_websocket(edge: Edge, websocket: WebSocket, route: Route, polic
     request_id = valid_request_id(websocket.headers.get("x-request-id"))
     settings = edge.settings
     peer = websocket.client.host if websocket.client else client_ip
-    headers = forward_headers(
+    headers = proxy.forward_headers(
         websocket.scope["headers"], principal=principal, peer=peer,
         scheme=websocket.scope.get("scheme", "ws"),
         host=websocket.headers.get("host"), request_id=request_id,

@@ -30,7 +30,7 @@ from prometheus_client import Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from healthflow.common.errors import PROBLEM_JSON, TooManyRequests
-from healthflow.gateway.headers import client_address
+from healthflow.gateway import proxy
 from healthflow.gateway.routes import PROBE_PATHS
 from healthflow.gateway.settings import GatewaySettings
 
@@ -117,7 +117,7 @@ class ConcurrencyMiddleware:
             await self.app(scope, receive, send)
             return
         forwarded = b",".join(v for k, v in scope["headers"] if k == b"x-forwarded-for")
-        address = client_address(scope.get("client"),
+        address = proxy.client_address(scope.get("client"),
                                         forwarded.decode("latin-1") or None, self.trusted_hops)
         try:
             release = self.caps.acquire("address", kind_of(scope["headers"]), address)

@@ -30,7 +30,6 @@ from healthflow.common.servicecredentials import caller_authorization
 from healthflow.gateway import proxy, status
 from healthflow.gateway.breaker import Breakers
 from healthflow.gateway.caps import ConcurrencyCaps
-from healthflow.gateway.headers import client_address
 from healthflow.gateway.ratelimit import EdgeRateLimiter, LimitScope, LimitState
 from healthflow.gateway.routes import EDGE_POLICY, Policy, RouteTable
 from healthflow.gateway.settings import GatewaySettings
@@ -97,7 +96,7 @@ class Edge:
 
     def ip_of(self, request: Request | WebSocket) -> str:
         """The client's address (``X-Forwarded-For`` trusted for the configured hops)."""
-        return client_address(request.scope.get("client"),
+        return proxy.client_address(request.scope.get("client"),
                                     request.headers.get("x-forwarded-for"),
                                     self.settings.trusted_proxy_hops)
 

@@ -97,9 +97,7 @@ class GatewaySettings(ServiceSettings):
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_reset_seconds: float = Field(default=10.0, gt=0)
     max_connections: int = Field(default=512, ge=1)  # per upstream
-    # the gateway's own client (health, OpenAPI); aiohttp's forwarding pools have no
-    # idle cap of their own: idle connections expire after UPSTREAM_KEEPALIVE_SECONDS
-    max_keepalive_connections: int = Field(default=128, ge=0)
+    max_keepalive_connections: int = Field(default=128, ge=0)  # per upstream
 
     # Aggregated documents and health.
     openapi_cache_seconds: float = Field(default=30.0, ge=0)

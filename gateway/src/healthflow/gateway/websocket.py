@@ -7,7 +7,7 @@ as binary, until either side closes; the upstream's close code and reason pass
 through to the client. An upstream silent longer than the route's stream
 timeout is closed with 1001 ("going away") on both sides.
 
-Headers are those of :func:`healthflow.gateway.headers.forward_headers` minus
+Headers are those of :func:`healthflow.gateway.proxy.forward_headers` minus
 hop-by-hop fields and the handshake's own (:data:`WS_HEADERS_DROP`), which the
 WebSocket client library sets itself.
 """
@@ -24,7 +24,7 @@ from fastapi import WebSocket
 
 from healthflow.common.errors import Problem, ServiceUnavailable
 from healthflow.gateway.breaker import Breakers, CircuitOpen
-from healthflow.gateway.headers import HOP_BY_HOP
+from healthflow.gateway.proxy import HOP_BY_HOP
 
 if TYPE_CHECKING:
     from websockets.asyncio.client import ClientConnection
