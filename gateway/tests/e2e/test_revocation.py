@@ -98,7 +98,8 @@ async def test_logout_refuses_the_token_at_three_services_and_ends_its_stream(
         print(f"\n[revocation] logout refused at 3 services after {taken:.2f} s, "
               f"stream closed after {stream_taken:.2f} s")
         assert "event: unauthorized" in lines, lines
-        data = next(line for line in lines if line.startswith("data: "))
+        after = lines[lines.index("event: unauthorized"):]  # its data line, not a feed item's
+        data = next(line for line in after if line.startswith("data: "))
         assert "session" in json.loads(data.removeprefix("data: "))["detail"]
 
         # The user's other sessions are untouched; a new login works everywhere.

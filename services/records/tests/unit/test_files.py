@@ -63,13 +63,14 @@ def test_any_other_parser_failure_is_a_refusal_not_a_server_error(
     """pypdf and Pillow raise more than their documented errors on hostile input; any of
     them is the file's fault (422), never a 500. The parsers are made to raise here:
     no small file is known to reach such a branch today."""
+    from healthflow.common.blobs import images
     from healthflow.records import files
 
     def failing(*args: object, **kwargs: object) -> None:
         raise raised("boom")
 
     monkeypatch.setattr(files, "PdfReader", failing)
-    monkeypatch.setattr(files.Image, "open", failing)
+    monkeypatch.setattr(images.Image, "open", failing)  # the shared whole-image check
     for data, content_type, problem in ((pdf(1), "application/pdf", "unreadable-pdf"),
                                         (png(), "image/png", "unreadable-image")):
         with pytest.raises(InvalidDocument) as refused:
