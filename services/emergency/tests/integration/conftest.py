@@ -14,14 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from healthflow.common import mongo
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.service import ServiceRuntime
-from healthflow.devkit.embedded import free_ports
-from healthflow.devkit.testing import TokenFactory, eventually, running_app
+from healthflow.devkit.testing import TokenFactory, running_app, served_app
 from healthflow.emergency.app import create_app
 from healthflow.emergency.settings import Settings
 
@@ -94,18 +92,9 @@ async def served(mongodb_url: str, unique_name: str, tokens: TokenFactory
     app = create_app(settings, transport=InProcessTransport(
         mongo.get_database(mongodb_url, f"{unique_name}_bus")))
     app.state.verifier = tokens.verifier()
-    [port] = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await eventually(lambda: server.started, message="server did not start")
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            yield Emergencies(client, app.state.runtime, tokens), base
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=30)
+    async with (served_app(app) as base,
+                httpx.AsyncClient(base_url=base, timeout=10) as client):
+        yield Emergencies(client, app.state.runtime, tokens), base
 
 
 Reader = Callable[[Callable[[dict[str, Any]], bool]], Awaitable[dict[str, Any]]]

@@ -4,7 +4,6 @@ and an unreachable paramedic service is 503."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator
@@ -15,14 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from healthflow.common import mongo
 from healthflow.common.events.envelope import CloudEvent
 from healthflow.common.events.inprocess import InProcessTransport
 from healthflow.common.service import ServiceRuntime
 from healthflow.devkit.embedded import free_ports
-from healthflow.devkit.testing import TokenFactory, eventually, running_app
+from healthflow.devkit.testing import TokenFactory, eventually, running_app, served_app
 from healthflow.emergency.app import create_app
 from healthflow.emergency.settings import Settings
 from healthflow.paramedic.app import create_app as create_paramedic_app
@@ -85,18 +83,9 @@ async def paramedic(mongodb_url: str, unique_name: str, tokens: TokenFactory
     app = create_paramedic_app(settings, transport=InProcessTransport(
         mongo.get_database(mongodb_url, f"{unique_name}_pbus")))
     app.state.verifier = tokens.verifier()
-    [port] = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await eventually(lambda: server.started, message="server did not start")
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            yield Paramedic(client, app.state.runtime, tokens, base)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=30)
+    async with (served_app(app) as base,
+                httpx.AsyncClient(base_url=base, timeout=10) as client):
+        yield Paramedic(client, app.state.runtime, tokens, base)
 
 
 @asynccontextmanager

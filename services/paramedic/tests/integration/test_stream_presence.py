@@ -14,12 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from healthflow.common import mongo
 from healthflow.common.events.inprocess import InProcessTransport
-from healthflow.devkit.embedded import free_ports
-from healthflow.devkit.testing import TokenFactory, eventually
+from healthflow.devkit.testing import TokenFactory, eventually, served_app
 from healthflow.paramedic.app import create_app
 from healthflow.paramedic.settings import Settings
 
@@ -36,18 +34,9 @@ async def served(mongodb_url: str, unique_name: str, tokens: TokenFactory
     app = create_app(settings, transport=InProcessTransport(
         mongo.get_database(mongodb_url, f"{unique_name}_bus")))
     app.state.verifier = tokens.verifier()
-    [port] = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_config=None, lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await eventually(lambda: server.started, message="server did not start")
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            yield Paramedics(client, app.state.runtime, tokens), base
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, timeout=30)
+    async with (served_app(app) as base,
+                httpx.AsyncClient(base_url=base, timeout=10) as client):
+        yield Paramedics(client, app.state.runtime, tokens), base
 
 
 @contextlib.asynccontextmanager

@@ -189,6 +189,24 @@ async def running_app(
             yield client
 
 
+@asynccontextmanager
+async def served_app(app: FastAPI) -> AsyncIterator[str]:
+    """Serve ``app`` on a real uvicorn server on a free local port (what SSE streams and
+    service-to-service calls need) and yield its base URL; stopped on exit."""
+    import uvicorn
+
+    [port] = free_ports(1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           log_config=None, lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, message="server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+
+
 class TokenFactory:
     """Mints access tokens the way the auth service does, with a test Ed25519 key.
 
